@@ -1,0 +1,88 @@
+"""Account and wallet endpoints: who am I, wallet balances, wallet statements."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import or_, select
+
+from satvault.accounts.errors import NotFound
+from satvault.accounts.models import Wallet
+from satvault.accounts.schemas import MeOut, StatementLineOut, StatementOut, WalletOut
+from satvault.accounts.service import Principal, get_wallet
+from satvault.ledger.assets import get_asset
+from satvault.ledger.history import statement
+from satvault.ledger.store import get_account
+from satvault.web.deps import CurrentPrincipal, SessionDep, require_scope
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["wallets"])
+WalletReader = Annotated[Principal, Depends(require_scope("wallet:read"))]
+
+
+def _can_see(principal: Principal, wallet: Wallet) -> bool:
+    if principal.owns(wallet.owner_type, wallet.owner_id):
+        return True
+    return wallet.owner_type == "merchant" and principal.merchant_id == wallet.owner_id
+
+
+async def visible_wallet(session: SessionDep, principal: Principal, wallet_id: str) -> Wallet:
+    """The wallet if this caller may see it; otherwise the same 404 as a missing one."""
+    try:
+        wallet = await get_wallet(session, wallet_id)
+    except NotFound:
+        wallet = None
+    if wallet is None or not _can_see(principal, wallet):
+        raise NotFound(f"wallet {wallet_id!r} not found")
+    return wallet
+
+
+@router.get("/me", response_model=MeOut)
+async def me(session: SessionDep, principal: CurrentPrincipal) -> MeOut:
+    owners = [(principal.owner_type, principal.owner_id)]
+    if principal.merchant_id:
+        owners.append(("merchant", principal.merchant_id))
+    rows = (await session.execute(select(Wallet.id).where(or_(*(
+        (Wallet.owner_type == t) & (Wallet.owner_id == i) for t, i in owners
+    ))))).scalars().all()
+    return MeOut(key_id=principal.key_id, owner_type=principal.owner_type,
+                 owner_id=principal.owner_id, scopes=sorted(principal.scopes),
+                 wallets=list(rows))
+
+
+@router.get("/wallets/{wallet_id}", response_model=WalletOut)
+async def wallet_balance(wallet_id: str, session: SessionDep,
+                         principal: WalletReader) -> WalletOut:
+    wallet = await visible_wallet(session, principal, wallet_id)
+    account = await get_account(session, wallet.ledger_account_id)
+    b = account.balances
+    return WalletOut(
+        id=wallet.id, owner_type=wallet.owner_type, owner_id=wallet.owner_id,
+        asset=wallet.asset, unit=get_asset(wallet.asset).unit,
+        available_msat=b.credits_posted - b.debits_posted - b.debits_pending,
+        posted_msat=b.credits_posted - b.debits_posted,
+        incoming_msat=b.credits_pending, held_msat=b.debits_pending,
+    )
+
+
+@router.get("/wallets/{wallet_id}/transactions", response_model=StatementOut)
+async def wallet_transactions(
+    wallet_id: str, session: SessionDep, principal: WalletReader,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> StatementOut:
+    wallet = await visible_wallet(session, principal, wallet_id)
+    page = await statement(session, wallet.ledger_account_id, limit=limit, cursor=cursor)
+    return StatementOut(
+        wallet_id=wallet.id,
+        next_cursor=page.next_cursor,
+        items=[StatementLineOut(
+            seq=ln.seq, transfer_id=ln.transfer_id, kind=ln.kind.value, direction=ln.direction,
+            amount_msat=ln.amount, code=ln.code, ref=ln.ref,
+            hold_state=ln.hold_state.value if ln.hold_state else None,
+            created_at=ln.created_at, balance_msat=ln.posted_after,
+            available_msat=ln.available_after,
+        ) for ln in page.lines],
+    )

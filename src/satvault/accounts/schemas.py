@@ -1,0 +1,49 @@
+"""API shapes for accounts and wallets. Amounts are integers in msat, never floats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+__all__ = ["MeOut", "StatementLineOut", "StatementOut", "WalletOut"]
+
+
+class MeOut(BaseModel):
+    key_id: str
+    owner_type: str
+    owner_id: str
+    scopes: list[str]
+    wallets: list[str]
+
+
+class WalletOut(BaseModel):
+    id: str
+    owner_type: str
+    owner_id: str
+    asset: str
+    unit: str
+    available_msat: int
+    posted_msat: int
+    incoming_msat: int
+    held_msat: int
+
+
+class StatementLineOut(BaseModel):
+    seq: int
+    transfer_id: str
+    kind: str
+    direction: str
+    amount_msat: int
+    code: str
+    ref: str
+    hold_state: str | None
+    created_at: datetime
+    balance_msat: int
+    available_msat: int
+
+
+class StatementOut(BaseModel):
+    wallet_id: str
+    items: list[StatementLineOut]
+    next_cursor: str | None

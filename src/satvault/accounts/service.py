@@ -1,0 +1,259 @@
+"""Accounts service: create users, merchants, stores, wallets and API keys; authenticate.
+
+Functions take the session first and keyword arguments after; none of them commits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
+from satvault.accounts.models import ApiKey, AuditEvent, Merchant, Store, User, Wallet
+from satvault.accounts.security import (
+    hash_password,
+    new_id,
+    new_token,
+    parse_token,
+    secrets_match,
+    verify_password,
+)
+from satvault.db import utcnow
+from satvault.ledger.core import AccountKind
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import create_account
+
+__all__ = [
+    "SCOPES",
+    "Principal",
+    "audit",
+    "authenticate_api_key",
+    "authenticate_password",
+    "create_api_key",
+    "create_merchant",
+    "create_store",
+    "create_user",
+    "ensure_wallet",
+    "get_merchant",
+    "get_store",
+    "get_user",
+    "get_wallet",
+    "owner_type_of",
+    "revoke_api_key",
+]
+
+SCOPES = frozenset({
+    "wallet:read", "wallet:write", "invoices:read", "invoices:write", "withdrawals:write",
+    "stores:read", "stores:write", "webhooks:write", "admin",
+})
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}$")
+_PREFIX_OWNER = {"usr": "user", "mer": "merchant", "sto": "store"}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the owner behind an API key and what the key may do."""
+
+    key_id: str
+    owner_type: str
+    owner_id: str
+    scopes: frozenset[str]
+    merchant_id: str | None = None  # for store keys: the store's merchant
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+    def has(self, scope: str) -> bool:
+        return self.is_admin or scope in self.scopes
+
+    def owns(self, owner_type: str, owner_id: str) -> bool:
+        if self.is_admin:
+            return True
+        return (self.owner_type, self.owner_id) == (owner_type, owner_id)
+
+
+def owner_type_of(owner_id: str) -> str:
+    prefix = owner_id.split("_", 1)[0]
+    if prefix not in _PREFIX_OWNER:
+        raise InvalidInput(f"owner {owner_id!r} is not a user (usr_…), merchant (mer_…) or "
+                           "store (sto_…) id")
+    return _PREFIX_OWNER[prefix]
+
+
+async def audit(session: AsyncSession, *, actor: str, action: str, subject: str = "",
+                details: dict[str, Any] | None = None) -> None:
+    session.add(AuditEvent(at=utcnow(), actor=actor, action=action, subject=subject,
+                           details=json.dumps(details or {}, sort_keys=True, default=str)))
+
+
+async def ensure_wallet(session: AsyncSession, *, owner_type: str, owner_id: str,
+                        asset: str = "BTC") -> Wallet:
+    """The wallet of (owner, asset), created with its ledger account on first use."""
+    found = (await session.execute(select(Wallet).where(
+        Wallet.owner_type == owner_type, Wallet.owner_id == owner_id, Wallet.asset == asset
+    ))).scalar_one_or_none()
+    if found is not None:
+        return found
+    await ensure_platform_accounts(session, asset)
+    kind = AccountKind.MERCHANT_WALLET if owner_type == "merchant" else AccountKind.CUSTOMER_WALLET
+    account = await create_account(
+        session, name=f"{owner_type}:{owner_id}:{asset}", asset=asset, kind=kind,
+        owner_type=owner_type, owner_id=owner_id, debits_must_not_exceed_credits=True,
+    )
+    wallet = Wallet(id=new_id("wal"), owner_type=owner_type, owner_id=owner_id, asset=asset,
+                    ledger_account_id=account.id, created_at=utcnow())
+    session.add(wallet)
+    await session.flush()
+    return wallet
+
+
+async def create_user(session: AsyncSession, *, email: str, password: str | None = None,
+                      display_name: str = "", is_admin: bool = False,
+                      actor: str = "system") -> User:
+    email = email.strip().lower()
+    if not _EMAIL.match(email):
+        raise InvalidInput(f"{email!r} is not an e-mail address")
+    if password is not None and len(password) < 8:
+        raise InvalidInput("a password needs at least 8 characters")
+    if (await session.execute(select(User.id).where(User.email == email))).first():
+        raise AlreadyExists(f"a user with e-mail {email!r} exists")
+    user = User(id=new_id("usr"), email=email, display_name=display_name,
+                password_hash=hash_password(password) if password else None,
+                is_admin=is_admin, kyc_tier=0, status="active", created_at=utcnow())
+    session.add(user)
+    await session.flush()
+    await ensure_wallet(session, owner_type="user", owner_id=user.id)
+    await audit(session, actor=actor, action="user.create", subject=user.id,
+                details={"is_admin": is_admin})
+    return user
+
+
+async def create_merchant(session: AsyncSession, *, name: str, owner_user_id: str | None = None,
+                          actor: str = "system") -> Merchant:
+    name = name.strip()
+    if not name or len(name) > 120:
+        raise InvalidInput("a merchant needs a name of 1-120 characters")
+    if owner_user_id is not None:
+        await get_user(session, owner_user_id)
+    merchant = Merchant(id=new_id("mer"), name=name, owner_user_id=owner_user_id,
+                        created_at=utcnow())
+    session.add(merchant)
+    await session.flush()
+    await ensure_wallet(session, owner_type="merchant", owner_id=merchant.id)
+    await audit(session, actor=actor, action="merchant.create", subject=merchant.id)
+    return merchant
+
+
+async def create_store(session: AsyncSession, *, merchant_id: str, name: str,
+                       default_currency: str = "BTC", speed_policy: int = 1,
+                       actor: str = "system") -> Store:
+    await get_merchant(session, merchant_id)
+    name = name.strip()
+    if not name or len(name) > 120:
+        raise InvalidInput("a store needs a name of 1-120 characters")
+    if speed_policy not in (0, 1, 2, 6):
+        raise InvalidInput("speed_policy (confirmations) must be 0, 1, 2 or 6")
+    store = Store(id=new_id("sto"), merchant_id=merchant_id, name=name,
+                  default_currency=default_currency, speed_policy=speed_policy,
+                  created_at=utcnow())
+    session.add(store)
+    await session.flush()
+    await audit(session, actor=actor, action="store.create", subject=store.id,
+                details={"merchant_id": merchant_id})
+    return store
+
+
+async def _get(session: AsyncSession, model: Any, ident: str, what: str) -> Any:
+    found = await session.get(model, ident)
+    if found is None:
+        raise NotFound(f"{what} {ident!r} not found")
+    return found
+
+
+async def get_user(session: AsyncSession, user_id: str) -> User:
+    user: User = await _get(session, User, user_id, "user")
+    return user
+
+
+async def get_merchant(session: AsyncSession, merchant_id: str) -> Merchant:
+    merchant: Merchant = await _get(session, Merchant, merchant_id, "merchant")
+    return merchant
+
+
+async def get_store(session: AsyncSession, store_id: str) -> Store:
+    store: Store = await _get(session, Store, store_id, "store")
+    return store
+
+
+async def get_wallet(session: AsyncSession, wallet_id: str) -> Wallet:
+    wallet: Wallet = await _get(session, Wallet, wallet_id, "wallet")
+    return wallet
+
+
+async def create_api_key(session: AsyncSession, *, owner_id: str, scopes: list[str],
+                         label: str = "", actor: str = "system") -> tuple[ApiKey, str]:
+    """Create a key; returns (row, token). The token is not stored and cannot be shown again."""
+    owner_type = owner_type_of(owner_id)
+    wanted = {s.strip() for s in scopes if s.strip()}
+    unknown = wanted - SCOPES
+    if unknown:
+        raise InvalidInput(f"unknown scope(s) {sorted(unknown)}; known: {sorted(SCOPES)}")
+    if not wanted:
+        raise InvalidInput("an API key needs at least one scope")
+    owner = await _get(session, {"user": User, "merchant": Merchant, "store": Store}[owner_type],
+                       owner_id, owner_type)
+    if "admin" in wanted and not (owner_type == "user" and owner.is_admin):
+        raise InvalidInput("only an admin user can hold the admin scope")
+    key_id = new_id("key")
+    token, secret_hash = new_token(key_id)
+    key = ApiKey(id=key_id, owner_type=owner_type, owner_id=owner_id, label=label,
+                 scopes=" ".join(sorted(wanted)), secret_hash=secret_hash, created_at=utcnow())
+    session.add(key)
+    await session.flush()
+    await audit(session, actor=actor, action="apikey.create", subject=key_id,
+                details={"owner_id": owner_id, "scopes": sorted(wanted)})
+    return key, token
+
+
+async def revoke_api_key(session: AsyncSession, *, key_id: str, actor: str = "system") -> None:
+    key: ApiKey = await _get(session, ApiKey, key_id, "API key")
+    key.revoked_at = utcnow()
+    await audit(session, actor=actor, action="apikey.revoke", subject=key_id)
+
+
+async def authenticate_api_key(session: AsyncSession, token: str) -> Principal:
+    parsed = parse_token(token)
+    if parsed is None:
+        raise Unauthenticated("malformed API key")
+    key_id, secret = parsed
+    key = await session.get(ApiKey, key_id)
+    if key is None or not secrets_match(secret, key.secret_hash):
+        raise Unauthenticated("unknown API key")
+    if key.revoked_at is not None:
+        raise Unauthenticated("this API key was revoked")
+    merchant_id = None
+    if key.owner_type == "store":
+        merchant_id = (await get_store(session, key.owner_id)).merchant_id
+    elif key.owner_type == "merchant":
+        merchant_id = key.owner_id
+    now = utcnow()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 300:
+        # Coarse on purpose: a write per request would serialise reads on SQLite.
+        await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+    return Principal(key_id=key.id, owner_type=key.owner_type, owner_id=key.owner_id,
+                     scopes=frozenset(key.scopes.split()), merchant_id=merchant_id)
+
+
+async def authenticate_password(session: AsyncSession, *, email: str, password: str) -> User:
+    user = (await session.execute(
+        select(User).where(User.email == email.strip().lower())
+    )).scalar_one_or_none()
+    if user is None or not user.password_hash or not verify_password(password, user.password_hash):
+        raise Unauthenticated("wrong e-mail or password")
+    return user

@@ -1,0 +1,328 @@
+"""The ``satvault`` command. Every command that reports prints JSON on stdout (one object);
+progress and logs go to stderr, so ``satvault … | jq`` always works."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault import __version__
+from satvault.accounts import service as accounts
+from satvault.accounts.errors import AccountsError
+from satvault.accounts.models import User
+from satvault.config import Settings, get_settings
+from satvault.db import create_engine, session_factory
+from satvault.ledger.check import check_ledger
+from satvault.ledger.errors import LedgerError
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.logs import configure_logging
+from satvault.migrate import SchemaNotCurrent, ensure_current, head_revision, upgrade
+
+__all__ = ["app", "main"]
+
+T = TypeVar("T")
+app = typer.Typer(help="satvault: custodial Bitcoin and Lightning payments.",
+                  no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+user_app = typer.Typer(help="Users (customers and operators).", no_args_is_help=True)
+merchant_app = typer.Typer(help="Merchants.", no_args_is_help=True)
+store_app = typer.Typer(help="Stores of a merchant.", no_args_is_help=True)
+apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
+for sub, name in ((db_app, "db"), (user_app, "user"), (merchant_app, "merchant"),
+                  (store_app, "store"), (apikey_app, "apikey"), (ledger_app, "ledger")):
+    app.add_typer(sub, name=name)
+
+
+def emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int = 1) -> None:
+    emit({"ok": False, "error": message})
+    raise typer.Exit(code)
+
+
+def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]],
+                    settings: Settings | None = None) -> T:
+    settings = settings or get_settings()
+
+    async def runner() -> T:
+        engine = create_engine(settings.database_url, pool_size=2)
+        try:
+            await ensure_current(engine)
+            sessions = session_factory(engine)
+            async with sessions() as session, session.begin():
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(runner())
+    except SchemaNotCurrent as exc:
+        fail(str(exc), 2)
+    except (AccountsError, LedgerError) as exc:
+        fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+@app.callback()
+def _setup() -> None:
+    settings = get_settings()
+    configure_logging("warning" if settings.log_level == "info" else settings.log_level,
+                      settings.log_format)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    emit({"version": __version__, "schema": head_revision()})
+
+
+# --------------------------------------------------------------------------------- database
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database schema to the newest revision."""
+    settings = get_settings()
+    upgrade(settings.database_url)
+    emit({"ok": True, "revision": head_revision()})
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show whether the schema is current."""
+    from satvault.migrate import current_revision
+
+    settings = get_settings()
+
+    async def go() -> str | None:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    current = asyncio.run(go())
+    emit({"current": current, "head": head_revision(), "up_to_date": current == head_revision()})
+
+
+# ------------------------------------------------------------------------------ init, serve
+
+@app.command()
+def init(
+    if_needed: Annotated[bool, typer.Option(help="Do nothing if already initialised.")] = False,
+    admin_email: Annotated[str, typer.Option(help="The admin's e-mail.")] = "admin@localhost.dev",
+) -> None:
+    """First-time setup: migrate, create platform accounts, an admin and an admin API key.
+
+    The admin password and API key are printed once, here, and stored only as hashes."""
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+
+    async def work(session: AsyncSession) -> dict[str, Any] | None:
+        existing = (await session.execute(select(User).where(User.is_admin.is_(True)))).first()
+        if existing is not None:
+            return None
+        await ensure_platform_accounts(session, "BTC")
+        password = secrets.token_urlsafe(12)
+        admin = await accounts.create_user(session, email=admin_email, password=password,
+                                           display_name="Administrator", is_admin=True,
+                                           actor="cli:init")
+        key, token = await accounts.create_api_key(session, owner_id=admin.id, scopes=["admin"],
+                                                   label="created by satvault init",
+                                                   actor="cli:init")
+        return {"admin_id": admin.id, "email": admin.email, "password": password,
+                "api_key_id": key.id, "api_key": token}
+
+    created = _in_transaction(work, settings)
+    if created is None:
+        if not if_needed:
+            fail("already initialised (an admin exists); use --if-needed to skip quietly")
+        sys.stderr.write(f"satvault: already initialised ({settings.home})\n")
+        return
+    sys.stderr.write(
+        "\n  satvault is initialised. These credentials are shown ONCE; store them now.\n"
+        f"    admin e-mail   {created['email']}\n"
+        f"    admin password {created['password']}\n"
+        f"    admin API key  {created['api_key']}\n"
+        f"    data           {settings.home}\n\n"
+    )
+    emit({"ok": True, **created})
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Run the API, the background workers and the pages in one process."""
+    import uvicorn
+
+    from satvault.web.app import create_app
+
+    settings = get_settings()
+    overrides: dict[str, Any] = {}
+    if host:
+        overrides["host"] = host
+    if port:
+        overrides["port"] = port
+    if overrides:
+        settings = Settings(**{**settings.model_dump(exclude={"public_url"}), **overrides})
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def check() -> None:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            await ensure_current(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(check())
+    except SchemaNotCurrent as exc:
+        sys.stderr.write(f"satvault: {exc}\n")
+        raise typer.Exit(2) from None
+    url = f"http://{settings.host}:{settings.port}"
+    sys.stderr.write(
+        f"\n  satvault {__version__} is starting\n"
+        f"    API and pages   {url}/\n"
+        f"    API reference   {url}/docs\n"
+        f"    health          {url}/healthz\n"
+        f"    database        {_safe_url(settings.database_url)}\n"
+        f"    chain           {settings.chain_backend}   lightning {settings.lightning_backend}"
+        "\n\n"
+    )
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_config=None, access_log=False)
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for display."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, hostpart = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostpart}"
+
+
+# ------------------------------------------------------------------- users, merchants, keys
+
+@user_app.command("create")
+def user_create(
+    email: Annotated[str, typer.Option(help="E-mail address (the login).")],
+    password: Annotated[str | None, typer.Option(
+        envvar="SATVAULT_NEW_PASSWORD", help="Password (or env SATVAULT_NEW_PASSWORD); "
+        "without one the user can only use API keys.")] = None,
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    admin: Annotated[bool, typer.Option(help="Make the user an administrator.")] = False,
+) -> None:
+    """Create a user and their BTC wallet."""
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        user = await accounts.create_user(session, email=email, password=password,
+                                          display_name=name, is_admin=admin, actor="cli")
+        wallet = await accounts.ensure_wallet(session, owner_type="user", owner_id=user.id)
+        return {"id": user.id, "email": user.email, "is_admin": user.is_admin,
+                "wallet_id": wallet.id}
+
+    emit(_in_transaction(work))
+
+
+@merchant_app.command("create")
+def merchant_create(
+    name: Annotated[str, typer.Option(help="Merchant name.")],
+    owner: Annotated[str | None, typer.Option(help="Owning user id (usr_…).")] = None,
+) -> None:
+    """Create a merchant and its BTC wallet."""
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        m = await accounts.create_merchant(session, name=name, owner_user_id=owner, actor="cli")
+        wallet = await accounts.ensure_wallet(session, owner_type="merchant", owner_id=m.id)
+        return {"id": m.id, "name": m.name, "wallet_id": wallet.id}
+
+    emit(_in_transaction(work))
+
+
+@store_app.command("create")
+def store_create(
+    merchant: Annotated[str, typer.Option(help="Merchant id (mer_…).")],
+    name: Annotated[str, typer.Option(help="Store name.")],
+    speed_policy: Annotated[int, typer.Option(help="Confirmations required: 0, 1, 2 or 6.")] = 1,
+) -> None:
+    """Create a store for a merchant."""
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        s = await accounts.create_store(session, merchant_id=merchant, name=name,
+                                        speed_policy=speed_policy, actor="cli")
+        return {"id": s.id, "merchant_id": s.merchant_id, "name": s.name,
+                "speed_policy": s.speed_policy}
+
+    emit(_in_transaction(work))
+
+
+@apikey_app.command("create")
+def apikey_create(
+    owner: Annotated[str, typer.Option(help="Owner id: usr_…, mer_… or sto_….")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated scopes, e.g. "
+                                             "wallet:read,invoices:write.")],
+    label: Annotated[str, typer.Option(help="A note to recognise the key by.")] = "",
+) -> None:
+    """Create an API key. The key is printed once and stored only as a hash."""
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        key, token = await accounts.create_api_key(
+            session, owner_id=owner, scopes=scopes.split(","), label=label, actor="cli")
+        return {"id": key.id, "owner_id": key.owner_id, "scopes": key.scopes.split(),
+                "api_key": token}
+
+    emit(_in_transaction(work))
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(key_id: Annotated[str, typer.Argument(help="Key id (key_…).")]) -> None:
+    """Revoke an API key at once."""
+    async def work(session: AsyncSession) -> dict[str, Any]:
+        await accounts.revoke_api_key(session, key_id=key_id, actor="cli")
+        return {"ok": True, "id": key_id, "revoked": True}
+
+    emit(_in_transaction(work))
+
+
+# ----------------------------------------------------------------------------------- ledger
+
+@ledger_app.command("check")
+def ledger_check() -> None:
+    """Verify the books; exits 1 naming the offending rows if anything is wrong."""
+    report = _in_transaction(lambda s: check_ledger(s))
+    emit(report.as_dict())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    fresh: Annotated[bool, typer.Option(help="Use a new temporary database.")] = True,
+) -> None:
+    """A scripted walkthrough of the platform on an embedded database."""
+    from satvault.demo import run_demo
+
+    summary = run_demo(fresh=fresh)
+    emit(summary)
+    if not summary.get("ok"):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""``satvault demo``: the platform's walkthrough on a fresh embedded database.
+
+Each capability adds its steps here, so a newcomer sees the whole platform work in one
+command. Progress goes to stderr; the JSON summary is the caller's to print.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.accounts import service as accounts
+from satvault.config import get_settings
+from satvault.db import create_engine, session_factory
+from satvault.ledger.check import check_ledger
+from satvault.ledger.core import TransferKind, TransferSpec, available
+from satvault.ledger.errors import InsufficientFunds
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import get_account, submit, transfer
+from satvault.migrate import upgrade
+
+__all__ = ["run_demo"]
+
+SAT = 1000  # msat
+
+
+def run_demo(*, fresh: bool = True) -> dict[str, Any]:
+    if fresh:
+        tmp = tempfile.mkdtemp(prefix="satvault-demo-")
+        url = f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}"
+    else:
+        url = get_settings().database_url
+    upgrade(url)
+    return asyncio.run(_walkthrough(url))
+
+
+async def _walkthrough(url: str) -> dict[str, Any]:
+    engine = create_engine(url, pool_size=4)
+    sessions = session_factory(engine)
+    summary: dict[str, Any] = {"database": url.split("///")[-1]}
+    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+    ctx: dict[str, Any] = {}
+
+    async def uow(work: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
+        async with sessions() as s, s.begin():
+            return await work(s)
+
+    async def setup() -> None:
+        async def w(s: AsyncSession) -> None:
+            ctx["platform"] = await ensure_platform_accounts(s, "BTC")
+            merchant = await accounts.create_merchant(s, name="Demo Coffee", actor="demo")
+            store = await accounts.create_store(s, merchant_id=merchant.id, name="Main street")
+            customer = await accounts.create_user(s, email="alice@example.com", actor="demo")
+            ctx["merchant_wallet"] = await accounts.ensure_wallet(
+                s, owner_type="merchant", owner_id=merchant.id)
+            ctx["customer_wallet"] = await accounts.ensure_wallet(
+                s, owner_type="user", owner_id=customer.id)
+            summary.update(merchant_id=merchant.id, store_id=store.id, customer_id=customer.id)
+        await uow(w)
+
+    async def deposit() -> None:
+        p, cw = ctx["platform"], ctx["customer_wallet"]
+        await submit(sessions, [TransferSpec(
+            id="demo:deposit:1", debit_account_id=p.external.id,
+            credit_account_id=cw.ledger_account_id, amount=100_000 * SAT, asset="BTC",
+            code="deposit", ref="simulated top-up")])
+
+    async def holds() -> None:
+        p, cw = ctx["platform"], ctx["customer_wallet"]
+        hold = dict(debit_account_id=cw.ledger_account_id, credit_account_id=p.clearing.id,
+                    asset="BTC", kind=TransferKind.PENDING, code="withdrawal")
+        await submit(sessions, [
+            TransferSpec(id="demo:hold:1", amount=30_000 * SAT, **hold),  # type: ignore[arg-type]
+            TransferSpec(id="demo:hold:2", amount=20_000 * SAT, **hold),  # type: ignore[arg-type]
+        ])
+        await submit(sessions, [
+            TransferSpec(id="demo:post:1", kind=TransferKind.POST, pending_id="demo:hold:1",
+                         amount=25_000 * SAT),
+            TransferSpec(id="demo:void:2", kind=TransferKind.VOID, pending_id="demo:hold:2"),
+        ])
+
+    async def pay_merchant() -> None:
+        p, cw, mw = ctx["platform"], ctx["customer_wallet"], ctx["merchant_wallet"]
+        await submit(sessions, [
+            TransferSpec(id="demo:pay:1", debit_account_id=cw.ledger_account_id,
+                         credit_account_id=mw.ledger_account_id, amount=40_000 * SAT,
+                         asset="BTC", linked=True, code="payment"),
+            TransferSpec(id="demo:fee:1", debit_account_id=mw.ledger_account_id,
+                         credit_account_id=p.fees.id, amount=400 * SAT, asset="BTC",
+                         code="fee"),
+        ])
+
+    async def overdraft() -> None:
+        cw, mw = ctx["customer_wallet"], ctx["merchant_wallet"]
+        try:
+            await uow(lambda s: transfer(s, TransferSpec(
+                id="demo:too-much", debit_account_id=cw.ledger_account_id,
+                credit_account_id=mw.ledger_account_id, amount=10**9 * SAT, asset="BTC")))
+            summary["overdraft_refused"] = False
+        except InsufficientFunds:
+            summary["overdraft_refused"] = True
+
+    async def check() -> None:
+        report = await uow(lambda s: check_ledger(s))
+        summary["ledger_check"] = "ok" if report.ok else [p.message for p in report.problems]
+        cw, mw = ctx["customer_wallet"], ctx["merchant_wallet"]
+        c = await uow(lambda s: get_account(s, cw.ledger_account_id))
+        m = await uow(lambda s: get_account(s, mw.ledger_account_id))
+        summary["customer_available_msat"] = available(c)
+        summary["merchant_available_msat"] = available(m)
+
+    steps = [
+        ("create a merchant, a store and a customer", setup),
+        ("credit the customer 100,000 sat", deposit),
+        ("hold 30k + 20k sat; post 25k of the first, void the second", holds),
+        ("pay the merchant 40k sat with a linked 1 % fee", pay_merchant),
+        ("refuse an overdraft", overdraft),
+        ("run the ledger check", check),
+    ]
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    try:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                      console=console) as progress:
+            task = progress.add_task("demo", total=len(steps))
+            for label, step in steps:
+                progress.update(task, description=label)
+                await step()
+                progress.advance(task)
+                console.print(f"  [green]✓[/green] {label}")
+    finally:
+        await engine.dispose()
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    summary["ok"] = summary.get("ledger_check") == "ok" and summary.get("overdraft_refused")
+    return summary

@@ -1,0 +1,397 @@
+"""The ledger store: loads the state a batch needs, asks the pure core, writes the plan.
+
+Concurrency. Every batch locks the rows of the accounts it touches *in ascending id order*
+(``SELECT … ORDER BY id FOR NO KEY UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
+admits one writer), and only then reads the transfers it refers to, so two batches on the same
+accounts are serialised and no two batches can wait on each other in a cycle. Balances are
+written as increments and the database's CHECK constraints re-check the no-overdraft rule.
+
+What the locks cannot order (two batches racing to insert the same new id on *different*
+accounts) ends in a unique-constraint error; :class:`ConcurrentUpdate` says "run the whole unit
+of work again", which :func:`submit` does. Service functions never commit: the caller owns the
+transaction (use :func:`submit` or :func:`satvault.db.unit_of_work`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.db import Amount, max_amount, utcnow
+from satvault.ledger.core import (
+    ID_MAX_LEN,
+    Account,
+    AccountKind,
+    Balances,
+    FailedTransfer,
+    HoldState,
+    Outcome,
+    Result,
+    Transfer,
+    TransferKind,
+    TransferSpec,
+    plan_transfers,
+)
+from satvault.ledger.errors import (
+    AccountConflict,
+    AccountNotFound,
+    LedgerBusy,
+    LedgerError,
+    LedgerInvariantViolation,
+    error_for,
+)
+from satvault.ledger.models import LedgerAccount, LedgerFailedTransfer, LedgerTransfer
+
+__all__ = [
+    "ConcurrentUpdate",
+    "create_account",
+    "create_transfers",
+    "expire_due_holds",
+    "get_account",
+    "get_account_by_name",
+    "get_accounts",
+    "lookup_transfer",
+    "retrying",
+    "submit",
+    "transfer",
+]
+
+T = TypeVar("T")
+accounts_t = LedgerAccount.__table__
+transfers_t = LedgerTransfer.__table__
+failed_t = LedgerFailedTransfer.__table__
+
+_ACCOUNT_COLS = (
+    accounts_t.c.id, accounts_t.c.asset, accounts_t.c.kind,
+    accounts_t.c.debits_must_not_exceed_credits, accounts_t.c.credits_must_not_exceed_debits,
+    accounts_t.c.debits_posted, accounts_t.c.credits_posted,
+    accounts_t.c.debits_pending, accounts_t.c.credits_pending,
+)
+
+
+class ConcurrentUpdate(LedgerError):
+    """Another transaction got there first; the whole unit of work should run again."""
+
+
+def _account(row: Any) -> Account:
+    return Account(
+        id=row.id,
+        asset=row.asset,
+        kind=AccountKind(row.kind),
+        debits_must_not_exceed_credits=row.debits_must_not_exceed_credits,
+        credits_must_not_exceed_debits=row.credits_must_not_exceed_debits,
+        balances=Balances(
+            row.debits_posted, row.credits_posted, row.debits_pending, row.credits_pending
+        ),
+    )
+
+
+def _transfer(row: Any) -> Transfer:
+    return Transfer(
+        id=row.id,
+        debit_account_id=row.debit_account_id,
+        credit_account_id=row.credit_account_id,
+        amount=row.amount,
+        asset=row.asset,
+        kind=TransferKind(row.kind),
+        created_at=row.created_at,
+        pending_id=row.pending_id,
+        timeout_seconds=row.timeout_seconds,
+        expires_at=row.expires_at,
+        state=HoldState(row.state) if row.state else None,
+        linked=row.linked,
+        code=row.code,
+        ref=row.ref,
+        debit_after=Balances(row.dr_debits_posted, row.dr_credits_posted,
+                             row.dr_debits_pending, row.dr_credits_pending),
+        credit_after=Balances(row.cr_debits_posted, row.cr_credits_posted,
+                              row.cr_debits_pending, row.cr_credits_pending),
+        seq=row.seq,
+    )
+
+
+def _transfer_row(t: Transfer) -> dict[str, Any]:
+    return {
+        "id": t.id, "debit_account_id": t.debit_account_id,
+        "credit_account_id": t.credit_account_id, "amount": t.amount, "asset": t.asset,
+        "kind": t.kind.value, "pending_id": t.pending_id,
+        "state": t.state.value if t.state else None, "timeout_seconds": t.timeout_seconds,
+        "expires_at": t.expires_at, "linked": t.linked, "code": t.code, "ref": t.ref,
+        "created_at": t.created_at,
+        "dr_debits_posted": t.debit_after.debits_posted,
+        "dr_credits_posted": t.debit_after.credits_posted,
+        "dr_debits_pending": t.debit_after.debits_pending,
+        "dr_credits_pending": t.debit_after.credits_pending,
+        "cr_debits_posted": t.credit_after.debits_posted,
+        "cr_credits_posted": t.credit_after.credits_posted,
+        "cr_debits_pending": t.credit_after.debits_pending,
+        "cr_credits_pending": t.credit_after.credits_pending,
+    }
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+# ---------------------------------------------------------------------------------- accounts
+
+async def create_account(
+    session: AsyncSession,
+    *,
+    name: str,
+    asset: str,
+    kind: AccountKind,
+    owner_type: str | None = None,
+    owner_id: str | None = None,
+    debits_must_not_exceed_credits: bool = False,
+    credits_must_not_exceed_debits: bool = False,
+) -> Account:
+    """Create an account, or return the existing one of that name if it matches exactly."""
+    if debits_must_not_exceed_credits and credits_must_not_exceed_debits:
+        raise AccountConflict("an account cannot carry both balance-limit flags")
+    existing = (await session.execute(
+        select(*_ACCOUNT_COLS, accounts_t.c.owner_type, accounts_t.c.owner_id)
+        .where(accounts_t.c.name == name)
+    )).first()
+    wanted = (asset, kind.value, owner_type, owner_id,
+              debits_must_not_exceed_credits, credits_must_not_exceed_debits)
+    if existing is not None:
+        have = (existing.asset, existing.kind, existing.owner_type, existing.owner_id,
+                existing.debits_must_not_exceed_credits, existing.credits_must_not_exceed_debits)
+        if have != wanted:
+            raise AccountConflict(f"account {name!r} exists with different attributes")
+        return _account(existing)
+    try:
+        async with session.begin_nested():
+            new_id = (await session.execute(
+                insert(accounts_t).returning(accounts_t.c.id),
+                {
+                    "name": name, "asset": asset, "kind": kind.value, "owner_type": owner_type,
+                    "owner_id": owner_id,
+                    "debits_must_not_exceed_credits": debits_must_not_exceed_credits,
+                    "credits_must_not_exceed_debits": credits_must_not_exceed_debits,
+                    "debits_posted": 0, "credits_posted": 0, "debits_pending": 0,
+                    "credits_pending": 0, "created_at": utcnow(),
+                },
+            )).scalar_one()
+    except IntegrityError as exc:
+        raise ConcurrentUpdate(f"account {name!r} was created concurrently") from exc
+    return Account(new_id, asset, kind, debits_must_not_exceed_credits,
+                   credits_must_not_exceed_debits)
+
+
+async def get_accounts(session: AsyncSession, ids: Iterable[int]) -> dict[int, Account]:
+    rows = (await session.execute(select(*_ACCOUNT_COLS).where(accounts_t.c.id.in_(set(ids)))))
+    return {row.id: _account(row) for row in rows}
+
+
+async def get_account(session: AsyncSession, account_id: int) -> Account:
+    found = await get_accounts(session, [account_id])
+    if account_id not in found:
+        raise AccountNotFound(f"ledger account {account_id} does not exist")
+    return found[account_id]
+
+
+async def get_account_by_name(session: AsyncSession, name: str) -> Account:
+    row = (await session.execute(
+        select(*_ACCOUNT_COLS).where(accounts_t.c.name == name)
+    )).first()
+    if row is None:
+        raise AccountNotFound(f"ledger account {name!r} does not exist")
+    return _account(row)
+
+
+# --------------------------------------------------------------------------------- transfers
+
+async def lookup_transfer(session: AsyncSession, transfer_id: str) -> Transfer | None:
+    row = (await session.execute(
+        select(transfers_t).where(transfers_t.c.id == transfer_id)
+    )).first()
+    return None if row is None else _transfer(row)
+
+
+async def _lock_accounts(session: AsyncSession, ids: set[int]) -> dict[int, Account]:
+    if not ids:
+        return {}
+    stmt = (
+        select(*_ACCOUNT_COLS)
+        .where(accounts_t.c.id.in_(sorted(ids)))
+        .order_by(accounts_t.c.id)
+        .with_for_update(key_share=True)
+    )
+    return {row.id: _account(row) for row in await session.execute(stmt)}
+
+
+async def _load_transfers(session: AsyncSession, ids: set[str]) -> dict[str, Transfer]:
+    if not ids:
+        return {}
+    rows = await session.execute(select(transfers_t).where(transfers_t.c.id.in_(ids)))
+    return {row.id: _transfer(row) for row in rows}
+
+
+async def _load_failed(session: AsyncSession, ids: set[str]) -> dict[str, FailedTransfer]:
+    rows = await session.execute(
+        select(failed_t.c.id, failed_t.c.result).where(failed_t.c.id.in_(ids))
+    )
+    return {row.id: FailedTransfer(row.id, Result(row.result)) for row in rows}
+
+
+_UPDATE_BALANCES = (
+    update(accounts_t)
+    .where(accounts_t.c.id == bindparam("b_id"))
+    .values(
+        debits_posted=accounts_t.c.debits_posted + bindparam("d_dp", type_=Amount()),
+        credits_posted=accounts_t.c.credits_posted + bindparam("d_cp", type_=Amount()),
+        debits_pending=accounts_t.c.debits_pending + bindparam("d_dq", type_=Amount()),
+        credits_pending=accounts_t.c.credits_pending + bindparam("d_cq", type_=Amount()),
+    )
+)
+
+
+def _is_unique_violation(exc: DBAPIError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code == "23505" or "UNIQUE constraint failed" in str(exc.orig)
+
+
+async def create_transfers(
+    session: AsyncSession, specs: Sequence[TransferSpec], *, now: datetime | None = None
+) -> list[Outcome]:
+    """Decide and write a batch; one :class:`Outcome` per spec, in order. Does not commit."""
+    if not specs:
+        return []
+    now = now or utcnow()
+    ids = {s.id for s in specs if s.id}
+    # Pending transfers are immutable in everything but state, so their accounts can be read
+    # before locking; their state is re-read under the lock below.
+    pending_ids = {s.pending_id for s in specs if s.pending_id and s.pending_id not in ids}
+    account_ids = {a for s in specs for a in (s.debit_account_id, s.credit_account_id) if a}
+    if pending_ids:
+        for t in (await _load_transfers(session, pending_ids)).values():
+            account_ids.update((t.debit_account_id, t.credit_account_id))
+    accounts = await _lock_accounts(session, account_ids)
+    existing = await _load_transfers(session, ids | pending_ids)
+    failed = await _load_failed(session, ids) if ids else {}
+    plan = plan_transfers(
+        specs, accounts=accounts, existing=existing, failed=failed, now=now,
+        max_amount=max_amount(_dialect(session)),
+    )
+    try:
+        if plan.inserts:
+            await session.execute(insert(transfers_t), [_transfer_row(t) for t in plan.inserts])
+        if plan.deltas:
+            await session.execute(_UPDATE_BALANCES, [
+                {"b_id": aid, "d_dp": d.debits_posted, "d_cp": d.credits_posted,
+                 "d_dq": d.debits_pending, "d_cq": d.credits_pending}
+                for aid, d in sorted(plan.deltas.items())
+            ])
+        for pending_id, new_state in plan.hold_updates.items():
+            res = await session.execute(
+                update(transfers_t)
+                .where(transfers_t.c.id == pending_id, transfers_t.c.state == "pending")
+                .values(state=new_state.value)
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                raise ConcurrentUpdate(f"hold {pending_id!r} was resolved concurrently")
+        if plan.failures:
+            await session.execute(insert(failed_t), [
+                {"id": f.id, "result": f.result.value, "created_at": now} for f in plan.failures
+            ])
+    except IntegrityError as exc:
+        if _is_unique_violation(exc):
+            raise ConcurrentUpdate("a transfer id was taken concurrently") from exc
+        raise LedgerInvariantViolation(f"the database refused a planned write: {exc.orig}") from exc
+    # The rows just inserted have sequence numbers; outcomes carry the stored transfers.
+    return list(plan.outcomes)
+
+
+async def transfer(
+    session: AsyncSession, spec: TransferSpec, *, now: datetime | None = None
+) -> Transfer:
+    """One transfer; returns it (new or the idempotent original) or raises a typed error."""
+    (outcome,) = await create_transfers(session, [spec], now=now)
+    if not outcome.ok:
+        raise error_for(outcome)
+    assert outcome.transfer is not None
+    return outcome.transfer
+
+
+# ----------------------------------------------------------------------------- retry runner
+
+_RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, ConcurrentUpdate):
+        return True
+    if isinstance(exc, DBAPIError):
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return code in _RETRYABLE_SQLSTATES or "database is locked" in str(exc.orig)
+    return False
+
+
+async def retrying(
+    sessions: async_sessionmaker[AsyncSession],
+    work: Callable[[AsyncSession], Awaitable[T]],
+    *,
+    attempts: int = 8,
+) -> T:
+    """Run ``work`` in its own transaction, again from scratch on a retryable conflict."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with sessions() as session, session.begin():
+                return await work(session)
+        except Exception as exc:
+            if not _retryable(exc) or attempt == attempts:
+                if _retryable(exc):
+                    raise LedgerBusy(f"gave up after {attempts} attempts: {exc}") from exc
+                raise
+            await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+async def submit(
+    sessions: async_sessionmaker[AsyncSession],
+    specs: Sequence[TransferSpec],
+    *,
+    now: datetime | None = None,
+) -> list[Outcome]:
+    """Create a batch in its own transaction, retrying conflicts; the everyday entry point."""
+    return await retrying(sessions, lambda s: create_transfers(s, specs, now=now))
+
+
+def _expiry_id(pending_id: str) -> str:
+    candidate = f"expire:{pending_id}"
+    if len(candidate) <= ID_MAX_LEN:
+        return candidate
+    return "expire:#" + hashlib.sha256(pending_id.encode()).hexdigest()
+
+
+async def expire_due_holds(
+    session: AsyncSession, *, now: datetime | None = None, limit: int = 500
+) -> int:
+    """Expire holds whose timeout has passed; returns how many. Does not commit."""
+    now = now or utcnow()
+    due = (await session.execute(
+        select(transfers_t.c.id)
+        .where(transfers_t.c.state == "pending", transfers_t.c.expires_at <= now)
+        .order_by(transfers_t.c.expires_at)
+        .limit(limit)
+    )).scalars().all()
+    if not due:
+        return 0
+    specs = [TransferSpec(id=_expiry_id(pid), kind=TransferKind.EXPIRE, pending_id=pid)
+             for pid in due]
+    outcomes = await create_transfers(session, specs, now=now)
+    return sum(1 for o in outcomes if o.result is Result.CREATED)
+
+
+async def count_transfers(session: AsyncSession) -> int:
+    return int((await session.execute(select(func.count()).select_from(transfers_t))).scalar_one())

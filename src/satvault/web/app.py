@@ -1,0 +1,89 @@
+"""The FastAPI app factory. Later issues add their routers and workers here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from satvault import __version__
+from satvault.accounts.api import router as accounts_router
+from satvault.config import Settings, get_settings
+from satvault.db import create_engine, session_factory
+from satvault.ledger.api import router as ledger_router
+from satvault.migrate import ensure_current
+from satvault.web.problems import install_problem_handlers
+from satvault.workers import Worker, hold_expiry_worker
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None,
+               start_workers: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    own_engine = engine is None
+    engine = engine or create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    sessions = session_factory(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ensure_current(engine)
+        workers: list[Worker] = []
+        if start_workers:
+            workers.append(hold_expiry_worker(sessions, settings.hold_expiry_interval))
+        for w in workers:
+            w.start()
+        app.state.workers = workers
+        try:
+            yield
+        finally:
+            for w in workers:
+                await w.stop()
+            if own_engine:
+                await engine.dispose()
+
+    app = FastAPI(title="satvault", version=__version__, lifespan=lifespan,
+                  description="Custodial Bitcoin and Lightning payments. Amounts are integers "
+                              "in the asset's smallest unit (msat for BTC).")
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = sessions
+    app.state.workers = []
+    install_problem_handlers(app)
+    app.include_router(accounts_router)
+    app.include_router(ledger_router)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz(request: Request) -> JSONResponse:
+        checks: dict[str, Any] = {"version": __version__}
+        ok = True
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:  # a health endpoint reports, it does not raise
+            ok = False
+            checks["database"] = f"error: {type(exc).__name__}"
+        checks["workers"] = {w.name: {"runs": w.runs, "last_error": w.last_error}
+                             for w in request.app.state.workers}
+        if any(w.last_error for w in request.app.state.workers):
+            ok = False
+        return JSONResponse({"status": "ok" if ok else "degraded", **checks},
+                            status_code=200 if ok else 503)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> str:
+        return (
+            "<!doctype html><html lang=en><meta charset=utf-8><title>satvault</title>"
+            "<body style='font-family:system-ui;max-width:40em;margin:3em auto'>"
+            f"<h1>satvault {__version__}</h1><p>Custodial Bitcoin and Lightning payments.</p>"
+            "<ul><li><a href='/docs'>API reference (OpenAPI)</a></li>"
+            "<li><a href='/healthz'>Health</a></li></ul></body></html>"
+        )
+
+    return app

@@ -1,0 +1,59 @@
+"""FastAPI dependencies as ``Annotated`` aliases: the session (one transaction per request),
+the settings and the authenticated caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.accounts.errors import Forbidden, Unauthenticated
+from satvault.accounts.service import Principal, authenticate_api_key
+from satvault.config import Settings
+
+__all__ = ["CurrentPrincipal", "SessionDep", "SettingsDep", "require_scope"]
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    async with sessions() as session, session.begin():
+        yield session
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SessionDep = Annotated[AsyncSession, Depends(_session)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+async def _principal(
+    session: SessionDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Principal:
+    token = x_api_key
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value:
+            raise Unauthenticated("use 'Authorization: Bearer <api key>'")
+        token = value
+    if not token:
+        raise Unauthenticated("an API key is required")
+    return await authenticate_api_key(session, token)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+
+
+def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    async def _check(principal: CurrentPrincipal) -> Principal:
+        if not principal.has(scope):
+            raise Forbidden(f"this API key lacks the {scope!r} scope")
+        return principal
+
+    return _check

@@ -1,0 +1,62 @@
+"""Background workers that run inside ``satvault serve``.
+
+Each worker is a loop around one unit of work in its own transaction. A failure is logged and
+retried at the next tick; it never kills the server. Later issues add the chain watcher, the
+Lightning listener, the payout job and webhook delivery here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.ledger.store import expire_due_holds, retrying
+from satvault.logs import get_logger
+
+__all__ = ["Worker", "hold_expiry_worker"]
+
+log = get_logger(__name__)
+
+
+class Worker:
+    def __init__(self, name: str, interval: float,
+                 tick: Callable[[], Awaitable[int]]) -> None:
+        self.name = name
+        self.interval = interval
+        self._tick = tick
+        self._task: asyncio.Task[None] | None = None
+        self.runs = 0
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=f"worker:{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                done = await self._tick()
+                self.runs += 1
+                self.last_error = None
+                if done:
+                    log.info("worker_tick", worker=self.name, processed=done)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep serving; report and try again next tick
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("worker_failed", worker=self.name)
+            await asyncio.sleep(self.interval)
+
+
+def hold_expiry_worker(sessions: async_sessionmaker[AsyncSession], interval: float) -> Worker:
+    return Worker("hold-expiry", interval,
+                  lambda: retrying(sessions, lambda s: expire_due_holds(s)))
