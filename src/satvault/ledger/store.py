@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -61,6 +62,7 @@ __all__ = [
     "lookup_transfer",
     "retrying",
     "submit",
+    "submit_one",
     "transfer",
 ]
 
@@ -284,8 +286,14 @@ async def create_transfers(
         max_amount=max_amount(_dialect(session)),
     )
     try:
+        seqs: dict[str, int] = {}
         if plan.inserts:
-            await session.execute(insert(transfers_t), [_transfer_row(t) for t in plan.inserts])
+            rows = await session.execute(
+                insert(transfers_t).returning(
+                    transfers_t.c.id, transfers_t.c.seq, sort_by_parameter_order=True),
+                [_transfer_row(t) for t in plan.inserts],
+            )
+            seqs = {r.id: r.seq for r in rows}
         if plan.deltas:
             await session.execute(_UPDATE_BALANCES, [
                 {"b_id": aid, "d_dp": d.debits_posted, "d_cp": d.credits_posted,
@@ -308,8 +316,12 @@ async def create_transfers(
         if _is_unique_violation(exc):
             raise ConcurrentUpdate("a transfer id was taken concurrently") from exc
         raise LedgerInvariantViolation(f"the database refused a planned write: {exc.orig}") from exc
-    # The rows just inserted have sequence numbers; outcomes carry the stored transfers.
-    return list(plan.outcomes)
+    # The rows just inserted now have sequence numbers; outcomes carry the stored transfers.
+    return [
+        replace(o, transfer=replace(o.transfer, seq=seqs[o.id]))
+        if o.transfer is not None and o.transfer.seq is None and o.id in seqs else o
+        for o in plan.outcomes
+    ]
 
 
 async def transfer(
@@ -372,6 +384,19 @@ def _expiry_id(pending_id: str) -> str:
     if len(candidate) <= ID_MAX_LEN:
         return candidate
     return "expire:#" + hashlib.sha256(pending_id.encode()).hexdigest()
+
+
+async def submit_one(
+    sessions: async_sessionmaker[AsyncSession], spec: TransferSpec, *, now: datetime | None = None
+) -> Transfer:
+    """One transfer in its own transaction; raises a typed error *after* committing, so a
+    refusal for lack of funds is remembered (inside a caller's unit of work, :func:`transfer`
+    raising rolls the unit back, the memory of the refusal included)."""
+    (outcome,) = await submit(sessions, [spec], now=now)
+    if not outcome.ok:
+        raise error_for(outcome)
+    assert outcome.transfer is not None
+    return outcome.transfer
 
 
 async def expire_due_holds(

@@ -1,0 +1,85 @@
+"""Fixtures: every database test runs on SQLite and, when ``SATVAULT_TEST_POSTGRES_URL`` is
+set, on PostgreSQL too. Each backend is migrated once per session with the real Alembic
+migrations; each test gets an empty database (a copy of the migrated SQLite file, or
+TRUNCATE on PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from satvault.db import create_engine, session_factory
+from satvault.migrate import upgrade
+
+PG_URL = os.environ.get("SATVAULT_TEST_POSTGRES_URL", "")
+if os.environ.get("SATVAULT_TEST_REQUIRE_POSTGRES") and not PG_URL:
+    raise pytest.UsageError("SATVAULT_TEST_REQUIRE_POSTGRES is set but no PostgreSQL URL is")
+BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
+TABLES = ["audit_events", "api_keys", "wallets", "stores", "merchants", "users",
+          "ledger_failed_transfers", "ledger_transfers", "ledger_accounts"]
+
+
+async def _ensure_pg_database(url: str) -> None:
+    import asyncpg
+
+    u = make_url(url)
+    admin = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username,
+                                  password=u.password, database="postgres")
+    try:
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", u.database)
+        if not exists:
+            await admin.execute(f'CREATE DATABASE "{u.database}"')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_migrated() -> str:
+    asyncio.run(_ensure_pg_database(PG_URL))
+    upgrade(PG_URL)
+    return PG_URL
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        target = tmp_path / "satvault.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), target)
+        return f"sqlite+aiosqlite:///{target}"
+    url: str = request.getfixturevalue("pg_migrated")
+
+    async def wipe() -> None:
+        engine = create_engine(url, pool_size=1)
+        async with engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        await engine.dispose()
+
+    asyncio.run(wipe())
+    return url
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(db_url, pool_size=40)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return session_factory(engine)
