@@ -1,0 +1,497 @@
+"""Ledger throughput benchmark: transfers/s and p50/p99 commit latency on SQLite and PostgreSQL.
+
+Cases (each time-boxed, after a short unmeasured warm-up):
+
+* ``single_cN``   one transfer per commit, random pairs of customer accounts, N concurrent
+                  clients (default N = 1, 16, 64);
+* ``batch1000_cN``  batches of 1,000 random-pair transfers per commit, N clients (default 1);
+* ``hotfee_c16``  a linked pair per commit: the payment plus a fee credited to one shared fees
+                  account (a hot row every commit locks), 16 clients. ``transfers_per_s`` counts
+                  payments; ``rows_per_s`` counts both ledger transfers.
+
+Every client is its own asyncio task calling :func:`satvault.ledger.store.submit` (its own
+session and pooled connection per commit; the pool holds one connection per client).
+
+SQLite always runs, on a temporary file. PostgreSQL runs when ``SATVAULT_TEST_POSTGRES_URL``
+(or ``--postgres-url``) is set: only its host, port and credentials are used; the benchmark
+creates a throwaway database ``satvault_bench_<random>`` and drops it at the end.
+
+Progress goes to stderr; the last line of stdout is one JSON object with every figure.
+
+    SATVAULT_TEST_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/x \\
+        python benchmarks/ledger.py [--duration 10] [--accounts 10000] [--repeat 1]
+
+This is a measurement, not a test: nothing here asserts a target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import math
+import os
+import platform
+import pstats
+import random
+import secrets
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from satvault.db import create_engine, session_factory
+from satvault.ledger.core import AccountKind, TransferSpec
+from satvault.ledger.errors import LedgerError
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import create_account, submit
+from satvault.migrate import upgrade
+
+ASSET = "BTC"
+FUNDING = 10**12  # msat per customer account: far more than any run can spend
+TARGETS = {  # transfers/s on PostgreSQL, from the issue; reported, never asserted
+    "single_c16": 3_000,
+    "batch1000": 30_000,
+    "hotfee_c16": "half of single_c16",
+}
+
+SpecMaker = Callable[[random.Random, str], list[TransferSpec]]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ machine info
+
+def _meminfo_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _cpu_busy() -> tuple[float, float]:
+    """(busy, total) jiffies over all CPUs from /proc/stat, or zeros where unavailable."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return sum(fields) - idle, sum(fields)
+
+
+# ---------------------------------------------------------------------------------- results
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)
+    transfers: int = 0  # successful payments (the unit of transfers/s)
+    rows: int = 0  # ledger transfers written
+    failures: int = 0  # outcomes that were not ok
+    errors: int = 0  # commits that raised (e.g. LedgerBusy after retries)
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def summarise(tallies: list[Tally], elapsed: float, cpu_proc: float, cpu_busy: float
+              ) -> dict[str, Any]:
+    lat = sorted(x for t in tallies for x in t.latencies)
+    transfers = sum(t.transfers for t in tallies)
+    rows = sum(t.rows for t in tallies)
+    return {
+        "transfers_per_s": round(transfers / elapsed, 1),
+        "rows_per_s": round(rows / elapsed, 1),
+        "commits_per_s": round(len(lat) / elapsed, 1),
+        "p50_ms": round(percentile(lat, 50) * 1000, 2),
+        "p99_ms": round(percentile(lat, 99) * 1000, 2),
+        "transfers": transfers,
+        "commits": len(lat),
+        "failures": sum(t.failures for t in tallies),
+        "errors": sum(t.errors for t in tallies),
+        "seconds": round(elapsed, 2),
+        # Share of one core the benchmark process used, and of the whole machine's CPUs.
+        "client_cpu": round(cpu_proc, 2),
+        "machine_cpu": round(cpu_busy, 2),
+    }
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(runs) == 1:
+        return dict(runs[0])
+    out: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        values = [r[key] for r in runs]
+        out[key] = statistics.median(values) if isinstance(value, int | float) else value
+    out["runs_transfers_per_s"] = [r["transfers_per_s"] for r in runs]
+    return out
+
+
+# ---------------------------------------------------------------------------- the workloads
+
+def random_pairs(account_ids: list[int], size: int) -> SpecMaker:
+    counter = [0]
+
+    def make(rng: random.Random, tag: str) -> list[TransferSpec]:
+        specs = []
+        for _ in range(size):
+            counter[0] += 1
+            debit, credit = rng.sample(account_ids, 2)
+            specs.append(TransferSpec(
+                id=f"{tag}-{counter[0]}", debit_account_id=debit, credit_account_id=credit,
+                amount=rng.randint(1, 1_000), asset=ASSET,
+            ))
+        return specs
+
+    return make
+
+
+def payment_with_fee(account_ids: list[int], fees_id: int) -> SpecMaker:
+    counter = [0]
+
+    def make(rng: random.Random, tag: str) -> list[TransferSpec]:
+        counter[0] += 1
+        payer, payee = rng.sample(account_ids, 2)
+        n = counter[0]
+        return [
+            TransferSpec(id=f"{tag}-{n}", debit_account_id=payer, credit_account_id=payee,
+                         amount=rng.randint(100, 1_000), asset=ASSET, linked=True),
+            TransferSpec(id=f"{tag}-{n}f", debit_account_id=payer, credit_account_id=fees_id,
+                         amount=rng.randint(1, 10), asset=ASSET),
+        ]
+
+    return make
+
+
+async def client(sessions: async_sessionmaker[AsyncSession], make: SpecMaker,
+                 rng: random.Random, tag: str, deadline: float, payments_per_commit: int,
+                 tally: Tally) -> None:
+    while time.perf_counter() < deadline:
+        specs = make(rng, tag)
+        start = time.perf_counter()
+        try:
+            outcomes = await submit(sessions, specs)
+        except LedgerError as exc:
+            tally.errors += 1
+            log(f"    commit failed: {exc}")
+            continue
+        tally.latencies.append(time.perf_counter() - start)
+        ok = sum(1 for o in outcomes if o.ok)
+        tally.rows += ok
+        tally.failures += len(outcomes) - ok
+        if ok == len(outcomes):
+            tally.transfers += payments_per_commit
+
+
+async def run_phase(sessions: async_sessionmaker[AsyncSession], make: SpecMaker, clients: int,
+                    seconds: float, payments_per_commit: int, tag: str, seed: int,
+                    profiler: cProfile.Profile | None = None) -> dict[str, Any]:
+    tallies = [Tally() for _ in range(clients)]
+    rngs = [random.Random(seed * 1_000 + i) for i in range(clients)]
+    cpu0, busy0 = time.process_time(), _cpu_busy()
+    if profiler is not None:
+        profiler.enable()
+    start = time.perf_counter()
+    deadline = start + seconds
+    await asyncio.gather(*(
+        client(sessions, make, rngs[i], f"{tag}-{i}", deadline, payments_per_commit, tallies[i])
+        for i in range(clients)
+    ))
+    elapsed = time.perf_counter() - start
+    if profiler is not None:
+        profiler.disable()
+    cpu1, busy1 = time.process_time(), _cpu_busy()
+    machine = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) if busy1[1] > busy0[1] else math.nan
+    return summarise(tallies, elapsed, (cpu1 - cpu0) / elapsed, machine)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    clients: int
+    payments_per_commit: int
+    maker: Callable[[list[int], int], SpecMaker]
+
+
+def cases(args: argparse.Namespace) -> list[Case]:
+    out = [Case(f"single_c{n}", n, 1, lambda ids, _fees: random_pairs(ids, 1))
+           for n in args.clients]
+    size = args.batch_size
+    out += [Case(f"batch{size}_c{n}", n, size, lambda ids, _fees: random_pairs(ids, size))
+            for n in args.batch_clients]
+    out += [Case(f"hotfee_c{n}", n, 1, payment_with_fee) for n in args.hot_clients]
+    return out
+
+
+# ------------------------------------------------------------------------------------ setup
+
+async def create_accounts(sessions: async_sessionmaker[AsyncSession], count: int,
+                          workers: int) -> tuple[list[int], int, int]:
+    """Platform accounts (external, fees, ...) first, as at install, then the customers."""
+    async with sessions() as s, s.begin():
+        plat = await ensure_platform_accounts(s, ASSET)
+    ids: list[int] = []
+    chunk = 500
+
+    async def make(lo: int, hi: int) -> None:
+        async with sessions() as s, s.begin():
+            for i in range(lo, hi):
+                acc = await create_account(
+                    s, name=f"bench:customer:{i}", asset=ASSET, kind=AccountKind.CUSTOMER_WALLET,
+                    owner_type="user", owner_id=str(i), debits_must_not_exceed_credits=True,
+                )
+                ids.append(acc.id)
+
+    starts = list(range(0, count, chunk))
+    for k in range(0, len(starts), workers):
+        await asyncio.gather(*(make(lo, min(lo + chunk, count)) for lo in starts[k:k + workers]))
+    ids.sort()
+    return ids, plat.external.id, plat.fees.id
+
+
+async def fund(sessions: async_sessionmaker[AsyncSession], ids: list[int], external: int) -> None:
+    for k in range(0, len(ids), 1_000):
+        specs = [TransferSpec(id=f"fund-{aid}", debit_account_id=external,
+                              credit_account_id=aid, amount=FUNDING, asset=ASSET)
+                 for aid in ids[k:k + 1_000]]
+        outcomes = await submit(sessions, specs)
+        bad = [o for o in outcomes if not o.ok]
+        if bad:
+            raise RuntimeError(f"funding failed: {bad[0]}")
+
+
+async def server_version(engine: AsyncEngine) -> str:
+    async with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            return str((await conn.execute(text("select sqlite_version()"))).scalar_one())
+        return str((await conn.execute(text("show server_version"))).scalar_one())
+
+
+class StatementCounter:
+    """Counts statements the engine sends (by leading keyword), for --profile."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.counts: Counter[str] = Counter()
+        self.engine = engine
+        event.listen(engine.sync_engine, "before_cursor_execute", self._on_execute)
+        event.listen(engine.sync_engine, "commit", self._on_commit)
+        event.listen(engine.sync_engine, "begin", self._on_begin)
+
+    def _on_execute(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        words = statement.split(None, 2)
+        key = " ".join(words[:2]) if words and words[0] in ("INSERT", "UPDATE") else words[0]
+        self.counts[key.upper()] += 1
+
+    def _on_begin(self, _conn: Any) -> None:
+        self.counts["BEGIN"] += 1
+
+    def _on_commit(self, _conn: Any) -> None:
+        self.counts["COMMIT"] += 1
+
+
+async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
+    pool = max([*args.clients, *args.batch_clients, *args.hot_clients, 16])
+    engine = create_engine(url, pool_size=pool)
+    sessions = session_factory(engine)
+    out: dict[str, Any] = {"version": await server_version(engine), "cases": {}}
+    try:
+        t0 = time.perf_counter()
+        ids, external, fees = await create_accounts(
+            sessions, args.accounts, workers=1 if label == "sqlite" else 8)
+        await fund(sessions, ids, external)
+        async with engine.begin() as conn:
+            await conn.execute(text("ANALYZE"))
+        log(f"  [{label}] {len(ids)} accounts created and funded in "
+            f"{time.perf_counter() - t0:.1f}s")
+        todo = cases(args)
+        if args.profile:
+            todo = [c for c in todo if c.name == "single_c16"] or todo[:1]
+        for case in todo:
+            make = case.maker(ids, fees)
+            runs = []
+            for r in range(args.repeat):
+                tag = f"{case.name}-r{r}"
+                if args.warmup > 0:
+                    await run_phase(sessions, make, case.clients, args.warmup,
+                                    case.payments_per_commit, f"{tag}-w", args.seed + r)
+                profiler = cProfile.Profile() if args.profile else None
+                counter = StatementCounter(engine) if args.profile else None
+                res = await run_phase(sessions, make, case.clients, args.duration,
+                                      case.payments_per_commit, tag, args.seed + r, profiler)
+                runs.append(res)
+                log(f"  [{label}] {case.name:<16} run {r + 1}/{args.repeat}: "
+                    f"{res['transfers_per_s']:>9.1f} transfers/s  p50 {res['p50_ms']:.2f} ms  "
+                    f"p99 {res['p99_ms']:.2f} ms  (client CPU {res['client_cpu']:.0%}, "
+                    f"machine CPU {res['machine_cpu']:.0%}, failures {res['failures']}, "
+                    f"errors {res['errors']})")
+                if profiler is not None and counter is not None:
+                    report_profile(profiler, counter, res, args.profile)
+            out["cases"][case.name] = median_of(runs)
+    finally:
+        await engine.dispose()
+    return out
+
+
+def report_profile(profiler: cProfile.Profile, counter: StatementCounter,
+                   res: dict[str, Any], path: str) -> None:
+    profiler.dump_stats(path)
+    commits = max(1, res["commits"])
+    log("  statements per commit: " + ", ".join(
+        f"{k} {v / commits:.2f}" for k, v in counter.counts.most_common()))
+    buf = io.StringIO()
+    pstats.Stats(profiler, stream=buf).sort_stats("tottime").print_stats(30)
+    log(buf.getvalue())
+    log(f"  cProfile stats written to {path}")
+
+
+# ----------------------------------------------------------------------------- postgres db
+
+def _admin_kwargs(url: str) -> dict[str, Any]:
+    u = make_url(url)
+    return {"host": u.host or "127.0.0.1", "port": u.port or 5432, "user": u.username,
+            "password": u.password, "database": "postgres"}
+
+
+async def _pg_admin(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(**_admin_kwargs(url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def throwaway_postgres(url: str) -> Any:
+    name = f"satvault_bench_{secrets.token_hex(4)}"
+    asyncio.run(_pg_admin(url, f'CREATE DATABASE "{name}"'))
+    log(f"[postgresql] created database {name}")
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        try:
+            asyncio.run(_pg_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        except Exception:  # PostgreSQL < 13 has no WITH (FORCE)
+            asyncio.run(_pg_admin(url, f'DROP DATABASE IF EXISTS "{name}"'))
+        log(f"[postgresql] dropped database {name}")
+
+
+@contextlib.contextmanager
+def throwaway_sqlite() -> Any:
+    with tempfile.TemporaryDirectory(prefix="satvault_bench_") as tmp:
+        yield f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
+
+
+# ------------------------------------------------------------------------------------- main
+
+def _ints(value: str) -> list[int]:
+    return [int(x) for x in value.split(",") if x.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per case")
+    p.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds before each")
+    p.add_argument("--accounts", type=int, default=10_000, help="customer accounts")
+    p.add_argument("--clients", type=_ints, default=[1, 16, 64],
+                   help="client counts for one transfer per commit (comma-separated)")
+    p.add_argument("--batch-size", type=int, default=1_000, help="transfers per batch commit")
+    p.add_argument("--batch-clients", type=_ints, default=[1], help="client counts for batches")
+    p.add_argument("--hot-clients", type=_ints, default=[16], help="client counts, fee mix")
+    p.add_argument("--repeat", type=int, default=1, help="runs per case; medians are reported")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--postgres-url", default=os.environ.get("SATVAULT_TEST_POSTGRES_URL", ""),
+                   help="default: $SATVAULT_TEST_POSTGRES_URL (host/user only are used)")
+    p.add_argument("--skip-sqlite", action="store_true")
+    p.add_argument("--skip-postgres", action="store_true")
+    p.add_argument("--profile", metavar="PATH", default="",
+                   help="run only single_c16 under cProfile, count statements, dump stats here")
+    return p.parse_args(argv)
+
+
+def check_targets(pg: dict[str, Any], batch_key: str) -> dict[str, Any]:
+    cases_ = pg["cases"]
+    out: dict[str, Any] = {}
+    single = cases_.get("single_c16", {}).get("transfers_per_s")
+    if single is not None:
+        out["single_c16"] = {"target": TARGETS["single_c16"], "got": single,
+                             "met": single >= TARGETS["single_c16"]}
+    if batch_key in cases_:
+        got = cases_[batch_key]["transfers_per_s"]
+        out[batch_key] = {"target": TARGETS["batch1000"], "got": got,
+                          "met": got >= TARGETS["batch1000"]}
+    hot = cases_.get("hotfee_c16", {}).get("transfers_per_s")
+    if hot is not None and single is not None:
+        out["hotfee_c16"] = {"target": round(single / 2, 1), "got": hot, "met": hot >= single / 2}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report: dict[str, Any] = {
+        "machine": {
+            "nproc": os.cpu_count(), "mem_gib": _meminfo_gib(), "cpu": _cpu_model(),
+            "python": platform.python_version(), "sqlite_lib": sqlite3.sqlite_version,
+        },
+        "config": {k: getattr(args, k) for k in (
+            "duration", "warmup", "accounts", "clients", "batch_size", "batch_clients",
+            "hot_clients", "repeat", "seed")},
+        "results": {},
+    }
+    backends: list[tuple[str, Callable[[], Any]]] = []
+    if not args.skip_sqlite:
+        backends.append(("sqlite", throwaway_sqlite))
+    if args.postgres_url and not args.skip_postgres:
+        backends.append(("postgresql", lambda: throwaway_postgres(args.postgres_url)))
+    elif not args.skip_postgres:
+        log("SATVAULT_TEST_POSTGRES_URL is not set: running SQLite alone")
+    if args.profile and len(backends) > 1:
+        backends = backends[-1:]  # profile PostgreSQL when there is one
+    for label, make_db in backends:
+        with make_db() as url:
+            log(f"[{label}] migrating")
+            upgrade(url)
+            report["results"][label] = asyncio.run(bench_database(label, url, args))
+    if "postgresql" in report["results"]:
+        batch_key = f"batch{args.batch_size}_c{args.batch_clients[0]}" if args.batch_clients else ""
+        report["targets_postgresql"] = check_targets(report["results"]["postgresql"], batch_key)
+    print(json.dumps(report, sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

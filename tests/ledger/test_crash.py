@@ -1,0 +1,82 @@
+"""SIGKILL in the middle of a linked batch: the child process has written the transfers and
+is about to update balances when it is killed. Nothing of the batch may remain."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from satvault.ledger.check import check_ledger
+from satvault.ledger.models import LedgerTransfer
+from tests.factories import account, books
+
+CHILD = textwrap.dedent("""
+    import asyncio, sys, time
+    from sqlalchemy import event
+    from satvault.db import create_engine, session_factory
+    from satvault.ledger.core import TransferSpec
+    from satvault.ledger.store import create_transfers
+
+    url, alice, bob, fees, flag = sys.argv[1], *map(int, sys.argv[2:5]), sys.argv[5]
+
+    async def main():
+        engine = create_engine(url, pool_size=1)
+
+        @event.listens_for(engine.sync_engine, "before_cursor_execute")
+        def pause(conn, cursor, statement, params, context, executemany):
+            if statement.lstrip().upper().startswith("UPDATE LEDGER_ACCOUNTS"):
+                open(flag, "w").write("inserted, about to update balances")
+                time.sleep(60)  # the parent kills us here
+
+        sessions = session_factory(engine)
+        async with sessions() as s, s.begin():
+            await create_transfers(s, [
+                TransferSpec("crash:pay", alice, bob, 600, "BTC", linked=True),
+                TransferSpec("crash:fee", alice, fees, 6, "BTC"),
+            ])
+
+    asyncio.run(main())
+""")
+
+
+async def test_sigkill_mid_linked_batch_leaves_nothing_partial(sessions, db_url, tmp_path: Path):
+    b = await books(sessions, wallets=2, fund=1_000)
+    alice, bob = b.wallets
+    flag = tmp_path / "flag"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, db_url, str(alice.id), str(bob.id),
+         str(b.platform.fees.id), str(flag)], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not flag.exists():
+            assert child.poll() is None, "child exited before reaching the pause point"
+            assert time.monotonic() < deadline, "child never reached the pause point"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    # On PostgreSQL the server notices the dead connection and rolls its transaction back;
+    # on SQLite the WAL never saw a commit. Either way the locks are released.
+    async with sessions() as s:
+        n = (await s.execute(select(func.count()).select_from(LedgerTransfer)
+                             .where(LedgerTransfer.id.like("crash:%")))).scalar_one()
+        report = await check_ledger(s)
+    assert n == 0
+    assert report.ok, report.as_dict()
+    a = await account(sessions, alice.id)
+    assert a.balances.debits_posted == 0 and a.balances.credits_posted == 1_000
+    # And the accounts are usable again at once (no lock left behind).
+    from satvault.ledger.core import TransferSpec
+    from satvault.ledger.store import submit_one
+    await submit_one(sessions, TransferSpec("after", alice.id, bob.id, 600, "BTC"))
