@@ -107,6 +107,75 @@ def _cpu_busy() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _backend_jiffies(db_name: str | None) -> dict[int, float]:
+    """utime+stime of the local PostgreSQL backends serving ``db_name`` (their process title
+    names the database), so a case can tell the database's CPU from everything else's."""
+    out: dict[int, float] = {}
+    if not db_name:
+        return out
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            if db_name not in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                continue
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out[int(entry.name)] = float(fields[11]) + float(fields[12])
+    return out
+
+
+@dataclass
+class CpuSample:
+    """CPU counters at one instant: the machine, this process, our database backends."""
+
+    busy: float
+    total: float
+    proc: float
+    backends: dict[int, float]
+    wall: float
+
+    @classmethod
+    def take(cls, db_name: str | None) -> CpuSample:
+        busy, total = _cpu_busy()
+        return cls(busy, total, time.process_time(), _backend_jiffies(db_name),
+                   time.perf_counter())
+
+    def since(self, before: CpuSample) -> dict[str, float]:
+        """Cores used in between: by us (client), our backends (db) and everything else."""
+        wall = self.wall - before.wall
+        ncpu = os.cpu_count() or 1
+        machine = ((self.busy - before.busy) / (self.total - before.total) * ncpu
+                   if self.total > before.total else math.nan)
+        client = (self.proc - before.proc) / wall
+        db = sum(v - before.backends.get(pid, 0.0) for pid, v in self.backends.items())
+        db = db / _TICK / wall
+        return {"client_cpu": round(client, 2), "db_cpu": round(db, 2),
+                "other_cpu": round(max(0.0, machine - client - db), 2),
+                "machine_cpu": round(machine, 2)}
+
+
+async def wait_until_quiet(limit: float, threshold: float = 0.3) -> float:
+    """Wait (up to ``limit`` s) until the machine's other load is under ``threshold`` cores,
+    so someone else's job does not skew a case. Returns the load last seen."""
+    end = time.perf_counter() + limit
+    while True:
+        before = CpuSample.take(None)
+        await asyncio.sleep(0.5)
+        load = CpuSample.take(None).since(before)["machine_cpu"]
+        if load < threshold or time.perf_counter() >= end:
+            if load >= threshold:
+                log(f"    machine still busy ({load:.2f} cores in use): measuring anyway")
+            return load
+        log(f"    machine busy ({load:.2f} cores in use by others): waiting")
+        await asyncio.sleep(2)
+
+
 # ---------------------------------------------------------------------------------- results
 
 @dataclass
@@ -126,8 +195,7 @@ def percentile(sorted_values: list[float], pct: float) -> float:
     return sorted_values[rank - 1]
 
 
-def summarise(tallies: list[Tally], elapsed: float, cpu_proc: float, cpu_busy: float
-              ) -> dict[str, Any]:
+def summarise(tallies: list[Tally], elapsed: float, cpu: dict[str, float]) -> dict[str, Any]:
     lat = sorted(x for t in tallies for x in t.latencies)
     transfers = sum(t.transfers for t in tallies)
     rows = sum(t.rows for t in tallies)
@@ -142,9 +210,8 @@ def summarise(tallies: list[Tally], elapsed: float, cpu_proc: float, cpu_busy: f
         "failures": sum(t.failures for t in tallies),
         "errors": sum(t.errors for t in tallies),
         "seconds": round(elapsed, 2),
-        # Share of one core the benchmark process used, and of the whole machine's CPUs.
-        "client_cpu": round(cpu_proc, 2),
-        "machine_cpu": round(cpu_busy, 2),
+        # Cores in use: this process, our PostgreSQL backends, everything else, the machine.
+        **cpu,
     }
 
 
@@ -217,10 +284,11 @@ async def client(sessions: async_sessionmaker[AsyncSession], make: SpecMaker,
 
 async def run_phase(sessions: async_sessionmaker[AsyncSession], make: SpecMaker, clients: int,
                     seconds: float, payments_per_commit: int, tag: str, seed: int,
-                    profiler: cProfile.Profile | None = None) -> dict[str, Any]:
+                    db_name: str | None, profiler: cProfile.Profile | None = None
+                    ) -> dict[str, Any]:
     tallies = [Tally() for _ in range(clients)]
     rngs = [random.Random(seed * 1_000 + i) for i in range(clients)]
-    cpu0, busy0 = time.process_time(), _cpu_busy()
+    cpu0 = CpuSample.take(db_name)
     if profiler is not None:
         profiler.enable()
     start = time.perf_counter()
@@ -232,9 +300,7 @@ async def run_phase(sessions: async_sessionmaker[AsyncSession], make: SpecMaker,
     elapsed = time.perf_counter() - start
     if profiler is not None:
         profiler.disable()
-    cpu1, busy1 = time.process_time(), _cpu_busy()
-    machine = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) if busy1[1] > busy0[1] else math.nan
-    return summarise(tallies, elapsed, (cpu1 - cpu0) / elapsed, machine)
+    return summarise(tallies, elapsed, CpuSample.take(db_name).since(cpu0))
 
 
 @dataclass(frozen=True)
@@ -325,6 +391,7 @@ async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict
     pool = max([*args.clients, *args.batch_clients, *args.hot_clients, 16])
     engine = create_engine(url, pool_size=pool)
     sessions = session_factory(engine)
+    db_name = None if label == "sqlite" else make_url(url).database
     out: dict[str, Any] = {"version": await server_version(engine), "cases": {}}
     try:
         t0 = time.perf_counter()
@@ -343,19 +410,24 @@ async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict
             runs = []
             for r in range(args.repeat):
                 tag = f"{case.name}-r{r}"
+                if args.quiet_wait > 0:
+                    await wait_until_quiet(args.quiet_wait)
                 if args.warmup > 0:
                     await run_phase(sessions, make, case.clients, args.warmup,
-                                    case.payments_per_commit, f"{tag}-w", args.seed + r)
+                                    case.payments_per_commit, f"{tag}-w", args.seed + r, db_name)
                 profiler = cProfile.Profile() if args.profile else None
                 counter = StatementCounter(engine) if args.profile else None
                 res = await run_phase(sessions, make, case.clients, args.duration,
-                                      case.payments_per_commit, tag, args.seed + r, profiler)
+                                      case.payments_per_commit, tag, args.seed + r, db_name,
+                                      profiler)
                 runs.append(res)
-                log(f"  [{label}] {case.name:<16} run {r + 1}/{args.repeat}: "
+                log(f"  [{label}] {case.name:<14} run {r + 1}/{args.repeat}: "
                     f"{res['transfers_per_s']:>9.1f} transfers/s  p50 {res['p50_ms']:.2f} ms  "
-                    f"p99 {res['p99_ms']:.2f} ms  (client CPU {res['client_cpu']:.0%}, "
-                    f"machine CPU {res['machine_cpu']:.0%}, failures {res['failures']}, "
-                    f"errors {res['errors']})")
+                    f"p99 {res['p99_ms']:.2f} ms  (cores: client {res['client_cpu']:.2f}, "
+                    f"db {res['db_cpu']:.2f}, other {res['other_cpu']:.2f}; "
+                    f"failures {res['failures']}, errors {res['errors']})")
+                if res["other_cpu"] > 0.3:
+                    log(f"    warning: {res['other_cpu']:.2f} cores went to other processes")
                 if profiler is not None and counter is not None:
                     report_profile(profiler, counter, res, args.profile)
             out["cases"][case.name] = median_of(runs)
@@ -434,6 +506,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hot-clients", type=_ints, default=[16], help="client counts, fee mix")
     p.add_argument("--repeat", type=int, default=1, help="runs per case; medians are reported")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--quiet-wait", type=float, default=30.0,
+                   help="before each case wait up to this long for other load to settle")
     p.add_argument("--postgres-url", default=os.environ.get("SATVAULT_TEST_POSTGRES_URL", ""),
                    help="default: $SATVAULT_TEST_POSTGRES_URL (host/user only are used)")
     p.add_argument("--skip-sqlite", action="store_true")

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts import service as accounts
 from satvault.config import get_settings
@@ -78,8 +78,8 @@ async def _walkthrough(url: str) -> dict[str, Any]:
         hold = dict(debit_account_id=cw.ledger_account_id, credit_account_id=p.clearing.id,
                     asset="BTC", kind=TransferKind.PENDING, code="withdrawal")
         await submit(sessions, [
-            TransferSpec(id="demo:hold:1", amount=30_000 * SAT, **hold),  # type: ignore[arg-type]
-            TransferSpec(id="demo:hold:2", amount=20_000 * SAT, **hold),  # type: ignore[arg-type]
+            TransferSpec(id="demo:hold:1", amount=30_000 * SAT, **hold),
+            TransferSpec(id="demo:hold:2", amount=20_000 * SAT, **hold),
         ])
         await submit(sessions, [
             TransferSpec(id="demo:post:1", kind=TransferKind.POST, pending_id="demo:hold:1",

@@ -126,8 +126,8 @@ async def check_ledger(
         if not (asset_of.get(r.debit_account_id) == asset_of.get(r.credit_account_id) == r.asset):
             problems.append(Problem("asset", f"transfer {r.id!r} moves {r.asset} between accounts "
                                     "of another asset", (f"ledger_transfers.id={r.id}",)))
-    report.stats = {"accounts": len(accounts), "transfers": n_transfers,
-                    "assets": {k: {"posted": v[0], "pending": v[2]} for k, v in totals.items()}}
+    report.stats.update(accounts=len(accounts), transfers=n_transfers,
+                        assets={k: {"posted": v[0], "pending": v[2]} for k, v in totals.items()})
     return report
 
 

@@ -20,9 +20,9 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -67,9 +67,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-accounts_t = LedgerAccount.__table__
-transfers_t = LedgerTransfer.__table__
-failed_t = LedgerFailedTransfer.__table__
+accounts_t = cast(Table, LedgerAccount.__table__)
+transfers_t = cast(Table, LedgerTransfer.__table__)
+failed_t = cast(Table, LedgerFailedTransfer.__table__)
 
 _ACCOUNT_COLS = (
     accounts_t.c.id, accounts_t.c.asset, accounts_t.c.kind,

@@ -53,7 +53,6 @@ def _lookup(exc: Exception) -> tuple[int, str] | None:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    @app.exception_handler(Exception)
     async def _domain(request: Request, exc: Exception) -> JSONResponse:
         mapped = _lookup(exc)
         if mapped is None:
@@ -68,6 +67,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         if headers:
             resp.headers.update(headers)
         return resp
+
+    # Registered per error-tree root so Starlette's ExceptionMiddleware answers them (a handler
+    # for bare Exception runs in ServerErrorMiddleware, which re-raises after responding).
+    roots: set[type[Exception]] = {acc.AccountsError, led.LedgerError, InvalidCursor}
+    for root in roots:
+        app.add_exception_handler(root, _domain)
+    app.add_exception_handler(Exception, _domain)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,0 +1,76 @@
+"""Users, merchants, stores, wallets and API keys through the service functions."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from satvault.accounts import service as acc
+from satvault.accounts.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
+from satvault.accounts.models import ApiKey, AuditEvent
+from satvault.ledger.store import get_account
+
+
+async def test_user_merchant_store_wallets(sessions):
+    async with sessions() as s, s.begin():
+        user = await acc.create_user(s, email="Alice@Example.com", password="correct horse")
+        merchant = await acc.create_merchant(s, name="Shop", owner_user_id=user.id)
+        store = await acc.create_store(s, merchant_id=merchant.id, name="Web", speed_policy=2)
+        uw = await acc.ensure_wallet(s, owner_type="user", owner_id=user.id)
+        again = await acc.ensure_wallet(s, owner_type="user", owner_id=user.id)
+        mw = await acc.ensure_wallet(s, owner_type="merchant", owner_id=merchant.id)
+        ledger_account = await get_account(s, uw.ledger_account_id)
+    assert user.email == "alice@example.com" and store.merchant_id == merchant.id
+    assert uw.id == again.id and uw.id != mw.id
+    assert ledger_account.debits_must_not_exceed_credits
+    async with sessions() as s:
+        assert (await acc.authenticate_password(s, email="ALICE@example.com",
+                                                password="correct horse")).id == user.id
+        with pytest.raises(Unauthenticated):
+            await acc.authenticate_password(s, email="alice@example.com", password="wrong pass")
+        stored = (await s.get(type(user), user.id)).password_hash
+        assert stored.startswith("$argon2id$") and "correct horse" not in stored
+
+
+async def test_bad_input(sessions):
+    async with sessions() as s, s.begin():
+        await acc.create_user(s, email="bob@example.com")
+    async with sessions() as s:
+        with pytest.raises(AlreadyExists):
+            await acc.create_user(s, email="BOB@example.com")
+        with pytest.raises(InvalidInput):
+            await acc.create_user(s, email="not-an-email")
+        with pytest.raises(InvalidInput):
+            await acc.create_user(s, email="c@example.com", password="short")
+        with pytest.raises(NotFound):
+            await acc.create_store(s, merchant_id="mer_missing", name="x")
+        with pytest.raises(InvalidInput):
+            await acc.create_api_key(s, owner_id="bogus", scopes=["wallet:read"])
+
+
+async def test_api_keys_hashed_scoped_revocable(sessions):
+    async with sessions() as s, s.begin():
+        user = await acc.create_user(s, email="k@example.com")
+        key, token = await acc.create_api_key(s, owner_id=user.id,
+                                              scopes=["wallet:read", "invoices:write"])
+        with pytest.raises(InvalidInput, match="unknown scope"):
+            await acc.create_api_key(s, owner_id=user.id, scopes=["wallet:steal"])
+        with pytest.raises(InvalidInput, match="admin"):
+            await acc.create_api_key(s, owner_id=user.id, scopes=["admin"])
+    async with sessions() as s, s.begin():
+        row = await s.get(ApiKey, key.id)
+        assert token.split(".")[2] not in row.secret_hash and len(row.secret_hash) == 64
+        p = await acc.authenticate_api_key(s, token)
+        assert p.owner_id == user.id and p.has("wallet:read") and not p.has("withdrawals:write")
+        with pytest.raises(Unauthenticated):
+            await acc.authenticate_api_key(s, token[:-2] + "xx")
+        with pytest.raises(Unauthenticated):
+            await acc.authenticate_api_key(s, "garbage")
+        await acc.revoke_api_key(s, key_id=key.id)
+    async with sessions() as s:
+        with pytest.raises(Unauthenticated, match="revoked"):
+            await acc.authenticate_api_key(s, token)
+        actions = (await s.execute(select(AuditEvent.action))).scalars().all()
+        assert {"user.create", "apikey.create", "apikey.revoke"} <= set(actions)
+        assert all(token not in d for d in (await s.execute(select(AuditEvent.details)))
+                   .scalars())
