@@ -19,7 +19,7 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: $(STAMP)
-	$(SV) init --if-needed
+	$(SV) init --if-needed --format text
 	$(SV) serve
 
 test: $(STAMP)

@@ -44,6 +44,7 @@ def test_init_then_manage_accounts_and_check(db_url, tmp_path):
     created = last_json(first)
     assert created["api_key"].startswith("sv.") and len(created["password"]) >= 12
     assert "shown ONCE" in first.stderr
+    assert created["password"] not in first.stderr
     again = sv("init", url=db_url, home=home, check=False)
     assert again.returncode == 1 and "already initialised" in last_json(again)["error"]
     quiet = sv("init", "--if-needed", url=db_url, home=home)

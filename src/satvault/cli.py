@@ -122,6 +122,8 @@ def db_status() -> None:
 def init(
     if_needed: Annotated[bool, typer.Option(help="Do nothing if already initialised.")] = False,
     admin_email: Annotated[str, typer.Option(help="The admin's e-mail.")] = "admin@localhost.dev",
+    output: Annotated[str, typer.Option(
+        "--format", help="json (one object on stdout) or text (a box for humans).")] = "json",
 ) -> None:
     """First-time setup: migrate, create platform accounts, an admin and an admin API key.
 
@@ -151,13 +153,16 @@ def init(
             fail("already initialised (an admin exists); use --if-needed to skip quietly")
         sys.stderr.write(f"satvault: already initialised ({settings.home})\n")
         return
-    sys.stderr.write(
-        "\n  satvault is initialised. These credentials are shown ONCE; store them now.\n"
-        f"    admin e-mail   {created['email']}\n"
-        f"    admin password {created['password']}\n"
-        f"    admin API key  {created['api_key']}\n"
-        f"    data           {settings.home}\n\n"
-    )
+    if output == "text":
+        sys.stdout.write(
+            "\n  satvault is initialised. These credentials are shown ONCE; store them now.\n"
+            f"    admin e-mail   {created['email']}\n"
+            f"    admin password {created['password']}\n"
+            f"    admin API key  {created['api_key']}\n"
+            f"    data           {settings.home}\n\n"
+        )
+        return
+    sys.stderr.write("satvault: initialised; the credentials below are shown ONCE\n")
     emit({"ok": True, **created})
 
 
@@ -199,9 +204,7 @@ def serve(
         f"    API and pages   {url}/\n"
         f"    API reference   {url}/docs\n"
         f"    health          {url}/healthz\n"
-        f"    database        {_safe_url(settings.database_url)}\n"
-        f"    chain           {settings.chain_backend}   lightning {settings.lightning_backend}"
-        "\n\n"
+        f"    database        {_safe_url(settings.database_url)}\n\n"
     )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_config=None, access_log=False)

@@ -1,0 +1,34 @@
+"""Settings precedence (env over TOML over defaults) and secret redaction in logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from satvault.config import Settings
+from satvault.logs import configure_logging, get_logger
+
+
+def test_env_overrides_toml_overrides_defaults(tmp_path, monkeypatch):
+    toml = tmp_path / "satvault.toml"
+    toml.write_text('port = 9100\nnetwork = "signet"\nsecret_key = "from-toml"\n')
+    monkeypatch.setenv("SATVAULT_CONFIG", str(toml))
+    monkeypatch.setenv("SATVAULT_HOME", str(tmp_path))
+    monkeypatch.setenv("SATVAULT_PORT", "9200")
+    monkeypatch.delenv("SATVAULT_DATABASE_URL", raising=False)
+    s = Settings()
+    assert s.port == 9200 and s.network == "signet"
+    assert s.database_url == f"sqlite+aiosqlite:///{tmp_path / 'satvault.db'}"
+    assert "from-toml" not in repr(s) and s.secret_key is not None
+    assert s.secret_key.get_secret_value() == "from-toml"
+
+
+def test_secrets_are_redacted_in_json_logs(capsys):
+    configure_logging("info", "json")
+    get_logger("t").info("key_created", api_key="sv.key_x.SECRET", password="hunter22",
+                         owner="usr_1")
+    logging.getLogger("plain").warning("stdlib goes through the same renderer")
+    lines = [json.loads(x) for x in capsys.readouterr().err.strip().splitlines()]
+    assert lines[0]["api_key"] == "***" and lines[0]["password"] == "***"
+    assert lines[0]["owner"] == "usr_1" and "SECRET" not in json.dumps(lines)
+    assert lines[1]["event"] == "stdlib goes through the same renderer"
