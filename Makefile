@@ -35,4 +35,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/ledger.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache   # never var/: it holds the ledger

@@ -32,3 +32,21 @@ def test_secrets_are_redacted_in_json_logs(capsys):
     assert lines[0]["api_key"] == "***" and lines[0]["password"] == "***"
     assert lines[0]["owner"] == "usr_1" and "SECRET" not in json.dumps(lines)
     assert lines[1]["event"] == "stdlib goes through the same renderer"
+
+
+def test_config_mistakes_are_errors_not_silent_defaults(tmp_path, monkeypatch):
+    import pytest
+
+    monkeypatch.setenv("SATVAULT_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(FileNotFoundError):
+        Settings()
+    typo = tmp_path / "typo.toml"
+    typo.write_text('databse_url = "postgresql+asyncpg://x@h/db"\n')
+    monkeypatch.setenv("SATVAULT_CONFIG", str(typo))
+    with pytest.raises(ValueError, match="databse_url"):
+        Settings()
+
+
+def test_database_password_never_in_repr():
+    s = Settings(database_url="postgresql+asyncpg://app:s3cret@db.internal/satvault")
+    assert "s3cret" not in repr(s) and "app:***@db.internal" in repr(s)

@@ -8,6 +8,7 @@ import json
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -18,7 +19,7 @@ from satvault import __version__
 from satvault.accounts import service as accounts
 from satvault.accounts.errors import AccountsError
 from satvault.accounts.models import User
-from satvault.config import Settings, get_settings
+from satvault.config import Settings, get_settings, redact_url
 from satvault.db import create_engine, session_factory
 from satvault.ledger.check import check_ledger
 from satvault.ledger.errors import LedgerError
@@ -29,6 +30,13 @@ from satvault.migrate import SchemaNotCurrent, ensure_current, head_revision, up
 __all__ = ["app", "main"]
 
 T = TypeVar("T")
+
+
+class OutputFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
 app = typer.Typer(help="satvault: custodial Bitcoin and Lightning payments.",
                   no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -122,8 +130,9 @@ def db_status() -> None:
 def init(
     if_needed: Annotated[bool, typer.Option(help="Do nothing if already initialised.")] = False,
     admin_email: Annotated[str, typer.Option(help="The admin's e-mail.")] = "admin@localhost.dev",
-    output: Annotated[str, typer.Option(
-        "--format", help="json (one object on stdout) or text (a box for humans).")] = "json",
+    output: Annotated[OutputFormat, typer.Option(
+        "--format", help="json (one object on stdout) or text (a box for humans).")
+    ] = OutputFormat.JSON,
 ) -> None:
     """First-time setup: migrate, create platform accounts, an admin and an admin API key.
 
@@ -153,7 +162,7 @@ def init(
             fail("already initialised (an admin exists); use --if-needed to skip quietly")
         sys.stderr.write(f"satvault: already initialised ({settings.home})\n")
         return
-    if output == "text":
+    if output is OutputFormat.TEXT:
         sys.stdout.write(
             "\n  satvault is initialised. These credentials are shown ONCE; store them now.\n"
             f"    admin e-mail   {created['email']}\n"
@@ -204,20 +213,11 @@ def serve(
         f"    API and pages   {url}/\n"
         f"    API reference   {url}/docs\n"
         f"    health          {url}/healthz\n"
-        f"    database        {_safe_url(settings.database_url)}\n\n"
+        f"    database        {redact_url(settings.database_url)}\n\n"
     )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_config=None, access_log=False)
 
-
-def _safe_url(url: str) -> str:
-    """A database URL without its password, for display."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, hostpart = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{hostpart}"
 
 
 # ------------------------------------------------------------------- users, merchants, keys
@@ -311,13 +311,11 @@ def ledger_check() -> None:
 
 
 @app.command()
-def demo(
-    fresh: Annotated[bool, typer.Option(help="Use a new temporary database.")] = True,
-) -> None:
-    """A scripted walkthrough of the platform on an embedded database."""
+def demo() -> None:
+    """A scripted walkthrough of the platform on a fresh, temporary embedded database."""
     from satvault.demo import run_demo
 
-    summary = run_demo(fresh=fresh)
+    summary = run_demo()
     emit(summary)
     if not summary.get("ok"):
         raise typer.Exit(1)

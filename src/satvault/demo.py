@@ -18,7 +18,6 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts import service as accounts
-from satvault.config import get_settings
 from satvault.db import create_engine, session_factory
 from satvault.ledger.check import check_ledger
 from satvault.ledger.core import TransferKind, TransferSpec, available
@@ -32,12 +31,10 @@ __all__ = ["run_demo"]
 SAT = 1000  # msat
 
 
-def run_demo(*, fresh: bool = True) -> dict[str, Any]:
-    if fresh:
-        tmp = tempfile.mkdtemp(prefix="satvault-demo-")
-        url = f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}"
-    else:
-        url = get_settings().database_url
+def run_demo() -> dict[str, Any]:
+    """Never touches the configured database: the walkthrough gets a new temporary one."""
+    tmp = tempfile.mkdtemp(prefix="satvault-demo-")
+    url = f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}"
     upgrade(url)
     return asyncio.run(_walkthrough(url))
 

@@ -38,6 +38,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
         redact,
     ]
     structlog.configure(

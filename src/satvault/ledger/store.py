@@ -53,6 +53,7 @@ from satvault.ledger.models import LedgerAccount, LedgerFailedTransfer, LedgerTr
 
 __all__ = [
     "ConcurrentUpdate",
+    "count_transfers",
     "create_account",
     "create_transfers",
     "expire_due_holds",

@@ -27,7 +27,9 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-SessionDep = Annotated[AsyncSession, Depends(_session)]
+# scope="function": the transaction commits before the response leaves, so a failed commit
+# can never follow a 200.
+SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 

@@ -34,7 +34,7 @@ def _range_checks(table: str, columns: Sequence[str], sqlite: bool, *, positive:
         expr = f"{low} AND {col} <= {top}"
         if sqlite:
             expr += f" AND typeof({col}) = 'integer'"
-        checks.append(sa.CheckConstraint(expr, name=f"ck_{table}_{col}_range"))
+        checks.append(sa.CheckConstraint(expr, name=op.f(f"ck_{table}_{col}_range")))
     return checks
 
 
@@ -60,17 +60,17 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "NOT debits_must_not_exceed_credits "
             "OR debits_posted + debits_pending <= credits_posted",
-            name="ck_ledger_accounts_debits_within_credits"),
+            name=op.f("ck_ledger_accounts_debits_within_credits")),
         sa.CheckConstraint(
             "NOT credits_must_not_exceed_debits "
             "OR credits_posted + credits_pending <= debits_posted",
-            name="ck_ledger_accounts_credits_within_debits"),
+            name=op.f("ck_ledger_accounts_credits_within_debits")),
         sa.CheckConstraint(
             "NOT (debits_must_not_exceed_credits AND credits_must_not_exceed_debits)",
-            name="ck_ledger_accounts_one_limit"),
+            name=op.f("ck_ledger_accounts_one_limit")),
         sa.CheckConstraint(
             "kind IN ('customer_wallet','merchant_wallet','hot_wallet','cold_wallet','fees',"
-            "'clearing','external','equity')", name="ck_ledger_accounts_kind"),
+            "'clearing','external','equity')", name=op.f("ck_ledger_accounts_kind")),
         *_range_checks("ledger_accounts", BALANCES, sqlite),
     )
     op.create_index("ix_ledger_accounts_owner", "ledger_accounts",
@@ -101,19 +101,19 @@ def upgrade() -> None:
         # A hold is posted, voided or expired at most once: enforced here, not only in Python.
         sa.UniqueConstraint("pending_id", name="uq_ledger_transfers_pending_id"),
         sa.CheckConstraint("debit_account_id <> credit_account_id",
-                           name="ck_ledger_transfers_accounts_differ"),
+                           name=op.f("ck_ledger_transfers_accounts_differ")),
         sa.CheckConstraint("kind IN ('single','pending','post','void','expire')",
-                           name="ck_ledger_transfers_kind"),
+                           name=op.f("ck_ledger_transfers_kind")),
         sa.CheckConstraint(
             "(kind = 'pending' AND state IN ('pending','posted','voided','expired')) "
-            "OR (kind <> 'pending' AND state IS NULL)", name="ck_ledger_transfers_state"),
+            "OR (kind <> 'pending' AND state IS NULL)", name=op.f("ck_ledger_transfers_state")),
         sa.CheckConstraint(
             "(kind IN ('post','void','expire') AND pending_id IS NOT NULL) "
             "OR (kind NOT IN ('post','void','expire') AND pending_id IS NULL)",
-            name="ck_ledger_transfers_pending_link"),
+            name=op.f("ck_ledger_transfers_pending_link")),
         sa.CheckConstraint(
             "timeout_seconds >= 0 AND (timeout_seconds = 0 OR kind = 'pending')",
-            name="ck_ledger_transfers_timeout"),
+            name=op.f("ck_ledger_transfers_timeout")),
         *_range_checks("ledger_transfers", ("amount",), sqlite, positive=True),
         *_range_checks("ledger_transfers", SNAPSHOTS, sqlite),
     )

@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("created_at", ts, nullable=False),
         sa.UniqueConstraint("email", name="uq_users_email"),
-        sa.CheckConstraint("kyc_tier BETWEEN 0 AND 3", name="ck_users_kyc_tier"),
+        sa.CheckConstraint("kyc_tier BETWEEN 0 AND 3", name=op.f("ck_users_kyc_tier")),
     )
     op.create_table(
         "merchants",
@@ -49,7 +49,7 @@ def upgrade() -> None:
         sa.Column("default_currency", sa.String(16), nullable=False),
         sa.Column("speed_policy", sa.Integer, nullable=False),
         sa.Column("created_at", ts, nullable=False),
-        sa.CheckConstraint("speed_policy IN (0, 1, 2, 6)", name="ck_stores_speed_policy"),
+        sa.CheckConstraint("speed_policy IN (0, 1, 2, 6)", name=op.f("ck_stores_speed_policy")),
     )
     op.create_index("ix_stores_merchant_id", "stores", ["merchant_id"])
     op.create_table(
@@ -64,7 +64,7 @@ def upgrade() -> None:
         sa.Column("created_at", ts, nullable=False),
         sa.UniqueConstraint("ledger_account_id", name="uq_wallets_ledger_account_id"),
         sa.UniqueConstraint("owner_type", "owner_id", "asset", name="uq_wallets_owner_asset"),
-        sa.CheckConstraint("owner_type IN ('user','merchant')", name="ck_wallets_owner_type"),
+        sa.CheckConstraint("owner_type IN ('user','merchant')", name=op.f("ck_wallets_owner_type")),
     )
     op.create_table(
         "api_keys",
@@ -78,7 +78,7 @@ def upgrade() -> None:
         sa.Column("last_used_at", ts),
         sa.Column("revoked_at", ts),
         sa.CheckConstraint("owner_type IN ('user','merchant','store')",
-                           name="ck_api_keys_owner_type"),
+                           name=op.f("ck_api_keys_owner_type")),
     )
     op.create_index("ix_api_keys_owner_id", "api_keys", ["owner_id"])
     op.create_table(
