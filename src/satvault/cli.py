@@ -45,6 +45,9 @@ merchant_app = typer.Typer(help="Merchants.", no_args_is_help=True)
 store_app = typer.Typer(help="Stores of a merchant.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
+from satvault.onchain.cli import app as onchain_app  # noqa: E402
+
+app.add_typer(onchain_app, name="onchain")
 for sub, name in ((db_app, "db"), (user_app, "user"), (merchant_app, "merchant"),
                   (store_app, "store"), (apikey_app, "apikey"), (ledger_app, "ledger")):
     app.add_typer(sub, name=name)
