@@ -88,9 +88,9 @@ def script_to_address(script_pubkey: bytes, network: str) -> str:
     s = script_pubkey
     family = "main" if network == "mainnet" else "test"
     if len(s) == 25 and s[:3] == b"\x76\xa9\x14" and s[23:] == b"\x88\xac":
-        return base58.encode_check(bytes([_B58_VERSION[("p2pkh", family)]]) + s[3:23])
+        return str(base58.encode_check(bytes([_B58_VERSION[("p2pkh", family)]]) + s[3:23]))
     if len(s) == 23 and s[:2] == b"\xa9\x14" and s[22] == 0x87:
-        return base58.encode_check(bytes([_B58_VERSION[("p2sh", family)]]) + s[2:22])
+        return str(base58.encode_check(bytes([_B58_VERSION[("p2sh", family)]]) + s[2:22]))
     if len(s) >= 4 and (s[0] == 0 or 0x51 <= s[0] <= 0x60) and s[1] == len(s) - 2:
         version = 0 if s[0] == 0 else s[0] - 0x50
         encoded = bech32.encode(HRP[network], version, s[2:])

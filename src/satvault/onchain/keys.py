@@ -129,7 +129,7 @@ class ExtendedPubKey:
                        if p == wanted and fam == self.family)
         raw = (version + bytes([self.depth]) + self.parent_fingerprint
                + self.child_number.to_bytes(4, "big") + self.chain_code + self.pubkey)
-        return base58.encode_check(raw)
+        return str(base58.encode_check(raw))
 
 
 def parse_extended_key(text: str) -> ExtendedPubKey:
