@@ -56,6 +56,46 @@ class Settings(BaseSettings):
     hold_expiry_interval: float = 5.0
     db_pool_size: int = 20
 
+    # --- on-chain -------------------------------------------------------------------------
+    # Bitcoin Core JSON-RPC: http://user:password@host:port/ (or a cookie file). With
+    # chain_backend = "simnet", `satvault serve` starts the built-in simulator on this URL.
+    bitcoind_url: str = "http://simnet:simnet@127.0.0.1:18443/"
+    bitcoind_cookie_file: str | None = None
+    esplora_url: str = ""
+    # The watch-only deposit and hot wallets (xpub or descriptor); `satvault init` fills them
+    # from the signer when empty.
+    deposit_descriptor: str = ""
+    hot_descriptor: str = ""
+    gap_limit: int = 20
+    # Confirmations a wallet top-up waits for, and the largest amount credited at 0-conf
+    # (every unconfirmed transaction is replaceable since Bitcoin Core 28's full-RBF).
+    deposit_confirmations: int = 1
+    zero_conf_max_sat: int = 100_000
+    deposit_expiry_minutes: int = 24 * 60
+    # Addresses of requests that expired unpaid may be handed out again after this many days
+    # (0 = never recycle).
+    recycle_after_days: int = 0
+    watcher_interval: float = 2.0
+    watcher_initial_rescan: int = 6
+
+    # --- withdrawals and payouts ----------------------------------------------------------
+    # Who pays the network fee of a withdrawal: "user" (a reserve is held with the amount and
+    # the actual share posted) or "platform" (booked against equity).
+    withdrawal_fee_policy: Literal["user", "platform"] = "user"
+    withdrawal_fee_reserve_sat: int = 5_000
+    withdrawal_min_sat: int = 1_000
+    withdrawal_max_sat: int = 100_000_000
+    payout_interval: float = 10.0
+    payout_max_batch: int = 100
+    payout_confirmations: int = 1
+    fee_target_blocks: int = 6
+    min_feerate_sat_vb: int = 1
+    max_feerate_sat_vb: int = 500
+    # The signer: a unix socket of a separate `satvault signer serve` process, or (empty) an
+    # in-process signer for the demo, opened from the encrypted seed file below.
+    signer_socket: str = ""
+    signer_seed_file: str = ""
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:

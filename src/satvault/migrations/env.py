@@ -8,8 +8,6 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import satvault.accounts.models
-import satvault.ledger.models  # noqa: F401  (register tables)
 from satvault.db import Base
 
 config = context.config

@@ -17,6 +17,8 @@ from satvault.config import Settings, get_settings
 from satvault.db import create_engine, session_factory
 from satvault.ledger.api import router as ledger_router
 from satvault.migrate import ensure_current
+from satvault.onchain.api import router as onchain_router
+from satvault.payouts.api import router as payouts_router
 from satvault.web.problems import install_problem_handlers
 from satvault.workers import Worker, hold_expiry_worker
 
@@ -57,6 +59,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     install_problem_handlers(app)
     app.include_router(accounts_router)
     app.include_router(ledger_router)
+    app.include_router(onchain_router)
+    app.include_router(payouts_router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> JSONResponse:

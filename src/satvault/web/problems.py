@@ -14,11 +14,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from satvault.accounts import errors as acc
+from satvault.backends import errors as be
 from satvault.ledger import errors as led
 from satvault.ledger.history import InvalidCursor
 from satvault.logs import get_logger
+from satvault.onchain import errors as oc
+from satvault.payouts import errors as po
 
-__all__ = ["ERROR_STATUS", "install_problem_handlers", "problem"]
+__all__ = ["ERROR_STATUS", "install_problem_handlers", "problem", "problem_for"]
 
 log = get_logger(__name__)
 
@@ -36,7 +39,23 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     led.InvalidTransfer: (422, "invalid-transfer"),
     led.LedgerBusy: (503, "busy"),
     InvalidCursor: (422, "invalid-cursor"),
+    oc.WrongNetwork: (422, "wrong-network"),
+    oc.InvalidAddress: (422, "invalid-address"),
+    oc.InvalidPaymentUri: (422, "invalid-payment-uri"),
+    oc.InvalidKey: (422, "invalid-key"),
+    oc.InvalidDescriptor: (503, "not-configured"),
+    po.InvalidWithdrawal: (422, "invalid-withdrawal"),
+    po.CannotBumpFee: (409, "cannot-bump-fee"),
+    be.BackendUnavailable: (503, "backend-unavailable"),
 }
+
+
+def _register_late() -> None:
+    # Idempotency errors live in web/idempotency.py, which imports this module lazily.
+    from satvault.web.idempotency import IdempotencyConflict, IdempotencyInProgress
+
+    ERROR_STATUS[IdempotencyConflict] = (422, "idempotency-key-reused")
+    ERROR_STATUS[IdempotencyInProgress] = (409, "idempotency-key-in-use")
 
 
 def problem(status: int, slug: str, detail: str, **extra: Any) -> JSONResponse:
@@ -52,25 +71,36 @@ def _lookup(exc: Exception) -> tuple[int, str] | None:
     return None
 
 
+def problem_for(exc: Exception) -> JSONResponse | None:
+    """The problem+json response for a domain error, or None if it is not one of ours."""
+    mapped = _lookup(exc)
+    if mapped is None:
+        return None
+    status, slug = mapped
+    extra = {}
+    if isinstance(exc, led.TransferRejected):
+        extra["result"] = exc.result.value
+    resp = problem(status, slug, str(exc), **extra)
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = "Bearer"
+    return resp
+
+
 def install_problem_handlers(app: FastAPI) -> None:
+    _register_late()
+
     async def _domain(request: Request, exc: Exception) -> JSONResponse:
-        mapped = _lookup(exc)
-        if mapped is None:
-            log.error("unhandled_error", path=request.url.path, error=type(exc).__name__)
+        resp = problem_for(exc)
+        if resp is None:
+            log.error("unhandled_error", path=request.url.path, error=type(exc).__name__,
+                      exc_info=exc)
             return problem(500, "internal-error", "internal error; it has been logged")
-        status, slug = mapped
-        extra = {}
-        if isinstance(exc, led.TransferRejected):
-            extra["result"] = exc.result.value
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        resp = problem(status, slug, str(exc), **extra)
-        if headers:
-            resp.headers.update(headers)
         return resp
 
     # Registered per error-tree root so Starlette's ExceptionMiddleware answers them (a handler
     # for bare Exception runs in ServerErrorMiddleware, which re-raises after responding).
-    roots: set[type[Exception]] = {acc.AccountsError, led.LedgerError, InvalidCursor}
+    roots: set[type[Exception]] = {acc.AccountsError, led.LedgerError, InvalidCursor,
+                                   oc.OnchainError, po.PayoutError, be.BackendError}
     for root in roots:
         app.add_exception_handler(root, _domain)
     app.add_exception_handler(Exception, _domain)

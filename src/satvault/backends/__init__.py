@@ -1,0 +1,1 @@
+"""Adapters to the outside world, one per file, one Protocol per capability (``base``)."""

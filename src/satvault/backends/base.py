@@ -1,0 +1,80 @@
+"""What satvault needs from a Bitcoin chain backend, as one Protocol and plain value types.
+
+Amounts are integer satoshis. Scripts are bytes. Heights are ints, hashes and txids are
+lower-case hex in the usual (reversed) display order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Block", "ChainBackend", "ChainTip", "OutPoint", "Tx", "TxOut", "TxStatus"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainTip:
+    height: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutPoint:
+    txid: str
+    vout: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxOut:
+    value_sat: int
+    script_pubkey: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Tx:
+    txid: str
+    inputs: tuple[OutPoint, ...]
+    outputs: tuple[TxOut, ...]
+    is_coinbase: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    hash: str
+    height: int
+    prev_hash: str
+    time: int
+    txs: tuple[Tx, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class TxStatus:
+    txid: str
+    confirmations: int  # 0 = in the mempool
+    block_hash: str | None
+    block_height: int | None
+    tx: Tx
+
+
+@runtime_checkable
+class ChainBackend(Protocol):
+    name: str
+
+    async def tip(self) -> ChainTip: ...
+
+    async def block_hash(self, height: int) -> str: ...
+
+    async def block(self, block_hash: str) -> Block: ...
+
+    async def mempool_txids(self) -> set[str]: ...
+
+    async def transaction(self, txid: str) -> TxStatus | None: ...
+
+    async def broadcast(self, raw_hex: str) -> str: ...
+
+    async def output(self, txid: str, vout: int, *, include_mempool: bool = True
+                     ) -> TxOut | None: ...
+
+    async def feerate_sat_vb(self, target_blocks: int) -> int | None: ...
+
+    async def close(self) -> None: ...

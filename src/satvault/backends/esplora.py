@@ -1,0 +1,145 @@
+"""The Esplora HTTP API (Blockstream's electrs, mempool.space) for operators without a node.
+
+Esplora reports values in integer satoshis already; fee estimates are floats of sat/vB and are
+parsed as Decimal and rounded up. A block's transactions come 25 per page. Errors from the
+node behind it arrive as text (``sendrawtransaction RPC error: {"code":-26,…}``) and are
+mapped to the same typed errors as the bitcoind adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+import httpx
+
+from satvault.backends.base import Block, ChainTip, OutPoint, Tx, TxOut, TxStatus
+from satvault.backends.bitcoind import BitcoindBackend
+from satvault.backends.errors import BackendProtocolError, BackendUnavailable, NotFound, TxRejected
+
+__all__ = ["EsploraBackend"]
+
+_RPC_ERROR = re.compile(r"\{.*\"code\"\s*:\s*(-?\d+).*\"message\"\s*:\s*\"(.*?)\".*\}", re.S)
+PAGE = 25
+
+
+class EsploraBackend:
+    name = "esplora"
+
+    def __init__(self, base_url: str, *, timeout: float = 15.0, retries: int = 3,
+                 backoff: float = 0.2, transport: httpx.AsyncBaseTransport | None = None
+                 ) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout,
+                                         transport=transport)
+        self._retries = retries
+        self._backoff = backoff
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        delay = self._backoff
+        for attempt in range(self._retries + 1):
+            try:
+                resp = await self._client.request(method, path, **kw)
+            except (httpx.TransportError, OSError) as exc:
+                if attempt == self._retries:
+                    raise BackendUnavailable(f"esplora unreachable: {exc}") from exc
+                await asyncio.sleep(delay)
+                delay *= 2
+                continue
+            if resp.status_code >= 500 and attempt < self._retries:
+                await asyncio.sleep(delay)
+                delay *= 2
+                continue
+            return resp
+        raise AssertionError("unreachable")
+
+    async def _get(self, path: str) -> httpx.Response:
+        resp = await self._request("GET", path)
+        if resp.status_code == 404:
+            raise NotFound(f"esplora: {path} not found")
+        if resp.status_code != 200:
+            raise BackendProtocolError(f"esplora: {path} answered HTTP {resp.status_code}")
+        return resp
+
+    async def _json(self, path: str) -> Any:
+        return json.loads((await self._get(path)).text, parse_float=Decimal)
+
+    @staticmethod
+    def _tx(obj: dict[str, Any]) -> Tx:
+        inputs, coinbase = [], False
+        for vin in obj.get("vin", []):
+            if vin.get("is_coinbase"):
+                coinbase = True
+                continue
+            inputs.append(OutPoint(vin["txid"], int(vin["vout"])))
+        outputs = tuple(TxOut(int(v["value"]), bytes.fromhex(v["scriptpubkey"]))
+                        for v in obj.get("vout", []))
+        return Tx(obj["txid"], tuple(inputs), outputs, coinbase)
+
+    async def tip(self) -> ChainTip:
+        height = int((await self._get("/blocks/tip/height")).text)
+        block_hash = (await self._get("/blocks/tip/hash")).text.strip()
+        return ChainTip(height, block_hash)
+
+    async def block_hash(self, height: int) -> str:
+        return (await self._get(f"/block-height/{height}")).text.strip()
+
+    async def block(self, block_hash: str) -> Block:
+        meta = await self._json(f"/block/{block_hash}")
+        txs: list[Tx] = []
+        for start in range(0, int(meta["tx_count"]), PAGE):
+            txs.extend(self._tx(t) for t in await self._json(f"/block/{block_hash}/txs/{start}"))
+        return Block(meta["id"], int(meta["height"]), meta.get("previousblockhash") or "",
+                     int(meta["timestamp"]), tuple(txs))
+
+    async def mempool_txids(self) -> set[str]:
+        return set(await self._json("/mempool/txids"))
+
+    async def transaction(self, txid: str) -> TxStatus | None:
+        try:
+            obj = await self._json(f"/tx/{txid}")
+        except NotFound:
+            return None
+        status = obj.get("status", {})
+        if not status.get("confirmed"):
+            return TxStatus(txid, 0, None, None, self._tx(obj))
+        tip = int((await self._get("/blocks/tip/height")).text)
+        height = int(status["block_height"])
+        return TxStatus(txid, tip - height + 1, status["block_hash"], height, self._tx(obj))
+
+    async def broadcast(self, raw_hex: str) -> str:
+        resp = await self._request("POST", "/tx", content=raw_hex)
+        if resp.status_code == 200:
+            return resp.text.strip()
+        m = _RPC_ERROR.search(resp.text)
+        if m:
+            BitcoindBackend._raise(int(m[1]), m[2])
+        raise TxRejected(0, resp.text.strip()[:300])
+
+    async def output(self, txid: str, vout: int, *, include_mempool: bool = True
+                     ) -> TxOut | None:
+        status = await self.transaction(txid)
+        if status is None or vout >= len(status.tx.outputs):
+            return None
+        if not include_mempool and status.confirmations == 0:
+            return None
+        spend = await self._json(f"/tx/{txid}/outspend/{vout}")
+        if spend.get("spent"):
+            spent_confirmed = spend.get("status", {}).get("confirmed", False)
+            if include_mempool or spent_confirmed:
+                return None
+        return status.tx.outputs[vout]
+
+    async def feerate_sat_vb(self, target_blocks: int) -> int | None:
+        estimates = await self._json("/fee-estimates")
+        candidates = sorted((int(k), Decimal(v)) for k, v in estimates.items())
+        for target, rate in candidates:
+            if target >= target_blocks:
+                return max(1, int(rate.to_integral_value(rounding=ROUND_CEILING)))
+        return max(1, int(candidates[-1][1].to_integral_value(rounding=ROUND_CEILING))) \
+            if candidates else None

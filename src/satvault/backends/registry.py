@@ -1,0 +1,21 @@
+"""Backends chosen by a settings string: ``chain_backend`` = simnet | bitcoind | esplora."""
+
+from __future__ import annotations
+
+from satvault.backends.base import ChainBackend
+from satvault.backends.bitcoind import BitcoindBackend
+from satvault.backends.esplora import EsploraBackend
+from satvault.config import Settings
+
+__all__ = ["make_chain_backend"]
+
+
+def make_chain_backend(settings: Settings) -> ChainBackend:
+    kind = settings.chain_backend
+    if kind in ("bitcoind", "simnet"):  # simnet speaks bitcoind's JSON-RPC over HTTP
+        return BitcoindBackend(settings.bitcoind_url, cookie_file=settings.bitcoind_cookie_file)
+    if kind == "esplora":
+        if not settings.esplora_url:
+            raise ValueError("chain_backend=esplora needs SATVAULT_ESPLORA_URL")
+        return EsploraBackend(settings.esplora_url)
+    raise ValueError(f"unknown chain_backend {kind!r}: use simnet, bitcoind or esplora")

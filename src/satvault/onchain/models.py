@@ -1,0 +1,112 @@
+"""On-chain tables: watch-only wallets, their addresses, deposit requests, the payments the
+watcher saw, and the blocks it processed (its cursor and reorg detector).
+
+Scripts are stored as lower-case hex so both databases index them the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from satvault.db import Amount, Base, IdInt, UtcDateTime
+
+__all__ = ["ChainBlock", "DepositRequest", "OnchainAddress", "OnchainPayment", "OnchainWallet",
+           "ReviewItem"]
+
+
+class OnchainWallet(Base):
+    __tablename__ = "onchain_wallets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), unique=True)
+    descriptor: Mapped[str] = mapped_column(Text)
+    network: Mapped[str] = mapped_column(String(16))
+    gap_limit: Mapped[int] = mapped_column(Integer)
+    next_receive: Mapped[int] = mapped_column(Integer)
+    next_change: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OnchainAddress(Base):
+    __tablename__ = "onchain_addresses"
+
+    id: Mapped[int] = mapped_column(IdInt, primary_key=True, autoincrement=True)
+    wallet_id: Mapped[str] = mapped_column(ForeignKey("onchain_wallets.id"))
+    chain: Mapped[int] = mapped_column(Integer)
+    idx: Mapped[int] = mapped_column(Integer)
+    address: Mapped[str] = mapped_column(String(100), unique=True)
+    script_pubkey: Mapped[str] = mapped_column(String(140), unique=True)
+    status: Mapped[str] = mapped_column(String(12))
+    owner_type: Mapped[str | None] = mapped_column(String(16))
+    owner_id: Mapped[str | None] = mapped_column(String(40))
+    purpose: Mapped[str | None] = mapped_column(String(16))
+    request_id: Mapped[str | None] = mapped_column(String(40))
+    allocated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ever_received: Mapped[bool] = mapped_column(Boolean, default=False)
+    times_allocated: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (UniqueConstraint("wallet_id", "chain", "idx", name="position"),)
+
+
+class DepositRequest(Base):
+    __tablename__ = "deposit_requests"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"), index=True)
+    method: Mapped[str] = mapped_column(String(16))
+    address_id: Mapped[int | None] = mapped_column(ForeignKey("onchain_addresses.id"))
+    amount_msat: Mapped[int | None] = mapped_column(Amount)
+    description: Mapped[str] = mapped_column(String(256), default="")
+    required_confirmations: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class OnchainPayment(Base):
+    __tablename__ = "onchain_payments"
+
+    id: Mapped[int] = mapped_column(IdInt, primary_key=True, autoincrement=True)
+    txid: Mapped[str] = mapped_column(String(64))
+    vout: Mapped[int] = mapped_column(Integer)
+    address_id: Mapped[int] = mapped_column(ForeignKey("onchain_addresses.id"), index=True)
+    script_pubkey: Mapped[str] = mapped_column(String(140))
+    value_sat: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(12))
+    block_hash: Mapped[str | None] = mapped_column(String(64))
+    block_height: Mapped[int | None] = mapped_column(Integer)
+    request_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    wallet_id: Mapped[str | None] = mapped_column(String(40))
+    required_confirmations: Mapped[int] = mapped_column(Integer)
+    credit_state: Mapped[str] = mapped_column(String(12))
+    spent_by: Mapped[str | None] = mapped_column(String(64))
+    first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (UniqueConstraint("txid", "vout", name="outpoint"),)
+
+
+class ChainBlock(Base):
+    __tablename__ = "chain_blocks"
+
+    height: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    processed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ReviewItem(Base):
+    """Something a person must look at: a reversed credit that was already spent, etc."""
+
+    __tablename__ = "review_items"
+
+    id: Mapped[int] = mapped_column(IdInt, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(120))
+    details: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

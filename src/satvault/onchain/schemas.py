@@ -1,0 +1,44 @@
+"""API shapes for deposits. Amounts are integer msat."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = ["DepositIn", "DepositOut", "DepositPaymentOut"]
+
+
+class DepositIn(BaseModel):
+    method: Literal["onchain"] = "onchain"
+    amount_msat: int | None = Field(default=None, ge=1000, le=21_000_000 * 10**11)
+    description: str = Field(default="", max_length=256)
+
+
+class DepositPaymentOut(BaseModel):
+    txid: str
+    vout: int
+    amount_msat: int
+    confirmations: int
+    status: str
+    credited: bool
+
+
+class DepositOut(BaseModel):
+    id: str
+    wallet_id: str
+    method: str
+    status: str
+    amount_msat: int | None
+    description: str
+    address: str
+    bip21: str
+    qr_svg: str
+    qr_png: str
+    required_confirmations: int
+    received_msat: int
+    pending_msat: int
+    payments: list[DepositPaymentOut]
+    created_at: datetime
+    expires_at: datetime | None

@@ -1,0 +1,383 @@
+"""The chain watcher: follows blocks and the mempool, records every output paying one of our
+scripts exactly once (keyed on txid:vout), and moves money in the ledger as payments progress.
+
+One ``step()`` is a full reconciliation and is safe to run at any time, any number of times
+(ZMQ notifications or a timer merely call it sooner):
+
+1. **Reorgs.** Stored block hashes are compared with the node's from our tip down; blocks above
+   the fork point are disconnected and their payments go back to ``mempool``.
+2. **Blocks.** Each new block is scanned (a dict lookup per output) and recorded with its
+   payments in one transaction; ``chain_blocks`` is the cursor, so a restart resumes from the
+   last processed block and misses nothing.
+3. **Mempool.** New mempool transactions are scanned the same way.
+4. **Vanished.** An unconfirmed payment whose transaction is neither in the mempool nor in a
+   block (replaced by fee, double-spent, dropped by a reorg) becomes ``conflicted`` and stops
+   counting; a replacement paying us is a new payment and counts instead.
+5. **Ledger.** A payment seen is an incoming *hold* (the wallet shows it as pending); with the
+   required confirmations the hold is *posted*; a conflicted payment's hold is *voided*; a
+   payment credited and then conflicted is *reversed* by a compensating transfer, or flagged
+   for review when the money was already spent. Transfer ids derive from txid:vout, so every
+   ledger move happens at most once however often a step repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.accounts.models import Wallet
+from satvault.backends.base import Block, ChainBackend, Tx
+from satvault.db import utcnow
+from satvault.ledger.core import Result, TransferKind, TransferSpec
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import create_transfers, retrying
+from satvault.logs import get_logger
+from satvault.onchain.models import ChainBlock, OnchainAddress, OnchainPayment, ReviewItem
+from satvault.onchain.service import watched_scripts
+
+__all__ = ["Match", "StepReport", "Watcher", "scan_block", "scan_txs"]
+
+log = get_logger(__name__)
+MSAT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    txid: str
+    vout: int
+    value_sat: int
+    script_pubkey: bytes
+    address_id: int
+
+
+def scan_txs(txs: Iterable[Tx], scripts: dict[bytes, int]) -> list[Match]:
+    """Outputs paying a watched script. One dict lookup per output, nothing else."""
+    found = []
+    get = scripts.get
+    for tx in txs:
+        for n, out in enumerate(tx.outputs):
+            aid = get(out.script_pubkey)
+            if aid is not None and out.value_sat > 0:
+                found.append(Match(tx.txid, n, out.value_sat, out.script_pubkey, aid))
+    return found
+
+
+def scan_block(block: Block, scripts: dict[bytes, int]) -> list[Match]:
+    return scan_txs(block.txs, scripts)
+
+
+@dataclass
+class StepReport:
+    tip: int = 0
+    blocks: int = 0
+    disconnected: int = 0
+    new_payments: int = 0
+    conflicted: int = 0
+    ledger_moves: int = 0
+    reviews: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Watcher:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: ChainBackend, *,
+                 zero_conf_max_sat: int = 100_000, initial_rescan: int = 6,
+                 start_height: int | None = None, max_reorg_depth: int = 100) -> None:
+        self.sessions = sessions
+        self.backend = backend
+        self.zero_conf_max_sat = zero_conf_max_sat
+        self.initial_rescan = initial_rescan
+        self.start_height = start_height
+        self.max_reorg_depth = max_reorg_depth
+        self._scripts: dict[bytes, int] = {}
+        self._scripts_version: tuple[int, int] = (-1, -1)
+        self._mempool_seen: set[str] = set()
+        self.wake = asyncio.Event()
+
+    # ------------------------------------------------------------------------- helpers
+    async def _refresh_scripts(self, session: AsyncSession) -> None:
+        from sqlalchemy import func
+
+        version = tuple((await session.execute(
+            select(func.count(OnchainAddress.id), func.coalesce(func.max(OnchainAddress.id), 0))
+        )).one())
+        if version != self._scripts_version:
+            self._scripts = await watched_scripts(session)
+            self._scripts_version = (int(version[0]), int(version[1]))
+
+    async def _our_outpoints(self, session: AsyncSession) -> dict[tuple[str, int], int]:
+        rows = await session.execute(
+            select(OnchainPayment.txid, OnchainPayment.vout, OnchainPayment.id)
+            .where(OnchainPayment.spent_by.is_(None), OnchainPayment.status != "conflicted"))
+        return {(t, v): i for t, v, i in rows}
+
+    async def _record(self, session: AsyncSession, matches: list[Match], txs: Iterable[Tx],
+                      block: Block | None) -> int:
+        """Insert new payments, (re)confirm known ones, mark our outputs spent. Returns #new."""
+        new = 0
+        now = utcnow()
+        for m in matches:
+            row = (await session.execute(select(OnchainPayment).where(
+                OnchainPayment.txid == m.txid, OnchainPayment.vout == m.vout))
+            ).scalar_one_or_none()
+            if row is None:
+                addr = await session.get(OnchainAddress, m.address_id)
+                assert addr is not None
+                wallet_id, required = await self._beneficiary(session, addr)
+                row = OnchainPayment(
+                    txid=m.txid, vout=m.vout, address_id=m.address_id,
+                    script_pubkey=m.script_pubkey.hex(), value_sat=m.value_sat,
+                    status="mempool", request_id=addr.request_id, wallet_id=wallet_id,
+                    required_confirmations=required, credit_state="none",
+                    first_seen_at=now, updated_at=now)
+                session.add(row)
+                if not addr.ever_received:
+                    addr.ever_received = True
+                    addr.status = "used"
+                new += 1
+            if block is not None:
+                row.status, row.block_hash, row.block_height = "confirmed", block.hash, block.height
+                row.updated_at = now
+            elif row.status == "conflicted":
+                row.status, row.updated_at = "mempool", now  # it came back (e.g. rebroadcast)
+        await session.flush()
+        ours = await self._our_outpoints(session)
+        for tx in txs:
+            for op in tx.inputs:
+                pid = ours.get((op.txid, op.vout))
+                if pid is not None:
+                    await session.execute(update(OnchainPayment).where(OnchainPayment.id == pid)
+                                          .values(spent_by=tx.txid, updated_at=now))
+        return new
+
+    async def _beneficiary(self, session: AsyncSession, addr: OnchainAddress
+                           ) -> tuple[str | None, int]:
+        """Which satvault wallet a payment to this address belongs to, and its confirmations."""
+        from satvault.onchain.models import DepositRequest
+
+        if addr.request_id:
+            req = await session.get(DepositRequest, addr.request_id)
+            if req is not None:
+                return req.wallet_id, req.required_confirmations
+        if addr.owner_type in ("user", "merchant") and addr.owner_id:
+            wallet = (await session.execute(select(Wallet).where(
+                Wallet.owner_type == addr.owner_type, Wallet.owner_id == addr.owner_id,
+                Wallet.asset == "BTC"))).scalar_one_or_none()
+            if wallet is not None:
+                return wallet.id, 1
+        return None, 1
+
+    # ---------------------------------------------------------------------------- step
+    async def step(self) -> StepReport:
+        report = StepReport()
+        tip = await self.backend.tip()
+        report.tip = tip.height
+        async with self.sessions() as s:
+            stored = (await s.execute(select(ChainBlock.height, ChainBlock.hash)
+                                      .order_by(ChainBlock.height.desc())
+                                      .limit(self.max_reorg_depth))).all()
+        if stored:
+            fork = await self._find_fork(stored)
+            if fork < stored[0].height:
+                report.disconnected = await retrying(self.sessions,
+                                                     lambda s: self._disconnect(s, fork))
+            height = fork + 1
+        else:
+            height = self.start_height if self.start_height is not None else max(
+                0, tip.height - self.initial_rescan + 1)
+        while height <= tip.height:
+            block = await self.backend.block(await self.backend.block_hash(height))
+            ok, n = await retrying(self.sessions, partial(self._connect, block=block))
+            if not ok:  # the chain moved under us; the next step sees the reorg
+                break
+            report.blocks += 1
+            report.new_payments += n
+            height += 1
+        report.new_payments += await self._scan_mempool()
+        report.conflicted = await self._find_vanished(tip.height)
+        moves, reviews = await self._settle(tip.height)
+        report.ledger_moves, report.reviews = moves, reviews
+        return report
+
+    async def _find_fork(self, stored: Sequence[Any]) -> int:
+        for height, our_hash in stored:
+            try:
+                theirs = await self.backend.block_hash(height)
+            except Exception:
+                continue
+            if theirs == our_hash:
+                return int(height)
+        oldest = int(stored[-1].height)
+        log.error("reorg_deeper_than_tracked", depth=len(stored))
+        return oldest - 1
+
+    async def _disconnect(self, session: AsyncSession, fork: int) -> int:
+        hashes = (await session.execute(select(ChainBlock.hash).where(ChainBlock.height > fork))
+                  ).scalars().all()
+        await session.execute(
+            update(OnchainPayment).where(OnchainPayment.block_height > fork)
+            .values(status="mempool", block_hash=None, block_height=None, updated_at=utcnow()))
+        await session.execute(delete(ChainBlock).where(ChainBlock.height > fork))
+        log.warning("reorg", fork_height=fork, disconnected=len(hashes))
+        return len(hashes)
+
+    async def _connect(self, session: AsyncSession, *, block: Block) -> tuple[bool, int]:
+        prev = (await session.execute(select(ChainBlock.hash).where(
+            ChainBlock.height == block.height - 1))).scalar_one_or_none()
+        if prev is not None and prev != block.prev_hash:
+            return False, 0
+        await self._refresh_scripts(session)
+        matches = scan_block(block, self._scripts)
+        n = await self._record(session, matches, block.txs, block)
+        session.add(ChainBlock(height=block.height, hash=block.hash, prev_hash=block.prev_hash,
+                               processed_at=utcnow()))
+        return True, n
+
+    async def _scan_mempool(self) -> int:
+        txids = await self.backend.mempool_txids()
+        fresh = [t for t in txids if t not in self._mempool_seen]
+        self._mempool_seen &= txids
+        if not fresh:
+            return 0
+        txs = []
+        for txid in fresh:
+            status = await self.backend.transaction(txid)
+            if status is not None:
+                txs.append(status.tx)
+        async def work(s: AsyncSession) -> int:
+            await self._refresh_scripts(s)
+            return await self._record(s, scan_txs(txs, self._scripts), txs, None)
+        n = await retrying(self.sessions, work)
+        self._mempool_seen.update(fresh)
+        return n
+
+    async def _find_vanished(self, tip_height: int) -> int:
+        async with self.sessions() as s:
+            pending = (await s.execute(select(OnchainPayment.id, OnchainPayment.txid).where(
+                OnchainPayment.status == "mempool"))).all()
+        if not pending:
+            return 0
+        mempool = await self.backend.mempool_txids()
+        gone = []
+        for pid, txid in pending:
+            if txid in mempool:
+                continue
+            status = await self.backend.transaction(txid)
+            if status is None:
+                gone.append(pid)
+        if gone:
+            async def work(s: AsyncSession) -> None:
+                await s.execute(update(OnchainPayment).where(
+                    OnchainPayment.id.in_(gone), OnchainPayment.status == "mempool")
+                    .values(status="conflicted", updated_at=utcnow()))
+            await retrying(self.sessions, work)
+            log.warning("payments_conflicted", count=len(gone))
+        return len(gone)
+
+    # -------------------------------------------------------------------------- ledger
+    async def _settle(self, tip_height: int) -> tuple[int, int]:
+        async with self.sessions() as s:
+            P = OnchainPayment
+            open_ids = (await s.execute(select(P.id).where(
+                ((P.credit_state == "none") & (P.status != "conflicted"))
+                | (P.credit_state == "pending")
+                | ((P.credit_state == "credited") & (P.status == "conflicted"))
+            ).order_by(P.id))).scalars().all()
+        moves = reviews = 0
+        for pid in open_ids:
+            m, r = await retrying(self.sessions,
+                                  partial(self._settle_one, pid=pid, tip_height=tip_height))
+            moves += m
+            reviews += r
+        return moves, reviews
+
+    async def _settle_one(self, session: AsyncSession, *, pid: int, tip_height: int
+                          ) -> tuple[int, int]:
+        p = await session.get(OnchainPayment, pid, with_for_update=True)
+        if p is None:
+            return 0, 0
+        addr = await session.get(OnchainAddress, p.address_id)
+        assert addr is not None
+        if addr.purpose == "change":
+            return 0, 0  # our own payout's change: its value never left the hot wallet
+        platform = await ensure_platform_accounts(session, "BTC")
+        credit_account = platform.equity.id  # unassigned deposits and hot-wallet funding
+        if p.wallet_id is not None:
+            wallet = await session.get(Wallet, p.wallet_id)
+            assert wallet is not None
+            credit_account = wallet.ledger_account_id
+        key = f"oc:in:{p.txid}:{p.vout}"
+        amount = p.value_sat * MSAT
+        confs = tip_height - p.block_height + 1 if p.block_height is not None else 0
+        enough = confs >= p.required_confirmations and (
+            confs > 0 or p.value_sat <= self.zero_conf_max_sat)
+        specs: list[TransferSpec] = []
+        next_state = p.credit_state
+        if p.status == "conflicted":
+            if p.credit_state == "pending":
+                specs = [TransferSpec(f"{key}:void", kind=TransferKind.VOID, pending_id=key)]
+                next_state = "none"
+            elif p.credit_state == "credited":
+                return await self._reverse(session, p, key, amount, credit_account,
+                                           platform.hot_wallet.id)
+        else:
+            if p.credit_state == "none":
+                specs.append(TransferSpec(key, platform.hot_wallet.id, credit_account, amount,
+                                          "BTC", kind=TransferKind.PENDING, code="deposit",
+                                          ref=f"{p.txid}:{p.vout}"))
+                next_state = "pending"
+            if enough and p.credit_state in ("none", "pending"):
+                specs.append(TransferSpec(f"{key}:post", kind=TransferKind.POST, pending_id=key,
+                                          code="deposit"))
+                next_state = "credited"
+        if not specs:
+            return 0, 0
+        outcomes = await create_transfers(session, specs)
+        bad = [o for o in outcomes if not o.ok]
+        if bad:
+            raise RuntimeError(f"ledger refused deposit moves for {key}: {bad}")
+        created = sum(o.result is Result.CREATED for o in outcomes)
+        p.credit_state, p.updated_at = next_state, utcnow()
+        if created:
+            log.info("deposit_ledger", payment=f"{p.txid}:{p.vout}", state=next_state,
+                     sat=p.value_sat, confirmations=confs)
+        return created, 0
+
+    async def _reverse(self, session: AsyncSession, p: OnchainPayment, key: str, amount: int,
+                       credit_account: int, hot_wallet: int) -> tuple[int, int]:
+        (outcome,) = await create_transfers(session, [TransferSpec(
+            f"{key}:reverse", credit_account, hot_wallet, amount, "BTC", code="deposit_reversal",
+            ref=f"{p.txid}:{p.vout}")])
+        if outcome.ok:
+            p.credit_state, p.updated_at = "reversed", utcnow()
+            log.warning("deposit_reversed", payment=f"{p.txid}:{p.vout}", sat=p.value_sat)
+            return 1, 0
+        session.add(ReviewItem(
+            kind="deposit_reversal_unfunded", subject=f"{p.txid}:{p.vout}",
+            details=json.dumps({"wallet_id": p.wallet_id, "value_sat": p.value_sat,
+                                "ledger_result": outcome.result.value}),
+            created_at=utcnow()))
+        p.credit_state, p.updated_at = "review", utcnow()
+        log.error("deposit_reversal_needs_review", payment=f"{p.txid}:{p.vout}",
+                  sat=p.value_sat, result=outcome.result.value)
+        return 0, 1
+
+    # -------------------------------------------------------------------------- running
+    async def run(self, interval: float) -> None:
+        while True:
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("watcher_step_failed")
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=interval)

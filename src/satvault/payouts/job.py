@@ -1,0 +1,458 @@
+"""The payout job: batches pending withdrawals into one transaction and sees it confirmed.
+
+A batch moves ``signing → signed → broadcast → confirmed``, and every state is committed
+before the next external call, so a crash anywhere resumes where it stopped:
+
+* ``signing``: the unsigned PSBT (inputs and outputs fixed) is stored. After a crash it is
+  signed again; segwit txids do not depend on signatures, so the txid cannot change.
+* ``signed``: the raw transaction is stored, then broadcast. A broadcast that times out is
+  UNKNOWN, not failed: the same bytes are broadcast again later (the node answers with the
+  txid, or "already in chain").
+* ``broadcast``: confirmations are tracked over every version (fee bumps) of the batch; once
+  one has enough, the withdrawals' holds are posted with each one's share of the fee.
+
+A rejected broadcast abandons the batch (its withdrawals return to the queue with their holds
+intact) only when it is provably harmless: no version of the transaction is known to the node
+and every input is still unspent. If an input was spent by anything else, the batch is
+``stuck`` and flagged for a person. Holds are never released by this job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import partial
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.accounts.security import new_id
+from satvault.backends.base import ChainBackend
+from satvault.backends.errors import BackendUnavailable, TxAlreadyInChain, TxRejected
+from satvault.config import Settings
+from satvault.db import utcnow
+from satvault.ledger.core import TransferKind, TransferSpec
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import create_transfers, retrying
+from satvault.logs import get_logger
+from satvault.onchain.models import OnchainAddress, OnchainPayment, OnchainWallet, ReviewItem
+from satvault.onchain.service import allocate_address
+from satvault.payouts.errors import CannotBumpFee
+from satvault.payouts.models import PayoutBatch, PayoutInput, PayoutTx, Withdrawal
+from satvault.signer.base import Signer
+from satvault.signer.core import Payment
+from satvault.signer.errors import SignerUnavailable, SigningRefused
+from satvault.signer.psbt import (
+    AccountKey,
+    PsbtInput,
+    PsbtOutput,
+    accounts_from_descriptors,
+    make_psbt,
+)
+
+__all__ = ["PayoutJob", "PayoutReport", "estimate_vsize", "split_fee"]
+
+log = get_logger(__name__)
+CHANGE_DUST_SAT = 294
+_OUTPUT_VBYTES = {0x00: 31, 0x51: 43, 0x76: 34, 0xA9: 32}
+
+
+def estimate_vsize(n_inputs: int, output_scripts: list[bytes]) -> int:
+    """P2WPKH inputs (68 vB each with witness), outputs by script type, 11 vB overhead."""
+    outs = sum(_OUTPUT_VBYTES.get(s[0], 43) if len(s) != 34 else 43 for s in output_scripts)
+    return 11 + 68 * n_inputs + outs
+
+
+def split_fee(fee_sat: int, n: int) -> list[int]:
+    """Split a fee over n withdrawals so the shares add up exactly (first ones pay 1 more)."""
+    base, rest = divmod(fee_sat, n)
+    return [base + (1 if i < rest else 0) for i in range(n)]
+
+
+@dataclass
+class PayoutReport:
+    batched: int = 0
+    signed: int = 0
+    broadcast: int = 0
+    confirmed: int = 0
+    abandoned: int = 0
+    stuck: int = 0
+    waiting_for_funds: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+class PayoutJob:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: ChainBackend,
+                 signer: Signer, settings: Settings) -> None:
+        self.sessions = sessions
+        self.backend = backend
+        self.signer = signer
+        self.settings = settings
+        self._accounts: dict[str, AccountKey] | None = None
+
+    async def _accounts_map(self, session: AsyncSession) -> dict[str, AccountKey]:
+        if self._accounts is None:
+            rows = (await session.execute(select(OnchainWallet))).scalars().all()
+            descs = {w.role: w.descriptor for w in rows}
+            self._accounts = accounts_from_descriptors(descs, self.settings.network)
+        return self._accounts
+
+    async def step(self) -> PayoutReport:
+        report = PayoutReport()
+        await self._advance(report)
+        await self._new_batch(report)
+        await self._advance(report)
+        return report
+
+    # ----------------------------------------------------------------------- batching
+    async def _feerate(self) -> int:
+        s = self.settings
+        try:
+            rate = await self.backend.feerate_sat_vb(s.fee_target_blocks)
+        except BackendUnavailable:
+            rate = None
+        return min(max(rate or s.min_feerate_sat_vb, s.min_feerate_sat_vb), s.max_feerate_sat_vb)
+
+    async def _spendable(self, session: AsyncSession) -> list[tuple[OnchainPayment,
+                                                                    OnchainAddress, str]]:
+        reserved = select(PayoutInput.payment_id)
+        rows = (await session.execute(
+            select(OnchainPayment, OnchainAddress, OnchainWallet.role)
+            .join(OnchainAddress, OnchainAddress.id == OnchainPayment.address_id)
+            .join(OnchainWallet, OnchainWallet.id == OnchainAddress.wallet_id)
+            .where(OnchainPayment.status == "confirmed", OnchainPayment.spent_by.is_(None),
+                   OnchainPayment.id.not_in(reserved),
+                   (OnchainPayment.credit_state == "credited") | (OnchainWallet.role == "hot"))
+            .order_by(OnchainPayment.value_sat.desc(), OnchainPayment.id)
+        )).all()
+        return [(p, a, role) for p, a, role in rows]
+
+    async def _new_batch(self, report: PayoutReport) -> None:
+        feerate = await self._feerate()
+
+        async def work(session: AsyncSession) -> int:
+            s = self.settings
+            pending = (await session.execute(
+                select(Withdrawal).where(Withdrawal.status == "pending",
+                                         Withdrawal.method == "onchain")
+                .order_by(Withdrawal.created_at, Withdrawal.id).limit(s.payout_max_batch)
+                .with_for_update(skip_locked=True))).scalars().all()
+            if not pending:
+                return 0
+            accounts = await self._accounts_map(session)
+            pay_scripts = [bytes.fromhex(w.script_pubkey or "") for w in pending]
+            total_out = sum(w.amount_msat // 1000 for w in pending)
+            chosen, total_in = [], 0
+            change_spk_len = 22
+            fee = 0
+            for coin in await self._spendable(session):
+                chosen.append(coin)
+                total_in += coin[0].value_sat
+                fee = estimate_vsize(len(chosen), [*pay_scripts, b"\x00" * change_spk_len]) \
+                    * feerate
+                if total_in >= total_out + fee:
+                    break
+            if total_in < total_out + fee or not chosen:
+                report.waiting_for_funds = True
+                log.warning("payouts_waiting_for_funds", pending=len(pending),
+                            need_sat=total_out + fee, have_sat=total_in)
+                return 0
+            # The fee follows the market; users never pay beyond their reserve and the
+            # platform covers any excess at confirmation (see _confirm).
+            change = total_in - total_out - fee
+            outputs = [PsbtOutput(spk, w.amount_msat // 1000)
+                       for spk, w in zip(pay_scripts, pending, strict=True)]
+            change_address_id = None
+            if change >= CHANGE_DUST_SAT:
+                alloc = await allocate_address(session, role="hot", owner_type="platform",
+                                               owner_id="hot", purpose="change",
+                                               request_id=None, change=True)
+                outputs.append(PsbtOutput(alloc.script_pubkey, change, alloc.index))
+                change_address_id = alloc.address_id
+            else:
+                fee += change
+            inputs = [PsbtInput(p.txid, p.vout, p.value_sat, bytes.fromhex(p.script_pubkey),
+                                role, a.chain, a.idx) for p, a, role in chosen]
+            psbt = make_psbt(inputs, outputs, network=s.network, fingerprint_and_paths=accounts)
+            now = utcnow()
+            batch = PayoutBatch(id=new_id("pob"), status="signing", psbt=psbt, txid=None,
+                                feerate_sat_vb=feerate, fee_sat=fee,
+                                change_address_id=change_address_id, broadcast_attempts=0,
+                                created_at=now, updated_at=now)
+            session.add(batch)
+            await session.flush()
+            for p, _, _ in chosen:
+                session.add(PayoutInput(batch_id=batch.id, payment_id=p.id))
+            for w in pending:
+                w.status, w.batch_id, w.updated_at = "batched", batch.id, now
+            log.info("payout_batched", batch=batch.id, withdrawals=len(pending),
+                     inputs=len(chosen), fee_sat=fee, feerate=feerate)
+            return len(pending)
+
+        report.batched += await retrying(self.sessions, work)
+
+    # ---------------------------------------------------------------------- advancing
+    async def _advance(self, report: PayoutReport) -> None:
+        async with self.sessions() as s:
+            open_batches = (await s.execute(
+                select(PayoutBatch.id, PayoutBatch.status)
+                .where(PayoutBatch.status.in_(("signing", "signed", "broadcast")))
+                .order_by(PayoutBatch.created_at))).all()
+        for batch_id, status in open_batches:
+            try:
+                if status == "signing":
+                    await self._sign(batch_id, report)
+                    status = await self._status(batch_id)
+                if status == "signed":
+                    await self._broadcast(batch_id, report)
+                    status = await self._status(batch_id)
+                if status == "broadcast":
+                    await self._track(batch_id, report)
+            except (BackendUnavailable, SignerUnavailable) as exc:
+                report.errors.append(f"{batch_id}: {exc}")
+                log.warning("payout_unknown_retry_later", batch=batch_id, error=str(exc))
+
+    async def _status(self, batch_id: str) -> str:
+        async with self.sessions() as s:
+            batch = await s.get(PayoutBatch, batch_id)
+            assert batch is not None
+            return batch.status
+
+    async def _payments(self, session: AsyncSession, batch_id: str) -> list[Withdrawal]:
+        return list((await session.execute(
+            select(Withdrawal).where(Withdrawal.batch_id == batch_id)
+            .order_by(Withdrawal.created_at, Withdrawal.id))).scalars().all())
+
+    async def _sign(self, batch_id: str, report: PayoutReport, psbt: str | None = None) -> None:
+        async with self.sessions() as s:
+            batch = await s.get(PayoutBatch, batch_id)
+            assert batch is not None
+            wds = await self._payments(s, batch_id)
+            psbt = psbt or batch.psbt
+        payments = [Payment(bytes.fromhex(w.script_pubkey or ""), w.amount_msat // 1000, w.id)
+                    for w in wds]
+        max_fee = self.settings.max_feerate_sat_vb * estimate_vsize(50, [b"\0" * 34] * 101)
+        try:
+            signed = await self.signer.sign_payout(
+                psbt, payments, max_fee_sat=max_fee,
+                max_feerate_sat_vb=self.settings.max_feerate_sat_vb)
+        except SigningRefused as refused:
+            why = str(refused)
+            await retrying(self.sessions,
+                           partial(self._mark_stuck, batch_id=batch_id, why=why))
+            report.stuck += 1
+            return
+
+        async def store(session: AsyncSession) -> None:
+            batch = await session.get(PayoutBatch, batch_id, with_for_update=True)
+            assert batch is not None
+            known = (await session.execute(select(PayoutTx.id).where(
+                PayoutTx.txid == signed.txid))).scalar_one_or_none()
+            if known is None:
+                session.add(PayoutTx(batch_id=batch_id, txid=signed.txid, raw_tx=signed.raw_hex,
+                                     psbt=psbt or "", fee_sat=signed.fee_sat,
+                                     created_at=utcnow()))
+            batch.txid, batch.fee_sat, batch.status = signed.txid, signed.fee_sat, "signed"
+            batch.updated_at = utcnow()
+            for w in await self._payments(session, batch_id):
+                w.txid, w.updated_at = signed.txid, utcnow()
+
+        await retrying(self.sessions, store)
+        report.signed += 1
+        log.info("payout_signed", batch=batch_id, txid=signed.txid, fee_sat=signed.fee_sat)
+
+    async def _mark_stuck(self, session: AsyncSession, *, batch_id: str, why: str) -> None:
+        batch = await session.get(PayoutBatch, batch_id, with_for_update=True)
+        assert batch is not None
+        batch.status, batch.last_error, batch.updated_at = "stuck", why, utcnow()
+        session.add(ReviewItem(kind="payout_stuck", subject=batch_id,
+                               details=json.dumps({"reason": why}), created_at=utcnow()))
+        log.error("payout_stuck", batch=batch_id, reason=why)
+
+    async def _versions(self, session: AsyncSession, batch_id: str) -> list[PayoutTx]:
+        return list((await session.execute(select(PayoutTx).where(
+            PayoutTx.batch_id == batch_id).order_by(PayoutTx.id))).scalars().all())
+
+    async def _broadcast(self, batch_id: str, report: PayoutReport) -> None:
+        async with self.sessions() as s:
+            batch = await s.get(PayoutBatch, batch_id)
+            assert batch is not None
+            current = next(v for v in await self._versions(s, batch_id) if v.txid == batch.txid)
+            raw = current.raw_tx
+        try:
+            await self.backend.broadcast(raw)
+        except TxAlreadyInChain:
+            pass
+        except BackendUnavailable as unavailable:
+            why = f"broadcast outcome unknown: {unavailable}"
+
+            async def note(session: AsyncSession) -> None:
+                b = await session.get(PayoutBatch, batch_id, with_for_update=True)
+                assert b is not None
+                b.broadcast_attempts += 1
+                b.last_error, b.updated_at = why, utcnow()
+            await retrying(self.sessions, note)
+            raise
+        except TxRejected as exc:
+            await self._after_rejection(batch_id, exc, report)
+            return
+
+        async def done(session: AsyncSession) -> None:
+            b = await session.get(PayoutBatch, batch_id, with_for_update=True)
+            assert b is not None
+            b.status, b.broadcast_attempts, b.updated_at = "broadcast", b.broadcast_attempts + 1, \
+                utcnow()
+            for w in await self._payments(session, batch_id):
+                w.status, w.updated_at = "broadcast", utcnow()
+
+        await retrying(self.sessions, done)
+        report.broadcast += 1
+        log.info("payout_broadcast", batch=batch_id)
+
+    async def _after_rejection(self, batch_id: str, exc: TxRejected,
+                               report: PayoutReport) -> None:
+        """The node refused our transaction: find out whether that is harmless."""
+        async with self.sessions() as s:
+            versions = [v.txid for v in await self._versions(s, batch_id)]
+            coins = (await s.execute(select(OnchainPayment.txid, OnchainPayment.vout).join(
+                PayoutInput, PayoutInput.payment_id == OnchainPayment.id).where(
+                PayoutInput.batch_id == batch_id))).all()
+        for txid in versions:
+            if await self.backend.transaction(txid) is not None:
+                await retrying(self.sessions, lambda s: self._set_status(s, batch_id,
+                                                                         "broadcast"))
+                return
+        for txid, vout in coins:
+            if await self.backend.output(txid, vout, include_mempool=True) is None:
+                why = (f"rejected ({exc.reason}) and input {txid}:{vout} is spent by a "
+                       "transaction we do not know")
+                await retrying(self.sessions,
+                           partial(self._mark_stuck, batch_id=batch_id, why=why))
+                report.stuck += 1
+                return
+
+        async def abandon(session: AsyncSession) -> None:
+            b = await session.get(PayoutBatch, batch_id, with_for_update=True)
+            assert b is not None
+            b.status, b.last_error, b.updated_at = "abandoned", str(exc), utcnow()
+            await session.execute(delete(PayoutInput).where(PayoutInput.batch_id == batch_id))
+            for w in await self._payments(session, batch_id):
+                w.status, w.batch_id, w.txid, w.updated_at = "pending", None, None, utcnow()
+
+        await retrying(self.sessions, abandon)
+        report.abandoned += 1
+        log.error("payout_abandoned_requeued", batch=batch_id, reason=exc.reason)
+
+    async def _set_status(self, session: AsyncSession, batch_id: str, status: str) -> None:
+        b = await session.get(PayoutBatch, batch_id, with_for_update=True)
+        assert b is not None
+        b.status, b.updated_at = status, utcnow()
+
+    async def _track(self, batch_id: str, report: PayoutReport) -> None:
+        async with self.sessions() as s:
+            versions = await self._versions(s, batch_id)
+        seen = False
+        for v in versions:
+            st = await self.backend.transaction(v.txid)
+            if st is None:
+                continue
+            seen = True
+            if st.confirmations >= self.settings.payout_confirmations:
+                await retrying(self.sessions, partial(self._confirm, batch_id=batch_id,
+                                                      version=v, height=st.block_height))
+                report.confirmed += 1
+                return
+        if not seen:  # evicted or never relayed: broadcast the current version again
+            await retrying(self.sessions, lambda s: self._set_status(s, batch_id, "signed"))
+            await self._broadcast(batch_id, report)
+
+    async def _confirm(self, session: AsyncSession, *, batch_id: str, version: PayoutTx,
+                       height: int | None) -> None:
+        batch = await session.get(PayoutBatch, batch_id, with_for_update=True)
+        assert batch is not None
+        if batch.status == "confirmed":
+            return
+        wds = await self._payments(session, batch_id)
+        platform = await ensure_platform_accounts(session, "BTC")
+        specs: list[TransferSpec] = []
+        for w, share in zip(wds, split_fee(version.fee_sat, len(wds)), strict=True):
+            user_share = min(share, w.fee_reserve_msat // 1000)
+            excess = share - user_share
+            debit = w.amount_msat + user_share * 1000
+            specs += [
+                TransferSpec(f"wd:{w.id}:post", kind=TransferKind.POST, pending_id=w.hold_id,
+                             amount=debit, linked=True, code="withdrawal", ref=version.txid),
+                TransferSpec(f"wd:{w.id}:out", platform.clearing.id, platform.hot_wallet.id,
+                             debit, "BTC", linked=excess > 0, code="withdrawal",
+                             ref=version.txid),
+            ]
+            if excess:
+                specs.append(TransferSpec(f"wd:{w.id}:fee", platform.equity.id,
+                                          platform.hot_wallet.id, excess * 1000, "BTC",
+                                          code="network_fee", ref=version.txid))
+            w.status, w.txid, w.fee_msat, w.updated_at = "confirmed", version.txid, \
+                share * 1000, utcnow()
+        outcomes = await create_transfers(session, specs)
+        bad = [o for o in outcomes if not o.ok]
+        if bad:
+            raise RuntimeError(f"ledger refused payout postings for {batch_id}: {bad}")
+        batch.status, batch.txid, batch.fee_sat = "confirmed", version.txid, version.fee_sat
+        batch.confirmed_height, batch.updated_at = height, utcnow()
+        coins = (await session.execute(select(PayoutInput.payment_id).where(
+            PayoutInput.batch_id == batch_id))).scalars().all()
+        for pid in coins:
+            coin = await session.get(OnchainPayment, pid)
+            if coin is not None and coin.spent_by is None:
+                coin.spent_by = version.txid
+        log.info("payout_confirmed", batch=batch_id, txid=version.txid, withdrawals=len(wds))
+
+    # ----------------------------------------------------------------------- fee bumps
+    async def bump_fee(self, batch_id: str, feerate_sat_vb: int) -> str:
+        """Replace a payout by a higher-fee version paying the same withdrawals (RBF)."""
+        async with self.sessions() as s:
+            batch = await s.get(PayoutBatch, batch_id)
+            if batch is None:
+                raise CannotBumpFee(f"no payout {batch_id!r}")
+            if batch.status not in ("signed", "broadcast"):
+                raise CannotBumpFee(f"payout {batch_id} is {batch.status}; only an unconfirmed "
+                                    "payout can be bumped")
+            wds = await self._payments(s, batch_id)
+            coins = (await s.execute(
+                select(OnchainPayment, OnchainAddress, OnchainWallet.role)
+                .join(PayoutInput, PayoutInput.payment_id == OnchainPayment.id)
+                .join(OnchainAddress, OnchainAddress.id == OnchainPayment.address_id)
+                .join(OnchainWallet, OnchainWallet.id == OnchainAddress.wallet_id)
+                .where(PayoutInput.batch_id == batch_id).order_by(OnchainPayment.id))).all()
+            change = await s.get(OnchainAddress, batch.change_address_id) \
+                if batch.change_address_id else None
+            accounts = await self._accounts_map(s)
+            old_fee = batch.fee_sat
+        if change is None:
+            raise CannotBumpFee("this payout has no change output to take a higher fee from")
+        pay_scripts = [bytes.fromhex(w.script_pubkey or "") for w in wds]
+        vsize = estimate_vsize(len(coins), [*pay_scripts, bytes.fromhex(change.script_pubkey)])
+        new_fee = vsize * feerate_sat_vb
+        if new_fee <= old_fee:
+            raise CannotBumpFee(f"a fee of {new_fee} sat does not exceed the current {old_fee}")
+        total_in = sum(p.value_sat for p, _, _ in coins)
+        new_change = total_in - sum(w.amount_msat // 1000 for w in wds) - new_fee
+        if new_change < CHANGE_DUST_SAT:
+            raise CannotBumpFee("the change output cannot cover that fee")
+        outputs = [PsbtOutput(spk, w.amount_msat // 1000)
+                   for spk, w in zip(pay_scripts, wds, strict=True)]
+        outputs.append(PsbtOutput(bytes.fromhex(change.script_pubkey), new_change, change.idx))
+        inputs = [PsbtInput(p.txid, p.vout, p.value_sat, bytes.fromhex(p.script_pubkey), role,
+                            a.chain, a.idx) for p, a, role in coins]
+        psbt = make_psbt(inputs, outputs, network=self.settings.network,
+                         fingerprint_and_paths=accounts)
+        report = PayoutReport()
+        await self._sign(batch_id, report, psbt=psbt)
+        if report.stuck:
+            raise CannotBumpFee("the signer refused the replacement")
+        await self._broadcast(batch_id, report)
+        async with self.sessions() as s:
+            b = await s.get(PayoutBatch, batch_id)
+            assert b is not None and b.txid is not None
+            log.info("payout_fee_bumped", batch=batch_id, txid=b.txid, feerate=feerate_sat_vb)
+            return b.txid
+

@@ -1,0 +1,30 @@
+"""API shapes for withdrawals. Amounts are integer msat."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+__all__ = ["WithdrawalIn", "WithdrawalOut"]
+
+
+class WithdrawalIn(BaseModel):
+    destination: str = Field(min_length=1, max_length=2000,
+                             description="A Bitcoin address or a BIP21 URI.")
+    amount_msat: int | None = Field(default=None, description="Required unless the BIP21 URI "
+                                    "carries an amount. On-chain: a multiple of 1000.")
+
+
+class WithdrawalOut(BaseModel):
+    id: str
+    wallet_id: str
+    method: str
+    status: str
+    destination: str
+    amount_msat: int
+    fee_reserve_msat: int
+    fee_msat: int | None
+    txid: str | None
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,79 @@
+"""Requesting a withdrawal: validate, then hold amount + fee reserve in the ledger, atomically.
+
+The hold has no timeout: an outgoing payment's hold is released only by an explicit decision
+(cancellation before it was batched), never by a clock — a clock-driven release of money that
+may already be on its way is a refund of money that left.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.models import Wallet
+from satvault.accounts.security import new_id
+from satvault.config import Settings
+from satvault.db import utcnow
+from satvault.ledger.core import TransferKind, TransferSpec
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import transfer
+from satvault.onchain.addresses import parse_address
+from satvault.onchain.bip21 import parse_bip21
+from satvault.payouts.errors import InvalidWithdrawal
+from satvault.payouts.models import Withdrawal
+
+__all__ = ["DUST_SAT", "request_withdrawal", "resolve_destination"]
+
+# Bitcoin Core's dust thresholds at its default 3 sat/vB dust relay fee.
+DUST_SAT = {"p2pkh": 546, "p2sh": 540, "p2wpkh": 294, "p2wsh": 330, "p2tr": 330}
+
+
+def resolve_destination(destination: str, amount_msat: int | None, network: str
+                        ) -> tuple[str, bytes, str, int]:
+    """(address, script_pubkey, kind, amount_msat) from an address or a BIP21 URI."""
+    text = destination.strip()
+    address = text
+    if text.lower().startswith("bitcoin:"):
+        uri = parse_bip21(text)
+        address = uri.address
+        if uri.amount_sat is not None:
+            if amount_msat is not None and amount_msat != uri.amount_sat * 1000:
+                raise InvalidWithdrawal("amount_msat differs from the amount in the payment URI")
+            amount_msat = uri.amount_sat * 1000
+    info = parse_address(address, network)
+    if amount_msat is None:
+        raise InvalidWithdrawal("amount_msat is required (the destination carries no amount)")
+    return info.address, info.script_pubkey, info.kind, amount_msat
+
+
+async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destination: str,
+                             amount_msat: int | None, settings: Settings) -> Withdrawal:
+    address, spk, kind, amount = resolve_destination(destination, amount_msat,
+                                                     settings.network)
+    if amount <= 0:
+        raise InvalidWithdrawal("amount_msat must be positive")
+    if amount % 1000:
+        raise InvalidWithdrawal("on-chain amounts are whole satoshis: amount_msat must be a "
+                                "multiple of 1000")
+    sat = amount // 1000
+    floor = max(DUST_SAT.get(kind, 330), settings.withdrawal_min_sat)
+    if sat < floor:
+        raise InvalidWithdrawal(f"{sat} sat is below the minimum of {floor} sat for a {kind} "
+                                "output (dust)")
+    if sat > settings.withdrawal_max_sat:
+        raise InvalidWithdrawal(f"{sat} sat is above the per-withdrawal limit of "
+                                f"{settings.withdrawal_max_sat} sat")
+    reserve = settings.withdrawal_fee_reserve_sat * 1000 \
+        if settings.withdrawal_fee_policy == "user" else 0
+    now = utcnow()
+    wid = new_id("wd")
+    wd = Withdrawal(id=wid, wallet_id=wallet.id, method="onchain", destination=address,
+                    script_pubkey=spk.hex(), amount_msat=amount, fee_reserve_msat=reserve,
+                    fee_msat=None, status="pending", batch_id=None, txid=None,
+                    hold_id=f"wd:{wid}:hold", created_at=now, updated_at=now)
+    session.add(wd)
+    await session.flush()
+    platform = await ensure_platform_accounts(session, "BTC")
+    await transfer(session, TransferSpec(
+        wd.hold_id, wallet.ledger_account_id, platform.clearing.id, amount + reserve, "BTC",
+        kind=TransferKind.PENDING, code="withdrawal", ref=wid))
+    return wd
