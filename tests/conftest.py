@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from satvault.db import create_engine, session_factory
 from satvault.migrate import upgrade
 
+pytest_plugins = ["tests.chainenv"]
+
 PG_URL = os.environ.get("SATVAULT_TEST_POSTGRES_URL", "")
 if os.environ.get("SATVAULT_TEST_REQUIRE_POSTGRES") and not PG_URL:
     raise pytest.UsageError("SATVAULT_TEST_REQUIRE_POSTGRES is set but no PostgreSQL URL is")

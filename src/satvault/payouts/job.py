@@ -98,10 +98,11 @@ class PayoutJob:
         return self._accounts
 
     async def step(self) -> PayoutReport:
+        """Move every open payout forward, batch what is pending, move the new one too."""
         report = PayoutReport()
-        await self._advance(report)
-        await self._new_batch(report)
-        await self._advance(report)
+        await self.advance(report)
+        await self.create_batch(report)
+        await self.advance(report)
         return report
 
     # ----------------------------------------------------------------------- batching
@@ -127,7 +128,9 @@ class PayoutJob:
         )).all()
         return [(p, a, role) for p, a, role in rows]
 
-    async def _new_batch(self, report: PayoutReport) -> None:
+    async def create_batch(self, report: PayoutReport | None = None) -> int:
+        """Batch pending withdrawals into one unsigned payout (stored, not yet signed)."""
+        report = report or PayoutReport()
         feerate = await self._feerate()
 
         async def work(session: AsyncSession) -> int:
@@ -189,10 +192,14 @@ class PayoutJob:
                      inputs=len(chosen), fee_sat=fee, feerate=feerate)
             return len(pending)
 
-        report.batched += await retrying(self.sessions, work)
+        batched = await retrying(self.sessions, work)
+        report.batched += batched
+        return batched
 
     # ---------------------------------------------------------------------- advancing
-    async def _advance(self, report: PayoutReport) -> None:
+    async def advance(self, report: PayoutReport | None = None) -> PayoutReport:
+        """Sign, broadcast and track every open payout as far as it goes now."""
+        report = report or PayoutReport()
         async with self.sessions() as s:
             open_batches = (await s.execute(
                 select(PayoutBatch.id, PayoutBatch.status)
@@ -211,6 +218,7 @@ class PayoutJob:
             except (BackendUnavailable, SignerUnavailable) as exc:
                 report.errors.append(f"{batch_id}: {exc}")
                 log.warning("payout_unknown_retry_later", batch=batch_id, error=str(exc))
+        return report
 
     async def _status(self, batch_id: str) -> str:
         async with self.sessions() as s:

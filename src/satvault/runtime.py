@@ -1,0 +1,116 @@
+"""Wiring for the money-moving parts: chain backend, signer, watcher, payout job.
+
+``satvault serve`` builds one :class:`Runtime` from the settings; tests build one around a
+simnet server. The signer is reached over its unix socket when ``signer_socket`` is set
+(production: keys in another process); otherwise an in-process signer is opened from the
+encrypted seed file (the embedded demo).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.backends.base import ChainBackend
+from satvault.backends.registry import make_chain_backend
+from satvault.config import Settings
+from satvault.logs import get_logger
+from satvault.onchain.models import OnchainWallet
+from satvault.onchain.service import register_wallet
+from satvault.onchain.watcher import Watcher
+from satvault.payouts.job import PayoutJob
+from satvault.signer.base import InProcessSigner, Signer
+from satvault.signer.core import HotSigner
+from satvault.signer.seed import create_seed_file, load_seed_file
+
+__all__ = ["Runtime", "ensure_dev_signer", "open_signer", "register_signer_wallets"]
+
+log = get_logger(__name__)
+
+
+def _seed_path(settings: Settings) -> Path:
+    return Path(settings.signer_seed_file) if settings.signer_seed_file \
+        else settings.home / "signer.json"
+
+
+def _passphrase(settings: Settings) -> str:
+    env = os.environ.get("SATVAULT_SIGNER_PASSPHRASE")
+    if env:
+        return env
+    file = os.environ.get("SATVAULT_SIGNER_PASSPHRASE_FILE") or str(
+        settings.home / "signer.passphrase")
+    try:
+        return Path(file).read_text().strip()
+    except OSError as exc:
+        raise RuntimeError("no signer passphrase: set SATVAULT_SIGNER_PASSPHRASE or "
+                           "SATVAULT_SIGNER_PASSPHRASE_FILE") from exc
+
+
+def ensure_dev_signer(settings: Settings) -> bool:
+    """For the embedded demo only: create an encrypted seed and a passphrase file under
+    ``$SATVAULT_HOME`` if neither a socket nor a seed exists. Returns True if it created one."""
+    if settings.signer_socket:
+        return False
+    seed = _seed_path(settings)
+    if seed.exists():
+        return False
+    settings.home.mkdir(parents=True, exist_ok=True)
+    pass_file = settings.home / "signer.passphrase"
+    if not os.environ.get("SATVAULT_SIGNER_PASSPHRASE") and not pass_file.exists():
+        fd = os.open(pass_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(24))
+    create_seed_file(seed, _passphrase(settings), network=settings.network)
+    log.warning("dev_signer_created", seed_file=str(seed),
+                note="demo only: production runs `satvault signer serve` as another user")
+    return True
+
+
+def open_signer(settings: Settings) -> Signer:
+    if settings.signer_socket:
+        from satvault.signer.client import UnixSocketSigner
+
+        return UnixSocketSigner(settings.signer_socket)
+    material = load_seed_file(_seed_path(settings), _passphrase(settings))
+    return InProcessSigner(HotSigner.from_material(
+        material, audit_log=settings.home / "signer-audit.jsonl"))
+
+
+async def register_signer_wallets(session: AsyncSession, signer: Signer,
+                                  settings: Settings) -> dict[str, OnchainWallet]:
+    """Register the watch-only deposit and hot wallets from the signer's public descriptors
+    (or from the configured descriptors, which must then belong to the signer)."""
+    descs = await signer.descriptors()
+    wanted = {"deposit": settings.deposit_descriptor or descs["deposit"],
+              "hot": settings.hot_descriptor or descs["hot"]}
+    return {role: await register_wallet(session, role=role, descriptor=d,
+                                        network=settings.network, gap_limit=settings.gap_limit)
+            for role, d in wanted.items()}
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    backend: ChainBackend
+    signer: Signer
+    watcher: Watcher
+    payouts: PayoutJob
+
+    @classmethod
+    def build(cls, settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
+              backend: ChainBackend | None = None, signer: Signer | None = None,
+              start_height: int | None = None) -> Runtime:
+        backend = backend or make_chain_backend(settings)
+        signer = signer or open_signer(settings)
+        watcher = Watcher(sessions, backend, zero_conf_max_sat=settings.zero_conf_max_sat,
+                          initial_rescan=settings.watcher_initial_rescan,
+                          start_height=start_height)
+        return cls(settings, backend, signer, watcher,
+                   PayoutJob(sessions, backend, signer, settings))
+
+    async def close(self) -> None:
+        await self.backend.close()

@@ -1,0 +1,257 @@
+"""What the signer checks before it signs a payout, on its own.
+
+The web process builds the PSBT, but the signer trusts none of it: it only signs when
+
+* every input carries a ``witness_utxo`` and exactly one BIP32 derivation from this seed,
+  into the deposit or hot account, and the key derived from the seed at that path pays to
+  exactly that ``witness_utxo`` script (P2WPKH);
+* every output is either one of the requested payments (script and amount equal; each
+  payment used once) or change to the hot wallet's change chain ``m/84'/c'/1'/1/i``, proven
+  by deriving that key and comparing scripts;
+* no requested payment is missing;
+* 0 <= fee <= ``max_fee_sat`` (the feerate limit needs the signed size and is checked by
+  :mod:`satvault.signer.core`).
+
+Anything else raises a :class:`SigningRefused` naming the input or output at fault.
+
+A caveat shared by every segwit v0 signer that trusts ``witness_utxo``: the amounts are
+those the PSBT claims. A lie about an input amount makes the signature invalid for the real
+transaction (BIP143 commits to the amount), so one lie cannot move money on its own; two
+signings of the same inputs with different lies could overpay the fee (the 2020 "segwit fee
+attack"). When a PSBT also carries ``non_witness_utxo`` the signer checks it against the
+outpoint and the ``witness_utxo``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from embit.psbt import PSBT
+from embit.transaction import SIGHASH
+
+from satvault.onchain.addresses import script_to_address
+from satvault.onchain.errors import OnchainError
+from satvault.signer._hd import Keyring, p2wpkh_script
+from satvault.signer.errors import (
+    BadChange,
+    FeeTooHigh,
+    InvalidPsbt,
+    MissingPayment,
+    NegativeFee,
+    OutputMismatch,
+    UnknownInput,
+)
+from satvault.signer.paths import (
+    CHANGE_CHAIN,
+    HARDENED,
+    RECEIVE_CHAIN,
+    WalletName,
+    account_path,
+    format_path,
+)
+
+__all__ = ["CheckedInput", "CheckedOutput", "PaymentSpec", "PayoutPlan", "check_payout"]
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentSpec:
+    script_pubkey: bytes
+    amount_sat: int
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedInput:
+    txid: str
+    vout: int
+    value_sat: int
+    wallet: WalletName
+    path: tuple[int, ...]
+    pubkey: bytes
+
+    @property
+    def chain(self) -> int:
+        return self.path[-2]
+
+    @property
+    def index(self) -> int:
+        return self.path[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedOutput:
+    n: int
+    script_pubkey: bytes
+    amount_sat: int
+    kind: str  # "payment" | "change"
+    ref: str | None = None
+    path: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutPlan:
+    inputs: tuple[CheckedInput, ...]
+    outputs: tuple[CheckedOutput, ...]
+    fee_sat: int
+
+
+def describe_script(script_pubkey: bytes, network: str) -> str:
+    try:
+        return script_to_address(script_pubkey, network)
+    except OnchainError:
+        return f"script {script_pubkey.hex()}"
+
+
+def _our_derivations(scope: Any, fingerprint: bytes) -> list[tuple[bytes, tuple[int, ...]]]:
+    return [(bytes(pub.sec()), tuple(der.derivation))
+            for pub, der in scope.bip32_derivations.items() if der.fingerprint == fingerprint]
+
+
+def _locate(path: tuple[int, ...], keyring: Keyring) -> WalletName | None:
+    """The wallet whose account ``path`` lies in, if it is a wallet/chain/index key path."""
+    if len(path) != 5 or path[3] not in (RECEIVE_CHAIN, CHANGE_CHAIN) or path[4] >= HARDENED:
+        return None
+    for wallet in WalletName:
+        if path[:3] == account_path(keyring.network, wallet):
+            return wallet
+    return None
+
+
+def _check_input(i: int, psbt: PSBT, keyring: Keyring) -> CheckedInput:
+    scope = psbt.inputs[i]
+    outpoint = f"{bytes(scope.txid).hex()}:{scope.vout}"
+    where = f"input {i} ({outpoint})"
+    if scope.witness_utxo is None:
+        raise UnknownInput(f"{where} has no witness_utxo: the signer spends only P2WPKH outputs "
+                           "whose script and amount the PSBT states")
+    if scope.sighash_type not in (None, SIGHASH.ALL):
+        raise InvalidPsbt(f"{where} asks for sighash {scope.sighash_type}; only ALL is signed")
+    unexpected = [name for name, present in (
+        ("redeem_script", scope.redeem_script is not None),
+        ("witness_script", scope.witness_script is not None),
+        ("final_scriptsig", bool(scope.final_scriptsig)),
+        ("final_scriptwitness", bool(scope.final_scriptwitness)),
+        ("partial_sigs", bool(scope.partial_sigs)),
+        ("taproot fields", bool(scope.taproot_bip32_derivations or scope.taproot_internal_key
+                                or scope.taproot_scripts)),
+    ) if present]
+    if unexpected:
+        raise InvalidPsbt(f"{where} carries {', '.join(unexpected)}; an unsigned P2WPKH input "
+                          "has none")
+    spk = bytes(scope.witness_utxo.script_pubkey.data)
+    value = int(scope.witness_utxo.value)
+    if scope.non_witness_utxo is not None:  # optional, but if given it must agree
+        prev = scope.non_witness_utxo
+        if (bytes(prev.txid()) != bytes(scope.txid) or scope.vout >= len(prev.vout)
+                or prev.vout[scope.vout].value != value
+                or bytes(prev.vout[scope.vout].script_pubkey.data) != spk):
+            raise InvalidPsbt(f"{where}: non_witness_utxo does not match the outpoint or "
+                              "the witness_utxo")
+    if value <= 0:
+        raise InvalidPsbt(f"{where} claims a value of {value} sat")
+    ours = _our_derivations(scope, keyring.fingerprint)
+    if not ours:
+        raise UnknownInput(f"{where} has no BIP32 derivation from this signer (master "
+                           f"fingerprint {keyring.fingerprint.hex()})")
+    if len(ours) > 1:
+        raise InvalidPsbt(f"{where} has {len(ours)} derivations from this signer; a P2WPKH "
+                          "input has one key")
+    claimed_pub, path = ours[0]
+    wallet = _locate(path, keyring)
+    if wallet is None:
+        raise UnknownInput(f"{where} derives at {format_path(path)}, which is in neither the "
+                           "deposit nor the hot account")
+    pub = keyring.public_key(wallet, path[3], path[4])
+    if pub != claimed_pub:
+        raise UnknownInput(f"{where}: the key at {format_path(path)} is not the one the PSBT "
+                           "names")
+    if p2wpkh_script(pub) != spk:
+        raise UnknownInput(f"{where} pays {describe_script(spk, keyring.network)}, not the "
+                           f"signer's P2WPKH key at {format_path(path)}")
+    return CheckedInput(bytes(scope.txid).hex(), int(scope.vout), value, wallet, path, pub)
+
+
+def _check_change(n: int, spk: bytes, amount: int, scope: Any, keyring: Keyring
+                  ) -> CheckedOutput:
+    where = f"output {n} ({amount} sat to {describe_script(spk, keyring.network)})"
+    ours = _our_derivations(scope, keyring.fingerprint)
+    if len(ours) != 1:
+        raise BadChange(f"{where} has {len(ours)} derivations from this signer; change has one")
+    claimed_pub, path = ours[0]
+    hot = account_path(keyring.network, WalletName.HOT)
+    if len(path) != 5 or path[:3] != hot or path[3] != CHANGE_CHAIN or path[4] >= HARDENED:
+        raise BadChange(f"{where} claims the path {format_path(path)}; change goes only to "
+                        f"the hot wallet's change chain {format_path(hot)}/1/*")
+    pub = keyring.public_key(WalletName.HOT, CHANGE_CHAIN, path[4])
+    if pub != claimed_pub or p2wpkh_script(pub) != spk:
+        raise BadChange(f"{where} claims to be change at {format_path(path)}, but that key's "
+                        "P2WPKH script is a different one")
+    return CheckedOutput(n, spk, amount, "change", None, path)
+
+
+def _match_payment(n: int, spk: bytes, amount: int, open_: list[PaymentSpec],
+                   payments: Sequence[PaymentSpec], network: str) -> CheckedOutput:
+    for k, p in enumerate(open_):
+        if p.script_pubkey == spk and p.amount_sat == amount:
+            del open_[k]
+            return CheckedOutput(n, spk, amount, "payment", p.ref)
+    where = f"output {n} pays {amount} sat to {describe_script(spk, network)}"
+    same_script = [p for p in open_ if p.script_pubkey == spk]
+    if same_script:
+        wanted = ", ".join(f"{p.ref} ({p.amount_sat} sat)" for p in same_script)
+        raise OutputMismatch(f"{where}, but the payment to that address is {wanted}")
+    if any(p.script_pubkey == spk for p in payments):
+        raise OutputMismatch(f"{where}, but every payment to that address already has "
+                             "its output")
+    raise OutputMismatch(f"{where}, which is neither a requested payment nor change to the "
+                         "hot wallet")
+
+
+def check_payout(psbt: PSBT, payments: Sequence[PaymentSpec], keyring: Keyring, *,
+                 max_fee_sat: int) -> PayoutPlan:
+    """Check a payout PSBT against the request; raise a :class:`SigningRefused` or return the
+    plan (what is spent, what is paid, what comes back, the fee)."""
+    if not psbt.inputs:
+        raise InvalidPsbt("the PSBT has no inputs")
+    if not psbt.outputs:
+        raise InvalidPsbt("the PSBT has no outputs")
+    inputs: list[CheckedInput] = []
+    seen: set[tuple[str, int]] = set()
+    for i in range(len(psbt.inputs)):
+        checked = _check_input(i, psbt, keyring)
+        if (checked.txid, checked.vout) in seen:
+            raise InvalidPsbt(f"input {i} spends {checked.txid}:{checked.vout} a second time")
+        seen.add((checked.txid, checked.vout))
+        inputs.append(checked)
+
+    open_payments = list(payments)
+    outputs: list[CheckedOutput] = []
+    for n, scope in enumerate(psbt.outputs):
+        if scope.script_pubkey is None or scope.value is None:
+            raise InvalidPsbt(f"output {n} has no script or amount")
+        spk = bytes(scope.script_pubkey.data)
+        amount = int(scope.value)
+        if scope.taproot_bip32_derivations or scope.taproot_internal_key:
+            raise OutputMismatch(f"output {n} carries taproot fields; the signer does not "
+                                 "make taproot change")
+        if _our_derivations(scope, keyring.fingerprint):
+            outputs.append(_check_change(n, spk, amount, scope, keyring))
+        else:
+            outputs.append(_match_payment(n, spk, amount, open_payments, payments,
+                                          keyring.network))
+    if open_payments:
+        missing = "; ".join(f"{p.ref}: {p.amount_sat} sat to "
+                            f"{describe_script(p.script_pubkey, keyring.network)}"
+                            for p in open_payments)
+        raise MissingPayment(f"no output pays {missing}")
+
+    total_in = sum(i.value_sat for i in inputs)
+    total_out = sum(o.amount_sat for o in outputs)
+    fee = total_in - total_out
+    if fee < 0:
+        raise NegativeFee(f"outputs ({total_out} sat) exceed inputs ({total_in} sat)")
+    if fee > max_fee_sat:
+        raise FeeTooHigh(f"the fee is {fee} sat, above the limit of {max_fee_sat} sat")
+    return PayoutPlan(tuple(inputs), tuple(outputs), fee)

@@ -1,0 +1,127 @@
+"""``satvault signer …``: create the seed, show the descriptors, run the signer.
+
+The seed passphrase comes from ``SATVAULT_SIGNER_PASSPHRASE`` or from the file named by
+``SATVAULT_SIGNER_PASSPHRASE_FILE``, never from the command line (it would show in ``ps``
+and shell history). Commands print one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from satvault.signer.audit import AuditLog
+from satvault.signer.core import HotSigner
+from satvault.signer.errors import SignerError
+from satvault.signer.paths import NETWORKS
+from satvault.signer.seed import (
+    PASSPHRASE_ENV,
+    create_seed_file,
+    load_seed_file,
+    passphrase_from_env_or_file,
+)
+from satvault.signer.server import serve as serve_socket
+
+__all__ = ["app"]
+
+app = typer.Typer(help="The hot-wallet signer: the only process that holds private keys.",
+                  no_args_is_help=True)
+
+SeedFile = Annotated[Path, typer.Option("--seed-file", help="The encrypted seed file.")]
+
+_MNEMONIC_WARNING = (
+    "WRITE DOWN THESE WORDS NOW, on paper, and keep them offline. They are the only backup "
+    "of every deposit and hot-wallet coin; anyone who has them can spend everything. They "
+    "are shown this once and never again.")
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(exc: SignerError) -> NoReturn:
+    _emit({"ok": False, "error": str(exc), "type": type(exc).__name__})
+    raise typer.Exit(1)
+
+
+def _load(seed_file: Path, audit_log: Path | None = None) -> HotSigner:
+    material = load_seed_file(seed_file, passphrase_from_env_or_file())
+    return HotSigner.from_material(material, audit_log=audit_log)
+
+
+@app.command("init")
+def init(
+    seed_file: SeedFile,
+    network: Annotated[str | None, typer.Option(
+        help=f"{', '.join(NETWORKS)} (default: the configured network).")] = None,
+) -> None:
+    """Create a new seed (24 words), encrypt it to the seed file, print the mnemonic once and
+    the two descriptors to configure the web side with."""
+    if network is None:
+        from satvault.config import get_settings
+
+        network = get_settings().network
+    try:
+        mnemonic = create_seed_file(seed_file, passphrase_from_env_or_file(), network=network)
+        signer = _load(seed_file)
+    except SignerError as exc:
+        _fail(exc)
+    sys.stderr.write(f"\n*** {_MNEMONIC_WARNING} ***\n\n")
+    _emit({"ok": True, "seed_file": str(seed_file), "network": network,
+           "fingerprint": signer.fingerprint.hex(), "warning": _MNEMONIC_WARNING,
+           "mnemonic": mnemonic, "descriptors": signer.descriptors()})
+
+
+@app.command("descriptors")
+def descriptors(seed_file: SeedFile) -> None:
+    """Print the deposit and hot descriptors (decrypts the seed to check them)."""
+    try:
+        signer = _load(seed_file)
+    except SignerError as exc:
+        _fail(exc)
+    _emit({"ok": True, "network": signer.network, "fingerprint": signer.fingerprint.hex(),
+           "descriptors": signer.descriptors()})
+
+
+@app.command("serve")
+def serve(
+    seed_file: SeedFile,
+    socket_path: Annotated[Path, typer.Option("--socket", help="Unix socket to listen on.")],
+    audit_log: Annotated[Path | None, typer.Option(
+        help="JSON-lines audit log (default: signer-audit.jsonl beside the seed file).")
+                         ] = None,
+) -> None:
+    """Run the signer in the foreground on a unix socket (mode 0600) until SIGINT/SIGTERM."""
+    log_path = audit_log or seed_file.parent / "signer-audit.jsonl"
+    try:
+        AuditLog(log_path).touch()
+        signer = _load(seed_file, log_path)
+    except SignerError as exc:
+        _fail(exc)
+    # The long-running process keeps no copy of the passphrase in its environment.
+    os.environ.pop(PASSPHRASE_ENV, None)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve_socket(socket_path, signer)
+
+    sys.stderr.write(f"signer {signer.fingerprint.hex()} ({signer.network}) listening on "
+                     f"{socket_path}; audit log {log_path}\n")
+    try:
+        asyncio.run(run())
+    except SignerError as exc:
+        _fail(exc)

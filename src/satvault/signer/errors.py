@@ -1,0 +1,141 @@
+"""Signer errors.
+
+Every refusal to sign is a :class:`SigningRefused`: it is raised before any signature exists,
+so catching one means nothing was signed and nothing was written to the audit log. The names
+travel over the signer socket and are re-raised on the client as the same classes.
+
+::
+
+    SignerError
+    ├── SeedError                 the encrypted seed file
+    │   ├── NoPassphrase          neither SATVAULT_SIGNER_PASSPHRASE nor …_FILE gives one
+    │   ├── SeedFileExists        create refuses to overwrite an existing file
+    │   ├── WrongPassphrase       the passphrase does not open this file
+    │   └── CorruptSeedFile       malformed, truncated or tampered (the right passphrase fails)
+    ├── PsbtBuildError            make_psbt: inconsistent inputs/outputs or account keys
+    ├── SigningRefused            a policy check failed; nothing was signed
+    │   ├── InvalidRequest        bad arguments: payments, limits
+    │   ├── InvalidPsbt           unreadable PSBT, unsupported input features or fields
+    │   ├── UnknownInput          an input is not provably from the deposit or hot wallet
+    │   ├── OutputMismatch        an output is neither a requested payment nor own change
+    │   │   ├── MissingPayment    a requested payment has no matching output
+    │   │   └── BadChange         an output claims to be change but is not the hot change chain
+    │   ├── NegativeFee           outputs exceed inputs
+    │   └── FeeTooHigh            fee above max_fee_sat, or feerate above max_feerate_sat_vb
+    ├── AuditLogError             the audit line could not be written; the signature is withheld
+    ├── SignerUnavailable         no answer from the signer socket (missing, refused, timeout)
+    └── SignerProtocolError       a malformed request/response on the wire, or an internal error
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ERROR_TYPES",
+    "AuditLogError",
+    "BadChange",
+    "CorruptSeedFile",
+    "FeeTooHigh",
+    "InvalidPsbt",
+    "InvalidRequest",
+    "MissingPayment",
+    "NegativeFee",
+    "NoPassphrase",
+    "OutputMismatch",
+    "PsbtBuildError",
+    "SeedError",
+    "SeedFileExists",
+    "SignerError",
+    "SignerProtocolError",
+    "SignerUnavailable",
+    "SigningRefused",
+    "UnknownInput",
+    "WrongPassphrase",
+]
+
+
+class SignerError(Exception):
+    pass
+
+
+class SeedError(SignerError):
+    pass
+
+
+class NoPassphrase(SeedError):
+    pass
+
+
+class SeedFileExists(SeedError):
+    pass
+
+
+class WrongPassphrase(SeedError):
+    pass
+
+
+class CorruptSeedFile(SeedError):
+    pass
+
+
+class PsbtBuildError(SignerError):
+    pass
+
+
+class SigningRefused(SignerError):
+    pass
+
+
+class InvalidRequest(SigningRefused):
+    pass
+
+
+class InvalidPsbt(SigningRefused):
+    pass
+
+
+class UnknownInput(SigningRefused):
+    pass
+
+
+class OutputMismatch(SigningRefused):
+    pass
+
+
+class MissingPayment(OutputMismatch):
+    pass
+
+
+class BadChange(OutputMismatch):
+    pass
+
+
+class NegativeFee(SigningRefused):
+    pass
+
+
+class FeeTooHigh(SigningRefused):
+    pass
+
+
+class AuditLogError(SignerError):
+    pass
+
+
+class SignerUnavailable(SignerError):
+    pass
+
+
+class SignerProtocolError(SignerError):
+    pass
+
+
+def _subclasses(cls: type[SignerError]) -> list[type[SignerError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_subclasses(sub))
+    return out
+
+
+# The wire carries the class name; the client looks it up here. Only this tree is ever
+# instantiated from a name received over the socket.
+ERROR_TYPES: dict[str, type[SignerError]] = {c.__name__: c for c in _subclasses(SignerError)}

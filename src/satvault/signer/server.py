@@ -1,0 +1,186 @@
+"""``satvault signer serve``: the signer behind a unix socket.
+
+The socket file is created with mode 0600 (only the signer's user may connect), without a
+window in which it is wider: it is bound inside a fresh 0700 directory, chmod-ed, then
+hard-linked into place. A stale socket left by a crashed signer is replaced; a live one (some
+other signer answering) or any non-socket file at that path is an error.
+
+Requests are handled one line at a time per connection (see :mod:`satvault.signer.wire` for
+the protocol). Errors from the signer travel as their class names; anything unexpected is
+logged here and answered as a bare ``SignerError`` without details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from satvault.logs import get_logger
+from satvault.signer.base import InProcessSigner, Signer
+from satvault.signer.core import HotSigner
+from satvault.signer.errors import SignerError, SignerProtocolError
+from satvault.signer.wire import (
+    MAX_LINE,
+    decode_line,
+    encode_line,
+    error_to_wire,
+    payments_from_wire,
+    signed_to_wire,
+)
+
+__all__ = ["serve", "start_server"]
+
+log = get_logger(__name__)
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path minus the terminating NUL (Linux)
+
+
+async def _dispatch(message: dict[str, Any], signer: Signer) -> Any:
+    method = message.get("method")
+    params = message.get("params", {})
+    if not isinstance(params, dict):
+        raise SignerProtocolError("params must be an object")
+    if method == "descriptors":
+        return await signer.descriptors()
+    if method == "sign_payout":
+        psbt = params.get("psbt")
+        if not isinstance(psbt, str):
+            raise SignerProtocolError("params.psbt must be a base64 string")
+        max_fee, max_rate = params.get("max_fee_sat"), params.get("max_feerate_sat_vb")
+        if type(max_fee) is not int or type(max_rate) is not int:
+            raise SignerProtocolError("max_fee_sat and max_feerate_sat_vb must be integers")
+        signed = await signer.sign_payout(psbt, payments_from_wire(params.get("payments")),
+                                          max_fee_sat=max_fee, max_feerate_sat_vb=max_rate)
+        return signed_to_wire(signed)
+    raise SignerProtocolError(f"unknown method {method!r}")
+
+
+async def _answer(line: bytes, signer: Signer) -> dict[str, Any]:
+    request_id: Any = None
+    try:
+        message = decode_line(line)
+        request_id = message.get("id")
+        if request_id is not None and type(request_id) not in (int, str):
+            request_id = None
+            raise SignerProtocolError("id must be a string, an integer or null")
+        result = await _dispatch(message, signer)
+    except SignerError as exc:
+        log.info("signer.refused", id=request_id, error=type(exc).__name__, message=str(exc))
+        return {"id": request_id, "error": error_to_wire(exc)}
+    except Exception:
+        log.exception("signer.internal_error", id=request_id)
+        return {"id": request_id, "error": {"type": "SignerError",
+                                            "message": "internal signer error; see its log"}}
+    return {"id": request_id, "result": result}
+
+
+async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                  signer: Signer) -> None:
+    try:
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:  # longer than MAX_LINE: answer once, then hang up
+                writer.write(encode_line({"id": None, "error": {
+                    "type": "SignerProtocolError",
+                    "message": f"request longer than {MAX_LINE} bytes"}}))
+                await writer.drain()
+                break
+            if not line:
+                break
+            if not line.strip():
+                continue
+            writer.write(encode_line(await _answer(line, signer)))
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def _clear_stale(path: Path) -> None:
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise SignerError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        path.unlink(missing_ok=True)  # stale: nobody listens
+        return
+    except OSError as exc:
+        raise SignerError(f"cannot probe the existing socket {path}: {exc}") from exc
+    finally:
+        probe.close()
+    raise SignerError(f"another signer is already listening on {path}")
+
+
+def _bind_private(path: Path) -> socket.socket:
+    """A listening-ready socket at ``path``, mode 0600 from the moment it is reachable."""
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        raise SignerError(f"socket path too long for a unix socket: {path}")
+    _clear_stale(path)
+    private_dir = tempfile.mkdtemp(prefix=".signer-", dir=path.parent)  # mode 0700
+    tmp = Path(private_dir) / "s"
+    if len(os.fsencode(tmp)) > _SUN_PATH_MAX:
+        os.rmdir(private_dir)
+        raise SignerError(f"socket directory path too long: {path.parent}")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(tmp))
+        os.chmod(tmp, 0o600)
+        os.link(tmp, path)  # fails, rather than replacing, if a file appeared meanwhile
+    except OSError as exc:
+        sock.close()
+        raise SignerError(f"cannot create the socket {path}: {exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        with contextlib.suppress(OSError):
+            os.rmdir(private_dir)
+    return sock
+
+
+async def start_server(socket_path: str | os.PathLike[str], signer: Signer | HotSigner
+                       ) -> asyncio.Server:
+    """Listen on ``socket_path`` (mode 0600) and answer requests with ``signer``. The caller
+    closes the returned server and removes the socket file (``serve`` does both)."""
+    target: Signer = InProcessSigner(signer) if isinstance(signer, HotSigner) else signer
+    sock = _bind_private(Path(socket_path))
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _handle(reader, writer, target)
+
+    try:
+        return await asyncio.start_unix_server(handler, sock=sock, limit=MAX_LINE)
+    except BaseException:
+        sock.close()
+        Path(socket_path).unlink(missing_ok=True)
+        raise
+
+
+async def serve(socket_path: str | os.PathLike[str], signer: Signer | HotSigner) -> None:
+    """Serve until cancelled; then close the listener and remove the socket file."""
+    path = Path(socket_path)
+    server = await start_server(path, signer)
+    inode = path.stat().st_ino
+    log.info("signer.listening", socket=str(path))
+    try:
+        async with server:
+            await server.serve_forever()
+    finally:
+        with contextlib.suppress(OSError):
+            if path.stat().st_ino == inode:  # only our own socket file
+                path.unlink()
+        log.info("signer.stopped", socket=str(path))

@@ -1,0 +1,92 @@
+"""On-chain fixtures: a simnet chain served over bitcoind's JSON-RPC on a local port, the
+`bitcoind` adapter talking to it over HTTP, an in-process signer, and the platform's runtime
+(watcher + payout job) over a real database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.accounts import service as acc
+from satvault.accounts.models import Wallet
+from satvault.backends.bitcoind import BitcoindBackend
+from satvault.config import Settings
+from satvault.ledger.check import check_ledger
+from satvault.ledger.store import get_account
+from satvault.runtime import Runtime, register_signer_wallets
+from satvault.signer.base import InProcessSigner
+from satvault.signer.core import HotSigner
+from satvault.simnet.chain import Chain
+from satvault.simnet.rpc import SimnetServer
+
+SEED = bytes(range(64))
+
+
+@dataclass
+class Env:
+    chain: Chain
+    server: SimnetServer
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    runtime: Runtime
+    signer: InProcessSigner
+    wallet: Wallet
+
+    def new_runtime(self) -> Runtime:
+        """A fresh watcher and payout job over the same database: a process restart."""
+        return Runtime.build(self.settings, self.sessions,
+                             backend=BitcoindBackend(self.server.url, retries=1, backoff=0.01),
+                             signer=self.signer)
+
+    async def balances(self, wallet: Wallet | None = None) -> dict[str, int]:
+        w = wallet or self.wallet
+        async with self.sessions() as s:
+            b = (await get_account(s, w.ledger_account_id)).balances
+        return {"available": b.credits_posted - b.debits_posted - b.debits_pending,
+                "incoming": b.credits_pending, "held": b.debits_pending,
+                "posted": b.credits_posted - b.debits_posted}
+
+    async def check(self) -> None:
+        async with self.sessions() as s:
+            report = await check_ledger(s)
+        assert report.ok, report.as_dict()
+
+
+def make_settings(db_url: str, home: Path, url: str, **overrides: object) -> Settings:
+    base: dict[str, object] = dict(
+        database_url=db_url, home=home, network="regtest", chain_backend="bitcoind",
+        bitcoind_url=url, deposit_confirmations=1, payout_confirmations=1,
+        zero_conf_max_sat=100_000, withdrawal_fee_reserve_sat=5_000, min_feerate_sat_vb=1,
+        max_feerate_sat_vb=500)
+    base.update(overrides)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    return {}
+
+
+@pytest.fixture
+async def env(sessions, db_url, tmp_path, settings_overrides) -> AsyncIterator[Env]:
+    chain = Chain()
+    server = SimnetServer(chain, port=0, user="u", password="p")
+    server.start()
+    settings = make_settings(db_url, tmp_path, server.url, **settings_overrides)
+    signer = InProcessSigner(HotSigner(SEED, "regtest", audit_log=tmp_path / "audit.jsonl"))
+    async with sessions() as s, s.begin():
+        await register_signer_wallets(s, signer, settings)
+        user = await acc.create_user(s, email="alice@example.com")
+        wallet = await acc.ensure_wallet(s, owner_type="user", owner_id=user.id)
+    backend = BitcoindBackend(server.url, retries=1, backoff=0.01)
+    runtime = Runtime.build(settings, sessions, backend=backend, signer=signer)
+    e = Env(chain, server, settings, sessions, runtime, signer, wallet)
+    try:
+        yield e
+    finally:
+        await runtime.close()
+        server.stop()

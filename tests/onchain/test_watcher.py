@@ -1,0 +1,195 @@
+"""Deposits through the `bitcoind` adapter against simnet over HTTP: detection, confirmations,
+exactly-once crediting across restarts, partial/over/late payments, reorgs, RBF, double spends."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from satvault.ledger.models import LedgerTransfer
+from satvault.onchain.deposits import create_deposit, view_deposit
+from satvault.onchain.models import OnchainPayment, ReviewItem
+from tests.chainenv import Env
+
+SAT = 1000
+
+
+async def deposit(env: Env, amount_sat: int | None = None, **kw):
+    async with env.sessions() as s, s.begin():
+        return await create_deposit(s, wallet=env.wallet, settings=env.settings,
+                                    amount_msat=amount_sat * SAT if amount_sat else None, **kw)
+
+
+async def view(env: Env, deposit_id: str):
+    async with env.sessions() as s:
+        return await view_deposit(s, deposit_id)
+
+
+async def ledger_moves(env: Env, prefix: str = "oc:in:") -> int:
+    async with env.sessions() as s:
+        return (await s.execute(select(func.count()).select_from(LedgerTransfer).where(
+            LedgerTransfer.id.like(f"{prefix}%")))).scalar_one()
+
+
+async def test_pending_then_credited_once_across_a_restart(env: Env):
+    d = await deposit(env, 50_000)
+    assert d.status == "open" and d.address.startswith("bcrt1q")
+    assert d.bip21.startswith("bitcoin:BCRT1Q") and "amount=0.0005" in d.bip21
+    env.chain.pay(d.address, 50_000)
+    await env.runtime.watcher.step()
+    assert await env.balances() == {"available": 0, "incoming": 50_000 * SAT, "held": 0,
+                                    "posted": 0}
+    assert (await view(env, d.request.id)).status == "pending"
+    env.chain.mine(1)
+    restarted = env.new_runtime()  # the watcher process restarts between the two steps
+    try:
+        for _ in range(3):
+            await restarted.watcher.step()
+    finally:
+        await restarted.close()
+    await env.runtime.watcher.step()  # and the old one, too: still credited once
+    assert (await env.balances())["available"] == 50_000 * SAT
+    assert (await env.balances())["incoming"] == 0
+    v = await view(env, d.request.id)
+    assert v.status == "paid" and v.payments[0].confirmations == 1
+    assert await ledger_moves(env) == 2  # one hold, one post
+    await env.check()
+
+
+async def test_waits_for_required_confirmations(env: Env):
+    async with env.sessions() as s, s.begin():
+        from satvault.onchain.deposits import create_deposit as cd
+        d = await cd(s, wallet=env.wallet, settings=env.settings, amount_msat=10_000 * SAT,
+                     confirmations=2)
+    env.chain.pay(d.address, 10_000)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.balances())["incoming"] == 10_000 * SAT
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.balances())["available"] == 10_000 * SAT
+    await env.check()
+
+
+async def test_partial_exact_over_and_two_payments_to_one_address(env: Env):
+    partial, exact, over = await deposit(env, 30_000), await deposit(env, 20_000), \
+        await deposit(env, 10_000)
+    env.chain.pay(partial.address, 10_000)
+    env.chain.pay(exact.address, 20_000)
+    env.chain.pay(over.address, 15_000)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await view(env, partial.request.id)).status == "partial"
+    assert (await view(env, exact.request.id)).status == "paid"
+    v_over = await view(env, over.request.id)
+    assert v_over.status == "paid" and v_over.confirmed_msat == 15_000 * SAT
+    env.chain.pay(partial.address, 20_000)  # the rest, as a second payment
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    v = await view(env, partial.request.id)
+    assert v.status == "paid" and len(v.payments) == 2
+    assert (await env.balances())["available"] == 65_000 * SAT  # the real amounts received
+    await env.check()
+
+
+async def test_payment_after_expiry_is_still_credited(env: Env):
+    d = await deposit(env, 5_000)
+    async with env.sessions() as s, s.begin():
+        from satvault.onchain.models import DepositRequest
+        from satvault.onchain.service import expire_addresses
+        req = await s.get(DepositRequest, d.request.id)
+        req.expires_at = req.created_at
+        await s.flush()
+        await expire_addresses(s)
+    assert (await view(env, d.request.id)).status == "expired"
+    env.chain.pay(d.address, 5_000)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.balances())["available"] == 5_000 * SAT
+    assert (await view(env, d.request.id)).status == "paid"
+    await env.check()
+
+
+async def test_reorg_removing_a_credited_payment_reverses_it(env: Env):
+    d = await deposit(env, 40_000)
+    txid = env.chain.pay(d.address, 40_000)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.balances())["available"] == 40_000 * SAT
+    env.chain.reorg(2, drop_txids=[txid])
+    report = await env.runtime.watcher.step()
+    assert report.disconnected == 2 and report.conflicted == 1
+    assert await env.balances() == {"available": 0, "incoming": 0, "held": 0, "posted": 0}
+    async with env.sessions() as s:
+        p = (await s.execute(select(OnchainPayment))).scalar_one()
+    assert p.status == "conflicted" and p.credit_state == "reversed"
+    await env.runtime.watcher.step()
+    assert await ledger_moves(env) == 3  # hold, post, reversal: nothing twice
+    await env.check()
+
+
+async def test_reorg_that_keeps_the_payment_does_not_reverse(env: Env):
+    d = await deposit(env, 40_000)
+    env.chain.pay(d.address, 40_000)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    env.chain.reorg(1)  # the payment goes back to the mempool and is mined again
+    report = await env.runtime.watcher.step()
+    assert report.disconnected == 1 and report.conflicted == 0
+    assert (await env.balances())["available"] == 40_000 * SAT
+    assert await ledger_moves(env, "oc:in:") == 2
+    await env.check()
+
+
+async def test_reversal_of_spent_credit_goes_to_review(env: Env):
+    from satvault.ledger.core import TransferSpec
+    from satvault.ledger.platform import ensure_platform_accounts
+    from satvault.ledger.store import submit_one
+
+    d = await deposit(env, 40_000)
+    txid = env.chain.pay(d.address, 40_000)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    async with env.sessions() as s, s.begin():
+        fees = (await ensure_platform_accounts(s, "BTC")).fees.id
+    await submit_one(env.sessions, TransferSpec("spend", env.wallet.ledger_account_id, fees,
+                                                30_000 * SAT, "BTC"))
+    env.chain.reorg(1, drop_txids=[txid])
+    await env.runtime.watcher.step()
+    async with env.sessions() as s:
+        p = (await s.execute(select(OnchainPayment))).scalar_one()
+        reviews = (await s.execute(select(ReviewItem))).scalars().all()
+    assert p.credit_state == "review"
+    assert [r.kind for r in reviews] == ["deposit_reversal_unfunded"]
+    assert (await env.balances())["available"] == 10_000 * SAT  # nothing overdrawn
+    await env.check()
+
+
+async def test_rbf_replacement_counts_instead_of_the_original(env: Env):
+    d = await deposit(env, 25_000)
+    original = env.chain.pay(d.address, 25_000)
+    await env.runtime.watcher.step()
+    assert (await env.balances())["incoming"] == 25_000 * SAT
+    replacement = env.chain.replace(original, feerate_sat_vb=20)
+    await env.runtime.watcher.step()
+    async with env.sessions() as s:
+        rows = {p.txid: p for p in (await s.execute(select(OnchainPayment))).scalars()}
+    assert rows[original].status == "conflicted" and rows[original].credit_state == "none"
+    assert rows[replacement].credit_state == "pending"
+    assert (await env.balances())["incoming"] == 25_000 * SAT  # once, not twice
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert await env.balances() == {"available": 25_000 * SAT, "incoming": 0, "held": 0,
+                                    "posted": 25_000 * SAT}
+    await env.check()
+
+
+async def test_double_spend_of_unconfirmed_payment(env: Env):
+    d = await deposit(env, 25_000)
+    txid = env.chain.pay(d.address, 25_000)
+    await env.runtime.watcher.step()
+    env.chain.double_spend(txid)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert await env.balances() == {"available": 0, "incoming": 0, "held": 0, "posted": 0}
+    assert (await view(env, d.request.id)).status == "open"
+    await env.check()

@@ -1,0 +1,248 @@
+"""Withdrawals end to end against simnet: hold, batching, signing, broadcast, confirmation,
+posting; signer refusals; UNKNOWN broadcasts that must never refund; crash recovery; fee bumps."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from satvault.backends.errors import BackendUnavailable
+from satvault.ledger.errors import InsufficientFunds
+from satvault.onchain.deposits import create_deposit
+from satvault.onchain.errors import InvalidAddress, WrongNetwork
+from satvault.payouts.errors import InvalidWithdrawal
+from satvault.payouts.models import PayoutBatch, PayoutTx, Withdrawal
+from satvault.payouts.service import request_withdrawal
+from tests.chainenv import Env
+
+SAT = 1000
+RESERVE = 5_000
+
+
+async def fund(env: Env, sat: int) -> None:
+    async with env.sessions() as s, s.begin():
+        d = await create_deposit(s, wallet=env.wallet, settings=env.settings)
+    env.chain.pay(d.address, sat)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.balances())["available"] == sat * SAT
+
+
+async def withdraw(env: Env, address: str, sat: int) -> Withdrawal:
+    async with env.sessions() as s, s.begin():
+        return await request_withdrawal(s, wallet=env.wallet, destination=address,
+                                        amount_msat=sat * SAT, settings=env.settings)
+
+
+def external_address(env: Env, i: int) -> str:
+    from satvault.signer.core import HotSigner
+
+    other = HotSigner(bytes([i + 1]) * 64, "regtest")
+    from satvault.onchain.descriptors import parse_wallet
+
+    return parse_wallet(other.descriptors()["deposit"], "regtest").derive(0).address
+
+
+async def received(env: Env, address: str) -> int:
+    """Confirmed sats paid to ``address`` by our payout transactions, read from the node over
+    its RPC (a payout that confirmed twice, e.g. original and replacement, would count twice)."""
+    from satvault.onchain.addresses import parse_address
+
+    spk = parse_address(address, "regtest").script_pubkey
+    async with env.sessions() as s:
+        txids = (await s.execute(select(PayoutTx.txid))).scalars().all()
+    total = 0
+    for txid in txids:
+        status = await env.runtime.backend.transaction(txid)
+        if status is not None and status.confirmations > 0:
+            total += sum(o.value_sat for o in status.tx.outputs if o.script_pubkey == spk)
+    return total
+
+
+async def test_three_withdrawals_batched_confirmed_and_posted(env: Env):
+    await fund(env, 1_000_000)
+    dests = [external_address(env, i) for i in range(3)]
+    for i, a in enumerate(dests):
+        await withdraw(env, a, 100_000 + i)
+    held = (100_000 + 100_001 + 100_002 + 3 * RESERVE) * SAT
+    assert (await env.balances())["held"] == held
+    report = await env.runtime.payouts.step()
+    assert report.batched == 3 and report.signed == 1 and report.broadcast == 1
+    async with env.sessions() as s:
+        batches = (await s.execute(select(PayoutBatch))).scalars().all()
+        txids = {w.txid for w in (await s.execute(select(Withdrawal))).scalars()}
+    assert len(batches) == 1 and txids == {batches[0].txid}
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    report = await env.runtime.payouts.step()
+    assert report.confirmed == 1
+    for i, a in enumerate(dests):
+        assert await received(env, a) == 100_000 + i
+    async with env.sessions() as s:
+        rows = (await s.execute(select(Withdrawal).order_by(Withdrawal.created_at))).scalars()
+        fees = [w.fee_msat for w in rows]
+        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+    assert sum(fees) == batch.fee_sat * SAT and all(0 < f <= RESERVE * SAT for f in fees)
+    b = await env.balances()
+    assert b["held"] == 0
+    assert b["available"] == (1_000_000 - 300_003) * SAT - sum(fees)
+    await env.runtime.payouts.step()  # nothing more happens
+    await env.check()
+
+
+async def test_bad_withdrawals_hold_nothing(env: Env):
+    await fund(env, 50_000)
+    good = external_address(env, 0)
+    cases = [
+        ("not-an-address", 10_000 * SAT, InvalidAddress),
+        ("bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu", 10_000 * SAT, WrongNetwork),
+        (good, 100 * SAT, InvalidWithdrawal),  # dust
+        (good, 10_000 * SAT + 1, InvalidWithdrawal),  # not whole satoshis
+        (good, -5, InvalidWithdrawal),
+        (good, 60_000 * SAT, InsufficientFunds),
+        (f"bitcoin:{good}?amount=abc", None, Exception),
+    ]
+    for dest, amount, exc in cases:
+        with pytest.raises(exc):
+            async with env.sessions() as s, s.begin():
+                await request_withdrawal(s, wallet=env.wallet, destination=dest,
+                                         amount_msat=amount, settings=env.settings)
+    assert (await env.balances())["held"] == 0
+    async with env.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(Withdrawal))).scalar() == 0
+    await env.check()
+
+
+async def test_signer_refuses_an_altered_psbt(env: Env):
+    from embit.psbt import PSBT
+
+    await fund(env, 500_000)
+    await withdraw(env, external_address(env, 0), 100_000)
+    job = env.runtime.payouts
+    assert await job.create_batch() == 1
+    # Tamper with the stored, not yet signed PSBT: the payment output now pays more.
+    async with env.sessions() as s, s.begin():
+        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+        psbt = PSBT.from_string(batch.psbt)
+        psbt.outputs[0].value += 50_000  # (OutputScope.vout is a fresh copy)
+        batch.psbt = psbt.to_string()
+    report = await job.advance()
+    assert report.stuck == 1 and report.broadcast == 0
+    async with env.sessions() as s:
+        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+        assert (await s.execute(select(func.count()).select_from(PayoutTx))).scalar() == 0
+    assert batch.status == "stuck" and "150000 sat" in (batch.last_error or "")
+    assert (await env.balances())["held"] == (100_000 + RESERVE) * SAT  # never released
+    await env.check()
+
+
+class FlakyBroadcast:
+    """Wraps the adapter: the first broadcast reaches the node, then 'times out'."""
+
+    def __init__(self, inner, mode: str = "timeout") -> None:
+        self.inner, self.mode, self.calls = inner, mode, 0
+        self.name = inner.name
+
+    def __getattr__(self, item):
+        return getattr(self.inner, item)
+
+    async def broadcast(self, raw_hex: str) -> str:
+        self.calls += 1
+        if self.calls == 1:
+            await self.inner.broadcast(raw_hex)
+            if self.mode == "timeout":
+                raise BackendUnavailable("read timeout after sending")
+            raise Crash("killed after the node accepted it")
+        return await self.inner.broadcast(raw_hex)
+
+
+class Crash(BaseException):
+    pass
+
+
+async def test_broadcast_timeout_then_confirmation_pays_once_never_refunds(env: Env):
+    await fund(env, 500_000)
+    dest = external_address(env, 0)
+    await withdraw(env, dest, 200_000)
+    env.runtime.payouts.backend = FlakyBroadcast(env.runtime.backend)
+    report = await env.runtime.payouts.step()
+    assert report.errors and report.broadcast == 0
+    assert (await env.balances())["held"] == (200_000 + RESERVE) * SAT  # UNKNOWN: still held
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    await env.runtime.payouts.step()
+    await env.runtime.payouts.step()
+    assert await received(env, dest) == 200_000
+    async with env.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(PayoutTx))).scalar() == 1
+        w = (await s.execute(select(Withdrawal))).scalar_one()
+    assert w.status == "confirmed"
+    assert (await env.balances())["held"] == 0
+    await env.check()
+
+
+async def test_killed_between_signing_and_broadcast_pays_once_after_restart(env: Env):
+    await fund(env, 500_000)
+    dest = external_address(env, 0)
+    await withdraw(env, dest, 150_000)
+    env.runtime.payouts.backend = FlakyBroadcast(env.runtime.backend, mode="crash")
+    with pytest.raises(Crash):
+        await env.runtime.payouts.step()
+    restarted = env.new_runtime()
+    try:
+        await restarted.payouts.step()
+        env.chain.mine(1)
+        await restarted.watcher.step()
+        await restarted.payouts.step()
+        await restarted.payouts.step()
+    finally:
+        await restarted.close()
+    assert await received(env, dest) == 150_000
+    async with env.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(PayoutTx))).scalar() == 1
+        assert (await s.execute(select(func.count()).select_from(PayoutBatch))).scalar() == 1
+    await env.check()
+
+
+async def test_fee_bump_replaces_and_confirms_once(env: Env):
+    await fund(env, 500_000)
+    dest = external_address(env, 0)
+    await withdraw(env, dest, 120_000)
+    await env.runtime.payouts.step()
+    async with env.sessions() as s:
+        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+    first = batch.txid
+    new_txid = await env.runtime.payouts.bump_fee(batch.id, batch.feerate_sat_vb + 10)
+    assert new_txid != first
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    await env.runtime.payouts.step()
+    async with env.sessions() as s:
+        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+        w = (await s.execute(select(Withdrawal))).scalar_one()
+    assert batch.status == "confirmed" and batch.txid == new_txid == w.txid
+    assert await received(env, dest) == 120_000
+    await env.check()
+
+
+async def test_100_concurrent_withdrawals_never_overdraw(env: Env):
+    await fund(env, 1_000_000)
+    dest = external_address(env, 0)
+
+    from satvault.ledger.store import retrying
+
+    async def attempt() -> bool:
+        try:
+            return await retrying(env.sessions, lambda s: request_withdrawal(
+                s, wallet=env.wallet, destination=dest, amount_msat=45_000 * SAT,
+                settings=env.settings)) is not None
+        except InsufficientFunds:
+            return False
+
+    ok = await asyncio.gather(*(attempt() for _ in range(100)))
+    assert sum(ok) == 1_000_000 // (45_000 + RESERVE)
+    b = await env.balances()
+    assert b["available"] >= 0 and b["held"] == sum(ok) * (45_000 + RESERVE) * SAT
+    await env.check()

@@ -1,0 +1,81 @@
+"""``satvault signer init | descriptors | serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from embit import bip39
+from typer.testing import CliRunner
+
+from satvault.onchain.descriptors import parse_wallet
+from satvault.signer import UnixSocketSigner
+from satvault.signer.cli import app
+
+ENV = {"SATVAULT_SIGNER_PASSPHRASE": "cli passphrase"}
+
+
+def test_init_then_descriptors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    seed = tmp_path / "seed.json"
+    result = runner.invoke(app, ["init", "--seed-file", str(seed), "--network", "regtest"],
+                           env=ENV)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["ok"] and len(out["mnemonic"].split()) == 24
+    assert bip39.mnemonic_is_valid(out["mnemonic"])
+    assert "WRITE DOWN" in out["warning"] and "WRITE DOWN" in result.stderr
+    assert result.stdout.count(out["mnemonic"]) == 1
+    for name in ("deposit", "hot"):
+        parse_wallet(out["descriptors"][name], "regtest")
+    assert stat.S_IMODE(seed.stat().st_mode) == 0o600
+
+    again = runner.invoke(app, ["init", "--seed-file", str(seed), "--network", "regtest"],
+                          env=ENV)
+    assert again.exit_code == 1 and json.loads(again.stdout)["type"] == "SeedFileExists"
+
+    shown = runner.invoke(app, ["descriptors", "--seed-file", str(seed)], env=ENV)
+    assert shown.exit_code == 0
+    assert json.loads(shown.stdout)["descriptors"] == out["descriptors"]
+    assert out["mnemonic"] not in shown.stdout
+
+    wrong = runner.invoke(app, ["descriptors", "--seed-file", str(seed)],
+                          env={"SATVAULT_SIGNER_PASSPHRASE": "nope"})
+    assert wrong.exit_code == 1 and json.loads(wrong.stdout)["type"] == "WrongPassphrase"
+
+    missing = runner.invoke(app, ["descriptors", "--seed-file", str(seed)],
+                            env={"SATVAULT_SIGNER_PASSPHRASE": ""})
+    assert missing.exit_code == 1 and json.loads(missing.stdout)["type"] == "NoPassphrase"
+
+
+async def test_serve_in_foreground(tmp_path: Path) -> None:
+    seed, sock = tmp_path / "seed.json", tmp_path / "signer.sock"
+    runner = CliRunner()
+    init = runner.invoke(app, ["init", "--seed-file", str(seed), "--network", "regtest"],
+                         env=ENV)
+    descriptors = json.loads(init.stdout)["descriptors"]
+    env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from satvault.signer.cli import app; app()", "serve",
+         "--seed-file", str(seed), "--socket", str(sock)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 5
+        while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
+            await asyncio.sleep(0.02)
+        assert sock.exists(), "the signer did not create its socket"
+        assert await UnixSocketSigner(sock, timeout=2).descriptors() == descriptors
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0, err
+    assert not sock.exists()
+    audit = tmp_path / "signer-audit.jsonl"  # created at startup, beside the seed file
+    assert audit.exists() and stat.S_IMODE(audit.stat().st_mode) == 0o600
