@@ -164,6 +164,7 @@ def init(
                 "api_key_id": key.id, "api_key": token}
 
     created = _in_transaction(work, settings)
+    signer_created = _provision_signer(settings)
     if created is None:
         if not if_needed:
             fail("already initialised (an admin exists); use --if-needed to skip quietly")
@@ -175,11 +176,29 @@ def init(
             f"    admin e-mail   {created['email']}\n"
             f"    admin password {created['password']}\n"
             f"    admin API key  {created['api_key']}\n"
-            f"    data           {settings.home}\n\n"
+            f"    data           {settings.home}\n"
+            + (f"    signer seed    {settings.home / 'signer.json'} (demo signer, encrypted; "
+               "production: `satvault signer serve`)\n" if signer_created else "")
+            + "\n"
         )
         return
     sys.stderr.write("satvault: initialised; the credentials below are shown ONCE\n")
     emit({"ok": True, **created})
+
+
+def _provision_signer(settings: Settings) -> bool:
+    """Create the demo signer if needed and register the watch-only deposit and hot wallets
+    from its public descriptors. Returns True when a new demo seed was created."""
+    from satvault.runtime import ensure_dev_signer, open_signer, register_signer_wallets
+
+    created = ensure_dev_signer(settings)
+    signer = open_signer(settings)
+
+    async def work(session: AsyncSession) -> None:
+        await register_signer_wallets(session, signer, settings)
+
+    _in_transaction(work, settings)
+    return created
 
 
 @app.command()
@@ -214,16 +233,45 @@ def serve(
     except SchemaNotCurrent as exc:
         sys.stderr.write(f"satvault: {exc}\n")
         raise typer.Exit(2) from None
+    node = _start_simnet(settings) if settings.chain_backend == "simnet" else None
     url = f"http://{settings.host}:{settings.port}"
     sys.stderr.write(
         f"\n  satvault {__version__} is starting\n"
         f"    API and pages   {url}/\n"
         f"    API reference   {url}/docs\n"
         f"    health          {url}/healthz\n"
-        f"    database        {redact_url(settings.database_url)}\n\n"
+        f"    database        {redact_url(settings.database_url)}\n"
+        f"    chain           {settings.chain_backend} "
+        f"({redact_url(settings.bitcoind_url) if settings.chain_backend != 'esplora' else ''}"
+        f"{settings.esplora_url})\n"
+        + ("    try it          satvault simnet pay <address> 50000 && satvault simnet mine\n"
+           if node else "")
+        + "\n"
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_config=None, access_log=False)
+    try:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                    log_config=None, access_log=False)
+    finally:
+        if node is not None:
+            node.stop()
+
+
+def _start_simnet(settings: Settings) -> Any:
+    """The built-in regtest simulator, served where ``bitcoind_url`` points, its chain kept in
+    ``$SATVAULT_HOME/simnet.json`` so restarts do not rewrite history under the watcher."""
+    from urllib.parse import urlsplit
+
+    from satvault.simnet.chain import Chain
+    from satvault.simnet.rpc import SimnetServer
+
+    parts = urlsplit(settings.bitcoind_url)
+    data = settings.home / "simnet.json"
+    chain = Chain.load(data) if data.exists() else Chain()
+    server = SimnetServer(chain, host=parts.hostname or "127.0.0.1", port=parts.port or 18443,
+                          user=parts.username or "simnet", password=parts.password or "simnet",
+                          data_path=data)
+    server.start()
+    return server
 
 
 

@@ -59,6 +59,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     # Alembic narrates every migration context at INFO; an operator needs its warnings only.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+    # One line per node RPC would drown everything else; adapters log what matters.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
         lg.handlers[:] = []

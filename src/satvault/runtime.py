@@ -65,7 +65,7 @@ def ensure_dev_signer(settings: Settings) -> bool:
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(24))
     create_seed_file(seed, _passphrase(settings), network=settings.network)
-    log.warning("dev_signer_created", seed_file=str(seed),
+    log.warning("dev_signer_created", path=str(seed),
                 note="demo only: production runs `satvault signer serve` as another user")
     return True
 

@@ -15,8 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.ledger.store import expire_due_holds, retrying
 from satvault.logs import get_logger
+from satvault.onchain.service import expire_addresses
+from satvault.onchain.watcher import Watcher
+from satvault.payouts.job import PayoutJob
 
-__all__ = ["Worker", "hold_expiry_worker"]
+__all__ = ["Worker", "address_expiry_worker", "chain_watcher_worker", "hold_expiry_worker",
+           "payout_worker"]
 
 log = get_logger(__name__)
 
@@ -54,6 +58,28 @@ class Worker:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("worker_failed", worker=self.name)
             await asyncio.sleep(self.interval)
+
+
+def chain_watcher_worker(watcher: Watcher, interval: float) -> Worker:
+    async def tick() -> int:
+        r = await watcher.step()
+        return r.new_payments + r.ledger_moves + r.conflicted + r.disconnected
+
+    return Worker("chain-watcher", interval, tick)
+
+
+def payout_worker(job: PayoutJob, interval: float) -> Worker:
+    async def tick() -> int:
+        r = await job.step()
+        return r.batched + r.signed + r.broadcast + r.confirmed + r.abandoned + r.stuck
+
+    return Worker("payouts", interval, tick)
+
+
+def address_expiry_worker(sessions: async_sessionmaker[AsyncSession], interval: float
+                          ) -> Worker:
+    return Worker("address-expiry", interval,
+                  lambda: retrying(sessions, lambda s: expire_addresses(s)))
 
 
 def hold_expiry_worker(sessions: async_sessionmaker[AsyncSession], interval: float) -> Worker:

@@ -4,6 +4,7 @@ reorgs, a node that is still starting or goes away, a restart from disk."""
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -132,11 +133,14 @@ def test_reorg_without_drops_reconfirms_everything(chain: Chain) -> None:
 
 
 def test_warmup(node: SimnetServer, rpc: Rpc) -> None:
-    assert rpc("simnet_warmup", Decimal("0.3")) is None
+    assert rpc("simnet_warmup", 30) is None
     e = rpc.fails("getblockcount")
     assert (e.code, e.message, e.status) == (-28, "Loading block index…", 500)
     assert rpc.fails("simnet_mine", 1).code == -28
-    time.sleep(0.35)
+    node.set_warmup(0)  # loading finished
+    assert rpc("getblockcount") == 110
+    rpc("simnet_warmup", Decimal("0.05"))
+    time.sleep(0.1)  # and a warm-up ends by itself
     assert rpc("getblockcount") == 110
 
 
@@ -185,3 +189,18 @@ def test_determinism() -> None:
     assert a.tip.hash == b.tip.hash
     assert a.pay(DEST, 12_345) == b.pay(DEST, 12_345)
     assert Chain(b"another seed").tip.hash != a.tip.hash
+
+
+def test_concurrent_clients(node: SimnetServer) -> None:
+    def worker(n: int) -> list[str]:
+        rpc = Rpc(node)
+        try:
+            return [rpc("simnet_pay", DEST, 10_000 + n * 100 + i) for i in range(10)]
+        finally:
+            rpc.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        txids = [t for batch in pool.map(worker, range(4)) for t in batch]
+    assert len(set(txids)) == 40 and len(node.chain.mempool) == 40
+    node.chain.mine(1)
+    assert len(node.chain.tip.txs) == 41

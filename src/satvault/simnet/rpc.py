@@ -26,6 +26,7 @@ import base64
 import contextlib
 import hmac
 import json
+import logging
 import math
 import secrets
 import socket
@@ -38,10 +39,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from satvault.simnet._methods import RPC_IN_WARMUP, RpcContext, RpcError, dispatch
+from satvault.simnet._methods import dispatch
+from satvault.simnet._params import RPC_IN_WARMUP, RPC_MISC_ERROR, RpcContext, RpcError
 from satvault.simnet.chain import Chain
 
 __all__ = ["RpcError", "SimnetServer", "dumps"]
+
+log = logging.getLogger(__name__)
 
 RPC_INVALID_REQUEST = -32600
 RPC_METHOD_NOT_FOUND = -32601
@@ -94,6 +98,7 @@ def dumps(obj: Any) -> str:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name (getfqdn), which can take seconds.
@@ -293,9 +298,16 @@ class SimnetServer:
         if time.monotonic() < self._warmup_until:
             raise RpcError(RPC_IN_WARMUP, self._warmup_status)
         with self.lock:
-            result, mutated = dispatch(self.context, method, params)
-            if mutated and self.data_path is not None:
-                self.chain.save(self.data_path)
+            try:
+                result, mutated = dispatch(self.context, method, params)
+                if mutated and self.data_path is not None:
+                    self.chain.save(self.data_path)
+            except RpcError:
+                raise
+            except Exception as exc:
+                # bitcoind answers an unexpected failure inside a method with -1 and its text.
+                log.exception("simnet RPC %s failed", method)
+                raise RpcError(RPC_MISC_ERROR, str(exc)) from exc
             return result
 
     def handle(self, body: bytes) -> tuple[int, str | None]:

@@ -19,14 +19,23 @@ from satvault.ledger.api import router as ledger_router
 from satvault.migrate import ensure_current
 from satvault.onchain.api import router as onchain_router
 from satvault.payouts.api import router as payouts_router
+from satvault.runtime import Runtime
 from satvault.web.problems import install_problem_handlers
-from satvault.workers import Worker, hold_expiry_worker
+from satvault.workers import (
+    Worker,
+    address_expiry_worker,
+    chain_watcher_worker,
+    hold_expiry_worker,
+    payout_worker,
+)
 
 __all__ = ["create_app"]
 
 
 def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None,
-               start_workers: bool = True) -> FastAPI:
+               start_workers: bool = True, runtime: Runtime | None = None) -> FastAPI:
+    """The app. With ``start_workers`` it also runs the background workers; the chain
+    watcher and payout job need a :class:`Runtime` (built from the settings if not given)."""
     settings = settings or get_settings()
     own_engine = engine is None
     engine = engine or create_engine(settings.database_url, pool_size=settings.db_pool_size)
@@ -36,8 +45,16 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ensure_current(engine)
         workers: list[Worker] = []
+        rt = runtime
         if start_workers:
             workers.append(hold_expiry_worker(sessions, settings.hold_expiry_interval))
+            workers.append(address_expiry_worker(sessions, 60.0))
+            if rt is None and settings.chain_backend:
+                rt = Runtime.build(settings, sessions)
+            if rt is not None:
+                workers.append(chain_watcher_worker(rt.watcher, settings.watcher_interval))
+                workers.append(payout_worker(rt.payouts, settings.payout_interval))
+        app.state.runtime = rt
         for w in workers:
             w.start()
         app.state.workers = workers
@@ -46,6 +63,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         finally:
             for w in workers:
                 await w.stop()
+            if rt is not None and runtime is None:
+                await rt.close()
             if own_engine:
                 await engine.dispose()
 
@@ -56,6 +75,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.engine = engine
     app.state.sessions = sessions
     app.state.workers = []
+    app.state.runtime = runtime
     install_problem_handlers(app)
     app.include_router(accounts_router)
     app.include_router(ledger_router)

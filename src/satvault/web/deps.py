@@ -34,10 +34,13 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 async def _principal(
-    session: SessionDep,
+    request: Request,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> Principal:
+    """Authentication is its own short unit of work, never the request's transaction: an
+    endpoint that manages its own transactions (idempotent POSTs) must not find the database
+    already locked by its own caller (SQLite has one writer)."""
     token = x_api_key
     if authorization:
         scheme, _, value = authorization.partition(" ")
@@ -46,7 +49,9 @@ async def _principal(
         token = value
     if not token:
         raise Unauthenticated("an API key is required")
-    return await authenticate_api_key(session, token)
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    async with sessions() as session, session.begin():
+        return await authenticate_api_key(session, token)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]

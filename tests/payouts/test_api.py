@@ -1,0 +1,153 @@
+"""The wallet API over HTTP: deposits and withdrawals with Idempotency-Key semantics, scopes and
+ownership (another owner's wallet is a 404). These run the whole request path, so a second
+transaction opened inside a request (SQLite: one writer) would deadlock here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from satvault.accounts import service as acc
+from satvault.web.app import create_app
+from tests.chainenv import Env
+
+SAT = 1000
+DEST = "bcrt1q8uq9hrte4u3d2pes3gmrxeffws053ylettc383"
+
+
+@asynccontextmanager
+async def client(env: Env) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(env.settings, engine=env.sessions.kw["bind"], start_workers=False,
+                     runtime=env.runtime)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://t") as c:
+            yield c
+
+
+@pytest.fixture
+async def keys(env: Env) -> dict[str, str]:
+    async with env.sessions() as s, s.begin():
+        _, full = await acc.create_api_key(s, owner_id=env.wallet.owner_id, scopes=[
+            "wallet:read", "wallet:write", "withdrawals:write"])
+        _, read = await acc.create_api_key(s, owner_id=env.wallet.owner_id,
+                                           scopes=["wallet:read"])
+        bob = await acc.create_user(s, email="bob@example.com")
+        _, other = await acc.create_api_key(s, owner_id=bob.id, scopes=[
+            "wallet:read", "wallet:write", "withdrawals:write"])
+    return {"full": full, "read": read, "other": other}
+
+
+def h(key: str, idem: str | None = None) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {key}"}
+    if idem:
+        headers["Idempotency-Key"] = idem
+    return headers
+
+
+async def test_deposit_over_http_then_withdraw(env: Env, keys):
+    async with client(env) as c:
+        w = env.wallet.id
+        r = await c.post(f"/api/v1/wallets/{w}/deposits", headers=h(keys["full"]),
+                         json={"method": "onchain", "amount_msat": 300_000 * SAT})
+        assert r.status_code == 201, r.text
+        dep = r.json()
+        assert dep["bip21"].lower().startswith(f"bitcoin:{dep['address']}")
+        svg = await c.get(dep["qr_svg"])
+        assert svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml"
+        env.chain.pay(dep["bip21"])
+        env.chain.mine(1)
+        await env.runtime.watcher.step()
+        got = (await c.get(f"/api/v1/deposits/{dep['id']}", headers=h(keys["read"]))).json()
+        assert got["status"] == "paid" and got["payments"][0]["confirmations"] == 1
+        assert (await c.get(f"/api/v1/deposits/{dep['id']}", headers=h(keys["other"]))
+                ).status_code == 404
+        bal = (await c.get(f"/api/v1/wallets/{w}", headers=h(keys["read"]))).json()
+        assert bal["available_msat"] == 300_000 * SAT
+
+        body = {"destination": f"bitcoin:{DEST}?amount=0.001", "amount_msat": None}
+        r = await c.post(f"/api/v1/wallets/{w}/withdrawals", headers=h(keys["full"], "a"),
+                         json=body)
+        assert r.status_code == 201, r.text
+        wd = r.json()
+        assert wd["amount_msat"] == 100_000 * SAT and wd["status"] == "pending"
+        await env.runtime.payouts.step()
+        env.chain.mine(1)
+        await env.runtime.watcher.step()
+        await env.runtime.payouts.step()
+        got = (await c.get(f"/api/v1/withdrawals/{wd['id']}", headers=h(keys["read"]))).json()
+        assert got["status"] == "confirmed" and got["txid"] and got["fee_msat"] > 0
+        assert (await c.get(f"/api/v1/withdrawals/{wd['id']}", headers=h(keys["other"]))
+                ).status_code == 404
+    await env.check()
+
+
+async def test_idempotency_replay_conflict_and_in_flight(env: Env, keys, monkeypatch):
+    from satvault.payouts import api as payouts_api
+
+    await _fund(env, 200_000)
+    gate = asyncio.Event()
+    real = payouts_api.request_withdrawal
+
+    async def slow(*args, **kwargs):
+        await gate.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(payouts_api, "request_withdrawal", slow)
+    async with client(env) as c:
+        url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
+        body = {"destination": DEST, "amount_msat": 10_000 * SAT}
+        first = asyncio.create_task(c.post(url, headers=h(keys["full"], "k"), json=body))
+        await asyncio.sleep(0.3)
+        asyncio.get_running_loop().call_later(1.0, gate.set)
+        twin = await c.post(url, headers=h(keys["full"], "k"), json=body)
+        r1 = await first
+        assert r1.status_code == 201
+        if env.settings.is_sqlite:
+            # One writer: the twin queues behind the first request and then replays it.
+            assert twin.status_code == 201 and twin.json() == r1.json()
+        else:
+            assert twin.status_code == 409, twin.text
+        replay = await c.post(url, headers=h(keys["full"], "k"), json=body)
+        assert replay.status_code == 201 and replay.json() == r1.json()
+        assert replay.headers["idempotent-replayed"] == "true"
+        changed = await c.post(url, headers=h(keys["full"], "k"),
+                               json={**body, "amount_msat": 11_000 * SAT})
+        assert changed.status_code == 422
+        missing = await c.post(url, headers=h(keys["full"]), json=body)
+        assert missing.status_code == 422 and "Idempotency-Key" in missing.json()["detail"]
+        # A refused request is remembered too: replaying it gives the same refusal.
+        poor = {"destination": DEST, "amount_msat": 10_000_000 * SAT}
+        a = await c.post(url, headers=h(keys["full"], "poor"), json=poor)
+        b = await c.post(url, headers=h(keys["full"], "poor"), json=poor)
+        assert a.status_code == b.status_code == 422 and a.json() == b.json()
+    assert (await env.balances())["held"] == (10_000 + 5_000) * SAT
+    await env.check()
+
+
+async def test_scopes_and_ownership(env: Env, keys):
+    async with client(env) as c:
+        url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
+        body = {"destination": DEST, "amount_msat": 10_000 * SAT}
+        assert (await c.post(url, headers=h(keys["read"], "x"), json=body)).status_code == 403
+        assert (await c.post(url, headers=h(keys["other"], "x"), json=body)).status_code == 404
+        dep = f"/api/v1/wallets/{env.wallet.id}/deposits"
+        assert (await c.post(dep, headers=h(keys["other"]), json={})).status_code == 404
+        bad = await c.post(url, headers=h(keys["full"], "y"),
+                           json={"destination": "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu",
+                                 "amount_msat": 10_000 * SAT})
+        assert bad.status_code == 422 and bad.json()["title"] == "wrong network"
+
+
+async def _fund(env: Env, sat: int) -> None:
+    from satvault.onchain.deposits import create_deposit
+
+    async with env.sessions() as s, s.begin():
+        d = await create_deposit(s, wallet=env.wallet, settings=env.settings)
+    env.chain.pay(d.address, sat)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
