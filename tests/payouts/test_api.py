@@ -23,10 +23,10 @@ DEST = "bcrt1q8uq9hrte4u3d2pes3gmrxeffws053ylettc383"
 async def client(env: Env) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(env.settings, engine=env.sessions.kw["bind"], start_workers=False,
                      runtime=env.runtime)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://t") as c:
-            yield c
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), \
+            httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        yield c
 
 
 @pytest.fixture
