@@ -46,11 +46,13 @@ store_app = typer.Typer(help="Stores of a merchant.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
 from satvault.onchain.cli import app as onchain_app  # noqa: E402
+from satvault.payouts.cli import app as payouts_app  # noqa: E402
 from satvault.signer.cli import app as signer_app  # noqa: E402
 from satvault.simnet.cli import app as simnet_app  # noqa: E402
 
 app.add_typer(onchain_app, name="onchain")
 app.add_typer(signer_app, name="signer")
+app.add_typer(payouts_app, name="payouts")
 app.add_typer(simnet_app, name="simnet")
 for sub, name in ((db_app, "db"), (user_app, "user"), (merchant_app, "merchant"),
                   (store_app, "store"), (apikey_app, "apikey"), (ledger_app, "ledger")):

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     fee_target_blocks: int = 6
     min_feerate_sat_vb: int = 1
     max_feerate_sat_vb: int = 500
+    # Replace (RBF) a payout still unconfirmed this many blocks after broadcast, raising the
+    # feerate by payout_bump_percent (0 = only by operator command).
+    payout_bump_after_blocks: int = 0
+    payout_bump_percent: int = 50
     # The signer: a unix socket of a separate `satvault signer serve` process, or (empty) an
     # in-process signer for the demo, opened from the encrypted seed file below.
     signer_socket: str = ""

@@ -193,3 +193,20 @@ async def test_double_spend_of_unconfirmed_payment(env: Env):
     assert await env.balances() == {"available": 0, "incoming": 0, "held": 0, "posted": 0}
     assert (await view(env, d.request.id)).status == "open"
     await env.check()
+
+
+async def test_zero_conf_only_under_the_configured_amount(env: Env):
+    async with env.sessions() as s, s.begin():
+        small = await create_deposit(s, wallet=env.wallet, settings=env.settings,
+                                     amount_msat=50_000 * SAT, confirmations=0)
+        big = await create_deposit(s, wallet=env.wallet, settings=env.settings,
+                                   amount_msat=500_000 * SAT, confirmations=0)
+    env.chain.pay(small.address, 50_000)  # under zero_conf_max_sat (100,000)
+    env.chain.pay(big.address, 500_000)  # over it: waits for a block all the same
+    await env.runtime.watcher.step()
+    b = await env.balances()
+    assert b["available"] == 50_000 * SAT and b["incoming"] == 500_000 * SAT
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.balances())["available"] == 550_000 * SAT
+    await env.check()

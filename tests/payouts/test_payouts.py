@@ -246,3 +246,28 @@ async def test_100_concurrent_withdrawals_never_overdraw(env: Env):
     b = await env.balances()
     assert b["available"] >= 0 and b["held"] == sum(ok) * (45_000 + RESERVE) * SAT
     await env.check()
+
+
+async def test_fee_bump_policy_replaces_a_stuck_payout(env: Env):
+    env.settings.payout_bump_after_blocks = 3
+    await fund(env, 500_000)
+    dest = external_address(env, 0)
+    await withdraw(env, dest, 90_000)
+    await env.runtime.payouts.step()
+    async with env.sessions() as s, s.begin():
+        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+        first_txid, first_rate = batch.txid, batch.feerate_sat_vb
+        batch.broadcast_height -= 3  # as if it had waited three blocks in a full mempool
+    report = await env.runtime.payouts.step()
+    assert report.confirmed == 0
+    async with env.sessions() as s:
+        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+        versions = (await s.execute(select(func.count()).select_from(PayoutTx))).scalar()
+    assert versions == 2 and batch.txid != first_txid
+    assert batch.feerate_sat_vb == -(-first_rate * 150 // 100)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    await env.runtime.payouts.step()
+    assert await received(env, dest) == 90_000  # the replacement paid; the original never did
+    assert (await env.balances())["held"] == 0
+    await env.check()

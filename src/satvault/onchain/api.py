@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from satvault.accounts.api import visible_wallet
 from satvault.accounts.errors import NotFound
@@ -17,6 +17,7 @@ from satvault.web.deps import SessionDep, SettingsDep, require_scope
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["deposits"])
+Admin = Annotated[Principal, Depends(require_scope("admin"))]
 WalletWriter = Annotated[Principal, Depends(require_scope("wallet:write"))]
 WalletReader = Annotated[Principal, Depends(require_scope("wallet:read"))]
 
@@ -64,3 +65,14 @@ async def deposit_qr(deposit_id: str, fmt: str, session: SessionDep) -> Response
     return Response(qr_png(view.bip21), media_type="image/png")
 
 
+
+
+@router.post("/admin/chain/notify", status_code=202, tags=["admin"])
+async def chain_notify(request: Request, _admin: Admin) -> dict[str, bool]:
+    """Wake the chain watcher now. Point bitcoind's ``-blocknotify`` / ``-walletnotify`` (or a
+    ZMQ bridge) here; the watcher reconciles fully on every wake-up, so a lost or duplicated
+    notification costs nothing but latency."""
+    runtime = request.app.state.runtime
+    if runtime is not None:
+        runtime.watcher.wake.set()
+    return {"woken": runtime is not None}

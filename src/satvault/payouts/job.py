@@ -289,7 +289,9 @@ class PayoutJob:
             raw = current.raw_tx
         try:
             await self.backend.broadcast(raw)
+            height = (await self.backend.tip()).height
         except TxAlreadyInChain:
+            height = None
             pass
         except BackendUnavailable as unavailable:
             why = f"broadcast outcome unknown: {unavailable}"
@@ -310,6 +312,8 @@ class PayoutJob:
             assert b is not None
             b.status, b.broadcast_attempts, b.updated_at = "broadcast", b.broadcast_attempts + 1, \
                 utcnow()
+            if height is not None:
+                b.broadcast_height = height
             for w in await self._payments(session, batch_id):
                 w.status, w.updated_at = "broadcast", utcnow()
 
@@ -373,6 +377,30 @@ class PayoutJob:
         if not seen:  # evicted or never relayed: broadcast the current version again
             await retrying(self.sessions, lambda s: self._set_status(s, batch_id, "signed"))
             await self._broadcast(batch_id, report)
+            return
+        await self._maybe_bump(batch_id)
+
+    async def _maybe_bump(self, batch_id: str) -> None:
+        """Fee-bump policy: replace a payout left unconfirmed for too many blocks."""
+        s = self.settings
+        if s.payout_bump_after_blocks <= 0:
+            return
+        async with self.sessions() as session:
+            batch = await session.get(PayoutBatch, batch_id)
+            assert batch is not None
+            since, feerate = batch.broadcast_height, batch.feerate_sat_vb
+        if since is None:
+            return
+        tip = (await self.backend.tip()).height
+        if tip - since < s.payout_bump_after_blocks:
+            return
+        new_rate = min(s.max_feerate_sat_vb, -(-feerate * (100 + s.payout_bump_percent) // 100))
+        if new_rate <= feerate:
+            return
+        try:
+            await self.bump_fee(batch_id, new_rate)
+        except CannotBumpFee as exc:
+            log.warning("payout_bump_skipped", batch=batch_id, reason=str(exc))
 
     async def _confirm(self, session: AsyncSession, *, batch_id: str, version: PayoutTx,
                        height: int | None) -> None:
@@ -458,9 +486,10 @@ class PayoutJob:
         if report.stuck:
             raise CannotBumpFee("the signer refused the replacement")
         await self._broadcast(batch_id, report)
-        async with self.sessions() as s:
-            b = await s.get(PayoutBatch, batch_id)
+        async with self.sessions() as s, s.begin():
+            b = await s.get(PayoutBatch, batch_id, with_for_update=True)
             assert b is not None and b.txid is not None
+            b.feerate_sat_vb = feerate_sat_vb
             log.info("payout_fee_bumped", batch=batch_id, txid=b.txid, feerate=feerate_sat_vb)
             return b.txid
 

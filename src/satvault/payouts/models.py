@@ -48,6 +48,7 @@ class PayoutBatch(Base):
     change_address_id: Mapped[int | None] = mapped_column(ForeignKey("onchain_addresses.id"))
     broadcast_attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    broadcast_height: Mapped[int | None] = mapped_column(Integer)
     confirmed_height: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

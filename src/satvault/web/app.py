@@ -95,6 +95,15 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             checks["database"] = f"error: {type(exc).__name__}"
         checks["workers"] = {w.name: {"runs": w.runs, "last_error": w.last_error}
                              for w in request.app.state.workers}
+        rt = request.app.state.runtime
+        if rt is not None:
+            try:
+                tip = await rt.backend.tip()
+                checks["chain"] = {"backend": rt.backend.name, "height": tip.height}
+            except Exception as exc:  # reported, not raised: the node may be down
+                ok = False
+                checks["chain"] = {"backend": rt.backend.name,
+                                   "error": f"{type(exc).__name__}: {exc}"}
         if any(w.last_error for w in request.app.state.workers):
             ok = False
         return JSONResponse({"status": "ok" if ok else "degraded", **checks},

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("change_address_id", ident, sa.ForeignKey("onchain_addresses.id")),
         sa.Column("broadcast_attempts", sa.Integer, nullable=False),
         sa.Column("last_error", sa.Text),
+        sa.Column("broadcast_height", sa.Integer),
         sa.Column("confirmed_height", sa.Integer),
         sa.Column("created_at", ts, nullable=False),
         sa.Column("updated_at", ts, nullable=False),

@@ -1,0 +1,82 @@
+"""``satvault payouts …``: look at payouts and bump a stuck one's fee (RBF)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from sqlalchemy import select
+
+from satvault.config import get_settings
+from satvault.db import create_engine, session_factory
+from satvault.migrate import ensure_current
+from satvault.payouts.errors import PayoutError
+from satvault.payouts.models import PayoutBatch, Withdrawal
+
+__all__ = ["app"]
+
+app = typer.Typer(help="On-chain payouts (batched withdrawals).", no_args_is_help=True)
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+
+
+@app.command("list")
+def list_payouts(
+    status: Annotated[str | None, typer.Option(help="Only batches in this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+) -> None:
+    """Recent payout batches with their withdrawals."""
+    async def go() -> list[dict[str, Any]]:
+        engine = create_engine(get_settings().database_url, pool_size=1)
+        try:
+            await ensure_current(engine)
+            async with session_factory(engine)() as s:
+                q = select(PayoutBatch).order_by(PayoutBatch.created_at.desc()).limit(limit)
+                if status:
+                    q = q.where(PayoutBatch.status == status)
+                out = []
+                for b in (await s.execute(q)).scalars():
+                    wds = (await s.execute(select(Withdrawal.id, Withdrawal.amount_msat).where(
+                        Withdrawal.batch_id == b.id))).all()
+                    out.append({"id": b.id, "status": b.status, "txid": b.txid,
+                                "fee_sat": b.fee_sat, "feerate_sat_vb": b.feerate_sat_vb,
+                                "last_error": b.last_error,
+                                "withdrawals": [{"id": i, "amount_msat": a} for i, a in wds]})
+                return out
+        finally:
+            await engine.dispose()
+
+    _emit({"ok": True, "payouts": asyncio.run(go())})
+
+
+@app.command("bump")
+def bump(
+    batch_id: Annotated[str, typer.Argument(help="Payout batch id (pob_…).")],
+    feerate: Annotated[int, typer.Option(min=1, help="New feerate in sat/vB.")],
+) -> None:
+    """Replace an unconfirmed payout by one paying the same withdrawals at a higher feerate."""
+    from satvault.runtime import Runtime
+
+    settings = get_settings()
+
+    async def go() -> str:
+        engine = create_engine(settings.database_url, pool_size=2)
+        runtime = Runtime.build(settings, session_factory(engine))
+        try:
+            await ensure_current(engine)
+            return await runtime.payouts.bump_fee(batch_id, feerate)
+        finally:
+            await runtime.close()
+            await engine.dispose()
+
+    try:
+        txid = asyncio.run(go())
+    except PayoutError as exc:
+        _emit({"ok": False, "error": str(exc)})
+        raise typer.Exit(1) from None
+    _emit({"ok": True, "batch": batch_id, "txid": txid, "feerate_sat_vb": feerate})
