@@ -40,7 +40,13 @@ from satvault.ledger.core import Result, TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_transfers, retrying
 from satvault.logs import get_logger
-from satvault.onchain.models import ChainBlock, OnchainAddress, OnchainPayment, ReviewItem
+from satvault.onchain.models import (
+    ChainBlock,
+    OnchainAddress,
+    OnchainPayment,
+    OnchainWallet,
+    ReviewItem,
+)
 from satvault.onchain.service import watched_scripts
 
 __all__ = ["Match", "StepReport", "Watcher", "scan_block", "scan_txs"]
@@ -138,6 +144,14 @@ class Watcher:
                     required_confirmations=required, credit_state="none",
                     first_seen_at=now, updated_at=now)
                 session.add(row)
+                if wallet_id is None and addr.purpose != "change":
+                    role = (await session.execute(select(OnchainWallet.role).where(
+                        OnchainWallet.id == addr.wallet_id))).scalar_one()
+                    if role == "deposit":  # nobody was given this address: a person decides
+                        session.add(ReviewItem(
+                            kind="deposit_unassigned", subject=f"{m.txid}:{m.vout}",
+                            details=json.dumps({"address": addr.address, "sat": m.value_sat}),
+                            created_at=now))
                 if not addr.ever_received:
                     addr.ever_received = True
                     addr.status = "used"
