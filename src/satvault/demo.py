@@ -181,7 +181,7 @@ async def _walkthrough(url: str) -> dict[str, Any]:
          onchain_setup),
         ("deposit 250,000 sat on-chain: BIP21 → mempool → 1 confirmation → credited",
          onchain_deposit),
-        ("withdraw 3 × on-chain: one batched payout, signed, broadcast, confirmed",
+        ("three on-chain withdrawals: one batched payout, signed, broadcast, confirmed",
          onchain_withdraw),
         ("run the ledger check", check),
     ]
