@@ -120,7 +120,9 @@ async def test_mining_and_a_wallet_payment(node: BitcoindBackend) -> None:
     address = str(await optional(node, "getnewaddress"))
     spk = bytes.fromhex(str((await node.call("validateaddress", address))["scriptPubKey"]))
     before = await node.tip()
-    [block_hash] = await optional(node, "generatetoaddress", 1, address)  # type: ignore[misc]
+    mined_hashes = await optional(node, "generatetoaddress", 1, address)
+    assert isinstance(mined_hashes, list) and len(mined_hashes) == 1
+    block_hash = str(mined_hashes[0])
     tip = await node.tip()
     assert (tip.height, tip.hash) == (before.height + 1, block_hash)
     block = await node.block(block_hash)

@@ -271,3 +271,36 @@ async def test_fee_bump_policy_replaces_a_stuck_payout(env: Env):
     assert await received(env, dest) == 90_000  # the replacement paid; the original never did
     assert (await env.balances())["held"] == 0
     await env.check()
+
+
+async def test_operator_funded_hot_wallet_pays_withdrawals(env: Env):
+    from satvault.ledger.platform import ensure_platform_accounts
+    from satvault.ledger.store import get_account
+    from satvault.onchain.service import allocate_address
+
+    async with env.sessions() as s, s.begin():
+        hot = await allocate_address(s, role="hot", owner_type="platform", owner_id="hot",
+                                     purpose="funding", request_id=None)
+    env.chain.pay(hot.address, 2_000_000)  # the operator tops up the hot wallet
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    async with env.sessions() as s, s.begin():
+        platform = await ensure_platform_accounts(s, "BTC")
+        equity = await get_account(s, platform.equity.id)
+    assert equity.balances.credits_posted == 2_000_000 * SAT
+    # A customer credited off-chain (say, an internal transfer) withdraws on-chain: the coins
+    # come from the hot wallet, as no deposit of theirs exists.
+    from satvault.ledger.core import TransferSpec
+    from satvault.ledger.store import submit_one
+
+    await submit_one(env.sessions, TransferSpec("gift", platform.equity.id,
+                                                env.wallet.ledger_account_id, 300_000 * SAT,
+                                                "BTC"))
+    dest = external_address(env, 3)
+    await withdraw(env, dest, 250_000)
+    await env.runtime.payouts.step()
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    await env.runtime.payouts.step()
+    assert await received(env, dest) == 250_000
+    await env.check()

@@ -41,3 +41,37 @@ def addresses(
             for d in w.derive_range(start, count, change=chain)]
     sys.stdout.write(json.dumps({"ok": True, "network": net, "descriptor": w.descriptor(),
                                  "addresses": rows}) + "\n")
+
+
+@app.command("hot-address")
+def hot_address() -> None:
+    """A fresh receive address of the hot wallet, to fund it directly (on simnet:
+    `satvault simnet pay <address> <sat>`). Coins sent here are booked as operator equity."""
+    import asyncio
+
+    from satvault.db import create_engine, session_factory
+    from satvault.migrate import ensure_current
+    from satvault.onchain.bip21 import make_bip21
+    from satvault.onchain.service import allocate_address
+
+    settings = get_settings()
+
+    async def go() -> tuple[str, int]:
+        engine = create_engine(settings.database_url, pool_size=1)
+        try:
+            await ensure_current(engine)
+            async with session_factory(engine)() as s, s.begin():
+                a = await allocate_address(s, role="hot", owner_type="platform", owner_id="hot",
+                                           purpose="funding", request_id=None)
+                return a.address, a.index
+        finally:
+            await engine.dispose()
+
+    try:
+        address, index = asyncio.run(go())
+    except OnchainError as exc:
+        sys.stdout.write(json.dumps({"ok": False, "error": str(exc)}) + "\n")
+        raise typer.Exit(1) from None
+    sys.stdout.write(json.dumps({"ok": True, "address": address, "path": f"0/{index}",
+                                 "bip21": make_bip21(address, label="satvault hot wallet")})
+                     + "\n")

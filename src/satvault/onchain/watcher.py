@@ -298,8 +298,10 @@ class Watcher:
     # -------------------------------------------------------------------------- ledger
     async def _settle(self, tip_height: int) -> tuple[int, int]:
         async with self.sessions() as s:
-            P = OnchainPayment
-            open_ids = (await s.execute(select(P.id).where(
+            P, A = OnchainPayment, OnchainAddress
+            open_ids = (await s.execute(select(P.id).join(A, A.id == P.address_id).where(
+                (A.purpose.is_(None)) | (A.purpose != "change"),
+            ).where(
                 ((P.credit_state == "none") & (P.status != "conflicted"))
                 | (P.credit_state == "pending")
                 | ((P.credit_state == "credited") & (P.status == "conflicted"))

@@ -1,0 +1,92 @@
+"""SIGKILL a real payout process mid-flight (while the signer signs, and after signing while
+broadcasting); after a restart exactly one transaction pays the withdrawal, and nothing is
+refunded or paid twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from satvault.payouts.models import PayoutBatch, PayoutTx
+from tests.chainenv import SEED, Env
+from tests.payouts.test_payouts import external_address, fund, received, withdraw
+
+CHILD = textwrap.dedent("""
+    import asyncio, sys, time
+    from pathlib import Path
+    from satvault.config import Settings
+    from satvault.db import create_engine, session_factory
+    from satvault.runtime import Runtime
+    from satvault.signer.base import InProcessSigner
+    from satvault.signer.core import HotSigner
+
+    db_url, rpc_url, home, where, flag, seed = sys.argv[1:7]
+
+    class Stall(InProcessSigner):
+        async def sign_payout(self, *a, **kw):
+            if where == "sign":
+                Path(flag).write_text("signing")
+                await asyncio.sleep(60)
+            return await super().sign_payout(*a, **kw)
+
+    async def main():
+        settings = Settings(database_url=db_url, home=home, network="regtest",
+                            chain_backend="bitcoind", bitcoind_url=rpc_url)
+        engine = create_engine(db_url, pool_size=2)
+        rt = Runtime.build(settings, session_factory(engine),
+                           signer=Stall(HotSigner(bytes.fromhex(seed), "regtest")))
+        if where == "broadcast":
+            async def stall(raw):
+                Path(flag).write_text("signed, about to broadcast")
+                await asyncio.sleep(60)
+            rt.payouts.backend.broadcast = stall
+        await rt.payouts.step()
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.parametrize("where", ["sign", "broadcast"])
+async def test_sigkill_mid_payout_then_restart_pays_once(env: Env, db_url, tmp_path, where):
+    await fund(env, 400_000)
+    dest = external_address(env, 5)
+    await withdraw(env, dest, 123_000)
+    flag = tmp_path / "flag"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, db_url, env.server.url, str(tmp_path), where, str(flag),
+         SEED.hex()], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        deadline = time.monotonic() + 60
+        while not flag.exists():
+            assert child.poll() is None, "the payout process died on its own"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    async with env.sessions() as s:
+        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+    assert batch.status == ("signing" if where == "sign" else "signed")
+    restarted = env.new_runtime()
+    try:
+        await restarted.payouts.step()
+        env.chain.mine(1)
+        await restarted.watcher.step()
+        await restarted.payouts.step()
+    finally:
+        await restarted.close()
+    assert await received(env, dest) == 123_000
+    async with env.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(PayoutBatch))).scalar() == 1
+        assert (await s.execute(select(func.count()).select_from(PayoutTx))).scalar() == 1
+    assert (await env.balances())["held"] == 0
+    await env.check()
