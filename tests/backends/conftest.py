@@ -21,13 +21,6 @@ from tests.backends.fake_esplora import create_app
 from tests.simnet.txbuild import Wallet, key, p2wpkh, sign, unsigned
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Also belongs in pyproject's markers list; registered here so the real-node suite
-    # collects cleanly under filterwarnings=error either way.
-    config.addinivalue_line("markers",
-                            "real_node: needs a regtest bitcoind (SATVAULT_TEST_BITCOIND_URL)")
-
-
 @dataclass
 class Node:
     """A chain and one adapter onto it. Chain changes go through the methods here, which

@@ -25,7 +25,7 @@ from satvault.backends.errors import (
     NotFound,
 )
 from satvault.simnet import Chain, SimnetServer
-from tests.backends.conftest import ALICE, known_bug
+from tests.backends.conftest import ALICE
 
 TXID = "cd" * 32
 SPK = "0014" + "11" * 20
@@ -310,9 +310,6 @@ async def test_unknown_error_codes_and_non_json() -> None:
 @pytest.mark.parametrize("reply", ["[]", "null", '"ok"', '{"result": 1, "error": "boom"}'])
 async def test_malformed_replies_stay_inside_the_adapter(reply: str,
                                                          request: pytest.FixtureRequest) -> None:
-    known_bug(request, "BitcoindBackend._call_once calls .get on whatever JSON came back "
-                       "(AttributeError escapes for a non-object reply or a string error)",
-              raises=AttributeError)
     node = CannedNode({"getblockcount": (200, reply)})
     backend = node.adapter()
     try:

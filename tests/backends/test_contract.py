@@ -17,7 +17,7 @@ from satvault.backends.errors import (
     TxRejected,
 )
 from satvault.simnet import GENESIS_HASH
-from tests.backends.conftest import ALICE, BOB, Node, known_bug, spend
+from tests.backends.conftest import ALICE, BOB, Node, spend
 
 UNKNOWN = "ab" * 32
 
@@ -181,12 +181,8 @@ async def test_double_spent_payment_disappears(node: Node) -> None:
     assert all(o.script_pubkey != ALICE.spk.data for o in status.tx.outputs)
 
 
-async def test_unspendable_output_is_not_an_output(node: Node,
-                                                  request: pytest.FixtureRequest) -> None:
+async def test_unspendable_output_is_not_an_output(node: Node) -> None:
     """The coinbase's witness commitment (OP_RETURN) never enters the UTXO set."""
-    if node.kind == "esplora":
-        known_bug(request, "EsploraBackend.output trusts /outspend, which says spent=false "
-                           "for provably unspendable outputs")
     coinbase = node.chain.tip.txs[0]
     assert await node.backend.output(coinbase.txid, 0) is not None
     assert await node.backend.output(coinbase.txid, 1) is None
@@ -229,11 +225,8 @@ async def test_broadcast_of_garbage(node: Node) -> None:
 
 @pytest.mark.parametrize(("sat_vb", "expected"), [(2, 2), (1, 1), (Decimal("12.5"), 13),
                                                   (Decimal("1.001"), 2), (250, 250), (51, 51)])
-async def test_feerate_follows_the_chain(node: Node, sat_vb: int | Decimal, expected: int,
-                                         request: pytest.FixtureRequest) -> None:
-    if node.kind == "esplora" and sat_vb == 51:
-        known_bug(request, "electrs reports 0.00051 BTC/kvB as 51.00000000000001 sat/vB; "
-                           "EsploraBackend rounds that float noise up to 52")
+async def test_feerate_follows_the_chain(node: Node, sat_vb: int | Decimal, expected: int
+                                         ) -> None:
     node.set_feerate(sat_vb)
     for target in (1, 2, 6, 144):
         assert await node.backend.feerate_sat_vb(target) == expected

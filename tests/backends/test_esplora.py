@@ -19,7 +19,6 @@ from satvault.backends.errors import (
 )
 from satvault.backends.esplora import EsploraBackend
 from satvault.simnet import Chain
-from tests.backends.conftest import known_bug
 from tests.backends.fake_esplora import create_app
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -95,7 +94,7 @@ async def test_unreachable_is_retried_then_unavailable() -> None:
     try:
         with pytest.raises(BackendUnavailable):
             await backend.tip()
-        assert attempts == ["/api/blocks/tip/height"] * 4
+        assert attempts == ["/api/blocks/tip/hash"] * 4
         with pytest.raises(BackendUnavailable):
             await backend.broadcast("00")
     finally:
@@ -113,8 +112,6 @@ async def test_not_found_is_not_found() -> None:
 
 
 async def test_server_errors_are_unavailable(request: pytest.FixtureRequest) -> None:
-    known_bug(request, "after its retries EsploraBackend._get turns a 5xx into "
-                       "BackendProtocolError, not BackendUnavailable", raises=BackendProtocolError)
     backend = canned(lambda request: httpx.Response(503, text="Service Unavailable"))
     try:
         with pytest.raises(BackendUnavailable):
@@ -127,8 +124,6 @@ async def test_broadcast_through_a_failing_proxy_is_not_a_rejection(
         request: pytest.FixtureRequest) -> None:
     """A 502 says nothing about the transaction: it may well have reached the node. Calling
     it rejected invites a refund of a payment that is on its way."""
-    known_bug(request, "EsploraBackend.broadcast raises TxRejected(0, '<html>502…') for any "
-                       "non-200 it cannot parse, 5xx included", raises=TxRejected)
     backend = canned(lambda request: httpx.Response(502, text="<html>Bad Gateway</html>"))
     try:
         with pytest.raises(BackendUnavailable):
@@ -137,11 +132,9 @@ async def test_broadcast_through_a_failing_proxy_is_not_a_rejection(
         await backend.close()
 
 
-@pytest.mark.parametrize("path", ["/api/mempool/txids", "/api/blocks/tip/height"])
+@pytest.mark.parametrize("path", ["/api/mempool/txids", "/api/blocks/tip/hash"])
 async def test_unreadable_replies_stay_inside_the_adapter(
         path: str, request: pytest.FixtureRequest) -> None:
-    known_bug(request, "EsploraBackend._json / tip() let json/int ValueErrors escape on a "
-                       "body that is not what the endpoint promises", raises=ValueError)
 
     def handler(req: httpx.Request) -> httpx.Response:
         if req.url.path == path:
@@ -151,7 +144,7 @@ async def test_unreadable_replies_stay_inside_the_adapter(
     backend = canned(handler)
     try:
         with pytest.raises(BackendProtocolError):
-            if path.endswith("height"):
+            if path.endswith("hash"):
                 await backend.tip()
             else:
                 await backend.mempool_txids()
@@ -162,8 +155,6 @@ async def test_unreadable_replies_stay_inside_the_adapter(
 async def test_tip_is_one_block(request: pytest.FixtureRequest) -> None:
     """A block found between the adapter's two tip requests must not pair one block's
     height with the next block's hash."""
-    known_bug(request, "EsploraBackend.tip() reads /blocks/tip/height and /blocks/tip/hash in "
-                       "two requests and can pair height N with the hash of block N+1")
     chain = Chain()
     inner = httpx.ASGITransport(app=create_app(chain))
 

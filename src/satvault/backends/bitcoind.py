@@ -116,9 +116,14 @@ class BitcoindBackend:
         except ValueError as exc:
             raise BackendProtocolError(
                 f"bitcoind answered HTTP {resp.status_code} with no JSON") from exc
+        if not isinstance(payload, dict):
+            raise BackendProtocolError(f"bitcoind answered a {type(payload).__name__}, "
+                                       "not a JSON-RPC object")
         error = payload.get("error")
         if error:
-            self._raise(error.get("code", 0), str(error.get("message", "")))
+            if not isinstance(error, dict):
+                raise BackendProtocolError(f"bitcoind error: {error!r}")
+            self._raise(int(error.get("code", 0)), str(error.get("message", "")))
         self.last_error = None
         return payload.get("result")
 

@@ -24,6 +24,7 @@ __all__ = ["EsploraBackend"]
 
 _RPC_ERROR = re.compile(r"\{.*\"code\"\s*:\s*(-?\d+).*\"message\"\s*:\s*\"(.*?)\".*\}", re.S)
 PAGE = 25
+_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 class EsploraBackend:
@@ -62,12 +63,24 @@ class EsploraBackend:
         resp = await self._request("GET", path)
         if resp.status_code == 404:
             raise NotFound(f"esplora: {path} not found")
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise BackendUnavailable(f"esplora: {path} answered HTTP {resp.status_code}")
         if resp.status_code != 200:
             raise BackendProtocolError(f"esplora: {path} answered HTTP {resp.status_code}")
         return resp
 
     async def _json(self, path: str) -> Any:
-        return json.loads((await self._get(path)).text, parse_float=Decimal)
+        text = (await self._get(path)).text
+        try:
+            return json.loads(text, parse_float=Decimal)
+        except ValueError as exc:
+            raise BackendProtocolError(f"esplora: {path} did not answer JSON") from exc
+
+    async def _int(self, path: str) -> int:
+        text = (await self._get(path)).text.strip()
+        if not text.isdigit():
+            raise BackendProtocolError(f"esplora: {path} did not answer a number")
+        return int(text)
 
     @staticmethod
     def _tx(obj: dict[str, Any]) -> Tx:
@@ -82,9 +95,15 @@ class EsploraBackend:
         return Tx(obj["txid"], tuple(inputs), outputs, coinbase)
 
     async def tip(self) -> ChainTip:
-        height = int((await self._get("/blocks/tip/height")).text)
+        # One block's hash, then that same block's height: two separate "tip" reads could
+        # straddle a new block and pair height N with the hash of N+1.
         block_hash = (await self._get("/blocks/tip/hash")).text.strip()
-        return ChainTip(height, block_hash)
+        if not _HASH.fullmatch(block_hash):
+            raise BackendProtocolError("esplora: /blocks/tip/hash did not answer a block hash")
+        meta = await self._json(f"/block/{block_hash}")
+        if not isinstance(meta, dict) or not isinstance(meta.get("height"), int):
+            raise BackendProtocolError(f"esplora: /block/{block_hash} has no height")
+        return ChainTip(meta["height"], block_hash)
 
     async def block_hash(self, height: int) -> str:
         return (await self._get(f"/block-height/{height}")).text.strip()
@@ -108,7 +127,7 @@ class EsploraBackend:
         status = obj.get("status", {})
         if not status.get("confirmed"):
             return TxStatus(txid, 0, None, None, self._tx(obj))
-        tip = int((await self._get("/blocks/tip/height")).text)
+        tip = await self._int("/blocks/tip/height")
         height = int(status["block_height"])
         return TxStatus(txid, tip - height + 1, status["block_hash"], height, self._tx(obj))
 
@@ -119,6 +138,10 @@ class EsploraBackend:
         m = _RPC_ERROR.search(resp.text)
         if m:
             BitcoindBackend._raise(int(m[1]), m[2])
+        if resp.status_code >= 500 or resp.status_code == 429:
+            # A proxy or server failure says nothing about the transaction: it may have
+            # reached the node. Unknown, never "rejected".
+            raise BackendUnavailable(f"esplora: broadcast answered HTTP {resp.status_code}")
         raise TxRejected(0, resp.text.strip()[:300])
 
     async def output(self, txid: str, vout: int, *, include_mempool: bool = True
@@ -126,6 +149,8 @@ class EsploraBackend:
         status = await self.transaction(txid)
         if status is None or vout >= len(status.tx.outputs):
             return None
+        if status.tx.outputs[vout].script_pubkey[:1] == b"\x6a":
+            return None  # OP_RETURN: never in the UTXO set, whatever /outspend says
         if not include_mempool and status.confirmations == 0:
             return None
         spend = await self._json(f"/tx/{txid}/outspend/{vout}")
@@ -137,7 +162,10 @@ class EsploraBackend:
 
     async def feerate_sat_vb(self, target_blocks: int) -> int | None:
         estimates = await self._json("/fee-estimates")
-        candidates = sorted((int(k), Decimal(v)) for k, v in estimates.items())
+        # electrs computes these in floating point (51 arrives as 51.00000000000001): drop the
+        # float noise before rounding up, or every such rate costs an extra sat/vB.
+        candidates = sorted((int(k), Decimal(v).quantize(Decimal("0.001")))
+                            for k, v in estimates.items())
         for target, rate in candidates:
             if target >= target_blocks:
                 return max(1, int(rate.to_integral_value(rounding=ROUND_CEILING)))

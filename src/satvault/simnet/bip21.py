@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from urllib.parse import parse_qsl
 
+from satvault.onchain.bip21 import parse_bip21
+from satvault.onchain.errors import InvalidPaymentUri
 from satvault.simnet._primitives import COIN, MAX_MONEY
 from satvault.simnet._script import address_to_spk
 from satvault.simnet.errors import InvalidAmount, InvalidDestination
@@ -59,22 +60,19 @@ def check_amount(amount_sat: object) -> int:
 
 
 def parse_destination(destination: str, amount_sat: int | None = None) -> Destination:
-    """Parse an address or BIP21 URI; ``amount_sat`` (if given) wins over ``amount=``."""
+    """Parse an address or BIP21 URI; ``amount_sat`` (if given) wins over ``amount=``.
+    URIs are read by the platform's own parser (:mod:`satvault.onchain.bip21`), so the
+    simulator and the platform agree on what a payment URI means."""
     text = destination.strip()
     label = message = None
     uri_amount: int | None = None
     if text[:8].lower() == "bitcoin:":
-        address, _, query = text[8:].partition("?")
-        for key, value in parse_qsl(query, keep_blank_values=True):
-            k = key.lower()
-            if k == "amount":
-                uri_amount = btc_to_sat(value)
-            elif k == "label":
-                label = value
-            elif k == "message":
-                message = value
-            elif k.startswith("req-"):
-                raise InvalidDestination(f"Unsupported required BIP21 parameter: {key}")
+        try:
+            uri = parse_bip21(text)
+        except InvalidPaymentUri as exc:
+            raise (InvalidAmount if "amount" in str(exc) else InvalidDestination)(
+                f"Invalid BIP21 URI: {exc}") from exc
+        address, uri_amount, label, message = uri.address, uri.amount_sat, uri.label, uri.message
     else:
         address = text
     if address[:5].upper() == "BCRT1":
