@@ -14,6 +14,7 @@ import pytest
 from satvault.accounts import service as acc
 from satvault.web.app import create_app
 from tests.chainenv import Env
+from tests.payouts.test_payouts import fund
 
 SAT = 1000
 DEST = "bcrt1q8uq9hrte4u3d2pes3gmrxeffws053ylettc383"
@@ -89,7 +90,7 @@ async def test_deposit_over_http_then_withdraw(env: Env, keys):
 async def test_idempotency_replay_conflict_and_in_flight(env: Env, keys, monkeypatch):
     from satvault.payouts import api as payouts_api
 
-    await _fund(env, 200_000)
+    await fund(env, 200_000)
     gate = asyncio.Event()
     real = payouts_api.request_withdrawal
 
@@ -141,13 +142,3 @@ async def test_scopes_and_ownership(env: Env, keys):
                            json={"destination": "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu",
                                  "amount_msat": 10_000 * SAT})
         assert bad.status_code == 422 and bad.json()["title"] == "wrong network"
-
-
-async def _fund(env: Env, sat: int) -> None:
-    from satvault.onchain.deposits import create_deposit
-
-    async with env.sessions() as s, s.begin():
-        d = await create_deposit(s, wallet=env.wallet, settings=env.settings)
-    env.chain.pay(d.address, sat)
-    env.chain.mine(1)
-    await env.runtime.watcher.step()
