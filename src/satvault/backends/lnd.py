@@ -1,0 +1,241 @@
+"""LND over its REST API (the grpc-gateway): macaroon in ``Grpc-Metadata-macaroon`` (hex), TLS
+with the node's own certificate.
+
+Shapes follow LND's API definitions (``lnrpc/lightning.yaml``, ``routerrpc/router.yaml``):
+snake_case names, ``bytes`` fields as base64, 64-bit integers as strings, streaming calls as
+newline-delimited ``{"result": …}`` or ``{"error": …}`` objects.
+
+Sending always passes ``fee_limit_msat`` (LND's default limit is zero) and follows the
+``/v2/router/send`` stream until the payment is final or our deadline passes; a deadline or a
+lost connection is *not* a failure: the payment stays in flight and :meth:`track_payment`
+settles it later.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from satvault.backends.errors import BackendProtocolError, BackendUnavailable, TxRejected
+from satvault.backends.lightning import (
+    DecodedInvoice,
+    Invoice,
+    InvoiceState,
+    LightningBalances,
+    NodeInfo,
+    PaymentResult,
+    PaymentStatus,
+)
+from satvault.logs import get_logger
+
+__all__ = ["LndBackend", "LndError"]
+
+log = get_logger(__name__)
+_NETWORKS = {"mainnet": "mainnet", "testnet": "testnet", "testnet3": "testnet",
+             "testnet4": "testnet", "signet": "signet", "regtest": "regtest",
+             "simnet": "regtest"}
+
+
+class LndError(TxRejected):
+    """LND refused a request (e.g. ``invoice is already paid``)."""
+
+
+def _b64(h: str) -> str:
+    return base64.b64encode(bytes.fromhex(h)).decode()
+
+
+def _b64url(h: str) -> str:
+    return base64.urlsafe_b64encode(bytes.fromhex(h)).decode()
+
+
+def _hex(b64: str | None) -> str | None:
+    return base64.b64decode(b64).hex() if b64 else None
+
+
+def _int(v: Any) -> int:
+    return int(v or 0)
+
+
+class LndBackend:
+    name = "lnd"
+
+    def __init__(self, url: str, *, macaroon_hex: str | None = None,
+                 macaroon_path: str | Path | None = None, tls_cert: str | Path | None = None,
+                 timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None
+                 ) -> None:
+        if macaroon_hex is None and macaroon_path is not None:
+            macaroon_hex = Path(macaroon_path).read_bytes().hex()
+        headers = {"Grpc-Metadata-macaroon": macaroon_hex} if macaroon_hex else {}
+        verify: Any = str(tls_cert) if tls_cert else True
+        self._client = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers,
+                                         timeout=timeout, verify=verify, transport=transport)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    # ------------------------------------------------------------------------- transport
+    async def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = await self._client.request(method, path, **kw)
+        except (httpx.TransportError, OSError) as exc:
+            raise BackendUnavailable(f"lnd unreachable: {type(exc).__name__}: {exc}") from exc
+        return self._parse(resp, path)
+
+    @staticmethod
+    def _parse(resp: httpx.Response, path: str) -> Any:
+        try:
+            body = resp.json()
+        except ValueError as exc:
+            if resp.status_code >= 500:
+                raise BackendUnavailable(f"lnd {path}: HTTP {resp.status_code}") from exc
+            raise BackendProtocolError(f"lnd {path}: HTTP {resp.status_code}, no JSON") from exc
+        if resp.status_code == 404 and isinstance(body, dict) and "message" in body:
+            return None
+        if resp.status_code >= 400:
+            message = body.get("message", "") if isinstance(body, dict) else str(body)
+            if resp.status_code >= 500 and "already" not in message \
+                    and "not found" not in message:
+                raise BackendUnavailable(f"lnd {path}: HTTP {resp.status_code}: {message}")
+            raise LndError(int(body.get("code", resp.status_code)) if isinstance(body, dict)
+                           else resp.status_code, message)
+        return body
+
+    async def _stream(self, method: str, path: str, **kw: Any) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async with self._client.stream(method, path, timeout=None, **kw) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    self._parse(resp, path)
+                async for line in resp.aiter_lines():
+                    if not line.strip():
+                        continue
+                    chunk = json.loads(line)
+                    if "error" in chunk and chunk["error"]:
+                        err = chunk["error"]
+                        raise LndError(int(err.get("code", 2)), str(err.get("message", "")))
+                    yield chunk.get("result", chunk)
+        except (httpx.TransportError, OSError) as exc:
+            raise BackendUnavailable(f"lnd stream {path} lost: {exc}") from exc
+
+    # ---------------------------------------------------------------------------- shapes
+    @staticmethod
+    def _invoice(obj: dict[str, Any]) -> Invoice:
+        value = _int(obj.get("value_msat")) or None
+        return Invoice(
+            payment_hash=_hex(obj.get("r_hash")) or "",
+            bolt11=obj.get("payment_request", ""),
+            amount_msat=value,
+            state=InvoiceState(str(obj.get("state", "OPEN")).lower()),
+            paid_msat=_int(obj.get("amt_paid_msat")),
+            add_index=_int(obj.get("add_index")),
+            settle_index=_int(obj.get("settle_index")),
+            preimage=_hex(obj.get("r_preimage")),
+        )
+
+    @staticmethod
+    def _payment(obj: dict[str, Any]) -> PaymentResult:
+        status = str(obj.get("status", "IN_FLIGHT")).upper()
+        mapped = {"SUCCEEDED": PaymentStatus.SUCCEEDED, "FAILED": PaymentStatus.FAILED}.get(
+            status, PaymentStatus.IN_FLIGHT)
+        reason = obj.get("failure_reason")
+        return PaymentResult(
+            payment_hash=str(obj.get("payment_hash", "")),
+            status=mapped,
+            amount_msat=_int(obj.get("value_msat")),
+            fee_msat=_int(obj.get("fee_msat")),
+            preimage=obj.get("payment_preimage") or None,
+            failure_reason=None if reason in (None, "", "FAILURE_REASON_NONE") else str(reason),
+        )
+
+    # -------------------------------------------------------------------------- Protocol
+    async def get_info(self) -> NodeInfo:
+        info = await self._call("GET", "/v1/getinfo")
+        chains = info.get("chains") or [{}]
+        return NodeInfo(info.get("identity_pubkey", ""), info.get("alias", ""),
+                        _NETWORKS.get(chains[0].get("network", ""), "regtest"),
+                        _int(info.get("block_height")), bool(info.get("synced_to_chain")))
+
+    async def create_invoice(self, amount_msat: int | None, *, memo: str = "",
+                             description_hash: bytes | None = None, expiry: int = 3600,
+                             fallback_address: str | None = None) -> Invoice:
+        body: dict[str, Any] = {"memo": memo, "expiry": str(expiry)}
+        if amount_msat:
+            body["value_msat"] = str(amount_msat)
+        if description_hash is not None:
+            body["description_hash"] = base64.b64encode(description_hash).decode()
+        if fallback_address:
+            body["fallback_addr"] = fallback_address
+        out = await self._call("POST", "/v1/invoices", json=body)
+        payment_hash = _hex(out.get("r_hash")) or ""
+        return Invoice(payment_hash, out["payment_request"], amount_msat, InvoiceState.OPEN,
+                       add_index=_int(out.get("add_index")))
+
+    async def lookup_invoice(self, payment_hash: str) -> Invoice | None:
+        try:
+            obj = await self._call("GET", "/v2/invoices/lookup",
+                                   params={"payment_hash": _b64url(payment_hash)})
+        except LndError as exc:
+            if "not found" in exc.reason or "unable to locate" in exc.reason:
+                return None
+            raise
+        return None if obj is None else self._invoice(obj)
+
+    async def cancel_invoice(self, payment_hash: str) -> None:
+        await self._call("POST", "/v2/invoices/cancel", json={"payment_hash": _b64(payment_hash)})
+
+    async def subscribe_invoices(self, *, add_index: int = 0, settle_index: int = 0
+                                 ) -> AsyncIterator[Invoice]:
+        params = {"add_index": str(add_index), "settle_index": str(settle_index)}
+        async for chunk in self._stream("GET", "/v1/invoices/subscribe", params=params):
+            yield self._invoice(chunk)
+
+    async def pay(self, bolt11: str, *, amount_msat: int | None, fee_limit_msat: int,
+                  timeout_seconds: int) -> PaymentResult:
+        body: dict[str, Any] = {"payment_request": bolt11, "fee_limit_msat": str(fee_limit_msat),
+                                "timeout_seconds": timeout_seconds, "no_inflight_updates": False}
+        if amount_msat is not None:
+            body["amt_msat"] = str(amount_msat)
+        last: PaymentResult | None = None
+        async for chunk in self._stream("POST", "/v2/router/send", json=body):
+            last = self._payment(chunk)
+            if last.status is not PaymentStatus.IN_FLIGHT:
+                return last
+        if last is None:
+            raise BackendUnavailable("lnd closed the payment stream without an update")
+        return last
+
+    async def track_payment(self, payment_hash: str) -> PaymentResult | None:
+        path = f"/v2/router/track/{_b64url(payment_hash)}"
+        last: PaymentResult | None = None
+        try:
+            async for chunk in self._stream("GET", path,
+                                            params={"no_inflight_updates": "true"}):
+                last = self._payment(chunk)
+                if last.status is not PaymentStatus.IN_FLIGHT:
+                    return last
+        except LndError as exc:
+            if "not found" in exc.reason or "unknown payment" in exc.reason.lower():
+                return None
+            raise
+        return last
+
+    async def decode(self, bolt11: str) -> DecodedInvoice:
+        d = await self._call("GET", f"/v1/payreq/{bolt11}")
+        return DecodedInvoice(
+            payment_hash=d["payment_hash"], destination=d.get("destination", ""),
+            amount_msat=_int(d.get("num_msat")) or None, description=d.get("description", ""),
+            description_hash=d.get("description_hash") or None,
+            timestamp=_int(d.get("timestamp")), expiry=_int(d.get("expiry")) or 3600,
+            network="", min_final_cltv_expiry=_int(d.get("cltv_expiry")) or 18)
+
+    async def balances(self) -> LightningBalances:
+        ch = await self._call("GET", "/v1/balance/channels")
+        chain = await self._call("GET", "/v1/balance/blockchain")
+        return LightningBalances(_int((ch.get("local_balance") or {}).get("msat")),
+                                 _int((ch.get("remote_balance") or {}).get("msat")),
+                                 _int(chain.get("confirmed_balance")))
