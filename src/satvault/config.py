@@ -100,6 +100,23 @@ class Settings(BaseSettings):
     signer_socket: str = ""
     signer_seed_file: str = ""
 
+    # --- Lightning -----------------------------------------------------------------------
+    # lightning_backend = simnet | lnd | cln. simnet starts the built-in Lightning simulator
+    # (LND's REST API) on lnd_url.
+    lnd_url: str = "http://127.0.0.1:18080"
+    lnd_macaroon_path: str | None = None
+    lnd_macaroon_hex: SecretStr | None = None
+    lnd_tls_cert: str | None = None
+    cln_rpc_path: str = ""
+    ln_invoice_expiry_seconds: int = 3600
+    # Fee reserve held with every outgoing payment: max(ppm of the amount, the minimum).
+    ln_fee_reserve_ppm: int = 5_000
+    ln_fee_reserve_min_msat: int = 10_000
+    ln_max_payment_msat: int = 10_000_000_000
+    ln_pay_timeout_seconds: int = 30
+    ln_max_attempts: int = 3
+    ln_payer_interval: float = 1.0
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:

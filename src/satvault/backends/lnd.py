@@ -115,7 +115,7 @@ class LndBackend:
                     if not line.strip():
                         continue
                     chunk = json.loads(line)
-                    if "error" in chunk and chunk["error"]:
+                    if chunk.get("error"):
                         err = chunk["error"]
                         raise LndError(int(err.get("code", 2)), str(err.get("message", "")))
                     yield chunk.get("result", chunk)

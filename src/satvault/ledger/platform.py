@@ -5,6 +5,7 @@ name            what it stands for                                     guard
 ==============  =====================================================  ====================
 external        the outside world: money entering/leaving the books   none
 hot_wallet      coins in the online hot wallet (an asset we hold)      credits ≤ debits
+lightning       our Lightning node's spendable channel balance         none
 cold_wallet     coins in cold storage                                  credits ≤ debits
 clearing        money in flight between two states (e.g. a payout)    none
 fees            fees the platform earned                               debits ≤ credits
@@ -29,6 +30,8 @@ __all__ = ["PlatformAccounts", "ensure_platform_accounts", "platform_account_nam
 _SPEC = {
     "external": (AccountKind.EXTERNAL, False, False),
     "hot_wallet": (AccountKind.HOT_WALLET, False, True),
+    # No guard: channel liquidity opened outside the books can be spent before it is booked.
+    "lightning": (AccountKind.HOT_WALLET, False, False),
     "cold_wallet": (AccountKind.COLD_WALLET, False, True),
     "clearing": (AccountKind.CLEARING, False, False),
     "fees": (AccountKind.FEES, True, False),
@@ -41,6 +44,7 @@ class PlatformAccounts:
     asset: str
     external: Account
     hot_wallet: Account
+    lightning: Account
     cold_wallet: Account
     clearing: Account
     fees: Account

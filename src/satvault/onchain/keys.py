@@ -71,7 +71,7 @@ def taproot_output_key(internal_pubkey: bytes) -> bytes:
     xonly = internal_pubkey[1:] if len(internal_pubkey) == 33 else internal_pubkey
     tweak = tagged_hash("TapTweak", xonly)
     even = coincurve.PublicKey(b"\x02" + xonly)
-    return even.add(tweak).format(compressed=True)[1:]
+    return bytes(even.add(tweak).format(compressed=True))[1:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +119,7 @@ class ExtendedPubKey:
         digest = hmac.new(node.chain_code, node.pubkey + last.to_bytes(4, "big"),
                           hashlib.sha512).digest()
         try:
-            return coincurve.PublicKey(node.pubkey).add(digest[:32]).format(compressed=True)
+            return bytes(coincurve.PublicKey(node.pubkey).add(digest[:32]).format(compressed=True))
         except ValueError as exc:
             raise InvalidKey(f"index {last} yields an invalid key; use the next") from exc
 

@@ -62,8 +62,11 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "status IN ('pending','batched','broadcast','confirmed','failed','cancelled')",
             name=op.f("ck_withdrawals_status")),
-        sa.CheckConstraint("(status = 'pending') = (batch_id IS NULL) OR status IN "
-                           "('failed','cancelled')", name=op.f("ck_withdrawals_batch")),
+        sa.CheckConstraint("method <> 'onchain' OR (status = 'pending') = (batch_id IS NULL) "
+                           "OR status IN ('failed','cancelled')",
+                           name=op.f("ck_withdrawals_batch")),
+        sa.CheckConstraint("method IN ('onchain','lightning','internal')",
+                           name=op.f("ck_withdrawals_method")),
     )
     op.create_index("ix_withdrawals_wallet_id", "withdrawals", ["wallet_id"])
     op.create_index("ix_withdrawals_batch_id", "withdrawals", ["batch_id"])

@@ -1,0 +1,59 @@
+"""Validating a BOLT11 invoice before any money is held: decodes (signature included, by the
+``bolt11`` library), network prefix, expiry, amount."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import bolt11
+
+from satvault.lightning.errors import AmountRequired, InvalidInvoice, InvoiceExpired, WrongNetwork
+
+__all__ = ["CheckedInvoice", "check_invoice"]
+
+_PREFIX = {"mainnet": "bc", "testnet": "tb", "signet": "tbs", "regtest": "bcrt"}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedInvoice:
+    bolt11: str
+    payment_hash: str
+    payee: str
+    amount_msat: int  # what will be paid: the invoice's amount, or the one given
+    invoice_amount_msat: int | None
+    description: str | None
+    description_hash: str | None
+    expires_at: int
+
+
+def check_invoice(text: str, *, network: str, amount_msat: int | None = None,
+                  now: float | None = None) -> CheckedInvoice:
+    raw = text.strip()
+    if raw.lower().startswith("lightning:"):
+        raw = raw[len("lightning:"):]
+    try:
+        inv = bolt11.decode(raw)
+    except Exception as exc:  # the library raises assorted errors for malformed input
+        raise InvalidInvoice(f"not a valid BOLT11 invoice: {exc}") from exc
+    want = _PREFIX[network]
+    if inv.currency != want:
+        raise WrongNetwork(f"this invoice is for the {inv.currency!r} network; this platform "
+                           f"runs on {network} ({want!r})")
+    expires_at = int(inv.date) + int(inv.expiry or 3600)
+    if (now or time.time()) >= expires_at:
+        raise InvoiceExpired("this invoice has expired")
+    invoice_amount = int(inv.amount_msat) if inv.amount_msat else None
+    if invoice_amount is None:
+        if amount_msat is None:
+            raise AmountRequired("this invoice has no amount: give amount_msat")
+        pay = amount_msat
+    else:
+        if amount_msat is not None and amount_msat != invoice_amount:
+            raise AmountRequired(f"amount_msat {amount_msat} differs from the invoice's "
+                                 f"{invoice_amount}")
+        pay = invoice_amount
+    if pay <= 0:
+        raise AmountRequired("the amount must be positive")
+    return CheckedInvoice(raw.lower(), inv.payment_hash, inv.payee or "", pay, invoice_amount,
+                          inv.description, inv.description_hash, expires_at)

@@ -1,0 +1,45 @@
+"""Lightning errors.
+
+::
+
+    LightningError
+    ├── InvalidInvoice       not a BOLT11 invoice, or a bad signature
+    │   ├── WrongNetwork     an invoice for another network (lnbc vs lntb vs lnbcrt)
+    │   ├── InvoiceExpired   past its expiry
+    │   └── AmountRequired   an amountless invoice and no amount given (or a mismatch)
+    ├── PaymentRefused       over a limit, paying one's own invoice, already paid from here
+    └── LnurlError           an LNURL/Lightning Address service misbehaved or refused
+"""
+
+from __future__ import annotations
+
+__all__ = ["AmountRequired", "InvalidInvoice", "InvoiceExpired", "LightningError",
+           "LnurlError", "PaymentRefused", "WrongNetwork"]
+
+
+class LightningError(Exception):
+    pass
+
+
+class InvalidInvoice(LightningError):
+    pass
+
+
+class WrongNetwork(InvalidInvoice):
+    pass
+
+
+class InvoiceExpired(InvalidInvoice):
+    pass
+
+
+class AmountRequired(InvalidInvoice):
+    pass
+
+
+class PaymentRefused(LightningError):
+    pass
+
+
+class LnurlError(LightningError):
+    pass

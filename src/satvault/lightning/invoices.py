@@ -1,0 +1,158 @@
+"""Receiving over Lightning: invoices for wallets, crediting them exactly once, the listener.
+
+A settled invoice is credited by one ledger transfer whose id is derived from its payment
+hash (``ln:in:<hash>``), under a row lock on the invoice: a repeated notification, a listener
+restart or the sweep finding the same invoice again all end in "already credited". The
+listener resumes from the node's settle index stored in ``ln_cursors``; a periodic sweep asks
+the node about every open invoice, so even a lost notification is only a delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.accounts.errors import InvalidInput
+from satvault.accounts.models import Wallet
+from satvault.accounts.security import new_id
+from satvault.backends.errors import BackendError
+from satvault.backends.lightning import InvoiceState, LightningBackend
+from satvault.db import utcnow
+from satvault.ledger.core import TransferSpec
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import retrying, transfer
+from satvault.lightning.models import LnCursor, LnInvoice
+from satvault.logs import get_logger
+
+__all__ = ["InvoiceListener", "create_invoice", "credit_settled", "expire_invoices"]
+
+log = get_logger(__name__)
+
+
+async def create_invoice(session: AsyncSession, *, backend: LightningBackend, wallet: Wallet,
+                         amount_msat: int | None, memo: str = "",
+                         description_hash: bytes | None = None, purpose: str = "deposit",
+                         expiry_seconds: int = 3600, max_msat: int = 10**13) -> LnInvoice:
+    if amount_msat is not None and not 1 <= amount_msat <= max_msat:
+        raise InvalidInput(f"amount_msat must be between 1 and {max_msat}")
+    if len(memo) > 639:
+        raise InvalidInput("the description is limited to 639 characters (BOLT11)")
+    inv = await backend.create_invoice(amount_msat, memo=memo, description_hash=description_hash,
+                                       expiry=expiry_seconds)
+    now = utcnow()
+    row = LnInvoice(id=new_id("lni"), wallet_id=wallet.id, purpose=purpose,
+                    payment_hash=inv.payment_hash, bolt11=inv.bolt11, amount_msat=amount_msat,
+                    description=memo,
+                    description_hash=description_hash.hex() if description_hash else None,
+                    status="open", paid_msat=None, internal=False, paid_at=None,
+                    expires_at=now + timedelta(seconds=expiry_seconds), created_at=now)
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat: int,
+                         internal: bool = False, debit_account_id: int | None = None) -> bool:
+    """Credit a paid invoice's wallet once; False if unknown to us or already credited."""
+    row = (await session.execute(select(LnInvoice).where(
+        LnInvoice.payment_hash == payment_hash).with_for_update())).scalar_one_or_none()
+    if row is None or row.status == "paid":
+        return False
+    wallet = await session.get(Wallet, row.wallet_id)
+    assert wallet is not None
+    if debit_account_id is None:
+        debit_account_id = (await ensure_platform_accounts(session, "BTC")).lightning.id
+    await transfer(session, TransferSpec(
+        f"ln:in:{payment_hash}", debit_account_id, wallet.ledger_account_id, paid_msat, "BTC",
+        code="ln_internal" if internal else "ln_deposit", ref=row.id))
+    row.status, row.paid_msat, row.paid_at, row.internal = "paid", paid_msat, utcnow(), internal
+    log.info("ln_invoice_credited", invoice=row.id, msat=paid_msat, internal=internal)
+    return True
+
+
+async def expire_invoices(session: AsyncSession) -> int:
+    res = await session.execute(update(LnInvoice).where(
+        LnInvoice.status == "open", LnInvoice.expires_at < utcnow() - timedelta(minutes=5)
+    ).values(status="expired"))
+    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class InvoiceListener:
+    """Follows the node's invoice stream from the stored settle index; sweeps open invoices."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: LightningBackend,
+                 *, node: str = "default") -> None:
+        self.sessions = sessions
+        self.backend = backend
+        self.node = node
+        self.credited = 0
+
+    async def _cursor(self) -> int:
+        async with self.sessions() as s:
+            row = await s.get(LnCursor, self.node)
+            return row.settle_index if row else 0
+
+    async def _advance(self, session: AsyncSession, settle_index: int) -> None:
+        row = await session.get(LnCursor, self.node, with_for_update=True)
+        if row is None:
+            session.add(LnCursor(node=self.node, settle_index=settle_index, updated_at=utcnow()))
+        elif settle_index > row.settle_index:
+            row.settle_index, row.updated_at = settle_index, utcnow()
+
+    async def handle(self, payment_hash: str, paid_msat: int, settle_index: int) -> bool:
+        async def work(s: AsyncSession) -> bool:
+            done = await credit_settled(s, payment_hash=payment_hash, paid_msat=paid_msat)
+            if settle_index:
+                await self._advance(s, settle_index)
+            return done
+        done = await retrying(self.sessions, work)
+        self.credited += int(done)
+        return done
+
+    async def listen_once(self) -> None:
+        """Consume the stream until it ends or fails (the caller reconnects)."""
+        cursor = await self._cursor()
+        async for inv in self.backend.subscribe_invoices(settle_index=cursor):
+            if inv.state is InvoiceState.SETTLED:
+                await self.handle(inv.payment_hash, inv.paid_msat or (inv.amount_msat or 0),
+                                  inv.settle_index)
+
+    async def sweep(self) -> int:
+        """Ask the node about every open invoice (catches anything the stream missed)."""
+        async with self.sessions() as s:
+            hashes = (await s.execute(select(LnInvoice.payment_hash).where(
+                LnInvoice.status == "open"))).scalars().all()
+        n = 0
+        for h in hashes:
+            inv = await self.backend.lookup_invoice(h)
+            if inv is not None and inv.state is InvoiceState.SETTLED:
+                n += int(await self.handle(h, inv.paid_msat or (inv.amount_msat or 0), 0))
+        await retrying(self.sessions, expire_invoices)
+        return n
+
+    async def run(self, *, sweep_every: float = 30.0) -> None:
+        delay = 0.5
+        stream: asyncio.Task[None] | None = None
+        while True:
+            try:
+                await self.sweep()
+                stream = asyncio.create_task(self.listen_once())
+                while not stream.done():
+                    await asyncio.wait({stream}, timeout=sweep_every)
+                    if not stream.done():
+                        await self.sweep()
+                stream.result()
+                delay = 0.5
+            except asyncio.CancelledError:
+                if stream is not None:
+                    stream.cancel()
+                raise
+            except BackendError as exc:
+                log.warning("ln_listener_reconnect", error=str(exc), in_seconds=delay)
+            except Exception:
+                log.exception("ln_listener_failed")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)

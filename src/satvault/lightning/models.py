@@ -1,0 +1,75 @@
+"""Lightning tables: invoices we issued, payments we sent, and the listener's cursor.
+
+One outgoing payment per payment hash can be live or successful at a time (a partial unique
+index): the database itself refuses to pay one invoice twice from here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from satvault.db import Amount, Base, UtcDateTime
+
+__all__ = ["LnCursor", "LnInvoice", "LnPayment"]
+
+
+class LnInvoice(Base):
+    __tablename__ = "ln_invoices"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    payment_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    bolt11: Mapped[str] = mapped_column(Text)
+    amount_msat: Mapped[int | None] = mapped_column(Amount)
+    description: Mapped[str] = mapped_column(String(640))
+    description_hash: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(12))
+    paid_msat: Mapped[int | None] = mapped_column(Amount)
+    internal: Mapped[bool] = mapped_column(Boolean, default=False)
+    paid_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LnPayment(Base):
+    __tablename__ = "ln_payments"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    withdrawal_id: Mapped[str] = mapped_column(ForeignKey("withdrawals.id"), index=True)
+    payment_hash: Mapped[str] = mapped_column(String(64))
+    bolt11: Mapped[str] = mapped_column(Text)
+    amountless: Mapped[bool] = mapped_column(Boolean)
+    attempt: Mapped[int] = mapped_column(Integer)
+    amount_msat: Mapped[int] = mapped_column(Amount)
+    fee_limit_msat: Mapped[int] = mapped_column(Amount)
+    fee_msat: Mapped[int | None] = mapped_column(Amount)
+    status: Mapped[str] = mapped_column(String(12))
+    preimage: Mapped[str | None] = mapped_column(String(64))
+    failure_reason: Mapped[str | None] = mapped_column(String(120))
+    next_try_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("payment_hash", "attempt", name="hash_attempt"),
+        UniqueConstraint("withdrawal_id", "attempt", name="withdrawal_attempt"),
+        Index("uq_ln_payments_live_hash", "payment_hash", unique=True,
+              postgresql_where=text("status IN ('pending','in_flight','unknown','succeeded')"),
+              sqlite_where=text("status IN ('pending','in_flight','unknown','succeeded')")),
+    )
+
+
+class LnCursor(Base):
+    """Where the invoice listener resumes: LND's settle_index / CLN's pay_index."""
+
+    __tablename__ = "ln_cursors"
+
+    node: Mapped[str] = mapped_column(String(40), primary_key=True)
+    settle_index: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+

@@ -1,0 +1,302 @@
+"""Sending over Lightning: validate, hold amount + fee reserve, pay, and settle the hold only
+on a definite answer.
+
+Outcomes, and what they do to the ledger hold:
+
+=============  ==============================================================================
+SUCCEEDED      post amount + actual fee (the rest of the reserve is released), move it out of
+               the Lightning account
+FAILED         void — only for a definite failure the node reported; retryable reasons
+               (no route, timeout) are retried with backoff first, with the same payment hash
+IN_FLIGHT /    keep the hold; the reconciler asks the node (``track_payment``) until the answer
+UNKNOWN        is definite. A timeout, a lost connection or a node restart is never a failure
+=============  ==============================================================================
+
+A payment of an invoice satvault itself issued settles inside the ledger (no routing, no fee):
+the invoice is cancelled on the node *first*, so it can no longer be paid from outside, then
+both wallets move in one transaction. Paying one's own invoice is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.accounts.models import Wallet
+from satvault.accounts.security import new_id
+from satvault.backends.errors import BackendError, BackendUnavailable
+from satvault.backends.lightning import LightningBackend, PaymentResult, PaymentStatus
+from satvault.config import Settings
+from satvault.db import utcnow
+from satvault.ledger.core import TransferKind, TransferSpec
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import create_transfers, retrying, transfer
+from satvault.lightning.bolt11check import check_invoice
+from satvault.lightning.errors import PaymentRefused
+from satvault.lightning.invoices import credit_settled
+from satvault.lightning.models import LnInvoice, LnPayment
+from satvault.logs import get_logger
+from satvault.payouts.models import Withdrawal
+
+__all__ = ["LightningPayer", "PayerReport", "fee_reserve", "request_ln_withdrawal"]
+
+log = get_logger(__name__)
+RETRYABLE = {"FAILURE_REASON_NO_ROUTE", "FAILURE_REASON_TIMEOUT"}
+
+
+def fee_reserve(amount_msat: int, settings: Settings) -> int:
+    """max(ppm of the amount, rounded up; the configured minimum)."""
+    return max(-(-amount_msat * settings.ln_fee_reserve_ppm // 1_000_000),
+               settings.ln_fee_reserve_min_msat)
+
+
+async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11: str,
+                                amount_msat: int | None, settings: Settings,
+                                backend: LightningBackend | None,
+                                original: str | None = None) -> Withdrawal:
+    """Validate and either settle internally at once or hold and queue an external payment."""
+    inv = check_invoice(bolt11, network=settings.network, amount_msat=amount_msat)
+    if inv.amount_msat > settings.ln_max_payment_msat:
+        raise PaymentRefused(f"{inv.amount_msat} msat is above the per-payment limit of "
+                             f"{settings.ln_max_payment_msat} msat")
+    live = (await session.execute(select(LnPayment.id).where(
+        LnPayment.payment_hash == inv.payment_hash,
+        LnPayment.status.in_(("pending", "in_flight", "unknown", "succeeded", "retry"))))
+    ).first()
+    if live is not None:
+        raise PaymentRefused("this invoice is already paid, or being paid, from here")
+    ours = (await session.execute(select(LnInvoice).where(
+        LnInvoice.payment_hash == inv.payment_hash).with_for_update())).scalar_one_or_none()
+    now = utcnow()
+    wid = new_id("wd")
+    if ours is not None:
+        return await _settle_internally(session, wallet=wallet, invoice=ours,
+                                        amount_msat=inv.amount_msat, wid=wid,
+                                        destination=original or inv.bolt11, backend=backend)
+    reserve = fee_reserve(inv.amount_msat, settings)
+    wd = Withdrawal(id=wid, wallet_id=wallet.id, method="lightning",
+                    destination=original or inv.bolt11, script_pubkey=None,
+                    amount_msat=inv.amount_msat, fee_reserve_msat=reserve, fee_msat=None,
+                    status="pending", batch_id=None, txid=None, hold_id=f"wd:{wid}:hold",
+                    created_at=now, updated_at=now)
+    session.add(wd)
+    await session.flush()
+    platform = await ensure_platform_accounts(session, "BTC")
+    await transfer(session, TransferSpec(
+        wd.hold_id, wallet.ledger_account_id, platform.clearing.id, inv.amount_msat + reserve,
+        "BTC", kind=TransferKind.PENDING, code="ln_withdrawal", ref=wid))
+    session.add(LnPayment(
+        id=new_id("lnp"), withdrawal_id=wid, payment_hash=inv.payment_hash, bolt11=inv.bolt11,
+        amountless=inv.invoice_amount_msat is None, attempt=1,
+        amount_msat=inv.amount_msat, fee_limit_msat=reserve, fee_msat=None, status="pending",
+        preimage=None, failure_reason=None, next_try_at=None, created_at=now, updated_at=now))
+    await session.flush()
+    return wd
+
+
+async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: LnInvoice,
+                             amount_msat: int, wid: str, destination: str,
+                             backend: LightningBackend | None) -> Withdrawal:
+    if invoice.wallet_id == wallet.id:
+        raise PaymentRefused("this invoice was issued to your own wallet; paying it would "
+                             "move nothing")
+    if invoice.status != "open":
+        raise PaymentRefused(f"this invoice is {invoice.status}")
+    if invoice.amount_msat is not None and amount_msat != invoice.amount_msat:
+        raise PaymentRefused("the amount differs from the invoice's")
+    if backend is not None:
+        # Cancel on the node first: once this returns, nobody outside can pay it any more.
+        try:
+            await backend.cancel_invoice(invoice.payment_hash)
+        except BackendError as exc:
+            raise PaymentRefused(f"could not take the invoice off the node ({exc}); "
+                                 "try again") from exc
+    now = utcnow()
+    wd = Withdrawal(id=wid, wallet_id=wallet.id, method="internal", destination=destination,
+                    script_pubkey=None, amount_msat=amount_msat, fee_reserve_msat=0, fee_msat=0,
+                    status="confirmed", batch_id=None, txid=None, hold_id=f"wd:{wid}:internal",
+                    created_at=now, updated_at=now)
+    session.add(wd)
+    await session.flush()
+    await credit_settled(session, payment_hash=invoice.payment_hash, paid_msat=amount_msat,
+                         internal=True, debit_account_id=wallet.ledger_account_id)
+    return wd
+
+
+@dataclass
+class PayerReport:
+    sent: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    unknown: int = 0
+    retried: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class LightningPayer:
+    """Sends queued payments and reconciles the ones whose outcome is not yet known."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: LightningBackend,
+                 settings: Settings) -> None:
+        self.sessions = sessions
+        self.backend = backend
+        self.settings = settings
+
+    async def step(self) -> PayerReport:
+        report = PayerReport()
+        async with self.sessions() as s:
+            due = (await s.execute(select(LnPayment.id).where(
+                LnPayment.status.in_(("pending", "retry")),
+                (LnPayment.next_try_at.is_(None)) | (LnPayment.next_try_at <= utcnow()),
+            ).order_by(LnPayment.created_at))).scalars().all()
+            open_ = (await s.execute(select(LnPayment.id).where(
+                LnPayment.status.in_(("in_flight", "unknown"))))).scalars().all()
+        for pid in due:
+            await self._send(pid, report)
+        for pid in open_:
+            await self._reconcile(pid, report)
+        return report
+
+    async def _claim(self, pid: str) -> LnPayment | None:
+        async def work(s: AsyncSession) -> LnPayment | None:
+            res = await s.execute(update(LnPayment).where(
+                LnPayment.id == pid, LnPayment.status.in_(("pending", "retry"))
+            ).values(status="in_flight", updated_at=utcnow()))
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return None  # another worker took it
+            return await s.get(LnPayment, pid)
+        return await retrying(self.sessions, work)
+
+    async def _send(self, pid: str, report: PayerReport) -> None:
+        payment = await self._claim(pid)
+        if payment is None:
+            return
+        report.sent += 1
+        try:
+            result = await self.backend.pay(
+                payment.bolt11,
+                amount_msat=payment.amount_msat if payment.amountless else None,
+                fee_limit_msat=payment.fee_limit_msat,
+                timeout_seconds=self.settings.ln_pay_timeout_seconds)
+        except BackendUnavailable as exc:
+            await self._mark(pid, "unknown", str(exc))
+            report.unknown += 1
+            log.warning("ln_payment_unknown", payment=pid, error=str(exc))
+            return
+        except BackendError as exc:  # e.g. "payment is in transition": ask the node later
+            await self._mark(pid, "unknown", str(exc))
+            report.unknown += 1
+            return
+        await self._apply(pid, result, report)
+
+    async def _mark(self, pid: str, status: str, why: str | None = None) -> None:
+        async def work(s: AsyncSession) -> None:
+            p = await s.get(LnPayment, pid, with_for_update=True)
+            assert p is not None
+            if p.status in ("succeeded", "failed"):
+                return
+            p.status, p.updated_at = status, utcnow()
+            if why:
+                p.failure_reason = why[:120]
+            wd = await s.get(Withdrawal, p.withdrawal_id)
+            if wd is not None and wd.status == "pending":
+                wd.status, wd.updated_at = "broadcast", utcnow()
+        await retrying(self.sessions, work)
+
+    async def _reconcile(self, pid: str, report: PayerReport) -> None:
+        async with self.sessions() as s:
+            p = await s.get(LnPayment, pid)
+            assert p is not None
+            payment_hash = p.payment_hash
+        try:
+            result = await self.backend.track_payment(payment_hash)
+        except BackendError as exc:
+            report.errors.append(f"{pid}: {exc}")
+            return
+        if result is None:
+            # The node has no record of it: it never left. Sending again is safe (the node
+            # refuses a second payment of a hash it is already paying or has paid).
+            async def requeue(s: AsyncSession) -> None:
+                await s.execute(update(LnPayment).where(
+                    LnPayment.id == pid, LnPayment.status.in_(("in_flight", "unknown"))
+                ).values(status="pending", updated_at=utcnow()))
+            await retrying(self.sessions, requeue)
+            return
+        await self._apply(pid, result, report)
+
+    async def _apply(self, pid: str, result: PaymentResult, report: PayerReport) -> None:
+        if result.status is PaymentStatus.IN_FLIGHT:
+            await self._mark(pid, "in_flight")
+            return
+        if result.status is PaymentStatus.SUCCEEDED:
+            await retrying(self.sessions, lambda s: self._succeed(s, pid, result))
+            report.succeeded += 1
+            return
+        retried = await retrying(self.sessions, lambda s: self._fail(s, pid, result))
+        if retried:
+            report.retried += 1
+        else:
+            report.failed += 1
+
+    async def _succeed(self, session: AsyncSession, pid: str, result: PaymentResult) -> None:
+        p = await session.get(LnPayment, pid, with_for_update=True)
+        assert p is not None
+        if p.status == "succeeded":
+            return
+        wd = await session.get(Withdrawal, p.withdrawal_id, with_for_update=True)
+        assert wd is not None
+        fee = result.fee_msat
+        platform = await ensure_platform_accounts(session, "BTC")
+        covered = min(fee, wd.fee_reserve_msat)
+        specs = [
+            TransferSpec(f"wd:{wd.id}:post", kind=TransferKind.POST, pending_id=wd.hold_id,
+                         amount=wd.amount_msat + covered, linked=True, code="ln_withdrawal",
+                         ref=p.payment_hash),
+            TransferSpec(f"wd:{wd.id}:out", platform.clearing.id, platform.lightning.id,
+                         wd.amount_msat + covered, "BTC", linked=fee > covered,
+                         code="ln_withdrawal", ref=p.payment_hash),
+        ]
+        if fee > covered:  # the node paid more than its limit: the platform absorbs it
+            specs.append(TransferSpec(f"wd:{wd.id}:fee", platform.equity.id,
+                                      platform.lightning.id, fee - covered, "BTC",
+                                      code="ln_fee", ref=p.payment_hash))
+        outcomes = await create_transfers(session, specs)
+        if not all(o.ok for o in outcomes):
+            raise RuntimeError(f"ledger refused the postings of {wd.id}: {outcomes}")
+        p.status, p.fee_msat, p.preimage, p.updated_at = "succeeded", fee, result.preimage, \
+            utcnow()
+        wd.status, wd.fee_msat, wd.updated_at = "confirmed", fee, utcnow()
+        log.info("ln_payment_succeeded", payment=pid, fee_msat=fee)
+
+    async def _fail(self, session: AsyncSession, pid: str, result: PaymentResult) -> bool:
+        """Definite failure: retry if retryable and attempts remain, else void. True = retried."""
+        p = await session.get(LnPayment, pid, with_for_update=True)
+        assert p is not None
+        if p.status in ("succeeded", "failed"):
+            return False
+        p.status, p.failure_reason, p.updated_at = "failed", result.failure_reason, utcnow()
+        wd = await session.get(Withdrawal, p.withdrawal_id, with_for_update=True)
+        assert wd is not None
+        if result.failure_reason in RETRYABLE and p.attempt < self.settings.ln_max_attempts:
+            await session.flush()
+            session.add(LnPayment(
+                id=new_id("lnp"), withdrawal_id=wd.id, payment_hash=p.payment_hash,
+                bolt11=p.bolt11, amountless=p.amountless, attempt=p.attempt + 1,
+                amount_msat=p.amount_msat, fee_limit_msat=p.fee_limit_msat,
+                fee_msat=None, status="retry", preimage=None, failure_reason=None,
+                next_try_at=utcnow() + timedelta(seconds=2 ** p.attempt),
+                created_at=utcnow(), updated_at=utcnow()))
+            log.info("ln_payment_retry", payment=pid, reason=result.failure_reason,
+                     attempt=p.attempt + 1)
+            return True
+        (outcome,) = await create_transfers(session, [TransferSpec(
+            f"wd:{wd.id}:void", kind=TransferKind.VOID, pending_id=wd.hold_id,
+            code="ln_withdrawal_failed", ref=p.payment_hash)])
+        if not outcome.ok:
+            raise RuntimeError(f"ledger refused to release {wd.id}: {outcome}")
+        wd.status, wd.updated_at = "failed", utcnow()
+        log.warning("ln_payment_failed", payment=pid, reason=result.failure_reason)
+        return False
