@@ -8,6 +8,7 @@ encrypted seed file (the embedded demo).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from dataclasses import dataclass
@@ -16,8 +17,12 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.backends.base import ChainBackend
+from satvault.backends.lightning import LightningBackend
+from satvault.backends.lnd import LndBackend
 from satvault.backends.registry import make_chain_backend
 from satvault.config import Settings
+from satvault.lightning.invoices import InvoiceListener
+from satvault.lightning.payments import LightningPayer
 from satvault.logs import get_logger
 from satvault.onchain.models import OnchainWallet
 from satvault.onchain.service import register_wallet
@@ -92,6 +97,23 @@ async def register_signer_wallets(session: AsyncSession, signer: Signer,
             for role, d in wanted.items()}
 
 
+def make_lightning_backend(settings: Settings) -> LightningBackend | None:
+    kind = settings.lightning_backend
+    if kind in ("simnet", "lnd"):  # the simulator speaks LND's REST API
+        macaroon = settings.lnd_macaroon_hex.get_secret_value() \
+            if settings.lnd_macaroon_hex else None
+        return LndBackend(settings.lnd_url, macaroon_hex=macaroon,
+                          macaroon_path=settings.lnd_macaroon_path,
+                          tls_cert=settings.lnd_tls_cert)
+    if kind == "cln":
+        from satvault.backends.cln import ClnBackend
+
+        return ClnBackend(settings.cln_rpc_path)
+    if kind in ("", "none"):
+        return None
+    raise ValueError(f"unknown lightning_backend {kind!r}: use simnet, lnd, cln or none")
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -99,18 +121,31 @@ class Runtime:
     signer: Signer
     watcher: Watcher
     payouts: PayoutJob
+    lightning: LightningBackend | None = None
+    listener: InvoiceListener | None = None
+    payer: LightningPayer | None = None
+    payer_wake: asyncio.Event | None = None
 
     @classmethod
     def build(cls, settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
               backend: ChainBackend | None = None, signer: Signer | None = None,
+              lightning: LightningBackend | bool | None = True,
               start_height: int | None = None) -> Runtime:
+        """``lightning``: a backend, ``True`` to build one from the settings, ``None`` for none."""
         backend = backend or make_chain_backend(settings)
         signer = signer or open_signer(settings)
         watcher = Watcher(sessions, backend, zero_conf_max_sat=settings.zero_conf_max_sat,
                           initial_rescan=settings.watcher_initial_rescan,
                           start_height=start_height)
-        return cls(settings, backend, signer, watcher,
-                   PayoutJob(sessions, backend, signer, settings))
+        ln = make_lightning_backend(settings) if lightning is True else lightning or None
+        rt = cls(settings, backend, signer, watcher,
+                 PayoutJob(sessions, backend, signer, settings), lightning=ln)
+        if ln is not None:
+            rt.listener = InvoiceListener(sessions, ln, node=settings.lightning_backend)
+            rt.payer = LightningPayer(sessions, ln, settings)
+        return rt
 
     async def close(self) -> None:
         await self.backend.close()
+        if self.lightning is not None:
+            await self.lightning.close()

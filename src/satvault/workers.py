@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.ledger.store import expire_due_holds, retrying
+from satvault.lightning.payments import LightningPayer
 from satvault.logs import get_logger
 from satvault.onchain.service import expire_addresses
 from satvault.onchain.watcher import Watcher
 from satvault.payouts.job import PayoutJob
 
 __all__ = ["Worker", "address_expiry_worker", "chain_watcher_worker", "hold_expiry_worker",
-           "payout_worker"]
+           "lightning_payer_worker", "payout_worker"]
 
 log = get_logger(__name__)
 
@@ -32,6 +33,7 @@ class Worker:
         self.interval = interval
         self._tick = tick
         self._task: asyncio.Task[None] | None = None
+        self.wake = asyncio.Event()
         self.runs = 0
         self.last_error: str | None = None
 
@@ -57,7 +59,9 @@ class Worker:
             except Exception as exc:  # keep serving; report and try again next tick
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("worker_failed", worker=self.name)
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=self.interval)
+            self.wake.clear()
 
 
 def chain_watcher_worker(watcher: Watcher, interval: float) -> Worker:
@@ -74,6 +78,14 @@ def payout_worker(job: PayoutJob, interval: float) -> Worker:
         return r.batched + r.signed + r.broadcast + r.confirmed + r.abandoned + r.stuck
 
     return Worker("payouts", interval, tick)
+
+
+def lightning_payer_worker(payer: LightningPayer, interval: float) -> Worker:
+    async def tick() -> int:
+        r = await payer.step()
+        return r.sent + r.succeeded + r.failed + r.retried
+
+    return Worker("lightning-payer", interval, tick)
 
 
 def address_expiry_worker(sessions: async_sessionmaker[AsyncSession], interval: float

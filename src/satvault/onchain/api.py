@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.api import visible_wallet
 from satvault.accounts.errors import NotFound
 from satvault.accounts.service import Principal
+from satvault.lightning.invoices import create_invoice
+from satvault.lightning.models import LnInvoice
 from satvault.onchain.deposits import DepositView, create_deposit, view_deposit
+from satvault.onchain.errors import InvalidDescriptor
 from satvault.onchain.qr import qr_png, qr_svg
 from satvault.onchain.schemas import DepositIn, DepositOut, DepositPaymentOut
 from satvault.web.deps import SessionDep, SettingsDep, require_scope
@@ -37,10 +41,39 @@ def _out(v: DepositView) -> DepositOut:
     )
 
 
+def _ln_out(inv: LnInvoice) -> DepositOut:
+    paid = inv.paid_msat or 0
+    return DepositOut(
+        id=inv.id, wallet_id=inv.wallet_id, method="lightning", status=inv.status,
+        amount_msat=inv.amount_msat, description=inv.description, address=None, bip21=None,
+        bolt11=inv.bolt11, payment_hash=inv.payment_hash,
+        qr_svg=f"/api/v1/deposits/{inv.id}/qr.svg", qr_png=f"/api/v1/deposits/{inv.id}/qr.png",
+        required_confirmations=0, received_msat=paid, pending_msat=0, payments=[],
+        created_at=inv.created_at, expires_at=inv.expires_at)
+
+
+async def _ln_invoice(session: AsyncSession, deposit_id: str) -> LnInvoice:
+    inv = await session.get(LnInvoice, deposit_id)
+    if inv is None:
+        raise NotFound(f"deposit {deposit_id!r} not found")
+    return inv
+
+
 @router.post("/wallets/{wallet_id}/deposits", response_model=DepositOut, status_code=201)
-async def request_deposit(wallet_id: str, body: DepositIn, session: SessionDep,
-                          settings: SettingsDep, principal: WalletWriter) -> DepositOut:
+async def request_deposit(wallet_id: str, body: DepositIn, request: Request,
+                          session: SessionDep, settings: SettingsDep,
+                          principal: WalletWriter) -> DepositOut:
+    """An on-chain address (``method: onchain``) or a BOLT11 invoice (``method: lightning``)."""
     wallet = await visible_wallet(session, principal, wallet_id)
+    if body.method == "lightning":
+        runtime = request.app.state.runtime
+        if runtime is None or runtime.lightning is None:
+            raise InvalidDescriptor("no Lightning backend is configured")
+        inv = await create_invoice(session, backend=runtime.lightning, wallet=wallet,
+                                   amount_msat=body.amount_msat, memo=body.description,
+                                   expiry_seconds=settings.ln_invoice_expiry_seconds,
+                                   max_msat=settings.ln_max_payment_msat)
+        return _ln_out(inv)
     view = await create_deposit(session, wallet=wallet, settings=settings,
                                 amount_msat=body.amount_msat, description=body.description)
     return _out(view)
@@ -49,6 +82,10 @@ async def request_deposit(wallet_id: str, body: DepositIn, session: SessionDep,
 @router.get("/deposits/{deposit_id}", response_model=DepositOut)
 async def get_deposit(deposit_id: str, session: SessionDep, principal: WalletReader
                       ) -> DepositOut:
+    if deposit_id.startswith("lni_"):
+        inv = await _ln_invoice(session, deposit_id)
+        await visible_wallet(session, principal, inv.wallet_id)
+        return _ln_out(inv)
     view = await view_deposit(session, deposit_id)
     await visible_wallet(session, principal, view.request.wallet_id)
     return _out(view)
@@ -59,10 +96,13 @@ async def deposit_qr(deposit_id: str, fmt: str, session: SessionDep) -> Response
     """Public by unguessable id (an <img> cannot send an API key); shows only the URI."""
     if fmt not in ("svg", "png"):
         raise NotFound("unknown image format")
-    view = await view_deposit(session, deposit_id)
+    if deposit_id.startswith("lni_"):
+        data = "lightning:" + (await _ln_invoice(session, deposit_id)).bolt11.upper()
+    else:
+        data = (await view_deposit(session, deposit_id)).bip21
     if fmt == "svg":
-        return Response(qr_svg(view.bip21), media_type="image/svg+xml")
-    return Response(qr_png(view.bip21), media_type="image/png")
+        return Response(qr_svg(data), media_type="image/svg+xml")
+    return Response(qr_png(data), media_type="image/png")
 
 
 

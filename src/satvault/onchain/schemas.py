@@ -11,7 +11,7 @@ __all__ = ["DepositIn", "DepositOut", "DepositPaymentOut"]
 
 
 class DepositIn(BaseModel):
-    method: Literal["onchain"] = "onchain"
+    method: Literal["onchain", "lightning"] = "onchain"
     amount_msat: int | None = Field(default=None, ge=1000, le=21_000_000 * 10**11)
     description: str = Field(default="", max_length=256)
 
@@ -32,8 +32,10 @@ class DepositOut(BaseModel):
     status: str
     amount_msat: int | None
     description: str
-    address: str
-    bip21: str
+    address: str | None = Field(description="On-chain deposits: the fresh address.")
+    bip21: str | None = Field(description="On-chain: the BIP21 URI.")
+    bolt11: str | None = Field(default=None, description="Lightning: the BOLT11 invoice.")
+    payment_hash: str | None = None
     qr_svg: str
     qr_png: str
     required_confirmations: int

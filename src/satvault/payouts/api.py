@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.api import visible_wallet
 from satvault.accounts.errors import NotFound
 from satvault.accounts.service import Principal
+from satvault.lightning.errors import AmountRequired, PaymentRefused
+from satvault.lightning.models import LnPayment
+from satvault.lightning.payments import request_ln_withdrawal
 from satvault.payouts.models import Withdrawal
 from satvault.payouts.schemas import WithdrawalIn, WithdrawalOut
 from satvault.payouts.service import request_withdrawal
@@ -24,11 +29,32 @@ Withdrawer = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
 Reader = Annotated[Principal, Depends(require_scope("wallet:read"))]
 
 
-def out(w: Withdrawal) -> WithdrawalOut:
+def destination_kind(destination: str) -> str:
+    """bolt11 | lnurl | onchain — the method is inferred from the destination."""
+    text = destination.strip().lower()
+    if text.startswith("lightning:"):
+        text = text[len("lightning:"):]
+    if text.startswith(("lnbcrt", "lnbc", "lntbs", "lntb")):
+        return "bolt11"
+    if text.startswith(("lnurl", "lnurlp://")) or ("@" in text and ":" not in text):
+        return "lnurl"
+    return "onchain"
+
+
+def out(w: Withdrawal, ln: LnPayment | None = None) -> WithdrawalOut:
     return WithdrawalOut(id=w.id, wallet_id=w.wallet_id, method=w.method, status=w.status,
                          destination=w.destination, amount_msat=w.amount_msat,
                          fee_reserve_msat=w.fee_reserve_msat, fee_msat=w.fee_msat, txid=w.txid,
+                         payment_hash=ln.payment_hash if ln else None,
+                         failure_reason=ln.failure_reason if ln and ln.status == "failed"
+                         else None,
                          created_at=w.created_at, updated_at=w.updated_at)
+
+
+async def latest_payment(session: AsyncSession, withdrawal_id: str) -> LnPayment | None:
+    return (await session.execute(select(LnPayment).where(
+        LnPayment.withdrawal_id == withdrawal_id).order_by(LnPayment.attempt.desc()).limit(1)
+    )).scalar_one_or_none()
 
 
 @router.post("/wallets/{wallet_id}/withdrawals", response_model=WithdrawalOut,
@@ -38,12 +64,38 @@ async def create_withdrawal(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     settings = request.app.state.settings
+    runtime = request.app.state.runtime
+    kind = destination_kind(body.destination)
 
     async def work(session: AsyncSession) -> tuple[int, Any]:
+        if kind == "onchain":
+            wallet = await visible_wallet(session, principal, wallet_id)
+            wd = await request_withdrawal(session, wallet=wallet, destination=body.destination,
+                                          amount_msat=body.amount_msat, settings=settings)
+            return 201, out(wd).model_dump(mode="json")
+        backend = runtime.lightning if runtime is not None else None
+        if backend is None:
+            raise PaymentRefused("Lightning is not configured on this platform")
+        bolt11, original = body.destination, None
+        if kind == "lnurl":
+            # Resolve before touching the database: no lock is held across a remote call.
+            if body.amount_msat is None:
+                raise AmountRequired("amount_msat is required to pay an LNURL or address")
+            from satvault.lightning.lnurl import resolve_pay_request
+
+            async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as http:
+                resolved = await resolve_pay_request(
+                    body.destination, body.amount_msat, http=http,
+                    allow_private_hosts=settings.environment == "development")
+            bolt11, original = resolved.bolt11, body.destination
         wallet = await visible_wallet(session, principal, wallet_id)
-        wd = await request_withdrawal(session, wallet=wallet, destination=body.destination,
-                                      amount_msat=body.amount_msat, settings=settings)
-        return 201, out(wd).model_dump(mode="json")
+        wd = await request_ln_withdrawal(session, wallet=wallet, bolt11=bolt11,
+                                         amount_msat=None if kind == "lnurl"
+                                         else body.amount_msat,
+                                         settings=settings, backend=backend, original=original)
+        if runtime is not None and runtime.payer_wake is not None:
+            runtime.payer_wake.set()
+        return 201, out(wd, await latest_payment(session, wd.id)).model_dump(mode="json")
 
     owner = f"{principal.owner_type}:{principal.owner_id}"
     return await run_idempotent(request, owner=owner, key=idempotency_key, work=work)
@@ -56,4 +108,4 @@ async def get_withdrawal(withdrawal_id: str, session: SessionDep, principal: Rea
     if wd is None:
         raise NotFound(f"withdrawal {withdrawal_id!r} not found")
     await visible_wallet(session, principal, wd.wallet_id)
-    return out(wd)
+    return out(wd, await latest_payment(session, wd.id))

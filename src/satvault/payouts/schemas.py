@@ -26,5 +26,7 @@ class WithdrawalOut(BaseModel):
     fee_reserve_msat: int
     fee_msat: int | None
     txid: str | None
+    payment_hash: str | None = None
+    failure_reason: str | None = None
     created_at: datetime
     updated_at: datetime

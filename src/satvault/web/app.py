@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,6 +28,7 @@ from satvault.workers import (
     address_expiry_worker,
     chain_watcher_worker,
     hold_expiry_worker,
+    lightning_payer_worker,
     payout_worker,
 )
 
@@ -45,6 +48,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ensure_current(engine)
         workers: list[Worker] = []
+        listener_task: asyncio.Task[None] | None = None
         rt = runtime
         if start_workers:
             workers.append(hold_expiry_worker(sessions, settings.hold_expiry_interval))
@@ -54,6 +58,13 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             if rt is not None:
                 workers.append(chain_watcher_worker(rt.watcher, settings.watcher_interval))
                 workers.append(payout_worker(rt.payouts, settings.payout_interval))
+                if rt.payer is not None:
+                    payer = lightning_payer_worker(rt.payer, settings.ln_payer_interval)
+                    rt.payer_wake = payer.wake
+                    workers.append(payer)
+                if rt.listener is not None:
+                    listener_task = asyncio.create_task(rt.listener.run(),
+                                                        name="lightning-listener")
         app.state.runtime = rt
         for w in workers:
             w.start()
@@ -61,6 +72,10 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         try:
             yield
         finally:
+            if listener_task is not None:
+                listener_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener_task
             for w in workers:
                 await w.stop()
             if rt is not None and runtime is None:

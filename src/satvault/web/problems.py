@@ -17,6 +17,7 @@ from satvault.accounts import errors as acc
 from satvault.backends import errors as be
 from satvault.ledger import errors as led
 from satvault.ledger.history import InvalidCursor
+from satvault.lightning import errors as ln
 from satvault.logs import get_logger
 from satvault.onchain import errors as oc
 from satvault.payouts import errors as po
@@ -47,6 +48,12 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     po.InvalidWithdrawal: (422, "invalid-withdrawal"),
     po.CannotBumpFee: (409, "cannot-bump-fee"),
     be.BackendUnavailable: (503, "backend-unavailable"),
+    ln.WrongNetwork: (422, "wrong-network"),
+    ln.InvoiceExpired: (422, "invoice-expired"),
+    ln.AmountRequired: (422, "amount-required"),
+    ln.InvalidInvoice: (422, "invalid-invoice"),
+    ln.PaymentRefused: (422, "payment-refused"),
+    ln.LnurlError: (422, "lnurl-error"),
 }
 
 
@@ -100,7 +107,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     # Registered per error-tree root so Starlette's ExceptionMiddleware answers them (a handler
     # for bare Exception runs in ServerErrorMiddleware, which re-raises after responding).
     roots: set[type[Exception]] = {acc.AccountsError, led.LedgerError, InvalidCursor,
-                                   oc.OnchainError, po.PayoutError, be.BackendError}
+                                   oc.OnchainError, po.PayoutError, be.BackendError,
+                                   ln.LightningError}
     for root in roots:
         app.add_exception_handler(root, _domain)
     app.add_exception_handler(Exception, _domain)

@@ -1,0 +1,182 @@
+"""Core Lightning over its JSON-RPC unix socket, through ``pyln-client``.
+
+pyln's ``LightningRpc`` is synchronous, so each call runs in a worker thread. Invoices are
+labelled with their payment hash's prefix; ``waitanyinvoice`` with the stored ``pay_index``
+is CLN's equivalent of LND's settle-index subscription. ``xpay`` pays (it blocks until the
+payment is final); an RPC error with a final code is a definite failure, a lost socket is
+UNKNOWN, and ``listpays`` settles it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pyln.client import LightningRpc, RpcError
+
+from satvault.backends.errors import BackendProtocolError, BackendUnavailable
+from satvault.backends.lightning import (
+    DecodedInvoice,
+    Invoice,
+    InvoiceState,
+    LightningBalances,
+    NodeInfo,
+    PaymentResult,
+    PaymentStatus,
+)
+
+__all__ = ["ClnBackend"]
+
+_NETWORK = {"bitcoin": "mainnet", "testnet": "testnet", "signet": "signet",
+            "regtest": "regtest", "testnet4": "testnet"}
+_STATE = {"unpaid": InvoiceState.OPEN, "paid": InvoiceState.SETTLED,
+          "expired": InvoiceState.CANCELED}
+# xpay/pay error codes (lightning-pay(7)): which are final, and what LND would call them.
+_FAILURES = {203: "FAILURE_REASON_INCORRECT_PAYMENT_DETAILS", 205: "FAILURE_REASON_NO_ROUTE",
+             206: "FAILURE_REASON_NO_ROUTE", 207: "FAILURE_REASON_ERROR",
+             209: "FAILURE_REASON_NO_ROUTE", 210: "FAILURE_REASON_TIMEOUT",
+             219: "FAILURE_REASON_ERROR"}
+
+
+def _msat(v: Any) -> int:
+    if v is None:
+        return 0
+    if isinstance(v, int):
+        return v
+    text = str(v)
+    return int(text[:-4]) if text.endswith("msat") else int(text)
+
+
+class ClnBackend:
+    name = "cln"
+
+    def __init__(self, rpc_path: str, *, timeout: float = 60.0) -> None:
+        self._rpc = LightningRpc(rpc_path, timeout=timeout)
+
+    async def close(self) -> None:
+        return None
+
+    async def _call(self, method: str, payload: dict[str, Any] | None = None) -> Any:
+        try:
+            return await asyncio.to_thread(self._rpc.call, method, payload or {})
+        except RpcError:
+            raise
+        except (OSError, ValueError) as exc:  # socket gone, or a broken reply
+            raise BackendUnavailable(f"cln {method}: {type(exc).__name__}: {exc}") from exc
+
+    async def get_info(self) -> NodeInfo:
+        info = await self._call("getinfo")
+        return NodeInfo(info["id"], info.get("alias", ""),
+                        _NETWORK.get(info.get("network", ""), "regtest"),
+                        int(info.get("blockheight", 0)),
+                        not info.get("warning_bitcoind_sync")
+                        and not info.get("warning_lightningd_sync"))
+
+    @staticmethod
+    def _invoice(obj: dict[str, Any]) -> Invoice:
+        amount = obj.get("amount_msat")
+        return Invoice(
+            payment_hash=obj["payment_hash"], bolt11=obj.get("bolt11", ""),
+            amount_msat=_msat(amount) if amount not in (None, "any") else None,
+            state=_STATE.get(obj.get("status", "unpaid"), InvoiceState.OPEN),
+            paid_msat=_msat(obj.get("amount_received_msat")),
+            settle_index=int(obj.get("pay_index") or 0),
+            preimage=obj.get("payment_preimage"))
+
+    async def create_invoice(self, amount_msat: int | None, *, memo: str = "",
+                             description_hash: bytes | None = None, expiry: int = 3600,
+                             fallback_address: str | None = None) -> Invoice:
+        if description_hash is not None:
+            raise BackendProtocolError("CLN commits to a description hash only from its text; "
+                                       "pass the text (deschashonly) instead")
+        payload: dict[str, Any] = {
+            "amount_msat": amount_msat if amount_msat else "any",
+            "label": f"satvault-{secrets.token_hex(12)}", "description": memo or "satvault",
+            "expiry": expiry}
+        if fallback_address:
+            payload["fallbacks"] = [fallback_address]
+        out = await self._call("invoice", payload)
+        return Invoice(out["payment_hash"], out["bolt11"], amount_msat, InvoiceState.OPEN)
+
+    async def lookup_invoice(self, payment_hash: str) -> Invoice | None:
+        found = (await self._call("listinvoices", {"payment_hash": payment_hash}))["invoices"]
+        return self._invoice(found[0]) if found else None
+
+    async def cancel_invoice(self, payment_hash: str) -> None:
+        found = (await self._call("listinvoices", {"payment_hash": payment_hash}))["invoices"]
+        if found and found[0].get("status") == "unpaid":
+            await self._call("delinvoice", {"label": found[0]["label"], "status": "unpaid"})
+
+    async def subscribe_invoices(self, *, add_index: int = 0, settle_index: int = 0
+                                 ) -> AsyncIterator[Invoice]:
+        index = settle_index
+        while True:
+            try:
+                paid = await self._call("waitanyinvoice", {"lastpay_index": index,
+                                                           "timeout": 30})
+            except RpcError as exc:
+                if (exc.error or {}).get("code") == 904:  # timed out: nothing paid yet
+                    continue
+                raise BackendUnavailable(f"cln waitanyinvoice: {exc}") from exc
+            inv = self._invoice(paid)
+            index = max(index, inv.settle_index)
+            yield inv
+
+    async def pay(self, bolt11: str, *, amount_msat: int | None, fee_limit_msat: int,
+                  timeout_seconds: int) -> PaymentResult:
+        payload: dict[str, Any] = {"invstring": bolt11, "maxfee": fee_limit_msat,
+                                   "retry_for": timeout_seconds}
+        if amount_msat is not None:
+            payload["amount_msat"] = amount_msat
+        try:
+            out = await self._call("xpay", payload)
+        except RpcError as exc:
+            err = exc.error or {}
+            code = int(err.get("code", 0))
+            decoded = await self._call("decode", {"string": bolt11})
+            if code in _FAILURES:
+                return PaymentResult(decoded.get("payment_hash", ""), PaymentStatus.FAILED,
+                                     failure_reason=_FAILURES[code])
+            return PaymentResult(decoded.get("payment_hash", ""), PaymentStatus.IN_FLIGHT,
+                                 failure_reason=str(err.get("message", "")))
+        amount = _msat(out.get("amount_msat"))
+        sent = _msat(out.get("amount_sent_msat"))
+        decoded = await self._call("decode", {"string": bolt11})
+        return PaymentResult(decoded.get("payment_hash", ""), PaymentStatus.SUCCEEDED,
+                             amount_msat=amount, fee_msat=max(0, sent - amount),
+                             preimage=out.get("payment_preimage"))
+
+    async def track_payment(self, payment_hash: str) -> PaymentResult | None:
+        pays = (await self._call("listpays", {"payment_hash": payment_hash}))["pays"]
+        if not pays:
+            return None
+        complete = [p for p in pays if p.get("status") == "complete"]
+        if complete:
+            p = complete[0]
+            amount, sent = _msat(p.get("amount_msat")), _msat(p.get("amount_sent_msat"))
+            return PaymentResult(payment_hash, PaymentStatus.SUCCEEDED, amount_msat=amount,
+                                 fee_msat=max(0, sent - amount), preimage=p.get("preimage"))
+        if any(p.get("status") == "pending" for p in pays):
+            return PaymentResult(payment_hash, PaymentStatus.IN_FLIGHT)
+        return PaymentResult(payment_hash, PaymentStatus.FAILED,
+                             failure_reason="FAILURE_REASON_ERROR")
+
+    async def decode(self, bolt11: str) -> DecodedInvoice:
+        d = await self._call("decode", {"string": bolt11})
+        amount = d.get("amount_msat")
+        return DecodedInvoice(
+            payment_hash=d["payment_hash"], destination=d.get("payee", ""),
+            amount_msat=_msat(amount) if amount is not None else None,
+            description=d.get("description", ""), description_hash=d.get("description_hash"),
+            timestamp=int(d.get("created_at", 0)), expiry=int(d.get("expiry", 3600)),
+            network=d.get("currency", ""),
+            min_final_cltv_expiry=int(d.get("min_final_cltv_expiry", 18)))
+
+    async def balances(self) -> LightningBalances:
+        funds = await self._call("listfunds")
+        local = sum(_msat(c.get("our_amount_msat")) for c in funds.get("channels", []))
+        total = sum(_msat(c.get("amount_msat")) for c in funds.get("channels", []))
+        onchain = sum(_msat(o.get("amount_msat")) for o in funds.get("outputs", [])) // 1000
+        return LightningBalances(local, total - local, onchain)
