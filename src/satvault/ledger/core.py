@@ -522,7 +522,9 @@ def plan_transfers(
     failures: list[FailedTransfer] = []
     for chain in _chains(specs):
         open_chain = specs[chain[-1]].linked
-        trial = state.fork()
+        # A lone transfer changes the state only when it succeeds, so it needs no scratch
+        # copy; only a linked chain must be tried on a fork and dropped if any link fails.
+        trial = state if len(chain) == 1 and not open_chain else state.fork()
         results: list[tuple[Result, Transfer | None, str]] = []
         broken: int | None = None
         for i in chain:
