@@ -194,6 +194,9 @@ async def _drop_pg(url: str, name: str) -> None:
 
 
 def main() -> None:
+    from satvault.logs import configure_logging
+
+    configure_logging("warning", "json")  # stdout carries only the final JSON line
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--addresses", type=int, default=20_000)
     ap.add_argument("--watched", type=int, default=1_000_000)
