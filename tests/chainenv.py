@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -89,4 +90,47 @@ async def env(sessions, db_url, tmp_path, settings_overrides) -> AsyncIterator[E
         yield e
     finally:
         await runtime.close()
+        server.stop()
+
+
+@dataclass
+class LnEnv(Env):
+    network: Any = None
+    lnd: Any = None
+
+    async def wallet_for(self, email: str) -> Wallet:
+        async with self.sessions() as s, s.begin():
+            user = await acc.create_user(s, email=email)
+            return await acc.ensure_wallet(s, owner_type="user", owner_id=user.id)
+
+
+@pytest.fixture
+async def lnenv(sessions, db_url, tmp_path, settings_overrides) -> AsyncIterator[LnEnv]:
+    """The on-chain environment plus a simulated Lightning network whose "platform" node is
+    reached through the `lnd` adapter over LND's REST API."""
+    from satvault.backends.lnd import LndBackend
+    from satvault.simnet.ln.lnd_rest import LndRestServer
+    from satvault.simnet.ln.network import LnNetwork
+
+    chain = Chain()
+    server = SimnetServer(chain, port=0, user="u", password="p").start()
+    network = LnNetwork()
+    lnd = LndRestServer(network, node="platform").start()
+    overrides = {"ln_pay_timeout_seconds": 1, "ln_retry_base_seconds": 0.0,
+                 "lightning_backend": "lnd", "lnd_url": lnd.url, **settings_overrides}
+    settings = make_settings(db_url, tmp_path, server.url, **overrides)
+    signer = InProcessSigner(HotSigner(SEED, "regtest"))
+    async with sessions() as s, s.begin():
+        await register_signer_wallets(s, signer, settings)
+        user = await acc.create_user(s, email="alice@example.com")
+        wallet = await acc.ensure_wallet(s, owner_type="user", owner_id=user.id)
+    runtime = Runtime.build(settings, sessions,
+                            backend=BitcoindBackend(server.url, retries=1, backoff=0.01),
+                            signer=signer, lightning=LndBackend(lnd.url))
+    e = LnEnv(chain, server, settings, sessions, runtime, signer, wallet, network, lnd)
+    try:
+        yield e
+    finally:
+        await runtime.close()
+        lnd.stop()
         server.stop()

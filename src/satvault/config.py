@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     ln_max_payment_msat: int = 10_000_000_000
     ln_pay_timeout_seconds: int = 30
     ln_max_attempts: int = 3
+    ln_retry_base_seconds: float = 2.0
     ln_payer_interval: float = 1.0
 
     @model_validator(mode="after")

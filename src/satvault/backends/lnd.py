@@ -105,9 +105,11 @@ class LndBackend:
                            else resp.status_code, message)
         return body
 
-    async def _stream(self, method: str, path: str, **kw: Any) -> AsyncIterator[dict[str, Any]]:
+    async def _stream(self, method: str, path: str, *, read_timeout: float | None = None,
+                      **kw: Any) -> AsyncIterator[dict[str, Any]]:
+        timeout = httpx.Timeout(10.0, read=read_timeout)
         try:
-            async with self._client.stream(method, path, timeout=None, **kw) as resp:
+            async with self._client.stream(method, path, timeout=timeout, **kw) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
                     self._parse(resp, path)
@@ -201,7 +203,10 @@ class LndBackend:
         if amount_msat is not None:
             body["amt_msat"] = str(amount_msat)
         last: PaymentResult | None = None
-        async for chunk in self._stream("POST", "/v2/router/send", json=body):
+        # A stream that goes quiet past the payment's own timeout is UNKNOWN (the caller keeps
+        # the hold and tracks it), never a failure.
+        async for chunk in self._stream("POST", "/v2/router/send", json=body,
+                                        read_timeout=timeout_seconds + 2.0):
             last = self._payment(chunk)
             if last.status is not PaymentStatus.IN_FLIGHT:
                 return last
@@ -213,7 +218,7 @@ class LndBackend:
         path = f"/v2/router/track/{_b64url(payment_hash)}"
         last: PaymentResult | None = None
         try:
-            async for chunk in self._stream("GET", path,
+            async for chunk in self._stream("GET", path, read_timeout=10.0,
                                             params={"no_inflight_updates": "true"}):
                 last = self._payment(chunk)
                 if last.status is not PaymentStatus.IN_FLIGHT:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Wallet
@@ -33,7 +34,7 @@ from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
-from satvault.ledger.store import create_transfers, retrying, transfer
+from satvault.ledger.store import ConcurrentUpdate, create_transfers, retrying, transfer
 from satvault.lightning.bolt11check import check_invoice
 from satvault.lightning.errors import PaymentRefused
 from satvault.lightning.invoices import credit_settled
@@ -93,7 +94,10 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
         amountless=inv.invoice_amount_msat is None, attempt=1,
         amount_msat=inv.amount_msat, fee_limit_msat=reserve, fee_msat=None, status="pending",
         preimage=None, failure_reason=None, next_try_at=None, created_at=now, updated_at=now))
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent request took this payment hash first
+        raise ConcurrentUpdate("this invoice is being paid by another request") from exc
     return wd
 
 
@@ -287,7 +291,8 @@ class LightningPayer:
                 bolt11=p.bolt11, amountless=p.amountless, attempt=p.attempt + 1,
                 amount_msat=p.amount_msat, fee_limit_msat=p.fee_limit_msat,
                 fee_msat=None, status="retry", preimage=None, failure_reason=None,
-                next_try_at=utcnow() + timedelta(seconds=2 ** p.attempt),
+                next_try_at=utcnow() + timedelta(
+                    seconds=self.settings.ln_retry_base_seconds * 2 ** (p.attempt - 1)),
                 created_at=utcnow(), updated_at=utcnow()))
             log.info("ln_payment_retry", payment=pid, reason=result.failure_reason,
                      attempt=p.attempt + 1)

@@ -1,0 +1,271 @@
+"""Lightning through the `lnd` adapter against the simulator over HTTP: receiving exactly
+once, sending with fee reserves, the outcomes that must never refund, concurrency, internal
+settlement and bad input. The ledger check passes after every money test."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from satvault.ledger.core import TransferSpec
+from satvault.ledger.errors import InsufficientFunds
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import retrying, submit_one
+from satvault.lightning.errors import (
+    AmountRequired,
+    InvalidInvoice,
+    InvoiceExpired,
+    PaymentRefused,
+    WrongNetwork,
+)
+from satvault.lightning.invoices import InvoiceListener, create_invoice
+from satvault.lightning.models import LnInvoice, LnPayment
+from satvault.lightning.payments import request_ln_withdrawal
+from satvault.payouts.models import Withdrawal
+from tests.chainenv import LnEnv
+
+MSAT = 1
+SAT = 1000
+# BOLT #11's first example: mainnet, expired long ago (it is from 2017).
+BOLT11_MAINNET = ("lnbc1pvjluezsp5zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zygspp5qqqsyqcyq5"
+                  "rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqdpl2pkx2ctnv5sxxmmwwd5kgetjypeh2ursdae8"
+                  "g6twvus8g6rfwvs8qun0dfjkxaq9qrsgq357wnc5r2ueh7ck6q93dj32dlqnls087fxdwk8qakdyafkq3y"
+                  "ap9us6v52vjjsrvywa6rt52cm9r9zqt8r2t7mlcwspyetp5h2tztugp9lfyql")
+
+
+async def fund(env: LnEnv, wallet, msat: int) -> None:
+    async with env.sessions() as s, s.begin():
+        equity = (await ensure_platform_accounts(s, "BTC")).equity.id
+    await submit_one(env.sessions, TransferSpec(f"fund:{wallet.id}:{msat}", equity,
+                                                wallet.ledger_account_id, msat, "BTC"))
+
+
+async def pay_out(env: LnEnv, bolt11: str, *, wallet=None, amount_msat=None) -> Withdrawal:
+    async def work(s):
+        return await request_ln_withdrawal(s, wallet=wallet or env.wallet, bolt11=bolt11,
+                                           amount_msat=amount_msat, settings=env.settings,
+                                           backend=env.runtime.lightning)
+    return await retrying(env.sessions, work)
+
+
+def customer_invoice(env: LnEnv, msat: int | None, node: str = "customer2") -> str:
+    return env.network.create_invoice(node, msat, memo="withdrawal").bolt11
+
+
+async def status(env: LnEnv, wd_id: str) -> tuple[str, int | None]:
+    async with env.sessions() as s:
+        wd = await s.get(Withdrawal, wd_id)
+        return wd.status, wd.fee_msat
+
+
+async def test_invoice_credited_once_with_duplicates_and_a_listener_restart(lnenv: LnEnv):
+    env = lnenv
+    async with env.sessions() as s, s.begin():
+        inv = await create_invoice(s, backend=env.runtime.lightning, wallet=env.wallet,
+                                   amount_msat=21_000 * SAT, memo="top-up")
+    listener = InvoiceListener(env.sessions, env.runtime.lightning, node="lnd")
+    task = asyncio.create_task(listener.listen_once())
+    await asyncio.sleep(0.2)
+    env.network.pay("customer1", inv.bolt11)
+    for _ in range(100):
+        if listener.credited:
+            break
+        await asyncio.sleep(0.05)
+    task.cancel()
+    assert listener.credited == 1
+    # The same notification again, a restarted listener replaying from its cursor, a sweep.
+    assert await listener.handle(inv.payment_hash, 21_000 * SAT, 1) is False
+    again = InvoiceListener(env.sessions, env.runtime.lightning, node="lnd")
+    replay = asyncio.create_task(again.listen_once())
+    await asyncio.sleep(0.3)
+    replay.cancel()
+    assert await again.sweep() == 0
+    assert (await env.balances())["available"] == 21_000 * SAT
+    async with env.sessions() as s:
+        row = (await s.execute(select(LnInvoice))).scalar_one()
+    assert row.status == "paid" and row.paid_msat == 21_000 * SAT
+    await env.check()
+
+
+async def test_payment_success_releases_unused_reserve(lnenv: LnEnv):
+    env = lnenv
+    await fund(env, env.wallet, 1_000_000 * SAT)
+    wd = await pay_out(env, customer_invoice(env, 200_000 * SAT))
+    reserve = max(200_000 * SAT * 5_000 // 1_000_000, 10_000)
+    assert (await env.balances())["held"] == 200_000 * SAT + reserve
+    report = await env.runtime.payer.step()
+    assert report.succeeded == 1
+    state, fee = await status(env, wd.id)
+    assert state == "confirmed" and 0 < fee <= reserve  # routed via the router: a real fee
+    b = await env.balances()
+    assert b["held"] == 0 and b["available"] == (1_000_000 - 200_000) * SAT - fee
+    await env.check()
+
+
+@pytest.mark.parametrize("outcome", ["fail:incorrect_payment_details",
+                                     "fail:insufficient_balance"])
+async def test_definite_failure_voids_the_hold(lnenv: LnEnv, outcome):
+    env = lnenv
+    await fund(env, env.wallet, 500_000 * SAT)
+    bolt11 = customer_invoice(env, 100_000 * SAT)
+    env.network.script(env.network.decode(bolt11).payment_hash, outcome)
+    wd = await pay_out(env, bolt11)
+    report = await env.runtime.payer.step()
+    assert report.failed == 1
+    assert (await status(env, wd.id))[0] == "failed"
+    assert await env.balances() == {"available": 500_000 * SAT, "incoming": 0, "held": 0,
+                                    "posted": 500_000 * SAT}
+    await env.check()
+
+
+async def test_retryable_failure_is_retried_then_succeeds(lnenv: LnEnv):
+    env = lnenv
+    await fund(env, env.wallet, 500_000 * SAT)
+    bolt11 = customer_invoice(env, 50_000 * SAT)
+    env.network.script_next("platform", "fail:no_route")
+    wd = await pay_out(env, bolt11)
+    first = await env.runtime.payer.step()
+    assert first.retried == 1 and (await env.balances())["held"] > 0
+    second = await env.runtime.payer.step()
+    assert second.succeeded == 1
+    assert (await status(env, wd.id))[0] == "confirmed"
+    async with env.sessions() as s:
+        attempts = (await s.execute(select(func.count()).select_from(LnPayment))).scalar()
+    assert attempts == 2
+    await env.check()
+
+
+async def test_long_in_flight_then_success_is_never_refunded(lnenv: LnEnv):
+    env = lnenv
+    await fund(env, env.wallet, 500_000 * SAT)
+    bolt11 = customer_invoice(env, 70_000 * SAT)
+    payment_hash = env.network.decode(bolt11).payment_hash
+    env.network.script(payment_hash, "in_flight")
+    wd = await pay_out(env, bolt11)
+    for _ in range(3):  # however many times the payer looks, it waits
+        await env.runtime.payer.step()
+        assert (await status(env, wd.id))[0] == "broadcast"
+        assert (await env.balances())["held"] > 0
+    env.network.resolve(payment_hash, "succeed")
+    await env.runtime.payer.step()
+    assert (await status(env, wd.id))[0] == "confirmed"
+    assert (await env.balances())["held"] == 0
+    await env.check()
+
+
+async def test_timeout_then_success_later_is_never_refunded(lnenv: LnEnv):
+    """LNbits CVE-2024-34694: a send that times out must not be treated as failed."""
+    env = lnenv
+    await fund(env, env.wallet, 500_000 * SAT)
+    bolt11 = customer_invoice(env, 80_000 * SAT)
+    payment_hash = env.network.decode(bolt11).payment_hash
+    env.network.script(payment_hash, "hang_then_succeed", delay=4.0)
+    wd = await pay_out(env, bolt11)
+    report = await env.runtime.payer.step()  # the stream goes quiet: we time out
+    assert report.unknown == 1 and report.failed == 0
+    assert (await status(env, wd.id))[0] == "broadcast"
+    held = (await env.balances())["held"]
+    assert held >= 80_000 * SAT
+    await asyncio.sleep(1.5)
+    await env.runtime.payer.step()  # node still says in flight (or succeeded): never a void
+    assert (await env.balances())["held"] in (held, 0)
+    await asyncio.sleep(1.5)
+    await env.runtime.payer.step()
+    assert (await status(env, wd.id))[0] == "confirmed"
+    b = await env.balances()
+    assert b["held"] == 0 and b["available"] < (500_000 - 80_000) * SAT + 1
+    await env.check()
+
+
+async def test_fifty_concurrent_payments_never_overdraw(lnenv: LnEnv):
+    env = lnenv
+    await fund(env, env.wallet, 1_000_000 * SAT)
+    invoices = [customer_invoice(env, 45_000 * SAT, node="customer1") for _ in range(50)]
+
+    async def one(b):
+        try:
+            await pay_out(env, b)
+            return True
+        except InsufficientFunds:
+            return False
+
+    ok = await asyncio.gather(*(one(b) for b in invoices))
+    per = 45_000 * SAT + max(45_000 * SAT * 5_000 // 1_000_000, 10_000)
+    assert sum(ok) == 1_000_000 * SAT // per
+    assert (await env.balances())["available"] >= 0
+    await env.runtime.payer.step()
+    b = await env.balances()
+    assert b["held"] == 0 and b["available"] >= 0
+    await env.check()
+
+
+async def test_same_invoice_paid_twice_concurrently_is_paid_once(lnenv: LnEnv):
+    env = lnenv
+    await fund(env, env.wallet, 500_000 * SAT)
+    bolt11 = customer_invoice(env, 30_000 * SAT)
+
+    async def one():
+        try:
+            return await pay_out(env, bolt11)
+        except PaymentRefused:
+            return None
+
+    results = await asyncio.gather(one(), one(), one())
+    assert sum(r is not None for r in results) == 1
+    with pytest.raises(PaymentRefused):
+        await pay_out(env, bolt11)
+    await env.runtime.payer.step()
+    async with env.sessions() as s:
+        paid = (await s.execute(select(func.count()).select_from(LnPayment).where(
+            LnPayment.status == "succeeded"))).scalar()
+    assert paid == 1
+    await env.check()
+
+
+async def test_internal_payment_settles_in_the_ledger_and_kills_the_invoice(lnenv: LnEnv):
+    env = lnenv
+    bob = await env.wallet_for("bob@example.com")
+    await fund(env, env.wallet, 100_000 * SAT)
+    async with env.sessions() as s, s.begin():
+        inv = await create_invoice(s, backend=env.runtime.lightning, wallet=bob,
+                                   amount_msat=40_000 * SAT, memo="from alice")
+    wd = await pay_out(env, inv.bolt11)
+    assert wd.method == "internal" and wd.fee_msat == 0
+    assert (await env.balances())["available"] == 60_000 * SAT
+    assert (await env.balances(bob))["available"] == 40_000 * SAT
+    async with env.sessions() as s:
+        assert (await s.get(LnInvoice, inv.id)).internal is True
+    outside = env.network.pay("customer1", inv.bolt11)  # cancelled on the node: it fails
+    assert outside.status.value.upper() == "FAILED"
+    assert (await env.balances(bob))["available"] == 40_000 * SAT  # and nothing moved twice
+    async with env.sessions() as s, s.begin():
+        own = await create_invoice(s, backend=env.runtime.lightning, wallet=env.wallet,
+                                   amount_msat=1_000 * SAT)
+    with pytest.raises(PaymentRefused, match="own wallet"):
+        await pay_out(env, own.bolt11)
+    await env.check()
+
+
+async def test_bad_invoices_hold_nothing(lnenv: LnEnv):
+    env = lnenv
+    await fund(env, env.wallet, 100_000 * SAT)
+    expired = env.network.create_invoice("customer1", 1_000 * SAT, expiry=1).bolt11
+    await asyncio.sleep(1.2)
+    cases = [
+        ("lnbcrt1nonsense", None, InvalidInvoice),
+        (BOLT11_MAINNET, None, WrongNetwork),
+        (expired, None, InvoiceExpired),
+        (customer_invoice(env, None), None, AmountRequired),
+        (customer_invoice(env, 1_000 * SAT), 2_000 * SAT, AmountRequired),
+        (customer_invoice(env, 20_000_000_000), None, PaymentRefused),
+        (customer_invoice(env, 500_000 * SAT), None, InsufficientFunds),
+    ]
+    for bolt11, amount, exc in cases:
+        with pytest.raises(exc):
+            await pay_out(env, bolt11, amount_msat=amount)
+    assert (await env.balances())["held"] == 0
+    async with env.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(LnPayment))).scalar() == 0
+    await env.check()
