@@ -210,3 +210,41 @@ async def test_zero_conf_only_under_the_configured_amount(env: Env):
     await env.runtime.watcher.step()
     assert (await env.balances())["available"] == 550_000 * SAT
     await env.check()
+
+
+async def test_payment_that_vanishes_and_comes_back_is_credited_once(env: Env):
+    """Held, double-spent (hold voided), then the double spend is reorged away and the
+    original is broadcast again: a fresh hold under a new id, credited once, no jam."""
+    d = await deposit(env, 30_000)
+    txid = env.chain.pay(d.address, 30_000)
+    raw = env.server.call("getrawtransaction", [txid])
+    await env.runtime.watcher.step()
+    spend = env.chain.double_spend(txid)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.balances())["incoming"] == 0
+    env.chain.reorg(1, drop_txids=[spend])
+    assert await env.runtime.backend.broadcast(raw) == txid
+    env.chain.mine(1)
+    for _ in range(2):
+        report = await env.runtime.watcher.step()
+        assert not report.errors
+    assert (await env.balances())["available"] == 30_000 * SAT
+    assert (await view(env, d.request.id)).status == "paid"
+    await env.check()
+
+
+async def test_address_paid_before_it_was_handed_out_is_skipped(env: Env):
+    from satvault.onchain.models import OnchainAddress
+
+    async with env.sessions() as s:
+        first = (await s.execute(select(OnchainAddress).where(
+            OnchainAddress.chain == 0, OnchainAddress.idx == 0,
+            OnchainAddress.status == "lookahead"))).scalars().first()
+    env.chain.pay(first.address, 7_000)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    d = await deposit(env, 1_000)
+    assert d.address != first.address
+    d2 = await deposit(env, 1_000)
+    assert len({first.address, d.address, d2.address}) == 3

@@ -304,3 +304,23 @@ async def test_operator_funded_hot_wallet_pays_withdrawals(env: Env):
     await env.runtime.payouts.step()
     assert await received(env, dest) == 250_000
     await env.check()
+
+
+async def test_refused_fee_bump_keeps_the_live_payout(env: Env):
+    from satvault.payouts.errors import CannotBumpFee
+
+    await fund(env, 500_000)
+    dest = external_address(env, 6)
+    await withdraw(env, dest, 100_000)
+    await env.runtime.payouts.step()
+    async with env.sessions() as s:
+        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+    with pytest.raises(CannotBumpFee, match="maximum"):
+        await env.runtime.payouts.bump_fee(batch.id, env.settings.max_feerate_sat_vb + 1)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    await env.runtime.payouts.step()
+    async with env.sessions() as s:
+        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+    assert batch.status == "confirmed" and (await env.balances())["held"] == 0
+    await env.check()

@@ -67,8 +67,13 @@ def hot_address() -> None:
         finally:
             await engine.dispose()
 
+    from satvault.migrate import SchemaNotCurrent
+
     try:
         address, index = asyncio.run(go())
+    except SchemaNotCurrent as exc:
+        sys.stdout.write(json.dumps({"ok": False, "error": str(exc)}) + "\n")
+        raise typer.Exit(2) from None
     except OnchainError as exc:
         sys.stdout.write(json.dumps({"ok": False, "error": str(exc)}) + "\n")
         raise typer.Exit(1) from None

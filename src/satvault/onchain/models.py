@@ -83,6 +83,9 @@ class OnchainPayment(Base):
     wallet_id: Mapped[str | None] = mapped_column(String(40))
     required_confirmations: Mapped[int] = mapped_column(Integer)
     credit_state: Mapped[str] = mapped_column(String(12))
+    # Bumped each time an incoming hold is voided (the payment vanished); a payment that comes
+    # back is held again under a new transfer id, so ids never collide with a resolved hold.
+    hold_generation: Mapped[int] = mapped_column(Integer, default=0)
     spent_by: Mapped[str | None] = mapped_column(String(64))
     first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -126,19 +126,22 @@ async def allocate_address(
     if recycle_after is not None and not change:
         row = await _recycle(session, wallet, now - recycle_after)
     recycled = row is not None
-    if row is None:
-        column = OnchainWallet.next_change if change else OnchainWallet.next_receive
+    column = OnchainWallet.next_change if change else OnchainWallet.next_receive
+    chain = 1 if change else 0
+    while row is None:
         nxt = (await session.execute(
             update(OnchainWallet).where(OnchainWallet.id == wallet.id)
             .values({column: column + 1}).returning(column)
         )).scalar_one()
-        idx, chain = nxt - 1, 1 if change else 0
+        idx = nxt - 1
         await _extend_lookahead(session, wallet, chain=chain, upto=idx + wallet.gap_limit)
-        row = (await session.execute(select(OnchainAddress).where(
+        candidate = (await session.execute(select(OnchainAddress).where(
             OnchainAddress.wallet_id == wallet.id, OnchainAddress.chain == chain,
             OnchainAddress.idx == idx))).scalar_one()
-        if row.status != "lookahead":
-            raise RuntimeError(f"address {row.address} was allocated twice")  # DB bug guard
+        # A look-ahead address that already received money (someone paid it before it was
+        # handed out) is never given to anyone: skip to the next index.
+        if candidate.status == "lookahead" and not candidate.ever_received:
+            row = candidate
     row.status = "allocated"
     row.owner_type, row.owner_id, row.purpose = owner_type, owner_id, purpose
     row.request_id, row.allocated_at, row.expires_at = request_id, now, expires_at

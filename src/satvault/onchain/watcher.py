@@ -141,7 +141,7 @@ class Watcher:
                     txid=m.txid, vout=m.vout, address_id=m.address_id,
                     script_pubkey=m.script_pubkey.hex(), value_sat=m.value_sat,
                     status="mempool", request_id=addr.request_id, wallet_id=wallet_id,
-                    required_confirmations=required, credit_state="none",
+                    required_confirmations=required, credit_state="none", hold_generation=0,
                     first_seen_at=now, updated_at=now)
                 session.add(row)
                 if wallet_id is None and addr.purpose != "change":
@@ -302,7 +302,7 @@ class Watcher:
             open_ids = (await s.execute(select(P.id).join(A, A.id == P.address_id).where(
                 (A.purpose.is_(None)) | (A.purpose != "change"),
             ).where(
-                ((P.credit_state == "none") & (P.status != "conflicted"))
+                ((P.credit_state.in_(("none", "reversed"))) & (P.status != "conflicted"))
                 | (P.credit_state == "pending")
                 | ((P.credit_state == "credited") & (P.status == "conflicted"))
             ).order_by(P.id))).scalars().all()
@@ -329,7 +329,8 @@ class Watcher:
             wallet = await session.get(Wallet, p.wallet_id)
             assert wallet is not None
             credit_account = wallet.ledger_account_id
-        key = f"oc:in:{p.txid}:{p.vout}"
+        base = f"oc:in:{p.txid}:{p.vout}"
+        key = base if p.hold_generation == 0 else f"{base}:g{p.hold_generation}"
         amount = p.value_sat * MSAT
         confs = tip_height - p.block_height + 1 if p.block_height is not None else 0
         enough = confs >= p.required_confirmations and (
@@ -340,16 +341,21 @@ class Watcher:
             if p.credit_state == "pending":
                 specs = [TransferSpec(f"{key}:void", kind=TransferKind.VOID, pending_id=key)]
                 next_state = "none"
+                p.hold_generation += 1
             elif p.credit_state == "credited":
                 return await self._reverse(session, p, key, amount, credit_account,
                                            platform.hot_wallet.id)
         else:
+            if p.credit_state == "reversed":  # reversed after a reorg, and it is back
+                p.hold_generation += 1
+                key = f"{base}:g{p.hold_generation}"
+                p.credit_state = "none"
             if p.credit_state == "none":
                 specs.append(TransferSpec(key, platform.hot_wallet.id, credit_account, amount,
                                           "BTC", kind=TransferKind.PENDING, code="deposit",
                                           ref=f"{p.txid}:{p.vout}"))
                 next_state = "pending"
-            if enough and p.credit_state in ("none", "pending"):
+            if enough and next_state in ("none", "pending"):
                 specs.append(TransferSpec(f"{key}:post", kind=TransferKind.POST, pending_id=key,
                                           code="deposit"))
                 next_state = "credited"

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from satvault.config import get_settings
 from satvault.db import create_engine, session_factory
-from satvault.migrate import ensure_current
+from satvault.migrate import SchemaNotCurrent, ensure_current
 from satvault.payouts.errors import PayoutError
 from satvault.payouts.models import PayoutBatch, Withdrawal
 
@@ -51,7 +51,12 @@ def list_payouts(
         finally:
             await engine.dispose()
 
-    _emit({"ok": True, "payouts": asyncio.run(go())})
+    try:
+        payouts = asyncio.run(go())
+    except SchemaNotCurrent as exc:
+        _emit({"ok": False, "error": str(exc)})
+        raise typer.Exit(2) from None
+    _emit({"ok": True, "payouts": payouts})
 
 
 @app.command("bump")
@@ -76,6 +81,9 @@ def bump(
 
     try:
         txid = asyncio.run(go())
+    except SchemaNotCurrent as exc:
+        _emit({"ok": False, "error": str(exc)})
+        raise typer.Exit(2) from None
     except PayoutError as exc:
         _emit({"ok": False, "error": str(exc)})
         raise typer.Exit(1) from None

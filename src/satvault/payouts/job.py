@@ -231,7 +231,8 @@ class PayoutJob:
             select(Withdrawal).where(Withdrawal.batch_id == batch_id)
             .order_by(Withdrawal.created_at, Withdrawal.id))).scalars().all())
 
-    async def _sign(self, batch_id: str, report: PayoutReport, psbt: str | None = None) -> None:
+    async def _sign(self, batch_id: str, report: PayoutReport, psbt: str | None = None,
+                    *, replacement: bool = False) -> None:
         async with self.sessions() as s:
             batch = await s.get(PayoutBatch, batch_id)
             assert batch is not None
@@ -245,6 +246,9 @@ class PayoutJob:
                 psbt, payments, max_fee_sat=max_fee,
                 max_feerate_sat_vb=self.settings.max_feerate_sat_vb)
         except SigningRefused as refused:
+            if replacement:  # the live version is untouched: refuse the bump, keep tracking
+                raise CannotBumpFee(f"the signer refused the replacement: {refused}") \
+                    from refused
             why = str(refused)
             await retrying(self.sessions,
                            partial(self._mark_stuck, batch_id=batch_id, why=why))
@@ -470,6 +474,9 @@ class PayoutJob:
         new_fee = vsize * feerate_sat_vb
         if new_fee <= old_fee:
             raise CannotBumpFee(f"a fee of {new_fee} sat does not exceed the current {old_fee}")
+        if feerate_sat_vb > self.settings.max_feerate_sat_vb:
+            raise CannotBumpFee(f"{feerate_sat_vb} sat/vB is above the configured maximum of "
+                                f"{self.settings.max_feerate_sat_vb}")
         total_in = sum(p.value_sat for p, _, _ in coins)
         new_change = total_in - sum(w.amount_msat // 1000 for w in wds) - new_fee
         if new_change < CHANGE_DUST_SAT:
@@ -482,9 +489,7 @@ class PayoutJob:
         psbt = make_psbt(inputs, outputs, network=self.settings.network,
                          fingerprint_and_paths=accounts)
         report = PayoutReport()
-        await self._sign(batch_id, report, psbt=psbt)
-        if report.stuck:
-            raise CannotBumpFee("the signer refused the replacement")
+        await self._sign(batch_id, report, psbt=psbt, replacement=True)
         await self._broadcast(batch_id, report)
         async with self.sessions() as s, s.begin():
             b = await s.get(PayoutBatch, batch_id, with_for_update=True)

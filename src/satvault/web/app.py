@@ -56,7 +56,9 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             if rt is None and settings.chain_backend:
                 rt = Runtime.build(settings, sessions)
             if rt is not None:
-                workers.append(chain_watcher_worker(rt.watcher, settings.watcher_interval))
+                watcher_worker = chain_watcher_worker(rt.watcher, settings.watcher_interval)
+                rt.watcher.wake = watcher_worker.wake  # /admin/chain/notify wakes the loop
+                workers.append(watcher_worker)
                 workers.append(payout_worker(rt.payouts, settings.payout_interval))
                 if rt.payer is not None:
                     payer = lightning_payer_worker(rt.payer, settings.ln_payer_interval)

@@ -97,6 +97,7 @@ def upgrade() -> None:
         sa.Column("wallet_id", sa.String(40)),
         sa.Column("required_confirmations", sa.Integer, nullable=False),
         sa.Column("credit_state", sa.String(12), nullable=False),
+        sa.Column("hold_generation", sa.Integer, nullable=False, server_default="0"),
         sa.Column("spent_by", sa.String(64)),
         sa.Column("first_seen_at", ts, nullable=False),
         sa.Column("updated_at", ts, nullable=False),

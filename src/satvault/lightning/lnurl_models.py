@@ -1,0 +1,77 @@
+"""LNURL tables: Lightning Addresses, withdraw vouchers, LNURL-auth keys and challenges.
+
+The migration ``0006_lnurl`` is the DDL's source of truth; it adds the CHECKs the database
+enforces whatever the code does: usernames lower-case in the LUD-16 alphabet, one status per
+row from a closed set, a voucher used by at most one withdrawal, a challenge bound to a user
+exactly when it is no longer open.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from satvault.db import Amount, Base, UtcDateTime
+
+__all__ = ["LightningAddress", "LnurlAuthChallenge", "LnurlAuthKey", "LnurlWithdrawVoucher"]
+
+
+class LightningAddress(Base):
+    """``username@<our host>`` pays into ``wallet_id`` (LUD-16)."""
+
+    __tablename__ = "lightning_addresses"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LnurlWithdrawVoucher(Base):
+    """A single-use LNURL-withdraw (LUD-03) whose amount, plus a fee reserve, is held in the
+    ledger under ``hold_id`` from creation until it is used or canceled."""
+
+    __tablename__ = "lnurl_withdraw_vouchers"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"), index=True)
+    k1: Mapped[str] = mapped_column(String(64), unique=True)
+    min_msat: Mapped[int] = mapped_column(Amount)
+    amount_msat: Mapped[int] = mapped_column(Amount)
+    reserve_msat: Mapped[int] = mapped_column(Amount)
+    description: Mapped[str] = mapped_column(String(639))
+    status: Mapped[str] = mapped_column(String(12))  # open | used | canceled
+    hold_id: Mapped[str] = mapped_column(String(128), unique=True)
+    withdrawal_id: Mapped[str | None] = mapped_column(ForeignKey("withdrawals.id"),
+                                                      unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class LnurlAuthKey(Base):
+    """A LUD-04 linking key (compressed secp256k1 public key, hex) and the user it logs in."""
+
+    __tablename__ = "lnurl_auth_keys"
+
+    linking_key: Mapped[str] = mapped_column(String(66), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LnurlAuthChallenge(Base):
+    """One login attempt: ``open`` until a wallet signs ``k1``, ``verified`` until the browser
+    that asked for it (holding the secret hashed in ``session_hash``) takes its API key,
+    then ``consumed``."""
+
+    __tablename__ = "lnurl_auth_challenges"
+
+    k1: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(12))  # open | verified | consumed
+    linking_key: Mapped[str | None] = mapped_column(ForeignKey("lnurl_auth_keys.linking_key"))
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    consumed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

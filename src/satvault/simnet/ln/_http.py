@@ -1,0 +1,240 @@
+"""A small asyncio HTTP/1.1 server on its own event-loop thread, for the simulators.
+
+Just what LND's REST gateway needs: keep-alive, request bodies by ``Content-Length`` or
+chunked, JSON replies, and streaming replies (``Transfer-Encoding: chunked``, one JSON object
+per line) that end when the client goes away. It starts in a few milliseconds, and
+:meth:`HttpServer.close` drops the listening socket and every open connection at once, which is
+how ``set_offline`` makes clients see refused and reset connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+__all__ = ["HttpServer", "LoopThread", "Request", "Response", "Stream"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_HEAD = 64 * 1024
+MAX_BODY = 8 * 1024 * 1024
+
+
+class LoopThread:
+    """An asyncio event loop running on a daemon thread."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 10.0) -> T:
+        """Run ``coro`` on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+
+        async def drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        with contextlib.suppress(Exception):
+            self.run(drain(), timeout=5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        self.loop.close()
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        if not self.body.strip():
+            return {}
+        return json.loads(self.body)
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: Any  # JSON-able
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Stream:
+    """A streamed reply: every item of ``items`` goes out as one JSON line."""
+
+    items: AsyncIterator[Any]
+    status: int = 200
+
+
+Handler = Callable[[Request], Awaitable[Response | Stream]]
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Status"
+
+
+def _line(obj: Any) -> bytes:
+    return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+
+
+class HttpServer:
+    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port,
+                                                  limit=MAX_HEAD, backlog=256)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        conns, self._conns = self._conns, {}
+        for task, writer in conns.items():
+            writer.transport.abort()
+            task.cancel()
+        await asyncio.gather(*conns, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    # ------------------------------------------------------------------------ connection
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns[task] = writer
+        try:
+            while await self._one(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError):
+            pass
+        except asyncio.CancelledError:
+            pass  # closing: end quietly (asyncio logs a cancelled connection task)
+        finally:
+            self._conns.pop(task, None)
+            writer.close()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return False
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ", 2)
+        headers: dict[str, str] = {}
+        for raw in lines[1:]:
+            if raw:
+                name, _, value = raw.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        body = await self._body(reader, headers)
+        path, _, qs = target.partition("?")
+        req = Request(method.upper(), unquote(path), dict(parse_qsl(qs)), headers, body)
+        keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+        try:
+            reply = await self.handler(req)
+        except Exception as exc:
+            log.exception("simnet HTTP %s %s failed", req.method, req.path)
+            reply = Response(500, {"code": 2, "message": str(exc), "details": []})
+        if isinstance(reply, Stream):
+            return await self._stream(reply, reader, writer, keep_alive)
+        data = b"" if reply.body is None else _line(reply.body)
+        extra = "".join(f"{k}: {v}\r\n" for k, v in reply.headers.items())
+        writer.write(
+            (f"HTTP/1.1 {reply.status} {_reason(reply.status)}\r\n"
+             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n{extra}"
+             + ("" if keep_alive else "Connection: close\r\n") + "\r\n").encode() + data)
+        await writer.drain()
+        return keep_alive
+
+    @staticmethod
+    async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            parts: list[bytes] = []
+            total = 0
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                if size == 0:
+                    await reader.readuntil(b"\r\n")
+                    return b"".join(parts)
+                total += size
+                if total > MAX_BODY:
+                    raise ValueError("request body too large")
+                parts.append(await reader.readexactly(size))
+                await reader.readexactly(2)
+        length = int(headers.get("content-length") or 0)
+        if length > MAX_BODY:
+            raise ValueError("request body too large")
+        return await reader.readexactly(length) if length else b""
+
+    @staticmethod
+    async def _stream(reply: Stream, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter, keep_alive: bool) -> bool:
+        writer.write((f"HTTP/1.1 {reply.status} {_reason(reply.status)}\r\n"
+                      "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                      + ("" if keep_alive else "Connection: close\r\n") + "\r\n").encode())
+        await writer.drain()
+        items = reply.items
+        # A client that goes away shows up as EOF on the reader (HTTP/1.1 clients do not
+        # send the next request before this reply ends).
+        gone = asyncio.ensure_future(reader.read(1))
+        try:
+            while True:
+                nxt = asyncio.ensure_future(anext(items))
+                done, _ = await asyncio.wait({nxt, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    with contextlib.suppress(BaseException):
+                        await nxt
+                    return False
+                try:
+                    item = nxt.result()
+                except StopAsyncIteration:
+                    break
+                data = _line(item)
+                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return keep_alive and not gone.done()
+        finally:
+            gone.cancel()
+            with contextlib.suppress(BaseException):
+                await gone
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()

@@ -1,0 +1,213 @@
+"""LNURL-withdraw vouchers (LUD-03): the hold at creation, single use (also under concurrent
+callbacks), the payment through the Lightning payer, internal redemption, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from satvault.lightning.lnurl import decode_lnurl
+from satvault.lightning.lnurl_models import LnurlWithdrawVoucher
+from satvault.lightning.models import LnPayment
+from satvault.lightning.payments import LightningPayer, fee_reserve
+from satvault.payouts.models import Withdrawal
+from tests.lightning_lnurl.conftest import LnEnv
+from tests.lightning_lnurl.fakes import make_bolt11
+
+FUND = 1_000_000
+
+
+async def voucher(ln: LnEnv, amount: int = 100_000, who: str = "alice", **body) -> dict:
+    r = await ln.client.post(f"/api/v1/wallets/{ln.wallets[who].id}/lnurl-withdraw",
+                             json={"amount_msat": amount, "description": "gift", **body},
+                             headers=ln.auth(who))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def redeem(ln: LnEnv, v: dict, pr: str, k1: str | None = None) -> dict:
+    """Call the voucher's callback as a wallet would (with its k1 unless told otherwise)."""
+    if k1 is None:
+        async with ln.sessions() as s:
+            row = await s.get(LnurlWithdrawVoucher, v["id"])
+            assert row is not None
+            k1 = row.k1
+    r = await ln.client.get(f"/lnurlw/{v['id']}/callback", params={"k1": k1, "pr": pr})
+    assert r.status_code == 200
+    return r.json()
+
+
+async def withdrawals(ln: LnEnv) -> int:
+    async with ln.sessions() as s:
+        return (await s.execute(select(func.count()).select_from(Withdrawal))).scalar_one()
+
+
+async def test_create_holds_amount_and_reserve(ln: LnEnv):
+    await ln.fund("alice", FUND)
+    v = await voucher(ln, 100_000)
+    reserve = fee_reserve(100_000, ln.settings)
+    assert v["status"] == "open" and v["amount_msat"] == v["min_msat"] == 100_000
+    assert v["held_msat"] == 100_000 + reserve
+    assert decode_lnurl(v["lnurl"]) == f"http://lnurl.test/lnurlw/{v['id']}"
+    assert await ln.balance("alice") == {"available": FUND - 100_000 - reserve,
+                                         "held": 100_000 + reserve, "posted": FUND}
+    r = await ln.client.get(f"/lnurlw/{v['id']}")
+    request = r.json()
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert request["tag"] == "withdrawRequest" and len(request["k1"]) == 64
+    assert request["callback"] == f"http://lnurl.test/lnurlw/{v['id']}/callback"
+    assert (request["minWithdrawable"], request["maxWithdrawable"]) == (100_000, 100_000)
+    assert request["defaultDescription"] == "gift"
+    got = await ln.client.get(f"/api/v1/lnurl-withdraw/{v['id']}", headers=ln.auth("alice"))
+    assert got.status_code == 200 and got.json()["id"] == v["id"]
+    assert (await ln.client.get(f"/api/v1/lnurl-withdraw/{v['id']}",
+                                headers=ln.auth("bob"))).status_code == 404
+    await ln.check()
+
+
+async def test_create_refusals(ln: LnEnv):
+    await ln.fund("alice", 50_000)
+    url = f"/api/v1/wallets/{ln.wallets['alice'].id}/lnurl-withdraw"
+    cases = [({"amount_msat": 100_000}, 422, "insufficient-funds"),
+             ({"amount_msat": 0}, 422, "invalid-request"),
+             ({"amount_msat": 1_000, "min_msat": 2_000}, 422, "invalid-input"),
+             ({"amount_msat": 10**13}, 422, "invalid-input")]
+    for body, status, slug in cases:
+        r = await ln.client.post(url, json=body, headers=ln.auth("alice"))
+        assert (r.status_code, r.json()["type"].rsplit("/", 1)[1]) == (status, slug), r.text
+    assert (await ln.client.post(url, json={"amount_msat": 1_000},
+                                 headers=ln.auth("bob"))).status_code == 404
+    assert (await ln.client.post(url, json={"amount_msat": 1_000},
+                                 headers=ln.auth("alice_read"))).status_code == 403
+    assert await ln.balance("alice") == {"available": 50_000, "held": 0, "posted": 50_000}
+    await ln.check()
+
+
+async def test_idempotency_key_creates_one_voucher(ln: LnEnv):
+    await ln.fund("alice", FUND)
+    url = f"/api/v1/wallets/{ln.wallets['alice'].id}/lnurl-withdraw"
+    headers = {**ln.auth("alice"), "Idempotency-Key": "v-1"}
+    first = await ln.client.post(url, json={"amount_msat": 5_000}, headers=headers)
+    again = await ln.client.post(url, json={"amount_msat": 5_000}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json() and again.headers["idempotent-replayed"] == "true"
+    async with ln.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(LnurlWithdrawVoucher))
+                ).scalar_one() == 1
+    await ln.check()
+
+
+async def test_redeem_pays_once_through_the_payer(ln: LnEnv):
+    await ln.fund("alice", FUND)
+    ln.lightning.fee_msat = 120
+    v = await voucher(ln, 100_000)
+    pr = make_bolt11(100_000)  # the redeeming wallet's invoice, from another node
+    assert await redeem(ln, v, pr) == {"status": "OK"}
+    async with ln.sessions() as s:
+        row = await s.get(LnurlWithdrawVoucher, v["id"])
+        payment = (await s.execute(select(LnPayment))).scalar_one()
+    assert row is not None and row.status == "used" and row.withdrawal_id is not None
+    assert payment.withdrawal_id == row.withdrawal_id and payment.status == "pending"
+    reserve = fee_reserve(100_000, ln.settings)
+    assert (await ln.balance("alice"))["held"] == 100_000 + reserve  # the payment's own hold
+
+    assert await redeem(ln, v, make_bolt11(100_000)) == {"status": "ERROR",
+                                                         "reason": "already used"}
+    assert (await ln.client.get(f"/lnurlw/{v['id']}")).json()["reason"] == "already used"
+
+    report = await LightningPayer(ln.sessions, ln.lightning, ln.settings).step()
+    assert report.succeeded == 1 and ln.lightning.paid == [pr]
+    assert await ln.balance("alice") == {"available": FUND - 100_120, "held": 0,
+                                         "posted": FUND - 100_120}
+    assert await withdrawals(ln) == 1
+    await ln.check()
+
+
+async def test_concurrent_callbacks_pay_exactly_once(ln: LnEnv):
+    await ln.fund("alice", FUND)
+    v = await voucher(ln, 100_000)
+    k1 = (await ln.client.get(f"/lnurlw/{v['id']}")).json()["k1"]
+    calls = [ln.client.get(f"/lnurlw/{v['id']}/callback",
+                           params={"k1": k1, "pr": make_bolt11(100_000)}) for _ in range(4)]
+    answers = [r.json() for r in await asyncio.gather(*calls)]
+    assert answers.count({"status": "OK"}) == 1, answers
+    assert [a["reason"] for a in answers if a["status"] == "ERROR"] == ["already used"] * 3
+    assert await withdrawals(ln) == 1
+    await ln.check()
+
+
+@pytest.mark.parametrize(("pr", "reason"), [
+    (make_bolt11(200_000), "this link pays 100000 to 100000 msat"),
+    (make_bolt11(None), "must carry an amount"),
+    (make_bolt11(100_000, currency="bc"), "network"),
+    ("lnbcrt1nonsense", "BOLT11"),
+])
+async def test_refused_invoices_leave_the_voucher_open(ln: LnEnv, pr, reason):
+    await ln.fund("alice", FUND)
+    v = await voucher(ln, 100_000)
+    answer = await redeem(ln, v, pr)
+    assert answer["status"] == "ERROR" and reason in answer["reason"], answer
+    assert (await ln.client.get(f"/lnurlw/{v['id']}")).json()["tag"] == "withdrawRequest"
+    assert await redeem(ln, v, make_bolt11(100_000)) == {"status": "OK"}
+    await ln.check()
+
+
+async def test_wrong_k1_and_partial_amounts(ln: LnEnv):
+    await ln.fund("alice", FUND)
+    v = await voucher(ln, 100_000, min_msat=10_000)
+    assert (await redeem(ln, v, make_bolt11(50_000), k1="0" * 64))["reason"] == \
+        "unknown withdraw link or wrong k1"
+    assert (await ln.client.get("/lnurlw/lnw_nope/callback",
+                                params={"k1": "0" * 64, "pr": "x"})).json()["status"] == "ERROR"
+    assert (await ln.client.get(f"/lnurlw/{v['id']}/callback")).json()["reason"] == \
+        "k1 and pr are required"
+    # Less than the maximum: the rest of the hold goes back to the wallet.
+    assert await redeem(ln, v, make_bolt11(50_000)) == {"status": "OK"}
+    reserve = fee_reserve(50_000, ln.settings)
+    assert await ln.balance("alice") == {"available": FUND - 50_000 - reserve,
+                                         "held": 50_000 + reserve, "posted": FUND}
+    await ln.check()
+
+
+async def test_redeem_with_an_invoice_of_this_platform_settles_internally(ln: LnEnv):
+    await ln.fund("alice", FUND)
+    v = await voucher(ln, 30_000)
+    r = await ln.client.post(f"/api/v1/wallets/{ln.wallets['bob'].id}/lightning-address",
+                             json={"username": "bob"}, headers=ln.auth("bob"))
+    assert r.status_code == 201
+    pr = (await ln.client.get("/lnurlp/bob/callback", params={"amount": 30_000})).json()["pr"]
+    assert await redeem(ln, v, pr) == {"status": "OK"}
+    assert await ln.balance("bob") == {"available": 30_000, "held": 0, "posted": 30_000}
+    assert await ln.balance("alice") == {"available": FUND - 30_000, "held": 0,
+                                         "posted": FUND - 30_000}
+    assert ln.lightning.paid == []
+    # Alice's own invoice cannot redeem her own voucher.
+    v2 = await voucher(ln, 1_000)
+    await ln.client.post(f"/api/v1/wallets/{ln.wallets['alice'].id}/lightning-address",
+                         json={"username": "alice"}, headers=ln.auth("alice"))
+    own = (await ln.client.get("/lnurlp/alice/callback", params={"amount": 1_000})).json()["pr"]
+    assert "own wallet" in (await redeem(ln, v2, own))["reason"]
+    await ln.check()
+
+
+async def test_cancel_releases_the_hold(ln: LnEnv):
+    await ln.fund("alice", FUND)
+    v = await voucher(ln, 100_000)
+    url = f"/api/v1/lnurl-withdraw/{v['id']}"
+    assert (await ln.client.delete(url, headers=ln.auth("bob"))).status_code == 404
+    assert (await ln.client.delete(url, headers=ln.auth("alice_read"))).status_code == 403
+    r = await ln.client.delete(url, headers=ln.auth("alice"))
+    assert r.status_code == 200 and r.json()["status"] == "canceled"
+    assert await ln.balance("alice") == {"available": FUND, "held": 0, "posted": FUND}
+    assert (await redeem(ln, v, make_bolt11(100_000), k1="0" * 64))["status"] == "ERROR"
+    assert (await ln.client.get(f"/lnurlw/{v['id']}")).json()["reason"] == \
+        "this withdraw link was canceled"
+    again = await ln.client.delete(url, headers=ln.auth("alice"))
+    assert again.status_code == 409 and "canceled" in again.json()["detail"]
+    used = await voucher(ln, 1_000)
+    assert await redeem(ln, used, make_bolt11(1_000)) == {"status": "OK"}
+    r = await ln.client.delete(f"/api/v1/lnurl-withdraw/{used['id']}", headers=ln.auth("alice"))
+    assert r.status_code == 409 and "used" in r.json()["detail"]
+    await ln.check()
