@@ -53,6 +53,9 @@ from satvault.simnet.cli import app as simnet_app  # noqa: E402
 app.add_typer(onchain_app, name="onchain")
 app.add_typer(signer_app, name="signer")
 app.add_typer(payouts_app, name="payouts")
+from satvault.simnet.ln.cli import app as simnet_ln_app  # noqa: E402
+
+simnet_app.add_typer(simnet_ln_app)  # satvault simnet ln-pay / ln-invoice / ln-serve
 app.add_typer(simnet_app, name="simnet")
 for sub, name in ((db_app, "db"), (user_app, "user"), (merchant_app, "merchant"),
                   (store_app, "store"), (apikey_app, "apikey"), (ledger_app, "ledger")):

@@ -22,6 +22,12 @@ from .conftest import MACAROON
 HEADERS = {"Grpc-Metadata-macaroon": MACAROON}
 
 
+def _preimage(net: LnNetwork, node: str, payment_hash: str) -> str:
+    inv = net.lookup_invoice(node, payment_hash)
+    assert inv is not None
+    return inv.preimage
+
+
 def _b64url(hex_: str) -> str:
     return base64.urlsafe_b64encode(bytes.fromhex(hex_)).decode()
 
@@ -61,8 +67,8 @@ async def test_invoice_lifecycle(backend: LndBackend, net: LnNetwork) -> None:
 
 async def test_description_hash_fallback_and_amountless(backend: LndBackend) -> None:
     digest = hashlib.sha256(b"terms").digest()
-    inv = await backend.create_invoice(None, description_hash=digest,
-                                       fallback_address="bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
+    address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+    inv = await backend.create_invoice(None, description_hash=digest, fallback_address=address)
     assert inv.amount_msat is None
     decoded = await backend.decode(inv.bolt11)
     assert decoded.description_hash == digest.hex() and decoded.amount_msat is None
@@ -114,7 +120,7 @@ async def test_pay_and_track(backend: LndBackend, net: LnNetwork) -> None:
                                timeout_seconds=30)
     assert result.status is PaymentStatus.SUCCEEDED
     assert (result.amount_msat, result.fee_msat) == (20_000, 1020)
-    assert result.preimage == net.lookup_invoice("customer2", inv.payment_hash).preimage  # type: ignore[union-attr]
+    assert result.preimage == _preimage(net, "customer2", inv.payment_hash)
     tracked = await backend.track_payment(inv.payment_hash)
     assert tracked == result
     direct = net.create_invoice("customer1", 5_000)
@@ -177,10 +183,17 @@ async def test_hang_then_succeed_client_timeout_then_track(backend: LndBackend,
         with pytest.raises(httpx.ReadTimeout):
             await anext(lines)
     # the reconciler's view: still in flight, then definite
-    assert net.payment("platform", inv.payment_hash).status is SimStatus.IN_FLIGHT  # type: ignore[union-attr]
-    tracked = await asyncio.wait_for(backend.track_payment(inv.payment_hash), 3)
-    assert tracked is not None and tracked.status is PaymentStatus.SUCCEEDED
-    assert tracked.preimage == net.lookup_invoice("customer2", inv.payment_hash).preimage  # type: ignore[union-attr]
+    pending = net.payment("platform", inv.payment_hash)
+    assert pending is not None and pending.status is SimStatus.IN_FLIGHT
+    # track reports the current state at once; the reconciler asks again until it is final
+    for _ in range(30):
+        tracked = await asyncio.wait_for(backend.track_payment(inv.payment_hash), 3)
+        assert tracked is not None and tracked.status is not PaymentStatus.FAILED
+        if tracked.status is PaymentStatus.SUCCEEDED:
+            break
+        await asyncio.sleep(0.1)
+    assert tracked.status is PaymentStatus.SUCCEEDED
+    assert tracked.preimage == _preimage(net, "customer2", inv.payment_hash)
 
 
 async def test_wire_errors(lnd: LndRestServer, net: LnNetwork) -> None:
@@ -272,9 +285,7 @@ def test_control_api(lnd: LndRestServer, net: LnNetwork) -> None:
 # backends/lnd.py against LND's real wire behaviour. These document adapter bugs (reported
 # to the lead, not fixed here: the adapter is not ours); each flips to XPASS once fixed.
 
-@pytest.mark.xfail(strict=True, reason="lnd.py _parse ignores the {'error': {...}} body of a "
-                   "failed stream, so 'invoice is already paid' arrives as LndError(409, '')")
-async def test_adapter_bug_already_paid_reason(backend: LndBackend, net: LnNetwork) -> None:
+async def test_adapter_regression_already_paid_reason(backend: LndBackend, net: LnNetwork) -> None:
     inv = net.create_invoice("customer1", 1000)
     await backend.pay(inv.bolt11, amount_msat=None, fee_limit_msat=0, timeout_seconds=30)
     with pytest.raises(LndError) as err:
@@ -282,16 +293,11 @@ async def test_adapter_bug_already_paid_reason(backend: LndBackend, net: LnNetwo
     assert err.value.code == 6 and "already paid" in err.value.reason
 
 
-@pytest.mark.xfail(strict=True, reason="lnd.py track_payment: LND answers an unknown hash "
-                   "with 404 {'error': {'code': 5, 'message': \"payment isn't initiated\"}}; "
-                   "the adapter raises LndError(404, '') instead of returning None")
-async def test_adapter_bug_track_unknown_payment(backend: LndBackend) -> None:
+async def test_adapter_regression_track_unknown_payment(backend: LndBackend) -> None:
     assert await backend.track_payment("cd" * 32) is None
 
 
-@pytest.mark.xfail(strict=True, reason="lnd.py pay streams with timeout=None and no deadline: "
-                   "a stalled /v2/router/send stream hangs the caller forever")
-async def test_adapter_bug_pay_has_no_deadline(backend: LndBackend, net: LnNetwork) -> None:
+async def test_adapter_regression_pay_has_no_deadline(backend: LndBackend, net: LnNetwork) -> None:
     inv = net.create_invoice("customer2", 1000)
     net.script_next("platform", "hang_then_succeed", delay=30)
     try:
@@ -303,9 +309,7 @@ async def test_adapter_bug_pay_has_no_deadline(backend: LndBackend, net: LnNetwo
     assert result.status is PaymentStatus.IN_FLIGHT
 
 
-@pytest.mark.xfail(strict=True, reason="lnd.py track_payment asks no_inflight_updates=true "
-                   "with no deadline: for a payment stuck in flight it never returns")
-async def test_adapter_bug_track_in_flight_blocks(backend: LndBackend, net: LnNetwork) -> None:
+async def test_adapter_regression_track_in_flight_blocks(backend: LndBackend, net: LnNetwork) -> None:
     inv = net.create_invoice("customer2", 1000)
     net.script_next("platform", "in_flight")
     net.pay("platform", inv.bolt11)
@@ -313,9 +317,7 @@ async def test_adapter_bug_track_in_flight_blocks(backend: LndBackend, net: LnNe
     assert result is not None and result.status is PaymentStatus.IN_FLIGHT
 
 
-@pytest.mark.xfail(strict=True, reason="lnd.py _payment keeps LND's all-zero payment_preimage "
-                   "of a failed payment as if it were a preimage")
-async def test_adapter_bug_failed_payment_preimage(backend: LndBackend,
+async def test_adapter_regression_failed_payment_preimage(backend: LndBackend,
                                                    net: LnNetwork) -> None:
     inv = net.create_invoice("customer2", 1000)
     net.script_next("platform", "fail:no_route")
@@ -324,10 +326,7 @@ async def test_adapter_bug_failed_payment_preimage(backend: LndBackend,
     assert result.status is PaymentStatus.FAILED and result.preimage is None
 
 
-@pytest.mark.xfail(strict=True, reason="lnd.py maps every HTTP 500 without 'already'/'not "
-                   "found' to BackendUnavailable; LND's permanent refusals (expired invoice, "
-                   "bad macaroon, undecodable request) are code 2 / HTTP 500")
-async def test_adapter_bug_expired_invoice_is_not_transient(backend: LndBackend,
+async def test_adapter_regression_expired_invoice_is_not_transient(backend: LndBackend,
                                                             net: LnNetwork) -> None:
     inv = net.create_invoice("customer2", 1000, expiry=60)
     net.advance_time(120)

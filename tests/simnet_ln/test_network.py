@@ -116,7 +116,8 @@ def test_underpaying_fails_and_overpaying_is_accepted(net: LnNetwork) -> None:
     assert short.failure_reason is FailureReason.INCORRECT_PAYMENT_DETAILS
     over = net.pay("customer1", inv.bolt11, amount_msat=12_000)
     assert over.status is PaymentStatus.SUCCEEDED
-    assert net.lookup_invoice("platform", inv.payment_hash).amt_paid_msat == 12_000  # type: ignore[union-attr]
+    paid = net.lookup_invoice("platform", inv.payment_hash)
+    assert paid is not None and paid.amt_paid_msat == 12_000
 
 
 def test_expired_invoice_is_refused(net: LnNetwork) -> None:
@@ -192,7 +193,8 @@ def test_delayed_outcome_and_hang_then_succeed(net: LnNetwork) -> None:
     final = net.wait_payment("platform", hung.payment_hash)
     assert final.status is PaymentStatus.SUCCEEDED
     assert time.monotonic() - started >= 0.25
-    assert net.lookup_invoice("customer1", hung.payment_hash).state is InvoiceState.SETTLED  # type: ignore[union-attr]
+    settled = net.lookup_invoice("customer1", hung.payment_hash)
+    assert settled is not None and settled.state is InvoiceState.SETTLED
 
 
 def test_subscription_catch_up_by_index(net: LnNetwork) -> None:

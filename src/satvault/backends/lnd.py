@@ -57,6 +57,15 @@ def _hex(b64: str | None) -> str | None:
     return base64.b64decode(b64).hex() if b64 else None
 
 
+def _network_of(bolt11: str) -> str:
+    text = bolt11.lower()
+    for prefix, network in (("lnbcrt", "regtest"), ("lntbs", "signet"), ("lntb", "testnet"),
+                            ("lnbc", "mainnet")):
+        if text.startswith(prefix):
+            return network
+    return ""
+
+
 def _int(v: Any) -> int:
     return int(v or 0)
 
@@ -88,22 +97,36 @@ class LndBackend:
 
     @staticmethod
     def _parse(resp: httpx.Response, path: str) -> Any:
+        """JSON body, or a typed error. An answer from LND itself (a JSON error with a gRPC
+        code, whatever the HTTP status) is a definite refusal (LndError); only a missing or
+        non-JSON answer from a proxy in front of it is an outage."""
         try:
             body = resp.json()
         except ValueError as exc:
             if resp.status_code >= 500:
                 raise BackendUnavailable(f"lnd {path}: HTTP {resp.status_code}") from exc
             raise BackendProtocolError(f"lnd {path}: HTTP {resp.status_code}, no JSON") from exc
-        if resp.status_code == 404 and isinstance(body, dict) and "message" in body:
-            return None
-        if resp.status_code >= 400:
-            message = body.get("message", "") if isinstance(body, dict) else str(body)
-            if resp.status_code >= 500 and "already" not in message \
-                    and "not found" not in message:
-                raise BackendUnavailable(f"lnd {path}: HTTP {resp.status_code}: {message}")
-            raise LndError(int(body.get("code", resp.status_code)) if isinstance(body, dict)
-                           else resp.status_code, message)
-        return body
+        if resp.status_code < 400:
+            return body
+        err = body.get("error", body) if isinstance(body, dict) else {}
+        if not isinstance(err, dict) or "code" not in err:
+            if resp.status_code >= 500:
+                raise BackendUnavailable(f"lnd {path}: HTTP {resp.status_code}")
+            raise BackendProtocolError(f"lnd {path}: HTTP {resp.status_code}: {body!r}")
+        raise LndError(int(err.get("code", 2)), str(err.get("message", "")))
+
+    def _stream_error(self, resp: httpx.Response, path: str) -> None:
+        """A streaming call refused up front: its first JSON line carries the gRPC error."""
+        lines = [ln for ln in resp.text.splitlines() if ln.strip()]
+        try:
+            first = json.loads(lines[0]) if lines else None
+        except ValueError:
+            first = None
+        err = first.get("error", first) if isinstance(first, dict) else None
+        if isinstance(err, dict) and "code" in err:
+            raise LndError(int(err["code"]), str(err.get("message", "")))
+        self._parse(resp, path)
+        raise BackendProtocolError(f"lnd {path}: HTTP {resp.status_code}")
 
     async def _stream(self, method: str, path: str, *, read_timeout: float | None = None,
                       **kw: Any) -> AsyncIterator[dict[str, Any]]:
@@ -112,7 +135,7 @@ class LndBackend:
             async with self._client.stream(method, path, timeout=timeout, **kw) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
-                    self._parse(resp, path)
+                    self._stream_error(resp, path)
                 async for line in resp.aiter_lines():
                     if not line.strip():
                         continue
@@ -141,6 +164,9 @@ class LndBackend:
 
     @staticmethod
     def _payment(obj: dict[str, Any]) -> PaymentResult:
+        preimage = obj.get("payment_preimage") or None
+        if preimage is not None and not preimage.strip("0"):
+            preimage = None  # LND reports all zeros until the payment succeeded
         status = str(obj.get("status", "IN_FLIGHT")).upper()
         mapped = {"SUCCEEDED": PaymentStatus.SUCCEEDED, "FAILED": PaymentStatus.FAILED}.get(
             status, PaymentStatus.IN_FLIGHT)
@@ -150,7 +176,7 @@ class LndBackend:
             status=mapped,
             amount_msat=_int(obj.get("value_msat")),
             fee_msat=_int(obj.get("fee_msat")),
-            preimage=obj.get("payment_preimage") or None,
+            preimage=preimage,
             failure_reason=None if reason in (None, "", "FAILURE_REASON_NONE") else str(reason),
         )
 
@@ -182,10 +208,10 @@ class LndBackend:
             obj = await self._call("GET", "/v2/invoices/lookup",
                                    params={"payment_hash": _b64url(payment_hash)})
         except LndError as exc:
-            if "not found" in exc.reason or "unable to locate" in exc.reason:
+            if exc.code == 5 and "unable to locate" in exc.reason:  # NOT_FOUND, from LND
                 return None
             raise
-        return None if obj is None else self._invoice(obj)
+        return self._invoice(obj)
 
     async def cancel_invoice(self, payment_hash: str) -> None:
         await self._call("POST", "/v2/invoices/cancel", json={"payment_hash": _b64(payment_hash)})
@@ -206,7 +232,7 @@ class LndBackend:
         # A stream that goes quiet past the payment's own timeout is UNKNOWN (the caller keeps
         # the hold and tracks it), never a failure.
         async for chunk in self._stream("POST", "/v2/router/send", json=body,
-                                        read_timeout=timeout_seconds + 2.0):
+                                        read_timeout=timeout_seconds + 0.25):
             last = self._payment(chunk)
             if last.status is not PaymentStatus.IN_FLIGHT:
                 return last
@@ -215,19 +241,18 @@ class LndBackend:
         return last
 
     async def track_payment(self, payment_hash: str) -> PaymentResult | None:
+        """The payment's current state: LND sends it first on the track stream, so one
+        update is enough (waiting for a final one would hang on a stuck HTLC)."""
         path = f"/v2/router/track/{_b64url(payment_hash)}"
-        last: PaymentResult | None = None
         try:
             async for chunk in self._stream("GET", path, read_timeout=10.0,
-                                            params={"no_inflight_updates": "true"}):
-                last = self._payment(chunk)
-                if last.status is not PaymentStatus.IN_FLIGHT:
-                    return last
+                                            params={"no_inflight_updates": "false"}):
+                return self._payment(chunk)
         except LndError as exc:
-            if "not found" in exc.reason or "unknown payment" in exc.reason.lower():
+            if exc.code == 5:  # NOT_FOUND: "payment isn't initiated"
                 return None
             raise
-        return last
+        raise BackendUnavailable("lnd closed the track stream without an update")
 
     async def decode(self, bolt11: str) -> DecodedInvoice:
         d = await self._call("GET", f"/v1/payreq/{bolt11}")
@@ -236,7 +261,7 @@ class LndBackend:
             amount_msat=_int(d.get("num_msat")) or None, description=d.get("description", ""),
             description_hash=d.get("description_hash") or None,
             timestamp=_int(d.get("timestamp")), expiry=_int(d.get("expiry")) or 3600,
-            network="", min_final_cltv_expiry=_int(d.get("cltv_expiry")) or 18)
+            network=_network_of(bolt11), min_final_cltv_expiry=_int(d.get("cltv_expiry")) or 18)
 
     async def balances(self) -> LightningBalances:
         ch = await self._call("GET", "/v1/balance/channels")

@@ -17,12 +17,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Table,
+    bindparam,
+    column,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    update,
+    values,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -240,11 +252,26 @@ async def _load_transfers(session: AsyncSession, ids: set[str]) -> dict[str, Tra
     return {row.id: _transfer(row) for row in rows}
 
 
-async def _load_failed(session: AsyncSession, ids: set[str]) -> dict[str, FailedTransfer]:
-    rows = await session.execute(
-        select(failed_t.c.id, failed_t.c.result).where(failed_t.c.id.in_(ids))
-    )
-    return {row.id: FailedTransfer(row.id, Result(row.result)) for row in rows}
+async def _load_known(session: AsyncSession, ids: set[str], refs: set[str]
+                      ) -> tuple[dict[str, Transfer], dict[str, FailedTransfer]]:
+    """Stored transfers among ``ids | refs`` and remembered failures among ``ids``, in one
+    round trip (a UNION ALL; the failure rows carry their result in ``code``)."""
+    if not ids and not refs:
+        return {}, {}
+    cols = [c for c in transfers_t.c if c.name != "code"]
+    stored = select(literal("t").label("src"), transfers_t.c.code, *cols).where(
+        transfers_t.c.id.in_(ids | refs))
+    nulls = [null().label(c.name) if c.name != "id" else failed_t.c.id for c in cols]
+    failed = select(literal("f").label("src"), failed_t.c.result.label("code"), *nulls).where(
+        failed_t.c.id.in_(ids))
+    existing: dict[str, Transfer] = {}
+    remembered: dict[str, FailedTransfer] = {}
+    for row in await session.execute(stored.union_all(failed)):
+        if row.src == "t":
+            existing[row.id] = _transfer(row)
+        else:
+            remembered[row.id] = FailedTransfer(row.id, Result(row.code))
+    return existing, remembered
 
 
 _UPDATE_BALANCES = (
@@ -257,6 +284,28 @@ _UPDATE_BALANCES = (
         credits_pending=accounts_t.c.credits_pending + bindparam("d_cq", type_=Amount()),
     )
 )
+
+
+async def _apply_deltas(session: AsyncSession, deltas: Mapping[int, Balances]) -> None:
+    """All balance changes of a batch as increments. One ``UPDATE … FROM (VALUES …)`` on
+    PostgreSQL (one statement, not one per account); an executemany on SQLite, whose single
+    writer gains nothing from the join."""
+    rows = sorted(deltas.items())
+    if _dialect(session) != "postgresql" or len(rows) < 3:
+        await session.execute(_UPDATE_BALANCES, [
+            {"b_id": aid, "d_dp": d.debits_posted, "d_cp": d.credits_posted,
+             "d_dq": d.debits_pending, "d_cq": d.credits_pending} for aid, d in rows])
+        return
+    v = values(column("vid", BigInteger), column("dp", Amount()), column("cp", Amount()),
+               column("dq", Amount()), column("cq", Amount()), name="d").data(
+        [(aid, d.debits_posted, d.credits_posted, d.debits_pending, d.credits_pending)
+         for aid, d in rows])
+    await session.execute(
+        update(accounts_t).where(accounts_t.c.id == v.c.vid).values(
+            debits_posted=accounts_t.c.debits_posted + v.c.dp,
+            credits_posted=accounts_t.c.credits_posted + v.c.cp,
+            debits_pending=accounts_t.c.debits_pending + v.c.dq,
+            credits_pending=accounts_t.c.credits_pending + v.c.cq))
 
 
 def _is_unique_violation(exc: DBAPIError) -> bool:
@@ -280,8 +329,7 @@ async def create_transfers(
         for t in (await _load_transfers(session, pending_ids)).values():
             account_ids.update((t.debit_account_id, t.credit_account_id))
     accounts = await _lock_accounts(session, account_ids)
-    existing = await _load_transfers(session, ids | pending_ids)
-    failed = await _load_failed(session, ids) if ids else {}
+    existing, failed = await _load_known(session, ids, pending_ids)
     plan = plan_transfers(
         specs, accounts=accounts, existing=existing, failed=failed, now=now,
         max_amount=max_amount(_dialect(session)),
@@ -296,11 +344,7 @@ async def create_transfers(
             )
             seqs = {r.id: r.seq for r in rows}
         if plan.deltas:
-            await session.execute(_UPDATE_BALANCES, [
-                {"b_id": aid, "d_dp": d.debits_posted, "d_cp": d.credits_posted,
-                 "d_dq": d.debits_pending, "d_cq": d.credits_pending}
-                for aid, d in sorted(plan.deltas.items())
-            ])
+            await _apply_deltas(session, plan.deltas)
         for pending_id, new_state in plan.hold_updates.items():
             res = await session.execute(
                 update(transfers_t)

@@ -338,7 +338,7 @@ async def resolve_pay_request(
     # LUD-17 schemes and a ``tag`` query parameter (LUD-01) say what an LNURL is up front;
     # only a payRequest is fetched (a login must never be called without a signature).
     query_tag = url.params.get("tag")
-    if (scheme in _LUD17 and scheme != "lnurlp") or query_tag not in (None, "payRequest"):
+    if scheme in ("lnurlw", "lnurlc", "keyauth") or query_tag not in (None, "payRequest"):
         what = query_tag or f"{scheme}://"
         raise LnurlError(f"this LNURL is a {what} request, not a payRequest; it cannot be paid")
     data = await _get_json(http, url, allow_private_hosts=allow_private_hosts)

@@ -30,6 +30,7 @@ from satvault.accounts.models import Wallet
 from satvault.accounts.security import new_id
 from satvault.backends.errors import BackendError, BackendUnavailable
 from satvault.backends.lightning import LightningBackend, PaymentResult, PaymentStatus
+from satvault.backends.lnd import LndError
 from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.ledger.core import TransferKind, TransferSpec
@@ -190,7 +191,18 @@ class LightningPayer:
             report.unknown += 1
             log.warning("ln_payment_unknown", payment=pid, error=str(exc))
             return
-        except BackendError as exc:  # e.g. "payment is in transition": ask the node later
+        except LndError as exc:
+            if exc.code in (6, 9) or "transition" in exc.reason or "already" in exc.reason:
+                # Already paid or being paid (an earlier attempt): the node knows; ask it.
+                await self._mark(pid, "unknown", str(exc))
+                report.unknown += 1
+                return
+            # LND refused before sending anything (expired, bad amount …): definite.
+            await self._apply(pid, PaymentResult(payment.payment_hash, PaymentStatus.FAILED,
+                                                 failure_reason=f"refused: {exc.reason}"[:120]),
+                              report)
+            return
+        except BackendError as exc:  # anything else: the outcome is unknown, ask later
             await self._mark(pid, "unknown", str(exc))
             report.unknown += 1
             return

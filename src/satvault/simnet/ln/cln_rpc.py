@@ -32,6 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from satvault.simnet.ln import _cln_json as C
+from satvault.simnet.ln._cln_params import (
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    RpcError,
+    msat,
+    parse_params,
+    required,
+    u64,
+)
 from satvault.simnet.ln._http import LoopThread
 from satvault.simnet.ln._model import FailureReason, Invoice, Payment, PaymentStatus
 from satvault.simnet.ln.errors import (
@@ -45,86 +54,6 @@ __all__ = ["ClnRpcServer", "RpcError"]
 
 DEFAULT_EXPIRY = 604800
 DEFAULT_CLTV = 18
-INVALID_PARAMS = -32602
-METHOD_NOT_FOUND = -32601
-
-_PARAMS: dict[str, tuple[str, ...]] = {
-    "getinfo": (),
-    "invoice": ("amount_msat", "label", "description", "expiry", "fallbacks", "preimage",
-                "exposeprivatechannels", "cltv", "deschashonly"),
-    "listinvoices": ("label", "invstring", "payment_hash", "offer_id", "index", "start",
-                     "limit"),
-    "delinvoice": ("label", "status", "desconly"),
-    "waitanyinvoice": ("lastpay_index", "timeout"),
-    "waitinvoice": ("label",),
-    "pay": ("bolt11", "amount_msat", "label", "riskfactor", "maxfeepercent", "retry_for",
-            "maxdelay", "exemptfee", "localinvreqid", "exclude", "maxfee", "description",
-            "partial_msat"),
-    "xpay": ("invstring", "amount_msat", "maxfee", "layers", "retry_for", "partial_msat",
-             "maxdelay"),
-    "listpays": ("bolt11", "payment_hash", "status", "index", "start", "limit"),
-    "listsendpays": ("bolt11", "payment_hash", "status", "index", "start", "limit"),
-    "decode": ("string",),
-    "decodepay": ("bolt11", "description"),
-    "listfunds": ("spent",),
-    "notifications": ("enable",),
-}
-
-
-class RpcError(Exception):
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-
-def _params(method: str, raw: Any) -> dict[str, Any]:
-    names = _PARAMS[method]
-    if raw is None:
-        return {}
-    if isinstance(raw, list):
-        if len(raw) > len(names):
-            raise RpcError(INVALID_PARAMS, f"too many parameters: got {len(raw)}, "
-                                           f"expected {len(names)}")
-        return {k: v for k, v in zip(names, raw, strict=False) if v is not None}
-    if isinstance(raw, dict):
-        unknown = sorted(set(raw) - set(names))
-        if unknown:
-            raise RpcError(INVALID_PARAMS, f"unknown parameter: {unknown[0]}")
-        return {k: v for k, v in raw.items() if v is not None}
-    raise RpcError(INVALID_PARAMS, "params must be an array or an object")
-
-
-def _msat(params: dict[str, Any], name: str, *, allow_any: bool = False) -> int | None:
-    if name not in params:
-        return None
-    try:
-        return C.parse_msat(params[name], allow_any=allow_any)
-    except ValueError as exc:
-        raise RpcError(INVALID_PARAMS, f"{name}: {exc}") from None
-
-
-def _u64(params: dict[str, Any], name: str) -> int | None:
-    value = params.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise RpcError(INVALID_PARAMS, f"{name}: should be an unsigned 64 bit integer")
-    try:
-        number = int(value)
-    except ValueError:
-        raise RpcError(INVALID_PARAMS, f"{name}: should be an unsigned 64 bit integer: "
-                                       f"invalid token '{value}'") from None
-    if number < 0:
-        raise RpcError(INVALID_PARAMS, f"{name}: should be an unsigned 64 bit integer")
-    return number
-
-
-def _required(params: dict[str, Any], name: str) -> Any:
-    if name not in params:
-        raise RpcError(INVALID_PARAMS, f"missing required parameter: {name}")
-    return params[name]
 
 
 class ClnRpcServer:
@@ -257,7 +186,7 @@ class ClnRpcServer:
             handler = self._methods.get(method)
             if handler is None:
                 raise RpcError(METHOD_NOT_FOUND, f"Unknown command '{method}'")
-            result = await handler(_params(method, request.get("params")))
+            result = await handler(parse_params(method, request.get("params")))
             return {"jsonrpc": "2.0", "id": rid, "result": result}
         except RpcError as exc:
             error: dict[str, Any] = {"code": exc.code, "message": exc.message}
@@ -305,18 +234,18 @@ class ClnRpcServer:
         return C.invoice(inv, self.network.now())
 
     async def _invoice(self, params: dict[str, Any]) -> dict[str, Any]:
-        amount = _msat({"amount_msat": _required(params, "amount_msat")}, "amount_msat",
+        amount = msat({"amount_msat": required(params, "amount_msat")}, "amount_msat",
                        allow_any=True)
         if amount == 0:
             raise RpcError(INVALID_PARAMS, "amount_msat: should be positive msat or 'any'")
-        label = _required(params, "label")
+        label = required(params, "label")
         if isinstance(label, bool) or not isinstance(label, str | int):
             raise RpcError(INVALID_PARAMS, "label: should be a string or number")
-        description = _required(params, "description")
+        description = required(params, "description")
         if not isinstance(description, str):
             raise RpcError(INVALID_PARAMS, "description: should be a string")
-        expiry = _u64(params, "expiry") or DEFAULT_EXPIRY
-        cltv = _u64(params, "cltv") or DEFAULT_CLTV
+        expiry = u64(params, "expiry") or DEFAULT_EXPIRY
+        cltv = u64(params, "cltv") or DEFAULT_CLTV
         fallbacks = params.get("fallbacks") or []
         if not isinstance(fallbacks, list) or len(fallbacks) > 1:
             raise RpcError(INVALID_PARAMS, "fallbacks: the simulator takes at most one "
@@ -363,17 +292,17 @@ class ClnRpcServer:
         if "invstring" in params:
             invoices = [i for i in invoices
                         if i.bolt11 == str(params["invstring"]).strip().lower()]
-        start = _u64(params, "start")
+        start = u64(params, "start")
         if start is not None:
             invoices = [i for i in invoices if i.add_index >= start]
-        limit = _u64(params, "limit")
+        limit = u64(params, "limit")
         if limit is not None:
             invoices = invoices[:limit]
         return {"invoices": [self._entry(i) for i in invoices]}
 
     async def _delinvoice(self, params: dict[str, Any]) -> dict[str, Any]:
-        label = str(_required(params, "label"))
-        status = str(_required(params, "status"))
+        label = str(required(params, "label"))
+        status = str(required(params, "status"))
         if status not in ("paid", "expired", "unpaid"):
             raise RpcError(INVALID_PARAMS, "status: should be paid, expired or unpaid")
         inv = self.network.invoice_by_label(self.node, label)
@@ -421,14 +350,14 @@ class ClnRpcServer:
             unsubscribe()
 
     async def _waitanyinvoice(self, params: dict[str, Any]) -> dict[str, Any]:
-        after = _u64(params, "lastpay_index") or 0
-        timeout = _u64(params, "timeout")
+        after = u64(params, "lastpay_index") or 0
+        timeout = u64(params, "timeout")
         inv = await self._wait_settled(after, None if timeout is None else float(timeout),
                                        lambda _inv: True)
         return self._entry(inv)
 
     async def _waitinvoice(self, params: dict[str, Any]) -> dict[str, Any]:
-        label = str(_required(params, "label"))
+        label = str(required(params, "label"))
         inv = self.network.invoice_by_label(self.node, label)
         if inv is None:
             raise RpcError(-1, "Unknown invoice")
@@ -443,19 +372,19 @@ class ClnRpcServer:
             req = self.network.require_valid_request(bolt11)
         except InvalidPaymentRequest as exc:
             raise RpcError(INVALID_PARAMS, f"Invalid bolt11: {exc.message}") from None
-        amount = _msat(params, "amount_msat")
+        amount = msat(params, "amount_msat")
         if req.amount_msat is not None and amount is not None:
             raise RpcError(INVALID_PARAMS, "amount_msat parameter unnecessary")
         if req.amount_msat is None and not amount:
             raise RpcError(INVALID_PARAMS, "amount_msat parameter required")
         total = req.amount_msat or amount or 0
-        maxfee = _msat(params, "maxfee")
+        maxfee = msat(params, "maxfee")
         if maxfee is None:
             if xpay:
                 maxfee = max(5000, total // 100)
             else:
                 percent = float(params.get("maxfeepercent", 0.5))
-                exempt = _msat(params, "exemptfee")
+                exempt = msat(params, "exemptfee")
                 maxfee = max(5000 if exempt is None else exempt, int(total * percent / 100))
         existing = self.network.payment(self.node, req.payment_hash)
         if existing is not None and existing.status is PaymentStatus.SUCCEEDED and not xpay:
@@ -515,7 +444,7 @@ class ClnRpcServer:
         return RpcError(209, "Payment failed: " + reason.short)
 
     async def _pay(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = await self._send(str(_required(params, "bolt11")), params, xpay=False)
+        p = await self._send(str(required(params, "bolt11")), params, xpay=False)
         if p.status is not PaymentStatus.SUCCEEDED:
             raise self._failure(p, xpay=False)
         return {"destination": p.destination, "payment_hash": p.payment_hash,
@@ -524,7 +453,7 @@ class ClnRpcServer:
                 "status": "complete"}
 
     async def _xpay(self, params: dict[str, Any]) -> dict[str, Any]:
-        p = await self._send(str(_required(params, "invstring")), params, xpay=True)
+        p = await self._send(str(required(params, "invstring")), params, xpay=True)
         if p.status is not PaymentStatus.SUCCEEDED:
             raise self._failure(p, xpay=True)
         return {"payment_preimage": p.preimage, "failed_parts": 0, "successful_parts": 1,

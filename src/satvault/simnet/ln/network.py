@@ -89,6 +89,7 @@ __all__ = [
     "PaymentListener",
 ]
 
+
 def _seed_bytes(seed: str | bytes) -> bytes:
     return seed.encode() if isinstance(seed, str) else bytes(seed)
 
@@ -323,7 +324,6 @@ class LnNetwork:
                     if inv is not None:
                         backlog.append(("settled", inv.snapshot()))
             unsubscribe = self._events.on_invoice(node, listener)
-
         return backlog, unsubscribe
 
     # -------------------------------------------------------------------------- decoding
@@ -536,7 +536,6 @@ class LnNetwork:
         with self._lock:
             current = self._node(sender).payments.get(key[1])
             unsubscribe = self._events.on_payment(key[0], key[1], listener)
-
         return (None if current is None else current.snapshot()), unsubscribe
 
     def wait_payment(self, sender: str, payment_hash: str, *, timeout: float = 5.0
