@@ -309,7 +309,8 @@ async def test_adapter_regression_pay_has_no_deadline(backend: LndBackend, net: 
     assert result.status is PaymentStatus.IN_FLIGHT
 
 
-async def test_adapter_regression_track_in_flight_blocks(backend: LndBackend, net: LnNetwork) -> None:
+async def test_adapter_regression_track_in_flight_blocks(backend: LndBackend,
+                                                        net: LnNetwork) -> None:
     inv = net.create_invoice("customer2", 1000)
     net.script_next("platform", "in_flight")
     net.pay("platform", inv.bolt11)
