@@ -239,6 +239,7 @@ def serve(
         sys.stderr.write(f"satvault: {exc}\n")
         raise typer.Exit(2) from None
     node = _start_simnet(settings) if settings.chain_backend == "simnet" else None
+    ln_node = _start_ln_simnet(settings) if settings.lightning_backend == "simnet" else None
     url = f"http://{settings.host}:{settings.port}"
     sys.stderr.write(
         f"\n  satvault {__version__} is starting\n"
@@ -251,6 +252,8 @@ def serve(
         f"{settings.esplora_url})\n"
         + ("    try it          satvault simnet pay <address> 50000 && satvault simnet mine\n"
            if node else "")
+        + (f"    lightning       simnet (LND REST at {settings.lnd_url}); pay an invoice with "
+           "`satvault simnet ln-pay <bolt11>`\n" if ln_node else "")
         + "\n"
     )
     try:
@@ -259,6 +262,20 @@ def serve(
     finally:
         if node is not None:
             node.stop()
+        if ln_node is not None:
+            ln_node.stop()
+
+
+def _start_ln_simnet(settings: Settings) -> Any:
+    """The built-in Lightning simulator (LND's REST API) where ``lnd_url`` points."""
+    from urllib.parse import urlsplit
+
+    from satvault.simnet.ln.lnd_rest import LndRestServer
+    from satvault.simnet.ln.network import LnNetwork
+
+    parts = urlsplit(settings.lnd_url)
+    return LndRestServer(LnNetwork(), node="platform", host=parts.hostname or "127.0.0.1",
+                         port=parts.port or 18080).start()
 
 
 def _start_simnet(settings: Settings) -> Any:
