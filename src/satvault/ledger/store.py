@@ -20,21 +20,23 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     BigInteger,
+    Numeric,
     Table,
     bindparam,
-    column,
     func,
     insert,
     literal,
     null,
     select,
+    text,
     update,
-    values,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -286,26 +288,31 @@ _UPDATE_BALANCES = (
 )
 
 
+_UPDATE_BALANCES_PG = text(
+    "UPDATE ledger_accounts AS a SET debits_posted = a.debits_posted + d.dp, "
+    "credits_posted = a.credits_posted + d.cp, debits_pending = a.debits_pending + d.dq, "
+    "credits_pending = a.credits_pending + d.cq "
+    "FROM unnest(:ids, :dp, :cp, :dq, :cq) AS d(vid, dp, cp, dq, cq) WHERE a.id = d.vid"
+).bindparams(bindparam("ids", type_=ARRAY(BigInteger())),
+             *(bindparam(n, type_=ARRAY(Numeric(39, 0))) for n in ("dp", "cp", "dq", "cq")))
+
+
 async def _apply_deltas(session: AsyncSession, deltas: Mapping[int, Balances]) -> None:
-    """All balance changes of a batch as increments. One ``UPDATE … FROM (VALUES …)`` on
-    PostgreSQL (one statement, not one per account); an executemany on SQLite, whose single
-    writer gains nothing from the join."""
+    """All balance changes of a batch as increments. On PostgreSQL one statement over five
+    arrays (``unnest``): one execution and one cached plan, however many accounts; an
+    executemany on SQLite, whose single writer gains nothing from the join."""
     rows = sorted(deltas.items())
     if _dialect(session) != "postgresql" or len(rows) < 3:
         await session.execute(_UPDATE_BALANCES, [
             {"b_id": aid, "d_dp": d.debits_posted, "d_cp": d.credits_posted,
              "d_dq": d.debits_pending, "d_cq": d.credits_pending} for aid, d in rows])
         return
-    v = values(column("vid", BigInteger), column("dp", Amount()), column("cp", Amount()),
-               column("dq", Amount()), column("cq", Amount()), name="d").data(
-        [(aid, d.debits_posted, d.credits_posted, d.debits_pending, d.credits_pending)
-         for aid, d in rows])
-    await session.execute(
-        update(accounts_t).where(accounts_t.c.id == v.c.vid).values(
-            debits_posted=accounts_t.c.debits_posted + v.c.dp,
-            credits_posted=accounts_t.c.credits_posted + v.c.cp,
-            debits_pending=accounts_t.c.debits_pending + v.c.dq,
-            credits_pending=accounts_t.c.credits_pending + v.c.cq))
+    await session.execute(_UPDATE_BALANCES_PG, {
+        "ids": [aid for aid, _ in rows],
+        "dp": [Decimal(d.debits_posted) for _, d in rows],
+        "cp": [Decimal(d.credits_posted) for _, d in rows],
+        "dq": [Decimal(d.debits_pending) for _, d in rows],
+        "cq": [Decimal(d.credits_pending) for _, d in rows]})
 
 
 def _is_unique_violation(exc: DBAPIError) -> bool:
