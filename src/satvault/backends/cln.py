@@ -52,8 +52,8 @@ def _msat(v: Any) -> int:
 class ClnBackend:
     name = "cln"
 
-    def __init__(self, rpc_path: str, *, timeout: float = 60.0) -> None:
-        self._rpc = LightningRpc(rpc_path, timeout=timeout)
+    def __init__(self, rpc_path: str) -> None:
+        self._rpc = LightningRpc(rpc_path)
 
     async def close(self) -> None:
         return None
