@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     withdrawal_fee_reserve_sat: int = 5_000
     withdrawal_min_sat: int = 1_000
     withdrawal_max_sat: int = 100_000_000
+    # Per wallet, over any 24 hours, on-chain and Lightning together (internal payments too).
+    withdrawal_daily_limit_msat: int = 1_000_000_000_000
     payout_interval: float = 10.0
     payout_max_batch: int = 100
     payout_confirmations: int = 1

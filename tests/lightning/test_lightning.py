@@ -269,3 +269,17 @@ async def test_bad_invoices_hold_nothing(lnenv: LnEnv):
     async with env.sessions() as s:
         assert (await s.execute(select(func.count()).select_from(LnPayment))).scalar() == 0
     await env.check()
+
+
+async def test_daily_limit_counts_lightning_and_internal_withdrawals(lnenv: LnEnv):
+    from satvault.payouts.errors import InvalidWithdrawal
+
+    env = lnenv
+    env.settings.withdrawal_daily_limit_msat = 100_000 * SAT
+    await fund(env, env.wallet, 1_000_000 * SAT)
+    await pay_out(env, customer_invoice(env, 60_000 * SAT))
+    with pytest.raises(InvalidWithdrawal, match="24-hour"):
+        await pay_out(env, customer_invoice(env, 50_000 * SAT))
+    await pay_out(env, customer_invoice(env, 40_000 * SAT))  # exactly at the limit
+    assert (await env.balances())["held"] > 0
+    await env.check()

@@ -42,6 +42,7 @@ from satvault.lightning.invoices import credit_settled
 from satvault.lightning.models import LnInvoice, LnPayment
 from satvault.logs import get_logger
 from satvault.payouts.models import Withdrawal
+from satvault.payouts.service import check_daily_limit
 
 __all__ = ["LightningPayer", "PayerReport", "fee_reserve", "request_ln_withdrawal"]
 
@@ -64,6 +65,8 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
     if inv.amount_msat > settings.ln_max_payment_msat:
         raise PaymentRefused(f"{inv.amount_msat} msat is above the per-payment limit of "
                              f"{settings.ln_max_payment_msat} msat")
+    await check_daily_limit(session, wallet=wallet, amount_msat=inv.amount_msat,
+                            settings=settings)
     live = (await session.execute(select(LnPayment.id).where(
         LnPayment.payment_hash == inv.payment_hash,
         LnPayment.status.in_(("pending", "in_flight", "unknown", "succeeded", "retry"))))

@@ -7,6 +7,9 @@ may already be on its way is a refund of money that left.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Wallet
@@ -21,10 +24,24 @@ from satvault.onchain.bip21 import parse_bip21
 from satvault.payouts.errors import InvalidWithdrawal
 from satvault.payouts.models import Withdrawal
 
-__all__ = ["DUST_SAT", "request_withdrawal", "resolve_destination"]
+__all__ = ["DUST_SAT", "check_daily_limit", "request_withdrawal", "resolve_destination"]
 
 # Bitcoin Core's dust thresholds at its default 3 sat/vB dust relay fee.
 DUST_SAT = {"p2pkh": 546, "p2sh": 540, "p2wpkh": 294, "p2wsh": 330, "p2tr": 330}
+
+
+async def check_daily_limit(session: AsyncSession, *, wallet: Wallet, amount_msat: int,
+                            settings: Settings) -> None:
+    """Refuse a withdrawal that would take the wallet past its rolling 24-hour limit."""
+    since = utcnow() - timedelta(hours=24)
+    spent = (await session.execute(
+        select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
+            Withdrawal.wallet_id == wallet.id, Withdrawal.created_at >= since,
+            Withdrawal.status.not_in(("failed", "cancelled"))))).scalar_one()
+    if int(spent) + amount_msat > settings.withdrawal_daily_limit_msat:
+        left = max(0, settings.withdrawal_daily_limit_msat - int(spent))
+        raise InvalidWithdrawal(f"this would exceed the wallet's 24-hour withdrawal limit; "
+                                f"{left} msat remain available")
 
 
 def resolve_destination(destination: str, amount_msat: int | None, network: str
@@ -62,6 +79,7 @@ async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destinati
     if sat > settings.withdrawal_max_sat:
         raise InvalidWithdrawal(f"{sat} sat is above the per-withdrawal limit of "
                                 f"{settings.withdrawal_max_sat} sat")
+    await check_daily_limit(session, wallet=wallet, amount_msat=amount, settings=settings)
     reserve = settings.withdrawal_fee_reserve_sat * 1000 \
         if settings.withdrawal_fee_policy == "user" else 0
     now = utcnow()
