@@ -94,6 +94,8 @@ def test_demo_prints_json_summary_last(tmp_path):
     assert summary["ok"] is True and summary["ledger_check"] == "ok"
     assert summary["deposit_status"] == "paid"
     assert summary["payout"] == {"batched": 3, "broadcast": 1, "confirmed": 1}
-    # 35k left from the ledger walkthrough + 250k deposited - 210k withdrawn - network fee.
-    assert 74_000_000 < summary["customer_available_msat"] < 75_000_000
-    assert summary["merchant_available_msat"] == 39_600_000
+    assert summary["lightning"]["internal_payment"] == "internal"
+    # 35k left from the ledger walkthrough + 250k deposited - 210k withdrawn on-chain - fee,
+    # then Lightning: +20k received, -5k to the merchant, -3k paid out - routing fee.
+    assert 86_000_000 < summary["customer_available_msat"] < 87_000_000
+    assert summary["merchant_available_msat"] == 39_600_000 + 5_000_000

@@ -132,8 +132,15 @@ async def _walkthrough(url: str) -> dict[str, Any]:
         signer = InProcessSigner(HotSigner(secrets.token_bytes(64), "regtest"))
         async with sessions() as s, s.begin():
             await register_signer_wallets(s, signer, settings)
-        ctx.update(chain=chain, server=server, settings=settings,
-                   runtime=Runtime.build(settings, sessions, signer=signer))
+        from satvault.backends.lnd import LndBackend
+        from satvault.simnet.ln.lnd_rest import LndRestServer
+        from satvault.simnet.ln.network import LnNetwork
+
+        network = LnNetwork()
+        lnd = LndRestServer(network, node="platform").start()
+        ctx.update(chain=chain, server=server, settings=settings, network=network, lnd=lnd,
+                   runtime=Runtime.build(settings, sessions, signer=signer,
+                                         lightning=LndBackend(lnd.url)))
         summary["simnet"] = server.url.split("@")[-1]
 
     async def onchain_deposit() -> None:
@@ -171,6 +178,33 @@ async def _walkthrough(url: str) -> dict[str, Any]:
         summary["payout"] = {"batched": report.batched, "broadcast": report.broadcast,
                              "confirmed": report2.confirmed}
 
+    async def lightning() -> None:
+        from satvault.lightning.invoices import InvoiceListener, create_invoice
+        from satvault.lightning.payments import request_ln_withdrawal
+
+        rt, network = ctx["runtime"], ctx["network"]
+        async with sessions() as s, s.begin():
+            inv = await create_invoice(s, backend=rt.lightning, wallet=ctx["customer_wallet"],
+                                       amount_msat=20_000 * SAT, memo="demo zap")
+        network.pay("customer1", inv.bolt11)  # someone outside pays the customer's invoice
+        await InvoiceListener(sessions, rt.lightning, node="demo").sweep()
+        async with sessions() as s, s.begin():
+            bill = await create_invoice(s, backend=rt.lightning,
+                                        wallet=ctx["merchant_wallet"],
+                                        amount_msat=5_000 * SAT, memo="coffee")
+            internal = await request_ln_withdrawal(
+                s, wallet=ctx["customer_wallet"], bolt11=bill.bolt11, amount_msat=None,
+                settings=ctx["settings"], backend=rt.lightning)
+        outside = network.create_invoice("customer2", 3_000 * SAT, memo="refund").bolt11
+        async with sessions() as s, s.begin():
+            await request_ln_withdrawal(s, wallet=ctx["customer_wallet"], bolt11=outside,
+                                        amount_msat=None, settings=ctx["settings"],
+                                        backend=rt.lightning)
+        report = await rt.payer.step()
+        summary["lightning"] = {"received_msat": 20_000 * SAT,
+                                "internal_payment": internal.method,
+                                "external_payments_succeeded": report.succeeded}
+
     steps = [
         ("create a merchant, a store and a customer", setup),
         ("credit the customer 100,000 sat", deposit),
@@ -183,6 +217,8 @@ async def _walkthrough(url: str) -> dict[str, Any]:
          onchain_deposit),
         ("three on-chain withdrawals: one batched payout, signed, broadcast, confirmed",
          onchain_withdraw),
+        ("Lightning: receive 20k sat, pay the merchant inside the ledger, pay out 3k sat",
+         lightning),
         ("run the ledger check", check),
     ]
     console = Console(stderr=True)
@@ -201,9 +237,12 @@ async def _walkthrough(url: str) -> dict[str, Any]:
         if "runtime" in ctx:
             await ctx["runtime"].close()
             ctx["server"].stop()
+            ctx["lnd"].stop()
         await engine.dispose()
     summary["seconds"] = round(time.perf_counter() - started, 3)
     summary["ok"] = bool(summary.get("ledger_check") == "ok" and summary.get("overdraft_refused")
                          and summary.get("deposit_status") == "paid"
-                         and summary.get("payout", {}).get("confirmed") == 1)
+                         and summary.get("payout", {}).get("confirmed") == 1
+                         and summary.get("lightning", {}).get("internal_payment") == "internal"
+                         and summary["lightning"]["external_payments_succeeded"] == 1)
     return summary
