@@ -1,5 +1,2 @@
-"""The HTTP edge: the FastAPI app factory, dependencies and error mapping."""
-
-from satvault.web.app import create_app
-
-__all__ = ["create_app"]
+"""The HTTP edge: the FastAPI app factory (``web.app.create_app``), dependencies and error
+mapping. Nothing is re-exported here, so importing a router never drags in the whole app."""

@@ -18,6 +18,7 @@ from satvault.accounts.api import router as accounts_router
 from satvault.config import Settings, get_settings
 from satvault.db import create_engine, session_factory
 from satvault.ledger.api import router as ledger_router
+from satvault.lightning.lnurl_server import router as lnurl_router
 from satvault.migrate import ensure_current
 from satvault.onchain.api import router as onchain_router
 from satvault.payouts.api import router as payouts_router
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.include_router(ledger_router)
     app.include_router(onchain_router)
     app.include_router(payouts_router)
+    app.include_router(lnurl_router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> JSONResponse:
