@@ -100,3 +100,35 @@ async def test_funded_wallet_cannot_overspend_over_http(lnenv: LnEnv):
         bal = (await c.get(f"/api/v1/wallets/{env.wallet.id}", headers=alice)).json()
         assert bal["held_msat"] == 0 and bal["available_msat"] == 10_000 * SAT
     await env.check()
+
+
+async def test_withdraw_to_a_lightning_address_over_http(lnenv: LnEnv):
+    """Alice pays bob@<this host>: LUD-16 resolution → LNURL-pay callback → our own invoice →
+    settled inside the ledger."""
+    env = lnenv
+    env.settings.public_url = "http://lnurl.test"
+    alice = await key_for(env, env.wallet.owner_id)
+    bob_wallet = await env.wallet_for("bob@example.com")
+    bob = await key_for(env, bob_wallet.owner_id)
+    await fund(env, env.wallet, 50_000 * SAT)
+    app = create_app(env.settings, engine=env.sessions.kw["bind"], start_workers=False,
+                     runtime=env.runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), \
+            httpx.AsyncClient(transport=transport, base_url="http://lnurl.test") as c:
+        app.state.lnurl_http = c
+        r = await c.post(f"/api/v1/wallets/{bob_wallet.id}/lightning-address", headers=bob,
+                         json={"username": "bob"})
+        assert r.status_code == 201 and r.json()["address"] == "bob@lnurl.test"
+        r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                         headers={**alice, "Idempotency-Key": "addr-1"},
+                         json={"destination": "bob@lnurl.test", "amount_msat": 2_000 * SAT})
+        assert r.status_code == 201, r.text
+        assert r.json()["method"] == "internal" and r.json()["destination"] == "bob@lnurl.test"
+        bal = (await c.get(f"/api/v1/wallets/{bob_wallet.id}", headers=bob)).json()
+        assert bal["available_msat"] == 2_000 * SAT
+        r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                         headers={**alice, "Idempotency-Key": "addr-2"},
+                         json={"destination": "bob@lnurl.test", "amount_msat": 1})
+        assert r.status_code == 422 and r.json()["title"] == "lnurl error"
+    await env.check()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import contextlib
+
 import httpx
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
@@ -83,7 +85,10 @@ async def create_withdrawal(
                 raise AmountRequired("amount_msat is required to pay an LNURL or address")
             from satvault.lightning.lnurl import resolve_pay_request
 
-            async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as http:
+            injected = getattr(request.app.state, "lnurl_http", None)  # tests, proxies
+            async with contextlib.AsyncExitStack() as stack:
+                http = injected or await stack.enter_async_context(
+                    httpx.AsyncClient(timeout=10.0, follow_redirects=False))
                 resolved = await resolve_pay_request(
                     body.destination, body.amount_msat, http=http,
                     allow_private_hosts=settings.environment == "development")
