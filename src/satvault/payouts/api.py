@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
 import contextlib
+from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Depends, Header, Request
@@ -87,7 +86,7 @@ async def create_withdrawal(
 
             injected = getattr(request.app.state, "lnurl_http", None)  # tests, proxies
             async with contextlib.AsyncExitStack() as stack:
-                http = injected or await stack.enter_async_context(
+                http: httpx.AsyncClient = injected or await stack.enter_async_context(
                     httpx.AsyncClient(timeout=10.0, follow_redirects=False))
                 resolved = await resolve_pay_request(
                     body.destination, body.amount_msat, http=http,
