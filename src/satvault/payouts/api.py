@@ -86,8 +86,9 @@ async def create_withdrawal(
 
             injected = getattr(request.app.state, "lnurl_http", None)  # tests, proxies
             async with contextlib.AsyncExitStack() as stack:
-                http: httpx.AsyncClient = injected or await stack.enter_async_context(
-                    httpx.AsyncClient(timeout=10.0, follow_redirects=False))
+                http: httpx.AsyncClient = injected if injected is not None else \
+                    await stack.enter_async_context(
+                        httpx.AsyncClient(timeout=10.0, follow_redirects=False))
                 resolved = await resolve_pay_request(
                     body.destination, body.amount_msat, http=http,
                     allow_private_hosts=settings.environment == "development")
