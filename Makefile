@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 SV     := $(VENV)/bin/satvault
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,15 @@ run: $(STAMP)
 	$(SV) init --if-needed --format text
 	$(SV) serve
 
-test: $(STAMP)
+# Debian's chromium for the checkout page's browser test (Playwright drives it; it never
+# downloads a browser of its own). Installed when missing and possible (root + apt).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null \
+		&& apt-get install -y -qq chromium >/dev/null)); } \
+		|| echo "note: chromium is not installed; the browser test will be skipped"
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)

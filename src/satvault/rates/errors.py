@@ -1,0 +1,54 @@
+"""Rate errors: foreign errors (httpx, JSON, a missing key) stop at the source and become these.
+
+::
+
+    RateError
+    ├── UnsupportedCurrency   not a currency we know the scale of, or no source quotes it
+    ├── SourceUnreachable     one source: no connection, timed out, HTTP 5xx or 429
+    ├── BadRateResponse       one source answered, but not a price we can read
+    └── RateUnavailable       every source failed (``failures`` names each one and why):
+                              no invoice may be created
+
+A single source raises the first three; ``RateService`` collects them and raises
+``RateUnavailable`` (or ``UnsupportedCurrency`` when every source said so). At the HTTP edge
+``UnsupportedCurrency`` is the merchant's mistake (422) and ``RateUnavailable`` ours (503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "BadRateResponse",
+    "RateError",
+    "RateUnavailable",
+    "SourceUnreachable",
+    "UnsupportedCurrency",
+]
+
+
+class RateError(Exception):
+    pass
+
+
+class UnsupportedCurrency(RateError):
+    pass
+
+
+class SourceUnreachable(RateError):
+    pass
+
+
+class BadRateResponse(RateError):
+    pass
+
+
+class RateUnavailable(RateError):
+    """No source answered for ``currency``; ``failures`` is ``(source name, reason)`` in the
+    order the sources were tried."""
+
+    def __init__(self, currency: str, failures: Sequence[tuple[str, str]]) -> None:
+        self.currency = currency
+        self.failures = tuple(failures)
+        detail = "; ".join(f"{name}: {reason}" for name, reason in self.failures)
+        super().__init__(f"no BTC/{currency} rate from any source ({detail or 'no sources'})")
