@@ -87,6 +87,18 @@ class Settings(BaseSettings):
     withdrawal_max_sat: int = 100_000_000
     # Per wallet, over any 24 hours, on-chain and Lightning together (internal payments too).
     withdrawal_daily_limit_msat: int = 1_000_000_000_000
+
+    # --- merchant invoices ------------------------------------------------------------------
+    # Platform fee on money received for store invoices, in basis points of each payment.
+    invoice_fee_bp: int = 100
+    invoice_monitoring_minutes: int = 24 * 60
+    invoice_accept_late: bool = True
+    # Rates: comma-separated sources in fallback order (kraken, coinbase, bitstamp, coingecko,
+    # fixed); fixed prices of 1 BTC for offline use and the demo.
+    rate_sources: str = "fixed"
+    fixed_rates: dict[str, str] = Field(default_factory=lambda: {
+        "USD": "60000.00", "EUR": "55000.00", "JPY": "9000000", "THB": "2100000.00"})
+    rate_ttl_seconds: int = 60
     payout_interval: float = 10.0
     payout_max_batch: int = 100
     payout_confirmations: int = 1

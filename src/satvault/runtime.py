@@ -28,6 +28,7 @@ from satvault.onchain.models import OnchainWallet
 from satvault.onchain.service import register_wallet
 from satvault.onchain.watcher import Watcher
 from satvault.payouts.job import PayoutJob
+from satvault.rates.service import RateService, build_rate_service
 from satvault.signer.base import InProcessSigner, Signer
 from satvault.signer.core import HotSigner
 from satvault.signer.seed import create_seed_file, load_seed_file
@@ -125,6 +126,7 @@ class Runtime:
     listener: InvoiceListener | None = None
     payer: LightningPayer | None = None
     payer_wake: asyncio.Event | None = None
+    rates: RateService | None = None
 
     @classmethod
     def build(cls, settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
@@ -136,12 +138,15 @@ class Runtime:
         signer = signer or open_signer(settings)
         watcher = Watcher(sessions, backend, zero_conf_max_sat=settings.zero_conf_max_sat,
                           initial_rescan=settings.watcher_initial_rescan,
-                          start_height=start_height)
+                          start_height=start_height, invoice_fee_bp=settings.invoice_fee_bp)
         ln = make_lightning_backend(settings) if lightning is True else lightning or None
         rt = cls(settings, backend, signer, watcher,
                  PayoutJob(sessions, backend, signer, settings), lightning=ln)
+        rt.rates = build_rate_service(settings.rate_sources, dict(settings.fixed_rates),
+                                      ttl_seconds=settings.rate_ttl_seconds)
         if ln is not None:
-            rt.listener = InvoiceListener(sessions, ln, node=settings.lightning_backend)
+            rt.listener = InvoiceListener(sessions, ln, node=settings.lightning_backend,
+                                          invoice_fee_bp=settings.invoice_fee_bp)
             rt.payer = LightningPayer(sessions, ln, settings)
         return rt
 
@@ -149,3 +154,5 @@ class Runtime:
         await self.backend.close()
         if self.lightning is not None:
             await self.lightning.close()
+        if self.rates is not None:
+            await self.rates.close()

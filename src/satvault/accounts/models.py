@@ -44,6 +44,8 @@ class Store(Base):
     name: Mapped[str] = mapped_column(String(120))
     default_currency: Mapped[str] = mapped_column(String(16), default="BTC")
     speed_policy: Mapped[int] = mapped_column(Integer, default=1)
+    # Rate spread charged on fiat invoices, in basis points (the payer pays more sats).
+    spread_bp: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 

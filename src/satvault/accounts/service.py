@@ -152,16 +152,18 @@ async def create_merchant(session: AsyncSession, *, name: str, owner_user_id: st
 
 async def create_store(session: AsyncSession, *, merchant_id: str, name: str,
                        default_currency: str = "BTC", speed_policy: int = 1,
-                       actor: str = "system") -> Store:
+                       spread_bp: int = 0, actor: str = "system") -> Store:
     await get_merchant(session, merchant_id)
     name = name.strip()
     if not name or len(name) > 120:
         raise InvalidInput("a store needs a name of 1-120 characters")
     if speed_policy not in (0, 1, 2, 6):
         raise InvalidInput("speed_policy (confirmations) must be 0, 1, 2 or 6")
+    if not 0 <= spread_bp <= 2000:
+        raise InvalidInput("spread_bp must be between 0 and 2000 (20 %)")
     store = Store(id=new_id("sto"), merchant_id=merchant_id, name=name,
                   default_currency=default_currency, speed_policy=speed_policy,
-                  created_at=utcnow())
+                  spread_bp=spread_bp, created_at=utcnow())
     session.add(store)
     await session.flush()
     await audit(session, actor=actor, action="store.create", subject=store.id,

@@ -22,8 +22,9 @@ from satvault.backends.errors import BackendError
 from satvault.backends.lightning import InvoiceState, LightningBackend
 from satvault.db import utcnow
 from satvault.ledger.core import TransferSpec
+from satvault.ledger.errors import error_for
 from satvault.ledger.platform import ensure_platform_accounts
-from satvault.ledger.store import retrying, transfer
+from satvault.ledger.store import create_transfers, retrying
 from satvault.lightning.models import LnCursor, LnInvoice
 from satvault.logs import get_logger
 
@@ -55,7 +56,8 @@ async def create_invoice(session: AsyncSession, *, backend: LightningBackend, wa
 
 
 async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat: int,
-                         internal: bool = False, debit_account_id: int | None = None) -> bool:
+                         internal: bool = False, debit_account_id: int | None = None,
+                         invoice_fee_bp: int = 0) -> bool:
     """Credit a paid invoice's wallet once; False if unknown to us or already credited."""
     row = (await session.execute(select(LnInvoice).where(
         LnInvoice.payment_hash == payment_hash).with_for_update())).scalar_one_or_none()
@@ -63,11 +65,21 @@ async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat:
         return False
     wallet = await session.get(Wallet, row.wallet_id)
     assert wallet is not None
+    platform = await ensure_platform_accounts(session, "BTC")
     if debit_account_id is None:
-        debit_account_id = (await ensure_platform_accounts(session, "BTC")).lightning.id
-    await transfer(session, TransferSpec(
+        debit_account_id = platform.lightning.id
+    fee = paid_msat * invoice_fee_bp // 10_000 if row.store_invoice_id else 0
+    specs = [TransferSpec(
         f"ln:in:{payment_hash}", debit_account_id, wallet.ledger_account_id, paid_msat, "BTC",
-        code="ln_internal" if internal else "ln_deposit", ref=row.id))
+        code="ln_internal" if internal else "ln_deposit", ref=row.id, linked=fee > 0)]
+    if fee:  # a store invoice's platform fee, in the same linked batch
+        specs.append(TransferSpec(f"ln:in:{payment_hash}:fee", wallet.ledger_account_id,
+                                  platform.fees.id, fee, "BTC", code="invoice_fee",
+                                  ref=row.store_invoice_id or ""))
+    outcomes = await create_transfers(session, specs)
+    bad = [o for o in outcomes if not o.ok]
+    if bad:
+        raise error_for(bad[-1])
     row.status, row.paid_msat, row.paid_at, row.internal = "paid", paid_msat, utcnow(), internal
     log.info("ln_invoice_credited", invoice=row.id, msat=paid_msat, internal=internal)
     return True
@@ -84,10 +96,11 @@ class InvoiceListener:
     """Follows the node's invoice stream from the stored settle index; sweeps open invoices."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: LightningBackend,
-                 *, node: str = "default") -> None:
+                 *, node: str = "default", invoice_fee_bp: int = 0) -> None:
         self.sessions = sessions
         self.backend = backend
         self.node = node
+        self.invoice_fee_bp = invoice_fee_bp
         self.credited = 0
 
     async def _cursor(self) -> int:
@@ -104,7 +117,8 @@ class InvoiceListener:
 
     async def handle(self, payment_hash: str, paid_msat: int, settle_index: int) -> bool:
         async def work(s: AsyncSession) -> bool:
-            done = await credit_settled(s, payment_hash=payment_hash, paid_msat=paid_msat)
+            done = await credit_settled(s, payment_hash=payment_hash, paid_msat=paid_msat,
+                                        invoice_fee_bp=self.invoice_fee_bp)
             if settle_index:
                 await self._advance(s, settle_index)
             return done

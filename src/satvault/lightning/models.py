@@ -30,6 +30,7 @@ class LnInvoice(Base):
     status: Mapped[str] = mapped_column(String(12))
     paid_msat: Mapped[int | None] = mapped_column(Amount)
     internal: Mapped[bool] = mapped_column(Boolean, default=False)
+    store_invoice_id: Mapped[str | None] = mapped_column(String(40), index=True)
     paid_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)

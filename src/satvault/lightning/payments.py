@@ -80,7 +80,8 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
     if ours is not None:
         return await _settle_internally(session, wallet=wallet, invoice=ours,
                                         amount_msat=inv.amount_msat, wid=wid,
-                                        destination=original or inv.bolt11, backend=backend)
+                                        destination=original or inv.bolt11, backend=backend,
+                                        fee_bp=settings.invoice_fee_bp)
     reserve = fee_reserve(inv.amount_msat, settings)
     wd = Withdrawal(id=wid, wallet_id=wallet.id, method="lightning",
                     destination=original or inv.bolt11, script_pubkey=None,
@@ -107,7 +108,7 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
 
 async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: LnInvoice,
                              amount_msat: int, wid: str, destination: str,
-                             backend: LightningBackend | None) -> Withdrawal:
+                             backend: LightningBackend | None, fee_bp: int = 0) -> Withdrawal:
     if invoice.wallet_id == wallet.id:
         raise PaymentRefused("this invoice was issued to your own wallet; paying it would "
                              "move nothing")
@@ -130,7 +131,8 @@ async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: 
     session.add(wd)
     await session.flush()
     await credit_settled(session, payment_hash=invoice.payment_hash, paid_msat=amount_msat,
-                         internal=True, debit_account_id=wallet.ledger_account_id)
+                         internal=True, debit_account_id=wallet.ledger_account_id,
+                         invoice_fee_bp=fee_bp)
     return wd
 
 

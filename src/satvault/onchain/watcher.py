@@ -95,13 +95,15 @@ class StepReport:
 class Watcher:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: ChainBackend, *,
                  zero_conf_max_sat: int = 100_000, initial_rescan: int = 6,
-                 start_height: int | None = None, max_reorg_depth: int = 100) -> None:
+                 start_height: int | None = None, max_reorg_depth: int = 100,
+                 invoice_fee_bp: int = 0) -> None:
         self.sessions = sessions
         self.backend = backend
         self.zero_conf_max_sat = zero_conf_max_sat
         self.initial_rescan = initial_rescan
         self.start_height = start_height
         self.max_reorg_depth = max_reorg_depth
+        self.invoice_fee_bp = invoice_fee_bp
         self._scripts: dict[bytes, int] = {}
         self._scripts_version: tuple[int, int] = (-1, -1)
         self._mempool_seen: set[str] = set()
@@ -356,8 +358,13 @@ class Watcher:
                                           ref=f"{p.txid}:{p.vout}"))
                 next_state = "pending"
             if enough and next_state in ("none", "pending"):
+                fee = await self._invoice_fee(session, p)
                 specs.append(TransferSpec(f"{key}:post", kind=TransferKind.POST, pending_id=key,
-                                          code="deposit"))
+                                          code="deposit", linked=fee > 0))
+                if fee:  # a store invoice's platform fee, in the same linked batch
+                    specs.append(TransferSpec(f"{key}:fee", credit_account, platform.fees.id,
+                                              fee, "BTC", code="invoice_fee", ref=p.request_id
+                                              or ""))
                 next_state = "credited"
         if not specs:
             return 0, 0
@@ -372,11 +379,30 @@ class Watcher:
                      sat=p.value_sat, confirmations=confs)
         return created, 0
 
+    async def _invoice_fee(self, session: AsyncSession, p: OnchainPayment) -> int:
+        if not self.invoice_fee_bp or p.request_id is None:
+            return 0
+        from satvault.invoices.models import StoreInvoice
+
+        found = (await session.execute(select(StoreInvoice.id).where(
+            StoreInvoice.deposit_id == p.request_id))).first()
+        return p.value_sat * MSAT * self.invoice_fee_bp // 10_000 if found else 0
+
     async def _reverse(self, session: AsyncSession, p: OnchainPayment, key: str, amount: int,
                        credit_account: int, hot_wallet: int) -> tuple[int, int]:
-        (outcome,) = await create_transfers(session, [TransferSpec(
+        specs = []
+        fee_id = f"{key}:fee"
+        from satvault.ledger.store import lookup_transfer
+
+        fee = await lookup_transfer(session, fee_id)
+        if fee is not None:  # give the platform fee back with the credit it came from
+            specs.append(TransferSpec(f"{fee_id}:reverse", fee.credit_account_id,
+                                      fee.debit_account_id, fee.amount, "BTC",
+                                      code="invoice_fee_reversal", linked=True))
+        specs.append(TransferSpec(
             f"{key}:reverse", credit_account, hot_wallet, amount, "BTC", code="deposit_reversal",
-            ref=f"{p.txid}:{p.vout}")])
+            ref=f"{p.txid}:{p.vout}"))
+        outcome = (await create_transfers(session, specs))[-1]
         if outcome.ok:
             p.credit_state, p.updated_at = "reversed", utcnow()
             log.warning("deposit_reversed", payment=f"{p.txid}:{p.vout}", sat=p.value_sat)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,8 @@ from satvault import __version__
 from satvault.accounts.api import router as accounts_router
 from satvault.config import Settings, get_settings
 from satvault.db import create_engine, session_factory
+from satvault.invoices.api import router as invoices_router
+from satvault.invoices.tasks import refresh_open_invoices
 from satvault.ledger.api import router as ledger_router
 from satvault.lightning.lnurl_server import router as lnurl_router
 from satvault.migrate import ensure_current
@@ -61,6 +64,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
                 rt.watcher.wake = watcher_worker.wake  # /admin/chain/notify wakes the loop
                 workers.append(watcher_worker)
                 workers.append(payout_worker(rt.payouts, settings.payout_interval))
+                workers.append(Worker("invoices", 1.0, partial(
+                    refresh_open_invoices, sessions, settings, rt.lightning)))
                 if rt.payer is not None:
                     payer = lightning_payer_worker(rt.payer, settings.ln_payer_interval)
                     rt.payer_wake = payer.wake
@@ -100,6 +105,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.include_router(onchain_router)
     app.include_router(payouts_router)
     app.include_router(lnurl_router)
+    app.include_router(invoices_router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> JSONResponse:

@@ -21,6 +21,7 @@ from satvault.lightning import errors as ln
 from satvault.logs import get_logger
 from satvault.onchain import errors as oc
 from satvault.payouts import errors as po
+from satvault.rates import errors as rerr
 
 __all__ = ["ERROR_STATUS", "install_problem_handlers", "problem", "problem_for"]
 
@@ -54,6 +55,8 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     ln.InvalidInvoice: (422, "invalid-invoice"),
     ln.PaymentRefused: (422, "payment-refused"),
     ln.LnurlError: (422, "lnurl-error"),
+    rerr.UnsupportedCurrency: (422, "unsupported-currency"),
+    rerr.RateUnavailable: (503, "rate-unavailable"),
 }
 
 
@@ -108,7 +111,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     # for bare Exception runs in ServerErrorMiddleware, which re-raises after responding).
     roots: set[type[Exception]] = {acc.AccountsError, led.LedgerError, InvalidCursor,
                                    oc.OnchainError, po.PayoutError, be.BackendError,
-                                   ln.LightningError}
+                                   ln.LightningError, rerr.RateError}
     for root in roots:
         app.add_exception_handler(root, _domain)
     app.add_exception_handler(Exception, _domain)

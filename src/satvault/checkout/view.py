@@ -1,0 +1,170 @@
+"""What the payer may see of an invoice, and what the page says about it.
+
+The checkout page is public (its URL holds the unguessable invoice id), so it shows only what a
+payer needs: amounts, where to pay, the status and the way back to the shop. The merchant's own
+fields (order id, metadata, rate source) stay in the authenticated API and in webhooks.
+
+One status document serves the first render and every update (``GET /i/{id}/status``)::
+
+    {"id", "status", "additional_status", "state", "amount_msat", "paid_msat", "seen_msat",
+     "due_msat", "confirmations": {"count", "required"} | null, "expires_at", "now",
+     "destinations": {"bip21", "address", "onchain_amount_sat", "onchain_uri", "bolt11",
+                      "lightning_amount_msat", "lightning_uri", "version"},
+     "redirect_url"}
+
+``state`` is the page's reading of ``status`` + ``additional_status`` (one of :data:`STATES`);
+it is computed here only, and the page's script renders whatever it says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.checkout.i18n import N_
+from satvault.db import utcnow
+from satvault.invoices.models import StoreInvoice
+from satvault.invoices.service import destinations
+from satvault.onchain.bip21 import make_bip21
+from satvault.onchain.models import ChainBlock, OnchainPayment
+
+__all__ = ["STATES", "LivePayment", "live_payment", "public_status", "qr_data", "ui_state"]
+
+
+@dataclass(frozen=True, slots=True)
+class StateText:
+    title: str
+    detail: str
+
+
+# Every state the page can show, with its heading and its explanation. ``%(amount)s`` is what
+# is still due; ``%(n)s``/``%(total)s`` are the on-chain confirmations.
+STATES: dict[str, StateText] = {
+    "waiting": StateText(N_("Waiting for payment"),
+                         N_("Scan the code with your wallet, or copy the details below.")),
+    "partial": StateText(N_("Partly paid"),
+                         N_("%(amount)s still due. Pay the rest with the updated code below.")),
+    "received": StateText(N_("Payment received"),
+                          N_("Waiting for confirmations: %(n)s of %(total)s.")),
+    "confirming": StateText(N_("Confirming payment"),
+                            N_("Waiting for confirmations: %(n)s of %(total)s.")),
+    "paid": StateText(N_("Payment complete"), N_("Thank you! Your payment has been received.")),
+    "expired": StateText(
+        N_("Invoice expired"),
+        N_("Please don't send any payment to this invoice. Ask the shop for a new one.")),
+    "expired_partial": StateText(
+        N_("Invoice expired"),
+        N_("It was only partly paid. Please contact the shop about the amount you sent.")),
+    "expired_late": StateText(
+        N_("Invoice expired"),
+        N_("Your payment arrived after it expired. Please contact the shop.")),
+    "invalid": StateText(
+        N_("Payment not confirmed"),
+        N_("The payment was not confirmed in time. Please contact the shop.")),
+}
+# Said instead of the confirmation count when there is none to give.
+NO_COUNT = N_("Waiting for network confirmation.")
+# States in which the payer still has something to pay.
+OPEN_STATES = frozenset({"waiting", "partial"})
+
+
+def ui_state(status: str, additional: str, confirmations: dict[str, int] | None) -> str:
+    if status == "settled":
+        return "paid"
+    if status == "processing":
+        return "confirming" if confirmations and confirmations["count"] > 0 else "received"
+    if status == "expired":
+        return {"paid_partial": "expired_partial",
+                "paid_late": "expired_late"}.get(additional, "expired")
+    if status == "invalid":
+        return "invalid"
+    return "partial" if additional == "paid_partial" else "waiting"
+
+
+async def _confirmations(session: AsyncSession, inv: StoreInvoice) -> dict[str, int] | None:
+    """The least-confirmed on-chain payment of the invoice against what it needs (None when
+    nothing arrived on-chain)."""
+    if not inv.deposit_id:
+        return None
+    rows = (await session.execute(
+        select(OnchainPayment.block_height, OnchainPayment.required_confirmations)
+        .where(OnchainPayment.request_id == inv.deposit_id,
+               OnchainPayment.status != "conflicted"))).all()
+    if not rows:
+        return None
+    tip = (await session.execute(select(func.max(ChainBlock.height)))).scalar_one_or_none()
+    counts = [0 if height is None or tip is None or height > tip else tip - height + 1
+              for height, _ in rows]
+    required = max(max(req for _, req in rows), inv.speed_policy)
+    return {"count": min(min(counts), required), "required": required}
+
+
+@dataclass(frozen=True, slots=True)
+class LivePayment:
+    """Where and how much to pay now (all None once nothing is due)."""
+
+    bip21: str | None  # unified: bitcoin:ADDR?amount=…&lightning=BOLT11 (or on-chain only)
+    address: str | None
+    onchain_amount_sat: int | None
+    onchain_uri: str | None
+    bolt11: str | None
+    lightning_amount_msat: int | None
+
+    @property
+    def lightning_uri(self) -> str | None:
+        return f"lightning:{self.bolt11}" if self.bolt11 else None
+
+    @property
+    def version(self) -> str:
+        """Changes whenever a QR code would: the page reloads its images only then."""
+        text = f"{self.bip21}|{self.onchain_uri}|{self.bolt11}"
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"bip21": self.bip21, "address": self.address,
+                "onchain_amount_sat": self.onchain_amount_sat, "onchain_uri": self.onchain_uri,
+                "bolt11": self.bolt11, "lightning_amount_msat": self.lightning_amount_msat,
+                "lightning_uri": self.lightning_uri, "version": self.version}
+
+
+async def live_payment(session: AsyncSession, inv: StoreInvoice) -> LivePayment:
+    if inv.status != "new":
+        return LivePayment(None, None, None, None, None, None)
+    d = await destinations(session, inv)
+    onchain_uri = make_bip21(d.address, amount_sat=d.onchain_due_sat,
+                             label=f"Invoice {inv.id}") if d.address and d.onchain_due_sat \
+        else None
+    # Without an address (a Lightning-only invoice) the one code is the BOLT11 itself.
+    unified = d.bip21 or (f"lightning:{d.bolt11}" if d.bolt11 else None)
+    return LivePayment(unified, d.address, d.onchain_due_sat, onchain_uri, d.bolt11,
+                       d.lightning_due_msat)
+
+
+def qr_data(pay: LivePayment, kind: str) -> str | None:
+    """What the QR code of ``kind`` (unified, onchain, lightning) encodes."""
+    if kind == "unified":
+        return pay.bip21
+    if kind == "onchain":
+        return pay.onchain_uri
+    if kind == "lightning" and pay.bolt11:
+        # Upper case lets the QR code use its denser alphanumeric mode; BOLT11 allows it.
+        return f"LIGHTNING:{pay.bolt11.upper()}"
+    return None
+
+
+async def public_status(session: AsyncSession, inv: StoreInvoice) -> dict[str, Any]:
+    confirmations = await _confirmations(session, inv) if inv.status == "processing" else None
+    pay = await live_payment(session, inv)
+    return {
+        "id": inv.id, "status": inv.status, "additional_status": inv.additional_status,
+        "state": ui_state(inv.status, inv.additional_status, confirmations),
+        "amount_msat": inv.due_msat, "paid_msat": inv.confirmed_msat,
+        "seen_msat": inv.seen_msat, "due_msat": max(0, inv.due_msat - inv.seen_msat),
+        "confirmations": confirmations,
+        "expires_at": inv.expires_at.isoformat(), "now": utcnow().isoformat(),
+        "destinations": pay.as_dict(), "redirect_url": inv.redirect_url,
+    }

@@ -1,0 +1,210 @@
+"""Webhook endpoints (per store) and, included from :mod:`satvault.events.sse`, the
+live-update stream.
+
+Ownership: a store key owns its store, a merchant key its merchant's stores, an admin key
+every store; anyone else gets the same 404 as for a store that does not exist. Changing
+webhooks needs ``stores:write`` or ``webhooks:write``; reading them also ``stores:read``.
+A webhook URL is checked by the SSRF guard before it is stored (422 when refused); its DNS
+lookup happens between two short transactions, never inside one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.accounts.errors import Forbidden, NotFound
+from satvault.accounts.models import Store
+from satvault.accounts.service import Principal
+from satvault.events import service
+from satvault.events.delivery import redeliver
+from satvault.events.models import Webhook, WebhookAttempt, WebhookDelivery
+from satvault.events.schemas import (
+    AttemptOut,
+    DeliveryOut,
+    DeliveryPage,
+    WebhookCreatedOut,
+    WebhookIn,
+    WebhookOut,
+    WebhookPatch,
+)
+from satvault.events.sse import router as sse_router
+from satvault.events.ssrf import check
+from satvault.ledger.store import retrying
+from satvault.web.deps import CurrentPrincipal, SessionDep
+
+__all__ = ["router", "webhooks_router"]
+
+webhooks_router = APIRouter(prefix="/api/v1", tags=["webhooks"])
+
+
+def require_any_scope(*scopes: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    async def _check(principal: CurrentPrincipal) -> Principal:
+        if not any(principal.has(s) for s in scopes):
+            raise Forbidden(f"this API key needs one of the scopes {', '.join(scopes)}")
+        return principal
+
+    return _check
+
+
+Writer = Annotated[Principal, Depends(require_any_scope("stores:write", "webhooks:write"))]
+Reader = Annotated[Principal, Depends(require_any_scope("stores:read", "stores:write",
+                                                        "webhooks:write"))]
+
+
+def owns_store(principal: Principal, store: Store) -> bool:
+    if principal.is_admin:
+        return True
+    if principal.owner_type == "store":
+        return principal.owner_id == store.id
+    if principal.owner_type == "merchant":
+        return principal.owner_id == store.merchant_id
+    return False
+
+
+async def owned_store(session: AsyncSession, principal: Principal, store_id: str) -> Store:
+    """The store if this caller may manage it; otherwise the same 404 as a missing one."""
+    store = await session.get(Store, store_id)
+    if store is None or not owns_store(principal, store):
+        raise NotFound(f"store {store_id!r} not found")
+    return store
+
+
+def _actor(principal: Principal) -> str:
+    return f"key:{principal.key_id}"
+
+
+def _out(webhook: Webhook) -> WebhookOut:
+    return WebhookOut(id=webhook.id, store_id=webhook.store_id, url=webhook.url,
+                      events=webhook.event_list, enabled=webhook.enabled,
+                      created_at=webhook.created_at)
+
+
+def _headers(attempt: WebhookAttempt) -> dict[str, str]:
+    loaded = json.loads(attempt.request_headers)
+    return {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+
+
+def _delivery_out(delivery: WebhookDelivery,
+                  attempts: list[WebhookAttempt] | None = None) -> DeliveryOut:
+    return DeliveryOut(
+        id=delivery.id, webhook_id=delivery.webhook_id, event_id=delivery.event_id,
+        event_type=delivery.event_type, status=delivery.status, attempts=delivery.attempts,
+        next_attempt_at=delivery.next_attempt_at, last_status_code=delivery.last_status_code,
+        last_error=delivery.last_error, last_duration_ms=delivery.last_duration_ms,
+        request_body=delivery.request_body, created_at=delivery.created_at,
+        updated_at=delivery.updated_at,
+        attempt_log=[AttemptOut(
+            attempt=a.attempt, started_at=a.started_at, duration_ms=a.duration_ms, url=a.url,
+            request_headers=_headers(a), status_code=a.status_code,
+            response_excerpt=a.response_excerpt, error=a.error,
+            next_attempt_at=a.next_attempt_at,
+        ) for a in attempts or []],
+    )
+
+
+def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    return sessions
+
+
+@webhooks_router.post("/stores/{store_id}/webhooks", response_model=WebhookCreatedOut,
+                      status_code=201)
+async def create_webhook(store_id: str, body: WebhookIn, request: Request,
+                         principal: Writer) -> WebhookCreatedOut:
+    sessions = _sessions(request)
+    await retrying(sessions, lambda s: owned_store(s, principal, store_id))
+    checked = await check(body.url, environment=request.app.state.settings.environment)
+
+    async def work(session: AsyncSession) -> Webhook:
+        await owned_store(session, principal, store_id)
+        return await service.create_webhook(session, store_id=store_id, url=checked,
+                                            events=body.events, secret=body.secret,
+                                            actor=_actor(principal))
+
+    webhook = await retrying(sessions, work)
+    return WebhookCreatedOut(**_out(webhook).model_dump(), secret=webhook.secret)
+
+
+@webhooks_router.get("/stores/{store_id}/webhooks", response_model=list[WebhookOut])
+async def list_webhooks(store_id: str, session: SessionDep,
+                        principal: Reader) -> list[WebhookOut]:
+    await owned_store(session, principal, store_id)
+    return [_out(w) for w in await service.list_webhooks(session, store_id=store_id)]
+
+
+@webhooks_router.get("/stores/{store_id}/webhooks/{webhook_id}", response_model=WebhookOut)
+async def get_webhook(store_id: str, webhook_id: str, session: SessionDep,
+                      principal: Reader) -> WebhookOut:
+    await owned_store(session, principal, store_id)
+    return _out(await service.get_webhook(session, store_id=store_id, webhook_id=webhook_id))
+
+
+@webhooks_router.patch("/stores/{store_id}/webhooks/{webhook_id}", response_model=WebhookOut)
+async def update_webhook(store_id: str, webhook_id: str, body: WebhookPatch,
+                         request: Request, principal: Writer) -> WebhookOut:
+    sessions = _sessions(request)
+
+    async def find(session: AsyncSession) -> Webhook:
+        await owned_store(session, principal, store_id)
+        return await service.get_webhook(session, store_id=store_id, webhook_id=webhook_id)
+
+    await retrying(sessions, find)
+    checked = None
+    if body.url is not None:
+        checked = await check(body.url, environment=request.app.state.settings.environment)
+
+    async def work(session: AsyncSession) -> Webhook:
+        return await service.update_webhook(session, webhook=await find(session), url=checked,
+                                            events=body.events, enabled=body.enabled,
+                                            actor=_actor(principal))
+
+    return _out(await retrying(sessions, work))
+
+
+@webhooks_router.delete("/stores/{store_id}/webhooks/{webhook_id}", status_code=204)
+async def delete_webhook(store_id: str, webhook_id: str, session: SessionDep,
+                         principal: Writer) -> Response:
+    await owned_store(session, principal, store_id)
+    webhook = await service.get_webhook(session, store_id=store_id, webhook_id=webhook_id)
+    await service.delete_webhook(session, webhook=webhook, actor=_actor(principal))
+    return Response(status_code=204)
+
+
+@webhooks_router.get("/stores/{store_id}/webhooks/{webhook_id}/deliveries",
+                     response_model=DeliveryPage)
+async def list_deliveries(
+    store_id: str, webhook_id: str, session: SessionDep, principal: Reader,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(ge=1, description="an event id")] = None,
+    status: Annotated[str | None, Query(max_length=12)] = None,
+) -> DeliveryPage:
+    await owned_store(session, principal, store_id)
+    await service.get_webhook(session, store_id=store_id, webhook_id=webhook_id)
+    logs = await service.list_deliveries(session, webhook_id=webhook_id, limit=limit,
+                                         before_event_id=before, status=status)
+    return DeliveryPage(items=[_delivery_out(x.delivery, x.attempts) for x in logs],
+                        next_before=logs[-1].delivery.event_id if len(logs) == limit else None)
+
+
+@webhooks_router.post("/webhook-deliveries/{delivery_id}/redeliver",
+                      response_model=DeliveryOut, status_code=202)
+async def redeliver_delivery(delivery_id: str, session: SessionDep,
+                             principal: Writer) -> DeliveryOut:
+    _, webhook = await service.get_delivery(session, delivery_id)
+    try:
+        await owned_store(session, principal, webhook.store_id)
+    except NotFound:
+        raise NotFound(f"webhook delivery {delivery_id!r} not found") from None
+    delivery = await redeliver(session, delivery_id)
+    return _delivery_out(delivery)
+
+
+# What the app includes: the webhook endpoints and the live-update stream.
+router = APIRouter()
+router.include_router(webhooks_router)
+router.include_router(sse_router)

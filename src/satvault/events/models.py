@@ -1,0 +1,118 @@
+"""The outbox and the webhooks it feeds.
+
+``outbox_events`` is append-only: one row per change worth telling anyone about, written in the
+same transaction as the change (so an event exists if and only if its change committed). Its
+autoincrementing id is the global order: webhook deliveries go out in that order per endpoint
+and live-update streams resume from it (``Last-Event-ID``).
+
+``webhooks`` belong to a store. The secret is stored as given, not hashed: it is the HMAC key
+we sign every delivery with, so we must be able to use it, not only recognise it (an API key,
+which we only ever compare, is stored as a hash).
+
+``webhook_deliveries`` is one row per (webhook, event), created by the same transaction as the
+event (the fan-out), so a restart loses nothing. Status::
+
+    pending ──attempt ok──▶ succeeded
+       │                        ▲
+       └──attempt failed──▶ failed ──attempt ok──┘
+                              │  (retried with backoff while next_attempt_at is set)
+                              └──too many attempts──▶ dead
+
+``next_attempt_at`` is set exactly while a delivery is waiting (pending or failed); a
+dispatcher that claims one pushes it forward by a lease, so a crash mid-send only delays the
+attempt. ``webhook_attempts`` is the log: one row per HTTP exchange, with the response code,
+an excerpt of the answer, the timing and when the next try was scheduled.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from satvault.db import Base, IdInt, UtcDateTime
+
+__all__ = ["DELIVERY_STATUSES", "WAITING_SQL", "OutboxEvent", "Webhook", "WebhookAttempt",
+           "WebhookDelivery"]
+
+DELIVERY_STATUSES = ("pending", "succeeded", "failed", "dead")
+# Written as a literal (not bound parameters) so both databases can use the partial index.
+WAITING_SQL = "status IN ('pending','failed')"
+
+
+class OutboxEvent(Base):
+    __tablename__ = "outbox_events"
+
+    id: Mapped[int] = mapped_column(IdInt, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    store_id: Mapped[str | None] = mapped_column(String(40))
+    wallet_id: Mapped[str | None] = mapped_column(String(40))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        Index("ix_outbox_events_subject", "subject_type", "subject_id", "id"),
+        Index("ix_outbox_events_wallet", "wallet_id", "id"),
+    )
+
+
+class Webhook(Base):
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    store_id: Mapped[str] = mapped_column(ForeignKey("stores.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[str] = mapped_column(Text)  # space-separated types and wildcards
+    secret: Mapped[str] = mapped_column(String(200))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    @property
+    def event_list(self) -> list[str]:
+        return self.events.split()
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id"), index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(12))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_duration_ms: Mapped[int | None] = mapped_column(Integer)
+    request_body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "event_id", name="uq_webhook_deliveries_webhook_event"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        # The queue of each endpoint, without its (ever growing) delivered history.
+        Index("ix_webhook_deliveries_waiting", "webhook_id", "event_id",
+              sqlite_where=text(WAITING_SQL), postgresql_where=text(WAITING_SQL)),
+    )
+
+
+class WebhookAttempt(Base):
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(IdInt, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(String(2000))
+    request_headers: Mapped[str] = mapped_column(Text)  # JSON object
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -1,0 +1,179 @@
+"""The transactional outbox: every change worth reporting writes an event row in the same
+database transaction as the change itself.
+
+Whoever changes an invoice, a withdrawal or a wallet calls :func:`emit` with the session of
+that unit of work. The event, and one ``webhook_deliveries`` row for each enabled webhook of
+the store subscribed to its type, commit or roll back with the change: a webhook can never
+report something that did not happen, nor miss something that did, and nothing is held in
+memory (a restart loses nothing). The outbox id is the global order.
+
+After a transaction that emitted commits, :data:`notifier` wakes in-process listeners (the
+webhook worker, live-update streams) so they need not wait for their next poll; other
+processes find the rows by polling.
+
+The payload is the full object as JSON (not only its id). Every consumer sees the same
+envelope, built once by :func:`envelope`::
+
+    {"id": 42, "type": "invoice.settled", "created_at": "2026-…+00:00", "data": {…}}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, cast
+from uuid import UUID
+
+from sqlalchemy import Table, event, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from satvault.accounts.security import new_id
+from satvault.db import utcnow
+from satvault.events.catalog import EVENT_TYPES, SUBJECT_TYPES, matches
+from satvault.events.models import OutboxEvent, Webhook, WebhookDelivery
+from satvault.logs import get_logger
+
+__all__ = ["OutboxNotifier", "dumps", "emit", "envelope", "mark_changed", "notifier"]
+
+log = get_logger(__name__)
+outbox_t = cast(Table, OutboxEvent.__table__)
+deliveries_t = cast(Table, WebhookDelivery.__table__)
+_FLAG = "satvault.events.changed"
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)  # amounts are integers; a fractional Decimal is a caller's bug
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable in an event payload")
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON for payloads: datetimes as ISO 8601, integral Decimals as ints."""
+    return json.dumps(value, separators=(",", ":"), default=_default, allow_nan=False)
+
+
+def envelope(event_id: int, type: str, created_at: datetime, payload_json: str) -> str:
+    """The JSON document every consumer receives; ``payload_json`` is embedded verbatim."""
+    return (f'{{"id":{int(event_id)},"type":{json.dumps(type)},'
+            f'"created_at":{json.dumps(created_at.isoformat())},"data":{payload_json}}}')
+
+
+class OutboxNotifier:
+    """In-process wake-ups once a transaction that wrote to the outbox has committed."""
+
+    def __init__(self) -> None:
+        self._waiters: set[asyncio.Event] = set()
+        self._callbacks: list[Callable[[], None]] = []
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` after every such commit; returns the unsubscribe function."""
+        self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    def notify(self) -> None:
+        for waiter in list(self._waiters):
+            waiter.set()
+        for callback in list(self._callbacks):
+            try:
+                callback()
+            except Exception:  # a listener's bug must not break the committing caller
+                log.exception("outbox_listener_failed")
+
+    async def wait(self, timeout: float) -> bool:
+        """Sleep until the next notification or ``timeout``; True if notified."""
+        waiter = asyncio.Event()
+        self._waiters.add(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters.discard(waiter)
+
+
+notifier = OutboxNotifier()
+
+
+def mark_changed(session: AsyncSession) -> None:
+    """Have :data:`notifier` fire once this session's transaction commits."""
+    session.sync_session.info[_FLAG] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    if session.info.pop(_FLAG, False):
+        notifier.notify()
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_FLAG, None)
+
+
+async def emit(
+    session: AsyncSession,
+    *,
+    type: str,
+    subject_type: str,
+    subject_id: str,
+    payload: Mapping[str, Any],
+    store_id: str | None = None,
+    wallet_id: str | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Write an event in the caller's transaction (never commits) and queue a delivery for
+    every enabled webhook of ``store_id`` subscribed to ``type``; returns the event id.
+
+    ``wallet_id`` routes the event to that wallet's live-update stream (it defaults to the
+    subject for wallet events). Events without ``store_id`` reach no webhook."""
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type!r}")
+    if subject_type not in SUBJECT_TYPES or type.split(".", 1)[0] != subject_type:
+        raise ValueError(f"event {type!r} cannot have a subject of type {subject_type!r}")
+    if subject_type == "wallet":
+        if wallet_id not in (None, subject_id):
+            raise ValueError("a wallet event's wallet_id is its subject")
+        wallet_id = subject_id
+    created_at = now or utcnow()
+    payload_json = dumps(dict(payload))
+    event_id = int((await session.execute(
+        insert(outbox_t).returning(outbox_t.c.id),
+        {"type": type, "subject_type": subject_type, "subject_id": subject_id,
+         "store_id": store_id, "wallet_id": wallet_id, "payload": payload_json,
+         "created_at": created_at},
+    )).scalar_one())
+    if store_id is not None:
+        hooks = (await session.execute(
+            select(Webhook.id, Webhook.events)
+            .where(Webhook.store_id == store_id, Webhook.enabled.is_(True))
+            .order_by(Webhook.id)
+        )).all()
+        body = envelope(event_id, type, created_at, payload_json)
+        rows = [{"id": new_id("whd"), "webhook_id": hook.id, "event_id": event_id,
+                 "event_type": type, "status": "pending", "attempts": 0,
+                 "next_attempt_at": created_at, "request_body": body,
+                 "created_at": created_at, "updated_at": created_at}
+                for hook in hooks if matches(hook.events.split(), type)]
+        if rows:
+            await session.execute(insert(deliveries_t), rows)
+    mark_changed(session)
+    return event_id

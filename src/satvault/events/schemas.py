@@ -1,0 +1,71 @@
+"""API shapes for webhooks and their delivery log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+__all__ = ["AttemptOut", "DeliveryOut", "DeliveryPage", "WebhookCreatedOut", "WebhookIn",
+           "WebhookOut", "WebhookPatch"]
+
+
+class WebhookIn(BaseModel):
+    url: str = Field(max_length=2000)
+    events: list[str] = Field(min_length=1, max_length=30)
+    secret: str | None = Field(default=None, min_length=16, max_length=200,
+                               description="The HMAC key; generated (whsec_…) if absent.")
+
+
+class WebhookPatch(BaseModel):
+    url: str | None = Field(default=None, max_length=2000)
+    events: list[str] | None = Field(default=None, min_length=1, max_length=30)
+    enabled: bool | None = None
+
+
+class WebhookOut(BaseModel):
+    id: str
+    store_id: str
+    url: str
+    events: list[str]
+    enabled: bool
+    created_at: datetime
+
+
+class WebhookCreatedOut(WebhookOut):
+    secret: str = Field(description="Shown once: store it now, it cannot be read again.")
+
+
+class AttemptOut(BaseModel):
+    attempt: int
+    started_at: datetime
+    duration_ms: int
+    url: str
+    request_headers: dict[str, str]
+    status_code: int | None
+    response_excerpt: str | None
+    error: str | None
+    next_attempt_at: datetime | None
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    webhook_id: str
+    event_id: int
+    event_type: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    last_duration_ms: int | None
+    request_body: str
+    created_at: datetime
+    updated_at: datetime
+    attempt_log: list[AttemptOut] = []
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    next_before: int | None = Field(
+        description="Pass as ?before= for the next (older) page; null on the last page.")

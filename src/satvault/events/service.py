@@ -1,0 +1,152 @@
+"""Webhooks of a store: create, change, delete, and read their delivery log.
+
+Functions take the session first and keyword arguments after; none of them commits. A URL
+reaches them already checked (:class:`satvault.events.ssrf.CheckedUrl`): resolving a name can
+take seconds and must not happen inside a transaction.
+
+The secret is stored as is (see :mod:`satvault.events.models`) and returned only by
+:func:`create_webhook`, so the API shows it once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.errors import NotFound
+from satvault.accounts.models import Store
+from satvault.accounts.security import new_id
+from satvault.accounts.service import audit, get_store
+from satvault.db import utcnow
+from satvault.events.catalog import normalise_subscription
+from satvault.events.errors import InvalidWebhook
+from satvault.events.models import DELIVERY_STATUSES, Webhook, WebhookAttempt, WebhookDelivery
+from satvault.events.ssrf import CheckedUrl
+
+__all__ = ["MAX_WEBHOOKS_PER_STORE", "DeliveryLog", "create_webhook", "delete_webhook",
+           "get_delivery", "get_webhook", "list_deliveries", "list_webhooks", "new_secret",
+           "update_webhook"]
+
+MAX_WEBHOOKS_PER_STORE = 20
+SECRET_PREFIX = "whsec_"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryLog:
+    delivery: WebhookDelivery
+    attempts: list[WebhookAttempt]
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def _checked_secret(secret: str) -> str:
+    if not 16 <= len(secret) <= 200:
+        raise InvalidWebhook("a webhook secret needs 16-200 characters")
+    if not all(33 <= ord(c) <= 126 for c in secret):
+        raise InvalidWebhook("a webhook secret is printable ASCII without spaces")
+    return secret
+
+
+async def create_webhook(session: AsyncSession, *, store_id: str, url: CheckedUrl,
+                         events: Sequence[str], secret: str | None = None,
+                         actor: str = "system") -> Webhook:
+    store: Store = await get_store(session, store_id)
+    subscription = normalise_subscription(events)
+    secret = new_secret() if secret is None else _checked_secret(secret)
+    count = (await session.execute(
+        select(func.count()).select_from(Webhook).where(Webhook.store_id == store.id)
+    )).scalar_one()
+    if count >= MAX_WEBHOOKS_PER_STORE:
+        raise InvalidWebhook(f"a store can have at most {MAX_WEBHOOKS_PER_STORE} webhooks")
+    webhook = Webhook(id=new_id("whk"), store_id=store.id, url=str(url.url),
+                      events=" ".join(subscription), secret=secret, enabled=True,
+                      created_at=utcnow())
+    session.add(webhook)
+    await session.flush()
+    await audit(session, actor=actor, action="webhook.create", subject=webhook.id,
+                details={"store_id": store.id, "url": webhook.url, "events": subscription})
+    return webhook
+
+
+async def list_webhooks(session: AsyncSession, *, store_id: str) -> list[Webhook]:
+    return list((await session.execute(
+        select(Webhook).where(Webhook.store_id == store_id)
+        .order_by(Webhook.created_at, Webhook.id)
+    )).scalars())
+
+
+async def get_webhook(session: AsyncSession, *, store_id: str, webhook_id: str) -> Webhook:
+    webhook = await session.get(Webhook, webhook_id)
+    if webhook is None or webhook.store_id != store_id:
+        raise NotFound(f"webhook {webhook_id!r} not found")
+    return webhook
+
+
+async def update_webhook(session: AsyncSession, *, webhook: Webhook,
+                         url: CheckedUrl | None = None, events: Sequence[str] | None = None,
+                         enabled: bool | None = None, actor: str = "system") -> Webhook:
+    """Change the URL, the subscription or the switch. A disabled webhook gets no deliveries
+    for the events emitted meanwhile; those already queued wait until it is enabled again."""
+    changes: dict[str, Any] = {}
+    if url is not None:
+        webhook.url = changes["url"] = str(url.url)
+    if events is not None:
+        subscription = normalise_subscription(events)
+        webhook.events = " ".join(subscription)
+        changes["events"] = subscription
+    if enabled is not None:
+        webhook.enabled = changes["enabled"] = enabled
+    await session.flush()
+    await audit(session, actor=actor, action="webhook.update", subject=webhook.id,
+                details=changes)
+    return webhook
+
+
+async def delete_webhook(session: AsyncSession, *, webhook: Webhook,
+                         actor: str = "system") -> None:
+    """Delete the webhook; its queue and delivery log go with it (ON DELETE CASCADE)."""
+    await session.delete(webhook)
+    await session.flush()
+    await audit(session, actor=actor, action="webhook.delete", subject=webhook.id,
+                details={"store_id": webhook.store_id, "url": webhook.url})
+
+
+async def list_deliveries(session: AsyncSession, *, webhook_id: str, limit: int = 50,
+                          before_event_id: int | None = None,
+                          status: str | None = None) -> list[DeliveryLog]:
+    """Newest event first, each with its attempts (oldest first)."""
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise InvalidWebhook(f"status must be one of {', '.join(DELIVERY_STATUSES)}")
+    stmt = select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id)
+    if before_event_id is not None:
+        stmt = stmt.where(WebhookDelivery.event_id < before_event_id)
+    if status is not None:
+        stmt = stmt.where(WebhookDelivery.status == status)
+    deliveries = list((await session.execute(
+        stmt.order_by(WebhookDelivery.event_id.desc()).limit(limit)
+    )).scalars())
+    attempts: dict[str, list[WebhookAttempt]] = {d.id: [] for d in deliveries}
+    if deliveries:
+        for attempt in (await session.execute(
+            select(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(list(attempts)))
+            .order_by(WebhookAttempt.id)
+        )).scalars():
+            attempts[attempt.delivery_id].append(attempt)
+    return [DeliveryLog(d, attempts[d.id]) for d in deliveries]
+
+
+async def get_delivery(session: AsyncSession, delivery_id: str) -> tuple[WebhookDelivery,
+                                                                         Webhook]:
+    delivery = await session.get(WebhookDelivery, delivery_id)
+    webhook = None if delivery is None else await session.get(Webhook, delivery.webhook_id)
+    if delivery is None or webhook is None:
+        raise NotFound(f"webhook delivery {delivery_id!r} not found")
+    return delivery, webhook
+

@@ -1,0 +1,159 @@
+"""Store invoice endpoints (Greenfield-like): create (idempotent), get, list, mark."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.errors import InvalidInput, NotFound
+from satvault.accounts.models import Store
+from satvault.accounts.service import Principal
+from satvault.invoices.models import StoreInvoice
+from satvault.invoices.service import (
+    InvoiceRequest,
+    create_store_invoice,
+    get_invoice,
+    mark_invoice,
+)
+from satvault.invoices.views import invoice_payload
+from satvault.web.deps import SessionDep, require_scope
+from satvault.web.idempotency import run_idempotent
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["invoices"])
+Writer = Annotated[Principal, Depends(require_scope("invoices:write"))]
+Reader = Annotated[Principal, Depends(require_scope("invoices:read"))]
+
+
+class InvoiceIn(BaseModel):
+    amount: str = Field(description="A decimal string in `currency` (BTC, SATS or fiat).",
+                        max_length=40)
+    currency: str = Field(default="BTC", max_length=8)
+    order_id: str | None = Field(default=None, max_length=120)
+    metadata: dict[str, Any] | None = None
+    expiration_minutes: int = Field(default=15, ge=1, le=10080)
+    payment_methods: list[Literal["onchain", "lightning"]] = ["onchain", "lightning"]
+    speed_policy: Literal[0, 1, 2, 6] | None = None
+    payment_tolerance_percent: Decimal = Field(default=Decimal(0), ge=0, le=50)
+    redirect_url: str | None = Field(default=None, max_length=2000)
+
+
+class MarkIn(BaseModel):
+    status: Literal["settled", "invalid"]
+
+
+async def _store_for(session: AsyncSession, principal: Principal, store_id: str) -> Store:
+    store = await session.get(Store, store_id)
+    visible = store is not None and (
+        principal.is_admin
+        or (principal.owner_type == "store" and principal.owner_id == store_id)
+        or (principal.owner_type == "merchant" and principal.owner_id == store.merchant_id))
+    if not visible or store is None:
+        raise NotFound(f"store {store_id!r} not found")
+    return store
+
+
+async def _visible_invoice(session: AsyncSession, principal: Principal, invoice_id: str
+                           ) -> StoreInvoice:
+    try:
+        inv = await get_invoice(session, invoice_id)
+        await _store_for(session, principal, inv.store_id)
+    except NotFound:
+        raise NotFound(f"invoice {invoice_id!r} not found") from None
+    return inv
+
+
+@router.post("/stores/{store_id}/invoices", status_code=201)
+async def create(store_id: str, body: InvoiceIn, request: Request, principal: Writer,
+                 idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
+    settings = request.app.state.settings
+    runtime = request.app.state.runtime
+
+    async def work(session: AsyncSession) -> tuple[int, Any]:
+        store = await _store_for(session, principal, store_id)
+        inv = await create_store_invoice(
+            session, store=store, settings=settings,
+            lightning=runtime.lightning if runtime is not None else None,
+            rates=runtime.rates if runtime is not None else None,
+            request=InvoiceRequest(
+                amount=body.amount, currency=body.currency, order_id=body.order_id,
+                metadata=body.metadata, expiration_minutes=body.expiration_minutes,
+                payment_methods=tuple(body.payment_methods), speed_policy=body.speed_policy,
+                payment_tolerance_percent=body.payment_tolerance_percent,
+                redirect_url=body.redirect_url))
+        return 201, await invoice_payload(session, inv, settings.public_url)
+
+    owner = f"{principal.owner_type}:{principal.owner_id}"
+    return await run_idempotent(request, owner=owner, key=idempotency_key, work=work)
+
+
+@router.get("/invoices/{invoice_id}")
+async def get(invoice_id: str, request: Request, session: SessionDep, principal: Reader
+              ) -> dict[str, Any]:
+    inv = await _visible_invoice(session, principal, invoice_id)
+    return await invoice_payload(session, inv, request.app.state.settings.public_url)
+
+
+def _cursor(text: str | None) -> tuple[datetime, str] | None:
+    if not text:
+        return None
+    try:
+        at, _, ident = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode() \
+            .partition("|")
+        return datetime.fromisoformat(at), ident
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("invalid cursor") from exc
+
+
+@router.get("/stores/{store_id}/invoices")
+async def list_invoices(
+    store_id: str, request: Request, session: SessionDep, principal: Reader,
+    status: Annotated[str | None, Query(max_length=12)] = None,
+    order_id: Annotated[str | None, Query(max_length=120)] = None,
+    created_from: datetime | None = None, created_to: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    await _store_for(session, principal, store_id)
+    q = select(StoreInvoice).where(StoreInvoice.store_id == store_id)
+    if status:
+        q = q.where(StoreInvoice.status == status)
+    if order_id:
+        q = q.where(StoreInvoice.order_id == order_id)
+    if created_from:
+        q = q.where(StoreInvoice.created_at >= created_from)
+    if created_to:
+        q = q.where(StoreInvoice.created_at < created_to)
+    after = _cursor(cursor)
+    if after:
+        q = q.where((StoreInvoice.created_at < after[0])
+                    | ((StoreInvoice.created_at == after[0]) & (StoreInvoice.id < after[1])))
+    rows = (await session.execute(q.order_by(StoreInvoice.created_at.desc(),
+                                             StoreInvoice.id.desc()).limit(limit + 1))
+            ).scalars().all()
+    page = rows[:limit]
+    nxt = None
+    if len(rows) > limit:
+        last = page[-1]
+        nxt = base64.urlsafe_b64encode(f"{last.created_at.isoformat()}|{last.id}".encode()
+                                       ).decode().rstrip("=")
+    public = request.app.state.settings.public_url
+    return {"items": [await invoice_payload(session, i, public) for i in page],
+            "next_cursor": nxt}
+
+
+@router.post("/invoices/{invoice_id}/mark")
+async def mark(invoice_id: str, body: MarkIn, request: Request, session: SessionDep,
+               principal: Writer) -> dict[str, Any]:
+    inv = await _visible_invoice(session, principal, invoice_id)
+    await mark_invoice(session, inv, body.status)
+    return await invoice_payload(session, inv, request.app.state.settings.public_url)

@@ -1,0 +1,293 @@
+"""Store invoices: creating them (amount, rate locked at creation, payment destinations),
+following their payments, and the merchant's own marks.
+
+An invoice is paid through the machinery the wallets already use: an on-chain deposit request
+(a fresh address watched by the chain watcher) and a Lightning invoice (credited by the
+listener), both crediting the merchant's wallet. :func:`refresh` recomputes the status from
+those payments; when it changes, an event is written in the same transaction (webhooks and
+live updates read it from the outbox). After a partial on-chain payment a new Lightning invoice
+for the remainder is issued, so one scan of the unified BIP21 QR always pays the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.errors import InvalidInput, NotFound
+from satvault.accounts.models import Store, Wallet
+from satvault.accounts.security import new_id
+from satvault.accounts.service import ensure_wallet
+from satvault.backends.lightning import LightningBackend
+from satvault.config import Settings
+from satvault.db import utcnow
+from satvault.invoices.models import StoreInvoice
+from satvault.invoices.status import (
+    Additional,
+    InvoiceFacts,
+    Status,
+    decide,
+    threshold_msat,
+)
+from satvault.lightning.invoices import create_invoice as create_ln_invoice
+from satvault.lightning.models import LnInvoice
+from satvault.logs import get_logger
+from satvault.onchain.bip21 import make_bip21, msat_to_sat_ceil
+from satvault.onchain.deposits import create_deposit
+from satvault.onchain.models import DepositRequest, OnchainAddress, OnchainPayment
+from satvault.rates.base import currency_scale
+from satvault.rates.convert import apply_spread, fiat_to_msat
+from satvault.rates.service import RateService, build_rate_service
+
+__all__ = ["Destinations", "InvoiceRequest", "create_store_invoice", "destinations",
+           "get_invoice", "mark_invoice", "refresh"]
+
+log = get_logger(__name__)
+MSAT_PER_BTC = 10**11
+METHODS = ("onchain", "lightning")
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRequest:
+    amount: str
+    currency: str = "BTC"
+    order_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    expiration_minutes: int = 15
+    payment_methods: tuple[str, ...] = METHODS
+    speed_policy: int | None = None
+    payment_tolerance_percent: Decimal = Decimal(0)
+    redirect_url: str | None = None
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except (InvalidOperation, TypeError) as exc:
+        raise InvalidInput(f"amount {text!r} is not a decimal number") from exc
+    if not value.is_finite() or value <= 0:
+        raise InvalidInput("amount must be a positive number")
+    return value
+
+
+def _exact(value: Decimal, scale: int, what: str) -> int:
+    scaled = value * (10**scale)
+    if scaled != scaled.to_integral_value():
+        raise InvalidInput(f"{what} has more decimal places than its currency allows")
+    return int(scaled)
+
+
+async def _price(settings: Settings, currency: str, value: Decimal, *,
+                 rates: RateService | None, spread_bp: int
+                 ) -> tuple[int, int, int | None, str | None, datetime | None]:
+    """(amount_minor, due_msat, rate, source, at) — the rate is locked here, once."""
+    if currency == "BTC":
+        msat = _exact(value, 11, "a BTC amount")
+        return msat, msat, None, None, None
+    if currency == "SATS":
+        msat = _exact(value, 3, "a sats amount")
+        return msat, msat, None, None, None
+    minor = _exact(value, currency_scale(currency), f"a {currency} amount")
+    own = rates is None
+    service = rates or build_rate_service(settings.rate_sources, dict(settings.fixed_rates))
+    try:
+        rate = await service.rate(currency)
+    finally:
+        if own:
+            await service.close()
+    if spread_bp:
+        rate = apply_spread(rate, spread_bp)
+    return minor, fiat_to_msat(minor, rate), rate.minor_per_btc, rate.source, rate.fetched_at
+
+
+async def create_store_invoice(session: AsyncSession, *, store: Store, request: InvoiceRequest,
+                               settings: Settings, lightning: LightningBackend | None,
+                               rates: RateService | None = None) -> StoreInvoice:
+    currency = request.currency.strip().upper()
+    methods = tuple(dict.fromkeys(request.payment_methods))
+    if not methods or any(m not in METHODS for m in methods):
+        raise InvalidInput("payment_methods must be a non-empty subset of onchain, lightning")
+    if "lightning" in methods and lightning is None:
+        raise InvalidInput("Lightning is not configured on this platform")
+    if not 1 <= request.expiration_minutes <= 7 * 24 * 60:
+        raise InvalidInput("expiration_minutes must be between 1 and 10080")
+    speed = store.speed_policy if request.speed_policy is None else request.speed_policy
+    if speed not in (0, 1, 2, 6):
+        raise InvalidInput("speed_policy must be 0, 1, 2 or 6 confirmations")
+    tolerance = request.payment_tolerance_percent
+    if not Decimal(0) <= tolerance <= Decimal(50):
+        raise InvalidInput("payment_tolerance_percent must be between 0 and 50")
+    if request.redirect_url and not request.redirect_url.startswith(("https://", "http://")):
+        raise InvalidInput("redirect_url must be an http(s) URL")
+    metadata = json.dumps(request.metadata or {}, sort_keys=True)
+    if len(metadata) > 16_000:
+        raise InvalidInput("metadata is limited to 16 kB of JSON")
+    minor, due, rate, source, at = await _price(settings, currency, _decimal(request.amount),
+                                                rates=rates, spread_bp=store.spread_bp)
+    if due < 1000:
+        raise InvalidInput("the amount is below 1 sat")
+    wallet = await ensure_wallet(session, owner_type="merchant", owner_id=store.merchant_id)
+    now = utcnow()
+    inv = StoreInvoice(
+        id=new_id("inv"), store_id=store.id, wallet_id=wallet.id, status=Status.NEW.value,
+        additional_status=Additional.NONE.value, currency=currency, amount=request.amount,
+        amount_minor=minor, due_msat=due, rate_minor_per_btc=rate, rate_source=source,
+        rate_at=at, order_id=request.order_id, metadata_json=metadata,
+        payment_methods=",".join(methods), speed_policy=speed,
+        tolerance_bp=int(tolerance * 100), redirect_url=request.redirect_url, deposit_id=None,
+        confirmed_msat=0, seen_msat=0, full_seen_at=None,
+        expires_at=now + timedelta(minutes=request.expiration_minutes), created_at=now,
+        updated_at=now, settled_at=None)
+    session.add(inv)
+    await session.flush()
+    if "onchain" in methods:
+        dep = await create_deposit(session, wallet=wallet, settings=settings, amount_msat=due,
+                                   description=f"Invoice {inv.id}", confirmations=speed)
+        dep.request.expires_at = inv.expires_at
+        inv.deposit_id = dep.request.id
+    if "lightning" in methods and lightning is not None:
+        await _new_ln_invoice(session, inv, due, lightning, settings)
+    await _emit(session, inv, "invoice.created")
+    return inv
+
+
+async def _new_ln_invoice(session: AsyncSession, inv: StoreInvoice, msat: int,
+                          lightning: LightningBackend, settings: Settings) -> LnInvoice:
+    wallet_obj = await session.get(Wallet, inv.wallet_id)
+    assert wallet_obj is not None
+    seconds = max(60, int((inv.expires_at - utcnow()).total_seconds()))
+    ln = await create_ln_invoice(session, backend=lightning, wallet=wallet_obj,
+                                 amount_msat=msat, memo=f"Invoice {inv.id}", purpose="invoice",
+                                 expiry_seconds=seconds, max_msat=settings.ln_max_payment_msat)
+    ln.store_invoice_id = inv.id
+    await session.flush()
+    return ln
+
+
+@dataclass(frozen=True, slots=True)
+class Destinations:
+    address: str | None
+    onchain_due_sat: int | None
+    bolt11: str | None
+    bip21: str | None
+    lightning_due_msat: int | None
+
+
+async def destinations(session: AsyncSession, inv: StoreInvoice) -> Destinations:
+    """Where to pay what is still due: the address, the newest open Lightning invoice, and one
+    BIP21 URI carrying both (``bitcoin:ADDR?amount=…&lightning=BOLT11``)."""
+    remaining = max(0, inv.due_msat - inv.seen_msat)
+    address = None
+    if inv.deposit_id:
+        dep = await session.get(DepositRequest, inv.deposit_id)
+        if dep is not None and dep.address_id is not None:
+            addr = await session.get(OnchainAddress, dep.address_id)
+            address = addr.address if addr else None
+    ln = (await session.execute(select(LnInvoice).where(
+        LnInvoice.store_invoice_id == inv.id, LnInvoice.status == "open"
+    ).order_by(LnInvoice.created_at.desc()).limit(1))).scalar_one_or_none()
+    bolt11 = ln.bolt11 if ln is not None and remaining else None
+    sat = msat_to_sat_ceil(remaining) if remaining else None
+    bip21 = make_bip21(address, amount_sat=sat, label=f"Invoice {inv.id}", lightning=bolt11) \
+        if address and remaining else None
+    return Destinations(address, sat, bolt11, bip21, ln.amount_msat if bolt11 and ln else None)
+
+
+async def _payments(session: AsyncSession, inv: StoreInvoice
+                    ) -> tuple[int, int, datetime | None]:
+    """(credited msat, seen msat, when the seen total first reached the threshold)."""
+    events: list[tuple[datetime, int, bool]] = []
+    if inv.deposit_id:
+        rows = (await session.execute(select(OnchainPayment).where(
+            OnchainPayment.request_id == inv.deposit_id,
+            OnchainPayment.status != "conflicted"))).scalars().all()
+        events += [(p.first_seen_at, p.value_sat * 1000, p.credit_state == "credited")
+                   for p in rows]
+    lns = (await session.execute(select(LnInvoice).where(
+        LnInvoice.store_invoice_id == inv.id, LnInvoice.status == "paid"))).scalars().all()
+    events += [(x.paid_at or inv.created_at, x.paid_msat or 0, True) for x in lns]
+    events.sort(key=lambda e: e[0])
+    need, seen, credited, full_at = threshold_msat(inv.due_msat, inv.tolerance_bp), 0, 0, None
+    for at, msat, done in events:
+        seen += msat
+        credited += msat if done else 0
+        if full_at is None and seen >= need:
+            full_at = at
+    return credited, seen, full_at
+
+
+_EVENTS = {Status.PROCESSING: "invoice.processing", Status.SETTLED: "invoice.settled",
+           Status.EXPIRED: "invoice.expired", Status.INVALID: "invoice.invalid"}
+
+
+async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Settings,
+                  lightning: LightningBackend | None = None) -> bool:
+    """Recompute an invoice from its payments; True if anything changed."""
+    if inv.additional_status == Additional.MARKED.value:
+        return False
+    credited, seen, full_at = await _payments(session, inv)
+    status, extra = decide(InvoiceFacts(
+        due_msat=inv.due_msat, tolerance_bp=inv.tolerance_bp, confirmed_msat=credited,
+        seen_msat=seen, expires_at=inv.expires_at, full_seen_at=full_at, now=utcnow(),
+        monitoring=timedelta(minutes=settings.invoice_monitoring_minutes),
+        accept_late=settings.invoice_accept_late))
+    received_more = seen > inv.seen_msat
+    changed = (status.value, extra.value, credited, seen) != (
+        inv.status, inv.additional_status, inv.confirmed_msat, inv.seen_msat)
+    if not changed:
+        return False
+    old = inv.status
+    inv.status, inv.additional_status = status.value, extra.value
+    inv.confirmed_msat, inv.seen_msat, inv.full_seen_at = credited, seen, full_at
+    inv.updated_at = utcnow()
+    if status is Status.SETTLED and inv.settled_at is None:
+        inv.settled_at = utcnow()
+    if received_more:
+        await _emit(session, inv, "invoice.payment_received")
+        remaining = inv.due_msat - seen
+        if (remaining >= 1000 and "lightning" in inv.payment_methods and lightning is not None
+                and status is Status.NEW):
+            await _new_ln_invoice(session, inv, remaining, lightning, settings)
+    if status.value != old and status in _EVENTS:
+        await _emit(session, inv, _EVENTS[status])
+    log.info("invoice_updated", invoice=inv.id, status=inv.status,
+             additional=inv.additional_status, seen_msat=seen, credited_msat=credited)
+    return True
+
+
+async def mark_invoice(session: AsyncSession, inv: StoreInvoice, status: str) -> StoreInvoice:
+    if status not in ("settled", "invalid"):
+        raise InvalidInput("an invoice can be marked settled or invalid")
+    if inv.status in ("settled", "invalid") and inv.additional_status != "marked":
+        raise InvalidInput(f"the invoice is already {inv.status}")
+    inv.status, inv.additional_status, inv.updated_at = status, "marked", utcnow()
+    if status == "settled" and inv.settled_at is None:
+        inv.settled_at = utcnow()
+    await _emit(session, inv, f"invoice.{status}")
+    return inv
+
+
+async def get_invoice(session: AsyncSession, invoice_id: str) -> StoreInvoice:
+    inv = await session.get(StoreInvoice, invoice_id)
+    if inv is None:
+        raise NotFound(f"invoice {invoice_id!r} not found")
+    return inv
+
+
+async def _emit(session: AsyncSession, inv: StoreInvoice, event: str) -> None:
+    """Write the event in this transaction (webhooks and live updates read the outbox)."""
+    try:
+        from satvault.events.outbox import emit
+    except ImportError:  # the events package arrives with the webhook work
+        return
+    from satvault.invoices.views import invoice_payload
+
+    await emit(session, type=event, subject_type="invoice", subject_id=inv.id,
+               payload=await invoice_payload(session, inv), store_id=inv.store_id,
+               wallet_id=inv.wallet_id)

@@ -1,0 +1,74 @@
+"""The invoice status machine, pure: payments and time in, status out.
+
+``new`` → ``processing`` (paid in full, waiting for confirmations) → ``settled``; or
+``expired`` (nothing, or not enough, arrived in time); or ``invalid`` (paid in full but never
+confirmed within the monitoring window). Additional statuses qualify the main one:
+``paid_partial``, ``paid_over``, ``paid_late``, ``marked`` (set by the merchant).
+
+"Paid in full" allows the store's tolerance: ``due * (1 - tolerance)``, rounded *up* so the
+tolerance is never exceeded by rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+__all__ = ["Additional", "InvoiceFacts", "Status", "decide", "threshold_msat"]
+
+
+class Status(StrEnum):
+    NEW = "new"
+    PROCESSING = "processing"
+    SETTLED = "settled"
+    EXPIRED = "expired"
+    INVALID = "invalid"
+
+
+class Additional(StrEnum):
+    NONE = "none"
+    PAID_PARTIAL = "paid_partial"
+    PAID_OVER = "paid_over"
+    PAID_LATE = "paid_late"
+    MARKED = "marked"
+
+
+FINAL = frozenset({Status.SETTLED, Status.INVALID})
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceFacts:
+    due_msat: int
+    tolerance_bp: int
+    confirmed_msat: int  # credited (confirmed enough / settled Lightning)
+    seen_msat: int  # confirmed + still unconfirmed, conflicted excluded
+    expires_at: datetime
+    full_seen_at: datetime | None  # when the seen total first reached the threshold
+    now: datetime
+    monitoring: timedelta
+    accept_late: bool = True
+
+
+def threshold_msat(due_msat: int, tolerance_bp: int) -> int:
+    return -(-due_msat * (10_000 - tolerance_bp) // 10_000)
+
+
+def decide(f: InvoiceFacts) -> tuple[Status, Additional]:
+    need = threshold_msat(f.due_msat, f.tolerance_bp)
+    late = f.full_seen_at is not None and f.full_seen_at > f.expires_at
+    expired = f.now >= f.expires_at
+    if f.seen_msat >= need and not (late and not f.accept_late):
+        if f.seen_msat > f.due_msat:
+            extra = Additional.PAID_OVER
+        else:
+            extra = Additional.PAID_LATE if late else Additional.NONE
+        if f.confirmed_msat >= need:
+            return Status.SETTLED, extra
+        if expired and f.now >= f.expires_at + f.monitoring:
+            return Status.INVALID, extra
+        return Status.PROCESSING, extra
+    if f.seen_msat >= need:  # late, and late payments are not accepted as settlement
+        return Status.EXPIRED, Additional.PAID_LATE
+    partial = Additional.PAID_PARTIAL if f.seen_msat > 0 else Additional.NONE
+    return (Status.EXPIRED if expired else Status.NEW), partial

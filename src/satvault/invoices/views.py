@@ -1,0 +1,42 @@
+"""The invoice as the API, webhooks and the checkout page show it (one shape for all three)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.invoices.models import StoreInvoice
+
+__all__ = ["invoice_payload"]
+
+
+async def invoice_payload(session: AsyncSession, inv: StoreInvoice,
+                          public_url: str = "") -> dict[str, Any]:
+    from satvault.invoices.service import destinations
+
+    d = await destinations(session, inv)
+    methods = inv.payment_methods.split(",")
+    return {
+        "id": inv.id, "store_id": inv.store_id, "status": inv.status,
+        "additional_status": inv.additional_status, "currency": inv.currency,
+        "amount": inv.amount, "amount_msat": inv.due_msat,
+        "rate": None if inv.rate_minor_per_btc is None else {
+            "minor_units_per_btc": inv.rate_minor_per_btc, "source": inv.rate_source,
+            "at": inv.rate_at.isoformat() if inv.rate_at else None},
+        "order_id": inv.order_id, "metadata": json.loads(inv.metadata_json),
+        "payment_methods": {
+            "onchain": {"address": d.address, "amount_sat": d.onchain_due_sat,
+                        "bip21": d.bip21} if "onchain" in methods else None,
+            "lightning": {"bolt11": d.bolt11, "amount_msat": d.lightning_due_msat}
+            if "lightning" in methods else None,
+        },
+        "paid_msat": inv.confirmed_msat, "seen_msat": inv.seen_msat,
+        "due_msat": max(0, inv.due_msat - inv.seen_msat),
+        "speed_policy": inv.speed_policy, "payment_tolerance_bp": inv.tolerance_bp,
+        "redirect_url": inv.redirect_url, "checkout_url": f"{public_url}/i/{inv.id}",
+        "expires_at": inv.expires_at.isoformat(), "created_at": inv.created_at.isoformat(),
+        "updated_at": inv.updated_at.isoformat(),
+        "settled_at": inv.settled_at.isoformat() if inv.settled_at else None,
+    }

@@ -1,0 +1,289 @@
+"""Fixtures for the events tests: a store world with API keys, a controllable clock, a fake
+resolver, a local webhook receiver served by uvicorn on 127.0.0.1 in the test's own event loop,
+and the app with the events router (until satvault.web.app includes it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import socket
+import time
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from tests import conftest as root
+
+from satvault.accounts import service as acc
+from satvault.config import Settings
+from satvault.db import utcnow
+from satvault.events import errors as ev
+from satvault.events.api import router as events_router
+from satvault.events.delivery import WebhookDispatcher
+from satvault.events.service import create_webhook
+from satvault.events.ssrf import check
+from satvault.web import problems
+from satvault.web.app import create_app
+
+# Until tests/conftest.py lists them: PostgreSQL tests start from TRUNCATE of these.
+EVENT_TABLES = ["webhook_attempts", "webhook_deliveries", "webhooks", "outbox_events"]
+
+
+@pytest.fixture(autouse=True)
+def _event_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Autouse, so it runs before the db_url fixture reads the list.
+    missing = [t for t in EVENT_TABLES if t not in root.TABLES]
+    monkeypatch.setattr(root, "TABLES", missing + root.TABLES)
+
+
+# ------------------------------------------------------------------------------ the world
+
+@dataclass
+class World:
+    merchant: str
+    other_merchant: str
+    store: str
+    sibling_store: str  # same merchant
+    foreign_store: str  # other merchant
+    keys: dict[str, str]
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[who]}"}
+
+
+@pytest.fixture
+async def world(sessions) -> World:
+    async with sessions() as s, s.begin():
+        admin = await acc.create_user(s, email="root@example.com", is_admin=True)
+        m1 = await acc.create_merchant(s, name="Acme")
+        m2 = await acc.create_merchant(s, name="Globex")
+        s1 = await acc.create_store(s, merchant_id=m1.id, name="Acme shop")
+        s2 = await acc.create_store(s, merchant_id=m1.id, name="Acme outlet")
+        s3 = await acc.create_store(s, merchant_id=m2.id, name="Globex shop")
+        keys = {}
+        for name, owner, scopes in [
+            ("admin", admin.id, ["admin"]),
+            ("store", s1.id, ["webhooks:write"]),
+            ("store_reader", s1.id, ["stores:read"]),
+            ("store_weak", s1.id, ["wallet:read"]),
+            ("sibling", s2.id, ["stores:write"]),
+            ("merchant", m1.id, ["stores:write"]),
+            ("foreign", s3.id, ["stores:write", "webhooks:write"]),
+            ("foreign_merchant", m2.id, ["stores:write"]),
+        ]:
+            _, keys[name] = await acc.create_api_key(s, owner_id=owner, scopes=scopes)
+    return World(m1.id, m2.id, s1.id, s2.id, s3.id, keys)
+
+
+class Clock:
+    """Real time plus an offset the test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+# ------------------------------------------------------------------------------ resolving
+
+@pytest.fixture
+async def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str] | None]:
+    """Names → addresses for the event loop's getaddrinfo; other names resolve for real."""
+    table: dict[str, list[str] | None] = {}  # None: the name does not exist
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+
+    async def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name in table:
+            if table[name] is None:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            out = []
+            for address in table[name]:
+                family = socket.AF_INET6 if ":" in address else socket.AF_INET
+                sockaddr = (address, int(port or 0), 0, 0) if ":" in address \
+                    else (address, int(port or 0))
+                out.append((family, socket.SOCK_STREAM, 6, "", sockaddr))
+            return out
+        return await real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    return table
+
+
+# ---------------------------------------------------------------------- a local receiver
+
+@dataclass
+class Call:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    arrived: float
+    finished: float = 0.0
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """Answers POSTs; ``script[path]`` holds (status, delay seconds, headers) answers, used
+    in turn; when it is empty the answer is 200 at once."""
+
+    base_url: str = ""
+    calls: dict[str, list[Call]] = field(default_factory=lambda: defaultdict(list))
+    script: dict[str, deque[tuple[int, float, dict[str, str]]]] = field(
+        default_factory=lambda: defaultdict(deque))
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def answer(self, path: str, *answers: tuple[int, float] | tuple[int, float, dict[str, str]]
+               ) -> None:
+        for a in answers:
+            self.script[path].append((a[0], a[1], a[2] if len(a) > 2 else {}))  # type: ignore[misc]
+
+    def event_ids(self, path: str) -> list[int]:
+        return [c.json["id"] for c in self.calls[path]]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path = scope["path"]
+        call = Call(path, {k.decode().lower(): v.decode() for k, v in scope["headers"]}, body,
+                    time.monotonic())
+        self.calls[path].append(call)
+        status, delay, headers = (self.script[path].popleft() if self.script[path]
+                                  else (200, 0.0, {}))
+        if delay:
+            await asyncio.sleep(delay)
+        call.finished = time.monotonic()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(k.encode(), v.encode()) for k, v in
+                                {"content-type": "text/plain", **headers}.items()]})
+        await send({"type": "http.response.body", "body": f"answer {status}".encode()})
+
+
+@asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app on 127.0.0.1 (a free port) in this event loop."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="off", log_level="error", log_config=None, ws="none",
+                            http="h11", timeout_graceful_shutdown=0.2, access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server._serve(sockets=[sock]))  # _serve: no signal handlers
+    async with asyncio.timeout(5):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sock.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver()
+    async with serve(r) as base_url:
+        r.base_url = base_url
+        yield r
+
+
+# ----------------------------------------------------------------------------- helpers
+
+async def add_webhook(sessions, store_id: str, url: str, events: Iterable[str] = ("invoice.*",),
+                      *, secret: str | None = "whsec_test_secret_0123456789",
+                      environment: str = "development") -> tuple[str, str]:
+    checked = await check(url, environment=environment)
+    async with sessions() as s, s.begin():
+        hook = await create_webhook(s, store_id=store_id, url=checked, events=list(events),
+                                    secret=secret)
+    return hook.id, hook.secret
+
+
+@pytest.fixture
+async def dispatchers(sessions, clock) -> AsyncIterator[Any]:
+    """A factory of dispatchers (development, seeded jitter), all closed at the end."""
+    made: list[WebhookDispatcher] = []
+
+    def make(**kwargs: Any) -> WebhookDispatcher:
+        options: dict[str, Any] = {"environment": "development", "clock": clock,
+                                   "rng": random.Random(7), "timeout": 5.0}
+        options.update(kwargs)
+        d = WebhookDispatcher(sessions, **options)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        await d.aclose()
+
+
+# ----------------------------------------------------------------------------- the app
+
+def _install_event_problems(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What satvault.web.problems will hold once the events domain is registered there.
+    monkeypatch.setitem(problems.ERROR_STATUS, ev.UnsafeUrl, (422, "unsafe-url"))
+    monkeypatch.setitem(problems.ERROR_STATUS, ev.InvalidWebhook, (422, "invalid-webhook"))
+    monkeypatch.setitem(problems.ERROR_STATUS, ev.InvalidStream, (422, "invalid-stream"))
+
+    async def handler(_request: Request, exc: Exception) -> JSONResponse:
+        response = problems.problem_for(exc)
+        assert response is not None
+        return response
+
+    app.add_exception_handler(ev.EventsError, handler)
+
+
+@pytest.fixture
+def make_app(engine, db_url, tmp_path, monkeypatch):
+    def make(environment: str = "development") -> FastAPI:
+        settings = Settings(database_url=db_url, home=tmp_path, environment=environment)
+        app = create_app(settings, engine=engine, start_workers=False)
+        if not any(getattr(r, "path", "") == "/api/v1/events/stream" for r in app.routes):
+            app.include_router(events_router)
+        _install_event_problems(app, monkeypatch)
+        return app
+
+    return make
+
+
+@asynccontextmanager
+async def api_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client

@@ -1,0 +1,126 @@
+"""Live updates over server-sent events, against the app served by uvicorn: an invoice's
+events in order (and only its own, in their public form), live ones as they commit, resuming
+with Last-Event-ID; wallet streams need a key that sees the wallet."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from tests.events.conftest import serve
+
+from satvault.accounts import service as acc
+from satvault.events.outbox import emit
+
+
+async def emit_for(sessions, invoice_id: str, *types: str, secret_note: str = "") -> list[int]:
+    ids = []
+    async with sessions() as s, s.begin():
+        for t in types:
+            ids.append(await emit(s, type=t, subject_type="invoice", subject_id=invoice_id,
+                                  payload={"id": invoice_id, "status": t.split(".")[1],
+                                           "metadata": {"orderId": secret_note}}))
+    return ids
+
+
+@asynccontextmanager
+async def events(client: httpx.AsyncClient, **kwargs: Any) -> AsyncIterator[Any]:
+    """Open a stream; yields an async function returning the next n events."""
+    async with client.stream("GET", "/api/v1/events/stream", **kwargs) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.aiter_lines()
+
+        async def take(n: int) -> list[dict[str, Any]]:
+            got: list[dict[str, Any]] = []
+            frame: dict[str, Any] = {}
+            async with asyncio.timeout(5):
+                while len(got) < n:
+                    line = await anext(lines)
+                    if not line:
+                        if "id" in frame:
+                            got.append(frame)
+                        frame = {}
+                    elif not line.startswith(":"):
+                        key, _, value = line.partition(": ")
+                        frame[key] = json.loads(value) if key == "data" else value
+            return got
+
+        yield take
+
+
+async def test_invoice_stream_in_order_live_and_resumable(make_app, sessions, world):
+    first = await emit_for(sessions, "inv_a", "invoice.created", "invoice.payment_received",
+                           secret_note="order-42")
+    await emit_for(sessions, "inv_b", "invoice.created")
+    async with serve(make_app()) as base, httpx.AsyncClient(base_url=base) as client:
+        async with events(client, params={"invoice_id": "inv_a"}) as take:
+            got = await take(2)
+            assert [int(e["id"]) for e in got] == first
+            assert [e["event"] for e in got] == ["invoice.created", "invoice.payment_received"]
+            data = got[1]["data"]
+            assert data["id"] == first[1] and data["type"] == "invoice.payment_received"
+            # Public: the invoice's id and status, not the merchant's metadata.
+            assert data["data"] == {"id": "inv_a", "status": "payment_received"}
+            live = await emit_for(sessions, "inv_a", "invoice.processing")
+            await emit_for(sessions, "inv_b", "invoice.expired")
+            live += await emit_for(sessions, "inv_a", "invoice.settled")
+            got = await take(2)
+            assert [int(e["id"]) for e in got] == live
+            assert [e["event"] for e in got] == ["invoice.processing", "invoice.settled"]
+
+        # The page reconnects after the first live event: it gets the rest, nothing twice.
+        async with events(client, params={"invoice_id": "inv_a"},
+                          headers={"Last-Event-ID": str(live[0])}) as take:
+            (rest,) = await take(1)
+            assert int(rest["id"]) == live[1]
+        async with events(client, params={"invoice_id": "inv_a",
+                                          "last_event_id": first[0]}) as take:
+            assert [int(e["id"]) for e in await take(3)] == [first[1], *live]
+
+        for params, status in [({"invoice_id": "inv_nope"}, 404), ({}, 422),
+                               ({"invoice_id": "inv_a", "wallet_id": "wal_x"}, 422)]:
+            r = await client.get("/api/v1/events/stream", params=params)
+            assert r.status_code == status, (params, r.text)
+        r = await client.get("/api/v1/events/stream", params={"invoice_id": "inv_a"},
+                             headers={"Last-Event-ID": "banana"})
+        assert r.status_code == 422
+
+
+async def test_wallet_stream_needs_a_key_that_sees_the_wallet(make_app, sessions, world):
+    async with sessions() as s, s.begin():
+        wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=world.merchant)
+        other = await acc.ensure_wallet(s, owner_type="merchant", owner_id=world.other_merchant)
+        _, own_key = await acc.create_api_key(s, owner_id=world.merchant,
+                                              scopes=["wallet:read"])
+        _, weak_key = await acc.create_api_key(s, owner_id=world.merchant,
+                                               scopes=["invoices:read"])
+        await emit(s, type="wallet.balance_changed", subject_type="wallet",
+                   subject_id=wallet.id, payload={"available_msat": 1})  # before connecting
+    async with serve(make_app()) as base, httpx.AsyncClient(base_url=base) as client:
+        url = "/api/v1/events/stream"
+        assert (await client.get(url, params={"wallet_id": wallet.id})).status_code == 401
+        r = await client.get(url, params={"wallet_id": wallet.id},
+                             headers={"Authorization": f"Bearer {weak_key}"})
+        assert r.status_code == 403
+        r = await client.get(url, params={"wallet_id": other.id},
+                             headers={"Authorization": f"Bearer {own_key}"})
+        assert r.status_code == 404
+        async with events(client, params={"wallet_id": wallet.id},
+                          headers={"Authorization": f"Bearer {own_key}"}) as take:
+            async with sessions() as s, s.begin():
+                await emit(s, type="wallet.balance_changed", subject_type="wallet",
+                           subject_id=other.id, payload={"available_msat": 7})
+                await emit(s, type="withdrawal.created", subject_type="withdrawal",
+                           subject_id="wd_1", wallet_id=wallet.id,
+                           payload={"id": "wd_1", "amount_msat": 5})
+                await emit(s, type="wallet.balance_changed", subject_type="wallet",
+                           subject_id=wallet.id, payload={"available_msat": 2})
+            got = await take(2)
+            assert [e["event"] for e in got] == ["withdrawal.created", "wallet.balance_changed"]
+            assert got[0]["data"]["data"] == {"id": "wd_1", "amount_msat": 5}  # in full
+            assert got[1]["data"]["data"] == {"available_msat": 2}

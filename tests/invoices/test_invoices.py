@@ -1,0 +1,217 @@
+"""Store invoices end to end on simnet and the Lightning simulator, through the HTTP API:
+creation with idempotency, on-chain, Lightning and mixed payments, partial/over/late, expiry,
+the platform fee in the same linked batch, a reorg after settlement, authorization."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from satvault.accounts import service as acc
+from satvault.invoices.tasks import refresh_open_invoices
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import get_account
+from satvault.lightning.invoices import InvoiceListener
+from satvault.web.app import create_app
+from tests.chainenv import LnEnv
+
+SAT = 1000
+
+
+@asynccontextmanager
+async def client(env: LnEnv) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(env.settings, engine=env.sessions.kw["bind"], start_workers=False,
+                     runtime=env.runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), \
+            httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        yield c
+
+
+@pytest.fixture
+async def shop(lnenv: LnEnv) -> dict:
+    async with lnenv.sessions() as s, s.begin():
+        merchant = await acc.create_merchant(s, name="Shop")
+        store = await acc.create_store(s, merchant_id=merchant.id, name="Web", speed_policy=1)
+        other = await acc.create_store(
+            s, merchant_id=(await acc.create_merchant(s, name="Other")).id, name="B")
+        _, key = await acc.create_api_key(s, owner_id=store.id,
+                                          scopes=["invoices:write", "invoices:read"])
+        _, read = await acc.create_api_key(s, owner_id=store.id, scopes=["invoices:read"])
+        _, other_key = await acc.create_api_key(s, owner_id=other.id,
+                                                scopes=["invoices:write", "invoices:read"])
+        wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=merchant.id)
+    return {"store": store.id, "key": {"Authorization": f"Bearer {key}"},
+            "read": {"Authorization": f"Bearer {read}"},
+            "other": {"Authorization": f"Bearer {other_key}"}, "wallet": wallet}
+
+
+async def settle_all(env: LnEnv) -> None:
+    await env.runtime.watcher.step()
+    await InvoiceListener(env.sessions, env.runtime.lightning, node="lnd",
+                          invoice_fee_bp=env.settings.invoice_fee_bp).sweep()
+    await refresh_open_invoices(env.sessions, env.settings, env.runtime.lightning)
+
+
+async def create(c, shop, idem: str, **body) -> httpx.Response:
+    return await c.post(f"/api/v1/stores/{shop['store']}/invoices",
+                        headers={**shop["key"], "Idempotency-Key": idem}, json=body)
+
+
+async def fees_and_merchant(env: LnEnv, shop) -> tuple[int, int]:
+    async with env.sessions() as s:
+        fees = (await ensure_platform_accounts(s, "BTC")).fees.id
+        f = (await get_account(s, fees)).balances.credits_posted
+        m = await get_account(s, shop["wallet"].ledger_account_id)
+    return f, m.balances.credits_posted - m.balances.debits_posted
+
+
+async def test_onchain_invoice_settles_with_fee_in_same_batch(lnenv: LnEnv, shop):
+    env = lnenv
+    async with client(env) as c:
+        r = await create(c, shop, "a", amount="0.001", currency="BTC", order_id="o-1",
+                         metadata={"cart": [1, 2]})
+        assert r.status_code == 201, r.text
+        inv = r.json()
+        again = await create(c, shop, "a", amount="0.001", currency="BTC", order_id="o-1",
+                             metadata={"cart": [1, 2]})
+        assert again.json()["id"] == inv["id"]
+        assert (await create(c, shop, "a", amount="0.002")).status_code == 422
+        onchain, ln = inv["payment_methods"]["onchain"], inv["payment_methods"]["lightning"]
+        assert "lightning=" in onchain["bip21"].lower() and ln["bolt11"].startswith("lnbcrt")
+        assert inv["amount_msat"] == 100_000 * SAT and inv["status"] == "new"
+        env.chain.pay(onchain["bip21"])
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["status"] == "processing"
+        env.chain.mine(1)
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["status"] == "settled" and got["paid_msat"] == 100_000 * SAT
+    fee, merchant = await fees_and_merchant(env, shop)
+    assert fee == 100_000 * SAT * env.settings.invoice_fee_bp // 10_000
+    assert merchant == 100_000 * SAT - fee
+    await env.check()
+
+
+async def test_partial_onchain_then_lightning_remainder(lnenv: LnEnv, shop):
+    env = lnenv
+    async with client(env) as c:
+        inv = (await create(c, shop, "m", amount="50000", currency="SATS")).json()
+        env.chain.pay(inv["payment_methods"]["onchain"]["address"], 20_000)
+        env.chain.mine(1)
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["status"] == "new" and got["additional_status"] == "paid_partial"
+        rest = got["payment_methods"]["lightning"]
+        assert rest["amount_msat"] == 30_000 * SAT  # a new BOLT11 for what is still due
+        assert got["payment_methods"]["onchain"]["amount_sat"] == 30_000
+        env.network.pay("customer1", rest["bolt11"])
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["status"] == "settled" and got["paid_msat"] == 50_000 * SAT
+    await env.check()
+
+
+async def test_overpaid_late_expired_and_fiat(lnenv: LnEnv, shop):
+    env = lnenv
+    async with client(env) as c:
+        over = (await create(c, shop, "o", amount="10000", currency="SATS")).json()
+        env.chain.pay(over["payment_methods"]["onchain"]["address"], 12_000)
+        env.chain.mine(1)
+        expired = (await create(c, shop, "e", amount="10000", currency="SATS",
+                                expiration_minutes=1)).json()
+        late = (await create(c, shop, "l", amount="10000", currency="SATS",
+                             expiration_minutes=1)).json()
+        async with env.sessions() as s, s.begin():
+            from datetime import timedelta
+
+            from satvault.db import utcnow
+            from satvault.invoices.models import StoreInvoice
+            for i in (expired["id"], late["id"]):
+                (await s.get(StoreInvoice, i)).expires_at = utcnow() - timedelta(seconds=1)
+        await settle_all(env)
+        env.chain.pay(late["payment_methods"]["onchain"]["address"], 10_000)
+        env.chain.mine(1)
+        await settle_all(env)
+        got = {i: (await c.get(f"/api/v1/invoices/{i}", headers=shop["read"])).json()
+               for i in (over["id"], expired["id"], late["id"])}
+        assert (got[over["id"]]["status"], got[over["id"]]["additional_status"]) == (
+            "settled", "paid_over")
+        assert got[expired["id"]]["status"] == "expired"
+        assert (got[late["id"]]["status"], got[late["id"]]["additional_status"]) == (
+            "settled", "paid_late")
+        fiat = (await create(c, shop, "f", amount="10.00", currency="USD")).json()
+        assert fiat["rate"]["minor_units_per_btc"] == 6_000_000
+        assert fiat["amount_msat"] == -(-1000 * 10**11 // 6_000_000)  # rounded up
+        bad = await create(c, shop, "x", amount="10.001", currency="USD")
+        assert bad.status_code == 422
+    await env.check()
+
+
+async def test_reorg_after_settlement_reverses_credit_and_fee(lnenv: LnEnv, shop):
+    env = lnenv
+    async with client(env) as c:
+        inv = (await create(c, shop, "r", amount="40000", currency="SATS",
+                            payment_methods=["onchain"])).json()
+        txid = env.chain.pay(inv["payment_methods"]["onchain"]["address"], 40_000)
+        env.chain.mine(1)
+        await settle_all(env)
+        assert (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])
+                ).json()["status"] == "settled"
+        env.chain.reorg(1, drop_txids=[txid])
+        await settle_all(env)
+    fee, merchant = await fees_and_merchant(env, shop)
+    assert merchant == 0
+    async with env.sessions() as s:
+        fees = (await ensure_platform_accounts(s, "BTC")).fees.id
+        b = (await get_account(s, fees)).balances
+    assert b.credits_posted - b.debits_posted == 0  # the fee went back with the credit
+    await env.check()
+
+
+async def test_authorization_listing_and_marks(lnenv: LnEnv, shop):
+    env = lnenv
+    async with client(env) as c:
+        ids = [(await create(c, shop, f"k{i}", amount="1000", currency="SATS",
+                             order_id=f"ord-{i % 2}")).json()["id"] for i in range(5)]
+        r = await c.get(f"/api/v1/invoices/{ids[0]}", headers=shop["other"])
+        assert r.status_code == 404
+        r = await c.get(f"/api/v1/stores/{shop['store']}/invoices", headers=shop["other"])
+        assert r.status_code == 404
+        r = await c.post(f"/api/v1/stores/{shop['store']}/invoices",
+                         headers={**shop["read"], "Idempotency-Key": "z"},
+                         json={"amount": "1000", "currency": "SATS"})
+        assert r.status_code == 403
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = (await c.get(f"/api/v1/stores/{shop['store']}/invoices", params=params,
+                                headers=shop["read"])).json()
+            seen += [i["id"] for i in page["items"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert sorted(seen) == sorted(ids)
+        by_order = (await c.get(f"/api/v1/stores/{shop['store']}/invoices",
+                                params={"order_id": "ord-1"}, headers=shop["read"])).json()
+        assert len(by_order["items"]) == 2
+        marked = await c.post(f"/api/v1/invoices/{ids[0]}/mark", headers=shop["key"],
+                              json={"status": "invalid"})
+        assert marked.json()["status"] == "invalid"
+        assert marked.json()["additional_status"] == "marked"
+
+
+async def test_store_spread_makes_the_payer_pay_more_sats(lnenv: LnEnv, shop):
+    env = lnenv
+    async with env.sessions() as s, s.begin():
+        from satvault.accounts.models import Store
+
+        (await s.get(Store, shop["store"])).spread_bp = 100  # 1 %
+    async with client(env) as c:
+        inv = (await create(c, shop, "sp", amount="10.00", currency="USD")).json()
+    assert inv["rate"]["minor_units_per_btc"] == 6_000_000 * 9_900 // 10_000
+    assert inv["amount_msat"] > -(-1000 * 10**11 // 6_000_000)
