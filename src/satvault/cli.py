@@ -274,8 +274,10 @@ def _start_ln_simnet(settings: Settings) -> Any:
     from satvault.simnet.ln.network import LnNetwork
 
     parts = urlsplit(settings.lnd_url)
-    return LndRestServer(LnNetwork(), node="platform", host=parts.hostname or "127.0.0.1",
-                         port=parts.port or 18080).start()
+    # A fresh seed per run: the simulator keeps no state, and a fixed seed would hand out the
+    # same payment hashes again after a restart.
+    return LndRestServer(LnNetwork(seed=secrets.token_hex(16)), node="platform",
+                         host=parts.hostname or "127.0.0.1", port=parts.port or 18080).start()
 
 
 def _start_simnet(settings: Settings) -> Any:

@@ -1,6 +1,6 @@
-"""The outbox: events and their webhook deliveries live and die with the caller's transaction;
-the fan-out honours subscriptions (wildcards included), stores and the enabled switch; the
-in-process notifier fires on commit only."""
+"""The outbox: events and their webhook deliveries live and die with the caller's transaction
+(and the in-process notifier fires on its commit only); the fan-out honours subscriptions
+(wildcards included), stores and the enabled switch."""
 
 from __future__ import annotations
 
@@ -30,17 +30,28 @@ class Boom(Exception):
 
 async def test_emit_is_part_of_the_callers_transaction(sessions, world):
     await add_webhook(sessions, world.store, "http://127.0.0.1:9/hook")
-    with pytest.raises(Boom):
+    fired: list[int] = []
+    unsubscribe = notifier.subscribe(lambda: fired.append(1))
+    try:
+        with pytest.raises(Boom):
+            async with sessions() as s, s.begin():
+                await emit(s, type="invoice.created", subject_type="invoice",
+                           subject_id="inv_1", payload={"id": "inv_1", "status": "new"},
+                           store_id=world.store)
+                raise Boom  # the change failed: its event must not survive it
+        assert await counts(sessions) == (0, 0)
         async with sessions() as s, s.begin():
-            await emit(s, type="invoice.created", subject_type="invoice", subject_id="inv_1",
-                       payload={"id": "inv_1", "status": "new"}, store_id=world.store)
-            raise Boom  # the change failed: its event must not survive it
-    assert await counts(sessions) == (0, 0)
+            pass  # a later commit that emitted nothing does not notify either
+        assert fired == []
 
-    async with sessions() as s, s.begin():
-        event_id = await emit(s, type="invoice.created", subject_type="invoice",
-                              subject_id="inv_1", payload={"id": "inv_1", "status": "new"},
-                              store_id=world.store)
+        async with sessions() as s, s.begin():
+            event_id = await emit(s, type="invoice.created", subject_type="invoice",
+                                  subject_id="inv_1", payload={"id": "inv_1", "status": "new"},
+                                  store_id=world.store)
+            assert fired == []  # not before the commit
+        assert fired == [1]
+    finally:
+        unsubscribe()
     assert await counts(sessions) == (1, 1)
     async with sessions() as s:
         delivery = (await s.execute(select(WebhookDelivery))).scalar_one()
@@ -104,28 +115,6 @@ async def test_emit_checks_its_arguments_and_routes_wallet_events(sessions):
                               subject_id="wal_9", payload={"available_msat": 5})
         event = await s.get(OutboxEvent, event_id)
         assert event.wallet_id == "wal_9" and event.store_id is None
-
-
-async def test_notifier_fires_after_commit_not_after_rollback(sessions):
-    fired: list[int] = []
-    unsubscribe = notifier.subscribe(lambda: fired.append(1))
-    try:
-        with pytest.raises(Boom):
-            async with sessions() as s, s.begin():
-                await emit(s, type="invoice.created", subject_type="invoice",
-                           subject_id="i", payload={})
-                assert fired == []
-                raise Boom
-        async with sessions() as s, s.begin():
-            pass  # a later commit of another kind does not fire either
-        assert fired == []
-        async with sessions() as s, s.begin():
-            await emit(s, type="invoice.created", subject_type="invoice", subject_id="i",
-                       payload={})
-            assert fired == []
-        assert fired == [1]
-    finally:
-        unsubscribe()
 
 
 def test_subscriptions_are_checked_and_normalised():

@@ -164,7 +164,7 @@ async def test_reorg_after_settlement_reverses_credit_and_fee(lnenv: LnEnv, shop
                 ).json()["status"] == "settled"
         env.chain.reorg(1, drop_txids=[txid])
         await settle_all(env)
-    fee, merchant = await fees_and_merchant(env, shop)
+    _, merchant = await fees_and_merchant(env, shop)
     assert merchant == 0
     async with env.sessions() as s:
         fees = (await ensure_platform_accounts(s, "BTC")).fees.id

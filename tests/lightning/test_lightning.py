@@ -283,3 +283,33 @@ async def test_daily_limit_counts_lightning_and_internal_withdrawals(lnenv: LnEn
     await pay_out(env, customer_invoice(env, 40_000 * SAT))  # exactly at the limit
     assert (await env.balances())["held"] > 0
     await env.check()
+
+
+async def test_failed_internal_payment_leaves_the_invoice_payable_from_outside(lnenv: LnEnv):
+    env = lnenv
+    bob = await env.wallet_for("bob@example.com")
+    async with env.sessions() as s, s.begin():
+        inv = await create_invoice(s, backend=env.runtime.lightning, wallet=bob,
+                                   amount_msat=40_000 * SAT, memo="for bob")
+    with pytest.raises(InsufficientFunds):
+        await pay_out(env, inv.bolt11)  # alice has nothing
+    paid = env.network.pay("customer1", inv.bolt11)  # so someone outside pays it instead
+    assert paid.status.value.upper() == "SUCCEEDED"
+    listener = InvoiceListener(env.sessions, env.runtime.lightning, node="lnd")
+    assert await listener.sweep() == 1
+    assert (await env.balances(bob))["available"] == 40_000 * SAT
+    await env.check()
+
+
+def test_destination_kinds():
+    from satvault.payouts.api import destination_kind
+
+    assert destination_kind("alice@127.0.0.1:8177") == "lnurl"
+    assert destination_kind("Alice@Example.com") == "lnurl"
+    assert destination_kind("LNURL1DP68GURN8GHJ7UM9WFMXJCM99E3K7MF0V9CXJ0M385EKVCENXC6R2C35"
+                            "XVUKXEFCV5MKVV34X5EKZD3EV56NYD3HXQURZEPEXEJXXEPNXSCRVWFNV9NXZCN9"
+                            "XQ6XYEFHVGCXXCMYXYMNSERXFQ5FNS") == "lnurl"
+    assert destination_kind("https://shop.example/pay?lightning=LNURL1XYZ") == "lnurl"
+    assert destination_kind("lightning:lnbcrt10u1p") == "bolt11"
+    assert destination_kind("bcrt1qcr8te4kr609gcawutmrza0j4xv80jy8zeqchgx") == "onchain"
+    assert destination_kind("bitcoin:bcrt1qcr8te4kr609gcawutmrza0j4xv80jy8zeqchgx") == "onchain"

@@ -4,10 +4,10 @@ Catalogs are the ``.po`` files under ``locale/<code>/LC_MESSAGES/messages.po``, 
 process with :mod:`babel.messages.pofile` and compiled in memory: there is no separate compile
 step and no ``.mo`` file to forget. To add or change a string, edit the code or template, then::
 
-    pybabel extract -F src/satvault/checkout/babel.cfg --no-location --omit-header \\
-        -o src/satvault/checkout/locale/messages.pot src/satvault/checkout
-    pybabel update --no-location -i src/satvault/checkout/locale/messages.pot \\
-        -d src/satvault/checkout/locale
+    cd src/satvault/checkout
+    pybabel extract -F babel.cfg --no-location --omit-header -w 100 \\
+        -o locale/messages.pot .
+    pybabel update -w 100 --ignore-obsolete -i locale/messages.pot -d locale
 
 and translate the new entries; ``tests/checkout`` fails while any is missing.
 
@@ -100,7 +100,7 @@ def parse_accept_language(header: str | None, *, limit: int = 16) -> list[str]:
 
 def match_language(tags: Iterable[str]) -> Language | None:
     """The first of ``tags`` (``zh-CN``, ``fr_BE``, ``ja``…) that a catalog serves."""
-    preferred = [t.strip().replace("-", "_") for t in tags if t and t.strip()]
+    preferred = [t.strip().replace("-", "_") for t in tags if t and 0 < len(t.strip()) <= 35]
     got = negotiate_locale(preferred, list(LANGUAGES), sep="_")
     return LANGUAGES.get(got.split("_")[0].lower()) if got else None
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -73,7 +74,7 @@ SCRIPT_MESSAGES = {
 }
 SATS = N_("%(amount)s sats")
 RATE = N_("1 BTC = %(rate)s")
-MAX_ID = 64
+INVOICE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 # ------------------------------------------------------------------------------- rendering
@@ -181,7 +182,7 @@ def _not_found(request: Request, lang_query: str | None) -> HTMLResponse:
 
 
 async def _invoice(session: AsyncSession, invoice_id: str) -> StoreInvoice | None:
-    if len(invoice_id) > MAX_ID:
+    if not INVOICE_ID.fullmatch(invoice_id):  # never hand the database a stray byte
         return None
     return await session.get(StoreInvoice, invoice_id)
 
@@ -191,7 +192,7 @@ async def _invoice(session: AsyncSession, invoice_id: str) -> StoreInvoice | Non
 @router.get("/i/{invoice_id}", response_class=HTMLResponse, include_in_schema=False)
 async def checkout_page(
     invoice_id: str, request: Request, session: SessionDep,
-    lang: Annotated[str | None, Query(max_length=35)] = None,
+    lang: str | None = None,
     accept_language: Annotated[str | None, Header()] = None,
 ) -> HTMLResponse:
     inv = await _invoice(session, invoice_id)
@@ -217,6 +218,7 @@ async def checkout_page(
         "events_url": f"/api/v1/events/stream?invoice_id={inv.id}",
         "events": list(INVOICE_EVENTS), "poll_ms": POLL_MILLISECONDS,
         "redirect_seconds": REDIRECT_SECONDS, "messages": messages, "status": status,
+        "duration_s": int((inv.expires_at - inv.created_at).total_seconds()),
     }
     tabs = ["unified", "onchain", "lightning"] if pay.onchain_uri and pay.bolt11 \
         else ["unified"]

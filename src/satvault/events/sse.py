@@ -50,8 +50,10 @@ POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
 RETRY_MILLISECONDS = 2000
 BATCH = 100
-PUBLIC_INVOICE_FIELDS = ("id", "status", "additional_status", "expires_at", "amount_msat",
-                         "paid_msat", "due_msat")
+# What the checkout page may know anyway; never the merchant's order id, metadata or URLs.
+PUBLIC_INVOICE_FIELDS = ("id", "status", "additional_status", "currency", "amount",
+                         "amount_msat", "paid_msat", "seen_msat", "due_msat", "expires_at",
+                         "settled_at")
 
 
 def _public(event: OutboxEvent) -> str:

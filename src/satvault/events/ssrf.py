@@ -23,7 +23,6 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
-from typing import Literal
 
 import httpx
 
@@ -126,8 +125,7 @@ def _parse(url: str, *, environment: str) -> httpx.URL:
     return parsed.copy_with(fragment=None)
 
 
-async def check(url: str, *, environment: Literal["development", "production"] | str
-                ) -> CheckedUrl:
+async def check(url: str, *, environment: str) -> CheckedUrl:
     """Parse, resolve and check ``url``; raises :class:`UnsafeUrl` or
     :class:`InvalidWebhook`, else returns the URL with its checked addresses."""
     parsed = _parse(url, environment=environment)

@@ -116,13 +116,6 @@ async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: 
         raise PaymentRefused(f"this invoice is {invoice.status}")
     if invoice.amount_msat is not None and amount_msat != invoice.amount_msat:
         raise PaymentRefused("the amount differs from the invoice's")
-    if backend is not None:
-        # Cancel on the node first: once this returns, nobody outside can pay it any more.
-        try:
-            await backend.cancel_invoice(invoice.payment_hash)
-        except BackendError as exc:
-            raise PaymentRefused(f"could not take the invoice off the node ({exc}); "
-                                 "try again") from exc
     now = utcnow()
     wd = Withdrawal(id=wid, wallet_id=wallet.id, method="internal", destination=destination,
                     script_pubkey=None, amount_msat=amount_msat, fee_reserve_msat=0, fee_msat=0,
@@ -133,6 +126,15 @@ async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: 
     await credit_settled(session, payment_hash=invoice.payment_hash, paid_msat=amount_msat,
                          internal=True, debit_account_id=wallet.ledger_account_id,
                          invoice_fee_bp=fee_bp)
+    if backend is not None:
+        # The ledger move is written but not committed: only once the node has cancelled the
+        # invoice (nobody outside can pay it any more) may it commit; if the node refuses —
+        # say an outside payment just settled it — the whole move rolls back.
+        try:
+            await backend.cancel_invoice(invoice.payment_hash)
+        except BackendError as exc:
+            raise PaymentRefused(f"could not take the invoice off the node ({exc}); "
+                                 "try again") from exc
     return wd
 
 

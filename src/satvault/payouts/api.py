@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Annotated, Any
 
 import httpx
@@ -30,6 +31,9 @@ Withdrawer = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
 Reader = Annotated[Principal, Depends(require_scope("wallet:read"))]
 
 
+_ADDRESS = re.compile(r"[a-z0-9._+-]+@[a-z0-9.-]+(:\d{1,5})?")  # LUD-16, optional port
+
+
 def destination_kind(destination: str) -> str:
     """bolt11 | lnurl | onchain — the method is inferred from the destination."""
     text = destination.strip().lower()
@@ -37,7 +41,8 @@ def destination_kind(destination: str) -> str:
         text = text[len("lightning:"):]
     if text.startswith(("lnbcrt", "lnbc", "lntbs", "lntb")):
         return "bolt11"
-    if text.startswith(("lnurl", "lnurlp://")) or ("@" in text and ":" not in text):
+    if text.startswith(("lnurl", "lnurlp://")) or _ADDRESS.fullmatch(text) \
+            or (text.startswith("https://") and "lightning=lnurl" in text):
         return "lnurl"
     return "onchain"
 

@@ -129,6 +129,15 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
                 ok = False
                 checks["chain"] = {"backend": rt.backend.name,
                                    "error": f"{type(exc).__name__}: {exc}"}
+            if rt.lightning is not None:
+                try:
+                    info = await rt.lightning.get_info()
+                    checks["lightning"] = {"backend": rt.lightning.name,
+                                           "synced": info.synced, "network": info.network}
+                except Exception as exc:  # reported, not raised
+                    ok = False
+                    checks["lightning"] = {"backend": rt.lightning.name,
+                                           "error": f"{type(exc).__name__}: {exc}"}
         if any(w.last_error for w in request.app.state.workers):
             ok = False
         return JSONResponse({"status": "ok" if ok else "degraded", **checks},

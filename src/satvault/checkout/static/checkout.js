@@ -22,7 +22,7 @@
   let clockSkew = Date.parse(status.now) - Date.now();
   let localExpired = false;
   let redirectTimer = null;
-  const startLeft = Math.max(1, secondsLeft());
+  const fullTime = Math.max(1, cfg.duration_s || secondsLeft());
 
   function t(key, params) {
     const text = M[key] || key;
@@ -135,6 +135,7 @@
     const show = () => { note.textContent = t("returning", { seconds: left }); };
     note.hidden = false;
     show();
+    announce(note.textContent);
     redirectTimer = setInterval(() => {
       left -= 1;
       if (left <= 0) {
@@ -154,7 +155,13 @@
     const left = secondsLeft();
     setText($("[data-role=countdown-text]"), t("expires_in", { time: duration(left) }));
     const bar = $("[data-role=timebar]");
-    if (bar) bar.style.width = Math.max(0, Math.min(100, (100 * left) / startLeft)) + "%";
+    if (bar) {
+      bar.style.width = Math.max(0, Math.min(100, (100 * left) / fullTime)) + "%";
+      if (!bar.classList.contains("live")) {
+        void bar.offsetWidth; // the first width is set at once, later ones glide
+        bar.classList.add("live");
+      }
+    }
     box.classList.toggle("soon", left < 60);
     if (left <= 0 && !localExpired) {
       localExpired = true; // the server confirms at its next status
@@ -249,9 +256,12 @@
   function schedule() {
     clearTimeout(pollTimer);
     if (DONE.includes(status.state)) return;
-    // With the stream up, events trigger updates; a slow poll still catches confirmations,
-    // which have no event of their own.
-    const wait = streamOpen() ? cfg.poll_ms * 5 : cfg.poll_ms;
+    // With the stream up, events trigger updates and a slow poll still catches confirmations
+    // (they have no event of their own). An expired invoice changes only if a late payment
+    // arrives: a slow poll is enough for it too.
+    const busy = OPEN.includes(status.state) || status.state === "received" ||
+      status.state === "confirming";
+    const wait = streamOpen() || !busy ? cfg.poll_ms * 5 : cfg.poll_ms;
     pollTimer = setTimeout(refresh, wait);
   }
 
