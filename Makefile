@@ -26,8 +26,9 @@ run: $(STAMP)
 # downloads a browser of its own). Installed when missing and possible (root + apt).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq >/dev/null \
-		&& apt-get install -y -qq chromium >/dev/null)); } \
+		&& (apt-get install -y -qq chromium fonts-noto-cjk fonts-thai-tlwg >/dev/null 2>&1 \
+		|| (apt-get update -qq >/dev/null && apt-get install -y -qq chromium fonts-noto-cjk \
+		fonts-thai-tlwg >/dev/null)); } \
 		|| echo "note: chromium is not installed; the browser test will be skipped"
 
 test: $(STAMP) browser

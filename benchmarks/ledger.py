@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import hashlib
 import io
 import json
 import math
@@ -110,10 +111,10 @@ def _cpu_busy() -> tuple[float, float]:
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _backend_jiffies(db_name: str | None) -> dict[int, float]:
-    """utime+stime of the local PostgreSQL backends serving ``db_name`` (their process title
-    names the database), so a case can tell the database's CPU from everything else's."""
-    out: dict[int, float] = {}
+def _backend_jiffies(db_name: str | None) -> dict[int, tuple[float, float]]:
+    """(utime, stime) of the local PostgreSQL backends serving ``db_name`` (their process
+    title names the database), so a case can tell the database's CPU from everything else's."""
+    out: dict[int, tuple[float, float]] = {}
     if not db_name:
         return out
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
@@ -126,7 +127,7 @@ def _backend_jiffies(db_name: str | None) -> dict[int, float]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        out[int(entry.name)] = float(fields[11]) + float(fields[12])
+        out[int(entry.name)] = (float(fields[11]), float(fields[12]))
     return out
 
 
@@ -136,44 +137,57 @@ class CpuSample:
 
     busy: float
     total: float
-    proc: float
-    backends: dict[int, float]
+    proc: os.times_result
+    backends: dict[int, tuple[float, float]]
     wall: float
 
     @classmethod
     def take(cls, db_name: str | None) -> CpuSample:
         busy, total = _cpu_busy()
-        return cls(busy, total, time.process_time(), _backend_jiffies(db_name),
-                   time.perf_counter())
+        return cls(busy, total, os.times(), _backend_jiffies(db_name), time.perf_counter())
 
     def since(self, before: CpuSample) -> dict[str, float]:
-        """Cores used in between: by us (client), our backends (db) and everything else."""
+        """Cores used in between: by us (client), our backends (db) and everything else, and
+        the share of the client's and the backends' CPU spent in the kernel (sys)."""
         wall = self.wall - before.wall
         ncpu = os.cpu_count() or 1
         machine = ((self.busy - before.busy) / (self.total - before.total) * ncpu
                    if self.total > before.total else math.nan)
-        client = (self.proc - before.proc) / wall
-        db = sum(v - before.backends.get(pid, 0.0) for pid, v in self.backends.items())
-        db = db / _TICK / wall
+        c_user = self.proc.user - before.proc.user
+        c_sys = self.proc.system - before.proc.system
+        client = (c_user + c_sys) / wall
+        d_user = d_sys = 0.0
+        for pid, (user, system) in self.backends.items():
+            u0, s0 = before.backends.get(pid, (0.0, 0.0))
+            d_user, d_sys = d_user + user - u0, d_sys + system - s0
+        db = (d_user + d_sys) / _TICK / wall
         return {"client_cpu": round(client, 2), "db_cpu": round(db, 2),
                 "other_cpu": round(max(0.0, machine - client - db), 2),
-                "machine_cpu": round(machine, 2)}
+                "machine_cpu": round(machine, 2),
+                "client_sys_share": round(c_sys / (c_user + c_sys), 2) if c_user + c_sys else 0.0,
+                "db_sys_share": round(d_sys / (d_user + d_sys), 2) if d_user + d_sys else 0.0}
 
 
 async def wait_until_quiet(limit: float, threshold: float = 0.3) -> float:
-    """Wait (up to ``limit`` s) until the machine's other load is under ``threshold`` cores,
-    so someone else's job does not skew a case. Returns the load last seen."""
+    """Wait (up to ``limit`` s) until other processes use under ``threshold`` cores, so
+    someone else's job does not skew a case. Returns the load last seen."""
     end = time.perf_counter() + limit
+    waited = False
     while True:
         before = CpuSample.take(None)
         await asyncio.sleep(0.5)
         load = CpuSample.take(None).since(before)["machine_cpu"]
-        if load < threshold or time.perf_counter() >= end:
-            if load >= threshold:
-                log(f"    machine still busy ({load:.2f} cores in use): measuring anyway")
+        if load < threshold:
+            if waited:
+                log(f"    machine quiet ({load:.2f} cores in use)")
             return load
-        log(f"    machine busy ({load:.2f} cores in use by others): waiting")
-        await asyncio.sleep(2)
+        if time.perf_counter() >= end:
+            log(f"    machine still busy ({load:.2f} cores in use by others): measuring anyway")
+            return load
+        if not waited:
+            log(f"    machine busy ({load:.2f} cores in use by others): waiting up to {limit:.0f}s")
+            waited = True
+        await asyncio.sleep(1.5)
 
 
 # ---------------------------------------------------------------------------------- results
@@ -210,19 +224,28 @@ def summarise(tallies: list[Tally], elapsed: float, cpu: dict[str, float]) -> di
         "failures": sum(t.failures for t in tallies),
         "errors": sum(t.errors for t in tallies),
         "seconds": round(elapsed, 2),
-        # Cores in use: this process, our PostgreSQL backends, everything else, the machine.
+        # Cores in use: this process, our PostgreSQL backends, everything else, the machine;
+        # and CPU spent per successful payment by this process and by our backends.
         **cpu,
+        "client_us_per_transfer": round(cpu["client_cpu"] / transfers * elapsed * 1e6)
+        if transfers else None,
+        "db_us_per_transfer": round(cpu["db_cpu"] / transfers * elapsed * 1e6)
+        if transfers else None,
     }
 
 
-def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    if len(runs) == 1:
-        return dict(runs[0])
+def median_of(runs: list[dict[str, Any]], noise: float) -> dict[str, Any]:
+    """Medians over the runs that other processes left alone (``other_cpu`` < ``noise``
+    cores), or over all runs when none was; ``clean_runs`` says how many counted."""
+    clean = [r for r in runs if r["other_cpu"] < noise]
+    use = clean or runs
     out: dict[str, Any] = {}
-    for key, value in runs[0].items():
-        values = [r[key] for r in runs]
-        out[key] = statistics.median(values) if isinstance(value, int | float) else value
+    for key, value in use[0].items():
+        values = [r[key] for r in use if isinstance(r[key], int | float)]
+        out[key] = round(statistics.median(values), 2) if values else value
+    out["clean_runs"] = len(clean)
     out["runs_transfers_per_s"] = [r["transfers_per_s"] for r in runs]
+    out["runs_other_cpu"] = [r["other_cpu"] for r in runs]
     return out
 
 
@@ -370,10 +393,15 @@ class StatementCounter:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.counts: Counter[str] = Counter()
-        self.engine = engine
-        event.listen(engine.sync_engine, "before_cursor_execute", self._on_execute)
-        event.listen(engine.sync_engine, "commit", self._on_commit)
-        event.listen(engine.sync_engine, "begin", self._on_begin)
+        self.hooks = [("before_cursor_execute", self._on_execute), ("commit", self._on_commit),
+                      ("begin", self._on_begin)]
+        self.target = engine.sync_engine
+        for name, fn in self.hooks:
+            event.listen(self.target, name, fn)
+
+    def close(self) -> None:
+        for name, fn in self.hooks:
+            event.remove(self.target, name, fn)
 
     def _on_execute(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         words = statement.split(None, 2)
@@ -424,13 +452,15 @@ async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict
                 log(f"  [{label}] {case.name:<14} run {r + 1}/{args.repeat}: "
                     f"{res['transfers_per_s']:>9.1f} transfers/s  p50 {res['p50_ms']:.2f} ms  "
                     f"p99 {res['p99_ms']:.2f} ms  (cores: client {res['client_cpu']:.2f}, "
-                    f"db {res['db_cpu']:.2f}, other {res['other_cpu']:.2f}; "
+                    f"db {res['db_cpu']:.2f}, other {res['other_cpu']:.2f}; kernel share: "
+                    f"client {res['client_sys_share']:.0%}, db {res['db_sys_share']:.0%}; "
                     f"failures {res['failures']}, errors {res['errors']})")
-                if res["other_cpu"] > 0.3:
+                if res["other_cpu"] >= args.noise:
                     log(f"    warning: {res['other_cpu']:.2f} cores went to other processes")
                 if profiler is not None and counter is not None:
+                    counter.close()
                     report_profile(profiler, counter, res, args.profile)
-            out["cases"][case.name] = median_of(runs)
+            out["cases"][case.name] = median_of(runs, args.noise)
     finally:
         await engine.dispose()
     return out
@@ -452,7 +482,8 @@ def report_profile(profiler: cProfile.Profile, counter: StatementCounter,
 
 def _admin_kwargs(url: str) -> dict[str, Any]:
     u = make_url(url)
-    return {"host": u.host or "127.0.0.1", "port": u.port or 5432, "user": u.username,
+    host = u.query.get("host") or u.host or "127.0.0.1"  # ?host=/run/postgresql: a socket
+    return {"host": host, "port": u.port or 5432, "user": u.username,
             "password": u.password, "database": "postgres"}
 
 
@@ -489,6 +520,18 @@ def throwaway_sqlite() -> Any:
 
 # ------------------------------------------------------------------------------------- main
 
+def source_digest() -> str:
+    """A short hash of the ledger's hot-path sources, to tell which code a result measured."""
+    import satvault.db
+    import satvault.ledger.core
+    import satvault.ledger.store
+
+    h = hashlib.sha256()
+    for mod in (satvault.ledger.store, satvault.ledger.core, satvault.db):
+        h.update(Path(str(mod.__file__)).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _ints(value: str) -> list[int]:
     return [int(x) for x in value.split(",") if x.strip()]
 
@@ -506,8 +549,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hot-clients", type=_ints, default=[16], help="client counts, fee mix")
     p.add_argument("--repeat", type=int, default=1, help="runs per case; medians are reported")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--quiet-wait", type=float, default=30.0,
-                   help="before each case wait up to this long for other load to settle")
+    p.add_argument("--quiet-wait", type=float, default=10.0,
+                   help="before each run wait up to this long for other load to settle")
+    p.add_argument("--noise", type=float, default=0.3,
+                   help="a run where other processes used this many cores or more is noisy: "
+                        "medians use the other runs when there are any")
     p.add_argument("--postgres-url", default=os.environ.get("SATVAULT_TEST_POSTGRES_URL", ""),
                    help="default: $SATVAULT_TEST_POSTGRES_URL (host/user only are used)")
     p.add_argument("--skip-sqlite", action="store_true")
@@ -541,9 +587,11 @@ def main(argv: list[str] | None = None) -> int:
             "nproc": os.cpu_count(), "mem_gib": _meminfo_gib(), "cpu": _cpu_model(),
             "python": platform.python_version(), "sqlite_lib": sqlite3.sqlite_version,
         },
+        "source_digest": source_digest(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {k: getattr(args, k) for k in (
             "duration", "warmup", "accounts", "clients", "batch_size", "batch_clients",
-            "hot_clients", "repeat", "seed")},
+            "hot_clients", "repeat", "seed", "quiet_wait", "noise")},
         "results": {},
     }
     backends: list[tuple[str, Callable[[], Any]]] = []

@@ -62,6 +62,12 @@ def _browser_or_skip() -> None:
     pytest.skip(problem)
 
 
+@pytest.fixture(autouse=True)
+def _need_browser() -> None:
+    """Before anything else is set up: skip (or fail) at once without a browser."""
+    _browser_or_skip()
+
+
 @pytest.fixture
 def db_url(tmp_path: Path, sqlite_template: Path) -> str:
     """SQLite only: the page is the subject here; test_page covers both databases."""
@@ -128,7 +134,6 @@ async def shot(page: Any, name: str) -> None:
 
 
 async def test_english_onchain_payment_live_then_back_to_the_shop(lnenv: LnEnv, shop: Shop):
-    _browser_or_skip()
     from playwright.async_api import expect
 
     env = lnenv
@@ -142,6 +147,11 @@ async def test_english_onchain_payment_live_then_back_to_the_shop(lnenv: LnEnv, 
         page = await context.new_page()
         requested: list[str] = []
         page.on("request", lambda r: requested.append(r.url))
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        streams: list[int] = []  # the event stream answered (updates need not wait for a poll)
+        page.on("response", lambda r: streams.append(r.status) if "/events/stream" in r.url
+                else None)
         await page.route(f"{SHOP}/**", lambda route: route.fulfill(
             status=200, content_type="text/html", body="<h1>Thanks for your order</h1>"))
 
@@ -222,14 +232,15 @@ async def test_english_onchain_payment_live_then_back_to_the_shop(lnenv: LnEnv, 
         await page.wait_for_url(f"{SHOP}/thanks?order=42", timeout=10_000)
         await expect(page.locator("h1")).to_have_text("Thanks for your order")
         assert any("/api/v1/events/stream?invoice_id=" in u for u in requested)
+        assert 200 in streams, streams
         strangers = [u for u in requested if not u.startswith((base, SHOP, "data:"))]
         assert not strangers, strangers
+        assert not errors, errors
         await context.close()
     await env.check()
 
 
 async def test_chinese_phone_partial_then_lightning_by_polling(lnenv: LnEnv, shop: Shop):
-    _browser_or_skip()
     from playwright.async_api import expect
 
     env = lnenv
@@ -241,6 +252,8 @@ async def test_chinese_phone_partial_then_lightning_by_polling(lnenv: LnEnv, sho
         page = await context.new_page()
         statuses: list[str] = []
         page.on("request", lambda r: statuses.append(r.url) if "/status" in r.url else None)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
         # No event stream: the page must notice and poll.
         await page.route(re.compile(r".*/api/v1/events/stream.*"), lambda r: r.abort())
 
@@ -273,5 +286,6 @@ async def test_chinese_phone_partial_then_lightning_by_polling(lnenv: LnEnv, sho
         await expect(page.locator("[data-role=back]")).to_be_hidden()  # no redirect_url
         await shot(page, "zh-phone-paid")
         assert len(statuses) >= 2  # updates came by polling
+        assert not errors, errors
         await context.close()
     await env.check()

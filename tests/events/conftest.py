@@ -22,7 +22,6 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from tests import conftest as root
 
 from satvault.accounts import service as acc
 from satvault.config import Settings
@@ -34,6 +33,7 @@ from satvault.events.service import create_webhook
 from satvault.events.ssrf import check
 from satvault.web import problems
 from satvault.web.app import create_app
+from tests import conftest as root
 
 # Until tests/conftest.py lists them: PostgreSQL tests start from TRUNCATE of these.
 EVENT_TABLES = ["webhook_attempts", "webhook_deliveries", "webhooks", "outbox_events"]

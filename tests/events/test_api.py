@@ -4,9 +4,8 @@ answering 422 problem+json."""
 
 from __future__ import annotations
 
-from tests.events.conftest import api_client
-
 from satvault.events.outbox import emit
+from tests.events.conftest import api_client
 
 PUBLIC = "93.184.215.14"
 

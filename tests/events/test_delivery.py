@@ -13,13 +13,13 @@ from datetime import timedelta
 
 import httpx
 from sqlalchemy import select
-from tests.events.conftest import add_webhook
 
 from satvault.events.delivery import attempts_within, backoff_delay, redeliver
 from satvault.events.models import Webhook, WebhookAttempt, WebhookDelivery
 from satvault.events.outbox import emit
 from satvault.events.tasks import webhook_worker
 from satvault.ledger.store import retrying
+from tests.events.conftest import add_webhook
 
 
 async def emit_invoice(sessions, store_id: str, n: int = 1, type_: str = "invoice.created",

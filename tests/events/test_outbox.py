@@ -8,12 +8,12 @@ import json
 
 import pytest
 from sqlalchemy import func, select
-from tests.events.conftest import add_webhook
 
 from satvault.events.catalog import matches, normalise_subscription
 from satvault.events.errors import InvalidWebhook
 from satvault.events.models import OutboxEvent, Webhook, WebhookDelivery
 from satvault.events.outbox import emit, notifier
+from tests.events.conftest import add_webhook
 
 
 async def counts(sessions) -> tuple[int, int]:

@@ -11,10 +11,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from tests.events.conftest import serve
 
 from satvault.accounts import service as acc
 from satvault.events.outbox import emit
+from tests.events.conftest import serve
 
 
 async def emit_for(sessions, invoice_id: str, *types: str, secret_note: str = "") -> list[int]:
@@ -86,8 +86,12 @@ async def test_invoice_stream_in_order_live_and_resumable(make_app, sessions, wo
                                ({"invoice_id": "inv_a", "wallet_id": "wal_x"}, 422)]:
             r = await client.get("/api/v1/events/stream", params=params)
             assert r.status_code == status, (params, r.text)
-        r = await client.get("/api/v1/events/stream", params={"invoice_id": "inv_a"},
-                             headers={"Last-Event-ID": "banana"})
+        for bad in ("banana", "9" * 30, "-1"):
+            r = await client.get("/api/v1/events/stream", params={"invoice_id": "inv_a"},
+                                 headers={"Last-Event-ID": bad})
+            assert r.status_code == 422, bad
+        r = await client.get("/api/v1/events/stream",
+                             params={"invoice_id": "inv_a", "last_event_id": 10**19})
         assert r.status_code == 422
 
 

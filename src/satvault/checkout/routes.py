@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,11 +36,20 @@ from satvault.checkout.i18n import (
     format_number,
     translations,
 )
-from satvault.checkout.view import NO_COUNT, STATES, live_payment, public_status, qr_data
+from satvault.checkout.view import (
+    NO_COUNT,
+    OPEN_STATES,
+    STATES,
+    live_payment,
+    public_status,
+    qr_data,
+)
 from satvault.db import utcnow
 from satvault.invoices.models import StoreInvoice
 from satvault.onchain.bip21 import msat_to_sat_ceil
 from satvault.onchain.qr import qr_svg
+from satvault.rates.base import currency_scale
+from satvault.rates.errors import UnsupportedCurrency
 from satvault.web.deps import SessionDep
 
 __all__ = ["router"]
@@ -109,7 +118,7 @@ class _Asset:
     version: str
 
 
-@lru_cache(maxsize=1)
+@cache
 def _assets() -> dict[str, _Asset]:
     found = {}
     for path in sorted(STATIC_DIR.iterdir()):
@@ -162,9 +171,6 @@ def _amounts(inv: StoreInvoice, lang: Language) -> dict[str, str | None]:
     elif inv.currency != "BTC" and value is not None:
         asked = format_fiat(value, inv.currency, lang)
         if inv.rate_minor_per_btc is not None:
-            from satvault.rates.base import currency_scale
-            from satvault.rates.errors import UnsupportedCurrency
-
             try:
                 per_btc = Decimal(inv.rate_minor_per_btc).scaleb(-currency_scale(inv.currency))
                 rate = tr.gettext(RATE) % {"rate": format_fiat(per_btc, inv.currency, lang)}
@@ -204,7 +210,7 @@ async def checkout_page(
         accept_language=accept_language)
     store = await session.get(Store, inv.store_id)
     status = await public_status(session, inv)
-    pay = await live_payment(session, inv)
+    pay = status["destinations"]
     tr = translations(language.code)
     title, detail = _describe(status, language)
     messages = {key: tr.gettext(msgid) for key, msgid in SCRIPT_MESSAGES.items()}
@@ -220,14 +226,14 @@ async def checkout_page(
         "redirect_seconds": REDIRECT_SECONDS, "messages": messages, "status": status,
         "duration_s": int((inv.expires_at - inv.created_at).total_seconds()),
     }
-    tabs = ["unified", "onchain", "lightning"] if pay.onchain_uri and pay.bolt11 \
+    tabs = ["unified", "onchain", "lightning"] if pay["onchain_uri"] and pay["bolt11"] \
         else ["unified"]
     html = _env(language.code).get_template("checkout.html").render(
         lang=language, languages=list(LANGUAGES.values()), inv=inv, status=status, pay=pay,
         store_name=store.name if store else "", amounts=_amounts(inv, language),
         title=title, detail=detail, countdown=_duration(remaining), tabs=tabs,
         config=config, css_url=_asset_url("checkout.css"), js_url=_asset_url("checkout.js"),
-        noscript_css_url=_asset_url("noscript.css"), open_states=("waiting", "partial"))
+        noscript_css_url=_asset_url("noscript.css"), open_states=OPEN_STATES)
     return HTMLResponse(html, headers=PAGE_HEADERS)
 
 

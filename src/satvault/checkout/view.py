@@ -32,7 +32,8 @@ from satvault.invoices.service import destinations
 from satvault.onchain.bip21 import make_bip21
 from satvault.onchain.models import ChainBlock, OnchainPayment
 
-__all__ = ["STATES", "LivePayment", "live_payment", "public_status", "qr_data", "ui_state"]
+__all__ = ["NO_COUNT", "OPEN_STATES", "STATES", "LivePayment", "StateText", "live_payment",
+           "public_status", "qr_data", "ui_state"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,8 @@ async def live_payment(session: AsyncSession, inv: StoreInvoice) -> LivePayment:
 def qr_data(pay: LivePayment, kind: str) -> str | None:
     """What the QR code of ``kind`` (unified, onchain, lightning) encodes."""
     if kind == "unified":
+        if pay.bip21 and not pay.address and pay.bolt11:  # Lightning only
+            return f"LIGHTNING:{pay.bolt11.upper()}"
         return pay.bip21
     if kind == "onchain":
         return pay.onchain_uri

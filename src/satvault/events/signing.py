@@ -67,7 +67,8 @@ def verify(secret: str, header: str, body: bytes, *, tolerance: int = TOLERANCE_
             stamps.append(value)
         elif key == "v1":
             macs.append(value)
-    if len(stamps) != 1 or not stamps[0].isdigit() or len(stamps[0]) > 12:
+    if len(stamps) != 1 or not (stamps[0].isascii() and stamps[0].isdigit()) \
+            or len(stamps[0]) > 12:
         raise InvalidSignature("the signature header needs exactly one numeric t=")
     if not macs:
         raise InvalidSignature("the signature header has no v1= signature")

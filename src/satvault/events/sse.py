@@ -95,10 +95,11 @@ async def _events(sessions: async_sessionmaker[AsyncSession], where: Any, after:
 
 
 def _resume_point(header: str | None, query: int | None) -> int | None:
-    if header is not None and header.strip():
-        if not header.strip().isdigit() or len(header.strip()) > 19:
+    value = (header or "").strip()
+    if value:
+        if not (value.isascii() and value.isdigit()) or len(value) > 18:
             raise InvalidStream("Last-Event-ID must be an event id (a non-negative integer)")
-        return int(header.strip())
+        return int(value)
     return query
 
 
@@ -108,7 +109,8 @@ async def stream(
     request: Request,
     invoice_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     wallet_id: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
-    last_event_id_param: Annotated[int | None, Query(alias="last_event_id", ge=0)] = None,
+    last_event_id_param: Annotated[int | None, Query(alias="last_event_id", ge=0,
+                                                             lt=10**18)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,

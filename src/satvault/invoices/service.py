@@ -194,8 +194,9 @@ async def destinations(session: AsyncSession, inv: StoreInvoice) -> Destinations
     ).order_by(LnInvoice.created_at.desc()).limit(1))).scalar_one_or_none()
     bolt11 = ln.bolt11 if ln is not None and remaining else None
     sat = msat_to_sat_ceil(remaining) if remaining else None
-    bip21 = make_bip21(address, amount_sat=sat, label=f"Invoice {inv.id}", lightning=bolt11) \
-        if address and remaining else None
+    # No label: every character makes the unified QR denser and harder to scan on a phone.
+    bip21 = make_bip21(address, amount_sat=sat, lightning=bolt11) if address and remaining \
+        else None
     return Destinations(address, sat, bolt11, bip21, ln.amount_msat if bolt11 and ln else None)
 
 
@@ -282,10 +283,7 @@ async def get_invoice(session: AsyncSession, invoice_id: str) -> StoreInvoice:
 
 async def _emit(session: AsyncSession, inv: StoreInvoice, event: str) -> None:
     """Write the event in this transaction (webhooks and live updates read the outbox)."""
-    try:
-        from satvault.events.outbox import emit
-    except ImportError:  # the events package arrives with the webhook work
-        return
+    from satvault.events.outbox import emit
     from satvault.invoices.views import invoice_payload
 
     await emit(session, type=event, subject_type="invoice", subject_id=inv.id,

@@ -16,8 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from satvault import __version__
 from satvault.accounts.api import router as accounts_router
+from satvault.checkout import router as checkout_router
 from satvault.config import Settings, get_settings
 from satvault.db import create_engine, session_factory
+from satvault.events.api import router as events_router
+from satvault.events.delivery import WebhookDispatcher
+from satvault.events.tasks import webhook_worker
 from satvault.invoices.api import router as invoices_router
 from satvault.invoices.tasks import refresh_open_invoices
 from satvault.ledger.api import router as ledger_router
@@ -57,6 +61,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         if start_workers:
             workers.append(hold_expiry_worker(sessions, settings.hold_expiry_interval))
             workers.append(address_expiry_worker(sessions, 60.0))
+            workers.append(webhook_worker(WebhookDispatcher(
+                sessions, environment=settings.environment), interval=2.0))
             if rt is None and settings.chain_backend:
                 rt = Runtime.build(settings, sessions)
             if rt is not None:
@@ -106,6 +112,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.include_router(payouts_router)
     app.include_router(lnurl_router)
     app.include_router(invoices_router)
+    app.include_router(events_router)
+    app.include_router(checkout_router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> JSONResponse:

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from satvault.accounts import errors as acc
 from satvault.backends import errors as be
+from satvault.events import errors as ev
 from satvault.ledger import errors as led
 from satvault.ledger.history import InvalidCursor
 from satvault.lightning import errors as ln
@@ -57,6 +58,9 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     ln.LnurlError: (422, "lnurl-error"),
     rerr.UnsupportedCurrency: (422, "unsupported-currency"),
     rerr.RateUnavailable: (503, "rate-unavailable"),
+    ev.UnsafeUrl: (422, "unsafe-url"),
+    ev.InvalidWebhook: (422, "invalid-webhook"),
+    ev.InvalidStream: (422, "invalid-stream"),
 }
 
 
@@ -111,7 +115,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     # for bare Exception runs in ServerErrorMiddleware, which re-raises after responding).
     roots: set[type[Exception]] = {acc.AccountsError, led.LedgerError, InvalidCursor,
                                    oc.OnchainError, po.PayoutError, be.BackendError,
-                                   ln.LightningError, rerr.RateError}
+                                   ln.LightningError, rerr.RateError, ev.EventsError}
     for root in roots:
         app.add_exception_handler(root, _domain)
     app.add_exception_handler(Exception, _domain)
