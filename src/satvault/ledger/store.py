@@ -26,7 +26,9 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import (
     BigInteger,
     Numeric,
+    String,
     Table,
+    any_,
     bindparam,
     func,
     insert,
@@ -235,16 +237,45 @@ async def lookup_transfer(session: AsyncSession, transfer_id: str) -> Transfer |
     return None if row is None else _transfer(row)
 
 
+# Hot-path statements are built once: constructing a select per call cost more client CPU than
+# the round trip. PostgreSQL gets one array parameter (one SQL text, one prepared plan, whatever
+# the number of ids); SQLite an expanding IN.
+_LOCK = {
+    "postgresql": select(*_ACCOUNT_COLS)
+    .where(accounts_t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger()))))
+    .order_by(accounts_t.c.id).with_for_update(key_share=True),
+    "sqlite": select(*_ACCOUNT_COLS)
+    .where(accounts_t.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(accounts_t.c.id),
+}
+
+
+def _ids_param(dialect: str, name: str) -> Any:
+    if dialect == "postgresql":
+        return any_(bindparam(name, type_=ARRAY(String())))
+    return bindparam(name, expanding=True)
+
+
+def _known_statement(dialect: str) -> Any:
+    cols = [c for c in transfers_t.c if c.name != "code"]
+    t_ids = _ids_param(dialect, "all_ids")
+    f_ids = _ids_param(dialect, "ids")
+    stored = select(literal("t").label("src"), transfers_t.c.code, *cols).where(
+        transfers_t.c.id == t_ids if dialect == "postgresql" else transfers_t.c.id.in_(t_ids))
+    nulls = [null().label(c.name) if c.name != "id" else failed_t.c.id for c in cols]
+    failed = select(literal("f").label("src"), failed_t.c.result.label("code"), *nulls).where(
+        failed_t.c.id == f_ids if dialect == "postgresql" else failed_t.c.id.in_(f_ids))
+    return stored.union_all(failed)
+
+
+_KNOWN = {d: _known_statement(d) for d in ("postgresql", "sqlite")}
+
+
 async def _lock_accounts(session: AsyncSession, ids: set[int]) -> dict[int, Account]:
     if not ids:
         return {}
-    stmt = (
-        select(*_ACCOUNT_COLS)
-        .where(accounts_t.c.id.in_(sorted(ids)))
-        .order_by(accounts_t.c.id)
-        .with_for_update(key_share=True)
-    )
-    return {row.id: _account(row) for row in await session.execute(stmt)}
+    stmt = _LOCK[_dialect(session)]
+    return {row.id: _account(row) for row in await session.execute(stmt, {"ids": sorted(ids)})}
 
 
 async def _load_transfers(session: AsyncSession, ids: set[str]) -> dict[str, Transfer]:
@@ -260,15 +291,10 @@ async def _load_known(session: AsyncSession, ids: set[str], refs: set[str]
     round trip (a UNION ALL; the failure rows carry their result in ``code``)."""
     if not ids and not refs:
         return {}, {}
-    cols = [c for c in transfers_t.c if c.name != "code"]
-    stored = select(literal("t").label("src"), transfers_t.c.code, *cols).where(
-        transfers_t.c.id.in_(ids | refs))
-    nulls = [null().label(c.name) if c.name != "id" else failed_t.c.id for c in cols]
-    failed = select(literal("f").label("src"), failed_t.c.result.label("code"), *nulls).where(
-        failed_t.c.id.in_(ids))
     existing: dict[str, Transfer] = {}
     remembered: dict[str, FailedTransfer] = {}
-    for row in await session.execute(stored.union_all(failed)):
+    params = {"all_ids": sorted(ids | refs), "ids": sorted(ids)}
+    for row in await session.execute(_KNOWN[_dialect(session)], params):
         if row.src == "t":
             existing[row.id] = _transfer(row)
         else:
