@@ -8,6 +8,9 @@ Cases (each time-boxed, after a short unmeasured warm-up):
 * ``hotfee_c16``  a linked pair per commit: the payment plus a fee credited to one shared fees
                   account (a hot row every commit locks), 16 clients. ``transfers_per_s`` counts
                   payments; ``rows_per_s`` counts both ledger transfers.
+* ``group_c16`` / ``grouphot_c16``  the same single transfer / payment + fee per call, but
+                  the callers share commits through :class:`LedgerBatcher` (group commit): each
+                  still waits for its own durable commit.
 
 Every client is its own asyncio task calling :func:`satvault.ledger.store.submit` (its own
 session and pooled connection per commit; the pool holds one connection per client).
@@ -55,6 +58,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from satvault.db import create_engine, session_factory
+from satvault.ledger.batcher import LedgerBatcher
 from satvault.ledger.core import AccountKind, TransferSpec
 from satvault.ledger.errors import LedgerError
 from satvault.ledger.platform import ensure_platform_accounts
@@ -287,12 +291,13 @@ def payment_with_fee(account_ids: list[int], fees_id: int) -> SpecMaker:
 
 async def client(sessions: async_sessionmaker[AsyncSession], make: SpecMaker,
                  rng: random.Random, tag: str, deadline: float, payments_per_commit: int,
-                 tally: Tally) -> None:
+                 tally: Tally, batcher: LedgerBatcher | None = None) -> None:
     while time.perf_counter() < deadline:
         specs = make(rng, tag)
         start = time.perf_counter()
         try:
-            outcomes = await submit(sessions, specs)
+            outcomes = await (batcher.submit(specs) if batcher is not None
+                              else submit(sessions, specs))
         except LedgerError as exc:
             tally.errors += 1
             log(f"    commit failed: {exc}")
@@ -307,8 +312,8 @@ async def client(sessions: async_sessionmaker[AsyncSession], make: SpecMaker,
 
 async def run_phase(sessions: async_sessionmaker[AsyncSession], make: SpecMaker, clients: int,
                     seconds: float, payments_per_commit: int, tag: str, seed: int,
-                    db_name: str | None, profiler: cProfile.Profile | None = None
-                    ) -> dict[str, Any]:
+                    db_name: str | None, profiler: cProfile.Profile | None = None,
+                    group: bool = False) -> dict[str, Any]:
     tallies = [Tally() for _ in range(clients)]
     rngs = [random.Random(seed * 1_000 + i) for i in range(clients)]
     cpu0 = CpuSample.take(db_name)
@@ -316,8 +321,10 @@ async def run_phase(sessions: async_sessionmaker[AsyncSession], make: SpecMaker,
         profiler.enable()
     start = time.perf_counter()
     deadline = start + seconds
+    batcher = LedgerBatcher(sessions) if group else None
     await asyncio.gather(*(
-        client(sessions, make, rngs[i], f"{tag}-{i}", deadline, payments_per_commit, tallies[i])
+        client(sessions, make, rngs[i], f"{tag}-{i}", deadline, payments_per_commit, tallies[i],
+               batcher)
         for i in range(clients)
     ))
     elapsed = time.perf_counter() - start
@@ -332,6 +339,7 @@ class Case:
     clients: int
     payments_per_commit: int
     maker: Callable[[list[int], int], SpecMaker]
+    group: bool = False  # callers share commits through LedgerBatcher (group commit)
 
 
 def cases(args: argparse.Namespace) -> list[Case]:
@@ -341,6 +349,10 @@ def cases(args: argparse.Namespace) -> list[Case]:
     out += [Case(f"batch{size}_c{n}", n, size, lambda ids, _fees: random_pairs(ids, size))
             for n in args.batch_clients]
     out += [Case(f"hotfee_c{n}", n, 1, payment_with_fee) for n in args.hot_clients]
+    out += [Case(f"group_c{n}", n, 1, lambda ids, _fees: random_pairs(ids, 1), group=True)
+            for n in args.group_clients]
+    out += [Case(f"grouphot_c{n}", n, 1, payment_with_fee, group=True)
+            for n in args.group_clients]
     return out
 
 
@@ -416,7 +428,8 @@ class StatementCounter:
 
 
 async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
-    pool = max([*args.clients, *args.batch_clients, *args.hot_clients, 16])
+    pool = max([*args.clients, *args.batch_clients, *args.hot_clients, *args.group_clients,
+                16])
     engine = create_engine(url, pool_size=pool)
     sessions = session_factory(engine)
     db_name = None if label == "sqlite" else make_url(url).database
@@ -442,12 +455,13 @@ async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict
                     await wait_until_quiet(args.quiet_wait)
                 if args.warmup > 0:
                     await run_phase(sessions, make, case.clients, args.warmup,
-                                    case.payments_per_commit, f"{tag}-w", args.seed + r, db_name)
+                                    case.payments_per_commit, f"{tag}-w", args.seed + r, db_name,
+                                    group=case.group)
                 profiler = cProfile.Profile() if args.profile else None
                 counter = StatementCounter(engine) if args.profile else None
                 res = await run_phase(sessions, make, case.clients, args.duration,
                                       case.payments_per_commit, tag, args.seed + r, db_name,
-                                      profiler)
+                                      profiler, group=case.group)
                 runs.append(res)
                 log(f"  [{label}] {case.name:<14} run {r + 1}/{args.repeat}: "
                     f"{res['transfers_per_s']:>9.1f} transfers/s  p50 {res['p50_ms']:.2f} ms  "
@@ -547,6 +561,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1_000, help="transfers per batch commit")
     p.add_argument("--batch-clients", type=_ints, default=[1], help="client counts for batches")
     p.add_argument("--hot-clients", type=_ints, default=[16], help="client counts, fee mix")
+    p.add_argument("--group-clients", type=_ints, default=[16],
+                   help="client counts for group commit (LedgerBatcher), plain and fee mix")
     p.add_argument("--repeat", type=int, default=1, help="runs per case; medians are reported")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quiet-wait", type=float, default=10.0,
@@ -591,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {k: getattr(args, k) for k in (
             "duration", "warmup", "accounts", "clients", "batch_size", "batch_clients",
-            "hot_clients", "repeat", "seed", "quiet_wait", "noise")},
+            "hot_clients", "group_clients", "repeat", "seed", "quiet_wait", "noise")},
         "results": {},
     }
     backends: list[tuple[str, Callable[[], Any]]] = []
