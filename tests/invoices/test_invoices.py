@@ -215,3 +215,41 @@ async def test_store_spread_makes_the_payer_pay_more_sats(lnenv: LnEnv, shop):
         inv = (await create(c, shop, "sp", amount="10.00", currency="USD")).json()
     assert inv["rate"]["minor_units_per_btc"] == 6_000_000 * 9_900 // 10_000
     assert inv["amount_msat"] > -(-1000 * 10**11 // 6_000_000)
+
+
+async def test_refund_is_a_withdrawal_from_the_merchant_with_store_events(lnenv: LnEnv, shop):
+    from sqlalchemy import select
+
+    from satvault.events.models import OutboxEvent
+
+    env = lnenv
+    async with env.sessions() as s, s.begin():
+        _, token = await acc.create_api_key(s, owner_id=shop["store"], scopes=[
+            "invoices:read", "withdrawals:write"])
+    refunder = {"Authorization": f"Bearer {token}"}
+    async with client(env) as c:
+        inv = (await create(c, shop, "rf", amount="30000", currency="SATS",
+                            payment_methods=["lightning"])).json()
+        env.network.pay("customer1", inv["payment_methods"]["lightning"]["bolt11"])
+        await settle_all(env)
+        url = f"/api/v1/invoices/{inv['id']}/refunds"
+        too_much = await c.post(url, headers={**refunder, "Idempotency-Key": "r0"},
+                                json={"destination": env.network.create_invoice(
+                                    "customer2", 40_000 * SAT).bolt11})
+        assert too_much.status_code == 422
+        back = env.network.create_invoice("customer2", 10_000 * SAT, memo="refund").bolt11
+        r = await c.post(url, headers={**refunder, "Idempotency-Key": "r1"},
+                         json={"destination": back})
+        assert r.status_code == 201, r.text
+        assert r.json()["method"] == "lightning"
+        assert (await c.post(url, headers={**shop["other"], "Idempotency-Key": "r2"},
+                             json={"destination": back})).status_code in (403, 404)
+        await env.runtime.payer.step()
+    async with env.sessions() as s:
+        kinds = [e.type for e in (await s.execute(select(OutboxEvent).where(
+            OutboxEvent.subject_type == "withdrawal").order_by(OutboxEvent.id))).scalars()]
+    assert kinds == ["withdrawal.created", "withdrawal.broadcast", "withdrawal.confirmed"]
+    _, merchant = await fees_and_merchant(env, shop)
+    fee = 30_000 * SAT * env.settings.invoice_fee_bp // 10_000
+    assert 0 < merchant < 30_000 * SAT - fee - 10_000 * SAT + 1
+    await env.check()

@@ -51,6 +51,17 @@ class MarkIn(BaseModel):
     status: Literal["settled", "invalid"]
 
 
+class RefundIn(BaseModel):
+    destination: str = Field(min_length=1, max_length=2000,
+                             description="The customer's address, BIP21, BOLT11, LNURL or "
+                                         "Lightning Address.")
+    amount_msat: int | None = Field(default=None, gt=0,
+                                    description="Default: everything the invoice received.")
+
+
+Refunder = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
+
+
 async def _store_for(session: AsyncSession, principal: Principal, store_id: str) -> Store:
     store = await session.get(Store, store_id)
     visible = store is not None and (
@@ -157,3 +168,52 @@ async def mark(invoice_id: str, body: MarkIn, request: Request, session: Session
     inv = await _visible_invoice(session, principal, invoice_id)
     await mark_invoice(session, inv, body.status)
     return await invoice_payload(session, inv, request.app.state.settings.public_url)
+
+
+@router.post("/invoices/{invoice_id}/refunds", status_code=201)
+async def refund(invoice_id: str, body: RefundIn, request: Request, principal: Refunder,
+                 idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
+    """A refund is a withdrawal from the merchant's wallet to a destination the customer gave,
+    at most what the invoice received; the store's webhooks hear ``withdrawal.*``."""
+    from satvault.accounts.models import Wallet
+    from satvault.lightning.bolt11check import check_invoice
+    from satvault.payouts.api import destination_kind, latest_payment, out, withdraw
+
+    def _has_amount(bolt11: str) -> bool:
+        import bolt11 as b11
+
+        text = bolt11.lower().removeprefix("lightning:")
+        try:
+            return b11.decode(text).amount_msat is not None
+        except Exception:
+            return True
+
+    async def work(session: AsyncSession) -> tuple[int, Any]:
+        inv = await _visible_invoice(session, principal, invoice_id)
+        amount = body.amount_msat
+        given = amount
+        if amount is None and destination_kind(body.destination) == "bolt11":
+            # A BOLT11 with its own amount decides; check that amount against the cap.
+            decoded = check_invoice(body.destination, network=request.app.state.settings
+                                    .network, amount_msat=None if _has_amount(
+                                        body.destination) else inv.confirmed_msat)
+            amount = decoded.amount_msat
+            given = None if decoded.invoice_amount_msat is not None else amount
+        elif amount is None:
+            amount = given = inv.confirmed_msat
+        if amount <= 0 or amount > inv.confirmed_msat:
+            raise InvalidInput(f"a refund can be at most what the invoice received "
+                               f"({inv.confirmed_msat} msat)")
+
+        async def wallet_for(s: AsyncSession) -> Wallet:
+            wallet = await s.get(Wallet, inv.wallet_id)
+            assert wallet is not None
+            return wallet
+
+        wd = await withdraw(session, request, wallet_for=wallet_for,
+                            destination=body.destination, amount_msat=given,
+                            store_id=inv.store_id)
+        return 201, out(wd, await latest_payment(session, wd.id)).model_dump(mode="json")
+
+    owner = f"{principal.owner_type}:{principal.owner_id}"
+    return await run_idempotent(request, owner=owner, key=idempotency_key, work=work)

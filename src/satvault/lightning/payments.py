@@ -41,6 +41,7 @@ from satvault.lightning.errors import PaymentRefused
 from satvault.lightning.invoices import credit_settled
 from satvault.lightning.models import LnInvoice, LnPayment
 from satvault.logs import get_logger
+from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal
 from satvault.payouts.service import check_daily_limit
 
@@ -59,7 +60,8 @@ def fee_reserve(amount_msat: int, settings: Settings) -> int:
 async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11: str,
                                 amount_msat: int | None, settings: Settings,
                                 backend: LightningBackend | None,
-                                original: str | None = None) -> Withdrawal:
+                                original: str | None = None,
+                                store_id: str | None = None) -> Withdrawal:
     """Validate and either settle internally at once or hold and queue an external payment."""
     inv = check_invoice(bolt11, network=settings.network, amount_msat=amount_msat)
     if inv.amount_msat > settings.ln_max_payment_msat:
@@ -78,16 +80,19 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
     now = utcnow()
     wid = new_id("wd")
     if ours is not None:
-        return await _settle_internally(session, wallet=wallet, invoice=ours,
-                                        amount_msat=inv.amount_msat, wid=wid,
-                                        destination=original or inv.bolt11, backend=backend,
-                                        fee_bp=settings.invoice_fee_bp)
+        wd = await _settle_internally(session, wallet=wallet, invoice=ours,
+                                      amount_msat=inv.amount_msat, wid=wid,
+                                      destination=original or inv.bolt11, backend=backend,
+                                      fee_bp=settings.invoice_fee_bp, store_id=store_id)
+        await emit_withdrawal(session, wd, "created")
+        await emit_withdrawal(session, wd, "confirmed")
+        return wd
     reserve = fee_reserve(inv.amount_msat, settings)
     wd = Withdrawal(id=wid, wallet_id=wallet.id, method="lightning",
                     destination=original or inv.bolt11, script_pubkey=None,
                     amount_msat=inv.amount_msat, fee_reserve_msat=reserve, fee_msat=None,
                     status="pending", batch_id=None, txid=None, hold_id=f"wd:{wid}:hold",
-                    created_at=now, updated_at=now)
+                    created_at=now, updated_at=now, store_id=store_id)
     session.add(wd)
     await session.flush()
     platform = await ensure_platform_accounts(session, "BTC")
@@ -103,12 +108,14 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
         await session.flush()
     except IntegrityError as exc:  # a concurrent request took this payment hash first
         raise ConcurrentUpdate("this invoice is being paid by another request") from exc
+    await emit_withdrawal(session, wd, "created")
     return wd
 
 
 async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: LnInvoice,
                              amount_msat: int, wid: str, destination: str,
-                             backend: LightningBackend | None, fee_bp: int = 0) -> Withdrawal:
+                             backend: LightningBackend | None, fee_bp: int = 0,
+                             store_id: str | None = None) -> Withdrawal:
     if invoice.wallet_id == wallet.id:
         raise PaymentRefused("this invoice was issued to your own wallet; paying it would "
                              "move nothing")
@@ -120,7 +127,7 @@ async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: 
     wd = Withdrawal(id=wid, wallet_id=wallet.id, method="internal", destination=destination,
                     script_pubkey=None, amount_msat=amount_msat, fee_reserve_msat=0, fee_msat=0,
                     status="confirmed", batch_id=None, txid=None, hold_id=f"wd:{wid}:internal",
-                    created_at=now, updated_at=now)
+                    created_at=now, updated_at=now, store_id=store_id)
     session.add(wd)
     await session.flush()
     await credit_settled(session, payment_hash=invoice.payment_hash, paid_msat=amount_msat,
@@ -179,7 +186,13 @@ class LightningPayer:
             ).values(status="in_flight", updated_at=utcnow()))
             if res.rowcount != 1:  # type: ignore[attr-defined]
                 return None  # another worker took it
-            return await s.get(LnPayment, pid)
+            payment = await s.get(LnPayment, pid)
+            assert payment is not None
+            wd = await s.get(Withdrawal, payment.withdrawal_id)
+            if wd is not None and wd.status == "pending":  # it is about to leave
+                wd.status, wd.updated_at = "broadcast", utcnow()
+                await emit_withdrawal(s, wd, "broadcast")
+            return payment
         return await retrying(self.sessions, work)
 
     async def _send(self, pid: str, report: PayerReport) -> None:
@@ -227,6 +240,7 @@ class LightningPayer:
             wd = await s.get(Withdrawal, p.withdrawal_id)
             if wd is not None and wd.status == "pending":
                 wd.status, wd.updated_at = "broadcast", utcnow()
+                await emit_withdrawal(s, wd, "broadcast")
         await retrying(self.sessions, work)
 
     async def _reconcile(self, pid: str, report: PayerReport) -> None:
@@ -292,6 +306,7 @@ class LightningPayer:
         p.status, p.fee_msat, p.preimage, p.updated_at = "succeeded", fee, result.preimage, \
             utcnow()
         wd.status, wd.fee_msat, wd.updated_at = "confirmed", fee, utcnow()
+        await emit_withdrawal(session, wd, "confirmed")
         log.info("ln_payment_succeeded", payment=pid, fee_msat=fee)
 
     async def _fail(self, session: AsyncSession, pid: str, result: PaymentResult) -> bool:
@@ -322,5 +337,6 @@ class LightningPayer:
         if not outcome.ok:
             raise RuntimeError(f"ledger refused to release {wd.id}: {outcome}")
         wd.status, wd.updated_at = "failed", utcnow()
+        await emit_withdrawal(session, wd, "failed")
         log.warning("ln_payment_failed", payment=pid, reason=result.failure_reason)
         return False

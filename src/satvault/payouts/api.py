@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import httpx
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.api import visible_wallet
 from satvault.accounts.errors import NotFound
+from satvault.accounts.models import Wallet
 from satvault.accounts.service import Principal
 from satvault.lightning.errors import AmountRequired, PaymentRefused
 from satvault.lightning.models import LnPayment
@@ -63,48 +65,56 @@ async def latest_payment(session: AsyncSession, withdrawal_id: str) -> LnPayment
     )).scalar_one_or_none()
 
 
+async def withdraw(session: AsyncSession, request: Request, *,
+                   wallet_for: Callable[[AsyncSession], Awaitable[Wallet]], destination: str,
+                   amount_msat: int | None, store_id: str | None = None) -> Withdrawal:
+    """The one path every withdrawal takes (API, refunds): on-chain, BOLT11, or LNURL /
+    Lightning Address resolved to a BOLT11 first. ``wallet_for`` runs the ownership check."""
+    settings = request.app.state.settings
+    runtime = request.app.state.runtime
+    kind = destination_kind(destination)
+    if kind == "onchain":
+        return await request_withdrawal(session, wallet=await wallet_for(session),
+                                        destination=destination, amount_msat=amount_msat,
+                                        settings=settings, store_id=store_id)
+    backend = runtime.lightning if runtime is not None else None
+    if backend is None:
+        raise PaymentRefused("Lightning is not configured on this platform")
+    bolt11, original = destination, None
+    if kind == "lnurl":
+        # Resolve before touching the database: no lock is held across a remote call.
+        if amount_msat is None:
+            raise AmountRequired("amount_msat is required to pay an LNURL or address")
+        from satvault.lightning.lnurl import resolve_pay_request
+
+        injected = getattr(request.app.state, "lnurl_http", None)  # tests, proxies
+        async with contextlib.AsyncExitStack() as stack:
+            http: httpx.AsyncClient = injected if injected is not None else \
+                await stack.enter_async_context(
+                    httpx.AsyncClient(timeout=10.0, follow_redirects=False))
+            resolved = await resolve_pay_request(
+                destination, amount_msat, http=http,
+                allow_private_hosts=settings.environment == "development")
+        bolt11, original = resolved.bolt11, destination
+    wd = await request_ln_withdrawal(session, wallet=await wallet_for(session), bolt11=bolt11,
+                                     amount_msat=None if kind == "lnurl" else amount_msat,
+                                     settings=settings, backend=backend, original=original,
+                                     store_id=store_id)
+    if runtime is not None and runtime.payer_wake is not None:
+        runtime.payer_wake.set()
+    return wd
+
+
 @router.post("/wallets/{wallet_id}/withdrawals", response_model=WithdrawalOut,
              status_code=201)
 async def create_withdrawal(
     wallet_id: str, body: WithdrawalIn, request: Request, principal: Withdrawer,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
-    settings = request.app.state.settings
-    runtime = request.app.state.runtime
-    kind = destination_kind(body.destination)
-
     async def work(session: AsyncSession) -> tuple[int, Any]:
-        if kind == "onchain":
-            wallet = await visible_wallet(session, principal, wallet_id)
-            wd = await request_withdrawal(session, wallet=wallet, destination=body.destination,
-                                          amount_msat=body.amount_msat, settings=settings)
-            return 201, out(wd).model_dump(mode="json")
-        backend = runtime.lightning if runtime is not None else None
-        if backend is None:
-            raise PaymentRefused("Lightning is not configured on this platform")
-        bolt11, original = body.destination, None
-        if kind == "lnurl":
-            # Resolve before touching the database: no lock is held across a remote call.
-            if body.amount_msat is None:
-                raise AmountRequired("amount_msat is required to pay an LNURL or address")
-            from satvault.lightning.lnurl import resolve_pay_request
-
-            injected = getattr(request.app.state, "lnurl_http", None)  # tests, proxies
-            async with contextlib.AsyncExitStack() as stack:
-                http: httpx.AsyncClient = injected if injected is not None else \
-                    await stack.enter_async_context(
-                        httpx.AsyncClient(timeout=10.0, follow_redirects=False))
-                resolved = await resolve_pay_request(
-                    body.destination, body.amount_msat, http=http,
-                    allow_private_hosts=settings.environment == "development")
-            bolt11, original = resolved.bolt11, body.destination
-        wallet = await visible_wallet(session, principal, wallet_id)
-        wd = await request_ln_withdrawal(session, wallet=wallet, bolt11=bolt11,
-                                         amount_msat=None if kind == "lnurl"
-                                         else body.amount_msat,
-                                         settings=settings, backend=backend, original=original)
-        if runtime is not None and runtime.payer_wake is not None:
-            runtime.payer_wake.set()
+        wd = await withdraw(session, request,
+                            wallet_for=lambda s: visible_wallet(s, principal, wallet_id),
+                            destination=body.destination, amount_msat=body.amount_msat)
         return 201, out(wd, await latest_payment(session, wd.id)).model_dump(mode="json")
 
     owner = f"{principal.owner_type}:{principal.owner_id}"

@@ -38,6 +38,7 @@ from satvault.logs import get_logger
 from satvault.onchain.models import OnchainAddress, OnchainPayment, OnchainWallet, ReviewItem
 from satvault.onchain.service import allocate_address
 from satvault.payouts.errors import CannotBumpFee
+from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import PayoutBatch, PayoutInput, PayoutTx, Withdrawal
 from satvault.signer.base import Signer
 from satvault.signer.core import Payment
@@ -320,6 +321,7 @@ class PayoutJob:
                 b.broadcast_height = height
             for w in await self._payments(session, batch_id):
                 w.status, w.updated_at = "broadcast", utcnow()
+                await emit_withdrawal(session, w, "broadcast")
 
         await retrying(self.sessions, done)
         report.broadcast += 1
@@ -436,6 +438,8 @@ class PayoutJob:
         bad = [o for o in outcomes if not o.ok]
         if bad:
             raise RuntimeError(f"ledger refused payout postings for {batch_id}: {bad}")
+        for w in wds:
+            await emit_withdrawal(session, w, "confirmed")
         batch.status, batch.txid, batch.fee_sat = "confirmed", version.txid, version.fee_sat
         batch.confirmed_height, batch.updated_at = height, utcnow()
         coins = (await session.execute(select(PayoutInput.payment_id).where(

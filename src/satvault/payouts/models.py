@@ -32,6 +32,8 @@ class Withdrawal(Base):
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("payout_batches.id"), index=True)
     txid: Mapped[str | None] = mapped_column(String(64))
     hold_id: Mapped[str] = mapped_column(String(128), unique=True)
+    # Set when a store asked for it (a refund): its webhooks hear about the withdrawal.
+    store_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

@@ -22,6 +22,7 @@ from satvault.ledger.store import transfer
 from satvault.onchain.addresses import parse_address
 from satvault.onchain.bip21 import parse_bip21
 from satvault.payouts.errors import InvalidWithdrawal
+from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal
 
 __all__ = ["DUST_SAT", "check_daily_limit", "request_withdrawal", "resolve_destination"]
@@ -63,7 +64,8 @@ def resolve_destination(destination: str, amount_msat: int | None, network: str
 
 
 async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destination: str,
-                             amount_msat: int | None, settings: Settings) -> Withdrawal:
+                             amount_msat: int | None, settings: Settings,
+                             store_id: str | None = None) -> Withdrawal:
     address, spk, kind, amount = resolve_destination(destination, amount_msat,
                                                      settings.network)
     if amount <= 0:
@@ -87,11 +89,13 @@ async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destinati
     wd = Withdrawal(id=wid, wallet_id=wallet.id, method="onchain", destination=address,
                     script_pubkey=spk.hex(), amount_msat=amount, fee_reserve_msat=reserve,
                     fee_msat=None, status="pending", batch_id=None, txid=None,
-                    hold_id=f"wd:{wid}:hold", created_at=now, updated_at=now)
+                    hold_id=f"wd:{wid}:hold", created_at=now, updated_at=now,
+                    store_id=store_id)
     session.add(wd)
     await session.flush()
     platform = await ensure_platform_accounts(session, "BTC")
     await transfer(session, TransferSpec(
         wd.hold_id, wallet.ledger_account_id, platform.clearing.id, amount + reserve, "BTC",
         kind=TransferKind.PENDING, code="withdrawal", ref=wid))
+    await emit_withdrawal(session, wd, "created")
     return wd

@@ -66,6 +66,8 @@ def upgrade() -> None:
     op.create_index("ix_store_invoices_open", "store_invoices", ["status", "expires_at"])
     with op.batch_alter_table("ln_invoices") as batch:
         batch.add_column(sa.Column("store_invoice_id", sa.String(40)))
+    with op.batch_alter_table("withdrawals") as batch:
+        batch.add_column(sa.Column("store_id", sa.String(40)))
     with op.batch_alter_table("stores") as batch:
         batch.add_column(sa.Column("spread_bp", sa.Integer, nullable=False,
                                    server_default="0"))
@@ -74,6 +76,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("withdrawals") as batch:
+        batch.drop_column("store_id")
     with op.batch_alter_table("stores") as batch:
         batch.drop_constraint(op.f("ck_stores_spread"), type_="check")
         batch.drop_column("spread_bp")

@@ -1,0 +1,27 @@
+"""Withdrawal events for webhooks and live updates, written in the transaction that changes the
+withdrawal (the outbox guarantees they are delivered iff the change committed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.payouts.models import Withdrawal
+
+__all__ = ["emit_withdrawal", "withdrawal_payload"]
+
+
+def withdrawal_payload(w: Withdrawal) -> dict[str, Any]:
+    return {"id": w.id, "wallet_id": w.wallet_id, "store_id": w.store_id, "method": w.method,
+            "status": w.status, "destination": w.destination, "amount_msat": w.amount_msat,
+            "fee_msat": w.fee_msat, "fee_reserve_msat": w.fee_reserve_msat, "txid": w.txid,
+            "created_at": w.created_at.isoformat(), "updated_at": w.updated_at.isoformat()}
+
+
+async def emit_withdrawal(session: AsyncSession, w: Withdrawal, event: str) -> None:
+    """``event`` is created, broadcast, confirmed or failed."""
+    from satvault.events.outbox import emit  # late: the events package imports the web edge
+
+    await emit(session, type=f"withdrawal.{event}", subject_type="withdrawal", subject_id=w.id,
+               payload=withdrawal_payload(w), store_id=w.store_id, wallet_id=w.wallet_id)
