@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -134,3 +136,16 @@ async def lnenv(sessions, db_url, tmp_path, settings_overrides) -> AsyncIterator
         await runtime.close()
         lnd.stop()
         server.stop()
+
+
+@asynccontextmanager
+async def api_client(env: Env) -> AsyncIterator[httpx.AsyncClient]:
+    """The whole app over ASGI (lifespan included) with this environment's runtime."""
+    from satvault.web.app import create_app
+
+    app = create_app(env.settings, engine=env.sessions.kw["bind"], start_workers=False,
+                     runtime=env.runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), \
+            httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        yield c

@@ -4,9 +4,6 @@ the platform fee in the same linked batch, a reorg after settlement, authorizati
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import httpx
 import pytest
 
@@ -15,20 +12,11 @@ from satvault.invoices.tasks import refresh_open_invoices
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import get_account
 from satvault.lightning.invoices import InvoiceListener
-from satvault.web.app import create_app
-from tests.chainenv import LnEnv
+from tests.chainenv import LnEnv, api_client
 
 SAT = 1000
 
 
-@asynccontextmanager
-async def client(env: LnEnv) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(env.settings, engine=env.sessions.kw["bind"], start_workers=False,
-                     runtime=env.runtime)
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), \
-            httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-        yield c
 
 
 @pytest.fixture
@@ -71,7 +59,7 @@ async def fees_and_merchant(env: LnEnv, shop) -> tuple[int, int]:
 
 async def test_onchain_invoice_settles_with_fee_in_same_batch(lnenv: LnEnv, shop):
     env = lnenv
-    async with client(env) as c:
+    async with api_client(env) as c:
         r = await create(c, shop, "a", amount="0.001", currency="BTC", order_id="o-1",
                          metadata={"cart": [1, 2]})
         assert r.status_code == 201, r.text
@@ -99,7 +87,7 @@ async def test_onchain_invoice_settles_with_fee_in_same_batch(lnenv: LnEnv, shop
 
 async def test_partial_onchain_then_lightning_remainder(lnenv: LnEnv, shop):
     env = lnenv
-    async with client(env) as c:
+    async with api_client(env) as c:
         inv = (await create(c, shop, "m", amount="50000", currency="SATS")).json()
         env.chain.pay(inv["payment_methods"]["onchain"]["address"], 20_000)
         env.chain.mine(1)
@@ -118,7 +106,7 @@ async def test_partial_onchain_then_lightning_remainder(lnenv: LnEnv, shop):
 
 async def test_overpaid_late_expired_and_fiat(lnenv: LnEnv, shop):
     env = lnenv
-    async with client(env) as c:
+    async with api_client(env) as c:
         over = (await create(c, shop, "o", amount="10000", currency="SATS")).json()
         env.chain.pay(over["payment_methods"]["onchain"]["address"], 12_000)
         env.chain.mine(1)
@@ -154,7 +142,7 @@ async def test_overpaid_late_expired_and_fiat(lnenv: LnEnv, shop):
 
 async def test_reorg_after_settlement_reverses_credit_and_fee(lnenv: LnEnv, shop):
     env = lnenv
-    async with client(env) as c:
+    async with api_client(env) as c:
         inv = (await create(c, shop, "r", amount="40000", currency="SATS",
                             payment_methods=["onchain"])).json()
         txid = env.chain.pay(inv["payment_methods"]["onchain"]["address"], 40_000)
@@ -175,7 +163,7 @@ async def test_reorg_after_settlement_reverses_credit_and_fee(lnenv: LnEnv, shop
 
 async def test_authorization_listing_and_marks(lnenv: LnEnv, shop):
     env = lnenv
-    async with client(env) as c:
+    async with api_client(env) as c:
         ids = [(await create(c, shop, f"k{i}", amount="1000", currency="SATS",
                              order_id=f"ord-{i % 2}")).json()["id"] for i in range(5)]
         r = await c.get(f"/api/v1/invoices/{ids[0]}", headers=shop["other"])
@@ -211,7 +199,7 @@ async def test_store_spread_makes_the_payer_pay_more_sats(lnenv: LnEnv, shop):
         from satvault.accounts.models import Store
 
         (await s.get(Store, shop["store"])).spread_bp = 100  # 1 %
-    async with client(env) as c:
+    async with api_client(env) as c:
         inv = (await create(c, shop, "sp", amount="10.00", currency="USD")).json()
     assert inv["rate"]["minor_units_per_btc"] == 6_000_000 * 9_900 // 10_000
     assert inv["amount_msat"] > -(-1000 * 10**11 // 6_000_000)
@@ -227,7 +215,7 @@ async def test_refund_is_a_withdrawal_from_the_merchant_with_store_events(lnenv:
         _, token = await acc.create_api_key(s, owner_id=shop["store"], scopes=[
             "invoices:read", "withdrawals:write"])
     refunder = {"Authorization": f"Bearer {token}"}
-    async with client(env) as c:
+    async with api_client(env) as c:
         inv = (await create(c, shop, "rf", amount="30000", currency="SATS",
                             payment_methods=["lightning"])).json()
         env.network.pay("customer1", inv["payment_methods"]["lightning"]["bolt11"])

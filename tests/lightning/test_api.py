@@ -3,28 +3,17 @@ the destination (external BOLT11, internal invoice), problem+json for bad invoic
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import httpx
 
 from satvault.accounts import service as acc
 from satvault.lightning.invoices import InvoiceListener
 from satvault.web.app import create_app
-from tests.chainenv import LnEnv
+from tests.chainenv import LnEnv, api_client
 from tests.lightning.test_lightning import fund
 
 SAT = 1000
 
 
-@asynccontextmanager
-async def client(env: LnEnv) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(env.settings, engine=env.sessions.kw["bind"], start_workers=False,
-                     runtime=env.runtime)
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), \
-            httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-        yield c
 
 
 async def key_for(env: LnEnv, owner_id: str) -> dict[str, str]:
@@ -39,7 +28,7 @@ async def test_lightning_deposit_and_withdrawals_over_http(lnenv: LnEnv):
     alice = await key_for(env, env.wallet.owner_id)
     bob_wallet = await env.wallet_for("bob@example.com")
     bob = await key_for(env, bob_wallet.owner_id)
-    async with client(env) as c:
+    async with api_client(env) as c:
         r = await c.post(f"/api/v1/wallets/{env.wallet.id}/deposits", headers=alice,
                          json={"method": "lightning", "amount_msat": 300_000 * SAT,
                                "description": "top-up"})
@@ -91,7 +80,7 @@ async def test_funded_wallet_cannot_overspend_over_http(lnenv: LnEnv):
     env = lnenv
     alice = await key_for(env, env.wallet.owner_id)
     await fund(env, env.wallet, 10_000 * SAT)
-    async with client(env) as c:
+    async with api_client(env) as c:
         big = env.network.create_invoice("customer2", 20_000 * SAT).bolt11
         r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
                          headers={**alice, "Idempotency-Key": "big"},

@@ -5,29 +5,17 @@ transaction opened inside a request (SQLite: one writer) would deadlock here."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-import httpx
 import pytest
 
 from satvault.accounts import service as acc
-from satvault.web.app import create_app
-from tests.chainenv import Env
+from tests.chainenv import Env, api_client
 from tests.payouts.test_payouts import fund
 
 SAT = 1000
 DEST = "bcrt1q8uq9hrte4u3d2pes3gmrxeffws053ylettc383"
 
 
-@asynccontextmanager
-async def client(env: Env) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(env.settings, engine=env.sessions.kw["bind"], start_workers=False,
-                     runtime=env.runtime)
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), \
-            httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-        yield c
 
 
 @pytest.fixture
@@ -51,7 +39,7 @@ def h(key: str, idem: str | None = None) -> dict[str, str]:
 
 
 async def test_deposit_over_http_then_withdraw(env: Env, keys):
-    async with client(env) as c:
+    async with api_client(env) as c:
         w = env.wallet.id
         r = await c.post(f"/api/v1/wallets/{w}/deposits", headers=h(keys["full"]),
                          json={"method": "onchain", "amount_msat": 300_000 * SAT})
@@ -99,7 +87,7 @@ async def test_idempotency_replay_conflict_and_in_flight(env: Env, keys, monkeyp
         return await real(*args, **kwargs)
 
     monkeypatch.setattr(payouts_api, "request_withdrawal", slow)
-    async with client(env) as c:
+    async with api_client(env) as c:
         url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
         body = {"destination": DEST, "amount_msat": 10_000 * SAT}
         first = asyncio.create_task(c.post(url, headers=h(keys["full"], "k"), json=body))
@@ -131,7 +119,7 @@ async def test_idempotency_replay_conflict_and_in_flight(env: Env, keys, monkeyp
 
 
 async def test_scopes_and_ownership(env: Env, keys):
-    async with client(env) as c:
+    async with api_client(env) as c:
         url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
         body = {"destination": DEST, "amount_msat": 10_000 * SAT}
         assert (await c.post(url, headers=h(keys["read"], "x"), json=body)).status_code == 403
