@@ -101,6 +101,9 @@ async def test_partial_onchain_then_lightning_remainder(lnenv: LnEnv, shop):
         await settle_all(env)
         got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
         assert got["status"] == "settled" and got["paid_msat"] == 50_000 * SAT
+        # the first BOLT11 (for the full amount) was cancelled when the invoice settled
+        stale = env.network.pay("customer2", inv["payment_methods"]["lightning"]["bolt11"])
+        assert stale.status.value.upper() == "FAILED"
     await env.check()
 
 
@@ -152,6 +155,8 @@ async def test_reorg_after_settlement_reverses_credit_and_fee(lnenv: LnEnv, shop
                 ).json()["status"] == "settled"
         env.chain.reorg(1, drop_txids=[txid])
         await settle_all(env)
+        after = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert after["status"] != "settled" and after["paid_msat"] == 0
     _, merchant = await fees_and_merchant(env, shop)
     assert merchant == 0
     async with env.sessions() as s:

@@ -16,7 +16,7 @@ it (re-serialised JSON will not match)::
         parts = [p.split("=", 1) for p in header.split(",") if "=" in p]
         stamps = [v for k, v in parts if k == "t"]
         macs = [v for k, v in parts if k == "v1"]
-        if len(stamps) != 1 or not stamps[0].isdigit() or not macs:
+        if len(stamps) != 1 or not (stamps[0].isascii() and stamps[0].isdigit()) or not macs:
             return False
         if abs(time.time() - int(stamps[0])) > tolerance:
             return False  # too old (a replay) or from the future

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -135,6 +135,8 @@ async def list_invoices(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     await _store_for(session, principal, store_id)
+    created_from, created_to = (d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
+                                for d in (created_from, created_to))
     q = select(StoreInvoice).where(StoreInvoice.store_id == store_id)
     if status:
         q = q.where(StoreInvoice.status == status)

@@ -249,6 +249,7 @@ async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Setting
     inv.updated_at = utcnow()
     if status is Status.SETTLED and inv.settled_at is None:
         inv.settled_at = utcnow()
+        await _cancel_open_ln(session, inv, lightning)
     if received_more:
         await _emit(session, inv, "invoice.payment_received")
         remaining = inv.due_msat - seen
@@ -260,6 +261,21 @@ async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Setting
     log.info("invoice_updated", invoice=inv.id, status=inv.status,
              additional=inv.additional_status, seen_msat=seen, credited_msat=credited)
     return True
+
+
+async def _cancel_open_ln(session: AsyncSession, inv: StoreInvoice,
+                          lightning: LightningBackend | None) -> None:
+    """Paid in full: no other BOLT11 of this invoice may take money any more."""
+    rows = (await session.execute(select(LnInvoice).where(
+        LnInvoice.store_invoice_id == inv.id, LnInvoice.status == "open"))).scalars().all()
+    for ln in rows:
+        if lightning is not None:
+            try:
+                await lightning.cancel_invoice(ln.payment_hash)
+            except Exception as exc:
+                log.warning("ln_invoice_cancel_failed", invoice=ln.id, error=str(exc))
+                continue
+        ln.status = "canceled"
 
 
 async def mark_invoice(session: AsyncSession, inv: StoreInvoice, status: str) -> StoreInvoice:

@@ -59,7 +59,7 @@ def decide(f: InvoiceFacts) -> tuple[Status, Additional]:
     late = f.full_seen_at is not None and f.full_seen_at > f.expires_at
     expired = f.now >= f.expires_at
     if f.seen_msat >= need and not (late and not f.accept_late):
-        if f.seen_msat > f.due_msat:
+        if f.seen_msat - f.due_msat >= 1000:  # on-chain pays whole sats: rounding is not "over"
             extra = Additional.PAID_OVER
         else:
             extra = Additional.PAID_LATE if late else Additional.NONE

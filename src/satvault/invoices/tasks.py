@@ -36,6 +36,8 @@ async def refresh_open_invoices(sessions: async_sessionmaker[AsyncSession], sett
             StoreInvoice.additional_status != "marked",
             StoreInvoice.status.in_(("new", "processing"))
             | ((StoreInvoice.status == "expired") & (StoreInvoice.expires_at > since))
+            # a reorg can take a settled invoice's payment away again
+            | ((StoreInvoice.status == "settled") & (StoreInvoice.settled_at > since))
         ))).scalars().all()
     changed = 0
     for invoice_id in ids:

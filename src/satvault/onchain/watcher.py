@@ -358,13 +358,12 @@ class Watcher:
                                           ref=f"{p.txid}:{p.vout}"))
                 next_state = "pending"
             if enough and next_state in ("none", "pending"):
-                fee = await self._invoice_fee(session, p)
+                fee, invoice_id = await self._invoice_fee(session, p)
                 specs.append(TransferSpec(f"{key}:post", kind=TransferKind.POST, pending_id=key,
                                           code="deposit", linked=fee > 0))
                 if fee:  # a store invoice's platform fee, in the same linked batch
                     specs.append(TransferSpec(f"{key}:fee", credit_account, platform.fees.id,
-                                              fee, "BTC", code="invoice_fee", ref=p.request_id
-                                              or ""))
+                                              fee, "BTC", code="invoice_fee", ref=invoice_id))
                 next_state = "credited"
         if not specs:
             return 0, 0
@@ -379,14 +378,17 @@ class Watcher:
                      sat=p.value_sat, confirmations=confs)
         return created, 0
 
-    async def _invoice_fee(self, session: AsyncSession, p: OnchainPayment) -> int:
+    async def _invoice_fee(self, session: AsyncSession, p: OnchainPayment) -> tuple[int, str]:
+        """(platform fee, store invoice id) for a payment to a store invoice's address."""
         if not self.invoice_fee_bp or p.request_id is None:
-            return 0
+            return 0, ""
         from satvault.invoices.models import StoreInvoice
 
         found = (await session.execute(select(StoreInvoice.id).where(
-            StoreInvoice.deposit_id == p.request_id))).first()
-        return p.value_sat * MSAT * self.invoice_fee_bp // 10_000 if found else 0
+            StoreInvoice.deposit_id == p.request_id))).scalar_one_or_none()
+        if found is None:
+            return 0, ""
+        return p.value_sat * MSAT * self.invoice_fee_bp // 10_000, found
 
     async def _reverse(self, session: AsyncSession, p: OnchainPayment, key: str, amount: int,
                        credit_account: int, hot_wallet: int) -> tuple[int, int]:
