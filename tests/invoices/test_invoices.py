@@ -237,6 +237,11 @@ async def test_refund_is_a_withdrawal_from_the_merchant_with_store_events(lnenv:
         assert r.json()["method"] == "lightning"
         assert (await c.post(url, headers={**shop["other"], "Idempotency-Key": "r2"},
                              json={"destination": back})).status_code in (403, 404)
+        # refunds add up: 30k received, 10k refunded, so 25k more is refused, 20k is fine
+        over = await c.post(url, headers={**refunder, "Idempotency-Key": "r3"},
+                            json={"destination": env.network.create_invoice(
+                                "customer2", 25_000 * SAT).bolt11})
+        assert over.status_code == 422 and "left" in over.json()["detail"]
         await env.runtime.payer.step()
     async with env.sessions() as s:
         kinds = [e.type for e in (await s.execute(select(OutboxEvent).where(

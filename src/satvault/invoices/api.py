@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.errors import InvalidInput, NotFound
@@ -24,6 +24,7 @@ from satvault.invoices.service import (
     mark_invoice,
 )
 from satvault.invoices.views import invoice_payload
+from satvault.payouts.models import Withdrawal
 from satvault.web.deps import SessionDep, require_scope
 from satvault.web.idempotency import run_idempotent
 
@@ -203,9 +204,16 @@ async def refund(invoice_id: str, body: RefundIn, request: Request, principal: R
             given = None if decoded.invoice_amount_msat is not None else amount
         elif amount is None:
             amount = given = inv.confirmed_msat
-        if amount <= 0 or amount > inv.confirmed_msat:
-            raise InvalidInput(f"a refund can be at most what the invoice received "
-                               f"({inv.confirmed_msat} msat)")
+        # Lock the invoice: concurrent refunds of it are counted one after the other.
+        await session.refresh(inv, with_for_update=True)
+        refunded = int((await session.execute(
+            select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
+                Withdrawal.invoice_id == inv.id,
+                Withdrawal.status.not_in(("failed", "cancelled"))))).scalar_one())
+        left = inv.confirmed_msat - refunded
+        if amount <= 0 or amount > left:
+            raise InvalidInput(f"refunds of this invoice can add up to what it received "
+                               f"({inv.confirmed_msat} msat); {left} msat are left")
 
         async def wallet_for(s: AsyncSession) -> Wallet:
             wallet = await s.get(Wallet, inv.wallet_id)
@@ -215,6 +223,7 @@ async def refund(invoice_id: str, body: RefundIn, request: Request, principal: R
         wd = await withdraw(session, request, wallet_for=wallet_for,
                             destination=body.destination, amount_msat=given,
                             store_id=inv.store_id)
+        wd.invoice_id = inv.id
         return 201, out(wd, await latest_payment(session, wd.id)).model_dump(mode="json")
 
     owner = f"{principal.owner_type}:{principal.owner_id}"

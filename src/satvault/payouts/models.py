@@ -34,6 +34,8 @@ class Withdrawal(Base):
     hold_id: Mapped[str] = mapped_column(String(128), unique=True)
     # Set when a store asked for it (a refund): its webhooks hear about the withdrawal.
     store_id: Mapped[str | None] = mapped_column(String(40))
+    # A refund's store invoice: refunds of one invoice add up to at most what it received.
+    invoice_id: Mapped[str | None] = mapped_column(String(40), index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

@@ -68,6 +68,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("store_invoice_id", sa.String(40)))
     with op.batch_alter_table("withdrawals") as batch:
         batch.add_column(sa.Column("store_id", sa.String(40)))
+        batch.add_column(sa.Column("invoice_id", sa.String(40)))
+    op.create_index("ix_withdrawals_invoice_id", "withdrawals", ["invoice_id"])
     with op.batch_alter_table("stores") as batch:
         batch.add_column(sa.Column("spread_bp", sa.Integer, nullable=False,
                                    server_default="0"))
@@ -76,7 +78,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_withdrawals_invoice_id", "withdrawals")
     with op.batch_alter_table("withdrawals") as batch:
+        batch.drop_column("invoice_id")
         batch.drop_column("store_id")
     with op.batch_alter_table("stores") as batch:
         batch.drop_constraint(op.f("ck_stores_spread"), type_="check")
