@@ -100,7 +100,8 @@ async def withdraw(session: AsyncSession, request: Request, *,
                                      amount_msat=None if kind == "lnurl" else amount_msat,
                                      settings=settings, backend=backend, original=original,
                                      store_id=store_id)
-    if runtime is not None and runtime.payer_wake is not None:
+    # An internal payment is settled already; only a payment for the node wakes the payer.
+    if wd.method == "lightning" and runtime is not None and runtime.payer_wake is not None:
         runtime.payer_wake.set()
     return wd
 
