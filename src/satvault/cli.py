@@ -80,7 +80,7 @@ def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]],
         engine = create_engine(settings.database_url, pool_size=2)
         try:
             await ensure_current(engine)
-            sessions = session_factory(engine)
+            sessions = session_factory(engine, public_url=settings.public_url)
             async with sessions() as session, session.begin():
                 return await work(session)
         finally:

@@ -149,8 +149,12 @@ def _sqlite_serialised_writes(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def session_factory(engine: AsyncEngine, *, public_url: str = ""
+                    ) -> async_sessionmaker[AsyncSession]:
+    """Sessions for ``engine``. ``public_url`` (where customers reach this platform) rides in
+    each session's ``info`` so events written deep in a money path carry absolute links."""
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False,
+                              info={"public_url": public_url.rstrip("/")})
 
 
 @asynccontextmanager

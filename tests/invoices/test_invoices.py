@@ -251,3 +251,23 @@ async def test_refund_is_a_withdrawal_from_the_merchant_with_store_events(lnenv:
     fee = 30_000 * SAT * env.settings.invoice_fee_bp // 10_000
     assert 0 < merchant < 30_000 * SAT - fee - 10_000 * SAT + 1
     await env.check()
+
+
+async def test_event_payloads_carry_an_absolute_checkout_url(lnenv: LnEnv, shop):
+    """A webhook receiver gets a link it can send a customer, not a path on our host."""
+    from sqlalchemy import select
+
+    from satvault.events.models import OutboxEvent
+
+    env = lnenv
+    env.settings.public_url = "https://pay.example.com"
+    async with api_client(env) as c:
+        r = await create(c, shop, "abs", amount="1000", currency="SATS")
+        assert r.status_code == 201, r.text
+        inv = r.json()
+    assert inv["checkout_url"] == f"https://pay.example.com/i/{inv['id']}"
+    async with env.sessions() as s:
+        payload = (await s.execute(select(OutboxEvent.payload).where(
+            OutboxEvent.subject_id == inv["id"], OutboxEvent.type == "invoice.created"))
+        ).scalar_one()
+    assert '"checkout_url":"https://pay.example.com/i/' in payload

@@ -303,5 +303,7 @@ async def _emit(session: AsyncSession, inv: StoreInvoice, event: str) -> None:
     from satvault.invoices.views import invoice_payload
 
     await emit(session, type=event, subject_type="invoice", subject_id=inv.id,
-               payload=await invoice_payload(session, inv), store_id=inv.store_id,
+               payload=await invoice_payload(session, inv,
+                                             str(session.info.get("public_url", ""))),
+               store_id=inv.store_id,
                wallet_id=inv.wallet_id)

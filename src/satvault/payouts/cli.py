@@ -71,7 +71,7 @@ def bump(
 
     async def go() -> str:
         engine = create_engine(settings.database_url, pool_size=2)
-        runtime = Runtime.build(settings, session_factory(engine))
+        runtime = Runtime.build(settings, session_factory(engine, public_url=settings.public_url))
         try:
             await ensure_current(engine)
             return await runtime.payouts.bump_fee(batch_id, feerate)

@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     settings = settings or get_settings()
     own_engine = engine is None
     engine = engine or create_engine(settings.database_url, pool_size=settings.db_pool_size)
-    sessions = session_factory(engine)
+    sessions = session_factory(engine, public_url=settings.public_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
