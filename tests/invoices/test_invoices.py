@@ -271,3 +271,34 @@ async def test_event_payloads_carry_an_absolute_checkout_url(lnenv: LnEnv, shop)
             OutboxEvent.subject_id == inv["id"], OutboxEvent.type == "invoice.created"))
         ).scalar_one()
     assert '"checkout_url":"https://pay.example.com/i/' in payload
+
+
+async def test_concurrent_refunds_never_exceed_what_the_invoice_received(lnenv: LnEnv, shop):
+    """Eight refunds of 7k race for an invoice that received 30k: four win, four are refused
+    for the cap (not for the balance), and the merchant pays out exactly four refunds."""
+    import asyncio
+
+    env = lnenv
+    async with env.sessions() as s, s.begin():
+        _, token = await acc.create_api_key(s, owner_id=shop["store"], scopes=[
+            "invoices:read", "withdrawals:write"])
+    refunder = {"Authorization": f"Bearer {token}"}
+    async with api_client(env) as c:
+        inv = (await create(c, shop, "race", amount="30000", currency="SATS",
+                            payment_methods=["lightning"])).json()
+        env.network.pay("customer1", inv["payment_methods"]["lightning"]["bolt11"])
+        await settle_all(env)
+        _, before = await fees_and_merchant(env, shop)
+        url = f"/api/v1/invoices/{inv['id']}/refunds"
+        bolt11s = [env.network.create_invoice("customer2", 7_000 * SAT, memo=f"r{i}").bolt11
+                   for i in range(8)]
+        answers = await asyncio.gather(*(
+            c.post(url, headers={**refunder, "Idempotency-Key": f"race-{i}"},
+                   json={"destination": b}) for i, b in enumerate(bolt11s)))
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [201] * 4 + [422] * 4, [a.text for a in answers]
+        assert all("left" in a.json()["detail"] for a in answers if a.status_code == 422)
+        await env.runtime.payer.step()
+    _, after = await fees_and_merchant(env, shop)
+    assert 28_000 * SAT <= before - after < 28_500 * SAT  # four refunds plus routing fees
+    await env.check()

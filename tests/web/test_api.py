@@ -112,6 +112,12 @@ async def test_admin_ledger_check(engine, db_url, world):
         assert r.status_code == 200 and r.json()["ok"] is True
         r = await c.get("/api/v1/admin/ledger/check", headers=auth(world["alice"]))
         assert r.status_code == 403
+        for bad in ("0", "-1", str(2**63), "8817127284454508583831719641088", "x"):
+            r = await c.get(f"/api/v1/admin/ledger/accounts/{bad}", headers=auth(world["admin"]))
+            assert r.status_code == 422, (bad, r.text)
+        r = await c.get(f"/api/v1/admin/ledger/accounts/{2**63 - 1}",
+                        headers=auth(world["admin"]))
+        assert r.status_code == 404, r.text
 
 
 async def test_refuses_unmigrated_database(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 
 from satvault.accounts.service import Principal
 from satvault.ledger.check import check_ledger
@@ -23,7 +23,10 @@ async def ledger_check(session: SessionDep, _admin: Admin) -> dict[str, Any]:
 
 
 @router.get("/accounts/{account_id}")
-async def ledger_account(account_id: int, session: SessionDep, _admin: Admin) -> dict[str, Any]:
+async def ledger_account(
+    account_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="A ledger account id.")],
+    session: SessionDep, _admin: Admin,
+) -> dict[str, Any]:
     a = await get_account(session, account_id)
     return {"id": a.id, "asset": a.asset, "kind": a.kind.value,
             "debits_must_not_exceed_credits": a.debits_must_not_exceed_credits,
