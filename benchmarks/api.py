@@ -22,8 +22,6 @@ The last line of output is one JSON object with every figure, the ratios and the
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import shutil
 import signal
@@ -39,17 +37,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lightning import (  # the sibling benchmark, not satvault.lightning
     Processes,
+    common_arguments,
     describe,
     drop_pg,
-    free_port,
     lnbits_target,
     log,
-    machine,
     median_of,
     pg_database,
+    run_benchmark,
     run_phase,
+    satvault_env,
+    serve_satvault,
     sv_cli,
-    wait_http,
     wait_until_quiet,
 )
 
@@ -66,13 +65,7 @@ async def satvault_run(label: str, work: Path, procs: Processes, args: argparse.
         db_url, pg_name = await pg_database(pg)
     else:
         db_url = f"sqlite+aiosqlite:///{work / f'satvault-{label}.db'}"
-    home = work / f"satvault-{label}"
-    home.mkdir(parents=True)
-    port, btc_port, lnd_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SATVAULT_")}
-    env.update(SATVAULT_HOME=str(home), SATVAULT_DATABASE_URL=db_url,
-               SATVAULT_BITCOIND_URL=f"http://simnet:simnet@127.0.0.1:{btc_port}/",
-               SATVAULT_LND_URL=f"http://127.0.0.1:{lnd_port}", SATVAULT_LOG_LEVEL="warning")
+    env, _ = satvault_env(work / f"satvault-{label}", db_url)
     try:
         log(f"[satvault/{label}] init, merchant, store, store key …")
         sv_cli(env, "init", "--format", "json")
@@ -80,14 +73,8 @@ async def satvault_run(label: str, work: Path, procs: Processes, args: argparse.
         store = sv_cli(env, "store", "create", "--merchant", merchant["id"], "--name", "Online")
         key = sv_cli(env, "apikey", "create", "--owner", store["id"], "--scopes",
                      "invoices:write,invoices:read")["api_key"]
-        log_path = work / f"satvault-{label}.log"
-        proc = procs.start(f"satvault serve ({label})",
-                           [sys.executable, "-m", "satvault.cli", "serve", "--port", str(port)],
-                           env=env, log_path=log_path)
-        base = f"http://127.0.0.1:{port}"
+        base, proc = await serve_satvault(label, env, work, procs)
         try:
-            await wait_http(f"{base}/healthz", proc, log_path, 90)
-            log(f"[satvault/{label}] serving on {base}")
             out: dict[str, Any] = {}
             for case, methods in CASES.items():
                 async def create(c: httpx.AsyncClient, methods: list[str] = methods
@@ -197,43 +184,16 @@ async def amain(args: argparse.Namespace, procs: Processes, result: dict[str, An
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per case")
-    ap.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per case")
-    ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--repeat", type=int, default=1, help="rounds of every system; medians")
-    ap.add_argument("--quiet-wait", type=float, default=10.0,
-                    help="before each case, wait up to this long for the machine to go quiet")
-    ap.add_argument("--postgres-url", default=None,
-                    help="default: $SATVAULT_TEST_POSTGRES_URL (host/port/credentials only)")
-    ap.add_argument("--skip-lnbits", action="store_true")
-    ap.add_argument("--lnbits-venv", default="/tmp/lnbits-venv")
-    ap.add_argument("--no-lnbits-install", action="store_true",
-                    help="do not create the LNbits venv when it is missing")
-    args = ap.parse_args()
+    args = common_arguments(__doc__).parse_args()
     args.profile = None  # lnbits_target reads the lightning benchmark's options
-
-    def on_term(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_term)
-    procs = Processes()
     result: dict[str, Any] = {
-        "benchmark": "api", "machine": machine(),
+        "benchmark": "api",
         "config": {"clients": args.clients, "warmup_s": args.warmup,
                    "duration_s": args.duration, "repeat": args.repeat,
                    "amount_sat": AMOUNT_SAT},
         "target": f">= {TARGET_RATIO:g}x LNbits on invoices created per second",
     }
-    try:
-        asyncio.run(amain(args, procs, result))
-    except BaseException as exc:
-        result["error"] = f"{type(exc).__name__}: {exc}"[:1000]
-        log(f"benchmark failed: {result['error']}")
-        raise
-    finally:
-        procs.stop_all()
-        print(json.dumps(result), flush=True)
+    run_benchmark(amain, args, result)
 
 
 if __name__ == "__main__":

@@ -452,15 +452,41 @@ def sv_cli(env: dict[str, str], *argv: str) -> dict[str, Any]:
     return obj
 
 
-async def satvault_target(label: str, db_url: str, work: Path, procs: Processes,
-                          args: argparse.Namespace) -> tuple[Target, subprocess.Popen[bytes]]:
-    home = work / f"satvault-{label}"
+def satvault_env(home: Path, db_url: str) -> tuple[dict[str, str], int]:
+    """A fresh ``SATVAULT_HOME`` on ``db_url`` with the built-in simulators on free ports;
+    returns the environment and the Lightning simulator's port."""
     home.mkdir(parents=True)
-    port, btc_port, lnd_port = free_port(), free_port(), free_port()
+    btc_port, lnd_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SATVAULT_")}
     env.update(SATVAULT_HOME=str(home), SATVAULT_DATABASE_URL=db_url,
                SATVAULT_BITCOIND_URL=f"http://simnet:simnet@127.0.0.1:{btc_port}/",
                SATVAULT_LND_URL=f"http://127.0.0.1:{lnd_port}", SATVAULT_LOG_LEVEL="warning")
+    return env, lnd_port
+
+
+async def serve_satvault(label: str, env: dict[str, str], work: Path, procs: Processes,
+                         profile: Path | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+    """``satvault serve`` on a free port (under cProfile when ``profile``); waits for health."""
+    port = free_port()
+    argv = [sys.executable]
+    if profile is not None:
+        argv += ["-m", "cProfile", "-o", str(profile)]
+    argv += ["-m", "satvault.cli", "serve", "--port", str(port)]
+    log_path = work / f"satvault-{label}.log"
+    proc = procs.start(f"satvault serve ({label})", argv, env=env, log_path=log_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        status = await wait_http(f"{base}/healthz", proc, log_path, 90)
+    except BaseException:
+        procs.stop(proc)
+        raise
+    log(f"[satvault/{label}] serving on {base} (healthz {status})")
+    return base, proc
+
+
+async def satvault_target(label: str, db_url: str, work: Path, procs: Processes,
+                          args: argparse.Namespace) -> tuple[Target, subprocess.Popen[bytes]]:
+    env, lnd_port = satvault_env(work / f"satvault-{label}", db_url)
     log(f"[satvault/{label}] init, users, API keys …")
     sv_cli(env, "init", "--format", "json")
     tag = secrets.token_hex(4)
@@ -470,15 +496,8 @@ async def satvault_target(label: str, db_url: str, work: Path, procs: Processes,
                          "wallet:read,wallet:write,withdrawals:write")["api_key"]
             for role, u in ids.items()}
     payer, payee = ids["payer"]["wallet_id"], ids["payee"]["wallet_id"]
-    argv = [sys.executable]
-    if args.profile:
-        argv += ["-m", "cProfile", "-o", str(profile_path(args, label, work))]
-    argv += ["-m", "satvault.cli", "serve", "--port", str(port)]
-    log_path = work / f"satvault-{label}.log"
-    proc = procs.start(f"satvault serve ({label})", argv, env=env, log_path=log_path)
-    base = f"http://127.0.0.1:{port}"
-    status = await wait_http(f"{base}/healthz", proc, log_path, 90)
-    log(f"[satvault/{label}] serving on {base} (healthz {status})")
+    base, proc = await serve_satvault(
+        label, env, work, procs, profile_path(args, label, work) if args.profile else None)
 
     async with httpx.AsyncClient(base_url=base, timeout=60.0,
                                  headers={"X-Api-Key": keys["payer"]}) as c:
@@ -805,8 +824,9 @@ async def amain(args: argparse.Namespace, procs: Processes, result: dict[str, An
         del result["work_dir"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+def common_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark against LNbits shares (this one and ``api.py``)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per case")
     ap.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per case")
     ap.add_argument("--clients", type=int, default=16)
@@ -816,32 +836,26 @@ def main() -> None:
                     help="before each case, wait up to this long for the machine to go quiet")
     ap.add_argument("--postgres-url", default=None,
                     help="default: $SATVAULT_TEST_POSTGRES_URL (host/port/credentials only)")
-    ap.add_argument("--skip-sqlite", action="store_true")
-    ap.add_argument("--skip-postgres", action="store_true")
     ap.add_argument("--skip-lnbits", action="store_true")
     ap.add_argument("--lnbits-venv", default="/tmp/lnbits-venv")
     ap.add_argument("--no-lnbits-install", action="store_true",
                     help="do not create the LNbits venv when it is missing")
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the work directory (homes, databases, server logs)")
-    ap.add_argument("--profile", metavar="DIR", default=None,
-                    help="run the satvault servers under cProfile, writing DIR/*.prof")
-    args = ap.parse_args()
+    return ap
 
+
+def run_benchmark(amain_: Callable[[argparse.Namespace, Processes, dict[str, Any]],
+                                   Awaitable[None]],
+                  args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Run ``amain_``; whatever happens, stop every process started and print ``result`` as
+    the last line (with ``error`` set when it failed). SIGTERM counts as an interrupt."""
     def on_term(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
     procs = Processes()
-    result: dict[str, Any] = {
-        "benchmark": "lightning", "machine": machine(),
-        "config": {"clients": args.clients, "warmup_s": args.warmup,
-                   "duration_s": args.duration, "repeat": args.repeat,
-                   "invoice_msat": INVOICE_MSAT},
-        "target": f">= {TARGET_RATIO:g}x LNbits on invoices/s and internal payments/s",
-    }
+    result["machine"] = machine()
     try:
-        asyncio.run(amain(args, procs, result))
+        asyncio.run(amain_(args, procs, result))
     except BaseException as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"[:1000]
         log(f"benchmark failed: {result['error']}")
@@ -849,6 +863,25 @@ def main() -> None:
     finally:
         procs.stop_all()
         print(json.dumps(result), flush=True)
+
+
+def main() -> None:
+    ap = common_arguments(__doc__)
+    ap.add_argument("--skip-sqlite", action="store_true")
+    ap.add_argument("--skip-postgres", action="store_true")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work directory (homes, databases, server logs)")
+    ap.add_argument("--profile", metavar="DIR", default=None,
+                    help="run the satvault servers under cProfile, writing DIR/*.prof")
+    args = ap.parse_args()
+    result: dict[str, Any] = {
+        "benchmark": "lightning",
+        "config": {"clients": args.clients, "warmup_s": args.warmup,
+                   "duration_s": args.duration, "repeat": args.repeat,
+                   "invoice_msat": INVOICE_MSAT},
+        "target": f">= {TARGET_RATIO:g}x LNbits on invoices/s and internal payments/s",
+    }
+    run_benchmark(amain, args, result)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,23 @@ async def create(c, shop, idem: str, **body) -> httpx.Response:
                         headers={**shop["key"], "Idempotency-Key": idem}, json=body)
 
 
+async def refunder_key(env: LnEnv, shop) -> dict[str, str]:
+    """A store key that may read invoices and send refunds."""
+    async with env.sessions() as s, s.begin():
+        _, token = await acc.create_api_key(s, owner_id=shop["store"], scopes=[
+            "invoices:read", "withdrawals:write"])
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def paid_lightning_invoice(c, env: LnEnv, shop, idem: str, *, sats: int) -> dict:
+    """A Lightning-only invoice for ``sats``, paid by a customer and settled."""
+    inv = (await create(c, shop, idem, amount=str(sats), currency="SATS",
+                        payment_methods=["lightning"])).json()
+    env.network.pay("customer1", inv["payment_methods"]["lightning"]["bolt11"])
+    await settle_all(env)
+    return inv
+
+
 async def fees_and_merchant(env: LnEnv, shop) -> tuple[int, int]:
     async with env.sessions() as s:
         fees = (await ensure_platform_accounts(s, "BTC")).fees.id
@@ -216,15 +233,9 @@ async def test_refund_is_a_withdrawal_from_the_merchant_with_store_events(lnenv:
     from satvault.events.models import OutboxEvent
 
     env = lnenv
-    async with env.sessions() as s, s.begin():
-        _, token = await acc.create_api_key(s, owner_id=shop["store"], scopes=[
-            "invoices:read", "withdrawals:write"])
-    refunder = {"Authorization": f"Bearer {token}"}
+    refunder = await refunder_key(env, shop)
     async with api_client(env) as c:
-        inv = (await create(c, shop, "rf", amount="30000", currency="SATS",
-                            payment_methods=["lightning"])).json()
-        env.network.pay("customer1", inv["payment_methods"]["lightning"]["bolt11"])
-        await settle_all(env)
+        inv = await paid_lightning_invoice(c, env, shop, "rf", sats=30_000)
         url = f"/api/v1/invoices/{inv['id']}/refunds"
         too_much = await c.post(url, headers={**refunder, "Idempotency-Key": "r0"},
                                 json={"destination": env.network.create_invoice(
@@ -279,15 +290,9 @@ async def test_concurrent_refunds_never_exceed_what_the_invoice_received(lnenv: 
     import asyncio
 
     env = lnenv
-    async with env.sessions() as s, s.begin():
-        _, token = await acc.create_api_key(s, owner_id=shop["store"], scopes=[
-            "invoices:read", "withdrawals:write"])
-    refunder = {"Authorization": f"Bearer {token}"}
+    refunder = await refunder_key(env, shop)
     async with api_client(env) as c:
-        inv = (await create(c, shop, "race", amount="30000", currency="SATS",
-                            payment_methods=["lightning"])).json()
-        env.network.pay("customer1", inv["payment_methods"]["lightning"]["bolt11"])
-        await settle_all(env)
+        inv = await paid_lightning_invoice(c, env, shop, "race", sats=30_000)
         _, before = await fees_and_merchant(env, shop)
         url = f"/api/v1/invoices/{inv['id']}/refunds"
         bolt11s = [env.network.create_invoice("customer2", 7_000 * SAT, memo=f"r{i}").bolt11
