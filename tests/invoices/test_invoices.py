@@ -215,16 +215,25 @@ async def test_authorization_listing_and_marks(lnenv: LnEnv, shop):
         assert marked.json()["additional_status"] == "marked"
 
 
-async def test_store_spread_makes_the_payer_pay_more_sats(lnenv: LnEnv, shop):
+async def test_store_settings_from_the_api_apply_to_new_invoices(lnenv: LnEnv, shop):
+    """The spread and default currency set through PATCH /stores/{id} price the next invoice;
+    an invoice created before keeps the rate it locked."""
     env = lnenv
     async with env.sessions() as s, s.begin():
-        from satvault.accounts.models import Store
-
-        (await s.get(Store, shop["store"])).spread_bp = 100  # 1 %
+        _, token = await acc.create_api_key(s, owner_id=shop["store"], scopes=["stores:write"])
+    admin = {"Authorization": f"Bearer {token}"}
     async with api_client(env) as c:
-        inv = (await create(c, shop, "sp", amount="10.00", currency="USD")).json()
+        before = (await create(c, shop, "sp0", amount="10.00", currency="USD")).json()
+        r = await c.patch(f"/api/v1/stores/{shop['store']}", headers=admin,
+                          json={"spread_bp": 100, "default_currency": "usd"})  # 1 %
+        assert r.status_code == 200, r.text
+        assert (r.json()["spread_bp"], r.json()["default_currency"]) == (100, "USD")
+        inv = (await create(c, shop, "sp", amount="10.00")).json()
+        again = (await c.get(f"/api/v1/invoices/{before['id']}", headers=shop["read"])).json()
+    assert inv["currency"] == "USD"
     assert inv["rate"]["minor_units_per_btc"] == 6_000_000 * 9_900 // 10_000
     assert inv["amount_msat"] > -(-1000 * 10**11 // 6_000_000)
+    assert again["rate"] == before["rate"] and again["amount_msat"] == before["amount_msat"]
 
 
 async def test_refund_is_a_withdrawal_from_the_merchant_with_store_events(lnenv: LnEnv, shop):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +44,10 @@ __all__ = [
     "get_store",
     "get_user",
     "get_wallet",
+    "list_stores",
     "owner_type_of",
     "revoke_api_key",
+    "update_store",
 ]
 
 SCOPES = frozenset({
@@ -150,25 +153,88 @@ async def create_merchant(session: AsyncSession, *, name: str, owner_user_id: st
     return merchant
 
 
+def _store_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 120:
+        raise InvalidInput("a store needs a name of 1-120 characters")
+    return name
+
+
+def _store_currency(code: str) -> str:
+    """BTC, SATS or an ISO 4217 code the rate sources can price."""
+    from satvault.rates.base import normalize_currency
+    from satvault.rates.errors import UnsupportedCurrency
+
+    norm = code.strip().upper()
+    if norm in ("BTC", "SATS"):
+        return norm
+    try:
+        return normalize_currency(norm)
+    except UnsupportedCurrency as exc:
+        raise InvalidInput(f"default_currency {code!r} is not BTC, SATS or a fiat code "
+                           "satvault can price") from exc
+
+
+def _speed_policy(value: int) -> int:
+    if value not in (0, 1, 2, 6):
+        raise InvalidInput("speed_policy (confirmations) must be 0, 1, 2 or 6")
+    return value
+
+
+def _spread(value: int) -> int:
+    if not 0 <= value <= 2000:
+        raise InvalidInput("spread_bp must be between 0 and 2000 (20 %)")
+    return value
+
+
 async def create_store(session: AsyncSession, *, merchant_id: str, name: str,
                        default_currency: str = "BTC", speed_policy: int = 1,
                        spread_bp: int = 0, actor: str = "system") -> Store:
     await get_merchant(session, merchant_id)
-    name = name.strip()
-    if not name or len(name) > 120:
-        raise InvalidInput("a store needs a name of 1-120 characters")
-    if speed_policy not in (0, 1, 2, 6):
-        raise InvalidInput("speed_policy (confirmations) must be 0, 1, 2 or 6")
-    if not 0 <= spread_bp <= 2000:
-        raise InvalidInput("spread_bp must be between 0 and 2000 (20 %)")
-    store = Store(id=new_id("sto"), merchant_id=merchant_id, name=name,
-                  default_currency=default_currency, speed_policy=speed_policy,
-                  spread_bp=spread_bp, created_at=utcnow())
+    store = Store(id=new_id("sto"), merchant_id=merchant_id, name=_store_name(name),
+                  default_currency=_store_currency(default_currency),
+                  speed_policy=_speed_policy(speed_policy), spread_bp=_spread(spread_bp),
+                  created_at=utcnow())
     session.add(store)
     await session.flush()
     await audit(session, actor=actor, action="store.create", subject=store.id,
                 details={"merchant_id": merchant_id})
     return store
+
+
+STORE_SETTINGS = ("name", "default_currency", "speed_policy", "spread_bp")
+
+
+async def update_store(session: AsyncSession, store: Store, *, changes: dict[str, Any],
+                       actor: str = "system") -> Store:
+    """Change a store's settings (any of :data:`STORE_SETTINGS`); every change is audited
+    with its old and new value. Invoices already created keep the rate and policy they
+    were created with."""
+    unknown = set(changes) - set(STORE_SETTINGS)
+    if unknown:
+        raise InvalidInput(f"unknown store setting(s) {sorted(unknown)}")
+    checks: dict[str, Callable[[Any], Any]] = {
+        "name": _store_name, "default_currency": _store_currency,
+        "speed_policy": _speed_policy, "spread_bp": _spread}
+    wanted = {k: checks[k](v) for k, v in changes.items()}
+    diff = {k: [getattr(store, k), v] for k, v in wanted.items() if getattr(store, k) != v}
+    for key, (_, value) in diff.items():
+        setattr(store, key, value)
+    if diff:
+        await audit(session, actor=actor, action="store.update", subject=store.id,
+                    details={"changes": diff})
+    return store
+
+
+async def list_stores(session: AsyncSession, *, merchant_id: str | None = None,
+                      store_id: str | None = None) -> list[Store]:
+    """Stores of one merchant, one store, or (neither given) every store; oldest first."""
+    q = select(Store).order_by(Store.created_at, Store.id)
+    if merchant_id is not None:
+        q = q.where(Store.merchant_id == merchant_id)
+    if store_id is not None:
+        q = q.where(Store.id == store_id)
+    return list((await session.execute(q)).scalars().all())
 
 
 async def _get(session: AsyncSession, model: Any, ident: str, what: str) -> Any:

@@ -11,14 +11,13 @@ lookup happens between two short transactions, never inside one.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.accounts.errors import Forbidden, NotFound
-from satvault.accounts.models import Store
+from satvault.accounts.access import owned_store
+from satvault.accounts.errors import NotFound
 from satvault.accounts.service import Principal
 from satvault.events import service
 from satvault.events.delivery import redeliver
@@ -35,43 +34,16 @@ from satvault.events.schemas import (
 from satvault.events.sse import router as sse_router
 from satvault.events.ssrf import check
 from satvault.ledger.store import retrying
-from satvault.web.deps import CurrentPrincipal, SessionDep
+from satvault.web.deps import SessionDep, require_any_scope
 
 __all__ = ["router", "webhooks_router"]
 
 webhooks_router = APIRouter(prefix="/api/v1", tags=["webhooks"])
 
 
-def require_any_scope(*scopes: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    async def _check(principal: CurrentPrincipal) -> Principal:
-        if not any(principal.has(s) for s in scopes):
-            raise Forbidden(f"this API key needs one of the scopes {', '.join(scopes)}")
-        return principal
-
-    return _check
-
-
 Writer = Annotated[Principal, Depends(require_any_scope("stores:write", "webhooks:write"))]
 Reader = Annotated[Principal, Depends(require_any_scope("stores:read", "stores:write",
                                                         "webhooks:write"))]
-
-
-def owns_store(principal: Principal, store: Store) -> bool:
-    if principal.is_admin:
-        return True
-    if principal.owner_type == "store":
-        return principal.owner_id == store.id
-    if principal.owner_type == "merchant":
-        return principal.owner_id == store.merchant_id
-    return False
-
-
-async def owned_store(session: AsyncSession, principal: Principal, store_id: str) -> Store:
-    """The store if this caller may manage it; otherwise the same 404 as a missing one."""
-    store = await session.get(Store, store_id)
-    if store is None or not owns_store(principal, store):
-        raise NotFound(f"store {store_id!r} not found")
-    return store
 
 
 def _actor(principal: Principal) -> str:

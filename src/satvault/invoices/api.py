@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from satvault.accounts.access import owned_store
 from satvault.accounts.errors import InvalidInput, NotFound
-from satvault.accounts.models import Store
 from satvault.accounts.service import Principal
 from satvault.invoices.models import StoreInvoice
 from satvault.invoices.service import (
@@ -38,7 +38,9 @@ Reader = Annotated[Principal, Depends(require_scope("invoices:read"))]
 class InvoiceIn(BaseModel):
     amount: str = Field(description="A decimal string in `currency` (BTC, SATS or fiat).",
                         max_length=40)
-    currency: str = Field(default="BTC", max_length=8)
+    currency: str | None = Field(default=None, max_length=8,
+                                 description="BTC, SATS or a fiat code; default: the store's "
+                                             "default_currency.")
     order_id: str | None = Field(default=None, max_length=120)
     metadata: dict[str, Any] | None = None
     expiration_minutes: int = Field(default=15, ge=1, le=10080)
@@ -63,22 +65,11 @@ class RefundIn(BaseModel):
 Refunder = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
 
 
-async def _store_for(session: AsyncSession, principal: Principal, store_id: str) -> Store:
-    store = await session.get(Store, store_id)
-    visible = store is not None and (
-        principal.is_admin
-        or (principal.owner_type == "store" and principal.owner_id == store_id)
-        or (principal.owner_type == "merchant" and principal.owner_id == store.merchant_id))
-    if not visible or store is None:
-        raise NotFound(f"store {store_id!r} not found")
-    return store
-
-
 async def _visible_invoice(session: AsyncSession, principal: Principal, invoice_id: str
                            ) -> StoreInvoice:
     try:
         inv = await get_invoice(session, invoice_id)
-        await _store_for(session, principal, inv.store_id)
+        await owned_store(session, principal, inv.store_id)
     except NotFound:
         raise NotFound(f"invoice {invoice_id!r} not found") from None
     return inv
@@ -91,13 +82,14 @@ async def create(store_id: str, body: InvoiceIn, request: Request, principal: Wr
     runtime = request.app.state.runtime
 
     async def work(session: AsyncSession) -> tuple[int, Any]:
-        store = await _store_for(session, principal, store_id)
+        store = await owned_store(session, principal, store_id)
         inv = await create_store_invoice(
             session, store=store, settings=settings,
             lightning=runtime.lightning if runtime is not None else None,
             rates=runtime.rates if runtime is not None else None,
             request=InvoiceRequest(
-                amount=body.amount, currency=body.currency, order_id=body.order_id,
+                amount=body.amount, currency=body.currency or store.default_currency,
+                order_id=body.order_id,
                 metadata=body.metadata, expiration_minutes=body.expiration_minutes,
                 payment_methods=tuple(body.payment_methods), speed_policy=body.speed_policy,
                 payment_tolerance_percent=body.payment_tolerance_percent,
@@ -135,7 +127,7 @@ async def list_invoices(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
-    await _store_for(session, principal, store_id)
+    await owned_store(session, principal, store_id)
     created_from, created_to = (d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
                                 for d in (created_from, created_to))
     q = select(StoreInvoice).where(StoreInvoice.store_id == store_id)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from satvault import __version__
 from satvault.accounts.api import router as accounts_router
+from satvault.accounts.stores import router as stores_router
 from satvault.checkout import router as checkout_router
 from satvault.config import Settings, get_settings
 from satvault.db import create_engine, session_factory
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.runtime = runtime
     install_problem_handlers(app)
     app.include_router(accounts_router)
+    app.include_router(stores_router)
     app.include_router(ledger_router)
     app.include_router(onchain_router)
     app.include_router(payouts_router)

@@ -13,7 +13,7 @@ from satvault.accounts.errors import Forbidden, Unauthenticated
 from satvault.accounts.service import Principal, authenticate_api_key
 from satvault.config import Settings
 
-__all__ = ["CurrentPrincipal", "SessionDep", "SettingsDep", "require_scope"]
+__all__ = ["CurrentPrincipal", "SessionDep", "SettingsDep", "require_any_scope", "require_scope"]
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -61,6 +61,15 @@ def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     async def _check(principal: CurrentPrincipal) -> Principal:
         if not principal.has(scope):
             raise Forbidden(f"this API key lacks the {scope!r} scope")
+        return principal
+
+    return _check
+
+
+def require_any_scope(*scopes: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    async def _check(principal: CurrentPrincipal) -> Principal:
+        if not any(principal.has(s) for s in scopes):
+            raise Forbidden(f"this API key needs one of the scopes {', '.join(scopes)}")
         return principal
 
     return _check
