@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # How often the background worker expires overdue ledger holds, in seconds.
     hold_expiry_interval: float = 5.0
     db_pool_size: int = 20
+    # How long a verified API key is remembered in memory, in seconds (0: check the database
+    # on every request). A key revoked in another process keeps working at most this long.
+    api_key_cache_seconds: float = Field(default=10.0, ge=0, le=300)
 
     # --- on-chain -------------------------------------------------------------------------
     # Bitcoin Core JSON-RPC: http://user:password@host:port/ (or a cookie file). With

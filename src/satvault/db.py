@@ -153,6 +153,8 @@ def session_factory(engine: AsyncEngine, *, public_url: str = ""
                     ) -> async_sessionmaker[AsyncSession]:
     """Sessions for ``engine``. ``public_url`` (where customers reach this platform) rides in
     each session's ``info`` so events written deep in a money path carry absolute links."""
+    import satvault.events.outbox  # noqa: F401  (its commit hooks write balance events)
+
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False,
                               info={"public_url": public_url.rstrip("/")})
 

@@ -13,6 +13,7 @@ from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import get_account
 from satvault.lightning.invoices import InvoiceListener
 from tests.chainenv import LnEnv, api_client
+from tests.events.test_balance_events import balance_events
 
 SAT = 1000
 
@@ -99,6 +100,10 @@ async def test_onchain_invoice_settles_with_fee_in_same_batch(lnenv: LnEnv, shop
     fee, merchant = await fees_and_merchant(env, shop)
     assert fee == 100_000 * SAT * env.settings.invoice_fee_bp // 10_000
     assert merchant == 100_000 * SAT - fee
+    # The merchant's dashboards heard it: incoming while confirming, then spendable.
+    moves = [(e["incoming_msat"], e["available_msat"])
+             for e in await balance_events(env.sessions, shop["wallet"].id)]
+    assert moves[0] == (100_000 * SAT, 0) and moves[-1] == (0, merchant)
     await env.check()
 
 
@@ -316,3 +321,50 @@ async def test_concurrent_refunds_never_exceed_what_the_invoice_received(lnenv: 
     _, after = await fees_and_merchant(env, shop)
     assert 28_000 * SAT <= before - after < 28_500 * SAT  # four refunds plus routing fees
     await env.check()
+
+
+async def test_refresher_looks_only_at_invoices_that_can_have_changed(lnenv: LnEnv, shop):
+    """After its first full sweep the invoice worker's tick looks at no invoice while nothing
+    happens, however many are open; a payment on either rail, or an expiry coming due, is
+    picked up by the next tick."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from satvault.db import utcnow
+    from satvault.invoices.models import StoreInvoice
+    from satvault.invoices.tasks import InvoiceRefresher
+
+    env = lnenv
+    refresher = InvoiceRefresher(env.sessions, env.settings, env.runtime.lightning)
+    async with api_client(env) as c:
+        invs = [(await create(c, shop, f"r{i}", amount="2000", currency="SATS")).json()
+                for i in range(12)]
+        await refresher.step()
+        assert refresher.checked == 12  # the first tick is the full sweep
+        await refresher.step()
+        assert refresher.checked == 0
+
+        env.chain.pay(invs[0]["payment_methods"]["onchain"]["address"], 2_000)
+        await env.runtime.watcher.step()
+        assert await refresher.step() == 1
+        assert refresher.checked == 1
+        env.network.pay("customer1", invs[1]["payment_methods"]["lightning"]["bolt11"])
+        await InvoiceListener(env.sessions, env.runtime.lightning, node="lnd",
+                              invoice_fee_bp=env.settings.invoice_fee_bp).sweep()
+        assert await refresher.step() == 1
+        # The clock: invoice 2 reaches its expiry (moved into the past here).
+        async with env.sessions() as s, s.begin():
+            past = utcnow() - timedelta(seconds=1)
+            await s.execute(update(StoreInvoice).where(StoreInvoice.id == invs[2]["id"])
+                            .values(expires_at=past, next_check_at=past))
+        assert await refresher.step() == 1
+        got = {i["id"]: (await c.get(f"/api/v1/invoices/{i['id']}", headers=shop["read"])
+                         ).json()["status"] for i in invs[:4]}
+        assert list(got.values()) == ["processing", "settled", "expired", "new"]
+        # Re-checking recent payments inside the safety margin changes nothing.
+        assert await refresher.step() == 0
+        async with env.sessions() as s:
+            nxt = (await s.get(StoreInvoice, invs[2]["id"])).next_check_at
+        monitoring = timedelta(minutes=env.settings.invoice_monitoring_minutes)
+        assert nxt == past + monitoring  # next: the end of the monitoring window

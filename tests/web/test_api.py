@@ -69,6 +69,53 @@ async def test_authentication_errors_are_problem_json(engine, db_url, world):
         assert r.status_code == 200 and world["alice_wallet"] in r.json()["wallets"]
 
 
+async def test_verified_keys_are_remembered_for_the_ttl_only(engine, db_url, world, sessions):
+    """A key revoked in another process (here: straight in the database) stops working once
+    its cache entry is older than the TTL; a wrong secret for a cached key id never passes;
+    failures are not cached."""
+    from sqlalchemy import func, select
+
+    from satvault.accounts.models import ApiKey
+    from satvault.accounts.security import parse_token
+    from satvault.web.deps import PrincipalCache
+
+    now = [1000.0]
+    async with client_for(engine, db_url) as c:
+        cache = PrincipalCache(ttl=10, clock=lambda: now[0])
+        c._transport.app.state.principals = cache  # type: ignore[attr-defined]
+        assert (await c.get("/api/v1/me", headers=auth(world["alice"]))).status_code == 200
+        key_id, _ = parse_token(world["alice"])
+        forged = f"sv.{key_id}.{'A' * 43}"
+        assert (await c.get("/api/v1/me", headers=auth(forged))).status_code == 401
+        async with sessions() as s, s.begin():
+            await acc.revoke_api_key(s, key_id=key_id)
+        async with sessions() as s:
+            revoked = (await s.execute(select(func.count()).select_from(ApiKey).where(
+                ApiKey.revoked_at.is_not(None)))).scalar_one()
+        assert revoked == 1
+        now[0] += 9
+        assert (await c.get("/api/v1/me", headers=auth(world["alice"]))).status_code == 200
+        now[0] += 2
+        r = await c.get("/api/v1/me", headers=auth(world["alice"]))
+        assert r.status_code == 401 and "revoked" in r.json()["detail"]
+        # forget() drops a key at once (what an in-process revocation would call).
+        assert (await c.get("/api/v1/me", headers=auth(world["admin"]))).status_code == 200
+        admin_id, _ = parse_token(world["admin"])
+        cache.forget(admin_id)
+        assert cache.get(world["admin"]) is None
+
+
+def test_principal_cache_bounds_its_size():
+    from satvault.accounts.service import Principal
+    from satvault.web.deps import PrincipalCache
+
+    cache = PrincipalCache(ttl=60, max_entries=3)
+    for i in range(5):
+        cache.put(f"t{i}", Principal(f"key_{i}", "user", "usr_x", frozenset()))
+    assert [cache.get(f"t{i}") is not None for i in range(5)] == [False, False, True, True, True]
+    assert PrincipalCache(ttl=0).get("t") is None
+
+
 async def test_wallet_ownership_and_scopes(engine, db_url, world):
     async with client_for(engine, db_url) as c:
         r = await c.get(f"/api/v1/wallets/{world['alice_wallet']}", headers=auth(world["alice"]))

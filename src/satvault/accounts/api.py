@@ -11,7 +11,7 @@ from satvault.accounts.errors import NotFound
 from satvault.accounts.models import Wallet
 from satvault.accounts.schemas import MeOut, StatementLineOut, StatementOut, WalletOut
 from satvault.accounts.service import Principal, get_wallet
-from satvault.ledger.assets import get_asset
+from satvault.accounts.views import wallet_balances
 from satvault.ledger.history import statement
 from satvault.ledger.store import get_account
 from satvault.web.deps import CurrentPrincipal, SessionDep, require_scope
@@ -57,14 +57,7 @@ async def wallet_balance(wallet_id: str, session: SessionDep,
                          principal: WalletReader) -> WalletOut:
     wallet = await visible_wallet(session, principal, wallet_id)
     account = await get_account(session, wallet.ledger_account_id)
-    b = account.balances
-    return WalletOut(
-        id=wallet.id, owner_type=wallet.owner_type, owner_id=wallet.owner_id,
-        asset=wallet.asset, unit=get_asset(wallet.asset).unit,
-        available_msat=b.credits_posted - b.debits_posted - b.debits_pending,
-        posted_msat=b.credits_posted - b.debits_posted,
-        incoming_msat=b.credits_pending, held_msat=b.debits_pending,
-    )
+    return WalletOut(**wallet_balances(wallet, account.balances))
 
 
 @router.get("/wallets/{wallet_id}/transactions", response_model=StatementOut)

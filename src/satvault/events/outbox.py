@@ -37,6 +37,7 @@ from satvault.accounts.security import new_id
 from satvault.db import utcnow
 from satvault.events.catalog import EVENT_TYPES, SUBJECT_TYPES, matches
 from satvault.events.models import OutboxEvent, Webhook, WebhookDelivery
+from satvault.ledger.store import BALANCES_CHANGED
 from satvault.logs import get_logger
 
 __all__ = ["OutboxNotifier", "dumps", "emit", "envelope", "mark_changed", "notifier"]
@@ -124,11 +125,6 @@ def _after_commit(session: Session) -> None:
         notifier.notify()
 
 
-@event.listens_for(Session, "after_rollback")
-def _after_rollback(session: Session) -> None:
-    session.info.pop(_FLAG, None)
-
-
 async def emit(
     session: AsyncSession,
     *,
@@ -145,6 +141,15 @@ async def emit(
 
     ``wallet_id`` routes the event to that wallet's live-update stream (it defaults to the
     subject for wallet events). Events without ``store_id`` reach no webhook."""
+    return await session.run_sync(
+        _write, type=type, subject_type=subject_type, subject_id=subject_id, payload=payload,
+        store_id=store_id, wallet_id=wallet_id, now=now)
+
+
+def _write(session: Session, *, type: str, subject_type: str, subject_id: str,
+           payload: Mapping[str, Any], store_id: str | None, wallet_id: str | None,
+           now: datetime | None) -> int:
+    """:func:`emit` on the synchronous session (commit hooks run there)."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
     if subject_type not in SUBJECT_TYPES or type.split(".", 1)[0] != subject_type:
@@ -155,18 +160,18 @@ async def emit(
         wallet_id = subject_id
     created_at = now or utcnow()
     payload_json = dumps(dict(payload))
-    event_id = int((await session.execute(
+    event_id = int(session.execute(
         insert(outbox_t).returning(outbox_t.c.id),
         {"type": type, "subject_type": subject_type, "subject_id": subject_id,
          "store_id": store_id, "wallet_id": wallet_id, "payload": payload_json,
          "created_at": created_at},
-    )).scalar_one())
+    ).scalar_one())
     if store_id is not None:
-        hooks = (await session.execute(
+        hooks = session.execute(
             select(Webhook.id, Webhook.events)
             .where(Webhook.store_id == store_id, Webhook.enabled.is_(True))
             .order_by(Webhook.id)
-        )).all()
+        ).all()
         body = envelope(event_id, type, created_at, payload_json)
         rows = [{"id": new_id("whd"), "webhook_id": hook.id, "event_id": event_id,
                  "event_type": type, "status": "pending", "attempts": 0,
@@ -174,6 +179,36 @@ async def emit(
                  "created_at": created_at, "updated_at": created_at}
                 for hook in hooks if matches(hook.events.split(), type)]
         if rows:
-            await session.execute(insert(deliveries_t), rows)
-    mark_changed(session)
+            session.execute(insert(deliveries_t), rows)
+    session.info[_FLAG] = True
     return event_id
+
+
+@event.listens_for(Session, "before_commit")
+def _balances_changed(session: Session) -> None:
+    """One ``wallet.balance_changed`` per wallet whose ledger account this transaction moved,
+    with the balances it commits (the ledger notes the accounts in ``session.info``)."""
+    changed = session.info.pop(BALANCES_CHANGED, None)
+    if not changed:
+        return
+    from satvault.accounts.models import Wallet
+    from satvault.accounts.views import wallet_balances
+    from satvault.ledger.models import LedgerAccount
+
+    rows = session.execute(
+        select(Wallet, LedgerAccount)
+        .join(LedgerAccount, LedgerAccount.id == Wallet.ledger_account_id)
+        .where(Wallet.ledger_account_id.in_(sorted(changed)))
+        .order_by(Wallet.id)
+        .execution_options(populate_existing=True)  # the ledger wrote with Core statements
+    ).all()
+    for wallet, account in rows:
+        _write(session, type="wallet.balance_changed", subject_type="wallet",
+               subject_id=wallet.id, payload=wallet_balances(wallet, account),
+               store_id=None, wallet_id=None, now=None)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_FLAG, None)
+    session.info.pop(BALANCES_CHANGED, None)

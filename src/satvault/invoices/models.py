@@ -42,5 +42,8 @@ class StoreInvoice(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # When the clock alone can next change the status (expiry, the end of the monitoring
+    # window); None once it cannot. Payments wake the refresher by themselves.
+    next_check_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
 
     __table_args__ = (UniqueConstraint("deposit_id", name="deposit"),)

@@ -33,13 +33,14 @@ from satvault.invoices.status import (
     InvoiceFacts,
     Status,
     decide,
+    next_deadline,
     threshold_msat,
 )
 from satvault.lightning.invoices import create_invoice as create_ln_invoice
 from satvault.lightning.models import LnInvoice
 from satvault.logs import get_logger
 from satvault.onchain.bip21 import make_bip21, msat_to_sat_ceil
-from satvault.onchain.deposits import create_deposit
+from satvault.onchain.deposits import open_deposit
 from satvault.onchain.models import DepositRequest, OnchainAddress, OnchainPayment
 from satvault.rates.base import currency_scale
 from satvault.rates.convert import apply_spread, fiat_to_msat
@@ -144,15 +145,18 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
         confirmed_msat=0, seen_msat=0, full_seen_at=None,
         expires_at=now + timedelta(minutes=request.expiration_minutes), created_at=now,
         updated_at=now, settled_at=None)
+    inv.next_check_at = inv.expires_at
     session.add(inv)
     await session.flush()
-    if "onchain" in methods:
-        dep = await create_deposit(session, wallet=wallet, settings=settings, amount_msat=due,
-                                   description=f"Invoice {inv.id}", confirmations=speed)
-        dep.request.expires_at = inv.expires_at
-        inv.deposit_id = dep.request.id
     if "lightning" in methods and lightning is not None:
         await _new_ln_invoice(session, inv, due, lightning, settings)
+    if "onchain" in methods:
+        # Last: on PostgreSQL the allocation holds the address cursor's row lock until commit,
+        # so nothing slow (the Lightning node above) may come after it.
+        dep = await open_deposit(session, wallet=wallet, settings=settings, amount_msat=due,
+                                 description=f"Invoice {inv.id}", confirmations=speed,
+                                 expires_at=inv.expires_at)
+        inv.deposit_id = dep.id
     await _emit(session, inv, "invoice.created")
     return inv
 
@@ -231,13 +235,18 @@ async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Setting
                   lightning: LightningBackend | None = None) -> bool:
     """Recompute an invoice from its payments; True if anything changed."""
     if inv.additional_status == Additional.MARKED.value:
+        inv.next_check_at = None
         return False
     credited, seen, full_at = await _payments(session, inv)
+    now = utcnow()
+    monitoring = timedelta(minutes=settings.invoice_monitoring_minutes)
     status, extra = decide(InvoiceFacts(
         due_msat=inv.due_msat, tolerance_bp=inv.tolerance_bp, confirmed_msat=credited,
-        seen_msat=seen, expires_at=inv.expires_at, full_seen_at=full_at, now=utcnow(),
-        monitoring=timedelta(minutes=settings.invoice_monitoring_minutes),
-        accept_late=settings.invoice_accept_late))
+        seen_msat=seen, expires_at=inv.expires_at, full_seen_at=full_at, now=now,
+        monitoring=monitoring, accept_late=settings.invoice_accept_late))
+    deadline = next_deadline(inv.expires_at, monitoring, now)
+    if inv.next_check_at != deadline:
+        inv.next_check_at = deadline
     received_more = seen > inv.seen_msat
     changed = (status.value, extra.value, credited, seen) != (
         inv.status, inv.additional_status, inv.confirmed_msat, inv.seen_msat)
@@ -284,6 +293,7 @@ async def mark_invoice(session: AsyncSession, inv: StoreInvoice, status: str) ->
     if inv.status in ("settled", "invalid") and inv.additional_status != "marked":
         raise InvalidInput(f"the invoice is already {inv.status}")
     inv.status, inv.additional_status, inv.updated_at = status, "marked", utcnow()
+    inv.next_check_at = None  # the merchant decided; payments no longer move it
     if status == "settled" and inv.settled_at is None:
         inv.settled_at = utcnow()
     await _emit(session, inv, f"invoice.{status}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-__all__ = ["Additional", "InvoiceFacts", "Status", "decide", "threshold_msat"]
+__all__ = ["Additional", "InvoiceFacts", "Status", "decide", "next_deadline", "threshold_msat"]
 
 
 class Status(StrEnum):
@@ -72,3 +72,14 @@ def decide(f: InvoiceFacts) -> tuple[Status, Additional]:
         return Status.EXPIRED, Additional.PAID_LATE
     partial = Additional.PAID_PARTIAL if f.seen_msat > 0 else Additional.NONE
     return (Status.EXPIRED if expired else Status.NEW), partial
+
+
+def next_deadline(expires_at: datetime, monitoring: timedelta, now: datetime
+                  ) -> datetime | None:
+    """The next moment at which :func:`decide` can answer differently with the same payments:
+    time enters it only through ``expires_at`` and ``expires_at + monitoring``. None once both
+    have passed (from then on only a payment can change the status)."""
+    for moment in (expires_at, expires_at + monitoring):
+        if now < moment:
+            return moment
+    return None

@@ -1,11 +1,28 @@
-"""Background work for invoices: keep every live invoice's status in step with its payments."""
+"""Background work for invoices: keep every live invoice's status in step with its payments.
+
+Looking at every open invoice on every tick costs O(open invoices) transactions per tick, which
+grows with the shop's traffic and, on SQLite, queues behind the API's writes. The
+:class:`InvoiceRefresher` therefore looks only at invoices that can have changed:
+
+* those whose ``next_check_at`` has come (the clock alone can move an invoice only at its
+  expiry and at the end of its monitoring window);
+* those with an on-chain payment (``onchain_payments.updated_at``) or a paid Lightning invoice
+  (``ln_invoices.paid_at``) changed since its previous tick, less a safety ``margin`` so a
+  transaction that stamped its row before that tick but committed after it is still seen.
+
+Refreshing an invoice that did not change writes nothing, so a wide margin costs little. A full
+sweep (:func:`refresh_open_invoices`) runs at start-up and every ``full_sweep_every`` as the
+backstop, for instance after a transaction that ran longer than the margin.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import CompoundSelect, select, union
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.backends.lightning import LightningBackend
@@ -14,8 +31,10 @@ from satvault.db import utcnow
 from satvault.invoices.models import StoreInvoice
 from satvault.invoices.service import refresh
 from satvault.ledger.store import retrying
+from satvault.lightning.models import LnInvoice
+from satvault.onchain.models import OnchainPayment
 
-__all__ = ["refresh_open_invoices"]
+__all__ = ["InvoiceRefresher", "refresh_open_invoices"]
 
 
 async def _one(session: AsyncSession, *, invoice_id: str, settings: Settings,
@@ -26,21 +45,81 @@ async def _one(session: AsyncSession, *, invoice_id: str, settings: Settings,
     return await refresh(session, inv, settings=settings, lightning=lightning)
 
 
-async def refresh_open_invoices(sessions: async_sessionmaker[AsyncSession], settings: Settings,
-                                lightning: LightningBackend | None) -> int:
-    """Refresh live invoices and those still inside the monitoring window (a late payment can
-    arrive after expiry). Returns how many changed."""
-    since = utcnow() - timedelta(minutes=settings.invoice_monitoring_minutes)
-    async with sessions() as s:
-        ids = (await s.execute(select(StoreInvoice.id).where(
-            StoreInvoice.additional_status != "marked",
-            StoreInvoice.status.in_(("new", "processing"))
-            | ((StoreInvoice.status == "expired") & (StoreInvoice.expires_at > since))
-            # a reorg can take a settled invoice's payment away again
-            | ((StoreInvoice.status == "settled") & (StoreInvoice.settled_at > since))
-        ))).scalars().all()
+async def _refresh_each(sessions: async_sessionmaker[AsyncSession], ids: Iterable[str],
+                        settings: Settings, lightning: LightningBackend | None) -> int:
     changed = 0
-    for invoice_id in ids:
+    for invoice_id in sorted(set(ids)):
         changed += int(await retrying(sessions, partial(
             _one, invoice_id=invoice_id, settings=settings, lightning=lightning)))
     return changed
+
+
+async def live_invoice_ids(session: AsyncSession, *, now: datetime,
+                           monitoring: timedelta) -> list[str]:
+    """Every invoice a payment or the clock could still move: open ones, and expired or
+    settled ones inside the monitoring window (a late payment, a reorg)."""
+    since = now - monitoring
+    return list((await session.execute(select(StoreInvoice.id).where(
+        StoreInvoice.additional_status != "marked",
+        StoreInvoice.status.in_(("new", "processing"))
+        | ((StoreInvoice.status == "expired") & (StoreInvoice.expires_at > since))
+        | ((StoreInvoice.status == "settled") & (StoreInvoice.settled_at > since))
+    ))).scalars().all())
+
+
+async def refresh_open_invoices(sessions: async_sessionmaker[AsyncSession], settings: Settings,
+                                lightning: LightningBackend | None) -> int:
+    """The full sweep, O(live invoices): refresh every live invoice; returns how many
+    changed."""
+    async with sessions() as s:
+        ids = await live_invoice_ids(s, now=utcnow(), monitoring=timedelta(
+            minutes=settings.invoice_monitoring_minutes))
+    return await _refresh_each(sessions, ids, settings, lightning)
+
+
+async def due_invoice_ids(session: AsyncSession, *, now: datetime,
+                          payments_since: datetime) -> list[str]:
+    """Invoices whose deadline has come or whose payments changed since ``payments_since``:
+    three indexed lookups, however many invoices are open."""
+    q: CompoundSelect[Any] = union(
+        select(StoreInvoice.id).where(StoreInvoice.next_check_at <= now),
+        select(StoreInvoice.id).join(
+            OnchainPayment, OnchainPayment.request_id == StoreInvoice.deposit_id
+        ).where(OnchainPayment.updated_at >= payments_since),
+        select(LnInvoice.store_invoice_id).where(
+            LnInvoice.store_invoice_id.is_not(None), LnInvoice.paid_at >= payments_since),
+    )
+    return [r for r in (await session.execute(q)).scalars().all() if r is not None]
+
+
+class InvoiceRefresher:
+    """The invoice worker's tick: incremental, with a periodic full sweep (module docstring)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings,
+                 lightning: LightningBackend | None, *,
+                 margin: timedelta = timedelta(seconds=120),
+                 full_sweep_every: timedelta = timedelta(minutes=10)) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.lightning = lightning
+        self.margin = margin
+        self.full_sweep_every = full_sweep_every
+        self._last_tick: datetime | None = None
+        self._last_sweep: datetime | None = None
+        self.checked = 0  # invoices looked at by the last step (for tests and logs)
+
+    async def step(self) -> int:
+        """One tick; returns how many invoices changed."""
+        now = utcnow()
+        async with self.sessions() as s:
+            if self._last_tick is None or self._last_sweep is None \
+                    or now - self._last_sweep >= self.full_sweep_every:
+                self._last_sweep = now
+                ids = await live_invoice_ids(s, now=now, monitoring=timedelta(
+                    minutes=self.settings.invoice_monitoring_minutes))
+            else:
+                ids = await due_invoice_ids(s, now=now,
+                                            payments_since=self._last_tick - self.margin)
+        self._last_tick = now
+        self.checked = len(ids)
+        return await _refresh_each(self.sessions, ids, self.settings, self.lightning)

@@ -68,6 +68,8 @@ from satvault.ledger.errors import (
 from satvault.ledger.models import LedgerAccount, LedgerFailedTransfer, LedgerTransfer
 
 __all__ = [
+    "BALANCES_CHANGED",
+    "WALLET_KINDS",
     "ConcurrentUpdate",
     "count_transfers",
     "create_account",
@@ -341,6 +343,20 @@ async def _apply_deltas(session: AsyncSession, deltas: Mapping[int, Balances]) -
         "cq": [Decimal(d.credits_pending) for _, d in rows]})
 
 
+WALLET_KINDS = frozenset({AccountKind.CUSTOMER_WALLET, AccountKind.MERCHANT_WALLET})
+# session.info key: ids of wallet accounts whose balances this transaction changed. The events
+# package reads it when the transaction commits and writes one ``wallet.balance_changed`` per
+# wallet (the ledger itself knows nothing of events).
+BALANCES_CHANGED = "satvault.ledger.balances_changed"
+
+
+def _note_wallets_changed(session: AsyncSession, deltas: Mapping[int, Balances],
+                          accounts: Mapping[int, Account]) -> None:
+    changed = {aid for aid in deltas if accounts[aid].kind in WALLET_KINDS}
+    if changed:
+        session.info.setdefault(BALANCES_CHANGED, set()).update(changed)
+
+
 def _is_unique_violation(exc: DBAPIError) -> bool:
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     return code == "23505" or "UNIQUE constraint failed" in str(exc.orig)
@@ -378,6 +394,7 @@ async def create_transfers(
             seqs = {r.id: r.seq for r in rows}
         if plan.deltas:
             await _apply_deltas(session, plan.deltas)
+            _note_wallets_changed(session, plan.deltas, accounts)
         for pending_id, new_state in plan.hold_updates.items():
             res = await session.execute(
                 update(transfers_t)

@@ -24,7 +24,7 @@ from satvault.onchain.bip21 import make_bip21, msat_to_sat_ceil
 from satvault.onchain.models import ChainBlock, DepositRequest, OnchainAddress, OnchainPayment
 from satvault.onchain.service import allocate_address
 
-__all__ = ["DepositView", "PaymentView", "create_deposit", "view_deposit"]
+__all__ = ["DepositView", "PaymentView", "create_deposit", "open_deposit", "view_deposit"]
 
 MAX_DEPOSIT_MSAT = 21_000_000 * 100_000_000 * 1000
 
@@ -53,6 +53,17 @@ class DepositView:
 async def create_deposit(session: AsyncSession, *, wallet: Wallet, settings: Settings,
                          amount_msat: int | None = None, description: str = "",
                          confirmations: int | None = None) -> DepositView:
+    req = await open_deposit(session, wallet=wallet, settings=settings,
+                             amount_msat=amount_msat, description=description,
+                             confirmations=confirmations)
+    return await view_deposit(session, req.id)
+
+
+async def open_deposit(session: AsyncSession, *, wallet: Wallet, settings: Settings,
+                       amount_msat: int | None = None, description: str = "",
+                       confirmations: int | None = None,
+                       expires_at: datetime | None = None) -> DepositRequest:
+    """A deposit request with a freshly allocated address (no view: nothing has arrived)."""
     if amount_msat is not None and not 1000 <= amount_msat <= MAX_DEPOSIT_MSAT:
         raise InvalidInput("amount_msat must be at least 1 sat (1000 msat) and at most "
                            "21 million BTC")
@@ -60,7 +71,7 @@ async def create_deposit(session: AsyncSession, *, wallet: Wallet, settings: Set
         raise InvalidInput("description is limited to 256 characters")
     required = settings.deposit_confirmations if confirmations is None else confirmations
     now = utcnow()
-    expires = now + timedelta(minutes=settings.deposit_expiry_minutes)
+    expires = expires_at or now + timedelta(minutes=settings.deposit_expiry_minutes)
     request_id = new_id("dep")
     recycle = timedelta(days=settings.recycle_after_days) if settings.recycle_after_days else None
     alloc = await allocate_address(session, owner_type=wallet.owner_type,
@@ -73,7 +84,7 @@ async def create_deposit(session: AsyncSession, *, wallet: Wallet, settings: Set
                          status="open", created_at=now, expires_at=expires)
     session.add(req)
     await session.flush()
-    return await view_deposit(session, request_id)
+    return req
 
 
 async def tip_height(session: AsyncSession) -> int | None:

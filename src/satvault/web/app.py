@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,13 +23,14 @@ from satvault.events.api import router as events_router
 from satvault.events.delivery import WebhookDispatcher
 from satvault.events.tasks import webhook_worker
 from satvault.invoices.api import router as invoices_router
-from satvault.invoices.tasks import refresh_open_invoices
+from satvault.invoices.tasks import InvoiceRefresher
 from satvault.ledger.api import router as ledger_router
 from satvault.lightning.lnurl_server import router as lnurl_router
 from satvault.migrate import ensure_current
 from satvault.onchain.api import router as onchain_router
 from satvault.payouts.api import router as payouts_router
 from satvault.runtime import Runtime
+from satvault.web.deps import PrincipalCache
 from satvault.web.problems import install_problem_handlers
 from satvault.workers import (
     Worker,
@@ -71,8 +71,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
                 rt.watcher.wake = watcher_worker.wake  # /admin/chain/notify wakes the loop
                 workers.append(watcher_worker)
                 workers.append(payout_worker(rt.payouts, settings.payout_interval))
-                workers.append(Worker("invoices", 1.0, partial(
-                    refresh_open_invoices, sessions, settings, rt.lightning)))
+                workers.append(Worker("invoices", 1.0, InvoiceRefresher(
+                    sessions, settings, rt.lightning).step))
                 if rt.payer is not None:
                     payer = lightning_payer_worker(rt.payer, settings.ln_payer_interval)
                     rt.payer_wake = payer.wake
@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = sessions
+    app.state.principals = PrincipalCache(settings.api_key_cache_seconds)
     app.state.workers = []
     app.state.runtime = runtime
     install_problem_handlers(app)

@@ -3,6 +3,9 @@ the settings and the authenticated caller."""
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
@@ -13,7 +16,8 @@ from satvault.accounts.errors import Forbidden, Unauthenticated
 from satvault.accounts.service import Principal, authenticate_api_key
 from satvault.config import Settings
 
-__all__ = ["CurrentPrincipal", "SessionDep", "SettingsDep", "require_any_scope", "require_scope"]
+__all__ = ["CurrentPrincipal", "PrincipalCache", "SessionDep", "SettingsDep", "require_any_scope",
+           "require_scope"]
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -49,9 +53,58 @@ async def _principal(
         token = value
     if not token:
         raise Unauthenticated("an API key is required")
+    cache: PrincipalCache | None = getattr(request.app.state, "principals", None)
+    if cache is not None and (known := cache.get(token)) is not None:
+        return known
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
     async with sessions() as session, session.begin():
-        return await authenticate_api_key(session, token)
+        principal = await authenticate_api_key(session, token)
+    if cache is not None:
+        cache.put(token, principal)
+    return principal
+
+
+class PrincipalCache:
+    """Verified API keys remembered for ``ttl`` seconds, so a busy client does not cost a
+    database round trip (and, on SQLite, a turn at the write lock) per request.
+
+    Entries are keyed by a SHA-256 of the whole token, so the cache holds no usable secret and
+    a wrong secret for a known key id never matches. Only successes are remembered. A key
+    revoked by another process (the CLI) keeps working for at most ``ttl`` seconds;
+    :meth:`forget` drops a key at once in this one."""
+
+    def __init__(self, ttl: float, max_entries: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
+
+    @staticmethod
+    def _key(token: str) -> bytes:
+        return hashlib.sha256(token.encode()).digest()
+
+    def get(self, token: str) -> Principal | None:
+        key = self._key(token)
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        if hit[0] <= self._clock():
+            del self._entries[key]
+            return None
+        return hit[1]
+
+    def put(self, token: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        self._entries[self._key(token)] = (self._clock() + self.ttl, principal)
+        self._entries.move_to_end(self._key(token))
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def forget(self, key_id: str) -> None:
+        for key in [k for k, (_, p) in self._entries.items() if p.key_id == key_id]:
+            del self._entries[key]
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
