@@ -313,3 +313,34 @@ def test_destination_kinds():
     assert destination_kind("lightning:lnbcrt10u1p") == "bolt11"
     assert destination_kind("bcrt1qcr8te4kr609gcawutmrza0j4xv80jy8zeqchgx") == "onchain"
     assert destination_kind("bitcoin:bcrt1qcr8te4kr609gcawutmrza0j4xv80jy8zeqchgx") == "onchain"
+
+
+async def test_bounded_sweeps_take_turns_through_all_open_invoices(lnenv: LnEnv):
+    """The listener's periodic sweep asks the node about at most ``limit`` open invoices per
+    call, continuing where it stopped, so its cost does not grow with the open invoices and
+    every invoice still gets its turn."""
+    env = lnenv
+    bob = await env.wallet_for("bob@example.com")
+    async with env.sessions() as s, s.begin():
+        invs = [await create_invoice(s, backend=env.runtime.lightning, wallet=bob,
+                                     amount_msat=(1_000 + i) * SAT, memo=f"n{i}")
+                for i in range(5)]
+    for inv in invs:  # paid while nobody listens to the stream
+        env.network.pay("customer1", inv.bolt11)
+    listener = InvoiceListener(env.sessions, env.runtime.lightning, node="lnd")
+    calls: list[str] = []
+    real = env.runtime.lightning.lookup_invoice
+
+    async def counting(payment_hash: str):
+        calls.append(payment_hash)
+        return await real(payment_hash)
+
+    env.runtime.lightning.lookup_invoice = counting  # type: ignore[method-assign]
+    try:
+        credited = [await listener.sweep(limit=2) for _ in range(3)]
+    finally:
+        env.runtime.lightning.lookup_invoice = real  # type: ignore[method-assign]
+    assert credited == [2, 2, 1] and len(calls) == 5  # 2 + 2 + 1: never more than the limit
+    assert len(set(calls)) == 5
+    assert (await env.balances(bob))["available"] == sum(1_000 + i for i in range(5)) * SAT
+    await env.check()

@@ -46,6 +46,7 @@ log = get_logger(__name__)
 outbox_t = cast(Table, OutboxEvent.__table__)
 deliveries_t = cast(Table, WebhookDelivery.__table__)
 _FLAG = "satvault.events.changed"
+_DELIVERIES = "satvault.events.deliveries_queued"
 
 
 def _default(value: Any) -> Any:
@@ -76,22 +77,27 @@ class OutboxNotifier:
 
     def __init__(self) -> None:
         self._waiters: set[asyncio.Event] = set()
-        self._callbacks: list[Callable[[], None]] = []
+        self._callbacks: list[tuple[Callable[[], None], bool]] = []
 
-    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback`` after every such commit; returns the unsubscribe function."""
-        self._callbacks.append(callback)
+    def subscribe(self, callback: Callable[[], None], *, deliveries_only: bool = False
+                  ) -> Callable[[], None]:
+        """Call ``callback`` after every such commit (with ``deliveries_only``, only after
+        one that queued webhook deliveries); returns the unsubscribe function."""
+        entry = (callback, deliveries_only)
+        self._callbacks.append(entry)
 
         def unsubscribe() -> None:
             with contextlib.suppress(ValueError):
-                self._callbacks.remove(callback)
+                self._callbacks.remove(entry)
 
         return unsubscribe
 
-    def notify(self) -> None:
+    def notify(self, *, deliveries: bool = True) -> None:
         for waiter in list(self._waiters):
             waiter.set()
-        for callback in list(self._callbacks):
+        for callback, deliveries_only in list(self._callbacks):
+            if deliveries_only and not deliveries:
+                continue
             try:
                 callback()
             except Exception:  # a listener's bug must not break the committing caller
@@ -114,15 +120,23 @@ class OutboxNotifier:
 notifier = OutboxNotifier()
 
 
-def mark_changed(session: AsyncSession) -> None:
-    """Have :data:`notifier` fire once this session's transaction commits."""
-    session.sync_session.info[_FLAG] = True
+def mark_changed(session: AsyncSession, *, deliveries: bool = True) -> None:
+    """Have :data:`notifier` fire once this session's transaction commits; ``deliveries``:
+    webhook deliveries were queued (only then is the webhook worker woken)."""
+    _mark(session.sync_session, deliveries=deliveries)
+
+
+def _mark(session: Session, *, deliveries: bool) -> None:
+    session.info[_FLAG] = True
+    if deliveries:
+        session.info[_DELIVERIES] = True
 
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    deliveries = bool(session.info.pop(_DELIVERIES, False))
     if session.info.pop(_FLAG, False):
-        notifier.notify()
+        notifier.notify(deliveries=deliveries)
 
 
 async def emit(
@@ -180,7 +194,9 @@ def _write(session: Session, *, type: str, subject_type: str, subject_id: str,
                 for hook in hooks if matches(hook.events.split(), type)]
         if rows:
             session.execute(insert(deliveries_t), rows)
-    session.info[_FLAG] = True
+        _mark(session, deliveries=bool(rows))
+    else:
+        _mark(session, deliveries=False)
     return event_id
 
 
@@ -211,4 +227,5 @@ def _balances_changed(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
     session.info.pop(_FLAG, None)
+    session.info.pop(_DELIVERIES, None)
     session.info.pop(BALANCES_CHANGED, None)

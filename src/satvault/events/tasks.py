@@ -1,7 +1,8 @@
 """The webhook worker: a :class:`satvault.workers.Worker` around
-:meth:`WebhookDispatcher.step`, woken as soon as a transaction that emitted events (or asked
-for a redelivery) commits in this process; other processes' events are found at the next
-tick."""
+:meth:`WebhookDispatcher.step`, woken as soon as a transaction that queued webhook deliveries
+(or asked for a redelivery) commits in this process; other processes' deliveries are found at
+the next tick. Events no webhook subscribed to do not wake it: under load that would be one
+scheduling query per commit for nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ class WebhookWorker(Worker):
     def __init__(self, dispatcher: WebhookDispatcher, interval: float) -> None:
         super().__init__("webhooks", interval, dispatcher.step)
         self.dispatcher = dispatcher
-        self._unsubscribe = notifier.subscribe(self.wake.set)
+        self._unsubscribe = notifier.subscribe(self.wake.set, deliveries_only=True)
 
     async def stop(self) -> None:
         self._unsubscribe()

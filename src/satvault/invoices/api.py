@@ -83,7 +83,7 @@ async def create(store_id: str, body: InvoiceIn, request: Request, principal: Wr
 
     async def work(session: AsyncSession) -> tuple[int, Any]:
         store = await owned_store(session, principal, store_id)
-        inv = await create_store_invoice(
+        _, payload = await create_store_invoice(
             session, store=store, settings=settings,
             lightning=runtime.lightning if runtime is not None else None,
             rates=runtime.rates if runtime is not None else None,
@@ -94,7 +94,7 @@ async def create(store_id: str, body: InvoiceIn, request: Request, principal: Wr
                 payment_methods=tuple(body.payment_methods), speed_policy=body.speed_policy,
                 payment_tolerance_percent=body.payment_tolerance_percent,
                 redirect_url=body.redirect_url))
-        return 201, await invoice_payload(session, inv, settings.public_url)
+        return 201, payload
 
     owner = f"{principal.owner_type}:{principal.owner_id}"
     return await run_idempotent(request, owner=owner, key=idempotency_key, work=work)

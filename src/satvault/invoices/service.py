@@ -109,7 +109,10 @@ async def _price(settings: Settings, currency: str, value: Decimal, *,
 
 async def create_store_invoice(session: AsyncSession, *, store: Store, request: InvoiceRequest,
                                settings: Settings, lightning: LightningBackend | None,
-                               rates: RateService | None = None) -> StoreInvoice:
+                               rates: RateService | None = None
+                               ) -> tuple[StoreInvoice, dict[str, Any]]:
+    """Create the invoice; returns it with its payload (the ``invoice.created`` event's data,
+    which is also the API's answer)."""
     currency = request.currency.strip().upper()
     methods = tuple(dict.fromkeys(request.payment_methods))
     if not methods or any(m not in METHODS for m in methods):
@@ -157,8 +160,7 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
                                  description=f"Invoice {inv.id}", confirmations=speed,
                                  expires_at=inv.expires_at)
         inv.deposit_id = dep.id
-    await _emit(session, inv, "invoice.created")
-    return inv
+    return inv, await _emit(session, inv, "invoice.created")
 
 
 async def _new_ln_invoice(session: AsyncSession, inv: StoreInvoice, msat: int,
@@ -307,13 +309,13 @@ async def get_invoice(session: AsyncSession, invoice_id: str) -> StoreInvoice:
     return inv
 
 
-async def _emit(session: AsyncSession, inv: StoreInvoice, event: str) -> None:
-    """Write the event in this transaction (webhooks and live updates read the outbox)."""
+async def _emit(session: AsyncSession, inv: StoreInvoice, event: str) -> dict[str, Any]:
+    """Write the event in this transaction (webhooks and live updates read the outbox);
+    returns its payload."""
     from satvault.events.outbox import emit
     from satvault.invoices.views import invoice_payload
 
+    payload = await invoice_payload(session, inv, str(session.info.get("public_url", "")))
     await emit(session, type=event, subject_type="invoice", subject_id=inv.id,
-               payload=await invoice_payload(session, inv,
-                                             str(session.info.get("public_url", ""))),
-               store_id=inv.store_id,
-               wallet_id=inv.wallet_id)
+               payload=payload, store_id=inv.store_id, wallet_id=inv.wallet_id)
+    return payload

@@ -102,6 +102,7 @@ class InvoiceListener:
         self.node = node
         self.invoice_fee_bp = invoice_fee_bp
         self.credited = 0
+        self._sweep_after: str | None = None  # where the next bounded sweep continues
 
     async def _cursor(self) -> int:
         async with self.sessions() as s:
@@ -134,11 +135,21 @@ class InvoiceListener:
                 await self.handle(inv.payment_hash, inv.paid_msat or (inv.amount_msat or 0),
                                   inv.settle_index)
 
-    async def sweep(self) -> int:
-        """Ask the node about every open invoice (catches anything the stream missed)."""
+    async def sweep(self, *, limit: int | None = None) -> int:
+        """Ask the node about open invoices (catches anything the stream missed). With
+        ``limit``, at most that many per call, taking turns through the open invoices (oldest
+        first, then from where the previous call stopped): the stream is the primary path and
+        resumes from the stored settle index, so the sweep is a safety net whose cost must not
+        grow with the number of open invoices."""
         async with self.sessions() as s:
-            hashes = (await s.execute(select(LnInvoice.payment_hash).where(
-                LnInvoice.status == "open"))).scalars().all()
+            q = select(LnInvoice.id, LnInvoice.payment_hash).where(LnInvoice.status == "open")
+            if limit is not None and self._sweep_after is not None:
+                q = q.where(LnInvoice.id > self._sweep_after)
+            rows = (await s.execute(q.order_by(LnInvoice.id).limit(limit))).all()
+        if limit is not None:
+            # A short page means the end was reached: the next call starts from the beginning.
+            self._sweep_after = rows[-1].id if len(rows) == limit else None
+        hashes = [r.payment_hash for r in rows]
         n = 0
         for h in hashes:
             inv = await self.backend.lookup_invoice(h)
@@ -147,17 +158,17 @@ class InvoiceListener:
         await retrying(self.sessions, expire_invoices)
         return n
 
-    async def run(self, *, sweep_every: float = 30.0) -> None:
+    async def run(self, *, sweep_every: float = 30.0, sweep_limit: int = 200) -> None:
         delay = 0.5
         stream: asyncio.Task[None] | None = None
         while True:
             try:
-                await self.sweep()
+                await self.sweep(limit=sweep_limit)
                 stream = asyncio.create_task(self.listen_once())
                 while not stream.done():
                     await asyncio.wait({stream}, timeout=sweep_every)
                     if not stream.done():
-                        await self.sweep()
+                        await self.sweep(limit=sweep_limit)
                 stream.result()
                 delay = 0.5
             except asyncio.CancelledError:

@@ -113,12 +113,26 @@ class Watcher:
     async def _refresh_scripts(self, session: AsyncSession) -> None:
         from sqlalchemy import func
 
-        version = tuple((await session.execute(
+        count, top = (int(v) for v in (await session.execute(
             select(func.count(OnchainAddress.id), func.coalesce(func.max(OnchainAddress.id), 0))
         )).one())
-        if version != self._scripts_version:
-            self._scripts = await watched_scripts(session)
-            self._scripts_version = (int(version[0]), int(version[1]))
+        if (count, top) == self._scripts_version:
+            return
+        old_count, old_top = self._scripts_version
+        if old_count >= 0:
+            # Addresses are only ever added and their scripts never change, so the rows past
+            # the last id seen are usually all that is new. They are only if the counts agree:
+            # a row with a lower id committed late (PostgreSQL hands out ids before commit)
+            # makes them disagree, and then the whole set is read again.
+            rows = (await session.execute(
+                select(OnchainAddress.script_pubkey, OnchainAddress.id)
+                .where(OnchainAddress.id > old_top))).all()
+            if old_count + len(rows) == count and max((r.id for r in rows), default=top) == top:
+                self._scripts.update({bytes.fromhex(r.script_pubkey): r.id for r in rows})
+                self._scripts_version = (count, top)
+                return
+        self._scripts = await watched_scripts(session)
+        self._scripts_version = (count, top)
 
     async def _our_outpoints(self, session: AsyncSession) -> dict[tuple[str, int], int]:
         rows = await session.execute(

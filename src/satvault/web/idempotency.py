@@ -25,7 +25,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -85,10 +85,12 @@ async def _claim(sessions: async_sessionmaker[AsyncSession], owner: str, key: st
 
 
 async def _finish(session: AsyncSession, owner: str, key: str, status: int, body: Any) -> None:
-    row = (await session.execute(select(IdempotencyKey).where(
-        IdempotencyKey.owner == owner, IdempotencyKey.key == key))).scalar_one()
-    row.status, row.response_status = "done", status
-    row.response_body = json.dumps(jsonable_encoder(body))
+    done = await session.execute(update(IdempotencyKey).where(
+        IdempotencyKey.owner == owner, IdempotencyKey.key == key
+    ).values(status="done", response_status=status,
+             response_body=json.dumps(jsonable_encoder(body))))
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        raise RuntimeError(f"the claim of Idempotency-Key {key!r} vanished")
 
 
 async def run_idempotent(
