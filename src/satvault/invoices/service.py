@@ -149,10 +149,10 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
         expires_at=now + timedelta(minutes=request.expiration_minutes), created_at=now,
         updated_at=now, settled_at=None)
     inv.next_check_at = inv.expires_at
-    session.add(inv)
-    await session.flush()
+    ln = address = None
     if "lightning" in methods and lightning is not None:
-        await _new_ln_invoice(session, inv, due, lightning, settings)
+        ln = await _new_ln_invoice(session, inv, due, lightning, settings, wallet=wallet,
+                                   flush=False)
     if "onchain" in methods:
         # Last: on PostgreSQL the allocation holds the address cursor's row lock until commit,
         # so nothing slow (the Lightning node above) may come after it.
@@ -160,20 +160,25 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
                                  description=f"Invoice {inv.id}", confirmations=speed,
                                  expires_at=inv.expires_at)
         inv.deposit_id = dep.id
-    return inv, await _emit(session, inv, "invoice.created")
+        address = dep.address
+        await session.flush()  # the deposit row first: the invoice's foreign key needs it
+    session.add(inv)  # inserted complete: no UPDATE to link it afterwards
+    await session.flush()
+    known = _destinations(inv, address, ln)
+    return inv, await _emit(session, inv, "invoice.created", known=known)
 
 
 async def _new_ln_invoice(session: AsyncSession, inv: StoreInvoice, msat: int,
-                          lightning: LightningBackend, settings: Settings) -> LnInvoice:
-    wallet_obj = await session.get(Wallet, inv.wallet_id)
+                          lightning: LightningBackend, settings: Settings, *,
+                          wallet: Wallet | None = None, flush: bool = True) -> LnInvoice:
+    wallet_obj = wallet or await session.get(Wallet, inv.wallet_id)
     assert wallet_obj is not None
     seconds = max(60, int((inv.expires_at - utcnow()).total_seconds()))
-    ln = await create_ln_invoice(session, backend=lightning, wallet=wallet_obj,
-                                 amount_msat=msat, memo=f"Invoice {inv.id}", purpose="invoice",
-                                 expiry_seconds=seconds, max_msat=settings.ln_max_payment_msat)
-    ln.store_invoice_id = inv.id
-    await session.flush()
-    return ln
+    return await create_ln_invoice(session, backend=lightning, wallet=wallet_obj,
+                                   amount_msat=msat, memo=f"Invoice {inv.id}",
+                                   purpose="invoice", expiry_seconds=seconds,
+                                   max_msat=settings.ln_max_payment_msat,
+                                   store_invoice_id=inv.id, flush=flush)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +193,6 @@ class Destinations:
 async def destinations(session: AsyncSession, inv: StoreInvoice) -> Destinations:
     """Where to pay what is still due: the address, the newest open Lightning invoice, and one
     BIP21 URI carrying both (``bitcoin:ADDR?amount=…&lightning=BOLT11``)."""
-    remaining = max(0, inv.due_msat - inv.seen_msat)
     address = None
     if inv.deposit_id:
         dep = await session.get(DepositRequest, inv.deposit_id)
@@ -198,6 +202,12 @@ async def destinations(session: AsyncSession, inv: StoreInvoice) -> Destinations
     ln = (await session.execute(select(LnInvoice).where(
         LnInvoice.store_invoice_id == inv.id, LnInvoice.status == "open"
     ).order_by(LnInvoice.created_at.desc()).limit(1))).scalar_one_or_none()
+    return _destinations(inv, address, ln)
+
+
+def _destinations(inv: StoreInvoice, address: str | None, ln: LnInvoice | None
+                  ) -> Destinations:
+    remaining = max(0, inv.due_msat - inv.seen_msat)
     bolt11 = ln.bolt11 if ln is not None and remaining else None
     sat = msat_to_sat_ceil(remaining) if remaining else None
     # No label: every character makes the unified QR denser and harder to scan on a phone.
@@ -309,13 +319,15 @@ async def get_invoice(session: AsyncSession, invoice_id: str) -> StoreInvoice:
     return inv
 
 
-async def _emit(session: AsyncSession, inv: StoreInvoice, event: str) -> dict[str, Any]:
+async def _emit(session: AsyncSession, inv: StoreInvoice, event: str, *,
+                known: Destinations | None = None) -> dict[str, Any]:
     """Write the event in this transaction (webhooks and live updates read the outbox);
-    returns its payload."""
+    returns its payload. ``known``: the destinations, when the caller has just made them."""
     from satvault.events.outbox import emit
     from satvault.invoices.views import invoice_payload
 
-    payload = await invoice_payload(session, inv, str(session.info.get("public_url", "")))
+    payload = await invoice_payload(session, inv, str(session.info.get("public_url", "")),
+                                    known=known)
     await emit(session, type=event, subject_type="invoice", subject_id=inv.id,
                payload=payload, store_id=inv.store_id, wallet_id=inv.wallet_id)
     return payload

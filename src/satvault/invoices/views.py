@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.invoices.models import StoreInvoice
 
+if TYPE_CHECKING:
+    from satvault.invoices.service import Destinations
+
 __all__ = ["invoice_payload"]
 
 
 async def invoice_payload(session: AsyncSession, inv: StoreInvoice,
-                          public_url: str = "") -> dict[str, Any]:
+                          public_url: str = "", *, known: Destinations | None = None
+                          ) -> dict[str, Any]:
     from satvault.invoices.service import destinations
 
-    d = await destinations(session, inv)
+    d = known or await destinations(session, inv)
     methods = inv.payment_methods.split(",")
     return {
         "id": inv.id, "store_id": inv.store_id, "status": inv.status,

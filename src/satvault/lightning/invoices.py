@@ -36,7 +36,10 @@ log = get_logger(__name__)
 async def create_invoice(session: AsyncSession, *, backend: LightningBackend, wallet: Wallet,
                          amount_msat: int | None, memo: str = "",
                          description_hash: bytes | None = None, purpose: str = "deposit",
-                         expiry_seconds: int = 3600, max_msat: int = 10**13) -> LnInvoice:
+                         expiry_seconds: int = 3600, max_msat: int = 10**13,
+                         store_invoice_id: str | None = None, flush: bool = True) -> LnInvoice:
+    """Ask the node for an invoice and store it. ``flush=False`` leaves the INSERT to the
+    caller's next flush (one round trip fewer when more rows follow)."""
     if amount_msat is not None and not 1 <= amount_msat <= max_msat:
         raise InvalidInput(f"amount_msat must be between 1 and {max_msat}")
     if len(memo) > 639:
@@ -49,9 +52,11 @@ async def create_invoice(session: AsyncSession, *, backend: LightningBackend, wa
                     description=memo,
                     description_hash=description_hash.hex() if description_hash else None,
                     status="open", paid_msat=None, internal=False, paid_at=None,
+                    store_invoice_id=store_invoice_id,
                     expires_at=now + timedelta(seconds=expiry_seconds), created_at=now)
     session.add(row)
-    await session.flush()
+    if flush:
+        await session.flush()
     return row
 
 

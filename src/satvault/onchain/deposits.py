@@ -24,7 +24,14 @@ from satvault.onchain.bip21 import make_bip21, msat_to_sat_ceil
 from satvault.onchain.models import ChainBlock, DepositRequest, OnchainAddress, OnchainPayment
 from satvault.onchain.service import allocate_address
 
-__all__ = ["DepositView", "PaymentView", "create_deposit", "open_deposit", "view_deposit"]
+__all__ = [
+    "DepositView",
+    "OpenedDeposit",
+    "PaymentView",
+    "create_deposit",
+    "open_deposit",
+    "view_deposit",
+]
 
 MAX_DEPOSIT_MSAT = 21_000_000 * 100_000_000 * 1000
 
@@ -56,14 +63,23 @@ async def create_deposit(session: AsyncSession, *, wallet: Wallet, settings: Set
     req = await open_deposit(session, wallet=wallet, settings=settings,
                              amount_msat=amount_msat, description=description,
                              confirmations=confirmations)
+    await session.flush()
     return await view_deposit(session, req.id)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedDeposit:
+    id: str
+    address: str
 
 
 async def open_deposit(session: AsyncSession, *, wallet: Wallet, settings: Settings,
                        amount_msat: int | None = None, description: str = "",
                        confirmations: int | None = None,
-                       expires_at: datetime | None = None) -> DepositRequest:
-    """A deposit request with a freshly allocated address (no view: nothing has arrived)."""
+                       expires_at: datetime | None = None) -> OpenedDeposit:
+    """A deposit request with a freshly allocated address (no view: nothing has arrived).
+    The request row is added to the session, not flushed: it goes in with the caller's next
+    flush."""
     if amount_msat is not None and not 1000 <= amount_msat <= MAX_DEPOSIT_MSAT:
         raise InvalidInput("amount_msat must be at least 1 sat (1000 msat) and at most "
                            "21 million BTC")
@@ -83,8 +99,7 @@ async def open_deposit(session: AsyncSession, *, wallet: Wallet, settings: Setti
                          description=description, required_confirmations=required,
                          status="open", created_at=now, expires_at=expires)
     session.add(req)
-    await session.flush()
-    return req
+    return OpenedDeposit(request_id, alloc.address)
 
 
 async def tip_height(session: AsyncSession) -> int | None:
