@@ -3,6 +3,7 @@ concurrent clients, satvault on SQLite and PostgreSQL, side by side in one run w
 creating invoices.
 
     python benchmarks/api.py [--duration 10] [--warmup 2] [--clients 16] [--repeat 1]
+                             [--server-workers 2]
 
 satvault: ``POST /api/v1/stores/{store}/invoices`` with a fresh ``Idempotency-Key`` and a store
 API key (``invoices:write``), amount 1000 SATS, in two cases:
@@ -16,6 +17,9 @@ LNbits: ``POST /api/v1/payments {"out": false, "amount": 1000}`` with the wallet
 (FakeWallet, SQLite). Servers, databases and LNbits are started exactly as in
 ``benchmarks/lightning.py`` (whose helpers this file uses): real processes, fresh databases,
 one system at a time, every process stopped by its PID at the end.
+
+On PostgreSQL it runs a second time with ``--server-workers`` API processes (``satvault
+serve --workers N``: the API in N processes, the background workers in the parent).
 
 The last line of output is one JSON object with every figure, the ratios and the machine.
 """
@@ -58,7 +62,7 @@ CASES = {"lightning": ["lightning"], "both": ["onchain", "lightning"]}
 
 
 async def satvault_run(label: str, work: Path, procs: Processes, args: argparse.Namespace,
-                       pg: str | None) -> dict[str, Any]:
+                       pg: str | None, workers: int = 1) -> dict[str, Any]:
     """One fresh server on a fresh database: a merchant, a store, a store key; both cases."""
     pg_name = None
     if pg:
@@ -73,7 +77,7 @@ async def satvault_run(label: str, work: Path, procs: Processes, args: argparse.
         store = sv_cli(env, "store", "create", "--merchant", merchant["id"], "--name", "Online")
         key = sv_cli(env, "apikey", "create", "--owner", store["id"], "--scopes",
                      "invoices:write,invoices:read")["api_key"]
-        base, proc = await serve_satvault(label, env, work, procs)
+        base, proc = await serve_satvault(label, env, work, procs, workers=workers)
         try:
             out: dict[str, Any] = {}
             for case, methods in CASES.items():
@@ -145,6 +149,9 @@ async def amain(args: argparse.Namespace, procs: Processes, result: dict[str, An
     work = Path(tempfile.mkdtemp(prefix="satvault-bench-api-"))
     pg = args.postgres_url or os.environ.get("SATVAULT_TEST_POSTGRES_URL")
     labels = ["sqlite"] + (["postgres"] if pg else [])
+    many = f"postgres_{args.server_workers}proc"
+    if pg and args.server_workers > 1:
+        labels.append(many)
     if not pg:
         result["satvault_postgres"] = {"skipped": "SATVAULT_TEST_POSTGRES_URL is not set"}
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
@@ -157,7 +164,8 @@ async def amain(args: argparse.Namespace, procs: Processes, result: dict[str, An
             log(f"=== round {r + 1} of {args.repeat}")
             for label in labels:
                 runs[label].append(await satvault_run(
-                    label, rdir, procs, args, pg if label == "postgres" else None))
+                    label, rdir, procs, args, pg if label.startswith("postgres") else None,
+                    workers=args.server_workers if label == many else 1))
             if lnbits_missing is None:
                 try:
                     lnbits_runs.append(await lnbits_run(rdir, procs, args))
@@ -184,11 +192,16 @@ async def amain(args: argparse.Namespace, procs: Processes, result: dict[str, An
 
 
 def main() -> None:
-    args = common_arguments(__doc__).parse_args()
+    ap = common_arguments(__doc__)
+    ap.add_argument("--server-workers", type=int, default=2,
+                    help="also run PostgreSQL with this many API processes (`satvault serve "
+                         "--workers N`); 1 to skip")
+    args = ap.parse_args()
     args.profile = None  # lnbits_target reads the lightning benchmark's options
     result: dict[str, Any] = {
         "benchmark": "api",
         "config": {"clients": args.clients, "warmup_s": args.warmup,
+                   "server_workers": args.server_workers,
                    "duration_s": args.duration, "repeat": args.repeat,
                    "amount_sat": AMOUNT_SAT},
         "target": f">= {TARGET_RATIO:g}x LNbits on invoices created per second",

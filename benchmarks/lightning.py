@@ -465,13 +465,15 @@ def satvault_env(home: Path, db_url: str) -> tuple[dict[str, str], int]:
 
 
 async def serve_satvault(label: str, env: dict[str, str], work: Path, procs: Processes,
-                         profile: Path | None = None) -> tuple[str, subprocess.Popen[bytes]]:
-    """``satvault serve`` on a free port (under cProfile when ``profile``); waits for health."""
+                         profile: Path | None = None, workers: int = 1
+                         ) -> tuple[str, subprocess.Popen[bytes]]:
+    """``satvault serve`` on a free port (under cProfile when ``profile``; with ``workers``
+    API processes); waits for health."""
     port = free_port()
     argv = [sys.executable]
     if profile is not None:
         argv += ["-m", "cProfile", "-o", str(profile)]
-    argv += ["-m", "satvault.cli", "serve", "--port", str(port)]
+    argv += ["-m", "satvault.cli", "serve", "--port", str(port), "--workers", str(workers)]
     log_path = work / f"satvault-{label}.log"
     proc = procs.start(f"satvault serve ({label})", argv, env=env, log_path=log_path)
     base = f"http://127.0.0.1:{port}"

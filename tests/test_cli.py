@@ -99,3 +99,100 @@ def test_demo_prints_json_summary_last(tmp_path):
     # then Lightning: +20k received, -5k to the merchant, -3k paid out - routing fee.
     assert 86_000_000 < summary["customer_available_msat"] < 87_000_000
     assert summary["merchant_available_msat"] == 39_600_000 + 5_000_000
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _children(pid: int) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            found.append(cmd)
+    return found
+
+
+def test_serve_with_several_api_processes(db_url, tmp_path):
+    """``serve --workers 2``: refused on SQLite; on PostgreSQL two API processes answer on one
+    port, invoices made through either get distinct addresses, and the background workers
+    (in the parent process) follow a payment to the end."""
+    import time
+    import uuid
+
+    import httpx
+
+    if db_url.startswith("sqlite"):
+        proc = sv("serve", "--workers", "2", url=db_url, home=tmp_path, check=False)
+        assert proc.returncode == 2 and "needs PostgreSQL" in proc.stderr
+        return
+    port, btc, lnd = _free_port(), _free_port(), _free_port()
+    env = {**os.environ, "SATVAULT_HOME": str(tmp_path), "SATVAULT_DATABASE_URL": db_url,
+           "SATVAULT_BITCOIND_URL": f"http://simnet:simnet@127.0.0.1:{btc}/",
+           "SATVAULT_LND_URL": f"http://127.0.0.1:{lnd}", "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("SATVAULT_CONFIG", None)
+
+    def cli(*args: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "satvault.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    cli("init", "--format", "json")
+    merchant = cli("merchant", "create", "--name", "Two")
+    store = cli("store", "create", "--merchant", merchant["id"], "--name", "S")
+    key = cli("apikey", "create", "--owner", store["id"],
+              "--scopes", "invoices:write,invoices:read")["api_key"]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        server = subprocess.Popen([sys.executable, "-m", "satvault.cli", "serve", "--workers",
+                                   "2", "--port", str(port)], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=out, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, log.read_text()[-2000:]
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.3)
+        spawned = [c for c in _children(server.pid) if "multiprocessing" in c]
+        assert len(spawned) >= 2, _children(server.pid)
+        with httpx.Client(base_url=base, headers={"X-Api-Key": key}, timeout=30) as c:
+            made = [c.post(f"/api/v1/stores/{store['id']}/invoices",
+                           headers={"Idempotency-Key": uuid.uuid4().hex},
+                           json={"amount": "20000", "currency": "SATS"}) for _ in range(6)]
+            assert [r.status_code for r in made] == [201] * 6
+            addresses = {r.json()["payment_methods"]["onchain"]["address"] for r in made}
+            assert len(addresses) == 6
+            first = made[0].json()
+            cli("simnet", "pay", first["payment_methods"]["onchain"]["address"], "20000")
+            cli("simnet", "mine", "1")
+            while True:  # the workers run in the parent process, beside the API processes
+                got = c.get(f"/api/v1/invoices/{first['id']}").json()
+                if got["status"] == "settled":
+                    break
+                assert time.monotonic() < deadline + 60, got
+                time.sleep(0.5)
+    finally:
+        server.send_signal(2)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, 9)
+            server.wait()

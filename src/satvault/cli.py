@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
@@ -210,8 +211,12 @@ def _provision_signer(settings: Settings) -> bool:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, max=64, help="API processes. 1: everything in one process. More (PostgreSQL "
+                            "only): that many API processes on one port, and the background "
+                            "workers in this process.")] = 1,
 ) -> None:
-    """Run the API, the background workers and the pages in one process."""
+    """Run the API, the background workers and the pages."""
     import uvicorn
 
     from satvault.web.app import create_app
@@ -238,6 +243,10 @@ def serve(
     except SchemaNotCurrent as exc:
         sys.stderr.write(f"satvault: {exc}\n")
         raise typer.Exit(2) from None
+    if workers > 1 and settings.database_url.startswith("sqlite"):
+        sys.stderr.write("satvault: --workers > 1 needs PostgreSQL: SQLite has one writer, "
+                         "and processes would only queue for it\n")
+        raise typer.Exit(2)
     node = _start_simnet(settings) if settings.chain_backend == "simnet" else None
     ln_node = _start_ln_simnet(settings) if settings.lightning_backend == "simnet" else None
     url = f"http://{settings.host}:{settings.port}"
@@ -257,13 +266,51 @@ def serve(
         + "\n"
     )
     try:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_config=None, access_log=False)
+        if workers == 1:
+            uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                        log_config=None, access_log=False)
+        else:
+            _serve_processes(settings, workers)
     finally:
         if node is not None:
             node.stop()
         if ln_node is not None:
             ln_node.stop()
+
+
+def _serve_processes(settings: Settings, workers: int) -> None:
+    """``workers`` API processes (uvicorn's supervisor, all on one port) and, in a thread of
+    this process, the app's background workers (one set for the whole platform: they claim
+    their work in the database, but one set is enough and keeps the logs readable). The
+    processes share nothing but the database; a worker started in this process is woken by
+    the API processes only through it (each polls on its interval)."""
+    import threading
+
+    import uvicorn
+
+    from satvault.web.app import create_app
+
+    # The API processes read their settings from the environment, as any satvault process.
+    os.environ["SATVAULT_HOST"], os.environ["SATVAULT_PORT"] = settings.host, str(settings.port)
+    stop = threading.Event()
+
+    def background() -> None:
+        async def run() -> None:
+            app = create_app(settings)
+            async with app.router.lifespan_context(app):
+                while not stop.is_set():
+                    await asyncio.sleep(0.2)
+
+        asyncio.run(run())
+
+    thread = threading.Thread(target=background, name="satvault-workers", daemon=True)
+    thread.start()
+    try:
+        uvicorn.run("satvault.web.app:api_app", factory=True, workers=workers,
+                    host=settings.host, port=settings.port, log_config=None, access_log=False)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
 def _start_ln_simnet(settings: Settings) -> Any:

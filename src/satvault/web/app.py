@@ -41,13 +41,16 @@ from satvault.workers import (
     payout_worker,
 )
 
-__all__ = ["create_app"]
+__all__ = ["api_app", "create_app"]
 
 
 def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None,
-               start_workers: bool = True, runtime: Runtime | None = None) -> FastAPI:
+               start_workers: bool = True, runtime: Runtime | None = None,
+               api_only: bool = False) -> FastAPI:
     """The app. With ``start_workers`` it also runs the background workers; the chain
-    watcher and payout job need a :class:`Runtime` (built from the settings if not given)."""
+    watcher and payout job need a :class:`Runtime` (built from the settings if not given).
+    ``api_only``: no workers, but a runtime (node connections, rates) for the endpoints that
+    need one: one of several API processes beside a process running the workers."""
     settings = settings or get_settings()
     own_engine = engine is None
     engine = engine or create_engine(settings.database_url, pool_size=settings.db_pool_size)
@@ -80,6 +83,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
                 if rt.listener is not None:
                     listener_task = asyncio.create_task(rt.listener.run(),
                                                         name="lightning-listener")
+        if api_only and rt is None and settings.chain_backend:
+            rt = Runtime.build(settings, sessions)
         app.state.runtime = rt
         for w in workers:
             w.start()
@@ -165,3 +170,9 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         )
 
     return app
+
+
+def api_app() -> FastAPI:
+    """The factory each of ``satvault serve --workers N``'s API processes imports: the app
+    without background workers, configured from the environment like any satvault process."""
+    return create_app(get_settings(), start_workers=False, api_only=True)
