@@ -122,13 +122,12 @@ async def list_stores(session: SessionDep, principal: Reader,
         rows = await service.list_stores(session, merchant_id=merchant_id)
     elif principal.owner_type == "store":
         rows = await service.list_stores(session, store_id=principal.owner_id)
-    elif principal.owner_type == "merchant":
+    elif principal.owner_type == "merchant" and merchant_id in (None, principal.owner_id):
         rows = await service.list_stores(session, merchant_id=principal.owner_id)
     else:
         rows = []
-    if merchant_id is not None:
-        rows = [r for r in rows if r.merchant_id == merchant_id]
-    return StoreList(items=[await _out(session, r) for r in rows])
+    return StoreList(items=[await _out(session, r) for r in rows
+                            if merchant_id in (None, r.merchant_id)])
 
 
 @router.get("/stores/{store_id}", response_model=StoreOut)

@@ -180,6 +180,7 @@ def _write(session: Session, *, type: str, subject_type: str, subject_id: str,
          "store_id": store_id, "wallet_id": wallet_id, "payload": payload_json,
          "created_at": created_at},
     ).scalar_one())
+    rows: list[dict[str, Any]] = []
     if store_id is not None:
         hooks = session.execute(
             select(Webhook.id, Webhook.events)
@@ -194,9 +195,7 @@ def _write(session: Session, *, type: str, subject_type: str, subject_id: str,
                 for hook in hooks if matches(hook.events.split(), type)]
         if rows:
             session.execute(insert(deliveries_t), rows)
-        _mark(session, deliveries=bool(rows))
-    else:
-        _mark(session, deliveries=False)
+    _mark(session, deliveries=bool(rows))
     return event_id
 
 

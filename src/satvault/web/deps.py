@@ -97,8 +97,9 @@ class PrincipalCache:
     def put(self, token: str, principal: Principal) -> None:
         if self.ttl <= 0:
             return
-        self._entries[self._key(token)] = (self._clock() + self.ttl, principal)
-        self._entries.move_to_end(self._key(token))
+        key = self._key(token)
+        self._entries[key] = (self._clock() + self.ttl, principal)
+        self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 

@@ -17,10 +17,10 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, unquote
 
-__all__ = ["HttpServer", "LoopThread", "Request", "Response", "Stream"]
+__all__ = ["HttpServer", "LoopServer", "LoopThread", "Request", "Response", "Stream"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,6 +60,51 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
         self.loop.close()
+
+
+class LoopServer:
+    """The life cycle both simulated nodes share: they listen on their own event-loop thread,
+    start and stop (also as a context manager), and can go offline and come back. A subclass
+    says how to listen and close (``_listen``, ``_close``, ``running``) and names its thread
+    in ``_thread_name``."""
+
+    _loop: LoopThread | None = None
+    _thread_name = "simnet-node"
+
+    @property
+    def running(self) -> bool:
+        raise NotImplementedError
+
+    def _listen(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        if self._loop is None:
+            self._loop = LoopThread(self._thread_name)
+        self._listen()
+        return self
+
+    def stop(self) -> None:
+        self._close()
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+
+    def __enter__(self) -> Self:
+        return self if self.running else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def set_offline(self, offline: bool) -> None:
+        """Drop off the network (the listener and every connection gone), or come back."""
+        if offline:
+            self._close()
+        elif not self.running:
+            self._listen()
 
 
 @dataclass(slots=True)

@@ -41,7 +41,7 @@ from satvault.simnet.ln._cln_params import (
     required,
     u64,
 )
-from satvault.simnet.ln._http import LoopThread
+from satvault.simnet.ln._http import LoopServer
 from satvault.simnet.ln._model import FailureReason, Invoice, Payment, PaymentStatus
 from satvault.simnet.ln.errors import (
     DuplicateInvoice,
@@ -56,7 +56,7 @@ DEFAULT_EXPIRY = 604800
 DEFAULT_CLTV = 18
 
 
-class ClnRpcServer:
+class ClnRpcServer(LoopServer):
     """``lightningd``'s RPC socket for ``node`` of ``network``, on a background loop."""
 
     def __init__(self, network: LnNetwork, node: str = "platform",
@@ -69,7 +69,7 @@ class ClnRpcServer:
             self._own_dir = tempfile.mkdtemp(prefix="simnet-cln-")
             path = Path(self._own_dir) / "lightning-rpc"
         self.path = Path(path)
-        self._loop: LoopThread | None = None
+        self._thread_name = f"simnet-cln-{node}"
         self._server: asyncio.AbstractServer | None = None
         self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
@@ -87,33 +87,11 @@ class ClnRpcServer:
     def running(self) -> bool:
         return self._server is not None
 
-    def start(self) -> ClnRpcServer:
-        if self._loop is None:
-            self._loop = LoopThread(f"simnet-cln-{self.node}")
-        self._listen()
-        return self
-
     def stop(self) -> None:
-        self._close()
-        if self._loop is not None:
-            self._loop.stop()
-            self._loop = None
+        super().stop()
         if self._own_dir is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(self._own_dir)
-
-    def __enter__(self) -> ClnRpcServer:
-        return self if self.running else self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def set_offline(self, offline: bool) -> None:
-        """Remove the socket and drop every connection, or listen again."""
-        if offline:
-            self._close()
-        elif not self.running:
-            self._listen()
 
     def _listen(self) -> None:
         assert self._loop is not None

@@ -35,7 +35,7 @@ from typing import Any
 
 from satvault.simnet.ln import _lnd_json as J
 from satvault.simnet.ln._control import control
-from satvault.simnet.ln._http import HttpServer, LoopThread, Request, Response, Stream
+from satvault.simnet.ln._http import HttpServer, LoopServer, Request, Response, Stream
 from satvault.simnet.ln._model import Invoice, Payment
 from satvault.simnet.ln.errors import (
     DuplicateInvoice,
@@ -99,7 +99,7 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "t", "yes")
 
 
-class LndRestServer:
+class LndRestServer(LoopServer):
     """An LND REST endpoint for ``node`` of ``network`` on a background event loop."""
 
     def __init__(self, network: LnNetwork, node: str = "platform", host: str = "127.0.0.1",
@@ -110,7 +110,7 @@ class LndRestServer:
         self.host = host
         self.port = port
         self.macaroon_hex = macaroon_hex.lower() if macaroon_hex else None
-        self._loop: LoopThread | None = None
+        self._thread_name = f"simnet-lnd-{node}"
         self._http: HttpServer | None = None
         self._routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response | Stream]]]
         self._routes = {
@@ -132,31 +132,6 @@ class LndRestServer:
     @property
     def running(self) -> bool:
         return self._http is not None
-
-    def start(self) -> LndRestServer:
-        if self._loop is None:
-            self._loop = LoopThread(f"simnet-lnd-{self.node}")
-        self._listen()
-        return self
-
-    def stop(self) -> None:
-        self._close()
-        if self._loop is not None:
-            self._loop.stop()
-            self._loop = None
-
-    def __enter__(self) -> LndRestServer:
-        return self if self.running else self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def set_offline(self, offline: bool) -> None:
-        """Drop off the network (connections refused and reset) or come back on the port."""
-        if offline:
-            self._close()
-        elif not self.running:
-            self._listen()
 
     def _listen(self) -> None:
         assert self._loop is not None
