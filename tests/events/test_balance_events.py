@@ -12,11 +12,18 @@ from sqlalchemy import select
 
 from satvault.accounts import service as acc
 from satvault.events.models import OutboxEvent
+from satvault.ledger.check import check_ledger
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_transfers, submit
 from tests.events.conftest import serve
 from tests.events.test_sse import events
+
+
+async def ledger_ok(sessions) -> None:
+    async with sessions() as s:
+        report = await check_ledger(s)
+    assert report.ok, report.as_dict()
 
 
 async def balance_events(sessions, wallet_id: str | None = None) -> list[dict]:
@@ -61,6 +68,7 @@ async def test_one_event_per_wallet_per_commit_with_committed_balances(sessions,
     got = {e["id"]: e for e in (await balance_events(sessions))[1:]}
     assert got[aw.id]["posted_msat"] == 6_000 and got[aw.id]["available_msat"] == 5_000
     assert got[mw.id]["posted_msat"] == 2_000 and len(got) == 2
+    await ledger_ok(sessions)
 
 
 async def test_no_event_after_rollback_refusal_or_platform_only_moves(sessions, two):
@@ -79,6 +87,7 @@ async def test_no_event_after_rollback_refusal_or_platform_only_moves(sessions, 
     await submit(sessions, [TransferSpec("d", p.external.id, aw.ledger_account_id, 7, "BTC")])
     await submit(sessions, [TransferSpec("d", p.external.id, aw.ledger_account_id, 7, "BTC")])
     assert [e["posted_msat"] for e in await balance_events(sessions)] == [7]
+    await ledger_ok(sessions)
 
 
 async def test_wallet_stream_shows_balance_changes_live(make_app, sessions, two):
@@ -94,3 +103,18 @@ async def test_wallet_stream_shows_balance_changes_live(make_app, sessions, two)
         r = await client.get(f"/api/v1/wallets/{aw.id}",
                              headers={"Authorization": f"Bearer {two['key']}"})
         assert got["data"]["data"] == r.json()
+
+
+async def test_concurrent_transfers_each_report_their_own_committed_balance(sessions, two):
+    """Twenty transfers into one wallet at once, each in its own transaction: twenty events,
+    and the posted balances they carry are exactly the running totals 1,000 times 1 to 20 (each
+    event saw its own commit's balance, never a neighbour's half-done one)."""
+    import asyncio
+
+    p, aw = two["platform"], two["alice"]
+    outcomes = await asyncio.gather(*(submit(sessions, [TransferSpec(
+        f"c{i}", p.external.id, aw.ledger_account_id, 1_000, "BTC")]) for i in range(20)))
+    assert all(o.ok for (o,) in outcomes)
+    posted = sorted(e["posted_msat"] for e in await balance_events(sessions, aw.id))
+    assert posted == [1_000 * n for n in range(1, 21)]
+    await ledger_ok(sessions)
