@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     # How long a verified API key is remembered in memory, in seconds (0: check the database
     # on every request). A key revoked in another process keeps working at most this long.
     api_key_cache_seconds: float = Field(default=10.0, ge=0, le=300)
+    # An Idempotency-Key's claim is refreshed by the request that holds it every
+    # idempotency_heartbeat_seconds; another request may take it over only once it has not
+    # been refreshed for idempotency_stale_seconds (its owner is gone, not merely slow).
+    idempotency_stale_seconds: float = Field(default=60.0, gt=0)
+    idempotency_heartbeat_seconds: float = Field(default=15.0, gt=0)
 
     # --- on-chain -------------------------------------------------------------------------
     # Bitcoin Core JSON-RPC: http://user:password@host:port/ (or a cookie file). With
@@ -134,6 +139,10 @@ class Settings(BaseSettings):
     ln_max_attempts: int = 3
     ln_retry_base_seconds: float = 2.0
     ln_payer_interval: float = 1.0
+    # Payments in flight at once, and at most this many of them to one destination node, so
+    # that one slow receiver cannot delay everybody else's payments.
+    ln_payer_concurrency: int = Field(default=16, ge=1, le=1000)
+    ln_payer_per_destination: int = Field(default=4, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

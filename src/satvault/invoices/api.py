@@ -172,7 +172,14 @@ async def refund(invoice_id: str, body: RefundIn, request: Request, principal: R
     at most what the invoice received; the store's webhooks hear ``withdrawal.*``."""
     from satvault.accounts.models import Wallet
     from satvault.lightning.bolt11check import check_invoice
-    from satvault.payouts.api import destination_kind, latest_payment, out, withdraw
+    from satvault.payouts.api import (
+        PreparedDestination,
+        destination_kind,
+        latest_payment,
+        out,
+        prepare_destination,
+        withdraw,
+    )
 
     def _has_amount(bolt11: str) -> bool:
         import bolt11 as b11
@@ -183,19 +190,35 @@ async def refund(invoice_id: str, body: RefundIn, request: Request, principal: R
         except Exception:
             return True
 
-    async def work(session: AsyncSession) -> tuple[int, Any]:
-        inv = await _visible_invoice(session, principal, invoice_id)
+    sessions = request.app.state.sessions
+
+    async def prepare() -> tuple[int, PreparedDestination]:
+        # A short read, then the remote part (LNURL resolution) with no transaction open.
+        async with sessions() as session:
+            inv = await _visible_invoice(session, principal, invoice_id)
+            confirmed = inv.confirmed_msat
         amount = body.amount_msat
         given = amount
         if amount is None and destination_kind(body.destination) == "bolt11":
             # A BOLT11 with its own amount decides; check that amount against the cap.
             decoded = check_invoice(body.destination, network=request.app.state.settings
                                     .network, amount_msat=None if _has_amount(
-                                        body.destination) else inv.confirmed_msat)
+                                        body.destination) else confirmed)
             amount = decoded.amount_msat
             given = None if decoded.invoice_amount_msat is not None else amount
         elif amount is None:
-            amount = given = inv.confirmed_msat
+            amount = given = confirmed
+        if amount <= 0 or amount > confirmed:
+            raise InvalidInput(f"refunds of this invoice can add up to what it received "
+                               f"({confirmed} msat)")
+        prepared = await prepare_destination(request, destination=body.destination,
+                                             amount_msat=given)
+        return amount, prepared
+
+    async def work(session: AsyncSession, ready: tuple[int, PreparedDestination]
+                   ) -> tuple[int, Any]:
+        amount, prepared = ready
+        inv = await _visible_invoice(session, principal, invoice_id)
         # Lock the invoice: concurrent refunds of it are counted one after the other.
         await session.refresh(inv, with_for_update=True)
         refunded = int((await session.execute(
@@ -212,11 +235,11 @@ async def refund(invoice_id: str, body: RefundIn, request: Request, principal: R
             assert wallet is not None
             return wallet
 
-        wd = await withdraw(session, request, wallet_for=wallet_for,
-                            destination=body.destination, amount_msat=given,
+        wd = await withdraw(session, request, wallet_for=wallet_for, prepared=prepared,
                             store_id=inv.store_id)
         wd.invoice_id = inv.id
         return 201, out(wd, await latest_payment(session, wd.id)).model_dump(mode="json")
 
     owner = f"{principal.owner_type}:{principal.owner_id}"
-    return await run_idempotent(request, owner=owner, key=idempotency_key, work=work)
+    return await run_idempotent(request, owner=owner, key=idempotency_key, work=work,
+                                prepare=prepare)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import httpx
@@ -65,41 +66,67 @@ async def latest_payment(session: AsyncSession, withdrawal_id: str) -> LnPayment
     )).scalar_one_or_none()
 
 
-async def withdraw(session: AsyncSession, request: Request, *,
-                   wallet_for: Callable[[AsyncSession], Awaitable[Wallet]], destination: str,
-                   amount_msat: int | None, store_id: str | None = None) -> Withdrawal:
-    """The one path every withdrawal takes (API, refunds): on-chain, BOLT11, or LNURL /
-    Lightning Address resolved to a BOLT11 first. ``wallet_for`` runs the ownership check."""
+@dataclass(frozen=True)
+class PreparedDestination:
+    """A withdrawal destination after every remote call it needs (LNURL / Lightning Address
+    resolved to a BOLT11), made before any transaction opens."""
+
+    kind: str  # onchain | bolt11 | lnurl
+    destination: str  # what the client sent
+    bolt11: str | None  # what will be paid over Lightning
+    amount_msat: int | None  # the amount to pass on (None: the destination carries it)
+
+
+async def prepare_destination(request: Request, *, destination: str,
+                              amount_msat: int | None) -> PreparedDestination:
+    """Resolve the destination over the network, outside any transaction: no lock and no
+    database connection is held while a remote LNURL server answers (or does not)."""
     settings = request.app.state.settings
     runtime = request.app.state.runtime
     kind = destination_kind(destination)
     if kind == "onchain":
+        return PreparedDestination(kind, destination, None, amount_msat)
+    if runtime is None or runtime.lightning is None:
+        raise PaymentRefused("Lightning is not configured on this platform")
+    if kind == "bolt11":
+        return PreparedDestination(kind, destination, destination, amount_msat)
+    if amount_msat is None:
+        raise AmountRequired("amount_msat is required to pay an LNURL or address")
+    from satvault.lightning.lnurl import resolve_pay_request
+
+    injected = getattr(request.app.state, "lnurl_http", None)  # tests, proxies
+    async with contextlib.AsyncExitStack() as stack:
+        http: httpx.AsyncClient = injected if injected is not None else \
+            await stack.enter_async_context(
+                httpx.AsyncClient(timeout=10.0, follow_redirects=False))
+        resolved = await resolve_pay_request(
+            destination, amount_msat, http=http,
+            allow_private_hosts=settings.environment == "development")
+    return PreparedDestination(kind, destination, resolved.bolt11, None)
+
+
+async def withdraw(session: AsyncSession, request: Request, *,
+                   wallet_for: Callable[[AsyncSession], Awaitable[Wallet]],
+                   prepared: PreparedDestination, store_id: str | None = None) -> Withdrawal:
+    """The one path every withdrawal takes (API, refunds), inside the unit of work, once
+    :func:`prepare_destination` has done the remote part. ``wallet_for`` runs the ownership
+    check."""
+    settings = request.app.state.settings
+    runtime = request.app.state.runtime
+    if prepared.kind == "onchain":
         return await request_withdrawal(session, wallet=await wallet_for(session),
-                                        destination=destination, amount_msat=amount_msat,
+                                        destination=prepared.destination,
+                                        amount_msat=prepared.amount_msat,
                                         settings=settings, store_id=store_id)
+    assert prepared.bolt11 is not None
     backend = runtime.lightning if runtime is not None else None
     if backend is None:
         raise PaymentRefused("Lightning is not configured on this platform")
-    bolt11, original = destination, None
-    if kind == "lnurl":
-        # Resolve before touching the database: no lock is held across a remote call.
-        if amount_msat is None:
-            raise AmountRequired("amount_msat is required to pay an LNURL or address")
-        from satvault.lightning.lnurl import resolve_pay_request
-
-        injected = getattr(request.app.state, "lnurl_http", None)  # tests, proxies
-        async with contextlib.AsyncExitStack() as stack:
-            http: httpx.AsyncClient = injected if injected is not None else \
-                await stack.enter_async_context(
-                    httpx.AsyncClient(timeout=10.0, follow_redirects=False))
-            resolved = await resolve_pay_request(
-                destination, amount_msat, http=http,
-                allow_private_hosts=settings.environment == "development")
-        bolt11, original = resolved.bolt11, destination
-    wd = await request_ln_withdrawal(session, wallet=await wallet_for(session), bolt11=bolt11,
-                                     amount_msat=None if kind == "lnurl" else amount_msat,
-                                     settings=settings, backend=backend, original=original,
-                                     store_id=store_id)
+    wd = await request_ln_withdrawal(
+        session, wallet=await wallet_for(session), bolt11=prepared.bolt11,
+        amount_msat=prepared.amount_msat, settings=settings, backend=backend,
+        original=prepared.destination if prepared.kind == "lnurl" else None,
+        store_id=store_id)
     # An internal payment is settled already; only a payment for the node wakes the payer.
     if wd.method == "lightning" and runtime is not None and runtime.payer_wake is not None:
         runtime.payer_wake.set()
@@ -112,14 +139,19 @@ async def create_withdrawal(
     wallet_id: str, body: WithdrawalIn, request: Request, principal: Withdrawer,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
-    async def work(session: AsyncSession) -> tuple[int, Any]:
+    async def prepare() -> PreparedDestination:
+        return await prepare_destination(request, destination=body.destination,
+                                         amount_msat=body.amount_msat)
+
+    async def work(session: AsyncSession, prepared: PreparedDestination) -> tuple[int, Any]:
         wd = await withdraw(session, request,
                             wallet_for=lambda s: visible_wallet(s, principal, wallet_id),
-                            destination=body.destination, amount_msat=body.amount_msat)
+                            prepared=prepared)
         return 201, out(wd, await latest_payment(session, wd.id)).model_dump(mode="json")
 
     owner = f"{principal.owner_type}:{principal.owner_id}"
-    return await run_idempotent(request, owner=owner, key=idempotency_key, work=work)
+    return await run_idempotent(request, owner=owner, key=idempotency_key, work=work,
+                                prepare=prepare)
 
 
 @router.get("/withdrawals/{withdrawal_id}", response_model=WithdrawalOut)

@@ -6,18 +6,28 @@ the guarantee holds across processes and restarts.
 * same key while the first request is still running → 409;
 * keys live ``TTL`` (24 h) at least.
 
-The key is claimed in its own transaction first (so a concurrent twin sees it and gets 409),
-then the work and the stored response commit *together*: a crash can never leave work done
-without its response recorded. A claim left ``running`` by a crashed process is taken over
-after ``STALE``; that is safe because the work itself never committed.
-Domain errors (4xx) are stored and replayed like successes; unexpected errors release the
-key so the client can retry.
+The key is claimed in its own transaction first (so a concurrent twin sees it and gets 409).
+A claim is *owned*: it carries a random token, and the request holding it refreshes a
+heartbeat while it runs. Only a claim whose heartbeat stopped for ``idempotency_stale_seconds``
+(its process is gone, not merely slow) may be taken over, and the finishing UPDATE checks the
+token, so an owner that lost its claim anyway (a process frozen past the stale window) rolls
+its whole transaction back instead of committing a second time.
+
+Remote work (resolving an LNURL, asking a node for an invoice, fetching a rate) runs in
+``prepare``, after the claim and *before* the unit of work opens: no database lock or SQLite's
+one writer is held across a network call. Then the work and the stored response commit
+together, retried from scratch on a serialisation conflict: a crash can never leave work done
+without its response recorded. Domain errors (4xx) are stored and replayed like successes;
+unexpected errors release the key so the client can retry.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -32,11 +42,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.accounts.errors import AccountsError, InvalidInput
 from satvault.db import utcnow
 from satvault.idempotency_models import IdempotencyKey
+from satvault.ledger.store import retrying
+from satvault.logs import get_logger
 
-__all__ = ["STALE", "TTL", "IdempotencyConflict", "IdempotencyInProgress", "run_idempotent"]
+__all__ = ["TTL", "IdempotencyClaimLost", "IdempotencyConflict", "IdempotencyInProgress",
+           "run_idempotent"]
 
+log = get_logger(__name__)
 TTL = timedelta(hours=24)
-STALE = timedelta(seconds=60)
 
 
 class IdempotencyConflict(AccountsError):
@@ -47,8 +60,12 @@ class IdempotencyInProgress(AccountsError):
     """The first request with this key is still running."""
 
 
+class IdempotencyClaimLost(AccountsError):
+    """This request's claim was taken over while it ran; its work was rolled back."""
+
+
 async def _claim(sessions: async_sessionmaker[AsyncSession], owner: str, key: str,
-                 digest: str) -> JSONResponse | None:
+                 digest: str, token: str, stale: timedelta) -> JSONResponse | None:
     now = utcnow()
     try:
         async with sessions() as s, s.begin():
@@ -61,7 +78,8 @@ async def _claim(sessions: async_sessionmaker[AsyncSession], owner: str, key: st
                 row = None
             if row is None:
                 s.add(IdempotencyKey(owner=owner, key=key, request_hash=digest,
-                                     status="running", created_at=now, expires_at=now + TTL))
+                                     status="running", created_at=now, expires_at=now + TTL,
+                                     claim_token=token, heartbeat_at=now))
                 return None
             if row.request_hash != digest:
                 raise IdempotencyConflict(
@@ -74,29 +92,53 @@ async def _claim(sessions: async_sessionmaker[AsyncSession], owner: str, key: st
                     resp.media_type = "application/problem+json"
                     resp.headers["content-type"] = "application/problem+json"
                 return resp
-            if row.created_at > now - STALE:
+            alive_at = row.heartbeat_at or row.created_at
+            if alive_at > now - stale:
                 raise IdempotencyInProgress(
                     "a request with this Idempotency-Key is still being processed")
-            row.created_at = now  # take over a claim abandoned by a crashed process
+            # The owner stopped beating: its process is gone and its work never committed.
+            row.claim_token, row.heartbeat_at = token, now
             return None
     except IntegrityError as exc:  # a concurrent twin inserted the claim first
         raise IdempotencyInProgress(
             "a request with this Idempotency-Key is still being processed") from exc
 
 
-async def _finish(session: AsyncSession, owner: str, key: str, status: int, body: Any) -> None:
-    done = await session.execute(update(IdempotencyKey).where(
-        IdempotencyKey.owner == owner, IdempotencyKey.key == key
-    ).values(status="done", response_status=status,
-             response_body=json.dumps(jsonable_encoder(body))))
+def _ours(owner: str, key: str, token: str) -> Any:
+    return ((IdempotencyKey.owner == owner) & (IdempotencyKey.key == key)
+            & (IdempotencyKey.claim_token == token) & (IdempotencyKey.status == "running"))
+
+
+async def _finish(session: AsyncSession, owner: str, key: str, token: str, status: int,
+                  body: Any) -> None:
+    done = await session.execute(update(IdempotencyKey).where(_ours(owner, key, token)).values(
+        status="done", response_status=status, response_body=json.dumps(jsonable_encoder(body))))
     if done.rowcount != 1:  # type: ignore[attr-defined]
-        raise RuntimeError(f"the claim of Idempotency-Key {key!r} vanished")
+        raise IdempotencyClaimLost(
+            "this request's Idempotency-Key claim was taken over while it ran; nothing was "
+            "done by it")
+
+
+async def _heartbeat(sessions: async_sessionmaker[AsyncSession], owner: str, key: str,
+                     token: str, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            async with sessions() as s, s.begin():
+                await s.execute(update(IdempotencyKey).where(_ours(owner, key, token))
+                                .values(heartbeat_at=utcnow()))
+        except Exception as exc:  # a missed beat is retried at the next one
+            log.warning("idempotency_heartbeat_failed", error=type(exc).__name__)
 
 
 async def run_idempotent(
     request: Request, *, owner: str, key: str | None,
-    work: Callable[[AsyncSession], Awaitable[tuple[int, Any]]],
+    work: Callable[..., Awaitable[tuple[int, Any]]],
+    prepare: Callable[[], Awaitable[Any]] | None = None,
 ) -> JSONResponse:
+    """Claim ``key``, run ``prepare()`` (remote calls, no transaction open), then
+    ``work(session)`` — or ``work(session, prepared)`` when there is a ``prepare`` — in one
+    transaction that also stores the response."""
     from satvault.web.problems import problem_for
 
     if not key:
@@ -107,20 +149,37 @@ async def run_idempotent(
     digest = hashlib.sha256(request.method.encode() + b" " + request.url.path.encode()
                             + b"\n" + body).hexdigest()
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    replay = await _claim(sessions, owner, key, digest)
+    settings = request.app.state.settings
+    token = secrets.token_hex(16)
+    replay = await _claim(sessions, owner, key, digest, token,
+                          timedelta(seconds=settings.idempotency_stale_seconds))
     if replay is not None:
         return replay
+    beat = asyncio.create_task(_heartbeat(sessions, owner, key, token,
+                                          settings.idempotency_heartbeat_seconds))
     try:
-        async with sessions() as s, s.begin():
-            status, payload = await work(s)
-            await _finish(s, owner, key, status, payload)
+        prepared = await prepare() if prepare is not None else None
+
+        async def unit(s: AsyncSession) -> tuple[int, Any]:
+            status, payload = await (work(s, prepared) if prepare is not None else work(s))
+            await _finish(s, owner, key, token, status, payload)
+            return status, payload
+
+        status, payload = await retrying(sessions, unit)
         return JSONResponse(jsonable_encoder(payload), status_code=status)
+    except IdempotencyClaimLost:
+        raise  # the new owner answers for the key
     except Exception as exc:
         mapped = problem_for(exc)
         async with sessions() as s, s.begin():
             if mapped is not None and mapped.status_code < 500:
-                await _finish(s, owner, key, mapped.status_code, json.loads(bytes(mapped.body)))
+                with contextlib.suppress(IdempotencyClaimLost):
+                    await _finish(s, owner, key, token, mapped.status_code,
+                                  json.loads(bytes(mapped.body)))
             else:
-                await s.execute(delete(IdempotencyKey).where(
-                    IdempotencyKey.owner == owner, IdempotencyKey.key == key))
+                await s.execute(delete(IdempotencyKey).where(_ours(owner, key, token)))
         raise
+    finally:
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat

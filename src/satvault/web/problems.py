@@ -18,6 +18,7 @@ from satvault.backends import errors as be
 from satvault.events import errors as ev
 from satvault.ledger import errors as led
 from satvault.ledger.history import InvalidCursor
+from satvault.ledger.store import ConcurrentUpdate
 from satvault.lightning import errors as ln
 from satvault.logs import get_logger
 from satvault.onchain import errors as oc
@@ -41,6 +42,8 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     led.UnknownAccount: (404, "not-found"),
     led.InvalidTransfer: (422, "invalid-transfer"),
     led.LedgerBusy: (503, "busy"),
+    # Another transaction got there first and the conflict outlived the retries: try again.
+    ConcurrentUpdate: (409, "concurrent-update"),
     InvalidCursor: (422, "invalid-cursor"),
     oc.WrongNetwork: (422, "wrong-network"),
     oc.InvalidAddress: (422, "invalid-address"),
@@ -66,10 +69,15 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
 
 def _register_late() -> None:
     # Idempotency errors live in web/idempotency.py, which imports this module lazily.
-    from satvault.web.idempotency import IdempotencyConflict, IdempotencyInProgress
+    from satvault.web.idempotency import (
+        IdempotencyClaimLost,
+        IdempotencyConflict,
+        IdempotencyInProgress,
+    )
 
     ERROR_STATUS[IdempotencyConflict] = (422, "idempotency-key-reused")
     ERROR_STATUS[IdempotencyInProgress] = (409, "idempotency-key-in-use")
+    ERROR_STATUS[IdempotencyClaimLost] = (409, "idempotency-key-in-use")
 
 
 def problem(status: int, slug: str, detail: str, **extra: Any) -> JSONResponse:

@@ -1,0 +1,207 @@
+"""Refunds against a deliberately slow LNURL server (issue 9, money 1).
+
+A refund to an LNURL resolves the destination over HTTP. That must happen before any
+transaction opens (no invoice row lock, no SQLite writer held across the remote call), and the
+``Idempotency-Key`` claim must be owned: a resend while the first request is alive is a 409,
+however slow the first is; a claim is taken over only when its owner stopped beating, and the
+old owner's transaction then rolls back instead of paying a second time."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from sqlalchemy import func, select, update
+
+from satvault.db import utcnow
+from satvault.idempotency_models import IdempotencyKey
+from satvault.payouts.models import Withdrawal
+from tests.chainenv import LnEnv, api_client
+from tests.invoices.test_invoices import paid_lightning_invoice, refunder_key, shop  # noqa: F401
+
+SAT = 1000
+METADATA = json.dumps([["text/plain", "refund"]])
+
+
+class SlowLnurl:
+    """An LNURL-pay service on a real local port whose first ``hold`` callbacks wait until
+    the test releases them; invoices come from the simulated customer2 node."""
+
+    def __init__(self, env: LnEnv, hold: int = 1) -> None:
+        self.env = env
+        self.hold = hold
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.callbacks = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                base = f"http://127.0.0.1:{outer.port}"
+                if url.path == "/pay":
+                    body = {"tag": "payRequest", "callback": f"{base}/cb",
+                            "minSendable": 1000, "maxSendable": 10**11, "metadata": METADATA}
+                else:
+                    outer.callbacks += 1
+                    if outer.callbacks <= outer.hold:
+                        outer.entered.set()
+                        outer.release.wait(30)
+                    msat = int(parse_qs(url.query)["amount"][0])
+                    bolt11 = outer.env.network.create_invoice(
+                        "customer2", msat, description_hash=hashlib.sha256(
+                            METADATA.encode()).digest()).bolt11
+                    body = {"pr": bolt11, "routes": []}
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def destination(self) -> str:
+        return f"lnurlp://127.0.0.1:{self.port}/pay"
+
+    async def wait_entered(self) -> None:
+        assert await asyncio.to_thread(self.entered.wait, 10), "the callback never came"
+
+
+@pytest.fixture
+def slow(lnenv: LnEnv) -> Iterator[SlowLnurl]:
+    server = SlowLnurl(lnenv)
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.release.set()
+        server.httpd.shutdown()
+        server.httpd.server_close()
+
+
+async def refunds_of(env: LnEnv, invoice_id: str) -> int:
+    async with env.sessions() as s:
+        return int((await s.execute(select(func.count()).select_from(Withdrawal).where(
+            Withdrawal.invoice_id == invoice_id))).scalar_one())
+
+
+async def test_slow_lnurl_refund_holds_no_lock_and_its_key_stays_owned(
+        lnenv: LnEnv, shop, slow: SlowLnurl):  # noqa: F811
+    env = lnenv
+    refunder = await refunder_key(env, shop)
+    async with api_client(env) as c:
+        inv = await paid_lightning_invoice(c, env, shop, "slow", sats=30_000)
+        url = f"/api/v1/invoices/{inv['id']}/refunds"
+        first = asyncio.create_task(c.post(
+            url, headers={**refunder, "Idempotency-Key": "K"},
+            json={"destination": slow.destination, "amount_msat": 5_000 * SAT}))
+        await slow.wait_entered()
+        # While the LNURL server sits on the callback, another refund of the same invoice
+        # goes through: nothing is locked across the remote call.
+        other = await asyncio.wait_for(c.post(
+            url, headers={**refunder, "Idempotency-Key": "K2"},
+            json={"destination": env.network.create_invoice("customer2", 4_000 * SAT).bolt11}),
+            timeout=5)
+        assert other.status_code == 201, other.text
+        # The owner of K is alive (slow, not gone): a resend is told to wait.
+        again = await c.post(url, headers={**refunder, "Idempotency-Key": "K"},
+                             json={"destination": slow.destination, "amount_msat": 5_000 * SAT})
+        assert again.status_code == 409, again.text
+        slow.release.set()
+        done = await asyncio.wait_for(first, timeout=20)
+        assert done.status_code == 201, done.text
+        replay = await c.post(url, headers={**refunder, "Idempotency-Key": "K"},
+                              json={"destination": slow.destination, "amount_msat": 5_000 * SAT})
+        assert replay.status_code == 201 and replay.json()["id"] == done.json()["id"]
+        assert replay.headers["Idempotent-Replayed"] == "true"
+    assert await refunds_of(env, inv["id"]) == 2
+    await env.runtime.payer.step()
+    await env.check()
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    return {}
+
+
+@pytest.mark.parametrize("settings_overrides", [{"idempotency_heartbeat_seconds": 0.05,
+                                                 "idempotency_stale_seconds": 0.5}])
+async def test_a_live_owner_keeps_beating_past_the_stale_window(
+        lnenv: LnEnv, shop, slow: SlowLnurl):  # noqa: F811
+    """Four times the stale window later, the first request still owns its key."""
+    env = lnenv
+    refunder = await refunder_key(env, shop)
+    async with api_client(env) as c:
+        inv = await paid_lightning_invoice(c, env, shop, "beat", sats=30_000)
+        url = f"/api/v1/invoices/{inv['id']}/refunds"
+        body = {"destination": slow.destination, "amount_msat": 5_000 * SAT}
+        first = asyncio.create_task(c.post(url, headers={**refunder, "Idempotency-Key": "K"},
+                                           json=body))
+        await slow.wait_entered()
+
+        async def beaten_past(seconds: float) -> None:
+            while True:
+                async with env.sessions() as s:
+                    row = (await s.execute(select(IdempotencyKey).where(
+                        IdempotencyKey.key == "K"))).scalar_one()
+                if row.heartbeat_at - row.created_at > timedelta(seconds=seconds):
+                    return
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(beaten_past(2.0), timeout=10)
+        again = await c.post(url, headers={**refunder, "Idempotency-Key": "K"}, json=body)
+        assert again.status_code == 409, again.text
+        slow.release.set()
+        assert (await asyncio.wait_for(first, timeout=20)).status_code == 201
+    assert await refunds_of(env, inv["id"]) == 1
+    await env.check()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"idempotency_heartbeat_seconds": 3600.0}])
+async def test_a_taken_over_claim_rolls_the_old_owner_back(lnenv: LnEnv, shop,  # noqa: F811
+                                                           slow: SlowLnurl):
+    """The first request's process stops beating (here: its beat is an hour away and its
+    claim looks an hour old). A resend takes the key over and refunds; when the first request
+    finally finishes, its finishing UPDATE finds another owner's token and its transaction
+    rolls back: one refund, paid once."""
+    env = lnenv
+    refunder = await refunder_key(env, shop)
+    async with api_client(env) as c:
+        inv = await paid_lightning_invoice(c, env, shop, "take", sats=30_000)
+        url = f"/api/v1/invoices/{inv['id']}/refunds"
+        body = {"destination": slow.destination, "amount_msat": 5_000 * SAT}
+        first = asyncio.create_task(c.post(url, headers={**refunder, "Idempotency-Key": "K"},
+                                           json=body))
+        await slow.wait_entered()
+        async with env.sessions() as s, s.begin():
+            await s.execute(update(IdempotencyKey).where(IdempotencyKey.key == "K").values(
+                heartbeat_at=utcnow() - timedelta(hours=1)))
+        second = await asyncio.wait_for(
+            c.post(url, headers={**refunder, "Idempotency-Key": "K"}, json=body), timeout=10)
+        assert second.status_code == 201, second.text
+        slow.release.set()
+        lost = await asyncio.wait_for(first, timeout=20)
+        assert lost.status_code == 409, lost.text
+        replay = await c.post(url, headers={**refunder, "Idempotency-Key": "K"}, json=body)
+        assert replay.status_code == 201 and replay.json()["id"] == second.json()["id"]
+    assert await refunds_of(env, inv["id"]) == 1
+    await env.runtime.payer.step()
+    async with env.sessions() as s:
+        statuses = (await s.execute(select(Withdrawal.status).where(
+            Withdrawal.invoice_id == inv["id"]))).scalars().all()
+    assert statuses == ["confirmed"]
+    await env.check()
