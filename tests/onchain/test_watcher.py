@@ -248,3 +248,51 @@ async def test_address_paid_before_it_was_handed_out_is_skipped(env: Env):
     assert d.address != first.address
     d2 = await deposit(env, 1_000)
     assert len({first.address, d.address, d2.address}) == 3
+
+
+async def _chain_state(env: Env) -> tuple[list, list]:
+    from satvault.onchain.models import ChainBlock
+
+    async with env.sessions() as s:
+        blocks = (await s.execute(select(ChainBlock.height, ChainBlock.hash)
+                                  .order_by(ChainBlock.height))).all()
+        payments = (await s.execute(select(
+            OnchainPayment.txid, OnchainPayment.status, OnchainPayment.block_height,
+            OnchainPayment.credit_state))).all()
+    return [tuple(b) for b in blocks], [tuple(p) for p in payments]
+
+
+async def test_node_outage_during_the_fork_search_is_not_a_reorg(env: Env):
+    """Issue 9, money 3: the node stops answering getblockhash while the watcher checks its
+    stored blocks. Nothing is disconnected and nothing changes; once the node is back the
+    payment is still confirmed 11 blocks deep and credited once."""
+    import pytest
+
+    from satvault.backends.errors import BackendUnavailable
+
+    d = await deposit(env, 40_000)
+    env.chain.pay(d.address, 40_000)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    env.chain.mine(10)
+    await env.runtime.watcher.step()
+    before = await _chain_state(env)
+    balances = await env.balances()
+    assert balances["available"] == 40_000 * SAT
+    assert before[1][0][1] == "confirmed" and len(before[0]) >= 11
+    env.chain.mine(1)  # a new block, so the step has something to look for
+    env.server.drop_calls("getblockhash", times=1000)
+    try:
+        with pytest.raises(BackendUnavailable):
+            await env.runtime.watcher.step()
+        assert await _chain_state(env) == before
+        assert await env.balances() == balances
+    finally:
+        env.server.clear_drops()
+    report = await env.runtime.watcher.step()
+    assert report.disconnected == 0 and report.blocks == 1
+    blocks, payments = await _chain_state(env)
+    assert blocks[:-1] == before[0] and payments == before[1]
+    assert await env.balances() == balances
+    assert await ledger_moves(env) == 2  # hold and post, nothing reversed
+    await env.check()

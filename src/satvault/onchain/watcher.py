@@ -214,7 +214,7 @@ class Watcher:
                                       .order_by(ChainBlock.height.desc())
                                       .limit(self.max_reorg_depth))).all()
         if stored:
-            fork = await self._find_fork(stored)
+            fork = await self._find_fork(stored, tip.height)
             if fork < stored[0].height:
                 report.disconnected = await retrying(self.sessions,
                                                      lambda s: self._disconnect(s, fork))
@@ -236,12 +236,17 @@ class Watcher:
         report.ledger_moves, report.reviews = moves, reviews
         return report
 
-    async def _find_fork(self, stored: Sequence[Any]) -> int:
+    async def _find_fork(self, stored: Sequence[Any], tip_height: int) -> int:
+        """The highest stored block still on the node's best chain.
+
+        Only a verified difference disconnects a block: the node names another hash at that
+        height, or its chain is no longer that long. A failed call proves nothing, so it
+        propagates and aborts the whole step (retried at the next one) — a node outage taken
+        for a deep reorg would send confirmed payments back to the mempool."""
         for height, our_hash in stored:
-            try:
-                theirs = await self.backend.block_hash(height)
-            except Exception:
-                continue
+            if height > tip_height:
+                continue  # the node's best chain is shorter: this block is not on it
+            theirs = await self.backend.block_hash(height)
             if theirs == our_hash:
                 return int(height)
         oldest = int(stored[-1].height)

@@ -170,6 +170,9 @@ class _Request:
         return out
 
 
+DROP = -1  # handle()'s status for a call scripted to get no answer
+
+
 class SimnetServer:
     """bitcoind's JSON-RPC for a ``Chain``, on a background thread."""
 
@@ -193,6 +196,7 @@ class SimnetServer:
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._conn_lock = threading.Lock()
+        self._drops: dict[str, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -239,6 +243,24 @@ class SimnetServer:
             self._close()
         elif not self.running:
             self._listen()
+
+    def drop_calls(self, method: str, times: int = 1) -> None:
+        """Fault script: the next ``times`` calls of ``method`` get no answer, their connection
+        is cut (a node that dies mid-request); other methods are served as usual."""
+        with self._conn_lock:
+            self._drops[method] = self._drops.get(method, 0) + times
+
+    def clear_drops(self) -> None:
+        with self._conn_lock:
+            self._drops.clear()
+
+    def _take_drop(self, method: str) -> bool:
+        with self._conn_lock:
+            left = self._drops.get(method, 0)
+            if left <= 0:
+                return False
+            self._drops[method] = left - 1
+            return True
 
     def set_warmup(self, seconds: float, status: str = WARMUP_STATUS) -> None:
         """Answer every call with -28 ``status`` for the next ``seconds``."""
@@ -330,6 +352,8 @@ class SimnetServer:
         except RpcError as exc:
             status = 400 if exc.code == RPC_INVALID_REQUEST else 500
             return status, dumps(req.reply(error=exc))
+        if self._take_drop(req.method):
+            return DROP, None
         try:
             reply = req.reply(self.call(req.method, req.params))
         except RpcError as exc:
@@ -409,4 +433,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, None, {"WWW-Authenticate": 'Basic realm="jsonrpc"'})
             return
         status, reply = self.simnet.handle(body)
+        if status == DROP:  # scripted fault: cut the connection without an answer
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self._send(status, reply)
