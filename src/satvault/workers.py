@@ -28,8 +28,10 @@ log = get_logger(__name__)
 
 class Worker:
     def __init__(self, name: str, interval: float,
-                 tick: Callable[[], Awaitable[int]]) -> None:
+                 tick: Callable[[], Awaitable[int]],
+                 on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
         self.name = name
+        self._on_stop = on_stop
         self.interval = interval
         self._tick = tick
         self._task: asyncio.Task[None] | None = None
@@ -45,6 +47,8 @@ class Worker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._on_stop is not None:
+            await self._on_stop()
 
     async def _loop(self) -> None:
         while True:
@@ -82,10 +86,11 @@ def payout_worker(job: PayoutJob, interval: float) -> Worker:
 
 def lightning_payer_worker(payer: LightningPayer, interval: float) -> Worker:
     async def tick() -> int:
-        r = await payer.step()
-        return r.sent + r.succeeded + r.failed + r.retried
+        # Starts the due sends as their own tasks and returns: a payment held by its
+        # receiver never delays the next tick's payments.
+        return (await payer.dispatch()).started
 
-    return Worker("lightning-payer", interval, tick)
+    return Worker("lightning-payer", interval, tick, on_stop=payer.close)
 
 
 def address_expiry_worker(sessions: async_sessionmaker[AsyncSession], interval: float

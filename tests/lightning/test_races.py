@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import func, select
 
 from satvault.accounts import service as acc
 from satvault.lightning.models import LnPayment
+from satvault.simnet.ln.errors import UnknownPayment
 from tests.chainenv import LnEnv, api_client
-from tests.lightning.test_lightning import fund
+from tests.lightning.test_lightning import fund, pay_out, status
 
 SAT = 1000
 
@@ -40,4 +42,62 @@ async def test_one_bolt11_from_fifty_concurrent_requests_is_paid_once(lnenv: LnE
     b = await env.balances()
     assert b["held"] == 0
     assert 1_000_000 * SAT - b["available"] < 10_000 * SAT + 10_000 * SAT
+    await env.check()
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    return {"ln_pay_timeout_seconds": 30, "ln_payer_per_destination": 2}
+
+
+async def test_payments_held_by_one_receiver_do_not_delay_anybody_else(lnenv: LnEnv):
+    """Issue 9, money 4: three payments to a receiver that holds its HTLCs (30 s timeout
+    each) while another user pays someone else: that payment completes at once; the held
+    receiver gets at most its per-destination share of the payer; nothing is refunded."""
+    from satvault.workers import lightning_payer_worker
+
+    env = lnenv
+    payer = env.runtime.payer
+    await fund(env, env.wallet, 1_000_000 * SAT)
+    bob = await env.wallet_for("bob@example.com")
+    await fund(env, bob, 100_000 * SAT)
+    held = [env.network.create_invoice("customer2", 20_000 * SAT, memo=f"h{i}").bolt11
+            for i in range(3)]
+    hashes = [env.network.decode(b).payment_hash for b in held]
+    for h in hashes:
+        env.network.script(h, "in_flight")
+    worker = lightning_payer_worker(payer, 0.05)
+    worker.start()
+    try:
+        slow = [await pay_out(env, b) for b in held]
+
+        async def sending(n: int) -> None:
+            while payer.busy < n:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(sending(2), timeout=10)
+        assert payer.busy == 2  # the third waits for the receiver's share to free up
+        quick = await pay_out(env, env.network.create_invoice("customer1", 5_000 * SAT).bolt11,
+                              wallet=bob)
+        started = asyncio.get_running_loop().time()
+        while (await status(env, quick.id))[0] != "confirmed":
+            assert asyncio.get_running_loop().time() - started < 5, "held behind the others"
+            await asyncio.sleep(0.02)
+        assert [(await status(env, w.id))[0] for w in slow].count("broadcast") == 2
+        pending = list(hashes)
+        while pending:  # the third is sent only once one of the first two is done
+            assert asyncio.get_running_loop().time() - started < 20
+            try:
+                env.network.resolve(pending[0], "succeed")
+                pending.pop(0)
+            except UnknownPayment:
+                await asyncio.sleep(0.02)
+        for w in slow:
+            while (await status(env, w.id))[0] != "confirmed":
+                assert asyncio.get_running_loop().time() - started < 20
+                await asyncio.sleep(0.02)
+    finally:
+        await worker.stop()
+    b = await env.balances()
+    assert b["held"] == 0
     await env.check()

@@ -19,8 +19,12 @@ both wallets move in one transaction. Paying one's own invoice is refused.
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -49,6 +53,16 @@ __all__ = ["LightningPayer", "PayerReport", "fee_reserve", "request_ln_withdrawa
 
 log = get_logger(__name__)
 RETRYABLE = {"FAILURE_REASON_NO_ROUTE", "FAILURE_REASON_TIMEOUT"}
+
+
+def _receiver(bolt11: str) -> str:
+    """The node a BOLT11 pays (its payee key); the text itself if it cannot be decoded."""
+    import bolt11 as b11
+
+    try:
+        return str(b11.decode(bolt11).payee or bolt11)
+    except Exception:  # stored invoices were checked; a surprise only loses the grouping
+        return bolt11
 
 
 def fee_reserve(amount_msat: int, settings: Settings) -> int:
@@ -147,6 +161,8 @@ async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: 
 
 @dataclass
 class PayerReport:
+    started: int = 0
+    deferred: int = 0  # due, but left for later by the concurrency bounds
     sent: int = 0
     succeeded: int = 0
     failed: int = 0
@@ -154,30 +170,109 @@ class PayerReport:
     retried: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def merge(self, other: PayerReport) -> None:
+        for name in ("started", "sent", "succeeded", "failed", "unknown", "retried"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors += other.errors
+
 
 class LightningPayer:
-    """Sends queued payments and reconciles the ones whose outcome is not yet known."""
+    """Sends queued payments and reconciles the ones whose outcome is not yet known.
+
+    Each payment is sent and followed by its own task, up to ``ln_payer_concurrency`` at once
+    and at most ``ln_payer_per_destination`` to one receiving node: a receiver that holds its
+    HTLCs for a long time ties up its own few slots, never everybody else's payments.
+    :meth:`dispatch` starts what is due and returns at once (the worker's tick);
+    :meth:`step` also waits for every task (tests, the CLI)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: LightningBackend,
                  settings: Settings) -> None:
         self.sessions = sessions
         self.backend = backend
         self.settings = settings
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._dest_of: dict[str, str] = {}  # payment id -> receiving node, while in a task
+
+    @property
+    def busy(self) -> int:
+        """Payments being sent or followed right now."""
+        return len(self._tasks)
 
     async def step(self) -> PayerReport:
+        report = await self.dispatch()
+        await self.drain()
+        while report.deferred:  # more were due than the bounds let start at once
+            more = await self.dispatch()
+            await self.drain()
+            report.merge(more)
+            report.deferred = more.deferred
+        return report
+
+    async def dispatch(self) -> PayerReport:
+        """Start a task for each due payment and each payment to reconcile, within the
+        bounds; the report fills in as the tasks finish."""
         report = PayerReport()
+        room = self.settings.ln_payer_concurrency - len(self._tasks)
+        if room <= 0:
+            return report
         async with self.sessions() as s:
-            due = (await s.execute(select(LnPayment.id).where(
+            due = (await s.execute(select(LnPayment.id, LnPayment.bolt11).where(
                 LnPayment.status.in_(("pending", "retry")),
                 (LnPayment.next_try_at.is_(None)) | (LnPayment.next_try_at <= utcnow()),
-            ).order_by(LnPayment.created_at))).scalars().all()
+            ).order_by(LnPayment.created_at).limit(room + len(self._tasks) * 4 + 64))).all()
             open_ = (await s.execute(select(LnPayment.id).where(
-                LnPayment.status.in_(("in_flight", "unknown"))))).scalars().all()
-        for pid in due:
-            await self._send(pid, report)
+                LnPayment.status.in_(("in_flight", "unknown"))).order_by(
+                LnPayment.updated_at).limit(room + len(self._tasks)))).scalars().all()
+        per_dest = Counter(self._dest_of.values())
+        for pid, bolt11 in due:
+            if pid in self._tasks:
+                continue
+            if len(self._tasks) >= self.settings.ln_payer_concurrency:
+                report.deferred += 1
+                continue
+            dest = _receiver(bolt11)
+            if per_dest[dest] >= self.settings.ln_payer_per_destination:
+                report.deferred += 1
+                continue  # this receiver has its share in flight; others go first
+            per_dest[dest] += 1
+            self._start(pid, dest, self._send(pid, report), report)
         for pid in open_:
-            await self._reconcile(pid, report)
+            if len(self._tasks) >= self.settings.ln_payer_concurrency:
+                break
+            if pid not in self._tasks:
+                self._start(pid, "", self._reconcile(pid, report), report)
         return report
+
+    def _start(self, pid: str, dest: str, work: Coroutine[Any, Any, None],
+               report: PayerReport) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the payment stays where it was; the next tick retries
+                report.errors.append(f"{pid}: {type(exc).__name__}: {exc}")
+                log.exception("ln_payer_task_failed", payment=pid)
+            finally:
+                self._tasks.pop(pid, None)
+                self._dest_of.pop(pid, None)
+
+        self._dest_of[pid] = dest
+        self._tasks[pid] = asyncio.create_task(run(), name=f"ln-pay:{pid}")
+        report.started += 1
+
+    async def drain(self) -> None:
+        """Wait until every running send and reconciliation has finished."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop the tasks. A payment cut off mid-send stays in flight in the database and is
+        reconciled with the node at the next start: never failed, never refunded."""
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _claim(self, pid: str) -> LnPayment | None:
         async def work(s: AsyncSession) -> LnPayment | None:
