@@ -180,7 +180,7 @@ async def _walkthrough(url: str) -> dict[str, Any]:
 
     async def lightning() -> None:
         from satvault.lightning.invoices import InvoiceListener, create_invoice
-        from satvault.lightning.payments import request_ln_withdrawal
+        from satvault.lightning.payments import request_ln_withdrawal, take_off_node
 
         rt, network = ctx["runtime"], ctx["network"]
         async with sessions() as s, s.begin():
@@ -192,9 +192,13 @@ async def _walkthrough(url: str) -> dict[str, Any]:
             bill = await create_invoice(s, backend=rt.lightning,
                                         wallet=ctx["merchant_wallet"],
                                         amount_msat=5_000 * SAT, memo="coffee")
+        taken = await take_off_node(sessions, wallet=ctx["customer_wallet"], bolt11=bill.bolt11,
+                                    amount_msat=None, settings=ctx["settings"],
+                                    backend=rt.lightning)
+        async with sessions() as s, s.begin():
             internal = await request_ln_withdrawal(
                 s, wallet=ctx["customer_wallet"], bolt11=bill.bolt11, amount_msat=None,
-                settings=ctx["settings"], backend=rt.lightning)
+                settings=ctx["settings"], backend=rt.lightning, taken_off_node=taken)
         outside = network.create_invoice("customer2", 3_000 * SAT, memo="refund").bolt11
         async with sessions() as s, s.begin():
             await request_ln_withdrawal(s, wallet=ctx["customer_wallet"], bolt11=outside,

@@ -22,7 +22,7 @@ from satvault.lightning.errors import (
 )
 from satvault.lightning.invoices import InvoiceListener, create_invoice
 from satvault.lightning.models import LnInvoice, LnPayment
-from satvault.lightning.payments import request_ln_withdrawal
+from satvault.lightning.payments import request_ln_withdrawal, take_off_node
 from satvault.payouts.models import Withdrawal
 from tests.chainenv import LnEnv
 
@@ -43,10 +43,15 @@ async def fund(env: LnEnv, wallet, msat: int) -> None:
 
 
 async def pay_out(env: LnEnv, bolt11: str, *, wallet=None, amount_msat=None) -> Withdrawal:
+    """The service path the API takes: the node part first, then the unit of work."""
+    taken = await take_off_node(env.sessions, wallet=wallet or env.wallet, bolt11=bolt11,
+                                amount_msat=amount_msat, settings=env.settings,
+                                backend=env.runtime.lightning)
+
     async def work(s):
         return await request_ln_withdrawal(s, wallet=wallet or env.wallet, bolt11=bolt11,
                                            amount_msat=amount_msat, settings=env.settings,
-                                           backend=env.runtime.lightning)
+                                           backend=env.runtime.lightning, taken_off_node=taken)
     return await retrying(env.sessions, work)
 
 

@@ -17,7 +17,7 @@ from satvault.lightning.lnurl import decode_lnurl, resolve_pay_request
 from satvault.lightning.lnurl_models import LightningAddress
 from satvault.lightning.lnurl_server import address_metadata
 from satvault.lightning.models import LnInvoice
-from satvault.lightning.payments import request_ln_withdrawal
+from satvault.lightning.payments import request_ln_withdrawal, take_off_node
 from tests.lightning_lnurl.conftest import LnEnv
 
 
@@ -118,10 +118,14 @@ async def test_round_trip_through_our_client_then_paid_internally(ln: LnEnv):
                                        http=ln.client, allow_private_hosts=True)
     assert int(bolt11.decode(result.bolt11).amount_msat) == 21_000
     assert result.description == "Payment to alice@lnurl.test"
+    taken = await take_off_node(ln.sessions, wallet=ln.wallets["bob"], bolt11=result.bolt11,
+                                amount_msat=None, settings=ln.settings, backend=ln.lightning)
+    assert taken
     async with ln.sessions() as s, s.begin():
         wd = await request_ln_withdrawal(s, wallet=ln.wallets["bob"], bolt11=result.bolt11,
                                          amount_msat=None, settings=ln.settings,
-                                         backend=ln.lightning, original="alice@lnurl.test")
+                                         backend=ln.lightning, original="alice@lnurl.test",
+                                         taken_off_node=taken)
     assert wd.method == "internal" and wd.status == "confirmed"
     assert (await ln.balance("alice"))["available"] == 21_000
     assert (await ln.balance("bob"))["available"] == 79_000

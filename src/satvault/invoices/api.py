@@ -197,6 +197,8 @@ async def refund(invoice_id: str, body: RefundIn, request: Request, principal: R
         async with sessions() as session:
             inv = await _visible_invoice(session, principal, invoice_id)
             confirmed = inv.confirmed_msat
+            wallet = await session.get(Wallet, inv.wallet_id)
+            assert wallet is not None
         amount = body.amount_msat
         given = amount
         if amount is None and destination_kind(body.destination) == "bolt11":
@@ -211,8 +213,8 @@ async def refund(invoice_id: str, body: RefundIn, request: Request, principal: R
         if amount <= 0 or amount > confirmed:
             raise InvalidInput(f"refunds of this invoice can add up to what it received "
                                f"({confirmed} msat)")
-        prepared = await prepare_destination(request, destination=body.destination,
-                                             amount_msat=given)
+        prepared = await prepare_destination(request, wallet=wallet,
+                                             destination=body.destination, amount_msat=given)
         return amount, prepared
 
     async def work(session: AsyncSession, ready: tuple[int, PreparedDestination]

@@ -63,7 +63,7 @@ from satvault.lightning.lnurl_models import (
     LnurlAuthKey,
     LnurlWithdrawVoucher,
 )
-from satvault.lightning.payments import fee_reserve, request_ln_withdrawal
+from satvault.lightning.payments import fee_reserve, request_ln_withdrawal, take_off_node
 from satvault.logs import get_logger
 from satvault.web.deps import SessionDep, SettingsDep, require_scope
 from satvault.web.idempotency import run_idempotent
@@ -386,8 +386,30 @@ async def withdraw_request(voucher_id: str, session: SessionDep,
     })
 
 
+async def _take_off_node(request: Request, *, voucher_id: str, k1: str, pr: str,
+                         settings: Settings, backend: LightningBackend) -> bool:
+    """If ``pr`` is one of this platform's invoices, cancel it on the node before the
+    redeeming transaction opens (only for a live voucher and its own k1)."""
+    async with _sessions(request)() as s:
+        voucher = await s.get(LnurlWithdrawVoucher, voucher_id)
+        if voucher is None or voucher.status != "open" \
+                or not hmac.compare_digest(voucher.k1.encode(), k1.encode()):
+            return False  # _redeem refuses it with the reason
+        wallet = await s.get(Wallet, voucher.wallet_id)
+    if wallet is None:
+        return False
+    try:
+        check_invoice(pr, network=settings.network)
+    except LightningError:
+        return False  # _redeem refuses it with the voucher's own wording
+    # The voucher's own hold pays: the wallet's free balance is not what decides.
+    return await take_off_node(_sessions(request), wallet=wallet, bolt11=pr, amount_msat=None,
+                               settings=settings, backend=backend, check_balance=False)
+
+
 async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
-                  settings: Settings, backend: LightningBackend) -> str:
+                  settings: Settings, backend: LightningBackend,
+                  taken_off_node: bool = False) -> str:
     """Claim the voucher, release its hold and request the withdrawal; the withdrawal id."""
     voucher = await session.get(LnurlWithdrawVoucher, voucher_id, populate_existing=True)
     if voucher is None or not hmac.compare_digest(voucher.k1.encode(), k1.encode()):
@@ -415,7 +437,7 @@ async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
     assert wallet is not None
     withdrawal = await request_ln_withdrawal(session, wallet=wallet, bolt11=pr,
                                              amount_msat=None, settings=settings,
-                                             backend=backend)
+                                             backend=backend, taken_off_node=taken_off_node)
     await session.execute(
         update(LnurlWithdrawVoucher).where(LnurlWithdrawVoucher.id == voucher_id)
         .values(withdrawal_id=withdrawal.id).execution_options(**_NO_UPDATE_SYNC))
@@ -435,8 +457,11 @@ async def withdraw_callback(voucher_id: str, request: Request, k1: str | None = 
     if backend is None:
         return _lnurl_error("Lightning payments are not available here right now")
     try:
+        taken = await _take_off_node(request, voucher_id=voucher_id, k1=k1, pr=pr,
+                                     settings=settings, backend=backend)
         withdrawal_id = await retrying(_sessions(request), lambda s: _redeem(
-            s, voucher_id=voucher_id, k1=k1, pr=pr, settings=settings, backend=backend))
+            s, voucher_id=voucher_id, k1=k1, pr=pr, settings=settings, backend=backend,
+            taken_off_node=taken))
     except _Refusal as exc:
         return _lnurl_error(str(exc))
     except (LightningError, LedgerError, AccountsError) as exc:

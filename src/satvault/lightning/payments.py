@@ -39,7 +39,13 @@ from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
-from satvault.ledger.store import ConcurrentUpdate, create_transfers, retrying, transfer
+from satvault.ledger.store import (
+    ConcurrentUpdate,
+    create_transfers,
+    get_account,
+    retrying,
+    transfer,
+)
 from satvault.lightning.bolt11check import check_invoice
 from satvault.lightning.errors import PaymentRefused
 from satvault.lightning.invoices import credit_settled
@@ -49,7 +55,8 @@ from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal
 from satvault.payouts.service import check_daily_limit
 
-__all__ = ["LightningPayer", "PayerReport", "fee_reserve", "request_ln_withdrawal"]
+__all__ = ["LightningPayer", "PayerReport", "fee_reserve", "request_ln_withdrawal",
+           "take_off_node"]
 
 log = get_logger(__name__)
 RETRYABLE = {"FAILURE_REASON_NO_ROUTE", "FAILURE_REASON_TIMEOUT"}
@@ -71,12 +78,44 @@ def fee_reserve(amount_msat: int, settings: Settings) -> int:
                settings.ln_fee_reserve_min_msat)
 
 
+async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: Wallet,
+                        bolt11: str, amount_msat: int | None, settings: Settings,
+                        backend: LightningBackend | None, check_balance: bool = True) -> bool:
+    """Before the unit of work opens: if ``bolt11`` is an open invoice this platform issued,
+    cancel it on the node now, so nobody outside can pay it while it is settled inside the
+    ledger. True if it was taken off (pass ``taken_off_node=True`` on). The node call is made
+    with no transaction open; cheap checks first, so a payer who would be refused anyway
+    (own invoice, too little money, invoice not open) does not kill someone's invoice."""
+    inv = check_invoice(bolt11, network=settings.network, amount_msat=amount_msat)
+    async with sessions() as s:
+        ours = (await s.execute(select(LnInvoice).where(
+            LnInvoice.payment_hash == inv.payment_hash))).scalar_one_or_none()
+        if ours is None or ours.status != "open" or ours.wallet_id == wallet.id:
+            return False  # not ours, or the unit of work refuses it with the right reason
+        if ours.amount_msat is not None and inv.amount_msat != ours.amount_msat:
+            return False
+        b = (await get_account(s, wallet.ledger_account_id)).balances
+        free = b.credits_posted - b.debits_posted - b.debits_pending
+        if check_balance and free < inv.amount_msat:
+            return False  # the ledger refuses it: leave the invoice payable from outside
+    if backend is not None:
+        try:
+            await backend.cancel_invoice(inv.payment_hash)
+        except BackendError as exc:
+            raise PaymentRefused(f"could not take the invoice off the node ({exc}); "
+                                 "try again") from exc
+    return True
+
+
 async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11: str,
                                 amount_msat: int | None, settings: Settings,
                                 backend: LightningBackend | None,
                                 original: str | None = None,
-                                store_id: str | None = None) -> Withdrawal:
-    """Validate and either settle internally at once or hold and queue an external payment."""
+                                store_id: str | None = None,
+                                taken_off_node: bool = False) -> Withdrawal:
+    """Validate and either settle internally at once or hold and queue an external payment.
+    No remote call is made here: an invoice of this platform is settled inside the ledger
+    only once :func:`take_off_node` has cancelled it on the node (``taken_off_node``)."""
     inv = check_invoice(bolt11, network=settings.network, amount_msat=amount_msat)
     if inv.amount_msat > settings.ln_max_payment_msat:
         raise PaymentRefused(f"{inv.amount_msat} msat is above the per-payment limit of "
@@ -96,7 +135,8 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
     if ours is not None:
         wd = await _settle_internally(session, wallet=wallet, invoice=ours,
                                       amount_msat=inv.amount_msat, wid=wid,
-                                      destination=original or inv.bolt11, backend=backend,
+                                      destination=original or inv.bolt11,
+                                      taken_off_node=taken_off_node or backend is None,
                                       fee_bp=settings.invoice_fee_bp, store_id=store_id)
         await emit_withdrawal(session, wd, "created")
         await emit_withdrawal(session, wd, "confirmed")
@@ -128,7 +168,7 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
 
 async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: LnInvoice,
                              amount_msat: int, wid: str, destination: str,
-                             backend: LightningBackend | None, fee_bp: int = 0,
+                             taken_off_node: bool, fee_bp: int = 0,
                              store_id: str | None = None) -> Withdrawal:
     if invoice.wallet_id == wallet.id:
         raise PaymentRefused("this invoice was issued to your own wallet; paying it would "
@@ -146,16 +186,12 @@ async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: 
     await session.flush()
     await credit_settled(session, payment_hash=invoice.payment_hash, paid_msat=amount_msat,
                          internal=True, debit_account_id=wallet.ledger_account_id,
-                         invoice_fee_bp=fee_bp)
-    if backend is not None:
-        # The ledger move is written but not committed: only once the node has cancelled the
-        # invoice (nobody outside can pay it any more) may it commit; if the node refuses —
-        # say an outside payment just settled it — the whole move rolls back.
-        try:
-            await backend.cancel_invoice(invoice.payment_hash)
-        except BackendError as exc:
-            raise PaymentRefused(f"could not take the invoice off the node ({exc}); "
-                                 "try again") from exc
+                         invoice_fee_bp=fee_bp)  # the ledger's refusals come first
+    if not taken_off_node:
+        # Settling it here while the node could still be paid from outside would let the
+        # payee be paid twice; the caller must take it off the node first. Rolls back.
+        raise PaymentRefused("this platform's invoice could not be taken off its node; "
+                             "try again")
     return wd
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 import httpx
@@ -20,7 +20,7 @@ from satvault.accounts.models import Wallet
 from satvault.accounts.service import Principal
 from satvault.lightning.errors import AmountRequired, PaymentRefused
 from satvault.lightning.models import LnPayment
-from satvault.lightning.payments import request_ln_withdrawal
+from satvault.lightning.payments import request_ln_withdrawal, take_off_node
 from satvault.payouts.models import Withdrawal
 from satvault.payouts.schemas import WithdrawalIn, WithdrawalOut
 from satvault.payouts.service import request_withdrawal
@@ -75,12 +75,27 @@ class PreparedDestination:
     destination: str  # what the client sent
     bolt11: str | None  # what will be paid over Lightning
     amount_msat: int | None  # the amount to pass on (None: the destination carries it)
+    taken_off_node: bool = False  # one of our own invoices, already cancelled on the node
 
 
-async def prepare_destination(request: Request, *, destination: str,
+async def prepare_destination(request: Request, *, wallet: Wallet, destination: str,
                               amount_msat: int | None) -> PreparedDestination:
     """Resolve the destination over the network, outside any transaction: no lock and no
-    database connection is held while a remote LNURL server answers (or does not)."""
+    database connection is held while a remote LNURL server or the node answers (or does
+    not). ``wallet`` pays (its ownership already checked)."""
+    prepared = await _resolve(request, destination=destination, amount_msat=amount_msat)
+    if prepared.bolt11 is None:
+        return prepared
+    runtime = request.app.state.runtime
+    taken = await take_off_node(request.app.state.sessions, wallet=wallet,
+                                bolt11=prepared.bolt11, amount_msat=prepared.amount_msat,
+                                settings=request.app.state.settings,
+                                backend=runtime.lightning)
+    return replace(prepared, taken_off_node=taken)
+
+
+async def _resolve(request: Request, *, destination: str, amount_msat: int | None
+                   ) -> PreparedDestination:
     settings = request.app.state.settings
     runtime = request.app.state.runtime
     kind = destination_kind(destination)
@@ -126,7 +141,7 @@ async def withdraw(session: AsyncSession, request: Request, *,
         session, wallet=await wallet_for(session), bolt11=prepared.bolt11,
         amount_msat=prepared.amount_msat, settings=settings, backend=backend,
         original=prepared.destination if prepared.kind == "lnurl" else None,
-        store_id=store_id)
+        store_id=store_id, taken_off_node=prepared.taken_off_node)
     # An internal payment is settled already; only a payment for the node wakes the payer.
     if wd.method == "lightning" and runtime is not None and runtime.payer_wake is not None:
         runtime.payer_wake.set()
@@ -140,7 +155,9 @@ async def create_withdrawal(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     async def prepare() -> PreparedDestination:
-        return await prepare_destination(request, destination=body.destination,
+        async with request.app.state.sessions() as session:
+            wallet = await visible_wallet(session, principal, wallet_id)
+        return await prepare_destination(request, wallet=wallet, destination=body.destination,
                                          amount_msat=body.amount_msat)
 
     async def work(session: AsyncSession, prepared: PreparedDestination) -> tuple[int, Any]:
