@@ -15,13 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.access import owned_store
 from satvault.accounts.errors import InvalidInput, NotFound
+from satvault.accounts.models import Store
 from satvault.accounts.service import Principal
 from satvault.invoices.models import StoreInvoice
 from satvault.invoices.service import (
     InvoiceRequest,
+    Quote,
     create_store_invoice,
     get_invoice,
     mark_invoice,
+    quote_store_invoice,
 )
 from satvault.invoices.views import invoice_payload
 from satvault.payouts.models import Withdrawal
@@ -81,23 +84,34 @@ async def create(store_id: str, body: InvoiceIn, request: Request, principal: Wr
     settings = request.app.state.settings
     runtime = request.app.state.runtime
 
-    async def work(session: AsyncSession) -> tuple[int, Any]:
+    lightning = runtime.lightning if runtime is not None else None
+    rates = runtime.rates if runtime is not None else None
+
+    def invoice_request(store: Store) -> InvoiceRequest:
+        return InvoiceRequest(
+            amount=body.amount, currency=body.currency or store.default_currency,
+            order_id=body.order_id, metadata=body.metadata,
+            expiration_minutes=body.expiration_minutes,
+            payment_methods=tuple(body.payment_methods), speed_policy=body.speed_policy,
+            payment_tolerance_percent=body.payment_tolerance_percent,
+            redirect_url=body.redirect_url)
+
+    async def prepare() -> Quote:
+        # A short read, then the rate and the node's BOLT11 with no transaction open.
+        async with request.app.state.sessions() as session:
+            store = await owned_store(session, principal, store_id)
+        return await quote_store_invoice(store=store, request=invoice_request(store),
+                                         settings=settings, lightning=lightning, rates=rates)
+
+    async def work(session: AsyncSession, quote: Quote) -> tuple[int, Any]:
         store = await owned_store(session, principal, store_id)
-        _, payload = await create_store_invoice(
-            session, store=store, settings=settings,
-            lightning=runtime.lightning if runtime is not None else None,
-            rates=runtime.rates if runtime is not None else None,
-            request=InvoiceRequest(
-                amount=body.amount, currency=body.currency or store.default_currency,
-                order_id=body.order_id,
-                metadata=body.metadata, expiration_minutes=body.expiration_minutes,
-                payment_methods=tuple(body.payment_methods), speed_policy=body.speed_policy,
-                payment_tolerance_percent=body.payment_tolerance_percent,
-                redirect_url=body.redirect_url))
+        _, payload = await create_store_invoice(session, store=store, settings=settings,
+                                                request=invoice_request(store), quote=quote)
         return 201, payload
 
     owner = f"{principal.owner_type}:{principal.owner_id}"
-    return await run_idempotent(request, owner=owner, key=idempotency_key, work=work)
+    return await run_idempotent(request, owner=owner, key=idempotency_key, work=work,
+                                prepare=prepare)
 
 
 @router.get("/invoices/{invoice_id}")

@@ -12,19 +12,20 @@ for the remainder is issued, so one scan of the unified BIP21 QR always pays the
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.errors import InvalidInput, NotFound
 from satvault.accounts.models import Store, Wallet
 from satvault.accounts.security import new_id
 from satvault.accounts.service import ensure_wallet
-from satvault.backends.lightning import LightningBackend
+from satvault.backends.lightning import Invoice, LightningBackend
 from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.invoices.models import StoreInvoice
@@ -36,7 +37,7 @@ from satvault.invoices.status import (
     next_deadline,
     threshold_msat,
 )
-from satvault.lightning.invoices import create_invoice as create_ln_invoice
+from satvault.lightning.invoices import node_invoice, store_invoice
 from satvault.lightning.models import LnInvoice
 from satvault.logs import get_logger
 from satvault.onchain.bip21 import make_bip21, msat_to_sat_ceil
@@ -46,8 +47,9 @@ from satvault.rates.base import currency_scale
 from satvault.rates.convert import apply_spread, fiat_to_msat
 from satvault.rates.service import RateService, build_rate_service
 
-__all__ = ["Destinations", "InvoiceRequest", "create_store_invoice", "destinations",
-           "get_invoice", "mark_invoice", "refresh"]
+__all__ = ["Destinations", "FollowUp", "InvoiceRequest", "Quote", "create_store_invoice",
+           "destinations", "follow_up_of", "get_invoice", "mark_invoice", "quote_store_invoice",
+           "record_follow_up", "refresh"]
 
 log = get_logger(__name__)
 MSAT_PER_BTC = 10**11
@@ -107,12 +109,32 @@ async def _price(settings: Settings, currency: str, value: Decimal, *,
     return minor, fiat_to_msat(minor, rate), rate.minor_per_btc, rate.source, rate.fetched_at
 
 
-async def create_store_invoice(session: AsyncSession, *, store: Store, request: InvoiceRequest,
-                               settings: Settings, lightning: LightningBackend | None,
-                               rates: RateService | None = None
-                               ) -> tuple[StoreInvoice, dict[str, Any]]:
-    """Create the invoice; returns it with its payload (the ``invoice.created`` event's data,
-    which is also the API's answer)."""
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """Everything about a new invoice that needs the outside world (the rate, the node's
+    BOLT11), worked out before the unit of work opens."""
+
+    id: str
+    currency: str
+    methods: tuple[str, ...]
+    speed: int
+    tolerance_bp: int
+    metadata: str
+    minor: int
+    due_msat: int
+    rate: int | None
+    rate_source: str | None
+    rate_at: datetime | None
+    created_at: datetime
+    expires_at: datetime
+    ln: Invoice | None
+
+
+async def quote_store_invoice(*, store: Store, request: InvoiceRequest, settings: Settings,
+                              lightning: LightningBackend | None,
+                              rates: RateService | None = None) -> Quote:
+    """Validate the request, lock the rate and ask the node for the BOLT11, with no
+    transaction open (a slow rate source or node must not hold a lock or SQLite's writer)."""
     currency = request.currency.strip().upper()
     methods = tuple(dict.fromkeys(request.payment_methods))
     if not methods or any(m not in METHODS for m in methods):
@@ -136,29 +158,47 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
                                                 rates=rates, spread_bp=store.spread_bp)
     if due < 1000:
         raise InvalidInput("the amount is below 1 sat")
-    wallet = await ensure_wallet(session, owner_type="merchant", owner_id=store.merchant_id)
+    invoice_id = new_id("inv")
     now = utcnow()
+    expires = now + timedelta(minutes=request.expiration_minutes)
+    ln = None
+    if "lightning" in methods and lightning is not None:
+        ln = await node_invoice(lightning, amount_msat=due, memo=f"Invoice {invoice_id}",
+                                expiry_seconds=max(60, request.expiration_minutes * 60),
+                                max_msat=settings.ln_max_payment_msat)
+    return Quote(invoice_id, currency, methods, speed, int(tolerance * 100), metadata, minor,
+                 due, rate, source, at, now, expires, ln)
+
+
+async def create_store_invoice(session: AsyncSession, *, store: Store, request: InvoiceRequest,
+                               settings: Settings, quote: Quote
+                               ) -> tuple[StoreInvoice, dict[str, Any]]:
+    """Create the invoice from its :func:`quote_store_invoice`; returns it with its payload
+    (the ``invoice.created`` event's data, which is also the API's answer)."""
+    wallet = await ensure_wallet(session, owner_type="merchant", owner_id=store.merchant_id)
+    now = quote.created_at
     inv = StoreInvoice(
-        id=new_id("inv"), store_id=store.id, wallet_id=wallet.id, status=Status.NEW.value,
-        additional_status=Additional.NONE.value, currency=currency, amount=request.amount,
-        amount_minor=minor, due_msat=due, rate_minor_per_btc=rate, rate_source=source,
-        rate_at=at, order_id=request.order_id, metadata_json=metadata,
-        payment_methods=",".join(methods), speed_policy=speed,
-        tolerance_bp=int(tolerance * 100), redirect_url=request.redirect_url, deposit_id=None,
-        confirmed_msat=0, seen_msat=0, full_seen_at=None,
-        expires_at=now + timedelta(minutes=request.expiration_minutes), created_at=now,
-        updated_at=now, settled_at=None)
+        id=quote.id, store_id=store.id, wallet_id=wallet.id, status=Status.NEW.value,
+        additional_status=Additional.NONE.value, currency=quote.currency,
+        amount=request.amount, amount_minor=quote.minor, due_msat=quote.due_msat,
+        rate_minor_per_btc=quote.rate, rate_source=quote.rate_source, rate_at=quote.rate_at,
+        order_id=request.order_id, metadata_json=quote.metadata,
+        payment_methods=",".join(quote.methods), speed_policy=quote.speed,
+        tolerance_bp=quote.tolerance_bp, redirect_url=request.redirect_url, deposit_id=None,
+        confirmed_msat=0, seen_msat=0, full_seen_at=None, expires_at=quote.expires_at,
+        created_at=now, updated_at=now, settled_at=None)
     inv.next_check_at = inv.expires_at
     ln = address = None
-    if "lightning" in methods and lightning is not None:
-        ln = await _new_ln_invoice(session, inv, due, lightning, settings, wallet=wallet,
-                                   flush=False)
-    if "onchain" in methods:
-        # Last: on PostgreSQL the allocation holds the address cursor's row lock until commit,
-        # so nothing slow (the Lightning node above) may come after it.
-        dep = await open_deposit(session, wallet=wallet, settings=settings, amount_msat=due,
-                                 description=f"Invoice {inv.id}", confirmations=speed,
-                                 expires_at=inv.expires_at)
+    if quote.ln is not None:
+        ln = await store_invoice(session, quote.ln, wallet=wallet, memo=f"Invoice {inv.id}",
+                                 purpose="invoice",
+                                 expiry_seconds=int((quote.expires_at - now).total_seconds()),
+                                 store_invoice_id=inv.id, flush=False)
+    if "onchain" in quote.methods:
+        # Last: on PostgreSQL the allocation holds the address cursor's row lock until commit.
+        dep = await open_deposit(session, wallet=wallet, settings=settings,
+                                 amount_msat=quote.due_msat, description=f"Invoice {inv.id}",
+                                 confirmations=quote.speed, expires_at=inv.expires_at)
         inv.deposit_id = dep.id
         address = dep.address
         await session.flush()  # the deposit row first: the invoice's foreign key needs it
@@ -166,19 +206,6 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
     await session.flush()
     known = _destinations(inv, address, ln)
     return inv, await _emit(session, inv, "invoice.created", known=known)
-
-
-async def _new_ln_invoice(session: AsyncSession, inv: StoreInvoice, msat: int,
-                          lightning: LightningBackend, settings: Settings, *,
-                          wallet: Wallet | None = None, flush: bool = True) -> LnInvoice:
-    wallet_obj = wallet or await session.get(Wallet, inv.wallet_id)
-    assert wallet_obj is not None
-    seconds = max(60, int((inv.expires_at - utcnow()).total_seconds()))
-    return await create_ln_invoice(session, backend=lightning, wallet=wallet_obj,
-                                   amount_msat=msat, memo=f"Invoice {inv.id}",
-                                   purpose="invoice", expiry_seconds=seconds,
-                                   max_msat=settings.ln_max_payment_msat,
-                                   store_invoice_id=inv.id, flush=flush)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +270,10 @@ _EVENTS = {Status.PROCESSING: "invoice.processing", Status.SETTLED: "invoice.set
            Status.EXPIRED: "invoice.expired", Status.INVALID: "invoice.invalid"}
 
 
-async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Settings,
-                  lightning: LightningBackend | None = None) -> bool:
-    """Recompute an invoice from its payments; True if anything changed."""
+async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Settings) -> bool:
+    """Recompute an invoice from its payments; True if anything changed. The node's part of
+    a change (cancelling the other BOLT11s of a settled invoice, a BOLT11 for the rest after
+    a partial payment) is :func:`lightning_follow_up`, after the commit."""
     if inv.additional_status == Additional.MARKED.value:
         inv.next_check_at = None
         return False
@@ -270,13 +298,8 @@ async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Setting
     inv.updated_at = utcnow()
     if status is Status.SETTLED and inv.settled_at is None:
         inv.settled_at = utcnow()
-        await _cancel_open_ln(session, inv, lightning)
     if received_more:
         await _emit(session, inv, "invoice.payment_received")
-        remaining = inv.due_msat - seen
-        if (remaining >= 1000 and "lightning" in inv.payment_methods and lightning is not None
-                and status is Status.NEW):
-            await _new_ln_invoice(session, inv, remaining, lightning, settings)
     if status.value != old and status in _EVENTS:
         await _emit(session, inv, _EVENTS[status])
     log.info("invoice_updated", invoice=inv.id, status=inv.status,
@@ -284,19 +307,52 @@ async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Setting
     return True
 
 
-async def _cancel_open_ln(session: AsyncSession, inv: StoreInvoice,
-                          lightning: LightningBackend | None) -> None:
-    """Paid in full: no other BOLT11 of this invoice may take money any more."""
-    rows = (await session.execute(select(LnInvoice).where(
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """What the node must do for an invoice after a change: cancel these BOLT11s (paid in
+    full: nobody may pay them any more), and/or issue one for ``remainder_msat``."""
+
+    cancel: tuple[str, ...] = ()
+    remainder_msat: int = 0
+    expiry_seconds: int = 60
+
+
+async def follow_up_of(session: AsyncSession, invoice_id: str) -> FollowUp:
+    """Read what :func:`lightning_follow_up` should do now (a state check, so it is safe to
+    repeat: a remainder BOLT11 already issued is not issued twice)."""
+    inv = await session.get(StoreInvoice, invoice_id)
+    if inv is None:
+        return FollowUp()
+    open_ln = (await session.execute(select(LnInvoice).where(
         LnInvoice.store_invoice_id == inv.id, LnInvoice.status == "open"))).scalars().all()
-    for ln in rows:
-        if lightning is not None:
-            try:
-                await lightning.cancel_invoice(ln.payment_hash)
-            except Exception as exc:
-                log.warning("ln_invoice_cancel_failed", invoice=ln.id, error=str(exc))
-                continue
-        ln.status = "canceled"
+    if inv.status == Status.SETTLED.value:
+        return FollowUp(cancel=tuple(ln.payment_hash for ln in open_ln))
+    remaining = inv.due_msat - inv.seen_msat
+    if (inv.status == Status.NEW.value and inv.seen_msat > 0 and remaining >= 1000
+            and "lightning" in inv.payment_methods
+            and all(ln.amount_msat != remaining for ln in open_ln)):
+        seconds = max(60, int((inv.expires_at - utcnow()).total_seconds()))
+        return FollowUp(remainder_msat=remaining, expiry_seconds=seconds)
+    return FollowUp()
+
+
+async def record_follow_up(session: AsyncSession, invoice_id: str, *,
+                           cancelled: Sequence[str], remainder: Invoice | None,
+                           expiry_seconds: int) -> None:
+    """The database's half of the follow-up, once the node answered."""
+    if cancelled:
+        await session.execute(update(LnInvoice).where(
+            LnInvoice.payment_hash.in_(cancelled), LnInvoice.status == "open"
+        ).values(status="canceled"))
+    if remainder is not None:
+        inv = await session.get(StoreInvoice, invoice_id, with_for_update=True)
+        if inv is None or inv.status != Status.NEW.value:
+            return  # paid or expired meanwhile: the BOLT11 just issued is left to expire
+        wallet = await session.get(Wallet, inv.wallet_id)
+        assert wallet is not None
+        await store_invoice(session, remainder, wallet=wallet, memo=f"Invoice {inv.id}",
+                            purpose="invoice", expiry_seconds=expiry_seconds,
+                            store_invoice_id=inv.id)
 
 
 async def mark_invoice(session: AsyncSession, inv: StoreInvoice, status: str) -> StoreInvoice:

@@ -25,32 +25,67 @@ from typing import Any
 from sqlalchemy import CompoundSelect, select, union
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.backends.errors import BackendError
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.invoices.models import StoreInvoice
-from satvault.invoices.service import refresh
+from satvault.invoices.service import follow_up_of, record_follow_up, refresh
 from satvault.ledger.store import retrying
+from satvault.lightning.invoices import node_invoice
 from satvault.lightning.models import LnInvoice
+from satvault.logs import get_logger
 from satvault.onchain.models import OnchainPayment
 
-__all__ = ["InvoiceRefresher", "refresh_open_invoices"]
+__all__ = ["InvoiceRefresher", "lightning_follow_up", "refresh_open_invoices"]
+
+log = get_logger(__name__)
 
 
-async def _one(session: AsyncSession, *, invoice_id: str, settings: Settings,
-               lightning: LightningBackend | None) -> bool:
+async def _one(session: AsyncSession, *, invoice_id: str, settings: Settings) -> bool:
     inv = await session.get(StoreInvoice, invoice_id, with_for_update=True)
     if inv is None:
         return False
-    return await refresh(session, inv, settings=settings, lightning=lightning)
+    return await refresh(session, inv, settings=settings)
+
+
+async def lightning_follow_up(sessions: async_sessionmaker[AsyncSession], invoice_id: str, *,
+                              settings: Settings, lightning: LightningBackend | None) -> None:
+    """After an invoice changed and committed: read what the node must do, do it with no
+    transaction open, then record the answer in a short one."""
+    if lightning is None:
+        return
+    async with sessions() as s:
+        todo = await follow_up_of(s, invoice_id)
+    cancelled: list[str] = []
+    for payment_hash in todo.cancel:
+        try:
+            await lightning.cancel_invoice(payment_hash)
+            cancelled.append(payment_hash)
+        except BackendError as exc:  # stays open; an outside payment is still credited
+            log.warning("ln_invoice_cancel_failed", payment_hash=payment_hash, error=str(exc))
+    remainder = None
+    if todo.remainder_msat:
+        try:
+            remainder = await node_invoice(
+                lightning, amount_msat=todo.remainder_msat, memo=f"Invoice {invoice_id}",
+                expiry_seconds=todo.expiry_seconds, max_msat=settings.ln_max_payment_msat)
+        except BackendError as exc:  # the on-chain address and the first BOLT11 still work
+            log.warning("ln_remainder_invoice_failed", invoice=invoice_id, error=str(exc))
+    if cancelled or remainder is not None:
+        await retrying(sessions, partial(record_follow_up, invoice_id=invoice_id,
+                                         cancelled=cancelled, remainder=remainder,
+                                         expiry_seconds=todo.expiry_seconds))
 
 
 async def _refresh_each(sessions: async_sessionmaker[AsyncSession], ids: Iterable[str],
                         settings: Settings, lightning: LightningBackend | None) -> int:
     changed = 0
     for invoice_id in sorted(set(ids)):
-        changed += int(await retrying(sessions, partial(
-            _one, invoice_id=invoice_id, settings=settings, lightning=lightning)))
+        if await retrying(sessions, partial(_one, invoice_id=invoice_id, settings=settings)):
+            changed += 1
+            await lightning_follow_up(sessions, invoice_id, settings=settings,
+                                      lightning=lightning)
     return changed
 
 

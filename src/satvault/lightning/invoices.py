@@ -19,7 +19,7 @@ from satvault.accounts.errors import InvalidInput
 from satvault.accounts.models import Wallet
 from satvault.accounts.security import new_id
 from satvault.backends.errors import BackendError
-from satvault.backends.lightning import InvoiceState, LightningBackend
+from satvault.backends.lightning import Invoice, InvoiceState, LightningBackend
 from satvault.db import utcnow
 from satvault.ledger.core import TransferSpec
 from satvault.ledger.errors import error_for
@@ -28,7 +28,8 @@ from satvault.ledger.store import create_transfers, retrying
 from satvault.lightning.models import LnCursor, LnInvoice
 from satvault.logs import get_logger
 
-__all__ = ["InvoiceListener", "create_invoice", "credit_settled", "expire_invoices"]
+__all__ = ["InvoiceListener", "check_invoice_request", "create_invoice", "credit_settled",
+           "expire_invoices", "node_invoice", "store_invoice"]
 
 log = get_logger(__name__)
 
@@ -38,14 +39,42 @@ async def create_invoice(session: AsyncSession, *, backend: LightningBackend, wa
                          description_hash: bytes | None = None, purpose: str = "deposit",
                          expiry_seconds: int = 3600, max_msat: int = 10**13,
                          store_invoice_id: str | None = None, flush: bool = True) -> LnInvoice:
-    """Ask the node for an invoice and store it. ``flush=False`` leaves the INSERT to the
-    caller's next flush (one round trip fewer when more rows follow)."""
+    """Ask the node for an invoice and store it, for callers holding nothing locked. Request
+    handlers call :func:`node_invoice` before their unit of work opens and
+    :func:`store_invoice` inside it, so no transaction waits on the node."""
+    issued = await node_invoice(backend, amount_msat=amount_msat, memo=memo,
+                                description_hash=description_hash,
+                                expiry_seconds=expiry_seconds, max_msat=max_msat)
+    return await store_invoice(session, issued, wallet=wallet, memo=memo,
+                               description_hash=description_hash, purpose=purpose,
+                               expiry_seconds=expiry_seconds,
+                               store_invoice_id=store_invoice_id, flush=flush)
+
+
+def check_invoice_request(amount_msat: int | None, memo: str, max_msat: int) -> None:
     if amount_msat is not None and not 1 <= amount_msat <= max_msat:
         raise InvalidInput(f"amount_msat must be between 1 and {max_msat}")
-    if len(memo) > 639:
-        raise InvalidInput("the description is limited to 639 characters (BOLT11)")
-    inv = await backend.create_invoice(amount_msat, memo=memo, description_hash=description_hash,
-                                       expiry=expiry_seconds)
+    if len(memo.encode("utf-8")) > 639:
+        raise InvalidInput("the description is limited to 639 bytes of UTF-8 (BOLT11)")
+
+
+async def node_invoice(backend: LightningBackend, *, amount_msat: int | None, memo: str = "",
+                       description_hash: bytes | None = None, expiry_seconds: int = 3600,
+                       max_msat: int = 10**13) -> Invoice:
+    """The node's half: validate, then ask the node (no database involved)."""
+    check_invoice_request(amount_msat, memo, max_msat)
+    return await backend.create_invoice(amount_msat, memo=memo,
+                                        description_hash=description_hash,
+                                        expiry=expiry_seconds)
+
+
+async def store_invoice(session: AsyncSession, inv: Invoice, *, wallet: Wallet,
+                        memo: str = "", description_hash: bytes | None = None,
+                        purpose: str = "deposit", expiry_seconds: int = 3600,
+                        store_invoice_id: str | None = None, flush: bool = True) -> LnInvoice:
+    """The database's half: record an invoice the node issued. ``flush=False`` leaves the
+    INSERT to the caller's next flush (one round trip fewer when more rows follow)."""
+    amount_msat = inv.amount_msat
     now = utcnow()
     row = LnInvoice(id=new_id("lni"), wallet_id=wallet.id, purpose=purpose,
                     payment_hash=inv.payment_hash, bolt11=inv.bolt11, amount_msat=amount_msat,

@@ -55,7 +55,7 @@ from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import ConcurrentUpdate, retrying, transfer
 from satvault.lightning.bolt11check import check_invoice
 from satvault.lightning.errors import AmountRequired, LightningError
-from satvault.lightning.invoices import create_invoice
+from satvault.lightning.invoices import node_invoice, store_invoice
 from satvault.lightning.lnurl import encode_lnurl
 from satvault.lightning.lnurl_models import (
     LightningAddress,
@@ -222,17 +222,21 @@ async def pay_callback(username: str, request: Request, amount: str | None = Non
         return _lnurl_error("unknown Lightning Address")
     host = _host(settings)
     metadata = address_metadata(name, host)
+    digest = hashlib.sha256(metadata.encode("utf-8")).digest()
     try:
-        async with _sessions(request)() as s, s.begin():
+        async with _sessions(request)() as s:
             row = await s.get(LightningAddress, name)
             wallet = await s.get(Wallet, row.wallet_id) if row else None
-            if wallet is None:
-                raise _Refusal("unknown Lightning Address")
-            invoice = await create_invoice(
-                s, backend=backend, wallet=wallet, amount_msat=msat, memo="",
-                description_hash=hashlib.sha256(metadata.encode("utf-8")).digest(),
-                purpose="lnurl", expiry_seconds=settings.ln_invoice_expiry_seconds,
-                max_msat=settings.ln_max_payment_msat)
+        if wallet is None:
+            raise _Refusal("unknown Lightning Address")
+        # The node first, with no transaction open; then a short one to record it.
+        issued = await node_invoice(backend, amount_msat=msat, description_hash=digest,
+                                    expiry_seconds=settings.ln_invoice_expiry_seconds,
+                                    max_msat=settings.ln_max_payment_msat)
+        async with _sessions(request)() as s, s.begin():
+            invoice = await store_invoice(
+                s, issued, wallet=wallet, description_hash=digest, purpose="lnurl",
+                expiry_seconds=settings.ln_invoice_expiry_seconds)
             # The invoice commits to the metadata by hash; keep something readable beside it.
             note = f"Lightning Address {name}@{host}" + (f": {comment}" if comment else "")
             invoice.description = note[:639]

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.accounts.api import visible_wallet
 from satvault.accounts.errors import NotFound
 from satvault.accounts.service import Principal
-from satvault.lightning.invoices import create_invoice
+from satvault.lightning.invoices import node_invoice, store_invoice
 from satvault.lightning.models import LnInvoice
 from satvault.onchain.deposits import DepositView, create_deposit, view_deposit
 from satvault.onchain.errors import InvalidDescriptor
@@ -61,22 +61,29 @@ async def _ln_invoice(session: AsyncSession, deposit_id: str) -> LnInvoice:
 
 @router.post("/wallets/{wallet_id}/deposits", response_model=DepositOut, status_code=201)
 async def request_deposit(wallet_id: str, body: DepositIn, request: Request,
-                          session: SessionDep, settings: SettingsDep,
-                          principal: WalletWriter) -> DepositOut:
-    """An on-chain address (``method: onchain``) or a BOLT11 invoice (``method: lightning``)."""
-    wallet = await visible_wallet(session, principal, wallet_id)
+                          settings: SettingsDep, principal: WalletWriter) -> DepositOut:
+    """An on-chain address (``method: onchain``) or a BOLT11 invoice (``method: lightning``).
+    The node is asked for the invoice between two short units of work, never inside one."""
+    sessions = request.app.state.sessions
     if body.method == "lightning":
+        async with sessions() as session:
+            wallet = await visible_wallet(session, principal, wallet_id)
         runtime = request.app.state.runtime
         if runtime is None or runtime.lightning is None:
             raise InvalidDescriptor("no Lightning backend is configured")
-        inv = await create_invoice(session, backend=runtime.lightning, wallet=wallet,
-                                   amount_msat=body.amount_msat, memo=body.description,
-                                   expiry_seconds=settings.ln_invoice_expiry_seconds,
-                                   max_msat=settings.ln_max_payment_msat)
-        return _ln_out(inv)
-    view = await create_deposit(session, wallet=wallet, settings=settings,
-                                amount_msat=body.amount_msat, description=body.description)
-    return _out(view)
+        issued = await node_invoice(runtime.lightning, amount_msat=body.amount_msat,
+                                    memo=body.description,
+                                    expiry_seconds=settings.ln_invoice_expiry_seconds,
+                                    max_msat=settings.ln_max_payment_msat)
+        async with sessions() as session, session.begin():
+            inv = await store_invoice(session, issued, wallet=wallet, memo=body.description,
+                                      expiry_seconds=settings.ln_invoice_expiry_seconds)
+            return _ln_out(inv)
+    async with sessions() as session, session.begin():
+        wallet = await visible_wallet(session, principal, wallet_id)
+        view = await create_deposit(session, wallet=wallet, settings=settings,
+                                    amount_msat=body.amount_msat, description=body.description)
+        return _out(view)
 
 
 @router.get("/deposits/{deposit_id}", response_model=DepositOut)
