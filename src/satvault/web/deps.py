@@ -73,6 +73,8 @@ async def _principal(
         if limiter is not None:
             await limiter.authentication_failed(request, token)
         raise
+    if limiter is not None:
+        await limiter.authentication_succeeded(token)
     if cache is not None:
         cache.put(token, principal)
     return principal

@@ -7,9 +7,11 @@ penalty grows with persistence):
 
 * ``auth-address`` and ``auth-key``: **failed** authentications (no key, a malformed one, an
   unknown or revoked one, a wrong secret) per client address and per key id named in the
-  token. A caller whose address or key id has used its budget is refused with 429 *before*
-  the database is asked, whatever it sends, until the window moves on. A key verified a
-  moment ago (in the principal cache) is not a guess and is never held up.
+  token. A request from an address, or naming a key id, that has used its budget is refused
+  with 429 *before* the database is asked, until the window moves on; unless it carries a
+  key verified before (a SHA-256 of each verified key is kept in the storage for longer
+  than the longest failure window): somebody else's failures, from a shared address or
+  against a known key id, must not lock a key's owner out.
 * ``public``: every unauthenticated endpoint (checkout pages, QR codes, LNURL payRequest and
   withdrawRequest, the event stream, health) per client address.
 * ``public-create``: unauthenticated endpoints that make something (a node invoice behind a
@@ -30,11 +32,13 @@ warning logged: a Redis outage must not take payments down with it.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import re
 import time
-from typing import Any, Literal
+from collections.abc import Awaitable
+from typing import Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -58,6 +62,7 @@ __all__ = ["CreateLimit", "EdgeLimiter", "PublicCreateLimit", "PublicLimit", "Ra
            "install_rate_limits"]
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 Budget = Literal["auth-address", "auth-key", "public", "public-create", "create"]
 _STRATEGIES: dict[str, type[RateLimiter]] = {
@@ -106,6 +111,9 @@ class EdgeLimiter:
             "create": parse_many(settings.rate_limit_create),
         }
         self._trusted = parse_networks(settings.rate_limit_trusted_proxies)
+        # A verified key outlives every failure window, so a lock-out never outlasts it.
+        self._marker_life = max(item.get_expiry() for budget in ("auth-address", "auth-key")
+                                for item in self._budgets[budget])
         self._pool: Any = None
         storage: Storage
         if self.storage_url == "memory":
@@ -144,17 +152,16 @@ class EdgeLimiter:
         stats = await self._strategy.get_window_stats(item, self._prefix, budget, ident)
         return max(1, math.ceil(stats.reset_time - time.time()))
 
-    async def _guarded(self, coro: Any) -> RateLimited | None:
+    async def _guarded(self, coro: Awaitable[T], fallback: T) -> T:
         try:
-            refusal: RateLimited | None = await coro
+            return await coro
         except StorageError as exc:  # fail open: see the module docstring
             log.warning("rate_limit_storage_error", error=str(exc.storage_error))
-            return None
-        return refusal
+            return fallback
 
     async def spend(self, budget: Budget, ident: str) -> None:
         """Spend one unit; raises :class:`RateLimited` when the budget is used up."""
-        refusal = await self._guarded(self._take(budget, ident))
+        refusal = await self._guarded(self._take(budget, ident), None)
         if refusal is not None:
             raise refusal
 
@@ -183,23 +190,44 @@ class EdgeLimiter:
         parsed = parse_token(token) if token else None
         return parsed[0] if parsed and _KEY_ID.fullmatch(parsed[0]) else None
 
+    def _marker(self, token: str) -> str:
+        return f"{self._prefix}/verified/{hashlib.sha256(token.encode()).hexdigest()}"
+
     async def before_authentication(self, request: Request, token: str | None) -> None:
-        """Refuse, before the database is asked, a caller that has failed too often."""
+        """Refuse, before the database is asked, a caller from an address, or naming a key
+        id, that has failed too often; unless its key has been verified before."""
         address, key_id = self.client_address(request), self._key_id(token)
-        refusal = await self._guarded(self._over("auth-address", address))
+        refusal = await self._guarded(self._over("auth-address", address), None)
         if refusal is None and key_id is not None:
-            refusal = await self._guarded(self._over("auth-key", key_id))
-        if refusal is not None:
-            log.info("auth_rate_limited", address=address, key_id=key_id,
-                     budget=refusal.budget)
-            raise refusal
+            refusal = await self._guarded(self._over("auth-key", key_id), None)
+        if refusal is None:
+            return
+        # The exact key, verified within the marker's life: its owner, whom somebody else's
+        # failures (on a shared address, or naming the key id) must not lock out.
+        if token and await self._guarded(self.storage.get(self._marker(token)), 0) > 0:
+            return
+        log.info("auth_rate_limited", address=address, key_id=key_id, budget=refusal.budget)
+        raise refusal
 
     async def authentication_failed(self, request: Request, token: str | None) -> None:
         """Count a failed authentication against the address and the key id it named."""
         key_id = self._key_id(token)
-        await self._guarded(self._take("auth-address", self.client_address(request)))
+        await self._guarded(self._take("auth-address", self.client_address(request)), None)
         if key_id is not None:
-            await self._guarded(self._take("auth-key", key_id))
+            await self._guarded(self._take("auth-key", key_id), None)
+
+    async def authentication_succeeded(self, token: str) -> None:
+        """Mark the key as verified (a hash of it) for longer than any failure window."""
+        marker, life = self._marker(token), self._marker_life
+
+        async def refresh() -> None:
+            if (await self.storage.get(marker) > 0
+                    and await self.storage.get_expiry(marker) - time.time() > life / 2):
+                return
+            await self.storage.clear(marker)
+            await self.storage.incr(marker, life)
+
+        await self._guarded(refresh(), None)
 
     # ----------------------------------------------------------------------- life cycle
 
