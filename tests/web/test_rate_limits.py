@@ -333,3 +333,14 @@ async def test_switched_off(app_for, world: World):
     for _ in range(BUDGET + 2):
         assert (await client.get("/api/v1/me", headers=bearer(random_key()))).status_code == 401
         assert (await client.get("/lnurl-auth/challenge")).status_code == 200
+
+
+async def test_a_storage_outage_fails_open(db_url, tmp_path, world: World):
+    """Redis gone mid-flight: requests are served (and a warning logged), not refused."""
+    settings = limit_settings(db_url, tmp_path, ("redis://127.0.0.1:1/0", "sv-test-gone"))
+    async with serving(settings, world.sessions) as (client, _):
+        for _ in range(BUDGET + 1):
+            assert (await client.get("/lnurl-auth/challenge")).status_code == 200
+            r = await client.get("/api/v1/me", headers=bearer(random_key()))
+            assert r.status_code == 401
+        assert (await client.get("/api/v1/me", headers=bearer(world.alice))).status_code == 200

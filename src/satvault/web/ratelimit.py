@@ -206,15 +206,21 @@ class EdgeLimiter:
         # failures (on a shared address, or naming the key id) must not lock out.
         if token and await self._guarded(self.storage.get(self._marker(token)), 0) > 0:
             return
-        log.info("auth_rate_limited", address=address, key_id=key_id, budget=refusal.budget)
         raise refusal
 
     async def authentication_failed(self, request: Request, token: str | None) -> None:
-        """Count a failed authentication against the address and the key id it named."""
-        key_id = self._key_id(token)
-        await self._guarded(self._take("auth-address", self.client_address(request)), None)
-        if key_id is not None:
-            await self._guarded(self._take("auth-key", key_id), None)
+        """Count a failed authentication against the address and the key id it named; log
+        the failure that uses a budget up (once per lock-out, not once per refusal)."""
+        counted: list[tuple[Budget, str | None]] = [
+            ("auth-address", self.client_address(request)), ("auth-key", self._key_id(token))]
+        for budget, ident in counted:
+            if ident is None:
+                continue
+            await self._guarded(self._take(budget, ident), None)
+            refusal = await self._guarded(self._over(budget, ident), None)
+            if refusal is not None:
+                log.warning("auth_failures_limited", budget=budget, ident=ident,
+                            retry_after=refusal.retry_after)
 
     async def authentication_succeeded(self, token: str) -> None:
         """Mark the key as verified (a hash of it) for longer than any failure window."""
