@@ -207,6 +207,22 @@ async def test_x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(app
     assert_limited(await client.get("/api/v1/me", headers=bearer(random_key(), "192.0.2.77")))
 
 
+async def test_an_ipv6_client_counts_by_its_64(app_for):
+    client, _ = await app_for()
+    for host in ("2001:db8:1:2::a", "2001:db8:1:2::b", "2001:db8:1:2:ffff::1"):
+        assert (await client.get("/api/v1/me", headers=bearer(random_key(), host))
+                ).status_code == 401
+    assert_limited(await client.get("/api/v1/me", headers=bearer(random_key(),
+                                                                  "2001:db8:1:2::c")))
+    r = await client.get("/api/v1/me", headers=bearer(random_key(), "2001:db8:1:3::1"))
+    assert r.status_code == 401
+    # A proxy of ours never writes garbage: such a header counts as the proxy's own address.
+    for _ in range(BUDGET):
+        assert (await client.get("/api/v1/me", headers=bearer(random_key(), "not-an-ip"))
+                ).status_code == 401
+    assert_limited(await client.get("/api/v1/me", headers=bearer(random_key(), "nor-this")))
+
+
 async def test_failures_are_progressive_over_longer_windows(app_for):
     """2 per second and 3 per minute: a client that waits out the short window gets one
     more try, then the minute window holds it."""

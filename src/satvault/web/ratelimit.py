@@ -63,6 +63,7 @@ __all__ = ["CreateLimit", "EdgeLimiter", "PublicCreateLimit", "PublicLimit", "Ra
 
 log = get_logger(__name__)
 T = TypeVar("T")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 Budget = Literal["auth-address", "auth-key", "public", "public-create", "create"]
 _STRATEGIES: dict[str, type[RateLimiter]] = {
@@ -90,11 +91,21 @@ def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Net
                  for part in text.split(",") if part.strip())
 
 
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _ip(text: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(text.strip())
     except ValueError:
         return None
+
+
+def _bucket(ip: IPAddress) -> str:
+    """An IPv6 client counts by its /64, which one subscriber usually holds whole (else a
+    single host could take a fresh budget per address); an IPv4-mapped one as IPv4."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class EdgeLimiter:
@@ -168,21 +179,26 @@ class EdgeLimiter:
     # -------------------------------------------------------------------- authentication
 
     def client_address(self, request: Request) -> str:
+        """Who is counted: the socket peer, or the client a trusted proxy names."""
         peer = request.client.host if request.client else "unknown"
-        peer_ip = _ip(peer)
-        if not self._trusted or peer_ip is None or not self._is_trusted(peer_ip):
-            return peer
+        ip = _ip(peer)
+        if ip is not None and self._trusted and self._is_trusted(ip):
+            ip = self._forwarded_client(request) or ip
+        return peer if ip is None else _bucket(ip)
+
+    def _forwarded_client(self, request: Request) -> IPAddress | None:
+        """The right-most ``X-Forwarded-For`` entry that is not one of our proxies."""
         hops = [hop for header in request.headers.getlist("x-forwarded-for")
                 for hop in header.split(",")]
         for hop in reversed(hops):
             ip = _ip(hop)
-            if ip is None:  # not written by a proxy we trust: stop at what we know
-                break
+            if ip is None:  # not what a proxy of ours writes: trust only the peer
+                return None
             if not self._is_trusted(ip):
-                return str(ip)
-        return peer
+                return ip
+        return None
 
-    def _is_trusted(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    def _is_trusted(self, ip: IPAddress) -> bool:
         return any(ip in net for net in self._trusted)
 
     @staticmethod
