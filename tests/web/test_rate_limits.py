@@ -241,6 +241,21 @@ async def test_failures_are_progressive_over_longer_windows(app_for):
     assert assert_limited(await fail()) > 1
 
 
+async def test_retry_after_waits_for_every_window(app_for):
+    """1 per second and 2 per minute on public reads: the third read must wait for the
+    minute window, not only for the second one."""
+    client, _ = await app_for(rate_limit_public="1/second;2/minute")
+    page = "/i/inv_nothing/status"
+    assert (await client.get(page)).status_code == 404
+    assert assert_limited(await client.get(page), at_most=1) == 1
+    deadline = time.monotonic() + 5
+    while (r := await client.get(page)).status_code == 429:
+        assert time.monotonic() < deadline, "the one-second window never moved on"
+        await asyncio.sleep(0.05)
+    assert r.status_code == 404
+    assert assert_limited(await client.get(page)) > 50
+
+
 async def test_the_event_stream_counts_failed_keys_too(app_for, world: World):
     client, _ = await app_for(rate_limit_public="100/minute")
     url = f"/api/v1/events/stream?wallet_id={world.alice_wallet}"

@@ -22,7 +22,7 @@ penalty grows with persistence):
 
 The client address is the socket peer; ``X-Forwarded-For`` counts only when the peer is one
 of ``rate_limit_trusted_proxies``, and then the address is the right-most entry that is not
-one of them (the one our own proxy wrote).
+one of them (the one our own proxy wrote). An IPv6 client counts by its /64.
 
 Budgets live in process memory by default, which is per process: ``satvault serve --workers
 N`` with memory storage gives each process its own budget. A ``redis://`` storage URL makes
@@ -156,7 +156,9 @@ class EdgeLimiter:
         """Spend one unit of ``budget`` for ``ident``; the refusal if it does not fit."""
         for item in self._budgets[budget]:
             if not await self._strategy.hit(item, self._prefix, budget, ident):
-                return RateLimited(budget, await self._retry_after(item, budget, ident))
+                # Retry-After: until every window has room, not only the first one tried.
+                return (await self._over(budget, ident)
+                        or RateLimited(budget, await self._retry_after(item, budget, ident)))
         return None
 
     async def _retry_after(self, item: RateLimitItem, budget: Budget, ident: str) -> int:
