@@ -243,10 +243,18 @@ def serve(
     except SchemaNotCurrent as exc:
         sys.stderr.write(f"satvault: {exc}\n")
         raise typer.Exit(2) from None
+    if not asyncio.run(_rate_limit_storage_answers(settings)):
+        sys.stderr.write(f"satvault: the rate-limit storage "
+                         f"{redact_url(settings.rate_limit_storage)} does not answer\n")
+        raise typer.Exit(2)
     if workers > 1 and settings.database_url.startswith("sqlite"):
         sys.stderr.write("satvault: --workers > 1 needs PostgreSQL: SQLite has one writer, "
                          "and processes would only queue for it\n")
         raise typer.Exit(2)
+    if workers > 1 and settings.rate_limit_enabled and settings.rate_limit_storage == "memory":
+        sys.stderr.write(f"satvault: note: rate limits are kept in each process's memory, so "
+                         f"every one of the {workers} processes allows the full budget; set "
+                         "SATVAULT_RATE_LIMIT_STORAGE=redis://… to share them\n")
     node = _start_simnet(settings) if settings.chain_backend == "simnet" else None
     ln_node = _start_ln_simnet(settings) if settings.lightning_backend == "simnet" else None
     url = f"http://{settings.host}:{settings.port}"
@@ -267,8 +275,10 @@ def serve(
     )
     try:
         if workers == 1:
+            # proxy_headers=False: the client address is the socket peer; X-Forwarded-For
+            # is read only by the rate limiter, from rate_limit_trusted_proxies.
             uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                        log_config=None, access_log=False)
+                        log_config=None, access_log=False, proxy_headers=False)
         else:
             _serve_processes(settings, workers)
     finally:
@@ -276,6 +286,19 @@ def serve(
             node.stop()
         if ln_node is not None:
             ln_node.stop()
+
+
+async def _rate_limit_storage_answers(settings: Settings) -> bool:
+    """Whether the shared rate-limit storage (Redis) is there; memory always is."""
+    if not settings.rate_limit_enabled or settings.rate_limit_storage == "memory":
+        return True
+    from satvault.web.ratelimit import EdgeLimiter
+
+    limiter = EdgeLimiter(settings)
+    try:
+        return await limiter.check()
+    finally:
+        await limiter.close()
 
 
 def _serve_processes(settings: Settings, workers: int) -> None:
@@ -307,7 +330,8 @@ def _serve_processes(settings: Settings, workers: int) -> None:
     thread.start()
     try:
         uvicorn.run("satvault.web.app:api_app", factory=True, workers=workers,
-                    host=settings.host, port=settings.port, log_config=None, access_log=False)
+                    host=settings.host, port=settings.port, log_config=None, access_log=False,
+                    proxy_headers=False)
     finally:
         stop.set()
         thread.join(timeout=30)

@@ -6,12 +6,14 @@ exists. Secrets are ``SecretStr`` so they never show in a repr, a log line or an
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -63,6 +65,31 @@ class Settings(BaseSettings):
     # been refreshed for idempotency_stale_seconds (its owner is gone, not merely slow).
     idempotency_stale_seconds: float = Field(default=60.0, gt=0)
     idempotency_heartbeat_seconds: float = Field(default=15.0, gt=0)
+
+    # --- rate limits (web/ratelimit.py, docs/security.md) ----------------------------------
+    # Each budget is a `limits` string of one or more windows, all of which must hold. Off
+    # only for a benchmark measuring raw throughput, never in production.
+    rate_limit_enabled: bool = True
+    # "memory" (per process: each of `serve --workers N`'s processes has its own budgets) or
+    # a redis:// (rediss://, unix://) URL shared by every process.
+    rate_limit_storage: str = "memory"
+    rate_limit_strategy: Literal["moving-window", "fixed-window",
+                                 "sliding-window-counter"] = "moving-window"
+    # Prefix of every key in the storage: two installations may share one Redis.
+    rate_limit_key_prefix: str = Field(default="satvault", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    # Comma-separated addresses or CIDR blocks of reverse proxies whose X-Forwarded-For is
+    # believed; empty: the client address is the socket peer.
+    rate_limit_trusted_proxies: str = ""
+    # Failed authentications per client address and per API key id named in the token.
+    rate_limit_auth_failures_per_address: str = "10/minute;30/hour;100/day"
+    rate_limit_auth_failures_per_key: str = "10/minute;30/hour;100/day"
+    # Unauthenticated endpoints per client address: reads (checkout pages, QR codes, LNURL
+    # first calls, event streams, health), and those that create something (Lightning
+    # Address callbacks, LNURL-auth challenges and logins, LNURL-withdraw redemptions).
+    rate_limit_public: str = "300/minute"
+    rate_limit_public_create: str = "30/minute;300/hour"
+    # Object creation through the API, per API key.
+    rate_limit_create: str = "30/second;1000/minute"
 
     # --- on-chain -------------------------------------------------------------------------
     # Bitcoin Core JSON-RPC: http://user:password@host:port/ (or a cookie file). With
@@ -143,6 +170,33 @@ class Settings(BaseSettings):
     # that one slow receiver cannot delay everybody else's payments.
     ln_payer_concurrency: int = Field(default=16, ge=1, le=1000)
     ln_payer_per_destination: int = Field(default=4, ge=1, le=1000)
+
+    @field_validator("rate_limit_auth_failures_per_address", "rate_limit_auth_failures_per_key",
+                     "rate_limit_public", "rate_limit_public_create", "rate_limit_create")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            ok = bool(parse_many(value))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"not a rate limit: {value!r} (write e.g. '10/minute;30/hour')")
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _rate_limit_storage(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("rate_limit_storage is 'memory' or a redis://, rediss:// or "
+                             "unix:// URL")
+        return value
+
+    @field_validator("rate_limit_trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            ipaddress.ip_network(part, strict=False)  # a ValueError names the bad one
+        return value
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

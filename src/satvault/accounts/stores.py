@@ -25,6 +25,7 @@ from satvault.accounts.models import Store, Wallet
 from satvault.accounts.service import Principal
 from satvault.web.deps import SessionDep, require_any_scope, require_scope
 from satvault.web.idempotency import run_idempotent
+from satvault.web.ratelimit import CreateLimit
 
 __all__ = ["router"]
 
@@ -96,7 +97,7 @@ def _merchant_for_new_store(principal: Principal, asked: str | None) -> str:
     return principal.owner_id
 
 
-@router.post("/stores", status_code=201, response_model=StoreOut)
+@router.post("/stores", status_code=201, response_model=StoreOut, dependencies=[CreateLimit])
 async def create_store(body: StoreIn, request: Request, principal: Writer,
                        idempotency_key: Annotated[str | None, Header()] = None
                        ) -> JSONResponse:

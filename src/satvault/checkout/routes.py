@@ -51,10 +51,11 @@ from satvault.onchain.qr import qr_svg
 from satvault.rates.base import currency_scale
 from satvault.rates.errors import UnsupportedCurrency
 from satvault.web.deps import SessionDep
+from satvault.web.ratelimit import PublicLimit
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["checkout"])
+router = APIRouter(tags=["checkout"], dependencies=[PublicLimit])
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"

@@ -35,6 +35,7 @@ from satvault.events.sse import router as sse_router
 from satvault.events.ssrf import check
 from satvault.ledger.store import retrying
 from satvault.web.deps import SessionDep, require_any_scope
+from satvault.web.ratelimit import CreateLimit
 
 __all__ = ["router", "webhooks_router"]
 
@@ -85,7 +86,7 @@ def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
 
 
 @webhooks_router.post("/stores/{store_id}/webhooks", response_model=WebhookCreatedOut,
-                      status_code=201)
+                      status_code=201, dependencies=[CreateLimit])
 async def create_webhook(store_id: str, body: WebhookIn, request: Request,
                          principal: Writer) -> WebhookCreatedOut:
     sessions = _sessions(request)
@@ -164,7 +165,7 @@ async def list_deliveries(
 
 
 @webhooks_router.post("/webhook-deliveries/{delivery_id}/redeliver",
-                      response_model=DeliveryOut, status_code=202)
+                      response_model=DeliveryOut, status_code=202, dependencies=[CreateLimit])
 async def redeliver_delivery(delivery_id: str, session: SessionDep,
                              principal: Writer) -> DeliveryOut:
     _, webhook = await service.get_delivery(session, delivery_id)

@@ -41,6 +41,7 @@ from satvault.events.errors import InvalidStream
 from satvault.events.models import OutboxEvent
 from satvault.events.outbox import envelope, notifier
 from satvault.web.deps import _principal
+from satvault.web.ratelimit import PublicLimit
 
 __all__ = ["HEARTBEAT_SECONDS", "POLL_SECONDS", "PUBLIC_INVOICE_FIELDS", "router"]
 
@@ -103,7 +104,7 @@ def _resume_point(header: str | None, query: int | None) -> int | None:
     return query
 
 
-@router.get("/events/stream", response_class=StreamingResponse,
+@router.get("/events/stream", response_class=StreamingResponse, dependencies=[PublicLimit],
             responses={200: {"content": {"text/event-stream": {}}}})
 async def stream(
     request: Request,

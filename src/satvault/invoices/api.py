@@ -30,6 +30,7 @@ from satvault.invoices.views import invoice_payload
 from satvault.payouts.models import Withdrawal
 from satvault.web.deps import SessionDep, require_scope
 from satvault.web.idempotency import run_idempotent
+from satvault.web.ratelimit import CreateLimit
 
 __all__ = ["router"]
 
@@ -78,7 +79,7 @@ async def _visible_invoice(session: AsyncSession, principal: Principal, invoice_
     return inv
 
 
-@router.post("/stores/{store_id}/invoices", status_code=201)
+@router.post("/stores/{store_id}/invoices", status_code=201, dependencies=[CreateLimit])
 async def create(store_id: str, body: InvoiceIn, request: Request, principal: Writer,
                  idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
     settings = request.app.state.settings
@@ -179,7 +180,7 @@ async def mark(invoice_id: str, body: MarkIn, request: Request, session: Session
     return await invoice_payload(session, inv, request.app.state.settings.public_url)
 
 
-@router.post("/invoices/{invoice_id}/refunds", status_code=201)
+@router.post("/invoices/{invoice_id}/refunds", status_code=201, dependencies=[CreateLimit])
 async def refund(invoice_id: str, body: RefundIn, request: Request, principal: Refunder,
                  idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
     """A refund is a withdrawal from the merchant's wallet to a destination the customer gave,

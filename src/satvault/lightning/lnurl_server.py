@@ -68,6 +68,7 @@ from satvault.logs import get_logger
 from satvault.web.deps import SessionDep, SettingsDep, require_scope
 from satvault.web.idempotency import run_idempotent
 from satvault.web.problems import problem
+from satvault.web.ratelimit import CreateLimit, PublicCreateLimit, PublicLimit
 
 __all__ = ["address_metadata", "router"]
 
@@ -161,7 +162,7 @@ def _address_out(row: LightningAddress, settings: Settings) -> AddressOut:
 
 
 @router.post("/api/v1/wallets/{wallet_id}/lightning-address", response_model=AddressOut,
-             status_code=201)
+             status_code=201, dependencies=[CreateLimit])
 async def claim_address(wallet_id: str, body: AddressIn, session: SessionDep,
                         settings: SettingsDep, principal: WalletWriter) -> AddressOut:
     wallet = await visible_wallet(session, principal, wallet_id)
@@ -184,7 +185,8 @@ async def claim_address(wallet_id: str, body: AddressIn, session: SessionDep,
     return _address_out(row, settings)
 
 
-@router.get("/.well-known/lnurlp/{username}", include_in_schema=False)
+@router.get("/.well-known/lnurlp/{username}", include_in_schema=False,
+            dependencies=[PublicLimit])
 async def pay_request(username: str, request: Request, session: SessionDep,
                       settings: SettingsDep) -> JSONResponse:
     name = _address_name(username)
@@ -202,7 +204,8 @@ async def pay_request(username: str, request: Request, session: SessionDep,
     })
 
 
-@router.get("/lnurlp/{username}/callback", include_in_schema=False)
+@router.get("/lnurlp/{username}/callback", include_in_schema=False,
+            dependencies=[PublicCreateLimit])
 async def pay_callback(username: str, request: Request, amount: str | None = None,
                        comment: str | None = None) -> JSONResponse:
     settings: Settings = request.app.state.settings
@@ -311,7 +314,7 @@ async def _create_voucher(session: AsyncSession, *, wallet: Wallet, body: Vouche
 
 
 @router.post("/api/v1/wallets/{wallet_id}/lnurl-withdraw", response_model=VoucherOut,
-             status_code=201)
+             status_code=201, dependencies=[CreateLimit])
 async def create_voucher(
     wallet_id: str, body: VoucherIn, request: Request, principal: Withdrawer,
     idempotency_key: Annotated[str | None, Header()] = None,
@@ -371,7 +374,7 @@ async def cancel_voucher(voucher_id: str, session: SessionDep, settings: Setting
     return _voucher_out(voucher, settings)
 
 
-@router.get("/lnurlw/{voucher_id}", include_in_schema=False)
+@router.get("/lnurlw/{voucher_id}", include_in_schema=False, dependencies=[PublicLimit])
 async def withdraw_request(voucher_id: str, session: SessionDep,
                            settings: SettingsDep) -> JSONResponse:
     voucher = await session.get(LnurlWithdrawVoucher, voucher_id)
@@ -451,7 +454,8 @@ async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
     return withdrawal.id
 
 
-@router.get("/lnurlw/{voucher_id}/callback", include_in_schema=False)
+@router.get("/lnurlw/{voucher_id}/callback", include_in_schema=False,
+            dependencies=[PublicCreateLimit])
 async def withdraw_callback(voucher_id: str, request: Request, k1: str | None = None,
                             pr: str | None = None) -> JSONResponse:
     settings: Settings = request.app.state.settings
@@ -514,7 +518,8 @@ def verify_login_signature(k1: str, sig: str, key: str) -> bool:
         return False
 
 
-@router.get("/lnurl-auth/challenge", response_model=ChallengeOut)
+@router.get("/lnurl-auth/challenge", response_model=ChallengeOut,
+            dependencies=[PublicCreateLimit])
 async def auth_challenge(session: SessionDep, settings: SettingsDep,
                          response: Response) -> ChallengeOut:
     now = utcnow()
@@ -575,7 +580,8 @@ async def _verify_challenge(session: AsyncSession, *, k1: str, key: str) -> None
         raise _Refusal("this k1 was already used")
 
 
-@router.get("/lnurl-auth/callback", include_in_schema=False)
+@router.get("/lnurl-auth/callback", include_in_schema=False,
+            dependencies=[PublicCreateLimit])
 async def auth_callback(request: Request, tag: str | None = None, k1: str | None = None,
                         sig: str | None = None, key: str | None = None) -> JSONResponse:
     if tag != "login":
@@ -596,7 +602,8 @@ async def auth_callback(request: Request, tag: str | None = None, k1: str | None
     return _lnurl_ok({"status": "OK"})
 
 
-@router.post("/lnurl-auth/{k1}/session", response_model=SessionOut, status_code=201)
+@router.post("/lnurl-auth/{k1}/session", response_model=SessionOut, status_code=201,
+             dependencies=[PublicCreateLimit])
 async def auth_session(k1: str, body: SessionIn, session: SessionDep,
                        response: Response) -> SessionOut | JSONResponse:
     """Exchange a verified challenge, once and before it expires, for an API key."""

@@ -17,6 +17,7 @@ from satvault.onchain.errors import InvalidDescriptor
 from satvault.onchain.qr import qr_png, qr_svg
 from satvault.onchain.schemas import DepositIn, DepositOut, DepositPaymentOut
 from satvault.web.deps import SessionDep, SettingsDep, require_scope
+from satvault.web.ratelimit import CreateLimit, PublicLimit
 
 __all__ = ["router"]
 
@@ -59,7 +60,8 @@ async def _ln_invoice(session: AsyncSession, deposit_id: str) -> LnInvoice:
     return inv
 
 
-@router.post("/wallets/{wallet_id}/deposits", response_model=DepositOut, status_code=201)
+@router.post("/wallets/{wallet_id}/deposits", response_model=DepositOut, status_code=201,
+             dependencies=[CreateLimit])
 async def request_deposit(wallet_id: str, body: DepositIn, request: Request,
                           settings: SettingsDep, principal: WalletWriter) -> DepositOut:
     """An on-chain address (``method: onchain``) or a BOLT11 invoice (``method: lightning``).
@@ -98,7 +100,8 @@ async def get_deposit(deposit_id: str, session: SessionDep, principal: WalletRea
     return _out(view)
 
 
-@router.get("/deposits/{deposit_id}/qr.{fmt}", include_in_schema=False)
+@router.get("/deposits/{deposit_id}/qr.{fmt}", include_in_schema=False,
+            dependencies=[PublicLimit])
 async def deposit_qr(deposit_id: str, fmt: str, session: SessionDep) -> Response:
     """Public by unguessable id (an <img> cannot send an API key); shows only the URI."""
     if fmt not in ("svg", "png"):

@@ -26,6 +26,7 @@ from satvault.payouts.schemas import WithdrawalIn, WithdrawalOut
 from satvault.payouts.service import request_withdrawal
 from satvault.web.deps import SessionDep, require_scope
 from satvault.web.idempotency import run_idempotent
+from satvault.web.ratelimit import CreateLimit
 
 __all__ = ["router"]
 
@@ -149,7 +150,7 @@ async def withdraw(session: AsyncSession, request: Request, *,
 
 
 @router.post("/wallets/{wallet_id}/withdrawals", response_model=WithdrawalOut,
-             status_code=201)
+             status_code=201, dependencies=[CreateLimit])
 async def create_withdrawal(
     wallet_id: str, body: WithdrawalIn, request: Request, principal: Withdrawer,
     idempotency_key: Annotated[str | None, Header()] = None,

@@ -32,6 +32,7 @@ from satvault.payouts.api import router as payouts_router
 from satvault.runtime import Runtime
 from satvault.web.deps import PrincipalCache
 from satvault.web.problems import install_problem_handlers
+from satvault.web.ratelimit import PublicLimit, install_rate_limits
 from satvault.workers import (
     Worker,
     address_expiry_worker,
@@ -100,6 +101,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
                 await w.stop()
             if rt is not None and runtime is None:
                 await rt.close()
+            if limiter is not None:
+                await limiter.close()
             if own_engine:
                 await engine.dispose()
 
@@ -113,6 +116,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.workers = []
     app.state.runtime = runtime
     install_problem_handlers(app)
+    limiter = install_rate_limits(app, settings)
     app.include_router(accounts_router)
     app.include_router(stores_router)
     app.include_router(ledger_router)
@@ -123,7 +127,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.include_router(events_router)
     app.include_router(checkout_router)
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], dependencies=[PublicLimit])
     async def healthz(request: Request) -> JSONResponse:
         checks: dict[str, Any] = {"version": __version__}
         ok = True

@@ -7,7 +7,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,6 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.accounts.errors import Forbidden, Unauthenticated
 from satvault.accounts.service import Principal, authenticate_api_key
 from satvault.config import Settings
+
+if TYPE_CHECKING:
+    from satvault.web.ratelimit import EdgeLimiter
 
 __all__ = ["CurrentPrincipal", "PrincipalCache", "SessionDep", "SettingsDep", "require_any_scope",
            "require_scope"]
@@ -44,21 +47,34 @@ async def _principal(
 ) -> Principal:
     """Authentication is its own short unit of work, never the request's transaction: an
     endpoint that manages its own transactions (idempotent POSTs) must not find the database
-    already locked by its own caller (SQLite has one writer)."""
-    token = x_api_key
+    already locked by its own caller (SQLite has one writer). Failures are counted against
+    the client address and the key id (web/ratelimit.py): past the budget, a 429 before the
+    database is asked."""
+    token, malformed = x_api_key, None
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() != "bearer" or not value:
-            raise Unauthenticated("use 'Authorization: Bearer <api key>'")
+            malformed = "use 'Authorization: Bearer <api key>'"
         token = value
-    if not token:
-        raise Unauthenticated("an API key is required")
     cache: PrincipalCache | None = getattr(request.app.state, "principals", None)
-    if cache is not None and (known := cache.get(token)) is not None:
+    if (token and not malformed and cache is not None
+            and (known := cache.get(token)) is not None):
         return known
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    async with sessions() as session, session.begin():
-        principal = await authenticate_api_key(session, token)
+    limiter: EdgeLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        await limiter.before_authentication(request, token)
+    try:
+        if malformed or not token:
+            raise Unauthenticated(malformed or "an API key is required")
+        sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+        async with sessions() as session, session.begin():
+            principal = await authenticate_api_key(session, token)
+    except Unauthenticated:
+        if limiter is not None:
+            await limiter.authentication_failed(request, token)
+        raise
+    if limiter is not None:
+        await limiter.authentication_succeeded(token)
     if cache is not None:
         cache.put(token, principal)
     return principal
