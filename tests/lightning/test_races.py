@@ -17,6 +17,7 @@ from tests.lightning.test_lightning import fund, pay_out, status
 SAT = 1000
 
 
+@pytest.mark.parametrize("settings_overrides", [{"rate_limit_create": "1000/second"}])
 async def test_one_bolt11_from_fifty_concurrent_requests_is_paid_once(lnenv: LnEnv):
     env = lnenv
     await fund(env, env.wallet, 1_000_000 * SAT)

@@ -22,7 +22,7 @@ LIMIT = 200_000 * SAT  # room for three
 
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
-    return {"withdrawal_daily_limit_msat": LIMIT}
+    return {"withdrawal_daily_limit_msat": LIMIT, "rate_limit_create": "1000/second"}
 
 
 async def test_racing_withdrawals_stop_exactly_at_the_daily_limit(lnenv: LnEnv):
