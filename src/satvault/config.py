@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # How long a verified API key is remembered in memory, in seconds (0: check the database
     # on every request). A key revoked in another process keeps working at most this long.
     api_key_cache_seconds: float = Field(default=10.0, ge=0, le=300)
+    # The largest request body accepted, in bytes; a larger one is a 413 before it is read
+    # (by its Content-Length, or counted while a chunked body streams in).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # --- on-chain -------------------------------------------------------------------------
     # Bitcoin Core JSON-RPC: http://user:password@host:port/ (or a cookie file). With

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -24,6 +24,7 @@ from satvault.accounts.errors import InvalidInput, NotFound
 from satvault.accounts.models import Store, Wallet
 from satvault.accounts.security import new_id
 from satvault.accounts.service import ensure_wallet
+from satvault.amounts import InvalidAmount, parse_decimal
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
 from satvault.db import utcnow
@@ -51,6 +52,7 @@ __all__ = ["Destinations", "InvoiceRequest", "create_store_invoice", "destinatio
 
 log = get_logger(__name__)
 MSAT_PER_BTC = 10**11
+MAX_MSAT = 21_000_000 * MSAT_PER_BTC
 METHODS = ("onchain", "lightning")
 
 
@@ -67,34 +69,28 @@ class InvoiceRequest:
     redirect_url: str | None = None
 
 
-def _decimal(text: str) -> Decimal:
+def _units(text: str, places: int, what: str) -> int:
+    """The amount in ``10**-places`` units, through the one strict parser (no rounding)."""
     try:
-        value = Decimal(text)
-    except (InvalidOperation, TypeError) as exc:
-        raise InvalidInput(f"amount {text!r} is not a decimal number") from exc
-    if not value.is_finite() or value <= 0:
+        value = parse_decimal(text, places=places)
+    except InvalidAmount as exc:
+        raise InvalidInput(f"{what}: {exc}") from exc
+    if value <= 0:
         raise InvalidInput("amount must be a positive number")
     return value
 
 
-def _exact(value: Decimal, scale: int, what: str) -> int:
-    scaled = value * (10**scale)
-    if scaled != scaled.to_integral_value():
-        raise InvalidInput(f"{what} has more decimal places than its currency allows")
-    return int(scaled)
-
-
-async def _price(settings: Settings, currency: str, value: Decimal, *,
+async def _price(settings: Settings, currency: str, amount: str, *,
                  rates: RateService | None, spread_bp: int
                  ) -> tuple[int, int, int | None, str | None, datetime | None]:
     """(amount_minor, due_msat, rate, source, at) — the rate is locked here, once."""
     if currency == "BTC":
-        msat = _exact(value, 11, "a BTC amount")
+        msat = _units(amount, 11, "a BTC amount")
         return msat, msat, None, None, None
     if currency == "SATS":
-        msat = _exact(value, 3, "a sats amount")
+        msat = _units(amount, 3, "a sats amount")
         return msat, msat, None, None, None
-    minor = _exact(value, currency_scale(currency), f"a {currency} amount")
+    minor = _units(amount, currency_scale(currency), f"a {currency} amount")
     own = rates is None
     service = rates or build_rate_service(settings.rate_sources, dict(settings.fixed_rates))
     try:
@@ -132,10 +128,12 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
     metadata = json.dumps(request.metadata or {}, sort_keys=True)
     if len(metadata) > 16_000:
         raise InvalidInput("metadata is limited to 16 kB of JSON")
-    minor, due, rate, source, at = await _price(settings, currency, _decimal(request.amount),
+    minor, due, rate, source, at = await _price(settings, currency, request.amount,
                                                 rates=rates, spread_bp=store.spread_bp)
     if due < 1000:
         raise InvalidInput("the amount is below 1 sat")
+    if due > MAX_MSAT or minor > MAX_MSAT:
+        raise InvalidInput("the amount is above 21 million BTC")
     wallet = await ensure_wallet(session, owner_type="merchant", owner_id=store.merchant_id)
     now = utcnow()
     inv = StoreInvoice(

@@ -42,8 +42,8 @@ async def create_invoice(session: AsyncSession, *, backend: LightningBackend, wa
     caller's next flush (one round trip fewer when more rows follow)."""
     if amount_msat is not None and not 1 <= amount_msat <= max_msat:
         raise InvalidInput(f"amount_msat must be between 1 and {max_msat}")
-    if len(memo) > 639:
-        raise InvalidInput("the description is limited to 639 characters (BOLT11)")
+    if len(memo.encode("utf-8", "surrogatepass")) > 639:
+        raise InvalidInput("the description is limited to 639 bytes of UTF-8 (BOLT11)")
     inv = await backend.create_invoice(amount_msat, memo=memo, description_hash=description_hash,
                                        expiry=expiry_seconds)
     now = utcnow()
