@@ -385,3 +385,22 @@ async def test_large_bodies_are_refused_before_they_are_read(db_url, tmp_path, e
         await app(scope, receive, send)
     assert sent[0]["status"] == 413
     assert await row_counts(sessions, skip=("idempotency_keys",)) == before
+
+
+async def test_the_invoice_service_refuses_metadata_that_is_not_unicode(sessions, world,
+                                                                        tmp_path, db_url):
+    """Below the edge guard too: a caller of the service (not only HTTP) cannot store a lone
+    surrogate, which would be written escaped and then fail every read of the invoice."""
+    from satvault.accounts.errors import InvalidInput
+    from satvault.accounts.models import Store
+    from satvault.invoices.service import InvoiceRequest, create_store_invoice
+
+    settings = Settings(database_url=db_url, home=tmp_path, lightning_backend="none")
+    async with sessions() as s, s.begin():
+        store = await s.get(Store, world["store"])
+        with pytest.raises(InvalidInput, match="Unicode"):
+            await create_store_invoice(s, store=store, settings=settings, lightning=None,
+                                       request=InvoiceRequest(
+                                           amount="1000", currency="SATS",
+                                           metadata={"note": "\ud800"},
+                                           payment_methods=("onchain",)))

@@ -126,6 +126,10 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
     if request.redirect_url and not request.redirect_url.startswith(("https://", "http://")):
         raise InvalidInput("redirect_url must be an http(s) URL")
     metadata = json.dumps(request.metadata or {}, sort_keys=True)
+    try:  # a lone surrogate would be stored escaped and fail every later read as UTF-8
+        json.dumps(request.metadata or {}, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput("metadata holds text that is not valid Unicode") from exc
     if len(metadata) > 16_000:
         raise InvalidInput("metadata is limited to 16 kB of JSON")
     minor, due, rate, source, at = await _price(settings, currency, request.amount,
