@@ -10,7 +10,8 @@ before and after). The one table left out is ``idempotency_keys``: a refused req
 carried an Idempotency-Key records the refusal so a retry gets the same answer (by design).
 
 Hypothesis drives the values. The example budget per operation is
-``SATVAULT_FUZZ_EXAMPLES`` (default 12), which keeps one backend's run well under a minute.
+``SATVAULT_FUZZ_EXAMPLES`` (default 25, about 10 s per backend; 200 took 90 s), and the
+examples are the same on every run unless ``SATVAULT_FUZZ_RANDOM=1``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from satvault.web.app import create_app
 from tests.chainenv import LnEnv
 from tests.web.rows import row_counts
 
-EXAMPLES = int(os.environ.get("SATVAULT_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("SATVAULT_FUZZ_EXAMPLES", "25"))
+# The same examples on every run (a test must not be flaky); SATVAULT_FUZZ_RANDOM=1 explores.
+DERANDOMIZE = not os.environ.get("SATVAULT_FUZZ_RANDOM")
 SKIP_TABLES = ("idempotency_keys",)
 PROBLEM = "application/problem+json"
 
@@ -309,7 +312,7 @@ async def test_no_input_makes_a_5xx_or_a_change(lnenv: LnEnv, world: dict[str, A
 
         def check_operation(op: Operation) -> None:
             @settings(max_examples=EXAMPLES, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+                      derandomize=DERANDOMIZE, suppress_health_check=list(HealthCheck))
             @given(drawn=request_strategy(op, ids))
             def check(drawn: dict[tuple[str, str], tuple[str, Any]]) -> None:
                 asyncio.run_coroutine_threadsafe(send(op, drawn), loop).result()
