@@ -404,3 +404,28 @@ async def test_the_invoice_service_refuses_metadata_that_is_not_unicode(sessions
                                            amount="1000", currency="SATS",
                                            metadata={"note": "\ud800"},
                                            payment_methods=("onchain",)))
+
+
+async def test_an_invoice_stored_with_a_lone_surrogate_stays_readable(db_url, tmp_path, engine,
+                                                                      sessions, world):
+    """One created before the guard (metadata stored as a ``\\ud800`` escape) is shown with
+    U+FFFD in its place; it and the list pages holding it are no longer 500s."""
+    from satvault.invoices.models import StoreInvoice
+
+    now = datetime.now(UTC)
+    async with sessions() as s, s.begin():
+        s.add(StoreInvoice(
+            id="inv_old", store_id=world["store"], wallet_id=world["alice_wallet"],
+            status="new", additional_status="none", currency="SATS", amount="1000",
+            amount_minor=1_000_000, due_msat=1_000_000, rate_minor_per_btc=None,
+            rate_source=None, rate_at=None, order_id=None,
+            metadata_json='{"note": "a\\ud800b", "ok": "\\ud83d\\ude00"}',
+            payment_methods="onchain", speed_policy=1, tolerance_bp=0, redirect_url=None,
+            deposit_id=None, confirmed_msat=0, seen_msat=0, full_seen_at=None,
+            expires_at=now, created_at=now, updated_at=now, settled_at=None))
+    async with app_client(db_url, tmp_path, engine) as c:
+        one = await c.get("/api/v1/invoices/inv_old", headers=world["admin"])
+        assert one.status_code == 200, one.text
+        assert one.json()["metadata"] == {"note": "a\ufffdb", "ok": "\U0001f600"}
+        page = await c.get(f"/api/v1/stores/{world['store']}/invoices", headers=world["admin"])
+        assert page.status_code == 200 and page.json()["items"][0]["id"] == "inv_old"
