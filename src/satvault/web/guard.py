@@ -156,11 +156,18 @@ class InputGuard:
             return None
         if kind and kind != b"application/json" and not kind.endswith(b"+json"):
             return None  # not parsed by any route as text
+        if b"\\u" not in body and b"\x00" not in body:
+            # Fast path: without \u escapes and NUL bytes, a strict UTF-8 body cannot hold
+            # either character (whether it is valid JSON is then FastAPI's question).
+            try:
+                body.decode("utf-8")
+                return None
+            except UnicodeDecodeError:
+                pass
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):
-            return problem(422, "invalid-request", "the request body is not valid JSON",
-                           errors=[{"loc": ["body"], "msg": "not valid JSON"}])
+            return None  # not JSON: no route will read it; FastAPI answers as it always does
         for loc, text in _walk(document):
             why = bad_text(text)
             if why is not None:
