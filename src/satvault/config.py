@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     rate_limit_public_create: str = "30/minute;300/hour"
     # Object creation through the API, per API key.
     rate_limit_create: str = "30/second;1000/minute"
+    # The largest request body accepted, in bytes; a larger one is a 413 before it is read
+    # (by its Content-Length, or counted while a chunked body streams in).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # --- on-chain -------------------------------------------------------------------------
     # Bitcoin Core JSON-RPC: http://user:password@host:port/ (or a cookie file). With

@@ -10,11 +10,11 @@ with its old and new value; invoices already created keep the rate they locked.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, Strict
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +24,7 @@ from satvault.accounts.errors import Forbidden, InvalidInput, NotFound
 from satvault.accounts.models import Store, Wallet
 from satvault.accounts.service import Principal
 from satvault.web.deps import SessionDep, require_any_scope, require_scope
+from satvault.web.fields import SpeedPolicy
 from satvault.web.idempotency import run_idempotent
 from satvault.web.ratelimit import CreateLimit
 
@@ -42,9 +43,9 @@ class StoreIn(BaseModel):
     default_currency: str = Field(default="BTC", max_length=8,
                                   description="BTC, SATS or a fiat code; the currency of "
                                               "invoices created without one.")
-    speed_policy: Literal[0, 1, 2, 6] = Field(
+    speed_policy: SpeedPolicy = Field(
         default=1, description="Confirmations before an on-chain payment settles an invoice.")
-    spread_bp: int = Field(default=0, ge=0, le=2000,
+    spread_bp: Annotated[int, Strict()] = Field(default=0, ge=0, le=2000,
                            description="Added to the market rate on fiat invoices, in basis "
                                        "points (the payer pays that much more).")
 
@@ -52,8 +53,8 @@ class StoreIn(BaseModel):
 class StorePatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=120)
     default_currency: str | None = Field(default=None, max_length=8)
-    speed_policy: Literal[0, 1, 2, 6] | None = None
-    spread_bp: int | None = Field(default=None, ge=0, le=2000)
+    speed_policy: SpeedPolicy | None = None
+    spread_bp: Annotated[int, Strict()] | None = Field(default=None, ge=0, le=2000)
 
 
 class StoreOut(BaseModel):

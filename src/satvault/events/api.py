@@ -35,6 +35,7 @@ from satvault.events.sse import router as sse_router
 from satvault.events.ssrf import check
 from satvault.ledger.store import retrying
 from satvault.web.deps import SessionDep, require_any_scope
+from satvault.web.fields import INT64_MAX
 from satvault.web.ratelimit import CreateLimit
 
 __all__ = ["router", "webhooks_router"]
@@ -153,7 +154,7 @@ async def delete_webhook(store_id: str, webhook_id: str, session: SessionDep,
 async def list_deliveries(
     store_id: str, webhook_id: str, session: SessionDep, principal: Reader,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(ge=1, description="an event id")] = None,
+    before: Annotated[int | None, Query(ge=1, le=INT64_MAX, description="an event id")] = None,
     status: Annotated[str | None, Query(max_length=12)] = None,
 ) -> DeliveryPage:
     await owned_store(session, principal, store_id)

@@ -120,6 +120,8 @@ def _parse(url: str, *, environment: str) -> httpx.URL:
         raise UnsafeUrl(f"the URL must use {' or '.join(allowed)} (got {parsed.scheme!r})")
     if not parsed.raw_host:
         raise InvalidWebhook("the URL has no host")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise InvalidWebhook(f"port {parsed.port} is not a TCP port (1-65535)")
     if parsed.userinfo:
         raise InvalidWebhook("credentials in the URL are not allowed; verify the signature")
     return parsed.copy_with(fragment=None)

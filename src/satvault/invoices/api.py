@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, Strict
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +29,8 @@ from satvault.invoices.service import (
 from satvault.invoices.views import invoice_payload
 from satvault.payouts.models import Withdrawal
 from satvault.web.deps import SessionDep, require_scope
+from satvault.web.fields import Msat, SpeedPolicy
+from satvault.web.guard import bad_text
 from satvault.web.idempotency import run_idempotent
 from satvault.web.ratelimit import CreateLimit
 
@@ -47,10 +49,11 @@ class InvoiceIn(BaseModel):
                                              "default_currency.")
     order_id: str | None = Field(default=None, max_length=120)
     metadata: dict[str, Any] | None = None
-    expiration_minutes: int = Field(default=15, ge=1, le=10080)
+    expiration_minutes: Annotated[int, Strict()] = Field(default=15, ge=1, le=10080)
     payment_methods: list[Literal["onchain", "lightning"]] = ["onchain", "lightning"]
-    speed_policy: Literal[0, 1, 2, 6] | None = None
-    payment_tolerance_percent: Decimal = Field(default=Decimal(0), ge=0, le=50)
+    speed_policy: SpeedPolicy | None = None
+    payment_tolerance_percent: Decimal = Field(default=Decimal(0), ge=0, le=50, max_digits=4,
+                                               decimal_places=2)
     redirect_url: str | None = Field(default=None, max_length=2000)
 
 
@@ -62,7 +65,7 @@ class RefundIn(BaseModel):
     destination: str = Field(min_length=1, max_length=2000,
                              description="The customer's address, BIP21, BOLT11, LNURL or "
                                          "Lightning Address.")
-    amount_msat: int | None = Field(default=None, gt=0,
+    amount_msat: Msat | None = Field(default=None,
                                     description="Default: everything the invoice received.")
 
 
@@ -123,14 +126,29 @@ async def get(invoice_id: str, request: Request, session: SessionDep, principal:
 
 
 def _cursor(text: str | None) -> tuple[datetime, str] | None:
+    """A cursor is what ``next_cursor`` gave: base64 of ``<created_at with zone>|<id>``. One
+    whose time has no zone (or that holds text the database cannot store) was not made here
+    and is refused rather than guessed at."""
     if not text:
         return None
     try:
         at, _, ident = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode() \
             .partition("|")
-        return datetime.fromisoformat(at), ident
+        when = datetime.fromisoformat(at)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput("invalid cursor") from exc
+    if when.tzinfo is None or bad_text(ident) is not None or len(ident) > 64:
+        raise InvalidInput("invalid cursor")
+    return _utc(when, "cursor"), ident
+
+
+def _utc(when: datetime, what: str) -> datetime:
+    """``when`` in UTC (a time without zone is taken as UTC); refused if UTC cannot hold it
+    (year 1 at +14:00, year 9999 at -14:00)."""
+    try:
+        return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+    except OverflowError as exc:
+        raise InvalidInput(f"{what} is out of range") from exc
 
 
 @router.get("/stores/{store_id}/invoices")
@@ -143,8 +161,8 @@ async def list_invoices(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     await owned_store(session, principal, store_id)
-    created_from, created_to = (d if d is None or d.tzinfo else d.replace(tzinfo=UTC)
-                                for d in (created_from, created_to))
+    created_from, created_to = (None if d is None else _utc(d, name) for d, name in
+                                ((created_from, "created_from"), (created_to, "created_to")))
     q = select(StoreInvoice).where(StoreInvoice.store_id == store_id)
     if status:
         q = q.where(StoreInvoice.status == status)

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
@@ -25,6 +25,7 @@ from satvault.accounts.errors import InvalidInput, NotFound
 from satvault.accounts.models import Store, Wallet
 from satvault.accounts.security import new_id
 from satvault.accounts.service import ensure_wallet
+from satvault.amounts import InvalidAmount, parse_decimal
 from satvault.backends.lightning import Invoice, LightningBackend
 from satvault.config import Settings
 from satvault.db import utcnow
@@ -53,6 +54,7 @@ __all__ = ["Destinations", "FollowUp", "InvoiceRequest", "Quote", "create_store_
 
 log = get_logger(__name__)
 MSAT_PER_BTC = 10**11
+MAX_MSAT = 21_000_000 * MSAT_PER_BTC
 METHODS = ("onchain", "lightning")
 
 
@@ -69,34 +71,28 @@ class InvoiceRequest:
     redirect_url: str | None = None
 
 
-def _decimal(text: str) -> Decimal:
+def _units(text: str, places: int, what: str) -> int:
+    """The amount in ``10**-places`` units, through the one strict parser (no rounding)."""
     try:
-        value = Decimal(text)
-    except (InvalidOperation, TypeError) as exc:
-        raise InvalidInput(f"amount {text!r} is not a decimal number") from exc
-    if not value.is_finite() or value <= 0:
+        value = parse_decimal(text, places=places)
+    except InvalidAmount as exc:
+        raise InvalidInput(f"{what}: {exc}") from exc
+    if value <= 0:
         raise InvalidInput("amount must be a positive number")
     return value
 
 
-def _exact(value: Decimal, scale: int, what: str) -> int:
-    scaled = value * (10**scale)
-    if scaled != scaled.to_integral_value():
-        raise InvalidInput(f"{what} has more decimal places than its currency allows")
-    return int(scaled)
-
-
-async def _price(settings: Settings, currency: str, value: Decimal, *,
+async def _price(settings: Settings, currency: str, amount: str, *,
                  rates: RateService | None, spread_bp: int
                  ) -> tuple[int, int, int | None, str | None, datetime | None]:
     """(amount_minor, due_msat, rate, source, at) — the rate is locked here, once."""
     if currency == "BTC":
-        msat = _exact(value, 11, "a BTC amount")
+        msat = _units(amount, 11, "a BTC amount")
         return msat, msat, None, None, None
     if currency == "SATS":
-        msat = _exact(value, 3, "a sats amount")
+        msat = _units(amount, 3, "a sats amount")
         return msat, msat, None, None, None
-    minor = _exact(value, currency_scale(currency), f"a {currency} amount")
+    minor = _units(amount, currency_scale(currency), f"a {currency} amount")
     own = rates is None
     service = rates or build_rate_service(settings.rate_sources, dict(settings.fixed_rates))
     try:
@@ -152,12 +148,18 @@ async def quote_store_invoice(*, store: Store, request: InvoiceRequest, settings
     if request.redirect_url and not request.redirect_url.startswith(("https://", "http://")):
         raise InvalidInput("redirect_url must be an http(s) URL")
     metadata = json.dumps(request.metadata or {}, sort_keys=True)
+    try:  # a lone surrogate would be stored escaped and fail every later read as UTF-8
+        json.dumps(request.metadata or {}, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput("metadata holds text that is not valid Unicode") from exc
     if len(metadata) > 16_000:
         raise InvalidInput("metadata is limited to 16 kB of JSON")
-    minor, due, rate, source, at = await _price(settings, currency, _decimal(request.amount),
+    minor, due, rate, source, at = await _price(settings, currency, request.amount,
                                                 rates=rates, spread_bp=store.spread_bp)
     if due < 1000:
         raise InvalidInput("the amount is below 1 sat")
+    if due > MAX_MSAT or minor > MAX_MSAT:
+        raise InvalidInput("the amount is above 21 million BTC")
     invoice_id = new_id("inv")
     now = utcnow()
     expires = now + timedelta(minutes=request.expiration_minutes)

@@ -15,6 +15,18 @@ if TYPE_CHECKING:
 __all__ = ["invoice_payload"]
 
 
+def _metadata(stored: str) -> Any:
+    """The stored metadata. Invoices created before the edge guard may hold a lone surrogate
+    (stored as a ``\\ud800`` escape); it is shown as U+FFFD so the invoice stays readable."""
+    value = json.loads(stored)
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        value = json.loads(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+    return value
+
+
 async def invoice_payload(session: AsyncSession, inv: StoreInvoice,
                           public_url: str = "", *, known: Destinations | None = None
                           ) -> dict[str, Any]:
@@ -29,7 +41,7 @@ async def invoice_payload(session: AsyncSession, inv: StoreInvoice,
         "rate": None if inv.rate_minor_per_btc is None else {
             "minor_units_per_btc": inv.rate_minor_per_btc, "source": inv.rate_source,
             "at": inv.rate_at.isoformat() if inv.rate_at else None},
-        "order_id": inv.order_id, "metadata": json.loads(inv.metadata_json),
+        "order_id": inv.order_id, "metadata": _metadata(inv.metadata_json),
         "payment_methods": {
             "onchain": {"address": d.address, "amount_sat": d.onchain_due_sat,
                         "bip21": d.bip21} if "onchain" in methods else None,

@@ -68,7 +68,7 @@ def _decode(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, value = raw.split(":", 1)
-        if prefix != "s":
+        if prefix != "s" or not (value.isascii() and value.isdigit()) or len(value) > 18:
             raise ValueError(prefix)
         return int(value)
     except (ValueError, UnicodeDecodeError) as exc:

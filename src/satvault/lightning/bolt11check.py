@@ -12,6 +12,7 @@ from satvault.lightning.errors import AmountRequired, InvalidInvoice, InvoiceExp
 
 __all__ = ["CheckedInvoice", "check_invoice"]
 
+MAX_MSAT = 21_000_000 * 10**11
 _PREFIX = {"mainnet": "bc", "testnet": "tb", "signet": "tbs", "regtest": "bcrt"}
 
 
@@ -55,5 +56,7 @@ def check_invoice(text: str, *, network: str, amount_msat: int | None = None,
         pay = invoice_amount
     if pay <= 0:
         raise AmountRequired("the amount must be positive")
+    if pay > MAX_MSAT:
+        raise InvalidInvoice("the amount is above 21 million BTC")
     return CheckedInvoice(raw.lower(), inv.payment_hash, inv.payee or "", pay, invoice_amount,
                           inv.description, inv.description_hash, expires_at)

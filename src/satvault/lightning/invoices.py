@@ -54,7 +54,7 @@ async def create_invoice(session: AsyncSession, *, backend: LightningBackend, wa
 def check_invoice_request(amount_msat: int | None, memo: str, max_msat: int) -> None:
     if amount_msat is not None and not 1 <= amount_msat <= max_msat:
         raise InvalidInput(f"amount_msat must be between 1 and {max_msat}")
-    if len(memo.encode("utf-8")) > 639:
+    if len(memo.encode("utf-8", "surrogatepass")) > 639:
         raise InvalidInput("the description is limited to 639 bytes of UTF-8 (BOLT11)")
 
 

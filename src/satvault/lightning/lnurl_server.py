@@ -66,6 +66,7 @@ from satvault.lightning.lnurl_models import (
 from satvault.lightning.payments import fee_reserve, request_ln_withdrawal, take_off_node
 from satvault.logs import get_logger
 from satvault.web.deps import SessionDep, SettingsDep, require_scope
+from satvault.web.fields import Memo, Msat
 from satvault.web.idempotency import run_idempotent
 from satvault.web.problems import problem
 from satvault.web.ratelimit import CreateLimit, PublicCreateLimit, PublicLimit
@@ -125,7 +126,8 @@ def _lightning(request: Request) -> LightningBackend | None:
 
 
 def _parse_msat(value: str | None) -> int | None:
-    return int(value) if value is not None and value.isascii() and value.isdigit() else None
+    ok = value is not None and value.isascii() and value.isdigit() and len(value) <= 18
+    return int(value) if ok and value is not None else None
 
 
 def address_metadata(username: str, host: str) -> str:
@@ -258,9 +260,9 @@ async def pay_callback(username: str, request: Request, amount: str | None = Non
 # -------------------------------------------------------------------------- withdraw vouchers
 
 class VoucherIn(BaseModel):
-    amount_msat: int = Field(gt=0, description="the most the holder may withdraw")
-    min_msat: int | None = Field(None, gt=0, description="the least (default: amount_msat)")
-    description: str = Field("", max_length=639)
+    amount_msat: Msat = Field(description="the most the holder may withdraw")
+    min_msat: Msat | None = Field(None, description="the least (default: amount_msat)")
+    description: Memo = ""
 
 
 class VoucherOut(BaseModel):

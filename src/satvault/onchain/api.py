@@ -91,12 +91,17 @@ async def request_deposit(wallet_id: str, body: DepositIn, request: Request,
 @router.get("/deposits/{deposit_id}", response_model=DepositOut)
 async def get_deposit(deposit_id: str, session: SessionDep, principal: WalletReader
                       ) -> DepositOut:
-    if deposit_id.startswith("lni_"):
-        inv = await _ln_invoice(session, deposit_id)
-        await visible_wallet(session, principal, inv.wallet_id)
-        return _ln_out(inv)
-    view = await view_deposit(session, deposit_id)
-    await visible_wallet(session, principal, view.request.wallet_id)
+    # Someone else's deposit is answered exactly like a missing one: nothing about its wallet,
+    # and no way to tell existing ids from made-up ones.
+    try:
+        if deposit_id.startswith("lni_"):
+            inv = await _ln_invoice(session, deposit_id)
+            await visible_wallet(session, principal, inv.wallet_id)
+            return _ln_out(inv)
+        view = await view_deposit(session, deposit_id)
+        await visible_wallet(session, principal, view.request.wallet_id)
+    except NotFound:
+        raise NotFound(f"deposit {deposit_id!r} not found") from None
     return _out(view)
 
 

@@ -9,9 +9,9 @@ parameters, as BIP21 requires.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from urllib.parse import parse_qsl, quote
 
+from satvault.amounts import InvalidAmount, parse_decimal
 from satvault.onchain.errors import InvalidPaymentUri
 
 __all__ = ["PaymentUri", "format_btc", "make_bip21", "msat_to_sat_ceil", "parse_bip21"]
@@ -77,15 +77,12 @@ def parse_bip21(uri: str) -> PaymentUri:
     amount_sat = None
     if "amount" in values:
         try:
-            btc = Decimal(values.pop("amount"))
-        except InvalidOperation as exc:
-            raise InvalidPaymentUri("amount is not a decimal number") from exc
-        if not btc.is_finite() or btc <= 0:
+            # BIP21 writes amounts as digits with an optional '.' and at most 8 decimals.
+            amount_sat = parse_decimal(values.pop("amount"), places=8)
+        except InvalidAmount as exc:
+            raise InvalidPaymentUri(f"amount: {exc}") from exc
+        if amount_sat <= 0:
             raise InvalidPaymentUri("amount must be positive")
-        sat = btc * SAT_PER_BTC
-        if sat != sat.to_integral_value():
-            raise InvalidPaymentUri("amount has more than 8 decimal places")
-        amount_sat = int(sat)
         if amount_sat > MAX_SAT:
             raise InvalidPaymentUri("amount exceeds 21 million BTC")
     unknown_required = [k for k in values if k.startswith("req-")]

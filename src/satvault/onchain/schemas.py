@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
+
+from satvault.web.fields import Memo, Msat
 
 __all__ = ["DepositIn", "DepositOut", "DepositPaymentOut"]
 
 
 class DepositIn(BaseModel):
     method: Literal["onchain", "lightning"] = "onchain"
-    amount_msat: int | None = Field(default=None, ge=1000, le=21_000_000 * 10**11)
-    description: str = Field(default="", max_length=256)
+    amount_msat: Annotated[Msat | None, Field(ge=1000)] = None
+    description: Annotated[Memo, Field(max_length=256)] = ""
 
 
 class DepositPaymentOut(BaseModel):

@@ -175,8 +175,13 @@ async def create_withdrawal(
 @router.get("/withdrawals/{withdrawal_id}", response_model=WithdrawalOut)
 async def get_withdrawal(withdrawal_id: str, session: SessionDep, principal: Reader
                          ) -> WithdrawalOut:
-    wd = await session.get(Withdrawal, withdrawal_id)
-    if wd is None:
-        raise NotFound(f"withdrawal {withdrawal_id!r} not found")
-    await visible_wallet(session, principal, wd.wallet_id)
+    # Someone else's withdrawal is answered exactly like a missing one: nothing about its
+    # wallet, and no way to tell existing ids from made-up ones.
+    try:
+        wd = await session.get(Withdrawal, withdrawal_id)
+        if wd is None:
+            raise NotFound(withdrawal_id)
+        await visible_wallet(session, principal, wd.wallet_id)
+    except NotFound:
+        raise NotFound(f"withdrawal {withdrawal_id!r} not found") from None
     return out(wd, await latest_payment(session, wd.id))

@@ -6,13 +6,15 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from satvault.web.fields import Msat
+
 __all__ = ["WithdrawalIn", "WithdrawalOut"]
 
 
 class WithdrawalIn(BaseModel):
     destination: str = Field(min_length=1, max_length=2000,
                              description="A Bitcoin address or a BIP21 URI.")
-    amount_msat: int | None = Field(default=None, description="Required unless the BIP21 URI "
+    amount_msat: Msat | None = Field(default=None, description="Required unless the BIP21 URI "
                                     "carries an amount. On-chain: a multiple of 1000.")
 
 

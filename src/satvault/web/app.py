@@ -31,6 +31,7 @@ from satvault.onchain.api import router as onchain_router
 from satvault.payouts.api import router as payouts_router
 from satvault.runtime import Runtime
 from satvault.web.deps import PrincipalCache
+from satvault.web.guard import InputGuard
 from satvault.web.problems import install_problem_handlers
 from satvault.web.ratelimit import PublicLimit, install_rate_limits
 from satvault.workers import (
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.runtime = runtime
     install_problem_handlers(app)
     limiter = install_rate_limits(app, settings)
+    app.add_middleware(InputGuard, max_body_bytes=settings.max_body_bytes)
     app.include_router(accounts_router)
     app.include_router(stores_router)
     app.include_router(ledger_router)

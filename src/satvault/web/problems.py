@@ -53,14 +53,19 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     po.InvalidWithdrawal: (422, "invalid-withdrawal"),
     po.CannotBumpFee: (409, "cannot-bump-fee"),
     be.BackendUnavailable: (503, "backend-unavailable"),
+    # Anything else a node says (a refused invoice or transaction, an unreadable answer) is a
+    # bad gateway, never a 500; its text stays in the log (see problem_for).
+    be.BackendError: (502, "backend-error"),
     ln.WrongNetwork: (422, "wrong-network"),
     ln.InvoiceExpired: (422, "invoice-expired"),
     ln.AmountRequired: (422, "amount-required"),
     ln.InvalidInvoice: (422, "invalid-invoice"),
     ln.PaymentRefused: (422, "payment-refused"),
     ln.LnurlError: (422, "lnurl-error"),
+    ln.LightningError: (422, "lightning-error"),
     rerr.UnsupportedCurrency: (422, "unsupported-currency"),
     rerr.RateUnavailable: (503, "rate-unavailable"),
+    rerr.RateError: (503, "rate-unavailable"),
     ev.UnsafeUrl: (422, "unsafe-url"),
     ev.InvalidWebhook: (422, "invalid-webhook"),
     ev.InvalidStream: (422, "invalid-stream"),
@@ -102,7 +107,11 @@ def problem_for(exc: Exception) -> JSONResponse | None:
     extra = {}
     if isinstance(exc, led.TransferRejected):
         extra["result"] = exc.result.value
-    resp = problem(status, slug, str(exc), **extra)
+    detail = str(exc)
+    if status == 502:
+        log.warning("backend_error", error=type(exc).__name__, detail=detail)
+        detail = "the Bitcoin or Lightning node refused or could not handle this request"
+    resp = problem(status, slug, detail, **extra)
     if status == 401:
         resp.headers["WWW-Authenticate"] = "Bearer"
     return resp

@@ -1,0 +1,175 @@
+"""The edge guard: one check of every request's text before any route runs.
+
+Nothing a client sends may reach a route (and so the database) if it contains a NUL
+character (PostgreSQL cannot store one in text) or a lone UTF-16 surrogate (``"\\ud800"`` in
+JSON: it cannot be encoded as UTF-8, so it would fail on the way into or, worse, out of the
+database). The guard looks at the path, the query string, header values and JSON (or form)
+bodies, keys and values at every depth, metadata included, and answers 422 problem+json.
+
+It also bounds the body: a ``Content-Length`` above ``max_body_bytes`` is a 413 before a byte
+is read; a body without one (chunked) is counted while it streams in and refused with a 413
+as soon as it passes the limit. The body it has read is handed on to the app unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from satvault.web.problems import problem
+
+__all__ = ["InputGuard", "bad_text"]
+
+_BAD = re.compile("[\x00\ud800-\udfff]")
+_METHODS_WITHOUT_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def bad_text(value: str) -> str | None:
+    """Why ``value`` may not enter the system, or None."""
+    found = _BAD.search(value)
+    if found is None:
+        return None
+    return "contains a NUL character" if found.group() == "\x00" else \
+        "contains a lone UTF-16 surrogate (not valid Unicode)"
+
+
+def _walk(value: Any) -> Iterator[tuple[list[Any], str]]:
+    """(location, text) of every string in a parsed JSON document, keys included; iterative,
+    so a deeply nested document cannot exhaust the stack."""
+    stack: list[tuple[list[Any], Any]] = [([], value)]
+    while stack:
+        loc, item = stack.pop()
+        if isinstance(item, str):
+            yield loc, item
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                yield [*loc, k], k
+                stack.append(([*loc, k], v))
+        elif isinstance(item, list):
+            stack.extend(([*loc, i], v) for i, v in enumerate(item))
+
+
+def _invalid(loc: list[Any], why: str) -> Any:
+    shown = [x if isinstance(x, int) or bad_text(x) is None else x.encode(
+        "unicode_escape").decode("ascii") for x in loc]
+    return problem(422, "invalid-characters", f"{'.'.join(map(str, shown))} {why}",
+                   errors=[{"loc": shown, "msg": why}])
+
+
+class InputGuard:
+    """Pure ASGI middleware (no BaseHTTPMiddleware: streaming responses pass untouched)."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._check_target(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or len(length) > 18:
+                await problem(400, "bad-request", "Content-Length is not a number")(
+                    scope, receive, send)
+                return
+            if int(length) > self.max_body_bytes:
+                await self._too_large(scope, receive, send)
+                return
+        if scope["method"] in _METHODS_WITHOUT_BODY and length is None \
+                and b"transfer-encoding" not in headers:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        refusal = self._check_body(body, headers.get(b"content-type", b""))
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # then the real channel: the app hears a disconnect
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        resp = problem(413, "payload-too-large",
+                       f"the request body is larger than {self.max_body_bytes} bytes")
+        resp.headers["Connection"] = "close"
+        await resp(scope, receive, send)
+
+    @staticmethod
+    def _check_target(scope: Scope) -> Any:
+        why = bad_text(scope.get("path", ""))
+        if why is not None:
+            return _invalid(["path"], why)
+        query = scope.get("query_string", b"").decode("latin-1")
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            for text in (key, value):
+                why = bad_text(text)
+                if why is not None:
+                    return _invalid(["query", key], why)
+        for name, value in scope.get("headers", []):
+            if b"\x00" in value:
+                return _invalid(["header", name.decode("latin-1")], "contains a NUL character")
+        return None
+
+    @staticmethod
+    def _check_body(body: bytes, content_type: bytes) -> Any:
+        if not body:
+            return None
+        kind = content_type.split(b";", 1)[0].strip().lower()
+        if kind == b"application/x-www-form-urlencoded":
+            for key, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True):
+                for text in (key, value):
+                    why = bad_text(text)
+                    if why is not None:
+                        return _invalid(["body", key], why)
+            return None
+        if kind and kind != b"application/json" and not kind.endswith(b"+json"):
+            return None  # not parsed by any route as text
+        if b"\\u" not in body and b"\x00" not in body:
+            # Fast path: without \u escapes and NUL bytes, a strict UTF-8 body cannot hold
+            # either character (whether it is valid JSON is then FastAPI's question).
+            try:
+                body.decode("utf-8")
+                return None
+            except UnicodeDecodeError:
+                pass
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            return None  # not JSON: no route will read it; FastAPI answers as it always does
+        for loc, text in _walk(document):
+            why = bad_text(text)
+            if why is not None:
+                return _invalid(["body", *loc], why)
+        return None
