@@ -393,17 +393,17 @@ async def test_the_invoice_service_refuses_metadata_that_is_not_unicode(sessions
     surrogate, which would be written escaped and then fail every read of the invoice."""
     from satvault.accounts.errors import InvalidInput
     from satvault.accounts.models import Store
-    from satvault.invoices.service import InvoiceRequest, create_store_invoice
+    from satvault.invoices.service import InvoiceRequest, quote_store_invoice
 
     settings = Settings(database_url=db_url, home=tmp_path, lightning_backend="none")
-    async with sessions() as s, s.begin():
+    async with sessions() as s:
         store = await s.get(Store, world["store"])
-        with pytest.raises(InvalidInput, match="Unicode"):
-            await create_store_invoice(s, store=store, settings=settings, lightning=None,
-                                       request=InvoiceRequest(
-                                           amount="1000", currency="SATS",
-                                           metadata={"note": "\ud800"},
-                                           payment_methods=("onchain",)))
+    with pytest.raises(InvalidInput, match="Unicode"):
+        await quote_store_invoice(store=store, settings=settings, lightning=None,
+                                  request=InvoiceRequest(
+                                      amount="1000", currency="SATS",
+                                      metadata={"note": "\ud800"},
+                                      payment_methods=("onchain",)))
 
 
 async def test_an_invoice_stored_with_a_lone_surrogate_stays_readable(db_url, tmp_path, engine,
