@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,8 +25,9 @@ from satvault.invoices.service import (
     mark_invoice,
 )
 from satvault.invoices.views import invoice_payload
+from satvault.ledger.history import InvalidCursor
 from satvault.payouts.models import Withdrawal
-from satvault.web.deps import SessionDep, require_scope
+from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.idempotency import run_idempotent
 
 __all__ = ["router"]
@@ -38,7 +40,7 @@ Reader = Annotated[Principal, Depends(require_scope("invoices:read"))]
 class InvoiceIn(BaseModel):
     amount: str = Field(description="A decimal string in `currency` (BTC, SATS or fiat).",
                         max_length=40)
-    currency: str | None = Field(default=None, max_length=8,
+    currency: str | None = Field(default=None, max_length=8, pattern=r"^[A-Z]{3,4}$",
                                  description="BTC, SATS or a fiat code; default: the store's "
                                              "default_currency.")
     order_id: str | None = Field(default=None, max_length=120)
@@ -46,7 +48,10 @@ class InvoiceIn(BaseModel):
     expiration_minutes: int = Field(default=15, ge=1, le=10080)
     payment_methods: list[Literal["onchain", "lightning"]] = ["onchain", "lightning"]
     speed_policy: Literal[0, 1, 2, 6] | None = None
-    payment_tolerance_percent: Decimal = Field(default=Decimal(0), ge=0, le=50)
+    payment_tolerance_percent: Annotated[Decimal, Field(ge=0, le=50), WithJsonSchema({
+        "anyOf": [{"type": "number", "minimum": 0, "maximum": 50},
+                  {"type": "string", "pattern": r"^(50(\.0{1,8})?|[1-4]?[0-9](\.[0-9]{1,8})?)$"}],
+        "default": "0"})] = Decimal(0)
     redirect_url: str | None = Field(default=None, max_length=2000)
 
 
@@ -77,7 +82,7 @@ async def _visible_invoice(session: AsyncSession, principal: Principal, invoice_
 
 @router.post("/stores/{store_id}/invoices", status_code=201)
 async def create(store_id: str, body: InvoiceIn, request: Request, principal: Writer,
-                 idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
+                 idempotency_key: IdempotencyKey) -> JSONResponse:
     settings = request.app.state.settings
     runtime = request.app.state.runtime
 
@@ -107,6 +112,16 @@ async def get(invoice_id: str, request: Request, session: SessionDep, principal:
     return await invoice_payload(session, inv, request.app.state.settings.public_url)
 
 
+def _iso_date_time(value: object) -> object:
+    # pydantic would also take a number of seconds; the schema says RFC 3339 date-time.
+    if isinstance(value, str) and not re.match(r"\d{4}-\d\d-\d\d", value):
+        raise ValueError("expected an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+DateTimeQuery = Annotated[datetime | None, BeforeValidator(_iso_date_time)]
+
+
 def _cursor(text: str | None) -> tuple[datetime, str] | None:
     if not text:
         return None
@@ -115,7 +130,7 @@ def _cursor(text: str | None) -> tuple[datetime, str] | None:
             .partition("|")
         return datetime.fromisoformat(at), ident
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("invalid cursor") from exc
+        raise InvalidCursor("invalid cursor") from exc
 
 
 @router.get("/stores/{store_id}/invoices")
@@ -123,7 +138,7 @@ async def list_invoices(
     store_id: str, request: Request, session: SessionDep, principal: Reader,
     status: Annotated[str | None, Query(max_length=12)] = None,
     order_id: Annotated[str | None, Query(max_length=120)] = None,
-    created_from: datetime | None = None, created_to: datetime | None = None,
+    created_from: DateTimeQuery = None, created_to: DateTimeQuery = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
@@ -167,7 +182,7 @@ async def mark(invoice_id: str, body: MarkIn, request: Request, session: Session
 
 @router.post("/invoices/{invoice_id}/refunds", status_code=201)
 async def refund(invoice_id: str, body: RefundIn, request: Request, principal: Refunder,
-                 idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
+                 idempotency_key: IdempotencyKey) -> JSONResponse:
     """A refund is a withdrawal from the merchant's wallet to a destination the customer gave,
     at most what the invoice received; the store's webhooks hear ``withdrawal.*``."""
     from satvault.accounts.models import Wallet

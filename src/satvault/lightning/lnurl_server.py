@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 from coincurve import PublicKey
 from coincurve.ecdsa import cdata_to_der, der_to_cdata, signature_normalize
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, update
@@ -65,8 +65,9 @@ from satvault.lightning.lnurl_models import (
 )
 from satvault.lightning.payments import fee_reserve, request_ln_withdrawal
 from satvault.logs import get_logger
-from satvault.web.deps import SessionDep, SettingsDep, require_scope
+from satvault.web.deps import IdempotencyKey, SessionDep, SettingsDep, require_scope
 from satvault.web.idempotency import run_idempotent
+from satvault.web.openapi import problem_responses
 from satvault.web.problems import problem
 
 __all__ = ["address_metadata", "router"]
@@ -143,7 +144,8 @@ def _address_name(path_name: str) -> str | None:
 # ----------------------------------------------------------------------- Lightning Addresses
 
 class AddressIn(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                          description="Stored lower-case.")
 
 
 class AddressOut(BaseModel):
@@ -167,7 +169,7 @@ async def claim_address(wallet_id: str, body: AddressIn, session: SessionDep,
     wallet = await visible_wallet(session, principal, wallet_id)
     if wallet.asset != "BTC":
         raise InvalidInput("a Lightning Address needs a BTC wallet")
-    username = body.username.strip().lower()
+    username = body.username.lower()
     if not _USERNAME.fullmatch(username):
         raise InvalidInput("a username is 1-64 characters of a-z, 0-9, '-', '_' and '.'")
     if username in RESERVED_NAMES or await session.get(LightningAddress, username) is not None:
@@ -310,7 +312,7 @@ async def _create_voucher(session: AsyncSession, *, wallet: Wallet, body: Vouche
              status_code=201)
 async def create_voucher(
     wallet_id: str, body: VoucherIn, request: Request, principal: Withdrawer,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: IdempotencyKey,
 ) -> JSONResponse:
     """Hold the amount and return a single-use LNURL-withdraw. ``Idempotency-Key`` optional."""
     settings: Settings = request.app.state.settings
@@ -567,7 +569,8 @@ async def auth_callback(request: Request, tag: str | None = None, k1: str | None
     return _lnurl_ok({"status": "OK"})
 
 
-@router.post("/lnurl-auth/{k1}/session", response_model=SessionOut, status_code=201)
+@router.post("/lnurl-auth/{k1}/session", response_model=SessionOut, status_code=201,
+             responses=problem_responses(403, 409, 410))
 async def auth_session(k1: str, body: SessionIn, session: SessionDep,
                        response: Response) -> SessionOut | JSONResponse:
     """Exchange a verified challenge, once and before it expires, for an API key."""

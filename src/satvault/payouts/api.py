@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +23,7 @@ from satvault.lightning.payments import request_ln_withdrawal
 from satvault.payouts.models import Withdrawal
 from satvault.payouts.schemas import WithdrawalIn, WithdrawalOut
 from satvault.payouts.service import request_withdrawal
-from satvault.web.deps import SessionDep, require_scope
+from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.idempotency import run_idempotent
 
 __all__ = ["router"]
@@ -110,7 +110,7 @@ async def withdraw(session: AsyncSession, request: Request, *,
              status_code=201)
 async def create_withdrawal(
     wallet_id: str, body: WithdrawalIn, request: Request, principal: Withdrawer,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: IdempotencyKey,
 ) -> JSONResponse:
     async def work(session: AsyncSession) -> tuple[int, Any]:
         wd = await withdraw(session, request,

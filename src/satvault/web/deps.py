@@ -16,8 +16,8 @@ from satvault.accounts.errors import Forbidden, Unauthenticated
 from satvault.accounts.service import Principal, authenticate_api_key
 from satvault.config import Settings
 
-__all__ = ["CurrentPrincipal", "PrincipalCache", "SessionDep", "SettingsDep", "require_any_scope",
-           "require_scope"]
+__all__ = ["CurrentPrincipal", "IdempotencyKey", "PrincipalCache", "SessionDep", "SettingsDep",
+           "require_any_scope", "require_scope"]
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -109,6 +109,11 @@ class PrincipalCache:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+
+# Required by every idempotent POST: the schema says so, as the endpoint does.
+IdempotencyKey = Annotated[str, Header(
+    min_length=1, max_length=200,
+    description="Any unique string; a retry with the same key and body replays the answer.")]
 
 
 def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:

@@ -36,6 +36,7 @@ DESCRIPTIONS: dict[int, str] = {
     404: "Not found, or not visible to this API key (both answer the same).",
     405: "The method is not allowed on this path (see the `Allow` header).",
     409: "A conflict with the current state, or the same Idempotency-Key is still running.",
+    410: "Gone: used already, or expired.",
     413: "The request body is too large.",
     422: "The request is not valid, or a rule of the domain refuses it.",
     429: "Too many requests; retry after the `Retry-After` header's seconds.",
