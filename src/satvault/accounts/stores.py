@@ -35,7 +35,7 @@ Reader = Annotated[Principal, Depends(require_any_scope("stores:read", "stores:w
 
 
 # BTC, SATS or an ISO 4217 code; whether satvault can price it is the service's to say.
-CURRENCY_PATTERN = r"^[A-Z]{3,4}$"
+CURRENCY_PATTERN = r"^[A-Za-z]{3,4}$"
 
 
 class StoreIn(BaseModel):

@@ -40,7 +40,7 @@ Reader = Annotated[Principal, Depends(require_scope("invoices:read"))]
 class InvoiceIn(BaseModel):
     amount: str = Field(description="A decimal string in `currency` (BTC, SATS or fiat).",
                         max_length=40)
-    currency: str | None = Field(default=None, max_length=8, pattern=r"^[A-Z]{3,4}$",
+    currency: str | None = Field(default=None, max_length=8, pattern=r"^[A-Za-z]{3,4}$",
                                  description="BTC, SATS or a fiat code; default: the store's "
                                              "default_currency.")
     order_id: str | None = Field(default=None, max_length=120)

@@ -65,7 +65,7 @@ from satvault.lightning.lnurl_models import (
 )
 from satvault.lightning.payments import fee_reserve, request_ln_withdrawal
 from satvault.logs import get_logger
-from satvault.web.deps import IdempotencyKey, SessionDep, SettingsDep, require_scope
+from satvault.web.deps import OptionalIdempotencyKey, SessionDep, SettingsDep, require_scope
 from satvault.web.idempotency import run_idempotent
 from satvault.web.openapi import problem_responses
 from satvault.web.problems import problem
@@ -144,8 +144,8 @@ def _address_name(path_name: str) -> str | None:
 # ----------------------------------------------------------------------- Lightning Addresses
 
 class AddressIn(BaseModel):
-    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]{1,64}$",
-                          description="Stored lower-case.")
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[ \t]*[A-Za-z0-9._-]+[ \t]*$",
+                          description="Stored lower-case, without surrounding blanks.")
 
 
 class AddressOut(BaseModel):
@@ -169,7 +169,7 @@ async def claim_address(wallet_id: str, body: AddressIn, session: SessionDep,
     wallet = await visible_wallet(session, principal, wallet_id)
     if wallet.asset != "BTC":
         raise InvalidInput("a Lightning Address needs a BTC wallet")
-    username = body.username.lower()
+    username = body.username.strip(" \t").lower()
     if not _USERNAME.fullmatch(username):
         raise InvalidInput("a username is 1-64 characters of a-z, 0-9, '-', '_' and '.'")
     if username in RESERVED_NAMES or await session.get(LightningAddress, username) is not None:
@@ -312,7 +312,7 @@ async def _create_voucher(session: AsyncSession, *, wallet: Wallet, body: Vouche
              status_code=201)
 async def create_voucher(
     wallet_id: str, body: VoucherIn, request: Request, principal: Withdrawer,
-    idempotency_key: IdempotencyKey,
+    idempotency_key: OptionalIdempotencyKey = None,
 ) -> JSONResponse:
     """Hold the amount and return a single-use LNURL-withdraw. ``Idempotency-Key`` optional."""
     settings: Settings = request.app.state.settings

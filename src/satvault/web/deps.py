@@ -16,8 +16,8 @@ from satvault.accounts.errors import Forbidden, Unauthenticated
 from satvault.accounts.service import Principal, authenticate_api_key
 from satvault.config import Settings
 
-__all__ = ["CurrentPrincipal", "IdempotencyKey", "PrincipalCache", "SessionDep", "SettingsDep",
-           "require_any_scope", "require_scope"]
+__all__ = ["CurrentPrincipal", "IdempotencyKey", "OptionalIdempotencyKey", "PrincipalCache",
+           "SessionDep", "SettingsDep", "require_any_scope", "require_scope"]
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -114,6 +114,9 @@ CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 IdempotencyKey = Annotated[str, Header(
     min_length=1, max_length=200,
     description="Any unique string; a retry with the same key and body replays the answer.")]
+OptionalIdempotencyKey = Annotated[str | None, Header(
+    min_length=1, max_length=200,
+    description="Optional here; with one, a retry with the same key and body replays.")]
 
 
 def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
