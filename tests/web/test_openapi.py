@@ -87,3 +87,33 @@ async def test_docs_pages_load_their_assets_from_this_server(engine, db_url):
         for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
             r = await c.get(f"/docs-assets/{asset}")
             assert r.status_code == 200 and len(r.content) > 100_000, asset
+
+
+async def test_what_the_schema_calls_invalid_is_refused_and_valid_is_accepted(
+        engine, db_url, sessions, admin):
+    async with sessions() as s, s.begin():
+        merchant = await acc.create_merchant(s, name="Shop")
+        store = await acc.create_store(s, merchant_id=merchant.id, name="Store")
+    async with client_for(engine, db_url) as c:
+        doc = (await c.get("/openapi.json")).json()
+        listing = f"/api/v1/stores/{store.id}/invoices"
+        # A date-time is RFC 3339 text, not a number of seconds.
+        for bad in ("0", "0.5", "1700000000"):
+            r = await c.get(listing, params={"created_from": bad}, headers=admin)
+            assert r.status_code == 422 and r.json()["type"].endswith("invalid-request"), bad
+        r = await c.get(listing, params={"created_from": "2026-01-01T00:00:00Z"}, headers=admin)
+        assert r.status_code == 200
+        r = await c.get(listing, params={"cursor": "bm90LWEtY3Vyc29y"}, headers=admin)
+        assert r.status_code == 422 and r.json()["type"].endswith("/invalid-cursor")
+        # Settings cannot be set to null, and the schema says so.
+        patch = doc["components"]["schemas"]["StorePatch"]["properties"]
+        assert all("anyOf" not in p and p.get("type") != "null" for p in patch.values())
+        r = await c.patch(f"/api/v1/stores/{store.id}", json={"name": None}, headers=admin)
+        assert r.status_code == 422
+        # The idempotent POSTs that need a key say so.
+        create = doc["paths"]["/api/v1/stores/{store_id}/invoices"]["post"]
+        key = next(p for p in create["parameters"] if p["name"] == "idempotency-key")
+        assert key["required"] is True and key["schema"]["maxLength"] == 200
+        r = await c.post(listing, json={"amount": "1", "currency": "SATS"}, headers=admin)
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["loc"] == ["header", "idempotency-key"]
