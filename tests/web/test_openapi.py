@@ -75,6 +75,12 @@ async def test_every_error_answer_is_documented_as_a_problem(engine, db_url):
                 assert {"400", "413", "422"} <= errors.keys(), where
             if "idempotency-key" in headers:
                 assert "409" in errors, where
+    # Conflicts of state a route declares itself.
+    paths = doc["paths"]
+    assert "409" in paths["/api/v1/wallets/{wallet_id}/lightning-address"]["post"]["responses"]
+    assert "409" in paths["/api/v1/lnurl-withdraw/{voucher_id}"]["delete"]["responses"]
+    assert {"403", "409", "410"} <= paths["/lnurl-auth/{k1}/session"]["post"]["responses"].keys()
+    assert "503" in paths["/api/v1/wallets/{wallet_id}/deposits"]["post"]["responses"]
 
 
 async def test_docs_pages_load_their_assets_from_this_server(engine, db_url):

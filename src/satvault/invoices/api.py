@@ -29,10 +29,13 @@ from satvault.ledger.history import InvalidCursor
 from satvault.payouts.models import Withdrawal
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.idempotency import run_idempotent
+from satvault.web.openapi import problem_responses
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["invoices"])
+router = APIRouter(prefix="/api/v1", tags=["invoices"],
+                   # a node, the ledger or a rate source busy, unreachable or not set up
+                   responses=problem_responses(503))
 Writer = Annotated[Principal, Depends(require_scope("invoices:write"))]
 Reader = Annotated[Principal, Depends(require_scope("invoices:read"))]
 

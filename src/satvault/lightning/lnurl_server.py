@@ -73,7 +73,9 @@ from satvault.web.problems import problem
 __all__ = ["address_metadata", "router"]
 
 log = get_logger(__name__)
-router = APIRouter(tags=["lnurl"])
+router = APIRouter(tags=["lnurl"],
+                   # a node or the ledger busy, unreachable or not set up
+                   responses=problem_responses(503))
 WalletReader = Annotated[Principal, Depends(require_scope("wallet:read"))]
 WalletWriter = Annotated[Principal, Depends(require_scope("wallet:write"))]
 Withdrawer = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
@@ -163,7 +165,7 @@ def _address_out(row: LightningAddress, settings: Settings) -> AddressOut:
 
 
 @router.post("/api/v1/wallets/{wallet_id}/lightning-address", response_model=AddressOut,
-             status_code=201)
+             status_code=201, responses=problem_responses(409))  # the username is taken
 async def claim_address(wallet_id: str, body: AddressIn, session: SessionDep,
                         settings: SettingsDep, principal: WalletWriter) -> AddressOut:
     wallet = await visible_wallet(session, principal, wallet_id)
@@ -349,7 +351,8 @@ async def get_voucher(voucher_id: str, session: SessionDep, settings: SettingsDe
     return _voucher_out(await _visible_voucher(session, principal, voucher_id), settings)
 
 
-@router.delete("/api/v1/lnurl-withdraw/{voucher_id}", response_model=VoucherOut)
+@router.delete("/api/v1/lnurl-withdraw/{voucher_id}", response_model=VoucherOut,
+               responses=problem_responses(409))  # used or canceled already
 async def cancel_voucher(voucher_id: str, session: SessionDep, settings: SettingsDep,
                          principal: Withdrawer) -> VoucherOut | JSONResponse:
     """Cancel an unused voucher and release its hold; a used or canceled one is a 409."""

@@ -25,10 +25,13 @@ from satvault.payouts.schemas import WithdrawalIn, WithdrawalOut
 from satvault.payouts.service import request_withdrawal
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.idempotency import run_idempotent
+from satvault.web.openapi import problem_responses
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["withdrawals"])
+router = APIRouter(prefix="/api/v1", tags=["withdrawals"],
+                   # a node, the ledger or a rate source busy, unreachable or not set up
+                   responses=problem_responses(503))
 Withdrawer = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
 Reader = Annotated[Principal, Depends(require_scope("wallet:read"))]
 
