@@ -12,9 +12,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, Strict
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,7 +24,7 @@ from satvault.accounts.access import owned_store
 from satvault.accounts.errors import Forbidden, InvalidInput, NotFound
 from satvault.accounts.models import Store, Wallet
 from satvault.accounts.service import Principal
-from satvault.web.deps import SessionDep, require_any_scope, require_scope
+from satvault.web.deps import IdempotencyKey, SessionDep, require_any_scope, require_scope
 from satvault.web.fields import SpeedPolicy
 from satvault.web.idempotency import run_idempotent
 from satvault.web.ratelimit import CreateLimit
@@ -35,12 +36,16 @@ Writer = Annotated[Principal, Depends(require_scope("stores:write"))]
 Reader = Annotated[Principal, Depends(require_any_scope("stores:read", "stores:write"))]
 
 
+# BTC, SATS or an ISO 4217 code; whether satvault can price it is the service's to say.
+CURRENCY_PATTERN = r"^[A-Za-z]{3,4}$"
+
+
 class StoreIn(BaseModel):
     name: str = Field(min_length=1, max_length=120)
     merchant_id: str | None = Field(
         default=None, max_length=40,
         description="Only for admin keys; a merchant key creates stores of its own merchant.")
-    default_currency: str = Field(default="BTC", max_length=8,
+    default_currency: str = Field(default="BTC", max_length=8, pattern=CURRENCY_PATTERN,
                                   description="BTC, SATS or a fiat code; the currency of "
                                               "invoices created without one.")
     speed_policy: SpeedPolicy = Field(
@@ -51,10 +56,13 @@ class StoreIn(BaseModel):
 
 
 class StorePatch(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=120)
-    default_currency: str | None = Field(default=None, max_length=8)
-    speed_policy: SpeedPolicy | None = None
-    spread_bp: Annotated[int, Strict()] | None = Field(default=None, ge=0, le=2000)
+    """Fields left out keep their value; none can be set to null (the schema says so)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=120)] | SkipJsonSchema[None] = None
+    default_currency: Annotated[str, Field(max_length=8, pattern=CURRENCY_PATTERN)
+                                ] | SkipJsonSchema[None] = None
+    speed_policy: SpeedPolicy | SkipJsonSchema[None] = None
+    spread_bp: Annotated[int, Strict(), Field(ge=0, le=2000)] | SkipJsonSchema[None] = None
 
 
 class StoreOut(BaseModel):
@@ -100,7 +108,7 @@ def _merchant_for_new_store(principal: Principal, asked: str | None) -> str:
 
 @router.post("/stores", status_code=201, response_model=StoreOut, dependencies=[CreateLimit])
 async def create_store(body: StoreIn, request: Request, principal: Writer,
-                       idempotency_key: Annotated[str | None, Header()] = None
+                       idempotency_key: IdempotencyKey
                        ) -> JSONResponse:
     merchant_id = _merchant_for_new_store(principal, body.merchant_id)
 

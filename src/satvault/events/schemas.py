@@ -10,8 +10,12 @@ __all__ = ["AttemptOut", "DeliveryOut", "DeliveryPage", "WebhookCreatedOut", "We
            "WebhookOut", "WebhookPatch"]
 
 
+# An http(s) URL; whether its host may be called (not private, resolvable) is checked later.
+_HTTP_URL = r"^[hH][tT][tT][pP][sS]?://"
+
+
 class WebhookIn(BaseModel):
-    url: str = Field(max_length=2000)
+    url: str = Field(max_length=2000, pattern=_HTTP_URL)
     events: list[str] = Field(min_length=1, max_length=30)
     secret: str | None = Field(default=None, min_length=16, max_length=200,
                                description="The HMAC key; generated (whsec_…) if absent.")

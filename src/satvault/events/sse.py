@@ -41,6 +41,7 @@ from satvault.events.errors import InvalidStream
 from satvault.events.models import OutboxEvent
 from satvault.events.outbox import envelope, notifier
 from satvault.web.deps import _principal
+from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import PublicLimit
 
 __all__ = ["HEARTBEAT_SECONDS", "POLL_SECONDS", "PUBLIC_INVOICE_FIELDS", "router"]
@@ -105,14 +106,15 @@ def _resume_point(header: str | None, query: int | None) -> int | None:
 
 
 @router.get("/events/stream", response_class=StreamingResponse, dependencies=[PublicLimit],
-            responses={200: {"content": {"text/event-stream": {}}}})
+            responses={200: {"content": {"text/event-stream": {}}},
+                       **problem_responses(404)})
 async def stream(
     request: Request,
     invoice_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     wallet_id: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
     last_event_id_param: Annotated[int | None, Query(alias="last_event_id", ge=0,
                                                              lt=10**18)] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[str, Header(pattern=r"^[0-9]{0,18}$")] = "",
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:

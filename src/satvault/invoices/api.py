@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, Strict
+from pydantic import BaseModel, BeforeValidator, Field, Strict, WithJsonSchema
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,16 +28,20 @@ from satvault.invoices.service import (
     quote_store_invoice,
 )
 from satvault.invoices.views import invoice_payload
+from satvault.ledger.history import InvalidCursor
 from satvault.payouts.models import Withdrawal
-from satvault.web.deps import SessionDep, require_scope
+from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.fields import Msat, SpeedPolicy
 from satvault.web.guard import bad_text
 from satvault.web.idempotency import run_idempotent
+from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["invoices"])
+router = APIRouter(prefix="/api/v1", tags=["invoices"],
+                   # a node, the ledger or a rate source busy, unreachable or not set up
+                   responses=problem_responses(503))
 Writer = Annotated[Principal, Depends(require_scope("invoices:write"))]
 Reader = Annotated[Principal, Depends(require_scope("invoices:read"))]
 
@@ -44,7 +49,7 @@ Reader = Annotated[Principal, Depends(require_scope("invoices:read"))]
 class InvoiceIn(BaseModel):
     amount: str = Field(description="A decimal string in `currency` (BTC, SATS or fiat).",
                         max_length=40)
-    currency: str | None = Field(default=None, max_length=8,
+    currency: str | None = Field(default=None, max_length=8, pattern=r"^[A-Za-z]{3,4}$",
                                  description="BTC, SATS or a fiat code; default: the store's "
                                              "default_currency.")
     order_id: str | None = Field(default=None, max_length=120)
@@ -52,8 +57,10 @@ class InvoiceIn(BaseModel):
     expiration_minutes: Annotated[int, Strict()] = Field(default=15, ge=1, le=10080)
     payment_methods: list[Literal["onchain", "lightning"]] = ["onchain", "lightning"]
     speed_policy: SpeedPolicy | None = None
-    payment_tolerance_percent: Decimal = Field(default=Decimal(0), ge=0, le=50, max_digits=4,
-                                               decimal_places=2)
+    payment_tolerance_percent: Annotated[Decimal, Field(ge=0, le=50), WithJsonSchema({
+        "anyOf": [{"type": "number", "minimum": 0, "maximum": 50},
+                  {"type": "string", "pattern": r"^(50(\.0{1,8})?|[1-4]?[0-9](\.[0-9]{1,8})?)$"}],
+        "default": "0"})] = Decimal(0)
     redirect_url: str | None = Field(default=None, max_length=2000)
 
 
@@ -84,7 +91,7 @@ async def _visible_invoice(session: AsyncSession, principal: Principal, invoice_
 
 @router.post("/stores/{store_id}/invoices", status_code=201, dependencies=[CreateLimit])
 async def create(store_id: str, body: InvoiceIn, request: Request, principal: Writer,
-                 idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
+                 idempotency_key: IdempotencyKey) -> JSONResponse:
     settings = request.app.state.settings
     runtime = request.app.state.runtime
 
@@ -125,6 +132,16 @@ async def get(invoice_id: str, request: Request, session: SessionDep, principal:
     return await invoice_payload(session, inv, request.app.state.settings.public_url)
 
 
+def _iso_date_time(value: object) -> object:
+    # pydantic would also take a number of seconds; the schema says RFC 3339 date-time.
+    if isinstance(value, str) and not re.match(r"\d{4}-\d\d-\d\d", value):
+        raise ValueError("expected an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+DateTimeQuery = Annotated[datetime | None, BeforeValidator(_iso_date_time)]
+
+
 def _cursor(text: str | None) -> tuple[datetime, str] | None:
     """A cursor is what ``next_cursor`` gave: base64 of ``<created_at with zone>|<id>``. One
     whose time has no zone (or that holds text the database cannot store) was not made here
@@ -136,9 +153,9 @@ def _cursor(text: str | None) -> tuple[datetime, str] | None:
             .partition("|")
         when = datetime.fromisoformat(at)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("invalid cursor") from exc
+        raise InvalidCursor("invalid cursor") from exc
     if when.tzinfo is None or bad_text(ident) is not None or len(ident) > 64:
-        raise InvalidInput("invalid cursor")
+        raise InvalidCursor("invalid cursor")
     return _utc(when, "cursor"), ident
 
 
@@ -156,7 +173,7 @@ async def list_invoices(
     store_id: str, request: Request, session: SessionDep, principal: Reader,
     status: Annotated[str | None, Query(max_length=12)] = None,
     order_id: Annotated[str | None, Query(max_length=120)] = None,
-    created_from: datetime | None = None, created_to: datetime | None = None,
+    created_from: DateTimeQuery = None, created_to: DateTimeQuery = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
@@ -200,7 +217,7 @@ async def mark(invoice_id: str, body: MarkIn, request: Request, session: Session
 
 @router.post("/invoices/{invoice_id}/refunds", status_code=201, dependencies=[CreateLimit])
 async def refund(invoice_id: str, body: RefundIn, request: Request, principal: Refunder,
-                 idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
+                 idempotency_key: IdempotencyKey) -> JSONResponse:
     """A refund is a withdrawal from the merchant's wallet to a destination the customer gave,
     at most what the invoice received; the store's webhooks hear ``withdrawal.*``."""
     from satvault.accounts.models import Wallet

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 from coincurve import PublicKey
 from coincurve.ecdsa import cdata_to_der, der_to_cdata, signature_normalize
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, update
@@ -65,16 +65,19 @@ from satvault.lightning.lnurl_models import (
 )
 from satvault.lightning.payments import fee_reserve, request_ln_withdrawal, take_off_node
 from satvault.logs import get_logger
-from satvault.web.deps import SessionDep, SettingsDep, require_scope
+from satvault.web.deps import OptionalIdempotencyKey, SessionDep, SettingsDep, require_scope
 from satvault.web.fields import Memo, Msat
 from satvault.web.idempotency import run_idempotent
+from satvault.web.openapi import problem_responses
 from satvault.web.problems import problem
 from satvault.web.ratelimit import CreateLimit, PublicCreateLimit, PublicLimit
 
 __all__ = ["address_metadata", "router"]
 
 log = get_logger(__name__)
-router = APIRouter(tags=["lnurl"])
+router = APIRouter(tags=["lnurl"],
+                   # a node or the ledger busy, unreachable or not set up
+                   responses=problem_responses(503))
 WalletReader = Annotated[Principal, Depends(require_scope("wallet:read"))]
 WalletWriter = Annotated[Principal, Depends(require_scope("wallet:write"))]
 Withdrawer = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
@@ -146,7 +149,8 @@ def _address_name(path_name: str) -> str | None:
 # ----------------------------------------------------------------------- Lightning Addresses
 
 class AddressIn(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[ \t]*[A-Za-z0-9._-]+[ \t]*$",
+                          description="Stored lower-case, without surrounding blanks.")
 
 
 class AddressOut(BaseModel):
@@ -164,13 +168,14 @@ def _address_out(row: LightningAddress, settings: Settings) -> AddressOut:
 
 
 @router.post("/api/v1/wallets/{wallet_id}/lightning-address", response_model=AddressOut,
-             status_code=201, dependencies=[CreateLimit])
+             status_code=201, dependencies=[CreateLimit],
+             responses=problem_responses(409))  # the username is taken
 async def claim_address(wallet_id: str, body: AddressIn, session: SessionDep,
                         settings: SettingsDep, principal: WalletWriter) -> AddressOut:
     wallet = await visible_wallet(session, principal, wallet_id)
     if wallet.asset != "BTC":
         raise InvalidInput("a Lightning Address needs a BTC wallet")
-    username = body.username.strip().lower()
+    username = body.username.strip(" \t").lower()
     if not _USERNAME.fullmatch(username):
         raise InvalidInput("a username is 1-64 characters of a-z, 0-9, '-', '_' and '.'")
     if username in RESERVED_NAMES or await session.get(LightningAddress, username) is not None:
@@ -319,7 +324,7 @@ async def _create_voucher(session: AsyncSession, *, wallet: Wallet, body: Vouche
              status_code=201, dependencies=[CreateLimit])
 async def create_voucher(
     wallet_id: str, body: VoucherIn, request: Request, principal: Withdrawer,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: OptionalIdempotencyKey = None,
 ) -> JSONResponse:
     """Hold the amount and return a single-use LNURL-withdraw. ``Idempotency-Key`` optional."""
     settings: Settings = request.app.state.settings
@@ -356,7 +361,8 @@ async def get_voucher(voucher_id: str, session: SessionDep, settings: SettingsDe
     return _voucher_out(await _visible_voucher(session, principal, voucher_id), settings)
 
 
-@router.delete("/api/v1/lnurl-withdraw/{voucher_id}", response_model=VoucherOut)
+@router.delete("/api/v1/lnurl-withdraw/{voucher_id}", response_model=VoucherOut,
+               responses=problem_responses(409))  # used or canceled already
 async def cancel_voucher(voucher_id: str, session: SessionDep, settings: SettingsDep,
                          principal: Withdrawer) -> VoucherOut | JSONResponse:
     """Cancel an unused voucher and release its hold; a used or canceled one is a 409."""
@@ -605,7 +611,8 @@ async def auth_callback(request: Request, tag: str | None = None, k1: str | None
 
 
 @router.post("/lnurl-auth/{k1}/session", response_model=SessionOut, status_code=201,
-             dependencies=[PublicCreateLimit])
+             dependencies=[PublicCreateLimit],
+             responses=problem_responses(403, 409, 410))
 async def auth_session(k1: str, body: SessionIn, session: SessionDep,
                        response: Response) -> SessionOut | JSONResponse:
     """Exchange a verified challenge, once and before it expires, for an API key."""

@@ -17,11 +17,14 @@ from satvault.onchain.errors import InvalidDescriptor
 from satvault.onchain.qr import qr_png, qr_svg
 from satvault.onchain.schemas import DepositIn, DepositOut, DepositPaymentOut
 from satvault.web.deps import SessionDep, SettingsDep, require_scope
+from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit, PublicLimit
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["deposits"])
+router = APIRouter(prefix="/api/v1", tags=["deposits"],
+                   # a node, the ledger or a rate source busy, unreachable or not set up
+                   responses=problem_responses(503))
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
 WalletWriter = Annotated[Principal, Depends(require_scope("wallet:write"))]
 WalletReader = Annotated[Principal, Depends(require_scope("wallet:read"))]

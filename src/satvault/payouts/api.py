@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,13 +24,16 @@ from satvault.lightning.payments import request_ln_withdrawal, take_off_node
 from satvault.payouts.models import Withdrawal
 from satvault.payouts.schemas import WithdrawalIn, WithdrawalOut
 from satvault.payouts.service import request_withdrawal
-from satvault.web.deps import SessionDep, require_scope
+from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.idempotency import run_idempotent
+from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api/v1", tags=["withdrawals"])
+router = APIRouter(prefix="/api/v1", tags=["withdrawals"],
+                   # a node, the ledger or a rate source busy, unreachable or not set up
+                   responses=problem_responses(503))
 Withdrawer = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
 Reader = Annotated[Principal, Depends(require_scope("wallet:read"))]
 
@@ -153,7 +156,7 @@ async def withdraw(session: AsyncSession, request: Request, *,
              status_code=201, dependencies=[CreateLimit])
 async def create_withdrawal(
     wallet_id: str, body: WithdrawalIn, request: Request, principal: Withdrawer,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: IdempotencyKey,
 ) -> JSONResponse:
     async def prepare() -> PreparedDestination:
         async with request.app.state.sessions() as session:

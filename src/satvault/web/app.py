@@ -31,7 +31,9 @@ from satvault.onchain.api import router as onchain_router
 from satvault.payouts.api import router as payouts_router
 from satvault.runtime import Runtime
 from satvault.web.deps import PrincipalCache
+from satvault.web.docs import install_docs
 from satvault.web.guard import InputGuard
+from satvault.web.openapi import install_openapi
 from satvault.web.problems import install_problem_handlers
 from satvault.web.ratelimit import PublicLimit, install_rate_limits
 from satvault.workers import (
@@ -108,6 +110,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
                 await engine.dispose()
 
     app = FastAPI(title="satvault", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,  # web.docs serves them without a CDN
                   description="Custodial Bitcoin and Lightning payments. Amounts are integers "
                               "in the asset's smallest unit (msat for BTC).")
     app.state.settings = settings
@@ -119,6 +122,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     install_problem_handlers(app)
     limiter = install_rate_limits(app, settings)
     app.add_middleware(InputGuard, max_body_bytes=settings.max_body_bytes)
+    install_openapi(app)
+    install_docs(app)
     app.include_router(accounts_router)
     app.include_router(stores_router)
     app.include_router(ledger_router)
@@ -129,7 +134,10 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.include_router(events_router)
     app.include_router(checkout_router)
 
-    @app.get("/healthz", tags=["ops"], dependencies=[PublicLimit])
+    @app.get("/healthz", tags=["ops"], dependencies=[PublicLimit],
+             responses={503: {
+        "description": "Degraded: the same report, with what failed.",
+        "content": {"application/json": {"schema": {"type": "object"}}}}})
     async def healthz(request: Request) -> JSONResponse:
         checks: dict[str, Any] = {"version": __version__}
         ok = True

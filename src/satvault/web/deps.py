@@ -19,8 +19,8 @@ from satvault.config import Settings
 if TYPE_CHECKING:
     from satvault.web.ratelimit import EdgeLimiter
 
-__all__ = ["CurrentPrincipal", "PrincipalCache", "SessionDep", "SettingsDep", "require_any_scope",
-           "require_scope"]
+__all__ = ["CurrentPrincipal", "IdempotencyKey", "OptionalIdempotencyKey", "PrincipalCache",
+           "SessionDep", "SettingsDep", "require_any_scope", "require_scope"]
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -125,6 +125,14 @@ class PrincipalCache:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+
+# Required by every idempotent POST: the schema says so, as the endpoint does.
+IdempotencyKey = Annotated[str, Header(
+    min_length=1, max_length=200,
+    description="Any unique string; a retry with the same key and body replays the answer.")]
+OptionalIdempotencyKey = Annotated[str | None, Header(
+    min_length=1, max_length=200,
+    description="Optional here; with one, a retry with the same key and body replays.")]
 
 
 def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:

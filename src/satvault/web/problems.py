@@ -11,7 +11,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from satvault.accounts import errors as acc
 from satvault.backends import errors as be
@@ -117,6 +119,17 @@ def problem_for(exc: Exception) -> JSONResponse | None:
     return resp
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this path. Starlette's 405 names only the first
+    route that matched the path, and GET and POST on one path are two routes here."""
+    methods: set[str] = set()
+    path = request.url.path
+    for route in iter_route_contexts(request.app.routes):
+        if route.methods and route.path and compile_path(route.path)[0].match(path):
+            methods |= route.methods
+    return sorted(methods)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     _register_late()
 
@@ -144,4 +157,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, "http-error", str(exc.detail))
+        resp = problem(exc.status_code, "http-error", str(exc.detail))
+        # Starlette's own headers must survive: `Allow` on a 405 (RFC 9110 requires it).
+        resp.headers.update(exc.headers or {})
+        if exc.status_code == 405 and (allowed := _allowed_methods(_request)):
+            resp.headers["Allow"] = ", ".join(allowed)
+        return resp
