@@ -79,6 +79,12 @@ def _generic_statuses(operation: dict[str, Any]) -> set[int]:
         statuses |= {400, 413}
     if "idempotency-key" in headers:
         statuses.add(409)
+    if "503" in operation.get("responses", {}):
+        # A route that reaches a node or a rate source: a node's refusal it did not expect
+        # is a 502 (web/problems.py), its absence a 503.
+        statuses.add(502)
+    if "409" in statuses or has_body:
+        statuses.add(409)  # a conflicting concurrent change (concurrent-update)
     return statuses
 
 
