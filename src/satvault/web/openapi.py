@@ -83,7 +83,7 @@ def _generic_statuses(operation: dict[str, Any]) -> set[int]:
         # A route that reaches a node or a rate source: a node's refusal it did not expect
         # is a 502 (web/problems.py), its absence a 503.
         statuses.add(502)
-    if "409" in statuses or has_body:
+    if has_body:
         statuses.add(409)  # a conflicting concurrent change (concurrent-update)
     return statuses
 
