@@ -13,6 +13,8 @@ says so:
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -30,6 +32,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from satvault.kernel.clock import utcnow  # the process clock; re-exported for the domains
 
 __all__ = [
     "Amount",
@@ -108,10 +112,6 @@ class UtcDateTime(TypeDecorator[datetime]):
         return moment.astimezone(UTC)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def max_amount(dialect_name: str) -> int:
     return I64_MAX if dialect_name == "sqlite" else U128_MAX
 
@@ -129,14 +129,34 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
         # moment it is free. Other processes (the CLI) still meet the busy timeout.
         del pool_size
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": 60}, pool_size=1, max_overflow=0,
-            pool_timeout=120,
+            url, echo=echo, connect_args={"timeout": 60, "factory": _SqliteConnection},
+            pool_size=1, max_overflow=0, pool_timeout=120,
         )
         _sqlite_serialised_writes(engine)
         return engine
     return create_async_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=10, pool_pre_ping=False
     )
+
+
+class _SqliteConnection(sqlite3.Connection):
+    """A connection whose ``close()`` ends its transaction first.
+
+    ``sqlite3.Connection.close()`` uses ``sqlite3_close_v2``: while any cursor still holds a
+    statement that has rows left, the connection only becomes a "zombie" that keeps its open
+    transaction, and so the write lock every transaction here takes (``BEGIN IMMEDIATE``), until
+    that cursor is garbage collected. That is what a cancelled query leaves: a task cancelled
+    while a SELECT runs (a client leaving an event stream, a worker stopped, a timeout) makes
+    SQLAlchemy throw the connection away, the cursor lives on in the exception's traceback
+    (a reference cycle, freed whenever the cyclic collector gets to it), and the pool's new
+    connection then waits for the lock until the busy timeout says "database is locked".
+    Rolling back before closing frees the lock at once, whoever still holds a cursor."""
+
+    def close(self) -> None:
+        if self.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.execute("ROLLBACK")
+        super().close()
 
 
 def _sqlite_serialised_writes(engine: AsyncEngine) -> None:
