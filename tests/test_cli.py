@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from satvault.db import create_engine
+from tests.waiting import wait_until
 
 
 def sv(*args: str, url: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -128,7 +129,6 @@ def test_serve_with_several_api_processes(db_url, tmp_path):
     """``serve --workers 2``: refused on SQLite; on PostgreSQL two API processes answer on one
     port, invoices made through either get distinct addresses, and the background workers
     (in the parent process) follow a payment to the end."""
-    import time
     import uuid
 
     import httpx
@@ -161,16 +161,14 @@ def test_serve_with_several_api_processes(db_url, tmp_path):
                                   stdout=subprocess.DEVNULL, stderr=out, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
+        def up() -> bool:
             assert server.poll() is None, log.read_text()[-2000:]
             try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
+                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.3)
+                return False
+
+        wait_until(up, timeout=90, interval=0.1, message="the server did not come up")
         spawned = [c for c in _children(server.pid) if "multiprocessing" in c]
         assert len(spawned) >= 2, _children(server.pid)
         with httpx.Client(base_url=base, headers={"X-Api-Key": key}, timeout=30) as c:
@@ -183,12 +181,9 @@ def test_serve_with_several_api_processes(db_url, tmp_path):
             first = made[0].json()
             cli("simnet", "pay", first["payment_methods"]["onchain"]["address"], "20000")
             cli("simnet", "mine", "1")
-            while True:  # the workers run in the parent process, beside the API processes
-                got = c.get(f"/api/v1/invoices/{first['id']}").json()
-                if got["status"] == "settled":
-                    break
-                assert time.monotonic() < deadline + 60, got
-                time.sleep(0.5)
+            # the workers run in the parent process, beside the API processes
+            wait_until(lambda: c.get(f"/api/v1/invoices/{first['id']}").json()["status"]
+                       == "settled", timeout=60, interval=0.1)
     finally:
         server.send_signal(2)
         try:

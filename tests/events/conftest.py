@@ -27,6 +27,7 @@ from satvault.events.delivery import WebhookDispatcher
 from satvault.events.service import create_webhook
 from satvault.events.ssrf import check
 from satvault.web.app import create_app
+from tests.waiting import eventually
 
 # ------------------------------------------------------------------------------ the world
 
@@ -111,19 +112,22 @@ class Call:
 
 @dataclass
 class Receiver:
-    """Answers POSTs; ``script[path]`` holds (status, delay seconds, headers) answers, used
-    in turn; when it is empty the answer is 200 at once."""
+    """Answers POSTs; ``script[path]`` holds (status, gate, headers) answers, used in turn;
+    when it is empty the answer is 200 at once. A gate (an ``asyncio.Event``) holds the
+    answer until the test sets it: a slow or silent endpoint, for exactly as long as the
+    test needs, never a guessed number of seconds."""
 
     base_url: str = ""
     calls: dict[str, list[Call]] = field(default_factory=lambda: defaultdict(list))
-    script: dict[str, deque[tuple[int, float, dict[str, str]]]] = field(
+    script: dict[str, deque[tuple[int, asyncio.Event | None, dict[str, str]]]] = field(
         default_factory=lambda: defaultdict(deque))
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
-    def answer(self, path: str, *answers: tuple[int, float] | tuple[int, float, dict[str, str]]
-               ) -> None:
+    def answer(self, path: str,
+               *answers: tuple[int, asyncio.Event | None]
+               | tuple[int, asyncio.Event | None, dict[str, str]]) -> None:
         for a in answers:
             self.script[path].append((a[0], a[1], a[2] if len(a) > 2 else {}))  # type: ignore[misc]
 
@@ -142,10 +146,10 @@ class Receiver:
         call = Call(path, {k.decode().lower(): v.decode() for k, v in scope["headers"]}, body,
                     time.monotonic())
         self.calls[path].append(call)
-        status, delay, headers = (self.script[path].popleft() if self.script[path]
-                                  else (200, 0.0, {}))
-        if delay:
-            await asyncio.sleep(delay)
+        status, gate, headers = (self.script[path].popleft() if self.script[path]
+                                 else (200, None, {}))
+        if gate is not None:
+            await gate.wait()
         call.finished = time.monotonic()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(k.encode(), v.encode()) for k, v in
@@ -164,11 +168,9 @@ async def serve(app: Any) -> AsyncIterator[str]:
                             http="h11", timeout_graceful_shutdown=0.2, access_log=False)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server._serve(sockets=[sock]))  # _serve: no signal handlers
-    async with asyncio.timeout(5):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
+    await eventually(lambda: server.started or task.done(), timeout=5)
+    if task.done():
+        task.result()  # it failed to start: say why
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
