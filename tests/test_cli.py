@@ -89,6 +89,34 @@ def test_db_upgrade_and_status(tmp_path):
     assert last_json(sv("db", "status", url=url, home=tmp_path))["up_to_date"] is True
 
 
+def _as_typed(db_url: str) -> list[str]:
+    """The URL as a person types it, driver left out: PostgreSQL's own tools print
+    postgresql://…, hosting services hand out postgres://…; sqlite:///path for SQLite."""
+    scheme, rest = db_url.split("://", 1)
+    if scheme.startswith("sqlite"):
+        return [f"sqlite://{rest}"]
+    return [f"postgresql://{rest}", f"postgres://{rest}"]
+
+
+def test_database_urls_without_a_driver_work(db_url, tmp_path):
+    for n, url in enumerate(_as_typed(db_url)):
+        assert last_json(sv("db", "upgrade", url=url, home=tmp_path))["ok"] is True
+        assert last_json(sv("db", "status", url=url, home=tmp_path))["up_to_date"] is True
+        user = last_json(sv("user", "create", "--email", f"u{n}@example.com", url=url,
+                            home=tmp_path))
+        assert user["wallet_id"].startswith("wal_")
+        assert last_json(sv("ledger", "check", url=url, home=tmp_path))["ok"] is True
+
+
+def test_a_database_url_with_another_driver_is_refused_clearly(tmp_path):
+    proc = sv("db", "status", url="postgresql+psycopg2://app:s3cret@db.internal/satvault",
+              home=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "unsupported database URL" in proc.stderr and "asyncpg" in proc.stderr
+    assert "s3cret" not in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_demo_prints_json_summary_last(tmp_path):
     proc = sv("demo", url=f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}", home=tmp_path)
     summary = last_json(proc)

@@ -40,6 +40,7 @@ __all__ = [
     "Base",
     "IdInt",
     "UtcDateTime",
+    "async_database_url",
     "create_engine",
     "max_amount",
     "session_factory",
@@ -116,7 +117,31 @@ def max_amount(dialect_name: str) -> int:
     return I64_MAX if dialect_name == "sqlite" else U128_MAX
 
 
+# The URL schemes people write (PostgreSQL's own tools print postgresql://…; Heroku-style
+# services hand out postgres://…) and the asyncio driver each one means here.
+_ASYNC_SCHEMES = {
+    "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg", "postgres+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+def async_database_url(url: str) -> str:
+    """``url`` with the driver satvault speaks: ``postgresql://`` and ``postgres://`` become
+    ``postgresql+asyncpg://``, ``sqlite://`` becomes ``sqlite+aiosqlite://``. Any other
+    database or driver (``postgresql+psycopg2://``, ``mysql://``) is a ValueError that says
+    what to write instead (and never repeats the URL, which may hold a password)."""
+    scheme, sep, rest = url.partition("://")
+    target = _ASYNC_SCHEMES.get(scheme.lower()) if sep else None
+    if target is None:
+        shown = f"scheme {scheme!r}" if sep else "a value without a scheme"
+        raise ValueError(f"unsupported database URL ({shown}): use postgresql://user@host/db "
+                         "(driven by asyncpg) or sqlite:///path/to/file.db (aiosqlite)")
+    return f"{target}://{rest}"
+
+
 def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
+    url = async_database_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
