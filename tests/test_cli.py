@@ -99,13 +99,13 @@ def _as_typed(db_url: str) -> list[str]:
 
 
 def test_database_urls_without_a_driver_work(db_url, tmp_path):
-    for n, url in enumerate(_as_typed(db_url)):
-        assert last_json(sv("db", "upgrade", url=url, home=tmp_path))["ok"] is True
+    first, *others = _as_typed(db_url)
+    assert last_json(sv("db", "upgrade", url=first, home=tmp_path))["ok"] is True
+    user = last_json(sv("user", "create", "--email", "u@example.com", url=first,
+                        home=tmp_path))
+    assert user["wallet_id"].startswith("wal_")
+    for url in [first, *others]:
         assert last_json(sv("db", "status", url=url, home=tmp_path))["up_to_date"] is True
-        user = last_json(sv("user", "create", "--email", f"u{n}@example.com", url=url,
-                            home=tmp_path))
-        assert user["wallet_id"].startswith("wal_")
-        assert last_json(sv("ledger", "check", url=url, home=tmp_path))["ok"] is True
 
 
 def test_a_database_url_with_another_driver_is_refused_clearly(tmp_path):
