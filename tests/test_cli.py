@@ -95,7 +95,7 @@ def _as_typed(db_url: str) -> list[str]:
     scheme, rest = db_url.split("://", 1)
     if scheme.startswith("sqlite"):
         return [f"sqlite://{rest}"]
-    return [f"postgresql://{rest}", f"postgres://{rest}"]
+    return [f"postgresql://{rest}", f"postgres://{rest}", f"postgresql://{rest}?sslmode=disable"]
 
 
 def test_database_urls_without_a_driver_work(db_url, tmp_path):

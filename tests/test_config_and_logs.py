@@ -61,6 +61,8 @@ def test_database_urls_get_the_asyncio_driver():
         ("postgres://app@db/satvault", "postgresql+asyncpg://app@db/satvault"),
         ("postgresql+asyncpg://app@db/satvault", "postgresql+asyncpg://app@db/satvault"),
         ("sqlite:////srv/satvault.db", "sqlite+aiosqlite:////srv/satvault.db"),
+        ("postgresql://app@db/satvault?sslmode=require&application_name=sv",
+         "postgresql+asyncpg://app@db/satvault?ssl=require&application_name=sv"),
     ]:
         settings = Settings(database_url=typed)
         assert settings.database_url == used

@@ -128,7 +128,8 @@ _ASYNC_SCHEMES = {
 
 def async_database_url(url: str) -> str:
     """``url`` with the driver satvault speaks: ``postgresql://`` and ``postgres://`` become
-    ``postgresql+asyncpg://``, ``sqlite://`` becomes ``sqlite+aiosqlite://``. Any other
+    ``postgresql+asyncpg://`` (libpq's ``sslmode=`` becomes asyncpg's ``ssl=``),
+    ``sqlite://`` becomes ``sqlite+aiosqlite://``. Any other
     database or driver (``postgresql+psycopg2://``, ``mysql://``) is a ValueError that says
     what to write instead (and never repeats the URL, which may hold a password)."""
     scheme, sep, rest = url.partition("://")
@@ -137,6 +138,12 @@ def async_database_url(url: str) -> str:
         shown = f"scheme {scheme!r}" if sep else "a value without a scheme"
         raise ValueError(f"unsupported database URL ({shown}): use postgresql://user@host/db "
                          "(driven by asyncpg) or sqlite:///path/to/file.db (aiosqlite)")
+    if target.startswith("postgresql") and "sslmode=" in rest:
+        # libpq's ?sslmode=require is asyncpg's ?ssl=require (same mode names).
+        base, _, query = rest.partition("?")
+        rest = base + "?" + "&".join(
+            "ssl=" + p.split("=", 1)[1] if p.startswith("sslmode=") else p
+            for p in query.split("&"))
     return f"{target}://{rest}"
 
 
