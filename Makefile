@@ -23,12 +23,18 @@ run: $(STAMP)
 	$(SV) serve
 
 # Debian's chromium for the checkout page's browser test (Playwright drives it; it never
-# downloads a browser of its own). Installed when missing and possible (root + apt).
+# downloads a browser of its own). Installed when missing and possible (root + apt), after
+# saying so; `make test BROWSER_INSTALL=no` never installs anything.
+BROWSER_PACKAGES := chromium fonts-noto-cjk fonts-thai-tlwg
+BROWSER_INSTALL  ?= yes
 browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& (apt-get install -y -qq chromium fonts-noto-cjk fonts-thai-tlwg >/dev/null 2>&1 \
-		|| (apt-get update -qq >/dev/null && apt-get install -y -qq chromium fonts-noto-cjk \
-		fonts-thai-tlwg >/dev/null)); } \
+	@command -v chromium >/dev/null 2>&1 || { [ "$(BROWSER_INSTALL)" = yes ] \
+		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& echo "make: chromium is missing; installing Debian's $(BROWSER_PACKAGES) with" \
+		        "apt-get for the checkout page's browser test (BROWSER_INSTALL=no to skip)" \
+		&& (apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null 2>&1 \
+		|| (apt-get update -qq >/dev/null && apt-get install -y -qq $(BROWSER_PACKAGES) \
+		>/dev/null)) && echo "make: chromium installed"; } \
 		|| echo "note: chromium is not installed; the browser test will be skipped"
 
 test: $(STAMP) browser

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from satvault.db import create_engine, session_factory
+from satvault.kernel.clock import FakeClock, using
 from satvault.migrate import upgrade
 
 pytest_plugins = ["tests.chainenv"]
@@ -48,6 +49,14 @@ async def _ensure_pg_database(url: str) -> None:
             await admin.execute(f'CREATE DATABASE "{u.database}"')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+def clock() -> Iterator[FakeClock]:
+    """The process clock, for this test a :class:`FakeClock` it moves forward (real time plus
+    an offset): ``clock.advance(seconds=90)`` instead of sleeping until a deadline passes."""
+    with using(FakeClock()) as fake:
+        yield fake
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from satvault.db import create_engine
+from tests.waiting import wait_until
 
 
 def sv(*args: str, url: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
@@ -88,6 +89,34 @@ def test_db_upgrade_and_status(tmp_path):
     assert last_json(sv("db", "status", url=url, home=tmp_path))["up_to_date"] is True
 
 
+def _as_typed(db_url: str) -> list[str]:
+    """The URL as a person types it, driver left out: PostgreSQL's own tools print
+    postgresql://…, hosting services hand out postgres://…; sqlite:///path for SQLite."""
+    scheme, rest = db_url.split("://", 1)
+    if scheme.startswith("sqlite"):
+        return [f"sqlite://{rest}"]
+    return [f"postgresql://{rest}", f"postgres://{rest}", f"postgresql://{rest}?sslmode=disable"]
+
+
+def test_database_urls_without_a_driver_work(db_url, tmp_path):
+    first, *others = _as_typed(db_url)
+    assert last_json(sv("db", "upgrade", url=first, home=tmp_path))["ok"] is True
+    user = last_json(sv("user", "create", "--email", "u@example.com", url=first,
+                        home=tmp_path))
+    assert user["wallet_id"].startswith("wal_")
+    for url in [first, *others]:
+        assert last_json(sv("db", "status", url=url, home=tmp_path))["up_to_date"] is True
+
+
+def test_a_database_url_with_another_driver_is_refused_clearly(tmp_path):
+    proc = sv("db", "status", url="postgresql+psycopg2://app:s3cret@db.internal/satvault",
+              home=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "unsupported database URL" in proc.stderr and "asyncpg" in proc.stderr
+    assert "s3cret" not in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_demo_prints_json_summary_last(tmp_path):
     proc = sv("demo", url=f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}", home=tmp_path)
     summary = last_json(proc)
@@ -128,7 +157,6 @@ def test_serve_with_several_api_processes(db_url, tmp_path):
     """``serve --workers 2``: refused on SQLite; on PostgreSQL two API processes answer on one
     port, invoices made through either get distinct addresses, and the background workers
     (in the parent process) follow a payment to the end."""
-    import time
     import uuid
 
     import httpx
@@ -161,16 +189,14 @@ def test_serve_with_several_api_processes(db_url, tmp_path):
                                   stdout=subprocess.DEVNULL, stderr=out, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
+        def up() -> bool:
             assert server.poll() is None, log.read_text()[-2000:]
             try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
+                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
             except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.3)
+                return False
+
+        wait_until(up, timeout=90, interval=0.1, message="the server did not come up")
         spawned = [c for c in _children(server.pid) if "multiprocessing" in c]
         assert len(spawned) >= 2, _children(server.pid)
         with httpx.Client(base_url=base, headers={"X-Api-Key": key}, timeout=30) as c:
@@ -183,12 +209,9 @@ def test_serve_with_several_api_processes(db_url, tmp_path):
             first = made[0].json()
             cli("simnet", "pay", first["payment_methods"]["onchain"]["address"], "20000")
             cli("simnet", "mine", "1")
-            while True:  # the workers run in the parent process, beside the API processes
-                got = c.get(f"/api/v1/invoices/{first['id']}").json()
-                if got["status"] == "settled":
-                    break
-                assert time.monotonic() < deadline + 60, got
-                time.sleep(0.5)
+            # the workers run in the parent process, beside the API processes
+            wait_until(lambda: c.get(f"/api/v1/invoices/{first['id']}").json()["status"]
+                       == "settled", timeout=60, interval=0.1)
     finally:
         server.send_signal(2)
         try:

@@ -50,3 +50,23 @@ def test_config_mistakes_are_errors_not_silent_defaults(tmp_path, monkeypatch):
 def test_database_password_never_in_repr():
     s = Settings(database_url="postgresql+asyncpg://app:s3cret@db.internal/satvault")
     assert "s3cret" not in repr(s) and "app:***@db.internal" in repr(s)
+
+
+def test_database_urls_get_the_asyncio_driver():
+    import pytest
+
+    for typed, used in [
+        ("postgresql://app:pw@db.internal:5432/satvault",
+         "postgresql+asyncpg://app:pw@db.internal:5432/satvault"),
+        ("postgres://app@db/satvault", "postgresql+asyncpg://app@db/satvault"),
+        ("postgresql+asyncpg://app@db/satvault", "postgresql+asyncpg://app@db/satvault"),
+        ("sqlite:////srv/satvault.db", "sqlite+aiosqlite:////srv/satvault.db"),
+        ("postgresql://app@db/satvault?sslmode=require&application_name=sv",
+         "postgresql+asyncpg://app@db/satvault?ssl=require&application_name=sv"),
+    ]:
+        settings = Settings(database_url=typed)
+        assert settings.database_url == used
+        assert settings.is_sqlite is used.startswith("sqlite")
+    for bad in ("postgresql+psycopg2://app@db/x", "mysql://app@db/x", "satvault.db"):
+        with pytest.raises(ValueError, match="unsupported database URL"):
+            Settings(database_url=bad)

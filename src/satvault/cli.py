@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -98,7 +99,14 @@ def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]],
 
 @app.callback()
 def _setup() -> None:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # the messages only: the input may hold a password
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False))
+        sys.stderr.write(f"satvault: invalid settings: {problems}\n")
+        raise typer.Exit(2) from None
     configure_logging("warning" if settings.log_level == "info" else settings.log_level,
                       settings.log_format)
 

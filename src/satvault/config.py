@@ -21,6 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from satvault.db import async_database_url
+
 __all__ = ["Settings", "get_settings", "redact_url", "reset_settings_cache"]
 
 
@@ -205,6 +207,7 @@ class Settings(BaseSettings):
     def _fill_defaults(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.home / 'satvault.db'}"
+        self.database_url = async_database_url(self.database_url)
         if not self.public_url:
             self.public_url = f"http://{self.host}:{self.port}"
         return self

@@ -13,6 +13,8 @@ says so:
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -31,11 +33,14 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
+from satvault.kernel.clock import utcnow  # the process clock; re-exported for the domains
+
 __all__ = [
     "Amount",
     "Base",
     "IdInt",
     "UtcDateTime",
+    "async_database_url",
     "create_engine",
     "max_amount",
     "session_factory",
@@ -108,15 +113,42 @@ class UtcDateTime(TypeDecorator[datetime]):
         return moment.astimezone(UTC)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def max_amount(dialect_name: str) -> int:
     return I64_MAX if dialect_name == "sqlite" else U128_MAX
 
 
+# The URL schemes people write (PostgreSQL's own tools print postgresql://…; Heroku-style
+# services hand out postgres://…) and the asyncio driver each one means here.
+_ASYNC_SCHEMES = {
+    "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg", "postgres+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+def async_database_url(url: str) -> str:
+    """``url`` with the driver satvault speaks: ``postgresql://`` and ``postgres://`` become
+    ``postgresql+asyncpg://`` (libpq's ``sslmode=`` becomes asyncpg's ``ssl=``),
+    ``sqlite://`` becomes ``sqlite+aiosqlite://``. Any other
+    database or driver (``postgresql+psycopg2://``, ``mysql://``) is a ValueError that says
+    what to write instead (and never repeats the URL, which may hold a password)."""
+    scheme, sep, rest = url.partition("://")
+    target = _ASYNC_SCHEMES.get(scheme.lower()) if sep else None
+    if target is None:
+        shown = f"scheme {scheme!r}" if sep else "a value without a scheme"
+        raise ValueError(f"unsupported database URL ({shown}): use postgresql://user@host/db "
+                         "(driven by asyncpg) or sqlite:///path/to/file.db (aiosqlite)")
+    if target.startswith("postgresql") and "sslmode=" in rest:
+        # libpq's ?sslmode=require is asyncpg's ?ssl=require (same mode names).
+        base, _, query = rest.partition("?")
+        rest = base + "?" + "&".join(
+            "ssl=" + p.split("=", 1)[1] if p.startswith("sslmode=") else p
+            for p in query.split("&"))
+    return f"{target}://{rest}"
+
+
 def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
+    url = async_database_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -129,14 +161,34 @@ def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> Async
         # moment it is free. Other processes (the CLI) still meet the busy timeout.
         del pool_size
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": 60}, pool_size=1, max_overflow=0,
-            pool_timeout=120,
+            url, echo=echo, connect_args={"timeout": 60, "factory": _SqliteConnection},
+            pool_size=1, max_overflow=0, pool_timeout=120,
         )
         _sqlite_serialised_writes(engine)
         return engine
     return create_async_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=10, pool_pre_ping=False
     )
+
+
+class _SqliteConnection(sqlite3.Connection):
+    """A connection whose ``close()`` ends its transaction first.
+
+    ``sqlite3.Connection.close()`` uses ``sqlite3_close_v2``: while any cursor still holds a
+    statement that has rows left, the connection only becomes a "zombie" that keeps its open
+    transaction, and so the write lock every transaction here takes (``BEGIN IMMEDIATE``), until
+    that cursor is garbage collected. That is what a cancelled query leaves: a task cancelled
+    while a SELECT runs (a client leaving an event stream, a worker stopped, a timeout) makes
+    SQLAlchemy throw the connection away, the cursor lives on in the exception's traceback
+    (a reference cycle, freed whenever the cyclic collector gets to it), and the pool's new
+    connection then waits for the lock until the busy timeout says "database is locked".
+    Rolling back before closing frees the lock at once, whoever still holds a cursor."""
+
+    def close(self) -> None:
+        if self.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.execute("ROLLBACK")
+        super().close()
 
 
 def _sqlite_serialised_writes(engine: AsyncEngine) -> None:

@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from satvault.db import async_database_url
+
 __all__ = ["SchemaNotCurrent", "alembic_config", "ensure_current", "head_revision", "upgrade"]
 
 _HERE = Path(__file__).parent / "migrations"
@@ -20,6 +22,7 @@ class SchemaNotCurrent(RuntimeError):
 
 
 def alembic_config(url: str) -> Config:
+    url = async_database_url(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(_HERE))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

@@ -11,6 +11,7 @@ from satvault.backends.cln import ClnBackend
 from satvault.backends.lightning import InvoiceState, PaymentStatus
 from satvault.simnet.ln.cln_rpc import ClnRpcServer
 from satvault.simnet.ln.network import LnNetwork
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -33,7 +34,8 @@ async def test_receive_through_waitanyinvoice(cln: ClnBackend, net: LnNetwork) -
     assert inv.bolt11.startswith("lnbcrt") and inv.state is InvoiceState.OPEN
     stream = cln.subscribe_invoices(settle_index=0)
     waiter = asyncio.ensure_future(stream.__anext__())
-    await asyncio.sleep(0.1)
+    # From settle index 0 nothing is replayed: pay once the stream is waiting.
+    await eventually(lambda: net.invoice_subscribers("platform") == 1)
     net.pay("customer1", inv.bolt11)
     settled = await asyncio.wait_for(waiter, 10)
     assert settled.payment_hash == inv.payment_hash and settled.state is InvoiceState.SETTLED

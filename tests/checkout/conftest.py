@@ -1,6 +1,5 @@
 """Fixtures for the checkout tests: a store with an invoices key on the simnet + Lightning
-environment, the app with the checkout router (and the event stream, until
-``satvault.web.app`` includes them), and the step that moves payments onto invoices."""
+environment, the real app over it, and the step that moves payments onto invoices."""
 
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ import pytest
 from fastapi import FastAPI
 
 from satvault.accounts import service as acc
-from satvault.checkout import router as checkout_router
 from satvault.invoices.tasks import refresh_open_invoices
 from satvault.lightning.invoices import InvoiceListener
 from satvault.web.app import create_app
@@ -39,20 +37,10 @@ async def shop(lnenv: LnEnv) -> Shop:
     return Shop(store.id, {"Authorization": f"Bearer {key}"})
 
 
-def _has_path(app: FastAPI, path: str) -> bool:
-    return any(getattr(r, "path", "") == path for r in app.routes)
-
-
 def make_app(env: LnEnv, *, start_workers: bool = False) -> FastAPI:
-    app = create_app(env.settings, engine=env.sessions.kw["bind"],
-                     start_workers=start_workers, runtime=env.runtime)
-    if not _has_path(app, "/i/{invoice_id}"):
-        app.include_router(checkout_router)
-    if not _has_path(app, "/api/v1/events/stream"):
-        from satvault.events.sse import router as sse_router
-
-        app.include_router(sse_router)
-    return app
+    """The app as ``satvault serve`` builds it, over this environment's runtime."""
+    return create_app(env.settings, engine=env.sessions.kw["bind"],
+                      start_workers=start_workers, runtime=env.runtime)
 
 
 @asynccontextmanager

@@ -1,6 +1,6 @@
-"""Fixtures for the events tests: a store world with API keys, a controllable clock, a fake
-resolver, a local webhook receiver served by uvicorn on 127.0.0.1 in the test's own event loop,
-and the app with the events router (until satvault.web.app includes it)."""
+"""Fixtures for the events tests: a store world with API keys, a fake resolver, a local webhook
+receiver served by uvicorn on 127.0.0.1 in the test's own event loop, and the real app (the
+clock is the root conftest's ``clock``)."""
 
 from __future__ import annotations
 
@@ -14,37 +14,20 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from satvault.accounts import service as acc
 from satvault.config import Settings
-from satvault.db import utcnow
-from satvault.events import errors as ev
-from satvault.events.api import router as events_router
 from satvault.events.delivery import WebhookDispatcher
 from satvault.events.service import create_webhook
 from satvault.events.ssrf import check
-from satvault.web import problems
 from satvault.web.app import create_app
-from tests import conftest as root
-
-# Until tests/conftest.py lists them: PostgreSQL tests start from TRUNCATE of these.
-EVENT_TABLES = ["webhook_attempts", "webhook_deliveries", "webhooks", "outbox_events"]
-
-
-@pytest.fixture(autouse=True)
-def _event_tables(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Autouse, so it runs before the db_url fixture reads the list.
-    missing = [t for t in EVENT_TABLES if t not in root.TABLES]
-    monkeypatch.setattr(root, "TABLES", missing + root.TABLES)
-
+from tests.waiting import eventually
 
 # ------------------------------------------------------------------------------ the world
 
@@ -83,24 +66,6 @@ async def world(sessions) -> World:
         ]:
             _, keys[name] = await acc.create_api_key(s, owner_id=owner, scopes=scopes)
     return World(m1.id, m2.id, s1.id, s2.id, s3.id, keys)
-
-
-class Clock:
-    """Real time plus an offset the test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return utcnow() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 # ------------------------------------------------------------------------------ resolving
@@ -147,19 +112,22 @@ class Call:
 
 @dataclass
 class Receiver:
-    """Answers POSTs; ``script[path]`` holds (status, delay seconds, headers) answers, used
-    in turn; when it is empty the answer is 200 at once."""
+    """Answers POSTs; ``script[path]`` holds (status, gate, headers) answers, used in turn;
+    when it is empty the answer is 200 at once. A gate (an ``asyncio.Event``) holds the
+    answer until the test sets it: a slow or silent endpoint, for exactly as long as the
+    test needs, never a guessed number of seconds."""
 
     base_url: str = ""
     calls: dict[str, list[Call]] = field(default_factory=lambda: defaultdict(list))
-    script: dict[str, deque[tuple[int, float, dict[str, str]]]] = field(
+    script: dict[str, deque[tuple[int, asyncio.Event | None, dict[str, str]]]] = field(
         default_factory=lambda: defaultdict(deque))
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
-    def answer(self, path: str, *answers: tuple[int, float] | tuple[int, float, dict[str, str]]
-               ) -> None:
+    def answer(self, path: str,
+               *answers: tuple[int, asyncio.Event | None]
+               | tuple[int, asyncio.Event | None, dict[str, str]]) -> None:
         for a in answers:
             self.script[path].append((a[0], a[1], a[2] if len(a) > 2 else {}))  # type: ignore[misc]
 
@@ -178,10 +146,10 @@ class Receiver:
         call = Call(path, {k.decode().lower(): v.decode() for k, v in scope["headers"]}, body,
                     time.monotonic())
         self.calls[path].append(call)
-        status, delay, headers = (self.script[path].popleft() if self.script[path]
-                                  else (200, 0.0, {}))
-        if delay:
-            await asyncio.sleep(delay)
+        status, gate, headers = (self.script[path].popleft() if self.script[path]
+                                 else (200, None, {}))
+        if gate is not None:
+            await gate.wait()
         call.finished = time.monotonic()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(k.encode(), v.encode()) for k, v in
@@ -200,11 +168,9 @@ async def serve(app: Any) -> AsyncIterator[str]:
                             http="h11", timeout_graceful_shutdown=0.2, access_log=False)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server._serve(sockets=[sock]))  # _serve: no signal handlers
-    async with asyncio.timeout(5):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
+    await eventually(lambda: server.started or task.done(), timeout=5)
+    if task.done():
+        task.result()  # it failed to start: say why
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -236,11 +202,12 @@ async def add_webhook(sessions, store_id: str, url: str, events: Iterable[str] =
 
 @pytest.fixture
 async def dispatchers(sessions, clock) -> AsyncIterator[Any]:
-    """A factory of dispatchers (development, seeded jitter), all closed at the end."""
+    """A factory of dispatchers (development, seeded jitter), all closed at the end; they read
+    the test's ``clock`` (the process clock)."""
     made: list[WebhookDispatcher] = []
 
     def make(**kwargs: Any) -> WebhookDispatcher:
-        options: dict[str, Any] = {"environment": "development", "clock": clock,
+        options: dict[str, Any] = {"environment": "development",
                                    "rng": random.Random(7), "timeout": 5.0}
         options.update(kwargs)
         d = WebhookDispatcher(sessions, **options)
@@ -254,29 +221,13 @@ async def dispatchers(sessions, clock) -> AsyncIterator[Any]:
 
 # ----------------------------------------------------------------------------- the app
 
-def _install_event_problems(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
-    # What satvault.web.problems will hold once the events domain is registered there.
-    monkeypatch.setitem(problems.ERROR_STATUS, ev.UnsafeUrl, (422, "unsafe-url"))
-    monkeypatch.setitem(problems.ERROR_STATUS, ev.InvalidWebhook, (422, "invalid-webhook"))
-    monkeypatch.setitem(problems.ERROR_STATUS, ev.InvalidStream, (422, "invalid-stream"))
-
-    async def handler(_request: Request, exc: Exception) -> JSONResponse:
-        response = problems.problem_for(exc)
-        assert response is not None
-        return response
-
-    app.add_exception_handler(ev.EventsError, handler)
-
-
 @pytest.fixture
-def make_app(engine, db_url, tmp_path, monkeypatch):
+def make_app(engine, db_url, tmp_path):
+    """The app exactly as ``satvault serve`` builds it (its routers, its problem mapping),
+    without background workers, over the test's engine."""
     def make(environment: str = "development") -> FastAPI:
         settings = Settings(database_url=db_url, home=tmp_path, environment=environment)
-        app = create_app(settings, engine=engine, start_workers=False)
-        if not any(getattr(r, "path", "") == "/api/v1/events/stream" for r in app.routes):
-            app.include_router(events_router)
-        _install_event_problems(app, monkeypatch)
-        return app
+        return create_app(settings, engine=engine, start_workers=False)
 
     return make
 

@@ -20,6 +20,7 @@ from satvault.events.outbox import emit
 from satvault.events.tasks import webhook_worker
 from satvault.ledger.store import retrying
 from tests.events.conftest import add_webhook
+from tests.waiting import eventually
 
 
 async def emit_invoice(sessions, store_id: str, n: int = 1, type_: str = "invoice.created",
@@ -58,7 +59,7 @@ def test_backoff_schedule():
 async def test_failures_are_retried_with_growing_backoff(sessions, world, receiver, clock,
                                                          dispatchers):
     hook, secret = await add_webhook(sessions, world.store, receiver.url("/hook"))
-    receiver.answer("/hook", (500, 0), (500, 0))
+    receiver.answer("/hook", (500, None), (500, None))
     (event_id,) = await emit_invoice(sessions, world.store)
     d = dispatchers()
 
@@ -105,7 +106,7 @@ async def test_failures_are_retried_with_growing_backoff(sessions, world, receiv
 async def test_a_restarted_dispatcher_picks_up_where_the_last_one_stopped(
         sessions, world, receiver, clock, dispatchers):
     hook, _ = await add_webhook(sessions, world.store, receiver.url("/hook"))
-    receiver.answer("/hook", (503, 0))
+    receiver.answer("/hook", (503, None))
     first_id, second_id = await emit_invoice(sessions, world.store, 2)
     first = dispatchers()
     assert await first.run_once() == 1
@@ -135,7 +136,7 @@ async def test_events_reach_an_endpoint_in_outbox_order(sessions, world, receive
                                                         dispatchers):
     hook, _ = await add_webhook(sessions, world.store, receiver.url("/ordered"))
     ids = await emit_invoice(sessions, world.store, 5)
-    receiver.answer("/ordered", (500, 0))  # the first event fails once
+    receiver.answer("/ordered", (500, None))  # the first event fails once
     d = dispatchers()
     assert await d.run_once() == 1
     # While event 1 waits for its retry, events 2-5 wait behind it.
@@ -156,19 +157,18 @@ async def test_a_slow_endpoint_does_not_delay_a_fast_one(sessions, world, receiv
                                                          dispatchers):
     await add_webhook(sessions, world.store, receiver.url("/slow"))
     await add_webhook(sessions, world.store, receiver.url("/fast"))
-    receiver.answer("/slow", (200, 3.0))
+    slow = asyncio.Event()
+    receiver.answer("/slow", (200, slow))  # answers only when the test says so
     ids = await emit_invoice(sessions, world.store, 5)
     d = dispatchers()
     started = time.monotonic()
     assert await d.step() == 2
     assert time.monotonic() - started < 1  # step starts the drains, it does not wait
-    async with asyncio.timeout(2):
-        while len(receiver.calls["/fast"]) < 5:
-            await asyncio.sleep(0.02)
+    await eventually(lambda: len(receiver.calls["/fast"]) == 5)
     assert receiver.event_ids("/fast") == ids
     assert len(receiver.calls["/slow"]) == 1  # still busy with its first event
-    assert all(c.finished < receiver.calls["/slow"][0].arrived + 2
-               for c in receiver.calls["/fast"])
+    assert receiver.calls["/slow"][0].finished == 0.0
+    slow.set()
     await d.wait_idle()
     assert receiver.event_ids("/slow") == ids
 
@@ -177,10 +177,12 @@ async def test_redirects_are_not_followed_and_timeouts_fail(sessions, world, rec
                                                             dispatchers):
     moved, _ = await add_webhook(sessions, world.store, receiver.url("/moved"))
     sleepy, _ = await add_webhook(sessions, world.store, receiver.url("/sleepy"))
-    receiver.answer("/moved", (302, 0, {"location": receiver.url("/elsewhere")}))
-    receiver.answer("/sleepy", (200, 1.0))
+    receiver.answer("/moved", (302, None, {"location": receiver.url("/elsewhere")}))
+    silent = asyncio.Event()
+    receiver.answer("/sleepy", (200, silent))  # no answer until the dispatcher gave up
     await emit_invoice(sessions, world.store)
     assert await dispatchers(timeout=0.3).run_once() == 2
+    silent.set()
     (delivery,) = await deliveries(sessions, moved)
     assert delivery.status == "failed" and delivery.last_status_code == 302
     assert "redirect" in delivery.last_error
@@ -220,7 +222,7 @@ async def test_the_url_is_checked_again_and_pinned_at_send_time(
 
 async def test_giving_up_and_redelivering(sessions, world, receiver, clock, dispatchers):
     hook, _ = await add_webhook(sessions, world.store, receiver.url("/flaky"))
-    receiver.answer("/flaky", (500, 0), (500, 0))
+    receiver.answer("/flaky", (500, None), (500, None))
     await emit_invoice(sessions, world.store, 2)
     d = dispatchers(max_attempts=2)
     assert await d.run_once() == 1
@@ -286,12 +288,16 @@ async def test_https_goes_to_the_checked_address_with_the_name_as_sni(
 async def test_a_wider_window_sends_an_endpoints_deliveries_concurrently(
         sessions, world, receiver, clock, dispatchers):
     hook, _ = await add_webhook(sessions, world.store, receiver.url("/wide"))
-    receiver.answer("/wide", (200, 0.3), (200, 0.3), (200, 0.3))
+    held = asyncio.Event()
+    receiver.answer("/wide", (200, held), (200, held), (200, held))
     await emit_invoice(sessions, world.store, 5)
-    assert await dispatchers(max_concurrency_per_endpoint=3).run_once() == 5
-    # The three slow answers overlapped (at once, not one after another), and never more
-    # than the window: judged from the receiver's own arrival and finish times, not a
-    # stopwatch that a busy machine could fool.
+    run = asyncio.create_task(dispatchers(max_concurrency_per_endpoint=3).run_once())
+    # The first three are sent at once and wait together for their answers.
+    await eventually(lambda: len(receiver.calls["/wide"]) == 3)
+    held.set()
+    assert await run == 5
+    # Never more than the window in flight: judged from the receiver's own arrival and finish
+    # times (had the window been wider, the fourth would have arrived while three waited).
     calls = receiver.calls["/wide"]
     in_flight = [sum(1 for o in calls if o.arrived < c.finished and o.finished > c.arrived)
                  for c in calls]
@@ -305,11 +311,9 @@ async def test_the_worker_wakes_when_an_event_commits(sessions, world, receiver,
     worker = webhook_worker(dispatchers(), interval=60)  # only a wake-up can make it run
     worker.start()
     try:
-        await asyncio.sleep(0.05)  # its first tick: nothing to do
+        await eventually(lambda: worker.runs >= 1)  # its first tick: nothing to do
         ids = await emit_invoice(sessions, world.store, 2)
-        async with asyncio.timeout(3):
-            while len(receiver.calls["/woken"]) < 2:
-                await asyncio.sleep(0.02)
+        await eventually(lambda: len(receiver.calls["/woken"]) == 2, timeout=3)
         assert receiver.event_ids("/woken") == ids
     finally:
         await worker.stop()

@@ -5,16 +5,22 @@ with Last-Event-ID; wallet streams need a key that sees the wallet."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from satvault.accounts import service as acc
+from satvault.db import create_engine
 from satvault.events.outbox import emit
 from tests.events.conftest import serve
+from tests.waiting import eventually
 
 
 async def emit_for(sessions, invoice_id: str, *types: str, secret_note: str = "") -> list[int]:
@@ -128,3 +134,94 @@ async def test_wallet_stream_needs_a_key_that_sees_the_wallet(make_app, sessions
             assert [e["event"] for e in got] == ["withdrawal.created", "wallet.balance_changed"]
             assert got[0]["data"]["data"] == {"id": "wd_1", "amount_msat": 5}  # in full
             assert got[1]["data"]["data"] == {"available_msat": 2}
+
+
+class _PollHold:
+    """Holds the stream's next outbox read where it runs: on SQLite inside the statement (a
+    trace callback on the connection's thread blocks until released, then the read returns
+    its rows), on PostgreSQL behind an ACCESS EXCLUSIVE lock taken by another connection."""
+
+    def __init__(self, engine: AsyncEngine, db_url: str) -> None:
+        self.engine, self.sqlite = engine, db_url.startswith("sqlite")
+        self.entered, self.gate = threading.Event(), threading.Event()
+        self.locker: AsyncEngine | None = None
+        self.lock_conn: Any = None
+
+    async def arm_sqlite(self) -> None:
+        def trace(sql: str) -> None:
+            if "outbox_events.payload" in sql and not self.entered.is_set():
+                self.entered.set()
+                self.gate.wait(10)
+
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.set_trace_callback(trace)
+
+    async def lock_pg(self) -> None:
+        self.locker = create_engine(self.engine.url.render_as_string(hide_password=False),
+                                    pool_size=1)
+        self.lock_conn = await self.locker.connect()
+        await self.lock_conn.begin()
+        await self.lock_conn.execute(text("LOCK TABLE outbox_events IN ACCESS EXCLUSIVE MODE"))
+
+    async def held(self) -> bool:
+        if self.sqlite:
+            return self.entered.is_set()
+        async with self.engine.connect() as conn:
+            waiting = (await conn.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted "
+                "AND relation = 'outbox_events'::regclass"))).scalar_one()
+        return bool(waiting)
+
+    async def release(self) -> None:
+        self.gate.set()
+        conn, locker, self.lock_conn, self.locker = self.lock_conn, self.locker, None, None
+        if conn is not None:
+            await conn.rollback()
+            await conn.close()
+        if locker is not None:
+            await locker.dispose()
+
+
+async def test_a_stream_dropped_in_the_middle_of_a_read_leaves_the_database_writable(
+        make_app, engine, db_url, sessions, world, fake_dns):
+    """A client leaving while the stream's read runs cancels that read: the connection is
+    thrown away, and its cursor lives on in the cancellation's traceback until the garbage
+    collector frees it (kept alive here by pausing the collector, as a busy process does for
+    seconds). On SQLite that cursor used to keep the dropped connection's transaction, and with
+    it the write lock, so the next write waited for the busy timeout and failed with
+    "database is locked". Nothing may wait for the collector: the write goes through now."""
+    fake_dns["hooks.acme.example"] = ["93.184.215.14"]
+    await emit_for(sessions, "inv_a", "invoice.created", "invoice.payment_received")
+    hold = _PollHold(engine, db_url)
+    dropped: list[BaseException] = []
+    event.listen(engine.sync_engine.pool, "invalidate",
+                 lambda _conn, _rec, exc: dropped.append(exc))
+    if hold.sqlite:
+        await hold.arm_sqlite()
+    gc.collect()
+    gc.disable()
+    try:
+        async with serve(make_app()) as base, \
+                httpx.AsyncClient(base_url=base, timeout=60) as client:
+            async with client.stream("GET", "/api/v1/events/stream",
+                                     params={"invoice_id": "inv_a"}) as response:
+                assert response.status_code == 200
+                lines = response.aiter_lines()  # kept: dropping it would close the stream
+                assert (await anext(lines)).startswith("retry:")
+                if not hold.sqlite:
+                    await hold.lock_pg()
+                await eventually(hold.held, message="the stream's read never started")
+            # The client is gone; the server cancels the read in the middle.
+            await eventually(lambda: dropped, message="the read was not cancelled")
+            await hold.release()
+            await eventually(lambda: engine.sync_engine.pool.checkedout() == 0)
+            async with asyncio.timeout(5):  # it used to wait out the 60 s busy timeout
+                r = await client.post(f"/api/v1/stores/{world.store}/webhooks",
+                                      headers=world.auth("store"),
+                                      json={"url": "https://hooks.acme.example/satvault",
+                                            "events": ["invoice.*"]})
+            assert r.status_code == 201, r.text
+    finally:
+        gc.enable()
+        await hold.release()

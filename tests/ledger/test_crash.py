@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -16,9 +15,10 @@ from sqlalchemy import func, select
 from satvault.ledger.check import check_ledger
 from satvault.ledger.models import LedgerTransfer
 from tests.factories import account, books
+from tests.waiting import wait_until
 
 CHILD = textwrap.dedent("""
-    import asyncio, sys, time
+    import asyncio, sys, threading
     from sqlalchemy import event
     from satvault.db import create_engine, session_factory
     from satvault.ledger.core import TransferSpec
@@ -33,7 +33,7 @@ CHILD = textwrap.dedent("""
         def pause(conn, cursor, statement, params, context, executemany):
             if statement.lstrip().upper().startswith("UPDATE LEDGER_ACCOUNTS"):
                 open(flag, "w").write("inserted, about to update balances")
-                time.sleep(60)  # the parent kills us here
+                threading.Event().wait()  # the parent kills us here
 
         sessions = session_factory(engine)
         async with sessions() as s, s.begin():
@@ -55,11 +55,9 @@ async def test_sigkill_mid_linked_batch_leaves_nothing_partial(sessions, db_url,
         [sys.executable, "-c", CHILD, db_url, str(alice.id), str(bob.id),
          str(b.platform.fees.id), str(flag)], env=env)
     try:
-        deadline = time.monotonic() + 30
-        while not flag.exists():
-            assert child.poll() is None, "child exited before reaching the pause point"
-            assert time.monotonic() < deadline, "child never reached the pause point"
-            time.sleep(0.05)
+        wait_until(lambda: flag.exists() or child.poll() is not None, timeout=30,
+                   message="child never reached the pause point")
+        assert child.poll() is None, "child exited before reaching the pause point"
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=10)
     finally:

@@ -5,6 +5,7 @@ settlement and bad input. The ledger check passes after every money test."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from sqlalchemy import func, select
@@ -25,6 +26,7 @@ from satvault.lightning.models import LnInvoice, LnPayment
 from satvault.lightning.payments import request_ln_withdrawal, take_off_node
 from satvault.payouts.models import Withdrawal
 from tests.chainenv import LnEnv
+from tests.waiting import eventually
 
 MSAT = 1
 SAT = 1000
@@ -70,26 +72,33 @@ async def test_invoice_credited_once_with_duplicates_and_a_listener_restart(lnen
     async with env.sessions() as s, s.begin():
         inv = await create_invoice(s, backend=env.runtime.lightning, wallet=env.wallet,
                                    amount_msat=21_000 * SAT, memo="top-up")
+        marker = await create_invoice(s, backend=env.runtime.lightning, wallet=env.wallet,
+                                      amount_msat=1_000 * SAT, memo="marker")
     listener = InvoiceListener(env.sessions, env.runtime.lightning, node="lnd")
     task = asyncio.create_task(listener.listen_once())
-    await asyncio.sleep(0.2)
+    # A first listener starts from settle index 0, which replays nothing: pay once it is live.
+    await eventually(lambda: env.network.invoice_subscribers("platform") == 1)
     env.network.pay("customer1", inv.bolt11)
-    for _ in range(100):
-        if listener.credited:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: listener.credited == 1)
     task.cancel()
-    assert listener.credited == 1
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
     # The same notification again, a restarted listener replaying from its cursor, a sweep.
     assert await listener.handle(inv.payment_hash, 21_000 * SAT, 1) is False
     again = InvoiceListener(env.sessions, env.runtime.lightning, node="lnd")
     replay = asyncio.create_task(again.listen_once())
-    await asyncio.sleep(0.3)
+    # The stream replays from the cursor, then goes live: once a later payment has been
+    # credited, everything replayed before it has been handled too.
+    env.network.pay("customer1", marker.bolt11)
+    await eventually(lambda: again.credited >= 1)
     replay.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await replay
+    assert again.credited == 1
     assert await again.sweep() == 0
-    assert (await env.balances())["available"] == 21_000 * SAT
+    assert (await env.balances())["available"] == 22_000 * SAT
     async with env.sessions() as s:
-        row = (await s.execute(select(LnInvoice))).scalar_one()
+        row = await s.get(LnInvoice, inv.id)
     assert row.status == "paid" and row.paid_msat == 21_000 * SAT
     await env.check()
 
@@ -166,17 +175,18 @@ async def test_timeout_then_success_later_is_never_refunded(lnenv: LnEnv):
     await fund(env, env.wallet, 500_000 * SAT)
     bolt11 = customer_invoice(env, 80_000 * SAT)
     payment_hash = env.network.decode(bolt11).payment_hash
-    env.network.script(payment_hash, "hang_then_succeed", delay=4.0)
+    # The node settles it later, whenever that is: here when the test says so.
+    env.network.script(payment_hash, "hang_then_succeed", delay=3600)
     wd = await pay_out(env, bolt11)
     report = await env.runtime.payer.step()  # the stream goes quiet: we time out
     assert report.unknown == 1 and report.failed == 0
     assert (await status(env, wd.id))[0] == "broadcast"
     held = (await env.balances())["held"]
     assert held >= 80_000 * SAT
-    await asyncio.sleep(1.5)
-    await env.runtime.payer.step()  # node still says in flight (or succeeded): never a void
-    assert (await env.balances())["held"] in (held, 0)
-    await asyncio.sleep(1.5)
+    await env.runtime.payer.step()  # node still says in flight: never a void
+    assert (await env.balances())["held"] == held
+    assert (await status(env, wd.id))[0] == "broadcast"
+    env.network.resolve(payment_hash, "succeed")
     await env.runtime.payer.step()
     assert (await status(env, wd.id))[0] == "confirmed"
     b = await env.balances()
@@ -253,11 +263,11 @@ async def test_internal_payment_settles_in_the_ledger_and_kills_the_invoice(lnen
     await env.check()
 
 
-async def test_bad_invoices_hold_nothing(lnenv: LnEnv):
+async def test_bad_invoices_hold_nothing(lnenv: LnEnv, clock):
     env = lnenv
     await fund(env, env.wallet, 100_000 * SAT)
     expired = env.network.create_invoice("customer1", 1_000 * SAT, expiry=1).bolt11
-    await asyncio.sleep(1.2)
+    clock.advance(2)
     cases = [
         ("lnbcrt1nonsense", None, InvalidInvoice),
         (BOLT11_MAINNET, None, WrongNetwork),

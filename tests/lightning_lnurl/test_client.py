@@ -269,7 +269,7 @@ async def test_response_size_is_capped(service):
 
 async def test_slow_service_times_out(monkeypatch):
     async def handler(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(5)
+        await asyncio.Event().wait()  # never answers
         return httpx.Response(200, json={})
 
     monkeypatch.setattr(lnurl, "EXCHANGE_DEADLINE", 0.05)

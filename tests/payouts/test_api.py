@@ -82,7 +82,10 @@ async def test_idempotency_replay_conflict_and_in_flight(env: Env, keys, monkeyp
     gate = asyncio.Event()
     real = payouts_api.request_withdrawal
 
+    entered = asyncio.Event()
+
     async def slow(*args, **kwargs):
+        entered.set()
         await gate.wait()
         return await real(*args, **kwargs)
 
@@ -91,9 +94,16 @@ async def test_idempotency_replay_conflict_and_in_flight(env: Env, keys, monkeyp
         url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
         body = {"destination": DEST, "amount_msat": 10_000 * SAT}
         first = asyncio.create_task(c.post(url, headers=h(keys["full"], "k"), json=body))
-        await asyncio.sleep(0.3)
-        asyncio.get_running_loop().call_later(1.0, gate.set)
-        twin = await c.post(url, headers=h(keys["full"], "k"), json=body)
+        await entered.wait()  # the first request holds the key, in the middle of its work
+        if env.settings.is_sqlite:
+            # One writer: the twin can only queue behind the first request (or come after
+            # it), and either way replays its response.
+            queued = asyncio.create_task(c.post(url, headers=h(keys["full"], "k"), json=body))
+            gate.set()
+            twin = await queued
+        else:
+            twin = await c.post(url, headers=h(keys["full"], "k"), json=body)  # at once
+            gate.set()
         r1 = await first
         assert r1.status_code == 201
         if env.settings.is_sqlite:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 from sqlalchemy import func, select
@@ -17,6 +16,7 @@ from sqlalchemy import func, select
 from satvault.payouts.models import PayoutBatch, PayoutTx
 from tests.chainenv import SEED, Env
 from tests.payouts.test_payouts import external_address, fund, received, withdraw
+from tests.waiting import wait_until
 
 CHILD = textwrap.dedent("""
     import asyncio, sys, time
@@ -33,7 +33,7 @@ CHILD = textwrap.dedent("""
         async def sign_payout(self, *a, **kw):
             if where == "sign":
                 Path(flag).write_text("signing")
-                await asyncio.sleep(60)
+                await asyncio.Event().wait()  # the parent kills us here
             return await super().sign_payout(*a, **kw)
 
     async def main():
@@ -45,7 +45,7 @@ CHILD = textwrap.dedent("""
         if where == "broadcast":
             async def stall(raw):
                 Path(flag).write_text("signed, about to broadcast")
-                await asyncio.sleep(60)
+                await asyncio.Event().wait()  # the parent kills us here
             rt.payouts.backend.broadcast = stall
         await rt.payouts.step()
 
@@ -63,11 +63,8 @@ async def test_sigkill_mid_payout_then_restart_pays_once(env: Env, db_url, tmp_p
         [sys.executable, "-c", CHILD, db_url, env.server.url, str(tmp_path), where, str(flag),
          SEED.hex()], env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
-        deadline = time.monotonic() + 60
-        while not flag.exists():
-            assert child.poll() is None, "the payout process died on its own"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: flag.exists() or child.poll() is not None, timeout=60)
+        assert child.poll() is None, "the payout process died on its own"
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=10)
     finally:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from embit import bip39
@@ -18,6 +16,7 @@ from typer.testing import CliRunner
 from satvault.onchain.descriptors import parse_wallet
 from satvault.signer import UnixSocketSigner
 from satvault.signer.cli import app
+from tests.waiting import eventually
 
 ENV = {"SATVAULT_SIGNER_PASSPHRASE": "cli passphrase"}
 
@@ -67,9 +66,8 @@ async def test_serve_in_foreground(tmp_path: Path) -> None:
          "--seed-file", str(seed), "--socket", str(sock)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 5
-        while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: sock.exists() or proc.poll() is not None, timeout=5,
+                         message="the signer did not create its socket")
         assert sock.exists(), "the signer did not create its socket"
         assert await UnixSocketSigner(sock, timeout=2).descriptors() == descriptors
     finally:

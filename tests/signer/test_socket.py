@@ -24,6 +24,7 @@ from satvault.signer.errors import (
 )
 from satvault.signer.server import serve, start_server
 from tests.signer.conftest import Builder
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -127,10 +128,8 @@ async def test_stale_socket_is_replaced_live_one_is_not(tmp_path: Path,
     stale.bind(str(path))
     stale.close()  # the file stays, nobody listens
     task = asyncio.create_task(serve(path, signer))
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if path.exists() and stat.S_IMODE(path.stat().st_mode) == 0o600:
-            break
+    # The stale file is replaced by the server's own socket (mode 0600, live).
+    await eventually(lambda: path.exists() and stat.S_IMODE(path.stat().st_mode) == 0o600)
     assert await UnixSocketSigner(path, timeout=2).descriptors() == signer.descriptors()
     with pytest.raises(SignerError, match="already listening"):
         await start_server(path, signer)

@@ -3,7 +3,6 @@ reorgs, a node that is still starting or goes away, a restart from disk."""
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +12,8 @@ import pytest
 
 from satvault.simnet import Chain, SimnetServer
 from tests.simnet import txbuild
-from tests.simnet.conftest import Rpc
+from tests.simnet.conftest import Rpc, RpcFailure
+from tests.waiting import wait_until
 
 DEST = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 OTHER = txbuild.p2tr(txbuild.key(9)).address
@@ -132,6 +132,16 @@ def test_reorg_without_drops_reconfirms_everything(chain: Chain) -> None:
         assert hit is not None and hit[1] is not None and hit[1].height == 111
 
 
+def _warming(rpc: Rpc) -> bool:
+    try:
+        rpc("getblockcount")
+    except RpcFailure as e:
+        if e.code == -28:
+            return True
+        raise
+    return False
+
+
 def test_warmup(node: SimnetServer, rpc: Rpc) -> None:
     assert rpc("simnet_warmup", 30) is None
     e = rpc.fails("getblockcount")
@@ -140,7 +150,7 @@ def test_warmup(node: SimnetServer, rpc: Rpc) -> None:
     node.set_warmup(0)  # loading finished
     assert rpc("getblockcount") == 110
     rpc("simnet_warmup", Decimal("0.05"))
-    time.sleep(0.1)  # and a warm-up ends by itself
+    wait_until(lambda: not _warming(rpc), timeout=5)  # and a warm-up ends by itself
     assert rpc("getblockcount") == 110
 
 

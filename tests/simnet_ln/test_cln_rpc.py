@@ -7,13 +7,13 @@ import hashlib
 import json
 import socket
 import threading
-import time
 
 import bolt11
 import pytest
 from pyln.client import LightningRpc, RpcError
 
 from satvault.simnet.ln import ClnRpcServer, LnNetwork, PaymentStatus
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_invoice_and_waitanyinvoice(rpc: LightningRpc, net: LnNetwork) -> None:
     waiter: dict[str, object] = {}
     thread = threading.Thread(target=lambda: waiter.update(rpc.waitanyinvoice()))
     thread.start()
-    time.sleep(0.05)
+    wait_until(lambda: net.invoice_subscribers("platform") == 1)  # the call is waiting
     net.pay("customer2", inv["bolt11"])
     thread.join(3)
     assert waiter["label"] == "order-1" and waiter["status"] == "paid"
@@ -146,9 +146,7 @@ def test_expired_and_in_flight(rpc: LightningRpc, net: LnNetwork) -> None:
     result: dict[str, object] = {}
     thread = threading.Thread(target=lambda: result.update(rpc.pay(inv.bolt11)))
     thread.start()
-    deadline = time.monotonic() + 2
-    while net.payment("platform", inv.payment_hash) is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: net.payment("platform", inv.payment_hash) is not None)
     assert rpc.listpays(payment_hash=inv.payment_hash)["pays"][0]["status"] == "pending"
     with pytest.raises(RpcError) as err:
         rpc.pay(inv.bolt11)

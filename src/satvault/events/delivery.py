@@ -32,7 +32,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -132,7 +132,8 @@ class WebhookDispatcher:
     """Sends due webhook deliveries; call :meth:`step` periodically (see
     :func:`satvault.events.tasks.webhook_worker`) and :meth:`aclose` at shutdown.
 
-    ``clock`` and ``rng`` are seams for tests; ``max_concurrency_per_endpoint`` above 1 sends
+    ``rng`` is a seam for tests (time comes from the process clock,
+    :mod:`satvault.kernel.clock`); ``max_concurrency_per_endpoint`` above 1 sends
     that many of an endpoint's due deliveries at once, which gives up the ordering guarantee.
     """
 
@@ -148,7 +149,6 @@ class WebhookDispatcher:
     give_up_after: timedelta = timedelta(hours=24)
     max_attempts: int | None = None
     max_endpoints: int = 200
-    clock: Callable[[], datetime] = utcnow
     rng: random.Random = field(default_factory=random.Random)
     attempted: int = field(default=0, init=False)  # attempts made by this instance
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
@@ -226,7 +226,7 @@ class WebhookDispatcher:
 
     async def _due_endpoints(self, session: AsyncSession, busy: set[str],
                              limit: int) -> list[str]:
-        now = self.clock()
+        now = utcnow()
         head = deliveries_t.alias("head")
         earliest = (select(func.min(head.c.event_id))
                     .where(head.c.webhook_id == deliveries_t.c.webhook_id, _waiting(head))
@@ -254,7 +254,7 @@ class WebhookDispatcher:
             self.attempted += len(outcomes)
 
     async def _claim(self, session: AsyncSession, webhook_id: str) -> list[_Claim]:
-        now = self.clock()
+        now = utcnow()
         hook = (await session.execute(
             select(webhooks_t.c.url, webhooks_t.c.secret, webhooks_t.c.enabled)
             .where(webhooks_t.c.id == webhook_id)
@@ -287,7 +287,7 @@ class WebhookDispatcher:
     # --------------------------------------------------------------------------- sending
 
     async def _attempt(self, claim: _Claim) -> _Outcome:
-        started_at = self.clock()
+        started_at = utcnow()
         started = time.monotonic()
         body = claim.body.encode("utf-8")
         headers = {
@@ -343,7 +343,7 @@ class WebhookDispatcher:
     # ------------------------------------------------------------------------- recording
 
     async def _record(self, session: AsyncSession, *, outcomes: Sequence[_Outcome]) -> None:
-        now = self.clock()
+        now = utcnow()
         assert self.max_attempts is not None
         for outcome in outcomes:
             claim = outcome.claim

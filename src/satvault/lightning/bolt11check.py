@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import bolt11
 
+from satvault.kernel.clock import unix_time
 from satvault.lightning.errors import AmountRequired, InvalidInvoice, InvoiceExpired, WrongNetwork
 
 __all__ = ["CheckedInvoice", "check_invoice"]
@@ -42,7 +42,7 @@ def check_invoice(text: str, *, network: str, amount_msat: int | None = None,
         raise WrongNetwork(f"this invoice is for the {inv.currency!r} network; this platform "
                            f"runs on {network} ({want!r})")
     expires_at = int(inv.date) + int(inv.expiry or 3600)
-    if (now or time.time()) >= expires_at:
+    if (unix_time() if now is None else now) >= expires_at:
         raise InvoiceExpired("this invoice has expired")
     invoice_amount = int(inv.amount_msat) if inv.amount_msat else None
     if invoice_amount is None:

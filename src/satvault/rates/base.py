@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Protocol, runtime_checkable
 
+from satvault.kernel.clock import utcnow
 from satvault.rates.errors import BadRateResponse, UnsupportedCurrency
 
 __all__ = [
@@ -53,7 +54,7 @@ CURRENCY_SCALES: dict[str, int] = {
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC)
+    return utcnow()  # the process clock
 
 
 def normalize_currency(code: str) -> str:

@@ -152,22 +152,24 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
                              for w in request.app.state.workers}
         rt = request.app.state.runtime
         if rt is not None:
+            # backend: what runs (the settings' choice, "simnet" for the simulators);
+            # adapter: the protocol satvault speaks to it.
+            chain = {"backend": rt.settings.chain_backend, "adapter": rt.backend.name}
             try:
                 tip = await rt.backend.tip()
-                checks["chain"] = {"backend": rt.backend.name, "height": tip.height}
+                checks["chain"] = {**chain, "height": tip.height}
             except Exception as exc:  # reported, not raised: the node may be down
                 ok = False
-                checks["chain"] = {"backend": rt.backend.name,
-                                   "error": f"{type(exc).__name__}: {exc}"}
+                checks["chain"] = {**chain, "error": f"{type(exc).__name__}: {exc}"}
             if rt.lightning is not None:
+                node = {"backend": rt.settings.lightning_backend, "adapter": rt.lightning.name}
                 try:
                     info = await rt.lightning.get_info()
-                    checks["lightning"] = {"backend": rt.lightning.name,
-                                           "synced": info.synced, "network": info.network}
+                    checks["lightning"] = {**node, "synced": info.synced,
+                                           "network": info.network}
                 except Exception as exc:  # reported, not raised
                     ok = False
-                    checks["lightning"] = {"backend": rt.lightning.name,
-                                           "error": f"{type(exc).__name__}: {exc}"}
+                    checks["lightning"] = {**node, "error": f"{type(exc).__name__}: {exc}"}
         if any(w.last_error for w in request.app.state.workers):
             ok = False
         return JSONResponse({"status": "ok" if ok else "degraded", **checks},

@@ -38,6 +38,9 @@ class EventHub:
 
         return unsubscribe
 
+    def invoice_listeners(self, node: str) -> int:
+        return len(self._invoice.get(node, ()))
+
     def on_payment(self, sender: str, payment_hash: str, listener: PaymentListener
                    ) -> Callable[[], None]:
         key = (sender, payment_hash)

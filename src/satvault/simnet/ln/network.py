@@ -326,6 +326,12 @@ class LnNetwork:
             unsubscribe = self._events.on_invoice(node, listener)
         return backlog, unsubscribe
 
+    def invoice_subscribers(self, node: str) -> int:
+        """How many invoice streams follow ``node`` now (a test waits for its listener to
+        be subscribed instead of sleeping)."""
+        with self._lock:
+            return self._events.invoice_listeners(node)
+
     # -------------------------------------------------------------------------- decoding
     def decode(self, bolt11: str) -> PayReq:
         text = bolt11.strip()

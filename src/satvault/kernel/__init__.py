@@ -1,0 +1,1 @@
+"""The bottom layer: small pieces every other package may use and that import nothing of ours."""
