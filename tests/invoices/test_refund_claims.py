@@ -13,18 +13,17 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
-from satvault.db import utcnow
 from satvault.idempotency_models import IdempotencyKey
 from satvault.payouts.models import Withdrawal
 from tests.chainenv import LnEnv, api_client
 from tests.invoices.test_invoices import paid_lightning_invoice, refunder_key, shop  # noqa: F401
+from tests.waiting import eventually
 
 SAT = 1000
 METADATA = json.dumps([["text/plain", "refund"]])
@@ -138,11 +137,11 @@ def settings_overrides() -> dict[str, object]:
     return {}
 
 
-@pytest.mark.parametrize("settings_overrides", [{"idempotency_heartbeat_seconds": 0.05,
-                                                 "idempotency_stale_seconds": 0.5}])
+@pytest.mark.parametrize("settings_overrides", [{"idempotency_heartbeat_seconds": 0.05}])
 async def test_a_live_owner_keeps_beating_past_the_stale_window(
-        lnenv: LnEnv, shop, slow: SlowLnurl):  # noqa: F811
-    """Four times the stale window later, the first request still owns its key."""
+        lnenv: LnEnv, shop, slow: SlowLnurl, clock):  # noqa: F811
+    """Ten minutes (ten stale windows) pass while the LNURL server sits on the callback: the
+    first request still beats, so it still owns its key."""
     env = lnenv
     refunder = await refunder_key(env, shop)
     async with api_client(env) as c:
@@ -152,17 +151,16 @@ async def test_a_live_owner_keeps_beating_past_the_stale_window(
         first = asyncio.create_task(c.post(url, headers={**refunder, "Idempotency-Key": "K"},
                                            json=body))
         await slow.wait_entered()
+        clock.advance(minutes=10)
+        moved = clock.now()
 
-        async def beaten_past(seconds: float) -> None:
-            while True:
-                async with env.sessions() as s:
-                    row = (await s.execute(select(IdempotencyKey).where(
-                        IdempotencyKey.key == "K"))).scalar_one()
-                if row.heartbeat_at - row.created_at > timedelta(seconds=seconds):
-                    return
-                await asyncio.sleep(0.02)
+        async def beaten_since_the_move() -> bool:
+            async with env.sessions() as s:
+                row = (await s.execute(select(IdempotencyKey).where(
+                    IdempotencyKey.key == "K"))).scalar_one()
+            return row.heartbeat_at >= moved
 
-        await asyncio.wait_for(beaten_past(2.0), timeout=10)
+        await eventually(beaten_since_the_move)
         again = await c.post(url, headers={**refunder, "Idempotency-Key": "K"}, json=body)
         assert again.status_code == 409, again.text
         slow.release.set()
@@ -173,9 +171,9 @@ async def test_a_live_owner_keeps_beating_past_the_stale_window(
 
 @pytest.mark.parametrize("settings_overrides", [{"idempotency_heartbeat_seconds": 3600.0}])
 async def test_a_taken_over_claim_rolls_the_old_owner_back(lnenv: LnEnv, shop,  # noqa: F811
-                                                           slow: SlowLnurl):
-    """The first request's process stops beating (here: its beat is an hour away and its
-    claim looks an hour old). A resend takes the key over and refunds; when the first request
+                                                           slow: SlowLnurl, clock):
+    """The first request's process stops beating (here: its next beat is an hour away) and
+    five minutes pass. A resend takes the key over and refunds; when the first request
     finally finishes, its finishing UPDATE finds another owner's token and its transaction
     rolls back: one refund, paid once."""
     env = lnenv
@@ -187,9 +185,7 @@ async def test_a_taken_over_claim_rolls_the_old_owner_back(lnenv: LnEnv, shop,  
         first = asyncio.create_task(c.post(url, headers={**refunder, "Idempotency-Key": "K"},
                                            json=body))
         await slow.wait_entered()
-        async with env.sessions() as s, s.begin():
-            await s.execute(update(IdempotencyKey).where(IdempotencyKey.key == "K").values(
-                heartbeat_at=utcnow() - timedelta(hours=1)))
+        clock.advance(minutes=5)  # five stale windows; the BOLT11s have not expired
         second = await asyncio.wait_for(
             c.post(url, headers={**refunder, "Idempotency-Key": "K"}, json=body), timeout=10)
         assert second.status_code == 201, second.text

@@ -13,6 +13,7 @@ from satvault.lightning.models import LnPayment
 from satvault.simnet.ln.errors import UnknownPayment
 from tests.chainenv import LnEnv, api_client
 from tests.lightning.test_lightning import fund, pay_out, status
+from tests.waiting import eventually
 
 SAT = 1000
 
@@ -72,31 +73,30 @@ async def test_payments_held_by_one_receiver_do_not_delay_anybody_else(lnenv: Ln
     try:
         slow = [await pay_out(env, b) for b in held]
 
-        async def sending(n: int) -> None:
-            while payer.busy < n:
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(sending(2), timeout=10)
+        await eventually(lambda: payer.busy >= 2)
         assert payer.busy == 2  # the third waits for the receiver's share to free up
         quick = await pay_out(env, env.network.create_invoice("customer1", 5_000 * SAT).bolt11,
                               wallet=bob)
-        started = asyncio.get_running_loop().time()
-        while (await status(env, quick.id))[0] != "confirmed":
-            assert asyncio.get_running_loop().time() - started < 5, "held behind the others"
-            await asyncio.sleep(0.02)
+
+        async def confirmed(wd_id: str) -> bool:
+            return (await status(env, wd_id))[0] == "confirmed"
+
+        # 5 s, against holds of 30 s each: a payer sending one at a time fails here.
+        await eventually(lambda: confirmed(quick.id), timeout=5,
+                         message="a payment to another node waited behind the held ones")
         assert [(await status(env, w.id))[0] for w in slow].count("broadcast") == 2
-        pending = list(hashes)
-        while pending:  # the third is sent only once one of the first two is done
-            assert asyncio.get_running_loop().time() - started < 20
-            try:
-                env.network.resolve(pending[0], "succeed")
-                pending.pop(0)
+
+        def resolve(payment_hash: str) -> bool:
+            try:  # the third is in flight only once one of the first two is done
+                env.network.resolve(payment_hash, "succeed")
+                return True
             except UnknownPayment:
-                await asyncio.sleep(0.02)
+                return False
+
+        for h in hashes:
+            await eventually(lambda h=h: resolve(h))
         for w in slow:
-            while (await status(env, w.id))[0] != "confirmed":
-                assert asyncio.get_running_loop().time() - started < 20
-                await asyncio.sleep(0.02)
+            await eventually(lambda w=w: confirmed(w.id))
     finally:
         await worker.stop()
     b = await env.balances()
