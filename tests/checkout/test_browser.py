@@ -11,12 +11,8 @@ Without ``/usr/bin/chromium`` the tests skip, or fail when ``SATVAULT_REQUIRE_BR
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import re
 import shutil
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,46 +21,26 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from satvault.kernel.clock import FakeClock
 from tests.chainenv import LnEnv
 from tests.checkout.conftest import Shop, make_app
-from tests.waiting import eventually
+from tests.liveserver import CHROMIUM, LAUNCH_ARGS, require_browser
+from tests.liveserver import serve as live
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("SATVAULT_CHROMIUM", "/usr/bin/chromium")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SHOP = "https://shop.example"
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 15_000
 
 
-def _browser_or_skip() -> None:
-    problem = None
-    if not Path(CHROMIUM).exists():
-        problem = (f"{CHROMIUM} is missing: install Debian's chromium "
-                   "(apt-get install -y chromium); never `playwright install`")
-    else:
-        try:
-            import playwright.async_api  # noqa: F401
-        except ImportError:
-            problem = "the playwright package is not installed (pip install -e '.[dev]')"
-    if problem is None:
-        return
-    if os.environ.get("SATVAULT_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"SATVAULT_REQUIRE_BROWSER=1 but {problem}", pytrace=False)
-    pytest.skip(problem)
-
-
 @pytest.fixture(autouse=True)
 def _need_browser() -> None:
     """Before anything else is set up: skip (or fail) at once without a browser."""
-    _browser_or_skip()
+    require_browser()
 
 
 @pytest.fixture
@@ -83,25 +59,8 @@ def settings_overrides() -> dict[str, object]:
 @asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[str]:
     """The app with its workers, served on a free 127.0.0.1 port in this event loop."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="off", log_level="error", log_config=None, ws="none",
-                            http="h11", timeout_graceful_shutdown=0.5, access_log=False)
-    server = uvicorn.Server(config)
-    async with app.router.lifespan_context(app):
-        task = asyncio.create_task(server._serve(sockets=[sock]))  # no signal handlers
-        try:
-            await eventually(lambda: server.started or task.done(), timeout=5)
-            if task.done():
-                task.result()  # it failed to start: say why
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            sock.close()
+    async with live(app, lifespan=True) as base:
+        yield base
 
 
 async def create_invoice(base: str, shop: Shop, **body: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ clock is the root conftest's ``clock``)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import socket
@@ -18,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from satvault.accounts import service as acc
@@ -27,7 +25,7 @@ from satvault.events.delivery import WebhookDispatcher
 from satvault.events.service import create_webhook
 from satvault.events.ssrf import check
 from satvault.web.app import create_app
-from tests.waiting import eventually
+from tests.liveserver import serve
 
 # ------------------------------------------------------------------------------ the world
 
@@ -155,29 +153,6 @@ class Receiver:
                     "headers": [(k.encode(), v.encode()) for k, v in
                                 {"content-type": "text/plain", **headers}.items()]})
         await send({"type": "http.response.body", "body": f"answer {status}".encode()})
-
-
-@asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app on 127.0.0.1 (a free port) in this event loop."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="off", log_level="error", log_config=None, ws="none",
-                            http="h11", timeout_graceful_shutdown=0.2, access_log=False)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server._serve(sockets=[sock]))  # _serve: no signal handlers
-    await eventually(lambda: server.started or task.done(), timeout=5)
-    if task.done():
-        task.result()  # it failed to start: say why
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        sock.close()
 
 
 @pytest.fixture

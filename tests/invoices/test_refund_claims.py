@@ -13,9 +13,11 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -98,33 +100,54 @@ async def refunds_of(env: LnEnv, invoice_id: str) -> int:
             Withdrawal.invoice_id == invoice_id))).scalar_one())
 
 
+@dataclass
+class SlowRefund:
+    """A refund of a paid invoice, sent with Idempotency-Key K to the slow LNURL server and
+    held there (the server sits on the callback) until the test releases it."""
+
+    inv: dict
+    url: str
+    headers: dict[str, str]
+    body: dict
+    first: asyncio.Task
+
+    async def resend(self, c) -> httpx.Response:
+        return await asyncio.wait_for(c.post(self.url, headers=self.headers, json=self.body),
+                                      timeout=10)
+
+
+async def start_slow_refund(c, env: LnEnv, shop, slow: SlowLnurl,  # noqa: F811
+                            name: str) -> SlowRefund:
+    refunder = await refunder_key(env, shop)
+    inv = await paid_lightning_invoice(c, env, shop, name, sats=30_000)
+    url = f"/api/v1/invoices/{inv['id']}/refunds"
+    headers = {**refunder, "Idempotency-Key": "K"}
+    body = {"destination": slow.destination, "amount_msat": 5_000 * SAT}
+    first = asyncio.create_task(c.post(url, headers=headers, json=body))
+    await slow.wait_entered()
+    return SlowRefund(inv, url, headers, body, first)
+
+
 async def test_slow_lnurl_refund_holds_no_lock_and_its_key_stays_owned(
         lnenv: LnEnv, shop, slow: SlowLnurl):  # noqa: F811
     env = lnenv
-    refunder = await refunder_key(env, shop)
     async with api_client(env) as c:
-        inv = await paid_lightning_invoice(c, env, shop, "slow", sats=30_000)
-        url = f"/api/v1/invoices/{inv['id']}/refunds"
-        first = asyncio.create_task(c.post(
-            url, headers={**refunder, "Idempotency-Key": "K"},
-            json={"destination": slow.destination, "amount_msat": 5_000 * SAT}))
-        await slow.wait_entered()
+        r = await start_slow_refund(c, env, shop, slow, "slow")
+        inv = r.inv
         # While the LNURL server sits on the callback, another refund of the same invoice
         # goes through: nothing is locked across the remote call.
         other = await asyncio.wait_for(c.post(
-            url, headers={**refunder, "Idempotency-Key": "K2"},
+            r.url, headers={**r.headers, "Idempotency-Key": "K2"},
             json={"destination": env.network.create_invoice("customer2", 4_000 * SAT).bolt11}),
             timeout=5)
         assert other.status_code == 201, other.text
         # The owner of K is alive (slow, not gone): a resend is told to wait.
-        again = await c.post(url, headers={**refunder, "Idempotency-Key": "K"},
-                             json={"destination": slow.destination, "amount_msat": 5_000 * SAT})
+        again = await r.resend(c)
         assert again.status_code == 409, again.text
         slow.release.set()
-        done = await asyncio.wait_for(first, timeout=20)
+        done = await asyncio.wait_for(r.first, timeout=20)
         assert done.status_code == 201, done.text
-        replay = await c.post(url, headers={**refunder, "Idempotency-Key": "K"},
-                              json={"destination": slow.destination, "amount_msat": 5_000 * SAT})
+        replay = await r.resend(c)
         assert replay.status_code == 201 and replay.json()["id"] == done.json()["id"]
         assert replay.headers["Idempotent-Replayed"] == "true"
     assert await refunds_of(env, inv["id"]) == 2
@@ -143,14 +166,9 @@ async def test_a_live_owner_keeps_beating_past_the_stale_window(
     """Ten minutes (ten stale windows) pass while the LNURL server sits on the callback: the
     first request still beats, so it still owns its key."""
     env = lnenv
-    refunder = await refunder_key(env, shop)
     async with api_client(env) as c:
-        inv = await paid_lightning_invoice(c, env, shop, "beat", sats=30_000)
-        url = f"/api/v1/invoices/{inv['id']}/refunds"
-        body = {"destination": slow.destination, "amount_msat": 5_000 * SAT}
-        first = asyncio.create_task(c.post(url, headers={**refunder, "Idempotency-Key": "K"},
-                                           json=body))
-        await slow.wait_entered()
+        r = await start_slow_refund(c, env, shop, slow, "beat")
+        inv = r.inv
         clock.advance(minutes=10)
         moved = clock.now()
 
@@ -161,10 +179,10 @@ async def test_a_live_owner_keeps_beating_past_the_stale_window(
             return row.heartbeat_at >= moved
 
         await eventually(beaten_since_the_move)
-        again = await c.post(url, headers={**refunder, "Idempotency-Key": "K"}, json=body)
+        again = await r.resend(c)
         assert again.status_code == 409, again.text
         slow.release.set()
-        assert (await asyncio.wait_for(first, timeout=20)).status_code == 201
+        assert (await asyncio.wait_for(r.first, timeout=20)).status_code == 201
     assert await refunds_of(env, inv["id"]) == 1
     await env.check()
 
@@ -177,22 +195,16 @@ async def test_a_taken_over_claim_rolls_the_old_owner_back(lnenv: LnEnv, shop,  
     finally finishes, its finishing UPDATE finds another owner's token and its transaction
     rolls back: one refund, paid once."""
     env = lnenv
-    refunder = await refunder_key(env, shop)
     async with api_client(env) as c:
-        inv = await paid_lightning_invoice(c, env, shop, "take", sats=30_000)
-        url = f"/api/v1/invoices/{inv['id']}/refunds"
-        body = {"destination": slow.destination, "amount_msat": 5_000 * SAT}
-        first = asyncio.create_task(c.post(url, headers={**refunder, "Idempotency-Key": "K"},
-                                           json=body))
-        await slow.wait_entered()
+        r = await start_slow_refund(c, env, shop, slow, "take")
+        inv = r.inv
         clock.advance(minutes=5)  # five stale windows; the BOLT11s have not expired
-        second = await asyncio.wait_for(
-            c.post(url, headers={**refunder, "Idempotency-Key": "K"}, json=body), timeout=10)
+        second = await r.resend(c)
         assert second.status_code == 201, second.text
         slow.release.set()
-        lost = await asyncio.wait_for(first, timeout=20)
+        lost = await asyncio.wait_for(r.first, timeout=20)
         assert lost.status_code == 409, lost.text
-        replay = await c.post(url, headers={**refunder, "Idempotency-Key": "K"}, json=body)
+        replay = await r.resend(c)
         assert replay.status_code == 201 and replay.json()["id"] == second.json()["id"]
     assert await refunds_of(env, inv["id"]) == 1
     await env.runtime.payer.step()

@@ -7,11 +7,7 @@ Without ``/usr/bin/chromium`` the tests skip, or fail when ``SATVAULT_REQUIRE_BR
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,34 +15,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from satvault.config import Settings
 from satvault.web.app import create_app
+from tests.liveserver import CHROMIUM, LAUNCH_ARGS, require_browser, serve
 
-CHROMIUM = os.environ.get("SATVAULT_CHROMIUM", "/usr/bin/chromium")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 15_000
 
 
 @pytest.fixture(autouse=True)
 def _need_browser() -> None:
-    problem = None
-    if not Path(CHROMIUM).exists():
-        problem = (f"{CHROMIUM} is missing: install Debian's chromium "
-                   "(apt-get install -y chromium); never `playwright install`")
-    else:
-        try:
-            import playwright.async_api  # noqa: F401
-        except ImportError:
-            problem = "the playwright package is not installed (pip install -e '.[dev]')"
-    if problem is None:
-        return
-    if os.environ.get("SATVAULT_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"SATVAULT_REQUIRE_BROWSER=1 but {problem}", pytrace=False)
-    pytest.skip(problem)
+    require_browser()
 
 
 @pytest.fixture
@@ -56,29 +36,6 @@ def app(tmp_path: Path, sqlite_template: Path) -> FastAPI:
     shutil.copy(sqlite_template, target)
     return create_app(Settings(database_url=f"sqlite+aiosqlite:///{target}", home=tmp_path,
                                lightning_backend="none"), start_workers=False)
-
-
-@asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="error", log_config=None, ws="none",
-                                           http="h11", access_log=False,
-                                           timeout_graceful_shutdown=0.5))
-    task = asyncio.create_task(server._serve(sockets=[sock]))  # no signal handlers
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        sock.close()
 
 
 @asynccontextmanager
@@ -127,7 +84,7 @@ async def test_swagger_ui_lists_every_operation_offline(app: FastAPI):
 
     operations = _operations(app)
     assert len(operations) > 20
-    async with serve(app) as base, offline_page(base) as (page, blocked, errors):
+    async with serve(app, lifespan=True) as base, offline_page(base) as (page, blocked, errors):
         await page.goto(f"{base}/docs")
         await expect(page.locator(".opblock")).to_have_count(_listings(app))
         for method, path in operations:
@@ -143,7 +100,7 @@ async def test_redoc_lists_every_operation_offline(app: FastAPI):
     from playwright.async_api import expect
 
     ids = [op["operationId"] for ops in app.openapi()["paths"].values() for op in ops.values()]
-    async with serve(app) as base, offline_page(base) as (page, blocked, errors):
+    async with serve(app, lifespan=True) as base, offline_page(base) as (page, blocked, errors):
         await page.goto(f"{base}/redoc")
         # One section per operation and tag, with an id ending in its operationId.
         sections = page.locator("[id^='operation/']")
