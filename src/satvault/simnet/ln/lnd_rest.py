@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -123,6 +124,8 @@ class LndRestServer(LoopServer):
             ("GET", "/v1/balance/channels"): self._channel_balance,
             ("GET", "/v1/balance/blockchain"): self._wallet_balance,
         }
+        self._gates: dict[tuple[str, str], threading.Event] = {}
+        self.held = threading.Semaphore(0)  # released once per call a gate holds
 
     # ------------------------------------------------------------------------- lifecycle
     @property
@@ -144,10 +147,20 @@ class LndRestServer(LoopServer):
         if http is not None and self._loop is not None:
             self._loop.run(http.close())
 
+    def hold(self, method: str, path: str) -> threading.Event:
+        """Fault script: calls of ``method path`` wait (a slow node) until the returned event
+        is set; each held call releases :attr:`held` once, so a test can wait for it."""
+        gate = self._gates[(method, path)] = threading.Event()
+        return gate
+
     # --------------------------------------------------------------------------- routing
     async def _handle(self, req: Request) -> Response | Stream:
         if req.path.startswith("/simnet/"):
             return await control(self.network, self.node, req)
+        gate = self._gates.get((req.method, req.path))
+        if gate is not None and not gate.is_set():
+            self.held.release()
+            await asyncio.to_thread(gate.wait, 30)
         handler = self._routes.get((req.method, req.path))
         if handler is None:
             if req.method == "GET" and req.path.startswith("/v2/router/track/"):
