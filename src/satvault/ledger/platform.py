@@ -18,11 +18,15 @@ Customer and merchant wallets are liabilities: credited when money comes in, gua
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
+from weakref import WeakKeyDictionary
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.ledger.core import Account, AccountKind
+from satvault.ledger.core import Account, AccountKind, Balances
+from satvault.ledger.models import LedgerAccount
 from satvault.ledger.store import create_account
 
 __all__ = ["PlatformAccounts", "ensure_platform_accounts", "platform_account_name"]
@@ -55,7 +59,27 @@ def platform_account_name(role: str, asset: str) -> str:
     return f"platform:{role}:{asset}"
 
 
+# Per database (engine): the platform's accounts never change once they exist, so after one
+# lookup that found all of them their ids are known for the life of the process. Balances are
+# not cached (they are zero here): read them with ``get_account``.
+_KNOWN: WeakKeyDictionary[Any, dict[str, PlatformAccounts]] = WeakKeyDictionary()
+_CREATED = "satvault.platform_accounts_created"
+
+
 async def ensure_platform_accounts(session: AsyncSession, asset: str) -> PlatformAccounts:
+    """The platform's accounts for ``asset``, created if missing. After the first call that
+    finds them all in the database, no statement at all."""
+    key = session.bind.sync_engine if session.bind is not None else None
+    known = _KNOWN.get(key) if key is not None else None
+    if known is not None and asset in known:
+        return known[asset]
+    found = await _find_all(session, asset)
+    if found is not None:
+        # Not if this very transaction created them: it may still roll back.
+        if key is not None and not session.info.get(_CREATED):
+            _KNOWN.setdefault(key, {})[asset] = found
+        return found
+    session.info[_CREATED] = True
     made = {}
     for role, (kind, dnec, cned) in _SPEC.items():
         made[role] = await create_account(
@@ -64,3 +88,29 @@ async def ensure_platform_accounts(session: AsyncSession, asset: str) -> Platfor
             debits_must_not_exceed_credits=dnec, credits_must_not_exceed_debits=cned,
         )
     return PlatformAccounts(asset=asset, **made)
+
+
+async def _find_all(session: AsyncSession, asset: str) -> PlatformAccounts | None:
+    """All seven in one statement, or None if any is missing or not as specified (then the
+    creating path decides, and says what is wrong)."""
+    names = {platform_account_name(role, asset): role for role in _SPEC}
+    rows = (await session.execute(select(
+        LedgerAccount.name, LedgerAccount.id, LedgerAccount.asset, LedgerAccount.kind,
+        LedgerAccount.owner_type, LedgerAccount.owner_id,
+        LedgerAccount.debits_must_not_exceed_credits,
+        LedgerAccount.credits_must_not_exceed_debits,
+    ).where(LedgerAccount.name.in_(names)))).all()
+    found: dict[str, Account] = {}
+    for row in rows:
+        role = names[row.name]
+        kind, dnec, cned = _SPEC[role]
+        if (row.asset, row.kind, row.owner_type, row.owner_id,
+                bool(row.debits_must_not_exceed_credits),
+                bool(row.credits_must_not_exceed_debits)) != (asset, kind.value, "platform",
+                                                              None, dnec, cned):
+            return None
+        found[role] = Account(int(row.id), asset, kind, dnec, cned)
+    if len(found) != len(_SPEC):
+        return None
+    return PlatformAccounts(asset=asset, **{r: replace(a, balances=Balances())
+                                           for r, a in found.items()})
