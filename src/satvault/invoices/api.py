@@ -23,6 +23,7 @@ from satvault.invoices.service import (
     InvoiceRequest,
     Quote,
     create_store_invoice,
+    destinations_of,
     get_invoice,
     mark_invoice,
     quote_store_invoice,
@@ -203,7 +204,9 @@ async def list_invoices(
         nxt = base64.urlsafe_b64encode(f"{last.created_at.isoformat()}|{last.id}".encode()
                                        ).decode().rstrip("=")
     public = request.app.state.settings.public_url
-    return {"items": [await invoice_payload(session, i, public) for i in page],
+    known = await destinations_of(session, page)
+    return {"items": [await invoice_payload(session, i, public, known=known[i.id])
+                      for i in page],
             "next_cursor": nxt}
 
 

@@ -49,8 +49,8 @@ from satvault.rates.convert import apply_spread, fiat_to_msat
 from satvault.rates.service import RateService, build_rate_service
 
 __all__ = ["Destinations", "FollowUp", "InvoiceRequest", "Quote", "create_store_invoice",
-           "destinations", "follow_up_of", "get_invoice", "mark_invoice", "quote_store_invoice",
-           "record_follow_up", "refresh"]
+           "destinations", "destinations_of", "follow_up_of", "get_invoice", "mark_invoice",
+           "quote_store_invoice", "record_follow_up", "refresh"]
 
 log = get_logger(__name__)
 MSAT_PER_BTC = 10**11
@@ -232,6 +232,31 @@ async def destinations(session: AsyncSession, inv: StoreInvoice) -> Destinations
         LnInvoice.store_invoice_id == inv.id, LnInvoice.status == "open"
     ).order_by(LnInvoice.created_at.desc()).limit(1))).scalar_one_or_none()
     return _destinations(inv, address, ln)
+
+
+async def destinations_of(session: AsyncSession, invoices: Sequence[StoreInvoice]
+                          ) -> dict[str, Destinations]:
+    """:func:`destinations` for a page of invoices in two statements, whatever its length
+    (one for the addresses, one for the open Lightning invoices)."""
+    if not invoices:
+        return {}
+    deposit_ids = [i.deposit_id for i in invoices if i.deposit_id]
+    addresses: dict[str, str] = {}
+    if deposit_ids:
+        rows = await session.execute(
+            select(DepositRequest.id, OnchainAddress.address)
+            .join(OnchainAddress, OnchainAddress.id == DepositRequest.address_id)
+            .where(DepositRequest.id.in_(deposit_ids)))
+        addresses = {dep_id: address for dep_id, address in rows}
+    newest: dict[str, LnInvoice] = {}
+    lns = (await session.execute(select(LnInvoice).where(
+        LnInvoice.store_invoice_id.in_([i.id for i in invoices]), LnInvoice.status == "open"
+    ).order_by(LnInvoice.created_at.desc()))).scalars()
+    for ln in lns:
+        assert ln.store_invoice_id is not None
+        newest.setdefault(ln.store_invoice_id, ln)
+    return {i.id: _destinations(i, addresses.get(i.deposit_id or ""), newest.get(i.id))
+            for i in invoices}
 
 
 def _destinations(inv: StoreInvoice, address: str | None, ln: LnInvoice | None
