@@ -108,15 +108,17 @@ async def create(store_id: str, body: InvoiceIn, request: Request, principal: Wr
             payment_tolerance_percent=body.payment_tolerance_percent,
             redirect_url=body.redirect_url)
 
-    async def prepare() -> Quote:
-        # A short read, then the rate and the node's BOLT11 with no transaction open.
+    async def prepare() -> tuple[Store, Quote]:
+        # A short read (the ownership check), then the rate and the node's BOLT11 with no
+        # transaction open. A store never changes merchant, so the check holds for the work.
         async with request.app.state.sessions() as session:
             store = await owned_store(session, principal, store_id)
-        return await quote_store_invoice(store=store, request=invoice_request(store),
-                                         settings=settings, lightning=lightning, rates=rates)
+        return store, await quote_store_invoice(store=store, request=invoice_request(store),
+                                                settings=settings, lightning=lightning,
+                                                rates=rates)
 
-    async def work(session: AsyncSession, quote: Quote) -> tuple[int, Any]:
-        store = await owned_store(session, principal, store_id)
+    async def work(session: AsyncSession, ready: tuple[Store, Quote]) -> tuple[int, Any]:
+        store, quote = ready
         _, payload = await create_store_invoice(session, store=store, settings=settings,
                                                 request=invoice_request(store), quote=quote)
         return 201, payload

@@ -158,16 +158,22 @@ async def create_withdrawal(
     wallet_id: str, body: WithdrawalIn, request: Request, principal: Withdrawer,
     idempotency_key: IdempotencyKey,
 ) -> JSONResponse:
-    async def prepare() -> PreparedDestination:
+    async def prepare() -> tuple[Wallet, PreparedDestination]:
+        # The ownership check once, before the remote part; a wallet never changes owner.
         async with request.app.state.sessions() as session:
             wallet = await visible_wallet(session, principal, wallet_id)
-        return await prepare_destination(request, wallet=wallet, destination=body.destination,
-                                         amount_msat=body.amount_msat)
+        return wallet, await prepare_destination(request, wallet=wallet,
+                                                 destination=body.destination,
+                                                 amount_msat=body.amount_msat)
 
-    async def work(session: AsyncSession, prepared: PreparedDestination) -> tuple[int, Any]:
-        wd = await withdraw(session, request,
-                            wallet_for=lambda s: visible_wallet(s, principal, wallet_id),
-                            prepared=prepared)
+    async def work(session: AsyncSession, ready: tuple[Wallet, PreparedDestination]
+                   ) -> tuple[int, Any]:
+        wallet, prepared = ready
+
+        async def wallet_for(_s: AsyncSession) -> Wallet:
+            return wallet
+
+        wd = await withdraw(session, request, wallet_for=wallet_for, prepared=prepared)
         return 201, out(wd, await latest_payment(session, wd.id)).model_dump(mode="json")
 
     owner = f"{principal.owner_type}:{principal.owner_id}"
