@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -66,6 +67,39 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=self.interval)
             self.wake.clear()
+
+
+class ServiceWorker(Worker):
+    """A long-running service (the Lightning listener's subscription) started and stopped
+    like the periodic workers and reported with them on /healthz: its ``runs`` and
+    ``last_error`` are the service's own."""
+
+    def __init__(self, name: str, service: Any) -> None:
+        super().__init__(name, 0.0, self._never)
+        self._service = service
+
+    @staticmethod
+    async def _never() -> int:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._service.run(), name=f"worker:{self.name}")
+
+    @property
+    def runs(self) -> int:
+        return int(self._service.runs)
+
+    @runs.setter
+    def runs(self, _value: int) -> None:
+        pass
+
+    @property
+    def last_error(self) -> str | None:
+        return self._service.last_error  # type: ignore[no-any-return]
+
+    @last_error.setter
+    def last_error(self, _value: str | None) -> None:
+        pass
 
 
 def chain_watcher_worker(watcher: Watcher, interval: float) -> Worker:

@@ -137,6 +137,10 @@ class InvoiceListener:
         self.invoice_fee_bp = invoice_fee_bp
         self.credited = 0
         self._sweep_after: str | None = None  # where the next bounded sweep continues
+        # For /healthz: completed sweeps, and why the last attempt failed (None once a
+        # sweep succeeds again).
+        self.runs = 0
+        self.last_error: str | None = None
 
     async def _cursor(self) -> int:
         async with self.sessions() as s:
@@ -192,17 +196,22 @@ class InvoiceListener:
         await retrying(self.sessions, expire_invoices)
         return n
 
+    async def _sweep_ok(self, limit: int) -> None:
+        await self.sweep(limit=limit)
+        self.runs += 1
+        self.last_error = None
+
     async def run(self, *, sweep_every: float = 30.0, sweep_limit: int = 200) -> None:
         delay = 0.5
         stream: asyncio.Task[None] | None = None
         while True:
             try:
-                await self.sweep(limit=sweep_limit)
+                await self._sweep_ok(sweep_limit)
                 stream = asyncio.create_task(self.listen_once())
                 while not stream.done():
                     await asyncio.wait({stream}, timeout=sweep_every)
                     if not stream.done():
-                        await self.sweep(limit=sweep_limit)
+                        await self._sweep_ok(sweep_limit)
                 stream.result()
                 delay = 0.5
             except asyncio.CancelledError:
@@ -210,8 +219,10 @@ class InvoiceListener:
                     stream.cancel()
                 raise
             except BackendError as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("ln_listener_reconnect", error=str(exc), in_seconds=delay)
-            except Exception:
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("ln_listener_failed")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,6 +35,7 @@ from satvault.web.openapi import install_openapi
 from satvault.web.problems import install_problem_handlers
 from satvault.web.ratelimit import PublicLimit, install_rate_limits
 from satvault.workers import (
+    ServiceWorker,
     Worker,
     address_expiry_worker,
     chain_watcher_worker,
@@ -64,7 +63,6 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ensure_current(engine)
         workers: list[Worker] = []
-        listener_task: asyncio.Task[None] | None = None
         rt = runtime
         if start_workers:
             workers.append(hold_expiry_worker(sessions, settings.hold_expiry_interval))
@@ -85,8 +83,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
                     rt.payer_wake = payer.wake
                     workers.append(payer)
                 if rt.listener is not None:
-                    listener_task = asyncio.create_task(rt.listener.run(),
-                                                        name="lightning-listener")
+                    workers.append(ServiceWorker("lightning-listener", rt.listener))
         if api_only and rt is None and settings.chain_backend:
             rt = Runtime.build(settings, sessions)
         app.state.runtime = rt
@@ -96,10 +93,6 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         try:
             yield
         finally:
-            if listener_task is not None:
-                listener_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener_task
             for w in workers:
                 await w.stop()
             if rt is not None and runtime is None:
