@@ -158,3 +158,16 @@ def test_overflow_is_refused():
                                    balances=Balances(credits_posted=MAX))}
     p = plan(pay("o", 1, debit=1), accounts=full)
     assert p.outcomes[0].result is Result.OVERFLOWS_BALANCE
+
+
+def test_platform_fee_rounds_down_for_the_merchant():
+    import pytest
+
+    from satvault.ledger.platform import platform_fee
+
+    assert platform_fee(30_000_000, 100) == 300_000
+    assert platform_fee(9_999, 1) == 0  # less than one msat of fee: none
+    assert platform_fee(10_001, 1) == 1
+    assert platform_fee(0, 100) == 0
+    with pytest.raises(ValueError):
+        platform_fee(-1, 100)

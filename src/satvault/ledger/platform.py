@@ -29,7 +29,8 @@ from satvault.ledger.core import Account, AccountKind, Balances
 from satvault.ledger.models import LedgerAccount
 from satvault.ledger.store import create_account
 
-__all__ = ["PlatformAccounts", "ensure_platform_accounts", "platform_account_name"]
+__all__ = ["PlatformAccounts", "ensure_platform_accounts", "platform_account_name",
+           "platform_fee"]
 
 _SPEC = {
     "external": (AccountKind.EXTERNAL, False, False),
@@ -53,6 +54,15 @@ class PlatformAccounts:
     clearing: Account
     fees: Account
     equity: Account
+
+
+def platform_fee(amount: int, fee_bp: int) -> int:
+    """The platform's fee on money received for a store invoice: ``fee_bp`` basis points of
+    ``amount``, rounded down (any fraction stays with the merchant). One rule for every
+    rail: the chain watcher and the Lightning credit both book it with this."""
+    if amount < 0 or fee_bp < 0:
+        raise ValueError("amount and fee_bp are never negative")
+    return amount * fee_bp // 10_000
 
 
 def platform_account_name(role: str, asset: str) -> str:

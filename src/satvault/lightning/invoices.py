@@ -23,7 +23,7 @@ from satvault.backends.lightning import Invoice, InvoiceState, LightningBackend
 from satvault.db import utcnow
 from satvault.ledger.core import TransferSpec
 from satvault.ledger.errors import error_for
-from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.platform import ensure_platform_accounts, platform_fee
 from satvault.ledger.store import create_transfers, retrying
 from satvault.lightning.models import LnCursor, LnInvoice
 from satvault.logs import get_logger
@@ -102,7 +102,7 @@ async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat:
     platform = await ensure_platform_accounts(session, "BTC")
     if debit_account_id is None:
         debit_account_id = platform.lightning.id
-    fee = paid_msat * invoice_fee_bp // 10_000 if row.store_invoice_id else 0
+    fee = platform_fee(paid_msat, invoice_fee_bp) if row.store_invoice_id else 0
     specs = [TransferSpec(
         f"ln:in:{payment_hash}", debit_account_id, wallet.ledger_account_id, paid_msat, "BTC",
         code="ln_internal" if internal else "ln_deposit", ref=row.id, linked=fee > 0)]

@@ -37,7 +37,7 @@ from satvault.accounts.models import Wallet
 from satvault.backends.base import Block, ChainBackend, Tx
 from satvault.db import utcnow
 from satvault.ledger.core import Result, TransferKind, TransferSpec
-from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.platform import ensure_platform_accounts, platform_fee
 from satvault.ledger.store import create_transfers, retrying
 from satvault.logs import get_logger
 from satvault.onchain.models import (
@@ -407,7 +407,7 @@ class Watcher:
             StoreInvoice.deposit_id == p.request_id))).scalar_one_or_none()
         if found is None:
             return 0, ""
-        return p.value_sat * MSAT * self.invoice_fee_bp // 10_000, found
+        return platform_fee(p.value_sat * MSAT, self.invoice_fee_bp), found
 
     async def _reverse(self, session: AsyncSession, p: OnchainPayment, key: str, amount: int,
                        credit_account: int, hot_wallet: int) -> tuple[int, int]:
