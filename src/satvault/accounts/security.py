@@ -15,16 +15,11 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-__all__ = ["hash_password", "hash_secret", "new_id", "new_token", "parse_token",
+__all__ = ["hash_password", "hash_secret", "new_token", "parse_token",
            "secrets_match", "verify_password"]
 
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford-ish base32, no i/l/o/u
 _hasher = PasswordHasher()
 TOKEN_PREFIX = "sv"
-
-
-def new_id(prefix: str, length: int = 20) -> str:
-    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
 
 
 def new_token(key_id: str) -> tuple[str, str]:

@@ -18,13 +18,13 @@ from satvault.accounts.errors import AlreadyExists, InvalidInput, NotFound, Unau
 from satvault.accounts.models import ApiKey, AuditEvent, Merchant, Store, User, Wallet
 from satvault.accounts.security import (
     hash_password,
-    new_id,
     new_token,
     parse_token,
     secrets_match,
     verify_password,
 )
 from satvault.db import utcnow
+from satvault.kernel.ids import new_id
 from satvault.ledger.core import AccountKind
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_account

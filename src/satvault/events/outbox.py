@@ -33,10 +33,10 @@ from sqlalchemy import Table, event, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from satvault.accounts.security import new_id
 from satvault.db import utcnow
 from satvault.events.catalog import EVENT_TYPES, SUBJECT_TYPES, matches
 from satvault.events.models import OutboxEvent, Webhook, WebhookDelivery
+from satvault.kernel.ids import new_id
 from satvault.ledger.store import BALANCES_CHANGED
 from satvault.logs import get_logger
 

@@ -20,13 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.errors import NotFound
 from satvault.accounts.models import Store
-from satvault.accounts.security import new_id
 from satvault.accounts.service import audit, get_store
 from satvault.db import utcnow
 from satvault.events.catalog import normalise_subscription
 from satvault.events.errors import InvalidWebhook
 from satvault.events.models import DELIVERY_STATUSES, Webhook, WebhookAttempt, WebhookDelivery
 from satvault.events.ssrf import CheckedUrl
+from satvault.kernel.ids import new_id
 
 __all__ = ["MAX_WEBHOOKS_PER_STORE", "DeliveryLog", "create_webhook", "delete_webhook",
            "get_delivery", "get_webhook", "list_deliveries", "list_webhooks", "new_secret",

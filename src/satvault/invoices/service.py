@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.errors import InvalidInput, NotFound
 from satvault.accounts.models import Store, Wallet
-from satvault.accounts.security import new_id
 from satvault.accounts.service import ensure_wallet
 from satvault.amounts import InvalidAmount, parse_decimal
 from satvault.backends.lightning import Invoice, LightningBackend
@@ -38,6 +37,7 @@ from satvault.invoices.status import (
     next_deadline,
     threshold_msat,
 )
+from satvault.kernel.ids import new_id
 from satvault.lightning.invoices import node_invoice, store_invoice
 from satvault.lightning.models import LnInvoice
 from satvault.logs import get_logger

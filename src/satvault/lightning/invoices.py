@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.errors import InvalidInput
 from satvault.accounts.models import Wallet
-from satvault.accounts.security import new_id
 from satvault.backends.errors import BackendError
 from satvault.backends.lightning import Invoice, InvoiceState, LightningBackend
 from satvault.db import utcnow
+from satvault.kernel.ids import new_id
 from satvault.ledger.core import TransferSpec
 from satvault.ledger.errors import error_for
 from satvault.ledger.platform import ensure_platform_accounts, platform_fee

@@ -43,12 +43,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.accounts.api import visible_wallet
 from satvault.accounts.errors import AccountsError, AlreadyExists, InvalidInput, NotFound
 from satvault.accounts.models import User, Wallet
-from satvault.accounts.security import hash_secret, new_id
+from satvault.accounts.security import hash_secret
 from satvault.accounts.service import Principal, audit, create_api_key, create_user
 from satvault.backends.errors import BackendError
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
 from satvault.db import utcnow
+from satvault.kernel.ids import new_id
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.errors import LedgerError
 from satvault.ledger.platform import ensure_platform_accounts

@@ -31,12 +31,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Wallet
-from satvault.accounts.security import new_id
 from satvault.backends.errors import BackendError, BackendUnavailable
 from satvault.backends.lightning import LightningBackend, PaymentResult, PaymentStatus
 from satvault.backends.lnd import LndError
 from satvault.config import Settings
 from satvault.db import utcnow
+from satvault.kernel.ids import new_id
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import (

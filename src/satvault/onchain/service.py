@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.security import new_id
 from satvault.db import utcnow
+from satvault.kernel.ids import new_id
 from satvault.onchain.descriptors import WatchOnlyWallet, parse_wallet
 from satvault.onchain.errors import InvalidDescriptor
 from satvault.onchain.models import OnchainAddress, OnchainWallet

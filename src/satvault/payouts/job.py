@@ -26,11 +26,11 @@ from functools import partial
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.accounts.security import new_id
 from satvault.backends.base import ChainBackend
 from satvault.backends.errors import BackendUnavailable, TxAlreadyInChain, TxRejected
 from satvault.config import Settings
 from satvault.db import utcnow
+from satvault.kernel.ids import new_id
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_transfers, retrying
