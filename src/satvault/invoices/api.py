@@ -226,7 +226,8 @@ async def refund(invoice_id: str, body: RefundIn, request: Request, principal: R
     """A refund is a withdrawal from the merchant's wallet to a destination the customer gave,
     at most what the invoice received; the store's webhooks hear ``withdrawal.*``."""
     from satvault.accounts.models import Wallet
-    from satvault.lightning.bolt11check import check_invoice
+    from satvault.lightning.bolt11check import check_invoice, decode
+    from satvault.lightning.errors import LightningError
     from satvault.payouts.api import (
         PreparedDestination,
         destination_kind,
@@ -237,13 +238,10 @@ async def refund(invoice_id: str, body: RefundIn, request: Request, principal: R
     )
 
     def _has_amount(bolt11: str) -> bool:
-        import bolt11 as b11
-
-        text = bolt11.lower().removeprefix("lightning:")
         try:
-            return b11.decode(text).amount_msat is not None
-        except Exception:
-            return True
+            return decode(bolt11).amount_msat is not None
+        except LightningError:
+            return True  # check_invoice below says what is wrong with it
 
     sessions = request.app.state.sessions
 

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import bolt11
 
 from satvault.kernel.clock import unix_time
 from satvault.lightning.errors import AmountRequired, InvalidInvoice, InvoiceExpired, WrongNetwork
 
-__all__ = ["CheckedInvoice", "check_invoice"]
+__all__ = ["CheckedInvoice", "Decoded", "check_invoice", "decode"]
 
 MAX_MSAT = 21_000_000 * 10**11
 _PREFIX = {"mainnet": "bc", "testnet": "tb", "signet": "tbs", "regtest": "bcrt"}
@@ -28,23 +29,56 @@ class CheckedInvoice:
     expires_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What a BOLT11 string says, signature checked; nothing about the present moment."""
+
+    currency: str
+    date: int
+    expiry: int | None
+    amount_msat: int | None
+    payment_hash: str
+    payee: str
+    description: str | None
+    description_hash: str | None
+
+
+@lru_cache(maxsize=4096)
+def _decode(raw: str) -> Decoded:
+    inv = bolt11.decode(raw)
+    return Decoded(inv.currency, int(inv.date), int(inv.expiry) if inv.expiry else None,
+                   int(inv.amount_msat) if inv.amount_msat else None, inv.payment_hash,
+                   inv.payee or "", inv.description, inv.description_hash)
+
+
+def decode(text: str) -> Decoded:
+    """Decode (and check the signature of) a BOLT11 invoice, ``lightning:`` prefix allowed.
+    Decoding costs milliseconds of pure Python and one request may look at the same string
+    several times (before its unit of work, inside it, the payer later): the result of a
+    string is remembered (4,096 strings); expiry is judged by :func:`check_invoice` each time."""
+    raw = text.strip()
+    if raw.lower().startswith("lightning:"):
+        raw = raw[len("lightning:"):]
+    try:
+        return _decode(raw)
+    except Exception as exc:  # the library raises assorted errors for malformed input
+        raise InvalidInvoice(f"not a valid BOLT11 invoice: {exc}") from exc
+
+
 def check_invoice(text: str, *, network: str, amount_msat: int | None = None,
                   now: float | None = None) -> CheckedInvoice:
     raw = text.strip()
     if raw.lower().startswith("lightning:"):
         raw = raw[len("lightning:"):]
-    try:
-        inv = bolt11.decode(raw)
-    except Exception as exc:  # the library raises assorted errors for malformed input
-        raise InvalidInvoice(f"not a valid BOLT11 invoice: {exc}") from exc
+    inv = decode(raw)
     want = _PREFIX[network]
     if inv.currency != want:
         raise WrongNetwork(f"this invoice is for the {inv.currency!r} network; this platform "
                            f"runs on {network} ({want!r})")
-    expires_at = int(inv.date) + int(inv.expiry or 3600)
+    expires_at = inv.date + (inv.expiry or 3600)
     if (unix_time() if now is None else now) >= expires_at:
         raise InvoiceExpired("this invoice has expired")
-    invoice_amount = int(inv.amount_msat) if inv.amount_msat else None
+    invoice_amount = inv.amount_msat
     if invoice_amount is None:
         if amount_msat is None:
             raise AmountRequired("this invoice has no amount: give amount_msat")
@@ -58,5 +92,5 @@ def check_invoice(text: str, *, network: str, amount_msat: int | None = None,
         raise AmountRequired("the amount must be positive")
     if pay > MAX_MSAT:
         raise InvalidInvoice("the amount is above 21 million BTC")
-    return CheckedInvoice(raw.lower(), inv.payment_hash, inv.payee or "", pay, invoice_amount,
+    return CheckedInvoice(raw.lower(), inv.payment_hash, inv.payee, pay, invoice_amount,
                           inv.description, inv.description_hash, expires_at)

@@ -35,11 +35,11 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-import bolt11
 import httpx
 import lnurl as lnurl_lib
 
-from satvault.lightning.errors import LnurlError
+from satvault.lightning.bolt11check import decode
+from satvault.lightning.errors import InvalidInvoice, LnurlError
 
 __all__ = [
     "LnurlPayResult",
@@ -313,8 +313,8 @@ def _checked_invoice(pr: Any, *, amount_msat: int, metadata: str) -> str:
         raise LnurlError("the service returned no invoice")
     text = _strip_lightning(pr.strip()).lower()
     try:
-        inv = bolt11.decode(text)
-    except Exception as exc:  # the library raises assorted errors for malformed input
+        inv = decode(text)  # remembered: the withdrawal that follows decodes it again
+    except InvalidInvoice as exc:
         raise LnurlError("the service returned an invalid BOLT11 invoice") from exc
     if inv.amount_msat is None or int(inv.amount_msat) != amount_msat:
         raise LnurlError(f"the service's invoice is for {inv.amount_msat or 'any'} msat, "

@@ -46,8 +46,8 @@ from satvault.ledger.store import (
     retrying,
     transfer,
 )
-from satvault.lightning.bolt11check import check_invoice
-from satvault.lightning.errors import PaymentRefused
+from satvault.lightning.bolt11check import check_invoice, decode
+from satvault.lightning.errors import LightningError, PaymentRefused
 from satvault.lightning.invoices import credit_settled
 from satvault.lightning.models import LnInvoice, LnPayment
 from satvault.logs import get_logger
@@ -64,11 +64,9 @@ RETRYABLE = {"FAILURE_REASON_NO_ROUTE", "FAILURE_REASON_TIMEOUT"}
 
 def _receiver(bolt11: str) -> str:
     """The node a BOLT11 pays (its payee key); the text itself if it cannot be decoded."""
-    import bolt11 as b11
-
     try:
-        return str(b11.decode(bolt11).payee or bolt11)
-    except Exception:  # stored invoices were checked; a surprise only loses the grouping
+        return decode(bolt11).payee or bolt11
+    except LightningError:  # stored invoices were checked; a surprise only loses the grouping
         return bolt11
 
 
