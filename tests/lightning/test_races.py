@@ -81,8 +81,8 @@ async def test_payments_held_by_one_receiver_do_not_delay_anybody_else(lnenv: Ln
         async def confirmed(wd_id: str) -> bool:
             return (await status(env, wd_id))[0] == "confirmed"
 
-        # 5 s, against holds of 30 s each: a payer sending one at a time fails here.
-        await eventually(lambda: confirmed(quick.id), timeout=5,
+        # 10 s, against holds of 30 s each: a payer sending one at a time fails here.
+        await eventually(lambda: confirmed(quick.id), timeout=10,
                          message="a payment to another node waited behind the held ones")
         assert [(await status(env, w.id))[0] for w in slow].count("broadcast") == 2
 
