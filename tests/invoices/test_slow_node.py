@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+
 from satvault.accounts import service as acc
 from satvault.lightning.invoices import create_invoice
 from tests.chainenv import LnEnv, api_client
@@ -28,19 +30,25 @@ async def an_unrelated_write_goes_through(env: LnEnv) -> None:
     await asyncio.wait_for(write(), timeout=10)
 
 
+async def while_the_node_holds(env: LnEnv, method: str, path: str, request) -> httpx.Response:
+    """Send ``request`` while the node sits on ``method path``; once the node has it, another
+    write must go through; then let the node answer and return the request's response."""
+    gate = env.lnd.hold(method, path)
+    pending = asyncio.create_task(request)
+    try:
+        await held(env)
+        await an_unrelated_write_goes_through(env)
+    finally:
+        gate.set()
+    return await asyncio.wait_for(pending, timeout=20)
+
+
 async def test_a_store_invoice_waiting_for_the_node_blocks_nobody(lnenv: LnEnv,
                                                                  shop):  # noqa: F811
     env = lnenv
-    gate = env.lnd.hold("POST", "/v1/invoices")
     async with api_client(env) as c:
-        pending = asyncio.create_task(create(c, shop, "slow-node", amount="1000",
-                                             currency="SATS"))
-        try:
-            await held(env)
-            await an_unrelated_write_goes_through(env)
-        finally:
-            gate.set()
-        r = await asyncio.wait_for(pending, timeout=20)
+        r = await while_the_node_holds(env, "POST", "/v1/invoices", create(
+            c, shop, "slow-node", amount="1000", currency="SATS"))
         assert r.status_code == 201, r.text
         assert r.json()["payment_methods"]["lightning"]["bolt11"]
     await env.check()
@@ -55,18 +63,11 @@ async def test_an_internal_payment_waiting_for_the_node_blocks_nobody(lnenv: LnE
                                     amount_msat=20_000 * SAT)
         _, token = await acc.create_api_key(s, owner_id=env.wallet.owner_id, scopes=[
             "wallet:read", "withdrawals:write"])
-    gate = env.lnd.hold("POST", "/v2/invoices/cancel")
     async with api_client(env) as c:
-        pending = asyncio.create_task(c.post(
+        r = await while_the_node_holds(env, "POST", "/v2/invoices/cancel", c.post(
             f"/api/v1/wallets/{env.wallet.id}/withdrawals",
             headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "internal"},
             json={"destination": bill.bolt11}))
-        try:
-            await held(env)
-            await an_unrelated_write_goes_through(env)
-        finally:
-            gate.set()
-        r = await asyncio.wait_for(pending, timeout=20)
         assert r.status_code == 201 and r.json()["method"] == "internal", r.text
     assert (await env.balances(carol))["available"] == 20_000 * SAT
     await env.check()
