@@ -19,12 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault import __version__
 from satvault.accounts import service as accounts
-from satvault.accounts.errors import AccountsError
 from satvault.accounts.models import User
 from satvault.config import Settings, get_settings, redact_url
 from satvault.db import create_engine, session_factory
+from satvault.kernel.errors import SatvaultError
 from satvault.ledger.check import check_ledger
-from satvault.ledger.errors import LedgerError
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.logs import configure_logging
 from satvault.migrate import SchemaNotCurrent, ensure_current, head_revision, upgrade
@@ -92,7 +91,7 @@ def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]],
         return asyncio.run(runner())
     except SchemaNotCurrent as exc:
         fail(str(exc), 2)
-    except (AccountsError, LedgerError) as exc:
+    except SatvaultError as exc:
         fail(str(exc))
     raise AssertionError("unreachable")
 

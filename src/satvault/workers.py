@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.ledger.store import expire_due_holds, retrying
+from satvault.kernel.retrying import retrying
+from satvault.ledger.store import expire_due_holds
 from satvault.lightning.payments import LightningPayer
 from satvault.logs import get_logger
 from satvault.onchain.service import expire_addresses

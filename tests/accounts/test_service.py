@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import select
 
 from satvault.accounts import service as acc
-from satvault.accounts.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from satvault.accounts.models import ApiKey, AuditEvent
+from satvault.kernel.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from satvault.ledger.store import get_account
 
 

@@ -18,7 +18,7 @@ from satvault.events.delivery import attempts_within, backoff_delay, redeliver
 from satvault.events.models import Webhook, WebhookAttempt, WebhookDelivery
 from satvault.events.outbox import emit
 from satvault.events.tasks import webhook_worker
-from satvault.ledger.store import retrying
+from satvault.kernel.retrying import retrying
 from tests.events.conftest import add_webhook
 from tests.waiting import eventually
 

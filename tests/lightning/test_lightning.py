@@ -10,10 +10,11 @@ import contextlib
 import pytest
 from sqlalchemy import func, select
 
+from satvault.kernel.retrying import retrying
 from satvault.ledger.core import TransferSpec
 from satvault.ledger.errors import InsufficientFunds
 from satvault.ledger.platform import ensure_platform_accounts
-from satvault.ledger.store import retrying, submit_one
+from satvault.ledger.store import submit_one
 from satvault.lightning.errors import (
     AmountRequired,
     InvalidInvoice,

@@ -30,7 +30,7 @@ async def test_fresh_address_per_request_even_concurrently(env: Env):
         async with env.sessions() as s, s.begin():
             return (await create_deposit(s, wallet=env.wallet, settings=env.settings)).address
 
-    from satvault.ledger.store import retrying
+    from satvault.kernel.retrying import retrying
 
     addrs = await asyncio.gather(*(retrying(env.sessions, lambda s: create_deposit(
         s, wallet=env.wallet, settings=env.settings)) for _ in range(20)))

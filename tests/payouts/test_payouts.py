@@ -231,7 +231,7 @@ async def test_100_concurrent_withdrawals_never_overdraw(env: Env):
     await fund(env, 1_000_000)
     dest = external_address(env, 0)
 
-    from satvault.ledger.store import retrying
+    from satvault.kernel.retrying import retrying
 
     async def attempt() -> bool:
         try:

@@ -391,9 +391,9 @@ async def test_the_invoice_service_refuses_metadata_that_is_not_unicode(sessions
                                                                         tmp_path, db_url):
     """Below the edge guard too: a caller of the service (not only HTTP) cannot store a lone
     surrogate, which would be written escaped and then fail every read of the invoice."""
-    from satvault.accounts.errors import InvalidInput
     from satvault.accounts.models import Store
     from satvault.invoices.service import InvoiceRequest, quote_store_invoice
+    from satvault.kernel.errors import InvalidInput
 
     settings = Settings(database_url=db_url, home=tmp_path, lightning_backend="none")
     async with sessions() as s:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.errors import NotFound
 from satvault.accounts.models import Store
 from satvault.accounts.service import Principal
+from satvault.kernel.errors import NotFound
 
 __all__ = ["owned_store", "owns_store"]
 

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import or_, select
 
-from satvault.accounts.errors import NotFound
 from satvault.accounts.models import Wallet
 from satvault.accounts.schemas import MeOut, StatementLineOut, StatementOut, WalletOut
 from satvault.accounts.service import Principal, get_wallet
 from satvault.accounts.views import wallet_balances
+from satvault.kernel.errors import NotFound
 from satvault.ledger.history import statement
 from satvault.ledger.store import get_account
 from satvault.web.deps import CurrentPrincipal, SessionDep, require_scope

@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from satvault.accounts.models import ApiKey, AuditEvent, Merchant, Store, User, Wallet
 from satvault.accounts.security import (
     hash_password,
@@ -24,6 +23,7 @@ from satvault.accounts.security import (
     verify_password,
 )
 from satvault.db import utcnow
+from satvault.kernel.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from satvault.kernel.ids import new_id
 from satvault.ledger.core import AccountKind
 from satvault.ledger.platform import ensure_platform_accounts

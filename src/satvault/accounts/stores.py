@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts import service
 from satvault.accounts.access import owned_store
-from satvault.accounts.errors import Forbidden, InvalidInput, NotFound
 from satvault.accounts.models import Store, Wallet
 from satvault.accounts.service import Principal
+from satvault.kernel.errors import Forbidden, InvalidInput, NotFound
 from satvault.web.deps import IdempotencyKey, SessionDep, require_any_scope, require_scope
 from satvault.web.fields import SpeedPolicy
 from satvault.web.idempotency import run_idempotent

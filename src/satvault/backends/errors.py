@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+from satvault.kernel.errors import SatvaultError
+
 __all__ = ["BackendError", "BackendProtocolError", "BackendUnavailable", "BackendWarmingUp",
            "NotFound", "TxAlreadyInChain", "TxMissingInputs", "TxRejected"]
 
 
-class BackendError(Exception):
+class BackendError(SatvaultError):
     pass
 
 

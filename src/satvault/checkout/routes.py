@@ -24,7 +24,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.errors import NotFound
 from satvault.accounts.models import Store
 from satvault.checkout.i18n import (
     LANGUAGES,
@@ -46,6 +45,7 @@ from satvault.checkout.view import (
 )
 from satvault.db import utcnow
 from satvault.invoices.models import StoreInvoice
+from satvault.kernel.errors import NotFound
 from satvault.onchain.bip21 import msat_to_sat_ceil
 from satvault.onchain.qr import qr_svg
 from satvault.rates.base import currency_scale

@@ -17,7 +17,6 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.access import owned_store
-from satvault.accounts.errors import NotFound
 from satvault.accounts.service import Principal
 from satvault.events import service
 from satvault.events.delivery import redeliver
@@ -33,7 +32,8 @@ from satvault.events.schemas import (
 )
 from satvault.events.sse import router as sse_router
 from satvault.events.ssrf import check
-from satvault.ledger.store import retrying
+from satvault.kernel.errors import NotFound
+from satvault.kernel.retrying import retrying
 from satvault.web.deps import SessionDep, require_any_scope
 from satvault.web.fields import INT64_MAX
 from satvault.web.ratelimit import CreateLimit

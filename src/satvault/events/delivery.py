@@ -44,14 +44,14 @@ from sqlalchemy import CursorResult, Table, and_, func, insert, literal_column, 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault import __version__
-from satvault.accounts.errors import NotFound
 from satvault.db import utcnow
 from satvault.events.errors import InvalidWebhook
 from satvault.events.models import Webhook, WebhookAttempt, WebhookDelivery
 from satvault.events.outbox import mark_changed
 from satvault.events.signing import SIGNATURE_HEADER, sign
 from satvault.events.ssrf import RESOLVE_TIMEOUT, CheckedUrl, check
-from satvault.ledger.store import retrying
+from satvault.kernel.errors import NotFound
+from satvault.kernel.retrying import retrying
 from satvault.logs import get_logger
 
 __all__ = ["USER_AGENT", "WebhookDispatcher", "attempts_within", "backoff_delay",

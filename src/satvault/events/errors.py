@@ -19,10 +19,12 @@ A webhook or delivery that does not exist, or belongs to someone else, is
 
 from __future__ import annotations
 
+from satvault.kernel.errors import SatvaultError
+
 __all__ = ["EventsError", "InvalidSignature", "InvalidStream", "InvalidWebhook", "UnsafeUrl"]
 
 
-class EventsError(Exception):
+class EventsError(SatvaultError):
     pass
 
 

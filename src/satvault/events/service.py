@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.errors import NotFound
 from satvault.accounts.models import Store
 from satvault.accounts.service import audit, get_store
 from satvault.db import utcnow
@@ -26,6 +25,7 @@ from satvault.events.catalog import normalise_subscription
 from satvault.events.errors import InvalidWebhook
 from satvault.events.models import DELIVERY_STATUSES, Webhook, WebhookAttempt, WebhookDelivery
 from satvault.events.ssrf import CheckedUrl
+from satvault.kernel.errors import NotFound
 from satvault.kernel.ids import new_id
 
 __all__ = ["MAX_WEBHOOKS_PER_STORE", "DeliveryLog", "create_webhook", "delete_webhook",

@@ -36,10 +36,10 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.api import visible_wallet
-from satvault.accounts.errors import Forbidden, NotFound
 from satvault.events.errors import InvalidStream
 from satvault.events.models import OutboxEvent
 from satvault.events.outbox import envelope, notifier
+from satvault.kernel.errors import Forbidden, NotFound
 from satvault.web.deps import _principal
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import PublicLimit

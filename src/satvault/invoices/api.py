@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.access import owned_store
-from satvault.accounts.errors import InvalidInput, NotFound
 from satvault.accounts.models import Store
 from satvault.accounts.service import Principal
 from satvault.invoices.models import StoreInvoice
@@ -29,6 +28,7 @@ from satvault.invoices.service import (
     quote_store_invoice,
 )
 from satvault.invoices.views import invoice_payload
+from satvault.kernel.errors import InvalidInput, NotFound
 from satvault.ledger.history import InvalidCursor
 from satvault.payouts.models import Withdrawal
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope

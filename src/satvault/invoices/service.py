@@ -21,7 +21,6 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.errors import InvalidInput, NotFound
 from satvault.accounts.models import Store, Wallet
 from satvault.accounts.service import ensure_wallet
 from satvault.amounts import InvalidAmount, parse_decimal
@@ -37,6 +36,7 @@ from satvault.invoices.status import (
     next_deadline,
     threshold_msat,
 )
+from satvault.kernel.errors import InvalidInput, NotFound
 from satvault.kernel.ids import new_id
 from satvault.lightning.invoices import node_invoice, store_invoice
 from satvault.lightning.models import LnInvoice

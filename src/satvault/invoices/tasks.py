@@ -31,7 +31,7 @@ from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.invoices.models import StoreInvoice
 from satvault.invoices.service import follow_up_of, record_follow_up, refresh
-from satvault.ledger.store import retrying
+from satvault.kernel.retrying import retrying
 from satvault.lightning.invoices import node_invoice
 from satvault.lightning.models import LnInvoice
 from satvault.logs import get_logger

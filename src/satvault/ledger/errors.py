@@ -12,12 +12,12 @@
     │   └── HoldNotPending          pending transfer missing, already resolved or expired
     ├── AccountNotFound             lookups by id or name
     ├── AccountConflict             an account name exists with other attributes
-    ├── LedgerBusy                  a retryable conflict (unique race, deadlock) outlived retries
     └── LedgerInvariantViolation    the database refused what the core allowed: a bug, loudly
 """
 
 from __future__ import annotations
 
+from satvault.kernel.errors import SatvaultError
 from satvault.ledger.core import Outcome, Result
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "HoldNotPending",
     "InsufficientFunds",
     "InvalidTransfer",
-    "LedgerBusy",
     "LedgerError",
     "LedgerInvariantViolation",
     "TransferConflict",
@@ -37,7 +36,7 @@ __all__ = [
 ]
 
 
-class LedgerError(Exception):
+class LedgerError(SatvaultError):
     """Base of every ledger error."""
 
 
@@ -81,10 +80,6 @@ class AccountNotFound(LedgerError):
 
 
 class AccountConflict(LedgerError):
-    pass
-
-
-class LedgerBusy(LedgerError):
     pass
 
 

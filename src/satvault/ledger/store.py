@@ -14,10 +14,8 @@ transaction (use :func:`submit` or :func:`satvault.db.unit_of_work`).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
@@ -43,6 +41,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.db import Amount, max_amount, utcnow
+from satvault.kernel.errors import ConcurrentUpdate
+from satvault.kernel.retrying import retrying
 from satvault.ledger.core import (
     ID_MAX_LEN,
     Account,
@@ -60,8 +60,6 @@ from satvault.ledger.core import (
 from satvault.ledger.errors import (
     AccountConflict,
     AccountNotFound,
-    LedgerBusy,
-    LedgerError,
     LedgerInvariantViolation,
     error_for,
 )
@@ -70,7 +68,6 @@ from satvault.ledger.models import LedgerAccount, LedgerFailedTransfer, LedgerTr
 __all__ = [
     "BALANCES_CHANGED",
     "WALLET_KINDS",
-    "ConcurrentUpdate",
     "count_transfers",
     "create_account",
     "create_transfers",
@@ -79,7 +76,6 @@ __all__ = [
     "get_account_by_name",
     "get_accounts",
     "lookup_transfer",
-    "retrying",
     "submit",
     "submit_one",
     "transfer",
@@ -96,10 +92,6 @@ _ACCOUNT_COLS = (
     accounts_t.c.debits_posted, accounts_t.c.credits_posted,
     accounts_t.c.debits_pending, accounts_t.c.credits_pending,
 )
-
-
-class ConcurrentUpdate(LedgerError):
-    """Another transaction got there first; the whole unit of work should run again."""
 
 
 def _account(row: Any) -> Account:
@@ -428,40 +420,6 @@ async def transfer(
         raise error_for(outcome)
     assert outcome.transfer is not None
     return outcome.transfer
-
-
-# ----------------------------------------------------------------------------- retry runner
-
-_RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, ConcurrentUpdate):
-        return True
-    if isinstance(exc, DBAPIError):
-        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        return code in _RETRYABLE_SQLSTATES or "database is locked" in str(exc.orig)
-    return False
-
-
-async def retrying(
-    sessions: async_sessionmaker[AsyncSession],
-    work: Callable[[AsyncSession], Awaitable[T]],
-    *,
-    attempts: int = 8,
-) -> T:
-    """Run ``work`` in its own transaction, again from scratch on a retryable conflict."""
-    for attempt in range(1, attempts + 1):
-        try:
-            async with sessions() as session, session.begin():
-                return await work(session)
-        except Exception as exc:
-            if not _retryable(exc) or attempt == attempts:
-                if _retryable(exc):
-                    raise LedgerBusy(f"gave up after {attempts} attempts: {exc}") from exc
-                raise
-            await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
-    raise AssertionError("unreachable")
 
 
 async def submit(

@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+from satvault.kernel.errors import SatvaultError
+
 __all__ = ["AmountRequired", "InvalidInvoice", "InvoiceExpired", "LightningError",
            "LnurlError", "PaymentRefused", "WrongNetwork"]
 
 
-class LightningError(Exception):
+class LightningError(SatvaultError):
     pass
 
 

@@ -15,16 +15,17 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.accounts.errors import InvalidInput
 from satvault.accounts.models import Wallet
 from satvault.backends.errors import BackendError
 from satvault.backends.lightning import Invoice, InvoiceState, LightningBackend
 from satvault.db import utcnow
+from satvault.kernel.errors import InvalidInput
 from satvault.kernel.ids import new_id
+from satvault.kernel.retrying import retrying
 from satvault.ledger.core import TransferSpec
 from satvault.ledger.errors import error_for
 from satvault.ledger.platform import ensure_platform_accounts, platform_fee
-from satvault.ledger.store import create_transfers, retrying
+from satvault.ledger.store import create_transfers
 from satvault.lightning.models import LnCursor, LnInvoice
 from satvault.logs import get_logger
 

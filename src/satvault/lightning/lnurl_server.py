@@ -41,7 +41,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.api import visible_wallet
-from satvault.accounts.errors import AccountsError, AlreadyExists, InvalidInput, NotFound
 from satvault.accounts.models import User, Wallet
 from satvault.accounts.security import hash_secret
 from satvault.accounts.service import Principal, audit, create_api_key, create_user
@@ -49,11 +48,18 @@ from satvault.backends.errors import BackendError
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
 from satvault.db import utcnow
+from satvault.kernel.errors import (
+    AlreadyExists,
+    ConcurrentUpdate,
+    InvalidInput,
+    NotFound,
+    SatvaultError,
+)
 from satvault.kernel.ids import new_id
+from satvault.kernel.retrying import retrying
 from satvault.ledger.core import TransferKind, TransferSpec
-from satvault.ledger.errors import LedgerError
 from satvault.ledger.platform import ensure_platform_accounts
-from satvault.ledger.store import ConcurrentUpdate, retrying, transfer
+from satvault.ledger.store import transfer
 from satvault.lightning.bolt11check import check_invoice
 from satvault.lightning.errors import AmountRequired, LightningError
 from satvault.lightning.invoices import node_invoice, store_invoice
@@ -254,11 +260,11 @@ async def pay_callback(username: str, request: Request, amount: str | None = Non
             pr = invoice.bolt11
     except _Refusal as exc:
         return _lnurl_error(str(exc))
-    except AccountsError as exc:
-        return _lnurl_error(str(exc))
-    except BackendError as exc:
+    except BackendError as exc:  # before SatvaultError: a node's text is not for the payer
         log.warning("lnurlp_invoice_failed", username=name, error=str(exc))
         return _lnurl_error("could not create an invoice right now; try again")
+    except SatvaultError as exc:
+        return _lnurl_error(str(exc))
     return _lnurl_ok({"pr": pr, "routes": [],
                       "successAction": {"tag": "message", "message": SUCCESS_MESSAGE}})
 
@@ -481,11 +487,11 @@ async def withdraw_callback(voucher_id: str, request: Request, k1: str | None = 
             taken_off_node=taken))
     except _Refusal as exc:
         return _lnurl_error(str(exc))
-    except (LightningError, LedgerError, AccountsError) as exc:
-        return _lnurl_error(str(exc))
-    except BackendError as exc:
+    except BackendError as exc:  # before SatvaultError: a node's text is not for the payer
         log.warning("lnurlw_redeem_failed", voucher=voucher_id, error=str(exc))
         return _lnurl_error("the node is not available right now; try again")
+    except SatvaultError as exc:
+        return _lnurl_error(str(exc))
     log.info("lnurlw_redeemed", voucher=voucher_id, withdrawal=withdrawal_id)
     wake = getattr(request.app.state.runtime, "payer_wake", None)
     if wake is not None:
@@ -606,7 +612,7 @@ async def auth_callback(request: Request, tag: str | None = None, k1: str | None
         await retrying(_sessions(request), lambda s: _verify_challenge(s, k1=k1, key=key))
     except _Refusal as exc:
         return _lnurl_error(str(exc))
-    except (AccountsError, LedgerError) as exc:
+    except SatvaultError as exc:
         return _lnurl_error(str(exc))
     return _lnurl_ok({"status": "OK"})
 

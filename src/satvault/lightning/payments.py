@@ -36,16 +36,12 @@ from satvault.backends.lightning import LightningBackend, PaymentResult, Payment
 from satvault.backends.lnd import LndError
 from satvault.config import Settings
 from satvault.db import utcnow
+from satvault.kernel.errors import ConcurrentUpdate
 from satvault.kernel.ids import new_id
+from satvault.kernel.retrying import retrying
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
-from satvault.ledger.store import (
-    ConcurrentUpdate,
-    create_transfers,
-    get_account,
-    retrying,
-    transfer,
-)
+from satvault.ledger.store import create_transfers, get_account, transfer
 from satvault.lightning.bolt11check import check_invoice, decode
 from satvault.lightning.errors import LightningError, PaymentRefused
 from satvault.lightning.invoices import credit_settled

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.api import visible_wallet
-from satvault.accounts.errors import NotFound
 from satvault.accounts.service import Principal
+from satvault.kernel.errors import NotFound
 from satvault.lightning.invoices import node_invoice, store_invoice
 from satvault.lightning.models import LnInvoice
 from satvault.onchain.deposits import DepositView, create_deposit, view_deposit

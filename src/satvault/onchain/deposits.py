@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.errors import InvalidInput, NotFound
 from satvault.accounts.models import Wallet
 from satvault.config import Settings
 from satvault.db import utcnow
+from satvault.kernel.errors import InvalidInput, NotFound
 from satvault.kernel.ids import new_id
 from satvault.onchain.bip21 import make_bip21, msat_to_sat_ceil
 from satvault.onchain.models import ChainBlock, DepositRequest, OnchainAddress, OnchainPayment

@@ -12,11 +12,13 @@
 
 from __future__ import annotations
 
+from satvault.kernel.errors import SatvaultError
+
 __all__ = ["InvalidAddress", "InvalidDescriptor", "InvalidKey", "InvalidPaymentUri",
            "OnchainError", "WrongNetwork"]
 
 
-class OnchainError(Exception):
+class OnchainError(SatvaultError):
     pass
 
 

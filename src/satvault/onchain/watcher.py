@@ -36,9 +36,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.accounts.models import Wallet
 from satvault.backends.base import Block, ChainBackend, Tx
 from satvault.db import utcnow
+from satvault.kernel.retrying import retrying
 from satvault.ledger.core import Result, TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts, platform_fee
-from satvault.ledger.store import create_transfers, retrying
+from satvault.ledger.store import create_transfers
 from satvault.logs import get_logger
 from satvault.onchain.models import (
     ChainBlock,

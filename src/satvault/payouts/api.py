@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.api import visible_wallet
-from satvault.accounts.errors import NotFound
 from satvault.accounts.models import Wallet
 from satvault.accounts.service import Principal
+from satvault.kernel.errors import NotFound
 from satvault.lightning.errors import AmountRequired, PaymentRefused
 from satvault.lightning.models import LnPayment
 from satvault.lightning.payments import request_ln_withdrawal, take_off_node

@@ -13,10 +13,12 @@ Destination parsing raises :mod:`satvault.onchain.errors` (``InvalidAddress``,
 
 from __future__ import annotations
 
+from satvault.kernel.errors import SatvaultError
+
 __all__ = ["CannotBumpFee", "InvalidWithdrawal", "PayoutError"]
 
 
-class PayoutError(Exception):
+class PayoutError(SatvaultError):
     pass
 
 

@@ -31,9 +31,10 @@ from satvault.backends.errors import BackendUnavailable, TxAlreadyInChain, TxRej
 from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.kernel.ids import new_id
+from satvault.kernel.retrying import retrying
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
-from satvault.ledger.store import create_transfers, retrying
+from satvault.ledger.store import create_transfers
 from satvault.logs import get_logger
 from satvault.onchain.models import OnchainAddress, OnchainPayment, OnchainWallet, ReviewItem
 from satvault.onchain.service import allocate_address

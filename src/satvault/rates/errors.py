@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from satvault.kernel.errors import SatvaultError
+
 __all__ = [
     "BadRateResponse",
     "RateError",
@@ -27,7 +29,7 @@ __all__ = [
 ]
 
 
-class RateError(Exception):
+class RateError(SatvaultError):
     pass
 
 

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.accounts.errors import Forbidden, Unauthenticated
 from satvault.accounts.service import Principal, authenticate_api_key
 from satvault.config import Settings
+from satvault.kernel.errors import Forbidden, Unauthenticated
 
 if TYPE_CHECKING:
     from satvault.web.ratelimit import EdgeLimiter

@@ -39,10 +39,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.accounts.errors import AccountsError, InvalidInput
 from satvault.db import utcnow
 from satvault.idempotency_models import IdempotencyKey
-from satvault.ledger.store import retrying
+from satvault.kernel.errors import InvalidInput, SatvaultError
+from satvault.kernel.retrying import retrying
 from satvault.logs import get_logger
 
 __all__ = ["TTL", "IdempotencyClaimLost", "IdempotencyConflict", "IdempotencyInProgress",
@@ -52,15 +52,15 @@ log = get_logger(__name__)
 TTL = timedelta(hours=24)
 
 
-class IdempotencyConflict(AccountsError):
+class IdempotencyConflict(SatvaultError):
     """The key was used before with a different request body."""
 
 
-class IdempotencyInProgress(AccountsError):
+class IdempotencyInProgress(SatvaultError):
     """The first request with this key is still running."""
 
 
-class IdempotencyClaimLost(AccountsError):
+class IdempotencyClaimLost(SatvaultError):
     """This request's claim was taken over while it ran; its work was rolled back."""
 
 

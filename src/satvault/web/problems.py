@@ -15,12 +15,12 @@ from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from satvault.accounts import errors as acc
 from satvault.backends import errors as be
 from satvault.events import errors as ev
+from satvault.kernel import errors as acc
+from satvault.kernel.errors import ConcurrentUpdate
 from satvault.ledger import errors as led
 from satvault.ledger.history import InvalidCursor
-from satvault.ledger.store import ConcurrentUpdate
 from satvault.lightning import errors as ln
 from satvault.logs import get_logger
 from satvault.onchain import errors as oc
@@ -43,7 +43,7 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     led.HoldNotPending: (409, "hold-not-pending"),
     led.UnknownAccount: (404, "not-found"),
     led.InvalidTransfer: (422, "invalid-transfer"),
-    led.LedgerBusy: (503, "busy"),
+    acc.Busy: (503, "busy"),
     # Another transaction got there first and the conflict outlived the retries: try again.
     ConcurrentUpdate: (409, "concurrent-update"),
     InvalidCursor: (422, "invalid-cursor"),
@@ -143,11 +143,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     # Registered per error-tree root so Starlette's ExceptionMiddleware answers them (a handler
     # for bare Exception runs in ServerErrorMiddleware, which re-raises after responding).
-    roots: set[type[Exception]] = {acc.AccountsError, led.LedgerError, InvalidCursor,
-                                   oc.OnchainError, po.PayoutError, be.BackendError,
-                                   ln.LightningError, rerr.RateError, ev.EventsError}
-    for root in roots:
-        app.add_exception_handler(root, _domain)
+    app.add_exception_handler(acc.SatvaultError, _domain)
     app.add_exception_handler(Exception, _domain)
 
     @app.exception_handler(RequestValidationError)

@@ -1,0 +1,58 @@
+"""The error base every domain shares, and the kinds of refusal more than one domain raises.
+
+Domains raise these (or their own subclasses); the HTTP edge maps them once, by type, to
+problem+json (``web/problems.py``). Nothing here knows about HTTP.
+
+::
+
+    SatvaultError
+    ├── NotFound              no such object, or not yours (the same answer either way)
+    ├── AlreadyExists         e-mail taken, wallet exists …
+    ├── InvalidInput          malformed or out-of-range input; nothing was changed
+    ├── AuthError
+    │   ├── Unauthenticated   no key, unknown key, revoked key, wrong password
+    │   └── Forbidden         authenticated, but not allowed
+    ├── ConcurrentUpdate      another transaction got there first: run the unit again
+    └── Busy                  retryable conflicts outlived the retries
+"""
+
+from __future__ import annotations
+
+__all__ = ["AlreadyExists", "AuthError", "Busy", "ConcurrentUpdate", "Forbidden",
+           "InvalidInput", "NotFound", "SatvaultError", "Unauthenticated"]
+
+
+class SatvaultError(Exception):
+    """Base of every error a domain raises on purpose."""
+
+
+class NotFound(SatvaultError):
+    pass
+
+
+class AlreadyExists(SatvaultError):
+    pass
+
+
+class InvalidInput(SatvaultError):
+    pass
+
+
+class AuthError(SatvaultError):
+    pass
+
+
+class Unauthenticated(AuthError):
+    pass
+
+
+class Forbidden(AuthError):
+    pass
+
+
+class ConcurrentUpdate(SatvaultError):
+    """Another transaction got there first; the whole unit of work should run again."""
+
+
+class Busy(SatvaultError):
+    """A retryable conflict (unique race, deadlock, lock timeout) outlived the retries."""
