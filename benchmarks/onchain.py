@@ -121,11 +121,11 @@ async def bench_fetch_and_scan(watched: int) -> dict[str, float]:
 
 async def bench_latency(db_url: str, deposits: int) -> dict[str, float]:
     from satvault.accounts import service as acc
+    from satvault.composition import Runtime, open_sessions, register_signer_wallets
     from satvault.config import Settings
-    from satvault.db import create_engine, session_factory
+    from satvault.db import create_engine
     from satvault.migrate import upgrade
     from satvault.onchain.deposits import create_deposit
-    from satvault.runtime import Runtime, register_signer_wallets
     from satvault.signer.base import InProcessSigner
     from satvault.signer.core import HotSigner
     from satvault.simnet.chain import Chain
@@ -138,7 +138,7 @@ async def bench_latency(db_url: str, deposits: int) -> dict[str, float]:
     settings = Settings(database_url=db_url, home=home, network="regtest",
                         chain_backend="bitcoind", bitcoind_url=server.url)
     engine = create_engine(db_url, pool_size=4)
-    sessions = session_factory(engine)
+    sessions = open_sessions(engine)
     signer = InProcessSigner(HotSigner(secrets.token_bytes(64), "regtest"))
     async with sessions() as s, s.begin():
         await register_signer_wallets(s, signer, settings)

@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.accounts import service as acc
 from satvault.accounts.models import Wallet
 from satvault.backends.bitcoind import BitcoindBackend
+from satvault.composition import Runtime, register_signer_wallets
 from satvault.config import Settings
 from satvault.ledger.check import check_ledger
 from satvault.ledger.store import get_account
-from satvault.runtime import Runtime, register_signer_wallets
 from satvault.signer.base import InProcessSigner
 from satvault.signer.core import HotSigner
 from satvault.simnet.chain import Chain

@@ -16,7 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from satvault.db import create_engine, session_factory
+from satvault.composition import open_sessions
+from satvault.db import create_engine
 from satvault.kernel.clock import FakeClock, using
 from satvault.migrate import upgrade
 
@@ -100,4 +101,4 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return session_factory(engine)
+    return open_sessions(engine)

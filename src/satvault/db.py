@@ -212,9 +212,9 @@ def _sqlite_serialised_writes(engine: AsyncEngine) -> None:
 def session_factory(engine: AsyncEngine, *, public_url: str = ""
                     ) -> async_sessionmaker[AsyncSession]:
     """Sessions for ``engine``. ``public_url`` (where customers reach this platform) rides in
-    each session's ``info`` so events written deep in a money path carry absolute links."""
-    import satvault.events.outbox  # noqa: F401  (its commit hooks write balance events)
-
+    each session's ``info`` so events written deep in a money path carry absolute links.
+    The application's factories come from :func:`satvault.composition.open_sessions`, which
+    also wires the outbox's commit hooks into them."""
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False,
                               info={"public_url": public_url.rstrip("/")})
 

@@ -18,7 +18,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts import service as accounts
-from satvault.db import create_engine, session_factory
+from satvault.composition import open_sessions
+from satvault.db import create_engine
 from satvault.ledger.check import check_ledger
 from satvault.ledger.core import TransferKind, TransferSpec, available
 from satvault.ledger.errors import InsufficientFunds
@@ -41,7 +42,7 @@ def run_demo() -> dict[str, Any]:
 
 async def _walkthrough(url: str) -> dict[str, Any]:
     engine = create_engine(url, pool_size=4)
-    sessions = session_factory(engine)
+    sessions = open_sessions(engine)
     summary: dict[str, Any] = {"database": url.split("///")[-1]}
     steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
     ctx: dict[str, Any] = {}
@@ -117,8 +118,8 @@ async def _walkthrough(url: str) -> dict[str, Any]:
     async def onchain_setup() -> None:
         import secrets
 
+        from satvault.composition import Runtime, register_signer_wallets
         from satvault.config import Settings
-        from satvault.runtime import Runtime, register_signer_wallets
         from satvault.signer.base import InProcessSigner
         from satvault.signer.core import HotSigner
         from satvault.simnet.chain import Chain

@@ -1,8 +1,8 @@
-"""Background workers that run inside ``satvault serve``.
-
-Each worker is a loop around one unit of work in its own transaction. A failure is logged and
-retried at the next tick; it never kills the server. Later issues add the chain watcher, the
-Lightning listener, the payout job and webhook delivery here.
+"""The background workers' machinery: a :class:`Worker` is a loop around one step of a
+domain service (one unit of work in its own transaction), a :class:`ServiceWorker` a
+long-running service reported like one. A failure is logged and retried at the next tick; it
+never kills the server. Which workers a process runs, and what wakes them, is decided in one
+place: :func:`satvault.composition.build_workers`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.events.delivery import WebhookDispatcher
+from satvault.events.outbox import notifier
 from satvault.kernel.retrying import retrying
 from satvault.ledger.store import expire_due_holds
 from satvault.lightning.payments import LightningPayer
@@ -22,8 +24,9 @@ from satvault.onchain.service import expire_addresses
 from satvault.onchain.watcher import Watcher
 from satvault.payouts.job import PayoutJob
 
-__all__ = ["Worker", "address_expiry_worker", "chain_watcher_worker", "hold_expiry_worker",
-           "lightning_payer_worker", "payout_worker"]
+__all__ = ["ServiceWorker", "WebhookWorker", "Worker", "address_expiry_worker",
+           "chain_watcher_worker", "hold_expiry_worker", "lightning_payer_worker",
+           "payout_worker", "webhook_worker"]
 
 log = get_logger(__name__)
 
@@ -137,3 +140,24 @@ def address_expiry_worker(sessions: async_sessionmaker[AsyncSession], interval: 
 def hold_expiry_worker(sessions: async_sessionmaker[AsyncSession], interval: float) -> Worker:
     return Worker("hold-expiry", interval,
                   lambda: retrying(sessions, lambda s: expire_due_holds(s)))
+
+
+class WebhookWorker(Worker):
+    """:meth:`WebhookDispatcher.step` on a tick, woken as soon as a transaction that queued
+    webhook deliveries (or asked for a redelivery) commits in this process; other processes'
+    deliveries are found at the next tick. Events no webhook subscribed to do not wake it:
+    under load that would be one scheduling query per commit for nothing."""
+
+    def __init__(self, dispatcher: WebhookDispatcher, interval: float) -> None:
+        super().__init__("webhooks", interval, dispatcher.step)
+        self.dispatcher = dispatcher
+        self._unsubscribe = notifier.subscribe(self.wake.set, deliveries_only=True)
+
+    async def stop(self) -> None:
+        self._unsubscribe()
+        await super().stop()
+        await self.dispatcher.aclose()
+
+
+def webhook_worker(dispatcher: WebhookDispatcher, interval: float = 2.0) -> WebhookWorker:
+    return WebhookWorker(dispatcher, interval)

@@ -17,8 +17,8 @@ from sqlalchemy import select
 from satvault.events.delivery import attempts_within, backoff_delay, redeliver
 from satvault.events.models import Webhook, WebhookAttempt, WebhookDelivery
 from satvault.events.outbox import emit
-from satvault.events.tasks import webhook_worker
 from satvault.kernel.retrying import retrying
+from satvault.workers import webhook_worker
 from tests.events.conftest import add_webhook
 from tests.waiting import eventually
 

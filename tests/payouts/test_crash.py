@@ -22,8 +22,8 @@ CHILD = textwrap.dedent("""
     import asyncio, sys, time
     from pathlib import Path
     from satvault.config import Settings
-    from satvault.db import create_engine, session_factory
-    from satvault.runtime import Runtime
+    from satvault.composition import Runtime, open_sessions
+    from satvault.db import create_engine
     from satvault.signer.base import InProcessSigner
     from satvault.signer.core import HotSigner
 
@@ -40,7 +40,7 @@ CHILD = textwrap.dedent("""
         settings = Settings(database_url=db_url, home=home, network="regtest",
                             chain_backend="bitcoind", bitcoind_url=rpc_url)
         engine = create_engine(db_url, pool_size=2)
-        rt = Runtime.build(settings, session_factory(engine),
+        rt = Runtime.build(settings, open_sessions(engine),
                            signer=Stall(HotSigner(bytes.fromhex(seed), "regtest")))
         if where == "broadcast":
             async def stall(raw):

@@ -32,10 +32,15 @@ from schemathesis.engine import events, from_schema
 from schemathesis.python.asgi import shutdown_lifespans
 
 from satvault.accounts import service as acc
+from satvault.composition import (
+    ensure_dev_signer,
+    open_sessions,
+    open_signer,
+    register_signer_wallets,
+)
 from satvault.config import Settings
-from satvault.db import create_engine, session_factory
+from satvault.db import create_engine
 from satvault.ledger.platform import ensure_platform_accounts
-from satvault.runtime import ensure_dev_signer, open_signer, register_signer_wallets
 from satvault.simnet.chain import Chain
 from satvault.simnet.ln.lnd_rest import LndRestServer
 from satvault.simnet.ln.network import LnNetwork
@@ -130,7 +135,7 @@ def world(db_url: str, tmp_path: Path):
 
     async def setup() -> str:
         engine = create_engine(db_url, pool_size=1)
-        async with session_factory(engine)() as s, s.begin():
+        async with open_sessions(engine)() as s, s.begin():
             await ensure_platform_accounts(s, "BTC")
             await register_signer_wallets(s, open_signer(settings), settings)
             admin = await acc.create_user(s, email="fuzz@example.com", is_admin=True)

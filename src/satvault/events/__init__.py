@@ -2,8 +2,8 @@
 (server-sent events) read from it.
 
 * :func:`emit` — write an event in the caller's transaction (and queue its webhook deliveries);
-* :class:`WebhookDispatcher` / :func:`webhook_worker` — deliver them, with retries in the
-  database; :func:`redeliver` — queue one again by hand;
+* :class:`WebhookDispatcher` — deliver them, with retries in the database (its worker is
+  ``satvault.workers.webhook_worker``); :func:`redeliver` — queue one again by hand;
 * :func:`sign` / :func:`verify` — the ``Satvault-Signature`` header;
 * :func:`check_url` — the SSRF guard for user-supplied URLs;
 * ``satvault.events.api.router`` — the webhook endpoints and the event stream.
@@ -14,7 +14,6 @@ from satvault.events.delivery import WebhookDispatcher, redeliver
 from satvault.events.outbox import emit, notifier
 from satvault.events.signing import sign, verify
 from satvault.events.ssrf import check_url
-from satvault.events.tasks import webhook_worker
 
 __all__ = ["EVENT_TYPES", "WEBHOOK_EVENT_TYPES", "WebhookDispatcher", "check_url", "emit",
-           "notifier", "redeliver", "sign", "verify", "webhook_worker"]
+           "notifier", "redeliver", "sign", "verify"]

@@ -130,7 +130,7 @@ class _Exchange:
 @dataclass
 class WebhookDispatcher:
     """Sends due webhook deliveries; call :meth:`step` periodically (see
-    :func:`satvault.events.tasks.webhook_worker`) and :meth:`aclose` at shutdown.
+    :func:`satvault.workers.webhook_worker`) and :meth:`aclose` at shutdown.
 
     ``rng`` is a seam for tests (time comes from the process clock,
     :mod:`satvault.kernel.clock`); ``max_concurrency_per_endpoint`` above 1 sends

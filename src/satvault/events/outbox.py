@@ -30,7 +30,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from sqlalchemy import Table, event, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from satvault.db import utcnow
@@ -40,7 +40,8 @@ from satvault.kernel.ids import new_id
 from satvault.ledger.store import BALANCES_CHANGED
 from satvault.logs import get_logger
 
-__all__ = ["OutboxNotifier", "dumps", "emit", "envelope", "mark_changed", "notifier"]
+__all__ = ["OutboxNotifier", "OutboxSession", "dumps", "emit", "envelope", "install",
+           "mark_changed", "notifier"]
 
 log = get_logger(__name__)
 outbox_t = cast(Table, OutboxEvent.__table__)
@@ -120,6 +121,19 @@ class OutboxNotifier:
 notifier = OutboxNotifier()
 
 
+class OutboxSession(Session):
+    """The session class of every session factory the composition root wires (:func:`install`).
+    Its commit hooks, and only its, write the ``wallet.balance_changed`` events of the ledger
+    accounts a transaction moved and wake :data:`notifier` once the transaction commits."""
+
+
+def install(sessions: async_sessionmaker[AsyncSession]) -> async_sessionmaker[AsyncSession]:
+    """Wire the outbox's commit hooks into ``sessions`` (called by the composition root, once
+    per session factory; importing this module registers nothing on other sessions)."""
+    sessions.configure(sync_session_class=OutboxSession)
+    return sessions
+
+
 def mark_changed(session: AsyncSession, *, deliveries: bool = True) -> None:
     """Have :data:`notifier` fire once this session's transaction commits; ``deliveries``:
     webhook deliveries were queued (only then is the webhook worker woken)."""
@@ -132,7 +146,7 @@ def _mark(session: Session, *, deliveries: bool) -> None:
         session.info[_DELIVERIES] = True
 
 
-@event.listens_for(Session, "after_commit")
+@event.listens_for(OutboxSession, "after_commit")
 def _after_commit(session: Session) -> None:
     deliveries = bool(session.info.pop(_DELIVERIES, False))
     if session.info.pop(_FLAG, False):
@@ -164,6 +178,10 @@ def _write(session: Session, *, type: str, subject_type: str, subject_id: str,
            payload: Mapping[str, Any], store_id: str | None, wallet_id: str | None,
            now: datetime | None) -> int:
     """:func:`emit` on the synchronous session (commit hooks run there)."""
+    if not isinstance(session, OutboxSession):
+        raise RuntimeError("this session factory was not wired by the composition root "
+                           "(satvault.composition.open_sessions): events would not wake "
+                           "their readers and balance events would be lost")
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
     if subject_type not in SUBJECT_TYPES or type.split(".", 1)[0] != subject_type:
@@ -199,7 +217,7 @@ def _write(session: Session, *, type: str, subject_type: str, subject_id: str,
     return event_id
 
 
-@event.listens_for(Session, "before_commit")
+@event.listens_for(OutboxSession, "before_commit")
 def _balances_changed(session: Session) -> None:
     """One ``wallet.balance_changed`` per wallet whose ledger account this transaction moved,
     with the balances it commits (the ledger notes the accounts in ``session.info``)."""
@@ -223,7 +241,7 @@ def _balances_changed(session: Session) -> None:
                store_id=None, wallet_id=None, now=None)
 
 
-@event.listens_for(Session, "after_rollback")
+@event.listens_for(OutboxSession, "after_rollback")
 def _after_rollback(session: Session) -> None:
     session.info.pop(_FLAG, None)
     session.info.pop(_DELIVERIES, None)

@@ -1,4 +1,5 @@
-"""The FastAPI app factory. Later issues add their routers and workers here."""
+"""The FastAPI app factory: the HTTP edge (routers, problem mapping, guards, rate limits, docs)
+mounted on one composition root (:class:`satvault.composition.Platform`)."""
 
 from __future__ import annotations
 
@@ -15,34 +16,20 @@ from satvault import __version__
 from satvault.accounts.api import router as accounts_router
 from satvault.accounts.stores import router as stores_router
 from satvault.checkout import router as checkout_router
+from satvault.composition import Platform, Runtime
 from satvault.config import Settings, get_settings
-from satvault.db import create_engine, session_factory
 from satvault.events.api import router as events_router
-from satvault.events.delivery import WebhookDispatcher
-from satvault.events.tasks import webhook_worker
 from satvault.invoices.api import router as invoices_router
-from satvault.invoices.tasks import InvoiceRefresher
 from satvault.ledger.api import router as ledger_router
 from satvault.lightning.lnurl_server import router as lnurl_router
-from satvault.migrate import ensure_current
 from satvault.onchain.api import router as onchain_router
 from satvault.payouts.api import router as payouts_router
-from satvault.runtime import Runtime
 from satvault.web.deps import PrincipalCache
 from satvault.web.docs import install_docs
 from satvault.web.guard import InputGuard
 from satvault.web.openapi import install_openapi
 from satvault.web.problems import install_problem_handlers
 from satvault.web.ratelimit import PublicLimit, install_rate_limits
-from satvault.workers import (
-    ServiceWorker,
-    Worker,
-    address_expiry_worker,
-    chain_watcher_worker,
-    hold_expiry_worker,
-    lightning_payer_worker,
-    payout_worker,
-)
 
 __all__ = ["api_app", "create_app"]
 
@@ -50,57 +37,26 @@ __all__ = ["api_app", "create_app"]
 def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None,
                start_workers: bool = True, runtime: Runtime | None = None,
                api_only: bool = False) -> FastAPI:
-    """The app. With ``start_workers`` it also runs the background workers; the chain
-    watcher and payout job need a :class:`Runtime` (built from the settings if not given).
+    """The app, around one :class:`~satvault.composition.Platform` whose start and stop are
+    the app's lifespan. With ``start_workers`` it also runs the background workers (the chain
+    watcher and payout job need a :class:`Runtime`, built from the settings if not given).
     ``api_only``: no workers, but a runtime (node connections, rates) for the endpoints that
     need one: one of several API processes beside a process running the workers."""
     settings = settings or get_settings()
-    own_engine = engine is None
-    engine = engine or create_engine(settings.database_url, pool_size=settings.db_pool_size)
-    sessions = session_factory(engine, public_url=settings.public_url)
+    platform = Platform.wire(settings, engine=engine, runtime=runtime)
+    engine, sessions = platform.engine, platform.sessions
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ensure_current(engine)
-        workers: list[Worker] = []
-        rt = runtime
-        if start_workers:
-            workers.append(hold_expiry_worker(sessions, settings.hold_expiry_interval))
-            workers.append(address_expiry_worker(sessions, 60.0))
-            workers.append(webhook_worker(WebhookDispatcher(
-                sessions, environment=settings.environment), interval=2.0))
-            if rt is None and settings.chain_backend:
-                rt = Runtime.build(settings, sessions)
-            if rt is not None:
-                watcher_worker = chain_watcher_worker(rt.watcher, settings.watcher_interval)
-                rt.watcher.wake = watcher_worker.wake  # /admin/chain/notify wakes the loop
-                workers.append(watcher_worker)
-                workers.append(payout_worker(rt.payouts, settings.payout_interval))
-                workers.append(Worker("invoices", 1.0, InvoiceRefresher(
-                    sessions, settings, rt.lightning).step))
-                if rt.payer is not None:
-                    payer = lightning_payer_worker(rt.payer, settings.ln_payer_interval)
-                    rt.payer_wake = payer.wake
-                    workers.append(payer)
-                if rt.listener is not None:
-                    workers.append(ServiceWorker("lightning-listener", rt.listener))
-        if api_only and rt is None and settings.chain_backend:
-            rt = Runtime.build(settings, sessions)
-        app.state.runtime = rt
-        for w in workers:
-            w.start()
-        app.state.workers = workers
+        await platform.start(workers=start_workers, runtime=api_only)
+        app.state.runtime = platform.runtime
+        app.state.workers = platform.workers
         try:
             yield
         finally:
-            for w in workers:
-                await w.stop()
-            if rt is not None and runtime is None:
-                await rt.close()
+            await platform.stop()
             if limiter is not None:
                 await limiter.close()
-            if own_engine:
-                await engine.dispose()
 
     app = FastAPI(title="satvault", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None,  # web.docs serves them without a CDN

@@ -21,7 +21,7 @@ from satvault import __version__
 from satvault.accounts import service as accounts
 from satvault.accounts.models import User
 from satvault.config import Settings, get_settings, redact_url
-from satvault.db import create_engine, session_factory
+from satvault.db import create_engine
 from satvault.kernel.errors import SatvaultError
 from satvault.ledger.check import check_ledger
 from satvault.ledger.platform import ensure_platform_accounts
@@ -46,8 +46,8 @@ merchant_app = typer.Typer(help="Merchants.", no_args_is_help=True)
 store_app = typer.Typer(help="Stores of a merchant.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
-from satvault.onchain.cli import app as onchain_app  # noqa: E402
-from satvault.payouts.cli import app as payouts_app  # noqa: E402
+from satvault.cli.onchain import app as onchain_app  # noqa: E402
+from satvault.cli.payouts import app as payouts_app  # noqa: E402
 from satvault.signer.cli import app as signer_app  # noqa: E402
 from satvault.simnet.cli import app as simnet_app  # noqa: E402
 
@@ -78,10 +78,11 @@ def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]],
     settings = settings or get_settings()
 
     async def runner() -> T:
-        engine = create_engine(settings.database_url, pool_size=2)
+        from satvault.composition import open_database  # the whole platform: only when used
+
+        engine, sessions = open_database(settings, pool_size=2)
         try:
             await ensure_current(engine)
-            sessions = session_factory(engine, public_url=settings.public_url)
             async with sessions() as session, session.begin():
                 return await work(session)
         finally:
@@ -202,7 +203,7 @@ def init(
 def _provision_signer(settings: Settings) -> bool:
     """Create the demo signer if needed and register the watch-only deposit and hot wallets
     from its public descriptors. Returns True when a new demo seed was created."""
-    from satvault.runtime import ensure_dev_signer, open_signer, register_signer_wallets
+    from satvault.composition import ensure_dev_signer, open_signer, register_signer_wallets
 
     created = ensure_dev_signer(settings)
     signer = open_signer(settings)

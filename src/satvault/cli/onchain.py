@@ -49,7 +49,7 @@ def hot_address() -> None:
     `satvault simnet pay <address> <sat>`). Coins sent here are booked as operator equity."""
     import asyncio
 
-    from satvault.db import create_engine, session_factory
+    from satvault.composition import open_database
     from satvault.migrate import ensure_current
     from satvault.onchain.bip21 import make_bip21
     from satvault.onchain.service import allocate_address
@@ -57,10 +57,10 @@ def hot_address() -> None:
     settings = get_settings()
 
     async def go() -> tuple[str, int]:
-        engine = create_engine(settings.database_url, pool_size=1)
+        engine, sessions = open_database(settings, pool_size=1)
         try:
             await ensure_current(engine)
-            async with session_factory(engine)() as s, s.begin():
+            async with sessions() as s, s.begin():
                 a = await allocate_address(s, role="hot", owner_type="platform", owner_id="hot",
                                            purpose="funding", request_id=None)
                 return a.address, a.index

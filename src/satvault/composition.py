@@ -1,9 +1,19 @@
-"""Wiring for the money-moving parts: chain backend, signer, watcher, payout job.
+"""The composition root: the one place that builds satvault's parts from the settings and
+wires them together.
 
-``satvault serve`` builds one :class:`Runtime` from the settings; tests build one around a
-simnet server. The signer is reached over its unix socket when ``signer_socket`` is set
-(production: keys in another process); otherwise an in-process signer is opened from the
-encrypted seed file (the embedded demo).
+* :func:`open_database` / :func:`open_sessions` — the engine and the session factory, with
+  the outbox's commit hooks installed explicitly (nothing is wired by an import);
+* :func:`open_signer` — the signer client: the key-holding process over its unix socket
+  (``signer_socket``, production) or an in-process signer from the encrypted seed file (the
+  embedded demo); :func:`register_signer_wallets` — its watch-only wallets;
+* :class:`Runtime` — the node adapters (chain backend, Lightning), the rate service and the
+  services around them (chain watcher, payout job, Lightning listener and payer);
+* :func:`build_workers` — every background worker, with its wake-up hooks;
+* :class:`Platform` — all of the above for one process, started and stopped as one: the
+  HTTP app's lifespan (``satvault serve``), the CLI and the tests use it.
+
+Domain packages never import this module (the import contract in ``make test`` says so);
+it imports them.
 """
 
 from __future__ import annotations
@@ -11,19 +21,24 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from satvault.backends.base import ChainBackend
 from satvault.backends.lightning import LightningBackend
 from satvault.backends.lnd import LndBackend
 from satvault.backends.registry import make_chain_backend
 from satvault.config import Settings
+from satvault.db import create_engine, session_factory
+from satvault.events import outbox
+from satvault.events.delivery import WebhookDispatcher
+from satvault.invoices.tasks import InvoiceRefresher
 from satvault.lightning.invoices import InvoiceListener
 from satvault.lightning.payments import LightningPayer
 from satvault.logs import get_logger
+from satvault.migrate import ensure_current
 from satvault.onchain.models import OnchainWallet
 from satvault.onchain.service import register_wallet
 from satvault.onchain.watcher import Watcher
@@ -32,8 +47,19 @@ from satvault.rates.service import RateService, build_rate_service
 from satvault.signer.base import InProcessSigner, Signer
 from satvault.signer.core import HotSigner
 from satvault.signer.seed import create_seed_file, load_seed_file
+from satvault.workers import (
+    ServiceWorker,
+    Worker,
+    address_expiry_worker,
+    chain_watcher_worker,
+    hold_expiry_worker,
+    lightning_payer_worker,
+    payout_worker,
+    webhook_worker,
+)
 
-__all__ = ["Runtime", "ensure_dev_signer", "open_signer", "register_signer_wallets"]
+__all__ = ["Platform", "Runtime", "build_workers", "ensure_dev_signer", "make_lightning_backend",
+           "open_database", "open_sessions", "open_signer", "register_signer_wallets"]
 
 log = get_logger(__name__)
 
@@ -156,3 +182,103 @@ class Runtime:
             await self.lightning.close()
         if self.rates is not None:
             await self.rates.close()
+
+
+# ----------------------------------------------------------------------------- database
+
+
+def open_sessions(engine: AsyncEngine, *, public_url: str = ""
+                  ) -> async_sessionmaker[AsyncSession]:
+    """The session factory every part of a process shares, with the outbox's commit hooks
+    (balance events, waking the webhook worker and the live streams) installed."""
+    return outbox.install(session_factory(engine, public_url=public_url))
+
+
+def open_database(settings: Settings, *, pool_size: int | None = None
+                  ) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    engine = create_engine(settings.database_url,
+                           pool_size=pool_size if pool_size is not None else settings.db_pool_size)
+    return engine, open_sessions(engine, public_url=settings.public_url)
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession],
+                  runtime: Runtime | None) -> list[Worker]:
+    """Every background worker of a process that runs them, in start order. The node-facing
+    ones need a :class:`Runtime`; their wake-up events are wired here (``/admin/chain/notify``
+    wakes the watcher, a withdrawal wakes the Lightning payer, a commit that queued webhook
+    deliveries wakes the webhook worker)."""
+    workers: list[Worker] = [
+        hold_expiry_worker(sessions, settings.hold_expiry_interval),
+        address_expiry_worker(sessions, 60.0),
+        webhook_worker(WebhookDispatcher(sessions, environment=settings.environment),
+                       interval=2.0),
+    ]
+    if runtime is None:
+        return workers
+    watcher = chain_watcher_worker(runtime.watcher, settings.watcher_interval)
+    runtime.watcher.wake = watcher.wake
+    workers.append(watcher)
+    workers.append(payout_worker(runtime.payouts, settings.payout_interval))
+    workers.append(Worker("invoices", 1.0, InvoiceRefresher(
+        sessions, settings, runtime.lightning).step))
+    if runtime.payer is not None:
+        payer = lightning_payer_worker(runtime.payer, settings.ln_payer_interval)
+        runtime.payer_wake = payer.wake
+        workers.append(payer)
+    if runtime.listener is not None:
+        workers.append(ServiceWorker("lightning-listener", runtime.listener))
+    return workers
+
+
+# ----------------------------------------------------------------------------- one process
+
+
+@dataclass
+class Platform:
+    """One process's satvault: database, runtime and workers, started and stopped together.
+
+    ``Platform.wire`` builds what needs no I/O (engine, sessions) so an app can be created
+    synchronously; :meth:`start` checks the schema, builds the runtime if the settings name a
+    chain backend (unless one was given) and starts the workers; :meth:`stop` undoes it,
+    closing only what it opened itself."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    runtime: Runtime | None = None
+    workers: list[Worker] = field(default_factory=list)
+    own_engine: bool = False
+    own_runtime: bool = False
+
+    @classmethod
+    def wire(cls, settings: Settings, *, engine: AsyncEngine | None = None,
+             runtime: Runtime | None = None) -> Platform:
+        if engine is None:
+            engine, sessions = open_database(settings)
+            return cls(settings, engine, sessions, runtime, own_engine=True)
+        return cls(settings, engine, open_sessions(engine, public_url=settings.public_url),
+                   runtime)
+
+    async def start(self, *, workers: bool = True, runtime: bool = True) -> None:
+        """``workers``: run the background workers here. ``runtime``: connect to the nodes
+        even without workers (an API process beside one that runs them)."""
+        await ensure_current(self.engine)
+        if self.runtime is None and (workers or runtime) and self.settings.chain_backend:
+            self.runtime = Runtime.build(self.settings, self.sessions)
+            self.own_runtime = True
+        if workers:
+            self.workers = build_workers(self.settings, self.sessions, self.runtime)
+            for w in self.workers:
+                w.start()
+
+    async def stop(self) -> None:
+        for w in self.workers:
+            await w.stop()
+        self.workers = []
+        if self.runtime is not None and self.own_runtime:
+            await self.runtime.close()
+        if self.own_engine:
+            await self.engine.dispose()

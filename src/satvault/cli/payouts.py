@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
+from satvault.composition import Runtime, open_database
 from satvault.config import get_settings
-from satvault.db import create_engine, session_factory
 from satvault.migrate import SchemaNotCurrent, ensure_current
 from satvault.payouts.errors import PayoutError
 from satvault.payouts.models import PayoutBatch, Withdrawal
@@ -32,10 +32,10 @@ def list_payouts(
 ) -> None:
     """Recent payout batches with their withdrawals."""
     async def go() -> list[dict[str, Any]]:
-        engine = create_engine(get_settings().database_url, pool_size=1)
+        engine, sessions = open_database(get_settings(), pool_size=1)
         try:
             await ensure_current(engine)
-            async with session_factory(engine)() as s:
+            async with sessions() as s:
                 q = select(PayoutBatch).order_by(PayoutBatch.created_at.desc()).limit(limit)
                 if status:
                     q = q.where(PayoutBatch.status == status)
@@ -65,13 +65,11 @@ def bump(
     feerate: Annotated[int, typer.Option(min=1, help="New feerate in sat/vB.")],
 ) -> None:
     """Replace an unconfirmed payout by one paying the same withdrawals at a higher feerate."""
-    from satvault.runtime import Runtime
-
     settings = get_settings()
 
     async def go() -> str:
-        engine = create_engine(settings.database_url, pool_size=2)
-        runtime = Runtime.build(settings, session_factory(engine, public_url=settings.public_url))
+        engine, sessions = open_database(settings, pool_size=2)
+        runtime = Runtime.build(settings, sessions)
         try:
             await ensure_current(engine)
             return await runtime.payouts.bump_fee(batch_id, feerate)
