@@ -79,12 +79,6 @@ async def ln(sessions, db_url, tmp_path) -> AsyncIterator[LnEnv]:
     runtime = SimpleNamespace(lightning=fake, payer_wake=None, backend=None)
     app = create_app(settings, engine=sessions.kw["bind"], start_workers=False,
                      runtime=runtime)  # type: ignore[arg-type]
-    if not any(getattr(r, "path", "") == "/lnurl-auth/challenge" for r in app.routes):
-        # Until web/app.py includes it. Imported here, after satvault.web: importing a router
-        # module first runs into the satvault.web <-> accounts.api import cycle.
-        from satvault.lightning.lnurl_server import router
-
-        app.include_router(router)
     wallets, keys = {}, {}
     async with sessions() as s, s.begin():
         await ensure_platform_accounts(s, "BTC")

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from satvault.db import utcnow
 from satvault.lightning.lnurl import decode_lnurl, resolve_pay_request
 from satvault.lightning.lnurl_models import LightningAddress
-from satvault.lightning.lnurl_server import address_metadata
+from satvault.lightning.lnurl_service import address_metadata
 from satvault.lightning.models import LnInvoice
 from satvault.lightning.payments import request_ln_withdrawal, take_off_node
 from tests.lightning_lnurl.conftest import LnEnv

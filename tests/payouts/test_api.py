@@ -76,11 +76,11 @@ async def test_deposit_over_http_then_withdraw(env: Env, keys):
 
 
 async def test_idempotency_replay_conflict_and_in_flight(env: Env, keys, monkeypatch):
-    from satvault.payouts import api as payouts_api
+    from satvault.payouts import withdraw as payouts_withdraw
 
     await fund(env, 200_000)
     gate = asyncio.Event()
-    real = payouts_api.request_withdrawal
+    real = payouts_withdraw.request_withdrawal
 
     entered = asyncio.Event()
 
@@ -89,7 +89,7 @@ async def test_idempotency_replay_conflict_and_in_flight(env: Env, keys, monkeyp
         await gate.wait()
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(payouts_api, "request_withdrawal", slow)
+    monkeypatch.setattr(payouts_withdraw, "request_withdrawal", slow)
     async with api_client(env) as c:
         url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
         body = {"destination": DEST, "amount_msat": 10_000 * SAT}

@@ -5,8 +5,9 @@
 * :class:`WebhookDispatcher` — deliver them, with retries in the database (its worker is
   ``satvault.workers.webhook_worker``); :func:`redeliver` — queue one again by hand;
 * :func:`sign` / :func:`verify` — the ``Satvault-Signature`` header;
-* :func:`check_url` — the SSRF guard for user-supplied URLs;
-* ``satvault.events.api.router`` — the webhook endpoints and the event stream.
+* :func:`check_url` — the SSRF guard for user-supplied URLs.
+
+Their HTTP endpoints (webhooks, the event stream) live in :mod:`satvault.web.routes`.
 """
 
 from satvault.events.catalog import EVENT_TYPES, WEBHOOK_EVENT_TYPES

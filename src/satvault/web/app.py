@@ -13,23 +13,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from satvault import __version__
-from satvault.accounts.api import router as accounts_router
-from satvault.accounts.stores import router as stores_router
-from satvault.checkout import router as checkout_router
 from satvault.composition import Platform, Runtime
 from satvault.config import Settings, get_settings
-from satvault.events.api import router as events_router
-from satvault.invoices.api import router as invoices_router
-from satvault.ledger.api import router as ledger_router
-from satvault.lightning.lnurl_server import router as lnurl_router
-from satvault.onchain.api import router as onchain_router
-from satvault.payouts.api import router as payouts_router
 from satvault.web.deps import PrincipalCache
 from satvault.web.docs import install_docs
 from satvault.web.guard import InputGuard
 from satvault.web.openapi import install_openapi
 from satvault.web.problems import install_problem_handlers
 from satvault.web.ratelimit import PublicLimit, install_rate_limits
+from satvault.web.routes import ROUTERS
 
 __all__ = ["api_app", "create_app"]
 
@@ -73,15 +65,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.add_middleware(InputGuard, max_body_bytes=settings.max_body_bytes)
     install_openapi(app)
     install_docs(app)
-    app.include_router(accounts_router)
-    app.include_router(stores_router)
-    app.include_router(ledger_router)
-    app.include_router(onchain_router)
-    app.include_router(payouts_router)
-    app.include_router(lnurl_router)
-    app.include_router(invoices_router)
-    app.include_router(events_router)
-    app.include_router(checkout_router)
+    for router in ROUTERS:
+        app.include_router(router)
 
     @app.get("/healthz", tags=["ops"], dependencies=[PublicLimit],
              responses={503: {

@@ -1,35 +1,30 @@
-"""The hosted checkout page and what it loads: ``/i/{id}``, its status, QR codes and assets.
+"""The hosted checkout page, rendered: ``/i/{id}`` in the payer's language, its not-found
+page and the CSS and script it loads (served from this package, versioned by content).
 
-No authentication: the invoice id is unguessable and the page shows only the payer's part (see
-:mod:`satvault.checkout.view`). Everything the page uses is served from here: no third-party
-script, font or image, enforced by a Content-Security-Policy of ``'self'``. Live updates come
-from the event stream (``/api/v1/events/stream?invoice_id=…``) when it is there, and from
-polling ``/i/{id}/status`` every two seconds when it is not.
+:mod:`satvault.web.routes.checkout` serves them. No third-party script, font or image: the
+page talks to its own origin only (:data:`PAGE_HEADERS`' Content-Security-Policy of
+``'self'``). Live updates come from the event stream
+(``/api/v1/events/stream?invoice_id=…``) when it is there, and from polling
+``/i/{id}/status`` every two seconds when it is not.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Header, Request
-from fastapi import Path as PathParam
-from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.models import Store
 from satvault.checkout.i18n import (
     LANGUAGES,
     N_,
     Language,
-    choose_language,
     format_btc,
     format_fiat,
     format_number,
@@ -39,23 +34,15 @@ from satvault.checkout.view import (
     NO_COUNT,
     OPEN_STATES,
     STATES,
-    live_payment,
-    public_status,
-    qr_data,
 )
 from satvault.db import utcnow
 from satvault.invoices.models import StoreInvoice
-from satvault.kernel.errors import NotFound
 from satvault.onchain.bip21 import msat_to_sat_ceil
-from satvault.onchain.qr import qr_svg
 from satvault.rates.base import currency_scale
 from satvault.rates.errors import UnsupportedCurrency
-from satvault.web.deps import SessionDep
-from satvault.web.ratelimit import PublicLimit
 
-__all__ = ["router"]
-
-router = APIRouter(tags=["checkout"], dependencies=[PublicLimit])
+__all__ = ["PAGE_HEADERS", "Asset", "asset", "find_invoice", "render_not_found",
+           "render_page"]
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -113,20 +100,20 @@ _TYPES = {".css": "text/css", ".js": "text/javascript"}
 
 
 @dataclass(frozen=True, slots=True)
-class _Asset:
+class Asset:
     body: bytes
     media_type: str
     version: str
 
 
 @cache
-def _assets() -> dict[str, _Asset]:
+def _assets() -> dict[str, Asset]:
     found = {}
     for path in sorted(STATIC_DIR.iterdir()):
         media_type = _TYPES.get(path.suffix)
         if path.is_file() and media_type:
             body = path.read_bytes()
-            found[path.name] = _Asset(body, media_type,
+            found[path.name] = Asset(body, media_type,
                                       hashlib.sha256(body).hexdigest()[:10])
     return found
 
@@ -180,37 +167,25 @@ def _amounts(inv: StoreInvoice, lang: Language) -> dict[str, str | None]:
     return {"btc": btc, "asked": asked, "rate": rate}
 
 
-def _not_found(request: Request, lang_query: str | None) -> HTMLResponse:
-    lang = choose_language(query=lang_query, invoice_lang=None,
-                           accept_language=request.headers.get("accept-language"))
-    html = _env(lang.code).get_template("not_found.html").render(
+def asset(name: str) -> Asset | None:
+    """A static file the page loads (``checkout.css``, ``checkout.js``, ``noscript.css``)."""
+    return _assets().get(name)
+
+
+def render_not_found(lang: Language) -> str:
+    return _env(lang.code).get_template("not_found.html").render(
         lang=lang, css_url=_asset_url("checkout.css"))
-    return HTMLResponse(html, status_code=404, headers=PAGE_HEADERS)
 
 
-async def _invoice(session: AsyncSession, invoice_id: str) -> StoreInvoice | None:
+async def find_invoice(session: AsyncSession, invoice_id: str) -> StoreInvoice | None:
     if not INVOICE_ID.fullmatch(invoice_id):  # never hand the database a stray byte
         return None
     return await session.get(StoreInvoice, invoice_id)
 
 
-# ---------------------------------------------------------------------------------- routes
-
-@router.get("/i/{invoice_id}", response_class=HTMLResponse, include_in_schema=False)
-async def checkout_page(
-    invoice_id: str, request: Request, session: SessionDep,
-    lang: str | None = None,
-    accept_language: Annotated[str | None, Header()] = None,
-) -> HTMLResponse:
-    inv = await _invoice(session, invoice_id)
-    if inv is None:
-        return _not_found(request, lang)
-    metadata = json.loads(inv.metadata_json or "{}")
-    language = choose_language(
-        query=lang, invoice_lang=metadata.get("lang") if isinstance(metadata, dict) else None,
-        accept_language=accept_language)
-    store = await session.get(Store, inv.store_id)
-    status = await public_status(session, inv)
+def render_page(inv: StoreInvoice, *, store_name: str, status: dict[str, Any],
+                language: Language) -> str:
+    """The page of ``inv`` as :func:`satvault.checkout.view.public_status` sees it now."""
     pay = status["destinations"]
     tr = translations(language.code)
     title, detail = _describe(status, language)
@@ -229,46 +204,9 @@ async def checkout_page(
     }
     tabs = ["unified", "onchain", "lightning"] if pay["onchain_uri"] and pay["bolt11"] \
         else ["unified"]
-    html = _env(language.code).get_template("checkout.html").render(
+    return _env(language.code).get_template("checkout.html").render(
         lang=language, languages=list(LANGUAGES.values()), inv=inv, status=status, pay=pay,
-        store_name=store.name if store else "", amounts=_amounts(inv, language),
+        store_name=store_name, amounts=_amounts(inv, language),
         title=title, detail=detail, countdown=_duration(remaining), tabs=tabs,
         config=config, css_url=_asset_url("checkout.css"), js_url=_asset_url("checkout.js"),
         noscript_css_url=_asset_url("noscript.css"), open_states=OPEN_STATES)
-    return HTMLResponse(html, headers=PAGE_HEADERS)
-
-
-@router.get("/i/{invoice_id}/status")
-async def checkout_status(invoice_id: str, session: SessionDep) -> JSONResponse:
-    """The payer's view of an invoice: status, what is still due and where to pay it."""
-    inv = await _invoice(session, invoice_id)
-    if inv is None:
-        raise NotFound(f"invoice {invoice_id!r} not found")
-    return JSONResponse(await public_status(session, inv),
-                        headers={"Cache-Control": "no-store"})
-
-
-@router.get("/i/{invoice_id}/qr/{kind}.svg", response_class=Response,
-            responses={200: {"content": {"image/svg+xml": {}}}})
-async def checkout_qr(
-    invoice_id: str, session: SessionDep,
-    kind: Annotated[Literal["unified", "onchain", "lightning"], PathParam()],
-) -> Response:
-    """The QR code of what is due now: unified BIP21, on-chain only or Lightning only."""
-    inv = await _invoice(session, invoice_id)
-    data = qr_data(await live_payment(session, inv), kind) if inv is not None else None
-    if data is None:
-        raise NotFound(f"no {kind} payment is due on invoice {invoice_id!r}")
-    return Response(qr_svg(data, scale=4), media_type="image/svg+xml",
-                    headers={"Cache-Control": "private, max-age=30",
-                             "X-Content-Type-Options": "nosniff"})
-
-
-@router.get("/checkout/static/{name}", include_in_schema=False)
-async def checkout_asset(name: str) -> Response:
-    asset = _assets().get(name)
-    if asset is None:
-        raise NotFound(f"no checkout asset {name!r}")
-    return Response(asset.body, media_type=asset.media_type,
-                    headers={"Cache-Control": "public, max-age=86400",
-                             "X-Content-Type-Options": "nosniff"})

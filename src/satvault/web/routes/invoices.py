@@ -11,32 +11,35 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, Field, Strict, WithJsonSchema
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.access import owned_store
 from satvault.accounts.models import Store
 from satvault.accounts.service import Principal
+from satvault.invoices.access import visible_invoice
 from satvault.invoices.models import StoreInvoice
+from satvault.invoices.refunds import prepare_refund, record_refund
 from satvault.invoices.service import (
     InvoiceRequest,
     Quote,
     create_store_invoice,
     destinations_of,
-    get_invoice,
     mark_invoice,
     quote_store_invoice,
 )
 from satvault.invoices.views import invoice_payload
-from satvault.kernel.errors import InvalidInput, NotFound
+from satvault.kernel.errors import InvalidInput
 from satvault.ledger.history import InvalidCursor
-from satvault.payouts.models import Withdrawal
+from satvault.payouts.withdraw import PreparedDestination, latest_payment
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.fields import Msat, SpeedPolicy
 from satvault.web.guard import bad_text
 from satvault.web.idempotency import run_idempotent
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
+from satvault.web.routes.withdrawals import out
+from satvault.web.state import lightning_of, lnurl_http_of, payer_wake_of, sessions_of, settings_of
 
 __all__ = ["router"]
 
@@ -80,16 +83,6 @@ class RefundIn(BaseModel):
 Refunder = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
 
 
-async def _visible_invoice(session: AsyncSession, principal: Principal, invoice_id: str
-                           ) -> StoreInvoice:
-    try:
-        inv = await get_invoice(session, invoice_id)
-        await owned_store(session, principal, inv.store_id)
-    except NotFound:
-        raise NotFound(f"invoice {invoice_id!r} not found") from None
-    return inv
-
-
 @router.post("/stores/{store_id}/invoices", status_code=201, dependencies=[CreateLimit])
 async def create(store_id: str, body: InvoiceIn, request: Request, principal: Writer,
                  idempotency_key: IdempotencyKey) -> JSONResponse:
@@ -131,7 +124,7 @@ async def create(store_id: str, body: InvoiceIn, request: Request, principal: Wr
 @router.get("/invoices/{invoice_id}")
 async def get(invoice_id: str, request: Request, session: SessionDep, principal: Reader
               ) -> dict[str, Any]:
-    inv = await _visible_invoice(session, principal, invoice_id)
+    inv = await visible_invoice(session, principal, invoice_id)
     return await invoice_payload(session, inv, request.app.state.settings.public_url)
 
 
@@ -215,7 +208,7 @@ async def list_invoices(
 @router.post("/invoices/{invoice_id}/mark")
 async def mark(invoice_id: str, body: MarkIn, request: Request, session: SessionDep,
                principal: Writer) -> dict[str, Any]:
-    inv = await _visible_invoice(session, principal, invoice_id)
+    inv = await visible_invoice(session, principal, invoice_id)
     await mark_invoice(session, inv, body.status)
     return await invoice_payload(session, inv, request.app.state.settings.public_url)
 
@@ -225,74 +218,21 @@ async def refund(invoice_id: str, body: RefundIn, request: Request, principal: R
                  idempotency_key: IdempotencyKey) -> JSONResponse:
     """A refund is a withdrawal from the merchant's wallet to a destination the customer gave,
     at most what the invoice received; the store's webhooks hear ``withdrawal.*``."""
-    from satvault.accounts.models import Wallet
-    from satvault.lightning.bolt11check import check_invoice, decode
-    from satvault.lightning.errors import LightningError
-    from satvault.payouts.api import (
-        PreparedDestination,
-        destination_kind,
-        latest_payment,
-        out,
-        prepare_destination,
-        withdraw,
-    )
-
-    def _has_amount(bolt11: str) -> bool:
-        try:
-            return decode(bolt11).amount_msat is not None
-        except LightningError:
-            return True  # check_invoice below says what is wrong with it
-
-    sessions = request.app.state.sessions
+    sessions, settings, lightning = sessions_of(request), settings_of(request), \
+        lightning_of(request)
 
     async def prepare() -> tuple[int, PreparedDestination]:
-        # A short read, then the remote part (LNURL resolution) with no transaction open.
-        async with sessions() as session:
-            inv = await _visible_invoice(session, principal, invoice_id)
-            confirmed = inv.confirmed_msat
-            wallet = await session.get(Wallet, inv.wallet_id)
-            assert wallet is not None
-        amount = body.amount_msat
-        given = amount
-        if amount is None and destination_kind(body.destination) == "bolt11":
-            # A BOLT11 with its own amount decides; check that amount against the cap.
-            decoded = check_invoice(body.destination, network=request.app.state.settings
-                                    .network, amount_msat=None if _has_amount(
-                                        body.destination) else confirmed)
-            amount = decoded.amount_msat
-            given = None if decoded.invoice_amount_msat is not None else amount
-        elif amount is None:
-            amount = given = confirmed
-        if amount <= 0 or amount > confirmed:
-            raise InvalidInput(f"refunds of this invoice can add up to what it received "
-                               f"({confirmed} msat)")
-        prepared = await prepare_destination(request, wallet=wallet,
-                                             destination=body.destination, amount_msat=given)
-        return amount, prepared
+        return await prepare_refund(sessions, principal=principal, invoice_id=invoice_id,
+                                    destination=body.destination,
+                                    amount_msat=body.amount_msat, settings=settings,
+                                    lightning=lightning, http=lnurl_http_of(request))
 
     async def work(session: AsyncSession, ready: tuple[int, PreparedDestination]
                    ) -> tuple[int, Any]:
         amount, prepared = ready
-        inv = await _visible_invoice(session, principal, invoice_id)
-        # Lock the invoice: concurrent refunds of it are counted one after the other.
-        await session.refresh(inv, with_for_update=True)
-        refunded = int((await session.execute(
-            select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
-                Withdrawal.invoice_id == inv.id,
-                Withdrawal.status.not_in(("failed", "cancelled"))))).scalar_one())
-        left = inv.confirmed_msat - refunded
-        if amount <= 0 or amount > left:
-            raise InvalidInput(f"refunds of this invoice can add up to what it received "
-                               f"({inv.confirmed_msat} msat); {left} msat are left")
-
-        async def wallet_for(s: AsyncSession) -> Wallet:
-            wallet = await s.get(Wallet, inv.wallet_id)
-            assert wallet is not None
-            return wallet
-
-        wd = await withdraw(session, request, wallet_for=wallet_for, prepared=prepared,
-                            store_id=inv.store_id)
-        wd.invoice_id = inv.id
+        wd = await record_refund(session, principal=principal, invoice_id=invoice_id,
+                                 amount=amount, prepared=prepared, settings=settings,
+                                 lightning=lightning, payer_wake=payer_wake_of(request))
         return 201, out(wd, await latest_payment(session, wd.id)).model_dump(mode="json")
 
     owner = f"{principal.owner_type}:{principal.owner_id}"

@@ -1,5 +1,4 @@
-"""Webhook endpoints (per store) and, included from :mod:`satvault.events.sse`, the
-live-update stream.
+"""Webhook endpoints (per store). The live-update stream is :mod:`satvault.web.routes.streams`.
 
 Ownership: a store key owns its store, a merchant key its merchant's stores, an admin key
 every store; anyone else gets the same 404 as for a store that does not exist. Changing
@@ -30,7 +29,6 @@ from satvault.events.schemas import (
     WebhookOut,
     WebhookPatch,
 )
-from satvault.events.sse import router as sse_router
 from satvault.events.ssrf import check
 from satvault.kernel.errors import NotFound
 from satvault.kernel.retrying import retrying
@@ -38,9 +36,9 @@ from satvault.web.deps import SessionDep, require_any_scope
 from satvault.web.fields import INT64_MAX
 from satvault.web.ratelimit import CreateLimit
 
-__all__ = ["router", "webhooks_router"]
+__all__ = ["router"]
 
-webhooks_router = APIRouter(prefix="/api/v1", tags=["webhooks"])
+router = APIRouter(prefix="/api/v1", tags=["webhooks"])
 
 
 Writer = Annotated[Principal, Depends(require_any_scope("stores:write", "webhooks:write"))]
@@ -86,7 +84,7 @@ def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
     return sessions
 
 
-@webhooks_router.post("/stores/{store_id}/webhooks", response_model=WebhookCreatedOut,
+@router.post("/stores/{store_id}/webhooks", response_model=WebhookCreatedOut,
                       status_code=201, dependencies=[CreateLimit])
 async def create_webhook(store_id: str, body: WebhookIn, request: Request,
                          principal: Writer) -> WebhookCreatedOut:
@@ -104,21 +102,21 @@ async def create_webhook(store_id: str, body: WebhookIn, request: Request,
     return WebhookCreatedOut(**_out(webhook).model_dump(), secret=webhook.secret)
 
 
-@webhooks_router.get("/stores/{store_id}/webhooks", response_model=list[WebhookOut])
+@router.get("/stores/{store_id}/webhooks", response_model=list[WebhookOut])
 async def list_webhooks(store_id: str, session: SessionDep,
                         principal: Reader) -> list[WebhookOut]:
     await owned_store(session, principal, store_id)
     return [_out(w) for w in await service.list_webhooks(session, store_id=store_id)]
 
 
-@webhooks_router.get("/stores/{store_id}/webhooks/{webhook_id}", response_model=WebhookOut)
+@router.get("/stores/{store_id}/webhooks/{webhook_id}", response_model=WebhookOut)
 async def get_webhook(store_id: str, webhook_id: str, session: SessionDep,
                       principal: Reader) -> WebhookOut:
     await owned_store(session, principal, store_id)
     return _out(await service.get_webhook(session, store_id=store_id, webhook_id=webhook_id))
 
 
-@webhooks_router.patch("/stores/{store_id}/webhooks/{webhook_id}", response_model=WebhookOut)
+@router.patch("/stores/{store_id}/webhooks/{webhook_id}", response_model=WebhookOut)
 async def update_webhook(store_id: str, webhook_id: str, body: WebhookPatch,
                          request: Request, principal: Writer) -> WebhookOut:
     sessions = _sessions(request)
@@ -140,7 +138,7 @@ async def update_webhook(store_id: str, webhook_id: str, body: WebhookPatch,
     return _out(await retrying(sessions, work))
 
 
-@webhooks_router.delete("/stores/{store_id}/webhooks/{webhook_id}", status_code=204)
+@router.delete("/stores/{store_id}/webhooks/{webhook_id}", status_code=204)
 async def delete_webhook(store_id: str, webhook_id: str, session: SessionDep,
                          principal: Writer) -> Response:
     await owned_store(session, principal, store_id)
@@ -149,7 +147,7 @@ async def delete_webhook(store_id: str, webhook_id: str, session: SessionDep,
     return Response(status_code=204)
 
 
-@webhooks_router.get("/stores/{store_id}/webhooks/{webhook_id}/deliveries",
+@router.get("/stores/{store_id}/webhooks/{webhook_id}/deliveries",
                      response_model=DeliveryPage)
 async def list_deliveries(
     store_id: str, webhook_id: str, session: SessionDep, principal: Reader,
@@ -165,7 +163,7 @@ async def list_deliveries(
                         next_before=logs[-1].delivery.event_id if len(logs) == limit else None)
 
 
-@webhooks_router.post("/webhook-deliveries/{delivery_id}/redeliver",
+@router.post("/webhook-deliveries/{delivery_id}/redeliver",
                       response_model=DeliveryOut, status_code=202, dependencies=[CreateLimit])
 async def redeliver_delivery(delivery_id: str, session: SessionDep,
                              principal: Writer) -> DeliveryOut:
@@ -177,8 +175,3 @@ async def redeliver_delivery(delivery_id: str, session: SessionDep,
     delivery = await redeliver(session, delivery_id)
     return _delivery_out(delivery)
 
-
-# What the app includes: the webhook endpoints and the live-update stream.
-router = APIRouter()
-router.include_router(webhooks_router)
-router.include_router(sse_router)

@@ -35,7 +35,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.accounts.api import visible_wallet
+from satvault.accounts.access import visible_wallet
 from satvault.events.errors import InvalidStream
 from satvault.events.models import OutboxEvent
 from satvault.events.outbox import envelope, notifier

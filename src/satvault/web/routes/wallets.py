@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy import or_, select
 
+from satvault.accounts.access import visible_wallet
 from satvault.accounts.models import Wallet
 from satvault.accounts.schemas import MeOut, StatementLineOut, StatementOut, WalletOut
-from satvault.accounts.service import Principal, get_wallet
+from satvault.accounts.service import Principal
 from satvault.accounts.views import wallet_balances
-from satvault.kernel.errors import NotFound
 from satvault.ledger.history import statement
 from satvault.ledger.store import get_account
 from satvault.web.deps import CurrentPrincipal, SessionDep, require_scope
@@ -20,23 +20,6 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["wallets"])
 WalletReader = Annotated[Principal, Depends(require_scope("wallet:read"))]
-
-
-def _can_see(principal: Principal, wallet: Wallet) -> bool:
-    if principal.owns(wallet.owner_type, wallet.owner_id):
-        return True
-    return wallet.owner_type == "merchant" and principal.merchant_id == wallet.owner_id
-
-
-async def visible_wallet(session: SessionDep, principal: Principal, wallet_id: str) -> Wallet:
-    """The wallet if this caller may see it; otherwise the same 404 as a missing one."""
-    try:
-        wallet = await get_wallet(session, wallet_id)
-    except NotFound:
-        wallet = None
-    if wallet is None or not _can_see(principal, wallet):
-        raise NotFound(f"wallet {wallet_id!r} not found")
-    return wallet
 
 
 @router.get("/me", response_model=MeOut)

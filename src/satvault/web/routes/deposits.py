@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.api import visible_wallet
+from satvault.accounts.access import visible_wallet
 from satvault.accounts.service import Principal
 from satvault.kernel.errors import NotFound
 from satvault.lightning.invoices import node_invoice, store_invoice
@@ -15,17 +15,16 @@ from satvault.lightning.models import LnInvoice
 from satvault.onchain.deposits import DepositView, create_deposit, view_deposit
 from satvault.onchain.errors import InvalidDescriptor
 from satvault.onchain.qr import qr_png, qr_svg
-from satvault.onchain.schemas import DepositIn, DepositOut, DepositPaymentOut
 from satvault.web.deps import SessionDep, SettingsDep, require_scope
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit, PublicLimit
+from satvault.web.schemas.deposits import DepositIn, DepositOut, DepositPaymentOut
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1", tags=["deposits"],
                    # a node, the ledger or a rate source busy, unreachable or not set up
                    responses=problem_responses(503))
-Admin = Annotated[Principal, Depends(require_scope("admin"))]
 WalletWriter = Annotated[Principal, Depends(require_scope("wallet:write"))]
 WalletReader = Annotated[Principal, Depends(require_scope("wallet:read"))]
 
@@ -122,15 +121,3 @@ async def deposit_qr(deposit_id: str, fmt: str, session: SessionDep) -> Response
         return Response(qr_svg(data), media_type="image/svg+xml")
     return Response(qr_png(data), media_type="image/png")
 
-
-
-
-@router.post("/admin/chain/notify", status_code=202, tags=["admin"])
-async def chain_notify(request: Request, _admin: Admin) -> dict[str, bool]:
-    """Wake the chain watcher now. Point bitcoind's ``-blocknotify`` / ``-walletnotify`` (or a
-    ZMQ bridge) here; the watcher reconciles fully on every wake-up, so a lost or duplicated
-    notification costs nothing but latency."""
-    runtime = request.app.state.runtime
-    if runtime is not None:
-        runtime.watcher.wake.set()
-    return {"woken": runtime is not None}

@@ -1,0 +1,102 @@
+"""Refunds: a withdrawal from the merchant's wallet to a destination the customer gave, at
+most what the invoice received (all refunds of it together); the store's webhooks hear
+``withdrawal.*``.
+
+The two halves of :mod:`satvault.payouts.withdraw`: :func:`prepare_refund` reads the
+invoice in a short session, checks the amount and resolves the destination with no
+transaction open; :func:`record_refund` runs in the caller's unit of work, locks the invoice
+so concurrent refunds of it are counted one after the other, and requests the withdrawal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.accounts.models import Wallet
+from satvault.accounts.service import Principal
+from satvault.backends.lightning import LightningBackend
+from satvault.config import Settings
+from satvault.invoices.access import visible_invoice
+from satvault.kernel.errors import InvalidInput
+from satvault.lightning.bolt11check import check_invoice, decode
+from satvault.lightning.errors import LightningError
+from satvault.payouts.models import Withdrawal
+from satvault.payouts.withdraw import (
+    PreparedDestination,
+    destination_kind,
+    prepare_destination,
+    withdraw,
+)
+
+__all__ = ["prepare_refund", "record_refund"]
+
+
+def _has_amount(bolt11: str) -> bool:
+    try:
+        return decode(bolt11).amount_msat is not None
+    except LightningError:
+        return True  # check_invoice says what is wrong with it
+
+
+async def prepare_refund(sessions: async_sessionmaker[AsyncSession], *, principal: Principal,
+                         invoice_id: str, destination: str, amount_msat: int | None,
+                         settings: Settings, lightning: LightningBackend | None,
+                         http: httpx.AsyncClient | None = None
+                         ) -> tuple[int, PreparedDestination]:
+    """The amount to refund (``amount_msat``, else what a BOLT11 asks, else everything the
+    invoice received) and the destination resolved, before any transaction opens."""
+    # A short read, then the remote part (LNURL resolution) with no transaction open.
+    async with sessions() as session:
+        inv = await visible_invoice(session, principal, invoice_id)
+        confirmed = inv.confirmed_msat
+        wallet = await session.get(Wallet, inv.wallet_id)
+        assert wallet is not None
+    amount = amount_msat
+    given = amount
+    if amount is None and destination_kind(destination) == "bolt11":
+        # A BOLT11 with its own amount decides; check that amount against the cap.
+        decoded = check_invoice(destination, network=settings.network,
+                                amount_msat=None if _has_amount(destination) else confirmed)
+        amount = decoded.amount_msat
+        given = None if decoded.invoice_amount_msat is not None else amount
+    elif amount is None:
+        amount = given = confirmed
+    if amount <= 0 or amount > confirmed:
+        raise InvalidInput(f"refunds of this invoice can add up to what it received "
+                           f"({confirmed} msat)")
+    prepared = await prepare_destination(sessions, settings=settings, lightning=lightning,
+                                         wallet=wallet, destination=destination,
+                                         amount_msat=given, http=http)
+    return amount, prepared
+
+
+async def record_refund(session: AsyncSession, *, principal: Principal, invoice_id: str,
+                        amount: int, prepared: PreparedDestination, settings: Settings,
+                        lightning: LightningBackend | None,
+                        payer_wake: asyncio.Event | None = None) -> Withdrawal:
+    """The refund's withdrawal, in the caller's unit of work, if what is left allows it."""
+    inv = await visible_invoice(session, principal, invoice_id)
+    # Lock the invoice: concurrent refunds of it are counted one after the other.
+    await session.refresh(inv, with_for_update=True)
+    refunded = int((await session.execute(
+        select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
+            Withdrawal.invoice_id == inv.id,
+            Withdrawal.status.not_in(("failed", "cancelled"))))).scalar_one())
+    left = inv.confirmed_msat - refunded
+    if amount <= 0 or amount > left:
+        raise InvalidInput(f"refunds of this invoice can add up to what it received "
+                           f"({inv.confirmed_msat} msat); {left} msat are left")
+
+    async def wallet_for(s: AsyncSession) -> Wallet:
+        wallet = await s.get(Wallet, inv.wallet_id)
+        assert wallet is not None
+        return wallet
+
+    wd = await withdraw(session, settings=settings, lightning=lightning, wallet_for=wallet_for,
+                        prepared=prepared, store_id=inv.store_id, payer_wake=payer_wake)
+    wd.invoice_id = inv.id
+    return wd

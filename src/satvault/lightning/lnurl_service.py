@@ -1,0 +1,440 @@
+"""LNURL served by satvault: Lightning Addresses, withdraw vouchers and LNURL-auth logins.
+
+The services behind :mod:`satvault.web.routes.lnurl`, which answers the wallet-facing half
+the LNURL way (HTTP 200 with ``{"status": "ERROR", "reason": …}``, LUD-01): a refusal the
+wallet should read is :class:`Refused`, raised here with its reason.
+
+* **Lightning Addresses** (LUD-16, 06, 09, 12): ``name@host`` maps to a wallet. The callback
+  creates an invoice whose ``description_hash`` is the SHA-256 of exactly the metadata string
+  the payRequest showed, which is built from the name and host alone so both calls agree.
+* **Withdraw vouchers** (LUD-03): creating one holds its amount plus the Lightning fee reserve
+  in the ledger (a pending transfer wallet → clearing, ``lnurlw:<id>:hold``, no timeout), so
+  a voucher handed out can always be redeemed. Redeeming claims the voucher with a conditional
+  UPDATE (``open`` → ``used``: of two concurrent callbacks exactly one matches a row), voids
+  the hold and requests the Lightning withdrawal of the wallet's invoice, all in one
+  transaction: a refused invoice leaves the voucher open and the hold in place.
+* **LNURL-auth** (LUD-04): a challenge ``k1`` (32 random bytes) signed by a wallet's linking
+  key logs in the user bound to that key, created on first use. The browser that asked for
+  the challenge also got a secret; only with it can it exchange the verified challenge, once,
+  for an API key. ``k1`` itself is no credential: it is in the QR code, in the wallet's
+  callback URL and so in access logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from coincurve import PublicKey
+from coincurve.ecdsa import cdata_to_der, der_to_cdata, signature_normalize
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.accounts.access import visible_wallet
+from satvault.accounts.models import ApiKey, User, Wallet
+from satvault.accounts.security import hash_secret
+from satvault.accounts.service import Principal, audit, create_api_key, create_user
+from satvault.backends.lightning import LightningBackend
+from satvault.config import Settings
+from satvault.db import utcnow
+from satvault.kernel.errors import AlreadyExists, ConcurrentUpdate, InvalidInput, NotFound
+from satvault.kernel.ids import new_id
+from satvault.kernel.retrying import retrying
+from satvault.ledger.core import TransferKind, TransferSpec
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import transfer
+from satvault.lightning.bolt11check import check_invoice
+from satvault.lightning.errors import AmountRequired, LightningError
+from satvault.lightning.invoices import node_invoice, store_invoice
+from satvault.lightning.lnurl import encode_lnurl
+from satvault.lightning.lnurl_models import (
+    LightningAddress,
+    LnurlAuthChallenge,
+    LnurlAuthKey,
+    LnurlWithdrawVoucher,
+)
+from satvault.lightning.payments import fee_reserve, request_ln_withdrawal, take_off_node
+
+__all__ = ["AUTH_TTL", "COMMENT_ALLOWED", "MIN_SENDABLE_MSAT", "SESSION_SCOPES",
+           "SUCCESS_MESSAGE", "Challenge", "LoginRefused", "Refused", "address_invoice",
+           "address_metadata", "address_name", "base_url", "cancel_voucher", "claim_address",
+           "exchange_login", "host", "new_challenge", "open_voucher", "redeem_voucher",
+           "verify_login", "verify_login_signature", "visible_voucher"]
+
+MIN_SENDABLE_MSAT = 1_000
+COMMENT_ALLOWED = 144
+SUCCESS_MESSAGE = "Thanks, payment received"
+AUTH_TTL = timedelta(minutes=10)
+AUTH_PURGE_AFTER = timedelta(days=1)
+SESSION_SCOPES = ("wallet:read", "wallet:write", "withdrawals:write")
+RESERVED_NAMES = frozenset({"_", "abuse", "admin", "administrator", "billing", "help", "info",
+                            "noreply", "postmaster", "root", "satvault", "security", "support"})
+_USERNAME = re.compile(r"[a-z0-9._-]{1,64}")
+_NO_UPDATE_SYNC = {"synchronize_session": False}
+
+
+class Refused(Exception):
+    """Why an LNURL exchange is refused; the wallet gets it as the ERROR reason."""
+
+
+class LoginRefused(Exception):
+    """Why a verified login cannot be exchanged for an API key: ``reason`` is one of
+    ``used``, ``expired``, ``pending`` or ``disabled``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def base_url(settings: Settings) -> str:
+    return settings.public_url.rstrip("/")
+
+
+def host(settings: Settings) -> str:
+    return urlsplit(base_url(settings)).netloc.lower()
+
+
+# ----------------------------------------------------------------------- Lightning Addresses
+
+def address_metadata(username: str, host: str) -> str:
+    """The LUD-06 metadata of ``username@host``; a pure function of both, so the payRequest
+    and the callback compute the same string and hence the same description_hash."""
+    address = f"{username}@{host}"
+    return json.dumps([["text/plain", f"Payment to {address}"], ["text/identifier", address]])
+
+
+def address_name(path_name: str) -> str | None:
+    """The stored username a /.well-known path names (LUD-16 ``+tag`` suffixes dropped)."""
+    name = path_name.lower().split("+", 1)[0]
+    return name if _USERNAME.fullmatch(name) else None
+
+
+async def claim_address(session: AsyncSession, *, wallet: Wallet, username: str,
+                        actor: str) -> LightningAddress:
+    """Bind ``username`` (blanks around it dropped, lower-cased) to ``wallet``."""
+    if wallet.asset != "BTC":
+        raise InvalidInput("a Lightning Address needs a BTC wallet")
+    username = username.strip(" \t").lower()
+    if not _USERNAME.fullmatch(username):
+        raise InvalidInput("a username is 1-64 characters of a-z, 0-9, '-', '_' and '.'")
+    if username in RESERVED_NAMES or await session.get(LightningAddress, username) is not None:
+        raise AlreadyExists(f"the username {username!r} is taken")
+    row = LightningAddress(username=username, wallet_id=wallet.id, created_at=utcnow())
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError as exc:  # claimed concurrently
+        raise AlreadyExists(f"the username {username!r} is taken") from exc
+    await audit(session, actor=actor, action="lightning_address.claim",
+                subject=username, details={"wallet_id": wallet.id})
+    return row
+
+
+async def address_invoice(sessions: async_sessionmaker[AsyncSession], *,
+                          backend: LightningBackend, settings: Settings, username: str,
+                          amount_msat: int, comment: str | None) -> str:
+    """The BOLT11 paying ``amount_msat`` to the address ``username`` names (a path segment,
+    as the wallet sent it): the node first, with no transaction open, then a short one to
+    record it. Raises :class:`Refused`, or the node's and the domain's own errors."""
+    if not MIN_SENDABLE_MSAT <= amount_msat <= settings.ln_max_payment_msat:
+        raise Refused(f"amount must be between {MIN_SENDABLE_MSAT} and "
+                      f"{settings.ln_max_payment_msat} msat")
+    if comment is not None and len(comment) > COMMENT_ALLOWED:
+        raise Refused(f"a comment is at most {COMMENT_ALLOWED} characters")
+    name = address_name(username)
+    if name is None:
+        raise Refused("unknown Lightning Address")
+    here = host(settings)
+    digest = hashlib.sha256(address_metadata(name, here).encode("utf-8")).digest()
+    async with sessions() as s:
+        row = await s.get(LightningAddress, name)
+        wallet = await s.get(Wallet, row.wallet_id) if row else None
+    if wallet is None:
+        raise Refused("unknown Lightning Address")
+    issued = await node_invoice(backend, amount_msat=amount_msat, description_hash=digest,
+                                expiry_seconds=settings.ln_invoice_expiry_seconds,
+                                max_msat=settings.ln_max_payment_msat)
+    async with sessions() as s, s.begin():
+        invoice = await store_invoice(
+            s, issued, wallet=wallet, description_hash=digest, purpose="lnurl",
+            expiry_seconds=settings.ln_invoice_expiry_seconds)
+        # The invoice commits to the metadata by hash; keep something readable beside it.
+        note = f"Lightning Address {name}@{here}" + (f": {comment}" if comment else "")
+        invoice.description = note[:639]
+        bolt11: str = invoice.bolt11
+    return bolt11
+
+
+# -------------------------------------------------------------------------- withdraw vouchers
+
+async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: int,
+                       min_msat: int | None, description: str, settings: Settings,
+                       actor: str) -> LnurlWithdrawVoucher:
+    """A single-use voucher for up to ``amount_msat`` (at least ``min_msat``, default the
+    same), its amount and fee reserve held in the ledger."""
+    low = min_msat if min_msat is not None else amount_msat
+    if wallet.asset != "BTC":
+        raise InvalidInput("a withdraw voucher needs a BTC wallet")
+    if low > amount_msat:
+        raise InvalidInput("min_msat cannot exceed amount_msat")
+    if amount_msat > settings.ln_max_payment_msat:
+        raise InvalidInput(f"amount_msat is above the per-payment limit of "
+                           f"{settings.ln_max_payment_msat} msat")
+    vid = new_id("lnw")
+    reserve = fee_reserve(amount_msat, settings)
+    platform = await ensure_platform_accounts(session, "BTC")
+    voucher = LnurlWithdrawVoucher(
+        id=vid, wallet_id=wallet.id, k1=secrets.token_hex(32), min_msat=low,
+        amount_msat=amount_msat, reserve_msat=reserve, description=description,
+        status="open", hold_id=f"lnurlw:{vid}:hold", withdrawal_id=None, created_at=utcnow(),
+        closed_at=None)
+    await transfer(session, TransferSpec(
+        voucher.hold_id, wallet.ledger_account_id, platform.clearing.id,
+        amount_msat + reserve, "BTC", kind=TransferKind.PENDING, code="lnurl_withdraw",
+        ref=vid))
+    session.add(voucher)
+    await session.flush()
+    await audit(session, actor=actor, action="lnurl_withdraw.create", subject=vid,
+                details={"wallet_id": wallet.id, "amount_msat": amount_msat})
+    return voucher
+
+
+async def visible_voucher(session: AsyncSession, principal: Principal,
+                          voucher_id: str) -> LnurlWithdrawVoucher:
+    """The voucher if this caller may see its wallet; otherwise the same 404 as a missing
+    one."""
+    voucher = await session.get(LnurlWithdrawVoucher, voucher_id)
+    try:
+        if voucher is None:
+            raise NotFound(voucher_id)
+        await visible_wallet(session, principal, voucher.wallet_id)
+    except NotFound as exc:
+        raise NotFound(f"voucher {voucher_id!r} not found") from exc
+    return voucher
+
+
+async def cancel_voucher(session: AsyncSession, voucher: LnurlWithdrawVoucher, *,
+                         actor: str) -> bool:
+    """Cancel an unused voucher and release its hold; False (nothing done) when it is used or
+    canceled already. ``voucher`` is refreshed either way."""
+    claimed = await session.execute(
+        update(LnurlWithdrawVoucher)
+        .where(LnurlWithdrawVoucher.id == voucher.id, LnurlWithdrawVoucher.status == "open")
+        .values(status="canceled", closed_at=utcnow()).execution_options(**_NO_UPDATE_SYNC))
+    await session.refresh(voucher)
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    await transfer(session, TransferSpec(
+        f"lnurlw:{voucher.id}:void", kind=TransferKind.VOID, pending_id=voucher.hold_id,
+        code="lnurl_withdraw", ref=voucher.id))
+    await audit(session, actor=actor, action="lnurl_withdraw.cancel", subject=voucher.id)
+    return True
+
+
+async def _take_off_node(sessions: async_sessionmaker[AsyncSession], *, voucher_id: str,
+                         k1: str, pr: str, settings: Settings,
+                         backend: LightningBackend) -> bool:
+    """If ``pr`` is one of this platform's invoices, cancel it on the node before the
+    redeeming transaction opens (only for a live voucher and its own k1)."""
+    async with sessions() as s:
+        voucher = await s.get(LnurlWithdrawVoucher, voucher_id)
+        if voucher is None or voucher.status != "open" \
+                or not hmac.compare_digest(voucher.k1.encode(), k1.encode()):
+            return False  # _redeem refuses it with the reason
+        wallet = await s.get(Wallet, voucher.wallet_id)
+    if wallet is None:
+        return False
+    try:
+        check_invoice(pr, network=settings.network)
+    except LightningError:
+        return False  # _redeem refuses it with the voucher's own wording
+    # The voucher's own hold pays: the wallet's free balance is not what decides.
+    return await take_off_node(sessions, wallet=wallet, bolt11=pr, amount_msat=None,
+                               settings=settings, backend=backend, check_balance=False)
+
+
+async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
+                  settings: Settings, backend: LightningBackend,
+                  taken_off_node: bool = False) -> str:
+    """Claim the voucher, release its hold and request the withdrawal; the withdrawal id."""
+    voucher = await session.get(LnurlWithdrawVoucher, voucher_id, populate_existing=True)
+    if voucher is None or not hmac.compare_digest(voucher.k1.encode(), k1.encode()):
+        raise Refused("unknown withdraw link or wrong k1")
+    if voucher.status != "open":
+        raise Refused("already used" if voucher.status == "used"
+                      else "this withdraw link was canceled")
+    try:
+        invoice = check_invoice(pr, network=settings.network)
+    except AmountRequired as exc:  # given no amount, only an amountless invoice raises this
+        raise Refused("the invoice must carry an amount") from exc
+    if not voucher.min_msat <= invoice.amount_msat <= voucher.amount_msat:
+        raise Refused(f"the invoice is for {invoice.amount_msat} msat; this link pays "
+                      f"{voucher.min_msat} to {voucher.amount_msat} msat")
+    claimed = await session.execute(
+        update(LnurlWithdrawVoucher)
+        .where(LnurlWithdrawVoucher.id == voucher_id, LnurlWithdrawVoucher.status == "open")
+        .values(status="used", closed_at=utcnow()).execution_options(**_NO_UPDATE_SYNC))
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        raise Refused("already used")  # a concurrent callback won
+    await transfer(session, TransferSpec(
+        f"lnurlw:{voucher_id}:void", kind=TransferKind.VOID, pending_id=voucher.hold_id,
+        code="lnurl_withdraw", ref=voucher_id))
+    wallet = await session.get(Wallet, voucher.wallet_id)
+    assert wallet is not None
+    withdrawal = await request_ln_withdrawal(session, wallet=wallet, bolt11=pr,
+                                             amount_msat=None, settings=settings,
+                                             backend=backend, taken_off_node=taken_off_node)
+    await session.execute(
+        update(LnurlWithdrawVoucher).where(LnurlWithdrawVoucher.id == voucher_id)
+        .values(withdrawal_id=withdrawal.id).execution_options(**_NO_UPDATE_SYNC))
+    await audit(session, actor="lnurl-withdraw", action="lnurl_withdraw.redeem",
+                subject=voucher_id, details={"withdrawal_id": withdrawal.id,
+                                             "amount_msat": invoice.amount_msat})
+    return withdrawal.id
+
+
+async def redeem_voucher(sessions: async_sessionmaker[AsyncSession], *, voucher_id: str,
+                         k1: str, pr: str, settings: Settings, backend: LightningBackend,
+                         payer_wake: asyncio.Event | None = None) -> str:
+    """Pay the wallet's invoice ``pr`` from the voucher; the withdrawal id. Our own invoice
+    is taken off the node first, with no transaction open; then one unit of work (retried on
+    a conflict) claims the voucher and requests the withdrawal. ``payer_wake`` is set after.
+    Raises :class:`Refused`, or the node's and the domain's own errors."""
+    taken = await _take_off_node(sessions, voucher_id=voucher_id, k1=k1, pr=pr,
+                                 settings=settings, backend=backend)
+    withdrawal_id = await retrying(sessions, lambda s: _redeem(
+        s, voucher_id=voucher_id, k1=k1, pr=pr, settings=settings, backend=backend,
+        taken_off_node=taken))
+    if payer_wake is not None:
+        payer_wake.set()
+    return withdrawal_id
+
+
+# ------------------------------------------------------------------------------ LNURL-auth
+
+def verify_login_signature(k1: str, sig: str, key: str) -> bool:
+    """LUD-04: ``sig`` (DER, hex) signs the 32 bytes of ``k1`` (hex) with ``key`` (compressed
+    secp256k1, hex). High-S signatures are normalised first, as signers differ there."""
+    try:
+        message, der, pub = bytes.fromhex(k1), bytes.fromhex(sig), bytes.fromhex(key)
+        if len(message) != 32 or len(pub) != 33 or not 8 <= len(der) <= 73:
+            return False
+        _, low_s = signature_normalize(der_to_cdata(der))
+        return PublicKey(pub).verify(cdata_to_der(low_s), message, hasher=None)
+    except (ValueError, TypeError):
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    k1: str
+    lnurl: str
+    session_token: str  # the browser's secret for exchange_login
+    expires_at: datetime
+
+
+async def new_challenge(session: AsyncSession, *, settings: Settings) -> Challenge:
+    """A fresh login challenge (challenges a day past their expiry are purged on the way)."""
+    now = utcnow()
+    await session.execute(delete(LnurlAuthChallenge).where(
+        LnurlAuthChallenge.expires_at < now - AUTH_PURGE_AFTER))
+    k1, token = secrets.token_hex(32), secrets.token_urlsafe(32)
+    session.add(LnurlAuthChallenge(k1=k1, session_hash=hash_secret(token), status="open",
+                                   created_at=now, expires_at=now + AUTH_TTL))
+    url = f"{base_url(settings)}/lnurl-auth/callback?tag=login&k1={k1}&action=login"
+    return Challenge(k1=k1, lnurl=encode_lnurl(url), session_token=token,
+                     expires_at=now + AUTH_TTL)
+
+
+async def _user_for_key(session: AsyncSession, key: str) -> str:
+    """The user bound to a linking key, created (with a placeholder e-mail) on first use."""
+    bound = await session.get(LnurlAuthKey, key)
+    if bound is None:
+        try:
+            async with session.begin_nested():
+                new = await create_user(session, email=f"{key[:40]}@lnurl-auth.invalid",
+                                        display_name=f"lnurl-auth {key[:12]}",
+                                        actor="lnurl-auth")
+                bound = LnurlAuthKey(linking_key=key, user_id=new.id, created_at=utcnow())
+                session.add(bound)
+                await session.flush()
+        except IntegrityError as exc:  # the same key logging in twice at once
+            raise ConcurrentUpdate("linking key registered concurrently") from exc
+        except AlreadyExists as exc:
+            # Either a concurrent first login committed just now, or the placeholder address
+            # is someone else's: only the former binds the key.
+            bound = await session.get(LnurlAuthKey, key)
+            if bound is None:
+                raise Refused("cannot open an account for this key") from exc
+    owner = await session.get(User, bound.user_id)
+    if owner is None or owner.status != "active":
+        raise Refused("this account is disabled")
+    return owner.id
+
+
+async def _verify_challenge(session: AsyncSession, *, k1: str, key: str) -> None:
+    challenge = await session.get(LnurlAuthChallenge, k1, with_for_update=True,
+                                  populate_existing=True)
+    if challenge is None:
+        raise Refused("unknown k1")
+    if challenge.status != "open":
+        raise Refused("this k1 was already used")
+    now = utcnow()
+    if challenge.expires_at <= now:
+        raise Refused("this login request has expired")
+    user_id = await _user_for_key(session, key)
+    done = await session.execute(
+        update(LnurlAuthChallenge)
+        .where(LnurlAuthChallenge.k1 == k1, LnurlAuthChallenge.status == "open")
+        .values(status="verified", linking_key=key, user_id=user_id, verified_at=now)
+        .execution_options(**_NO_UPDATE_SYNC))
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        raise Refused("this k1 was already used")
+
+
+async def verify_login(sessions: async_sessionmaker[AsyncSession], *, k1: str,
+                       key: str) -> None:
+    """Mark the challenge ``k1`` verified by the linking key ``key`` (its signature checked
+    already with :func:`verify_login_signature`), binding or creating its user. Raises
+    :class:`Refused`, or the domain's own errors."""
+    await retrying(sessions, lambda s: _verify_challenge(s, k1=k1, key=key))
+
+
+async def exchange_login(session: AsyncSession, *, k1: str, session_token: str
+                         ) -> tuple[ApiKey, str, User]:
+    """Exchange a verified challenge, once and before it expires, for an API key: the key,
+    its secret and its user. A wrong ``session_token`` is a missing challenge (NotFound);
+    the other refusals are :class:`LoginRefused`."""
+    challenge = await session.get(LnurlAuthChallenge, k1.lower(), with_for_update=True)
+    if challenge is None or not hmac.compare_digest(hash_secret(session_token),
+                                                    challenge.session_hash):
+        raise NotFound("no such login request")
+    now = utcnow()
+    if challenge.status == "consumed":
+        raise LoginRefused("used", "this login was already used")
+    if challenge.expires_at <= now:
+        raise LoginRefused("expired", "this login request has expired")
+    if challenge.status != "verified" or challenge.user_id is None:
+        raise LoginRefused("pending", "no wallet has signed this login request yet")
+    user = await session.get(User, challenge.user_id)
+    if user is None or user.status != "active":
+        raise LoginRefused("disabled", "this account is disabled")
+    done = await session.execute(
+        update(LnurlAuthChallenge)
+        .where(LnurlAuthChallenge.k1 == challenge.k1, LnurlAuthChallenge.status == "verified")
+        .values(status="consumed", consumed_at=now).execution_options(**_NO_UPDATE_SYNC))
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        raise LoginRefused("used", "this login was already used")
+    api_key, token = await create_api_key(
+        session, owner_id=user.id, scopes=list(SESSION_SCOPES), label="lnurl-auth login",
+        actor=f"lnurl-auth:{(challenge.linking_key or '')[:16]}")
+    return api_key, token, user

@@ -1,0 +1,136 @@
+"""The one path every withdrawal takes (the API, invoice refunds, LNURL vouchers aside).
+
+Two halves, so no lock or connection is held while a remote server answers:
+
+1. :func:`prepare_destination`, outside any transaction: the method is inferred from the
+   destination; an LNURL or Lightning Address is resolved to a BOLT11 over the network, and
+   one of this platform's own invoices is taken off the node;
+2. :func:`withdraw`, inside the caller's unit of work: the on-chain or Lightning withdrawal
+   is requested (the ledger hold, the row), and the payer woken for a payment the node makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.accounts.models import Wallet
+from satvault.backends.lightning import LightningBackend
+from satvault.config import Settings
+from satvault.lightning.errors import AmountRequired, PaymentRefused
+from satvault.lightning.lnurl import resolve_pay_request
+from satvault.lightning.models import LnPayment
+from satvault.lightning.payments import request_ln_withdrawal, take_off_node
+from satvault.payouts.models import Withdrawal
+from satvault.payouts.service import request_withdrawal
+
+__all__ = ["PreparedDestination", "destination_kind", "latest_payment", "prepare_destination",
+           "withdraw"]
+
+
+_ADDRESS = re.compile(r"[a-z0-9._+-]+@[a-z0-9.-]+(:\d{1,5})?")  # LUD-16, optional port
+
+
+def destination_kind(destination: str) -> str:
+    """bolt11 | lnurl | onchain — the method is inferred from the destination."""
+    text = destination.strip().lower()
+    if text.startswith("lightning:"):
+        text = text[len("lightning:"):]
+    if text.startswith(("lnbcrt", "lnbc", "lntbs", "lntb")):
+        return "bolt11"
+    if text.startswith(("lnurl", "lnurlp://")) or _ADDRESS.fullmatch(text) \
+            or (text.startswith("https://") and "lightning=lnurl" in text):
+        return "lnurl"
+    return "onchain"
+
+
+async def latest_payment(session: AsyncSession, withdrawal_id: str) -> LnPayment | None:
+    return (await session.execute(select(LnPayment).where(
+        LnPayment.withdrawal_id == withdrawal_id).order_by(LnPayment.attempt.desc()).limit(1)
+    )).scalar_one_or_none()
+
+
+@dataclass(frozen=True)
+class PreparedDestination:
+    """A withdrawal destination after every remote call it needs (LNURL / Lightning Address
+    resolved to a BOLT11), made before any transaction opens."""
+
+    kind: str  # onchain | bolt11 | lnurl
+    destination: str  # what the client sent
+    bolt11: str | None  # what will be paid over Lightning
+    amount_msat: int | None  # the amount to pass on (None: the destination carries it)
+    taken_off_node: bool = False  # one of our own invoices, already cancelled on the node
+
+
+async def prepare_destination(sessions: async_sessionmaker[AsyncSession], *,
+                              settings: Settings, lightning: LightningBackend | None,
+                              wallet: Wallet, destination: str, amount_msat: int | None,
+                              http: httpx.AsyncClient | None = None) -> PreparedDestination:
+    """Resolve the destination over the network, outside any transaction: no lock and no
+    database connection is held while a remote LNURL server or the node answers (or does
+    not). ``wallet`` pays (its ownership already checked). ``http``: the client for LNURL
+    requests (default: a fresh one)."""
+    prepared = await _resolve(settings=settings, lightning=lightning, destination=destination,
+                              amount_msat=amount_msat, http=http)
+    if prepared.bolt11 is None:
+        return prepared
+    assert lightning is not None  # _resolve refused a Lightning destination without one
+    taken = await take_off_node(sessions, wallet=wallet, bolt11=prepared.bolt11,
+                                amount_msat=prepared.amount_msat, settings=settings,
+                                backend=lightning)
+    return replace(prepared, taken_off_node=taken)
+
+
+async def _resolve(*, settings: Settings, lightning: LightningBackend | None,
+                   destination: str, amount_msat: int | None,
+                   http: httpx.AsyncClient | None) -> PreparedDestination:
+    kind = destination_kind(destination)
+    if kind == "onchain":
+        return PreparedDestination(kind, destination, None, amount_msat)
+    if lightning is None:
+        raise PaymentRefused("Lightning is not configured on this platform")
+    if kind == "bolt11":
+        return PreparedDestination(kind, destination, destination, amount_msat)
+    if amount_msat is None:
+        raise AmountRequired("amount_msat is required to pay an LNURL or address")
+    async with contextlib.AsyncExitStack() as stack:
+        client = http if http is not None else await stack.enter_async_context(
+            httpx.AsyncClient(timeout=10.0, follow_redirects=False))
+        resolved = await resolve_pay_request(
+            destination, amount_msat, http=client,
+            allow_private_hosts=settings.environment == "development")
+    return PreparedDestination(kind, destination, resolved.bolt11, None)
+
+
+async def withdraw(session: AsyncSession, *, settings: Settings,
+                   lightning: LightningBackend | None,
+                   wallet_for: Callable[[AsyncSession], Awaitable[Wallet]],
+                   prepared: PreparedDestination, store_id: str | None = None,
+                   payer_wake: asyncio.Event | None = None) -> Withdrawal:
+    """The one path every withdrawal takes (API, refunds), inside the unit of work, once
+    :func:`prepare_destination` has done the remote part. ``wallet_for`` runs the ownership
+    check; ``payer_wake`` is set when the node has a payment to make."""
+    if prepared.kind == "onchain":
+        return await request_withdrawal(session, wallet=await wallet_for(session),
+                                        destination=prepared.destination,
+                                        amount_msat=prepared.amount_msat,
+                                        settings=settings, store_id=store_id)
+    assert prepared.bolt11 is not None
+    if lightning is None:
+        raise PaymentRefused("Lightning is not configured on this platform")
+    wd = await request_ln_withdrawal(
+        session, wallet=await wallet_for(session), bolt11=prepared.bolt11,
+        amount_msat=prepared.amount_msat, settings=settings, backend=lightning,
+        original=prepared.destination if prepared.kind == "lnurl" else None,
+        store_id=store_id, taken_off_node=prepared.taken_off_node)
+    # An internal payment is settled already; only a payment for the node wakes the payer.
+    if wd.method == "lightning" and payer_wake is not None:
+        payer_wake.set()
+    return wd

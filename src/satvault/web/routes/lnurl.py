@@ -1,0 +1,329 @@
+"""LNURL endpoints: Lightning Addresses, withdraw vouchers and LNURL-auth logins (the
+services are :mod:`satvault.lightning.lnurl_service`'s).
+
+Each has a wallet-facing half (plain GETs answered the LNURL way: HTTP 200 with
+``{"status": "ERROR", "reason": …}`` on refusal, ``Access-Control-Allow-Origin: *``, LUD-01)
+and an owner-facing half under ``/api/v1`` (API keys, problem+json).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.access import visible_wallet
+from satvault.accounts.service import Principal
+from satvault.backends.errors import BackendError
+from satvault.config import Settings
+from satvault.kernel.errors import SatvaultError
+from satvault.lightning import lnurl_service as svc
+from satvault.lightning.lnurl import encode_lnurl
+from satvault.lightning.lnurl_models import LightningAddress, LnurlWithdrawVoucher
+from satvault.logs import get_logger
+from satvault.web.deps import OptionalIdempotencyKey, SessionDep, SettingsDep, require_scope
+from satvault.web.fields import Memo, Msat
+from satvault.web.idempotency import run_idempotent
+from satvault.web.openapi import problem_responses
+from satvault.web.problems import problem
+from satvault.web.ratelimit import CreateLimit, PublicCreateLimit, PublicLimit
+from satvault.web.state import lightning_of, payer_wake_of, sessions_of, settings_of
+
+__all__ = ["router"]
+
+log = get_logger(__name__)
+router = APIRouter(tags=["lnurl"],
+                   # a node or the ledger busy, unreachable or not set up
+                   responses=problem_responses(503))
+WalletReader = Annotated[Principal, Depends(require_scope("wallet:read"))]
+WalletWriter = Annotated[Principal, Depends(require_scope("wallet:write"))]
+Withdrawer = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CORS = {"Access-Control-Allow-Origin": "*"}
+# How a refused login exchange is answered (status, problem type).
+_LOGIN_PROBLEMS = {"used": (410, "login-used"), "expired": (410, "login-expired"),
+                   "pending": (409, "login-pending"), "disabled": (403, "account-disabled")}
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def _lnurl_error(reason: str) -> JSONResponse:
+    return JSONResponse({"status": "ERROR", "reason": reason}, headers=_CORS)
+
+
+def _lnurl_ok(body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, headers=_CORS)
+
+
+def _parse_msat(value: str | None) -> int | None:
+    ok = value is not None and value.isascii() and value.isdigit() and len(value) <= 18
+    return int(value) if ok and value is not None else None
+
+
+# ----------------------------------------------------------------------- Lightning Addresses
+
+class AddressIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[ \t]*[A-Za-z0-9._-]+[ \t]*$",
+                          description="Stored lower-case, without surrounding blanks.")
+
+
+class AddressOut(BaseModel):
+    username: str
+    wallet_id: str
+    address: str
+    lnurl: str
+
+
+def _address_out(row: LightningAddress, settings: Settings) -> AddressOut:
+    return AddressOut(username=row.username, wallet_id=row.wallet_id,
+                      address=f"{row.username}@{svc.host(settings)}",
+                      lnurl=encode_lnurl(f"{svc.base_url(settings)}/.well-known/lnurlp/"
+                                         f"{row.username}"))
+
+
+@router.post("/api/v1/wallets/{wallet_id}/lightning-address", response_model=AddressOut,
+             status_code=201, dependencies=[CreateLimit],
+             responses=problem_responses(409))  # the username is taken
+async def claim_address(wallet_id: str, body: AddressIn, session: SessionDep,
+                        settings: SettingsDep, principal: WalletWriter) -> AddressOut:
+    wallet = await visible_wallet(session, principal, wallet_id)
+    row = await svc.claim_address(session, wallet=wallet, username=body.username,
+                                  actor=f"key:{principal.key_id}")
+    return _address_out(row, settings)
+
+
+@router.get("/.well-known/lnurlp/{username}", include_in_schema=False,
+            dependencies=[PublicLimit])
+async def pay_request(username: str, request: Request, session: SessionDep,
+                      settings: SettingsDep) -> JSONResponse:
+    name = svc.address_name(username)
+    if name is None or await session.get(LightningAddress, name) is None:
+        return _lnurl_error("unknown Lightning Address")
+    if lightning_of(request) is None:
+        return _lnurl_error("Lightning payments are not available here right now")
+    return _lnurl_ok({
+        "tag": "payRequest",
+        "callback": f"{svc.base_url(settings)}/lnurlp/{name}/callback",
+        "minSendable": svc.MIN_SENDABLE_MSAT,
+        "maxSendable": settings.ln_max_payment_msat,
+        "metadata": svc.address_metadata(name, svc.host(settings)),
+        "commentAllowed": svc.COMMENT_ALLOWED,
+    })
+
+
+@router.get("/lnurlp/{username}/callback", include_in_schema=False,
+            dependencies=[PublicCreateLimit])
+async def pay_callback(username: str, request: Request, amount: str | None = None,
+                       comment: str | None = None) -> JSONResponse:
+    backend = lightning_of(request)
+    msat = _parse_msat(amount)
+    if backend is None:
+        return _lnurl_error("Lightning payments are not available here right now")
+    if msat is None:
+        return _lnurl_error("amount (in millisatoshis) is required")
+    try:
+        pr = await svc.address_invoice(sessions_of(request), backend=backend,
+                                       settings=settings_of(request), username=username,
+                                       amount_msat=msat, comment=comment)
+    except svc.Refused as exc:
+        return _lnurl_error(str(exc))
+    except BackendError as exc:  # before SatvaultError: a node's text is not for the payer
+        log.warning("lnurlp_invoice_failed", username=svc.address_name(username),
+                    error=str(exc))
+        return _lnurl_error("could not create an invoice right now; try again")
+    except SatvaultError as exc:
+        return _lnurl_error(str(exc))
+    return _lnurl_ok({"pr": pr, "routes": [],
+                      "successAction": {"tag": "message", "message": svc.SUCCESS_MESSAGE}})
+
+
+# -------------------------------------------------------------------------- withdraw vouchers
+
+class VoucherIn(BaseModel):
+    amount_msat: Msat = Field(description="the most the holder may withdraw")
+    min_msat: Msat | None = Field(None, description="the least (default: amount_msat)")
+    description: Memo = ""
+
+
+class VoucherOut(BaseModel):
+    id: str
+    wallet_id: str
+    lnurl: str
+    amount_msat: int
+    min_msat: int
+    held_msat: int
+    description: str
+    status: str
+    withdrawal_id: str | None
+    created_at: datetime
+
+
+def _voucher_out(v: LnurlWithdrawVoucher, settings: Settings) -> VoucherOut:
+    return VoucherOut(id=v.id, wallet_id=v.wallet_id,
+                      lnurl=encode_lnurl(f"{svc.base_url(settings)}/lnurlw/{v.id}"),
+                      amount_msat=v.amount_msat, min_msat=v.min_msat,
+                      held_msat=v.amount_msat + v.reserve_msat, description=v.description,
+                      status=v.status, withdrawal_id=v.withdrawal_id, created_at=v.created_at)
+
+
+@router.post("/api/v1/wallets/{wallet_id}/lnurl-withdraw", response_model=VoucherOut,
+             status_code=201, dependencies=[CreateLimit])
+async def create_voucher(
+    wallet_id: str, body: VoucherIn, request: Request, principal: Withdrawer,
+    idempotency_key: OptionalIdempotencyKey = None,
+) -> JSONResponse:
+    """Hold the amount and return a single-use LNURL-withdraw. ``Idempotency-Key`` optional."""
+    settings = settings_of(request)
+
+    async def work(session: AsyncSession) -> tuple[int, Any]:
+        wallet = await visible_wallet(session, principal, wallet_id)
+        voucher = await svc.open_voucher(session, wallet=wallet, amount_msat=body.amount_msat,
+                                         min_msat=body.min_msat, description=body.description,
+                                         settings=settings, actor=f"key:{principal.key_id}")
+        return 201, _voucher_out(voucher, settings).model_dump(mode="json")
+
+    if idempotency_key:
+        return await run_idempotent(request, owner=f"{principal.owner_type}:"
+                                    f"{principal.owner_id}", key=idempotency_key, work=work)
+    async with sessions_of(request)() as s, s.begin():
+        status, payload = await work(s)
+    return JSONResponse(payload, status_code=status)
+
+
+@router.get("/api/v1/lnurl-withdraw/{voucher_id}", response_model=VoucherOut)
+async def get_voucher(voucher_id: str, session: SessionDep, settings: SettingsDep,
+                      principal: WalletReader) -> VoucherOut:
+    return _voucher_out(await svc.visible_voucher(session, principal, voucher_id), settings)
+
+
+@router.delete("/api/v1/lnurl-withdraw/{voucher_id}", response_model=VoucherOut,
+               responses=problem_responses(409))  # used or canceled already
+async def cancel_voucher(voucher_id: str, session: SessionDep, settings: SettingsDep,
+                         principal: Withdrawer) -> VoucherOut | JSONResponse:
+    """Cancel an unused voucher and release its hold; a used or canceled one is a 409."""
+    voucher = await svc.visible_voucher(session, principal, voucher_id)
+    if not await svc.cancel_voucher(session, voucher, actor=f"key:{principal.key_id}"):
+        return problem(409, "voucher-not-open", f"voucher {voucher_id!r} is {voucher.status}")
+    return _voucher_out(voucher, settings)
+
+
+@router.get("/lnurlw/{voucher_id}", include_in_schema=False, dependencies=[PublicLimit])
+async def withdraw_request(voucher_id: str, session: SessionDep,
+                           settings: SettingsDep) -> JSONResponse:
+    voucher = await session.get(LnurlWithdrawVoucher, voucher_id)
+    if voucher is None:
+        return _lnurl_error("unknown withdraw link")
+    if voucher.status != "open":
+        return _lnurl_error("already used" if voucher.status == "used"
+                            else "this withdraw link was canceled")
+    return _lnurl_ok({
+        "tag": "withdrawRequest",
+        "callback": f"{svc.base_url(settings)}/lnurlw/{voucher.id}/callback",
+        "k1": voucher.k1,
+        "defaultDescription": voucher.description,
+        "minWithdrawable": voucher.min_msat,
+        "maxWithdrawable": voucher.amount_msat,
+    })
+
+
+@router.get("/lnurlw/{voucher_id}/callback", include_in_schema=False,
+            dependencies=[PublicCreateLimit])
+async def withdraw_callback(voucher_id: str, request: Request, k1: str | None = None,
+                            pr: str | None = None) -> JSONResponse:
+    backend = lightning_of(request)
+    if not k1 or not pr:
+        return _lnurl_error("k1 and pr are required")
+    if backend is None:
+        return _lnurl_error("Lightning payments are not available here right now")
+    try:
+        withdrawal_id = await svc.redeem_voucher(
+            sessions_of(request), voucher_id=voucher_id, k1=k1, pr=pr,
+            settings=settings_of(request), backend=backend,
+            payer_wake=payer_wake_of(request))
+    except svc.Refused as exc:
+        return _lnurl_error(str(exc))
+    except BackendError as exc:  # before SatvaultError: a node's text is not for the payer
+        log.warning("lnurlw_redeem_failed", voucher=voucher_id, error=str(exc))
+        return _lnurl_error("the node is not available right now; try again")
+    except SatvaultError as exc:
+        return _lnurl_error(str(exc))
+    log.info("lnurlw_redeemed", voucher=voucher_id, withdrawal=withdrawal_id)
+    return _lnurl_ok({"status": "OK"})
+
+
+# ------------------------------------------------------------------------------ LNURL-auth
+
+class ChallengeOut(BaseModel):
+    k1: str
+    lnurl: str
+    session_token: str = Field(description="secret for POST /lnurl-auth/{k1}/session; "
+                                           "keep it in the browser that shows the QR code")
+    expires_at: datetime
+
+
+class SessionIn(BaseModel):
+    session_token: str = Field(min_length=1, max_length=200)
+
+
+class SessionOut(BaseModel):
+    api_key: str
+    key_id: str
+    user_id: str
+    scopes: list[str]
+
+
+@router.get("/lnurl-auth/challenge", response_model=ChallengeOut,
+            dependencies=[PublicCreateLimit])
+async def auth_challenge(session: SessionDep, settings: SettingsDep,
+                         response: Response) -> ChallengeOut:
+    challenge = await svc.new_challenge(session, settings=settings)
+    response.headers["Cache-Control"] = "no-store"
+    return ChallengeOut(k1=challenge.k1, lnurl=challenge.lnurl,
+                        session_token=challenge.session_token,
+                        expires_at=challenge.expires_at)
+
+
+@router.get("/lnurl-auth/callback", include_in_schema=False,
+            dependencies=[PublicCreateLimit])
+async def auth_callback(request: Request, tag: str | None = None, k1: str | None = None,
+                        sig: str | None = None, key: str | None = None) -> JSONResponse:
+    if tag != "login":
+        return _lnurl_error("tag must be login")
+    if not k1 or not sig or not key:
+        return _lnurl_error("k1, sig and key are required")
+    k1, key = k1.lower(), key.lower()
+    if not _HEX64.fullmatch(k1):
+        return _lnurl_error("k1 must be 32 bytes of hex")
+    if not svc.verify_login_signature(k1, sig, key):
+        return _lnurl_error("bad signature")
+    try:
+        await svc.verify_login(sessions_of(request), k1=k1, key=key)
+    except svc.Refused as exc:
+        return _lnurl_error(str(exc))
+    except SatvaultError as exc:
+        return _lnurl_error(str(exc))
+    return _lnurl_ok({"status": "OK"})
+
+
+@router.post("/lnurl-auth/{k1}/session", response_model=SessionOut, status_code=201,
+             dependencies=[PublicCreateLimit],
+             responses=problem_responses(403, 409, 410))
+async def auth_session(k1: str, body: SessionIn, session: SessionDep,
+                       response: Response) -> SessionOut | JSONResponse:
+    """Exchange a verified challenge, once and before it expires, for an API key."""
+    try:
+        api_key, token, user = await svc.exchange_login(session, k1=k1,
+                                                        session_token=body.session_token)
+    except svc.LoginRefused as exc:
+        status, kind = _LOGIN_PROBLEMS[exc.reason]
+        return problem(status, kind, str(exc))
+    response.headers["Cache-Control"] = "no-store"
+    return SessionOut(api_key=token, key_id=api_key.id, user_id=user.id,
+                      scopes=sorted(svc.SESSION_SCOPES))
+

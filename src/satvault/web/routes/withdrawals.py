@@ -1,0 +1,103 @@
+"""Withdrawal endpoints. Creating one requires an ``Idempotency-Key``; the work is
+:mod:`satvault.payouts.withdraw`'s."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.access import visible_wallet
+from satvault.accounts.models import Wallet
+from satvault.accounts.service import Principal
+from satvault.kernel.errors import NotFound
+from satvault.lightning.models import LnPayment
+from satvault.payouts.models import Withdrawal
+from satvault.payouts.withdraw import (
+    PreparedDestination,
+    latest_payment,
+    prepare_destination,
+    withdraw,
+)
+from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
+from satvault.web.idempotency import run_idempotent
+from satvault.web.openapi import problem_responses
+from satvault.web.ratelimit import CreateLimit
+from satvault.web.schemas.withdrawals import WithdrawalIn, WithdrawalOut
+from satvault.web.state import (
+    lightning_of,
+    lnurl_http_of,
+    payer_wake_of,
+    sessions_of,
+    settings_of,
+)
+
+__all__ = ["out", "router"]
+
+router = APIRouter(prefix="/api/v1", tags=["withdrawals"],
+                   # a node, the ledger or a rate source busy, unreachable or not set up
+                   responses=problem_responses(503))
+Withdrawer = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
+Reader = Annotated[Principal, Depends(require_scope("wallet:read"))]
+
+
+def out(w: Withdrawal, ln: LnPayment | None = None) -> WithdrawalOut:
+    return WithdrawalOut(id=w.id, wallet_id=w.wallet_id, method=w.method, status=w.status,
+                         destination=w.destination, amount_msat=w.amount_msat,
+                         fee_reserve_msat=w.fee_reserve_msat, fee_msat=w.fee_msat, txid=w.txid,
+                         payment_hash=ln.payment_hash if ln else None,
+                         failure_reason=ln.failure_reason if ln and ln.status == "failed"
+                         else None,
+                         created_at=w.created_at, updated_at=w.updated_at)
+
+
+@router.post("/wallets/{wallet_id}/withdrawals", response_model=WithdrawalOut,
+             status_code=201, dependencies=[CreateLimit])
+async def create_withdrawal(
+    wallet_id: str, body: WithdrawalIn, request: Request, principal: Withdrawer,
+    idempotency_key: IdempotencyKey,
+) -> JSONResponse:
+    sessions, settings, lightning = sessions_of(request), settings_of(request), \
+        lightning_of(request)
+
+    async def prepare() -> tuple[Wallet, PreparedDestination]:
+        # The ownership check once, before the remote part; a wallet never changes owner.
+        async with sessions() as session:
+            wallet = await visible_wallet(session, principal, wallet_id)
+        return wallet, await prepare_destination(
+            sessions, settings=settings, lightning=lightning, wallet=wallet,
+            destination=body.destination, amount_msat=body.amount_msat,
+            http=lnurl_http_of(request))
+
+    async def work(session: AsyncSession, ready: tuple[Wallet, PreparedDestination]
+                   ) -> tuple[int, Any]:
+        wallet, prepared = ready
+
+        async def wallet_for(_s: AsyncSession) -> Wallet:
+            return wallet
+
+        wd = await withdraw(session, settings=settings, lightning=lightning,
+                            wallet_for=wallet_for, prepared=prepared,
+                            payer_wake=payer_wake_of(request))
+        return 201, out(wd, await latest_payment(session, wd.id)).model_dump(mode="json")
+
+    owner = f"{principal.owner_type}:{principal.owner_id}"
+    return await run_idempotent(request, owner=owner, key=idempotency_key, work=work,
+                                prepare=prepare)
+
+
+@router.get("/withdrawals/{withdrawal_id}", response_model=WithdrawalOut)
+async def get_withdrawal(withdrawal_id: str, session: SessionDep, principal: Reader
+                         ) -> WithdrawalOut:
+    # Someone else's withdrawal is answered exactly like a missing one: nothing about its
+    # wallet, and no way to tell existing ids from made-up ones.
+    try:
+        wd = await session.get(Withdrawal, withdrawal_id)
+        if wd is None:
+            raise NotFound(withdrawal_id)
+        await visible_wallet(session, principal, wd.wallet_id)
+    except NotFound:
+        raise NotFound(f"withdrawal {withdrawal_id!r} not found") from None
+    return out(wd, await latest_payment(session, wd.id))

@@ -1,0 +1,1 @@
+"""HTTP request and response shapes of the edge (built on :mod:`satvault.web.fields`)."""

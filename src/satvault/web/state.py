@@ -1,0 +1,49 @@
+"""What the app factory put on ``app.state``, read in one place by the routes, which hand the
+plain values (sessions, settings, a backend) to the services."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.backends.lightning import LightningBackend
+from satvault.config import Settings
+
+__all__ = ["lightning_of", "lnurl_http_of", "payer_wake_of", "runtime_of", "sessions_of",
+           "settings_of"]
+
+
+def sessions_of(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    return sessions
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def runtime_of(request: Request) -> Any:
+    """The runtime (node connections, rates), or None when the app runs without one."""
+    return getattr(request.app.state, "runtime", None)
+
+
+def lightning_of(request: Request) -> LightningBackend | None:
+    backend: LightningBackend | None = getattr(runtime_of(request), "lightning", None)
+    return backend
+
+
+def payer_wake_of(request: Request) -> asyncio.Event | None:
+    """The event that wakes the Lightning payer, when this process runs one."""
+    wake: asyncio.Event | None = getattr(runtime_of(request), "payer_wake", None)
+    return wake
+
+
+def lnurl_http_of(request: Request) -> httpx.AsyncClient | None:
+    """An HTTP client for LNURL resolution put there by tests or proxies; None: a fresh one."""
+    http: httpx.AsyncClient | None = getattr(request.app.state, "lnurl_http", None)
+    return http
