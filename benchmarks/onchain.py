@@ -126,8 +126,8 @@ async def bench_latency(db_url: str, deposits: int) -> dict[str, float]:
     from satvault.db import create_engine
     from satvault.migrate import upgrade
     from satvault.onchain.deposits import create_deposit
-    from satvault.signer.base import InProcessSigner
     from satvault.signer.core import HotSigner
+    from satvault.signer.inprocess import InProcessSigner
     from satvault.simnet.chain import Chain
     from satvault.simnet.rpc import SimnetServer
 

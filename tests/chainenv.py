@@ -21,8 +21,8 @@ from satvault.composition import Runtime, register_signer_wallets
 from satvault.config import Settings
 from satvault.ledger.check import check_ledger
 from satvault.ledger.store import get_account
-from satvault.signer.base import InProcessSigner
 from satvault.signer.core import HotSigner
+from satvault.signer.inprocess import InProcessSigner
 from satvault.simnet.chain import Chain
 from satvault.simnet.rpc import SimnetServer
 

@@ -44,9 +44,10 @@ from satvault.onchain.service import register_wallet
 from satvault.onchain.watcher import Watcher
 from satvault.payouts.job import PayoutJob
 from satvault.rates.service import RateService, build_rate_service
-from satvault.signer.base import InProcessSigner, Signer
 from satvault.signer.core import HotSigner
+from satvault.signer.inprocess import InProcessSigner
 from satvault.signer.seed import create_seed_file, load_seed_file
+from satvault.signing.base import Signer
 from satvault.workers import (
     ServiceWorker,
     Worker,
@@ -104,7 +105,7 @@ def ensure_dev_signer(settings: Settings) -> bool:
 
 def open_signer(settings: Settings) -> Signer:
     if settings.signer_socket:
-        from satvault.signer.client import UnixSocketSigner
+        from satvault.signing.client import UnixSocketSigner
 
         return UnixSocketSigner(settings.signer_socket)
     material = load_seed_file(_seed_path(settings), _passphrase(settings))

@@ -120,8 +120,8 @@ async def _walkthrough(url: str) -> dict[str, Any]:
 
         from satvault.composition import Runtime, register_signer_wallets
         from satvault.config import Settings
-        from satvault.signer.base import InProcessSigner
         from satvault.signer.core import HotSigner
+        from satvault.signer.inprocess import InProcessSigner
         from satvault.simnet.chain import Chain
         from satvault.simnet.rpc import SimnetServer
 

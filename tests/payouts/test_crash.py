@@ -24,8 +24,8 @@ CHILD = textwrap.dedent("""
     from satvault.config import Settings
     from satvault.composition import Runtime, open_sessions
     from satvault.db import create_engine
-    from satvault.signer.base import InProcessSigner
     from satvault.signer.core import HotSigner
+    from satvault.signer.inprocess import InProcessSigner
 
     db_url, rpc_url, home, where, flag, seed = sys.argv[1:7]
 

@@ -10,8 +10,8 @@ import pytest
 from embit import bip39
 
 from satvault.onchain.descriptors import WatchOnlyWallet, parse_wallet
-from satvault.signer import (
-    HotSigner,
+from satvault.signer import HotSigner
+from satvault.signing import (
     Payment,
     PsbtInput,
     PsbtOutput,

@@ -14,8 +14,8 @@ from embit import bip39
 from typer.testing import CliRunner
 
 from satvault.onchain.descriptors import parse_wallet
-from satvault.signer import UnixSocketSigner
 from satvault.signer.cli import app
+from satvault.signing import UnixSocketSigner
 from tests.waiting import eventually
 
 ENV = {"SATVAULT_SIGNER_PASSPHRASE": "cli passphrase"}

@@ -19,8 +19,9 @@ from embit.transaction import SIGHASH, Transaction, TransactionInput, Transactio
 
 from satvault.onchain.descriptors import parse_wallet
 from satvault.onchain.keys import hash160
-from satvault.signer import HotSigner, Payment, PsbtOutput, make_psbt
-from satvault.signer.errors import (
+from satvault.signer import HotSigner
+from satvault.signing import Payment, PsbtOutput, make_psbt
+from satvault.signing.errors import (
     BadChange,
     FeeTooHigh,
     InvalidPsbt,
@@ -31,7 +32,7 @@ from satvault.signer.errors import (
     SigningRefused,
     UnknownInput,
 )
-from satvault.signer.psbt import RBF_SEQUENCE, PsbtInput
+from satvault.signing.psbt import RBF_SEQUENCE, PsbtInput
 from tests.signer.conftest import MNEMONIC, NETWORK, PAY_A, PAY_B, SEED, Builder, Payout
 
 LOOSE = {"max_fee_sat": 100_000, "max_feerate_sat_vb": 1_000}

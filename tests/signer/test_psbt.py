@@ -7,15 +7,15 @@ import dataclasses
 import pytest
 from embit.psbt import PSBT
 
-from satvault.signer import (
-    HotSigner,
+from satvault.signer import HotSigner
+from satvault.signing import (
     PsbtInput,
     PsbtOutput,
     accounts_from_descriptors,
     make_psbt,
 )
-from satvault.signer.errors import PsbtBuildError
-from satvault.signer.psbt import RBF_SEQUENCE
+from satvault.signing.errors import PsbtBuildError
+from satvault.signing.psbt import RBF_SEQUENCE
 from tests.signer.conftest import NETWORK, PAY_A, Builder
 
 

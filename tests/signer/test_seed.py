@@ -13,14 +13,14 @@ from embit import bip39
 
 from satvault.onchain.keys import parse_extended_key
 from satvault.signer import HotSigner, create_seed_file, load_seed_file
-from satvault.signer.errors import (
+from satvault.signer.seed import passphrase_from_env_or_file, read_public_info
+from satvault.signing.errors import (
     CorruptSeedFile,
     NoPassphrase,
     SeedError,
     SeedFileExists,
     WrongPassphrase,
 )
-from satvault.signer.seed import passphrase_from_env_or_file, read_public_info
 from tests.signer.conftest import ENTROPY, MNEMONIC, SEED
 
 VECTORS = Path(__file__).parent.parent / "vectors"

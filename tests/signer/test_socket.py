@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from embit.psbt import PSBT
 
-from satvault.signer import HotSigner, InProcessSigner, Payment, Signer, UnixSocketSigner
-from satvault.signer.errors import (
+from satvault.signer import HotSigner, InProcessSigner
+from satvault.signer.server import serve, start_server
+from satvault.signing import Payment, Signer, UnixSocketSigner
+from satvault.signing.errors import (
     BadChange,
     FeeTooHigh,
     MissingPayment,
@@ -22,7 +24,6 @@ from satvault.signer.errors import (
     SignerUnavailable,
     UnknownInput,
 )
-from satvault.signer.server import serve, start_server
 from tests.signer.conftest import Builder
 from tests.waiting import eventually
 
@@ -144,7 +145,7 @@ async def test_stale_socket_is_replaced_live_one_is_not(tmp_path: Path,
 
 
 def test_unknown_error_type_becomes_protocol_error() -> None:
-    from satvault.signer.wire import error_from_wire
+    from satvault.signing.wire import error_from_wire
 
     assert isinstance(error_from_wire({"type": "FeeTooHigh", "message": "m"}), FeeTooHigh)
     err = error_from_wire({"type": "SystemExit", "message": "m"})

@@ -41,10 +41,9 @@ from satvault.onchain.service import allocate_address
 from satvault.payouts.errors import CannotBumpFee
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import PayoutBatch, PayoutInput, PayoutTx, Withdrawal
-from satvault.signer.base import Signer
-from satvault.signer.core import Payment
-from satvault.signer.errors import SignerUnavailable, SigningRefused
-from satvault.signer.psbt import (
+from satvault.signing.base import Payment, Signer
+from satvault.signing.errors import SignerUnavailable, SigningRefused
+from satvault.signing.psbt import (
     AccountKey,
     PsbtInput,
     PsbtOutput,

@@ -1,27 +1,23 @@
-"""The signer: the only part of satvault that ever holds private keys.
+"""The signer process: the only part of satvault that ever holds private keys.
 
-One encrypted BIP32 seed (:mod:`~satvault.signer.seed`) yields the deposit wallet
-(m/84'/c'/0') and the hot wallet (m/84'/c'/1'). The web process is watch-only: it derives
-addresses from the signer's descriptors, builds payout PSBTs from public data
-(:func:`~satvault.signer.psbt.make_psbt`) and asks a :class:`Signer` to sign them. The signer
-re-checks every input and output against its own keys and the requested payments before
-signing (:class:`~satvault.signer.core.HotSigner`), and logs each signature
-(:mod:`~satvault.signer.audit`).
+This package is the key-holding side. One encrypted BIP32 seed (:mod:`~satvault.signer.seed`)
+yields the deposit wallet (m/84'/c'/0') and the hot wallet (m/84'/c'/1'). A
+:class:`~satvault.signer.core.HotSigner` re-checks every input and output of a payout PSBT
+against its own keys and the requested payments before signing
+(:mod:`~satvault.signer._policy`), and logs each signature (:mod:`~satvault.signer.audit`).
+It is served over a unix socket by ``satvault signer serve``
+(:mod:`~satvault.signer.server`, :mod:`~satvault.signer.cli`), or wrapped in-process by
+:class:`~satvault.signer.inprocess.InProcessSigner` for the embedded demo and the tests.
 
-Reach it in-process (:class:`InProcessSigner`) or over a unix socket
-(:class:`UnixSocketSigner` ↔ ``satvault signer serve``).
+The web and worker side never imports this package: it talks to a signer and builds PSBTs
+from public data through :mod:`satvault.signing`. Only the composition root, the command
+line and the demo open a signer from here (``.importlinter`` enforces it). This package may
+import :mod:`satvault.signing` (the wire protocol, the error types, the request and
+response values, the derivation paths); never the other way round.
 """
 
-from satvault.signer.base import InProcessSigner, Signer
-from satvault.signer.client import UnixSocketSigner
-from satvault.signer.core import HotSigner, Payment, SignedTx
-from satvault.signer.psbt import (
-    AccountKey,
-    PsbtInput,
-    PsbtOutput,
-    accounts_from_descriptors,
-    make_psbt,
-)
+from satvault.signer.core import HotSigner
+from satvault.signer.inprocess import InProcessSigner
 from satvault.signer.seed import (
     SeedMaterial,
     create_seed_file,
@@ -30,19 +26,10 @@ from satvault.signer.seed import (
 )
 
 __all__ = [
-    "AccountKey",
     "HotSigner",
     "InProcessSigner",
-    "Payment",
-    "PsbtInput",
-    "PsbtOutput",
     "SeedMaterial",
-    "SignedTx",
-    "Signer",
-    "UnixSocketSigner",
-    "accounts_from_descriptors",
     "create_seed_file",
     "load_seed_file",
-    "make_psbt",
     "passphrase_from_env_or_file",
 ]

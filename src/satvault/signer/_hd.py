@@ -10,7 +10,7 @@ from embit import bip32, ec
 from embit.networks import NETWORKS
 
 from satvault.onchain.keys import hash160
-from satvault.signer.paths import (
+from satvault.signing.paths import (
     CHANGE_CHAIN,
     HARDENED,
     RECEIVE_CHAIN,

@@ -34,7 +34,7 @@ from embit.transaction import SIGHASH
 from satvault.onchain.addresses import script_to_address
 from satvault.onchain.errors import OnchainError
 from satvault.signer._hd import Keyring, p2wpkh_script
-from satvault.signer.errors import (
+from satvault.signing.errors import (
     BadChange,
     FeeTooHigh,
     InvalidPsbt,
@@ -43,7 +43,7 @@ from satvault.signer.errors import (
     OutputMismatch,
     UnknownInput,
 )
-from satvault.signer.paths import (
+from satvault.signing.paths import (
     CHANGE_CHAIN,
     HARDENED,
     RECEIVE_CHAIN,

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from satvault.signer.errors import AuditLogError
+from satvault.signing.errors import AuditLogError
 
 __all__ = ["AuditLog"]
 

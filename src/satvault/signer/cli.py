@@ -20,8 +20,6 @@ import typer
 
 from satvault.signer.audit import AuditLog
 from satvault.signer.core import HotSigner
-from satvault.signer.errors import SignerError
-from satvault.signer.paths import NETWORKS
 from satvault.signer.seed import (
     PASSPHRASE_ENV,
     create_seed_file,
@@ -29,6 +27,8 @@ from satvault.signer.seed import (
     passphrase_from_env_or_file,
 )
 from satvault.signer.server import serve as serve_socket
+from satvault.signing.errors import SignerError
+from satvault.signing.paths import NETWORKS
 
 __all__ = ["app"]
 

@@ -1,6 +1,6 @@
 """The hot signer: the only component of satvault that holds private keys.
 
-A :class:`HotSigner` is one BIP32 seed on one network (see :mod:`satvault.signer.paths` for
+A :class:`HotSigner` is one BIP32 seed on one network (see :mod:`satvault.signing.paths` for
 the deposit and hot accounts it derives). It does two things:
 
 * :meth:`HotSigner.descriptors` — the two watch-only descriptors the web process derives
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,33 +35,16 @@ from satvault.onchain.keys import hash160
 from satvault.signer._hd import Keyring
 from satvault.signer._policy import PaymentSpec, PayoutPlan, check_payout, describe_script
 from satvault.signer.audit import AuditLog
-from satvault.signer.errors import FeeTooHigh, InvalidPsbt, InvalidRequest
-from satvault.signer.paths import NETWORKS, WalletName, account_path, format_path
 from satvault.signer.seed import SeedMaterial
+from satvault.signing.base import Payment, SignedTx
+from satvault.signing.errors import FeeTooHigh, InvalidPsbt, InvalidRequest
+from satvault.signing.paths import NETWORKS, WalletName, account_path, format_path
 
-__all__ = ["HotSigner", "Payment", "SignedTx"]
+__all__ = ["HotSigner"]
 
 # Largest P2WPKH witness: item count, DER signature (≤ 72) + sighash byte, 33-byte key.
 _MAX_P2WPKH_WITNESS = 1 + 1 + 73 + 1 + 33
 _SEGWIT_MARKER_FLAG = 2
-
-
-@dataclass(frozen=True, slots=True)
-class Payment:
-    """One requested payment: ``amount_sat`` to ``script_pubkey``; ``ref`` names it in errors
-    and in the audit log (a withdrawal id, say)."""
-
-    script_pubkey: bytes
-    amount_sat: int
-    ref: str
-
-
-@dataclass(frozen=True, slots=True)
-class SignedTx:
-    txid: str
-    raw_hex: str  # the fully signed transaction, ready to broadcast
-    psbt_b64: str  # the finalized PSBT
-    fee_sat: int
 
 
 def _vsize(base_size: int, total_size: int) -> int:
@@ -127,7 +109,7 @@ class HotSigner:
                     max_feerate_sat_vb: int) -> SignedTx:
         """Check ``psbt_b64`` against ``payments`` and the limits, then sign every input.
 
-        Raises a :class:`~satvault.signer.errors.SigningRefused` subclass, having signed
+        Raises a :class:`~satvault.signing.errors.SigningRefused` subclass, having signed
         nothing, when any check fails.
         """
         specs = _check_request(payments, max_fee_sat, max_feerate_sat_vb)

@@ -45,14 +45,14 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from embit import bip39
 
 from satvault.signer._hd import Keyring
-from satvault.signer.errors import (
+from satvault.signing.errors import (
     CorruptSeedFile,
     NoPassphrase,
     SeedError,
     SeedFileExists,
     WrongPassphrase,
 )
-from satvault.signer.paths import NETWORKS, WalletName, account_path, format_path
+from satvault.signing.paths import NETWORKS, WalletName, account_path, format_path
 
 __all__ = [
     "PASSPHRASE_ENV",

@@ -5,7 +5,7 @@ window in which it is wider: it is bound inside a fresh 0700 directory, chmod-ed
 hard-linked into place. A stale socket left by a crashed signer is replaced; a live one (some
 other signer answering) or any non-socket file at that path is an error.
 
-Requests are handled one line at a time per connection (see :mod:`satvault.signer.wire` for
+Requests are handled one line at a time per connection (see :mod:`satvault.signing.wire` for
 the protocol). Errors from the signer travel as their class names; anything unexpected is
 logged here and answered as a bare ``SignerError`` without details.
 """
@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from satvault.logs import get_logger
-from satvault.signer.base import InProcessSigner, Signer
 from satvault.signer.core import HotSigner
-from satvault.signer.errors import SignerError, SignerProtocolError
-from satvault.signer.wire import (
+from satvault.signer.inprocess import InProcessSigner
+from satvault.signing.base import Signer
+from satvault.signing.errors import SignerError, SignerProtocolError
+from satvault.signing.wire import (
     MAX_LINE,
     decode_line,
     encode_line,

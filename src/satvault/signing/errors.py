@@ -1,4 +1,5 @@
-"""Signer errors.
+"""Signer errors, shared by both sides: the signer process raises them, the web side
+(the socket client, the PSBT builder, the payout job) raises and catches them.
 
 Every refusal to sign is a :class:`SigningRefused`: it is raised before any signature exists,
 so catching one means nothing was signed and nothing was written to the audit log. The names

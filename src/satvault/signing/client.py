@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from satvault.signer.core import Payment, SignedTx
-from satvault.signer.errors import SignerProtocolError, SignerUnavailable
-from satvault.signer.wire import (
+from satvault.signing.base import Payment, SignedTx
+from satvault.signing.errors import SignerProtocolError, SignerUnavailable
+from satvault.signing.wire import (
     MAX_LINE,
     decode_line,
     encode_line,
@@ -32,7 +32,7 @@ __all__ = ["UnixSocketSigner"]
 
 
 class UnixSocketSigner:
-    """A :class:`~satvault.signer.base.Signer` reached through ``satvault signer serve``."""
+    """A :class:`~satvault.signing.base.Signer` reached through ``satvault signer serve``."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0) -> None:
         self.path = Path(path)

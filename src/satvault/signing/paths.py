@@ -9,8 +9,9 @@ One seed, two BIP84 accounts::
 account, ``chain/index`` is non-hardened (chain 0 receive, 1 change), so the web process can
 derive every address from the account xpub alone.
 
-This module is shared by the signer (which holds the seed) and by :mod:`satvault.signer.psbt`
-(which the watch-only web side calls), so it holds no keys, only numbers.
+This module is public and shared: the watch-only web side's PSBT builder
+(:mod:`satvault.signing.psbt`) and the signer process's key tree (``satvault.signer._hd``)
+both use it, so it holds no keys, only numbers.
 """
 
 from __future__ import annotations

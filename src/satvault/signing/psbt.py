@@ -36,8 +36,8 @@ from embit.transaction import Transaction, TransactionInput, TransactionOutput
 from satvault.onchain.descriptors import ScriptKind, parse_wallet
 from satvault.onchain.errors import OnchainError
 from satvault.onchain.keys import ExtendedPubKey, hash160
-from satvault.signer.errors import PsbtBuildError
-from satvault.signer.paths import (
+from satvault.signing.errors import PsbtBuildError
+from satvault.signing.paths import (
     CHANGE_CHAIN,
     HARDENED,
     RECEIVE_CHAIN,

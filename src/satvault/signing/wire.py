@@ -15,7 +15,7 @@ One request per line, one response line per request, in order, on one connection
     ← {"id": 2, "error": {"type": "OutputMismatch", "message": "output 1 pays …"}}
 
 ``id`` is echoed (a string, an integer or null). ``error.type`` is the name of a class in
-:mod:`satvault.signer.errors`; the client raises that class. Amounts are JSON integers in
+:mod:`satvault.signing.errors`; the client raises that class. Amounts are JSON integers in
 satoshis (no floats). A line is at most :data:`MAX_LINE` bytes.
 """
 
@@ -25,8 +25,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from satvault.signer.core import Payment, SignedTx
-from satvault.signer.errors import ERROR_TYPES, SignerError, SignerProtocolError
+from satvault.signing.base import Payment, SignedTx
+from satvault.signing.errors import ERROR_TYPES, SignerError, SignerProtocolError
 
 __all__ = [
     "MAX_LINE",

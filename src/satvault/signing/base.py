@@ -1,0 +1,48 @@
+"""The ``Signer`` capability: what the web process may ask of whatever holds the keys, and
+the plain values that cross the boundary (:class:`Payment` in, :class:`SignedTx` out).
+
+Two implementations: :class:`~satvault.signer.inprocess.InProcessSigner` wraps a
+:class:`~satvault.signer.core.HotSigner` in the same process (demo, tests), and
+:class:`~satvault.signing.client.UnixSocketSigner` talks to ``satvault signer serve`` over a
+unix socket (production: the keys live in another process, ideally another user). Both raise
+the same typed errors from :mod:`satvault.signing.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Payment", "SignedTx", "Signer"]
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """One requested payment: ``amount_sat`` to ``script_pubkey``; ``ref`` names it in errors
+    and in the audit log (a withdrawal id, say)."""
+
+    script_pubkey: bytes
+    amount_sat: int
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTx:
+    txid: str
+    raw_hex: str  # the fully signed transaction, ready to broadcast
+    psbt_b64: str  # the finalized PSBT
+    fee_sat: int
+
+
+@runtime_checkable
+class Signer(Protocol):
+    async def descriptors(self) -> dict[str, str]:
+        """``{"deposit": descriptor, "hot": descriptor}``."""
+        ...
+
+    async def sign_payout(self, psbt_b64: str, payments: Sequence[Payment], *,
+                          max_fee_sat: int, max_feerate_sat_vb: int) -> SignedTx:
+        """Check and sign a payout PSBT (see ``HotSigner.sign_payout`` in
+        :mod:`satvault.signer.core`)."""
+        ...
