@@ -1,0 +1,80 @@
+"""The composition root (issue 10): one place builds and wires the parts, nothing is wired by
+an import, and a part that was not wired says so instead of quietly losing events."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from satvault.composition import Platform, ensure_dev_signer, open_sessions
+from satvault.db import session_factory
+from satvault.events.outbox import emit, notifier
+from tests.chainenv import LnEnv
+
+EVERY_WORKER = {"hold-expiry", "address-expiry", "webhooks", "chain-watcher", "payouts",
+                "invoices", "lightning-payer", "lightning-listener"}
+
+
+def test_importing_the_database_layer_loads_only_the_kernel():
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, satvault.db; print(' '.join(sorted("
+         "m for m in sys.modules if m.startswith('satvault'))))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert set(out) <= {"satvault", "satvault.db", "satvault.kernel", "satvault.kernel.clock"}, out
+
+
+async def test_events_refuse_sessions_the_root_did_not_wire(engine):
+    unwired = session_factory(engine)
+    with pytest.raises(RuntimeError, match="composition root"):
+        async with unwired() as s, s.begin():
+            await emit(s, type="wallet.balance_changed", subject_type="wallet",
+                       subject_id="w_1", payload={})
+
+    fired: list[int] = []
+    unsubscribe = notifier.subscribe(lambda: fired.append(1))
+    try:
+        async with open_sessions(engine)() as s, s.begin():
+            await emit(s, type="wallet.balance_changed", subject_type="wallet",
+                       subject_id="w_1", payload={})
+            assert fired == []  # the commit wakes the readers, not the write
+        assert fired == [1]
+    finally:
+        unsubscribe()
+
+
+async def test_the_platform_starts_every_worker_with_its_hooks_and_stops_them(lnenv: LnEnv):
+    engine = lnenv.sessions.kw["bind"]
+    platform = Platform.wire(lnenv.settings, engine=engine, runtime=lnenv.runtime)
+    await platform.start()
+    try:
+        assert {w.name for w in platform.workers} == EVERY_WORKER
+        by_name = {w.name: w for w in platform.workers}
+        # the wake-up hooks are the workers' own events
+        assert lnenv.runtime.watcher.wake is by_name["chain-watcher"].wake
+        assert lnenv.runtime.payer_wake is by_name["lightning-payer"].wake
+        tasks = [w._task for w in platform.workers]
+        assert all(t is not None and not t.done() for t in tasks)
+    finally:
+        await platform.stop()
+    assert all(t is not None and t.done() for t in tasks)
+    assert platform.workers == []
+    # a runtime handed in stays open for its owner; the engine too
+    info = await lnenv.runtime.lightning.get_info()
+    assert info.synced
+    async with engine.connect():
+        pass
+
+
+async def test_an_api_process_connects_to_the_nodes_but_runs_no_worker(lnenv: LnEnv):
+    assert ensure_dev_signer(lnenv.settings)  # a seed of its own under the test's home
+    platform = Platform.wire(lnenv.settings, engine=lnenv.sessions.kw["bind"])
+    await platform.start(workers=False, runtime=True)
+    try:
+        assert platform.workers == []
+        assert platform.runtime is not None and platform.own_runtime
+        tip = await platform.runtime.backend.tip()
+        assert tip.height >= 0
+    finally:
+        await platform.stop()
