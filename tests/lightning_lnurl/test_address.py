@@ -9,13 +9,13 @@ import json
 
 import bolt11
 import pytest
-from satvault.lightning.lnurl_service import address_metadata
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from satvault.db import utcnow
 from satvault.lightning.lnurl import decode_lnurl, resolve_pay_request
 from satvault.lightning.lnurl_models import LightningAddress
+from satvault.lightning.lnurl_service import address_metadata
 from satvault.lightning.models import LnInvoice
 from satvault.lightning.payments import request_ln_withdrawal, take_off_node
 from tests.lightning_lnurl.conftest import LnEnv

@@ -7,13 +7,13 @@ import asyncio
 from datetime import timedelta
 
 from coincurve import PrivateKey
-from satvault.lightning.lnurl_service import verify_login_signature
 from sqlalchemy import func, select, update
 
 from satvault.accounts.models import User
 from satvault.db import utcnow
 from satvault.lightning.lnurl import decode_lnurl
 from satvault.lightning.lnurl_models import LnurlAuthChallenge, LnurlAuthKey
+from satvault.lightning.lnurl_service import verify_login_signature
 from tests.lightning_lnurl.conftest import LnEnv
 
 N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
