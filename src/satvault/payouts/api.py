@@ -145,7 +145,8 @@ async def withdraw(session: AsyncSession, request: Request, *,
         session, wallet=await wallet_for(session), bolt11=prepared.bolt11,
         amount_msat=prepared.amount_msat, settings=settings, backend=backend,
         original=prepared.destination if prepared.kind == "lnurl" else None,
-        store_id=store_id, taken_off_node=prepared.taken_off_node)
+        store_id=store_id, taken_off_node=prepared.taken_off_node,
+        on_store_invoice=runtime.on_store_invoice if runtime is not None else None)
     # An internal payment is settled already; only a payment for the node wakes the payer.
     if wd.method == "lightning" and runtime is not None and runtime.payer_wake is not None:
         runtime.payer_wake.set()
@@ -174,7 +175,8 @@ async def create_withdrawal(
             return wallet
 
         wd = await withdraw(session, request, wallet_for=wallet_for, prepared=prepared)
-        return 201, out(wd, await latest_payment(session, wd.id)).model_dump(mode="json")
+        payment = None if wd.method == "internal" else await latest_payment(session, wd.id)
+        return 201, out(wd, payment).model_dump(mode="json")
 
     owner = f"{principal.owner_type}:{principal.owner_id}"
     return await run_idempotent(request, owner=owner, key=idempotency_key, work=work,
