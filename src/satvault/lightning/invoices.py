@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Wallet
@@ -170,11 +172,16 @@ class InvoiceListener:
             return row.settle_index if row else 0
 
     async def _advance(self, session: AsyncSession, settle_index: int) -> None:
-        row = await session.get(LnCursor, self.node, with_for_update=True)
-        if row is None:
-            session.add(LnCursor(node=self.node, settle_index=settle_index, updated_at=utcnow()))
-        elif settle_index > row.settle_index:
-            row.settle_index, row.updated_at = settle_index, utcnow()
+        """Move the stored settle index forward (never back), creating it on first use: one
+        upsert statement."""
+        dialect = session.get_bind().dialect.name
+        upsert = (pg_insert if dialect == "postgresql" else sqlite_insert)(LnCursor).values(
+            node=self.node, settle_index=settle_index, updated_at=utcnow())
+        await session.execute(upsert.on_conflict_do_update(
+            index_elements=[LnCursor.node],
+            set_={"settle_index": upsert.excluded.settle_index,
+                  "updated_at": upsert.excluded.updated_at},
+            where=LnCursor.settle_index < upsert.excluded.settle_index))
 
     async def handle(self, payment_hash: str, paid_msat: int, settle_index: int) -> bool:
         async def work(s: AsyncSession) -> bool:
