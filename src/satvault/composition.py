@@ -22,6 +22,7 @@ import asyncio
 import os
 import secrets
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -34,8 +35,9 @@ from satvault.config import Settings
 from satvault.db import create_engine, session_factory
 from satvault.events import outbox
 from satvault.events.delivery import WebhookDispatcher
+from satvault.invoices.service import apply_payment
 from satvault.invoices.tasks import InvoiceRefresher
-from satvault.lightning.invoices import InvoiceListener
+from satvault.lightning.invoices import InvoiceListener, StoreInvoiceHook
 from satvault.lightning.payments import LightningPayer
 from satvault.logs import get_logger
 from satvault.migrate import ensure_current
@@ -154,6 +156,8 @@ class Runtime:
     payer: LightningPayer | None = None
     payer_wake: asyncio.Event | None = None
     rates: RateService | None = None
+    # Brings a store invoice's status up to date in the transaction that credits a payment.
+    on_store_invoice: StoreInvoiceHook | None = None
 
     @classmethod
     def build(cls, settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
@@ -163,17 +167,21 @@ class Runtime:
         """``lightning``: a backend, ``True`` to build one from the settings, ``None`` for none."""
         backend = backend or make_chain_backend(settings)
         signer = signer or open_signer(settings)
+        on_store_invoice = partial(apply_payment, settings=settings)
         watcher = Watcher(sessions, backend, zero_conf_max_sat=settings.zero_conf_max_sat,
                           initial_rescan=settings.watcher_initial_rescan,
-                          start_height=start_height, invoice_fee_bp=settings.invoice_fee_bp)
+                          start_height=start_height, invoice_fee_bp=settings.invoice_fee_bp,
+                          on_store_invoice=on_store_invoice)
         ln = make_lightning_backend(settings) if lightning is True else lightning or None
         rt = cls(settings, backend, signer, watcher,
-                 PayoutJob(sessions, backend, signer, settings), lightning=ln)
+                 PayoutJob(sessions, backend, signer, settings), lightning=ln,
+                 on_store_invoice=on_store_invoice)
         rt.rates = build_rate_service(settings.rate_sources, dict(settings.fixed_rates),
                                       ttl_seconds=settings.rate_ttl_seconds)
         if ln is not None:
             rt.listener = InvoiceListener(sessions, ln, node=settings.lightning_backend,
-                                          invoice_fee_bp=settings.invoice_fee_bp)
+                                          invoice_fee_bp=settings.invoice_fee_bp,
+                                          on_store_invoice=on_store_invoice)
             rt.payer = LightningPayer(sessions, ln, settings)
         return rt
 

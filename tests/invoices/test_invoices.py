@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from satvault.accounts import service as acc
+from satvault.events.models import OutboxEvent
 from satvault.invoices.tasks import refresh_open_invoices
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import get_account
@@ -368,3 +370,29 @@ async def test_refresher_looks_only_at_invoices_that_can_have_changed(lnenv: LnE
             nxt = (await s.get(StoreInvoice, invs[2]["id"])).next_check_at
         monitoring = timedelta(minutes=env.settings.invoice_monitoring_minutes)
         assert nxt == past + monitoring  # next: the end of the monitoring window
+
+
+async def test_status_is_set_by_the_crediting_transaction(lnenv: LnEnv, shop):
+    """Settled the moment the payment is credited (Lightning listener, on-chain watcher), no
+    refresher tick needed; the refresher passing by afterwards emits nothing twice."""
+    env = lnenv
+    async with api_client(env) as c:
+        ln = (await create(c, shop, "now-ln", amount="1000", currency="SATS",
+                           payment_methods=["lightning"])).json()
+        env.network.pay("customer1", ln["payment_methods"]["lightning"]["bolt11"])
+        await env.runtime.listener.sweep()  # the runtime's listener: credits, nothing else
+        got = (await c.get(f"/api/v1/invoices/{ln['id']}", headers=shop["read"])).json()
+        assert got["status"] == "settled", got
+        oc = (await create(c, shop, "now-oc", amount="0.0001", currency="BTC",
+                           payment_methods=["onchain"])).json()
+        env.chain.pay(oc["payment_methods"]["onchain"]["bip21"])
+        env.chain.mine(1)
+        await env.runtime.watcher.step()
+        got = (await c.get(f"/api/v1/invoices/{oc['id']}", headers=shop["read"])).json()
+        assert got["status"] == "settled", got
+        await refresh_open_invoices(env.sessions, env.settings, env.runtime.lightning)
+    async with env.sessions() as s:
+        settled = (await s.execute(select(OutboxEvent.subject_id).where(
+            OutboxEvent.type == "invoice.settled"))).scalars().all()
+    assert sorted(settled) == sorted([ln["id"], oc["id"]])
+    await env.check()

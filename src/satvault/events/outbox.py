@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -40,8 +41,8 @@ from satvault.kernel.ids import new_id
 from satvault.ledger.store import BALANCES_CHANGED
 from satvault.logs import get_logger
 
-__all__ = ["OutboxNotifier", "OutboxSession", "dumps", "emit", "envelope", "install",
-           "mark_changed", "notifier"]
+__all__ = ["Event", "OutboxNotifier", "OutboxSession", "dumps", "emit", "emit_many", "envelope",
+           "install", "mark_changed", "notifier"]
 
 log = get_logger(__name__)
 outbox_t = cast(Table, OutboxEvent.__table__)
@@ -169,61 +170,103 @@ async def emit(
 
     ``wallet_id`` routes the event to that wallet's live-update stream (it defaults to the
     subject for wallet events). Events without ``store_id`` reach no webhook."""
-    return await session.run_sync(
-        _write, type=type, subject_type=subject_type, subject_id=subject_id, payload=payload,
-        store_id=store_id, wallet_id=wallet_id, now=now)
+    (event_id,) = await emit_many(session, [Event(
+        type=type, subject_type=subject_type, subject_id=subject_id, payload=payload,
+        store_id=store_id, wallet_id=wallet_id, now=now)])
+    return event_id
 
 
-def _write(session: Session, *, type: str, subject_type: str, subject_id: str,
-           payload: Mapping[str, Any], store_id: str | None, wallet_id: str | None,
-           now: datetime | None) -> int:
-    """:func:`emit` on the synchronous session (commit hooks run there)."""
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event for :func:`emit_many` (the arguments of :func:`emit`)."""
+
+    type: str
+    subject_type: str
+    subject_id: str
+    payload: Mapping[str, Any]
+    store_id: str | None = None
+    wallet_id: str | None = None
+    now: datetime | None = None
+
+
+async def emit_many(session: AsyncSession, events: Sequence[Event], *,
+                    balances: bool = False) -> list[int]:
+    """:func:`emit` for several events of one operation, in this order: one INSERT for all
+    of them (and one webhook lookup and one delivery INSERT if any has a store). With
+    ``balances``, the ``wallet.balance_changed`` events the commit would write for the
+    ledger moves made so far follow in the same INSERT (for an operation's last events)."""
+    return await session.run_sync(_write, events, balances=balances)
+
+
+def _write(session: Session, events: Sequence[Event], *, balances: bool = False) -> list[int]:
+    """:func:`emit_many` on the synchronous session (commit hooks run there)."""
     if not isinstance(session, OutboxSession):
         raise RuntimeError("this session factory was not wired by the composition root "
                            "(satvault.composition.open_sessions): events would not wake "
                            "their readers and balance events would be lost")
-    if type not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {type!r}")
-    if subject_type not in SUBJECT_TYPES or type.split(".", 1)[0] != subject_type:
-        raise ValueError(f"event {type!r} cannot have a subject of type {subject_type!r}")
-    if subject_type == "wallet":
-        if wallet_id not in (None, subject_id):
-            raise ValueError("a wallet event's wallet_id is its subject")
-        wallet_id = subject_id
-    created_at = now or utcnow()
-    payload_json = dumps(dict(payload))
-    event_id = int(session.execute(
-        insert(outbox_t).returning(outbox_t.c.id),
-        {"type": type, "subject_type": subject_type, "subject_id": subject_id,
-         "store_id": store_id, "wallet_id": wallet_id, "payload": payload_json,
-         "created_at": created_at},
-    ).scalar_one())
+    if balances:
+        events = [*events, *_balance_events(session)]
+    if not events:
+        return []
     rows: list[dict[str, Any]] = []
-    if store_id is not None:
+    for e in events:
+        if e.type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {e.type!r}")
+        if e.subject_type not in SUBJECT_TYPES or e.type.split(".", 1)[0] != e.subject_type:
+            raise ValueError(f"event {e.type!r} cannot have a subject of type "
+                             f"{e.subject_type!r}")
+        wallet_id = e.wallet_id
+        if e.subject_type == "wallet":
+            if wallet_id not in (None, e.subject_id):
+                raise ValueError("a wallet event's wallet_id is its subject")
+            wallet_id = e.subject_id
+        rows.append({"type": e.type, "subject_type": e.subject_type,
+                     "subject_id": e.subject_id, "store_id": e.store_id,
+                     "wallet_id": wallet_id, "payload": dumps(dict(e.payload)),
+                     "created_at": e.now or utcnow()})
+    # One multi-row INSERT. Ids are handed out in the order of its rows on both databases
+    # (the sequence, or SQLite's rowid, advances row by row), whatever order RETURNING lists
+    # them in, so sorting them pairs each with its row.
+    ids = sorted(int(i) for i in session.execute(
+        insert(outbox_t).values(rows).returning(outbox_t.c.id)).scalars())
+    deliveries: list[dict[str, Any]] = []
+    stores = sorted({r["store_id"] for r in rows if r["store_id"] is not None})
+    if stores:
         hooks = session.execute(
-            select(Webhook.id, Webhook.events)
-            .where(Webhook.store_id == store_id, Webhook.enabled.is_(True))
+            select(Webhook.id, Webhook.store_id, Webhook.events)
+            .where(Webhook.store_id.in_(stores), Webhook.enabled.is_(True))
             .order_by(Webhook.id)
         ).all()
-        body = envelope(event_id, type, created_at, payload_json)
-        rows = [{"id": new_id("whd"), "webhook_id": hook.id, "event_id": event_id,
-                 "event_type": type, "status": "pending", "attempts": 0,
-                 "next_attempt_at": created_at, "request_body": body,
-                 "created_at": created_at, "updated_at": created_at}
-                for hook in hooks if matches(hook.events.split(), type)]
-        if rows:
-            session.execute(insert(deliveries_t), rows)
-    _mark(session, deliveries=bool(rows))
-    return event_id
+        for event_id, row in zip(ids, rows, strict=True):
+            if row["store_id"] is None:
+                continue
+            body = envelope(event_id, row["type"], row["created_at"], row["payload"])
+            deliveries += [
+                {"id": new_id("whd"), "webhook_id": hook.id, "event_id": event_id,
+                 "event_type": row["type"], "status": "pending", "attempts": 0,
+                 "next_attempt_at": row["created_at"], "request_body": body,
+                 "created_at": row["created_at"], "updated_at": row["created_at"]}
+                for hook in hooks
+                if hook.store_id == row["store_id"] and matches(hook.events.split(), row["type"])]
+        if deliveries:
+            session.execute(insert(deliveries_t), deliveries)
+    _mark(session, deliveries=bool(deliveries))
+    return ids
 
 
 @event.listens_for(OutboxSession, "before_commit")
 def _balances_changed(session: Session) -> None:
     """One ``wallet.balance_changed`` per wallet whose ledger account this transaction moved,
     with the balances it commits (the ledger notes the accounts in ``session.info``)."""
+    _write(session, _balance_events(session))
+
+
+def _balance_events(session: Session) -> list[Event]:
+    """The ``wallet.balance_changed`` events for the wallets the ledger noted as moved (and
+    no longer noted: each is written once)."""
     changed = session.info.pop(BALANCES_CHANGED, None)
     if not changed:
-        return
+        return []
     from satvault.accounts.models import Wallet
     from satvault.accounts.views import wallet_balances
     from satvault.ledger.models import LedgerAccount
@@ -235,10 +278,8 @@ def _balances_changed(session: Session) -> None:
         .order_by(Wallet.id)
         .execution_options(populate_existing=True)  # the ledger wrote with Core statements
     ).all()
-    for wallet, account in rows:
-        _write(session, type="wallet.balance_changed", subject_type="wallet",
-               subject_id=wallet.id, payload=wallet_balances(wallet, account),
-               store_id=None, wallet_id=None, now=None)
+    return [Event(type="wallet.balance_changed", subject_type="wallet", subject_id=wallet.id,
+                  payload=wallet_balances(wallet, account)) for wallet, account in rows]
 
 
 @event.listens_for(OutboxSession, "after_rollback")

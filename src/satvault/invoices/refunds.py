@@ -24,6 +24,7 @@ from satvault.invoices.access import visible_invoice
 from satvault.kernel.errors import InvalidInput
 from satvault.lightning.bolt11check import check_invoice, decode
 from satvault.lightning.errors import LightningError
+from satvault.lightning.invoices import StoreInvoiceHook
 from satvault.payouts.models import Withdrawal
 from satvault.payouts.withdraw import (
     PreparedDestination,
@@ -77,7 +78,8 @@ async def prepare_refund(sessions: async_sessionmaker[AsyncSession], *, principa
 async def record_refund(session: AsyncSession, *, principal: Principal, invoice_id: str,
                         amount: int, prepared: PreparedDestination, settings: Settings,
                         lightning: LightningBackend | None,
-                        payer_wake: asyncio.Event | None = None) -> Withdrawal:
+                        payer_wake: asyncio.Event | None = None,
+                        on_store_invoice: StoreInvoiceHook | None = None) -> Withdrawal:
     """The refund's withdrawal, in the caller's unit of work, if what is left allows it."""
     inv = await visible_invoice(session, principal, invoice_id)
     # Lock the invoice: concurrent refunds of it are counted one after the other.
@@ -97,6 +99,7 @@ async def record_refund(session: AsyncSession, *, principal: Principal, invoice_
         return wallet
 
     wd = await withdraw(session, settings=settings, lightning=lightning, wallet_for=wallet_for,
-                        prepared=prepared, store_id=inv.store_id, payer_wake=payer_wake)
+                        prepared=prepared, store_id=inv.store_id, payer_wake=payer_wake,
+                        on_store_invoice=on_store_invoice)
     wd.invoice_id = inv.id
     return wd

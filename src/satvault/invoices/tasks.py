@@ -42,11 +42,18 @@ __all__ = ["InvoiceRefresher", "lightning_follow_up", "refresh_open_invoices"]
 log = get_logger(__name__)
 
 
-async def _one(session: AsyncSession, *, invoice_id: str, settings: Settings) -> bool:
+async def _one(session: AsyncSession, *, invoice_id: str, settings: Settings
+               ) -> tuple[bool, bool]:
+    """(changed, the node may have something to do for it). A payment's crediting
+    transaction sets the status itself (``apply_payment``), so an invoice this sweep finds
+    unchanged may still need its follow-up: settled (cancel the other BOLT11s) or partly paid
+    (a BOLT11 for the rest). :func:`follow_up_of` checks, so repeating it is harmless."""
     inv = await session.get(StoreInvoice, invoice_id, with_for_update=True)
     if inv is None:
-        return False
-    return await refresh(session, inv, settings=settings)
+        return False, False
+    changed = await refresh(session, inv, settings=settings)
+    pending = inv.status == "settled" or (inv.status == "new" and inv.seen_msat > 0)
+    return changed, changed or pending
 
 
 async def lightning_follow_up(sessions: async_sessionmaker[AsyncSession], invoice_id: str, *,
@@ -82,8 +89,10 @@ async def _refresh_each(sessions: async_sessionmaker[AsyncSession], ids: Iterabl
                         settings: Settings, lightning: LightningBackend | None) -> int:
     changed = 0
     for invoice_id in sorted(set(ids)):
-        if await retrying(sessions, partial(_one, invoice_id=invoice_id, settings=settings)):
-            changed += 1
+        moved, follow = await retrying(sessions, partial(_one, invoice_id=invoice_id,
+                                                         settings=settings))
+        changed += int(moved)
+        if follow:
             await lightning_follow_up(sessions, invoice_id, settings=settings,
                                       lightning=lightning)
     return changed

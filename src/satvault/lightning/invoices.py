@@ -10,9 +10,12 @@ the node about every open invoice, so even a lost notification is only a delay.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Wallet
@@ -29,8 +32,8 @@ from satvault.ledger.store import create_transfers
 from satvault.lightning.models import LnCursor, LnInvoice
 from satvault.logs import get_logger
 
-__all__ = ["InvoiceListener", "check_invoice_request", "create_invoice", "credit_settled",
-           "expire_invoices", "node_invoice", "store_invoice"]
+__all__ = ["InvoiceListener", "StoreInvoiceHook", "check_invoice_request", "create_invoice",
+           "credit_settled", "expire_invoices", "node_invoice", "store_invoice"]
 
 log = get_logger(__name__)
 
@@ -90,33 +93,51 @@ async def store_invoice(session: AsyncSession, inv: Invoice, *, wallet: Wallet,
     return row
 
 
+# What the composition root passes to bring a store invoice's status up to date in the
+# transaction that credited one of its payments (``invoices.service.apply_payment``): the
+# session and the store invoice's id.
+StoreInvoiceHook = Callable[[AsyncSession, str], Awaitable[object]]
+
+
 async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat: int,
                          internal: bool = False, debit_account_id: int | None = None,
-                         invoice_fee_bp: int = 0) -> bool:
-    """Credit a paid invoice's wallet once; False if unknown to us or already credited."""
-    row = (await session.execute(select(LnInvoice).where(
-        LnInvoice.payment_hash == payment_hash).with_for_update())).scalar_one_or_none()
-    if row is None or row.status == "paid":
+                         invoice_fee_bp: int = 0, only_if: Sequence[ColumnElement[bool]] = (),
+                         on_store_invoice: StoreInvoiceHook | None = None) -> bool:
+    """Credit a paid invoice's wallet once; False if unknown to us or already credited
+    (or, with ``only_if``, if the invoice does not meet those conditions).
+
+    The invoice is marked paid, locked and read in one statement; a ledger refusal raises and
+    the caller's rollback undoes the mark. ``on_store_invoice`` brings the store invoice the
+    payment belongs to up to date in this same transaction."""
+    payee_account = select(Wallet.ledger_account_id).where(
+        Wallet.id == LnInvoice.wallet_id).scalar_subquery()
+    row = (await session.execute(
+        update(LnInvoice).where(LnInvoice.payment_hash == payment_hash,
+                                LnInvoice.status != "paid", *only_if)
+        .values(status="paid", paid_msat=paid_msat, paid_at=utcnow(), internal=internal)
+        .returning(LnInvoice.id, LnInvoice.store_invoice_id, payee_account)
+        .execution_options(synchronize_session="fetch"))).one_or_none()
+    if row is None:
         return False
-    wallet = await session.get(Wallet, row.wallet_id)
-    assert wallet is not None
+    invoice_id, store_invoice_id, payee_account_id = row
     platform = await ensure_platform_accounts(session, "BTC")
     if debit_account_id is None:
         debit_account_id = platform.lightning.id
-    fee = platform_fee(paid_msat, invoice_fee_bp) if row.store_invoice_id else 0
+    fee = platform_fee(paid_msat, invoice_fee_bp) if store_invoice_id else 0
     specs = [TransferSpec(
-        f"ln:in:{payment_hash}", debit_account_id, wallet.ledger_account_id, paid_msat, "BTC",
-        code="ln_internal" if internal else "ln_deposit", ref=row.id, linked=fee > 0)]
+        f"ln:in:{payment_hash}", debit_account_id, payee_account_id, paid_msat, "BTC",
+        code="ln_internal" if internal else "ln_deposit", ref=invoice_id, linked=fee > 0)]
     if fee:  # a store invoice's platform fee, in the same linked batch
-        specs.append(TransferSpec(f"ln:in:{payment_hash}:fee", wallet.ledger_account_id,
+        specs.append(TransferSpec(f"ln:in:{payment_hash}:fee", payee_account_id,
                                   platform.fees.id, fee, "BTC", code="invoice_fee",
-                                  ref=row.store_invoice_id or ""))
+                                  ref=store_invoice_id or ""))
     outcomes = await create_transfers(session, specs)
     bad = [o for o in outcomes if not o.ok]
     if bad:
         raise error_for(bad[-1])
-    row.status, row.paid_msat, row.paid_at, row.internal = "paid", paid_msat, utcnow(), internal
-    log.info("ln_invoice_credited", invoice=row.id, msat=paid_msat, internal=internal)
+    if store_invoice_id and on_store_invoice is not None:
+        await on_store_invoice(session, store_invoice_id)
+    log.info("ln_invoice_credited", invoice=invoice_id, msat=paid_msat, internal=internal)
     return True
 
 
@@ -131,8 +152,10 @@ class InvoiceListener:
     """Follows the node's invoice stream from the stored settle index; sweeps open invoices."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: LightningBackend,
-                 *, node: str = "default", invoice_fee_bp: int = 0) -> None:
+                 *, node: str = "default", invoice_fee_bp: int = 0,
+                 on_store_invoice: StoreInvoiceHook | None = None) -> None:
         self.sessions = sessions
+        self.on_store_invoice = on_store_invoice
         self.backend = backend
         self.node = node
         self.invoice_fee_bp = invoice_fee_bp
@@ -149,16 +172,22 @@ class InvoiceListener:
             return row.settle_index if row else 0
 
     async def _advance(self, session: AsyncSession, settle_index: int) -> None:
-        row = await session.get(LnCursor, self.node, with_for_update=True)
-        if row is None:
-            session.add(LnCursor(node=self.node, settle_index=settle_index, updated_at=utcnow()))
-        elif settle_index > row.settle_index:
-            row.settle_index, row.updated_at = settle_index, utcnow()
+        """Move the stored settle index forward (never back), creating it on first use: one
+        upsert statement."""
+        dialect = session.get_bind().dialect.name
+        upsert = (pg_insert if dialect == "postgresql" else sqlite_insert)(LnCursor).values(
+            node=self.node, settle_index=settle_index, updated_at=utcnow())
+        await session.execute(upsert.on_conflict_do_update(
+            index_elements=[LnCursor.node],
+            set_={"settle_index": upsert.excluded.settle_index,
+                  "updated_at": upsert.excluded.updated_at},
+            where=LnCursor.settle_index < upsert.excluded.settle_index))
 
     async def handle(self, payment_hash: str, paid_msat: int, settle_index: int) -> bool:
         async def work(s: AsyncSession) -> bool:
             done = await credit_settled(s, payment_hash=payment_hash, paid_msat=paid_msat,
-                                        invoice_fee_bp=self.invoice_fee_bp)
+                                        invoice_fee_bp=self.invoice_fee_bp,
+                                        on_store_invoice=self.on_store_invoice)
             if settle_index:
                 await self._advance(s, settle_index)
             return done

@@ -40,16 +40,17 @@ from satvault.kernel.errors import ConcurrentUpdate
 from satvault.kernel.ids import new_id
 from satvault.kernel.retrying import retrying
 from satvault.ledger.core import TransferKind, TransferSpec
+from satvault.ledger.models import LedgerAccount
 from satvault.ledger.platform import ensure_platform_accounts
-from satvault.ledger.store import create_transfers, get_account, transfer
-from satvault.lightning.bolt11check import check_invoice, decode
+from satvault.ledger.store import create_transfers, transfer
+from satvault.lightning.bolt11check import CheckedInvoice, check_invoice, decode
 from satvault.lightning.errors import LightningError, PaymentRefused
-from satvault.lightning.invoices import credit_settled
+from satvault.lightning.invoices import StoreInvoiceHook, credit_settled
 from satvault.lightning.models import LnInvoice, LnPayment
 from satvault.logs import get_logger
-from satvault.payouts.events import emit_withdrawal
+from satvault.payouts.events import emit_withdrawal, emit_withdrawal_events
 from satvault.payouts.models import Withdrawal
-from satvault.payouts.service import check_daily_limit
+from satvault.payouts.service import check_daily_limit, insert_within_daily_limit
 
 __all__ = ["LightningPayer", "PayerReport", "fee_reserve", "request_ln_withdrawal",
            "take_off_node"]
@@ -81,17 +82,19 @@ async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: W
     with no transaction open; cheap checks first, so a payer who would be refused anyway
     (own invoice, too little money, invoice not open) does not kill someone's invoice."""
     inv = check_invoice(bolt11, network=settings.network, amount_msat=amount_msat)
+    account = LedgerAccount
+    free = select(account.credits_posted - account.debits_posted - account.debits_pending
+                  ).where(account.id == wallet.ledger_account_id).scalar_subquery()
     async with sessions() as s:
-        ours = (await s.execute(select(LnInvoice).where(
-            LnInvoice.payment_hash == inv.payment_hash))).scalar_one_or_none()
-        if ours is None or ours.status != "open" or ours.wallet_id == wallet.id:
-            return False  # not ours, or the unit of work refuses it with the right reason
-        if ours.amount_msat is not None and inv.amount_msat != ours.amount_msat:
-            return False
-        b = (await get_account(s, wallet.ledger_account_id)).balances
-        free = b.credits_posted - b.debits_posted - b.debits_pending
-        if check_balance and free < inv.amount_msat:
-            return False  # the ledger refuses it: leave the invoice payable from outside
+        ours = (await s.execute(select(LnInvoice.wallet_id, LnInvoice.status,
+                                       LnInvoice.amount_msat, free).where(
+            LnInvoice.payment_hash == inv.payment_hash))).one_or_none()
+    if ours is None or ours.status != "open" or ours.wallet_id == wallet.id:
+        return False  # not ours, or the unit of work refuses it with the right reason
+    if ours.amount_msat is not None and inv.amount_msat != ours.amount_msat:
+        return False
+    if check_balance and int(ours[3]) < inv.amount_msat:
+        return False  # the ledger refuses it: leave the invoice payable from outside
     if backend is not None:
         try:
             await backend.cancel_invoice(inv.payment_hash)
@@ -106,7 +109,8 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
                                 backend: LightningBackend | None,
                                 original: str | None = None,
                                 store_id: str | None = None,
-                                taken_off_node: bool = False) -> Withdrawal:
+                                taken_off_node: bool = False,
+                                on_store_invoice: StoreInvoiceHook | None = None) -> Withdrawal:
     """Validate and either settle internally at once or hold and queue an external payment.
     No remote call is made here: an invoice of this platform is settled inside the ledger
     only once :func:`take_off_node` has cancelled it on the node (``taken_off_node``)."""
@@ -114,6 +118,10 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
     if inv.amount_msat > settings.ln_max_payment_msat:
         raise PaymentRefused(f"{inv.amount_msat} msat is above the per-payment limit of "
                              f"{settings.ln_max_payment_msat} msat")
+    if taken_off_node:  # one of ours, open and payable when it was taken off the node
+        return await _pay_own_invoice(session, wallet=wallet, inv=inv,
+                                      destination=original or inv.bolt11, settings=settings,
+                                      store_id=store_id, on_store_invoice=on_store_invoice)
     await check_daily_limit(session, wallet=wallet, amount_msat=inv.amount_msat,
                             settings=settings)
     live = (await session.execute(select(LnPayment.id).where(
@@ -131,9 +139,9 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
                                       amount_msat=inv.amount_msat, wid=wid,
                                       destination=original or inv.bolt11,
                                       taken_off_node=taken_off_node or backend is None,
-                                      fee_bp=settings.invoice_fee_bp, store_id=store_id)
-        await emit_withdrawal(session, wd, "created")
-        await emit_withdrawal(session, wd, "confirmed")
+                                      fee_bp=settings.invoice_fee_bp, store_id=store_id,
+                                      on_store_invoice=on_store_invoice)
+        await emit_withdrawal_events(session, wd, ("created", "confirmed"))
         return wd
     reserve = fee_reserve(inv.amount_msat, settings)
     wd = Withdrawal(id=wid, wallet_id=wallet.id, method="lightning",
@@ -160,10 +168,67 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
     return wd
 
 
+_LIVE = ("pending", "in_flight", "unknown", "succeeded", "retry")
+
+
+async def _pay_own_invoice(session: AsyncSession, *, wallet: Wallet, inv: CheckedInvoice,
+                           destination: str, settings: Settings, store_id: str | None,
+                           on_store_invoice: StoreInvoiceHook | None) -> Withdrawal:
+    """An invoice of ours, already taken off the node: settle it inside the ledger with as
+    few statements as the checks allow. The withdrawal is written under the daily limit in one
+    statement; the invoice is checked (open, not being paid from here, not the payer's own,
+    the right amount), locked and marked paid in another; on a refusal the slow path
+    (:func:`_settle_internally`'s checks, in the same order) says why."""
+    now = utcnow()
+    wid = new_id("wd")
+    wd = Withdrawal(id=wid, wallet_id=wallet.id, method="internal", destination=destination,
+                    script_pubkey=None, amount_msat=inv.amount_msat, fee_reserve_msat=0,
+                    fee_msat=0, status="confirmed", batch_id=None, txid=None,
+                    hold_id=f"wd:{wid}:internal", invoice_id=None, created_at=now,
+                    updated_at=now, store_id=store_id)
+    await insert_within_daily_limit(session, wd, settings=settings)
+    being_paid = select(LnPayment.id).where(LnPayment.payment_hash == inv.payment_hash,
+                                            LnPayment.status.in_(_LIVE)).exists()
+    credited = await credit_settled(
+        session, payment_hash=inv.payment_hash, paid_msat=inv.amount_msat, internal=True,
+        debit_account_id=wallet.ledger_account_id, invoice_fee_bp=settings.invoice_fee_bp,
+        only_if=(LnInvoice.status == "open", LnInvoice.wallet_id != wallet.id,
+                 LnInvoice.amount_msat.is_(None) | (LnInvoice.amount_msat == inv.amount_msat),
+                 ~being_paid),
+        on_store_invoice=on_store_invoice)
+    if not credited:
+        await _refuse_own_invoice(session, wallet=wallet, inv=inv)
+    await emit_withdrawal_events(session, wd, ("created", "confirmed"))
+    return wd
+
+
+async def _refuse_own_invoice(session: AsyncSession, *, wallet: Wallet,
+                              inv: CheckedInvoice) -> None:
+    """Why :func:`_pay_own_invoice` could not settle: the reason the full checks give, in
+    their order. Raises (the caller's unit of work rolls back)."""
+    live = (await session.execute(select(LnPayment.id).where(
+        LnPayment.payment_hash == inv.payment_hash, LnPayment.status.in_(_LIVE)))).first()
+    if live is not None:
+        raise PaymentRefused("this invoice is already paid, or being paid, from here")
+    ours = (await session.execute(select(LnInvoice).where(
+        LnInvoice.payment_hash == inv.payment_hash))).scalar_one_or_none()
+    if ours is None:  # it was ours when it was taken off the node; invoices are not deleted
+        raise ConcurrentUpdate("the invoice changed meanwhile; try again")
+    if ours.wallet_id == wallet.id:
+        raise PaymentRefused("this invoice was issued to your own wallet; paying it would "
+                             "move nothing")
+    if ours.status != "open":
+        raise PaymentRefused(f"this invoice is {ours.status}")
+    if ours.amount_msat is not None and inv.amount_msat != ours.amount_msat:
+        raise PaymentRefused("the amount differs from the invoice's")
+    raise ConcurrentUpdate("the invoice changed meanwhile; try again")
+
+
 async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: LnInvoice,
                              amount_msat: int, wid: str, destination: str,
                              taken_off_node: bool, fee_bp: int = 0,
-                             store_id: str | None = None) -> Withdrawal:
+                             store_id: str | None = None,
+                             on_store_invoice: StoreInvoiceHook | None = None) -> Withdrawal:
     if invoice.wallet_id == wallet.id:
         raise PaymentRefused("this invoice was issued to your own wallet; paying it would "
                              "move nothing")
@@ -180,7 +245,8 @@ async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: 
     await session.flush()
     await credit_settled(session, payment_hash=invoice.payment_hash, paid_msat=amount_msat,
                          internal=True, debit_account_id=wallet.ledger_account_id,
-                         invoice_fee_bp=fee_bp)  # the ledger's refusals come first
+                         invoice_fee_bp=fee_bp,
+                         on_store_invoice=on_store_invoice)  # the ledger's refusals come first
     if not taken_off_node:
         # Settling it here while the node could still be paid from outside would let the
         # payee be paid twice; the caller must take it off the node first. Rolls back.

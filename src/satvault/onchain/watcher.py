@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -53,6 +53,9 @@ from satvault.onchain.service import watched_scripts
 __all__ = ["Match", "StepReport", "Watcher", "scan_block", "scan_txs"]
 
 log = get_logger(__name__)
+# Brings a store invoice's status up to date in the transaction that credits its payment
+# (the composition root passes ``invoices.service.apply_payment``): session, invoice id.
+StoreInvoiceHook = Callable[[AsyncSession, str], Awaitable[object]]
 MSAT = 1000
 
 
@@ -97,8 +100,10 @@ class Watcher:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: ChainBackend, *,
                  zero_conf_max_sat: int = 100_000, initial_rescan: int = 6,
                  start_height: int | None = None, max_reorg_depth: int = 100,
-                 invoice_fee_bp: int = 0) -> None:
+                 invoice_fee_bp: int = 0,
+                 on_store_invoice: StoreInvoiceHook | None = None) -> None:
         self.sessions = sessions
+        self.on_store_invoice = on_store_invoice
         self.backend = backend
         self.zero_conf_max_sat = zero_conf_max_sat
         self.initial_rescan = initial_rescan
@@ -359,6 +364,7 @@ class Watcher:
             confs > 0 or p.value_sat <= self.zero_conf_max_sat)
         specs: list[TransferSpec] = []
         next_state = p.credit_state
+        invoice_id: str | None = None
         if p.status == "conflicted":
             if p.credit_state == "pending":
                 specs = [TransferSpec(f"{key}:void", kind=TransferKind.VOID, pending_id=key)]
@@ -378,12 +384,13 @@ class Watcher:
                                           ref=f"{p.txid}:{p.vout}"))
                 next_state = "pending"
             if enough and next_state in ("none", "pending"):
-                fee, invoice_id = await self._invoice_fee(session, p)
+                invoice_id = await self._store_invoice(session, p)
+                fee = platform_fee(amount, self.invoice_fee_bp) if invoice_id else 0
                 specs.append(TransferSpec(f"{key}:post", kind=TransferKind.POST, pending_id=key,
                                           code="deposit", linked=fee > 0))
                 if fee:  # a store invoice's platform fee, in the same linked batch
                     specs.append(TransferSpec(f"{key}:fee", credit_account, platform.fees.id,
-                                              fee, "BTC", code="invoice_fee", ref=invoice_id))
+                                              fee, "BTC", code="invoice_fee", ref=invoice_id or ""))
                 next_state = "credited"
         if not specs:
             return 0, 0
@@ -393,22 +400,23 @@ class Watcher:
             raise RuntimeError(f"ledger refused deposit moves for {key}: {bad}")
         created = sum(o.result is Result.CREATED for o in outcomes)
         p.credit_state, p.updated_at = next_state, utcnow()
+        if invoice_id and next_state == "credited" and self.on_store_invoice is not None:
+            await self.on_store_invoice(session, invoice_id)  # settled with its credit
         if created:
             log.info("deposit_ledger", payment=f"{p.txid}:{p.vout}", state=next_state,
                      sat=p.value_sat, confirmations=confs)
         return created, 0
 
-    async def _invoice_fee(self, session: AsyncSession, p: OnchainPayment) -> tuple[int, str]:
-        """(platform fee, store invoice id) for a payment to a store invoice's address."""
-        if not self.invoice_fee_bp or p.request_id is None:
-            return 0, ""
+    async def _store_invoice(self, session: AsyncSession, p: OnchainPayment) -> str | None:
+        """The store invoice a payment to its address pays, when a fee is charged on it or
+        its status is set with the credit; None otherwise."""
+        if p.request_id is None or (not self.invoice_fee_bp and self.on_store_invoice is None):
+            return None
         from satvault.invoices.models import StoreInvoice
 
-        found = (await session.execute(select(StoreInvoice.id).where(
+        found: str | None = (await session.execute(select(StoreInvoice.id).where(
             StoreInvoice.deposit_id == p.request_id))).scalar_one_or_none()
-        if found is None:
-            return 0, ""
-        return platform_fee(p.value_sat * MSAT, self.invoice_fee_bp), found
+        return found
 
     async def _reverse(self, session: AsyncSession, p: OnchainPayment, key: str, amount: int,
                        credit_account: int, hot_wallet: int) -> tuple[int, int]:

@@ -3,13 +3,14 @@ withdrawal (the outbox guarantees they are delivered iff the change committed)."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.payouts.models import Withdrawal
 
-__all__ = ["emit_withdrawal", "withdrawal_payload"]
+__all__ = ["emit_withdrawal", "emit_withdrawal_events", "withdrawal_payload"]
 
 
 def withdrawal_payload(w: Withdrawal) -> dict[str, Any]:
@@ -25,3 +26,15 @@ async def emit_withdrawal(session: AsyncSession, w: Withdrawal, event: str) -> N
 
     await emit(session, type=f"withdrawal.{event}", subject_type="withdrawal", subject_id=w.id,
                payload=withdrawal_payload(w), store_id=w.store_id, wallet_id=w.wallet_id)
+
+
+async def emit_withdrawal_events(session: AsyncSession, w: Withdrawal, events: Sequence[str]
+                                 ) -> None:
+    """Several of :func:`emit_withdrawal`'s events of one change, the last of its unit of
+    work, in one INSERT with the wallets' ``balance_changed`` events that follow them."""
+    from satvault.events.outbox import Event, emit_many  # late, as above
+
+    payload = withdrawal_payload(w)
+    await emit_many(session, [Event(type=f"withdrawal.{e}", subject_type="withdrawal",
+                                    subject_id=w.id, payload=payload, store_id=w.store_id,
+                                    wallet_id=w.wallet_id) for e in events], balances=True)

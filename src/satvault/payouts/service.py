@@ -7,14 +7,16 @@ may already be on its way is a refund of money that left.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import String, Table, func, insert, literal, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Wallet
 from satvault.config import Settings
-from satvault.db import utcnow
+from satvault.db import Amount, UtcDateTime, utcnow
 from satvault.kernel.ids import new_id
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
@@ -25,30 +27,64 @@ from satvault.payouts.errors import InvalidWithdrawal
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal
 
-__all__ = ["DUST_SAT", "check_daily_limit", "request_withdrawal", "resolve_destination"]
+__all__ = ["DUST_SAT", "check_daily_limit", "insert_within_daily_limit",
+           "request_withdrawal", "resolve_destination"]
 
 # Bitcoin Core's dust thresholds at its default 3 sat/vB dust relay fee.
 DUST_SAT = {"p2pkh": 546, "p2sh": 540, "p2wpkh": 294, "p2wsh": 330, "p2tr": 330}
+
+
+def _spent_since(session: AsyncSession, wallet_id: str, since: datetime) -> Any:
+    """The wallet's withdrawals since ``since`` (failed and cancelled ones excepted), as an
+    expression that serialises concurrent withdrawals of one wallet: on PostgreSQL a function
+    that locks the wallet row and then sums with a snapshot taken after the lock (migration
+    0011), on SQLite, whose writers are serialised already, the sum itself."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.withdrawals_spent_since(literal(wallet_id, String()),
+                                            literal(since, UtcDateTime()), type_=Amount())
+    return select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
+        Withdrawal.wallet_id == wallet_id, Withdrawal.created_at >= since,
+        Withdrawal.status.not_in(("failed", "cancelled"))).scalar_subquery()
+
+
+def _over_limit(spent: int, settings: Settings) -> InvalidWithdrawal:
+    left = max(0, settings.withdrawal_daily_limit_msat - spent)
+    return InvalidWithdrawal(f"this would exceed the wallet's 24-hour withdrawal limit; "
+                             f"{left} msat remain available")
 
 
 async def check_daily_limit(session: AsyncSession, *, wallet: Wallet, amount_msat: int,
                             settings: Settings) -> None:
     """Refuse a withdrawal that would take the wallet past its rolling 24-hour limit.
 
-    The wallet row is locked first, so concurrent withdrawals of one wallet (on-chain,
+    One statement that also serialises: concurrent withdrawals of one wallet (on-chain,
     Lightning, internal payments and refunds alike: they are all ``withdrawals`` rows) count
-    each other one after the other until commit; summing without it let 195 of 200 racing
-    requests through a limit meant for one. SQLite serialises writers already."""
-    await session.execute(select(Wallet.id).where(Wallet.id == wallet.id).with_for_update())
+    each other one after the other until commit; summing without the wallet's lock let 195 of
+    200 racing requests through a limit meant for one."""
     since = utcnow() - timedelta(hours=24)
-    spent = (await session.execute(
-        select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
-            Withdrawal.wallet_id == wallet.id, Withdrawal.created_at >= since,
-            Withdrawal.status.not_in(("failed", "cancelled"))))).scalar_one()
-    if int(spent) + amount_msat > settings.withdrawal_daily_limit_msat:
-        left = max(0, settings.withdrawal_daily_limit_msat - int(spent))
-        raise InvalidWithdrawal(f"this would exceed the wallet's 24-hour withdrawal limit; "
-                                f"{left} msat remain available")
+    spent = int((await session.execute(select(_spent_since(session, wallet.id, since))))
+                .scalar_one())
+    if spent + amount_msat > settings.withdrawal_daily_limit_msat:
+        raise _over_limit(spent, settings)
+
+
+async def insert_within_daily_limit(session: AsyncSession, wd: Withdrawal, *,
+                                    settings: Settings) -> None:
+    """Write ``wd`` only if it keeps its wallet within the rolling 24-hour limit: the check
+    of :func:`check_daily_limit` and the INSERT in one statement (``wd`` stays outside the
+    ORM session: the hot path reads nothing back)."""
+    since = utcnow() - timedelta(hours=24)
+    table = cast(Table, Withdrawal.__table__)
+    mapper = sa_inspect(Withdrawal)
+    cols = [c for c in table.columns]
+    values = [literal(getattr(wd, mapper.get_property_by_column(c).key), c.type) for c in cols]
+    guard = _spent_since(session, wd.wallet_id, since) + wd.amount_msat \
+        <= settings.withdrawal_daily_limit_msat
+    res = await session.execute(insert(table).from_select(cols, select(*values).where(guard)))
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        spent = int((await session.execute(select(_spent_since(session, wd.wallet_id, since))))
+                    .scalar_one())
+        raise _over_limit(spent, settings)
 
 
 def resolve_destination(destination: str, amount_msat: int | None, network: str

@@ -25,6 +25,7 @@ from satvault.accounts.models import Wallet
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
 from satvault.lightning.errors import AmountRequired, PaymentRefused
+from satvault.lightning.invoices import StoreInvoiceHook
 from satvault.lightning.lnurl import resolve_pay_request
 from satvault.lightning.models import LnPayment
 from satvault.lightning.payments import request_ln_withdrawal, take_off_node
@@ -113,10 +114,12 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
                    lightning: LightningBackend | None,
                    wallet_for: Callable[[AsyncSession], Awaitable[Wallet]],
                    prepared: PreparedDestination, store_id: str | None = None,
-                   payer_wake: asyncio.Event | None = None) -> Withdrawal:
+                   payer_wake: asyncio.Event | None = None,
+                   on_store_invoice: StoreInvoiceHook | None = None) -> Withdrawal:
     """The one path every withdrawal takes (API, refunds), inside the unit of work, once
     :func:`prepare_destination` has done the remote part. ``wallet_for`` runs the ownership
-    check; ``payer_wake`` is set when the node has a payment to make."""
+    check; ``payer_wake`` is set when the node has a payment to make; ``on_store_invoice``
+    brings a store invoice paid internally up to date in the same transaction."""
     if prepared.kind == "onchain":
         return await request_withdrawal(session, wallet=await wallet_for(session),
                                         destination=prepared.destination,
@@ -129,7 +132,8 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
         session, wallet=await wallet_for(session), bolt11=prepared.bolt11,
         amount_msat=prepared.amount_msat, settings=settings, backend=lightning,
         original=prepared.destination if prepared.kind == "lnurl" else None,
-        store_id=store_id, taken_off_node=prepared.taken_off_node)
+        store_id=store_id, taken_off_node=prepared.taken_off_node,
+        on_store_invoice=on_store_invoice)
     # An internal payment is settled already; only a payment for the node wakes the payer.
     if wd.method == "lightning" and payer_wake is not None:
         payer_wake.set()

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
+from satvault.lightning.invoices import StoreInvoiceHook
 
 __all__ = ["lightning_of", "lnurl_http_of", "payer_wake_of", "runtime_of", "sessions_of",
            "settings_of"]
@@ -41,6 +42,12 @@ def payer_wake_of(request: Request) -> asyncio.Event | None:
     """The event that wakes the Lightning payer, when this process runs one."""
     wake: asyncio.Event | None = getattr(runtime_of(request), "payer_wake", None)
     return wake
+
+
+def store_invoice_hook_of(request: Request) -> StoreInvoiceHook | None:
+    """The hook that settles a store invoice in the transaction crediting its payment."""
+    hook: StoreInvoiceHook | None = getattr(runtime_of(request), "on_store_invoice", None)
+    return hook
 
 
 def lnurl_http_of(request: Request) -> httpx.AsyncClient | None:

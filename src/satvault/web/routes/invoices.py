@@ -39,7 +39,14 @@ from satvault.web.idempotency import run_idempotent
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
 from satvault.web.routes.withdrawals import out
-from satvault.web.state import lightning_of, lnurl_http_of, payer_wake_of, sessions_of, settings_of
+from satvault.web.state import (
+    lightning_of,
+    lnurl_http_of,
+    payer_wake_of,
+    sessions_of,
+    settings_of,
+    store_invoice_hook_of,
+)
 
 __all__ = ["router"]
 
@@ -232,7 +239,8 @@ async def refund(invoice_id: str, body: RefundIn, request: Request, principal: R
         amount, prepared = ready
         wd = await record_refund(session, principal=principal, invoice_id=invoice_id,
                                  amount=amount, prepared=prepared, settings=settings,
-                                 lightning=lightning, payer_wake=payer_wake_of(request))
+                                 lightning=lightning, payer_wake=payer_wake_of(request),
+                                 on_store_invoice=store_invoice_hook_of(request))
         return 201, out(wd, await latest_payment(session, wd.id)).model_dump(mode="json")
 
     owner = f"{principal.owner_type}:{principal.owner_id}"

@@ -32,6 +32,7 @@ from satvault.web.state import (
     payer_wake_of,
     sessions_of,
     settings_of,
+    store_invoice_hook_of,
 )
 
 __all__ = ["out", "router"]
@@ -80,8 +81,11 @@ async def create_withdrawal(
 
         wd = await withdraw(session, settings=settings, lightning=lightning,
                             wallet_for=wallet_for, prepared=prepared,
-                            payer_wake=payer_wake_of(request))
-        return 201, out(wd, await latest_payment(session, wd.id)).model_dump(mode="json")
+                            payer_wake=payer_wake_of(request),
+                            on_store_invoice=store_invoice_hook_of(request))
+        # An internal payment is settled in this transaction and has no node payment.
+        payment = None if wd.method == "internal" else await latest_payment(session, wd.id)
+        return 201, out(wd, payment).model_dump(mode="json")
 
     owner = f"{principal.owner_type}:{principal.owner_id}"
     return await run_idempotent(request, owner=owner, key=idempotency_key, work=work,
