@@ -14,16 +14,18 @@ from pydantic import BaseModel, BeforeValidator, Field, Strict, WithJsonSchema
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.access import owned_store
+from satvault.accounts.access import owned_store, owns_store
 from satvault.accounts.models import Store
 from satvault.accounts.service import Principal
 from satvault.invoices.models import StoreInvoice
 from satvault.invoices.service import (
     InvoiceRequest,
     Quote,
+    StoreChanged,
     create_store_invoice,
     destinations_of,
     get_invoice,
+    invoice_store,
     mark_invoice,
     quote_store_invoice,
 )
@@ -34,7 +36,7 @@ from satvault.payouts.models import Withdrawal
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.fields import Msat, SpeedPolicy
 from satvault.web.guard import bad_text
-from satvault.web.idempotency import run_idempotent
+from satvault.web.idempotency import PrepareAgain, run_idempotent
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
 
@@ -109,23 +111,29 @@ async def create(store_id: str, body: InvoiceIn, request: Request, principal: Wr
             redirect_url=body.redirect_url)
 
     async def prepare() -> tuple[Store, Quote]:
-        # A short read (the ownership check), then the rate and the node's BOLT11 with no
-        # transaction open. A store never changes merchant, so the check holds for the work.
-        async with request.app.state.sessions() as session:
-            store = await owned_store(session, principal, store_id)
+        # The ownership check (a store never changes merchant, so it holds for the work; the
+        # store is usually remembered), then the rate and the node's BOLT11 with no
+        # transaction open.
+        store = await invoice_store(request.app.state.sessions, store_id)
+        if store is None or not owns_store(principal, store):
+            raise NotFound(f"store {store_id!r} not found")
         return store, await quote_store_invoice(store=store, request=invoice_request(store),
                                                 settings=settings, lightning=lightning,
                                                 rates=rates)
 
     async def work(session: AsyncSession, ready: tuple[Store, Quote]) -> tuple[int, Any]:
         store, quote = ready
-        _, payload = await create_store_invoice(session, store=store, settings=settings,
-                                                request=invoice_request(store), quote=quote)
+        try:
+            _, payload = await create_store_invoice(session, store=store, settings=settings,
+                                                    request=invoice_request(store), quote=quote)
+        except StoreChanged as exc:
+            raise PrepareAgain from exc
         return 201, payload
 
+    # One transaction: a repeated quote only leaves an unpaid BOLT11 to expire.
     owner = f"{principal.owner_type}:{principal.owner_id}"
     return await run_idempotent(request, owner=owner, key=idempotency_key, work=work,
-                                prepare=prepare)
+                                prepare=prepare, repeatable_prepare=True)
 
 
 @router.get("/invoices/{invoice_id}")

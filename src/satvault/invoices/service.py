@@ -12,14 +12,15 @@ for the remainder is issued, so one scan of the unified BIP21 QR always pays the
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, insert, inspect, literal, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Store, Wallet
 from satvault.accounts.service import ensure_wallet
@@ -48,14 +49,83 @@ from satvault.rates.base import currency_scale
 from satvault.rates.convert import apply_spread, fiat_to_msat
 from satvault.rates.service import RateService, build_rate_service
 
-__all__ = ["Destinations", "FollowUp", "InvoiceRequest", "Quote", "create_store_invoice",
-           "destinations", "destinations_of", "follow_up_of", "get_invoice", "mark_invoice",
-           "quote_store_invoice", "record_follow_up", "refresh"]
+__all__ = ["Destinations", "FollowUp", "InvoiceRequest", "Quote", "StoreChanged",
+           "create_store_invoice", "destinations", "destinations_of", "follow_up_of",
+           "get_invoice", "invoice_store", "mark_invoice", "quote_store_invoice",
+           "record_follow_up", "refresh"]
 
 log = get_logger(__name__)
 MSAT_PER_BTC = 10**11
 MAX_MSAT = 21_000_000 * MSAT_PER_BTC
 METHODS = ("onchain", "lightning")
+
+
+class StoreChanged(Exception):
+    """The store's settings changed since the quote read them: the invoice was not created,
+    and a new quote must be made with the settings now in force."""
+
+
+# What an invoice needs of its store, remembered per process: (merchant, default currency,
+# speed policy, spread). A store never changes merchant, so the ownership check holds; the
+# settings may change, and create_store_invoice inserts the invoice only if the store still
+# has the ones the quote used (checked by the INSERT itself), so a stale entry costs one more
+# quote, never an invoice priced with old settings.
+_stores: OrderedDict[str, tuple[str, str, int, int]] = OrderedDict()
+_STORES_MAX = 10_000
+# merchant id → its wallet id: a wallet never changes owner and is never deleted.
+_merchant_wallets: dict[str, str] = {}
+
+
+async def invoice_store(sessions: async_sessionmaker[AsyncSession], store_id: str
+                        ) -> Store | None:
+    """The store as an invoice needs it (a detached copy; no statement when remembered)."""
+    hit = _stores.get(store_id)
+    if hit is None:
+        async with sessions() as s:
+            found = await s.get(Store, store_id)
+        if found is None:
+            return None
+        hit = (found.merchant_id, found.default_currency, found.speed_policy, found.spread_bp)
+        _stores[store_id] = hit
+        while len(_stores) > _STORES_MAX:
+            _stores.popitem(last=False)
+    merchant_id, currency, speed, spread = hit
+    return Store(id=store_id, merchant_id=merchant_id, default_currency=currency,
+                 speed_policy=speed, spread_bp=spread)
+
+
+async def _merchant_wallet(session: AsyncSession, merchant_id: str) -> Wallet:
+    """The merchant's wallet (only its ids are read), from memory once it was seen committed."""
+    wallet_id = _merchant_wallets.get(merchant_id)
+    if wallet_id is None:
+        wallet_id = (await session.execute(select(Wallet.id).where(
+            Wallet.owner_type == "merchant", Wallet.owner_id == merchant_id,
+            Wallet.asset == "BTC"))).scalar_one_or_none()
+        if wallet_id is None:  # the first invoice: created with this transaction
+            return await ensure_wallet(session, owner_type="merchant", owner_id=merchant_id)
+        if len(_merchant_wallets) >= _STORES_MAX:
+            _merchant_wallets.clear()
+        _merchant_wallets[merchant_id] = wallet_id
+    return Wallet(id=wallet_id, owner_type="merchant", owner_id=merchant_id, asset="BTC")
+
+
+async def _insert_if_store_unchanged(session: AsyncSession, inv: StoreInvoice,
+                                     store: Store) -> None:
+    """INSERT the invoice … SELECT from its store row with the settings the quote used: no
+    row, no invoice (StoreChanged)."""
+    table = cast(Table, StoreInvoice.__table__)
+    names, values = [], []
+    for attr in inspect(StoreInvoice).column_attrs:
+        column = attr.columns[0]
+        names.append(column.name)
+        values.append(literal(getattr(inv, attr.key), type_=column.type))
+    done = await session.execute(insert(table).from_select(names, select(*values).where(
+        Store.id == store.id, Store.merchant_id == store.merchant_id,
+        Store.default_currency == store.default_currency,
+        Store.speed_policy == store.speed_policy, Store.spread_bp == store.spread_bp)))
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        _stores.pop(store.id, None)
+        raise StoreChanged(f"the settings of store {store.id!r} changed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +246,10 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
                                settings: Settings, quote: Quote
                                ) -> tuple[StoreInvoice, dict[str, Any]]:
     """Create the invoice from its :func:`quote_store_invoice`; returns it with its payload
-    (the ``invoice.created`` event's data, which is also the API's answer)."""
-    wallet = await ensure_wallet(session, owner_type="merchant", owner_id=store.merchant_id)
+    (the ``invoice.created`` event's data, which is also the API's answer). ``store`` may be
+    a remembered copy (:func:`invoice_store`): if the store's settings are no longer the ones
+    it holds, nothing is created and :class:`StoreChanged` says to quote again."""
+    wallet = await _merchant_wallet(session, store.merchant_id)
     now = quote.created_at
     inv = StoreInvoice(
         id=quote.id, store_id=store.id, wallet_id=wallet.id, status=Status.NEW.value,
@@ -197,15 +269,16 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
                                  expiry_seconds=int((quote.expires_at - now).total_seconds()),
                                  store_invoice_id=inv.id, flush=False)
     if "onchain" in quote.methods:
-        # Last: on PostgreSQL the allocation holds the address cursor's row lock until commit.
+        # A pooled address, claimed with one statement (no shared row is locked).
         dep = await open_deposit(session, wallet=wallet, settings=settings,
                                  amount_msat=quote.due_msat, description=f"Invoice {inv.id}",
                                  confirmations=quote.speed, expires_at=inv.expires_at)
         inv.deposit_id = dep.id
         address = dep.address
-        await session.flush()  # the deposit row first: the invoice's foreign key needs it
-    session.add(inv)  # inserted complete: no UPDATE to link it afterwards
-    await session.flush()
+    await session.flush()  # the deposit row first: the invoice's foreign key needs it
+    # Inserted complete (no UPDATE to link it afterwards), and only if the store still has
+    # the settings the quote used.
+    await _insert_if_store_unchanged(session, inv, store)
     known = _destinations(inv, address, ln)
     return inv, await _emit(session, inv, "invoice.created", known=known)
 
