@@ -47,7 +47,7 @@ from satvault import __version__
 from satvault.db import utcnow
 from satvault.events.errors import InvalidWebhook
 from satvault.events.models import Webhook, WebhookAttempt, WebhookDelivery
-from satvault.events.outbox import fan_out, mark_changed
+from satvault.events.outbox import mark_changed
 from satvault.events.signing import SIGNATURE_HEADER, sign
 from satvault.events.ssrf import RESOLVE_TIMEOUT, CheckedUrl, check
 from satvault.kernel.errors import NotFound
@@ -149,7 +149,6 @@ class WebhookDispatcher:
     give_up_after: timedelta = timedelta(hours=24)
     max_attempts: int | None = None
     max_endpoints: int = 200
-    fan_out_batch: int = 500
     rng: random.Random = field(default_factory=random.Random)
     attempted: int = field(default=0, init=False)  # attempts made by this instance
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
@@ -190,11 +189,6 @@ class WebhookDispatcher:
         if free <= 0:
             return 0
         busy = set(self._tasks)
-        # New events first: their deliveries, made here rather than in the request that
-        # wrote the event, are due at once.
-        while await retrying(self.sessions, partial(fan_out, limit=self.fan_out_batch)) \
-                == self.fan_out_batch:
-            pass  # a full batch: there may be more
         due = await retrying(self.sessions, lambda s: self._due_endpoints(s, busy, free))
         for webhook_id in due:
             task = asyncio.create_task(self._drain(webhook_id), name=f"webhook:{webhook_id}")

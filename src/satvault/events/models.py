@@ -9,9 +9,8 @@ and live-update streams resume from it (``Last-Event-ID``).
 we sign every delivery with, so we must be able to use it, not only recognise it (an API key,
 which we only ever compare, is stored as a hash).
 
-``webhook_deliveries`` is one row per (webhook, event), created by the dispatcher's fan-out
-from the committed event (which stays ``fanout = 'pending'`` until then), so a restart loses
-nothing. Status::
+``webhook_deliveries`` is one row per (webhook, event), created by the same transaction as the
+event (the fan-out), so a restart loses nothing. Status::
 
     pending ──attempt ok──▶ succeeded
        │                        ▲
@@ -34,13 +33,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from satvault.db import Base, IdInt, UtcDateTime
 
-__all__ = ["DELIVERY_STATUSES", "FANOUT_SQL", "WAITING_SQL", "OutboxEvent", "Webhook",
-           "WebhookAttempt", "WebhookDelivery"]
+__all__ = ["DELIVERY_STATUSES", "WAITING_SQL", "OutboxEvent", "Webhook", "WebhookAttempt",
+           "WebhookDelivery"]
 
 DELIVERY_STATUSES = ("pending", "succeeded", "failed", "dead")
 # Written as a literal (not bound parameters) so both databases can use the partial index.
 WAITING_SQL = "status IN ('pending','failed')"
-FANOUT_SQL = "fanout = 'pending'"
 
 
 class OutboxEvent(Base):
@@ -54,15 +52,10 @@ class OutboxEvent(Base):
     wallet_id: Mapped[str | None] = mapped_column(String(40))
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    # 'pending' until the dispatcher created the event's webhook deliveries, then 'done';
-    # NULL for events no webhook can want (no store).
-    fanout: Mapped[str | None] = mapped_column(String(8))
 
     __table_args__ = (
         Index("ix_outbox_events_subject", "subject_type", "subject_id", "id"),
         Index("ix_outbox_events_wallet", "wallet_id", "id"),
-        Index("ix_outbox_events_fanout", "id", sqlite_where=text(FANOUT_SQL),
-              postgresql_where=text(FANOUT_SQL)),
     )
 
 

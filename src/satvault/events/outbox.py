@@ -2,17 +2,14 @@
 database transaction as the change itself.
 
 Whoever changes an invoice, a withdrawal or a wallet calls :func:`emit` with the session of
-that unit of work: one INSERT. The event commits or rolls back with the change. An event of a
-store is written with ``fanout = 'pending'``; the webhook dispatcher's :func:`fan_out` later
-creates one ``webhook_deliveries`` row for each enabled webhook of the store subscribed to its
-type and marks the event ``done``, in one transaction, so a webhook can never report something
-that did not happen, nor miss something that did, and nothing is held in memory (a restart
-loses nothing). The subscriptions that count are those at fan-out time. The outbox id is the
-global order.
+that unit of work. The event, and one ``webhook_deliveries`` row for each enabled webhook of
+the store subscribed to its type, commit or roll back with the change: a webhook can never
+report something that did not happen, nor miss something that did, and nothing is held in
+memory (a restart loses nothing). The outbox id is the global order.
 
 After a transaction that emitted commits, :data:`notifier` wakes in-process listeners (the
-webhook worker, for a store's event; live-update streams) so they need not wait for their
-next poll; other processes find the rows by polling.
+webhook worker, live-update streams) so they need not wait for their next poll; other
+processes find the rows by polling.
 
 The payload is the full object as JSON (not only its id). Every consumer sees the same
 envelope, built once by :func:`envelope`::
@@ -25,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Table, event, insert, literal_column, select, update
+from sqlalchemy import Table, event, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -43,8 +40,7 @@ from satvault.kernel.ids import new_id
 from satvault.ledger.store import BALANCES_CHANGED
 from satvault.logs import get_logger
 
-__all__ = ["OutboxNotifier", "dumps", "emit", "envelope", "fan_out", "mark_changed",
-           "notifier"]
+__all__ = ["OutboxNotifier", "dumps", "emit", "envelope", "mark_changed", "notifier"]
 
 log = get_logger(__name__)
 outbox_t = cast(Table, OutboxEvent.__table__)
@@ -86,8 +82,7 @@ class OutboxNotifier:
     def subscribe(self, callback: Callable[[], None], *, deliveries_only: bool = False
                   ) -> Callable[[], None]:
         """Call ``callback`` after every such commit (with ``deliveries_only``, only after
-        one that may have webhook deliveries to make or send: a store's event, a redelivery);
-        returns the unsubscribe function."""
+        one that queued webhook deliveries); returns the unsubscribe function."""
         entry = (callback, deliveries_only)
         self._callbacks.append(entry)
 
@@ -154,20 +149,26 @@ async def emit(
     store_id: str | None = None,
     wallet_id: str | None = None,
     now: datetime | None = None,
+    webhooks: Sequence[tuple[str, str]] | None = None,
 ) -> int:
-    """Write an event in the caller's transaction (never commits); the webhooks of
-    ``store_id`` subscribed to ``type`` get it through :func:`fan_out`. Returns the event id.
+    """Write an event in the caller's transaction (never commits) and queue a delivery for
+    every enabled webhook of ``store_id`` subscribed to ``type``; returns the event id.
+
+    ``webhooks``: the store's enabled webhooks as ``(id, events)`` in id order, when the
+    caller already knows them as of this transaction (the store-invoice path remembers them
+    with the store and has the store's version checked by its own INSERT); then they are not
+    read again.
 
     ``wallet_id`` routes the event to that wallet's live-update stream (it defaults to the
     subject for wallet events). Events without ``store_id`` reach no webhook."""
     return await session.run_sync(
         _write, type=type, subject_type=subject_type, subject_id=subject_id, payload=payload,
-        store_id=store_id, wallet_id=wallet_id, now=now)
+        store_id=store_id, wallet_id=wallet_id, now=now, webhooks=webhooks)
 
 
 def _write(session: Session, *, type: str, subject_type: str, subject_id: str,
            payload: Mapping[str, Any], store_id: str | None, wallet_id: str | None,
-           now: datetime | None) -> int:
+           now: datetime | None, webhooks: Sequence[tuple[str, str]] | None = None) -> int:
     """:func:`emit` on the synchronous session (commit hooks run there)."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}")
@@ -183,50 +184,25 @@ def _write(session: Session, *, type: str, subject_type: str, subject_id: str,
         insert(outbox_t).returning(outbox_t.c.id),
         {"type": type, "subject_type": subject_type, "subject_id": subject_id,
          "store_id": store_id, "wallet_id": wallet_id, "payload": payload_json,
-         "created_at": created_at, "fanout": None if store_id is None else "pending"},
+         "created_at": created_at},
     ).scalar_one())
-    # A store's event wakes the webhook worker, which fans it out (and finds no webhook
-    # wanting it, often: one short step, never a query in the caller's transaction).
-    _mark(session, deliveries=store_id is not None)
-    return event_id
-
-
-async def fan_out(session: AsyncSession, *, limit: int = 500) -> int:
-    """Create the webhook deliveries of up to ``limit`` pending events, oldest first, and mark
-    them done (the caller commits); returns how many events it fanned out. Concurrent
-    dispatchers skip each other's events (PostgreSQL), or take turns (SQLite)."""
-    pending = (await session.execute(
-        select(outbox_t.c.id, outbox_t.c.type, outbox_t.c.store_id, outbox_t.c.payload,
-               outbox_t.c.created_at)
-        .where(outbox_t.c.fanout == literal_column("'pending'"))
-        .order_by(outbox_t.c.id).limit(limit).with_for_update(skip_locked=True)
-    )).all()
-    if not pending:
-        return 0
-    stores = sorted({e.store_id for e in pending if e.store_id is not None})
-    hooks: dict[str, list[tuple[str, list[str]]]] = {}
-    for hook_id, store_id, events in (await session.execute(
-            select(Webhook.id, Webhook.store_id, Webhook.events)
-            .where(Webhook.store_id.in_(stores), Webhook.enabled.is_(True))
-            .order_by(Webhook.id))).all():
-        hooks.setdefault(store_id, []).append((hook_id, events.split()))
     rows: list[dict[str, Any]] = []
-    for e in pending:
-        wanted = [hook_id for hook_id, subscribed in hooks.get(e.store_id, ())
-                  if matches(subscribed, e.type)]
-        if not wanted:
-            continue
-        body = envelope(e.id, e.type, e.created_at, e.payload)
-        rows += [{"id": new_id("whd"), "webhook_id": hook_id, "event_id": e.id,
-                  "event_type": e.type, "status": "pending", "attempts": 0,
-                  "next_attempt_at": e.created_at, "request_body": body,
-                  "created_at": e.created_at, "updated_at": e.created_at}
-                 for hook_id in wanted]
-    if rows:
-        await session.execute(insert(deliveries_t), rows)
-    await session.execute(update(outbox_t).where(outbox_t.c.id.in_([e.id for e in pending]))
-                          .values(fanout="done"))
-    return len(pending)
+    if store_id is not None:
+        hooks = webhooks if webhooks is not None else [tuple(row) for row in session.execute(
+            select(Webhook.id, Webhook.events)
+            .where(Webhook.store_id == store_id, Webhook.enabled.is_(True))
+            .order_by(Webhook.id)
+        ).all()]
+        body = envelope(event_id, type, created_at, payload_json)
+        rows = [{"id": new_id("whd"), "webhook_id": hook_id, "event_id": event_id,
+                 "event_type": type, "status": "pending", "attempts": 0,
+                 "next_attempt_at": created_at, "request_body": body,
+                 "created_at": created_at, "updated_at": created_at}
+                for hook_id, events in hooks if matches(events.split(), type)]
+        if rows:
+            session.execute(insert(deliveries_t), rows)
+    _mark(session, deliveries=bool(rows))
+    return event_id
 
 
 @event.listens_for(Session, "before_commit")

@@ -1,9 +1,8 @@
 """The webhook worker: a :class:`satvault.workers.Worker` around
-:meth:`WebhookDispatcher.step`, woken as soon as a transaction that wrote a store's event (its
-deliveries are made by the step's fan-out) or asked for a redelivery commits in this process;
-other processes' events are found at the next tick. Events of no store (a wallet's balance)
-do not wake it. Wake-ups that arrive while a step runs are served by one more step, so under
-load the fan-out takes many events at a time."""
+:meth:`WebhookDispatcher.step`, woken as soon as a transaction that queued webhook deliveries
+(or asked for a redelivery) commits in this process; other processes' deliveries are found at
+the next tick. Events no webhook subscribed to do not wake it: under load that would be one
+scheduling query per commit for nothing."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from satvault.accounts.service import Principal
 from satvault.invoices.models import StoreInvoice
 from satvault.invoices.service import (
     InvoiceRequest,
+    InvoiceStore,
     Quote,
     StoreChanged,
     create_store_invoice,
@@ -110,22 +111,31 @@ async def create(store_id: str, body: InvoiceIn, request: Request, principal: Wr
             payment_tolerance_percent=body.payment_tolerance_percent,
             redirect_url=body.redirect_url)
 
-    async def prepare() -> tuple[Store, Quote]:
+    async def prepare(fresh: bool = False) -> tuple[InvoiceStore, Quote]:
         # The ownership check (a store never changes merchant, so it holds for the work; the
         # store is usually remembered), then the rate and the node's BOLT11 with no
         # transaction open.
-        store = await invoice_store(request.app.state.sessions, store_id)
-        if store is None or not owns_store(principal, store):
+        found = await invoice_store(request.app.state.sessions, store_id, fresh=fresh)
+        if found is None or not owns_store(principal, found.store):
             raise NotFound(f"store {store_id!r} not found")
-        return store, await quote_store_invoice(store=store, request=invoice_request(store),
-                                                settings=settings, lightning=lightning,
-                                                rates=rates)
+        store = found.store
+        try:
+            return found, await quote_store_invoice(
+                store=store, request=invoice_request(store), settings=settings,
+                lightning=lightning, rates=rates)
+        except Exception:
+            if not found.remembered:
+                raise
+            return await prepare(fresh=True)  # refused with settings that may be gone
 
-    async def work(session: AsyncSession, ready: tuple[Store, Quote]) -> tuple[int, Any]:
-        store, quote = ready
+    async def work(session: AsyncSession, ready: tuple[InvoiceStore, Quote]
+                   ) -> tuple[int, Any]:
+        found, quote = ready
+        store = found.store
         try:
             _, payload = await create_store_invoice(session, store=store, settings=settings,
-                                                    request=invoice_request(store), quote=quote)
+                                                    request=invoice_request(store), quote=quote,
+                                                    webhooks=found.webhooks)
         except StoreChanged as exc:
             raise PrepareAgain from exc
         return 201, payload

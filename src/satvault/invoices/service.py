@@ -19,7 +19,18 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, inspect, literal, select, update
+from sqlalchemy import (
+    Table,
+    exists,
+    false,
+    func,
+    insert,
+    inspect,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Store, Wallet
@@ -28,6 +39,7 @@ from satvault.amounts import InvalidAmount, parse_decimal
 from satvault.backends.lightning import Invoice, LightningBackend
 from satvault.config import Settings
 from satvault.db import utcnow
+from satvault.events.models import Webhook
 from satvault.invoices.models import StoreInvoice
 from satvault.invoices.status import (
     Additional,
@@ -49,10 +61,24 @@ from satvault.rates.base import currency_scale
 from satvault.rates.convert import apply_spread, fiat_to_msat
 from satvault.rates.service import RateService, build_rate_service
 
-__all__ = ["Destinations", "FollowUp", "InvoiceRequest", "Quote", "StoreChanged",
-           "create_store_invoice", "destinations", "destinations_of", "follow_up_of",
-           "get_invoice", "invoice_store", "mark_invoice", "quote_store_invoice",
-           "record_follow_up", "refresh"]
+__all__ = [
+    "Destinations",
+    "FollowUp",
+    "InvoiceRequest",
+    "InvoiceStore",
+    "Quote",
+    "StoreChanged",
+    "create_store_invoice",
+    "destinations",
+    "destinations_of",
+    "follow_up_of",
+    "get_invoice",
+    "invoice_store",
+    "mark_invoice",
+    "quote_store_invoice",
+    "record_follow_up",
+    "refresh",
+]
 
 log = get_logger(__name__)
 MSAT_PER_BTC = 10**11
@@ -66,32 +92,53 @@ class StoreChanged(Exception):
 
 
 # What an invoice needs of its store, remembered per process: (merchant, default currency,
-# speed policy, spread). A store never changes merchant, so the ownership check holds; the
-# settings may change, and create_store_invoice inserts the invoice only if the store still
-# has the ones the quote used (checked by the INSERT itself), so a stale entry costs one more
-# quote, never an invoice priced with old settings.
-_stores: OrderedDict[str, tuple[str, str, int, int]] = OrderedDict()
+# speed policy, spread, enabled webhooks as (id, events)). A store never changes merchant, so
+# the ownership check holds; the settings and webhooks may change, and create_store_invoice
+# inserts the invoice only if the store still has the ones remembered (checked by the INSERT
+# itself), so a stale entry costs one more quote, never an invoice priced with old settings
+# or an event fanned out to yesterday's webhooks.
+Hooks = tuple[tuple[str, str], ...]
+_stores: OrderedDict[str, tuple[str, str, int, int, Hooks]] = OrderedDict()
 _STORES_MAX = 10_000
 # merchant id → its wallet id: a wallet never changes owner and is never deleted.
 _merchant_wallets: dict[str, str] = {}
 
 
-async def invoice_store(sessions: async_sessionmaker[AsyncSession], store_id: str
-                        ) -> Store | None:
-    """The store as an invoice needs it (a detached copy; no statement when remembered)."""
-    hit = _stores.get(store_id)
+@dataclass(frozen=True, slots=True)
+class InvoiceStore:
+    """The store as an invoice needs it: a detached copy, its enabled webhooks, and whether it
+    came from memory (a quote refused with it is made again with a fresh read: the settings it
+    was refused for may be gone)."""
+
+    store: Store
+    webhooks: Hooks
+    remembered: bool
+
+
+async def invoice_store(sessions: async_sessionmaker[AsyncSession], store_id: str, *,
+                        fresh: bool = False) -> InvoiceStore | None:
+    """The store and its webhooks, as an invoice needs them (no statement when remembered)."""
+    hit = None if fresh else _stores.get(store_id)
+    remembered = hit is not None
     if hit is None:
         async with sessions() as s:
             found = await s.get(Store, store_id)
+            hooks = () if found is None else tuple(
+                (hook_id, events) for hook_id, events in await s.execute(
+                    select(Webhook.id, Webhook.events)
+                    .where(Webhook.store_id == store_id, Webhook.enabled.is_(True))
+                    .order_by(Webhook.id)))
         if found is None:
+            _stores.pop(store_id, None)
             return None
-        hit = (found.merchant_id, found.default_currency, found.speed_policy, found.spread_bp)
+        hit = (found.merchant_id, found.default_currency, found.speed_policy, found.spread_bp,
+               hooks)
         _stores[store_id] = hit
         while len(_stores) > _STORES_MAX:
             _stores.popitem(last=False)
-    merchant_id, currency, speed, spread = hit
-    return Store(id=store_id, merchant_id=merchant_id, default_currency=currency,
-                 speed_policy=speed, spread_bp=spread)
+    merchant_id, currency, speed, spread, hooks = hit
+    return InvoiceStore(Store(id=store_id, merchant_id=merchant_id, default_currency=currency,
+                              speed_policy=speed, spread_bp=spread), hooks, remembered)
 
 
 async def _merchant_wallet(session: AsyncSession, merchant_id: str) -> Wallet:
@@ -109,10 +156,22 @@ async def _merchant_wallet(session: AsyncSession, merchant_id: str) -> Wallet:
     return Wallet(id=wallet_id, owner_type="merchant", owner_id=merchant_id, asset="BTC")
 
 
+def _same_webhooks(store_id: str, hooks: Hooks) -> Any:
+    """True in SQL while the store's enabled webhooks are exactly ``hooks``."""
+    enabled = (Webhook.store_id == store_id) & Webhook.enabled.is_(True)
+    known = or_(false(), *((Webhook.id == hook_id) & (Webhook.events == events)
+                           for hook_id, events in hooks))
+    others = ~exists().where(enabled, ~known)
+    if not hooks:
+        return others
+    count = select(func.count()).select_from(Webhook).where(enabled).scalar_subquery()
+    return others & (count == len(hooks))
+
+
 async def _insert_if_store_unchanged(session: AsyncSession, inv: StoreInvoice,
-                                     store: Store) -> None:
-    """INSERT the invoice … SELECT from its store row with the settings the quote used: no
-    row, no invoice (StoreChanged)."""
+                                     store: Store, hooks: Hooks) -> None:
+    """INSERT the invoice … SELECT from its store row with the settings the quote used and
+    the webhooks the event will be fanned out to: no row, no invoice (StoreChanged)."""
     table = cast(Table, StoreInvoice.__table__)
     names, values = [], []
     for attr in inspect(StoreInvoice).column_attrs:
@@ -122,7 +181,8 @@ async def _insert_if_store_unchanged(session: AsyncSession, inv: StoreInvoice,
     done = await session.execute(insert(table).from_select(names, select(*values).where(
         Store.id == store.id, Store.merchant_id == store.merchant_id,
         Store.default_currency == store.default_currency,
-        Store.speed_policy == store.speed_policy, Store.spread_bp == store.spread_bp)))
+        Store.speed_policy == store.speed_policy, Store.spread_bp == store.spread_bp,
+        _same_webhooks(store.id, hooks))))
     if done.rowcount != 1:  # type: ignore[attr-defined]
         _stores.pop(store.id, None)
         raise StoreChanged(f"the settings of store {store.id!r} changed")
@@ -243,12 +303,13 @@ async def quote_store_invoice(*, store: Store, request: InvoiceRequest, settings
 
 
 async def create_store_invoice(session: AsyncSession, *, store: Store, request: InvoiceRequest,
-                               settings: Settings, quote: Quote
+                               settings: Settings, quote: Quote, webhooks: Hooks | None = None
                                ) -> tuple[StoreInvoice, dict[str, Any]]:
     """Create the invoice from its :func:`quote_store_invoice`; returns it with its payload
     (the ``invoice.created`` event's data, which is also the API's answer). ``store`` may be
-    a remembered copy (:func:`invoice_store`): if the store's settings are no longer the ones
-    it holds, nothing is created and :class:`StoreChanged` says to quote again."""
+    a remembered copy, with its ``webhooks`` (:func:`invoice_store`): if the store's settings
+    or webhooks are no longer those, nothing is created and :class:`StoreChanged` says to
+    quote again. Without ``webhooks`` they are read."""
     wallet = await _merchant_wallet(session, store.merchant_id)
     now = quote.created_at
     inv = StoreInvoice(
@@ -278,9 +339,14 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
     await session.flush()  # the deposit row first: the invoice's foreign key needs it
     # Inserted complete (no UPDATE to link it afterwards), and only if the store still has
     # the settings the quote used.
-    await _insert_if_store_unchanged(session, inv, store)
+    if webhooks is None:
+        webhooks = tuple((i, e) for i, e in await session.execute(
+            select(Webhook.id, Webhook.events)
+            .where(Webhook.store_id == store.id, Webhook.enabled.is_(True))
+            .order_by(Webhook.id)))
+    await _insert_if_store_unchanged(session, inv, store, webhooks)
     known = _destinations(inv, address, ln)
-    return inv, await _emit(session, inv, "invoice.created", known=known)
+    return inv, await _emit(session, inv, "invoice.created", known=known, webhooks=webhooks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,7 +542,8 @@ async def get_invoice(session: AsyncSession, invoice_id: str) -> StoreInvoice:
 
 
 async def _emit(session: AsyncSession, inv: StoreInvoice, event: str, *,
-                known: Destinations | None = None) -> dict[str, Any]:
+                known: Destinations | None = None, webhooks: Hooks | None = None
+                ) -> dict[str, Any]:
     """Write the event in this transaction (webhooks and live updates read the outbox);
     returns its payload. ``known``: the destinations, when the caller has just made them."""
     from satvault.events.outbox import emit
@@ -485,5 +552,6 @@ async def _emit(session: AsyncSession, inv: StoreInvoice, event: str, *,
     payload = await invoice_payload(session, inv, str(session.info.get("public_url", "")),
                                     known=known)
     await emit(session, type=event, subject_type="invoice", subject_id=inv.id,
-               payload=payload, store_id=inv.store_id, wallet_id=inv.wallet_id)
+               payload=payload, store_id=inv.store_id, wallet_id=inv.wallet_id,
+               webhooks=webhooks)
     return payload
