@@ -41,7 +41,11 @@ async def test_fresh_address_per_request_even_concurrently(env: Env):
              ).scalar_one()
         window = (await s.execute(select(OnchainAddress.idx).where(
             OnchainAddress.wallet_id == w.id, OnchainAddress.chain == 0))).scalars().all()
-    assert w.next_receive == 21
+        handed_out = (await s.execute(select(OnchainAddress.idx).where(
+            OnchainAddress.wallet_id == w.id, OnchainAddress.chain == 0,
+            OnchainAddress.status == "allocated"))).scalars().all()
+    assert sorted(handed_out) == list(range(21))  # the pool is claimed lowest index first
+    assert w.next_receive == max(window) + 1  # the next index the pool derives
     assert max(window) == 20 + env.settings.gap_limit  # look-ahead kept ahead of the last one
 
 

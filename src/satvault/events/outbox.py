@@ -164,16 +164,29 @@ async def emit(
     store_id: str | None = None,
     wallet_id: str | None = None,
     now: datetime | None = None,
+    webhooks: Sequence[tuple[str, str]] | None = None,
 ) -> int:
     """Write an event in the caller's transaction (never commits) and queue a delivery for
     every enabled webhook of ``store_id`` subscribed to ``type``; returns the event id.
+
+    ``webhooks``: the store's enabled webhooks as ``(id, events)`` in id order, when the
+    caller already knows them as of this transaction (the store-invoice path remembers them
+    with the store and has the store's version checked by its own INSERT); then they are not
+    read again.
 
     ``wallet_id`` routes the event to that wallet's live-update stream (it defaults to the
     subject for wallet events). Events without ``store_id`` reach no webhook."""
     (event_id,) = await emit_many(session, [Event(
         type=type, subject_type=subject_type, subject_id=subject_id, payload=payload,
-        store_id=store_id, wallet_id=wallet_id, now=now)])
+        store_id=store_id, wallet_id=wallet_id, now=now)], webhooks=webhooks)
     return event_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Hook:
+    id: str
+    store_id: str
+    events: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,15 +203,18 @@ class Event:
 
 
 async def emit_many(session: AsyncSession, events: Sequence[Event], *,
-                    balances: bool = False) -> list[int]:
+                    balances: bool = False,
+                    webhooks: Sequence[tuple[str, str]] | None = None) -> list[int]:
     """:func:`emit` for several events of one operation, in this order: one INSERT for all
     of them (and one webhook lookup and one delivery INSERT if any has a store). With
     ``balances``, the ``wallet.balance_changed`` events the commit would write for the
-    ledger moves made so far follow in the same INSERT (for an operation's last events)."""
-    return await session.run_sync(_write, events, balances=balances)
+    ledger moves made so far follow in the same INSERT (for an operation's last events).
+    ``webhooks``: as for :func:`emit`, when every event with a store is of that one store."""
+    return await session.run_sync(_write, events, balances=balances, webhooks=webhooks)
 
 
-def _write(session: Session, events: Sequence[Event], *, balances: bool = False) -> list[int]:
+def _write(session: Session, events: Sequence[Event], *, balances: bool = False,
+           webhooks: Sequence[tuple[str, str]] | None = None) -> list[int]:
     """:func:`emit_many` on the synchronous session (commit hooks run there)."""
     if not isinstance(session, OutboxSession):
         raise RuntimeError("this session factory was not wired by the composition root "
@@ -232,11 +248,16 @@ def _write(session: Session, events: Sequence[Event], *, balances: bool = False)
     deliveries: list[dict[str, Any]] = []
     stores = sorted({r["store_id"] for r in rows if r["store_id"] is not None})
     if stores:
-        hooks = session.execute(
-            select(Webhook.id, Webhook.store_id, Webhook.events)
-            .where(Webhook.store_id.in_(stores), Webhook.enabled.is_(True))
-            .order_by(Webhook.id)
-        ).all()
+        if webhooks is not None:
+            if len(stores) != 1:
+                raise ValueError("known webhooks are those of one store")
+            hooks: Sequence[Any] = [_Hook(hook_id, stores[0], kinds) for hook_id, kinds in webhooks]
+        else:
+            hooks = session.execute(
+                select(Webhook.id, Webhook.store_id, Webhook.events)
+                .where(Webhook.store_id.in_(stores), Webhook.enabled.is_(True))
+                .order_by(Webhook.id)
+            ).all()
         for event_id, row in zip(ids, rows, strict=True):
             if row["store_id"] is None:
                 continue

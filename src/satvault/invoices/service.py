@@ -12,14 +12,26 @@ for the remainder is issued, so one scan of the unified BIP21 QR always pays the
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import (
+    Table,
+    exists,
+    false,
+    func,
+    insert,
+    inspect,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Store, Wallet
 from satvault.accounts.service import ensure_wallet
@@ -27,6 +39,7 @@ from satvault.amounts import InvalidAmount, parse_decimal
 from satvault.backends.lightning import Invoice, LightningBackend
 from satvault.config import Settings
 from satvault.db import utcnow
+from satvault.events.models import Webhook
 from satvault.invoices.models import StoreInvoice
 from satvault.invoices.status import (
     Additional,
@@ -48,15 +61,132 @@ from satvault.rates.base import currency_scale
 from satvault.rates.convert import apply_spread, fiat_to_msat
 from satvault.rates.service import RateService, build_rate_service
 
-__all__ = ["Destinations", "FollowUp", "InvoiceRequest", "Quote", "apply_payment",
-           "create_store_invoice",
-           "destinations", "destinations_of", "follow_up_of", "get_invoice", "mark_invoice",
-           "quote_store_invoice", "record_follow_up", "refresh"]
+__all__ = [
+    "Destinations",
+    "FollowUp",
+    "InvoiceRequest",
+    "InvoiceStore",
+    "Quote",
+    "StoreChanged",
+    "apply_payment",
+    "create_store_invoice",
+    "destinations",
+    "destinations_of",
+    "follow_up_of",
+    "get_invoice",
+    "invoice_store",
+    "mark_invoice",
+    "quote_store_invoice",
+    "record_follow_up",
+    "refresh",
+]
 
 log = get_logger(__name__)
 MSAT_PER_BTC = 10**11
 MAX_MSAT = 21_000_000 * MSAT_PER_BTC
 METHODS = ("onchain", "lightning")
+
+
+class StoreChanged(Exception):
+    """The store's settings changed since the quote read them: the invoice was not created,
+    and a new quote must be made with the settings now in force."""
+
+
+# What an invoice needs of its store, remembered per process: (merchant, default currency,
+# speed policy, spread, enabled webhooks as (id, events)). A store never changes merchant, so
+# the ownership check holds; the settings and webhooks may change, and create_store_invoice
+# inserts the invoice only if the store still has the ones remembered (checked by the INSERT
+# itself), so a stale entry costs one more quote, never an invoice priced with old settings
+# or an event fanned out to yesterday's webhooks.
+Hooks = tuple[tuple[str, str], ...]
+_stores: OrderedDict[str, tuple[str, str, int, int, Hooks]] = OrderedDict()
+_STORES_MAX = 10_000
+# merchant id → its wallet id: a wallet never changes owner and is never deleted.
+_merchant_wallets: dict[str, str] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceStore:
+    """The store as an invoice needs it: a detached copy, its enabled webhooks, and whether it
+    came from memory (a quote refused with it is made again with a fresh read: the settings it
+    was refused for may be gone)."""
+
+    store: Store
+    webhooks: Hooks
+    remembered: bool
+
+
+async def invoice_store(sessions: async_sessionmaker[AsyncSession], store_id: str, *,
+                        fresh: bool = False) -> InvoiceStore | None:
+    """The store and its webhooks, as an invoice needs them (no statement when remembered)."""
+    hit = None if fresh else _stores.get(store_id)
+    remembered = hit is not None
+    if hit is None:
+        async with sessions() as s:
+            found = await s.get(Store, store_id)
+            hooks = () if found is None else tuple(
+                (hook_id, events) for hook_id, events in await s.execute(
+                    select(Webhook.id, Webhook.events)
+                    .where(Webhook.store_id == store_id, Webhook.enabled.is_(True))
+                    .order_by(Webhook.id)))
+        if found is None:
+            _stores.pop(store_id, None)
+            return None
+        hit = (found.merchant_id, found.default_currency, found.speed_policy, found.spread_bp,
+               hooks)
+        _stores[store_id] = hit
+        while len(_stores) > _STORES_MAX:
+            _stores.popitem(last=False)
+    merchant_id, currency, speed, spread, hooks = hit
+    return InvoiceStore(Store(id=store_id, merchant_id=merchant_id, default_currency=currency,
+                              speed_policy=speed, spread_bp=spread), hooks, remembered)
+
+
+async def _merchant_wallet(session: AsyncSession, merchant_id: str) -> Wallet:
+    """The merchant's wallet (only its ids are read), from memory once it was seen committed."""
+    wallet_id = _merchant_wallets.get(merchant_id)
+    if wallet_id is None:
+        wallet_id = (await session.execute(select(Wallet.id).where(
+            Wallet.owner_type == "merchant", Wallet.owner_id == merchant_id,
+            Wallet.asset == "BTC"))).scalar_one_or_none()
+        if wallet_id is None:  # the first invoice: created with this transaction
+            return await ensure_wallet(session, owner_type="merchant", owner_id=merchant_id)
+        if len(_merchant_wallets) >= _STORES_MAX:
+            _merchant_wallets.clear()
+        _merchant_wallets[merchant_id] = wallet_id
+    return Wallet(id=wallet_id, owner_type="merchant", owner_id=merchant_id, asset="BTC")
+
+
+def _same_webhooks(store_id: str, hooks: Hooks) -> Any:
+    """True in SQL while the store's enabled webhooks are exactly ``hooks``."""
+    enabled = (Webhook.store_id == store_id) & Webhook.enabled.is_(True)
+    known = or_(false(), *((Webhook.id == hook_id) & (Webhook.events == events)
+                           for hook_id, events in hooks))
+    others = ~exists().where(enabled, ~known)
+    if not hooks:
+        return others
+    count = select(func.count()).select_from(Webhook).where(enabled).scalar_subquery()
+    return others & (count == len(hooks))
+
+
+async def _insert_if_store_unchanged(session: AsyncSession, inv: StoreInvoice,
+                                     store: Store, hooks: Hooks) -> None:
+    """INSERT the invoice … SELECT from its store row with the settings the quote used and
+    the webhooks the event will be fanned out to: no row, no invoice (StoreChanged)."""
+    table = cast(Table, StoreInvoice.__table__)
+    names, values = [], []
+    for attr in inspect(StoreInvoice).column_attrs:
+        column = attr.columns[0]
+        names.append(column.name)
+        values.append(literal(getattr(inv, attr.key), type_=column.type))
+    done = await session.execute(insert(table).from_select(names, select(*values).where(
+        Store.id == store.id, Store.merchant_id == store.merchant_id,
+        Store.default_currency == store.default_currency,
+        Store.speed_policy == store.speed_policy, Store.spread_bp == store.spread_bp,
+        _same_webhooks(store.id, hooks))))
+    if done.rowcount != 1:  # type: ignore[attr-defined]
+        _stores.pop(store.id, None)
+        raise StoreChanged(f"the settings of store {store.id!r} changed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,11 +304,14 @@ async def quote_store_invoice(*, store: Store, request: InvoiceRequest, settings
 
 
 async def create_store_invoice(session: AsyncSession, *, store: Store, request: InvoiceRequest,
-                               settings: Settings, quote: Quote
+                               settings: Settings, quote: Quote, webhooks: Hooks | None = None
                                ) -> tuple[StoreInvoice, dict[str, Any]]:
     """Create the invoice from its :func:`quote_store_invoice`; returns it with its payload
-    (the ``invoice.created`` event's data, which is also the API's answer)."""
-    wallet = await ensure_wallet(session, owner_type="merchant", owner_id=store.merchant_id)
+    (the ``invoice.created`` event's data, which is also the API's answer). ``store`` may be
+    a remembered copy, with its ``webhooks`` (:func:`invoice_store`): if the store's settings
+    or webhooks are no longer those, nothing is created and :class:`StoreChanged` says to
+    quote again. Without ``webhooks`` they are read."""
+    wallet = await _merchant_wallet(session, store.merchant_id)
     now = quote.created_at
     inv = StoreInvoice(
         id=quote.id, store_id=store.id, wallet_id=wallet.id, status=Status.NEW.value,
@@ -198,17 +331,23 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
                                  expiry_seconds=int((quote.expires_at - now).total_seconds()),
                                  store_invoice_id=inv.id, flush=False)
     if "onchain" in quote.methods:
-        # Last: on PostgreSQL the allocation holds the address cursor's row lock until commit.
+        # A pooled address, claimed with one statement (no shared row is locked).
         dep = await open_deposit(session, wallet=wallet, settings=settings,
                                  amount_msat=quote.due_msat, description=f"Invoice {inv.id}",
                                  confirmations=quote.speed, expires_at=inv.expires_at)
         inv.deposit_id = dep.id
         address = dep.address
-        await session.flush()  # the deposit row first: the invoice's foreign key needs it
-    session.add(inv)  # inserted complete: no UPDATE to link it afterwards
-    await session.flush()
+    await session.flush()  # the deposit row first: the invoice's foreign key needs it
+    # Inserted complete (no UPDATE to link it afterwards), and only if the store still has
+    # the settings the quote used.
+    if webhooks is None:
+        webhooks = tuple((i, e) for i, e in await session.execute(
+            select(Webhook.id, Webhook.events)
+            .where(Webhook.store_id == store.id, Webhook.enabled.is_(True))
+            .order_by(Webhook.id)))
+    await _insert_if_store_unchanged(session, inv, store, webhooks)
     known = _destinations(inv, address, ln)
-    return inv, await _emit(session, inv, "invoice.created", known=known)
+    return inv, await _emit(session, inv, "invoice.created", known=known, webhooks=webhooks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,7 +556,8 @@ async def get_invoice(session: AsyncSession, invoice_id: str) -> StoreInvoice:
 
 
 async def _emit(session: AsyncSession, inv: StoreInvoice, event: str, *,
-                known: Destinations | None = None) -> dict[str, Any]:
+                known: Destinations | None = None, webhooks: Hooks | None = None
+                ) -> dict[str, Any]:
     """Write the event in this transaction (webhooks and live updates read the outbox);
     returns its payload. ``known``: the destinations, when the caller has just made them."""
     from satvault.events.outbox import emit
@@ -426,5 +566,6 @@ async def _emit(session: AsyncSession, inv: StoreInvoice, event: str, *,
     payload = await invoice_payload(session, inv, str(session.info.get("public_url", "")),
                                     known=known)
     await emit(session, type=event, subject_type="invoice", subject_id=inv.id,
-               payload=payload, store_id=inv.store_id, wallet_id=inv.wallet_id)
+               payload=payload, store_id=inv.store_id, wallet_id=inv.wallet_id,
+               webhooks=webhooks)
     return payload

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from satvault.db import Amount, Base, IdInt, UtcDateTime
@@ -49,7 +59,13 @@ class OnchainAddress(Base):
     ever_received: Mapped[bool] = mapped_column(Boolean, default=False)
     times_allocated: Mapped[int] = mapped_column(Integer, default=0)
 
-    __table_args__ = (UniqueConstraint("wallet_id", "chain", "idx", name="position"),)
+    __table_args__ = (
+        UniqueConstraint("wallet_id", "chain", "idx", name="position"),
+        # The deposit address pool a request claims from (service._claim_pooled).
+        Index("ix_onchain_addresses_pool", "wallet_id", "chain", "idx",
+              sqlite_where=text("status = 'lookahead'"),
+              postgresql_where=text("status = 'lookahead'")),
+    )
 
 
 class DepositRequest(Base):

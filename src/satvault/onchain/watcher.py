@@ -48,7 +48,7 @@ from satvault.onchain.models import (
     OnchainWallet,
     ReviewItem,
 )
-from satvault.onchain.service import watched_scripts
+from satvault.onchain.service import top_up_pool, watched_scripts
 
 __all__ = ["Match", "StepReport", "Watcher", "scan_block", "scan_txs"]
 
@@ -213,6 +213,9 @@ class Watcher:
     # ---------------------------------------------------------------------------- step
     async def step(self) -> StepReport:
         report = StepReport()
+        # Keep the deposit address pool deep (here, not in a request): a claim then costs one
+        # statement, and the new addresses are watched from this step on.
+        await retrying(self.sessions, lambda s: top_up_pool(s))
         tip = await self.backend.tip()
         report.tip = tip.height
         async with self.sessions() as s:

@@ -19,6 +19,18 @@ one writer is held across a network call. Then the work and the stored response 
 together, retried from scratch on a serialisation conflict: a crash can never leave work done
 without its response recorded. Domain errors (4xx) are stored and replayed like successes;
 unexpected errors release the key so the client can retry.
+
+*One transaction* (``repeatable_prepare=True``), for requests whose remote preparation is
+harmless to repeat (a store invoice: a BOLT11 nobody pays simply expires). There is no claim:
+``prepare`` runs first, then the work and the key row, inserted complete with its response,
+commit together in one transaction. The unique constraint on (owner, key) decides between
+twins: a concurrent twin's INSERT waits for the first (PostgreSQL) or for the one writer
+(SQLite), conflicts, rolls its whole work back and replays the stored response. A key used
+with another body still gets 422 and a replay still carries ``Idempotent-Replayed: true``;
+domain errors are stored too (in a transaction of their own). What is lost is only that a
+replay repeats ``prepare`` before it finds the stored response (and a twin racing the first
+answer waits instead of getting 409). Requests whose remote work must not run twice (paying a
+node, refunding through LNURL) keep the owned claim.
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -46,7 +58,7 @@ from satvault.kernel.retrying import retrying
 from satvault.logs import get_logger
 
 __all__ = ["TTL", "IdempotencyClaimLost", "IdempotencyConflict", "IdempotencyInProgress",
-           "run_idempotent"]
+           "PrepareAgain", "run_idempotent"]
 
 log = get_logger(__name__)
 TTL = timedelta(hours=24)
@@ -62,6 +74,25 @@ class IdempotencyInProgress(SatvaultError):
 
 class IdempotencyClaimLost(SatvaultError):
     """This request's claim was taken over while it ran; its work was rolled back."""
+
+
+class PrepareAgain(Exception):
+    """Raised by ``work`` (one-transaction mode) when something ``prepare`` relied on has
+    changed since: the transaction rolls back and ``prepare`` runs again."""
+
+
+class _KeyTaken(Exception):
+    """The key row exists already (one-transaction mode): the work must not commit."""
+
+
+def _replay(row: IdempotencyKey) -> JSONResponse:
+    resp = JSONResponse(json.loads(row.response_body or "null"),
+                        status_code=row.response_status or 200)
+    resp.headers["Idempotent-Replayed"] = "true"
+    if (row.response_status or 200) >= 400:
+        resp.media_type = "application/problem+json"
+        resp.headers["content-type"] = "application/problem+json"
+    return resp
 
 
 async def _claim(sessions: async_sessionmaker[AsyncSession], owner: str, key: str,
@@ -85,13 +116,7 @@ async def _claim(sessions: async_sessionmaker[AsyncSession], owner: str, key: st
                 raise IdempotencyConflict(
                     "this Idempotency-Key was used with a different request body")
             if row.status == "done":
-                resp = JSONResponse(json.loads(row.response_body or "null"),
-                                    status_code=row.response_status or 200)
-                resp.headers["Idempotent-Replayed"] = "true"
-                if (row.response_status or 200) >= 400:
-                    resp.media_type = "application/problem+json"
-                    resp.headers["content-type"] = "application/problem+json"
-                return resp
+                return _replay(row)
             alive_at = row.heartbeat_at or row.created_at
             if alive_at > now - stale:
                 raise IdempotencyInProgress(
@@ -131,14 +156,99 @@ async def _heartbeat(sessions: async_sessionmaker[AsyncSession], owner: str, key
             log.warning("idempotency_heartbeat_failed", error=type(exc).__name__)
 
 
+async def _record(session: AsyncSession, owner: str, key: str, digest: str, status: int,
+                  body: Any) -> None:
+    """Insert the key row complete with its response (one-transaction mode)."""
+    now = utcnow()
+    try:
+        await session.execute(insert(IdempotencyKey).values(
+            owner=owner, key=key, request_hash=digest, status="done", response_status=status,
+            response_body=json.dumps(jsonable_encoder(body)), created_at=now,
+            expires_at=now + TTL))
+    except IntegrityError as exc:
+        raise _KeyTaken from exc
+
+
+async def _answer_for_taken(sessions: async_sessionmaker[AsyncSession], owner: str, key: str,
+                            digest: str) -> JSONResponse | None:
+    """What a request whose key row exists answers: the stored response, 422 for another
+    body, 409 while an owned claim runs; None if the row expired (and is now gone) or went
+    away meanwhile, so the request may run."""
+    now = utcnow()
+    async with sessions() as s, s.begin():
+        row = (await s.execute(select(IdempotencyKey).where(
+            IdempotencyKey.owner == owner, IdempotencyKey.key == key))).scalar_one_or_none()
+        if row is None:
+            return None
+        if row.expires_at < now:
+            await s.execute(delete(IdempotencyKey).where(
+                IdempotencyKey.id == row.id, IdempotencyKey.expires_at < now))
+            return None
+        if row.request_hash != digest:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used with a different request body")
+        if row.status == "done":
+            return _replay(row)
+        raise IdempotencyInProgress(
+            "a request with this Idempotency-Key is still being processed")
+
+
+async def _run_in_one_transaction(
+    sessions: async_sessionmaker[AsyncSession], *, owner: str, key: str, digest: str,
+    work: Callable[..., Awaitable[tuple[int, Any]]],
+    prepare: Callable[[], Awaitable[Any]] | None,
+) -> JSONResponse:
+    from satvault.web.problems import problem_for
+
+    for _ in range(4):
+        try:
+            prepared = await prepare() if prepare is not None else None
+
+            async def unit(s: AsyncSession, prepared: Any = prepared) -> tuple[int, Any]:
+                status, payload = await (work(s, prepared) if prepare is not None
+                                         else work(s))
+                await _record(s, owner, key, digest, status, payload)
+                return status, payload
+
+            status, payload = await retrying(sessions, unit)
+            return JSONResponse(jsonable_encoder(payload), status_code=status)
+        except PrepareAgain:
+            continue
+        except _KeyTaken:
+            answer = await _answer_for_taken(sessions, owner, key, digest)
+            if answer is not None:
+                return answer
+            continue  # an expired row was removed: run again
+        except Exception as exc:
+            # A replay that fails where the first request succeeded still gets the stored
+            # answer; otherwise a domain error is stored (and replayed) like a success.
+            answer = await _answer_for_taken(sessions, owner, key, digest)
+            if answer is not None:
+                return answer
+            mapped = problem_for(exc)
+            if mapped is not None and mapped.status_code < 500:
+                try:
+                    async with sessions() as s, s.begin():
+                        await _record(s, owner, key, digest, mapped.status_code,
+                                      json.loads(bytes(mapped.body)))
+                except _KeyTaken:
+                    answer = await _answer_for_taken(sessions, owner, key, digest)
+                    if answer is not None:
+                        return answer
+            raise
+    raise IdempotencyInProgress("this request kept meeting concurrent changes; try again")
+
+
 async def run_idempotent(
     request: Request, *, owner: str, key: str | None,
     work: Callable[..., Awaitable[tuple[int, Any]]],
     prepare: Callable[[], Awaitable[Any]] | None = None,
+    repeatable_prepare: bool = False,
 ) -> JSONResponse:
     """Claim ``key``, run ``prepare()`` (remote calls, no transaction open), then
     ``work(session)`` — or ``work(session, prepared)`` when there is a ``prepare`` — in one
-    transaction that also stores the response."""
+    transaction that also stores the response. With ``repeatable_prepare`` (``prepare`` is
+    harmless to run twice), no claim: the key row is inserted with the work (see above)."""
     from satvault.web.problems import problem_for
 
     if not key:
@@ -149,6 +259,9 @@ async def run_idempotent(
     digest = hashlib.sha256(request.method.encode() + b" " + request.url.path.encode()
                             + b"\n" + body).hexdigest()
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    if repeatable_prepare:
+        return await _run_in_one_transaction(sessions, owner=owner, key=key, digest=digest,
+                                             work=work, prepare=prepare)
     settings = request.app.state.settings
     token = secrets.token_hex(16)
     replay = await _claim(sessions, owner, key, digest, token,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, BeforeValidator, Field, Strict, WithJsonSchema
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.access import owned_store
+from satvault.accounts.access import owned_store, owns_store
 from satvault.accounts.models import Store
 from satvault.accounts.service import Principal
 from satvault.invoices.access import visible_invoice
@@ -22,20 +22,23 @@ from satvault.invoices.models import StoreInvoice
 from satvault.invoices.refunds import prepare_refund, record_refund
 from satvault.invoices.service import (
     InvoiceRequest,
+    InvoiceStore,
     Quote,
+    StoreChanged,
     create_store_invoice,
     destinations_of,
+    invoice_store,
     mark_invoice,
     quote_store_invoice,
 )
 from satvault.invoices.views import invoice_payload
-from satvault.kernel.errors import InvalidInput
+from satvault.kernel.errors import InvalidInput, NotFound
 from satvault.ledger.history import InvalidCursor
 from satvault.payouts.withdraw import PreparedDestination, latest_payment
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.fields import Msat, SpeedPolicy
 from satvault.web.guard import bad_text
-from satvault.web.idempotency import run_idempotent
+from satvault.web.idempotency import PrepareAgain, run_idempotent
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
 from satvault.web.routes.withdrawals import out
@@ -43,6 +46,7 @@ from satvault.web.state import (
     lightning_of,
     lnurl_http_of,
     payer_wake_of,
+    runtime_of,
     sessions_of,
     settings_of,
     store_invoice_hook_of,
@@ -93,10 +97,8 @@ Refunder = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
 @router.post("/stores/{store_id}/invoices", status_code=201, dependencies=[CreateLimit])
 async def create(store_id: str, body: InvoiceIn, request: Request, principal: Writer,
                  idempotency_key: IdempotencyKey) -> JSONResponse:
-    settings = request.app.state.settings
-    runtime = request.app.state.runtime
-
-    lightning = runtime.lightning if runtime is not None else None
+    settings, runtime, lightning = settings_of(request), runtime_of(request), \
+        lightning_of(request)
     rates = runtime.rates if runtime is not None else None
 
     def invoice_request(store: Store) -> InvoiceRequest:
@@ -108,24 +110,39 @@ async def create(store_id: str, body: InvoiceIn, request: Request, principal: Wr
             payment_tolerance_percent=body.payment_tolerance_percent,
             redirect_url=body.redirect_url)
 
-    async def prepare() -> tuple[Store, Quote]:
-        # A short read (the ownership check), then the rate and the node's BOLT11 with no
-        # transaction open. A store never changes merchant, so the check holds for the work.
-        async with request.app.state.sessions() as session:
-            store = await owned_store(session, principal, store_id)
-        return store, await quote_store_invoice(store=store, request=invoice_request(store),
-                                                settings=settings, lightning=lightning,
-                                                rates=rates)
+    async def prepare(fresh: bool = False) -> tuple[InvoiceStore, Quote]:
+        # The ownership check (a store never changes merchant, so it holds for the work; the
+        # store is usually remembered), then the rate and the node's BOLT11 with no
+        # transaction open.
+        found = await invoice_store(sessions_of(request), store_id, fresh=fresh)
+        if found is None or not owns_store(principal, found.store):
+            raise NotFound(f"store {store_id!r} not found")
+        store = found.store
+        try:
+            return found, await quote_store_invoice(
+                store=store, request=invoice_request(store), settings=settings,
+                lightning=lightning, rates=rates)
+        except Exception:
+            if not found.remembered:
+                raise
+            return await prepare(fresh=True)  # refused with settings that may be gone
 
-    async def work(session: AsyncSession, ready: tuple[Store, Quote]) -> tuple[int, Any]:
-        store, quote = ready
-        _, payload = await create_store_invoice(session, store=store, settings=settings,
-                                                request=invoice_request(store), quote=quote)
+    async def work(session: AsyncSession, ready: tuple[InvoiceStore, Quote]
+                   ) -> tuple[int, Any]:
+        found, quote = ready
+        store = found.store
+        try:
+            _, payload = await create_store_invoice(session, store=store, settings=settings,
+                                                    request=invoice_request(store), quote=quote,
+                                                    webhooks=found.webhooks)
+        except StoreChanged as exc:
+            raise PrepareAgain from exc
         return 201, payload
 
+    # One transaction: a repeated quote only leaves an unpaid BOLT11 to expire.
     owner = f"{principal.owner_type}:{principal.owner_id}"
     return await run_idempotent(request, owner=owner, key=idempotency_key, work=work,
-                                prepare=prepare)
+                                prepare=prepare, repeatable_prepare=True)
 
 
 @router.get("/invoices/{invoice_id}")
