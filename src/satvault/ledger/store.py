@@ -10,6 +10,9 @@ What the locks cannot order (two batches racing to insert the same new id on *di
 accounts) ends in a unique-constraint error; :class:`ConcurrentUpdate` says "run the whole unit
 of work again", which :func:`submit` does. Service functions never commit: the caller owns the
 transaction (use :func:`submit` or :func:`satvault.db.unit_of_work`).
+
+A lone plain transfer first tries the short path of ``_plain`` (one statement on PostgreSQL,
+two on SQLite); whatever it does not create comes here, in the same transaction.
 """
 
 from __future__ import annotations
