@@ -12,6 +12,12 @@ Cases (each time-boxed, after a short unmeasured warm-up):
                   the callers share commits through :class:`LedgerBatcher` (group commit): each
                   still waits for its own durable commit.
 
+Paths (``--paths``), run side by side, interleaved run by run, for the ``single_*`` cases:
+``plain`` is the store as it is (a lone plain transfer takes the one-statement short path of
+``ledger/_plain.py``); ``general`` switches the short path off, which is the store of before
+(lock, read, plan, insert, update). The other cases always batch, so only ``plain`` runs them;
+their keys in the JSON are ``<case>/<path>``.
+
 Every client is its own asyncio task calling :func:`satvault.ledger.store.submit` (its own
 session and pooled connection per commit; the pool holds one connection per client).
 
@@ -57,6 +63,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+import satvault.ledger.store as ledger_store
 from satvault.db import create_engine, session_factory
 from satvault.ledger.batcher import LedgerBatcher
 from satvault.ledger.core import AccountKind, TransferSpec
@@ -333,6 +340,20 @@ async def run_phase(sessions: async_sessionmaker[AsyncSession], make: SpecMaker,
     return summarise(tallies, elapsed, CpuSample.take(db_name).since(cpu0))
 
 
+_IS_PLAIN = ledger_store.is_plain
+
+
+@contextlib.contextmanager
+def store_path(path: str) -> Any:
+    """``plain``: the store as it is; ``general``: its short path switched off."""
+    if path == "general":
+        ledger_store.is_plain = lambda *_: False  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        ledger_store.is_plain = _IS_PLAIN
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -430,6 +451,12 @@ class StatementCounter:
 async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
     pool = max([*args.clients, *args.batch_clients, *args.hot_clients, *args.group_clients,
                 16])
+    if label == "postgresql" and args.pg_statement_cache is not None:
+        # SQLAlchemy's asyncpg adapter prepares every statement and keeps the prepared ones per
+        # connection (100 by default); 0 prepares afresh on every execution.
+        url = make_url(url).update_query_dict(
+            {"prepared_statement_cache_size": str(args.pg_statement_cache)}
+        ).render_as_string(hide_password=False)
     engine = create_engine(url, pool_size=pool)
     sessions = session_factory(engine)
     db_name = None if label == "sqlite" else make_url(url).database
@@ -448,22 +475,24 @@ async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict
             todo = [c for c in todo if c.name == "single_c16"] or todo[:1]
         for case in todo:
             make = case.maker(ids, fees)
-            runs = []
-            for r in range(args.repeat):
-                tag = f"{case.name}-r{r}"
+            paths = args.paths if case.name.startswith("single_") else ["plain"]
+            runs: dict[str, list[dict[str, Any]]] = {p: [] for p in paths}
+            for r, path in ((r, p) for r in range(args.repeat) for p in paths):
+                tag = f"{case.name}-{path}-r{r}"
                 if args.quiet_wait > 0:
                     await wait_until_quiet(args.quiet_wait)
-                if args.warmup > 0:
-                    await run_phase(sessions, make, case.clients, args.warmup,
-                                    case.payments_per_commit, f"{tag}-w", args.seed + r, db_name,
-                                    group=case.group)
-                profiler = cProfile.Profile() if args.profile else None
-                counter = StatementCounter(engine) if args.profile else None
-                res = await run_phase(sessions, make, case.clients, args.duration,
-                                      case.payments_per_commit, tag, args.seed + r, db_name,
-                                      profiler, group=case.group)
-                runs.append(res)
-                log(f"  [{label}] {case.name:<14} run {r + 1}/{args.repeat}: "
+                with store_path(path):
+                    if args.warmup > 0:
+                        await run_phase(sessions, make, case.clients, args.warmup,
+                                        case.payments_per_commit, f"{tag}-w", args.seed + r,
+                                        db_name, group=case.group)
+                    profiler = cProfile.Profile() if args.profile else None
+                    counter = StatementCounter(engine) if args.profile else None
+                    res = await run_phase(sessions, make, case.clients, args.duration,
+                                          case.payments_per_commit, tag, args.seed + r, db_name,
+                                          profiler, group=case.group)
+                runs[path].append(res)
+                log(f"  [{label}] {case.name + '/' + path:<22} run {r + 1}/{args.repeat}: "
                     f"{res['transfers_per_s']:>9.1f} transfers/s  p50 {res['p50_ms']:.2f} ms  "
                     f"p99 {res['p99_ms']:.2f} ms  (cores: client {res['client_cpu']:.2f}, "
                     f"db {res['db_cpu']:.2f}, other {res['other_cpu']:.2f}; kernel share: "
@@ -473,8 +502,9 @@ async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict
                     log(f"    warning: {res['other_cpu']:.2f} cores went to other processes")
                 if profiler is not None and counter is not None:
                     counter.close()
-                    report_profile(profiler, counter, res, args.profile)
-            out["cases"][case.name] = median_of(runs, args.noise)
+                    report_profile(profiler, counter, res, f"{args.profile}.{path}")
+            for path in paths:
+                out["cases"][f"{case.name}/{path}"] = median_of(runs[path], args.noise)
     finally:
         await engine.dispose()
     return out
@@ -541,7 +571,9 @@ def source_digest() -> str:
     import satvault.ledger.store
 
     h = hashlib.sha256()
-    for mod in (satvault.ledger.store, satvault.ledger.core, satvault.db):
+    import satvault.ledger._plain
+
+    for mod in (satvault.ledger.store, satvault.ledger._plain, satvault.ledger.core, satvault.db):
         h.update(Path(str(mod.__file__)).read_bytes())
     return h.hexdigest()[:12]
 
@@ -563,6 +595,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hot-clients", type=_ints, default=[16], help="client counts, fee mix")
     p.add_argument("--group-clients", type=_ints, default=[16],
                    help="client counts for group commit (LedgerBatcher), plain and fee mix")
+    p.add_argument("--paths", type=lambda v: [x for x in v.split(",") if x],
+                   default=["general", "plain"],
+                   help="store paths for the single_* cases: general (short path off: the "
+                        "store of before), plain (as it is)")
+    p.add_argument("--pg-statement-cache", type=int, default=None,
+                   help="prepared_statement_cache_size of the asyncpg adapter (default: its own)")
     p.add_argument("--repeat", type=int, default=1, help="runs per case; medians are reported")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quiet-wait", type=float, default=10.0,
@@ -580,7 +618,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_targets(pg: dict[str, Any], batch_key: str) -> dict[str, Any]:
-    cases_ = pg["cases"]
+    cases_ = {k.removesuffix("/plain"): v for k, v in pg["cases"].items()}
     out: dict[str, Any] = {}
     single = cases_.get("single_c16", {}).get("transfers_per_s")
     if single is not None:
@@ -607,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {k: getattr(args, k) for k in (
             "duration", "warmup", "accounts", "clients", "batch_size", "batch_clients",
-            "hot_clients", "group_clients", "repeat", "seed", "quiet_wait", "noise")},
+            "hot_clients", "group_clients", "paths", "pg_statement_cache", "repeat", "seed",
+            "quiet_wait", "noise")},
         "results": {},
     }
     backends: list[tuple[str, Callable[[], Any]]] = []

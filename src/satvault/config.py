@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # How often the background worker expires overdue ledger holds, in seconds.
     hold_expiry_interval: float = 5.0
     db_pool_size: int = 20
+    # Ledger batches that stand alone (ledger.batcher.ledger_writer) share commits between
+    # concurrent callers (group commit) instead of one transaction each; same outcomes.
+    ledger_group_commit: bool = False
     # How long a verified API key is remembered in memory, in seconds (0: check the database
     # on every request). A key revoked in another process keeps working at most this long.
     api_key_cache_seconds: float = Field(default=10.0, ge=0, le=300)

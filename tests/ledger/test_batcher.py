@@ -41,3 +41,29 @@ async def test_concurrent_callers_share_rounds_with_solo_semantics(sessions):
     assert total == 40_000
     async with sessions() as s:
         assert (await check_ledger(s)).ok
+
+
+async def test_ledger_writer_from_the_setting_gives_solo_outcomes_either_way(sessions,
+                                                                             monkeypatch):
+    from satvault.config import Settings
+    from satvault.ledger.batcher import ledger_writer
+
+    b = await books(sessions, wallets=2, fund=1_000)
+    alice, bob = b.wallets
+    seen = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("SATVAULT_LEDGER_GROUP_COMMIT", flag)
+        writer = ledger_writer(sessions, group_commit=Settings().ledger_group_commit)
+        assert isinstance(writer, LedgerBatcher) is (flag == "1")
+        calls = [[TransferSpec(f"w{flag}-{i}", alice.id, bob.id, 100, "BTC")] for i in range(6)]
+        results = await asyncio.gather(*(writer.submit(c) for c in calls))
+        again = await writer.submit(calls[0])
+        seen[flag] = sorted(r[0].result.value for r in results), again[0].result
+        if flag == "1":
+            assert writer.rounds < len(calls) + 1  # concurrent calls shared a commit
+    # Alice holds 1,000: the solo run spends 600, so the grouped run has room for four of its
+    # six transfers and refuses the other two, as six solo submits would.
+    assert seen["0"] == (["created"] * 6, Result.EXISTS)
+    assert seen["1"][0] == ["created"] * 4 + ["exceeds_credits"] * 2
+    assert seen["1"][1] is Result.EXISTS
+    assert (await account(sessions, alice.id)).balances.debits_posted == 1_000

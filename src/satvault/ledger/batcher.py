@@ -11,6 +11,16 @@ past the one-commit-per-transfer ceiling.
 
 If a shared round fails as a whole (a bug, a broken connection), each caller's batch is retried
 on its own, so a failure is reported to the caller whose transfers caused it.
+
+Where it fits. Only callers whose transfers are a unit of work *by themselves* (they would call
+:func:`~satvault.ledger.store.submit`) can share a commit: a money path that writes its own
+rows (an invoice marked paid, a payment, a payout, a deposit) books its transfers with
+``create_transfers``/``transfer`` inside its own transaction, and must, so that both commit or
+neither. Today every production money path is of that kind; ``submit`` has no production
+caller. :func:`ledger_writer` is the entry for future ones (an internal ledger API, imports,
+fee sweeps): with the ``ledger_group_commit`` setting (``SATVAULT_LEDGER_GROUP_COMMIT``) it
+hands out a shared :class:`LedgerBatcher`, without it a plain ``submit``; the outcomes are the
+same either way.
 """
 
 from __future__ import annotations
@@ -19,13 +29,39 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.ledger.core import Outcome, TransferSpec
 from satvault.ledger.store import submit
 
-__all__ = ["LedgerBatcher"]
+__all__ = ["LedgerBatcher", "LedgerWriter", "ledger_writer"]
+
+
+class LedgerWriter(Protocol):
+    """Submits a batch in a transaction of its own (alone or shared) and returns its outcomes,
+    one per spec, in order, exactly as :func:`~satvault.ledger.store.submit` would."""
+
+    async def submit(self, specs: Sequence[TransferSpec], *, now: datetime | None = None
+                     ) -> list[Outcome]: ...
+
+
+class _SoloWriter:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    async def submit(self, specs: Sequence[TransferSpec], *, now: datetime | None = None
+                     ) -> list[Outcome]:
+        return await submit(self.sessions, specs, now=now)
+
+
+def ledger_writer(sessions: async_sessionmaker[AsyncSession], *, group_commit: bool
+                  ) -> LedgerWriter:
+    """The writer for callers whose transfers stand alone: group-committed through one
+    :class:`LedgerBatcher` when ``group_commit`` (the ``ledger_group_commit`` setting), else a
+    transaction per call. Build it once per process and share it."""
+    return LedgerBatcher(sessions) if group_commit else _SoloWriter(sessions)
 
 
 class LedgerBatcher:

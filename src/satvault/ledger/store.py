@@ -10,6 +10,9 @@ What the locks cannot order (two batches racing to insert the same new id on *di
 accounts) ends in a unique-constraint error; :class:`ConcurrentUpdate` says "run the whole unit
 of work again", which :func:`submit` does. Service functions never commit: the caller owns the
 transaction (use :func:`submit` or :func:`satvault.db.unit_of_work`).
+
+A lone plain transfer first tries the short path of ``_plain`` (one statement on PostgreSQL,
+two on SQLite); whatever it does not create comes here, in the same transaction.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.db import Amount, max_amount, utcnow
 from satvault.kernel.errors import ConcurrentUpdate
 from satvault.kernel.retrying import retrying
+from satvault.ledger._plain import create_plain, is_plain
 from satvault.ledger.core import (
     ID_MAX_LEN,
     Account,
@@ -51,6 +55,7 @@ from satvault.ledger.core import (
     FailedTransfer,
     HoldState,
     Outcome,
+    Plan,
     Result,
     Transfer,
     TransferKind,
@@ -349,6 +354,32 @@ def _note_wallets_changed(session: AsyncSession, deltas: Mapping[int, Balances],
         session.info.setdefault(BALANCES_CHANGED, set()).update(changed)
 
 
+_TOUCH = text(
+    "UPDATE ledger_accounts SET debits_posted = debits_posted WHERE id = ANY(:ids)"
+).bindparams(bindparam("ids", type_=ARRAY(BigInteger())))
+
+
+async def _mark_refusals(session: AsyncSession, specs: Sequence[TransferSpec], plan: Plan,
+                         existing: Mapping[str, Transfer], accounts: Mapping[int, Account]
+                         ) -> None:
+    """Write a new version of the rows of the accounts whose refusal this batch remembers
+    (those its transfers did not move already), so the one-statement path of ``_plain``,
+    whose snapshot may predate this commit, sees that they changed and defers to the general
+    path, which then reads the remembered failure."""
+    refused = {f.id for f in plan.failures}
+    touched: set[int] = set()
+    for spec in specs:
+        if spec.id not in refused:
+            continue
+        touched.update(a for a in (spec.debit_account_id, spec.credit_account_id) if a)
+        pending = existing.get(spec.pending_id) if spec.pending_id else None
+        if pending is not None:
+            touched.update((pending.debit_account_id, pending.credit_account_id))
+    ids = sorted(a for a in touched if a in accounts and a not in plan.deltas)
+    if ids:
+        await session.execute(_TOUCH, {"ids": ids})
+
+
 def _is_unique_violation(exc: DBAPIError) -> bool:
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     return code == "23505" or "UNIQUE constraint failed" in str(exc.orig)
@@ -361,6 +392,15 @@ async def create_transfers(
     if not specs:
         return []
     now = now or utcnow()
+    dialect = _dialect(session)
+    limit = max_amount(dialect)
+    if len(specs) == 1 and is_plain(specs[0], limit):
+        done = await create_plain(session, specs[0], now=now, max_amount=limit, dialect=dialect)
+        if done is not None:
+            outcome, wallets = done
+            if wallets:
+                session.info.setdefault(BALANCES_CHANGED, set()).update(wallets)
+            return [outcome]
     ids = {s.id for s in specs if s.id}
     # Pending transfers are immutable in everything but state, so their accounts can be read
     # before locking; their state is re-read under the lock below.
@@ -372,8 +412,7 @@ async def create_transfers(
     accounts = await _lock_accounts(session, account_ids)
     existing, failed = await _load_known(session, ids, pending_ids)
     plan = plan_transfers(
-        specs, accounts=accounts, existing=existing, failed=failed, now=now,
-        max_amount=max_amount(_dialect(session)),
+        specs, accounts=accounts, existing=existing, failed=failed, now=now, max_amount=limit,
     )
     try:
         seqs: dict[str, int] = {}
@@ -399,6 +438,8 @@ async def create_transfers(
             await session.execute(insert(failed_t), [
                 {"id": f.id, "result": f.result.value, "created_at": now} for f in plan.failures
             ])
+            if dialect == "postgresql":
+                await _mark_refusals(session, specs, plan, existing, accounts)
     except IntegrityError as exc:
         if _is_unique_violation(exc):
             raise ConcurrentUpdate("a transfer id was taken concurrently") from exc

@@ -1,0 +1,200 @@
+"""The short path for the common case: one plain transfer, decided and written by the database.
+
+A lone ``SINGLE`` transfer that is well formed (an id, two different accounts, a positive
+amount within range, an asset, no hold fields, not linked) is what nearly every caller sends.
+For it the store skips the general path (lock, read what it refers to, plan in Python, write)
+and asks the database to do all of it at once:
+
+* PostgreSQL, **one statement**: a CTE that locks both account rows in id order (``FOR NO KEY
+  UPDATE``), inserts the transfer with the balance snapshots (``ON CONFLICT (id) DO NOTHING``)
+  only if the assets match, every balance-limit flag of both accounts still holds after the
+  move, the new balances stay in range and no failure is remembered under the id, and updates
+  both balances only if that insert happened.
+* SQLite, **two statements**: the same guarded ``INSERT … SELECT … ON CONFLICT DO NOTHING``,
+  then the balance ``UPDATE`` when a row came back. ``BEGIN IMMEDIATE`` has already made this
+  transaction the only writer, so nothing can change between the two.
+
+When nothing is inserted (a duplicate id, a refusal, an unknown account, a stale snapshot: see
+below) nothing was written, and the store runs the general path in the same transaction. It
+gives the exact outcome: the original transfer or the field that differs, the refusal (and
+remembers it), the missing account. So the short path only ever says "created", and only when
+the general path would have said the same.
+
+**The snapshot.** A PostgreSQL statement reads with a snapshot taken when it *starts*, before it
+waits for the row locks. Rows that were changed by a transaction that committed in between are
+locked in their newest version, but the lookup of remembered failures still sees the old
+snapshot: a refusal of the same id recorded by that transaction would be missed. The statement
+therefore also compares each locked row's version (``xmin``) with the version its snapshot
+sees; if either account changed after the snapshot, it writes nothing and the general path
+decides (its reads start after its locks are held). Everything that can change the outcome for
+these accounts writes a new version of their rows while holding their locks: a transfer
+updates both balances, and the general path touches the accounts of a transfer whose refusal
+it records (see ``store._mark_refusals``). A duplicate *transfer* needs no such care: the
+unique index on ``id`` sees the newest state and ``ON CONFLICT`` waits for an insert in flight.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, String, TextClause, bindparam, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.db import Amount, UtcDateTime
+from satvault.ledger.core import (
+    ID_MAX_LEN,
+    AccountKind,
+    Balances,
+    Outcome,
+    Result,
+    Transfer,
+    TransferKind,
+    TransferSpec,
+)
+
+__all__ = ["create_plain", "is_plain"]
+
+
+def is_plain(spec: TransferSpec, max_amount: int) -> bool:
+    """Whether ``spec`` is a well-formed lone ``SINGLE`` transfer the short path may decide."""
+    return (
+        spec.kind is TransferKind.SINGLE and not spec.linked and spec.pending_id is None
+        and spec.timeout_seconds == 0 and 0 < len(spec.id) <= ID_MAX_LEN
+        and spec.debit_account_id is not None and spec.credit_account_id is not None
+        and spec.debit_account_id != spec.credit_account_id and spec.asset is not None
+        and type(spec.amount) is int and 0 < spec.amount <= max_amount
+    )
+
+
+_COLUMNS = (
+    "id, debit_account_id, credit_account_id, amount, asset, kind, pending_id, state, "
+    "timeout_seconds, expires_at, linked, code, ref, created_at, "
+    "dr_debits_posted, dr_credits_posted, dr_debits_pending, dr_credits_pending, "
+    "cr_debits_posted, cr_credits_posted, cr_debits_pending, cr_credits_pending"
+)
+
+# What the core's rules say for the move "debit d, credit c by :amount", written so that no
+# intermediate value leaves [-max, max] (SQLite's integers are 64-bit and overflow into REAL):
+# both new balances in range, and every flag of either account still satisfied afterwards.
+_GUARDS = """
+      d.asset = :asset AND c.asset = :asset
+  AND d.dp <= :max - :amount AND c.cp <= :max - :amount
+  AND (NOT d.dmnec OR (d.dp <= d.cp AND d.dq <= d.cp - d.dp AND :amount <= d.cp - d.dp - d.dq))
+  AND (NOT d.cmned OR d.cp - d.dp <= :amount - d.cq)
+  AND (NOT c.dmnec OR c.dp - c.cp <= :amount - c.dq)
+  AND (NOT c.cmned OR (c.cp <= c.dp AND c.cq <= c.dp - c.cp AND :amount <= c.dp - c.cp - c.cq))
+  AND NOT EXISTS (SELECT 1 FROM ledger_failed_transfers f WHERE f.id = :id)
+"""
+
+_VALUES = """
+  :id, d.id, c.id, :amount, :asset, 'single', NULL, NULL, 0, NULL, false, :code, :ref, :now,
+  d.dp + :amount, d.cp, d.dq, d.cq, c.dp, c.cp + :amount, c.dq, c.cq
+"""
+
+_ACCOUNT = (
+    "id, asset, kind, debits_must_not_exceed_credits AS dmnec, "
+    "credits_must_not_exceed_debits AS cmned, debits_posted AS dp, credits_posted AS cp, "
+    "debits_pending AS dq, credits_pending AS cq"
+)
+
+_BALANCES = (
+    "UPDATE ledger_accounts SET "
+    "debits_posted = debits_posted + CASE WHEN id = :dr THEN :amount ELSE 0 END, "
+    "credits_posted = credits_posted + CASE WHEN id = :cr THEN :amount ELSE 0 END "
+)
+
+_RETURNED = ("seq, dr_debits_posted, dr_credits_posted, dr_debits_pending, dr_credits_pending, "
+             "cr_debits_posted, cr_credits_posted, cr_debits_pending, cr_credits_pending")
+
+_PG = f"""
+WITH locked AS (
+  SELECT {_ACCOUNT}, xmin AS version FROM ledger_accounts
+  WHERE id IN (:dr, :cr) ORDER BY id FOR NO KEY UPDATE
+), acc AS (
+  SELECT l.*, l.version = (SELECT s.xmin FROM ledger_accounts s WHERE s.id = l.id) AS steady
+  FROM locked l
+), ins AS (
+  INSERT INTO ledger_transfers ({_COLUMNS})
+  SELECT {_VALUES}
+  FROM acc d JOIN acc c ON c.id = :cr
+  WHERE d.id = :dr AND d.steady AND c.steady AND {_GUARDS}
+  ON CONFLICT (id) DO NOTHING
+  RETURNING {_RETURNED}
+), upd AS (
+  {_BALANCES} FROM ins WHERE ledger_accounts.id IN (:dr, :cr)
+)
+SELECT ins.*, d.kind AS dr_kind, c.kind AS cr_kind
+FROM ins, acc d, acc c WHERE d.id = :dr AND c.id = :cr
+"""
+
+_SQLITE_INSERT = f"""
+INSERT INTO ledger_transfers ({_COLUMNS})
+SELECT {_VALUES}
+FROM (SELECT {_ACCOUNT} FROM ledger_accounts WHERE id = :dr) d
+JOIN (SELECT {_ACCOUNT} FROM ledger_accounts WHERE id = :cr) c ON true
+WHERE {_GUARDS}
+ON CONFLICT (id) DO NOTHING
+RETURNING {_RETURNED}
+"""
+
+_SQLITE_UPDATE = _BALANCES + "WHERE id IN (:dr, :cr) RETURNING id, kind"
+
+
+def _typed(sql: str) -> TextClause:
+    return text(sql).bindparams(
+        bindparam("id", type_=String()), bindparam("asset", type_=String()),
+        bindparam("code", type_=String()), bindparam("ref", type_=String()),
+        bindparam("dr", type_=BigInteger()), bindparam("cr", type_=BigInteger()),
+        bindparam("amount", type_=Amount()), bindparam("max", type_=Amount()),
+        bindparam("now", type_=UtcDateTime()),
+    )
+
+
+# Built once: the same SQL text every time, so one prepared statement per connection.
+_STATEMENTS = {
+    "postgresql": _typed(_PG),
+    "sqlite": _typed(_SQLITE_INSERT),
+    "sqlite_update": text(_SQLITE_UPDATE).bindparams(
+        bindparam("dr", type_=BigInteger()), bindparam("cr", type_=BigInteger()),
+        bindparam("amount", type_=Amount())),
+}
+
+
+async def create_plain(session: AsyncSession, spec: TransferSpec, *, now: datetime,
+                       max_amount: int, dialect: str) -> tuple[Outcome, set[int]] | None:
+    """Create ``spec`` (which :func:`is_plain` accepted) if the database finds it allowed;
+    the outcome and the ids of the wallet accounts it moved, or ``None`` when it wrote nothing
+    and the general path must decide. Does not commit."""
+    assert spec.debit_account_id is not None and spec.credit_account_id is not None
+    assert spec.amount is not None and spec.asset is not None
+    params: dict[str, Any] = {
+        "id": spec.id, "asset": spec.asset, "code": spec.code, "ref": spec.ref,
+        "dr": spec.debit_account_id, "cr": spec.credit_account_id, "amount": spec.amount,
+        "max": max_amount, "now": now,
+    }
+    if dialect == "postgresql":
+        row = (await session.execute(_STATEMENTS["postgresql"], params)).first()
+        if row is None:
+            return None
+        kinds = {spec.debit_account_id: row.dr_kind, spec.credit_account_id: row.cr_kind}
+    else:
+        row = (await session.execute(_STATEMENTS["sqlite"], params)).first()
+        if row is None:
+            return None
+        moved = await session.execute(_STATEMENTS["sqlite_update"], {
+            "dr": spec.debit_account_id, "cr": spec.credit_account_id, "amount": spec.amount})
+        kinds = {r.id: r.kind for r in moved}
+    transfer = Transfer(
+        id=spec.id, debit_account_id=spec.debit_account_id,
+        credit_account_id=spec.credit_account_id, amount=spec.amount, asset=spec.asset,
+        kind=TransferKind.SINGLE, created_at=now, code=spec.code, ref=spec.ref,
+        debit_after=Balances(int(row.dr_debits_posted), int(row.dr_credits_posted),
+                             int(row.dr_debits_pending), int(row.dr_credits_pending)),
+        credit_after=Balances(int(row.cr_debits_posted), int(row.cr_credits_posted),
+                              int(row.cr_debits_pending), int(row.cr_credits_pending)),
+        seq=row.seq,
+    )
+    wallets = {aid for aid, kind in kinds.items()
+               if kind in (AccountKind.CUSTOMER_WALLET, AccountKind.MERCHANT_WALLET)}
+    return Outcome(0, spec.id, Result.CREATED, transfer), wallets
