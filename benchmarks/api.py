@@ -15,7 +15,7 @@ satvault on SQLite, one process), ``--cases lightning,both``, ``--no-payments``,
 again with these environment variables for ``satvault serve``, e.g. a lever switched off;
 ``NAME:`` alone is the unchanged server), ``--skip-lnbits``, and those of
 ``benchmarks/lightning.py`` (``--duration``, ``--warmup``, ``--clients``, ``--repeat``,
-``--quiet-wait``, ``--lnbits-venv``). A lever A/B, satvault only::
+``--quiet-wait``, ``--lnbits-venv``), ``--profile DIR``. A lever A/B, satvault only::
 
     .venv/bin/python benchmarks/api.py --processes 1 --skip-lnbits --repeat 3 \\
         --variant on: --variant asyncio:SATVAULT_SERVER_LOOP=asyncio,SATVAULT_SERVER_HTTP=h11
@@ -162,8 +162,10 @@ async def satvault_run(system: System, work: Path, procs: Processes, args: argpa
             sims = await start_simulators(env, work, procs, label)
         log(f"[satvault/{label}] init, merchant, store, users, API keys …")
         ids = await satvault_setup(env)
+        profile = (Path(args.profile) / f"satvault-{label}-{work.name}.prof"
+                   if args.profile else None)
         base, proc = await serve_satvault(label, {**env, **system.env}, work, procs,
-                                          workers=system.processes)
+                                          profile=profile, workers=system.processes)
         sim_pids = tuple(p.pid for p in sims)
         try:
             out: dict[str, Any] = {}
@@ -340,13 +342,17 @@ def main() -> None:
     ap.add_argument("--variant", action="append", metavar="NAME:VAR=VALUE,…",
                     help="run every system also with these variables for `satvault serve`")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--profile", metavar="DIR", default=None,
+                    help="run `satvault serve` under cProfile, writing DIR/*.prof (one API "
+                         "process only: the API processes of --workers are not profiled)")
     args = ap.parse_args()
     args.processes = ([1, args.server_workers] if args.server_workers
                       else [int(n) for n in args.processes.split(",") if n])
     args.cases = [c for c in args.cases.split(",") if c]
     if unknown := set(args.cases) - set(CASES):
         ap.error(f"unknown case(s): {', '.join(sorted(unknown))}")
-    args.profile = None  # lnbits_target reads the lightning benchmark's options
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "benchmark": "api",
         "config": {"clients": args.clients, "warmup_s": args.warmup,
