@@ -266,9 +266,10 @@ class Phase:
             "ok": n, "errors": self.errors, "seconds": round(self.seconds, 2),
             **{k: round(v, 2) for k, v in self.cpu.items()},
         }
-        if n and self.cpu.get("server_cpu"):
-            out["server_cpu_ms_per_request"] = round(
-                self.cpu["server_cpu"] * self.seconds * 1000 / n, 2)
+        for side in ("server", "db", "sim"):
+            if n and self.cpu.get(f"{side}_cpu"):
+                out[f"{side}_cpu_ms_per_request"] = round(
+                    self.cpu[f"{side}_cpu"] * self.seconds * 1000 / n, 2)
         if self.error_samples:
             out["error_samples"] = self.error_samples
         if self.exhausted:
@@ -277,10 +278,12 @@ class Phase:
 
 
 async def run_phase(name: str, clients: list[httpx.AsyncClient], op: Op, *, warmup: float,
-                    duration: float, server_pid: int | None, db_match: str | None = None
-                    ) -> Phase:
+                    duration: float, server_pid: int | None, db_match: str | None = None,
+                    sim_pids: tuple[int, ...] = ()) -> Phase:
     """Every client loops ``op`` until the time is up; requests completed inside the measured
-    window count, with their latency."""
+    window count, with their latency. CPU is read from /proc at the window's two ends: the
+    server's process tree, this client, our PostgreSQL backends (``db_match``), the
+    simulators run as processes of their own (``sim_pids``) and everything else."""
     phase = Phase(name)
     t0 = time.perf_counter()
     t_meas, t_end = t0 + warmup, t0 + warmup + duration
@@ -312,7 +315,8 @@ async def run_phase(name: str, clients: list[httpx.AsyncClient], op: Op, *, warm
     def snapshot() -> tuple[float, ...]:
         return (time.perf_counter(), time.process_time(), machine_cpu(),
                 proc_cpu(server_pid) if server_pid else 0.0,
-                matching_cpu(db_match) if db_match else 0.0)
+                matching_cpu(db_match) if db_match else 0.0,
+                sum(proc_cpu(p) for p in sim_pids))
 
     async def sampler() -> None:
         await asyncio.sleep(max(0.0, t_meas - time.perf_counter()))
@@ -320,11 +324,13 @@ async def run_phase(name: str, clients: list[httpx.AsyncClient], op: Op, *, warm
         await asyncio.sleep(max(0.0, t_end - time.perf_counter()))
         b = snapshot()
         wall = b[0] - a[0]
-        client, total, server, db = (b[i] - a[i] for i in (1, 2, 3, 4))
+        client, total, server, db, sim = (b[i] - a[i] for i in (1, 2, 3, 4, 5))
         phase.cpu = {"server_cpu": server / wall, "client_cpu": client / wall}
         if db_match:
             phase.cpu["db_cpu"] = db / wall
-        phase.cpu["other_cpu"] = max(0.0, total - server - client - db) / wall
+        if sim_pids:
+            phase.cpu["sim_cpu"] = sim / wall
+        phase.cpu["other_cpu"] = max(0.0, total - server - client - db - sim) / wall
 
     samp = asyncio.create_task(sampler())
     await asyncio.gather(*(worker(c) for c in clients))
@@ -363,13 +369,15 @@ class Target:
     invoice: Callable[[httpx.AsyncClient, collections.deque[str]], Awaitable[str | None]]
     pay: Callable[[httpx.AsyncClient, str], Awaitable[str | None]]
     db_match: str | None = None  # our PostgreSQL database's name, to count its backends' CPU
+    sim_pids: tuple[int, ...] = ()  # simulators in processes of their own, counted apart
 
 
 def describe(name: str, what: str, s: dict[str, Any]) -> None:
     log(f"  [{name}] {what} {s['requests_per_s']:,.1f}/s p50 {s['p50_ms']} ms "
         f"p99 {s['p99_ms']} ms errors {s['errors']} (server {s.get('server_cpu', 0):.2f} "
-        f"cores, client {s.get('client_cpu', 0):.2f}, db {s.get('db_cpu', 0):.2f}, "
-        f"other {s.get('other_cpu', 0):.2f})")
+        f"cores = {s.get('server_cpu_ms_per_request', 0)} ms/op, client "
+        f"{s.get('client_cpu', 0):.2f}, db {s.get('db_cpu', 0):.2f}, sim "
+        f"{s.get('sim_cpu', 0):.2f}, other {s.get('other_cpu', 0):.2f})")
 
 
 async def bench_target(t: Target, args: argparse.Namespace) -> dict[str, Any]:
@@ -395,7 +403,8 @@ async def bench_target(t: Target, args: argparse.Namespace) -> dict[str, Any]:
         if args.quiet_wait > 0:
             await wait_until_quiet(args.quiet_wait)
         ph = await run_phase("invoices", inv_clients, make_invoice, warmup=args.warmup,
-                             duration=args.duration, server_pid=t.pid, db_match=t.db_match)
+                             duration=args.duration, server_pid=t.pid, db_match=t.db_match,
+                             sim_pids=t.sim_pids)
         inv = ph.summary()
         describe(t.name, "invoices", inv)
         # Enough invoices for payments as fast as invoices, plus a margin (a payment does more
@@ -410,7 +419,8 @@ async def bench_target(t: Target, args: argparse.Namespace) -> dict[str, Any]:
             if args.quiet_wait > 0:
                 await wait_until_quiet(args.quiet_wait)
             pp = await run_phase("payments", pay_clients, pay_one, warmup=args.warmup,
-                                 duration=args.duration, server_pid=t.pid, db_match=t.db_match)
+                                 duration=args.duration, server_pid=t.pid, db_match=t.db_match,
+                                 sim_pids=t.sim_pids)
             if not pp.exhausted or attempt == 2:
                 break
             log(f"  [{t.name}] ran out of invoices; retrying with more")
@@ -504,26 +514,7 @@ async def satvault_target(label: str, db_url: str, work: Path, procs: Processes,
     base, proc = await serve_satvault(
         label, env, work, procs, profile_path(args, label, work) if args.profile else None)
 
-    async with httpx.AsyncClient(base_url=base, timeout=60.0,
-                                 headers={"X-Api-Key": keys["payer"]}) as c:
-        r = await c.post(f"/api/v1/wallets/{payer}/deposits",
-                         json={"method": "lightning", "amount_msat": FUND_MSAT})
-        if r.status_code != 201:
-            raise RuntimeError(f"funding invoice: HTTP {r.status_code} {r.text[:300]}")
-        paid = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "satvault.cli", "simnet", "ln-pay",
-                             r.json()["bolt11"], "--url", f"http://127.0.0.1:{lnd_port}"],
-            env=env, capture_output=True, text=True, timeout=120)
-        if paid.returncode != 0:
-            raise RuntimeError(f"ln-pay failed: {paid.stdout} {paid.stderr[-300:]}")
-        deadline = time.monotonic() + 60
-        while True:
-            b = (await c.get(f"/api/v1/wallets/{payer}")).json()
-            if b.get("available_msat", 0) >= FUND_MSAT:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the payer was not credited within 60 s: {b}")
-            await asyncio.sleep(0.2)
+    await fund_payer(base, keys["payer"], payer, env, lnd_port)
     log(f"[satvault/{label}] payer funded with {FUND_MSAT:,} msat over Lightning")
 
     async def invoice(c: httpx.AsyncClient, pool: collections.deque[str]) -> str | None:
@@ -549,6 +540,62 @@ async def satvault_target(label: str, db_url: str, work: Path, procs: Processes,
                     {"X-Api-Key": keys["payer"]}, invoice, pay,
                     db_match=None if label == "sqlite" else db_url.rsplit("/", 1)[-1])
     return target, proc
+
+
+async def fund_payer(base: str, key: str, payer: str, env: dict[str, str], lnd_port: int
+                     ) -> None:
+    """``FUND_MSAT`` into ``payer``'s wallet over Lightning: a deposit invoice paid by the
+    simulator's outside node (``satvault simnet ln-pay``), then wait for the credit."""
+    async with httpx.AsyncClient(base_url=base, timeout=60.0, headers={"X-Api-Key": key}) as c:
+        r = await c.post(f"/api/v1/wallets/{payer}/deposits",
+                         json={"method": "lightning", "amount_msat": FUND_MSAT})
+        if r.status_code != 201:
+            raise RuntimeError(f"funding invoice: HTTP {r.status_code} {r.text[:300]}")
+        paid = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "satvault.cli", "simnet", "ln-pay",
+                             r.json()["bolt11"], "--url", f"http://127.0.0.1:{lnd_port}"],
+            env=env, capture_output=True, text=True, timeout=120)
+        if paid.returncode != 0:
+            raise RuntimeError(f"ln-pay failed: {paid.stdout} {paid.stderr[-300:]}")
+        deadline = time.monotonic() + 60
+        while True:
+            b = (await c.get(f"/api/v1/wallets/{payer}")).json()
+            if b.get("available_msat", 0) >= FUND_MSAT:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the payer was not credited within 60 s: {b}")
+            await asyncio.sleep(0.2)
+
+
+async def start_simulators(env: dict[str, str], work: Path, procs: Processes, label: str
+                           ) -> list[subprocess.Popen[bytes]]:
+    """The chain and Lightning simulators as processes of their own (``satvault simnet serve``
+    and ``satvault simnet ln-serve``) on the ports ``env`` names, and ``env`` switched to them
+    as a bitcoind and an LND, so ``satvault serve`` starts none inside itself and the
+    simulators' CPU is counted apart from the server's (a real node is a process apart too)."""
+    from urllib.parse import urlsplit
+
+    btc_port = urlsplit(env["SATVAULT_BITCOIND_URL"]).port
+    lnd_port = urlsplit(env["SATVAULT_LND_URL"]).port
+    cli = [sys.executable, "-m", "satvault.cli", "simnet"]
+    started = [
+        procs.start(f"chain simulator ({label})", [*cli, "serve", "--port", str(btc_port)],
+                    env=env, log_path=work / f"simnet-{label}.log"),
+        procs.start(f"Lightning simulator ({label})",
+                    [*cli, "ln-serve", "--port", str(lnd_port), "--seed",
+                     secrets.token_hex(16)], env=env, log_path=work / f"ln-simnet-{label}.log"),
+    ]
+    try:
+        await wait_http(f"http://127.0.0.1:{btc_port}/", started[0],
+                        work / f"simnet-{label}.log", 60)
+        await wait_http(f"http://127.0.0.1:{lnd_port}/v1/getinfo", started[1],
+                        work / f"ln-simnet-{label}.log", 60)
+    except BaseException:
+        for proc in started:
+            procs.stop(proc)
+        raise
+    env.update(SATVAULT_CHAIN_BACKEND="bitcoind", SATVAULT_LIGHTNING_BACKEND="lnd")
+    return started
 
 
 async def satvault_check(base: str, key: str, wallet: str) -> int:
@@ -607,7 +654,9 @@ async def pg_database(url: str) -> tuple[str, str]:
     from sqlalchemy.engine import make_url
 
     u = make_url(url)
-    name = f"satvault_bench_ln_{secrets.token_hex(4)}"
+    # A throwaway database; the prefix can be set where databases must follow a naming scheme.
+    prefix = os.environ.get("SATVAULT_BENCH_DB_PREFIX", "satvault_bench_ln_")
+    name = f"{prefix}{secrets.token_hex(4)}"
     conn = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username,
                                  password=u.password, database="postgres")
     try:
@@ -842,7 +891,8 @@ def common_arguments(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--postgres-url", default=None,
                     help="default: $SATVAULT_TEST_POSTGRES_URL (host/port/credentials only)")
     ap.add_argument("--skip-lnbits", action="store_true")
-    ap.add_argument("--lnbits-venv", default="/tmp/lnbits-venv")
+    ap.add_argument("--lnbits-venv",
+                    default=os.environ.get("LNBITS_VENV", "/work/lnbits-venv"))
     ap.add_argument("--no-lnbits-install", action="store_true",
                     help="do not create the LNbits venv when it is missing")
     return ap

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     # Ledger batches that stand alone (ledger.batcher.ledger_writer) share commits between
     # concurrent callers (group commit) instead of one transaction each; same outcomes.
     ledger_group_commit: bool = False
+    # `satvault serve`'s event loop and HTTP parser (uvicorn's names). "auto" takes uvloop and
+    # httptools (installed with satvault); "asyncio" / "h11", the pure-Python ones, only to
+    # compare or to rule them out.
+    server_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    server_http: Literal["auto", "httptools", "h11"] = "auto"
     # How long a verified API key is remembered in memory, in seconds (0: check the database
     # on every request). A key revoked in another process keeps working at most this long.
     api_key_cache_seconds: float = Field(default=10.0, ge=0, le=300)

@@ -375,3 +375,47 @@ async def test_a_storage_outage_fails_open(db_url, tmp_path, world: World):
             r = await client.get("/api/v1/me", headers=bearer(random_key()))
             assert r.status_code == 401
         assert (await client.get("/api/v1/me", headers=bearer(world.alice))).status_code == 200
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_in_process_storage_keeps_the_moving_window_and_never_hops_threads(monkeypatch):
+    """The memory storage decides as ``limits``' own does (a moving window), drops what has
+    expired without a task or a thread, and keeps no key past its window."""
+    from limits import parse
+    from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+
+    from satvault.web.ratelimit import LocalMemoryStorage
+
+    clock = _Clock()
+    monkeypatch.setattr(time, "time", clock)
+
+    async def no_threads(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the in-process storage handed work to a thread")
+
+    monkeypatch.setattr(asyncio, "to_thread", no_threads)
+    storage = LocalMemoryStorage()
+    moving, fixed = MovingWindowRateLimiter(storage), FixedWindowRateLimiter(storage)
+    two_per_10s = parse("2/10 seconds")
+    assert await moving.hit(two_per_10s, "k")
+    clock.now += 6
+    assert await moving.hit(two_per_10s, "k")
+    assert not await moving.hit(two_per_10s, "k")  # both within the last 10 s
+    clock.now += 4.5  # the first has left the window, the second not
+    assert await moving.hit(two_per_10s, "k")
+    assert not await moving.hit(two_per_10s, "k")
+    assert await fixed.hit(two_per_10s, "f") and await fixed.hit(two_per_10s, "f")
+    assert not await fixed.hit(two_per_10s, "f")
+    assert storage.timer is None  # no expiry task was started
+
+    clock.now += 60  # everything expired; the next call sweeps it away
+    assert await moving.hit(parse("1/second"), "other")
+    assert len(storage.events) == 1  # only the new key's entry
+    assert not storage.storage and not storage.expirations
+    assert await fixed.hit(two_per_10s, "f")  # a fresh window

@@ -286,7 +286,8 @@ def serve(
             # proxy_headers=False: the client address is the socket peer; X-Forwarded-For
             # is read only by the rate limiter, from rate_limit_trusted_proxies.
             uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                        log_config=None, access_log=False, proxy_headers=False)
+                        log_config=None, access_log=False, proxy_headers=False,
+                        loop=settings.server_loop, http=settings.server_http)
         else:
             _serve_processes(settings, workers)
     finally:
@@ -339,7 +340,7 @@ def _serve_processes(settings: Settings, workers: int) -> None:
     try:
         uvicorn.run("satvault.web.app:api_app", factory=True, workers=workers,
                     host=settings.host, port=settings.port, log_config=None, access_log=False,
-                    proxy_headers=False)
+                    proxy_headers=False, loop=settings.server_loop, http=settings.server_http)
     finally:
         stop.set()
         thread.join(timeout=30)

@@ -25,13 +25,15 @@ of ``rate_limit_trusted_proxies``, and then the address is the right-most entry 
 one of them (the one our own proxy wrote). An IPv6 client counts by its /64.
 
 Budgets live in process memory by default, which is per process: ``satvault serve --workers
-N`` with memory storage gives each process its own budget. A ``redis://`` storage URL makes
+N`` with memory storage gives each process its own budget (:class:`LocalMemoryStorage`,
+``limits``' memory storage with its expiry done inline). A ``redis://`` storage URL makes
 every process share one. If that storage fails mid-flight the request is served and a
 warning logged: a Redis outage must not take payments down with it.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import ipaddress
 import math
@@ -44,6 +46,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage.memory import Entry
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
     MovingWindowRateLimiter,
@@ -58,8 +61,8 @@ from satvault.logs import get_logger
 from satvault.web.deps import CurrentPrincipal
 from satvault.web.problems import problem
 
-__all__ = ["CreateLimit", "EdgeLimiter", "PublicCreateLimit", "PublicLimit", "RateLimited",
-           "install_rate_limits"]
+__all__ = ["CreateLimit", "EdgeLimiter", "LocalMemoryStorage", "PublicCreateLimit",
+           "PublicLimit", "RateLimited", "install_rate_limits"]
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -108,6 +111,67 @@ def _bucket(ip: IPAddress) -> str:
     return str(ip)
 
 
+class LocalMemoryStorage(MemoryStorage):
+    """``limits``' in-process storage, the same counters and moving-window lists, without its
+    expiry task: that task is started by nearly every call (whenever none is running) and runs
+    each key's ``bisect`` through ``asyncio.to_thread``, a thread hand-off per request that
+    cost ~0.15 ms of CPU each under load. Expired counters and entries are dropped here
+    inline, at most once per ``sweep_every`` seconds; until then a stale entry only takes
+    memory (a window is decided by the entries' own times, not by their removal)."""
+
+    def __init__(self, sweep_every: float = 1.0) -> None:
+        super().__init__()
+        self._sweep_every = sweep_every
+        self._next_sweep = 0.0
+
+    def _sweep(self) -> None:
+        now = time.time()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._sweep_every
+        for key, events in list(self.events.items()):
+            # newest first, so expiries descend: keep those before the first expired one
+            keep = bisect.bisect_left(events, -now, key=lambda event: -event.expiry)
+            if keep:
+                del events[keep:]
+            else:
+                self.events.pop(key, None)
+                self.locks.pop(key, None)
+        for key, expiry in list(self.expirations.items()):
+            if expiry <= now:
+                self.storage.pop(key, None)
+                self.expirations.pop(key, None)
+                self.locks.pop(key, None)
+
+    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        await self.get(key)
+        self._sweep()
+        async with self.locks[key]:
+            self.storage[key] += amount
+            if self.storage[key] == amount:
+                self.expirations[key] = time.time() + expiry
+        return self.storage.get(key, amount)
+
+    async def decr(self, key: str, amount: int = 1) -> int:
+        await self.get(key)
+        self._sweep()
+        async with self.locks[key]:
+            self.storage[key] = max(self.storage[key] - amount, 0)
+        return self.storage.get(key, amount)
+
+    async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        if amount > limit:
+            return False
+        self._sweep()
+        async with self.locks[key]:
+            events = self.events.setdefault(key, [])
+            entry = events[limit - amount] if len(events) > limit - amount else None
+            if entry is not None and entry.atime >= time.time() - expiry:
+                return False
+            events[:0] = [Entry(expiry)] * amount
+            return True
+
+
 class EdgeLimiter:
     """The budgets of one app (``app.state.rate_limiter``) over one ``limits`` storage."""
 
@@ -128,7 +192,7 @@ class EdgeLimiter:
         self._pool: Any = None
         storage: Storage
         if self.storage_url == "memory":
-            storage = MemoryStorage()
+            storage = LocalMemoryStorage()
         else:
             import redis.asyncio
 
