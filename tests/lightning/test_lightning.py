@@ -318,7 +318,7 @@ async def test_failed_internal_payment_leaves_the_invoice_payable_from_outside(l
 
 
 def test_destination_kinds():
-    from satvault.payouts.withdraw import destination_kind
+    from satvault.withdrawals.service import destination_kind
 
     assert destination_kind("alice@127.0.0.1:8177") == "lnurl"
     assert destination_kind("Alice@Example.com") == "lnurl"

@@ -28,6 +28,8 @@ from satvault.kernel.ids import new_id
 from satvault.ledger.core import AccountKind
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_account
+from satvault.rates.base import normalize_currency
+from satvault.rates.errors import UnsupportedCurrency
 
 __all__ = [
     "SCOPES",
@@ -162,9 +164,6 @@ def _store_name(name: str) -> str:
 
 def _store_currency(code: str) -> str:
     """BTC, SATS or an ISO 4217 code the rate sources can price."""
-    from satvault.rates.base import normalize_currency
-    from satvault.rates.errors import UnsupportedCurrency
-
     norm = code.strip().upper()
     if norm in ("BTC", "SATS"):
         return norm

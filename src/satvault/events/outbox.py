@@ -34,10 +34,13 @@ from sqlalchemy import Table, event, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from satvault.accounts.models import Wallet
+from satvault.accounts.views import wallet_balances
 from satvault.db import utcnow
 from satvault.events.catalog import EVENT_TYPES, SUBJECT_TYPES, matches
 from satvault.events.models import OutboxEvent, Webhook, WebhookDelivery
 from satvault.kernel.ids import new_id
+from satvault.ledger.models import LedgerAccount
 from satvault.ledger.store import BALANCES_CHANGED
 from satvault.logs import get_logger
 
@@ -288,9 +291,6 @@ def _balance_events(session: Session) -> list[Event]:
     changed = session.info.pop(BALANCES_CHANGED, None)
     if not changed:
         return []
-    from satvault.accounts.models import Wallet
-    from satvault.accounts.views import wallet_balances
-    from satvault.ledger.models import LedgerAccount
 
     rows = session.execute(
         select(Wallet, LedgerAccount)

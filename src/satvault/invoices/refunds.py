@@ -2,7 +2,7 @@
 most what the invoice received (all refunds of it together); the store's webhooks hear
 ``withdrawal.*``.
 
-The two halves of :mod:`satvault.payouts.withdraw`: :func:`prepare_refund` reads the
+The two halves of :mod:`satvault.withdrawals.service`: :func:`prepare_refund` reads the
 invoice in a short session, checks the amount and resolves the destination with no
 transaction open; :func:`record_refund` runs in the caller's unit of work, locks the invoice
 so concurrent refunds of it are counted one after the other, and requests the withdrawal.
@@ -26,7 +26,7 @@ from satvault.lightning.bolt11check import check_invoice, decode
 from satvault.lightning.errors import LightningError
 from satvault.lightning.invoices import StoreInvoiceHook
 from satvault.payouts.models import Withdrawal
-from satvault.payouts.withdraw import (
+from satvault.withdrawals.service import (
     PreparedDestination,
     destination_kind,
     prepare_destination,

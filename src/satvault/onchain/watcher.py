@@ -39,10 +39,11 @@ from satvault.db import utcnow
 from satvault.kernel.retrying import retrying
 from satvault.ledger.core import Result, TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts, platform_fee
-from satvault.ledger.store import create_transfers
+from satvault.ledger.store import create_transfers, lookup_transfer
 from satvault.logs import get_logger
 from satvault.onchain.models import (
     ChainBlock,
+    DepositRequest,
     OnchainAddress,
     OnchainPayment,
     OnchainWallet,
@@ -196,8 +197,6 @@ class Watcher:
     async def _beneficiary(self, session: AsyncSession, addr: OnchainAddress
                            ) -> tuple[str | None, int]:
         """Which satvault wallet a payment to this address belongs to, and its confirmations."""
-        from satvault.onchain.models import DepositRequest
-
         if addr.request_id:
             req = await session.get(DepositRequest, addr.request_id)
             if req is not None:
@@ -425,8 +424,6 @@ class Watcher:
                        credit_account: int, hot_wallet: int) -> tuple[int, int]:
         specs = []
         fee_id = f"{key}:fee"
-        from satvault.ledger.store import lookup_transfer
-
         fee = await lookup_transfer(session, fee_id)
         if fee is not None:  # give the platform fee back with the credit it came from
             specs.append(TransferSpec(f"{fee_id}:reverse", fee.credit_account_id,

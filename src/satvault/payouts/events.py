@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from satvault.events.outbox import Event, emit, emit_many
 from satvault.payouts.models import Withdrawal
 
 __all__ = ["emit_withdrawal", "emit_withdrawal_events", "withdrawal_payload"]
@@ -22,8 +23,6 @@ def withdrawal_payload(w: Withdrawal) -> dict[str, Any]:
 
 async def emit_withdrawal(session: AsyncSession, w: Withdrawal, event: str) -> None:
     """``event`` is created, broadcast, confirmed or failed."""
-    from satvault.events.outbox import emit  # late: the events package imports the web edge
-
     await emit(session, type=f"withdrawal.{event}", subject_type="withdrawal", subject_id=w.id,
                payload=withdrawal_payload(w), store_id=w.store_id, wallet_id=w.wallet_id)
 
@@ -32,8 +31,6 @@ async def emit_withdrawal_events(session: AsyncSession, w: Withdrawal, events: S
                                  ) -> None:
     """Several of :func:`emit_withdrawal`'s events of one change, the last of its unit of
     work, in one INSERT with the wallets' ``balance_changed`` events that follow them."""
-    from satvault.events.outbox import Event, emit_many  # late, as above
-
     payload = withdrawal_payload(w)
     await emit_many(session, [Event(type=f"withdrawal.{e}", subject_type="withdrawal",
                                     subject_id=w.id, payload=payload, store_id=w.store_id,

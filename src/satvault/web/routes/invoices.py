@@ -34,7 +34,6 @@ from satvault.invoices.service import (
 from satvault.invoices.views import invoice_payload
 from satvault.kernel.errors import InvalidInput, NotFound
 from satvault.ledger.history import InvalidCursor
-from satvault.payouts.withdraw import PreparedDestination, latest_payment
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.fields import Msat, SpeedPolicy
 from satvault.web.guard import bad_text
@@ -51,6 +50,7 @@ from satvault.web.state import (
     settings_of,
     store_invoice_hook_of,
 )
+from satvault.withdrawals.service import PreparedDestination, latest_payment
 
 __all__ = ["router"]
 

@@ -1,5 +1,5 @@
 """Withdrawal endpoints. Creating one requires an ``Idempotency-Key``; the work is
-:mod:`satvault.payouts.withdraw`'s."""
+:mod:`satvault.withdrawals.service`'s."""
 
 from __future__ import annotations
 
@@ -15,12 +15,6 @@ from satvault.accounts.service import Principal
 from satvault.kernel.errors import NotFound
 from satvault.lightning.models import LnPayment
 from satvault.payouts.models import Withdrawal
-from satvault.payouts.withdraw import (
-    PreparedDestination,
-    latest_payment,
-    prepare_destination,
-    withdraw,
-)
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.idempotency import run_idempotent
 from satvault.web.openapi import problem_responses
@@ -33,6 +27,12 @@ from satvault.web.state import (
     sessions_of,
     settings_of,
     store_invoice_hook_of,
+)
+from satvault.withdrawals.service import (
+    PreparedDestination,
+    latest_payment,
+    prepare_destination,
+    withdraw,
 )
 
 __all__ = ["out", "router"]
