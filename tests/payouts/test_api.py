@@ -76,7 +76,7 @@ async def test_deposit_over_http_then_withdraw(env: Env, keys):
 
 
 async def test_idempotency_replay_conflict_and_in_flight(env: Env, keys, monkeypatch):
-    from satvault.payouts import withdraw as payouts_withdraw
+    from satvault.withdrawals import service as payouts_withdraw
 
     await fund(env, 200_000)
     gate = asyncio.Event()
