@@ -19,10 +19,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, event
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -39,6 +40,7 @@ __all__ = [
     "Amount",
     "Base",
     "IdInt",
+    "StrEnumType",
     "UtcDateTime",
     "async_database_url",
     "create_engine",
@@ -111,6 +113,36 @@ class UtcDateTime(TypeDecorator[datetime]):
         if moment.tzinfo is None:
             return moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class StrEnumType(TypeDecorator[E]):
+    """A status-like column holding one member of ``enum_cls``, stored as its string value.
+
+    Binding goes through ``enum_cls(value)``, so a string outside the set fails here, in Python,
+    before any statement reaches the database (whose CHECK constraint is the last word); rows
+    load as enum members. A plain string of the right value binds as well, so the column can be
+    compared with either."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum_cls: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum_cls = enum_cls
+        self.length = length
+
+    @property
+    def python_type(self) -> type[E]:
+        return self.enum_cls
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum_cls(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum_cls(value)
 
 
 def max_amount(dialect_name: str) -> int:

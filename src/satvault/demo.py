@@ -26,6 +26,8 @@ from satvault.ledger.errors import InsufficientFunds
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import get_account, submit, transfer
 from satvault.migrate import upgrade
+from satvault.onchain.models import DepositStatus
+from satvault.payouts.models import WithdrawalMethod
 
 __all__ = ["run_demo"]
 
@@ -246,8 +248,9 @@ async def _walkthrough(url: str) -> dict[str, Any]:
         await engine.dispose()
     summary["seconds"] = round(time.perf_counter() - started, 3)
     summary["ok"] = bool(summary.get("ledger_check") == "ok" and summary.get("overdraft_refused")
-                         and summary.get("deposit_status") == "paid"
+                         and summary.get("deposit_status") == DepositStatus.PAID
                          and summary.get("payout", {}).get("confirmed") == 1
-                         and summary.get("lightning", {}).get("internal_payment") == "internal"
+                         and summary.get("lightning", {}).get("internal_payment")
+                         == WithdrawalMethod.INTERNAL
                          and summary["lightning"]["external_payments_succeeded"] == 1)
     return summary

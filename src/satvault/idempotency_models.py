@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from satvault.db import Base, IdInt, UtcDateTime
+from satvault.db import Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["IdempotencyKey"]
+__all__ = ["IdempotencyKey", "IdempotencyStatus"]
+
+
+class IdempotencyStatus(StrEnum):
+    RUNNING = "running"
+    DONE = "done"
 
 
 class IdempotencyKey(Base):
@@ -19,7 +25,7 @@ class IdempotencyKey(Base):
     owner: Mapped[str] = mapped_column(String(80))
     key: Mapped[str] = mapped_column(String(200))
     request_hash: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(8))
+    status: Mapped[IdempotencyStatus] = mapped_column(StrEnumType(IdempotencyStatus, 8))
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -5,13 +5,23 @@ keys. Public ids are prefixed random strings (``usr_…``, ``mer_…``, ``sto_�
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from satvault.db import Base, IdInt, UtcDateTime
+from satvault.db import Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["ApiKey", "AuditEvent", "Merchant", "Store", "User", "Wallet"]
+__all__ = ["ApiKey", "AuditEvent", "Merchant", "Store", "User", "UserStatus", "Wallet"]
+
+
+class UserStatus(StrEnum):
+    """Only an ``active`` user logs in with LNURL-auth or is paid through a Lightning Address;
+    ``suspended`` (set by an operator) keeps one out. The column has no CHECK constraint: this
+    set is the code's."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
 
 
 class User(Base):
@@ -23,7 +33,8 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(200))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     kyc_tier: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[UserStatus] = mapped_column(StrEnumType(UserStatus, 16),
+                                               default=UserStatus.ACTIVE)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 

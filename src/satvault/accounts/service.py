@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.models import ApiKey, AuditEvent, Merchant, Store, User, Wallet
+from satvault.accounts.models import ApiKey, AuditEvent, Merchant, Store, User, UserStatus, Wallet
 from satvault.accounts.security import (
     hash_password,
     new_token,
@@ -130,7 +130,7 @@ async def create_user(session: AsyncSession, *, email: str, password: str | None
         raise AlreadyExists(f"a user with e-mail {email!r} exists")
     user = User(id=new_id("usr"), email=email, display_name=display_name,
                 password_hash=hash_password(password) if password else None,
-                is_admin=is_admin, kyc_tier=0, status="active", created_at=utcnow())
+                is_admin=is_admin, kyc_tier=0, status=UserStatus.ACTIVE, created_at=utcnow())
     session.add(user)
     await session.flush()
     await ensure_wallet(session, owner_type="user", owner_id=user.id)

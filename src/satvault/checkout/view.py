@@ -29,8 +29,9 @@ from satvault.checkout.i18n import N_
 from satvault.db import utcnow
 from satvault.invoices.models import StoreInvoice
 from satvault.invoices.service import destinations
+from satvault.invoices.status import Additional, Status
 from satvault.onchain.bip21 import make_bip21
-from satvault.onchain.models import ChainBlock, OnchainPayment
+from satvault.onchain.models import ChainBlock, OnchainPayment, OnchainPaymentStatus
 
 __all__ = ["NO_COUNT", "OPEN_STATES", "STATES", "LivePayment", "StateText", "live_payment",
            "public_status", "qr_data", "ui_state"]
@@ -73,17 +74,17 @@ NO_COUNT = N_("Waiting for network confirmation.")
 OPEN_STATES = frozenset({"waiting", "partial"})
 
 
-def ui_state(status: str, additional: str, confirmations: dict[str, int] | None) -> str:
-    if status == "settled":
+def ui_state(status: Status, additional: Additional, confirmations: dict[str, int] | None) -> str:
+    if status == Status.SETTLED:
         return "paid"
-    if status == "processing":
+    if status == Status.PROCESSING:
         return "confirming" if confirmations and confirmations["count"] > 0 else "received"
-    if status == "expired":
-        return {"paid_partial": "expired_partial",
-                "paid_late": "expired_late"}.get(additional, "expired")
-    if status == "invalid":
+    if status == Status.EXPIRED:
+        return {Additional.PAID_PARTIAL: "expired_partial",
+                Additional.PAID_LATE: "expired_late"}.get(additional, "expired")
+    if status == Status.INVALID:
         return "invalid"
-    return "partial" if additional == "paid_partial" else "waiting"
+    return "partial" if additional == Additional.PAID_PARTIAL else "waiting"
 
 
 async def _confirmations(session: AsyncSession, inv: StoreInvoice) -> dict[str, int] | None:
@@ -94,7 +95,7 @@ async def _confirmations(session: AsyncSession, inv: StoreInvoice) -> dict[str, 
     rows = (await session.execute(
         select(OnchainPayment.block_height, OnchainPayment.required_confirmations)
         .where(OnchainPayment.request_id == inv.deposit_id,
-               OnchainPayment.status != "conflicted"))).all()
+               OnchainPayment.status != OnchainPaymentStatus.CONFLICTED))).all()
     if not rows:
         return None
     tip = (await session.execute(select(func.max(ChainBlock.height)))).scalar_one_or_none()
@@ -133,7 +134,7 @@ class LivePayment:
 
 
 async def live_payment(session: AsyncSession, inv: StoreInvoice) -> LivePayment:
-    if inv.status != "new":
+    if inv.status != Status.NEW:
         return LivePayment(None, None, None, None, None, None)
     d = await destinations(session, inv)
     onchain_uri = make_bip21(d.address, amount_sat=d.onchain_due_sat,
@@ -160,7 +161,7 @@ def qr_data(pay: LivePayment, kind: str) -> str | None:
 
 
 async def public_status(session: AsyncSession, inv: StoreInvoice) -> dict[str, Any]:
-    confirmations = await _confirmations(session, inv) if inv.status == "processing" else None
+    confirmations = await _confirmations(session, inv) if inv.status == Status.PROCESSING else None
     pay = await live_payment(session, inv)
     return {
         "id": inv.id, "status": inv.status, "additional_status": inv.additional_status,

@@ -14,7 +14,7 @@ from satvault.composition import Runtime, open_database
 from satvault.config import get_settings
 from satvault.migrate import SchemaNotCurrent, ensure_current
 from satvault.payouts.errors import PayoutError
-from satvault.payouts.models import PayoutBatch, Withdrawal
+from satvault.payouts.models import BatchStatus, PayoutBatch, Withdrawal
 
 __all__ = ["app"]
 
@@ -27,7 +27,7 @@ def _emit(obj: Any) -> None:
 
 @app.command("list")
 def list_payouts(
-    status: Annotated[str | None, typer.Option(help="Only batches in this status.")] = None,
+    status: Annotated[BatchStatus | None, typer.Option(help="Only batches in this status.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
 ) -> None:
     """Recent payout batches with their withdrawals."""

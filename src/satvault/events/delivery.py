@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault import __version__
 from satvault.db import utcnow
 from satvault.events.errors import InvalidWebhook
-from satvault.events.models import Webhook, WebhookAttempt, WebhookDelivery
+from satvault.events.models import WAITING, DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery
 from satvault.events.outbox import mark_changed
 from satvault.events.signing import SIGNATURE_HEADER, sign
 from satvault.events.ssrf import RESOLVE_TIMEOUT, CheckedUrl, check
@@ -69,7 +69,7 @@ _MAX_EXPONENT = 40  # 2**40 times any sane base is far past any cap; avoids floa
 def _waiting(table: Any) -> Any:
     # models.WAITING_SQL with literal values, not bound parameters, so that both planners can
     # use the partial index on it.
-    return table.c.status.in_([literal_column("'pending'"), literal_column("'failed'")])
+    return table.c.status.in_([literal_column(f"'{s}'") for s in WAITING])
 
 
 def backoff_delay(attempt: int, *, base: float = 10.0, cap: float = 3600.0,
@@ -349,11 +349,11 @@ class WebhookDispatcher:
             claim = outcome.claim
             next_at: datetime | None = None
             if outcome.ok:
-                status = "succeeded"
+                status = DeliveryStatus.SUCCEEDED
             elif claim.attempt >= self.max_attempts:
-                status = "dead"
+                status = DeliveryStatus.DEAD
             else:
-                status = "failed"
+                status = DeliveryStatus.FAILED
                 next_at = now + timedelta(seconds=backoff_delay(
                     claim.attempt, base=self.backoff_base, cap=self.backoff_cap,
                     jitter=self.jitter, rng=self.rng))
@@ -378,7 +378,7 @@ class WebhookDispatcher:
                 "status_code": outcome.status_code, "response_excerpt": outcome.excerpt,
                 "error": outcome.error, "next_attempt_at": next_at if changed else None,
             })
-            if status == "dead" and changed:
+            if status == DeliveryStatus.DEAD and changed:
                 log.warning("webhook_delivery_dead", delivery_id=claim.delivery_id,
                             webhook_id=claim.webhook_id, attempts=claim.attempt)
 
@@ -402,7 +402,7 @@ async def redeliver(session: AsyncSession, delivery_id: str, *,
     if delivery is None:
         raise NotFound(f"webhook delivery {delivery_id!r} not found")
     now = now or utcnow()
-    delivery.status = "pending"
+    delivery.status = DeliveryStatus.PENDING
     delivery.attempts = 0
     delivery.next_attempt_at = now
     delivery.updated_at = now

@@ -27,18 +27,29 @@ an excerpt of the answer, the timing and when the next try was scheduled.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from satvault.db import Base, IdInt, UtcDateTime
+from satvault.db import Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["DELIVERY_STATUSES", "WAITING_SQL", "OutboxEvent", "Webhook", "WebhookAttempt",
-           "WebhookDelivery"]
+__all__ = ["DELIVERY_STATUSES", "WAITING", "WAITING_SQL", "DeliveryStatus", "OutboxEvent",
+           "Webhook", "WebhookAttempt", "WebhookDelivery"]
 
-DELIVERY_STATUSES = ("pending", "succeeded", "failed", "dead")
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+DELIVERY_STATUSES = tuple(DeliveryStatus)
+# A delivery is waiting (``next_attempt_at`` set) in exactly these.
+WAITING = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
 # Written as a literal (not bound parameters) so both databases can use the partial index.
-WAITING_SQL = "status IN ('pending','failed')"
+WAITING_SQL = "status IN ({})".format(",".join(f"'{s}'" for s in WAITING))
 
 
 class OutboxEvent(Base):
@@ -82,7 +93,7 @@ class WebhookDelivery(Base):
     webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
     event_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id"), index=True)
     event_type: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(12))
+    status: Mapped[DeliveryStatus] = mapped_column(StrEnumType(DeliveryStatus, 12))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_status_code: Mapped[int | None] = mapped_column(Integer)

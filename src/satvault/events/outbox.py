@@ -38,7 +38,7 @@ from satvault.accounts.models import Wallet
 from satvault.accounts.views import wallet_balances
 from satvault.db import utcnow
 from satvault.events.catalog import EVENT_TYPES, SUBJECT_TYPES, matches
-from satvault.events.models import OutboxEvent, Webhook, WebhookDelivery
+from satvault.events.models import DeliveryStatus, OutboxEvent, Webhook, WebhookDelivery
 from satvault.kernel.ids import new_id
 from satvault.ledger.models import LedgerAccount
 from satvault.ledger.store import BALANCES_CHANGED
@@ -267,7 +267,8 @@ def _write(session: Session, events: Sequence[Event], *, balances: bool = False,
             body = envelope(event_id, row["type"], row["created_at"], row["payload"])
             deliveries += [
                 {"id": new_id("whd"), "webhook_id": hook.id, "event_id": event_id,
-                 "event_type": row["type"], "status": "pending", "attempts": 0,
+                 "event_type": row["type"], "status": DeliveryStatus.PENDING,
+                 "attempts": 0,
                  "next_attempt_at": row["created_at"], "request_body": body,
                  "created_at": row["created_at"], "updated_at": row["created_at"]}
                 for hook in hooks

@@ -8,7 +8,8 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from satvault.db import Amount, Base, UtcDateTime
+from satvault.db import Amount, Base, StrEnumType, UtcDateTime
+from satvault.invoices.status import Additional, Status
 
 __all__ = ["StoreInvoice"]
 
@@ -19,8 +20,8 @@ class StoreInvoice(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     store_id: Mapped[str] = mapped_column(ForeignKey("stores.id"), index=True)
     wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"))
-    status: Mapped[str] = mapped_column(String(12))
-    additional_status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[Status] = mapped_column(StrEnumType(Status, 12))
+    additional_status: Mapped[Additional] = mapped_column(StrEnumType(Additional, 16))
     currency: Mapped[str] = mapped_column(String(8))
     amount: Mapped[str] = mapped_column(String(40))  # as asked, a decimal string
     amount_minor: Mapped[int] = mapped_column(Amount)  # in the currency's smallest unit

@@ -25,7 +25,7 @@ from satvault.kernel.errors import InvalidInput
 from satvault.lightning.bolt11check import check_invoice, decode
 from satvault.lightning.errors import LightningError
 from satvault.lightning.invoices import StoreInvoiceHook
-from satvault.payouts.models import Withdrawal
+from satvault.payouts.models import Withdrawal, WithdrawalStatus
 from satvault.withdrawals.service import (
     PreparedDestination,
     destination_kind,
@@ -87,7 +87,8 @@ async def record_refund(session: AsyncSession, *, principal: Principal, invoice_
     refunded = int((await session.execute(
         select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
             Withdrawal.invoice_id == inv.id,
-            Withdrawal.status.not_in(("failed", "cancelled"))))).scalar_one())
+            Withdrawal.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED))
+        ))).scalar_one())
     left = inv.confirmed_msat - refunded
     if amount <= 0 or amount > left:
         raise InvalidInput(f"refunds of this invoice can add up to what it received "

@@ -52,11 +52,17 @@ from satvault.invoices.status import (
 from satvault.kernel.errors import InvalidInput, NotFound
 from satvault.kernel.ids import new_id
 from satvault.lightning.invoices import node_invoice, store_invoice
-from satvault.lightning.models import LnInvoice
+from satvault.lightning.models import LnInvoice, LnInvoiceStatus
 from satvault.logs import get_logger
 from satvault.onchain.bip21 import make_bip21, msat_to_sat_ceil
 from satvault.onchain.deposits import open_deposit
-from satvault.onchain.models import DepositRequest, OnchainAddress, OnchainPayment
+from satvault.onchain.models import (
+    CreditState,
+    DepositRequest,
+    OnchainAddress,
+    OnchainPayment,
+    OnchainPaymentStatus,
+)
 from satvault.rates.base import currency_scale
 from satvault.rates.convert import apply_spread, fiat_to_msat
 from satvault.rates.service import RateService, build_rate_service
@@ -314,8 +320,8 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
     wallet = await _merchant_wallet(session, store.merchant_id)
     now = quote.created_at
     inv = StoreInvoice(
-        id=quote.id, store_id=store.id, wallet_id=wallet.id, status=Status.NEW.value,
-        additional_status=Additional.NONE.value, currency=quote.currency,
+        id=quote.id, store_id=store.id, wallet_id=wallet.id, status=Status.NEW,
+        additional_status=Additional.NONE, currency=quote.currency,
         amount=request.amount, amount_minor=quote.minor, due_msat=quote.due_msat,
         rate_minor_per_btc=quote.rate, rate_source=quote.rate_source, rate_at=quote.rate_at,
         order_id=request.order_id, metadata_json=quote.metadata,
@@ -369,7 +375,7 @@ async def destinations(session: AsyncSession, inv: StoreInvoice) -> Destinations
             addr = await session.get(OnchainAddress, dep.address_id)
             address = addr.address if addr else None
     ln = (await session.execute(select(LnInvoice).where(
-        LnInvoice.store_invoice_id == inv.id, LnInvoice.status == "open"
+        LnInvoice.store_invoice_id == inv.id, LnInvoice.status == LnInvoiceStatus.OPEN
     ).order_by(LnInvoice.created_at.desc()).limit(1))).scalar_one_or_none()
     return _destinations(inv, address, ln)
 
@@ -390,7 +396,8 @@ async def destinations_of(session: AsyncSession, invoices: Sequence[StoreInvoice
         addresses = {dep_id: address for dep_id, address in rows}
     newest: dict[str, LnInvoice] = {}
     lns = (await session.execute(select(LnInvoice).where(
-        LnInvoice.store_invoice_id.in_([i.id for i in invoices]), LnInvoice.status == "open"
+        LnInvoice.store_invoice_id.in_([i.id for i in invoices]),
+        LnInvoice.status == LnInvoiceStatus.OPEN
     ).order_by(LnInvoice.created_at.desc()))).scalars()
     for ln in lns:
         assert ln.store_invoice_id is not None
@@ -417,11 +424,11 @@ async def _payments(session: AsyncSession, inv: StoreInvoice
     if inv.deposit_id:
         rows = (await session.execute(select(OnchainPayment).where(
             OnchainPayment.request_id == inv.deposit_id,
-            OnchainPayment.status != "conflicted"))).scalars().all()
-        events += [(p.first_seen_at, p.value_sat * 1000, p.credit_state == "credited")
+            OnchainPayment.status != OnchainPaymentStatus.CONFLICTED))).scalars().all()
+        events += [(p.first_seen_at, p.value_sat * 1000, p.credit_state == CreditState.CREDITED)
                    for p in rows]
     lns = (await session.execute(select(LnInvoice).where(
-        LnInvoice.store_invoice_id == inv.id, LnInvoice.status == "paid")
+        LnInvoice.store_invoice_id == inv.id, LnInvoice.status == LnInvoiceStatus.PAID)
         # a crediting transaction just marked one paid with an UPDATE statement
         .execution_options(populate_existing=True))).scalars().all()
     events += [(x.paid_at or inv.created_at, x.paid_msat or 0, True) for x in lns]
@@ -454,7 +461,7 @@ async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Setting
     """Recompute an invoice from its payments; True if anything changed. The node's part of
     a change (cancelling the other BOLT11s of a settled invoice, a BOLT11 for the rest after
     a partial payment) is :func:`lightning_follow_up`, after the commit."""
-    if inv.additional_status == Additional.MARKED.value:
+    if inv.additional_status == Additional.MARKED:
         inv.next_check_at = None
         return False
     credited, seen, full_at = await _payments(session, inv)
@@ -468,19 +475,19 @@ async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Setting
     if inv.next_check_at != deadline:
         inv.next_check_at = deadline
     received_more = seen > inv.seen_msat
-    changed = (status.value, extra.value, credited, seen) != (
+    changed = (status, extra, credited, seen) != (
         inv.status, inv.additional_status, inv.confirmed_msat, inv.seen_msat)
     if not changed:
         return False
     old = inv.status
-    inv.status, inv.additional_status = status.value, extra.value
+    inv.status, inv.additional_status = status, extra
     inv.confirmed_msat, inv.seen_msat, inv.full_seen_at = credited, seen, full_at
     inv.updated_at = utcnow()
     if status is Status.SETTLED and inv.settled_at is None:
         inv.settled_at = utcnow()
     if received_more:
         await _emit(session, inv, "invoice.payment_received")
-    if status.value != old and status in _EVENTS:
+    if status != old and status in _EVENTS:
         await _emit(session, inv, _EVENTS[status])
     log.info("invoice_updated", invoice=inv.id, status=inv.status,
              additional=inv.additional_status, seen_msat=seen, credited_msat=credited)
@@ -504,11 +511,12 @@ async def follow_up_of(session: AsyncSession, invoice_id: str) -> FollowUp:
     if inv is None:
         return FollowUp()
     open_ln = (await session.execute(select(LnInvoice).where(
-        LnInvoice.store_invoice_id == inv.id, LnInvoice.status == "open"))).scalars().all()
-    if inv.status == Status.SETTLED.value:
+        LnInvoice.store_invoice_id == inv.id, LnInvoice.status == LnInvoiceStatus.OPEN
+    ))).scalars().all()
+    if inv.status == Status.SETTLED:
         return FollowUp(cancel=tuple(ln.payment_hash for ln in open_ln))
     remaining = inv.due_msat - inv.seen_msat
-    if (inv.status == Status.NEW.value and inv.seen_msat > 0 and remaining >= 1000
+    if (inv.status == Status.NEW and inv.seen_msat > 0 and remaining >= 1000
             and "lightning" in inv.payment_methods
             and all(ln.amount_msat != remaining for ln in open_ln)):
         seconds = max(60, int((inv.expires_at - utcnow()).total_seconds()))
@@ -522,11 +530,11 @@ async def record_follow_up(session: AsyncSession, invoice_id: str, *,
     """The database's half of the follow-up, once the node answered."""
     if cancelled:
         await session.execute(update(LnInvoice).where(
-            LnInvoice.payment_hash.in_(cancelled), LnInvoice.status == "open"
-        ).values(status="canceled"))
+            LnInvoice.payment_hash.in_(cancelled), LnInvoice.status == LnInvoiceStatus.OPEN
+        ).values(status=LnInvoiceStatus.CANCELED))
     if remainder is not None:
         inv = await session.get(StoreInvoice, invoice_id, with_for_update=True)
-        if inv is None or inv.status != Status.NEW.value:
+        if inv is None or inv.status != Status.NEW:
             return  # paid or expired meanwhile: the BOLT11 just issued is left to expire
         wallet = await session.get(Wallet, inv.wallet_id)
         assert wallet is not None
@@ -536,13 +544,14 @@ async def record_follow_up(session: AsyncSession, invoice_id: str, *,
 
 
 async def mark_invoice(session: AsyncSession, inv: StoreInvoice, status: str) -> StoreInvoice:
-    if status not in ("settled", "invalid"):
+    if status not in (Status.SETTLED, Status.INVALID):
         raise InvalidInput("an invoice can be marked settled or invalid")
-    if inv.status in ("settled", "invalid") and inv.additional_status != "marked":
+    if inv.status in (Status.SETTLED, Status.INVALID) \
+            and inv.additional_status != Additional.MARKED:
         raise InvalidInput(f"the invoice is already {inv.status}")
-    inv.status, inv.additional_status, inv.updated_at = status, "marked", utcnow()
+    inv.status, inv.additional_status, inv.updated_at = Status(status), Additional.MARKED, utcnow()
     inv.next_check_at = None  # the merchant decided; payments no longer move it
-    if status == "settled" and inv.settled_at is None:
+    if status == Status.SETTLED and inv.settled_at is None:
         inv.settled_at = utcnow()
     await _emit(session, inv, f"invoice.{status}")
     return inv

@@ -31,6 +31,7 @@ from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.invoices.models import StoreInvoice
 from satvault.invoices.service import follow_up_of, record_follow_up, refresh
+from satvault.invoices.status import Additional, Status
 from satvault.kernel.retrying import retrying
 from satvault.lightning.invoices import node_invoice
 from satvault.lightning.models import LnInvoice
@@ -52,7 +53,7 @@ async def _one(session: AsyncSession, *, invoice_id: str, settings: Settings
     if inv is None:
         return False, False
     changed = await refresh(session, inv, settings=settings)
-    pending = inv.status == "settled" or (inv.status == "new" and inv.seen_msat > 0)
+    pending = inv.status == Status.SETTLED or (inv.status == Status.NEW and inv.seen_msat > 0)
     return changed, changed or pending
 
 
@@ -104,10 +105,10 @@ async def live_invoice_ids(session: AsyncSession, *, now: datetime,
     settled ones inside the monitoring window (a late payment, a reorg)."""
     since = now - monitoring
     return list((await session.execute(select(StoreInvoice.id).where(
-        StoreInvoice.additional_status != "marked",
-        StoreInvoice.status.in_(("new", "processing"))
-        | ((StoreInvoice.status == "expired") & (StoreInvoice.expires_at > since))
-        | ((StoreInvoice.status == "settled") & (StoreInvoice.settled_at > since))
+        StoreInvoice.additional_status != Additional.MARKED,
+        StoreInvoice.status.in_((Status.NEW, Status.PROCESSING))
+        | ((StoreInvoice.status == Status.EXPIRED) & (StoreInvoice.expires_at > since))
+        | ((StoreInvoice.status == Status.SETTLED) & (StoreInvoice.settled_at > since))
     ))).scalars().all())
 
 

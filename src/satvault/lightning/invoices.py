@@ -29,7 +29,7 @@ from satvault.ledger.core import TransferSpec
 from satvault.ledger.errors import error_for
 from satvault.ledger.platform import ensure_platform_accounts, platform_fee
 from satvault.ledger.store import create_transfers
-from satvault.lightning.models import LnCursor, LnInvoice
+from satvault.lightning.models import LnCursor, LnInvoice, LnInvoiceStatus
 from satvault.logs import get_logger
 
 __all__ = ["InvoiceListener", "StoreInvoiceHook", "check_invoice_request", "create_invoice",
@@ -84,7 +84,7 @@ async def store_invoice(session: AsyncSession, inv: Invoice, *, wallet: Wallet,
                     payment_hash=inv.payment_hash, bolt11=inv.bolt11, amount_msat=amount_msat,
                     description=memo,
                     description_hash=description_hash.hex() if description_hash else None,
-                    status="open", paid_msat=None, internal=False, paid_at=None,
+                    status=LnInvoiceStatus.OPEN, paid_msat=None, internal=False, paid_at=None,
                     store_invoice_id=store_invoice_id,
                     expires_at=now + timedelta(seconds=expiry_seconds), created_at=now)
     session.add(row)
@@ -113,8 +113,9 @@ async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat:
         Wallet.id == LnInvoice.wallet_id).scalar_subquery()
     row = (await session.execute(
         update(LnInvoice).where(LnInvoice.payment_hash == payment_hash,
-                                LnInvoice.status != "paid", *only_if)
-        .values(status="paid", paid_msat=paid_msat, paid_at=utcnow(), internal=internal)
+                                LnInvoice.status != LnInvoiceStatus.PAID, *only_if)
+        .values(status=LnInvoiceStatus.PAID, paid_msat=paid_msat, paid_at=utcnow(),
+                internal=internal)
         .returning(LnInvoice.id, LnInvoice.store_invoice_id, payee_account)
         .execution_options(synchronize_session="fetch"))).one_or_none()
     if row is None:
@@ -143,8 +144,9 @@ async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat:
 
 async def expire_invoices(session: AsyncSession) -> int:
     res = await session.execute(update(LnInvoice).where(
-        LnInvoice.status == "open", LnInvoice.expires_at < utcnow() - timedelta(minutes=5)
-    ).values(status="expired"))
+        LnInvoice.status == LnInvoiceStatus.OPEN,
+        LnInvoice.expires_at < utcnow() - timedelta(minutes=5)
+    ).values(status=LnInvoiceStatus.EXPIRED))
     return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
@@ -210,7 +212,8 @@ class InvoiceListener:
         resumes from the stored settle index, so the sweep is a safety net whose cost must not
         grow with the number of open invoices."""
         async with self.sessions() as s:
-            q = select(LnInvoice.id, LnInvoice.payment_hash).where(LnInvoice.status == "open")
+            q = select(LnInvoice.id, LnInvoice.payment_hash).where(
+                LnInvoice.status == LnInvoiceStatus.OPEN)
             if limit is not None and self._sweep_after is not None:
                 q = q.where(LnInvoice.id > self._sweep_after)
             rows = (await s.execute(q.order_by(LnInvoice.id).limit(limit))).all()

@@ -9,13 +9,27 @@ exactly when it is no longer open.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from satvault.db import Amount, Base, UtcDateTime
+from satvault.db import Amount, Base, StrEnumType, UtcDateTime
 
-__all__ = ["LightningAddress", "LnurlAuthChallenge", "LnurlAuthKey", "LnurlWithdrawVoucher"]
+__all__ = ["ChallengeStatus", "LightningAddress", "LnurlAuthChallenge", "LnurlAuthKey",
+           "LnurlWithdrawVoucher", "VoucherStatus"]
+
+
+class VoucherStatus(StrEnum):
+    OPEN = "open"
+    USED = "used"
+    CANCELED = "canceled"
+
+
+class ChallengeStatus(StrEnum):
+    OPEN = "open"
+    VERIFIED = "verified"
+    CONSUMED = "consumed"
 
 
 class LightningAddress(Base):
@@ -41,7 +55,7 @@ class LnurlWithdrawVoucher(Base):
     amount_msat: Mapped[int] = mapped_column(Amount)
     reserve_msat: Mapped[int] = mapped_column(Amount)
     description: Mapped[str] = mapped_column(String(639))
-    status: Mapped[str] = mapped_column(String(12))  # open | used | canceled
+    status: Mapped[VoucherStatus] = mapped_column(StrEnumType(VoucherStatus, 12))
     hold_id: Mapped[str] = mapped_column(String(128), unique=True)
     withdrawal_id: Mapped[str | None] = mapped_column(ForeignKey("withdrawals.id"),
                                                       unique=True)
@@ -68,7 +82,7 @@ class LnurlAuthChallenge(Base):
 
     k1: Mapped[str] = mapped_column(String(64), primary_key=True)
     session_hash: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(12))  # open | verified | consumed
+    status: Mapped[ChallengeStatus] = mapped_column(StrEnumType(ChallengeStatus, 12))
     linking_key: Mapped[str | None] = mapped_column(ForeignKey("lnurl_auth_keys.linking_key"))
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)

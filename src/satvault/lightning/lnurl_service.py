@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.access import visible_wallet
-from satvault.accounts.models import ApiKey, User, Wallet
+from satvault.accounts.models import ApiKey, User, UserStatus, Wallet
 from satvault.accounts.security import hash_secret
 from satvault.accounts.service import Principal, audit, create_api_key, create_user
 from satvault.backends.lightning import LightningBackend
@@ -56,10 +56,12 @@ from satvault.lightning.errors import AmountRequired, LightningError
 from satvault.lightning.invoices import node_invoice, store_invoice
 from satvault.lightning.lnurl import encode_lnurl
 from satvault.lightning.lnurl_models import (
+    ChallengeStatus,
     LightningAddress,
     LnurlAuthChallenge,
     LnurlAuthKey,
     LnurlWithdrawVoucher,
+    VoucherStatus,
 )
 from satvault.lightning.payments import fee_reserve, request_ln_withdrawal, take_off_node
 
@@ -195,7 +197,8 @@ async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: in
     voucher = LnurlWithdrawVoucher(
         id=vid, wallet_id=wallet.id, k1=secrets.token_hex(32), min_msat=low,
         amount_msat=amount_msat, reserve_msat=reserve, description=description,
-        status="open", hold_id=f"lnurlw:{vid}:hold", withdrawal_id=None, created_at=utcnow(),
+        status=VoucherStatus.OPEN, hold_id=f"lnurlw:{vid}:hold", withdrawal_id=None,
+        created_at=utcnow(),
         closed_at=None)
     await transfer(session, TransferSpec(
         voucher.hold_id, wallet.ledger_account_id, platform.clearing.id,
@@ -228,8 +231,10 @@ async def cancel_voucher(session: AsyncSession, voucher: LnurlWithdrawVoucher, *
     canceled already. ``voucher`` is refreshed either way."""
     claimed = await session.execute(
         update(LnurlWithdrawVoucher)
-        .where(LnurlWithdrawVoucher.id == voucher.id, LnurlWithdrawVoucher.status == "open")
-        .values(status="canceled", closed_at=utcnow()).execution_options(**_NO_UPDATE_SYNC))
+        .where(LnurlWithdrawVoucher.id == voucher.id,
+               LnurlWithdrawVoucher.status == VoucherStatus.OPEN)
+        .values(status=VoucherStatus.CANCELED, closed_at=utcnow())
+        .execution_options(**_NO_UPDATE_SYNC))
     await session.refresh(voucher)
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         return False
@@ -247,7 +252,7 @@ async def _take_off_node(sessions: async_sessionmaker[AsyncSession], *, voucher_
     redeeming transaction opens (only for a live voucher and its own k1)."""
     async with sessions() as s:
         voucher = await s.get(LnurlWithdrawVoucher, voucher_id)
-        if voucher is None or voucher.status != "open" \
+        if voucher is None or voucher.status != VoucherStatus.OPEN \
                 or not hmac.compare_digest(voucher.k1.encode(), k1.encode()):
             return False  # _redeem refuses it with the reason
         wallet = await s.get(Wallet, voucher.wallet_id)
@@ -269,8 +274,8 @@ async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
     voucher = await session.get(LnurlWithdrawVoucher, voucher_id, populate_existing=True)
     if voucher is None or not hmac.compare_digest(voucher.k1.encode(), k1.encode()):
         raise Refused("unknown withdraw link or wrong k1")
-    if voucher.status != "open":
-        raise Refused("already used" if voucher.status == "used"
+    if voucher.status != VoucherStatus.OPEN:
+        raise Refused("already used" if voucher.status == VoucherStatus.USED
                       else "this withdraw link was canceled")
     try:
         invoice = check_invoice(pr, network=settings.network)
@@ -281,8 +286,9 @@ async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
                       f"{voucher.min_msat} to {voucher.amount_msat} msat")
     claimed = await session.execute(
         update(LnurlWithdrawVoucher)
-        .where(LnurlWithdrawVoucher.id == voucher_id, LnurlWithdrawVoucher.status == "open")
-        .values(status="used", closed_at=utcnow()).execution_options(**_NO_UPDATE_SYNC))
+        .where(LnurlWithdrawVoucher.id == voucher_id,
+               LnurlWithdrawVoucher.status == VoucherStatus.OPEN)
+        .values(status=VoucherStatus.USED, closed_at=utcnow()).execution_options(**_NO_UPDATE_SYNC))
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         raise Refused("already used")  # a concurrent callback won
     await transfer(session, TransferSpec(
@@ -348,7 +354,8 @@ async def new_challenge(session: AsyncSession, *, settings: Settings) -> Challen
     await session.execute(delete(LnurlAuthChallenge).where(
         LnurlAuthChallenge.expires_at < now - AUTH_PURGE_AFTER))
     k1, token = secrets.token_hex(32), secrets.token_urlsafe(32)
-    session.add(LnurlAuthChallenge(k1=k1, session_hash=hash_secret(token), status="open",
+    session.add(LnurlAuthChallenge(k1=k1, session_hash=hash_secret(token),
+                                   status=ChallengeStatus.OPEN,
                                    created_at=now, expires_at=now + AUTH_TTL))
     url = f"{base_url(settings)}/lnurl-auth/callback?tag=login&k1={k1}&action=login"
     return Challenge(k1=k1, lnurl=encode_lnurl(url), session_token=token,
@@ -376,7 +383,7 @@ async def _user_for_key(session: AsyncSession, key: str) -> str:
             if bound is None:
                 raise Refused("cannot open an account for this key") from exc
     owner = await session.get(User, bound.user_id)
-    if owner is None or owner.status != "active":
+    if owner is None or owner.status != UserStatus.ACTIVE:
         raise Refused("this account is disabled")
     return owner.id
 
@@ -386,7 +393,7 @@ async def _verify_challenge(session: AsyncSession, *, k1: str, key: str) -> None
                                   populate_existing=True)
     if challenge is None:
         raise Refused("unknown k1")
-    if challenge.status != "open":
+    if challenge.status != ChallengeStatus.OPEN:
         raise Refused("this k1 was already used")
     now = utcnow()
     if challenge.expires_at <= now:
@@ -394,8 +401,8 @@ async def _verify_challenge(session: AsyncSession, *, k1: str, key: str) -> None
     user_id = await _user_for_key(session, key)
     done = await session.execute(
         update(LnurlAuthChallenge)
-        .where(LnurlAuthChallenge.k1 == k1, LnurlAuthChallenge.status == "open")
-        .values(status="verified", linking_key=key, user_id=user_id, verified_at=now)
+        .where(LnurlAuthChallenge.k1 == k1, LnurlAuthChallenge.status == ChallengeStatus.OPEN)
+        .values(status=ChallengeStatus.VERIFIED, linking_key=key, user_id=user_id, verified_at=now)
         .execution_options(**_NO_UPDATE_SYNC))
     if done.rowcount != 1:  # type: ignore[attr-defined]
         raise Refused("this k1 was already used")
@@ -419,19 +426,21 @@ async def exchange_login(session: AsyncSession, *, k1: str, session_token: str
                                                     challenge.session_hash):
         raise NotFound("no such login request")
     now = utcnow()
-    if challenge.status == "consumed":
+    if challenge.status == ChallengeStatus.CONSUMED:
         raise LoginRefused("used", "this login was already used")
     if challenge.expires_at <= now:
         raise LoginRefused("expired", "this login request has expired")
-    if challenge.status != "verified" or challenge.user_id is None:
+    if challenge.status != ChallengeStatus.VERIFIED or challenge.user_id is None:
         raise LoginRefused("pending", "no wallet has signed this login request yet")
     user = await session.get(User, challenge.user_id)
-    if user is None or user.status != "active":
+    if user is None or user.status != UserStatus.ACTIVE:
         raise LoginRefused("disabled", "this account is disabled")
     done = await session.execute(
         update(LnurlAuthChallenge)
-        .where(LnurlAuthChallenge.k1 == challenge.k1, LnurlAuthChallenge.status == "verified")
-        .values(status="consumed", consumed_at=now).execution_options(**_NO_UPDATE_SYNC))
+        .where(LnurlAuthChallenge.k1 == challenge.k1,
+               LnurlAuthChallenge.status == ChallengeStatus.VERIFIED)
+        .values(status=ChallengeStatus.CONSUMED, consumed_at=now)
+        .execution_options(**_NO_UPDATE_SYNC))
     if done.rowcount != 1:  # type: ignore[attr-defined]
         raise LoginRefused("used", "this login was already used")
     api_key, token = await create_api_key(

@@ -7,13 +7,41 @@ index): the database itself refuses to pay one invoice twice from here.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from satvault.db import Amount, Base, UtcDateTime
+from satvault.db import Amount, Base, StrEnumType, UtcDateTime
 
-__all__ = ["LnCursor", "LnInvoice", "LnPayment"]
+__all__ = ["LnCursor", "LnInvoice", "LnInvoiceStatus", "LnPayment", "LnPaymentStatus"]
+
+
+class LnInvoiceStatus(StrEnum):
+    OPEN = "open"
+    PAID = "paid"
+    EXPIRED = "expired"
+    CANCELED = "canceled"
+
+
+class LnPaymentStatus(StrEnum):
+    """``pending`` (queued) → ``in_flight`` (handed to the node) → ``succeeded`` or ``failed``;
+    ``unknown`` when the node's answer was lost (settled later, never refunded on a guess);
+    ``retry`` is a new attempt queued after a failure."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    UNKNOWN = "unknown"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRY = "retry"
+
+
+# The attempts that may still pay (or paid) their hash: at most one per hash (a partial unique
+# index, written with literal values so both planners can use it).
+_ONE_PER_HASH = (LnPaymentStatus.PENDING, LnPaymentStatus.IN_FLIGHT, LnPaymentStatus.UNKNOWN,
+                 LnPaymentStatus.SUCCEEDED)
+_ONE_PER_HASH_SQL = "status IN ({})".format(",".join(f"'{s}'" for s in _ONE_PER_HASH))
 
 
 class LnInvoice(Base):
@@ -27,7 +55,7 @@ class LnInvoice(Base):
     amount_msat: Mapped[int | None] = mapped_column(Amount)
     description: Mapped[str] = mapped_column(String(640))
     description_hash: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(12))
+    status: Mapped[LnInvoiceStatus] = mapped_column(StrEnumType(LnInvoiceStatus, 12))
     paid_msat: Mapped[int | None] = mapped_column(Amount)
     internal: Mapped[bool] = mapped_column(Boolean, default=False)
     store_invoice_id: Mapped[str | None] = mapped_column(String(40), index=True)
@@ -48,7 +76,7 @@ class LnPayment(Base):
     amount_msat: Mapped[int] = mapped_column(Amount)
     fee_limit_msat: Mapped[int] = mapped_column(Amount)
     fee_msat: Mapped[int | None] = mapped_column(Amount)
-    status: Mapped[str] = mapped_column(String(12))
+    status: Mapped[LnPaymentStatus] = mapped_column(StrEnumType(LnPaymentStatus, 12))
     preimage: Mapped[str | None] = mapped_column(String(64))
     failure_reason: Mapped[str | None] = mapped_column(String(120))
     next_try_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -59,8 +87,8 @@ class LnPayment(Base):
         UniqueConstraint("payment_hash", "attempt", name="hash_attempt"),
         UniqueConstraint("withdrawal_id", "attempt", name="withdrawal_attempt"),
         Index("uq_ln_payments_live_hash", "payment_hash", unique=True,
-              postgresql_where=text("status IN ('pending','in_flight','unknown','succeeded')"),
-              sqlite_where=text("status IN ('pending','in_flight','unknown','succeeded')")),
+              postgresql_where=text(_ONE_PER_HASH_SQL),
+              sqlite_where=text(_ONE_PER_HASH_SQL)),
     )
 
 

@@ -46,10 +46,10 @@ from satvault.ledger.store import create_transfers, transfer
 from satvault.lightning.bolt11check import CheckedInvoice, check_invoice, decode
 from satvault.lightning.errors import LightningError, PaymentRefused
 from satvault.lightning.invoices import StoreInvoiceHook, credit_settled
-from satvault.lightning.models import LnInvoice, LnPayment
+from satvault.lightning.models import LnInvoice, LnInvoiceStatus, LnPayment, LnPaymentStatus
 from satvault.logs import get_logger
 from satvault.payouts.events import emit_withdrawal, emit_withdrawal_events
-from satvault.payouts.models import Withdrawal
+from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import check_daily_limit, insert_within_daily_limit
 
 __all__ = ["LightningPayer", "PayerReport", "fee_reserve", "request_ln_withdrawal",
@@ -89,7 +89,7 @@ async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: W
         ours = (await s.execute(select(LnInvoice.wallet_id, LnInvoice.status,
                                        LnInvoice.amount_msat, free).where(
             LnInvoice.payment_hash == inv.payment_hash))).one_or_none()
-    if ours is None or ours.status != "open" or ours.wallet_id == wallet.id:
+    if ours is None or ours.status != LnInvoiceStatus.OPEN or ours.wallet_id == wallet.id:
         return False  # not ours, or the unit of work refuses it with the right reason
     if ours.amount_msat is not None and inv.amount_msat != ours.amount_msat:
         return False
@@ -126,7 +126,7 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
                             settings=settings)
     live = (await session.execute(select(LnPayment.id).where(
         LnPayment.payment_hash == inv.payment_hash,
-        LnPayment.status.in_(("pending", "in_flight", "unknown", "succeeded", "retry"))))
+        LnPayment.status.in_(_LIVE)))
     ).first()
     if live is not None:
         raise PaymentRefused("this invoice is already paid, or being paid, from here")
@@ -144,10 +144,11 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
         await emit_withdrawal_events(session, wd, ("created", "confirmed"))
         return wd
     reserve = fee_reserve(inv.amount_msat, settings)
-    wd = Withdrawal(id=wid, wallet_id=wallet.id, method="lightning",
+    wd = Withdrawal(id=wid, wallet_id=wallet.id, method=WithdrawalMethod.LIGHTNING,
                     destination=original or inv.bolt11, script_pubkey=None,
                     amount_msat=inv.amount_msat, fee_reserve_msat=reserve, fee_msat=None,
-                    status="pending", batch_id=None, txid=None, hold_id=f"wd:{wid}:hold",
+                    status=WithdrawalStatus.PENDING, batch_id=None, txid=None,
+                    hold_id=f"wd:{wid}:hold",
                     created_at=now, updated_at=now, store_id=store_id)
     session.add(wd)
     await session.flush()
@@ -158,7 +159,8 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
     session.add(LnPayment(
         id=new_id("lnp"), withdrawal_id=wid, payment_hash=inv.payment_hash, bolt11=inv.bolt11,
         amountless=inv.invoice_amount_msat is None, attempt=1,
-        amount_msat=inv.amount_msat, fee_limit_msat=reserve, fee_msat=None, status="pending",
+        amount_msat=inv.amount_msat, fee_limit_msat=reserve, fee_msat=None,
+        status=LnPaymentStatus.PENDING,
         preimage=None, failure_reason=None, next_try_at=None, created_at=now, updated_at=now))
     try:
         await session.flush()
@@ -168,7 +170,8 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
     return wd
 
 
-_LIVE = ("pending", "in_flight", "unknown", "succeeded", "retry")
+_LIVE = (LnPaymentStatus.PENDING, LnPaymentStatus.IN_FLIGHT, LnPaymentStatus.UNKNOWN,
+         LnPaymentStatus.SUCCEEDED, LnPaymentStatus.RETRY)
 
 
 async def _pay_own_invoice(session: AsyncSession, *, wallet: Wallet, inv: CheckedInvoice,
@@ -181,9 +184,10 @@ async def _pay_own_invoice(session: AsyncSession, *, wallet: Wallet, inv: Checke
     (:func:`_settle_internally`'s checks, in the same order) says why."""
     now = utcnow()
     wid = new_id("wd")
-    wd = Withdrawal(id=wid, wallet_id=wallet.id, method="internal", destination=destination,
-                    script_pubkey=None, amount_msat=inv.amount_msat, fee_reserve_msat=0,
-                    fee_msat=0, status="confirmed", batch_id=None, txid=None,
+    wd = Withdrawal(id=wid, wallet_id=wallet.id, method=WithdrawalMethod.INTERNAL,
+                    destination=destination, script_pubkey=None, amount_msat=inv.amount_msat,
+                    fee_reserve_msat=0,
+                    fee_msat=0, status=WithdrawalStatus.CONFIRMED, batch_id=None, txid=None,
                     hold_id=f"wd:{wid}:internal", invoice_id=None, created_at=now,
                     updated_at=now, store_id=store_id)
     await insert_within_daily_limit(session, wd, settings=settings)
@@ -192,7 +196,7 @@ async def _pay_own_invoice(session: AsyncSession, *, wallet: Wallet, inv: Checke
     credited = await credit_settled(
         session, payment_hash=inv.payment_hash, paid_msat=inv.amount_msat, internal=True,
         debit_account_id=wallet.ledger_account_id, invoice_fee_bp=settings.invoice_fee_bp,
-        only_if=(LnInvoice.status == "open", LnInvoice.wallet_id != wallet.id,
+        only_if=(LnInvoice.status == LnInvoiceStatus.OPEN, LnInvoice.wallet_id != wallet.id,
                  LnInvoice.amount_msat.is_(None) | (LnInvoice.amount_msat == inv.amount_msat),
                  ~being_paid),
         on_store_invoice=on_store_invoice)
@@ -217,7 +221,7 @@ async def _refuse_own_invoice(session: AsyncSession, *, wallet: Wallet,
     if ours.wallet_id == wallet.id:
         raise PaymentRefused("this invoice was issued to your own wallet; paying it would "
                              "move nothing")
-    if ours.status != "open":
+    if ours.status != LnInvoiceStatus.OPEN:
         raise PaymentRefused(f"this invoice is {ours.status}")
     if ours.amount_msat is not None and inv.amount_msat != ours.amount_msat:
         raise PaymentRefused("the amount differs from the invoice's")
@@ -232,14 +236,16 @@ async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: 
     if invoice.wallet_id == wallet.id:
         raise PaymentRefused("this invoice was issued to your own wallet; paying it would "
                              "move nothing")
-    if invoice.status != "open":
+    if invoice.status != LnInvoiceStatus.OPEN:
         raise PaymentRefused(f"this invoice is {invoice.status}")
     if invoice.amount_msat is not None and amount_msat != invoice.amount_msat:
         raise PaymentRefused("the amount differs from the invoice's")
     now = utcnow()
-    wd = Withdrawal(id=wid, wallet_id=wallet.id, method="internal", destination=destination,
+    wd = Withdrawal(id=wid, wallet_id=wallet.id, method=WithdrawalMethod.INTERNAL,
+                    destination=destination,
                     script_pubkey=None, amount_msat=amount_msat, fee_reserve_msat=0, fee_msat=0,
-                    status="confirmed", batch_id=None, txid=None, hold_id=f"wd:{wid}:internal",
+                    status=WithdrawalStatus.CONFIRMED, batch_id=None, txid=None,
+                    hold_id=f"wd:{wid}:internal",
                     created_at=now, updated_at=now, store_id=store_id)
     session.add(wd)
     await session.flush()
@@ -313,11 +319,12 @@ class LightningPayer:
             return report
         async with self.sessions() as s:
             due = (await s.execute(select(LnPayment.id, LnPayment.bolt11).where(
-                LnPayment.status.in_(("pending", "retry")),
+                LnPayment.status.in_((LnPaymentStatus.PENDING, LnPaymentStatus.RETRY)),
                 (LnPayment.next_try_at.is_(None)) | (LnPayment.next_try_at <= utcnow()),
             ).order_by(LnPayment.created_at).limit(room + len(self._tasks) * 4 + 64))).all()
             open_ = (await s.execute(select(LnPayment.id).where(
-                LnPayment.status.in_(("in_flight", "unknown"))).order_by(
+                LnPayment.status.in_((LnPaymentStatus.IN_FLIGHT, LnPaymentStatus.UNKNOWN))
+            ).order_by(
                 LnPayment.updated_at).limit(room + len(self._tasks)))).scalars().all()
         per_dest = Counter(self._dest_of.values())
         for pid, bolt11 in due:
@@ -373,15 +380,16 @@ class LightningPayer:
     async def _claim(self, pid: str) -> LnPayment | None:
         async def work(s: AsyncSession) -> LnPayment | None:
             res = await s.execute(update(LnPayment).where(
-                LnPayment.id == pid, LnPayment.status.in_(("pending", "retry"))
-            ).values(status="in_flight", updated_at=utcnow()))
+                LnPayment.id == pid,
+                LnPayment.status.in_((LnPaymentStatus.PENDING, LnPaymentStatus.RETRY))
+            ).values(status=LnPaymentStatus.IN_FLIGHT, updated_at=utcnow()))
             if res.rowcount != 1:  # type: ignore[attr-defined]
                 return None  # another worker took it
             payment = await s.get(LnPayment, pid)
             assert payment is not None
             wd = await s.get(Withdrawal, payment.withdrawal_id)
-            if wd is not None and wd.status == "pending":  # it is about to leave
-                wd.status, wd.updated_at = "broadcast", utcnow()
+            if wd is not None and wd.status == WithdrawalStatus.PENDING:  # it is about to leave
+                wd.status, wd.updated_at = WithdrawalStatus.BROADCAST, utcnow()
                 await emit_withdrawal(s, wd, "broadcast")
             return payment
         return await retrying(self.sessions, work)
@@ -398,14 +406,14 @@ class LightningPayer:
                 fee_limit_msat=payment.fee_limit_msat,
                 timeout_seconds=self.settings.ln_pay_timeout_seconds)
         except BackendUnavailable as exc:
-            await self._mark(pid, "unknown", str(exc))
+            await self._mark(pid, LnPaymentStatus.UNKNOWN, str(exc))
             report.unknown += 1
             log.warning("ln_payment_unknown", payment=pid, error=str(exc))
             return
         except LndError as exc:
             if exc.code in (6, 9) or "transition" in exc.reason or "already" in exc.reason:
                 # Already paid or being paid (an earlier attempt): the node knows; ask it.
-                await self._mark(pid, "unknown", str(exc))
+                await self._mark(pid, LnPaymentStatus.UNKNOWN, str(exc))
                 report.unknown += 1
                 return
             # LND refused before sending anything (expired, bad amount …): definite.
@@ -414,23 +422,23 @@ class LightningPayer:
                               report)
             return
         except BackendError as exc:  # anything else: the outcome is unknown, ask later
-            await self._mark(pid, "unknown", str(exc))
+            await self._mark(pid, LnPaymentStatus.UNKNOWN, str(exc))
             report.unknown += 1
             return
         await self._apply(pid, result, report)
 
-    async def _mark(self, pid: str, status: str, why: str | None = None) -> None:
+    async def _mark(self, pid: str, status: LnPaymentStatus, why: str | None = None) -> None:
         async def work(s: AsyncSession) -> None:
             p = await s.get(LnPayment, pid, with_for_update=True)
             assert p is not None
-            if p.status in ("succeeded", "failed"):
+            if p.status in (LnPaymentStatus.SUCCEEDED, LnPaymentStatus.FAILED):
                 return
             p.status, p.updated_at = status, utcnow()
             if why:
                 p.failure_reason = why[:120]
             wd = await s.get(Withdrawal, p.withdrawal_id)
-            if wd is not None and wd.status == "pending":
-                wd.status, wd.updated_at = "broadcast", utcnow()
+            if wd is not None and wd.status == WithdrawalStatus.PENDING:
+                wd.status, wd.updated_at = WithdrawalStatus.BROADCAST, utcnow()
                 await emit_withdrawal(s, wd, "broadcast")
         await retrying(self.sessions, work)
 
@@ -449,15 +457,16 @@ class LightningPayer:
             # refuses a second payment of a hash it is already paying or has paid).
             async def requeue(s: AsyncSession) -> None:
                 await s.execute(update(LnPayment).where(
-                    LnPayment.id == pid, LnPayment.status.in_(("in_flight", "unknown"))
-                ).values(status="pending", updated_at=utcnow()))
+                    LnPayment.id == pid,
+                    LnPayment.status.in_((LnPaymentStatus.IN_FLIGHT, LnPaymentStatus.UNKNOWN))
+                ).values(status=LnPaymentStatus.PENDING, updated_at=utcnow()))
             await retrying(self.sessions, requeue)
             return
         await self._apply(pid, result, report)
 
     async def _apply(self, pid: str, result: PaymentResult, report: PayerReport) -> None:
         if result.status is PaymentStatus.IN_FLIGHT:
-            await self._mark(pid, "in_flight")
+            await self._mark(pid, LnPaymentStatus.IN_FLIGHT)
             return
         if result.status is PaymentStatus.SUCCEEDED:
             await retrying(self.sessions, lambda s: self._succeed(s, pid, result))
@@ -472,7 +481,7 @@ class LightningPayer:
     async def _succeed(self, session: AsyncSession, pid: str, result: PaymentResult) -> None:
         p = await session.get(LnPayment, pid, with_for_update=True)
         assert p is not None
-        if p.status == "succeeded":
+        if p.status == LnPaymentStatus.SUCCEEDED:
             return
         wd = await session.get(Withdrawal, p.withdrawal_id, with_for_update=True)
         assert wd is not None
@@ -494,9 +503,9 @@ class LightningPayer:
         outcomes = await create_transfers(session, specs)
         if not all(o.ok for o in outcomes):
             raise RuntimeError(f"ledger refused the postings of {wd.id}: {outcomes}")
-        p.status, p.fee_msat, p.preimage, p.updated_at = "succeeded", fee, result.preimage, \
-            utcnow()
-        wd.status, wd.fee_msat, wd.updated_at = "confirmed", fee, utcnow()
+        p.status, p.fee_msat, p.preimage, p.updated_at = \
+            LnPaymentStatus.SUCCEEDED, fee, result.preimage, utcnow()
+        wd.status, wd.fee_msat, wd.updated_at = WithdrawalStatus.CONFIRMED, fee, utcnow()
         await emit_withdrawal(session, wd, "confirmed")
         log.info("ln_payment_succeeded", payment=pid, fee_msat=fee)
 
@@ -504,9 +513,10 @@ class LightningPayer:
         """Definite failure: retry if retryable and attempts remain, else void. True = retried."""
         p = await session.get(LnPayment, pid, with_for_update=True)
         assert p is not None
-        if p.status in ("succeeded", "failed"):
+        if p.status in (LnPaymentStatus.SUCCEEDED, LnPaymentStatus.FAILED):
             return False
-        p.status, p.failure_reason, p.updated_at = "failed", result.failure_reason, utcnow()
+        p.status, p.failure_reason, p.updated_at = \
+            LnPaymentStatus.FAILED, result.failure_reason, utcnow()
         wd = await session.get(Withdrawal, p.withdrawal_id, with_for_update=True)
         assert wd is not None
         if result.failure_reason in RETRYABLE and p.attempt < self.settings.ln_max_attempts:
@@ -515,7 +525,7 @@ class LightningPayer:
                 id=new_id("lnp"), withdrawal_id=wd.id, payment_hash=p.payment_hash,
                 bolt11=p.bolt11, amountless=p.amountless, attempt=p.attempt + 1,
                 amount_msat=p.amount_msat, fee_limit_msat=p.fee_limit_msat,
-                fee_msat=None, status="retry", preimage=None, failure_reason=None,
+                fee_msat=None, status=LnPaymentStatus.RETRY, preimage=None, failure_reason=None,
                 next_try_at=utcnow() + timedelta(
                     seconds=self.settings.ln_retry_base_seconds * 2 ** (p.attempt - 1)),
                 created_at=utcnow(), updated_at=utcnow()))
@@ -527,7 +537,7 @@ class LightningPayer:
             code="ln_withdrawal_failed", ref=p.payment_hash)])
         if not outcome.ok:
             raise RuntimeError(f"ledger refused to release {wd.id}: {outcome}")
-        wd.status, wd.updated_at = "failed", utcnow()
+        wd.status, wd.updated_at = WithdrawalStatus.FAILED, utcnow()
         await emit_withdrawal(session, wd, "failed")
         log.warning("ln_payment_failed", payment=pid, reason=result.failure_reason)
         return False

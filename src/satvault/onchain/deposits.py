@@ -21,7 +21,15 @@ from satvault.db import utcnow
 from satvault.kernel.errors import InvalidInput, NotFound
 from satvault.kernel.ids import new_id
 from satvault.onchain.bip21 import make_bip21, msat_to_sat_ceil
-from satvault.onchain.models import ChainBlock, DepositRequest, OnchainAddress, OnchainPayment
+from satvault.onchain.models import (
+    ChainBlock,
+    CreditState,
+    DepositRequest,
+    DepositStatus,
+    OnchainAddress,
+    OnchainPayment,
+    OnchainPaymentStatus,
+)
 from satvault.onchain.service import allocate_address
 
 __all__ = [
@@ -42,8 +50,8 @@ class PaymentView:
     vout: int
     amount_msat: int
     confirmations: int
-    status: str
-    credit_state: str
+    status: OnchainPaymentStatus
+    credit_state: CreditState
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +59,7 @@ class DepositView:
     request: DepositRequest
     address: str
     bip21: str
-    status: str
+    status: DepositStatus
     confirmed_msat: int
     pending_msat: int
     payments: tuple[PaymentView, ...]
@@ -97,7 +105,7 @@ async def open_deposit(session: AsyncSession, *, wallet: Wallet, settings: Setti
     req = DepositRequest(id=request_id, wallet_id=wallet.id, method="onchain",
                          address_id=alloc.address_id, amount_msat=amount_msat,
                          description=description, required_confirmations=required,
-                         status="open", created_at=now, expires_at=expires)
+                         status=DepositStatus.OPEN, created_at=now, expires_at=expires)
     session.add(req)
     return OpenedDeposit(request_id, alloc.address)
 
@@ -106,16 +114,17 @@ async def tip_height(session: AsyncSession) -> int | None:
     return (await session.execute(select(func.max(ChainBlock.height)))).scalar_one_or_none()
 
 
-def _status(req: DepositRequest, confirmed: int, pending: int, now: datetime) -> str:
+def _status(req: DepositRequest, confirmed: int, pending: int, now: datetime
+            ) -> DepositStatus:
     if confirmed and (req.amount_msat is None or confirmed >= req.amount_msat):
-        return "paid"
+        return DepositStatus.PAID
     if confirmed:
-        return "partial"
+        return DepositStatus.PARTIAL
     if pending:
-        return "pending"
+        return DepositStatus.PENDING
     if req.expires_at is not None and now >= req.expires_at:
-        return "expired"
-    return "open"
+        return DepositStatus.EXPIRED
+    return DepositStatus.OPEN
 
 
 async def view_deposit(session: AsyncSession, deposit_id: str) -> DepositView:
@@ -131,8 +140,8 @@ async def view_deposit(session: AsyncSession, deposit_id: str) -> DepositView:
     for p in rows:
         confs = (tip - p.block_height + 1) if (p.block_height is not None and tip) else 0
         msat = p.value_sat * 1000
-        if p.status != "conflicted":
-            if p.credit_state == "credited":
+        if p.status != OnchainPaymentStatus.CONFLICTED:
+            if p.credit_state == CreditState.CREDITED:
                 confirmed += msat
             else:
                 pending += msat

@@ -7,6 +7,7 @@ Scripts are stored as lower-case hex so both databases index them the same way.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -21,10 +22,51 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from satvault.db import Amount, Base, IdInt, UtcDateTime
+from satvault.db import Amount, Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["ChainBlock", "DepositRequest", "OnchainAddress", "OnchainPayment", "OnchainWallet",
+__all__ = ["AddressStatus", "ChainBlock", "CreditState", "DepositRequest", "DepositStatus",
+           "OnchainAddress", "OnchainPayment", "OnchainPaymentStatus", "OnchainWallet",
            "ReviewItem"]
+
+
+class AddressStatus(StrEnum):
+    """``lookahead`` (derived, in the pool) → ``allocated`` (handed out) → ``used`` (money
+    arrived) or ``expired`` (may be recycled if nothing ever arrived)."""
+
+    LOOKAHEAD = "lookahead"
+    ALLOCATED = "allocated"
+    EXPIRED = "expired"
+    USED = "used"
+
+
+class DepositStatus(StrEnum):
+    """Where a deposit request stands. The row is written ``open``; the others are computed
+    from its payments when it is shown (``deposits.view_deposit``)."""
+
+    OPEN = "open"
+    PENDING = "pending"
+    PARTIAL = "partial"
+    PAID = "paid"
+    EXPIRED = "expired"
+
+
+class OnchainPaymentStatus(StrEnum):
+    """What the chain says about an output paid to us."""
+
+    MEMPOOL = "mempool"
+    CONFIRMED = "confirmed"
+    CONFLICTED = "conflicted"
+
+
+class CreditState(StrEnum):
+    """What the ledger did about it: nothing yet, held (incoming hold), credited, reversed after
+    a reorg, or handed to a person (``review``)."""
+
+    NONE = "none"
+    PENDING = "pending"
+    CREDITED = "credited"
+    REVERSED = "reversed"
+    REVIEW = "review"
 
 
 class OnchainWallet(Base):
@@ -49,7 +91,7 @@ class OnchainAddress(Base):
     idx: Mapped[int] = mapped_column(Integer)
     address: Mapped[str] = mapped_column(String(100), unique=True)
     script_pubkey: Mapped[str] = mapped_column(String(140), unique=True)
-    status: Mapped[str] = mapped_column(String(12))
+    status: Mapped[AddressStatus] = mapped_column(StrEnumType(AddressStatus, 12))
     owner_type: Mapped[str | None] = mapped_column(String(16))
     owner_id: Mapped[str | None] = mapped_column(String(40))
     purpose: Mapped[str | None] = mapped_column(String(16))
@@ -63,8 +105,8 @@ class OnchainAddress(Base):
         UniqueConstraint("wallet_id", "chain", "idx", name="position"),
         # The deposit address pool a request claims from (service._claim_pooled).
         Index("ix_onchain_addresses_pool", "wallet_id", "chain", "idx",
-              sqlite_where=text("status = 'lookahead'"),
-              postgresql_where=text("status = 'lookahead'")),
+              sqlite_where=text(f"status = '{AddressStatus.LOOKAHEAD}'"),
+              postgresql_where=text(f"status = '{AddressStatus.LOOKAHEAD}'")),
     )
 
 
@@ -78,7 +120,7 @@ class DepositRequest(Base):
     amount_msat: Mapped[int | None] = mapped_column(Amount)
     description: Mapped[str] = mapped_column(String(256), default="")
     required_confirmations: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(12))
+    status: Mapped[DepositStatus] = mapped_column(StrEnumType(DepositStatus, 12))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
@@ -92,13 +134,13 @@ class OnchainPayment(Base):
     address_id: Mapped[int] = mapped_column(ForeignKey("onchain_addresses.id"), index=True)
     script_pubkey: Mapped[str] = mapped_column(String(140))
     value_sat: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(12))
+    status: Mapped[OnchainPaymentStatus] = mapped_column(StrEnumType(OnchainPaymentStatus, 12))
     block_hash: Mapped[str | None] = mapped_column(String(64))
     block_height: Mapped[int | None] = mapped_column(Integer)
     request_id: Mapped[str | None] = mapped_column(String(40), index=True)
     wallet_id: Mapped[str | None] = mapped_column(String(40))
     required_confirmations: Mapped[int] = mapped_column(Integer)
-    credit_state: Mapped[str] = mapped_column(String(12))
+    credit_state: Mapped[CreditState] = mapped_column(StrEnumType(CreditState, 12))
     # Bumped each time an incoming hold is voided (the payment vanished); a payment that comes
     # back is held again under a new transfer id, so ids never collide with a resolved hold.
     hold_generation: Mapped[int] = mapped_column(Integer, default=0)

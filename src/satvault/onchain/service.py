@@ -31,7 +31,7 @@ from satvault.kernel.errors import ConcurrentUpdate
 from satvault.kernel.ids import new_id
 from satvault.onchain.descriptors import WatchOnlyWallet, parse_wallet
 from satvault.onchain.errors import InvalidDescriptor
-from satvault.onchain.models import OnchainAddress, OnchainWallet
+from satvault.onchain.models import AddressStatus, OnchainAddress, OnchainWallet
 
 __all__ = ["POOL_EXTRA", "Allocation", "allocate_address", "expire_addresses",
            "get_watch_only", "register_wallet", "top_up_pool", "watched_scripts"]
@@ -41,7 +41,8 @@ _parsed: dict[tuple[str, str], WatchOnlyWallet] = {}
 POOL_EXTRA = 100
 # A wallet row never changes what matters here (descriptor, network, gap limit): by id.
 _wallets: dict[str, OnchainWallet] = {}
-_POOLED: Any = literal_column("'lookahead'")  # a literal, so both planners use the partial index
+# A literal, so both planners use the partial index.
+_POOLED: Any = literal_column(f"'{AddressStatus.LOOKAHEAD}'")
 
 
 def get_watch_only(wallet: OnchainWallet) -> WatchOnlyWallet:
@@ -93,7 +94,7 @@ async def _derive(session: AsyncSession, wallet: OnchainWallet, start: int, stop
     for idx in range(start, stop):
         d = w.derive(idx, change=0)
         rows.append({"wallet_id": wallet.id, "chain": 0, "idx": idx, "address": d.address,
-                     "script_pubkey": d.script_pubkey.hex(), "status": "lookahead",
+                     "script_pubkey": d.script_pubkey.hex(), "status": AddressStatus.LOOKAHEAD,
                      "ever_received": False, "times_allocated": 0})
     await session.execute(_insert_ignoring_duplicates(session), rows)
     await session.execute(update(OnchainWallet).where(
@@ -153,7 +154,8 @@ async def _extend_lookahead(session: AsyncSession, wallet: OnchainWallet, *, cha
             continue
         d = w.derive(idx, change=chain)
         session.add(OnchainAddress(wallet_id=wallet.id, chain=chain, idx=idx, address=d.address,
-                                   script_pubkey=d.script_pubkey.hex(), status="lookahead",
+                                   script_pubkey=d.script_pubkey.hex(),
+                                   status=AddressStatus.LOOKAHEAD,
                                    ever_received=False, times_allocated=0))
     await session.flush()
 
@@ -181,7 +183,7 @@ async def _claim_pooled(session: AsyncSession, *, role: str, values: dict[str, A
                                                later.c.chain == 0).scalar_subquery())
     row = (await session.execute(
         update(cast(Table, OnchainAddress.__table__)).where(a.id == pick, a.status == _POOLED)
-        .values(status="allocated", times_allocated=a.times_allocated + 1, **values)
+        .values(status=AddressStatus.ALLOCATED, times_allocated=a.times_allocated + 1, **values)
         .returning(a.id, a.wallet_id, a.address, a.script_pubkey, a.idx, top.label("top"))
     )).first()
     if row is None:
@@ -198,7 +200,8 @@ async def _recycle(session: AsyncSession, wallet: OnchainWallet, cutoff: datetim
     candidate = (await session.execute(
         select(OnchainAddress.id)
         .where(OnchainAddress.wallet_id == wallet.id, OnchainAddress.chain == 0,
-               OnchainAddress.status == "expired", OnchainAddress.ever_received.is_(False),
+               OnchainAddress.status == AddressStatus.EXPIRED,
+               OnchainAddress.ever_received.is_(False),
                OnchainAddress.expires_at < cutoff)
         .order_by(OnchainAddress.expires_at).limit(1)
         .with_for_update(skip_locked=True)
@@ -207,9 +210,9 @@ async def _recycle(session: AsyncSession, wallet: OnchainWallet, cutoff: datetim
         return None
     claimed = await session.execute(
         update(OnchainAddress)
-        .where(OnchainAddress.id == candidate, OnchainAddress.status == "expired",
+        .where(OnchainAddress.id == candidate, OnchainAddress.status == AddressStatus.EXPIRED,
                OnchainAddress.ever_received.is_(False))
-        .values(status="allocated"))
+        .values(status=AddressStatus.ALLOCATED))
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         return None
     return await session.get(OnchainAddress, candidate)
@@ -264,7 +267,7 @@ async def allocate_address(
             OnchainAddress.idx == idx))).scalar_one()
         # A look-ahead address that already received money (someone paid it before it was
         # handed out) is never given to anyone: skip to the next index.
-        if candidate.status == "lookahead" and not candidate.ever_received:
+        if candidate.status == AddressStatus.LOOKAHEAD and not candidate.ever_received:
             row = candidate
     _assign(row, values)
     await session.flush()
@@ -273,7 +276,7 @@ async def allocate_address(
 
 
 def _assign(row: OnchainAddress, values: dict[str, Any]) -> None:
-    row.status = "allocated"
+    row.status = AddressStatus.ALLOCATED
     for name, value in values.items():
         setattr(row, name, value)
     row.times_allocated += 1
@@ -283,10 +286,11 @@ async def expire_addresses(session: AsyncSession, *, now: datetime | None = None
     """Mark allocated addresses whose request expired unpaid as ``expired`` (recyclable)."""
     res = await session.execute(
         update(OnchainAddress)
-        .where(OnchainAddress.status == "allocated", OnchainAddress.ever_received.is_(False),
+        .where(OnchainAddress.status == AddressStatus.ALLOCATED,
+               OnchainAddress.ever_received.is_(False),
                OnchainAddress.expires_at.is_not(None),
                OnchainAddress.expires_at < (now or utcnow()))
-        .values(status="expired"))
+        .values(status=AddressStatus.EXPIRED))
     return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 

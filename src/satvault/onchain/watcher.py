@@ -42,10 +42,13 @@ from satvault.ledger.platform import ensure_platform_accounts, platform_fee
 from satvault.ledger.store import create_transfers, lookup_transfer
 from satvault.logs import get_logger
 from satvault.onchain.models import (
+    AddressStatus,
     ChainBlock,
+    CreditState,
     DepositRequest,
     OnchainAddress,
     OnchainPayment,
+    OnchainPaymentStatus,
     OnchainWallet,
     ReviewItem,
 )
@@ -144,7 +147,8 @@ class Watcher:
     async def _our_outpoints(self, session: AsyncSession) -> dict[tuple[str, int], int]:
         rows = await session.execute(
             select(OnchainPayment.txid, OnchainPayment.vout, OnchainPayment.id)
-            .where(OnchainPayment.spent_by.is_(None), OnchainPayment.status != "conflicted"))
+            .where(OnchainPayment.spent_by.is_(None),
+                   OnchainPayment.status != OnchainPaymentStatus.CONFLICTED))
         return {(t, v): i for t, v, i in rows}
 
     async def _record(self, session: AsyncSession, matches: list[Match], txs: Iterable[Tx],
@@ -163,8 +167,9 @@ class Watcher:
                 row = OnchainPayment(
                     txid=m.txid, vout=m.vout, address_id=m.address_id,
                     script_pubkey=m.script_pubkey.hex(), value_sat=m.value_sat,
-                    status="mempool", request_id=addr.request_id, wallet_id=wallet_id,
-                    required_confirmations=required, credit_state="none", hold_generation=0,
+                    status=OnchainPaymentStatus.MEMPOOL, request_id=addr.request_id,
+                    wallet_id=wallet_id, required_confirmations=required,
+                    credit_state=CreditState.NONE, hold_generation=0,
                     first_seen_at=now, updated_at=now)
                 session.add(row)
                 if wallet_id is None and addr.purpose != "change":
@@ -177,13 +182,15 @@ class Watcher:
                             created_at=now))
                 if not addr.ever_received:
                     addr.ever_received = True
-                    addr.status = "used"
+                    addr.status = AddressStatus.USED
                 new += 1
             if block is not None:
-                row.status, row.block_hash, row.block_height = "confirmed", block.hash, block.height
+                row.status, row.block_hash, row.block_height = \
+                    OnchainPaymentStatus.CONFIRMED, block.hash, block.height
                 row.updated_at = now
-            elif row.status == "conflicted":
-                row.status, row.updated_at = "mempool", now  # it came back (e.g. rebroadcast)
+            elif row.status == OnchainPaymentStatus.CONFLICTED:
+                # It came back (e.g. rebroadcast).
+                row.status, row.updated_at = OnchainPaymentStatus.MEMPOOL, now
         await session.flush()
         ours = await self._our_outpoints(session)
         for tx in txs:
@@ -266,7 +273,8 @@ class Watcher:
                   ).scalars().all()
         await session.execute(
             update(OnchainPayment).where(OnchainPayment.block_height > fork)
-            .values(status="mempool", block_hash=None, block_height=None, updated_at=utcnow()))
+            .values(status=OnchainPaymentStatus.MEMPOOL, block_hash=None, block_height=None,
+                    updated_at=utcnow()))
         await session.execute(delete(ChainBlock).where(ChainBlock.height > fork))
         log.warning("reorg", fork_height=fork, disconnected=len(hashes))
         return len(hashes)
@@ -304,7 +312,7 @@ class Watcher:
     async def _find_vanished(self, tip_height: int) -> int:
         async with self.sessions() as s:
             pending = (await s.execute(select(OnchainPayment.id, OnchainPayment.txid).where(
-                OnchainPayment.status == "mempool"))).all()
+                OnchainPayment.status == OnchainPaymentStatus.MEMPOOL))).all()
         if not pending:
             return 0
         mempool = await self.backend.mempool_txids()
@@ -318,8 +326,9 @@ class Watcher:
         if gone:
             async def work(s: AsyncSession) -> None:
                 await s.execute(update(OnchainPayment).where(
-                    OnchainPayment.id.in_(gone), OnchainPayment.status == "mempool")
-                    .values(status="conflicted", updated_at=utcnow()))
+                    OnchainPayment.id.in_(gone),
+                    OnchainPayment.status == OnchainPaymentStatus.MEMPOOL)
+                    .values(status=OnchainPaymentStatus.CONFLICTED, updated_at=utcnow()))
             await retrying(self.sessions, work)
             log.warning("payments_conflicted", count=len(gone))
         return len(gone)
@@ -331,9 +340,11 @@ class Watcher:
             open_ids = (await s.execute(select(P.id).join(A, A.id == P.address_id).where(
                 (A.purpose.is_(None)) | (A.purpose != "change"),
             ).where(
-                ((P.credit_state.in_(("none", "reversed"))) & (P.status != "conflicted"))
-                | (P.credit_state == "pending")
-                | ((P.credit_state == "credited") & (P.status == "conflicted"))
+                ((P.credit_state.in_((CreditState.NONE, CreditState.REVERSED)))
+                 & (P.status != OnchainPaymentStatus.CONFLICTED))
+                | (P.credit_state == CreditState.PENDING)
+                | ((P.credit_state == CreditState.CREDITED)
+                   & (P.status == OnchainPaymentStatus.CONFLICTED))
             ).order_by(P.id))).scalars().all()
         moves = reviews = 0
         for pid in open_ids:
@@ -367,25 +378,25 @@ class Watcher:
         specs: list[TransferSpec] = []
         next_state = p.credit_state
         invoice_id: str | None = None
-        if p.status == "conflicted":
-            if p.credit_state == "pending":
+        if p.status == OnchainPaymentStatus.CONFLICTED:
+            if p.credit_state == CreditState.PENDING:
                 specs = [TransferSpec(f"{key}:void", kind=TransferKind.VOID, pending_id=key)]
-                next_state = "none"
+                next_state = CreditState.NONE
                 p.hold_generation += 1
-            elif p.credit_state == "credited":
+            elif p.credit_state == CreditState.CREDITED:
                 return await self._reverse(session, p, key, amount, credit_account,
                                            platform.hot_wallet.id)
         else:
-            if p.credit_state == "reversed":  # reversed after a reorg, and it is back
+            if p.credit_state == CreditState.REVERSED:  # reversed after a reorg, and it is back
                 p.hold_generation += 1
                 key = f"{base}:g{p.hold_generation}"
-                p.credit_state = "none"
-            if p.credit_state == "none":
+                p.credit_state = CreditState.NONE
+            if p.credit_state == CreditState.NONE:
                 specs.append(TransferSpec(key, platform.hot_wallet.id, credit_account, amount,
                                           "BTC", kind=TransferKind.PENDING, code="deposit",
                                           ref=f"{p.txid}:{p.vout}"))
-                next_state = "pending"
-            if enough and next_state in ("none", "pending"):
+                next_state = CreditState.PENDING
+            if enough and next_state in (CreditState.NONE, CreditState.PENDING):
                 invoice_id = await self._store_invoice(session, p)
                 fee = platform_fee(amount, self.invoice_fee_bp) if invoice_id else 0
                 specs.append(TransferSpec(f"{key}:post", kind=TransferKind.POST, pending_id=key,
@@ -393,7 +404,7 @@ class Watcher:
                 if fee:  # a store invoice's platform fee, in the same linked batch
                     specs.append(TransferSpec(f"{key}:fee", credit_account, platform.fees.id,
                                               fee, "BTC", code="invoice_fee", ref=invoice_id or ""))
-                next_state = "credited"
+                next_state = CreditState.CREDITED
         if not specs:
             return 0, 0
         outcomes = await create_transfers(session, specs)
@@ -402,7 +413,7 @@ class Watcher:
             raise RuntimeError(f"ledger refused deposit moves for {key}: {bad}")
         created = sum(o.result is Result.CREATED for o in outcomes)
         p.credit_state, p.updated_at = next_state, utcnow()
-        if invoice_id and next_state == "credited" and self.on_store_invoice is not None:
+        if invoice_id and next_state == CreditState.CREDITED and self.on_store_invoice is not None:
             await self.on_store_invoice(session, invoice_id)  # settled with its credit
         if created:
             log.info("deposit_ledger", payment=f"{p.txid}:{p.vout}", state=next_state,
@@ -434,7 +445,7 @@ class Watcher:
             ref=f"{p.txid}:{p.vout}"))
         outcome = (await create_transfers(session, specs))[-1]
         if outcome.ok:
-            p.credit_state, p.updated_at = "reversed", utcnow()
+            p.credit_state, p.updated_at = CreditState.REVERSED, utcnow()
             log.warning("deposit_reversed", payment=f"{p.txid}:{p.vout}", sat=p.value_sat)
             return 1, 0
         session.add(ReviewItem(
@@ -442,7 +453,7 @@ class Watcher:
             details=json.dumps({"wallet_id": p.wallet_id, "value_sat": p.value_sat,
                                 "ledger_result": outcome.result.value}),
             created_at=utcnow()))
-        p.credit_state, p.updated_at = "review", utcnow()
+        p.credit_state, p.updated_at = CreditState.REVIEW, utcnow()
         log.error("deposit_reversal_needs_review", payment=f"{p.txid}:{p.vout}",
                   sat=p.value_sat, result=outcome.result.value)
         return 0, 1

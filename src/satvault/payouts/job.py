@@ -36,11 +36,26 @@ from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_transfers
 from satvault.logs import get_logger
-from satvault.onchain.models import OnchainAddress, OnchainPayment, OnchainWallet, ReviewItem
+from satvault.onchain.models import (
+    CreditState,
+    OnchainAddress,
+    OnchainPayment,
+    OnchainPaymentStatus,
+    OnchainWallet,
+    ReviewItem,
+)
 from satvault.onchain.service import allocate_address
 from satvault.payouts.errors import CannotBumpFee
 from satvault.payouts.events import emit_withdrawal
-from satvault.payouts.models import PayoutBatch, PayoutInput, PayoutTx, Withdrawal
+from satvault.payouts.models import (
+    BatchStatus,
+    PayoutBatch,
+    PayoutInput,
+    PayoutTx,
+    Withdrawal,
+    WithdrawalMethod,
+    WithdrawalStatus,
+)
 from satvault.signing.base import Payment, Signer
 from satvault.signing.errors import SignerUnavailable, SigningRefused
 from satvault.signing.psbt import (
@@ -122,9 +137,10 @@ class PayoutJob:
             select(OnchainPayment, OnchainAddress, OnchainWallet.role)
             .join(OnchainAddress, OnchainAddress.id == OnchainPayment.address_id)
             .join(OnchainWallet, OnchainWallet.id == OnchainAddress.wallet_id)
-            .where(OnchainPayment.status == "confirmed", OnchainPayment.spent_by.is_(None),
-                   OnchainPayment.id.not_in(reserved),
-                   (OnchainPayment.credit_state == "credited") | (OnchainWallet.role == "hot"))
+            .where(OnchainPayment.status == OnchainPaymentStatus.CONFIRMED,
+                   OnchainPayment.spent_by.is_(None), OnchainPayment.id.not_in(reserved),
+                   (OnchainPayment.credit_state == CreditState.CREDITED)
+                   | (OnchainWallet.role == "hot"))
             .order_by(OnchainPayment.value_sat.desc(), OnchainPayment.id)
         )).all()
         return [(p, a, role) for p, a, role in rows]
@@ -137,8 +153,8 @@ class PayoutJob:
         async def work(session: AsyncSession) -> int:
             s = self.settings
             pending = (await session.execute(
-                select(Withdrawal).where(Withdrawal.status == "pending",
-                                         Withdrawal.method == "onchain")
+                select(Withdrawal).where(Withdrawal.status == WithdrawalStatus.PENDING,
+                                         Withdrawal.method == WithdrawalMethod.ONCHAIN)
                 .order_by(Withdrawal.created_at, Withdrawal.id).limit(s.payout_max_batch)
                 .with_for_update(skip_locked=True))).scalars().all()
             if not pending:
@@ -179,7 +195,7 @@ class PayoutJob:
                                 role, a.chain, a.idx) for p, a, role in chosen]
             psbt = make_psbt(inputs, outputs, network=s.network, fingerprint_and_paths=accounts)
             now = utcnow()
-            batch = PayoutBatch(id=new_id("pob"), status="signing", psbt=psbt, txid=None,
+            batch = PayoutBatch(id=new_id("pob"), status=BatchStatus.SIGNING, psbt=psbt, txid=None,
                                 feerate_sat_vb=feerate, fee_sat=fee,
                                 change_address_id=change_address_id, broadcast_attempts=0,
                                 created_at=now, updated_at=now)
@@ -188,7 +204,7 @@ class PayoutJob:
             for p, _, _ in chosen:
                 session.add(PayoutInput(batch_id=batch.id, payment_id=p.id))
             for w in pending:
-                w.status, w.batch_id, w.updated_at = "batched", batch.id, now
+                w.status, w.batch_id, w.updated_at = WithdrawalStatus.BATCHED, batch.id, now
             log.info("payout_batched", batch=batch.id, withdrawals=len(pending),
                      inputs=len(chosen), fee_sat=fee, feerate=feerate)
             return len(pending)
@@ -204,24 +220,25 @@ class PayoutJob:
         async with self.sessions() as s:
             open_batches = (await s.execute(
                 select(PayoutBatch.id, PayoutBatch.status)
-                .where(PayoutBatch.status.in_(("signing", "signed", "broadcast")))
+                .where(PayoutBatch.status.in_((BatchStatus.SIGNING, BatchStatus.SIGNED,
+                                               BatchStatus.BROADCAST)))
                 .order_by(PayoutBatch.created_at))).all()
         for batch_id, status in open_batches:
             try:
-                if status == "signing":
+                if status == BatchStatus.SIGNING:
                     await self._sign(batch_id, report)
                     status = await self._status(batch_id)
-                if status == "signed":
+                if status == BatchStatus.SIGNED:
                     await self._broadcast(batch_id, report)
                     status = await self._status(batch_id)
-                if status == "broadcast":
+                if status == BatchStatus.BROADCAST:
                     await self._track(batch_id, report)
             except (BackendUnavailable, SignerUnavailable) as exc:
                 report.errors.append(f"{batch_id}: {exc}")
                 log.warning("payout_unknown_retry_later", batch=batch_id, error=str(exc))
         return report
 
-    async def _status(self, batch_id: str) -> str:
+    async def _status(self, batch_id: str) -> BatchStatus:
         async with self.sessions() as s:
             batch = await s.get(PayoutBatch, batch_id)
             assert batch is not None
@@ -265,7 +282,8 @@ class PayoutJob:
                 session.add(PayoutTx(batch_id=batch_id, txid=signed.txid, raw_tx=signed.raw_hex,
                                      psbt=psbt or "", fee_sat=signed.fee_sat,
                                      created_at=utcnow()))
-            batch.txid, batch.fee_sat, batch.status = signed.txid, signed.fee_sat, "signed"
+            batch.txid, batch.fee_sat, batch.status = \
+                signed.txid, signed.fee_sat, BatchStatus.SIGNED
             batch.updated_at = utcnow()
             for w in await self._payments(session, batch_id):
                 w.txid, w.updated_at = signed.txid, utcnow()
@@ -277,7 +295,7 @@ class PayoutJob:
     async def _mark_stuck(self, session: AsyncSession, *, batch_id: str, why: str) -> None:
         batch = await session.get(PayoutBatch, batch_id, with_for_update=True)
         assert batch is not None
-        batch.status, batch.last_error, batch.updated_at = "stuck", why, utcnow()
+        batch.status, batch.last_error, batch.updated_at = BatchStatus.STUCK, why, utcnow()
         session.add(ReviewItem(kind="payout_stuck", subject=batch_id,
                                details=json.dumps({"reason": why}), created_at=utcnow()))
         log.error("payout_stuck", batch=batch_id, reason=why)
@@ -315,12 +333,12 @@ class PayoutJob:
         async def done(session: AsyncSession) -> None:
             b = await session.get(PayoutBatch, batch_id, with_for_update=True)
             assert b is not None
-            b.status, b.broadcast_attempts, b.updated_at = "broadcast", b.broadcast_attempts + 1, \
-                utcnow()
+            b.status, b.broadcast_attempts, b.updated_at = \
+                BatchStatus.BROADCAST, b.broadcast_attempts + 1, utcnow()
             if height is not None:
                 b.broadcast_height = height
             for w in await self._payments(session, batch_id):
-                w.status, w.updated_at = "broadcast", utcnow()
+                w.status, w.updated_at = WithdrawalStatus.BROADCAST, utcnow()
                 await emit_withdrawal(session, w, "broadcast")
 
         await retrying(self.sessions, done)
@@ -338,7 +356,7 @@ class PayoutJob:
         for txid in versions:
             if await self.backend.transaction(txid) is not None:
                 await retrying(self.sessions, lambda s: self._set_status(s, batch_id,
-                                                                         "broadcast"))
+                                                                         BatchStatus.BROADCAST))
                 return
         for txid, vout in coins:
             if await self.backend.output(txid, vout, include_mempool=True) is None:
@@ -352,16 +370,17 @@ class PayoutJob:
         async def abandon(session: AsyncSession) -> None:
             b = await session.get(PayoutBatch, batch_id, with_for_update=True)
             assert b is not None
-            b.status, b.last_error, b.updated_at = "abandoned", str(exc), utcnow()
+            b.status, b.last_error, b.updated_at = BatchStatus.ABANDONED, str(exc), utcnow()
             await session.execute(delete(PayoutInput).where(PayoutInput.batch_id == batch_id))
             for w in await self._payments(session, batch_id):
-                w.status, w.batch_id, w.txid, w.updated_at = "pending", None, None, utcnow()
+                w.status, w.batch_id, w.txid, w.updated_at = \
+                    WithdrawalStatus.PENDING, None, None, utcnow()
 
         await retrying(self.sessions, abandon)
         report.abandoned += 1
         log.error("payout_abandoned_requeued", batch=batch_id, reason=exc.reason)
 
-    async def _set_status(self, session: AsyncSession, batch_id: str, status: str) -> None:
+    async def _set_status(self, session: AsyncSession, batch_id: str, status: BatchStatus) -> None:
         b = await session.get(PayoutBatch, batch_id, with_for_update=True)
         assert b is not None
         b.status, b.updated_at = status, utcnow()
@@ -381,7 +400,8 @@ class PayoutJob:
                 report.confirmed += 1
                 return
         if not seen:  # evicted or never relayed: broadcast the current version again
-            await retrying(self.sessions, lambda s: self._set_status(s, batch_id, "signed"))
+            await retrying(self.sessions,
+                           lambda s: self._set_status(s, batch_id, BatchStatus.SIGNED))
             await self._broadcast(batch_id, report)
             return
         await self._maybe_bump(batch_id)
@@ -412,7 +432,7 @@ class PayoutJob:
                        height: int | None) -> None:
         batch = await session.get(PayoutBatch, batch_id, with_for_update=True)
         assert batch is not None
-        if batch.status == "confirmed":
+        if batch.status == BatchStatus.CONFIRMED:
             return
         wds = await self._payments(session, batch_id)
         platform = await ensure_platform_accounts(session, "BTC")
@@ -432,7 +452,7 @@ class PayoutJob:
                 specs.append(TransferSpec(f"wd:{w.id}:fee", platform.equity.id,
                                           platform.hot_wallet.id, excess * 1000, "BTC",
                                           code="network_fee", ref=version.txid))
-            w.status, w.txid, w.fee_msat, w.updated_at = "confirmed", version.txid, \
+            w.status, w.txid, w.fee_msat, w.updated_at = WithdrawalStatus.CONFIRMED, version.txid, \
                 share * 1000, utcnow()
         outcomes = await create_transfers(session, specs)
         bad = [o for o in outcomes if not o.ok]
@@ -440,7 +460,8 @@ class PayoutJob:
             raise RuntimeError(f"ledger refused payout postings for {batch_id}: {bad}")
         for w in wds:
             await emit_withdrawal(session, w, "confirmed")
-        batch.status, batch.txid, batch.fee_sat = "confirmed", version.txid, version.fee_sat
+        batch.status, batch.txid, batch.fee_sat = \
+            BatchStatus.CONFIRMED, version.txid, version.fee_sat
         batch.confirmed_height, batch.updated_at = height, utcnow()
         coins = (await session.execute(select(PayoutInput.payment_id).where(
             PayoutInput.batch_id == batch_id))).scalars().all()
@@ -457,7 +478,7 @@ class PayoutJob:
             batch = await s.get(PayoutBatch, batch_id)
             if batch is None:
                 raise CannotBumpFee(f"no payout {batch_id!r}")
-            if batch.status not in ("signed", "broadcast"):
+            if batch.status not in (BatchStatus.SIGNED, BatchStatus.BROADCAST):
                 raise CannotBumpFee(f"payout {batch_id} is {batch.status}; only an unconfirmed "
                                     "payout can be bumped")
             wds = await self._payments(s, batch_id)

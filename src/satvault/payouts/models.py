@@ -8,13 +8,45 @@ reserved by at most one live batch (``payout_inputs.payment_id`` is unique).
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from satvault.db import Amount, Base, IdInt, UtcDateTime
+from satvault.db import Amount, Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["PayoutBatch", "PayoutInput", "PayoutTx", "Withdrawal"]
+__all__ = ["BatchStatus", "PayoutBatch", "PayoutInput", "PayoutTx", "Withdrawal",
+           "WithdrawalMethod", "WithdrawalStatus"]
+
+
+class WithdrawalMethod(StrEnum):
+    ONCHAIN = "onchain"
+    LIGHTNING = "lightning"
+    INTERNAL = "internal"
+
+
+class WithdrawalStatus(StrEnum):
+    """``pending`` → (on-chain: ``batched`` →) ``broadcast`` → ``confirmed``; or ``failed`` /
+    ``cancelled``, whose hold is released."""
+
+    PENDING = "pending"
+    BATCHED = "batched"
+    BROADCAST = "broadcast"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class BatchStatus(StrEnum):
+    """``signing`` → ``signed`` → ``broadcast`` → ``confirmed``; ``abandoned`` (its withdrawals
+    went back to ``pending``) or ``stuck`` (a person must look)."""
+
+    SIGNING = "signing"
+    SIGNED = "signed"
+    BROADCAST = "broadcast"
+    CONFIRMED = "confirmed"
+    ABANDONED = "abandoned"
+    STUCK = "stuck"
 
 
 class Withdrawal(Base):
@@ -22,13 +54,13 @@ class Withdrawal(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"), index=True)
-    method: Mapped[str] = mapped_column(String(16))
+    method: Mapped[WithdrawalMethod] = mapped_column(StrEnumType(WithdrawalMethod, 16))
     destination: Mapped[str] = mapped_column(String(2000))
     script_pubkey: Mapped[str | None] = mapped_column(String(140))
     amount_msat: Mapped[int] = mapped_column(Amount)
     fee_reserve_msat: Mapped[int] = mapped_column(Amount)
     fee_msat: Mapped[int | None] = mapped_column(Amount)
-    status: Mapped[str] = mapped_column(String(12))
+    status: Mapped[WithdrawalStatus] = mapped_column(StrEnumType(WithdrawalStatus, 12))
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("payout_batches.id"), index=True)
     txid: Mapped[str | None] = mapped_column(String(64))
     hold_id: Mapped[str] = mapped_column(String(128), unique=True)
@@ -44,7 +76,7 @@ class PayoutBatch(Base):
     __tablename__ = "payout_batches"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    status: Mapped[str] = mapped_column(String(12))
+    status: Mapped[BatchStatus] = mapped_column(StrEnumType(BatchStatus, 12))
     psbt: Mapped[str] = mapped_column(Text)
     txid: Mapped[str | None] = mapped_column(String(64))
     feerate_sat_vb: Mapped[int] = mapped_column(Integer)

@@ -25,7 +25,7 @@ from satvault.onchain.addresses import parse_address
 from satvault.onchain.bip21 import parse_bip21
 from satvault.payouts.errors import InvalidWithdrawal
 from satvault.payouts.events import emit_withdrawal
-from satvault.payouts.models import Withdrawal
+from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 
 __all__ = ["DUST_SAT", "check_daily_limit", "insert_within_daily_limit",
            "request_withdrawal", "resolve_destination"]
@@ -44,7 +44,8 @@ def _spent_since(session: AsyncSession, wallet_id: str, since: datetime) -> Any:
                                             literal(since, UtcDateTime()), type_=Amount())
     return select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
         Withdrawal.wallet_id == wallet_id, Withdrawal.created_at >= since,
-        Withdrawal.status.not_in(("failed", "cancelled"))).scalar_subquery()
+        Withdrawal.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED))
+    ).scalar_subquery()
 
 
 def _over_limit(spent: int, settings: Settings) -> InvalidWithdrawal:
@@ -128,9 +129,10 @@ async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destinati
         if settings.withdrawal_fee_policy == "user" else 0
     now = utcnow()
     wid = new_id("wd")
-    wd = Withdrawal(id=wid, wallet_id=wallet.id, method="onchain", destination=address,
-                    script_pubkey=spk.hex(), amount_msat=amount, fee_reserve_msat=reserve,
-                    fee_msat=None, status="pending", batch_id=None, txid=None,
+    wd = Withdrawal(id=wid, wallet_id=wallet.id, method=WithdrawalMethod.ONCHAIN,
+                    destination=address, script_pubkey=spk.hex(), amount_msat=amount,
+                    fee_reserve_msat=reserve,
+                    fee_msat=None, status=WithdrawalStatus.PENDING, batch_id=None, txid=None,
                     hold_id=f"wd:{wid}:hold", created_at=now, updated_at=now,
                     store_id=store_id)
     session.add(wd)

@@ -52,7 +52,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.db import utcnow
-from satvault.idempotency_models import IdempotencyKey
+from satvault.idempotency_models import IdempotencyKey, IdempotencyStatus
 from satvault.kernel.errors import InvalidInput, SatvaultError
 from satvault.kernel.retrying import retrying
 from satvault.logs import get_logger
@@ -109,13 +109,14 @@ async def _claim(sessions: async_sessionmaker[AsyncSession], owner: str, key: st
                 row = None
             if row is None:
                 s.add(IdempotencyKey(owner=owner, key=key, request_hash=digest,
-                                     status="running", created_at=now, expires_at=now + TTL,
+                                     status=IdempotencyStatus.RUNNING, created_at=now,
+                                     expires_at=now + TTL,
                                      claim_token=token, heartbeat_at=now))
                 return None
             if row.request_hash != digest:
                 raise IdempotencyConflict(
                     "this Idempotency-Key was used with a different request body")
-            if row.status == "done":
+            if row.status == IdempotencyStatus.DONE:
                 return _replay(row)
             alive_at = row.heartbeat_at or row.created_at
             if alive_at > now - stale:
@@ -131,13 +132,15 @@ async def _claim(sessions: async_sessionmaker[AsyncSession], owner: str, key: st
 
 def _ours(owner: str, key: str, token: str) -> Any:
     return ((IdempotencyKey.owner == owner) & (IdempotencyKey.key == key)
-            & (IdempotencyKey.claim_token == token) & (IdempotencyKey.status == "running"))
+            & (IdempotencyKey.claim_token == token)
+            & (IdempotencyKey.status == IdempotencyStatus.RUNNING))
 
 
 async def _finish(session: AsyncSession, owner: str, key: str, token: str, status: int,
                   body: Any) -> None:
     done = await session.execute(update(IdempotencyKey).where(_ours(owner, key, token)).values(
-        status="done", response_status=status, response_body=json.dumps(jsonable_encoder(body))))
+        status=IdempotencyStatus.DONE, response_status=status,
+        response_body=json.dumps(jsonable_encoder(body))))
     if done.rowcount != 1:  # type: ignore[attr-defined]
         raise IdempotencyClaimLost(
             "this request's Idempotency-Key claim was taken over while it ran; nothing was "
@@ -162,7 +165,8 @@ async def _record(session: AsyncSession, owner: str, key: str, digest: str, stat
     now = utcnow()
     try:
         await session.execute(insert(IdempotencyKey).values(
-            owner=owner, key=key, request_hash=digest, status="done", response_status=status,
+            owner=owner, key=key, request_hash=digest, status=IdempotencyStatus.DONE,
+            response_status=status,
             response_body=json.dumps(jsonable_encoder(body)), created_at=now,
             expires_at=now + TTL))
     except IntegrityError as exc:
@@ -187,7 +191,7 @@ async def _answer_for_taken(sessions: async_sessionmaker[AsyncSession], owner: s
         if row.request_hash != digest:
             raise IdempotencyConflict(
                 "this Idempotency-Key was used with a different request body")
-        if row.status == "done":
+        if row.status == IdempotencyStatus.DONE:
             return _replay(row)
         raise IdempotencyInProgress(
             "a request with this Idempotency-Key is still being processed")

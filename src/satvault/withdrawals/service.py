@@ -29,7 +29,7 @@ from satvault.lightning.invoices import StoreInvoiceHook
 from satvault.lightning.lnurl import resolve_pay_request
 from satvault.lightning.models import LnPayment
 from satvault.lightning.payments import request_ln_withdrawal, take_off_node
-from satvault.payouts.models import Withdrawal
+from satvault.payouts.models import Withdrawal, WithdrawalMethod
 from satvault.payouts.service import request_withdrawal
 
 __all__ = ["PreparedDestination", "destination_kind", "latest_payment", "prepare_destination",
@@ -135,6 +135,6 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
         store_id=store_id, taken_off_node=prepared.taken_off_node,
         on_store_invoice=on_store_invoice)
     # An internal payment is settled already; only a payment for the node wakes the payer.
-    if wd.method == "lightning" and payer_wake is not None:
+    if wd.method == WithdrawalMethod.LIGHTNING and payer_wake is not None:
         payer_wake.set()
     return wd

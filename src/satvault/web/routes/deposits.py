@@ -14,6 +14,7 @@ from satvault.lightning.invoices import node_invoice, store_invoice
 from satvault.lightning.models import LnInvoice
 from satvault.onchain.deposits import DepositView, create_deposit, view_deposit
 from satvault.onchain.errors import InvalidDescriptor
+from satvault.onchain.models import CreditState
 from satvault.onchain.qr import qr_png, qr_svg
 from satvault.web.deps import SessionDep, SettingsDep, require_scope
 from satvault.web.openapi import problem_responses
@@ -39,7 +40,7 @@ def _out(v: DepositView) -> DepositOut:
         pending_msat=v.pending_msat, created_at=r.created_at, expires_at=r.expires_at,
         payments=[DepositPaymentOut(txid=p.txid, vout=p.vout, amount_msat=p.amount_msat,
                                     confirmations=p.confirmations, status=p.status,
-                                    credited=p.credit_state == "credited")
+                                    credited=p.credit_state == CreditState.CREDITED)
                   for p in v.payments],
     )
 

@@ -31,6 +31,7 @@ from satvault.invoices.service import (
     mark_invoice,
     quote_store_invoice,
 )
+from satvault.invoices.status import Status
 from satvault.invoices.views import invoice_payload
 from satvault.kernel.errors import InvalidInput, NotFound
 from satvault.ledger.history import InvalidCursor
@@ -191,7 +192,7 @@ def _utc(when: datetime, what: str) -> datetime:
 @router.get("/stores/{store_id}/invoices")
 async def list_invoices(
     store_id: str, request: Request, session: SessionDep, principal: Reader,
-    status: Annotated[str | None, Query(max_length=12)] = None,
+    status: Annotated[Status | None, Query()] = None,
     order_id: Annotated[str | None, Query(max_length=120)] = None,
     created_from: DateTimeQuery = None, created_to: DateTimeQuery = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,

@@ -24,7 +24,7 @@ from satvault.config import Settings
 from satvault.kernel.errors import SatvaultError
 from satvault.lightning import lnurl_service as svc
 from satvault.lightning.lnurl import encode_lnurl
-from satvault.lightning.lnurl_models import LightningAddress, LnurlWithdrawVoucher
+from satvault.lightning.lnurl_models import LightningAddress, LnurlWithdrawVoucher, VoucherStatus
 from satvault.logs import get_logger
 from satvault.web.deps import OptionalIdempotencyKey, SessionDep, SettingsDep, require_scope
 from satvault.web.fields import Memo, Msat
@@ -219,8 +219,8 @@ async def withdraw_request(voucher_id: str, session: SessionDep,
     voucher = await session.get(LnurlWithdrawVoucher, voucher_id)
     if voucher is None:
         return _lnurl_error("unknown withdraw link")
-    if voucher.status != "open":
-        return _lnurl_error("already used" if voucher.status == "used"
+    if voucher.status != VoucherStatus.OPEN:
+        return _lnurl_error("already used" if voucher.status == VoucherStatus.USED
                             else "this withdraw link was canceled")
     return _lnurl_ok({
         "tag": "withdrawRequest",

@@ -13,8 +13,8 @@ from satvault.accounts.access import visible_wallet
 from satvault.accounts.models import Wallet
 from satvault.accounts.service import Principal
 from satvault.kernel.errors import NotFound
-from satvault.lightning.models import LnPayment
-from satvault.payouts.models import Withdrawal
+from satvault.lightning.models import LnPayment, LnPaymentStatus
+from satvault.payouts.models import Withdrawal, WithdrawalMethod
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.idempotency import run_idempotent
 from satvault.web.openapi import problem_responses
@@ -49,8 +49,8 @@ def out(w: Withdrawal, ln: LnPayment | None = None) -> WithdrawalOut:
                          destination=w.destination, amount_msat=w.amount_msat,
                          fee_reserve_msat=w.fee_reserve_msat, fee_msat=w.fee_msat, txid=w.txid,
                          payment_hash=ln.payment_hash if ln else None,
-                         failure_reason=ln.failure_reason if ln and ln.status == "failed"
-                         else None,
+                         failure_reason=ln.failure_reason
+                         if ln and ln.status == LnPaymentStatus.FAILED else None,
                          created_at=w.created_at, updated_at=w.updated_at)
 
 
@@ -84,7 +84,8 @@ async def create_withdrawal(
                             payer_wake=payer_wake_of(request),
                             on_store_invoice=store_invoice_hook_of(request))
         # An internal payment is settled in this transaction and has no node payment.
-        payment = None if wd.method == "internal" else await latest_payment(session, wd.id)
+        payment = None if wd.method == WithdrawalMethod.INTERNAL \
+            else await latest_payment(session, wd.id)
         return 201, out(wd, payment).model_dump(mode="json")
 
     owner = f"{principal.owner_type}:{principal.owner_id}"
