@@ -17,16 +17,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import (
     Table,
+    bindparam,
     exists,
     false,
     func,
     insert,
     inspect,
-    literal,
     or_,
     select,
     update,
@@ -163,7 +164,7 @@ async def _merchant_wallet(session: AsyncSession, merchant_id: str) -> Wallet:
     return Wallet(id=wallet_id, owner_type="merchant", owner_id=merchant_id, asset="BTC")
 
 
-def _same_webhooks(store_id: str, hooks: Hooks) -> Any:
+def _same_webhooks(store_id: Any, hooks: Sequence[tuple[Any, Any]]) -> Any:
     """True in SQL while the store's enabled webhooks are exactly ``hooks``."""
     enabled = (Webhook.store_id == store_id) & Webhook.enabled.is_(True)
     known = or_(false(), *((Webhook.id == hook_id) & (Webhook.events == events)
@@ -175,21 +176,43 @@ def _same_webhooks(store_id: str, hooks: Hooks) -> Any:
     return others & (count == len(hooks))
 
 
+@lru_cache(maxsize=32)
+def _insert_statement(hook_count: int) -> tuple[Any, tuple[tuple[str, str], ...]]:
+    """The guarded INSERT … SELECT for a store with ``hook_count`` enabled webhooks, built
+    once (the hot path of store invoices: building and hashing it anew cost more CPU than
+    running it); every value is a bound parameter. Returns the statement and the
+    (parameter, attribute) names of the invoice's columns."""
+    table = cast(Table, StoreInvoice.__table__)
+    names, values, params = [], [], []
+    for attr in inspect(StoreInvoice).column_attrs:
+        column = attr.columns[0]
+        names.append(column.name)
+        values.append(bindparam(f"v_{attr.key}", type_=column.type))
+        params.append((f"v_{attr.key}", attr.key))
+    store_id = bindparam("s_id", type_=Store.id.type)
+    hooks = [(bindparam(f"h_id_{i}", type_=Webhook.id.type),
+              bindparam(f"h_events_{i}", type_=Webhook.events.type))
+             for i in range(hook_count)]
+    statement = insert(table).from_select(names, select(*values).where(
+        Store.id == store_id, Store.merchant_id == bindparam("s_merchant"),
+        Store.default_currency == bindparam("s_currency"),
+        Store.speed_policy == bindparam("s_speed"), Store.spread_bp == bindparam("s_spread"),
+        _same_webhooks(store_id, hooks)))
+    return statement, tuple(params)
+
+
 async def _insert_if_store_unchanged(session: AsyncSession, inv: StoreInvoice,
                                      store: Store, hooks: Hooks) -> None:
     """INSERT the invoice … SELECT from its store row with the settings the quote used and
     the webhooks the event will be fanned out to: no row, no invoice (StoreChanged)."""
-    table = cast(Table, StoreInvoice.__table__)
-    names, values = [], []
-    for attr in inspect(StoreInvoice).column_attrs:
-        column = attr.columns[0]
-        names.append(column.name)
-        values.append(literal(getattr(inv, attr.key), type_=column.type))
-    done = await session.execute(insert(table).from_select(names, select(*values).where(
-        Store.id == store.id, Store.merchant_id == store.merchant_id,
-        Store.default_currency == store.default_currency,
-        Store.speed_policy == store.speed_policy, Store.spread_bp == store.spread_bp,
-        _same_webhooks(store.id, hooks))))
+    statement, columns = _insert_statement(len(hooks))
+    params: dict[str, Any] = {name: getattr(inv, key) for name, key in columns}
+    params.update(s_id=store.id, s_merchant=store.merchant_id,
+                  s_currency=store.default_currency, s_speed=store.speed_policy,
+                  s_spread=store.spread_bp)
+    for i, (hook_id, events) in enumerate(hooks):
+        params[f"h_id_{i}"], params[f"h_events_{i}"] = hook_id, events
+    done = await session.execute(statement, params)
     if done.rowcount != 1:  # type: ignore[attr-defined]
         _stores.pop(store.id, None)
         raise StoreChanged(f"the settings of store {store.id!r} changed")

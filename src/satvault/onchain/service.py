@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Table, func, literal_column, select, update
+from sqlalchemy import Table, bindparam, func, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -170,22 +171,32 @@ class Allocation:
     recycled: bool
 
 
-async def _claim_pooled(session: AsyncSession, *, role: str, values: dict[str, Any]
-                        ) -> Allocation | None:
-    """Claim the lowest pooled receive address of ``role``'s wallet (one statement), keeping
-    ``gap_limit`` derived addresses after it; None if the pool is empty."""
+@lru_cache(maxsize=8)
+def _claim_statement(names: tuple[str, ...]) -> Any:
+    """The claim of :func:`_claim_pooled`, built once per set of column names (one on the hot
+    path): the role and the values are bound parameters."""
     a = cast(Table, OnchainAddress.__table__).c
     later = cast(Table, OnchainAddress.__table__).alias("later")
-    wallet_id = select(OnchainWallet.id).where(OnchainWallet.role == role).scalar_subquery()
+    wallet_id = (select(OnchainWallet.id).where(OnchainWallet.role == bindparam("role"))
+                 .scalar_subquery())
     pick = (select(a.id).where(a.wallet_id == wallet_id, a.chain == 0, a.status == _POOLED)
             .order_by(a.idx).limit(1).with_for_update(skip_locked=True).scalar_subquery())
     top = (select(func.max(later.c.idx)).where(later.c.wallet_id == a.wallet_id,
                                                later.c.chain == 0).scalar_subquery())
-    row = (await session.execute(
-        update(cast(Table, OnchainAddress.__table__)).where(a.id == pick, a.status == _POOLED)
-        .values(status=AddressStatus.ALLOCATED, times_allocated=a.times_allocated + 1, **values)
-        .returning(a.id, a.wallet_id, a.address, a.script_pubkey, a.idx, top.label("top"))
-    )).first()
+    return (update(cast(Table, OnchainAddress.__table__)).where(a.id == pick,
+                                                                a.status == _POOLED)
+            .values(status=AddressStatus.ALLOCATED, times_allocated=a.times_allocated + 1,
+                    **{name: bindparam(f"v_{name}", type_=a[name].type) for name in names})
+            .returning(a.id, a.wallet_id, a.address, a.script_pubkey, a.idx, top.label("top")))
+
+
+async def _claim_pooled(session: AsyncSession, *, role: str, values: dict[str, Any]
+                        ) -> Allocation | None:
+    """Claim the lowest pooled receive address of ``role``'s wallet (one statement), keeping
+    ``gap_limit`` derived addresses after it; None if the pool is empty."""
+    statement = _claim_statement(tuple(sorted(values)))
+    row = (await session.execute(statement, {"role": role, **{
+        f"v_{name}": value for name, value in values.items()}})).first()
     if row is None:
         return None
     wallet = await _wallet(session, row.wallet_id)
