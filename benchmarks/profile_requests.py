@@ -51,6 +51,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from api import satvault_setup  # the sibling benchmarks
+
 from lightning import (
     INVOICE_MSAT,
     Processes,
