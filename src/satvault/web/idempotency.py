@@ -47,7 +47,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import ColumnElement, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -58,7 +58,7 @@ from satvault.kernel.retrying import retrying
 from satvault.logs import get_logger
 
 __all__ = ["TTL", "IdempotencyClaimLost", "IdempotencyConflict", "IdempotencyInProgress",
-           "PrepareAgain", "run_idempotent"]
+           "PrepareAgain", "key_used", "run_idempotent"]
 
 log = get_logger(__name__)
 TTL = timedelta(hours=24)
@@ -83,6 +83,14 @@ class PrepareAgain(Exception):
 
 class _KeyTaken(Exception):
     """The key row exists already (one-transaction mode): the work must not commit."""
+
+
+def key_used(owner: str, key: str) -> ColumnElement[bool]:
+    """Whether a row for this key exists, as a column a route can fold into its first read
+    (to choose the one-transaction mode only for a key never seen: a replay then finds its
+    stored response without running ``prepare`` again)."""
+    return select(IdempotencyKey.id).where(IdempotencyKey.owner == owner,
+                                           IdempotencyKey.key == key).exists()
 
 
 def _encode(body: Any) -> str:
