@@ -17,7 +17,7 @@ from tests.statements import Statements, count_statements
 SAT = 1000
 _LEDGER = ("SELECT ledger_accounts.", "SELECT ? AS src, ledger_transfers",
            "SELECT $1::VARCHAR AS src", "INSERT INTO ledger_transfers", "UPDATE ledger_accounts",
-           "SELECT ledger_transfers.", "UPDATE ledger_transfers")
+           "SELECT ledger_transfers.", "UPDATE ledger_transfers", "WITH locked AS")
 
 
 def breakdown(n: Statements) -> dict[str, int]:
