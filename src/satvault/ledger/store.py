@@ -425,8 +425,12 @@ async def create_transfers(
     # before locking; their state is re-read under the lock below.
     pending_ids = {s.pending_id for s in specs if s.pending_id and s.pending_id not in ids}
     account_ids = {a for s in specs for a in (s.debit_account_id, s.credit_account_id) if a}
-    if pending_ids:
-        for t in (await _load_transfers(session, pending_ids)).values():
+    # A post or void that names both accounts of its hold needs no read to learn them (the
+    # plan checks them against the hold, re-read under the lock).
+    unnamed = {s.pending_id for s in specs if s.pending_id and s.pending_id not in ids
+               and not (s.debit_account_id and s.credit_account_id)}
+    if unnamed:
+        for t in (await _load_transfers(session, unnamed)).values():
             account_ids.update((t.debit_account_id, t.credit_account_id))
     accounts = await _lock_accounts(session, account_ids)
     existing, failed = await _load_known(session, ids, pending_ids)

@@ -387,7 +387,9 @@ class Watcher:
             if enough and next_state in ("none", "pending"):
                 invoice_id = store_invoice_id
                 fee = platform_fee(amount, self.invoice_fee_bp) if invoice_id else 0
-                specs.append(TransferSpec(f"{key}:post", kind=TransferKind.POST, pending_id=key,
+                # Naming the hold's accounts spares the ledger reading them first.
+                specs.append(TransferSpec(f"{key}:post", platform.hot_wallet.id, credit_account,
+                                          kind=TransferKind.POST, pending_id=key,
                                           code="deposit", linked=fee > 0))
                 if fee:  # a store invoice's platform fee, in the same linked batch
                     specs.append(TransferSpec(f"{key}:fee", credit_account, platform.fees.id,
