@@ -21,7 +21,8 @@ without its response recorded. Domain errors (4xx) are stored and replayed like 
 unexpected errors release the key so the client can retry.
 
 *One transaction* (``repeatable_prepare=True``), for requests whose remote preparation is
-harmless to repeat (a store invoice: a BOLT11 nobody pays simply expires). There is no claim:
+harmless to repeat (a store invoice: a BOLT11 nobody pays simply expires; an internal
+payment: cancelling our own invoice on our node twice changes nothing). There is no claim:
 ``prepare`` runs first, then the work and the key row, inserted complete with its response,
 commit together in one transaction. The unique constraint on (owner, key) decides between
 twins: a concurrent twin's INSERT waits for the first (PostgreSQL) or for the one writer
