@@ -26,6 +26,7 @@ _CONTROL = re.compile(r"^(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END)\b", re.IG
 class Statements:
     sql: list[str] = field(default_factory=list)
     transactions: int = 0
+    units: list[list[str]] = field(default_factory=list)  # the statements of each transaction
 
     @property
     def total(self) -> int:
@@ -44,9 +45,13 @@ def count_statements(engine: AsyncEngine) -> Iterator[Statements]:
         text = " ".join(statement.split())
         if not _CONTROL.match(text):
             seen.sql.append(text)
+            if not seen.units:
+                seen.units.append([])
+            seen.units[-1].append(text)
 
     def begin(_conn: Any) -> None:
         seen.transactions += 1
+        seen.units.append([])
 
     event.listen(engine.sync_engine, "before_cursor_execute", before)
     event.listen(engine.sync_engine, "begin", begin)

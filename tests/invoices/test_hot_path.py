@@ -118,7 +118,7 @@ async def test_twins_with_one_idempotency_key_create_one_invoice(lnenv: LnEnv,
         bad = await create(c, shop, "bad", amount="0.5", currency="SATS")
         assert bad.status_code == 422, bad.text
         again = await create(c, shop, "bad", amount="0.5", currency="SATS")
-        assert again.status_code == 422 and again.json() == bad.json()
+        assert again.status_code == 422 and again.content == bad.content
         assert again.headers["Idempotent-Replayed"] == "true"
     async with env.sessions() as s:
         invoices = (await s.execute(select(StoreInvoice.id))).scalars().all()

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from satvault.accounts import service as acc
+from satvault.ledger.models import LedgerTransfer
 from satvault.lightning.models import LnPayment
 from satvault.simnet.ln.errors import UnknownPayment
 from tests.chainenv import LnEnv, api_client
@@ -101,4 +102,79 @@ async def test_payments_held_by_one_receiver_do_not_delay_anybody_else(lnenv: Ln
         await worker.stop()
     b = await env.balances()
     assert b["held"] == 0
+    await env.check()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"rate_limit_create": "1000/second"}])
+async def test_internal_payment_twins_with_one_key_pay_once(lnenv: LnEnv):
+    """An internal payment runs in one transaction with its key's response (issue 10): twins
+    of one key race through it and the unique key decides. One withdrawal and one ledger
+    transfer; every twin answers the same bytes; another body under the key is refused; a
+    second key paying the same invoice gets the refusal it always got."""
+    from satvault.lightning.invoices import create_invoice
+    from satvault.payouts.models import Withdrawal
+
+    env = lnenv
+    await fund(env, env.wallet, 100_000 * SAT)
+    carol = await env.wallet_for("carol@example.com")
+    async with env.sessions() as s, s.begin():
+        bill = await create_invoice(s, backend=env.runtime.lightning, wallet=carol,
+                                    amount_msat=7_000 * SAT)
+        _, token = await acc.create_api_key(s, owner_id=env.wallet.owner_id, scopes=[
+            "wallet:read", "withdrawals:write"])
+    auth = {"Authorization": f"Bearer {token}"}
+    url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
+    async with api_client(env) as c:
+        answers = await asyncio.gather(*(
+            c.post(url, headers={**auth, "Idempotency-Key": "twin"},
+                   json={"destination": bill.bolt11}) for _ in range(8)))
+        assert [a.status_code for a in answers] == [201] * 8, [a.text for a in answers]
+        assert answers[0].json()["method"] == "internal"
+        assert len({a.content for a in answers}) == 1  # one withdrawal, the same bytes
+        assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == 7
+        later = await c.post(url, headers={**auth, "Idempotency-Key": "twin"},
+                             json={"destination": bill.bolt11})
+        assert later.status_code == 201 and later.content == answers[0].content
+        assert later.headers["Idempotent-Replayed"] == "true"
+        other_body = await c.post(url, headers={**auth, "Idempotency-Key": "twin"},
+                                  json={"destination": bill.bolt11, "amount_msat": 7_000 * SAT})
+        assert other_body.status_code == 422, other_body.text
+        other_key = await c.post(url, headers={**auth, "Idempotency-Key": "another"},
+                                 json={"destination": bill.bolt11})
+        assert other_key.status_code == 422, other_key.text
+        assert other_key.json()["detail"] == "this invoice is paid"
+    async with env.sessions() as s:
+        withdrawals = (await s.execute(select(func.count()).select_from(Withdrawal))
+                       ).scalar_one()
+        moves = (await s.execute(select(func.count()).select_from(LedgerTransfer).where(
+            LedgerTransfer.id == f"ln:in:{bill.payment_hash}"))).scalar_one()
+    assert withdrawals == 1 and moves == 1
+    assert (await env.balances())["available"] == (100_000 - 7_000) * SAT
+    await env.check()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"rate_limit_create": "1000/second"}])
+async def test_one_own_invoice_from_concurrent_keys_is_paid_once(lnenv: LnEnv):
+    """Different keys racing to pay one of our invoices: one payment, the others refused
+    with a problem (never a 500), nothing moved twice."""
+    from satvault.lightning.invoices import create_invoice
+
+    env = lnenv
+    await fund(env, env.wallet, 100_000 * SAT)
+    carol = await env.wallet_for("carol@example.com")
+    async with env.sessions() as s, s.begin():
+        bill = await create_invoice(s, backend=env.runtime.lightning, wallet=carol,
+                                    amount_msat=5_000 * SAT)
+        _, token = await acc.create_api_key(s, owner_id=env.wallet.owner_id, scopes=[
+            "wallet:read", "withdrawals:write"])
+    auth = {"Authorization": f"Bearer {token}"}
+    async with api_client(env) as c:
+        answers = await asyncio.gather(*(
+            c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                   headers={**auth, "Idempotency-Key": f"k-{i}"},
+                   json={"destination": bill.bolt11}) for i in range(8)))
+    codes = [a.status_code for a in answers]
+    assert codes.count(201) == 1, [a.text for a in answers]
+    assert all(code in (409, 422) for code in codes if code != 201), codes
+    assert (await env.balances())["available"] == (100_000 - 5_000) * SAT
     await env.check()

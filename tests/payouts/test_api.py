@@ -105,6 +105,7 @@ async def test_idempotency_replay_conflict_and_in_flight(env: Env, keys, monkeyp
         assert twin.status_code == 409, twin.text
         replay = await c.post(url, headers=h(keys["full"], "k"), json=body)
         assert replay.status_code == 201 and replay.json() == r1.json()
+        assert replay.content == r1.content  # byte for byte: the stored text, sent as it is
         assert replay.headers["idempotent-replayed"] == "true"
         changed = await c.post(url, headers=h(keys["full"], "k"),
                                json={**body, "amount_msat": 11_000 * SAT})
@@ -117,6 +118,7 @@ async def test_idempotency_replay_conflict_and_in_flight(env: Env, keys, monkeyp
         a = await c.post(url, headers=h(keys["full"], "poor"), json=poor)
         b = await c.post(url, headers=h(keys["full"], "poor"), json=poor)
         assert a.status_code == b.status_code == 422 and a.json() == b.json()
+        assert a.content == b.content and b.headers["idempotent-replayed"] == "true"
     assert (await env.balances())["held"] == (10_000 + 5_000) * SAT
     await env.check()
 

@@ -11,7 +11,7 @@ from satvault.accounts.models import Store, Wallet
 from satvault.accounts.service import Principal, get_wallet
 from satvault.kernel.errors import NotFound
 
-__all__ = ["owned_store", "owns_store", "visible_wallet"]
+__all__ = ["owned_store", "owns_store", "sees_wallet", "visible_wallet"]
 
 
 def owns_store(principal: Principal, store: Store) -> bool:
@@ -33,7 +33,8 @@ async def owned_store(session: AsyncSession, principal: Principal, store_id: str
     return store
 
 
-def _can_see(principal: Principal, wallet: Wallet) -> bool:
+def sees_wallet(principal: Principal, wallet: Wallet) -> bool:
+    """Whether this caller may see ``wallet`` (for callers that read it themselves)."""
     if principal.owns(wallet.owner_type, wallet.owner_id):
         return True
     return wallet.owner_type == "merchant" and principal.merchant_id == wallet.owner_id
@@ -45,6 +46,6 @@ async def visible_wallet(session: AsyncSession, principal: Principal, wallet_id:
         wallet = await get_wallet(session, wallet_id)
     except NotFound:
         wallet = None
-    if wallet is None or not _can_see(principal, wallet):
+    if wallet is None or not sees_wallet(principal, wallet):
         raise NotFound(f"wallet {wallet_id!r} not found")
     return wallet

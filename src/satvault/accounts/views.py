@@ -21,7 +21,18 @@ class _Balances(Protocol):
     def credits_pending(self) -> int: ...
 
 
-def wallet_balances(wallet: Wallet, b: _Balances) -> dict[str, Any]:
+class _Owned(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def owner_type(self) -> str: ...
+    @property
+    def owner_id(self) -> str: ...
+    @property
+    def asset(self) -> str: ...
+
+
+def wallet_balances(wallet: Wallet | _Owned, b: _Balances) -> dict[str, Any]:
     """``available`` is what can be spent now: posted credits less posted and held debits;
     ``incoming`` is credited but not yet final (e.g. waiting for confirmations)."""
     return {

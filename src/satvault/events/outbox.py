@@ -29,6 +29,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, cast
 from uuid import UUID
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Table, event, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -41,7 +42,7 @@ from satvault.events.catalog import EVENT_TYPES, SUBJECT_TYPES, matches
 from satvault.events.models import DeliveryStatus, OutboxEvent, Webhook, WebhookDelivery
 from satvault.kernel.ids import new_id
 from satvault.ledger.models import LedgerAccount
-from satvault.ledger.store import BALANCES_CHANGED
+from satvault.ledger.store import BALANCES_AFTER, BALANCES_CHANGED
 from satvault.logs import get_logger
 
 __all__ = ["Event", "OutboxNotifier", "OutboxSession", "dumps", "emit", "emit_many", "envelope",
@@ -152,6 +153,9 @@ def _mark(session: Session, *, deliveries: bool) -> None:
 
 @event.listens_for(OutboxSession, "after_commit")
 def _after_commit(session: Session) -> None:
+    seen = session.info.pop(_WALLETS_SEEN, None)
+    if seen:  # committed: these wallets exist for good (and never change owner or account)
+        _WALLETS.setdefault(_engine_of(session), {}).update(seen)
     deliveries = bool(session.info.pop(_DELIVERIES, False))
     if session.info.pop(_FLAG, False):
         notifier.notify(deliveries=deliveries)
@@ -286,22 +290,55 @@ def _balances_changed(session: Session) -> None:
     _write(session, _balance_events(session))
 
 
+@dataclass(frozen=True, slots=True)
+class _WalletOf:
+    """Who a wallet's ledger account belongs to: a wallet never changes owner, asset or
+    account, so once its row was read in a committed transaction this is known for good."""
+
+    id: str
+    owner_type: str
+    owner_id: str
+    asset: str
+
+
+# Per database (engine): wallet identities by ledger account id, filled after commit.
+_WALLETS: WeakKeyDictionary[Any, dict[int, _WalletOf]] = WeakKeyDictionary()
+_WALLETS_SEEN = "satvault.events.wallets_seen"
+
+
+def _engine_of(session: Session) -> Any:
+    bind = session.get_bind()
+    return getattr(bind, "engine", bind)
+
+
 def _balance_events(session: Session) -> list[Event]:
     """The ``wallet.balance_changed`` events for the wallets the ledger noted as moved (and
-    no longer noted: each is written once)."""
+    no longer noted: each is written once). The ledger notes the balances it wrote too, so a
+    wallet whose identity is known needs no read at all."""
     changed = session.info.pop(BALANCES_CHANGED, None)
+    after = session.info.pop(BALANCES_AFTER, None) or {}
     if not changed:
         return []
 
-    rows = session.execute(
-        select(Wallet, LedgerAccount)
-        .join(LedgerAccount, LedgerAccount.id == Wallet.ledger_account_id)
-        .where(Wallet.ledger_account_id.in_(sorted(changed)))
-        .order_by(Wallet.id)
-        .execution_options(populate_existing=True)  # the ledger wrote with Core statements
-    ).all()
-    return [Event(type="wallet.balance_changed", subject_type="wallet", subject_id=wallet.id,
-                  payload=wallet_balances(wallet, account)) for wallet, account in rows]
+    known = _WALLETS.get(_engine_of(session), {})
+    found: list[tuple[_WalletOf, Any]] = [
+        (known[aid], after[aid]) for aid in changed if aid in known and aid in after]
+    rest = sorted(aid for aid in changed if aid not in known or aid not in after)
+    if rest:
+        rows = session.execute(
+            select(Wallet, LedgerAccount)
+            .join(LedgerAccount, LedgerAccount.id == Wallet.ledger_account_id)
+            .where(Wallet.ledger_account_id.in_(rest))
+            .execution_options(populate_existing=True)  # the ledger wrote with Core statements
+        ).all()
+        seen = session.info.setdefault(_WALLETS_SEEN, {})
+        for wallet, account in rows:
+            who = _WalletOf(wallet.id, wallet.owner_type, wallet.owner_id, wallet.asset)
+            seen[account.id] = who
+            found.append((who, account))
+    found.sort(key=lambda pair: pair[0].id)
+    return [Event(type="wallet.balance_changed", subject_type="wallet", subject_id=who.id,
+                  payload=wallet_balances(who, balances)) for who, balances in found]
 
 
 @event.listens_for(OutboxSession, "after_rollback")
@@ -309,3 +346,5 @@ def _after_rollback(session: Session) -> None:
     session.info.pop(_FLAG, None)
     session.info.pop(_DELIVERIES, None)
     session.info.pop(BALANCES_CHANGED, None)
+    session.info.pop(BALANCES_AFTER, None)
+    session.info.pop(_WALLETS_SEEN, None)

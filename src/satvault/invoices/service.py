@@ -363,7 +363,8 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
         # A pooled address, claimed with one statement (no shared row is locked).
         dep = await open_deposit(session, wallet=wallet, settings=settings,
                                  amount_msat=quote.due_msat, description=f"Invoice {inv.id}",
-                                 confirmations=quote.speed, expires_at=inv.expires_at)
+                                 confirmations=quote.speed, expires_at=inv.expires_at,
+                                 store_invoice_id=inv.id)
         inv.deposit_id = dep.id
         address = dep.address
     await session.flush()  # the deposit row first: the invoice's foreign key needs it

@@ -71,6 +71,7 @@ from satvault.ledger.errors import (
 from satvault.ledger.models import LedgerAccount, LedgerFailedTransfer, LedgerTransfer
 
 __all__ = [
+    "BALANCES_AFTER",
     "BALANCES_CHANGED",
     "WALLET_KINDS",
     "count_transfers",
@@ -345,13 +346,28 @@ WALLET_KINDS = frozenset({AccountKind.CUSTOMER_WALLET, AccountKind.MERCHANT_WALL
 # package reads it when the transaction commits and writes one ``wallet.balance_changed`` per
 # wallet (the ledger itself knows nothing of events).
 BALANCES_CHANGED = "satvault.ledger.balances_changed"
+# session.info key: the balances those accounts have now, as the ledger wrote them (every
+# balance write goes through here, under the rows' locks), so no one has to read them back.
+BALANCES_AFTER = "satvault.ledger.balances_after"
+
+
+def _note_balances(session: AsyncSession, after: Mapping[int, Balances]) -> None:
+    if after:
+        session.info.setdefault(BALANCES_CHANGED, set()).update(after)
+        session.info.setdefault(BALANCES_AFTER, {}).update(after)
 
 
 def _note_wallets_changed(session: AsyncSession, deltas: Mapping[int, Balances],
                           accounts: Mapping[int, Account]) -> None:
-    changed = {aid for aid in deltas if accounts[aid].kind in WALLET_KINDS}
-    if changed:
-        session.info.setdefault(BALANCES_CHANGED, set()).update(changed)
+    after = {}
+    for aid, d in deltas.items():
+        if accounts[aid].kind in WALLET_KINDS:
+            b = accounts[aid].balances  # as read under the lock, before this batch
+            after[aid] = Balances(b.debits_posted + d.debits_posted,
+                                  b.credits_posted + d.credits_posted,
+                                  b.debits_pending + d.debits_pending,
+                                  b.credits_pending + d.credits_pending)
+    _note_balances(session, after)
 
 
 _TOUCH = text(
@@ -398,16 +414,23 @@ async def create_transfers(
         done = await create_plain(session, specs[0], now=now, max_amount=limit, dialect=dialect)
         if done is not None:
             outcome, wallets = done
-            if wallets:
-                session.info.setdefault(BALANCES_CHANGED, set()).update(wallets)
+            moved = outcome.transfer
+            assert moved is not None
+            _note_balances(session, {aid: after for aid, after in (
+                (moved.debit_account_id, moved.debit_after),
+                (moved.credit_account_id, moved.credit_after)) if aid in wallets})
             return [outcome]
     ids = {s.id for s in specs if s.id}
     # Pending transfers are immutable in everything but state, so their accounts can be read
     # before locking; their state is re-read under the lock below.
     pending_ids = {s.pending_id for s in specs if s.pending_id and s.pending_id not in ids}
     account_ids = {a for s in specs for a in (s.debit_account_id, s.credit_account_id) if a}
-    if pending_ids:
-        for t in (await _load_transfers(session, pending_ids)).values():
+    # A post or void that names both accounts of its hold needs no read to learn them (the
+    # plan checks them against the hold, re-read under the lock).
+    unnamed = {s.pending_id for s in specs if s.pending_id and s.pending_id not in ids
+               and not (s.debit_account_id and s.credit_account_id)}
+    if unnamed:
+        for t in (await _load_transfers(session, unnamed)).values():
             account_ids.update((t.debit_account_id, t.credit_account_id))
     accounts = await _lock_accounts(session, account_ids)
     existing, failed = await _load_known(session, ids, pending_ids)

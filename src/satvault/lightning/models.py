@@ -63,6 +63,12 @@ class LnInvoice(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
+    __table_args__ = (
+        # A BOLT11 a client sends is looked up as ours before it is decoded (equality only:
+        # a hash index on PostgreSQL, which also has no key-size limit for long invoices).
+        Index("ix_ln_invoices_bolt11", "bolt11", postgresql_using="hash"),
+    )
+
 
 class LnPayment(Base):
     __tablename__ = "ln_payments"

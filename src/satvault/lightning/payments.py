@@ -23,7 +23,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -43,7 +43,7 @@ from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.models import LedgerAccount
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_transfers, transfer
-from satvault.lightning.bolt11check import CheckedInvoice, check_invoice, decode
+from satvault.lightning.bolt11check import check_invoice, decode
 from satvault.lightning.errors import LightningError, PaymentRefused
 from satvault.lightning.invoices import StoreInvoiceHook, credit_settled
 from satvault.lightning.models import LnInvoice, LnInvoiceStatus, LnPayment, LnPaymentStatus
@@ -52,7 +52,8 @@ from satvault.payouts.events import emit_withdrawal, emit_withdrawal_events
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import check_daily_limit, insert_within_daily_limit
 
-__all__ = ["LightningPayer", "PayerReport", "fee_reserve", "request_ln_withdrawal",
+__all__ = ["LightningPayer", "OwnInvoice", "PayerReport", "cancel_on_node", "fee_reserve",
+           "own_bolt11", "pay_own_invoice", "payable_at_once", "request_ln_withdrawal",
            "take_off_node"]
 
 log = get_logger(__name__)
@@ -71,6 +72,64 @@ def fee_reserve(amount_msat: int, settings: Settings) -> int:
     """max(ppm of the amount, rounded up; the configured minimum)."""
     return max(-(-amount_msat * settings.ln_fee_reserve_ppm // 1_000_000),
                settings.ln_fee_reserve_min_msat)
+
+
+def own_bolt11(destination: str) -> str:
+    """The text a BOLT11 this platform issued is stored as, from what a client sends (no
+    decoding: the ``lightning:`` prefix off, lower case, as the node wrote it)."""
+    text = destination.strip()
+    if text.lower().startswith("lightning:"):
+        text = text[len("lightning:"):]
+    return text.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class OwnInvoice:
+    """One of this platform's invoices, found by its BOLT11 text before any decoding, with
+    what the payer can spend now."""
+
+    payment_hash: str
+    bolt11: str
+    wallet_id: str
+    status: LnInvoiceStatus
+    amount_msat: int | None
+    expires_at: datetime
+    payer_free_msat: int
+
+
+_EXPIRY_MARGIN = timedelta(minutes=1)
+
+
+def payable_at_once(own: OwnInvoice, *, payer: Wallet, amount_msat: int | None,
+                    settings: Settings) -> int | None:
+    """The amount to pay if ``own`` can be paid internally without decoding it: open, not
+    the payer's own, well within its expiry, the amount clear, within the per-payment limit
+    and the payer's spendable balance. None otherwise: the full path (decoding, the checks in
+    order) then gives the outcome or the exact refusal."""
+    if own.status != LnInvoiceStatus.OPEN or own.wallet_id == payer.id \
+            or own.expires_at <= utcnow() + _EXPIRY_MARGIN:
+        return None
+    if own.amount_msat is None:
+        if amount_msat is None or amount_msat <= 0:
+            return None
+        pay = amount_msat
+    elif amount_msat is not None and amount_msat != own.amount_msat:
+        return None
+    else:
+        pay = own.amount_msat
+    if pay > settings.ln_max_payment_msat or pay > own.payer_free_msat:
+        return None
+    return pay
+
+
+async def cancel_on_node(backend: LightningBackend, payment_hash: str) -> None:
+    """Take one of our invoices off the node (no transaction open): nobody outside can pay
+    it any more. Harmless to repeat."""
+    try:
+        await backend.cancel_invoice(payment_hash)
+    except BackendError as exc:
+        raise PaymentRefused(f"could not take the invoice off the node ({exc}); "
+                             "try again") from exc
 
 
 async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: Wallet,
@@ -96,11 +155,7 @@ async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: W
     if check_balance and int(ours[3]) < inv.amount_msat:
         return False  # the ledger refuses it: leave the invoice payable from outside
     if backend is not None:
-        try:
-            await backend.cancel_invoice(inv.payment_hash)
-        except BackendError as exc:
-            raise PaymentRefused(f"could not take the invoice off the node ({exc}); "
-                                 "try again") from exc
+        await cancel_on_node(backend, inv.payment_hash)
     return True
 
 
@@ -119,9 +174,10 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
         raise PaymentRefused(f"{inv.amount_msat} msat is above the per-payment limit of "
                              f"{settings.ln_max_payment_msat} msat")
     if taken_off_node:  # one of ours, open and payable when it was taken off the node
-        return await _pay_own_invoice(session, wallet=wallet, inv=inv,
-                                      destination=original or inv.bolt11, settings=settings,
-                                      store_id=store_id, on_store_invoice=on_store_invoice)
+        return await pay_own_invoice(session, wallet=wallet, payment_hash=inv.payment_hash,
+                                     amount_msat=inv.amount_msat,
+                                     destination=original or inv.bolt11, settings=settings,
+                                     store_id=store_id, on_store_invoice=on_store_invoice)
     await check_daily_limit(session, wallet=wallet, amount_msat=inv.amount_msat,
                             settings=settings)
     live = (await session.execute(select(LnPayment.id).where(
@@ -174,48 +230,51 @@ _LIVE = (LnPaymentStatus.PENDING, LnPaymentStatus.IN_FLIGHT, LnPaymentStatus.UNK
          LnPaymentStatus.SUCCEEDED, LnPaymentStatus.RETRY)
 
 
-async def _pay_own_invoice(session: AsyncSession, *, wallet: Wallet, inv: CheckedInvoice,
-                           destination: str, settings: Settings, store_id: str | None,
-                           on_store_invoice: StoreInvoiceHook | None) -> Withdrawal:
-    """An invoice of ours, already taken off the node: settle it inside the ledger with as
-    few statements as the checks allow. The withdrawal is written under the daily limit in one
+async def pay_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_hash: str,
+                          amount_msat: int, destination: str, settings: Settings,
+                          store_id: str | None = None,
+                          on_store_invoice: StoreInvoiceHook | None = None) -> Withdrawal:
+    """An invoice of ours, already taken off the node (:func:`take_off_node`,
+    :func:`cancel_on_node`): settle it inside the ledger with as few statements as the
+    checks allow. The withdrawal is written under the daily limit in one
     statement; the invoice is checked (open, not being paid from here, not the payer's own,
     the right amount), locked and marked paid in another; on a refusal the slow path
     (:func:`_settle_internally`'s checks, in the same order) says why."""
     now = utcnow()
     wid = new_id("wd")
     wd = Withdrawal(id=wid, wallet_id=wallet.id, method=WithdrawalMethod.INTERNAL,
-                    destination=destination, script_pubkey=None, amount_msat=inv.amount_msat,
+                    destination=destination, script_pubkey=None, amount_msat=amount_msat,
                     fee_reserve_msat=0,
                     fee_msat=0, status=WithdrawalStatus.CONFIRMED, batch_id=None, txid=None,
                     hold_id=f"wd:{wid}:internal", invoice_id=None, created_at=now,
                     updated_at=now, store_id=store_id)
     await insert_within_daily_limit(session, wd, settings=settings)
-    being_paid = select(LnPayment.id).where(LnPayment.payment_hash == inv.payment_hash,
+    being_paid = select(LnPayment.id).where(LnPayment.payment_hash == payment_hash,
                                             LnPayment.status.in_(_LIVE)).exists()
     credited = await credit_settled(
-        session, payment_hash=inv.payment_hash, paid_msat=inv.amount_msat, internal=True,
+        session, payment_hash=payment_hash, paid_msat=amount_msat, internal=True,
         debit_account_id=wallet.ledger_account_id, invoice_fee_bp=settings.invoice_fee_bp,
         only_if=(LnInvoice.status == LnInvoiceStatus.OPEN, LnInvoice.wallet_id != wallet.id,
-                 LnInvoice.amount_msat.is_(None) | (LnInvoice.amount_msat == inv.amount_msat),
+                 LnInvoice.amount_msat.is_(None) | (LnInvoice.amount_msat == amount_msat),
                  ~being_paid),
         on_store_invoice=on_store_invoice)
     if not credited:
-        await _refuse_own_invoice(session, wallet=wallet, inv=inv)
+        await _refuse_own_invoice(session, wallet=wallet, payment_hash=payment_hash,
+                                  amount_msat=amount_msat)
     await emit_withdrawal_events(session, wd, ("created", "confirmed"))
     return wd
 
 
-async def _refuse_own_invoice(session: AsyncSession, *, wallet: Wallet,
-                              inv: CheckedInvoice) -> None:
-    """Why :func:`_pay_own_invoice` could not settle: the reason the full checks give, in
+async def _refuse_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_hash: str,
+                              amount_msat: int) -> None:
+    """Why :func:`pay_own_invoice` could not settle: the reason the full checks give, in
     their order. Raises (the caller's unit of work rolls back)."""
     live = (await session.execute(select(LnPayment.id).where(
-        LnPayment.payment_hash == inv.payment_hash, LnPayment.status.in_(_LIVE)))).first()
+        LnPayment.payment_hash == payment_hash, LnPayment.status.in_(_LIVE)))).first()
     if live is not None:
         raise PaymentRefused("this invoice is already paid, or being paid, from here")
     ours = (await session.execute(select(LnInvoice).where(
-        LnInvoice.payment_hash == inv.payment_hash))).scalar_one_or_none()
+        LnInvoice.payment_hash == payment_hash))).scalar_one_or_none()
     if ours is None:  # it was ours when it was taken off the node; invoices are not deleted
         raise ConcurrentUpdate("the invoice changed meanwhile; try again")
     if ours.wallet_id == wallet.id:
@@ -223,7 +282,7 @@ async def _refuse_own_invoice(session: AsyncSession, *, wallet: Wallet,
                              "move nothing")
     if ours.status != LnInvoiceStatus.OPEN:
         raise PaymentRefused(f"this invoice is {ours.status}")
-    if ours.amount_msat is not None and inv.amount_msat != ours.amount_msat:
+    if ours.amount_msat is not None and amount_msat != ours.amount_msat:
         raise PaymentRefused("the amount differs from the invoice's")
     raise ConcurrentUpdate("the invoice changed meanwhile; try again")
 

@@ -84,7 +84,8 @@ class OpenedDeposit:
 async def open_deposit(session: AsyncSession, *, wallet: Wallet, settings: Settings,
                        amount_msat: int | None = None, description: str = "",
                        confirmations: int | None = None,
-                       expires_at: datetime | None = None) -> OpenedDeposit:
+                       expires_at: datetime | None = None,
+                       store_invoice_id: str | None = None) -> OpenedDeposit:
     """A deposit request with a freshly allocated address (no view: nothing has arrived).
     The request row is added to the session, not flushed: it goes in with the caller's next
     flush."""
@@ -105,7 +106,8 @@ async def open_deposit(session: AsyncSession, *, wallet: Wallet, settings: Setti
     req = DepositRequest(id=request_id, wallet_id=wallet.id, method="onchain",
                          address_id=alloc.address_id, amount_msat=amount_msat,
                          description=description, required_confirmations=required,
-                         status=DepositStatus.OPEN, created_at=now, expires_at=expires)
+                         status=DepositStatus.OPEN, created_at=now, expires_at=expires,
+                         store_invoice_id=store_invoice_id)
     session.add(req)
     return OpenedDeposit(request_id, alloc.address)
 

@@ -123,6 +123,8 @@ class DepositRequest(Base):
     status: Mapped[DepositStatus] = mapped_column(StrEnumType(DepositStatus, 12))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The store invoice this deposit is the on-chain half of, if any.
+    store_invoice_id: Mapped[str | None] = mapped_column(String(40))
 
 
 class OnchainPayment(Base):

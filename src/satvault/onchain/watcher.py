@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import String, delete, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Wallet
@@ -356,19 +356,17 @@ class Watcher:
 
     async def _settle_one(self, session: AsyncSession, *, pid: int, tip_height: int
                           ) -> tuple[int, int]:
-        p = await session.get(OnchainPayment, pid, with_for_update=True)
-        if p is None:
+        found = await self._read_for_settling(session, pid)
+        if found is None:
             return 0, 0
-        addr = await session.get(OnchainAddress, p.address_id)
-        assert addr is not None
-        if addr.purpose == "change":
+        p, purpose, wallet_account, store_invoice_id = found
+        if purpose == "change":
             return 0, 0  # our own payout's change: its value never left the hot wallet
         platform = await ensure_platform_accounts(session, "BTC")
         credit_account = platform.equity.id  # unassigned deposits and hot-wallet funding
         if p.wallet_id is not None:
-            wallet = await session.get(Wallet, p.wallet_id)
-            assert wallet is not None
-            credit_account = wallet.ledger_account_id
+            assert wallet_account is not None
+            credit_account = wallet_account
         base = f"oc:in:{p.txid}:{p.vout}"
         key = base if p.hold_generation == 0 else f"{base}:g{p.hold_generation}"
         amount = p.value_sat * MSAT
@@ -397,9 +395,11 @@ class Watcher:
                                           ref=f"{p.txid}:{p.vout}"))
                 next_state = CreditState.PENDING
             if enough and next_state in (CreditState.NONE, CreditState.PENDING):
-                invoice_id = await self._store_invoice(session, p)
+                invoice_id = store_invoice_id
                 fee = platform_fee(amount, self.invoice_fee_bp) if invoice_id else 0
-                specs.append(TransferSpec(f"{key}:post", kind=TransferKind.POST, pending_id=key,
+                # Naming the hold's accounts spares the ledger reading them first.
+                specs.append(TransferSpec(f"{key}:post", platform.hot_wallet.id, credit_account,
+                                          kind=TransferKind.POST, pending_id=key,
                                           code="deposit", linked=fee > 0))
                 if fee:  # a store invoice's platform fee, in the same linked batch
                     specs.append(TransferSpec(f"{key}:fee", credit_account, platform.fees.id,
@@ -420,16 +420,25 @@ class Watcher:
                      sat=p.value_sat, confirmations=confs)
         return created, 0
 
-    async def _store_invoice(self, session: AsyncSession, p: OnchainPayment) -> str | None:
-        """The store invoice a payment to its address pays, when a fee is charged on it or
-        its status is set with the credit; None otherwise."""
-        if p.request_id is None or (not self.invoice_fee_bp and self.on_store_invoice is None):
+    async def _read_for_settling(self, session: AsyncSession, pid: int
+                                 ) -> tuple[OnchainPayment, str | None, int | None, str | None
+                                            ] | None:
+        """The payment, locked, with what settling it needs, in one statement: its address's
+        purpose, its wallet's ledger account, and the store invoice it pays when a fee is
+        charged on it or its status is set with the credit."""
+        P, A, D = OnchainPayment, OnchainAddress, DepositRequest
+        q = select(P, A.purpose, Wallet.ledger_account_id).join(A, A.id == P.address_id) \
+            .outerjoin(Wallet, Wallet.id == P.wallet_id)
+        if self.invoice_fee_bp or self.on_store_invoice is not None:
+            q = q.add_columns(D.store_invoice_id).outerjoin(
+                D, (D.id == P.request_id) & P.request_id.is_not(None))
+        else:
+            q = q.add_columns(literal(None, String()))
+        row = (await session.execute(q.where(P.id == pid).with_for_update(of=P))).one_or_none()
+        if row is None:
             return None
-        from satvault.invoices.models import StoreInvoice
-
-        found: str | None = (await session.execute(select(StoreInvoice.id).where(
-            StoreInvoice.deposit_id == p.request_id))).scalar_one_or_none()
-        return found
+        values: tuple[Any, ...] = tuple(row)
+        return values[0], values[1], values[2], values[3]
 
     async def _reverse(self, session: AsyncSession, p: OnchainPayment, key: str, amount: int,
                        credit_account: int, hot_wallet: int) -> tuple[int, int]:

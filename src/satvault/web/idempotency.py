@@ -21,7 +21,8 @@ without its response recorded. Domain errors (4xx) are stored and replayed like 
 unexpected errors release the key so the client can retry.
 
 *One transaction* (``repeatable_prepare=True``), for requests whose remote preparation is
-harmless to repeat (a store invoice: a BOLT11 nobody pays simply expires). There is no claim:
+harmless to repeat (a store invoice: a BOLT11 nobody pays simply expires; an internal
+payment: cancelling our own invoice on our node twice changes nothing). There is no claim:
 ``prepare`` runs first, then the work and the key row, inserted complete with its response,
 commit together in one transaction. The unique constraint on (owner, key) decides between
 twins: a concurrent twin's INSERT waits for the first (PostgreSQL) or for the one writer
@@ -47,7 +48,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import ColumnElement, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -58,7 +59,7 @@ from satvault.kernel.retrying import retrying
 from satvault.logs import get_logger
 
 __all__ = ["TTL", "IdempotencyClaimLost", "IdempotencyConflict", "IdempotencyInProgress",
-           "PrepareAgain", "run_idempotent"]
+           "PrepareAgain", "key_used", "run_idempotent"]
 
 log = get_logger(__name__)
 TTL = timedelta(hours=24)
@@ -85,9 +86,30 @@ class _KeyTaken(Exception):
     """The key row exists already (one-transaction mode): the work must not commit."""
 
 
+def key_used(owner: str, key: str) -> ColumnElement[bool]:
+    """Whether a row for this key exists, as a column a route can fold into its first read
+    (to choose the one-transaction mode only for a key never seen: a replay then finds its
+    stored response without running ``prepare`` again)."""
+    return select(IdempotencyKey.id).where(IdempotencyKey.owner == owner,
+                                           IdempotencyKey.key == key).exists()
+
+
+def _encode(body: Any) -> str:
+    """The response body as JSON text, encoded once: stored with the key and sent as it is
+    (Starlette's own settings, so a replay is byte for byte the first answer)."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                      default=jsonable_encoder)
+
+
+class _Encoded(JSONResponse):
+    """A JSON response whose body is text encoded already (by :func:`_encode`)."""
+
+    def render(self, content: Any) -> bytes:
+        return str(content).encode("utf-8")
+
+
 def _replay(row: IdempotencyKey) -> JSONResponse:
-    resp = JSONResponse(json.loads(row.response_body or "null"),
-                        status_code=row.response_status or 200)
+    resp = _Encoded(row.response_body or "null", status_code=row.response_status or 200)
     resp.headers["Idempotent-Replayed"] = "true"
     if (row.response_status or 200) >= 400:
         resp.media_type = "application/problem+json"
@@ -137,10 +159,10 @@ def _ours(owner: str, key: str, token: str) -> Any:
 
 
 async def _finish(session: AsyncSession, owner: str, key: str, token: str, status: int,
-                  body: Any) -> None:
+                  text: str) -> None:
+    """Store the response (``text``: the body as :func:`_encode` gives it)."""
     done = await session.execute(update(IdempotencyKey).where(_ours(owner, key, token)).values(
-        status=IdempotencyStatus.DONE, response_status=status,
-        response_body=json.dumps(jsonable_encoder(body))))
+        status=IdempotencyStatus.DONE, response_status=status, response_body=text))
     if done.rowcount != 1:  # type: ignore[attr-defined]
         raise IdempotencyClaimLost(
             "this request's Idempotency-Key claim was taken over while it ran; nothing was "
@@ -160,14 +182,14 @@ async def _heartbeat(sessions: async_sessionmaker[AsyncSession], owner: str, key
 
 
 async def _record(session: AsyncSession, owner: str, key: str, digest: str, status: int,
-                  body: Any) -> None:
-    """Insert the key row complete with its response (one-transaction mode)."""
+                  text: str) -> None:
+    """Insert the key row complete with its response (one-transaction mode; ``text`` as for
+    :func:`_finish`)."""
     now = utcnow()
     try:
         await session.execute(insert(IdempotencyKey).values(
             owner=owner, key=key, request_hash=digest, status=IdempotencyStatus.DONE,
-            response_status=status,
-            response_body=json.dumps(jsonable_encoder(body)), created_at=now,
+            response_status=status, response_body=text, created_at=now,
             expires_at=now + TTL))
     except IntegrityError as exc:
         raise _KeyTaken from exc
@@ -208,14 +230,15 @@ async def _run_in_one_transaction(
         try:
             prepared = await prepare() if prepare is not None else None
 
-            async def unit(s: AsyncSession, prepared: Any = prepared) -> tuple[int, Any]:
+            async def unit(s: AsyncSession, prepared: Any = prepared) -> tuple[int, str]:
                 status, payload = await (work(s, prepared) if prepare is not None
                                          else work(s))
-                await _record(s, owner, key, digest, status, payload)
-                return status, payload
+                text = _encode(payload)
+                await _record(s, owner, key, digest, status, text)
+                return status, text
 
-            status, payload = await retrying(sessions, unit)
-            return JSONResponse(jsonable_encoder(payload), status_code=status)
+            status, text = await retrying(sessions, unit)
+            return _Encoded(text, status_code=status)
         except PrepareAgain:
             continue
         except _KeyTaken:
@@ -234,7 +257,7 @@ async def _run_in_one_transaction(
                 try:
                     async with sessions() as s, s.begin():
                         await _record(s, owner, key, digest, mapped.status_code,
-                                      json.loads(bytes(mapped.body)))
+                                      bytes(mapped.body).decode("utf-8"))
                 except _KeyTaken:
                     answer = await _answer_for_taken(sessions, owner, key, digest)
                     if answer is not None:
@@ -277,13 +300,14 @@ async def run_idempotent(
     try:
         prepared = await prepare() if prepare is not None else None
 
-        async def unit(s: AsyncSession) -> tuple[int, Any]:
+        async def unit(s: AsyncSession) -> tuple[int, str]:
             status, payload = await (work(s, prepared) if prepare is not None else work(s))
-            await _finish(s, owner, key, token, status, payload)
-            return status, payload
+            text = _encode(payload)
+            await _finish(s, owner, key, token, status, text)
+            return status, text
 
-        status, payload = await retrying(sessions, unit)
-        return JSONResponse(jsonable_encoder(payload), status_code=status)
+        status, text = await retrying(sessions, unit)
+        return _Encoded(text, status_code=status)
     except IdempotencyClaimLost:
         raise  # the new owner answers for the key
     except Exception as exc:
@@ -292,7 +316,7 @@ async def run_idempotent(
             if mapped is not None and mapped.status_code < 500:
                 with contextlib.suppress(IdempotencyClaimLost):
                     await _finish(s, owner, key, token, mapped.status_code,
-                                  json.loads(bytes(mapped.body)))
+                                  bytes(mapped.body).decode("utf-8"))
             else:
                 await s.execute(delete(IdempotencyKey).where(_ours(owner, key, token)))
         raise

@@ -9,14 +9,15 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.access import visible_wallet
+from satvault.accounts.access import sees_wallet, visible_wallet
 from satvault.accounts.models import Wallet
 from satvault.accounts.service import Principal
 from satvault.kernel.errors import NotFound
 from satvault.lightning.models import LnPayment, LnPaymentStatus
+from satvault.lightning.payments import cancel_on_node, pay_own_invoice, payable_at_once
 from satvault.payouts.models import Withdrawal, WithdrawalMethod
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
-from satvault.web.idempotency import run_idempotent
+from satvault.web.idempotency import key_used, run_idempotent
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
 from satvault.web.schemas.withdrawals import WithdrawalIn, WithdrawalOut
@@ -32,6 +33,7 @@ from satvault.withdrawals.service import (
     PreparedDestination,
     latest_payment,
     prepare_destination,
+    read_payer,
     withdraw,
 )
 
@@ -62,13 +64,43 @@ async def create_withdrawal(
 ) -> JSONResponse:
     sessions, settings, lightning = sessions_of(request), settings_of(request), \
         lightning_of(request)
+    owner = f"{principal.owner_type}:{principal.owner_id}"
+    # One read before anything else: the wallet, the destination if it is the BOLT11 of one
+    # of our own invoices (by its text, before any decoding), whether the key was used.
+    async with sessions() as session:
+        payer = await read_payer(session, wallet_id=wallet_id, destination=body.destination,
+                                 also=(key_used(owner, idempotency_key or ""),))
+    known = payer.wallet if payer.wallet is not None \
+        and sees_wallet(principal, payer.wallet) else None
+    on_store_invoice = store_invoice_hook_of(request)
+
+    if known is not None and payer.own is not None and lightning is not None \
+            and not payer.also[0]:
+        own, node = payer.own, lightning
+        amount = payable_at_once(own, payer=known, amount_msat=body.amount_msat,
+                                 settings=settings)
+        if amount is not None:
+            # An internal payment: its only remote call, taking our invoice off our node, is
+            # harmless twice, so one transaction holds the payment and the key's response.
+            async def cancel() -> None:
+                await cancel_on_node(node, own.payment_hash)
+
+            async def pay(session: AsyncSession, _: None) -> tuple[int, Any]:
+                assert known is not None and amount is not None
+                wd = await pay_own_invoice(session, wallet=known,
+                                           payment_hash=own.payment_hash, amount_msat=amount,
+                                           destination=own.bolt11, settings=settings,
+                                           on_store_invoice=on_store_invoice)
+                return 201, out(wd).model_dump(mode="json")
+
+            return await run_idempotent(request, owner=owner, key=idempotency_key, work=pay,
+                                        prepare=cancel, repeatable_prepare=True)
 
     async def prepare() -> tuple[Wallet, PreparedDestination]:
-        # The ownership check once, before the remote part; a wallet never changes owner.
-        async with sessions() as session:
-            wallet = await visible_wallet(session, principal, wallet_id)
-        return wallet, await prepare_destination(
-            sessions, settings=settings, lightning=lightning, wallet=wallet,
+        if known is None:  # inside the claim, so the refusal is stored with the key
+            raise NotFound(f"wallet {wallet_id!r} not found")
+        return known, await prepare_destination(
+            sessions, settings=settings, lightning=lightning, wallet=known,
             destination=body.destination, amount_msat=body.amount_msat,
             http=lnurl_http_of(request))
 
@@ -82,13 +114,12 @@ async def create_withdrawal(
         wd = await withdraw(session, settings=settings, lightning=lightning,
                             wallet_for=wallet_for, prepared=prepared,
                             payer_wake=payer_wake_of(request),
-                            on_store_invoice=store_invoice_hook_of(request))
+                            on_store_invoice=on_store_invoice)
         # An internal payment is settled in this transaction and has no node payment.
         payment = None if wd.method == WithdrawalMethod.INTERNAL \
             else await latest_payment(session, wd.id)
         return 201, out(wd, payment).model_dump(mode="json")
 
-    owner = f"{principal.owner_type}:{principal.owner_id}"
     return await run_idempotent(request, owner=owner, key=idempotency_key, work=work,
                                 prepare=prepare)
 
