@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import os
 import secrets
 import shutil
@@ -87,6 +86,7 @@ from lightning import (  # the sibling benchmark, not satvault.lightning
     start_simulators,
     sv_cli,
     wait_until_quiet,
+    wallet_operations,
 )
 
 TARGET_RATIO = 10.0
@@ -226,24 +226,7 @@ def wallet_target(label: str, base: str, pid: int, ids: dict[str, Any], pg_name:
                   sim_pids: tuple[int, ...]) -> Target:
     payer, payee = ids["payer"]["wallet"], ids["payee"]["wallet"]
 
-    async def invoice(c: httpx.AsyncClient, pool: collections.deque[str]) -> str | None:
-        r = await c.post(f"/api/v1/wallets/{payee}/deposits",
-                         json={"method": "lightning", "amount_msat": INVOICE_MSAT})
-        if r.status_code != 201:
-            return f"HTTP {r.status_code}: {r.text[:120]}"
-        bolt11 = r.json().get("bolt11")
-        if not bolt11:
-            return "no bolt11 in the answer"
-        pool.append(bolt11)
-        return None
-
-    async def pay(c: httpx.AsyncClient, bolt11: str) -> str | None:
-        r = await c.post(f"/api/v1/wallets/{payer}/withdrawals", json={"destination": bolt11},
-                         headers={"Idempotency-Key": uuid.uuid4().hex})
-        if r.status_code != 201:
-            return f"HTTP {r.status_code}: {r.text[:120]}"
-        method = r.json().get("method")
-        return None if method == "internal" else f"method {method!r}, not internal"
+    invoice, pay = wallet_operations(payer, payee)
 
     return Target(f"satvault/{label}", base, pid, {"X-Api-Key": ids["payee"]["key"]},
                   {"X-Api-Key": ids["payer"]["key"]}, invoice, pay, db_match=pg_name,

@@ -499,23 +499,9 @@ async def serve_satvault(label: str, env: dict[str, str], work: Path, procs: Pro
     return base, proc
 
 
-async def satvault_target(label: str, db_url: str, work: Path, procs: Processes,
-                          args: argparse.Namespace) -> tuple[Target, subprocess.Popen[bytes]]:
-    env, lnd_port = satvault_env(work / f"satvault-{label}", db_url)
-    log(f"[satvault/{label}] init, users, API keys …")
-    sv_cli(env, "init", "--format", "json")
-    tag = secrets.token_hex(4)
-    ids = {role: sv_cli(env, "user", "create", "--email", f"{role}-{tag}@example.com")
-           for role in ("payer", "payee")}
-    keys = {role: sv_cli(env, "apikey", "create", "--owner", u["id"], "--scopes",
-                         "wallet:read,wallet:write,withdrawals:write")["api_key"]
-            for role, u in ids.items()}
-    payer, payee = ids["payer"]["wallet_id"], ids["payee"]["wallet_id"]
-    base, proc = await serve_satvault(
-        label, env, work, procs, profile_path(args, label, work) if args.profile else None)
-
-    await fund_payer(base, keys["payer"], payer, env, lnd_port)
-    log(f"[satvault/{label}] payer funded with {FUND_MSAT:,} msat over Lightning")
+def wallet_operations(payer: str, payee: str) -> tuple[Any, Any]:
+    """satvault's two operations: a Lightning invoice of ``payee`` (its BOLT11 pooled for
+    payments) and an internal payment of one by ``payer``."""
 
     async def invoice(c: httpx.AsyncClient, pool: collections.deque[str]) -> str | None:
         r = await c.post(f"/api/v1/wallets/{payee}/deposits",
@@ -535,6 +521,29 @@ async def satvault_target(label: str, db_url: str, work: Path, procs: Processes,
             return f"HTTP {r.status_code}: {r.text[:120]}"
         method = r.json().get("method")
         return None if method == "internal" else f"method {method!r}, not internal"
+
+    return invoice, pay
+
+
+async def satvault_target(label: str, db_url: str, work: Path, procs: Processes,
+                          args: argparse.Namespace) -> tuple[Target, subprocess.Popen[bytes]]:
+    env, lnd_port = satvault_env(work / f"satvault-{label}", db_url)
+    log(f"[satvault/{label}] init, users, API keys …")
+    sv_cli(env, "init", "--format", "json")
+    tag = secrets.token_hex(4)
+    ids = {role: sv_cli(env, "user", "create", "--email", f"{role}-{tag}@example.com")
+           for role in ("payer", "payee")}
+    keys = {role: sv_cli(env, "apikey", "create", "--owner", u["id"], "--scopes",
+                         "wallet:read,wallet:write,withdrawals:write")["api_key"]
+            for role, u in ids.items()}
+    payer, payee = ids["payer"]["wallet_id"], ids["payee"]["wallet_id"]
+    base, proc = await serve_satvault(
+        label, env, work, procs, profile_path(args, label, work) if args.profile else None)
+
+    await fund_payer(base, keys["payer"], payer, env, lnd_port)
+    log(f"[satvault/{label}] payer funded with {FUND_MSAT:,} msat over Lightning")
+
+    invoice, pay = wallet_operations(payer, payee)
 
     target = Target(f"satvault/{label}", base, proc.pid, {"X-Api-Key": keys["payee"]},
                     {"X-Api-Key": keys["payer"]}, invoice, pay,

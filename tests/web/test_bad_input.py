@@ -89,13 +89,19 @@ async def test_store_invoice_amounts_are_parsed_strictly_and_fast(db_url, tmp_pa
                                                                   sessions, world):
     async with app_client(db_url, tmp_path, engine) as c:
         before = await row_counts(sessions)
+        # The app's first request pays for warming its caches: not part of what is timed.
+        assert_problem(await c.post(f"/api/v1/stores/{world['store']}/invoices",
+                                    headers={**world["admin"], "Idempotency-Key": "warm"},
+                                    json={"amount": "x", "currency": "USD"}))
         for i, (amount, currency) in enumerate(BAD_AMOUNTS):
-            started = time.monotonic()
+            # CPU time, not wall time: the freeze this guards against burnt CPU (~40 s), and
+            # CPU time does not stretch when the machine is busy with other work.
+            started = time.process_time()
             r = await c.post(f"/api/v1/stores/{world['store']}/invoices",
                              headers={**world["admin"], "Idempotency-Key": f"k-{i}"},
                              json={"amount": amount, "currency": currency,
                                    "payment_methods": ["onchain"]})
-            assert time.monotonic() - started < 1.0, amount
+            assert time.process_time() - started < 1.0, amount
             assert_problem(r)
         after = await row_counts(sessions, skip=("idempotency_keys",))
         assert after == {k: v for k, v in before.items() if k != "idempotency_keys"}
@@ -105,11 +111,11 @@ async def test_bip21_amounts_are_read_as_bip21_writes_them(db_url, tmp_path, eng
     async with app_client(db_url, tmp_path, engine) as c:
         for i, amount in enumerate(("1E500000", "1e-3", ".001", "\uff11", "0.000000001",
                                     "1_0", "-1", "0", "21000001", "9" * 40)):
-            started = time.monotonic()
+            started = time.process_time()  # CPU: steady on a busy machine (see above)
             r = await c.post(f"/api/v1/wallets/{world['alice_wallet']}/withdrawals",
                              headers={**world["alice"], "Idempotency-Key": f"w-{i}"},
                              json={"destination": f"bitcoin:{ADDRESS}?amount={amount}"})
-            assert time.monotonic() - started < 1.0, amount
+            assert time.process_time() - started < 1.0, amount
             body = assert_problem(r)
             assert "amount" in body["detail"], body
 

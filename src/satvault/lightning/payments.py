@@ -277,21 +277,12 @@ async def _refuse_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_
         LnInvoice.payment_hash == payment_hash))).scalar_one_or_none()
     if ours is None:  # it was ours when it was taken off the node; invoices are not deleted
         raise ConcurrentUpdate("the invoice changed meanwhile; try again")
-    if ours.wallet_id == wallet.id:
-        raise PaymentRefused("this invoice was issued to your own wallet; paying it would "
-                             "move nothing")
-    if ours.status != LnInvoiceStatus.OPEN:
-        raise PaymentRefused(f"this invoice is {ours.status}")
-    if ours.amount_msat is not None and amount_msat != ours.amount_msat:
-        raise PaymentRefused("the amount differs from the invoice's")
+    _refuse_internal(ours, wallet=wallet, amount_msat=amount_msat)
     raise ConcurrentUpdate("the invoice changed meanwhile; try again")
 
 
-async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: LnInvoice,
-                             amount_msat: int, wid: str, destination: str,
-                             taken_off_node: bool, fee_bp: int = 0,
-                             store_id: str | None = None,
-                             on_store_invoice: StoreInvoiceHook | None = None) -> Withdrawal:
+def _refuse_internal(invoice: LnInvoice, *, wallet: Wallet, amount_msat: int) -> None:
+    """The refusals of paying one of our own invoices, in the order clients see them."""
     if invoice.wallet_id == wallet.id:
         raise PaymentRefused("this invoice was issued to your own wallet; paying it would "
                              "move nothing")
@@ -299,6 +290,14 @@ async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: 
         raise PaymentRefused(f"this invoice is {invoice.status}")
     if invoice.amount_msat is not None and amount_msat != invoice.amount_msat:
         raise PaymentRefused("the amount differs from the invoice's")
+
+
+async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: LnInvoice,
+                             amount_msat: int, wid: str, destination: str,
+                             taken_off_node: bool, fee_bp: int = 0,
+                             store_id: str | None = None,
+                             on_store_invoice: StoreInvoiceHook | None = None) -> Withdrawal:
+    _refuse_internal(invoice, wallet=wallet, amount_msat=amount_msat)
     now = utcnow()
     wd = Withdrawal(id=wid, wallet_id=wallet.id, method=WithdrawalMethod.INTERNAL,
                     destination=destination,
