@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.accounts.access import owned_store, owns_store
 from satvault.accounts.models import Store
 from satvault.accounts.service import Principal
+from satvault.backends.errors import BackendError
 from satvault.invoices.access import visible_invoice
 from satvault.invoices.models import StoreInvoice
 from satvault.invoices.refunds import prepare_refund, record_refund
@@ -33,8 +34,9 @@ from satvault.invoices.service import (
 )
 from satvault.invoices.status import Status
 from satvault.invoices.views import invoice_payload
-from satvault.kernel.errors import InvalidInput, NotFound
+from satvault.kernel.errors import InvalidInput, NotFound, SatvaultError
 from satvault.ledger.history import InvalidCursor
+from satvault.rates.errors import RateError
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.fields import Msat, SpeedPolicy
 from satvault.web.guard import bad_text
@@ -123,7 +125,9 @@ async def create(store_id: str, body: InvoiceIn, request: Request, principal: Wr
             return found, await quote_store_invoice(
                 store=store, request=invoice_request(store), settings=settings,
                 lightning=lightning, rates=rates)
-        except Exception:
+        except (BackendError, RateError):
+            raise  # the node or the rate sources, not the store: asking twice would not help
+        except SatvaultError:
             if not found.remembered:
                 raise
             return await prepare(fresh=True)  # refused with settings that may be gone
