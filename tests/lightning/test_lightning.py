@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -43,6 +44,22 @@ async def fund(env: LnEnv, wallet, msat: int) -> None:
         equity = (await ensure_platform_accounts(s, "BTC")).equity.id
     await submit_one(env.sessions, TransferSpec(f"fund:{wallet.id}:{msat}", equity,
                                                 wallet.ledger_account_id, msat, "BTC"))
+
+
+async def own_bill(env: LnEnv, amount_msat: int) -> tuple[Any, dict[str, str]]:
+    """The setting of an internal payment through the API: the environment's wallet funded,
+    an invoice of ours issued to another user's wallet, and the payer's API key."""
+    from satvault.accounts import service as acc
+    from satvault.lightning.invoices import create_invoice
+
+    await fund(env, env.wallet, 100_000 * 1000)
+    carol = await env.wallet_for("carol@example.com")
+    async with env.sessions() as s, s.begin():
+        bill = await create_invoice(s, backend=env.runtime.lightning, wallet=carol,
+                                    amount_msat=amount_msat)
+        _, token = await acc.create_api_key(s, owner_id=env.wallet.owner_id, scopes=[
+            "wallet:read", "withdrawals:write"])
+    return bill, {"Authorization": f"Bearer {token}"}
 
 
 async def pay_out(env: LnEnv, bolt11: str, *, wallet=None, amount_msat=None) -> Withdrawal:

@@ -13,7 +13,7 @@ from satvault.ledger.models import LedgerTransfer
 from satvault.lightning.models import LnPayment
 from satvault.simnet.ln.errors import UnknownPayment
 from tests.chainenv import LnEnv, api_client
-from tests.lightning.test_lightning import fund, pay_out, status
+from tests.lightning.test_lightning import fund, own_bill, pay_out, status
 from tests.waiting import eventually
 
 SAT = 1000
@@ -111,18 +111,10 @@ async def test_internal_payment_twins_with_one_key_pay_once(lnenv: LnEnv):
     of one key race through it and the unique key decides. One withdrawal and one ledger
     transfer; every twin answers the same bytes; another body under the key is refused; a
     second key paying the same invoice gets the refusal it always got."""
-    from satvault.lightning.invoices import create_invoice
     from satvault.payouts.models import Withdrawal
 
     env = lnenv
-    await fund(env, env.wallet, 100_000 * SAT)
-    carol = await env.wallet_for("carol@example.com")
-    async with env.sessions() as s, s.begin():
-        bill = await create_invoice(s, backend=env.runtime.lightning, wallet=carol,
-                                    amount_msat=7_000 * SAT)
-        _, token = await acc.create_api_key(s, owner_id=env.wallet.owner_id, scopes=[
-            "wallet:read", "withdrawals:write"])
-    auth = {"Authorization": f"Bearer {token}"}
+    bill, auth = await own_bill(env, 7_000 * SAT)
     url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
     async with api_client(env) as c:
         answers = await asyncio.gather(*(
@@ -157,17 +149,9 @@ async def test_internal_payment_twins_with_one_key_pay_once(lnenv: LnEnv):
 async def test_one_own_invoice_from_concurrent_keys_is_paid_once(lnenv: LnEnv):
     """Different keys racing to pay one of our invoices: one payment, the others refused
     with a problem (never a 500), nothing moved twice."""
-    from satvault.lightning.invoices import create_invoice
 
     env = lnenv
-    await fund(env, env.wallet, 100_000 * SAT)
-    carol = await env.wallet_for("carol@example.com")
-    async with env.sessions() as s, s.begin():
-        bill = await create_invoice(s, backend=env.runtime.lightning, wallet=carol,
-                                    amount_msat=5_000 * SAT)
-        _, token = await acc.create_api_key(s, owner_id=env.wallet.owner_id, scopes=[
-            "wallet:read", "withdrawals:write"])
-    auth = {"Authorization": f"Bearer {token}"}
+    bill, auth = await own_bill(env, 5_000 * SAT)
     async with api_client(env) as c:
         answers = await asyncio.gather(*(
             c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
