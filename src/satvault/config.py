@@ -59,9 +59,6 @@ class Settings(BaseSettings):
     # How often the background worker expires overdue ledger holds, in seconds.
     hold_expiry_interval: float = 5.0
     db_pool_size: int = 20
-    # Ledger batches that stand alone (ledger.batcher.ledger_writer) share commits between
-    # concurrent callers (group commit) instead of one transaction each; same outcomes.
-    ledger_group_commit: bool = False
     # `satvault serve`'s event loop and HTTP parser (uvicorn's names). "auto" takes uvloop and
     # httptools (installed with satvault); "asyncio" / "h11", the pure-Python ones, only to
     # compare or to rule them out.

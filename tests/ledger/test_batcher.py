@@ -43,17 +43,14 @@ async def test_concurrent_callers_share_rounds_with_solo_semantics(sessions):
         assert (await check_ledger(s)).ok
 
 
-async def test_ledger_writer_from_the_setting_gives_solo_outcomes_either_way(sessions,
-                                                                             monkeypatch):
-    from satvault.config import Settings
+async def test_ledger_writer_gives_solo_outcomes_either_way(sessions):
     from satvault.ledger.batcher import ledger_writer
 
     b = await books(sessions, wallets=2, fund=1_000)
     alice, bob = b.wallets
     seen = {}
     for flag in ("0", "1"):
-        monkeypatch.setenv("SATVAULT_LEDGER_GROUP_COMMIT", flag)
-        writer = ledger_writer(sessions, group_commit=Settings().ledger_group_commit)
+        writer = ledger_writer(sessions, group_commit=flag == "1")
         assert isinstance(writer, LedgerBatcher) is (flag == "1")
         calls = [[TransferSpec(f"w{flag}-{i}", alice.id, bob.id, 100, "BTC")] for i in range(6)]
         results = await asyncio.gather(*(writer.submit(c) for c in calls))

@@ -18,9 +18,9 @@ rows (an invoice marked paid, a payment, a payout, a deposit) books its transfer
 ``create_transfers``/``transfer`` inside its own transaction, and must, so that both commit or
 neither. Today every production money path is of that kind; ``submit`` has no production
 caller. :func:`ledger_writer` is the entry for future ones (an internal ledger API, imports,
-fee sweeps): with the ``ledger_group_commit`` setting (``SATVAULT_LEDGER_GROUP_COMMIT``) it
-hands out a shared :class:`LedgerBatcher`, without it a plain ``submit``; the outcomes are the
-same either way.
+fee sweeps): with ``group_commit`` it hands out a shared :class:`LedgerBatcher`, without it a
+plain ``submit``; the outcomes are the same either way. (No setting switches it: a switch
+nothing in production reads would only mislead an operator.)
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class _SoloWriter:
 def ledger_writer(sessions: async_sessionmaker[AsyncSession], *, group_commit: bool
                   ) -> LedgerWriter:
     """The writer for callers whose transfers stand alone: group-committed through one
-    :class:`LedgerBatcher` when ``group_commit`` (the ``ledger_group_commit`` setting), else a
+    :class:`LedgerBatcher` when ``group_commit``, else a
     transaction per call. Build it once per process and share it."""
     return LedgerBatcher(sessions) if group_commit else _SoloWriter(sessions)
 
