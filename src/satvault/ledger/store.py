@@ -24,9 +24,7 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     DateTime,
-    Integer,
     String,
     Table,
     Text,
@@ -316,17 +314,27 @@ _UPDATE_BALANCES = (
 )
 
 
-# Amounts travel to PostgreSQL as decimal *text* and are cast to NUMERIC by the server: the
-# driver's binary NUMERIC encoder costs a few microseconds a value (a 1,000-transfer batch binds
-# some 16,000 amounts), its text encoder a fraction of that. str() of an int is exact.
+# Integer columns (amounts, account ids) travel to PostgreSQL as one array *literal* each, a
+# string like ``{5,70,12}`` that the server casts (``CAST(:x AS NUMERIC[])``): the driver's
+# array encoder costs about a microsecond per element (a few for binary NUMERIC), and a batch
+# of 1,000 transfers binds some 16,000 such values. The literal holds only ``str`` of ints, so
+# it is exact and needs no quoting; text columns (caller-chosen ids, refs) stay real arrays.
+def _int_literal(values: Iterable[int]) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _bool_literal(values: Iterable[bool]) -> str:
+    return "{" + ",".join("t" if v else "f" for v in values) + "}"
+
+
 _UPDATE_BALANCES_PG = text(
     "UPDATE ledger_accounts AS a SET debits_posted = a.debits_posted + d.dp, "
     "credits_posted = a.credits_posted + d.cp, debits_pending = a.debits_pending + d.dq, "
     "credits_pending = a.credits_pending + d.cq "
-    "FROM unnest(:ids, CAST(:dp AS NUMERIC[]), CAST(:cp AS NUMERIC[]), CAST(:dq AS NUMERIC[]), "
-    "CAST(:cq AS NUMERIC[])) AS d(vid, dp, cp, dq, cq) WHERE a.id = d.vid"
-).bindparams(bindparam("ids", type_=ARRAY(BigInteger())),
-             *(bindparam(n, type_=ARRAY(String())) for n in ("dp", "cp", "dq", "cq")))
+    "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:dp AS NUMERIC[]), CAST(:cp AS NUMERIC[]), "
+    "CAST(:dq AS NUMERIC[]), CAST(:cq AS NUMERIC[])) AS d(vid, dp, cp, dq, cq) "
+    "WHERE a.id = d.vid"
+).bindparams(*(bindparam(n, type_=String()) for n in ("ids", "dp", "cp", "dq", "cq")))
 
 
 async def _apply_deltas(session: AsyncSession, deltas: Mapping[int, Balances]) -> None:
@@ -340,15 +348,16 @@ async def _apply_deltas(session: AsyncSession, deltas: Mapping[int, Balances]) -
              "d_dq": d.debits_pending, "d_cq": d.credits_pending} for aid, d in rows])
         return
     await session.execute(_UPDATE_BALANCES_PG, {
-        "ids": [aid for aid, _ in rows],
-        "dp": [str(d.debits_posted) for _, d in rows],
-        "cp": [str(d.credits_posted) for _, d in rows],
-        "dq": [str(d.debits_pending) for _, d in rows],
-        "cq": [str(d.credits_pending) for _, d in rows]})
+        "ids": _int_literal(aid for aid, _ in rows),
+        "dp": _int_literal(d.debits_posted for _, d in rows),
+        "cp": _int_literal(d.credits_posted for _, d in rows),
+        "dq": _int_literal(d.debits_pending for _, d in rows),
+        "cq": _int_literal(d.credits_pending for _, d in rows)})
 
 
 # The columns of a transfer row written by the PostgreSQL batch insert, with the SQL type of
-# each array: every column is bound once as one array and the rows come out of ``unnest``.
+# each array: every column is bound once (an array, or an array literal for the integer and
+# boolean columns) and the rows come out of ``unnest``.
 _INSERT_COLS: tuple[tuple[str, str], ...] = (
     ("id", "VARCHAR"), ("debit_account_id", "BIGINT"), ("credit_account_id", "BIGINT"),
     ("amount", "NUMERIC"), ("asset", "VARCHAR"), ("kind", "VARCHAR"),
@@ -360,48 +369,46 @@ _INSERT_COLS: tuple[tuple[str, str], ...] = (
     ("cr_debits_posted", "NUMERIC"), ("cr_credits_posted", "NUMERIC"),
     ("cr_debits_pending", "NUMERIC"), ("cr_credits_pending", "NUMERIC"),
 )
-_ARRAY_TYPES: dict[str, ARRAY[Any]] = {"VARCHAR": ARRAY(String()), "BIGINT": ARRAY(BigInteger()),
-                "INTEGER": ARRAY(Integer()), "BOOLEAN": ARRAY(Boolean()),
-                "TIMESTAMPTZ": ARRAY(DateTime(timezone=True)), "NUMERIC": ARRAY(String())}
+_BIND_TYPES: dict[str, Any] = {
+    "VARCHAR": ARRAY(String()), "TIMESTAMPTZ": ARRAY(DateTime(timezone=True)),
+    "BIGINT": String(), "INTEGER": String(), "BOOLEAN": String(), "NUMERIC": String(),
+}
 _INSERT_PG = text(
     "INSERT INTO ledger_transfers (" + ", ".join(c for c, _ in _INSERT_COLS) + ") "
     "SELECT * FROM unnest(" + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _INSERT_COLS) + ") "
     "RETURNING id, seq"
-).bindparams(*(bindparam(c, type_=_ARRAY_TYPES[t]) for c, t in _INSERT_COLS))
+).bindparams(*(bindparam(c, type_=_BIND_TYPES[t]) for c, t in _INSERT_COLS))
 
 
-def _insert_arrays(inserts: Sequence[Transfer]) -> dict[str, list[Any]]:
-    """The batch's rows for :data:`_INSERT_PG`, column by column (amounts as decimal text)."""
-    cols: dict[str, list[Any]] = {c: [] for c, _ in _INSERT_COLS}
-    ids, dr, cr, amount = cols["id"], cols["debit_account_id"], cols["credit_account_id"], \
-        cols["amount"]
-    asset, kind, pending_id, state = cols["asset"], cols["kind"], cols["pending_id"], \
-        cols["state"]
-    timeout, expires, linked, code, ref, created = (
-        cols["timeout_seconds"], cols["expires_at"], cols["linked"], cols["code"], cols["ref"],
-        cols["created_at"])
-    after = [cols[c] for c, _ in _INSERT_COLS[14:]]
-    for t in inserts:
-        ids.append(t.id)
-        dr.append(t.debit_account_id)
-        cr.append(t.credit_account_id)
-        amount.append(str(t.amount))
-        asset.append(t.asset)
-        kind.append(t.kind.value)
-        pending_id.append(t.pending_id)
-        state.append(t.state.value if t.state else None)
-        timeout.append(t.timeout_seconds)
-        expires.append(_utc(t.expires_at))
-        linked.append(t.linked)
-        code.append(t.code)
-        ref.append(t.ref)
-        created.append(_utc(t.created_at))
-        d, c = t.debit_after, t.credit_after
-        for out, v in zip(after, (d.debits_posted, d.credits_posted, d.debits_pending,
-                                  d.credits_pending, c.debits_posted, c.credits_posted,
-                                  c.debits_pending, c.credits_pending), strict=True):
-            out.append(str(v))
-    return cols
+def _insert_arrays(inserts: Sequence[Transfer]) -> dict[str, Any]:
+    """The batch's rows for :data:`_INSERT_PG`, column by column."""
+    ts = list(inserts)
+    da = [t.debit_after for t in ts]
+    ca = [t.credit_after for t in ts]
+    return {
+        "id": [t.id for t in ts],
+        "debit_account_id": _int_literal(t.debit_account_id for t in ts),
+        "credit_account_id": _int_literal(t.credit_account_id for t in ts),
+        "amount": _int_literal(t.amount for t in ts),
+        "asset": [t.asset for t in ts],
+        "kind": [t.kind.value for t in ts],
+        "pending_id": [t.pending_id for t in ts],
+        "state": [t.state.value if t.state else None for t in ts],
+        "timeout_seconds": _int_literal(t.timeout_seconds for t in ts),
+        "expires_at": [_utc(t.expires_at) for t in ts],
+        "linked": _bool_literal(t.linked for t in ts),
+        "code": [t.code for t in ts],
+        "ref": [t.ref for t in ts],
+        "created_at": [_utc(t.created_at) for t in ts],
+        "dr_debits_posted": _int_literal(b.debits_posted for b in da),
+        "dr_credits_posted": _int_literal(b.credits_posted for b in da),
+        "dr_debits_pending": _int_literal(b.debits_pending for b in da),
+        "dr_credits_pending": _int_literal(b.credits_pending for b in da),
+        "cr_debits_posted": _int_literal(b.debits_posted for b in ca),
+        "cr_credits_posted": _int_literal(b.credits_posted for b in ca),
+        "cr_debits_pending": _int_literal(b.debits_pending for b in ca),
+        "cr_credits_pending": _int_literal(b.credits_pending for b in ca),
+    }
 
 
 def _utc(moment: datetime | None) -> datetime | None:
