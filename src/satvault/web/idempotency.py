@@ -219,6 +219,22 @@ async def _answer_for_taken(sessions: async_sessionmaker[AsyncSession], owner: s
             "a request with this Idempotency-Key is still being processed")
 
 
+async def _commit(sessions: async_sessionmaker[AsyncSession],
+                  work: Callable[..., Awaitable[tuple[int, Any]]], prepared: Any, *,
+                  with_prepared: bool,
+                  record: Callable[[AsyncSession, int, str], Awaitable[None]]) -> JSONResponse:
+    """``work`` and its response, stored by ``record``, in one transaction (run again from
+    scratch on a conflict); the answer is the stored bytes."""
+    async def unit(s: AsyncSession) -> tuple[int, str]:
+        status, payload = await (work(s, prepared) if with_prepared else work(s))
+        text = _encode(payload)
+        await record(s, status, text)
+        return status, text
+
+    status, text = await retrying(sessions, unit)
+    return _Encoded(text, status_code=status)
+
+
 async def _run_in_one_transaction(
     sessions: async_sessionmaker[AsyncSession], *, owner: str, key: str, digest: str,
     work: Callable[..., Awaitable[tuple[int, Any]]],
@@ -229,16 +245,9 @@ async def _run_in_one_transaction(
     for _ in range(4):
         try:
             prepared = await prepare() if prepare is not None else None
-
-            async def unit(s: AsyncSession, prepared: Any = prepared) -> tuple[int, str]:
-                status, payload = await (work(s, prepared) if prepare is not None
-                                         else work(s))
-                text = _encode(payload)
-                await _record(s, owner, key, digest, status, text)
-                return status, text
-
-            status, text = await retrying(sessions, unit)
-            return _Encoded(text, status_code=status)
+            return await _commit(
+                sessions, work, prepared, with_prepared=prepare is not None,
+                record=lambda s, status, text: _record(s, owner, key, digest, status, text))
         except PrepareAgain:
             continue
         except _KeyTaken:
@@ -299,15 +308,9 @@ async def run_idempotent(
                                           settings.idempotency_heartbeat_seconds))
     try:
         prepared = await prepare() if prepare is not None else None
-
-        async def unit(s: AsyncSession) -> tuple[int, str]:
-            status, payload = await (work(s, prepared) if prepare is not None else work(s))
-            text = _encode(payload)
-            await _finish(s, owner, key, token, status, text)
-            return status, text
-
-        status, text = await retrying(sessions, unit)
-        return _Encoded(text, status_code=status)
+        return await _commit(
+            sessions, work, prepared, with_prepared=prepare is not None,
+            record=lambda s, status, text: _finish(s, owner, key, token, status, text))
     except IdempotencyClaimLost:
         raise  # the new owner answers for the key
     except Exception as exc:
