@@ -165,3 +165,27 @@ async def test_store_changes_made_elsewhere_are_honoured_at_once(lnenv: LnEnv,
         sent = [json.loads(body)["data"]["id"] for body in (await s.execute(
             select(WebhookDelivery.request_body).order_by(WebhookDelivery.event_id))).scalars()]
     assert sent == [third.json()["id"]]  # added: heard at once; disabled: silent at once
+
+
+async def test_a_node_failure_is_answered_once_not_retried_with_fresh_settings(
+        lnenv: LnEnv, shop, monkeypatch):  # noqa: F811
+    """A quote refused while the store is remembered is made again with a fresh read of the
+    store, but only for refusals of ours: a node that is down is asked once, not twice."""
+    from satvault.backends.errors import BackendUnavailable
+
+    async with api_client(lnenv) as c:
+        warm = await create(c, shop, "warm", amount="1000", currency="SATS")
+        assert warm.status_code == 201, warm.text  # the store is remembered now
+        calls: list[int] = []
+
+        async def down(*_args, **_kwargs):
+            calls.append(1)
+            raise BackendUnavailable("the node is down")
+
+        monkeypatch.setattr(lnenv.runtime.lightning, "create_invoice", down)
+        r = await create(c, shop, "down", amount="1000", currency="SATS")
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert calls == [1]
+    async with lnenv.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(StoreInvoice))).scalar_one() == 1

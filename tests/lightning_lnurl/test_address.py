@@ -138,3 +138,23 @@ async def test_concurrent_claims_of_one_name(ln: LnEnv):
     assert sorted(r.status_code for r in results) == [201, 409, 409, 409]
     async with ln.sessions() as s:
         assert len((await s.execute(select(LightningAddress))).all()) == 1
+
+
+async def test_a_node_failure_in_the_callback_tells_the_payer_nothing_of_the_node(ln: LnEnv,
+                                                                              monkeypatch):
+    """Node errors are satvault errors too (one error base); the callback still answers them
+    with its own words, never the node's text, and creates nothing."""
+    from satvault.backends.errors import BackendProtocolError
+
+    await claim(ln, "alice", "alice")
+
+    async def broken(*_args, **_kwargs):
+        raise BackendProtocolError("lnd: internal detail 10.0.0.7:10009 macaroon expired")
+
+    monkeypatch.setattr(ln.lightning, "create_invoice", broken)
+    r = await ln.client.get("/lnurlp/alice/callback", params={"amount": 5_000})
+    assert r.status_code == 200 and r.json()["status"] == "ERROR"
+    assert r.json()["reason"] == "could not create an invoice right now; try again"
+    assert "10.0.0.7" not in r.text and "macaroon" not in r.text
+    async with ln.sessions() as s:
+        assert (await s.execute(select(LnInvoice))).first() is None
