@@ -34,6 +34,7 @@ from embit.transaction import SIGHASH
 from satvault.onchain.keys import hash160
 from satvault.signer._hd import Keyring
 from satvault.signer._policy import PaymentSpec, PayoutPlan, check_payout, describe_script
+from satvault.signer._reserves import sign_reserves as _sign_reserves
 from satvault.signer.audit import AuditLog
 from satvault.signer.seed import SeedMaterial
 from satvault.signing.base import Payment, SignedTx
@@ -181,3 +182,24 @@ class HotSigner:
                          "path": format_path(o.path) if o.path else None}
                         for o in plan.outputs],
         }
+
+    # ------------------------------------------------------------------ proofs of reserves
+    def sign_reserves(self, psbt_b64: str, message: str) -> str:
+        """Sign this seed's inputs of a BIP127 proof of reserves for ``message`` (checks and
+        why it can never spend: :mod:`satvault.signer._reserves`); returns the PSBT with
+        those inputs finalized."""
+        if not isinstance(psbt_b64, str) or not isinstance(message, str):
+            raise InvalidRequest("the PSBT and the message must be strings")
+        try:
+            psbt = PSBT.from_string(psbt_b64.strip())
+        except Exception as exc:  # embit raises assorted errors on malformed input
+            raise InvalidPsbt(f"not a readable PSBT: {exc}") from exc
+        plan = _sign_reserves(psbt, message, self._keys)
+        if self._audit is not None:
+            self._audit.append({
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "event": "sign_reserves", "network": self.network, "message": message,
+                "unsigned_txid": bytes(psbt.tx.txid()).hex(), "total_sat": plan.total_sat,
+                "inputs": [{"n": n, "outpoint": o, "value_sat": v, "path": p}
+                           for n, o, v, p in plan.signed]})
+        return str(psbt.to_base64())

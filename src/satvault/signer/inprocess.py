@@ -28,3 +28,6 @@ class InProcessSigner:
                           max_fee_sat: int, max_feerate_sat_vb: int) -> SignedTx:
         return self.hot.sign_payout(psbt_b64, payments, max_fee_sat=max_fee_sat,
                                     max_feerate_sat_vb=max_feerate_sat_vb)
+
+    async def sign_reserves(self, psbt_b64: str, message: str) -> str:
+        return self.hot.sign_reserves(psbt_b64, message)

@@ -58,6 +58,11 @@ async def _dispatch(message: dict[str, Any], signer: Signer) -> Any:
         signed = await signer.sign_payout(psbt, payments_from_wire(params.get("payments")),
                                           max_fee_sat=max_fee, max_feerate_sat_vb=max_rate)
         return signed_to_wire(signed)
+    if method == "sign_reserves":
+        psbt, text = params.get("psbt"), params.get("message")
+        if not isinstance(psbt, str) or not isinstance(text, str):
+            raise SignerProtocolError("params.psbt and params.message must be strings")
+        return {"psbt": await signer.sign_reserves(psbt, text)}
     raise SignerProtocolError(f"unknown method {method!r}")
 
 

@@ -46,3 +46,8 @@ class Signer(Protocol):
         """Check and sign a payout PSBT (see ``HotSigner.sign_payout`` in
         :mod:`satvault.signer.core`)."""
         ...
+
+    async def sign_reserves(self, psbt_b64: str, message: str) -> str:
+        """Sign the signer's inputs of a BIP127 proof of reserves for ``message`` (see
+        ``HotSigner.sign_reserves``); returns the PSBT with them finalized."""
+        ...

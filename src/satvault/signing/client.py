@@ -87,3 +87,9 @@ class UnixSocketSigner:
             "psbt": psbt_b64, "payments": payments_to_wire(payments),
             "max_fee_sat": max_fee_sat, "max_feerate_sat_vb": max_feerate_sat_vb})
         return signed_from_wire(result)
+
+    async def sign_reserves(self, psbt_b64: str, message: str) -> str:
+        result = await self._call("sign_reserves", {"psbt": psbt_b64, "message": message})
+        if not isinstance(result, dict) or not isinstance(result.get("psbt"), str):
+            raise SignerProtocolError("sign_reserves must answer {\"psbt\": <base64>}")
+        return str(result["psbt"])

@@ -14,6 +14,9 @@ One request per line, one response line per request, in order, on one connection
                            "fee_sat": 1234}}
     ← {"id": 2, "error": {"type": "OutputMismatch", "message": "output 1 pays …"}}
 
+    → {"id": 3, "method": "sign_reserves", "params": {"psbt": "<base64>", "message": "…"}}
+    ← {"id": 3, "result": {"psbt": "<base64, the signer's inputs finalized>"}}
+
 ``id`` is echoed (a string, an integer or null). ``error.type`` is the name of a class in
 :mod:`satvault.signing.errors`; the client raises that class. Amounts are JSON integers in
 satoshis (no floats). A line is at most :data:`MAX_LINE` bytes.
@@ -42,7 +45,7 @@ __all__ = [
 ]
 
 MAX_LINE = 8 * 1024 * 1024
-METHODS = ("descriptors", "sign_payout")
+METHODS = ("descriptors", "sign_payout", "sign_reserves")
 
 
 def encode_line(message: Mapping[str, Any]) -> bytes:

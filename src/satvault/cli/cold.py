@@ -1,0 +1,123 @@
+"""``satvault cold …``: the cold-wallet ceremony.
+
+On a cosigner's offline machine: ``keygen`` (a new mnemonic file and the key line to give the
+coordinator) and ``sign`` (check a PSBT and add this cosigner's signatures). On the
+coordinator's side: ``descriptor`` (build the cold descriptor from the cosigners' key
+lines), ``export`` (a refill batch's PSBT as a file and QR codes) and ``import`` (merge the
+cosigners' signatures into the batch and, once m have signed every input, hand the signed
+transaction over). See docs/custody-cold.md for the ceremony step by step.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from satvault.custody.cold_errors import CustodyError
+
+__all__ = ["app"]
+
+app = typer.Typer(help="The cold wallet: keys, descriptor, PSBT export, offline signing, "
+                       "import.", no_args_is_help=True)
+
+NetworkOpt = Annotated[str | None, typer.Option(
+    help="mainnet, testnet, signet or regtest (default: the configured network).")]
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    _emit({"ok": False, "error": message})
+    raise typer.Exit(code)
+
+
+def _network(network: str | None) -> str:
+    if network:
+        return network
+    from satvault.config import get_settings
+
+    return get_settings().network
+
+
+@app.command("keygen")
+def keygen(
+    out: Annotated[Path, typer.Option(help="Where to write the new mnemonic (mode 0600; an "
+                                           "existing file is never replaced).")],
+    words: Annotated[int, typer.Option(help="12 or 24 words.")] = 24,
+    network: NetworkOpt = None,
+) -> None:
+    """Create a cosigner seed (BIP39 mnemonic file) and print its key line for the cold
+    descriptor: [fingerprint/48h/c'/0h/2h]xpub. Run it on the offline machine."""
+    from satvault.custody.offline import cosigner_key, load_seed_file, new_seed_file
+
+    net = _network(network)
+    try:
+        new_seed_file(out, words=words)
+        root = load_seed_file(out, net)
+    except CustodyError as exc:
+        _fail(str(exc))
+    _emit({"ok": True, "seed_file": str(out), "fingerprint": root.my_fingerprint.hex(),
+           "key": cosigner_key(root, net), "network": net,
+           "note": "write the mnemonic down on paper; a BIP39 passphrase, if used, comes from "
+                   "SATVAULT_COLD_PASSPHRASE and changes the key"})
+
+
+@app.command("descriptor")
+def descriptor(
+    keys: Annotated[list[str], typer.Argument(help="The cosigners' key lines "
+                                                   "([fingerprint/path]xpub).")],
+    m: Annotated[int, typer.Option("--m", min=1, max=15, help="Signatures required.")] = 2,
+    network: NetworkOpt = None,
+) -> None:
+    """Build the cold wallet's wsh(sortedmulti(m, …)) descriptor, with checksum, and show its
+    first receive address to compare on the cosigners' devices."""
+    from satvault.custody.cold import ColdWallet
+    from satvault.custody.offline import build_descriptor
+
+    net = _network(network)
+    try:
+        text = build_descriptor(m, keys, net)
+        wallet = ColdWallet.from_descriptor(text, net)
+    except CustodyError as exc:
+        _fail(str(exc))
+    _emit({"ok": True, "descriptor": text, "m": wallet.threshold, "n": wallet.n,
+           "first_address": wallet.derive(0, 0).address})
+
+
+@app.command("sign")
+def sign(
+    file: Annotated[Path, typer.Argument(help="The PSBT (base64, hex or binary).")],
+    seed_file: Annotated[Path, typer.Option(help="This cosigner's mnemonic file.")],
+    out: Annotated[Path | None, typer.Option(help="Where to write the signed PSBT "
+                                                  "(default: FILE-<fingerprint>.psbt).")
+                   ] = None,
+    network: NetworkOpt = None,
+) -> None:
+    """Check a cold PSBT (or a proof of reserves) and add this cosigner's signatures; a
+    summary of what is signed goes to stderr."""
+    from satvault.custody.offline import load_seed_file, sign_cold
+
+    net = _network(network)
+    try:
+        root = load_seed_file(seed_file, net)
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise CustodyError(f"cannot read {file}: {exc.strerror}") from exc
+        result = sign_cold(data, root, net)
+    except CustodyError as exc:
+        _fail(str(exc))
+    target = out or file.with_name(f"{file.stem}-{root.my_fingerprint.hex()}.psbt")
+    target.write_text(result.psbt_b64 + "\n")
+    sys.stderr.write(result.summary + "\n")
+    _emit({"ok": True, "out": str(target), "fingerprint": root.my_fingerprint.hex(),
+           "signed_inputs": list(result.signed_inputs),
+           "proof_of_reserves": result.proof_message is not None,
+           "message": result.proof_message, "fee_sat": result.fee_sat,
+           "outputs": result.outputs})

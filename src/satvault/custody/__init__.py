@@ -1,0 +1,1 @@
+"""Custody: the deposit, hot and cold tiers, the cold PSBT ceremony, proofs of reserves."""

@@ -1,0 +1,57 @@
+"""Fixed cosigners for the cold-wallet tests: BIP39 mnemonics from fixed entropy, their
+BIP48 account keys, and 2-of-3 / 3-of-5 descriptors built from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from embit import bip32, bip39
+from embit.networks import NETWORKS
+
+from satvault.custody.cold import ColdWallet
+from satvault.custody.offline import build_descriptor, cosigner_key, root_from_mnemonic
+
+NETWORK = "regtest"
+
+
+@dataclass(frozen=True)
+class Cosigner:
+    name: str
+    mnemonic: str
+    root: bip32.HDKey
+
+    @property
+    def key_line(self) -> str:
+        return cosigner_key(self.root, NETWORK)
+
+    @property
+    def account_tprv(self) -> str:
+        acc = self.root.derive("m/48h/1h/0h/2h")
+        return str(acc.to_base58(version=NETWORKS["test"]["xprv"]))
+
+    def seed_file(self, directory: Path) -> Path:
+        path = directory / f"{self.name}.seed"
+        if not path.exists():
+            path.write_text(self.mnemonic + "\n")
+        return path
+
+
+def make_cosigners(n: int) -> list[Cosigner]:
+    out = []
+    for k in range(n):
+        words = str(bip39.mnemonic_from_bytes(bytes([0x10 + k]) * 16))
+        out.append(Cosigner("abcde"[k], words, root_from_mnemonic(words, NETWORK)))
+    return out
+
+
+@pytest.fixture
+def cosigners() -> list[Cosigner]:
+    return make_cosigners(3)
+
+
+@pytest.fixture
+def cold_wallet(cosigners: list[Cosigner]) -> ColdWallet:
+    return ColdWallet.from_descriptor(
+        build_descriptor(2, [c.key_line for c in cosigners], NETWORK), NETWORK)
