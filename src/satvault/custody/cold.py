@@ -49,7 +49,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from embit import bech32, ec
 from embit.psbt import PSBT, DerivationPath
@@ -292,7 +292,8 @@ class ColdWallet:
 
 # ------------------------------------------------------------------------------ building
 
-class ColdInput(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class ColdInput:
     """A cold-wallet UTXO: ``txid`` in display hex, the chain/index it was paid to."""
 
     txid: str
@@ -686,14 +687,16 @@ def check_outputs(psbt: PSBT | str,
     if want_tx is not None:
         want = [(bytes(o.script_pubkey.data), int(o.value)) for o in want_tx.vout]
     else:
-        want = [(bytes(s), int(a)) for s, a in expected]  # type: ignore[union-attr]
+        pairs = cast(Sequence[tuple[bytes, int]], expected)
+        want = [(bytes(script), int(amount)) for script, amount in pairs]
     for n in range(max(len(got), len(want))):
         g = got[n] if n < len(got) else None
         w = want[n] if n < len(want) else None
         if g != w:
             if g is None:
-                raise PsbtMismatch(f"output {n} is missing (expected {w[1]} sat to "  # type: ignore[index]
-                                   f"script {w[0].hex()})")  # type: ignore[index]
+                assert w is not None
+                raise PsbtMismatch(f"output {n} is missing (expected {w[1]} sat to "
+                                   f"script {w[0].hex()})")
             if w is None:
                 raise PsbtMismatch(f"output {n} ({g[1]} sat to script {g[0].hex()}) was not "
                                    "asked for")
@@ -729,7 +732,7 @@ def export_files(psbt_b64: str, out: Path, *, stem: str | None = None) -> list[P
     if len(text) <= QR_SINGLE_MAX_CHARS:
         qr = segno.make(text, error="L", boost_error=False, mode="byte")
         png = out / f"{stem}.png"
-        qr.save(png, scale=4, border=4)
+        qr.save(str(png), scale=4, border=4)
         return [*written, png]
     parts = math.ceil(len(text) / QR_PART_CHARS)
     if parts > QR_MAX_PARTS:
@@ -740,6 +743,6 @@ def export_files(psbt_b64: str, out: Path, *, stem: str | None = None) -> list[P
                               symbol_count=parts)
     for k, qr in enumerate(seq):
         png = out / f"{stem}-qr-{k + 1:02d}-of-{len(seq):02d}.png"
-        qr.save(png, scale=4, border=4)
+        qr.save(str(png), scale=4, border=4)
         written.append(png)
     return written

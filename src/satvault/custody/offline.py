@@ -89,7 +89,8 @@ def _coin(network: str) -> int:
 
 
 def _versions(network: str) -> dict[str, bytes]:
-    return EMBIT_NETWORKS["main" if _coin(network) == 0 else "test"]
+    versions: dict[str, bytes] = EMBIT_NETWORKS["main" if _coin(network) == 0 else "test"]
+    return versions
 
 
 def account_path(network: str, account: int = 0) -> tuple[int, ...]:
