@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.custody.sweeps import SweepPlanner
 from satvault.events.delivery import WebhookDispatcher
 from satvault.events.outbox import notifier
 from satvault.kernel.retrying import retrying
@@ -120,6 +121,15 @@ def payout_worker(job: PayoutJob, interval: float) -> Worker:
         return r.batched + r.signed + r.broadcast + r.confirmed + r.abandoned + r.stuck
 
     return Worker("payouts", interval, tick)
+
+
+def custody_worker(sweeps: SweepPlanner, interval: float) -> Worker:
+    """Plans sweeps of deposit coins into the semi-cold and cold wallets (the payout worker
+    signs, broadcasts and books them)."""
+    async def tick() -> int:
+        return int((await sweeps.step()).batch_id is not None)
+
+    return Worker("custody", interval, tick)
 
 
 def lightning_payer_worker(payer: LightningPayer, interval: float) -> Worker:
