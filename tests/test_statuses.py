@@ -23,7 +23,13 @@ from satvault.invoices.status import Additional, Status
 from satvault.lightning.lnurl_models import ChallengeStatus, VoucherStatus
 from satvault.lightning.models import LnInvoiceStatus, LnPaymentStatus
 from satvault.onchain.models import AddressStatus, CreditState, DepositStatus, OnchainPaymentStatus
-from satvault.payouts.models import BatchStatus, MoveKind, PayoutBatch, WithdrawalMethod, WithdrawalStatus
+from satvault.payouts.models import (
+    BatchStatus,
+    MoveKind,
+    PayoutBatch,
+    WithdrawalMethod,
+    WithdrawalStatus,
+)
 
 # (table, column, CHECK constraint of the migrations, the enum its values must equal)
 CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
