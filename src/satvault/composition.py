@@ -32,6 +32,7 @@ from satvault.backends.lightning import LightningBackend
 from satvault.backends.lnd import LndBackend
 from satvault.backends.registry import make_chain_backend
 from satvault.config import Settings
+from satvault.custody.status import Reconciler
 from satvault.custody.sweeps import SweepPlanner
 from satvault.db import create_engine, session_factory
 from satvault.events import outbox
@@ -159,6 +160,7 @@ class Runtime:
     watcher: Watcher
     payouts: PayoutJob
     sweeps: SweepPlanner
+    reconciler: Reconciler
     lightning: LightningBackend | None = None
     listener: InvoiceListener | None = None
     payer: LightningPayer | None = None
@@ -183,7 +185,8 @@ class Runtime:
         ln = make_lightning_backend(settings) if lightning is True else lightning or None
         payouts = PayoutJob(sessions, backend, signer, settings)
         rt = cls(settings, backend, signer, watcher, payouts,
-                 SweepPlanner(sessions, backend, settings, payouts), lightning=ln,
+                 SweepPlanner(sessions, backend, settings, payouts),
+                 Reconciler(sessions, backend, ln), lightning=ln,
                  on_store_invoice=on_store_invoice)
         rt.rates = build_rate_service(settings.rate_sources, dict(settings.fixed_rates),
                                       ttl_seconds=settings.rate_ttl_seconds)
@@ -240,7 +243,7 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     runtime.watcher.wake = watcher.wake
     workers.append(watcher)
     workers.append(payout_worker(runtime.payouts, settings.payout_interval))
-    workers.append(custody_worker(runtime.sweeps, settings.custody_interval))
+    workers.append(custody_worker(runtime.sweeps, runtime.reconciler, settings.custody_interval))
     workers.append(Worker("invoices", 1.0, InvoiceRefresher(
         sessions, settings, runtime.lightning).step))
     if runtime.payer is not None:
