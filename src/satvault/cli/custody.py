@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 
 import typer
 
-from satvault.composition import Runtime, open_database
+from satvault.backends.registry import make_chain_backend
+from satvault.composition import Runtime, make_lightning_backend, open_database
 from satvault.config import get_settings
-from satvault.custody.status import custody_status
+from satvault.custody.status import CustodyStatus, custody_status
 from satvault.migrate import SchemaNotCurrent, ensure_current
 
 __all__ = ["app"]
@@ -54,8 +55,28 @@ def _with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
 
 @app.command("status")
 def status() -> None:
-    """Each tier's coins against its ledger account, liabilities and the reserve ratio."""
-    st = _with_runtime(lambda rt: custody_status(rt.payouts.sessions, rt.backend, rt.lightning))
+    """Each tier's coins against its ledger account, liabilities and the reserve ratio
+    (reads the nodes; needs no signer)."""
+    settings = get_settings()
+
+    async def go() -> CustodyStatus:
+        engine, sessions = open_database(settings, pool_size=2)
+        backend = make_chain_backend(settings)
+        lightning = make_lightning_backend(settings)
+        try:
+            await ensure_current(engine)
+            return await custody_status(sessions, backend, lightning)
+        finally:
+            await backend.close()
+            if lightning is not None:
+                await lightning.close()
+            await engine.dispose()
+
+    try:
+        st = asyncio.run(go())
+    except SchemaNotCurrent as exc:
+        _emit({"ok": False, "error": str(exc)})
+        raise typer.Exit(2) from None
     _emit({"ok": not st.differences, **st.as_dict()})
     if st.differences:
         raise typer.Exit(1)
