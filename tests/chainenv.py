@@ -53,6 +53,20 @@ class Env:
                 "incoming": b.credits_pending, "held": b.debits_pending,
                 "posted": b.credits_posted - b.debits_posted}
 
+    async def sweep(self) -> str:
+        """Sweep every confirmed deposit coin into the semi-cold (and, if configured, cold)
+        wallet and see the sweep confirmed and booked, as the custody and payout workers
+        would; returns the sweep's batch id."""
+        decision = await self.runtime.sweeps.step()
+        assert decision.batch_id is not None, decision.reason
+        report = await self.runtime.payouts.advance()
+        assert report.broadcast == 1, report
+        self.chain.mine(1)
+        await self.runtime.watcher.step()
+        report = await self.runtime.payouts.advance()
+        assert report.confirmed == 1, report
+        return decision.batch_id
+
     async def check(self) -> None:
         async with self.sessions() as s:
             report = await check_ledger(s)
@@ -64,7 +78,7 @@ def make_settings(db_url: str, home: Path, url: str, **overrides: object) -> Set
         database_url=db_url, home=home, network="regtest", chain_backend="bitcoind",
         bitcoind_url=url, deposit_confirmations=1, payout_confirmations=1,
         zero_conf_max_sat=100_000, withdrawal_fee_reserve_sat=5_000, min_feerate_sat_vb=1,
-        max_feerate_sat_vb=500)
+        max_feerate_sat_vb=500, sweep_min_confirmations=1, sweep_min_sat=0)
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
 

@@ -23,7 +23,13 @@ from satvault.invoices.status import Additional, Status
 from satvault.lightning.lnurl_models import ChallengeStatus, VoucherStatus
 from satvault.lightning.models import LnInvoiceStatus, LnPaymentStatus
 from satvault.onchain.models import AddressStatus, CreditState, DepositStatus, OnchainPaymentStatus
-from satvault.payouts.models import BatchStatus, PayoutBatch, WithdrawalMethod, WithdrawalStatus
+from satvault.payouts.models import (
+    BatchStatus,
+    MoveKind,
+    PayoutBatch,
+    WithdrawalMethod,
+    WithdrawalStatus,
+)
 
 # (table, column, CHECK constraint of the migrations, the enum its values must equal)
 CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
@@ -37,6 +43,7 @@ CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
     ("withdrawals", "status", "ck_withdrawals_status", WithdrawalStatus),
     ("withdrawals", "method", "ck_withdrawals_method", WithdrawalMethod),
     ("payout_batches", "status", "ck_payout_batches_status", BatchStatus),
+    ("payout_batches", "kind", "ck_payout_batches_kind", MoveKind),
     ("webhook_deliveries", "status", "ck_webhook_deliveries_status", DeliveryStatus),
     ("idempotency_keys", "status", "ck_idempotency_status", IdempotencyStatus),
     ("store_invoices", "status", "ck_store_invoices_status", Status),

@@ -32,6 +32,8 @@ from satvault.backends.lightning import LightningBackend
 from satvault.backends.lnd import LndBackend
 from satvault.backends.registry import make_chain_backend
 from satvault.config import Settings
+from satvault.custody.status import Reconciler
+from satvault.custody.sweeps import SweepPlanner
 from satvault.db import create_engine, session_factory
 from satvault.events import outbox
 from satvault.events.delivery import WebhookDispatcher
@@ -55,6 +57,7 @@ from satvault.workers import (
     Worker,
     address_expiry_worker,
     chain_watcher_worker,
+    custody_worker,
     hold_expiry_worker,
     lightning_payer_worker,
     payout_worker,
@@ -122,6 +125,11 @@ async def register_signer_wallets(session: AsyncSession, signer: Signer,
     descs = await signer.descriptors()
     wanted = {"deposit": settings.deposit_descriptor or descs["deposit"],
               "hot": settings.hot_descriptor or descs["hot"]}
+    if settings.cold_descriptor:  # watch-only: its keys are with the cosigners
+        wanted["cold"] = settings.cold_descriptor
+    else:
+        log.warning("no_cold_wallet", note="cold_descriptor is empty: sweeps move every "
+                    "deposit coin to the semi-cold wallet, whose key is online")
     return {role: await register_wallet(session, role=role, descriptor=d,
                                         network=settings.network, gap_limit=settings.gap_limit)
             for role, d in wanted.items()}
@@ -151,6 +159,8 @@ class Runtime:
     signer: Signer
     watcher: Watcher
     payouts: PayoutJob
+    sweeps: SweepPlanner
+    reconciler: Reconciler
     lightning: LightningBackend | None = None
     listener: InvoiceListener | None = None
     payer: LightningPayer | None = None
@@ -173,8 +183,10 @@ class Runtime:
                           start_height=start_height, invoice_fee_bp=settings.invoice_fee_bp,
                           on_store_invoice=on_store_invoice)
         ln = make_lightning_backend(settings) if lightning is True else lightning or None
-        rt = cls(settings, backend, signer, watcher,
-                 PayoutJob(sessions, backend, signer, settings), lightning=ln,
+        payouts = PayoutJob(sessions, backend, signer, settings)
+        rt = cls(settings, backend, signer, watcher, payouts,
+                 SweepPlanner(sessions, backend, settings, payouts),
+                 Reconciler(sessions, backend, ln), lightning=ln,
                  on_store_invoice=on_store_invoice)
         rt.rates = build_rate_service(settings.rate_sources, dict(settings.fixed_rates),
                                       ttl_seconds=settings.rate_ttl_seconds)
@@ -231,6 +243,7 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     runtime.watcher.wake = watcher.wake
     workers.append(watcher)
     workers.append(payout_worker(runtime.payouts, settings.payout_interval))
+    workers.append(custody_worker(runtime.sweeps, runtime.reconciler, settings.custody_interval))
     workers.append(Worker("invoices", 1.0, InvoiceRefresher(
         sessions, settings, runtime.lightning).step))
     if runtime.payer is not None:

@@ -23,7 +23,7 @@ from pydantic_settings import (
 
 from satvault.db import async_database_url
 
-__all__ = ["Settings", "get_settings", "redact_url", "reset_settings_cache"]
+__all__ = ["Settings", "get_settings", "redact_url", "reset_settings_cache", "sweep_window"]
 
 
 def _default_home() -> Path:
@@ -123,6 +123,33 @@ class Settings(BaseSettings):
     watcher_interval: float = 2.0
     watcher_initial_rescan: int = 6
 
+    # --- custody tiers (docs/custody.md) --------------------------------------------------
+    # The cold wallet: a watch-only multisig descriptor, wsh(sortedmulti(m,[fp/48h/c'/0h/2h]
+    # xpub/<0;1>/*,…)), whose keys stay with offline cosigners. Empty: no cold tier, and
+    # sweeps move every deposit coin to the semi-cold wallet (a warning says so at start).
+    cold_descriptor: str = ""
+    # Sweeps of confirmed deposit coins: this share goes to the semi-cold wallet (which pays
+    # withdrawals), the rest to cold; the semi-cold wallet is filled to at least its floor
+    # first and never above its ceiling (above it, everything goes cold).
+    sweep_enabled: bool = True
+    sweep_semicold_percent: int = Field(default=40, ge=0, le=100)
+    semicold_floor_sat: int = Field(default=10_000_000, ge=0)
+    semicold_ceiling_sat: int = Field(default=100_000_000, ge=0)
+    # A sweep waits until this much has gathered, or until its oldest coin is this many
+    # blocks old; at most this many inputs per sweep.
+    sweep_min_sat: int = Field(default=100_000, ge=0)
+    sweep_max_wait_blocks: int = Field(default=144, ge=1)
+    sweep_max_inputs: int = Field(default=200, ge=1, le=1000)
+    # Only deposit coins this deep are swept (a reorg rarely reaches them).
+    sweep_min_confirmations: int = Field(default=6, ge=1)
+    # Sweeps are not urgent: none while the fee market is above this, and (optional) only
+    # inside this UTC hour window, e.g. "1-5" (from 01:00 to 04:59).
+    sweep_max_feerate_sat_vb: int = Field(default=20, ge=1)
+    sweep_window_utc: str = ""
+    # Under its floor, the semi-cold wallet asks the cold cosigners for a refill up to this.
+    semicold_refill_to_sat: int = Field(default=50_000_000, ge=0)
+    custody_interval: float = 30.0
+
     # --- withdrawals and payouts ----------------------------------------------------------
     # Who pays the network fee of a withdrawal: "user" (a reserve is held with the amount and
     # the actual share posted) or "platform" (booked against equity).
@@ -208,8 +235,18 @@ class Settings(BaseSettings):
             ipaddress.ip_network(part, strict=False)  # a ValueError names the bad one
         return value
 
+    @field_validator("sweep_window_utc")
+    @classmethod
+    def _sweep_window(cls, value: str) -> str:
+        if value.strip():
+            sweep_window(value)  # a ValueError says what is wrong
+        return value
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
+        if self.semicold_floor_sat > self.semicold_ceiling_sat:
+            raise ValueError(f"semicold_floor_sat ({self.semicold_floor_sat}) is above "
+                             f"semicold_ceiling_sat ({self.semicold_ceiling_sat})")
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.home / 'satvault.db'}"
         self.database_url = async_database_url(self.database_url)
@@ -243,6 +280,22 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown setting(s) {sorted(unknown)} in {toml}")
             sources.append(source)
         return tuple(sources)
+
+
+def sweep_window(text: str) -> tuple[int, int] | None:
+    """``"1-5"`` → (1, 5): sweeps may start from 01:00 to 04:59 UTC; ``"22-4"`` wraps past
+    midnight; empty → None (any time)."""
+    if not text.strip():
+        return None
+    start, sep, end = text.strip().partition("-")
+    try:
+        a, b = int(start), int(end)
+    except ValueError:
+        a = b = -1
+    if not sep or not (0 <= a <= 23 and 0 <= b <= 24) or a == b:
+        raise ValueError(f"sweep_window_utc {text!r} is not 'START-END' in whole UTC hours, "
+                         "e.g. '1-5'")
+    return a, b
 
 
 def redact_url(url: str) -> str:

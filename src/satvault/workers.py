@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.custody.status import Reconciler
+from satvault.custody.sweeps import SweepPlanner
 from satvault.events.delivery import WebhookDispatcher
 from satvault.events.outbox import notifier
 from satvault.kernel.retrying import retrying
@@ -120,6 +122,18 @@ def payout_worker(job: PayoutJob, interval: float) -> Worker:
         return r.batched + r.signed + r.broadcast + r.confirmed + r.abandoned + r.stuck
 
     return Worker("payouts", interval, tick)
+
+
+def custody_worker(sweeps: SweepPlanner, reconciler: Reconciler, interval: float) -> Worker:
+    """Plans sweeps of deposit coins into the semi-cold and cold wallets (the payout worker
+    signs, broadcasts and books them) and, on each new block, reconciles every tier's coins
+    with its ledger account."""
+    async def tick() -> int:
+        planned = (await sweeps.step()).batch_id is not None
+        await reconciler.step()
+        return int(planned)
+
+    return Worker("custody", interval, tick)
 
 
 def lightning_payer_worker(payer: LightningPayer, interval: float) -> Worker:

@@ -117,7 +117,7 @@ async def test_a_refusal_committed_while_the_short_path_waits_still_wins(session
             submit(sessions, [TransferSpec("X", alice.id, bob.id, 50, "BTC")]))
         if engine.dialect.name == "postgresql":
             async with engine.connect() as probe:  # until T2 waits for T1's row locks
-                for _ in range(200):
+                for _ in range(1000):  # up to 20 s: a loaded machine is slow to get there
                     waiting = (await probe.execute(text(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                         "AND datname = current_database()"))).scalar_one()

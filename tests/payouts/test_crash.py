@@ -11,11 +11,17 @@ import sys
 import textwrap
 
 import pytest
-from sqlalchemy import func, select
 
-from satvault.payouts.models import PayoutBatch, PayoutTx
 from tests.chainenv import SEED, Env
-from tests.payouts.test_payouts import external_address, fund, received, withdraw
+from tests.payouts.test_payouts import (
+    PAYOUT_BATCHES,
+    PAYOUT_VERSIONS,
+    PAYOUTS,
+    external_address,
+    fund,
+    received,
+    withdraw,
+)
 from tests.waiting import wait_until
 
 CHILD = textwrap.dedent("""
@@ -71,7 +77,7 @@ async def test_sigkill_mid_payout_then_restart_pays_once(env: Env, db_url, tmp_p
         if child.poll() is None:
             child.kill()
     async with env.sessions() as s:
-        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+        batch = (await s.execute(PAYOUTS)).scalar_one()
     assert batch.status == ("signing" if where == "sign" else "signed")
     restarted = env.new_runtime()
     try:
@@ -83,7 +89,7 @@ async def test_sigkill_mid_payout_then_restart_pays_once(env: Env, db_url, tmp_p
         await restarted.close()
     assert await received(env, dest) == 123_000
     async with env.sessions() as s:
-        assert (await s.execute(select(func.count()).select_from(PayoutBatch))).scalar() == 1
-        assert (await s.execute(select(func.count()).select_from(PayoutTx))).scalar() == 1
+        assert (await s.execute(PAYOUT_BATCHES)).scalar() == 1
+        assert (await s.execute(PAYOUT_VERSIONS)).scalar() == 1
     assert (await env.balances())["held"] == 0
     await env.check()

@@ -19,15 +19,23 @@ from tests.chainenv import Env
 
 SAT = 1000
 RESERVE = 5_000
+# Payouts only: the sweeps that fund the semi-cold wallet are batches too.
+PAYOUTS = select(PayoutBatch).where(PayoutBatch.kind == "payout")
+PAYOUT_BATCHES = select(func.count()).select_from(PayoutBatch).where(PayoutBatch.kind == "payout")
+PAYOUT_VERSIONS = select(func.count()).select_from(PayoutTx).join(PayoutBatch).where(
+    PayoutBatch.kind == "payout")
 
 
 async def fund(env: Env, sat: int) -> None:
+    """Credit ``sat`` to the user through a deposit, and sweep it to the semi-cold wallet that
+    pays withdrawals (payouts never spend deposit coins)."""
     async with env.sessions() as s, s.begin():
         d = await create_deposit(s, wallet=env.wallet, settings=env.settings)
     env.chain.pay(d.address, sat)
     env.chain.mine(1)
     await env.runtime.watcher.step()
     assert (await env.balances())["available"] == sat * SAT
+    await env.sweep()
 
 
 async def withdraw(env: Env, address: str, sat: int) -> Withdrawal:
@@ -52,7 +60,8 @@ async def received(env: Env, address: str) -> int:
 
     spk = parse_address(address, "regtest").script_pubkey
     async with env.sessions() as s:
-        txids = (await s.execute(select(PayoutTx.txid))).scalars().all()
+        txids = (await s.execute(select(PayoutTx.txid).join(PayoutBatch).where(
+            PayoutBatch.kind == "payout"))).scalars().all()
     total = 0
     for txid in txids:
         status = await env.runtime.backend.transaction(txid)
@@ -71,7 +80,7 @@ async def test_three_withdrawals_batched_confirmed_and_posted(env: Env):
     report = await env.runtime.payouts.step()
     assert report.batched == 3 and report.signed == 1 and report.broadcast == 1
     async with env.sessions() as s:
-        batches = (await s.execute(select(PayoutBatch))).scalars().all()
+        batches = (await s.execute(PAYOUTS)).scalars().all()
         txids = {w.txid for w in (await s.execute(select(Withdrawal))).scalars()}
     assert len(batches) == 1 and txids == {batches[0].txid}
     env.chain.mine(1)
@@ -83,7 +92,7 @@ async def test_three_withdrawals_batched_confirmed_and_posted(env: Env):
     async with env.sessions() as s:
         rows = (await s.execute(select(Withdrawal).order_by(Withdrawal.created_at))).scalars()
         fees = [w.fee_msat for w in rows]
-        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+        batch = (await s.execute(PAYOUTS)).scalar_one()
     assert sum(fees) == batch.fee_sat * SAT and all(0 < f <= RESERVE * SAT for f in fees)
     b = await env.balances()
     assert b["held"] == 0
@@ -124,15 +133,15 @@ async def test_signer_refuses_an_altered_psbt(env: Env):
     assert await job.create_batch() == 1
     # Tamper with the stored, not yet signed PSBT: the payment output now pays more.
     async with env.sessions() as s, s.begin():
-        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+        batch = (await s.execute(PAYOUTS)).scalar_one()
         psbt = PSBT.from_string(batch.psbt)
         psbt.outputs[0].value += 50_000  # (OutputScope.vout is a fresh copy)
         batch.psbt = psbt.to_string()
     report = await job.advance()
     assert report.stuck == 1 and report.broadcast == 0
     async with env.sessions() as s:
-        batch = (await s.execute(select(PayoutBatch))).scalar_one()
-        assert (await s.execute(select(func.count()).select_from(PayoutTx))).scalar() == 0
+        batch = (await s.execute(PAYOUTS)).scalar_one()
+        assert (await s.execute(PAYOUT_VERSIONS)).scalar() == 0
     assert batch.status == "stuck" and "150000 sat" in (batch.last_error or "")
     assert (await env.balances())["held"] == (100_000 + RESERVE) * SAT  # never released
     await env.check()
@@ -176,7 +185,7 @@ async def test_broadcast_timeout_then_confirmation_pays_once_never_refunds(env: 
     await env.runtime.payouts.step()
     assert await received(env, dest) == 200_000
     async with env.sessions() as s:
-        assert (await s.execute(select(func.count()).select_from(PayoutTx))).scalar() == 1
+        assert (await s.execute(PAYOUT_VERSIONS)).scalar() == 1
         w = (await s.execute(select(Withdrawal))).scalar_one()
     assert w.status == "confirmed"
     assert (await env.balances())["held"] == 0
@@ -201,8 +210,8 @@ async def test_killed_between_signing_and_broadcast_pays_once_after_restart(env:
         await restarted.close()
     assert await received(env, dest) == 150_000
     async with env.sessions() as s:
-        assert (await s.execute(select(func.count()).select_from(PayoutTx))).scalar() == 1
-        assert (await s.execute(select(func.count()).select_from(PayoutBatch))).scalar() == 1
+        assert (await s.execute(PAYOUT_VERSIONS)).scalar() == 1
+        assert (await s.execute(PAYOUT_BATCHES)).scalar() == 1
     await env.check()
 
 
@@ -212,7 +221,7 @@ async def test_fee_bump_replaces_and_confirms_once(env: Env):
     await withdraw(env, dest, 120_000)
     await env.runtime.payouts.step()
     async with env.sessions() as s:
-        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+        batch = (await s.execute(PAYOUTS)).scalar_one()
     first = batch.txid
     new_txid = await env.runtime.payouts.bump_fee(batch.id, batch.feerate_sat_vb + 10)
     assert new_txid != first
@@ -220,7 +229,7 @@ async def test_fee_bump_replaces_and_confirms_once(env: Env):
     await env.runtime.watcher.step()
     await env.runtime.payouts.step()
     async with env.sessions() as s:
-        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+        batch = (await s.execute(PAYOUTS)).scalar_one()
         w = (await s.execute(select(Withdrawal))).scalar_one()
     assert batch.status == "confirmed" and batch.txid == new_txid == w.txid
     assert await received(env, dest) == 120_000
@@ -255,14 +264,14 @@ async def test_fee_bump_policy_replaces_a_stuck_payout(env: Env):
     await withdraw(env, dest, 90_000)
     await env.runtime.payouts.step()
     async with env.sessions() as s, s.begin():
-        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+        batch = (await s.execute(PAYOUTS)).scalar_one()
         first_txid, first_rate = batch.txid, batch.feerate_sat_vb
         batch.broadcast_height -= 3  # as if it had waited three blocks in a full mempool
     report = await env.runtime.payouts.step()
     assert report.confirmed == 0
     async with env.sessions() as s:
-        batch = (await s.execute(select(PayoutBatch))).scalar_one()
-        versions = (await s.execute(select(func.count()).select_from(PayoutTx))).scalar()
+        batch = (await s.execute(PAYOUTS)).scalar_one()
+        versions = (await s.execute(PAYOUT_VERSIONS)).scalar()
     assert versions == 2 and batch.txid != first_txid
     assert batch.feerate_sat_vb == -(-first_rate * 150 // 100)
     env.chain.mine(1)
@@ -314,13 +323,13 @@ async def test_refused_fee_bump_keeps_the_live_payout(env: Env):
     await withdraw(env, dest, 100_000)
     await env.runtime.payouts.step()
     async with env.sessions() as s:
-        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+        batch = (await s.execute(PAYOUTS)).scalar_one()
     with pytest.raises(CannotBumpFee, match="maximum"):
         await env.runtime.payouts.bump_fee(batch.id, env.settings.max_feerate_sat_vb + 1)
     env.chain.mine(1)
     await env.runtime.watcher.step()
     await env.runtime.payouts.step()
     async with env.sessions() as s:
-        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+        batch = (await s.execute(PAYOUTS)).scalar_one()
     assert batch.status == "confirmed" and (await env.balances())["held"] == 0
     await env.check()

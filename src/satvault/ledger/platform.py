@@ -4,13 +4,20 @@
 name            what it stands for                                     guard
 ==============  =====================================================  ====================
 external        the outside world: money entering/leaving the books   none
-hot_wallet      coins in the online hot wallet (an asset we hold)      credits ≤ debits
+deposit_wallet  coins on customers' deposit addresses, not yet swept   credits ≤ debits
+hot_wallet      coins in the semi-cold wallet that pays withdrawals    credits ≤ debits
 lightning       our Lightning node's spendable channel balance         none
-cold_wallet     coins in cold storage                                  credits ≤ debits
+cold_wallet     coins in cold storage (multisig, signed offline)       credits ≤ debits
 clearing        money in flight between two states (e.g. a payout)    none
 fees            fees the platform earned                               debits ≤ credits
+network_fees    miners' fees the platform paid (an expense)            none
 equity          the operator's own funds, corrections                  none
 ==============  =====================================================  ====================
+
+The three coin accounts follow the custody tiers (``docs/custody.md``): the chain watcher books
+a deposit on ``deposit_wallet``; a sweep moves it to ``hot_wallet`` and ``cold_wallet`` (its
+fee to ``network_fees``), a refill from ``cold_wallet`` back to ``hot_wallet``, a payout out
+of ``hot_wallet``: each in the transaction that records the move's confirmation.
 
 Customer and merchant wallets are liabilities: credited when money comes in, guarded by
 ``debits_must_not_exceed_credits`` so they can never be spent below zero.
@@ -34,12 +41,14 @@ __all__ = ["PlatformAccounts", "ensure_platform_accounts", "platform_account_nam
 
 _SPEC = {
     "external": (AccountKind.EXTERNAL, False, False),
+    "deposit_wallet": (AccountKind.HOT_WALLET, False, True),
     "hot_wallet": (AccountKind.HOT_WALLET, False, True),
     # No guard: channel liquidity opened outside the books can be spent before it is booked.
     "lightning": (AccountKind.HOT_WALLET, False, False),
     "cold_wallet": (AccountKind.COLD_WALLET, False, True),
     "clearing": (AccountKind.CLEARING, False, False),
     "fees": (AccountKind.FEES, True, False),
+    "network_fees": (AccountKind.EQUITY, False, False),
     "equity": (AccountKind.EQUITY, False, False),
 }
 
@@ -48,11 +57,13 @@ _SPEC = {
 class PlatformAccounts:
     asset: str
     external: Account
+    deposit_wallet: Account
     hot_wallet: Account
     lightning: Account
     cold_wallet: Account
     clearing: Account
     fees: Account
+    network_fees: Account
     equity: Account
 
 
@@ -101,7 +112,7 @@ async def ensure_platform_accounts(session: AsyncSession, asset: str) -> Platfor
 
 
 async def _find_all(session: AsyncSession, asset: str) -> PlatformAccounts | None:
-    """All seven in one statement, or None if any is missing or not as specified (then the
+    """All of them in one statement, or None if any is missing or not as specified (then the
     creating path decides, and says what is wrong)."""
     names = {platform_account_name(role, asset): role for role in _SPEC}
     rows = (await session.execute(select(

@@ -87,6 +87,9 @@ def _parse_key(text: str) -> KeyExpr:
     return KeyExpr(m["origin"] or "", key)
 
 
+_ORIGIN = re.compile(r"^\[(?P<fp>[0-9a-fA-F]{8})(?P<path>(?:/\d+['hH]?)*)\]$")
+
+
 def _split_args(body: str) -> list[str]:
     return [p.strip() for p in body.split(",")]
 
@@ -107,20 +110,42 @@ class WatchOnlyWallet:
     def derive_range(self, start: int, count: int, *, change: int = 0) -> list[DerivedAddress]:
         return [self.derive(i, change=change) for i in range(start, start + count)]
 
+    def witness_script(self, index: int, *, change: int = 0) -> bytes:
+        """A multisig wallet's ``OP_m <keys> OP_n OP_CHECKMULTISIG`` at ``change/index``."""
+        if self.kind is not ScriptKind.P2WSH_MULTI:
+            raise InvalidDescriptor(f"a {self.kind.value} wallet has no witness script")
+        pubs = [k.key.pubkey_at(change, index) for k in self.keys]
+        if self.sorted_keys:
+            pubs.sort()
+        ws = bytes([0x50 + self.threshold])
+        for p in pubs:
+            ws += b"\x21" + p
+        return ws + bytes([0x50 + len(pubs), 0xAE])
+
+    def key_origins(self, index: int, *, change: int = 0
+                    ) -> list[tuple[bytes, bytes, tuple[int, ...]]]:
+        """Each key's (public key, master fingerprint, full path) at ``change/index``, from the
+        descriptor's ``[fingerprint/path]`` origins: what a PSBT names so that each signer (a
+        cosigner's wallet, the hot signer) recognises its own key. Keys without an origin are
+        left out."""
+        out = []
+        for k in self.keys:
+            m = _ORIGIN.match(k.origin)
+            if m is None:
+                continue
+            steps = [int(s[:-1]) + 0x80000000 if s[-1] in "'hH" else int(s)
+                     for s in m["path"].split("/") if s]
+            out.append((k.key.pubkey_at(change, index), bytes.fromhex(m["fp"]),
+                        (*steps, change, index)))
+        return out
+
     def _script(self, change: int, index: int) -> tuple[bytes, str]:
         from embit import base58, bech32
 
         hrp = HRP[self.network]
         test = self.network != "mainnet"
         if self.kind is ScriptKind.P2WSH_MULTI:
-            pubs = [k.key.pubkey_at(change, index) for k in self.keys]
-            if self.sorted_keys:
-                pubs.sort()
-            ws = bytes([0x50 + self.threshold])
-            for p in pubs:
-                ws += b"\x21" + p
-            ws += bytes([0x50 + len(pubs), 0xAE])
-            program = hashlib.sha256(ws).digest()
+            program = hashlib.sha256(self.witness_script(index, change=change)).digest()
             return b"\x00\x20" + program, bech32.encode(hrp, 0, program)
         pub = self.keys[0].key.pubkey_at(change, index)
         if self.kind is ScriptKind.P2WPKH:

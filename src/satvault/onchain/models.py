@@ -24,9 +24,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from satvault.db import Amount, Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["AddressStatus", "ChainBlock", "CreditState", "DepositRequest", "DepositStatus",
+__all__ = ["INTERNAL_PURPOSES", "AddressStatus", "ChainBlock", "CreditState", "DepositRequest",
+           "DepositStatus",
            "OnchainAddress", "OnchainPayment", "OnchainPaymentStatus", "OnchainWallet",
            "ReviewItem"]
+
+
+# Addresses the platform pays itself: a payout's change, a sweep's or a refill's outputs. A
+# payment to one is a move between the platform's own wallets (booked by the payout job with
+# the transaction that made it), never a deposit to credit.
+INTERNAL_PURPOSES = ("change", "sweep", "refill")
 
 
 class AddressStatus(StrEnum):

@@ -42,6 +42,7 @@ from satvault.ledger.platform import ensure_platform_accounts, platform_fee
 from satvault.ledger.store import create_transfers, lookup_transfer
 from satvault.logs import get_logger
 from satvault.onchain.models import (
+    INTERNAL_PURPOSES,
     AddressStatus,
     ChainBlock,
     CreditState,
@@ -172,7 +173,7 @@ class Watcher:
                     credit_state=CreditState.NONE, hold_generation=0,
                     first_seen_at=now, updated_at=now)
                 session.add(row)
-                if wallet_id is None and addr.purpose != "change":
+                if wallet_id is None and addr.purpose not in INTERNAL_PURPOSES:
                     role = (await session.execute(select(OnchainWallet.role).where(
                         OnchainWallet.id == addr.wallet_id))).scalar_one()
                     if role == "deposit":  # nobody was given this address: a person decides
@@ -338,7 +339,7 @@ class Watcher:
         async with self.sessions() as s:
             P, A = OnchainPayment, OnchainAddress
             open_ids = (await s.execute(select(P.id).join(A, A.id == P.address_id).where(
-                (A.purpose.is_(None)) | (A.purpose != "change"),
+                (A.purpose.is_(None)) | (A.purpose.not_in(INTERNAL_PURPOSES)),
             ).where(
                 ((P.credit_state.in_((CreditState.NONE, CreditState.REVERSED)))
                  & (P.status != OnchainPaymentStatus.CONFLICTED))
@@ -359,11 +360,14 @@ class Watcher:
         found = await self._read_for_settling(session, pid)
         if found is None:
             return 0, 0
-        p, purpose, wallet_account, store_invoice_id = found
-        if purpose == "change":
-            return 0, 0  # our own payout's change: its value never left the hot wallet
+        p, purpose, role, wallet_account, store_invoice_id = found
+        if purpose in INTERNAL_PURPOSES:
+            return 0, 0  # a move between our own wallets: booked with the move
         platform = await ensure_platform_accounts(session, "BTC")
-        credit_account = platform.equity.id  # unassigned deposits and hot-wallet funding
+        # The tier the coin sits in: customers' deposits, the semi-cold (hot) wallet, cold.
+        asset_account = {"deposit": platform.deposit_wallet.id, "cold": platform.cold_wallet.id
+                         }.get(role, platform.hot_wallet.id)
+        credit_account = platform.equity.id  # unassigned deposits and direct tier funding
         if p.wallet_id is not None:
             assert wallet_account is not None
             credit_account = wallet_account
@@ -383,14 +387,14 @@ class Watcher:
                 p.hold_generation += 1
             elif p.credit_state == CreditState.CREDITED:
                 return await self._reverse(session, p, key, amount, credit_account,
-                                           platform.hot_wallet.id)
+                                           asset_account)
         else:
             if p.credit_state == CreditState.REVERSED:  # reversed after a reorg, and it is back
                 p.hold_generation += 1
                 key = f"{base}:g{p.hold_generation}"
                 p.credit_state = CreditState.NONE
             if p.credit_state == CreditState.NONE:
-                specs.append(TransferSpec(key, platform.hot_wallet.id, credit_account, amount,
+                specs.append(TransferSpec(key, asset_account, credit_account, amount,
                                           "BTC", kind=TransferKind.PENDING, code="deposit",
                                           ref=f"{p.txid}:{p.vout}"))
                 next_state = CreditState.PENDING
@@ -398,7 +402,7 @@ class Watcher:
                 invoice_id = store_invoice_id
                 fee = platform_fee(amount, self.invoice_fee_bp) if invoice_id else 0
                 # Naming the hold's accounts spares the ledger reading them first.
-                specs.append(TransferSpec(f"{key}:post", platform.hot_wallet.id, credit_account,
+                specs.append(TransferSpec(f"{key}:post", asset_account, credit_account,
                                           kind=TransferKind.POST, pending_id=key,
                                           code="deposit", linked=fee > 0))
                 if fee:  # a store invoice's platform fee, in the same linked batch
@@ -421,13 +425,15 @@ class Watcher:
         return created, 0
 
     async def _read_for_settling(self, session: AsyncSession, pid: int
-                                 ) -> tuple[OnchainPayment, str | None, int | None, str | None
-                                            ] | None:
+                                 ) -> tuple[OnchainPayment, str | None, str, int | None,
+                                            str | None] | None:
         """The payment, locked, with what settling it needs, in one statement: its address's
-        purpose, its wallet's ledger account, and the store invoice it pays when a fee is
-        charged on it or its status is set with the credit."""
+        purpose, the role of the wallet it was paid to (the tier), its beneficiary's ledger
+        account, and the store invoice it pays when a fee is charged on it or its status is set
+        with the credit."""
         P, A, D = OnchainPayment, OnchainAddress, DepositRequest
-        q = select(P, A.purpose, Wallet.ledger_account_id).join(A, A.id == P.address_id) \
+        q = select(P, A.purpose, OnchainWallet.role, Wallet.ledger_account_id) \
+            .join(A, A.id == P.address_id).join(OnchainWallet, OnchainWallet.id == A.wallet_id) \
             .outerjoin(Wallet, Wallet.id == P.wallet_id)
         if self.invoice_fee_bp or self.on_store_invoice is not None:
             q = q.add_columns(D.store_invoice_id).outerjoin(
@@ -438,10 +444,10 @@ class Watcher:
         if row is None:
             return None
         values: tuple[Any, ...] = tuple(row)
-        return values[0], values[1], values[2], values[3]
+        return values[0], values[1], values[2], values[3], values[4]
 
     async def _reverse(self, session: AsyncSession, p: OnchainPayment, key: str, amount: int,
-                       credit_account: int, hot_wallet: int) -> tuple[int, int]:
+                       credit_account: int, asset_account: int) -> tuple[int, int]:
         specs = []
         fee_id = f"{key}:fee"
         fee = await lookup_transfer(session, fee_id)
@@ -450,7 +456,8 @@ class Watcher:
                                       fee.debit_account_id, fee.amount, "BTC",
                                       code="invoice_fee_reversal", linked=True))
         specs.append(TransferSpec(
-            f"{key}:reverse", credit_account, hot_wallet, amount, "BTC", code="deposit_reversal",
+            f"{key}:reverse", credit_account, asset_account, amount, "BTC",
+            code="deposit_reversal",
             ref=f"{p.txid}:{p.vout}"))
         outcome = (await create_transfers(session, specs))[-1]
         if outcome.ok:

@@ -20,9 +20,12 @@ and every input is still unspent. If an input was spent by anything else, the ba
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
+from embit.psbt import PSBT
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,7 +36,7 @@ from satvault.db import utcnow
 from satvault.kernel.ids import new_id
 from satvault.kernel.retrying import retrying
 from satvault.ledger.core import TransferKind, TransferSpec
-from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.platform import PlatformAccounts, ensure_platform_accounts
 from satvault.ledger.store import create_transfers
 from satvault.logs import get_logger
 from satvault.onchain.models import (
@@ -49,6 +52,7 @@ from satvault.payouts.errors import CannotBumpFee
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import (
     BatchStatus,
+    MoveKind,
     PayoutBatch,
     PayoutInput,
     PayoutTx,
@@ -56,6 +60,7 @@ from satvault.payouts.models import (
     WithdrawalMethod,
     WithdrawalStatus,
 )
+from satvault.payouts.moves import book_move
 from satvault.signing.base import Payment, Signer
 from satvault.signing.errors import SignerUnavailable, SigningRefused
 from satvault.signing.psbt import (
@@ -106,7 +111,9 @@ class PayoutJob:
         self.settings = settings
         self._accounts: dict[str, AccountKey] | None = None
 
-    async def _accounts_map(self, session: AsyncSession) -> dict[str, AccountKey]:
+    async def account_keys(self, session: AsyncSession) -> dict[str, AccountKey]:
+        """The signer's deposit and hot account keys (fingerprint, path, xpub), read once from
+        the registered watch-only wallets: what an unsigned PSBT names for the signer."""
         if self._accounts is None:
             rows = (await session.execute(select(OnchainWallet))).scalars().all()
             descs = {w.role: w.descriptor for w in rows}
@@ -132,15 +139,23 @@ class PayoutJob:
 
     async def _spendable(self, session: AsyncSession) -> list[tuple[OnchainPayment,
                                                                     OnchainAddress, str]]:
+        """Confirmed, unreserved coins of the semi-cold (``hot``) wallet whose value is on its
+        ledger account: a payout's change, direct funding once credited, or the output of a
+        sweep or refill once that move is booked. Deposit coins are never spent here: they
+        reach this wallet through a sweep (the signer refuses anything else too)."""
         reserved = select(PayoutInput.payment_id)
+        booked_moves = select(PayoutBatch.txid).where(PayoutBatch.status == BatchStatus.CONFIRMED,
+                                                      PayoutBatch.txid.is_not(None))
         rows = (await session.execute(
             select(OnchainPayment, OnchainAddress, OnchainWallet.role)
             .join(OnchainAddress, OnchainAddress.id == OnchainPayment.address_id)
             .join(OnchainWallet, OnchainWallet.id == OnchainAddress.wallet_id)
-            .where(OnchainPayment.status == OnchainPaymentStatus.CONFIRMED,
+            .where(OnchainWallet.role == "hot",
+                   OnchainPayment.status == OnchainPaymentStatus.CONFIRMED,
                    OnchainPayment.spent_by.is_(None), OnchainPayment.id.not_in(reserved),
                    (OnchainPayment.credit_state == CreditState.CREDITED)
-                   | (OnchainWallet.role == "hot"))
+                   | (OnchainAddress.purpose == "change")
+                   | OnchainPayment.txid.in_(booked_moves))
             .order_by(OnchainPayment.value_sat.desc(), OnchainPayment.id)
         )).all()
         return [(p, a, role) for p, a, role in rows]
@@ -159,7 +174,7 @@ class PayoutJob:
                 .with_for_update(skip_locked=True))).scalars().all()
             if not pending:
                 return 0
-            accounts = await self._accounts_map(session)
+            accounts = await self.account_keys(session)
             pay_scripts = [bytes.fromhex(w.script_pubkey or "") for w in pending]
             total_out = sum(w.amount_msat // 1000 for w in pending)
             chosen, total_in = [], 0
@@ -360,6 +375,11 @@ class PayoutJob:
                 return
         for txid, vout in coins:
             if await self.backend.output(txid, vout, include_mempool=True) is None:
+                if await self.backend.transaction(txid) is None:
+                    # The coin itself is gone (a reorg took the deposit that made it): nothing
+                    # of ours spent it, so giving the batch up moves no money.
+                    log.warning("move_input_vanished", batch=batch_id, coin=f"{txid}:{vout}")
+                    continue
                 why = (f"rejected ({exc.reason}) and input {txid}:{vout} is spent by a "
                        "transaction we do not know")
                 await retrying(self.sessions,
@@ -434,8 +454,25 @@ class PayoutJob:
         assert batch is not None
         if batch.status == BatchStatus.CONFIRMED:
             return
-        wds = await self._payments(session, batch_id)
         platform = await ensure_platform_accounts(session, "BTC")
+        if batch.kind is MoveKind.PAYOUT:
+            await self._book_payout(session, batch_id, version, platform)
+        else:
+            await book_move(session, batch, version, platform)
+        batch.status, batch.txid, batch.fee_sat = \
+            BatchStatus.CONFIRMED, version.txid, version.fee_sat
+        batch.confirmed_height, batch.updated_at = height, utcnow()
+        coins = (await session.execute(select(PayoutInput.payment_id).where(
+            PayoutInput.batch_id == batch_id))).scalars().all()
+        for pid in coins:
+            coin = await session.get(OnchainPayment, pid)
+            if coin is not None and coin.spent_by is None:
+                coin.spent_by = version.txid
+        log.info("move_confirmed", batch=batch_id, kind=batch.kind, txid=version.txid)
+
+    async def _book_payout(self, session: AsyncSession, batch_id: str, version: PayoutTx,
+                           platform: PlatformAccounts) -> None:
+        wds = await self._payments(session, batch_id)
         specs: list[TransferSpec] = []
         for w, share in zip(wds, split_fee(version.fee_sat, len(wds)), strict=True):
             user_share = min(share, w.fee_reserve_msat // 1000)
@@ -449,7 +486,7 @@ class PayoutJob:
                              ref=version.txid),
             ]
             if excess:
-                specs.append(TransferSpec(f"wd:{w.id}:fee", platform.equity.id,
+                specs.append(TransferSpec(f"wd:{w.id}:fee", platform.network_fees.id,
                                           platform.hot_wallet.id, excess * 1000, "BTC",
                                           code="network_fee", ref=version.txid))
             w.status, w.txid, w.fee_msat, w.updated_at = WithdrawalStatus.CONFIRMED, version.txid, \
@@ -460,18 +497,42 @@ class PayoutJob:
             raise RuntimeError(f"ledger refused payout postings for {batch_id}: {bad}")
         for w in wds:
             await emit_withdrawal(session, w, "confirmed")
-        batch.status, batch.txid, batch.fee_sat = \
-            BatchStatus.CONFIRMED, version.txid, version.fee_sat
-        batch.confirmed_height, batch.updated_at = height, utcnow()
-        coins = (await session.execute(select(PayoutInput.payment_id).where(
-            PayoutInput.batch_id == batch_id))).scalars().all()
-        for pid in coins:
-            coin = await session.get(OnchainPayment, pid)
-            if coin is not None and coin.spent_by is None:
-                coin.spent_by = version.txid
         log.info("payout_confirmed", batch=batch_id, txid=version.txid, withdrawals=len(wds))
 
     # ----------------------------------------------------------------------- fee bumps
+    def _replacement(self, original: str, wds: list[Withdrawal],
+                     coins: Sequence[Any], change: OnchainAddress,
+                     accounts: dict[str, AccountKey], old_fee: int, feerate_sat_vb: int) -> str:
+        """The PSBT of a higher-fee version: the same inputs and outputs, the fee taken from
+        the change output (for a sweep, the output that absorbs its fee)."""
+        tx = PSBT.from_string(original)
+        scripts = [bytes(o.script_pubkey.data) for o in tx.tx.vout]
+        vsize = estimate_vsize(len(coins), scripts)
+        new_fee = vsize * feerate_sat_vb
+        if new_fee <= old_fee:
+            raise CannotBumpFee(f"a fee of {new_fee} sat does not exceed the current {old_fee}")
+        spk = bytes.fromhex(change.script_pubkey)
+        k = next((n for n, s in enumerate(scripts) if s == spk), None)
+        if k is None:
+            raise CannotBumpFee("the change output is not in the transaction")
+        total_in = sum(p.value_sat for p, _, _ in coins)
+        new_change = total_in - (sum(int(o.value) for o in tx.tx.vout) - tx.tx.vout[k].value) \
+            - new_fee
+        if new_change < CHANGE_DUST_SAT:
+            raise CannotBumpFee("the change output cannot cover that fee")
+        if not wds:  # a sweep: same outputs, one of them smaller
+            tx.tx.vout[k].value = new_change
+            tx.outputs[k].value = new_change
+            return str(tx.to_base64())
+        pay_scripts = [bytes.fromhex(w.script_pubkey or "") for w in wds]
+        outputs = [PsbtOutput(spk, w.amount_msat // 1000)
+                   for spk, w in zip(pay_scripts, wds, strict=True)]
+        outputs.append(PsbtOutput(spk, new_change, change.idx))
+        inputs = [PsbtInput(p.txid, p.vout, p.value_sat, bytes.fromhex(p.script_pubkey), role,
+                            a.chain, a.idx) for p, a, role in coins]
+        return make_psbt(inputs, outputs, network=self.settings.network,
+                         fingerprint_and_paths=accounts)
+
     async def bump_fee(self, batch_id: str, feerate_sat_vb: int) -> str:
         """Replace a payout by a higher-fee version paying the same withdrawals (RBF)."""
         async with self.sessions() as s:
@@ -481,6 +542,9 @@ class PayoutJob:
             if batch.status not in (BatchStatus.SIGNED, BatchStatus.BROADCAST):
                 raise CannotBumpFee(f"payout {batch_id} is {batch.status}; only an unconfirmed "
                                     "payout can be bumped")
+            if batch.kind is MoveKind.REFILL:
+                raise CannotBumpFee("a refill is signed by the cold cosigners: a higher fee "
+                                    "needs a new refill, signed again")
             wds = await self._payments(s, batch_id)
             coins = (await s.execute(
                 select(OnchainPayment, OnchainAddress, OnchainWallet.role)
@@ -490,29 +554,16 @@ class PayoutJob:
                 .where(PayoutInput.batch_id == batch_id).order_by(OnchainPayment.id))).all()
             change = await s.get(OnchainAddress, batch.change_address_id) \
                 if batch.change_address_id else None
-            accounts = await self._accounts_map(s)
+            accounts = await self.account_keys(s)
             old_fee = batch.fee_sat
+            original = batch.psbt
         if change is None:
             raise CannotBumpFee("this payout has no change output to take a higher fee from")
-        pay_scripts = [bytes.fromhex(w.script_pubkey or "") for w in wds]
-        vsize = estimate_vsize(len(coins), [*pay_scripts, bytes.fromhex(change.script_pubkey)])
-        new_fee = vsize * feerate_sat_vb
-        if new_fee <= old_fee:
-            raise CannotBumpFee(f"a fee of {new_fee} sat does not exceed the current {old_fee}")
         if feerate_sat_vb > self.settings.max_feerate_sat_vb:
             raise CannotBumpFee(f"{feerate_sat_vb} sat/vB is above the configured maximum of "
                                 f"{self.settings.max_feerate_sat_vb}")
-        total_in = sum(p.value_sat for p, _, _ in coins)
-        new_change = total_in - sum(w.amount_msat // 1000 for w in wds) - new_fee
-        if new_change < CHANGE_DUST_SAT:
-            raise CannotBumpFee("the change output cannot cover that fee")
-        outputs = [PsbtOutput(spk, w.amount_msat // 1000)
-                   for spk, w in zip(pay_scripts, wds, strict=True)]
-        outputs.append(PsbtOutput(bytes.fromhex(change.script_pubkey), new_change, change.idx))
-        inputs = [PsbtInput(p.txid, p.vout, p.value_sat, bytes.fromhex(p.script_pubkey), role,
-                            a.chain, a.idx) for p, a, role in coins]
-        psbt = make_psbt(inputs, outputs, network=self.settings.network,
-                         fingerprint_and_paths=accounts)
+        psbt = self._replacement(original, wds, coins, change, accounts, old_fee,
+                                 feerate_sat_vb)
         report = PayoutReport()
         await self._sign(batch_id, report, psbt=psbt, replacement=True)
         await self._broadcast(batch_id, report)

@@ -1,8 +1,17 @@
-"""Withdrawals and the payout transactions that pay them.
+"""Withdrawals and the on-chain transactions that move the platform's coins.
 
-A withdrawal belongs to at most one batch; a batch is one payout transaction whose *versions*
-(the original and any fee bumps, all spending the same inputs) are ``payout_txs``. A UTXO is
-reserved by at most one live batch (``payout_inputs.payment_id`` is unique).
+A *batch* is one transaction of ours whose *versions* (the original and any fee bumps, all
+spending the same inputs) are ``payout_txs``. Its ``kind`` says why it exists:
+
+* ``payout``: pays withdrawals from the semi-cold (``hot``) wallet, signed by the hot signer;
+* ``sweep``: moves confirmed deposit coins into the semi-cold and cold wallets, signed by the
+  hot signer (it may only pay the platform's own descriptors);
+* ``refill``: moves cold coins back to semi-cold; it waits in ``cosigning`` until enough
+  offline cosigners have signed (``satvault cold import``), then goes on like the others.
+
+A withdrawal belongs to at most one batch. A UTXO is reserved by at most one live batch
+(``payout_inputs.payment_id`` is unique), and at most one sweep and one refill are live at a
+time (a partial unique index).
 """
 
 from __future__ import annotations
@@ -10,13 +19,13 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from satvault.db import Amount, Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["BatchStatus", "PayoutBatch", "PayoutInput", "PayoutTx", "Withdrawal",
-           "WithdrawalMethod", "WithdrawalStatus"]
+__all__ = ["LIVE_STATUSES", "BatchStatus", "MoveKind", "PayoutBatch", "PayoutInput", "PayoutTx",
+           "Withdrawal", "WithdrawalMethod", "WithdrawalStatus"]
 
 
 class WithdrawalMethod(StrEnum):
@@ -37,16 +46,32 @@ class WithdrawalStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-class BatchStatus(StrEnum):
-    """``signing`` → ``signed`` → ``broadcast`` → ``confirmed``; ``abandoned`` (its withdrawals
-    went back to ``pending``) or ``stuck`` (a person must look)."""
+class MoveKind(StrEnum):
+    PAYOUT = "payout"
+    SWEEP = "sweep"
+    REFILL = "refill"
 
+
+class BatchStatus(StrEnum):
+    """``signing`` (or, for a refill, ``cosigning``) → ``signed`` → ``broadcast`` →
+    ``confirmed``; ``abandoned`` (its withdrawals went back to ``pending``, its coins are free
+    again) or ``stuck`` (a person must look)."""
+
+    COSIGNING = "cosigning"
     SIGNING = "signing"
     SIGNED = "signed"
     BROADCAST = "broadcast"
     CONFIRMED = "confirmed"
     ABANDONED = "abandoned"
     STUCK = "stuck"
+
+
+_ONE_LIVE = ("kind IN ('sweep','refill') AND status IN "
+             "('cosigning','signing','signed','broadcast')")
+
+# A batch in one of these holds its inputs and is moved forward by the payout job.
+LIVE_STATUSES = (BatchStatus.COSIGNING, BatchStatus.SIGNING, BatchStatus.SIGNED,
+                 BatchStatus.BROADCAST)
 
 
 class Withdrawal(Base):
@@ -76,8 +101,11 @@ class PayoutBatch(Base):
     __tablename__ = "payout_batches"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[MoveKind] = mapped_column(StrEnumType(MoveKind, 8), default=MoveKind.PAYOUT)
     status: Mapped[BatchStatus] = mapped_column(StrEnumType(BatchStatus, 12))
     psbt: Mapped[str] = mapped_column(Text)
+    # A refill: the cosigners' partial signatures merged so far (BIP174 combined PSBT).
+    partial_psbt: Mapped[str | None] = mapped_column(Text)
     txid: Mapped[str | None] = mapped_column(String(64))
     feerate_sat_vb: Mapped[int] = mapped_column(Integer)
     fee_sat: Mapped[int] = mapped_column(BigInteger)
@@ -88,6 +116,12 @@ class PayoutBatch(Base):
     confirmed_height: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        # At most one live sweep and one live refill (migration 0015).
+        Index("uq_payout_batches_one_live_move", "kind", unique=True,
+              sqlite_where=text(_ONE_LIVE), postgresql_where=text(_ONE_LIVE)),
+    )
 
 
 class PayoutTx(Base):

@@ -23,6 +23,7 @@ the signer.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,11 @@ class PsbtOutput(NamedTuple):
     script_pubkey: bytes
     amount_sat: int
     change_index: int | None = None  # set: change to hot m/…/1'/1/<change_index>
+    # An output to another of the platform's own descriptors (the cold multisig): each
+    # cosigner's (public key, fingerprint, path) and the witness script, so every BIP174
+    # wallet, and the hot signer's allow-list, can recognise it.
+    bip32: tuple[tuple[bytes, bytes, tuple[int, ...]], ...] = ()
+    witness_script: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,4 +237,14 @@ def make_psbt(inputs: Sequence[PsbtInput], outputs: Sequence[PsbtOutput], *, net
         if n in change:
             pub, der = change[n]
             out_scope.bip32_derivations[pub] = der
+        out = outputs[n]
+        if out.witness_script is not None:
+            ws = bytes(out.witness_script)
+            if bytes(out.script_pubkey) != b"\x00\x20" + hashlib.sha256(ws).digest():
+                raise PsbtBuildError(f"output {n}: the witness script does not hash to its "
+                                     "P2WSH script")
+            out_scope.witness_script = Script(ws)
+        for pub_bytes, fp, path in out.bip32:
+            out_scope.bip32_derivations[ec.PublicKey.parse(pub_bytes)] = \
+                DerivationPath(fp, list(path))
     return str(psbt.to_base64())

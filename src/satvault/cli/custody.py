@@ -1,0 +1,91 @@
+"""``satvault custody …``: where the coins are, and the moves between tiers.
+
+``status`` prints one JSON object: each tier's ledger account, its coins and what the node
+still has of them, the Lightning channel balance, total liabilities and the reserve ratio,
+and any reconciliation difference. ``sweep`` plans a sweep now (the payout worker signs and
+broadcasts it). ``reconcile`` runs the reconciliation once and exits non-zero on a difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import typer
+
+from satvault.backends.registry import make_chain_backend
+from satvault.composition import Runtime, make_lightning_backend, open_database
+from satvault.config import get_settings
+from satvault.custody.status import CustodyStatus, custody_status
+from satvault.migrate import SchemaNotCurrent, ensure_current
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Custody tiers: deposit, semi-cold, cold.", no_args_is_help=True)
+T = TypeVar("T")
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
+    settings = get_settings()
+
+    async def go() -> T:
+        engine, sessions = open_database(settings, pool_size=2)
+        runtime = Runtime.build(settings, sessions)
+        try:
+            await ensure_current(engine)
+            return await work(runtime)
+        finally:
+            await runtime.close()
+            await engine.dispose()
+
+    try:
+        return asyncio.run(go())
+    except SchemaNotCurrent as exc:
+        _emit({"ok": False, "error": str(exc)})
+        raise typer.Exit(2) from None
+
+
+@app.command("status")
+def status() -> None:
+    """Each tier's coins against its ledger account, liabilities and the reserve ratio
+    (reads the nodes; needs no signer)."""
+    settings = get_settings()
+
+    async def go() -> CustodyStatus:
+        engine, sessions = open_database(settings, pool_size=2)
+        backend = make_chain_backend(settings)
+        lightning = make_lightning_backend(settings)
+        try:
+            await ensure_current(engine)
+            return await custody_status(sessions, backend, lightning)
+        finally:
+            await backend.close()
+            if lightning is not None:
+                await lightning.close()
+            await engine.dispose()
+
+    try:
+        st = asyncio.run(go())
+    except SchemaNotCurrent as exc:
+        _emit({"ok": False, "error": str(exc)})
+        raise typer.Exit(2) from None
+    _emit({"ok": not st.differences, **st.as_dict()})
+    if st.differences:
+        raise typer.Exit(1)
+
+
+@app.command("sweep")
+def sweep() -> None:
+    """Plan a sweep of confirmed deposit coins now, if one is due."""
+    decision = _with_runtime(lambda rt: rt.sweeps.step())
+    _emit({"ok": True, "batch": decision.batch_id, "reason": decision.reason,
+           "inputs": decision.inputs, "to_semicold_sat": decision.to_semicold_sat,
+           "to_cold_sat": decision.to_cold_sat, "fee_sat": decision.fee_sat})

@@ -1,0 +1,225 @@
+"""Sweeps: confirmed deposit coins into the semi-cold and cold wallets.
+
+Customers pay per-request deposit addresses; those coins sit on the ``deposit`` account of
+the hot signer's seed until a sweep consolidates them. A sweep is one transaction spending up
+to ``sweep_max_inputs`` confirmed, credited deposit coins into (at most) two outputs: one to
+the semi-cold wallet (``hot``, on its internal chain, which pays withdrawals) and one to the
+cold multisig. How the value is split (:func:`split_sweep`):
+
+1. ``sweep_semicold_percent`` of it (default 40 %) to semi-cold,
+2. but at least what brings semi-cold up to its floor,
+3. and never more than keeps it under its ceiling: above it, everything goes cold.
+
+A sweep waits for enough value (``sweep_min_sat``) unless its oldest coin has waited
+``sweep_max_wait_blocks``; it never runs while the fee market is above
+``sweep_max_feerate_sat_vb``, nor outside ``sweep_window_utc`` when one is set.
+
+Planning is one short database transaction after the network calls (fee estimate, tip): it
+reserves the coins (``payout_inputs``), allocates the two addresses and stores the unsigned
+PSBT as a ``sweep`` batch in ``signing``. From there the payout job signs it (the hot signer
+accepts it only because every output is one of the platform's own descriptors), broadcasts,
+tracks, bumps (the cold output pays a higher fee) and, once confirmed, books it:
+``deposit_wallet → hot_wallet + cold_wallet + network_fees`` (``payouts.moves``). At most one
+sweep is live at a time (a unique index says so in the database).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.backends.base import ChainBackend
+from satvault.backends.errors import BackendUnavailable
+from satvault.config import Settings, sweep_window
+from satvault.db import utcnow
+from satvault.kernel.ids import new_id
+from satvault.kernel.retrying import retrying
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import get_account
+from satvault.logs import get_logger
+from satvault.onchain.models import (
+    CreditState,
+    OnchainAddress,
+    OnchainPayment,
+    OnchainPaymentStatus,
+    OnchainWallet,
+)
+from satvault.onchain.service import allocate_address, get_watch_only
+from satvault.payouts.job import CHANGE_DUST_SAT, PayoutJob, estimate_vsize
+from satvault.payouts.models import (
+    LIVE_STATUSES,
+    BatchStatus,
+    MoveKind,
+    PayoutBatch,
+    PayoutInput,
+)
+from satvault.signing.psbt import (
+    AccountKey,
+    PsbtInput,
+    PsbtOutput,
+    make_psbt,
+)
+
+__all__ = ["SweepDecision", "SweepPlanner", "split_sweep"]
+
+log = get_logger(__name__)
+MSAT = 1000
+_P2WPKH_SPK = b"\x00" * 22
+_P2WSH_SPK = b"\x00" * 34
+
+
+def split_sweep(net_sat: int, semicold_sat: int, *, percent: int, floor_sat: int,
+                ceiling_sat: int, has_cold: bool) -> tuple[int, int]:
+    """``(to semi-cold, to cold)`` for ``net_sat`` swept while semi-cold holds
+    ``semicold_sat``. Pure; the parts add up to ``net_sat`` and neither is dust."""
+    if net_sat <= 0:
+        return 0, 0
+    if not has_cold:
+        return net_sat, 0
+    semi = net_sat * percent // 100
+    semi = max(semi, min(net_sat, floor_sat - semicold_sat))   # fill up to the floor first
+    semi = max(0, min(semi, ceiling_sat - semicold_sat))        # never above the ceiling
+    cold = net_sat - semi
+    if 0 < semi < CHANGE_DUST_SAT:
+        semi, cold = 0, net_sat
+    if 0 < cold < CHANGE_DUST_SAT:
+        semi, cold = net_sat, 0
+    return semi, cold
+
+
+@dataclass(frozen=True, slots=True)
+class SweepDecision:
+    """What one planning round did: ``batch_id`` when it stored a sweep, else why not."""
+
+    batch_id: str | None
+    reason: str
+    inputs: int = 0
+    to_semicold_sat: int = 0
+    to_cold_sat: int = 0
+    fee_sat: int = 0
+
+
+def in_window(window: str, now: datetime) -> bool:
+    span = sweep_window(window)
+    if span is None:
+        return True
+    start, end = span
+    hour = now.astimezone(UTC).hour
+    return start <= hour < end if start < end else (hour >= start or hour < end)
+
+
+class SweepPlanner:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: ChainBackend,
+                 settings: Settings, payouts: PayoutJob) -> None:
+        self.sessions = sessions
+        self.backend = backend
+        self.settings = settings
+        self.payouts = payouts
+
+    async def step(self, *, now: datetime | None = None) -> SweepDecision:
+        """Store one sweep if one is due; network first (fee estimate, tip), then one short
+        transaction."""
+        s = self.settings
+        if not s.sweep_enabled:
+            return SweepDecision(None, "sweeps are disabled")
+        if not in_window(s.sweep_window_utc, now or utcnow()):
+            return SweepDecision(None, f"outside the sweep window {s.sweep_window_utc} UTC")
+        try:
+            estimate = await self.backend.feerate_sat_vb(s.fee_target_blocks)
+            tip = (await self.backend.tip()).height
+        except BackendUnavailable as exc:
+            return SweepDecision(None, f"the node is unavailable: {exc}")
+        feerate = max(estimate or s.min_feerate_sat_vb, s.min_feerate_sat_vb)
+        if feerate > s.sweep_max_feerate_sat_vb:
+            log.info("sweep_waits_for_fees", feerate=feerate, cap=s.sweep_max_feerate_sat_vb)
+            return SweepDecision(None, f"the fee market ({feerate} sat/vB) is above the sweep "
+                                       f"cap of {s.sweep_max_feerate_sat_vb}")
+        async with self.sessions() as session:
+            accounts = await self.payouts.account_keys(session)
+        try:
+            return await retrying(self.sessions, lambda session: self._plan(
+                session, feerate=feerate, tip=tip, accounts=accounts))
+        except IntegrityError:  # another planner stored the live sweep first
+            return SweepDecision(None, "a sweep is already in progress")
+
+    async def _plan(self, session: AsyncSession, *, feerate: int, tip: int,
+                    accounts: dict[str, AccountKey]) -> SweepDecision:
+        s = self.settings
+        live = (await session.execute(select(PayoutBatch.id).where(
+            PayoutBatch.kind == MoveKind.SWEEP, PayoutBatch.status.in_(LIVE_STATUSES)))
+        ).scalar_one_or_none()
+        if live is not None:
+            return SweepDecision(None, f"sweep {live} is in progress")
+        newest = tip - s.sweep_min_confirmations + 1
+        reserved = select(PayoutInput.payment_id)
+        coins = (await session.execute(
+            select(OnchainPayment, OnchainAddress)
+            .join(OnchainAddress, OnchainAddress.id == OnchainPayment.address_id)
+            .join(OnchainWallet, OnchainWallet.id == OnchainAddress.wallet_id)
+            .where(OnchainWallet.role == "deposit",
+                   OnchainPayment.status == OnchainPaymentStatus.CONFIRMED,
+                   OnchainPayment.credit_state == CreditState.CREDITED,
+                   OnchainPayment.block_height <= newest,
+                   OnchainPayment.spent_by.is_(None), OnchainPayment.id.not_in(reserved))
+            .order_by(OnchainPayment.block_height, OnchainPayment.id)
+            .limit(s.sweep_max_inputs))).all()
+        if not coins:
+            return SweepDecision(None, "no confirmed deposit coins to sweep")
+        total = sum(p.value_sat for p, _ in coins)
+        oldest = min(p.block_height or tip for p, _ in coins)
+        if total < s.sweep_min_sat and tip - oldest + 1 < s.sweep_max_wait_blocks:
+            return SweepDecision(None, f"{total} sat gathered, waiting for {s.sweep_min_sat} "
+                                       f"or {s.sweep_max_wait_blocks} blocks")
+        cold_wallet = (await session.execute(select(OnchainWallet).where(
+            OnchainWallet.role == "cold"))).scalar_one_or_none()
+        fee = estimate_vsize(len(coins), [_P2WPKH_SPK] + ([_P2WSH_SPK] if cold_wallet else [])
+                             ) * feerate
+        platform = await ensure_platform_accounts(session, "BTC")
+        hot = (await get_account(session, platform.hot_wallet.id)).balances
+        semicold = (hot.debits_posted - hot.credits_posted) // MSAT
+        semi, cold = split_sweep(total - fee, semicold, percent=s.sweep_semicold_percent,
+                                 floor_sat=s.semicold_floor_sat,
+                                 ceiling_sat=s.semicold_ceiling_sat,
+                                 has_cold=cold_wallet is not None)
+        if cold_wallet is not None and (semi == 0 or cold == 0):
+            fee = estimate_vsize(len(coins), [_P2WPKH_SPK if semi else _P2WSH_SPK]) * feerate
+            semi, cold = (total - fee, 0) if semi else (0, total - fee)
+        if semi + cold < CHANGE_DUST_SAT:
+            return SweepDecision(None, f"{total} sat do not cover the fee of {fee} sat")
+
+        outputs: list[PsbtOutput] = []
+        absorbs: int | None = None
+        if semi:
+            a = await allocate_address(session, role="hot", owner_type="platform",
+                                       owner_id="semicold", purpose="sweep", request_id=None,
+                                       change=True)
+            outputs.append(PsbtOutput(a.script_pubkey, semi, a.index))
+            absorbs = a.address_id
+        if cold:
+            assert cold_wallet is not None
+            c = await allocate_address(session, role="cold", owner_type="platform",
+                                       owner_id="cold", purpose="sweep", request_id=None)
+            w = get_watch_only(cold_wallet)
+            outputs.append(PsbtOutput(c.script_pubkey, cold, None,
+                                      tuple(w.key_origins(c.index, change=c.chain)),
+                                      w.witness_script(c.index, change=c.chain)))
+            absorbs = c.address_id  # a fee bump comes out of the cold share
+        inputs = [PsbtInput(p.txid, p.vout, p.value_sat, bytes.fromhex(p.script_pubkey),
+                            "deposit", a.chain, a.idx) for p, a in coins]
+        psbt = make_psbt(inputs, outputs, network=s.network, fingerprint_and_paths=accounts)
+        now = utcnow()
+        batch = PayoutBatch(id=new_id("swp"), kind=MoveKind.SWEEP, status=BatchStatus.SIGNING,
+                            psbt=psbt, txid=None, feerate_sat_vb=feerate, fee_sat=fee,
+                            change_address_id=absorbs, broadcast_attempts=0, created_at=now,
+                            updated_at=now)
+        session.add(batch)
+        await session.flush()
+        session.add_all([PayoutInput(batch_id=batch.id, payment_id=p.id) for p, _ in coins])
+        await session.flush()
+        log.info("sweep_planned", batch=batch.id, inputs=len(coins), to_semicold_sat=semi,
+                 to_cold_sat=cold, fee_sat=fee, feerate=feerate, semicold_before_sat=semicold)
+        return SweepDecision(batch.id, "planned", len(coins), semi, cold, fee)
