@@ -10,6 +10,7 @@ transaction over). See docs/custody-cold.md for the ceremony step by step.
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from pathlib import Path
@@ -121,3 +122,88 @@ def sign(
            "proof_of_reserves": result.proof_message is not None,
            "message": result.proof_message, "fee_sat": result.fee_sat,
            "outputs": result.outputs})
+
+
+# ------------------------------------------------------------------ the coordinator's side
+
+def _in_transaction(work: Any) -> Any:
+    import asyncio
+
+    from satvault.composition import open_database
+    from satvault.config import get_settings
+    from satvault.kernel.errors import SatvaultError
+    from satvault.migrate import SchemaNotCurrent, ensure_current
+
+    settings = get_settings()
+
+    async def go() -> Any:
+        engine, sessions = open_database(settings, pool_size=1)
+        try:
+            await ensure_current(engine)
+            async with sessions() as session, session.begin():
+                return await work(session, settings)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(go())
+    except SchemaNotCurrent as exc:
+        _fail(str(exc), 2)
+    except SatvaultError as exc:
+        _fail(str(exc))
+
+
+@app.command("export")
+def export(
+    batch_id: Annotated[str, typer.Argument(help="The refill batch (pob_…), in cosigning.")],
+    out: Annotated[Path, typer.Option(help="Directory for the .psbt file and QR images.")],
+) -> None:
+    """Write a refill's unsigned PSBT for the cosigners: base64 file plus one QR image, or a
+    numbered structured-append QR sequence when it is large."""
+    from satvault.custody.ceremony import refill_for_export
+    from satvault.custody.cold import export_files
+
+    async def work(session: Any, settings: Any) -> tuple[str, str]:
+        batch = await refill_for_export(session, batch_id=batch_id)
+        return batch.id, batch.psbt
+
+    found, psbt = _in_transaction(work)
+    try:
+        files = export_files(psbt, out, stem=f"refill-{found}")
+    except CustodyError as exc:
+        _fail(str(exc))
+    qr = [str(f) for f in files[1:]]
+    _emit({"ok": True, "batch": found, "psbt_file": str(files[0]), "qr": qr,
+           "qr_parts": len(qr)})
+
+
+@app.command("import")
+def import_(
+    files: Annotated[list[Path], typer.Argument(help="Signed PSBTs from the cosigners.")],
+    batch: Annotated[str | None, typer.Option(help="The refill batch (default: the one in "
+                                                   "cosigning for this transaction).")
+                     ] = None,
+) -> None:
+    """Merge cosigners' signatures into the refill; once m have signed every input, the
+    signed transaction goes on to be broadcast."""
+    from satvault.custody.ceremony import import_signatures
+
+    texts = []
+    for f in files:
+        try:
+            data = f.read_bytes()
+        except OSError as exc:
+            _fail(f"cannot read {f}: {exc.strerror}")
+        binary = data.startswith(b"psbt\xff")  # wallets often save the binary form
+        texts.append((str(f), base64.b64encode(data).decode() if binary
+                      else data.decode("ascii", "replace")))
+
+    async def work(session: Any, settings: Any) -> Any:
+        return await import_signatures(session, files=texts, network=settings.network,
+                                       batch_id=batch)
+
+    result = _in_transaction(work)
+    _emit({"ok": True, "batch": result.batch_id, "complete": result.complete,
+           "txid": result.txid,
+           "inputs": [{"n": c.index, "signatures": c.valid, "needed": c.needed,
+                       "signers": list(c.signers)} for c in result.signatures]})
