@@ -55,7 +55,8 @@ class Builder:
         return PsbtOutput(self.hot.derive(index, change=1).script_pubkey, amount, index)
 
     def payout(self, *, fee: int = 1_000, change_index: int = 3) -> Payout:
-        inputs = [self.utxo("deposit", 0, 100_000), self.utxo("deposit", 7, 40_000),
+        # Value leaves only from hot coins (deposit coins are swept first).
+        inputs = [self.utxo("hot", 0, 100_000), self.utxo("hot", 7, 40_000),
                   self.utxo("hot", 2, 25_000, chain=1, vout=1)]
         payments = [Payment(PAY_A, 60_000, "wd_a"), Payment(PAY_B, 30_000, "wd_b")]
         change = sum(i.value_sat for i in inputs) - 90_000 - fee

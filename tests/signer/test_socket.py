@@ -80,7 +80,10 @@ async def test_refusals_arrive_typed(server: Path, builder: Builder, audit_path:
     with pytest.raises(UnknownInput):
         await remote.sign_payout(other.psbt, other.payments, max_fee_sat=10_000,
                                  max_feerate_sat_vb=100)
-    assert not audit_path.exists()
+    lines = [json.loads(line) for line in audit_path.read_text().splitlines()]
+    assert [line["event"] for line in lines] == ["refused"] * 4  # no signature
+    assert [line["error_type"] for line in lines] == ["FeeTooHigh", "MissingPayment",
+                                                      "BadChange", "UnknownInput"]
 
 
 async def test_malformed_requests(server: Path) -> None:
