@@ -93,7 +93,9 @@ class PayoutReport:
     confirmed: int = 0
     abandoned: int = 0
     stuck: int = 0
-    signer_limited: int = 0  # batches the signer's caps held back; they stay in `signing`
+    # Signing attempts the signer's own caps refused (LimitExceeded): the batch stays in
+    # `signing` and is asked again at each pass.
+    signer_limited: int = 0
     waiting_for_funds: bool = False
     errors: list[str] = field(default_factory=list)
 
