@@ -116,9 +116,9 @@ def serve(
                     "SATVAULT_SIGNER_MAX_DAILY_SAT, 50000000).")] = None,
 ) -> None:
     """Run the signer in the foreground on a unix socket (mode 0600) until SIGINT/SIGTERM."""
-    from satvault.config import get_settings
+    from satvault.config import Settings
 
-    settings = get_settings()
+    settings = Settings()  # environment and satvault.toml, as the web side reads them
     cold = settings.cold_descriptor if cold_descriptor is None else cold_descriptor
     caps = {"max_tx_sat": max_tx_sat or settings.signer_max_tx_sat,
             "max_daily_sat": max_daily_sat or settings.signer_max_daily_sat}
