@@ -132,7 +132,10 @@ async def _walkthrough(url: str) -> dict[str, Any]:
         settings = Settings(database_url=url, home=Path(url.split("///")[-1]).parent,
                             network="regtest", chain_backend="bitcoind",
                             bitcoind_url=server.url)
-        signer = InProcessSigner(HotSigner(secrets.token_bytes(64), "regtest"))
+        # The demo's payout spends the deposit it just made: the signer's deposit rule (deposit
+        # coins are only swept) is lifted here until the demo sweeps into the hot wallet first.
+        signer = InProcessSigner(HotSigner(secrets.token_bytes(64), "regtest",
+                                           allow_deposit_payouts=True))
         async with sessions() as s, s.begin():
             await register_signer_wallets(s, signer, settings)
         from satvault.backends.lnd import LndBackend
