@@ -47,8 +47,7 @@ CHILD = textwrap.dedent("""
                             chain_backend="bitcoind", bitcoind_url=rpc_url)
         engine = create_engine(db_url, pool_size=2)
         rt = Runtime.build(settings, open_sessions(engine),
-                           signer=Stall(HotSigner(bytes.fromhex(seed), "regtest",
-                                                       allow_deposit_payouts=True)))
+                           signer=Stall(HotSigner(bytes.fromhex(seed), "regtest")))
         if where == "broadcast":
             async def stall(raw):
                 Path(flag).write_text("signed, about to broadcast")

@@ -14,7 +14,15 @@ from satvault.onchain.models import ReviewItem
 from satvault.payouts.models import PayoutBatch, PayoutTx
 from satvault.signer.core import HotSigner
 from tests.chainenv import SEED, Env
-from tests.payouts.test_payouts import RESERVE, SAT, external_address, fund, received, withdraw
+from tests.payouts.test_payouts import (
+    PAYOUTS,
+    RESERVE,
+    SAT,
+    external_address,
+    fund,
+    received,
+    withdraw,
+)
 
 DAILY = 150_000
 
@@ -39,10 +47,10 @@ async def test_a_batch_over_the_signers_daily_cap_waits_then_pays(env: Env):
         report = await env.runtime.payouts.step()
         assert report.signer_limited >= 1 and report.stuck == 0 and report.signed == 0
     async with env.sessions() as s:
-        batches = (await s.execute(select(PayoutBatch).order_by(PayoutBatch.created_at))
-                   ).scalars().all()
+        batches = (await s.execute(PAYOUTS.order_by(PayoutBatch.created_at))).scalars().all()
         items = (await s.execute(select(ReviewItem))).scalars().all()
-        versions = (await s.execute(select(PayoutTx))).scalars().all()
+        versions = (await s.execute(select(PayoutTx).join(PayoutBatch).where(
+            PayoutBatch.kind == "payout"))).scalars().all()
     assert [b.status for b in batches] == ["confirmed", "signing"]
     assert "rolling 24-hour cap of 150000 sat" in (batches[1].last_error or "")
     assert [(i.kind, i.subject) for i in items] == [("signer_limit", batches[1].id)]
@@ -53,7 +61,7 @@ async def test_a_batch_over_the_signers_daily_cap_waits_then_pays(env: Env):
     # A day later (the signer restarted over its audit log), the window has room again.
     tomorrow = datetime.now(UTC) + timedelta(hours=24, minutes=1)
     env.signer.hot = HotSigner(SEED, "regtest", audit_log=env.settings.home / "audit.jsonl",
-                               allow_deposit_payouts=True, max_tx_sat=120_000,
+                               max_tx_sat=120_000,
                                max_daily_sat=DAILY, clock=lambda: tomorrow)
     report = await env.runtime.payouts.step()
     assert report.signed == 1 and report.broadcast == 1 and report.signer_limited == 0
@@ -71,6 +79,6 @@ async def test_a_batch_over_the_signers_per_transaction_cap_is_not_stuck(env: En
     report = await env.runtime.payouts.step()
     assert report.signer_limited == 1 and report.stuck == 0  # one batch, one attempt
     async with env.sessions() as s:
-        batch = (await s.execute(select(PayoutBatch))).scalar_one()
+        batch = (await s.execute(PAYOUTS)).scalar_one()
     assert batch.status == "signing"
     assert "per-transaction cap of 120000 sat" in (batch.last_error or "")

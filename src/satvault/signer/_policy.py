@@ -250,13 +250,11 @@ def _match_payment(n: int, spk: bytes, amount: int, open_: list[PaymentSpec],
 
 
 def check_payout(psbt: PSBT, payments: Sequence[PaymentSpec], keyring: Keyring, *,
-                 max_fee_sat: int, cold: ColdWallet | None = None,
-                 allow_deposit_payouts: bool = False) -> PayoutPlan:
+                 max_fee_sat: int, cold: ColdWallet | None = None) -> PayoutPlan:
     """Check a payout or sweep PSBT against the request; raise a :class:`SigningRefused` or
     return the plan (what is spent, what is paid, what stays in, the fee).
 
     ``cold`` is the cold wallet outputs may sweep into (None: no cold wallet configured).
-    ``allow_deposit_payouts`` lifts the deposit rule; see :class:`~satvault.signer.HotSigner`.
     """
     if not psbt.inputs:
         raise InvalidPsbt("the PSBT has no inputs")
@@ -302,7 +300,7 @@ def check_payout(psbt: PSBT, payments: Sequence[PaymentSpec], keyring: Keyring, 
         raise MissingPayment(f"no output pays {missing}")
     deposits = [i for i in inputs if i.wallet is WalletName.DEPOSIT]
     paid = [o for o in outputs if o.kind == "payment"]
-    if deposits and paid and not allow_deposit_payouts:
+    if deposits and paid:
         first = deposits[0]
         raise DepositOutflow(
             f"output {paid[0].n} pays {paid[0].amount_sat} sat to "

@@ -118,9 +118,7 @@ class HotSigner:
     ``cold_descriptor``: the cold multisig outputs may sweep into (None or "": no cold
     wallet, cold outputs are refused). ``max_tx_sat`` / ``max_daily_sat``: the caps on value
     leaving the platform (see :mod:`satvault.signer._limits`); the window is rebuilt from
-    ``audit_log``. ``allow_deposit_payouts`` lifts the rule that deposit coins may only be
-    swept: it exists for test environments that still fund payouts through deposits, and
-    neither the command line nor the settings can turn it on. ``clock`` is for tests.
+    ``audit_log``. ``clock`` is for tests.
     """
 
     def __init__(self, seed: bytes, network: str, *,
@@ -128,7 +126,6 @@ class HotSigner:
                  cold_descriptor: str | None = None,
                  max_tx_sat: int = DEFAULT_MAX_TX_SAT,
                  max_daily_sat: int = DEFAULT_MAX_DAILY_SAT,
-                 allow_deposit_payouts: bool = False,
                  clock: Callable[[], datetime] = _utcnow) -> None:
         if network not in NETWORKS:
             raise ValueError(f"unknown network {network!r}")
@@ -139,7 +136,6 @@ class HotSigner:
                                       signer_fingerprint=self._keys.fingerprint) \
             if cold_descriptor else None
         self._window = SpendWindow(max_tx_sat, max_daily_sat)
-        self._allow_deposit_payouts = allow_deposit_payouts
         self._clock = clock
         self._lock = threading.Lock()
         if audit_log is not None:
@@ -212,8 +208,7 @@ class HotSigner:
             psbt = PSBT.from_string(psbt_b64.strip())
         except Exception as exc:  # embit raises assorted errors on malformed input
             raise InvalidPsbt(f"not a readable PSBT: {exc}") from exc
-        plan = check_payout(psbt, specs, self._keys, max_fee_sat=max_fee_sat, cold=self._cold,
-                            allow_deposit_payouts=self._allow_deposit_payouts)
+        plan = check_payout(psbt, specs, self._keys, max_fee_sat=max_fee_sat, cold=self._cold)
 
         base_size = len(psbt.tx.serialize())  # no witnesses yet: the stripped size
         largest = _vsize(base_size, base_size + _SEGWIT_MARKER_FLAG
