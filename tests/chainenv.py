@@ -94,7 +94,10 @@ async def env(sessions, db_url, tmp_path, settings_overrides) -> AsyncIterator[E
     server = SimnetServer(chain, port=0, user="u", password="p")
     server.start()
     settings = make_settings(db_url, tmp_path, server.url, **settings_overrides)
-    signer = InProcessSigner(HotSigner(SEED, "regtest", audit_log=tmp_path / "audit.jsonl"))
+    signer = InProcessSigner(HotSigner(
+        SEED, "regtest", audit_log=tmp_path / "audit.jsonl",
+        cold_descriptor=settings.cold_descriptor or None,
+        max_tx_sat=settings.signer_max_tx_sat, max_daily_sat=settings.signer_max_daily_sat))
     async with sessions() as s, s.begin():
         await register_signer_wallets(s, signer, settings)
         user = await acc.create_user(s, email="alice@example.com")
@@ -135,7 +138,8 @@ async def lnenv(sessions, db_url, tmp_path, settings_overrides) -> AsyncIterator
     overrides = {"ln_pay_timeout_seconds": 1, "ln_retry_base_seconds": 0.0,
                  "lightning_backend": "lnd", "lnd_url": lnd.url, **settings_overrides}
     settings = make_settings(db_url, tmp_path, server.url, **overrides)
-    signer = InProcessSigner(HotSigner(SEED, "regtest"))
+    signer = InProcessSigner(HotSigner(SEED, "regtest",
+                                       cold_descriptor=settings.cold_descriptor or None))
     async with sessions() as s, s.begin():
         await register_signer_wallets(s, signer, settings)
         user = await acc.create_user(s, email="alice@example.com")

@@ -123,6 +123,9 @@ def test_demo_prints_json_summary_last(tmp_path):
     assert summary["ok"] is True and summary["ledger_check"] == "ok"
     assert summary["deposit_status"] == "paid"
     assert summary["payout"] == {"batched": 3, "broadcast": 1, "confirmed": 1}
+    sweep = summary["sweep"]
+    assert sweep["confirmed"] == 1 and sweep["to_semicold_sat"] == 240_000
+    assert sweep["to_semicold_sat"] + sweep["to_cold_sat"] + sweep["fee_sat"] == 250_000
     assert summary["lightning"]["internal_payment"] == "internal"
     # 35k left from the ledger walkthrough + 250k deposited - 210k withdrawn on-chain - fee,
     # then Lightning: +20k received, -5k to the merchant, -3k paid out - routing fee.

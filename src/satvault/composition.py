@@ -115,7 +115,9 @@ def open_signer(settings: Settings) -> Signer:
         return UnixSocketSigner(settings.signer_socket)
     material = load_seed_file(_seed_path(settings), _passphrase(settings))
     return InProcessSigner(HotSigner.from_material(
-        material, audit_log=settings.home / "signer-audit.jsonl"))
+        material, audit_log=settings.home / "signer-audit.jsonl",
+        cold_descriptor=settings.cold_descriptor or None,
+        max_tx_sat=settings.signer_max_tx_sat, max_daily_sat=settings.signer_max_daily_sat))
 
 
 async def register_signer_wallets(session: AsyncSession, signer: Signer,

@@ -127,6 +127,7 @@ class Settings(BaseSettings):
     # The cold wallet: a watch-only multisig descriptor, wsh(sortedmulti(m,[fp/48h/c'/0h/2h]
     # xpub/<0;1>/*,…)), whose keys stay with offline cosigners. Empty: no cold tier, and
     # sweeps move every deposit coin to the semi-cold wallet (a warning says so at start).
+    # The signer reads it too: deposit sweeps may pay into it (and into the hot wallet).
     cold_descriptor: str = ""
     # Sweeps of confirmed deposit coins: this share goes to the semi-cold wallet (which pays
     # withdrawals), the rest to cold; the semi-cold wallet is filled to at least its floor
@@ -185,6 +186,12 @@ class Settings(BaseSettings):
     # in-process signer for the demo, opened from the encrypted seed file below.
     signer_socket: str = ""
     signer_seed_file: str = ""
+    # The signer's own caps on value leaving the platform (payments + fee, in sat): in one
+    # transaction, and over any rolling 24 hours (rebuilt from its audit log on restart).
+    # `satvault signer serve` reads these too; there is no "no limit". Keep signer_max_tx_sat
+    # above the largest batch the payout job makes, or such a batch waits in `signing`.
+    signer_max_tx_sat: int = Field(default=10_000_000, ge=1)
+    signer_max_daily_sat: int = Field(default=50_000_000, ge=1)
 
     # --- Lightning -----------------------------------------------------------------------
     # lightning_backend = simnet | lnd | cln. simnet starts the built-in Lightning simulator

@@ -129,10 +129,27 @@ async def _walkthrough(url: str) -> dict[str, Any]:
 
         chain = Chain()
         server = SimnetServer(chain).start()
+        # A throwaway 2-of-3 cold wallet: in production its keys are made on offline machines
+        # (`satvault cold keygen`) and only the descriptor comes here.
+        from embit import bip32
+        from embit.descriptor.checksum import add_checksum
+        from embit.networks import NETWORKS
+
+        keys = []
+        for _ in range(3):
+            root = bip32.HDKey.from_seed(secrets.token_bytes(32),
+                                         version=NETWORKS["regtest"]["xprv"])
+            xpub = root.derive("m/48h/1h/0h/2h").to_public().to_string(
+                version=NETWORKS["regtest"]["xpub"])
+            keys.append(f"[{root.my_fingerprint.hex()}/48h/1h/0h/2h]{xpub}/<0;1>/*")
+        cold = str(add_checksum(f"wsh(sortedmulti(2,{','.join(keys)}))"))
         settings = Settings(database_url=url, home=Path(url.split("///")[-1]).parent,
                             network="regtest", chain_backend="bitcoind",
-                            bitcoind_url=server.url)
-        signer = InProcessSigner(HotSigner(secrets.token_bytes(64), "regtest"))
+                            bitcoind_url=server.url, cold_descriptor=cold,
+                            sweep_min_confirmations=1, sweep_min_sat=0,
+                            semicold_floor_sat=240_000)
+        signer = InProcessSigner(HotSigner(secrets.token_bytes(64), "regtest",
+                                           cold_descriptor=cold))
         async with sessions() as s, s.begin():
             await register_signer_wallets(s, signer, settings)
         from satvault.backends.lnd import LndBackend
@@ -160,6 +177,17 @@ async def _walkthrough(url: str) -> dict[str, Any]:
         await rt.watcher.step()
         async with sessions() as s:
             summary["deposit_status"] = (await view_deposit(s, d.request.id)).status
+
+    async def sweep() -> None:
+        rt, chain = ctx["runtime"], ctx["chain"]
+        decision = await rt.sweeps.step()
+        await rt.payouts.advance()
+        chain.mine(1)
+        await rt.watcher.step()
+        report = await rt.payouts.advance()
+        summary["sweep"] = {"to_semicold_sat": decision.to_semicold_sat,
+                            "to_cold_sat": decision.to_cold_sat, "fee_sat": decision.fee_sat,
+                            "confirmed": report.confirmed}
 
     async def onchain_withdraw() -> None:
         from satvault.onchain.descriptors import parse_wallet
@@ -222,6 +250,7 @@ async def _walkthrough(url: str) -> dict[str, Any]:
          onchain_setup),
         ("deposit 250,000 sat on-chain: BIP21 → mempool → 1 confirmation → credited",
          onchain_deposit),
+        ("sweep it: semi-cold up to its floor, the rest to a 2-of-3 cold wallet", sweep),
         ("three on-chain withdrawals: one batched payout, signed, broadcast, confirmed",
          onchain_withdraw),
         ("Lightning: receive 20k sat, pay the merchant inside the ledger, pay out 3k sat",
@@ -249,6 +278,7 @@ async def _walkthrough(url: str) -> dict[str, Any]:
     summary["seconds"] = round(time.perf_counter() - started, 3)
     summary["ok"] = bool(summary.get("ledger_check") == "ok" and summary.get("overdraft_refused")
                          and summary.get("deposit_status") == DepositStatus.PAID
+                         and summary.get("sweep", {}).get("confirmed") == 1
                          and summary.get("payout", {}).get("confirmed") == 1
                          and summary.get("lightning", {}).get("internal_payment")
                          == WithdrawalMethod.INTERNAL

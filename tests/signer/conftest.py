@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from embit import bip39
+from embit import bip32, bip39, ec
+from embit.descriptor.checksum import add_checksum
+from embit.networks import NETWORKS
+from embit.psbt import PSBT, DerivationPath
 
 from satvault.onchain.descriptors import WatchOnlyWallet, parse_wallet
 from satvault.signer import HotSigner
@@ -18,6 +21,7 @@ from satvault.signing import (
     accounts_from_descriptors,
     make_psbt,
 )
+from satvault.signing.paths import parse_path
 
 NETWORK = "regtest"
 ENTROPY = bytes(range(100, 132))
@@ -55,7 +59,8 @@ class Builder:
         return PsbtOutput(self.hot.derive(index, change=1).script_pubkey, amount, index)
 
     def payout(self, *, fee: int = 1_000, change_index: int = 3) -> Payout:
-        inputs = [self.utxo("deposit", 0, 100_000), self.utxo("deposit", 7, 40_000),
+        # Value leaves only from hot coins (deposit coins are swept first).
+        inputs = [self.utxo("hot", 0, 100_000), self.utxo("hot", 7, 40_000),
                   self.utxo("hot", 2, 25_000, chain=1, vout=1)]
         payments = [Payment(PAY_A, 60_000, "wd_a"), Payment(PAY_B, 30_000, "wd_b")]
         change = sum(i.value_sat for i in inputs) - 90_000 - fee
@@ -78,3 +83,51 @@ def signer(audit_path: Path) -> HotSigner:
 @pytest.fixture
 def builder(signer: HotSigner) -> Builder:
     return Builder(signer.descriptors())
+
+
+# ------------------------------------------------------------------ the cold wallet
+COLD_PATH = "m/48h/1h/0h/2h"  # BIP48 multisig P2WSH account 0 on test networks
+
+
+def cosigner(k: int) -> bip32.HDKey:
+    """The root key of offline cosigner ``k`` (a fixed seed each; never the signer's)."""
+    return bip32.HDKey.from_seed(bytes([0xC0 + k]) * 32, version=NETWORKS["regtest"]["xprv"])
+
+
+def cold_descriptor(m: int = 2, n: int = 3, *, first: int = 0) -> str:
+    """``wsh(sortedmulti(m,[fp/48h/1h/0h/2h]tpub…/<0;1>/*,…))`` of cosigners first..first+n."""
+    keys = []
+    for k in range(first, first + n):
+        root = cosigner(k)
+        account = root.derive(COLD_PATH).to_public(version=NETWORKS["regtest"]["xpub"])
+        origin = f"[{root.my_fingerprint.hex()}{COLD_PATH[1:]}]"
+        keys.append(f"{origin}{account.to_base58()}/<0;1>/*")
+    return str(add_checksum(f"wsh(sortedmulti({m},{','.join(keys)}))"))
+
+
+def cold_derivations(descriptor: str, chain: int, index: int
+                     ) -> dict[ec.PublicKey, DerivationPath]:
+    """What a PSBT builder puts on a cold output: every cosigner's key at chain/index with
+    its master fingerprint and full path (from the public descriptor only)."""
+    wallet = parse_wallet(descriptor, NETWORK)
+    out = {}
+    for key in wallet.keys:
+        fp, _, path = key.origin.strip("[]").partition("/")
+        full = [*parse_path(path), chain, index]
+        out[ec.PublicKey.parse(key.key.pubkey_at(chain, index))] = \
+            DerivationPath(bytes.fromhex(fp), full)
+    return out
+
+
+def hot_receive_derivation(builder: Builder, index: int) -> dict[ec.PublicKey, DerivationPath]:
+    acc = builder.accounts["hot"]
+    return {ec.PublicKey.parse(acc.pubkey(0, index)):
+            DerivationPath(acc.fingerprint, [*acc.path, 0, index])}
+
+
+def with_output_derivations(psbt_b64: str,
+                            derivations: dict[int, dict[ec.PublicKey, DerivationPath]]) -> str:
+    psbt = PSBT.from_string(psbt_b64)
+    for n, ders in derivations.items():
+        psbt.outputs[n].bip32_derivations.update(ders)
+    return str(psbt.to_base64())

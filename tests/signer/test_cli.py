@@ -1,4 +1,4 @@
-"""``satvault signer init | descriptors | serve``."""
+"""``satvault signer init | descriptors | serve | refusals``."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from embit import bip39
 from typer.testing import CliRunner
 
 from satvault.onchain.descriptors import parse_wallet
 from satvault.signer.cli import app
 from satvault.signing import UnixSocketSigner
+from satvault.signing.errors import LimitExceeded
+from tests.signer.conftest import Builder, cold_descriptor
 from tests.waiting import eventually
 
 ENV = {"SATVAULT_SIGNER_PASSPHRASE": "cli passphrase"}
@@ -77,3 +80,54 @@ async def test_serve_in_foreground(tmp_path: Path) -> None:
     assert not sock.exists()
     audit = tmp_path / "signer-audit.jsonl"  # created at startup, beside the seed file
     assert audit.exists() and stat.S_IMODE(audit.stat().st_mode) == 0o600
+
+
+def test_serve_refuses_a_bad_cold_descriptor(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.json"
+    runner = CliRunner()
+    init = runner.invoke(app, ["init", "--seed-file", str(seed), "--network", "regtest"],
+                         env=ENV)
+    hot = json.loads(init.stdout)["descriptors"]["hot"]
+    bad = runner.invoke(app, ["serve", "--seed-file", str(seed), "--socket",
+                              str(tmp_path / "s.sock"), "--cold-descriptor", hot], env=ENV)
+    assert bad.exit_code == 1, bad.output
+    out = json.loads(bad.stdout)
+    assert out["type"] == "InvalidColdDescriptor" and "wsh(sortedmulti" in out["error"]
+    zero = runner.invoke(app, ["serve", "--seed-file", str(seed), "--socket",
+                               str(tmp_path / "s.sock"), "--max-tx-sat", "0"], env=ENV)
+    assert zero.exit_code != 0 and not (tmp_path / "s.sock").exists()
+
+
+async def test_serve_enforces_its_caps_and_lists_refusals(tmp_path: Path) -> None:
+    seed, sock = tmp_path / "seed.json", tmp_path / "signer.sock"
+    runner = CliRunner()
+    init = runner.invoke(app, ["init", "--seed-file", str(seed), "--network", "regtest"],
+                         env=ENV)
+    descriptors = json.loads(init.stdout)["descriptors"]
+    cold = cold_descriptor()
+    # the per-transaction cap from the environment (the settings' name), the rest as options
+    env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join(sys.path),
+           "SATVAULT_SIGNER_MAX_TX_SAT": "12345", "SATVAULT_HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from satvault.signer.cli import app; app()", "serve",
+         "--seed-file", str(seed), "--socket", str(sock), "--max-daily-sat", "20000",
+         "--cold-descriptor", cold],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        await eventually(lambda: sock.exists() or proc.poll() is not None, timeout=5,
+                         message="the signer did not create its socket")
+        assert sock.exists(), "the signer did not create its socket"
+        payout = Builder(descriptors).payout()  # 91 000 sat would leave
+        with pytest.raises(LimitExceeded, match="per-transaction cap of 12345 sat; 20000 sat"):
+            await UnixSocketSigner(sock, timeout=2).sign_payout(
+                payout.psbt, payout.payments, max_fee_sat=5_000, max_feerate_sat_vb=50)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 0, err
+    assert b"caps 12345 sat per transaction, 20000 sat per 24 h" in err
+    assert cold.encode() in err
+    listed = runner.invoke(app, ["refusals", "--audit-log",
+                                 str(tmp_path / "signer-audit.jsonl")])
+    (refusal,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert refusal["error_type"] == "LimitExceeded" and refusal["payments"][0]["ref"] == "wd_a"

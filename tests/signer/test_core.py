@@ -75,6 +75,11 @@ def vsize_of(raw_hex: str) -> int:
 
 
 def audit_lines(path: Path) -> list[dict[str, Any]]:
+    """The signature lines of the audit log (refusals have their own lines)."""
+    return [line for line in all_audit_lines(path) if line["event"] == "sign_payout"]
+
+
+def all_audit_lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -138,15 +143,16 @@ def test_sign_payout(signer: HotSigner, builder: Builder, audit_path: Path) -> N
     assert len(lines) == 1 and lines[0]["txid"] == signed.txid
     assert lines[0]["fee_sat"] == 1_234
     assert [o["kind"] for o in lines[0]["outputs"]] == ["payment", "change", "payment"]
-    assert [i["path"] for i in lines[0]["inputs"]] == ["m/84'/1'/0'/0/0", "m/84'/1'/0'/0/7",
+    assert [i["path"] for i in lines[0]["inputs"]] == ["m/84'/1'/1'/0/0", "m/84'/1'/1'/0/7",
                                                       "m/84'/1'/1'/1/2"]
+    assert lines[0]["leaving_sat"] == 90_000 + 1_234
     tx.vout[0].value += 1  # the check above is not vacuous: any change breaks a signature
     with pytest.raises(AssertionError, match="input 0"):
         assert_fully_signed(tx.serialize().hex(), payout.inputs)
 
 
 def test_payments_in_any_order_and_duplicates(signer: HotSigner, builder: Builder) -> None:
-    inputs = [builder.utxo("deposit", 1, 50_000)]
+    inputs = [builder.utxo("hot", 1, 50_000)]
     outputs = [PsbtOutput(PAY_A, 10_000), PsbtOutput(PAY_A, 10_000), PsbtOutput(PAY_B, 20_000)]
     psbt = make_psbt(inputs, outputs, network=NETWORK, fingerprint_and_paths=builder.accounts)
     payments = [Payment(PAY_B, 20_000, "b"), Payment(PAY_A, 10_000, "a1"),
@@ -242,7 +248,8 @@ REFUSALS: list[tuple[str, Callable[[PSBT], None], type[SigningRefused], str]] = 
     ("change to a foreign script", _set_script(1, STRANGER), BadChange, "change"),
     ("change without proof", _drop_change_derivation, OutputMismatch,
      "neither a requested payment"),
-    ("change on the receive chain", _change_on_receive_chain, BadChange, "change chain"),
+    ("change claiming the receive chain", _change_on_receive_chain, BadChange,
+     "hot wallet's receive address at m/84'/1'/1'/0/3"),
 ]
 
 
@@ -353,13 +360,15 @@ def test_audit_log_has_no_key_material(signer: HotSigner, builder: Builder,
     payouts: list[Payout] = [builder.payout(fee=700), builder.payout(fee=900, change_index=4)]
     for p in payouts:
         signer.sign_payout(p.psbt, p.payments, **LOOSE)
+    with pytest.raises(OutputMismatch):  # a refusal line is written too
+        signer.sign_payout(payouts[0].psbt, payouts[0].payments[:1], **LOOSE)
     text = audit_path.read_text()
-    assert len(text.splitlines()) == 2
+    assert len(text.splitlines()) == 3
     root = bip32.HDKey.from_seed(SEED, version=NETWORKS["regtest"]["xprv"])
     secrets = [SEED.hex(), MNEMONIC, root.to_base58()]
     for account in (0, 1):
         secrets.append(root.derive(f"m/84h/1h/{account}h").to_base58())
-    for path in ("m/84h/1h/0h/0/0", "m/84h/1h/0h/0/7", "m/84h/1h/1h/1/2"):
+    for path in ("m/84h/1h/1h/0/0", "m/84h/1h/1h/0/7", "m/84h/1h/1h/1/2"):
         key = root.derive(path).key
         secrets += [key.wif(NETWORKS["regtest"]), key.secret.hex()]
     for secret in secrets:
@@ -370,11 +379,11 @@ def test_audit_log_has_no_key_material(signer: HotSigner, builder: Builder,
 
 
 def test_matching_non_witness_utxo_is_accepted(signer: HotSigner, builder: Builder) -> None:
-    spk = builder.deposit.derive(4).script_pubkey
+    spk = builder.hot.derive(4).script_pubkey
     prev = Transaction(vin=[TransactionInput(b"\x44" * 32, 0)],
                        vout=[TransactionOutput(1, Script(STRANGER)),
                              TransactionOutput(70_000, Script(spk))])
-    utxo = PsbtInput(bytes(prev.txid()).hex(), 1, 70_000, spk, "deposit", 0, 4)
+    utxo = PsbtInput(bytes(prev.txid()).hex(), 1, 70_000, spk, "hot", 0, 4)
     psbt = make_psbt([utxo], [PsbtOutput(PAY_A, 69_000)], network=NETWORK,
                      fingerprint_and_paths=builder.accounts)
 

@@ -27,7 +27,7 @@ def test_fields(builder: Builder, signer: HotSigner) -> None:
     assert [v.sequence for v in tx.vin] == [RBF_SEQUENCE] * 3
     assert psbt.fee() == 1_000
     fp = signer.fingerprint
-    expected_paths = [[84, 1, 0, 0, 0], [84, 1, 0, 0, 7], [84, 1, 1, 1, 2]]
+    expected_paths = [[84, 1, 1, 0, 0], [84, 1, 1, 0, 7], [84, 1, 1, 1, 2]]
     for scope, utxo, path in zip(psbt.inputs, payout.inputs, expected_paths, strict=True):
         assert bytes(scope.witness_utxo.script_pubkey.data) == utxo.script_pubkey
         assert scope.witness_utxo.value == utxo.value_sat

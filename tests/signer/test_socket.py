@@ -14,7 +14,7 @@ from embit.psbt import PSBT
 
 from satvault.signer import HotSigner, InProcessSigner
 from satvault.signer.server import serve, start_server
-from satvault.signing import Payment, Signer, UnixSocketSigner
+from satvault.signing import Payment, PsbtOutput, Signer, UnixSocketSigner, make_psbt
 from satvault.signing.errors import (
     BadChange,
     FeeTooHigh,
@@ -24,7 +24,7 @@ from satvault.signing.errors import (
     SignerUnavailable,
     UnknownInput,
 )
-from tests.signer.conftest import Builder
+from tests.signer.conftest import PAY_A, SEED, Builder
 from tests.waiting import eventually
 
 
@@ -80,7 +80,10 @@ async def test_refusals_arrive_typed(server: Path, builder: Builder, audit_path:
     with pytest.raises(UnknownInput):
         await remote.sign_payout(other.psbt, other.payments, max_fee_sat=10_000,
                                  max_feerate_sat_vb=100)
-    assert not audit_path.exists()
+    lines = [json.loads(line) for line in audit_path.read_text().splitlines()]
+    assert [line["event"] for line in lines] == ["refused"] * 4  # no signature
+    assert [line["error_type"] for line in lines] == ["FeeTooHigh", "MissingPayment",
+                                                      "BadChange", "UnknownInput"]
 
 
 async def test_malformed_requests(server: Path) -> None:
@@ -142,6 +145,37 @@ async def test_stale_socket_is_replaced_live_one_is_not(tmp_path: Path,
     (tmp_path / "file").write_text("x")
     with pytest.raises(SignerError, match="not a socket"):
         await start_server(tmp_path / "file", signer)
+
+
+async def test_limit_exceeded_arrives_typed(tmp_path: Path, builder: Builder) -> None:
+    from satvault.signing.errors import LimitExceeded, SigningRefused
+
+    path = tmp_path / "capped.sock"
+    audit = tmp_path / "capped.jsonl"
+    capped = HotSigner(SEED, "regtest", audit_log=audit, max_tx_sat=100_000,
+                       max_daily_sat=150_000)
+    srv = await start_server(path, capped)
+    try:
+        remote = UnixSocketSigner(path, timeout=5)
+        payout = builder.payout()  # 91 000 sat leave
+        await remote.sign_payout(payout.psbt, payout.payments, max_fee_sat=2_000,
+                                 max_feerate_sat_vb=10)
+        other = builder.payout(change_index=4, fee=1_500)  # same inputs: a version, 91 500
+        await remote.sign_payout(other.psbt, other.payments, max_fee_sat=2_000,
+                                 max_feerate_sat_vb=10)
+        fresh = Builder(builder.descriptors)
+        inputs = [fresh.utxo("hot", 9, 80_000, txid="99" * 32)]
+        psbt = make_psbt(inputs, [PsbtOutput(PAY_A, 60_000), fresh.change(5, 19_000)],
+                         network="regtest", fingerprint_and_paths=fresh.accounts)
+        with pytest.raises(LimitExceeded, match="only 58500 sat") as caught:
+            await remote.sign_payout(psbt, [Payment(PAY_A, 60_000, "wd_9")],
+                                     max_fee_sat=2_000, max_feerate_sat_vb=10)
+        assert type(caught.value) is LimitExceeded and isinstance(caught.value, SigningRefused)
+    finally:
+        srv.close()
+        await srv.wait_closed()
+    events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
+    assert events == ["sign_payout", "sign_payout", "refused"]
 
 
 def test_unknown_error_type_becomes_protocol_error() -> None:

@@ -62,7 +62,7 @@ from satvault.payouts.models import (
 )
 from satvault.payouts.moves import book_move
 from satvault.signing.base import Payment, Signer
-from satvault.signing.errors import SignerUnavailable, SigningRefused
+from satvault.signing.errors import LimitExceeded, SignerUnavailable, SigningRefused
 from satvault.signing.psbt import (
     AccountKey,
     PsbtInput,
@@ -98,6 +98,9 @@ class PayoutReport:
     confirmed: int = 0
     abandoned: int = 0
     stuck: int = 0
+    # Signing attempts the signer's own caps refused (LimitExceeded): the batch stays in
+    # `signing` and is asked again at each pass.
+    signer_limited: int = 0
     waiting_for_funds: bool = False
     errors: list[str] = field(default_factory=list)
 
@@ -283,6 +286,26 @@ class PayoutJob:
                 raise CannotBumpFee(f"the signer refused the replacement: {refused}") \
                     from refused
             why = str(refused)
+            if isinstance(refused, LimitExceeded):
+                # Not the batch's fault: the signer's caps are reached. It stays in `signing`
+                # and is asked again at every step (the 24-hour window rolls on); a person is
+                # told once per batch.
+                async def held_back(session: AsyncSession) -> None:
+                    b = await session.get(PayoutBatch, batch_id, with_for_update=True)
+                    assert b is not None
+                    b.last_error, b.updated_at = why, utcnow()
+                    told = (await session.execute(select(ReviewItem.id).where(
+                        ReviewItem.kind == "signer_limit", ReviewItem.subject == batch_id,
+                        ReviewItem.resolved_at.is_(None)).limit(1))).scalar_one_or_none()
+                    if told is None:
+                        session.add(ReviewItem(kind="signer_limit", subject=batch_id,
+                                               details=json.dumps({"reason": why}),
+                                               created_at=utcnow()))
+
+                await retrying(self.sessions, held_back)
+                report.signer_limited += 1
+                log.warning("payout_signer_limit", batch=batch_id, reason=why)
+                return
             await retrying(self.sessions,
                            partial(self._mark_stuck, batch_id=batch_id, why=why))
             report.stuck += 1

@@ -1,16 +1,26 @@
-"""What the signer checks before it signs a payout, on its own.
+"""What the signer checks before it signs a transaction, on its own.
 
 The web process builds the PSBT, but the signer trusts none of it: it only signs when
 
 * every input carries a ``witness_utxo`` and exactly one BIP32 derivation from this seed,
   into the deposit or hot account, and the key derived from the seed at that path pays to
   exactly that ``witness_utxo`` script (P2WPKH);
-* every output is either one of the requested payments (script and amount equal; each
-  payment used once) or change to the hot wallet's change chain ``m/84'/c'/1'/1/i``, proven
-  by deriving that key and comparing scripts;
+* every output is one of
+  - ``payment``: one of the requested payments (script and amount equal; each payment used
+    once): value leaving the platform;
+  - ``change``: the hot wallet's change chain ``m/84'/c'/1'/1/i``, proven by deriving that
+    key and comparing scripts;
+  - ``internal``: one of the platform's own wallets on the signer's allow-list: the hot
+    wallet's receive chain ``m/84'/c'/1'/0/i`` (a sweep into the hot tier), proven the same
+    way, or the cold multisig given to the signer at start-up (a sweep into cold), proven by
+    its cosigners' derivations and the descriptor (:mod:`satvault.signer._cold`);
+* a transaction that spends ``deposit`` inputs pays no ``payment`` output: deposit coins
+  may only be swept into the platform's own wallets, value leaves only from ``hot`` coins
+  (:class:`DepositOutflow`), so a compromised web process cannot pay customers' deposits
+  out directly;
 * no requested payment is missing;
-* 0 <= fee <= ``max_fee_sat`` (the feerate limit needs the signed size and is checked by
-  :mod:`satvault.signer.core`).
+* 0 <= fee <= ``max_fee_sat`` (the feerate limit needs the signed size, and the caps on
+  value leaving need the signer's history: both are checked by :mod:`satvault.signer.core`).
 
 Anything else raises a :class:`SigningRefused` naming the input or output at fault.
 
@@ -33,9 +43,11 @@ from embit.transaction import SIGHASH
 
 from satvault.onchain.addresses import script_to_address
 from satvault.onchain.errors import OnchainError
+from satvault.signer._cold import ColdWallet
 from satvault.signer._hd import Keyring, p2wpkh_script
 from satvault.signing.errors import (
     BadChange,
+    DepositOutflow,
     FeeTooHigh,
     InvalidPsbt,
     MissingPayment,
@@ -85,9 +97,10 @@ class CheckedOutput:
     n: int
     script_pubkey: bytes
     amount_sat: int
-    kind: str  # "payment" | "change"
-    ref: str | None = None
-    path: tuple[int, ...] | None = None
+    kind: str  # "payment" | "change" | "internal"
+    ref: str | None = None  # the payment's ref
+    path: tuple[int, ...] | None = None  # hot: the full path; cold: (chain, index)
+    wallet: str | None = None  # "hot" | "cold" for change and internal outputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +108,20 @@ class PayoutPlan:
     inputs: tuple[CheckedInput, ...]
     outputs: tuple[CheckedOutput, ...]
     fee_sat: int
+
+    @property
+    def payments_sat(self) -> int:
+        return sum(o.amount_sat for o in self.outputs if o.kind == "payment")
+
+    @property
+    def leaving_sat(self) -> int:
+        """Value this transaction sends out of the platform: the payments and the fee (to
+        miners, who need not be strangers). Change and sweeps stay in."""
+        return self.payments_sat + self.fee_sat
+
+    @property
+    def outpoints(self) -> frozenset[str]:
+        return frozenset(f"{i.txid}:{i.vout}" for i in self.inputs)
 
 
 def describe_script(script_pubkey: bytes, network: str) -> str:
@@ -173,22 +200,35 @@ def _check_input(i: int, psbt: PSBT, keyring: Keyring) -> CheckedInput:
     return CheckedInput(bytes(scope.txid).hex(), int(scope.vout), value, wallet, path, pub)
 
 
-def _check_change(n: int, spk: bytes, amount: int, scope: Any, keyring: Keyring
-                  ) -> CheckedOutput:
+def _check_own(n: int, spk: bytes, amount: int, scope: Any, keyring: Keyring
+               ) -> CheckedOutput:
+    """An output with a derivation from this seed: hot change or a sweep into hot."""
     where = f"output {n} ({amount} sat to {describe_script(spk, keyring.network)})"
     ours = _our_derivations(scope, keyring.fingerprint)
     if len(ours) != 1:
         raise BadChange(f"{where} has {len(ours)} derivations from this signer; change has one")
     claimed_pub, path = ours[0]
     hot = account_path(keyring.network, WalletName.HOT)
-    if len(path) != 5 or path[:3] != hot or path[3] != CHANGE_CHAIN or path[4] >= HARDENED:
-        raise BadChange(f"{where} claims the path {format_path(path)}; change goes only to "
-                        f"the hot wallet's change chain {format_path(hot)}/1/*")
-    pub = keyring.public_key(WalletName.HOT, CHANGE_CHAIN, path[4])
+    if len(path) != 5 or path[:3] != hot or path[3] not in (RECEIVE_CHAIN, CHANGE_CHAIN) \
+            or path[4] >= HARDENED:
+        raise BadChange(f"{where} claims the path {format_path(path)}; the signer's own "
+                        f"outputs go only to the hot wallet, its change chain "
+                        f"{format_path(hot)}/1/* or its receive chain {format_path(hot)}/0/*")
+    chain = path[3]
+    pub = keyring.public_key(WalletName.HOT, chain, path[4])
+    role = "change" if chain == CHANGE_CHAIN else "receive"
     if pub != claimed_pub or p2wpkh_script(pub) != spk:
-        raise BadChange(f"{where} claims to be change at {format_path(path)}, but that key's "
-                        "P2WPKH script is a different one")
-    return CheckedOutput(n, spk, amount, "change", None, path)
+        raise BadChange(f"{where} claims to be the hot wallet's {role} address at "
+                        f"{format_path(path)}, but that key's P2WPKH script is a different one")
+    kind = "change" if chain == CHANGE_CHAIN else "internal"
+    return CheckedOutput(n, spk, amount, kind, None, path, WalletName.HOT.value)
+
+
+def _check_cold(n: int, spk: bytes, amount: int, scope: Any, cold: ColdWallet,
+                network: str) -> CheckedOutput:
+    where = f"output {n} ({amount} sat to {describe_script(spk, network)})"
+    chain, index = cold.check(where, spk, scope)
+    return CheckedOutput(n, spk, amount, "internal", None, (chain, index), "cold")
 
 
 def _match_payment(n: int, spk: bytes, amount: int, open_: list[PaymentSpec],
@@ -205,14 +245,17 @@ def _match_payment(n: int, spk: bytes, amount: int, open_: list[PaymentSpec],
     if any(p.script_pubkey == spk for p in payments):
         raise OutputMismatch(f"{where}, but every payment to that address already has "
                              "its output")
-    raise OutputMismatch(f"{where}, which is neither a requested payment nor change to the "
-                         "hot wallet")
+    raise OutputMismatch(f"{where}, which is neither a requested payment nor one of the "
+                         "platform's own wallets (hot change, hot receive, cold)")
 
 
 def check_payout(psbt: PSBT, payments: Sequence[PaymentSpec], keyring: Keyring, *,
-                 max_fee_sat: int) -> PayoutPlan:
-    """Check a payout PSBT against the request; raise a :class:`SigningRefused` or return the
-    plan (what is spent, what is paid, what comes back, the fee)."""
+                 max_fee_sat: int, cold: ColdWallet | None = None) -> PayoutPlan:
+    """Check a payout or sweep PSBT against the request; raise a :class:`SigningRefused` or
+    return the plan (what is spent, what is paid, what stays in, the fee).
+
+    ``cold`` is the cold wallet outputs may sweep into (None: no cold wallet configured).
+    """
     if not psbt.inputs:
         raise InvalidPsbt("the PSBT has no inputs")
     if not psbt.outputs:
@@ -236,8 +279,17 @@ def check_payout(psbt: PSBT, payments: Sequence[PaymentSpec], keyring: Keyring, 
         if scope.taproot_bip32_derivations or scope.taproot_internal_key:
             raise OutputMismatch(f"output {n} carries taproot fields; the signer does not "
                                  "make taproot change")
-        if _our_derivations(scope, keyring.fingerprint):
-            outputs.append(_check_change(n, spk, amount, scope, keyring))
+        ours = bool(_our_derivations(scope, keyring.fingerprint))
+        claims_cold = cold is not None and cold.claimed(scope)
+        if ours and claims_cold:
+            raise BadChange(f"output {n} ({amount} sat to "
+                            f"{describe_script(spk, keyring.network)}) carries derivations of "
+                            "both this signer and the cold wallet's cosigners")
+        if ours:
+            outputs.append(_check_own(n, spk, amount, scope, keyring))
+        elif claims_cold:
+            assert cold is not None
+            outputs.append(_check_cold(n, spk, amount, scope, cold, keyring.network))
         else:
             outputs.append(_match_payment(n, spk, amount, open_payments, payments,
                                           keyring.network))
@@ -246,6 +298,16 @@ def check_payout(psbt: PSBT, payments: Sequence[PaymentSpec], keyring: Keyring, 
                             f"{describe_script(p.script_pubkey, keyring.network)}"
                             for p in open_payments)
         raise MissingPayment(f"no output pays {missing}")
+    deposits = [i for i in inputs if i.wallet is WalletName.DEPOSIT]
+    paid = [o for o in outputs if o.kind == "payment"]
+    if deposits and paid:
+        first = deposits[0]
+        raise DepositOutflow(
+            f"output {paid[0].n} pays {paid[0].amount_sat} sat to "
+            f"{describe_script(paid[0].script_pubkey, keyring.network)} ({paid[0].ref}), but "
+            f"the transaction spends deposit coins ({len(deposits)} input(s), first "
+            f"{first.txid}:{first.vout}); deposits may only be swept into the platform's own "
+            "wallets, and value leaves only from hot coins")
 
     total_in = sum(i.value_sat for i in inputs)
     total_out = sum(o.amount_sat for o in outputs)

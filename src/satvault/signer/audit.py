@@ -1,11 +1,18 @@
-"""The signer's audit log: one JSON line per signature it hands out.
+"""The signer's audit log: one JSON line per signature it hands out, and per refusal.
 
-A line records what was signed — txid, the inputs spent (outpoint, amount, wallet, path),
-the outputs (address, amount, payment ref or change path), the fee, size and the limits it
-was checked against — and never key material: no private or extended private keys, no
-seed, no mnemonic. The line is written (and fsynced) before the signed transaction leaves
-the signer; if it cannot be written, the signature is withheld (:class:`AuditLogError`).
-The file is created 0600 and only ever appended to.
+A ``"sign_payout"`` line records what was signed — txid, the inputs spent (outpoint, amount,
+wallet, path), the outputs (address, amount, kind, payment ref or own-wallet path), the fee,
+the value leaving the platform, size and the limits it was checked against. It is written
+(and fsynced) before the signed transaction leaves the signer; if it cannot be written, the
+signature is withheld (:class:`AuditLogError`). These lines are also the signer's memory:
+at start-up the rolling 24-hour window of value leaving is rebuilt from them
+(:mod:`satvault.signer._limits`).
+
+A ``"refused"`` line records each refusal: the reason, the error type, the txid when the
+PSBT could be read, and what the PSBT claimed to spend and pay.
+
+No line holds key material: no private or extended private keys, no seed, no mnemonic. The
+file is created 0600 and only ever appended to.
 """
 
 from __future__ import annotations
@@ -13,13 +20,38 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from satvault.signing.errors import AuditLogError
 
-__all__ = ["AuditLog"]
+__all__ = ["AuditLog", "read_records"]
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every line of the audit log at ``path``, in order (none if it does not exist). A line
+    that is not a JSON object raises :class:`AuditLogError` naming it: the log is the
+    signer's memory of what left, so it is not guessed around."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise AuditLogError(f"cannot read the audit log {path}: {exc.strerror}") from exc
+    with fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise AuditLogError(f"line {number} of the audit log {path} is not JSON; "
+                                    "repair or move the file") from exc
+            if not isinstance(record, dict):
+                raise AuditLogError(f"line {number} of the audit log {path} is not an "
+                                    "object; repair or move the file")
+            yield record
 
 
 class AuditLog:

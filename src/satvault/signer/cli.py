@@ -1,8 +1,14 @@
-"""``satvault signer …``: create the seed, show the descriptors, run the signer.
+"""``satvault signer …``: create the seed, show the descriptors, run the signer, read its
+refusals.
 
 The seed passphrase comes from ``SATVAULT_SIGNER_PASSPHRASE`` or from the file named by
 ``SATVAULT_SIGNER_PASSPHRASE_FILE``, never from the command line (it would show in ``ps``
-and shell history). Commands print one JSON object on stdout.
+and shell history). Commands print one JSON object on stdout (``refusals``: one per refusal).
+
+``serve`` takes the signer's own defences from its command line, else from the same
+settings the web side reads (``SATVAULT_COLD_DESCRIPTOR``, ``SATVAULT_SIGNER_MAX_TX_SAT``,
+``SATVAULT_SIGNER_MAX_DAILY_SAT`` or ``satvault.toml``): the cold descriptor sweeps may pay
+into and the caps on value leaving the platform. They are never taken from a request.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from satvault.signer.audit import AuditLog
+from satvault.signer.audit import AuditLog, read_records
 from satvault.signer.core import HotSigner
 from satvault.signer.seed import (
     PASSPHRASE_ENV,
@@ -27,7 +33,7 @@ from satvault.signer.seed import (
     passphrase_from_env_or_file,
 )
 from satvault.signer.server import serve as serve_socket
-from satvault.signing.errors import SignerError
+from satvault.signing.errors import AuditLogError, SignerError
 from satvault.signing.paths import NETWORKS
 
 __all__ = ["app"]
@@ -53,9 +59,9 @@ def _fail(exc: SignerError) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _load(seed_file: Path, audit_log: Path | None = None) -> HotSigner:
+def _load(seed_file: Path, audit_log: Path | None = None, **options: Any) -> HotSigner:
     material = load_seed_file(seed_file, passphrase_from_env_or_file())
-    return HotSigner.from_material(material, audit_log=audit_log)
+    return HotSigner.from_material(material, audit_log=audit_log, **options)
 
 
 @app.command("init")
@@ -99,12 +105,27 @@ def serve(
     audit_log: Annotated[Path | None, typer.Option(
         help="JSON-lines audit log (default: signer-audit.jsonl beside the seed file).")
                          ] = None,
+    cold_descriptor: Annotated[str | None, typer.Option(
+        help="The cold wallet, wsh(sortedmulti(m,[fp/48h/c'/0h/2h]xpub…/<0;1>/*,…)), that "
+             "sweeps may pay into (default: SATVAULT_COLD_DESCRIPTOR; empty: none).")] = None,
+    max_tx_sat: Annotated[int | None, typer.Option(
+        min=1, help="Most value (payments + fee, sat) one transaction may send out of the "
+                    "platform (default: SATVAULT_SIGNER_MAX_TX_SAT, 10000000).")] = None,
+    max_daily_sat: Annotated[int | None, typer.Option(
+        min=1, help="Most value (payments + fee, sat) leaving over any 24 hours (default: "
+                    "SATVAULT_SIGNER_MAX_DAILY_SAT, 50000000).")] = None,
 ) -> None:
     """Run the signer in the foreground on a unix socket (mode 0600) until SIGINT/SIGTERM."""
+    from satvault.config import Settings
+
+    settings = Settings()  # environment and satvault.toml, as the web side reads them
+    cold = settings.cold_descriptor if cold_descriptor is None else cold_descriptor
+    caps = {"max_tx_sat": max_tx_sat or settings.signer_max_tx_sat,
+            "max_daily_sat": max_daily_sat or settings.signer_max_daily_sat}
     log_path = audit_log or seed_file.parent / "signer-audit.jsonl"
     try:
         AuditLog(log_path).touch()
-        signer = _load(seed_file, log_path)
+        signer = _load(seed_file, log_path, cold_descriptor=cold or None, **caps)
     except SignerError as exc:
         _fail(exc)
     # The long-running process keeps no copy of the passphrase in its environment.
@@ -119,9 +140,34 @@ def serve(
         with contextlib.suppress(asyncio.CancelledError):
             await serve_socket(socket_path, signer)
 
-    sys.stderr.write(f"signer {signer.fingerprint.hex()} ({signer.network}) listening on "
-                     f"{socket_path}; audit log {log_path}\n")
+    limits = signer.limits()
+    sys.stderr.write(
+        f"signer {signer.fingerprint.hex()} ({signer.network}) listening on {socket_path}; "
+        f"audit log {log_path}; caps {limits['max_tx_sat']} sat per transaction, "
+        f"{limits['max_daily_sat']} sat per 24 h ({limits['used_24h_sat']} used); cold "
+        f"wallet {signer.cold_descriptor or 'none'}\n")
     try:
         asyncio.run(run())
     except SignerError as exc:
         _fail(exc)
+
+
+@app.command("refusals")
+def refusals(
+    audit_log: Annotated[Path, typer.Option(help="The signer's JSON-lines audit log.")],
+    as_list: Annotated[bool, typer.Option(
+        "--list", help="Print one JSON list instead of one JSON line per refusal.")] = False,
+) -> None:
+    """Print the signer's refusals (policy and limits) from its audit log, oldest first.
+    Needs no seed and no passphrase."""
+    if not audit_log.exists():
+        _fail(AuditLogError(f"no audit log at {audit_log}"))
+    try:
+        found = [r for r in read_records(audit_log) if r.get("event") == "refused"]
+    except SignerError as exc:
+        _fail(exc)
+    if as_list:
+        sys.stdout.write(json.dumps(found) + "\n")
+    else:
+        sys.stdout.writelines(json.dumps(r) + "\n" for r in found)
+    sys.stdout.flush()

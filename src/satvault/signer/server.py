@@ -6,8 +6,9 @@ hard-linked into place. A stale socket left by a crashed signer is replaced; a l
 other signer answering) or any non-socket file at that path is an error.
 
 Requests are handled one line at a time per connection (see :mod:`satvault.signing.wire` for
-the protocol). Errors from the signer travel as their class names; anything unexpected is
-logged here and answered as a bare ``SignerError`` without details.
+the protocol). Errors from the signer travel as their class names (``LimitExceeded`` among
+them, so the web side can tell "try later" from "this PSBT is wrong"); anything unexpected
+is logged here and answered as a bare ``SignerError`` without details.
 """
 
 from __future__ import annotations

@@ -43,8 +43,8 @@ class Signer(Protocol):
 
     async def sign_payout(self, psbt_b64: str, payments: Sequence[Payment], *,
                           max_fee_sat: int, max_feerate_sat_vb: int) -> SignedTx:
-        """Check and sign a payout PSBT (see ``HotSigner.sign_payout`` in
-        :mod:`satvault.signer.core`)."""
+        """Check and sign a payout PSBT, or a sweep (no payments: every output is the
+        platform's own). See ``HotSigner.sign_payout`` in :mod:`satvault.signer.core`."""
         ...
 
     async def sign_reserves(self, psbt_b64: str, message: str) -> str:

@@ -1,9 +1,14 @@
 """Signer errors, shared by both sides: the signer process raises them, the web side
 (the socket client, the PSBT builder, the payout job) raises and catches them.
 
-Every refusal to sign is a :class:`SigningRefused`: it is raised before any signature exists,
-so catching one means nothing was signed and nothing was written to the audit log. The names
-travel over the signer socket and are re-raised on the client as the same classes.
+Every refusal to sign is a :class:`SigningRefused`: it is raised before any signature leaves
+the signer, so catching one means nothing was signed (the signer's audit log gets a
+``"refused"`` line, never a signature line). The names travel over the signer socket and are
+re-raised on the client as the same classes.
+
+:class:`LimitExceeded` is the one refusal that is not about the transaction being wrong: the
+signer's own caps on value leaving the platform (per transaction, per rolling 24 hours) are
+reached. The same PSBT may be signed later, when the window has rolled on.
 
 ::
 
@@ -14,15 +19,18 @@ travel over the signer socket and are re-raised on the client as the same classe
     │   ├── WrongPassphrase       the passphrase does not open this file
     │   └── CorruptSeedFile       malformed, truncated or tampered (the right passphrase fails)
     ├── PsbtBuildError            make_psbt: inconsistent inputs/outputs or account keys
+    ├── InvalidColdDescriptor     the signer's cold descriptor (start-up configuration)
     ├── SigningRefused            a policy check failed; nothing was signed
     │   ├── InvalidRequest        bad arguments: payments, limits
     │   ├── InvalidPsbt           unreadable PSBT, unsupported input features or fields
     │   ├── UnknownInput          an input is not provably from the deposit or hot wallet
-    │   ├── OutputMismatch        an output is neither a requested payment nor own change
+    │   ├── OutputMismatch        an output is neither a requested payment nor an own wallet's
     │   │   ├── MissingPayment    a requested payment has no matching output
-    │   │   └── BadChange         an output claims to be change but is not the hot change chain
+    │   │   ├── BadChange         an output claims to be the hot or cold wallet's, but is not
+    │   │   └── DepositOutflow    deposit coins would pay an output outside the platform
     │   ├── NegativeFee           outputs exceed inputs
-    │   └── FeeTooHigh            fee above max_fee_sat, or feerate above max_feerate_sat_vb
+    │   ├── FeeTooHigh            fee above max_fee_sat, or feerate above max_feerate_sat_vb
+    │   └── LimitExceeded         the signer's own per-transaction or 24-hour cap is reached
     ├── AuditLogError             the audit line could not be written; the signature is withheld
     ├── SignerUnavailable         no answer from the signer socket (missing, refused, timeout)
     └── SignerProtocolError       a malformed request/response on the wire, or an internal error
@@ -35,9 +43,12 @@ __all__ = [
     "AuditLogError",
     "BadChange",
     "CorruptSeedFile",
+    "DepositOutflow",
     "FeeTooHigh",
+    "InvalidColdDescriptor",
     "InvalidPsbt",
     "InvalidRequest",
+    "LimitExceeded",
     "MissingPayment",
     "NegativeFee",
     "NoPassphrase",
@@ -110,11 +121,24 @@ class BadChange(OutputMismatch):
     pass
 
 
+class DepositOutflow(OutputMismatch):
+    """Deposit coins may only be swept into the platform's own wallets (hot, cold)."""
+
+
 class NegativeFee(SigningRefused):
     pass
 
 
 class FeeTooHigh(SigningRefused):
+    pass
+
+
+class LimitExceeded(SigningRefused):
+    """The value this transaction would send out of the platform (payments + fee) is above
+    the signer's per-transaction cap, or above what is left of its rolling 24-hour cap."""
+
+
+class InvalidColdDescriptor(SignerError):
     pass
 
 

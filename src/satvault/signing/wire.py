@@ -13,6 +13,10 @@ One request per line, one response line per request, in order, on one connection
     ← {"id": 2, "result": {"txid": "<hex>", "raw_hex": "<hex>", "psbt": "<base64>",
                            "fee_sat": 1234}}
     ← {"id": 2, "error": {"type": "OutputMismatch", "message": "output 1 pays …"}}
+    ← {"id": 2, "error": {"type": "LimitExceeded", "message": "… only 7000 sat of the
+                                                     signer's rolling 24-hour cap …"}}
+
+A sweep is a ``sign_payout`` with ``"payments": []``.
 
     → {"id": 3, "method": "sign_reserves", "params": {"psbt": "<base64>", "message": "…"}}
     ← {"id": 3, "result": {"psbt": "<base64, the signer's inputs finalized>"}}

@@ -1,0 +1,84 @@
+"""The signer's own caps seen from the payout job (issue 11 §3): a batch the signer holds back
+with LimitExceeded is not `stuck`. It waits in `signing` with one review item, whatever the
+number of retries, and is paid once the 24-hour window has rolled on (here: a signer
+restarted a day later over the same audit log)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from satvault.onchain.models import ReviewItem
+from satvault.payouts.models import PayoutBatch, PayoutTx
+from satvault.signer.core import HotSigner
+from tests.chainenv import SEED, Env
+from tests.payouts.test_payouts import (
+    PAYOUTS,
+    RESERVE,
+    SAT,
+    external_address,
+    fund,
+    received,
+    withdraw,
+)
+
+DAILY = 150_000
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    return {"signer_max_tx_sat": 120_000, "signer_max_daily_sat": DAILY}
+
+
+async def test_a_batch_over_the_signers_daily_cap_waits_then_pays(env: Env):
+    await fund(env, 1_000_000)
+    first, second = external_address(env, 0), external_address(env, 1)
+    await withdraw(env, first, 100_000)
+    report = await env.runtime.payouts.step()
+    assert report.signed == 1 and report.broadcast == 1 and report.signer_limited == 0
+    env.chain.mine(1)  # its change is the coin the next payout spends
+    await env.runtime.watcher.step()
+    assert (await env.runtime.payouts.step()).confirmed == 1
+
+    await withdraw(env, second, 100_000)  # 100 000 + fee: more than the 50 000 left today
+    for _ in range(3):  # every step asks again; nothing piles up
+        report = await env.runtime.payouts.step()
+        assert report.signer_limited >= 1 and report.stuck == 0 and report.signed == 0
+    async with env.sessions() as s:
+        batches = (await s.execute(PAYOUTS.order_by(PayoutBatch.created_at))).scalars().all()
+        items = (await s.execute(select(ReviewItem))).scalars().all()
+        versions = (await s.execute(select(PayoutTx).join(PayoutBatch).where(
+            PayoutBatch.kind == "payout"))).scalars().all()
+    assert [b.status for b in batches] == ["confirmed", "signing"]
+    assert "rolling 24-hour cap of 150000 sat" in (batches[1].last_error or "")
+    assert [(i.kind, i.subject) for i in items] == [("signer_limit", batches[1].id)]
+    assert len(versions) == 1
+    assert (await env.balances())["held"] == (100_000 + RESERVE) * SAT  # still held
+    assert await received(env, second) == 0
+
+    # A day later (the signer restarted over its audit log), the window has room again.
+    tomorrow = datetime.now(UTC) + timedelta(hours=24, minutes=1)
+    env.signer.hot = HotSigner(SEED, "regtest", audit_log=env.settings.home / "audit.jsonl",
+                               max_tx_sat=120_000,
+                               max_daily_sat=DAILY, clock=lambda: tomorrow)
+    report = await env.runtime.payouts.step()
+    assert report.signed == 1 and report.broadcast == 1 and report.signer_limited == 0
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    await env.runtime.payouts.step()
+    assert await received(env, first) == 100_000 and await received(env, second) == 100_000
+    assert (await env.balances())["held"] == 0
+    await env.check()
+
+
+async def test_a_batch_over_the_signers_per_transaction_cap_is_not_stuck(env: Env):
+    await fund(env, 500_000)
+    await withdraw(env, external_address(env, 2), 130_000)
+    report = await env.runtime.payouts.step()
+    assert report.signer_limited == 1 and report.stuck == 0  # one batch, one attempt
+    async with env.sessions() as s:
+        batch = (await s.execute(PAYOUTS)).scalar_one()
+    assert batch.status == "signing"
+    assert "per-transaction cap of 120000 sat" in (batch.last_error or "")
