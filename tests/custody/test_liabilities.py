@@ -136,6 +136,8 @@ def test_the_worked_example_of_the_docs():
     root_obj = {"root": root.hash.hex(), "total_msat": 10000, "height": 870000, "leaves": 4}
     assert verify(root_obj, proof).balance_msat == 5000
     assert json.dumps(root_obj) in doc
+    shown = doc.split("`wal_example`'s proof:", 1)[1].split("```")[1]
+    assert json.loads(shown) == proof
 
 
 def _multi_leaf(pub: Any) -> dict[str, Any]:
