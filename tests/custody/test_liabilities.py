@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
 from satvault.accounts import service as acc
@@ -29,6 +30,7 @@ from satvault.custody.errors import CannotPublish, ProofInvalid
 from satvault.custody.liabilities import (
     U64_MAX,
     Node,
+    Publication,
     build,
     leaf_hash,
     leaf_nonce,
@@ -478,6 +480,23 @@ def test_publish_without_a_chain_tip_asks_for_a_height(tmp_path, monkeypatch):
               home=tmp_path, check=False)
     assert proc.returncode == 1
     assert "pass --height N" in last_json(proc)["error"]
+
+
+async def test_the_database_keeps_rounds_unique_and_well_formed(sessions):
+    world = await _world(sessions)
+    pub = await _publish_in_process(sessions, "pol_one", 5)
+    with pytest.raises(IntegrityError):  # the same root twice
+        async with sessions() as s, s.begin():
+            await store_round(s, round_id="pol_two", asset="BTC", publication=pub)
+    with pytest.raises(IntegrityError):  # a second proof of one wallet in one round
+        async with sessions() as s, s.begin():
+            s.add(LiabilityProof(round_id="pol_one", wallet_id=world["wallets"][0].id,
+                                 balance_msat=1, proof="{}"))
+    bad = {**pub.root, "root": "ab" * 32, "leaves": 3}  # not a power of two
+    with pytest.raises(IntegrityError):
+        async with sessions() as s, s.begin():
+            await store_round(s, round_id="pol_three", asset="BTC",
+                              publication=Publication(root=bad, proofs={}))
 
 
 async def test_customer_money_outside_any_wallet_is_refused(sessions):

@@ -69,6 +69,8 @@ def publish(
     from satvault.migrate import SchemaNotCurrent, ensure_current
 
     settings = get_settings()
+    if out.exists() and not out.is_dir():
+        _fail(f"{out} is not a directory")
     if out.exists() and any(out.iterdir()):
         _fail(f"{out} is not empty: publish each round into a new directory")
     secret = liabilities_secret(settings)

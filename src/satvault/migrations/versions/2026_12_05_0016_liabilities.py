@@ -1,8 +1,7 @@
 """liability_rounds and liability_proofs (issue 11, proof of liabilities): each published
 Merkle-sum root, and each wallet's proof in it, so the API serves a customer the latest one
 
-Revision ID: 0016_liabilities
-Revises: 0014_deposit_store_invoice
+Revision ID: 0016_liabilities (its parent: down_revision below)
 Create Date: 2026-12-05
 """
 
