@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     lightning_backend: str = "simnet"
     # Reserved for signing cookies and webhook secrets (merchant issue); not used yet.
     secret_key: SecretStr | None = None
+    # Proof of liabilities: the key from which every leaf's nonce is derived (HMAC-SHA256).
+    # Empty: a random one is created in $SATVAULT_HOME/liabilities.secret on first use.
+    liabilities_secret: SecretStr | None = None
     # How often the background worker expires overdue ledger holds, in seconds.
     hold_expiry_interval: float = 5.0
     db_pool_size: int = 20
