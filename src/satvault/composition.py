@@ -64,8 +64,9 @@ from satvault.workers import (
     webhook_worker,
 )
 
-__all__ = ["Platform", "Runtime", "build_workers", "ensure_dev_signer", "make_lightning_backend",
-           "open_database", "open_sessions", "open_signer", "register_signer_wallets"]
+__all__ = ["Platform", "Runtime", "build_workers", "chain_height", "ensure_dev_signer",
+           "liabilities_secret", "make_lightning_backend", "open_database", "open_sessions",
+           "open_signer", "register_signer_wallets"]
 
 log = get_logger(__name__)
 
@@ -135,6 +136,37 @@ async def register_signer_wallets(session: AsyncSession, signer: Signer,
     return {role: await register_wallet(session, role=role, descriptor=d,
                                         network=settings.network, gap_limit=settings.gap_limit)
             for role, d in wanted.items()}
+
+
+def liabilities_secret(settings: Settings) -> bytes:
+    """The key of the proof of liabilities' leaf nonces: ``liabilities_secret`` if set, else
+    ``$SATVAULT_HOME/liabilities.secret``, created (random, mode 0600) on first use. Losing
+    it only means past rounds' nonces cannot be derived again (their proofs are stored)."""
+    if settings.liabilities_secret is not None and settings.liabilities_secret.get_secret_value():
+        return settings.liabilities_secret.get_secret_value().encode()
+    path = settings.home / "liabilities.secret"
+    if not path.exists():
+        settings.home.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+    secret = path.read_text().strip()
+    if not secret:
+        raise RuntimeError(f"{path} is empty: delete it, or set SATVAULT_LIABILITIES_SECRET")
+    return secret.encode()
+
+
+async def chain_height(settings: Settings) -> int:
+    """The configured chain backend's tip height (for a publication stamped with it)."""
+    backend = make_chain_backend(settings)
+    try:
+        return (await backend.tip()).height
+    finally:
+        await backend.close()
 
 
 def make_lightning_backend(settings: Settings) -> LightningBackend | None:

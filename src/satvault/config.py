@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     lightning_backend: str = "simnet"
     # Reserved for signing cookies and webhook secrets (merchant issue); not used yet.
     secret_key: SecretStr | None = None
+    # Proof of liabilities: the key from which every leaf's nonce is derived (HMAC-SHA256).
+    # Empty: a random one is created in $SATVAULT_HOME/liabilities.secret on first use.
+    liabilities_secret: SecretStr | None = None
     # How often the background worker expires overdue ledger holds, in seconds.
     hold_expiry_interval: float = 5.0
     db_pool_size: int = 20
@@ -157,7 +160,8 @@ class Settings(BaseSettings):
     withdrawal_fee_policy: Literal["user", "platform"] = "user"
     withdrawal_fee_reserve_sat: int = 5_000
     withdrawal_min_sat: int = 1_000
-    withdrawal_max_sat: int = 100_000_000
+    # At most the signer's per-transaction cap less the fee reserve (checked at start).
+    withdrawal_max_sat: int = 9_900_000
     # Per wallet, over any 24 hours, on-chain and Lightning together (internal payments too).
     withdrawal_daily_limit_msat: int = 1_000_000_000_000
 
@@ -251,6 +255,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
+        if self.withdrawal_max_sat + self.withdrawal_fee_reserve_sat > self.signer_max_tx_sat:
+            raise ValueError(
+                f"withdrawal_max_sat ({self.withdrawal_max_sat}) plus its fee reserve "
+                f"({self.withdrawal_fee_reserve_sat}) is above signer_max_tx_sat "
+                f"({self.signer_max_tx_sat}): such a withdrawal could never be signed")
         if self.semicold_floor_sat > self.semicold_ceiling_sat:
             raise ValueError(f"semicold_floor_sat ({self.semicold_floor_sat}) is above "
                              f"semicold_ceiling_sat ({self.semicold_ceiling_sat})")

@@ -29,7 +29,15 @@ DAILY = 150_000
 
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
-    return {"signer_max_tx_sat": 120_000, "signer_max_daily_sat": DAILY}
+    return {"signer_max_tx_sat": 120_000, "signer_max_daily_sat": DAILY,
+            "withdrawal_max_sat": 110_000}
+
+
+def lower_signer_cap(env: Env, max_tx_sat: int) -> None:
+    """The signer process runs with its own settings: here a lower per-transaction cap than
+    the web side's (which would refuse such a configuration of its own at start)."""
+    env.signer.hot = HotSigner(SEED, "regtest", audit_log=env.settings.home / "audit.jsonl",
+                               max_tx_sat=max_tx_sat, max_daily_sat=DAILY)
 
 
 async def test_a_batch_over_the_signers_daily_cap_waits_then_pays(env: Env):
@@ -75,10 +83,36 @@ async def test_a_batch_over_the_signers_daily_cap_waits_then_pays(env: Env):
 
 async def test_a_batch_over_the_signers_per_transaction_cap_is_not_stuck(env: Env):
     await fund(env, 500_000)
-    await withdraw(env, external_address(env, 2), 130_000)
+    lower_signer_cap(env, 90_000)
+    await withdraw(env, external_address(env, 2), 100_000)
     report = await env.runtime.payouts.step()
     assert report.signer_limited == 1 and report.stuck == 0  # one batch, one attempt
     async with env.sessions() as s:
         batch = (await s.execute(PAYOUTS)).scalar_one()
     assert batch.status == "signing"
-    assert "per-transaction cap of 120000 sat" in (batch.last_error or "")
+    assert "per-transaction cap of 90000 sat" in (batch.last_error or "")
+
+
+@pytest.mark.parametrize("settings_overrides", [{"signer_max_tx_sat": 120_000,
+                                                 "signer_max_daily_sat": 1_000_000,
+                                                 "withdrawal_max_sat": 100_000}])
+async def test_batches_are_sized_to_the_signers_per_transaction_cap(env: Env):
+    await fund(env, 500_000)
+    await withdraw(env, external_address(env, 3), 60_000)
+    await withdraw(env, external_address(env, 4), 70_000)  # together over 120,000: two batches
+    report = await env.runtime.payouts.step()
+    assert report.batched == 1 and report.signed == 1 and report.signer_limited == 0
+    env.chain.mine(1)  # its change pays the second one
+    await env.runtime.watcher.step()
+    report = await env.runtime.payouts.step()
+    assert report.confirmed == 1 and report.batched == 1 and report.signed == 1
+    assert report.signer_limited == 0
+    async with env.sessions() as s:
+        assert len((await s.execute(PAYOUTS)).scalars().all()) == 2
+
+
+def test_a_withdrawal_maximum_the_signer_would_refuse_is_refused_at_start(tmp_path):
+    from satvault.config import Settings
+
+    with pytest.raises(ValueError, match="could never be signed"):
+        Settings(home=tmp_path, signer_max_tx_sat=100_000, withdrawal_max_sat=100_000)

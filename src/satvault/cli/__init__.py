@@ -48,6 +48,7 @@ apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
 from satvault.cli.cold import app as cold_app  # noqa: E402
 from satvault.cli.custody import app as custody_app  # noqa: E402
+from satvault.cli.liabilities import app as liabilities_app  # noqa: E402
 from satvault.cli.onchain import app as onchain_app  # noqa: E402
 from satvault.cli.payouts import app as payouts_app  # noqa: E402
 from satvault.cli.reserves import app as reserves_app  # noqa: E402
@@ -58,6 +59,7 @@ app.add_typer(onchain_app, name="onchain")
 app.add_typer(signer_app, name="signer")
 app.add_typer(payouts_app, name="payouts")
 app.add_typer(custody_app, name="custody")
+app.add_typer(liabilities_app, name="liabilities")
 app.add_typer(cold_app, name="cold")
 app.add_typer(reserves_app, name="reserves")
 from satvault.simnet.ln.cli import app as simnet_ln_app  # noqa: E402

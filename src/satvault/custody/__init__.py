@@ -9,5 +9,6 @@
 * the cold ceremony, proof of reserves (BIP127) and proof of liabilities (a Merkle-sum tree).
 
 The moves themselves go through the payout job's state machine (``payouts.job``): signed,
-broadcast, tracked, bumped and booked like payouts, crash-safe in every state.
+broadcast, tracked, bumped and booked like payouts, crash-safe in every state. Import the
+modules themselves; this package re-exports nothing.
 """

@@ -71,7 +71,7 @@ from satvault.signing.psbt import (
     make_psbt,
 )
 
-__all__ = ["PayoutJob", "PayoutReport", "estimate_vsize", "split_fee"]
+__all__ = ["PayoutJob", "PayoutReport", "estimate_vsize", "split_fee", "within_signer_cap"]
 
 log = get_logger(__name__)
 CHANGE_DUST_SAT = 294
@@ -82,6 +82,21 @@ def estimate_vsize(n_inputs: int, output_scripts: list[bytes]) -> int:
     """P2WPKH inputs (68 vB each with witness), outputs by script type, 11 vB overhead."""
     outs = sum(_OUTPUT_VBYTES.get(s[0], 43) if len(s) != 34 else 43 for s in output_scripts)
     return 11 + 68 * n_inputs + outs
+
+
+def within_signer_cap(pending: Sequence[Withdrawal], cap_sat: int, reserve_sat: int
+                      ) -> list[Withdrawal]:
+    """The oldest withdrawals whose amounts and fee reserves fit in one transaction the signer
+    will sign (its per-transaction cap counts what leaves, fee included); the rest wait for
+    the next batch. A single withdrawal always fits: requests above the cap are refused."""
+    batch: list[Withdrawal] = []
+    total = 0
+    for w in pending:
+        total += w.amount_msat // 1000 + reserve_sat
+        if batch and total > cap_sat:
+            break
+        batch.append(w)
+    return batch
 
 
 def split_fee(fee_sat: int, n: int) -> list[int]:
@@ -175,6 +190,8 @@ class PayoutJob:
                                          Withdrawal.method == WithdrawalMethod.ONCHAIN)
                 .order_by(Withdrawal.created_at, Withdrawal.id).limit(s.payout_max_batch)
                 .with_for_update(skip_locked=True))).scalars().all()
+            pending = within_signer_cap(pending, s.signer_max_tx_sat,
+                                        s.withdrawal_fee_reserve_sat)
             if not pending:
                 return 0
             accounts = await self.account_keys(session)

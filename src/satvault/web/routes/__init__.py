@@ -12,6 +12,7 @@ from satvault.web.routes import (
     checkout,
     deposits,
     invoices,
+    liabilities,
     lnurl,
     stores,
     streams,
@@ -34,4 +35,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     webhooks.router,
     streams.router,
     checkout.router,
+    liabilities.router,
 )

@@ -27,6 +27,7 @@ from satvault.kernel.errors import Forbidden, InvalidInput, NotFound
 from satvault.web.deps import IdempotencyKey, SessionDep, require_any_scope, require_scope
 from satvault.web.fields import SpeedPolicy
 from satvault.web.idempotency import run_idempotent
+from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
 
 __all__ = ["router"]
@@ -106,7 +107,9 @@ def _merchant_for_new_store(principal: Principal, asked: str | None) -> str:
     return principal.owner_id
 
 
-@router.post("/stores", status_code=201, response_model=StoreOut, dependencies=[CreateLimit])
+# 404: an admin key naming a merchant that does not exist.
+@router.post("/stores", status_code=201, response_model=StoreOut, dependencies=[CreateLimit],
+             responses=problem_responses(404))
 async def create_store(body: StoreIn, request: Request, principal: Writer,
                        idempotency_key: IdempotencyKey
                        ) -> JSONResponse:
