@@ -14,7 +14,7 @@ from satvault.events.outbox import emit, notifier
 from tests.chainenv import LnEnv
 
 EVERY_WORKER = {"hold-expiry", "address-expiry", "webhooks", "chain-watcher", "payouts",
-                "invoices", "lightning-payer", "lightning-listener"}
+                "custody", "invoices", "lightning-payer", "lightning-listener"}
 
 
 def test_importing_the_database_layer_loads_only_the_kernel():

@@ -32,6 +32,7 @@ from satvault.backends.lightning import LightningBackend
 from satvault.backends.lnd import LndBackend
 from satvault.backends.registry import make_chain_backend
 from satvault.config import Settings
+from satvault.custody.refill import RefillPlanner
 from satvault.custody.status import Reconciler
 from satvault.custody.sweeps import SweepPlanner
 from satvault.db import create_engine, session_factory
@@ -194,6 +195,7 @@ class Runtime:
     watcher: Watcher
     payouts: PayoutJob
     sweeps: SweepPlanner
+    refills: RefillPlanner
     reconciler: Reconciler
     lightning: LightningBackend | None = None
     listener: InvoiceListener | None = None
@@ -220,6 +222,7 @@ class Runtime:
         payouts = PayoutJob(sessions, backend, signer, settings)
         rt = cls(settings, backend, signer, watcher, payouts,
                  SweepPlanner(sessions, backend, settings, payouts),
+                 RefillPlanner(sessions, backend, settings, payouts),
                  Reconciler(sessions, backend, ln), lightning=ln,
                  on_store_invoice=on_store_invoice)
         rt.rates = build_rate_service(settings.rate_sources, dict(settings.fixed_rates),
@@ -277,7 +280,8 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     runtime.watcher.wake = watcher.wake
     workers.append(watcher)
     workers.append(payout_worker(runtime.payouts, settings.payout_interval))
-    workers.append(custody_worker(runtime.sweeps, runtime.reconciler, settings.custody_interval))
+    workers.append(custody_worker(runtime.sweeps, runtime.refills, runtime.reconciler,
+                                  settings.custody_interval))
     workers.append(Worker("invoices", 1.0, InvoiceRefresher(
         sessions, settings, runtime.lightning).step))
     if runtime.payer is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.custody.refill import RefillPlanner
 from satvault.custody.status import Reconciler
 from satvault.custody.sweeps import SweepPlanner
 from satvault.events.delivery import WebhookDispatcher
@@ -124,14 +125,17 @@ def payout_worker(job: PayoutJob, interval: float) -> Worker:
     return Worker("payouts", interval, tick)
 
 
-def custody_worker(sweeps: SweepPlanner, reconciler: Reconciler, interval: float) -> Worker:
+def custody_worker(sweeps: SweepPlanner, refills: RefillPlanner, reconciler: Reconciler,
+                   interval: float) -> Worker:
     """Plans sweeps of deposit coins into the semi-cold and cold wallets (the payout worker
-    signs, broadcasts and books them) and, on each new block, reconciles every tier's coins
-    with its ledger account."""
+    signs, broadcasts and books them), raises a refill for the cold cosigners when semi-cold
+    is under its floor, and, on each new block, reconciles every tier's coins with its ledger
+    account."""
     async def tick() -> int:
         planned = (await sweeps.step()).batch_id is not None
+        raised = (await refills.step()).batch_id is not None
         await reconciler.step()
-        return int(planned)
+        return int(planned) + int(raised)
 
     return Worker("custody", interval, tick)
 

@@ -55,3 +55,8 @@ def cosigners() -> list[Cosigner]:
 def cold_wallet(cosigners: list[Cosigner]) -> ColdWallet:
     return ColdWallet.from_descriptor(
         build_descriptor(2, [c.key_line for c in cosigners], NETWORK), NETWORK)
+
+
+def cold_descriptor(m: int = 2, n: int = 3) -> str:
+    """The m-of-n cold wallet's descriptor, as an operator pastes it into the settings."""
+    return build_descriptor(m, [c.key_line for c in make_cosigners(n)], NETWORK)

@@ -17,7 +17,7 @@ from satvault.onchain.deposits import create_deposit
 from satvault.onchain.models import OnchainAddress, OnchainPayment, OnchainWallet
 from satvault.payouts.models import MoveKind, PayoutBatch, PayoutInput, PayoutTx
 from tests.chainenv import Env
-from tests.custody.cosigners import cold_descriptor
+from tests.custody.conftest import cold_descriptor
 from tests.payouts.test_payouts import external_address, withdraw
 
 SAT = 1000

@@ -1,0 +1,229 @@
+"""Refills: when the semi-cold wallet falls under its floor, the cold cosigners are asked for
+coins, and nothing moves until enough of them have signed.
+
+:class:`RefillPlanner` (run by the custody worker) notices the semi-cold ledger balance under
+``semicold_floor_sat``, picks confirmed cold coins, and stores an unsigned PSBT that pays
+semi-cold up to ``semicold_refill_to_sat`` (change back to the cold wallet's internal chain)
+as a ``refill`` batch in ``cosigning``, with the coins reserved. It raises a review item
+naming the batch and the commands of the ceremony (``docs/custody.md``): ``satvault cold
+export`` on the online machine, ``satvault cold sign`` on each cosigner's offline machine (or
+any BIP174 wallet), ``satvault cold import`` back online.
+
+:func:`accept_signed` is where the imported, finalized transaction comes in: it must be the
+very transaction that was asked for (same unsigned txid: same inputs, same outputs, same
+amounts), and then the batch is ``signed`` and the payout job broadcasts, tracks and books
+it like any other move (``cold_wallet → hot_wallet + network_fees``). At most one refill is
+live at a time (a unique index), so a slow ceremony never stacks requests.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from embit.psbt import PSBT
+from embit.transaction import Transaction
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.backends.base import ChainBackend
+from satvault.backends.errors import BackendUnavailable
+from satvault.config import Settings
+from satvault.custody.cold import ColdInput, ColdOutput, ColdWallet, KeyOrigin, make_cold_psbt
+from satvault.db import utcnow
+from satvault.kernel.errors import InvalidInput, NotFound
+from satvault.kernel.ids import new_id
+from satvault.kernel.retrying import retrying
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import get_account
+from satvault.logs import get_logger
+from satvault.onchain.models import (
+    CreditState,
+    OnchainAddress,
+    OnchainPayment,
+    OnchainPaymentStatus,
+    OnchainWallet,
+    ReviewItem,
+)
+from satvault.onchain.service import allocate_address
+from satvault.payouts.job import CHANGE_DUST_SAT, PayoutJob
+from satvault.payouts.models import (
+    LIVE_STATUSES,
+    BatchStatus,
+    MoveKind,
+    PayoutBatch,
+    PayoutInput,
+    PayoutTx,
+)
+from satvault.signing.paths import CHANGE_CHAIN
+from satvault.signing.psbt import AccountKey
+
+__all__ = ["RefillDecision", "RefillPlanner", "accept_signed", "refill_vsize"]
+
+log = get_logger(__name__)
+MSAT = 1000
+
+
+def refill_vsize(n_inputs: int, m: int, n: int, *, change: bool) -> int:
+    """A P2WSH m-of-n spend: per input 41 vB plus a witness of m 73-byte signatures, the
+    witness script (n 34-byte keys + 3) and their length bytes, a quarter each; outputs: one
+    P2WPKH (31 vB) and, with change, one P2WSH (43 vB); 11 vB of overhead."""
+    witness = 1 + 1 + m * 74 + 3 + (n * 34 + 3)
+    return 11 + n_inputs * (41 + -(-witness // 4)) + 31 + (43 if change else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class RefillDecision:
+    batch_id: str | None
+    reason: str
+    amount_sat: int = 0
+    fee_sat: int = 0
+
+
+class RefillPlanner:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: ChainBackend,
+                 settings: Settings, payouts: PayoutJob) -> None:
+        self.sessions = sessions
+        self.backend = backend
+        self.settings = settings
+        self.payouts = payouts
+
+    async def step(self) -> RefillDecision:
+        s = self.settings
+        if not s.cold_descriptor:
+            return RefillDecision(None, "no cold wallet is configured")
+        try:
+            estimate = await self.backend.feerate_sat_vb(s.fee_target_blocks)
+        except BackendUnavailable as exc:
+            return RefillDecision(None, f"the node is unavailable: {exc}")
+        feerate = min(max(estimate or s.min_feerate_sat_vb, s.min_feerate_sat_vb),
+                      s.max_feerate_sat_vb)
+        async with self.sessions() as session:
+            accounts = await self.payouts.account_keys(session)
+        try:
+            return await retrying(self.sessions, lambda session: self._plan(
+                session, feerate=feerate, hot=accounts["hot"]))
+        except IntegrityError:
+            return RefillDecision(None, "a refill is already waiting for the cosigners")
+
+    async def _plan(self, session: AsyncSession, *, feerate: int, hot: AccountKey
+                    ) -> RefillDecision:
+        s = self.settings
+        live = (await session.execute(select(PayoutBatch.id).where(
+            PayoutBatch.kind == MoveKind.REFILL, PayoutBatch.status.in_(LIVE_STATUSES)))
+        ).scalar_one_or_none()
+        if live is not None:
+            return RefillDecision(None, f"refill {live} is in progress")
+        platform = await ensure_platform_accounts(session, "BTC")
+        b = (await get_account(session, platform.hot_wallet.id)).balances
+        semicold = (b.debits_posted - b.credits_posted) // MSAT
+        if semicold >= s.semicold_floor_sat:
+            return RefillDecision(None, f"semi-cold holds {semicold} sat, not under its floor "
+                                        f"of {s.semicold_floor_sat}")
+        want = s.semicold_refill_to_sat - semicold
+        wallet_row = (await session.execute(select(OnchainWallet).where(
+            OnchainWallet.role == "cold"))).scalar_one()
+        cold = ColdWallet.from_descriptor(wallet_row.descriptor, s.network)
+        booked = select(PayoutBatch.txid).where(PayoutBatch.status == BatchStatus.CONFIRMED,
+                                                PayoutBatch.txid.is_not(None))
+        coins = (await session.execute(
+            select(OnchainPayment, OnchainAddress)
+            .join(OnchainAddress, OnchainAddress.id == OnchainPayment.address_id)
+            .where(OnchainAddress.wallet_id == wallet_row.id,
+                   OnchainPayment.status == OnchainPaymentStatus.CONFIRMED,
+                   OnchainPayment.spent_by.is_(None),
+                   OnchainPayment.id.not_in(select(PayoutInput.payment_id)),
+                   (OnchainPayment.credit_state == CreditState.CREDITED)
+                   | OnchainPayment.txid.in_(booked))
+            .order_by(OnchainPayment.value_sat.desc(), OnchainPayment.id))).all()
+        chosen: list[tuple[OnchainPayment, OnchainAddress]] = []
+        total = fee = 0
+        for coin in coins:
+            chosen.append(coin)
+            total += coin[0].value_sat
+            fee = refill_vsize(len(chosen), cold.threshold, cold.n, change=True) * feerate
+            if total >= want + fee:
+                break
+        if not chosen or total - fee < CHANGE_DUST_SAT:
+            log.warning("refill_cold_empty", semicold_sat=semicold, want_sat=want)
+            return RefillDecision(None, f"semi-cold is under its floor ({semicold} sat) but the "
+                                        "cold wallet has no confirmed coins to refill it with")
+        amount = min(want, total - fee)
+        change = total - amount - fee
+        if change < CHANGE_DUST_SAT:  # no change output: a little more goes to semi-cold
+            fee = refill_vsize(len(chosen), cold.threshold, cold.n, change=False) * feerate
+            amount, change = total - fee, 0
+
+        to_hot = await allocate_address(session, role="hot", owner_type="platform",
+                                        owner_id="semicold", purpose="refill", request_id=None,
+                                        change=True)
+        hot_key = KeyOrigin(hot.pubkey(CHANGE_CHAIN, to_hot.index), hot.fingerprint,
+                            (*hot.path, CHANGE_CHAIN, to_hot.index))
+        outputs = [ColdOutput(to_hot.script_pubkey, amount, None, (hot_key,))]
+        change_id = None
+        if change:
+            back = await allocate_address(session, role="cold", owner_type="platform",
+                                          owner_id="cold", purpose="refill", request_id=None,
+                                          change=True)
+            outputs.append(ColdOutput(back.script_pubkey, change, back.index))
+            change_id = back.address_id
+        psbt = make_cold_psbt(
+            [ColdInput(p.txid, p.vout, p.value_sat, a.chain, a.idx, bytes.fromhex(p.script_pubkey))
+             for p, a in chosen], outputs, wallet=cold, network=s.network)
+        now = utcnow()
+        batch = PayoutBatch(id=new_id("rfl"), kind=MoveKind.REFILL, status=BatchStatus.COSIGNING,
+                            psbt=psbt, txid=None, feerate_sat_vb=feerate, fee_sat=fee,
+                            change_address_id=change_id, broadcast_attempts=0, created_at=now,
+                            updated_at=now)
+        session.add(batch)
+        await session.flush()
+        session.add_all([PayoutInput(batch_id=batch.id, payment_id=p.id) for p, _ in chosen])
+        session.add(ReviewItem(
+            kind="refill_needs_cosigners", subject=batch.id, created_at=now,
+            details=json.dumps({
+                "amount_sat": amount, "fee_sat": fee, "semicold_sat": semicold,
+                "floor_sat": s.semicold_floor_sat, "signatures_needed": cold.threshold,
+                "next": f"satvault cold export {batch.id} --out DIR; sign offline with "
+                        f"{cold.threshold} of the {cold.n} cosigners; satvault cold import "
+                        "FILE…"})))
+        await session.flush()
+        log.warning("refill_raised", batch=batch.id, amount_sat=amount, fee_sat=fee,
+                    semicold_sat=semicold, floor_sat=s.semicold_floor_sat,
+                    signatures_needed=cold.threshold)
+        return RefillDecision(batch.id, "raised for the cold cosigners", amount, fee)
+
+
+def _unsigned_txid(tx: Transaction) -> str:
+    return bytes(tx.txid()).hex()  # segwit: the txid does not cover the witnesses
+
+
+async def accept_signed(session: AsyncSession, batch_id: str, raw_hex: str, txid: str,
+                        psbt_b64: str) -> bool:
+    """Take the cosigners' finalized refill. Returns False if it was already taken (the same
+    transaction); raises :class:`InvalidInput` if it is not the transaction that was asked for
+    or the batch is not waiting for it."""
+    batch = await session.get(PayoutBatch, batch_id, with_for_update=True)
+    if batch is None or batch.kind is not MoveKind.REFILL:
+        raise NotFound(f"no refill {batch_id!r}")
+    asked = _unsigned_txid(PSBT.from_string(batch.psbt).tx)
+    try:
+        got = Transaction.parse(bytes.fromhex(raw_hex))
+    except Exception as exc:  # embit raises assorted errors on malformed input
+        raise InvalidInput(f"not a readable transaction: {exc}") from exc
+    if _unsigned_txid(got) != asked or txid != asked:
+        raise InvalidInput(f"the signed transaction {txid} is not refill {batch_id}'s "
+                           f"transaction {asked}: its inputs or outputs differ")
+    if batch.status is not BatchStatus.COSIGNING:
+        if batch.txid == asked:
+            return False
+        raise InvalidInput(f"refill {batch_id} is {batch.status}, not waiting for signatures")
+    now = utcnow()
+    session.add(PayoutTx(batch_id=batch_id, txid=asked, raw_tx=raw_hex, psbt=psbt_b64,
+                         fee_sat=batch.fee_sat, created_at=now))
+    batch.status, batch.txid, batch.updated_at = BatchStatus.SIGNED, asked, now
+    await session.execute(update(ReviewItem).where(
+        ReviewItem.kind == "refill_needs_cosigners", ReviewItem.subject == batch_id,
+        ReviewItem.resolved_at.is_(None)).values(resolved_at=now))
+    log.info("refill_signed", batch=batch_id, txid=asked)
+    return True
