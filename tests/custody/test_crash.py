@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import pytest
 from sqlalchemy import func, select
@@ -19,43 +18,8 @@ from tests.custody.conftest import make_cosigners
 from tests.custody.test_cold import embit_sign
 from tests.custody.test_refill import REFILL_SETTINGS, fund_cold
 from tests.custody.test_sweeps import deposit, tiers
+from tests.payouts.test_crash import CHILD
 from tests.waiting import wait_until
-
-CHILD = textwrap.dedent("""
-    import asyncio, sys
-    from pathlib import Path
-    from satvault.config import Settings
-    from satvault.composition import Runtime, open_sessions
-    from satvault.db import create_engine
-    from satvault.signer.core import HotSigner
-    from satvault.signer.inprocess import InProcessSigner
-
-    db_url, rpc_url, home, where, flag, seed, cold = sys.argv[1:8]
-
-    class Stall(InProcessSigner):
-        async def sign_payout(self, *a, **kw):
-            if where == "sign":
-                Path(flag).write_text("signing")
-                await asyncio.Event().wait()  # the parent kills us here
-            return await super().sign_payout(*a, **kw)
-
-    async def main():
-        settings = Settings(database_url=db_url, home=home, network="regtest",
-                            chain_backend="bitcoind", bitcoind_url=rpc_url,
-                            cold_descriptor=cold)
-        engine = create_engine(db_url, pool_size=2)
-        rt = Runtime.build(settings, open_sessions(engine), lightning=None,
-                           signer=Stall(HotSigner(bytes.fromhex(seed), "regtest",
-                                                  cold_descriptor=cold)))
-        if where == "broadcast":
-            async def stall(raw):
-                Path(flag).write_text("signed, about to broadcast")
-                await asyncio.Event().wait()  # the parent kills us here
-            rt.payouts.backend.broadcast = stall
-        await rt.payouts.advance()
-
-    asyncio.run(main())
-""")
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from tests.payouts.test_payouts import (
 from tests.waiting import wait_until
 
 CHILD = textwrap.dedent("""
-    import asyncio, sys, time
+    import asyncio, sys
     from pathlib import Path
     from satvault.config import Settings
     from satvault.composition import Runtime, open_sessions
@@ -34,6 +34,7 @@ CHILD = textwrap.dedent("""
     from satvault.signer.inprocess import InProcessSigner
 
     db_url, rpc_url, home, where, flag, seed = sys.argv[1:7]
+    cold = sys.argv[7] if len(sys.argv) > 7 else ""  # a cold wallet the signer sweeps into
 
     class Stall(InProcessSigner):
         async def sign_payout(self, *a, **kw):
@@ -44,10 +45,12 @@ CHILD = textwrap.dedent("""
 
     async def main():
         settings = Settings(database_url=db_url, home=home, network="regtest",
-                            chain_backend="bitcoind", bitcoind_url=rpc_url)
+                            chain_backend="bitcoind", bitcoind_url=rpc_url,
+                            cold_descriptor=cold)
         engine = create_engine(db_url, pool_size=2)
-        rt = Runtime.build(settings, open_sessions(engine),
-                           signer=Stall(HotSigner(bytes.fromhex(seed), "regtest")))
+        rt = Runtime.build(settings, open_sessions(engine), lightning=None,
+                           signer=Stall(HotSigner(bytes.fromhex(seed), "regtest",
+                                                  cold_descriptor=cold or None)))
         if where == "broadcast":
             async def stall(raw):
                 Path(flag).write_text("signed, about to broadcast")

@@ -28,12 +28,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.backends.base import ChainBackend
-from satvault.backends.errors import BackendUnavailable
 from satvault.config import Settings
 from satvault.custody.cold import ColdInput, ColdOutput, ColdWallet, KeyOrigin, make_cold_psbt
 from satvault.db import utcnow
 from satvault.kernel.errors import InvalidInput, NotFound
-from satvault.kernel.ids import new_id
 from satvault.kernel.retrying import retrying
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import get_account
@@ -47,7 +45,7 @@ from satvault.onchain.models import (
     ReviewItem,
 )
 from satvault.onchain.service import allocate_address
-from satvault.payouts.job import CHANGE_DUST_SAT, PayoutJob
+from satvault.payouts.job import CHANGE_DUST_SAT, PayoutJob, store_batch
 from satvault.payouts.models import (
     LIVE_STATUSES,
     BatchStatus,
@@ -93,12 +91,7 @@ class RefillPlanner:
         s = self.settings
         if not s.cold_descriptor:
             return RefillDecision(None, "no cold wallet is configured")
-        try:
-            estimate = await self.backend.feerate_sat_vb(s.fee_target_blocks)
-        except BackendUnavailable as exc:
-            return RefillDecision(None, f"the node is unavailable: {exc}")
-        feerate = min(max(estimate or s.min_feerate_sat_vb, s.min_feerate_sat_vb),
-                      s.max_feerate_sat_vb)
+        feerate = await self.payouts.feerate()
         async with self.sessions() as session:
             accounts = await self.payouts.account_keys(session)
         try:
@@ -171,16 +164,11 @@ class RefillPlanner:
         psbt = make_cold_psbt(
             [ColdInput(p.txid, p.vout, p.value_sat, a.chain, a.idx, bytes.fromhex(p.script_pubkey))
              for p, a in chosen], outputs, wallet=cold, network=s.network)
-        now = utcnow()
-        batch = PayoutBatch(id=new_id("rfl"), kind=MoveKind.REFILL, status=BatchStatus.COSIGNING,
-                            psbt=psbt, txid=None, feerate_sat_vb=feerate, fee_sat=fee,
-                            change_address_id=change_id, broadcast_attempts=0, created_at=now,
-                            updated_at=now)
-        session.add(batch)
-        await session.flush()
-        session.add_all([PayoutInput(batch_id=batch.id, payment_id=p.id) for p, _ in chosen])
+        batch = await store_batch(session, MoveKind.REFILL, psbt=psbt, feerate=feerate,
+                                  fee=fee, change_address_id=change_id,
+                                  coin_ids=[p.id for p, _ in chosen])
         session.add(ReviewItem(
-            kind="refill_needs_cosigners", subject=batch.id, created_at=now,
+            kind="refill_needs_cosigners", subject=batch.id, created_at=batch.created_at,
             details=json.dumps({
                 "amount_sat": amount, "fee_sat": fee, "semicold_sat": semicold,
                 "floor_sat": s.semicold_floor_sat, "signatures_needed": cold.threshold,

@@ -36,7 +36,6 @@ from satvault.backends.base import ChainBackend
 from satvault.backends.errors import BackendUnavailable
 from satvault.config import Settings, sweep_window
 from satvault.db import utcnow
-from satvault.kernel.ids import new_id
 from satvault.kernel.retrying import retrying
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import get_account
@@ -49,10 +48,9 @@ from satvault.onchain.models import (
     OnchainWallet,
 )
 from satvault.onchain.service import allocate_address, get_watch_only
-from satvault.payouts.job import CHANGE_DUST_SAT, PayoutJob, estimate_vsize
+from satvault.payouts.job import CHANGE_DUST_SAT, PayoutJob, estimate_vsize, store_batch
 from satvault.payouts.models import (
     LIVE_STATUSES,
-    BatchStatus,
     MoveKind,
     PayoutBatch,
     PayoutInput,
@@ -129,11 +127,10 @@ class SweepPlanner:
         if not in_window(s.sweep_window_utc, now or utcnow()):
             return SweepDecision(None, f"outside the sweep window {s.sweep_window_utc} UTC")
         try:
-            estimate = await self.backend.feerate_sat_vb(s.fee_target_blocks)
             tip = (await self.backend.tip()).height
         except BackendUnavailable as exc:
             return SweepDecision(None, f"the node is unavailable: {exc}")
-        feerate = max(estimate or s.min_feerate_sat_vb, s.min_feerate_sat_vb)
+        feerate = await self.payouts.feerate()
         if feerate > s.sweep_max_feerate_sat_vb:
             log.info("sweep_waits_for_fees", feerate=feerate, cap=s.sweep_max_feerate_sat_vb)
             return SweepDecision(None, f"the fee market ({feerate} sat/vB) is above the sweep "
@@ -211,15 +208,9 @@ class SweepPlanner:
         inputs = [PsbtInput(p.txid, p.vout, p.value_sat, bytes.fromhex(p.script_pubkey),
                             "deposit", a.chain, a.idx) for p, a in coins]
         psbt = make_psbt(inputs, outputs, network=s.network, fingerprint_and_paths=accounts)
-        now = utcnow()
-        batch = PayoutBatch(id=new_id("swp"), kind=MoveKind.SWEEP, status=BatchStatus.SIGNING,
-                            psbt=psbt, txid=None, feerate_sat_vb=feerate, fee_sat=fee,
-                            change_address_id=absorbs, broadcast_attempts=0, created_at=now,
-                            updated_at=now)
-        session.add(batch)
-        await session.flush()
-        session.add_all([PayoutInput(batch_id=batch.id, payment_id=p.id) for p, _ in coins])
-        await session.flush()
+        batch = await store_batch(session, MoveKind.SWEEP, psbt=psbt, feerate=feerate,
+                                  fee=fee, change_address_id=absorbs,
+                                  coin_ids=[p.id for p, _ in coins])
         log.info("sweep_planned", batch=batch.id, inputs=len(coins), to_semicold_sat=semi,
                  to_cold_sat=cold, fee_sat=fee, feerate=feerate, semicold_before_sat=semicold)
         return SweepDecision(batch.id, "planned", len(coins), semi, cold, fee)

@@ -71,7 +71,8 @@ from satvault.signing.psbt import (
     make_psbt,
 )
 
-__all__ = ["PayoutJob", "PayoutReport", "estimate_vsize", "split_fee", "within_signer_cap"]
+__all__ = ["PayoutJob", "PayoutReport", "estimate_vsize", "split_fee", "store_batch",
+           "within_signer_cap"]
 
 log = get_logger(__name__)
 CHANGE_DUST_SAT = 294
@@ -96,6 +97,29 @@ def within_signer_cap(pending: Sequence[Withdrawal], cap_sat: int, reserve_sat: 
         if batch and total > cap_sat:
             break
         batch.append(w)
+    return batch
+
+
+_ID_PREFIX = {MoveKind.PAYOUT: "pob", MoveKind.SWEEP: "swp", MoveKind.REFILL: "rfl"}
+
+
+async def store_batch(session: AsyncSession, kind: MoveKind, *, psbt: str, feerate: int,
+                      fee: int, change_address_id: int | None, coin_ids: Sequence[int]
+                      ) -> PayoutBatch:
+    """Store a planned move with its unsigned PSBT and reserve its coins (one live batch per
+    coin: ``payout_inputs.payment_id`` is unique). A refill waits for the cold cosigners
+    (``cosigning``); the others for the hot signer (``signing``)."""
+    now = utcnow()
+    batch = PayoutBatch(id=new_id(_ID_PREFIX[kind]), kind=kind,
+                        status=BatchStatus.COSIGNING if kind is MoveKind.REFILL
+                        else BatchStatus.SIGNING,
+                        psbt=psbt, txid=None, feerate_sat_vb=feerate, fee_sat=fee,
+                        change_address_id=change_address_id, broadcast_attempts=0,
+                        created_at=now, updated_at=now)
+    session.add(batch)
+    await session.flush()
+    session.add_all([PayoutInput(batch_id=batch.id, payment_id=pid) for pid in coin_ids])
+    await session.flush()
     return batch
 
 
@@ -147,7 +171,9 @@ class PayoutJob:
         return report
 
     # ----------------------------------------------------------------------- batching
-    async def _feerate(self) -> int:
+    async def feerate(self) -> int:
+        """The node's fee estimate for ``fee_target_blocks``, within the configured bounds
+        (the lower bound when the node cannot say)."""
         s = self.settings
         try:
             rate = await self.backend.feerate_sat_vb(s.fee_target_blocks)
@@ -181,7 +207,7 @@ class PayoutJob:
     async def create_batch(self, report: PayoutReport | None = None) -> int:
         """Batch pending withdrawals into one unsigned payout (stored, not yet signed)."""
         report = report or PayoutReport()
-        feerate = await self._feerate()
+        feerate = await self.feerate()
 
         async def work(session: AsyncSession) -> int:
             s = self.settings
@@ -229,15 +255,10 @@ class PayoutJob:
             inputs = [PsbtInput(p.txid, p.vout, p.value_sat, bytes.fromhex(p.script_pubkey),
                                 role, a.chain, a.idx) for p, a, role in chosen]
             psbt = make_psbt(inputs, outputs, network=s.network, fingerprint_and_paths=accounts)
-            now = utcnow()
-            batch = PayoutBatch(id=new_id("pob"), status=BatchStatus.SIGNING, psbt=psbt, txid=None,
-                                feerate_sat_vb=feerate, fee_sat=fee,
-                                change_address_id=change_address_id, broadcast_attempts=0,
-                                created_at=now, updated_at=now)
-            session.add(batch)
-            await session.flush()
-            for p, _, _ in chosen:
-                session.add(PayoutInput(batch_id=batch.id, payment_id=p.id))
+            batch = await store_batch(session, MoveKind.PAYOUT, psbt=psbt, feerate=feerate,
+                                      fee=fee, change_address_id=change_address_id,
+                                      coin_ids=[p.id for p, _, _ in chosen])
+            now = batch.created_at
             for w in pending:
                 w.status, w.batch_id, w.updated_at = WithdrawalStatus.BATCHED, batch.id, now
             log.info("payout_batched", batch=batch.id, withdrawals=len(pending),
