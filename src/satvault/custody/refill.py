@@ -25,16 +25,13 @@ from embit.psbt import PSBT
 from embit.transaction import Transaction
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.backends.base import ChainBackend
-from satvault.config import Settings
 from satvault.custody.cold import ColdInput, ColdOutput, ColdWallet, KeyOrigin, make_cold_psbt
+from satvault.custody.planning import MovePlanner, semicold_sat
 from satvault.db import utcnow
 from satvault.kernel.errors import InvalidInput, NotFound
 from satvault.kernel.retrying import retrying
-from satvault.ledger.platform import ensure_platform_accounts
-from satvault.ledger.store import get_account
 from satvault.logs import get_logger
 from satvault.onchain.models import (
     CreditState,
@@ -45,7 +42,7 @@ from satvault.onchain.models import (
     ReviewItem,
 )
 from satvault.onchain.service import allocate_address
-from satvault.payouts.job import CHANGE_DUST_SAT, PayoutJob, store_batch
+from satvault.payouts.job import CHANGE_DUST_SAT, store_batch
 from satvault.payouts.models import (
     LIVE_STATUSES,
     BatchStatus,
@@ -79,14 +76,7 @@ class RefillDecision:
     fee_sat: int = 0
 
 
-class RefillPlanner:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: ChainBackend,
-                 settings: Settings, payouts: PayoutJob) -> None:
-        self.sessions = sessions
-        self.backend = backend
-        self.settings = settings
-        self.payouts = payouts
-
+class RefillPlanner(MovePlanner):
     async def step(self) -> RefillDecision:
         s = self.settings
         if not s.cold_descriptor:
@@ -108,9 +98,7 @@ class RefillPlanner:
         ).scalar_one_or_none()
         if live is not None:
             return RefillDecision(None, f"refill {live} is in progress")
-        platform = await ensure_platform_accounts(session, "BTC")
-        b = (await get_account(session, platform.hot_wallet.id)).balances
-        semicold = (b.debits_posted - b.credits_posted) // MSAT
+        semicold = await semicold_sat(session)
         if semicold >= s.semicold_floor_sat:
             return RefillDecision(None, f"semi-cold holds {semicold} sat, not under its floor "
                                         f"of {s.semicold_floor_sat}")

@@ -30,15 +30,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.backends.base import ChainBackend
 from satvault.backends.errors import BackendUnavailable
-from satvault.config import Settings, sweep_window
+from satvault.config import sweep_window
+from satvault.custody.planning import MovePlanner, semicold_sat
 from satvault.db import utcnow
 from satvault.kernel.retrying import retrying
-from satvault.ledger.platform import ensure_platform_accounts
-from satvault.ledger.store import get_account
 from satvault.logs import get_logger
 from satvault.onchain.models import (
     CreditState,
@@ -48,7 +46,7 @@ from satvault.onchain.models import (
     OnchainWallet,
 )
 from satvault.onchain.service import allocate_address, get_watch_only
-from satvault.payouts.job import CHANGE_DUST_SAT, PayoutJob, estimate_vsize, store_batch
+from satvault.payouts.job import CHANGE_DUST_SAT, estimate_vsize, store_batch
 from satvault.payouts.models import (
     LIVE_STATUSES,
     MoveKind,
@@ -110,14 +108,7 @@ def in_window(window: str, now: datetime) -> bool:
     return start <= hour < end if start < end else (hour >= start or hour < end)
 
 
-class SweepPlanner:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: ChainBackend,
-                 settings: Settings, payouts: PayoutJob) -> None:
-        self.sessions = sessions
-        self.backend = backend
-        self.settings = settings
-        self.payouts = payouts
-
+class SweepPlanner(MovePlanner):
     async def step(self, *, now: datetime | None = None) -> SweepDecision:
         """Store one sweep if one is due; network first (fee estimate, tip), then one short
         transaction."""
@@ -175,9 +166,7 @@ class SweepPlanner:
             OnchainWallet.role == "cold"))).scalar_one_or_none()
         fee = estimate_vsize(len(coins), [_P2WPKH_SPK] + ([_P2WSH_SPK] if cold_wallet else [])
                              ) * feerate
-        platform = await ensure_platform_accounts(session, "BTC")
-        hot = (await get_account(session, platform.hot_wallet.id)).balances
-        semicold = (hot.debits_posted - hot.credits_posted) // MSAT
+        semicold = await semicold_sat(session)
         semi, cold = split_sweep(total - fee, semicold, percent=s.sweep_semicold_percent,
                                  floor_sat=s.semicold_floor_sat,
                                  ceiling_sat=s.semicold_ceiling_sat,
