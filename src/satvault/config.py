@@ -160,8 +160,9 @@ class Settings(BaseSettings):
     withdrawal_fee_policy: Literal["user", "platform"] = "user"
     withdrawal_fee_reserve_sat: int = 5_000
     withdrawal_min_sat: int = 1_000
-    # At most the signer's per-transaction cap less the fee reserve (checked at start).
-    withdrawal_max_sat: int = 9_900_000
+    # A withdrawal is also refused above the signer's per-transaction cap less the fee
+    # reserve (it could never be signed).
+    withdrawal_max_sat: int = 100_000_000
     # Per wallet, over any 24 hours, on-chain and Lightning together (internal payments too).
     withdrawal_daily_limit_msat: int = 1_000_000_000_000
 
@@ -255,11 +256,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
-        if self.withdrawal_max_sat + self.withdrawal_fee_reserve_sat > self.signer_max_tx_sat:
-            raise ValueError(
-                f"withdrawal_max_sat ({self.withdrawal_max_sat}) plus its fee reserve "
-                f"({self.withdrawal_fee_reserve_sat}) is above signer_max_tx_sat "
-                f"({self.signer_max_tx_sat}): such a withdrawal could never be signed")
         if self.semicold_floor_sat > self.semicold_ceiling_sat:
             raise ValueError(f"semicold_floor_sat ({self.semicold_floor_sat}) is above "
                              f"semicold_ceiling_sat ({self.semicold_ceiling_sat})")

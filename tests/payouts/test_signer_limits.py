@@ -29,13 +29,12 @@ DAILY = 150_000
 
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
-    return {"signer_max_tx_sat": 120_000, "signer_max_daily_sat": DAILY,
-            "withdrawal_max_sat": 110_000}
+    return {"signer_max_tx_sat": 120_000, "signer_max_daily_sat": DAILY}
 
 
 def lower_signer_cap(env: Env, max_tx_sat: int) -> None:
     """The signer process runs with its own settings: here a lower per-transaction cap than
-    the web side's (which would refuse such a configuration of its own at start)."""
+    the web side believes (which would refuse larger withdrawals itself)."""
     env.signer.hot = HotSigner(SEED, "regtest", audit_log=env.settings.home / "audit.jsonl",
                                max_tx_sat=max_tx_sat, max_daily_sat=DAILY)
 
@@ -94,8 +93,7 @@ async def test_a_batch_over_the_signers_per_transaction_cap_is_not_stuck(env: En
 
 
 @pytest.mark.parametrize("settings_overrides", [{"signer_max_tx_sat": 120_000,
-                                                 "signer_max_daily_sat": 1_000_000,
-                                                 "withdrawal_max_sat": 100_000}])
+                                                 "signer_max_daily_sat": 1_000_000}])
 async def test_batches_are_sized_to_the_signers_per_transaction_cap(env: Env):
     await fund(env, 500_000)
     await withdraw(env, external_address(env, 3), 60_000)
@@ -111,8 +109,13 @@ async def test_batches_are_sized_to_the_signers_per_transaction_cap(env: Env):
         assert len((await s.execute(PAYOUTS)).scalars().all()) == 2
 
 
-def test_a_withdrawal_maximum_the_signer_would_refuse_is_refused_at_start(tmp_path):
-    from satvault.config import Settings
+async def test_a_withdrawal_the_signer_could_never_sign_is_refused(env: Env):
+    from satvault.payouts.errors import InvalidWithdrawal
 
-    with pytest.raises(ValueError, match="could never be signed"):
-        Settings(home=tmp_path, signer_max_tx_sat=100_000, withdrawal_max_sat=100_000)
+    await fund(env, 500_000)
+    # The web side's cap is 120,000 sat per transaction (fee included): with the 5,000 sat
+    # reserve, 115,000 is the most one withdrawal may be.
+    with pytest.raises(InvalidWithdrawal, match="limit of 115000 sat"):
+        await withdraw(env, external_address(env, 5), 115_001)
+    assert (await env.balances())["held"] == 0
+    await withdraw(env, external_address(env, 5), 115_000)

@@ -206,18 +206,6 @@ class ColdAddress:
     keys: tuple[KeyOrigin, ...]  # in the witness script's (sorted) order
 
 
-_ORIGIN = re.compile(r"^\[(?P<fp>[0-9a-fA-F]{8})(?P<path>(?:/\d+['hH]?)*)\]$")
-
-
-def _parse_path(text: str) -> tuple[int, ...]:
-    out = []
-    for step in (s for s in text.split("/") if s):
-        hard = step[-1] in "'hH"
-        n = int(step[:-1] if hard else step)
-        out.append(n + HARDENED if hard else n)
-    return tuple(out)
-
-
 @dataclass(frozen=True, slots=True)
 class ColdWallet:
     threshold: int
@@ -248,15 +236,15 @@ class ColdWallet:
                                   + ("" if parsed.sorted_keys else " with multi()"))
         cosigners = []
         for k, key in enumerate(parsed.keys):
-            m = _ORIGIN.match(key.origin)
-            if m is None:
+            origin = key.origin_parts()
+            if origin is None:
                 raise ColdWalletError(f"cold key {k + 1} has no origin [fingerprint/path]; "
                                       "cosigners need it to find their key")
-            path = _parse_path(m["path"])
+            fingerprint, path = origin
             if key.key.depth != len(path):
                 raise ColdWalletError(f"cold key {k + 1}: the xpub has depth {key.key.depth}, "
                                       f"its origin path has {len(path)} steps")
-            cosigners.append(Cosigner(bytes.fromhex(m["fp"]), path, key.key))
+            cosigners.append(Cosigner(fingerprint, path, key.key))
         fps = [c.fingerprint for c in cosigners]
         if len(set(fps)) != len(fps):
             raise ColdWalletError("two cold keys share a master fingerprint: one seed would "

@@ -63,6 +63,16 @@ class KeyExpr:
     def render(self) -> str:
         return f"{self.origin}{self.key.serialize(_canonical_prefix(self.key))}/<0;1>/*"
 
+    def origin_parts(self) -> tuple[bytes, tuple[int, ...]] | None:
+        """``[d34db33f/48h/1h/0h/2h]`` → (master fingerprint, path as integers, hardened
+        steps + 2^31); None without an origin. How a signer finds its key."""
+        m = _ORIGIN.match(self.origin)
+        if m is None:
+            return None
+        steps = tuple(int(s[:-1]) + 0x80000000 if s[-1] in "'hH" else int(s)
+                      for s in m["path"].split("/") if s)
+        return bytes.fromhex(m["fp"]), steps
+
 
 def _canonical_prefix(key: ExtendedPubKey) -> str:
     return "xpub" if key.family == "main" else "tpub"
@@ -130,13 +140,10 @@ class WatchOnlyWallet:
         left out."""
         out = []
         for k in self.keys:
-            m = _ORIGIN.match(k.origin)
-            if m is None:
-                continue
-            steps = [int(s[:-1]) + 0x80000000 if s[-1] in "'hH" else int(s)
-                     for s in m["path"].split("/") if s]
-            out.append((k.key.pubkey_at(change, index), bytes.fromhex(m["fp"]),
-                        (*steps, change, index)))
+            parts = k.origin_parts()
+            if parts is not None:
+                out.append((k.key.pubkey_at(change, index), parts[0],
+                            (*parts[1], change, index)))
         return out
 
     def _script(self, change: int, index: int) -> tuple[bytes, str]:

@@ -121,9 +121,12 @@ async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destinati
     if sat < floor:
         raise InvalidWithdrawal(f"{sat} sat is below the minimum of {floor} sat for a {kind} "
                                 "output (dust)")
-    if sat > settings.withdrawal_max_sat:
-        raise InvalidWithdrawal(f"{sat} sat is above the per-withdrawal limit of "
-                                f"{settings.withdrawal_max_sat} sat")
+    # The signer's own per-transaction cap counts the fee too: a larger withdrawal could
+    # never be signed, so it is refused here rather than left waiting.
+    ceiling = min(settings.withdrawal_max_sat,
+                  settings.signer_max_tx_sat - settings.withdrawal_fee_reserve_sat)
+    if sat > ceiling:
+        raise InvalidWithdrawal(f"{sat} sat is above the per-withdrawal limit of {ceiling} sat")
     await check_daily_limit(session, wallet=wallet, amount_msat=amount, settings=settings)
     reserve = settings.withdrawal_fee_reserve_sat * 1000 \
         if settings.withdrawal_fee_policy == "user" else 0

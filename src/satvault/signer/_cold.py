@@ -15,7 +15,6 @@ module holds no private key; it only compares public data.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +22,9 @@ from satvault.onchain.descriptors import ScriptKind, WatchOnlyWallet, parse_wall
 from satvault.onchain.errors import OnchainError
 from satvault.onchain.keys import ExtendedPubKey
 from satvault.signing.errors import BadChange, InvalidColdDescriptor
-from satvault.signing.paths import CHANGE_CHAIN, HARDENED, RECEIVE_CHAIN, format_path, parse_path
+from satvault.signing.paths import CHANGE_CHAIN, HARDENED, RECEIVE_CHAIN, format_path
 
 __all__ = ["ColdWallet", "Cosigner"]
-
-_ORIGIN = re.compile(r"^\[(?P<fp>[0-9a-fA-F]{8})(?P<path>(?:/\d+['hH]?)*)\]$")
-
 
 @dataclass(frozen=True, slots=True)
 class Cosigner:
@@ -59,15 +55,15 @@ class ColdWallet:
                                         "multisig of several offline cosigners")
         cosigners = []
         for k, key in enumerate(wallet.keys):
-            m = _ORIGIN.match(key.origin)
-            if m is None:
+            origin = key.origin_parts()
+            if origin is None:
                 raise InvalidColdDescriptor(f"cold key {k} has no origin [fingerprint/path]; "
                                             "the signer needs it to recognise cold outputs")
-            fingerprint = bytes.fromhex(m["fp"])
+            fingerprint, path = origin
             if fingerprint == signer_fingerprint:
                 raise InvalidColdDescriptor(f"cold key {k} comes from this signer's own seed "
                                             f"({fingerprint.hex()}); cold keys stay offline")
-            cosigners.append(Cosigner(fingerprint, parse_path(m["path"]), key.key))
+            cosigners.append(Cosigner(fingerprint, path, key.key))
         return cls(wallet, tuple(cosigners))
 
     @property

@@ -45,7 +45,6 @@ from satvault.signing.paths import (
     WalletName,
     account_path,
     format_path,
-    parse_path,
 )
 
 __all__ = [
@@ -98,9 +97,6 @@ class AccountKey:
         return self.xpub.pubkey_at(chain, index)
 
 
-_ORIGIN = re.compile(r"^\[(?P<fp>[0-9a-fA-F]{8})(?P<path>(?:/\d+['hH]?)*)\]$")
-
-
 def accounts_from_descriptors(descriptors: Mapping[str, str], network: str
                               ) -> dict[str, AccountKey]:
     """``{"deposit": AccountKey, "hot": AccountKey}`` from the signer's two descriptors.
@@ -121,11 +117,11 @@ def accounts_from_descriptors(descriptors: Mapping[str, str], network: str
             raise PsbtBuildError(f"the {wallet.value} descriptor is {parsed.kind.value}; "
                                  "the signer only spends wpkh()")
         key = parsed.keys[0]
-        m = _ORIGIN.match(key.origin)
-        if m is None:
+        origin = key.origin_parts()
+        if origin is None:
             raise PsbtBuildError(f"the {wallet.value} descriptor has no key origin "
                                  "[fingerprint/path]; the signer needs it to find its keys")
-        path = parse_path(m["path"])
+        fingerprint, path = origin
         expected = account_path(network, wallet)
         if path != expected:
             raise PsbtBuildError(f"the {wallet.value} descriptor's path {format_path(path)} "
@@ -133,7 +129,7 @@ def accounts_from_descriptors(descriptors: Mapping[str, str], network: str
         if key.key.depth != len(path):
             raise PsbtBuildError(f"the {wallet.value} xpub has depth {key.key.depth}, its "
                                  f"origin path has {len(path)} steps")
-        accounts[wallet.value] = AccountKey(bytes.fromhex(m["fp"]), path, key.key)
+        accounts[wallet.value] = AccountKey(fingerprint, path, key.key)
     if accounts["deposit"].fingerprint != accounts["hot"].fingerprint:
         raise PsbtBuildError("the deposit and hot descriptors come from different seeds")
     return accounts
