@@ -91,3 +91,34 @@ async def test_custody_status_command(env: Env, db_url, tmp_path):
     assert out["tiers"]["deposit"] == {"ledger_sat": 300_000, "coins_sat": 300_000,
                                        "node_sat": 300_000, "coins": 1}
     assert out["liabilities_msat"] == 300_000 * SAT and out["reserve_ratio"] == 1.0
+
+
+async def test_upgrade_books_moves_legacy_deposits_once(env: Env, db_url, tmp_path):
+    from satvault.custody.upgrade import rebook_legacy_deposits
+    from satvault.ledger.core import TransferSpec
+    from satvault.ledger.platform import ensure_platform_accounts
+    from satvault.ledger.store import submit_one
+
+    await deposit(env, 400_000)
+    await deposit(env, 100_000)
+    # As the watcher booked deposits before migration 0015: on the semi-cold account.
+    async with env.sessions() as s:
+        p = await ensure_platform_accounts(s, "BTC")
+    await submit_one(env.sessions, TransferSpec("legacy", p.hot_wallet.id, p.deposit_wallet.id,
+                                                500_000 * SAT, "BTC"))
+    st = await custody_status(env.sessions, None)
+    assert {d.subject for d in st.differences} == {"deposit", "semicold"}
+    done = await rebook_legacy_deposits(env.sessions)
+    assert done.amount_sat == 500_000
+    assert (await custody_status(env.sessions, None)).differences == []
+    assert (await rebook_legacy_deposits(env.sessions)).reason == "already done"
+    await env.sweep()  # and the sweep books from the deposit account as it should
+    await env.check()
+
+
+async def test_upgrade_books_leaves_other_differences_to_a_person(env: Env):
+    from satvault.custody.upgrade import rebook_legacy_deposits
+
+    await deposit(env, 300_000)
+    done = await rebook_legacy_deposits(env.sessions)  # clean books: nothing to do
+    assert done.amount_sat == 0 and "nothing to move" in done.reason

@@ -89,3 +89,23 @@ def sweep() -> None:
     _emit({"ok": True, "batch": decision.batch_id, "reason": decision.reason,
            "inputs": decision.inputs, "to_semicold_sat": decision.to_semicold_sat,
            "to_cold_sat": decision.to_cold_sat, "fee_sat": decision.fee_sat})
+
+
+@app.command("upgrade-books")
+def upgrade_books() -> None:
+    """Once, after migration 0015 on an existing database: move deposits credited before it
+    from the semi-cold account to the deposit account, where sweeps take them from."""
+    from satvault.custody.upgrade import rebook_legacy_deposits
+
+    settings = get_settings()
+
+    async def go() -> Any:
+        engine, sessions = open_database(settings, pool_size=2)
+        try:
+            await ensure_current(engine)
+            return await rebook_legacy_deposits(sessions)
+        finally:
+            await engine.dispose()
+
+    done = asyncio.run(go())
+    _emit({"ok": True, "moved_sat": done.amount_sat, "reason": done.reason})
