@@ -33,7 +33,7 @@ from satvault.custody.cold import (
     read_psbt,
     signature_count,
 )
-from satvault.custody.cold_errors import (
+from satvault.custody.errors import (
     BadSignature,
     ColdWalletError,
     NotEnoughSignatures,

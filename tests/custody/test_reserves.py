@@ -17,7 +17,7 @@ from satvault.backends.errors import TxRejected
 from satvault.cli import app
 from satvault.config import reset_settings_cache
 from satvault.custody.cold import ColdInput, ColdOutput, combine, finalize, make_cold_psbt
-from satvault.custody.cold_errors import ProofRejected
+from satvault.custody.errors import ProofRejected
 from satvault.custody.reserves import build_proof, finalize_proof, verify_proof
 from satvault.custody.reserves_service import prove_reserves
 from satvault.onchain.bip127 import commitment_outpoint, display_txid

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from satvault.custody.cold_errors import CustodyError
+from satvault.custody.errors import CustodyError
 
 __all__ = ["app"]
 

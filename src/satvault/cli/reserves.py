@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from satvault.config import get_settings
-from satvault.custody.cold_errors import CustodyError
+from satvault.custody.errors import CustodyError
 from satvault.kernel.errors import SatvaultError
 
 __all__ = ["app"]

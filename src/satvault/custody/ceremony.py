@@ -32,7 +32,7 @@ from satvault.custody.cold import (
     signature_count,
     unsigned_txid,
 )
-from satvault.custody.cold_errors import ColdPsbtError, CustodyError, PsbtMismatch
+from satvault.custody.errors import ColdPsbtError, CustodyError, PsbtMismatch
 from satvault.db import utcnow
 from satvault.kernel.errors import NotFound
 from satvault.onchain.models import OnchainWallet

@@ -56,7 +56,7 @@ from embit.psbt import PSBT, DerivationPath
 from embit.script import Script, Witness
 from embit.transaction import SIGHASH, Transaction, TransactionInput, TransactionOutput
 
-from satvault.custody.cold_errors import (
+from satvault.custody.errors import (
     BadSignature,
     ColdPsbtError,
     ColdWalletError,

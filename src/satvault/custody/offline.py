@@ -23,7 +23,7 @@ its commitment input must match the message, it must have one output worth exact
 other inputs, and it may hold hot-wallet P2WPKH inputs this cosigner leaves to the hot
 signer. The summary then says that nothing is spent and shows the message.
 
-Anything else is refused with :class:`~satvault.custody.cold_errors.SigningRefused`, naming
+Anything else is refused with :class:`~satvault.custody.errors.SigningRefused`, naming
 the input or output. The caveat of every segwit v0 signer applies: the input amounts are the
 PSBT's claims (BIP143 signs them, so a lie makes the signature invalid, not a theft; the
 coordinator's :func:`~satvault.custody.cold.check_outputs` compares the transaction with the
@@ -59,7 +59,7 @@ from satvault.custody.cold import (
     parse_multisig,
     read_psbt,
 )
-from satvault.custody.cold_errors import ColdPsbtError, ColdWalletError, SigningRefused
+from satvault.custody.errors import ColdPsbtError, ColdWalletError, SigningRefused
 from satvault.onchain.addresses import script_to_address
 from satvault.onchain.bip127 import PSBT_IN_POR_COMMITMENT, commitment_outpoint
 from satvault.onchain.errors import OnchainError

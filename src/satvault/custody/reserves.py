@@ -48,7 +48,7 @@ from satvault.custody.cold import (
     read_psbt,
     verify_ecdsa,
 )
-from satvault.custody.cold_errors import ColdPsbtError, ProofError, ProofRejected
+from satvault.custody.errors import ColdPsbtError, ProofError, ProofRejected
 from satvault.onchain.bip127 import PSBT_IN_POR_COMMITMENT, commitment_outpoint, display_txid
 from satvault.onchain.keys import hash160
 from satvault.signing.errors import PsbtBuildError

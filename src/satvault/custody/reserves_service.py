@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.custody.cold import ColdInput, ColdWallet
-from satvault.custody.cold_errors import ProofError
+from satvault.custody.errors import ProofError
 from satvault.custody.reserves import build_proof, finalize_proof
 from satvault.onchain.models import (
     OnchainAddress,
