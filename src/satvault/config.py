@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -177,6 +178,10 @@ class Settings(BaseSettings):
     fixed_rates: dict[str, str] = Field(default_factory=lambda: {
         "USD": "60000.00", "EUR": "55000.00", "JPY": "9000000", "THB": "2100000.00"})
     rate_ttl_seconds: int = 60
+    # Reports: a customer-day whose money in, or out, across every rail exceeds this amount
+    # of report_currency is listed in the large-transaction (CTR-style) report.
+    report_currency: str = "USD"
+    ctr_threshold: Decimal = Field(default=Decimal("10000"), gt=0)
     payout_interval: float = 10.0
     payout_max_batch: int = 100
     payout_confirmations: int = 1

@@ -1,0 +1,75 @@
+"""The large-transaction report (CTR-style): per customer per business day, money in and money
+out each aggregated across every rail, reported when either total exceeds a fiat threshold
+(default 10,000 USD).
+
+Amounts are converted at one rate for the report (:class:`~satvault.rates.base.Rate`, its
+source and time printed with the report): satvault keeps no history of rates yet, so a report
+for past days uses the rate at the time it is made; the msat totals are exact either way.
+Pure: it takes the movements and the rate.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+
+from satvault.rates.base import Rate
+from satvault.reports.movements import Movement
+
+__all__ = ["CtrRow", "large_transactions", "msat_to_minor"]
+
+MSAT_PER_BTC = 100_000_000_000
+
+
+def msat_to_minor(msat: int, rate: Rate) -> int:
+    """msat → the rate currency's minor units, rounded down (a report never overstates)."""
+    return msat * rate.minor_per_btc // MSAT_PER_BTC
+
+
+@dataclass
+class CtrRow:
+    day: date
+    owner_type: str
+    owner_id: str
+    in_msat: int = 0
+    out_msat: int = 0
+    in_minor: int = 0
+    out_minor: int = 0
+    by_rail: dict[str, dict[str, int]] = field(default_factory=dict)  # rail -> in/out msat
+    wallets: set[str] = field(default_factory=set)
+    movements: int = 0
+
+    @property
+    def reasons(self) -> list[str]:
+        return [d for d in ("in", "out") if getattr(self, f"{d}_over")]
+
+    in_over: bool = False
+    out_over: bool = False
+
+
+def large_transactions(moves: list[Movement], rate: Rate, threshold_minor: int
+                       ) -> list[CtrRow]:
+    """The customer-days whose money in, or money out, exceeds ``threshold_minor``."""
+    rows: dict[tuple[date, str, str], CtrRow] = {}
+    for m in moves:
+        key = (m.day, m.owner_type, m.owner_id)
+        row = rows.get(key) or rows.setdefault(key, CtrRow(*key))
+        if m.direction == "in":
+            row.in_msat += m.amount_msat
+        else:
+            row.out_msat += m.amount_msat
+        rail = row.by_rail.setdefault(m.rail, defaultdict(int))
+        rail[m.direction] += m.amount_msat
+        row.wallets.add(m.wallet_id)
+        row.movements += 1
+    out = []
+    for row in rows.values():
+        row.in_minor, row.out_minor = msat_to_minor(row.in_msat, rate), \
+            msat_to_minor(row.out_msat, rate)
+        row.in_over, row.out_over = row.in_minor > threshold_minor, \
+            row.out_minor > threshold_minor
+        row.by_rail = {k: dict(v) for k, v in sorted(row.by_rail.items())}
+        if row.in_over or row.out_over:
+            out.append(row)
+    return sorted(out, key=lambda r: (r.day, r.owner_type, r.owner_id))

@@ -1,0 +1,82 @@
+"""Money in and out of customer wallets, one row per movement, from the records of each rail.
+
+* in, on-chain: chain payments credited to a wallet (``onchain_payments``), dated when seen;
+* in, Lightning and internal: paid invoices (``ln_invoices``; ``internal`` when another
+  wallet of the platform paid it), dated when paid;
+* out: completed withdrawals (``withdrawals`` in ``confirmed``: on-chain, Lightning, internal,
+  refunds included), dated when they completed.
+
+Each row carries the wallet's owner, so a report can aggregate per customer across rails.
+Days are UTC calendar days.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.models import Wallet
+from satvault.lightning.models import LnInvoice, LnInvoiceStatus
+from satvault.onchain.models import CreditState, OnchainPayment
+from satvault.payouts.models import Withdrawal, WithdrawalStatus
+
+__all__ = ["Movement", "day_bounds", "movements"]
+
+MSAT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    day: date
+    owner_type: str
+    owner_id: str
+    wallet_id: str
+    direction: str  # "in" | "out"
+    rail: str  # "onchain" | "lightning" | "internal"
+    amount_msat: int
+    ref: str
+
+
+def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
+    """``[start 00:00, end+1 00:00)`` in UTC: both days included."""
+    if end < start:
+        raise ValueError(f"the period ends ({end}) before it starts ({start})")
+    return (datetime.combine(start, time(), UTC),
+            datetime.combine(end + timedelta(days=1), time(), UTC))
+
+
+async def movements(session: AsyncSession, start: date, end: date) -> list[Movement]:
+    lo, hi = day_bounds(start, end)
+    out: list[Movement] = []
+    P = OnchainPayment
+    chain = (await session.execute(
+        select(P.txid, P.vout, P.value_sat, P.first_seen_at, P.wallet_id, Wallet.owner_type,
+               Wallet.owner_id).join(Wallet, Wallet.id == P.wallet_id)
+        .where(P.credit_state == CreditState.CREDITED, P.first_seen_at >= lo,
+               P.first_seen_at < hi))).all()
+    out += [Movement(r.first_seen_at.astimezone(UTC).date(), r.owner_type, r.owner_id,
+                     r.wallet_id, "in", "onchain", int(r.value_sat) * MSAT,
+                     f"{r.txid}:{r.vout}") for r in chain]
+    lightning = (await session.execute(
+        select(LnInvoice.id, LnInvoice.paid_msat, LnInvoice.paid_at, LnInvoice.internal,
+               LnInvoice.wallet_id, Wallet.owner_type, Wallet.owner_id)
+        .join(Wallet, Wallet.id == LnInvoice.wallet_id)
+        .where(LnInvoice.status == LnInvoiceStatus.PAID, LnInvoice.paid_at >= lo,
+               LnInvoice.paid_at < hi))).all()
+    out += [Movement(r.paid_at.astimezone(UTC).date(), r.owner_type, r.owner_id, r.wallet_id,
+                     "in", "internal" if r.internal else "lightning", int(r.paid_msat or 0),
+                     r.id) for r in lightning]
+    gone = (await session.execute(
+        select(Withdrawal.id, Withdrawal.method, Withdrawal.amount_msat, Withdrawal.updated_at,
+               Withdrawal.wallet_id, Wallet.owner_type, Wallet.owner_id)
+        .join(Wallet, Wallet.id == Withdrawal.wallet_id)
+        .where(Withdrawal.status == WithdrawalStatus.CONFIRMED, Withdrawal.updated_at >= lo,
+               Withdrawal.updated_at < hi))).all()
+    out += [Movement(r.updated_at.astimezone(UTC).date(), r.owner_type, r.owner_id,
+                     r.wallet_id, "out", str(r.method.value), int(r.amount_msat), r.id)
+            for r in gone]
+    out.sort(key=lambda m: (m.day, m.owner_type, m.owner_id, m.direction, m.rail, m.ref))
+    return out

@@ -1,0 +1,147 @@
+"""The large-transaction (CTR-style) report and the compliance report over real movements on
+simnet: one customer's money in on-chain and over Lightning adds up across rails to cross the
+threshold while each part stays under it; an internal payment counts as money out for the
+payer and in for the payee; a customer under the threshold is not listed; CSV and PDF carry
+the same figures (the PDF read back with pypdf)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pypdf import PdfReader
+from typer.testing import CliRunner
+
+from satvault.cli import app
+from satvault.config import reset_settings_cache
+from satvault.lightning.invoices import InvoiceListener, create_invoice
+from satvault.onchain.deposits import create_deposit
+from satvault.rates.service import build_rate_service
+from satvault.reports.compliance import report_csv, report_pdf
+from satvault.reports.service import ctr_report, period_report
+from tests.chainenv import LnEnv
+from tests.lightning.test_lightning import pay_out
+
+SAT = 1000
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    # 1 BTC = 60,000 USD (the fixed rate): 100 USD is 166,666 sat.
+    return {"ctr_threshold": "100", "rate_sources": "fixed"}
+
+
+async def chain_in(env: LnEnv, wallet, sat: int) -> None:
+    async with env.sessions() as s, s.begin():
+        d = await create_deposit(s, wallet=wallet, settings=env.settings)
+    env.chain.pay(d.address, sat)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+
+
+async def lightning_in(env: LnEnv, wallet, sat: int) -> None:
+    async with env.sessions() as s, s.begin():
+        inv = await create_invoice(s, backend=env.runtime.lightning, wallet=wallet,
+                                   amount_msat=sat * SAT)
+    env.network.pay("customer1", inv.bolt11)
+    assert await InvoiceListener(env.sessions, env.runtime.lightning, node="lnd").sweep() == 1
+
+
+@pytest.fixture
+async def day(lnenv: LnEnv):
+    """Alice: 100,000 sat on-chain (60 USD) + 80,000 sat over Lightning (48 USD) in; pays Bob
+    170,000 sat inside the platform (102 USD out). Bob: 50,000 sat on-chain in (30 USD),
+    then Alice's 170,000 (132 USD in all). Carol: 20,000 sat in (12 USD)."""
+    env = lnenv
+    alice = env.wallet
+    bob = await env.wallet_for("bob@example.com")
+    carol = await env.wallet_for("carol@example.com")
+    await chain_in(env, alice, 100_000)
+    await lightning_in(env, alice, 80_000)
+    await chain_in(env, bob, 50_000)
+    await chain_in(env, carol, 20_000)
+    async with env.sessions() as s, s.begin():
+        bill = await create_invoice(s, backend=env.runtime.lightning, wallet=bob,
+                                    amount_msat=170_000 * SAT)
+    await pay_out(env, bill.bolt11, wallet=alice)
+    return env, alice, bob, carol
+
+
+async def test_ctr_aggregates_each_customer_day_across_rails(day):
+    env, alice, bob, _ = day
+    today = datetime.now(UTC).date()
+    rates = build_rate_service("fixed", dict(env.settings.fixed_rates))
+    async with env.sessions() as s:
+        report = await ctr_report(s, today, today, settings=env.settings, rates=rates)
+    assert report["threshold_minor"] == 10_000 and report["currency"] == "USD"
+    rows = {(r["owner_id"]): r for r in report["customer_days"]}
+    assert set(rows) == {alice.owner_id, bob.owner_id}  # Carol's 12 USD is not listed
+    a = rows[alice.owner_id]
+    assert a["in_msat"] == 180_000 * SAT and a["in_minor"] == 10_800  # 108.00 USD
+    assert a["by_rail"]["onchain"]["in"] == 100_000 * SAT
+    assert a["by_rail"]["lightning"]["in"] == 80_000 * SAT
+    assert a["out_msat"] == 170_000 * SAT and a["over"] == ["in", "out"]
+    b = rows[bob.owner_id]
+    assert b["in_msat"] == 220_000 * SAT and b["over"] == ["in"]
+    assert b["by_rail"]["internal"]["in"] == 170_000 * SAT
+    # Another period: nothing.
+    async with env.sessions() as s:
+        past = await ctr_report(s, today - timedelta(days=9), today - timedelta(days=2),
+                                settings=env.settings, rates=rates)
+    assert past["customer_days"] == []
+
+
+async def test_compliance_report_as_json_csv_and_pdf(day):
+    env, alice, _, _ = day
+    today = datetime.now(UTC).date()
+    rates = build_rate_service("fixed", dict(env.settings.fixed_rates))
+    async with env.sessions() as s:
+        report, rate = await period_report(s, today, today, settings=env.settings, rates=rates)
+    v = report["volumes"]
+    assert v["onchain"]["in_count"] == 3 and v["onchain"]["in_msat"] == 170_000 * SAT
+    assert v["lightning"]["in_count"] == 1 and v["internal"]["in_count"] == 1
+    assert v["internal"]["out_count"] == 1 and v["internal"]["out_msat"] == 170_000 * SAT
+    assert report["kyc_tiers"] == {"0": 3}
+    assert len(report["ctr"]["customer_days"]) == 2
+    text = report_csv(report)
+    assert "volumes,onchain,in_msat,170000000" in text
+    pdf = PdfReader(io.BytesIO(report_pdf(report, rate)))
+    body = " ".join(page.extract_text() for page in pdf.pages)
+    assert f"compliance report {today.isoformat()} to {today.isoformat()}" in body
+    assert "108.00 USD" in body and alice.owner_id in body
+
+
+async def test_report_commands_and_bad_periods(day, db_url, tmp_path, monkeypatch):
+    assert day  # the movements of the day
+    for name, value in (("SATVAULT_DATABASE_URL", db_url), ("SATVAULT_HOME", str(tmp_path)),
+                        ("SATVAULT_CTR_THRESHOLD", "100"), ("SATVAULT_RATE_SOURCES", "fixed")):
+        monkeypatch.setenv(name, value)
+    reset_settings_cache()
+    runner = CliRunner()
+    today = datetime.now(UTC).date().isoformat()
+
+    async def invoke(args):  # the commands run asyncio.run themselves: off this test's loop
+        return await asyncio.to_thread(runner.invoke, app, args)
+
+    try:
+        r = await invoke(["report", "ctr", "--from", today, "--to", today])
+        assert r.exit_code == 0, r.output
+        assert len(json.loads(r.stdout.splitlines()[-1])["customer_days"]) == 2
+        r = await invoke(["report", "ctr", "--from", today, "--to", today,
+                                "--format", "csv"])
+        assert r.exit_code == 0 and r.stdout.startswith("day,owner_type,owner_id")
+        assert len(r.stdout.strip().splitlines()) == 3
+        out = tmp_path / "q.pdf"
+        r = await invoke(["report", "compliance", "--from", today, "--to", today,
+                                "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        assert out.read_bytes().startswith(b"%PDF-")
+        r = await invoke(["report", "ctr", "--from", today, "--to", "2000-01-01"])
+        assert r.exit_code == 1 and "before it starts" in r.stdout
+        r = await invoke(["report", "ctr", "--from", "yesterday", "--to", today])
+        assert r.exit_code == 1 and "YYYY-MM-DD" in r.stdout
+    finally:
+        reset_settings_cache()
