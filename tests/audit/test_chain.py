@@ -5,6 +5,7 @@ order, anchors printed and recorded."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 
 import pytest
@@ -64,7 +65,7 @@ async def test_actions_and_transfers_are_chained_and_verify(sessions):
     assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
     assert [r.id for r in rows] == sorted(r.id for r in rows)  # seq order is id order
     assert rows[0].prev_hash == "0" * 64
-    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(rows))
     update = next(r for r in rows if r.action == "store.update")
     assert (update.object, update.actor) == (store.id, "key_x")
     assert json.loads(update.state_before) == {"name": "Web"}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -91,12 +91,12 @@ class TransferDigest:
     last_seq: int = 0
     _h: Any = field(default_factory=hashlib.sha256)
 
-    def add(self, transfer: Mapping[str, Any]) -> None:
+    def add(self, transfer: Any) -> None:  # any mapping of TRANSFER_FIELDS (a RowMapping)
         self._h.update(canonical({k: _plain(transfer[k]) for k in TRANSFER_FIELDS}) + b"\n")
         self.count += 1
         self.last_seq = int(transfer["seq"])
 
-    def extend(self, transfers: Iterable[Mapping[str, Any]]) -> TransferDigest:
+    def extend(self, transfers: Iterable[Any]) -> TransferDigest:
         for t in transfers:
             self.add(t)
         return self

@@ -45,6 +45,7 @@ from sqlalchemy import (
     Boolean,
     Integer,
     String,
+    Table,
     bindparam,
     column,
     func,
@@ -96,7 +97,7 @@ _transfers = table(
     column("ref", String), column("created_at", UtcDateTime()),
     *[column(c, Amount()) for c in _amount_cols],
 )
-_events = AuditEvent.__table__
+_events: Table = AuditEvent.__table__  # type: ignore[assignment]
 _ROW_COLS = (_events.c.id, _events.c.at, _events.c.actor, _events.c.action, _events.c.object,
              _events.c.state_before, _events.c.state_after, _events.c.seq,
              _events.c.prev_hash, _events.c.hash)
