@@ -13,7 +13,7 @@ from satvault.db import session_factory
 from satvault.events.outbox import emit, notifier
 from tests.chainenv import LnEnv
 
-EVERY_WORKER = {"hold-expiry", "address-expiry", "webhooks", "chain-watcher", "payouts",
+EVERY_WORKER = {"hold-expiry", "address-expiry", "audit", "webhooks", "chain-watcher", "payouts",
                 "custody", "invoices", "lightning-payer", "lightning-listener"}
 
 

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     liabilities_secret: SecretStr | None = None
     # How often the background worker expires overdue ledger holds, in seconds.
     hold_expiry_interval: float = 5.0
+    # How often the audit worker seals new audit rows and ledger transfers into the hash chain.
+    audit_seal_interval: float = 5.0
     db_pool_size: int = 20
     # `satvault serve`'s event loop and HTTP parser (uvicorn's names). "auto" takes uvloop and
     # httptools (installed with satvault); "asyncio" / "h11", the pure-Python ones, only to

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.audit.service import seal
 from satvault.custody.refill import RefillPlanner
 from satvault.custody.status import Reconciler
 from satvault.custody.sweeps import SweepPlanner
@@ -27,7 +28,7 @@ from satvault.onchain.service import expire_addresses
 from satvault.onchain.watcher import Watcher
 from satvault.payouts.job import PayoutJob
 
-__all__ = ["ServiceWorker", "WebhookWorker", "Worker", "address_expiry_worker",
+__all__ = ["ServiceWorker", "WebhookWorker", "Worker", "address_expiry_worker", "audit_worker",
            "chain_watcher_worker", "hold_expiry_worker", "lightning_payer_worker",
            "payout_worker", "webhook_worker"]
 
@@ -153,6 +154,16 @@ def address_expiry_worker(sessions: async_sessionmaker[AsyncSession], interval: 
                           ) -> Worker:
     return Worker("address-expiry", interval,
                   lambda: retrying(sessions, lambda s: expire_addresses(s)))
+
+
+def audit_worker(sessions: async_sessionmaker[AsyncSession], interval: float) -> Worker:
+    """Seals new audit rows and ledger transfers into the hash chain (satvault.audit). The
+    fence waits at most one interval for transactions still open; the next tick retries."""
+    async def tick() -> int:
+        done = await seal(sessions, fence_timeout=interval)
+        return done.rows
+
+    return Worker("audit", interval, tick)
 
 
 def hold_expiry_worker(sessions: async_sessionmaker[AsyncSession], interval: float) -> Worker:

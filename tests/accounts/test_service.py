@@ -72,5 +72,5 @@ async def test_api_keys_hashed_scoped_revocable(sessions):
             await acc.authenticate_api_key(s, token)
         actions = (await s.execute(select(AuditEvent.action))).scalars().all()
         assert {"user.create", "apikey.create", "apikey.revoke"} <= set(actions)
-        assert all(token not in d for d in (await s.execute(select(AuditEvent.details)))
+        assert all(token not in d for d in (await s.execute(select(AuditEvent.state_after)))
                    .scalars())

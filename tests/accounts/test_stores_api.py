@@ -72,11 +72,11 @@ async def test_merchant_creates_lists_reads_and_changes_its_store(engine, db_url
         row = await s.get(Store, store["id"])
         assert (row.spread_bp, row.name) == (125, "Renamed")
         trail = (await s.execute(select(AuditEvent).where(
-            AuditEvent.subject == store["id"], AuditEvent.action == "store.update"))
+            AuditEvent.object == store["id"], AuditEvent.action == "store.update"))
         ).scalars().all()
     assert len(trail) == 1
-    assert json.loads(trail[0].details)["changes"] == {"name": ["Web shop", "Renamed"],
-                                                       "spread_bp": [50, 125]}
+    assert json.loads(trail[0].state_before) == {"name": "Web shop", "spread_bp": 50}
+    assert json.loads(trail[0].state_after) == {"name": "Renamed", "spread_bp": 125}
     assert trail[0].actor.startswith("key:key_")
 
 

@@ -10,7 +10,8 @@ from enum import StrEnum
 from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from satvault.db import Base, IdInt, StrEnumType, UtcDateTime
+from satvault.audit.models import AuditEvent  # the audit log moved to satvault.audit
+from satvault.db import Base, StrEnumType, UtcDateTime
 
 __all__ = ["ApiKey", "AuditEvent", "Merchant", "Store", "User", "UserStatus", "Wallet"]
 
@@ -86,14 +87,3 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-
-
-class AuditEvent(Base):
-    __tablename__ = "audit_events"
-
-    id: Mapped[int] = mapped_column(IdInt, primary_key=True, autoincrement=True)
-    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
-    actor: Mapped[str] = mapped_column(String(80))
-    action: Mapped[str] = mapped_column(String(80))
-    subject: Mapped[str] = mapped_column(String(120), default="")
-    details: Mapped[str] = mapped_column(Text, default="{}")

@@ -5,7 +5,6 @@ Functions take the session first and keyword arguments after; none of them commi
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.models import ApiKey, AuditEvent, Merchant, Store, User, UserStatus, Wallet
+from satvault.accounts.models import ApiKey, Merchant, Store, User, UserStatus, Wallet
 from satvault.accounts.security import (
     hash_password,
     new_token,
@@ -22,6 +21,7 @@ from satvault.accounts.security import (
     secrets_match,
     verify_password,
 )
+from satvault.audit.service import record
 from satvault.db import utcnow
 from satvault.kernel.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from satvault.kernel.ids import new_id
@@ -93,8 +93,9 @@ def owner_type_of(owner_id: str) -> str:
 
 async def audit(session: AsyncSession, *, actor: str, action: str, subject: str = "",
                 details: dict[str, Any] | None = None) -> None:
-    session.add(AuditEvent(at=utcnow(), actor=actor, action=action, subject=subject,
-                           details=json.dumps(details or {}, sort_keys=True, default=str)))
+    """The old spelling of :func:`satvault.audit.record` (``subject`` is the object,
+    ``details`` the after-state), kept for callers not yet moved to it."""
+    await record(session, actor=actor, action=action, object=subject, after=details or {})
 
 
 async def ensure_wallet(session: AsyncSession, *, owner_type: str, owner_id: str,
@@ -134,8 +135,8 @@ async def create_user(session: AsyncSession, *, email: str, password: str | None
     session.add(user)
     await session.flush()
     await ensure_wallet(session, owner_type="user", owner_id=user.id)
-    await audit(session, actor=actor, action="user.create", subject=user.id,
-                details={"is_admin": is_admin})
+    await record(session, actor=actor, action="user.create", object=user.id,
+                 after={"email": email, "is_admin": is_admin, "status": user.status.value})
     return user
 
 
@@ -151,7 +152,8 @@ async def create_merchant(session: AsyncSession, *, name: str, owner_user_id: st
     session.add(merchant)
     await session.flush()
     await ensure_wallet(session, owner_type="merchant", owner_id=merchant.id)
-    await audit(session, actor=actor, action="merchant.create", subject=merchant.id)
+    await record(session, actor=actor, action="merchant.create", object=merchant.id,
+                 after={"name": merchant.name})
     return merchant
 
 
@@ -196,8 +198,9 @@ async def create_store(session: AsyncSession, *, merchant_id: str, name: str,
                   created_at=utcnow())
     session.add(store)
     await session.flush()
-    await audit(session, actor=actor, action="store.create", subject=store.id,
-                details={"merchant_id": merchant_id})
+    await record(session, actor=actor, action="store.create", object=store.id,
+                 after={"merchant_id": merchant_id,
+                        **{k: getattr(store, k) for k in STORE_SETTINGS}})
     return store
 
 
@@ -220,8 +223,9 @@ async def update_store(session: AsyncSession, store: Store, *, changes: dict[str
     for key, (_, value) in diff.items():
         setattr(store, key, value)
     if diff:
-        await audit(session, actor=actor, action="store.update", subject=store.id,
-                    details={"changes": diff})
+        await record(session, actor=actor, action="store.update", object=store.id,
+                     before={k: old for k, (old, _) in diff.items()},
+                     after={k: new for k, (_, new) in diff.items()})
     return store
 
 
@@ -283,15 +287,17 @@ async def create_api_key(session: AsyncSession, *, owner_id: str, scopes: list[s
                  scopes=" ".join(sorted(wanted)), secret_hash=secret_hash, created_at=utcnow())
     session.add(key)
     await session.flush()
-    await audit(session, actor=actor, action="apikey.create", subject=key_id,
-                details={"owner_id": owner_id, "scopes": sorted(wanted)})
+    await record(session, actor=actor, action="apikey.create", object=key_id,
+                 after={"owner_id": owner_id, "scopes": sorted(wanted), "label": label})
     return key, token
 
 
 async def revoke_api_key(session: AsyncSession, *, key_id: str, actor: str = "system") -> None:
     key: ApiKey = await _get(session, ApiKey, key_id, "API key")
+    before = key.revoked_at
     key.revoked_at = utcnow()
-    await audit(session, actor=actor, action="apikey.revoke", subject=key_id)
+    await record(session, actor=actor, action="apikey.revoke", object=key_id,
+                 before={"revoked_at": before}, after={"revoked_at": key.revoked_at})
 
 
 async def authenticate_api_key(session: AsyncSession, token: str) -> Principal:

@@ -46,6 +46,7 @@ merchant_app = typer.Typer(help="Merchants.", no_args_is_help=True)
 store_app = typer.Typer(help="Stores of a merchant.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
+from satvault.cli.audit import app as audit_app  # noqa: E402
 from satvault.cli.cold import app as cold_app  # noqa: E402
 from satvault.cli.custody import app as custody_app  # noqa: E402
 from satvault.cli.liabilities import app as liabilities_app  # noqa: E402
@@ -64,6 +65,7 @@ app.add_typer(report_app, name="report")
 app.add_typer(liabilities_app, name="liabilities")
 app.add_typer(cold_app, name="cold")
 app.add_typer(reserves_app, name="reserves")
+app.add_typer(audit_app, name="audit")
 from satvault.simnet.ln.cli import app as simnet_ln_app  # noqa: E402
 
 simnet_app.add_typer(simnet_ln_app)  # satvault simnet ln-pay / ln-invoice / ln-serve

@@ -19,7 +19,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Store
-from satvault.accounts.service import audit, get_store
+from satvault.accounts.service import get_store
+from satvault.audit.service import record
 from satvault.db import utcnow
 from satvault.events.catalog import normalise_subscription
 from satvault.events.errors import InvalidWebhook
@@ -70,8 +71,9 @@ async def create_webhook(session: AsyncSession, *, store_id: str, url: CheckedUr
                       created_at=utcnow())
     session.add(webhook)
     await session.flush()
-    await audit(session, actor=actor, action="webhook.create", subject=webhook.id,
-                details={"store_id": store.id, "url": webhook.url, "events": subscription})
+    await record(session, actor=actor, action="webhook.create", object=webhook.id,
+                 after={"store_id": store.id, "url": webhook.url, "events": subscription,
+                        "enabled": True})
     return webhook
 
 
@@ -95,6 +97,7 @@ async def update_webhook(session: AsyncSession, *, webhook: Webhook,
     """Change the URL, the subscription or the switch. A disabled webhook gets no deliveries
     for the events emitted meanwhile; those already queued wait until it is enabled again."""
     changes: dict[str, Any] = {}
+    before = {"url": webhook.url, "events": webhook.events.split(), "enabled": webhook.enabled}
     if url is not None:
         webhook.url = changes["url"] = str(url.url)
     if events is not None:
@@ -104,8 +107,8 @@ async def update_webhook(session: AsyncSession, *, webhook: Webhook,
     if enabled is not None:
         webhook.enabled = changes["enabled"] = enabled
     await session.flush()
-    await audit(session, actor=actor, action="webhook.update", subject=webhook.id,
-                details=changes)
+    await record(session, actor=actor, action="webhook.update", object=webhook.id,
+                 before={k: before[k] for k in changes}, after=changes)
     return webhook
 
 
@@ -114,8 +117,9 @@ async def delete_webhook(session: AsyncSession, *, webhook: Webhook,
     """Delete the webhook; its queue and delivery log go with it (ON DELETE CASCADE)."""
     await session.delete(webhook)
     await session.flush()
-    await audit(session, actor=actor, action="webhook.delete", subject=webhook.id,
-                details={"store_id": webhook.store_id, "url": webhook.url})
+    await record(session, actor=actor, action="webhook.delete", object=webhook.id,
+                 before={"store_id": webhook.store_id, "url": webhook.url,
+                         "events": webhook.events.split(), "enabled": webhook.enabled})
 
 
 async def list_deliveries(session: AsyncSession, *, webhook_id: str, limit: int = 50,

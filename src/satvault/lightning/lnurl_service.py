@@ -41,7 +41,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.accounts.access import visible_wallet
 from satvault.accounts.models import ApiKey, User, UserStatus, Wallet
 from satvault.accounts.security import hash_secret
-from satvault.accounts.service import Principal, audit, create_api_key, create_user
+from satvault.accounts.service import Principal, create_api_key, create_user
+from satvault.audit.service import record
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
 from satvault.db import utcnow
@@ -136,8 +137,8 @@ async def claim_address(session: AsyncSession, *, wallet: Wallet, username: str,
             await session.flush()
     except IntegrityError as exc:  # claimed concurrently
         raise AlreadyExists(f"the username {username!r} is taken") from exc
-    await audit(session, actor=actor, action="lightning_address.claim",
-                subject=username, details={"wallet_id": wallet.id})
+    await record(session, actor=actor, action="lightning_address.claim", object=username,
+                 after={"wallet_id": wallet.id})
     return row
 
 
@@ -206,8 +207,9 @@ async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: in
         ref=vid))
     session.add(voucher)
     await session.flush()
-    await audit(session, actor=actor, action="lnurl_withdraw.create", subject=vid,
-                details={"wallet_id": wallet.id, "amount_msat": amount_msat})
+    await record(session, actor=actor, action="lnurl_withdraw.create", object=vid,
+                 after={"wallet_id": wallet.id, "amount_msat": amount_msat,
+                        "status": VoucherStatus.OPEN.value, "hold_id": voucher.hold_id})
     return voucher
 
 
@@ -241,7 +243,9 @@ async def cancel_voucher(session: AsyncSession, voucher: LnurlWithdrawVoucher, *
     await transfer(session, TransferSpec(
         f"lnurlw:{voucher.id}:void", kind=TransferKind.VOID, pending_id=voucher.hold_id,
         code="lnurl_withdraw", ref=voucher.id))
-    await audit(session, actor=actor, action="lnurl_withdraw.cancel", subject=voucher.id)
+    await record(session, actor=actor, action="lnurl_withdraw.cancel", object=voucher.id,
+                 before={"status": VoucherStatus.OPEN.value},
+                 after={"status": VoucherStatus.CANCELED.value})
     return True
 
 
@@ -302,9 +306,9 @@ async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
     await session.execute(
         update(LnurlWithdrawVoucher).where(LnurlWithdrawVoucher.id == voucher_id)
         .values(withdrawal_id=withdrawal.id).execution_options(**_NO_UPDATE_SYNC))
-    await audit(session, actor="lnurl-withdraw", action="lnurl_withdraw.redeem",
-                subject=voucher_id, details={"withdrawal_id": withdrawal.id,
-                                             "amount_msat": invoice.amount_msat})
+    await record(session, actor="lnurl-withdraw", action="lnurl_withdraw.redeem",
+                 object=voucher_id, before={"withdrawal_id": None},
+                 after={"withdrawal_id": withdrawal.id, "amount_msat": invoice.amount_msat})
     return withdrawal.id
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from satvault.web.routes import (
     admin,
+    audit,
     checkout,
     deposits,
     invoices,
@@ -28,6 +29,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     wallets.router,
     stores.router,
     admin.router,
+    audit.router,
     deposits.router,
     admin.chain_router,
     withdrawals.router,

@@ -1,0 +1,448 @@
+"""The audit log's service: record a row, seal rows into the chain, verify it, anchor its head.
+
+Writing is cheap and lock-free: :func:`record` only INSERTs a row (its id from a sequence)
+with no hash, in the caller's unit of work. Nothing in a request or a money path waits for
+the chain.
+
+Sealing is where the order is fixed. :func:`seal` (run every few seconds by the ``audit``
+worker, by ``satvault audit seal``, and before every verify and anchor) takes one lock (a
+PostgreSQL transaction-level advisory lock; SQLite's single writer is the lock there), gives
+the unsealed rows, in id order, the next ``seq``, the previous row's hash as ``prev_hash`` and
+their own ``hash``. It seals only rows no transaction still in flight can precede:
+
+* The sealing rule. On PostgreSQL the sealer first reads the sequences' last values ``L``
+  (every id or transfer ``seq`` handed out so far, committed or not), then waits until every
+  transaction that was open at that moment has ended (their ``virtualxid`` locks in
+  ``pg_locks``; a transaction holds its own for its whole life). Every row numbered ``<= L``
+  is then committed or gone for good, and only those are sealed: a row that commits late
+  with a lower id is never overtaken by a sealed higher one, so ``seq`` order is id order.
+  If some transaction stays open past the wait (``fence_timeout``), this round seals nothing
+  and the next round tries again. On SQLite every transaction takes the write lock up front
+  (``BEGIN IMMEDIATE``), so inside the sealer's own transaction nothing else is in flight.
+* The ledger is chained by the same sealer, not in its hot path: each round appends a
+  ``ledger.sealed`` row whose ``after`` holds the range of ``ledger_transfers.seq`` since the
+  previous one, its count and a digest of those rows (``chain.TransferDigest``); that row is
+  sealed like any other (on PostgreSQL by the next fence, inside the same :func:`seal` call).
+  ``ledger_transfers`` has its own trigger: no DELETE, and an UPDATE may only resolve a
+  pending hold's ``state``, the one column a transfer ever changes (and one the digest leaves
+  out).
+
+The database refuses UPDATE (except the sealer's one-time setting of ``seq``, ``prev_hash``
+and ``hash`` from NULL) and DELETE on ``audit_events`` (migration 0017's triggers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    column,
+    func,
+    select,
+    table,
+    text,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.audit.chain import (
+    GENESIS,
+    LEDGER_SEALED,
+    TRANSFER_FIELDS,
+    Break,
+    ChainRow,
+    LedgerRange,
+    TransferDigest,
+    moment,
+    parse_range,
+    row_hash,
+)
+from satvault.audit.models import AuditEvent
+from satvault.db import Amount, IdInt, UtcDateTime, utcnow
+from satvault.kernel.errors import InvalidInput
+from satvault.logs import get_logger
+
+__all__ = ["ANCHOR", "Head", "Sealed", "Verification", "anchor", "head", "list_events",
+           "record", "seal", "verify"]
+
+log = get_logger(__name__)
+
+ANCHOR = "audit.anchor"
+SEALER = "satvault"
+_LOCK_KEY = 0x5A7A_A0D1  # pg_advisory_xact_lock: one sealer at a time
+_ROWS_PER_ROUND = 5000
+_TRANSFERS_PER_ROUND = 20000
+_PAGE = 1000
+
+# The ledger's table as the chain reads it. The audit package sits below the ledger (every
+# domain writes to it), so it names the table rather than importing the ledger's model.
+_amount_cols = [c for c in TRANSFER_FIELDS if c == "amount" or c[:3] in ("dr_", "cr_")]
+_transfers = table(
+    "ledger_transfers",
+    column("seq", IdInt), column("id", String), column("debit_account_id", IdInt),
+    column("credit_account_id", IdInt), column("asset", String), column("kind", String),
+    column("pending_id", String), column("timeout_seconds", Integer),
+    column("expires_at", UtcDateTime()), column("linked", Boolean), column("code", String),
+    column("ref", String), column("created_at", UtcDateTime()),
+    *[column(c, Amount()) for c in _amount_cols],
+)
+_events: Table = AuditEvent.__table__  # type: ignore[assignment]
+_ROW_COLS = (_events.c.id, _events.c.at, _events.c.actor, _events.c.action, _events.c.object,
+             _events.c.state_before, _events.c.state_after, _events.c.seq,
+             _events.c.prev_hash, _events.c.hash)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _limit(name: str, value: str, most: int) -> str:
+    if not isinstance(value, str) or len(value) > most:
+        raise InvalidInput(f"audit {name} must be a string of at most {most} characters")
+    return value
+
+
+async def record(session: AsyncSession, *, actor: str, action: str, object: str = "",
+                 before: Any = None, after: Any = None, at: datetime | None = None) -> None:
+    """Append one audit row in the caller's unit of work (an INSERT, no lock, no hash yet:
+    :func:`seal` chains it). ``before``/``after`` are JSON-able values (None for "none")."""
+    if not action:
+        raise InvalidInput("an audit row needs an action")
+    session.add(AuditEvent(
+        at=at or utcnow(), actor=_limit("actor", actor, 80), action=_limit("action", action, 80),
+        object=_limit("object", object, 120), state_before=_json(before),
+        state_after=_json(after)))
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The last sealed row: what an anchor publishes."""
+
+    seq: int
+    hash: str
+    at: datetime | None
+    id: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "hash": self.hash,
+                "at": moment(self.at) if self.at else None, "id": self.id}
+
+
+async def head(session: AsyncSession) -> Head | None:
+    row = (await session.execute(
+        select(_events.c.seq, _events.c.hash, _events.c.at, _events.c.id)
+        .where(_events.c.seq.is_not(None)).order_by(_events.c.seq.desc()).limit(1)
+    )).first()
+    return None if row is None else Head(int(row.seq), str(row.hash), row.at, int(row.id))
+
+
+def _chain_row(r: Any) -> ChainRow:
+    return ChainRow(int(r.id), r.at, r.actor, r.action, r.object, r.state_before,
+                    r.state_after, r.seq, r.prev_hash, r.hash)
+
+
+async def list_events(session: AsyncSession, *, after: int = 0, limit: int = 100
+                      ) -> list[dict[str, Any]]:
+    """Rows with id > ``after`` in id order (unsealed ones have no seq/hash yet); ``before``
+    and ``after`` parsed, and the exact stored texts the hash covers beside them."""
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit must be between 1 and 1000")
+    rows = (await session.execute(
+        select(*_ROW_COLS).where(_events.c.id > after).order_by(_events.c.id).limit(limit)
+    )).all()
+    return [{"id": r.id, "seq": r.seq, "at": moment(r.at), "actor": r.actor,
+             "action": r.action, "object": r.object, "before": json.loads(r.state_before),
+             "after": json.loads(r.state_after), "before_json": r.state_before,
+             "after_json": r.state_after, "prev_hash": r.prev_hash, "hash": r.hash}
+            for r in rows]
+
+
+# ---------------------------------------------------------------------------------- sealing
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    rows: int
+    transfers: int
+    head: Head | None
+    waiting: bool = False  # a transaction stayed open past the fence: nothing sealed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "transfers": self.transfers, "waiting": self.waiting,
+                "head": self.head.as_dict() if self.head else None}
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+_LAST_VALUES = text(
+    "SELECT coalesce(pg_sequence_last_value("
+    "  pg_get_serial_sequence('audit_events', 'id')::regclass), 0) AS audit, "
+    "coalesce(pg_sequence_last_value("
+    "  pg_get_serial_sequence('ledger_transfers', 'seq')::regclass), 0) AS ledger")
+# Every client transaction open in this database now, but ours.
+_OPEN = text(
+    "SELECT l.virtualxid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'virtualxid' AND l.granted AND l.mode = 'ExclusiveLock' "
+    "AND a.datname = current_database() AND a.backend_type = 'client backend' "
+    "AND l.pid <> pg_backend_pid()")
+_STILL_OPEN = text(
+    "SELECT virtualxid FROM pg_locks WHERE locktype = 'virtualxid' AND granted "
+    "AND mode = 'ExclusiveLock' AND virtualxid = ANY(CAST(:open AS text[]))")
+
+
+async def _fence(sessions: async_sessionmaker[AsyncSession], timeout: float
+                 ) -> tuple[int, int] | None:
+    """(last audit id, last transfer seq) such that every row numbered up to them is
+    committed or rolled back for good; None if a transaction outlived ``timeout``."""
+    async with sessions() as s, s.begin():
+        last = (await s.execute(_LAST_VALUES)).one()
+        open_now = list((await s.execute(_OPEN)).scalars().all())
+    deadline = time.monotonic() + timeout
+    while open_now:
+        async with sessions() as s, s.begin():
+            open_now = list((await s.execute(_STILL_OPEN, {"open": open_now})).scalars().all())
+        if not open_now:
+            break
+        if time.monotonic() >= deadline:
+            log.warning("audit_seal_waiting", open_transactions=len(open_now))
+            return None
+        await asyncio.sleep(0.05)
+    return int(last.audit), int(last.ledger)
+
+
+async def _last_ledger_range(session: AsyncSession) -> int:
+    after = (await session.execute(
+        select(_events.c.state_after).where(_events.c.action == LEDGER_SEALED)
+        .order_by(_events.c.id.desc()).limit(1)
+    )).scalar_one_or_none()
+    rng = parse_range(after) if after is not None else None
+    return rng.to_seq if rng else 0
+
+
+def _transfer_rows(lo: int, hi: int | None, limit: int | None = None) -> Any:
+    q = select(*(_transfers.c[c] for c in TRANSFER_FIELDS)).where(_transfers.c.seq > lo)
+    if hi is not None:
+        q = q.where(_transfers.c.seq <= hi)
+    q = q.order_by(_transfers.c.seq)
+    return q.limit(limit) if limit else q
+
+
+async def _seal_ledger(session: AsyncSession, upto: int | None) -> int:
+    """Append a ``ledger.sealed`` row for the transfers since the last one (up to ``upto``,
+    or all of them on SQLite); returns how many it covers."""
+    lo = await _last_ledger_range(session)
+    if upto is None:
+        upto = int((await session.execute(select(func.max(_transfers.c.seq)))).scalar() or 0)
+    if upto <= lo:
+        return 0
+    rows = (await session.execute(_transfer_rows(lo, upto, _TRANSFERS_PER_ROUND))).mappings()
+    digest = TransferDigest().extend(rows)
+    if digest.count == 0:
+        return 0
+    hi = digest.last_seq if digest.count == _TRANSFERS_PER_ROUND else upto
+    await record(session, actor=SEALER, action=LEDGER_SEALED, object="ledger_transfers",
+                 after=LedgerRange(lo, hi, digest.count, digest.hexdigest()).as_dict())
+    await session.flush()
+    return digest.count
+
+
+async def _seal_rows(session: AsyncSession, upto: int | None) -> tuple[int, Head | None]:
+    top = await head(session)
+    seq, prev, top_id = (top.seq, top.hash, top.id) if top else (0, GENESIS, 0)
+    q = select(*_ROW_COLS).where(_events.c.seq.is_(None), _events.c.id > top_id)
+    if upto is not None:
+        q = q.where(_events.c.id <= upto)
+    rows = (await session.execute(q.order_by(_events.c.id).limit(_ROWS_PER_ROUND))).all()
+    if not rows:
+        return 0, top
+    params = []
+    for r in rows:
+        seq += 1
+        sealed = row_hash(_chain_row(r), seq=seq, prev=prev)
+        params.append({"b_id": r.id, "b_seq": seq, "b_prev": prev, "b_hash": sealed})
+        prev = sealed
+    await session.execute(
+        update(_events)
+        .where(_events.c.id == bindparam("b_id"), _events.c.seq.is_(None))
+        .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"),
+                prev_hash=bindparam("b_prev")),
+        params,
+    )
+    last = rows[-1]
+    return len(rows), Head(seq, prev, last.at, int(last.id))
+
+
+async def seal(sessions: async_sessionmaker[AsyncSession], *, fence_timeout: float = 5.0
+               ) -> Sealed:
+    """One sealing round (its own transactions; see the module docstring for the rule)."""
+    async with sessions() as probe:
+        dialect = _dialect(probe)
+    if dialect != "postgresql":
+        async with sessions() as s, s.begin():
+            transfers = await _seal_ledger(s, None)
+            rows, top = await _seal_rows(s, None)
+        return Sealed(rows, transfers, top)
+    bounds = await _fence(sessions, fence_timeout)
+    if bounds is None:
+        async with sessions() as s:
+            return Sealed(0, 0, await head(s), waiting=True)
+    async with sessions() as s, s.begin():
+        await s.execute(select(func.pg_advisory_xact_lock(_LOCK_KEY)))
+        transfers = await _seal_ledger(s, bounds[1])
+    # The ledger.sealed row just committed is numbered past the first fence: fence again.
+    bounds = await _fence(sessions, fence_timeout)
+    if bounds is None:
+        async with sessions() as s:
+            return Sealed(0, transfers, await head(s), waiting=True)
+    async with sessions() as s, s.begin():
+        await s.execute(select(func.pg_advisory_xact_lock(_LOCK_KEY)))
+        rows, top = await _seal_rows(s, bounds[0])
+    return Sealed(rows, transfers, top)
+
+
+async def seal_all(sessions: async_sessionmaker[AsyncSession], *, fence_timeout: float = 5.0
+                   ) -> Sealed:
+    """Seal rounds until nothing is left that can be sealed now (a backlog takes several)."""
+    rows = transfers = 0
+    while True:
+        done = await seal(sessions, fence_timeout=fence_timeout)
+        rows += done.rows
+        transfers += done.transfers
+        if done.waiting or (done.rows < _ROWS_PER_ROUND
+                            and done.transfers < _TRANSFERS_PER_ROUND):
+            return Sealed(rows, transfers, done.head, done.waiting)
+
+
+# -------------------------------------------------------------------------------- verifying
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    ok: bool
+    rows: int
+    transfers: int
+    unsealed: int
+    head: Head | None
+    broken: Break | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "rows": self.rows, "transfers": self.transfers,
+                "unsealed": self.unsealed, "head": self.head.as_dict() if self.head else None,
+                "broken": self.broken.as_dict() if self.broken else None,
+                **({"error": str(self.broken)} if self.broken else {})}
+
+
+async def _check_range(session: AsyncSession, r: ChainRow, lo: int) -> tuple[int, Break | None]:
+    rng = parse_range(r.after)
+    if rng is None:
+        return 0, Break(r.id, r.seq, "a ledger.sealed row names no transfer range",
+                        found=r.after)
+    if rng.from_seq != lo:
+        return 0, Break(r.id, r.seq, "ledger ranges are not contiguous",
+                        expected=f"from_seq {lo}", found=f"from_seq {rng.from_seq}")
+    rows = await session.stream(_transfer_rows(rng.from_seq, rng.to_seq))
+    digest = TransferDigest()
+    async for m in rows.mappings():
+        digest.add(m)
+    if (digest.count, digest.hexdigest()) != (rng.count, rng.digest):
+        return 0, Break(
+            r.id, r.seq, f"ledger transfers seq {rng.from_seq + 1}..{rng.to_seq} differ from "
+            "what this row sealed (a transfer was changed, added or removed)",
+            expected=f"{rng.count} transfers, digest {rng.digest}",
+            found=f"{digest.count} transfers, digest {digest.hexdigest()}")
+    return rng.count, None
+
+
+async def verify(session: AsyncSession, *,
+                 progress: Callable[[int, int], None] | None = None) -> Verification:
+    """Walk the sealed chain from its first row: every seq in turn, each ``prev_hash`` the
+    previous ``hash``, each hash recomputed, ids increasing, each ``ledger.sealed`` range
+    contiguous and re-hashed from ``ledger_transfers``. Stops at the first break."""
+    total = int((await session.execute(
+        select(func.count()).where(_events.c.seq.is_not(None)))).scalar_one())
+    unsealed = int((await session.execute(
+        select(func.count()).where(_events.c.seq.is_(None)))).scalar_one())
+    expected, prev, last_id, ledger_to, transfers = 1, GENESIS, 0, 0, 0
+    last: ChainRow | None = None
+
+    def result(broken: Break | None) -> Verification:
+        top = Head(last.seq or 0, last.hash or "", last.at, last.id) if last else None
+        return Verification(broken is None, expected - 1, transfers, unsealed, top, broken)
+
+    while True:
+        page = (await session.execute(
+            select(*_ROW_COLS).where(_events.c.seq >= expected).order_by(_events.c.seq)
+            .limit(_PAGE))).all()
+        if not page:
+            break
+        for raw in page:
+            r = _chain_row(raw)
+            if r.seq != expected:
+                return result(Break(r.id, r.seq, "a sealed row is missing before this one",
+                                    expected=f"seq {expected}", found=f"seq {r.seq}"))
+            if r.prev_hash != prev:
+                return result(Break(r.id, r.seq, "prev_hash is not the previous row's hash",
+                                    expected=prev, found=str(r.prev_hash)))
+            if r.id <= last_id:
+                return result(Break(r.id, r.seq, "ids do not increase along the chain",
+                                    expected=f"id > {last_id}", found=f"id {r.id}"))
+            computed = row_hash(r, seq=expected, prev=prev)
+            if computed != r.hash:
+                return result(Break(
+                    r.id, r.seq, "the row does not match its hash: it was changed after "
+                    "sealing", expected=str(r.hash), found=computed))
+            if r.action == LEDGER_SEALED and r.actor == SEALER:
+                count, broken = await _check_range(session, r, ledger_to)
+                if broken is not None:
+                    return result(broken)
+                ledger_to = parse_range(r.after).to_seq  # type: ignore[union-attr]
+                transfers += count
+            prev, last_id, last = computed, r.id, r
+            expected += 1
+            if progress is not None:
+                progress(expected - 1, total)
+    behind = (await session.execute(
+        select(func.min(_events.c.id)).where(_events.c.seq.is_(None),
+                                             _events.c.id < last_id))).scalar()
+    if behind is not None:
+        return result(Break(int(behind), None, "an unsealed row sits behind the sealed chain "
+                            "(inserted out of order)", expected=f"id > {last_id}",
+                            found=f"id {behind}"))
+    stray = (await session.execute(
+        select(func.min(_events.c.id)).where(_events.c.seq.is_(None),
+                                             _events.c.hash.is_not(None)))).scalar()
+    if stray is not None:
+        return result(Break(int(stray), None, "a row has a hash but no place in the chain"))
+    return result(None)
+
+
+# -------------------------------------------------------------------------------- anchoring
+
+
+async def anchor(sessions: async_sessionmaker[AsyncSession], *, actor: str,
+                 fence_timeout: float = 5.0) -> Head:
+    """Seal, then record the head (seq, hash, time) as an ``audit.anchor`` row, which the
+    next round chains too; returns the head for the operator to publish elsewhere."""
+    await seal_all(sessions, fence_timeout=fence_timeout)
+    async with sessions() as s, s.begin():
+        top = await head(s) or Head(0, GENESIS, None)
+        await record(s, actor=actor, action=ANCHOR, object=f"audit_events.seq={top.seq}",
+                     after=top.as_dict())
+    await seal(sessions, fence_timeout=fence_timeout)
+    return top

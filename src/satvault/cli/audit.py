@@ -1,0 +1,117 @@
+"""``satvault audit …``: the hash-chained audit log.
+
+``seal`` chains what has been written since the last round (the ``audit`` worker does this
+every few seconds; the command is for processes that run no workers). ``verify`` seals, then
+walks the whole chain and re-hashes the ledger transfer ranges it vouches for; exit 1 names
+the first broken row and what differs. ``anchor`` seals and prints the head (seq, hash, time)
+for the operator to publish somewhere the platform cannot rewrite, and records it as an
+``audit.anchor`` row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.config import get_settings
+from satvault.kernel.errors import SatvaultError
+
+__all__ = ["app"]
+
+T = TypeVar("T")
+app = typer.Typer(help="The hash-chained audit log: seal, verify, anchor.",
+                  no_args_is_help=True)
+FenceTimeout = Annotated[float, typer.Option(
+    min=0.0, help="Seconds to wait for transactions still open before sealing past them.")]
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(message: str, code: int = 1) -> None:
+    _emit({"ok": False, "error": message})
+    raise typer.Exit(code)
+
+
+def _run(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
+    from satvault.composition import open_database
+    from satvault.migrate import SchemaNotCurrent, ensure_current
+
+    async def go() -> T:
+        engine, sessions = open_database(get_settings(), pool_size=2)
+        try:
+            await ensure_current(engine)
+            return await work(sessions)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(go())
+    except SchemaNotCurrent as exc:
+        _fail(str(exc), 2)
+    except SatvaultError as exc:
+        _fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+@app.command("seal")
+def seal_cmd(fence_timeout: FenceTimeout = 30.0) -> None:
+    """Chain every row and ledger transfer written since the last round."""
+    from satvault.audit.service import seal_all
+
+    done = _run(lambda sessions: seal_all(sessions, fence_timeout=fence_timeout))
+    _emit({"ok": not done.waiting, **done.as_dict()})
+    if done.waiting:
+        raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify_cmd(fence_timeout: FenceTimeout = 30.0) -> None:
+    """Seal, then walk the chain from its first row; exit 1 naming the first broken row."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from satvault.audit.service import seal_all, verify
+
+    console = Console(stderr=True)
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> Any:
+        await seal_all(sessions, fence_timeout=fence_timeout)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      console=console, transient=True,
+                      disable=not console.is_terminal) as bar:
+            task = bar.add_task("verifying the audit chain", total=None)
+
+            def step(done: int, total: int) -> None:
+                if done % 500 == 0 or done == total:
+                    bar.update(task, completed=done, total=total)
+
+            async with sessions() as s, s.begin():
+                return await verify(s, progress=step)
+
+    result = _run(work)
+    _emit(result.as_dict())
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command("anchor")
+def anchor_cmd(
+    actor: Annotated[str, typer.Option(help="Who anchors (recorded on the anchor row).")]
+    = "cli",
+    fence_timeout: FenceTimeout = 30.0,
+) -> None:
+    """Seal and print the chain's head (seq, hash, time); record it as an anchor row.
+    Publish the printed line somewhere this platform cannot rewrite."""
+    from satvault.audit.service import anchor
+
+    top = _run(lambda sessions: anchor(sessions, actor=actor, fence_timeout=fence_timeout))
+    _emit({"ok": True, **top.as_dict()})

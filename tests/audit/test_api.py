@@ -1,0 +1,34 @@
+"""GET /api/v1/admin/audit and /api/v1/admin/audit/verify: admin only, rows with hashes."""
+
+from __future__ import annotations
+
+from satvault.accounts import service as acc
+from tests.web.test_api import auth, client_for
+
+
+async def test_admin_lists_rows_with_hashes_and_verifies(engine, db_url, sessions):
+    async with sessions() as s, s.begin():
+        admin = await acc.create_user(s, email="root@example.com", is_admin=True)
+        _, admin_key = await acc.create_api_key(s, owner_id=admin.id, scopes=["admin"])
+        user = await acc.create_user(s, email="u@example.com")
+        _, user_key = await acc.create_api_key(s, owner_id=user.id, scopes=["wallet:read"])
+    async with client_for(engine, db_url) as c:
+        assert (await c.get("/api/v1/admin/audit", headers=auth(user_key))).status_code == 403
+        assert (await c.get("/api/v1/admin/audit/verify",
+                            headers=auth(user_key))).status_code == 403
+        checked = await c.get("/api/v1/admin/audit/verify", headers=auth(admin_key))
+        assert checked.status_code == 200, checked.text
+        body = checked.json()
+        assert body["ok"] is True and body["broken"] is None and body["rows"] >= 4
+        page = await c.get("/api/v1/admin/audit", params={"limit": 2},
+                           headers=auth(admin_key))
+        assert page.status_code == 200
+        rows = page.json()["rows"]
+        assert [r["seq"] for r in rows] == [1, 2] and rows[0]["prev_hash"] == "0" * 64
+        assert rows[1]["prev_hash"] == rows[0]["hash"]
+        assert rows[0]["action"] == "user.create" and rows[0]["after"]["is_admin"] is True
+        rest = await c.get("/api/v1/admin/audit", headers=auth(admin_key),
+                           params={"after": page.json()["next_after"]})
+        assert rest.json()["rows"][0]["seq"] == 3
+        bad = await c.get("/api/v1/admin/audit", params={"limit": 0}, headers=auth(admin_key))
+        assert bad.status_code == 422
