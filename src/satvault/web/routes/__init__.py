@@ -12,6 +12,7 @@ from satvault.web.routes import (
     checkout,
     deposits,
     invoices,
+    kyc,
     liabilities,
     lnurl,
     stores,
@@ -36,4 +37,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     streams.router,
     checkout.router,
     liabilities.router,
+    kyc.router,
 )
