@@ -88,7 +88,7 @@ def upgrade() -> None:
         sa.Column("normalized", sa.String(300), nullable=False),
         sa.Column("reference", sa.String(120), nullable=False),
         sa.Column("loaded_at", ts, nullable=False),
-        sa.CheckConstraint("list IN ('pep', 'sanctions')", name=op.f("ck_screening_list")),
+        sa.CheckConstraint("list IN ('pep', 'sanctions')", name=op.f("ck_screening_entries_list")),
     )
     op.create_index("ix_screening_entries_list", "screening_entries", ["list"])
     # Plain ADD COLUMN (SQLite has it too): no copy of the wallets table.
