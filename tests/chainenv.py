@@ -73,12 +73,18 @@ class Env:
         assert report.ok, report.as_dict()
 
 
+UNLIMITED_TIERS = {t: {r: [10**18] * 3 for r in ("onchain", "lightning", "internal")}
+                   for t in range(3)}
+
+
 def make_settings(db_url: str, home: Path, url: str, **overrides: object) -> Settings:
     base: dict[str, object] = dict(
         database_url=db_url, home=home, network="regtest", chain_backend="bitcoind",
         bitcoind_url=url, deposit_confirmations=1, payout_confirmations=1,
         zero_conf_max_sat=100_000, withdrawal_fee_reserve_sat=5_000, min_feerate_sat_vb=1,
-        max_feerate_sat_vb=500, sweep_min_confirmations=1, sweep_min_sat=0)
+        max_feerate_sat_vb=500, sweep_min_confirmations=1, sweep_min_sat=0,
+        # KYC tier limits are tested in tests/kyc; elsewhere every tier may move anything.
+        kyc_tier_limits_msat=UNLIMITED_TIERS)
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
 

@@ -20,6 +20,7 @@ from satvault.events.models import DeliveryStatus
 from satvault.idempotency_models import IdempotencyKey, IdempotencyStatus
 from satvault.invoices import models as invoice_models
 from satvault.invoices.status import Additional, Status
+from satvault.kyc.models import KycDecision, ScreeningList
 from satvault.lightning.lnurl_models import ChallengeStatus, VoucherStatus
 from satvault.lightning.models import LnInvoiceStatus, LnPaymentStatus
 from satvault.onchain.models import AddressStatus, CreditState, DepositStatus, OnchainPaymentStatus
@@ -48,6 +49,8 @@ CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
     ("idempotency_keys", "status", "ck_idempotency_status", IdempotencyStatus),
     ("store_invoices", "status", "ck_store_invoices_status", Status),
     ("store_invoices", "additional_status", "ck_store_invoices_additional", Additional),
+    ("kyc_records", "decision", "ck_kyc_records_decision", KycDecision),
+    ("screening_entries", "list", "ck_screening_entries_list", ScreeningList),
 ]
 # Typed by an enum, but without a CHECK constraint: the enum is the only gate.
 UNCHECKED: list[tuple[str, str, type[StrEnum]]] = [

@@ -24,7 +24,20 @@ from pydantic_settings import (
 
 from satvault.db import async_database_url
 
-__all__ = ["Settings", "get_settings", "redact_url", "reset_settings_cache", "sweep_window"]
+__all__ = ["DEFAULT_KYC_TIER_LIMITS_MSAT", "KYC_RAILS", "Settings", "get_settings", "redact_url",
+           "reset_settings_cache", "sweep_window"]
+
+
+# The tier table's default (msat): tier 0 small (no identity checked), tier 1 medium (identity
+# verified), tier 2 large (enhanced due diligence). Same shape on every rail.
+_SAT = 1000
+DEFAULT_KYC_TIER_LIMITS_MSAT: dict[int, dict[str, tuple[int, int, int]]] = {
+    tier: {rail: limits for rail in ("onchain", "lightning", "internal")}
+    for tier, limits in (
+        (0, (100_000 * _SAT, 200_000 * _SAT, 1_000_000 * _SAT)),
+        (1, (5_000_000 * _SAT, 10_000_000 * _SAT, 100_000_000 * _SAT)),
+        (2, (100_000_000 * _SAT, 1_000_000_000 * _SAT, 10_000_000_000 * _SAT)))}
+KYC_RAILS = ("onchain", "lightning", "internal")
 
 
 def _default_home() -> Path:
@@ -169,6 +182,17 @@ class Settings(BaseSettings):
     # Per wallet, over any 24 hours, on-chain and Lightning together (internal payments too).
     withdrawal_daily_limit_msat: int = 1_000_000_000_000
 
+    # --- KYC tiers (satvault.kyc) -------------------------------------------------------------
+    # Per tier (0, 1, 2 …: an owner's tier is its latest approved KYC record's, 0 without one),
+    # per rail ("onchain", "lightning", "internal"): [per transaction, any rolling 24 hours,
+    # any rolling 30 days] in msat. A tier above the table's highest gets the highest's.
+    # As JSON in SATVAULT_KYC_TIER_LIMITS_MSAT.
+    kyc_tier_limits_msat: dict[int, dict[str, list[int]]] = Field(
+        default_factory=lambda: {t: {r: list(v) for r, v in rails.items()}
+                                 for t, rails in DEFAULT_KYC_TIER_LIMITS_MSAT.items()})
+    # Sanctions/PEP name screening: a listed name scoring at least this (0-100) is a hit.
+    kyc_screening_threshold: int = Field(default=88, ge=50, le=100)
+
     # --- merchant invoices ------------------------------------------------------------------
     # Platform fee on money received for store invoices, in basis points of each payment.
     invoice_fee_bp: int = 100
@@ -252,6 +276,22 @@ class Settings(BaseSettings):
     def _trusted_proxies(cls, value: str) -> str:
         for part in filter(None, (p.strip() for p in value.split(","))):
             ipaddress.ip_network(part, strict=False)  # a ValueError names the bad one
+        return value
+
+    @field_validator("kyc_tier_limits_msat")
+    @classmethod
+    def _kyc_tiers(cls, value: dict[int, dict[str, list[int]]]) -> dict[int, dict[str, list[int]]]:
+        if sorted(value) != list(range(len(value))) or not value:
+            raise ValueError("kyc_tier_limits_msat: tiers must be 0, 1, 2 … without gaps")
+        for tier, rails in value.items():
+            if set(rails) != set(KYC_RAILS):
+                raise ValueError(f"kyc_tier_limits_msat: tier {tier} needs exactly the rails "
+                                 f"{', '.join(KYC_RAILS)}")
+            for rail, limits in rails.items():
+                if len(limits) != 3 or any(x < 0 for x in limits) \
+                        or not limits[0] <= limits[1] <= limits[2]:
+                    raise ValueError(f"kyc_tier_limits_msat: tier {tier} {rail} needs [per "
+                                     "transaction, 24 h, 30 d], non-negative and ascending")
         return value
 
     @field_validator("sweep_window_utc")

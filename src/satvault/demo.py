@@ -19,7 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts import service as accounts
 from satvault.composition import open_sessions
+from satvault.config import DEFAULT_KYC_TIER_LIMITS_MSAT
 from satvault.db import create_engine
+from satvault.kyc import service as kyc
 from satvault.ledger.check import check_ledger
 from satvault.ledger.core import TransferKind, TransferSpec, available
 from satvault.ledger.errors import InsufficientFunds
@@ -63,6 +65,13 @@ async def _walkthrough(url: str) -> dict[str, Any]:
                 s, owner_type="merchant", owner_id=merchant.id)
             ctx["customer_wallet"] = await accounts.ensure_wallet(
                 s, owner_type="user", owner_id=customer.id)
+            # The customer's identity was checked: KYC tier 1 (tier 0's limits are too small
+            # for the withdrawals below).
+            await kyc.create_record(s, kyc.RecordRequest(
+                owner_type="user", owner_id=customer.id, tier=1, decision="approve",
+                full_name="Alice Example", documents=["demo://passport"],
+                checks=["id-document"], reviewer="demo-reviewer"),
+                max_tier=max(DEFAULT_KYC_TIER_LIMITS_MSAT), screening_threshold=88)
             summary.update(merchant_id=merchant.id, store_id=store.id, customer_id=customer.id)
         await uow(w)
 

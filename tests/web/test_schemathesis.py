@@ -59,8 +59,15 @@ CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conform
 _REUSED = "idempotency-key-reused"  # the same key with another body: state, not shape
 _DESTINATION = {"invalid-address", "invalid-payment-uri", "invalid-invoice", "wrong-network",
                 "amount-required", "invoice-expired", "payment-refused", "lnurl-error",
-                "insufficient-funds", "invalid-withdrawal", _REUSED}
+                "insufficient-funds", "invalid-withdrawal", "kyc-limit-exceeded",
+                "wallet-frozen", _REUSED}
 DOMAIN_REFUSALS: dict[str, set[str]] = {
+    # KYC: tiers the configuration has, an approval naming documents and checks, a name that
+    # is more than punctuation, a reviewer who is not the subject; a wallet frozen once.
+    "POST /api/v1/admin/kyc/{owner_type}/{owner_id}/records": {"invalid-input", "forbidden"},
+    "POST /api/v1/admin/kyc/screen": {"invalid-input"},
+    "POST /api/v1/admin/wallets/{wallet_id}/freeze": {"invalid-input"},
+    "POST /api/v1/admin/wallets/{wallet_id}/unfreeze": {"invalid-input"},
     # An admin key must name the merchant, a merchant key must not: who asks decides.
     "POST /api/v1/stores": {"invalid-input", _REUSED},
     # A well-formed currency code that no configured rate source prices.

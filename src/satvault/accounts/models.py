@@ -71,6 +71,9 @@ class Wallet(Base):
     ledger_account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"),
                                                    unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Set by an operator's freeze (satvault.kyc): nothing leaves a frozen wallet on any rail.
+    frozen_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    frozen_reason: Mapped[str | None] = mapped_column(String(500), default=None)
 
     __table_args__ = (UniqueConstraint("owner_type", "owner_id", "asset", name="owner_asset"),)
 

@@ -27,6 +27,11 @@ class WalletOut(BaseModel):
     posted_msat: int
     incoming_msat: int
     held_msat: int
+    # KYC (satvault.kyc): the owner's tier, the freeze, per rail the limits and what is left.
+    kyc_tier: int | None = None
+    frozen: bool = False
+    frozen_reason: str | None = None
+    limits: dict[str, dict[str, int]] | None = None
 
 
 class StatementLineOut(BaseModel):

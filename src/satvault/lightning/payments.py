@@ -107,7 +107,7 @@ def payable_at_once(own: OwnInvoice, *, payer: Wallet, amount_msat: int | None,
     and the payer's spendable balance. None otherwise: the full path (decoding, the checks in
     order) then gives the outcome or the exact refusal."""
     if own.status != LnInvoiceStatus.OPEN or own.wallet_id == payer.id \
-            or own.expires_at <= utcnow() + _EXPIRY_MARGIN:
+            or own.expires_at <= utcnow() + _EXPIRY_MARGIN or payer.frozen_at is not None:
         return None
     if own.amount_msat is None:
         if amount_msat is None or amount_msat <= 0:
@@ -148,7 +148,8 @@ async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: W
         ours = (await s.execute(select(LnInvoice.wallet_id, LnInvoice.status,
                                        LnInvoice.amount_msat, free).where(
             LnInvoice.payment_hash == inv.payment_hash))).one_or_none()
-    if ours is None or ours.status != LnInvoiceStatus.OPEN or ours.wallet_id == wallet.id:
+    if ours is None or ours.status != LnInvoiceStatus.OPEN or ours.wallet_id == wallet.id \
+            or wallet.frozen_at is not None:
         return False  # not ours, or the unit of work refuses it with the right reason
     if ours.amount_msat is not None and inv.amount_msat != ours.amount_msat:
         return False
@@ -178,14 +179,18 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
                                      amount_msat=inv.amount_msat,
                                      destination=original or inv.bolt11, settings=settings,
                                      store_id=store_id, on_store_invoice=on_store_invoice)
-    await check_daily_limit(session, wallet=wallet, amount_msat=inv.amount_msat,
-                            settings=settings)
-    live = (await session.execute(select(LnPayment.id).where(
-        LnPayment.payment_hash == inv.payment_hash,
-        LnPayment.status.in_(_LIVE)))
-    ).first()
-    if live is not None:
+    # One read: whether it is being paid from here, and whether it is one of ours (settled
+    # internally: the internal rail's limits apply, not Lightning's).
+    live, ours_exists = (await session.execute(select(
+        select(LnPayment.id).where(LnPayment.payment_hash == inv.payment_hash,
+                                   LnPayment.status.in_(_LIVE)).exists(),
+        select(LnInvoice.payment_hash).where(
+            LnInvoice.payment_hash == inv.payment_hash).exists()))).one()
+    if live:
         raise PaymentRefused("this invoice is already paid, or being paid, from here")
+    rail = WithdrawalMethod.INTERNAL if ours_exists else WithdrawalMethod.LIGHTNING
+    await check_daily_limit(session, wallet=wallet, amount_msat=inv.amount_msat,
+                            settings=settings, rail=rail.value)
     ours = (await session.execute(select(LnInvoice).where(
         LnInvoice.payment_hash == inv.payment_hash).with_for_update())).scalar_one_or_none()
     now = utcnow()
@@ -248,7 +253,7 @@ async def pay_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_hash
                     fee_msat=0, status=WithdrawalStatus.CONFIRMED, batch_id=None, txid=None,
                     hold_id=f"wd:{wid}:internal", invoice_id=None, created_at=now,
                     updated_at=now, store_id=store_id)
-    await insert_within_daily_limit(session, wd, settings=settings)
+    await insert_within_daily_limit(session, wd, wallet=wallet, settings=settings)
     being_paid = select(LnPayment.id).where(LnPayment.payment_hash == payment_hash,
                                             LnPayment.status.in_(_LIVE)).exists()
     credited = await credit_settled(

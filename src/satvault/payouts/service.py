@@ -10,14 +10,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import String, Table, func, insert, literal, select
+from sqlalchemy import Boolean, String, Table, and_, case, column, func, insert, literal, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Wallet
 from satvault.config import Settings
 from satvault.db import Amount, UtcDateTime, utcnow
+from satvault.kernel.errors import ConcurrentUpdate
 from satvault.kernel.ids import new_id
+from satvault.kyc.errors import WalletFrozen
+from satvault.kyc.limits import Usage, limits_for, refusal
+from satvault.kyc.service import tier_expr
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import transfer
@@ -27,8 +31,8 @@ from satvault.payouts.errors import InvalidWithdrawal
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 
-__all__ = ["DUST_SAT", "check_daily_limit", "insert_within_daily_limit",
-           "request_withdrawal", "resolve_destination"]
+__all__ = ["DUST_SAT", "check_daily_limit", "insert_within_daily_limit", "limits_left",
+           "request_withdrawal", "resolve_destination", "withdrawal_usage"]
 
 # Bitcoin Core's dust thresholds at its default 3 sat/vB dust relay fee.
 DUST_SAT = {"p2pkh": 546, "p2sh": 540, "p2wpkh": 294, "p2wsh": 330, "p2tr": 330}
@@ -54,38 +58,130 @@ def _over_limit(spent: int, settings: Settings) -> InvalidWithdrawal:
                              f"{left} msat remain available")
 
 
+def _usage(session: AsyncSession, wallet: Wallet, rail: str, *, lock: bool = True) -> Any:
+    """One row: ``spent_day`` (all rails, the platform's 24-hour limit), ``rail_day`` and
+    ``rail_month`` (this rail, the KYC tier's windows), ``frozen`` and the owner's ``tier``.
+    On PostgreSQL the sums come from ``withdrawal_usage`` (migration 0018), which locks the
+    wallet row first and sums after the lock, as :func:`_spent_since` does; on SQLite, whose
+    writers are serialised already, from subqueries. One statement either way. ``lock=False``
+    (views) reads with the subqueries on either database and locks nothing."""
+    now = utcnow()
+    day, month = now - timedelta(hours=24), now - timedelta(days=30)
+    tier = tier_expr(wallet.owner_type, wallet.owner_id).label("tier")
+    if lock and session.get_bind().dialect.name == "postgresql":
+        fn = func.withdrawal_usage(
+            literal(wallet.id, String()), literal(rail, String()), literal(day, UtcDateTime()),
+            literal(month, UtcDateTime())).table_valued(
+            column("spent_day", Amount()), column("rail_day", Amount()),
+            column("rail_month", Amount()), column("frozen", Boolean())).alias("u")
+        return fn, tier
+    live = (Withdrawal.wallet_id == wallet.id,
+            Withdrawal.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED)))
+
+    def spent(*where: Any) -> Any:
+        return select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
+            *live, *where).scalar_subquery()
+
+    on_rail = Withdrawal.method == rail
+    u = select(spent(Withdrawal.created_at >= day).label("spent_day"),
+               spent(Withdrawal.created_at >= day, on_rail).label("rail_day"),
+               spent(Withdrawal.created_at >= month, on_rail).label("rail_month"),
+               select(Wallet.frozen_at.is_not(None)).where(Wallet.id == wallet.id)
+               .scalar_subquery().label("frozen")).subquery("u")
+    return u, tier
+
+
+def _refuse(row: Any, *, wallet: Wallet, rail: str, amount_msat: int,
+            settings: Settings) -> None:
+    """Raise the first refusal the usage row gives: frozen, the platform's 24-hour limit,
+    the KYC tier's limits (per transaction, 24 h, 30 d on this rail)."""
+    if row.frozen:
+        raise WalletFrozen(wallet.id, wallet.frozen_reason or "frozen by an operator")
+    if int(row.spent_day) + amount_msat > settings.withdrawal_daily_limit_msat:
+        raise _over_limit(int(row.spent_day), settings)
+    usage = Usage(tier=int(row.tier), day_msat=int(row.rail_day),
+                  month_msat=int(row.rail_month))
+    refused = refusal(settings.kyc_tier_limits_msat, usage, rail=rail, amount_msat=amount_msat)
+    if refused is not None:
+        raise refused
+
+
+async def withdrawal_usage(session: AsyncSession, *, wallet: Wallet, rail: str,
+                           lock: bool = True) -> Any:
+    """The usage row of :func:`_usage`: ``spent_day``, ``rail_day``, ``rail_month``,
+    ``frozen``, ``tier``. With ``lock`` (a withdrawal's check) it locks the wallet on
+    PostgreSQL; views pass ``lock=False``."""
+    u, tier = _usage(session, wallet, rail, lock=lock)
+    return (await session.execute(select(u.c.spent_day, u.c.rail_day, u.c.rail_month,
+                                         u.c.frozen, tier).select_from(u))).one()
+
+
 async def check_daily_limit(session: AsyncSession, *, wallet: Wallet, amount_msat: int,
-                            settings: Settings) -> None:
-    """Refuse a withdrawal that would take the wallet past its rolling 24-hour limit.
+                            settings: Settings, rail: str) -> None:
+    """Refuse a withdrawal on ``rail`` (``onchain``, ``lightning``, ``internal``) from a
+    frozen wallet, past the wallet's rolling 24-hour limit, or past its owner's KYC tier
+    limits on that rail (per transaction, rolling 24 h, rolling 30 days).
 
     One statement that also serialises: concurrent withdrawals of one wallet (on-chain,
     Lightning, internal payments and refunds alike: they are all ``withdrawals`` rows) count
     each other one after the other until commit; summing without the wallet's lock let 195 of
     200 racing requests through a limit meant for one."""
-    since = utcnow() - timedelta(hours=24)
-    spent = int((await session.execute(select(_spent_since(session, wallet.id, since))))
-                .scalar_one())
-    if spent + amount_msat > settings.withdrawal_daily_limit_msat:
-        raise _over_limit(spent, settings)
+    row = await withdrawal_usage(session, wallet=wallet, rail=rail)
+    _refuse(row, wallet=wallet, rail=rail, amount_msat=amount_msat, settings=settings)
 
 
-async def insert_within_daily_limit(session: AsyncSession, wd: Withdrawal, *,
+async def limits_left(session: AsyncSession, *, wallet: Wallet, settings: Settings
+                      ) -> dict[str, Any]:
+    """For the wallet view: the owner's tier, whether the wallet is frozen, and per rail the
+    tier's limits and what is left in each window (the platform's 24-hour limit included)."""
+    rails: dict[str, Any] = {}
+    tier, frozen = 0, False
+    for method in WithdrawalMethod:
+        row = await withdrawal_usage(session, wallet=wallet, rail=method.value, lock=False)
+        tier, frozen = int(row.tier), bool(row.frozen)
+        lim = limits_for(settings.kyc_tier_limits_msat, tier, method.value)
+        platform_left = max(0, settings.withdrawal_daily_limit_msat - int(row.spent_day))
+        day_left = min(max(0, lim.day_msat - int(row.rail_day)), platform_left)
+        month_left = max(0, lim.month_msat - int(row.rail_month))
+        rails[method.value] = {
+            "per_transaction_msat": lim.per_tx_msat, "day_limit_msat": lim.day_msat,
+            "month_limit_msat": lim.month_msat, "day_left_msat": day_left,
+            "month_left_msat": month_left,
+            "max_now_msat": 0 if frozen else min(lim.per_tx_msat, day_left, month_left)}
+    return {"kyc_tier": tier, "frozen": frozen,
+            "frozen_reason": wallet.frozen_reason if frozen else None, "limits": rails}
+
+
+def _tier_case(tier: Any, settings: Settings, rail: str, index: int) -> Any:
+    table = settings.kyc_tier_limits_msat
+    top = max(table)
+    return case({t: literal(table[t][rail][index], Amount()) for t in table}, value=tier,
+                else_=literal(table[top][rail][index], Amount()))
+
+
+async def insert_within_daily_limit(session: AsyncSession, wd: Withdrawal, *, wallet: Wallet,
                                     settings: Settings) -> None:
-    """Write ``wd`` only if it keeps its wallet within the rolling 24-hour limit: the check
-    of :func:`check_daily_limit` and the INSERT in one statement (``wd`` stays outside the
-    ORM session: the hot path reads nothing back)."""
-    since = utcnow() - timedelta(hours=24)
+    """Write ``wd`` only if :func:`check_daily_limit` would let it through (not frozen, the
+    24-hour limit, the tier's limits on its rail): the check and the INSERT in one statement
+    (``wd`` stays outside the ORM session: the hot path reads nothing back)."""
+    rail = str(wd.method)
     table = cast(Table, Withdrawal.__table__)
     mapper = sa_inspect(Withdrawal)
     cols = [c for c in table.columns]
     values = [literal(getattr(wd, mapper.get_property_by_column(c).key), c.type) for c in cols]
-    guard = _spent_since(session, wd.wallet_id, since) + wd.amount_msat \
-        <= settings.withdrawal_daily_limit_msat
-    res = await session.execute(insert(table).from_select(cols, select(*values).where(guard)))
+    u, tier = _usage(session, wallet, rail)
+    amount = literal(wd.amount_msat, Amount())
+    guard = and_(u.c.frozen == literal(False),
+                 u.c.spent_day + amount <= settings.withdrawal_daily_limit_msat,
+                 amount <= _tier_case(tier, settings, rail, 0),
+                 u.c.rail_day + amount <= _tier_case(tier, settings, rail, 1),
+                 u.c.rail_month + amount <= _tier_case(tier, settings, rail, 2))
+    res = await session.execute(insert(table).from_select(
+        cols, select(*values).select_from(u).where(guard)))
     if res.rowcount != 1:  # type: ignore[attr-defined]
-        spent = int((await session.execute(select(_spent_since(session, wd.wallet_id, since))))
-                    .scalar_one())
-        raise _over_limit(spent, settings)
+        row = await withdrawal_usage(session, wallet=wallet, rail=rail)
+        _refuse(row, wallet=wallet, rail=rail, amount_msat=wd.amount_msat, settings=settings)
+        raise ConcurrentUpdate("the withdrawal could not be written; try again")
 
 
 def resolve_destination(destination: str, amount_msat: int | None, network: str
@@ -127,7 +223,8 @@ async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destinati
                   settings.signer_max_tx_sat - settings.withdrawal_fee_reserve_sat)
     if sat > ceiling:
         raise InvalidWithdrawal(f"{sat} sat is above the per-withdrawal limit of {ceiling} sat")
-    await check_daily_limit(session, wallet=wallet, amount_msat=amount, settings=settings)
+    await check_daily_limit(session, wallet=wallet, amount_msat=amount, settings=settings,
+                            rail=WithdrawalMethod.ONCHAIN.value)
     reserve = settings.withdrawal_fee_reserve_sat * 1000 \
         if settings.withdrawal_fee_policy == "user" else 0
     now = utcnow()

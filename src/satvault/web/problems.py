@@ -19,6 +19,7 @@ from satvault.backends import errors as be
 from satvault.events import errors as ev
 from satvault.kernel import errors as acc
 from satvault.kernel.errors import ConcurrentUpdate
+from satvault.kyc import errors as kyc
 from satvault.ledger import errors as led
 from satvault.ledger.history import InvalidCursor
 from satvault.lightning import errors as ln
@@ -53,6 +54,8 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     oc.InvalidKey: (422, "invalid-key"),
     oc.InvalidDescriptor: (503, "not-configured"),
     po.InvalidWithdrawal: (422, "invalid-withdrawal"),
+    kyc.LimitExceeded: (422, "kyc-limit-exceeded"),
+    kyc.WalletFrozen: (403, "wallet-frozen"),
     po.CannotBumpFee: (409, "cannot-bump-fee"),
     be.BackendUnavailable: (503, "backend-unavailable"),
     # Anything else a node says (a refused invoice or transaction, an unreadable answer) is a
@@ -106,9 +109,11 @@ def problem_for(exc: Exception) -> JSONResponse | None:
     if mapped is None:
         return None
     status, slug = mapped
-    extra = {}
+    extra: dict[str, Any] = {}
     if isinstance(exc, led.TransferRejected):
         extra["result"] = exc.result.value
+    if isinstance(exc, kyc.LimitExceeded):
+        extra.update(exc.as_problem())
     detail = str(exc)
     if status == 502:
         log.warning("backend_error", error=type(exc).__name__, detail=detail)

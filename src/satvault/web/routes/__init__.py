@@ -13,6 +13,7 @@ from satvault.web.routes import (
     checkout,
     deposits,
     invoices,
+    kyc,
     liabilities,
     lnurl,
     reports,
@@ -40,4 +41,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     checkout.router,
     liabilities.router,
     reports.router,
+    kyc.router,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import or_, select
 
 from satvault.accounts.access import visible_wallet
@@ -14,7 +14,9 @@ from satvault.accounts.service import Principal
 from satvault.accounts.views import wallet_balances
 from satvault.ledger.history import statement
 from satvault.ledger.store import get_account
+from satvault.payouts.service import limits_left
 from satvault.web.deps import CurrentPrincipal, SessionDep, require_scope
+from satvault.web.state import settings_of
 
 __all__ = ["router"]
 
@@ -36,11 +38,12 @@ async def me(session: SessionDep, principal: CurrentPrincipal) -> MeOut:
 
 
 @router.get("/wallets/{wallet_id}", response_model=WalletOut)
-async def wallet_balance(wallet_id: str, session: SessionDep,
-                         principal: WalletReader) -> WalletOut:
+async def wallet_balance(wallet_id: str, session: SessionDep, principal: WalletReader,
+                         request: Request) -> WalletOut:
     wallet = await visible_wallet(session, principal, wallet_id)
     account = await get_account(session, wallet.ledger_account_id)
-    return WalletOut(**wallet_balances(wallet, account.balances))
+    kyc = await limits_left(session, wallet=wallet, settings=settings_of(request))
+    return WalletOut(**wallet_balances(wallet, account.balances), **kyc)
 
 
 @router.get("/wallets/{wallet_id}/transactions", response_model=StatementOut)
