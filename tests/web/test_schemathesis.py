@@ -66,6 +66,9 @@ DOMAIN_REFUSALS: dict[str, set[str]] = {
     # is more than punctuation, a reviewer who is not the subject; a wallet frozen once.
     "POST /api/v1/admin/kyc/{owner_type}/{owner_id}/records": {"invalid-input", "forbidden"},
     "POST /api/v1/admin/kyc/screen": {"invalid-input"},
+    # A period that ends before it starts, or is longer than a report covers.
+    "GET /api/v1/admin/reports/ctr": {"invalid-input"},
+    "GET /api/v1/admin/reports/compliance": {"invalid-input"},
     "POST /api/v1/admin/wallets/{wallet_id}/freeze": {"invalid-input"},
     "POST /api/v1/admin/wallets/{wallet_id}/unfreeze": {"invalid-input"},
     # An admin key must name the merchant, a merchant key must not: who asks decides.

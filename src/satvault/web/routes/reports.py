@@ -44,7 +44,11 @@ async def _with_rates(request: Request, work: Any) -> Any:
         await rates.close()
 
 
-@router.get("/ctr", response_model=None)
+_CSV = {"text/csv": {"schema": {"type": "string"}}}
+
+
+@router.get("/ctr", response_model=None, responses={
+    200: {"description": "The report: JSON, or CSV with `format=csv`.", "content": _CSV}})
 async def ctr(request: Request, session: SessionDep, _admin: Admin,
               start: Annotated[date, Query(alias="from", description="First UTC day.")],
               end: Annotated[date, Query(alias="to", description="Last UTC day, included.")],
@@ -57,7 +61,10 @@ async def ctr(request: Request, session: SessionDep, _admin: Admin,
     return report
 
 
-@router.get("/compliance", response_model=None)
+@router.get("/compliance", response_model=None, responses={
+    200: {"description": "The report: JSON, CSV (`format=csv`) or PDF (`format=pdf`).",
+          "content": {**_CSV, "application/pdf": {"schema": {"type": "string",
+                                                             "format": "binary"}}}}})
 async def compliance(request: Request, session: SessionDep, _admin: Admin,
                      start: Annotated[date, Query(alias="from", description="First UTC day.")],
                      end: Annotated[date, Query(alias="to",
