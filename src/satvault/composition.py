@@ -57,6 +57,7 @@ from satvault.workers import (
     ServiceWorker,
     Worker,
     address_expiry_worker,
+    approval_expiry_worker,
     chain_watcher_worker,
     custody_worker,
     hold_expiry_worker,
@@ -271,6 +272,7 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     workers: list[Worker] = [
         hold_expiry_worker(sessions, settings.hold_expiry_interval),
         address_expiry_worker(sessions, 60.0),
+        approval_expiry_worker(sessions, settings.withdrawal_approval_expiry_interval),
         webhook_worker(WebhookDispatcher(sessions, environment=settings.environment),
                        interval=2.0),
     ]

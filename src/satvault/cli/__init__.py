@@ -51,6 +51,7 @@ from satvault.cli.custody import app as custody_app  # noqa: E402
 from satvault.cli.liabilities import app as liabilities_app  # noqa: E402
 from satvault.cli.onchain import app as onchain_app  # noqa: E402
 from satvault.cli.payouts import app as payouts_app  # noqa: E402
+from satvault.cli.policy import policy_app, withdrawals_app  # noqa: E402
 from satvault.cli.reserves import app as reserves_app  # noqa: E402
 from satvault.signer.cli import app as signer_app  # noqa: E402
 from satvault.simnet.cli import app as simnet_app  # noqa: E402
@@ -62,6 +63,8 @@ app.add_typer(custody_app, name="custody")
 app.add_typer(liabilities_app, name="liabilities")
 app.add_typer(cold_app, name="cold")
 app.add_typer(reserves_app, name="reserves")
+app.add_typer(policy_app, name="policy")
+app.add_typer(withdrawals_app, name="withdrawals")
 from satvault.simnet.ln.cli import app as simnet_ln_app  # noqa: E402
 
 simnet_app.add_typer(simnet_ln_app)  # satvault simnet ln-pay / ln-invoice / ln-serve

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from satvault.web.routes import (
     admin,
+    approvals,
     checkout,
     deposits,
     invoices,
@@ -36,4 +37,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     streams.router,
     checkout.router,
     liabilities.router,
+    approvals.router,
 )

@@ -29,6 +29,7 @@ from satvault.web.state import (
     settings_of,
     store_invoice_hook_of,
 )
+from satvault.withdrawals.policy.service import check_internal, initiator_of
 from satvault.withdrawals.service import (
     PreparedDestination,
     latest_payment,
@@ -91,6 +92,8 @@ async def create_withdrawal(
                                            payment_hash=own.payment_hash, amount_msat=amount,
                                            destination=own.bolt11, settings=settings,
                                            on_store_invoice=on_store_invoice)
+                # The withdrawal policy sees internal payments too (allow or block).
+                await check_internal(session, wd, wallet=known, settings=settings)
                 return 201, out(wd).model_dump(mode="json")
 
             return await run_idempotent(request, owner=owner, key=idempotency_key, work=pay,
@@ -114,7 +117,10 @@ async def create_withdrawal(
         wd = await withdraw(session, settings=settings, lightning=lightning,
                             wallet_for=wallet_for, prepared=prepared,
                             payer_wake=payer_wake_of(request),
-                            on_store_invoice=on_store_invoice)
+                            on_store_invoice=on_store_invoice,
+                            initiator=await initiator_of(session,
+                                                         owner_type=principal.owner_type,
+                                                         owner_id=principal.owner_id))
         # An internal payment is settled in this transaction and has no node payment.
         payment = None if wd.method == WithdrawalMethod.INTERNAL \
             else await latest_payment(session, wd.id)
