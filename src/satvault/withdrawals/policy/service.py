@@ -11,7 +11,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,10 +37,10 @@ from satvault.withdrawals.policy.models import (
     PolicyVersion,
 )
 
-__all__ = ["add_allowlist_entry", "add_group_member", "approve_policy", "check_internal",
-           "decide_for",
-           "destination_keys", "initiator_of", "list_allowlist", "live_policy",
-           "normalise_entry", "policy_versions", "propose_policy", "remove_allowlist_entry"]
+__all__ = ["LivePolicy", "add_allowlist_entry", "add_group_member", "approve_policy",
+           "check_internal", "decide_for", "destination_keys", "initiator_of",
+           "list_allowlist", "live_columns", "live_from", "live_policy", "normalise_entry",
+           "policy_versions", "propose_policy", "remove_allowlist_entry"]
 
 _NODE_HEX = frozenset("0123456789abcdef")
 
@@ -48,13 +48,28 @@ _NODE_HEX = frozenset("0123456789abcdef")
 # --------------------------------------------------------------------------- versions
 
 
-async def live_policy(session: AsyncSession) -> tuple[int, core.Policy] | None:
+LivePolicy = tuple[int, core.Policy] | None
+
+
+async def live_policy(session: AsyncSession) -> LivePolicy:
     """The live version and its rules; None before any policy was approved."""
     row = (await session.execute(select(PolicyVersion.version, PolicyVersion.rules).where(
         PolicyVersion.status == PolicyStatus.LIVE))).one_or_none()
-    if row is None:
+    return None if row is None else live_from(row[0], row[1])
+
+
+def live_columns() -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    """The live version and its rules as two scalar subqueries, for a caller that folds
+    them into a read it makes anyway (then :func:`live_from`)."""
+    live = PolicyVersion.status == PolicyStatus.LIVE
+    return (select(PolicyVersion.version).where(live).scalar_subquery(),
+            select(PolicyVersion.rules).where(live).scalar_subquery())
+
+
+def live_from(version: int | None, rules: str | None) -> LivePolicy:
+    if version is None or rules is None:
         return None
-    return row[0], core.parse_policy(json.loads(row[1]))
+    return int(version), core.parse_policy(json.loads(rules))
 
 
 async def _admin(session: AsyncSession, user_id: str) -> User:
@@ -237,12 +252,17 @@ async def remove_allowlist_entry(session: AsyncSession, *, wallet_id: str, entry
 # ---------------------------------------------------------------------------- decision
 
 
+_UNREAD: Any = object()
+
+
 async def decide_for(session: AsyncSession, wd: Withdrawal, *, wallet: Wallet,
-                     bolt11: str | None, settings: Settings
+                     bolt11: str | None, settings: Settings, live: LivePolicy = _UNREAD,
                      ) -> tuple[int | None, core.Decision]:
     """The live policy's decision for ``wd`` (already written, its hold placed): the live
-    version (None without a policy) and the decision. Reads only what the rules need."""
-    live = await live_policy(session)
+    version (None without a policy) and the decision. Reads only what the rules need
+    (``live``: the live policy if the caller read it already, :func:`live_columns`)."""
+    if live is _UNREAD:
+        live = await live_policy(session)
     if live is None or not live[1].rules:
         return (None if live is None else live[0]), core.Decision(core.Action.ALLOW)
     version, policy = live
@@ -269,11 +289,11 @@ async def decide_for(session: AsyncSession, wd: Withdrawal, *, wallet: Wallet,
 
 
 async def check_internal(session: AsyncSession, wd: Withdrawal, *, wallet: Wallet,
-                         settings: Settings) -> None:
+                         settings: Settings, live: LivePolicy = _UNREAD) -> None:
     """The policy for an internal payment already settled in this unit of work (the API's
     fast path for our own invoices): allowed, or refused (raises, so it rolls back): one
     that would need approvers cannot wait for them."""
     version, decision = await decide_for(session, wd, wallet=wallet, bolt11=None,
-                                         settings=settings)
+                                         settings=settings, live=live)
     await apply_decision(session, wd, decision=decision, version=version, initiator=None,
                          settings=settings)
