@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from sqlalchemy import select
 
 from satvault.accounts.access import visible_wallet
@@ -146,6 +146,9 @@ async def propose(body: PolicyIn, session: SessionDep, principal: Admin) -> Poli
 
 
 @router.post("/admin/withdrawal-policy/{version}/approve", response_model=PolicyOut)
-async def approve_policy(version: int, session: SessionDep, principal: Admin) -> PolicyOut:
+async def approve_policy(
+    version: Annotated[int, Path(ge=1, le=2**31 - 1, description="A proposed version.")],
+    session: SessionDep, principal: Admin,
+) -> PolicyOut:
     return _policy(await service.approve_policy(session, admin=_user(principal),
                                                 version=version))
