@@ -7,9 +7,11 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from satvault.accounts import service as acc
+from satvault.kernel.clock import FakeClock
 from satvault.lightning.invoices import create_invoice
 from satvault.lightning.models import LnPayment
 from satvault.payouts.models import Withdrawal
+from satvault.withdrawals.policy import approvals
 from tests.chainenv import LnEnv, api_client
 from tests.lightning.test_lightning import customer_invoice, fund
 from tests.policy.support import People, make_live, people
@@ -152,3 +154,33 @@ async def test_allowlist_and_policy_endpoints(lnenv: LnEnv):
         assert r.json()["approved_by"] == who.admin2 and r.json()["rules"] == rules
         r = await c.get("/api/v1/admin/withdrawal-policy", headers=k["admin1"])
         assert [(p["version"], p["status"]) for p in r.json()] == [(version, "live")]
+
+
+async def test_expired_lightning_payment_is_never_sent_and_its_hold_released(
+        lnenv: LnEnv, clock: FakeClock):
+    env = lnenv
+    who = await people(env.sessions, initiator=env.wallet.owner_id)
+    await make_live(env.sessions, who, [
+        {"name": "all lightning", "action": "require_approval", "approvals": 1,
+         "group": "treasury", "rails": ["lightning"]}])
+    await fund(env, env.wallet, 500_000 * SAT)
+    before = await env.balances()
+    k = await keys(env, who)
+    async with api_client(env) as c:
+        r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                         json={"destination": customer_invoice(env, 10_000 * SAT)},
+                         headers={**k["alice"], "Idempotency-Key": "e1"})
+        assert r.status_code == 201 and r.json()["status"] == "awaiting_approval", r.text
+        wid = r.json()["id"]
+    assert (await env.balances())["held"] > 0
+    clock.advance(seconds=env.settings.withdrawal_approval_ttl_seconds + 1)
+    async with env.sessions() as s, s.begin():
+        assert await approvals.expire_due(s) == 1
+    assert (await env.runtime.payer.step()).sent == 0
+    assert await env.balances() == before
+    async with env.sessions() as s:
+        wd = await s.get(Withdrawal, wid)
+        payment = (await s.execute(select(LnPayment).where(
+            LnPayment.withdrawal_id == wid))).scalar_one()
+    assert wd is not None and wd.status == "cancelled" and payment.status == "failed"
+    await env.check()
