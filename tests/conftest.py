@@ -28,6 +28,8 @@ if os.environ.get("SATVAULT_TEST_REQUIRE_POSTGRES") and not PG_URL:
     raise pytest.UsageError("SATVAULT_TEST_REQUIRE_POSTGRES is set but no PostgreSQL URL is")
 BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
 TABLES = ["kyc_records", "screening_entries", "liability_proofs", "liability_rounds",
+          "withdrawal_approvals", "withdrawal_approval_requests", "withdrawal_allowlist",
+          "approver_group_members", "approver_groups", "withdrawal_policies",
           "webhook_attempts", "webhook_deliveries", "webhooks", "outbox_events",
           "store_invoices", "lnurl_auth_challenges", "lnurl_auth_keys",
           "lnurl_withdraw_vouchers",

@@ -13,8 +13,9 @@ from satvault.db import session_factory
 from satvault.events.outbox import emit, notifier
 from tests.chainenv import LnEnv
 
-EVERY_WORKER = {"hold-expiry", "address-expiry", "audit", "webhooks", "chain-watcher", "payouts",
-                "custody", "invoices", "lightning-payer", "lightning-listener"}
+EVERY_WORKER = {"hold-expiry", "address-expiry", "audit", "withdrawal-approvals", "webhooks",
+                "chain-watcher", "payouts", "custody", "invoices", "lightning-payer",
+                "lightning-listener"}
 
 
 def test_importing_the_database_layer_loads_only_the_kernel():

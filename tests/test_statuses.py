@@ -31,6 +31,7 @@ from satvault.payouts.models import (
     WithdrawalMethod,
     WithdrawalStatus,
 )
+from satvault.withdrawals.policy.models import ApprovalStatus, PolicyStatus
 
 # (table, column, CHECK constraint of the migrations, the enum its values must equal)
 CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
@@ -43,6 +44,9 @@ CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
     ("lnurl_auth_challenges", "status", "ck_lnurl_auth_challenges_status", ChallengeStatus),
     ("withdrawals", "status", "ck_withdrawals_status", WithdrawalStatus),
     ("withdrawals", "method", "ck_withdrawals_method", WithdrawalMethod),
+    ("withdrawal_policies", "status", "ck_withdrawal_policies_status", PolicyStatus),
+    ("withdrawal_approval_requests", "status", "ck_withdrawal_approval_requests_status",
+     ApprovalStatus),
     ("payout_batches", "status", "ck_payout_batches_status", BatchStatus),
     ("payout_batches", "kind", "ck_payout_batches_kind", MoveKind),
     ("webhook_deliveries", "status", "ck_webhook_deliveries_status", DeliveryStatus),

@@ -57,6 +57,7 @@ from satvault.workers import (
     ServiceWorker,
     Worker,
     address_expiry_worker,
+    approval_expiry_worker,
     audit_worker,
     chain_watcher_worker,
     custody_worker,
@@ -273,6 +274,7 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
         hold_expiry_worker(sessions, settings.hold_expiry_interval),
         address_expiry_worker(sessions, 60.0),
         audit_worker(sessions, settings.audit_seal_interval),
+        approval_expiry_worker(sessions, settings.withdrawal_approval_expiry_interval),
         webhook_worker(WebhookDispatcher(sessions, environment=settings.environment),
                        interval=2.0),
     ]

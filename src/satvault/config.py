@@ -181,6 +181,12 @@ class Settings(BaseSettings):
     withdrawal_max_sat: int = 100_000_000
     # Per wallet, over any 24 hours, on-chain and Lightning together (internal payments too).
     withdrawal_daily_limit_msat: int = 1_000_000_000_000
+    # Withdrawal policy (maker-checker): how long a withdrawal waits for its approvers before
+    # it is cancelled and its hold released; how long a new allow-list entry waits before it
+    # counts (BitGo's 48 h); how often the expiry runs.
+    withdrawal_approval_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    withdrawal_allowlist_cooldown_seconds: int = Field(default=48 * 3600, ge=0)
+    withdrawal_approval_expiry_interval: float = 30.0
 
     # --- KYC tiers (satvault.kyc) -------------------------------------------------------------
     # Per tier (0, 1, 2 …: an owner's tier is its latest approved KYC record's, 0 without one),

@@ -27,10 +27,11 @@ from satvault.logs import get_logger
 from satvault.onchain.service import expire_addresses
 from satvault.onchain.watcher import Watcher
 from satvault.payouts.job import PayoutJob
+from satvault.withdrawals.policy.approvals import expire_due as expire_due_approvals
 
-__all__ = ["ServiceWorker", "WebhookWorker", "Worker", "address_expiry_worker", "audit_worker",
-           "chain_watcher_worker", "hold_expiry_worker", "lightning_payer_worker",
-           "payout_worker", "webhook_worker"]
+__all__ = ["ServiceWorker", "WebhookWorker", "Worker", "address_expiry_worker",
+           "approval_expiry_worker", "audit_worker", "chain_watcher_worker",
+           "hold_expiry_worker", "lightning_payer_worker", "payout_worker", "webhook_worker"]
 
 log = get_logger(__name__)
 
@@ -169,6 +170,13 @@ def audit_worker(sessions: async_sessionmaker[AsyncSession], interval: float) ->
 def hold_expiry_worker(sessions: async_sessionmaker[AsyncSession], interval: float) -> Worker:
     return Worker("hold-expiry", interval,
                   lambda: retrying(sessions, lambda s: expire_due_holds(s)))
+
+
+def approval_expiry_worker(sessions: async_sessionmaker[AsyncSession], interval: float
+                           ) -> Worker:
+    """Cancels withdrawals whose approval window closed and releases their holds."""
+    return Worker("withdrawal-approvals", interval,
+                  lambda: retrying(sessions, lambda s: expire_due_approvals(s)))
 
 
 class WebhookWorker(Worker):

@@ -90,6 +90,9 @@ DOMAIN_REFUSALS: dict[str, set[str]] = {
     # Whether a webhook URL's host may be called (public, resolvable); known event names.
     "POST /api/v1/stores/{store_id}/webhooks": {"unsafe-url", "invalid-webhook"},
     "PATCH /api/v1/stores/{store_id}/webhooks/{webhook_id}": {"unsafe-url", "invalid-webhook"},
+    # The withdrawal policy's rule language, and what an allow-list destination is.
+    "POST /api/v1/admin/withdrawal-policy": {"invalid-policy"},
+    "POST /api/v1/wallets/{wallet_id}/allowlist": {"invalid-policy"},
 }
 
 

@@ -53,6 +53,7 @@ from satvault.cli.kyc import kyc_app, risk_app, wallet_app  # noqa: E402
 from satvault.cli.liabilities import app as liabilities_app  # noqa: E402
 from satvault.cli.onchain import app as onchain_app  # noqa: E402
 from satvault.cli.payouts import app as payouts_app  # noqa: E402
+from satvault.cli.policy import policy_app, withdrawals_app  # noqa: E402
 from satvault.cli.report import app as report_app  # noqa: E402
 from satvault.cli.reserves import app as reserves_app  # noqa: E402
 from satvault.signer.cli import app as signer_app  # noqa: E402
@@ -70,6 +71,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(kyc_app, name="kyc")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(risk_app, name="risk")
+app.add_typer(policy_app, name="policy")
+app.add_typer(withdrawals_app, name="withdrawals")
 from satvault.simnet.ln.cli import app as simnet_ln_app  # noqa: E402
 
 simnet_app.add_typer(simnet_ln_app)  # satvault simnet ln-pay / ln-invoice / ln-serve

@@ -231,6 +231,14 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
     return wd
 
 
+def _released() -> Any:
+    """Not held for approvers: the withdrawal policy may keep a payment's withdrawal in
+    ``awaiting_approval``; its payment is queued but nobody sends it until it is approved."""
+    return ~select(Withdrawal.id).where(
+        Withdrawal.id == LnPayment.withdrawal_id,
+        Withdrawal.status == WithdrawalStatus.AWAITING_APPROVAL).exists()
+
+
 _LIVE = (LnPaymentStatus.PENDING, LnPaymentStatus.IN_FLIGHT, LnPaymentStatus.UNKNOWN,
          LnPaymentStatus.SUCCEEDED, LnPaymentStatus.RETRY)
 
@@ -384,6 +392,7 @@ class LightningPayer:
             due = (await s.execute(select(LnPayment.id, LnPayment.bolt11).where(
                 LnPayment.status.in_((LnPaymentStatus.PENDING, LnPaymentStatus.RETRY)),
                 (LnPayment.next_try_at.is_(None)) | (LnPayment.next_try_at <= utcnow()),
+                _released(),
             ).order_by(LnPayment.created_at).limit(room + len(self._tasks) * 4 + 64))).all()
             open_ = (await s.execute(select(LnPayment.id).where(
                 LnPayment.status.in_((LnPaymentStatus.IN_FLIGHT, LnPaymentStatus.UNKNOWN))
@@ -444,7 +453,8 @@ class LightningPayer:
         async def work(s: AsyncSession) -> LnPayment | None:
             res = await s.execute(update(LnPayment).where(
                 LnPayment.id == pid,
-                LnPayment.status.in_((LnPaymentStatus.PENDING, LnPaymentStatus.RETRY))
+                LnPayment.status.in_((LnPaymentStatus.PENDING, LnPaymentStatus.RETRY)),
+                _released(),
             ).values(status=LnPaymentStatus.IN_FLIGHT, updated_at=utcnow()))
             if res.rowcount != 1:  # type: ignore[attr-defined]
                 return None  # another worker took it

@@ -36,9 +36,12 @@ class WithdrawalMethod(StrEnum):
 
 class WithdrawalStatus(StrEnum):
     """``pending`` → (on-chain: ``batched`` →) ``broadcast`` → ``confirmed``; or ``failed`` /
-    ``cancelled``, whose hold is released."""
+    ``cancelled``, whose hold is released. A withdrawal the withdrawal policy holds for
+    approvers starts in ``awaiting_approval`` (its money held, picked up by no payer) and
+    becomes ``pending`` on its final approval or ``cancelled`` on rejection or expiry."""
 
     PENDING = "pending"
+    AWAITING_APPROVAL = "awaiting_approval"
     BATCHED = "batched"
     BROADCAST = "broadcast"
     CONFIRMED = "confirmed"
@@ -85,7 +88,7 @@ class Withdrawal(Base):
     amount_msat: Mapped[int] = mapped_column(Amount)
     fee_reserve_msat: Mapped[int] = mapped_column(Amount)
     fee_msat: Mapped[int | None] = mapped_column(Amount)
-    status: Mapped[WithdrawalStatus] = mapped_column(StrEnumType(WithdrawalStatus, 12))
+    status: Mapped[WithdrawalStatus] = mapped_column(StrEnumType(WithdrawalStatus, 20))
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("payout_batches.id"), index=True)
     txid: Mapped[str | None] = mapped_column(String(64))
     hold_id: Mapped[str] = mapped_column(String(128), unique=True)

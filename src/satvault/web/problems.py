@@ -27,6 +27,7 @@ from satvault.logs import get_logger
 from satvault.onchain import errors as oc
 from satvault.payouts import errors as po
 from satvault.rates import errors as rerr
+from satvault.withdrawals.policy import errors as wp
 
 __all__ = ["ERROR_STATUS", "install_problem_handlers", "problem", "problem_for"]
 
@@ -74,6 +75,10 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     ev.UnsafeUrl: (422, "unsafe-url"),
     ev.InvalidWebhook: (422, "invalid-webhook"),
     ev.InvalidStream: (422, "invalid-stream"),
+    wp.WithdrawalBlocked: (403, "withdrawal-blocked"),
+    wp.NotAnApprover: (403, "not-an-approver"),
+    wp.ApprovalClosed: (409, "approval-closed"),
+    wp.InvalidPolicy: (422, "invalid-policy"),
 }
 
 

@@ -36,8 +36,10 @@ from satvault.lightning.payments import (
     request_ln_withdrawal,
     take_off_node,
 )
-from satvault.payouts.models import Withdrawal, WithdrawalMethod
+from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import request_withdrawal
+from satvault.withdrawals.policy.approvals import apply_decision
+from satvault.withdrawals.policy.service import decide_for
 
 __all__ = ["Payer", "PreparedDestination", "destination_kind", "latest_payment",
            "prepare_destination", "read_payer", "withdraw"]
@@ -154,26 +156,39 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
                    wallet_for: Callable[[AsyncSession], Awaitable[Wallet]],
                    prepared: PreparedDestination, store_id: str | None = None,
                    payer_wake: asyncio.Event | None = None,
-                   on_store_invoice: StoreInvoiceHook | None = None) -> Withdrawal:
+                   on_store_invoice: StoreInvoiceHook | None = None,
+                   initiator: str | None = None) -> Withdrawal:
     """The one path every withdrawal takes (API, refunds), inside the unit of work, once
     :func:`prepare_destination` has done the remote part. ``wallet_for`` runs the ownership
     check; ``payer_wake`` is set when the node has a payment to make; ``on_store_invoice``
-    brings a store invoice paid internally up to date in the same transaction."""
+    brings a store invoice paid internally up to date in the same transaction;
+    ``initiator``: the user who asked (:func:`~satvault.withdrawals.policy.service.initiator_of`),
+    who may never approve it if the withdrawal policy holds it for approvers."""
+    wallet = await wallet_for(session)
     if prepared.kind == "onchain":
-        return await request_withdrawal(session, wallet=await wallet_for(session),
-                                        destination=prepared.destination,
-                                        amount_msat=prepared.amount_msat,
-                                        settings=settings, store_id=store_id)
-    assert prepared.bolt11 is not None
-    if lightning is None:
-        raise PaymentRefused("Lightning is not configured on this platform")
-    wd = await request_ln_withdrawal(
-        session, wallet=await wallet_for(session), bolt11=prepared.bolt11,
-        amount_msat=prepared.amount_msat, settings=settings, backend=lightning,
-        original=prepared.destination if prepared.kind == "lnurl" else None,
-        store_id=store_id, taken_off_node=prepared.taken_off_node,
-        on_store_invoice=on_store_invoice)
-    # An internal payment is settled already; only a payment for the node wakes the payer.
-    if wd.method == WithdrawalMethod.LIGHTNING and payer_wake is not None:
+        wd = await request_withdrawal(session, wallet=wallet,
+                                      destination=prepared.destination,
+                                      amount_msat=prepared.amount_msat,
+                                      settings=settings, store_id=store_id)
+    else:
+        assert prepared.bolt11 is not None
+        if lightning is None:
+            raise PaymentRefused("Lightning is not configured on this platform")
+        wd = await request_ln_withdrawal(
+            session, wallet=wallet, bolt11=prepared.bolt11,
+            amount_msat=prepared.amount_msat, settings=settings, backend=lightning,
+            original=prepared.destination if prepared.kind == "lnurl" else None,
+            store_id=store_id, taken_off_node=prepared.taken_off_node,
+            on_store_invoice=on_store_invoice)
+    # The withdrawal policy, once the money is held: allow, block (raises: the unit of work
+    # rolls back and nothing stays held) or hold for approvers.
+    version, decision = await decide_for(session, wd, wallet=wallet, bolt11=prepared.bolt11,
+                                         settings=settings)
+    await apply_decision(session, wd, decision=decision, version=version,
+                         initiator=initiator, settings=settings)
+    # An internal payment is settled already, one held for approvers waits for them; only a
+    # payment for the node wakes the payer.
+    if wd.method == WithdrawalMethod.LIGHTNING and wd.status == WithdrawalStatus.PENDING \
+            and payer_wake is not None:
         payer_wake.set()
     return wd

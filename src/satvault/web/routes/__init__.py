@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from satvault.web.routes import (
     admin,
+    approvals,
     audit,
     checkout,
     deposits,
@@ -42,4 +43,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     liabilities.router,
     reports.router,
     kyc.router,
+    approvals.router,
 )

@@ -29,6 +29,12 @@ from satvault.web.state import (
     settings_of,
     store_invoice_hook_of,
 )
+from satvault.withdrawals.policy.service import (
+    check_internal,
+    initiator_of,
+    live_columns,
+    live_from,
+)
 from satvault.withdrawals.service import (
     PreparedDestination,
     latest_payment,
@@ -69,7 +75,8 @@ async def create_withdrawal(
     # of our own invoices (by its text, before any decoding), whether the key was used.
     async with sessions() as session:
         payer = await read_payer(session, wallet_id=wallet_id, destination=body.destination,
-                                 also=(key_used(owner, idempotency_key or ""),))
+                                 also=(key_used(owner, idempotency_key or ""),
+                                       *live_columns()))
     known = payer.wallet if payer.wallet is not None \
         and sees_wallet(principal, payer.wallet) else None
     on_store_invoice = store_invoice_hook_of(request)
@@ -91,6 +98,9 @@ async def create_withdrawal(
                                            payment_hash=own.payment_hash, amount_msat=amount,
                                            destination=own.bolt11, settings=settings,
                                            on_store_invoice=on_store_invoice)
+                # The withdrawal policy sees internal payments too (allow or block).
+                await check_internal(session, wd, wallet=known, settings=settings,
+                                     live=live_from(*payer.also[1:3]))
                 return 201, out(wd).model_dump(mode="json")
 
             return await run_idempotent(request, owner=owner, key=idempotency_key, work=pay,
@@ -114,7 +124,10 @@ async def create_withdrawal(
         wd = await withdraw(session, settings=settings, lightning=lightning,
                             wallet_for=wallet_for, prepared=prepared,
                             payer_wake=payer_wake_of(request),
-                            on_store_invoice=on_store_invoice)
+                            on_store_invoice=on_store_invoice,
+                            initiator=await initiator_of(session,
+                                                         owner_type=principal.owner_type,
+                                                         owner_id=principal.owner_id))
         # An internal payment is settled in this transaction and has no node payment.
         payment = None if wd.method == WithdrawalMethod.INTERNAL \
             else await latest_payment(session, wd.id)

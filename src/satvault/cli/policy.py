@@ -1,0 +1,143 @@
+"""``satvault policy …`` and ``satvault withdrawals …``: the withdrawal policy from the
+command line.
+
+The command line runs with the database's own credentials, so it says who acts with
+``--as USER_ID`` (recorded in the audit log): a policy change still needs two different admin
+users, an approval a member of the rule's group who did not initiate the withdrawal. A
+Lightning withdrawal released here is sent at the payer's next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.composition import open_database
+from satvault.config import get_settings
+from satvault.kernel.errors import SatvaultError
+from satvault.migrate import SchemaNotCurrent, ensure_current
+from satvault.withdrawals.policy import approvals, service
+
+__all__ = ["policy_app", "withdrawals_app"]
+
+policy_app = typer.Typer(help="The withdrawal policy (maker-checker).", no_args_is_help=True)
+withdrawals_app = typer.Typer(help="Withdrawals awaiting approval.", no_args_is_help=True)
+T = TypeVar("T")
+Actor = Annotated[str, typer.Option("--as", help="The user id acting (usr_…).")]
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async def go() -> T:
+        engine, sessions = open_database(get_settings(), pool_size=2)
+        try:
+            await ensure_current(engine)
+            async with sessions() as session, session.begin():
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(go())
+    except SchemaNotCurrent as exc:
+        _emit({"ok": False, "error": str(exc)})
+        raise typer.Exit(2) from None
+    except SatvaultError as exc:
+        _emit({"ok": False, "error": str(exc)})
+        raise typer.Exit(1) from None
+
+
+def _version(p: Any) -> dict[str, Any]:
+    return {"version": p.version, "status": p.status, "rules": json.loads(p.rules)["rules"],
+            "proposed_by": p.proposed_by, "proposed_at": p.proposed_at,
+            "approved_by": p.approved_by, "approved_at": p.approved_at}
+
+
+@policy_app.command("show")
+def show() -> None:
+    """Every version of the policy, newest first; the ``live`` one applies."""
+    async def work(s: AsyncSession) -> list[dict[str, Any]]:
+        return [_version(p) for p in await service.policy_versions(s)]
+    _emit({"ok": True, "versions": _run(work)})
+
+
+@policy_app.command("propose")
+def propose(file: Annotated[Path, typer.Argument(help='JSON: {"rules": [...]}.')],
+            actor: Actor) -> None:
+    """Propose a new version from FILE; another admin makes it live with ``approve``."""
+    try:
+        raw = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        _emit({"ok": False, "error": f"cannot read {file}: {exc}"})
+        raise typer.Exit(1) from None
+
+    async def work(s: AsyncSession) -> dict[str, Any]:
+        return _version(await service.propose_policy(s, admin=actor, raw=raw))
+    _emit({"ok": True, **_run(work)})
+
+
+@policy_app.command("approve")
+def approve_version(version: Annotated[int, typer.Argument(help="The proposed version.")],
+                    actor: Actor) -> None:
+    """Make a proposed version live (by an admin other than its proposer)."""
+    async def work(s: AsyncSession) -> dict[str, Any]:
+        return _version(await service.approve_policy(s, admin=actor, version=version))
+    _emit({"ok": True, **_run(work)})
+
+
+@policy_app.command("add-approver")
+def add_approver(group: Annotated[str, typer.Argument(help="The approver group.")],
+                 user_id: Annotated[str, typer.Argument(help="The user (usr_…).")],
+                 actor: Actor) -> None:
+    """Designate a user an approver of GROUP (the group is created on first use)."""
+    async def work(s: AsyncSession) -> None:
+        await service.add_group_member(s, group=group, user_id=user_id, actor=actor)
+    _run(work)
+    _emit({"ok": True, "group": group, "user_id": user_id})
+
+
+@withdrawals_app.command("awaiting")
+def awaiting() -> None:
+    """Withdrawals awaiting approval, oldest first."""
+    async def work(s: AsyncSession) -> list[dict[str, Any]]:
+        return [{"withdrawal_id": wd.id, "wallet_id": wd.wallet_id, "method": wd.method,
+                 "amount_msat": wd.amount_msat, "destination": wd.destination,
+                 "rule": req.rule, "group": req.group_name, "required": req.required,
+                 "approved_by": who, "initiator": req.initiator, "expires_at": req.expires_at}
+                for wd, req, who in await approvals.awaiting(s)]
+    _emit({"ok": True, "withdrawals": _run(work)})
+
+
+@withdrawals_app.command("approve")
+def approve_withdrawal(withdrawal_id: Annotated[str, typer.Argument(help="wd_…")],
+                       actor: Actor) -> None:
+    """Approve a withdrawal awaiting approval; the last approval needed releases it."""
+    async def work(s: AsyncSession) -> approvals.ApprovalOutcome:
+        return await approvals.approve_withdrawal(s, withdrawal_id=withdrawal_id,
+                                                  approver=actor)
+    out = _run(work)
+    _emit({"ok": True, "withdrawal_id": withdrawal_id, "status": out.status,
+           "approvals": out.approvals, "required": out.required, "released": out.released})
+
+
+@withdrawals_app.command("reject")
+def reject_withdrawal(withdrawal_id: Annotated[str, typer.Argument(help="wd_…")],
+                      actor: Actor,
+                      reason: Annotated[str, typer.Option(help="Why.")] = "") -> None:
+    """Reject a withdrawal awaiting approval: it is cancelled and its hold released."""
+    async def work(s: AsyncSession) -> approvals.ApprovalOutcome:
+        return await approvals.reject_withdrawal(s, withdrawal_id=withdrawal_id,
+                                                 approver=actor, reason=reason)
+    out = _run(work)
+    _emit({"ok": True, "withdrawal_id": withdrawal_id, "status": out.status})

@@ -1,0 +1,154 @@
+"""Withdrawal policy endpoints: the approvers' queue (list, approve, reject), a wallet's
+destination allow-list, and the policy's versions (propose, approve by a second admin).
+
+Approvers act with an API key of their own user (a ``user`` key with the ``admin`` or
+``withdrawals:write`` scope); whether they may approve a given withdrawal is the service's
+question (member of the rule's group, not its initiator). Policy changes need an ``admin``
+key of an admin user.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from sqlalchemy import select
+
+from satvault.accounts.access import visible_wallet
+from satvault.accounts.service import Principal
+from satvault.kernel.errors import Forbidden
+from satvault.payouts.models import WithdrawalMethod
+from satvault.web.deps import SessionDep, SettingsDep, require_any_scope, require_scope
+from satvault.web.openapi import problem_responses
+from satvault.web.schemas.approvals import (
+    AllowlistIn,
+    AllowlistOut,
+    ApprovalOut,
+    AwaitingOut,
+    PolicyIn,
+    PolicyOut,
+    RejectIn,
+)
+from satvault.web.state import payer_wake_of, sessions_of
+from satvault.withdrawals.policy import approvals, service
+from satvault.withdrawals.policy.models import AllowlistEntry, ApproverGroupMember, PolicyVersion
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["withdrawal policy"],
+                   responses=problem_responses(403, 404, 409, 422))
+Approver = Annotated[Principal, Depends(require_any_scope("admin", "withdrawals:write"))]
+Admin = Annotated[Principal, Depends(require_scope("admin"))]
+Reader = Annotated[Principal, Depends(require_scope("wallet:read"))]
+Writer = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
+
+
+def _user(principal: Principal) -> str:
+    if principal.owner_type != "user":
+        raise Forbidden("approvals and policy changes are made with a user's own API key")
+    return principal.owner_id
+
+
+@router.get("/admin/withdrawals/awaiting-approval", response_model=list[AwaitingOut])
+async def list_awaiting(session: SessionDep, principal: Approver) -> list[AwaitingOut]:
+    """Withdrawals held for approvers, oldest first (admins and approvers of any group)."""
+    user = _user(principal)
+    if not principal.is_admin and (await session.execute(select(ApproverGroupMember).where(
+            ApproverGroupMember.user_id == user).limit(1))).first() is None:
+        raise Forbidden("only admins and approvers see withdrawals awaiting approval")
+    return [AwaitingOut(withdrawal_id=wd.id, wallet_id=wd.wallet_id, method=wd.method,
+                        destination=wd.destination, amount_msat=wd.amount_msat, rule=req.rule,
+                        policy_version=req.policy_version, group=req.group_name,
+                        required=req.required, approved_by=who, initiator=req.initiator,
+                        created_at=wd.created_at, expires_at=req.expires_at)
+            for wd, req, who in await approvals.awaiting(session)]
+
+
+@router.post("/admin/withdrawals/{withdrawal_id}/approve", response_model=ApprovalOut)
+async def approve(withdrawal_id: str, request: Request, principal: Approver) -> ApprovalOut:
+    """One approval; the last one needed releases the withdrawal to its payer."""
+    # Its own unit of work, committed before the payer is woken (it must find it pending).
+    async with sessions_of(request)() as session, session.begin():
+        outcome = await approvals.approve_withdrawal(session, withdrawal_id=withdrawal_id,
+                                                     approver=_user(principal))
+    if outcome.released and outcome.method == WithdrawalMethod.LIGHTNING:
+        wake = payer_wake_of(request)
+        if wake is not None:
+            wake.set()
+    return ApprovalOut(withdrawal_id=withdrawal_id, status=outcome.status,
+                       approvals=outcome.approvals, required=outcome.required)
+
+
+@router.post("/admin/withdrawals/{withdrawal_id}/reject", response_model=ApprovalOut)
+async def reject(withdrawal_id: str, body: RejectIn, session: SessionDep,
+                 principal: Approver) -> ApprovalOut:
+    outcome = await approvals.reject_withdrawal(session, withdrawal_id=withdrawal_id,
+                                                approver=_user(principal), reason=body.reason)
+    return ApprovalOut(withdrawal_id=withdrawal_id, status=outcome.status,
+                       approvals=outcome.approvals, required=outcome.required)
+
+
+def _entry(e: AllowlistEntry) -> AllowlistOut:
+    return AllowlistOut(id=e.id, wallet_id=e.wallet_id, destination=e.destination,
+                        kind=e.kind, label=e.label, created_at=e.created_at,
+                        usable_after=e.usable_after)
+
+
+@router.get("/wallets/{wallet_id}/allowlist", response_model=list[AllowlistOut])
+async def list_allowlist(wallet_id: str, session: SessionDep, principal: Reader
+                         ) -> list[AllowlistOut]:
+    await visible_wallet(session, principal, wallet_id)
+    return [_entry(e) for e in await service.list_allowlist(session, wallet_id=wallet_id)]
+
+
+@router.post("/wallets/{wallet_id}/allowlist", response_model=AllowlistOut, status_code=201)
+async def add_allowlist(wallet_id: str, body: AllowlistIn, session: SessionDep,
+                        settings: SettingsDep, principal: Writer) -> AllowlistOut:
+    """Add a destination; it counts only after the cool-down (``usable_after``)."""
+    wallet = await visible_wallet(session, principal, wallet_id)
+    actor = await service.initiator_of(session, owner_type=principal.owner_type,
+                                       owner_id=principal.owner_id)
+    return _entry(await service.add_allowlist_entry(
+        session, wallet=wallet, destination=body.destination, label=body.label,
+        actor=actor or f"{principal.owner_type}:{principal.owner_id}", settings=settings))
+
+
+@router.delete("/wallets/{wallet_id}/allowlist/{entry_id}", status_code=204)
+async def remove_allowlist(wallet_id: str, entry_id: str, session: SessionDep,
+                           principal: Writer) -> Response:
+    await visible_wallet(session, principal, wallet_id)
+    actor = await service.initiator_of(session, owner_type=principal.owner_type,
+                                       owner_id=principal.owner_id)
+    await service.remove_allowlist_entry(
+        session, wallet_id=wallet_id, entry_id=entry_id,
+        actor=actor or f"{principal.owner_type}:{principal.owner_id}")
+    return Response(status_code=204)
+
+
+def _policy(p: PolicyVersion) -> PolicyOut:
+    return PolicyOut(version=p.version, status=p.status, rules=json.loads(p.rules)["rules"],
+                     proposed_by=p.proposed_by, proposed_at=p.proposed_at,
+                     approved_by=p.approved_by, approved_at=p.approved_at)
+
+
+@router.get("/admin/withdrawal-policy", response_model=list[PolicyOut])
+async def list_policy(session: SessionDep, _admin: Admin) -> list[PolicyOut]:
+    """Every version, newest first; the one with status ``live`` applies."""
+    return [_policy(p) for p in await service.policy_versions(session)]
+
+
+@router.post("/admin/withdrawal-policy", response_model=PolicyOut, status_code=201)
+async def propose(body: PolicyIn, session: SessionDep, principal: Admin) -> PolicyOut:
+    """Propose a new version; it applies once a different admin approves it."""
+    return _policy(await service.propose_policy(session, admin=_user(principal),
+                                                raw={"rules": body.rules}))
+
+
+@router.post("/admin/withdrawal-policy/{version}/approve", response_model=PolicyOut)
+async def approve_policy(
+    version: Annotated[int, Path(ge=1, le=2**31 - 1, description="A proposed version.")],
+    session: SessionDep, principal: Admin,
+) -> PolicyOut:
+    return _policy(await service.approve_policy(session, admin=_user(principal),
+                                                version=version))

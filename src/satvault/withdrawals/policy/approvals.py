@@ -1,0 +1,220 @@
+"""Withdrawals held for approvers: holding one, approving, rejecting, expiring.
+
+A withdrawal the policy holds keeps its ledger hold and waits in ``awaiting_approval``,
+where neither the payout job (``pending`` only) nor the Lightning payer picks it up. Each
+approver of the rule's group may approve once; the initiator never. The approval that
+reaches N turns it ``pending`` (exactly once: the request row is locked, and the status
+change is conditional); one rejection, or the deadline passing, cancels it and voids its
+hold — the money is the wallet's again. Every decision is audited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.config import Settings
+from satvault.db import utcnow
+from satvault.kernel.errors import NotFound
+from satvault.ledger.core import TransferKind, TransferSpec
+from satvault.ledger.store import create_transfers
+from satvault.lightning.models import LnPayment, LnPaymentStatus
+from satvault.logs import get_logger
+from satvault.payouts.events import emit_withdrawal
+from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
+from satvault.withdrawals.policy._audit import record
+from satvault.withdrawals.policy.core import Action, Decision
+from satvault.withdrawals.policy.errors import ApprovalClosed, NotAnApprover, WithdrawalBlocked
+from satvault.withdrawals.policy.models import (
+    ApprovalRequest,
+    ApprovalStatus,
+    ApproverGroupMember,
+    WithdrawalApproval,
+)
+
+__all__ = ["ApprovalOutcome", "apply_decision", "approve_withdrawal", "awaiting",
+           "expire_due", "reject_withdrawal"]
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalOutcome:
+    withdrawal_id: str
+    method: WithdrawalMethod
+    status: ApprovalStatus
+    approvals: int
+    required: int
+    released: bool  # this call turned the withdrawal pending
+
+
+async def apply_decision(session: AsyncSession, wd: Withdrawal, *, decision: Decision,
+                         version: int | None, initiator: str | None,
+                         settings: Settings) -> None:
+    """Act on the policy's decision for ``wd`` (written, its hold placed, in the caller's
+    unit of work). A block raises, so the unit of work rolls back and nothing stays held."""
+    if decision.action is Action.ALLOW:
+        return
+    if decision.action is Action.BLOCK:
+        log.info("withdrawal_blocked", wallet=wd.wallet_id, rule=decision.rule,
+                 policy_version=version)
+        raise WithdrawalBlocked(f"the withdrawal policy blocks this withdrawal "
+                                f"({decision.reason}, version {version})")
+    if wd.method == WithdrawalMethod.INTERNAL:
+        # A payment of one of our own invoices settles in the same transaction: there is no
+        # later moment to hold it at, so one that would need approvers is refused.
+        raise WithdrawalBlocked(
+            f"the withdrawal policy requires {decision.approvals} approval(s) for this payment "
+            f"({decision.reason}), and payments of this platform's own invoices settle at "
+            "once and cannot wait for approval")
+    assert decision.group is not None
+    now = utcnow()
+    wd.status, wd.updated_at = WithdrawalStatus.AWAITING_APPROVAL, now
+    session.add(ApprovalRequest(
+        withdrawal_id=wd.id, status=ApprovalStatus.AWAITING, policy_version=version or 0,
+        rule=decision.rule or "", group_name=decision.group, required=decision.approvals,
+        initiator=initiator, created_at=now,
+        expires_at=now + timedelta(seconds=settings.withdrawal_approval_ttl_seconds),
+        decided_at=None))
+    await session.flush()
+    await record(session, actor=initiator or "unknown", action="withdrawal.approval_required",
+                 subject=f"withdrawal:{wd.id}",
+                 details={"rule": decision.rule, "policy_version": version,
+                          "group": decision.group, "required": decision.approvals,
+                          "amount_msat": wd.amount_msat, "method": str(wd.method)})
+
+
+async def _locked_request(session: AsyncSession, withdrawal_id: str) -> ApprovalRequest:
+    req = (await session.execute(select(ApprovalRequest).where(
+        ApprovalRequest.withdrawal_id == withdrawal_id).with_for_update())
+    ).scalar_one_or_none()
+    if req is None:
+        raise NotFound(f"withdrawal {withdrawal_id!r} is not awaiting approval")
+    if req.status != ApprovalStatus.AWAITING:
+        raise ApprovalClosed(f"withdrawal {withdrawal_id} is {req.status}, no longer "
+                             "awaiting approval")
+    if req.expires_at <= utcnow():
+        raise ApprovalClosed(f"the approval window of withdrawal {withdrawal_id} has closed "
+                             "(it is being cancelled)")
+    return req
+
+
+async def _check_approver(session: AsyncSession, req: ApprovalRequest, approver: str) -> None:
+    if req.initiator is not None and approver == req.initiator:
+        raise NotAnApprover("the initiator of a withdrawal cannot approve or reject it")
+    if await session.get(ApproverGroupMember, (req.group_name, approver)) is None:
+        raise NotAnApprover(f"{approver} is not an approver of group {req.group_name!r}")
+
+
+async def approve_withdrawal(session: AsyncSession, *, withdrawal_id: str, approver: str
+                             ) -> ApprovalOutcome:
+    """One approver's approval; the N-th releases the withdrawal to its payer (``pending``).
+    The caller wakes the Lightning payer when ``released`` and the method is Lightning."""
+    req = await _locked_request(session, withdrawal_id)
+    await _check_approver(session, req, approver)
+    before = set((await session.execute(select(WithdrawalApproval.approver).where(
+        WithdrawalApproval.withdrawal_id == withdrawal_id))).scalars())
+    if approver in before:
+        raise ApprovalClosed(f"{approver} has approved withdrawal {withdrawal_id} already")
+    now = utcnow()
+    session.add(WithdrawalApproval(withdrawal_id=withdrawal_id, approver=approver,
+                                   decision="approve", at=now))
+    count = len(before) + 1
+    released = False
+    if count >= req.required:
+        res = await session.execute(update(Withdrawal).where(
+            Withdrawal.id == withdrawal_id,
+            Withdrawal.status == WithdrawalStatus.AWAITING_APPROVAL,
+        ).values(status=WithdrawalStatus.PENDING, updated_at=now))
+        released = res.rowcount == 1  # type: ignore[attr-defined]
+        req.status, req.decided_at = ApprovalStatus.APPROVED, now
+    await session.flush()
+    wd = await session.get(Withdrawal, withdrawal_id, populate_existing=True)
+    assert wd is not None
+    await record(session, actor=approver, action="withdrawal.approved",
+                 subject=f"withdrawal:{withdrawal_id}",
+                 details={"approvals": count, "required": req.required,
+                          "released": released, "group": req.group_name})
+    return ApprovalOutcome(withdrawal_id, wd.method, req.status, count, req.required, released)
+
+
+async def _cancel(session: AsyncSession, wd: Withdrawal, *, why: str) -> None:
+    """Void the hold, cancel the withdrawal, retire its queued Lightning payment."""
+    (outcome,) = await create_transfers(session, [TransferSpec(
+        f"wd:{wd.id}:void", kind=TransferKind.VOID, pending_id=wd.hold_id,
+        code="withdrawal_cancelled", ref=wd.id)])
+    if not outcome.ok:
+        raise RuntimeError(f"ledger refused to release {wd.id}: {outcome}")
+    if wd.method == WithdrawalMethod.LIGHTNING:
+        await session.execute(update(LnPayment).where(
+            LnPayment.withdrawal_id == wd.id, LnPayment.status == LnPaymentStatus.PENDING,
+        ).values(status=LnPaymentStatus.FAILED, failure_reason=why[:120],
+                 updated_at=utcnow()))
+    wd.status, wd.updated_at = WithdrawalStatus.CANCELLED, utcnow()
+    await session.flush()
+    await emit_withdrawal(session, wd, "cancelled")
+
+
+async def reject_withdrawal(session: AsyncSession, *, withdrawal_id: str, approver: str,
+                            reason: str = "") -> ApprovalOutcome:
+    """One approver's rejection cancels the withdrawal and releases its hold."""
+    req = await _locked_request(session, withdrawal_id)
+    await _check_approver(session, req, approver)
+    now = utcnow()
+    session.add(WithdrawalApproval(withdrawal_id=withdrawal_id, approver=approver,
+                                   decision="reject", at=now))
+    wd = await session.get(Withdrawal, withdrawal_id, with_for_update=True)
+    assert wd is not None and wd.status == WithdrawalStatus.AWAITING_APPROVAL
+    await _cancel(session, wd, why="rejected by an approver")
+    req.status, req.decided_at = ApprovalStatus.REJECTED, now
+    await session.flush()
+    await record(session, actor=approver, action="withdrawal.rejected",
+                 subject=f"withdrawal:{withdrawal_id}", details={"reason": reason[:500]})
+    approvals = len((await session.execute(select(WithdrawalApproval.id).where(
+        WithdrawalApproval.withdrawal_id == withdrawal_id,
+        WithdrawalApproval.decision == "approve"))).all())
+    return ApprovalOutcome(withdrawal_id, wd.method, req.status, approvals, req.required, False)
+
+
+async def expire_due(session: AsyncSession, *, limit: int = 100) -> int:
+    """Cancel withdrawals whose approval window has closed; their holds are released. One
+    unit of work for up to ``limit`` of them (the periodic worker's step)."""
+    now = utcnow()
+    due = (await session.execute(select(ApprovalRequest).where(
+        ApprovalRequest.status == ApprovalStatus.AWAITING, ApprovalRequest.expires_at <= now)
+        .order_by(ApprovalRequest.expires_at).limit(limit).with_for_update(skip_locked=True))
+    ).scalars().all()
+    for req in due:
+        wd = await session.get(Withdrawal, req.withdrawal_id, with_for_update=True)
+        assert wd is not None
+        if wd.status == WithdrawalStatus.AWAITING_APPROVAL:
+            await _cancel(session, wd, why="approval window expired")
+        req.status, req.decided_at = ApprovalStatus.EXPIRED, now
+        await record(session, actor="system", action="withdrawal.approval_expired",
+                     subject=f"withdrawal:{req.withdrawal_id}",
+                     details={"required": req.required, "expired_at": req.expires_at})
+    await session.flush()
+    if due:
+        log.info("withdrawal_approvals_expired", count=len(due))
+    return len(due)
+
+
+async def awaiting(session: AsyncSession, *, limit: int = 100
+                   ) -> list[tuple[Withdrawal, ApprovalRequest, list[str]]]:
+    """Withdrawals awaiting approval, oldest first, with who has approved so far."""
+    rows = (await session.execute(select(Withdrawal, ApprovalRequest).join(
+        ApprovalRequest, ApprovalRequest.withdrawal_id == Withdrawal.id).where(
+        ApprovalRequest.status == ApprovalStatus.AWAITING).order_by(
+        ApprovalRequest.created_at).limit(limit))).all()
+    out = []
+    for wd, req in rows:
+        who = list((await session.execute(select(WithdrawalApproval.approver).where(
+            WithdrawalApproval.withdrawal_id == wd.id,
+            WithdrawalApproval.decision == "approve"))).scalars())
+        out.append((wd, req, who))
+    return out
+
+

@@ -1,0 +1,186 @@
+"""The withdrawal policy over HTTP, with Lightning: a payment held for approvers is not sent
+until the approvers release it through the API; an internal payment that would need
+approvers is refused; the allow-list and the policy's versions through their endpoints."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from satvault.accounts import service as acc
+from satvault.kernel.clock import FakeClock
+from satvault.lightning.invoices import create_invoice
+from satvault.lightning.models import LnPayment
+from satvault.payouts.models import Withdrawal
+from satvault.withdrawals.policy import approvals
+from tests.chainenv import LnEnv, api_client
+from tests.lightning.test_lightning import customer_invoice, fund
+from tests.policy.support import People, make_live, people
+
+SAT = 1000
+
+
+async def keys(env: LnEnv, who: People) -> dict[str, dict[str, str]]:
+    out = {}
+    async with env.sessions() as s, s.begin():
+        for name, uid, scopes in (
+                ("alice", env.wallet.owner_id, ["wallet:read", "withdrawals:write"]),
+                ("bob", who.bob, ["withdrawals:write"]),
+                ("carol", who.carol, ["withdrawals:write"]),
+                ("admin1", who.admin1, ["admin"]), ("admin2", who.admin2, ["admin"])):
+            _, token = await acc.create_api_key(s, owner_id=uid, scopes=scopes)
+            out[name] = {"Authorization": f"Bearer {token}"}
+        erin = await acc.create_user(s, email="erin@example.com")  # in no group
+        _, token = await acc.create_api_key(s, owner_id=erin.id, scopes=["withdrawals:write"])
+        out["erin"] = {"Authorization": f"Bearer {token}"}
+    return out
+
+
+async def test_lightning_payment_waits_for_approvals_then_is_sent(lnenv: LnEnv):
+    env = lnenv
+    who = await people(env.sessions, initiator=env.wallet.owner_id)
+    await make_live(env.sessions, who, [
+        {"name": "big lightning", "action": "require_approval", "approvals": 2,
+         "group": "treasury", "rails": ["lightning"], "min_amount_msat": 50_000 * SAT}])
+    await fund(env, env.wallet, 500_000 * SAT)
+    k = await keys(env, who)
+    bolt11 = customer_invoice(env, 100_000 * SAT)
+    async with api_client(env) as c:
+        r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                         json={"destination": bolt11},
+                         headers={**k["alice"], "Idempotency-Key": "w1"})
+        assert r.status_code == 201, r.text
+        wid = r.json()["id"]
+        assert r.json()["status"] == "awaiting_approval"
+        assert (await env.runtime.payer.step()).sent == 0  # nobody sends it yet
+
+        r = await c.get("/api/v1/admin/withdrawals/awaiting-approval", headers=k["bob"])
+        assert r.status_code == 200 and [w["withdrawal_id"] for w in r.json()] == [wid]
+        assert r.json()[0]["required"] == 2 and r.json()[0]["rule"] == "big lightning"
+        r = await c.get("/api/v1/admin/withdrawals/awaiting-approval", headers=k["erin"])
+        assert r.status_code == 403  # neither admin nor approver
+        r = await c.post(f"/api/v1/admin/withdrawals/{wid}/approve", headers=k["erin"])
+        assert r.status_code == 403 and "not an approver" in r.json()["detail"]
+
+        r = await c.post(f"/api/v1/admin/withdrawals/{wid}/approve", headers=k["alice"])
+        assert r.status_code == 403 and r.json()["type"].endswith("not-an-approver"), r.text
+        r = await c.post(f"/api/v1/admin/withdrawals/{wid}/approve", headers=k["bob"])
+        assert r.status_code == 200 and r.json() == {
+            "withdrawal_id": wid, "status": "awaiting", "approvals": 1, "required": 2}
+        r = await c.post(f"/api/v1/admin/withdrawals/{wid}/approve", headers=k["bob"])
+        assert r.status_code == 409 and r.json()["type"].endswith("approval-closed")
+        assert (await env.runtime.payer.step()).sent == 0
+        r = await c.post(f"/api/v1/admin/withdrawals/{wid}/approve", headers=k["carol"])
+        assert r.status_code == 200 and r.json()["status"] == "approved"
+        report = await env.runtime.payer.step()
+        assert (report.sent, report.succeeded) == (1, 1)
+        r = await c.get(f"/api/v1/withdrawals/{wid}", headers=k["alice"])
+        assert r.json()["status"] == "confirmed"
+        r = await c.post(f"/api/v1/admin/withdrawals/{wid}/reject", json={},
+                         headers=k["carol"])
+        assert r.status_code == 409
+
+
+async def test_internal_payment_needing_approval_is_refused(lnenv: LnEnv):
+    env = lnenv
+    who = await people(env.sessions, initiator=env.wallet.owner_id)
+    await make_live(env.sessions, who, [
+        {"name": "internal over 10k", "action": "require_approval", "approvals": 1,
+         "group": "treasury", "rails": ["internal"], "min_amount_msat": 10_000 * SAT}])
+    await fund(env, env.wallet, 500_000 * SAT)
+    carol_wallet = await env.wallet_for("payee@example.com")
+    async with env.sessions() as s, s.begin():
+        big = await create_invoice(s, backend=env.runtime.lightning, wallet=carol_wallet,
+                                   amount_msat=20_000 * SAT)
+        small = await create_invoice(s, backend=env.runtime.lightning, wallet=carol_wallet,
+                                     amount_msat=5_000 * SAT)
+    k = await keys(env, who)
+    before = await env.balances()
+    async with api_client(env) as c:
+        r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                         json={"destination": big.bolt11},
+                         headers={**k["alice"], "Idempotency-Key": "i1"})
+        assert r.status_code == 403, r.text
+        assert r.json()["type"].endswith("withdrawal-blocked")
+        assert "cannot wait for approval" in r.json()["detail"]
+        assert await env.balances() == before
+        r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                         json={"destination": small.bolt11},
+                         headers={**k["alice"], "Idempotency-Key": "i2"})
+        assert r.status_code == 201 and r.json()["method"] == "internal", r.text
+    async with env.sessions() as s:
+        rows = (await s.execute(select(Withdrawal.amount_msat))).scalars().all()
+        assert rows == [5_000 * SAT]
+        assert (await s.execute(select(LnPayment))).first() is None
+
+
+async def test_allowlist_and_policy_endpoints(lnenv: LnEnv):
+    env = lnenv
+    who = await people(env.sessions, initiator=env.wallet.owner_id)
+    k = await keys(env, who)
+    node = "02" + "ab" * 32
+    async with api_client(env) as c:
+        base = f"/api/v1/wallets/{env.wallet.id}/allowlist"
+        r = await c.post(base, json={"destination": node.upper(), "label": "exchange"},
+                         headers=k["alice"])
+        assert r.status_code == 201, r.text
+        entry = r.json()
+        assert entry["kind"] == "node" and entry["destination"] == node
+        r = await c.post(base, json={"destination": node}, headers=k["alice"])
+        assert r.status_code == 409
+        r = await c.post(base, json={"destination": "not a destination"}, headers=k["alice"])
+        assert r.status_code == 422 and r.json()["type"].endswith("invalid-policy")
+        r = await c.get(base, headers=k["bob"])
+        assert r.status_code in (403, 404)  # bob's key neither reads nor sees alice's wallet
+        r = await c.get(base, headers=k["alice"])
+        assert [e["id"] for e in r.json()] == [entry["id"]]
+        r = await c.delete(f"{base}/{entry['id']}", headers=k["alice"])
+        assert r.status_code == 204
+        assert (await c.get(base, headers=k["alice"])).json() == []
+
+        rules = [{"name": "cap", "action": "block", "min_amount_msat": 10**9}]
+        r = await c.post("/api/v1/admin/withdrawal-policy", json={"rules": rules},
+                         headers=k["alice"])
+        assert r.status_code == 403
+        r = await c.post("/api/v1/admin/withdrawal-policy", json={"rules": rules},
+                         headers=k["admin1"])
+        assert r.status_code == 201 and r.json()["status"] == "proposed", r.text
+        version = r.json()["version"]
+        r = await c.post(f"/api/v1/admin/withdrawal-policy/{version}/approve",
+                         headers=k["admin1"])
+        assert r.status_code == 403 and "second admin" in r.json()["detail"]
+        r = await c.post(f"/api/v1/admin/withdrawal-policy/{version}/approve",
+                         headers=k["admin2"])
+        assert r.status_code == 200 and r.json()["status"] == "live"
+        assert r.json()["approved_by"] == who.admin2 and r.json()["rules"] == rules
+        r = await c.get("/api/v1/admin/withdrawal-policy", headers=k["admin1"])
+        assert [(p["version"], p["status"]) for p in r.json()] == [(version, "live")]
+
+
+async def test_expired_lightning_payment_is_never_sent_and_its_hold_released(
+        lnenv: LnEnv, clock: FakeClock):
+    env = lnenv
+    who = await people(env.sessions, initiator=env.wallet.owner_id)
+    await make_live(env.sessions, who, [
+        {"name": "all lightning", "action": "require_approval", "approvals": 1,
+         "group": "treasury", "rails": ["lightning"]}])
+    await fund(env, env.wallet, 500_000 * SAT)
+    before = await env.balances()
+    k = await keys(env, who)
+    async with api_client(env) as c:
+        r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                         json={"destination": customer_invoice(env, 10_000 * SAT)},
+                         headers={**k["alice"], "Idempotency-Key": "e1"})
+        assert r.status_code == 201 and r.json()["status"] == "awaiting_approval", r.text
+        wid = r.json()["id"]
+    assert (await env.balances())["held"] > 0
+    clock.advance(seconds=env.settings.withdrawal_approval_ttl_seconds + 1)
+    async with env.sessions() as s, s.begin():
+        assert await approvals.expire_due(s) == 1
+    assert (await env.runtime.payer.step()).sent == 0
+    assert await env.balances() == before
+    async with env.sessions() as s:
+        wd = await s.get(Withdrawal, wid)
+        payment = (await s.execute(select(LnPayment).where(
+            LnPayment.withdrawal_id == wid))).scalar_one()
+    assert wd is not None and wd.status == "cancelled" and payment.status == "failed"
+    await env.check()

@@ -1,0 +1,257 @@
+"""Maker-checker on on-chain withdrawals against simnet: N-of-M approvals (never the
+initiator's), paid once approved, expiry and rejection releasing the hold, block rules
+holding nothing, the allow-list's cool-down, policy changes needing a second admin, and
+racing approvers producing exactly one release."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from satvault.accounts.models import AuditEvent
+from satvault.kernel.clock import FakeClock
+from satvault.payouts.models import PayoutBatch, Withdrawal, WithdrawalStatus
+from satvault.withdrawals.policy import approvals, service
+from satvault.withdrawals.policy.errors import (
+    ApprovalClosed,
+    NotAnApprover,
+    WithdrawalBlocked,
+)
+from satvault.withdrawals.policy.models import ApprovalStatus, PolicyStatus
+from tests.chainenv import Env
+from tests.payouts.test_payouts import SAT, external_address, fund, received
+from tests.policy.support import make_live, people, request
+
+RESERVE = 5_000
+TWO_OF_TREASURY = [{"name": "large", "action": "require_approval", "approvals": 2,
+                    "group": "treasury", "min_amount_msat": 50_000 * SAT}]
+
+
+async def status_of(env: Env, wid: str) -> WithdrawalStatus:
+    async with env.sessions() as s:
+        wd = await s.get(Withdrawal, wid)
+        assert wd is not None
+        return wd.status
+
+
+async def approve(env: Env, wid: str, who: str) -> approvals.ApprovalOutcome:
+    async with env.sessions() as s, s.begin():
+        return await approvals.approve_withdrawal(s, withdrawal_id=wid, approver=who)
+
+
+async def test_two_approvals_needed_initiator_excluded_then_paid_on_chain(env: Env):
+    alice = env.wallet.owner_id
+    who = await people(env.sessions, initiator=alice)
+    await make_live(env.sessions, who, TWO_OF_TREASURY)
+    await fund(env, 500_000)
+    dest = external_address(env, 1)
+    small = await request(env.sessions, env.settings, env.wallet, external_address(env, 2),
+                          10_000, initiator=alice)
+    assert small.status == WithdrawalStatus.PENDING  # below the threshold: as before
+    wd = await request(env.sessions, env.settings, env.wallet, dest, 100_000, initiator=alice)
+    assert wd.status == WithdrawalStatus.AWAITING_APPROVAL
+    # its money is held while it waits
+    assert (await env.balances())["held"] == (110_000 + 2 * RESERVE) * SAT
+    # the payout job batches the small one only
+    report = await env.runtime.payouts.step()
+    assert report.batched == 1
+    assert await status_of(env, wd.id) == WithdrawalStatus.AWAITING_APPROVAL
+
+    with pytest.raises(NotAnApprover, match="initiator"):
+        await approve(env, wd.id, alice)
+    first = await approve(env, wd.id, who.bob)
+    assert (first.approvals, first.required, first.released) == (1, 2, False)
+    with pytest.raises(ApprovalClosed, match="already"):  # one approver cannot do it alone
+        await approve(env, wd.id, who.bob)
+    with pytest.raises(NotAnApprover, match="not an approver"):
+        await approve(env, wd.id, who.admin1)  # an admin outside the group neither
+    assert await status_of(env, wd.id) == WithdrawalStatus.AWAITING_APPROVAL
+    assert (await env.runtime.payouts.step()).batched == 0
+
+    second = await approve(env, wd.id, who.carol)
+    assert second.released and second.status == ApprovalStatus.APPROVED
+    assert await status_of(env, wd.id) == WithdrawalStatus.PENDING
+    with pytest.raises(ApprovalClosed):
+        await approve(env, wd.id, who.dave)
+
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.runtime.payouts.step()).batched == 1
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    await env.runtime.payouts.step()
+    assert await status_of(env, wd.id) == WithdrawalStatus.CONFIRMED
+    assert await received(env, dest) == 100_000
+    async with env.sessions() as s:
+        actions = (await s.execute(select(AuditEvent.actor, AuditEvent.action).where(
+            AuditEvent.object == f"withdrawal:{wd.id}").order_by(AuditEvent.id))).all()
+    assert [tuple(a) for a in actions] == [
+        (alice, "withdrawal.approval_required"), (who.bob, "withdrawal.approved"),
+        (who.carol, "withdrawal.approved")]
+    await env.check()
+
+
+async def test_unapproved_withdrawal_expires_and_its_hold_is_released(env: Env,
+                                                                       clock: FakeClock):
+    alice = env.wallet.owner_id
+    who = await people(env.sessions, initiator=alice)
+    await make_live(env.sessions, who, TWO_OF_TREASURY)
+    await fund(env, 300_000)
+    before = await env.balances()
+    wd = await request(env.sessions, env.settings, env.wallet, external_address(env, 1),
+                       100_000, initiator=alice)
+    await approve(env, wd.id, who.bob)
+    assert (await env.balances())["available"] == before["available"] - (100_000 + RESERVE) * SAT
+    async with env.sessions() as s, s.begin():
+        assert await approvals.expire_due(s) == 0  # not yet
+    clock.advance(seconds=env.settings.withdrawal_approval_ttl_seconds + 1)
+    with pytest.raises(ApprovalClosed, match="closed"):
+        await approve(env, wd.id, who.carol)
+    async with env.sessions() as s, s.begin():
+        assert await approvals.expire_due(s) == 1
+    assert await status_of(env, wd.id) == WithdrawalStatus.CANCELLED
+    after = await env.balances()
+    assert after == before  # every msat back, nothing held
+    assert (await env.runtime.payouts.step()).batched == 0
+    async with env.sessions() as s, s.begin():
+        assert await approvals.expire_due(s) == 0  # once
+    await env.check()
+
+
+async def test_rejection_cancels_and_releases(env: Env):
+    alice = env.wallet.owner_id
+    who = await people(env.sessions, initiator=alice)
+    await make_live(env.sessions, who, TWO_OF_TREASURY)
+    await fund(env, 300_000)
+    before = await env.balances()
+    wd = await request(env.sessions, env.settings, env.wallet, external_address(env, 1),
+                       100_000, initiator=alice)
+    async with env.sessions() as s, s.begin():
+        with pytest.raises(NotAnApprover):
+            await approvals.reject_withdrawal(s, withdrawal_id=wd.id, approver=alice)
+    async with env.sessions() as s, s.begin():
+        out = await approvals.reject_withdrawal(s, withdrawal_id=wd.id, approver=who.dave,
+                                                reason="unknown address")
+    assert out.status == ApprovalStatus.REJECTED
+    assert await status_of(env, wd.id) == WithdrawalStatus.CANCELLED
+    assert await env.balances() == before
+    await env.check()
+
+
+async def test_block_rule_refuses_and_holds_nothing(env: Env):
+    alice = env.wallet.owner_id
+    who = await people(env.sessions, initiator=alice)
+    await make_live(env.sessions, who, [
+        {"name": "no big on-chain", "action": "block", "rails": ["onchain"],
+         "min_amount_msat": 100_000 * SAT}])
+    await fund(env, 300_000)
+    before = await env.balances()
+    with pytest.raises(WithdrawalBlocked, match="'no big on-chain'"):
+        await request(env.sessions, env.settings, env.wallet, external_address(env, 1),
+                      150_000, initiator=alice)
+    assert await env.balances() == before
+    async with env.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(Withdrawal))).scalar_one() == 0
+    ok = await request(env.sessions, env.settings, env.wallet, external_address(env, 1),
+                       99_000, initiator=alice)
+    assert ok.status == WithdrawalStatus.PENDING
+
+
+async def test_window_rule_counts_earlier_withdrawals(env: Env):
+    alice = env.wallet.owner_id
+    who = await people(env.sessions, initiator=alice)
+    await make_live(env.sessions, who, [
+        {"name": "busy day", "action": "require_approval", "approvals": 1,
+         "group": "treasury", "window_hours": 24, "window_min_sum_msat": 150_000 * SAT}])
+    await fund(env, 500_000)
+    first = await request(env.sessions, env.settings, env.wallet, external_address(env, 1),
+                          100_000, initiator=alice)
+    second = await request(env.sessions, env.settings, env.wallet, external_address(env, 2),
+                           60_000, initiator=alice)
+    assert (first.status, second.status) == (WithdrawalStatus.PENDING,
+                                             WithdrawalStatus.AWAITING_APPROVAL)
+
+
+async def test_allowlist_entry_counts_only_after_its_cool_down(env: Env, clock: FakeClock):
+    alice = env.wallet.owner_id
+    who = await people(env.sessions, initiator=alice)
+    await make_live(env.sessions, who, [
+        {"name": "known destinations only", "action": "block",
+         "destination": "not_allowlisted"}])
+    await fund(env, 300_000)
+    dest = external_address(env, 1)
+    async with env.sessions() as s, s.begin():
+        entry = await service.add_allowlist_entry(s, wallet=env.wallet, destination=dest,
+                                                  label="cold storage", actor=alice,
+                                                  settings=env.settings)
+    assert entry.usable_after - entry.created_at == timedelta(hours=48)
+    with pytest.raises(WithdrawalBlocked):
+        await request(env.sessions, env.settings, env.wallet, dest, 10_000, initiator=alice)
+    clock.advance(hours=47)
+    with pytest.raises(WithdrawalBlocked):
+        await request(env.sessions, env.settings, env.wallet, dest, 10_000, initiator=alice)
+    clock.advance(hours=1, seconds=1)
+    wd = await request(env.sessions, env.settings, env.wallet, dest, 10_000, initiator=alice)
+    assert wd.status == WithdrawalStatus.PENDING
+    with pytest.raises(WithdrawalBlocked):  # another address is still unknown
+        await request(env.sessions, env.settings, env.wallet, external_address(env, 2),
+                      10_000, initiator=alice)
+
+
+async def test_policy_change_needs_a_second_admin(env: Env):
+    alice = env.wallet.owner_id
+    who = await people(env.sessions, initiator=alice)
+    v1 = await make_live(env.sessions, who, TWO_OF_TREASURY)
+    async with env.sessions() as s, s.begin():
+        v2 = await service.propose_policy(s, admin=who.admin2, raw={"rules": []})
+    async with env.sessions() as s, s.begin():
+        with pytest.raises(NotAnApprover, match="second admin"):
+            await service.approve_policy(s, admin=who.admin2, version=v2.version)
+    async with env.sessions() as s, s.begin():
+        with pytest.raises(NotAnApprover, match="not an admin"):
+            await service.approve_policy(s, admin=who.bob, version=v2.version)
+        with pytest.raises(NotAnApprover, match="not an admin"):
+            await service.propose_policy(s, admin=alice, raw={"rules": []})
+    async with env.sessions() as s:
+        live = await service.live_policy(s)
+    assert live is not None and live[0] == v1 and live[1].rules  # unchanged
+    async with env.sessions() as s, s.begin():
+        await service.approve_policy(s, admin=who.admin1, version=v2.version)
+    async with env.sessions() as s:
+        versions = {p.version: p.status for p in await service.policy_versions(s)}
+        live = await service.live_policy(s)
+    assert versions == {v1: PolicyStatus.SUPERSEDED, v2.version: PolicyStatus.LIVE}
+    assert live is not None and live[1].rules == ()
+    async with env.sessions() as s, s.begin():
+        with pytest.raises(Exception, match="not proposed"):
+            await service.approve_policy(s, admin=who.admin2, version=v1)
+
+
+@pytest.mark.parametrize("required, racers", [(1, 2), (2, 3)])
+async def test_racing_approvers_release_exactly_once(env: Env, required: int, racers: int):
+    alice = env.wallet.owner_id
+    who = await people(env.sessions, initiator=alice)
+    await make_live(env.sessions, who, [dict(TWO_OF_TREASURY[0], approvals=required)])
+    await fund(env, 300_000)
+    wd = await request(env.sessions, env.settings, env.wallet, external_address(env, 1),
+                       100_000, initiator=alice)
+
+    async def one(approver: str) -> approvals.ApprovalOutcome | Exception:
+        try:
+            return await approve(env, wd.id, approver)
+        except ApprovalClosed as exc:
+            return exc
+
+    results = await asyncio.gather(*(one(a) for a in (who.bob, who.carol, who.dave)[:racers]))
+    released = [r for r in results if isinstance(r, approvals.ApprovalOutcome) and r.released]
+    assert len(released) == 1
+    assert sum(isinstance(r, ApprovalClosed) for r in results) == racers - required
+    assert await status_of(env, wd.id) == WithdrawalStatus.PENDING
+    report = await env.runtime.payouts.step()
+    assert report.batched == 1
+    async with env.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(PayoutBatch).where(
+            PayoutBatch.kind == "payout"))).scalar_one() == 1
