@@ -27,7 +27,8 @@ PG_URL = os.environ.get("SATVAULT_TEST_POSTGRES_URL", "")
 if os.environ.get("SATVAULT_TEST_REQUIRE_POSTGRES") and not PG_URL:
     raise pytest.UsageError("SATVAULT_TEST_REQUIRE_POSTGRES is set but no PostgreSQL URL is")
 BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
-TABLES = ["liability_proofs", "liability_rounds",
+TABLES = ["risk_cases", "risk_decisions", "risk_rule_sets", "risk_address_labels",
+          "liability_proofs", "liability_rounds",
           "webhook_attempts", "webhook_deliveries", "webhooks", "outbox_events",
           "store_invoices", "lnurl_auth_challenges", "lnurl_auth_keys",
           "lnurl_withdraw_vouchers",

@@ -62,6 +62,9 @@ app.add_typer(custody_app, name="custody")
 app.add_typer(liabilities_app, name="liabilities")
 app.add_typer(cold_app, name="cold")
 app.add_typer(reserves_app, name="reserves")
+from satvault.cli.risk import app as risk_app  # noqa: E402
+
+app.add_typer(risk_app, name="risk")
 from satvault.simnet.ln.cli import app as simnet_ln_app  # noqa: E402
 
 simnet_app.add_typer(simnet_ln_app)  # satvault simnet ln-pay / ln-invoice / ln-serve

@@ -36,9 +36,11 @@ class WithdrawalMethod(StrEnum):
 
 class WithdrawalStatus(StrEnum):
     """``pending`` → (on-chain: ``batched`` →) ``broadcast`` → ``confirmed``; or ``failed`` /
-    ``cancelled``, whose hold is released."""
+    ``cancelled``, whose hold is released. ``review``: held by a risk decision (its hold
+    kept); neither the payout job nor the Lightning payer picks it up; a case decides."""
 
     PENDING = "pending"
+    REVIEW = "review"
     BATCHED = "batched"
     BROADCAST = "broadcast"
     CONFIRMED = "confirmed"

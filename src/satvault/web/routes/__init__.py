@@ -14,6 +14,7 @@ from satvault.web.routes import (
     invoices,
     liabilities,
     lnurl,
+    risk,
     stores,
     streams,
     wallets,
@@ -36,4 +37,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     streams.router,
     checkout.router,
     liabilities.router,
+    risk.router,
 )

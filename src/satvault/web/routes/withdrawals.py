@@ -14,7 +14,7 @@ from satvault.accounts.models import Wallet
 from satvault.accounts.service import Principal
 from satvault.kernel.errors import NotFound
 from satvault.lightning.models import LnPayment, LnPaymentStatus
-from satvault.lightning.payments import cancel_on_node, pay_own_invoice, payable_at_once
+from satvault.lightning.payments import cancel_on_node, payable_at_once
 from satvault.payouts.models import Withdrawal, WithdrawalMethod
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.idempotency import key_used, run_idempotent
@@ -32,6 +32,7 @@ from satvault.web.state import (
 from satvault.withdrawals.service import (
     PreparedDestination,
     latest_payment,
+    pay_own_screened,
     prepare_destination,
     read_payer,
     withdraw,
@@ -87,10 +88,9 @@ async def create_withdrawal(
 
             async def pay(session: AsyncSession, _: None) -> tuple[int, Any]:
                 assert known is not None and amount is not None
-                wd = await pay_own_invoice(session, wallet=known,
-                                           payment_hash=own.payment_hash, amount_msat=amount,
-                                           destination=own.bolt11, settings=settings,
-                                           on_store_invoice=on_store_invoice)
+                wd = await pay_own_screened(session, wallet=known, own=own,
+                                            amount_msat=amount, settings=settings,
+                                            on_store_invoice=on_store_invoice)
                 return 201, out(wd).model_dump(mode="json")
 
             return await run_idempotent(request, owner=owner, key=idempotency_key, work=pay,
