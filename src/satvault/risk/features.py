@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, case, cast, func, literal, or_, select
+from sqlalchemy import Float, case, cast, func, literal, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Merchant, User
@@ -124,8 +124,10 @@ async def compute_features(session: AsyncSession, event: Event, params: Params,
         tier = select(User.kyc_tier).join(Merchant, Merchant.owner_user_id == User.id).where(
             Merchant.id == event.owner_id).scalar_subquery()
 
+    # Three one-row subqueries side by side (joined on true: no cartesian growth).
     row = (await session.execute(select(
         out_q, in_q, labels, seen.label("seen"), func.coalesce(tier, 0).label("tier"))
+        .select_from(out_q.join(in_q, true()).join(labels, true()))
     )).mappings().one()
     return derive(event, params, now, dict(row))
 

@@ -51,7 +51,7 @@ __all__ = ["BUILT_IN_AUTHOR", "Screening", "approve_rule_set", "default_rule_set
 log = get_logger(__name__)
 
 BUILT_IN_AUTHOR = "satvault:built-in"
-_parsed: dict[int, RuleSetDoc] = {}  # a version's JSON never changes: parse it once
+_parsed: dict[tuple[int, datetime | None], RuleSetDoc] = {}
 
 
 def default_rule_set_json() -> str:
@@ -74,12 +74,16 @@ class Screening:
         return self.verdict.outcome
 
 
-async def _doc(session: AsyncSession, version: int) -> RuleSetDoc:
-    doc = _parsed.get(version)
+async def _doc(session: AsyncSession, version: int,
+               created_at: datetime | None = None) -> RuleSetDoc:
+    """The parsed rule set. Cached by (version, creation time): a version's JSON never
+    changes, and the time tells a restored or recreated database's version 1 from ours."""
+    key = (version, created_at)
+    doc = _parsed.get(key) if created_at is not None else None
     if doc is None:
-        text = (await session.execute(select(RiskRuleSet.rules).where(
-            RiskRuleSet.version == version))).scalar_one()
-        doc = _parsed[version] = parse_rule_set(text)
+        text, created = (await session.execute(select(RiskRuleSet.rules, RiskRuleSet.created_at)
+                                               .where(RiskRuleSet.version == version))).one()
+        doc = _parsed[(version, created)] = parse_rule_set(text)
     return doc
 
 
@@ -122,16 +126,16 @@ async def live_rule_set(session: AsyncSession) -> tuple[int, RuleSetDoc]:
 async def screen(session: AsyncSession, event: Event, *, lock: bool = True) -> Screening:
     """Evaluate ``event`` against the live rules (see the module docstring). ``lock``: take
     the wallet's row lock first (PostgreSQL), so this wallet's payments are screened in turn."""
-    live = select(RiskRuleSet.version).where(
-        RiskRuleSet.status == RuleSetStatus.LIVE).scalar_subquery()
-    q = select(Wallet.id, live).where(Wallet.id == event.wallet_id)
+    q = select(Wallet.id, RiskRuleSet.version, RiskRuleSet.created_at).outerjoin(
+        RiskRuleSet, RiskRuleSet.status == RuleSetStatus.LIVE).where(Wallet.id == event.wallet_id)
     if lock and session.get_bind().dialect.name == "postgresql":
         q = q.with_for_update(of=Wallet)
     row = (await session.execute(q)).one_or_none()
     if row is None:
         raise NotFound(f"wallet {event.wallet_id!r} not found")
-    version = int(row[1]) if row[1] is not None else await _ensure_live(session)
-    doc = await _doc(session, version)
+    version, created = (int(row[1]), row[2]) if row[1] is not None \
+        else (await _ensure_live(session), None)
+    doc = await _doc(session, version, created)
     now = utcnow()
     features = await compute_features(session, event, doc.params, now)
     verdict = evaluate(doc, features)
