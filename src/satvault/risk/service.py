@@ -68,6 +68,7 @@ class Screening:
     version: int
     features: dict[str, Any]
     verdict: Verdict
+    bootstrapped: bool = False  # this screening made the shipped default live
 
     @property
     def outcome(self) -> Outcome:
@@ -133,13 +134,13 @@ async def screen(session: AsyncSession, event: Event, *, lock: bool = True) -> S
     row = (await session.execute(q)).one_or_none()
     if row is None:
         raise NotFound(f"wallet {event.wallet_id!r} not found")
-    version, created = (int(row[1]), row[2]) if row[1] is not None \
-        else (await _ensure_live(session), None)
+    boot = row[1] is None
+    version, created = (await _ensure_live(session), None) if boot else (int(row[1]), row[2])
     doc = await _doc(session, version, created)
     now = utcnow()
     features = await compute_features(session, event, doc.params, now)
     verdict = evaluate(doc, features)
-    return Screening(new_id("rd"), now, event, version, features, verdict)
+    return Screening(new_id("rd"), now, event, version, features, verdict, boot)
 
 
 def _decision_values(s: Screening, subject_type: str, subject_id: str | None
@@ -183,8 +184,10 @@ def reject_error(s: Screening, *, subject_type: str) -> RiskRejected:
     case_id = new_id("case")
 
     async def write(session: AsyncSession) -> None:
-        await session.execute(insert(RiskDecision).values(
-            **_decision_values(s, subject_type, None)))
+        values = _decision_values(s, subject_type, None)
+        if s.bootstrapped:  # the default's first row went with the rollback: again
+            values["rule_set_version"] = await _ensure_live(session)
+        await session.execute(insert(RiskDecision).values(**values))
         await session.execute(insert(RiskCase).values(
             id=case_id, decision_id=s.decision_id, wallet_id=s.event.wallet_id,
             status=CaseStatus.PENDING, reason=_reason(s), created_at=s.at, updated_at=s.at))
