@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, case, cast, func, literal, or_, select, true
+from sqlalchemy import Float, bindparam, case, cast, func, literal, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Merchant, User
+from satvault.db import UtcDateTime
 from satvault.ledger.models import LedgerTransfer
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
 from satvault.risk.models import RiskAddressLabel
@@ -55,10 +56,10 @@ def _flt(col: Any) -> Any:
     return cast(col, Float)
 
 
-def _window_columns(prefix: str, ts: Any, amount: Any, party: Any, now: datetime) -> list[Any]:
+def _window_columns(prefix: str, ts: Any, amount: Any, party: Any) -> list[Any]:
     cols = []
-    for name, seconds in WINDOWS.items():
-        inside = ts >= now - timedelta(seconds=seconds)
+    for name in WINDOWS:
+        inside = ts >= bindparam(f"since_{name}", type_=UtcDateTime())
         cols += [
             func.count(case((inside, 1))).label(f"{prefix}.count.{name}"),
             func.coalesce(func.sum(case((inside, _flt(amount)), else_=0.0)), 0.0)
@@ -71,39 +72,36 @@ def _window_columns(prefix: str, ts: Any, amount: Any, party: Any, now: datetime
     return cols
 
 
-async def compute_features(session: AsyncSession, event: Event, params: Params,
-                           now: datetime) -> dict[str, Any]:
-    """The event's fields and every feature, read in one statement."""
-    since = now - timedelta(seconds=max(WINDOWS.values()))
-    top = params.structuring_threshold_msat
-    low = top - top * params.structuring_band_bp // 10_000
-    s_since = now - timedelta(days=params.structuring_days)
-    r_since = now - timedelta(minutes=params.rapid_minutes)
+_EXCLUDED = (WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED)
 
+
+def _query(dialect: str, owner_type: str) -> Any:
+    """The feature statement, built once per dialect and owner kind (values are bound
+    parameters, so it is built and compiled once, not per payment)."""
     w = Withdrawal
-    w_amount = w.amount_msat
-    in_band_w = (w.created_at >= s_since) & (w_amount >= low) & (w_amount < top)
+    ts = UtcDateTime()
+    in_band_w = (w.created_at >= bindparam("s_since", type_=ts)) \
+        & (w.amount_msat >= bindparam("low")) & (w.amount_msat < bindparam("top"))
     out_q = select(
-        *_window_columns("out", w.created_at, w_amount, w.destination, now),
+        *_window_columns("out", w.created_at, w.amount_msat, w.destination),
         func.count(case((in_band_w, 1))).label("out.band"),
-    ).where(w.wallet_id == event.wallet_id, w.created_at >= since,
-            w.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED))
-            ).subquery("o")
+    ).where(w.wallet_id == bindparam("wallet"), w.created_at >= bindparam("since", type_=ts),
+            w.status.not_in(_EXCLUDED)).subquery("o")
 
     t = LedgerTransfer
-    in_band_t = (t.created_at >= s_since) & (t.amount >= low) & (t.amount < top)
+    in_band_t = (t.created_at >= bindparam("s_since", type_=ts)) \
+        & (t.amount >= bindparam("low")) & (t.amount < bindparam("top"))
     in_q = select(
-        *_window_columns("in", t.created_at, t.amount, None, now),
+        *_window_columns("in", t.created_at, t.amount, None),
         func.count(case((in_band_t, 1))).label("in.band"),
-        func.coalesce(func.sum(case((t.created_at >= r_since, _flt(t.amount)), else_=0.0)),
-                      0.0).label("in.rapid"),
-    ).where(t.credit_account_id == event.ledger_account_id, t.created_at >= since,
+        func.coalesce(func.sum(case((t.created_at >= bindparam("r_since", type_=ts),
+                                     _flt(t.amount)), else_=0.0)), 0.0).label("in.rapid"),
+    ).where(t.credit_account_id == bindparam("account"),
+            t.created_at >= bindparam("since", type_=ts),
             t.kind.in_(("single", "post"))).subquery("i")
 
-    parties = {event.destination, event.counterparty} - {""}
     lab = RiskAddressLabel
-    label_join = (func.string_agg(lab.label, literal(","))
-                  if session.get_bind().dialect.name == "postgresql"
+    label_join = (func.string_agg(lab.label, literal(",")) if dialect == "postgresql"
                   else func.group_concat(lab.label, ","))
     labels = select(
         func.max(case((lab.label == "sanctioned", 1), else_=0)).label("sanctioned"),
@@ -111,24 +109,47 @@ async def compute_features(session: AsyncSession, event: Event, params: Params,
         .label("label_score"),
         label_join.label("labels"),
         func.min(lab.first_seen_at).label("first_seen"),
-    ).where(lab.address.in_(sorted(parties))).subquery("l")
+    ).where(lab.address.in_(bindparam("parties", expanding=True))).subquery("l")
 
     seen = select(func.count()).where(
-        w.wallet_id == event.wallet_id,
-        or_(w.destination == event.destination, w.destination == event.counterparty),
-        w.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED))
-    ).scalar_subquery()
-    if event.owner_type == "user":
-        tier = select(User.kyc_tier).where(User.id == event.owner_id).scalar_subquery()
+        w.wallet_id == bindparam("wallet"),
+        or_(w.destination == bindparam("destination"),
+            w.destination == bindparam("counterparty")),
+        w.status.not_in(_EXCLUDED)).scalar_subquery()
+    if owner_type == "user":
+        tier = select(User.kyc_tier).where(User.id == bindparam("owner")).scalar_subquery()
     else:
         tier = select(User.kyc_tier).join(Merchant, Merchant.owner_user_id == User.id).where(
-            Merchant.id == event.owner_id).scalar_subquery()
-
+            Merchant.id == bindparam("owner")).scalar_subquery()
     # Three one-row subqueries side by side (joined on true: no cartesian growth).
-    row = (await session.execute(select(
-        out_q, in_q, labels, seen.label("seen"), func.coalesce(tier, 0).label("tier"))
-        .select_from(out_q.join(in_q, true()).join(labels, true()))
-    )).mappings().one()
+    return select(out_q, in_q, labels, seen.label("seen"),
+                  func.coalesce(tier, 0).label("tier")
+                  ).select_from(out_q.join(in_q, true()).join(labels, true()))
+
+
+_QUERIES: dict[tuple[str, str], Any] = {}
+
+
+async def compute_features(session: AsyncSession, event: Event, params: Params,
+                           now: datetime) -> dict[str, Any]:
+    """The event's fields and every feature, read in one statement."""
+    dialect = session.get_bind().dialect.name
+    kind = "user" if event.owner_type == "user" else "merchant"
+    q = _QUERIES.get((dialect, kind))
+    if q is None:
+        q = _QUERIES[(dialect, kind)] = _query(dialect, kind)
+    top = params.structuring_threshold_msat
+    values: dict[str, Any] = {
+        f"since_{name}": now - timedelta(seconds=sec) for name, sec in WINDOWS.items()}
+    values.update(
+        since=now - timedelta(seconds=max(WINDOWS.values())),
+        s_since=now - timedelta(days=params.structuring_days),
+        r_since=now - timedelta(minutes=params.rapid_minutes),
+        low=top - top * params.structuring_band_bp // 10_000, top=top,
+        wallet=event.wallet_id, account=event.ledger_account_id, owner=event.owner_id,
+        destination=event.destination, counterparty=event.counterparty,
+        parties=sorted({event.destination, event.counterparty} - {""}) or [""])
+    row = (await session.execute(q, values)).mappings().one()
     return derive(event, params, now, dict(row))
 
 
