@@ -45,7 +45,7 @@ from satvault.risk.holds import hold_ln_for_review
 
 __all__ = ["Payer", "PreparedDestination", "destination_kind", "latest_payment",
            "pay_own_screened", "prepare_destination", "read_payer", "risk_event",
-           "screen_withdrawal", "withdraw"]
+           "screen_withdrawal", "voucher_withdrawal", "withdraw"]
 
 
 _ADDRESS = re.compile(r"[a-z0-9._+-]+@[a-z0-9.-]+(:\d{1,5})?")  # LUD-16, optional port
@@ -266,3 +266,19 @@ async def pay_own_screened(session: AsyncSession, *, wallet: Wallet, own: OwnInv
                                    settings=settings, on_store_invoice=on_store_invoice)
     await record(session, screening, subject_type="withdrawal", subject_id=wd.id)
     return wd
+
+
+def voucher_withdrawal(*, settings: Settings, lightning: LightningBackend
+                       ) -> Callable[[AsyncSession, Wallet, str, bool], Awaitable[Withdrawal]]:
+    """What an LNURL-withdraw voucher's redemption requests its withdrawal through: screened
+    like every withdrawal (the counterparty is the invoice's payee node)."""
+    async def request(session: AsyncSession, wallet: Wallet, bolt11: str,
+                      taken_off_node: bool) -> Withdrawal:
+        prepared = PreparedDestination("bolt11", bolt11, bolt11, None, taken_off_node)
+        return await withdraw(session, settings=settings, lightning=lightning,
+                              wallet_for=lambda _s: _ready(wallet), prepared=prepared)
+    return request
+
+
+async def _ready(wallet: Wallet) -> Wallet:
+    return wallet
