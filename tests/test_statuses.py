@@ -30,6 +30,8 @@ from satvault.payouts.models import (
     WithdrawalMethod,
     WithdrawalStatus,
 )
+from satvault.risk.models import CaseStatus, RuleSetStatus
+from satvault.risk.rules import Outcome
 
 # (table, column, CHECK constraint of the migrations, the enum its values must equal)
 CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
@@ -48,6 +50,9 @@ CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
     ("idempotency_keys", "status", "ck_idempotency_status", IdempotencyStatus),
     ("store_invoices", "status", "ck_store_invoices_status", Status),
     ("store_invoices", "additional_status", "ck_store_invoices_additional", Additional),
+    ("risk_rule_sets", "status", "ck_risk_rule_sets_status", RuleSetStatus),
+    ("risk_cases", "status", "ck_risk_cases_status", CaseStatus),
+    ("risk_decisions", "outcome", "ck_risk_decisions_outcome", Outcome),
 ]
 # Typed by an enum, but without a CHECK constraint: the enum is the only gate.
 UNCHECKED: list[tuple[str, str, type[StrEnum]]] = [

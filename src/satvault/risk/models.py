@@ -22,6 +22,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from satvault.db import Amount, Base, IdInt, StrEnumType, UtcDateTime
+from satvault.risk.rules import Outcome
 
 __all__ = ["CaseStatus", "RiskAddressLabel", "RiskCase", "RiskDecision", "RiskRuleSet",
            "RuleSetStatus"]
@@ -69,7 +70,7 @@ class RiskDecision(Base):
     subject_type: Mapped[str] = mapped_column(String(16))  # withdrawal | deposit
     subject_id: Mapped[str | None] = mapped_column(String(128), index=True)
     rule_set_version: Mapped[int] = mapped_column(ForeignKey("risk_rule_sets.version"))
-    outcome: Mapped[str] = mapped_column(String(8))
+    outcome: Mapped[Outcome] = mapped_column(StrEnumType(Outcome, 8))
     score: Mapped[int] = mapped_column(Integer)
     sanctioned: Mapped[bool] = mapped_column(Boolean, default=False)
     amount_msat: Mapped[int] = mapped_column(Amount)

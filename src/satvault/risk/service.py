@@ -147,7 +147,7 @@ def _decision_values(s: Screening, subject_type: str, subject_id: str | None
                      ) -> dict[str, Any]:
     return {"id": s.decision_id, "at": s.at, "wallet_id": s.event.wallet_id,
             "subject_type": subject_type, "subject_id": subject_id,
-            "rule_set_version": s.version, "outcome": s.outcome.value,
+            "rule_set_version": s.version, "outcome": s.outcome,
             "score": s.verdict.score, "sanctioned": s.verdict.sanctioned,
             "amount_msat": s.event.amount_msat,
             "features": json.dumps(s.features, sort_keys=True),
@@ -211,7 +211,7 @@ async def explain(session: AsyncSession, decision_id: str) -> dict[str, Any]:
     return {
         "id": d.id, "at": d.at.isoformat(), "wallet_id": d.wallet_id,
         "subject": {"type": d.subject_type, "id": d.subject_id},
-        "rule_set_version": d.rule_set_version, "outcome": d.outcome, "score": d.score,
+        "rule_set_version": d.rule_set_version, "outcome": d.outcome.value, "score": d.score,
         "sanctioned": d.sanctioned, "amount_msat": int(d.amount_msat),
         "thresholds": doc.thresholds.model_dump(),
         "rules": json.loads(d.results), "features": json.loads(d.features),
