@@ -21,7 +21,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,6 +52,7 @@ log = get_logger(__name__)
 
 BUILT_IN_AUTHOR = "satvault:built-in"
 _parsed: dict[tuple[int, datetime | None], RuleSetDoc] = {}
+_LOCK: dict[bool, Any] = {}  # the first statement, built once (with or without the lock)
 
 
 def default_rule_set_json() -> str:
@@ -127,11 +128,14 @@ async def live_rule_set(session: AsyncSession) -> tuple[int, RuleSetDoc]:
 async def screen(session: AsyncSession, event: Event, *, lock: bool = True) -> Screening:
     """Evaluate ``event`` against the live rules (see the module docstring). ``lock``: take
     the wallet's row lock first (PostgreSQL), so this wallet's payments are screened in turn."""
-    q = select(Wallet.id, RiskRuleSet.version, RiskRuleSet.created_at).outerjoin(
-        RiskRuleSet, RiskRuleSet.status == RuleSetStatus.LIVE).where(Wallet.id == event.wallet_id)
-    if lock and session.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(of=Wallet)
-    row = (await session.execute(q)).one_or_none()
+    locking = lock and session.get_bind().dialect.name == "postgresql"
+    q = _LOCK.get(locking)
+    if q is None:
+        q = select(Wallet.id, RiskRuleSet.version, RiskRuleSet.created_at).outerjoin(
+            RiskRuleSet, RiskRuleSet.status == RuleSetStatus.LIVE).where(
+            Wallet.id == bindparam("wallet"))
+        _LOCK[locking] = q = q.with_for_update(of=Wallet) if locking else q
+    row = (await session.execute(q, {"wallet": event.wallet_id})).one_or_none()
     if row is None:
         raise NotFound(f"wallet {event.wallet_id!r} not found")
     boot = row[1] is None
