@@ -10,7 +10,9 @@ Options: ``--accounts`` (10000), ``--history`` (withdrawals per account in the l
 30; half as many deposits), ``--evaluations`` (3000, after 300 to warm up). Each evaluation
 runs in its own transaction on a random account, as a withdrawal's would. Progress goes to
 stderr; the last line of stdout is one JSON object: median and p99 in milliseconds, the SQL
-statements per evaluation, the rules, accounts and rows.
+statements per evaluation, this process's CPU per evaluation (``client_cpu_ms``: SQLAlchemy,
+the driver, the features and the rules), the machine's load average, the rules, accounts
+and rows.
 """
 
 from __future__ import annotations
@@ -171,17 +173,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         event.listen(engine.sync_engine, "before_cursor_execute", before)
         rng = random.Random(11)
         times = []
+        cpu = 0.0
         outcomes: dict[str, int] = {}
         for n in range(args.warmup + args.evaluations):
             ev = rng.choice(events)
             async with sessions() as s, s.begin():
                 count[0] = 0
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 sc = await risk.screen(s, ev)
                 dt = time.perf_counter() - t0
+                dc = time.process_time() - c0
                 used = count[0]
             if n >= args.warmup:
                 times.append(dt * 1000)
+                cpu += dc * 1000
                 statements.append(used)
                 outcomes[sc.outcome.value] = outcomes.get(sc.outcome.value, 0) + 1
         event.remove(engine.sync_engine, "before_cursor_execute", before)
@@ -193,6 +198,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "evaluations": len(times), "median_ms": round(statistics.median(times), 3),
                 "p99_ms": round(times[int(len(times) * 0.99) - 1], 3),
                 "max_ms": round(times[-1], 3), "statements": max(statements),
+                "client_cpu_ms": round(cpu / len(times), 3),
+                "load_average": os.getloadavg()[0],
                 "outcomes": outcomes}
     finally:
         await engine.dispose()

@@ -125,7 +125,8 @@ async def test_the_live_rule_set_changes_only_with_a_second_admin_api(ctx: Ctx, 
         assert shown["rules"]["thresholds"]["review"] == 10
         assert (await c.get(base, headers={"Authorization": "Bearer nope"})).status_code == 401
     s = await ctx.screen(ctx.event(40_000 * SAT))
-    assert s.version == v and s.outcome == Outcome.REVIEW  # new address 5 + first time 5: review at 10 now
+    # new address 5 + first time to it 5: a review at 10 now
+    assert s.version == v and s.outcome == Outcome.REVIEW
     async with ctx.sessions() as session:
         rows = (await session.execute(select(AuditEvent).where(
             AuditEvent.action.like("risk.%")).order_by(AuditEvent.id))).scalars().all()

@@ -122,6 +122,13 @@ async def test_review_holds_the_money_and_nothing_pays_it(lnenv: LnEnv):
                              json={"destination": DEST, "amount_msat": 70_000 * SAT})
         ln = await c.post(url, headers={**auth, "Idempotency-Key": "l"},
                           json={"destination": outside})
+        async with env.sessions() as s:
+            held_id = (await s.execute(select(RiskDecision.id).where(
+                RiskDecision.subject_id == chain.json()["id"]))).scalar_one()
+        why = (await c.get(f"/api/v1/admin/risk/decisions/{held_id}", headers=admin)).json()
+    assert why["outcome"] == "review" and why["subject"]["id"] == chain.json()["id"]
+    assert {r["id"] for r in why["rules"] if r["matched"]} >= {"big"}
+    assert why["case"]["status"] == "pending" and why["thresholds"]["review"] == 50
     assert small.status_code == 201 and small.json()["status"] == "pending", small.text
     for r in (chain, ln):
         assert r.status_code == 201 and r.json()["status"] == "review", r.text
