@@ -31,6 +31,8 @@ from satvault.payouts.models import (
     WithdrawalMethod,
     WithdrawalStatus,
 )
+from satvault.risk.models import CaseStatus, RuleSetStatus
+from satvault.risk.rules import Outcome
 from satvault.withdrawals.policy.models import ApprovalStatus, PolicyStatus
 
 # (table, column, CHECK constraint of the migrations, the enum its values must equal)
@@ -55,6 +57,9 @@ CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
     ("store_invoices", "additional_status", "ck_store_invoices_additional", Additional),
     ("kyc_records", "decision", "ck_kyc_records_decision", KycDecision),
     ("screening_entries", "list", "ck_screening_entries_list", ScreeningList),
+    ("risk_rule_sets", "status", "ck_risk_rule_sets_status", RuleSetStatus),
+    ("risk_cases", "status", "ck_risk_cases_status", CaseStatus),
+    ("risk_decisions", "outcome", "ck_risk_decisions_outcome", Outcome),
 ]
 # Typed by an enum, but without a CHECK constraint: the enum is the only gate.
 UNCHECKED: list[tuple[str, str, type[StrEnum]]] = [

@@ -81,7 +81,8 @@ async def test_idempotency_replay_conflict_and_in_flight(env: Env, keys, monkeyp
 
     await fund(env, 200_000)
     gate = asyncio.Event()
-    real = payouts_withdraw.request_withdrawal
+    # The unit of work's first step: the risk screening (issue 12), before the hold.
+    real = payouts_withdraw.screen_withdrawal
 
     entered = asyncio.Event()
 
@@ -90,7 +91,7 @@ async def test_idempotency_replay_conflict_and_in_flight(env: Env, keys, monkeyp
         await gate.wait()
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(payouts_withdraw, "request_withdrawal", slow)
+    monkeypatch.setattr(payouts_withdraw, "screen_withdrawal", slow)
     async with api_client(env) as c:
         url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
         body = {"destination": DEST, "amount_msat": 10_000 * SAT}

@@ -60,7 +60,7 @@ _REUSED = "idempotency-key-reused"  # the same key with another body: state, not
 _DESTINATION = {"invalid-address", "invalid-payment-uri", "invalid-invoice", "wrong-network",
                 "amount-required", "invoice-expired", "payment-refused", "lnurl-error",
                 "insufficient-funds", "invalid-withdrawal", "kyc-limit-exceeded",
-                "wallet-frozen", _REUSED}
+                "wallet-frozen", "risk-rejected", _REUSED}
 DOMAIN_REFUSALS: dict[str, set[str]] = {
     # KYC: tiers the configuration has, an approval naming documents and checks, a name that
     # is more than punctuation, a reviewer who is not the subject; a wallet frozen once.
@@ -87,6 +87,10 @@ DOMAIN_REFUSALS: dict[str, set[str]] = {
     "POST /api/v1/invoices/{invoice_id}/refunds": _DESTINATION | {"invalid-input"},
     "POST /api/v1/wallets/{wallet_id}/lnurl-withdraw": {"insufficient-funds", "invalid-input",
                                                         _REUSED},
+    # A rule set's JSON: which fields exist, and whether a value suits its field and operator.
+    "POST /api/v1/admin/risk/rule-sets": {"invalid-input"},
+    # Whether that version is a draft, and by someone else.
+    "POST /api/v1/admin/risk/rule-sets/{version}/approve": {"rule-set-refused", "not-found"},
     # Whether a webhook URL's host may be called (public, resolvable); known event names.
     "POST /api/v1/stores/{store_id}/webhooks": {"unsafe-url", "invalid-webhook"},
     "PATCH /api/v1/stores/{store_id}/webhooks/{webhook_id}": {"unsafe-url", "invalid-webhook"},

@@ -49,7 +49,7 @@ ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
 from satvault.cli.audit import app as audit_app  # noqa: E402
 from satvault.cli.cold import app as cold_app  # noqa: E402
 from satvault.cli.custody import app as custody_app  # noqa: E402
-from satvault.cli.kyc import kyc_app, risk_app, wallet_app  # noqa: E402
+from satvault.cli.kyc import kyc_app, screening_app, wallet_app  # noqa: E402
 from satvault.cli.liabilities import app as liabilities_app  # noqa: E402
 from satvault.cli.onchain import app as onchain_app  # noqa: E402
 from satvault.cli.payouts import app as payouts_app  # noqa: E402
@@ -70,9 +70,12 @@ app.add_typer(reserves_app, name="reserves")
 app.add_typer(audit_app, name="audit")
 app.add_typer(kyc_app, name="kyc")
 app.add_typer(wallet_app, name="wallet")
-app.add_typer(risk_app, name="risk")
 app.add_typer(policy_app, name="policy")
 app.add_typer(withdrawals_app, name="withdrawals")
+from satvault.cli.risk import app as risk_app  # noqa: E402
+
+risk_app.add_typer(screening_app, name="screening")  # satvault risk screening …
+app.add_typer(risk_app, name="risk")
 from satvault.simnet.ln.cli import app as simnet_ln_app  # noqa: E402
 
 simnet_app.add_typer(simnet_ln_app)  # satvault simnet ln-pay / ln-invoice / ln-serve

@@ -101,6 +101,6 @@ async def record_refund(session: AsyncSession, *, principal: Principal, invoice_
 
     wd = await withdraw(session, settings=settings, lightning=lightning, wallet_for=wallet_for,
                         prepared=prepared, store_id=inv.store_id, payer_wake=payer_wake,
-                        on_store_invoice=on_store_invoice)
+                        on_store_invoice=on_store_invoice, purpose="refund")
     wd.invoice_id = inv.id
     return wd

@@ -28,6 +28,7 @@ import hmac
 import json
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -65,6 +66,7 @@ from satvault.lightning.lnurl_models import (
     VoucherStatus,
 )
 from satvault.lightning.payments import fee_reserve, request_ln_withdrawal, take_off_node
+from satvault.payouts.models import Withdrawal
 
 __all__ = ["AUTH_TTL", "COMMENT_ALLOWED", "MIN_SENDABLE_MSAT", "SESSION_SCOPES",
            "SUCCESS_MESSAGE", "Challenge", "LoginRefused", "Refused", "address_invoice",
@@ -271,9 +273,15 @@ async def _take_off_node(sessions: async_sessionmaker[AsyncSession], *, voucher_
                                settings=settings, backend=backend, check_balance=False)
 
 
+# What redeeming a voucher calls to request its withdrawal (default: request_ln_withdrawal);
+# the edge passes one that screens it with the risk rules first (satvault.withdrawals).
+VoucherWithdrawal = Callable[[AsyncSession, Wallet, str, bool], Awaitable[Withdrawal]]
+
+
 async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
                   settings: Settings, backend: LightningBackend,
-                  taken_off_node: bool = False) -> str:
+                  taken_off_node: bool = False,
+                  request: VoucherWithdrawal | None = None) -> str:
     """Claim the voucher, release its hold and request the withdrawal; the withdrawal id."""
     voucher = await session.get(LnurlWithdrawVoucher, voucher_id, populate_existing=True)
     if voucher is None or not hmac.compare_digest(voucher.k1.encode(), k1.encode()):
@@ -300,9 +308,13 @@ async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
         code="lnurl_withdraw", ref=voucher_id))
     wallet = await session.get(Wallet, voucher.wallet_id)
     assert wallet is not None
-    withdrawal = await request_ln_withdrawal(session, wallet=wallet, bolt11=pr,
-                                             amount_msat=None, settings=settings,
-                                             backend=backend, taken_off_node=taken_off_node)
+    if request is not None:
+        withdrawal = await request(session, wallet, pr, taken_off_node)
+    else:
+        withdrawal = await request_ln_withdrawal(session, wallet=wallet, bolt11=pr,
+                                                 amount_msat=None, settings=settings,
+                                                 backend=backend,
+                                                 taken_off_node=taken_off_node)
     await session.execute(
         update(LnurlWithdrawVoucher).where(LnurlWithdrawVoucher.id == voucher_id)
         .values(withdrawal_id=withdrawal.id).execution_options(**_NO_UPDATE_SYNC))
@@ -314,16 +326,18 @@ async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
 
 async def redeem_voucher(sessions: async_sessionmaker[AsyncSession], *, voucher_id: str,
                          k1: str, pr: str, settings: Settings, backend: LightningBackend,
-                         payer_wake: asyncio.Event | None = None) -> str:
+                         payer_wake: asyncio.Event | None = None,
+                         request: VoucherWithdrawal | None = None) -> str:
     """Pay the wallet's invoice ``pr`` from the voucher; the withdrawal id. Our own invoice
     is taken off the node first, with no transaction open; then one unit of work (retried on
-    a conflict) claims the voucher and requests the withdrawal. ``payer_wake`` is set after.
+    a conflict) claims the voucher and requests the withdrawal (through ``request`` when
+    given: the edge's screens it with the risk rules). ``payer_wake`` is set after.
     Raises :class:`Refused`, or the node's and the domain's own errors."""
     taken = await _take_off_node(sessions, voucher_id=voucher_id, k1=k1, pr=pr,
                                  settings=settings, backend=backend)
     withdrawal_id = await retrying(sessions, lambda s: _redeem(
         s, voucher_id=voucher_id, k1=k1, pr=pr, settings=settings, backend=backend,
-        taken_off_node=taken))
+        taken_off_node=taken, request=request))
     if payer_wake is not None:
         payer_wake.set()
     return withdrawal_id

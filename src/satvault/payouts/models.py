@@ -38,10 +38,13 @@ class WithdrawalStatus(StrEnum):
     """``pending`` → (on-chain: ``batched`` →) ``broadcast`` → ``confirmed``; or ``failed`` /
     ``cancelled``, whose hold is released. A withdrawal the withdrawal policy holds for
     approvers starts in ``awaiting_approval`` (its money held, picked up by no payer) and
-    becomes ``pending`` on its final approval or ``cancelled`` on rejection or expiry."""
+    becomes ``pending`` on its final approval or ``cancelled`` on rejection or expiry.
+    ``review``: held by a risk decision (its hold kept); neither the payout job nor the
+    Lightning payer picks it up; a case decides."""
 
     PENDING = "pending"
     AWAITING_APPROVAL = "awaiting_approval"
+    REVIEW = "review"
     BATCHED = "batched"
     BROADCAST = "broadcast"
     CONFIRMED = "confirmed"

@@ -204,7 +204,9 @@ def resolve_destination(destination: str, amount_msat: int | None, network: str
 
 async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destination: str,
                              amount_msat: int | None, settings: Settings,
-                             store_id: str | None = None) -> Withdrawal:
+                             store_id: str | None = None,
+                             status: WithdrawalStatus = WithdrawalStatus.PENDING) -> Withdrawal:
+    """``status``: ``review`` when the risk rules hold it (the payout job skips it)."""
     address, spk, kind, amount = resolve_destination(destination, amount_msat,
                                                      settings.network)
     if amount <= 0:
@@ -232,7 +234,7 @@ async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destinati
     wd = Withdrawal(id=wid, wallet_id=wallet.id, method=WithdrawalMethod.ONCHAIN,
                     destination=address, script_pubkey=spk.hex(), amount_msat=amount,
                     fee_reserve_msat=reserve,
-                    fee_msat=None, status=WithdrawalStatus.PENDING, batch_id=None, txid=None,
+                    fee_msat=None, status=status, batch_id=None, txid=None,
                     hold_id=f"wd:{wid}:hold", created_at=now, updated_at=now,
                     store_id=store_id)
     session.add(wd)

@@ -235,6 +235,14 @@ async def _commit(sessions: async_sessionmaker[AsyncSession],
     return _Encoded(text, status_code=status)
 
 
+async def _after_rollback(session: AsyncSession, exc: Exception) -> None:
+    """What a refusal must leave behind although its transaction rolled back (a risk
+    rejection's decision and case), written with the stored refusal."""
+    write = getattr(exc, "record_after_rollback", None)
+    if write is not None:
+        await write(session)
+
+
 async def _run_in_one_transaction(
     sessions: async_sessionmaker[AsyncSession], *, owner: str, key: str, digest: str,
     work: Callable[..., Awaitable[tuple[int, Any]]],
@@ -265,6 +273,7 @@ async def _run_in_one_transaction(
             if mapped is not None and mapped.status_code < 500:
                 try:
                     async with sessions() as s, s.begin():
+                        await _after_rollback(s, exc)
                         await _record(s, owner, key, digest, mapped.status_code,
                                       bytes(mapped.body).decode("utf-8"))
                 except _KeyTaken:
@@ -317,6 +326,7 @@ async def run_idempotent(
         mapped = problem_for(exc)
         async with sessions() as s, s.begin():
             if mapped is not None and mapped.status_code < 500:
+                await _after_rollback(s, exc)
                 with contextlib.suppress(IdempotencyClaimLost):
                     await _finish(s, owner, key, token, mapped.status_code,
                                   bytes(mapped.body).decode("utf-8"))

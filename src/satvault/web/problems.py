@@ -27,6 +27,7 @@ from satvault.logs import get_logger
 from satvault.onchain import errors as oc
 from satvault.payouts import errors as po
 from satvault.rates import errors as rerr
+from satvault.risk import errors as risk
 from satvault.withdrawals.policy import errors as wp
 
 __all__ = ["ERROR_STATUS", "install_problem_handlers", "problem", "problem_for"]
@@ -58,6 +59,8 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     kyc.LimitExceeded: (422, "kyc-limit-exceeded"),
     kyc.WalletFrozen: (403, "wallet-frozen"),
     po.CannotBumpFee: (409, "cannot-bump-fee"),
+    risk.RiskRejected: (403, "risk-rejected"),
+    risk.RuleSetRefused: (409, "rule-set-refused"),
     be.BackendUnavailable: (503, "backend-unavailable"),
     # Anything else a node says (a refused invoice or transaction, an unreadable answer) is a
     # bad gateway, never a 500; its text stays in the log (see problem_for).
@@ -119,6 +122,8 @@ def problem_for(exc: Exception) -> JSONResponse | None:
         extra["result"] = exc.result.value
     if isinstance(exc, kyc.LimitExceeded):
         extra.update(exc.as_problem())
+    if isinstance(exc, risk.RiskRejected):
+        extra["decision_id"], extra["case_id"] = exc.decision_id, exc.case_id
     detail = str(exc)
     if status == 502:
         log.warning("backend_error", error=type(exc).__name__, detail=detail)

@@ -26,6 +26,7 @@ from satvault.accounts.models import Wallet
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
 from satvault.ledger.models import LedgerAccount
+from satvault.lightning.bolt11check import check_invoice
 from satvault.lightning.errors import AmountRequired, PaymentRefused
 from satvault.lightning.invoices import StoreInvoiceHook
 from satvault.lightning.lnurl import resolve_pay_request
@@ -33,16 +34,20 @@ from satvault.lightning.models import LnInvoice, LnPayment
 from satvault.lightning.payments import (
     OwnInvoice,
     own_bolt11,
+    pay_own_invoice,
     request_ln_withdrawal,
     take_off_node,
 )
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
-from satvault.payouts.service import request_withdrawal
+from satvault.payouts.service import request_withdrawal, resolve_destination
+from satvault.risk import Event, Outcome, Screening, record, reject_error, screen
+from satvault.risk.holds import hold_ln_for_review
 from satvault.withdrawals.policy.approvals import apply_decision
 from satvault.withdrawals.policy.service import decide_for
 
 __all__ = ["Payer", "PreparedDestination", "destination_kind", "latest_payment",
-           "prepare_destination", "read_payer", "withdraw"]
+           "pay_own_screened", "prepare_destination", "read_payer", "risk_event",
+           "screen_withdrawal", "voucher_withdrawal", "withdraw"]
 
 
 _ADDRESS = re.compile(r"[a-z0-9._+-]+@[a-z0-9.-]+(:\d{1,5})?")  # LUD-16, optional port
@@ -151,20 +156,79 @@ async def _resolve(*, settings: Settings, lightning: LightningBackend | None,
     return PreparedDestination(kind, destination, resolved.bolt11, None)
 
 
+def risk_event(wallet: Wallet, prepared: PreparedDestination, *, settings: Settings,
+               purpose: str = "withdrawal") -> Event:
+    """What the rules see of a withdrawal: its amount, rail and counterparty (the on-chain
+    address, or a Lightning payee's node key). Pure; a destination that does not parse
+    raises the error the withdrawal would."""
+    if prepared.kind == "onchain":
+        address, _spk, _kind, amount = resolve_destination(
+            prepared.destination, prepared.amount_msat, settings.network)
+        rail, counterparty = "onchain", address
+    else:
+        assert prepared.bolt11 is not None
+        inv = check_invoice(prepared.bolt11, network=settings.network,
+                            amount_msat=prepared.amount_msat)
+        amount, counterparty = inv.amount_msat, inv.payee
+        rail = "internal" if prepared.taken_off_node else "lightning"
+    if purpose == "refund":
+        rail = "refund"
+    return Event(wallet_id=wallet.id, ledger_account_id=wallet.ledger_account_id,
+                 owner_type=wallet.owner_type, owner_id=wallet.owner_id, amount_msat=amount,
+                 direction="out", rail=rail, destination=prepared.destination,
+                 counterparty=counterparty, asset=wallet.asset)
+
+
+async def screen_withdrawal(session: AsyncSession, event: Event) -> Screening:
+    """The rules' decision on a withdrawal, before any hold: a reject raises (the decision
+    and its case are written after the rollback, see :class:`satvault.risk.RiskRejected`)."""
+    screening = await screen(session, event)
+    if screening.outcome == Outcome.REJECT:
+        raise reject_error(screening, subject_type="withdrawal")
+    return screening
+
+
 async def withdraw(session: AsyncSession, *, settings: Settings,
                    lightning: LightningBackend | None,
                    wallet_for: Callable[[AsyncSession], Awaitable[Wallet]],
                    prepared: PreparedDestination, store_id: str | None = None,
                    payer_wake: asyncio.Event | None = None,
                    on_store_invoice: StoreInvoiceHook | None = None,
-                   initiator: str | None = None) -> Withdrawal:
+                   initiator: str | None = None,
+                   purpose: str = "withdrawal") -> Withdrawal:
     """The one path every withdrawal takes (API, refunds), inside the unit of work, once
     :func:`prepare_destination` has done the remote part. ``wallet_for`` runs the ownership
     check; ``payer_wake`` is set when the node has a payment to make; ``on_store_invoice``
-    brings a store invoice paid internally up to date in the same transaction;
-    ``initiator``: the user who asked (:func:`~satvault.withdrawals.policy.service.initiator_of`),
-    who may never approve it if the withdrawal policy holds it for approvers."""
+    brings a store invoice paid internally up to date in the same transaction; ``purpose``:
+    ``refund`` for an invoice refund (the rules see the rail as ``refund``); ``initiator``:
+    the user who asked (:func:`~satvault.withdrawals.policy.service.initiator_of`), who may
+    never approve it if the withdrawal policy holds it for approvers.
+
+    The risk rules screen it first (the wallet's row locked, so this wallet's withdrawals are
+    screened one after another): approve goes on; review holds it in status ``review``
+    (neither the payout job nor the Lightning payer takes it) and opens a case; reject
+    raises :class:`satvault.risk.RiskRejected` naming the decision. Once the money is held,
+    the withdrawal policy decides: allow, block (raises: nothing stays held) or hold it for
+    approvers (``awaiting_approval``)."""
     wallet = await wallet_for(session)
+    screening = await screen_withdrawal(
+        session, risk_event(wallet, prepared, settings=settings, purpose=purpose))
+    if screening.outcome == Outcome.REVIEW:
+        if prepared.kind == "onchain":
+            wd = await request_withdrawal(session, wallet=wallet,
+                                          destination=prepared.destination,
+                                          amount_msat=prepared.amount_msat, settings=settings,
+                                          store_id=store_id, status=WithdrawalStatus.REVIEW)
+        else:
+            if lightning is None:
+                raise PaymentRefused("Lightning is not configured on this platform")
+            assert prepared.bolt11 is not None
+            wd = await hold_ln_for_review(
+                session, wallet=wallet, bolt11=prepared.bolt11,
+                amount_msat=prepared.amount_msat, destination=prepared.destination,
+                internal=prepared.taken_off_node, settings=settings, store_id=store_id)
+        await record(session, screening, subject_type="withdrawal", subject_id=wd.id)
+        return wd
     if prepared.kind == "onchain":
         wd = await request_withdrawal(session, wallet=wallet,
                                       destination=prepared.destination,
@@ -180,6 +244,7 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
             original=prepared.destination if prepared.kind == "lnurl" else None,
             store_id=store_id, taken_off_node=prepared.taken_off_node,
             on_store_invoice=on_store_invoice)
+    await record(session, screening, subject_type="withdrawal", subject_id=wd.id)
     # The withdrawal policy, once the money is held: allow, block (raises: the unit of work
     # rolls back and nothing stays held) or hold for approvers.
     version, decision = await decide_for(session, wd, wallet=wallet, bolt11=prepared.bolt11,
@@ -192,3 +257,42 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
             and payer_wake is not None:
         payer_wake.set()
     return wd
+
+
+async def pay_own_screened(session: AsyncSession, *, wallet: Wallet, own: OwnInvoice,
+                           amount_msat: int, settings: Settings,
+                           on_store_invoice: StoreInvoiceHook | None = None) -> Withdrawal:
+    """The API's fast internal payment (one of our invoices, already taken off the node),
+    screened like every withdrawal. The counterparty the rules see is the payee's wallet."""
+    event = Event(wallet_id=wallet.id, ledger_account_id=wallet.ledger_account_id,
+                  owner_type=wallet.owner_type, owner_id=wallet.owner_id,
+                  amount_msat=amount_msat, direction="out", rail="internal",
+                  destination=own.bolt11, counterparty=f"wallet:{own.wallet_id}",
+                  asset=wallet.asset)
+    screening = await screen_withdrawal(session, event)
+    if screening.outcome == Outcome.REVIEW:
+        wd = await hold_ln_for_review(session, wallet=wallet, bolt11=own.bolt11,
+                                      amount_msat=amount_msat, destination=own.bolt11,
+                                      internal=True, settings=settings)
+    else:
+        wd = await pay_own_invoice(session, wallet=wallet, payment_hash=own.payment_hash,
+                                   amount_msat=amount_msat, destination=own.bolt11,
+                                   settings=settings, on_store_invoice=on_store_invoice)
+    await record(session, screening, subject_type="withdrawal", subject_id=wd.id)
+    return wd
+
+
+def voucher_withdrawal(*, settings: Settings, lightning: LightningBackend
+                       ) -> Callable[[AsyncSession, Wallet, str, bool], Awaitable[Withdrawal]]:
+    """What an LNURL-withdraw voucher's redemption requests its withdrawal through: screened
+    like every withdrawal (the counterparty is the invoice's payee node)."""
+    async def request(session: AsyncSession, wallet: Wallet, bolt11: str,
+                      taken_off_node: bool) -> Withdrawal:
+        prepared = PreparedDestination("bolt11", bolt11, bolt11, None, taken_off_node)
+        return await withdraw(session, settings=settings, lightning=lightning,
+                              wallet_for=lambda _s: _ready(wallet), prepared=prepared)
+    return request
+
+
+async def _ready(wallet: Wallet) -> Wallet:
+    return wallet

@@ -18,6 +18,7 @@ from satvault.web.routes import (
     liabilities,
     lnurl,
     reports,
+    risk,
     stores,
     streams,
     wallets,
@@ -44,4 +45,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     reports.router,
     kyc.router,
     approvals.router,
+    risk.router,
 )

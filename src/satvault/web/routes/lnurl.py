@@ -26,6 +26,7 @@ from satvault.lightning import lnurl_service as svc
 from satvault.lightning.lnurl import encode_lnurl
 from satvault.lightning.lnurl_models import LightningAddress, LnurlWithdrawVoucher, VoucherStatus
 from satvault.logs import get_logger
+from satvault.risk import RiskRejected
 from satvault.web.deps import OptionalIdempotencyKey, SessionDep, SettingsDep, require_scope
 from satvault.web.fields import Memo, Msat
 from satvault.web.idempotency import run_idempotent
@@ -33,6 +34,7 @@ from satvault.web.openapi import problem_responses
 from satvault.web.problems import problem
 from satvault.web.ratelimit import CreateLimit, PublicCreateLimit, PublicLimit
 from satvault.web.state import lightning_of, payer_wake_of, sessions_of, settings_of
+from satvault.withdrawals.service import voucher_withdrawal
 
 __all__ = ["router"]
 
@@ -245,8 +247,13 @@ async def withdraw_callback(voucher_id: str, request: Request, k1: str | None = 
         withdrawal_id = await svc.redeem_voucher(
             sessions_of(request), voucher_id=voucher_id, k1=k1, pr=pr,
             settings=settings_of(request), backend=backend,
-            payer_wake=payer_wake_of(request))
+            payer_wake=payer_wake_of(request),
+            request=voucher_withdrawal(settings=settings_of(request), lightning=backend))
     except svc.Refused as exc:
+        return _lnurl_error(str(exc))
+    except RiskRejected as exc:  # the voucher stays open, its hold kept; the decision stored
+        async with sessions_of(request)() as s, s.begin():
+            await exc.record_after_rollback(s)
         return _lnurl_error(str(exc))
     except BackendError as exc:  # before SatvaultError: a node's text is not for the payer
         log.warning("lnurlw_redeem_failed", voucher=voucher_id, error=str(exc))

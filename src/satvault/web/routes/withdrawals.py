@@ -14,7 +14,7 @@ from satvault.accounts.models import Wallet
 from satvault.accounts.service import Principal
 from satvault.kernel.errors import NotFound
 from satvault.lightning.models import LnPayment, LnPaymentStatus
-from satvault.lightning.payments import cancel_on_node, pay_own_invoice, payable_at_once
+from satvault.lightning.payments import cancel_on_node, payable_at_once
 from satvault.payouts.models import Withdrawal, WithdrawalMethod
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.idempotency import key_used, run_idempotent
@@ -38,6 +38,7 @@ from satvault.withdrawals.policy.service import (
 from satvault.withdrawals.service import (
     PreparedDestination,
     latest_payment,
+    pay_own_screened,
     prepare_destination,
     read_payer,
     withdraw,
@@ -94,10 +95,9 @@ async def create_withdrawal(
 
             async def pay(session: AsyncSession, _: None) -> tuple[int, Any]:
                 assert known is not None and amount is not None
-                wd = await pay_own_invoice(session, wallet=known,
-                                           payment_hash=own.payment_hash, amount_msat=amount,
-                                           destination=own.bolt11, settings=settings,
-                                           on_store_invoice=on_store_invoice)
+                wd = await pay_own_screened(session, wallet=known, own=own,
+                                            amount_msat=amount, settings=settings,
+                                            on_store_invoice=on_store_invoice)
                 # The withdrawal policy sees internal payments too (allow or block).
                 await check_internal(session, wd, wallet=known, settings=settings,
                                      live=live_from(*payer.also[1:3]))

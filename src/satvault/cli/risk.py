@@ -1,0 +1,161 @@
+"""``satvault risk …``: the rules engine's operator commands.
+
+``rules show`` prints the live rule set (or a version); ``rules propose --file`` stores a
+validated draft; ``rules approve VERSION`` makes it live — only as an admin other than its
+author. ``sanctions refresh`` loads a newer sanctions list (``--file``; without one, the
+shipped dated snapshot); ``labels load --file`` replaces the label lists in the file. Each
+change is audited under the admin named by ``--as``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.models import User
+from satvault.config import get_settings
+from satvault.kernel.errors import Forbidden, NotFound, SatvaultError
+from satvault.migrate import SchemaNotCurrent, ensure_current
+from satvault.risk import service as risk
+from satvault.risk.lists import load_labels, refresh_sanctions, shipped_sanctions
+from satvault.risk.models import RiskRuleSet
+
+__all__ = ["app"]
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Risk rules, sanctions and address labels.", no_args_is_help=True)
+rules_app = typer.Typer(help="Rule sets: show, propose, approve (a second admin).",
+                        no_args_is_help=True)
+sanctions_app = typer.Typer(help="The sanctions list.", no_args_is_help=True)
+labels_app = typer.Typer(help="Operator label lists (blacklist, mixer, darknet, gambling, "
+                              "scam, exchange).", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+app.add_typer(sanctions_app, name="sanctions")
+app.add_typer(labels_app, name="labels")
+
+AsAdmin = Annotated[str, typer.Option("--as", help="The acting admin's e-mail address.")]
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async def go() -> T:
+        from satvault.composition import open_database
+
+        engine, sessions = open_database(get_settings(), pool_size=2)
+        try:
+            await ensure_current(engine)
+            async with sessions() as session, session.begin():
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(go())
+    except SchemaNotCurrent as exc:
+        _emit({"ok": False, "error": str(exc)})
+        raise typer.Exit(2) from None
+    except SatvaultError as exc:
+        _emit({"ok": False, "error": str(exc)})
+        raise typer.Exit(1) from None
+
+
+async def _admin(session: AsyncSession, email: str) -> str:
+    user = (await session.execute(select(User).where(User.email == email.strip().lower())
+                                  )).scalar_one_or_none()
+    if user is None or not user.is_admin:
+        raise Forbidden(f"{email!r} is not an admin user")
+    return f"user:{user.id}"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        _emit({"ok": False, "error": f"cannot read {path}: {exc.strerror}"})
+        raise typer.Exit(1) from None
+
+
+@rules_app.command("show")
+def rules_show(version: Annotated[int | None, typer.Argument(
+        help="A version (default: the live one).")] = None) -> None:
+    """Print a rule set (the live one by default) and its status."""
+    async def work(s: AsyncSession) -> dict[str, Any]:
+        if version is None:
+            v, _ = await risk.live_rule_set(s)
+        else:
+            v = version
+        rs = await s.get(RiskRuleSet, v)
+        if rs is None:
+            raise NotFound(f"rule set version {v} not found")
+        return {"ok": True, "version": rs.version, "status": rs.status.value,
+                "created_by": rs.created_by, "approved_by": rs.approved_by,
+                "rules": json.loads(rs.rules)}
+    _emit(_run(work))
+
+
+@rules_app.command("propose")
+def rules_propose(
+    file: Annotated[Path, typer.Option("--file", help="The rule set, JSON.")],
+    as_: AsAdmin, note: Annotated[str, typer.Option(help="Why.")] = "",
+) -> None:
+    """Store a validated draft; a second admin makes it live with ``rules approve``."""
+    text = _read(file)
+
+    async def work(s: AsyncSession) -> dict[str, Any]:
+        rs = await risk.propose_rule_set(s, rules=text, actor=await _admin(s, as_), note=note)
+        return {"ok": True, "version": rs.version, "status": rs.status.value}
+    _emit(_run(work))
+
+
+@rules_app.command("approve")
+def rules_approve(version: Annotated[int, typer.Argument(help="The draft's version.")],
+                  as_: AsAdmin) -> None:
+    """Make a draft live (the live one retires); its author cannot."""
+    async def work(s: AsyncSession) -> dict[str, Any]:
+        rs = await risk.approve_rule_set(s, version=version, actor=await _admin(s, as_))
+        return {"ok": True, "version": rs.version, "status": rs.status.value,
+                "approved_by": rs.approved_by}
+    _emit(_run(work))
+
+
+@sanctions_app.command("refresh")
+def sanctions_refresh(
+    as_: AsAdmin,
+    file: Annotated[Path | None, typer.Option(
+        "--file", help="CSV (address,label,score,source) or one address per line; "
+                       "default: the shipped dated snapshot.")] = None,
+    source: Annotated[str, typer.Option(help="Where the list came from.")] = "ofac-sdn",
+) -> None:
+    """Replace the sanctions list."""
+    text = _read(file) if file is not None else shipped_sanctions()
+
+    async def work(s: AsyncSession) -> dict[str, Any]:
+        n = await refresh_sanctions(s, text=text, actor=await _admin(s, as_), source=source)
+        return {"ok": True, "addresses": n}
+    _emit(_run(work))
+
+
+@labels_app.command("load")
+def labels_load(file: Annotated[Path, typer.Option(
+        "--file", help="CSV: address,label,score[,source][,first_seen].")],
+                as_: AsAdmin) -> None:
+    """Replace each label list present in the file."""
+    text = _read(file)
+
+    async def work(s: AsyncSession) -> dict[str, Any]:
+        return {"ok": True, "labels": await load_labels(s, text=text,
+                                                         actor=await _admin(s, as_))}
+    _emit(_run(work))

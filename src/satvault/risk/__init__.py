@@ -1,0 +1,15 @@
+"""The rules engine (issue 12 §1): rules as data, scored against windowed features of the
+account's own history, deciding approve / review / reject for every withdrawal before its
+hold is placed; sanctions and operator label lists; every decision stored and explainable.
+
+Layer: between ``withdrawals`` (which calls it) and ``lightning`` (whose models and checks it
+reads, with the payout and on-chain ones).
+"""
+
+from satvault.risk.errors import RiskError, RiskRejected, RuleSetRefused
+from satvault.risk.features import Event
+from satvault.risk.rules import Outcome
+from satvault.risk.service import Screening, record, reject_error, screen
+
+__all__ = ["Event", "Outcome", "RiskError", "RiskRejected", "RuleSetRefused", "Screening",
+           "record", "reject_error", "screen"]

@@ -1,0 +1,58 @@
+"""A payment the rules sent to review: held, not paid.
+
+The withdrawal is written in status ``review`` with its ledger hold, as a pending one would
+be, and nothing else: no Lightning payment row (the payer reads those) and no batch (the
+payout job picks only ``pending``). An on-chain one goes through
+:func:`satvault.payouts.service.request_withdrawal` (every check, status ``review``); a
+Lightning or internal one is checked here as the Lightning path would (the invoice, the
+per-payment maximum, the 24-hour limit). Releasing or returning the money is the case's
+decision (cases are another part of issue 12).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.models import Wallet
+from satvault.config import Settings
+from satvault.db import utcnow
+from satvault.kernel.ids import new_id
+from satvault.ledger.core import TransferKind, TransferSpec
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import transfer
+from satvault.lightning.bolt11check import check_invoice
+from satvault.lightning.errors import PaymentRefused
+from satvault.lightning.payments import fee_reserve
+from satvault.payouts.events import emit_withdrawal
+from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
+from satvault.payouts.service import check_daily_limit
+
+__all__ = ["hold_ln_for_review"]
+
+
+async def hold_ln_for_review(session: AsyncSession, *, wallet: Wallet, bolt11: str,
+                             amount_msat: int | None, destination: str, internal: bool,
+                             settings: Settings, store_id: str | None = None) -> Withdrawal:
+    inv = check_invoice(bolt11, network=settings.network, amount_msat=amount_msat)
+    if inv.amount_msat > settings.ln_max_payment_msat:
+        raise PaymentRefused(f"{inv.amount_msat} msat is above the per-payment limit of "
+                             f"{settings.ln_max_payment_msat} msat")
+    await check_daily_limit(session, wallet=wallet, amount_msat=inv.amount_msat,
+                            settings=settings, rail="internal" if internal else "lightning")
+    reserve = 0 if internal else fee_reserve(inv.amount_msat, settings)
+    now = utcnow()
+    wid = new_id("wd")
+    wd = Withdrawal(id=wid, wallet_id=wallet.id,
+                    method=WithdrawalMethod.INTERNAL if internal else WithdrawalMethod.LIGHTNING,
+                    destination=destination, script_pubkey=None, amount_msat=inv.amount_msat,
+                    fee_reserve_msat=reserve, fee_msat=None, status=WithdrawalStatus.REVIEW,
+                    batch_id=None, txid=None, hold_id=f"wd:{wid}:hold", created_at=now,
+                    updated_at=now, store_id=store_id)
+    session.add(wd)
+    await session.flush()
+    platform = await ensure_platform_accounts(session, "BTC")
+    await transfer(session, TransferSpec(
+        wd.hold_id, wallet.ledger_account_id, platform.clearing.id, inv.amount_msat + reserve,
+        "BTC", kind=TransferKind.PENDING, code="ln_withdrawal", ref=wid))
+    await emit_withdrawal(session, wd, "created")
+    return wd

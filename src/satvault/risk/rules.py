@@ -1,0 +1,325 @@
+"""Rules as data, and their evaluation: pure (no session, clock or settings).
+
+A rule set is JSON: score thresholds, a few parameters the feature query needs (the
+structuring band, the rapid-movement window, the z-score's minimum history) and a list of
+rules. A rule is a condition tree — ``{"all": [...]}``, ``{"any": [...]}``, ``{"not": c}`` or
+a comparison ``{"field": f, "op": op, "value": v}`` (or ``"ref": other_field`` instead of a
+value) — and a score: a number, or ``score_field`` to take it from a feature (the operator's
+label lists carry their own scores). Each matching rule adds its score; the total against the
+thresholds gives approve / review / reject. A sanctioned address is a reject whatever the score.
+
+The fields a rule may name are a closed set (:data:`FIELDS`): the event's own (amount, asset,
+direction, rail, destination, counterparty, account, KYC tier) and the features computed for
+it in one query (:mod:`satvault.risk.features`): windowed aggregates over 1h/24h/7d/30d
+(``agg.<in|out>.<count|sum|mean|stddev|counterparties>.<window>``, history before this event),
+``velocity.<count|sum>.<window>`` (the same direction's history plus this event), and the
+derived ones named in :data:`FIELDS`. A rule naming anything else is refused when it is
+proposed, not when it is evaluated.
+
+Evaluation is a function of (rule set, features) only: the same features against the same rule
+set always give the same decision, which is what lets a stored decision be explained and
+re-checked later.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+
+from satvault.kernel.errors import InvalidInput
+
+__all__ = ["FIELDS", "WINDOWS", "Comparison", "Condition", "Outcome", "Rule", "RuleResult",
+           "RuleSetDoc", "Verdict", "evaluate", "parse_rule_set"]
+
+WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+_METRICS = ("count", "sum", "mean", "stddev", "counterparties")
+
+_NUM = "number"
+_STR = "string"
+_BOOL = "bool"
+_LIST = "list"
+
+FIELDS: dict[str, str] = {
+    "amount_msat": _NUM, "asset": _STR, "direction": _STR, "rail": _STR,
+    "destination": _STR, "counterparty": _STR, "account": _STR, "kyc_tier": _NUM,
+    # derived in the feature query
+    "amount_zscore": _NUM,            # vs the account's own 30-day history, same direction
+    "history_count": _NUM,            # that history's size (the z-score is 0 below the minimum)
+    "destination_sanctioned": _BOOL,  # destination or counterparty on the sanctions list
+    "destination_labels": _LIST,      # operator labels of destination or counterparty
+    "destination_label_score": _NUM,  # the sum of those labels' scores
+    "destination_age_days": _NUM,     # first seen, per the loaded index; unknown counts as 0
+    "destination_age_known": _BOOL,
+    "destination_seen_count": _NUM,   # earlier withdrawals of this account to it
+    "structuring_count": _NUM,        # txs (this one included) in the band under the threshold
+    "rapid_in_msat": _NUM,            # money in within the rapid-movement window
+    "rapid_ratio_bp": _NUM,           # min(amount, rapid_in) / amount, in basis points
+}
+for _d in ("in", "out"):
+    for _m in _METRICS:
+        for _w in WINDOWS:
+            FIELDS[f"agg.{_d}.{_m}.{_w}"] = _NUM
+for _m in ("count", "sum"):
+    for _w in WINDOWS:
+        FIELDS[f"velocity.{_m}.{_w}"] = _NUM
+
+_ORDERED = {"lt", "lte", "gt", "gte"}
+_OPS = _ORDERED | {"eq", "ne", "in", "not_in", "contains"}
+
+
+class Outcome(StrEnum):
+    APPROVE = "approve"
+    REVIEW = "review"
+    REJECT = "reject"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Comparison(_Strict):
+    field: str
+    op: Literal["eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "contains"]
+    value: Any = None
+    ref: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Comparison:
+        kind = FIELDS.get(self.field)
+        if kind is None:
+            raise ValueError(f"unknown field {self.field!r}")
+        if self.ref is not None:
+            if "value" in self.model_fields_set:
+                raise ValueError("give either value or ref, not both")
+            if self.ref not in FIELDS:
+                raise ValueError(f"unknown field {self.ref!r} in ref")
+            if self.op not in _ORDERED | {"eq", "ne"} or FIELDS[self.ref] != kind:
+                raise ValueError(f"{self.field} {self.op} {self.ref}: not comparable")
+            return self
+        if "value" not in self.model_fields_set:
+            raise ValueError("a comparison needs a value (or a ref)")
+        v = self.value
+        if self.op in _ORDERED and (kind != _NUM or not _is_number(v)):
+            raise ValueError(f"{self.op} needs a numeric field and a number, got "
+                             f"{self.field} ({kind}) and {v!r}")
+        if self.op in {"in", "not_in"} and (
+                not isinstance(v, list) or not all(_scalar_of(kind, x) for x in v)):
+            raise ValueError(f"{self.op} needs a list of {kind} values")
+        if self.op == "contains" and (kind != _LIST or not isinstance(v, str)):
+            raise ValueError("contains needs a list field and a string value")
+        if self.op in {"eq", "ne"} and not _scalar_of(kind, v):
+            raise ValueError(f"{self.field} is a {kind}; {v!r} is not")
+        return self
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _scalar_of(kind: str, v: Any) -> bool:
+    if kind == _NUM:
+        return _is_number(v)
+    if kind == _STR:
+        return isinstance(v, str)
+    if kind == _BOOL:
+        return isinstance(v, bool)
+    return False
+
+
+class All(_Strict):
+    all: list[Condition] = Field(min_length=1)
+
+
+class AnyOf(_Strict):
+    any: list[Condition] = Field(min_length=1)
+
+
+class Not(_Strict):
+    not_: Condition = Field(alias="not")
+
+
+def _node_kind(v: Any) -> str:
+    """Which node a condition is, by its key, so an error names the right one."""
+    if isinstance(v, dict):
+        for key in ("all", "any", "not"):
+            if key in v:
+                return key
+        return "compare"
+    kinds: dict[type, str] = {All: "all", AnyOf: "any", Not: "not"}
+    return kinds.get(type(v), "compare")
+
+
+Condition = Annotated[
+    Annotated[Comparison, Tag("compare")] | Annotated[All, Tag("all")]
+    | Annotated[AnyOf, Tag("any")] | Annotated[Not, Tag("not")],
+    Discriminator(_node_kind)]
+All.model_rebuild()
+AnyOf.model_rebuild()
+Not.model_rebuild()
+
+
+class Rule(_Strict):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    description: str = ""
+    when: Condition
+    score: int = Field(default=0, ge=-1000, le=1000)
+    score_field: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Rule:
+        if self.score_field is not None and FIELDS.get(self.score_field) != _NUM:
+            raise ValueError(f"score_field {self.score_field!r} is not a numeric field")
+        return self
+
+
+class Thresholds(_Strict):
+    review: int = Field(ge=1)
+    reject: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Thresholds:
+        if self.reject <= self.review:
+            raise ValueError("the reject threshold must be above the review threshold")
+        return self
+
+
+class Params(_Strict):
+    """What the feature query needs from the rule set (so a rule set change can move them)."""
+
+    zscore_min_history: int = Field(default=5, ge=2, le=10_000)
+    structuring_threshold_msat: int = Field(default=1_000_000_000, gt=0)  # 0.01 BTC
+    structuring_band_bp: int = Field(default=1000, gt=0, le=10_000)  # 10 % under it
+    structuring_days: int = Field(default=7, ge=1, le=30)
+    rapid_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+
+
+class RuleSetDoc(_Strict):
+    thresholds: Thresholds
+    params: Params = Params()
+    rules: list[Rule] = Field(max_length=500)
+
+    @model_validator(mode="after")
+    def _unique(self) -> RuleSetDoc:
+        ids = [r.id for r in self.rules]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate rule ids: {sorted(dup)}")
+        return self
+
+
+def parse_rule_set(doc: str | Mapping[str, Any]) -> RuleSetDoc:
+    """Validate a rule set strictly; an :class:`InvalidInput` naming each problem otherwise."""
+    try:
+        data = json.loads(doc) if isinstance(doc, str) else dict(doc)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"the rule set is not JSON: {exc}") from exc
+    try:
+        return RuleSetDoc.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+            for e in exc.errors(include_url=False))
+        raise InvalidInput(f"invalid rule set: {problems}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    id: str
+    matched: bool
+    score: int  # what it added (0 when it did not match)
+    inputs: dict[str, Any]  # the fields its condition read, with their values
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "matched": self.matched, "score": self.score,
+                "inputs": self.inputs}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    outcome: Outcome
+    score: int
+    sanctioned: bool
+    results: tuple[RuleResult, ...]
+
+
+def _cmp(c: Comparison, features: Mapping[str, Any], seen: dict[str, Any]) -> bool:
+    left = features.get(c.field)
+    seen[c.field] = left
+    if c.ref is not None:
+        right = features.get(c.ref)
+        seen[c.ref] = right
+    else:
+        right = c.value
+    op = c.op
+    if op == "eq":
+        return bool(left == right)
+    if op == "ne":
+        return bool(left != right)
+    if op == "in":
+        return left in (right or ())
+    if op == "not_in":
+        return left not in (right or ())
+    if op == "contains":
+        return isinstance(left, list | tuple) and right in left
+    if left is None or right is None:
+        return False
+    if op == "lt":
+        return bool(left < right)
+    if op == "lte":
+        return bool(left <= right)
+    if op == "gt":
+        return bool(left > right)
+    return bool(left >= right)
+
+
+def _holds(cond: Comparison | All | AnyOf | Not, features: Mapping[str, Any],
+           seen: dict[str, Any]) -> bool:
+    # Every branch is read (no short cut), so the explanation lists every input.
+    if isinstance(cond, Comparison):
+        return _cmp(cond, features, seen)
+    if isinstance(cond, All):
+        return all([_holds(c, features, seen) for c in cond.all])
+    if isinstance(cond, AnyOf):
+        return any([_holds(c, features, seen) for c in cond.any])
+    return not _holds(cond.not_, features, seen)
+
+
+def evaluate(rule_set: RuleSetDoc, features: Mapping[str, Any]) -> Verdict:
+    """Each rule against ``features``; the total score against the thresholds."""
+    results = []
+    total = 0
+    for rule in rule_set.rules:
+        seen: dict[str, Any] = {}
+        matched = _holds(rule.when, features, seen)
+        score = 0
+        if matched:
+            if rule.score_field is not None:
+                raw = features.get(rule.score_field) or 0
+                seen[rule.score_field] = raw
+                score = int(raw)
+            else:
+                score = rule.score
+        total += score
+        results.append(RuleResult(rule.id, matched, score, seen))
+    sanctioned = bool(features.get("destination_sanctioned"))
+    if sanctioned or total >= rule_set.thresholds.reject:
+        outcome = Outcome.REJECT
+    elif total >= rule_set.thresholds.review:
+        outcome = Outcome.REVIEW
+    else:
+        outcome = Outcome.APPROVE
+    return Verdict(outcome, total, sanctioned, tuple(results))

@@ -1,0 +1,168 @@
+"""The rules engine on the withdrawal path, through the HTTP API: a sanctioned destination is
+refused on every rail with a problem naming the decision, which the admin API explains; a
+review holds the money in status ``review`` where neither the payout job nor the Lightning
+payer takes it; every decision is stored and re-evaluates to the same answer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from satvault.accounts import service as acc
+from satvault.ledger.models import LedgerTransfer
+from satvault.lightning.bolt11check import check_invoice
+from satvault.lightning.invoices import create_invoice
+from satvault.lightning.models import LnPayment
+from satvault.payouts.models import Withdrawal, WithdrawalStatus
+from satvault.risk import service as risk
+from satvault.risk.lists import refresh_sanctions
+from satvault.risk.models import CaseStatus, RiskCase, RiskDecision
+from tests.chainenv import LnEnv, api_client
+from tests.invoices.test_invoices import paid_lightning_invoice, refunder_key, shop  # noqa: F401
+from tests.lightning.test_lightning import fund
+from tests.payouts.test_payouts import fund as chain_fund
+from tests.risk.conftest import default_doc
+
+SAT = 1000
+DEST = "bcrt1q8uq9hrte4u3d2pes3gmrxeffws053ylettc383"
+REFUND_TO = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+
+
+async def keys(env: LnEnv) -> tuple[dict[str, str], dict[str, str]]:
+    async with env.sessions() as s, s.begin():
+        _, token = await acc.create_api_key(s, owner_id=env.wallet.owner_id, scopes=[
+            "wallet:read", "withdrawals:write"])
+        admin = await acc.create_user(s, email="root@example.com", is_admin=True)
+        _, admin_token = await acc.create_api_key(s, owner_id=admin.id, scopes=["admin"])
+    return {"Authorization": f"Bearer {token}"}, {"Authorization": f"Bearer {admin_token}"}
+
+
+async def make_live(env: LnEnv, doc: dict) -> None:
+    async with env.sessions() as s, s.begin():
+        rs = await risk.propose_rule_set(s, rules=doc, actor="user:a")
+        await risk.approve_rule_set(s, version=rs.version, actor="user:b")
+
+
+async def test_a_sanctioned_destination_is_refused_on_every_rail(lnenv: LnEnv, shop):  # noqa: F811
+    env = lnenv
+    auth, admin = await keys(env)
+    await fund(env, env.wallet, 1_000_000 * SAT)
+    carol = await env.wallet_for("carol@example.com")
+    async with env.sessions() as s, s.begin():
+        own = await create_invoice(s, backend=env.runtime.lightning, wallet=carol,
+                                   amount_msat=1_000 * SAT)
+    outside = env.network.create_invoice("customer2", 2_000 * SAT).bolt11
+    payee = check_invoice(outside, network="regtest").payee  # the payee node's key
+    async with env.sessions() as s, s.begin():
+        await refresh_sanctions(s, actor="user:admin", text="\n".join(
+            [DEST, payee, f"wallet:{carol.id}", REFUND_TO]))
+    refunder = await refunder_key(env, shop)
+    url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
+    async with api_client(env) as c:
+        inv = await paid_lightning_invoice(c, env, shop, "paid", sats=30_000)
+        answers = {
+            "onchain": await c.post(url, headers={**auth, "Idempotency-Key": "a"},
+                                    json={"destination": DEST, "amount_msat": 10_000 * SAT}),
+            "lightning": await c.post(url, headers={**auth, "Idempotency-Key": "b"},
+                                      json={"destination": outside}),
+            "internal": await c.post(url, headers={**auth, "Idempotency-Key": "c"},
+                                     json={"destination": own.bolt11}),
+            "refund": await c.post(f"/api/v1/invoices/{inv['id']}/refunds",
+                                   headers={**refunder, "Idempotency-Key": "d"},
+                                   json={"destination": REFUND_TO,
+                                         "amount_msat": 10_000 * SAT}),
+        }
+        explained = {}
+        for rail, r in answers.items():
+            assert r.status_code == 403, (rail, r.text)
+            body = r.json()
+            assert body["type"].endswith("/risk-rejected") and body["decision_id"] in \
+                body["detail"], body
+            e = await c.get(f"/api/v1/admin/risk/decisions/{body['decision_id']}",
+                            headers=admin)
+            assert e.status_code == 200, e.text
+            explained[rail] = e.json()
+        # The same key again: the stored refusal, not a second decision.
+        again = await c.post(url, headers={**auth, "Idempotency-Key": "a"},
+                             json={"destination": DEST, "amount_msat": 10_000 * SAT})
+        assert again.json()["decision_id"] == answers["onchain"].json()["decision_id"]
+        assert (await c.get(f"/api/v1/admin/risk/decisions/{body['decision_id']}",
+                            headers=auth)).status_code == 403  # admins only
+    for rail, e in explained.items():
+        assert e["outcome"] == "reject" and e["sanctioned"] is True, e
+        assert e["features"]["rail"] == rail
+        assert e["case"]["status"] == "pending" and e["case"]["reason"] == "sanctioned address"
+        [hit] = [r for r in e["rules"] if r["id"] == "sanctioned_address"]
+        assert hit["matched"] and hit["inputs"] == {"destination_sanctioned": True}
+    assert explained["lightning"]["features"]["counterparty"] == payee
+    async with env.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(Withdrawal).where(
+            Withdrawal.destination.in_((DEST, outside, own.bolt11, REFUND_TO))))
+                ).scalar_one() == 0
+        assert (await s.execute(select(func.count()).select_from(RiskCase))).scalar_one() == 4
+    await env.check()
+
+
+async def test_review_holds_the_money_and_nothing_pays_it(lnenv: LnEnv):
+    env = lnenv
+    auth, admin = await keys(env)
+    doc = default_doc()
+    doc["rules"].append({"id": "big", "score": 60, "when": {
+        "field": "amount_msat", "op": "gte", "value": 50_000 * SAT}})
+    await make_live(env, doc)
+    await chain_fund(env, 1_000_000)  # a deposit, swept to the wallet that pays withdrawals
+    outside = env.network.create_invoice("customer2", 60_000 * SAT).bolt11
+    url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
+    async with api_client(env) as c:
+        small = await c.post(url, headers={**auth, "Idempotency-Key": "s"},
+                             json={"destination": DEST, "amount_msat": 20_000 * SAT})
+        chain = await c.post(url, headers={**auth, "Idempotency-Key": "o"},
+                             json={"destination": DEST, "amount_msat": 70_000 * SAT})
+        ln = await c.post(url, headers={**auth, "Idempotency-Key": "l"},
+                          json={"destination": outside})
+        async with env.sessions() as s:
+            held_id = (await s.execute(select(RiskDecision.id).where(
+                RiskDecision.subject_id == chain.json()["id"]))).scalar_one()
+        why = (await c.get(f"/api/v1/admin/risk/decisions/{held_id}", headers=admin)).json()
+    assert why["outcome"] == "review" and why["subject"]["id"] == chain.json()["id"]
+    assert {r["id"] for r in why["rules"] if r["matched"]} >= {"big"}
+    assert why["case"]["status"] == "pending" and why["thresholds"]["review"] == 50
+    assert small.status_code == 201 and small.json()["status"] == "pending", small.text
+    for r in (chain, ln):
+        assert r.status_code == 201 and r.json()["status"] == "review", r.text
+    await env.runtime.payouts.step()
+    await env.runtime.payer.step()
+    async with env.sessions() as s:
+        held = {w.id: w for w in (await s.execute(select(Withdrawal))).scalars()}
+        assert held[chain.json()["id"]].status == WithdrawalStatus.REVIEW
+        assert held[chain.json()["id"]].batch_id is None
+        assert held[ln.json()["id"]].status == WithdrawalStatus.REVIEW
+        paid = held[small.json()["id"]]
+        assert paid.status == WithdrawalStatus.BROADCAST and paid.batch_id  # the job ran
+        assert (await s.execute(select(func.count()).select_from(LnPayment))).scalar_one() == 0
+        for wid in (chain.json()["id"], ln.json()["id"]):  # each hold placed, not resolved
+            w = held[wid]
+            hold = (await s.execute(select(LedgerTransfer).where(
+                LedgerTransfer.id == w.hold_id))).scalar_one()
+            assert (hold.kind, int(hold.amount)) == ("pending", w.amount_msat + w.fee_reserve_msat)
+            assert (await s.execute(select(LedgerTransfer.id).where(
+                LedgerTransfer.pending_id == w.hold_id))).first() is None
+        cases = (await s.execute(select(RiskCase).order_by(RiskCase.created_at))).scalars().all()
+        assert [c.status for c in cases] == [CaseStatus.PENDING] * 2
+        decisions = (await s.execute(select(RiskDecision))).scalars().all()
+    assert sorted(d.outcome for d in decisions) == ["approve", "review", "review"]
+    assert {d.subject_id for d in decisions} == set(held)
+    # Determinism: each stored decision, re-evaluated against its own version, again.
+    async with env.sessions() as s:
+        for d in decisions:
+            v = await risk.reevaluate(s, d.id)
+            assert (v.outcome.value, v.score) == (d.outcome, d.score)
+            assert [r.as_dict() for r in v.results] == json.loads(d.results)
+    await env.check()
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    return {"rate_limit_create": "10000/second", "withdrawal_daily_limit_msat": 10**15}
