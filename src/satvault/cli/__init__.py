@@ -4,11 +4,9 @@ progress and logs go to stderr, so ``satvault … | jq`` always works."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import sys
-from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
@@ -22,7 +20,6 @@ from satvault.accounts import service as accounts
 from satvault.accounts.models import User
 from satvault.config import Settings, get_settings, redact_url
 from satvault.db import create_engine
-from satvault.kernel.errors import SatvaultError
 from satvault.ledger.check import check_ledger
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.logs import configure_logging
@@ -46,6 +43,7 @@ merchant_app = typer.Typer(help="Merchants.", no_args_is_help=True)
 store_app = typer.Typer(help="Stores of a merchant.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
+from satvault.cli._common import emit, fail, in_transaction  # noqa: E402
 from satvault.cli.audit import app as audit_app  # noqa: E402
 from satvault.cli.cold import app as cold_app  # noqa: E402
 from satvault.cli.custody import app as custody_app  # noqa: E402
@@ -85,38 +83,7 @@ for sub, name in ((db_app, "db"), (user_app, "user"), (merchant_app, "merchant")
     app.add_typer(sub, name=name)
 
 
-def emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def fail(message: str, code: int = 1) -> None:
-    emit({"ok": False, "error": message})
-    raise typer.Exit(code)
-
-
-def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]],
-                    settings: Settings | None = None) -> T:
-    settings = settings or get_settings()
-
-    async def runner() -> T:
-        from satvault.composition import open_database  # the whole platform: only when used
-
-        engine, sessions = open_database(settings, pool_size=2)
-        try:
-            await ensure_current(engine)
-            async with sessions() as session, session.begin():
-                return await work(session)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(runner())
-    except SchemaNotCurrent as exc:
-        fail(str(exc), 2)
-    except SatvaultError as exc:
-        fail(str(exc))
-    raise AssertionError("unreachable")
+_in_transaction = in_transaction
 
 
 @app.callback()

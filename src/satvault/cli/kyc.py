@@ -7,10 +7,6 @@ exits 1 (2 when the database schema is not current).
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -18,12 +14,14 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.service import owner_type_of
+from satvault.cli._common import emit as _emit
+from satvault.cli._common import fail as _fail
+from satvault.cli._common import in_transaction as _run
 from satvault.config import get_settings
 from satvault.kernel.errors import SatvaultError
 from satvault.kyc import service as kyc
 from satvault.kyc.models import ScreeningList
 from satvault.kyc.screening import load_list, parse_csv, screen_name
-from satvault.migrate import SchemaNotCurrent, ensure_current
 
 __all__ = ["kyc_app", "risk_app", "wallet_app"]
 
@@ -37,37 +35,9 @@ screening_app = typer.Typer(help="PEP and sanctions name lists.", no_args_is_hel
 risk_app.add_typer(screening_app, name="screening")
 
 
-def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-    sys.stdout.flush()
 
 
-def _fail(message: str, code: int = 1) -> None:
-    _emit({"ok": False, "error": message})
-    raise typer.Exit(code)
 
-
-def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    settings = get_settings()
-
-    async def runner() -> T:
-        from satvault.composition import open_database
-
-        engine, sessions = open_database(settings, pool_size=2)
-        try:
-            await ensure_current(engine)
-            async with sessions() as session, session.begin():
-                return await work(session)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(runner())
-    except SchemaNotCurrent as exc:
-        _fail(str(exc), 2)
-    except SatvaultError as exc:
-        _fail(str(exc))
-    raise AssertionError("unreachable")
 
 
 def _owner(owner_id: str) -> str:

@@ -9,20 +9,15 @@ Lightning withdrawal released here is sent at the payer's next tick.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.composition import open_database
-from satvault.config import get_settings
-from satvault.kernel.errors import SatvaultError
-from satvault.migrate import SchemaNotCurrent, ensure_current
+from satvault.cli._common import emit as _emit
+from satvault.cli._common import in_transaction as _run
 from satvault.withdrawals.policy import approvals, service
 
 __all__ = ["policy_app", "withdrawals_app"]
@@ -33,29 +28,7 @@ T = TypeVar("T")
 Actor = Annotated[str, typer.Option("--as", help="The user id acting (usr_…).")]
 
 
-def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-    sys.stdout.flush()
 
-
-def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    async def go() -> T:
-        engine, sessions = open_database(get_settings(), pool_size=2)
-        try:
-            await ensure_current(engine)
-            async with sessions() as session, session.begin():
-                return await work(session)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(go())
-    except SchemaNotCurrent as exc:
-        _emit({"ok": False, "error": str(exc)})
-        raise typer.Exit(2) from None
-    except SatvaultError as exc:
-        _emit({"ok": False, "error": str(exc)})
-        raise typer.Exit(1) from None
 
 
 def _version(p: Any) -> dict[str, Any]:

@@ -9,10 +9,7 @@ change is audited under the admin named by ``--as``.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,9 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import User
-from satvault.config import get_settings
-from satvault.kernel.errors import Forbidden, NotFound, SatvaultError
-from satvault.migrate import SchemaNotCurrent, ensure_current
+from satvault.cli._common import emit as _emit
+from satvault.cli._common import in_transaction as _run
+from satvault.kernel.errors import Forbidden, NotFound
 from satvault.risk import service as risk
 from satvault.risk.lists import load_labels, refresh_sanctions, shipped_sanctions
 from satvault.risk.models import RiskRuleSet
@@ -45,31 +42,7 @@ app.add_typer(labels_app, name="labels")
 AsAdmin = Annotated[str, typer.Option("--as", help="The acting admin's e-mail address.")]
 
 
-def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-    sys.stdout.flush()
 
-
-def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    async def go() -> T:
-        from satvault.composition import open_database
-
-        engine, sessions = open_database(get_settings(), pool_size=2)
-        try:
-            await ensure_current(engine)
-            async with sessions() as session, session.begin():
-                return await work(session)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(go())
-    except SchemaNotCurrent as exc:
-        _emit({"ok": False, "error": str(exc)})
-        raise typer.Exit(2) from None
-    except SatvaultError as exc:
-        _emit({"ok": False, "error": str(exc)})
-        raise typer.Exit(1) from None
 
 
 async def _admin(session: AsyncSession, email: str) -> str:
