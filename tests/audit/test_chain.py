@@ -17,6 +17,7 @@ from satvault.audit import AuditEvent, record, verify
 from satvault.audit.service import seal, seal_all
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.store import submit
+from tests.conftest import ONE_DATABASE
 from tests.factories import books
 from tests.test_cli import last_json, sv
 
@@ -266,6 +267,7 @@ async def test_concurrent_writers_and_sealer_leave_no_gap(sessions):
     assert writes == 8 * 15
 
 
+@ONE_DATABASE
 def test_cli_seal_verify_anchor(db_url, tmp_path):
     home = tmp_path / "home"
     sv("init", url=db_url, home=home)

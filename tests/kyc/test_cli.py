@@ -3,9 +3,11 @@ list, record reviews (a hit is blocked, exit 1), read the history, freeze and un
 
 from __future__ import annotations
 
+from tests.conftest import ONE_DATABASE
 from tests.test_cli import last_json, sv
 
 
+@ONE_DATABASE
 def test_kyc_screening_and_freeze_commands(db_url, tmp_path):
     home = tmp_path / "home"
     sv("db", "upgrade", url=db_url, home=home)

@@ -11,12 +11,14 @@ from satvault.ledger.core import TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import submit_one
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
+from tests.conftest import ONE_DATABASE
 from tests.policy.support import people, request
 from tests.test_cli import last_json, sv
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 
 
+@ONE_DATABASE
 async def test_policy_and_approvals_from_the_command_line(sessions, db_url, tmp_path: Path):
     settings = Settings(database_url=db_url, home=tmp_path, network="regtest")
     async with sessions() as s, s.begin():

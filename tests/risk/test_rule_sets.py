@@ -16,6 +16,7 @@ from satvault.accounts.models import AuditEvent
 from satvault.kernel.errors import InvalidInput
 from satvault.risk import service as risk
 from satvault.risk.rules import Outcome, evaluate, parse_rule_set
+from tests.conftest import ONE_DATABASE
 from tests.risk.conftest import ADDR, SAT, Ctx, default_doc
 from tests.test_cli import last_json, sv
 
@@ -137,6 +138,7 @@ async def test_the_live_rule_set_changes_only_with_a_second_admin_api(ctx: Ctx, 
     assert json.loads(rows[2].state_after) == {"live": v, "created_by": ann_id}
 
 
+@ONE_DATABASE
 async def test_rules_sanctions_and_labels_from_the_command_line(ctx: Ctx, db_url, tmp_path):
     await admins(ctx)
     async with ctx.sessions() as s, s.begin():
