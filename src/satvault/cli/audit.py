@@ -11,14 +11,14 @@ for the operator to publish somewhere the platform cannot rewrite, and records i
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.cli._common import emit as _emit
+from satvault.cli._common import fail as _fail
 from satvault.config import get_settings
 from satvault.kernel.errors import SatvaultError
 
@@ -29,16 +29,6 @@ app = typer.Typer(help="The hash-chained audit log: seal, verify, anchor.",
                   no_args_is_help=True)
 FenceTimeout = Annotated[float, typer.Option(
     min=0.0, help="Seconds to wait for transactions still open before sealing past them.")]
-
-
-def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def _fail(message: str, code: int = 1) -> None:
-    _emit({"ok": False, "error": message})
-    raise typer.Exit(code)
 
 
 def _run(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:

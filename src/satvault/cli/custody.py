@@ -9,14 +9,13 @@ broadcasts it). ``reconcile`` runs the reconciliation once and exits non-zero on
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import typer
 
 from satvault.backends.registry import make_chain_backend
+from satvault.cli._common import emit as _emit
 from satvault.composition import Runtime, make_lightning_backend, open_database
 from satvault.config import get_settings
 from satvault.custody.status import CustodyStatus, custody_status
@@ -26,11 +25,6 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Custody tiers: deposit, semi-cold, cold.", no_args_is_help=True)
 T = TypeVar("T")
-
-
-def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-    sys.stdout.flush()
 
 
 def _with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from satvault.cli._common import emit as _emit
+from satvault.cli._common import fail as _fail
 from satvault.config import get_settings
 from satvault.custody.errors import CustodyError, ProofInvalid
 from satvault.custody.liabilities import build, verify
@@ -30,16 +31,6 @@ __all__ = ["app"]
 app = typer.Typer(help="Proof of liabilities (a Merkle-sum tree of customer balances).",
                   no_args_is_help=True)
 ASSET = "BTC"
-
-
-def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def _fail(message: str, code: int = 1) -> None:
-    _emit({"ok": False, "error": message})
-    raise typer.Exit(code)
 
 
 def _write_json(path: Path, obj: Any) -> None:

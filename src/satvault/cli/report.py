@@ -4,7 +4,6 @@ compliance report, for a period of UTC days (both ends included)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from datetime import date
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from satvault.cli._common import emit as _emit
+from satvault.cli._common import fail as _fail
 from satvault.composition import open_database
 from satvault.config import get_settings
 from satvault.migrate import SchemaNotCurrent, ensure_current
@@ -25,16 +26,6 @@ __all__ = ["app"]
 app = typer.Typer(help="Regulatory reports.", no_args_is_help=True)
 From = Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD (UTC).")]
 To = Annotated[str, typer.Option("--to", help="Last day, YYYY-MM-DD (UTC), included.")]
-
-
-def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def _fail(message: str, code: int = 1) -> None:
-    _emit({"ok": False, "error": message})
-    raise typer.Exit(code)
 
 
 def _period(start: str, end: str) -> tuple[date, date]:
