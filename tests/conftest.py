@@ -27,10 +27,6 @@ PG_URL = os.environ.get("SATVAULT_TEST_POSTGRES_URL", "")
 if os.environ.get("SATVAULT_TEST_REQUIRE_POSTGRES") and not PG_URL:
     raise pytest.UsageError("SATVAULT_TEST_REQUIRE_POSTGRES is set but no PostgreSQL URL is")
 BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
-# For tests of the command-line layer that start several `satvault` processes: the commands
-# are the same on both databases and the services behind them are tested on both, so these
-# run once, on PostgreSQL when it is there (else SQLite).
-ONE_DATABASE = pytest.mark.parametrize("db_url", BACKENDS[-1:], indirect=True)
 TABLES = ["risk_cases", "risk_decisions", "risk_rule_sets", "risk_address_labels",
           "kyc_records", "screening_entries", "liability_proofs", "liability_rounds",
           "withdrawal_approvals", "withdrawal_approval_requests", "withdrawal_allowlist",

@@ -7,10 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy import text
+from typer.testing import CliRunner
 
+from satvault.cli import app as cli_app
+from satvault.config import reset_settings_cache
 from satvault.db import create_engine
 from tests.waiting import wait_until
 
@@ -21,6 +25,25 @@ def sv(*args: str, url: str, home: Path, check: bool = True) -> subprocess.Compl
     env.pop("SATVAULT_CONFIG", None)
     proc = subprocess.run([sys.executable, "-m", "satvault.cli", *args], env=env,
                           capture_output=True, text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    return proc
+
+
+def sv_here(*args: str, url: str, home: Path, check: bool = True
+            ) -> subprocess.CompletedProcess:
+    """:func:`sv` in this process (Typer's runner, the same environment): for commands whose
+    process boundary is not what the test is about, at a fraction of a subprocess's start-up."""
+    env = {"SATVAULT_HOME": str(home), "SATVAULT_DATABASE_URL": url, "SATVAULT_CONFIG": None}
+    reset_settings_cache()
+    try:  # its own thread: the commands run their own event loop, the caller may be in one
+        with ThreadPoolExecutor(1) as pool:
+            result = pool.submit(CliRunner().invoke, cli_app, list(args), env=env,
+                                 catch_exceptions=False).result()
+    finally:
+        reset_settings_cache()
+    proc = subprocess.CompletedProcess(["satvault", *args], result.exit_code,
+                                       result.stdout, result.stderr)
     if check:
         assert proc.returncode == 0, (proc.stdout, proc.stderr)
     return proc

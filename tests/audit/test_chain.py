@@ -17,9 +17,8 @@ from satvault.audit import AuditEvent, record, verify
 from satvault.audit.service import seal, seal_all
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.store import submit
-from tests.conftest import ONE_DATABASE
 from tests.factories import books
-from tests.test_cli import last_json, sv
+from tests.test_cli import last_json, sv_here
 
 
 async def _verify(sessions):
@@ -267,16 +266,15 @@ async def test_concurrent_writers_and_sealer_leave_no_gap(sessions):
     assert writes == 8 * 15
 
 
-@ONE_DATABASE
 def test_cli_seal_verify_anchor(db_url, tmp_path):
     home = tmp_path / "home"
-    sv("init", url=db_url, home=home)
-    sv("user", "create", "--email", "op@example.com", url=db_url, home=home)
-    sealed = last_json(sv("audit", "seal", url=db_url, home=home))
+    sv_here("init", url=db_url, home=home)
+    sv_here("user", "create", "--email", "op@example.com", url=db_url, home=home)
+    sealed = last_json(sv_here("audit", "seal", url=db_url, home=home))
     assert sealed["ok"] and sealed["rows"] >= 1
-    anchored = last_json(sv("audit", "anchor", "--actor", "ops", url=db_url, home=home))
+    anchored = last_json(sv_here("audit", "anchor", "--actor", "ops", url=db_url, home=home))
     assert anchored["seq"] == sealed["head"]["seq"] and len(anchored["hash"]) == 64
-    checked = last_json(sv("audit", "verify", url=db_url, home=home))
+    checked = last_json(sv_here("audit", "verify", url=db_url, home=home))
     assert checked["ok"] and checked["rows"] == anchored["seq"] + 1  # the anchor row chained
 
     async def rows():
@@ -305,7 +303,7 @@ def test_cli_seal_verify_anchor(db_url, tmp_path):
             await engine.dispose()
 
     asyncio.run(tamper())
-    broken = sv("audit", "verify", url=db_url, home=home, check=False)
+    broken = sv_here("audit", "verify", url=db_url, home=home, check=False)
     assert broken.returncode == 1
     out = last_json(broken)
     assert not out["ok"] and out["broken"]["seq"] == 1

@@ -1,46 +1,45 @@
-"""The KYC commands end to end (a subprocess, as an operator runs them): load a sanctions
+"""The KYC commands end to end (the real command, in this process): load a sanctions
 list, record reviews (a hit is blocked, exit 1), read the history, freeze and unfreeze."""
 
 from __future__ import annotations
 
-from tests.conftest import ONE_DATABASE
-from tests.test_cli import last_json, sv
+from tests.test_cli import last_json, sv_here
 
 
-@ONE_DATABASE
 def test_kyc_screening_and_freeze_commands(db_url, tmp_path):
     home = tmp_path / "home"
-    sv("db", "upgrade", url=db_url, home=home)
-    user = last_json(sv("user", "create", "--email", "dana@example.com", url=db_url, home=home))
+    sv_here("db", "upgrade", url=db_url, home=home)
+    user = last_json(sv_here("user", "create", "--email", "dana@example.com", url=db_url,
+                             home=home))
     lst = tmp_path / "sanctions.csv"
     lst.write_text("name,reference\nDana Ölvarsdóttir,UN-7\nIvan Petrov,UN-8\n")
-    loaded = last_json(sv("risk", "screening", "load", "--list", "sanctions", "--file",
+    loaded = last_json(sv_here("risk", "screening", "load", "--list", "sanctions", "--file",
                           str(lst), url=db_url, home=home))
     assert loaded == {"ok": True, "list": "sanctions", "loaded": 2}
-    checked = sv("risk", "screening", "check", "DANA OLVARSDOTTIR", url=db_url, home=home)
+    checked = sv_here("risk", "screening", "check", "DANA OLVARSDOTTIR", url=db_url, home=home)
     assert [h["reference"] for h in last_json(checked)["hits"]] == ["UN-7"]
 
     base = ("kyc", "record", user["id"], "--tier", "1", "--reviewer", "usr_ops",
             "--document", "doc://passport/1", "--check", "id-document")
-    blocked = sv(*base, "--decision", "approve", "--name", "dana olvarsdottir",
+    blocked = sv_here(*base, "--decision", "approve", "--name", "dana olvarsdottir",
                  url=db_url, home=home, check=False)
     assert blocked.returncode == 1 and last_json(blocked)["decision"] == "blocked"
-    ok = last_json(sv(*base, "--decision", "approve", "--name", "Dana Jones",
+    ok = last_json(sv_here(*base, "--decision", "approve", "--name", "Dana Jones",
                       url=db_url, home=home))
     assert ok["decision"] == "approved" and ok["tier"] == 1
-    self_review = sv("kyc", "record", user["id"], "--tier", "2", "--reviewer", user["id"],
+    self_review = sv_here("kyc", "record", user["id"], "--tier", "2", "--reviewer", user["id"],
                      "--decision", "reject", "--name", "Dana Jones", url=db_url, home=home,
                      check=False)
     assert self_review.returncode == 1 and "subject" in last_json(self_review)["error"]
-    history = last_json(sv("kyc", "history", user["id"], url=db_url, home=home))
+    history = last_json(sv_here("kyc", "history", user["id"], url=db_url, home=home))
     assert history["kyc_tier"] == 1
     assert [r["decision"] for r in history["records"]] == ["blocked", "approved"]
 
     wallet = user["wallet_id"]
-    frozen = last_json(sv("wallet", "freeze", wallet, "--reason", "fraud report #4",
+    frozen = last_json(sv_here("wallet", "freeze", wallet, "--reason", "fraud report #4",
                           url=db_url, home=home))
     assert frozen["frozen"] is True and frozen["reason"] == "fraud report #4"
-    again = sv("wallet", "freeze", wallet, "--reason", "x", url=db_url, home=home, check=False)
+    again = sv_here("wallet", "freeze", wallet, "--reason", "x", url=db_url, home=home, check=False)
     assert again.returncode == 1 and "frozen already" in last_json(again)["error"]
-    assert last_json(sv("wallet", "unfreeze", wallet, "--reason", "cleared",
+    assert last_json(sv_here("wallet", "unfreeze", wallet, "--reason", "cleared",
                         url=db_url, home=home))["frozen"] is False

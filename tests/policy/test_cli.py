@@ -11,14 +11,12 @@ from satvault.ledger.core import TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import submit_one
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
-from tests.conftest import ONE_DATABASE
 from tests.policy.support import people, request
-from tests.test_cli import last_json, sv
+from tests.test_cli import last_json, sv_here
 
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 
 
-@ONE_DATABASE
 async def test_policy_and_approvals_from_the_command_line(sessions, db_url, tmp_path: Path):
     settings = Settings(database_url=db_url, home=tmp_path, network="regtest")
     async with sessions() as s, s.begin():
@@ -33,32 +31,32 @@ async def test_policy_and_approvals_from_the_command_line(sessions, db_url, tmp_
         {"name": "all on-chain", "action": "require_approval", "approvals": 1,
          "group": "treasury", "rails": ["onchain"]}]}))
 
-    out = last_json(sv("policy", "propose", str(policy), "--as", who.admin1, url=db_url,
+    out = last_json(sv_here("policy", "propose", str(policy), "--as", who.admin1, url=db_url,
                        home=tmp_path))
     assert out["ok"] and out["status"] == "proposed"
     version = str(out["version"])
-    refused = sv("policy", "approve", version, "--as", who.admin1, url=db_url, home=tmp_path,
+    refused = sv_here("policy", "approve", version, "--as", who.admin1, url=db_url, home=tmp_path,
                  check=False)
     assert refused.returncode == 1 and "second admin" in last_json(refused)["error"]
-    out = last_json(sv("policy", "approve", version, "--as", who.admin2, url=db_url,
+    out = last_json(sv_here("policy", "approve", version, "--as", who.admin2, url=db_url,
                        home=tmp_path))
     assert out["status"] == "live" and out["approved_by"] == who.admin2
-    shown = last_json(sv("policy", "show", url=db_url, home=tmp_path))
+    shown = last_json(sv_here("policy", "show", url=db_url, home=tmp_path))
     assert [v["status"] for v in shown["versions"]] == ["live"]
     bad = tmp_path / "bad.json"
     bad.write_text('{"rules": [{"action": "sometimes"}]}')
-    refused = sv("policy", "propose", str(bad), "--as", who.admin1, url=db_url,
+    refused = sv_here("policy", "propose", str(bad), "--as", who.admin1, url=db_url,
                  home=tmp_path, check=False)
     assert refused.returncode == 1 and "action must be" in last_json(refused)["error"]
 
     wd = await request(sessions, settings, wallet, ADDRESS, 50_000, initiator=alice.id)
     assert wd.status == WithdrawalStatus.AWAITING_APPROVAL
-    listed = last_json(sv("withdrawals", "awaiting", url=db_url, home=tmp_path))
+    listed = last_json(sv_here("withdrawals", "awaiting", url=db_url, home=tmp_path))
     assert [w["withdrawal_id"] for w in listed["withdrawals"]] == [wd.id]
-    refused = sv("withdrawals", "approve", wd.id, "--as", alice.id, url=db_url, home=tmp_path,
+    refused = sv_here("withdrawals", "approve", wd.id, "--as", alice.id, url=db_url, home=tmp_path,
                  check=False)
     assert refused.returncode == 1 and "initiator" in last_json(refused)["error"]
-    out = last_json(sv("withdrawals", "approve", wd.id, "--as", who.bob, url=db_url,
+    out = last_json(sv_here("withdrawals", "approve", wd.id, "--as", who.bob, url=db_url,
                        home=tmp_path))
     assert out["released"] and out["status"] == "approved"
     async with sessions() as s:

@@ -16,9 +16,8 @@ from satvault.accounts.models import AuditEvent
 from satvault.kernel.errors import InvalidInput
 from satvault.risk import service as risk
 from satvault.risk.rules import Outcome, evaluate, parse_rule_set
-from tests.conftest import ONE_DATABASE
 from tests.risk.conftest import ADDR, SAT, Ctx, default_doc
-from tests.test_cli import last_json, sv
+from tests.test_cli import last_json, sv_here
 
 OK_RULE = {"id": "r", "score": 10, "when": {"field": "amount_msat", "op": "gt", "value": 1}}
 
@@ -138,13 +137,12 @@ async def test_the_live_rule_set_changes_only_with_a_second_admin_api(ctx: Ctx, 
     assert json.loads(rows[2].state_after) == {"live": v, "created_by": ann_id}
 
 
-@ONE_DATABASE
 async def test_rules_sanctions_and_labels_from_the_command_line(ctx: Ctx, db_url, tmp_path):
     await admins(ctx)
     async with ctx.sessions() as s, s.begin():
         await acc.create_user(s, email="eve@example.com")
     home = tmp_path / "home"
-    shown = last_json(sv("risk", "rules", "show", url=db_url, home=home))
+    shown = last_json(sv_here("risk", "rules", "show", url=db_url, home=home))
     assert shown["version"] == 1 and shown["created_by"] == "satvault:built-in"
     assert [r["id"] for r in shown["rules"]["rules"]][:2] == ["sanctioned_address",
                                                               "labelled_address"]
@@ -152,36 +150,36 @@ async def test_rules_sanctions_and_labels_from_the_command_line(ctx: Ctx, db_url
     doc = default_doc()
     doc["thresholds"] = {"review": 5, "reject": 500}
     rules.write_text(json.dumps(doc))
-    draft = last_json(sv("risk", "rules", "propose", "--file", str(rules), "--as",
+    draft = last_json(sv_here("risk", "rules", "propose", "--file", str(rules), "--as",
                          "ann@example.com", url=db_url, home=home))
     assert draft["status"] == "draft"
-    own = sv("risk", "rules", "approve", str(draft["version"]), "--as", "ann@example.com",
+    own = sv_here("risk", "rules", "approve", str(draft["version"]), "--as", "ann@example.com",
              url=db_url, home=home, check=False)
     assert own.returncode == 1 and "other than its author" in last_json(own)["error"]
-    eve = sv("risk", "rules", "approve", str(draft["version"]), "--as", "eve@example.com",
+    eve = sv_here("risk", "rules", "approve", str(draft["version"]), "--as", "eve@example.com",
              url=db_url, home=home, check=False)
     assert eve.returncode == 1 and "not an admin" in last_json(eve)["error"]
-    ok = last_json(sv("risk", "rules", "approve", str(draft["version"]), "--as",
+    ok = last_json(sv_here("risk", "rules", "approve", str(draft["version"]), "--as",
                       "ben@example.com", url=db_url, home=home))
     assert ok["status"] == "live"
 
     listed = tmp_path / "sdn.txt"
     listed.write_text(f"# a newer list\n{ADDR}\n")
-    n = last_json(sv("risk", "sanctions", "refresh", "--file", str(listed), "--as",
+    n = last_json(sv_here("risk", "sanctions", "refresh", "--file", str(listed), "--as",
                      "ann@example.com", url=db_url, home=home))
     assert n["addresses"] == 1
     assert (await ctx.screen(ctx.event(1_000 * SAT))).outcome == Outcome.REJECT
     labels = tmp_path / "labels.csv"
     labels.write_text("address,label,score\nbc1qexample,mixer,70\nbc1qother,casino,5\n")
-    bad = sv("risk", "labels", "load", "--file", str(labels), "--as", "ann@example.com",
+    bad = sv_here("risk", "labels", "load", "--file", str(labels), "--as", "ann@example.com",
              url=db_url, home=home, check=False)
     assert bad.returncode == 1 and "line 3: label 'casino'" in last_json(bad)["error"]
     labels.write_text("address,label,score\nbc1qexample,mixer,70\nbc1qother,gambling,5\n")
-    loaded = last_json(sv("risk", "labels", "load", "--file", str(labels), "--as",
+    loaded = last_json(sv_here("risk", "labels", "load", "--file", str(labels), "--as",
                           "ann@example.com", url=db_url, home=home))
     assert loaded["labels"] == {"gambling": 1, "mixer": 1}
     s = await ctx.screen(ctx.event(1_000 * SAT, destination="bc1qexample"))
     assert s.features["destination_labels"] == ["mixer"] and s.outcome == Outcome.REVIEW
-    shipped = last_json(sv("risk", "sanctions", "refresh", "--as", "ben@example.com",
+    shipped = last_json(sv_here("risk", "sanctions", "refresh", "--as", "ben@example.com",
                            url=db_url, home=home))
     assert shipped["addresses"] >= 20  # the dated snapshot shipped with the package
