@@ -37,7 +37,14 @@ browser:
 		>/dev/null)) && echo "make: chromium installed"; } \
 		|| echo "note: chromium is not installed; the browser test will be skipped"
 
-test: $(STAMP) browser
+# The example plug-in (tests/plugins/example) the plug-in tests load through entry points:
+# installed for the suite only, never by `make run`.
+PLUGIN_STAMP := $(VENV)/.plugin-example
+$(PLUGIN_STAMP): $(STAMP) $(wildcard tests/plugins/example/*.toml tests/plugins/example/*/*.py)
+	$(PIP) install -q --no-deps ./tests/plugins/example
+	touch $(PLUGIN_STAMP)
+
+test: $(STAMP) $(PLUGIN_STAMP) browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports

@@ -40,6 +40,7 @@ from satvault.events import outbox
 from satvault.events.delivery import WebhookDispatcher
 from satvault.invoices.service import apply_payment
 from satvault.invoices.tasks import InvoiceRefresher
+from satvault.kernel.plugins import PluginError, load_plugin, plugin_names
 from satvault.lightning.invoices import InvoiceListener, StoreInvoiceHook
 from satvault.lightning.payments import LightningPayer
 from satvault.logs import get_logger
@@ -186,7 +187,14 @@ def make_lightning_backend(settings: Settings) -> LightningBackend | None:
         return ClnBackend(settings.cln_rpc_path)
     if kind in ("", "none"):
         return None
-    raise ValueError(f"unknown lightning_backend {kind!r}: use simnet, lnd, cln or none")
+    if kind in plugin_names("lightning_backends"):
+        backend = load_plugin("lightning_backends", kind)(settings)
+        if not isinstance(backend, LightningBackend):
+            raise PluginError(f"the Lightning backend plug-in {kind!r} made "
+                              f"{type(backend).__name__}, which is not a LightningBackend")
+        return backend
+    known = ", ".join(("simnet", "lnd", "cln", "none", *plugin_names("lightning_backends")))
+    raise ValueError(f"unknown lightning_backend {kind!r}: use {known}")
 
 
 @dataclass

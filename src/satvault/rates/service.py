@@ -28,6 +28,7 @@ from functools import partial
 
 import httpx
 
+from satvault.kernel.plugins import PluginError, load_plugin, plugin_names
 from satvault.logs import get_logger
 from satvault.rates._http import DEFAULT_TIMEOUT, HttpRateSource
 from satvault.rates.base import Rate, RateSource, normalize_currency
@@ -178,11 +179,21 @@ def parse_source_names(names: str) -> list[str]:
     if not parsed:
         raise ValueError("no rate sources configured: use e.g. 'kraken,coinbase,fixed'")
     for name in parsed:
-        if name not in SOURCE_NAMES:
-            raise ValueError(f"unknown rate source {name!r}: use {', '.join(SOURCE_NAMES)}")
+        if name not in SOURCE_NAMES and name not in plugin_names("rate_sources"):
+            known = (*SOURCE_NAMES, *plugin_names("rate_sources"))
+            raise ValueError(f"unknown rate source {name!r}: use {', '.join(known)}")
     if len(set(parsed)) != len(parsed):
         raise ValueError(f"rate source listed twice in {names!r}")
     return parsed
+
+
+def _plugin_source(name: str, *, timeout: float,
+                   transport: httpx.AsyncBaseTransport | None) -> RateSource:
+    source = load_plugin("rate_sources", name)(timeout=timeout, transport=transport)
+    if not isinstance(source, RateSource):
+        raise PluginError(f"the rate source plug-in {name!r} made {type(source).__name__}, "
+                          "which has no name, fetch() and close()")
+    return source
 
 
 def build_rate_service(
@@ -213,7 +224,9 @@ def build_rate_service(
         elif name == "coingecko":
             sources.append(CoinGeckoSource(api_key=coingecko_api_key, timeout=timeout,
                                            transport=transport))
-        else:
+        elif name in _HTTP:
             sources.append(_HTTP[name](timeout=timeout, transport=transport))
+        else:
+            sources.append(_plugin_source(name, timeout=timeout, transport=transport))
     # The whole fetch of one source may take its connect, write and read timeouts in a row.
     return RateService(sources, ttl_seconds=ttl_seconds, source_timeout=timeout * 2)

@@ -13,8 +13,9 @@ direction, rail, destination, counterparty, account, KYC tier) and the features 
 it in one query (:mod:`satvault.risk.features`): windowed aggregates over 1h/24h/7d/30d
 (``agg.<in|out>.<count|sum|mean|stddev|counterparties>.<window>``, history before this event),
 ``velocity.<count|sum>.<window>`` (the same direction's history plus this event), and the
-derived ones named in :data:`FIELDS`. A rule naming anything else is refused when it is
-proposed, not when it is evaluated.
+derived ones named in :data:`FIELDS`, and ``plugin.<name>`` for each installed
+``risk_features`` plug-in (:mod:`satvault.risk.plugins`). A rule naming anything else is
+refused when it is proposed, not when it is evaluated.
 
 Evaluation is a function of (rule set, features) only: the same features against the same rule
 set always give the same decision, which is what lets a stored decision be explained and
@@ -35,15 +36,17 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     model_validator,
 )
 
 from satvault.kernel.errors import InvalidInput
+from satvault.kernel.plugins import PluginError, load_plugin, plugin_names
 
-__all__ = ["FIELDS", "WINDOWS", "Comparison", "Condition", "Outcome", "Rule", "RuleResult",
-           "RuleSetDoc", "Verdict", "evaluate", "parse_rule_set"]
+__all__ = ["FIELDS", "PLUGIN_PREFIX", "WINDOWS", "Comparison", "Condition", "Outcome", "Rule",
+           "RuleResult", "RuleSetDoc", "Verdict", "evaluate", "field_kind", "parse_rule_set"]
 
 WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 _METRICS = ("count", "sum", "mean", "stddev", "counterparties")
@@ -77,6 +80,40 @@ for _m in ("count", "sum"):
     for _w in WINDOWS:
         FIELDS[f"velocity.{_m}.{_w}"] = _NUM
 
+PLUGIN_PREFIX = "plugin."
+_KINDS = (_NUM, _STR, _BOOL, _LIST)
+
+
+def field_kind(name: str) -> str | None:
+    """A field's type: a built-in one's, or an installed plug-in feature's declared kind."""
+    kind = FIELDS.get(name)
+    if kind is not None or not name.startswith(PLUGIN_PREFIX):
+        return kind
+    plugin = name.removeprefix(PLUGIN_PREFIX)
+    if plugin not in plugin_names("risk_features"):
+        return None
+    try:
+        kind = getattr(load_plugin("risk_features", plugin), "kind", None)
+    except PluginError as exc:
+        raise ValueError(str(exc)) from None
+    if kind not in _KINDS:
+        raise ValueError(f"the risk feature plug-in {plugin!r} declares kind {kind!r}; "
+                         f"use one of {', '.join(_KINDS)}")
+    return str(kind)
+
+
+def _fields_of(cond: Any, out: set[str]) -> None:
+    if isinstance(cond, Comparison):
+        out.add(cond.field)
+        if cond.ref is not None:
+            out.add(cond.ref)
+    elif isinstance(cond, All | AnyOf):
+        for c in cond.all if isinstance(cond, All) else cond.any:
+            _fields_of(c, out)
+    elif isinstance(cond, Not):
+        _fields_of(cond.not_, out)
+
+
 _ORDERED = {"lt", "lte", "gt", "gte"}
 _OPS = _ORDERED | {"eq", "ne", "in", "not_in", "contains"}
 
@@ -99,15 +136,16 @@ class Comparison(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Comparison:
-        kind = FIELDS.get(self.field)
+        kind = field_kind(self.field)
         if kind is None:
             raise ValueError(f"unknown field {self.field!r}")
         if self.ref is not None:
             if "value" in self.model_fields_set:
                 raise ValueError("give either value or ref, not both")
-            if self.ref not in FIELDS:
+            ref_kind = field_kind(self.ref)
+            if ref_kind is None:
                 raise ValueError(f"unknown field {self.ref!r} in ref")
-            if self.op not in _ORDERED | {"eq", "ne"} or FIELDS[self.ref] != kind:
+            if self.op not in _ORDERED | {"eq", "ne"} or ref_kind != kind:
                 raise ValueError(f"{self.field} {self.op} {self.ref}: not comparable")
             return self
         if "value" not in self.model_fields_set:
@@ -181,7 +219,7 @@ class Rule(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Rule:
-        if self.score_field is not None and FIELDS.get(self.score_field) != _NUM:
+        if self.score_field is not None and field_kind(self.score_field) != _NUM:
             raise ValueError(f"score_field {self.score_field!r} is not a numeric field")
         return self
 
@@ -211,6 +249,7 @@ class RuleSetDoc(_Strict):
     thresholds: Thresholds
     params: Params = Params()
     rules: list[Rule] = Field(max_length=500)
+    _plugin_fields: tuple[str, ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
     def _unique(self) -> RuleSetDoc:
@@ -218,7 +257,18 @@ class RuleSetDoc(_Strict):
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"duplicate rule ids: {sorted(dup)}")
+        names: set[str] = set()
+        for rule in self.rules:
+            _fields_of(rule.when, names)
+            if rule.score_field is not None:
+                names.add(rule.score_field)
+        self._plugin_fields = tuple(sorted(n for n in names if n.startswith(PLUGIN_PREFIX)))
         return self
+
+    @property
+    def plugin_fields(self) -> tuple[str, ...]:
+        """The ``plugin.*`` fields its rules read (computed for each screening)."""
+        return self._plugin_fields
 
 
 def parse_rule_set(doc: str | Mapping[str, Any]) -> RuleSetDoc:
@@ -318,7 +368,8 @@ def evaluate(rule_set: RuleSetDoc, features: Mapping[str, Any]) -> Verdict:
     sanctioned = bool(features.get("destination_sanctioned"))
     if sanctioned or total >= rule_set.thresholds.reject:
         outcome = Outcome.REJECT
-    elif total >= rule_set.thresholds.review:
+    elif total >= rule_set.thresholds.review or features.get("plugin_errors"):
+        # a plug-in feature that failed cannot approve: a person looks at it
         outcome = Outcome.REVIEW
     else:
         outcome = Outcome.APPROVE

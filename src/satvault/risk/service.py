@@ -42,6 +42,7 @@ from satvault.risk.models import (
     RiskRuleSet,
     RuleSetStatus,
 )
+from satvault.risk.plugins import add_plugin_features
 from satvault.risk.rules import Outcome, RuleSetDoc, Verdict, evaluate, parse_rule_set
 
 __all__ = ["BUILT_IN_AUTHOR", "Screening", "approve_rule_set", "default_rule_set_json",
@@ -143,6 +144,7 @@ async def screen(session: AsyncSession, event: Event, *, lock: bool = True) -> S
     doc = await _doc(session, version, created)
     now = utcnow()
     features = await compute_features(session, event, doc.params, now)
+    add_plugin_features(doc, event, features)
     verdict = evaluate(doc, features)
     return Screening(new_id("rd"), now, event, version, features, verdict, boot)
 
