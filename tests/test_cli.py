@@ -30,11 +30,12 @@ def sv(*args: str, url: str, home: Path, check: bool = True) -> subprocess.Compl
     return proc
 
 
-def sv_here(*args: str, url: str, home: Path, check: bool = True
-            ) -> subprocess.CompletedProcess:
+def sv_here(*args: str, url: str, home: Path, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """:func:`sv` in this process (Typer's runner, the same environment): for commands whose
     process boundary is not what the test is about, at a fraction of a subprocess's start-up."""
-    env = {"SATVAULT_HOME": str(home), "SATVAULT_DATABASE_URL": url, "SATVAULT_CONFIG": None}
+    env = {"SATVAULT_HOME": str(home), "SATVAULT_DATABASE_URL": url, "SATVAULT_CONFIG": None,
+           **(env or {})}
     reset_settings_cache()
     try:  # its own thread: the commands run their own event loop, the caller may be in one
         with ThreadPoolExecutor(1) as pool:

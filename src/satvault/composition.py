@@ -33,7 +33,6 @@ from satvault.backends.lnd import LndBackend
 from satvault.backends.registry import make_chain_backend
 from satvault.config import Settings
 from satvault.custody.refill import RefillPlanner
-from satvault.custody.status import Reconciler
 from satvault.custody.sweeps import SweepPlanner
 from satvault.db import create_engine, session_factory
 from satvault.events import outbox
@@ -50,6 +49,7 @@ from satvault.onchain.service import register_wallet
 from satvault.onchain.watcher import Watcher
 from satvault.payouts.job import PayoutJob
 from satvault.rates.service import RateService, build_rate_service
+from satvault.reconcile import Reconciler, RunReport, reconcile_once
 from satvault.signer.core import HotSigner
 from satvault.signer.inprocess import InProcessSigner
 from satvault.signer.seed import create_seed_file, load_seed_file
@@ -70,7 +70,7 @@ from satvault.workers import (
 
 __all__ = ["Platform", "Runtime", "build_workers", "chain_height", "ensure_dev_signer",
            "liabilities_secret", "make_lightning_backend", "open_database", "open_sessions",
-           "open_signer", "register_signer_wallets"]
+           "open_signer", "reconcile_now", "register_signer_wallets"]
 
 log = get_logger(__name__)
 
@@ -171,6 +171,22 @@ async def chain_height(settings: Settings) -> int:
         return (await backend.tip()).height
     finally:
         await backend.close()
+
+
+async def reconcile_now(settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
+                        runtime: Runtime | None = None, deep: bool = True) -> RunReport:
+    """One reconciliation run on demand (CLI, admin API): through the running runtime's node
+    connections when there is one, else through backends made for this run and closed."""
+    if runtime is not None:
+        return await reconcile_once(sessions, runtime.backend, runtime.lightning, deep=deep)
+    backend = make_chain_backend(settings)
+    lightning = make_lightning_backend(settings)
+    try:
+        return await reconcile_once(sessions, backend, lightning, deep=deep)
+    finally:
+        await backend.close()
+        if lightning is not None:
+            await lightning.close()
 
 
 def make_lightning_backend(settings: Settings) -> LightningBackend | None:

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.audit.service import seal
 from satvault.custody.refill import RefillPlanner
-from satvault.custody.status import Reconciler
 from satvault.custody.sweeps import SweepPlanner
 from satvault.events.delivery import WebhookDispatcher
 from satvault.events.outbox import notifier
@@ -27,6 +26,7 @@ from satvault.logs import get_logger
 from satvault.onchain.service import expire_addresses
 from satvault.onchain.watcher import Watcher
 from satvault.payouts.job import PayoutJob
+from satvault.reconcile import Reconciler
 from satvault.withdrawals.policy.approvals import expire_due as expire_due_approvals
 
 __all__ = ["ServiceWorker", "WebhookWorker", "Worker", "address_expiry_worker",
@@ -131,8 +131,8 @@ def custody_worker(sweeps: SweepPlanner, refills: RefillPlanner, reconciler: Rec
                    interval: float) -> Worker:
     """Plans sweeps of deposit coins into the semi-cold and cold wallets (the payout worker
     signs, broadcasts and books them), raises a refill for the cold cosigners when semi-cold
-    is under its floor, and, on each new block, reconciles every tier's coins with its ledger
-    account."""
+    is under its floor, and, on each new block, runs the three-way reconciliation
+    (:mod:`satvault.reconcile`)."""
     async def tick() -> int:
         planned = (await sweeps.step()).batch_id is not None
         raised = (await refills.step()).batch_id is not None

@@ -12,8 +12,9 @@ import sys
 
 from sqlalchemy import select
 
-from satvault.custody.status import Reconciler, custody_status
+from satvault.custody.status import custody_status
 from satvault.onchain.models import OnchainAddress, OnchainPayment, OnchainWallet, ReviewItem
+from satvault.reconcile import Reconciler
 from satvault.signer._hd import Keyring
 from satvault.signing.paths import WalletName
 from tests.chainenv import SEED, Env
@@ -65,12 +66,14 @@ async def test_a_coin_spent_outside_satvault_is_named_after_two_blocks(env: Env)
     env.chain.mine(1)
     raised = await reconciler.step()
     assert [(d.kind, d.subject) for d in raised] == [("tier_total", "semicold")]
+    # (the coin is gone from the books now: that incident resolved itself, nothing was fixed)
     env.chain.mine(1)
     await reconciler.step()  # still there: raised again in the log, not twice for a person
     async with env.sessions() as s:
         items = (await s.execute(select(ReviewItem.subject).where(
-            ReviewItem.kind == "custody_difference"))).scalars().all()
-    assert sorted(items) == sorted([f"{coin.txid}:{coin.vout}", "semicold"])
+            ReviewItem.kind == "reconciliation_difference"))).scalars().all()
+    assert sorted(items) == sorted([f"coin_missing:{coin.txid}:{coin.vout}",
+                                    "tier_total:semicold"])
     st = await custody_status(env.sessions, env.runtime.backend)
     assert st.tiers["semicold"].ledger_sat == coin.value_sat  # the books were not "fixed"
     assert st.tiers["semicold"].coins_sat == 0

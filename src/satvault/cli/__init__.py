@@ -52,12 +52,14 @@ from satvault.cli.liabilities import app as liabilities_app  # noqa: E402
 from satvault.cli.onchain import app as onchain_app  # noqa: E402
 from satvault.cli.payouts import app as payouts_app  # noqa: E402
 from satvault.cli.policy import policy_app, withdrawals_app  # noqa: E402
+from satvault.cli.reconcile import reconcile as reconcile_command  # noqa: E402
 from satvault.cli.report import app as report_app  # noqa: E402
 from satvault.cli.reserves import app as reserves_app  # noqa: E402
 from satvault.signer.cli import app as signer_app  # noqa: E402
 from satvault.simnet.cli import app as simnet_app  # noqa: E402
 
 app.add_typer(onchain_app, name="onchain")
+app.command("reconcile")(reconcile_command)
 app.add_typer(signer_app, name="signer")
 app.add_typer(payouts_app, name="payouts")
 app.add_typer(custody_app, name="custody")

@@ -2,8 +2,8 @@
 
 ``status`` prints one JSON object: each tier's ledger account, its coins and what the node
 still has of them, the Lightning channel balance, total liabilities and the reserve ratio,
-and any reconciliation difference. ``sweep`` plans a sweep now (the payout worker signs and
-broadcasts it). ``reconcile`` runs the reconciliation once and exits non-zero on a difference.
+and any custody difference. ``sweep`` plans a sweep now (the payout worker signs and
+broadcasts it). ``satvault reconcile`` runs the whole three-way reconciliation.
 """
 
 from __future__ import annotations

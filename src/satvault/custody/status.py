@@ -1,5 +1,5 @@
-"""What the platform holds, tier by tier, against its books and what it owes; and the
-reconciliation that compares each wallet's coins with its ledger account on every block.
+"""What the platform holds, tier by tier, against its books and what it owes: the custody
+part of the reconciliation (:mod:`satvault.reconcile` runs it on every block with the rest).
 
 For each tier (``deposit``, ``semicold`` — the wallet named ``hot`` in the tables —, ``cold``)
 three figures are set side by side:
@@ -13,11 +13,8 @@ three figures are set side by side:
 
 A reconciliation *difference* is any disagreement: ``ledger_sat != coins_sat`` for a tier,
 or a coin the books hold that the node no longer has and no move of ours spent (spent outside
-satvault, or gone in a reorg the watcher has not processed). Differences are named row by row,
-raised for a person (a review item, once per subject) and logged as errors; nothing is
-"fixed" automatically. A difference must be seen on two consecutive blocks before it is
-raised: between a move's confirmation and its booking, and between a block and the watcher's
-step, the figures legitimately disagree for a moment.
+satvault, or gone in a reorg the watcher has not processed). Differences are named row by row;
+:mod:`satvault.reconcile` keeps them as incidents and raises those that persist.
 
 The node calls are made with no database transaction open (coins are read first, the ledger
 last).
@@ -34,7 +31,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.backends.base import ChainBackend
 from satvault.backends.errors import BackendUnavailable
 from satvault.backends.lightning import LightningBackend
-from satvault.db import utcnow
 from satvault.ledger.models import LedgerAccount
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import WALLET_KINDS, get_account
@@ -45,11 +41,10 @@ from satvault.onchain.models import (
     OnchainPayment,
     OnchainPaymentStatus,
     OnchainWallet,
-    ReviewItem,
 )
 from satvault.payouts.models import LIVE_STATUSES, BatchStatus, PayoutBatch, PayoutInput
 
-__all__ = ["TIERS", "CustodyStatus", "Difference", "Reconciler", "custody_status"]
+__all__ = ["TIERS", "CustodyStatus", "Difference", "custody_status"]
 
 log = get_logger(__name__)
 MSAT = 1000
@@ -180,41 +175,3 @@ async def custody_status(sessions: async_sessionmaker[AsyncSession], backend: Ch
     assets = sum(t.coins_sat for t in tiers.values()) * MSAT + \
         (ln_status["channel_local_msat"] if ln_status else 0)
     return CustodyStatus(height, tiers, ln_status, liabilities, assets, differences)
-
-
-class Reconciler:
-    """Runs :func:`custody_status` once per new block and raises the differences that
-    persisted over two consecutive blocks."""
-
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: ChainBackend,
-                 lightning: LightningBackend | None = None) -> None:
-        self.sessions = sessions
-        self.backend = backend
-        self.lightning = lightning
-        self._last_height: int | None = None
-        self._seen: set[Difference] = set()
-
-    async def step(self, *, force: bool = False) -> list[Difference]:
-        """The differences raised by this run (empty if the tip did not move)."""
-        tip = (await self.backend.tip()).height
-        if tip == self._last_height and not force:
-            return []
-        status = await custody_status(self.sessions, self.backend, self.lightning)
-        self._last_height = tip
-        current = set(status.differences)
-        persistent = sorted(current & self._seen, key=lambda d: (d.kind, d.subject))
-        self._seen = current
-        if persistent:
-            await self._raise(persistent)
-        return persistent
-
-    async def _raise(self, differences: list[Difference]) -> None:
-        async with self.sessions() as s, s.begin():
-            open_ = set((await s.execute(select(ReviewItem.subject).where(
-                ReviewItem.kind == "custody_difference",
-                ReviewItem.resolved_at.is_(None)))).scalars())
-            for d in differences:
-                log.error("custody_difference", kind=d.kind, subject=d.subject, detail=d.detail)
-                if d.subject not in open_:
-                    s.add(ReviewItem(kind="custody_difference", subject=d.subject,
-                                     details=d.detail, created_at=utcnow()))

@@ -1,5 +1,5 @@
-"""Operator endpoints (admin scope): the ledger's consistency check and raw accounts, and the
-chain watcher's wake-up call."""
+"""Operator endpoints (admin scope): the ledger's consistency check and raw accounts, the
+three-way reconciliation, and the chain watcher's wake-up call."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 
 from satvault.accounts.service import Principal
+from satvault.composition import reconcile_now
 from satvault.ledger.check import check_ledger
 from satvault.ledger.store import get_account
+from satvault.reconcile.service import open_incidents
 from satvault.web.deps import SessionDep, require_scope
 from satvault.web.openapi import problem_responses
+from satvault.web.state import runtime_of, sessions_of, settings_of
 
-__all__ = ["chain_router", "router"]
+__all__ = ["chain_router", "reconciliation_router", "router"]
 
 router = APIRouter(prefix="/api/v1/admin/ledger", tags=["admin"])
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
@@ -51,3 +54,19 @@ async def chain_notify(request: Request, _admin: Admin) -> dict[str, bool]:
     if runtime is not None:
         runtime.watcher.wake.set()
     return {"woken": runtime is not None}
+
+
+reconciliation_router = APIRouter(prefix="/api/v1/admin/reconciliation", tags=["admin"])
+
+
+@reconciliation_router.get("")
+async def reconciliation(request: Request, _admin: Admin, deep: bool = True) -> dict[str, Any]:
+    """Run the three-way reconciliation now (the ledger with itself, with the payment records,
+    with the chain and Lightning nodes) and return every difference, named row by row, with
+    the open incidents. ``deep=false`` skips walking the audit chain. Nothing is corrected."""
+    sessions = sessions_of(request)
+    report = await reconcile_now(settings_of(request), sessions, runtime=runtime_of(request),
+                                 deep=deep)
+    async with sessions() as s:
+        incidents = await open_incidents(s)
+    return {**report.as_dict(), "open_incidents": incidents}
