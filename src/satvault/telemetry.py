@@ -15,9 +15,15 @@ record an event without importing the metrics package, which reads many domains'
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import os
+from collections.abc import Iterable
 
-__all__ = ["HTTP_SECONDS", "PAYMENTS", "PAYMENT_SECONDS", "SIGNER_REFUSALS"]
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+__all__ = ["HTTP_SECONDS", "PAYMENTS", "PAYMENT_SECONDS", "SIGNER_REFUSALS", "EventCollector"]
 
 PAYMENTS = Counter(
     "satvault_payments", "Outgoing payments that reached an outcome, by rail and outcome "
@@ -34,3 +40,16 @@ SIGNER_REFUSALS = Counter(
     "satvault_signer_refusals", "Signing requests the signer refused (its policy or its caps), "
     "by the refusal's type; the signer's audit log (`satvault signer refusals`) has each "
     "one's reason.", ["error_type"])
+
+
+class EventCollector(Collector):
+    """The event metrics for a scrape: every process's added up (``PROMETHEUS_MULTIPROC_DIR``
+    set) or this process's registry (with prometheus_client's process and GC metrics)."""
+
+    def collect(self) -> Iterable[Metric]:
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
+            inner = CollectorRegistry()
+            MultiProcessCollector(inner, path=directory)  # type: ignore[no-untyped-call]
+            return inner.collect()
+        return REGISTRY.collect()

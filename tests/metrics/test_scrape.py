@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import yaml
-from pydantic import SecretStr
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from satvault.accounts import service as acc
 from satvault.web.app import create_app
@@ -139,3 +139,25 @@ async def test_the_metrics_token_is_required_when_set(lnenv: LnEnv):
         assert "satvault_invoices" in Scrape(ok.text).families
         # not an API endpoint: absent from the OpenAPI document
         assert "/metrics" not in (await c.get("/openapi.json")).json()["paths"]
+
+
+def test_with_a_multiprocess_directory_a_scrape_adds_every_process_up(tmp_path):
+    """prometheus_client picks its storage when first imported, so this needs fresh
+    processes: two count a payment each, a third renders the event metrics."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    count = ("from satvault.telemetry import PAYMENTS; "
+             "PAYMENTS.labels('lightning', 'succeeded').inc()")
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", count], env=env, check=True)
+    render = ("from prometheus_client import CollectorRegistry, generate_latest; "
+              "from satvault.telemetry import EventCollector; "
+              "r = CollectorRegistry(); r.register(EventCollector()); "
+              "print(generate_latest(r).decode())")
+    out = subprocess.run([sys.executable, "-c", render], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    assert Scrape(out).value("satvault_payments_total", rail="lightning",
+                             outcome="succeeded") == 2

@@ -4,18 +4,17 @@ read at the scrape (:mod:`satvault.metrics.state`), in Prometheus' text format."
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.backends.base import ChainBackend
 from satvault.backends.lightning import LightningBackend
 from satvault.metrics.state import families, gather
+from satvault.telemetry import EventCollector
 
 __all__ = ["CONTENT_TYPE", "render"]
 
@@ -32,23 +31,11 @@ class _Fixed(Collector):
         return iter(self._metrics)
 
 
-class _Events(Collector):
-    """The event metrics: all processes' (multi-process mode) or this process's registry."""
-
-    def collect(self) -> Iterable[Metric]:
-        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        if directory:
-            inner = CollectorRegistry()
-            MultiProcessCollector(inner, path=directory)  # type: ignore[no-untyped-call]
-            return inner.collect()
-        return REGISTRY.collect()
-
-
 async def render(sessions: async_sessionmaker[AsyncSession], *,
                  backend: ChainBackend | None = None,
                  lightning: LightningBackend | None = None) -> bytes:
     snapshot = await gather(sessions, backend=backend, lightning=lightning)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Events())
+    registry.register(EventCollector())
     registry.register(_Fixed(families(snapshot)))
     return generate_latest(registry)
