@@ -14,7 +14,7 @@ from satvault.events.outbox import emit, notifier
 from tests.chainenv import LnEnv
 
 EVERY_WORKER = {"hold-expiry", "address-expiry", "audit", "withdrawal-approvals", "webhooks",
-                "chain-watcher", "payouts", "custody", "invoices", "lightning-payer",
+                "alerts", "chain-watcher", "payouts", "custody", "invoices", "lightning-payer",
                 "lightning-listener"}
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from satvault.backends.base import ChainBackend
@@ -43,6 +44,7 @@ from satvault.kernel.plugins import PluginError, load_plugin, plugin_names
 from satvault.lightning.invoices import InvoiceListener, StoreInvoiceHook
 from satvault.lightning.payments import LightningPayer
 from satvault.logs import get_logger
+from satvault.metrics.alerts import AlertMonitor, Channel, EmailChannel, WebhookChannel
 from satvault.migrate import ensure_current
 from satvault.onchain.models import OnchainWallet
 from satvault.onchain.service import register_wallet
@@ -68,9 +70,9 @@ from satvault.workers import (
     webhook_worker,
 )
 
-__all__ = ["Platform", "Runtime", "build_workers", "chain_height", "ensure_dev_signer",
-           "liabilities_secret", "make_lightning_backend", "open_database", "open_sessions",
-           "open_signer", "reconcile_now", "register_signer_wallets"]
+__all__ = ["Platform", "Runtime", "alerts_worker", "build_workers", "chain_height",
+           "ensure_dev_signer", "liabilities_secret", "make_lightning_backend", "open_database",
+           "open_sessions", "open_signer", "reconcile_now", "register_signer_wallets"]
 
 log = get_logger(__name__)
 
@@ -288,6 +290,36 @@ def open_database(settings: Settings, *, pool_size: int | None = None
 # ----------------------------------------------------------------------------- workers
 
 
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def alerts_worker(settings: Settings, sessions: async_sessionmaker[AsyncSession],
+                  runtime: Runtime | None) -> Worker:
+    """The critical alerts (satvault.metrics.alerts), told to the configured webhooks and
+    e-mail recipients; with neither configured it still tracks the conditions (exported as
+    ``satvault_alert_firing``)."""
+    client = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
+    secret = settings.alert_webhook_secret.get_secret_value() \
+        if settings.alert_webhook_secret else None
+    channels: list[Channel] = [WebhookChannel(url, secret, client)
+                               for url in _split(settings.alert_webhook_urls)]
+    if settings.alert_smtp_host and _split(settings.alert_email_to):
+        channels.append(EmailChannel(
+            host=settings.alert_smtp_host, port=settings.alert_smtp_port,
+            sender=settings.alert_email_from, recipients=_split(settings.alert_email_to),
+            starttls=settings.alert_smtp_starttls, username=settings.alert_smtp_username,
+            password=settings.alert_smtp_password.get_secret_value()
+            if settings.alert_smtp_password else ""))
+    monitor = AlertMonitor(
+        sessions, channels, floor_sat=settings.semicold_floor_sat,
+        lag_blocks=settings.alert_watcher_lag_blocks,
+        refusal_seconds=settings.alert_signer_refusal_seconds,
+        backend=runtime.backend if runtime is not None else None,
+        lightning=runtime.lightning if runtime is not None else None)
+    return Worker("alerts", settings.alert_interval, monitor.step, on_stop=client.aclose)
+
+
 def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession],
                   runtime: Runtime | None) -> list[Worker]:
     """Every background worker of a process that runs them, in start order. The node-facing
@@ -301,6 +333,7 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
         approval_expiry_worker(sessions, settings.withdrawal_approval_expiry_interval),
         webhook_worker(WebhookDispatcher(sessions, environment=settings.environment),
                        interval=2.0),
+        alerts_worker(settings, sessions, runtime),
     ]
     if runtime is None:
         return workers

@@ -257,6 +257,30 @@ class Settings(BaseSettings):
     ln_payer_concurrency: int = Field(default=16, ge=1, le=1000)
     ln_payer_per_destination: int = Field(default=4, ge=1, le=1000)
 
+    # --- metrics and alerts (docs/operations.md) --------------------------------------------
+    # GET /metrics (Prometheus text format). A token: scrapers must send it as a bearer token;
+    # empty: open to whoever reaches the port (keep it off the public internet then).
+    metrics_enabled: bool = True
+    metrics_token: SecretStr | None = None
+    # The alerts worker: how often it checks the critical conditions, and where it tells
+    # someone when one starts or ends. Webhook URLs are comma-separated; each POST is signed
+    # like a merchant webhook (Satvault-Signature) with alert_webhook_secret.
+    alert_interval: float = Field(default=30.0, gt=0)
+    alert_webhook_urls: str = ""
+    alert_webhook_secret: SecretStr | None = None
+    # E-mail through an SMTP relay: host empty = no e-mail. Recipients comma-separated.
+    alert_smtp_host: str = ""
+    alert_smtp_port: int = Field(default=25, ge=1, le=65535)
+    alert_smtp_starttls: bool = False
+    alert_smtp_username: str = ""
+    alert_smtp_password: SecretStr | None = None
+    alert_email_from: str = "satvault@localhost"
+    alert_email_to: str = ""
+    # The chain watcher counts as stalled this many blocks behind the node's tip.
+    alert_watcher_lag_blocks: int = Field(default=3, ge=1)
+    # A signer refusal keeps its alert open this long after the last one.
+    alert_signer_refusal_seconds: int = Field(default=3600, ge=1)
+
     @field_validator("rate_limit_auth_failures_per_address", "rate_limit_auth_failures_per_key",
                      "rate_limit_public", "rate_limit_public_create", "rate_limit_create")
     @classmethod

@@ -254,6 +254,10 @@ def serve(
         sys.stderr.write(f"satvault: note: rate limits are kept in each process's memory, so "
                          f"every one of the {workers} processes allows the full budget; set "
                          "SATVAULT_RATE_LIMIT_STORAGE=redis://… to share them\n")
+    if workers > 1 and settings.metrics_enabled and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        sys.stderr.write("satvault: note: PROMETHEUS_MULTIPROC_DIR is not set, so each scrape "
+                         "of /metrics shows one process's counters; set it to an empty "
+                         "directory to add every process's up (docs/operations.md)\n")
     node = _start_simnet(settings) if settings.chain_backend == "simnet" else None
     ln_node = _start_ln_simnet(settings) if settings.lightning_backend == "simnet" else None
     url = f"http://{settings.host}:{settings.port}"

@@ -20,6 +20,7 @@ both wallets move in one transaction. Paying one's own invoice is refused.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from satvault.logs import get_logger
 from satvault.payouts.events import emit_withdrawal, emit_withdrawal_events
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import check_daily_limit, insert_within_daily_limit
+from satvault.telemetry import PAYMENT_SECONDS, PAYMENTS
 
 __all__ = ["LightningPayer", "OwnInvoice", "PayerReport", "cancel_on_node", "fee_reserve",
            "own_bolt11", "pay_own_invoice", "payable_at_once", "request_ln_withdrawal",
@@ -472,6 +474,7 @@ class LightningPayer:
         if payment is None:
             return
         report.sent += 1
+        started = time.monotonic()
         try:
             result = await self.backend.pay(
                 payment.bolt11,
@@ -481,6 +484,7 @@ class LightningPayer:
         except BackendUnavailable as exc:
             await self._mark(pid, LnPaymentStatus.UNKNOWN, str(exc))
             report.unknown += 1
+            PAYMENTS.labels("lightning", "unknown").inc()
             log.warning("ln_payment_unknown", payment=pid, error=str(exc))
             return
         except LndError as exc:
@@ -497,7 +501,9 @@ class LightningPayer:
         except BackendError as exc:  # anything else: the outcome is unknown, ask later
             await self._mark(pid, LnPaymentStatus.UNKNOWN, str(exc))
             report.unknown += 1
+            PAYMENTS.labels("lightning", "unknown").inc()
             return
+        PAYMENT_SECONDS.labels("lightning").observe(time.monotonic() - started)
         await self._apply(pid, result, report)
 
     async def _mark(self, pid: str, status: LnPaymentStatus, why: str | None = None) -> None:
@@ -544,12 +550,14 @@ class LightningPayer:
         if result.status is PaymentStatus.SUCCEEDED:
             await retrying(self.sessions, lambda s: self._succeed(s, pid, result))
             report.succeeded += 1
+            PAYMENTS.labels("lightning", "succeeded").inc()
             return
         retried = await retrying(self.sessions, lambda s: self._fail(s, pid, result))
         if retried:
             report.retried += 1
         else:
             report.failed += 1
+        PAYMENTS.labels("lightning", "retried" if retried else "failed").inc()
 
     async def _succeed(self, session: AsyncSession, pid: str, result: PaymentResult) -> None:
         p = await session.get(LnPayment, pid, with_for_update=True)

@@ -70,6 +70,7 @@ from satvault.signing.psbt import (
     accounts_from_descriptors,
     make_psbt,
 )
+from satvault.telemetry import SIGNER_REFUSALS
 
 __all__ = ["PayoutJob", "PayoutReport", "estimate_vsize", "split_fee", "store_batch",
            "within_signer_cap"]
@@ -320,6 +321,7 @@ class PayoutJob:
                 psbt, payments, max_fee_sat=max_fee,
                 max_feerate_sat_vb=self.settings.max_feerate_sat_vb)
         except SigningRefused as refused:
+            SIGNER_REFUSALS.labels(type(refused).__name__).inc()
             if replacement:  # the live version is untouched: refuse the bump, keep tracking
                 raise CannotBumpFee(f"the signer refused the replacement: {refused}") \
                     from refused

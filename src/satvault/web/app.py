@@ -18,6 +18,7 @@ from satvault.config import Settings, get_settings
 from satvault.web.deps import PrincipalCache
 from satvault.web.docs import install_docs
 from satvault.web.guard import InputGuard
+from satvault.web.httpmetrics import HttpMetrics
 from satvault.web.openapi import install_openapi
 from satvault.web.problems import install_problem_handlers
 from satvault.web.ratelimit import PublicLimit, install_rate_limits
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     install_problem_handlers(app)
     limiter = install_rate_limits(app, settings)
     app.add_middleware(InputGuard, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(HttpMetrics)
     install_openapi(app)
     install_docs(app)
     for router in ROUTERS:

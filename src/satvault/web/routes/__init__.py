@@ -17,6 +17,7 @@ from satvault.web.routes import (
     kyc,
     liabilities,
     lnurl,
+    metrics,
     reports,
     risk,
     stores,
@@ -47,4 +48,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     kyc.router,
     approvals.router,
     risk.router,
+    metrics.router,
 )
