@@ -39,7 +39,7 @@ TABLES = ["risk_cases", "risk_decisions", "risk_rule_sets", "risk_address_labels
           "store_invoices", "lnurl_auth_challenges", "lnurl_auth_keys",
           "lnurl_withdraw_vouchers",
           "lightning_addresses", "ln_cursors", "ln_payments", "ln_invoices",
-          "idempotency_keys", "payout_inputs", "payout_txs", "withdrawals", "payout_batches",
+          "idempotency_keys", "audit_anchors", "payout_inputs", "payout_txs", "withdrawals", "payout_batches",
           "review_items", "chain_blocks", "onchain_payments", "deposit_requests",
           "onchain_addresses", "onchain_wallets", "audit_events", "api_keys", "wallets",
           "stores", "merchants", "users", "ledger_failed_transfers", "ledger_transfers",
