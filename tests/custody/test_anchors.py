@@ -226,3 +226,23 @@ async def test_a_fee_bump_keeps_the_anchor_and_the_books_balance(env: Env):
     assert t["hot_wallet"] + t["cold_wallet"] + t["network_fees"] == 1_000_000
     await env.check()
     assert (await check_anchor_tx(env.sessions, env.runtime.backend, new_txid))["ok"]
+
+
+async def test_an_abandoned_sweep_hands_its_anchor_to_the_next_one(env: Env):
+    await deposit(env, 300_000)
+    gone = await deposit(env, 700_000)
+    top = await anchor(env.sessions, actor="ops", onchain=True)
+    decision = await env.runtime.sweeps.step()
+    assert decision.anchor_seq == top.seq
+    await env.runtime.payouts.advance()
+    env.chain.reorg(1, drop_txids=[gone])  # the sweep spending that deposit cannot exist
+    await env.runtime.watcher.step()
+    await env.runtime.payouts.advance()
+    (waiting,) = await _anchors(env)
+    assert (waiting.status, waiting.batch_id) == (AnchorStatus.REQUESTED, None)
+    again = await env.sweep()
+    (carried,) = await _anchors(env)
+    assert (carried.status, carried.batch_id, carried.seq) == \
+        (AnchorStatus.CONFIRMED, again, top.seq)
+    assert (await check_anchor_tx(env.sessions, env.runtime.backend, carried.txid))["ok"]
+    await env.check()
