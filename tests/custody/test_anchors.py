@@ -25,6 +25,7 @@ from satvault.audit.service import anchor, head, seal_all, verify
 from satvault.cli import app
 from satvault.config import reset_settings_cache
 from satvault.custody.anchoring import check_anchor_tx
+from satvault.kernel.errors import InvalidInput
 from satvault.payouts.job import estimate_vsize
 from satvault.payouts.models import PayoutBatch, PayoutTx
 from satvault.signing.anchor import anchor_script, find_anchor, is_op_return
@@ -213,6 +214,9 @@ async def test_a_fee_bump_keeps_the_anchor_and_the_books_balance(env: Env):
     assert decision.anchor_seq == top.seq
     await env.runtime.payouts.advance()
     new_txid = await env.runtime.payouts.bump_fee(decision.batch_id, 25)
+    unconfirmed = await check_anchor_tx(env.sessions, env.runtime.backend, new_txid)
+    assert not unconfirmed["ok"] and "not confirmed yet" in unconfirmed["error"]
+    assert unconfirmed["chain_hash"] == top.hash  # the hashes agree: only the block is missing
     env.chain.mine(1)
     await env.runtime.watcher.step()
     assert (await env.runtime.payouts.advance()).confirmed == 1
@@ -246,3 +250,11 @@ async def test_an_abandoned_sweep_hands_its_anchor_to_the_next_one(env: Env):
         (AnchorStatus.CONFIRMED, again, top.seq)
     assert (await check_anchor_tx(env.sessions, env.runtime.backend, carried.txid))["ok"]
     await env.check()
+
+
+async def test_nothing_sealed_nothing_to_anchor(sessions):
+    with pytest.raises(InvalidInput, match="nothing is sealed yet"):
+        await anchor(sessions, actor="ops", onchain=True)
+    async with sessions() as s:
+        assert (await s.execute(select(AuditAnchor))).first() is None
+        assert (await s.execute(select(AuditEvent))).first() is None  # nothing recorded
