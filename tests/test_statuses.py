@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from satvault.accounts.models import User, UserStatus
+from satvault.audit.models import AnchorStatus
 from satvault.db import Base, StrEnumType, utcnow
 from satvault.events.models import DeliveryStatus
 from satvault.idempotency_models import IdempotencyKey, IdempotencyStatus
@@ -60,6 +61,7 @@ CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
     ("risk_rule_sets", "status", "ck_risk_rule_sets_status", RuleSetStatus),
     ("risk_cases", "status", "ck_risk_cases_status", CaseStatus),
     ("risk_decisions", "outcome", "ck_risk_decisions_outcome", Outcome),
+    ("audit_anchors", "status", "ck_audit_anchors_status", AnchorStatus),
 ]
 # Typed by an enum, but without a CHECK constraint: the enum is the only gate.
 UNCHECKED: list[tuple[str, str, type[StrEnum]]] = [

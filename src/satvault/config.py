@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     hold_expiry_interval: float = 5.0
     # How often the audit worker seals new audit rows and ledger transfers into the hash chain.
     audit_seal_interval: float = 5.0
+    # On: every sweep commits the audit chain's latest sealed head in a zero-value OP_RETURN
+    # (when no anchor was requested with `satvault audit anchor --onchain`, and the head moved
+    # since the last anchor). Off: only requested anchors go on chain, in the next sweep.
+    audit_anchor_in_sweeps: bool = False
     db_pool_size: int = 20
     # `satvault serve`'s event loop and HTTP parser (uvicorn's names). "auto" takes uvloop and
     # httptools (installed with satvault); "asyncio" / "h11", the pure-Python ones, only to

@@ -32,3 +32,24 @@ async def test_admin_lists_rows_with_hashes_and_verifies(engine, db_url, session
         assert rest.json()["rows"][0]["seq"] == 3
         bad = await c.get("/api/v1/admin/audit", params={"limit": 0}, headers=auth(admin_key))
         assert bad.status_code == 422
+
+
+async def test_admin_requests_an_onchain_anchor_and_lists_anchors(engine, db_url, sessions):
+    async with sessions() as s, s.begin():
+        admin = await acc.create_user(s, email="root@example.com", is_admin=True)
+        _, admin_key = await acc.create_api_key(s, owner_id=admin.id, scopes=["admin"])
+        user = await acc.create_user(s, email="u@example.com")
+        _, user_key = await acc.create_api_key(s, owner_id=user.id, scopes=["wallet:read"])
+    async with client_for(engine, db_url) as c:
+        url = "/api/v1/admin/audit/anchors"
+        assert (await c.post(url, headers=auth(user_key))).status_code == 403
+        first = await c.post(url, headers=auth(admin_key))
+        assert first.status_code == 202, first.text
+        second = (await c.post(url, headers=auth(admin_key))).json()
+        assert second["requested"] and second["seq"] > first.json()["seq"]
+        listed = (await c.get(url, headers=auth(admin_key))).json()["anchors"]
+        # the newer request replaces the older one no sweep carried yet
+        assert [(a["seq"], a["status"], a["requested_by"]) for a in listed] == [
+            (second["seq"], "requested", admin.id),
+            (first.json()["seq"], "superseded", admin.id)]
+        assert listed[0]["hash"] == second["hash"] and listed[0]["txid"] is None

@@ -62,6 +62,8 @@ _DESTINATION = {"invalid-address", "invalid-payment-uri", "invalid-invoice", "wr
                 "insufficient-funds", "invalid-withdrawal", "kyc-limit-exceeded",
                 "wallet-frozen", "risk-rejected", _REUSED}
 DOMAIN_REFUSALS: dict[str, set[str]] = {
+    # Nothing sealed yet: no head to anchor on chain.
+    "POST /api/v1/admin/audit/anchors": {"invalid-input"},
     # KYC: tiers the configuration has, an approval naming documents and checks, a name that
     # is more than punctuation, a reviewer who is not the subject; a wallet frozen once.
     "POST /api/v1/admin/kyc/{owner_type}/{owner_id}/records": {"invalid-input", "forbidden"},

@@ -68,13 +68,13 @@ from satvault.audit.chain import (
     parse_range,
     row_hash,
 )
-from satvault.audit.models import AuditEvent
+from satvault.audit.models import AnchorStatus, AuditAnchor, AuditEvent
 from satvault.db import Amount, IdInt, UtcDateTime, utcnow
 from satvault.kernel.errors import InvalidInput
 from satvault.logs import get_logger
 
-__all__ = ["ANCHOR", "Head", "Sealed", "Verification", "anchor", "head", "list_events",
-           "record", "seal", "verify"]
+__all__ = ["ANCHOR", "AnchorCheck", "Head", "Sealed", "Verification", "anchor", "head",
+           "list_events", "record", "seal", "verify", "verify_anchor"]
 
 log = get_logger(__name__)
 
@@ -370,10 +370,12 @@ async def _check_range(session: AsyncSession, r: ChainRow, lo: int) -> tuple[int
 
 
 async def verify(session: AsyncSession, *,
-                 progress: Callable[[int, int], None] | None = None) -> Verification:
+                 progress: Callable[[int, int], None] | None = None,
+                 upto: int | None = None) -> Verification:
     """Walk the sealed chain from its first row: every seq in turn, each ``prev_hash`` the
     previous ``hash``, each hash recomputed, ids increasing, each ``ledger.sealed`` range
-    contiguous and re-hashed from ``ledger_transfers``. Stops at the first break."""
+    contiguous and re-hashed from ``ledger_transfers``. Stops at the first break, or after
+    the row ``upto`` (then the rows past it are not looked at)."""
     total = int((await session.execute(
         select(func.count()).where(_events.c.seq.is_not(None)))).scalar_one())
     unsealed = int((await session.execute(
@@ -386,9 +388,10 @@ async def verify(session: AsyncSession, *,
         return Verification(broken is None, expected - 1, transfers, unsealed, top, broken)
 
     while True:
-        page = (await session.execute(
-            select(*_ROW_COLS).where(_events.c.seq >= expected).order_by(_events.c.seq)
-            .limit(_PAGE))).all()
+        q = select(*_ROW_COLS).where(_events.c.seq >= expected)
+        if upto is not None:
+            q = q.where(_events.c.seq <= upto)
+        page = (await session.execute(q.order_by(_events.c.seq).limit(_PAGE))).all()
         if not page:
             break
         for raw in page:
@@ -417,6 +420,8 @@ async def verify(session: AsyncSession, *,
             expected += 1
             if progress is not None:
                 progress(expected - 1, total)
+    if upto is not None:
+        return result(None)
     behind = (await session.execute(
         select(func.min(_events.c.id)).where(_events.c.seq.is_(None),
                                              _events.c.id < last_id))).scalar()
@@ -436,13 +441,64 @@ async def verify(session: AsyncSession, *,
 
 
 async def anchor(sessions: async_sessionmaker[AsyncSession], *, actor: str,
-                 fence_timeout: float = 5.0) -> Head:
+                 fence_timeout: float = 5.0, onchain: bool = False) -> Head:
     """Seal, then record the head (seq, hash, time) as an ``audit.anchor`` row, which the
-    next round chains too; returns the head for the operator to publish elsewhere."""
+    next round chains too; returns the head for the operator to publish elsewhere.
+
+    ``onchain``: also ask for the head to be committed in the next sweep's ``OP_RETURN``
+    (an ``audit_anchors`` row in ``requested``; an older request no sweep carried yet is
+    superseded by this newer head, which vouches for everything the older one did)."""
     await seal_all(sessions, fence_timeout=fence_timeout)
     async with sessions() as s, s.begin():
-        top = await head(s) or Head(0, GENESIS, None)
+        top = await head(s)
+        if onchain and top is None:
+            raise InvalidInput("nothing is sealed yet: there is no head to anchor on chain")
+        top = top or Head(0, GENESIS, None)
         await record(s, actor=actor, action=ANCHOR, object=f"audit_events.seq={top.seq}",
-                     after=top.as_dict())
+                     after={**top.as_dict(), **({"onchain": True} if onchain else {})})
+        if onchain:
+            await s.execute(update(AuditAnchor).where(
+                AuditAnchor.status == AnchorStatus.REQUESTED).values(
+                status=AnchorStatus.SUPERSEDED))
+            s.add(AuditAnchor(seq=top.seq, hash=top.hash, status=AnchorStatus.REQUESTED,
+                              requested_by=actor[:80], requested_at=utcnow()))
     await seal(sessions, fence_timeout=fence_timeout)
     return top
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorCheck:
+    """An on-chain anchor (seq, hash) held against the chain as it is now."""
+
+    ok: bool
+    seq: int
+    anchored: str  # the hash the transaction commits to
+    found: str | None  # the chain's hash at that seq, recomputed (None: not reached)
+    rows: int  # rows re-hashed from the first one
+    broken: Break | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "seq": self.seq, "anchored_hash": self.anchored,
+                "chain_hash": self.found, "rows_checked": self.rows,
+                "broken": self.broken.as_dict() if self.broken else None,
+                **({"error": str(self.broken)} if self.broken else {})}
+
+
+async def verify_anchor(session: AsyncSession, *, seq: int, hash: str) -> AnchorCheck:
+    """Re-hash the chain from its first row up to ``seq`` and compare that row's hash with
+    the one an anchor committed to. A row changed behind the triggers breaks the walk (and
+    is named); a chain rewritten *and re-hashed* walks cleanly but ends on another hash."""
+    v = await verify(session, upto=seq)
+    if v.broken is not None:
+        return AnchorCheck(False, seq, hash, None, v.rows, v.broken)
+    top = v.head
+    if top is None or top.seq < seq:
+        return AnchorCheck(False, seq, hash, None, v.rows, Break(
+            top.id if top else 0, seq, f"the chain has {v.rows} sealed rows; the anchor "
+            f"commits to seq {seq} (sealed rows were removed)"))
+    if top.hash != hash:
+        return AnchorCheck(False, seq, hash, top.hash, v.rows, Break(
+            top.id, seq, "the chain's hash at the anchored row is not the one committed on "
+            "chain: the log up to this row was rewritten (and re-hashed) after the anchor",
+            expected=hash, found=top.hash))
+    return AnchorCheck(True, seq, hash, top.hash, v.rows)

@@ -5,7 +5,9 @@ every few seconds; the command is for processes that run no workers). ``verify``
 walks the whole chain and re-hashes the ledger transfer ranges it vouches for; exit 1 names
 the first broken row and what differs. ``anchor`` seals and prints the head (seq, hash, time)
 for the operator to publish somewhere the platform cannot rewrite, and records it as an
-``audit.anchor`` row.
+``audit.anchor`` row; with ``--onchain`` the next sweep also commits it in an ``OP_RETURN``.
+``anchors`` lists those on-chain anchors; ``verify-anchor <txid>`` reads one back from the
+chain and checks the log still hashes to it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from satvault.kernel.errors import SatvaultError
 __all__ = ["app"]
 
 T = TypeVar("T")
-app = typer.Typer(help="The hash-chained audit log: seal, verify, anchor.",
+app = typer.Typer(help="The hash-chained audit log: seal, verify, anchor (also on chain).",
                   no_args_is_help=True)
 FenceTimeout = Annotated[float, typer.Option(
     min=0.0, help="Seconds to wait for transactions still open before sealing past them.")]
@@ -97,11 +99,57 @@ def verify_cmd(fence_timeout: FenceTimeout = 30.0) -> None:
 def anchor_cmd(
     actor: Annotated[str, typer.Option(help="Who anchors (recorded on the anchor row).")]
     = "cli",
+    onchain: Annotated[bool, typer.Option(
+        "--onchain", help="Also commit this head in the next sweep's OP_RETURN.")] = False,
     fence_timeout: FenceTimeout = 30.0,
 ) -> None:
     """Seal and print the chain's head (seq, hash, time); record it as an anchor row.
-    Publish the printed line somewhere this platform cannot rewrite."""
+    Publish the printed line somewhere this platform cannot rewrite. With --onchain the
+    next sweep also commits it on chain (`audit anchors` shows its txid once confirmed)."""
     from satvault.audit.service import anchor
 
-    top = _run(lambda sessions: anchor(sessions, actor=actor, fence_timeout=fence_timeout))
-    _emit({"ok": True, **top.as_dict()})
+    top = _run(lambda sessions: anchor(sessions, actor=actor, fence_timeout=fence_timeout,
+                                       onchain=onchain))
+    out: dict[str, Any] = {"ok": True, **top.as_dict()}
+    if onchain:
+        settings = get_settings()
+        out["onchain"] = "requested: the next sweep commits it" if settings.sweep_enabled \
+            else "requested, but sweeps are disabled (sweep_enabled): nothing carries it yet"
+    _emit(out)
+
+
+@app.command("anchors")
+def anchors_cmd(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 20,
+) -> None:
+    """The on-chain anchors: requested, planned (in a sweep), confirmed (txid, block)."""
+    from satvault.audit.anchors import list_anchors
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> Any:
+        async with sessions() as s:
+            return await list_anchors(s, limit=limit)
+
+    _emit({"ok": True, "anchors": _run(work)})
+
+
+@app.command("verify-anchor")
+def verify_anchor_cmd(
+    txid: Annotated[str, typer.Argument(help="The sweep transaction carrying the anchor.")],
+    fence_timeout: FenceTimeout = 30.0,
+) -> None:
+    """Read the transaction from the chain backend, take the seq and hash from its SVA1
+    OP_RETURN, re-hash the chain up to that row and compare; exit 1 naming what differs."""
+    from satvault.backends.registry import make_chain_backend
+    from satvault.custody.anchoring import check_anchor_tx
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> Any:
+        backend = make_chain_backend(get_settings())
+        try:
+            return await check_anchor_tx(sessions, backend, txid, fence_timeout=fence_timeout)
+        finally:
+            await backend.close()
+
+    result = _run(work)
+    _emit(result)
+    if not result["ok"]:
+        raise typer.Exit(1)

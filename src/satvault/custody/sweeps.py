@@ -21,6 +21,11 @@ accepts it only because every output is one of the platform's own descriptors), 
 tracks, bumps (the cold output pays a higher fee) and, once confirmed, books it:
 ``deposit_wallet → hot_wallet + cold_wallet + network_fees`` (``payouts.moves``). At most one
 sweep is live at a time (a unique index says so in the database).
+
+A sweep may also carry the audit chain's head in one zero-value ``OP_RETURN`` output (the
+``SVA1`` anchor of :mod:`satvault.signing.anchor`): a requested anchor, or with
+``audit_anchor_in_sweeps`` the latest sealed head (:mod:`satvault.audit.anchors`). Its bytes
+are counted in the fee estimate; it moves no money, so the booking is unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from satvault.audit import anchors
 from satvault.backends.errors import BackendUnavailable
 from satvault.config import sweep_window
 from satvault.custody.planning import MovePlanner, semicold_sat
@@ -53,6 +59,7 @@ from satvault.payouts.models import (
     PayoutBatch,
     PayoutInput,
 )
+from satvault.signing.anchor import anchor_script
 from satvault.signing.psbt import (
     AccountKey,
     PsbtInput,
@@ -97,6 +104,7 @@ class SweepDecision:
     to_semicold_sat: int = 0
     to_cold_sat: int = 0
     fee_sat: int = 0
+    anchor_seq: int | None = None  # the audit chain row committed in its OP_RETURN
 
 
 def in_window(window: str, now: datetime) -> bool:
@@ -164,15 +172,18 @@ class SweepPlanner(MovePlanner):
                                        f"or {s.sweep_max_wait_blocks} blocks")
         cold_wallet = (await session.execute(select(OnchainWallet).where(
             OnchainWallet.role == "cold"))).scalar_one_or_none()
+        anchor = await anchors.for_sweep(session, auto=s.audit_anchor_in_sweeps)
+        extra = [anchor_script(anchor.seq, anchor.hash)] if anchor else []  # its vbytes too
         fee = estimate_vsize(len(coins), [_P2WPKH_SPK] + ([_P2WSH_SPK] if cold_wallet else [])
-                             ) * feerate
+                             + extra) * feerate
         semicold = await semicold_sat(session)
         semi, cold = split_sweep(total - fee, semicold, percent=s.sweep_semicold_percent,
                                  floor_sat=s.semicold_floor_sat,
                                  ceiling_sat=s.semicold_ceiling_sat,
                                  has_cold=cold_wallet is not None)
         if cold_wallet is not None and (semi == 0 or cold == 0):
-            fee = estimate_vsize(len(coins), [_P2WPKH_SPK if semi else _P2WSH_SPK]) * feerate
+            fee = estimate_vsize(len(coins), [_P2WPKH_SPK if semi else _P2WSH_SPK, *extra]
+                                 ) * feerate
             semi, cold = (total - fee, 0) if semi else (0, total - fee)
         if semi + cold < CHANGE_DUST_SAT:
             return SweepDecision(None, f"{total} sat do not cover the fee of {fee} sat")
@@ -194,12 +205,17 @@ class SweepPlanner(MovePlanner):
                                       tuple(w.key_origins(c.index, change=c.chain)),
                                       w.witness_script(c.index, change=c.chain)))
             absorbs = c.address_id  # a fee bump comes out of the cold share
+        outputs += [PsbtOutput(script, 0) for script in extra]  # the audit anchor: 0 sat
         inputs = [PsbtInput(p.txid, p.vout, p.value_sat, bytes.fromhex(p.script_pubkey),
                             "deposit", a.chain, a.idx) for p, a in coins]
         psbt = make_psbt(inputs, outputs, network=s.network, fingerprint_and_paths=accounts)
         batch = await store_batch(session, MoveKind.SWEEP, psbt=psbt, feerate=feerate,
                                   fee=fee, change_address_id=absorbs,
                                   coin_ids=[p.id for p, _ in coins])
+        if anchor is not None:
+            await anchors.attach(session, anchor, batch_id=batch.id)
         log.info("sweep_planned", batch=batch.id, inputs=len(coins), to_semicold_sat=semi,
-                 to_cold_sat=cold, fee_sat=fee, feerate=feerate, semicold_before_sat=semicold)
-        return SweepDecision(batch.id, "planned", len(coins), semi, cold, fee)
+                 to_cold_sat=cold, fee_sat=fee, feerate=feerate, semicold_before_sat=semicold,
+                 audit_anchor_seq=anchor.seq if anchor else None)
+        return SweepDecision(batch.id, "planned", len(coins), semi, cold, fee,
+                             anchor.seq if anchor else None)

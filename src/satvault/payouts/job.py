@@ -29,6 +29,7 @@ from embit.psbt import PSBT
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.audit import anchors
 from satvault.backends.base import ChainBackend
 from satvault.backends.errors import BackendUnavailable, TxAlreadyInChain, TxRejected
 from satvault.config import Settings
@@ -80,10 +81,15 @@ CHANGE_DUST_SAT = 294
 _OUTPUT_VBYTES = {0x00: 31, 0x51: 43, 0x76: 34, 0xA9: 32}
 
 
+def _output_vbytes(script: bytes) -> int:
+    if script[:1] == b"\x6a":  # OP_RETURN (the audit anchor): value, length byte, script
+        return 9 + len(script)
+    return _OUTPUT_VBYTES.get(script[0], 43) if len(script) != 34 else 43
+
+
 def estimate_vsize(n_inputs: int, output_scripts: list[bytes]) -> int:
     """P2WPKH inputs (68 vB each with witness), outputs by script type, 11 vB overhead."""
-    outs = sum(_OUTPUT_VBYTES.get(s[0], 43) if len(s) != 34 else 43 for s in output_scripts)
-    return 11 + 68 * n_inputs + outs
+    return 11 + 68 * n_inputs + sum(_output_vbytes(s) for s in output_scripts)
 
 
 def within_signer_cap(pending: Sequence[Withdrawal], cap_sat: int, reserve_sat: int
@@ -455,6 +461,7 @@ class PayoutJob:
             assert b is not None
             b.status, b.last_error, b.updated_at = BatchStatus.ABANDONED, str(exc), utcnow()
             await session.execute(delete(PayoutInput).where(PayoutInput.batch_id == batch_id))
+            await anchors.release(session, batch_id=batch_id)  # the next sweep carries it
             for w in await self._payments(session, batch_id):
                 w.status, w.batch_id, w.txid, w.updated_at = \
                     WithdrawalStatus.PENDING, None, None, utcnow()
@@ -522,6 +529,9 @@ class PayoutJob:
             await self._book_payout(session, batch_id, version, platform)
         else:
             await book_move(session, batch, version, platform)
+        if batch.kind is MoveKind.SWEEP and height is not None:
+            # a sweep may carry the audit chain's head: its anchor now has a txid and a block
+            await anchors.confirm(session, batch_id=batch_id, txid=version.txid, height=height)
         batch.status, batch.txid, batch.fee_sat = \
             BatchStatus.CONFIRMED, version.txid, version.fee_sat
         batch.confirmed_height, batch.updated_at = height, utcnow()

@@ -3,7 +3,8 @@
 A move is booked once, in the transaction that marks its batch confirmed, from what the
 confirmed version of the transaction actually did: its inputs came from one tier (deposit
 coins for a sweep, cold coins for a refill); each output is classified by the wallet its
-script belongs to; the fee is what the inputs lost on the way. So::
+script belongs to (a sweep's zero-value audit anchor, an ``OP_RETURN``, belongs to nobody and
+moves nothing: it is skipped); the fee is what the inputs lost on the way. So::
 
     sweep   deposit_wallet → hot_wallet (semi-cold share), cold_wallet (cold share),
             network_fees (the miners' fee)
@@ -28,6 +29,7 @@ from satvault.ledger.store import create_transfers
 from satvault.logs import get_logger
 from satvault.onchain.models import OnchainAddress, OnchainPayment, OnchainWallet
 from satvault.payouts.models import MoveKind, PayoutBatch, PayoutInput, PayoutTx
+from satvault.signing.anchor import is_op_return
 
 __all__ = ["MoveBookingError", "book_move", "move_legs"]
 
@@ -65,7 +67,10 @@ async def book_move(session: AsyncSession, batch: PayoutBatch, version: PayoutTx
                     platform: PlatformAccounts) -> None:
     source_role = _SOURCE[batch.kind]
     tx = Transaction.parse(bytes.fromhex(version.raw_tx))
-    scripts = [bytes(o.script_pubkey.data).hex() for o in tx.vout]
+    # The audit anchor (a zero-value OP_RETURN in a sweep) is nobody's and moves nothing: it
+    # is left out. An OP_RETURN worth anything is not: it fails below like any stranger.
+    vout = [o for o in tx.vout if not (o.value == 0 and is_op_return(o.script_pubkey.data))]
+    scripts = [bytes(o.script_pubkey.data).hex() for o in vout]
     roles = dict((await session.execute(
         select(OnchainAddress.script_pubkey, OnchainWallet.role)
         .join(OnchainWallet, OnchainWallet.id == OnchainAddress.wallet_id)
@@ -76,7 +81,7 @@ async def book_move(session: AsyncSession, batch: PayoutBatch, version: PayoutTx
         .where(PayoutInput.batch_id == batch.id))).scalars().all()
     inputs_sat = sum(int(v) for v in coins)
     legs, fee = move_legs(source_role, inputs_sat,
-                          [(roles.get(spk), int(o.value)) for spk, o in zip(scripts, tx.vout,
+                          [(roles.get(spk), int(o.value)) for spk, o in zip(scripts, vout,
                                                                              strict=True)])
     if fee != version.fee_sat:
         raise MoveBookingError(f"{batch.id}: the transaction's fee is {fee} sat, the version "

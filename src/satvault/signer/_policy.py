@@ -14,6 +14,11 @@ The web process builds the PSBT, but the signer trusts none of it: it only signs
     wallet's receive chain ``m/84'/c'/1'/0/i`` (a sweep into the hot tier), proven the same
     way, or the cold multisig given to the signer at start-up (a sweep into cold), proven by
     its cosigners' derivations and the descriptor (:mod:`satvault.signer._cold`);
+  - ``anchor``: the audit log's anchor (:mod:`satvault.signing.anchor`): a zero-value
+    ``OP_RETURN`` of exactly the tag ``SVA1``, a seq and a 32-byte hash, naming no key; at
+    most one per transaction and only in a sweep (every input a deposit coin, no payment
+    requested). It moves no money; every other ``OP_RETURN`` (another payload, another
+    length, any value) is refused like any unknown output;
 * a transaction that spends ``deposit`` inputs pays no ``payment`` output: deposit coins
   may only be swept into the platform's own wallets, value leaves only from ``hot`` coins
   (:class:`DepositOutflow`), so a compromised web process cannot pay customers' deposits
@@ -45,6 +50,7 @@ from satvault.onchain.addresses import script_to_address
 from satvault.onchain.errors import OnchainError
 from satvault.signer._cold import ColdWallet
 from satvault.signer._hd import Keyring, p2wpkh_script
+from satvault.signing.anchor import ANCHOR_SCRIPT_LEN, ANCHOR_TAG, is_op_return, parse_anchor
 from satvault.signing.errors import (
     BadChange,
     DepositOutflow,
@@ -97,7 +103,7 @@ class CheckedOutput:
     n: int
     script_pubkey: bytes
     amount_sat: int
-    kind: str  # "payment" | "change" | "internal"
+    kind: str  # "payment" | "change" | "internal" | "anchor"
     ref: str | None = None  # the payment's ref
     path: tuple[int, ...] | None = None  # hot: the full path; cold: (chain, index)
     wallet: str | None = None  # "hot" | "cold" for change and internal outputs
@@ -231,6 +237,36 @@ def _check_cold(n: int, spk: bytes, amount: int, scope: Any, cold: ColdWallet,
     return CheckedOutput(n, spk, amount, "internal", None, (chain, index), "cold")
 
 
+def _check_anchor(n: int, spk: bytes, amount: int, scope: Any, network: str
+                  ) -> CheckedOutput:
+    """An ``OP_RETURN`` output: accepted only as the exact, zero-value audit anchor."""
+    where = f"output {n} ({amount} sat to {describe_script(spk, network)})"
+    if parse_anchor(spk) is None:
+        raise OutputMismatch(f"{where} is an OP_RETURN that is not the audit anchor (the tag "
+                             f"{ANCHOR_TAG.decode()}, a seq and a 32-byte hash, "
+                             f"{ANCHOR_SCRIPT_LEN} bytes of script); the signer carries no "
+                             "other data")
+    if amount != 0:
+        raise OutputMismatch(f"{where} is an audit anchor worth {amount} sat; an anchor is "
+                             "worth 0 sat (value sent to an OP_RETURN is burnt)")
+    if scope.bip32_derivations or scope.witness_script is not None:
+        raise OutputMismatch(f"{where} is an audit anchor that names keys or a script; an "
+                             "anchor names none")
+    return CheckedOutput(n, spk, 0, "anchor")
+
+
+def _check_anchors(outputs: Sequence[CheckedOutput], inputs: Sequence[CheckedInput],
+                   payments: Sequence[PaymentSpec]) -> None:
+    anchors = [o for o in outputs if o.kind == "anchor"]
+    if len(anchors) > 1:
+        raise OutputMismatch(f"outputs {', '.join(str(o.n) for o in anchors)} are all audit "
+                             "anchors; a transaction carries at most one")
+    if anchors and (payments or any(i.wallet is not WalletName.DEPOSIT for i in inputs)):
+        raise OutputMismatch(f"output {anchors[0].n} is an audit anchor, which only a sweep "
+                             "(deposit coins into the platform's own wallets, no payment) "
+                             "may carry")
+
+
 def _match_payment(n: int, spk: bytes, amount: int, open_: list[PaymentSpec],
                    payments: Sequence[PaymentSpec], network: str) -> CheckedOutput:
     for k, p in enumerate(open_):
@@ -279,6 +315,9 @@ def check_payout(psbt: PSBT, payments: Sequence[PaymentSpec], keyring: Keyring, 
         if scope.taproot_bip32_derivations or scope.taproot_internal_key:
             raise OutputMismatch(f"output {n} carries taproot fields; the signer does not "
                                  "make taproot change")
+        if is_op_return(spk):
+            outputs.append(_check_anchor(n, spk, amount, scope, keyring.network))
+            continue
         ours = bool(_our_derivations(scope, keyring.fingerprint))
         claims_cold = cold is not None and cold.claimed(scope)
         if ours and claims_cold:
@@ -298,6 +337,7 @@ def check_payout(psbt: PSBT, payments: Sequence[PaymentSpec], keyring: Keyring, 
                             f"{describe_script(p.script_pubkey, keyring.network)}"
                             for p in open_payments)
         raise MissingPayment(f"no output pays {missing}")
+    _check_anchors(outputs, inputs, payments)
     deposits = [i for i in inputs if i.wallet is WalletName.DEPOSIT]
     paid = [o for o in outputs if o.kind == "payment"]
     if deposits and paid:

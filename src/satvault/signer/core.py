@@ -8,7 +8,8 @@ the deposit and hot accounts it derives). It does two things:
 * :meth:`HotSigner.sign_payout` — sign a payout or a sweep PSBT, but only after checking on
   its own (:mod:`satvault.signer._policy`) that it spends only the signer's coins, pays
   exactly the requested payments plus outputs to the platform's own wallets (hot change,
-  hot receive, the cold multisig given at start-up), pays nothing out of deposit coins, and
+  hot receive, the cold multisig given at start-up; in a sweep, at most one zero-value audit
+  anchor ``OP_RETURN`` of fixed shape), pays nothing out of deposit coins, and
   stays within the fee limits and the signer's own caps on value leaving the platform
   (:mod:`satvault.signer._limits`).
 

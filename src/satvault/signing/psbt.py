@@ -9,12 +9,13 @@ public and comes from the signer's two descriptors (``satvault signer descriptor
 
 Each input names the wallet (``"deposit"`` or ``"hot"``), chain and index it was derived at;
 each output is a payment (``change_index=None``) or change to ``m/84'/c'/1'/1/<change_index>``
-of the hot wallet. The PSBT carries, per input, the ``witness_utxo`` and a BIP32 derivation
-(master fingerprint + full path) so the signer can re-derive and check the key, and the same
-derivation on change outputs so the signer can tell its own change from a payment. The
-transaction is version 2, locktime 0, and every input signals replace-by-fee
-(nSequence 0xfffffffd), so a stuck payout can be replaced by a higher-fee PSBT spending the
-same inputs.
+of the hot wallet (or, in a sweep, the zero-value audit anchor of
+:mod:`satvault.signing.anchor`, the only output allowed to be worth 0 sat). The PSBT carries,
+per input, the ``witness_utxo`` and a BIP32 derivation (master fingerprint + full path) so
+the signer can re-derive and check the key, and the same derivation on change outputs so
+the signer can tell its own change from a payment. The transaction is version 2, locktime 0,
+and every input signals replace-by-fee (nSequence 0xfffffffd), so a stuck payout can be
+replaced by a higher-fee PSBT spending the same inputs.
 
 The scripts are checked here too (input script and change script against the derived keys),
 so a web-side bookkeeping error surfaces as :class:`PsbtBuildError` instead of a refusal from
@@ -37,6 +38,7 @@ from embit.transaction import Transaction, TransactionInput, TransactionOutput
 from satvault.onchain.descriptors import ScriptKind, parse_wallet
 from satvault.onchain.errors import OnchainError
 from satvault.onchain.keys import ExtendedPubKey, hash160
+from satvault.signing.anchor import parse_anchor
 from satvault.signing.errors import PsbtBuildError
 from satvault.signing.paths import (
     CHANGE_CHAIN,
@@ -207,8 +209,15 @@ def make_psbt(inputs: Sequence[PsbtInput], outputs: Sequence[PsbtOutput], *, net
     change: dict[int, tuple[ec.PublicKey, DerivationPath]] = {}
     total_out = 0
     for n, out in enumerate(outputs):
-        total_out += _amount(out.amount_sat, f"output {n} amount")
         spk = bytes(out.script_pubkey)
+        if parse_anchor(spk) is not None:  # the audit anchor: worth nothing, nobody's key
+            if out.amount_sat != 0 or out.change_index is not None or out.bip32 \
+                    or out.witness_script is not None:
+                raise PsbtBuildError(f"output {n}: an audit anchor output is worth 0 sat "
+                                     "and names no key")
+            vout.append(TransactionOutput(0, Script(spk)))
+            continue
+        total_out += _amount(out.amount_sat, f"output {n} amount")
         if not spk:
             raise PsbtBuildError(f"output {n} has an empty script")
         if out.change_index is not None:

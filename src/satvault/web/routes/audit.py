@@ -1,5 +1,6 @@
 """Operator endpoints (admin scope) of the hash-chained audit log: its rows with their hashes,
-and a full verification."""
+a full verification, and anchors of its head on chain (requested here, carried by the next
+sweep; ``satvault audit verify-anchor <txid>`` checks one against the chain)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from satvault.accounts.service import Principal
-from satvault.audit.service import list_events, seal_all, verify
+from satvault.audit.anchors import list_anchors
+from satvault.audit.service import anchor, list_events, seal_all, verify
 from satvault.web.deps import SessionDep, require_scope
 
 __all__ = ["router"]
@@ -40,3 +42,23 @@ async def audit_verify(request: Request, _admin: Admin) -> dict[str, Any]:
     async with sessions() as s, s.begin():
         result = await verify(s)
     return result.as_dict()
+
+
+@router.get("/anchors")
+async def audit_anchors(
+    session: SessionDep, _admin: Admin,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The on-chain anchors, newest first: ``requested`` (waiting for a sweep), ``planned``
+    (in a sweep, ``batch_id``), ``confirmed`` (``txid``, ``block_height``), ``superseded``."""
+    return {"anchors": await list_anchors(session, limit=limit)}
+
+
+@router.post("/anchors", status_code=202)
+async def audit_anchor_onchain(request: Request, admin: Admin) -> dict[str, Any]:
+    """Seal, record the head as an ``audit.anchor`` row and ask for it to be committed in the
+    next sweep's ``OP_RETURN`` (it replaces a request no sweep carried yet). 422 when nothing
+    is sealed yet. Its own transactions, like ``/verify``."""
+    top = await anchor(request.app.state.sessions, actor=admin.owner_id,
+                       fence_timeout=5.0, onchain=True)
+    return {"requested": True, **top.as_dict()}
