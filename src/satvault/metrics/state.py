@@ -32,8 +32,8 @@ from satvault.lightning.models import LnInvoice, LnInvoiceStatus
 from satvault.logs import get_logger
 from satvault.metrics.models import AlertState
 from satvault.onchain.models import ChainBlock, ReviewItem
-from satvault.reconcile.models import ReconciliationIncident
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
+from satvault.reconcile.models import ReconciliationIncident
 from satvault.risk.models import RiskDecision
 from satvault.risk.rules import Outcome
 

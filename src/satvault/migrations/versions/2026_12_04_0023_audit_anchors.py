@@ -1,7 +1,7 @@
 """audit_anchors (issue 12 §6): heads of the audit chain committed on chain in a sweep's
 OP_RETURN: requested → planned (the sweep's batch) → confirmed (txid, block height).
 
-Revision ID: 0021_audit_anchors (its parent: down_revision below)
+Revision ID: 0023_audit_anchors (its parent: down_revision below)
 Create Date: 2026-12-04
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0021_audit_anchors"
-down_revision: str | None = "0020_risk"
+revision: str = "0023_audit_anchors"
+down_revision: str | None = "0022_alerts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
