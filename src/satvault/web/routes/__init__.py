@@ -32,6 +32,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     wallets.router,
     stores.router,
     admin.router,
+    admin.doctor_router,
     audit.router,
     deposits.router,
     admin.chain_router,
