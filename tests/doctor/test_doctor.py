@@ -5,6 +5,7 @@ then each way it can go wrong, named with what to do."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -31,8 +32,20 @@ from satvault.backends.lnd import LndBackend
 from satvault.cli import app as cli_app
 from satvault.config import Settings, reset_settings_cache
 from satvault.doctor import Status, run_doctor
-from satvault.doctor.checks import SeedFacts, judge_seed
-from satvault.doctor.manifest import generate_key, load_private_key, write_manifest
+from satvault.doctor.checks import (
+    SeedFacts,
+    judge_integrity,
+    judge_seed,
+    judge_signer,
+    judge_tls,
+    seed_facts,
+)
+from satvault.doctor.manifest import (
+    generate_key,
+    load_private_key,
+    verify_manifest,
+    write_manifest,
+)
 from satvault.migrate import alembic_config, head_revision
 from satvault.signer.core import HotSigner
 from satvault.signer.server import start_server
@@ -43,6 +56,11 @@ from satvault.simnet.rpc import SimnetServer
 from satvault.web.app import create_app
 
 SEED = bytes(range(64))
+
+
+@functools.cache
+def hot_signer() -> HotSigner:
+    return HotSigner(SEED, "regtest")  # half a second to derive: once per run
 MACAROON = "0201036c6e6402f801030a10" + "cd" * 20
 
 
@@ -113,7 +131,7 @@ async def site(db_url: str, tmp_path: Path) -> AsyncIterator[Site]:
     _cert(tmp_path / "tls.cert", datetime.now(UTC) + timedelta(days=365))
     sock_dir = tempfile.mkdtemp(prefix="svd", dir="/tmp")  # a unix socket path is short
     socket = os.path.join(sock_dir, "signer.sock")
-    server = await start_server(socket, HotSigner(SEED, "regtest"))
+    server = await start_server(socket, hot_signer())
     tree = tmp_path / "pkg"  # a small stand-in for the installed package
     (tree / "sub").mkdir(parents=True)
     (tree / "__init__.py").write_text("VERSION = 1\n")
@@ -216,47 +234,49 @@ async def test_nodes_unsynced_then_unreachable(site: Site) -> None:
 async def test_lnd_certificate_expired_or_expiring_and_macaroon(site: Site, sessions,
                                                                 tmp_path: Path) -> None:
     now = datetime.now(UTC)
-    expired, soon, fine = tmp_path / "old.cert", tmp_path / "soon.cert", tmp_path / "ok.cert"
+    expired = tmp_path / "old.cert"
     _cert(expired, now - timedelta(days=1))
-    _cert(soon, now + timedelta(days=10))
-    _cert(fine, now + timedelta(days=300))
-    macaroon = tmp_path / "admin.macaroon"
-    macaroon.write_bytes(b"\x02\x01mac")
     lnd = LndBackend(site.lnd.url, macaroon_hex=MACAROON)
     try:
-        for cert, status, words in ((expired, Status.ERROR, "expired on"),
-                                    (soon, Status.WARN, "expires in"),
-                                    (fine, Status.OK, "valid until")):
-            settings = site.settings(lnd_tls_cert=str(cert), lnd_macaroon_path=str(macaroon))
-            report = await run_doctor(settings, sessions, lightning=lnd, root=site.tree)
-            tls = report.get("lnd_tls")
-            assert tls.status is status and words in tls.detail, tls
-            assert report.get("lnd_macaroon").status is Status.OK
-            assert report.exit_code == (1 if status is Status.ERROR else 0)
-        settings = site.settings(lnd_macaroon_path=str(tmp_path / "missing.macaroon"))
-        report = await run_doctor(settings, sessions, lightning=lnd, root=site.tree)
-        assert report.get("lnd_macaroon").status is Status.ERROR
-        assert "missing.macaroon" in report.get("lnd_macaroon").detail
+        report = await run_doctor(site.settings(lnd_tls_cert=str(expired)), sessions,
+                                  lightning=lnd, root=site.tree)
     finally:
         await lnd.close()
+    tls = report.get("lnd_tls")
+    assert tls.status is Status.ERROR and "expired on" in tls.detail, tls
+    assert "tls.cert" in tls.action and report.exit_code == 1
+    assert report.get("lightning").status is Status.OK  # the node itself answers
+    for days, status, words in ((10, Status.WARN, "expires in 9 day"),
+                                (300, Status.OK, "valid until")):
+        cert = tmp_path / f"{days}.cert"
+        _cert(cert, now + timedelta(days=days))
+        tls = judge_tls(kind="lnd", cert_path=str(cert), url=site.lnd.url, now=now)
+        assert tls.status is status and words in tls.detail, tls
+    not_pem = tmp_path / "garbage.cert"
+    not_pem.write_text("hello")
+    assert judge_tls(kind="lnd", cert_path=str(not_pem), url="https://x",
+                     now=now).status is Status.ERROR
     # built from the settings, an unreadable macaroon stops the adapter itself
     code, report = await site.report("--package-root", str(site.tree),
                                      SATVAULT_LND_MACAROON_PATH=str(tmp_path / "nope"))
     assert code == 1 and check(report, "lightning")["status"] == "error"
+    macaroon = check(report, "lnd_macaroon")
+    assert macaroon["status"] == "error" and "nope" in macaroon["detail"]
+    assert "lnd_macaroon_path" in macaroon["action"]
 
 
 async def test_seed_file_permissions(site: Site, tmp_path: Path) -> None:
     seed = site.home / "signer.json"
     seed.write_text("{}")
     os.chmod(seed, 0o644)
-    in_process = {"SATVAULT_SIGNER_SOCKET": ""}
-    code, report = await site.report("--package-root", str(site.tree), **in_process)
+    code, report = await site.report("--package-root", str(site.tree),
+                                     SATVAULT_SIGNER_SOCKET="")  # the in-process signer
     entry = check(report, "seed_file")
     assert code == 1 and entry["status"] == "error"
     assert "0644" in entry["detail"] and "chmod 600" in entry["action"]
+    assert check(report, "signer")["status"] == "ok"  # in development
     os.chmod(seed, 0o600)
-    code, report = await site.report("--package-root", str(site.tree), **in_process)
-    assert code == 0 and check(report, "seed_file")["status"] == "ok", report
+    assert judge_seed(seed_facts(seed), separate_signer=False).status is Status.OK
     # another user's file is refused for the in-process signer, expected for a separate one
     other = SeedFacts(str(seed), True, 0o600, os.geteuid() + 1)
     assert judge_seed(other, separate_signer=False).status is Status.ERROR
@@ -264,12 +284,11 @@ async def test_seed_file_permissions(site: Site, tmp_path: Path) -> None:
     assert judge_seed(other, separate_signer=True).status is Status.OK
     own = SeedFacts(str(seed), True, 0o600, os.geteuid())
     assert judge_seed(own, separate_signer=True).status is Status.WARN
-    code, report = await site.report("--package-root", str(site.tree),
-                                     SATVAULT_ENVIRONMENT="production", **in_process)
-    assert code == 1 and "another user" in check(report, "signer")["action"]
     os.unlink(seed)
-    code, report = await site.report("--package-root", str(site.tree), **in_process)
-    assert code == 1 and "no seed file" in check(report, "seed_file")["detail"]
+    gone = judge_seed(seed_facts(seed), separate_signer=False)
+    assert gone.status is Status.ERROR and "no seed file" in gone.detail
+    production = judge_signer(None, socket="", production=True)
+    assert production.status is Status.ERROR and "another user" in production.action
 
 
 async def test_tampered_code_is_named(site: Site, tmp_path: Path) -> None:
@@ -288,26 +307,29 @@ async def test_tampered_code_is_named(site: Site, tmp_path: Path) -> None:
 
     # re-made by the command line over the changed tree, it matches again; signed by a key
     # other than the configured one, it is refused whatever the files say
+    manifest = site.tree / "_manifest.json"
     code, out = await site.cli("doctor", "manifest", "--key", str(tmp_path / "manifest.key"),
                                "--package-root", str(site.tree))
     assert code == 0 and json.loads(out)["files"] == 3
-    code, report = await site.report("--package-root", str(site.tree))
-    assert code == 0 and check(report, "code_integrity")["status"] == "ok"
+    assert verify_manifest(site.tree, manifest, site.public_key).ok
     code, out = await site.cli("doctor", "keygen", "--out", str(tmp_path / "other.key"))
     assert code == 0 and json.loads(out)["public_key"] != site.public_key
+    assert os.stat(tmp_path / "other.key").st_mode & 0o777 == 0o600
     code, _ = await site.cli("doctor", "manifest", "--key", str(tmp_path / "other.key"),
                              "--package-root", str(site.tree))
     assert code == 0
-    code, report = await site.report("--package-root", str(site.tree))
-    entry = check(report, "code_integrity")
-    assert code == 1 and "not signed by the configured key" in entry["detail"]
+    forged = verify_manifest(site.tree, manifest, site.public_key)
+    assert not forged.signature_ok and not forged.ok
+    entry = judge_integrity(forged, root=str(site.tree), manifest=str(manifest),
+                            configured=True, production=False)
+    assert entry.status is Status.ERROR and "not signed by the configured key" in entry.detail
     # no key configured: a warning in development, an error in production
-    code, report = await site.report("--package-root", str(site.tree),
-                                     SATVAULT_CODE_MANIFEST_PUBLIC_KEY="")
-    assert check(report, "code_integrity")["status"] == "warn" and code == 0
+    for production, status in ((False, Status.WARN), (True, Status.ERROR)):
+        assert judge_integrity(None, root="r", manifest="m", configured=False,
+                               production=production).status is status
 
 
-async def test_database_not_at_head(site: Site, engine) -> None:
+async def test_database_not_at_head_low_disk_unusable_settings(site: Site, engine) -> None:
     previous = ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(
         head_revision()).down_revision
     async with engine.begin() as conn:
@@ -325,12 +347,11 @@ async def test_database_not_at_head(site: Site, engine) -> None:
     assert check(report, "ledger")["detail"].startswith("not run")
     assert check(report, "reconciliation")["status"] == "warn"
 
-
-async def test_low_disk_and_unusable_settings(site: Site) -> None:
     code, report = await site.report("--package-root", str(site.tree),
                                      SATVAULT_DOCTOR_DISK_WARN_BYTES=str(10**18),
                                      SATVAULT_DOCTOR_DISK_ERROR_BYTES=str(10**17))
     disk = check(report, "disk")
     assert code == 1 and disk["status"] == "error" and "GiB free" in disk["detail"]
+    assert "free space" in disk["action"]
     code, out = await site.cli("doctor", SATVAULT_CHAIN_BACKEND="carrier-pigeon")
     assert code == 2 and "unknown chain_backend" in out
