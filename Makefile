@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 SV     := $(VENV)/bin/satvault
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install lint bench clean browser
+.PHONY: run test install lint bench clean browser manifest
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+# The signed manifest of the installed package's files, for `satvault doctor`'s code check
+# (docs/operations.md). MANIFEST_KEY: the Ed25519 key from `satvault doctor keygen`.
+manifest: $(STAMP)
+	@test -n "$(MANIFEST_KEY)" || { echo "make manifest MANIFEST_KEY=/path/to/key"; exit 2; }
+	$(SV) doctor manifest --key $(MANIFEST_KEY)
 
 bench: $(STAMP)
 	$(PY) benchmarks/ledger.py

@@ -72,12 +72,15 @@ from satvault.workers import (
 
 __all__ = ["Platform", "Runtime", "alerts_worker", "build_workers", "chain_height",
            "ensure_dev_signer", "liabilities_secret", "make_lightning_backend", "open_database",
-           "open_sessions", "open_signer", "reconcile_now", "register_signer_wallets"]
+           "open_sessions", "open_signer", "reconcile_now", "register_signer_wallets",
+           "seed_path"]
 
 log = get_logger(__name__)
 
 
-def _seed_path(settings: Settings) -> Path:
+def seed_path(settings: Settings) -> Path:
+    """The encrypted seed file the in-process signer opens (``signer_seed_file``, else
+    ``$SATVAULT_HOME/signer.json``)."""
     return Path(settings.signer_seed_file) if settings.signer_seed_file \
         else settings.home / "signer.json"
 
@@ -100,7 +103,7 @@ def ensure_dev_signer(settings: Settings) -> bool:
     ``$SATVAULT_HOME`` if neither a socket nor a seed exists. Returns True if it created one."""
     if settings.signer_socket:
         return False
-    seed = _seed_path(settings)
+    seed = seed_path(settings)
     if seed.exists():
         return False
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -120,7 +123,7 @@ def open_signer(settings: Settings) -> Signer:
         from satvault.signing.client import UnixSocketSigner
 
         return UnixSocketSigner(settings.signer_socket)
-    material = load_seed_file(_seed_path(settings), _passphrase(settings))
+    material = load_seed_file(seed_path(settings), _passphrase(settings))
     return InProcessSigner(HotSigner.from_material(
         material, audit_log=settings.home / "signer-audit.jsonl",
         cold_descriptor=settings.cold_descriptor or None,

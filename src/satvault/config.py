@@ -285,6 +285,19 @@ class Settings(BaseSettings):
     # A signer refusal keeps its alert open this long after the last one.
     alert_signer_refusal_seconds: int = Field(default=3600, ge=1)
 
+    # --- satvault doctor (docs/operations.md) ----------------------------------------------
+    # The code-integrity check: the signed manifest of the installed package's files (empty:
+    # _manifest.json inside the package) and the Ed25519 public key (64 hex digits) whose
+    # signature it must carry. Without a key the check only warns (in production: an error).
+    code_manifest_file: str = ""
+    code_manifest_public_key: str = Field(default="", pattern=r"^([0-9a-fA-F]{64})?$")
+    # Each of the doctor's network probes gives up after this long.
+    doctor_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # Free space under $SATVAULT_HOME (and the SQLite file's folder): below the first a
+    # warning, below the second an error.
+    doctor_disk_warn_bytes: int = Field(default=5 * 1024**3, ge=0)
+    doctor_disk_error_bytes: int = Field(default=1024**3, ge=0)
+
     @field_validator("rate_limit_auth_failures_per_address", "rate_limit_auth_failures_per_key",
                      "rate_limit_public", "rate_limit_public_create", "rate_limit_create")
     @classmethod

@@ -29,7 +29,10 @@ def cln(net: LnNetwork) -> Iterator[ClnBackend]:
 
 async def test_receive_through_waitanyinvoice(cln: ClnBackend, net: LnNetwork) -> None:
     info = await cln.get_info()
-    assert info.network == "regtest" and info.pubkey == net.pubkey("platform")
+    assert info.network == "regtest" and info.pubkey == net.pubkey("platform") and info.synced
+    net.set_synced("platform", False)  # lightningd reports a sync warning in getinfo
+    assert not (await cln.get_info()).synced
+    net.set_synced("platform", True)
     inv = await cln.create_invoice(12_000, memo="coffee", expiry=600)
     assert inv.bolt11.startswith("lnbcrt") and inv.state is InvoiceState.OPEN
     stream = cln.subscribe_invoices(settle_index=0)

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from satvault.backends.base import ChainBackend, ChainTip, OutPoint, TxOut
+from satvault.backends.base import ChainBackend, ChainSyncSource, ChainTip, OutPoint, TxOut
 from satvault.backends.errors import (
     NotFound,
     TxAlreadyInChain,
@@ -31,6 +31,18 @@ async def rebroadcast_is_harmless(backend: ChainBackend, raw: str, txid: str) ->
 async def test_is_a_chain_backend(node: Node) -> None:
     assert isinstance(node.backend, ChainBackend)
     assert node.backend.name == node.kind
+
+
+async def test_sync_info_reports_the_tip_and_its_times(node: Node) -> None:
+    """What ``satvault doctor`` reads: the tip, the best header where the backend knows it
+    (bitcoind; Esplora cannot tell), initial block download, the tip's times."""
+    assert isinstance(node.backend, ChainSyncSource)
+    sync = await node.backend.sync_info()
+    tip = node.chain.tip
+    assert (sync.height, sync.tip_time) == (110, tip.header.time)
+    assert sync.median_time == node.chain.median_time_past(110)
+    assert sync.initial_block_download is False
+    assert sync.headers == (110 if node.kind == "bitcoind" else None)
 
 
 async def test_tip_and_block_hashes_match_the_chain(node: Node) -> None:

@@ -38,6 +38,9 @@ async def test_backend_satisfies_the_protocol(backend: LndBackend, net: LnNetwor
     assert info.pubkey == net.pubkey("platform")
     assert (info.alias, info.network, info.block_height, info.synced) == (
         "platform", "regtest", 200, True)
+    net.set_synced("platform", False)  # synced_to_chain: false, as a node catching up says
+    assert not (await backend.get_info()).synced
+    net.set_synced("platform", True)
     bal = await backend.balances()
     assert bal.channel_local_msat == net.balance("platform").local_msat == 12_000_000_000
     assert bal.channel_remote_msat == 12_000_000_000

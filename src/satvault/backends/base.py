@@ -9,13 +9,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Block", "ChainBackend", "ChainTip", "OutPoint", "Tx", "TxOut", "TxStatus"]
+__all__ = ["Block", "ChainBackend", "ChainSync", "ChainSyncSource", "ChainTip", "OutPoint", "Tx",
+           "TxOut", "TxStatus"]
 
 
 @dataclass(frozen=True, slots=True)
 class ChainTip:
     height: int
     hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSync:
+    """How far the node has come: its tip against the best header it knows of.
+
+    ``headers`` is None where the backend cannot tell (an Esplora server serves only the
+    chain it has indexed). Times are the tip block's own timestamp and its median time past
+    (the median of the last 11 blocks' timestamps), both Unix seconds."""
+
+    height: int
+    headers: int | None
+    initial_block_download: bool
+    verification_progress: float | None
+    tip_time: int
+    median_time: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +95,10 @@ class ChainBackend(Protocol):
     async def feerate_sat_vb(self, target_blocks: int) -> int | None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ChainSyncSource(Protocol):
+    """A chain backend that can say whether its node is synced (``satvault doctor``)."""
+
+    async def sync_info(self) -> ChainSync: ...

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from satvault.backends.base import Block, ChainTip, OutPoint, Tx, TxOut, TxStatus
+from satvault.backends.base import Block, ChainSync, ChainTip, OutPoint, Tx, TxOut, TxStatus
 from satvault.backends.errors import (
     BackendProtocolError,
     BackendUnavailable,
@@ -159,6 +159,18 @@ class BitcoindBackend:
     async def tip(self) -> ChainTip:
         info = await self.call("getblockchaininfo")
         return ChainTip(int(info["blocks"]), str(info["bestblockhash"]))
+
+    async def sync_info(self) -> ChainSync:
+        """``getblockchaininfo``: blocks against headers, initial block download, times."""
+        info = await self.call("getblockchaininfo")
+        try:
+            progress = info.get("verificationprogress")
+            return ChainSync(int(info["blocks"]), int(info["headers"]),
+                             bool(info.get("initialblockdownload", False)),
+                             None if progress is None else float(progress),
+                             int(info["time"]), int(info["mediantime"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BackendProtocolError(f"bitcoind getblockchaininfo: {exc!r}") from exc
 
     async def block_hash(self, height: int) -> str:
         return str(await self.call("getblockhash", height))

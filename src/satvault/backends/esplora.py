@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from satvault.backends.base import Block, ChainTip, OutPoint, Tx, TxOut, TxStatus
+from satvault.backends.base import Block, ChainSync, ChainTip, OutPoint, Tx, TxOut, TxStatus
 from satvault.backends.bitcoind import BitcoindBackend
 from satvault.backends.errors import BackendProtocolError, BackendUnavailable, NotFound, TxRejected
 
@@ -104,6 +104,17 @@ class EsploraBackend:
         if not isinstance(meta, dict) or not isinstance(meta.get("height"), int):
             raise BackendProtocolError(f"esplora: /block/{block_hash} has no height")
         return ChainTip(meta["height"], block_hash)
+
+    async def sync_info(self) -> ChainSync:
+        """The tip and its times. Esplora serves the chain it has indexed and says nothing of
+        headers beyond it: ``headers`` is None, and only the tip's age can show a stall."""
+        tip = await self.tip()
+        meta = await self._json(f"/block/{tip.hash}")
+        if not isinstance(meta, dict) or not isinstance(meta.get("timestamp"), int):
+            raise BackendProtocolError(f"esplora: /block/{tip.hash} has no timestamp")
+        median = meta.get("mediantime")
+        return ChainSync(tip.height, None, False, None, meta["timestamp"],
+                         median if isinstance(median, int) else None)
 
     async def block_hash(self, height: int) -> str:
         return (await self._get(f"/block-height/{height}")).text.strip()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,8 @@ class LndBackend:
         if macaroon_hex is None and macaroon_path is not None:
             macaroon_hex = Path(macaroon_path).read_bytes().hex()
         headers = {"Grpc-Metadata-macaroon": macaroon_hex} if macaroon_hex else {}
-        verify: Any = str(tls_cert) if tls_cert else True
+        # The node's own certificate is the only one trusted (LND signs it itself).
+        verify: Any = ssl.create_default_context(cafile=str(tls_cert)) if tls_cert else True
         self._client = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers,
                                          timeout=timeout, verify=verify, transport=transport)
 

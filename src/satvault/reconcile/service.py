@@ -33,7 +33,8 @@ from satvault.onchain.models import ReviewItem
 from satvault.reconcile.checks import Diff, ledger_way, records_way, world_way
 from satvault.reconcile.models import ReconciliationIncident, ReconciliationRun
 
-__all__ = ["RAISE_AFTER_RUNS", "Reconciler", "RunReport", "open_incidents", "reconcile_once"]
+__all__ = ["RAISE_AFTER_RUNS", "Reconciler", "RunReport", "find_differences", "open_incidents",
+           "reconcile_once"]
 
 log = get_logger(__name__)
 RAISE_AFTER_RUNS = 2
@@ -106,13 +107,21 @@ async def _remember(session: AsyncSession, diffs: list[Diff], now: datetime
     return raised, len(gone)
 
 
+async def find_differences(sessions: async_sessionmaker[AsyncSession],
+                           backend: ChainBackend | None, lightning: LightningBackend | None, *,
+                           deep: bool = True) -> tuple[list[Diff], int | None]:
+    """The three ways' differences now, and the chain height, remembering nothing (what
+    ``satvault doctor`` shows)."""
+    world, height = await world_way(sessions, backend, lightning, utcnow())
+    return [*await _read_books(sessions, deep=deep), *world], height
+
+
 async def reconcile_once(sessions: async_sessionmaker[AsyncSession],
                          backend: ChainBackend | None, lightning: LightningBackend | None, *,
                          deep: bool = True) -> RunReport:
     """One run of the three ways, remembered (see the module docstring)."""
     started, clock = utcnow(), time.perf_counter()
-    world, height = await world_way(sessions, backend, lightning, started)
-    diffs = [*await _read_books(sessions, deep=deep), *world]
+    diffs, height = await find_differences(sessions, backend, lightning, deep=deep)
     async with sessions() as s, s.begin():
         raised, resolved = await _remember(s, diffs, utcnow())
         report = RunReport(0, started, height, deep, diffs, raised, resolved,

@@ -30,6 +30,7 @@ __all__ = [
     "simnet_reorg",
     "simnet_replace",
     "simnet_setfeerate",
+    "simnet_setsync",
     "simnet_warmup",
 ]
 
@@ -94,6 +95,16 @@ def simnet_warmup(ctx: RpcContext, p: list[Any]) -> Any:
         raise type_error(seconds, "number")
     ctx.set_warmup(float(seconds))
     return None
+
+
+def simnet_setsync(ctx: RpcContext, p: list[Any]) -> Any:
+    """Pretend the node is still syncing: its best header ``headers_ahead`` blocks past its
+    tip, initial block download on (0: caught up again)."""
+    ahead = int_(p[0])
+    if ahead < 0:
+        raise RpcError(RPC_INVALID_PARAMETER, "headers_ahead must be 0 or more")
+    ctx.headers_ahead = ahead
+    return {"headers_ahead": ahead}
 
 
 def simnet_faucet_balance(ctx: RpcContext, p: list[Any]) -> Any:

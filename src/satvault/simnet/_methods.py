@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from satvault.simnet import _control as control
@@ -54,10 +55,14 @@ __all__ = ["METHODS", "dispatch"]
 def getblockchaininfo(ctx: RpcContext, p: list[Any]) -> Any:
     c = ctx.chain
     tip = c.tip
-    return {"chain": "regtest", "blocks": c.height, "headers": c.height,
+    ahead = ctx.headers_ahead
+    headers = c.height + ahead
+    progress = Decimal(1) if not ahead else \
+        (Decimal(c.height) / Decimal(headers)).quantize(Decimal("0.000001"))
+    return {"chain": "regtest", "blocks": c.height, "headers": headers,
             "bestblockhash": tip.hash, "difficulty": 4.656542373906925e-10,
             "time": tip.header.time, "mediantime": c.median_time_past(c.height),
-            "verificationprogress": 1, "initialblockdownload": False,
+            "verificationprogress": progress, "initialblockdownload": ahead > 0,
             "chainwork": f"{2 * (c.height + 1):064x}",
             "size_on_disk": c.size_on_disk(),
             "pruned": False, "warnings": []}
@@ -357,6 +362,7 @@ METHODS: dict[str, Method] = {
     "simnet_doublespend": Method(control.simnet_doublespend, ("txid", "address"), 1, True),
     "simnet_setfeerate": Method(control.simnet_setfeerate, ("sat_vb",), 1, True),
     "simnet_warmup": Method(control.simnet_warmup, ("seconds",), 1),
+    "simnet_setsync": Method(control.simnet_setsync, ("headers_ahead",), 1),
     "simnet_faucet_balance": Method(control.simnet_faucet_balance, ()),
     "simnet_info": Method(control.simnet_info, ()),
 }

@@ -69,6 +69,9 @@ class RpcContext:
     chain: Chain
     started: float = field(default_factory=time.monotonic)
     set_warmup: Callable[[float], None] = lambda seconds: None
+    # ``simnet_setsync``: how many blocks the node pretends its best header is ahead of its
+    # tip (> 0: it reports initial block download, as a node still catching up does).
+    headers_ahead: int = 0
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ One lock serialises every call (reads included), so the chain is never seen half
 ``set_offline(True)`` closes the listening socket and every open connection (clients get
 connection refused / reset), ``set_offline(False)`` listens again on the same port.
 ``set_warmup(seconds)`` makes every call answer -28 "Loading block index…" for a while.
+The ``simnet_setsync`` control method makes ``getblockchaininfo`` report a node still in
+initial block download, its best header some blocks past its tip.
 With ``data_path`` the chain is saved after every call that changed it.
 """
 

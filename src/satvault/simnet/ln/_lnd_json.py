@@ -215,7 +215,7 @@ def _scid_int(scid: str) -> int:
 
 
 def getinfo(*, pubkey: str, alias: str, network: str, block_height: int, peers: int,
-            channels: int, now: float) -> dict[str, Any]:
+            channels: int, now: float, synced: bool = True) -> dict[str, Any]:
     block_hash = bytes(reversed(block_height.to_bytes(32, "big"))).hex()
     return {
         "version": "0.18.5-beta commit=satvault-simnet",
@@ -230,7 +230,7 @@ def getinfo(*, pubkey: str, alias: str, network: str, block_height: int, peers: 
         "block_height": block_height,
         "block_hash": block_hash,
         "best_header_timestamp": str(int(now)),
-        "synced_to_chain": True,
+        "synced_to_chain": synced,
         "synced_to_graph": True,
         "testnet": network == "testnet",
         "chains": [{"chain": "bitcoin", "network": network}],

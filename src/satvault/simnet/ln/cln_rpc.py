@@ -187,7 +187,9 @@ class ClnRpcServer(LoopServer):
                 "network": C.CLN_NETWORK[net.network], "fees_collected_msat": 0,
                 "lightning-dir": str(self.path.parent),
                 "our_features": {"init": "08a0000a8a5961", "node": "88a0000a8a5961",
-                                 "channel": "", "invoice": "02000002024100"}}
+                                 "channel": "", "invoice": "02000002024100"},
+                **({} if net.synced(self.node) else {
+                    "warning_lightningd_sync": "Still loading latest blocks from bitcoind."})}
 
     async def _listfunds(self, params: dict[str, Any]) -> dict[str, Any]:
         net = self.network

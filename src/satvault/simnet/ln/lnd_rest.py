@@ -223,7 +223,8 @@ class LndRestServer(LoopServer):
         return Response(200, J.getinfo(
             pubkey=net.pubkey(self.node), alias=net.alias(self.node), network=net.network,
             block_height=net.block_height, peers=len(peers),
-            channels=len(net.channels(self.node)), now=net.now()))
+            channels=len(net.channels(self.node)), now=net.now(),
+            synced=net.synced(self.node)))
 
     async def _channel_balance(self, req: Request) -> Response:
         return Response(200, J.channel_balance(self.network.balance(self.node)))

@@ -111,6 +111,7 @@ class LnNetwork:
         self.block_height = block_height
         self._clock = clock
         self._offset = 0.0
+        self._unsynced: set[str] = set()
         self._lock = threading.RLock()
         self._events = EventHub(self._lock)
         aliases = {**DEFAULT_ALIASES, **(aliases or {})}
@@ -151,6 +152,16 @@ class LnNetwork:
         """Move the network's clock forward (invoice expiry is judged by it)."""
         with self._lock:
             self._offset += seconds
+
+    def set_synced(self, node: str, synced: bool) -> None:
+        """Make ``node`` report that it is (not) synced to the chain in its getinfo (LND's
+        ``synced_to_chain``, Core Lightning's sync warnings); nothing else changes."""
+        self._node(node)
+        with self._lock:
+            (self._unsynced.discard if synced else self._unsynced.add)(node)
+
+    def synced(self, node: str) -> bool:
+        return node not in self._unsynced
 
     @property
     def node_names(self) -> list[str]:

@@ -34,6 +34,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     stores.router,
     admin.router,
     admin.reconciliation_router,
+    admin.doctor_router,
     audit.router,
     deposits.router,
     admin.chain_router,

@@ -1,5 +1,5 @@
 """Operator endpoints (admin scope): the ledger's consistency check and raw accounts, the
-three-way reconciliation, and the chain watcher's wake-up call."""
+three-way reconciliation, the doctor's report, and the chain watcher's wake-up call."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Request
 
 from satvault.accounts.service import Principal
 from satvault.composition import reconcile_now
+from satvault.doctor import run_doctor
 from satvault.ledger.check import check_ledger
 from satvault.ledger.store import get_account
 from satvault.reconcile.service import open_incidents
@@ -16,7 +17,7 @@ from satvault.web.deps import SessionDep, require_scope
 from satvault.web.openapi import problem_responses
 from satvault.web.state import runtime_of, sessions_of, settings_of
 
-__all__ = ["chain_router", "reconciliation_router", "router"]
+__all__ = ["chain_router", "doctor_router", "reconciliation_router", "router"]
 
 router = APIRouter(prefix="/api/v1/admin/ledger", tags=["admin"])
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
@@ -38,6 +39,22 @@ async def ledger_account(
             "credits_must_not_exceed_debits": a.credits_must_not_exceed_debits,
             **dict(zip(("debits_posted", "credits_posted", "debits_pending", "credits_pending"),
                        a.balances.as_tuple(), strict=True))}
+
+
+doctor_router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+
+
+@doctor_router.get("/doctor")
+async def doctor(request: Request, _admin: Admin) -> dict[str, Any]:
+    """The report of ``satvault doctor``: every check with its status (ok, warn, error), what
+    was found and what to do; ``ok`` is false when any check is an error. Uses this process's
+    node connections when it has them. Opens no transaction across the network calls."""
+    runtime = request.app.state.runtime
+    report = await run_doctor(
+        request.app.state.settings, request.app.state.sessions,
+        chain=runtime.backend if runtime is not None else None,
+        lightning=runtime.lightning if runtime is not None else True)
+    return report.as_dict()
 
 
 # Mounted where it always was, after the deposit endpoints, and documented as it always was

@@ -1,0 +1,392 @@
+"""The doctor's judgements: plain facts in (what a probe found, or the exception it met), one
+:class:`Check` out, saying what is wrong and what to do. No I/O here but reading a file's
+metadata or a certificate; the probes that talk to nodes and the database live in
+:mod:`satvault.doctor.service`."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from satvault.backends.base import ChainSync
+from satvault.backends.errors import BackendWarmingUp
+from satvault.backends.lightning import NodeInfo
+from satvault.doctor._report import Check, Status
+from satvault.doctor.manifest import IntegrityResult
+from satvault.ledger.check import CheckReport
+
+__all__ = [
+    "CERT_WARN_DAYS",
+    "CLOCK_ERROR_SECONDS",
+    "CLOCK_WARN_SECONDS",
+    "DiskFacts",
+    "SeedFacts",
+    "judge_chain",
+    "judge_clock",
+    "judge_disk",
+    "judge_integrity",
+    "judge_ledger",
+    "judge_lightning",
+    "judge_macaroon",
+    "judge_migrations",
+    "judge_reconciliation",
+    "judge_seed",
+    "judge_signer",
+    "judge_tls",
+    "seed_facts",
+    "worst",
+]
+
+# Against the database server's clock (another host, usually on NTP as well).
+CLOCK_WARN_SECONDS = 5
+CLOCK_ERROR_SECONDS = 120
+# Bitcoin nodes refuse a block stamped more than 2 h past their own time, so a tip that far
+# ahead of this host's clock means this clock is slow.
+FUTURE_BLOCK_LIMIT = 2 * 3600
+CERT_WARN_DAYS = 30
+# Blocks the best header may be ahead of the tip before it is a warning, then an error.
+SYNC_WARN_BLOCKS = 1
+SYNC_ERROR_BLOCKS = 3
+
+
+def worst(statuses: Sequence[Status]) -> Status:
+    order = (Status.OK, Status.WARN, Status.ERROR)
+    return max(statuses, key=order.index, default=Status.OK)
+
+
+def _err(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if abs(seconds) >= 3600 else f"{seconds:.0f} s"
+
+
+# ----------------------------------------------------------------------------- database
+
+def judge_migrations(current: str | BaseException | None, head: str) -> Check:
+    if isinstance(current, BaseException):
+        return Check("migrations", Status.ERROR,
+                     f"cannot reach the database: {_err(current)}",
+                     "check database_url, that the server runs and accepts this user")
+    if current == head:
+        return Check("migrations", Status.OK, f"the schema is at the head revision {head}")
+    state = "has no schema" if current is None else f"is at revision {current}"
+    return Check("migrations", Status.ERROR, f"the database {state}; this satvault needs {head}",
+                 "back up the database, then run `satvault db upgrade`")
+
+
+def judge_ledger(report: CheckReport | BaseException | None) -> Check:
+    if report is None:
+        return Check("ledger", Status.WARN, "not run: the schema is not current",
+                     "fix the migrations check first")
+    if isinstance(report, BaseException):
+        return Check("ledger", Status.ERROR, f"the ledger check failed: {_err(report)}",
+                     "run `satvault ledger check` to see the error")
+    if report.ok:
+        return Check("ledger", Status.OK, "the books balance: "
+                     f"{report.stats.get('accounts', 0)} accounts, "
+                     f"{report.stats.get('transfers', 0)} transfers checked")
+    first = "; ".join(f"{p.check}: {p.message}" for p in report.problems[:3])
+    return Check("ledger", Status.ERROR,
+                 f"{len(report.problems)} problem(s) in the books: {first}",
+                 "stop withdrawals, run `satvault ledger check` for the rows and investigate "
+                 "before running the platform")
+
+
+def judge_reconciliation(differences: Sequence[object] | BaseException | None,
+                         reason: str = "") -> Check:
+    scope = ("three ways: the ledger with itself, with the payment records, and with the "
+             "chain and Lightning nodes")
+    if differences is None:
+        return Check("reconciliation", Status.WARN, f"not run: {reason}",
+                     "fix the checks above, then run the doctor again")
+    if isinstance(differences, BaseException):
+        return Check("reconciliation", Status.WARN,
+                     f"could not reconcile: {_err(differences)} ({scope})",
+                     "run `satvault reconcile` once the nodes answer")
+    if not differences:
+        return Check("reconciliation", Status.OK, f"no difference: {scope}")
+    named = "; ".join(f"{getattr(d, 'kind', '?')} {getattr(d, 'subject', '')}: "
+                      f"{getattr(d, 'detail', str(d))}" for d in list(differences)[:3])
+    return Check("reconciliation", Status.ERROR,
+                 f"{len(differences)} difference(s): {named} ({scope})",
+                 "run `satvault reconcile` for every difference row by row and find its cause "
+                 "(a missed notification, a spend outside satvault, a bug) before moving money")
+
+
+# ---------------------------------------------------------------------------- the nodes
+
+def judge_chain(sync: ChainSync | BaseException | None, *, kind: str, url: str) -> Check:
+    if sync is None:
+        return Check("chain", Status.WARN, f"the {kind} backend cannot report its sync state",
+                     "check the node by hand")
+    if isinstance(sync, BackendWarmingUp):
+        return Check("chain", Status.ERROR, f"the node at {url} is still starting: {_err(sync)}",
+                     "wait until it has loaded its block index, then run the doctor again")
+    if isinstance(sync, BaseException):
+        return Check("chain", Status.ERROR, f"cannot reach the {kind} node at {url}: "
+                     f"{_err(sync)}", "check that the node runs, the URL and its credentials "
+                     "(bitcoind_url / bitcoind_cookie_file / esplora_url)")
+    behind = None if sync.headers is None else sync.headers - sync.height
+    if sync.initial_block_download or (behind is not None and behind >= SYNC_ERROR_BLOCKS):
+        progress = "" if sync.verification_progress is None \
+            else f", {sync.verification_progress:.2%} verified"
+        return Check("chain", Status.ERROR,
+                     f"the node is syncing: tip {sync.height}, best header {sync.headers}"
+                     f"{progress}", "wait until it has caught up: until then deposits are "
+                     "not seen and payouts are built on a stale chain")
+    if behind is not None and behind >= SYNC_WARN_BLOCKS:
+        return Check("chain", Status.WARN, f"tip {sync.height} is {behind} block(s) behind the "
+                     "best header", "usually a block being validated; run the doctor again")
+    headers = "" if sync.headers is None else f", best header {sync.headers}"
+    return Check("chain", Status.OK, f"{kind} at {url} answers: tip {sync.height}{headers}")
+
+
+def judge_lightning(info: NodeInfo | BaseException | None, *, kind: str, network: str) -> Check:
+    if info is None:
+        return Check("lightning", Status.OK, "no Lightning node is configured "
+                     "(lightning_backend = none)")
+    if isinstance(info, BaseException):
+        return Check("lightning", Status.ERROR, f"cannot reach the {kind} node: {_err(info)}",
+                     "check that the node runs, lnd_url / cln_rpc_path, the macaroon and the "
+                     "TLS certificate")
+    if info.network != network:
+        return Check("lightning", Status.ERROR,
+                     f"the node is on {info.network}, satvault is configured for {network}",
+                     "point satvault at the node of the right network")
+    if not info.synced:
+        return Check("lightning", Status.ERROR,
+                     f"the node ({info.alias or info.pubkey[:16]}) is not synced to the chain "
+                     f"(height {info.block_height})", "wait for it to catch up; check its "
+                     "connection to its bitcoind: until then invoices and payments may fail")
+    return Check("lightning", Status.OK, f"{kind} node {info.alias or info.pubkey[:16]} synced "
+                 f"to the chain at height {info.block_height}")
+
+
+def judge_macaroon(*, kind: str, path: str | None, inline: bool) -> Check:
+    if kind not in ("lnd", "simnet"):
+        return Check("lnd_macaroon", Status.OK, f"not used by the {kind or 'none'} backend")
+    if path:
+        try:
+            size = len(Path(path).read_bytes())
+        except OSError as exc:
+            return Check("lnd_macaroon", Status.ERROR,
+                         f"cannot read the macaroon {path}: {exc.strerror or exc}",
+                         "fix lnd_macaroon_path or the file's permissions for this user")
+        if size == 0:
+            return Check("lnd_macaroon", Status.ERROR, f"the macaroon {path} is empty",
+                         "copy the node's admin or invoice macaroon there")
+        return Check("lnd_macaroon", Status.OK, f"{path} is readable ({size} bytes)")
+    if inline:
+        return Check("lnd_macaroon", Status.OK, "given inline (lnd_macaroon_hex)")
+    if kind == "simnet":
+        return Check("lnd_macaroon", Status.OK, "the simulator needs none")
+    return Check("lnd_macaroon", Status.WARN, "no macaroon configured: LND refuses most calls "
+                 "without one", "set lnd_macaroon_path")
+
+
+def judge_tls(*, kind: str, cert_path: str | None, url: str, now: datetime) -> Check:
+    if kind not in ("lnd", "simnet"):
+        return Check("lnd_tls", Status.OK, f"not used by the {kind or 'none'} backend")
+    if not cert_path:
+        plain = url.startswith("http://")
+        return Check("lnd_tls", Status.WARN if plain and kind == "lnd" else Status.OK,
+                     "plain HTTP: no TLS" if plain else "verified against the system's CAs",
+                     "use https with the node's tls.cert (lnd_tls_cert) unless the node is on "
+                     "this host" if plain and kind == "lnd" else "")
+    from cryptography import x509
+
+    try:
+        data = Path(cert_path).read_bytes()
+    except OSError as exc:
+        return Check("lnd_tls", Status.ERROR, f"cannot read {cert_path}: {exc.strerror or exc}",
+                     "fix lnd_tls_cert or the file's permissions")
+    try:
+        cert = x509.load_pem_x509_certificate(data)
+    except ValueError:
+        return Check("lnd_tls", Status.ERROR, f"{cert_path} is not a PEM certificate",
+                     "copy the node's tls.cert there")
+    expires = cert.not_valid_after_utc
+    left = expires - now
+    if left.total_seconds() <= 0:
+        return Check("lnd_tls", Status.ERROR,
+                     f"the certificate {cert_path} expired on {expires:%Y-%m-%d %H:%M} UTC",
+                     "have LND make a new one (delete tls.cert and tls.key, restart it), copy "
+                     "it here")
+    if left.days < CERT_WARN_DAYS:
+        return Check("lnd_tls", Status.WARN,
+                     f"the certificate {cert_path} expires in {left.days} day(s), on "
+                     f"{expires:%Y-%m-%d}", "renew it before then (LND makes a new one when "
+                     "tls.cert and tls.key are deleted and it restarts)")
+    return Check("lnd_tls", Status.OK, f"the certificate is valid until {expires:%Y-%m-%d} "
+                 f"({left.days} days)")
+
+
+# ------------------------------------------------------------------------ host and clock
+
+def judge_clock(*, now: datetime, db_now: datetime | BaseException | None,
+                sync: ChainSync | BaseException | None, network: str) -> Check:
+    found: list[tuple[Status, str, str]] = []
+    if isinstance(db_now, datetime):
+        skew = (now - db_now).total_seconds()
+        status = Status.ERROR if abs(skew) > CLOCK_ERROR_SECONDS \
+            else Status.WARN if abs(skew) > CLOCK_WARN_SECONDS else Status.OK
+        found.append((status, f"{'ahead of' if skew >= 0 else 'behind'} the database server "
+                      f"by {abs(skew):.1f} s", "run NTP (chrony, systemd-timesyncd) on both "
+                      "hosts: expiries and audit times depend on it"))
+    if isinstance(sync, ChainSync) and network != "regtest":
+        ahead = sync.tip_time - now.timestamp()
+        if ahead > FUTURE_BLOCK_LIMIT:
+            found.append((Status.ERROR, f"the chain tip is stamped {_hours(ahead)} in this "
+                          "host's future, which nodes never accept: this clock is slow",
+                          "set the clock right (NTP)"))
+        elif sync.median_time is not None and now.timestamp() < sync.median_time:
+            found.append((Status.ERROR, "this host's clock is behind the chain's median time "
+                          "past, which itself lags real time by about an hour",
+                          "set the clock right (NTP)"))
+        else:
+            found.append((Status.OK, f"consistent with the chain tip's time (tip "
+                          f"{_hours(-ahead)} old)", ""))
+    elif isinstance(sync, ChainSync):
+        found.append((Status.OK, "no comparison with the chain: regtest block times are "
+                      "synthetic", ""))
+    if not found:
+        return Check("clock", Status.WARN, "nothing to compare this host's clock with (SQLite "
+                     "and no chain time)", "make sure NTP runs on this host")
+    status = worst([f[0] for f in found])
+    action = "; ".join(dict.fromkeys(f[2] for f in found if f[0] is not Status.OK and f[2]))
+    return Check("clock", status, "this host's clock: " + "; ".join(f[1] for f in found), action)
+
+
+@dataclass(frozen=True, slots=True)
+class DiskFacts:
+    path: str
+    free: int
+    total: int
+
+
+def judge_disk(disks: Sequence[DiskFacts | tuple[str, BaseException]], *, warn_bytes: int,
+               error_bytes: int) -> Check:
+    found: list[tuple[Status, str]] = []
+    for d in disks:
+        if isinstance(d, tuple):
+            found.append((Status.ERROR, f"{d[0]}: {_err(d[1])}"))
+            continue
+        status = Status.ERROR if d.free < error_bytes \
+            else Status.WARN if d.free < warn_bytes else Status.OK
+        found.append((status, f"{d.path}: {d.free / 1024**3:.1f} GiB free of "
+                      f"{d.total / 1024**3:.1f} GiB"))
+    status = worst([f[0] for f in found])
+    action = "" if status is Status.OK else (
+        "free space or grow the volume: a full disk stops the database mid-transaction "
+        f"(warning below {warn_bytes / 1024**3:.1f} GiB, error below "
+        f"{error_bytes / 1024**3:.1f} GiB)")
+    return Check("disk", status, "; ".join(f[1] for f in found), action)
+
+
+# ------------------------------------------------------------------------------- signer
+
+def judge_signer(result: dict[str, str] | BaseException | None, *, socket: str,
+                 production: bool) -> Check:
+    if not socket:
+        if production:
+            return Check("signer", Status.ERROR, "the signer runs inside this process (no "
+                         "signer_socket): the web side holds the hot keys",
+                         "run `satvault signer serve` as another user and set signer_socket")
+        return Check("signer", Status.OK, "in-process signer (development only)")
+    if isinstance(result, BaseException):
+        return Check("signer", Status.ERROR, f"the signer at {socket} does not answer: "
+                     f"{_err(result)}", "start `satvault signer serve` (as its own user) and "
+                     "check that this user may open the socket")
+    return Check("signer", Status.OK, f"the signer at {socket} answers "
+                 f"({len(result or {})} descriptors)")
+
+
+@dataclass(frozen=True, slots=True)
+class SeedFacts:
+    path: str
+    exists: bool
+    mode: int = 0
+    uid: int = -1
+    error: str = ""
+
+
+def seed_facts(path: Path) -> SeedFacts:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return SeedFacts(str(path), False)
+    except OSError as exc:
+        return SeedFacts(str(path), True, error=exc.strerror or str(exc))
+    return SeedFacts(str(path), True, stat.S_IMODE(st.st_mode), st.st_uid)
+
+
+def judge_seed(facts: SeedFacts, *, separate_signer: bool, uid: int | None = None) -> Check:
+    """The encrypted seed file: 0600, and owned by the user that opens it (this one with the
+    in-process signer; the signer's own user when a separate signer is configured)."""
+    uid = os.geteuid() if uid is None else uid
+    if not facts.exists:
+        if separate_signer:
+            return Check("seed_file", Status.OK, f"{facts.path} is not on this host: the "
+                         "separate signer keeps it (run the doctor as the signer's user there "
+                         "to check it)")
+        return Check("seed_file", Status.ERROR, f"no seed file at {facts.path}",
+                     "restore it from the backup, or create one with `satvault signer init`")
+    if facts.error:
+        if separate_signer:
+            return Check("seed_file", Status.OK, f"{facts.path} is not readable by this user "
+                         f"({facts.error}), as it should be with a separate signer")
+        return Check("seed_file", Status.ERROR, f"cannot inspect {facts.path}: {facts.error}",
+                     "fix the folder's permissions")
+    problems = []
+    if facts.mode & 0o077:
+        problems.append(f"its mode is {facts.mode:04o}, others may read or change it")
+    if facts.uid != uid and not separate_signer:
+        problems.append(f"it is owned by uid {facts.uid}, not by the running user ({uid})")
+    if problems:
+        return Check("seed_file", Status.ERROR, f"{facts.path}: " + "; ".join(problems),
+                     f"chown the file to the signer's user and `chmod 600 {facts.path}`")
+    if separate_signer and facts.uid == uid:
+        return Check("seed_file", Status.WARN, f"{facts.path} is owned by this user although "
+                     "a separate signer is configured", "unless this is the signer's user, "
+                     "give the file to the signer's user: the web side must not read the seed")
+    return Check("seed_file", Status.OK, f"{facts.path}: mode {facts.mode:04o}, uid {facts.uid}")
+
+
+# ------------------------------------------------------------------------ code integrity
+
+def judge_integrity(result: IntegrityResult | BaseException | None, *, root: str,
+                    manifest: str, configured: bool, production: bool) -> Check:
+    make = ("make the manifest at build time (`satvault doctor manifest --key KEY`) and set "
+            "code_manifest_public_key to the key's public half")
+    if not configured:
+        return Check("code_integrity", Status.ERROR if production else Status.WARN,
+                     "not checked: no code_manifest_public_key is configured", make)
+    if result is None or isinstance(result, BaseException):
+        detail = _err(result) if result is not None else f"no manifest at {manifest}"
+        return Check("code_integrity", Status.ERROR, detail, make)
+    if not result.signature_ok:
+        return Check("code_integrity", Status.ERROR, f"the manifest {manifest} is not signed "
+                     "by the configured key: it cannot be trusted",
+                     "reinstall satvault from a trusted build and its manifest")
+    if result.ok:
+        return Check("code_integrity", Status.OK, f"all {result.files} files of {root} match "
+                     f"the signed manifest{f' of {result.version}' if result.version else ''}")
+
+    def names(label: str, paths: list[str]) -> str:
+        shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10
+                                         else "")
+        return f"{label}: {shown}" if paths else ""
+
+    what = "; ".join(filter(None, (names("changed", result.changed),
+                                   names("missing", result.missing),
+                                   names("extra", result.extra))))
+    return Check("code_integrity", Status.ERROR, f"the installed code under {root} differs "
+                 f"from the signed manifest: {what}",
+                 "do not run it: find out who changed these files, then reinstall from a "
+                 "trusted build")

@@ -1,0 +1,221 @@
+"""``run_doctor``: gather the facts, judge them, one report.
+
+The probes that wait on something else — the database's revision and clock, the chain node,
+the Lightning node, the signer, the disk, hashing the installed code — run concurrently,
+each with ``doctor_timeout_seconds``; none holds a database transaction while it waits on the
+network. Once the schema is known to be current, the ledger check and the three-way
+reconciliation run (:func:`satvault.reconcile.service.find_differences`, shallow: without
+walking the audit chain, which ``satvault audit verify`` does).
+
+Nothing is written: the ledger check and the reconciliation read in sessions that are rolled
+back; no incident or review item is kept (the custody worker's reconciliation does that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from satvault.backends.base import ChainBackend, ChainSync, ChainSyncSource
+from satvault.backends.lightning import LightningBackend, NodeInfo
+from satvault.composition import make_lightning_backend, seed_path
+from satvault.config import Settings, redact_url
+from satvault.doctor import checks as J
+from satvault.doctor._report import DoctorReport
+from satvault.doctor.manifest import (
+    IntegrityResult,
+    default_manifest_path,
+    package_root,
+    verify_manifest,
+)
+from satvault.ledger.check import CheckReport, check_ledger
+from satvault.migrate import current_revision, head_revision
+from satvault.reconcile.service import find_differences
+from satvault.signing.client import UnixSocketSigner
+
+__all__ = ["run_doctor"]
+
+T = TypeVar("T")
+
+
+async def _probe(work: Awaitable[T], timeout: float) -> T | BaseException:
+    """The value, or the exception met (a timeout says how long it waited)."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await work
+    except TimeoutError:
+        return TimeoutError(f"no answer within {timeout:g} s")
+    except Exception as exc:  # every failure is a finding, reported with advice
+        return exc
+
+
+async def _revision(engine: AsyncEngine) -> str | None:
+    return await current_revision(engine)
+
+
+async def _db_now(engine: AsyncEngine) -> datetime | None:
+    """The database server's clock; None on SQLite (it is this process's clock)."""
+    if engine.dialect.name == "sqlite":
+        return None
+    async with engine.connect() as conn:
+        value = (await conn.execute(text("SELECT CURRENT_TIMESTAMP"))).scalar_one()
+    return value if isinstance(value, datetime) else None
+
+
+async def _chain_sync(backend: ChainBackend) -> ChainSync | None:
+    if not isinstance(backend, ChainSyncSource):
+        return None
+    return await backend.sync_info()
+
+
+async def _signer(socket: str, timeout: float) -> dict[str, str] | None:
+    if not socket:
+        return None
+    return await UnixSocketSigner(socket, timeout=timeout).descriptors()
+
+
+def _disks(settings: Settings) -> list[J.DiskFacts | tuple[str, BaseException]]:
+    paths = [settings.home]
+    if settings.is_sqlite:
+        db = make_url(settings.database_url).database
+        if db and db != ":memory:":
+            paths.append(Path(db).resolve().parent)
+    out: list[J.DiskFacts | tuple[str, BaseException]] = []
+    seen: set[int] = set()
+    for path in paths:
+        try:
+            device = path.stat().st_dev
+            if device in seen:
+                continue
+            seen.add(device)
+            usage = shutil.disk_usage(path)
+            out.append(J.DiskFacts(str(path), usage.free, usage.total))
+        except OSError as exc:
+            out.append((str(path), exc))
+    return out
+
+
+async def _ledger(sessions: async_sessionmaker[AsyncSession]) -> CheckReport:
+    async with sessions() as s:
+        try:
+            return await check_ledger(s)
+        finally:
+            await s.rollback()
+
+
+async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
+                     chain: ChainBackend | None = None,
+                     lightning: LightningBackend | bool | None = True,
+                     root: Path | None = None, manifest: Path | None = None,
+                     now: datetime | None = None) -> DoctorReport:
+    """Every check, in a fixed order. ``chain``/``lightning``: adapters to use (a running
+    app's); else built from the settings and closed here (``lightning=None``: none).
+    ``root``/``manifest``: the code tree to verify and its manifest (default: the installed
+    package and its ``_manifest.json``, or ``code_manifest_file``). Raises ValueError for
+    settings naming an unknown backend (the caller's exit code 2)."""
+    from satvault.backends.registry import make_chain_backend
+
+    engine: AsyncEngine = sessions.kw["bind"]
+    timeout = settings.doctor_timeout_seconds
+    own: list[Any] = []
+    backend = chain if chain is not None else make_chain_backend(settings)
+    if chain is None:
+        own.append(backend)
+    ln: LightningBackend | BaseException | None
+    if lightning is True:
+        try:
+            ln = make_lightning_backend(settings)
+        except ValueError:
+            raise
+        except Exception as exc:  # e.g. an unreadable macaroon, read when the adapter opens
+            ln = exc
+        if isinstance(ln, LightningBackend):
+            own.append(ln)
+    else:
+        ln = lightning or None
+    root = (root or package_root()).resolve()
+    manifest = manifest or (Path(settings.code_manifest_file) if settings.code_manifest_file
+                            else default_manifest_path(root))
+    key = settings.code_manifest_public_key
+
+    async def integrity() -> IntegrityResult | None:
+        if not key or not manifest.exists():
+            return None
+        return await asyncio.to_thread(verify_manifest, root, manifest, key)
+
+    async def ln_info() -> NodeInfo | None:
+        if isinstance(ln, BaseException):
+            raise ln
+        return None if ln is None else await ln.get_info()
+
+    try:
+        tasks = (
+            asyncio.ensure_future(_probe(_revision(engine), timeout)),
+            asyncio.ensure_future(_probe(_db_now(engine), timeout)),
+            asyncio.ensure_future(_probe(_chain_sync(backend), timeout)),
+            asyncio.ensure_future(_probe(ln_info(), timeout)),
+            asyncio.ensure_future(_probe(_signer(settings.signer_socket, timeout), timeout)),
+            asyncio.ensure_future(asyncio.to_thread(_disks, settings)),
+            # hashing a few hundred files: bounded by the disk, not the network
+            asyncio.ensure_future(_probe(integrity(), max(timeout, 60.0))))
+        await asyncio.gather(*tasks)
+        revision, db_now, sync, info, signer = (tasks[0].result(), tasks[1].result(),
+                                                tasks[2].result(), tasks[3].result(),
+                                                tasks[4].result())
+        disks, code = tasks[5].result(), tasks[6].result()
+        head = head_revision()
+        current = not isinstance(revision, BaseException) and revision == head
+        ledger: CheckReport | BaseException | None = None
+        differences: list[Any] | BaseException | None = None
+        why = "the schema is not current"
+        lightning_ok = ln is not None and not isinstance(ln, BaseException) \
+            and isinstance(info, NodeInfo)
+        if current:
+            chain_ok = not isinstance(sync, BaseException)
+            why = "the chain node does not answer"
+            live_ln = ln if lightning_ok and not isinstance(ln, BaseException) else None
+            recon = _probe(find_differences(sessions, backend, live_ln, deep=False),
+                           max(timeout, 30.0)) if chain_ok else asyncio.sleep(0, None)
+            ledger, found = await asyncio.gather(_probe(_ledger(sessions), 60.0), recon)
+            if isinstance(found, BaseException):
+                differences = found
+            elif found is not None:
+                differences = list(found[0])
+    finally:
+        for adapter in own:
+            await adapter.close()
+
+    now = now or datetime.now(UTC)
+    kind = settings.lightning_backend or "none"
+    url = settings.esplora_url if settings.chain_backend == "esplora" \
+        else redact_url(settings.bitcoind_url)
+    report = DoctorReport([
+        J.judge_migrations(revision, head),
+        J.judge_chain(sync, kind=settings.chain_backend, url=url),
+        J.judge_lightning(info if kind not in ("", "none") else None, kind=kind,
+                          network=settings.network),
+        J.judge_macaroon(kind=kind, path=settings.lnd_macaroon_path,
+                         inline=bool(settings.lnd_macaroon_hex
+                                     and settings.lnd_macaroon_hex.get_secret_value())),
+        J.judge_tls(kind=kind, cert_path=settings.lnd_tls_cert, url=settings.lnd_url, now=now),
+        J.judge_clock(now=now, db_now=db_now, sync=sync, network=settings.network),
+        J.judge_disk(disks, warn_bytes=settings.doctor_disk_warn_bytes,
+                     error_bytes=settings.doctor_disk_error_bytes),
+        J.judge_ledger(ledger),
+        J.judge_reconciliation(differences, why),
+        J.judge_signer(signer, socket=settings.signer_socket,
+                       production=settings.environment == "production"),
+        J.judge_seed(J.seed_facts(seed_path(settings)),
+                     separate_signer=bool(settings.signer_socket)),
+        J.judge_integrity(code, root=str(root), manifest=str(manifest), configured=bool(key),
+                          production=settings.environment == "production"),
+    ])
+    return report
