@@ -124,3 +124,24 @@ async def test_a_failing_plug_in_holds_the_payment_for_review(ctx: Ctx):
     assert not said.matched and s.verdict.score < doc["thresholds"]["review"]
     assert s.outcome == Outcome.REVIEW  # the score alone would approve
     assert json.loads(json.dumps(s.features))["plugin_errors"] == ["raising"]
+
+
+async def test_a_notifier_plug_in_is_told_of_alerts(sessions, tmp_path, monkeypatch):
+    from satvault.composition import alerts_worker
+
+    out = tmp_path / "alerts.jsonl"
+    monkeypatch.setenv("SATVAULT_EXAMPLE_NOTIFY_FILE", str(out))
+    settings = make_settings("sqlite+aiosqlite://", tmp_path, "http://127.0.0.1:9",
+                             alert_notifiers="jsonl", semicold_floor_sat=10_000)
+    worker = alerts_worker(settings, sessions, None)
+    try:
+        await worker._tick()  # an empty semi-cold wallet is under its floor
+        await worker._tick()  # told once, not on every tick
+    finally:
+        await worker.stop()
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(a["type"], a["alert"]) for a in lines] == [
+        ("alert.firing", "hot_wallet_under_floor")]
+    with pytest.raises(PluginError, match="no notifiers plug-in named 'pager'"):
+        alerts_worker(make_settings("sqlite+aiosqlite://", tmp_path, "http://127.0.0.1:9",
+                                    alert_notifiers="pager"), sessions, None)

@@ -44,7 +44,13 @@ from satvault.kernel.plugins import PluginError, load_plugin, plugin_names
 from satvault.lightning.invoices import InvoiceListener, StoreInvoiceHook
 from satvault.lightning.payments import LightningPayer
 from satvault.logs import get_logger
-from satvault.metrics.alerts import AlertMonitor, Channel, EmailChannel, WebhookChannel
+from satvault.metrics.alerts import (
+    AlertMonitor,
+    Channel,
+    EmailChannel,
+    PluginChannel,
+    WebhookChannel,
+)
 from satvault.migrate import ensure_current
 from satvault.onchain.models import OnchainWallet
 from satvault.onchain.service import register_wallet
@@ -302,6 +308,13 @@ def alerts_worker(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     """The critical alerts (satvault.metrics.alerts), told to the configured webhooks and
     e-mail recipients; with neither configured it still tracks the conditions (exported as
     ``satvault_alert_firing``)."""
+    plugins: list[Channel] = []
+    for name in _split(settings.alert_notifiers):  # first: a bad name fails before any I/O
+        notifier = load_plugin("notifiers", name)(settings)
+        if not callable(getattr(notifier, "notify", None)):
+            raise PluginError(f"the notifier plug-in {name!r} made {type(notifier).__name__}, "
+                              "which has no notify(alert)")
+        plugins.append(PluginChannel(name, notifier))
     client = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
     secret = settings.alert_webhook_secret.get_secret_value() \
         if settings.alert_webhook_secret else None
@@ -314,6 +327,7 @@ def alerts_worker(settings: Settings, sessions: async_sessionmaker[AsyncSession]
             starttls=settings.alert_smtp_starttls, username=settings.alert_smtp_username,
             password=settings.alert_smtp_password.get_secret_value()
             if settings.alert_smtp_password else ""))
+    channels += plugins
     monitor = AlertMonitor(
         sessions, channels, floor_sat=settings.semicold_floor_sat,
         lag_blocks=settings.alert_watcher_lag_blocks,

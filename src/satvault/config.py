@@ -280,6 +280,8 @@ class Settings(BaseSettings):
     alert_smtp_password: SecretStr | None = None
     alert_email_from: str = "satvault@localhost"
     alert_email_to: str = ""
+    # Installed `notifiers` plug-ins to tell as well, by name, comma-separated (docs/plugins.md).
+    alert_notifiers: str = ""
     # The chain watcher counts as stalled this many blocks behind the node's tip.
     alert_watcher_lag_blocks: int = Field(default=3, ge=1)
     # A signer refusal keeps its alert open this long after the last one.

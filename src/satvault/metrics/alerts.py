@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 from sqlalchemy import select
@@ -134,6 +134,18 @@ class WebhookChannel:
         response = await self.client.post(self.url, content=body, headers=headers)
         if not 200 <= response.status_code < 300:
             raise RuntimeError(f"the alert webhook answered {response.status_code}")
+
+
+class PluginChannel:
+    """A ``notifiers`` plug-in (:mod:`satvault.kernel.plugins`): ``notify`` gets the same JSON
+    object a webhook does."""
+
+    def __init__(self, name: str, notifier: Any) -> None:
+        self.key = f"plugin:{name}"
+        self.notifier = notifier
+
+    async def send(self, notice: Notice) -> None:
+        await self.notifier.notify(notice.as_dict())
 
 
 class EmailChannel:
