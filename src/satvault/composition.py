@@ -38,6 +38,8 @@ from satvault.custody.sweeps import SweepPlanner
 from satvault.db import create_engine, session_factory
 from satvault.events import outbox
 from satvault.events.delivery import WebhookDispatcher
+from satvault.events.jetstream import JetStream, StreamSettings
+from satvault.events.relay import EventRelay
 from satvault.invoices.service import apply_payment
 from satvault.invoices.tasks import InvoiceRefresher
 from satvault.lightning.invoices import InvoiceListener, StoreInvoiceHook
@@ -61,6 +63,7 @@ from satvault.workers import (
     audit_worker,
     chain_watcher_worker,
     custody_worker,
+    event_relay_worker,
     hold_expiry_worker,
     lightning_payer_worker,
     payout_worker,
@@ -68,8 +71,8 @@ from satvault.workers import (
 )
 
 __all__ = ["Platform", "Runtime", "build_workers", "chain_height", "ensure_dev_signer",
-           "liabilities_secret", "make_lightning_backend", "open_database", "open_sessions",
-           "open_signer", "register_signer_wallets"]
+           "event_stream", "liabilities_secret", "make_lightning_backend", "open_database",
+           "open_sessions", "open_signer", "register_signer_wallets"]
 
 log = get_logger(__name__)
 
@@ -264,12 +267,21 @@ def open_database(settings: Settings, *, pool_size: int | None = None
 # ----------------------------------------------------------------------------- workers
 
 
+def event_stream(settings: Settings) -> JetStream:
+    """A (not yet connected) NATS JetStream client for the configured event stream."""
+    return JetStream(StreamSettings(
+        url=settings.nats_url, stream=settings.nats_stream, prefix=settings.nats_subject_prefix,
+        duplicate_window=float(settings.nats_duplicate_window_seconds),
+        max_age=float(settings.nats_max_age_seconds)))
+
+
 def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession],
                   runtime: Runtime | None) -> list[Worker]:
     """Every background worker of a process that runs them, in start order. The node-facing
     ones need a :class:`Runtime`; their wake-up events are wired here (``/admin/chain/notify``
     wakes the watcher, a withdrawal wakes the Lightning payer, a commit that queued webhook
-    deliveries wakes the webhook worker)."""
+    deliveries wakes the webhook worker, and with ``event_stream = "nats"`` every commit that
+    wrote an event wakes the relay to NATS JetStream)."""
     workers: list[Worker] = [
         hold_expiry_worker(sessions, settings.hold_expiry_interval),
         address_expiry_worker(sessions, 60.0),
@@ -278,6 +290,11 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
         webhook_worker(WebhookDispatcher(sessions, environment=settings.environment),
                        interval=2.0),
     ]
+    if settings.event_stream == "nats":  # the outbox stays the truth; the relay copies it
+        workers.append(event_relay_worker(EventRelay(
+            sessions, event_stream(settings), batch=settings.event_relay_batch,
+            lease_seconds=settings.event_relay_lease_seconds,
+            fence_timeout=settings.event_relay_interval), settings.event_relay_interval))
     if runtime is None:
         return workers
     watcher = chain_watcher_worker(runtime.watcher, settings.watcher_interval)

@@ -20,6 +20,7 @@ from satvault.custody.status import Reconciler
 from satvault.custody.sweeps import SweepPlanner
 from satvault.events.delivery import WebhookDispatcher
 from satvault.events.outbox import notifier
+from satvault.events.relay import EventRelay
 from satvault.kernel.retrying import retrying
 from satvault.ledger.store import expire_due_holds
 from satvault.lightning.payments import LightningPayer
@@ -29,9 +30,11 @@ from satvault.onchain.watcher import Watcher
 from satvault.payouts.job import PayoutJob
 from satvault.withdrawals.policy.approvals import expire_due as expire_due_approvals
 
-__all__ = ["ServiceWorker", "WebhookWorker", "Worker", "address_expiry_worker",
+__all__ = ["EventRelayWorker", "ServiceWorker", "WebhookWorker", "Worker",
+           "address_expiry_worker",
            "approval_expiry_worker", "audit_worker", "chain_watcher_worker",
-           "hold_expiry_worker", "lightning_payer_worker", "payout_worker", "webhook_worker"]
+           "event_relay_worker", "hold_expiry_worker", "lightning_payer_worker", "payout_worker",
+           "webhook_worker"]
 
 log = get_logger(__name__)
 
@@ -198,3 +201,22 @@ class WebhookWorker(Worker):
 
 def webhook_worker(dispatcher: WebhookDispatcher, interval: float = 2.0) -> WebhookWorker:
     return WebhookWorker(dispatcher, interval)
+
+
+class EventRelayWorker(Worker):
+    """:meth:`EventRelay.tick` (outbox → NATS JetStream) on a tick, woken as soon as a
+    transaction that wrote an event commits in this process; other processes' events are
+    found at the next tick. Stopping gives the relay's lease back."""
+
+    def __init__(self, relay: EventRelay, interval: float) -> None:
+        super().__init__("event-relay", interval, relay.tick, on_stop=relay.close)
+        self.relay = relay
+        self._unsubscribe = notifier.subscribe(self.wake.set)
+
+    async def stop(self) -> None:
+        self._unsubscribe()
+        await super().stop()
+
+
+def event_relay_worker(relay: EventRelay, interval: float = 1.0) -> EventRelayWorker:
+    return EventRelayWorker(relay, interval)

@@ -47,6 +47,7 @@ from satvault.cli._common import emit, fail, in_transaction  # noqa: E402
 from satvault.cli.audit import app as audit_app  # noqa: E402
 from satvault.cli.cold import app as cold_app  # noqa: E402
 from satvault.cli.custody import app as custody_app  # noqa: E402
+from satvault.cli.events import app as events_app  # noqa: E402
 from satvault.cli.kyc import kyc_app, screening_app, wallet_app  # noqa: E402
 from satvault.cli.liabilities import app as liabilities_app  # noqa: E402
 from satvault.cli.onchain import app as onchain_app  # noqa: E402
@@ -66,6 +67,7 @@ app.add_typer(liabilities_app, name="liabilities")
 app.add_typer(cold_app, name="cold")
 app.add_typer(reserves_app, name="reserves")
 app.add_typer(audit_app, name="audit")
+app.add_typer(events_app, name="events")
 app.add_typer(kyc_app, name="kyc")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(policy_app, name="policy")
