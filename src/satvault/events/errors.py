@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from satvault.kernel.errors import SatvaultError
 
-__all__ = ["EventsError", "InvalidSignature", "InvalidStream", "InvalidWebhook", "StreamUnavailable",
-           "UnsafeUrl"]
+__all__ = ["EventsError", "InvalidSignature", "InvalidStream", "InvalidWebhook",
+           "StreamUnavailable", "UnsafeUrl"]
 
 
 class EventsError(SatvaultError):

@@ -164,7 +164,7 @@ class EventRelay:
                 .where(and_(cursors_t.c.name == self.name, cursors_t.c.owner == self.owner,
                             cursors_t.c.position == old))
                 .values(position=new, lease_until=now + self.lease, updated_at=now)
-            )).rowcount
+                .returning(cursors_t.c.position))).scalar_one_or_none() is not None
         if not done:
             log.warning("event_relay_lease_lost", owner=self.owner, position=new)
         return bool(done)
