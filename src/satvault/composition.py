@@ -38,7 +38,8 @@ from satvault.custody.sweeps import SweepPlanner
 from satvault.db import create_engine, session_factory
 from satvault.events import outbox
 from satvault.events.delivery import WebhookDispatcher
-from satvault.events.jetstream import JetStream, StreamSettings
+from satvault.events.fanout import CONSUMER, WebhookFanout
+from satvault.events.jetstream import DurableConsumer, JetStream, StreamSettings
 from satvault.events.relay import EventRelay
 from satvault.invoices.service import apply_payment
 from satvault.invoices.tasks import InvoiceRefresher
@@ -67,6 +68,7 @@ from satvault.workers import (
     hold_expiry_worker,
     lightning_payer_worker,
     payout_worker,
+    stream_consumer_worker,
     webhook_worker,
 )
 
@@ -250,18 +252,22 @@ class Runtime:
 # ----------------------------------------------------------------------------- database
 
 
-def open_sessions(engine: AsyncEngine, *, public_url: str = ""
+def open_sessions(engine: AsyncEngine, *, public_url: str = "", event_stream: str = "outbox"
                   ) -> async_sessionmaker[AsyncSession]:
     """The session factory every part of a process shares, with the outbox's commit hooks
-    (balance events, waking the webhook worker and the live streams) installed."""
-    return outbox.install(session_factory(engine, public_url=public_url))
+    (balance events, waking the webhook worker and the live streams) installed. With
+    ``event_stream = "nats"`` an event's transaction queues no webhook deliveries: the
+    ``webhook-fanout`` worker queues them from the stream."""
+    return outbox.install(session_factory(engine, public_url=public_url),
+                          webhook_fanout=event_stream != "nats")
 
 
 def open_database(settings: Settings, *, pool_size: int | None = None
                   ) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
     engine = create_engine(settings.database_url,
                            pool_size=pool_size if pool_size is not None else settings.db_pool_size)
-    return engine, open_sessions(engine, public_url=settings.public_url)
+    return engine, open_sessions(engine, public_url=settings.public_url,
+                                 event_stream=settings.event_stream)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -295,6 +301,9 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
             sessions, event_stream(settings), batch=settings.event_relay_batch,
             lease_seconds=settings.event_relay_lease_seconds,
             fence_timeout=settings.event_relay_interval), settings.event_relay_interval))
+        # The webhook deliveries are queued from the stream (see open_sessions).
+        workers.append(stream_consumer_worker("webhook-fanout", DurableConsumer(
+            event_stream(settings), CONSUMER, WebhookFanout(sessions))))
     if runtime is None:
         return workers
     watcher = chain_watcher_worker(runtime.watcher, settings.watcher_interval)
@@ -340,7 +349,8 @@ class Platform:
         if engine is None:
             engine, sessions = open_database(settings)
             return cls(settings, engine, sessions, runtime, own_engine=True)
-        return cls(settings, engine, open_sessions(engine, public_url=settings.public_url),
+        return cls(settings, engine, open_sessions(engine, public_url=settings.public_url,
+                                                   event_stream=settings.event_stream),
                    runtime)
 
     async def start(self, *, workers: bool = True, runtime: bool = True) -> None:

@@ -19,6 +19,7 @@ from satvault.custody.refill import RefillPlanner
 from satvault.custody.status import Reconciler
 from satvault.custody.sweeps import SweepPlanner
 from satvault.events.delivery import WebhookDispatcher
+from satvault.events.jetstream import DurableConsumer
 from satvault.events.outbox import notifier
 from satvault.events.relay import EventRelay
 from satvault.kernel.retrying import retrying
@@ -30,10 +31,10 @@ from satvault.onchain.watcher import Watcher
 from satvault.payouts.job import PayoutJob
 from satvault.withdrawals.policy.approvals import expire_due as expire_due_approvals
 
-__all__ = ["EventRelayWorker", "ServiceWorker", "WebhookWorker", "Worker",
-           "address_expiry_worker",
-           "approval_expiry_worker", "audit_worker", "chain_watcher_worker",
-           "event_relay_worker", "hold_expiry_worker", "lightning_payer_worker", "payout_worker",
+__all__ = ["EventRelayWorker", "ServiceWorker", "StreamConsumerWorker", "WebhookWorker",
+           "Worker", "address_expiry_worker", "approval_expiry_worker", "audit_worker",
+           "chain_watcher_worker", "event_relay_worker", "hold_expiry_worker",
+           "lightning_payer_worker", "payout_worker", "stream_consumer_worker",
            "webhook_worker"]
 
 log = get_logger(__name__)
@@ -220,3 +221,28 @@ class EventRelayWorker(Worker):
 
 def event_relay_worker(relay: EventRelay, interval: float = 1.0) -> EventRelayWorker:
     return EventRelayWorker(relay, interval)
+
+
+class StreamConsumerWorker(Worker):
+    """A :class:`DurableConsumer` driven as a worker: each tick long-polls the stream for up
+    to ``poll`` seconds and handles what arrives, and comes straight back while there is more.
+    After a failure (NATS unreachable, a handler's error) it waits ``retry`` seconds."""
+
+    def __init__(self, name: str, consumer: DurableConsumer, *, poll: float = 1.0,
+                 retry: float = 2.0, batch: int = 200) -> None:
+        super().__init__(name, 0.01, self._step, on_stop=consumer.stop)
+        self.consumer = consumer
+        self._poll, self._retry, self._batch = poll, retry, batch
+
+    async def _step(self) -> int:
+        try:
+            done = await self.consumer.step(batch=self._batch, timeout=self._poll)
+        except Exception:
+            await asyncio.sleep(self._retry)
+            raise
+        return done
+
+
+def stream_consumer_worker(name: str, consumer: DurableConsumer, *, poll: float = 1.0
+                           ) -> StreamConsumerWorker:
+    return StreamConsumerWorker(name, consumer, poll=poll)

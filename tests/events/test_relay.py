@@ -23,11 +23,15 @@ import pytest
 from typer.testing import CliRunner
 
 from satvault.cli import app
+from satvault.composition import open_sessions
 from satvault.config import reset_settings_cache
 from satvault.events.errors import StreamUnavailable
+from satvault.events.fanout import WebhookFanout
 from satvault.events.jetstream import DurableConsumer, JetStream, StreamEvent, StreamSettings
-from satvault.events.outbox import Event, emit_many
+from satvault.events.outbox import Event, emit, emit_many, notifier
 from satvault.events.relay import EventRelay, cursor_position
+from tests.events.conftest import add_webhook
+from tests.events.test_delivery import deliveries
 
 NATS_URL = os.environ.get("SATVAULT_TEST_NATS_URL", "nats://127.0.0.1:4222")
 runner = CliRunner()
@@ -258,3 +262,46 @@ async def test_an_unreachable_server_is_our_error():
                                   timeout=0.5))
     with pytest.raises(StreamUnavailable, match="cannot reach NATS"):
         await js.connect()
+
+
+async def test_with_nats_the_webhook_deliveries_are_queued_from_the_stream(
+        engine, sessions, world, receiver, clock, dispatchers, stream):
+    hook, _ = await add_webhook(sessions, world.store, receiver.url("/hook"))
+    nats_sessions = open_sessions(engine, event_stream="nats")
+    fired: list[int] = []
+    unsubscribe = notifier.subscribe(lambda: fired.append(1))
+    try:
+        async with nats_sessions() as s, s.begin():
+            ids = [await emit(s, type=t, subject_type="invoice", subject_id=f"inv_{i % 2}",
+                              payload={"id": f"inv_{i % 2}", "n": i}, store_id=world.store)
+                   for i, t in enumerate(["invoice.created", "invoice.created",
+                                          "invoice.settled"])]
+            await emit(s, type="wallet.balance_changed", subject_type="wallet",
+                       subject_id="w_1", payload={})
+    finally:
+        unsubscribe()
+    assert fired == [1]  # the commit hooks are the same
+    assert await deliveries(sessions, hook) == []  # nothing queued by the transaction
+    later_hook, _ = await add_webhook(sessions, world.store, receiver.url("/later"))
+
+    relay = make_relay(sessions, stream, owner="r1")
+    assert await relay.tick() == 4
+    await relay.close()
+    fanout = WebhookFanout(sessions)
+    consumer = DurableConsumer(JetStream(stream.settings), "webhooks", fanout)
+    assert await consumer.step(timeout=0.3) == 4  # the wallet event is acknowledged too
+    queued = await deliveries(sessions, hook)
+    assert [d.event_id for d in queued] == ids and fanout.queued == 3
+    assert json.loads(queued[2].request_body)["type"] == "invoice.settled"
+    # a webhook created after the events hears none of them (as with the outbox fan-out)
+    assert await deliveries(sessions, later_hook) == []
+    # The whole stream handled again (a new durable consumer, a replay): nothing more.
+    again = DurableConsumer(JetStream(stream.settings), "webhooks-again", fanout)
+    assert await again.step(timeout=0.3) == 4
+    assert len(await deliveries(sessions, hook)) == 3 and fanout.queued == 3
+    # and the dispatcher sends them as ever, in outbox order
+    assert await dispatchers().run_once() == 3
+    assert receiver.event_ids("/hook") == ids
+    for c in (consumer, again):
+        await c.delete()
+        await c.stream.close()

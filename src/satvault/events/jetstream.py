@@ -240,6 +240,8 @@ class DurableConsumer:
 
     async def _subscription(self) -> Any:
         if self._sub is None:
+            await self.stream.connect()
+            await self.stream.ensure_stream()
             config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait,
                                     max_ack_pending=1)  # one at a time: order per aggregate
             if self.start_seq is not None:
@@ -288,6 +290,11 @@ class DurableConsumer:
         sub, self._sub = self._sub, None
         if sub is not None:
             await sub.unsubscribe()
+
+    async def stop(self) -> None:
+        """:meth:`close`, and the connection too (for a worker that owns it)."""
+        await self.close()
+        await self.stream.close()
 
     async def delete(self) -> None:
         """Remove the durable consumer from the server (it otherwise stays)."""
