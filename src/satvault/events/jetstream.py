@@ -120,7 +120,8 @@ class JetStream:
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
             try:
-                await nc.drain()
+                async with asyncio.timeout(3.0):
+                    await nc.drain()
             except (nats.errors.Error, TimeoutError):
                 await nc.close()
 

@@ -209,13 +209,20 @@ class EventRelay:
                 return total
 
     async def close(self) -> None:
-        """Give the lease back (another relay may take over at once) and disconnect."""
+        """Give the lease back (another relay may take over at once) and disconnect. Both
+        are bounded: a lease not given back simply runs out."""
         try:
-            async with self.sessions() as s, s.begin():
-                await s.execute(update(cursors_t)
-                                .where(cursors_t.c.name == self.name,
-                                       cursors_t.c.owner == self.owner)
-                                .values(owner=None, lease_until=None, updated_at=utcnow()))
+            async with asyncio.timeout(2.0):
+                await self._release()
+        except Exception:  # stopping must not hang or fail on this
+            log.warning("event_relay_lease_not_released", owner=self.owner)
         finally:
             await self.stream.close()
             self._ready = False
+
+    async def _release(self) -> None:
+        async with self.sessions() as s, s.begin():
+            await s.execute(update(cursors_t)
+                            .where(cursors_t.c.name == self.name,
+                                   cursors_t.c.owner == self.owner)
+                            .values(owner=None, lease_until=None, updated_at=utcnow()))
