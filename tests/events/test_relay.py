@@ -182,7 +182,8 @@ async def test_only_the_lease_holder_publishes(sessions, stream):
     await two.close()
 
 
-async def test_replay_from_a_sequence_and_the_tail_command(sessions, stream, monkeypatch):
+async def test_replay_from_a_sequence_and_the_tail_command(sessions, stream, monkeypatch,
+                                                           db_url):
     ids = await emit_events(sessions, MIXED)
     relay = make_relay(sessions, stream, owner="r1")
     await relay.tick()
@@ -191,7 +192,8 @@ async def test_replay_from_a_sequence_and_the_tail_command(sessions, stream, mon
     assert [(e.seq, e.event_id) for e in from_4] == list(zip([4, 5, 6], ids[3:], strict=True))
     assert await stream.replay(7) == []
 
-    for name, value in (("SATVAULT_NATS_URL", NATS_URL),
+    for name, value in (("SATVAULT_NATS_URL", NATS_URL), ("SATVAULT_DATABASE_URL", db_url),
+                        ("SATVAULT_EVENT_STREAM", "nats"),
                         ("SATVAULT_NATS_STREAM", stream.settings.stream),
                         ("SATVAULT_NATS_SUBJECT_PREFIX", stream.settings.prefix)):
         monkeypatch.setenv(name, value)
@@ -205,6 +207,10 @@ async def test_replay_from_a_sequence_and_the_tail_command(sessions, stream, mon
             (2, "invoice.created"), (3, "invoice.payment_received"), (5, "invoice.settled"),
             (6, "invoice.expired")]
         assert lines[0]["event"]["id"] == lines[0]["event_id"] == ids[1]
+        r = await asyncio.to_thread(runner.invoke, app, ["events", "relay-status"])
+        assert r.exit_code == 0, r.output
+        status = json.loads(r.stdout)
+        assert (status["relayed_up_to_event"], status["stream_last_seq"]) == (ids[-1], 6)
         monkeypatch.setenv("SATVAULT_NATS_URL", "nats://127.0.0.1:1")
         reset_settings_cache()
         r = await asyncio.to_thread(runner.invoke, app, ["events", "tail"])
