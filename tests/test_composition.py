@@ -3,19 +3,21 @@ an import, and a part that was not wired says so instead of quietly losing event
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import subprocess
 import sys
 
 import pytest
 
-from satvault.composition import Platform, ensure_dev_signer, open_sessions
+from satvault.composition import Platform, ensure_dev_signer, event_stream, open_sessions
 from satvault.db import session_factory
 from satvault.events.outbox import emit, notifier
 from tests.chainenv import LnEnv
 
 EVERY_WORKER = {"hold-expiry", "address-expiry", "audit", "withdrawal-approvals", "webhooks",
                 "alerts", "chain-watcher", "payouts", "custody", "invoices", "lightning-payer",
-                "lightning-listener"}
+                "lightning-listener", "event-relay", "webhook-fanout"}
 
 
 def test_importing_the_database_layer_loads_only_the_kernel():
@@ -47,7 +49,10 @@ async def test_events_refuse_sessions_the_root_did_not_wire(engine):
 
 async def test_the_platform_starts_every_worker_with_its_hooks_and_stops_them(lnenv: LnEnv):
     engine = lnenv.sessions.kw["bind"]
-    platform = Platform.wire(lnenv.settings, engine=engine, runtime=lnenv.runtime)
+    tag = secrets.token_hex(4)  # the relay (event_stream = "nats") on a stream of its own
+    settings = lnenv.settings.model_copy(update={
+        "event_stream": "nats", "nats_stream": f"T_{tag}", "nats_subject_prefix": f"t{tag}.ev"})
+    platform = Platform.wire(settings, engine=engine, runtime=lnenv.runtime)
     await platform.start()
     try:
         assert {w.name for w in platform.workers} == EVERY_WORKER
@@ -61,6 +66,9 @@ async def test_the_platform_starts_every_worker_with_its_hooks_and_stops_them(ln
         await platform.stop()
     assert all(t is not None and t.done() for t in tasks)
     assert platform.workers == []
+    with contextlib.suppress(Exception):  # the stream, if NATS was there to create it
+        async with event_stream(settings) as stream:
+            await stream.js.delete_stream(settings.nats_stream)
     # a runtime handed in stays open for its owner; the engine too
     info = await lnenv.runtime.lightning.get_info()
     assert info.synced

@@ -38,6 +38,9 @@ from satvault.custody.sweeps import SweepPlanner
 from satvault.db import create_engine, session_factory
 from satvault.events import outbox
 from satvault.events.delivery import WebhookDispatcher
+from satvault.events.fanout import CONSUMER, WebhookFanout
+from satvault.events.jetstream import DurableConsumer, JetStream, StreamSettings
+from satvault.events.relay import EventRelay
 from satvault.invoices.service import apply_payment
 from satvault.invoices.tasks import InvoiceRefresher
 from satvault.kernel.plugins import PluginError, load_plugin, plugin_names
@@ -70,16 +73,18 @@ from satvault.workers import (
     audit_worker,
     chain_watcher_worker,
     custody_worker,
+    event_relay_worker,
     hold_expiry_worker,
     lightning_payer_worker,
     payout_worker,
+    stream_consumer_worker,
     webhook_worker,
 )
 
 __all__ = ["Platform", "Runtime", "alerts_worker", "build_workers", "chain_height",
-           "ensure_dev_signer", "liabilities_secret", "make_lightning_backend", "open_database",
-           "open_sessions", "open_signer", "reconcile_now", "register_signer_wallets",
-           "seed_path"]
+           "ensure_dev_signer", "event_stream", "liabilities_secret", "make_lightning_backend",
+           "open_database", "open_sessions", "open_signer", "reconcile_now",
+           "register_signer_wallets", "seed_path"]
 
 log = get_logger(__name__)
 
@@ -282,18 +287,22 @@ class Runtime:
 # ----------------------------------------------------------------------------- database
 
 
-def open_sessions(engine: AsyncEngine, *, public_url: str = ""
+def open_sessions(engine: AsyncEngine, *, public_url: str = "", event_stream: str = "outbox"
                   ) -> async_sessionmaker[AsyncSession]:
     """The session factory every part of a process shares, with the outbox's commit hooks
-    (balance events, waking the webhook worker and the live streams) installed."""
-    return outbox.install(session_factory(engine, public_url=public_url))
+    (balance events, waking the webhook worker and the live streams) installed. With
+    ``event_stream = "nats"`` an event's transaction queues no webhook deliveries: the
+    ``webhook-fanout`` worker queues them from the stream."""
+    return outbox.install(session_factory(engine, public_url=public_url),
+                          webhook_fanout=event_stream != "nats")
 
 
 def open_database(settings: Settings, *, pool_size: int | None = None
                   ) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
     engine = create_engine(settings.database_url,
                            pool_size=pool_size if pool_size is not None else settings.db_pool_size)
-    return engine, open_sessions(engine, public_url=settings.public_url)
+    return engine, open_sessions(engine, public_url=settings.public_url,
+                                 event_stream=settings.event_stream)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -337,12 +346,21 @@ def alerts_worker(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     return Worker("alerts", settings.alert_interval, monitor.step, on_stop=client.aclose)
 
 
+def event_stream(settings: Settings) -> JetStream:
+    """A (not yet connected) NATS JetStream client for the configured event stream."""
+    return JetStream(StreamSettings(
+        url=settings.nats_url, stream=settings.nats_stream, prefix=settings.nats_subject_prefix,
+        duplicate_window=float(settings.nats_duplicate_window_seconds),
+        max_age=float(settings.nats_max_age_seconds)))
+
+
 def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession],
                   runtime: Runtime | None) -> list[Worker]:
     """Every background worker of a process that runs them, in start order. The node-facing
     ones need a :class:`Runtime`; their wake-up events are wired here (``/admin/chain/notify``
     wakes the watcher, a withdrawal wakes the Lightning payer, a commit that queued webhook
-    deliveries wakes the webhook worker)."""
+    deliveries wakes the webhook worker, and with ``event_stream = "nats"`` every commit that
+    wrote an event wakes the relay to NATS JetStream)."""
     workers: list[Worker] = [
         hold_expiry_worker(sessions, settings.hold_expiry_interval),
         address_expiry_worker(sessions, 60.0),
@@ -352,6 +370,14 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
                        interval=2.0),
         alerts_worker(settings, sessions, runtime),
     ]
+    if settings.event_stream == "nats":  # the outbox stays the truth; the relay copies it
+        workers.append(event_relay_worker(EventRelay(
+            sessions, event_stream(settings), batch=settings.event_relay_batch,
+            lease_seconds=settings.event_relay_lease_seconds,
+            fence_timeout=settings.event_relay_interval), settings.event_relay_interval))
+        # The webhook deliveries are queued from the stream (see open_sessions).
+        workers.append(stream_consumer_worker("webhook-fanout", DurableConsumer(
+            event_stream(settings), CONSUMER, WebhookFanout(sessions))))
     if runtime is None:
         return workers
     watcher = chain_watcher_worker(runtime.watcher, settings.watcher_interval)
@@ -397,7 +423,8 @@ class Platform:
         if engine is None:
             engine, sessions = open_database(settings)
             return cls(settings, engine, sessions, runtime, own_engine=True)
-        return cls(settings, engine, open_sessions(engine, public_url=settings.public_url),
+        return cls(settings, engine, open_sessions(engine, public_url=settings.public_url,
+                                                   event_stream=settings.event_stream),
                    runtime)
 
     async def start(self, *, workers: bool = True, runtime: bool = True) -> None:

@@ -300,6 +300,26 @@ class Settings(BaseSettings):
     doctor_disk_warn_bytes: int = Field(default=5 * 1024**3, ge=0)
     doctor_disk_error_bytes: int = Field(default=1024**3, ge=0)
 
+    # --- the event stream (docs/events.md) ------------------------------------------------
+    # "outbox": events stay in the database's outbox (webhooks and live updates read it).
+    # "nats": the event-relay worker also publishes every outbox event, in outbox order, to
+    # a NATS JetStream stream, one subject per aggregate: <prefix>.<subject_type>.<id>.
+    event_stream: Literal["outbox", "nats"] = "outbox"
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_stream: str = Field(default="SATVAULT_EVENTS", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    nats_subject_prefix: str = Field(default="satvault.events",
+                                     pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+                                     max_length=100)
+    # JetStream drops a message whose Nats-Msg-Id it saw within this window: a relay that
+    # crashed between a publish and recording it republishes within it (keep it well above
+    # the lease). How long the stream keeps events (0: forever) bounds replay.
+    nats_duplicate_window_seconds: int = Field(default=900, ge=10)
+    nats_max_age_seconds: int = Field(default=30 * 86400, ge=0)
+    event_relay_interval: float = Field(default=1.0, gt=0)
+    event_relay_batch: int = Field(default=500, ge=1, le=10_000)
+    # One relay publishes at a time: it holds a lease on its cursor row, renewed each batch.
+    event_relay_lease_seconds: float = Field(default=30.0, ge=1)
+
     @field_validator("rate_limit_auth_failures_per_address", "rate_limit_auth_failures_per_key",
                      "rate_limit_public", "rate_limit_public_create", "rate_limit_create")
     @classmethod

@@ -18,7 +18,9 @@ from satvault.audit.service import seal
 from satvault.custody.refill import RefillPlanner
 from satvault.custody.sweeps import SweepPlanner
 from satvault.events.delivery import WebhookDispatcher
+from satvault.events.jetstream import DurableConsumer
 from satvault.events.outbox import notifier
+from satvault.events.relay import EventRelay
 from satvault.kernel.retrying import retrying
 from satvault.ledger.store import expire_due_holds
 from satvault.lightning.payments import LightningPayer
@@ -29,9 +31,11 @@ from satvault.payouts.job import PayoutJob
 from satvault.reconcile import Reconciler
 from satvault.withdrawals.policy.approvals import expire_due as expire_due_approvals
 
-__all__ = ["ServiceWorker", "WebhookWorker", "Worker", "address_expiry_worker",
-           "approval_expiry_worker", "audit_worker", "chain_watcher_worker",
-           "hold_expiry_worker", "lightning_payer_worker", "payout_worker", "webhook_worker"]
+__all__ = ["EventRelayWorker", "ServiceWorker", "StreamConsumerWorker", "WebhookWorker",
+           "Worker", "address_expiry_worker", "approval_expiry_worker", "audit_worker",
+           "chain_watcher_worker", "event_relay_worker", "hold_expiry_worker",
+           "lightning_payer_worker", "payout_worker", "stream_consumer_worker",
+           "webhook_worker"]
 
 log = get_logger(__name__)
 
@@ -198,3 +202,47 @@ class WebhookWorker(Worker):
 
 def webhook_worker(dispatcher: WebhookDispatcher, interval: float = 2.0) -> WebhookWorker:
     return WebhookWorker(dispatcher, interval)
+
+
+class EventRelayWorker(Worker):
+    """:meth:`EventRelay.tick` (outbox → NATS JetStream) on a tick, woken as soon as a
+    transaction that wrote an event commits in this process; other processes' events are
+    found at the next tick. Stopping gives the relay's lease back."""
+
+    def __init__(self, relay: EventRelay, interval: float) -> None:
+        super().__init__("event-relay", interval, relay.tick, on_stop=relay.close)
+        self.relay = relay
+        self._unsubscribe = notifier.subscribe(self.wake.set)
+
+    async def stop(self) -> None:
+        self._unsubscribe()
+        await super().stop()
+
+
+def event_relay_worker(relay: EventRelay, interval: float = 1.0) -> EventRelayWorker:
+    return EventRelayWorker(relay, interval)
+
+
+class StreamConsumerWorker(Worker):
+    """A :class:`DurableConsumer` driven as a worker: each tick long-polls the stream for up
+    to ``poll`` seconds and handles what arrives, and comes straight back while there is more.
+    After a failure (NATS unreachable, a handler's error) it waits ``retry`` seconds."""
+
+    def __init__(self, name: str, consumer: DurableConsumer, *, poll: float = 1.0,
+                 retry: float = 2.0, batch: int = 200) -> None:
+        super().__init__(name, 0.01, self._step, on_stop=consumer.stop)
+        self.consumer = consumer
+        self._poll, self._retry, self._batch = poll, retry, batch
+
+    async def _step(self) -> int:
+        try:
+            done = await self.consumer.step(batch=self._batch, timeout=self._poll)
+        except Exception:
+            await asyncio.sleep(self._retry)
+            raise
+        return done
+
+
+def stream_consumer_worker(name: str, consumer: DurableConsumer, *, poll: float = 1.0
+                           ) -> StreamConsumerWorker:
+    return StreamConsumerWorker(name, consumer, poll=poll)

@@ -48,6 +48,7 @@ from satvault.cli.audit import app as audit_app  # noqa: E402
 from satvault.cli.cold import app as cold_app  # noqa: E402
 from satvault.cli.custody import app as custody_app  # noqa: E402
 from satvault.cli.doctor import app as doctor_app  # noqa: E402
+from satvault.cli.events import app as events_app  # noqa: E402
 from satvault.cli.kyc import kyc_app, screening_app, wallet_app  # noqa: E402
 from satvault.cli.liabilities import app as liabilities_app  # noqa: E402
 from satvault.cli.onchain import app as onchain_app  # noqa: E402
@@ -70,6 +71,7 @@ app.add_typer(cold_app, name="cold")
 app.add_typer(reserves_app, name="reserves")
 app.add_typer(audit_app, name="audit")
 app.add_typer(doctor_app, name="doctor")
+app.add_typer(events_app, name="events")
 app.add_typer(kyc_app, name="kyc")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(policy_app, name="policy")

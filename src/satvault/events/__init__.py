@@ -5,7 +5,10 @@
 * :class:`WebhookDispatcher` — deliver them, with retries in the database (its worker is
   ``satvault.workers.webhook_worker``); :func:`redeliver` — queue one again by hand;
 * :func:`sign` / :func:`verify` — the ``Satvault-Signature`` header;
-* :func:`check_url` — the SSRF guard for user-supplied URLs.
+* :func:`check_url` — the SSRF guard for user-supplied URLs;
+* :mod:`satvault.events.relay` / :mod:`satvault.events.jetstream` — with
+  ``event_stream = "nats"``, the relay of the outbox to NATS JetStream and its consumers
+  (docs/events.md).
 
 Their HTTP endpoints (webhooks, the event stream) live in :mod:`satvault.web.routes`.
 """

@@ -22,6 +22,9 @@ event (the fan-out), so a restart loses nothing. Status::
 dispatcher that claims one pushes it forward by a lease, so a crash mid-send only delays the
 attempt. ``webhook_attempts`` is the log: one row per HTTP exchange, with the response code,
 an excerpt of the answer, the timing and when the next try was scheduled.
+
+``event_relay_cursors`` is one row per relay (``nats``): the last outbox id it published and
+recorded, and the lease (``owner`` until ``lease_until``) that lets only one relay publish.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from satvault.db import Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["DELIVERY_STATUSES", "WAITING", "WAITING_SQL", "DeliveryStatus", "OutboxEvent",
-           "Webhook", "WebhookAttempt", "WebhookDelivery"]
+__all__ = ["DELIVERY_STATUSES", "WAITING", "WAITING_SQL", "DeliveryStatus", "EventRelayCursor",
+           "OutboxEvent", "Webhook", "WebhookAttempt", "WebhookDelivery"]
 
 
 class DeliveryStatus(StrEnum):
@@ -127,3 +130,13 @@ class WebhookAttempt(Base):
     response_excerpt: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class EventRelayCursor(Base):
+    __tablename__ = "event_relay_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(IdInt)
+    owner: Mapped[str | None] = mapped_column(String(80))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 from uuid import UUID
 from weakref import WeakKeyDictionary
 
@@ -45,8 +45,8 @@ from satvault.ledger.models import LedgerAccount
 from satvault.ledger.store import BALANCES_AFTER, BALANCES_CHANGED
 from satvault.logs import get_logger
 
-__all__ = ["Event", "OutboxNotifier", "OutboxSession", "dumps", "emit", "emit_many", "envelope",
-           "install", "mark_changed", "notifier"]
+__all__ = ["Event", "OutboxNotifier", "OutboxSession", "StreamOutboxSession", "dumps", "emit",
+           "emit_many", "envelope", "install", "mark_changed", "notifier"]
 
 log = get_logger(__name__)
 outbox_t = cast(Table, OutboxEvent.__table__)
@@ -131,11 +131,25 @@ class OutboxSession(Session):
     Its commit hooks, and only its, write the ``wallet.balance_changed`` events of the ledger
     accounts a transaction moved and wake :data:`notifier` once the transaction commits."""
 
+    # Queue the webhook deliveries in the event's own transaction (event_stream = "outbox").
+    webhook_fanout: ClassVar[bool] = True
 
-def install(sessions: async_sessionmaker[AsyncSession]) -> async_sessionmaker[AsyncSession]:
+
+class StreamOutboxSession(OutboxSession):
+    """:class:`OutboxSession` for ``event_stream = "nats"``: events are written the same way,
+    but their webhook deliveries are queued by the stream's consumer
+    (:class:`satvault.events.fanout.WebhookFanout`), not by the writing transaction."""
+
+    webhook_fanout: ClassVar[bool] = False
+
+
+def install(sessions: async_sessionmaker[AsyncSession], *, webhook_fanout: bool = True
+            ) -> async_sessionmaker[AsyncSession]:
     """Wire the outbox's commit hooks into ``sessions`` (called by the composition root, once
-    per session factory; importing this module registers nothing on other sessions)."""
-    sessions.configure(sync_session_class=OutboxSession)
+    per session factory; importing this module registers nothing on other sessions).
+    ``webhook_fanout``: False when the event stream's consumer queues the deliveries."""
+    sessions.configure(sync_session_class=OutboxSession if webhook_fanout
+                       else StreamOutboxSession)
     return sessions
 
 
@@ -254,7 +268,7 @@ def _write(session: Session, events: Sequence[Event], *, balances: bool = False,
         insert(outbox_t).values(rows).returning(outbox_t.c.id)).scalars())
     deliveries: list[dict[str, Any]] = []
     stores = sorted({r["store_id"] for r in rows if r["store_id"] is not None})
-    if stores:
+    if stores and session.webhook_fanout:
         if webhooks is not None:
             if len(stores) != 1:
                 raise ValueError("known webhooks are those of one store")

@@ -1,0 +1,313 @@
+"""The event stream (issue 13 §5) against the real NATS JetStream server: the relay publishes
+every outbox event once, in outbox order (so in order per aggregate), with ``Nats-Msg-Id`` =
+the event id, on one subject per aggregate; a crash between a publish and recording it is
+absorbed by JetStream's duplicate window; a restarted relay resumes from its cursor; one relay
+at a time holds the lease; consumers replay from a sequence or follow with a durable consumer.
+
+Each test has a stream and subject prefix of its own and deletes the stream at the end. NATS
+is at ``SATVAULT_TEST_NATS_URL`` (default ``nats://127.0.0.1:4222``); when it cannot be
+reached these tests fail if ``SATVAULT_TEST_REQUIRE_POSTGRES`` is set (CI: every service is
+required there), and are skipped otherwise (a laptop without NATS)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from urllib.parse import urlparse
+
+import pytest
+from typer.testing import CliRunner
+
+from satvault.cli import app
+from satvault.composition import open_sessions
+from satvault.config import reset_settings_cache
+from satvault.events.errors import StreamUnavailable
+from satvault.events.fanout import WebhookFanout
+from satvault.events.jetstream import DurableConsumer, JetStream, StreamEvent, StreamSettings
+from satvault.events.outbox import Event, emit, emit_many, notifier
+from satvault.events.relay import EventRelay, cursor_position
+from tests.events.conftest import add_webhook
+from tests.events.test_delivery import deliveries
+
+NATS_URL = os.environ.get("SATVAULT_TEST_NATS_URL", "nats://127.0.0.1:4222")
+runner = CliRunner()
+
+
+def _reachable(url: str) -> bool:
+    u = urlparse(url)
+    try:
+        socket.create_connection((u.hostname or "127.0.0.1", u.port or 4222), 2).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+async def stream() -> AsyncIterator[JetStream]:
+    if not _reachable(NATS_URL):
+        message = f"NATS JetStream is not reachable at {NATS_URL}"
+        if os.environ.get("SATVAULT_TEST_REQUIRE_POSTGRES"):
+            pytest.fail(f"{message}, and SATVAULT_TEST_REQUIRE_POSTGRES requires the services")
+        pytest.skip(message)
+    tag = secrets.token_hex(4)
+    js = JetStream(StreamSettings(url=NATS_URL, stream=f"T_{tag}", prefix=f"t{tag}.ev",
+                                  duplicate_window=60.0, max_age=600.0))
+    await js.connect()
+    yield js
+    try:
+        await js.js.delete_stream(js.settings.stream)
+    finally:
+        await js.close()
+
+
+async def emit_events(sessions, specs: list[tuple[str, str, str]]) -> list[int]:
+    """(type, subject_type, subject_id) → their outbox ids, in one transaction."""
+    async with sessions() as s, s.begin():
+        return await emit_many(s, [Event(type=t, subject_type=st, subject_id=sid,
+                                         payload={"id": sid, "n": i})
+                                   for i, (t, st, sid) in enumerate(specs)])
+
+
+MIXED = [("invoice.created", "invoice", "inv_a"), ("invoice.created", "invoice", "inv_b"),
+         ("invoice.payment_received", "invoice", "inv_a"),
+         ("wallet.balance_changed", "wallet", "w_1"),
+         ("invoice.settled", "invoice", "inv_a"), ("invoice.expired", "invoice", "inv_b")]
+
+
+async def everything(stream: JetStream) -> list[StreamEvent]:
+    return await stream.replay(1, limit=10_000)
+
+
+def make_relay(sessions, stream: JetStream, **kw) -> EventRelay:
+    """A relay with a connection of its own (closing the relay closes it)."""
+    return EventRelay(sessions, JetStream(stream.settings), **kw)
+
+
+class Crash(Exception):
+    pass
+
+
+async def test_every_event_is_relayed_once_in_order_per_aggregate_with_its_msg_id(
+        sessions, stream):
+    ids = await emit_events(sessions, MIXED)
+    relay = make_relay(sessions, stream, owner="r1")
+    assert await relay.tick() == 6
+    got = await everything(stream)
+    assert [e.seq for e in got] == [1, 2, 3, 4, 5, 6]
+    assert [e.event_id for e in got] == ids  # the Nats-Msg-Id header: outbox order
+    p = stream.settings.prefix
+    assert [e.subject for e in got] == [f"{p}.invoice.inv_a", f"{p}.invoice.inv_b",
+                                        f"{p}.invoice.inv_a", f"{p}.wallet.w_1",
+                                        f"{p}.invoice.inv_a", f"{p}.invoice.inv_b"]
+    assert [e.type for e in got] == [t for t, _, _ in MIXED]
+    # the same envelope webhooks and live updates carry
+    assert got[3].envelope["id"] == ids[3] and got[3].envelope["data"] == {"id": "w_1", "n": 3}
+    assert set(got[0].envelope) == {"id", "type", "created_at", "data"}
+    # one aggregate, filtered by its subject: its events in their order
+    inv_a = await stream.replay(1, filter="invoice.inv_a")
+    assert [e.type for e in inv_a] == ["invoice.created", "invoice.payment_received",
+                                       "invoice.settled"]
+    # nothing twice: a second pass has nothing to do
+    assert await relay.tick() == 0
+    assert await stream.last_seq() == 6
+    async with sessions() as s:
+        assert await cursor_position(s) == ids[-1]
+    await relay.close()
+
+
+async def test_a_crash_between_publish_and_record_is_absorbed_by_the_duplicate_window(
+        sessions, stream, clock, monkeypatch):
+    ids = await emit_events(sessions, MIXED[:4])
+    crashed = make_relay(sessions, stream, owner="crashed")
+
+    async def crash(old: int, new: int) -> bool:
+        raise Crash
+
+    monkeypatch.setattr(crashed, "_advance", crash)
+    with pytest.raises(Crash):
+        await crashed.step()
+    await crashed.stream.close()  # the process is gone
+    assert await stream.last_seq() == 4  # published and acknowledged, but not recorded
+    async with sessions() as s:
+        assert await cursor_position(s) == 0
+
+    # The dead relay never gave its lease back: another takes over once it has run out.
+    restarted = make_relay(sessions, stream, owner="restarted", lease_seconds=30)
+    assert (await restarted.step()).waiting
+    clock.advance(seconds=31)
+    done = await restarted.step()
+    assert (done.published, done.duplicates, done.position) == (4, 4, ids[-1])
+    # A consumer sees every event exactly once.
+    seen: list[int] = []
+
+    async def handle(ev: StreamEvent) -> None:
+        seen.append(ev.event_id)
+
+    consumer = DurableConsumer(stream, "once", handle)
+    assert await consumer.step() == 4
+    assert await consumer.step(timeout=0.2) == 0
+    assert seen == ids
+    await consumer.delete()
+    await restarted.close()
+
+
+async def test_a_restarted_relay_resumes_from_its_cursor(sessions, stream):
+    first = await emit_events(sessions, MIXED[:3])
+    relay = make_relay(sessions, stream, owner="r1", batch=2)
+    assert await relay.tick() == 3  # two batches
+    await relay.close()  # gives the lease back
+    later = await emit_events(sessions, MIXED[3:])
+    again = make_relay(sessions, stream, owner="r2")
+    done = await again.step()
+    assert (done.published, done.duplicates) == (3, 0)
+    assert [e.event_id for e in await everything(stream)] == first + later
+    await again.close()
+
+
+async def test_only_the_lease_holder_publishes(sessions, stream):
+    await emit_events(sessions, MIXED[:2])
+    one = make_relay(sessions, stream, owner="one")
+    two = make_relay(sessions, stream, owner="two")
+    assert (await one.step()).published == 2
+    await emit_events(sessions, MIXED[2:3])
+    assert (await two.step()).waiting  # one's lease is still good
+    assert await stream.last_seq() == 2
+    await one.close()
+    assert (await two.step()).published == 1
+    assert await stream.last_seq() == 3
+    await two.close()
+
+
+async def test_replay_from_a_sequence_and_the_tail_command(sessions, stream, monkeypatch,
+                                                           db_url):
+    ids = await emit_events(sessions, MIXED)
+    relay = make_relay(sessions, stream, owner="r1")
+    await relay.tick()
+    await relay.close()
+    from_4 = await stream.replay(4)
+    assert [(e.seq, e.event_id) for e in from_4] == list(zip([4, 5, 6], ids[3:], strict=True))
+    assert await stream.replay(7) == []
+
+    for name, value in (("SATVAULT_NATS_URL", NATS_URL), ("SATVAULT_DATABASE_URL", db_url),
+                        ("SATVAULT_EVENT_STREAM", "nats"),
+                        ("SATVAULT_NATS_STREAM", stream.settings.stream),
+                        ("SATVAULT_NATS_SUBJECT_PREFIX", stream.settings.prefix)):
+        monkeypatch.setenv(name, value)
+    reset_settings_cache()
+    try:
+        r = await asyncio.to_thread(runner.invoke, app, ["events", "tail", "--from-seq", "2",
+                                                         "--subject", "invoice.>"])
+        assert r.exit_code == 0, r.output
+        lines = [json.loads(line) for line in r.stdout.splitlines()]
+        assert [(x["seq"], x["type"]) for x in lines] == [
+            (2, "invoice.created"), (3, "invoice.payment_received"), (5, "invoice.settled"),
+            (6, "invoice.expired")]
+        assert lines[0]["event"]["id"] == lines[0]["event_id"] == ids[1]
+        r = await asyncio.to_thread(runner.invoke, app, ["events", "relay-status"])
+        assert r.exit_code == 0, r.output
+        status = json.loads(r.stdout)
+        assert (status["relayed_up_to_event"], status["stream_last_seq"]) == (ids[-1], 6)
+        monkeypatch.setenv("SATVAULT_NATS_URL", "nats://127.0.0.1:1")
+        reset_settings_cache()
+        r = await asyncio.to_thread(runner.invoke, app, ["events", "tail"])
+        assert r.exit_code == 1 and "cannot reach NATS" in json.loads(r.stdout)["error"]
+    finally:
+        reset_settings_cache()
+
+
+async def test_a_durable_consumer_acks_after_handling_and_survives_a_restart(
+        sessions, stream):
+    ids = await emit_events(sessions, MIXED)
+    relay = make_relay(sessions, stream, owner="r1")
+    await relay.tick()
+    await relay.close()
+    seen: list[int] = []
+    fail_on = {ids[2]}
+
+    async def handle(ev: StreamEvent) -> None:
+        if ev.event_id in fail_on:
+            fail_on.discard(ev.event_id)
+            raise Crash
+        seen.append(ev.event_id)
+
+    consumer = DurableConsumer(stream, "hooks", handle, ack_wait=1.0)
+    with pytest.raises(Crash):  # the third fails: told to come again, not acknowledged
+        await consumer.step(batch=10)
+    assert seen == ids[:2]
+    # A new process: the server remembers what was acknowledged; the failed one comes again.
+    again = DurableConsumer(stream, "hooks", handle, ack_wait=1.0)
+    for _ in range(20):
+        await again.step(batch=10, timeout=0.3)
+        if len(seen) == 6:
+            break
+    assert seen == ids
+    await again.delete()
+
+
+async def test_the_stream_is_set_up_idempotently(stream):
+    await stream.ensure_stream()
+    await stream.ensure_stream()  # again: no error, no change
+    info = await stream.js.stream_info(stream.settings.stream)
+    assert info.config.subjects == [f"{stream.settings.prefix}.>"]
+    assert info.config.duplicate_window == 60.0
+    wider = JetStream(StreamSettings(url=NATS_URL, stream=stream.settings.stream,
+                                     prefix=stream.settings.prefix, duplicate_window=120.0,
+                                     max_age=600.0))
+    async with wider:
+        await wider.ensure_stream()  # a changed setting updates the stream
+    info = await stream.js.stream_info(stream.settings.stream)
+    assert info.config.duplicate_window == 120.0
+
+
+async def test_an_unreachable_server_is_our_error():
+    js = JetStream(StreamSettings(url="nats://127.0.0.1:1", stream="X", prefix="x",
+                                  timeout=0.5))
+    with pytest.raises(StreamUnavailable, match="cannot reach NATS"):
+        await js.connect()
+
+
+async def test_with_nats_the_webhook_deliveries_are_queued_from_the_stream(
+        engine, sessions, world, receiver, clock, dispatchers, stream):
+    hook, _ = await add_webhook(sessions, world.store, receiver.url("/hook"))
+    nats_sessions = open_sessions(engine, event_stream="nats")
+    fired: list[int] = []
+    unsubscribe = notifier.subscribe(lambda: fired.append(1))
+    try:
+        async with nats_sessions() as s, s.begin():
+            ids = [await emit(s, type=t, subject_type="invoice", subject_id=f"inv_{i % 2}",
+                              payload={"id": f"inv_{i % 2}", "n": i}, store_id=world.store)
+                   for i, t in enumerate(["invoice.created", "invoice.created",
+                                          "invoice.settled"])]
+            await emit(s, type="wallet.balance_changed", subject_type="wallet",
+                       subject_id="w_1", payload={})
+    finally:
+        unsubscribe()
+    assert fired == [1]  # the commit hooks are the same
+    assert await deliveries(sessions, hook) == []  # nothing queued by the transaction
+    later_hook, _ = await add_webhook(sessions, world.store, receiver.url("/later"))
+
+    relay = make_relay(sessions, stream, owner="r1")
+    assert await relay.tick() == 4
+    await relay.close()
+    fanout = WebhookFanout(sessions)
+    consumer = DurableConsumer(JetStream(stream.settings), "webhooks", fanout)
+    assert await consumer.step(timeout=0.3) == 4  # the wallet event is acknowledged too
+    queued = await deliveries(sessions, hook)
+    assert [d.event_id for d in queued] == ids and fanout.queued == 3
+    assert json.loads(queued[2].request_body)["type"] == "invoice.settled"
+    # a webhook created after the events hears none of them (as with the outbox fan-out)
+    assert await deliveries(sessions, later_hook) == []
+    # The whole stream handled again (a new durable consumer, a replay): nothing more.
+    again = DurableConsumer(JetStream(stream.settings), "webhooks-again", fanout)
+    assert await again.step(timeout=0.3) == 4
+    assert len(await deliveries(sessions, hook)) == 3 and fanout.queued == 3
+    # and the dispatcher sends them as ever, in outbox order
+    assert await dispatchers().run_once() == 3
+    assert receiver.event_ids("/hook") == ids
+    for c in (consumer, again):
+        await c.delete()
+        await c.stream.close()
