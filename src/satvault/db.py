@@ -13,8 +13,10 @@ says so:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -23,7 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String, event
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -45,6 +47,7 @@ __all__ = [
     "async_database_url",
     "create_engine",
     "max_amount",
+    "sequence_fence",
     "session_factory",
     "unit_of_work",
     "utcnow",
@@ -258,3 +261,42 @@ async def unit_of_work(
     """One transaction: commits when the block ends normally, rolls back on any exception."""
     async with sessions() as session, session.begin():
         yield session
+
+
+# --- reading numbered rows in commit order (PostgreSQL) --------------------------------------
+# A serial id is handed out when a row is inserted, not when it commits: id 7 can commit after
+# id 8 is visible. A reader that must never skip a row (the audit sealer, the event relay)
+# reads up to a *fence*: the sequences' last values, once every transaction open at that
+# moment has ended.
+_OPEN_TRANSACTIONS = text(  # every client transaction open in this database now, but ours
+    "SELECT l.virtualxid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'virtualxid' AND l.granted AND l.mode = 'ExclusiveLock' "
+    "AND a.datname = current_database() AND a.backend_type = 'client backend' "
+    "AND l.pid <> pg_backend_pid()")
+_STILL_OPEN = text(
+    "SELECT virtualxid FROM pg_locks WHERE locktype = 'virtualxid' AND granted "
+    "AND mode = 'ExclusiveLock' AND virtualxid = ANY(CAST(:open AS text[]))")
+
+
+async def sequence_fence(sessions: async_sessionmaker[AsyncSession],
+                         columns: tuple[tuple[str, str], ...], *, timeout: float,
+                         poll: float = 0.02) -> tuple[int, ...] | None:
+    """For each (table, serial column), its sequence's last value, such that every row
+    numbered up to it is committed or rolled back for good; None if a transaction open at
+    the start outlived ``timeout``. PostgreSQL only."""
+    last_values = text("SELECT " + ", ".join(
+        f"coalesce(pg_sequence_last_value(pg_get_serial_sequence('{table}', '{column}')"
+        f"::regclass), 0)" for table, column in columns))
+    async with sessions() as s, s.begin():
+        last = tuple(int(v) for v in (await s.execute(last_values)).one())
+        open_now = list((await s.execute(_OPEN_TRANSACTIONS)).scalars().all())
+    deadline = time.monotonic() + timeout
+    while open_now:
+        async with sessions() as s, s.begin():
+            open_now = list((await s.execute(_STILL_OPEN, {"open": open_now})).scalars().all())
+        if not open_now:
+            break
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(poll)
+    return last

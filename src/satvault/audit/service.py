@@ -33,9 +33,7 @@ and ``hash`` from NULL) and DELETE on ``audit_events`` (migration 0017's trigger
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,7 +49,6 @@ from sqlalchemy import (
     func,
     select,
     table,
-    text,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -69,7 +66,7 @@ from satvault.audit.chain import (
     row_hash,
 )
 from satvault.audit.models import AnchorStatus, AuditAnchor, AuditEvent
-from satvault.db import Amount, IdInt, UtcDateTime, utcnow
+from satvault.db import Amount, IdInt, UtcDateTime, sequence_fence, utcnow
 from satvault.kernel.errors import InvalidInput
 from satvault.logs import get_logger
 
@@ -190,40 +187,17 @@ def _dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-_LAST_VALUES = text(
-    "SELECT coalesce(pg_sequence_last_value("
-    "  pg_get_serial_sequence('audit_events', 'id')::regclass), 0) AS audit, "
-    "coalesce(pg_sequence_last_value("
-    "  pg_get_serial_sequence('ledger_transfers', 'seq')::regclass), 0) AS ledger")
-# Every client transaction open in this database now, but ours.
-_OPEN = text(
-    "SELECT l.virtualxid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-    "WHERE l.locktype = 'virtualxid' AND l.granted AND l.mode = 'ExclusiveLock' "
-    "AND a.datname = current_database() AND a.backend_type = 'client backend' "
-    "AND l.pid <> pg_backend_pid()")
-_STILL_OPEN = text(
-    "SELECT virtualxid FROM pg_locks WHERE locktype = 'virtualxid' AND granted "
-    "AND mode = 'ExclusiveLock' AND virtualxid = ANY(CAST(:open AS text[]))")
-
-
 async def _fence(sessions: async_sessionmaker[AsyncSession], timeout: float
                  ) -> tuple[int, int] | None:
     """(last audit id, last transfer seq) such that every row numbered up to them is
     committed or rolled back for good; None if a transaction outlived ``timeout``."""
-    async with sessions() as s, s.begin():
-        last = (await s.execute(_LAST_VALUES)).one()
-        open_now = list((await s.execute(_OPEN)).scalars().all())
-    deadline = time.monotonic() + timeout
-    while open_now:
-        async with sessions() as s, s.begin():
-            open_now = list((await s.execute(_STILL_OPEN, {"open": open_now})).scalars().all())
-        if not open_now:
-            break
-        if time.monotonic() >= deadline:
-            log.warning("audit_seal_waiting", open_transactions=len(open_now))
-            return None
-        await asyncio.sleep(0.05)
-    return int(last.audit), int(last.ledger)
+    fence = await sequence_fence(
+        sessions, (("audit_events", "id"), ("ledger_transfers", "seq")), timeout=timeout,
+        poll=0.05)
+    if fence is None:
+        log.warning("audit_seal_waiting", note="a transaction outlived the fence's wait")
+        return None
+    return fence[0], fence[1]
 
 
 async def _last_ledger_range(session: AsyncSession) -> int:

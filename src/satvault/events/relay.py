@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, or_, select, text, update
+from sqlalchemy import Table, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.db import utcnow
+from satvault.db import sequence_fence, utcnow
 from satvault.events.jetstream import JetStream, subject_for
 from satvault.events.models import EventRelayCursor, OutboxEvent
 from satvault.events.outbox import envelope
@@ -54,19 +54,6 @@ __all__ = ["EventRelay", "RelayStep", "cursor_position"]
 log = get_logger(__name__)
 cursors_t = cast(Table, EventRelayCursor.__table__)
 CURSOR = "nats"
-
-_LAST_ID = text("SELECT coalesce(pg_sequence_last_value("
-                "pg_get_serial_sequence('outbox_events', 'id')::regclass), 0)")
-# Every client transaction open in this database now, but ours.
-_OPEN = text(
-    "SELECT l.virtualxid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-    "WHERE l.locktype = 'virtualxid' AND l.granted AND l.mode = 'ExclusiveLock' "
-    "AND a.datname = current_database() AND a.backend_type = 'client backend' "
-    "AND l.pid <> pg_backend_pid()")
-_STILL_OPEN = text(
-    "SELECT virtualxid FROM pg_locks WHERE locktype = 'virtualxid' AND granted "
-    "AND mode = 'ExclusiveLock' AND virtualxid = ANY(CAST(:open AS text[]))")
-
 
 @dataclass(frozen=True, slots=True)
 class RelayStep:
@@ -111,21 +98,12 @@ class EventRelay:
         PostgreSQL, where ids commit in order; -1: a transaction outlived the wait)."""
         if self._dialect != "postgresql":
             return None
-        async with self.sessions() as s, s.begin():
-            last = int((await s.execute(_LAST_ID)).scalar_one())
-            open_now = list((await s.execute(_OPEN)).scalars().all())
-        deadline = time.monotonic() + self.fence_timeout
-        while open_now:
-            async with self.sessions() as s, s.begin():
-                open_now = list((await s.execute(_STILL_OPEN, {"open": open_now}))
-                                .scalars().all())
-            if not open_now:
-                break
-            if time.monotonic() >= deadline:
-                log.warning("event_relay_waiting", open_transactions=len(open_now))
-                return -1
-            await asyncio.sleep(0.02)
-        return last
+        fence = await sequence_fence(self.sessions, (("outbox_events", "id"),),
+                                     timeout=self.fence_timeout)
+        if fence is None:
+            log.warning("event_relay_waiting", note="a transaction outlived the fence's wait")
+            return -1
+        return fence[0]
 
     def _insert(self) -> Any:
         dialect = postgresql if self._dialect == "postgresql" else sqlite
