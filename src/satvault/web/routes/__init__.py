@@ -19,6 +19,7 @@ from satvault.web.routes import (
     lnurl,
     reports,
     risk,
+    risk_cases,
     stores,
     streams,
     wallets,
@@ -46,4 +47,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     kyc.router,
     approvals.router,
     risk.router,
+    risk_cases.router,
 )
