@@ -103,7 +103,7 @@ async def _transactions(session: AsyncSession, wallet: Wallet, d: RiskDecision
         Withdrawal.created_at < hi).order_by(Withdrawal.created_at))).scalars().all()
     ins = (await session.execute(select(LedgerTransfer).where(
         LedgerTransfer.credit_account_id == wallet.ledger_account_id,
-        LedgerTransfer.kind == "single", LedgerTransfer.created_at >= lo,
+        LedgerTransfer.kind.in_(("single", "post")), LedgerTransfer.created_at >= lo,
         LedgerTransfer.created_at < hi).order_by(LedgerTransfer.seq))).scalars().all()
     return {
         "window": {"from": lo.isoformat(), "to": hi.isoformat()},
