@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from satvault.accounts import service as acc
 from satvault.db import utcnow
-from satvault.kernel.errors import NotFound
+from satvault.kernel.errors import InvalidInput, NotFound
 from satvault.ledger.models import LedgerTransfer
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
 from satvault.risk import cases
@@ -34,9 +34,10 @@ def settings_overrides() -> dict[str, object]:
     return {"withdrawal_daily_limit_msat": 10**15}
 
 
-async def held_withdrawals(env: Env, n: int) -> list[tuple[str, str]]:
-    """``n`` on-chain withdrawals the rules hold for review, each case being investigated:
-    (withdrawal id, case id)."""
+async def held_withdrawals(env: Env, n: int, *, investigate: bool = True
+                           ) -> list[tuple[str, str]]:
+    """``n`` on-chain withdrawals the rules hold for review, each case being investigated
+    (unless not ``investigate``): (withdrawal id, case id)."""
     await make_live(env, {"thresholds": {"review": 50, "reject": 100}, "rules": [
         {"id": "all_out", "score": 60, "when": {"field": "direction", "op": "eq",
                                                 "value": "out"}}]})
@@ -56,7 +57,8 @@ async def held_withdrawals(env: Env, n: int) -> list[tuple[str, str]]:
             case_id = (await s.execute(select(RiskCase.id).join(
                 RiskDecision, RiskDecision.id == RiskCase.decision_id).where(
                 RiskDecision.subject_id == wd.id))).scalar_one()
-            await cases.investigate(s, case_id=case_id, actor="user:ann")
+            if investigate:
+                await cases.investigate(s, case_id=case_id, actor="user:ann")
         out.append((wd.id, case_id))
     return out
 
@@ -156,7 +158,7 @@ async def test_deposit_cases_history_and_no_other_path(env: Env):
     # Bad input changes nothing.
     for bad in ({"uri": "nowhere", "sha256": "ab" * 32},
                 {"uri": "s3://a", "sha256": "zz" * 32}):
-        with pytest.raises(Exception, match="uri|sha256"):
+        with pytest.raises(InvalidInput, match=r"uri|sha256"):
             async with env.sessions() as s, s.begin():
                 await cases.attach(s, case_id=case_id, description="", actor="user:ann", **bad)
     with pytest.raises(NotFound):

@@ -26,7 +26,7 @@ def settings_overrides() -> dict[str, object]:
 
 
 async def test_the_case_commands(env: Env, db_url, tmp_path, monkeypatch):
-    [(wid, case_id)] = await held_withdrawals(env, 1)
+    [(wid, case_id)] = await held_withdrawals(env, 1, investigate=False)
     async with env.sessions() as s, s.begin():
         await acc.create_user(s, email="ann@example.com", is_admin=True)
         bob = await acc.create_user(s, email="bob@example.com", is_admin=True)
@@ -44,8 +44,10 @@ async def test_the_case_commands(env: Env, db_url, tmp_path, monkeypatch):
         return json.loads(r.stdout.splitlines()[-1])
 
     try:
-        listed = await sv("list", "--status", "investigating")
+        listed = await sv("list", "--status", "pending")
         assert [c["id"] for c in listed["cases"]] == [case_id]
+        assert (await sv("investigate", case_id, "--as", "ann@example.com"))["status"] == \
+            "investigating"
         assert (await sv("assign", case_id, "--to", "bob@example.com", "--as",
                          "ann@example.com"))["assignee"] == bob.id
         refused = await sv("assign", case_id, "--to", "eve@example.com", "--as",
