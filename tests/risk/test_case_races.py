@@ -1,7 +1,8 @@
 """Case decisions under contention and at their edges, through the service: two admins
 deciding one case at once (one releases, one returns) — exactly one acts and the money moves
 once; a deposit case is refused with the place it will be decided; a case's history cannot be
-rewritten; a held withdrawal moves by no other path (the approvers' queue does not know it)."""
+rewritten; a held withdrawal moves by no other path (the approvers' queue does not know it),
+and is not released from a wallet frozen meanwhile."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from satvault.accounts import service as acc
+from satvault.accounts.models import Wallet
 from satvault.db import utcnow
 from satvault.kernel.errors import InvalidInput, NotFound
+from satvault.kyc.errors import WalletFrozen
 from satvault.ledger.models import LedgerTransfer
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
 from satvault.risk import cases
@@ -134,6 +137,17 @@ async def test_deposit_cases_history_and_no_other_path(env: Env):
         with pytest.raises(NotFound):
             async with env.sessions() as s, s.begin():
                 await act(s, withdrawal_id=wid, approver=admin.id)
+    # A wallet frozen while its withdrawal waited: no release (the case stays open).
+    async with env.sessions() as s, s.begin():
+        await s.execute(update(Wallet).where(Wallet.id == env.wallet.id).values(
+            frozen_at=utcnow(), frozen_reason="fraud report"))
+    with pytest.raises(WalletFrozen):
+        async with env.sessions() as s, s.begin():
+            await cases.close_case(s, case_id=case_id, resolution="false_positive",
+                                   actor="user:ann", held=HeldWithdrawals(env.settings))
+    async with env.sessions() as s:
+        assert (await s.get(RiskCase, case_id)).status == CaseStatus.INVESTIGATING
+        assert (await s.get(Withdrawal, wid)).status == WithdrawalStatus.REVIEW
     # A withdrawal no longer in review is not moved by its case either.
     async with env.sessions() as s, s.begin():
         await s.execute(update(Withdrawal).where(Withdrawal.id == wid).values(

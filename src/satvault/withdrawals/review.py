@@ -9,6 +9,8 @@ inside the ledger (:func:`~satvault.lightning.payments.settle_held_internally`).
 withdrawal policy decides, as it does for every approved withdrawal: allow, block (raises:
 nothing moves, the case stays open) or hold it for approvers (``awaiting_approval``).
 
+A wallet frozen while its withdrawal waited is refused a release (the money can be returned).
+
 ``return``: its hold is voided (the money is available to the customer again), the
 withdrawal ``cancelled``; the reason is the case's.
 """
@@ -25,6 +27,7 @@ from satvault.accounts.models import Wallet
 from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.kernel.errors import NotFound
+from satvault.kyc.errors import WalletFrozen
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.store import create_transfers
 from satvault.lightning.invoices import StoreInvoiceHook
@@ -64,6 +67,8 @@ class HeldWithdrawals:
         wd = await self._held(session, withdrawal_id)
         wallet = await session.get(Wallet, wd.wallet_id)
         assert wallet is not None  # a foreign key
+        if wallet.frozen_at is not None:  # frozen while it waited: nothing leaves it
+            raise WalletFrozen(wallet.id, wallet.frozen_reason or "frozen by an operator")
         bolt11: str | None = None
         if wd.method == WithdrawalMethod.ONCHAIN:
             wd.status, wd.updated_at = WithdrawalStatus.PENDING, utcnow()
