@@ -32,7 +32,14 @@ from satvault.payouts.models import (
     WithdrawalMethod,
     WithdrawalStatus,
 )
-from satvault.risk.models import CaseStatus, RuleSetStatus
+from satvault.risk.models import (
+    CaseEventKind,
+    CaseStatus,
+    Money,
+    Resolution,
+    RuleSetStatus,
+    SarStatus,
+)
 from satvault.risk.rules import Outcome
 from satvault.withdrawals.policy.models import ApprovalStatus, PolicyStatus
 
@@ -62,6 +69,10 @@ CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
     ("risk_cases", "status", "ck_risk_cases_status", CaseStatus),
     ("risk_decisions", "outcome", "ck_risk_decisions_outcome", Outcome),
     ("audit_anchors", "status", "ck_audit_anchors_status", AnchorStatus),
+    ("risk_cases", "resolution", "ck_risk_cases_resolution", Resolution),
+    ("risk_cases", "money", "ck_risk_cases_money", Money),
+    ("risk_case_events", "kind", "ck_risk_case_events_kind", CaseEventKind),
+    ("risk_sars", "status", "ck_risk_sars_status", SarStatus),
 ]
 # Typed by an enum, but without a CHECK constraint: the enum is the only gate.
 UNCHECKED: list[tuple[str, str, type[StrEnum]]] = [

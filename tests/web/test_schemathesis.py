@@ -96,6 +96,13 @@ DOMAIN_REFUSALS: dict[str, set[str]] = {
     # Whether a webhook URL's host may be called (public, resolvable); known event names.
     "POST /api/v1/stores/{store_id}/webhooks": {"unsafe-url", "invalid-webhook"},
     "PATCH /api/v1/stores/{store_id}/webhooks/{webhook_id}": {"unsafe-url", "invalid-webhook"},
+    # A case is assigned to an admin user; a note or narrative is more than blanks; an
+    # attachment's URI names a scheme.
+    "POST /api/v1/admin/risk/cases/{case_id}/assign": {"invalid-input"},
+    "POST /api/v1/admin/risk/cases/{case_id}/notes": {"invalid-input"},
+    "POST /api/v1/admin/risk/cases/{case_id}/attachments": {"invalid-input"},
+    "PUT /api/v1/admin/risk/cases/{case_id}/sar/narrative": {"invalid-input"},
+    "POST /api/v1/admin/risk/cases/{case_id}/sar/file": {"invalid-input"},
     # The withdrawal policy's rule language, and what an allow-list destination is.
     "POST /api/v1/admin/withdrawal-policy": {"invalid-policy"},
     "POST /api/v1/wallets/{wallet_id}/allowlist": {"invalid-policy"},

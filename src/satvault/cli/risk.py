@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.accounts.models import User
 from satvault.cli._common import emit as _emit
 from satvault.cli._common import in_transaction as _run
+from satvault.cli.risk_cases import app as cases_app
 from satvault.kernel.errors import Forbidden, NotFound
 from satvault.risk import service as risk
 from satvault.risk.lists import load_labels, refresh_sanctions, shipped_sanctions
@@ -38,6 +39,7 @@ labels_app = typer.Typer(help="Operator label lists (blacklist, mixer, darknet, 
 app.add_typer(rules_app, name="rules")
 app.add_typer(sanctions_app, name="sanctions")
 app.add_typer(labels_app, name="labels")
+app.add_typer(cases_app, name="cases")
 
 AsAdmin = Annotated[str, typer.Option("--as", help="The acting admin's e-mail address.")]
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -44,7 +44,7 @@ from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.models import LedgerAccount
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_transfers, transfer
-from satvault.lightning.bolt11check import check_invoice, decode
+from satvault.lightning.bolt11check import CheckedInvoice, check_invoice, decode
 from satvault.lightning.errors import LightningError, PaymentRefused
 from satvault.lightning.invoices import StoreInvoiceHook, credit_settled
 from satvault.lightning.models import LnInvoice, LnInvoiceStatus, LnPayment, LnPaymentStatus
@@ -55,8 +55,8 @@ from satvault.payouts.service import check_daily_limit, insert_within_daily_limi
 from satvault.telemetry import PAYMENT_SECONDS, PAYMENTS
 
 __all__ = ["LightningPayer", "OwnInvoice", "PayerReport", "cancel_on_node", "fee_reserve",
-           "own_bolt11", "pay_own_invoice", "payable_at_once", "request_ln_withdrawal",
-           "take_off_node"]
+           "own_bolt11", "pay_own_invoice", "payable_at_once", "release_held_payment",
+           "request_ln_withdrawal", "settle_held_internally", "take_off_node"]
 
 log = get_logger(__name__)
 RETRYABLE = {"FAILURE_REASON_NO_ROUTE", "FAILURE_REASON_TIMEOUT"}
@@ -219,18 +219,84 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
     await transfer(session, TransferSpec(
         wd.hold_id, wallet.ledger_account_id, platform.clearing.id, inv.amount_msat + reserve,
         "BTC", kind=TransferKind.PENDING, code="ln_withdrawal", ref=wid))
+    await _queue_payment(session, wd, inv, now)
+    await emit_withdrawal(session, wd, "created")
+    return wd
+
+
+async def _queue_payment(session: AsyncSession, wd: Withdrawal, inv: CheckedInvoice,
+                         now: datetime) -> None:
+    """The payment row the payer reads, for a withdrawal whose hold is placed."""
     session.add(LnPayment(
-        id=new_id("lnp"), withdrawal_id=wid, payment_hash=inv.payment_hash, bolt11=inv.bolt11,
-        amountless=inv.invoice_amount_msat is None, attempt=1,
-        amount_msat=inv.amount_msat, fee_limit_msat=reserve, fee_msat=None,
+        id=new_id("lnp"), withdrawal_id=wd.id, payment_hash=inv.payment_hash,
+        bolt11=inv.bolt11, amountless=inv.invoice_amount_msat is None, attempt=1,
+        amount_msat=inv.amount_msat, fee_limit_msat=wd.fee_reserve_msat, fee_msat=None,
         status=LnPaymentStatus.PENDING,
         preimage=None, failure_reason=None, next_try_at=None, created_at=now, updated_at=now))
     try:
         await session.flush()
     except IntegrityError as exc:  # a concurrent request took this payment hash first
         raise ConcurrentUpdate("this invoice is being paid by another request") from exc
-    await emit_withdrawal(session, wd, "created")
-    return wd
+
+
+async def release_held_payment(session: AsyncSession, wd: Withdrawal, *, bolt11: str,
+                               settings: Settings) -> None:
+    """A Lightning withdrawal the risk rules held (status ``review``, its hold placed, no
+    payment row), released by its case: checked again as :func:`request_ln_withdrawal`
+    checks a new one (the invoice still valid, not being paid from here, not one of ours
+    left on the node), then queued for the payer exactly as that path queues it, and
+    ``pending``. The caller has locked ``wd``."""
+    inv = check_invoice(bolt11, network=settings.network, amount_msat=wd.amount_msat)
+    live, ours_exists = (await session.execute(select(
+        select(LnPayment.id).where(LnPayment.payment_hash == inv.payment_hash,
+                                   LnPayment.status.in_(_LIVE)).exists(),
+        select(LnInvoice.payment_hash).where(
+            LnInvoice.payment_hash == inv.payment_hash).exists()))).one()
+    if live:
+        raise PaymentRefused("this invoice is already paid, or being paid, from here")
+    if ours_exists:  # as _settle_internally: never pay one of ours while the node holds it
+        raise PaymentRefused("this platform's invoice could not be taken off its node; "
+                             "return the money instead")
+    now = utcnow()
+    await _queue_payment(session, wd, inv, now)
+    wd.status, wd.updated_at = WithdrawalStatus.PENDING, now
+    await session.flush()
+
+
+async def settle_held_internally(session: AsyncSession, wd: Withdrawal, *, wallet: Wallet,
+                                 bolt11: str, settings: Settings,
+                                 on_store_invoice: StoreInvoiceHook | None = None) -> None:
+    """An internal payment the risk rules held (status ``review``: the invoice taken off the
+    node, the amount held), released by its case: the hold is voided and the payment settled
+    inside the ledger as :func:`pay_own_invoice` settles one (the same conditions on the
+    invoice, the same refusals), ``confirmed``. The caller has locked ``wd``."""
+    inv = check_invoice(bolt11, network=settings.network, amount_msat=wd.amount_msat)
+    (outcome,) = await create_transfers(session, [TransferSpec(
+        f"wd:{wd.id}:void", kind=TransferKind.VOID, pending_id=wd.hold_id,
+        code="ln_withdrawal", ref=wd.id)])
+    if not outcome.ok:
+        raise RuntimeError(f"ledger refused to release {wd.id}: {outcome}")
+    credited = await credit_settled(
+        session, payment_hash=inv.payment_hash, paid_msat=wd.amount_msat, internal=True,
+        debit_account_id=wallet.ledger_account_id, invoice_fee_bp=settings.invoice_fee_bp,
+        only_if=_payable_by(wallet, wd.amount_msat, inv.payment_hash),
+        on_store_invoice=on_store_invoice)
+    if not credited:
+        await _refuse_own_invoice(session, wallet=wallet, payment_hash=inv.payment_hash,
+                                  amount_msat=wd.amount_msat)
+    wd.status, wd.fee_msat, wd.updated_at = WithdrawalStatus.CONFIRMED, 0, utcnow()
+    await session.flush()
+    await emit_withdrawal(session, wd, "confirmed")
+
+
+def _payable_by(wallet: Wallet, amount_msat: int, payment_hash: str
+                ) -> tuple[ColumnElement[bool], ...]:
+    """The conditions one of our invoices must meet to be paid internally by ``wallet``."""
+    being_paid = select(LnPayment.id).where(LnPayment.payment_hash == payment_hash,
+                                            LnPayment.status.in_(_LIVE)).exists()
+    return (LnInvoice.status == LnInvoiceStatus.OPEN, LnInvoice.wallet_id != wallet.id,
+            LnInvoice.amount_msat.is_(None) | (LnInvoice.amount_msat == amount_msat),
+            ~being_paid)
 
 
 def _released() -> Any:
@@ -264,14 +330,10 @@ async def pay_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_hash
                     hold_id=f"wd:{wid}:internal", invoice_id=None, created_at=now,
                     updated_at=now, store_id=store_id)
     await insert_within_daily_limit(session, wd, wallet=wallet, settings=settings)
-    being_paid = select(LnPayment.id).where(LnPayment.payment_hash == payment_hash,
-                                            LnPayment.status.in_(_LIVE)).exists()
     credited = await credit_settled(
         session, payment_hash=payment_hash, paid_msat=amount_msat, internal=True,
         debit_account_id=wallet.ledger_account_id, invoice_fee_bp=settings.invoice_fee_bp,
-        only_if=(LnInvoice.status == LnInvoiceStatus.OPEN, LnInvoice.wallet_id != wallet.id,
-                 LnInvoice.amount_msat.is_(None) | (LnInvoice.amount_msat == amount_msat),
-                 ~being_paid),
+        only_if=_payable_by(wallet, amount_msat, payment_hash),
         on_store_invoice=on_store_invoice)
     if not credited:
         await _refuse_own_invoice(session, wallet=wallet, payment_hash=payment_hash,

@@ -1,5 +1,6 @@
 """The periodic compliance report: volumes by rail, KYC counts by tier, alerts (review items),
-large-transaction (CTR) customer-days, for a period; as a dict, a CSV and a PDF.
+the risk rules' alerts, cases, SARs and blocked amounts, large-transaction (CTR)
+customer-days, for a period; as a dict, a CSV and a PDF.
 
 Each section is read from the platform's own tables; a section whose records do not exist in
 this installation is left out rather than shown as zero.
@@ -19,9 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import User
 from satvault.onchain.models import ReviewItem
+from satvault.payouts.models import Withdrawal, WithdrawalStatus
 from satvault.rates.base import Rate
 from satvault.reports.ctr import CtrRow, large_transactions, msat_to_minor
 from satvault.reports.movements import day_bounds, movements
+from satvault.risk.models import CaseStatus, Money, RiskCase, RiskDecision, RiskSar
+from satvault.risk.rules import Outcome
 
 __all__ = ["compliance_report", "ctr_csv", "report_csv", "report_pdf"]
 
@@ -51,6 +55,9 @@ async def compliance_report(session: AsyncSession, start: date, end: date, *, ra
                                                     ReviewItem.resolved_at < hi)
         .group_by(ReviewItem.kind))).all()))
     ctr = large_transactions(moves, rate, ctr_threshold_minor)
+    risk = await risk_section(session, lo, hi)
+    for k in ("rejected_msat", "returned_msat", "held_msat", "released_msat"):
+        risk["blocked"][k.replace("_msat", "_minor")] = msat_to_minor(risk["blocked"][k], rate)
     return {
         "period": {"from": start.isoformat(), "to": end.isoformat()},
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -62,8 +69,57 @@ async def compliance_report(session: AsyncSession, start: date, end: date, *, ra
         "kyc_tiers": {str(t): int(n) for t, n in kyc.items()},
         "alerts": {k: {"opened": opened.get(k, 0), "resolved": resolved.get(k, 0)}
                    for k in sorted(set(opened) | set(resolved))},
+        "risk": risk,
         "ctr": {"threshold_minor": ctr_threshold_minor,
                 "customer_days": [ctr_dict(r) for r in ctr]},
+    }
+
+
+async def risk_section(session: AsyncSession, lo: datetime, hi: datetime) -> dict[str, Any]:
+    """The rules engine in the period: alerts (review and reject decisions), cases opened and
+    closed (by resolution), SARs drafted and filed, and the money it stopped: refused
+    (reject decisions), returned and released by case decisions closed in the period, and
+    still held (review decisions of the period whose withdrawal is still in ``review``)."""
+    def n(q: Any) -> Any:
+        return session.execute(q)
+
+    in_period = (RiskDecision.at >= lo, RiskDecision.at < hi)
+    alerts = dict((await n(select(RiskDecision.outcome, func.count()).where(
+        *in_period, RiskDecision.outcome != Outcome.APPROVE).group_by(RiskDecision.outcome)
+    )).all())
+    opened = (await n(select(func.count()).select_from(RiskCase).where(
+        RiskCase.created_at >= lo, RiskCase.created_at < hi))).scalar_one()
+    closed = dict((await n(select(RiskCase.resolution, func.count()).where(
+        RiskCase.status == CaseStatus.CLOSED, RiskCase.closed_at >= lo,
+        RiskCase.closed_at < hi).group_by(RiskCase.resolution))).all())
+    drafted = (await n(select(func.count()).select_from(RiskSar).where(
+        RiskSar.created_at >= lo, RiskSar.created_at < hi))).scalar_one()
+    filed = (await n(select(func.count()).select_from(RiskSar).where(
+        RiskSar.filed_at >= lo, RiskSar.filed_at < hi))).scalar_one()
+    rejected = (await n(select(func.count(), func.coalesce(func.sum(
+        RiskDecision.amount_msat), 0)).where(*in_period, RiskDecision.outcome == Outcome.REJECT)
+    )).one()
+    by_money = {m: (int(c), int(a)) for m, c, a in (await n(select(
+        RiskCase.money, func.count(), func.coalesce(func.sum(RiskDecision.amount_msat), 0))
+        .join(RiskDecision, RiskDecision.id == RiskCase.decision_id).where(
+        RiskCase.closed_at >= lo, RiskCase.closed_at < hi).group_by(RiskCase.money))).all()}
+    held = (await n(select(func.count(), func.coalesce(func.sum(Withdrawal.amount_msat), 0))
+                    .join(RiskDecision, RiskDecision.subject_id == Withdrawal.id).where(
+        *in_period, RiskDecision.outcome == Outcome.REVIEW,
+        Withdrawal.status == WithdrawalStatus.REVIEW))).one()
+    returned = by_money.get(Money.RETURN, (0, 0))
+    released = by_money.get(Money.RELEASE, (0, 0))
+    return {
+        "alerts": {"review": int(alerts.get(Outcome.REVIEW, 0)),
+                   "reject": int(alerts.get(Outcome.REJECT, 0))},
+        "cases": {"opened": int(opened),
+                  "closed_confirmed_risk": int(closed.get("confirmed_risk", 0)),
+                  "closed_false_positive": int(closed.get("false_positive", 0))},
+        "sars": {"drafted": int(drafted), "filed": int(filed)},
+        "blocked": {"rejected_count": int(rejected[0]), "rejected_msat": int(rejected[1]),
+                    "returned_count": returned[0], "returned_msat": returned[1],
+                    "held_count": int(held[0]), "held_msat": int(held[1]),
+                    "released_count": released[0], "released_msat": released[1]},
     }
 
 
@@ -106,6 +162,9 @@ def report_csv(report: dict[str, Any]) -> str:
     for kind, v in report["alerts"].items():
         for metric, value in v.items():
             w.writerow(["alerts", kind, metric, value])
+    for part in ("alerts", "cases", "sars", "blocked"):
+        for metric, value in report["risk"][part].items():
+            w.writerow(["risk", part, metric, value])
     for r in report["ctr"]["customer_days"]:
         w.writerow(["ctr", f"{r['day']} {r['owner_type']}:{r['owner_id']}",
                     "in_minor/out_minor", f"{r['in_minor']}/{r['out_minor']}"])
@@ -152,6 +211,19 @@ def report_pdf(report: dict[str, Any], rate: Rate) -> bytes:
           [[t, n] for t, n in report["kyc_tiers"].items()])
     table("Alerts (review items)", ["kind", "opened", "resolved"],
           [[k, v["opened"], v["resolved"]] for k, v in report["alerts"].items()])
+    rk = report["risk"]
+    table("Risk rules: alerts, cases, SARs", ["item", "count"], [
+        ["alerts: review", rk["alerts"]["review"]], ["alerts: reject", rk["alerts"]["reject"]],
+        ["cases opened", rk["cases"]["opened"]],
+        ["cases closed: confirmed risk", rk["cases"]["closed_confirmed_risk"]],
+        ["cases closed: false positive", rk["cases"]["closed_false_positive"]],
+        ["SARs drafted", rk["sars"]["drafted"]], ["SARs filed", rk["sars"]["filed"]]])
+    b = rk["blocked"]
+    table("Blocked amounts", ["money", "count", "amount", f"({rate.currency})"], [
+        [label, b[f"{k}_count"], f"{b[f'{k}_msat'] // 1000:,} sat", _money(b[f"{k}_minor"], rate)]
+        for label, k in (("refused (reject decisions)", "rejected"),
+                         ("returned by a case", "returned"), ("still held", "held"),
+                         ("released by a case", "released"))])
     table(f"Large transactions (over {_money(report['ctr']['threshold_minor'], rate)} "
           "per customer per day)", ["day / customer", "in", "out", "over"],
           [[f"{c['day']} {c['owner_type']}:{c['owner_id']}", _money(c["in_minor"], rate),

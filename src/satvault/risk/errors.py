@@ -4,7 +4,9 @@
 
     RiskError
     ├── RiskRejected       the rules engine rejected the payment (names the decision; 403)
-    └── RuleSetRefused     a rule-set change not allowed (own approval, not a draft …; 409)
+    ├── RuleSetRefused     a rule-set change not allowed (own approval, not a draft …; 409)
+    └── CaseRefused        a case action its state does not allow (closed, wrong step,
+                           a different decision on a decided case, a filed SAR …; 409)
 
 A rule set that does not validate is the kernel's ``InvalidInput`` (422).
 """
@@ -17,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.kernel.errors import Forbidden, SatvaultError
 
-__all__ = ["RiskError", "RiskRejected", "RuleSetRefused"]
+__all__ = ["CaseRefused", "RiskError", "RiskRejected", "RuleSetRefused"]
 
 
 class RiskError(SatvaultError):
@@ -38,4 +40,8 @@ class RiskRejected(RiskError, Forbidden):
 
 
 class RuleSetRefused(RiskError):
+    pass
+
+
+class CaseRefused(RiskError):
     pass

@@ -5,8 +5,9 @@ be, and nothing else: no Lightning payment row (the payer reads those) and no ba
 payout job picks only ``pending``). An on-chain one goes through
 :func:`satvault.payouts.service.request_withdrawal` (every check, status ``review``); a
 Lightning or internal one is checked here as the Lightning path would (the invoice, the
-per-payment maximum, the 24-hour limit). Releasing or returning the money is the case's
-decision (cases are another part of issue 12).
+per-payment maximum, the 24-hour limit), and the BOLT11 it would pay is kept
+(``risk_held_invoices``: the destination may be an LNURL or address, resolved once). Releasing
+or returning the money is the case's decision (:mod:`satvault.risk.cases`), and nothing else's.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from satvault.lightning.payments import fee_reserve
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import check_daily_limit
+from satvault.risk.models import RiskHeldInvoice
 
 __all__ = ["hold_ln_for_review"]
 
@@ -50,6 +52,7 @@ async def hold_ln_for_review(session: AsyncSession, *, wallet: Wallet, bolt11: s
                     updated_at=now, store_id=store_id)
     session.add(wd)
     await session.flush()
+    session.add(RiskHeldInvoice(withdrawal_id=wid, bolt11=inv.bolt11))
     platform = await ensure_platform_accounts(session, "BTC")
     await transfer(session, TransferSpec(
         wd.hold_id, wallet.ledger_account_id, platform.clearing.id, inv.amount_msat + reserve,

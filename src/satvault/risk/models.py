@@ -7,7 +7,14 @@
   inputs, match and score, the total, the outcome and the rule-set version: what
   ``GET /api/v1/admin/risk/decisions/{id}`` explains and :func:`reevaluate` re-checks.
 * ``risk_cases``: a review or reject decision opens one (``pending`` → ``investigating`` →
-  ``closed``). Only the case row lives here; working cases is another part of issue 12.
+  ``closed``), with its assignee, and once closed its resolution and money decision; a
+  ``version`` counts its changes (optimistic concurrency). :mod:`satvault.risk.cases`.
+* ``risk_case_events``: a case's history, insert-only (a trigger refuses UPDATE and DELETE):
+  notes, attachments by reference (URI + SHA-256, never the file), status changes,
+  assignments, the decision, SAR steps.
+* ``risk_sars``: a suspicious-activity report drafted from a case (``draft`` → ``filed``).
+* ``risk_held_invoices``: the BOLT11 a Lightning withdrawal held for review pays if released
+  (its destination may be an LNURL or address, resolved once, before the hold).
 * ``risk_address_labels``: operator-loaded lists (``sanctioned``, ``blacklist``, ``mixer``,
   ``darknet``, ``gambling``, ``scam``, ``exchange`` …), one row per address and label, with a
   score and, where the index that fed it knows it, the date the address was first seen.
@@ -24,8 +31,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from satvault.db import Amount, Base, IdInt, StrEnumType, UtcDateTime
 from satvault.risk.rules import Outcome
 
-__all__ = ["CaseStatus", "RiskAddressLabel", "RiskCase", "RiskDecision", "RiskRuleSet",
-           "RuleSetStatus"]
+__all__ = ["CaseEventKind", "CaseStatus", "Money", "Resolution", "RiskAddressLabel", "RiskCase",
+           "RiskCaseEvent", "RiskDecision", "RiskHeldInvoice", "RiskRuleSet", "RiskSar",
+           "RuleSetStatus", "SarStatus"]
 
 
 class RuleSetStatus(StrEnum):
@@ -38,6 +46,35 @@ class CaseStatus(StrEnum):
     PENDING = "pending"
     INVESTIGATING = "investigating"
     CLOSED = "closed"
+
+
+class Resolution(StrEnum):
+    CONFIRMED_RISK = "confirmed_risk"
+    FALSE_POSITIVE = "false_positive"
+
+
+class Money(StrEnum):
+    """What a case's decision did with the money: ``release`` (the payment goes on as an
+    approved one), ``return`` (the hold voided, the money the customer's again), ``none``
+    (nothing was held: a refused payment)."""
+
+    RELEASE = "release"
+    RETURN = "return"
+    NONE = "none"
+
+
+class CaseEventKind(StrEnum):
+    NOTE = "note"
+    ATTACHMENT = "attachment"
+    STATUS = "status"
+    ASSIGNMENT = "assignment"
+    DECISION = "decision"
+    SAR = "sar"
+
+
+class SarStatus(StrEnum):
+    DRAFT = "draft"
+    FILED = "filed"
 
 
 _ONE_LIVE = "status = 'live'"
@@ -84,10 +121,56 @@ class RiskCase(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     decision_id: Mapped[str] = mapped_column(ForeignKey("risk_decisions.id"), index=True)
     wallet_id: Mapped[str] = mapped_column(String(40), index=True)
-    status: Mapped[CaseStatus] = mapped_column(StrEnumType(CaseStatus, 16))
+    status: Mapped[CaseStatus] = mapped_column(StrEnumType(CaseStatus, 16), index=True)
     reason: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    assignee: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
+    resolution: Mapped[Resolution | None] = mapped_column(StrEnumType(Resolution, 16),
+                                                          default=None)
+    money: Mapped[Money | None] = mapped_column(StrEnumType(Money, 8), default=None)
+    closed_by: Mapped[str | None] = mapped_column(String(80), default=None)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class RiskCaseEvent(Base):
+    __tablename__ = "risk_case_events"
+
+    id: Mapped[int] = mapped_column(IdInt, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("risk_cases.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    actor: Mapped[str] = mapped_column(String(80))
+    kind: Mapped[CaseEventKind] = mapped_column(StrEnumType(CaseEventKind, 12))
+    text: Mapped[str] = mapped_column(Text, default="")
+    uri: Mapped[str | None] = mapped_column(String(2000), default=None)
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    data: Mapped[str] = mapped_column(Text, default="{}")  # JSON: from/to, amounts …
+
+
+class RiskSar(Base):
+    __tablename__ = "risk_sars"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("risk_cases.id"))
+    status: Mapped[SarStatus] = mapped_column(StrEnumType(SarStatus, 8))
+    content: Mapped[str] = mapped_column(Text)  # JSON: who, what, when, amounts, transactions
+    narrative: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    filed_reference: Mapped[str | None] = mapped_column(String(120), default=None)
+    filed_by: Mapped[str | None] = mapped_column(String(80), default=None)
+    filed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+
+    __table_args__ = (Index("uq_risk_sars_case_id", "case_id", unique=True),)
+
+
+class RiskHeldInvoice(Base):
+    __tablename__ = "risk_held_invoices"
+
+    withdrawal_id: Mapped[str] = mapped_column(ForeignKey("withdrawals.id"), primary_key=True)
+    bolt11: Mapped[str] = mapped_column(Text)
 
 
 class RiskAddressLabel(Base):

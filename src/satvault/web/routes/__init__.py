@@ -20,6 +20,7 @@ from satvault.web.routes import (
     metrics,
     reports,
     risk,
+    risk_cases,
     stores,
     streams,
     wallets,
@@ -50,4 +51,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     approvals.router,
     risk.router,
     metrics.router,
+    risk_cases.router,
 )

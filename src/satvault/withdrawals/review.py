@@ -1,0 +1,117 @@
+"""Moving a withdrawal the risk rules held for review, on its case's decision — the only
+code that does (:func:`satvault.risk.cases.close_case` calls it through
+:class:`HeldWithdrawals`; nothing else touches a withdrawal in ``review``).
+
+``release``: it goes on exactly as one the rules had approved — on-chain it becomes
+``pending`` for the payout job; over Lightning its payment row is queued for the payer
+(:func:`~satvault.lightning.payments.release_held_payment`); an internal payment is settled
+inside the ledger (:func:`~satvault.lightning.payments.settle_held_internally`). Then the
+withdrawal policy decides, as it does for every approved withdrawal: allow, block (raises:
+nothing moves, the case stays open) or hold it for approvers (``awaiting_approval``).
+
+A wallet frozen while its withdrawal waited is refused a release (the money can be returned).
+
+``return``: its hold is voided (the money is available to the customer again), the
+withdrawal ``cancelled``; the reason is the case's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.models import Wallet
+from satvault.config import Settings
+from satvault.db import utcnow
+from satvault.kernel.errors import NotFound
+from satvault.kyc.errors import WalletFrozen
+from satvault.ledger.core import TransferKind, TransferSpec
+from satvault.ledger.store import create_transfers
+from satvault.lightning.invoices import StoreInvoiceHook
+from satvault.lightning.payments import release_held_payment, settle_held_internally
+from satvault.logs import get_logger
+from satvault.payouts.events import emit_withdrawal
+from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
+from satvault.risk.errors import CaseRefused
+from satvault.risk.models import RiskHeldInvoice
+from satvault.withdrawals.policy.approvals import apply_decision
+from satvault.withdrawals.policy.service import decide_for, initiator_of
+
+__all__ = ["HeldWithdrawals"]
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldWithdrawals:
+    """The withdrawal half of a case's money decision (see the module docstring)."""
+
+    settings: Settings
+    on_store_invoice: StoreInvoiceHook | None = None
+
+    async def _held(self, session: AsyncSession, withdrawal_id: str) -> Withdrawal:
+        wd = await session.get(Withdrawal, withdrawal_id, with_for_update=True,
+                               populate_existing=True)
+        if wd is None:
+            raise NotFound(f"withdrawal {withdrawal_id!r} not found")
+        if wd.status != WithdrawalStatus.REVIEW:
+            raise CaseRefused(f"withdrawal {withdrawal_id} is {wd.status.value}, not held "
+                              "for review")
+        return wd
+
+    async def release(self, session: AsyncSession, *, withdrawal_id: str,
+                      actor: str) -> dict[str, Any]:
+        wd = await self._held(session, withdrawal_id)
+        wallet = await session.get(Wallet, wd.wallet_id)
+        assert wallet is not None  # a foreign key
+        if wallet.frozen_at is not None:  # frozen while it waited: nothing leaves it
+            raise WalletFrozen(wallet.id, wallet.frozen_reason or "frozen by an operator")
+        bolt11: str | None = None
+        if wd.method == WithdrawalMethod.ONCHAIN:
+            wd.status, wd.updated_at = WithdrawalStatus.PENDING, utcnow()
+            await session.flush()
+        else:
+            bolt11 = (await session.execute(select(RiskHeldInvoice.bolt11).where(
+                RiskHeldInvoice.withdrawal_id == wd.id))).scalar_one_or_none() \
+                or wd.destination
+            if wd.method == WithdrawalMethod.INTERNAL:
+                await settle_held_internally(session, wd, wallet=wallet, bolt11=bolt11,
+                                             settings=self.settings,
+                                             on_store_invoice=self.on_store_invoice)
+            else:
+                await release_held_payment(session, wd, bolt11=bolt11, settings=self.settings)
+        # The withdrawal policy, as for every approved withdrawal once its money is held.
+        version, decision = await decide_for(
+            session, wd, wallet=wallet,
+            bolt11=None if wd.method == WithdrawalMethod.INTERNAL else bolt11,
+            settings=self.settings)
+        await apply_decision(session, wd, decision=decision, version=version,
+                             initiator=await initiator_of(session, owner_type=wallet.owner_type,
+                                                          owner_id=wallet.owner_id),
+                             settings=self.settings)
+        log.info("held_withdrawal_released", withdrawal=wd.id, status=wd.status.value,
+                 actor=actor)
+        return _effect(wd, "release")
+
+    async def give_back(self, session: AsyncSession, *, withdrawal_id: str, actor: str,
+                        reason: str) -> dict[str, Any]:
+        wd = await self._held(session, withdrawal_id)
+        (outcome,) = await create_transfers(session, [TransferSpec(
+            f"wd:{wd.id}:void", kind=TransferKind.VOID, pending_id=wd.hold_id,
+            code="withdrawal_returned", ref=wd.id)])
+        if not outcome.ok:
+            raise RuntimeError(f"ledger refused to release {wd.id}: {outcome}")
+        wd.status, wd.updated_at = WithdrawalStatus.CANCELLED, utcnow()
+        await session.flush()
+        await emit_withdrawal(session, wd, "cancelled")
+        log.info("held_withdrawal_returned", withdrawal=wd.id, actor=actor, reason=reason)
+        return {**_effect(wd, "return"), "reason": reason}
+
+
+def _effect(wd: Withdrawal, action: str) -> dict[str, Any]:
+    return {"action": action, "withdrawal_id": wd.id, "method": wd.method.value,
+            "status": wd.status.value, "amount_msat": wd.amount_msat,
+            "fee_reserve_msat": wd.fee_reserve_msat}
