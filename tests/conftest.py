@@ -31,8 +31,9 @@ BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
 # are the same on both databases and the services behind them are tested on both, so these
 # run once, on PostgreSQL when it is there (else SQLite).
 ONE_DATABASE = pytest.mark.parametrize("db_url", BACKENDS[-1:], indirect=True)
-TABLES = ["risk_cases", "risk_decisions", "risk_rule_sets", "risk_address_labels",
-          "kyc_records", "screening_entries", "liability_proofs", "liability_rounds",
+TABLES = ["risk_frozen_deposits", "risk_cases", "risk_decisions", "risk_rule_sets",
+          "risk_address_labels", "kyc_records", "screening_entries", "liability_proofs",
+          "liability_rounds",
           "withdrawal_approvals", "withdrawal_approval_requests", "withdrawal_allowlist",
           "approver_group_members", "approver_groups", "withdrawal_policies",
           "webhook_attempts", "webhook_deliveries", "webhooks", "outbox_events",

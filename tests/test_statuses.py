@@ -31,7 +31,7 @@ from satvault.payouts.models import (
     WithdrawalMethod,
     WithdrawalStatus,
 )
-from satvault.risk.models import CaseStatus, RuleSetStatus
+from satvault.risk.models import CaseStatus, FrozenStatus, RuleSetStatus
 from satvault.risk.rules import Outcome
 from satvault.withdrawals.policy.models import ApprovalStatus, PolicyStatus
 
@@ -60,6 +60,7 @@ CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
     ("risk_rule_sets", "status", "ck_risk_rule_sets_status", RuleSetStatus),
     ("risk_cases", "status", "ck_risk_cases_status", CaseStatus),
     ("risk_decisions", "outcome", "ck_risk_decisions_outcome", Outcome),
+    ("risk_frozen_deposits", "status", "ck_risk_frozen_deposits_status", FrozenStatus),
 ]
 # Typed by an enum, but without a CHECK constraint: the enum is the only gate.
 UNCHECKED: list[tuple[str, str, type[StrEnum]]] = [

@@ -4,7 +4,8 @@
 
     RiskError
     ├── RiskRejected       the rules engine rejected the payment (names the decision; 403)
-    └── RuleSetRefused     a rule-set change not allowed (own approval, not a draft …; 409)
+    ├── RuleSetRefused     a rule-set change not allowed (own approval, not a draft …; 409)
+    └── FrozenDepositRefused  a frozen deposit's decision not possible now (reversed …; 409)
 
 A rule set that does not validate is the kernel's ``InvalidInput`` (422).
 """
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.kernel.errors import Forbidden, SatvaultError
 
-__all__ = ["RiskError", "RiskRejected", "RuleSetRefused"]
+__all__ = ["FrozenDepositRefused", "RiskError", "RiskRejected", "RuleSetRefused"]
 
 
 class RiskError(SatvaultError):
@@ -38,4 +39,8 @@ class RiskRejected(RiskError, Forbidden):
 
 
 class RuleSetRefused(RiskError):
+    pass
+
+
+class FrozenDepositRefused(RiskError):
     pass

@@ -8,6 +8,9 @@
   ``GET /api/v1/admin/risk/decisions/{id}`` explains and :func:`reevaluate` re-checks.
 * ``risk_cases``: a review or reject decision opens one (``pending`` → ``investigating`` →
   ``closed``). Only the case row lives here; working cases is another part of issue 12.
+* ``risk_frozen_deposits``: a deposit the rules sent to review or reject, credited to the
+  wallet's frozen sub-balance: ``frozen`` → ``released`` (to the wallet) or ``blocked`` (kept
+  frozen by a case decision); ``reversed`` when a reorg took the deposit away while frozen.
 * ``risk_address_labels``: operator-loaded lists (``sanctioned``, ``blacklist``, ``mixer``,
   ``darknet``, ``gambling``, ``scam``, ``exchange`` …), one row per address and label, with a
   score and, where the index that fed it knows it, the date the address was first seen.
@@ -24,8 +27,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from satvault.db import Amount, Base, IdInt, StrEnumType, UtcDateTime
 from satvault.risk.rules import Outcome
 
-__all__ = ["CaseStatus", "RiskAddressLabel", "RiskCase", "RiskDecision", "RiskRuleSet",
-           "RuleSetStatus"]
+__all__ = ["CaseStatus", "FrozenStatus", "RiskAddressLabel", "RiskCase", "RiskDecision",
+           "RiskFrozenDeposit", "RiskRuleSet", "RuleSetStatus"]
 
 
 class RuleSetStatus(StrEnum):
@@ -38,6 +41,13 @@ class CaseStatus(StrEnum):
     PENDING = "pending"
     INVESTIGATING = "investigating"
     CLOSED = "closed"
+
+
+class FrozenStatus(StrEnum):
+    FROZEN = "frozen"
+    RELEASED = "released"
+    BLOCKED = "blocked"
+    REVERSED = "reversed"
 
 
 _ONE_LIVE = "status = 'live'"
@@ -104,3 +114,23 @@ class RiskAddressLabel(Base):
     __table_args__ = (
         Index("uq_risk_address_labels", "address", "label", unique=True),
     )
+
+
+class RiskFrozenDeposit(Base):
+    __tablename__ = "risk_frozen_deposits"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    decision_id: Mapped[str] = mapped_column(ForeignKey("risk_decisions.id"), unique=True)
+    case_id: Mapped[str | None] = mapped_column(String(40))
+    wallet_id: Mapped[str] = mapped_column(String(40), index=True)
+    rail: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(128), index=True)
+    credit_id: Mapped[str] = mapped_column(String(128), unique=True)
+    amount_msat: Mapped[int] = mapped_column(Amount)
+    frozen_account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
+    wallet_account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
+    sanctioned: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[FrozenStatus] = mapped_column(StrEnumType(FrozenStatus, 16))
+    decided_by: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
