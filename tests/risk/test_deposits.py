@@ -19,6 +19,7 @@ from satvault.risk.frozen import keep_frozen_deposit, release_frozen_deposit
 from satvault.risk.lists import refresh_sanctions
 from satvault.risk.models import FrozenStatus, RiskCase, RiskDecision, RiskFrozenDeposit
 from tests.chainenv import Env, LnEnv, api_client
+from tests.invoices.test_invoices import create, shop  # noqa: F401
 from tests.onchain.test_watcher import deposit
 from tests.risk.conftest import Ctx, default_doc
 
@@ -214,3 +215,27 @@ async def test_a_wallet_without_a_frozen_deposit_cannot_release(lnenv: LnEnv):
     with pytest.raises(NotFound):
         async with lnenv.sessions() as s, s.begin():
             await release_frozen_deposit(s, decision_id="rd_nothing", actor="user:officer")
+
+
+async def test_store_invoice_paid_by_a_sanctioned_sender_settles_with_the_money_frozen(
+        lnenv: LnEnv, shop):  # noqa: F811
+    env = lnenv
+    async with api_client(env) as c:
+        inv = (await create(c, shop, "frz", amount="50000", currency="SATS",
+                            payment_methods=["onchain"])).json()
+        txid = env.chain.pay(inv["payment_methods"]["onchain"]["address"], 50_000)
+        await sanction(env, await senders_of(env, txid))
+        env.chain.mine(1)
+        await env.runtime.watcher.step()
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+    # The merchant sees the invoice paid, as the chain says; the money is held back.
+    assert got["status"] == "settled" and got["paid_msat"] == 50_000 * SAT
+    fee = 50_000 * SAT * env.settings.invoice_fee_bp // 10_000
+    assert (await env.balances(shop["wallet"]))["available"] == 0
+    (row,) = await frozen_rows(env)
+    assert row.wallet_id == shop["wallet"].id and row.amount_msat == 50_000 * SAT - fee
+    await env.check()
+    async with env.sessions() as s, s.begin():
+        await release_frozen_deposit(s, decision_id=row.decision_id, actor="user:officer")
+    assert (await env.balances(shop["wallet"]))["available"] == 50_000 * SAT - fee
+    await env.check()

@@ -47,8 +47,6 @@ from satvault.ledger.core import Result, TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts, platform_fee
 from satvault.ledger.store import create_transfers, lookup_transfer
 from satvault.logs import get_logger
-from satvault.onchain.addresses import script_to_address
-from satvault.onchain.errors import InvalidAddress
 from satvault.onchain.models import (
     INTERNAL_PURPOSES,
     AddressStatus,
@@ -61,6 +59,7 @@ from satvault.onchain.models import (
     OnchainWallet,
     ReviewItem,
 )
+from satvault.onchain.senders import sending_addresses
 from satvault.onchain.service import top_up_pool, watched_scripts
 
 __all__ = ["Match", "StepReport", "Watcher", "scan_block", "scan_txs"]
@@ -369,7 +368,9 @@ class Watcher:
                     and row.txid not in senders and self._credits_now(row, tip_height):
                 # A customer's deposit about to be credited: who paid it, asked of the node
                 # now, before the unit of work that screens and credits it opens.
-                senders[row.txid] = await self._senders(row.txid)
+                senders[row.txid] = await sending_addresses(
+                    self.backend, row.txid, network=self.network,
+                    max_inputs=self.max_sender_lookups)
             m, r = await retrying(self.sessions, partial(
                 self._settle_one, pid=row.id, tip_height=tip_height,
                 senders=senders.get(row.txid)))
@@ -386,30 +387,6 @@ class Watcher:
         confs = tip_height - row.block_height + 1 if row.block_height is not None else 0
         return bool(confs >= row.required_confirmations
                     and (confs > 0 or row.value_sat <= self.zero_conf_max_sat))
-
-    async def _senders(self, txid: str) -> tuple[str, ...]:
-        """The addresses of the outputs the transaction spends, as far as the node can tell
-        (a node without a transaction index knows only its own and the mempool's): the
-        deposit's counterparties for the risk rules. A failed call aborts the step."""
-        status = await self.backend.transaction(txid)
-        if status is None:
-            return ()
-        found: list[str] = []
-        prev_txs: dict[str, Tx | None] = {}
-        for op in status.tx.inputs[:self.max_sender_lookups]:
-            if op.txid not in prev_txs:
-                prev = await self.backend.transaction(op.txid)
-                prev_txs[op.txid] = prev.tx if prev is not None else None
-            tx = prev_txs[op.txid]
-            if tx is None or op.vout >= len(tx.outputs):
-                continue
-            try:
-                addr = script_to_address(tx.outputs[op.vout].script_pubkey, self.network)
-            except InvalidAddress:
-                continue  # a script with no address form: nothing to look up
-            if addr not in found:
-                found.append(addr)
-        return tuple(found)
 
     async def _settle_one(self, session: AsyncSession, *, pid: int, tip_height: int,
                           senders: tuple[str, ...] | None = None) -> tuple[int, int]:
