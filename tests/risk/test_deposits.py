@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from satvault.accounts import service as acc
 from satvault.audit.models import AuditEvent
+from satvault.custody.liabilities_service import liability_balances
 from satvault.ledger.models import LedgerTransfer
 from satvault.lightning.invoices import InvoiceListener, create_invoice
 from satvault.lightning.models import LnInvoice
@@ -94,6 +95,8 @@ async def test_onchain_deposit_from_a_sanctioned_address_lands_frozen_then_relea
     (row,) = await frozen_rows(env)
     assert row.status == FrozenStatus.FROZEN and row.case_id == case.id
     assert row.amount_msat == 50_000 * SAT and row.sanctioned
+    async with env.sessions() as s:  # still owed: in the liabilities, under its wallet
+        assert (await liability_balances(s))[env.wallet.id] == 50_000 * SAT
     await env.check()
 
     async with env.sessions() as s, s.begin():

@@ -1,6 +1,8 @@
 """The rules engine (issue 12 §1): rules as data, scored against windowed features of the
 account's own history, deciding approve / review / reject for every withdrawal before its
-hold is placed; sanctions and operator label lists; every decision stored and explainable.
+hold is placed, and for every deposit as it is credited (a held-back one lands in the
+wallet's frozen sub-balance: :mod:`satvault.risk.frozen`); sanctions and operator label lists;
+every decision stored and explainable.
 
 Layer: between ``withdrawals`` (which calls it) and ``lightning`` (whose models and checks it
 reads, with the payout and on-chain ones).
