@@ -237,6 +237,8 @@ async def test_store_invoice_paid_by_a_sanctioned_sender_settles_with_the_money_
     assert (await env.balances(shop["wallet"]))["available"] == 0
     (row,) = await frozen_rows(env)
     assert row.wallet_id == shop["wallet"].id and row.amount_msat == 50_000 * SAT - fee
+    # First seen in its block: no hold made and voided, the frozen credit and the fee only.
+    assert await count_transfers(env, "oc:in:") == 2
     await env.check()
     async with env.sessions() as s, s.begin():
         await release_frozen_deposit(s, decision_id=row.decision_id, actor="user:officer")

@@ -430,7 +430,8 @@ class Watcher:
                 p.hold_generation += 1
                 key = f"{base}:g{p.hold_generation}"
                 p.credit_state = CreditState.NONE
-            if p.credit_state == CreditState.NONE:
+            held_now = p.credit_state == CreditState.NONE  # its hold is made in this batch
+            if held_now:
                 specs.append(TransferSpec(key, asset_account, credit_account, amount,
                                           "BTC", kind=TransferKind.PENDING, code="deposit",
                                           ref=f"{p.txid}:{p.vout}"))
@@ -453,8 +454,11 @@ class Watcher:
                 if frozen is not None:
                     # Held back by the risk rules: the hold on the wallet is voided and the
                     # money credited to its frozen sub-balance (the reversal's source too).
-                    specs.append(TransferSpec(f"{key}:void", kind=TransferKind.VOID,
-                                              pending_id=key))
+                    if held_now:
+                        specs.pop()  # no hold to void: it was never made
+                    else:
+                        specs.append(TransferSpec(f"{key}:void", kind=TransferKind.VOID,
+                                                  pending_id=key))
                     credit_account = frozen
                     specs.append(TransferSpec(f"{key}:frozen", asset_account, credit_account,
                                               amount, "BTC", code="deposit_frozen",
