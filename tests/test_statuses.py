@@ -35,6 +35,7 @@ from satvault.payouts.models import (
 from satvault.risk.models import (
     CaseEventKind,
     CaseStatus,
+    FrozenStatus,
     Money,
     Resolution,
     RuleSetStatus,
@@ -73,6 +74,7 @@ CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
     ("risk_cases", "money", "ck_risk_cases_money", Money),
     ("risk_case_events", "kind", "ck_risk_case_events_kind", CaseEventKind),
     ("risk_sars", "status", "ck_risk_sars_status", SarStatus),
+    ("risk_frozen_deposits", "status", "ck_risk_frozen_deposits_status", FrozenStatus),
 ]
 # Typed by an enum, but without a CHECK constraint: the enum is the only gate.
 UNCHECKED: list[tuple[str, str, type[StrEnum]]] = [

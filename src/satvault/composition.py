@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from satvault.accounts.frozen import DepositScreen
 from satvault.backends.base import ChainBackend
 from satvault.backends.lightning import LightningBackend
 from satvault.backends.lnd import LndBackend
@@ -61,6 +62,7 @@ from satvault.onchain.watcher import Watcher
 from satvault.payouts.job import PayoutJob
 from satvault.rates.service import RateService, build_rate_service
 from satvault.reconcile import Reconciler, RunReport, reconcile_once
+from satvault.risk.frozen import RiskDepositScreen
 from satvault.signer.core import HotSigner
 from satvault.signer.inprocess import InProcessSigner
 from satvault.signer.seed import create_seed_file, load_seed_file
@@ -246,6 +248,8 @@ class Runtime:
     rates: RateService | None = None
     # Brings a store invoice's status up to date in the transaction that credits a payment.
     on_store_invoice: StoreInvoiceHook | None = None
+    # Screens every deposit in the transaction that credits it (the risk rules; issue 12).
+    deposit_screen: DepositScreen | None = None
 
     @classmethod
     def build(cls, settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
@@ -256,23 +260,26 @@ class Runtime:
         backend = backend or make_chain_backend(settings)
         signer = signer or open_signer(settings)
         on_store_invoice = partial(apply_payment, settings=settings)
+        deposit_screen = RiskDepositScreen()
         watcher = Watcher(sessions, backend, zero_conf_max_sat=settings.zero_conf_max_sat,
                           initial_rescan=settings.watcher_initial_rescan,
                           start_height=start_height, invoice_fee_bp=settings.invoice_fee_bp,
-                          on_store_invoice=on_store_invoice)
+                          on_store_invoice=on_store_invoice, deposit_screen=deposit_screen,
+                          network=settings.network)
         ln = make_lightning_backend(settings) if lightning is True else lightning or None
         payouts = PayoutJob(sessions, backend, signer, settings)
         rt = cls(settings, backend, signer, watcher, payouts,
                  SweepPlanner(sessions, backend, settings, payouts),
                  RefillPlanner(sessions, backend, settings, payouts),
                  Reconciler(sessions, backend, ln), lightning=ln,
-                 on_store_invoice=on_store_invoice)
+                 on_store_invoice=on_store_invoice, deposit_screen=deposit_screen)
         rt.rates = build_rate_service(settings.rate_sources, dict(settings.fixed_rates),
                                       ttl_seconds=settings.rate_ttl_seconds)
         if ln is not None:
             rt.listener = InvoiceListener(sessions, ln, node=settings.lightning_backend,
                                           invoice_fee_bp=settings.invoice_fee_bp,
-                                          on_store_invoice=on_store_invoice)
+                                          on_store_invoice=on_store_invoice,
+                                          deposit_screen=deposit_screen)
             rt.payer = LightningPayer(sessions, ln, settings)
         return rt
 

@@ -227,7 +227,8 @@ async def _walkthrough(url: str) -> dict[str, Any]:
             inv = await create_invoice(s, backend=rt.lightning, wallet=ctx["customer_wallet"],
                                        amount_msat=20_000 * SAT, memo="demo zap")
         network.pay("customer1", inv.bolt11)  # someone outside pays the customer's invoice
-        await InvoiceListener(sessions, rt.lightning, node="demo").sweep()
+        await InvoiceListener(sessions, rt.lightning, node="demo",
+                              deposit_screen=rt.deposit_screen).sweep()
         async with sessions() as s, s.begin():
             bill = await create_invoice(s, backend=rt.lightning,
                                         wallet=ctx["merchant_wallet"],

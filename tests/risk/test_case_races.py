@@ -109,7 +109,7 @@ async def test_two_admins_deciding_at_once_one_acts(env: Env):
 
 async def test_deposit_cases_history_and_no_other_path(env: Env):
     [(wid, case_id)] = await held_withdrawals(env, 1)
-    # A deposit's case: decided elsewhere (not in this build), said clearly.
+    # A deposit's case whose money is not frozen here: refused, the case stays open.
     now = utcnow()
     async with env.sessions() as s, s.begin():
         decision = (await s.execute(select(RiskDecision).join(
@@ -123,7 +123,12 @@ async def test_deposit_cases_history_and_no_other_path(env: Env):
         await s.execute(insert(RiskCase).values(
             id="case_deposit", decision_id="rd_deposit", wallet_id=env.wallet.id,
             status=CaseStatus.INVESTIGATING, reason="review", created_at=now, updated_at=now))
-    with pytest.raises(CaseRefused, match="deposit cases are decided through"):
+    with pytest.raises(CaseRefused, match="returning a deposit to its sender is not built"):
+        async with env.sessions() as s, s.begin():
+            await cases.close_case(s, case_id="case_deposit", resolution="confirmed_risk",
+                                   money="return", actor="user:ann",
+                                   held=HeldWithdrawals(env.settings))
+    with pytest.raises(NotFound):
         async with env.sessions() as s, s.begin():
             await cases.close_case(s, case_id="case_deposit", resolution="false_positive",
                                    actor="user:ann", held=HeldWithdrawals(env.settings))

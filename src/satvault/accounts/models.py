@@ -74,6 +74,10 @@ class Wallet(Base):
     # Set by an operator's freeze (satvault.kyc): nothing leaves a frozen wallet on any rail.
     frozen_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     frozen_reason: Mapped[str | None] = mapped_column(String(500), default=None)
+    # The wallet's frozen sub-balance (satvault.accounts.frozen): deposits the risk rules
+    # held back. Created on first use; never spent from, only released or reversed.
+    frozen_ledger_account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ledger_accounts.id"), default=None)
 
     __table_args__ = (UniqueConstraint("owner_type", "owner_id", "asset", name="owner_asset"),)
 

@@ -27,6 +27,9 @@ class WalletOut(BaseModel):
     posted_msat: int
     incoming_msat: int
     held_msat: int
+    # Deposits the risk rules held back (satvault.accounts.frozen): owed, not spendable, not
+    # in available_msat or posted_msat; a case releases them (or not).
+    frozen_msat: int = 0
     # KYC (satvault.kyc): the owner's tier, the freeze, per rail the limits and what is left.
     kyc_tier: int | None = None
     frozen: bool = False

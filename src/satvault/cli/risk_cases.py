@@ -2,7 +2,8 @@
 
 ``list`` and ``show`` read; ``assign``, ``investigate``, ``note``, ``attach`` and ``close``
 work a case as the admin named by ``--as`` (every action audited); ``close`` is the only way
-money a review decision held moves (``--money release|return``). ``sar`` drafts the case's
+money a review decision held moves (``--money release|return``, for a frozen deposit
+``release|keep``). ``sar`` drafts the case's
 SAR (once), optionally rewrites its narrative, files it with the authority's reference and
 writes it as a PDF.
 """
@@ -124,8 +125,9 @@ def close(case: Case,
               help="confirmed_risk or false_positive.")],
           as_: AsAdmin,
           money: Annotated[str | None, typer.Option(
-              help="release, return or none (default: return for a confirmed risk, release "
-                   "for a false positive, none when nothing is held).")] = None,
+              help="release, return, keep (a frozen deposit) or none (default: return for a "
+                   "held withdrawal and keep for a frozen deposit when the risk is confirmed, "
+                   "release for a false positive, none when nothing is held).")] = None,
           note: Annotated[str, typer.Option(help="A closing note.")] = "") -> None:
     """Decide the case; held money moves only here. A Lightning payment released here is
     sent by the running server's payer at its next round."""

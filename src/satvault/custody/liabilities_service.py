@@ -57,11 +57,14 @@ async def liability_balances(session: AsyncSession, *, asset: str = "BTC") -> di
     whose posted balance is not zero. Refuses (:class:`CannotPublish`) a customer ledger
     account holding money with no wallet to publish it under: leaving it out would understate
     what the platform owes."""
+    # A wallet's frozen sub-balance (deposits the risk rules held back) is owed too: it
+    # counts under its wallet with the spendable balance.
     rows = (await session.execute(
         select(LedgerAccount.id, Wallet.id, LedgerAccount.credits_posted,
                LedgerAccount.debits_posted)
         .select_from(LedgerAccount)
-        .outerjoin(Wallet, Wallet.ledger_account_id == LedgerAccount.id)
+        .outerjoin(Wallet, (Wallet.ledger_account_id == LedgerAccount.id)
+                   | (Wallet.frozen_ledger_account_id == LedgerAccount.id))
         .where(LedgerAccount.kind.in_([k.value for k in WALLET_KINDS]),
                LedgerAccount.asset == asset,
                LedgerAccount.credits_posted != LedgerAccount.debits_posted)
@@ -71,7 +74,7 @@ async def liability_balances(session: AsyncSession, *, asset: str = "BTC") -> di
         if wallet_id is None:
             raise CannotPublish(f"ledger account #{account_id} holds {credits - debits} msat of "
                                 "customer money but belongs to no wallet")
-        balances[wallet_id] = int(credits) - int(debits)
+        balances[wallet_id] = balances.get(wallet_id, 0) + int(credits) - int(debits)
     return balances
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.accounts.frozen import DepositScreen, IncomingDeposit
 from satvault.accounts.models import Wallet
 from satvault.backends.errors import BackendError
 from satvault.backends.lightning import Invoice, InvoiceState, LightningBackend
@@ -102,29 +104,45 @@ StoreInvoiceHook = Callable[[AsyncSession, str], Awaitable[object]]
 async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat: int,
                          internal: bool = False, debit_account_id: int | None = None,
                          invoice_fee_bp: int = 0, only_if: Sequence[ColumnElement[bool]] = (),
-                         on_store_invoice: StoreInvoiceHook | None = None) -> bool:
+                         on_store_invoice: StoreInvoiceHook | None = None,
+                         deposit_screen: DepositScreen | None = None) -> bool:
     """Credit a paid invoice's wallet once; False if unknown to us or already credited
     (or, with ``only_if``, if the invoice does not meet those conditions).
 
     The invoice is marked paid, locked and read in one statement; a ledger refusal raises and
     the caller's rollback undoes the mark. ``on_store_invoice`` brings the store invoice the
-    payment belongs to up to date in this same transaction."""
-    payee_account = select(Wallet.ledger_account_id).where(
-        Wallet.id == LnInvoice.wallet_id).scalar_subquery()
+    payment belongs to up to date in this same transaction. ``deposit_screen`` (the risk
+    rules, wired by the composition root) screens the deposit first and may send the money to
+    the wallet's frozen sub-balance instead (the invoice is paid all the same)."""
+    def of_wallet(col: Any) -> Any:
+        return select(col).where(Wallet.id == LnInvoice.wallet_id).scalar_subquery()
+    cols = [LnInvoice.id, LnInvoice.store_invoice_id, of_wallet(Wallet.ledger_account_id)]
+    if deposit_screen is not None:  # who is paid, for the rules: in the same statement
+        cols += [LnInvoice.wallet_id, of_wallet(Wallet.owner_type), of_wallet(Wallet.owner_id)]
     row = (await session.execute(
         update(LnInvoice).where(LnInvoice.payment_hash == payment_hash,
                                 LnInvoice.status != LnInvoiceStatus.PAID, *only_if)
         .values(status=LnInvoiceStatus.PAID, paid_msat=paid_msat, paid_at=utcnow(),
                 internal=internal)
-        .returning(LnInvoice.id, LnInvoice.store_invoice_id, payee_account)
+        .returning(*cols)
         .execution_options(synchronize_session="fetch"))).one_or_none()
     if row is None:
         return False
-    invoice_id, store_invoice_id, payee_account_id = row
+    invoice_id, store_invoice_id, payee_account_id = row[0], row[1], row[2]
     platform = await ensure_platform_accounts(session, "BTC")
     if debit_account_id is None:
         debit_account_id = platform.lightning.id
     fee = platform_fee(paid_msat, invoice_fee_bp) if store_invoice_id else 0
+    frozen = None
+    if deposit_screen is not None:
+        frozen = await deposit_screen.screen(session, IncomingDeposit(
+            wallet_id=row[3], ledger_account_id=payee_account_id, owner_type=row[4],
+            owner_id=row[5], amount_msat=paid_msat,
+            rail="internal" if internal else "lightning", subject_id=invoice_id,
+            credit_id=f"ln:in:{payment_hash}", receiving=invoice_id, fee_msat=fee,
+            store_invoice_id=store_invoice_id))
+        if frozen is not None:  # held back by the risk rules: the frozen sub-balance
+            payee_account_id = frozen
     specs = [TransferSpec(
         f"ln:in:{payment_hash}", debit_account_id, payee_account_id, paid_msat, "BTC",
         code="ln_internal" if internal else "ln_deposit", ref=invoice_id, linked=fee > 0)]
@@ -138,7 +156,8 @@ async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat:
         raise error_for(bad[-1])
     if store_invoice_id and on_store_invoice is not None:
         await on_store_invoice(session, store_invoice_id)
-    log.info("ln_invoice_credited", invoice=invoice_id, msat=paid_msat, internal=internal)
+    log.info("ln_invoice_credited", invoice=invoice_id, msat=paid_msat, internal=internal,
+             frozen=frozen is not None)
     return True
 
 
@@ -155,9 +174,11 @@ class InvoiceListener:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: LightningBackend,
                  *, node: str = "default", invoice_fee_bp: int = 0,
-                 on_store_invoice: StoreInvoiceHook | None = None) -> None:
+                 on_store_invoice: StoreInvoiceHook | None = None,
+                 deposit_screen: DepositScreen | None = None) -> None:
         self.sessions = sessions
         self.on_store_invoice = on_store_invoice
+        self.deposit_screen = deposit_screen
         self.backend = backend
         self.node = node
         self.invoice_fee_bp = invoice_fee_bp
@@ -189,7 +210,8 @@ class InvoiceListener:
         async def work(s: AsyncSession) -> bool:
             done = await credit_settled(s, payment_hash=payment_hash, paid_msat=paid_msat,
                                         invoice_fee_bp=self.invoice_fee_bp,
-                                        on_store_invoice=self.on_store_invoice)
+                                        on_store_invoice=self.on_store_invoice,
+                                        deposit_screen=self.deposit_screen)
             if settle_index:
                 await self._advance(s, settle_index)
             return done

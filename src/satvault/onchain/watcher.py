@@ -18,6 +18,11 @@ One ``step()`` is a full reconciliation and is safe to run at any time, any numb
    payment credited and then conflicted is *reversed* by a compensating transfer, or flagged
    for review when the money was already spent. Transfer ids derive from txid:vout, so every
    ledger move happens at most once however often a step repeats.
+6. **Screening.** With a ``deposit_screen`` (the composition root wires the risk rules), a
+   customer's deposit is screened in the unit of work that credits it, with the addresses
+   that paid it (read from the node before that unit of work opens): approved, the hold is
+   posted as usual; held back, the hold is voided and the money credited to the wallet's
+   frozen sub-balance instead, from which a reorg also reverses it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any
 from sqlalchemy import String, delete, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.accounts.frozen import DepositScreen, IncomingDeposit
 from satvault.accounts.models import Wallet
 from satvault.backends.base import Block, ChainBackend, Tx
 from satvault.db import utcnow
@@ -53,6 +59,7 @@ from satvault.onchain.models import (
     OnchainWallet,
     ReviewItem,
 )
+from satvault.onchain.senders import sending_addresses
 from satvault.onchain.service import top_up_pool, watched_scripts
 
 __all__ = ["Match", "StepReport", "Watcher", "scan_block", "scan_txs"]
@@ -106,9 +113,14 @@ class Watcher:
                  zero_conf_max_sat: int = 100_000, initial_rescan: int = 6,
                  start_height: int | None = None, max_reorg_depth: int = 100,
                  invoice_fee_bp: int = 0,
-                 on_store_invoice: StoreInvoiceHook | None = None) -> None:
+                 on_store_invoice: StoreInvoiceHook | None = None,
+                 deposit_screen: DepositScreen | None = None, network: str = "bitcoin",
+                 max_sender_lookups: int = 20) -> None:
         self.sessions = sessions
         self.on_store_invoice = on_store_invoice
+        self.deposit_screen = deposit_screen
+        self.network = network
+        self.max_sender_lookups = max_sender_lookups
         self.backend = backend
         self.zero_conf_max_sat = zero_conf_max_sat
         self.initial_rescan = initial_rescan
@@ -338,7 +350,9 @@ class Watcher:
     async def _settle(self, tip_height: int) -> tuple[int, int]:
         async with self.sessions() as s:
             P, A = OnchainPayment, OnchainAddress
-            open_ids = (await s.execute(select(P.id).join(A, A.id == P.address_id).where(
+            open_rows = (await s.execute(select(
+                P.id, P.txid, P.wallet_id, P.status, P.credit_state, P.block_height,
+                P.required_confirmations, P.value_sat).join(A, A.id == P.address_id).where(
                 (A.purpose.is_(None)) | (A.purpose.not_in(INTERNAL_PURPOSES)),
             ).where(
                 ((P.credit_state.in_((CreditState.NONE, CreditState.REVERSED)))
@@ -346,21 +360,40 @@ class Watcher:
                 | (P.credit_state == CreditState.PENDING)
                 | ((P.credit_state == CreditState.CREDITED)
                    & (P.status == OnchainPaymentStatus.CONFLICTED))
-            ).order_by(P.id))).scalars().all()
+            ).order_by(P.id))).all()
         moves = reviews = 0
-        for pid in open_ids:
-            m, r = await retrying(self.sessions,
-                                  partial(self._settle_one, pid=pid, tip_height=tip_height))
+        senders: dict[str, tuple[str, ...]] = {}
+        for row in open_rows:
+            if self.deposit_screen is not None and row.wallet_id is not None \
+                    and row.txid not in senders and self._credits_now(row, tip_height):
+                # A customer's deposit about to be credited: who paid it, asked of the node
+                # now, before the unit of work that screens and credits it opens.
+                senders[row.txid] = await sending_addresses(
+                    self.backend, row.txid, network=self.network,
+                    max_inputs=self.max_sender_lookups)
+            m, r = await retrying(self.sessions, partial(
+                self._settle_one, pid=row.id, tip_height=tip_height,
+                senders=senders.get(row.txid)))
             moves += m
             reviews += r
         return moves, reviews
 
-    async def _settle_one(self, session: AsyncSession, *, pid: int, tip_height: int
-                          ) -> tuple[int, int]:
+    def _credits_now(self, row: Any, tip_height: int) -> bool:
+        """Whether settling this payment (as read) credits it: not conflicted, not credited
+        yet, with enough confirmations (the same test as :meth:`_settle_one`)."""
+        if row.status == OnchainPaymentStatus.CONFLICTED or row.credit_state not in (
+                CreditState.NONE, CreditState.PENDING, CreditState.REVERSED):
+            return False
+        confs = tip_height - row.block_height + 1 if row.block_height is not None else 0
+        return bool(confs >= row.required_confirmations
+                    and (confs > 0 or row.value_sat <= self.zero_conf_max_sat))
+
+    async def _settle_one(self, session: AsyncSession, *, pid: int, tip_height: int,
+                          senders: tuple[str, ...] | None = None) -> tuple[int, int]:
         found = await self._read_for_settling(session, pid)
         if found is None:
             return 0, 0
-        p, purpose, role, wallet_account, store_invoice_id = found
+        p, purpose, role, wallet_account, store_invoice_id, owner, address = found
         if purpose in INTERNAL_PURPOSES:
             return 0, 0  # a move between our own wallets: booked with the move
         platform = await ensure_platform_accounts(session, "BTC")
@@ -386,6 +419,10 @@ class Watcher:
                 next_state = CreditState.NONE
                 p.hold_generation += 1
             elif p.credit_state == CreditState.CREDITED:
+                if self.deposit_screen is not None and p.wallet_id is not None:
+                    # Still frozen: the money is taken back from the frozen sub-balance.
+                    held = await self.deposit_screen.unwind(session, credit_id=key)
+                    credit_account = held if held is not None else credit_account
                 return await self._reverse(session, p, key, amount, credit_account,
                                            asset_account)
         else:
@@ -393,18 +430,44 @@ class Watcher:
                 p.hold_generation += 1
                 key = f"{base}:g{p.hold_generation}"
                 p.credit_state = CreditState.NONE
-            if p.credit_state == CreditState.NONE:
+            held_now = p.credit_state == CreditState.NONE  # its hold is made in this batch
+            if held_now:
                 specs.append(TransferSpec(key, asset_account, credit_account, amount,
                                           "BTC", kind=TransferKind.PENDING, code="deposit",
                                           ref=f"{p.txid}:{p.vout}"))
                 next_state = CreditState.PENDING
+            screening = self.deposit_screen is not None and p.wallet_id is not None
+            if screening and senders is None:
+                enough = False  # its senders were not read before this unit of work: next step
             if enough and next_state in (CreditState.NONE, CreditState.PENDING):
                 invoice_id = store_invoice_id
                 fee = platform_fee(amount, self.invoice_fee_bp) if invoice_id else 0
-                # Naming the hold's accounts spares the ledger reading them first.
-                specs.append(TransferSpec(f"{key}:post", asset_account, credit_account,
-                                          kind=TransferKind.POST, pending_id=key,
-                                          code="deposit", linked=fee > 0))
+                frozen = None
+                if screening:
+                    assert self.deposit_screen is not None and owner is not None
+                    frozen = await self.deposit_screen.screen(session, IncomingDeposit(
+                        wallet_id=str(p.wallet_id), ledger_account_id=credit_account,
+                        owner_type=owner[0], owner_id=owner[1], amount_msat=amount,
+                        rail="onchain", subject_id=f"{p.txid}:{p.vout}", credit_id=key,
+                        receiving=address, senders=senders or (), fee_msat=fee,
+                        store_invoice_id=invoice_id))
+                if frozen is not None:
+                    # Held back by the risk rules: the hold on the wallet is voided and the
+                    # money credited to its frozen sub-balance (the reversal's source too).
+                    if held_now:
+                        specs.pop()  # no hold to void: it was never made
+                    else:
+                        specs.append(TransferSpec(f"{key}:void", kind=TransferKind.VOID,
+                                                  pending_id=key))
+                    credit_account = frozen
+                    specs.append(TransferSpec(f"{key}:frozen", asset_account, credit_account,
+                                              amount, "BTC", code="deposit_frozen",
+                                              ref=f"{p.txid}:{p.vout}", linked=fee > 0))
+                else:
+                    # Naming the hold's accounts spares the ledger reading them first.
+                    specs.append(TransferSpec(f"{key}:post", asset_account, credit_account,
+                                              kind=TransferKind.POST, pending_id=key,
+                                              code="deposit", linked=fee > 0))
                 if fee:  # a store invoice's platform fee, in the same linked batch
                     specs.append(TransferSpec(f"{key}:fee", credit_account, platform.fees.id,
                                               fee, "BTC", code="invoice_fee", ref=invoice_id or ""))
@@ -426,13 +489,14 @@ class Watcher:
 
     async def _read_for_settling(self, session: AsyncSession, pid: int
                                  ) -> tuple[OnchainPayment, str | None, str, int | None,
-                                            str | None] | None:
+                                            str | None, tuple[str, str] | None, str] | None:
         """The payment, locked, with what settling it needs, in one statement: its address's
         purpose, the role of the wallet it was paid to (the tier), its beneficiary's ledger
         account, and the store invoice it pays when a fee is charged on it or its status is set
         with the credit."""
         P, A, D = OnchainPayment, OnchainAddress, DepositRequest
-        q = select(P, A.purpose, OnchainWallet.role, Wallet.ledger_account_id) \
+        q = select(P, A.purpose, OnchainWallet.role, Wallet.ledger_account_id,
+                   Wallet.owner_type, Wallet.owner_id, A.address) \
             .join(A, A.id == P.address_id).join(OnchainWallet, OnchainWallet.id == A.wallet_id) \
             .outerjoin(Wallet, Wallet.id == P.wallet_id)
         if self.invoice_fee_bp or self.on_store_invoice is not None:
@@ -443,8 +507,9 @@ class Watcher:
         row = (await session.execute(q.where(P.id == pid).with_for_update(of=P))).one_or_none()
         if row is None:
             return None
-        values: tuple[Any, ...] = tuple(row)
-        return values[0], values[1], values[2], values[3], values[4]
+        v: tuple[Any, ...] = tuple(row)
+        owner = (v[4], v[5]) if v[4] is not None else None
+        return v[0], v[1], v[2], v[3], v[7], owner, v[6]
 
     async def _reverse(self, session: AsyncSession, p: OnchainPayment, key: str, amount: int,
                        credit_account: int, asset_account: int) -> tuple[int, int]:

@@ -41,6 +41,7 @@ from satvault.db import utcnow
 from satvault.kernel.errors import ConcurrentUpdate, InvalidInput, NotFound
 from satvault.risk.audit import audit
 from satvault.risk.errors import CaseRefused
+from satvault.risk.frozen import keep_frozen_deposit, release_frozen_deposit
 from satvault.risk.models import (
     CaseEventKind,
     CaseStatus,
@@ -69,8 +70,8 @@ __all__ = [
 ]
 
 _HEX = frozenset("0123456789abcdef")
-DEPOSIT_CASES = ("deposit cases are decided through the frozen-deposit decisions of "
-                 "satvault.risk.frozen (not in this build)")
+DEPOSIT_MONEY = ("a frozen deposit is released to the wallet ('release') or kept frozen "
+                 "('keep'); returning a deposit to its sender is not built")
 
 
 class HeldWithdrawals(Protocol):
@@ -266,7 +267,7 @@ async def close_case(session: AsyncSession, *, case_id: str, resolution: Resolut
         money = None if money is None else Money(money)
     except ValueError as exc:
         raise InvalidInput(f"{exc}: resolution is confirmed_risk or false_positive, money "
-                           "release, return or none") from None
+                           "release, return, keep or none") from None
     c = await lock_case(session, case_id, open_only=False)
     d = await session.get(RiskDecision, c.decision_id)
     assert d is not None  # a foreign key
@@ -300,6 +301,8 @@ async def close_case(session: AsyncSession, *, case_id: str, resolution: Resolut
 
 
 def _default_money(d: RiskDecision, resolution: Resolution) -> Money:
+    if d.subject_type == "deposit":  # frozen whatever the outcome: kept or released
+        return Money.KEEP if resolution == Resolution.CONFIRMED_RISK else Money.RELEASE
     if d.outcome == Outcome.REJECT or d.subject_id is None:
         return Money.NONE
     return Money.RETURN if resolution == Resolution.CONFIRMED_RISK else Money.RELEASE
@@ -309,10 +312,18 @@ async def _decide_money(session: AsyncSession, d: RiskDecision, *, resolution: R
                         money: Money | None, actor: str, held: HeldWithdrawals | None,
                         reason: str) -> tuple[Money, dict[str, Any]]:
     """The one dispatch of a case's money decision, by the decision's subject type."""
-    if d.subject_type == "deposit":
-        # Deposits held by the rules (a frozen sub-balance) are decided by the frozen-deposit
-        # code, wired in here when it is merged.
-        raise CaseRefused(DEPOSIT_CASES)
+    if d.subject_type == "deposit":  # held in the wallet's frozen sub-balance
+        wanted = money or _default_money(d, resolution)
+        if wanted == Money.RELEASE:
+            await release_frozen_deposit(session, decision_id=d.id, actor=actor)
+            return wanted, {"deposit": d.subject_id, "status": "released"}
+        if wanted == Money.KEEP:
+            await keep_frozen_deposit(session, decision_id=d.id, actor=actor, reason=reason)
+            return wanted, {"deposit": d.subject_id, "status": "blocked"}
+        raise CaseRefused(DEPOSIT_MONEY)
+    if money == Money.KEEP:
+        raise CaseRefused("'keep' is a frozen deposit's decision; a held withdrawal is "
+                          "released or returned")
     if d.subject_type != "withdrawal":
         raise CaseRefused(f"decision {d.id} is about a {d.subject_type!r}: no money "
                           "decision is known for it")

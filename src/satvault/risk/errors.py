@@ -5,8 +5,9 @@
     RiskError
     ├── RiskRejected       the rules engine rejected the payment (names the decision; 403)
     ├── RuleSetRefused     a rule-set change not allowed (own approval, not a draft …; 409)
-    └── CaseRefused        a case action its state does not allow (closed, wrong step,
+    ├── CaseRefused        a case action its state does not allow (closed, wrong step,
                            a different decision on a decided case, a filed SAR …; 409)
+    └── FrozenDepositRefused  a frozen deposit's decision not possible now (reversed …; 409)
 
 A rule set that does not validate is the kernel's ``InvalidInput`` (422).
 """
@@ -19,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.kernel.errors import Forbidden, SatvaultError
 
-__all__ = ["CaseRefused", "RiskError", "RiskRejected", "RuleSetRefused"]
+__all__ = ["CaseRefused", "FrozenDepositRefused", "RiskError", "RiskRejected",
+           "RuleSetRefused"]
 
 
 class RiskError(SatvaultError):
@@ -44,4 +46,8 @@ class RuleSetRefused(RiskError):
 
 
 class CaseRefused(RiskError):
+    pass
+
+
+class FrozenDepositRefused(RiskError):
     pass

@@ -38,7 +38,10 @@ __all__ = ["Event", "compute_features", "derive"]
 @dataclass(frozen=True, slots=True)
 class Event:
     """One payment to screen. ``counterparty``: the on-chain address, or a Lightning payee's
-    node public key; ``destination``: what was asked for (address, BOLT11, LNURL)."""
+    node public key; ``destination``: what was asked for (address, BOLT11, LNURL). A deposit
+    (``in``): ``destination`` is our receiving address or invoice, ``senders`` every address
+    that paid (on-chain, where the backend can tell), ``counterparty`` the first of them; all
+    of them are looked up in the label lists."""
 
     wallet_id: str
     ledger_account_id: int
@@ -50,6 +53,7 @@ class Event:
     destination: str
     counterparty: str
     asset: str = "BTC"
+    senders: tuple[str, ...] = ()
 
 
 def _flt(col: Any) -> Any:
@@ -148,7 +152,7 @@ async def compute_features(session: AsyncSession, event: Event, params: Params,
         low=top - top * params.structuring_band_bp // 10_000, top=top,
         wallet=event.wallet_id, account=event.ledger_account_id, owner=event.owner_id,
         destination=event.destination, counterparty=event.counterparty,
-        parties=sorted({event.destination, event.counterparty} - {""}) or [""])
+        parties=sorted({event.destination, event.counterparty, *event.senders} - {""}) or [""])
     row = (await session.execute(q, values)).mappings().one()
     return derive(event, params, now, dict(row))
 
@@ -172,6 +176,8 @@ def derive(event: Event, params: Params, now: datetime, raw: dict[str, Any]) -> 
         "counterparty": event.counterparty, "account": event.wallet_id,
         "kyc_tier": int(raw["tier"] or 0),
     }
+    if event.senders:
+        f["senders"] = list(event.senders)  # explained with the decision; not a rule field
     for d in ("in", "out"):
         for name in WINDOWS:
             n = int(raw[f"{d}.count.{name}"] or 0)

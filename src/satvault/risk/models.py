@@ -15,6 +15,9 @@
 * ``risk_sars``: a suspicious-activity report drafted from a case (``draft`` → ``filed``).
 * ``risk_held_invoices``: the BOLT11 a Lightning withdrawal held for review pays if released
   (its destination may be an LNURL or address, resolved once, before the hold).
+* ``risk_frozen_deposits``: a deposit the rules sent to review or reject, credited to the
+  wallet's frozen sub-balance: ``frozen`` → ``released`` (to the wallet) or ``blocked`` (kept
+  frozen by a case decision); ``reversed`` when a reorg took the deposit away while frozen.
 * ``risk_address_labels``: operator-loaded lists (``sanctioned``, ``blacklist``, ``mixer``,
   ``darknet``, ``gambling``, ``scam``, ``exchange`` …), one row per address and label, with a
   score and, where the index that fed it knows it, the date the address was first seen.
@@ -31,9 +34,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from satvault.db import Amount, Base, IdInt, StrEnumType, UtcDateTime
 from satvault.risk.rules import Outcome
 
-__all__ = ["CaseEventKind", "CaseStatus", "Money", "Resolution", "RiskAddressLabel", "RiskCase",
-           "RiskCaseEvent", "RiskDecision", "RiskHeldInvoice", "RiskRuleSet", "RiskSar",
-           "RuleSetStatus", "SarStatus"]
+__all__ = ["CaseEventKind", "CaseStatus", "FrozenStatus", "Money", "Resolution",
+           "RiskAddressLabel", "RiskCase", "RiskCaseEvent", "RiskDecision", "RiskFrozenDeposit",
+           "RiskHeldInvoice", "RiskRuleSet", "RiskSar", "RuleSetStatus", "SarStatus"]
 
 
 class RuleSetStatus(StrEnum):
@@ -54,12 +57,15 @@ class Resolution(StrEnum):
 
 
 class Money(StrEnum):
-    """What a case's decision did with the money: ``release`` (the payment goes on as an
-    approved one), ``return`` (the hold voided, the money the customer's again), ``none``
-    (nothing was held: a refused payment)."""
+    """What a case's decision did with the money: ``release`` (a held withdrawal goes on as
+    an approved one; a frozen deposit moves to the wallet's available balance), ``return``
+    (a held withdrawal's hold voided, the money the customer's again), ``keep`` (a frozen
+    deposit stays frozen, counted as blocked), ``none`` (nothing was held: a refused
+    payment)."""
 
     RELEASE = "release"
     RETURN = "return"
+    KEEP = "keep"
     NONE = "none"
 
 
@@ -75,6 +81,13 @@ class CaseEventKind(StrEnum):
 class SarStatus(StrEnum):
     DRAFT = "draft"
     FILED = "filed"
+
+
+class FrozenStatus(StrEnum):
+    FROZEN = "frozen"
+    RELEASED = "released"
+    BLOCKED = "blocked"
+    REVERSED = "reversed"
 
 
 _ONE_LIVE = "status = 'live'"
@@ -187,3 +200,23 @@ class RiskAddressLabel(Base):
     __table_args__ = (
         Index("uq_risk_address_labels", "address", "label", unique=True),
     )
+
+
+class RiskFrozenDeposit(Base):
+    __tablename__ = "risk_frozen_deposits"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    decision_id: Mapped[str] = mapped_column(ForeignKey("risk_decisions.id"), unique=True)
+    case_id: Mapped[str | None] = mapped_column(String(40))
+    wallet_id: Mapped[str] = mapped_column(String(40), index=True)
+    rail: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(128), index=True)
+    credit_id: Mapped[str] = mapped_column(String(128), unique=True)
+    amount_msat: Mapped[int] = mapped_column(Amount)
+    frozen_account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
+    wallet_account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
+    sanctioned: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[FrozenStatus] = mapped_column(StrEnumType(FrozenStatus, 16))
+    decided_by: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -62,6 +62,7 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     risk.RiskRejected: (403, "risk-rejected"),
     risk.RuleSetRefused: (409, "rule-set-refused"),
     risk.CaseRefused: (409, "case-refused"),
+    risk.FrozenDepositRefused: (409, "frozen-deposit-refused"),
     be.BackendUnavailable: (503, "backend-unavailable"),
     # Anything else a node says (a refused invoice or transaction, an unreadable answer) is a
     # bad gateway, never a 500; its text stays in the log (see problem_for).

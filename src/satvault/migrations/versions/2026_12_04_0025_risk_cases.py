@@ -47,7 +47,8 @@ def upgrade() -> None:
             op.f("ck_risk_cases_resolution"),
             "resolution IS NULL OR resolution IN ('confirmed_risk','false_positive')")
         batch.create_check_constraint(
-            op.f("ck_risk_cases_money"), "money IS NULL OR money IN ('release','return','none')")
+            op.f("ck_risk_cases_money"),
+            "money IS NULL OR money IN ('release','return','keep','none')")
         # Closed exactly when decided: a resolution, a money decision, who and when.
         batch.create_check_constraint(
             op.f("ck_risk_cases_closed"),

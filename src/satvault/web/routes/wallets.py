@@ -42,8 +42,12 @@ async def wallet_balance(wallet_id: str, session: SessionDep, principal: WalletR
                          request: Request) -> WalletOut:
     wallet = await visible_wallet(session, principal, wallet_id)
     account = await get_account(session, wallet.ledger_account_id)
+    frozen = 0
+    if wallet.frozen_ledger_account_id is not None:  # deposits the risk rules held back
+        b = (await get_account(session, wallet.frozen_ledger_account_id)).balances
+        frozen = int(b.credits_posted - b.debits_posted)
     kyc = await limits_left(session, wallet=wallet, settings=settings_of(request))
-    return WalletOut(**wallet_balances(wallet, account.balances), **kyc)
+    return WalletOut(**wallet_balances(wallet, account.balances), frozen_msat=frozen, **kyc)
 
 
 @router.get("/wallets/{wallet_id}/transactions", response_model=StatementOut)
