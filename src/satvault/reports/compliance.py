@@ -24,7 +24,15 @@ from satvault.payouts.models import Withdrawal, WithdrawalStatus
 from satvault.rates.base import Rate
 from satvault.reports.ctr import CtrRow, large_transactions, msat_to_minor
 from satvault.reports.movements import day_bounds, movements
-from satvault.risk.models import CaseStatus, Money, RiskCase, RiskDecision, RiskSar
+from satvault.risk.models import (
+    CaseStatus,
+    FrozenStatus,
+    Money,
+    RiskCase,
+    RiskDecision,
+    RiskFrozenDeposit,
+    RiskSar,
+)
 from satvault.risk.rules import Outcome
 
 __all__ = ["compliance_report", "ctr_csv", "report_csv", "report_pdf"]
@@ -56,7 +64,8 @@ async def compliance_report(session: AsyncSession, start: date, end: date, *, ra
         .group_by(ReviewItem.kind))).all()))
     ctr = large_transactions(moves, rate, ctr_threshold_minor)
     risk = await risk_section(session, lo, hi)
-    for k in ("rejected_msat", "returned_msat", "held_msat", "released_msat"):
+    for k in ("rejected_msat", "returned_msat", "held_msat", "released_msat", "kept_msat",
+              "frozen_msat"):
         risk["blocked"][k.replace("_msat", "_minor")] = msat_to_minor(risk["blocked"][k], rate)
     return {
         "period": {"from": start.isoformat(), "to": end.isoformat()},
@@ -107,8 +116,13 @@ async def risk_section(session: AsyncSession, lo: datetime, hi: datetime) -> dic
                     .join(RiskDecision, RiskDecision.subject_id == Withdrawal.id).where(
         *in_period, RiskDecision.outcome == Outcome.REVIEW,
         Withdrawal.status == WithdrawalStatus.REVIEW))).one()
+    frozen = (await n(select(func.count(), func.coalesce(func.sum(
+        RiskFrozenDeposit.amount_msat), 0)).where(
+        RiskFrozenDeposit.created_at >= lo, RiskFrozenDeposit.created_at < hi,
+        RiskFrozenDeposit.status == FrozenStatus.FROZEN))).one()
     returned = by_money.get(Money.RETURN, (0, 0))
     released = by_money.get(Money.RELEASE, (0, 0))
+    kept = by_money.get(Money.KEEP, (0, 0))
     return {
         "alerts": {"review": int(alerts.get(Outcome.REVIEW, 0)),
                    "reject": int(alerts.get(Outcome.REJECT, 0))},
@@ -119,7 +133,9 @@ async def risk_section(session: AsyncSession, lo: datetime, hi: datetime) -> dic
         "blocked": {"rejected_count": int(rejected[0]), "rejected_msat": int(rejected[1]),
                     "returned_count": returned[0], "returned_msat": returned[1],
                     "held_count": int(held[0]), "held_msat": int(held[1]),
-                    "released_count": released[0], "released_msat": released[1]},
+                    "released_count": released[0], "released_msat": released[1],
+                    "kept_count": kept[0], "kept_msat": kept[1],
+                    "frozen_count": int(frozen[0]), "frozen_msat": int(frozen[1])},
     }
 
 
@@ -223,7 +239,9 @@ def report_pdf(report: dict[str, Any], rate: Rate) -> bytes:
         [label, b[f"{k}_count"], f"{b[f'{k}_msat'] // 1000:,} sat", _money(b[f"{k}_minor"], rate)]
         for label, k in (("refused (reject decisions)", "rejected"),
                          ("returned by a case", "returned"), ("still held", "held"),
-                         ("released by a case", "released"))])
+                         ("released by a case", "released"),
+                         ("deposits kept frozen by a case", "kept"),
+                         ("deposits frozen, undecided", "frozen"))])
     table(f"Large transactions (over {_money(report['ctr']['threshold_minor'], rate)} "
           "per customer per day)", ["day / customer", "in", "out", "over"],
           [[f"{c['day']} {c['owner_type']}:{c['owner_id']}", _money(c["in_minor"], rate),
