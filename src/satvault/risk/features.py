@@ -25,14 +25,14 @@ from typing import Any
 from sqlalchemy import Float, bindparam, case, cast, func, literal, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.models import Merchant, User
+from satvault.accounts.models import Merchant, User, Wallet
 from satvault.db import UtcDateTime
 from satvault.ledger.models import LedgerTransfer
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
-from satvault.risk.models import RiskAddressLabel
+from satvault.risk.models import RiskAddressLabel, RiskRuleSet, RuleSetStatus
 from satvault.risk.rules import WINDOWS, Params
 
-__all__ = ["Event", "compute_features", "derive"]
+__all__ = ["Event", "compute_features", "derive", "read_features"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +109,7 @@ def _query(dialect: str, owner_type: str) -> Any:
         .label("label_score"),
         label_join.label("labels"),
         func.min(lab.first_seen_at).label("first_seen"),
-    ).where(lab.address.in_(bindparam("parties", expanding=True))).subquery("l")
+    ).where(lab.address.in_([bindparam("party_a"), bindparam("party_b")])).subquery("l")
 
     seen = select(func.count()).where(
         w.wallet_id == bindparam("wallet"),
@@ -121,18 +121,28 @@ def _query(dialect: str, owner_type: str) -> Any:
     else:
         tier = select(User.kyc_tier).join(Merchant, Merchant.owner_user_id == User.id).where(
             Merchant.id == bindparam("owner")).scalar_subquery()
+    # The live rule set (its version says whether the parameters bound above were its own)
+    # and whether the wallet exists: the screening reads nothing else.
+    rs = RiskRuleSet
+    live = rs.status == RuleSetStatus.LIVE
     # Three one-row subqueries side by side (joined on true: no cartesian growth).
     return select(out_q, in_q, labels, seen.label("seen"),
-                  func.coalesce(tier, 0).label("tier")
+                  func.coalesce(tier, 0).label("tier"),
+                  select(rs.version).where(live).scalar_subquery().label("live_version"),
+                  select(rs.created_at).where(live).scalar_subquery().label("live_created_at"),
+                  select(Wallet.id).where(Wallet.id == bindparam("wallet"))
+                  .scalar_subquery().label("wallet"),
                   ).select_from(out_q.join(in_q, true()).join(labels, true()))
 
 
 _QUERIES: dict[tuple[str, str], Any] = {}
 
 
-async def compute_features(session: AsyncSession, event: Event, params: Params,
-                           now: datetime) -> dict[str, Any]:
-    """The event's fields and every feature, read in one statement."""
+async def read_features(session: AsyncSession, event: Event, params: Params,
+                        now: datetime) -> dict[str, Any]:
+    """The feature statement's raw row, for :func:`derive`; with it ``live_version`` and
+    ``live_created_at`` (the live rule set, None if there is none) and ``wallet`` (None if
+    the event's wallet does not exist)."""
     dialect = session.get_bind().dialect.name
     kind = "user" if event.owner_type == "user" else "merchant"
     q = _QUERIES.get((dialect, kind))
@@ -148,9 +158,17 @@ async def compute_features(session: AsyncSession, event: Event, params: Params,
         low=top - top * params.structuring_band_bp // 10_000, top=top,
         wallet=event.wallet_id, account=event.ledger_account_id, owner=event.owner_id,
         destination=event.destination, counterparty=event.counterparty,
-        parties=sorted({event.destination, event.counterparty} - {""}) or [""])
-    row = (await session.execute(q, values)).mappings().one()
-    return derive(event, params, now, dict(row))
+        # Two fixed parameters, not an expanding list: the SQL text is the same every time,
+        # with nothing to rewrite per call.
+        party_a=event.destination or event.counterparty,
+        party_b=event.counterparty or event.destination)
+    return dict((await session.execute(q, values)).mappings().one())
+
+
+async def compute_features(session: AsyncSession, event: Event, params: Params,
+                           now: datetime) -> dict[str, Any]:
+    """The event's fields and every feature, read in one statement."""
+    return derive(event, params, now, await read_features(session, event, params, now))
 
 
 def _stats(count: int, total: float, sq: float) -> tuple[float, float]:
