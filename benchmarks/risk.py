@@ -1,18 +1,26 @@
-"""Rules-engine benchmark: one screening (the wallet's row lock with the live rule-set
-version, the one feature query, 20 rules evaluated) at 10,000 accounts with a month of
-history each, timed from the call to the verdict.
+"""Rules-engine benchmark: one screening (the wallet's row lock on PostgreSQL, the one
+feature query, 20 rules evaluated) at 10,000 accounts, timed from the call to the verdict.
 
     SATVAULT_TEST_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres \\
         .venv/bin/python benchmarks/risk.py            # PostgreSQL (a fresh risk_bench db)
     .venv/bin/python benchmarks/risk.py --sqlite       # SQLite, in a temporary file
 
-Options: ``--accounts`` (10000), ``--history`` (withdrawals per account in the last 30 days,
-30; half as many deposits), ``--evaluations`` (3000, after 300 to warm up). Each evaluation
-runs in its own transaction on a random account, as a withdrawal's would. Progress goes to
-stderr; the last line of stdout is one JSON object: median and p99 in milliseconds, the SQL
-statements per evaluation, this process's CPU per evaluation (``client_cpu_ms``: SQLAlchemy,
-the driver, the features and the rules), the machine's load average, the rules, accounts
-and rows.
+Each account has ``--history`` (30) withdrawals and half as many deposits in the last 30
+days, and ``--old-history`` (60) withdrawals and half as many deposits 31-360 days back, which
+the window must not read. ``--evaluations`` (3000, after ``--warmup`` 300) screenings run on
+random accounts, each in its own transaction begun before the clock starts (the BEGIN is the
+payment's, not the screening's). Each measurement runs in a fresh interpreter; with
+``--variant NAME=SRC`` (repeatable) it imports satvault from SRC (for example ``git archive
+<commit> src`` extracted), so versions are compared side by side in one run, their order
+alternating over ``--repeat`` rounds; ``--index-phases`` measures every variant without, then
+with, migration 0021's index. ``--reuse`` keeps a database seeded by an earlier run
+(``--database`` names the PostgreSQL one, ``--sqlite-path`` the SQLite file).
+
+Progress goes to stderr; the last line of stdout is one JSON object: per phase and variant,
+the medians over the rounds of the median and p99 latency in milliseconds, the statements
+per screening, and this process's CPU per screening (``cpu_ms``, time.process_time: user and
+system time of SQLAlchemy, the driver, the features and the rules; the stable figure on a
+shared machine), with every round's figures and load average.
 """
 
 from __future__ import annotations

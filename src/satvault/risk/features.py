@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, bindparam, case, cast, func, literal, or_, select, true
+from sqlalchemy import Float, String, bindparam, case, cast, func, literal, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Merchant, User, Wallet
@@ -109,7 +109,8 @@ def _query(dialect: str, owner_type: str) -> Any:
         .label("label_score"),
         label_join.label("labels"),
         func.min(lab.first_seen_at).label("first_seen"),
-    ).where(lab.address.in_([bindparam("party_a"), bindparam("party_b")])).subquery("l")
+    ).where(lab.address.in_([bindparam("party_a", type_=String()),
+                             bindparam("party_b", type_=String())])).subquery("l")
 
     seen = select(func.count()).where(
         w.wallet_id == bindparam("wallet"),
@@ -162,7 +163,10 @@ async def read_features(session: AsyncSession, event: Event, params: Params,
         # with nothing to rewrite per call.
         party_a=event.destination or event.counterparty,
         party_b=event.counterparty or event.destination)
-    return dict((await session.execute(q, values)).mappings().one())
+    # On the session's connection (Core), not through the ORM's execute: nothing here is an
+    # ORM entity, and the ORM layer costs about a tenth of the statement's client CPU.
+    conn = await session.connection()
+    return dict((await conn.execute(q, values)).mappings().one())
 
 
 async def compute_features(session: AsyncSession, event: Event, params: Params,

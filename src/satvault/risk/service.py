@@ -141,7 +141,8 @@ async def screen(session: AsyncSession, event: Event, *, lock: bool = True) -> S
     """Evaluate ``event`` against the live rules (see the module docstring). ``lock``: take
     the wallet's row lock first (PostgreSQL), so this wallet's payments are screened in turn."""
     locking = lock and session.get_bind().dialect.name == "postgresql"
-    if locking and (await session.execute(_LOCK, {"wallet": event.wallet_id})).first() is None:
+    if locking and (await (await session.connection()).execute(
+            _LOCK, {"wallet": event.wallet_id})).first() is None:
         raise NotFound(f"wallet {event.wallet_id!r} not found")
     now = utcnow()
     # The feature statement needs a few of the rule set's parameters before it says which
