@@ -1,18 +1,26 @@
-"""Rules-engine benchmark: one screening (the wallet's row lock with the live rule-set
-version, the one feature query, 20 rules evaluated) at 10,000 accounts with a month of
-history each, timed from the call to the verdict.
+"""Rules-engine benchmark: one screening (the wallet's row lock on PostgreSQL, the one
+feature query, 20 rules evaluated) at 10,000 accounts, timed from the call to the verdict.
 
     SATVAULT_TEST_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres \\
         .venv/bin/python benchmarks/risk.py            # PostgreSQL (a fresh risk_bench db)
     .venv/bin/python benchmarks/risk.py --sqlite       # SQLite, in a temporary file
 
-Options: ``--accounts`` (10000), ``--history`` (withdrawals per account in the last 30 days,
-30; half as many deposits), ``--evaluations`` (3000, after 300 to warm up). Each evaluation
-runs in its own transaction on a random account, as a withdrawal's would. Progress goes to
-stderr; the last line of stdout is one JSON object: median and p99 in milliseconds, the SQL
-statements per evaluation, this process's CPU per evaluation (``client_cpu_ms``: SQLAlchemy,
-the driver, the features and the rules), the machine's load average, the rules, accounts
-and rows.
+Each account has ``--history`` (30) withdrawals and half as many deposits in the last 30
+days, and ``--old-history`` (60) withdrawals and half as many deposits 31-360 days back, which
+the window must not read. ``--evaluations`` (3000, after ``--warmup`` 300) screenings run on
+random accounts, each in its own transaction begun before the clock starts (the BEGIN is the
+payment's, not the screening's). Each measurement runs in a fresh interpreter; with
+``--variant NAME=SRC`` (repeatable) it imports satvault from SRC (for example ``git archive
+<commit> src`` extracted), so versions are compared side by side in one run, their order
+alternating over ``--repeat`` rounds; ``--index-phases`` measures every variant without, then
+with, migration 0021's index. ``--reuse`` keeps a database seeded by an earlier run
+(``--database`` names the PostgreSQL one, ``--sqlite-path`` the SQLite file).
+
+Progress goes to stderr; the last line of stdout is one JSON object: per phase and variant,
+the medians over the rounds of the median and p99 latency in milliseconds, the statements
+per screening, and this process's CPU per screening (``cpu_ms``, time.process_time: user and
+system time of SQLAlchemy, the driver, the features and the rules; the stable figure on a
+shared machine), with every round's figures and load average.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,30 +78,37 @@ def log(msg: str) -> None:
     sys.stderr.write(msg + "\n")
 
 
-async def prepare_pg(url: str) -> str:
+async def prepare_pg(url: str, name: str, reuse: bool) -> tuple[str, bool]:
+    """The benchmark's database URL, and whether it is seeded already (``reuse``)."""
     import asyncpg
     u = make_url(url)
     admin = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username,
                                   password=u.password, database="postgres")
     try:
-        await admin.execute("DROP DATABASE IF EXISTS risk_bench WITH (FORCE)")
-        await admin.execute("CREATE DATABASE risk_bench")
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not (reuse and exists):
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    return str(u.set(database="risk_bench").render_as_string(hide_password=False))
+    return str(u.set(database=name).render_as_string(hide_password=False)), bool(reuse and exists)
 
 
-async def seed(sessions: Any, accounts: int, history: int) -> list[Event]:
+async def seed(sessions: Any, accounts: int, history: int, *, write: bool = True,
+               old: int = 0) -> list[Event]:
+    """Seed the accounts and their history; the events to screen (the same ones, from the
+    same seed, when ``write`` is false: a database seeded by an earlier run)."""
     now = utcnow()
     rng = random.Random(7)
     events = []
     batch = 1000
-    async with sessions() as s, s.begin():
-        await s.execute(insert(LedgerAccount).values(
-            id=EQUITY, name="bench:equity", asset="BTC", kind="equity", owner_type=None,
-            owner_id=None, debits_must_not_exceed_credits=False,
-            credits_must_not_exceed_debits=False, debits_posted=0, credits_posted=0,
-            debits_pending=0, credits_pending=0, created_at=now))
+    if write:
+        async with sessions() as s, s.begin():
+            await s.execute(insert(LedgerAccount).values(
+                id=EQUITY, name="bench:equity", asset="BTC", kind="equity", owner_type=None,
+                owner_id=None, debits_must_not_exceed_credits=False,
+                credits_must_not_exceed_debits=False, debits_posted=0, credits_posted=0,
+                debits_pending=0, credits_pending=0, created_at=now))
     for start in range(0, accounts, batch):
         users, accts, wallets, wds, credits = [], [], [], [], []
         for i in range(start, min(accounts, start + batch)):
@@ -109,8 +125,9 @@ async def seed(sessions: Any, accounts: int, history: int) -> list[Event]:
             wallets.append({"id": wid, "owner_type": "user", "owner_id": uid, "asset": "BTC",
                             "ledger_account_id": aid, "created_at": now})
             base = rng.randint(10_000, 500_000) * 1000
-            for j in range(history):
-                at = now - timedelta(minutes=rng.randint(1, 30 * 24 * 60))
+            for j in range(history + old):  # ``old`` of them before the 30-day window
+                at = now - timedelta(minutes=rng.randint(1, 30 * 24 * 60)) if j < history \
+                    else now - timedelta(days=31, minutes=rng.randint(0, 330 * 24 * 60))
                 wds.append({"id": f"wd_b{i:08d}_{j}", "wallet_id": wid,
                             "method": WithdrawalMethod.LIGHTNING, "destination": f"dest{j % 7}",
                             "script_pubkey": None,
@@ -119,8 +136,9 @@ async def seed(sessions: Any, accounts: int, history: int) -> list[Event]:
                             "status": WithdrawalStatus.CONFIRMED, "batch_id": None, "txid": None,
                             "hold_id": f"wd:b{i}:{j}", "store_id": None, "invoice_id": None,
                             "created_at": at, "updated_at": at})
-            for j in range(history // 2):
-                at = now - timedelta(minutes=rng.randint(1, 30 * 24 * 60))
+            for j in range((history + old) // 2):
+                at = now - timedelta(minutes=rng.randint(1, 30 * 24 * 60)) if j < history // 2 \
+                    else now - timedelta(days=31, minutes=rng.randint(0, 330 * 24 * 60))
                 credits.append({"id": f"dep:b{i}:{j}", "debit_account_id": EQUITY,
                                 "credit_account_id": aid, "amount": base * 2, "asset": "BTC",
                                 "kind": "single", "pending_id": None, "state": None,
@@ -134,6 +152,8 @@ async def seed(sessions: Any, accounts: int, history: int) -> list[Event]:
                                 rail=rng.choice(["onchain", "lightning", "internal"]),
                                 destination=f"dest{rng.randint(0, 9)}",
                                 counterparty=f"dest{rng.randint(0, 9)}"))
+        if not write:
+            continue
         async with sessions() as s, s.begin():
             await s.execute(insert(User), users)
             await s.execute(insert(LedgerAccount), accts)
@@ -144,40 +164,60 @@ async def seed(sessions: Any, accounts: int, history: int) -> list[Event]:
     return events
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def database(args: argparse.Namespace) -> tuple[str, bool]:
     if args.sqlite:
-        url = f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/risk_bench.db"
-    else:
-        base = os.environ.get("SATVAULT_TEST_POSTGRES_URL")
-        if not base:
-            raise SystemExit("set SATVAULT_TEST_POSTGRES_URL, or pass --sqlite")
-        url = await prepare_pg(base)
+        path = args.sqlite_path or f"{tempfile.mkdtemp()}/risk_bench.db"
+        args.sqlite_path = path
+        return f"sqlite+aiosqlite:///{path}", args.reuse and os.path.exists(path)
+    base = os.environ.get("SATVAULT_TEST_POSTGRES_URL")
+    if not base:
+        raise SystemExit("set SATVAULT_TEST_POSTGRES_URL, or pass --sqlite")
+    return await prepare_pg(base, args.database, args.reuse)
+
+
+async def setup(args: argparse.Namespace) -> str:
+    """Create (or reuse), migrate and seed the database; make the 20-rule set live."""
+    url, seeded = await database(args)
     await asyncio.to_thread(upgrade, url)
     engine = create_engine(url, pool_size=4)
     sessions = session_factory(engine)
     try:
-        events = await seed(sessions, args.accounts, args.history)
+        await seed(sessions, args.accounts, args.history, write=not seeded,
+                   old=args.old_history)
         async with sessions() as s, s.begin():
             await s.execute(text("ANALYZE"))  # planner statistics for the seeded rows
-        doc = json.loads(risk.default_rule_set_json())
-        doc["rules"] += EXTRA_RULES
-        async with sessions() as s, s.begin():
-            rs = await risk.propose_rule_set(s, rules=doc, actor="bench:a")
-            await risk.approve_rule_set(s, version=rs.version, actor="bench:b")
-        assert len(doc["rules"]) == 20
-        statements: list[int] = []
+        if not seeded:
+            doc = json.loads(risk.default_rule_set_json())
+            doc["rules"] += EXTRA_RULES
+            assert len(doc["rules"]) == 20
+            async with sessions() as s, s.begin():
+                rs = await risk.propose_rule_set(s, rules=doc, actor="bench:a")
+                await risk.approve_rule_set(s, version=rs.version, actor="bench:b")
+    finally:
+        await engine.dispose()
+    return url
+
+
+async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    """Screenings on random accounts, each in its own transaction, begun before the clock
+    starts (the BEGIN belongs to the payment's unit of work, not to the screening)."""
+    engine = create_engine(url, pool_size=4)
+    sessions = session_factory(engine)
+    try:
+        events = await seed(sessions, args.accounts, args.history, write=False,
+                            old=args.old_history)
         count = [0]
 
         def before(*_a: Any) -> None:
             count[0] += 1
         event.listen(engine.sync_engine, "before_cursor_execute", before)
         rng = random.Random(11)
-        times = []
-        cpu = 0.0
+        times, cpus, statements = [], [], []
         outcomes: dict[str, int] = {}
         for n in range(args.warmup + args.evaluations):
             ev = rng.choice(events)
             async with sessions() as s, s.begin():
+                await s.connection()  # BEGIN now (SQLite: BEGIN IMMEDIATE), not in the timing
                 count[0] = 0
                 c0, t0 = time.process_time(), time.perf_counter()
                 sc = await risk.screen(s, ev)
@@ -186,23 +226,80 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 used = count[0]
             if n >= args.warmup:
                 times.append(dt * 1000)
-                cpu += dc * 1000
+                cpus.append(dc * 1000)
                 statements.append(used)
                 outcomes[sc.outcome.value] = outcomes.get(sc.outcome.value, 0) + 1
-        event.remove(engine.sync_engine, "before_cursor_execute", before)
         times.sort()
-        return {"benchmark": "risk.screen", "db": engine.dialect.name,
-                "rules": len(doc["rules"]), "accounts": args.accounts,
-                "withdrawals": args.accounts * args.history,
-                "deposits": args.accounts * (args.history // 2),
-                "evaluations": len(times), "median_ms": round(statistics.median(times), 3),
+        return {"median_ms": round(statistics.median(times), 3),
                 "p99_ms": round(times[int(len(times) * 0.99) - 1], 3),
                 "max_ms": round(times[-1], 3), "statements": max(statements),
-                "client_cpu_ms": round(cpu / len(times), 3),
-                "load_average": os.getloadavg()[0],
-                "outcomes": outcomes}
+                "cpu_ms": round(statistics.fmean(cpus), 3),
+                "load_average": os.getloadavg()[0], "outcomes": outcomes,
+                "source": os.path.dirname(os.path.dirname(risk.__file__))}
     finally:
         await engine.dispose()
+
+
+def _worker(args: argparse.Namespace, url: str, src: str) -> dict[str, Any]:
+    """One measurement in a fresh interpreter that imports satvault from ``src``."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", url,
+           "--accounts", str(args.accounts), "--history", str(args.history),
+           "--old-history", str(args.old_history), "--evaluations", str(args.evaluations),
+           "--warmup", str(args.warmup)]
+    env = {**os.environ, "PYTHONPATH": src}
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+async def _index(url: str, present: bool) -> None:
+    """Drop or recreate migration 0021's index, to measure without and with it."""
+    engine = create_engine(url)
+    pg = engine.dialect.name == "postgresql"
+    cols = "credit_account_id, created_at) INCLUDE (amount, kind" if pg \
+        else "credit_account_id, created_at, kind, amount"
+    try:
+        async with engine.begin() as c:
+            await c.execute(text("DROP INDEX IF EXISTS ix_ledger_transfers_credit_window"))
+            if present:
+                await c.execute(text("CREATE INDEX ix_ledger_transfers_credit_window ON "
+                                     f"ledger_transfers ({cols})"))
+            await c.execute(text("ANALYZE ledger_transfers"))
+    finally:
+        await engine.dispose()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    url = await setup(args)
+    head = {"benchmark": "risk.screen", "rules": 20, "accounts": args.accounts,
+            "withdrawals": args.accounts * (args.history + args.old_history),
+            "deposits": args.accounts * ((args.history + args.old_history) // 2),
+            "in_window": {"withdrawals": args.history, "deposits": args.history // 2},
+            "evaluations": args.evaluations}
+    if args.seed_only:
+        return {**head, "seeded": url.rsplit("/", 1)[-1]}
+    variants = [v.split("=", 1) for v in args.variant] or [
+        ["this tree", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")]]
+    phases = [("no index", False), ("index", True)] if args.index_phases else [("as is", None)]
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for phase, present in phases:
+        if present is not None:
+            await _index(url, present)
+        for r in range(args.repeat):
+            order = variants if r % 2 == 0 else variants[::-1]
+            for name, src in order:
+                res = _worker(args, url, src)
+                log(f"{phase} / {name} / round {r + 1}: {res}")
+                results.setdefault(phase, {}).setdefault(name, []).append(res)
+    table = {}
+    for phase, by_name in results.items():
+        for name, runs in by_name.items():
+            table[f"{phase} | {name}"] = {
+                k: round(statistics.median(x[k] for x in runs), 3)
+                for k in ("median_ms", "p99_ms", "cpu_ms", "statements")} | {
+                "rounds": [{k: x[k] for k in ("median_ms", "p99_ms", "cpu_ms")} for x in runs],
+                "load_average": [x["load_average"] for x in runs]}
+    return {**head, "db": "postgresql" if url.startswith("postgresql") else "sqlite",
+            "repeat": args.repeat, "results": table}
 
 
 def main() -> None:
@@ -212,7 +309,27 @@ def main() -> None:
     p.add_argument("--history", type=int, default=30)
     p.add_argument("--evaluations", type=int, default=3000)
     p.add_argument("--warmup", type=int, default=300)
-    print(json.dumps(asyncio.run(run(p.parse_args()))))
+    p.add_argument("--old-history", type=int, default=60, help="withdrawals per account "
+                   "older than the 30-day window, 31-360 days back (60; half as many deposits)")
+    p.add_argument("--database", default="risk_bench", help="PostgreSQL: the database to "
+                   "(re)create on the server of SATVAULT_TEST_POSTGRES_URL")
+    p.add_argument("--sqlite-path", default=None, help="SQLite: the file (default: a "
+                   "temporary one)")
+    p.add_argument("--reuse", action="store_true", help="keep a database seeded by an "
+                   "earlier run with the same --accounts, --history and --old-history")
+    p.add_argument("--seed-only", action="store_true")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=SRC",
+                   help="measure the satvault package in SRC (e.g. an extracted `git archive "
+                   "<commit> src`) under NAME; repeatable, the order alternates per round")
+    p.add_argument("--repeat", type=int, default=1, help="rounds (medians over them)")
+    p.add_argument("--index-phases", action="store_true", help="measure every variant "
+                   "without, then with, migration 0021's ledger window index")
+    p.add_argument("--worker", metavar="URL", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(asyncio.run(measure(args, args.worker))))
+        return
+    print(json.dumps(asyncio.run(run(args))))
 
 
 if __name__ == "__main__":

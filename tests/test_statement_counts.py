@@ -88,10 +88,16 @@ async def test_statements_per_internal_payment(lnenv: LnEnv):
     # text, whether the key was used) and one transaction: the withdrawal under the daily
     # limit, the invoice marked paid, the ledger (1 statement on PostgreSQL, 2 on SQLite), one
     # outbox INSERT with the balances the ledger wrote, the key row with its response.
-    # Issue 12 (risk rules) adds 3: the wallet's row lock with the live rule-set version,
-    # the one feature query, the decision's INSERT (a payment is screened before its hold).
-    assert parts["total"] <= 10 and n.transactions <= 2, f"{parts}\n{n}"
-    assert parts["rest"] <= 6, f"{parts}\n{n}"
+    # Issue 12 (risk rules) added 3: the wallet's row lock with the live rule-set version,
+    # the one feature query, the decision's INSERT (a payment is screened before its hold):
+    # 10 on SQLite, 9 on PostgreSQL. Now the feature query reads the live version (and the
+    # lock, PostgreSQL only, reads nothing), and on PostgreSQL the decision is written in the
+    # withdrawal's INSERT (a data-modifying WITH): 8 on PostgreSQL; 9 on SQLite, which has
+    # neither row locks nor writable WITH and whose ledger transfer takes 2 statements.
+    assert parts["total"] - parts["ledger"] <= 7 and n.transactions <= 2, f"{parts}\n{n}"
+    assert parts["rest"] <= 5, f"{parts}\n{n}"
+    if engine.dialect.name == "postgresql":
+        assert parts["total"] <= 8, f"{parts}\n{n}"
     await env.check()
 
 

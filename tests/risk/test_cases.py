@@ -64,8 +64,9 @@ async def test_case_decisions_release_or_return_the_held_money(lnenv: LnEnv):
     env = lnenv
     auth, ann, bob, bob_id = await admins(env)
     doc = default_doc()
-    doc["rules"].append({"id": "big", "score": 60, "when": {
-        "field": "amount_msat", "op": "gte", "value": BIG}})
+    doc["rules"].append({"id": "big", "score": 60, "when": {"all": [  # money out only
+        {"field": "direction", "op": "eq", "value": "out"},
+        {"field": "amount_msat", "op": "gte", "value": BIG}]}})
     await make_live(env, doc)
     await chain_fund(env, 1_000_000)
     carol = await env.wallet_for("carol@example.com")

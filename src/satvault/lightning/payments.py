@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.dml import Insert
 
 from satvault.accounts.models import Wallet
 from satvault.backends.errors import BackendError, BackendUnavailable
@@ -314,22 +315,25 @@ _LIVE = (LnPaymentStatus.PENDING, LnPaymentStatus.IN_FLIGHT, LnPaymentStatus.UNK
 async def pay_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_hash: str,
                           amount_msat: int, destination: str, settings: Settings,
                           store_id: str | None = None,
-                          on_store_invoice: StoreInvoiceHook | None = None) -> Withdrawal:
+                          on_store_invoice: StoreInvoiceHook | None = None,
+                          wid: str | None = None, also: Insert | None = None) -> Withdrawal:
     """An invoice of ours, already taken off the node (:func:`take_off_node`,
     :func:`cancel_on_node`): settle it inside the ledger with as few statements as the
     checks allow. The withdrawal is written under the daily limit in one
     statement; the invoice is checked (open, not being paid from here, not the payer's own,
     the right amount), locked and marked paid in another; on a refusal the slow path
-    (:func:`_settle_internally`'s checks, in the same order) says why."""
+    (:func:`_settle_internally`'s checks, in the same order) says why. ``wid``: the
+    withdrawal's id, if the caller chose it; ``also``: an INSERT written with the withdrawal
+    (:func:`~satvault.payouts.service.insert_within_daily_limit`)."""
     now = utcnow()
-    wid = new_id("wd")
+    wid = wid or new_id("wd")
     wd = Withdrawal(id=wid, wallet_id=wallet.id, method=WithdrawalMethod.INTERNAL,
                     destination=destination, script_pubkey=None, amount_msat=amount_msat,
                     fee_reserve_msat=0,
                     fee_msat=0, status=WithdrawalStatus.CONFIRMED, batch_id=None, txid=None,
                     hold_id=f"wd:{wid}:internal", invoice_id=None, created_at=now,
                     updated_at=now, store_id=store_id)
-    await insert_within_daily_limit(session, wd, wallet=wallet, settings=settings)
+    await insert_within_daily_limit(session, wd, wallet=wallet, settings=settings, also=also)
     credited = await credit_settled(
         session, payment_hash=payment_hash, paid_msat=amount_msat, internal=True,
         debit_account_id=wallet.ledger_account_id, invoice_fee_bp=settings.invoice_fee_bp,

@@ -13,6 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Boolean, String, Table, and_, case, column, func, insert, literal, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import Insert
 
 from satvault.accounts.models import Wallet
 from satvault.config import Settings
@@ -160,10 +161,15 @@ def _tier_case(tier: Any, settings: Settings, rail: str, index: int) -> Any:
 
 
 async def insert_within_daily_limit(session: AsyncSession, wd: Withdrawal, *, wallet: Wallet,
-                                    settings: Settings) -> None:
+                                    settings: Settings, also: Insert | None = None) -> None:
     """Write ``wd`` only if :func:`check_daily_limit` would let it through (not frozen, the
     24-hour limit, the tier's limits on its rail): the check and the INSERT in one statement
-    (``wd`` stays outside the ORM session: the hot path reads nothing back)."""
+    (``wd`` stays outside the ORM session: the hot path reads nothing back).
+
+    ``also``: another INSERT that belongs with this one (the risk decision of an internal
+    payment): on PostgreSQL in the same statement (a data-modifying ``WITH``, which runs
+    whether or not the guard lets the withdrawal in: a refusal raises, and the caller's unit
+    of work rolls both back), on SQLite, which has none, just before it."""
     rail = str(wd.method)
     table = cast(Table, Withdrawal.__table__)
     mapper = sa_inspect(Withdrawal)
@@ -176,8 +182,13 @@ async def insert_within_daily_limit(session: AsyncSession, wd: Withdrawal, *, wa
                  amount <= _tier_case(tier, settings, rail, 0),
                  u.c.rail_day + amount <= _tier_case(tier, settings, rail, 1),
                  u.c.rail_month + amount <= _tier_case(tier, settings, rail, 2))
-    res = await session.execute(insert(table).from_select(
-        cols, select(*values).select_from(u).where(guard)))
+    stmt = insert(table).from_select(cols, select(*values).select_from(u).where(guard))
+    if also is not None:
+        if session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.add_cte(also.cte("also_written"))
+        else:
+            await session.execute(also)
+    res = await session.execute(stmt)
     if res.rowcount != 1:  # type: ignore[attr-defined]
         row = await withdrawal_usage(session, wallet=wallet, rail=rail)
         _refuse(row, wallet=wallet, rail=rail, amount_msat=wd.amount_msat, settings=settings)

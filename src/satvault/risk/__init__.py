@@ -13,7 +13,7 @@ reads, with the payout and on-chain ones).
 from satvault.risk.errors import RiskError, RiskRejected, RuleSetRefused
 from satvault.risk.features import Event
 from satvault.risk.rules import Outcome
-from satvault.risk.service import Screening, record, reject_error, screen
+from satvault.risk.service import Screening, decision_insert, record, reject_error, screen
 
 __all__ = ["Event", "Outcome", "RiskError", "RiskRejected", "RuleSetRefused", "Screening",
-           "record", "reject_error", "screen"]
+           "decision_insert", "record", "reject_error", "screen"]

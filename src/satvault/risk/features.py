@@ -22,17 +22,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, bindparam, case, cast, func, literal, or_, select, true
+from sqlalchemy import Float, String, and_, bindparam, case, cast, func, literal, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.models import Merchant, User
+from satvault.accounts.models import Merchant, User, Wallet
 from satvault.db import UtcDateTime
 from satvault.ledger.models import LedgerTransfer
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
-from satvault.risk.models import RiskAddressLabel
+from satvault.risk.models import RiskAddressLabel, RiskRuleSet, RuleSetStatus
 from satvault.risk.rules import WINDOWS, Params
 
-__all__ = ["Event", "compute_features", "derive"]
+__all__ = ["Event", "compute_features", "derive", "read_features"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +76,16 @@ def _window_columns(prefix: str, ts: Any, amount: Any, party: Any) -> list[Any]:
     return cols
 
 
-_EXCLUDED = (WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED)
+def _live(w: Any) -> Any:
+    """Failed and cancelled withdrawals excepted. Spelled as two comparisons, not NOT IN with
+    a list: SQLAlchemy sends a list as an "expanding" parameter, whose SQL text is rewritten
+    on every execution (as is any IN list), which the feature statement should not pay."""
+    return and_(w.status != WithdrawalStatus.FAILED, w.status != WithdrawalStatus.CANCELLED)
 
 
-def _query(dialect: str, owner_type: str) -> Any:
-    """The feature statement, built once per dialect and owner kind (values are bound
-    parameters, so it is built and compiled once, not per payment)."""
+def _query(dialect: str, owner_type: str, *, many_parties: bool = False) -> Any:
+    """The feature statement, built once per dialect, owner kind and party shape (values are
+    bound parameters, so it is built and compiled once, not per payment)."""
     w = Withdrawal
     ts = UtcDateTime()
     in_band_w = (w.created_at >= bindparam("s_since", type_=ts)) \
@@ -90,7 +94,7 @@ def _query(dialect: str, owner_type: str) -> Any:
         *_window_columns("out", w.created_at, w.amount_msat, w.destination),
         func.count(case((in_band_w, 1))).label("out.band"),
     ).where(w.wallet_id == bindparam("wallet"), w.created_at >= bindparam("since", type_=ts),
-            w.status.not_in(_EXCLUDED)).subquery("o")
+            _live(w)).subquery("o")
 
     t = LedgerTransfer
     in_band_t = (t.created_at >= bindparam("s_since", type_=ts)) \
@@ -102,7 +106,7 @@ def _query(dialect: str, owner_type: str) -> Any:
                                      _flt(t.amount)), else_=0.0)), 0.0).label("in.rapid"),
     ).where(t.credit_account_id == bindparam("account"),
             t.created_at >= bindparam("since", type_=ts),
-            t.kind.in_(("single", "post"))).subquery("i")
+            or_(t.kind == "single", t.kind == "post")).subquery("i")
 
     lab = RiskAddressLabel
     label_join = (func.string_agg(lab.label, literal(",")) if dialect == "postgresql"
@@ -113,35 +117,48 @@ def _query(dialect: str, owner_type: str) -> Any:
         .label("label_score"),
         label_join.label("labels"),
         func.min(lab.first_seen_at).label("first_seen"),
-    ).where(lab.address.in_(bindparam("parties", expanding=True))).subquery("l")
+    ).where(lab.address.in_(bindparam("parties", expanding=True)) if many_parties else
+            lab.address.in_([bindparam("party_a", type_=String()),
+                             bindparam("party_b", type_=String())])).subquery("l")
 
     seen = select(func.count()).where(
         w.wallet_id == bindparam("wallet"),
         or_(w.destination == bindparam("destination"),
             w.destination == bindparam("counterparty")),
-        w.status.not_in(_EXCLUDED)).scalar_subquery()
+        _live(w)).scalar_subquery()
     if owner_type == "user":
         tier = select(User.kyc_tier).where(User.id == bindparam("owner")).scalar_subquery()
     else:
         tier = select(User.kyc_tier).join(Merchant, Merchant.owner_user_id == User.id).where(
             Merchant.id == bindparam("owner")).scalar_subquery()
+    # The live rule set (its version says whether the parameters bound above were its own)
+    # and whether the wallet exists: the screening reads nothing else.
+    rs = RiskRuleSet
+    live = rs.status == RuleSetStatus.LIVE
     # Three one-row subqueries side by side (joined on true: no cartesian growth).
     return select(out_q, in_q, labels, seen.label("seen"),
-                  func.coalesce(tier, 0).label("tier")
+                  func.coalesce(tier, 0).label("tier"),
+                  select(rs.version).where(live).scalar_subquery().label("live_version"),
+                  select(rs.created_at).where(live).scalar_subquery().label("live_created_at"),
+                  select(Wallet.id).where(Wallet.id == bindparam("wallet"))
+                  .scalar_subquery().label("wallet"),
                   ).select_from(out_q.join(in_q, true()).join(labels, true()))
 
 
-_QUERIES: dict[tuple[str, str], Any] = {}
+_QUERIES: dict[tuple[str, str, bool], Any] = {}
 
 
-async def compute_features(session: AsyncSession, event: Event, params: Params,
-                           now: datetime) -> dict[str, Any]:
-    """The event's fields and every feature, read in one statement."""
+async def read_features(session: AsyncSession, event: Event, params: Params,
+                        now: datetime) -> dict[str, Any]:
+    """The feature statement's raw row, for :func:`derive`; with it ``live_version`` and
+    ``live_created_at`` (the live rule set, None if there is none) and ``wallet`` (None if
+    the event's wallet does not exist)."""
     dialect = session.get_bind().dialect.name
     kind = "user" if event.owner_type == "user" else "merchant"
-    q = _QUERIES.get((dialect, kind))
+    many = bool(event.senders)
+    q = _QUERIES.get((dialect, kind, many))
     if q is None:
-        q = _QUERIES[(dialect, kind)] = _query(dialect, kind)
+        q = _QUERIES[(dialect, kind, many)] = _query(dialect, kind, many_parties=many)
     top = params.structuring_threshold_msat
     values: dict[str, Any] = {
         f"since_{name}": now - timedelta(seconds=sec) for name, sec in WINDOWS.items()}
@@ -152,9 +169,24 @@ async def compute_features(session: AsyncSession, event: Event, params: Params,
         low=top - top * params.structuring_band_bp // 10_000, top=top,
         wallet=event.wallet_id, account=event.ledger_account_id, owner=event.owner_id,
         destination=event.destination, counterparty=event.counterparty,
-        parties=sorted({event.destination, event.counterparty, *event.senders} - {""}) or [""])
-    row = (await session.execute(q, values)).mappings().one()
-    return derive(event, params, now, dict(row))
+        # A withdrawal names two parties: two fixed parameters, not an expanding list, so the
+        # SQL text is the same every time, with nothing to rewrite per call. A deposit's
+        # senders may be many: that statement takes the list.
+        party_a=event.destination or event.counterparty,
+        party_b=event.counterparty or event.destination)
+    if many:
+        values["parties"] = sorted(
+            {event.destination, event.counterparty, *event.senders} - {""}) or [""]
+    # On the session's connection (Core), not through the ORM's execute: nothing here is an
+    # ORM entity, and the ORM layer costs about a tenth of the statement's client CPU.
+    conn = await session.connection()
+    return dict((await conn.execute(q, values)).mappings().one())
+
+
+async def compute_features(session: AsyncSession, event: Event, params: Params,
+                           now: datetime) -> dict[str, Any]:
+    """The event's fields and every feature, read in one statement."""
+    return derive(event, params, now, await read_features(session, event, params, now))
 
 
 def _stats(count: int, total: float, sq: float) -> tuple[float, float]:

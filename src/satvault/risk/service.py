@@ -2,10 +2,12 @@
 
 :func:`screen` runs inside the payment's unit of work, before any hold is placed:
 
-1. one statement locks the wallet row (PostgreSQL; SQLite serialises writers already) and reads
-   the live rule-set version — concurrent payments of one wallet are screened one after the
-   other, each seeing the ones before it;
-2. one statement computes every feature (:mod:`satvault.risk.features`);
+1. one statement locks the wallet row (PostgreSQL; SQLite serialises writers already) —
+   concurrent payments of one wallet are screened one after the other, each seeing the ones
+   before it;
+2. one statement computes every feature (:mod:`satvault.risk.features`) and reads the live
+   rule-set version (bound with the last live set's parameters; read again in the rare case
+   the live set's differ);
 3. the rules are evaluated (pure, :mod:`satvault.risk.rules`, the parsed set cached by version).
 
 The caller then writes the decision (:func:`record`) with the payment's id once the payment
@@ -24,6 +26,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import Insert
 
 from satvault.accounts.models import Wallet
 from satvault.db import utcnow
@@ -32,7 +35,7 @@ from satvault.kernel.ids import new_id
 from satvault.logs import get_logger
 from satvault.risk.audit import audit
 from satvault.risk.errors import RiskRejected, RuleSetRefused
-from satvault.risk.features import Event, compute_features
+from satvault.risk.features import Event, derive, read_features
 from satvault.risk.lists import refresh_sanctions, shipped_sanctions
 from satvault.risk.models import (
     CaseStatus,
@@ -43,17 +46,26 @@ from satvault.risk.models import (
     RuleSetStatus,
 )
 from satvault.risk.plugins import add_plugin_features
-from satvault.risk.rules import Outcome, RuleSetDoc, Verdict, evaluate, parse_rule_set
+from satvault.risk.rules import (
+    Outcome,
+    Params,
+    RuleSetDoc,
+    Verdict,
+    evaluate,
+    parse_rule_set,
+)
 
-__all__ = ["BUILT_IN_AUTHOR", "Screening", "approve_rule_set", "default_rule_set_json",
-           "explain", "live_rule_set", "propose_rule_set", "record", "reevaluate",
-           "reject_error", "screen"]
+__all__ = ["BUILT_IN_AUTHOR", "Screening", "approve_rule_set", "decision_insert",
+           "default_rule_set_json", "explain", "live_rule_set", "propose_rule_set", "record",
+           "reevaluate", "reject_error", "screen"]
 
 log = get_logger(__name__)
 
 BUILT_IN_AUTHOR = "satvault:built-in"
 _parsed: dict[tuple[int, datetime | None], RuleSetDoc] = {}
-_LOCK: dict[bool, Any] = {}  # the first statement, built once (with or without the lock)
+# The wallet's row lock (PostgreSQL), built once.
+_LOCK = select(Wallet.id).where(Wallet.id == bindparam("wallet")).with_for_update()
+_last_live: list[RuleSetDoc | None] = [None]  # the rule set the last screening found live
 
 
 def default_rule_set_json() -> str:
@@ -130,20 +142,28 @@ async def screen(session: AsyncSession, event: Event, *, lock: bool = True) -> S
     """Evaluate ``event`` against the live rules (see the module docstring). ``lock``: take
     the wallet's row lock first (PostgreSQL), so this wallet's payments are screened in turn."""
     locking = lock and session.get_bind().dialect.name == "postgresql"
-    q = _LOCK.get(locking)
-    if q is None:
-        q = select(Wallet.id, RiskRuleSet.version, RiskRuleSet.created_at).outerjoin(
-            RiskRuleSet, RiskRuleSet.status == RuleSetStatus.LIVE).where(
-            Wallet.id == bindparam("wallet"))
-        _LOCK[locking] = q = q.with_for_update(of=Wallet) if locking else q
-    row = (await session.execute(q, {"wallet": event.wallet_id})).one_or_none()
-    if row is None:
+    if locking and (await (await session.connection()).execute(
+            _LOCK, {"wallet": event.wallet_id})).first() is None:
         raise NotFound(f"wallet {event.wallet_id!r} not found")
-    boot = row[1] is None
-    version, created = (await _ensure_live(session), None) if boot else (int(row[1]), row[2])
-    doc = await _doc(session, version, created)
     now = utcnow()
-    features = await compute_features(session, event, doc.params, now)
+    # The feature statement needs a few of the rule set's parameters before it says which
+    # set is live: bind the last live set's, and read again in the rare case they changed.
+    guess = _last_live[0]
+    params = guess.params if guess is not None else Params()
+    raw = await read_features(session, event, params, now)
+    if raw["wallet"] is None:
+        raise NotFound(f"wallet {event.wallet_id!r} not found")
+    boot = raw["live_version"] is None
+    if boot:
+        version = await _ensure_live(session)
+        doc = await _doc(session, version)
+    else:
+        version = int(raw["live_version"])
+        doc = await _doc(session, version, raw["live_created_at"])
+    _last_live[0] = doc
+    if doc.params != params:
+        raw = await read_features(session, event, doc.params, now)
+    features = derive(event, doc.params, now, raw)
     add_plugin_features(doc, event, features)
     verdict = evaluate(doc, features)
     return Screening(new_id("rd"), now, event, version, features, verdict, boot)
@@ -167,12 +187,18 @@ def _reason(s: Screening) -> str:
     return (f"{s.outcome.value}: score {s.verdict.score} ({', '.join(hit)})")[:200]
 
 
+def decision_insert(s: Screening, *, subject_type: str, subject_id: str | None) -> Insert:
+    """The decision's INSERT, not executed: an approved payment's caller may send it with
+    its own write (:func:`satvault.payouts.service.insert_within_daily_limit`'s ``also``).
+    A review or reject also needs its case: :func:`record`."""
+    return insert(RiskDecision).values(**_decision_values(s, subject_type, subject_id))
+
+
 async def record(session: AsyncSession, s: Screening, *, subject_type: str,
                  subject_id: str | None) -> str | None:
     """Store the decision (one INSERT) and, for a review or reject, open its case (one
     more). The case id, if one was opened."""
-    await session.execute(insert(RiskDecision).values(
-        **_decision_values(s, subject_type, subject_id)))
+    await session.execute(decision_insert(s, subject_type=subject_type, subject_id=subject_id))
     if s.outcome == Outcome.APPROVE:
         return None
     case_id = new_id("case")

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.accounts.models import Wallet
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
+from satvault.kernel.ids import new_id
 from satvault.ledger.models import LedgerAccount
 from satvault.lightning.bolt11check import check_invoice
 from satvault.lightning.errors import AmountRequired, PaymentRefused
@@ -40,7 +41,15 @@ from satvault.lightning.payments import (
 )
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import request_withdrawal, resolve_destination
-from satvault.risk import Event, Outcome, Screening, record, reject_error, screen
+from satvault.risk import (
+    Event,
+    Outcome,
+    Screening,
+    decision_insert,
+    record,
+    reject_error,
+    screen,
+)
 from satvault.risk.holds import hold_ln_for_review
 from satvault.withdrawals.policy.approvals import apply_decision
 from satvault.withdrawals.policy.service import decide_for
@@ -274,12 +283,15 @@ async def pay_own_screened(session: AsyncSession, *, wallet: Wallet, own: OwnInv
         wd = await hold_ln_for_review(session, wallet=wallet, bolt11=own.bolt11,
                                       amount_msat=amount_msat, destination=own.bolt11,
                                       internal=True, settings=settings)
-    else:
-        wd = await pay_own_invoice(session, wallet=wallet, payment_hash=own.payment_hash,
-                                   amount_msat=amount_msat, destination=own.bolt11,
-                                   settings=settings, on_store_invoice=on_store_invoice)
-    await record(session, screening, subject_type="withdrawal", subject_id=wd.id)
-    return wd
+        await record(session, screening, subject_type="withdrawal", subject_id=wd.id)
+        return wd
+    # Approved: the decision (no case) is written with the withdrawal, in its statement on
+    # PostgreSQL.
+    wid = new_id("wd")
+    return await pay_own_invoice(
+        session, wallet=wallet, payment_hash=own.payment_hash, amount_msat=amount_msat,
+        destination=own.bolt11, settings=settings, on_store_invoice=on_store_invoice, wid=wid,
+        also=decision_insert(screening, subject_type="withdrawal", subject_id=wid))
 
 
 def voucher_withdrawal(*, settings: Settings, lightning: LightningBackend
