@@ -45,6 +45,7 @@ apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
 from satvault.cli._common import emit, fail, in_transaction  # noqa: E402
 from satvault.cli.audit import app as audit_app  # noqa: E402
+from satvault.cli.backup import backup_cmd, restore_cmd  # noqa: E402
 from satvault.cli.cold import app as cold_app  # noqa: E402
 from satvault.cli.custody import app as custody_app  # noqa: E402
 from satvault.cli.kyc import kyc_app, screening_app, wallet_app  # noqa: E402
@@ -70,6 +71,8 @@ app.add_typer(kyc_app, name="kyc")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(policy_app, name="policy")
 app.add_typer(withdrawals_app, name="withdrawals")
+app.command("backup")(backup_cmd)
+app.command("restore")(restore_cmd)
 from satvault.cli.risk import app as risk_app  # noqa: E402
 
 risk_app.add_typer(screening_app, name="screening")  # satvault risk screening …
