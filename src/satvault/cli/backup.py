@@ -10,10 +10,10 @@ missing tool, a damaged file, a backup from a newer satvault, a non-empty target
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -57,7 +57,7 @@ def _progress() -> Iterator[Progress]:
         yield step
 
 
-def _run(work: Callable[[Progress], Awaitable[T]]) -> T:
+def _run(work: Callable[[Progress], Coroutine[Any, Any, T]]) -> T:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     try:
