@@ -123,7 +123,7 @@ def test_references_between_objects() -> None:
     services = {d["metadata"]["name"]: d for d in _by_kind("Service")}
     operations = (ROOT / "docs" / "operations.md").read_text()
     pods = [(d, s) for _, d in DOCS if (s := pod_spec(d)) is not None]
-    for doc, spec in pods:
+    for _doc, spec in pods:
         for c in spec["containers"]:
             for source in c.get("envFrom", []):
                 assert source["configMapRef"]["name"] in config_maps
