@@ -31,28 +31,29 @@ _PHASES = {"dump": "dumping the database", "checksum": "hashing the dump",
 Progress = Callable[[str, int, "int | None"], None]
 
 
+def _detail(phase: str, done: int, total: int | None) -> str:
+    if phase == "restore":  # pg_restore's items, not bytes
+        return f"{done}/{total} items" if total else ""
+    mib = 1024 * 1024
+    return f"{done / mib:.1f}/{total / mib:.1f} MiB" if total else f"{done / mib:.1f} MiB"
+
+
 @contextmanager
 def _progress() -> Iterator[Progress]:
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  DownloadColumn(), TimeElapsedColumn(), console=console, transient=True,
-                  disable=not console.is_terminal) as bar:
-        tasks: dict[str, object] = {}
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console,
+                  transient=True, disable=not console.is_terminal) as bar:
+        tasks: dict[str, Any] = {}
 
         def step(phase: str, done: int, total: int | None) -> None:
             if phase not in tasks:
-                tasks[phase] = bar.add_task(_PHASES.get(phase, phase), total=total)
-            bar.update(tasks[phase], completed=done, total=total)  # type: ignore[arg-type]
+                tasks[phase] = bar.add_task(_PHASES.get(phase, phase), total=total, detail="")
+            bar.update(tasks[phase], completed=done, total=total,
+                       detail=_detail(phase, done, total))
 
         yield step
 
@@ -65,6 +66,8 @@ def _run(work: Callable[[Progress], Coroutine[Any, Any, T]]) -> T:
             return asyncio.run(work(step))
     except SatvaultError as exc:
         fail(str(exc))
+    except OSError as exc:  # the file: missing directory, no permission, disk full
+        fail(f"{type(exc).__name__}: {exc}")
 
 
 def backup_cmd(
