@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 SV     := $(VENV)/bin/satvault
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install lint bench clean browser manifest
+.PHONY: run test install lint bench clean browser manifest pg-tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,24 @@ $(PLUGIN_STAMP): $(STAMP) $(wildcard tests/plugins/example/*.toml tests/plugins/
 	$(PIP) install -q --no-deps ./tests/plugins/example
 	touch $(PLUGIN_STAMP)
 
-test: $(STAMP) $(PLUGIN_STAMP) browser
+
+# PostgreSQL's client tools (pg_dump, pg_restore) for `satvault backup` / `satvault restore`
+# and their tests. Installed from Debian when missing and possible (root + apt), after saying
+# so; `make test PG_TOOLS_INSTALL=no` never installs anything. Their major version must be at
+# least the server's: `satvault backup` checks and says so.
+PG_TOOLS_INSTALL ?= yes
+pg-tools:
+	@command -v pg_dump >/dev/null 2>&1 && command -v pg_restore >/dev/null 2>&1 \
+		|| { [ "$(PG_TOOLS_INSTALL)" = yes ] \
+		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& echo "make: pg_dump/pg_restore are missing; installing Debian's postgresql-client" \
+		        "with apt-get for satvault backup and restore (PG_TOOLS_INSTALL=no to skip)" \
+		&& (apt-get install -y -qq postgresql-client >/dev/null 2>&1 \
+		|| (apt-get update -qq >/dev/null && apt-get install -y -qq postgresql-client \
+		>/dev/null)) && echo "make: postgresql-client installed"; } \
+		|| echo "note: pg_dump is not installed; the PostgreSQL backup tests will fail"
+
+test: $(STAMP) $(PLUGIN_STAMP) browser pg-tools
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports

@@ -35,6 +35,12 @@ class OutputFormat(StrEnum):
     TEXT = "text"
 
 
+class ServeRole(StrEnum):
+    ALL = "all"
+    API = "api"
+    WORKERS = "workers"
+
+
 app = typer.Typer(help="satvault: custodial Bitcoin and Lightning payments.",
                   no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -45,6 +51,7 @@ apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
 from satvault.cli._common import emit, fail, in_transaction  # noqa: E402
 from satvault.cli.audit import app as audit_app  # noqa: E402
+from satvault.cli.backup import backup_cmd, restore_cmd  # noqa: E402
 from satvault.cli.cold import app as cold_app  # noqa: E402
 from satvault.cli.custody import app as custody_app  # noqa: E402
 from satvault.cli.doctor import app as doctor_app  # noqa: E402
@@ -76,6 +83,8 @@ app.add_typer(kyc_app, name="kyc")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(policy_app, name="policy")
 app.add_typer(withdrawals_app, name="withdrawals")
+app.command("backup")(backup_cmd)
+app.command("restore")(restore_cmd)
 from satvault.cli.risk import app as risk_app  # noqa: E402
 
 risk_app.add_typer(screening_app, name="screening")  # satvault risk screening …
@@ -218,6 +227,11 @@ def serve(
         min=1, max=64, help="API processes. 1: everything in one process. More (PostgreSQL "
                             "only): that many API processes on one port, and the background "
                             "workers in this process.")] = 1,
+    role: Annotated[ServeRole, typer.Option(
+        help="all: the API and the background workers. api: the API and pages only (one of "
+             "several replicas beside one `--role workers`). workers: the background workers, "
+             "with the API on the port only for /healthz (exactly one; one process).")
+    ] = ServeRole.ALL,
 ) -> None:
     """Run the API, the background workers and the pages."""
     import uvicorn
@@ -250,6 +264,13 @@ def serve(
         sys.stderr.write(f"satvault: the rate-limit storage "
                          f"{redact_url(settings.rate_limit_storage)} does not answer\n")
         raise typer.Exit(2)
+    if role is not ServeRole.ALL and settings.database_url.startswith("sqlite"):
+        sys.stderr.write(f"satvault: --role {role.value} needs PostgreSQL: on SQLite one "
+                         "process serves everything\n")
+        raise typer.Exit(2)
+    if role is ServeRole.WORKERS and workers > 1:
+        sys.stderr.write("satvault: --role workers runs in one process (one set of workers)\n")
+        raise typer.Exit(2)
     if workers > 1 and settings.database_url.startswith("sqlite"):
         sys.stderr.write("satvault: --workers > 1 needs PostgreSQL: SQLite has one writer, "
                          "and processes would only queue for it\n")
@@ -262,8 +283,11 @@ def serve(
         sys.stderr.write("satvault: note: PROMETHEUS_MULTIPROC_DIR is not set, so each scrape "
                          "of /metrics shows one process's counters; set it to an empty "
                          "directory to add every process's up (docs/operations.md)\n")
-    node = _start_simnet(settings) if settings.chain_backend == "simnet" else None
-    ln_node = _start_ln_simnet(settings) if settings.lightning_backend == "simnet" else None
+    # The embedded simulators belong to the process that runs the workers.
+    embedded = role is not ServeRole.API
+    node = _start_simnet(settings) if embedded and settings.chain_backend == "simnet" else None
+    ln_node = (_start_ln_simnet(settings)
+               if embedded and settings.lightning_backend == "simnet" else None)
     url = f"http://{settings.host}:{settings.port}"
     sys.stderr.write(
         f"\n  satvault {__version__} is starting\n"
@@ -282,13 +306,15 @@ def serve(
     )
     try:
         if workers == 1:
+            api_only = role is ServeRole.API
             # proxy_headers=False: the client address is the socket peer; X-Forwarded-For
             # is read only by the rate limiter, from rate_limit_trusted_proxies.
-            uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+            uvicorn.run(create_app(settings, start_workers=not api_only, api_only=api_only),
+                        host=settings.host, port=settings.port,
                         log_config=None, access_log=False, proxy_headers=False,
                         loop=settings.server_loop, http=settings.server_http)
         else:
-            _serve_processes(settings, workers)
+            _serve_processes(settings, workers, background=role is ServeRole.ALL)
     finally:
         if node is not None:
             node.stop()
@@ -309,7 +335,7 @@ async def _rate_limit_storage_answers(settings: Settings) -> bool:
         await limiter.close()
 
 
-def _serve_processes(settings: Settings, workers: int) -> None:
+def _serve_processes(settings: Settings, workers: int, *, background: bool = True) -> None:
     """``workers`` API processes (uvicorn's supervisor, all on one port) and, in a thread of
     this process, the app's background workers (one set for the whole platform: they claim
     their work in the database, but one set is enough and keeps the logs readable). The
@@ -325,7 +351,7 @@ def _serve_processes(settings: Settings, workers: int) -> None:
     os.environ["SATVAULT_HOST"], os.environ["SATVAULT_PORT"] = settings.host, str(settings.port)
     stop = threading.Event()
 
-    def background() -> None:
+    def run_workers() -> None:
         async def run() -> None:
             app = create_app(settings)
             async with app.router.lifespan_context(app):
@@ -334,15 +360,17 @@ def _serve_processes(settings: Settings, workers: int) -> None:
 
         asyncio.run(run())
 
-    thread = threading.Thread(target=background, name="satvault-workers", daemon=True)
-    thread.start()
+    thread = threading.Thread(target=run_workers, name="satvault-workers", daemon=True)
+    if background:  # --role api: the workers run in another container
+        thread.start()
     try:
         uvicorn.run("satvault.web.app:api_app", factory=True, workers=workers,
                     host=settings.host, port=settings.port, log_config=None, access_log=False,
                     proxy_headers=False, loop=settings.server_loop, http=settings.server_http)
     finally:
         stop.set()
-        thread.join(timeout=30)
+        if thread.is_alive():
+            thread.join(timeout=30)
 
 
 def _start_ln_simnet(settings: Settings) -> Any:

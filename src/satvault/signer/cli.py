@@ -152,6 +152,23 @@ def serve(
         _fail(exc)
 
 
+@app.command("ping")
+def ping(
+    socket_path: Annotated[Path, typer.Option("--socket", help="The signer's unix socket.")],
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait.")] = 5.0,
+) -> None:
+    """Ask the signer at the socket for its descriptors: exit 0 if it answers (a container
+    health check), 1 otherwise. Needs no seed and no passphrase; prints no key."""
+    from satvault.signing.client import UnixSocketSigner
+
+    try:
+        roles = sorted(asyncio.run(UnixSocketSigner(socket_path, timeout=timeout)
+                                   .descriptors()))
+    except SignerError as exc:
+        _fail(exc)
+    _emit({"ok": True, "socket": str(socket_path), "roles": roles})
+
+
 @app.command("refusals")
 def refusals(
     audit_log: Annotated[Path, typer.Option(help="The signer's JSON-lines audit log.")],

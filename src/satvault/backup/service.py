@@ -1,0 +1,217 @@
+"""``backup`` and ``restore``: a database to a backup file and back, either kind.
+
+A backup reads the database while satvault keeps serving: PostgreSQL from one exported
+snapshot, SQLite in one read transaction (see ``_postgres`` and ``_sqlite``). Either way the
+copy holds every transaction committed before the backup began, and the manifest records
+the Alembic revision of exactly that copy.
+
+A restore checks everything it can before it writes: the manifest's shape and format, the
+dump's size and SHA-256, that its schema revision is one this satvault knows (a newer one
+means a newer satvault made it), that the target is the same kind of database and holds no
+tables (unless ``force``). A backup of an older revision is restored as it is; ``satvault db
+upgrade`` then brings it to this code's head.
+
+``progress(phase, done, total)`` is told how far each phase is (bytes, or pg_restore's items;
+``total`` None when unknown); the CLI draws it, the tests ignore it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.engine import make_url
+
+from satvault import __version__
+from satvault.backup import _postgres, _sqlite
+from satvault.backup.archive import (
+    DUMP_NAMES,
+    DumpInfo,
+    Kind,
+    Manifest,
+    extract_dump,
+    file_sha256,
+    read_manifest,
+    write_archive,
+)
+from satvault.backup.errors import BackupError, RevisionTooNew, TargetNotEmpty, WrongKind
+from satvault.config import redact_url
+from satvault.db import async_database_url
+from satvault.logs import get_logger
+from satvault.migrate import alembic_config, head_revision
+
+__all__ = ["BackupResult", "Progress", "RestoreResult", "backup", "database_kind",
+           "known_revision", "restore", "verify"]
+
+log = get_logger(__name__)
+Progress = Callable[[str, int, int | None], None]
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    path: Path
+    manifest: Manifest
+    archive_bytes: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": True, "file": str(self.path), "bytes": self.archive_bytes,
+                "seconds": round(self.seconds, 3), "manifest": self.manifest.as_dict()}
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    into: str  # redacted
+    manifest: Manifest
+    revision: str | None
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        head = head_revision()
+        out: dict[str, Any] = {
+            "ok": True, "into": self.into, "revision": self.revision, "head": head,
+            "up_to_date": self.revision == head, "seconds": round(self.seconds, 3),
+            "manifest": self.manifest.as_dict()}
+        if self.revision != head:
+            out["next"] = "run `satvault db upgrade` to migrate the restored database"
+        return out
+
+
+def database_kind(url: str) -> Kind:
+    return "sqlite" if async_database_url(url).startswith("sqlite") else "postgresql"
+
+
+def _sqlite_path(url: str) -> Path:
+    database = make_url(async_database_url(url)).database
+    if not database or database == ":memory:":
+        raise BackupError("an in-memory SQLite database cannot be backed up or restored into")
+    return Path(database)
+
+
+def known_revision(revision: str) -> bool:
+    """Whether this code's migrations contain ``revision`` (a newer satvault's do not)."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def _noop(_phase: str, _done: int, _total: int | None) -> None:
+    return None
+
+
+async def backup(url: str, dest: Path, *, progress: Progress | None = None) -> BackupResult:
+    """Back the database at ``url`` up into the archive ``dest`` (replaced if it exists)."""
+    report = progress or _noop
+    kind, started = database_kind(url), time.monotonic()
+    created_at = datetime.now(UTC).isoformat(timespec="seconds")
+    log.info("backup_started", kind=kind, database=redact_url(url), file=str(dest))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".satvault-backup-", dir=dest.parent) as tmp:
+        dump_file = Path(tmp) / DUMP_NAMES[kind]
+        report("dump", 0, None)
+        server_version = ""
+        if kind == "sqlite":
+            revision = await asyncio.to_thread(_sqlite.dump, _sqlite_path(url), dump_file)
+        else:
+            revision, server_version = await _postgres.dump(
+                url, dump_file, step=lambda done, total: report("dump", done, total))
+        if revision is None:
+            raise BackupError("the database has no satvault schema (no Alembic revision): "
+                              "there is nothing to back up")
+        size = dump_file.stat().st_size
+        report("dump", size, size)
+        log.info("backup_dumped", kind=kind, bytes=size, revision=revision,
+                 seconds=round(time.monotonic() - started, 3))
+        digest, _ = await asyncio.to_thread(
+            file_sha256, dump_file, lambda done: report("checksum", done, size))
+        manifest = Manifest(satvault_version=__version__, revision=revision,
+                            created_at=created_at, kind=kind,
+                            dump=DumpInfo(name=DUMP_NAMES[kind], bytes=size, sha256=digest),
+                            server_version=server_version)
+        report("archive", 0, size)
+        archive_bytes = await asyncio.to_thread(write_archive, dest, manifest, dump_file)
+        report("archive", size, size)
+    result = BackupResult(dest.resolve(), manifest, archive_bytes, time.monotonic() - started)
+    log.info("backup_finished", file=str(result.path), bytes=archive_bytes, sha256=digest,
+             revision=revision, seconds=round(result.seconds, 3))
+    return result
+
+
+def _check_revision(source: Path, manifest: Manifest) -> None:
+    if manifest.revision is None or not known_revision(manifest.revision):
+        raise RevisionTooNew(
+            f"{source} is at schema revision {manifest.revision!r}, which this satvault "
+            f"({__version__}, head {head_revision()}) does not know: it was made by a newer "
+            f"satvault ({manifest.satvault_version}); restore it with that version or newer")
+
+
+async def verify(source: Path, *, progress: Progress | None = None) -> Manifest:
+    """Every check a restore makes before it writes, without a target: the manifest, the
+    revision, the dump's size and SHA-256."""
+    report = progress or _noop
+    manifest = await asyncio.to_thread(read_manifest, source)
+    _check_revision(source, manifest)
+    with tempfile.TemporaryDirectory(prefix=".satvault-verify-") as tmp:
+        await asyncio.to_thread(extract_dump, source, manifest, Path(tmp),
+                                lambda done: report("verify", done, manifest.dump.bytes))
+    log.info("backup_verified", file=str(source), sha256=manifest.dump.sha256,
+             revision=manifest.revision)
+    return manifest
+
+
+async def restore(source: Path, into: str, *, force: bool = False,
+                  progress: Progress | None = None) -> RestoreResult:
+    """Restore the archive ``source`` into the database at ``into``."""
+    report = progress or _noop
+    started = time.monotonic()
+    manifest = await asyncio.to_thread(read_manifest, source)
+    kind = database_kind(into)
+    log.info("restore_started", file=str(source), kind=manifest.kind,
+             revision=manifest.revision, created_at=manifest.created_at,
+             into=redact_url(into), force=force)
+    if manifest.kind != kind:
+        raise WrongKind(f"{source} is a {manifest.kind} backup and cannot be restored into a "
+                        f"{kind} database")
+    _check_revision(source, manifest)
+    if not force:  # before the long part; the engines check again as they write
+        tables = (await asyncio.to_thread(_sqlite.table_count, _sqlite_path(into))
+                  if kind == "sqlite" else await _postgres.target_tables(into))
+        if tables:
+            raise TargetNotEmpty(
+                f"the target database {redact_url(into)} already holds {tables} tables: "
+                "restore into a new database, or pass --force to replace them (stop "
+                "satvault first)")
+    tmp_parent = _sqlite_path(into).parent if kind == "sqlite" else None
+    if tmp_parent is not None:
+        tmp_parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".satvault-restore-", dir=tmp_parent) as tmp:
+        report("verify", 0, manifest.dump.bytes)
+        dump_file = await asyncio.to_thread(
+            extract_dump, source, manifest, Path(tmp),
+            lambda done: report("verify", done, manifest.dump.bytes))
+        log.info("restore_verified", sha256=manifest.dump.sha256, bytes=manifest.dump.bytes)
+        report("restore", 0, None)
+        if kind == "sqlite":
+            revision = await asyncio.to_thread(_sqlite.restore, dump_file, _sqlite_path(into),
+                                               force=force)
+        else:
+            revision = await _postgres.restore(
+                dump_file, into, force=force,
+                step=lambda done, total: report("restore", done, total))
+    if revision != manifest.revision:
+        raise BackupError(f"the restored database is at revision {revision!r}, not "
+                          f"{manifest.revision!r} as the manifest says")
+    result = RestoreResult(redact_url(into), manifest, revision, time.monotonic() - started)
+    log.info("restore_finished", into=result.into, revision=revision,
+             seconds=round(result.seconds, 3))
+    return result
