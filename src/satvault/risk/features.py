@@ -180,44 +180,7 @@ async def read_features(session: AsyncSession, event: Event, params: Params,
     # On the session's connection (Core), not through the ORM's execute: nothing here is an
     # ORM entity, and the ORM layer costs about a tenth of the statement's client CPU.
     conn = await session.connection()
-    if dialect == "postgresql" and not many and conn.dialect.driver == "asyncpg":
-        return await _fetch_on_driver(conn, (kind, q), values)
     return dict((await conn.execute(q, values)).mappings().one())
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    sql: str
-    names: tuple[str, ...]
-    compiled: Any
-    processors: dict[str, Any]
-
-
-_PREPARED: dict[str, _Prepared] = {}
-
-
-async def _fetch_on_driver(conn: Any, key: tuple[str, Any], values: dict[str, Any]
-                           ) -> dict[str, Any]:
-    """The feature statement straight on asyncpg: the SQL compiled once by SQLAlchemy (its
-    bind processors still applied to every value), then prepared and cached by the driver.
-    SQLAlchemy's per-execution machinery is most of a screening's client CPU (measured in
-    docs/benchmarks.md: 1.13 ms through it, about 0.35 ms on the driver). It runs on the
-    session's own connection, inside the transaction the wallet's lock began."""
-    kind, q = key
-    prep = _PREPARED.get(kind)
-    if prep is None:
-        compiled = q.compile(dialect=conn.dialect)
-        prep = _PREPARED[kind] = _Prepared(
-            compiled.string, tuple(compiled.positiontup or ()), compiled,
-            dict(compiled._bind_processors))
-    params = prep.compiled.construct_params(values)
-    args = [prep.processors[n](params[n]) if n in prep.processors else params[n]
-            for n in prep.names]
-    sync = conn.sync_connection
-    if sync.dispatch.before_cursor_execute:  # listeners (statement counts, tracing) see it
-        sync.dispatch.before_cursor_execute(sync, None, prep.sql, tuple(args), None, False)
-    driver = (await conn.get_raw_connection()).driver_connection
-    return dict(await driver.fetchrow(prep.sql, *args))
 
 
 async def compute_features(session: AsyncSession, event: Event, params: Params,
