@@ -17,7 +17,7 @@ from tests.chainenv import LnEnv
 
 EVERY_WORKER = {"hold-expiry", "address-expiry", "audit", "withdrawal-approvals", "webhooks",
                 "alerts", "chain-watcher", "payouts", "custody", "invoices", "lightning-payer",
-                "lightning-listener", "event-relay", "webhook-fanout"}
+                "lightning-listener", "event-relay", "webhook-fanout", "lease"}
 
 
 def test_importing_the_database_layer_loads_only_the_kernel():

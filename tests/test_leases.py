@@ -1,0 +1,163 @@
+"""Several instances (issue 13 §4): the lease that elects the process running the singleton
+workers, and the fence on their writes.
+
+The lease is a PostgreSQL mechanism (on SQLite one process owns the database and the lease is
+trivially held): the tests marked ``postgres`` run where ``SATVAULT_TEST_POSTGRES_URL`` is set
+(CI sets it)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from sqlalchemy import func, select, text
+
+from satvault.accounts import service as acc
+from satvault.accounts.models import User
+from satvault.composition import open_sessions
+from satvault.db import create_engine
+from satvault.leases import Lease, LeaseLost
+from satvault.workers import LeaseWorker, Worker, singleton
+from tests.conftest import PG_URL
+
+postgres = pytest.mark.skipif(not PG_URL, reason="PostgreSQL only: set SATVAULT_TEST_POSTGRES_URL")
+on_postgres = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+
+
+async def users(sessions) -> int:
+    async with sessions() as s:
+        return int((await s.execute(select(func.count()).select_from(User))).scalar_one())
+
+
+async def row(engine) -> tuple[str, int]:
+    async with engine.connect() as c:
+        r = (await c.execute(text("SELECT holder, epoch FROM worker_leases"))).one()
+    return r.holder, r.epoch
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_on_sqlite_the_lease_is_trivially_held(engine, sessions):
+    lease = Lease(engine, holder="a", ttl=1)
+    assert lease.held and await lease.refresh() and lease.epoch == 1
+    assert lease.fenced(sessions) is sessions  # nothing to fence: one process
+    await lease.release()
+    assert lease.held
+
+
+@postgres
+@on_postgres
+async def test_acquire_renew_expire_take_over_release(engine):
+    a = Lease(engine, holder="a", ttl=1)
+    b = Lease(engine, holder="b", ttl=1)
+    assert not a.held
+    assert await a.refresh() and a.epoch == 1 and a.held
+    assert not await b.refresh() and not b.held  # taken and not expired
+    await asyncio.sleep(0.5)
+    assert await a.refresh() and a.epoch == 1  # renewed: same epoch, later expiry
+    await asyncio.sleep(0.6)
+    assert not await b.refresh()  # 1.1 s after the first take, but renewed at 0.5 s
+    await asyncio.sleep(0.6)
+    assert await b.refresh() and b.epoch == 2  # a stopped renewing: b takes over, epoch + 1
+    assert await row(engine) == ("b", 2)
+    assert not await a.refresh() and not a.held and a.epoch is None
+    await b.release()  # a clean shutdown: the next one takes over at once
+    assert not b.held
+    assert await a.refresh() and a.epoch == 3
+    assert await row(engine) == ("a", 3)
+
+
+@postgres
+@on_postgres
+async def test_local_belief_expires_without_renewal(engine):
+    a = Lease(engine, holder="a", ttl=1)
+    assert await a.refresh()
+    await asyncio.sleep(1.05)
+    assert not a.held  # no renewal for a lease time: standby, whatever the row says
+
+
+@postgres
+@on_postgres
+async def test_fence_waits_for_the_old_leaders_transaction_then_refuses_it(engine, sessions):
+    a = Lease(engine, holder="a", ttl=1)
+    b = Lease(engine, holder="b", ttl=1)
+    assert await a.refresh()
+    fenced = a.fenced(sessions)
+    async with fenced() as s, s.begin():
+        await acc.create_user(s, email="before@example.com")
+        for _ in range(3):  # the lease expires while this (busy) transaction is open
+            await asyncio.sleep(0.4)
+            await s.execute(text("SELECT 1"))
+        # b cannot take the row while a's transaction holds it shared: a commits first
+        assert not await b.refresh()
+        assert await row(engine) == ("a", 1)
+    assert await users(sessions) == 1
+    assert await b.refresh() and b.epoch == 2
+    # a, paused through all this, comes back: its next transaction is refused, writes nothing
+    with pytest.raises(LeaseLost):
+        async with fenced() as s, s.begin():
+            await acc.create_user(s, email="after@example.com")
+    assert not a.held
+    assert await users(sessions) == 1
+    # the new leader's fenced sessions write
+    async with b.fenced(sessions)() as s, s.begin():
+        await acc.create_user(s, email="b@example.com")
+    assert await users(sessions) == 2
+
+
+@postgres
+@on_postgres
+async def test_a_leader_stopped_inside_a_transaction_is_cut_off(engine, sessions):
+    """SIGSTOP in the middle of a transaction: the row stays share-locked, so PostgreSQL ends
+    the idle transaction after a lease time and the takeover goes through; the stopped
+    leader's commit fails and nothing it wrote is kept."""
+    a = Lease(engine, holder="a", ttl=1)
+    b = Lease(engine, holder="b", ttl=1)
+    assert await a.refresh()
+    s = a.fenced(sessions)()
+    await s.begin()
+    await acc.create_user(s, email="stopped@example.com")
+    await s.flush()
+    started = time.monotonic()
+    while not await b.refresh():
+        assert time.monotonic() - started < 5, "no takeover"
+        await asyncio.sleep(0.1)
+    assert b.epoch == 2 and time.monotonic() - started < 3
+    with pytest.raises(Exception):  # noqa: B017 - the connection was terminated by the server
+        await s.commit()
+    await s.close()
+    assert await users(sessions) == 0
+
+
+@postgres
+@on_postgres
+async def test_singleton_workers_run_only_in_the_holder(engine, db_url):
+    other = create_engine(db_url, pool_size=2)  # a second process's pool
+    try:
+        a, b = Lease(engine, holder="a", ttl=1), Lease(other, holder="b", ttl=1)
+        ran: list[str] = []
+        sessions_a, sessions_b = open_sessions(engine), open_sessions(other)
+
+        def job(name: str, sessions) -> Worker:
+            async def tick() -> int:
+                async with sessions() as s, s.begin():
+                    await acc.create_user(s, email=f"{name}{len(ran)}@example.com")
+                ran.append(name)
+                return 1
+            return Worker(f"job-{name}", 0.05, tick)
+
+        wa = singleton(job("a", a.fenced(sessions_a)), a)
+        wb = singleton(job("b", b.fenced(sessions_b)), b)
+        keepers = [LeaseWorker(a, [wa]), LeaseWorker(b, [wb])]
+        for w in [wa, wb, *keepers]:
+            w.start()
+        await asyncio.sleep(0.5)
+        assert ran and set(ran) == {"a"}  # a took the lease first (started first)
+        await keepers[0].stop()  # a's keeper stops and gives the lease back: b takes over
+        await asyncio.sleep(0.6)
+        assert not a.held and b.held and ran[-1] == "b"
+        for w in [wa, wb, keepers[1]]:
+            await w.stop()
+        assert await users(sessions_a) == len(ran)
+    finally:
+        await other.dispose()
