@@ -8,6 +8,7 @@ trivially held): the tests marked ``postgres`` run where ``SATVAULT_TEST_POSTGRE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -18,7 +19,7 @@ from satvault.accounts.models import User
 from satvault.composition import open_sessions
 from satvault.db import create_engine
 from satvault.leases import Lease, LeaseLost
-from satvault.workers import LeaseWorker, Worker, singleton
+from satvault.workers import LeaseWorker, WakeListener, Worker, singleton
 from tests.conftest import PG_URL
 
 postgres = pytest.mark.skipif(not PG_URL, reason="PostgreSQL only: set SATVAULT_TEST_POSTGRES_URL")
@@ -160,4 +161,36 @@ async def test_singleton_workers_run_only_in_the_holder(engine, db_url):
             await w.stop()
         assert await users(sessions_a) == len(ran)
     finally:
+        await other.dispose()
+
+
+@postgres
+@on_postgres
+async def test_work_queued_by_any_process_wakes_the_workers(engine, db_url):
+    """``LISTEN satvault_work``: a committed insert into withdrawals (from any connection,
+    here another process's pool) wakes the workers registered for it; not before commit."""
+    payouts, webhooks = asyncio.Event(), asyncio.Event()
+    listener = WakeListener(engine, {"withdrawals": [payouts],
+                                     "webhook_deliveries": [webhooks]})
+    task = asyncio.create_task(listener.run())
+    other = create_engine(db_url, pool_size=1)
+    try:
+        while listener.runs < 1:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        payouts.clear()
+        webhooks.clear()
+        async with other.begin() as conn:
+            # a statement-level trigger: fires even for an insert of no rows
+            await conn.execute(text("INSERT INTO withdrawals SELECT * FROM withdrawals "
+                                    "WHERE false"))
+            await asyncio.sleep(0.2)
+            assert not payouts.is_set()  # NOTIFY is delivered at commit
+        await asyncio.wait_for(payouts.wait(), timeout=2)
+        assert not webhooks.is_set()
+        assert listener.last_error is None
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         await other.dispose()

@@ -72,6 +72,7 @@ from satvault.workers import (
     LeasedServiceWorker,
     LeaseWorker,
     ServiceWorker,
+    WakeListener,
     Worker,
     address_expiry_worker,
     approval_expiry_worker,
@@ -421,6 +422,14 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
             workers.append(
                 LeasedServiceWorker("lightning-listener", runtime.listener, lease)
                 if lease is not None else ServiceWorker("lightning-listener", runtime.listener))
+    engine = sessions.kw.get("bind")
+    if engine is not None and engine.dialect.name == "postgresql":
+        by_name = {w.name: w.wake for w in workers}
+        targets = {"withdrawals": ["payouts", "lightning-payer"],
+                   "ln_payments": ["lightning-payer"], "webhook_deliveries": ["webhooks"]}
+        workers.append(ServiceWorker("wake-listener", WakeListener(engine, {
+            table: [by_name[n] for n in names if n in by_name]
+            for table, names in targets.items()})))
     if lease is not None:
         workers.append(LeaseWorker(lease, singles))
     return workers

@@ -33,7 +33,7 @@ from satvault.reconcile import Reconciler
 from satvault.withdrawals.policy.approvals import expire_due as expire_due_approvals
 
 __all__ = ["EventRelayWorker", "LeaseWorker", "LeasedServiceWorker", "ServiceWorker",
-           "StreamConsumerWorker", "WebhookWorker",
+           "StreamConsumerWorker", "WakeListener", "WebhookWorker",
            "Worker", "address_expiry_worker", "approval_expiry_worker", "audit_worker",
            "chain_watcher_worker", "event_relay_worker", "hold_expiry_worker",
            "lightning_payer_worker", "payout_worker", "singleton", "stream_consumer_worker",
@@ -185,6 +185,55 @@ class LeasedServiceWorker(ServiceWorker):
                     await run
             if not self.lease.held:
                 log.warning("service_standby", worker=self.name, lease=self.lease.name)
+
+
+WAKE_CHANNEL = "satvault_work"
+
+
+class WakeListener:
+    """``LISTEN satvault_work`` on a connection of its own (PostgreSQL): a statement inserting
+    withdrawals, Lightning payments or webhook deliveries sends the table's name when it
+    commits (triggers of migration 0027), in whichever process or host, and this sets the
+    wake events registered for it. A missed notification (the connection dropped) only
+    delays the work to the workers' next tick; after a reconnection every target is woken."""
+
+    def __init__(self, engine: Any, targets: dict[str, list[asyncio.Event]]) -> None:
+        self.engine = engine
+        self.targets = targets
+        self.runs = 0
+        self.last_error: str | None = None
+
+    def _on(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        for wake in self.targets.get(payload, ()):
+            wake.set()
+
+    async def run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with self.engine.connect() as conn:
+                    driver = (await conn.get_raw_connection()).driver_connection
+                    await driver.add_listener(WAKE_CHANNEL, self._on)
+                    try:
+                        for wakes in self.targets.values():
+                            for wake in wakes:
+                                wake.set()
+                        self.runs += 1
+                        self.last_error = None
+                        delay = 0.5
+                        while not driver.is_closed():
+                            await asyncio.sleep(1.0)
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await driver.remove_listener(WAKE_CHANNEL, self._on)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("wake_listener_reconnect", error=type(exc).__name__,
+                            in_seconds=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def chain_watcher_worker(watcher: Watcher, interval: float) -> Worker:
