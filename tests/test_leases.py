@@ -132,6 +132,29 @@ async def test_a_leader_stopped_inside_a_transaction_is_cut_off(engine, sessions
 
 @postgres
 @on_postgres
+async def test_a_leader_stopped_halfway_through_its_renewal_is_cut_off(engine):
+    """Stopped after its renewal's UPDATE and before the COMMIT: the row is locked, so the
+    renewal's own transaction is bounded too, and the takeover goes through."""
+    from satvault.leases import _RENEW
+
+    a = Lease(engine, holder="a", ttl=1)
+    b = Lease(engine, holder="b", ttl=1)
+    assert await a.refresh()
+    conn = await engine.connect()
+    await conn.begin()
+    await a._bounded(conn)
+    await conn.execute(_RENEW, {"name": a.name, "holder": "a", "epoch": 1, "ttl": 1.0})
+    started = time.monotonic()
+    while not await b.refresh():
+        assert time.monotonic() - started < 5, "no takeover"
+        await asyncio.sleep(0.1)
+    assert b.epoch == 2 and time.monotonic() - started < 3
+    with contextlib.suppress(Exception):
+        await conn.close()
+
+
+@postgres
+@on_postgres
 async def test_singleton_workers_run_only_in_the_holder(engine, db_url):
     other = create_engine(db_url, pool_size=2)  # a second process's pool
     try:

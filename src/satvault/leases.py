@@ -114,8 +114,7 @@ class Lease:
         params: dict[str, Any] = {"name": self.name, "holder": self.holder, "ttl": self.ttl}
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(text(
-                    f"SET LOCAL lock_timeout = {max(100, int(self.ttl * 1000 / 3))}"))
+                await self._bounded(conn)
                 epoch: int | None = None
                 if self.epoch is not None:
                     epoch = (await conn.execute(
@@ -138,6 +137,14 @@ class Lease:
             log.info("lease_acquired", lease=self.name, holder=self.holder, epoch=self.epoch)
         return True
 
+    async def _bounded(self, conn: Any) -> None:
+        """Bound a lease transaction: wait at most a third of the lease time for the row, and
+        if this process is stopped halfway (its UPDATE done, its COMMIT not sent), have
+        PostgreSQL end the transaction after as long, so the row is not locked for ever."""
+        third = max(100, int(self.ttl * 1000 / 3))
+        await conn.execute(text(f"SET LOCAL lock_timeout = {third}"))
+        await conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {third}"))
+
     async def release(self) -> None:
         """Let the lease expire now (a clean shutdown): another process takes over at once."""
         if not self.enforced or self.epoch is None:
@@ -145,6 +152,7 @@ class Lease:
         epoch, self.epoch = self.epoch, None
         try:
             async with self.engine.begin() as conn:
+                await self._bounded(conn)
                 await conn.execute(_RELEASE, {"name": self.name, "holder": self.holder,
                                               "epoch": epoch})
         except Exception as exc:  # it expires by itself anyway
