@@ -96,7 +96,8 @@ async def test_two_instances_fail_over_without_paying_or_crediting_twice(
     chain = Chain()
     server = SimnetServer(chain, port=0, user="u", password="p").start()
     settings = make_settings(db_url, tmp_path, server.url, sweep_min_sat=0,
-                             sweep_min_confirmations=1, min_feerate_sat_vb=1)
+                             sweep_min_confirmations=1, min_feerate_sat_vb=1,
+                             lightning_backend="none")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path),
            "SATVAULT_HOME": str(tmp_path), "SATVAULT_DATABASE_URL": db_url,
            "SATVAULT_NETWORK": "regtest", "SATVAULT_CHAIN_BACKEND": "bitcoind",
@@ -183,7 +184,13 @@ async def test_two_instances_fail_over_without_paying_or_crediting_twice(
     except AssertionError as exc:  # say where each process was
         tails = "\n".join(f"--- {i.name}: {i.log.read_text(errors='replace')[-2500:]}"
                           for i in instances.values())
-        raise AssertionError(f"{exc}\nlease: {await holder()}\n{tails}") from exc
+        async with sessions() as s:
+            activity = (await s.execute(text(
+                "SELECT pid, state, now() - state_change AS idle, wait_event_type, "
+                "left(query, 120) AS query FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"))).all()
+        raise AssertionError(f"{exc}\nlease: {await holder()}\n"
+                             + "\n".join(map(str, activity)) + f"\n{tails}") from exc
     finally:
         for inst in instances.values():
             inst.end()

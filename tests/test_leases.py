@@ -79,29 +79,35 @@ async def test_local_belief_expires_without_renewal(engine):
 
 @postgres
 @on_postgres
-async def test_fence_waits_for_the_old_leaders_transaction_then_refuses_it(engine, sessions):
+async def test_fence_refuses_a_deposed_leaders_transactions(engine, sessions):
     a = Lease(engine, holder="a", ttl=1)
     b = Lease(engine, holder="b", ttl=1)
     assert await a.refresh()
     fenced = a.fenced(sessions)
-    async with fenced() as s, s.begin():
-        await acc.create_user(s, email="before@example.com")
-        for _ in range(3):  # the lease expires while this (busy) transaction is open
-            await asyncio.sleep(0.4)
-            await s.execute(text("SELECT 1"))
-        # b cannot take the row while a's transaction holds it shared: a commits first
-        assert not await b.refresh()
-        assert await row(engine) == ("a", 1)
+    async with fenced() as s, s.begin():  # under a valid lease: written
+        await acc.create_user(s, email="valid@example.com")
+        assert not await b.refresh()  # the lease is a's: b waits, a's transaction goes on
+        assert await a.refresh()  # a renews while its own transaction holds the row
+    assert await users(sessions) == 1
+    # a transaction still going on after its lease expired blocks the takeover: the process
+    # taking over ends it, and none of it is kept
+    with pytest.raises(Exception):  # noqa: B017 - its session was terminated
+        async with fenced() as s, s.begin():
+            await acc.create_user(s, email="late@example.com")
+            for _ in range(8):  # busy (never idle), past the expiry
+                await asyncio.sleep(0.3)
+                await s.execute(text("SELECT 1"))
+                if _ == 3:
+                    assert not await b.refresh()  # the wait for the row times out: cut off
     assert await users(sessions) == 1
     assert await b.refresh() and b.epoch == 2
-    # a, paused through all this, comes back: its next transaction is refused, writes nothing
+    # a comes back: its next transaction is refused before it writes anything
     with pytest.raises(LeaseLost):
         async with fenced() as s, s.begin():
             await acc.create_user(s, email="after@example.com")
     assert not a.held
     assert await users(sessions) == 1
-    # the new leader's fenced sessions write
-    async with b.fenced(sessions)() as s, s.begin():
+    async with b.fenced(sessions)() as s, s.begin():  # the new leader's fenced sessions write
         await acc.create_user(s, email="b@example.com")
     assert await users(sessions) == 2
 
@@ -127,6 +133,33 @@ async def test_a_leader_stopped_inside_a_transaction_is_cut_off(engine, sessions
     with pytest.raises(Exception):  # noqa: B017 - the connection was terminated by the server
         await s.commit()
     await s.close()
+    assert await users(sessions) == 0
+
+
+@postgres
+@on_postgres
+async def test_a_transaction_of_an_expired_epoch_that_is_not_idle_is_ended(engine, sessions):
+    """Stopped halfway through a statement, a leader's session is not idle and the idle
+    timeout does not end it: the process taking over ends it (here a statement still running
+    long after the lease expired), and nothing of it is kept."""
+    a = Lease(engine, holder="a", ttl=1)
+    b = Lease(engine, holder="b", ttl=1)
+    assert await a.refresh()
+
+    async def stuck() -> None:
+        async with a.fenced(sessions)() as s, s.begin():
+            await acc.create_user(s, email="stuck@example.com")
+            await s.execute(text("SELECT pg_sleep(30)"))
+
+    task = asyncio.create_task(stuck())
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    while not await b.refresh():
+        assert time.monotonic() - started < 6, "no takeover"
+        await asyncio.sleep(0.2)
+    assert b.epoch == 2
+    with pytest.raises(Exception):  # noqa: B017 - its session was terminated
+        await asyncio.wait_for(task, timeout=5)
     assert await users(sessions) == 0
 
 

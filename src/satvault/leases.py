@@ -10,14 +10,21 @@ payouts, custody, audit sealer, alerts) run in the one process holding a **lease
   has expired, and taking it adds one to the epoch. Times are the *database's* clock
   (``clock_timestamp()``), so clock skew between hosts does not matter.
 * **Fence** (:meth:`Lease.fenced`): the singleton workers' components get sessions whose
-  every transaction starts with ``SELECT … FOR SHARE`` of the lease row, matching this
+  every transaction starts with ``SELECT … FOR KEY SHARE`` of the lease row, matching this
   process's holder and epoch and not expired. No row: :class:`LeaseLost`, and nothing of the
-  transaction is written. The share lock held until the transaction ends makes a takeover's
-  ``UPDATE`` of the row wait for the old leader's transaction in flight, so a transaction that
-  began under a valid lease commits before the epoch moves, never after. A leader paused in
-  the middle of a transaction (SIGSTOP, a long GC pause) would hold that lock for ever: the
-  same transaction sets ``idle_in_transaction_session_timeout`` to the lease time, so
-  PostgreSQL ends it (rolling it back) and the takeover goes through.
+  transaction is written. The key-share lock lasts until the transaction ends. The holder's
+  renewals (a plain ``UPDATE``) do not conflict with it, but a takeover first locks the row
+  ``FOR UPDATE``, which does: it waits for the old leader's transactions in flight, so none
+  of them can commit after the epoch moved.
+* **Cut-off.** A transaction of an expired epoch that keeps the row locked (its process
+  paused: SIGSTOP, a VM frozen, a stall) would block the takeover for ever. Each fenced
+  transaction sets ``idle_in_transaction_session_timeout`` to the lease time, so PostgreSQL
+  ends one left idle; and the process taking over, when its wait for the row times out on a
+  lease already expired by the database's clock, ends the sessions still inside a
+  transaction of that epoch (each fenced transaction names itself in ``application_name``).
+  Their transactions roll back; an expired epoch can never be renewed, so nothing valid is
+  cut. Hence a leader's transaction must not outlast the lease (they are short: network
+  calls happen outside transactions).
 * On SQLite (one process by construction) the lease is always held and nothing is fenced.
 
 Advisory locks are not used: they belong to a connection, so a leader whose connection
@@ -54,6 +61,7 @@ _RENEW = text(
     "UPDATE worker_leases SET expires_at = clock_timestamp() + make_interval(secs => :ttl), "
     "renewed_at = clock_timestamp() WHERE name = :name AND holder = :holder "
     "AND epoch = :epoch AND expires_at > clock_timestamp() RETURNING epoch")
+_LOCK = text("SELECT 1 FROM worker_leases WHERE name = :name FOR UPDATE")
 _TAKE = text(
     "UPDATE worker_leases SET holder = :holder, epoch = epoch + 1, "
     "expires_at = clock_timestamp() + make_interval(secs => :ttl), "
@@ -64,7 +72,7 @@ _RELEASE = text(
     "WHERE name = :name AND holder = :holder AND epoch = :epoch")
 _CHECK = text(
     "SELECT 1 FROM worker_leases WHERE name = :name AND holder = :holder AND epoch = :epoch "
-    "AND expires_at > clock_timestamp() FOR SHARE")
+    "AND expires_at > clock_timestamp() FOR KEY SHARE")
 
 
 class LeaseLost(RuntimeError):
@@ -106,8 +114,9 @@ class Lease:
 
     async def refresh(self) -> bool:
         """Renew the lease if held, else take it if free or expired. Returns :attr:`held`.
-        A renewal that cannot get the row within a third of the lease time (a transaction of
-        ours still holds it shared) leaves the belief as it was until the next try."""
+        A refresh that cannot get the row within a third of the lease time (a takeover
+        waiting for a transaction of the holder) leaves the belief as it was until the next
+        try."""
         if not self.enforced:
             return True
         started = time.monotonic()
@@ -122,9 +131,15 @@ class Lease:
                 if epoch is None:
                     epoch = (await conn.execute(_INSERT, params)).scalar_one_or_none()
                 if epoch is None:
+                    # FOR UPDATE waits for the holder's transactions in flight (KEY SHARE)
+                    await conn.execute(_LOCK, {"name": self.name})
                     epoch = (await conn.execute(_TAKE, params)).scalar_one_or_none()
         except Exception as exc:  # lock timeout, connection trouble: try again next time
-            log.warning("lease_refresh_failed", lease=self.name, error=type(exc).__name__)
+            detail = str(getattr(exc, "orig", exc))
+            log.warning("lease_refresh_failed", lease=self.name, error=type(exc).__name__,
+                        detail=detail[:200])
+            if "lock timeout" in detail:
+                await self._cut_off_expired()
             return self.held
         previous = self.epoch
         if epoch is None:
@@ -136,6 +151,34 @@ class Lease:
         if previous != self.epoch:
             log.info("lease_acquired", lease=self.name, holder=self.holder, epoch=self.epoch)
         return True
+
+    def _app_name(self, epoch: int) -> str:
+        return f"satvault-lease {self.name} {epoch}"
+
+    async def _cut_off_expired(self) -> None:
+        """The row is expired by the database's clock but still locked by a transaction of
+        the expired epoch: its process is stopped somewhere the idle timeout does not reach
+        (halfway through a statement's messages). End those sessions (their transactions
+        roll back), found by the ``application_name`` each fenced transaction sets; the next
+        refresh takes the lease over. An expired epoch can never be renewed, so nothing
+        valid is cut. Needs the right to signal the database role's own sessions."""
+        try:
+            async with self.engine.connect() as conn:
+                epoch = (await conn.execute(text(
+                    "SELECT epoch FROM worker_leases WHERE name = :name AND holder <> :holder "
+                    "AND expires_at <= clock_timestamp()"),
+                    {"name": self.name, "holder": self.holder})).scalar_one_or_none()
+                if epoch is None:
+                    return
+                cut = (await conn.execute(text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = :app "
+                    "AND pid <> pg_backend_pid()"), {"app": self._app_name(int(epoch))})
+                ).scalar_one()
+            log.warning("lease_holder_cut_off", lease=self.name, epoch=int(epoch),
+                        sessions=int(cut))
+        except Exception as exc:
+            log.warning("lease_cut_off_failed", lease=self.name, error=type(exc).__name__)
 
     async def _bounded(self, conn: Any) -> None:
         """Bound a lease transaction: wait at most a third of the lease time for the row, and
@@ -163,7 +206,7 @@ class Lease:
     def fenced(self, sessions: async_sessionmaker[AsyncSession]
                ) -> async_sessionmaker[AsyncSession]:
         """A session factory like ``sessions`` (same engine, same commit hooks) whose every
-        transaction first checks, and share-locks, this lease's row as held by this process
+        transaction first checks, and key-share-locks, this lease's row as held by this process
         at its current epoch; else :class:`LeaseLost`. On SQLite: ``sessions`` itself."""
         if not self.enforced:
             return sessions
@@ -180,9 +223,13 @@ class Lease:
         epoch = self.epoch
         if epoch is None:
             raise LeaseLost(f"lease {self.name!r} is not held by {self.holder}")
-        # A leader stopped inside this transaction must not keep the row locked for ever.
+        # A leader stopped inside this transaction must not keep the row locked for ever:
+        # idle, PostgreSQL ends it after a lease time; stopped halfway through a statement,
+        # the next holder finds it by this name (:meth:`_cut_off_expired`).
         connection.execute(text("SET LOCAL idle_in_transaction_session_timeout = "
                                 f"{int(self.ttl * 1000)}"))
+        connection.execute(text("SELECT set_config('application_name', :app, true)"),
+                           {"app": self._app_name(epoch)})
         row = connection.execute(_CHECK, {"name": self.name, "holder": self.holder,
                                           "epoch": epoch}).first()
         if row is None:
