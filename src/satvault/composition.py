@@ -45,6 +45,7 @@ from satvault.events.relay import EventRelay
 from satvault.invoices.service import apply_payment
 from satvault.invoices.tasks import InvoiceRefresher
 from satvault.kernel.plugins import PluginError, load_plugin, plugin_names
+from satvault.leases import Lease
 from satvault.lightning.invoices import InvoiceListener, StoreInvoiceHook
 from satvault.lightning.payments import LightningPayer
 from satvault.logs import get_logger
@@ -68,7 +69,10 @@ from satvault.signer.inprocess import InProcessSigner
 from satvault.signer.seed import create_seed_file, load_seed_file
 from satvault.signing.base import Signer
 from satvault.workers import (
+    LeasedServiceWorker,
+    LeaseWorker,
     ServiceWorker,
+    WakeListener,
     Worker,
     address_expiry_worker,
     approval_expiry_worker,
@@ -79,6 +83,7 @@ from satvault.workers import (
     hold_expiry_worker,
     lightning_payer_worker,
     payout_worker,
+    singleton,
     stream_consumer_worker,
     webhook_worker,
 )
@@ -362,20 +367,35 @@ def event_stream(settings: Settings) -> JetStream:
 
 
 def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession],
-                  runtime: Runtime | None) -> list[Worker]:
+                  runtime: Runtime | None, lease: Lease | None = None) -> list[Worker]:
     """Every background worker of a process that runs them, in start order. The node-facing
     ones need a :class:`Runtime`; their wake-up events are wired here (``/admin/chain/notify``
     wakes the watcher, a withdrawal wakes the Lightning payer, a commit that queued webhook
     deliveries wakes the webhook worker, and with ``event_stream = "nats"`` every commit that
-    wrote an event wakes the relay to NATS JetStream)."""
+    wrote an event wakes the relay to NATS JetStream).
+
+    ``lease`` (several instances, docs/operations.md): the singleton workers (chain watcher,
+    payouts, custody, Lightning payer and listener, audit sealer, alerts) run only while this
+    process holds it, and write through sessions fenced by its epoch (the runtime's, built
+    by :class:`Platform` from ``lease.fenced``); a ``lease`` worker, last, takes and renews
+    it. The others (expiries, webhooks, invoice refresher, event relay with its own lease)
+    claim their rows in the database and run in every process."""
+    fenced = lease.fenced(sessions) if lease is not None else sessions
+    singles: list[Worker] = []
+
+    def single(w: Worker) -> Worker:
+        if lease is not None:
+            singles.append(singleton(w, lease))
+        return w
+
     workers: list[Worker] = [
         hold_expiry_worker(sessions, settings.hold_expiry_interval),
         address_expiry_worker(sessions, 60.0),
-        audit_worker(sessions, settings.audit_seal_interval),
+        single(audit_worker(fenced, settings.audit_seal_interval)),
         approval_expiry_worker(sessions, settings.withdrawal_approval_expiry_interval),
         webhook_worker(WebhookDispatcher(sessions, environment=settings.environment),
                        interval=2.0),
-        alerts_worker(settings, sessions, runtime),
+        single(alerts_worker(settings, fenced, runtime)),
     ]
     if settings.event_stream == "nats":  # the outbox stays the truth; the relay copies it
         workers.append(event_relay_worker(EventRelay(
@@ -385,22 +405,33 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
         # The webhook deliveries are queued from the stream (see open_sessions).
         workers.append(stream_consumer_worker("webhook-fanout", DurableConsumer(
             event_stream(settings), CONSUMER, WebhookFanout(sessions))))
-    if runtime is None:
-        return workers
-    watcher = chain_watcher_worker(runtime.watcher, settings.watcher_interval)
-    runtime.watcher.wake = watcher.wake
-    workers.append(watcher)
-    workers.append(payout_worker(runtime.payouts, settings.payout_interval))
-    workers.append(custody_worker(runtime.sweeps, runtime.refills, runtime.reconciler,
-                                  settings.custody_interval))
-    workers.append(Worker("invoices", 1.0, InvoiceRefresher(
-        sessions, settings, runtime.lightning).step))
-    if runtime.payer is not None:
-        payer = lightning_payer_worker(runtime.payer, settings.ln_payer_interval)
-        runtime.payer_wake = payer.wake
-        workers.append(payer)
-    if runtime.listener is not None:
-        workers.append(ServiceWorker("lightning-listener", runtime.listener))
+    if runtime is not None:
+        watcher = chain_watcher_worker(runtime.watcher, settings.watcher_interval)
+        runtime.watcher.wake = watcher.wake
+        workers.append(single(watcher))
+        workers.append(single(payout_worker(runtime.payouts, settings.payout_interval)))
+        workers.append(single(custody_worker(runtime.sweeps, runtime.refills,
+                                             runtime.reconciler, settings.custody_interval)))
+        workers.append(Worker("invoices", 1.0, InvoiceRefresher(
+            sessions, settings, runtime.lightning).step))
+        if runtime.payer is not None:
+            payer = lightning_payer_worker(runtime.payer, settings.ln_payer_interval)
+            runtime.payer_wake = payer.wake
+            workers.append(single(payer))
+        if runtime.listener is not None:
+            workers.append(
+                LeasedServiceWorker("lightning-listener", runtime.listener, lease)
+                if lease is not None else ServiceWorker("lightning-listener", runtime.listener))
+    engine = sessions.kw.get("bind")
+    if engine is not None and engine.dialect.name == "postgresql":
+        by_name = {w.name: w.wake for w in workers}
+        targets = {"withdrawals": ["payouts", "lightning-payer"],
+                   "ln_payments": ["lightning-payer"], "webhook_deliveries": ["webhooks"]}
+        workers.append(ServiceWorker("wake-listener", WakeListener(engine, {
+            table: [by_name[n] for n in names if n in by_name]
+            for table, names in targets.items()})))
+    if lease is not None:
+        workers.append(LeaseWorker(lease, singles))
     return workers
 
 
@@ -421,6 +452,7 @@ class Platform:
     sessions: async_sessionmaker[AsyncSession]
     runtime: Runtime | None = None
     workers: list[Worker] = field(default_factory=list)
+    lease: Lease | None = None
     own_engine: bool = False
     own_runtime: bool = False
 
@@ -438,18 +470,28 @@ class Platform:
         """``workers``: run the background workers here. ``runtime``: connect to the nodes
         even without workers (an API process beside one that runs them)."""
         await ensure_current(self.engine)
+        if workers:
+            # The singleton workers run in the one process holding the lease (PostgreSQL;
+            # trivially this one on SQLite), their components writing through fenced sessions.
+            self.lease = Lease(self.engine, holder=self.settings.instance_id or None,
+                               ttl=self.settings.worker_lease_seconds)
+            await self.lease.refresh()
         if self.runtime is None and (workers or runtime) and self.settings.chain_backend:
-            self.runtime = Runtime.build(self.settings, self.sessions)
+            self.runtime = Runtime.build(
+                self.settings,
+                self.lease.fenced(self.sessions) if self.lease is not None else self.sessions)
             self.own_runtime = True
         if workers:
-            self.workers = build_workers(self.settings, self.sessions, self.runtime)
+            self.workers = build_workers(self.settings, self.sessions, self.runtime,
+                                         self.lease)
             for w in self.workers:
                 w.start()
 
     async def stop(self) -> None:
-        for w in self.workers:
+        for w in self.workers:  # the lease worker last: it releases the lease
             await w.stop()
         self.workers = []
+        self.lease = None
         if self.runtime is not None and self.own_runtime:
             await self.runtime.close()
         if self.own_engine:

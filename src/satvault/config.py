@@ -319,6 +319,12 @@ class Settings(BaseSettings):
     event_relay_batch: int = Field(default=500, ge=1, le=10_000)
     # One relay publishes at a time: it holds a lease on its cursor row, renewed each batch.
     event_relay_lease_seconds: float = Field(default=30.0, ge=1)
+    # Several instances (docs/operations.md): on PostgreSQL the singleton workers run in the
+    # one process holding the ``worker_leases`` row; another takes over at most this long
+    # after the holder stops renewing. ``instance_id``: this process's name in the row
+    # (empty: host name, process id and a random suffix).
+    worker_lease_seconds: float = Field(default=15.0, ge=1, le=600)
+    instance_id: str = Field(default="", max_length=80)
 
     @field_validator("rate_limit_auth_failures_per_address", "rate_limit_auth_failures_per_key",
                      "rate_limit_public", "rate_limit_public_create", "rate_limit_create")

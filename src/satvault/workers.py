@@ -22,6 +22,7 @@ from satvault.events.jetstream import DurableConsumer
 from satvault.events.outbox import notifier
 from satvault.events.relay import EventRelay
 from satvault.kernel.retrying import retrying
+from satvault.leases import Lease, LeaseLost
 from satvault.ledger.store import expire_due_holds
 from satvault.lightning.payments import LightningPayer
 from satvault.logs import get_logger
@@ -31,10 +32,11 @@ from satvault.payouts.job import PayoutJob
 from satvault.reconcile import Reconciler
 from satvault.withdrawals.policy.approvals import expire_due as expire_due_approvals
 
-__all__ = ["EventRelayWorker", "ServiceWorker", "StreamConsumerWorker", "WebhookWorker",
+__all__ = ["EventRelayWorker", "LeaseWorker", "LeasedServiceWorker", "ServiceWorker",
+           "StreamConsumerWorker", "WakeListener", "WebhookWorker",
            "Worker", "address_expiry_worker", "approval_expiry_worker", "audit_worker",
            "chain_watcher_worker", "event_relay_worker", "hold_expiry_worker",
-           "lightning_payer_worker", "payout_worker", "stream_consumer_worker",
+           "lightning_payer_worker", "payout_worker", "singleton", "stream_consumer_worker",
            "webhook_worker"]
 
 log = get_logger(__name__)
@@ -113,6 +115,125 @@ class ServiceWorker(Worker):
     @last_error.setter
     def last_error(self, _value: str | None) -> None:
         pass
+
+
+# ------------------------------------------------------------------ several instances
+
+
+def singleton(worker: Worker, lease: Lease) -> Worker:
+    """Run ``worker``'s ticks only while this process holds ``lease`` (standby otherwise).
+    A tick refused by the fence (:class:`LeaseLost`: another process took the lease while
+    this one was paused) wrote nothing; it is dropped and this process goes to standby."""
+    tick = worker._tick
+
+    async def gated() -> int:
+        if not lease.held:
+            return 0
+        try:
+            return await tick()
+        except LeaseLost:
+            lease.drop()
+            log.warning("worker_fenced", worker=worker.name, lease=lease.name)
+            return 0
+
+    worker._tick = gated
+    return worker
+
+
+class LeaseWorker(Worker):
+    """Takes or renews the lease every third of its lifetime; when this process becomes the
+    holder it wakes the singleton workers at once. Stopping releases the lease, so a clean
+    shutdown hands over without waiting for the expiry."""
+
+    def __init__(self, lease: Lease, followers: list[Worker]) -> None:
+        super().__init__("lease", lease.ttl / 3, self._refresh, on_stop=lease.release)
+        self.lease = lease
+        self.followers = followers
+
+    async def _refresh(self) -> int:
+        before = self.lease.held
+        held = await self.lease.refresh()
+        if held and not before:
+            for w in self.followers:
+                w.wake.set()
+        return 0
+
+
+class LeasedServiceWorker(ServiceWorker):
+    """A long-running service (the Lightning listener) run only while ``lease`` is held:
+    started when this process becomes the holder, cancelled when it stops being it."""
+
+    def __init__(self, name: str, service: Any, lease: Lease, poll: float = 0.5) -> None:
+        super().__init__(name, service)
+        self.lease = lease
+        self._poll = poll
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._guard(), name=f"worker:{self.name}")
+
+    async def _guard(self) -> None:
+        while True:
+            while not self.lease.held:
+                await asyncio.sleep(self._poll)
+            run = asyncio.create_task(self._service.run(), name=f"service:{self.name}")
+            try:
+                while self.lease.held and not run.done():
+                    await asyncio.wait({run}, timeout=self._poll)
+            finally:
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await run
+            if not self.lease.held:
+                log.warning("service_standby", worker=self.name, lease=self.lease.name)
+
+
+WAKE_CHANNEL = "satvault_work"
+
+
+class WakeListener:
+    """``LISTEN satvault_work`` on a connection of its own (PostgreSQL): a statement inserting
+    withdrawals, Lightning payments or webhook deliveries sends the table's name when it
+    commits (triggers of migration 0027), in whichever process or host, and this sets the
+    wake events registered for it. A missed notification (the connection dropped) only
+    delays the work to the workers' next tick; after a reconnection every target is woken."""
+
+    def __init__(self, engine: Any, targets: dict[str, list[asyncio.Event]]) -> None:
+        self.engine = engine
+        self.targets = targets
+        self.runs = 0
+        self.last_error: str | None = None
+
+    def _on(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        for wake in self.targets.get(payload, ()):
+            wake.set()
+
+    async def run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with self.engine.connect() as conn:
+                    driver = (await conn.get_raw_connection()).driver_connection
+                    await driver.add_listener(WAKE_CHANNEL, self._on)
+                    try:
+                        for wakes in self.targets.values():
+                            for wake in wakes:
+                                wake.set()
+                        self.runs += 1
+                        self.last_error = None
+                        delay = 0.5
+                        while not driver.is_closed():
+                            await asyncio.sleep(1.0)
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await driver.remove_listener(WAKE_CHANNEL, self._on)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("wake_listener_reconnect", error=type(exc).__name__,
+                            in_seconds=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def chain_watcher_worker(watcher: Watcher, interval: float) -> Worker:

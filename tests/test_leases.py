@@ -1,0 +1,252 @@
+"""Several instances (issue 13 §4): the lease that elects the process running the singleton
+workers, and the fence on their writes.
+
+The lease is a PostgreSQL mechanism (on SQLite one process owns the database and the lease is
+trivially held): the tests marked ``postgres`` run where ``SATVAULT_TEST_POSTGRES_URL`` is set
+(CI sets it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+from sqlalchemy import func, select, text
+
+from satvault.accounts import service as acc
+from satvault.accounts.models import User
+from satvault.composition import open_sessions
+from satvault.db import create_engine
+from satvault.leases import Lease, LeaseLost
+from satvault.workers import LeaseWorker, WakeListener, Worker, singleton
+from tests.conftest import PG_URL
+
+postgres = pytest.mark.skipif(not PG_URL, reason="PostgreSQL only: set SATVAULT_TEST_POSTGRES_URL")
+on_postgres = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+
+
+async def users(sessions) -> int:
+    async with sessions() as s:
+        return int((await s.execute(select(func.count()).select_from(User))).scalar_one())
+
+
+async def row(engine) -> tuple[str, int]:
+    async with engine.connect() as c:
+        r = (await c.execute(text("SELECT holder, epoch FROM worker_leases"))).one()
+    return r.holder, r.epoch
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_on_sqlite_the_lease_is_trivially_held(engine, sessions):
+    lease = Lease(engine, holder="a", ttl=1)
+    assert lease.held and await lease.refresh() and lease.epoch == 1
+    assert lease.fenced(sessions) is sessions  # nothing to fence: one process
+    await lease.release()
+    assert lease.held
+
+
+@postgres
+@on_postgres
+async def test_acquire_renew_expire_take_over_release(engine):
+    a = Lease(engine, holder="a", ttl=1)
+    b = Lease(engine, holder="b", ttl=1)
+    assert not a.held
+    assert await a.refresh() and a.epoch == 1 and a.held
+    assert not await b.refresh() and not b.held  # taken and not expired
+    await asyncio.sleep(0.5)
+    assert await a.refresh() and a.epoch == 1  # renewed: same epoch, later expiry
+    await asyncio.sleep(0.6)
+    assert not await b.refresh()  # 1.1 s after the first take, but renewed at 0.5 s
+    await asyncio.sleep(0.6)
+    assert await b.refresh() and b.epoch == 2  # a stopped renewing: b takes over, epoch + 1
+    assert await row(engine) == ("b", 2)
+    assert not await a.refresh() and not a.held and a.epoch is None
+    await b.release()  # a clean shutdown: the next one takes over at once
+    assert not b.held
+    assert await a.refresh() and a.epoch == 3
+    assert await row(engine) == ("a", 3)
+
+
+@postgres
+@on_postgres
+async def test_local_belief_expires_without_renewal(engine):
+    a = Lease(engine, holder="a", ttl=1)
+    assert await a.refresh()
+    await asyncio.sleep(1.05)
+    assert not a.held  # no renewal for a lease time: standby, whatever the row says
+
+
+@postgres
+@on_postgres
+async def test_fence_refuses_a_deposed_leaders_transactions(engine, sessions):
+    a = Lease(engine, holder="a", ttl=1)
+    b = Lease(engine, holder="b", ttl=1)
+    assert await a.refresh()
+    fenced = a.fenced(sessions)
+    async with fenced() as s, s.begin():  # under a valid lease: written
+        await acc.create_user(s, email="valid@example.com")
+        assert not await b.refresh()  # the lease is a's: b waits, a's transaction goes on
+        assert await a.refresh()  # a renews while its own transaction holds the row
+    assert await users(sessions) == 1
+    # a transaction still going on after its lease expired blocks the takeover: the process
+    # taking over ends it, and none of it is kept
+    with pytest.raises(Exception):  # noqa: B017 - its session was terminated
+        async with fenced() as s, s.begin():
+            await acc.create_user(s, email="late@example.com")
+            for _ in range(8):  # busy (never idle), past the expiry
+                await asyncio.sleep(0.3)
+                await s.execute(text("SELECT 1"))
+                if _ == 3:
+                    assert not await b.refresh()  # the wait for the row times out: cut off
+    assert await users(sessions) == 1
+    assert await b.refresh() and b.epoch == 2
+    # a comes back: its next transaction is refused before it writes anything
+    with pytest.raises(LeaseLost):
+        async with fenced() as s, s.begin():
+            await acc.create_user(s, email="after@example.com")
+    assert not a.held
+    assert await users(sessions) == 1
+    async with b.fenced(sessions)() as s, s.begin():  # the new leader's fenced sessions write
+        await acc.create_user(s, email="b@example.com")
+    assert await users(sessions) == 2
+
+
+@postgres
+@on_postgres
+async def test_a_leader_stopped_inside_a_transaction_is_cut_off(engine, sessions):
+    """SIGSTOP in the middle of a transaction: the row stays share-locked, so PostgreSQL ends
+    the idle transaction after a lease time and the takeover goes through; the stopped
+    leader's commit fails and nothing it wrote is kept."""
+    a = Lease(engine, holder="a", ttl=1)
+    b = Lease(engine, holder="b", ttl=1)
+    assert await a.refresh()
+    s = a.fenced(sessions)()
+    await s.begin()
+    await acc.create_user(s, email="stopped@example.com")
+    await s.flush()
+    started = time.monotonic()
+    while not await b.refresh():
+        assert time.monotonic() - started < 5, "no takeover"
+        await asyncio.sleep(0.1)
+    assert b.epoch == 2 and time.monotonic() - started < 3
+    with pytest.raises(Exception):  # noqa: B017 - the connection was terminated by the server
+        await s.commit()
+    await s.close()
+    assert await users(sessions) == 0
+
+
+@postgres
+@on_postgres
+async def test_a_transaction_of_an_expired_epoch_that_is_not_idle_is_ended(engine, sessions):
+    """Stopped halfway through a statement, a leader's session is not idle and the idle
+    timeout does not end it: the process taking over ends it (here a statement still running
+    long after the lease expired), and nothing of it is kept."""
+    a = Lease(engine, holder="a", ttl=1)
+    b = Lease(engine, holder="b", ttl=1)
+    assert await a.refresh()
+
+    async def stuck() -> None:
+        async with a.fenced(sessions)() as s, s.begin():
+            await acc.create_user(s, email="stuck@example.com")
+            await s.execute(text("SELECT pg_sleep(30)"))
+
+    task = asyncio.create_task(stuck())
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    while not await b.refresh():
+        assert time.monotonic() - started < 6, "no takeover"
+        await asyncio.sleep(0.2)
+    assert b.epoch == 2
+    with pytest.raises(Exception):  # noqa: B017 - its session was terminated
+        await asyncio.wait_for(task, timeout=5)
+    assert await users(sessions) == 0
+
+
+@postgres
+@on_postgres
+async def test_a_leader_stopped_halfway_through_its_renewal_is_cut_off(engine):
+    """Stopped after its renewal's UPDATE and before the COMMIT: the row is locked, so the
+    renewal's own transaction is bounded too, and the takeover goes through."""
+    from satvault.leases import _RENEW
+
+    a = Lease(engine, holder="a", ttl=1)
+    b = Lease(engine, holder="b", ttl=1)
+    assert await a.refresh()
+    conn = await engine.connect()
+    await conn.begin()
+    await a._bounded(conn)
+    await conn.execute(_RENEW, {"name": a.name, "holder": "a", "epoch": 1, "ttl": 1.0})
+    started = time.monotonic()
+    while not await b.refresh():
+        assert time.monotonic() - started < 5, "no takeover"
+        await asyncio.sleep(0.1)
+    assert b.epoch == 2 and time.monotonic() - started < 3
+    with contextlib.suppress(Exception):
+        await conn.close()
+
+
+@postgres
+@on_postgres
+async def test_singleton_workers_run_only_in_the_holder(engine, db_url):
+    other = create_engine(db_url, pool_size=2)  # a second process's pool
+    try:
+        a, b = Lease(engine, holder="a", ttl=1), Lease(other, holder="b", ttl=1)
+        ran: list[str] = []
+        sessions_a, sessions_b = open_sessions(engine), open_sessions(other)
+
+        def job(name: str, sessions) -> Worker:
+            async def tick() -> int:
+                async with sessions() as s, s.begin():
+                    await acc.create_user(s, email=f"{name}{len(ran)}@example.com")
+                ran.append(name)
+                return 1
+            return Worker(f"job-{name}", 0.05, tick)
+
+        wa = singleton(job("a", a.fenced(sessions_a)), a)
+        wb = singleton(job("b", b.fenced(sessions_b)), b)
+        keepers = [LeaseWorker(a, [wa]), LeaseWorker(b, [wb])]
+        for w in [wa, wb, *keepers]:
+            w.start()
+        await asyncio.sleep(0.5)
+        assert ran and set(ran) == {"a"}  # a took the lease first (started first)
+        await keepers[0].stop()  # a's keeper stops and gives the lease back: b takes over
+        await asyncio.sleep(0.6)
+        assert not a.held and b.held and ran[-1] == "b"
+        for w in [wa, wb, keepers[1]]:
+            await w.stop()
+        assert await users(sessions_a) == len(ran)
+    finally:
+        await other.dispose()
+
+
+@postgres
+@on_postgres
+async def test_work_queued_by_any_process_wakes_the_workers(engine, db_url):
+    """``LISTEN satvault_work``: a committed insert into withdrawals (from any connection,
+    here another process's pool) wakes the workers registered for it; not before commit."""
+    payouts, webhooks = asyncio.Event(), asyncio.Event()
+    listener = WakeListener(engine, {"withdrawals": [payouts],
+                                     "webhook_deliveries": [webhooks]})
+    task = asyncio.create_task(listener.run())
+    other = create_engine(db_url, pool_size=1)
+    try:
+        while listener.runs < 1:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        payouts.clear()
+        webhooks.clear()
+        async with other.begin() as conn:
+            # a statement-level trigger: fires even for an insert of no rows
+            await conn.execute(text("INSERT INTO withdrawals SELECT * FROM withdrawals "
+                                    "WHERE false"))
+            await asyncio.sleep(0.2)
+            assert not payouts.is_set()  # NOTIFY is delivered at commit
+        await asyncio.wait_for(payouts.wait(), timeout=2)
+        assert not webhooks.is_set()
+        assert listener.last_error is None
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await other.dispose()
