@@ -2,7 +2,7 @@
 the singleton workers (chain watcher, Lightning listener and payer, payouts, custody, audit
 sealer, alerts), with the epoch that fences a deposed leader's writes
 
-Revision ID: 0027_worker_leases (its parent: down_revision below)
+Revision ID: 0028_worker_leases (its parent: down_revision below)
 Create Date: 2026-12-04
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0027_worker_leases"
-down_revision: str | None = "0026_deposit_screening"
+revision: str = "0028_worker_leases"
+down_revision: str | None = "0027_risk_window_indexes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
