@@ -215,7 +215,9 @@ async def test_singleton_workers_run_only_in_the_holder(engine, db_url):
         assert not a.held and b.held and ran[-1] == "b"
         for w in [wa, wb, keepers[1]]:
             await w.stop()
-        assert await users(sessions_a) == len(ran)
+        # Every tick that ran wrote its row (the last one may be cancelled by stop() after its
+        # commit, before it was counted here).
+        assert await users(sessions_a) in (len(ran), len(ran) + 1)
     finally:
         await other.dispose()
 
