@@ -1,4 +1,5 @@
-"""The ``satvault`` command, run as a real process against both databases."""
+"""The ``satvault`` command against both databases: in this process (`sv_here`) where the
+process boundary is not the point, as a real process (`sv`) for serving and start-up."""
 
 from __future__ import annotations
 
@@ -65,33 +66,35 @@ def _sql(url: str, statement: str) -> None:
 
 def test_init_then_manage_accounts_and_check(db_url, tmp_path):
     home = tmp_path / "home"
-    first = sv("init", url=db_url, home=home)
+    first = sv_here("init", url=db_url, home=home)
     created = last_json(first)
     assert created["api_key"].startswith("sv.") and len(created["password"]) >= 12
     assert "shown ONCE" in first.stderr
     assert created["password"] not in first.stderr
-    again = sv("init", url=db_url, home=home, check=False)
+    again = sv_here("init", url=db_url, home=home, check=False)
     assert again.returncode == 1 and "already initialised" in last_json(again)["error"]
-    quiet = sv("init", "--if-needed", url=db_url, home=home)
+    quiet = sv_here("init", "--if-needed", url=db_url, home=home)
     assert created["api_key"] not in quiet.stdout + quiet.stderr
 
-    user = last_json(sv("user", "create", "--email", "carol@example.com", url=db_url, home=home))
+    user = last_json(sv_here("user", "create", "--email", "carol@example.com", url=db_url,
+                             home=home))
     assert user["id"].startswith("usr_") and user["wallet_id"].startswith("wal_")
-    merchant = last_json(sv("merchant", "create", "--name", "Corner Shop", url=db_url, home=home))
-    store = last_json(sv("store", "create", "--merchant", merchant["id"], "--name", "Online",
+    merchant = last_json(sv_here("merchant", "create", "--name", "Corner Shop", url=db_url,
+                                 home=home))
+    store = last_json(sv_here("store", "create", "--merchant", merchant["id"], "--name", "Online",
                          url=db_url, home=home))
     assert store["merchant_id"] == merchant["id"]
-    key = last_json(sv("apikey", "create", "--owner", store["id"], "--scopes",
+    key = last_json(sv_here("apikey", "create", "--owner", store["id"], "--scopes",
                        "invoices:write,wallet:read", url=db_url, home=home))
     assert key["scopes"] == ["invoices:write", "wallet:read"] and key["api_key"].startswith("sv.")
-    bad = sv("apikey", "create", "--owner", store["id"], "--scopes", "root", url=db_url,
+    bad = sv_here("apikey", "create", "--owner", store["id"], "--scopes", "root", url=db_url,
              home=home, check=False)
     assert bad.returncode == 1 and "unknown scope" in last_json(bad)["error"]
 
-    ok = sv("ledger", "check", url=db_url, home=home)
+    ok = sv_here("ledger", "check", url=db_url, home=home)
     assert last_json(ok)["ok"] is True
     _sql(db_url, "UPDATE ledger_accounts SET credits_posted = 5 WHERE name LIKE 'user:%'")
-    broken = sv("ledger", "check", url=db_url, home=home, check=False)
+    broken = sv_here("ledger", "check", url=db_url, home=home, check=False)
     assert broken.returncode == 1
     report = last_json(broken)
     assert report["ok"] is False
