@@ -121,9 +121,12 @@ async def test_a_refusal_committed_while_the_short_path_waits_still_wins(session
                     waiting = (await probe.execute(text(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                         "AND datname = current_database()"))).scalar_one()
-                    if waiting:
+                    if waiting or second.done():
                         break
                     await asyncio.sleep(0.02)
+                if second.done():  # it did not wait: say what it did instead
+                    raise AssertionError(f"the second submit finished without waiting: "
+                                         f"{second.exception() or second.result()!r}")
                 assert waiting, "the second submit never waited for the row locks"
         else:
             await asyncio.sleep(0.2)
