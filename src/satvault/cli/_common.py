@@ -11,13 +11,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.config import Settings, get_settings
 from satvault.kernel.errors import SatvaultError
 from satvault.migrate import SchemaNotCurrent, ensure_current
 
-__all__ = ["emit", "fail", "in_transaction"]
+__all__ = ["emit", "fail", "in_transaction", "with_database"]
 
 T = TypeVar("T")
 
@@ -32,9 +32,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def in_transaction(work: Callable[[AsyncSession], Awaitable[T]],
-                   settings: Settings | None = None) -> T:
-    """Run ``work`` in one transaction; a domain error is printed and exits 1."""
+def with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]],
+                  settings: Settings | None = None) -> T:
+    """Run ``work`` with the configured database's session factory (refused, exit 2, when
+    the schema is not current); a domain error is printed and exits 1."""
     settings = settings or get_settings()
 
     async def runner() -> T:
@@ -43,8 +44,7 @@ def in_transaction(work: Callable[[AsyncSession], Awaitable[T]],
         engine, sessions = open_database(settings, pool_size=2)
         try:
             await ensure_current(engine)
-            async with sessions() as session, session.begin():
-                return await work(session)
+            return await work(sessions)
         finally:
             await engine.dispose()
 
@@ -54,3 +54,13 @@ def in_transaction(work: Callable[[AsyncSession], Awaitable[T]],
         fail(str(exc), 2)
     except SatvaultError as exc:
         fail(str(exc))
+
+
+def in_transaction(work: Callable[[AsyncSession], Awaitable[T]],
+                   settings: Settings | None = None) -> T:
+    """Run ``work`` in one transaction (see :func:`with_database`)."""
+    async def one(sessions: async_sessionmaker[AsyncSession]) -> T:
+        async with sessions() as session, session.begin():
+            return await work(session)
+
+    return with_database(one, settings)

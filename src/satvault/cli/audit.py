@@ -12,46 +12,21 @@ chain and checks the log still hashes to it.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.cli._common import emit as _emit
-from satvault.cli._common import fail as _fail
+from satvault.cli._common import with_database
 from satvault.config import get_settings
-from satvault.kernel.errors import SatvaultError
 
 __all__ = ["app"]
 
-T = TypeVar("T")
 app = typer.Typer(help="The hash-chained audit log: seal, verify, anchor (also on chain).",
                   no_args_is_help=True)
 FenceTimeout = Annotated[float, typer.Option(
     min=0.0, help="Seconds to wait for transactions still open before sealing past them.")]
-
-
-def _run(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
-    from satvault.composition import open_database
-    from satvault.migrate import SchemaNotCurrent, ensure_current
-
-    async def go() -> T:
-        engine, sessions = open_database(get_settings(), pool_size=2)
-        try:
-            await ensure_current(engine)
-            return await work(sessions)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(go())
-    except SchemaNotCurrent as exc:
-        _fail(str(exc), 2)
-    except SatvaultError as exc:
-        _fail(str(exc))
-    raise AssertionError("unreachable")
 
 
 @app.command("seal")
@@ -59,7 +34,7 @@ def seal_cmd(fence_timeout: FenceTimeout = 30.0) -> None:
     """Chain every row and ledger transfer written since the last round."""
     from satvault.audit.service import seal_all
 
-    done = _run(lambda sessions: seal_all(sessions, fence_timeout=fence_timeout))
+    done = with_database(lambda sessions: seal_all(sessions, fence_timeout=fence_timeout))
     _emit({"ok": not done.waiting, **done.as_dict()})
     if done.waiting:
         raise typer.Exit(1)
@@ -89,7 +64,7 @@ def verify_cmd(fence_timeout: FenceTimeout = 30.0) -> None:
             async with sessions() as s, s.begin():
                 return await verify(s, progress=step)
 
-    result = _run(work)
+    result = with_database(work)
     _emit(result.as_dict())
     if not result.ok:
         raise typer.Exit(1)
@@ -108,7 +83,7 @@ def anchor_cmd(
     next sweep also commits it on chain (`audit anchors` shows its txid once confirmed)."""
     from satvault.audit.service import anchor
 
-    top = _run(lambda sessions: anchor(sessions, actor=actor, fence_timeout=fence_timeout,
+    top = with_database(lambda sessions: anchor(sessions, actor=actor, fence_timeout=fence_timeout,
                                        onchain=onchain))
     out: dict[str, Any] = {"ok": True, **top.as_dict()}
     if onchain:
@@ -129,7 +104,7 @@ def anchors_cmd(
         async with sessions() as s:
             return await list_anchors(s, limit=limit)
 
-    _emit({"ok": True, "anchors": _run(work)})
+    _emit({"ok": True, "anchors": with_database(work)})
 
 
 @app.command("verify-anchor")
@@ -149,7 +124,7 @@ def verify_anchor_cmd(
         finally:
             await backend.close()
 
-    result = _run(work)
+    result = with_database(work)
     _emit(result)
     if not result["ok"]:
         raise typer.Exit(1)

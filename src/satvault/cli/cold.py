@@ -127,30 +127,13 @@ def sign(
 # ------------------------------------------------------------------ the coordinator's side
 
 def _in_transaction(work: Any) -> Any:
-    import asyncio
-
-    from satvault.composition import open_database
+    """``work(session, settings)`` in one transaction (imported here: `cold sign`, on the
+    offline machine, never loads the database layer)."""
+    from satvault.cli._common import in_transaction
     from satvault.config import get_settings
-    from satvault.kernel.errors import SatvaultError
-    from satvault.migrate import SchemaNotCurrent, ensure_current
 
     settings = get_settings()
-
-    async def go() -> Any:
-        engine, sessions = open_database(settings, pool_size=1)
-        try:
-            await ensure_current(engine)
-            async with sessions() as session, session.begin():
-                return await work(session, settings)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(go())
-    except SchemaNotCurrent as exc:
-        _fail(str(exc), 2)
-    except SatvaultError as exc:
-        _fail(str(exc))
+    return in_transaction(lambda session: work(session, settings), settings)
 
 
 @app.command("export")

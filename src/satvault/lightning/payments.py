@@ -184,13 +184,7 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
                                      store_id=store_id, on_store_invoice=on_store_invoice)
     # One read: whether it is being paid from here, and whether it is one of ours (settled
     # internally: the internal rail's limits apply, not Lightning's).
-    live, ours_exists = (await session.execute(select(
-        select(LnPayment.id).where(LnPayment.payment_hash == inv.payment_hash,
-                                   LnPayment.status.in_(_LIVE)).exists(),
-        select(LnInvoice.payment_hash).where(
-            LnInvoice.payment_hash == inv.payment_hash).exists()))).one()
-    if live:
-        raise PaymentRefused("this invoice is already paid, or being paid, from here")
+    ours_exists = await _not_paid_here_and_ours(session, inv.payment_hash)
     rail = WithdrawalMethod.INTERNAL if ours_exists else WithdrawalMethod.LIGHTNING
     await check_daily_limit(session, wallet=wallet, amount_msat=inv.amount_msat,
                             settings=settings, rail=rail.value)
@@ -248,13 +242,7 @@ async def release_held_payment(session: AsyncSession, wd: Withdrawal, *, bolt11:
     left on the node), then queued for the payer exactly as that path queues it, and
     ``pending``. The caller has locked ``wd``."""
     inv = check_invoice(bolt11, network=settings.network, amount_msat=wd.amount_msat)
-    live, ours_exists = (await session.execute(select(
-        select(LnPayment.id).where(LnPayment.payment_hash == inv.payment_hash,
-                                   LnPayment.status.in_(_LIVE)).exists(),
-        select(LnInvoice.payment_hash).where(
-            LnInvoice.payment_hash == inv.payment_hash).exists()))).one()
-    if live:
-        raise PaymentRefused("this invoice is already paid, or being paid, from here")
+    ours_exists = await _not_paid_here_and_ours(session, inv.payment_hash)
     if ours_exists:  # as _settle_internally: never pay one of ours while the node holds it
         raise PaymentRefused("this platform's invoice could not be taken off its node; "
                              "return the money instead")
@@ -288,6 +276,19 @@ async def settle_held_internally(session: AsyncSession, wd: Withdrawal, *, walle
     wd.status, wd.fee_msat, wd.updated_at = WithdrawalStatus.CONFIRMED, 0, utcnow()
     await session.flush()
     await emit_withdrawal(session, wd, "confirmed")
+
+
+async def _not_paid_here_and_ours(session: AsyncSession, payment_hash: str) -> bool:
+    """Refuse an invoice being (or already) paid from here; whether it is one of ours. One
+    read for both."""
+    live, ours = (await session.execute(select(
+        select(LnPayment.id).where(LnPayment.payment_hash == payment_hash,
+                                   LnPayment.status.in_(_LIVE)).exists(),
+        select(LnInvoice.payment_hash).where(
+            LnInvoice.payment_hash == payment_hash).exists()))).one()
+    if live:
+        raise PaymentRefused("this invoice is already paid, or being paid, from here")
+    return bool(ours)
 
 
 def _payable_by(wallet: Wallet, amount_msat: int, payment_hash: str
