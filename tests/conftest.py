@@ -27,7 +27,10 @@ PG_URL = os.environ.get("SATVAULT_TEST_POSTGRES_URL", "")
 if os.environ.get("SATVAULT_TEST_REQUIRE_POSTGRES") and not PG_URL:
     raise pytest.UsageError("SATVAULT_TEST_REQUIRE_POSTGRES is set but no PostgreSQL URL is")
 BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
-TABLES = ["worker_leases", "reconciliation_incidents", "reconciliation_runs", "alert_states",
+TABLES = ["auth_refresh_tokens", "auth_token_families", "auth_signing_keys",
+          "auth_signin_challenges", "auth_email_tokens", "auth_recovery_codes",
+          "auth_credentials", "web_sessions", "worker_leases", "reconciliation_incidents",
+          "reconciliation_runs", "alert_states",
           "risk_held_invoices", "risk_sars", "risk_case_events", "risk_frozen_deposits",
           "risk_cases", "risk_decisions", "risk_rule_sets", "risk_address_labels",
           "kyc_records", "screening_entries", "liability_proofs", "liability_rounds",

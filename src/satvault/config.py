@@ -287,6 +287,26 @@ class Settings(BaseSettings):
     # A signer refusal keeps its alert open this long after the last one.
     alert_signer_refusal_seconds: int = Field(default=3600, ge=1)
 
+    # --- sign-in and mail (satvault.auth, docs/security.md) --------------------------------
+    # The relay that sends sign-up verification and password-reset mail. Host empty: in
+    # development the mail is written to the log (with a warning); in production sending
+    # fails (503) rather than pretend.
+    smtp_host: str = ""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = None
+    mail_from: str = "satvault@localhost"
+    # JWT access tokens (POST /api/v1/auth/token): their life, and the life of the refresh
+    # tokens that renew them (each used once, then replaced).
+    auth_access_token_seconds: int = Field(default=600, ge=60, le=3600)
+    auth_refresh_token_days: int = Field(default=30, ge=1, le=365)
+    # Progressive lockout of an account: from the threshold-th failed sign-in in a row, each
+    # failure locks it for base * 2^(failures - threshold) seconds, at most max.
+    auth_lockout_threshold: int = Field(default=5, ge=1, le=100)
+    auth_lockout_base_seconds: int = Field(default=60, ge=1)
+    auth_lockout_max_seconds: int = Field(default=3600, ge=1)
+
     # --- satvault doctor (docs/operations.md) ----------------------------------------------
     # The code-integrity check: the signed manifest of the installed package's files (empty:
     # _manifest.json inside the package) and the Ed25519 public key (64 hex digits) whose

@@ -18,10 +18,12 @@ __all__ = ["ApiKey", "AuditEvent", "Merchant", "Store", "User", "UserStatus", "W
 
 class UserStatus(StrEnum):
     """Only an ``active`` user logs in with LNURL-auth or is paid through a Lightning Address;
-    ``suspended`` (set by an operator) keeps one out. The column has no CHECK constraint: this
-    set is the code's."""
+    ``suspended`` (set by an operator) keeps one out; ``pending``: signed up by e-mail and not
+    verified yet (satvault.auth), cannot sign in. The column has no CHECK constraint: this set
+    is the code's."""
 
     ACTIVE = "active"
+    PENDING = "pending"
     SUSPENDED = "suspended"
 
 

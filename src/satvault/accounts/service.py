@@ -121,7 +121,7 @@ async def ensure_wallet(session: AsyncSession, *, owner_type: str, owner_id: str
 
 async def create_user(session: AsyncSession, *, email: str, password: str | None = None,
                       display_name: str = "", is_admin: bool = False,
-                      actor: str = "system") -> User:
+                      status: UserStatus = UserStatus.ACTIVE, actor: str = "system") -> User:
     email = email.strip().lower()
     if not _EMAIL.match(email):
         raise InvalidInput(f"{email!r} is not an e-mail address")
@@ -131,7 +131,7 @@ async def create_user(session: AsyncSession, *, email: str, password: str | None
         raise AlreadyExists(f"a user with e-mail {email!r} exists")
     user = User(id=new_id("usr"), email=email, display_name=display_name,
                 password_hash=hash_password(password) if password else None,
-                is_admin=is_admin, kyc_tier=0, status=UserStatus.ACTIVE, created_at=utcnow())
+                is_admin=is_admin, kyc_tier=0, status=status, created_at=utcnow())
     session.add(user)
     await session.flush()
     await ensure_wallet(session, owner_type="user", owner_id=user.id)
@@ -329,4 +329,6 @@ async def authenticate_password(session: AsyncSession, *, email: str, password: 
     )).scalar_one_or_none()
     if user is None or not user.password_hash or not verify_password(password, user.password_hash):
         raise Unauthenticated("wrong e-mail or password")
+    if user.status != UserStatus.ACTIVE:  # told only to whoever knows the password
+        raise Unauthenticated(f"this account is {user.status.value}")
     return user

@@ -51,6 +51,7 @@ apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
 from satvault.cli._common import emit, fail, in_transaction  # noqa: E402
 from satvault.cli.audit import app as audit_app  # noqa: E402
+from satvault.cli.auth import app as auth_app  # noqa: E402
 from satvault.cli.backup import backup_cmd, restore_cmd  # noqa: E402
 from satvault.cli.cold import app as cold_app  # noqa: E402
 from satvault.cli.custody import app as custody_app  # noqa: E402
@@ -77,6 +78,7 @@ app.add_typer(liabilities_app, name="liabilities")
 app.add_typer(cold_app, name="cold")
 app.add_typer(reserves_app, name="reserves")
 app.add_typer(audit_app, name="audit")
+app.add_typer(auth_app, name="auth")
 app.add_typer(doctor_app, name="doctor")
 app.add_typer(events_app, name="events")
 app.add_typer(kyc_app, name="kyc")

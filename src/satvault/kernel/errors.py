@@ -12,6 +12,7 @@ problem+json (``web/problems.py``). Nothing here knows about HTTP.
     ├── AuthError
     │   ├── Unauthenticated   no key, unknown key, revoked key, wrong password
     │   └── Forbidden         authenticated, but not allowed
+    │       └── StepUpRequired  a money action needs a fresh TOTP code or payment password
     ├── ConcurrentUpdate      another transaction got there first: run the unit again
     └── Busy                  retryable conflicts outlived the retries
 """
@@ -19,7 +20,7 @@ problem+json (``web/problems.py``). Nothing here knows about HTTP.
 from __future__ import annotations
 
 __all__ = ["AlreadyExists", "AuthError", "Busy", "ConcurrentUpdate", "Forbidden",
-           "InvalidInput", "NotFound", "SatvaultError", "Unauthenticated"]
+           "InvalidInput", "NotFound", "SatvaultError", "StepUpRequired", "Unauthenticated"]
 
 
 class SatvaultError(Exception):
@@ -48,6 +49,11 @@ class Unauthenticated(AuthError):
 
 class Forbidden(AuthError):
     pass
+
+
+class StepUpRequired(Forbidden):
+    """Signed in, but a money action (withdrawal, API key, payout destination) from the
+    dashboard wants the TOTP code or the payment password again, within a few minutes."""
 
 
 class ConcurrentUpdate(SatvaultError):

@@ -13,6 +13,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.service import Principal, authenticate_api_key
+from satvault.auth.tokens import authenticate_jwt, looks_like_jwt
 from satvault.config import Settings
 from satvault.kernel.errors import Forbidden, Unauthenticated
 
@@ -49,12 +50,13 @@ async def _principal(
     endpoint that manages its own transactions (idempotent POSTs) must not find the database
     already locked by its own caller (SQLite has one writer). Failures are counted against
     the client address and the key id (web/ratelimit.py): past the budget, a 429 before the
-    database is asked."""
+    database is asked. A bearer token shaped like a JWT is an access token from
+    ``POST /api/v1/auth/token`` (satvault.auth.tokens), anything else an API key."""
     token, malformed = x_api_key, None
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() != "bearer" or not value:
-            malformed = "use 'Authorization: Bearer <api key>'"
+            malformed = "use 'Authorization: Bearer <api key or access token>'"
         token = value
     cache: PrincipalCache | None = getattr(request.app.state, "principals", None)
     if (token and not malformed and cache is not None
@@ -67,15 +69,21 @@ async def _principal(
         if malformed or not token:
             raise Unauthenticated(malformed or "an API key is required")
         sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+        is_jwt = looks_like_jwt(token)
         async with sessions() as session, session.begin():
-            principal = await authenticate_api_key(session, token)
+            if is_jwt:
+                principal = await authenticate_jwt(session, token)
+            else:
+                principal = await authenticate_api_key(session, token)
     except Unauthenticated:
         if limiter is not None:
             await limiter.authentication_failed(request, token)
         raise
     if limiter is not None:
         await limiter.authentication_succeeded(token)
-    if cache is not None:
+    # Access tokens are not cached: their revocation (sign-out, refresh reuse, a suspended
+    # user) and expiry take effect on the next request.
+    if cache is not None and not is_jwt:
         cache.put(token, principal)
     return principal
 

@@ -15,6 +15,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from satvault.auth import errors as au
 from satvault.backends import errors as be
 from satvault.events import errors as ev
 from satvault.kernel import errors as acc
@@ -40,6 +41,11 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     acc.InvalidInput: (422, "invalid-input"),
     acc.Unauthenticated: (401, "unauthenticated"),
     acc.Forbidden: (403, "forbidden"),
+    acc.StepUpRequired: (403, "step-up-required"),
+    au.AccountLocked: (429, "account-locked"),
+    au.InvalidCode: (401, "invalid-code"),
+    au.EnrollmentRequired: (403, "totp-enrollment-required"),
+    au.MailUnavailable: (503, "mail-unavailable"),
     led.AccountNotFound: (404, "not-found"),
     led.InsufficientFunds: (422, "insufficient-funds"),
     led.TransferConflict: (422, "idempotency-conflict"),
@@ -126,6 +132,8 @@ def problem_for(exc: Exception) -> JSONResponse | None:
         extra.update(exc.as_problem())
     if isinstance(exc, risk.RiskRejected):
         extra["decision_id"], extra["case_id"] = exc.decision_id, exc.case_id
+    if isinstance(exc, au.AccountLocked):
+        extra["retry_after"] = exc.retry_after
     detail = str(exc)
     if status == 502:
         log.warning("backend_error", error=type(exc).__name__, detail=detail)
@@ -133,6 +141,8 @@ def problem_for(exc: Exception) -> JSONResponse | None:
     resp = problem(status, slug, detail, **extra)
     if status == 401:
         resp.headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, au.AccountLocked):
+        resp.headers["Retry-After"] = str(exc.retry_after)
     return resp
 
 

@@ -11,6 +11,7 @@ from satvault.web.routes import (
     admin,
     approvals,
     audit,
+    auth,
     checkout,
     deposits,
     invoices,
@@ -52,4 +53,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     risk.router,
     metrics.router,
     risk_cases.router,
+    auth.router,
 )

@@ -1,0 +1,79 @@
+"""A user's sign-in state (``auth_credentials``) and the policy numbers that govern it: the
+lockout, the lives of tokens and challenges. The policy is plain values the edge builds from
+the settings; services take it as a keyword and never read settings themselves."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.auth.models import Credentials
+from satvault.config import Settings
+from satvault.kernel.clock import utcnow
+
+__all__ = ["AuthPolicy", "credentials", "digest", "is_locked", "lock_for", "random_token"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthPolicy:
+    access_token_seconds: int = 600
+    refresh_token_days: int = 30
+    lockout_threshold: int = 5
+    lockout_base_seconds: int = 60
+    lockout_max_seconds: int = 3600
+    verify_token_hours: int = 48
+    reset_token_minutes: int = 60
+    challenge_minutes: int = 5
+    challenge_attempts: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AuthPolicy:
+        return cls(access_token_seconds=settings.auth_access_token_seconds,
+                   refresh_token_days=settings.auth_refresh_token_days,
+                   lockout_threshold=settings.auth_lockout_threshold,
+                   lockout_base_seconds=settings.auth_lockout_base_seconds,
+                   lockout_max_seconds=settings.auth_lockout_max_seconds)
+
+
+def lock_for(policy: AuthPolicy, failures: int) -> timedelta | None:
+    """How long ``failures`` failed attempts in a row lock an account (None: not locked):
+    base, 2 x base, 4 x base … from the threshold on, capped."""
+    over = failures - policy.lockout_threshold
+    if over < 0:
+        return None
+    seconds = policy.lockout_base_seconds * (2 ** min(over, 30))
+    return timedelta(seconds=min(seconds, policy.lockout_max_seconds))
+
+
+def random_token() -> str:
+    """A 256-bit URL-safe secret (mailed links, refresh tokens, sign-in challenges)."""
+    return secrets.token_urlsafe(32)
+
+
+def digest(secret: str) -> str:
+    """What is stored of a high-entropy secret: its SHA-256 (a slow hash buys nothing
+    against 2^256, see accounts.security)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def credentials(session: AsyncSession, user_id: str, *,
+                      for_update: bool = False) -> Credentials:
+    """The user's row, created (empty) on first use."""
+    found = await session.get(Credentials, user_id, with_for_update=for_update or None)
+    if found is None:
+        found = Credentials(user_id=user_id, totp_required=False, failed_signins=0,
+                            updated_at=utcnow())
+        session.add(found)
+        await session.flush()
+    return found
+
+
+def is_locked(creds: Credentials, now: datetime) -> int:
+    """Seconds the account stays locked (0: not locked)."""
+    if creds.locked_until is None or creds.locked_until <= now:
+        return 0
+    return max(1, int((creds.locked_until - now).total_seconds() + 0.999))

@@ -1,0 +1,166 @@
+"""Checking a password and a second factor, with the account lockout, and the half-signed-in
+challenge between them.
+
+Lockout (per account, in ``auth_credentials`` so it holds across processes): every failed
+password or code counts; from the ``lockout_threshold``-th failure in a row the account is
+locked for base, 2 x base, 4 x base … seconds (capped), and while locked nothing is checked,
+so guessing stops whatever the guess. A success clears the count. The per-address budget is
+the edge's (web/ratelimit.py). A failure is written before it is raised: the caller that
+wants it to count commits (the sign-in routes answer the refusal as a response).
+
+Unknown addresses cost an argon2 verification too, so timing does not tell them apart; a
+pending or suspended account is named only to whoever gave its right password.
+
+The challenge: a right password for a user with TOTP does not make a session. It makes a
+challenge (256-bit token, stored hashed, 5 minutes, 5 tries) which only a valid TOTP or
+recovery code trades for a session; the challenge itself opens nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.models import User, UserStatus
+from satvault.accounts.security import hash_password, verify_password
+from satvault.audit.service import record
+from satvault.auth.credentials import (
+    AuthPolicy,
+    credentials,
+    digest,
+    is_locked,
+    lock_for,
+    random_token,
+)
+from satvault.auth.errors import AccountLocked, InvalidCode
+from satvault.auth.models import Credentials, SigninChallenge
+from satvault.auth.totp import totp_enabled, verify_factor
+from satvault.kernel.clock import utcnow
+from satvault.kernel.errors import Unauthenticated
+from satvault.kernel.ids import new_id
+
+__all__ = ["Checked", "check_password", "check_second_factor", "count_failure",
+           "live_challenge", "pass_challenge", "signed_in", "start_challenge"]
+
+_WRONG = "wrong e-mail or password"
+# Spent on unknown addresses so they take as long as known ones.
+_DUMMY_HASH = hash_password("satvault-timing-equaliser")
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A right password: the user, and whether a second factor must follow."""
+
+    user: User
+    needs_second_factor: bool
+
+
+async def count_failure(session: AsyncSession, creds: Credentials, *, policy: AuthPolicy,
+                        what: str, ip: str = "") -> None:
+    """One more failure in a row; the lockout it triggers, audited."""
+    now = utcnow()
+    creds.failed_signins += 1
+    creds.updated_at = now
+    await record(session, actor=creds.user_id, action="auth.signin_failed",
+                 object=creds.user_id,
+                 after={"factor": what, "failures": creds.failed_signins, "ip": ip})
+    lock = lock_for(policy, creds.failed_signins)
+    if lock is not None:
+        creds.locked_until = now + lock
+        await record(session, actor="satvault", action="auth.locked", object=creds.user_id,
+                     after={"failures": creds.failed_signins,
+                            "seconds": int(lock.total_seconds())})
+
+
+def _refuse_if_locked(creds: Credentials) -> None:
+    wait = is_locked(creds, utcnow())
+    if wait:
+        raise AccountLocked(wait)
+
+
+async def check_password(session: AsyncSession, *, email: str, password: str, ip: str = "",
+                         policy: AuthPolicy = AuthPolicy()) -> Checked:
+    norm = email.strip().lower()
+    user = (await session.execute(select(User).where(User.email == norm))).scalar_one_or_none()
+    if user is None or not user.password_hash:
+        verify_password(password, _DUMMY_HASH)
+        await record(session, actor="anonymous", action="auth.signin_failed", object="",
+                     after={"factor": "password", "email": norm[:120], "ip": ip,
+                            "known": False})
+        raise Unauthenticated(_WRONG)
+    creds = await credentials(session, user.id, for_update=True)
+    _refuse_if_locked(creds)
+    if not verify_password(password, user.password_hash):
+        await count_failure(session, creds, policy=policy, what="password", ip=ip)
+        raise Unauthenticated(_WRONG)
+    if user.status != UserStatus.ACTIVE:
+        reason = ("confirm your e-mail address first (follow the link we mailed you)"
+                  if user.status == UserStatus.PENDING else "this account is suspended")
+        await record(session, actor=user.id, action="auth.signin_refused", object=user.id,
+                     after={"status": user.status.value, "ip": ip})
+        raise Unauthenticated(reason)
+    second = totp_enabled(creds)
+    if not second:
+        creds.failed_signins, creds.locked_until = 0, None
+    return Checked(user=user, needs_second_factor=second)
+
+
+async def check_second_factor(session: AsyncSession, *, user_id: str, code: str,
+                              ip: str = "", policy: AuthPolicy = AuthPolicy()) -> None:
+    """A TOTP or recovery code for a user whose password was just right."""
+    creds = await credentials(session, user_id, for_update=True)
+    _refuse_if_locked(creds)
+    if not await verify_factor(session, creds, code):
+        await count_failure(session, creds, policy=policy, what="totp", ip=ip)
+        raise InvalidCode("that code is not right (or was used already)")
+    creds.failed_signins, creds.locked_until = 0, None
+
+
+async def signed_in(session: AsyncSession, *, user_id: str, method: str, ip: str = "",
+                    user_agent: str = "") -> None:
+    """Audit a completed sign-in (``method``: password, password+totp, token …)."""
+    await record(session, actor=user_id, action="auth.signin", object=user_id,
+                 after={"method": method, "ip": ip, "user_agent": user_agent[:200]})
+
+
+async def start_challenge(session: AsyncSession, *, user_id: str, ip: str = "",
+                          user_agent: str = "", policy: AuthPolicy = AuthPolicy()) -> str:
+    """The half-signed-in state after a right password; its token (for a cookie)."""
+    token, now = random_token(), utcnow()
+    session.add(SigninChallenge(
+        id=new_id("chl"), user_id=user_id, token_hash=digest(token), ip=ip[:64],
+        user_agent=user_agent[:300], attempts=0, created_at=now,
+        expires_at=now + timedelta(minutes=policy.challenge_minutes)))
+    await session.flush()
+    return token
+
+
+async def live_challenge(session: AsyncSession, token: str) -> SigninChallenge | None:
+    found = (await session.execute(
+        select(SigninChallenge).where(SigninChallenge.token_hash == digest(token))
+        .with_for_update())).scalar_one_or_none()
+    if found is None or found.used_at is not None or found.expires_at <= utcnow():
+        return None
+    return found
+
+
+async def pass_challenge(session: AsyncSession, *, token: str, code: str, ip: str = "",
+                         policy: AuthPolicy = AuthPolicy()) -> SigninChallenge:
+    """Trade a challenge and a valid code for the right to start a session (the challenge is
+    spent); a wrong code costs one of its tries and counts against the account."""
+    challenge = await live_challenge(session, token)
+    if challenge is None:
+        raise Unauthenticated("this sign-in has expired; start again with your password")
+    try:
+        await check_second_factor(session, user_id=challenge.user_id, code=code, ip=ip,
+                                  policy=policy)
+    except Unauthenticated:
+        challenge.attempts += 1
+        if challenge.attempts >= policy.challenge_attempts:
+            challenge.used_at = utcnow()
+        raise
+    challenge.used_at = utcnow()
+    return challenge

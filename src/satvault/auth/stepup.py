@@ -1,0 +1,98 @@
+"""The payment password and step-up for money.
+
+A money action from the dashboard (a withdrawal, an API key's creation, a change of payout
+destinations) needs a factor re-proved within the last few minutes: the TOTP code, or the
+payment password, a second argon2 password separate from the sign-in one (so a session
+hijacked, or a sign-in password phished, does not move money by itself). :func:`step_up`
+checks either and stamps the session (``mark_stepped_up``); :func:`require_stepped_up`,
+called by the dashboard's money helpers, raises :class:`StepUpRequired` (403
+``step-up-required``) otherwise. Failed step-ups count towards the account lockout like
+failed sign-ins.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.models import User
+from satvault.accounts.security import hash_password, verify_password
+from satvault.audit.service import record
+from satvault.auth.credentials import AuthPolicy, credentials, is_locked
+from satvault.auth.errors import AccountLocked, InvalidCode
+from satvault.auth.sessions import (
+    STEP_UP_WINDOW,
+    SessionView,
+    WebSession,
+    mark_stepped_up,
+)
+from satvault.auth.signin import count_failure
+from satvault.auth.totp import check_code, totp_enabled
+from satvault.kernel.clock import utcnow
+from satvault.kernel.errors import InvalidInput, NotFound, StepUpRequired, Unauthenticated
+
+__all__ = ["require_stepped_up", "set_payment_password", "step_up"]
+
+
+async def set_payment_password(session: AsyncSession, *, user_id: str, password: str,
+                               payment_password: str) -> None:
+    """Set (or change) the payment password; needs the sign-in password, and must differ
+    from it."""
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id!r} not found")
+    if not user.password_hash or not verify_password(password, user.password_hash):
+        raise Unauthenticated("the sign-in password is not right")
+    if len(payment_password) < 8 or len(payment_password) > 1024:
+        raise InvalidInput("a payment password needs 8 to 1024 characters")
+    if verify_password(payment_password, user.password_hash):
+        raise InvalidInput("the payment password must differ from the sign-in password")
+    creds = await credentials(session, user_id, for_update=True)
+    had = creds.payment_password_hash is not None
+    creds.payment_password_hash = hash_password(payment_password)
+    creds.updated_at = utcnow()
+    await record(session, actor=user_id, action="auth.payment_password_set", object=user_id,
+                 after={"changed": had})
+
+
+async def step_up(session: AsyncSession, *, session_id: str, totp_code: str | None = None,
+                  payment_password: str | None = None, ip: str = "",
+                  policy: AuthPolicy = AuthPolicy()) -> datetime:
+    """Re-prove a factor in this web session; money actions are allowed until the returned
+    time. A wrong factor is counted (written before :class:`InvalidCode` is raised)."""
+    row = await session.get(WebSession, session_id)
+    if row is None or row.revoked_at is not None:
+        raise NotFound(f"session {session_id!r} not found")
+    creds = await credentials(session, row.user_id, for_update=True)
+    wait = is_locked(creds, utcnow())
+    if wait:
+        raise AccountLocked(wait)
+    if totp_code:
+        if not totp_enabled(creds):
+            raise InvalidInput("TOTP is not on for this account; use the payment password")
+        ok, what = check_code(creds, totp_code), "step-up-totp"
+    elif payment_password:
+        if creds.payment_password_hash is None:
+            raise InvalidInput("no payment password is set; set one on the security page")
+        ok = verify_password(payment_password, creds.payment_password_hash)
+        what = "step-up-payment-password"
+    else:
+        raise InvalidInput("give the TOTP code or the payment password")
+    if not ok:
+        await count_failure(session, creds, policy=policy, what=what, ip=ip)
+        raise InvalidCode("that is not right")
+    creds.failed_signins, creds.locked_until = 0, None
+    return await mark_stepped_up(session, session_id=session_id)
+
+
+def require_stepped_up(view: SessionView, within: timedelta = STEP_UP_WINDOW) -> None:
+    """Raise :class:`StepUpRequired` unless this session re-proved a factor within
+    ``within`` (at most the session's own step-up window)."""
+    until = view.stepped_up_until
+    if until is not None:
+        at = until - STEP_UP_WINDOW
+        if utcnow() < min(until, at + within):
+            return
+    raise StepUpRequired("confirm this with your TOTP code or payment password first "
+                         "(step-up)")

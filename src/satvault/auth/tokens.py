@@ -1,0 +1,311 @@
+"""JWT access tokens and refresh-token families for the API (``POST /api/v1/auth/token``).
+
+Access tokens are HS256 JWTs (``pyjwt``), ten minutes by default, with ``kid`` in the header
+naming the signing key in ``auth_signing_keys``. HS256 because the only party that verifies
+them is satvault itself, holding the same key store: an asymmetric algorithm (EdDSA) would
+only pay off if third parties verified our tokens from a published JWKS, and it would keep a
+private key in the same database anyway. Claims: ``sub`` (user), ``fam`` (token family),
+``scope`` (space-separated, like an API key's), ``mer`` (the merchant it acts for, if any),
+``iat``, ``exp``, ``jti``, ``iss``.
+
+Keys rotate with :func:`rotate_keys` (``satvault auth rotate-keys``): the current key is
+retired (signs nothing more) and verifies until the last token it signed has expired; past
+that it is deleted, and a token naming it is refused like a forged one.
+
+A token is refused (401) when it is malformed, its key is unknown or gone, its signature or
+``exp`` (read from satvault's clock, not pyjwt's) is wrong, its family is revoked (refresh
+reuse, sign-out, password reset), the web session it came from is revoked or expired, or its
+user is no longer active. That costs a database read per request: JWTs are not put in the
+API-key cache, so a revocation takes effect on the next request.
+
+Refresh tokens are opaque 256-bit secrets (stored as SHA-256), 30 days, each spent by one
+use and replaced by the next of its family; a spent one presented again means it was copied,
+and revokes the whole family (the thief's and the owner's tokens alike).
+
+Scopes: an admin may hold every scope, anyone else every scope but ``admin``; requested scopes
+are narrowed to those (an unknown scope is an error), none requested means all allowed.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.models import Merchant, User, UserStatus
+from satvault.accounts.service import SCOPES, Principal, get_merchant
+from satvault.audit.service import record
+from satvault.auth.credentials import AuthPolicy, digest, random_token
+from satvault.auth.models import RefreshToken, SigningKey, TokenFamily
+from satvault.kernel.clock import utcnow
+from satvault.kernel.errors import InvalidInput, NotFound, Unauthenticated
+from satvault.kernel.ids import new_id
+
+__all__ = ["ALG", "ISSUER", "TokenPair", "allowed_scopes", "authenticate_jwt", "family_of",
+           "issue", "looks_like_jwt", "refresh", "revoke_family", "rotate_keys", "signing_key"]
+
+ALG = "HS256"
+ISSUER = "satvault"
+_REFRESH_PREFIX = "svr."
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    scopes: tuple[str, ...]
+    family_id: str
+
+
+def looks_like_jwt(token: str) -> bool:
+    """A JWT by shape (three base64url parts, a JSON header), as opposed to an API key
+    (``sv.key_….secret``)."""
+    return token.startswith("eyJ") and token.count(".") == 2
+
+
+def _new_secret() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+
+
+def _key_bytes(key: SigningKey) -> bytes:
+    return base64.urlsafe_b64decode(key.secret + "=" * (-len(key.secret) % 4))
+
+
+async def signing_key(session: AsyncSession) -> SigningKey:
+    """The key that signs now (the newest not retired), made on first use."""
+    key = (await session.execute(
+        select(SigningKey).where(SigningKey.retired_at.is_(None))
+        .order_by(SigningKey.created_at.desc()).limit(1))).scalar_one_or_none()
+    if key is None:
+        key = SigningKey(kid=new_id("kid", 16), alg=ALG, secret=_new_secret(),
+                         created_at=utcnow())
+        session.add(key)
+        await session.flush()
+    return key
+
+
+async def rotate_keys(session: AsyncSession, *, actor: str,
+                      policy: AuthPolicy = AuthPolicy()) -> SigningKey:
+    """A new signing key; the old ones retire and verify until their tokens have expired;
+    keys past that are deleted."""
+    now = utcnow()
+    life = timedelta(seconds=policy.access_token_seconds)
+    retired = list((await session.execute(
+        select(SigningKey.kid).where(SigningKey.retired_at.is_(None)))).scalars())
+    if retired:
+        await session.execute(update(SigningKey).where(SigningKey.kid.in_(retired))
+                              .values(retired_at=now, verify_until=now + life))
+    dropped = list((await session.execute(
+        select(SigningKey.kid).where(SigningKey.verify_until <= now))).scalars())
+    if dropped:
+        await session.execute(delete(SigningKey).where(SigningKey.kid.in_(dropped)))
+    key = SigningKey(kid=new_id("kid", 16), alg=ALG, secret=_new_secret(), created_at=now)
+    session.add(key)
+    await session.flush()
+    await record(session, actor=actor, action="auth.keys_rotated", object=key.kid,
+                 after={"retired": retired, "deleted": dropped})
+    return key
+
+
+def allowed_scopes(user: User, requested: list[str] | None) -> tuple[str, ...]:
+    allowed = set(SCOPES) if user.is_admin else set(SCOPES) - {"admin"}
+    if not requested:
+        return tuple(sorted(allowed))
+    wanted = {s.strip() for s in requested if s.strip()}
+    unknown = wanted - SCOPES
+    if unknown:
+        raise InvalidInput(f"unknown scope(s) {sorted(unknown)}; known: {sorted(SCOPES)}")
+    narrowed = wanted & allowed
+    if not narrowed:
+        raise InvalidInput("none of the requested scopes is allowed to this user")
+    return tuple(sorted(narrowed))
+
+
+async def _acting_merchant(session: AsyncSession, user: User,
+                           merchant_id: str | None) -> str | None:
+    if merchant_id is None:
+        return None
+    try:
+        merchant: Merchant = await get_merchant(session, merchant_id)
+    except NotFound:
+        merchant = None  # type: ignore[assignment]
+    if merchant is None or not (user.is_admin or merchant.owner_user_id == user.id):
+        raise NotFound(f"merchant {merchant_id!r} not found")
+    return merchant.id
+
+
+def _refresh_token(refresh_id: str) -> tuple[str, str]:
+    secret = random_token()
+    return f"{_REFRESH_PREFIX}{refresh_id}.{secret}", digest(secret)
+
+
+async def _pair(session: AsyncSession, family: TokenFamily, policy: AuthPolicy) -> TokenPair:
+    now = utcnow()
+    refresh_id = new_id("rtk")
+    token, token_hash = _refresh_token(refresh_id)
+    session.add(RefreshToken(id=refresh_id, family_id=family.id, token_hash=token_hash,
+                             created_at=now,
+                             expires_at=now + timedelta(days=policy.refresh_token_days)))
+    key = await signing_key(session)
+    claims: dict[str, Any] = {
+        "iss": ISSUER, "sub": family.user_id, "fam": family.id, "scope": family.scopes,
+        "iat": int(now.timestamp()),
+        "exp": int(now.timestamp()) + policy.access_token_seconds,
+        "jti": new_id("jti", 16)}
+    if family.merchant_id:
+        claims["mer"] = family.merchant_id
+    access = jwt.encode(claims, _key_bytes(key), algorithm=ALG,
+                        headers={"kid": key.kid, "typ": "JWT"})
+    await session.flush()
+    return TokenPair(access_token=access, expires_in=policy.access_token_seconds,
+                     refresh_token=token, scopes=tuple(family.scopes.split()),
+                     family_id=family.id)
+
+
+async def issue(session: AsyncSession, *, user: User, scopes: list[str] | None = None,
+                merchant_id: str | None = None, session_id: str | None = None,
+                method: str = "password", policy: AuthPolicy = AuthPolicy()) -> TokenPair:
+    """A new token family for a user already authenticated by the caller (password and
+    code, or a web session): its first access and refresh tokens."""
+    if user.status != UserStatus.ACTIVE:
+        raise Unauthenticated(f"this account is {user.status.value}")
+    granted = allowed_scopes(user, scopes)
+    family = TokenFamily(id=new_id("tfa"), user_id=user.id,
+                         merchant_id=await _acting_merchant(session, user, merchant_id),
+                         session_id=session_id, scopes=" ".join(granted),
+                         created_at=utcnow())
+    session.add(family)
+    await session.flush()
+    await record(session, actor=user.id, action="auth.token_issued", object=family.id,
+                 after={"scopes": list(granted), "merchant_id": family.merchant_id,
+                        "method": method, "session_id": session_id})
+    return await _pair(session, family, policy)
+
+
+async def revoke_family(session: AsyncSession, *, family_id: str, reason: str,
+                        actor: str) -> None:
+    done = await session.execute(
+        update(TokenFamily).where(TokenFamily.id == family_id,
+                                  TokenFamily.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason[:80]))
+    if done.rowcount:  # type: ignore[attr-defined]
+        await record(session, actor=actor, action="auth.token_family_revoked",
+                     object=family_id, after={"reason": reason})
+
+
+def _parse_refresh(token: str) -> tuple[str, str]:
+    token = token.strip()
+    body = token[len(_REFRESH_PREFIX):] if token.startswith(_REFRESH_PREFIX) else ""
+    refresh_id, _, secret = body.partition(".")
+    return refresh_id, secret
+
+
+async def _refresh_row(session: AsyncSession, token: str) -> RefreshToken | None:
+    refresh_id, secret = _parse_refresh(token)
+    if not refresh_id or not secret or len(refresh_id) > 40:
+        return None
+    found = await session.get(RefreshToken, refresh_id, with_for_update=True)
+    if found is None or not secrets.compare_digest(found.token_hash, digest(secret)):
+        return None
+    return found
+
+
+async def family_of(session: AsyncSession, refresh_token: str) -> str | None:
+    """The family of a refresh token (spent or not), or None for an unknown one."""
+    found = await _refresh_row(session, refresh_token)
+    return None if found is None else found.family_id
+
+
+async def refresh(session: AsyncSession, *, refresh_token: str,
+                  policy: AuthPolicy = AuthPolicy()) -> TokenPair:
+    """Spend a refresh token for the next pair of its family. A spent token presented again
+    revokes the family, written before the refusal is raised (the caller commits it)."""
+    found = await _refresh_row(session, refresh_token)
+    if found is None:
+        raise Unauthenticated("unknown refresh token")
+    family = await session.get(TokenFamily, found.family_id, with_for_update=True)
+    assert family is not None  # FK
+    if family.revoked_at is not None:
+        raise Unauthenticated("this token family was revoked; sign in again")
+    if found.used_at is not None:
+        await revoke_family(session, family_id=family.id, reason="refresh-token-reuse",
+                            actor="satvault")
+        raise Unauthenticated("this refresh token was used already; every token of its "
+                              "family is revoked now, sign in again")
+    if found.expires_at <= utcnow():
+        raise Unauthenticated("this refresh token has expired; sign in again")
+    user = await session.get(User, family.user_id)
+    if user is None or user.status != UserStatus.ACTIVE:
+        raise Unauthenticated("this account is not active")
+    if family.session_id is not None and not await _session_alive(session, family.session_id):
+        raise Unauthenticated("the web session these tokens came from has ended")
+    found.used_at = utcnow()
+    # Narrowed again: a user who lost admin does not keep it through a refresh.
+    family.scopes = " ".join(s for s in family.scopes.split()
+                             if s in allowed_scopes(user, None))
+    return await _pair(session, family, policy)
+
+
+async def _session_alive(session: AsyncSession, session_id: str) -> bool:
+    """Whether the web session a token family came from still stands."""
+    from satvault.auth.sessions import WebSession
+
+    found = await session.get(WebSession, session_id)
+    now = utcnow()
+    return (found is not None and found.revoked_at is None and found.expires_at > now)
+
+
+def _claims(token: str, key: SigningKey) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, _key_bytes(key), algorithms=[ALG], issuer=ISSUER,
+            # Expiry is checked below against satvault's clock (tests move it), not pyjwt's.
+            options={"require": ["exp", "iat", "sub", "fam"], "verify_exp": False,
+                     "verify_iat": False, "verify_nbf": False})
+    except jwt.PyJWTError as exc:
+        raise Unauthenticated("invalid access token") from exc
+    return claims
+
+
+async def authenticate_jwt(session: AsyncSession, token: str) -> Principal:
+    """The caller behind an access token, or :class:`Unauthenticated`."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise Unauthenticated("malformed access token") from exc
+    kid, now = header.get("kid"), utcnow()
+    if header.get("alg") != ALG or not isinstance(kid, str) or len(kid) > 40:
+        raise Unauthenticated("malformed access token")
+    key = await session.get(SigningKey, kid)
+    if key is None or (key.verify_until is not None and key.verify_until <= now):
+        raise Unauthenticated("this access token's signing key is no longer valid")
+    claims = _claims(token, key)
+    if not isinstance(claims["exp"], int) or datetime.fromtimestamp(
+            claims["exp"], tz=now.tzinfo) <= now:
+        raise Unauthenticated("this access token has expired; refresh it")
+    family = await session.get(TokenFamily, str(claims["fam"]))
+    if family is None or family.user_id != claims["sub"]:
+        raise Unauthenticated("invalid access token")
+    if family.revoked_at is not None:
+        raise Unauthenticated("this access token was revoked")
+    user = await session.get(User, family.user_id)
+    if user is None or user.status != UserStatus.ACTIVE:
+        raise Unauthenticated("this account is not active")
+    if family.session_id is not None and not await _session_alive(session, family.session_id):
+        raise Unauthenticated("the web session this token came from has ended")
+    scopes = frozenset(str(claims.get("scope", "")).split()) & frozenset(family.scopes.split())
+    if not user.is_admin:
+        scopes -= {"admin"}
+    if family.merchant_id:
+        return Principal(key_id=f"jwt:{family.id}", owner_type="merchant",
+                         owner_id=family.merchant_id, scopes=scopes,
+                         merchant_id=family.merchant_id)
+    return Principal(key_id=f"jwt:{family.id}", owner_type="user", owner_id=user.id,
+                     scopes=scopes)

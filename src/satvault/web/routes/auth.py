@@ -1,0 +1,290 @@
+"""Sign-up, e-mail verification, password reset, and API access tokens (JWT).
+
+* ``POST /api/v1/auth/signup``: a pending account and its verification mail; the answer is
+  the same whether the address was free or not (its owner gets a different mail).
+* ``POST /api/v1/auth/verify``: the mailed token makes the account active.
+* ``POST /api/v1/auth/password-reset`` and ``…/confirm``: the same answer for any address;
+  confirming sets the password and signs the user out everywhere.
+* ``POST /api/v1/auth/token``: ``grant_type`` ``password`` (e-mail, password, and the TOTP
+  or a recovery code when the account has TOTP), ``session`` (the dashboard's ``sv_session``
+  cookie plus its CSRF token in ``X-CSRF-Token``) or ``refresh_token``; answers a short-lived
+  JWT access token and a refresh token. ``…/token/revoke`` ends a refresh token's family.
+* ``PUT /api/v1/auth/totp-required/{owner_id}``: an admin requires TOTP of a user or of a
+  merchant (its owner).
+
+Failed sign-ins count against the client address (the edge's ``auth-address`` budget) and
+the account (progressive lockout in the database); the refusal is answered as a response so
+that the count, written in the request's transaction, commits.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Cookie, Depends, Header, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from satvault.accounts.models import User
+from satvault.accounts.service import Principal
+from satvault.auth import signin, signup, tokens, totp
+from satvault.auth.credentials import AuthPolicy
+from satvault.auth.mail import Mail, Mailer
+from satvault.auth.models import Credentials
+from satvault.auth.sessions import csrf_matches, resolve_session
+from satvault.kernel.errors import Unauthenticated
+from satvault.web.deps import SessionDep, require_scope
+from satvault.web.openapi import problem_responses
+from satvault.web.problems import problem_for
+from satvault.web.ratelimit import EdgeLimiter, PublicCreateLimit
+from satvault.web.state import sessions_of, settings_of
+
+__all__ = ["client_ip", "links_for", "mailer_of", "policy_of", "router", "send_mail"]
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+Admin = Annotated[Principal, Depends(require_scope("admin"))]
+SESSION_COOKIE = "sv_session"
+
+
+def mailer_of(request: Request) -> Mailer:
+    """The app's mailer (tests may put one on ``app.state.mailer``), built from the
+    settings on first use."""
+    mailer: Mailer | None = getattr(request.app.state, "mailer", None)
+    if mailer is None:
+        mailer = Mailer.from_settings(settings_of(request))
+        request.app.state.mailer = mailer
+    return mailer
+
+
+async def send_mail(request: Request, mail: Mail | None) -> None:
+    """Send after the unit of work committed (never with a transaction open)."""
+    if mail is not None:
+        await mailer_of(request).send(mail)
+
+
+def policy_of(request: Request) -> AuthPolicy:
+    return AuthPolicy.from_settings(settings_of(request))
+
+
+def links_for(request: Request) -> signup.Links:
+    base = settings_of(request).public_url or str(request.base_url)
+    return signup.Links(base=base)
+
+
+def client_ip(request: Request) -> str:
+    limiter: EdgeLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        return limiter.client_address(request)
+    return request.client.host if request.client else ""
+
+
+async def before_signin(request: Request) -> None:
+    """Refuse (429) an address that used its failed-authentication budget."""
+    limiter: EdgeLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        await limiter.before_authentication(request, None)
+
+
+async def signin_failed(request: Request) -> None:
+    limiter: EdgeLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        await limiter.authentication_failed(request, None)
+
+
+# ------------------------------------------------------------------------- sign-up, reset
+
+class SignUpIn(BaseModel):
+    email: str = Field(min_length=3, max_length=254)
+    password: str = Field(min_length=8, max_length=1024)
+    display_name: str = Field(default="", max_length=120)
+
+
+class Accepted(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    detail: str
+
+
+@router.post("/signup", status_code=202, dependencies=[PublicCreateLimit],
+             responses=problem_responses(503))
+async def sign_up(request: Request, body: SignUpIn) -> Accepted:
+    async with sessions_of(request)() as session, session.begin():
+        mail = await signup.sign_up(session, email=body.email, password=body.password,
+                                    display_name=body.display_name, links=links_for(request),
+                                    policy=policy_of(request))
+    await send_mail(request, mail)
+    return Accepted(detail="check your mail: we sent a link to confirm the address")
+
+
+class TokenIn(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class Verified(BaseModel):
+    user_id: str
+    email: str
+    status: str
+
+
+@router.post("/verify")
+async def verify(session: SessionDep, body: TokenIn) -> Verified:
+    user = await signup.verify_email(session, token=body.token)
+    return Verified(user_id=user.id, email=user.email, status=user.status.value)
+
+
+class ResetIn(BaseModel):
+    email: str = Field(min_length=3, max_length=254)
+
+
+@router.post("/password-reset", status_code=202, dependencies=[PublicCreateLimit],
+             responses=problem_responses(503))
+async def password_reset(request: Request, body: ResetIn) -> Accepted:
+    async with sessions_of(request)() as session, session.begin():
+        mail = await signup.request_password_reset(session, email=body.email,
+                                                   links=links_for(request),
+                                                   policy=policy_of(request))
+    await send_mail(request, mail)
+    return Accepted(detail="if this address has an account, a reset link is on its way")
+
+
+class ResetConfirmIn(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=8, max_length=1024)
+
+
+@router.post("/password-reset/confirm")
+async def password_reset_confirm(session: SessionDep, body: ResetConfirmIn) -> Verified:
+    user = await signup.confirm_password_reset(session, token=body.token,
+                                               password=body.password)
+    return Verified(user_id=user.id, email=user.email, status=user.status.value)
+
+
+# ---------------------------------------------------------------------------- tokens
+
+class TokenRequest(BaseModel):
+    grant_type: Literal["password", "session", "refresh_token"]
+    email: str | None = Field(default=None, max_length=254)
+    password: str | None = Field(default=None, max_length=1024)
+    totp_code: str | None = Field(default=None, max_length=20,
+                                  description="TOTP code or a recovery code, when enrolled.")
+    refresh_token: str | None = Field(default=None, max_length=200)
+    scopes: list[Annotated[str, Field(max_length=40)]] | None = Field(
+        default=None, max_length=20,
+        description="Narrow the token to these scopes (default: all the user may hold).")
+    merchant_id: str | None = Field(
+        default=None, max_length=40,
+        description="Act for this merchant (its owner, or an admin).")
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    refresh_token: str
+    scope: str
+
+
+def _out(pair: tokens.TokenPair) -> TokenOut:
+    return TokenOut(access_token=pair.access_token, expires_in=pair.expires_in,
+                    refresh_token=pair.refresh_token, scope=" ".join(pair.scopes))
+
+
+async def _password_grant(request: Request, session: AsyncSession,
+                          body: TokenRequest) -> tokens.TokenPair:
+    if not body.email or not body.password:
+        raise Unauthenticated("the password grant needs email and password")
+    ip, policy = client_ip(request), policy_of(request)
+    checked = await signin.check_password(session, email=body.email, password=body.password,
+                                          ip=ip, policy=policy)
+    method = "password"
+    if checked.needs_second_factor:
+        if not body.totp_code:
+            raise Unauthenticated("this account has TOTP: send totp_code too")
+        await signin.check_second_factor(session, user_id=checked.user.id,
+                                         code=body.totp_code, ip=ip, policy=policy)
+        method = "password+totp"
+    elif await totp.must_enroll(session, user_id=checked.user.id):
+        raise Unauthenticated("this account must enroll TOTP (in the dashboard) before it "
+                              "can sign in through the API")
+    await signin.signed_in(session, user_id=checked.user.id, method=f"token:{method}", ip=ip,
+                           user_agent=request.headers.get("user-agent", ""))
+    return await tokens.issue(session, user=checked.user, scopes=body.scopes,
+                              merchant_id=body.merchant_id, method=method, policy=policy)
+
+
+async def _session_grant(request: Request, session: AsyncSession, body: TokenRequest,
+                         cookie: str | None, csrf: str | None) -> tokens.TokenPair:
+    view = await resolve_session(session, cookie)
+    if view is None:
+        raise Unauthenticated("no live web session")
+    if not csrf_matches(view, csrf):
+        raise Unauthenticated("the session grant needs the session's CSRF token in "
+                              "X-CSRF-Token")
+    user = await session.get(User, view.user_id)
+    assert user is not None
+    return await tokens.issue(session, user=user, scopes=body.scopes,
+                              merchant_id=body.merchant_id, session_id=view.id,
+                              method="session", policy=policy_of(request))
+
+
+@router.post("/token", response_model=TokenOut, responses=problem_responses(401, 404))
+async def token(
+    request: Request, session: SessionDep, body: TokenRequest,
+    sv_session: Annotated[str | None, Cookie(include_in_schema=False)] = None,
+    x_csrf_token: Annotated[str | None, Header(max_length=200)] = None,
+) -> Response | TokenOut:
+    await before_signin(request)
+    try:
+        if body.grant_type == "password":
+            pair = await _password_grant(request, session, body)
+        elif body.grant_type == "session":
+            pair = await _session_grant(request, session, body, sv_session, x_csrf_token)
+        else:
+            pair = await tokens.refresh(session, refresh_token=body.refresh_token or "",
+                                        policy=policy_of(request))
+    except Unauthenticated as exc:
+        await signin_failed(request)
+        # Answered, not raised: the failure count and a reuse's revocation must commit.
+        refused = problem_for(exc)
+        assert refused is not None
+        return refused
+    return _out(pair)
+
+
+class RevokeIn(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+@router.post("/token/revoke", status_code=204, response_class=Response)
+async def revoke(session: SessionDep, body: RevokeIn) -> Response:
+    """End the family of this refresh token (sign-out of an API client). An unknown token
+    is not an error (RFC 7009)."""
+    family_id = await tokens.family_of(session, body.refresh_token)
+    if family_id is not None:
+        await tokens.revoke_family(session, family_id=family_id, reason="revoked-by-client",
+                                   actor="client")
+    return Response(status_code=204)
+
+
+# ------------------------------------------------------------------------------- admin
+
+class RequiredIn(BaseModel):
+    required: bool
+
+
+class RequiredOut(BaseModel):
+    user_id: str
+    totp_required: bool
+    totp_enabled: bool
+
+
+@router.put("/totp-required/{owner_id}")
+async def require_totp(session: SessionDep, admin: Admin, owner_id: str,
+                       body: RequiredIn) -> RequiredOut:
+    """Require TOTP of a user (``usr_…``) or of a merchant's owner (``mer_…``)."""
+    user = await totp.set_required(session, owner_id=owner_id, required=body.required,
+                                   actor=admin.owner_id)
+    creds = (await session.execute(select(Credentials).where(Credentials.user_id == user.id))
+             ).scalar_one()
+    return RequiredOut(user_id=user.id, totp_required=creds.totp_required,
+                       totp_enabled=creds.totp_enabled)

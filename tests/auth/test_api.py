@@ -1,0 +1,345 @@
+"""Sign-in through the HTTP API, with a real SMTP server: sign-up, the mailed verification,
+password reset, JWT access tokens (issue, use, expiry on the moved clock, refresh rotation
+and reuse detection, key rotation), TOTP at the token endpoint, lockout and audit."""
+
+from __future__ import annotations
+
+import json
+
+import pyotp
+import pytest
+from sqlalchemy import select
+
+from satvault.accounts import service as acc
+from satvault.accounts.models import User, UserStatus
+from satvault.audit.models import AuditEvent
+from satvault.auth import tokens, totp
+from satvault.auth.models import Credentials
+from tests.auth.conftest import Mailbox, client_for
+
+PASSWORD = "correct horse battery"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def signed_up(client, mailbox: Mailbox, email: str = "carol@example.com") -> str:
+    r = await client.post("/api/v1/auth/signup", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 202, r.text
+    token = mailbox.last_link(email, "/verify")
+    r = await client.post("/api/v1/auth/verify", json={"token": token})
+    assert r.status_code == 200 and r.json()["status"] == "active", r.text
+    return r.json()["user_id"]
+
+
+async def password_grant(client, email: str, password: str = PASSWORD, **extra):
+    return await client.post("/api/v1/auth/token", json={
+        "grant_type": "password", "email": email, "password": password, **extra})
+
+
+async def actions(sessions, action: str) -> list[AuditEvent]:
+    async with sessions() as s:
+        return list((await s.execute(select(AuditEvent).where(AuditEvent.action == action)
+                                     .order_by(AuditEvent.id))).scalars())
+
+
+async def test_sign_up_read_the_mail_verify_and_sign_in(client, mailbox, sessions):
+    email = "carol@example.com"
+    r = await client.post("/api/v1/auth/signup", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 202
+    [mail] = mailbox.to(email)
+    assert mail["From"] == "satvault@example.com"
+    assert "http://sv.test/verify?token=" in mail.get_payload(decode=True).decode()
+    # Not verified yet: the right password is refused, and says why.
+    r = await password_grant(client, email)
+    assert r.status_code == 401 and "confirm your e-mail" in r.json()["detail"]
+    token = mailbox.last_link(email, "/verify")
+    r = await client.post("/api/v1/auth/verify", json={"token": token})
+    assert r.status_code == 200 and r.json()["status"] == "active"
+    # Single use.
+    again = await client.post("/api/v1/auth/verify", json={"token": token})
+    assert again.status_code == 422
+    r = await password_grant(client, email)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 600
+    assert "admin" not in body["scope"].split()
+    me = await client.get("/api/v1/me", headers=bearer(body["access_token"]))
+    assert me.status_code == 200, me.text
+    assert me.json()["owner_type"] == "user" and len(me.json()["wallets"]) == 1
+    # Audited, with no secret in the row.
+    [signin] = await actions(sessions, "auth.signin")
+    assert signin.object == me.json()["owner_id"]
+    for row in await actions(sessions, "auth.signup") + [signin]:
+        assert PASSWORD not in row.state_after and token not in row.state_after
+
+
+async def test_sign_up_does_not_tell_whether_an_address_is_taken(client, mailbox):
+    await signed_up(client, mailbox, "dave@example.com")
+    r = await client.post("/api/v1/auth/signup",
+                          json={"email": "dave@example.com", "password": "another password"})
+    assert r.status_code == 202
+    latest = mailbox.to("dave@example.com")[-1]
+    assert "already has a satvault account" in latest.get_payload(decode=True).decode()
+    # The old password still works; the second sign-up changed nothing.
+    assert (await password_grant(client, "dave@example.com")).status_code == 200
+
+
+async def test_password_reset_same_answer_single_use_and_signs_out_everywhere(
+        client, mailbox, sessions):
+    email = "erin@example.com"
+    await signed_up(client, mailbox, email)
+    issued = (await password_grant(client, email)).json()
+    unknown = await client.post("/api/v1/auth/password-reset",
+                                json={"email": "nobody@example.com"})
+    known = await client.post("/api/v1/auth/password-reset", json={"email": email})
+    assert unknown.status_code == known.status_code == 202
+    assert unknown.json() == known.json()
+    assert mailbox.to("nobody@example.com") == []
+    token = mailbox.last_link(email, "/password-reset/confirm")
+    r = await client.post("/api/v1/auth/password-reset/confirm",
+                          json={"token": token, "password": "a brand new secret"})
+    assert r.status_code == 200, r.text
+    again = await client.post("/api/v1/auth/password-reset/confirm",
+                              json={"token": token, "password": "yet another secret"})
+    assert again.status_code == 422
+    assert (await password_grant(client, email)).status_code == 401
+    assert (await password_grant(client, email, "a brand new secret")).status_code == 200
+    # Tokens issued before the reset are dead: access and refresh.
+    r = await client.get("/api/v1/me", headers=bearer(issued["access_token"]))
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    r = await client.post("/api/v1/auth/token", json={
+        "grant_type": "refresh_token", "refresh_token": issued["refresh_token"]})
+    assert r.status_code == 401
+    assert await actions(sessions, "auth.password_reset")
+
+
+async def test_access_token_expires_on_the_clock_and_refresh_rotates(client, mailbox, clock,
+                                                                     sessions):
+    email = "frank@example.com"
+    await signed_up(client, mailbox, email)
+    first = (await password_grant(client, email)).json()
+    assert (await client.get("/api/v1/me", headers=bearer(first["access_token"]))
+            ).status_code == 200
+    clock.advance(minutes=11)
+    r = await client.get("/api/v1/me", headers=bearer(first["access_token"]))
+    assert r.status_code == 401 and "expired" in r.json()["detail"]
+    assert r.headers["WWW-Authenticate"] == "Bearer"
+    second = (await client.post("/api/v1/auth/token", json={
+        "grant_type": "refresh_token", "refresh_token": first["refresh_token"]})).json()
+    assert second["refresh_token"] != first["refresh_token"]
+    assert (await client.get("/api/v1/me", headers=bearer(second["access_token"]))
+            ).status_code == 200
+    # The spent refresh token again: someone copied it. The whole family is revoked.
+    r = await client.post("/api/v1/auth/token", json={
+        "grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
+    assert r.status_code == 401 and "used already" in r.json()["detail"]
+    r = await client.get("/api/v1/me", headers=bearer(second["access_token"]))
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    r = await client.post("/api/v1/auth/token", json={
+        "grant_type": "refresh_token", "refresh_token": second["refresh_token"]})
+    assert r.status_code == 401
+    [revoked] = await actions(sessions, "auth.token_family_revoked")
+    assert json.loads(revoked.state_after)["reason"] == "refresh-token-reuse"
+
+
+async def test_key_rotation_old_kid_verifies_until_its_tokens_expire(client, mailbox, clock,
+                                                                     sessions):
+    import jwt
+
+    email = "gina@example.com"
+    await signed_up(client, mailbox, email)
+    old = (await password_grant(client, email)).json()["access_token"]
+    async with sessions() as s, s.begin():
+        new_key = await tokens.rotate_keys(s, actor="test")
+    assert jwt.get_unverified_header(old)["kid"] != new_key.kid
+    new = (await password_grant(client, email)).json()["access_token"]
+    assert jwt.get_unverified_header(new)["kid"] == new_key.kid
+    for token in (old, new):
+        assert (await client.get("/api/v1/me", headers=bearer(token))).status_code == 200
+    # Past the old key's last token: the next rotation deletes it; a token naming it (even
+    # a forged, unexpired one) is refused.
+    clock.advance(minutes=11)
+    async with sessions() as s, s.begin():
+        await tokens.rotate_keys(s, actor="test")
+        old_kid = jwt.get_unverified_header(old)["kid"]
+        from satvault.auth.models import SigningKey
+
+        assert await s.get(SigningKey, old_kid) is None
+    forged = jwt.encode({"sub": "usr_x", "fam": "tfa_x", "iat": 1, "exp": 2**40,
+                         "iss": "satvault"}, b"k" * 32, algorithm="HS256",
+                        headers={"kid": old_kid})
+    r = await client.get("/api/v1/me", headers=bearer(forged))
+    assert r.status_code == 401 and "signing key" in r.json()["detail"]
+
+
+async def test_scopes_are_narrowed_and_merchants_only_for_their_owner(client, mailbox,
+                                                                      sessions):
+    email = "hank@example.com"
+    user_id = await signed_up(client, mailbox, email)
+    async with sessions() as s, s.begin():
+        merchant = await acc.create_merchant(s, name="Hank's", owner_user_id=user_id)
+        other = await acc.create_merchant(s, name="Other")
+    r = await password_grant(client, email, scopes=["wallet:read", "admin"])
+    assert r.status_code == 200 and r.json()["scope"] == "wallet:read"
+    assert (await password_grant(client, email, scopes=["bogus"])).status_code == 422
+    r = await password_grant(client, email, merchant_id=merchant.id, scopes=["stores:write"])
+    me = (await client.get("/api/v1/me", headers=bearer(r.json()["access_token"]))).json()
+    assert me["owner_type"] == "merchant" and me["owner_id"] == merchant.id
+    assert me["scopes"] == ["stores:write"]
+    r = await client.post("/api/v1/stores", json={"name": "Shop"},
+                          headers=bearer(r.json()["access_token"]) | {"Idempotency-Key": "k1"})
+    assert r.status_code == 201, r.text
+    assert (await password_grant(client, email, merchant_id=other.id)).status_code == 404
+
+
+async def test_suspended_user_token_refused(client, mailbox, sessions):
+    email = "ivy@example.com"
+    user_id = await signed_up(client, mailbox, email)
+    access = (await password_grant(client, email)).json()["access_token"]
+    async with sessions() as s, s.begin():
+        (await s.get(User, user_id)).status = UserStatus.SUSPENDED
+    r = await client.get("/api/v1/me", headers=bearer(access))
+    assert r.status_code == 401 and "not active" in r.json()["detail"]
+
+
+async def test_totp_at_the_token_endpoint_replay_and_recovery_codes(client, mailbox, clock,
+                                                                    sessions):
+    email = "jack@example.com"
+    user_id = await signed_up(client, mailbox, email)
+    async with sessions() as s, s.begin():
+        enrollment = await totp.begin_enrollment(s, user_id=user_id)
+    assert enrollment.uri.startswith("otpauth://totp/satvault:")
+    assert enrollment.qr_svg.startswith("<svg")
+    code = pyotp.TOTP(enrollment.secret)
+    async with sessions() as s, s.begin():
+        recovery = await totp.confirm_enrollment(s, user_id=user_id, code=code.at(clock.now()))
+    assert len(set(recovery)) == 10
+    # The enrollment code's step is spent: the same code cannot sign in.
+    r = await password_grant(client, email, totp_code=code.at(clock.now()))
+    assert r.status_code == 401
+    assert (await password_grant(client, email)).status_code == 401  # no code at all
+    clock.advance(seconds=30)
+    now_code = code.at(clock.now())
+    assert (await password_grant(client, email, totp_code=now_code)).status_code == 200
+    r = await password_grant(client, email, totp_code=now_code)  # replayed
+    assert r.status_code == 401 and r.json()["type"].endswith("/invalid-code")
+    # A recovery code works once.
+    assert (await password_grant(client, email, totp_code=recovery[0])).status_code == 200
+    assert (await password_grant(client, email, totp_code=recovery[0])).status_code == 401
+    async with sessions() as s:
+        secret = (await s.get(Credentials, user_id)).totp_secret
+    audited = json.dumps([a.state_after for a in await actions(sessions, "auth.totp_enabled")])
+    assert secret and secret not in audited
+    assert await actions(sessions, "auth.recovery_code_used")
+
+
+async def test_progressive_lockout_per_account_and_audit(client, mailbox, clock, sessions):
+    email = "kim@example.com"
+    await signed_up(client, mailbox, email)
+    for _ in range(5):
+        r = await password_grant(client, email, "wrong password!")
+        assert r.status_code == 401
+    # Locked now: even the right password is not checked.
+    r = await password_grant(client, email)
+    assert r.status_code == 429 and r.json()["type"].endswith("/account-locked")
+    assert 55 <= int(r.headers["Retry-After"]) <= 60
+    clock.advance(seconds=61)
+    # One more failure after the lock: twice as long.
+    r = await password_grant(client, email, "wrong password!")
+    assert r.status_code == 401
+    r = await password_grant(client, email)
+    assert r.status_code == 429 and 115 <= int(r.headers["Retry-After"]) <= 120
+    clock.advance(seconds=121)
+    assert (await password_grant(client, email)).status_code == 200
+    assert len(await actions(sessions, "auth.signin_failed")) == 6
+    locks = await actions(sessions, "auth.locked")
+    assert [json.loads(x.state_after)["seconds"] for x in locks] == [60, 120]
+    # The success cleared the count.
+    r = await password_grant(client, email, "wrong password!")
+    assert r.status_code == 401
+    assert (await password_grant(client, email)).status_code == 200
+
+
+async def test_failed_sign_ins_are_limited_per_address(engine, db_url, smtp, sessions):
+    _, port = smtp
+    async with client_for(engine, db_url, port,
+                          rate_limit_auth_failures_per_address="3/minute") as client:
+        for i in range(3):
+            r = await password_grant(client, f"nobody{i}@example.com", "whatever1")
+            assert r.status_code == 401
+        r = await password_grant(client, "nobody9@example.com", "whatever1")
+        assert r.status_code == 429 and r.json()["type"].endswith("/rate-limited")
+    # Unknown addresses are audited as failures too (no password in the row).
+    failed = await actions(sessions, "auth.signin_failed")
+    assert len(failed) == 3 and all("whatever1" not in f.state_after for f in failed)
+
+
+async def test_admin_without_totp_cannot_get_a_token_and_admin_requires_totp_of_merchant(
+        client, mailbox, sessions):
+    async with sessions() as s, s.begin():
+        admin = await acc.create_user(s, email="root@example.com", password=PASSWORD,
+                                      is_admin=True)
+        _, admin_key = await acc.create_api_key(s, owner_id=admin.id, scopes=["admin"])
+    r = await password_grant(client, "root@example.com")
+    assert r.status_code == 401 and "enroll TOTP" in r.json()["detail"]
+    user_id = await signed_up(client, mailbox, "lou@example.com")
+    async with sessions() as s, s.begin():
+        merchant = await acc.create_merchant(s, name="Lou's", owner_user_id=user_id)
+    assert (await password_grant(client, "lou@example.com")).status_code == 200
+    r = await client.put(f"/api/v1/auth/totp-required/{merchant.id}", json={"required": True},
+                         headers=bearer(admin_key))
+    assert r.status_code == 200, r.text
+    assert r.json() == {"user_id": user_id, "totp_required": True, "totp_enabled": False}
+    r = await password_grant(client, "lou@example.com")
+    assert r.status_code == 401 and "enroll TOTP" in r.json()["detail"]
+    # Only an admin may set it.
+    lou = (await client.post("/api/v1/auth/token", json={
+        "grant_type": "password", "email": "root@example.com", "password": PASSWORD}))
+    assert lou.status_code == 401
+    async with sessions() as s, s.begin():
+        _, lou_key = await acc.create_api_key(s, owner_id=user_id, scopes=["wallet:read"])
+    r = await client.put(f"/api/v1/auth/totp-required/{user_id}", json={"required": False},
+                         headers=bearer(lou_key))
+    assert r.status_code == 403
+    assert await actions(sessions, "auth.totp_required")
+
+
+@pytest.mark.parametrize("body", [
+    {"grant_type": "refresh_token", "refresh_token": "svr.rtk_nope.nope"},
+    {"grant_type": "refresh_token"},
+    {"grant_type": "password", "email": "x@example.com"},
+    {"grant_type": "session"},
+])
+async def test_bad_grants_are_401_problems(client, body):
+    r = await client.post("/api/v1/auth/token", json=body)
+    assert r.status_code == 401
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_mail_goes_to_the_log_in_development_and_fails_in_production_without_relay(
+        engine, db_url, sessions):
+    import httpx
+
+    from satvault.auth.errors import MailUnavailable
+    from satvault.auth.mail import Mail, Mailer
+    from satvault.config import Settings
+    from satvault.web.app import create_app
+
+    app = create_app(Settings(database_url=db_url, lightning_backend="none"), engine=engine,
+                     start_workers=False)
+    async with (app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                  base_url="http://t") as c):
+        r = await c.post("/api/v1/auth/signup",
+                         json={"email": "dev@example.com", "password": PASSWORD})
+        assert r.status_code == 202
+    async with sessions() as s:
+        pending = (await s.execute(select(User).where(User.email == "dev@example.com"))
+                   ).scalar_one()
+        assert pending.status == UserStatus.PENDING
+    with pytest.raises(MailUnavailable):
+        await Mailer(host="", development=False).send(Mail("a@example.com", "s", "b"))
+    with pytest.raises(MailUnavailable):  # a relay that is not there
+        await Mailer(host="127.0.0.1", port=9, timeout=2).send(Mail("a@example.com", "s", "b"))
