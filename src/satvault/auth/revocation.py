@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.audit.service import record
 from satvault.auth.models import TokenFamily
+from satvault.auth.sessions import revoke_all_sessions
 from satvault.kernel.clock import utcnow
 
 __all__ = ["revoke_everything", "revoke_families"]
@@ -34,7 +35,10 @@ async def revoke_families(session: AsyncSession, *, user_id: str, reason: str,
 
 async def revoke_everything(session: AsyncSession, *, user_id: str, actor: str, reason: str,
                             except_session_id: str | None = None) -> None:
-    """Every web session (but ``except_session_id``) and every token family of the user."""
+    """Every web session (but ``except_session_id``) and every token family of the user
+    (but those of that session)."""
+    await revoke_all_sessions(session, user_id=user_id, except_session_id=except_session_id,
+                              actor=actor, reason=reason)
     families = await revoke_families(session, user_id=user_id, reason=reason,
                                      except_session_id=except_session_id)
     await record(session, actor=actor, action="auth.tokens_revoked", object=user_id,
