@@ -1,0 +1,346 @@
+"""The sign-in pages as a browser uses them (httpx keeping cookies, forms posted with their
+CSRF tokens), with a real SMTP server: sign up, read the mail, confirm, sign in; reset;
+TOTP enrollment and the TOTP step (no usable session before it), recovery codes; admins
+sent to enroll; the security page; step-up; the session grant of the token endpoint."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pyotp
+import pytest
+from fastapi import Request
+from sqlalchemy import func, select
+
+from satvault.accounts import service as acc
+from satvault.auth.sessions import WebSession
+from satvault.web.app import create_app
+from satvault.web.pages.deps import StepUp
+from tests.auth.conftest import Mailbox, settings_for
+from tests.web.pages.conftest import csrf_of
+
+PASSWORD = "correct horse battery"
+_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+_SECRET = re.compile(r'id="totp-secret">([A-Z2-7]+)<')
+_CODES = re.compile(r"<li><code>([0-9a-z]{5}-[0-9a-z]{5})</code></li>")
+
+
+class Browsers:
+    """Browsers (cookie-keeping clients) on one app."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.open: list[httpx.AsyncClient] = []
+
+    def new(self) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
+                                   base_url="http://sv.test")
+        self.open.append(client)
+        return client
+
+
+@pytest.fixture
+async def browsers(engine, db_url, smtp) -> AsyncIterator[Browsers]:
+    app = create_app(settings_for(db_url, smtp[1], rate_limit_enabled=False), engine=engine,
+                     start_workers=False)
+
+    @app.post("/test/money", dependencies=[StepUp])
+    async def money(request: Request) -> dict[str, bool]:  # a money action, for the test
+        return {"ok": True}
+
+    async with app.router.lifespan_context(app):
+        b = Browsers(app)
+        try:
+            yield b
+        finally:
+            for c in b.open:
+                await c.aclose()
+
+
+@pytest.fixture
+async def browser(browsers: Browsers) -> httpx.AsyncClient:
+    return browsers.new()
+
+
+async def post_form(client: httpx.AsyncClient, page_path: str, action: str,
+                    **fields: str) -> httpx.Response:
+    page = await client.get(page_path)
+    assert page.status_code == 200, page.text
+    return await client.post(action, data={"csrf_token": csrf_of(page.text), **fields})
+
+
+async def sign_in(client: httpx.AsyncClient, email: str,
+                  password: str = PASSWORD) -> httpx.Response:
+    return await post_form(client, "/login", "/login", email=email, password=password)
+
+
+async def sign_up_and_verify(client: httpx.AsyncClient, mailbox: Mailbox,
+                             email: str) -> None:
+    r = await post_form(client, "/signup", "/signup", email=email, password=PASSWORD,
+                        password_again=PASSWORD)
+    assert r.status_code == 200 and "Check your mail" in r.text, r.text
+    token = mailbox.last_link(email, "/verify")
+    landing = await client.get(f"/verify?token={token}")
+    assert landing.status_code == 200 and "Confirm my address" in landing.text
+    r = await client.post("/verify", data={"csrf_token": csrf_of(landing.text),
+                                           "token": token})
+    assert r.status_code == 200 and "is confirmed" in r.text, r.text
+
+
+async def enroll_totp(client: httpx.AsyncClient, clock) -> tuple[pyotp.TOTP, list[str]]:
+    page = await client.get("/account/totp/enroll")
+    assert page.status_code == 200, page.text
+    started = await client.post("/account/totp/enroll",
+                                data={"csrf_token": csrf_of(page.text)})
+    assert started.status_code == 200 and "<svg" in started.text
+    secret = _SECRET.search(started.text).group(1)
+    totp = pyotp.TOTP(secret)
+    done = await client.post("/account/totp/confirm", data={
+        "csrf_token": csrf_of(started.text), "code": totp.at(clock.now())})
+    assert done.status_code == 200, done.text
+    codes = _CODES.findall(done.text)
+    assert len(codes) == 10
+    clock.advance(seconds=30)  # the enrollment code's step is spent
+    return totp, codes
+
+
+async def test_sign_up_read_the_mail_confirm_and_sign_in(browser, mailbox):
+    r = await sign_in(browser, "new@example.com")
+    assert r.status_code == 401
+    await sign_up_and_verify(browser, mailbox, "new@example.com")
+    r = await sign_in(browser, "new@example.com")
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard"
+    assert (await browser.get("/dashboard")).status_code == 200
+
+
+async def test_an_unconfirmed_account_is_told_to_confirm(browser, mailbox):
+    await post_form(browser, "/signup", "/signup", email="slow@example.com",
+                    password=PASSWORD, password_again=PASSWORD)
+    r = await sign_in(browser, "slow@example.com")
+    assert r.status_code == 401 and "Confirm your e-mail address first" in r.text
+
+
+async def test_forms_without_their_csrf_token_are_refused(browser, mailbox, sessions):
+    r = await browser.post("/signup", data={"email": "x@example.com", "password": PASSWORD,
+                                            "password_again": PASSWORD})
+    assert r.status_code == 403
+    assert mailbox.to("x@example.com") == []
+    async with sessions() as s, s.begin():
+        await acc.create_user(s, email="ann@example.com", password=PASSWORD)
+    await sign_in(browser, "ann@example.com")
+    r = await browser.post("/account/password", data={
+        "current": PASSWORD, "password": "something else", "password_again": "something else"})
+    assert r.status_code == 403
+    r = await browser.post("/account/password", data={
+        "csrf_token": "not-the-token", "current": PASSWORD, "password": "something else",
+        "password_again": "something else"})
+    assert r.status_code == 403
+    # Nothing changed: the old password still signs in.
+    assert (await sign_in(browser, "ann@example.com")).status_code == 303
+
+
+async def test_reset_by_mail_signs_out_everywhere(browsers, mailbox, sessions):
+    async with sessions() as s, s.begin():
+        await acc.create_user(s, email="bea@example.com", password=PASSWORD)
+    laptop, phone = browsers.new(), browsers.new()
+    await sign_in(laptop, "bea@example.com")
+    assert (await laptop.get("/dashboard")).status_code == 200
+    r = await post_form(phone, "/password-reset", "/password-reset", email="bea@example.com")
+    assert r.status_code == 200 and "a link to set a new password" in r.text
+    unknown = await post_form(phone, "/password-reset", "/password-reset",
+                              email="nobody@example.com")
+    assert (unknown.text.replace("nobody@example.com", "X")
+            == r.text.replace("bea@example.com", "X"))
+    token = mailbox.last_link("bea@example.com", "/password-reset/confirm")
+    page = await phone.get(f"/password-reset/confirm?token={token}")
+    r = await phone.post("/password-reset/confirm", data={
+        "csrf_token": csrf_of(page.text), "token": token, "password": "the new secret",
+        "password_again": "the new secret"})
+    assert r.status_code == 200 and "signed out everywhere" in r.text
+    assert (await laptop.get("/dashboard")).status_code == 303
+    assert (await sign_in(phone, "bea@example.com")).status_code == 401
+    assert (await sign_in(phone, "bea@example.com", "the new secret")).status_code == 303
+
+
+async def test_totp_enroll_then_sign_in_needs_the_code_and_no_session_before_it(
+        browsers, mailbox, sessions, clock):
+    async with sessions() as s, s.begin():
+        await acc.create_user(s, email="cat@example.com", password=PASSWORD)
+    browser = browsers.new()
+    await sign_in(browser, "cat@example.com")
+    totp, codes = await enroll_totp(browser, clock)
+    await browser.post("/logout", data={"csrf_token": csrf_of(
+        (await browser.get("/dashboard")).text)})
+
+    fresh = browsers.new()
+    async with sessions() as s:
+        before = await s.scalar(select(func.count()).select_from(WebSession))
+    r = await sign_in(fresh, "cat@example.com")
+    assert r.status_code == 303 and r.headers["location"].startswith("/login/totp")
+    assert "sv_session" not in fresh.cookies  # half signed in: no session at all
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(WebSession)) == before
+    assert (await fresh.get("/dashboard")).status_code == 303
+    step = await fresh.get("/login/totp")
+    r = await fresh.post("/login/totp", data={"csrf_token": csrf_of(step.text),
+                                              "code": "000000"})
+    assert r.status_code == 401 and "not right" in r.text
+    code = totp.at(clock.now())
+    r = await fresh.post("/login/totp", data={"csrf_token": csrf_of(step.text), "code": code})
+    assert r.status_code == 303 and "sv_session" in fresh.cookies
+    assert (await fresh.get("/dashboard")).status_code == 200
+
+    # The same code again, in another browser: refused (replay); a recovery code, once.
+    other = browsers.new()
+    await sign_in(other, "cat@example.com")
+    step = await other.get("/login/totp")
+    r = await other.post("/login/totp", data={"csrf_token": csrf_of(step.text), "code": code})
+    assert r.status_code == 401
+    r = await other.post("/login/totp", data={"csrf_token": csrf_of(step.text),
+                                              "code": codes[3]})
+    assert r.status_code == 303
+    third = browsers.new()
+    await sign_in(third, "cat@example.com")
+    step = await third.get("/login/totp")
+    r = await third.post("/login/totp", data={"csrf_token": csrf_of(step.text),
+                                              "code": codes[3]})
+    assert r.status_code == 401
+
+
+async def test_an_admin_without_totp_is_sent_to_enroll_first(browser, sessions, clock):
+    async with sessions() as s, s.begin():
+        await acc.create_user(s, email="root@example.com", password=PASSWORD, is_admin=True)
+    r = await sign_in(browser, "root@example.com")
+    assert r.status_code == 303 and r.headers["location"] == "/account/totp/enroll"
+    for path in ("/dashboard", "/account/security", "/admin"):
+        r = await browser.get(path)
+        assert r.status_code == 303 and r.headers["location"] == "/account/totp/enroll", path
+    await enroll_totp(browser, clock)
+    # Enrolling passed the second factor in this session: the admin goes on.
+    assert (await browser.get("/account/security")).status_code == 200
+
+
+async def test_a_merchant_an_admin_marked_must_enroll(browser, sessions):
+    from satvault.auth import totp
+
+    async with sessions() as s, s.begin():
+        user = await acc.create_user(s, email="mo@example.com", password=PASSWORD)
+        merchant = await acc.create_merchant(s, name="Mo's", owner_user_id=user.id)
+        await totp.set_required(s, owner_id=merchant.id, required=True, actor="test")
+    r = await sign_in(browser, "mo@example.com")
+    assert r.headers["location"] == "/account/totp/enroll"
+    assert (await browser.get("/dashboard")).headers["location"] == "/account/totp/enroll"
+
+
+async def test_new_session_id_on_sign_in_and_the_old_one_revoked(browser, sessions):
+    async with sessions() as s, s.begin():
+        await acc.create_user(s, email="dan@example.com", password=PASSWORD)
+    await sign_in(browser, "dan@example.com")
+    first = browser.cookies["sv_session"]
+    await sign_in(browser, "dan@example.com")
+    second = browser.cookies["sv_session"]
+    assert first != second
+    async with sessions() as s:
+        rows = list((await s.execute(select(WebSession).order_by(WebSession.created_at)))
+                    .scalars())
+    assert len(rows) == 2 and rows[0].revoked_at is not None and rows[1].revoked_at is None
+
+
+async def test_security_page_lists_sessions_and_signs_out_everywhere(browsers, sessions):
+    async with sessions() as s, s.begin():
+        await acc.create_user(s, email="eve@example.com", password=PASSWORD)
+    laptop, phone = browsers.new(), browsers.new()
+    await sign_in(laptop, "eve@example.com")
+    await sign_in(phone, "eve@example.com")
+    page = await laptop.get("/account/security")
+    assert page.status_code == 200
+    assert page.text.count("/revoke\"") == 2 and "this one" in page.text
+    r = await laptop.post("/account/sessions/revoke-all",
+                          data={"csrf_token": csrf_of(page.text)})
+    assert r.status_code == 303
+    assert (await phone.get("/dashboard")).status_code == 303
+    assert (await laptop.get("/dashboard")).status_code == 200
+    # Change the password: a wrong current one is refused (and counted).
+    page = await laptop.get("/account/security")
+    r = await laptop.post("/account/password", data={
+        "csrf_token": csrf_of(page.text), "current": "not it at all",
+        "password": "a new password", "password_again": "a new password"})
+    assert r.status_code == 422
+    r = await laptop.post("/account/password", data={
+        "csrf_token": csrf_of(page.text), "current": PASSWORD,
+        "password": "a new password", "password_again": "a new password"})
+    assert r.status_code == 200 and "Password changed" in r.text
+    assert (await sign_in(phone, "eve@example.com", "a new password")).status_code == 303
+
+
+async def test_step_up_required_then_satisfied_by_payment_password_or_totp(
+        browser, sessions, clock):
+    async with sessions() as s, s.begin():
+        await acc.create_user(s, email="fay@example.com", password=PASSWORD)
+    await sign_in(browser, "fay@example.com")
+    token = _META.search((await browser.get("/dashboard")).text).group(1)
+    r = await browser.post("/test/money", headers={"X-CSRF-Token": token})
+    assert r.status_code == 303
+    assert r.headers["location"] == "/account/step-up?next=/test/money"
+    page = await browser.get("/account/security")
+    r = await browser.post("/account/payment-password", data={
+        "csrf_token": csrf_of(page.text), "current": PASSWORD,
+        "payment_password": PASSWORD, "payment_password_again": PASSWORD})
+    assert r.status_code == 422 and "differ from the sign-in password" in r.text
+    r = await browser.post("/account/payment-password", data={
+        "csrf_token": csrf_of(page.text), "current": PASSWORD,
+        "payment_password": "pay me carefully", "payment_password_again": "pay me carefully"})
+    assert r.status_code == 200 and "Payment password set" in r.text
+    step = await browser.get("/account/step-up?next=/dashboard")
+    r = await browser.post("/account/step-up", data={
+        "csrf_token": csrf_of(step.text), "payment_password": "wrong one!", "next": "/x"})
+    assert r.status_code == 401
+    r = await browser.post("/account/step-up", data={
+        "csrf_token": csrf_of(step.text), "payment_password": "pay me carefully",
+        "next": "/dashboard"})
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard"
+    r = await browser.post("/test/money", headers={"X-CSRF-Token": token})
+    assert r.status_code == 200 and r.json() == {"ok": True}
+    clock.advance(minutes=6)
+    r = await browser.post("/test/money", headers={"X-CSRF-Token": token})
+    assert r.status_code == 303
+    # TOTP works as well.
+    totp, _ = await enroll_totp(browser, clock)
+    step = await browser.get("/account/step-up")
+    r = await browser.post("/account/step-up", data={
+        "csrf_token": csrf_of(step.text), "code": totp.at(clock.now()), "next": "/dashboard"})
+    assert r.status_code == 303
+    assert (await browser.post("/test/money", headers={"X-CSRF-Token": token})
+            ).status_code == 200
+
+
+async def test_session_grant_needs_the_csrf_token_and_dies_with_the_session(browser, sessions):
+    async with sessions() as s, s.begin():
+        await acc.create_user(s, email="gus@example.com", password=PASSWORD)
+    await sign_in(browser, "gus@example.com")
+    token = _META.search((await browser.get("/dashboard")).text).group(1)
+    r = await browser.post("/api/v1/auth/token", json={"grant_type": "session"})
+    assert r.status_code == 401
+    r = await browser.post("/api/v1/auth/token", json={"grant_type": "session"},
+                           headers={"X-CSRF-Token": token})
+    assert r.status_code == 200, r.text
+    access = r.json()["access_token"]
+    api = {"Authorization": f"Bearer {access}"}
+    assert (await browser.get("/api/v1/me", headers=api)).status_code == 200
+    await browser.post("/logout", data={"csrf_token": token})
+    r = await browser.get("/api/v1/me", headers=api)
+    assert r.status_code == 401 and "session" in r.json()["detail"]
+
+
+async def test_lockout_through_the_login_form(browser, sessions, clock):
+    async with sessions() as s, s.begin():
+        await acc.create_user(s, email="hal@example.com", password=PASSWORD)
+    for _ in range(5):
+        assert (await sign_in(browser, "hal@example.com", "bad password")).status_code == 401
+    r = await sign_in(browser, "hal@example.com")
+    assert r.status_code == 401 and "Too many failed attempts" in r.text
+    clock.advance(seconds=61)
+    assert (await sign_in(browser, "hal@example.com")).status_code == 303
