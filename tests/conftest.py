@@ -27,7 +27,8 @@ PG_URL = os.environ.get("SATVAULT_TEST_POSTGRES_URL", "")
 if os.environ.get("SATVAULT_TEST_REQUIRE_POSTGRES") and not PG_URL:
     raise pytest.UsageError("SATVAULT_TEST_REQUIRE_POSTGRES is set but no PostgreSQL URL is")
 BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
-TABLES = ["worker_leases", "reconciliation_incidents", "reconciliation_runs", "alert_states",
+TABLES = ["web_sessions", "worker_leases", "reconciliation_incidents", "reconciliation_runs",
+          "alert_states",
           "risk_held_invoices", "risk_sars", "risk_case_events", "risk_frozen_deposits",
           "risk_cases", "risk_decisions", "risk_rule_sets", "risk_address_labels",
           "kyc_records", "screening_entries", "liability_proofs", "liability_rounds",
