@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     lightning_backend: str = "simnet"
     # Reserved for signing cookies and webhook secrets (merchant issue); not used yet.
     secret_key: SecretStr | None = None
+    # The dashboard's session cookie: Secure (and named __Host-sv_session) when true; unset:
+    # true in production, false in development (plain http://127.0.0.1).
+    session_cookie_secure: bool | None = None
     # Proof of liabilities: the key from which every leaf's nonce is derived (HMAC-SHA256).
     # Empty: a random one is created in $SATVAULT_HOME/liabilities.secret on first use.
     liabilities_secret: SecretStr | None = None

@@ -39,6 +39,9 @@ class User(Base):
     status: Mapped[UserStatus] = mapped_column(StrEnumType(UserStatus, 16),
                                                default=UserStatus.ACTIVE)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The language the user chose for the dashboard (a code of checkout.i18n.LANGUAGES);
+    # None: negotiated from the browser's Accept-Language.
+    locale: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 class Merchant(Base):

@@ -20,6 +20,8 @@ from satvault.web.docs import install_docs
 from satvault.web.guard import InputGuard
 from satvault.web.httpmetrics import HttpMetrics
 from satvault.web.openapi import install_openapi
+from satvault.web.pages import PAGE_ROUTERS
+from satvault.web.pages.signin import error_page, install_page_redirects
 from satvault.web.problems import install_problem_handlers
 from satvault.web.ratelimit import PublicLimit, install_rate_limits
 from satvault.web.routes import ROUTERS
@@ -69,6 +71,10 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     install_docs(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.state.page_errors = error_page
+    for router in PAGE_ROUTERS:
+        app.include_router(router)
+    install_page_redirects(app)
 
     @app.get("/healthz", tags=["ops"], dependencies=[PublicLimit],
              responses={503: {

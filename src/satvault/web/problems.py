@@ -6,11 +6,13 @@ AssertionError) is a 500 with no detail leaked; it is never turned into a 4xx.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
@@ -157,16 +159,29 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+PageErrors = Callable[[Request, int, str], Response]
+
+
+def _as_page(request: Request, resp: JSONResponse) -> Response:
+    """On a page (a route under web/pages, which marks the request), the same error as an
+    HTML page in the reader's language instead of problem+json."""
+    renderer: PageErrors | None = getattr(request.app.state, "page_errors", None)
+    if renderer is None or not getattr(request.state, "page", False):
+        return resp
+    body = json.loads(bytes(resp.body))
+    return renderer(request, resp.status_code, str(body.get("detail", "")))
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     _register_late()
 
-    async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    async def _domain(request: Request, exc: Exception) -> Response:
         resp = problem_for(exc)
         if resp is None:
             log.error("unhandled_error", path=request.url.path, error=type(exc).__name__,
                       exc_info=exc)
-            return problem(500, "internal-error", "internal error; it has been logged")
-        return resp
+            resp = problem(500, "internal-error", "internal error; it has been logged")
+        return _as_page(request, resp)
 
     # Registered per error-tree root so Starlette's ExceptionMiddleware answers them (a handler
     # for bare Exception runs in ServerErrorMiddleware, which re-raises after responding).
@@ -174,15 +189,16 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _domain)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(_request: Request, exc: RequestValidationError) -> Response:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-        return problem(422, "invalid-request", "the request is not valid", errors=errors)
+        return _as_page(_request, problem(422, "invalid-request", "the request is not valid",
+                                          errors=errors))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
         resp = problem(exc.status_code, "http-error", str(exc.detail))
         # Starlette's own headers must survive: `Allow` on a 405 (RFC 9110 requires it).
         resp.headers.update(exc.headers or {})
         if exc.status_code == 405 and (allowed := _allowed_methods(_request)):
             resp.headers["Allow"] = ", ".join(allowed)
-        return resp
+        return _as_page(_request, resp)

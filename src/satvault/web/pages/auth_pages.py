@@ -15,7 +15,8 @@ a new session id, and the session the browser had before is revoked (fixation).
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -40,6 +41,7 @@ from satvault.checkout.i18n import Language
 from satvault.config import Settings
 from satvault.kernel.errors import InvalidInput, NotFound, Unauthenticated
 from satvault.web.pages.deps import (
+    ENROLL_PATH,
     CsrfProtected,
     PageLang,
     PageUser,
@@ -55,11 +57,10 @@ from satvault.web.pages.deps import (
 from satvault.web.pages.render import render
 from satvault.web.routes.auth import client_ip, links_for, mailer_of, policy_of
 
-__all__ = ["CHALLENGE_COOKIE", "ENROLL_PATH", "password_sign_in", "router"]
+__all__ = ["CHALLENGE_COOKIE", "password_sign_in", "router"]
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(mark_page)])
 CHALLENGE_COOKIE = "sv_challenge"
-ENROLL_PATH = "/account/totp/enroll"
 
 
 def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
@@ -73,7 +74,7 @@ def _settings(request: Request) -> Settings:
 
 
 def _signed_out_page(request: Request, template: str, *, lang: Language,
-                     status_code: int = 200, **context: object) -> HTMLResponse:
+                     status_code: int = 200, **context: Any) -> HTMLResponse:
     """A page with a signed-out form: the double-submit CSRF cookie set beside it."""
     token = new_pre_session_csrf(request)
     response = render(request, template, lang=lang, form_csrf=token, status_code=status_code,
@@ -165,6 +166,7 @@ async def totp_step(request: Request, lang: PageLang,
                     next: Annotated[str, Form(max_length=500)] = "") -> Response:
     challenge = request.cookies.get(CHALLENGE_COOKIE, "")
     token = error = None
+    user: User | None = None
     async with _sessions(request)() as session, session.begin():
         try:
             passed = await signin.pass_challenge(session, token=challenge, code=code,
@@ -180,7 +182,7 @@ async def totp_step(request: Request, lang: PageLang,
             assert user is not None
             token = await _begin_session(request, session, user=user, mfa=True,
                                          method="password+totp")
-    if token is None:
+    if token is None or user is None:
         return _signed_out_page(request, "auth/totp_step.html", lang=lang,
                                 next=safe_next(next, ""), error=error, status_code=401)
     response = RedirectResponse(safe_next(next, _home(user.is_admin)), status_code=303)
@@ -256,10 +258,9 @@ async def reset_form(request: Request, lang: PageLang,
                                                    links=links_for(request),
                                                    policy=policy_of(request))
     if mail is not None:
-        try:
+        # The same answer either way: nothing here may tell that the address is known.
+        with contextlib.suppress(MailUnavailable):
             await mailer_of(request).send(mail)
-        except MailUnavailable:
-            pass  # the same answer either way: nothing here may tell the address is known
     return render(request, "auth/check_mail.html", lang=lang, email=email.strip().lower(),
                   reason="reset")
 

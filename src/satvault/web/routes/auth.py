@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Cookie, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,6 +33,7 @@ from satvault.auth.credentials import AuthPolicy
 from satvault.auth.mail import Mail, Mailer
 from satvault.auth.models import Credentials
 from satvault.auth.sessions import csrf_matches, resolve_session
+from satvault.config import Settings
 from satvault.kernel.errors import Unauthenticated
 from satvault.web.deps import SessionDep, require_scope
 from satvault.web.openapi import problem_responses
@@ -44,7 +45,14 @@ __all__ = ["client_ip", "links_for", "mailer_of", "policy_of", "router", "send_m
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
-SESSION_COOKIE = "sv_session"
+
+
+def session_cookie_name(settings: Settings) -> str:
+    """The dashboard's session cookie (web.pages.deps.cookie_name, which the API side does
+    not import: the pages are built on the routes' helpers, not the other way round)."""
+    secure = (settings.session_cookie_secure if settings.session_cookie_secure is not None
+              else settings.environment == "production")
+    return "__Host-sv_session" if secure else "sv_session"
 
 
 def mailer_of(request: Request) -> Mailer:
@@ -230,15 +238,16 @@ async def _session_grant(request: Request, session: AsyncSession, body: TokenReq
 @router.post("/token", response_model=TokenOut, responses=problem_responses(401, 404))
 async def token(
     request: Request, session: SessionDep, body: TokenRequest,
-    sv_session: Annotated[str | None, Cookie(include_in_schema=False)] = None,
-    x_csrf_token: Annotated[str | None, Header(max_length=200)] = None,
+    x_csrf_token: Annotated[str | None, Header(
+        max_length=200, description="The web session's CSRF token (session grant).")] = None,
 ) -> Response | TokenOut:
     await before_signin(request)
     try:
         if body.grant_type == "password":
             pair = await _password_grant(request, session, body)
         elif body.grant_type == "session":
-            pair = await _session_grant(request, session, body, sv_session, x_csrf_token)
+            cookie = request.cookies.get(session_cookie_name(settings_of(request)))
+            pair = await _session_grant(request, session, body, cookie, x_csrf_token)
         else:
             pair = await tokens.refresh(session, refresh_token=body.refresh_token or "",
                                         policy=policy_of(request))
