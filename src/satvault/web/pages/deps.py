@@ -28,11 +28,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.accounts.models import Merchant
 from satvault.accounts.service import SCOPES, Principal
 from satvault.auth.sessions import SessionView, csrf_matches, resolve_session
+from satvault.auth.stepup import require_stepped_up
 from satvault.auth.totp import must_enroll
 from satvault.checkout.i18n import LANGUAGES, Language, choose_language
 from satvault.config import Settings
-from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import Forbidden, NotFound
+from satvault.kernel.errors import StepUpRequired as StepUpNeeded
 
 __all__ = [
     "CSRF_COOKIE",
@@ -184,12 +185,14 @@ async def _admin(request: Request) -> SessionView:
 
 async def _stepped_up(request: Request) -> SessionView:
     view = await _user(request)
-    if view.stepped_up_until is None or view.stepped_up_until <= utcnow():
+    try:
+        require_stepped_up(view)
+    except StepUpNeeded:
         back = request.url.path
         if request.method != "GET":  # the form's page, to submit again after the step-up
             referer = urlsplit(request.headers.get("referer", ""))
             back = referer.path if referer.path else back
-        raise StepUpRequired(safe_next(back))
+        raise StepUpRequired(safe_next(back)) from None
     return view
 
 
