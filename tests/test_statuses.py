@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from satvault.accounts.models import User, UserStatus
 from satvault.audit.models import AnchorStatus
+from satvault.auth.models import Purpose
 from satvault.db import Base, StrEnumType, utcnow
 from satvault.events.models import DeliveryStatus
 from satvault.idempotency_models import IdempotencyKey, IdempotencyStatus
@@ -75,6 +76,7 @@ CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
     ("risk_case_events", "kind", "ck_risk_case_events_kind", CaseEventKind),
     ("risk_sars", "status", "ck_risk_sars_status", SarStatus),
     ("risk_frozen_deposits", "status", "ck_risk_frozen_deposits_status", FrozenStatus),
+    ("auth_email_tokens", "purpose", "ck_auth_email_tokens_purpose", Purpose),
 ]
 # Typed by an enum, but without a CHECK constraint: the enum is the only gate.
 UNCHECKED: list[tuple[str, str, type[StrEnum]]] = [
