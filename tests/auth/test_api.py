@@ -262,9 +262,18 @@ async def test_progressive_lockout_per_account_and_audit(client, mailbox, clock,
     assert (await password_grant(client, email)).status_code == 200
 
 
-async def test_failed_sign_ins_are_limited_per_address(engine, db_url, smtp, sessions):
+@pytest.mark.parametrize("storage", ["memory", "redis"])
+async def test_failed_sign_ins_are_limited_per_address(engine, db_url, smtp, sessions,
+                                                       storage):
+    """In process memory, and in the real Redis every process shares."""
+    import os
+    import secrets
+
     _, port = smtp
+    url = os.environ.get("SATVAULT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     async with client_for(engine, db_url, port,
+                          rate_limit_storage="memory" if storage == "memory" else url,
+                          rate_limit_key_prefix=f"sv-auth-{secrets.token_hex(6)}",
                           rate_limit_auth_failures_per_address="3/minute") as client:
         for i in range(3):
             r = await password_grant(client, f"nobody{i}@example.com", "whatever1")

@@ -346,3 +346,30 @@ async def test_lockout_through_the_login_form(browser, sessions, clock):
     assert r.status_code == 401 and "Too many failed attempts" in r.text
     clock.advance(seconds=61)
     assert (await sign_in(browser, "hal@example.com")).status_code == 303
+
+
+async def test_totp_off_needs_a_code_and_is_audited(browser, sessions, clock):
+    from satvault.audit.models import AuditEvent
+    from satvault.auth.models import Credentials, RecoveryCode
+
+    async with sessions() as s, s.begin():
+        user = await acc.create_user(s, email="ida@example.com", password=PASSWORD)
+    await sign_in(browser, "ida@example.com")
+    totp, _ = await enroll_totp(browser, clock)
+    page = await browser.get("/account/security")
+    assert "Two-factor sign-in is on." in page.text
+    r = await browser.post("/account/totp/disable", data={"csrf_token": csrf_of(page.text),
+                                                         "code": "123456"})
+    assert r.status_code == 422 and "not right" in r.text
+    r = await browser.post("/account/totp/disable", data={"csrf_token": csrf_of(page.text),
+                                                         "code": totp.at(clock.now())})
+    assert r.status_code == 200 and "Two-factor sign-in is off." in r.text
+    async with sessions() as s:
+        creds = await s.get(Credentials, user.id)
+        assert creds.totp_secret is None and creds.totp_confirmed_at is None
+        assert await s.scalar(select(func.count()).select_from(RecoveryCode)) == 0
+        actions = set((await s.execute(select(AuditEvent.action))).scalars())
+    assert {"auth.totp_enabled", "auth.totp_disabled", "auth.signin",
+            "auth.signin_failed"} <= actions
+    # Off: the password alone signs in again.
+    assert (await sign_in(browser, "ida@example.com")).status_code == 303

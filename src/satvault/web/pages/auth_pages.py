@@ -26,8 +26,8 @@ from satvault.accounts.models import User
 from satvault.accounts.security import hash_password, verify_password
 from satvault.audit.service import record
 from satvault.auth import signin, signup, stepup, totp
-from satvault.auth.credentials import credentials
-from satvault.auth.errors import AccountLocked, MailUnavailable
+from satvault.auth.credentials import credentials, is_locked
+from satvault.auth.errors import AccountLocked, InvalidCode, MailUnavailable
 from satvault.auth.models import Credentials
 from satvault.auth.revocation import revoke_everything
 from satvault.auth.sessions import (
@@ -39,6 +39,7 @@ from satvault.auth.sessions import (
 )
 from satvault.checkout.i18n import Language
 from satvault.config import Settings
+from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import InvalidInput, NotFound, Unauthenticated
 from satvault.web.pages.deps import (
     ENROLL_PATH,
@@ -426,12 +427,24 @@ async def payment_password(request: Request, view: PageUser, lang: PageLang,
              dependencies=[CsrfProtected])
 async def totp_disable(request: Request, view: PageUser, lang: PageLang,
                        code: Annotated[str, Form(max_length=20)]) -> Response:
-    try:
-        async with _sessions(request)() as session, session.begin():
+    async with _sessions(request)() as session, session.begin():
+        creds = await credentials(session, view.user_id, for_update=True)
+        try:
+            if is_locked(creds, utcnow()):
+                raise AccountLocked(is_locked(creds, utcnow()))
             await totp.disable(session, user_id=view.user_id, code=code, actor=view.user_id)
-    except (Unauthenticated, InvalidInput):
-        return await _security(request, view, lang, status_code=422,
-                               error="That code is not right.")
+            error = None
+        except InvalidCode:
+            # A guess like any other: it counts towards the lockout (and commits).
+            await signin.count_failure(session, creds, policy=policy_of(request),
+                                       what="totp-disable", ip=client_ip(request))
+            error = "That code is not right."
+        except AccountLocked:
+            error = "Too many failed attempts. Try again later."
+        except InvalidInput:
+            error = "That code is not right."
+    if error is not None:
+        return await _security(request, view, lang, status_code=422, error=error)
     if view.is_admin:
         return RedirectResponse(ENROLL_PATH, status_code=303)
     return await _security(request, view, lang, message="Two-factor sign-in is off.")
