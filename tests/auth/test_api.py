@@ -192,6 +192,14 @@ async def test_scopes_are_narrowed_and_merchants_only_for_their_owner(client, ma
                           headers=bearer(r.json()["access_token"]) | {"Idempotency-Key": "k1"})
     assert r.status_code == 201, r.text
     assert (await password_grant(client, email, merchant_id=other.id)).status_code == 404
+    # The merchant changes hands: the token no longer acts for it.
+    acting = (await password_grant(client, email, merchant_id=merchant.id)).json()
+    async with sessions() as s, s.begin():
+        from satvault.accounts.models import Merchant
+
+        (await s.get(Merchant, merchant.id)).owner_user_id = None
+    r = await client.get("/api/v1/me", headers=bearer(acting["access_token"]))
+    assert r.status_code == 401 and "no longer acts" in r.json()["detail"]
 
 
 async def test_suspended_user_token_refused(client, mailbox, sessions):

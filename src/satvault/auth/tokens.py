@@ -43,6 +43,7 @@ from satvault.accounts.service import SCOPES, Principal, get_merchant
 from satvault.audit.service import record
 from satvault.auth.credentials import AuthPolicy, digest, random_token
 from satvault.auth.models import RefreshToken, SigningKey, TokenFamily
+from satvault.auth.sessions import IDLE_TIMEOUT, WebSession
 from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import InvalidInput, NotFound, Unauthenticated
 from satvault.kernel.ids import new_id
@@ -246,6 +247,8 @@ async def refresh(session: AsyncSession, *, refresh_token: str,
         raise Unauthenticated("this account is not active")
     if family.session_id is not None and not await _session_alive(session, family.session_id):
         raise Unauthenticated("the web session these tokens came from has ended")
+    if family.merchant_id and not await _still_acts_for(session, user, family.merchant_id):
+        raise Unauthenticated("this account no longer acts for that merchant")
     found.used_at = utcnow()
     # Narrowed again: a user who lost admin does not keep it through a refresh.
     family.scopes = " ".join(s for s in family.scopes.split()
@@ -254,12 +257,18 @@ async def refresh(session: AsyncSession, *, refresh_token: str,
 
 
 async def _session_alive(session: AsyncSession, session_id: str) -> bool:
-    """Whether the web session a token family came from still stands."""
-    from satvault.auth.sessions import WebSession
-
+    """Whether the web session a token family came from still stands (not revoked, not past
+    its lifetime or its idle timeout: the same test as the pages')."""
     found = await session.get(WebSession, session_id)
     now = utcnow()
-    return (found is not None and found.revoked_at is None and found.expires_at > now)
+    return (found is not None and found.revoked_at is None and found.expires_at > now
+            and found.last_seen_at + IDLE_TIMEOUT > now)
+
+
+async def _still_acts_for(session: AsyncSession, user: User, merchant_id: str) -> bool:
+    """Whether the user may still act for the merchant (ownership can move)."""
+    merchant = await session.get(Merchant, merchant_id)
+    return merchant is not None and (user.is_admin or merchant.owner_user_id == user.id)
 
 
 def _claims(token: str, key: SigningKey) -> dict[str, Any]:
@@ -300,6 +309,8 @@ async def authenticate_jwt(session: AsyncSession, token: str) -> Principal:
         raise Unauthenticated("this account is not active")
     if family.session_id is not None and not await _session_alive(session, family.session_id):
         raise Unauthenticated("the web session this token came from has ended")
+    if family.merchant_id and not await _still_acts_for(session, user, family.merchant_id):
+        raise Unauthenticated("this account no longer acts for that merchant")
     scopes = frozenset(str(claims.get("scope", "")).split()) & frozenset(family.scopes.split())
     if not user.is_admin:
         scopes -= {"admin"}
