@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.auth.models import Credentials
+from satvault.auth.sealing import Sealer
 from satvault.config import Settings
 from satvault.kernel.clock import utcnow
 
-__all__ = ["AuthPolicy", "credentials", "digest", "is_locked", "lock_for", "random_token"]
+__all__ = ["AuthPolicy", "credentials", "digest", "is_locked", "lock_for", "random_token",
+           "sealer_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,8 @@ class AuthPolicy:
     reset_token_minutes: int = 60
     challenge_minutes: int = 5
     challenge_attempts: int = 5
+    # Seals TOTP secrets and JWT signing keys at rest (satvault.auth.sealing).
+    sealer: Sealer = field(default_factory=Sealer)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuthPolicy:
@@ -36,7 +40,13 @@ class AuthPolicy:
                    refresh_token_days=settings.auth_refresh_token_days,
                    lockout_threshold=settings.auth_lockout_threshold,
                    lockout_base_seconds=settings.auth_lockout_base_seconds,
-                   lockout_max_seconds=settings.auth_lockout_max_seconds)
+                   lockout_max_seconds=settings.auth_lockout_max_seconds,
+                   sealer=sealer_for(settings))
+
+
+def sealer_for(settings: Settings) -> Sealer:
+    key = settings.secret_key.get_secret_value() if settings.secret_key else ""
+    return Sealer(key.encode() if key else None)
 
 
 def lock_for(policy: AuthPolicy, failures: int) -> timedelta | None:

@@ -1,9 +1,10 @@
 """The sign-in tables (migration 0029; its DDL, with the CHECKs, is the source of truth).
 
 * ``auth_credentials``: one row per user who has used any of it: when the e-mail was
-  verified, the TOTP secret and the last time step a code was accepted in (replay guard),
-  whether an admin requires TOTP of this user, the payment password's argon2 hash, and the
-  account lockout state (failed sign-ins in a row, locked until).
+  verified, the TOTP secret (sealed, :mod:`.sealing`) and the last time step a code was
+  accepted in (replay guard), whether an admin requires TOTP of this user, the payment
+  password's argon2 hash, and the account lockout state (failed sign-ins in a row, locked
+  until).
 * ``auth_recovery_codes``: ten one-time codes per TOTP enrollment, hashed.
 * ``auth_email_tokens``: single-use, expiring verification and password-reset tokens, hashed.
 * ``auth_signin_challenges``: the half-signed-in state between a right password and the second
@@ -39,7 +40,7 @@ class Credentials(Base):
 
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
     email_verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
-    totp_secret: Mapped[str | None] = mapped_column(String(64), default=None)
+    totp_secret: Mapped[str | None] = mapped_column(String(200), default=None)
     totp_confirmed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
     totp_required: Mapped[bool] = mapped_column(Boolean, default=False)

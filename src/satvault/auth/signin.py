@@ -113,7 +113,7 @@ async def check_second_factor(session: AsyncSession, *, user_id: str, code: str,
     """A TOTP or recovery code for a user whose password was just right."""
     creds = await credentials(session, user_id, for_update=True)
     _refuse_if_locked(creds)
-    if not await verify_factor(session, creds, code):
+    if not await verify_factor(session, creds, code, sealer=policy.sealer):
         await count_failure(session, creds, policy=policy, what="totp", ip=ip)
         raise InvalidCode("that code is not right (or was used already)")
     creds.failed_signins, creds.locked_until = 0, None

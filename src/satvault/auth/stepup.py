@@ -71,7 +71,7 @@ async def step_up(session: AsyncSession, *, session_id: str, totp_code: str | No
     if totp_code:
         if not totp_enabled(creds):
             raise InvalidInput("TOTP is not on for this account; use the payment password")
-        ok, what = check_code(creds, totp_code), "step-up-totp"
+        ok, what = check_code(creds, totp_code, sealer=policy.sealer), "step-up-totp"
     elif payment_password:
         if creds.payment_password_hash is None:
             raise InvalidInput("no payment password is set; set one on the security page")

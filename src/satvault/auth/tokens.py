@@ -10,7 +10,8 @@ private key in the same database anyway. Claims: ``sub`` (user), ``fam`` (token 
 
 Keys rotate with :func:`rotate_keys` (``satvault auth rotate-keys``): the current key is
 retired (signs nothing more) and verifies until the last token it signed has expired; past
-that it is deleted, and a token naming it is refused like a forged one.
+that it is deleted, and a token naming it is refused like a forged one. Keys are sealed at
+rest (:mod:`.sealing`) when ``SATVAULT_SECRET_KEY`` is set.
 
 A token is refused (401) when it is malformed, its key is unknown or gone, its signature or
 ``exp`` (read from satvault's clock, not pyjwt's) is wrong, its family is revoked (refresh
@@ -43,6 +44,7 @@ from satvault.accounts.service import SCOPES, Principal, get_merchant
 from satvault.audit.service import record
 from satvault.auth.credentials import AuthPolicy, digest, random_token
 from satvault.auth.models import RefreshToken, SigningKey, TokenFamily
+from satvault.auth.sealing import Sealer
 from satvault.auth.sessions import IDLE_TIMEOUT, WebSession
 from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import InvalidInput, NotFound, Unauthenticated
@@ -54,6 +56,7 @@ __all__ = ["ALG", "ISSUER", "TokenPair", "allowed_scopes", "authenticate_jwt", "
 ALG = "HS256"
 ISSUER = "satvault"
 _REFRESH_PREFIX = "svr."
+_PURPOSE = "jwt signing key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,22 +74,25 @@ def looks_like_jwt(token: str) -> bool:
     return token.startswith("eyJ") and token.count(".") == 2
 
 
-def _new_secret() -> str:
-    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+def _new_key(sealer: Sealer, now: datetime) -> SigningKey:
+    kid = new_id("kid", 16)
+    secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    return SigningKey(kid=kid, alg=ALG, secret=sealer.seal(secret, purpose=_PURPOSE, row=kid),
+                      created_at=now)
 
 
-def _key_bytes(key: SigningKey) -> bytes:
-    return base64.urlsafe_b64decode(key.secret + "=" * (-len(key.secret) % 4))
+def _key_bytes(key: SigningKey, sealer: Sealer) -> bytes:
+    secret = sealer.open(key.secret, purpose=_PURPOSE, row=key.kid)
+    return base64.urlsafe_b64decode(secret + "=" * (-len(secret) % 4))
 
 
-async def signing_key(session: AsyncSession) -> SigningKey:
+async def signing_key(session: AsyncSession, *, sealer: Sealer) -> SigningKey:
     """The key that signs now (the newest not retired), made on first use."""
     key = (await session.execute(
         select(SigningKey).where(SigningKey.retired_at.is_(None))
         .order_by(SigningKey.created_at.desc()).limit(1))).scalar_one_or_none()
     if key is None:
-        key = SigningKey(kid=new_id("kid", 16), alg=ALG, secret=_new_secret(),
-                         created_at=utcnow())
+        key = _new_key(sealer, utcnow())
         session.add(key)
         await session.flush()
     return key
@@ -107,7 +113,7 @@ async def rotate_keys(session: AsyncSession, *, actor: str,
         select(SigningKey.kid).where(SigningKey.verify_until <= now))).scalars())
     if dropped:
         await session.execute(delete(SigningKey).where(SigningKey.kid.in_(dropped)))
-    key = SigningKey(kid=new_id("kid", 16), alg=ALG, secret=_new_secret(), created_at=now)
+    key = _new_key(policy.sealer, now)
     session.add(key)
     await session.flush()
     await record(session, actor=actor, action="auth.keys_rotated", object=key.kid,
@@ -154,7 +160,7 @@ async def _pair(session: AsyncSession, family: TokenFamily, policy: AuthPolicy) 
     session.add(RefreshToken(id=refresh_id, family_id=family.id, token_hash=token_hash,
                              created_at=now,
                              expires_at=now + timedelta(days=policy.refresh_token_days)))
-    key = await signing_key(session)
+    key = await signing_key(session, sealer=policy.sealer)
     claims: dict[str, Any] = {
         "iss": ISSUER, "sub": family.user_id, "fam": family.id, "scope": family.scopes,
         "iat": int(now.timestamp()),
@@ -162,7 +168,7 @@ async def _pair(session: AsyncSession, family: TokenFamily, policy: AuthPolicy) 
         "jti": new_id("jti", 16)}
     if family.merchant_id:
         claims["mer"] = family.merchant_id
-    access = jwt.encode(claims, _key_bytes(key), algorithm=ALG,
+    access = jwt.encode(claims, _key_bytes(key, policy.sealer), algorithm=ALG,
                         headers={"kid": key.kid, "typ": "JWT"})
     await session.flush()
     return TokenPair(access_token=access, expires_in=policy.access_token_seconds,
@@ -271,10 +277,10 @@ async def _still_acts_for(session: AsyncSession, user: User, merchant_id: str) -
     return merchant is not None and (user.is_admin or merchant.owner_user_id == user.id)
 
 
-def _claims(token: str, key: SigningKey) -> dict[str, Any]:
+def _claims(token: str, key: SigningKey, sealer: Sealer) -> dict[str, Any]:
     try:
         claims: dict[str, Any] = jwt.decode(
-            token, _key_bytes(key), algorithms=[ALG], issuer=ISSUER,
+            token, _key_bytes(key, sealer), algorithms=[ALG], issuer=ISSUER,
             # Expiry is checked below against satvault's clock (tests move it), not pyjwt's.
             options={"require": ["exp", "iat", "sub", "fam"], "verify_exp": False,
                      "verify_iat": False, "verify_nbf": False})
@@ -283,7 +289,8 @@ def _claims(token: str, key: SigningKey) -> dict[str, Any]:
     return claims
 
 
-async def authenticate_jwt(session: AsyncSession, token: str) -> Principal:
+async def authenticate_jwt(session: AsyncSession, token: str, *,
+                           sealer: Sealer | None = None) -> Principal:
     """The caller behind an access token, or :class:`Unauthenticated`."""
     try:
         header = jwt.get_unverified_header(token)
@@ -295,7 +302,7 @@ async def authenticate_jwt(session: AsyncSession, token: str) -> Principal:
     key = await session.get(SigningKey, kid)
     if key is None or (key.verify_until is not None and key.verify_until <= now):
         raise Unauthenticated("this access token's signing key is no longer valid")
-    claims = _claims(token, key)
+    claims = _claims(token, key, sealer or Sealer())
     if not isinstance(claims["exp"], int) or datetime.fromtimestamp(
             claims["exp"], tz=now.tzinfo) <= now:
         raise Unauthenticated("this access token has expired; refresh it")

@@ -3,7 +3,8 @@ authenticator app reads from an ``otpauth://`` QR) and its ten one-time recovery
 
 Enrollment is two steps: :func:`begin_enrollment` makes a secret and shows it (QR and text);
 :func:`confirm_enrollment` turns it on once the user types a code it produced, and hands out
-the recovery codes, shown that once. After confirmation the secret is never returned again.
+the recovery codes, shown that once. After confirmation the secret is never returned again;
+at rest it is sealed (:mod:`.sealing`) when ``SATVAULT_SECRET_KEY`` is set.
 
 A code is accepted in the current step or one step either side (clock drift), and only in a
 step later than the last one accepted for this user (``totp_last_step``): a code seen once,
@@ -31,9 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.accounts.models import Merchant, User
 from satvault.accounts.service import get_merchant, get_user
 from satvault.audit.service import record
-from satvault.auth.credentials import credentials
+from satvault.auth.credentials import AuthPolicy, credentials
 from satvault.auth.errors import InvalidCode
 from satvault.auth.models import Credentials, RecoveryCode
+from satvault.auth.sealing import Sealer
 from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import InvalidInput
 
@@ -42,6 +44,7 @@ __all__ = ["ISSUER", "RECOVERY_CODES", "Enrollment", "begin_enrollment", "check_
            "totp_enabled", "use_recovery_code", "verify_factor"]
 
 ISSUER = "satvault"
+_PURPOSE = "totp secret"
 RECOVERY_CODES = 10
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 
@@ -76,12 +79,14 @@ def _match_step(secret: str, code: str, now: datetime) -> int | None:
     return found
 
 
-def check_code(creds: Credentials, code: str, *, confirmed: bool = True) -> bool:
+def check_code(creds: Credentials, code: str, *, sealer: Sealer,
+               confirmed: bool = True) -> bool:
     """Whether ``code`` is a fresh TOTP code for these credentials; accepting it moves
     ``totp_last_step`` so the same code (or an older one) is refused from now on."""
     if creds.totp_secret is None or (confirmed and creds.totp_confirmed_at is None):
         return False
-    step = _match_step(creds.totp_secret, code, utcnow())
+    secret = sealer.open(creds.totp_secret, purpose=_PURPOSE, row=creds.user_id)
+    step = _match_step(secret, code, utcnow())
     if step is None or (creds.totp_last_step is not None and step <= creds.totp_last_step):
         return False
     creds.totp_last_step = step
@@ -117,9 +122,10 @@ async def use_recovery_code(session: AsyncSession, *, user_id: str, code: str) -
     return used
 
 
-async def verify_factor(session: AsyncSession, creds: Credentials, code: str) -> bool:
+async def verify_factor(session: AsyncSession, creds: Credentials, code: str, *,
+                        sealer: Sealer) -> bool:
     """A TOTP code or, failing that, a recovery code (which it spends)."""
-    if check_code(creds, code):
+    if check_code(creds, code, sealer=sealer):
         return True
     if "-" in code or len(code.strip()) == 10:
         return await use_recovery_code(session, user_id=creds.user_id, code=code)
@@ -138,27 +144,30 @@ async def must_enroll(session: AsyncSession, *, user_id: str) -> bool:
     return required and not totp_enabled(creds)
 
 
-async def begin_enrollment(session: AsyncSession, *, user_id: str) -> Enrollment:
+async def begin_enrollment(session: AsyncSession, *, user_id: str,
+                           policy: AuthPolicy = AuthPolicy()) -> Enrollment:
     """A new secret, pending until :func:`confirm_enrollment`; a second call replaces it."""
     user = await get_user(session, user_id)
     creds = await credentials(session, user_id, for_update=True)
     if creds.totp_confirmed_at is not None:
         raise InvalidInput("TOTP is already on; turn it off before enrolling again")
-    creds.totp_secret = pyotp.random_base32()
+    secret = pyotp.random_base32()
+    creds.totp_secret = policy.sealer.seal(secret, purpose=_PURPOSE, row=user_id)
     creds.totp_last_step = None
     creds.updated_at = utcnow()
-    uri = _totp(creds.totp_secret).provisioning_uri(name=user.email, issuer_name=ISSUER)
-    return Enrollment(secret=creds.totp_secret, uri=uri, qr_svg=qr_svg(uri))
+    uri = _totp(secret).provisioning_uri(name=user.email, issuer_name=ISSUER)
+    return Enrollment(secret=secret, uri=uri, qr_svg=qr_svg(uri))
 
 
-async def confirm_enrollment(session: AsyncSession, *, user_id: str, code: str) -> list[str]:
+async def confirm_enrollment(session: AsyncSession, *, user_id: str, code: str,
+                             policy: AuthPolicy = AuthPolicy()) -> list[str]:
     """Turn TOTP on with a code from the pending secret; the recovery codes, shown once."""
     creds = await credentials(session, user_id, for_update=True)
     if creds.totp_confirmed_at is not None:
         raise InvalidInput("TOTP is already on")
     if creds.totp_secret is None:
         raise InvalidInput("start the enrollment first")
-    if not check_code(creds, code, confirmed=False):
+    if not check_code(creds, code, sealer=policy.sealer, confirmed=False):
         raise InvalidCode("that code is not right; check the authenticator app's clock")
     creds.totp_confirmed_at = utcnow()
     codes = await _replace_recovery_codes(session, user_id)
@@ -177,12 +186,13 @@ async def _replace_recovery_codes(session: AsyncSession, user_id: str) -> list[s
     return codes
 
 
-async def disable(session: AsyncSession, *, user_id: str, code: str, actor: str) -> None:
+async def disable(session: AsyncSession, *, user_id: str, code: str, actor: str,
+                  policy: AuthPolicy = AuthPolicy()) -> None:
     """Turn TOTP off; needs a current code (or a recovery code)."""
     creds = await credentials(session, user_id, for_update=True)
     if creds.totp_confirmed_at is None:
         raise InvalidInput("TOTP is not on")
-    if not await verify_factor(session, creds, code):
+    if not await verify_factor(session, creds, code, sealer=policy.sealer):
         raise InvalidCode("that code is not right")
     creds.totp_secret = creds.totp_confirmed_at = creds.totp_last_step = None
     creds.updated_at = utcnow()

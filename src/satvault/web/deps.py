@@ -13,6 +13,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.service import Principal, authenticate_api_key
+from satvault.auth.credentials import sealer_for
 from satvault.auth.tokens import authenticate_jwt, looks_like_jwt
 from satvault.config import Settings
 from satvault.kernel.errors import Forbidden, Unauthenticated
@@ -72,7 +73,8 @@ async def _principal(
         is_jwt = looks_like_jwt(token)
         async with sessions() as session, session.begin():
             if is_jwt:
-                principal = await authenticate_jwt(session, token)
+                principal = await authenticate_jwt(
+                    session, token, sealer=sealer_for(request.app.state.settings))
             else:
                 principal = await authenticate_api_key(session, token)
     except Unauthenticated:

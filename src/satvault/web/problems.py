@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from satvault.auth import errors as au
+from satvault.auth.sealing import SealedSecretUnavailable
 from satvault.backends import errors as be
 from satvault.events import errors as ev
 from satvault.kernel import errors as acc
@@ -48,6 +49,7 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     au.InvalidCode: (401, "invalid-code"),
     au.EnrollmentRequired: (403, "totp-enrollment-required"),
     au.MailUnavailable: (503, "mail-unavailable"),
+    SealedSecretUnavailable: (503, "secret-key-missing"),
     led.AccountNotFound: (404, "not-found"),
     led.InsufficientFunds: (422, "insufficient-funds"),
     led.TransferConflict: (422, "idempotency-conflict"),

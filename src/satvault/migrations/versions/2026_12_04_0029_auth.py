@@ -29,7 +29,7 @@ def upgrade() -> None:
         "auth_credentials",
         sa.Column("user_id", sa.String(40), users(), primary_key=True),
         sa.Column("email_verified_at", ts),
-        sa.Column("totp_secret", sa.String(64)),
+        sa.Column("totp_secret", sa.String(200)),  # sealed: "v1:" + base64, ~83 characters
         sa.Column("totp_confirmed_at", ts),
         sa.Column("totp_last_step", sa.BigInteger()),
         sa.Column("totp_required", sa.Boolean(), nullable=False, server_default=sa.false()),

@@ -308,7 +308,8 @@ async def enroll_page(request: Request, view: PageUser, lang: PageLang) -> Respo
 @router.post(ENROLL_PATH, response_class=HTMLResponse, dependencies=[CsrfProtected])
 async def enroll_start(request: Request, view: PageUser, lang: PageLang) -> Response:
     async with _sessions(request)() as session, session.begin():
-        enrollment = await totp.begin_enrollment(session, user_id=view.user_id)
+        enrollment = await totp.begin_enrollment(session, user_id=view.user_id,
+                                                 policy=policy_of(request))
     return render(request, "auth/totp_enroll.html", lang=lang, view=view, enabled=False,
                   required=False, enrollment=enrollment, error=None)
 
@@ -319,7 +320,8 @@ async def enroll_confirm(request: Request, view: PageUser, lang: PageLang,
                          code: Annotated[str, Form(max_length=20)]) -> Response:
     try:
         async with _sessions(request)() as session, session.begin():
-            codes = await totp.confirm_enrollment(session, user_id=view.user_id, code=code)
+            codes = await totp.confirm_enrollment(session, user_id=view.user_id, code=code,
+                                                  policy=policy_of(request))
             await mark_mfa(session, session_id=view.id)
     except (Unauthenticated, InvalidInput):
         return render(request, "auth/totp_enroll.html", lang=lang, view=view, enabled=False,
@@ -432,7 +434,8 @@ async def totp_disable(request: Request, view: PageUser, lang: PageLang,
         try:
             if is_locked(creds, utcnow()):
                 raise AccountLocked(is_locked(creds, utcnow()))
-            await totp.disable(session, user_id=view.user_id, code=code, actor=view.user_id)
+            await totp.disable(session, user_id=view.user_id, code=code, actor=view.user_id,
+                               policy=policy_of(request))
             error = None
         except InvalidCode:
             # A guess like any other: it counts towards the lockout (and commits).
