@@ -13,7 +13,7 @@ from satvault.accounts import service as accounts
 from satvault.auth.sessions import SessionView
 from satvault.checkout.i18n import Language
 from satvault.kernel.errors import NotFound, SatvaultError
-from satvault.web.deps import SessionDep
+from satvault.web.deps import PrincipalCache, SessionDep
 from satvault.web.pages.deps import (
     MERCHANT_SCOPES,
     CsrfProtected,
@@ -100,4 +100,7 @@ async def revoke_key(merchant_id: str, key_id: str, request: Request, view: Page
         if key_id not in {k.id for k in await accounts.merchant_api_keys(s, who.id)}:
             raise NotFound(f"API key {key_id!r} not found")
         await accounts.revoke_api_key(s, key_id=key_id, actor=who.actor)
+    cache: PrincipalCache | None = getattr(request.app.state, "principals", None)
+    if cache is not None:  # refused at once by this process (others: within the cache's ttl)
+        cache.forget(key_id)
     return RedirectResponse(f"/dashboard/m/{merchant_id}/keys?done=revoked", status_code=303)
