@@ -147,3 +147,33 @@ async def test_other_merchants_invoices(web: httpx.AsyncClient, shop: Shop,
     async with lnenv.sessions() as s:
         from satvault.invoices.service import get_invoice
         assert (await get_invoice(s, daves)).status == "new"
+
+
+async def test_onchain_payment_with_its_confirmations(web: httpx.AsyncClient, shop: Shop,
+                                                      lnenv: LnEnv) -> None:
+    from sqlalchemy import select
+
+    from satvault.onchain.models import OnchainPayment
+
+    assert (await sign_in(web, "carol@example.com")).status_code == 303
+    base = f"/dashboard/m/{shop.merchant}/invoices"
+    token = csrf_of((await web.get(base)).text)
+    r = await web.post(base, data={"csrf_token": token, "store_id": shop.store,
+                                   "amount": "0.001", "currency": "BTC",
+                                   "payment_methods": "onchain"})
+    assert r.status_code == 303, r.text
+    invoice_id = r.headers["location"].rsplit("/", 1)[1]
+    api = (await web.get(f"/api/v1/invoices/{invoice_id}", headers=shop.key)).json()
+    assert api["payment_methods"]["lightning"] is None
+    lnenv.chain.pay(api["payment_methods"]["onchain"]["bip21"])
+    await settle_all(lnenv)
+    async with lnenv.sessions() as s:
+        [paid] = (await s.execute(select(OnchainPayment))).scalars().all()
+    detail = await web.get(f"{base}/{invoice_id}")
+    assert paid.txid in detail.text and "0 / 1" in detail.text and "processing" in detail.text
+    lnenv.chain.mine(1)
+    await settle_all(lnenv)
+    detail = await web.get(f"{base}/{invoice_id}")
+    assert "1 / 1" in detail.text and "settled" in detail.text
+    assert (await web.get(f"/api/v1/invoices/{invoice_id}", headers=shop.key)).json()[
+        "status"] == "settled"
