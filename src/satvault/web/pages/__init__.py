@@ -10,6 +10,11 @@ HTTP-only cookie; every state-changing form carries the session's CSRF token
 from fastapi import APIRouter
 
 from satvault.web.pages import assets, home, signin
+from satvault.web.pages.merchant import invoices as merchant_invoices
+from satvault.web.pages.merchant import keys as merchant_keys
+from satvault.web.pages.merchant import lightning as merchant_lightning
+from satvault.web.pages.merchant import stores as merchant_stores
+from satvault.web.pages.merchant import webhooks as merchant_webhooks
 
 __all__ = ["PAGE_ROUTERS"]
 
@@ -17,4 +22,9 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     assets.router,
     signin.router,
     home.router,
+    merchant_stores.router,
+    merchant_invoices.router,
+    merchant_keys.router,
+    merchant_webhooks.router,
+    merchant_lightning.router,
 )
