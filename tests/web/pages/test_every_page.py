@@ -29,6 +29,7 @@ from satvault.accounts import service as acc
 from satvault.auth.sessions import WebSession, mark_mfa
 from satvault.web.app import create_app
 from tests.chainenv import LnEnv
+from tests.events.conftest import add_webhook
 from tests.liveserver import CHROMIUM, LAUNCH_ARGS, require_browser
 from tests.liveserver import serve as live
 
@@ -85,7 +86,8 @@ async def seed(env: LnEnv) -> dict[str, str]:
         key, token = await acc.create_api_key(s, owner_id=store.id,
                                               scopes=["invoices:write", "invoices:read"])
         wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=merchant.id)
-    ids = {"merchant_id": merchant.id, "mid": merchant.id, "store_id": store.id,
+    webhook_id, _ = await add_webhook(env.sessions, store.id, "http://127.0.0.1:9/hook")
+    ids = {"webhook_id": webhook_id, "merchant_id": merchant.id, "mid": merchant.id, "store_id": store.id,
            "key_id": key.id, "user_id": ada.id, "wallet_id": wallet.id}
     return ids | {"_store_token": token}
 
