@@ -10,6 +10,8 @@ HTTP-only cookie; every state-changing form carries the session's CSRF token
 from fastapi import APIRouter
 
 from satvault.web.pages import assets, home, signin
+from satvault.web.pages.admin import custody as admin_custody
+from satvault.web.pages.admin import rules as admin_rules
 
 __all__ = ["PAGE_ROUTERS"]
 
@@ -17,4 +19,6 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     assets.router,
     signin.router,
     home.router,
+    admin_custody.router,
+    admin_rules.router,
 )
