@@ -199,16 +199,20 @@ def _q(text: str) -> str:
 
 
 @router.get("/admin/custody/{batch_id}/psbt")
-async def download_psbt(request: Request, view: PageAdmin, batch_id: BatchId,
+async def download_psbt(request: Request, view: PageAdmin, lang: PageLang, batch_id: BatchId,
                         format: str = "base64", signed: bool = False) -> Response:
     """A refill's PSBT for the cosigners (``satvault cold export``): the unsigned one, or
     with ``signed`` the signatures merged so far; base64 text or the binary form."""
     admin_principal(view)
     if format not in ("base64", "binary"):
         raise InvalidInput("format is base64 or binary")
-    async with sessions_of(request)() as s:
-        batch = await refill_for_export(s, batch_id=batch_id)
-        text = batch.partial_psbt if signed and batch.partial_psbt else batch.psbt
+    try:
+        async with sessions_of(request)() as s:
+            batch = await refill_for_export(s, batch_id=batch_id)
+            text = batch.partial_psbt if signed and batch.partial_psbt else batch.psbt
+    except CustodyError as exc:  # not a refill, or not waiting for the cosigners
+        return await _custody_page(request, view, lang, error=str(exc),
+                                   status_code=_status_of(exc))
     stem = f"refill-{batch.id}{'-partial' if signed and batch.partial_psbt else ''}"
     headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
     if format == "binary":
