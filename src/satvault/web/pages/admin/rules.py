@@ -95,7 +95,7 @@ async def _page(request: Request, view: Any, lang: Any, *, status_code: int = 20
                 wallet_id: str | None = None, **form: Any) -> HTMLResponse:
     async with sessions_of(request)() as s, s.begin():
         ctx = await _context(s, wallet_id=wallet_id)
-    defaults = {"error": None, "error_for": None, "notice": None, "risk_text": None,
+    defaults: dict[str, Any] = {"error": None, "error_for": None, "notice": None, "risk_text": None,
                 "risk_note": "", "policy_text": None, "group": "", "member": "",
                 "destination": "", "label": ""}
     defaults.update(form)
