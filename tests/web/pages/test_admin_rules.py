@@ -142,3 +142,25 @@ async def test_a_withdrawal_policy_change_needs_a_second_admin(browser, people, 
         [row] = await policy.policy_versions(s)
     assert live is not None and live[0] == proposed.version
     assert row.approved_by == ops and live[1].rules[0].group == "treasury"
+
+
+async def test_a_rejected_policy_version_never_applies(browser, people, sessions):
+    await second_admin(sessions)
+    async with sessions() as s, s.begin():
+        row = await policy.propose_policy(s, admin=people.root, raw=POLICY)
+    await sign_in_admin(browser, sessions, "root@example.com")
+    token = await token_of(browser, "/admin/rules")
+    page = (await browser.get("/admin/rules")).text
+    assert f'id="policy-proposed-{row.version}"' in page and "You proposed this version" in page
+    r = await browser.post(f"/admin/rules/policy/{row.version}/reject",
+                           data={"csrf_token": token})
+    assert r.status_code == 403  # the proposer does not decide on their own change
+    await sign_in_admin(browser, sessions, "ops@example.com")
+    token = await token_of(browser, "/admin/rules")
+    r = await browser.post(f"/admin/rules/policy/{row.version}/reject",
+                           data={"csrf_token": token})
+    assert r.status_code == 303
+    async with sessions() as s:
+        [again] = await policy.policy_versions(s)
+        assert await policy.live_policy(s) is None
+    assert again.status == PolicyStatus.WITHDRAWN
