@@ -25,7 +25,7 @@ from satvault.web.app import create_app
 from tests.custody.conftest import NETWORK, make_cosigners
 from tests.custody.test_cold import embit_sign
 from tests.web.pages.admin_helpers import sign_in_admin, token_of
-from tests.web.pages.conftest import page_settings, sign_in
+from tests.web.pages.conftest import PASSWORD, page_settings, sign_in
 
 COSIGNERS = make_cosigners(3)
 DESCRIPTOR = build_descriptor(2, [c.key_line for c in COSIGNERS], NETWORK)
@@ -147,3 +147,61 @@ async def test_planning_needs_the_process_with_node_connections(browser, people,
     r = await browser.post("/admin/custody/refill", data={"csrf_token": token})
     assert r.status_code == 409 and "no node connection" in r.text
     assert (await browser.post("/admin/custody/sweep", data={})).status_code == 403
+
+
+# --------------------------------------------------------------- with the nodes (simnet)
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    """For ``env``: semi-cold under its floor asks the cold wallet for 500,000 sat."""
+    from tests.custody.test_refill import REFILL_SETTINGS
+
+    return {**REFILL_SETTINGS, "rate_limit_enabled": False}
+
+
+async def test_a_refill_asked_for_and_signed_on_the_pages_is_broadcast_and_booked(env):
+    from satvault.accounts import service as acc
+    from satvault.audit.models import AuditEvent
+    from tests.custody.test_refill import fund_cold
+    from tests.custody.test_sweeps import tiers
+
+    async with env.sessions() as s, s.begin():
+        await acc.create_user(s, email="root@example.com", password=PASSWORD, is_admin=True)
+    await fund_cold(env, 1_000_000)
+    app = create_app(env.settings, engine=env.sessions.kw["bind"], start_workers=False,
+                     runtime=env.runtime)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        await sign_in_admin(client, env.sessions, "root@example.com")
+        # The node column: the cold coin is at the node.
+        page = (await client.get("/admin/balances")).text
+        cold_row = page.split('data-tier="cold"')[1].split("</tr>")[0]
+        assert cold_row.count("1,000,000") == 3  # coins, ledger, at the node
+        token = await token_of(client, "/admin/custody")
+        r = await client.post("/admin/custody/refill", data={"csrf_token": token})
+        assert r.status_code == 303, r.text
+        assert "raised for the cold cosigners" in (await client.get(r.headers["location"])).text
+        async with env.sessions() as s:
+            batch = (await s.execute(select(PayoutBatch).where(
+                PayoutBatch.kind == MoveKind.REFILL))).scalar_one()
+            audited = (await s.execute(select(AuditEvent).where(
+                AuditEvent.action == "custody.refill.request"))).scalar_one()
+        assert batch.status is BatchStatus.COSIGNING and audited.object == batch.id
+        # A second request while one is in progress plans nothing.
+        r = await client.post("/admin/custody/refill", data={"csrf_token": token})
+        assert "in progress" in (await client.get(r.headers["location"])).text
+
+        unsigned = (await client.get(f"/admin/custody/{batch.id}/psbt")).text.strip()
+        a, b, _ = COSIGNERS
+        for cosigner in (a, b):
+            r = await client.post(f"/admin/custody/{batch.id}/psbt", data={
+                "csrf_token": token, "pasted": embit_sign(unsigned, cosigner)})
+            assert r.status_code == 303, r.text
+    async with env.sessions() as s:
+        done = await s.get(PayoutBatch, batch.id)
+    assert done is not None and done.status is BatchStatus.SIGNED
+    assert (await env.runtime.payouts.advance()).broadcast == 1
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.runtime.payouts.advance()).confirmed == 1
+    assert (await tiers(env))["hot_wallet"] == 500_000
