@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import json
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -118,7 +119,9 @@ async def reconcile(request: Request, view: PageAdmin,
 
 async def _custody_page(request: Request, view: Any, lang: Any, *, error: str | None = None,
                         notice: str | None = None, status_code: int = 200,
-                        pasted: str = "", failed_batch: str | None = None) -> HTMLResponse:
+                        pasted: str = "", failed_batch: str | None = None,
+                        done: str | None = None, done_batch: str | None = None
+                        ) -> HTMLResponse:
     settings = settings_of(request)
     async with sessions_of(request)() as s:
         batches = list((await s.execute(select(PayoutBatch).where(
@@ -144,14 +147,28 @@ async def _custody_page(request: Request, view: Any, lang: Any, *, error: str | 
     return render(request, "admin/custody.html", lang=lang, view=view, batches=batches,
                   signatures=signatures, error=error, notice=notice, pasted=pasted,
                   failed_batch=failed_batch, has_runtime=runtime_of(request) is not None,
+                  done=done, done_batch=done_batch,
                   status_code=status_code)
+
+
+_DONE = frozenset({"sweep", "refill", "merged", "signed"})
+_BATCH = re.compile(r"[a-z]{2,8}_[0-9a-z]{1,32}")
 
 
 @router.get("/admin/custody", response_class=HTMLResponse)
 async def custody(request: Request, view: PageAdmin, lang: PageLang,
-                  done: str | None = None) -> HTMLResponse:
+                  done: str | None = None, batch: str | None = None) -> HTMLResponse:
+    """The page; after an action, ``done`` names what happened to ``batch`` (a fixed set of
+    messages: a link cannot make the page say anything else)."""
     admin_principal(view)
-    return await _custody_page(request, view, lang, notice=done[:300] if done else None)
+    if done not in _DONE or batch is None or not _BATCH.fullmatch(batch):
+        done = batch = None
+    return await _custody_page(request, view, lang, done=done, done_batch=batch)
+
+
+def _done(done: str, batch_id: str) -> RedirectResponse:
+    return RedirectResponse(f"/admin/custody?done={done}&batch={quote(batch_id, safe='')}",
+                            status_code=303)
 
 
 async def _audit(request: Request, *, actor: str, action: str, object: str,
@@ -170,11 +187,13 @@ async def plan_sweep(request: Request, view: PageAdmin, lang: PageLang) -> Respo
             "this process has no node connection: plan sweeps with `satvault custody sweep` "
             "or from a process that runs the workers"))
     decision = await runtime.sweeps.step()
-    if decision.batch_id:
+    if decision.batch_id is not None:
         await _audit(request, actor=actor, action="custody.sweep.plan",
                      object=decision.batch_id, after={"reason": decision.reason,
                                                       "fee_sat": decision.fee_sat})
-    return RedirectResponse(f"/admin/custody?done={_q(decision.reason)}", status_code=303)
+    if decision.batch_id is None:  # nothing was due: why, and nothing changed
+        return await _custody_page(request, view, lang, notice=decision.reason)
+    return _done("sweep", decision.batch_id)
 
 
 @router.post("/admin/custody/refill", dependencies=[CsrfProtected])
@@ -187,15 +206,13 @@ async def ask_refill(request: Request, view: PageAdmin, lang: PageLang) -> Respo
         return await _custody_page(request, view, lang, status_code=409, error=(
             "this process has no node connection: refills are raised by the custody worker"))
     decision = await runtime.refills.step()
-    if decision.batch_id:
+    if decision.batch_id is not None:
         await _audit(request, actor=actor, action="custody.refill.request",
                      object=decision.batch_id, after={"amount_sat": decision.amount_sat,
                                                       "fee_sat": decision.fee_sat})
-    return RedirectResponse(f"/admin/custody?done={_q(decision.reason)}", status_code=303)
-
-
-def _q(text: str) -> str:
-    return quote(text[:300], safe="")
+    if decision.batch_id is None:  # nothing was due: why, and nothing changed
+        return await _custody_page(request, view, lang, notice=decision.reason)
+    return _done("refill", decision.batch_id)
 
 
 @router.get("/admin/custody/{batch_id}/psbt")
@@ -247,10 +264,7 @@ async def upload_psbt(request: Request, view: PageAdmin, lang: PageLang, batch_i
         return await _custody_page(request, view, lang, error=str(exc),
                                    status_code=_status_of(exc), pasted=pasted,
                                    failed_batch=batch_id)
-    done = (f"refill {batch_id} is fully signed: transaction {result.txid} goes on to be "
-            "broadcast" if result.complete else
-            f"signatures merged into refill {batch_id}; more cosigners must sign")
-    return RedirectResponse(f"/admin/custody?done={_q(done)}", status_code=303)
+    return _done("signed" if result.complete else "merged", batch_id)
 
 
 async def _psbt_text(file: UploadFile | None, pasted: str) -> tuple[str, str]:

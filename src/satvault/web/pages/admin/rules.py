@@ -18,7 +18,7 @@ import json
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, Path, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,8 +56,14 @@ def _status_of(exc: Exception) -> int:
     return problem.status_code if problem is not None else 422
 
 
-def _done(text: str) -> RedirectResponse:
-    return RedirectResponse(f"/admin/rules?done={quote(text[:300], safe='')}", status_code=303)
+_DONE = frozenset({"risk_proposed", "risk_live", "risk_rejected", "policy_proposed",
+                   "policy_live", "policy_rejected", "approver_added"})
+
+
+def _done(done: str, version: int = 0) -> RedirectResponse:
+    """Back to the page, which says what happened from a fixed set of messages (a link cannot
+    make the page say anything else)."""
+    return RedirectResponse(f"/admin/rules?done={done}&v={version}", status_code=303)
 
 
 async def _context(session: AsyncSession, *, wallet_id: str | None) -> dict[str, Any]:
@@ -95,9 +101,10 @@ async def _page(request: Request, view: Any, lang: Any, *, status_code: int = 20
                 wallet_id: str | None = None, **form: Any) -> HTMLResponse:
     async with sessions_of(request)() as s, s.begin():
         ctx = await _context(s, wallet_id=wallet_id)
-    defaults: dict[str, Any] = {"error": None, "error_for": None, "notice": None, "risk_text": None,
-                "risk_note": "", "policy_text": None, "group": "", "member": "",
-                "destination": "", "label": ""}
+    defaults: dict[str, Any] = {
+        "error": None, "error_for": None, "done": None, "done_v": 0, "risk_text": None,
+        "risk_note": "", "policy_text": None, "group": "", "member": "", "destination": "",
+        "label": ""}
     defaults.update(form)
     if defaults["risk_text"] is None:
         defaults["risk_text"] = ctx["live_json"]
@@ -109,8 +116,10 @@ async def _page(request: Request, view: Any, lang: Any, *, status_code: int = 20
 
 @router.get("/admin/rules", response_class=HTMLResponse)
 async def rules_page(request: Request, view: PageAdmin, lang: PageLang,
-                     done: str | None = None, edit: int | None = None,
-                     wallet: str | None = None) -> HTMLResponse:
+                     done: str | None = None, v: Annotated[int, Query(ge=0, le=2**31)] = 0,
+                     edit: Annotated[int | None, Query(ge=1, le=2**31)] = None,
+                     wallet: Annotated[str | None, Query(max_length=40)] = None
+                     ) -> HTMLResponse:
     admin_principal(view)
     risk_text = None
     if edit is not None:  # start a new draft from an earlier version
@@ -119,7 +128,7 @@ async def rules_page(request: Request, view: PageAdmin, lang: PageLang,
         if rs is None:
             raise NotFound(f"rule set version {edit} not found")
         risk_text = pretty_json(rs.rules)
-    return await _page(request, view, lang, notice=done[:300] if done else None,
+    return await _page(request, view, lang, done=done if done in _DONE else None, done_v=v,
                        risk_text=risk_text, wallet_id=(wallet or "").strip()[:40] or None)
 
 
@@ -137,7 +146,7 @@ async def propose_risk(request: Request, view: PageAdmin, lang: PageLang,
     except SatvaultError as exc:
         return await _page(request, view, lang, status_code=_status_of(exc), error=str(exc),
                            error_for="risk", risk_text=rules, risk_note=note)
-    return _done(f"rule set {version} proposed as a draft: another admin approves it")
+    return _done("risk_proposed", version)
 
 
 async def _risk_decision(request: Request, view: Any, lang: Any, version: int, *,
@@ -152,7 +161,7 @@ async def _risk_decision(request: Request, view: Any, lang: Any, version: int, *
     except SatvaultError as exc:
         return await _page(request, view, lang, status_code=_status_of(exc), error=str(exc),
                            error_for=f"risk-{version}")
-    return _done(f"rule set {version} is live" if approve else f"rule set {version} rejected")
+    return _done("risk_live" if approve else "risk_rejected", version)
 
 
 @router.post("/admin/rules/risk/{version}/approve", dependencies=[CsrfProtected])
@@ -184,7 +193,7 @@ async def propose_policy(request: Request, view: PageAdmin, lang: PageLang,
     except SatvaultError as exc:
         return await _page(request, view, lang, status_code=_status_of(exc), error=str(exc),
                            error_for="policy", policy_text=rules)
-    return _done(f"withdrawal policy {version} proposed: another admin approves it")
+    return _done("policy_proposed", version)
 
 
 async def _policy_decision(request: Request, view: Any, lang: Any, version: int, *,
@@ -199,8 +208,7 @@ async def _policy_decision(request: Request, view: Any, lang: Any, version: int,
     except SatvaultError as exc:
         return await _page(request, view, lang, status_code=_status_of(exc), error=str(exc),
                            error_for=f"policy-{version}")
-    return _done(f"withdrawal policy {version} is live" if approve
-                 else f"withdrawal policy {version} rejected")
+    return _done("policy_live" if approve else "policy_rejected", version)
 
 
 @router.post("/admin/rules/policy/{version}/approve", dependencies=[CsrfProtected])
@@ -234,7 +242,7 @@ async def add_approver(request: Request, view: PageAdmin, lang: PageLang,
     except SatvaultError as exc:
         return await _page(request, view, lang, status_code=_status_of(exc), error=str(exc),
                            error_for="groups", group=group, member=member)
-    return _done(f"{member.strip()} approves for group {group.strip()}")
+    return _done("approver_added")
 
 
 @router.post("/admin/rules/allowlist", dependencies=[CsrfProtected])
