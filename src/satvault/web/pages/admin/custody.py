@@ -19,8 +19,8 @@
 from __future__ import annotations
 
 import base64
-import re
 import json
+import re
 from typing import Annotated, Any
 from urllib.parse import quote
 
