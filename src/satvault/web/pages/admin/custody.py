@@ -187,12 +187,12 @@ async def plan_sweep(request: Request, view: PageAdmin, lang: PageLang) -> Respo
             "this process has no node connection: plan sweeps with `satvault custody sweep` "
             "or from a process that runs the workers"))
     decision = await runtime.sweeps.step()
-    if decision.batch_id is not None:
-        await _audit(request, actor=actor, action="custody.sweep.plan",
-                     object=decision.batch_id, after={"reason": decision.reason,
-                                                      "fee_sat": decision.fee_sat})
     if decision.batch_id is None:  # nothing was due: why, and nothing changed
         return await _custody_page(request, view, lang, notice=decision.reason)
+    # The planner committed its own unit of work; who asked for it is recorded next.
+    await _audit(request, actor=actor, action="custody.sweep.plan",
+                 object=decision.batch_id, after={"reason": decision.reason,
+                                                      "fee_sat": decision.fee_sat})
     return _done("sweep", decision.batch_id)
 
 
@@ -206,12 +206,12 @@ async def ask_refill(request: Request, view: PageAdmin, lang: PageLang) -> Respo
         return await _custody_page(request, view, lang, status_code=409, error=(
             "this process has no node connection: refills are raised by the custody worker"))
     decision = await runtime.refills.step()
-    if decision.batch_id is not None:
-        await _audit(request, actor=actor, action="custody.refill.request",
-                     object=decision.batch_id, after={"amount_sat": decision.amount_sat,
-                                                      "fee_sat": decision.fee_sat})
     if decision.batch_id is None:  # nothing was due: why, and nothing changed
         return await _custody_page(request, view, lang, notice=decision.reason)
+    # The planner committed its own unit of work; who asked for it is recorded next.
+    await _audit(request, actor=actor, action="custody.refill.request",
+                 object=decision.batch_id, after={"amount_sat": decision.amount_sat,
+                                                      "fee_sat": decision.fee_sat})
     return _done("refill", decision.batch_id)
 
 
