@@ -15,6 +15,8 @@ from satvault.web.pages.merchant import keys as merchant_keys
 from satvault.web.pages.merchant import lightning as merchant_lightning
 from satvault.web.pages.merchant import stores as merchant_stores
 from satvault.web.pages.merchant import webhooks as merchant_webhooks
+from satvault.web.pages.admin import custody as admin_custody
+from satvault.web.pages.admin import rules as admin_rules
 
 __all__ = ["PAGE_ROUTERS"]
 
@@ -27,4 +29,6 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     merchant_keys.router,
     merchant_webhooks.router,
     merchant_lightning.router,
+    admin_custody.router,
+    admin_rules.router,
 )
