@@ -114,8 +114,6 @@ async def test_balances_on_a_phone_and_a_rule_change_by_two_admins(engine, db_ur
         await page.get_by_role("button", name=re.compile("^Approve draft")).click()
         await expect(page.locator("#notice")).to_contain_text("is live")
         await context.close()
-    # htmx adds its indicator <style> on every page (the layout's, not these pages'): the
-    # CSP refuses it, harmlessly; anything else is a problem of these pages.
     assert problems == []
     async with sessions() as s, s.begin():
         version, _ = await risk.live_rule_set(s)

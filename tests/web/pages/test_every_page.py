@@ -87,8 +87,8 @@ async def seed(env: LnEnv) -> dict[str, str]:
                                               scopes=["invoices:write", "invoices:read"])
         wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=merchant.id)
     webhook_id, _ = await add_webhook(env.sessions, store.id, "http://127.0.0.1:9/hook")
-    ids = {"webhook_id": webhook_id, "merchant_id": merchant.id, "mid": merchant.id, "store_id": store.id,
-           "key_id": key.id, "user_id": ada.id, "wallet_id": wallet.id}
+    ids = {"webhook_id": webhook_id, "merchant_id": merchant.id, "mid": merchant.id,
+           "store_id": store.id, "key_id": key.id, "user_id": ada.id, "wallet_id": wallet.id}
     return ids | {"_store_token": token}
 
 
