@@ -10,6 +10,13 @@ HTTP-only cookie; every state-changing form carries the session's CSRF token
 from fastapi import APIRouter
 
 from satvault.web.pages import assets, auth_pages, home, signin
+from satvault.web.pages.admin import custody as admin_custody
+from satvault.web.pages.admin import rules as admin_rules
+from satvault.web.pages.merchant import invoices as merchant_invoices
+from satvault.web.pages.merchant import keys as merchant_keys
+from satvault.web.pages.merchant import lightning as merchant_lightning
+from satvault.web.pages.merchant import stores as merchant_stores
+from satvault.web.pages.merchant import webhooks as merchant_webhooks
 
 __all__ = ["PAGE_ROUTERS"]
 
@@ -18,4 +25,11 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     signin.router,
     auth_pages.router,
     home.router,
+    merchant_stores.router,
+    merchant_invoices.router,
+    merchant_keys.router,
+    merchant_webhooks.router,
+    merchant_lightning.router,
+    admin_custody.router,
+    admin_rules.router,
 )
