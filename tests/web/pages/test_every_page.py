@@ -41,7 +41,7 @@ AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 PASSWORD = "correct horse battery"
 PHONE_WIDTH = 360
 # Not pages: streams, downloads and form targets that only answer POST-like GETs.
-NOT_PAGES = re.compile(r"(/events$|/stream$|\.csv$|\.pdf$|\.json$|\.psbt$|\.svg$|\.png$"
+NOT_PAGES = re.compile(r"(/events$|/stream$|\.csv$|\.pdf$|\.json$|[./]psbt$|\.svg$|\.png$"
                        r"|^/static/|/download|/export)")
 
 
