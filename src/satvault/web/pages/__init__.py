@@ -10,6 +10,12 @@ HTTP-only cookie; every state-changing form carries the session's CSRF token
 from fastapi import APIRouter
 
 from satvault.web.pages import assets, home, signin
+from satvault.web.pages.admin import accounts as admin_accounts
+from satvault.web.pages.admin import audit as admin_audit
+from satvault.web.pages.admin import cases as admin_cases
+from satvault.web.pages.admin import home as admin_home
+from satvault.web.pages.admin import kyc as admin_kyc
+from satvault.web.pages.admin import reports as admin_reports
 
 __all__ = ["PAGE_ROUTERS"]
 
@@ -17,4 +23,10 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     assets.router,
     signin.router,
     home.router,
+    admin_home.router,
+    admin_accounts.router,
+    admin_kyc.router,
+    admin_cases.router,
+    admin_audit.router,
+    admin_reports.router,
 )
