@@ -73,8 +73,8 @@ async def find_accounts(session: AsyncSession, q: str, *, limit: int = 50
     if addr is not None and addr[0] and addr[1]:
         owners.append(((addr[0], addr[1]), "deposit address"))
     for model, how in ((StoreInvoice, "store invoice"), (LnInvoice, "Lightning invoice")):
-        wid = (await session.execute(select(model.wallet_id).where(  # type: ignore[attr-defined]
-            model.id == q))).scalar_one_or_none()  # type: ignore[attr-defined]
+        wid = (await session.execute(select(model.wallet_id).where(
+            model.id == q))).scalar_one_or_none()
         if wid is not None:
             owners.append((await _owner_of_wallet(session, wid), how))
     for owner, how in owners:

@@ -157,11 +157,11 @@ async def close(request: Request, case_id: CaseId, view: PageAdmin, lang: PageLa
 async def _approvals_page(request: Request, view: PageAdmin, lang: PageLang,
                           session: AsyncSession, *, status_code: int = 200,
                           error: str | None = None, done: str | None = None) -> HTMLResponse:
-    rows = [{"wd": wd, "req": req, "approved_by": who}
-            for wd, req, who in await approvals.awaiting(session, limit=200)]
-    emails = {u.id: u.email for u in (await session.execute(select(User).where(User.id.in_(
-        {w for r in rows for w in (*r["approved_by"], r["req"].initiator) if w}
-    )))).scalars()} if rows else {}
+    waiting = await approvals.awaiting(session, limit=200)
+    people = {w for _wd, req, who in waiting for w in (*who, req.initiator) if w}
+    emails = {u.id: u.email for u in (await session.execute(
+        select(User).where(User.id.in_(people)))).scalars()} if people else {}
+    rows = [{"wd": wd, "req": req, "approved_by": who} for wd, req, who in waiting]
     return render(request, "admin/approvals.html", lang=lang, view=view, rows=rows,
                   emails=emails, error=error, done=done, status_code=status_code)
 
