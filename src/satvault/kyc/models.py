@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from satvault.db import Base, IdInt, StrEnumType, UtcDateTime
@@ -100,5 +100,11 @@ class KycRequest(Base):
     decided_by: Mapped[str | None] = mapped_column(String(80), default=None)
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
 
-    __table_args__ = (Index("ix_kyc_requests_status", "status", "requested_at"),
-                      Index("ix_kyc_requests_owner", "owner_type", "owner_id"))
+    __table_args__ = (
+        Index("ix_kyc_requests_status", "status", "requested_at"),
+        Index("ix_kyc_requests_owner", "owner_type", "owner_id"),
+        # One pending request per owner (migration 0035, with the CHECKs).
+        Index("uq_kyc_requests_pending", "owner_type", "owner_id", unique=True,
+              postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
+    )
