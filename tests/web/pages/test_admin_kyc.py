@@ -126,3 +126,23 @@ async def test_the_queue_through_the_admin_api(browser, people, sessions):
     r = await browser.post(f"/api/v1/admin/kyc/requests/{rid}/decide", headers=auth,
                            json={"decision": "approve", "checks": ["id-document"]})
     assert r.status_code == 409
+
+
+async def test_one_pending_request_per_owner_held_by_the_database(people, sessions):
+    from sqlalchemy.exc import IntegrityError
+
+    from satvault.db import utcnow
+    from satvault.kyc.errors import InvalidKycInput
+
+    await ask(sessions, "user", people.alice, 1, people.alice)
+    with pytest.raises(InvalidKycInput, match="waiting for review already"):
+        await ask(sessions, "user", people.alice, 2, people.alice)
+    for extra in ({"owner_id": people.alice},  # a second pending one, past the service
+                  {"owner_id": people.bob, "status": KycRequestStatus.APPROVED}):  # no record
+        with pytest.raises(IntegrityError):
+            async with sessions() as s, s.begin():
+                s.add(KycRequest(**{"id": f"kyq_raw_{extra['owner_id']}",
+                                    "owner_type": "user", "tier": 1, "full_name": "X",
+                                    "documents": "[]", "requested_by": "x",
+                                    "requested_at": utcnow(),
+                                    "status": KycRequestStatus.PENDING, **extra}))
