@@ -33,7 +33,10 @@ from tests.web.pages.conftest import PASSWORD, page_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+ROOT = Path(__file__).resolve().parents[3]
+ARTIFACTS = ROOT / "test-artifacts"
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+PHONE = {"width": 360, "height": 780}
 TIMEOUT_MS = 15_000
 
 
@@ -67,11 +70,22 @@ async def shot(page: Any, name: str) -> None:
     await page.screenshot(path=str(ARTIFACTS / f"admin-{name}.png"), full_page=True)
 
 
-async def operator(browser: Any, base: str, sessions: Any, email: str) -> Any:
+async def serious_violations(page: Any) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is now (injected by the
+    test, hence the context's ``bypass_csp``; the pages themselves never load it)."""
+    await page.add_script_tag(path=str(AXE))
+    found: list[str] = await page.evaluate("""async () => (await axe.run()).violations
+        .filter(v => v.impact === "serious" || v.impact === "critical")
+        .map(v => v.id + ": " + v.nodes.map(n => n.target.join(" ")).join(", "))""")
+    return found
+
+
+async def operator(browser: Any, base: str, sessions: Any, email: str, *,
+                   viewport: dict[str, int] | None = None) -> Any:
     """A page signed in as ``email`` through the form, its second factor then marked (what
     the TOTP step does once it lands)."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 900},
-                                        locale="en-US")
+    context = await browser.new_context(viewport=viewport or {"width": 1280, "height": 900},
+                                        locale="en-US", bypass_csp=True)
     context.set_default_timeout(TIMEOUT_MS)
     page = await context.new_page()
     await page.goto(f"{base}/login")
@@ -134,6 +148,27 @@ async def test_approve_a_kyc_upgrade_and_a_held_withdrawal(engine, db_url, peopl
         await second.get_by_role("button", name=f"Approve withdrawal {wd.id}").click()
         await expect(second.get_by_role("status")).to_contain_text("the withdrawal goes on")
         await expect(second.get_by_text("No withdrawal is waiting for approval.")).to_be_visible()
+        # Every page: no serious or critical accessibility finding; on a phone nothing is
+        # wider than the screen (tables scroll inside their own box).
+        phone = await operator(browser, base, sessions, "root@example.com", viewport=PHONE)
+        pages = ["/admin", "/admin/accounts?q=alice",
+                 f"/admin/accounts/merchant/{people.alice_merchant}",
+                 f"/admin/accounts/user/{people.alice}", "/admin/kyc",
+                 f"/admin/kyc/{request.id}", "/admin/cases", "/admin/approvals",
+                 "/admin/audit", "/admin/reports"]
+        for path in pages:
+            for p in (page, phone):
+                await p.goto(f"{base}{path}")
+                assert await serious_violations(p) == [], path
+            width = await phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"], (path, width)
+        await phone.goto(f"{base}/admin/audit")
+        await phone.get_by_role("button", name="Verify the audit log now").click()
+        await expect(phone.locator("#verify-result")).to_contain_text("OK")
+        assert await serious_violations(phone) == []
+        await shot(phone, "audit-phone")
+        await phone.goto(f"{base}/admin/accounts/merchant/{people.alice_merchant}")
+        await shot(phone, "account-phone")
     assert errors == []
     async with sessions() as s:
         assert await kyc.tier_of(s, "merchant", people.alice_merchant) == 1
