@@ -110,3 +110,33 @@ async def test_the_home_page_counts_what_needs_attention(browser, people, sessio
     page = await browser.get("/admin")
     assert 'id="kyc-count">0<' in page.text and 'id="case-count">0<' in page.text
     assert 'id="approval-count">0<' in page.text and "No open incidents" in page.text
+
+
+async def test_search_by_deposit_address_and_invoice_id(browser, people, sessions):
+    from datetime import timedelta
+
+    from satvault.db import utcnow
+    from satvault.lightning.models import LnInvoice, LnInvoiceStatus
+    from satvault.onchain.models import AddressStatus, OnchainAddress, OnchainWallet
+
+    wallet = await merchant_wallet(sessions, people.bob_merchant)
+    now = utcnow()
+    address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+    async with sessions() as s, s.begin():  # rows as the deposit and invoice paths leave them
+        s.add(OnchainWallet(id="ow_test", role="deposit", descriptor="wpkh(x)",
+                            network="regtest", gap_limit=20, next_receive=1, next_change=0,
+                            created_at=now))
+        await s.flush()
+        s.add(OnchainAddress(wallet_id="ow_test", chain=0, idx=0, address=address,
+                             script_pubkey="0014" + "00" * 20, status=AddressStatus.ALLOCATED,
+                             owner_type="merchant", owner_id=people.bob_merchant,
+                             purpose="deposit", allocated_at=now))
+        s.add(LnInvoice(id="lni_test123", wallet_id=wallet.id, purpose="receive",
+                        payment_hash="11" * 32, bolt11="lnbcrt1test", amount_msat=1000,
+                        description="", status=LnInvoiceStatus.OPEN, expires_at=now
+                        + timedelta(hours=1), created_at=now))
+    await sign_in_admin(browser, sessions)
+    for q, how in ((address, "deposit address"), ("lni_test123", "Lightning invoice")):
+        r = await browser.get("/admin/accounts", params={"q": q})
+        assert f'href="/admin/accounts/merchant/{people.bob_merchant}"' in r.text, q
+        assert how in r.text and "Alice" not in r.text
