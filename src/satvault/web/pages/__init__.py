@@ -10,7 +10,13 @@ HTTP-only cookie; every state-changing form carries the session's CSRF token
 from fastapi import APIRouter
 
 from satvault.web.pages import assets, home, signin
+from satvault.web.pages.admin import accounts as admin_accounts
+from satvault.web.pages.admin import audit as admin_audit
+from satvault.web.pages.admin import cases as admin_cases
 from satvault.web.pages.admin import custody as admin_custody
+from satvault.web.pages.admin import home as admin_home
+from satvault.web.pages.admin import kyc as admin_kyc
+from satvault.web.pages.admin import reports as admin_reports
 from satvault.web.pages.admin import rules as admin_rules
 from satvault.web.pages.merchant import invoices as merchant_invoices
 from satvault.web.pages.merchant import keys as merchant_keys
@@ -31,4 +37,10 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     merchant_lightning.router,
     admin_custody.router,
     admin_rules.router,
+    admin_home.router,
+    admin_accounts.router,
+    admin_kyc.router,
+    admin_cases.router,
+    admin_audit.router,
+    admin_reports.router,
 )
