@@ -10,6 +10,7 @@ HTTP-only cookie; every state-changing form carries the session's CSRF token
 from fastapi import APIRouter
 
 from satvault.web.pages import assets, home, signin
+from satvault.web.pages.merchant import money, overview, statement
 
 __all__ = ["PAGE_ROUTERS"]
 
@@ -17,4 +18,7 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     assets.router,
     signin.router,
     home.router,
+    overview.router,
+    statement.router,
+    money.router,
 )

@@ -1,0 +1,1 @@
+"""The merchant dashboard, ``/dashboard/m/{merchant_id}/…``: one module per area."""
