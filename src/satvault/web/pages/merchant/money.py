@@ -157,10 +157,19 @@ def _deposit_again(request: Request, lang: Any, view: Any, merchant: Any,
                   status_code=status)
 
 
+# Refusals whose API detail is written for programs, said for people.
+_PLAIN = {
+    "insufficient-funds": "Not enough available money for this amount and its fee reserve.",
+    "idempotency-key-in-use": "This withdrawal is being sent already; wait a moment.",
+}
+
+
 def _problem_detail(body: bytes | memoryview) -> str:
     try:
-        return str(json.loads(bytes(body))["detail"])
-    except (ValueError, KeyError, TypeError):
+        problem = json.loads(bytes(body))
+        slug = str(problem.get("type", "")).rsplit("/", 1)[-1]
+        return _PLAIN.get(slug) or str(problem["detail"])
+    except (ValueError, KeyError, TypeError, AttributeError):
         return "This request was refused."
 
 
