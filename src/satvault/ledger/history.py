@@ -9,7 +9,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import distinct, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.kernel.errors import InvalidInput
@@ -139,6 +139,6 @@ async def statement(
 async def codes_of(session: AsyncSession, account_id: int) -> list[str]:
     """The transfer codes found in this account's history (what a statement can filter by)."""
     t = transfers_t.c
-    rows = await session.execute(select(distinct(t.code)).where(
+    rows = await session.execute(select(t.code).distinct().where(
         or_(t.debit_account_id == account_id, t.credit_account_id == account_id)))
     return sorted(c for c in rows.scalars() if c)

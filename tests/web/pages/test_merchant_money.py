@@ -75,6 +75,18 @@ async def site(env: LnEnv) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+def form_error(html: str) -> str:
+    found = re.search(r'role="alert" id="form-error">([^<]+)<', html)
+    return found.group(1) if found else ""
+
+
+def key_of(html: str) -> str:
+    """The withdrawal form's idempotency key (a hidden field)."""
+    found = _KEY.search(html)
+    assert found, "the form has no idempotency key"
+    return found.group(1)
+
+
 def figures(html: str) -> dict[str, int]:
     """The balances a page shows, in whole sats."""
     return {k: int(re.sub(r"\D", "", v)) for k, v in _FIGURE.findall(html)}
@@ -217,7 +229,7 @@ async def test_deposit_on_chain_then_withdraw_with_step_up_once(lnenv: LnEnv,
 
         form = await client.get(f"/dashboard/m/{mid}/withdraw")
         assert form.status_code == 200
-        csrf, key = csrf_of(form.text), _KEY.search(form.text).group(1)  # type: ignore[union-attr]
+        csrf, key = csrf_of(form.text), key_of(form.text)
         data = {"csrf_token": csrf, "idempotency_key": key, "rail": "onchain",
                 "destination": DEST, "amount_sat": "20000"}
         # Without a recent step-up: off to the step-up page, and back to this form after.
@@ -249,15 +261,14 @@ async def test_deposit_on_chain_then_withdraw_with_step_up_once(lnenv: LnEnv,
             ("lnaddress", DEST, "1000", 422, "Lightning Address"),
         ]:
             page = await client.get(f"/dashboard/m/{mid}/withdraw")
-            bad = {**data, "idempotency_key": _KEY.search(page.text).group(1),  # type: ignore[union-attr]
+            bad = {**data, "idempotency_key": key_of(page.text),
                    "rail": rail, "destination": destination, "amount_sat": amount}
             r = await client.post(f"/dashboard/m/{mid}/withdraw", data=bad)
-            assert r.status_code == status, (destination, amount, re.findall(r"form-error\">([^<]+)<", r.text))
-            error = re.search(r'role="alert" id="form-error">([^<]+)<', r.text)
-            assert error and message.lower() in error.group(1).lower(), (destination,
-                                                                         error)
+            error = form_error(r.text)
+            assert r.status_code == status, (destination, amount, error)
+            assert message.lower() in error.lower(), (destination, error)
             assert f'value="{destination}"' in r.text.replace("&#34;", '"')
-            assert _KEY.search(r.text).group(1) != bad["idempotency_key"]  # type: ignore[union-attr]
+            assert key_of(r.text) != bad["idempotency_key"]  # a new request, a new key
         assert await withdrawals(lnenv) == 0
         assert await api_balances(client, shops) == before
 
@@ -281,7 +292,7 @@ async def test_deposit_on_chain_then_withdraw_with_step_up_once(lnenv: LnEnv,
         bolt11 = lnenv.network.create_invoice("customer1", 1_000_000).bolt11
         page = await client.get(f"/dashboard/m/{mid}/withdraw")
         r = await client.post(f"/dashboard/m/{mid}/withdraw", data={
-            **data, "idempotency_key": _KEY.search(page.text).group(1),  # type: ignore[union-attr]
+            **data, "idempotency_key": key_of(page.text),
             "rail": "bolt11", "destination": bolt11, "amount_sat": ""})
         assert r.status_code == 303, r.text
         assert await withdrawals(lnenv) == 2
