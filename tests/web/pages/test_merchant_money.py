@@ -10,8 +10,6 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -19,15 +17,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from satvault.accounts import service as acc
 from satvault.auth.sessions import list_sessions, mark_stepped_up
 from satvault.kernel.clock import utcnow
 from satvault.payouts.models import Withdrawal
 from satvault.reports.dashboard import daily_volume
 from tests.chainenv import LnEnv
-from tests.checkout.conftest import make_app, settle_all
-from tests.liveserver import serve
-from tests.web.pages.conftest import PASSWORD, csrf_of, sign_in
+from tests.checkout.conftest import settle_all
+from tests.web.pages.conftest import csrf_of, sign_in
+from tests.web.pages.merchant_env import Shops, shops_fixture, site  # noqa: F401 (a fixture)
 
 DEST = "bcrt1q8uq9hrte4u3d2pes3gmrxeffws053ylettc383"
 MAINNET = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"
@@ -38,41 +35,6 @@ _KEY = re.compile(r'name="idempotency_key" value="([^"]+)"')
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
     return {"rate_limit_enabled": False}
-
-
-@dataclass
-class Shops:
-    carol: str
-    dave: str
-    carol_merchant: str
-    dave_merchant: str
-    carol_wallet: str
-    store: str
-    key: dict[str, str]
-
-
-@pytest.fixture
-async def shops(lnenv: LnEnv) -> Shops:
-    async with lnenv.sessions() as s, s.begin():
-        carol = await acc.create_user(s, email="carol@example.com", password=PASSWORD)
-        dave = await acc.create_user(s, email="dave@example.com", password=PASSWORD)
-        mc = await acc.create_merchant(s, name="Carol's Café", owner_user_id=carol.id)
-        md = await acc.create_merchant(s, name="Dave's Deli", owner_user_id=dave.id)
-        wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=mc.id)
-        store = await acc.create_store(s, merchant_id=mc.id, name="Café", speed_policy=1)
-        _, key = await acc.create_api_key(s, owner_id=mc.id, scopes=[
-            "wallet:read", "invoices:write", "invoices:read"])
-    return Shops(carol.id, dave.id, mc.id, md.id, wallet.id, store.id,
-                 {"Authorization": f"Bearer {key}"})
-
-
-@asynccontextmanager
-async def site(env: LnEnv) -> AsyncIterator[httpx.AsyncClient]:
-    """The app on a real port (event streams need one), and a browser-like client."""
-    app = make_app(env)
-    async with app.router.lifespan_context(app), serve(app) as base, \
-            httpx.AsyncClient(base_url=base, timeout=20) as client:
-        yield client
 
 
 def form_error(html: str) -> str:

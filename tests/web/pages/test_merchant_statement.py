@@ -125,3 +125,20 @@ async def test_money_forms_refuse_a_post_without_csrf(browser: httpx.AsyncClient
     async with sessions() as s:
         assert (await s.execute(select(func.count()).select_from(DepositRequest))
                 ).scalar_one() == 0
+
+
+def test_bar_chart_is_accessible_svg_with_proportional_bars() -> None:
+    from satvault.web.pages.merchant.charts import Series, bar_chart
+
+    svg = str(bar_chart(title="Volume <30 days>", desc="in & out", labels=["a", "b", "c"],
+                        unit_divisor=1000,
+                        series=[Series("On-chain", "c1", [1000, 0, 4000]),
+                                Series("Lightning", "c2", [3000, 0, 0])]))
+    assert svg.startswith("<svg") and 'role="img"' in svg
+    assert "<title id=\"t\">Volume &lt;30 days&gt;</title>" in svg
+    assert "<desc id=\"d\">in &amp; out</desc>" in svg
+    heights = [float(h) for h in re.findall(r'<rect class="c\d"[^>]* height="([\d.]+)"', svg)]
+    assert len(heights) == 3  # zero values draw nothing
+    assert heights[0] + heights[1] == heights[2]  # stacked a (1 + 3) equals c (4)
+    assert "a: Lightning 3</title>" in svg  # each bar says its value, in the axis unit
+    assert "style=" not in svg  # the CSP: colours come from classes

@@ -59,7 +59,8 @@ def bar_chart(*, title: str, desc: str, labels: Sequence[str], series: Sequence[
                          f'{escape(s.name)} {v // unit_divisor}</title></rect>')
             if stacked:
                 base -= h
-        if i % 7 == 0 or i == len(labels) - 1:
+        last = len(labels) - 1
+        if i == last or (i % 7 == 0 and last - i >= 4):
             parts.append(f'<text class="tick" x="{x0:.1f}" y="{HEIGHT - 6}">'
                          f'{escape(label)}</text>')
     parts.append("</svg>")
