@@ -179,14 +179,15 @@ async def test_deposit_on_chain_then_withdraw_with_step_up_once(lnenv: LnEnv,
         await sign_in(client, "carol@example.com")
         address = await deposit(client, mid, method="onchain", amount_sat="")
         assert address.startswith("bcrt1")
-        lnenv.chain.pay(address, 100_000)
+        lnenv.chain.pay(address, 150_000)  # above what is credited unconfirmed
         await settle_all(lnenv)
         incoming = figures((await client.get(f"/dashboard/m/{mid}/balances")).text)
         assert incoming == await api_balances(client, shops)
+        assert incoming["incoming"] == 150_000 and incoming["available"] == 0
         lnenv.chain.mine(1)
         await settle_all(lnenv)
         before = await api_balances(client, shops)
-        assert before["available"] == 100_000
+        assert before["available"] == 150_000 and before["incoming"] == 0
         assert figures((await client.get(f"/dashboard/m/{mid}")).text) == before
 
         form = await client.get(f"/dashboard/m/{mid}/withdraw")
@@ -217,7 +218,7 @@ async def test_deposit_on_chain_then_withdraw_with_step_up_once(lnenv: LnEnv,
             ("onchain", DEST, "1", 422, "dust"),
             ("onchain", DEST, "-5", 422, "positive"),
             ("onchain", DEST, "9999999999999999", 422, "out of range"),
-            ("onchain", DEST, "200000", 422, "not enough available money"),
+            ("onchain", DEST, "400000", 422, "not enough available money"),
             ("onchain", DEST, "", 422, "amount"),
             ("bolt11", expired, "", 422, "expired"),
             ("lnaddress", DEST, "1000", 422, "Lightning Address"),
@@ -242,7 +243,7 @@ async def test_deposit_on_chain_then_withdraw_with_step_up_once(lnenv: LnEnv,
         assert first.headers["location"] == second.headers["location"]
         assert await withdrawals(lnenv) == 1
         after = await api_balances(client, shops)
-        assert after["held"] >= 20_000 and after["available"] == 100_000 - after["held"]
+        assert after["held"] >= 20_000 and after["available"] == 150_000 - after["held"]
         detail = await client.get(first.headers["location"])
         assert detail.status_code == 200
         assert 'data-status="pending"' in detail.text and DEST in detail.text

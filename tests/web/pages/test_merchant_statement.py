@@ -142,3 +142,21 @@ def test_bar_chart_is_accessible_svg_with_proportional_bars() -> None:
     assert heights[0] + heights[1] == heights[2]  # stacked a (1 + 3) equals c (4)
     assert "a: Lightning 3</title>" in svg  # each bar says its value, in the axis unit
     assert "style=" not in svg  # the CSP: colours come from classes
+
+
+def test_withdrawal_status_as_the_merchant_reads_it() -> None:
+    from satvault.lightning.models import LnPayment, LnPaymentStatus
+    from satvault.payouts.models import Withdrawal, WithdrawalStatus
+    from satvault.withdrawals.listing import display_status
+
+    def wd(status: WithdrawalStatus) -> Withdrawal:
+        return Withdrawal(id="wd_x", status=status)
+
+    lost = LnPayment(status=LnPaymentStatus.UNKNOWN)
+    assert [display_status(wd(s), None) for s in WithdrawalStatus] == [
+        {"awaiting_approval": "review", "batched": "pending"}.get(s.value, s.value)
+        for s in WithdrawalStatus]
+    assert display_status(wd(WithdrawalStatus.PENDING), lost) == "unknown"
+    assert display_status(wd(WithdrawalStatus.CONFIRMED), lost) == "confirmed"
+    assert display_status(wd(WithdrawalStatus.PENDING),
+                          LnPayment(status=LnPaymentStatus.IN_FLIGHT)) == "pending"
