@@ -17,6 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from satvault.accounts import service as acc
 from satvault.auth.sessions import list_sessions, mark_stepped_up
 from satvault.kernel.clock import utcnow
 from satvault.payouts.models import Withdrawal
@@ -278,3 +279,49 @@ async def test_deposit_on_chain_then_withdraw_with_step_up_once(lnenv: LnEnv,
                                  data={"csrf_token": token, **form})
             assert r.status_code == 404, path
         assert await withdrawals(lnenv) == 2
+
+
+async def test_withdraw_to_a_lightning_address(lnenv: LnEnv, shops: Shops) -> None:
+    """Carol pays dave@<this host> from the withdrawal page: LUD-16 resolution, the LNURL-pay
+    callback, Dave's own invoice, settled inside the ledger."""
+    from satvault.web.app import create_app
+
+    lnenv.settings.public_url = "http://lnurl.test"
+    mid = shops.carol_merchant
+    async with lnenv.sessions() as s, s.begin():
+        dave_wallet = await acc.ensure_wallet(s, owner_type="merchant",
+                                              owner_id=shops.dave_merchant)
+        _, dave_key = await acc.create_api_key(s, owner_id=shops.dave_merchant,
+                                               scopes=["wallet:read", "wallet:write"])
+    dave = {"Authorization": f"Bearer {dave_key}"}
+    app = create_app(lnenv.settings, engine=lnenv.sessions.kw["bind"], start_workers=False,
+                     runtime=lnenv.runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), \
+            httpx.AsyncClient(transport=transport, base_url="http://lnurl.test") as client:
+        app.state.lnurl_http = client
+        r = await client.post(f"/api/v1/wallets/{dave_wallet.id}/lightning-address",
+                              headers=dave, json={"username": "dave"})
+        assert r.status_code == 201, r.text
+        await sign_in(client, "carol@example.com")
+        bolt11 = await deposit(client, mid, method="lightning", amount_sat="10000")
+        lnenv.network.pay("customer1", bolt11)
+        await settle_all(lnenv)
+        await step_up(lnenv, shops.carol)
+
+        page = await client.get(f"/dashboard/m/{mid}/withdraw")
+        data = {"csrf_token": csrf_of(page.text), "idempotency_key": key_of(page.text),
+                "rail": "lnaddress", "destination": "dave@lnurl.test", "amount_sat": "2000"}
+        r = await client.post(f"/dashboard/m/{mid}/withdraw", data=data)
+        assert r.status_code == 303, form_error(r.text)
+        detail = await client.get(r.headers["location"])
+        assert 'data-status="confirmed"' in detail.text and "internal" in detail.text
+        r = await client.get(f"/api/v1/wallets/{dave_wallet.id}", headers=dave)
+        assert r.json()["available_msat"] == 2_000_000
+        # Without an amount: the form again, nothing sent.
+        page = await client.get(f"/dashboard/m/{mid}/withdraw")
+        r = await client.post(f"/dashboard/m/{mid}/withdraw", data={
+            **data, "csrf_token": csrf_of(page.text), "idempotency_key": key_of(page.text),
+            "amount_sat": ""})
+        assert r.status_code == 422 and "amount" in form_error(r.text).lower()
+        assert await withdrawals(lnenv) == 1
