@@ -74,7 +74,7 @@ async def test_statement_filters_pages_and_csv(browser: httpx.AsyncClient, peopl
     assert len(await rows(browser, url, **{"from": "2026-11-01", "to": "2026-11-01",
                                            "direction": "credit"})) == 1
     bad = await browser.get(url, params={"from": "banana"})
-    assert bad.status_code == 422 and "not a date" in bad.text
+    assert bad.status_code == 422 and "is not a date" in bad.text
 
     r = await browser.get(url + ".csv", params={"direction": "credit", "to": "2026-11-03"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")

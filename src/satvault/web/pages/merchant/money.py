@@ -22,6 +22,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from satvault.accounts.access import visible_wallet
+from satvault.accounts.models import Merchant
+from satvault.auth.sessions import SessionView
+from satvault.checkout.i18n import Language
 from satvault.kernel.errors import NotFound, SatvaultError
 from satvault.lightning.invoices import node_invoice, store_invoice
 from satvault.lightning.models import LnInvoice
@@ -30,6 +33,7 @@ from satvault.onchain.errors import InvalidDescriptor
 from satvault.payouts.models import Withdrawal
 from satvault.web.deps import SessionDep
 from satvault.web.pages.deps import CsrfProtected, PageLang, PageUser, SteppedUp, mark_page
+from satvault.web.pages.merchant.texts import N_, translate
 from satvault.web.pages.merchant.wallet_access import merchant_wallet
 from satvault.web.pages.render import render
 from satvault.web.problems import problem_for
@@ -58,13 +62,13 @@ def parse_sats(value: str, *, required: bool) -> int | None:
     text = value.strip().replace("_", "").replace(",", "").replace(" ", "")
     if not text:
         if required:
-            raise FormError("Enter an amount in sats.")
+            raise FormError(N_("Enter an amount in sats."))
         return None
     if not (text.isascii() and text.isdigit()) or len(text) > 16:
-        raise FormError("The amount is a whole, positive number of sats.")
+        raise FormError(N_("The amount is a whole, positive number of sats."))
     sats = int(text)
     if sats <= 0:
-        raise FormError("The amount is a whole, positive number of sats.")
+        raise FormError(N_("The amount is a whole, positive number of sats."))
     return sats * 1000
 
 
@@ -77,7 +81,7 @@ def _validation_message(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
     if where == "amount_msat":
-        return "The amount is out of range."
+        return N_("The amount is out of range.")
     return f"{where}: {first.get('msg', 'invalid')}"
 
 
@@ -150,17 +154,18 @@ async def request_deposit(merchant_id: str, request: Request, view: PageUser,
                             status_code=303)
 
 
-def _deposit_again(request: Request, lang: Any, view: Any, merchant: Any,
+def _deposit_again(request: Request, lang: Language, view: SessionView, merchant: Merchant,
                    values: dict[str, str], error: str, status: int) -> HTMLResponse:
     return render(request, "merchant/deposit.html", lang=lang, view=view, merchant=merchant,
-                  form=values, error=error, has_lightning=_lightning(request) is not None,
-                  status_code=status)
+                  form=values, error=translate(lang, error),
+                  has_lightning=_lightning(request) is not None, status_code=status)
 
 
 # Refusals whose API detail is written for programs, said for people.
 _PLAIN = {
-    "insufficient-funds": "Not enough available money for this amount and its fee reserve.",
-    "idempotency-key-in-use": "This withdrawal is being sent already; wait a moment.",
+    "insufficient-funds": N_("Not enough available money for this amount and its fee "
+                             "reserve."),
+    "idempotency-key-in-use": N_("This withdrawal is being sent already; wait a moment."),
 }
 
 
@@ -170,7 +175,7 @@ def _problem_detail(body: bytes | memoryview) -> str:
         slug = str(problem.get("type", "")).rsplit("/", 1)[-1]
         return _PLAIN.get(slug) or str(problem["detail"])
     except (ValueError, KeyError, TypeError, AttributeError):
-        return "This request was refused."
+        return N_("This request was refused.")
 
 
 @router.get("/dashboard/m/{merchant_id}/deposit/{deposit_id}", response_class=HTMLResponse)
@@ -216,15 +221,17 @@ async def withdraw_page(merchant_id: str, request: Request, view: PageUser, lang
                   has_lightning=_lightning(request) is not None)
 
 
-async def _withdraw_again(request: Request, lang: Any, view: Any, merchant_id: str,
-                          values: dict[str, str], error: str, status: int) -> HTMLResponse:
+async def _withdraw_again(request: Request, lang: Language, view: SessionView,
+                          merchant_id: str, values: dict[str, str], error: str,
+                          status: int) -> HTMLResponse:
     """The form again with the message, the user's input and a NEW idempotency key (the
     corrected request is another request)."""
     async with sessions_of(request)() as session, session.begin():
         _principal, merchant, wallet = await merchant_wallet(session, view, merchant_id)
         rows = await recent_withdrawals(session, wallet_id=wallet.id)
     return render(request, "merchant/withdraw.html", lang=lang, view=view, merchant=merchant,
-                  rows=rows, form=values, error=error, rail=values.get("rail", "onchain"),
+                  rows=rows, form=values, error=translate(lang, error),
+                  rail=values.get("rail", "onchain"),
                   key=_new_key(), has_lightning=_lightning(request) is not None,
                   status_code=status)
 
@@ -242,19 +249,19 @@ async def withdraw(merchant_id: str, request: Request, view: SteppedUp,
     try:
         rail = values["rail"]
         if rail not in RAIL_KINDS:
-            raise FormError("Choose how to pay: on-chain, Lightning invoice or Lightning "
-                            "Address.")
+            raise FormError(N_("Choose how to pay: on-chain, Lightning invoice or Lightning "
+                            "Address."))
         destination = values["destination"].strip()
         if not destination:
-            raise FormError("Enter where to send the money.")
+            raise FormError(N_("Enter where to send the money."))
         if destination_kind(destination) != RAIL_KINDS[rail]:
-            raise FormError({"onchain": "That is not a Bitcoin address.",
-                             "bolt11": "That is not a Lightning invoice (BOLT11).",
-                             "lnaddress": "That is not a Lightning Address (name@domain)."
+            raise FormError({"onchain": N_("That is not a Bitcoin address."),
+                             "bolt11": N_("That is not a Lightning invoice (BOLT11)."),
+                             "lnaddress": N_("That is not a Lightning Address (name@domain).")
                              }[rail])
         amount = parse_sats(values["amount_sat"], required=rail != "bolt11")
         if not key:
-            raise FormError("This form expired. Reload the page and try again.")
+            raise FormError(N_("This form expired. Reload the page and try again."))
         body = WithdrawalIn(destination=destination, amount_msat=amount)
     except FormError as exc:
         return await _withdraw_again(request, lang, view, merchant_id, values, str(exc),

@@ -5,20 +5,18 @@ the last 30 days: volume per rail, invoices created and settled."""
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import cache
 from typing import Annotated
 
-from babel.support import Translations
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from satvault.checkout.i18n import Language, translations
 from satvault.invoices.stats import daily_conversion
 from satvault.kernel.clock import utcnow
 from satvault.reports.dashboard import RAILS, daily_volume
 from satvault.web.deps import SessionDep
 from satvault.web.pages.deps import PageLang, PageUser, mark_page
 from satvault.web.pages.merchant.charts import Series, bar_chart
+from satvault.web.pages.merchant.texts import N_, translate
 from satvault.web.pages.merchant.wallet_access import merchant_wallet
 from satvault.web.pages.render import render
 from satvault.web.routes.streams import resume_point, wallet_stream
@@ -42,36 +40,30 @@ async def overview(merchant_id: str, request: Request, view: PageUser, lang: Pag
     conversion = await daily_conversion(session, merchant_id=merchant_id, start=start,
                                         end=end)
     labels = [d.day.strftime("%m-%d") for d in volume]
-    names = {"onchain": _t(lang, "On-chain"), "lightning": _t(lang, "Lightning"),
-             "internal": _t(lang, "Internal")}
+
+    def t(text: str) -> str:
+        return translate(lang, text)
+
+    names = {"onchain": t(N_("On-chain")), "lightning": t(N_("Lightning")),
+             "internal": t(N_("Internal"))}
     volume_svg = bar_chart(
-        title=_t(lang, "Volume per day by rail, last 30 days (sats)"),
-        desc=_t(lang, "Money in and out of the wallet per day, stacked by rail: on-chain, "
-                      "Lightning, internal. The table below has the same numbers."),
+        title=t(N_("Volume per day by rail, last 30 days (sats)")),
+        desc=t(N_("Money in and out of the wallet per day, stacked by rail: on-chain, "
+                  "Lightning, internal. The table below has the same numbers.")),
         labels=labels, unit_divisor=1000,
         series=[Series(names[r], f"c{i + 1}", [d.in_msat[r] + d.out_msat[r] for d in volume])
                 for i, r in enumerate(RAILS)])
     conversion_svg = bar_chart(
-        title=_t(lang, "Invoices created and settled per day, last 30 days"),
-        desc=_t(lang, "Side by side per day: invoices created, invoices settled. The table "
-                      "below has the same numbers."),
+        title=t(N_("Invoices created and settled per day, last 30 days")),
+        desc=t(N_("Side by side per day: invoices created, invoices settled. The table "
+                  "below has the same numbers.")),
         labels=[d.day.strftime("%m-%d") for d in conversion], stacked=False,
-        series=[Series(_t(lang, "Created"), "c1", [d.created for d in conversion]),
-                Series(_t(lang, "Settled"), "c2", [d.settled for d in conversion])])
+        series=[Series(t(N_("Created")), "c1", [d.created for d in conversion]),
+                Series(t(N_("Settled")), "c2", [d.settled for d in conversion])])
     return render(request, "merchant/overview.html", lang=lang, view=view, merchant=merchant,
                   wallet=wallet, balances=balances, volume=volume, rails=RAILS,
                   rail_names=names, conversion=conversion, volume_svg=volume_svg,
                   conversion_svg=conversion_svg)
-
-
-@cache
-def _catalog(code: str) -> Translations:
-    return translations(code)
-
-
-def _t(lang: Language, text: str) -> str:
-    """A chart's string in the page's language (the templates' catalog)."""
-    return str(_catalog(lang.code).gettext(text))
 
 
 @router.get("/dashboard/m/{merchant_id}/balances", response_class=HTMLResponse)

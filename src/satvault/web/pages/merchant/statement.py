@@ -19,6 +19,7 @@ from satvault.kernel.clock import utcnow
 from satvault.ledger.history import StatementLine, codes_of, statement
 from satvault.web.deps import SessionDep
 from satvault.web.pages.deps import PageLang, PageUser, mark_page
+from satvault.web.pages.merchant.texts import N_, translate
 from satvault.web.pages.merchant.wallet_access import merchant_wallet
 from satvault.web.pages.render import PAGE_HEADERS, render
 from satvault.web.state import sessions_of
@@ -54,25 +55,26 @@ class Filters:
             "direction": self.direction, "codes": [self.code] if self.code else None}
 
 
-def _day(value: str, label: str, errors: list[str]) -> date | None:
+def _day(value: str, error: str, errors: list[str]) -> date | None:
     if not value:
         return None
     try:
         return date.fromisoformat(value)
     except ValueError:
-        errors.append(f"{label}: not a date (YYYY-MM-DD)")
+        errors.append(error)
         return None
 
 
 def parse_filters(start: str, end: str, direction: str, code: str) -> Filters:
     """The filters as the form sent them; what does not parse is reported, not applied."""
     errors: list[str] = []
-    d0, d1 = _day(start, "From", errors), _day(end, "To", errors)
+    d0 = _day(start, N_("“From” is not a date (YYYY-MM-DD)."), errors)
+    d1 = _day(end, N_("“To” is not a date (YYYY-MM-DD)."), errors)
     if d0 and d1 and d1 < d0:
-        errors.append("The period ends before it starts.")
+        errors.append(N_("The period ends before it starts."))
         d0 = d1 = None
     if direction not in ("", "credit", "debit"):
-        errors.append("Direction is money in or money out.")
+        errors.append(N_("Direction is money in or money out."))
         direction = ""
     return Filters(d0, d1, direction or None, code or None, tuple(errors))
 
@@ -95,6 +97,7 @@ async def statement_page(
     return render(request, "merchant/statement.html", lang=lang, view=view,
                   merchant=merchant, lines=page.lines, next_cursor=page.next_cursor,
                   filters=filters, codes=codes, query=filters.query(),
+                  errors=[translate(lang, e) for e in filters.errors],
                   status_code=422 if filters.errors else 200)
 
 
