@@ -154,6 +154,22 @@ async def test_allowlist_and_policy_endpoints(lnenv: LnEnv):
         assert r.json()["approved_by"] == who.admin2 and r.json()["rules"] == rules
         r = await c.get("/api/v1/admin/withdrawal-policy", headers=k["admin1"])
         assert [(p["version"], p["status"]) for p in r.json()] == [(version, "live")]
+        # A proposal is rejected (withdrawn) by a second admin only, and never applies.
+        r = await c.post("/api/v1/admin/withdrawal-policy", json={"rules": []},
+                         headers=k["admin1"])
+        other = r.json()["version"]
+        r = await c.post(f"/api/v1/admin/withdrawal-policy/{other}/reject",
+                         headers=k["admin1"])
+        assert r.status_code == 403 and "second admin" in r.json()["detail"]
+        r = await c.post(f"/api/v1/admin/withdrawal-policy/{other}/reject",
+                         headers=k["admin2"])
+        assert r.status_code == 200 and r.json()["status"] == "withdrawn", r.text
+        r = await c.post(f"/api/v1/admin/withdrawal-policy/{other}/approve",
+                         headers=k["admin2"])
+        assert r.status_code == 422
+        r = await c.get("/api/v1/admin/withdrawal-policy", headers=k["admin1"])
+        assert [(p["version"], p["status"]) for p in r.json()] == [
+            (other, "withdrawn"), (version, "live")]
 
 
 async def test_expired_lightning_payment_is_never_sent_and_its_hold_released(

@@ -137,6 +137,35 @@ async def test_the_live_rule_set_changes_only_with_a_second_admin_api(ctx: Ctx, 
     assert json.loads(rows[2].state_after) == {"live": v, "created_by": ann_id}
 
 
+async def test_a_draft_is_rejected_by_a_second_admin_only_api(ctx: Ctx, db_url, tmp_path):
+    from satvault.config import Settings
+    from satvault.web.app import create_app
+
+    ann, ben, ann_id, ben_id = await admins(ctx)
+    settings = Settings(database_url=db_url, home=str(tmp_path))
+    app = create_app(settings, engine=ctx.sessions.kw["bind"], start_workers=False)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        base = "/api/v1/admin/risk/rule-sets"
+        [shipped] = (await c.get(base, headers=ann)).json()  # the shipped set, version 1
+        assert shipped["status"] == "live"
+        v = (await c.post(base, headers=ann, json={"rules": default_doc()})).json()["version"]
+        own = await c.post(f"{base}/{v}/reject", headers=ann)
+        assert own.status_code == 409 and "other than its author" in own.json()["detail"]
+        ok = await c.post(f"{base}/{v}/reject", headers=ben)
+        assert ok.status_code == 200 and ok.json()["status"] == "retired", ok.text
+        assert (await c.post(f"{base}/{v}/approve", headers=ben)).status_code == 409
+        assert (await c.post(f"{base}/{v + 1}/reject", headers=ben)).status_code == 404
+        listed = {r["version"]: r["status"] for r in (await c.get(base, headers=ann)).json()}
+        assert listed == {1: "live", v: "retired"}
+    s = await ctx.screen(ctx.event(40_000 * SAT))
+    assert s.version == 1
+    async with ctx.sessions() as session:
+        row = (await session.execute(select(AuditEvent).where(
+            AuditEvent.action == "risk.rule_set.reject"))).scalar_one()
+    assert row.actor == ben_id and json.loads(row.state_after)["created_by"] == ann_id
+
+
 async def test_rules_sanctions_and_labels_from_the_command_line(ctx: Ctx, db_url, tmp_path):
     await admins(ctx)
     async with ctx.sessions() as s, s.begin():

@@ -93,6 +93,7 @@ DOMAIN_REFUSALS: dict[str, set[str]] = {
     "POST /api/v1/admin/risk/rule-sets": {"invalid-input"},
     # Whether that version is a draft, and by someone else.
     "POST /api/v1/admin/risk/rule-sets/{version}/approve": {"rule-set-refused", "not-found"},
+    "POST /api/v1/admin/risk/rule-sets/{version}/reject": {"rule-set-refused", "not-found"},
     # Whether a webhook URL's host may be called (public, resolvable); known event names.
     "POST /api/v1/stores/{store_id}/webhooks": {"unsafe-url", "invalid-webhook"},
     "PATCH /api/v1/stores/{store_id}/webhooks/{webhook_id}": {"unsafe-url", "invalid-webhook"},

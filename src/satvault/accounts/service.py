@@ -47,6 +47,7 @@ __all__ = [
     "get_user",
     "get_wallet",
     "list_stores",
+    "merchant_api_keys",
     "owner_type_of",
     "revoke_api_key",
     "update_store",
@@ -290,6 +291,15 @@ async def create_api_key(session: AsyncSession, *, owner_id: str, scopes: list[s
     await record(session, actor=actor, action="apikey.create", object=key_id,
                  after={"owner_id": owner_id, "scopes": sorted(wanted), "label": label})
     return key, token
+
+
+async def merchant_api_keys(session: AsyncSession, merchant_id: str) -> list[ApiKey]:
+    """The keys of a merchant and of its stores, newest first (revoked ones too)."""
+    store_ids = select(Store.id).where(Store.merchant_id == merchant_id)
+    return list((await session.execute(select(ApiKey).where(
+        ((ApiKey.owner_type == "merchant") & (ApiKey.owner_id == merchant_id))
+        | ((ApiKey.owner_type == "store") & ApiKey.owner_id.in_(store_ids))
+    ).order_by(ApiKey.created_at.desc(), ApiKey.id.desc()))).scalars())
 
 
 async def revoke_api_key(session: AsyncSession, *, key_id: str, actor: str = "system") -> None:

@@ -291,6 +291,8 @@ def serve(
     url = f"http://{settings.host}:{settings.port}"
     sys.stderr.write(
         f"\n  satvault {__version__} is starting\n"
+        f"    sign in         {url}/login  (dashboard and admin console; the admin's\n"
+        f"                    password was printed by `satvault init`)\n"
         f"    API and pages   {url}/\n"
         f"    API reference   {url}/docs\n"
         f"    health          {url}/healthz\n"

@@ -57,7 +57,7 @@ from satvault.risk.rules import (
 
 __all__ = ["BUILT_IN_AUTHOR", "Screening", "approve_rule_set", "decision_insert",
            "default_rule_set_json", "explain", "live_rule_set", "propose_rule_set", "record",
-           "reevaluate", "reject_error", "screen"]
+           "reevaluate", "reject_error", "reject_rule_set", "screen"]
 
 log = get_logger(__name__)
 
@@ -298,4 +298,25 @@ async def approve_rule_set(session: AsyncSession, *, version: int, actor: str) -
                 subject=f"risk_rule_set:{version}",
                 before={"live": None if old is None else old.version},
                 after={"live": version, "created_by": rs.created_by})
+    return rs
+
+
+async def reject_rule_set(session: AsyncSession, *, version: int, actor: str,
+                          reason: str = "") -> RiskRuleSet:
+    """Retire a draft without it ever going live. Like an approval, the decision is a second
+    admin's: its author cannot (``approved_by`` then names who decided, as the table's
+    four-eyes CHECK wants for every set that is no longer a draft)."""
+    rs = await session.get(RiskRuleSet, version, with_for_update=True)
+    if rs is None:
+        raise NotFound(f"rule set version {version} not found")
+    if rs.status != RuleSetStatus.DRAFT:
+        raise RuleSetRefused(f"rule set {version} is {rs.status.value}, not a draft")
+    if rs.created_by == actor:
+        raise RuleSetRefused("a rule set is decided by an admin other than its author")
+    rs.status, rs.approved_by, rs.approved_at = RuleSetStatus.RETIRED, actor, utcnow()
+    await session.flush()
+    await audit(session, actor=actor, action="risk.rule_set.reject",
+                subject=f"risk_rule_set:{version}", before={"status": "draft"},
+                after={"status": "retired", "created_by": rs.created_by,
+                       "reason": reason[:500]})
     return rs

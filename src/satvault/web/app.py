@@ -123,7 +123,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             "<!doctype html><html lang=en><meta charset=utf-8><title>satvault</title>"
             "<body style='font-family:system-ui;max-width:40em;margin:3em auto'>"
             f"<h1>satvault {__version__}</h1><p>Custodial Bitcoin and Lightning payments.</p>"
-            "<ul><li><a href='/docs'>API reference (OpenAPI)</a></li>"
+            "<ul><li><a href='/login'>Sign in: dashboard and admin console</a></li>"
+            "<li><a href='/docs'>API reference (OpenAPI)</a></li>"
             "<li><a href='/healthz'>Health</a></li></ul></body></html>"
         )
 

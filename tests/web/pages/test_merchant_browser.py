@@ -84,7 +84,4 @@ async def test_overview_balance_changes_without_reload(lnenv: LnEnv, shops: Shop
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "merchant-overview-phone.png"),
                               full_page=True)
-        # htmx (the layout's) injects its indicator <style>, which the CSP refuses: harmless,
-        # and the layout's to settle (htmx-config includeIndicatorStyles=false).
-        errors = [e for e in errors if not e.startswith("Applying inline style")]
         assert errors == [], "\n".join(errors)

@@ -10,7 +10,16 @@ HTTP-only cookie; every state-changing form carries the session's CSRF token
 from fastapi import APIRouter
 
 from satvault.web.pages import assets, home, signin
-from satvault.web.pages.merchant import money, overview, statement
+from satvault.web.pages.admin import custody as admin_custody
+from satvault.web.pages.admin import rules as admin_rules
+from satvault.web.pages.merchant import invoices as merchant_invoices
+from satvault.web.pages.merchant import keys as merchant_keys
+from satvault.web.pages.merchant import lightning as merchant_lightning
+from satvault.web.pages.merchant import money as merchant_money
+from satvault.web.pages.merchant import overview as merchant_overview
+from satvault.web.pages.merchant import statement as merchant_statement
+from satvault.web.pages.merchant import stores as merchant_stores
+from satvault.web.pages.merchant import webhooks as merchant_webhooks
 
 __all__ = ["PAGE_ROUTERS"]
 
@@ -18,7 +27,14 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     assets.router,
     signin.router,
     home.router,
-    overview.router,
-    statement.router,
-    money.router,
+    merchant_overview.router,
+    merchant_statement.router,
+    merchant_money.router,
+    merchant_stores.router,
+    merchant_invoices.router,
+    merchant_keys.router,
+    merchant_webhooks.router,
+    merchant_lightning.router,
+    admin_custody.router,
+    admin_rules.router,
 )

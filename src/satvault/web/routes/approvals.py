@@ -152,3 +152,14 @@ async def approve_policy(
 ) -> PolicyOut:
     return _policy(await service.approve_policy(session, admin=_user(principal),
                                                 version=version))
+
+
+@router.post("/admin/withdrawal-policy/{version}/reject", response_model=PolicyOut)
+async def reject_policy(
+    version: Annotated[int, Path(ge=1, le=2**31 - 1, description="A proposed version.")],
+    session: SessionDep, principal: Admin,
+) -> PolicyOut:
+    """Withdraw a proposed version that never applies; like an approval, not by its
+    proposer."""
+    return _policy(await service.reject_policy(session, admin=_user(principal),
+                                               version=version))

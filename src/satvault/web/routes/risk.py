@@ -1,5 +1,6 @@
 """Operator endpoints of the rules engine (admin scope): explain a decision, list, propose
-and approve rule sets (a draft goes live only when an admin other than its author approves)."""
+approve or reject rule sets (a draft goes live only when an admin other than its author
+approves; likewise only another admin rejects it)."""
 
 from __future__ import annotations
 
@@ -79,4 +80,12 @@ async def propose_rule_set(
 async def approve_rule_set(version: Annotated[int, Path(ge=1, le=2**63 - 1)],
                            session: SessionDep, admin: Admin) -> dict[str, Any]:
     rs = await risk.approve_rule_set(session, version=version, actor=_actor(admin))
+    return _rule_set(rs)
+
+
+@router.post("/rule-sets/{version}/reject")
+async def reject_rule_set(version: Annotated[int, Path(ge=1, le=2**63 - 1)],
+                          session: SessionDep, admin: Admin) -> dict[str, Any]:
+    """Retire a draft that never goes live; like an approval, not by its author."""
+    rs = await risk.reject_rule_set(session, version=version, actor=_actor(admin))
     return _rule_set(rs)

@@ -40,7 +40,7 @@ from satvault.withdrawals.policy.models import (
 __all__ = ["LivePolicy", "add_allowlist_entry", "add_group_member", "approve_policy",
            "check_internal", "decide_for", "destination_keys", "initiator_of",
            "list_allowlist", "live_columns", "live_from", "live_policy", "normalise_entry",
-           "policy_versions", "propose_policy", "remove_allowlist_entry"]
+           "policy_versions", "propose_policy", "reject_policy", "remove_allowlist_entry"]
 
 _NODE_HEX = frozenset("0123456789abcdef")
 
@@ -121,6 +121,28 @@ async def approve_policy(session: AsyncSession, *, admin: str, version: int) -> 
     await record(session, actor=admin, action="withdrawal_policy.approved",
                  subject=f"withdrawal_policy:{version}",
                  details={"proposed_by": row.proposed_by, "superseded": list(previous)})
+    return row
+
+
+async def reject_policy(session: AsyncSession, *, admin: str, version: int,
+                        reason: str = "") -> PolicyVersion:
+    """Withdraw a proposed version without it ever applying. The decision is a second
+    admin's, as an approval is: the proposer cannot make it."""
+    await _admin(session, admin)
+    row = (await session.execute(select(PolicyVersion).where(
+        PolicyVersion.version == version).with_for_update())).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"policy version {version} not found")
+    if row.status != PolicyStatus.PROPOSED:
+        raise InvalidPolicy(f"policy version {version} is {row.status}, not proposed")
+    if row.proposed_by == admin:
+        raise NotAnApprover("a policy change is decided by a second admin: the proposer "
+                            "cannot reject it")
+    row.status = PolicyStatus.WITHDRAWN
+    await session.flush()
+    await record(session, actor=admin, action="withdrawal_policy.rejected",
+                 subject=f"withdrawal_policy:{version}",
+                 details={"proposed_by": row.proposed_by, "reason": reason[:500]})
     return row
 
 

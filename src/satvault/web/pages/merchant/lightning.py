@@ -1,0 +1,155 @@
+"""``/dashboard/m/{merchant_id}/lightning``: the merchant wallet's Lightning Addresses (claim
+one, see them with their LNURL) and its LNURL-withdraw vouchers (create one: it holds the
+amount, so it is a withdrawal and asks for a step-up; list, QR code, cancel) — the services
+of :mod:`satvault.lightning.lnurl_service`, as the API's ``/api/v1/wallets/{id}/…``.
+
+The API has no way to release an address or to forward one elsewhere, so neither has this
+page; a voucher is single-use (LUD-03 as satvault serves it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+
+from satvault.accounts.models import Wallet
+from satvault.accounts.service import ensure_wallet
+from satvault.auth.sessions import SessionView
+from satvault.checkout.i18n import Language
+from satvault.kernel.errors import AlreadyExists, SatvaultError
+from satvault.lightning import lnurl_service as svc
+from satvault.lightning.lnurl_models import LightningAddress, LnurlWithdrawVoucher
+from satvault.web.deps import SessionDep
+from satvault.web.pages.deps import CsrfProtected, PageLang, PageUser, SteppedUp, mark_page
+from satvault.web.pages.merchant.invoices import qr_data_uri
+from satvault.web.pages.merchant.scope import (
+    FormRefused,
+    Owner,
+    form_values,
+    owner,
+    parse,
+    refusal,
+    transaction,
+)
+from satvault.web.pages.render import render
+from satvault.web.routes.lnurl import AddressIn, VoucherIn, _address_out, _voucher_out
+from satvault.web.state import settings_of
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/dashboard/m/{merchant_id}", include_in_schema=False,
+                   dependencies=[Depends(mark_page)])
+VOUCHERS_SHOWN = 100
+
+
+async def _wallet(session: Any, who: Owner) -> Wallet:
+    return await ensure_wallet(session, owner_type="merchant", owner_id=who.id)
+
+
+async def _page(request: Request, lang: Language, view: SessionView, session: Any,
+                who: Owner, *, address_form: dict[str, Any] | None = None,
+                voucher_form: dict[str, Any] | None = None, address_error: str | None = None,
+                voucher_error: str | None = None, notice: str | None = None,
+                status_code: int = 200) -> HTMLResponse:
+    settings = settings_of(request)
+    wallet = await _wallet(session, who)
+    addresses = [_address_out(a, settings) for a in (await session.execute(
+        select(LightningAddress).where(LightningAddress.wallet_id == wallet.id)
+        .order_by(LightningAddress.created_at))).scalars()]
+    vouchers = [_voucher_out(v, settings) for v in (await session.execute(
+        select(LnurlWithdrawVoucher).where(LnurlWithdrawVoucher.wallet_id == wallet.id)
+        .order_by(LnurlWithdrawVoucher.created_at.desc(), LnurlWithdrawVoucher.id.desc())
+        .limit(VOUCHERS_SHOWN))).scalars()]
+    return render(request, "merchant/lightning.html", lang=lang, view=view,
+                  merchant=who.merchant, wallet=wallet, addresses=addresses,
+                  address_qrs={a.username: qr_data_uri(a.lnurl.upper()) for a in addresses},
+                  vouchers=vouchers,
+                  voucher_qrs={v.id: qr_data_uri(v.lnurl.upper()) for v in vouchers
+                               if v.status == "open"},
+                  address_form=address_form or {}, voucher_form=voucher_form or {},
+                  address_error=address_error, voucher_error=voucher_error, notice=notice,
+                  status_code=status_code)
+
+
+@router.get("/lightning", response_class=HTMLResponse)
+async def lightning_page(merchant_id: str, request: Request, view: PageUser, lang: PageLang,
+                         session: SessionDep, done: str = "") -> HTMLResponse:
+    who = await owner(session, view, merchant_id)
+    notice = {"claimed": "The Lightning Address is yours.",
+              "voucher": "The voucher was created; its amount is held until it is used.",
+              "canceled": "The voucher was canceled and its amount released."}.get(done)
+    return await _page(request, lang, view, session, who, notice=notice)
+
+
+@router.post("/lightning/address", dependencies=[CsrfProtected])
+async def claim_address(merchant_id: str, request: Request, view: PageUser,
+                        lang: PageLang) -> Response:
+    values = await form_values(request)
+    try:
+        async with transaction(request) as s:
+            who = await owner(s, view, merchant_id)
+            body = parse(AddressIn, {"username": str(values.get("username", ""))})
+            await svc.claim_address(s, wallet=await _wallet(s, who), username=body.username,
+                                    actor=who.actor)
+    except (FormRefused, SatvaultError) as exc:
+        status, message = refusal(exc)
+        if isinstance(exc, AlreadyExists):
+            status = 409
+        async with transaction(request) as s:
+            who = await owner(s, view, merchant_id)
+            return await _page(request, lang, view, s, who, address_form=values,
+                               address_error=message, status_code=status)
+    return RedirectResponse(f"/dashboard/m/{merchant_id}/lightning?done=claimed",
+                            status_code=303)
+
+
+def _msat(values: dict[str, Any], name: str, what: str) -> int | None:
+    text = str(values.get(name, "")).strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 16):
+        raise FormRefused(f"{what}: a whole number of sats")
+    return int(text) * 1000
+
+
+@router.post("/lightning/vouchers", dependencies=[CsrfProtected])
+async def create_voucher(merchant_id: str, request: Request, view: SteppedUp,
+                         lang: PageLang) -> Response:
+    """A voucher holds its amount for whoever holds the link: a withdrawal, after a step-up."""
+    values = await form_values(request)
+    settings = settings_of(request)
+    try:
+        async with transaction(request) as s:
+            who = await owner(s, view, merchant_id)
+            body = parse(VoucherIn, {
+                "amount_msat": _msat(values, "amount_sat", "amount"),
+                "min_msat": _msat(values, "min_sat", "least amount"),
+                "description": str(values.get("description", "")).strip()})
+            await svc.open_voucher(s, wallet=await _wallet(s, who),
+                                   amount_msat=body.amount_msat, min_msat=body.min_msat,
+                                   description=body.description, settings=settings,
+                                   actor=who.actor)
+    except (FormRefused, SatvaultError) as exc:
+        status, message = refusal(exc)
+        async with transaction(request) as s:
+            who = await owner(s, view, merchant_id)
+            return await _page(request, lang, view, s, who, voucher_form=values,
+                               voucher_error=message, status_code=status)
+    return RedirectResponse(f"/dashboard/m/{merchant_id}/lightning?done=voucher",
+                            status_code=303)
+
+
+@router.post("/lightning/vouchers/{voucher_id}/cancel", dependencies=[CsrfProtected])
+async def cancel_voucher(merchant_id: str, voucher_id: str, request: Request,
+                         view: PageUser, lang: PageLang) -> Response:
+    async with transaction(request) as s:
+        who = await owner(s, view, merchant_id)
+        voucher = await svc.visible_voucher(s, who.principal, voucher_id)
+        canceled = await svc.cancel_voucher(s, voucher, actor=who.actor)
+        if not canceled:
+            return await _page(request, lang, view, s, who, status_code=409,
+                               voucher_error=f"voucher {voucher_id} is {voucher.status}")
+    return RedirectResponse(f"/dashboard/m/{merchant_id}/lightning?done=canceled",
+                            status_code=303)

@@ -1,0 +1,141 @@
+"""What every merchant page of stores, invoices, keys, webhooks and Lightning shares: the
+merchant the signed-in user owns (another merchant's id is a 404), the form's own short
+transaction, and how a refused form input is told back.
+
+A form is validated with the API's own request model (same limits, same messages) and then
+handed to the API's service in a transaction of its own, so a refusal rolls back everything
+and the page shows the form again with the user's input and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.accounts.models import Merchant
+from satvault.accounts.service import Principal
+from satvault.auth.sessions import SessionView
+from satvault.kernel.errors import AuthError, NotFound, SatvaultError
+from satvault.web.pages.deps import merchant_principal
+from satvault.web.problems import ERROR_STATUS
+
+__all__ = [
+    "FormRefused",
+    "Owner",
+    "form_values",
+    "owner",
+    "parse",
+    "refusal",
+    "status_for",
+    "transaction",
+    "typed",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The merchant a page is about and the principal the page acts as."""
+
+    merchant: Merchant
+    principal: Principal
+
+    @property
+    def id(self) -> str:
+        return self.merchant.id
+
+    @property
+    def actor(self) -> str:
+        # the API writes key:<id>; a page's principal carries the web session's id
+        return f"key:{self.principal.key_id}"
+
+
+class FormRefused(Exception):
+    """A form's input refused before any service ran (status, message)."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def owner(session: AsyncSession, view: SessionView, merchant_id: str) -> Owner:
+    principal = await merchant_principal(session, view, merchant_id)
+    merchant = await session.get(Merchant, merchant_id)
+    assert merchant is not None
+    return Owner(merchant, principal)
+
+
+@asynccontextmanager
+async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
+    """A unit of work for a form's change: committed if the block ends, rolled back (nothing
+    changed) if it raises."""
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    async with sessions() as session, session.begin():
+        yield session
+
+
+def status_for(exc: Exception) -> int:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls][0]
+    return 422
+
+
+def _field_message(error: Mapping[str, Any]) -> str:
+    where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+    message = str(error.get("msg", "invalid"))
+    return f"{where}: {message}" if where else message
+
+
+def parse(model: type[M], data: Mapping[str, Any]) -> M:
+    """``data`` checked by the API's request model; a refusal says which field and why."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise FormRefused("; ".join(_field_message(e) for e in exc.errors())) from None
+
+
+def refusal(exc: Exception) -> tuple[int, str]:
+    """(status, message) for a refused form, from a service error or a parse refusal."""
+    if isinstance(exc, FormRefused):
+        return exc.status, str(exc)
+    if isinstance(exc, SatvaultError) and not isinstance(exc, NotFound | AuthError):
+        return status_for(exc), str(exc)
+    raise exc  # not found, not allowed, or not the input's fault: the error page
+
+
+async def form_values(request: Request) -> dict[str, Any]:
+    """The posted form: single values as strings, repeated names (checkboxes) as lists."""
+    form = await request.form()
+    values: dict[str, Any] = {}
+    for key in form:
+        items = [v for v in form.getlist(key) if isinstance(v, str)]
+        values[key] = items if len(items) > 1 else (items[0] if items else "")
+    return values
+
+
+_INT = re.compile(r"-?[0-9]{1,18}")
+
+
+def typed(values: Mapping[str, Any], *, ints: tuple[str, ...] = (),
+          drop_blank: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A form's strings as the JSON body the API would get: the ``ints`` that look like
+    integers as integers (anything else is left for the model to refuse), the ``drop_blank``
+    fields left empty left out (the API's default applies)."""
+    out = {k: v for k, v in values.items() if k != "csrf_token"}
+    for name in drop_blank:
+        if isinstance(out.get(name), str) and not out[name].strip():
+            out.pop(name)
+    for name in ints:
+        value = out.get(name)
+        if isinstance(value, str) and _INT.fullmatch(value.strip()):
+            out[name] = int(value.strip())
+    return out

@@ -1,0 +1,179 @@
+"""The invoices page on simnet and the Lightning simulator: create an invoice through the page
+(the API then shows it), the list with its filters, the detail with each payment (Lightning
+payment hash, on-chain txid and confirmations), the checkout link and QR, marking with a
+confirmation; CSRF; another merchant's invoices and stores not found."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from satvault.accounts import service as acc
+from satvault.web.app import create_app
+from tests.chainenv import LnEnv
+from tests.invoices.test_invoices import settle_all
+from tests.web.pages.conftest import PASSWORD, csrf_of, sign_in
+
+
+@dataclass
+class Shop:
+    merchant: str
+    store: str
+    other_merchant: str
+    other_store: str
+    key: dict[str, str]
+
+
+@pytest.fixture
+async def shop(lnenv: LnEnv) -> Shop:
+    async with lnenv.sessions() as s, s.begin():
+        carol = await acc.create_user(s, email="carol@example.com", password=PASSWORD)
+        dave = await acc.create_user(s, email="dave@example.com", password=PASSWORD)
+        m = await acc.create_merchant(s, name="Carol's", owner_user_id=carol.id)
+        other = await acc.create_merchant(s, name="Dave's", owner_user_id=dave.id)
+        store = await acc.create_store(s, merchant_id=m.id, name="Web", speed_policy=1)
+        other_store = await acc.create_store(s, merchant_id=other.id, name="D")
+        _, key = await acc.create_api_key(s, owner_id=store.id, scopes=["invoices:read"])
+    return Shop(m.id, store.id, other.id, other_store.id, {"Authorization": f"Bearer {key}"})
+
+
+@pytest.fixture
+async def web(lnenv: LnEnv) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(lnenv.settings, engine=lnenv.sessions.kw["bind"], start_workers=False,
+                     runtime=lnenv.runtime)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            yield c
+
+
+async def test_create_pay_and_mark(web: httpx.AsyncClient, shop: Shop, lnenv: LnEnv) -> None:
+    assert (await sign_in(web, "carol@example.com")).status_code == 303
+    base = f"/dashboard/m/{shop.merchant}/invoices"
+    page = await web.get(base)
+    token = csrf_of(page.text)
+    form = {"csrf_token": token, "store_id": shop.store, "amount": "2500",
+            "currency": "SATS", "description": "Two coffees", "order_id": "A-1",
+            "expiration_minutes": "30", "payment_methods": ["lightning", "onchain"]}
+    r = await web.post(base, data={**form, "amount": "-5"})
+    assert r.status_code == 422 and "Two coffees" in r.text
+    r = await web.post(base, data={**form, "payment_methods": []})
+    assert r.status_code == 422
+    assert (await web.post(base, data={k: v for k, v in form.items()
+                                       if k != "csrf_token"})).status_code == 403
+    listed = (await web.get(f"/api/v1/stores/{shop.store}/invoices", headers=shop.key)).json()
+    assert listed["items"] == []
+
+    r = await web.post(base, data=form)
+    assert r.status_code == 303, r.text
+    invoice_id = r.headers["location"].rsplit("/", 1)[1]
+    api = (await web.get(f"/api/v1/invoices/{invoice_id}", headers=shop.key)).json()
+    assert (api["amount_msat"], api["order_id"], api["metadata"]) == \
+        (2_500_000, "A-1", {"itemDesc": "Two coffees"})
+    detail = await web.get(f"{base}/{invoice_id}")
+    assert detail.status_code == 200
+    assert api["checkout_url"] in detail.text and f'href="/i/{invoice_id}"' in detail.text
+    assert "data:image/svg+xml;base64," in detail.text
+    assert api["payment_methods"]["onchain"]["address"] in detail.text
+
+    # Paid over Lightning: the detail shows the payment with its hash.
+    bolt11 = api["payment_methods"]["lightning"]["bolt11"]
+    lnenv.network.pay("customer1", bolt11)
+    await settle_all(lnenv)
+    api = (await web.get(f"/api/v1/invoices/{invoice_id}", headers=shop.key)).json()
+    assert api["status"] == "settled"
+    detail = await web.get(f"{base}/{invoice_id}")
+    from satvault.lightning.bolt11check import decode
+    assert decode(bolt11).payment_hash in detail.text and "settled" in detail.text
+
+    # The list, filtered as the API filters.
+    listing = await web.get(base, params={"store": shop.store, "status": "settled"})
+    assert invoice_id in listing.text
+    assert invoice_id not in (await web.get(base, params={"store": shop.store,
+                                                          "status": "new"})).text
+    assert invoice_id not in (await web.get(base, params={
+        "store": shop.store, "created_from": "2099-01-01"})).text
+    assert (await web.get(base, params={"created_from": "yesterday"})).status_code == 422
+
+    # Marking a new invoice invalid: only with the confirmation ticked.
+    r = await web.post(base, data={**form, "order_id": "A-2"})
+    second = r.headers["location"].rsplit("/", 1)[1]
+    mark = f"{base}/{second}/mark"
+    r = await web.post(mark, data={"csrf_token": token, "status": "invalid"})
+    assert r.status_code == 422 and "confirm" in r.text
+    assert (await web.post(mark, data={"status": "invalid", "confirm": "yes"})
+            ).status_code == 403
+    assert (await web.get(f"/api/v1/invoices/{second}", headers=shop.key)).json()[
+        "status"] == "new"
+    r = await web.post(mark, data={"csrf_token": token, "status": "invalid", "confirm": "yes"})
+    assert r.status_code == 303
+    api = (await web.get(f"/api/v1/invoices/{second}", headers=shop.key)).json()
+    assert (api["status"], api["additional_status"]) == ("invalid", "marked")
+
+    # A refund is a withdrawal: without a step-up, off to the step-up page.
+    r = await web.post(f"{base}/{invoice_id}/refund",
+                       data={"csrf_token": token, "destination": "x", "confirm": "yes"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/account/step-up")
+
+
+async def test_other_merchants_invoices(web: httpx.AsyncClient, shop: Shop,
+                                        lnenv: LnEnv) -> None:
+    assert (await sign_in(web, "dave@example.com")).status_code == 303
+    dave = f"/dashboard/m/{shop.other_merchant}/invoices"
+    token = csrf_of((await web.get(dave)).text)
+    r = await web.post(dave, data={"csrf_token": token, "store_id": shop.other_store,
+                                   "amount": "1000", "currency": "SATS",
+                                   "payment_methods": ["lightning"]})
+    assert r.status_code == 303
+    daves = r.headers["location"].rsplit("/", 1)[1]
+    await web.post("/logout", data={"csrf_token": token})
+
+    assert (await sign_in(web, "carol@example.com")).status_code == 303
+    base = f"/dashboard/m/{shop.merchant}/invoices"
+    token = csrf_of((await web.get(base)).text)
+    assert (await web.get(dave)).status_code == 404
+    assert (await web.get(f"{base}/{daves}")).status_code == 404
+    assert (await web.get(base, params={"store": shop.other_store})).status_code == 404
+    r = await web.post(base, data={"csrf_token": token, "store_id": shop.other_store,
+                                   "amount": "1", "currency": "SATS",
+                                   "payment_methods": ["lightning"]})
+    assert r.status_code == 404
+    r = await web.post(f"{base}/{daves}/mark", data={"csrf_token": token, "status": "invalid",
+                                                     "confirm": "yes"})
+    assert r.status_code == 404
+    async with lnenv.sessions() as s:
+        from satvault.invoices.service import get_invoice
+        assert (await get_invoice(s, daves)).status == "new"
+
+
+async def test_onchain_payment_with_its_confirmations(web: httpx.AsyncClient, shop: Shop,
+                                                      lnenv: LnEnv) -> None:
+    from sqlalchemy import select
+
+    from satvault.onchain.models import OnchainPayment
+
+    assert (await sign_in(web, "carol@example.com")).status_code == 303
+    base = f"/dashboard/m/{shop.merchant}/invoices"
+    token = csrf_of((await web.get(base)).text)
+    r = await web.post(base, data={"csrf_token": token, "store_id": shop.store,
+                                   "amount": "0.001", "currency": "BTC",
+                                   "payment_methods": "onchain"})
+    assert r.status_code == 303, r.text
+    invoice_id = r.headers["location"].rsplit("/", 1)[1]
+    api = (await web.get(f"/api/v1/invoices/{invoice_id}", headers=shop.key)).json()
+    assert api["payment_methods"]["lightning"] is None
+    lnenv.chain.pay(api["payment_methods"]["onchain"]["bip21"])
+    await settle_all(lnenv)
+    async with lnenv.sessions() as s:
+        [paid] = (await s.execute(select(OnchainPayment))).scalars().all()
+    detail = await web.get(f"{base}/{invoice_id}")
+    assert paid.txid in detail.text and "0 / 1" in detail.text and "processing" in detail.text
+    lnenv.chain.mine(1)
+    await settle_all(lnenv)
+    detail = await web.get(f"{base}/{invoice_id}")
+    assert "1 / 1" in detail.text and "settled" in detail.text
+    assert (await web.get(f"/api/v1/invoices/{invoice_id}", headers=shop.key)).json()[
+        "status"] == "settled"
