@@ -21,6 +21,9 @@ from satvault.web.pages.admin import rules as admin_rules
 from satvault.web.pages.merchant import invoices as merchant_invoices
 from satvault.web.pages.merchant import keys as merchant_keys
 from satvault.web.pages.merchant import lightning as merchant_lightning
+from satvault.web.pages.merchant import money as merchant_money
+from satvault.web.pages.merchant import overview as merchant_overview
+from satvault.web.pages.merchant import statement as merchant_statement
 from satvault.web.pages.merchant import stores as merchant_stores
 from satvault.web.pages.merchant import webhooks as merchant_webhooks
 
@@ -30,6 +33,9 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     assets.router,
     signin.router,
     home.router,
+    merchant_overview.router,
+    merchant_statement.router,
+    merchant_money.router,
     merchant_stores.router,
     merchant_invoices.router,
     merchant_keys.router,

@@ -36,6 +36,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.access import visible_wallet
+from satvault.accounts.service import Principal
 from satvault.events.errors import InvalidStream
 from satvault.events.models import OutboxEvent
 from satvault.events.outbox import envelope, notifier
@@ -44,7 +45,8 @@ from satvault.web.deps import _principal
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import PublicLimit
 
-__all__ = ["HEARTBEAT_SECONDS", "POLL_SECONDS", "PUBLIC_INVOICE_FIELDS", "router"]
+__all__ = ["HEARTBEAT_SECONDS", "POLL_SECONDS", "PUBLIC_INVOICE_FIELDS", "resume_point",
+           "router", "wallet_stream"]
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -96,7 +98,7 @@ async def _events(sessions: async_sessionmaker[AsyncSession], where: Any, after:
             last_sent = time.monotonic()
 
 
-def _resume_point(header: str | None, query: int | None) -> int | None:
+def resume_point(header: str | None, query: int | None) -> int | None:
     value = (header or "").strip()
     if value:
         if not (value.isascii() and value.isdigit()) or len(value) > 18:
@@ -121,7 +123,7 @@ async def stream(
     if (invoice_id is None) == (wallet_id is None):
         raise InvalidStream("give exactly one of invoice_id and wallet_id")
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    after = _resume_point(last_event_id, last_event_id_param)
+    after = resume_point(last_event_id, last_event_id_param)
     where: ColumnElement[bool]
     if invoice_id is not None:
         where = (OutboxEvent.subject_type == "invoice") & (OutboxEvent.subject_id == invoice_id)
@@ -133,19 +135,32 @@ async def stream(
     else:
         assert wallet_id is not None
         principal = await _principal(request, authorization, x_api_key)
-        if not principal.has("wallet:read"):
-            raise Forbidden("this API key lacks the 'wallet:read' scope")
-        where = OutboxEvent.wallet_id == wallet_id
-        async with sessions() as session:
-            await visible_wallet(session, principal, wallet_id)
-            if after is None:
-                after = int((await session.execute(
-                    select(func.coalesce(func.max(OutboxEvent.id), 0)).where(where)
-                )).scalar_one())
-        public = False
+        return await wallet_stream(sessions, principal, wallet_id, after)
+    return _response(sessions, where, after, public=public)
+
+
+def _response(sessions: async_sessionmaker[AsyncSession], where: Any, after: int, *,
+              public: bool) -> StreamingResponse:
     return StreamingResponse(
         _events(sessions, where, after, public=public, poll=POLL_SECONDS,
                 heartbeat=HEARTBEAT_SECONDS),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def wallet_stream(sessions: async_sessionmaker[AsyncSession], principal: Principal,
+                        wallet_id: str, after: int | None) -> StreamingResponse:
+    """A wallet's full events for a caller with ``wallet:read`` that sees the wallet, from
+    ``after`` (None: from now). The API's stream, and the merchant dashboard's (whose
+    principal comes from the signed-in session)."""
+    if not principal.has("wallet:read"):
+        raise Forbidden("this API key lacks the 'wallet:read' scope")
+    where = OutboxEvent.wallet_id == wallet_id
+    async with sessions() as session:
+        await visible_wallet(session, principal, wallet_id)
+        if after is None:
+            after = int((await session.execute(
+                select(func.coalesce(func.max(OutboxEvent.id), 0)).where(where)
+            )).scalar_one())
+    return _response(sessions, where, after, public=False)
