@@ -375,10 +375,10 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     wrote an event wakes the relay to NATS JetStream).
 
     ``lease`` (several instances, docs/operations.md): the singleton workers (chain watcher,
-    payouts, custody, Lightning payer and listener, audit sealer, alerts) run only while this
-    process holds it, and write through sessions fenced by its epoch (the runtime's, built
-    by :class:`Platform` from ``lease.fenced``); a ``lease`` worker, last, takes and renews
-    it. The others (expiries, webhooks, invoice refresher, event relay with its own lease)
+    payouts, custody, Lightning payer and listener, audit sealer, alerts, event relay) run
+    only while this process holds it, and write through sessions fenced by its epoch (the
+    runtime's, built by :class:`Platform` from ``lease.fenced``); a ``lease`` worker, last,
+    takes and renews it. The others (expiries, webhooks, invoice refresher, webhook fan-out)
     claim their rows in the database and run in every process."""
     fenced = lease.fenced(sessions) if lease is not None else sessions
     singles: list[Worker] = []
@@ -398,10 +398,11 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
         single(alerts_worker(settings, fenced, runtime)),
     ]
     if settings.event_stream == "nats":  # the outbox stays the truth; the relay copies it
-        workers.append(event_relay_worker(EventRelay(
-            sessions, event_stream(settings), batch=settings.event_relay_batch,
-            lease_seconds=settings.event_relay_lease_seconds,
-            fence_timeout=settings.event_relay_interval), settings.event_relay_interval))
+        # A singleton: it publishes only while this process holds the lease, and records its
+        # cursor through sessions fenced by the lease's epoch.
+        workers.append(single(event_relay_worker(EventRelay(
+            sessions, event_stream(settings), lease=lease, batch=settings.event_relay_batch,
+            fence_timeout=settings.event_relay_interval), settings.event_relay_interval)))
         # The webhook deliveries are queued from the stream (see open_sessions).
         workers.append(stream_consumer_worker("webhook-fanout", DurableConsumer(
             event_stream(settings), CONSUMER, WebhookFanout(sessions))))

@@ -41,6 +41,7 @@ log = get_logger(__name__)
 
 MSG_ID = "Nats-Msg-Id"
 EVENT_TYPE = "Satvault-Event-Type"
+WALLET_ID = "Satvault-Wallet-Id"  # the wallet an event concerns, if any (live updates filter on it)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -74,6 +75,7 @@ class StreamEvent:
     event_id: int
     type: str
     envelope: dict[str, Any]
+    wallet_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "subject": self.subject, "event_id": self.event_id,
@@ -85,7 +87,8 @@ def _event(msg: Msg) -> StreamEvent:
     body = json.loads(msg.data)
     return StreamEvent(seq=int(msg.metadata.sequence.stream), subject=msg.subject,
                        event_id=int(headers[MSG_ID]) if MSG_ID in headers else 0,
-                       type=str(headers.get(EVENT_TYPE, body.get("type", ""))), envelope=body)
+                       type=str(headers.get(EVENT_TYPE, body.get("type", ""))), envelope=body,
+                       wallet_id=headers.get(WALLET_ID) or None)
 
 
 class JetStream:
@@ -160,14 +163,17 @@ class JetStream:
         except (nats.errors.Error, TimeoutError) as exc:
             raise StreamUnavailable(f"cannot set up stream {s.stream}: {exc}") from exc
 
-    async def publish(self, subject: str, body: bytes, *, event_id: int, type: str
-                      ) -> tuple[int, bool]:
+    async def publish(self, subject: str, body: bytes, *, event_id: int, type: str,
+                      wallet_id: str | None = None) -> tuple[int, bool]:
         """Publish one event and wait for the stream's acknowledgement; returns (stream
         sequence, duplicate). ``duplicate``: JetStream had this Msg-Id already (within its
         duplicate window) and stored nothing."""
+        headers = {MSG_ID: str(event_id), EVENT_TYPE: type}
+        if wallet_id:
+            headers[WALLET_ID] = wallet_id
         try:
             ack = await self.js.publish(subject, body, stream=self.settings.stream,
-                                        headers={MSG_ID: str(event_id), EVENT_TYPE: type})
+                                        headers=headers)
         except (nats.errors.Error, TimeoutError) as exc:
             raise StreamUnavailable(f"publishing event {event_id} failed: "
                                     f"{type_name(exc)}") from exc
