@@ -9,8 +9,9 @@ wires them together.
 * :class:`Runtime` — the node adapters (chain backend, Lightning), the rate service and the
   services around them (chain watcher, payout job, Lightning listener and payer);
 * :func:`build_workers` — every background worker, with its wake-up hooks;
-* :class:`Platform` — all of the above for one process, started and stopped as one: the
-  HTTP app's lifespan (``satvault serve``), the CLI and the tests use it.
+* :class:`Platform` — all of the above for one process (and, with the NATS event stream, the
+  live updates' subscriber to it), started and stopped as one: the HTTP app's lifespan
+  (``satvault serve``), the CLI and the tests use it.
 
 Domain packages never import this module (the import contract in ``make test`` says so);
 it imports them.
@@ -41,6 +42,7 @@ from satvault.events import outbox
 from satvault.events.delivery import WebhookDispatcher
 from satvault.events.fanout import CONSUMER, WebhookFanout
 from satvault.events.jetstream import DurableConsumer, JetStream, StreamSettings
+from satvault.events.live import LiveFeed
 from satvault.events.relay import EventRelay
 from satvault.invoices.service import apply_payment
 from satvault.invoices.tasks import InvoiceRefresher
@@ -454,6 +456,9 @@ class Platform:
     runtime: Runtime | None = None
     workers: list[Worker] = field(default_factory=list)
     lease: Lease | None = None
+    # With ``event_stream = "nats"``: the live updates' one subscriber to the stream (it
+    # connects on the first stream opened); None: live updates read the outbox.
+    live: LiveFeed | None = None
     own_engine: bool = False
     own_runtime: bool = False
 
@@ -471,6 +476,8 @@ class Platform:
         """``workers``: run the background workers here. ``runtime``: connect to the nodes
         even without workers (an API process beside one that runs them)."""
         await ensure_current(self.engine)
+        if self.settings.event_stream == "nats":
+            self.live = LiveFeed(event_stream(self.settings))
         if workers:
             # The singleton workers run in the one process holding the lease (PostgreSQL;
             # trivially this one on SQLite), their components writing through fenced sessions.
@@ -493,6 +500,9 @@ class Platform:
             await w.stop()
         self.workers = []
         self.lease = None
+        if self.live is not None:
+            await self.live.close()
+            self.live = None
         if self.runtime is not None and self.own_runtime:
             await self.runtime.close()
         if self.own_engine:

@@ -13,11 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
-import socket
-from collections.abc import AsyncIterator
-from urllib.parse import urlparse
 
 import pytest
 from typer.testing import CliRunner
@@ -31,38 +26,10 @@ from satvault.events.jetstream import DurableConsumer, JetStream, StreamEvent, S
 from satvault.events.outbox import Event, emit, emit_many, notifier
 from satvault.events.relay import EventRelay, cursor_position
 from satvault.leases import Lease
-from tests.events.conftest import add_webhook
+from tests.events.conftest import NATS_URL, add_webhook
 from tests.events.test_delivery import deliveries
 
-NATS_URL = os.environ.get("SATVAULT_TEST_NATS_URL", "nats://127.0.0.1:4222")
 runner = CliRunner()
-
-
-def _reachable(url: str) -> bool:
-    u = urlparse(url)
-    try:
-        socket.create_connection((u.hostname or "127.0.0.1", u.port or 4222), 2).close()
-    except OSError:
-        return False
-    return True
-
-
-@pytest.fixture
-async def stream() -> AsyncIterator[JetStream]:
-    if not _reachable(NATS_URL):
-        message = f"NATS JetStream is not reachable at {NATS_URL}"
-        if os.environ.get("SATVAULT_TEST_REQUIRE_POSTGRES"):
-            pytest.fail(f"{message}, and SATVAULT_TEST_REQUIRE_POSTGRES requires the services")
-        pytest.skip(message)
-    tag = secrets.token_hex(4)
-    js = JetStream(StreamSettings(url=NATS_URL, stream=f"T_{tag}", prefix=f"t{tag}.ev",
-                                  duplicate_window=60.0, max_age=600.0))
-    await js.connect()
-    yield js
-    try:
-        await js.js.delete_stream(js.settings.stream)
-    finally:
-        await js.close()
 
 
 async def emit_events(sessions, specs: list[tuple[str, str, str]]) -> list[int]:
