@@ -167,9 +167,8 @@ async def test_without_nats_a_stream_falls_back_to_the_outbox(
                         nats_url="nats://127.0.0.1:1")
     ids = await emit_for(sessions, "inv_a", "invoice.created")
     app = create_app(settings, engine=engine, start_workers=False)
-    async with serve(app, lifespan=True) as base, \
-            httpx.AsyncClient(base_url=base) as client:
-        async with events(client, params={"invoice_id": "inv_a"}) as take:
-            assert [int(g["id"]) for g in await take(1)] == ids
-            ids = await emit_for(sessions, "inv_a", "invoice.settled")
-            assert [int(g["id"]) for g in await take(1)] == ids
+    async with serve(app, lifespan=True) as base, httpx.AsyncClient(base_url=base) as client, \
+            events(client, params={"invoice_id": "inv_a"}) as take:
+        assert [int(g["id"]) for g in await take(1)] == ids
+        ids = await emit_for(sessions, "inv_a", "invoice.settled")
+        assert [int(g["id"]) for g in await take(1)] == ids
