@@ -175,3 +175,28 @@ async def test_without_nats_a_stream_falls_back_to_the_outbox(
         assert [int(g["id"]) for g in await take(1)] == ids
         ids = await emit_for(sessions, "inv_a", "invoice.settled")
         assert [int(g["id"]) for g in await take(1)] == ids
+
+
+async def test_a_feed_whose_connection_was_given_up_is_revived_and_nothing_is_lost(
+        engine, sessions, db_url, tmp_path, stream, monkeypatch):
+    monkeypatch.setattr(streams, "POLL_SECONDS", 3600.0)
+    monkeypatch.setattr(streams, "HEARTBEAT_SECONDS", 0.3)
+    first = await emit_for(sessions, "inv_a", "invoice.created")
+    async with nats_app(engine, db_url, tmp_path, stream) as (app, client, relay), \
+            events(client, params={"invoice_id": "inv_a"}) as take:
+        assert [int(g["id"]) for g in await take(1)] == first
+        await following(app)
+        feed = app.state.live
+        await feed.stream.close()  # the client gave the connection up (NATS was down)
+        assert not feed.healthy
+        missed = await emit_for(sessions, "inv_a", "invoice.payment_received")
+        await relay.tick()  # published while the feed was not listening
+        (got,) = await take(1)  # read from the outbox at the next heartbeat
+        assert int(got["id"]) == missed[0]
+        assert feed.healthy  # and the feed follows the stream again
+        received = feed.received
+        live = await emit_for(sessions, "inv_a", "invoice.settled")
+        await relay.tick()
+        (got,) = await take(1)
+        assert int(got["id"]) == live[0]
+        assert feed.received == received + 1  # through JetStream again

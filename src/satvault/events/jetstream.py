@@ -134,6 +134,11 @@ class JetStream:
                 await nc.close()
 
     @property
+    def closed(self) -> bool:
+        """No connection, or one the client gave up on (it retries a few times first)."""
+        return self._nc is None or self._nc.is_closed
+
+    @property
     def js(self) -> JetStreamContext:
         if self._js is None:
             raise StreamUnavailable("not connected to NATS")

@@ -12,7 +12,9 @@ Each listener has a bounded queue. A stream too slow to keep up does not hold th
 its queue is dropped and the listener marked ``overflowed``; the stream then catches up from
 the outbox (the source of truth) and carries on. The feed connects on the first listener (an
 API process nobody streams from never talks to NATS); if NATS cannot be reached, the caller
-falls back to reading the outbox.
+falls back to reading the outbox. If the client gives the connection up later (NATS down for
+longer than its reconnection attempts), the streams notice at their next heartbeat, read what
+they missed from the outbox and :meth:`LiveFeed.revive` the feed.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+from satvault.events.errors import StreamUnavailable
 from satvault.events.jetstream import JetStream, StreamEvent
 from satvault.logs import get_logger
 
@@ -83,14 +86,40 @@ class LiveFeed:
     def following(self) -> bool:
         return self._stop is not None
 
+    @property
+    def healthy(self) -> bool:
+        """Following, over a connection the client has not given up on (while it reconnects
+        it is still healthy: the ordered consumer resumes after the last message it saw)."""
+        return self._stop is not None and not self.stream.closed
+
+    async def revive(self) -> bool:
+        """After the connection was given up: follow again (from now on; what was missed
+        meanwhile, the streams read from the outbox). Whether the feed is healthy."""
+        async with self._lock:
+            if self.healthy:  # (another stream revived it meanwhile)
+                return True
+            stop, self._stop = self._stop, None
+            if stop is not None:
+                with contextlib.suppress(Exception):
+                    await stop()
+            await self.stream.close()
+            try:
+                await self._follow()
+            except StreamUnavailable as exc:
+                log.warning("live_feed_down", error=str(exc))
+            return self.healthy
+
     async def _start(self) -> None:
         async with self._lock:
-            if self._stop is not None:
-                return
-            await self.stream.connect()
-            await self.stream.ensure_stream()
-            self._stop = await self.stream.follow(self._dispatch)
-            log.info("live_feed_following", stream=self.stream.settings.stream)
+            await self._follow()
+
+    async def _follow(self) -> None:  # under the lock
+        if self._stop is not None:
+            return
+        await self.stream.connect()
+        await self.stream.ensure_stream()
+        self._stop = await self.stream.follow(self._dispatch)
+        log.info("live_feed_following", stream=self.stream.settings.stream)
 
     async def _dispatch(self, event: StreamEvent) -> None:
         self.received += 1

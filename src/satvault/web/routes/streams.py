@@ -175,6 +175,11 @@ async def _live_events(feed: LiveFeed, match: Callable[[StreamEvent], bool],
                 floor = after
                 continue
             if event is None:
+                if not feed.healthy:  # NATS gave up: what was missed is in the outbox
+                    await feed.revive()
+                    async for chunk in catch_up():
+                        yield chunk
+                    floor = after
                 yield ": keep-alive\n\n"
                 continue
             if event.event_id <= resume or event.event_id in caught_up:
