@@ -89,4 +89,5 @@ async def events(
     async with sessions() as session, session.begin():
         principal, _merchant, wallet = await merchant_wallet(session, view, merchant_id)
     after = resume_point(last_event_id, last_event_id_param)
-    return await wallet_stream(sessions, principal, wallet.id, after)
+    return await wallet_stream(sessions, principal, wallet.id, after,
+                               feed=request.app.state.live)
