@@ -103,7 +103,7 @@ class KycRequest(Base):
     __table_args__ = (
         Index("ix_kyc_requests_status", "status", "requested_at"),
         Index("ix_kyc_requests_owner", "owner_type", "owner_id"),
-        # One pending request per owner (migration 0035, with the CHECKs).
+        # One pending request per owner (migration 0033, with the CHECKs).
         Index("uq_kyc_requests_pending", "owner_type", "owner_id", unique=True,
               postgresql_where=text("status = 'pending'"),
               sqlite_where=text("status = 'pending'")),

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0032_relay_on_worker_lease"
-down_revision: str | None = "0028_worker_leases"
+down_revision: str | None = "0029_web_sessions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,7 +2,7 @@
 pending until an operator decides it; the decision is a kyc_records row (the history),
 linked here
 
-Revision ID: 0035_kyc_requests (its parent: down_revision below)
+Revision ID: 0033_kyc_requests (its parent: down_revision below)
 Create Date: 2026-12-04
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0035_kyc_requests"
-down_revision: str | None = "0029_web_sessions"
+revision: str = "0033_kyc_requests"
+down_revision: str | None = "0032_relay_on_worker_lease"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
