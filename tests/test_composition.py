@@ -63,12 +63,19 @@ async def test_the_platform_starts_every_worker_with_its_hooks_and_stops_them(ln
         # the wake-up hooks are the workers' own events
         assert lnenv.runtime.watcher.wake is by_name["chain-watcher"].wake
         assert lnenv.runtime.payer_wake is by_name["lightning-payer"].wake
+        # the relay is a singleton under the platform's lease, its cursor writes fenced by it
+        relay = by_name["event-relay"].relay
+        assert relay.lease is platform.lease and platform.lease is not None
+        if postgres:
+            assert relay.writes is not lnenv.sessions
+        # the live updates' subscriber, for the app (it connects on the first stream)
+        assert platform.live is not None and not platform.live.following
         tasks = [w._task for w in platform.workers]
         assert all(t is not None and not t.done() for t in tasks)
     finally:
         await platform.stop()
     assert all(t is not None and t.done() for t in tasks)
-    assert platform.workers == []
+    assert platform.workers == [] and platform.live is None
     with contextlib.suppress(Exception):  # the stream, if NATS was there to create it
         async with event_stream(settings) as stream:
             await stream.js.delete_stream(settings.nats_stream)

@@ -9,8 +9,9 @@ wires them together.
 * :class:`Runtime` — the node adapters (chain backend, Lightning), the rate service and the
   services around them (chain watcher, payout job, Lightning listener and payer);
 * :func:`build_workers` — every background worker, with its wake-up hooks;
-* :class:`Platform` — all of the above for one process, started and stopped as one: the
-  HTTP app's lifespan (``satvault serve``), the CLI and the tests use it.
+* :class:`Platform` — all of the above for one process (and, with the NATS event stream, the
+  live updates' subscriber to it), started and stopped as one: the HTTP app's lifespan
+  (``satvault serve``), the CLI and the tests use it.
 
 Domain packages never import this module (the import contract in ``make test`` says so);
 it imports them.
@@ -41,6 +42,7 @@ from satvault.events import outbox
 from satvault.events.delivery import WebhookDispatcher
 from satvault.events.fanout import CONSUMER, WebhookFanout
 from satvault.events.jetstream import DurableConsumer, JetStream, StreamSettings
+from satvault.events.live import LiveFeed
 from satvault.events.relay import EventRelay
 from satvault.invoices.service import apply_payment
 from satvault.invoices.tasks import InvoiceRefresher
@@ -375,10 +377,10 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     wrote an event wakes the relay to NATS JetStream).
 
     ``lease`` (several instances, docs/operations.md): the singleton workers (chain watcher,
-    payouts, custody, Lightning payer and listener, audit sealer, alerts) run only while this
-    process holds it, and write through sessions fenced by its epoch (the runtime's, built
-    by :class:`Platform` from ``lease.fenced``); a ``lease`` worker, last, takes and renews
-    it. The others (expiries, webhooks, invoice refresher, event relay with its own lease)
+    payouts, custody, Lightning payer and listener, audit sealer, alerts, event relay) run
+    only while this process holds it, and write through sessions fenced by its epoch (the
+    runtime's, built by :class:`Platform` from ``lease.fenced``); a ``lease`` worker, last,
+    takes and renews it. The others (expiries, webhooks, invoice refresher, webhook fan-out)
     claim their rows in the database and run in every process."""
     fenced = lease.fenced(sessions) if lease is not None else sessions
     singles: list[Worker] = []
@@ -398,10 +400,11 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
         single(alerts_worker(settings, fenced, runtime)),
     ]
     if settings.event_stream == "nats":  # the outbox stays the truth; the relay copies it
-        workers.append(event_relay_worker(EventRelay(
-            sessions, event_stream(settings), batch=settings.event_relay_batch,
-            lease_seconds=settings.event_relay_lease_seconds,
-            fence_timeout=settings.event_relay_interval), settings.event_relay_interval))
+        # A singleton: it publishes only while this process holds the lease, and records its
+        # cursor through sessions fenced by the lease's epoch.
+        workers.append(single(event_relay_worker(EventRelay(
+            sessions, event_stream(settings), lease=lease, batch=settings.event_relay_batch,
+            fence_timeout=settings.event_relay_interval), settings.event_relay_interval)))
         # The webhook deliveries are queued from the stream (see open_sessions).
         workers.append(stream_consumer_worker("webhook-fanout", DurableConsumer(
             event_stream(settings), CONSUMER, WebhookFanout(sessions))))
@@ -453,6 +456,9 @@ class Platform:
     runtime: Runtime | None = None
     workers: list[Worker] = field(default_factory=list)
     lease: Lease | None = None
+    # With ``event_stream = "nats"``: the live updates' one subscriber to the stream (it
+    # connects on the first stream opened); None: live updates read the outbox.
+    live: LiveFeed | None = None
     own_engine: bool = False
     own_runtime: bool = False
 
@@ -470,6 +476,8 @@ class Platform:
         """``workers``: run the background workers here. ``runtime``: connect to the nodes
         even without workers (an API process beside one that runs them)."""
         await ensure_current(self.engine)
+        if self.settings.event_stream == "nats":
+            self.live = LiveFeed(event_stream(self.settings))
         if workers:
             # The singleton workers run in the one process holding the lease (PostgreSQL;
             # trivially this one on SQLite), their components writing through fenced sessions.
@@ -492,6 +500,9 @@ class Platform:
             await w.stop()
         self.workers = []
         self.lease = None
+        if self.live is not None:
+            await self.live.close()
+            self.live = None
         if self.runtime is not None and self.own_runtime:
             await self.runtime.close()
         if self.own_engine:

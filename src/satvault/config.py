@@ -343,8 +343,8 @@ class Settings(BaseSettings):
     nats_max_age_seconds: int = Field(default=30 * 86400, ge=0)
     event_relay_interval: float = Field(default=1.0, gt=0)
     event_relay_batch: int = Field(default=500, ge=1, le=10_000)
-    # One relay publishes at a time: it holds a lease on its cursor row, renewed each batch.
-    event_relay_lease_seconds: float = Field(default=30.0, ge=1)
+    # One relay publishes at a time: the process holding the singleton workers' lease
+    # (worker_lease_seconds below), its cursor's writes fenced by the lease's epoch.
     # Several instances (docs/operations.md): on PostgreSQL the singleton workers run in the
     # one process holding the ``worker_leases`` row; another takes over at most this long
     # after the holder stops renewing. ``instance_id``: this process's name in the row

@@ -1,6 +1,6 @@
-"""Event metrics: counters and histograms recorded where the event happens (a Lightning
-payment settling, an HTTP request answered), exported on ``GET /metrics`` by
-:mod:`satvault.metrics`.
+"""Event metrics: counters and histograms recorded where the event happens (a payment
+settling on either rail, a deposit credited, an HTTP request answered), exported on
+``GET /metrics`` by :mod:`satvault.metrics`.
 
 They are plain ``prometheus_client`` objects. With ``PROMETHEUS_MULTIPROC_DIR`` set before the
 process starts (``satvault serve --workers N`` runs several processes), prometheus_client
@@ -23,15 +23,27 @@ from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-__all__ = ["HTTP_SECONDS", "PAYMENTS", "PAYMENT_SECONDS", "SIGNER_REFUSALS", "EventCollector"]
+__all__ = ["HTTP_SECONDS", "PAYMENTS", "PAYMENTS_RECEIVED", "PAYMENT_SECONDS", "SIGNER_REFUSALS",
+           "EventCollector"]
 
 PAYMENTS = Counter(
-    "satvault_payments", "Outgoing payments that reached an outcome, by rail and outcome "
-    "(succeeded, failed, retried, unknown).", ["rail", "outcome"])
+    "satvault_payments", "Outgoing payments (withdrawals) that reached an outcome, by rail "
+    "and outcome. lightning: succeeded, failed, retried, unknown. onchain (one per withdrawal "
+    "of a payout batch): broadcast (the network accepted it, not final), succeeded "
+    "(confirmed), retried (the broadcast was rejected and the withdrawal requeued), unknown "
+    "(the broadcast's answer was lost; sent again later), stuck (an input was spent by a "
+    "transaction we do not know: a person must look).", ["rail", "outcome"])
 PAYMENT_SECONDS = Histogram(
-    "satvault_payment_duration_seconds", "Time from handing a payment to the node to its "
-    "answer, by rail.", ["rail"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+    "satvault_payment_duration_seconds", "Time from handing a payment to the network to its "
+    "final answer, by rail: lightning, the node's answer to the payment; onchain, from the "
+    "payout batch (signed and broadcast at once) to its confirmation.", ["rail"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 600, 1800, 3600, 7200, 21600))
+PAYMENTS_RECEIVED = Counter(
+    "satvault_payments_received", "Incoming payments credited to a wallet or the platform, by "
+    "rail and outcome. lightning: credited (an invoice settled at the node, seen by the "
+    "listener). onchain: credited (a deposit with its confirmations, credited by the chain "
+    "watcher), reversed (a credited deposit taken back after a reorg or double spend).",
+    ["rail", "outcome"])
 HTTP_SECONDS = Histogram(
     "satvault_http_request_duration_seconds", "HTTP requests answered, by method, route "
     "template and status class (2xx, 4xx …).", ["method", "route", "status"],

@@ -328,7 +328,8 @@ def webhook_worker(dispatcher: WebhookDispatcher, interval: float = 2.0) -> Webh
 class EventRelayWorker(Worker):
     """:meth:`EventRelay.tick` (outbox → NATS JetStream) on a tick, woken as soon as a
     transaction that wrote an event commits in this process; other processes' events are
-    found at the next tick. Stopping gives the relay's lease back."""
+    found at the next tick. A singleton (:func:`singleton`): it relays only while this
+    process holds the workers' lease. Stopping closes its NATS connection."""
 
     def __init__(self, relay: EventRelay, interval: float) -> None:
         super().__init__("event-relay", interval, relay.tick, on_stop=relay.close)

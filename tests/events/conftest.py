@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import secrets
 import socket
 import time
 from collections import defaultdict, deque
@@ -14,6 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -22,6 +25,7 @@ from fastapi import FastAPI
 from satvault.accounts import service as acc
 from satvault.config import Settings
 from satvault.events.delivery import WebhookDispatcher
+from satvault.events.jetstream import JetStream, StreamSettings
 from satvault.events.service import create_webhook
 from satvault.events.ssrf import check
 from satvault.web.app import create_app
@@ -213,3 +217,38 @@ async def api_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
+
+
+# ------------------------------------------------------------------------------ NATS
+
+NATS_URL = os.environ.get("SATVAULT_TEST_NATS_URL", "nats://127.0.0.1:4222")
+
+
+def _reachable(url: str) -> bool:
+    u = urlparse(url)
+    try:
+        socket.create_connection((u.hostname or "127.0.0.1", u.port or 4222), 2).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+async def stream() -> AsyncIterator[JetStream]:
+    """A JetStream stream and subject prefix of the test's own, deleted at the end. When NATS
+    cannot be reached the test fails if ``SATVAULT_TEST_REQUIRE_POSTGRES`` is set (CI: every
+    service is required there), and is skipped otherwise (a laptop without NATS)."""
+    if not _reachable(NATS_URL):
+        message = f"NATS JetStream is not reachable at {NATS_URL}"
+        if os.environ.get("SATVAULT_TEST_REQUIRE_POSTGRES"):
+            pytest.fail(f"{message}, and SATVAULT_TEST_REQUIRE_POSTGRES requires the services")
+        pytest.skip(message)
+    tag = secrets.token_hex(4)
+    js = JetStream(StreamSettings(url=NATS_URL, stream=f"T_{tag}", prefix=f"t{tag}.ev",
+                                  duplicate_window=60.0, max_age=600.0))
+    await js.connect()
+    yield js
+    try:
+        await js.js.delete_stream(js.settings.stream)
+    finally:
+        await js.close()

@@ -13,11 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
-import socket
-from collections.abc import AsyncIterator
-from urllib.parse import urlparse
 
 import pytest
 from typer.testing import CliRunner
@@ -30,38 +25,11 @@ from satvault.events.fanout import WebhookFanout
 from satvault.events.jetstream import DurableConsumer, JetStream, StreamEvent, StreamSettings
 from satvault.events.outbox import Event, emit, emit_many, notifier
 from satvault.events.relay import EventRelay, cursor_position
-from tests.events.conftest import add_webhook
+from satvault.leases import Lease
+from tests.events.conftest import NATS_URL, add_webhook
 from tests.events.test_delivery import deliveries
 
-NATS_URL = os.environ.get("SATVAULT_TEST_NATS_URL", "nats://127.0.0.1:4222")
 runner = CliRunner()
-
-
-def _reachable(url: str) -> bool:
-    u = urlparse(url)
-    try:
-        socket.create_connection((u.hostname or "127.0.0.1", u.port or 4222), 2).close()
-    except OSError:
-        return False
-    return True
-
-
-@pytest.fixture
-async def stream() -> AsyncIterator[JetStream]:
-    if not _reachable(NATS_URL):
-        message = f"NATS JetStream is not reachable at {NATS_URL}"
-        if os.environ.get("SATVAULT_TEST_REQUIRE_POSTGRES"):
-            pytest.fail(f"{message}, and SATVAULT_TEST_REQUIRE_POSTGRES requires the services")
-        pytest.skip(message)
-    tag = secrets.token_hex(4)
-    js = JetStream(StreamSettings(url=NATS_URL, stream=f"T_{tag}", prefix=f"t{tag}.ev",
-                                  duplicate_window=60.0, max_age=600.0))
-    await js.connect()
-    yield js
-    try:
-        await js.js.delete_stream(js.settings.stream)
-    finally:
-        await js.close()
 
 
 async def emit_events(sessions, specs: list[tuple[str, str, str]]) -> list[int]:
@@ -87,6 +55,20 @@ def make_relay(sessions, stream: JetStream, **kw) -> EventRelay:
     return EventRelay(sessions, JetStream(stream.settings), **kw)
 
 
+async def holding(engine, holder: str, ttl: float = 1.0) -> Lease:
+    """The singleton workers' lease as ``holder`` sees it, taken if free (on SQLite: held)."""
+    lease = Lease(engine, holder=holder, ttl=ttl)
+    await lease.refresh()
+    return lease
+
+
+async def take_over(lease: Lease, within: float = 5.0) -> None:
+    """Refresh ``lease`` until it is taken over (the holder stopped renewing)."""
+    async with asyncio.timeout(within):
+        while not await lease.refresh():
+            await asyncio.sleep(0.1)
+
+
 class Crash(Exception):
     pass
 
@@ -94,7 +76,7 @@ class Crash(Exception):
 async def test_every_event_is_relayed_once_in_order_per_aggregate_with_its_msg_id(
         sessions, stream):
     ids = await emit_events(sessions, MIXED)
-    relay = make_relay(sessions, stream, owner="r1")
+    relay = make_relay(sessions, stream, )
     assert await relay.tick() == 6
     got = await everything(stream)
     assert [e.seq for e in got] == [1, 2, 3, 4, 5, 6]
@@ -120,9 +102,9 @@ async def test_every_event_is_relayed_once_in_order_per_aggregate_with_its_msg_i
 
 
 async def test_a_crash_between_publish_and_record_is_absorbed_by_the_duplicate_window(
-        sessions, stream, clock, monkeypatch):
+        engine, sessions, stream, monkeypatch):
     ids = await emit_events(sessions, MIXED[:4])
-    crashed = make_relay(sessions, stream, owner="crashed")
+    crashed = make_relay(sessions, stream, lease=await holding(engine, "crashed"))
 
     async def crash(old: int, new: int) -> bool:
         raise Crash
@@ -135,10 +117,12 @@ async def test_a_crash_between_publish_and_record_is_absorbed_by_the_duplicate_w
     async with sessions() as s:
         assert await cursor_position(s) == 0
 
-    # The dead relay never gave its lease back: another takes over once it has run out.
-    restarted = make_relay(sessions, stream, owner="restarted", lease_seconds=30)
-    assert (await restarted.step()).waiting
-    clock.advance(seconds=31)
+    # The dead process never gave its lease back: another takes over once it has run out.
+    lease = await holding(engine, "restarted")
+    restarted = make_relay(sessions, stream, lease=lease)
+    if lease.enforced:  # PostgreSQL (on SQLite one process owns the database)
+        assert (await restarted.step()).waiting
+        await take_over(lease)
     done = await restarted.step()
     assert (done.published, done.duplicates, done.position) == (4, 4, ids[-1])
     # A consumer sees every event exactly once.
@@ -157,35 +141,106 @@ async def test_a_crash_between_publish_and_record_is_absorbed_by_the_duplicate_w
 
 async def test_a_restarted_relay_resumes_from_its_cursor(sessions, stream):
     first = await emit_events(sessions, MIXED[:3])
-    relay = make_relay(sessions, stream, owner="r1", batch=2)
+    relay = make_relay(sessions, stream, batch=2)
     assert await relay.tick() == 3  # two batches
-    await relay.close()  # gives the lease back
+    await relay.close()
     later = await emit_events(sessions, MIXED[3:])
-    again = make_relay(sessions, stream, owner="r2")
+    again = make_relay(sessions, stream)
     done = await again.step()
     assert (done.published, done.duplicates) == (3, 0)
     assert [e.event_id for e in await everything(stream)] == first + later
     await again.close()
 
 
-async def test_only_the_lease_holder_publishes(sessions, stream):
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_only_the_lease_holder_publishes(engine, sessions, stream):
     await emit_events(sessions, MIXED[:2])
-    one = make_relay(sessions, stream, owner="one")
-    two = make_relay(sessions, stream, owner="two")
+    one_lease, two_lease = await holding(engine, "one"), await holding(engine, "two")
+    assert one_lease.held and not two_lease.held
+    one = make_relay(sessions, stream, lease=one_lease)
+    two = make_relay(sessions, stream, lease=two_lease)
     assert (await one.step()).published == 2
     await emit_events(sessions, MIXED[2:3])
     assert (await two.step()).waiting  # one's lease is still good
     assert await stream.last_seq() == 2
-    await one.close()
+    await one_lease.release()  # a clean shutdown hands over at once
+    assert (await one.step()).waiting
+    assert await two_lease.refresh()
     assert (await two.step()).published == 1
     assert await stream.last_seq() == 3
-    await two.close()
+    for r in (one, two):
+        await r.close()
+
+
+class Paused:
+    """A publish that stops (the process is SIGSTOPped) before the ``at``-th message leaves,
+    until :meth:`resume`."""
+
+    def __init__(self, relay: EventRelay, at: int) -> None:
+        self.at, self.count = at, 0
+        self.reached, self.go = asyncio.Event(), asyncio.Event()
+        self._publish = relay.stream.publish
+        relay.stream.publish = self.publish  # type: ignore[method-assign]
+
+    async def publish(self, *args, **kwargs):
+        self.count += 1
+        if self.count == self.at:
+            self.reached.set()
+            await self.go.wait()
+        return await self._publish(*args, **kwargs)
+
+    def resume(self) -> None:
+        self.go.set()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_paused_holder_is_taken_over_and_fenced_and_nothing_is_out_of_order(
+        engine, sessions, stream):
+    """Two relays on the shared lease. The holder is paused in the middle of a batch (after
+    two of its messages, before the third); its lease runs out and the other takes over,
+    republishes from the recorded cursor and records its own. When the paused one resumes,
+    the message it was sending is a duplicate JetStream drops, it publishes nothing more,
+    and its cursor write is refused by the fence. The stream holds every event once, in
+    outbox order (so in order per aggregate)."""
+    specs = [("invoice.created", "invoice", f"inv_{i % 3}") for i in range(9)]
+    ids = await emit_events(sessions, specs)
+    old_lease = await holding(engine, "old", ttl=1.0)
+    new_lease = await holding(engine, "new", ttl=1.0)
+    assert old_lease.held and not new_lease.held
+    old = make_relay(sessions, stream, lease=old_lease)
+    new = make_relay(sessions, stream, lease=new_lease)
+    paused = Paused(old, at=3)
+    stuck = asyncio.create_task(old.step())
+    await asyncio.wait_for(paused.reached.wait(), 5)
+    assert await stream.last_seq() == 2
+
+    await take_over(new_lease)  # the old holder stopped renewing: epoch + 1
+    assert new_lease.epoch == old_lease.epoch + 1
+    done = await new.step()
+    assert (done.published, done.duplicates, done.position) == (9, 2, ids[-1])
+    await emit_events(sessions, specs[:1])  # and it carries on
+    assert (await new.step()).published == 1
+
+    paused.resume()  # the old holder wakes up mid-batch
+    late = await asyncio.wait_for(stuck, 5)
+    # two before the pause, the one in flight (a duplicate by now), then it stopped
+    assert (late.waiting, late.published, late.duplicates, late.position) == (True, 3, 1, 0)
+    assert not old_lease.held
+    async with sessions() as s:
+        assert await cursor_position(s) == ids[-1] + 1  # the new holder's, not overwritten
+    got = await everything(stream)
+    assert [e.event_id for e in got] == [*ids, ids[-1] + 1]  # once each, in outbox order
+    for subject in {e.subject for e in got}:
+        mine = [e.event_id for e in got if e.subject == subject]
+        assert mine == sorted(set(mine))
+    for r in (old, new):
+        await r.close()
 
 
 async def test_replay_from_a_sequence_and_the_tail_command(sessions, stream, monkeypatch,
                                                            db_url):
     ids = await emit_events(sessions, MIXED)
-    relay = make_relay(sessions, stream, owner="r1")
+    relay = make_relay(sessions, stream, )
     await relay.tick()
     await relay.close()
     from_4 = await stream.replay(4)
@@ -222,7 +277,7 @@ async def test_replay_from_a_sequence_and_the_tail_command(sessions, stream, mon
 async def test_a_durable_consumer_acks_after_handling_and_survives_a_restart(
         sessions, stream):
     ids = await emit_events(sessions, MIXED)
-    relay = make_relay(sessions, stream, owner="r1")
+    relay = make_relay(sessions, stream, )
     await relay.tick()
     await relay.close()
     seen: list[int] = []
@@ -290,7 +345,7 @@ async def test_with_nats_the_webhook_deliveries_are_queued_from_the_stream(
     assert await deliveries(sessions, hook) == []  # nothing queued by the transaction
     later_hook, _ = await add_webhook(sessions, world.store, receiver.url("/later"))
 
-    relay = make_relay(sessions, stream, owner="r1")
+    relay = make_relay(sessions, stream, )
     assert await relay.tick() == 4
     await relay.close()
     fanout = WebhookFanout(sessions)

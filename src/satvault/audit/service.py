@@ -152,15 +152,36 @@ def _chain_row(r: Any) -> ChainRow:
                     r.state_after, r.seq, r.prev_hash, r.hash)
 
 
-async def list_events(session: AsyncSession, *, after: int = 0, limit: int = 100
-                      ) -> list[dict[str, Any]]:
+async def list_events(session: AsyncSession, *, after: int = 0, limit: int = 100,
+                      actor: str | None = None, action: str | None = None,
+                      object: str | None = None, since: datetime | None = None,
+                      until: datetime | None = None, before: int | None = None,
+                      newest_first: bool = False) -> list[dict[str, Any]]:
     """Rows with id > ``after`` in id order (unsealed ones have no seq/hash yet); ``before``
-    and ``after`` parsed, and the exact stored texts the hash covers beside them."""
+    and ``after`` parsed, and the exact stored texts the hash covers beside them.
+
+    Filters (all optional, combined): ``actor`` and ``object`` exactly, ``action`` exactly or
+    as a prefix when it ends in ``.`` (``wallet.`` for every wallet action), ``since`` and
+    ``until`` (at >= since, at < until), ``before`` (id < before). ``newest_first`` orders
+    by id descending (then page with ``before`` = the last id seen)."""
     if not 1 <= limit <= 1000:
         raise InvalidInput("limit must be between 1 and 1000")
-    rows = (await session.execute(
-        select(*_ROW_COLS).where(_events.c.id > after).order_by(_events.c.id).limit(limit)
-    )).all()
+    q = select(*_ROW_COLS).where(_events.c.id > after)
+    if actor:
+        q = q.where(_events.c.actor == actor)
+    if action:
+        q = q.where(_events.c.action.startswith(action, autoescape=True)
+                    if action.endswith(".") else _events.c.action == action)
+    if object:
+        q = q.where(_events.c.object == object)
+    if since is not None:
+        q = q.where(_events.c.at >= since)
+    if until is not None:
+        q = q.where(_events.c.at < until)
+    if before is not None:
+        q = q.where(_events.c.id < before)
+    order = _events.c.id.desc() if newest_first else _events.c.id
+    rows = (await session.execute(q.order_by(order).limit(limit))).all()
     return [{"id": r.id, "seq": r.seq, "at": moment(r.at), "actor": r.actor,
              "action": r.action, "object": r.object, "before": json.loads(r.state_before),
              "after": json.loads(r.state_after), "before_json": r.state_before,

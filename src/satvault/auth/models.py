@@ -1,4 +1,4 @@
-"""The sign-in tables (migration 0029; its DDL, with the CHECKs, is the source of truth).
+"""The sign-in tables (migration 0034; its DDL, with the CHECKs, is the source of truth).
 
 * ``auth_credentials``: one row per user who has used any of it: when the e-mail was
   verified, the TOTP secret (sealed, :mod:`.sealing`) and the last time step a code was

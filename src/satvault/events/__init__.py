@@ -8,7 +8,8 @@
 * :func:`check_url` — the SSRF guard for user-supplied URLs;
 * :mod:`satvault.events.relay` / :mod:`satvault.events.jetstream` — with
   ``event_stream = "nats"``, the relay of the outbox to NATS JetStream and its consumers
-  (docs/events.md).
+  (docs/events.md); :mod:`satvault.events.live` — the live updates' one subscriber per
+  process to the stream.
 
 Their HTTP endpoints (webhooks, the event stream) live in :mod:`satvault.web.routes`.
 """

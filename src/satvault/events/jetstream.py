@@ -8,6 +8,9 @@
   for JetStream's acknowledgement;
 * :meth:`JetStream.replay` — the messages from a stream sequence on (an ephemeral consumer,
   nothing acknowledged): ``satvault events tail --from-seq N``;
+* :meth:`JetStream.follow` — every new message from now on, in stream order, handed to a
+  callback (an ordered ephemeral push consumer: the live updates' one subscriber per process,
+  :mod:`satvault.events.live`);
 * :class:`DurableConsumer` — a named consumer that survives restarts: each message is handed
   to a handler and acknowledged only once it returned; an event id already handled for its
   aggregate is acknowledged without calling the handler again.
@@ -18,6 +21,7 @@ NATS errors stop here: they become :class:`satvault.events.errors.StreamUnavaila
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -41,6 +45,7 @@ log = get_logger(__name__)
 
 MSG_ID = "Nats-Msg-Id"
 EVENT_TYPE = "Satvault-Event-Type"
+WALLET_ID = "Satvault-Wallet-Id"  # the wallet an event concerns, if any (live updates filter on it)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -74,6 +79,8 @@ class StreamEvent:
     event_id: int
     type: str
     envelope: dict[str, Any]
+    wallet_id: str | None = None
+    body: str = ""  # the envelope as published (``envelope`` parsed from it)
 
     def as_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "subject": self.subject, "event_id": self.event_id,
@@ -85,7 +92,8 @@ def _event(msg: Msg) -> StreamEvent:
     body = json.loads(msg.data)
     return StreamEvent(seq=int(msg.metadata.sequence.stream), subject=msg.subject,
                        event_id=int(headers[MSG_ID]) if MSG_ID in headers else 0,
-                       type=str(headers.get(EVENT_TYPE, body.get("type", ""))), envelope=body)
+                       type=str(headers.get(EVENT_TYPE, body.get("type", ""))), envelope=body,
+                       wallet_id=headers.get(WALLET_ID) or None, body=msg.data.decode())
 
 
 class JetStream:
@@ -126,6 +134,11 @@ class JetStream:
                 await nc.close()
 
     @property
+    def closed(self) -> bool:
+        """No connection, or one the client gave up on (it retries a few times first)."""
+        return self._nc is None or self._nc.is_closed
+
+    @property
     def js(self) -> JetStreamContext:
         if self._js is None:
             raise StreamUnavailable("not connected to NATS")
@@ -160,14 +173,17 @@ class JetStream:
         except (nats.errors.Error, TimeoutError) as exc:
             raise StreamUnavailable(f"cannot set up stream {s.stream}: {exc}") from exc
 
-    async def publish(self, subject: str, body: bytes, *, event_id: int, type: str
-                      ) -> tuple[int, bool]:
+    async def publish(self, subject: str, body: bytes, *, event_id: int, type: str,
+                      wallet_id: str | None = None) -> tuple[int, bool]:
         """Publish one event and wait for the stream's acknowledgement; returns (stream
         sequence, duplicate). ``duplicate``: JetStream had this Msg-Id already (within its
         duplicate window) and stored nothing."""
+        headers = {MSG_ID: str(event_id), EVENT_TYPE: type}
+        if wallet_id:
+            headers[WALLET_ID] = wallet_id
         try:
             ack = await self.js.publish(subject, body, stream=self.settings.stream,
-                                        headers={MSG_ID: str(event_id), EVENT_TYPE: type})
+                                        headers=headers)
         except (nats.errors.Error, TimeoutError) as exc:
             raise StreamUnavailable(f"publishing event {event_id} failed: "
                                     f"{type_name(exc)}") from exc
@@ -209,6 +225,34 @@ class JetStream:
         except (nats.errors.Error, TimeoutError) as exc:
             raise StreamUnavailable(f"replay from {from_seq} failed: {exc}") from exc
         return out
+
+
+    async def follow(self, callback: Callable[[StreamEvent], Awaitable[None]], *,
+                     filter: str = ">") -> Callable[[], Awaitable[None]]:
+        """Hand every message published from now on to ``callback``, in stream order, each
+        once (an *ordered consumer*: ephemeral, nothing acknowledged; the client recreates it
+        from the last sequence it saw if a message goes missing or the server stops sending
+        heartbeats). Returns the function that stops it."""
+        async def on_message(msg: Msg) -> None:
+            try:
+                event = _event(msg)
+            except (KeyError, ValueError, TypeError):
+                log.warning("event_stream_bad_message", subject=msg.subject)
+                return
+            await callback(event)
+
+        try:
+            sub = await self.js.subscribe(
+                f"{self.settings.prefix}.{filter}", cb=on_message, stream=self.settings.stream,
+                ordered_consumer=True, deliver_policy=DeliverPolicy.NEW, idle_heartbeat=5.0)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise StreamUnavailable(f"cannot follow {self.settings.stream}: {exc}") from exc
+
+        async def stop() -> None:
+            with contextlib.suppress(nats.errors.Error):  # the connection may be gone already
+                await sub.unsubscribe()
+
+        return stop
 
 
 def type_name(exc: BaseException) -> str:

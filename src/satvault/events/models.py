@@ -24,7 +24,8 @@ attempt. ``webhook_attempts`` is the log: one row per HTTP exchange, with the re
 an excerpt of the answer, the timing and when the next try was scheduled.
 
 ``event_relay_cursors`` is one row per relay (``nats``): the last outbox id it published and
-recorded, and the lease (``owner`` until ``lease_until``) that lets only one relay publish.
+recorded. Which process relays is decided by the singleton workers' lease
+(:mod:`satvault.leases`), whose epoch fences the cursor's writes.
 """
 
 from __future__ import annotations
@@ -137,6 +138,4 @@ class EventRelayCursor(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     position: Mapped[int] = mapped_column(IdInt)
-    owner: Mapped[str | None] = mapped_column(String(80))
-    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -10,35 +10,33 @@ outbox id order, one event at a time:
    relays only ids ``<= L``: all of them are committed or gone for good, so a late id is
    never overtaken (the audit sealer's rule). On SQLite a writer holds the database's one
    write lock from its first statement, so ids commit in order and no fence is needed.
-2. **Lease.** One row of ``event_relay_cursors`` holds the last relayed id and a lease
-   (``owner`` until ``lease_until``). A relay claims or renews it in a short transaction and
-   publishes only while it holds it; another relay (a second worker process) finds it taken
-   and does nothing. No transaction is open, and no lock held, while publishing.
+2. **Lease.** Only the process holding the singleton workers' lease
+   (:mod:`satvault.leases`: a ``worker_leases`` row with an expiry and an epoch, renewed by
+   the lease worker) relays; the others stand by. The relay checks the lease before every
+   publish, so a holder that lost it stops within one message. No transaction is open, and
+   no lock held, while publishing.
 3. **Publish** each event to ``<prefix>.<subject_type>.<subject_id>`` with ``Nats-Msg-Id`` =
    its outbox id, awaiting JetStream's acknowledgement before sending the next: stream order
    is outbox order, so order per aggregate holds.
-4. **Record.** The cursor advances to the last acknowledged id (conditional on the lease and
-   on the position it started from) in a short transaction.
+4. **Record.** The cursor (one row of ``event_relay_cursors``) advances to the last
+   acknowledged id, conditional on the position it started from, in a short transaction
+   **fenced by the lease's epoch**: a deposed holder's write is refused
+   (:class:`~satvault.leases.LeaseLost`) and it goes to standby.
 
 A crash between 3 and 4 republishes the same events with the same ids at the next start;
 JetStream drops them as duplicates within its duplicate window, so consumers see each event
-once. If a lease ran out while its holder was still publishing (a pause longer than the
-lease), two relays may publish the same range at once: each sends id *k* only after *k - 1*
-was acknowledged, and the duplicate window drops the second copy, so the stream still holds
-each event once and in order.
+once. If the lease ran out while its holder was paused in the middle of a publish, that one
+message may still go out when it resumes (its next check finds the lease gone): it is an id
+the new holder sends too, at its turn, so whichever copy comes second is dropped by the
+duplicate window and the stream still holds each event once and in order.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import socket
-import time
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -46,7 +44,7 @@ from satvault.db import sequence_fence, utcnow
 from satvault.events.jetstream import JetStream, subject_for
 from satvault.events.models import EventRelayCursor, OutboxEvent
 from satvault.events.outbox import envelope
-from satvault.kernel.ids import new_id
+from satvault.leases import Lease, LeaseLost
 from satvault.logs import get_logger
 
 __all__ = ["EventRelay", "RelayStep", "cursor_position"]
@@ -71,18 +69,27 @@ async def cursor_position(session: AsyncSession, name: str = CURSOR) -> int:
 
 
 class EventRelay:
+    """``lease``: the singleton workers' lease this relay publishes under (None: always, for
+    a process that is alone by construction). The relay never takes or renews it itself (the
+    lease worker does); it only checks it and writes its cursor through sessions fenced by
+    its epoch."""
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession], stream: JetStream, *,
-                 batch: int = 500, lease_seconds: float = 30.0, fence_timeout: float = 5.0,
-                 name: str = CURSOR, owner: str | None = None) -> None:
+                 lease: Lease | None = None, batch: int = 500, fence_timeout: float = 5.0,
+                 name: str = CURSOR) -> None:
         self.sessions = sessions
         self.stream = stream
+        self.lease = lease
+        self.writes = lease.fenced(sessions) if lease is not None else sessions
         self.batch = batch
-        self.lease = timedelta(seconds=lease_seconds)
         self.fence_timeout = fence_timeout
         self.name = name
-        self.owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{new_id('rl')[-8:]}"
         self._ready = False
         self._dialect: str | None = None
+
+    @property
+    def holds(self) -> bool:
+        return self.lease is None or self.lease.held
 
     async def _prepare(self) -> None:
         if self._dialect is None:
@@ -109,20 +116,17 @@ class EventRelay:
         dialect = postgresql if self._dialect == "postgresql" else sqlite
         return dialect.insert(cursors_t).on_conflict_do_nothing(index_elements=["name"])
 
-    async def _claim(self) -> int | None:
-        """Take or renew the lease; the cursor's position, or None if another relay holds it."""
-        now = utcnow()
-        async with self.sessions() as s, s.begin():
-            await s.execute(self._insert().values(name=self.name, position=0, owner=None,
-                                                  lease_until=None, updated_at=now))
-            pos = (await s.execute(
-                update(cursors_t)
-                .where(cursors_t.c.name == self.name,
-                       or_(cursors_t.c.owner.is_(None), cursors_t.c.owner == self.owner,
-                           cursors_t.c.lease_until < now))
-                .values(owner=self.owner, lease_until=now + self.lease, updated_at=now)
-                .returning(cursors_t.c.position))).scalar_one_or_none()
-        return None if pos is None else int(pos)
+    async def _position(self) -> int:
+        """The cursor's position, the row created (fenced) if it is the first round."""
+        async with self.sessions() as s:
+            pos = await cursor_position(s, self.name)
+            found = (await s.execute(select(EventRelayCursor.name)
+                                     .where(EventRelayCursor.name == self.name))).first()
+        if found is None:
+            async with self.writes() as s, s.begin():
+                await s.execute(self._insert().values(name=self.name, position=0,
+                                                      updated_at=utcnow()))
+        return pos
 
     async def _read(self, after: int, upto: int | None) -> list[OutboxEvent]:
         q = select(OutboxEvent).where(OutboxEvent.id > after)
@@ -135,47 +139,70 @@ class EventRelay:
         return rows
 
     async def _advance(self, old: int, new: int) -> bool:
-        now = utcnow()
-        async with self.sessions() as s, s.begin():
+        """Record ``new`` if the cursor is still at ``old``, in a transaction fenced by the
+        lease's epoch (:class:`LeaseLost` if it moved on)."""
+        async with self.writes() as s, s.begin():
             done = (await s.execute(
                 update(cursors_t)
-                .where(and_(cursors_t.c.name == self.name, cursors_t.c.owner == self.owner,
-                            cursors_t.c.position == old))
-                .values(position=new, lease_until=now + self.lease, updated_at=now)
+                .where(cursors_t.c.name == self.name, cursors_t.c.position == old)
+                .values(position=new, updated_at=utcnow())
                 .returning(cursors_t.c.position))).scalar_one_or_none() is not None
         if not done:
-            log.warning("event_relay_lease_lost", owner=self.owner, position=new)
+            log.warning("event_relay_cursor_moved", position=new,
+                        note="another relay recorded meanwhile")
         return bool(done)
 
     async def step(self) -> RelayStep:
-        """Relay one batch: fence, claim the lease, publish, record."""
+        """Relay one batch: fence, check the lease, publish, record (fenced)."""
+        if not self.holds:
+            return RelayStep(waiting=True)
         await self._prepare()
         upto = await self._fence()
         if upto == -1:
             return RelayStep(waiting=True)
-        position = await self._claim()
-        if position is None:
+        try:
+            return await self._relay(upto)
+        except LeaseLost:
+            self._fenced()
             return RelayStep(waiting=True)
+
+    async def _relay(self, upto: int | None) -> RelayStep:
+        position = await self._position()
         events = await self._read(position, upto)
         last, dups, sent = position, 0, 0
-        started = time.monotonic()
         prefix = self.stream.settings.prefix
+        lost = False
         try:
             for e in events:
+                if not self.holds:  # lost (or no longer sure of) the lease: stop here
+                    lost = True
+                    break
                 body = envelope(e.id, e.type, e.created_at, e.payload).encode()
                 _seq, dup = await self.stream.publish(
                     subject_for(prefix, e.subject_type, e.subject_id), body,
-                    event_id=e.id, type=e.type)
+                    event_id=e.id, type=e.type, wallet_id=e.wallet_id)
                 last, sent, dups = e.id, sent + 1, dups + int(dup)
-                if time.monotonic() - started > self.lease.total_seconds() / 2:
-                    break  # record and renew the lease before it could run out
         finally:
-            if last > position:
-                await self._advance(position, last)
+            recorded = last > position and await self._record(position, last)
         if dups:
             log.info("event_relay_duplicates", duplicates=dups, note="republished after a "
                      "crash or a lost lease; JetStream dropped them")
-        return RelayStep(sent, dups, last)
+        if last > position and not recorded:
+            return RelayStep(sent, dups, position, waiting=True)
+        return RelayStep(sent, dups, last, waiting=lost)
+
+    async def _record(self, old: int, new: int) -> bool:
+        try:
+            return await self._advance(old, new)
+        except LeaseLost:
+            self._fenced()
+            return False
+
+    def _fenced(self) -> None:
+        if self.lease is not None:
+            self.lease.drop()
+        log.warning("event_relay_fenced", note="the lease moved on: nothing recorded; the "
+                    "new holder republishes from the cursor")
 
     async def tick(self) -> int:
         """For the worker: relay until caught up (or waiting); how many were sent."""
@@ -187,20 +214,6 @@ class EventRelay:
                 return total
 
     async def close(self) -> None:
-        """Give the lease back (another relay may take over at once) and disconnect. Both
-        are bounded: a lease not given back simply runs out."""
-        try:
-            async with asyncio.timeout(2.0):
-                await self._release()
-        except Exception:  # stopping must not hang or fail on this
-            log.warning("event_relay_lease_not_released", owner=self.owner)
-        finally:
-            await self.stream.close()
-            self._ready = False
-
-    async def _release(self) -> None:
-        async with self.sessions() as s, s.begin():
-            await s.execute(update(cursors_t)
-                            .where(cursors_t.c.name == self.name,
-                                   cursors_t.c.owner == self.owner)
-                            .values(owner=None, lease_until=None, updated_at=utcnow()))
+        """Disconnect (the lease is the lease worker's to give back)."""
+        await self.stream.close()
+        self._ready = False

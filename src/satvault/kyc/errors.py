@@ -13,9 +13,10 @@ Raised before anything is written; the unit of work rolls back.
 
 from __future__ import annotations
 
-from satvault.kernel.errors import Forbidden, InvalidInput, SatvaultError
+from satvault.kernel.errors import ConcurrentUpdate, Forbidden, InvalidInput, SatvaultError
 
-__all__ = ["InvalidKycInput", "KycError", "LimitExceeded", "ReviewerIsSubject", "WalletFrozen"]
+__all__ = ["InvalidKycInput", "KycError", "LimitExceeded", "RequestDecided", "ReviewerIsSubject",
+           "WalletFrozen"]
 
 _WINDOWS = {"transaction": "per transaction", "24h": "over any rolling 24 hours",
             "30d": "over any rolling 30 days"}
@@ -59,3 +60,7 @@ class ReviewerIsSubject(KycError, Forbidden):
 
 class InvalidKycInput(KycError, InvalidInput):
     pass
+
+
+class RequestDecided(KycError, ConcurrentUpdate):
+    """The KYC request was decided already (by another reviewer, or a repeated form)."""

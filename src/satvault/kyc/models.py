@@ -18,12 +18,13 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from satvault.db import Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["KycDecision", "KycRecord", "ScreeningEntry", "ScreeningList"]
+__all__ = ["KycDecision", "KycRecord", "KycRequest", "KycRequestStatus", "ScreeningEntry",
+           "ScreeningList"]
 
 
 class KycDecision(StrEnum):
@@ -67,3 +68,43 @@ class ScreeningEntry(Base):
     normalized: Mapped[str] = mapped_column(String(300))
     reference: Mapped[str] = mapped_column(String(120), default="")
     loaded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class KycRequestStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    # Approved by the reviewer, but the name matched a list: the record is ``blocked``.
+    BLOCKED = "blocked"
+
+
+class KycRequest(Base):
+    """An owner's request to move to a higher tier, waiting in the operators' review queue.
+    Deciding it inserts the :class:`KycRecord` (the history) and links it here; a request is
+    decided once (the database holds ``record_id`` set exactly when it is no longer pending).
+    """
+
+    __tablename__ = "kyc_requests"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_type: Mapped[str] = mapped_column(String(16))
+    owner_id: Mapped[str] = mapped_column(String(40))
+    tier: Mapped[int] = mapped_column(Integer)
+    full_name: Mapped[str] = mapped_column(String(200))
+    documents: Mapped[str] = mapped_column(Text)  # JSON list of references
+    note: Mapped[str] = mapped_column(Text, default="")
+    requested_by: Mapped[str] = mapped_column(String(80))
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[KycRequestStatus] = mapped_column(StrEnumType(KycRequestStatus, 16))
+    record_id: Mapped[int | None] = mapped_column(ForeignKey("kyc_records.id"), default=None)
+    decided_by: Mapped[str | None] = mapped_column(String(80), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+
+    __table_args__ = (
+        Index("ix_kyc_requests_status", "status", "requested_at"),
+        Index("ix_kyc_requests_owner", "owner_type", "owner_id"),
+        # One pending request per owner (migration 0033, with the CHECKs).
+        Index("uq_kyc_requests_pending", "owner_type", "owner_id", unique=True,
+              postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
+    )

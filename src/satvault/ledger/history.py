@@ -5,24 +5,31 @@ matter how long the history is). Pages are cut with an opaque cursor, never an o
 from __future__ import annotations
 
 import base64
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from satvault.kernel.errors import InvalidInput
 from satvault.ledger.core import Account, Balances, HoldState, TransferKind
 from satvault.ledger.errors import LedgerError
 from satvault.ledger.models import LedgerTransfer
 from satvault.ledger.store import get_account
 
-__all__ = ["InvalidCursor", "StatementLine", "StatementPage", "statement"]
+__all__ = ["InvalidCursor", "InvalidFilter", "StatementLine", "StatementPage", "codes_of",
+           "statement"]
 
 transfers_t = LedgerTransfer.__table__
 MAX_PAGE = 500
 
 
 class InvalidCursor(LedgerError):
+    pass
+
+
+class InvalidFilter(LedgerError, InvalidInput):
     pass
 
 
@@ -76,14 +83,31 @@ def _decode(cursor: str) -> int:
 
 
 async def statement(
-    session: AsyncSession, account_id: int, *, limit: int = 50, cursor: str | None = None
+    session: AsyncSession, account_id: int, *, limit: int = 50, cursor: str | None = None,
+    since: datetime | None = None, until: datetime | None = None,
+    direction: str | None = None, codes: Collection[str] | None = None,
 ) -> StatementPage:
+    """A page of the account's statement, newest first. Optional filters: ``[since,
+    until)`` on the transfer's time, ``direction`` (``debit`` or ``credit``, from this
+    account's side) and ``codes`` (the transfers' codes: ``deposit``, ``ln_withdrawal``…)."""
     account = await get_account(session, account_id)
     limit = max(1, min(limit, MAX_PAGE))
     t = transfers_t.c
-    stmt = select(transfers_t).where(
-        or_(t.debit_account_id == account_id, t.credit_account_id == account_id)
-    )
+    if direction == "debit":
+        side = t.debit_account_id == account_id
+    elif direction == "credit":
+        side = t.credit_account_id == account_id
+    elif direction is None:
+        side = or_(t.debit_account_id == account_id, t.credit_account_id == account_id)
+    else:
+        raise InvalidFilter(f"direction is 'debit' or 'credit', not {direction!r}")
+    stmt = select(transfers_t).where(side)
+    if since is not None:
+        stmt = stmt.where(t.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(t.created_at < until)
+    if codes is not None:
+        stmt = stmt.where(t.code.in_(list(codes)))
     if cursor is not None:
         stmt = stmt.where(t.seq < _decode(cursor))
     rows = (await session.execute(stmt.order_by(t.seq.desc()).limit(limit + 1))).all()
@@ -110,3 +134,11 @@ async def statement(
         ))
     next_cursor = _encode(rows[limit - 1].seq) if len(rows) > limit else None
     return StatementPage(account, tuple(lines), next_cursor)
+
+
+async def codes_of(session: AsyncSession, account_id: int) -> list[str]:
+    """The transfer codes found in this account's history (what a statement can filter by)."""
+    t = transfers_t.c
+    rows = await session.execute(select(t.code).distinct().where(
+        or_(t.debit_account_id == account_id, t.credit_account_id == account_id)))
+    return sorted(c for c in rows.scalars() if c)

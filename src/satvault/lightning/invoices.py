@@ -33,6 +33,7 @@ from satvault.ledger.platform import ensure_platform_accounts, platform_fee
 from satvault.ledger.store import create_transfers
 from satvault.lightning.models import LnCursor, LnInvoice, LnInvoiceStatus
 from satvault.logs import get_logger
+from satvault.telemetry import PAYMENTS_RECEIVED
 
 __all__ = ["InvoiceListener", "StoreInvoiceHook", "check_invoice_request", "create_invoice",
            "credit_settled", "expire_invoices", "node_invoice", "store_invoice"]
@@ -217,6 +218,8 @@ class InvoiceListener:
             return done
         done = await retrying(self.sessions, work)
         self.credited += int(done)
+        if done:
+            PAYMENTS_RECEIVED.labels("lightning", "credited").inc()
         return done
 
     async def listen_once(self) -> None:

@@ -61,6 +61,7 @@ from satvault.onchain.models import (
 )
 from satvault.onchain.senders import sending_addresses
 from satvault.onchain.service import top_up_pool, watched_scripts
+from satvault.telemetry import PAYMENTS_RECEIVED
 
 __all__ = ["Match", "StepReport", "Watcher", "scan_block", "scan_txs"]
 
@@ -371,9 +372,12 @@ class Watcher:
                 senders[row.txid] = await sending_addresses(
                     self.backend, row.txid, network=self.network,
                     max_inputs=self.max_sender_lookups)
+            counted: list[str] = []
             m, r = await retrying(self.sessions, partial(
                 self._settle_one, pid=row.id, tip_height=tip_height,
-                senders=senders.get(row.txid)))
+                senders=senders.get(row.txid), counted=counted))
+            for outcome in counted:  # committed: the deposit metric
+                PAYMENTS_RECEIVED.labels("onchain", outcome).inc()
             moves += m
             reviews += r
         return moves, reviews
@@ -389,7 +393,12 @@ class Watcher:
                     and (confs > 0 or row.value_sat <= self.zero_conf_max_sat))
 
     async def _settle_one(self, session: AsyncSession, *, pid: int, tip_height: int,
-                          senders: tuple[str, ...] | None = None) -> tuple[int, int]:
+                          senders: tuple[str, ...] | None = None,
+                          counted: list[str] | None = None) -> tuple[int, int]:
+        """``counted`` receives what this unit of work did for the deposit metric
+        (``credited``, ``reversed``), reset at each attempt."""
+        if counted is not None:
+            counted.clear()
         found = await self._read_for_settling(session, pid)
         if found is None:
             return 0, 0
@@ -423,8 +432,11 @@ class Watcher:
                     # Still frozen: the money is taken back from the frozen sub-balance.
                     held = await self.deposit_screen.unwind(session, credit_id=key)
                     credit_account = held if held is not None else credit_account
-                return await self._reverse(session, p, key, amount, credit_account,
+                done = await self._reverse(session, p, key, amount, credit_account,
                                            asset_account)
+                if counted is not None and done[0]:
+                    counted.append("reversed")
+                return done
         else:
             if p.credit_state == CreditState.REVERSED:  # reversed after a reorg, and it is back
                 p.hold_generation += 1
@@ -479,6 +491,9 @@ class Watcher:
         if bad:
             raise RuntimeError(f"ledger refused deposit moves for {key}: {bad}")
         created = sum(o.result is Result.CREATED for o in outcomes)
+        if counted is not None and next_state == CreditState.CREDITED \
+                and p.credit_state != CreditState.CREDITED:
+            counted.append("credited")
         p.credit_state, p.updated_at = next_state, utcnow()
         if invoice_id and next_state == CreditState.CREDITED and self.on_store_invoice is not None:
             await self.on_store_invoice(session, invoice_id)  # settled with its credit

@@ -71,14 +71,21 @@ from satvault.signing.psbt import (
     accounts_from_descriptors,
     make_psbt,
 )
-from satvault.telemetry import SIGNER_REFUSALS
+from satvault.telemetry import PAYMENT_SECONDS, PAYMENTS, SIGNER_REFUSALS
 
 __all__ = ["PayoutJob", "PayoutReport", "estimate_vsize", "split_fee", "store_batch",
            "within_signer_cap"]
 
 log = get_logger(__name__)
+
 CHANGE_DUST_SAT = 294
 _OUTPUT_VBYTES = {0x00: 31, 0x51: 43, 0x76: 34, 0xA9: 32}
+
+
+def _counted(outcome: str, withdrawals: int) -> None:
+    """The on-chain rail's payment metric: one per withdrawal of the batch, after commit."""
+    if withdrawals:
+        PAYMENTS.labels("onchain", outcome).inc(withdrawals)
 
 
 def _output_vbytes(script: bytes) -> int:
@@ -352,8 +359,9 @@ class PayoutJob:
                 report.signer_limited += 1
                 log.warning("payout_signer_limit", batch=batch_id, reason=why)
                 return
-            await retrying(self.sessions,
-                           partial(self._mark_stuck, batch_id=batch_id, why=why))
+            _counted("stuck", await retrying(self.sessions,
+                                             partial(self._mark_stuck, batch_id=batch_id,
+                                                     why=why)))
             report.stuck += 1
             return
 
@@ -376,13 +384,15 @@ class PayoutJob:
         report.signed += 1
         log.info("payout_signed", batch=batch_id, txid=signed.txid, fee_sat=signed.fee_sat)
 
-    async def _mark_stuck(self, session: AsyncSession, *, batch_id: str, why: str) -> None:
+    async def _mark_stuck(self, session: AsyncSession, *, batch_id: str, why: str) -> int:
+        """Mark the batch stuck for a person; how many withdrawals it carries."""
         batch = await session.get(PayoutBatch, batch_id, with_for_update=True)
         assert batch is not None
         batch.status, batch.last_error, batch.updated_at = BatchStatus.STUCK, why, utcnow()
         session.add(ReviewItem(kind="payout_stuck", subject=batch_id,
                                details=json.dumps({"reason": why}), created_at=utcnow()))
         log.error("payout_stuck", batch=batch_id, reason=why)
+        return len(await self._payments(session, batch_id))
 
     async def _versions(self, session: AsyncSession, batch_id: str) -> list[PayoutTx]:
         return list((await session.execute(select(PayoutTx).where(
@@ -403,29 +413,33 @@ class PayoutJob:
         except BackendUnavailable as unavailable:
             why = f"broadcast outcome unknown: {unavailable}"
 
-            async def note(session: AsyncSession) -> None:
+            async def note(session: AsyncSession) -> int:
                 b = await session.get(PayoutBatch, batch_id, with_for_update=True)
                 assert b is not None
                 b.broadcast_attempts += 1
                 b.last_error, b.updated_at = why, utcnow()
-            await retrying(self.sessions, note)
+                return len(await self._payments(session, batch_id))
+            _counted("unknown", await retrying(self.sessions, note))
             raise
         except TxRejected as exc:
             await self._after_rejection(batch_id, exc, report)
             return
 
-        async def done(session: AsyncSession) -> None:
+        async def done(session: AsyncSession) -> int:
             b = await session.get(PayoutBatch, batch_id, with_for_update=True)
             assert b is not None
             b.status, b.broadcast_attempts, b.updated_at = \
                 BatchStatus.BROADCAST, b.broadcast_attempts + 1, utcnow()
             if height is not None:
                 b.broadcast_height = height
+            sent = 0
             for w in await self._payments(session, batch_id):
+                sent += w.status != WithdrawalStatus.BROADCAST  # not again on a rebroadcast
                 w.status, w.updated_at = WithdrawalStatus.BROADCAST, utcnow()
                 await emit_withdrawal(session, w, "broadcast")
+            return sent
 
-        await retrying(self.sessions, done)
+        _counted("broadcast", await retrying(self.sessions, done))
         report.broadcast += 1
         log.info("payout_broadcast", batch=batch_id)
 
@@ -451,22 +465,24 @@ class PayoutJob:
                     continue
                 why = (f"rejected ({exc.reason}) and input {txid}:{vout} is spent by a "
                        "transaction we do not know")
-                await retrying(self.sessions,
-                           partial(self._mark_stuck, batch_id=batch_id, why=why))
+                _counted("stuck", await retrying(
+                    self.sessions, partial(self._mark_stuck, batch_id=batch_id, why=why)))
                 report.stuck += 1
                 return
 
-        async def abandon(session: AsyncSession) -> None:
+        async def abandon(session: AsyncSession) -> int:
             b = await session.get(PayoutBatch, batch_id, with_for_update=True)
             assert b is not None
             b.status, b.last_error, b.updated_at = BatchStatus.ABANDONED, str(exc), utcnow()
             await session.execute(delete(PayoutInput).where(PayoutInput.batch_id == batch_id))
             await anchors.release(session, batch_id=batch_id)  # the next sweep carries it
-            for w in await self._payments(session, batch_id):
+            requeued = await self._payments(session, batch_id)
+            for w in requeued:
                 w.status, w.batch_id, w.txid, w.updated_at = \
                     WithdrawalStatus.PENDING, None, None, utcnow()
+            return len(requeued)
 
-        await retrying(self.sessions, abandon)
+        _counted("retried", await retrying(self.sessions, abandon))
         report.abandoned += 1
         log.error("payout_abandoned_requeued", batch=batch_id, reason=exc.reason)
 
@@ -485,8 +501,11 @@ class PayoutJob:
                 continue
             seen = True
             if st.confirmations >= self.settings.payout_confirmations:
-                await retrying(self.sessions, partial(self._confirm, batch_id=batch_id,
-                                                      version=v, height=st.block_height))
+                paid, seconds = await retrying(self.sessions, partial(
+                    self._confirm, batch_id=batch_id, version=v, height=st.block_height))
+                _counted("succeeded", paid)
+                for _ in range(paid):
+                    PAYMENT_SECONDS.labels("onchain").observe(seconds)
                 report.confirmed += 1
                 return
         if not seen:  # evicted or never relayed: broadcast the current version again
@@ -519,14 +538,17 @@ class PayoutJob:
             log.warning("payout_bump_skipped", batch=batch_id, reason=str(exc))
 
     async def _confirm(self, session: AsyncSession, *, batch_id: str, version: PayoutTx,
-                       height: int | None) -> None:
+                       height: int | None) -> tuple[int, float]:
+        """Book the confirmed move; the withdrawals it paid (0 for a sweep or refill, or if
+        booked already) and the seconds since the batch was made."""
         batch = await session.get(PayoutBatch, batch_id, with_for_update=True)
         assert batch is not None
         if batch.status == BatchStatus.CONFIRMED:
-            return
+            return 0, 0.0
         platform = await ensure_platform_accounts(session, "BTC")
+        paid = 0
         if batch.kind is MoveKind.PAYOUT:
-            await self._book_payout(session, batch_id, version, platform)
+            paid = await self._book_payout(session, batch_id, version, platform)
         else:
             await book_move(session, batch, version, platform)
         if batch.kind is MoveKind.SWEEP and height is not None:
@@ -542,9 +564,10 @@ class PayoutJob:
             if coin is not None and coin.spent_by is None:
                 coin.spent_by = version.txid
         log.info("move_confirmed", batch=batch_id, kind=batch.kind, txid=version.txid)
+        return paid, max(0.0, (utcnow() - batch.created_at).total_seconds())
 
     async def _book_payout(self, session: AsyncSession, batch_id: str, version: PayoutTx,
-                           platform: PlatformAccounts) -> None:
+                           platform: PlatformAccounts) -> int:
         wds = await self._payments(session, batch_id)
         specs: list[TransferSpec] = []
         for w, share in zip(wds, split_fee(version.fee_sat, len(wds)), strict=True):
@@ -571,6 +594,7 @@ class PayoutJob:
         for w in wds:
             await emit_withdrawal(session, w, "confirmed")
         log.info("payout_confirmed", batch=batch_id, txid=version.txid, withdrawals=len(wds))
+        return len(wds)
 
     # ----------------------------------------------------------------------- fee bumps
     def _replacement(self, original: str, wds: list[Withdrawal],

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Wallet
@@ -48,15 +49,21 @@ def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
             datetime.combine(end + timedelta(days=1), time(), UTC))
 
 
-async def movements(session: AsyncSession, start: date, end: date) -> list[Movement]:
+async def movements(session: AsyncSession, start: date, end: date, *,
+                    wallet_id: str | None = None) -> list[Movement]:
+    """Every movement in ``[start, end]`` (UTC days); only one wallet's with ``wallet_id``."""
     lo, hi = day_bounds(start, end)
+
+    def only(column: Any) -> ColumnElement[bool]:
+        return true() if wallet_id is None else column == wallet_id
+
     out: list[Movement] = []
     P = OnchainPayment
     chain = (await session.execute(
         select(P.txid, P.vout, P.value_sat, P.first_seen_at, P.wallet_id, Wallet.owner_type,
                Wallet.owner_id).join(Wallet, Wallet.id == P.wallet_id)
         .where(P.credit_state == CreditState.CREDITED, P.first_seen_at >= lo,
-               P.first_seen_at < hi))).all()
+               P.first_seen_at < hi, only(P.wallet_id)))).all()
     out += [Movement(r.first_seen_at.astimezone(UTC).date(), r.owner_type, r.owner_id,
                      r.wallet_id, "in", "onchain", int(r.value_sat) * MSAT,
                      f"{r.txid}:{r.vout}") for r in chain]
@@ -65,7 +72,7 @@ async def movements(session: AsyncSession, start: date, end: date) -> list[Movem
                LnInvoice.wallet_id, Wallet.owner_type, Wallet.owner_id)
         .join(Wallet, Wallet.id == LnInvoice.wallet_id)
         .where(LnInvoice.status == LnInvoiceStatus.PAID, LnInvoice.paid_at >= lo,
-               LnInvoice.paid_at < hi))).all()
+               LnInvoice.paid_at < hi, only(LnInvoice.wallet_id)))).all()
     out += [Movement(r.paid_at.astimezone(UTC).date(), r.owner_type, r.owner_id, r.wallet_id,
                      "in", "internal" if r.internal else "lightning", int(r.paid_msat or 0),
                      r.id) for r in lightning]
@@ -74,7 +81,7 @@ async def movements(session: AsyncSession, start: date, end: date) -> list[Movem
                Withdrawal.wallet_id, Wallet.owner_type, Wallet.owner_id)
         .join(Wallet, Wallet.id == Withdrawal.wallet_id)
         .where(Withdrawal.status == WithdrawalStatus.CONFIRMED, Withdrawal.updated_at >= lo,
-               Withdrawal.updated_at < hi))).all()
+               Withdrawal.updated_at < hi, only(Withdrawal.wallet_id)))).all()
     out += [Movement(r.updated_at.astimezone(UTC).date(), r.owner_type, r.owner_id,
                      r.wallet_id, "out", str(r.method.value), int(r.amount_msat), r.id)
             for r in gone]

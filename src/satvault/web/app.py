@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         await platform.start(workers=start_workers, runtime=api_only)
         app.state.runtime = platform.runtime
         app.state.workers = platform.workers
+        app.state.live = platform.live
         try:
             yield
         finally:
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.principals = PrincipalCache(settings.api_key_cache_seconds)
     app.state.workers = []
     app.state.runtime = runtime
+    app.state.live = None
     install_problem_handlers(app)
     limiter = install_rate_limits(app, settings)
     app.add_middleware(InputGuard, max_body_bytes=settings.max_body_bytes)

@@ -40,9 +40,9 @@ ARTIFACTS = ROOT / "test-artifacts" / "pages"
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 PASSWORD = "correct horse battery"
 PHONE_WIDTH = 360
-# Not pages: streams, downloads and form targets that only answer POST-like GETs.
-NOT_PAGES = re.compile(r"(/events$|/stream$|\.csv$|\.pdf$|\.json$|\.psbt$|\.svg$|\.png$"
-                       r"|^/static/|/download|/export)")
+# Not pages: streams, downloads, fragments and form targets that only answer POST-like GETs.
+NOT_PAGES = re.compile(r"(/events$|/stream$|/balances$|\.csv$|\.pdf$|\.json$|[./]psbt$|\.svg$"
+                       r"|\.png$|^/static/|/download|/export)")
 
 
 @pytest.fixture(autouse=True)
@@ -90,6 +90,35 @@ async def seed(env: LnEnv) -> dict[str, str]:
     ids = {"webhook_id": webhook_id, "merchant_id": merchant.id, "mid": merchant.id,
            "store_id": store.id, "key_id": key.id, "user_id": ada.id, "wallet_id": wallet.id}
     return ids | {"_store_token": token}
+
+
+async def money(base: str, env: LnEnv, ids: dict[str, str]) -> dict[str, str]:
+    """A deposit address and a withdrawal of the merchant wallet (funded in the ledger)."""
+    from satvault.ledger.core import TransferSpec
+    from satvault.ledger.platform import ensure_platform_accounts
+    from satvault.ledger.store import submit
+
+    async with env.sessions() as s, s.begin():
+        platform = await ensure_platform_accounts(s, "BTC")
+        wallet = await acc.get_wallet(s, ids["wallet_id"])
+        _, token = await acc.create_api_key(s, owner_id=ids["merchant_id"], scopes=[
+            "wallet:read", "wallet:write", "withdrawals:write"])
+    await submit(env.sessions, [TransferSpec(
+        id="pages:fund", debit_account_id=platform.external.id,
+        credit_account_id=wallet.ledger_account_id, amount=100_000_000, asset="BTC",
+        code="deposit", ref="pages")])
+    key = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base) as c:
+        r = await c.post(f"/api/v1/wallets/{wallet.id}/deposits", json={"method": "onchain"},
+                         headers=key)
+        assert r.status_code == 201, r.text
+        deposit_id = r.json()["id"]
+        r = await c.post(f"/api/v1/wallets/{wallet.id}/withdrawals",
+                         json={"destination": "bcrt1q8uq9hrte4u3d2pes3gmrxeffws053ylettc383",
+                               "amount_msat": 20_000_000},
+                         headers={**key, "Idempotency-Key": uuid.uuid4().hex})
+        assert r.status_code == 201, r.text
+    return {"deposit_id": deposit_id, "withdrawal_id": r.json()["id"]}
 
 
 async def create_invoice(base: str, ids: dict[str, str]) -> str:
@@ -206,6 +235,7 @@ async def test_every_page_is_accessible_fits_a_phone_and_is_photographed(lnenv: 
     admin_paths = [p for p in paths if p.startswith("/admin")]
     async with live(app, lifespan=True) as base, chromium() as browser:
         ids["invoice_id"] = await create_invoice(base, ids)
+        ids |= await money(base, env, ids)
         problems = await visit_all(browser, base, "ada@example.com", merchant_paths, ids, env)
         if admin_paths:
             problems += await visit_all(browser, base, "ops@example.com", admin_paths, ids,

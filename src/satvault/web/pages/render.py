@@ -59,9 +59,12 @@ def _number(value: int | Decimal | None, lang: Language) -> str:
     return "" if value is None else format_decimal(value, locale=lang.locale)
 
 
-def _when(value: datetime | None, lang: Language) -> str:
-    if value is None:
+def _when(value: datetime | str | None, lang: Language) -> str:
+    """A moment for the page's locale; an ISO 8601 string (the services' dicts) too."""
+    if value is None or value == "":
         return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     return format_datetime(value, format="medium", tzinfo=None, locale=lang.locale)
 
 

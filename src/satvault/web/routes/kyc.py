@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from satvault.accounts.service import Principal
+from satvault.kyc import requests as kyc_requests
 from satvault.kyc import service as kyc
 from satvault.kyc.screening import screen_name
 from satvault.web.deps import SessionDep, require_scope
@@ -39,6 +40,13 @@ class ReasonIn(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
 
+class DecideIn(BaseModel):
+    decision: Literal["approve", "reject"]
+    checks: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list,
+                                                                max_length=50)
+    notes: str = Field(default="", max_length=4000)
+
+
 class ScreenIn(BaseModel):
     name: str = Field(min_length=1, max_length=300)
 
@@ -66,6 +74,27 @@ async def record_history(owner_type: OwnerType, owner_id: str, session: SessionD
     return {"owner_type": owner_type, "owner_id": owner_id,
             "kyc_tier": await kyc.tier_of(session, owner_type, owner_id),
             "records": [kyc.record_dict(r) for r in records]}
+
+
+@router.get("/kyc/requests")
+async def pending_requests(session: SessionDep, _admin: Admin) -> list[dict[str, Any]]:
+    """The KYC review queue: requests for a higher tier waiting for a decision, oldest
+    first."""
+    return [kyc_requests.request_dict(r) for r in await kyc_requests.pending_requests(session)]
+
+
+@router.post("/kyc/requests/{request_id}/decide", responses=problem_responses(409))
+async def decide_request(request_id: str, body: DecideIn, session: SessionDep, admin: Admin,
+                         request: Request) -> dict[str, Any]:
+    """Approve or reject a queued request: a KYC record is inserted (screened, audited; an
+    approval sets the tier) and linked to the request. A decided request is not decided
+    again (409)."""
+    settings = settings_of(request)
+    r = await kyc_requests.decide_request(
+        session, request_id=request_id, decision=body.decision, reviewer=admin.owner_id,
+        checks=body.checks, notes=body.notes, max_tier=max(settings.kyc_tier_limits_msat),
+        screening_threshold=settings.kyc_screening_threshold)
+    return kyc_requests.request_dict(r)
 
 
 @router.post("/kyc/screen")

@@ -17,17 +17,32 @@ Both resume after ``Last-Event-ID`` (the header EventSource sends when it reconn
     event: <type>
     data: {"id": …, "type": …, "created_at": …, "data": {…}}
 
-The stream polls the outbox (an indexed ``id > last`` query on the subject) every
-:data:`POLL_SECONDS`, and at once when a transaction in this process that emitted commits;
-a comment line every :data:`HEARTBEAT_SECONDS` keeps proxies from closing an idle stream.
-No transaction stays open between polls.
+Where the events come from depends on ``event_stream``:
+
+* ``outbox`` (the embedded default): the stream polls the outbox (an indexed ``id > last``
+  query on the subject) every :data:`POLL_SECONDS`, and at once when a transaction in this
+  process that emitted commits.
+* ``nats``: the process's one subscriber to NATS JetStream (:class:`satvault.events.live.
+  LiveFeed`) hands each stream the events its filter accepts, as the relay publishes them;
+  no stream polls the database. At connection (and after a resume point) the stream first
+  reads what it missed from the outbox once, the source of truth that keeps every event
+  (the stream's retention is bounded), after registering with the feed so nothing relayed
+  meanwhile is lost; an event that came both ways is sent once. A stream too slow for the
+  feed catches up from the outbox the same way. If NATS cannot be reached when a stream
+  opens, that stream falls back to polling the outbox.
+
+Either way the filter is the same authorization filter (the invoice's own subject; the
+events whose ``wallet_id`` is the wallet, carried in the message's ``Satvault-Wallet-Id``
+header), frames are the same, and a comment line every :data:`HEARTBEAT_SECONDS` keeps
+proxies from closing an idle stream. No transaction stays open between reads.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -36,17 +51,23 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.access import visible_wallet
-from satvault.events.errors import InvalidStream
+from satvault.accounts.service import Principal
+from satvault.events.errors import InvalidStream, StreamUnavailable
+from satvault.events.jetstream import StreamEvent, subject_for
+from satvault.events.live import LiveFeed
 from satvault.events.models import OutboxEvent
 from satvault.events.outbox import envelope, notifier
 from satvault.kernel.errors import Forbidden, NotFound
+from satvault.logs import get_logger
 from satvault.web.deps import _principal
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import PublicLimit
 
-__all__ = ["HEARTBEAT_SECONDS", "POLL_SECONDS", "PUBLIC_INVOICE_FIELDS", "router"]
+__all__ = ["HEARTBEAT_SECONDS", "POLL_SECONDS", "PUBLIC_INVOICE_FIELDS", "resume_point",
+           "router", "wallet_stream"]
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
+log = get_logger(__name__)
 
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
@@ -58,31 +79,47 @@ PUBLIC_INVOICE_FIELDS = ("id", "status", "additional_status", "currency", "amoun
                          "settled_at")
 
 
-def _public(event: OutboxEvent) -> str:
-    payload = json.loads(event.payload)
+def _public_payload(payload: Any, subject_id: str) -> str:
     shown = {k: payload[k] for k in PUBLIC_INVOICE_FIELDS
              if isinstance(payload, dict) and k in payload}
-    shown["id"] = event.subject_id
-    return envelope(event.id, event.type, event.created_at,
-                    json.dumps(shown, separators=(",", ":")))
+    shown["id"] = subject_id
+    return json.dumps(shown, separators=(",", ":"))
 
 
 def _frame(event: OutboxEvent, *, public: bool) -> str:
-    data = _public(event) if public else envelope(event.id, event.type, event.created_at,
-                                                  event.payload)
+    payload = _public_payload(json.loads(event.payload), event.subject_id) if public \
+        else event.payload
+    data = envelope(event.id, event.type, event.created_at, payload)
     return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
+
+
+def _stream_frame(event: StreamEvent, *, public: bool, subject_id: str) -> str:
+    """The same frame from a stream message (its body is the outbox envelope)."""
+    if public:
+        env = event.envelope
+        data = envelope(event.event_id, event.type, datetime.fromisoformat(env["created_at"]),
+                        _public_payload(env.get("data"), subject_id))
+    else:
+        data = event.body
+    return f"id: {event.event_id}\nevent: {event.type}\ndata: {data}\n\n"
+
+
+async def _read(sessions: async_sessionmaker[AsyncSession], where: Any, after: int
+                ) -> list[OutboxEvent]:
+    async with sessions() as session:
+        return list((await session.execute(
+            select(OutboxEvent).where(where, OutboxEvent.id > after)
+            .order_by(OutboxEvent.id).limit(BATCH)
+        )).scalars())
 
 
 async def _events(sessions: async_sessionmaker[AsyncSession], where: Any, after: int, *,
                   public: bool, poll: float, heartbeat: float) -> AsyncIterator[str]:
+    """The outbox mode: poll the outbox."""
     yield f"retry: {RETRY_MILLISECONDS}\n\n"
     last_sent = time.monotonic()
     while True:
-        async with sessions() as session:
-            rows = list((await session.execute(
-                select(OutboxEvent).where(where, OutboxEvent.id > after)
-                .order_by(OutboxEvent.id).limit(BATCH)
-            )).scalars())
+        rows = await _read(sessions, where, after)
         for row in rows:
             yield _frame(row, public=public)
             after = row.id
@@ -96,7 +133,71 @@ async def _events(sessions: async_sessionmaker[AsyncSession], where: Any, after:
             last_sent = time.monotonic()
 
 
-def _resume_point(header: str | None, query: int | None) -> int | None:
+async def _live_events(feed: LiveFeed, match: Callable[[StreamEvent], bool],
+                       sessions: async_sessionmaker[AsyncSession], where: Any, after: int, *,
+                       public: bool, subject_id: str, heartbeat: float, poll: float
+                       ) -> AsyncIterator[str]:
+    """The NATS mode: events from the process's subscriber to the stream, after one read of
+    what was missed from the outbox."""
+    yield f"retry: {RETRY_MILLISECONDS}\n\n"
+    try:
+        listener = await feed.listen(match)  # first: nothing relayed from now on is missed
+    except StreamUnavailable as exc:
+        log.warning("live_updates_from_outbox", error=str(exc),
+                    note="NATS unreachable: this stream polls the outbox")
+        async for chunk in _events(sessions, where, after, public=public, poll=poll,
+                                   heartbeat=heartbeat):
+            if not chunk.startswith("retry:"):
+                yield chunk
+        return
+    try:
+        resume = after  # the client has everything up to here
+        caught_up: set[int] = set()  # sent from the outbox: skip when the stream brings them
+
+        async def catch_up() -> AsyncIterator[str]:
+            nonlocal after
+            while True:
+                rows = await _read(sessions, where, after)
+                for row in rows:
+                    caught_up.add(row.id)
+                    after = row.id
+                    yield _frame(row, public=public)
+                if len(rows) < BATCH:
+                    return
+
+        async for chunk in catch_up():
+            yield chunk
+        floor = after  # the highest id sent from the outbox
+        while True:
+            event = await listener.next(heartbeat)
+            if listener.overflowed:  # too slow for the feed: the outbox has what was dropped
+                listener.recovered()
+                async for chunk in catch_up():
+                    yield chunk
+                floor = after
+                continue
+            if event is None:
+                if not feed.healthy:  # NATS gave up: what was missed is in the outbox
+                    await feed.revive()
+                    async for chunk in catch_up():
+                        yield chunk
+                    floor = after
+                yield ": keep-alive\n\n"
+                continue
+            if event.event_id <= resume or event.event_id in caught_up:
+                continue  # the client has it already
+            if event.event_id > floor:
+                # The stream is in outbox id order: no copy of an outbox-read event is to
+                # come. (One at or below ``floor`` not read from the outbox was committed
+                # after the read, below a later id: it is sent, not lost.)
+                caught_up.clear()
+            yield _stream_frame(event, public=public, subject_id=subject_id)
+            after = max(after, event.event_id)
+    finally:
+        listener.close()
+
+
+def resume_point(header: str | None, query: int | None) -> int | None:
     value = (header or "").strip()
     if value:
         if not (value.isascii() and value.isdigit()) or len(value) > 18:
@@ -121,7 +222,7 @@ async def stream(
     if (invoice_id is None) == (wallet_id is None):
         raise InvalidStream("give exactly one of invoice_id and wallet_id")
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    after = _resume_point(last_event_id, last_event_id_param)
+    after = resume_point(last_event_id, last_event_id_param)
     where: ColumnElement[bool]
     if invoice_id is not None:
         where = (OutboxEvent.subject_type == "invoice") & (OutboxEvent.subject_id == invoice_id)
@@ -133,19 +234,51 @@ async def stream(
     else:
         assert wallet_id is not None
         principal = await _principal(request, authorization, x_api_key)
-        if not principal.has("wallet:read"):
-            raise Forbidden("this API key lacks the 'wallet:read' scope")
-        where = OutboxEvent.wallet_id == wallet_id
-        async with sessions() as session:
-            await visible_wallet(session, principal, wallet_id)
-            if after is None:
-                after = int((await session.execute(
-                    select(func.coalesce(func.max(OutboxEvent.id), 0)).where(where)
-                )).scalar_one())
-        public = False
+        return await wallet_stream(sessions, principal, wallet_id, after,
+                                   feed=request.app.state.live)
+    return _response(sessions, where, after, public=public, feed=request.app.state.live,
+                     invoice_id=invoice_id)
+
+
+def _response(sessions: async_sessionmaker[AsyncSession], where: Any, after: int, *,
+              public: bool, feed: LiveFeed | None, invoice_id: str | None = None,
+              wallet_id: str | None = None) -> StreamingResponse:
+    """The stream's body: the outbox polled (embedded default), or the process's subscriber
+    to the event stream (event_stream = "nats") after one read of what was missed."""
+    body: AsyncIterator[str]
+    if feed is None:
+        body = _events(sessions, where, after, public=public, poll=POLL_SECONDS,
+                       heartbeat=HEARTBEAT_SECONDS)
+    else:
+        prefix = feed.stream.settings.prefix
+        match: Callable[[StreamEvent], bool]
+        if invoice_id is not None:
+            subject = subject_for(prefix, "invoice", invoice_id)
+            match = lambda e: e.subject == subject  # noqa: E731
+        else:
+            match = lambda e: e.wallet_id == wallet_id  # noqa: E731
+        body = _live_events(feed, match, sessions, where, after, public=public,
+                            subject_id=invoice_id or "", heartbeat=HEARTBEAT_SECONDS,
+                            poll=POLL_SECONDS)
     return StreamingResponse(
-        _events(sessions, where, after, public=public, poll=POLL_SECONDS,
-                heartbeat=HEARTBEAT_SECONDS),
-        media_type="text/event-stream",
+        body, media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def wallet_stream(sessions: async_sessionmaker[AsyncSession], principal: Principal,
+                        wallet_id: str, after: int | None, *,
+                        feed: LiveFeed | None) -> StreamingResponse:
+    """A wallet's full events for a caller with ``wallet:read`` that sees the wallet, from
+    ``after`` (None: from now). The API's stream, and the merchant dashboard's (whose
+    principal comes from the signed-in session)."""
+    if not principal.has("wallet:read"):
+        raise Forbidden("this API key lacks the 'wallet:read' scope")
+    where = OutboxEvent.wallet_id == wallet_id
+    async with sessions() as session:
+        await visible_wallet(session, principal, wallet_id)
+        if after is None:
+            after = int((await session.execute(
+                select(func.coalesce(func.max(OutboxEvent.id), 0)).where(where)
+            )).scalar_one())
+    return _response(sessions, where, after, public=False, feed=feed, wallet_id=wallet_id)

@@ -6,19 +6,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.access import visible_wallet
 from satvault.accounts.models import Wallet
 from satvault.accounts.schemas import MeOut, StatementLineOut, StatementOut, WalletOut
 from satvault.accounts.service import Principal
 from satvault.accounts.views import wallet_balances
+from satvault.config import Settings
 from satvault.ledger.history import statement
 from satvault.ledger.store import get_account
 from satvault.payouts.service import limits_left
 from satvault.web.deps import CurrentPrincipal, SessionDep, require_scope
 from satvault.web.state import settings_of
 
-__all__ = ["router"]
+__all__ = ["balances_of", "router"]
 
 router = APIRouter(prefix="/api/v1", tags=["wallets"])
 WalletReader = Annotated[Principal, Depends(require_scope("wallet:read"))]
@@ -41,12 +43,17 @@ async def me(session: SessionDep, principal: CurrentPrincipal) -> MeOut:
 async def wallet_balance(wallet_id: str, session: SessionDep, principal: WalletReader,
                          request: Request) -> WalletOut:
     wallet = await visible_wallet(session, principal, wallet_id)
+    return await balances_of(session, wallet, settings_of(request))
+
+
+async def balances_of(session: AsyncSession, wallet: Wallet, settings: Settings) -> WalletOut:
+    """A wallet's balances as the API shows them (the merchant dashboard shows the same)."""
     account = await get_account(session, wallet.ledger_account_id)
     frozen = 0
     if wallet.frozen_ledger_account_id is not None:  # deposits the risk rules held back
         b = (await get_account(session, wallet.frozen_ledger_account_id)).balances
         frozen = int(b.credits_posted - b.debits_posted)
-    kyc = await limits_left(session, wallet=wallet, settings=settings_of(request))
+    kyc = await limits_left(session, wallet=wallet, settings=settings)
     return WalletOut(**wallet_balances(wallet, account.balances), frozen_msat=frozen, **kyc)
 
 

@@ -44,7 +44,7 @@ from satvault.withdrawals.service import (
     withdraw,
 )
 
-__all__ = ["out", "router"]
+__all__ = ["out", "router", "submit_withdrawal"]
 
 router = APIRouter(prefix="/api/v1", tags=["withdrawals"],
                    # a node, the ledger or a rate source busy, unreachable or not set up
@@ -69,6 +69,15 @@ async def create_withdrawal(
     wallet_id: str, body: WithdrawalIn, request: Request, principal: Withdrawer,
     idempotency_key: IdempotencyKey,
 ) -> JSONResponse:
+    return await submit_withdrawal(request, principal, wallet_id=wallet_id, body=body,
+                                   idempotency_key=idempotency_key)
+
+
+async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id: str,
+                            body: WithdrawalIn, idempotency_key: str | None) -> JSONResponse:
+    """Create a withdrawal once per (caller, idempotency key): the API's endpoint, and the
+    merchant dashboard's withdrawal form (whose key is a hidden field of the form). The
+    answer is the API's (201 with the withdrawal, or a replay); refusals raise."""
     sessions, settings, lightning = sessions_of(request), settings_of(request), \
         lightning_of(request)
     owner = f"{principal.owner_type}:{principal.owner_id}"

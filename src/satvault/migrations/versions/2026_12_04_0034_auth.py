@@ -2,7 +2,7 @@
 payment password, account lockout, sign-in challenges between the password and the second
 factor, JWT signing keys and refresh-token families
 
-Revision ID: 0029_auth (its parent: down_revision below)
+Revision ID: 0034_auth (its parent: down_revision below)
 Create Date: 2026-12-04
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0029_auth"
-down_revision: str | None = "0029_web_sessions"
+revision: str = "0034_auth"
+down_revision: str | None = "0033_kyc_requests"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
