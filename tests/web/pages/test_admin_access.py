@@ -1,5 +1,5 @@
 """Who may open the admin console: signed out → sign in; a merchant owner → 403 on every
-page and every action; an admin whose second factor has not passed in this session → 403;
+page and every action; an admin whose second factor has not passed (no TOTP yet) → sent to enroll;
 an admin with it → the pages. A form posted without its CSRF token is refused and changes
 nothing."""
 
@@ -49,11 +49,12 @@ async def test_a_merchant_owner_gets_403_on_every_admin_page_and_action(browser,
 
 
 async def test_an_admin_without_the_second_factor_is_refused(browser, people, sessions):
+    """No TOTP yet: every admin page sends the operator to enroll first (satvault.auth)."""
     await sign_in_admin(browser, sessions, mfa=False)
     for path in ADMIN_PAGES:
         r = await browser.get(path)
-        assert r.status_code == 403, path
-        assert "second factor" in r.text
+        assert r.status_code == 303, path
+        assert r.headers["location"] == "/account/totp/enroll"
 
 
 async def test_an_admin_with_the_second_factor_sees_every_page(browser, people, sessions):
