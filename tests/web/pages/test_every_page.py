@@ -27,11 +27,15 @@ from sqlalchemy import select
 
 from satvault.accounts import service as acc
 from satvault.auth.sessions import WebSession, mark_mfa
+from satvault.kyc.requests import request_upgrade
+from satvault.risk.models import RiskCase
 from satvault.web.app import create_app
 from tests.chainenv import LnEnv
 from tests.events.conftest import add_webhook
 from tests.liveserver import CHROMIUM, LAUNCH_ARGS, require_browser
 from tests.liveserver import serve as live
+from tests.risk.conftest import default_doc
+from tests.web.pages.admin_support import ask_withdrawal, live_rules
 
 pytestmark = pytest.mark.slow
 
@@ -119,6 +123,26 @@ async def money(base: str, env: LnEnv, ids: dict[str, str]) -> dict[str, str]:
                          headers={**key, "Idempotency-Key": uuid.uuid4().hex})
         assert r.status_code == 201, r.text
     return {"deposit_id": deposit_id, "withdrawal_id": r.json()["id"]}
+
+
+async def for_review(env: LnEnv, ids: dict[str, str]) -> dict[str, str]:
+    """A risk case (a withdrawal the live rules hold) and a KYC upgrade request."""
+    doc = default_doc()
+    doc["rules"].append({"id": "big", "score": 60, "when": {"all": [
+        {"field": "direction", "op": "eq", "value": "out"},
+        {"field": "amount_msat", "op": "gte", "value": 50_000_000}]}})
+    await live_rules(env.sessions, doc)
+    async with env.sessions() as s:
+        wallet = await acc.get_wallet(s, ids["wallet_id"])
+    await ask_withdrawal(env.sessions, env.settings, wallet, 60_000, initiator=ids["user_id"])
+    async with env.sessions() as s, s.begin():
+        case_id = (await s.execute(select(RiskCase.id))).scalar_one()
+        request = await request_upgrade(
+            s, owner_type="merchant", owner_id=ids["merchant_id"], tier=1,
+            full_name="Ada Lovelace", documents=["docstore://kyc/ada-passport.pdf"],
+            requested_by=ids["user_id"], max_tier=3)
+    return {"case_id": case_id, "request_id": request.id, "owner_type": "merchant",
+            "owner_id": ids["merchant_id"]}
 
 
 async def create_invoice(base: str, ids: dict[str, str]) -> str:
@@ -236,6 +260,7 @@ async def test_every_page_is_accessible_fits_a_phone_and_is_photographed(lnenv: 
     async with live(app, lifespan=True) as base, chromium() as browser:
         ids["invoice_id"] = await create_invoice(base, ids)
         ids |= await money(base, env, ids)
+        ids |= await for_review(env, ids)
         problems = await visit_all(browser, base, "ada@example.com", merchant_paths, ids, env)
         if admin_paths:
             problems += await visit_all(browser, base, "ops@example.com", admin_paths, ids,
