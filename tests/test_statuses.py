@@ -22,7 +22,7 @@ from satvault.events.models import DeliveryStatus
 from satvault.idempotency_models import IdempotencyKey, IdempotencyStatus
 from satvault.invoices import models as invoice_models
 from satvault.invoices.status import Additional, Status
-from satvault.kyc.models import KycDecision, ScreeningList
+from satvault.kyc.models import KycDecision, KycRequestStatus, ScreeningList
 from satvault.lightning.lnurl_models import ChallengeStatus, VoucherStatus
 from satvault.lightning.models import LnInvoiceStatus, LnPaymentStatus
 from satvault.onchain.models import AddressStatus, CreditState, DepositStatus, OnchainPaymentStatus
@@ -77,6 +77,7 @@ CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
     ("risk_sars", "status", "ck_risk_sars_status", SarStatus),
     ("risk_frozen_deposits", "status", "ck_risk_frozen_deposits_status", FrozenStatus),
     ("auth_email_tokens", "purpose", "ck_auth_email_tokens_purpose", Purpose),
+    ("kyc_requests", "status", "ck_kyc_requests_status", KycRequestStatus),
 ]
 # Typed by an enum, but without a CHECK constraint: the enum is the only gate.
 UNCHECKED: list[tuple[str, str, type[StrEnum]]] = [
