@@ -36,8 +36,8 @@ def upgrade() -> None:
         sa.Column("mfa_at", ts, nullable=True),
         sa.Column("stepped_up_at", ts, nullable=True),
         sa.UniqueConstraint("token_hash", name="uq_web_sessions_token_hash"),
-        sa.CheckConstraint("expires_at > created_at", name="ck_web_sessions_lifetime"),
-        sa.CheckConstraint("length(token_hash) = 64", name="ck_web_sessions_token_hash"),
+        sa.CheckConstraint("expires_at > created_at", name=op.f("ck_web_sessions_lifetime")),
+        sa.CheckConstraint("length(token_hash) = 64", name=op.f("ck_web_sessions_token_hash")),
     )
     op.create_index("ix_web_sessions_user_id", "web_sessions", ["user_id"])
     with op.batch_alter_table("users") as batch:

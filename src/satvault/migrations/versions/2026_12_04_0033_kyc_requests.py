@@ -37,14 +37,14 @@ def upgrade() -> None:
         sa.Column("decided_by", sa.String(80), nullable=True),
         sa.Column("decided_at", ts, nullable=True),
         sa.CheckConstraint("owner_type IN ('user', 'merchant')",
-                           name="ck_kyc_requests_owner_type"),
-        sa.CheckConstraint("tier >= 0", name="ck_kyc_requests_tier"),
+                           name=op.f("ck_kyc_requests_owner_type")),
+        sa.CheckConstraint("tier >= 0", name=op.f("ck_kyc_requests_tier")),
         sa.CheckConstraint("status IN ('pending', 'approved', 'rejected', 'blocked')",
-                           name="ck_kyc_requests_status"),
+                           name=op.f("ck_kyc_requests_status")),
         # Decided exactly when a record (and who, when) is linked.
         sa.CheckConstraint(
             "(status = 'pending') = (record_id IS NULL AND decided_by IS NULL "
-            "AND decided_at IS NULL)", name="ck_kyc_requests_decided"),
+            "AND decided_at IS NULL)", name=op.f("ck_kyc_requests_decided")),
         sa.UniqueConstraint("record_id", name="uq_kyc_requests_record"),
     )
     op.create_index("ix_kyc_requests_status", "kyc_requests", ["status", "requested_at"])
