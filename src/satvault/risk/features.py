@@ -31,6 +31,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    column,
     func,
     literal,
     or_,
@@ -165,6 +166,15 @@ _QUERIES: dict[tuple[str, str, bool], Any] = {}
 # PostgreSQL: the wallet's row lock and the feature statement in one round trip, through the
 # function of migration 0031 (the lock, then the same query as :func:`_query`'s in a statement
 # of its own, so with a snapshot taken after the lock was granted; its plan kept per session).
+# Its columns named in order, so SQLAlchemy builds the result's metadata once with the
+# compiled statement instead of from the cursor's description on every call (~45 columns).
+_PG_COLUMNS = [
+    *(f"{d}.{m}.{w}" for d in ("out",) for w in WINDOWS
+      for m in ("count", "sum", "sq", "counterparties")), "out.band",
+    *(f"{d}.{m}.{w}" for d in ("in",) for w in WINDOWS
+      for m in ("count", "sum", "sq", "counterparties")), "in.band", "in.rapid",
+    "sanctioned", "label_score", "labels", "first_seen", "seen", "tier", "live_version",
+    "live_created_at", "wallet"]
 _PG_CALL = text(
     "SELECT * FROM risk_screen_features(:lock, :wallet, :account, :owner, :merchant, "
     ":destination, :counterparty, :parties, :since, :since_1h, :since_24h, :since_7d, "
@@ -173,7 +183,8 @@ _PG_CALL = text(
     bindparam("parties", type_=ARRAY(String())),
     *(bindparam(n, type_=UtcDateTime()) for n in (
         "since", "s_since", "r_since", *(f"since_{w}" for w in WINDOWS))),
-    bindparam("low", type_=Amount()), bindparam("top", type_=Amount()))
+    bindparam("low", type_=Amount()), bindparam("top", type_=Amount())).columns(
+    *(column(name) for name in _PG_COLUMNS))
 
 
 def _values(event: Event, params: Params, now: datetime) -> dict[str, Any]:
