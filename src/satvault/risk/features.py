@@ -9,6 +9,11 @@ its ledger credits in the last 30 days, through their indexes), so a rule set of
 200 costs the same statement. What the rules then do with them is pure
 (:func:`satvault.risk.rules.evaluate`).
 
+On PostgreSQL the statement is sent as one call of ``risk_screen_features`` (migration 0031),
+which takes the wallet's row lock first and then runs the same query, written out in SQL:
+the lock and the features in one round trip. A change to :func:`_query` needs a migration
+that changes the function too (``tests/risk/test_screening_path.py`` compares the two).
+
 Money out is the account's ``withdrawals`` rows (every rail: on-chain, Lightning, internal,
 refunds; failed and cancelled ones excepted; held ones included). Money in is the ledger's
 single-phase or posted credits to the wallet's account (deposits on-chain and Lightning,
