@@ -95,7 +95,7 @@ async def test_statements_per_internal_payment(lnenv: LnEnv):
     # withdrawal's INSERT (a data-modifying WITH): 8 on PostgreSQL; 9 on SQLite, which has
     # neither row locks nor writable WITH and whose ledger transfer takes 2 statements.
     # Now 7 on PostgreSQL: the lock and the feature query are one call of a server-side
-    # function (migration 0031) that runs them as two statements.
+    # function (migration 0035) that runs them as two statements.
     assert parts["total"] - parts["ledger"] <= 7 and n.transactions <= 2, f"{parts}\n{n}"
     assert parts["rest"] <= 5, f"{parts}\n{n}"
     if engine.dialect.name == "postgresql":

@@ -129,7 +129,7 @@ def _reads_features(sql: str) -> bool:
 
 
 async def test_postgresql_function_reads_the_same_features_as_the_query(ctx: Ctx):
-    """On PostgreSQL the lock and the features are one call of migration 0031's function;
+    """On PostgreSQL the lock and the features are one call of migration 0035's function;
     its query is a copy of the one ``features.py`` builds (which SQLite runs): for the same
     history, events and parameters both must return the same row, column for column."""
     engine = ctx.sessions.kw["bind"]

@@ -9,7 +9,7 @@ its ledger credits in the last 30 days, through their indexes), so a rule set of
 200 costs the same statement. What the rules then do with them is pure
 (:func:`satvault.risk.rules.evaluate`).
 
-On PostgreSQL the statement is sent as one call of ``risk_screen_features`` (migration 0031),
+On PostgreSQL the statement is sent as one call of ``risk_screen_features`` (migration 0035),
 which takes the wallet's row lock first and then runs the same query, written out in SQL:
 the lock and the features in one round trip. A change to :func:`_query` needs a migration
 that changes the function too (``tests/risk/test_screening_path.py`` compares the two).
@@ -169,7 +169,7 @@ def _query(dialect: str, owner_type: str, *, many_parties: bool = False) -> Any:
 _QUERIES: dict[tuple[str, str, bool], Any] = {}
 
 # PostgreSQL: the wallet's row lock and the feature statement in one round trip, through the
-# function of migration 0031 (the lock, then the same query as :func:`_query`'s in a statement
+# function of migration 0035 (the lock, then the same query as :func:`_query`'s in a statement
 # of its own, so with a snapshot taken after the lock was granted; its plan kept per session).
 # Its columns named in order, so SQLAlchemy builds the result's metadata once with the
 # compiled statement instead of from the cursor's description on every call (~45 columns).

@@ -20,7 +20,7 @@ count (a withdrawal's destination and counterparty, a deposit's senders too);
 
 SQLite has no stored functions and no row locks: it keeps the one feature statement.
 
-Revision ID: 0031_risk_features_function (its parent: down_revision below)
+Revision ID: 0035_risk_features_function (its parent: down_revision below)
 Create Date: 2026-12-04
 """
 
@@ -28,8 +28,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0031_risk_features_function"
-down_revision: str | None = "0028_worker_leases"
+revision: str = "0035_risk_features_function"
+down_revision: str | None = "0034_auth"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
