@@ -1,6 +1,6 @@
 """Sending the sign-in mail (verification links, password resets) through an SMTP relay.
 
-smtplib in a worker thread, as the alerts' e-mail channel does: one message at a time, sent
+Through :class:`satvault.mail.SmtpRelay`, as the alerts' e-mail channel: one message at a time, sent
 after the unit of work that made its token has committed (never with a transaction open).
 With no relay configured, development writes the message to the log with a warning (so a
 developer can follow the link); production refuses with :class:`MailUnavailable`, because a
@@ -9,7 +9,6 @@ sign-up whose mail silently went nowhere is worse than an error.
 
 from __future__ import annotations
 
-import asyncio
 import smtplib
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -17,6 +16,7 @@ from email.message import EmailMessage
 from satvault.auth.errors import MailUnavailable
 from satvault.config import Settings
 from satvault.logs import get_logger
+from satvault.mail import SmtpRelay
 
 __all__ = ["Mail", "Mailer"]
 
@@ -34,9 +34,8 @@ class Mailer:
     def __init__(self, *, host: str, port: int = 25, sender: str = "satvault@localhost",
                  starttls: bool = False, username: str = "", password: str = "",
                  development: bool = True, timeout: float = 10.0) -> None:
-        self.host, self.port, self.sender = host, port, sender
-        self.starttls, self.username, self.password = starttls, username, password
-        self.development, self.timeout = development, timeout
+        self.host, self.sender, self.development = host, sender, development
+        self.relay = SmtpRelay(host, port, starttls, username, password, timeout)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Mailer:
@@ -53,14 +52,6 @@ class Mailer:
         msg.set_content(mail.body)
         return msg
 
-    def _send(self, msg: EmailMessage) -> None:
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-            if self.starttls:
-                smtp.starttls()
-            if self.username:
-                smtp.login(self.username, self.password)
-            smtp.send_message(msg)
-
     async def send(self, mail: Mail) -> None:
         if not self.host:
             if not self.development:
@@ -70,7 +61,7 @@ class Mailer:
                         body=mail.body)
             return
         try:
-            await asyncio.to_thread(self._send, self.message(mail))
+            await self.relay.send(self.message(mail))
         except (OSError, smtplib.SMTPException) as exc:
             log.warning("mail_failed", to=mail.to, subject=mail.subject,
                         error=type(exc).__name__)

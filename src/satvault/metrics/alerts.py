@@ -24,10 +24,8 @@ transaction open.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import smtplib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +43,7 @@ from satvault.db import utcnow
 from satvault.events.signing import SIGNATURE_HEADER, sign
 from satvault.kernel.retrying import retrying
 from satvault.logs import get_logger
+from satvault.mail import SmtpRelay
 from satvault.metrics.models import AlertState
 from satvault.metrics.state import Snapshot, gather
 from satvault.telemetry import SIGNER_REFUSALS
@@ -149,17 +148,15 @@ class PluginChannel:
 
 
 class EmailChannel:
-    """One message per notice through an SMTP relay (smtplib, in a thread)."""
+    """One message per notice through an SMTP relay (:class:`satvault.mail.SmtpRelay`)."""
 
     key = "email"
 
     def __init__(self, *, host: str, port: int, sender: str, recipients: Sequence[str],
                  starttls: bool = False, username: str = "", password: str = "",
                  timeout: float = 10.0) -> None:
-        self.host, self.port, self.sender = host, port, sender
-        self.recipients = list(recipients)
-        self.starttls, self.username, self.password = starttls, username, password
-        self.timeout = timeout
+        self.sender, self.recipients = sender, list(recipients)
+        self.relay = SmtpRelay(host, port, starttls, username, password, timeout)
 
     def message(self, notice: Notice) -> EmailMessage:
         msg = EmailMessage()
@@ -172,16 +169,8 @@ class EmailChannel:
                         f"at {notice.at.isoformat()}\n")
         return msg
 
-    def _send(self, msg: EmailMessage) -> None:
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-            if self.starttls:
-                smtp.starttls()
-            if self.username:
-                smtp.login(self.username, self.password)
-            smtp.send_message(msg)
-
     async def send(self, notice: Notice) -> None:
-        await asyncio.to_thread(self._send, self.message(notice))
+        await self.relay.send(self.message(notice))
 
 
 # ----------------------------------------------------------------------------- the monitor
