@@ -153,3 +153,18 @@ async def test_the_owner_api_with_an_api_key(browser, people, sessions):
     r = await browser.get("/api/v1/kyc/requests", headers=admin,
                           params={"owner_type": "merchant", "owner_id": people.bob_merchant})
     assert r.status_code == 200 and r.json()["requests"] == [] and r.json()["kyc_tier"] == 0
+    r = await browser.post("/api/v1/kyc/requests", headers=admin, json={
+        **body, "owner_type": "merchant", "owner_id": "mer_missing"})
+    assert r.status_code == 404
+    async with sessions() as s:
+        assert await kyc_requests.requests_of(s, "merchant", "mer_missing") == []
+
+
+async def test_a_store_key_is_refused(browser, people, sessions):
+    async with sessions() as s, s.begin():
+        store = await acc.create_store(s, merchant_id=people.alice_merchant, name="Shop")
+        _, token = await acc.create_api_key(s, owner_id=store.id,
+                                            scopes=["wallet:read", "wallet:write"])
+    r = await browser.post("/api/v1/kyc/requests", headers={"Authorization": f"Bearer {token}"},
+                           json={"full_name": "A", "documents": ["docstore://a"]})
+    assert r.status_code == 403 and "merchant's key" in r.text

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from satvault.accounts.models import Merchant, User
 from satvault.accounts.service import Principal
 from satvault.config import Settings
 from satvault.kernel.errors import Forbidden, NotFound
@@ -165,9 +166,17 @@ def owner_of(principal: Principal, owner_type: str | None = None,
     return principal.owner_type, principal.owner_id
 
 
+async def _existing(session: AsyncSession, owner_type: str, owner_id: str) -> None:
+    """An admin key may name any owner, but only one that exists."""
+    model = Merchant if owner_type == "merchant" else User
+    if await session.get(model, owner_id) is None:
+        raise NotFound(f"{owner_type} {owner_id!r} not found")
+
+
 async def ask_upgrade(session: AsyncSession, *, settings: Settings, owner_type: str,
                       owner_id: str, body: UpgradeIn, requested_by: str) -> dict[str, Any]:
     """Queue the owner's request for ``body.tier`` (the next tier by default)."""
+    await _existing(session, owner_type, owner_id)
     tier = body.tier
     if tier is None:
         tier = await kyc.tier_of(session, owner_type, owner_id) + 1
@@ -182,6 +191,7 @@ async def kyc_status(session: AsyncSession, *, settings: Settings, owner_type: s
                      owner_id: str) -> dict[str, Any]:
     """The owner's tier, the limits of that tier (and of the next) per rail, its records and
     its requests (oldest first)."""
+    await _existing(session, owner_type, owner_id)
     table = settings.kyc_tier_limits_msat
     tier = await kyc.tier_of(session, owner_type, owner_id)
 
