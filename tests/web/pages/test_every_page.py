@@ -29,6 +29,7 @@ from satvault.accounts import service as acc
 from satvault.auth.sessions import WebSession, mark_mfa
 from satvault.kyc.requests import request_upgrade
 from satvault.risk.models import RiskCase
+from satvault.risk.sar import generate_sar
 from satvault.web.app import create_app
 from tests.chainenv import LnEnv
 from tests.events.conftest import add_webhook
@@ -126,7 +127,8 @@ async def money(base: str, env: LnEnv, ids: dict[str, str]) -> dict[str, str]:
 
 
 async def for_review(env: LnEnv, ids: dict[str, str]) -> dict[str, str]:
-    """A risk case (a withdrawal the live rules hold) and a KYC upgrade request."""
+    """A risk case (a withdrawal the live rules hold) with a SAR draft and a KYC upgrade
+    request."""
     doc = default_doc()
     doc["rules"].append({"id": "big", "score": 60, "when": {"all": [
         {"field": "direction", "op": "eq", "value": "out"},
@@ -137,6 +139,8 @@ async def for_review(env: LnEnv, ids: dict[str, str]) -> dict[str, str]:
     await ask_withdrawal(env.sessions, env.settings, wallet, 60_000, initiator=ids["user_id"])
     async with env.sessions() as s, s.begin():
         case_id = (await s.execute(select(RiskCase.id))).scalar_one()
+        # a SAR draft, so the case page shows its content and narrative form
+        await generate_sar(s, case_id=case_id, actor=f"user:{ids['user_id']}")
         request = await request_upgrade(
             s, owner_type="merchant", owner_id=ids["merchant_id"], tier=1,
             full_name="Ada Lovelace", documents=["docstore://kyc/ada-passport.pdf"],

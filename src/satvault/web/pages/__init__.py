@@ -25,6 +25,7 @@ from satvault.web.pages.merchant import money as merchant_money
 from satvault.web.pages.merchant import overview as merchant_overview
 from satvault.web.pages.merchant import statement as merchant_statement
 from satvault.web.pages.merchant import stores as merchant_stores
+from satvault.web.pages.merchant import verification as merchant_verification
 from satvault.web.pages.merchant import webhooks as merchant_webhooks
 
 __all__ = ["PAGE_ROUTERS"]
@@ -42,6 +43,7 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     merchant_keys.router,
     merchant_webhooks.router,
     merchant_lightning.router,
+    merchant_verification.router,
     admin_custody.router,
     admin_rules.router,
     admin_home.router,

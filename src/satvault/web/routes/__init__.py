@@ -49,6 +49,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     liabilities.router,
     reports.router,
     kyc.router,
+    kyc.owner_router,
     approvals.router,
     risk.router,
     metrics.router,

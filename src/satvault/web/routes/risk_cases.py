@@ -40,7 +40,7 @@ from satvault.web.state import (
 )
 from satvault.withdrawals.review import HeldWithdrawals
 
-__all__ = ["router"]
+__all__ = ["report_rate", "router"]
 
 log = get_logger(__name__)
 
@@ -123,7 +123,7 @@ async def close(case_id: CaseId, body: CloseIn, request: Request,
     return {**decided.case, "acted": decided.acted, "effect": decided.effect}
 
 
-async def _rate(request: Request) -> Rate | None:
+async def report_rate(request: Request) -> Rate | None:
     """The report currency's rate if one is at hand (before any transaction opens)."""
     settings = settings_of(request)
     runtime = runtime_of(request)
@@ -144,7 +144,7 @@ async def _rate(request: Request) -> Rate | None:
 async def generate_sar(case_id: CaseId, request: Request, admin: Admin) -> dict[str, Any]:
     """Draft the case's SAR (once: a second call answers with the draft there is)."""
     actor = _actor(admin)
-    rate = await _rate(request)
+    rate = await report_rate(request)
     async with sessions_of(request)() as session, session.begin():
         return await sar.generate_sar(session, case_id=case_id, actor=actor, rate=rate)
 

@@ -1,6 +1,8 @@
 """``/admin/cases`` and ``/admin/approvals``: the risk review queue (list and filter, a
 case's history, assign, investigate, notes, attachments by reference, close with a
-resolution and a money decision) and the withdrawals held for approvers (approve, reject).
+resolution and a money decision; the case's SAR: draft, read, rewrite the narrative, file
+with the authority's reference, download as JSON or PDF) and the withdrawals held for
+approvers (approve, reject).
 Each action is the risk-case or approval service the admin API calls, as the admin; what
 is allowed (who may approve, which money decision fits) is the service's answer."""
 
@@ -10,19 +12,20 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Form, Path, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import User
 from satvault.kernel.errors import InvalidInput, SatvaultError
 from satvault.payouts.models import WithdrawalMethod
-from satvault.risk import cases
+from satvault.risk import cases, sar
 from satvault.risk.models import CaseStatus
 from satvault.web.deps import SessionDep
 from satvault.web.pages.admin.common import admin_router, case_actor, refusal
 from satvault.web.pages.deps import CsrfProtected, PageAdmin, PageLang, admin_principal
 from satvault.web.pages.render import render
+from satvault.web.routes.risk_cases import report_rate
 from satvault.web.state import payer_wake_of, sessions_of, settings_of, store_invoice_hook_of
 from satvault.withdrawals.policy import approvals
 from satvault.withdrawals.review import HeldWithdrawals
@@ -63,7 +66,8 @@ async def _case_page(request: Request, view: PageAdmin, lang: PageLang, session:
                      form: dict[str, str] | None = None, done: str | None = None
                      ) -> HTMLResponse:
     case = await cases.get_case(session, case_id)
-    return render(request, "admin/case.html", lang=lang, view=view, c=case,
+    report = await sar.get_sar(session, case_id) if case.get("sar") else None
+    return render(request, "admin/case.html", lang=lang, view=view, c=case, sar=report,
                   admins=await _admins(session), resolutions=RESOLUTIONS, error=error,
                   form=form or {}, done=done, status_code=status_code)
 
@@ -149,6 +153,55 @@ async def close(request: Request, case_id: CaseId, view: PageAdmin, lang: PageLa
                                       expected_version=expected_version)
     return await _act(request, view, lang, case_id, "closed", work,
                       {"resolution": resolution, "money": money, "close_note": note})
+
+
+# ------------------------------------------------------------------ the case's SAR
+
+
+@router.post("/cases/{case_id}/sar", dependencies=[CsrfProtected])
+async def draft_sar(request: Request, case_id: CaseId, view: PageAdmin,
+                    lang: PageLang) -> Response:
+    admin_principal(view)
+    rate = await report_rate(request)  # before the unit of work opens (a network call)
+    return await _act(request, view, lang, case_id, "sar-drafted",
+                      lambda s, actor: sar.generate_sar(s, case_id=case_id, actor=actor,
+                                                        rate=rate), {})
+
+
+@router.post("/cases/{case_id}/sar/narrative", dependencies=[CsrfProtected])
+async def edit_narrative(request: Request, case_id: CaseId, view: PageAdmin, lang: PageLang,
+                         narrative: Annotated[str, Form(max_length=20_000)] = "") -> Response:
+    return await _act(request, view, lang, case_id, "sar-edited",
+                      lambda s, actor: sar.edit_narrative(s, case_id=case_id,
+                                                          narrative=narrative, actor=actor),
+                      {"narrative": narrative})
+
+
+@router.post("/cases/{case_id}/sar/file", dependencies=[CsrfProtected])
+async def file_sar(request: Request, case_id: CaseId, view: PageAdmin, lang: PageLang,
+                   reference: Annotated[str, Form(max_length=120)] = "") -> Response:
+    return await _act(request, view, lang, case_id, "sar-filed",
+                      lambda s, actor: sar.file_sar(s, case_id=case_id, reference=reference,
+                                                    actor=actor),
+                      {"reference": reference})
+
+
+@router.get("/cases/{case_id}/sar.json")
+async def sar_json(case_id: CaseId, view: PageAdmin, session: SessionDep) -> Response:
+    """The SAR as the API's ``GET …/sar`` answers it, as a download."""
+    admin_principal(view)
+    body = await sar.get_sar(session, case_id)
+    return JSONResponse(body, headers={
+        "Content-Disposition": f'attachment; filename="{body["id"]}.json"'})
+
+
+@router.get("/cases/{case_id}/sar.pdf")
+async def sar_pdf(case_id: CaseId, view: PageAdmin, session: SessionDep) -> Response:
+    """The SAR as the API's ``GET …/sar?format=pdf`` renders it."""
+    admin_principal(view)
+    body = await sar.get_sar(session, case_id)
+    return Response(sar.sar_pdf(body), media_type="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="{body["id"]}.pdf"'})
 
 
 # ------------------------------------------------------------------ withdrawal approvals
