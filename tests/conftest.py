@@ -21,7 +21,7 @@ from satvault.db import create_engine
 from satvault.kernel.clock import FakeClock, using
 from satvault.migrate import upgrade
 
-pytest_plugins = ["tests.chainenv"]
+pytest_plugins = ["tests.chainenv", "tests.mailbox"]
 
 PG_URL = os.environ.get("SATVAULT_TEST_POSTGRES_URL", "")
 if os.environ.get("SATVAULT_TEST_REQUIRE_POSTGRES") and not PG_URL:

@@ -5,13 +5,9 @@ worker repeats nothing. The conditions themselves are decided by a pure function
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator, Iterator
-from email import message_from_bytes
-from email.message import Message
+from collections.abc import AsyncIterator
 
 import pytest
-from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 from sqlalchemy import select
 
@@ -29,31 +25,6 @@ from tests.liveserver import serve
 from tests.waiting import eventually
 
 SECRET = "whsec_alerts_0123456789"
-
-
-class Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.recipients: list[list[str]] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.messages.append(message_from_bytes(envelope.original_content))
-        self.recipients.append(list(envelope.rcpt_tos))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Mailbox, int]]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    box = Mailbox()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield box, port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,54 @@
+"""A real SMTP server for the tests (aiosmtpd, in this process, on a free 127.0.0.1 port) and
+the mail it received: the sign-in mail's tests and the alerts' e-mail channel read it."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+from email import message_from_bytes
+from email.message import Message
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+__all__ = ["Mailbox", "smtp"]
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.recipients: list[list[str]] = []  # each message's envelope recipients
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.original_content))
+        self.recipients.append(list(envelope.rcpt_tos))
+        return "250 OK"
+
+    def to(self, address: str) -> list[Message]:
+        return [m for m in self.messages if m["To"] == address]
+
+    def last_link(self, address: str, path: str) -> str:
+        """The token of the newest mailed link to ``path`` for ``address``."""
+        for message in reversed(self.to(address)):
+            body = message.get_payload(decode=True).decode()
+            found = re.search(rf"{re.escape(path)}\?token=([A-Za-z0-9_-]+)", body)
+            if found:
+                return found.group(1)
+        raise AssertionError(f"no mail to {address} with a {path} link")
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Mailbox, int]]:
+    """The server and its port, for the test's settings."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    box = Mailbox()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield box, port
+    finally:
+        controller.stop()
