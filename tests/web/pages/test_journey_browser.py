@@ -23,13 +23,13 @@ Without ``/usr/bin/chromium`` the test skips, or fails when ``SATVAULT_REQUIRE_B
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyotp
 import pytest
 from sqlalchemy import select
@@ -255,6 +255,9 @@ async def test_sign_up_to_paid_invoice_to_held_withdrawal_to_operator_review(
         secret = page.locator("[data-secret]")
         await expect(secret).to_have_text(re.compile(r"^\S{20,}$"))
         await watch.shot(page, "api-key")
+        store_id = (await page.get_by_role("option", name="Store Mochi Stall")
+                    .get_attribute("value"))
+        api_key = {"Authorization": f"Bearer {(await secret.inner_text()).strip()}"}
 
         await page.goto(f"{base}/dashboard/m/{mid}/invoices")
         await page.get_by_label("Amount", exact=True).fill("100000")
@@ -265,18 +268,18 @@ async def test_sign_up_to_paid_invoice_to_held_withdrawal_to_operator_review(
         bolt11 = (await page.locator("code.wrap", has_text="lnbcrt").inner_text()).strip()
         assert bolt11.startswith("lnbcrt"), bolt11
         await watch.shot(page, "invoice")
+        async with httpx.AsyncClient(base_url=base) as api:  # the shop's server, with the key
+            listed = await api.get(f"/api/v1/stores/{store_id}/invoices", headers=api_key)
+        assert listed.status_code == 200, listed.text
+        assert [i["id"] for i in listed.json()["items"]] == [page.url.rsplit("/", 1)[-1]]
 
         # 2. Paid over Lightning: the open overview's balance changes without a reload.
-        streams: list[int] = []
-        page.on("response", lambda r: streams.append(r.status)
-                if r.url.endswith(f"/dashboard/m/{mid}/events") else None)
-        await page.goto(f"{base}/dashboard/m/{mid}")
+        async with page.expect_response(lambda r: r.url.endswith(
+                f"/dashboard/m/{mid}/events") and r.status == 200):  # the stream is open
+            await page.goto(f"{base}/dashboard/m/{mid}")
         available = page.locator('[data-balance="available"]')
         await expect(available).to_have_text("0 sats")
         await page.evaluate("window.__sameDocument = true")
-        async with asyncio.timeout(TIMEOUT_MS / 1000):  # the event stream is open
-            while 200 not in streams:
-                await asyncio.sleep(0.05)
         lnenv.network.pay("customer1", bolt11)
         await settle_all(lnenv)
         await expect(available).not_to_have_text("0 sats")
