@@ -4,12 +4,20 @@ parameters, must read again when the live set's parameters changed."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
-from satvault.risk.rules import All, AnyOf, Comparison, Not, evaluate, parse_rule_set
-from tests.risk.conftest import SAT, Ctx, default_doc
+import pytest
+from sqlalchemy import insert
+
+from satvault.db import utcnow
+from satvault.risk.features import _query, _values, read_features
+from satvault.risk.models import RiskAddressLabel
+from satvault.risk.rules import All, AnyOf, Comparison, Not, Params, evaluate, parse_rule_set
+from tests.risk.conftest import ADDR, SAT, Ctx, default_doc
 from tests.statements import count_statements
 
 
@@ -106,9 +114,78 @@ async def test_new_parameters_of_the_live_set_apply_to_the_next_screening(ctx: C
     with count_statements(engine) as n:
         after = await ctx.screen(ctx.event(1_000 * SAT))
     assert after.version == version and after.features["structuring_count"] == 2
-    features = [s for s in n.sql if '"out.count.1h"' in s]
+    features = [s for s in n.sql if _reads_features(s)]
     assert len(features) == 2, str(n)  # bound with the old parameters, then read again
     with count_statements(engine) as n:
         again = await ctx.screen(ctx.event(1_000 * SAT))
     assert again.features == after.features
-    assert sum('"out.count.1h"' in s for s in n.sql) == 1, str(n)  # the new ones now
+    assert sum(_reads_features(s) for s in n.sql) == 1, str(n)  # the new ones now
+
+
+def _reads_features(sql: str) -> bool:
+    """The feature statement: the query itself (SQLite), or the function that takes the
+    wallet's lock and runs it (PostgreSQL)."""
+    return '"out.count.1h"' in sql or "risk_screen_features(" in sql
+
+
+async def test_postgresql_function_reads_the_same_features_as_the_query(ctx: Ctx):
+    """On PostgreSQL the lock and the features are one call of migration 0035's function;
+    its query is a copy of the one ``features.py`` builds (which SQLite runs): for the same
+    history, events and parameters both must return the same row, column for column."""
+    engine = ctx.sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has no stored functions and runs the query")
+    await ctx.screen(ctx.event(SAT))  # the shipped rule set becomes live
+    now = utcnow()
+    await ctx.out(95_000 * SAT, n=2)  # in a structuring band below
+    await ctx.out(3_000 * SAT, ago=timedelta(hours=3), destination="bc1qother")
+    await ctx.out(4_000 * SAT, ago=timedelta(days=3))
+    await ctx.out(5_000 * SAT, ago=timedelta(days=20), destination="bc1qolder")
+    await ctx.out(6_000 * SAT, ago=timedelta(days=45))  # outside every window
+    await ctx.into(70_000 * SAT)
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(insert(RiskAddressLabel), [
+            {"address": addr, "label": label, "score": score, "source": "test",
+             "first_seen_at": now - timedelta(days=days), "loaded_at": now}
+            for addr, label, score, days in (
+                (ADDR, "exchange", 5, 400), (ADDR, "gambling", 20, 10),
+                ("bc1qsender", "mixer", 40, 3), ("bc1qbad", "sanctioned", 100, 1))])
+    params = Params(structuring_threshold_msat=100_000 * SAT)
+    events = [
+        ctx.event(1_000 * SAT),
+        ctx.event(2_000 * SAT, destination="bc1qother", counterparty="bc1qbad", rail="lightning"),
+        ctx.event(9_000 * SAT, destination="", counterparty="bc1qnew"),
+        dataclasses.replace(ctx.event(7_000 * SAT, direction="in"),
+                            senders=("bc1qsender", "bc1qbad")),
+        dataclasses.replace(ctx.event(1_000 * SAT), owner_type="merchant",
+                            owner_id="mer_none"),
+    ]
+    rows = []
+    for ev in events:
+        async with ctx.sessions() as s, s.begin():
+            got = await read_features(s, ev, params, now, lock=True)
+            kind = "user" if ev.owner_type == "user" else "merchant"
+            values = _values(ev, params, now)
+            if ev.senders:
+                values["parties"] = sorted(
+                    {ev.destination, ev.counterparty, *ev.senders} - {""}) or [""]
+            else:
+                values.update(party_a=ev.destination or ev.counterparty,
+                              party_b=ev.counterparty or ev.destination)
+            query = _query("postgresql", kind, many_parties=bool(ev.senders))
+            want = dict((await s.execute(query, values)).mappings().one())
+        assert list(got) == list(want)
+        for key in want:
+            # Labels are aggregated in no particular order; everything else exactly.
+            same = (sorted(got[key].split(",")) == sorted(want[key].split(","))
+                    if key == "labels" and want[key] else got[key] == want[key])
+            assert same, (ev, key, got[key], want[key])
+        assert got["wallet"] == ctx.wallet.id and got["live_version"] is not None
+        rows.append(got)
+    # The history reached every part of the row (not a comparison of zeros).
+    assert [bool(r["sanctioned"]) for r in rows] == [False, True, False, True, False]
+    first = rows[0]
+    assert first["out.count.1h"] == 2 and first["out.count.30d"] == 5
+    assert first["out.counterparties.30d"] == 3 and first["out.band"] == 2
+    assert first["in.count.1h"] == 1 and first["in.rapid"] > 0 and first["seen"] == 4
+    assert first["label_score"] == 25 and first["first_seen"] is not None

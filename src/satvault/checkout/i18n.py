@@ -4,12 +4,12 @@ Catalogs are the ``.po`` files under ``locale/<code>/LC_MESSAGES/messages.po``, 
 process with :mod:`babel.messages.pofile` and compiled in memory: there is no separate compile
 step and no ``.mo`` file to forget. To add or change a string, edit the code or template, then::
 
-    cd src/satvault/checkout
-    pybabel extract -F babel.cfg --no-location --omit-header -w 100 \\
-        -o locale/messages.pot .
-    pybabel update -w 100 --ignore-obsolete -i locale/messages.pot -d locale
+    make catalogs
 
-and translate the new entries; ``tests/checkout`` fails while any is missing.
+(``pybabel extract`` over this package and :mod:`satvault.web.pages`, then ``pybabel
+update`` of every language)
+and translate the new entries; ``tests/checkout`` fails while any is missing. The dashboard
+and the admin console use the same catalogs.
 
 The language is, in order: ``?lang=``, the invoice's ``metadata.lang``, the browser's
 ``Accept-Language`` (negotiated with :func:`babel.negotiate_locale`), English.

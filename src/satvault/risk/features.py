@@ -9,6 +9,11 @@ its ledger credits in the last 30 days, through their indexes), so a rule set of
 200 costs the same statement. What the rules then do with them is pure
 (:func:`satvault.risk.rules.evaluate`).
 
+On PostgreSQL the statement is sent as one call of ``risk_screen_features`` (migration 0035),
+which takes the wallet's row lock first and then runs the same query, written out in SQL:
+the lock and the features in one round trip. A change to :func:`_query` needs a migration
+that changes the function too (``tests/risk/test_screening_path.py`` compares the two).
+
 Money out is the account's ``withdrawals`` rows (every rail: on-chain, Lightning, internal,
 refunds; failed and cancelled ones excepted; held ones included). Money in is the ledger's
 single-phase or posted credits to the wallet's account (deposits on-chain and Lightning,
@@ -22,11 +27,27 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Float, String, and_, bindparam, case, cast, func, literal, or_, select, true
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    Float,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    column,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Merchant, User, Wallet
-from satvault.db import UtcDateTime
+from satvault.db import Amount, UtcDateTime
 from satvault.ledger.models import LedgerTransfer
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
 from satvault.risk.models import RiskAddressLabel, RiskRuleSet, RuleSetStatus
@@ -147,18 +168,31 @@ def _query(dialect: str, owner_type: str, *, many_parties: bool = False) -> Any:
 
 _QUERIES: dict[tuple[str, str, bool], Any] = {}
 
+# PostgreSQL: the wallet's row lock and the feature statement in one round trip, through the
+# function of migration 0035 (the lock, then the same query as :func:`_query`'s in a statement
+# of its own, so with a snapshot taken after the lock was granted; its plan kept per session).
+# Its columns named in order, so SQLAlchemy builds the result's metadata once with the
+# compiled statement instead of from the cursor's description on every call (~45 columns).
+_PG_COLUMNS = [
+    *(f"{d}.{m}.{w}" for d in ("out",) for w in WINDOWS
+      for m in ("count", "sum", "sq", "counterparties")), "out.band",
+    *(f"{d}.{m}.{w}" for d in ("in",) for w in WINDOWS
+      for m in ("count", "sum", "sq", "counterparties")), "in.band", "in.rapid",
+    "sanctioned", "label_score", "labels", "first_seen", "seen", "tier", "live_version",
+    "live_created_at", "wallet"]
+_PG_CALL = text(
+    "SELECT * FROM risk_screen_features(:lock, :wallet, :account, :owner, :merchant, "
+    ":destination, :counterparty, :parties, :since, :since_1h, :since_24h, :since_7d, "
+    ":since_30d, :s_since, :r_since, :low, :top)").bindparams(
+    bindparam("lock", type_=Boolean()), bindparam("merchant", type_=Boolean()),
+    bindparam("parties", type_=ARRAY(String())),
+    *(bindparam(n, type_=UtcDateTime()) for n in (
+        "since", "s_since", "r_since", *(f"since_{w}" for w in WINDOWS))),
+    bindparam("low", type_=Amount()), bindparam("top", type_=Amount())).columns(
+    *(column(name) for name in _PG_COLUMNS))
 
-async def read_features(session: AsyncSession, event: Event, params: Params,
-                        now: datetime) -> dict[str, Any]:
-    """The feature statement's raw row, for :func:`derive`; with it ``live_version`` and
-    ``live_created_at`` (the live rule set, None if there is none) and ``wallet`` (None if
-    the event's wallet does not exist)."""
-    dialect = session.get_bind().dialect.name
-    kind = "user" if event.owner_type == "user" else "merchant"
-    many = bool(event.senders)
-    q = _QUERIES.get((dialect, kind, many))
-    if q is None:
-        q = _QUERIES[(dialect, kind, many)] = _query(dialect, kind, many_parties=many)
+
+def _values(event: Event, params: Params, now: datetime) -> dict[str, Any]:
     top = params.structuring_threshold_msat
     values: dict[str, Any] = {
         f"since_{name}": now - timedelta(seconds=sec) for name, sec in WINDOWS.items()}
@@ -168,18 +202,39 @@ async def read_features(session: AsyncSession, event: Event, params: Params,
         r_since=now - timedelta(minutes=params.rapid_minutes),
         low=top - top * params.structuring_band_bp // 10_000, top=top,
         wallet=event.wallet_id, account=event.ledger_account_id, owner=event.owner_id,
-        destination=event.destination, counterparty=event.counterparty,
-        # A withdrawal names two parties: two fixed parameters, not an expanding list, so the
-        # SQL text is the same every time, with nothing to rewrite per call. A deposit's
-        # senders may be many: that statement takes the list.
-        party_a=event.destination or event.counterparty,
-        party_b=event.counterparty or event.destination)
-    if many:
-        values["parties"] = sorted(
-            {event.destination, event.counterparty, *event.senders} - {""}) or [""]
+        destination=event.destination, counterparty=event.counterparty)
+    return values
+
+
+async def read_features(session: AsyncSession, event: Event, params: Params,
+                        now: datetime, *, lock: bool = False) -> dict[str, Any]:
+    """The feature statement's raw row, for :func:`derive`; with it ``live_version`` and
+    ``live_created_at`` (the live rule set, None if there is none) and ``wallet`` (None if
+    the event's wallet does not exist). ``lock`` (PostgreSQL): take the wallet's row lock
+    first, in the same round trip; the features are then read after it was granted."""
     # On the session's connection (Core), not through the ORM's execute: nothing here is an
     # ORM entity, and the ORM layer costs about a tenth of the statement's client CPU.
     conn = await session.connection()
+    values = _values(event, params, now)
+    if conn.dialect.name == "postgresql":
+        values.update(lock=lock, merchant=event.owner_type != "user", parties=sorted(
+            {event.destination, event.counterparty, *event.senders} - {""}) or [""])
+        return dict((await conn.execute(_PG_CALL, values)).mappings().one())
+    kind = "user" if event.owner_type == "user" else "merchant"
+    many = bool(event.senders)
+    q = _QUERIES.get((conn.dialect.name, kind, many))
+    if q is None:
+        q = _QUERIES[(conn.dialect.name, kind, many)] = _query(
+            conn.dialect.name, kind, many_parties=many)
+    if many:
+        values["parties"] = sorted(
+            {event.destination, event.counterparty, *event.senders} - {""}) or [""]
+    else:
+        # A withdrawal names two parties: two fixed parameters, not an expanding list, so
+        # the SQL text is the same every time, with nothing to rewrite per call. A deposit's
+        # senders may be many: that statement takes the list.
+        values.update(party_a=event.destination or event.counterparty,
+                      party_b=event.counterparty or event.destination)
     return dict((await conn.execute(q, values)).mappings().one())
 
 

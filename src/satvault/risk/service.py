@@ -2,12 +2,13 @@
 
 :func:`screen` runs inside the payment's unit of work, before any hold is placed:
 
-1. one statement locks the wallet row (PostgreSQL; SQLite serialises writers already) —
-   concurrent payments of one wallet are screened one after the other, each seeing the ones
-   before it;
-2. one statement computes every feature (:mod:`satvault.risk.features`) and reads the live
-   rule-set version (bound with the last live set's parameters; read again in the rare case
-   the live set's differ);
+1. the wallet row is locked (PostgreSQL; SQLite serialises writers already) — concurrent
+   payments of one wallet are screened one after the other, each seeing the ones before it;
+2. every feature is computed (:mod:`satvault.risk.features`) and the live rule-set version
+   read (bound with the last live set's parameters; read again in the rare case the live
+   set's differ). On PostgreSQL 1 and 2 are one round trip: a server-side function (migration
+   0031) takes the lock, then runs the feature query as a statement of its own, whose
+   snapshot is taken after the lock was granted; on SQLite 2 is the one statement;
 3. the rules are evaluated (pure, :mod:`satvault.risk.rules`, the parsed set cached by version).
 
 The caller then writes the decision (:func:`record`) with the payment's id once the payment
@@ -23,12 +24,11 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
-from satvault.accounts.models import Wallet
 from satvault.db import utcnow
 from satvault.kernel.errors import NotFound
 from satvault.kernel.ids import new_id
@@ -63,8 +63,6 @@ log = get_logger(__name__)
 
 BUILT_IN_AUTHOR = "satvault:built-in"
 _parsed: dict[tuple[int, datetime | None], RuleSetDoc] = {}
-# The wallet's row lock (PostgreSQL), built once.
-_LOCK = select(Wallet.id).where(Wallet.id == bindparam("wallet")).with_for_update()
 _last_live: list[RuleSetDoc | None] = [None]  # the rule set the last screening found live
 
 
@@ -141,16 +139,12 @@ async def live_rule_set(session: AsyncSession) -> tuple[int, RuleSetDoc]:
 async def screen(session: AsyncSession, event: Event, *, lock: bool = True) -> Screening:
     """Evaluate ``event`` against the live rules (see the module docstring). ``lock``: take
     the wallet's row lock first (PostgreSQL), so this wallet's payments are screened in turn."""
-    locking = lock and session.get_bind().dialect.name == "postgresql"
-    if locking and (await (await session.connection()).execute(
-            _LOCK, {"wallet": event.wallet_id})).first() is None:
-        raise NotFound(f"wallet {event.wallet_id!r} not found")
     now = utcnow()
     # The feature statement needs a few of the rule set's parameters before it says which
     # set is live: bind the last live set's, and read again in the rare case they changed.
     guess = _last_live[0]
     params = guess.params if guess is not None else Params()
-    raw = await read_features(session, event, params, now)
+    raw = await read_features(session, event, params, now, lock=lock)
     if raw["wallet"] is None:
         raise NotFound(f"wallet {event.wallet_id!r} not found")
     boot = raw["live_version"] is None

@@ -4,6 +4,7 @@ Colours come from CSS classes (``static/merchant.css``); no inline style."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
@@ -35,9 +36,11 @@ def bar_chart(*, title: str, desc: str, labels: Sequence[str], series: Sequence[
     plot_w, plot_h = WIDTH - PAD_LEFT - 4, HEIGHT - PAD_BOTTOM - PAD_TOP
     slot = plot_w / n
     bar_w = slot * 0.8 / (1 if stacked else max(len(series), 1))
+    uid = "chart-" + hashlib.sha256(title.encode()).hexdigest()[:8]  # ids unique on the page
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
-             f'role="img" aria-labelledby="t d" class="bars">',
-             f'<title id="t">{escape(title)}</title><desc id="d">{escape(desc)}</desc>',
+             f'role="img" aria-labelledby="{uid}-t {uid}-d" class="bars">',
+             f'<title id="{uid}-t">{escape(title)}</title>'
+             f'<desc id="{uid}-d">{escape(desc)}</desc>',
              f'<line class="axis" x1="{PAD_LEFT}" y1="{PAD_TOP + plot_h}" '
              f'x2="{WIDTH - 4}" y2="{PAD_TOP + plot_h}"/>',
              f'<text class="tick" x="{PAD_LEFT - 4}" y="{PAD_TOP + 10}" text-anchor="end">'
@@ -61,7 +64,10 @@ def bar_chart(*, title: str, desc: str, labels: Sequence[str], series: Sequence[
                 base -= h
         last = len(labels) - 1
         if i == last or (i % 7 == 0 and last - i >= 4):
-            parts.append(f'<text class="tick" x="{x0:.1f}" y="{HEIGHT - 6}">'
+            # The last label ends at its bar, so it is not cut off at the right edge.
+            anchor = (f'x="{x0 + slot:.1f}" text-anchor="end"' if i == last
+                      else f'x="{x0:.1f}"')
+            parts.append(f'<text class="tick" {anchor} y="{HEIGHT - 6}">'
                          f'{escape(label)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
