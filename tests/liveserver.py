@@ -18,7 +18,7 @@ import uvicorn
 
 from tests.waiting import eventually
 
-__all__ = ["CHROMIUM", "LAUNCH_ARGS", "require_browser", "serve"]
+__all__ = ["CHROMIUM", "LAUNCH_ARGS", "free_port", "require_browser", "serve"]
 
 CHROMIUM = os.environ.get("SATVAULT_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -26,12 +26,13 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 
 
 @asynccontextmanager
-async def serve(app: Any, *, lifespan: bool = False) -> AsyncIterator[str]:
+async def serve(app: Any, *, lifespan: bool = False, port: int = 0) -> AsyncIterator[str]:
     """Serve ``app`` and yield its base URL; ``lifespan``: run the app's start-up and
-    shut-down around it (its workers, if it has any)."""
+    shut-down around it (its workers, if it has any); ``port``: one chosen beforehand (see
+    :func:`free_port`; the app's settings may need its own URL), else any free one."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, lifespan="off", log_level="error", log_config=None, ws="none",
                             http="h11", timeout_graceful_shutdown=0.5, access_log=False)
@@ -50,6 +51,14 @@ async def serve(app: Any, *, lifespan: bool = False) -> AsyncIterator[str]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             sock.close()
+
+
+def free_port() -> int:
+    """A 127.0.0.1 port free just now, for a server started a little later."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def require_browser() -> None:

@@ -5,6 +5,7 @@ confirmation; CSRF; another merchant's invoices and stores not found."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -78,6 +79,9 @@ async def test_create_pay_and_mark(web: httpx.AsyncClient, shop: Shop, lnenv: Ln
     assert api["checkout_url"] in detail.text and f'href="/i/{invoice_id}"' in detail.text
     assert "data:image/svg+xml;base64," in detail.text
     assert api["payment_methods"]["onchain"]["address"] in detail.text
+    # Moments for people, in the page's locale: not the API's ISO 8601 text.
+    assert api["expires_at"] not in detail.text
+    assert re.search(r"<dt>Expires</dt><dd>[A-Z][a-z]{2} \d{1,2}, \d{4}, ", detail.text)
 
     # Paid over Lightning: the detail shows the payment with its hash.
     bolt11 = api["payment_methods"]["lightning"]["bolt11"]
@@ -92,6 +96,7 @@ async def test_create_pay_and_mark(web: httpx.AsyncClient, shop: Shop, lnenv: Ln
     # The list, filtered as the API filters.
     listing = await web.get(base, params={"store": shop.store, "status": "settled"})
     assert invoice_id in listing.text
+    assert api["created_at"] not in listing.text
     assert invoice_id not in (await web.get(base, params={"store": shop.store,
                                                           "status": "new"})).text
     assert invoice_id not in (await web.get(base, params={
