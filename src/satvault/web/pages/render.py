@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from satvault.auth.sessions import SessionView
-from satvault.checkout.i18n import LANGUAGES, Language, format_btc, translations
+from satvault.checkout.i18n import LANGUAGES, N_, Language, format_btc, translations
 from satvault.web.pages.assets import asset_url
 
 __all__ = ["PAGE_HEADERS", "render"]
@@ -68,6 +68,15 @@ def _when(value: datetime | str | None, lang: Language) -> str:
     return format_datetime(value, format="medium", tzinfo=None, locale=lang.locale)
 
 
+# How a payment rail (a withdrawal's method, a statement's way) reads on a page.
+RAILS = {"onchain": N_("On-chain"), "lightning": N_("Lightning"), "internal": N_("Internal")}
+
+
+def _rail(value: object, code: str) -> str:
+    key = str(getattr(value, "value", value))
+    return translations(code).gettext(RAILS[key]) if key in RAILS else key
+
+
 @cache
 def _env(code: str) -> Environment:
     """One environment per language, so concurrent requests never share a catalog."""
@@ -81,6 +90,7 @@ def _env(code: str) -> Environment:
     env.filters["btc"] = lambda v: _btc(v, lang)
     env.filters["number"] = lambda v: _number(v, lang)
     env.filters["when"] = lambda v: _when(v, lang)
+    env.filters["rail"] = lambda v: _rail(v, code)
     env.globals["asset_url"] = asset_url
     env.globals["languages"] = list(LANGUAGES.values())
     return env
