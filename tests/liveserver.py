@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -77,3 +78,24 @@ def require_browser() -> None:
     if os.environ.get("SATVAULT_REQUIRE_BROWSER") == "1":
         pytest.fail(f"SATVAULT_REQUIRE_BROWSER=1 but {problem}", pytrace=False)
     pytest.skip(problem)
+
+
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Any]:
+    """Debian's Chromium, launched by Playwright (which never downloads a browser)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+def sqlite_copy(tmp_path: Path, sqlite_template: Path) -> str:
+    """A fresh copy of the migrated SQLite database: the browser tests run on SQLite only
+    (their pages' behaviour is tested on both databases elsewhere)."""
+    target = tmp_path / "satvault.db"
+    shutil.copy(sqlite_template, target)
+    return f"sqlite+aiosqlite:///{target}"

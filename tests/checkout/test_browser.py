@@ -12,7 +12,6 @@ Without ``/usr/bin/chromium`` the tests skip, or fail when ``SATVAULT_REQUIRE_BR
 from __future__ import annotations
 
 import re
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +25,7 @@ from fastapi import FastAPI
 from satvault.kernel.clock import FakeClock
 from tests.chainenv import LnEnv
 from tests.checkout.conftest import Shop, make_app
-from tests.liveserver import CHROMIUM, LAUNCH_ARGS, require_browser
+from tests.liveserver import chromium, require_browser, sqlite_copy
 from tests.liveserver import serve as live
 
 pytestmark = pytest.mark.slow
@@ -46,9 +45,7 @@ def _need_browser() -> None:
 @pytest.fixture
 def db_url(tmp_path: Path, sqlite_template: Path) -> str:
     """SQLite only: the page is the subject here; test_page covers both databases."""
-    target = tmp_path / "satvault.db"
-    shutil.copy(sqlite_template, target)
-    return f"sqlite+aiosqlite:///{target}"
+    return sqlite_copy(tmp_path, sqlite_template)
 
 
 @pytest.fixture
@@ -70,18 +67,6 @@ async def create_invoice(base: str, shop: Shop, **body: Any) -> dict[str, Any]:
     assert r.status_code == 201, r.text
     invoice: dict[str, Any] = r.json()
     return invoice
-
-
-@asynccontextmanager
-async def chromium() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def shot(page: Any, name: str) -> None:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,7 @@ from satvault.auth.sessions import WebSession, mark_mfa
 from satvault.risk import service as risk
 from satvault.risk.models import RiskRuleSet
 from satvault.web.app import create_app
-from tests.liveserver import CHROMIUM, LAUNCH_ARGS, require_browser, serve
+from tests.liveserver import chromium, require_browser, serve, sqlite_copy
 from tests.web.pages.admin_helpers import second_admin
 from tests.web.pages.conftest import PASSWORD, page_settings
 
@@ -39,21 +36,7 @@ def _need_browser() -> None:
 @pytest.fixture
 def db_url(tmp_path: Path, sqlite_template: Path) -> str:
     """SQLite only: the pages are the subject; the other admin tests cover both databases."""
-    target = tmp_path / "satvault.db"
-    shutil.copy(sqlite_template, target)
-    return f"sqlite+aiosqlite:///{target}"
-
-
-@asynccontextmanager
-async def chromium() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    return sqlite_copy(tmp_path, sqlite_template)
 
 
 async def sign_in(page: Any, base: str, sessions: Any, email: str) -> None:

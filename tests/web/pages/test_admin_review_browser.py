@@ -6,9 +6,6 @@ withdrawal is approved by two operators and goes on. Screenshots go to
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +18,7 @@ from satvault.kyc import requests as kyc_requests
 from satvault.kyc import service as kyc
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
 from satvault.web.app import create_app
-from tests.liveserver import CHROMIUM, LAUNCH_ARGS, require_browser, serve
+from tests.liveserver import chromium, require_browser, serve, sqlite_copy
 from tests.web.pages.admin_support import (
     SAT,
     ask_withdrawal,
@@ -48,21 +45,7 @@ def _need_browser() -> None:
 @pytest.fixture
 def db_url(tmp_path: Path, sqlite_template: Path) -> str:
     """SQLite only: the pages are the subject; the other admin tests cover both databases."""
-    target = tmp_path / "satvault.db"
-    shutil.copy(sqlite_template, target)
-    return f"sqlite+aiosqlite:///{target}"
-
-
-@asynccontextmanager
-async def chromium() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    return sqlite_copy(tmp_path, sqlite_template)
 
 
 async def shot(page: Any, name: str) -> None:

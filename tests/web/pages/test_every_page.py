@@ -13,8 +13,6 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,7 +31,7 @@ from satvault.risk.sar import generate_sar
 from satvault.web.app import create_app
 from tests.chainenv import LnEnv
 from tests.events.conftest import add_webhook
-from tests.liveserver import CHROMIUM, LAUNCH_ARGS, require_browser
+from tests.liveserver import chromium, require_browser, sqlite_copy
 from tests.liveserver import serve as live
 from tests.risk.conftest import default_doc
 from tests.web.pages.admin_support import ask_withdrawal, live_rules
@@ -60,9 +58,7 @@ def _need_browser() -> None:
 @pytest.fixture
 def db_url(tmp_path: Path, sqlite_template: Path) -> str:
     """SQLite only: the pages' markup is the subject; their behaviour is tested on both."""
-    target = tmp_path / "satvault.db"
-    shutil.copy(sqlite_template, target)
-    return f"sqlite+aiosqlite:///{target}"
+    return sqlite_copy(tmp_path, sqlite_template)
 
 
 @pytest.fixture
@@ -167,18 +163,6 @@ def fill(path: str, ids: dict[str, str]) -> str:
         return ids[name]
 
     return re.sub(r"\{([^}]+)\}", one, path)
-
-
-@asynccontextmanager
-async def chromium() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def sign_in(page: Any, base: str, email: str) -> None:

@@ -24,7 +24,6 @@ Without ``/usr/bin/chromium`` the test skips, or fails when ``SATVAULT_REQUIRE_B
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +41,10 @@ from satvault.kyc import service as kyc
 from satvault.kyc.requests import request_upgrade
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
 from satvault.risk.models import RiskCase
-from tests.auth.conftest import Mailbox, smtp  # noqa: F401 (a fixture)
 from tests.chainenv import LnEnv
 from tests.checkout.conftest import make_app, settle_all
-from tests.checkout.test_browser import chromium
-from tests.liveserver import free_port, require_browser, serve
+from tests.liveserver import chromium, free_port, require_browser, serve, sqlite_copy
+from tests.mailbox import Mailbox
 from tests.risk.conftest import default_doc
 from tests.web.pages.admin_support import DEST, live_rules
 from tests.web.pages.conftest import PASSWORD
@@ -67,9 +65,7 @@ def _need_browser() -> None:
 @pytest.fixture
 def db_url(tmp_path: Path, sqlite_template: Path) -> str:
     """SQLite only: the pages are the subject; their own tests cover both databases."""
-    target = tmp_path / "satvault.db"
-    shutil.copy(sqlite_template, target)
-    return f"sqlite+aiosqlite:///{target}"
+    return sqlite_copy(tmp_path, sqlite_template)
 
 
 @pytest.fixture
@@ -78,7 +74,7 @@ def web_port() -> int:
 
 
 @pytest.fixture
-def settings_overrides(smtp: tuple[Mailbox, int], web_port: int  # noqa: F811
+def settings_overrides(smtp: tuple[Mailbox, int], web_port: int
                        ) -> dict[str, object]:
     """The mail goes to the test's SMTP server; links in it point at the served app."""
     return {"rate_limit_enabled": False, "smtp_host": "127.0.0.1", "smtp_port": smtp[1],
@@ -173,7 +169,7 @@ async def step_up(page: Any, phone: Authenticator, back: str) -> None:
 
 
 async def test_sign_up_to_paid_invoice_to_held_withdrawal_to_operator_review(
-        lnenv: LnEnv, smtp: tuple[Mailbox, int], web_port: int,  # noqa: F811
+        lnenv: LnEnv, smtp: tuple[Mailbox, int], web_port: int,
         clock: FakeClock) -> None:
     from playwright.async_api import expect
 

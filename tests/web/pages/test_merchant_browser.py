@@ -9,15 +9,14 @@ Without ``/usr/bin/chromium`` the test skips, or fails when ``SATVAULT_REQUIRE_B
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.chainenv import LnEnv
 from tests.checkout.conftest import make_app, settle_all
-from tests.checkout.test_browser import TIMEOUT_MS, chromium
-from tests.liveserver import require_browser, serve
+from tests.checkout.test_browser import TIMEOUT_MS
+from tests.liveserver import chromium, require_browser, serve, sqlite_copy
 from tests.web.pages.conftest import PASSWORD
 from tests.web.pages.merchant_env import Shops, shops_fixture  # noqa: F401 (a fixture)
 
@@ -33,9 +32,7 @@ def _need_browser() -> None:
 @pytest.fixture
 def db_url(tmp_path: Path, sqlite_template: Path) -> str:
     """SQLite only: the page is the subject; test_merchant_money covers both databases."""
-    target = tmp_path / "satvault.db"
-    shutil.copy(sqlite_template, target)
-    return f"sqlite+aiosqlite:///{target}"
+    return sqlite_copy(tmp_path, sqlite_template)
 
 
 @pytest.fixture
