@@ -40,6 +40,8 @@ __all__ = ["EventRelayWorker", "LeaseWorker", "LeasedServiceWorker", "ServiceWor
            "webhook_worker"]
 
 log = get_logger(__name__)
+# How long a stopping worker's tick has to end after its cancellation before it is logged.
+STOP_GRACE_SECONDS = 10.0
 
 
 class Worker:
@@ -59,10 +61,21 @@ class Worker:
         self._task = asyncio.create_task(self._loop(), name=f"worker:{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task = self._task
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
+            for _ in range(10):
+                if task.done():
+                    break
+                # Something in the tick swallowed the cancellation (a library catching it):
+                # say so and insist, rather than hang the shutdown behind it.
+                log.error("worker_stop_slow", worker=self.name, seconds=STOP_GRACE_SECONDS)
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
+            if task.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._on_stop is not None:
             await self._on_stop()
 
