@@ -58,7 +58,7 @@ class Enrollment:
 
 def qr_svg(uri: str) -> str:
     """The otpauth URI as an inline SVG QR code (no external image, no CDN)."""
-    return str(segno.make(uri, error="m").svg_inline(scale=5, border=2))
+    return str(segno.make(uri, error="m").svg_inline(scale=5, border=2, omitsize=True))
 
 
 def _totp(secret: str) -> pyotp.TOTP:
