@@ -30,7 +30,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.sql.dml import Insert
 
 from satvault.accounts.models import Wallet
 from satvault.backends.errors import BackendError, BackendUnavailable
@@ -52,7 +51,11 @@ from satvault.lightning.models import LnInvoice, LnInvoiceStatus, LnPayment, LnP
 from satvault.logs import get_logger
 from satvault.payouts.events import emit_withdrawal, emit_withdrawal_events
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
-from satvault.payouts.service import check_daily_limit, insert_within_daily_limit
+from satvault.payouts.service import (
+    BoundInsert,
+    check_daily_limit,
+    insert_within_daily_limit,
+)
 from satvault.telemetry import PAYMENT_SECONDS, PAYMENTS
 
 __all__ = ["LightningPayer", "OwnInvoice", "PayerReport", "cancel_on_node", "fee_reserve",
@@ -317,7 +320,7 @@ async def pay_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_hash
                           amount_msat: int, destination: str, settings: Settings,
                           store_id: str | None = None,
                           on_store_invoice: StoreInvoiceHook | None = None,
-                          wid: str | None = None, also: Insert | None = None) -> Withdrawal:
+                          wid: str | None = None, also: BoundInsert | None = None) -> Withdrawal:
     """An invoice of ours, already taken off the node (:func:`take_off_node`,
     :func:`cancel_on_node`): settle it inside the ledger with as few statements as the
     checks allow. The withdrawal is written under the daily limit in one
