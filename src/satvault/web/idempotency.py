@@ -86,10 +86,12 @@ class _KeyTaken(Exception):
     """The key row exists already (one-transaction mode): the work must not commit."""
 
 
-def key_used(owner: str, key: str) -> ColumnElement[bool]:
+def key_used(owner: str | ColumnElement[str], key: str | ColumnElement[str]
+             ) -> ColumnElement[bool]:
     """Whether a row for this key exists, as a column a route can fold into its first read
     (to choose the one-transaction mode only for a key never seen: a replay then finds its
-    stored response without running ``prepare`` again)."""
+    stored response without running ``prepare`` again). Owner and key as values, or as
+    bound parameters (a read built once)."""
     return select(IdempotencyKey.id).where(IdempotencyKey.owner == owner,
                                            IdempotencyKey.key == key).exists()
 
