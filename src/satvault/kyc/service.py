@@ -40,8 +40,10 @@ async def audit_kyc(session: AsyncSession, *, actor: str, action: str, subject: 
     await audit_record(session, actor=actor, action=action, object=subject, after=details)
 
 
-def tier_expr(owner_type: str, owner_id: str) -> ColumnElement[int]:
-    """The owner's tier as an SQL expression (folded into the withdrawal's one statement)."""
+def tier_expr(owner_type: str | ColumnElement[str], owner_id: str | ColumnElement[str]
+              ) -> ColumnElement[int]:
+    """The owner's tier as an SQL expression (folded into the withdrawal's one statement);
+    the owner as values or as bound parameters (a statement built once)."""
     latest = select(KycRecord.tier).where(
         KycRecord.owner_type == owner_type, KycRecord.owner_id == owner_id,
         KycRecord.decision == KycDecision.APPROVED,

@@ -10,11 +10,12 @@ the node about every open invoice, so even a lost notification is only a delay.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,7 +32,13 @@ from satvault.ledger.core import TransferSpec
 from satvault.ledger.errors import error_for
 from satvault.ledger.platform import ensure_platform_accounts, platform_fee
 from satvault.ledger.store import create_transfers
-from satvault.lightning.models import LnCursor, LnInvoice, LnInvoiceStatus
+from satvault.lightning.models import (
+    LnCursor,
+    LnInvoice,
+    LnInvoiceStatus,
+    LnPayment,
+    LnPaymentStatus,
+)
 from satvault.logs import get_logger
 from satvault.telemetry import PAYMENTS_RECEIVED
 
@@ -102,31 +109,66 @@ async def store_invoice(session: AsyncSession, inv: Invoice, *, wallet: Wallet,
 StoreInvoiceHook = Callable[[AsyncSession, str], Awaitable[object]]
 
 
+# A payment of one of our invoices from here in any of these states means it is being (or
+# was) paid from here: it cannot be paid internally as well.
+LIVE_PAYMENTS = (LnPaymentStatus.PENDING, LnPaymentStatus.IN_FLIGHT, LnPaymentStatus.UNKNOWN,
+                 LnPaymentStatus.SUCCEEDED, LnPaymentStatus.RETRY)
+
+
+@lru_cache(maxsize=8)
+def _credit_statement(screened: bool, payable: bool) -> Any:
+    """The UPDATE that marks an invoice paid, locks it and reads it back, built once per
+    shape (the hot path of every internal payment) with bound parameters: ``c_hash``,
+    ``c_paid``, ``c_at``, ``c_internal``, and with ``payable`` ``c_payer`` (the paying
+    wallet: the invoice must be open, not the payer's own, of the paid amount or amountless,
+    and not being paid from here). ``screened``: also who is paid, for the deposit rules."""
+    def of_wallet(col: Any) -> Any:
+        return select(col).where(Wallet.id == LnInvoice.wallet_id).scalar_subquery()
+    payment_hash = bindparam("c_hash", type_=LnInvoice.payment_hash.type)
+    paid = bindparam("c_paid", type_=LnInvoice.paid_msat.type)
+    where: list[ColumnElement[bool]] = [LnInvoice.payment_hash == payment_hash,
+                                        LnInvoice.status != LnInvoiceStatus.PAID]
+    if payable:
+        being_paid = select(LnPayment.id).where(LnPayment.payment_hash == payment_hash,
+                                                LnPayment.status.in_(LIVE_PAYMENTS)).exists()
+        where += [LnInvoice.status == LnInvoiceStatus.OPEN,
+                  LnInvoice.wallet_id != bindparam("c_payer", type_=LnInvoice.wallet_id.type),
+                  LnInvoice.amount_msat.is_(None) | (LnInvoice.amount_msat == paid),
+                  ~being_paid]
+    cols = [LnInvoice.id, LnInvoice.store_invoice_id, of_wallet(Wallet.ledger_account_id)]
+    if screened:
+        cols += [LnInvoice.wallet_id, of_wallet(Wallet.owner_type), of_wallet(Wallet.owner_id)]
+    return (update(LnInvoice).where(*where)
+            .values(status=LnInvoiceStatus.PAID, paid_msat=paid,
+                    paid_at=bindparam("c_at", type_=LnInvoice.paid_at.type),
+                    internal=bindparam("c_internal", type_=LnInvoice.internal.type))
+            .returning(*cols)
+            .execution_options(synchronize_session="fetch"))
+
+
 async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat: int,
                          internal: bool = False, debit_account_id: int | None = None,
-                         invoice_fee_bp: int = 0, only_if: Sequence[ColumnElement[bool]] = (),
+                         invoice_fee_bp: int = 0, payable_by: str | None = None,
                          on_store_invoice: StoreInvoiceHook | None = None,
                          deposit_screen: DepositScreen | None = None) -> bool:
     """Credit a paid invoice's wallet once; False if unknown to us or already credited
-    (or, with ``only_if``, if the invoice does not meet those conditions).
+    (or, with ``payable_by``, the paying wallet of an internal payment, if the invoice is
+    not open, is that wallet's own, is of another amount than ``paid_msat`` or is being
+    paid from here).
 
-    The invoice is marked paid, locked and read in one statement; a ledger refusal raises and
-    the caller's rollback undoes the mark. ``on_store_invoice`` brings the store invoice the
+    The invoice is marked paid, locked and read in one statement (built once:
+    :func:`_credit_statement`); a ledger refusal raises and the caller's rollback undoes
+    the mark. ``on_store_invoice`` brings the store invoice the
     payment belongs to up to date in this same transaction. ``deposit_screen`` (the risk
     rules, wired by the composition root) screens the deposit first and may send the money to
     the wallet's frozen sub-balance instead (the invoice is paid all the same)."""
-    def of_wallet(col: Any) -> Any:
-        return select(col).where(Wallet.id == LnInvoice.wallet_id).scalar_subquery()
-    cols = [LnInvoice.id, LnInvoice.store_invoice_id, of_wallet(Wallet.ledger_account_id)]
-    if deposit_screen is not None:  # who is paid, for the rules: in the same statement
-        cols += [LnInvoice.wallet_id, of_wallet(Wallet.owner_type), of_wallet(Wallet.owner_id)]
+    params: dict[str, Any] = {"c_hash": payment_hash, "c_paid": paid_msat, "c_at": utcnow(),
+                              "c_internal": internal}
+    if payable_by is not None:
+        params["c_payer"] = payable_by
     row = (await session.execute(
-        update(LnInvoice).where(LnInvoice.payment_hash == payment_hash,
-                                LnInvoice.status != LnInvoiceStatus.PAID, *only_if)
-        .values(status=LnInvoiceStatus.PAID, paid_msat=paid_msat, paid_at=utcnow(),
-                internal=internal)
-        .returning(*cols)
-        .execution_options(synchronize_session="fetch"))).one_or_none()
+        _credit_statement(deposit_screen is not None, payable_by is not None), params)
+    ).one_or_none()
     if row is None:
         return False
     invoice_id, store_invoice_id, payee_account_id = row[0], row[1], row[2]

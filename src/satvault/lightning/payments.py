@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.sql.dml import Insert
 
 from satvault.accounts.models import Wallet
 from satvault.backends.errors import BackendError, BackendUnavailable
@@ -47,12 +46,16 @@ from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_transfers, transfer
 from satvault.lightning.bolt11check import CheckedInvoice, check_invoice, decode
 from satvault.lightning.errors import LightningError, PaymentRefused
-from satvault.lightning.invoices import StoreInvoiceHook, credit_settled
+from satvault.lightning.invoices import LIVE_PAYMENTS, StoreInvoiceHook, credit_settled
 from satvault.lightning.models import LnInvoice, LnInvoiceStatus, LnPayment, LnPaymentStatus
 from satvault.logs import get_logger
 from satvault.payouts.events import emit_withdrawal, emit_withdrawal_events
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
-from satvault.payouts.service import check_daily_limit, insert_within_daily_limit
+from satvault.payouts.service import (
+    BoundInsert,
+    check_daily_limit,
+    insert_within_daily_limit,
+)
 from satvault.telemetry import PAYMENT_SECONDS, PAYMENTS
 
 __all__ = ["LightningPayer", "OwnInvoice", "PayerReport", "cancel_on_node", "fee_reserve",
@@ -268,7 +271,7 @@ async def settle_held_internally(session: AsyncSession, wd: Withdrawal, *, walle
     credited = await credit_settled(
         session, payment_hash=inv.payment_hash, paid_msat=wd.amount_msat, internal=True,
         debit_account_id=wallet.ledger_account_id, invoice_fee_bp=settings.invoice_fee_bp,
-        only_if=_payable_by(wallet, wd.amount_msat, inv.payment_hash),
+        payable_by=wallet.id,
         on_store_invoice=on_store_invoice)
     if not credited:
         await _refuse_own_invoice(session, wallet=wallet, payment_hash=inv.payment_hash,
@@ -291,16 +294,6 @@ async def _not_paid_here_and_ours(session: AsyncSession, payment_hash: str) -> b
     return bool(ours)
 
 
-def _payable_by(wallet: Wallet, amount_msat: int, payment_hash: str
-                ) -> tuple[ColumnElement[bool], ...]:
-    """The conditions one of our invoices must meet to be paid internally by ``wallet``."""
-    being_paid = select(LnPayment.id).where(LnPayment.payment_hash == payment_hash,
-                                            LnPayment.status.in_(_LIVE)).exists()
-    return (LnInvoice.status == LnInvoiceStatus.OPEN, LnInvoice.wallet_id != wallet.id,
-            LnInvoice.amount_msat.is_(None) | (LnInvoice.amount_msat == amount_msat),
-            ~being_paid)
-
-
 def _released() -> Any:
     """Not held for approvers: the withdrawal policy may keep a payment's withdrawal in
     ``awaiting_approval``; its payment is queued but nobody sends it until it is approved."""
@@ -309,15 +302,14 @@ def _released() -> Any:
         Withdrawal.status == WithdrawalStatus.AWAITING_APPROVAL).exists()
 
 
-_LIVE = (LnPaymentStatus.PENDING, LnPaymentStatus.IN_FLIGHT, LnPaymentStatus.UNKNOWN,
-         LnPaymentStatus.SUCCEEDED, LnPaymentStatus.RETRY)
+_LIVE = LIVE_PAYMENTS
 
 
 async def pay_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_hash: str,
                           amount_msat: int, destination: str, settings: Settings,
                           store_id: str | None = None,
                           on_store_invoice: StoreInvoiceHook | None = None,
-                          wid: str | None = None, also: Insert | None = None) -> Withdrawal:
+                          wid: str | None = None, also: BoundInsert | None = None) -> Withdrawal:
     """An invoice of ours, already taken off the node (:func:`take_off_node`,
     :func:`cancel_on_node`): settle it inside the ledger with as few statements as the
     checks allow. The withdrawal is written under the daily limit in one
@@ -338,7 +330,7 @@ async def pay_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_hash
     credited = await credit_settled(
         session, payment_hash=payment_hash, paid_msat=amount_msat, internal=True,
         debit_account_id=wallet.ledger_account_id, invoice_fee_bp=settings.invoice_fee_bp,
-        only_if=_payable_by(wallet, amount_msat, payment_hash),
+        payable_by=wallet.id,
         on_store_invoice=on_store_invoice)
     if not credited:
         await _refuse_own_invoice(session, wallet=wallet, payment_hash=payment_hash,

@@ -7,10 +7,24 @@ may already be on its way is a refund of money that left.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, cast
+from functools import lru_cache
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Boolean, String, Table, and_, case, column, func, insert, literal, select
+from sqlalchemy import (
+    Boolean,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    column,
+    func,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
@@ -32,8 +46,8 @@ from satvault.payouts.errors import InvalidWithdrawal
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 
-__all__ = ["DUST_SAT", "check_daily_limit", "insert_within_daily_limit", "limits_left",
-           "request_withdrawal", "resolve_destination", "withdrawal_usage"]
+__all__ = ["DUST_SAT", "BoundInsert", "check_daily_limit", "insert_within_daily_limit",
+           "limits_left", "request_withdrawal", "resolve_destination", "withdrawal_usage"]
 
 # Bitcoin Core's dust thresholds at its default 3 sat/vB dust relay fee.
 DUST_SAT = {"p2pkh": 546, "p2sh": 540, "p2wpkh": 294, "p2wsh": 330, "p2tr": 330}
@@ -59,6 +73,32 @@ def _over_limit(spent: int, settings: Settings) -> InvalidWithdrawal:
                              f"{left} msat remain available")
 
 
+def _usage_locked(wallet_id: Any, rail: Any, day: Any, month: Any) -> Any:
+    """PostgreSQL's usage row: ``withdrawal_usage`` (migration 0018) locks the wallet row
+    first and sums after the lock, as :func:`_spent_since` does."""
+    return func.withdrawal_usage(wallet_id, rail, day, month).table_valued(
+        column("spent_day", Amount()), column("rail_day", Amount()),
+        column("rail_month", Amount()), column("frozen", Boolean())).alias("u")
+
+
+def _usage_summed(wallet_id: Any, rail: Any, day: Any, month: Any) -> Any:
+    """The usage row from subqueries (SQLite, whose writers are serialised already, and
+    views): locks nothing."""
+    live = (Withdrawal.wallet_id == wallet_id,
+            Withdrawal.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED)))
+
+    def spent(*where: Any) -> Any:
+        return select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
+            *live, *where).scalar_subquery()
+
+    on_rail = Withdrawal.method == rail
+    return select(spent(Withdrawal.created_at >= day).label("spent_day"),
+                  spent(Withdrawal.created_at >= day, on_rail).label("rail_day"),
+                  spent(Withdrawal.created_at >= month, on_rail).label("rail_month"),
+                  select(Wallet.frozen_at.is_not(None)).where(Wallet.id == wallet_id)
+                  .scalar_subquery().label("frozen")).subquery("u")
+
+
 def _usage(session: AsyncSession, wallet: Wallet, rail: str, *, lock: bool = True) -> Any:
     """One row: ``spent_day`` (all rails, the platform's 24-hour limit), ``rail_day`` and
     ``rail_month`` (this rail, the KYC tier's windows), ``frozen`` and the owner's ``tier``.
@@ -70,26 +110,9 @@ def _usage(session: AsyncSession, wallet: Wallet, rail: str, *, lock: bool = Tru
     day, month = now - timedelta(hours=24), now - timedelta(days=30)
     tier = tier_expr(wallet.owner_type, wallet.owner_id).label("tier")
     if lock and session.get_bind().dialect.name == "postgresql":
-        fn = func.withdrawal_usage(
-            literal(wallet.id, String()), literal(rail, String()), literal(day, UtcDateTime()),
-            literal(month, UtcDateTime())).table_valued(
-            column("spent_day", Amount()), column("rail_day", Amount()),
-            column("rail_month", Amount()), column("frozen", Boolean())).alias("u")
-        return fn, tier
-    live = (Withdrawal.wallet_id == wallet.id,
-            Withdrawal.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED)))
-
-    def spent(*where: Any) -> Any:
-        return select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
-            *live, *where).scalar_subquery()
-
-    on_rail = Withdrawal.method == rail
-    u = select(spent(Withdrawal.created_at >= day).label("spent_day"),
-               spent(Withdrawal.created_at >= day, on_rail).label("rail_day"),
-               spent(Withdrawal.created_at >= month, on_rail).label("rail_month"),
-               select(Wallet.frozen_at.is_not(None)).where(Wallet.id == wallet.id)
-               .scalar_subquery().label("frozen")).subquery("u")
-    return u, tier
+        return _usage_locked(literal(wallet.id, String()), literal(rail, String()),
+                             literal(day, UtcDateTime()), literal(month, UtcDateTime())), tier
+    return _usage_summed(wallet.id, rail, day, month), tier
 
 
 def _refuse(row: Any, *, wallet: Wallet, rail: str, amount_msat: int,
@@ -153,42 +176,88 @@ async def limits_left(session: AsyncSession, *, wallet: Wallet, settings: Settin
             "frozen_reason": wallet.frozen_reason if frozen else None, "limits": rails}
 
 
-def _tier_case(tier: Any, settings: Settings, rail: str, index: int) -> Any:
-    table = settings.kyc_tier_limits_msat
-    top = max(table)
-    return case({t: literal(table[t][rail][index], Amount()) for t in table}, value=tier,
-                else_=literal(table[top][rail][index], Amount()))
+class BoundInsert(NamedTuple):
+    """An INSERT built once with bound parameters only, and the values of one execution
+    (:func:`insert_within_daily_limit`'s ``also``): a statement that is the same object
+    every time keeps the guarded INSERT it joins built once too."""
+
+    statement: Insert
+    params: Mapping[str, Any]
+
+
+@lru_cache(maxsize=32)
+def _guarded_insert(dialect: str, tiers: int, also: Insert | None
+                    ) -> tuple[Insert, tuple[tuple[str, str], ...]]:
+    """The daily-limit guarded INSERT … SELECT of a withdrawal, built once per database,
+    number of KYC tiers and ``also`` statement (the hot path of every internal payment:
+    building, coercing and hashing it anew cost more CPU than running it). Every value is a
+    bound parameter: ``w_<attribute>`` the withdrawal's columns, ``u_*`` the usage row's
+    arguments, ``k_*`` the owner, ``g_*`` the limits. Returns the statement and the
+    (parameter, attribute) names of the withdrawal's columns."""
+    table = cast(Table, Withdrawal.__table__)
+    mapper = sa_inspect(Withdrawal)
+    cols = list(table.columns)
+    names = tuple((f"w_{mapper.get_property_by_column(c).key}",
+                   mapper.get_property_by_column(c).key) for c in cols)
+    values = [bindparam(name, type_=c.type) for (name, _key), c in zip(names, cols, strict=True)]
+    wallet_id, rail = bindparam("u_wallet", type_=String()), bindparam("u_rail", type_=String())
+    day, month = bindparam("u_day", type_=UtcDateTime()), bindparam("u_month", type_=UtcDateTime())
+    tier = tier_expr(bindparam("k_owner_type", type_=String()),
+                     bindparam("k_owner_id", type_=String())).label("tier")
+    u = _usage_locked(wallet_id, rail, day, month) if dialect == "postgresql" \
+        else _usage_summed(wallet_id, rail, day, month)
+    amount = bindparam("g_amount", type_=Amount())
+
+    def tier_case(index: int) -> Any:
+        return case({t: bindparam(f"g_t{t}_{index}", type_=Amount()) for t in range(tiers)},
+                    value=tier, else_=bindparam(f"g_top_{index}", type_=Amount()))
+
+    guard = and_(u.c.frozen == literal(False),
+                 u.c.spent_day + amount <= bindparam("g_daily", type_=Amount()),
+                 amount <= tier_case(0),
+                 u.c.rail_day + amount <= tier_case(1),
+                 u.c.rail_month + amount <= tier_case(2))
+    stmt = insert(table).from_select(cols, select(*values).select_from(u).where(guard))
+    if also is not None:
+        stmt = stmt.add_cte(also.cte("also_written"))
+    return stmt, names
 
 
 async def insert_within_daily_limit(session: AsyncSession, wd: Withdrawal, *, wallet: Wallet,
-                                    settings: Settings, also: Insert | None = None) -> None:
+                                    settings: Settings, also: BoundInsert | None = None) -> None:
     """Write ``wd`` only if :func:`check_daily_limit` would let it through (not frozen, the
     24-hour limit, the tier's limits on its rail): the check and the INSERT in one statement
-    (``wd`` stays outside the ORM session: the hot path reads nothing back).
+    (``wd`` stays outside the ORM session: the hot path reads nothing back). The statement
+    is built once (:func:`_guarded_insert`); this call only binds its values.
 
     ``also``: another INSERT that belongs with this one (the risk decision of an internal
     payment): on PostgreSQL in the same statement (a data-modifying ``WITH``, which runs
     whether or not the guard lets the withdrawal in: a refusal raises, and the caller's unit
-    of work rolls both back), on SQLite, which has none, just before it."""
+    of work rolls both back), on SQLite, which has none, just before it. Its parameter names
+    must not start with ``w_``, ``u_``, ``k_`` or ``g_``."""
     rail = str(wd.method)
-    table = cast(Table, Withdrawal.__table__)
-    mapper = sa_inspect(Withdrawal)
-    cols = [c for c in table.columns]
-    values = [literal(getattr(wd, mapper.get_property_by_column(c).key), c.type) for c in cols]
-    u, tier = _usage(session, wallet, rail)
-    amount = literal(wd.amount_msat, Amount())
-    guard = and_(u.c.frozen == literal(False),
-                 u.c.spent_day + amount <= settings.withdrawal_daily_limit_msat,
-                 amount <= _tier_case(tier, settings, rail, 0),
-                 u.c.rail_day + amount <= _tier_case(tier, settings, rail, 1),
-                 u.c.rail_month + amount <= _tier_case(tier, settings, rail, 2))
-    stmt = insert(table).from_select(cols, select(*values).select_from(u).where(guard))
+    dialect = session.get_bind().dialect.name
+    in_cte = also is not None and dialect == "postgresql"
+    table = settings.kyc_tier_limits_msat
+    stmt, names = _guarded_insert(dialect, len(table),
+                                  also.statement if in_cte and also is not None else None)
+    now = utcnow()
+    params: dict[str, Any] = {name: getattr(wd, key) for name, key in names}
+    params.update(u_wallet=wallet.id, u_rail=rail, u_day=now - timedelta(hours=24),
+                  u_month=now - timedelta(days=30), k_owner_type=wallet.owner_type,
+                  k_owner_id=wallet.owner_id, g_amount=wd.amount_msat,
+                  g_daily=settings.withdrawal_daily_limit_msat)
+    top = table[max(table)][rail]
+    for index in range(3):
+        params[f"g_top_{index}"] = top[index]
+        for t, rails in table.items():
+            params[f"g_t{t}_{index}"] = rails[rail][index]
     if also is not None:
-        if session.get_bind().dialect.name == "postgresql":
-            stmt = stmt.add_cte(also.cte("also_written"))
+        if in_cte:
+            params.update(also.params)
         else:
-            await session.execute(also)
-    res = await session.execute(stmt)
+            await session.execute(also.statement, dict(also.params))
+    res = await session.execute(stmt, params)
     if res.rowcount != 1:  # type: ignore[attr-defined]
         row = await withdrawal_usage(session, wallet=wallet, rail=rail)
         _refuse(row, wallet=wallet, rail=rail, amount_msat=wd.amount_msat, settings=settings)

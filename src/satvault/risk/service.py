@@ -24,15 +24,15 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.dml import Insert
 
 from satvault.db import utcnow
 from satvault.kernel.errors import NotFound
 from satvault.kernel.ids import new_id
 from satvault.logs import get_logger
+from satvault.payouts.service import BoundInsert
 from satvault.risk.audit import audit
 from satvault.risk.errors import RiskRejected, RuleSetRefused
 from satvault.risk.features import Event, derive, read_features
@@ -181,18 +181,29 @@ def _reason(s: Screening) -> str:
     return (f"{s.outcome.value}: score {s.verdict.score} ({', '.join(hit)})")[:200]
 
 
-def decision_insert(s: Screening, *, subject_type: str, subject_id: str | None) -> Insert:
+_DECISION_COLUMNS = ("id", "at", "wallet_id", "subject_type", "subject_id", "rule_set_version",
+                     "outcome", "score", "sanctioned", "amount_msat", "features", "results")
+# The decision's INSERT, built once with bound parameters (``d_<column>``): it is a part of
+# every screened payment's guarded INSERT, which is built once only if this is too.
+_DECISION_INSERT = insert(RiskDecision).values(**{
+    name: bindparam(f"d_{name}", type_=RiskDecision.__table__.c[name].type)
+    for name in _DECISION_COLUMNS})
+
+
+def decision_insert(s: Screening, *, subject_type: str, subject_id: str | None) -> BoundInsert:
     """The decision's INSERT, not executed: an approved payment's caller may send it with
     its own write (:func:`satvault.payouts.service.insert_within_daily_limit`'s ``also``).
     A review or reject also needs its case: :func:`record`."""
-    return insert(RiskDecision).values(**_decision_values(s, subject_type, subject_id))
+    values = _decision_values(s, subject_type, subject_id)
+    return BoundInsert(_DECISION_INSERT, {f"d_{name}": values[name] for name in _DECISION_COLUMNS})
 
 
 async def record(session: AsyncSession, s: Screening, *, subject_type: str,
                  subject_id: str | None) -> str | None:
     """Store the decision (one INSERT) and, for a review or reject, open its case (one
     more). The case id, if one was opened."""
-    await session.execute(decision_insert(s, subject_type=subject_type, subject_id=subject_id))
+    decision = decision_insert(s, subject_type=subject_type, subject_id=subject_id)
+    await session.execute(decision.statement, dict(decision.params))
     if s.outcome == Outcome.APPROVE:
         return None
     case_id = new_id("case")

@@ -48,7 +48,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -86,10 +86,12 @@ class _KeyTaken(Exception):
     """The key row exists already (one-transaction mode): the work must not commit."""
 
 
-def key_used(owner: str, key: str) -> ColumnElement[bool]:
+def key_used(owner: str | ColumnElement[str], key: str | ColumnElement[str]
+             ) -> ColumnElement[bool]:
     """Whether a row for this key exists, as a column a route can fold into its first read
     (to choose the one-transaction mode only for a key never seen: a replay then finds its
-    stored response without running ``prepare`` again)."""
+    stored response without running ``prepare`` again). Owner and key as values, or as
+    bound parameters (a read built once)."""
     return select(IdempotencyKey.id).where(IdempotencyKey.owner == owner,
                                            IdempotencyKey.key == key).exists()
 
@@ -181,16 +183,24 @@ async def _heartbeat(sessions: async_sessionmaker[AsyncSession], owner: str, key
             log.warning("idempotency_heartbeat_failed", error=type(exc).__name__)
 
 
+# :func:`_record`'s INSERT, built once with bound parameters (every internal payment
+# writes one).
+_RECORD = insert(IdempotencyKey).values(**{
+    name: bindparam(f"r_{name}", type_=IdempotencyKey.__table__.c[name].type)
+    for name in ("owner", "key", "request_hash", "status", "response_status",
+                 "response_body", "created_at", "expires_at")})
+
+
 async def _record(session: AsyncSession, owner: str, key: str, digest: str, status: int,
                   text: str) -> None:
     """Insert the key row complete with its response (one-transaction mode; ``text`` as for
     :func:`_finish`)."""
     now = utcnow()
     try:
-        await session.execute(insert(IdempotencyKey).values(
-            owner=owner, key=key, request_hash=digest, status=IdempotencyStatus.DONE,
-            response_status=status, response_body=text, created_at=now,
-            expires_at=now + TTL))
+        await session.execute(_RECORD, {
+            "r_owner": owner, "r_key": key, "r_request_hash": digest,
+            "r_status": IdempotencyStatus.DONE, "r_response_status": status,
+            "r_response_body": text, "r_created_at": now, "r_expires_at": now + TTL})
     except IntegrityError as exc:
         raise _KeyTaken from exc
 

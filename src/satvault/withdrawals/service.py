@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Wallet
@@ -91,19 +91,39 @@ class Payer:
     also: tuple[Any, ...]
 
 
-async def read_payer(session: AsyncSession, *, wallet_id: str, destination: str,
-                     also: Sequence[ColumnElement[Any]] = ()) -> Payer:
-    """The paying wallet and, if ``destination`` is the BOLT11 text of one of our own
-    invoices, that invoice and the wallet's spendable balance: one statement, no decoding
-    (an indexed lookup by the text). ``also``: columns the caller folds into the same read."""
+_payer_statements: dict[int, tuple[tuple[ColumnElement[Any], ...], Any]] = {}
+
+
+def _payer_statement(also: tuple[ColumnElement[Any], ...]) -> Any:
+    """:func:`read_payer`'s SELECT with ``also``'s columns, built once per ``also`` (kept by
+    identity: a caller passes the same tuple, built once with bound parameters, every
+    time). Its own parameters: ``p_wallet``, ``p_bolt11``."""
+    known = _payer_statements.get(id(also))
+    if known is not None and known[0] is also:
+        return known[1]
     account = LedgerAccount
     free = select(account.credits_posted - account.debits_posted - account.debits_pending
                   ).where(account.id == Wallet.ledger_account_id).scalar_subquery()
-    row = (await session.execute(
-        select(Wallet, LnInvoice.payment_hash, LnInvoice.bolt11, LnInvoice.wallet_id,
-               LnInvoice.status, LnInvoice.amount_msat, LnInvoice.expires_at, free, *also)
-        .outerjoin(LnInvoice, LnInvoice.bolt11 == own_bolt11(destination))
-        .where(Wallet.id == wallet_id))).one_or_none()
+    stmt = (select(Wallet, LnInvoice.payment_hash, LnInvoice.bolt11, LnInvoice.wallet_id,
+                   LnInvoice.status, LnInvoice.amount_msat, LnInvoice.expires_at, free, *also)
+            .outerjoin(LnInvoice, LnInvoice.bolt11 == bindparam("p_bolt11",
+                                                                type_=LnInvoice.bolt11.type))
+            .where(Wallet.id == bindparam("p_wallet", type_=Wallet.id.type)))
+    if len(_payer_statements) < 16:  # callers pass constants; a stray one is not kept
+        _payer_statements[id(also)] = (also, stmt)
+    return stmt
+
+
+async def read_payer(session: AsyncSession, *, wallet_id: str, destination: str,
+                     also: tuple[ColumnElement[Any], ...] = (),
+                     also_params: Mapping[str, Any] | None = None) -> Payer:
+    """The paying wallet and, if ``destination`` is the BOLT11 text of one of our own
+    invoices, that invoice and the wallet's spendable balance: one statement, no decoding
+    (an indexed lookup by the text). ``also``: columns the caller folds into the same read,
+    best a tuple built once with bound parameters (then the statement is built once too),
+    ``also_params`` their values (names not starting with ``p_``)."""
+    params = {"p_wallet": wallet_id, "p_bolt11": own_bolt11(destination), **(also_params or {})}
+    row = (await session.execute(_payer_statement(also), params)).one_or_none()
     if row is None:
         return Payer(None, None, ())
     wallet, payment_hash, bolt11, payee, status, amount, expires_at, spendable = row[:8]

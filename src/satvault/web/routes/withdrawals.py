@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.access import sees_wallet, visible_wallet
@@ -45,6 +46,11 @@ from satvault.withdrawals.service import (
 )
 
 __all__ = ["out", "router", "submit_withdrawal"]
+
+# What the first read of a withdrawal request folds in, built once with bound parameters
+# (``i_owner``, ``i_key``) so that read is built once too: whether the idempotency key was
+# used, and the live withdrawal policy.
+_PAYER_ALSO = (key_used(bindparam("i_owner"), bindparam("i_key")), *live_columns())
 
 router = APIRouter(prefix="/api/v1", tags=["withdrawals"],
                    # a node, the ledger or a rate source busy, unreachable or not set up
@@ -85,8 +91,8 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
     # of our own invoices (by its text, before any decoding), whether the key was used.
     async with sessions() as session:
         payer = await read_payer(session, wallet_id=wallet_id, destination=body.destination,
-                                 also=(key_used(owner, idempotency_key or ""),
-                                       *live_columns()))
+                                 also=_PAYER_ALSO, also_params={
+                                     "i_owner": owner, "i_key": idempotency_key or ""})
     known = payer.wallet if payer.wallet is not None \
         and sees_wallet(principal, payer.wallet) else None
     on_store_invoice = store_invoice_hook_of(request)
