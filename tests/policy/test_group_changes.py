@@ -225,39 +225,38 @@ async def test_group_changes_over_the_api(sessions, engine, db_url):
                 s, owner_id=ids[n], scopes=["admin"] if n != "bob" else ["withdrawals:write"])
             keys[n] = {"Authorization": f"Bearer {token}"}
     app = create_app(Settings(database_url=db_url), engine=engine, start_workers=False)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://test") as c:
-            base = "/api/v1/admin/approver-groups/changes"
-            body = {"group": "treasury", "user_id": ids["bob"], "action": "add"}
-            assert (await c.post(base, json=body, headers=keys["bob"])).status_code == 403
-            r = await c.post(base, json=body, headers=keys["admin1"])
-            assert r.status_code == 201 and r.json()["status"] == "pending", r.text
-            cid = r.json()["id"]
-            r = await c.get(base, headers=keys["admin2"])
-            assert [x["id"] for x in r.json()] == [cid]
-            r = await c.post(f"{base}/{cid}/approve", headers=keys["admin1"])
-            assert r.status_code == 403 and r.json()["type"].endswith("not-an-approver")
-            assert await members(sessions) == set()
-            r = await c.post(f"{base}/{cid}/approve", headers=keys["admin2"])
-            assert r.status_code == 200 and r.json()["status"] == "approved"
-            assert await members(sessions) == {ids["bob"]}
-            r = await c.post(f"{base}/{cid}/approve", headers=keys["admin2"])
-            assert r.status_code == 409 and r.json()["type"].endswith("approval-closed")
-            # Remove: proposed, rejected (never applied), proposed again, approved.
-            body["action"] = "remove"
-            cid = (await c.post(base, json=body, headers=keys["admin2"])).json()["id"]
-            r = await c.post(f"{base}/{cid}/reject", json={"reason": "keep him"},
-                             headers=keys["admin1"])
-            assert r.status_code == 200 and r.json()["status"] == "rejected"
-            assert r.json()["reason"] == "keep him" and await members(sessions) == {ids["bob"]}
-            cid = (await c.post(base, json=body, headers=keys["admin2"])).json()["id"]
-            r = await c.post(f"{base}/{cid}/approve", headers=keys["admin1"])
-            assert r.status_code == 200 and await members(sessions) == set()
-            r = await c.get(f"{base}?pending=false", headers=keys["admin1"])
-            assert [x["status"] for x in r.json()] == ["approved", "rejected", "approved"]
-            body["action"] = "promote"
-            assert (await c.post(base, json=body, headers=keys["admin1"])).status_code == 422
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        base = "/api/v1/admin/approver-groups/changes"
+        body = {"group": "treasury", "user_id": ids["bob"], "action": "add"}
+        assert (await c.post(base, json=body, headers=keys["bob"])).status_code == 403
+        r = await c.post(base, json=body, headers=keys["admin1"])
+        assert r.status_code == 201 and r.json()["status"] == "pending", r.text
+        cid = r.json()["id"]
+        r = await c.get(base, headers=keys["admin2"])
+        assert [x["id"] for x in r.json()] == [cid]
+        r = await c.post(f"{base}/{cid}/approve", headers=keys["admin1"])
+        assert r.status_code == 403 and r.json()["type"].endswith("not-an-approver")
+        assert await members(sessions) == set()
+        r = await c.post(f"{base}/{cid}/approve", headers=keys["admin2"])
+        assert r.status_code == 200 and r.json()["status"] == "approved"
+        assert await members(sessions) == {ids["bob"]}
+        r = await c.post(f"{base}/{cid}/approve", headers=keys["admin2"])
+        assert r.status_code == 409 and r.json()["type"].endswith("approval-closed")
+        # Remove: proposed, rejected (never applied), proposed again, approved.
+        body["action"] = "remove"
+        cid = (await c.post(base, json=body, headers=keys["admin2"])).json()["id"]
+        r = await c.post(f"{base}/{cid}/reject", json={"reason": "keep him"},
+                         headers=keys["admin1"])
+        assert r.status_code == 200 and r.json()["status"] == "rejected"
+        assert r.json()["reason"] == "keep him" and await members(sessions) == {ids["bob"]}
+        cid = (await c.post(base, json=body, headers=keys["admin2"])).json()["id"]
+        r = await c.post(f"{base}/{cid}/approve", headers=keys["admin1"])
+        assert r.status_code == 200 and await members(sessions) == set()
+        r = await c.get(f"{base}?pending=false", headers=keys["admin1"])
+        assert [x["status"] for x in r.json()] == ["approved", "rejected", "approved"]
+        body["action"] = "promote"
+        assert (await c.post(base, json=body, headers=keys["admin1"])).status_code == 422
 
 
 async def test_group_changes_from_the_command_line(sessions, db_url, tmp_path: Path):
