@@ -43,7 +43,12 @@ from satvault.risk.models import (
     SarStatus,
 )
 from satvault.risk.rules import Outcome
-from satvault.withdrawals.policy.models import ApprovalStatus, PolicyStatus
+from satvault.withdrawals.policy.models import (
+    ApprovalStatus,
+    ChangeAction,
+    ChangeStatus,
+    PolicyStatus,
+)
 
 # (table, column, CHECK constraint of the migrations, the enum its values must equal)
 CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
@@ -78,6 +83,8 @@ CHECKED: list[tuple[str, str, str, type[StrEnum]]] = [
     ("risk_frozen_deposits", "status", "ck_risk_frozen_deposits_status", FrozenStatus),
     ("auth_email_tokens", "purpose", "ck_auth_email_tokens_purpose", Purpose),
     ("kyc_requests", "status", "ck_kyc_requests_status", KycRequestStatus),
+    ("approver_group_changes", "status", "ck_approver_group_changes_status", ChangeStatus),
+    ("approver_group_changes", "action", "ck_approver_group_changes_action", ChangeAction),
 ]
 # Typed by an enum, but without a CHECK constraint: the enum is the only gate.
 UNCHECKED: list[tuple[str, str, type[StrEnum]]] = [

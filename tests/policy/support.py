@@ -35,9 +35,19 @@ async def people(sessions: async_sessionmaker[AsyncSession], *, initiator: str) 
         a2 = await acc.create_user(s, email="admin2@example.com", is_admin=True)
         ids = [(await acc.create_user(s, email=f"{n}@example.com")).id
                for n in ("bob", "carol", "dave")]
-        for uid in (*ids, initiator):
-            await service.add_group_member(s, group="treasury", user_id=uid, actor=a1.id)
+        await add_approvers(s, group="treasury", user_ids=[*ids, initiator],
+                            admins=(a1.id, a2.id))
     return People(a1.id, a2.id, *ids)
+
+
+async def add_approvers(s: AsyncSession, *, group: str, user_ids: list[str],
+                        admins: tuple[str, str]) -> None:
+    """Members added the only way there is: each proposed by one admin, approved (and so
+    applied) by the other, in the caller's unit of work."""
+    for uid in user_ids:
+        change = await service.propose_group_change(s, admin=admins[0], group=group,
+                                                    user_id=uid, action="add")
+        await service.approve_group_change(s, admin=admins[1], change_id=change.id)
 
 
 async def make_live(sessions: async_sessionmaker[AsyncSession], who: People,

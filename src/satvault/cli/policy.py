@@ -2,8 +2,9 @@
 command line.
 
 The command line runs with the database's own credentials, so it says who acts with
-``--as USER_ID`` (recorded in the audit log): a policy change still needs two different admin
-users, an approval a member of the rule's group who did not initiate the withdrawal. A
+``--as USER_ID`` (recorded in the audit log): a policy change — a version, or an approver
+added to or removed from a group — still needs two different admin users, an approval a member
+of the rule's group who did not initiate the withdrawal. A
 Lightning withdrawal released here is sent at the payer's next tick.
 """
 
@@ -69,15 +70,68 @@ def approve_version(version: Annotated[int, typer.Argument(help="The proposed ve
     _emit({"ok": True, **_run(work)})
 
 
+def _change(c: Any) -> dict[str, Any]:
+    return {"id": c.id, "group": c.group_name, "user_id": c.user_id, "action": c.action,
+            "status": c.status, "proposed_by": c.proposed_by, "decided_by": c.decided_by,
+            "reason": c.reason, "created_at": c.created_at, "decided_at": c.decided_at}
+
+
+def _propose_change(group: str, user_id: str, actor: str, action: str) -> None:
+    async def work(s: AsyncSession) -> dict[str, Any]:
+        return _change(await service.propose_group_change(s, admin=actor, group=group,
+                                                          user_id=user_id, action=action))
+    _emit({"ok": True, **_run(work)})
+
+
 @policy_app.command("add-approver")
 def add_approver(group: Annotated[str, typer.Argument(help="The approver group.")],
                  user_id: Annotated[str, typer.Argument(help="The user (usr_…).")],
                  actor: Actor) -> None:
-    """Designate a user an approver of GROUP (the group is created on first use)."""
-    async def work(s: AsyncSession) -> None:
-        await service.add_group_member(s, group=group, user_id=user_id, actor=actor)
-    _run(work)
-    _emit({"ok": True, "group": group, "user_id": user_id})
+    """Propose making a user an approver of GROUP (the group is created on first use);
+    another admin applies it with ``approve-change``."""
+    _propose_change(group, user_id, actor, "add")
+
+
+@policy_app.command("remove-approver")
+def remove_approver(group: Annotated[str, typer.Argument(help="The approver group.")],
+                    user_id: Annotated[str, typer.Argument(help="The user (usr_…).")],
+                    actor: Actor) -> None:
+    """Propose removing an approver from GROUP; another admin applies it with
+    ``approve-change``."""
+    _propose_change(group, user_id, actor, "remove")
+
+
+@policy_app.command("approver-changes")
+def approver_changes(
+    every: Annotated[bool, typer.Option("--all", help="Every change, newest first.")] = False,
+) -> None:
+    """Approver group changes waiting for a second admin, oldest first."""
+    async def work(s: AsyncSession) -> list[dict[str, Any]]:
+        rows = await (service.group_changes(s) if every else service.pending_group_changes(s))
+        return [_change(c) for c in rows]
+    _emit({"ok": True, "changes": _run(work)})
+
+
+@policy_app.command("approve-change")
+def approve_change(change_id: Annotated[str, typer.Argument(help="The change (agc_…).")],
+                   actor: Actor) -> None:
+    """Approve a pending approver group change (by an admin other than its proposer): it
+    applies now."""
+    async def work(s: AsyncSession) -> dict[str, Any]:
+        return _change(await service.approve_group_change(s, admin=actor,
+                                                          change_id=change_id))
+    _emit({"ok": True, **_run(work)})
+
+
+@policy_app.command("reject-change")
+def reject_change(change_id: Annotated[str, typer.Argument(help="The change (agc_…).")],
+                  actor: Actor,
+                  reason: Annotated[str, typer.Option(help="Why.")] = "") -> None:
+    """Reject a pending approver group change: it never applies."""
+    async def work(s: AsyncSession) -> dict[str, Any]:
+        return _change(await service.reject_group_change(s, admin=actor, change_id=change_id,
+                                                         reason=reason))
+    _emit({"ok": True, **_run(work)})
 
 
 @withdrawals_app.command("awaiting")

@@ -24,6 +24,7 @@ from satvault.payouts.models import Withdrawal
 from satvault.risk import service as risk
 from satvault.withdrawals.policy import service as policy
 from satvault.withdrawals.service import PreparedDestination, withdraw
+from tests.policy.support import add_approvers
 from tests.web.pages.conftest import PASSWORD, csrf_of, sign_in
 
 SAT = 1000
@@ -88,8 +89,7 @@ async def live_policy(sessions: async_sessionmaker[AsyncSession], *, admins: tup
     """Approvers in group ``treasury`` and ``rules`` live (proposed by one admin, approved
     by the other)."""
     async with sessions() as s, s.begin():
-        for uid in approvers:
-            await policy.add_group_member(s, group="treasury", user_id=uid, actor=admins[0])
+        await add_approvers(s, group="treasury", user_ids=approvers, admins=admins)
         v = await policy.propose_policy(s, admin=admins[0], raw={"rules": rules})
         await policy.approve_policy(s, admin=admins[1], version=v.version)
 

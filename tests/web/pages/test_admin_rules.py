@@ -126,12 +126,6 @@ async def test_a_withdrawal_policy_change_needs_a_second_admin(browser, people, 
     r = await browser.post(f"/admin/rules/policy/{proposed.version}/approve",
                            data={"csrf_token": token})
     assert r.status_code == 403 and "second admin" in r.text
-    # Approver groups through the same service as `satvault policy add-approver`.
-    r = await browser.post("/admin/rules/groups", data={
-        "csrf_token": token, "group": "treasury", "member": "ops@example.com"})
-    assert r.status_code == 303
-    assert "treasury" in (await browser.get("/admin/rules")).text
-
     await sign_in_admin(browser, sessions, "ops@example.com")
     token = await token_of(browser, "/admin/rules")
     r = await browser.post(f"/admin/rules/policy/{proposed.version}/approve",
@@ -164,3 +158,60 @@ async def test_a_rejected_policy_version_never_applies(browser, people, sessions
         [again] = await policy.policy_versions(s)
         assert await policy.live_policy(s) is None
     assert again.status == PolicyStatus.WITHDRAWN
+
+
+async def test_an_approver_change_needs_a_second_admin(browser, people, sessions):
+    await second_admin(sessions)
+    await sign_in_admin(browser, sessions, "root@example.com")
+    token = await token_of(browser, "/admin/rules")
+    r = await browser.post("/admin/rules/groups", data={
+        "csrf_token": token, "group": "treasury", "member": "nobody@example.com"})
+    assert r.status_code == 404 and "no user" in r.text
+    # Proposing adds nobody yet: the change waits, and its proposer cannot decide it.
+    r = await browser.post("/admin/rules/groups", data={
+        "csrf_token": token, "group": "treasury", "member": "bob@example.com"})
+    assert r.status_code == 303 and "approver_proposed" in r.headers["location"]
+    async with sessions() as s:
+        [change] = await policy.pending_group_changes(s)
+        assert await policy.group_members(s) == []
+    page = (await browser.get(r.headers["location"])).text
+    section = page.split(f'id="group-change-{change.id}"')[1].split("</article>")[0]
+    assert "You proposed this change" in section and "/approve" not in section
+    for action in ("approve", "reject"):
+        r = await browser.post(f"/admin/rules/groups/changes/{change.id}/{action}",
+                               data={"csrf_token": token})
+        assert r.status_code == 403 and "second admin" in r.text
+
+    # The second admin sees the buttons; approving applies the change.
+    await sign_in_admin(browser, sessions, "ops@example.com")
+    token = await token_of(browser, "/admin/rules")
+    page = (await browser.get("/admin/rules")).text
+    section = page.split(f'id="group-change-{change.id}"')[1].split("</article>")[0]
+    assert f"/admin/rules/groups/changes/{change.id}/approve" in section
+    r = await browser.post(f"/admin/rules/groups/changes/{change.id}/approve",
+                           data={"csrf_token": token})
+    assert r.status_code == 303 and "approver_change_approved" in r.headers["location"]
+    async with sessions() as s:
+        assert await policy.group_members(s) == [("treasury", people.bob)]
+    page = (await browser.get("/admin/rules")).text
+    assert 'id="groups"' in page and people.bob in page
+
+    # Removing: proposed from the member's row by ops, rejected then approved by root.
+    for expected in ("approver_change_rejected", "approver_change_approved"):
+        await sign_in_admin(browser, sessions, "ops@example.com")
+        token = await token_of(browser, "/admin/rules")
+        r = await browser.post("/admin/rules/groups", data={
+            "csrf_token": token, "group": "treasury", "member": people.bob,
+            "action": "remove"})
+        assert r.status_code == 303 and "approver_removal_proposed" in r.headers["location"]
+        async with sessions() as s:
+            [change] = await policy.pending_group_changes(s)
+        await sign_in_admin(browser, sessions, "root@example.com")
+        token = await token_of(browser, "/admin/rules")
+        verb = "reject" if expected == "approver_change_rejected" else "approve"
+        r = await browser.post(f"/admin/rules/groups/changes/{change.id}/{verb}",
+                               data={"csrf_token": token})
+        assert r.status_code == 303 and expected in r.headers["location"]
+    async with sessions() as s:
+        assert await policy.group_members(s) == []
+        assert await policy.pending_group_changes(s) == []

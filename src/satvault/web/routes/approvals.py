@@ -1,5 +1,7 @@
 """Withdrawal policy endpoints: the approvers' queue (list, approve, reject), a wallet's
-destination allow-list, and the policy's versions (propose, approve by a second admin).
+destination allow-list, the policy's versions (propose, approve by a second admin), and the
+approver groups' members (a member added or removed is proposed by one admin and applied
+when a second approves it).
 
 Approvers act with an API key of their own user (a ``user`` key with the ``admin`` or
 ``withdrawals:write`` scope); whether they may approve a given withdrawal is the service's
@@ -26,13 +28,20 @@ from satvault.web.schemas.approvals import (
     AllowlistOut,
     ApprovalOut,
     AwaitingOut,
+    GroupChangeIn,
+    GroupChangeOut,
     PolicyIn,
     PolicyOut,
     RejectIn,
 )
 from satvault.web.state import payer_wake_of, sessions_of
 from satvault.withdrawals.policy import approvals, service
-from satvault.withdrawals.policy.models import AllowlistEntry, ApproverGroupMember, PolicyVersion
+from satvault.withdrawals.policy.models import (
+    AllowlistEntry,
+    ApproverGroupChange,
+    ApproverGroupMember,
+    PolicyVersion,
+)
 
 __all__ = ["router"]
 
@@ -163,3 +172,53 @@ async def reject_policy(
     proposer."""
     return _policy(await service.reject_policy(session, admin=_user(principal),
                                                version=version))
+
+
+def _change(c: ApproverGroupChange) -> GroupChangeOut:
+    return GroupChangeOut(id=c.id, group=c.group_name, user_id=c.user_id, action=c.action,
+                          status=c.status, proposed_by=c.proposed_by, decided_by=c.decided_by,
+                          reason=c.reason, created_at=c.created_at, decided_at=c.decided_at)
+
+
+ChangeId = Annotated[str, Path(min_length=1, max_length=40,
+                               description="A pending approver group change (agc_…).")]
+
+
+@router.get("/admin/approver-groups/changes", response_model=list[GroupChangeOut])
+async def list_group_changes(session: SessionDep, _admin: Admin,
+                             pending: bool = True) -> list[GroupChangeOut]:
+    """The changes waiting for a second admin, oldest first (``pending=false``: every
+    change, newest first)."""
+    rows = await (service.pending_group_changes(session) if pending
+                  else service.group_changes(session))
+    return [_change(c) for c in rows]
+
+
+@router.post("/admin/approver-groups/changes", response_model=GroupChangeOut,
+             status_code=201)
+async def propose_group_change(body: GroupChangeIn, session: SessionDep,
+                               principal: Admin) -> GroupChangeOut:
+    """Propose adding a member to a group or removing one; it applies once a different
+    admin approves it."""
+    return _change(await service.propose_group_change(
+        session, admin=_user(principal), group=body.group, user_id=body.user_id,
+        action=body.action))
+
+
+@router.post("/admin/approver-groups/changes/{change_id}/approve",
+             response_model=GroupChangeOut)
+async def approve_group_change(change_id: ChangeId, session: SessionDep,
+                               principal: Admin) -> GroupChangeOut:
+    """Approve a pending change (not by its proposer): the member is added or removed now."""
+    return _change(await service.approve_group_change(session, admin=_user(principal),
+                                                      change_id=change_id))
+
+
+@router.post("/admin/approver-groups/changes/{change_id}/reject",
+             response_model=GroupChangeOut)
+async def reject_group_change(change_id: ChangeId, session: SessionDep, principal: Admin,
+                              body: RejectIn | None = None) -> GroupChangeOut:
+    """Reject a pending change: it never applies (not by its proposer either)."""
+    return _change(await service.reject_group_change(
+        session, admin=_user(principal), change_id=change_id,
+        reason=body.reason if body is not None else ""))

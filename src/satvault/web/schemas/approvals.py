@@ -1,14 +1,15 @@
-"""API shapes for the withdrawal policy: approvals, the allow-list, policy versions."""
+"""API shapes for the withdrawal policy: approvals, the allow-list, policy versions, approver
+group changes."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["AllowlistIn", "AllowlistOut", "ApprovalOut", "AwaitingOut", "PolicyIn",
-           "PolicyOut", "RejectIn"]
+__all__ = ["AllowlistIn", "AllowlistOut", "ApprovalOut", "AwaitingOut", "GroupChangeIn",
+           "GroupChangeOut", "PolicyIn", "PolicyOut", "RejectIn"]
 
 
 class AwaitingOut(BaseModel):
@@ -68,3 +69,25 @@ class PolicyOut(BaseModel):
     proposed_at: datetime
     approved_by: str | None
     approved_at: datetime | None
+
+
+class GroupChangeIn(BaseModel):
+    group: str = Field(min_length=1, max_length=60, description="The approver group "
+                                                                "(created when a first member "
+                                                                "is added).")
+    user_id: str = Field(min_length=1, max_length=40, description="The user (usr_…).")
+    action: Literal["add", "remove"]
+
+
+class GroupChangeOut(BaseModel):
+    id: str
+    group: str
+    user_id: str
+    action: str = Field(description="add or remove")
+    status: str = Field(description="pending (until a second admin decides), approved "
+                                    "(applied) or rejected")
+    proposed_by: str
+    decided_by: str | None
+    reason: str
+    created_at: datetime
+    decided_at: datetime | None

@@ -3,7 +3,9 @@
 * ``withdrawal_policies``: every version of the policy; one is ``live``. A version is
   ``proposed`` by one admin and made live by another (the four-eyes rule is also a CHECK);
   the version it replaces becomes ``superseded``.
-* ``approver_groups`` / ``approver_group_members``: who may approve (user ids).
+* ``approver_groups`` / ``approver_group_members``: who may approve (user ids);
+  ``approver_group_changes`` (migration 0036): a member added or removed, ``pending`` until a
+  second admin approves it (then applied) or rejects it — the four-eyes rule is a CHECK too.
 * ``withdrawal_approval_requests``: one per withdrawal the policy held, with the rule that
   held it, how many approvals it needs from which group, who initiated it and when it expires;
   ``withdrawal_approvals``: each approver's decision, once per approver.
@@ -22,7 +24,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from satvault.db import Base, IdInt, StrEnumType, UtcDateTime
 
 __all__ = ["AllowlistEntry", "ApprovalRequest", "ApprovalStatus", "ApproverGroup",
-           "ApproverGroupMember", "PolicyStatus", "PolicyVersion", "WithdrawalApproval"]
+           "ApproverGroupChange", "ApproverGroupMember", "ChangeAction", "ChangeStatus",
+           "PolicyStatus", "PolicyVersion", "WithdrawalApproval"]
 
 
 class PolicyStatus(StrEnum):
@@ -30,6 +33,17 @@ class PolicyStatus(StrEnum):
     LIVE = "live"
     SUPERSEDED = "superseded"
     WITHDRAWN = "withdrawn"
+
+
+class ChangeAction(StrEnum):
+    ADD = "add"
+    REMOVE = "remove"
+
+
+class ChangeStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
 
 
 class ApprovalStatus(StrEnum):
@@ -65,6 +79,24 @@ class ApproverGroupMember(Base):
                                             primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
     added_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ApproverGroupChange(Base):
+    """A member added to or removed from a group: proposed by one admin, applied when a
+    second approves it."""
+
+    __tablename__ = "approver_group_changes"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    group_name: Mapped[str] = mapped_column(String(60))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    action: Mapped[ChangeAction] = mapped_column(StrEnumType(ChangeAction, 8))
+    status: Mapped[ChangeStatus] = mapped_column(StrEnumType(ChangeStatus, 10))
+    proposed_by: Mapped[str] = mapped_column(String(40))
+    decided_by: Mapped[str | None] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class ApprovalRequest(Base):

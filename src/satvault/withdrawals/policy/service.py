@@ -1,5 +1,6 @@
 """The withdrawal policy in the database: its versions (propose → approve by a second admin),
-the approver groups, each wallet's allow-list, who initiated a withdrawal, and the decision
+the approver groups (a member added or removed the same way: propose → approve by a second
+admin, applied then), each wallet's allow-list, who initiated a withdrawal, and the decision
 for one withdrawal (:func:`decide_for`).
 
 Functions take a session and plain values and never commit.
@@ -11,7 +12,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,19 +29,24 @@ from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStat
 from satvault.withdrawals.policy import core
 from satvault.withdrawals.policy._audit import record
 from satvault.withdrawals.policy.approvals import apply_decision
-from satvault.withdrawals.policy.errors import InvalidPolicy, NotAnApprover
+from satvault.withdrawals.policy.errors import ApprovalClosed, InvalidPolicy, NotAnApprover
 from satvault.withdrawals.policy.models import (
     AllowlistEntry,
     ApproverGroup,
+    ApproverGroupChange,
     ApproverGroupMember,
+    ChangeAction,
+    ChangeStatus,
     PolicyStatus,
     PolicyVersion,
 )
 
-__all__ = ["LivePolicy", "add_allowlist_entry", "add_group_member", "approve_policy",
-           "check_internal", "decide_for", "destination_keys", "initiator_of",
-           "list_allowlist", "live_columns", "live_from", "live_policy", "normalise_entry",
-           "policy_versions", "propose_policy", "reject_policy", "remove_allowlist_entry"]
+__all__ = ["LivePolicy", "add_allowlist_entry", "approve_group_change", "approve_policy",
+           "check_internal", "decide_for", "destination_keys", "group_changes",
+           "group_members", "initiator_of", "list_allowlist", "live_columns", "live_from",
+           "live_policy", "normalise_entry", "pending_group_changes", "policy_versions",
+           "propose_group_change", "propose_policy", "reject_group_change", "reject_policy",
+           "remove_allowlist_entry"]
 
 _NODE_HEX = frozenset("0123456789abcdef")
 
@@ -154,13 +160,10 @@ async def policy_versions(session: AsyncSession) -> list[PolicyVersion]:
 # ----------------------------------------------------------------------------- groups
 
 
-async def add_group_member(session: AsyncSession, *, group: str, user_id: str,
-                           actor: str) -> None:
-    """Designate ``user_id`` an approver of ``group`` (created on first use)."""
-    if not group or len(group) > 60:
-        raise InvalidInput("a group name has 1 to 60 characters")
-    if await session.get(User, user_id) is None:
-        raise NotFound(f"user {user_id!r} not found")
+async def _apply_add(session: AsyncSession, *, group: str, user_id: str,
+                     change: ApproverGroupChange) -> None:
+    """Make ``user_id`` an approver of ``group`` (created on first use). Only the approval of
+    a change (:func:`approve_group_change`) calls it."""
     if await session.get(ApproverGroup, group) is None:
         session.add(ApproverGroup(name=group, created_at=utcnow()))
         await session.flush()
@@ -168,8 +171,142 @@ async def add_group_member(session: AsyncSession, *, group: str, user_id: str,
         return
     session.add(ApproverGroupMember(group_name=group, user_id=user_id, added_at=utcnow()))
     await session.flush()
-    await record(session, actor=actor, action="approver_group.member_added",
-                 subject=f"approver_group:{group}", details={"user_id": user_id})
+    await record(session, actor=change.decided_by or "unknown",
+                 action="approver_group.member_added", subject=f"approver_group:{group}",
+                 details={"user_id": user_id, "change": change.id,
+                          "proposed_by": change.proposed_by})
+
+
+async def _apply_remove(session: AsyncSession, *, group: str, user_id: str,
+                        change: ApproverGroupChange) -> None:
+    gone = (await session.execute(delete(ApproverGroupMember).where(
+        ApproverGroupMember.group_name == group, ApproverGroupMember.user_id == user_id)
+    )).rowcount  # type: ignore[attr-defined]
+    if gone:
+        await record(session, actor=change.decided_by or "unknown",
+                     action="approver_group.member_removed", subject=f"approver_group:{group}",
+                     details={"user_id": user_id, "change": change.id,
+                              "proposed_by": change.proposed_by})
+
+
+async def propose_group_change(session: AsyncSession, *, admin: str, group: str,
+                               user_id: str, action: str) -> ApproverGroupChange:
+    """Propose adding ``user_id`` to ``group`` (``action="add"``) or removing them
+    (``"remove"``); nothing changes until a different admin approves it."""
+    await _admin(session, admin)
+    group = group.strip()
+    if not group or len(group) > 60:
+        raise InvalidInput("a group name has 1 to 60 characters")
+    try:
+        act = ChangeAction(action)
+    except ValueError:
+        raise InvalidInput("a group change adds or removes a member") from None
+    if await session.get(User, user_id) is None:
+        raise NotFound(f"user {user_id!r} not found")
+    member = await session.get(ApproverGroupMember, (group, user_id)) is not None
+    if act == ChangeAction.ADD and member:
+        raise AlreadyExists(f"{user_id!r} is an approver of {group!r} already")
+    if act == ChangeAction.REMOVE and not member:
+        raise NotFound(f"{user_id!r} is not an approver of {group!r}")
+    pending = (await session.execute(select(ApproverGroupChange.id).where(
+        ApproverGroupChange.group_name == group, ApproverGroupChange.user_id == user_id,
+        ApproverGroupChange.status == ChangeStatus.PENDING))).first()
+    if pending is not None:
+        raise AlreadyExists(f"a change of {user_id!r} in {group!r} is pending already "
+                            f"({pending[0]})")
+    row = ApproverGroupChange(id=new_id("agc"), group_name=group, user_id=user_id,
+                              action=act, status=ChangeStatus.PENDING, proposed_by=admin,
+                              decided_by=None, reason="", created_at=utcnow(),
+                              decided_at=None)
+    session.add(row)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise AlreadyExists(f"a change of {user_id!r} in {group!r} was proposed at the same "
+                            "time") from exc
+    await record(session, actor=admin, action="approver_group.change_proposed",
+                 subject=f"approver_group:{group}",
+                 details={"change": row.id, "user_id": user_id, "action": str(act)})
+    return row
+
+
+async def _decide(session: AsyncSession, *, admin: str, change_id: str,
+                  status: ChangeStatus, reason: str) -> ApproverGroupChange:
+    """Lock the pending change, refuse its proposer, and move it to ``status`` — by a
+    compare-and-set on ``pending`` as well, so of two decisions racing (SQLite has no row
+    lock) only one applies."""
+    await _admin(session, admin)
+    row = (await session.execute(select(ApproverGroupChange).where(
+        ApproverGroupChange.id == change_id).with_for_update()
+        .execution_options(populate_existing=True))).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"approver group change {change_id!r} not found")
+    if row.status != ChangeStatus.PENDING:
+        raise ApprovalClosed(f"approver group change {change_id} is {row.status}, "
+                             "not pending")
+    if row.proposed_by == admin:
+        raise NotAnApprover("an approver group change needs a second admin: the proposer "
+                            "cannot approve or reject it")
+    now = utcnow()
+    won = (await session.execute(update(ApproverGroupChange).where(
+        ApproverGroupChange.id == change_id,
+        ApproverGroupChange.status == ChangeStatus.PENDING).values(
+            status=status, decided_by=admin, decided_at=now, reason=reason[:500])
+        .execution_options(synchronize_session=False))).rowcount  # type: ignore[attr-defined]
+    if won != 1:
+        raise ApprovalClosed(f"approver group change {change_id} was decided meanwhile")
+    row.status, row.decided_by, row.decided_at, row.reason = status, admin, now, reason[:500]
+    return row
+
+
+async def approve_group_change(session: AsyncSession, *, admin: str, change_id: str
+                               ) -> ApproverGroupChange:
+    """Approve a pending change (by an admin other than its proposer) and apply it in this
+    unit of work: the member is added (the group created on first use) or removed."""
+    row = await _decide(session, admin=admin, change_id=change_id,
+                        status=ChangeStatus.APPROVED, reason="")
+    await record(session, actor=admin, action="approver_group.change_approved",
+                 subject=f"approver_group:{row.group_name}",
+                 details={"change": row.id, "user_id": row.user_id,
+                          "action": str(row.action), "proposed_by": row.proposed_by})
+    apply = _apply_add if row.action == ChangeAction.ADD else _apply_remove
+    await apply(session, group=row.group_name, user_id=row.user_id, change=row)
+    return row
+
+
+async def reject_group_change(session: AsyncSession, *, admin: str, change_id: str,
+                              reason: str = "") -> ApproverGroupChange:
+    """Reject a pending change: it never applies. Like an approval, not by its proposer."""
+    row = await _decide(session, admin=admin, change_id=change_id,
+                        status=ChangeStatus.REJECTED, reason=reason)
+    await record(session, actor=admin, action="approver_group.change_rejected",
+                 subject=f"approver_group:{row.group_name}",
+                 details={"change": row.id, "user_id": row.user_id,
+                          "action": str(row.action), "proposed_by": row.proposed_by,
+                          "reason": reason[:500]})
+    return row
+
+
+async def pending_group_changes(session: AsyncSession) -> list[ApproverGroupChange]:
+    """The changes waiting for a second admin, oldest first."""
+    return list((await session.execute(select(ApproverGroupChange).where(
+        ApproverGroupChange.status == ChangeStatus.PENDING).order_by(
+            ApproverGroupChange.created_at, ApproverGroupChange.id))).scalars())
+
+
+async def group_changes(session: AsyncSession, *, limit: int = 100
+                        ) -> list[ApproverGroupChange]:
+    """Every change, newest first (at most ``limit``)."""
+    return list((await session.execute(select(ApproverGroupChange).order_by(
+        ApproverGroupChange.created_at.desc(), ApproverGroupChange.id.desc()).limit(limit)
+    )).scalars())
+
+
+async def group_members(session: AsyncSession) -> list[tuple[str, str]]:
+    """(group, user id) of every approver, by group."""
+    return [(g, u) for g, u in (await session.execute(select(
+        ApproverGroupMember.group_name, ApproverGroupMember.user_id).order_by(
+            ApproverGroupMember.group_name, ApproverGroupMember.user_id))).all()]
 
 
 # ----------------------------------------------------------------------------- callers

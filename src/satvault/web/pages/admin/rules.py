@@ -8,8 +8,11 @@ rule is the services' (:func:`satvault.risk.service.approve_rule_set`,
 :func:`satvault.withdrawals.policy.service.approve_policy`, and their ``reject_*``): the
 proposer's own approval is refused there, and by a CHECK in the tables.
 
-The approver groups and a wallet's allow-list are shown and changed here through the
-services the withdrawal-policy API and ``satvault policy`` use.
+The approver groups are changed the same way: an admin proposes adding (or removing) a
+member, and the change applies only when another admin approves it
+(:func:`satvault.withdrawals.policy.service.approve_group_change`). A wallet's allow-list is
+shown and changed here through the services the withdrawal-policy API and ``satvault policy``
+use.
 """
 
 from __future__ import annotations
@@ -33,12 +36,18 @@ from satvault.web.pages.render import render
 from satvault.web.problems import problem_for
 from satvault.web.state import sessions_of, settings_of
 from satvault.withdrawals.policy import service as policy
-from satvault.withdrawals.policy.models import ApproverGroupMember, PolicyStatus
+from satvault.withdrawals.policy.models import (
+    ApproverGroupChange,
+    ApproverGroupMember,
+    ChangeStatus,
+    PolicyStatus,
+)
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(mark_page)])
 Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
+ChangeId = Annotated[str, Path(min_length=1, max_length=40)]
 MAX_DOC = 200_000
 
 
@@ -57,7 +66,9 @@ def _status_of(exc: Exception) -> int:
 
 
 _DONE = frozenset({"risk_proposed", "risk_live", "risk_rejected", "policy_proposed",
-                   "policy_live", "policy_rejected", "approver_added"})
+                   "policy_live", "policy_rejected", "approver_proposed",
+                   "approver_removal_proposed", "approver_change_approved",
+                   "approver_change_rejected"})
 
 
 def _done(done: str, version: int = 0) -> RedirectResponse:
@@ -84,6 +95,11 @@ async def _context(session: AsyncSession, *, wallet_id: str | None) -> dict[str,
         select(ApproverGroupMember.group_name, User.email, User.id)
         .join(User, User.id == ApproverGroupMember.user_id)
         .order_by(ApproverGroupMember.group_name, User.email))).all()
+    changes = (await session.execute(
+        select(ApproverGroupChange, User.email)
+        .join(User, User.id == ApproverGroupChange.user_id)
+        .where(ApproverGroupChange.status == ChangeStatus.PENDING)
+        .order_by(ApproverGroupChange.created_at, ApproverGroupChange.id))).all()
     allowlist = None
     if wallet_id:
         if await session.get(Wallet, wallet_id) is None:
@@ -93,7 +109,8 @@ async def _context(session: AsyncSession, *, wallet_id: str | None) -> dict[str,
             "history": [rs for rs in sets if rs.status == RuleSetStatus.RETIRED][:10],
             "live_policy": live_policy,
             "live_policy_json": pretty_json(live_policy.rules) if live_policy else None,
-            "proposed": proposed, "members": members, "wallet_id": wallet_id,
+            "proposed": proposed, "members": members, "group_changes": changes,
+            "wallet_id": wallet_id,
             "allowlist": allowlist}
 
 
@@ -224,12 +241,14 @@ async def reject_policy(request: Request, view: PageAdmin, lang: PageLang,
 
 
 @router.post("/admin/rules/groups", dependencies=[CsrfProtected])
-async def add_approver(request: Request, view: PageAdmin, lang: PageLang,
-                       group: Annotated[str, Form(max_length=60)],
-                       member: Annotated[str, Form(max_length=254)]) -> Response:
-    """Designate a user (e-mail or id) an approver of a group (``satvault policy
-    add-approver``)."""
-    actor = _policy_actor(view)
+async def propose_approver(request: Request, view: PageAdmin, lang: PageLang,
+                           group: Annotated[str, Form(max_length=60)],
+                           member: Annotated[str, Form(max_length=254)],
+                           action: Annotated[str, Form(max_length=8)] = "add") -> Response:
+    """Propose making a user (e-mail or id) an approver of a group, or (``action=remove``)
+    no longer one (``satvault policy add-approver`` / ``remove-approver``): it applies when
+    another admin approves it."""
+    admin = _policy_actor(view)
     try:
         async with sessions_of(request)() as s, s.begin():
             who = member.strip()
@@ -237,12 +256,41 @@ async def add_approver(request: Request, view: PageAdmin, lang: PageLang,
                 (User.id == who) | (User.email == who.lower())))).scalar_one_or_none()
             if user_id is None:
                 raise NotFound(f"no user {who!r}")
-            await policy.add_group_member(s, group=group.strip(), user_id=user_id,
-                                          actor=actor)
+            await policy.propose_group_change(s, admin=admin, group=group, user_id=user_id,
+                                              action=action)
     except SatvaultError as exc:
         return await _page(request, view, lang, status_code=_status_of(exc), error=str(exc),
-                           error_for="groups", group=group, member=member)
-    return _done("approver_added")
+                           error_for="groups",
+                           group=group if action == "add" else "",
+                           member=member if action == "add" else "")
+    return _done("approver_removal_proposed" if action == "remove" else "approver_proposed")
+
+
+async def _group_decision(request: Request, view: Any, lang: Any, change_id: str, *,
+                          approve: bool) -> Response:
+    admin = _policy_actor(view)
+    try:
+        async with sessions_of(request)() as s, s.begin():
+            if approve:
+                await policy.approve_group_change(s, admin=admin, change_id=change_id)
+            else:
+                await policy.reject_group_change(s, admin=admin, change_id=change_id)
+    except SatvaultError as exc:
+        return await _page(request, view, lang, status_code=_status_of(exc), error=str(exc),
+                           error_for=f"group-change-{change_id}")
+    return _done("approver_change_approved" if approve else "approver_change_rejected")
+
+
+@router.post("/admin/rules/groups/changes/{change_id}/approve", dependencies=[CsrfProtected])
+async def approve_approver_change(request: Request, view: PageAdmin, lang: PageLang,
+                                  change_id: ChangeId) -> Response:
+    return await _group_decision(request, view, lang, change_id, approve=True)
+
+
+@router.post("/admin/rules/groups/changes/{change_id}/reject", dependencies=[CsrfProtected])
+async def reject_approver_change(request: Request, view: PageAdmin, lang: PageLang,
+                                 change_id: ChangeId) -> Response:
+    return await _group_decision(request, view, lang, change_id, approve=False)
 
 
 @router.post("/admin/rules/allowlist", dependencies=[CsrfProtected])
