@@ -8,7 +8,7 @@ the template formats them for the page's locale with the filters registered here
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -65,7 +65,8 @@ def _when(value: datetime | str | None, lang: Language) -> str:
         return ""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return format_datetime(value, format="medium", tzinfo=None, locale=lang.locale)
+    # In UTC and saying so: operators compare these with logs, the chain and other offices.
+    return format_datetime(value, format="medium", tzinfo=UTC, locale=lang.locale) + " UTC"
 
 
 # How a payment rail (a withdrawal's method, a statement's way) reads on a page.
