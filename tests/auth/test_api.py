@@ -220,6 +220,9 @@ async def test_totp_at_the_token_endpoint_replay_and_recovery_codes(client, mail
         enrollment = await totp.begin_enrollment(s, user_id=user_id)
     assert enrollment.uri.startswith("otpauth://totp/satvault:")
     assert enrollment.qr_svg.startswith("<svg")
+    # it scales with the box the page gives it (a fixed width/height got clipped by the CSS)
+    opening = enrollment.qr_svg.split(">", 1)[0]
+    assert "viewBox=" in opening and "width=" not in opening and "height=" not in opening
     code = pyotp.TOTP(enrollment.secret)
     async with sessions() as s, s.begin():
         recovery = await totp.confirm_enrollment(s, user_id=user_id, code=code.at(clock.now()))

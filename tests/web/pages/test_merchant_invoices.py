@@ -82,6 +82,7 @@ async def test_create_pay_and_mark(web: httpx.AsyncClient, shop: Shop, lnenv: Ln
     # Moments for people, in the page's locale: not the API's ISO 8601 text.
     assert api["expires_at"] not in detail.text
     assert re.search(r"<dt>Expires</dt><dd>[A-Z][a-z]{2} \d{1,2}, \d{4}, ", detail.text)
+    assert re.search(r"<dt>Expires</dt><dd>[^<]* UTC</dd>", detail.text)  # says its zone
 
     # Paid over Lightning: the detail shows the payment with its hash.
     bolt11 = api["payment_methods"]["lightning"]["bolt11"]
