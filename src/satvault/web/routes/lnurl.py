@@ -36,7 +36,7 @@ from satvault.web.ratelimit import CreateLimit, PublicCreateLimit, PublicLimit
 from satvault.web.state import lightning_of, payer_wake_of, sessions_of, settings_of
 from satvault.withdrawals.service import voucher_withdrawal
 
-__all__ = ["router"]
+__all__ = ["address_out", "router", "voucher_out"]
 
 log = get_logger(__name__)
 router = APIRouter(tags=["lnurl"],
@@ -82,7 +82,7 @@ class AddressOut(BaseModel):
     lnurl: str
 
 
-def _address_out(row: LightningAddress, settings: Settings) -> AddressOut:
+def address_out(row: LightningAddress, settings: Settings) -> AddressOut:
     return AddressOut(username=row.username, wallet_id=row.wallet_id,
                       address=f"{row.username}@{svc.host(settings)}",
                       lnurl=encode_lnurl(f"{svc.base_url(settings)}/.well-known/lnurlp/"
@@ -97,7 +97,7 @@ async def claim_address(wallet_id: str, body: AddressIn, session: SessionDep,
     wallet = await visible_wallet(session, principal, wallet_id)
     row = await svc.claim_address(session, wallet=wallet, username=body.username,
                                   actor=f"key:{principal.key_id}")
-    return _address_out(row, settings)
+    return address_out(row, settings)
 
 
 @router.get("/.well-known/lnurlp/{username}", include_in_schema=False,
@@ -166,7 +166,7 @@ class VoucherOut(BaseModel):
     created_at: datetime
 
 
-def _voucher_out(v: LnurlWithdrawVoucher, settings: Settings) -> VoucherOut:
+def voucher_out(v: LnurlWithdrawVoucher, settings: Settings) -> VoucherOut:
     return VoucherOut(id=v.id, wallet_id=v.wallet_id,
                       lnurl=encode_lnurl(f"{svc.base_url(settings)}/lnurlw/{v.id}"),
                       amount_msat=v.amount_msat, min_msat=v.min_msat,
@@ -188,7 +188,7 @@ async def create_voucher(
         voucher = await svc.open_voucher(session, wallet=wallet, amount_msat=body.amount_msat,
                                          min_msat=body.min_msat, description=body.description,
                                          settings=settings, actor=f"key:{principal.key_id}")
-        return 201, _voucher_out(voucher, settings).model_dump(mode="json")
+        return 201, voucher_out(voucher, settings).model_dump(mode="json")
 
     if idempotency_key:
         return await run_idempotent(request, owner=f"{principal.owner_type}:"
@@ -201,7 +201,7 @@ async def create_voucher(
 @router.get("/api/v1/lnurl-withdraw/{voucher_id}", response_model=VoucherOut)
 async def get_voucher(voucher_id: str, session: SessionDep, settings: SettingsDep,
                       principal: WalletReader) -> VoucherOut:
-    return _voucher_out(await svc.visible_voucher(session, principal, voucher_id), settings)
+    return voucher_out(await svc.visible_voucher(session, principal, voucher_id), settings)
 
 
 @router.delete("/api/v1/lnurl-withdraw/{voucher_id}", response_model=VoucherOut,
@@ -212,7 +212,7 @@ async def cancel_voucher(voucher_id: str, session: SessionDep, settings: Setting
     voucher = await svc.visible_voucher(session, principal, voucher_id)
     if not await svc.cancel_voucher(session, voucher, actor=f"key:{principal.key_id}"):
         return problem(409, "voucher-not-open", f"voucher {voucher_id!r} is {voucher.status}")
-    return _voucher_out(voucher, settings)
+    return voucher_out(voucher, settings)
 
 
 @router.get("/lnurlw/{voucher_id}", include_in_schema=False, dependencies=[PublicLimit])

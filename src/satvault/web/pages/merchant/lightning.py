@@ -34,7 +34,7 @@ from satvault.web.pages.merchant.scope import (
     transaction,
 )
 from satvault.web.pages.render import render
-from satvault.web.routes.lnurl import AddressIn, VoucherIn, _address_out, _voucher_out
+from satvault.web.routes.lnurl import AddressIn, VoucherIn, address_out, voucher_out
 from satvault.web.state import settings_of
 
 __all__ = ["router"]
@@ -55,10 +55,10 @@ async def _page(request: Request, lang: Language, view: SessionView, session: An
                 status_code: int = 200) -> HTMLResponse:
     settings = settings_of(request)
     wallet = await _wallet(session, who)
-    addresses = [_address_out(a, settings) for a in (await session.execute(
+    addresses = [address_out(a, settings) for a in (await session.execute(
         select(LightningAddress).where(LightningAddress.wallet_id == wallet.id)
         .order_by(LightningAddress.created_at))).scalars()]
-    vouchers = [_voucher_out(v, settings) for v in (await session.execute(
+    vouchers = [voucher_out(v, settings) for v in (await session.execute(
         select(LnurlWithdrawVoucher).where(LnurlWithdrawVoucher.wallet_id == wallet.id)
         .order_by(LnurlWithdrawVoucher.created_at.desc(), LnurlWithdrawVoucher.id.desc())
         .limit(VOUCHERS_SHOWN))).scalars()]
