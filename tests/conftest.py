@@ -11,6 +11,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import fastapi.dependencies.models as fastapi_models
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -63,6 +64,21 @@ async def _ensure_pg_database(url: str) -> None:
             await admin.execute(f'CREATE DATABASE "{u.database}"')
     finally:
         await admin.close()
+
+
+@pytest.fixture(autouse=True)
+def _forget_endpoints() -> Iterator[None]:
+    """FastAPI remembers how to call each endpoint and dependency in process-wide caches of
+    4,096 entries (``fastapi.dependencies.models``), keyed by the function. A process serves
+    one app, so that is bounded; the suite builds an app per test, and every closure the
+    cache keeps (the docs pages close over their app) keeps that test's app, engine and
+    connection pool alive: gigabytes by the end of the suite, and minutes of garbage
+    collection at exit. Forget them after each test."""
+    yield
+    for cached in (fastapi_models._is_gen_callable_cached,
+                   fastapi_models._is_async_gen_callable_cached,
+                   fastapi_models._is_coroutine_callable_cached):
+        cached.cache_clear()
 
 
 @pytest.fixture
