@@ -13,10 +13,13 @@ Cases (each time-boxed, after a short unmeasured warm-up):
                   still waits for its own durable commit.
 
 Paths (``--paths``), run side by side, interleaved run by run, for the ``single_*`` cases:
-``plain`` is the store as it is (a lone plain transfer takes the one-statement short path of
-``ledger/_plain.py``); ``general`` switches the short path off, which is the store of before
-(lock, read, plan, insert, update). The other cases always batch, so only ``plain`` runs them;
-their keys in the JSON are ``<case>/<path>``.
+``plain`` is the store as it is (a lone plain transfer from these plain sessions is, on
+PostgreSQL, the one statement of ``ledger/_plain.py`` sent on the driver connection in a
+transaction of its own: one round trip); ``session`` sends that statement inside a session's
+transaction instead (``BEGIN``, the statement, ``COMMIT``: what the application's sessions do,
+whose commit also writes balance events); ``general`` switches the short path off, which is the
+store of before (lock, read, plan, insert, update). The other cases always batch, so only
+``plain`` runs them; their keys in the JSON are ``<case>/<path>``.
 
 Every client is its own asyncio task calling :func:`satvault.ledger.store.submit` (its own
 session and pooled connection per commit; the pool holds one connection per client).
@@ -341,17 +344,22 @@ async def run_phase(sessions: async_sessionmaker[AsyncSession], make: SpecMaker,
 
 
 _IS_PLAIN = ledger_store.is_plain
+_ALONE = ledger_store._alone_engine
 
 
 @contextlib.contextmanager
 def store_path(path: str) -> Any:
-    """``plain``: the store as it is; ``general``: its short path switched off."""
+    """``plain``: the store as it is; ``session``: the one statement inside a session's
+    transaction; ``general``: the short path switched off."""
     if path == "general":
         ledger_store.is_plain = lambda *_: False  # type: ignore[assignment]
+    if path in ("general", "session"):
+        ledger_store._alone_engine = lambda *_: None  # type: ignore[assignment]
     try:
         yield
     finally:
         ledger_store.is_plain = _IS_PLAIN
+        ledger_store._alone_engine = _ALONE
 
 
 @dataclass(frozen=True)
@@ -375,6 +383,17 @@ def cases(args: argparse.Namespace) -> list[Case]:
     out += [Case(f"grouphot_c{n}", n, 1, payment_with_fee, group=True)
             for n in args.group_clients]
     return out
+
+
+def run_loop(coro: Any, loop: str) -> Any:
+    """Run ``coro`` on uvloop (what ``satvault serve`` runs on, `server_loop = "auto"`) or on
+    the standard library's loop."""
+    if loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    return asyncio.run(coro)
 
 
 # ------------------------------------------------------------------------------------ setup
@@ -596,9 +615,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--group-clients", type=_ints, default=[16],
                    help="client counts for group commit (LedgerBatcher), plain and fee mix")
     p.add_argument("--paths", type=lambda v: [x for x in v.split(",") if x],
-                   default=["general", "plain"],
+                   default=["general", "session", "plain"],
                    help="store paths for the single_* cases: general (short path off: the "
-                        "store of before), plain (as it is)")
+                        "store of before), session (the one statement in a session's "
+                        "transaction), plain (as it is: one round trip on PostgreSQL)")
+    p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                   help="the event loop: uvloop (as `satvault serve` runs) or asyncio's own")
     p.add_argument("--pg-statement-cache", type=int, default=None,
                    help="prepared_statement_cache_size of the asyncpg adapter (default: its own)")
     p.add_argument("--repeat", type=int, default=1, help="runs per case; medians are reported")
@@ -645,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {k: getattr(args, k) for k in (
             "duration", "warmup", "accounts", "clients", "batch_size", "batch_clients",
-            "hot_clients", "group_clients", "paths", "pg_statement_cache", "repeat", "seed",
+            "hot_clients", "group_clients", "paths", "loop", "pg_statement_cache", "repeat", "seed",
             "quiet_wait", "noise")},
         "results": {},
     }
@@ -662,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         with make_db() as url:
             log(f"[{label}] migrating")
             upgrade(url)
-            report["results"][label] = asyncio.run(bench_database(label, url, args))
+            report["results"][label] = run_loop(bench_database(label, url, args), args.loop)
     if "postgresql" in report["results"]:
         batch_key = f"batch{args.batch_size}_c{args.batch_clients[0]}" if args.batch_clients else ""
         report["targets_postgresql"] = check_targets(report["results"]["postgresql"], batch_key)

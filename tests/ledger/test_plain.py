@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import event, text
 
-from satvault.db import max_amount, utcnow
+from satvault.db import max_amount, session_factory, utcnow
 from satvault.ledger.check import check_ledger
 from satvault.ledger.core import (
     AccountKind,
@@ -53,9 +54,19 @@ async def test_a_plain_transfer_is_one_statement_on_postgresql_two_on_sqlite(eng
     assert (await account(sessions, bob.id)).balances.credits_posted == 1_010
 
 
-async def test_plain_transfers_answer_as_the_core_does_at_the_edges(sessions, engine):
+# ``composition``: the application's sessions (their commit writes balance events, so a
+# transfer goes through a session); ``plain``: sessions whose commit carries nothing else, where
+# a lone plain transfer on PostgreSQL is one round trip in a transaction of its own
+# (``_plain.post_alone``). Both must answer alike.
+FACTORIES = ["composition", "plain"]
+
+
+@pytest.mark.parametrize("factory", FACTORIES)
+async def test_plain_transfers_answer_as_the_core_does_at_the_edges(sessions, engine, factory):
     """Limits on either side, balances at the top of the range, asset and account mistakes:
     whatever the short path lets through or hands on, the outcome is the core's."""
+    if factory == "plain":
+        sessions = session_factory(engine)
     top = max_amount(engine.dialect.name)
     async with sessions() as s, s.begin():
         world = await create_account(s, name="edge:world", asset="BTC", kind=AccountKind.EXTERNAL,
@@ -102,13 +113,17 @@ async def test_plain_transfers_answer_as_the_core_does_at_the_edges(sessions, en
     assert report.ok, report.as_dict()
 
 
-async def test_a_refusal_committed_while_the_short_path_waits_still_wins(sessions, engine):
+@pytest.mark.parametrize("factory", FACTORIES)
+async def test_a_refusal_committed_while_the_short_path_waits_still_wins(sessions, engine,
+                                                                         factory):
     """T1 refuses id X for lack of funds and remembers it, holding the accounts' locks. T2
     sends X again, smaller (it would fit), and waits for those locks with a snapshot from
     before T1's commit. Once T1 commits, T2 must answer ``id_already_failed``, as the general
     path would: the remembered refusal is not missed because of the older snapshot."""
     b = await books(sessions, wallets=2, fund=100)
     alice, bob = b.wallets
+    if factory == "plain":
+        sessions = session_factory(engine)
     async with sessions() as s1:
         await s1.begin()
         (first,) = await create_transfers(s1, [TransferSpec("X", alice.id, bob.id, 500, "BTC")])

@@ -35,11 +35,12 @@ unique index on ``id`` sees the newest state and ``ON CONFLICT`` waits for an in
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, String, TextClause, bindparam, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from satvault.db import Amount, UtcDateTime
 from satvault.ledger.core import (
@@ -53,7 +54,7 @@ from satvault.ledger.core import (
     TransferSpec,
 )
 
-__all__ = ["create_plain", "is_plain"]
+__all__ = ["create_plain", "is_plain", "post_alone"]
 
 
 def is_plain(spec: TransferSpec, max_amount: int) -> bool:
@@ -185,16 +186,71 @@ async def create_plain(session: AsyncSession, spec: TransferSpec, *, now: dateti
         moved = await session.execute(_STATEMENTS["sqlite_update"], {
             "dr": spec.debit_account_id, "cr": spec.credit_account_id, "amount": spec.amount})
         kinds = {r.id: r.kind for r in moved}
+    return _created(spec, row._mapping, now), _wallets(kinds)
+
+
+def _created(spec: TransferSpec, row: Any, now: datetime) -> Outcome:
+    assert spec.debit_account_id is not None and spec.credit_account_id is not None
+    assert spec.amount is not None and spec.asset is not None
     transfer = Transfer(
         id=spec.id, debit_account_id=spec.debit_account_id,
         credit_account_id=spec.credit_account_id, amount=spec.amount, asset=spec.asset,
         kind=TransferKind.SINGLE, created_at=now, code=spec.code, ref=spec.ref,
-        debit_after=Balances(int(row.dr_debits_posted), int(row.dr_credits_posted),
-                             int(row.dr_debits_pending), int(row.dr_credits_pending)),
-        credit_after=Balances(int(row.cr_debits_posted), int(row.cr_credits_posted),
-                              int(row.cr_debits_pending), int(row.cr_credits_pending)),
-        seq=row.seq,
+        debit_after=Balances(int(row["dr_debits_posted"]), int(row["dr_credits_posted"]),
+                             int(row["dr_debits_pending"]), int(row["dr_credits_pending"])),
+        credit_after=Balances(int(row["cr_debits_posted"]), int(row["cr_credits_posted"]),
+                              int(row["cr_debits_pending"]), int(row["cr_credits_pending"])),
+        seq=row["seq"],
     )
-    wallets = {aid for aid, kind in kinds.items()
-               if kind in (AccountKind.CUSTOMER_WALLET, AccountKind.MERCHANT_WALLET)}
-    return Outcome(0, spec.id, Result.CREATED, transfer), wallets
+    return Outcome(0, spec.id, Result.CREATED, transfer)
+
+
+def _wallets(kinds: dict[int, str]) -> set[int]:
+    return {aid for aid, kind in kinds.items()
+            if kind in (AccountKind.CUSTOMER_WALLET, AccountKind.MERCHANT_WALLET)}
+
+
+# -------------------------------------------------------------- one round trip, autocommit
+#
+# The same statement for the driver (asyncpg), each name a numbered, typed parameter. Sent on
+# its own, outside any transaction, PostgreSQL runs it as a transaction of its own and commits
+# it before answering: one round trip for the whole transfer, durable when it returns.
+_DRIVER_PARAMS = {"id": "text", "asset": "text", "code": "text", "ref": "text",
+                  "dr": "bigint", "cr": "bigint", "amount": "numeric", "max": "numeric",
+                  "now": "timestamptz"}
+_ORDER = list(_DRIVER_PARAMS)
+_PG_DRIVER = re.sub(
+    r"(?<![:\w]):(\w+)",
+    lambda m: f"${_ORDER.index(m.group(1)) + 1}::{_DRIVER_PARAMS[m.group(1)]}", _PG)
+
+
+async def post_alone(engine: AsyncEngine, spec: TransferSpec, *, now: datetime,
+                     max_amount: int) -> tuple[Outcome, set[int]] | None:
+    """Create ``spec`` (which :func:`is_plain` accepted) on PostgreSQL in one round trip: the
+    statement above on the driver connection, in a transaction of its own, committed when this
+    returns. ``None`` when it wrote nothing (a duplicate, a refusal, an unknown account, a
+    stale snapshot, or a deadlock the server rolled back), and the caller's general path must
+    decide in a transaction of its own. Any other error leaves the outcome unknown: retrying
+    with the same id is safe (it is idempotent), assuming a failure is not."""
+    import asyncpg  # the PostgreSQL driver; only this function needs it
+
+    assert spec.debit_account_id is not None and spec.credit_account_id is not None
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        try:
+            # asyncpg prepares the text once per connection and keeps it (its statement cache)
+            row = await driver.fetchrow(
+                _PG_DRIVER, spec.id, spec.asset, spec.code, spec.ref, spec.debit_account_id,
+                spec.credit_account_id, spec.amount, max_amount, now)
+        except asyncpg.exceptions.TransactionRollbackError:
+            return None  # rolled back whole by the server: nothing was written
+        except BaseException:
+            # SQLAlchemy did not see this error, so it would pool the connection as it is (a
+            # lost one, or one a cancellation left mid-protocol): throw it away instead.
+            await conn.invalidate()
+            raise
+    if row is None:
+        return None
+    kinds = {spec.debit_account_id: row["dr_kind"], spec.credit_account_id: row["cr_kind"]}
+    return _created(spec, row, now), _wallets(kinds)

@@ -40,12 +40,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from satvault.db import Amount, max_amount, utcnow
 from satvault.kernel.errors import ConcurrentUpdate
 from satvault.kernel.retrying import retrying
-from satvault.ledger._plain import create_plain, is_plain
+from satvault.ledger._plain import create_plain, is_plain, post_alone
 from satvault.ledger.core import (
     ID_MAX_LEN,
     Account,
@@ -587,8 +588,32 @@ async def submit(
     *,
     now: datetime | None = None,
 ) -> list[Outcome]:
-    """Create a batch in its own transaction, retrying conflicts; the everyday entry point."""
+    """Create a batch in its own transaction, retrying conflicts; the everyday entry point.
+
+    A lone plain transfer on PostgreSQL, from a session factory whose commits carry nothing
+    else (no commit hooks: not the composition root's, whose commit writes the balance events),
+    is one round trip: :func:`satvault.ledger._plain.post_alone`, with the general path in a
+    transaction of its own for anything it did not create."""
+    if len(specs) == 1:
+        engine = _alone_engine(sessions)
+        if engine is not None and is_plain(specs[0], max_amount("postgresql")):
+            done = await post_alone(engine, specs[0], now=now or utcnow(),
+                                    max_amount=max_amount("postgresql"))
+            if done is not None:
+                return [done[0]]
     return await retrying(sessions, lambda s: create_transfers(s, specs, now=now))
+
+
+def _alone_engine(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine | None:
+    """The PostgreSQL engine of ``sessions`` when its sessions are plain ones (a commit writes
+    what the work wrote, nothing more), else ``None``."""
+    if sessions.class_ is not AsyncSession or sessions.kw.get("sync_session_class",
+                                                              Session) is not Session:
+        return None
+    bind = sessions.kw.get("bind")
+    if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql":
+        return bind
+    return None
 
 
 def _expiry_id(pending_id: str) -> str:
