@@ -52,6 +52,29 @@ TABLES = ["auth_refresh_tokens", "auth_token_families", "auth_signing_keys",
           "ledger_accounts"]
 
 
+# An empty PostgreSQL database for the next test: TRUNCATE of the tables that hold rows (a
+# TRUNCATE costs per table, ~150 ms for all of them, a few ms for the handful a test fills),
+# then every sequence that was used back to its start (what RESTART IDENTITY did), in one
+# round trip.
+_WIPE = """
+DO $$
+DECLARE t text; filled text[] := '{}'; has_rows boolean; s record;
+BEGIN
+  FOREACH t IN ARRAY string_to_array('%s', ',') LOOP
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %%I)', t) INTO has_rows;
+    IF has_rows THEN filled := filled || t; END IF;
+  END LOOP;
+  IF cardinality(filled) > 0 THEN
+    EXECUTE 'TRUNCATE ' || array_to_string(filled, ', ') || ' CASCADE';
+  END IF;
+  FOR s IN SELECT schemaname, sequencename FROM pg_sequences
+           WHERE schemaname = current_schema() AND last_value IS NOT NULL LOOP
+    EXECUTE format('ALTER SEQUENCE %%I.%%I RESTART', s.schemaname, s.sequencename);
+  END LOOP;
+END $$
+""" % ",".join(TABLES)
+
+
 async def _ensure_pg_database(url: str) -> None:
     import asyncpg
 
@@ -114,7 +137,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     async def wipe() -> None:
         engine = create_engine(url, pool_size=1)
         async with engine.begin() as conn:
-            await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+            await conn.execute(text(_WIPE))
         await engine.dispose()
 
     asyncio.run(wipe())

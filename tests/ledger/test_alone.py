@@ -100,6 +100,9 @@ async def test_a_connection_lost_mid_transfer_leaves_nothing_and_the_retry_lands
                 "SELECT id FROM ledger_accounts WHERE id = :id FOR UPDATE"), {"id": alice.id})
             sent = asyncio.create_task(submit(plain, [spec]))
             async with engine.connect() as probe:
+                # autocommit: pg_stat_activity is read once per transaction and kept until it ends,
+                # so every probe must be a transaction of its own to see the waiter appear
+                await probe.execution_options(isolation_level="AUTOCOMMIT")
                 pid = None
                 for _ in range(1000):
                     pid = (await probe.execute(text(

@@ -132,6 +132,9 @@ async def test_a_refusal_committed_while_the_short_path_waits_still_wins(session
             submit(sessions, [TransferSpec("X", alice.id, bob.id, 50, "BTC")]))
         if engine.dialect.name == "postgresql":
             async with engine.connect() as probe:  # until T2 waits for T1's row locks
+                # autocommit: pg_stat_activity is read once per transaction and kept until it ends,
+                # so every probe must be a transaction of its own to see the waiter appear
+                await probe.execution_options(isolation_level="AUTOCOMMIT")
                 for _ in range(1000):  # up to 20 s: a loaded machine is slow to get there
                     waiting = (await probe.execute(text(
                         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
