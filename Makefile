@@ -69,11 +69,15 @@ pg-tools:
 		>/dev/null)) && echo "make: postgresql-client installed"; } \
 		|| echo "note: pg_dump is not installed; the PostgreSQL backup tests will fail"
 
+# The suite runs on TEST_WORKERS pytest-xdist workers (a test file stays on one worker; each
+# worker has its own PostgreSQL database, <name>_gw0, …, dropped when it ends); 0 runs it in
+# this process alone.
+TEST_WORKERS ?= 2
 test: $(STAMP) $(NODE_STAMP) $(PLUGIN_STAMP) browser pg-tools
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The pages' message catalogs (checkout page, dashboard, admin console): one template from the
 # code and templates of both, merged into every language's .po (then translate what is new;

@@ -24,7 +24,18 @@ from satvault.migrate import upgrade
 
 pytest_plugins = ["tests.chainenv", "tests.mailbox"]
 
-PG_URL = os.environ.get("SATVAULT_TEST_POSTGRES_URL", "")
+
+def _per_worker(url: str) -> str:
+    """Under pytest-xdist each worker has a database of its own, named after the given one
+    (``<name>_gw0``, …): created on first use, dropped when the worker ends."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    u = make_url(url)
+    return u.set(database=f"{u.database}_{worker}").render_as_string(hide_password=False)
+
+
+PG_URL = _per_worker(os.environ.get("SATVAULT_TEST_POSTGRES_URL", ""))
 if os.environ.get("SATVAULT_TEST_REQUIRE_POSTGRES") and not PG_URL:
     raise pytest.UsageError("SATVAULT_TEST_REQUIRE_POSTGRES is set but no PostgreSQL URL is")
 BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
@@ -60,8 +71,8 @@ _WIPE = """
 DO $$
 DECLARE t text; filled text[] := '{}'; has_rows boolean; s record;
 BEGIN
-  FOREACH t IN ARRAY string_to_array('%s', ',') LOOP
-    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %%I)', t) INTO has_rows;
+  FOREACH t IN ARRAY string_to_array('@TABLES@', ',') LOOP
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I)', t) INTO has_rows;
     IF has_rows THEN filled := filled || t; END IF;
   END LOOP;
   IF cardinality(filled) > 0 THEN
@@ -69,10 +80,27 @@ BEGIN
   END IF;
   FOR s IN SELECT schemaname, sequencename FROM pg_sequences
            WHERE schemaname = current_schema() AND last_value IS NOT NULL LOOP
-    EXECUTE format('ALTER SEQUENCE %%I.%%I RESTART', s.schemaname, s.sequencename);
+    EXECUTE format('ALTER SEQUENCE %I.%I RESTART', s.schemaname, s.sequencename);
   END LOOP;
 END $$
-""" % ",".join(TABLES)
+""".replace("@TABLES@", ",".join(TABLES))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if PG_URL and os.environ.get("PYTEST_XDIST_WORKER"):
+        asyncio.run(_drop_pg_database(PG_URL))
+
+
+async def _drop_pg_database(url: str) -> None:
+    import asyncpg
+
+    u = make_url(url)
+    admin = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username,
+                                  password=u.password, database="postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 async def _ensure_pg_database(url: str) -> None:
