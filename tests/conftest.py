@@ -88,33 +88,27 @@ END $$
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if PG_URL and os.environ.get("PYTEST_XDIST_WORKER"):
-        asyncio.run(_drop_pg_database(PG_URL))
+        asyncio.run(_on_pg_server(PG_URL, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def _drop_pg_database(url: str) -> None:
+async def _on_pg_server(url: str, statement: str, *, unless: str = "") -> None:
+    """Run ``statement`` (``{name}``: the database of ``url``) on the server of ``url``,
+    connected to its ``postgres`` database; not if the query ``unless`` finds a row."""
     import asyncpg
 
     u = make_url(url)
     admin = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username,
                                   password=u.password, database="postgres")
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)')
+        if not (unless and await admin.fetchval(unless, u.database)):
+            await admin.execute(statement.format(name=u.database))
     finally:
         await admin.close()
 
 
 async def _ensure_pg_database(url: str) -> None:
-    import asyncpg
-
-    u = make_url(url)
-    admin = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username,
-                                  password=u.password, database="postgres")
-    try:
-        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", u.database)
-        if not exists:
-            await admin.execute(f'CREATE DATABASE "{u.database}"')
-    finally:
-        await admin.close()
+    await _on_pg_server(url, 'CREATE DATABASE "{name}"',
+                        unless="SELECT 1 FROM pg_database WHERE datname = $1")
 
 
 @pytest.fixture(autouse=True)
