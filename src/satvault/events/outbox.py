@@ -234,6 +234,9 @@ async def emit_many(session: AsyncSession, events: Sequence[Event], *,
     return await session.run_sync(_write, events, balances=balances, webhooks=webhooks)
 
 
+_INSERT_EVENTS = insert(outbox_t).returning(outbox_t.c.id)
+
+
 def _write(session: Session, events: Sequence[Event], *, balances: bool = False,
            webhooks: Sequence[tuple[str, str]] | None = None) -> list[int]:
     """:func:`emit_many` on the synchronous session (commit hooks run there)."""
@@ -261,11 +264,12 @@ def _write(session: Session, events: Sequence[Event], *, balances: bool = False,
                      "subject_id": e.subject_id, "store_id": e.store_id,
                      "wallet_id": wallet_id, "payload": dumps(dict(e.payload)),
                      "created_at": e.now or utcnow()})
-    # One multi-row INSERT. Ids are handed out in the order of its rows on both databases
-    # (the sequence, or SQLite's rowid, advances row by row), whatever order RETURNING lists
-    # them in, so sorting them pairs each with its row.
-    ids = sorted(int(i) for i in session.execute(
-        insert(outbox_t).values(rows).returning(outbox_t.c.id)).scalars())
+    # One INSERT, built once, sent by SQLAlchemy as one multi-row statement for all the rows
+    # ("insertmanyvalues"). Ids are handed out in the order of its rows on both databases (the
+    # sequence, or SQLite's rowid, advances row by row), whatever order RETURNING lists them
+    # in, so sorting them pairs each with its row. (Asking SQLAlchemy to return them in order
+    # makes it send one INSERT per row on SQLite.)
+    ids = sorted(int(i) for i in session.execute(_INSERT_EVENTS, rows).scalars())
     deliveries: list[dict[str, Any]] = []
     stores = sorted({r["store_id"] for r in rows if r["store_id"] is not None})
     if stores and session.webhook_fanout:
