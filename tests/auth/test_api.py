@@ -363,3 +363,81 @@ async def test_mail_goes_to_the_log_in_development_and_fails_in_production_witho
         await Mailer(host="", development=False).send(Mail("a@example.com", "s", "b"))
     with pytest.raises(MailUnavailable):  # a relay that is not there
         await Mailer(host="127.0.0.1", port=9, timeout=2).send(Mail("a@example.com", "s", "b"))
+
+
+async def test_totp_through_the_api_enroll_confirm_sign_in_and_disable(client, mailbox, clock,
+                                                                       sessions):
+    """A user's own TOTP over the API, with a user's access token (never an API key): start,
+    a wrong code refused (and counted towards the lockout), confirm, sign in with a code,
+    turn off with a recovery code; an admin's requirement keeps it on."""
+    email = "lena@example.com"
+    user_id = await signed_up(client, mailbox, email)
+    r = await password_grant(client, email)
+    assert r.status_code == 200, r.text
+    me = bearer(r.json()["access_token"])
+    async with sessions() as s, s.begin():
+        _, api_key = await acc.create_api_key(s, owner_id=user_id, scopes=["wallet:read", "wallet:write"])
+    for method, path in (("GET", "/api/v1/auth/totp"), ("POST", "/api/v1/auth/totp")):
+        r = await client.request(method, path, headers=bearer(api_key))
+        assert r.status_code == 403 and "access token" in r.json()["detail"], r.text
+    assert (await client.get("/api/v1/auth/totp")).status_code == 401
+    r = await client.get("/api/v1/auth/totp", headers=me)
+    assert r.json() == {"totp_enabled": False, "totp_required": False}
+
+    r = await client.post("/api/v1/auth/totp", headers=me)
+    assert r.status_code == 201, r.text
+    started = r.json()
+    assert started["otpauth_uri"].startswith("otpauth://totp/satvault:")
+    assert started["qr_svg"].startswith("<svg") and started["secret"]
+    code = pyotp.TOTP(started["secret"])
+    r = await client.post("/api/v1/auth/totp/confirm", headers=me, json={"code": "000000"
+                          if code.at(clock.now()) != "000000" else "111111"})
+    assert r.status_code == 401 and r.json()["type"].endswith("/invalid-code")
+    async with sessions() as s:
+        creds = await s.get(Credentials, user_id)
+        assert creds.failed_signins == 1 and creds.totp_confirmed_at is None  # counted, not on
+    r = await client.post("/api/v1/auth/totp/confirm", headers=me,
+                          json={"code": code.at(clock.now())})
+    assert r.status_code == 200, r.text
+    recovery = r.json()["recovery_codes"]
+    assert len(set(recovery)) == 10
+    r = await client.get("/api/v1/auth/totp", headers=me)
+    assert r.json() == {"totp_enabled": True, "totp_required": False}
+    assert (await password_grant(client, email)).status_code == 401  # a code is needed now
+    clock.advance(seconds=30)
+    assert (await password_grant(client, email,
+                                 totp_code=code.at(clock.now()))).status_code == 200
+    assert (await client.post("/api/v1/auth/totp", headers=me)).status_code == 422  # it is on
+
+    async with sessions() as s, s.begin():  # an administrator requires it
+        await totp.set_required(s, owner_id=user_id, required=True, actor="usr_admin")
+    r = await client.post("/api/v1/auth/totp/disable", headers=me, json={"code": recovery[0]})
+    assert r.status_code == 403, r.text
+    async with sessions() as s, s.begin():
+        await totp.set_required(s, owner_id=user_id, required=False, actor="usr_admin")
+    r = await client.post("/api/v1/auth/totp/disable", headers=me, json={"code": "12345678"})
+    assert r.status_code == 401
+    r = await client.post("/api/v1/auth/totp/disable", headers=me, json={"code": recovery[0]})
+    assert r.status_code == 200 and r.json()["totp_enabled"] is False, r.text
+    assert (await password_grant(client, email)).status_code == 200  # a password is enough
+    assert await actions(sessions, "auth.totp_enabled")
+    assert await actions(sessions, "auth.totp_disabled")
+
+
+async def test_wrong_totp_codes_over_the_api_lock_the_account(client, mailbox, clock, sessions):
+    email = "mona@example.com"
+    await signed_up(client, mailbox, email)
+    me = bearer((await password_grant(client, email)).json()["access_token"])
+    secret = (await client.post("/api/v1/auth/totp", headers=me)).json()["secret"]
+    right = pyotp.TOTP(secret).at(clock.now())
+    wrong = "000000" if right != "000000" else "111111"
+    for _ in range(5):
+        r = await client.post("/api/v1/auth/totp/confirm", headers=me, json={"code": wrong})
+        assert r.status_code == 401
+    r = await client.post("/api/v1/auth/totp/confirm", headers=me, json={"code": right})
+    assert r.status_code == 429 and r.json()["type"].endswith("/account-locked")
+    assert (await client.get("/api/v1/auth/totp", headers=me)).json()["totp_enabled"] is False
+    clock.advance(seconds=61)
+    right = pyotp.TOTP(secret).at(clock.now())
+    r = await client.post("/api/v1/auth/totp/confirm", headers=me, json={"code": right})
+    assert r.status_code == 200, r.text

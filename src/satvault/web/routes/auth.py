@@ -19,7 +19,8 @@ that the count, written in the request's transaction, commits.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, Field
@@ -29,13 +30,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.accounts.models import User
 from satvault.accounts.service import Principal
 from satvault.auth import signin, signup, tokens, totp
-from satvault.auth.credentials import AuthPolicy
+from satvault.auth.credentials import AuthPolicy, credentials, is_locked
+from satvault.auth.errors import AccountLocked, InvalidCode
 from satvault.auth.mail import Mail, Mailer
 from satvault.auth.models import Credentials
 from satvault.auth.sessions import csrf_matches, resolve_session
 from satvault.config import Settings
-from satvault.kernel.errors import Unauthenticated
-from satvault.web.deps import SessionDep, require_scope
+from satvault.kernel.clock import utcnow
+from satvault.kernel.errors import Forbidden, Unauthenticated
+from satvault.web.deps import CurrentPrincipal, SessionDep, require_scope
 from satvault.web.openapi import problem_responses
 from satvault.web.problems import problem_for
 from satvault.web.ratelimit import EdgeLimiter, PublicCreateLimit
@@ -44,6 +47,7 @@ from satvault.web.state import sessions_of, settings_of
 __all__ = ["client_ip", "links_for", "mailer_of", "policy_of", "router", "send_mail"]
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+T = TypeVar("T")
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
 
 
@@ -285,6 +289,117 @@ class RequiredOut(BaseModel):
     user_id: str
     totp_required: bool
     totp_enabled: bool
+
+
+# ------------------------------------------------------------------ a user's own TOTP
+
+class TotpStatusOut(BaseModel):
+    totp_enabled: bool
+    totp_required: bool
+
+
+class TotpEnrollmentOut(BaseModel):
+    """The pending secret: for an authenticator app, as text, as an ``otpauth://`` URI and as
+    an SVG QR code of that URI. TOTP is on once a code from it is confirmed."""
+
+    secret: str
+    otpauth_uri: str
+    qr_svg: str
+
+
+class TotpCodeIn(BaseModel):
+    code: str = Field(min_length=6, max_length=64,
+                      description="a current code from the app (or, to turn TOTP off, a "
+                                  "recovery code)")
+
+
+class RecoveryCodesOut(BaseModel):
+    recovery_codes: list[str] = Field(description="one-time codes, shown this once")
+
+
+def _own_user(principal: Principal) -> str:
+    """The user behind a user's access token. A long-lived API key is refused: whoever holds
+    one must not be able to put a second factor on its owner's sign-in (and lock them out)."""
+    if principal.owner_type != "user" or not principal.key_id.startswith("jwt:"):
+        raise Forbidden("two-factor settings need a user's access token "
+                        "(POST /api/v1/auth/token), not an API key")
+    return principal.owner_id
+
+
+async def _totp_status(session: AsyncSession, user_id: str) -> TotpStatusOut:
+    creds = (await session.execute(select(Credentials).where(Credentials.user_id == user_id))
+             ).scalar_one_or_none()
+    return TotpStatusOut(totp_enabled=totp.totp_enabled(creds),
+                         totp_required=bool(creds and creds.totp_required))
+
+
+@router.get("/totp", responses=problem_responses(401, 403))
+async def totp_status(session: SessionDep, principal: CurrentPrincipal) -> TotpStatusOut:
+    """Whether the caller's sign-in has TOTP, and whether an admin requires it."""
+    return await _totp_status(session, _own_user(principal))
+
+
+@router.post("/totp", status_code=201, responses=problem_responses(401, 403, 422))
+async def totp_begin(request: Request, session: SessionDep,
+                     principal: CurrentPrincipal) -> TotpEnrollmentOut:
+    """Start (or restart) enrolling TOTP: a new secret, pending until confirmed."""
+    started = await totp.begin_enrollment(session, user_id=_own_user(principal),
+                                          policy=policy_of(request))
+    return TotpEnrollmentOut(secret=started.secret, otpauth_uri=started.uri,
+                             qr_svg=started.qr_svg)
+
+
+async def _guessed(request: Request, session: AsyncSession, user_id: str,
+                  attempt: Callable[[], Awaitable[T]]) -> T | Response:
+    """Run ``attempt`` (which checks a TOTP or recovery code) for ``user_id``, as the page
+    does: refused while the account is locked out, and a wrong code counts towards the
+    lockout like a wrong password. The refusal is answered, not raised, so the count commits."""
+    creds = await credentials(session, user_id, for_update=True)
+    try:
+        if until := is_locked(creds, utcnow()):
+            raise AccountLocked(until)
+        return await attempt()
+    except InvalidCode as exc:
+        await signin.count_failure(session, creds, policy=policy_of(request),
+                                   what="totp-api", ip=client_ip(request))
+        await signin_failed(request)
+        refused = problem_for(exc)
+    except AccountLocked as exc:
+        refused = problem_for(exc)
+    assert refused is not None
+    return refused
+
+
+@router.post("/totp/confirm", response_model=RecoveryCodesOut,
+             responses=problem_responses(401, 403, 422, 429))
+async def totp_confirm(request: Request, session: SessionDep, principal: CurrentPrincipal,
+                       body: TotpCodeIn) -> RecoveryCodesOut | Response:
+    """Turn TOTP on with a code from the pending secret; answers the recovery codes once."""
+    user_id = _own_user(principal)
+
+    async def confirm() -> RecoveryCodesOut:
+        return RecoveryCodesOut(recovery_codes=await totp.confirm_enrollment(
+            session, user_id=user_id, code=body.code, policy=policy_of(request)))
+
+    return await _guessed(request, session, user_id, confirm)
+
+
+@router.post("/totp/disable", response_model=TotpStatusOut,
+             responses=problem_responses(401, 403, 422, 429))
+async def totp_disable(request: Request, session: SessionDep, principal: CurrentPrincipal,
+                       body: TotpCodeIn) -> TotpStatusOut | Response:
+    """Turn TOTP off with a current code or a recovery code. Refused while an administrator
+    requires TOTP of this user."""
+    user_id = _own_user(principal)
+    if (await _totp_status(session, user_id)).totp_required:
+        raise Forbidden("an administrator requires TOTP of this account")
+
+    async def disable() -> TotpStatusOut:
+        await totp.disable(session, user_id=user_id, code=body.code, actor=user_id,
+                           policy=policy_of(request))
+        return await _totp_status(session, user_id)
+
+    return await _guessed(request, session, user_id, disable)
 
 
 @router.put("/totp-required/{owner_id}")
