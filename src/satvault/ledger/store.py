@@ -605,13 +605,14 @@ async def submit(
 
 
 def _alone_engine(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine | None:
-    """The PostgreSQL engine of ``sessions`` when its sessions are plain ones (a commit writes
-    what the work wrote, nothing more), else ``None``."""
+    """The PostgreSQL (asyncpg) engine of ``sessions`` when its sessions are plain ones (a
+    commit writes what the work wrote, nothing more), else ``None``."""
     if sessions.class_ is not AsyncSession or sessions.kw.get("sync_session_class",
                                                               Session) is not Session:
         return None
     bind = sessions.kw.get("bind")
-    if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql":
+    if (isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql"
+            and bind.dialect.driver == "asyncpg"):  # post_alone speaks asyncpg
         return bind
     return None
 
