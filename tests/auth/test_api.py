@@ -376,7 +376,8 @@ async def test_totp_through_the_api_enroll_confirm_sign_in_and_disable(client, m
     assert r.status_code == 200, r.text
     me = bearer(r.json()["access_token"])
     async with sessions() as s, s.begin():
-        _, api_key = await acc.create_api_key(s, owner_id=user_id, scopes=["wallet:read", "wallet:write"])
+        _, api_key = await acc.create_api_key(s, owner_id=user_id,
+                                              scopes=["wallet:read", "wallet:write"])
     for method, path in (("GET", "/api/v1/auth/totp"), ("POST", "/api/v1/auth/totp")):
         r = await client.request(method, path, headers=bearer(api_key))
         assert r.status_code == 403 and "access token" in r.json()["detail"], r.text
