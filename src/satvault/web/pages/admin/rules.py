@@ -18,6 +18,7 @@ use.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -166,19 +167,28 @@ async def propose_risk(request: Request, view: PageAdmin, lang: PageLang,
     return _done("risk_proposed", version)
 
 
+async def _decided(request: Request, view: Any, lang: Any,
+                   act: Callable[[AsyncSession], Awaitable[object]], *, error_for: str,
+                   done: RedirectResponse) -> Response:
+    """A second admin's approval or rejection: ``act`` in a unit of work, then ``done``, or
+    the page again with the refusal next to the item (``error_for``)."""
+    try:
+        async with sessions_of(request)() as s, s.begin():
+            await act(s)
+    except SatvaultError as exc:
+        return await _page(request, view, lang, status_code=_status_of(exc), error=str(exc),
+                           error_for=error_for)
+    return done
+
+
 async def _risk_decision(request: Request, view: Any, lang: Any, version: int, *,
                          approve: bool) -> Response:
     actor = _risk_actor(view)
-    try:
-        async with sessions_of(request)() as s, s.begin():
-            if approve:
-                await risk.approve_rule_set(s, version=version, actor=actor)
-            else:
-                await risk.reject_rule_set(s, version=version, actor=actor)
-    except SatvaultError as exc:
-        return await _page(request, view, lang, status_code=_status_of(exc), error=str(exc),
-                           error_for=f"risk-{version}")
-    return _done("risk_live" if approve else "risk_rejected", version)
+    decide = risk.approve_rule_set if approve else risk.reject_rule_set
+    return await _decided(request, view, lang,
+                          lambda s: decide(s, version=version, actor=actor),
+                          error_for=f"risk-{version}",
+                          done=_done("risk_live" if approve else "risk_rejected", version))
 
 
 @router.post("/admin/rules/risk/{version}/approve", dependencies=[CsrfProtected])
@@ -216,16 +226,11 @@ async def propose_policy(request: Request, view: PageAdmin, lang: PageLang,
 async def _policy_decision(request: Request, view: Any, lang: Any, version: int, *,
                            approve: bool) -> Response:
     admin = _policy_actor(view)
-    try:
-        async with sessions_of(request)() as s, s.begin():
-            if approve:
-                await policy.approve_policy(s, admin=admin, version=version)
-            else:
-                await policy.reject_policy(s, admin=admin, version=version)
-    except SatvaultError as exc:
-        return await _page(request, view, lang, status_code=_status_of(exc), error=str(exc),
-                           error_for=f"policy-{version}")
-    return _done("policy_live" if approve else "policy_rejected", version)
+    decide = policy.approve_policy if approve else policy.reject_policy
+    return await _decided(request, view, lang,
+                          lambda s: decide(s, admin=admin, version=version),
+                          error_for=f"policy-{version}",
+                          done=_done("policy_live" if approve else "policy_rejected", version))
 
 
 @router.post("/admin/rules/policy/{version}/approve", dependencies=[CsrfProtected])
@@ -269,16 +274,12 @@ async def propose_approver(request: Request, view: PageAdmin, lang: PageLang,
 async def _group_decision(request: Request, view: Any, lang: Any, change_id: str, *,
                           approve: bool) -> Response:
     admin = _policy_actor(view)
-    try:
-        async with sessions_of(request)() as s, s.begin():
-            if approve:
-                await policy.approve_group_change(s, admin=admin, change_id=change_id)
-            else:
-                await policy.reject_group_change(s, admin=admin, change_id=change_id)
-    except SatvaultError as exc:
-        return await _page(request, view, lang, status_code=_status_of(exc), error=str(exc),
-                           error_for=f"group-change-{change_id}")
-    return _done("approver_change_approved" if approve else "approver_change_rejected")
+    decide = policy.approve_group_change if approve else policy.reject_group_change
+    return await _decided(request, view, lang,
+                          lambda s: decide(s, admin=admin, change_id=change_id),
+                          error_for=f"group-change-{change_id}",
+                          done=_done("approver_change_approved" if approve
+                                     else "approver_change_rejected"))
 
 
 @router.post("/admin/rules/groups/changes/{change_id}/approve", dependencies=[CsrfProtected])
