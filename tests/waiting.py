@@ -14,7 +14,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ["eventually", "wait_until"]
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["eventually", "lock_waiter", "wait_until"]
 
 T = TypeVar("T")
 
@@ -45,3 +48,27 @@ def wait_until(condition: Callable[[], T], *, timeout: float = 10.0, interval: f
             raise AssertionError(message or f"condition not met within {timeout} s: "
                                  f"{getattr(condition, '__name__', condition)!r} → {value!r}")
         time.sleep(interval)
+
+
+async def lock_waiter(engine: AsyncEngine, task: asyncio.Task[Any], *, query_like: str = "%",
+                      timeout: float = 20.0) -> int:
+    """The pid of a backend of ``engine``'s PostgreSQL database that waits for a lock, its
+    query ``LIKE query_like``, as soon as there is one; fails if ``task`` (the work expected to
+    wait) finishes first. Each probe is a transaction of its own (autocommit): within one
+    transaction ``pg_stat_activity`` is a snapshot taken at first access, and a probe that
+    started before the waiter would never see it."""
+    async with engine.connect() as probe:
+        await probe.execution_options(isolation_level="AUTOCOMMIT")
+
+        async def waiting() -> int | None:
+            if task.done():
+                raise AssertionError(f"it finished without waiting for a lock: "
+                                     f"{task.exception() or task.result()!r}")
+            pid: int | None = (await probe.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database() AND query LIKE :q"), {"q": query_like})
+            ).scalar()
+            return pid
+
+        return await eventually(waiting, timeout=timeout, interval=0.02,
+                                message="nothing waited for a lock")

@@ -19,6 +19,7 @@ from satvault.ledger.models import LedgerTransfer
 from satvault.ledger.store import submit
 from tests.conftest import PG_URL
 from tests.factories import account, books
+from tests.waiting import lock_waiter
 
 
 async def test_a_lone_transfer_is_one_round_trip_on_postgresql(db_url, sessions):
@@ -99,20 +100,8 @@ async def test_a_connection_lost_mid_transfer_leaves_nothing_and_the_retry_lands
             await holder.execute(text(
                 "SELECT id FROM ledger_accounts WHERE id = :id FOR UPDATE"), {"id": alice.id})
             sent = asyncio.create_task(submit(plain, [spec]))
+            pid = await lock_waiter(engine, sent, query_like="%WITH locked%")
             async with engine.connect() as probe:
-                # autocommit: pg_stat_activity is read once per transaction and kept until it ends,
-                # so every probe must be a transaction of its own to see the waiter appear
-                await probe.execution_options(isolation_level="AUTOCOMMIT")
-                pid = None
-                for _ in range(1000):
-                    pid = (await probe.execute(text(
-                        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND datname = current_database() AND query LIKE '%WITH locked%'")
-                    )).scalar()
-                    if pid or sent.done():
-                        break
-                    await asyncio.sleep(0.02)
-                assert pid, "the transfer never waited for the row lock"
                 await probe.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
             with pytest.raises(Exception):  # noqa: B017 - any error: the outcome is unknown
                 await sent

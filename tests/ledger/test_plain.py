@@ -26,6 +26,7 @@ from satvault.ledger.store import (
     submit,
 )
 from tests.factories import account, books
+from tests.waiting import lock_waiter
 
 
 async def test_a_plain_transfer_is_one_statement_on_postgresql_two_on_sqlite(engine, sessions):
@@ -130,22 +131,8 @@ async def test_a_refusal_committed_while_the_short_path_waits_still_wins(session
         assert first.result is Result.EXCEEDS_CREDITS
         second = asyncio.create_task(
             submit(sessions, [TransferSpec("X", alice.id, bob.id, 50, "BTC")]))
-        if engine.dialect.name == "postgresql":
-            async with engine.connect() as probe:  # until T2 waits for T1's row locks
-                # autocommit: pg_stat_activity is read once per transaction and kept until it ends,
-                # so every probe must be a transaction of its own to see the waiter appear
-                await probe.execution_options(isolation_level="AUTOCOMMIT")
-                for _ in range(1000):  # up to 20 s: a loaded machine is slow to get there
-                    waiting = (await probe.execute(text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND datname = current_database()"))).scalar_one()
-                    if waiting or second.done():
-                        break
-                    await asyncio.sleep(0.02)
-                if second.done():  # it did not wait: say what it did instead
-                    raise AssertionError(f"the second submit finished without waiting: "
-                                         f"{second.exception() or second.result()!r}")
-                assert waiting, "the second submit never waited for the row locks"
+        if engine.dialect.name == "postgresql":  # until T2 waits for T1's row locks
+            await lock_waiter(engine, second)
         else:
             await asyncio.sleep(0.2)
         assert not second.done()

@@ -594,11 +594,10 @@ async def submit(
     else (no commit hooks: not the composition root's, whose commit writes the balance events),
     is one round trip: :func:`satvault.ledger._plain.post_alone`, with the general path in a
     transaction of its own for anything it did not create."""
-    if len(specs) == 1:
-        engine = _alone_engine(sessions)
-        if engine is not None and is_plain(specs[0], max_amount("postgresql")):
-            done = await post_alone(engine, specs[0], now=now or utcnow(),
-                                    max_amount=max_amount("postgresql"))
+    if len(specs) == 1 and (engine := _alone_engine(sessions)) is not None:
+        limit = max_amount("postgresql")
+        if is_plain(specs[0], limit):
+            done = await post_alone(engine, specs[0], now=now or utcnow(), max_amount=limit)
             if done is not None:
                 return [done[0]]
     return await retrying(sessions, lambda s: create_transfers(s, specs, now=now))
