@@ -111,19 +111,24 @@ async def _ensure_pg_database(url: str) -> None:
                         unless="SELECT 1 FROM pg_database WHERE datname = $1")
 
 
-@pytest.fixture(autouse=True)
-def _forget_endpoints() -> Iterator[None]:
+def forget_endpoints() -> None:
     """FastAPI remembers how to call each endpoint and dependency in process-wide caches of
     4,096 entries (``fastapi.dependencies.models``), keyed by the function. A process serves
     one app, so that is bounded; the suite builds an app per test, and every closure the
     cache keeps (the docs pages close over their app) keeps that test's app, engine and
     connection pool alive: gigabytes by the end of the suite, and minutes of garbage
-    collection at exit. Forget them after each test."""
-    yield
+    collection at exit."""
     for cached in (fastapi_models._is_gen_callable_cached,
                    fastapi_models._is_async_gen_callable_cached,
                    fastapi_models._is_coroutine_callable_cached):
         cached.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _forget_endpoints() -> Iterator[None]:
+    """:func:`forget_endpoints` after each test."""
+    yield
+    forget_endpoints()
 
 
 @pytest.fixture

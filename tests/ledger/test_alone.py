@@ -113,5 +113,8 @@ async def test_a_connection_lost_mid_transfer_leaves_nothing_and_the_retry_lands
         (twice,) = await submit(plain, [spec])
         assert again.result is Result.CREATED and twice.result is Result.EXISTS
         assert (await account(sessions, bob.id)).balances.credits_posted == 1_100
+        async with sessions() as s:
+            report = await check_ledger(s)
+        assert report.ok, report.as_dict()
     finally:
         await engine.dispose()
