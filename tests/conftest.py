@@ -159,6 +159,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         target = tmp_path / "satvault.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), target)
         return f"sqlite+aiosqlite:///{target}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest) -> str:
+    """The PostgreSQL test database, emptied: ``db_url``'s PostgreSQL half, and the database
+    of a test that is PostgreSQL's alone (skipped only where no PostgreSQL is configured)."""
+    if not PG_URL:
+        pytest.skip("no PostgreSQL configured (SATVAULT_TEST_POSTGRES_URL)")
     url: str = request.getfixturevalue("pg_migrated")
 
     async def wipe() -> None:

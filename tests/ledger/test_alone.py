@@ -17,7 +17,6 @@ from satvault.ledger.check import check_ledger
 from satvault.ledger.core import Result, TransferSpec
 from satvault.ledger.models import LedgerTransfer
 from satvault.ledger.store import submit
-from tests.conftest import PG_URL
 from tests.factories import account, books
 from tests.waiting import lock_waiter
 
@@ -82,14 +81,11 @@ async def test_racers_on_one_wallet_never_overdraw_and_one_id_lands_once(engine,
 
 
 async def test_a_connection_lost_mid_transfer_leaves_nothing_and_the_retry_lands_once(
-        request: pytest.FixtureRequest):
+        pg_url: str):
     """PostgreSQL (the driver path is its own). The transfer's statement waits for a row lock;
     its backend is terminated. The caller gets an error (the outcome is unknown to it), nothing
     was written, and the same transfer sent again lands once."""
-    if not PG_URL:
-        pytest.skip("no PostgreSQL configured (SATVAULT_TEST_POSTGRES_URL)")
-    url = request.getfixturevalue("pg_migrated")
-    engine = create_engine(url, pool_size=3)
+    engine = create_engine(pg_url, pool_size=3)
     sessions = open_sessions(engine)
     plain = session_factory(engine)
     try:
