@@ -49,16 +49,18 @@ async def test_on_sqlite_the_lease_is_trivially_held(engine, sessions):
 @postgres
 @on_postgres
 async def test_acquire_renew_expire_take_over_release(engine):
-    a = Lease(engine, holder="a", ttl=1)
-    b = Lease(engine, holder="b", ttl=1)
+    # A lease of 2 s: its transactions may idle a third of it (667 ms) between statements, a
+    # stall a loaded 2-core CI machine can reach at 1 s (one refresh cut off mid-way failed it).
+    a = Lease(engine, holder="a", ttl=2)
+    b = Lease(engine, holder="b", ttl=2)
     assert not a.held
     assert await a.refresh() and a.epoch == 1 and a.held
     assert not await b.refresh() and not b.held  # taken and not expired
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)
     assert await a.refresh() and a.epoch == 1  # renewed: same epoch, later expiry
-    await asyncio.sleep(0.6)
-    assert not await b.refresh()  # 1.1 s after the first take, but renewed at 0.5 s
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(1.2)
+    assert not await b.refresh()  # 2.2 s after the first take, but renewed at 1 s
+    await asyncio.sleep(1.2)
     assert await b.refresh() and b.epoch == 2  # a stopped renewing: b takes over, epoch + 1
     assert await row(engine) == ("b", 2)
     assert not await a.refresh() and not a.held and a.epoch is None
