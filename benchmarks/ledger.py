@@ -18,8 +18,10 @@ PostgreSQL, the one statement of ``ledger/_plain.py`` sent on the driver connect
 transaction of its own: one round trip); ``session`` sends that statement inside a session's
 transaction instead (``BEGIN``, the statement, ``COMMIT``: what the application's sessions do,
 whose commit also writes balance events); ``general`` switches the short path off, which is the
-store of before (lock, read, plan, insert, update). The other cases always batch, so only
-``plain`` runs them; their keys in the JSON are ``<case>/<path>``.
+store of before (lock, read, plan, insert, update). The batch and group-commit cases run
+``plain`` (a batch of plain transfers planned by PostgreSQL set-based, ``_plain.
+create_plain_batch``) and ``general`` (planned in Python) when both are asked for. Keys in the
+JSON are ``<case>/<path>``.
 
 Every client is its own asyncio task calling :func:`satvault.ledger.store.submit` (its own
 session and pooled connection per commit; the pool holds one connection per client).
@@ -494,7 +496,10 @@ async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict
             todo = [c for c in todo if c.name == "single_c16"] or todo[:1]
         for case in todo:
             make = case.maker(ids, fees)
-            paths = args.paths if case.name.startswith("single_") else ["plain"]
+            # ``session`` is a single-transfer variant; batches and group commit compare the
+            # set-based batch (``plain``) with the general path when both are asked for.
+            paths = args.paths if case.name.startswith("single_") else (
+                [p for p in args.paths if p != "session"] or ["plain"])
             runs: dict[str, list[dict[str, Any]]] = {p: [] for p in paths}
             for r, path in ((r, p) for r in range(args.repeat) for p in paths):
                 tag = f"{case.name}-{path}-r{r}"

@@ -12,7 +12,9 @@ of work again", which :func:`submit` does. Service functions never commit: the c
 transaction (use :func:`submit` or :func:`satvault.db.unit_of_work`).
 
 A lone plain transfer first tries the short path of ``_plain`` (one statement on PostgreSQL,
-two on SQLite); whatever it does not create comes here, in the same transaction.
+two on SQLite), and on PostgreSQL a batch of plain transfers with distinct ids the set-based
+batch of ``_plain`` (the lock, then one statement); whatever they do not create comes here, in
+the same transaction.
 """
 
 from __future__ import annotations
@@ -46,7 +48,13 @@ from sqlalchemy.orm import Session
 from satvault.db import Amount, max_amount, utcnow
 from satvault.kernel.errors import ConcurrentUpdate
 from satvault.kernel.retrying import retrying
-from satvault.ledger._plain import create_plain, is_plain, post_alone
+from satvault.ledger._plain import (
+    create_plain,
+    create_plain_batch,
+    int_literal,
+    is_plain,
+    post_alone,
+)
 from satvault.ledger.core import (
     ID_MAX_LEN,
     Account,
@@ -315,13 +323,8 @@ _UPDATE_BALANCES = (
 )
 
 
-# Integer columns (amounts, account ids) travel to PostgreSQL as one array *literal* each, a
-# string like ``{5,70,12}`` that the server casts (``CAST(:x AS NUMERIC[])``): the driver's
-# array encoder costs about a microsecond per element (a few for binary NUMERIC), and a batch
-# of 1,000 transfers binds some 16,000 such values. The literal holds only ``str`` of ints, so
-# it is exact and needs no quoting; text columns (caller-chosen ids, refs) stay real arrays.
-def _int_literal(values: Iterable[int]) -> str:
-    return "{" + ",".join(map(str, values)) + "}"
+# Integer columns (amounts, account ids) travel to PostgreSQL as one array *literal* each
+# (``_plain.int_literal``): a string like ``{5,70,12}`` that the server casts.
 
 
 def _bool_literal(values: Iterable[bool]) -> str:
@@ -349,11 +352,11 @@ async def _apply_deltas(session: AsyncSession, deltas: Mapping[int, Balances]) -
              "d_dq": d.debits_pending, "d_cq": d.credits_pending} for aid, d in rows])
         return
     await session.execute(_UPDATE_BALANCES_PG, {
-        "ids": _int_literal(aid for aid, _ in rows),
-        "dp": _int_literal(d.debits_posted for _, d in rows),
-        "cp": _int_literal(d.credits_posted for _, d in rows),
-        "dq": _int_literal(d.debits_pending for _, d in rows),
-        "cq": _int_literal(d.credits_pending for _, d in rows)})
+        "ids": int_literal(aid for aid, _ in rows),
+        "dp": int_literal(d.debits_posted for _, d in rows),
+        "cp": int_literal(d.credits_posted for _, d in rows),
+        "dq": int_literal(d.debits_pending for _, d in rows),
+        "cq": int_literal(d.credits_pending for _, d in rows)})
 
 
 # The columns of a transfer row written by the PostgreSQL batch insert, with the SQL type of
@@ -388,27 +391,27 @@ def _insert_arrays(inserts: Sequence[Transfer]) -> dict[str, Any]:
     ca = [t.credit_after for t in ts]
     return {
         "id": [t.id for t in ts],
-        "debit_account_id": _int_literal(t.debit_account_id for t in ts),
-        "credit_account_id": _int_literal(t.credit_account_id for t in ts),
-        "amount": _int_literal(t.amount for t in ts),
+        "debit_account_id": int_literal(t.debit_account_id for t in ts),
+        "credit_account_id": int_literal(t.credit_account_id for t in ts),
+        "amount": int_literal(t.amount for t in ts),
         "asset": [t.asset for t in ts],
         "kind": [t.kind.value for t in ts],
         "pending_id": [t.pending_id for t in ts],
         "state": [t.state.value if t.state else None for t in ts],
-        "timeout_seconds": _int_literal(t.timeout_seconds for t in ts),
+        "timeout_seconds": int_literal(t.timeout_seconds for t in ts),
         "expires_at": [_utc(t.expires_at) for t in ts],
         "linked": _bool_literal(t.linked for t in ts),
         "code": [t.code for t in ts],
         "ref": [t.ref for t in ts],
         "created_at": [_utc(t.created_at) for t in ts],
-        "dr_debits_posted": _int_literal(b.debits_posted for b in da),
-        "dr_credits_posted": _int_literal(b.credits_posted for b in da),
-        "dr_debits_pending": _int_literal(b.debits_pending for b in da),
-        "dr_credits_pending": _int_literal(b.credits_pending for b in da),
-        "cr_debits_posted": _int_literal(b.debits_posted for b in ca),
-        "cr_credits_posted": _int_literal(b.credits_posted for b in ca),
-        "cr_debits_pending": _int_literal(b.debits_pending for b in ca),
-        "cr_credits_pending": _int_literal(b.credits_pending for b in ca),
+        "dr_debits_posted": int_literal(b.debits_posted for b in da),
+        "dr_credits_posted": int_literal(b.credits_posted for b in da),
+        "dr_debits_pending": int_literal(b.debits_pending for b in da),
+        "dr_credits_pending": int_literal(b.credits_pending for b in da),
+        "cr_debits_posted": int_literal(b.debits_posted for b in ca),
+        "cr_credits_posted": int_literal(b.credits_posted for b in ca),
+        "cr_debits_pending": int_literal(b.debits_pending for b in ca),
+        "cr_credits_pending": int_literal(b.credits_pending for b in ca),
     }
 
 
@@ -513,6 +516,20 @@ async def create_transfers(
                 (moved.debit_account_id, moved.debit_after),
                 (moved.credit_account_id, moved.credit_after)) if aid in wallets})
             return [outcome]
+    if (dialect == "postgresql" and len(specs) > 1
+            and all(is_plain(s, limit) for s in specs)
+            and len({s.id for s in specs}) == len(specs)):
+        try:
+            batch = await create_plain_batch(session, list(specs), now=now, max_amount=limit)
+        except IntegrityError as exc:
+            if _is_unique_violation(exc):
+                raise ConcurrentUpdate("a transfer id was taken concurrently") from exc
+            raise LedgerInvariantViolation(
+                f"the database refused a planned write: {exc.orig}") from exc
+        if batch is not None:
+            outcomes, wallets_after = batch
+            _note_balances(session, wallets_after)
+            return outcomes
     ids = {s.id for s in specs if s.id}
     # Pending transfers are immutable in everything but state, so their accounts can be read
     # before locking; their state is re-read under the lock below.
