@@ -283,8 +283,8 @@ async def post_alone(engine: AsyncEngine, spec: TransferSpec, *, now: datetime,
 # maps that to :class:`ConcurrentUpdate`: run the unit of work again).
 
 _BATCH_LOCK = text(
-    "SELECT count(*) FROM (SELECT id FROM ledger_accounts "
-    "WHERE id = ANY(CAST(:accounts AS BIGINT[])) ORDER BY id FOR NO KEY UPDATE) AS locked"
+    "SELECT count(*) FROM (SELECT a.id FROM unnest(CAST(:accounts AS BIGINT[])) AS u(id) "
+    "JOIN ledger_accounts a ON a.id = u.id ORDER BY a.id FOR NO KEY UPDATE OF a) AS locked"
 ).bindparams(bindparam("accounts", type_=String()))
 
 _BATCH_PG = text(f"""

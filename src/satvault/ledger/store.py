@@ -246,13 +246,22 @@ async def lookup_transfer(session: AsyncSession, transfer_id: str) -> Transfer |
 # Hot-path statements are built once: constructing a select per call cost more client CPU than
 # the round trip. PostgreSQL gets one array parameter (one SQL text, one prepared plan, whatever
 # the number of ids); SQLite an expanding IN.
+#
+# On PostgreSQL the wanted ids are a relation joined to the accounts (``unnest``), not an
+# ``id = ANY(:ids)`` condition: a row another transaction updated while this one waited for
+# its lock is re-checked against the conditions (EvalPlanQual), and re-checking an index scan
+# on ``ANY`` re-reads, sorts and de-duplicates the whole array for each such row. With two
+# batches of 1,000 racing over shared accounts that was most of the database's work (10,900
+# against 16,600 transfers/s for the set-based batch's lock, measured side by side).
+_WANTED = (func.unnest(bindparam("ids", type_=ARRAY(BigInteger())))
+           .table_valued("id").render_derived(name="u"))
 _LOCK = {
     # The balances as text: the driver decodes NUMERIC into a Decimal (then made an int) at
     # several times the cost of a string, and a batch locks a couple of thousand rows.
     "postgresql": select(*_ACCOUNT_COLS[:5],
                          *(c.cast(Text).label(c.name) for c in _ACCOUNT_COLS[5:]))
-    .where(accounts_t.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger()))))
-    .order_by(accounts_t.c.id).with_for_update(key_share=True),
+    .select_from(_WANTED.join(accounts_t, accounts_t.c.id == _WANTED.c.id))
+    .order_by(accounts_t.c.id).with_for_update(key_share=True, of=accounts_t),
     "sqlite": select(*_ACCOUNT_COLS)
     .where(accounts_t.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(accounts_t.c.id),
