@@ -229,6 +229,12 @@ def test_serve_with_several_api_processes(db_url, tmp_path):
         wait_until(up, timeout=90, interval=0.1, message="the server did not come up")
         spawned = [c for c in _children(server.pid) if "multiprocessing" in c]
         assert len(spawned) >= 2, _children(server.pid)
+        # each API process tuned its collector once started (the workers' thread did not)
+        wait_until(lambda: log.read_text().count('"gc_tuned"') >= 2, timeout=30,
+                   interval=0.1, message="the API processes did not tune their collector")
+        tuned = [json.loads(line) for line in log.read_text().splitlines()
+                 if '"gc_tuned"' in line]
+        assert all(t["frozen"] > 10_000 and t["threshold"][0] == 20_000 for t in tuned), tuned
         with httpx.Client(base_url=base, headers={"X-Api-Key": key}, timeout=30) as c:
             made = [c.post(f"/api/v1/stores/{store['id']}/invoices",
                            headers={"Idempotency-Key": uuid.uuid4().hex},

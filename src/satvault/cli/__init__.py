@@ -313,7 +313,8 @@ def serve(
             api_only = role is ServeRole.API
             # proxy_headers=False: the client address is the socket peer; X-Forwarded-For
             # is read only by the rate limiter, from rate_limit_trusted_proxies.
-            uvicorn.run(create_app(settings, start_workers=not api_only, api_only=api_only),
+            uvicorn.run(create_app(settings, start_workers=not api_only, api_only=api_only,
+                                   serving=True),
                         host=settings.host, port=settings.port,
                         log_config=None, access_log=False, proxy_headers=False,
                         loop=settings.server_loop, http=settings.server_http)

@@ -3,6 +3,7 @@ mounted on one composition root (:class:`satvault.composition.Platform`)."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from satvault import __version__
 from satvault.composition import Platform, Runtime
 from satvault.config import Settings, get_settings
+from satvault.logs import configure_logging, get_logger
 from satvault.web.deps import PrincipalCache
 from satvault.web.docs import install_docs
 from satvault.web.guard import InputGuard
@@ -26,17 +28,21 @@ from satvault.web.problems import install_problem_handlers
 from satvault.web.ratelimit import PublicLimit, install_rate_limits
 from satvault.web.routes import ROUTERS
 
+log = get_logger(__name__)
+
 __all__ = ["api_app", "create_app"]
 
 
 def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None,
                start_workers: bool = True, runtime: Runtime | None = None,
-               api_only: bool = False) -> FastAPI:
+               api_only: bool = False, serving: bool = False) -> FastAPI:
     """The app, around one :class:`~satvault.composition.Platform` whose start and stop are
     the app's lifespan. With ``start_workers`` it also runs the background workers (the chain
     watcher and payout job need a :class:`Runtime`, built from the settings if not given).
     ``api_only``: no workers, but a runtime (node connections, rates) for the endpoints that
-    need one: one of several API processes beside a process running the workers."""
+    need one: one of several API processes beside a process running the workers.
+    ``serving``: this app is the process's one (``satvault serve``): once started, it tunes
+    the process's garbage collector (:func:`tune_gc`)."""
     settings = settings or get_settings()
     platform = Platform.wire(settings, engine=engine, runtime=runtime)
     engine, sessions = platform.engine, platform.sessions
@@ -47,6 +53,8 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         app.state.runtime = platform.runtime
         app.state.workers = platform.workers
         app.state.live = platform.live
+        if serving:
+            tune_gc(settings)
         try:
             yield
         finally:
@@ -135,5 +143,23 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
 
 def api_app() -> FastAPI:
     """The factory each of ``satvault serve --workers N``'s API processes imports: the app
-    without background workers, configured from the environment like any satvault process."""
-    return create_app(get_settings(), start_workers=False, api_only=True)
+    without background workers, configured from the environment like any satvault process
+    (its logs included: a process uvicorn spawns starts with nothing configured)."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings, start_workers=False, api_only=True, serving=True)
+
+
+def tune_gc(settings: Settings) -> None:
+    """A serving process's garbage collector. Everything alive once the app has started
+    (modules, the app and its routes, pools, caches: long-lived) is moved out of the cyclic
+    collector's generations (``gc.freeze``), so the full collections a request's short-lived
+    objects trigger no longer walk the whole heap each time; objects are still freed by their
+    reference counts as always. ``server_gc_gen0`` spaces the young collections."""
+    if settings.server_gc_freeze:
+        gc.collect()
+        gc.freeze()
+    if settings.server_gc_gen0 != gc.get_threshold()[0]:
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(settings.server_gc_gen0, gen1, gen2)
+    log.info("gc_tuned", frozen=gc.get_freeze_count(), threshold=gc.get_threshold())
