@@ -59,8 +59,8 @@ def comparable(outcomes: list[Outcome]) -> list[tuple]:
     """Everything an outcome says but the sequence number (two books, two sequences)."""
     return [(o.index, o.id, o.result, None if o.transfer is None else (
         o.transfer.debit_account_id, o.transfer.credit_account_id, o.transfer.amount,
-        o.transfer.code, o.transfer.ref, o.transfer.debit_after, o.transfer.credit_after))
-        for o in outcomes]
+        o.transfer.code, o.transfer.ref, o.transfer.debit_after, o.transfer.credit_after,
+        o.transfer.linked)) for o in outcomes]
 
 
 async def twin_books(sessions, n: int, fund: int):
@@ -75,7 +75,7 @@ def remap(specs: list[TransferSpec], ids: list[int], to: list[int], tag: str
     m = dict(zip(ids, to, strict=True))
     return [TransferSpec(f"{tag}{s.id}", m.get(s.debit_account_id, s.debit_account_id),
                          m.get(s.credit_account_id, s.credit_account_id), s.amount, s.asset,
-                         code=s.code, ref=s.ref) for s in specs]
+                         linked=s.linked, code=s.code, ref=s.ref) for s in specs]
 
 
 async def test_a_batch_with_nothing_refused_is_two_statements(engine, sessions):
@@ -121,7 +121,8 @@ def mixed_batch(ids: list[int], rng: random.Random, n: int) -> list[TransferSpec
 
 @pytest.mark.parametrize("case", ["nothing_refused", "overdraft_mid_batch", "stored_id",
                                   "refused_id", "missing_account", "asset_mismatch",
-                                  "duplicate_in_batch", "limit_of_the_sender"])
+                                  "duplicate_in_batch", "limit_of_the_sender", "linked_pass",
+                                  "linked_chain_fails", "chain_left_open"])
 async def test_the_set_path_answers_as_the_general_path(engine, sessions, case):
     async with sessions() as s, s.begin():
         external = (await ensure_platform_accounts(s, "BTC")).external.id
@@ -131,13 +132,25 @@ async def test_the_set_path_answers_as_the_general_path(engine, sessions, case):
         eth_two = await create_account(s, name="eth:2", asset="ETH",
                                        kind=AccountKind.CUSTOMER_WALLET,
                                        debits_must_not_exceed_credits=True)
-    fund = 100_000 if case == "nothing_refused" else 500
+    fund = 100_000 if case in ("nothing_refused", "linked_pass") else 500
     one, two = await twin_books(sessions, 8, fund)
     assert all(o.ok for o in await submit(sessions, [
         TransferSpec(f"bank{w}", external, w, 1_000_000, "BTC") for w in (one[-1], two[-1])]))
     rng = random.Random(case)
     base = mixed_batch(one, rng, 60)
-    if case == "nothing_refused":
+    if case in ("linked_pass", "linked_chain_fails", "chain_left_open"):
+        # payments with a fee: each a linked pair, the fee to the bank (as a fees account)
+        base = []
+        for i in range(30):
+            dr, cr = rng.sample(one[:-1], 2)
+            base += [TransferSpec(f"p{i}", dr, cr, rng.randint(1, 40), "BTC", linked=True),
+                     TransferSpec(f"p{i}f", dr, one[-1], 1, "BTC", code="fee")]
+        if case == "linked_chain_fails":  # the fee of the 11th overdraws: the pair fails whole
+            base[21] = TransferSpec("p10f", base[20].debit_account_id, one[-1], 10**7, "BTC")
+        elif case == "chain_left_open":
+            base[-1] = TransferSpec("p29f", base[-1].debit_account_id, one[-1], 1, "BTC",
+                                    linked=True)
+    elif case == "nothing_refused":
         base = [s for s in base if s.id != "fund-late"]
     elif case == "stored_id":
         base[10] = TransferSpec("already", one[0], one[1], 1, "BTC")
@@ -169,8 +182,13 @@ async def test_the_set_path_answers_as_the_general_path(engine, sessions, case):
     normalised = [(i, oid[1:], res, t if t is None else (
         m.get(t[0], t[0]), m.get(t[1], t[1]), *t[2:])) for i, oid, res, t in path_a]
     assert normalised == [(i, oid[1:], res, t) for i, oid, res, t in path_b]
-    if case == "nothing_refused":
+    if case in ("nothing_refused", "linked_pass"):
         assert {o.result for o in results[0]} == {Result.CREATED}
+    elif case == "linked_chain_fails":
+        assert [o.result for o in results[0][20:22]] == [Result.LINKED_EVENT_FAILED,
+                                                         Result.EXCEEDS_CREDITS]
+    elif case == "chain_left_open":
+        assert results[0][-1].result is Result.LINKED_EVENT_CHAIN_OPEN
     elif case == "limit_of_the_sender":
         assert [o.result for o in results[0]] == [Result.EXCEEDS_CREDITS] * 2
     else:
@@ -212,3 +230,24 @@ async def test_racing_batches_on_shared_accounts(sessions):
     async with sessions() as s:
         report = await check_ledger(s)
     assert report.ok, report.as_dict()
+
+
+async def test_linked_pairs_are_stored_as_sent_and_read_back_alike(engine, sessions):
+    """A batch of payment + fee pairs takes the two statements; the stored rows carry the
+    chain flags, and reading a transfer back gives what the outcome said."""
+    b = await books(sessions, wallets=4, fund=10_000)
+    w = [x.id for x in b.wallets]
+    specs = []
+    for i in range(10):
+        specs += [TransferSpec(f"pay{i}", w[i % 3], w[3], 100, "BTC", linked=True),
+                  TransferSpec(f"pay{i}:fee", w[i % 3], b.platform.fees.id, 2, "BTC")]
+    async with sessions() as s, s.begin():
+        with statements(engine) as seen:
+            outcomes = await ledger_store.create_transfers(s, specs)
+    assert seen == ["SELECT", "WITH"]
+    assert [o.result for o in outcomes] == [Result.CREATED] * 20
+    async with sessions() as s:
+        for o in outcomes:
+            assert await ledger_store.lookup_transfer(s, o.id) == o.transfer
+    assert [o.transfer.linked for o in outcomes if o.transfer] == [True, False] * 10
+    assert (await account(sessions, b.platform.fees.id)).balances.credits_posted == 20

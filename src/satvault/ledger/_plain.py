@@ -57,13 +57,16 @@ from satvault.ledger.core import (
     TransferSpec,
 )
 
-__all__ = ["create_plain", "create_plain_batch", "int_literal", "is_plain", "post_alone"]
+__all__ = ["bool_literal", "create_plain", "create_plain_batch", "int_literal", "is_plain",
+           "post_alone"]
 
 
-def is_plain(spec: TransferSpec, max_amount: int) -> bool:
-    """Whether ``spec`` is a well-formed lone ``SINGLE`` transfer the short path may decide."""
+def is_plain(spec: TransferSpec, max_amount: int, *, linked_ok: bool = False) -> bool:
+    """Whether ``spec`` is a well-formed lone ``SINGLE`` transfer the short path may decide
+    (``linked_ok``: or one linked to the next, for a batch: see :func:`create_plain_batch`)."""
     return (
-        spec.kind is TransferKind.SINGLE and not spec.linked and spec.pending_id is None
+        spec.kind is TransferKind.SINGLE and (linked_ok or not spec.linked)
+        and spec.pending_id is None
         and spec.timeout_seconds == 0 and 0 < len(spec.id) <= ID_MAX_LEN
         and spec.debit_account_id is not None and spec.credit_account_id is not None
         and spec.debit_account_id != spec.credit_account_id and spec.asset is not None
@@ -276,6 +279,10 @@ async def post_alone(engine: AsyncEngine, spec: TransferSpec, *, now: datetime,
 #   account's balance moves by its total, in the same statement. Otherwise nothing is written
 #   and the general path plans the batch (refusals, duplicates, missing accounts).
 #
+# Linked chains need nothing more: a chain fails only when one of its transfers does (or when
+# it is still open at the batch's end, which the caller rules out), so when every transfer
+# passes, every chain commits, and ``linked`` is stored as given.
+#
 # The statement runs after a separate lock of the accounts (``_BATCH_LOCK``, in id order, as
 # the general path locks), so its snapshot, taken when it starts, already sees everything that
 # committed before the locks were granted: no stale read of remembered refusals. An id inserted
@@ -291,8 +298,9 @@ _BATCH_PG = text(f"""
 WITH t AS (
   SELECT * FROM unnest(CAST(:id AS VARCHAR[]), CAST(:dr AS BIGINT[]), CAST(:cr AS BIGINT[]),
                        CAST(:amount AS NUMERIC[]), CAST(:asset AS VARCHAR[]),
-                       CAST(:code AS VARCHAR[]), CAST(:ref AS VARCHAR[]))
-    WITH ORDINALITY AS t(id, dr, cr, amount, asset, code, ref, n)
+                       CAST(:code AS VARCHAR[]), CAST(:ref AS VARCHAR[]),
+                       CAST(:linked AS BOOLEAN[]))
+    WITH ORDINALITY AS t(id, dr, cr, amount, asset, code, ref, linked, n)
 ), legs AS (
   SELECT n, dr AS aid, amount AS ddp, 0::numeric AS dcp, asset FROM t
   UNION ALL
@@ -314,7 +322,7 @@ WITH t AS (
   FROM steps
 ), ins AS (
   INSERT INTO ledger_transfers ({_COLUMNS})
-  SELECT t.id, t.dr, t.cr, t.amount, t.asset, 'single', NULL, NULL, 0, NULL, false, t.code,
+  SELECT t.id, t.dr, t.cr, t.amount, t.asset, 'single', NULL, NULL, 0, NULL, t.linked, t.code,
          t.ref, :now, d.dp, d.cp, d.dq, d.cq, c.dp, c.cp, c.dq, c.cq
   FROM t JOIN steps d ON d.n = t.n AND d.aid = t.dr JOIN steps c ON c.n = t.n AND c.aid = t.cr
   WHERE (SELECT ok FROM verdict)
@@ -337,7 +345,8 @@ SELECT (SELECT array_agg(i.seq ORDER BY t.n) FROM ins i JOIN t ON t.id = i.id) A
     bindparam("id", type_=ARRAY(String())), bindparam("asset", type_=ARRAY(String())),
     bindparam("code", type_=ARRAY(String())), bindparam("ref", type_=ARRAY(String())),
     bindparam("dr", type_=String()), bindparam("cr", type_=String()),
-    bindparam("amount", type_=String()), bindparam("max", type_=Amount()),
+    bindparam("amount", type_=String()), bindparam("linked", type_=String()),
+    bindparam("max", type_=Amount()),
     bindparam("now", type_=UtcDateTime()),
 )
 
@@ -350,11 +359,17 @@ def int_literal(values: Iterable[int | None]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
+def bool_literal(values: Iterable[bool]) -> str:
+    """Booleans as one array literal, ``{t,f}``, for ``CAST(:x AS BOOLEAN[])``."""
+    return "{" + ",".join("t" if v else "f" for v in values) + "}"
+
+
 async def create_plain_batch(session: AsyncSession, specs: list[TransferSpec], *,
                              now: datetime, max_amount: int
                              ) -> tuple[list[Outcome], dict[int, Balances]] | None:
-    """Create every transfer of ``specs`` (each accepted by :func:`is_plain`, ids distinct) on
-    PostgreSQL if none is refused or stored already: the outcomes in order and the balances
+    """Create every transfer of ``specs`` (each accepted by :func:`is_plain` with
+    ``linked_ok``, ids distinct, the last one not linked) on PostgreSQL if none is refused or
+    stored already: the outcomes in order and the balances
     after the batch of the wallet accounts it moved. ``None`` when it wrote nothing and the
     general path must plan the batch. Does not commit."""
     accounts = sorted({a for s in specs for a in (s.debit_account_id, s.credit_account_id)
@@ -368,7 +383,9 @@ async def create_plain_batch(session: AsyncSession, specs: list[TransferSpec], *
         "cr": int_literal(s.credit_account_id for s in specs),
         "amount": int_literal(s.amount for s in specs),
         "asset": [s.asset for s in specs], "code": [s.code for s in specs],
-        "ref": [s.ref for s in specs], "max": max_amount, "now": now,
+        "ref": [s.ref for s in specs],
+        "linked": bool_literal(s.linked for s in specs),
+        "max": max_amount, "now": now,
     })).one()
     if row.seqs is None:
         return None
@@ -386,7 +403,7 @@ async def create_plain_batch(session: AsyncSession, specs: list[TransferSpec], *
         c[1] += amount
         outcomes.append(Outcome(i, s.id, Result.CREATED, Transfer(
             s.id, s.debit_account_id, s.credit_account_id,  # type: ignore[arg-type]
-            amount, s.asset, TransferKind.SINGLE, now, None, 0, None, None, False, s.code,
+            amount, s.asset, TransferKind.SINGLE, now, None, 0, None, None, s.linked, s.code,
             s.ref, Balances(*d), Balances(*c), seq)))
     kinds = dict(zip(row.accounts, row.kinds, strict=True))
     wallets = {aid: Balances(*running[aid]) for aid in _wallets(kinds)}

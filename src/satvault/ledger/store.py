@@ -49,6 +49,7 @@ from satvault.db import Amount, max_amount, utcnow
 from satvault.kernel.errors import ConcurrentUpdate
 from satvault.kernel.retrying import retrying
 from satvault.ledger._plain import (
+    bool_literal,
     create_plain,
     create_plain_batch,
     int_literal,
@@ -336,8 +337,6 @@ _UPDATE_BALANCES = (
 # (``_plain.int_literal``): a string like ``{5,70,12}`` that the server casts.
 
 
-def _bool_literal(values: Iterable[bool]) -> str:
-    return "{" + ",".join("t" if v else "f" for v in values) + "}"
 
 
 _UPDATE_BALANCES_PG = text(
@@ -409,7 +408,7 @@ def _insert_arrays(inserts: Sequence[Transfer]) -> dict[str, Any]:
         "state": [t.state.value if t.state else None for t in ts],
         "timeout_seconds": int_literal(t.timeout_seconds for t in ts),
         "expires_at": [_utc(t.expires_at) for t in ts],
-        "linked": _bool_literal(t.linked for t in ts),
+        "linked": bool_literal(t.linked for t in ts),
         "code": [t.code for t in ts],
         "ref": [t.ref for t in ts],
         "created_at": [_utc(t.created_at) for t in ts],
@@ -525,8 +524,8 @@ async def create_transfers(
                 (moved.debit_account_id, moved.debit_after),
                 (moved.credit_account_id, moved.credit_after)) if aid in wallets})
             return [outcome]
-    if (dialect == "postgresql" and len(specs) > 1
-            and all(is_plain(s, limit) for s in specs)
+    if (dialect == "postgresql" and len(specs) > 1 and not specs[-1].linked
+            and all(is_plain(s, limit, linked_ok=True) for s in specs)
             and len({s.id for s in specs}) == len(specs)):
         try:
             batch = await create_plain_batch(session, list(specs), now=now, max_amount=limit)
