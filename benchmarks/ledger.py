@@ -354,7 +354,7 @@ def store_path(path: str) -> Any:
     """``plain``: the store as it is; ``session``: the one statement inside a session's
     transaction; ``general``: the short path switched off."""
     if path == "general":
-        ledger_store.is_plain = lambda *_: False  # type: ignore[assignment]
+        ledger_store.is_plain = lambda *_, **__: False  # type: ignore[assignment]
     if path in ("general", "session"):
         ledger_store._alone_engine = lambda *_: None  # type: ignore[assignment]
     try:
