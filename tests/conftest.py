@@ -86,6 +86,17 @@ END $$
 """.replace("@TABLES@", ",".join(TABLES))
 
 
+# Whatever is still connected to this worker's database when the next test starts is left
+# over from an earlier one (a test that failed with a transaction open, a child process it
+# did not stop): ended first, or the TRUNCATE above would wait for its locks for ever and hang
+# the run instead of letting the failure be reported.
+_LEFTOVERS = """
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND backend_type = 'client backend'
+"""
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if PG_URL and os.environ.get("PYTEST_XDIST_WORKER"):
         asyncio.run(_on_pg_server(PG_URL, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -171,14 +182,17 @@ def pg_url(request: pytest.FixtureRequest) -> str:
         pytest.skip("no PostgreSQL configured (SATVAULT_TEST_POSTGRES_URL)")
     url: str = request.getfixturevalue("pg_migrated")
 
-    async def wipe() -> None:
-        engine = create_engine(url, pool_size=1)
-        async with engine.begin() as conn:
-            await conn.execute(text(_WIPE))
-        await engine.dispose()
-
-    asyncio.run(wipe())
+    asyncio.run(wipe_pg(url))
     return url
+
+
+async def wipe_pg(url: str) -> None:
+    """Empty the PostgreSQL test database of ``url`` (see ``_LEFTOVERS`` and ``_WIPE``)."""
+    engine = create_engine(url, pool_size=1)
+    async with engine.begin() as conn:
+        await conn.execute(text(_LEFTOVERS))
+        await conn.execute(text(_WIPE))
+    await engine.dispose()
 
 
 @pytest.fixture
