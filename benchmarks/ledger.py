@@ -5,9 +5,11 @@ Cases (each time-boxed, after a short unmeasured warm-up):
 * ``single_cN``   one transfer per commit, random pairs of customer accounts, N concurrent
                   clients (default N = 1, 16, 64);
 * ``batch1000_cN``  batches of 1,000 random-pair transfers per commit, N clients (default 1);
-* ``hotfee_c16``  a linked pair per commit: the payment plus a fee credited to one shared fees
-                  account (a hot row every commit locks), 16 clients. ``transfers_per_s`` counts
-                  payments; ``rows_per_s`` counts both ledger transfers.
+* ``hotfee_c16``  a linked pair per commit: the payment plus a fee credited to the platform's
+                  fees, 16 clients: to the fees stripe the payment's id picks, as the app books
+                  it (``PlatformAccounts.fee_account``), or with ``--one-fees-account`` to the
+                  one account the fees were before they were striped (a hot row every commit
+                  locks). ``transfers_per_s`` counts payments; ``rows_per_s`` both transfers.
 * ``group_c16`` / ``grouphot_c16``  the same single transfer / payment + fee per call, but
                   the callers share commits through :class:`LedgerBatcher` (group commit): each
                   still waits for its own durable commit.
@@ -73,7 +75,7 @@ from satvault.db import create_engine, session_factory
 from satvault.ledger.batcher import LedgerBatcher
 from satvault.ledger.core import AccountKind, TransferSpec
 from satvault.ledger.errors import LedgerError
-from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.platform import PlatformAccounts, ensure_platform_accounts
 from satvault.ledger.store import create_account, submit
 from satvault.migrate import upgrade
 
@@ -284,7 +286,7 @@ def random_pairs(account_ids: list[int], size: int) -> SpecMaker:
     return make
 
 
-def payment_with_fee(account_ids: list[int], fees_id: int) -> SpecMaker:
+def payment_with_fee(account_ids: list[int], fee_account: Callable[[str], int]) -> SpecMaker:
     counter = [0]
 
     def make(rng: random.Random, tag: str) -> list[TransferSpec]:
@@ -294,7 +296,8 @@ def payment_with_fee(account_ids: list[int], fees_id: int) -> SpecMaker:
         return [
             TransferSpec(id=f"{tag}-{n}", debit_account_id=payer, credit_account_id=payee,
                          amount=rng.randint(100, 1_000), asset=ASSET, linked=True),
-            TransferSpec(id=f"{tag}-{n}f", debit_account_id=payer, credit_account_id=fees_id,
+            TransferSpec(id=f"{tag}-{n}f", debit_account_id=payer,
+                         credit_account_id=fee_account(f"{tag}-{n}"),
                          amount=rng.randint(1, 10), asset=ASSET),
         ]
 
@@ -369,7 +372,7 @@ class Case:
     name: str
     clients: int
     payments_per_commit: int
-    maker: Callable[[list[int], int], SpecMaker]
+    maker: Callable[[list[int], Callable[[str], int]], SpecMaker]
     group: bool = False  # callers share commits through LedgerBatcher (group commit)
 
 
@@ -401,7 +404,7 @@ def run_loop(coro: Any, loop: str) -> Any:
 # ------------------------------------------------------------------------------------ setup
 
 async def create_accounts(sessions: async_sessionmaker[AsyncSession], count: int,
-                          workers: int) -> tuple[list[int], int, int]:
+                          workers: int) -> tuple[list[int], int, PlatformAccounts]:
     """Platform accounts (external, fees, ...) first, as at install, then the customers."""
     async with sessions() as s, s.begin():
         plat = await ensure_platform_accounts(s, ASSET)
@@ -421,7 +424,7 @@ async def create_accounts(sessions: async_sessionmaker[AsyncSession], count: int
     for k in range(0, len(starts), workers):
         await asyncio.gather(*(make(lo, min(lo + chunk, count)) for lo in starts[k:k + workers]))
     ids.sort()
-    return ids, plat.external.id, plat.fees.id
+    return ids, plat.external.id, plat
 
 
 async def fund(sessions: async_sessionmaker[AsyncSession], ids: list[int], external: int) -> None:
@@ -484,7 +487,7 @@ async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict
     out: dict[str, Any] = {"version": await server_version(engine), "cases": {}}
     try:
         t0 = time.perf_counter()
-        ids, external, fees = await create_accounts(
+        ids, external, plat = await create_accounts(
             sessions, args.accounts, workers=1 if label == "sqlite" else 8)
         await fund(sessions, ids, external)
         async with engine.begin() as conn:
@@ -495,7 +498,8 @@ async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict
         if args.profile:
             todo = [c for c in todo if c.name == "single_c16"] or todo[:1]
         for case in todo:
-            make = case.maker(ids, fees)
+            make = case.maker(ids, (lambda _key: plat.fees.id) if args.one_fees_account
+                              else (lambda key: plat.fee_account(key).id))
             # ``session`` is a single-transfer variant; batches and group commit compare the
             # set-based batch (``plain``) with the general path when both are asked for.
             paths = args.paths if case.name.startswith("single_") else (
@@ -630,6 +634,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="prepared_statement_cache_size of the asyncpg adapter (default: its own)")
     p.add_argument("--repeat", type=int, default=1, help="runs per case; medians are reported")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--one-fees-account", action="store_true",
+                   help="fees to the one account of before the stripes (a hot row)")
     p.add_argument("--quiet-wait", type=float, default=10.0,
                    help="before each run wait up to this long for other load to settle")
     p.add_argument("--noise", type=float, default=0.3,
@@ -672,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {k: getattr(args, k) for k in (
             "duration", "warmup", "accounts", "clients", "batch_size", "batch_clients",
+            "one_fees_account",
             "hot_clients", "group_clients", "paths", "loop", "pg_statement_cache", "repeat", "seed",
             "quiet_wait", "noise")},
         "results": {},

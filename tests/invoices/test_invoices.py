@@ -11,7 +11,7 @@ from sqlalchemy import select
 from satvault.accounts import service as acc
 from satvault.events.models import OutboxEvent
 from satvault.invoices.tasks import refresh_open_invoices
-from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.platform import fees_earned
 from satvault.ledger.store import get_account
 from satvault.lightning.invoices import InvoiceListener
 from tests.chainenv import LnEnv, api_client
@@ -71,8 +71,7 @@ async def paid_lightning_invoice(c, env: LnEnv, shop, idem: str, *, sats: int) -
 
 async def fees_and_merchant(env: LnEnv, shop) -> tuple[int, int]:
     async with env.sessions() as s:
-        fees = (await ensure_platform_accounts(s, "BTC")).fees.id
-        f = (await get_account(s, fees)).balances.credits_posted
+        f = await fees_earned(s, "BTC")  # every fees stripe
         m = await get_account(s, shop["wallet"].ledger_account_id)
     return f, m.balances.credits_posted - m.balances.debits_posted
 
@@ -184,9 +183,7 @@ async def test_reorg_after_settlement_reverses_credit_and_fee(lnenv: LnEnv, shop
     _, merchant = await fees_and_merchant(env, shop)
     assert merchant == 0
     async with env.sessions() as s:
-        fees = (await ensure_platform_accounts(s, "BTC")).fees.id
-        b = (await get_account(s, fees)).balances
-    assert b.credits_posted - b.debits_posted == 0  # the fee went back with the credit
+        assert await fees_earned(s, "BTC") == 0  # the fee went back with the credit
     await env.check()
 
 

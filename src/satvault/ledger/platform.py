@@ -21,23 +21,33 @@ of ``hot_wallet``: each in the transaction that records the move's confirmation.
 
 Customer and merchant wallets are liabilities: credited when money comes in, guarded by
 ``debits_must_not_exceed_credits`` so they can never be spent below zero.
+
+**The fees account is striped.** Every paid store invoice books its fee to ``fees``, and a
+transfer locks its accounts' rows until it commits, so one fees row would make every
+fee-bearing payment of the platform wait for the one before it. ``fees`` is therefore
+:data:`FEE_STRIPES` accounts alike (``platform:fees:BTC``, then ``platform:fees:BTC:1`` …);
+a fee goes to the stripe its payment's key picks (:meth:`PlatformAccounts.fee_account`, a
+stable hash), and what the platform earned is their sum (:func:`fees_earned`).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, replace
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.ledger.core import Account, AccountKind, Balances
 from satvault.ledger.models import LedgerAccount
 from satvault.ledger.store import create_account
 
-__all__ = ["PlatformAccounts", "ensure_platform_accounts", "platform_account_name",
-           "platform_fee"]
+__all__ = ["FEE_STRIPES", "PlatformAccounts", "ensure_platform_accounts", "fee_stripe_names",
+           "fees_earned", "platform_account_name", "platform_fee"]
+
+FEE_STRIPES = 16  # accounts the platform's fees are spread over, per asset
 
 _SPEC = {
     "external": (AccountKind.EXTERNAL, False, False),
@@ -65,6 +75,13 @@ class PlatformAccounts:
     fees: Account
     network_fees: Account
     equity: Account
+    fee_stripes: tuple[Account, ...] = ()  # fees first, then the other stripes
+
+    def fee_account(self, key: str) -> Account:
+        """The fees stripe for the payment ``key`` (its transfer id, say): the same one every
+        time for the same key, spread evenly over the stripes."""
+        stripes = self.fee_stripes or (self.fees,)
+        return stripes[zlib.crc32(key.encode()) % len(stripes)]
 
 
 def platform_fee(amount: int, fee_bp: int) -> int:
@@ -78,6 +95,21 @@ def platform_fee(amount: int, fee_bp: int) -> int:
 
 def platform_account_name(role: str, asset: str) -> str:
     return f"platform:{role}:{asset}"
+
+
+def fee_stripe_names(asset: str) -> list[str]:
+    """The fees stripes' account names, ``fees`` itself first."""
+    base = platform_account_name("fees", asset)
+    return [base] + [f"{base}:{k}" for k in range(1, FEE_STRIPES)]
+
+
+async def fees_earned(session: AsyncSession, asset: str) -> int:
+    """What the platform's fees accounts hold together, in the asset's smallest unit."""
+    total = (await session.execute(
+        select(func.coalesce(func.sum(LedgerAccount.credits_posted
+                                      - LedgerAccount.debits_posted), 0))
+        .where(LedgerAccount.name.in_(fee_stripe_names(asset))))).scalar_one()
+    return int(total)
 
 
 # Per database (engine): the platform's accounts never change once they exist, so after one
@@ -102,19 +134,32 @@ async def ensure_platform_accounts(session: AsyncSession, asset: str) -> Platfor
         return found
     session.info[_CREATED] = True
     made = {}
-    for role, (kind, dnec, cned) in _SPEC.items():
-        made[role] = await create_account(
-            session, name=platform_account_name(role, asset), asset=asset, kind=kind,
-            owner_type="platform", owner_id=None,
+    for name, role in _names(asset).items():
+        kind, dnec, cned = _SPEC[role]
+        made[name] = await create_account(
+            session, name=name, asset=asset, kind=kind, owner_type="platform", owner_id=None,
             debits_must_not_exceed_credits=dnec, credits_must_not_exceed_debits=cned,
         )
-    return PlatformAccounts(asset=asset, **made)
+    return _accounts(asset, made)
+
+
+def _names(asset: str) -> dict[str, str]:
+    """Every platform account's name for ``asset`` → its role (each fees stripe: ``fees``)."""
+    names = {platform_account_name(role, asset): role for role in _SPEC}
+    names.update({name: "fees" for name in fee_stripe_names(asset)})
+    return names
+
+
+def _accounts(asset: str, by_name: dict[str, Account]) -> PlatformAccounts:
+    roles = {role: by_name[platform_account_name(role, asset)] for role in _SPEC}
+    return PlatformAccounts(asset=asset, **roles,
+                            fee_stripes=tuple(by_name[n] for n in fee_stripe_names(asset)))
 
 
 async def _find_all(session: AsyncSession, asset: str) -> PlatformAccounts | None:
     """All of them in one statement, or None if any is missing or not as specified (then the
     creating path decides, and says what is wrong)."""
-    names = {platform_account_name(role, asset): role for role in _SPEC}
+    names = _names(asset)
     rows = (await session.execute(select(
         LedgerAccount.name, LedgerAccount.id, LedgerAccount.asset, LedgerAccount.kind,
         LedgerAccount.owner_type, LedgerAccount.owner_id,
@@ -130,8 +175,7 @@ async def _find_all(session: AsyncSession, asset: str) -> PlatformAccounts | Non
                 bool(row.credits_must_not_exceed_debits)) != (asset, kind.value, "platform",
                                                               None, dnec, cned):
             return None
-        found[role] = Account(int(row.id), asset, kind, dnec, cned)
-    if len(found) != len(_SPEC):
-        return None
-    return PlatformAccounts(asset=asset, **{r: replace(a, balances=Balances())
-                                           for r, a in found.items()})
+        found[row.name] = Account(int(row.id), asset, kind, dnec, cned)
+    if len(found) != len(names):
+        return None  # one missing (new stripes after an upgrade, say): the creating path
+    return _accounts(asset, {n: replace(a, balances=Balances()) for n, a in found.items()})

@@ -191,7 +191,8 @@ async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat:
         code="ln_internal" if internal else "ln_deposit", ref=invoice_id, linked=fee > 0)]
     if fee:  # a store invoice's platform fee, in the same linked batch
         specs.append(TransferSpec(f"ln:in:{payment_hash}:fee", payee_account_id,
-                                  platform.fees.id, fee, "BTC", code="invoice_fee",
+                                  platform.fee_account(payment_hash).id, fee, "BTC",
+                                  code="invoice_fee",
                                   ref=store_invoice_id or ""))
     outcomes = await create_transfers(session, specs)
     bad = [o for o in outcomes if not o.ok]

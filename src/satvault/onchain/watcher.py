@@ -481,8 +481,9 @@ class Watcher:
                                               kind=TransferKind.POST, pending_id=key,
                                               code="deposit", linked=fee > 0))
                 if fee:  # a store invoice's platform fee, in the same linked batch
-                    specs.append(TransferSpec(f"{key}:fee", credit_account, platform.fees.id,
-                                              fee, "BTC", code="invoice_fee", ref=invoice_id or ""))
+                    specs.append(TransferSpec(f"{key}:fee", credit_account,
+                                              platform.fee_account(key).id, fee, "BTC",
+                                              code="invoice_fee", ref=invoice_id or ""))
                 next_state = CreditState.CREDITED
         if not specs:
             return 0, 0
