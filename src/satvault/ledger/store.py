@@ -20,7 +20,8 @@ the same transaction.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -335,10 +336,6 @@ _UPDATE_BALANCES = (
 
 # Integer columns (amounts, account ids) travel to PostgreSQL as one array *literal* each
 # (``_plain.int_literal``): a string like ``{5,70,12}`` that the server casts.
-
-
-
-
 _UPDATE_BALANCES_PG = text(
     "UPDATE ledger_accounts AS a SET debits_posted = a.debits_posted + d.dp, "
     "credits_posted = a.credits_posted + d.cp, debits_pending = a.debits_pending + d.dq, "
@@ -500,6 +497,18 @@ async def _mark_refusals(session: AsyncSession, specs: Sequence[TransferSpec], p
         await session.execute(_TOUCH, {"ids": ids})
 
 
+@contextmanager
+def _refused_writes() -> Iterator[None]:
+    """A write the database refused: a transfer id another transaction took meanwhile is a
+    conflict to retry (:class:`ConcurrentUpdate`); any other constraint is a broken plan."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if _is_unique_violation(exc):
+            raise ConcurrentUpdate("a transfer id was taken concurrently") from exc
+        raise LedgerInvariantViolation(f"the database refused a planned write: {exc.orig}") from exc
+
+
 def _is_unique_violation(exc: DBAPIError) -> bool:
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     return code == "23505" or "UNIQUE constraint failed" in str(exc.orig)
@@ -527,13 +536,8 @@ async def create_transfers(
     if (dialect == "postgresql" and len(specs) > 1 and not specs[-1].linked
             and all(is_plain(s, limit, linked_ok=True) for s in specs)
             and len({s.id for s in specs}) == len(specs)):
-        try:
+        with _refused_writes():
             batch = await create_plain_batch(session, list(specs), now=now, max_amount=limit)
-        except IntegrityError as exc:
-            if _is_unique_violation(exc):
-                raise ConcurrentUpdate("a transfer id was taken concurrently") from exc
-            raise LedgerInvariantViolation(
-                f"the database refused a planned write: {exc.orig}") from exc
         if batch is not None:
             outcomes, wallets_after = batch
             _note_balances(session, wallets_after)
@@ -555,7 +559,7 @@ async def create_transfers(
     plan = plan_transfers(
         specs, accounts=accounts, existing=existing, failed=failed, now=now, max_amount=limit,
     )
-    try:
+    with _refused_writes():
         seqs: dict[str, int] = {}
         if plan.inserts:
             seqs = await _insert_transfers(session, dialect, plan.inserts)
@@ -576,10 +580,6 @@ async def create_transfers(
             ])
             if dialect == "postgresql":
                 await _mark_refusals(session, specs, plan, existing, accounts)
-    except IntegrityError as exc:
-        if _is_unique_violation(exc):
-            raise ConcurrentUpdate("a transfer id was taken concurrently") from exc
-        raise LedgerInvariantViolation(f"the database refused a planned write: {exc.orig}") from exc
     # The rows just inserted now have sequence numbers; outcomes carry the stored transfers.
     return [
         _with_seq(o, o.transfer, seqs[o.id])
