@@ -75,13 +75,12 @@ class PlatformAccounts:
     fees: Account
     network_fees: Account
     equity: Account
-    fee_stripes: tuple[Account, ...] = ()  # fees first, then the other stripes
+    fee_stripes: tuple[Account, ...]  # fees first, then the other stripes
 
     def fee_account(self, key: str) -> Account:
         """The fees stripe for the payment ``key`` (its transfer id, say): the same one every
         time for the same key, spread evenly over the stripes."""
-        stripes = self.fee_stripes or (self.fees,)
-        return stripes[zlib.crc32(key.encode()) % len(stripes)]
+        return self.fee_stripes[zlib.crc32(key.encode()) % len(self.fee_stripes)]
 
 
 def platform_fee(amount: int, fee_bp: int) -> int:

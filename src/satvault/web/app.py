@@ -159,7 +159,7 @@ def tune_gc(settings: Settings) -> None:
     if settings.server_gc_freeze:
         gc.collect()
         gc.freeze()
-    if settings.server_gc_gen0 != gc.get_threshold()[0]:
-        _, gen1, gen2 = gc.get_threshold()
+    gen0, gen1, gen2 = gc.get_threshold()
+    if settings.server_gc_gen0 != gen0:
         gc.set_threshold(settings.server_gc_gen0, gen1, gen2)
     log.info("gc_tuned", frozen=gc.get_freeze_count(), threshold=gc.get_threshold())

@@ -327,8 +327,7 @@ def _own_user(principal: Principal) -> str:
 
 
 async def _totp_status(session: AsyncSession, user_id: str) -> TotpStatusOut:
-    creds = (await session.execute(select(Credentials).where(Credentials.user_id == user_id))
-             ).scalar_one_or_none()
+    creds = await session.get(Credentials, user_id)  # none yet: never enrolled
     return TotpStatusOut(totp_enabled=totp.totp_enabled(creds),
                          totp_required=bool(creds and creds.totp_required))
 
