@@ -42,7 +42,7 @@ class Ctx:
     async def out(self, amount_msat: int, *, ago: timedelta = timedelta(minutes=5),
                   destination: str = ADDR,
                   method: WithdrawalMethod = WithdrawalMethod.LIGHTNING,
-                  n: int = 1) -> None:
+                  n: int = 1, status: WithdrawalStatus = WithdrawalStatus.CONFIRMED) -> None:
         """``n`` past withdrawals (history only: no hold, nothing paid)."""
         at = utcnow() - ago
         async with self.sessions() as s, s.begin():
@@ -51,7 +51,7 @@ class Ctx:
                 s.add(Withdrawal(id=wid, wallet_id=self.wallet.id, method=method,
                                  destination=destination, script_pubkey=None,
                                  amount_msat=amount_msat, fee_reserve_msat=0, fee_msat=None,
-                                 status=WithdrawalStatus.CONFIRMED,
+                                 status=status,
                                  batch_id=None, txid=None, hold_id=f"wd:{wid}:hold",
                                  created_at=at, updated_at=at))
 

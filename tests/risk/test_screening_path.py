@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import insert
 
 from satvault.db import utcnow
+from satvault.payouts.models import WithdrawalStatus
 from satvault.risk.features import _query, _values, read_features
 from satvault.risk.models import RiskAddressLabel
 from satvault.risk.rules import All, AnyOf, Comparison, Not, Params, evaluate, parse_rule_set
@@ -129,9 +130,10 @@ def _reads_features(sql: str) -> bool:
 
 
 async def test_postgresql_function_reads_the_same_features_as_the_query(ctx: Ctx):
-    """On PostgreSQL the lock and the features are one call of migration 0035's function;
-    its query is a copy of the one ``features.py`` builds (which SQLite runs): for the same
-    history, events and parameters both must return the same row, column for column."""
+    """On PostgreSQL the lock and the features are one call of a function (migration 0035,
+    its body replaced by 0037); its query is a copy of the one ``features.py`` builds (which
+    SQLite runs): for the same history, events and parameters both must return the same row,
+    column for column."""
     engine = ctx.sessions.kw["bind"]
     if engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL only: SQLite has no stored functions and runs the query")
@@ -189,3 +191,27 @@ async def test_postgresql_function_reads_the_same_features_as_the_query(ctx: Ctx
     assert first["out.counterparties.30d"] == 3 and first["out.band"] == 2
     assert first["in.count.1h"] == 1 and first["in.rapid"] > 0 and first["seen"] == 4
     assert first["label_score"] == 25 and first["first_seen"] is not None
+
+
+async def test_counterparties_and_seen_count_live_withdrawals_only(ctx: Ctx):
+    """Distinct destinations per window and earlier payments to a destination, as the rules
+    read them, on both databases: a destination counts in a window when a *live* withdrawal
+    to it falls in that window (a failed or cancelled latest one does not move it in), and
+    ``seen`` counts the live ones of all time, compared exactly (not by the index's hash)."""
+    wd = WithdrawalStatus
+    await ctx.out(SAT, ago=timedelta(minutes=10), destination="bc1qa")
+    await ctx.out(SAT, ago=timedelta(days=2), destination="bc1qa")
+    await ctx.out(SAT, ago=timedelta(days=3), destination="bc1qb")
+    await ctx.out(SAT, ago=timedelta(minutes=5), destination="bc1qb", status=wd.FAILED)
+    await ctx.out(SAT, ago=timedelta(minutes=5), destination="bc1qc", status=wd.CANCELLED)
+    await ctx.out(SAT, ago=timedelta(hours=30), destination="bc1qd", status=wd.REVIEW)
+    await ctx.out(SAT, ago=timedelta(days=40), destination="bc1qe", n=2)  # outside 30 days
+    await ctx.out(SAT, ago=timedelta(hours=20), destination="bc1qE")  # another destination
+    got = {}
+    for dest in ("bc1qa", "bc1qb", "bc1qc", "bc1qd", "bc1qe", "bc1qnew"):
+        f = (await ctx.screen(ctx.event(SAT, destination=dest))).features
+        got[dest] = f["destination_seen_count"]
+        counts = [f[f"agg.out.counterparties.{w}"] for w in ("1h", "24h", "7d", "30d")]
+        # a (10 min), E (20 h), d (30 h, held for review: live), b (3 days); c never
+        assert counts == [1, 2, 4, 4], (dest, counts)
+    assert got == {"bc1qa": 2, "bc1qb": 1, "bc1qc": 0, "bc1qd": 1, "bc1qe": 2, "bc1qnew": 0}

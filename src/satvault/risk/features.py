@@ -4,15 +4,18 @@ The query reads a fixed set — for both directions and the four windows, count,
 squares (mean and standard deviation follow) and distinct counterparties; the structuring
 band's count; the money that came in within the rapid-movement window; earlier withdrawals to
 this destination; the operator's labels of the destination and counterparty; the owner's KYC
-tier — as conditional aggregates over two one-row subqueries (the account's withdrawals and
-its ledger credits in the last 30 days, through their indexes), so a rule set of 20 rules or
-200 costs the same statement. What the rules then do with them is pure
-(:func:`satvault.risk.rules.evaluate`).
+tier — as conditional aggregates over one-row subqueries (the account's withdrawals and its
+ledger credits in the last 30 days, through their indexes; the withdrawals' destinations
+grouped once for the distinct counts), so a rule set of 20 rules or 200 costs the same
+statement. What reads the wallet's history reads 30 days of it at most: earlier rows cost
+nothing, and ``seen`` probes an index by destination (migration 0037). What the rules then do
+with them is pure (:func:`satvault.risk.rules.evaluate`).
 
-On PostgreSQL the statement is sent as one call of ``risk_screen_features`` (migration 0035),
-which takes the wallet's row lock first and then runs the same query, written out in SQL:
-the lock and the features in one round trip. A change to :func:`_query` needs a migration
-that changes the function too (``tests/risk/test_screening_path.py`` compares the two).
+On PostgreSQL the statement is sent as one call of ``risk_screen_features`` (migration 0035,
+its body replaced by 0037), which takes the wallet's row lock first and then runs the same
+query, written out in SQL: the lock and the features in one round trip. A change to
+:func:`_query` needs a migration that changes the function too
+(``tests/risk/test_screening_path.py`` compares the two).
 
 Money out is the account's ``withdrawals`` rows (every rail: on-chain, Lightning, internal,
 refunds; failed and cancelled ones excepted; held ones included). Money in is the ledger's
@@ -81,20 +84,24 @@ def _flt(col: Any) -> Any:
     return cast(col, Float)
 
 
-def _window_columns(prefix: str, ts: Any, amount: Any, party: Any) -> list[Any]:
+def _window_columns(prefix: str, rows: Any) -> list[Any]:
+    """Per window: count, sum and sum of squares of ``rows.c.a`` (the amount as a float,
+    cast once per row) over the rows whose ``ts`` is inside, as aggregate FILTERs."""
     cols = []
     for name in WINDOWS:
-        inside = ts >= bindparam(f"since_{name}", type_=UtcDateTime())
+        inside = rows.c.ts >= bindparam(f"since_{name}", type_=UtcDateTime())
         cols += [
-            func.count(case((inside, 1))).label(f"{prefix}.count.{name}"),
-            func.coalesce(func.sum(case((inside, _flt(amount)), else_=0.0)), 0.0)
-            .label(f"{prefix}.sum.{name}"),
-            func.coalesce(func.sum(case((inside, _flt(amount) * _flt(amount)), else_=0.0)), 0.0)
+            func.count().filter(inside).label(f"{prefix}.count.{name}"),
+            func.coalesce(func.sum(rows.c.a).filter(inside), 0.0).label(f"{prefix}.sum.{name}"),
+            func.coalesce(func.sum(rows.c.a * rows.c.a).filter(inside), 0.0)
             .label(f"{prefix}.sq.{name}"),
-            (func.count(func.distinct(case((inside, party)))) if party is not None
-             else literal(0)).label(f"{prefix}.counterparties.{name}"),
         ]
     return cols
+
+
+def _band(rows: Any) -> Any:
+    return (rows.c.ts >= bindparam("s_since", type_=UtcDateTime())) \
+        & (rows.c.m >= bindparam("low")) & (rows.c.m < bindparam("top"))
 
 
 def _live(w: Any) -> Any:
@@ -109,25 +116,29 @@ def _query(dialect: str, owner_type: str, *, many_parties: bool = False) -> Any:
     bound parameters, so it is built and compiled once, not per payment)."""
     w = Withdrawal
     ts = UtcDateTime()
-    in_band_w = (w.created_at >= bindparam("s_since", type_=ts)) \
-        & (w.amount_msat >= bindparam("low")) & (w.amount_msat < bindparam("top"))
-    out_q = select(
-        *_window_columns("out", w.created_at, w.amount_msat, w.destination),
-        func.count(case((in_band_w, 1))).label("out.band"),
-    ).where(w.wallet_id == bindparam("wallet"), w.created_at >= bindparam("since", type_=ts),
-            _live(w)).subquery("o")
+    recent = (w.wallet_id == bindparam("wallet"),
+              w.created_at >= bindparam("since", type_=ts), _live(w))
+    ow = select(w.created_at.label("ts"), _flt(w.amount_msat).label("a"),
+                w.amount_msat.label("m")).where(*recent).subquery("ow")
+    out_q = select(*_window_columns("out", ow),
+                   func.count().filter(_band(ow)).label("out.band")).subquery("o")
+    # A destination was paid within a window exactly when its latest live withdrawal is in
+    # it: one grouped pass, then a count per window (four COUNT(DISTINCT) were four sorts).
+    last = select(func.max(w.created_at).label("last_at")).where(*recent) \
+        .group_by(w.destination).subquery("d")
+    parties_q = select(*(
+        func.count().filter(last.c.last_at >= bindparam(f"since_{name}", type_=ts))
+        .label(f"out.counterparties.{name}") for name in WINDOWS)).subquery("p")
 
     t = LedgerTransfer
-    in_band_t = (t.created_at >= bindparam("s_since", type_=ts)) \
-        & (t.amount >= bindparam("low")) & (t.amount < bindparam("top"))
+    it = select(t.created_at.label("ts"), _flt(t.amount).label("a"), t.amount.label("m")).where(
+        t.credit_account_id == bindparam("account"),
+        t.created_at >= bindparam("since", type_=ts),
+        or_(t.kind == "single", t.kind == "post")).subquery("it")
     in_q = select(
-        *_window_columns("in", t.created_at, t.amount, None),
-        func.count(case((in_band_t, 1))).label("in.band"),
-        func.coalesce(func.sum(case((t.created_at >= bindparam("r_since", type_=ts),
-                                     _flt(t.amount)), else_=0.0)), 0.0).label("in.rapid"),
-    ).where(t.credit_account_id == bindparam("account"),
-            t.created_at >= bindparam("since", type_=ts),
-            or_(t.kind == "single", t.kind == "post")).subquery("i")
+        *_window_columns("in", it), func.count().filter(_band(it)).label("in.band"),
+        func.coalesce(func.sum(it.c.a).filter(it.c.ts >= bindparam("r_since", type_=ts)), 0.0)
+        .label("in.rapid")).subquery("i")
 
     lab = RiskAddressLabel
     label_join = (func.string_agg(lab.label, literal(",")) if dialect == "postgresql"
@@ -142,11 +153,15 @@ def _query(dialect: str, owner_type: str, *, many_parties: bool = False) -> Any:
             lab.address.in_([bindparam("party_a", type_=String()),
                              bindparam("party_b", type_=String())])).subquery("l")
 
+    same = or_(w.destination == bindparam("destination"),
+               w.destination == bindparam("counterparty"))
+    if dialect == "postgresql":
+        # Through the index on (wallet_id, md5(destination)) (migration 0037): the hash
+        # narrows the search, the comparison above stays exact.
+        same = and_(or_(func.md5(w.destination) == func.md5(bindparam("destination")),
+                        func.md5(w.destination) == func.md5(bindparam("counterparty"))), same)
     seen = select(func.count()).where(
-        w.wallet_id == bindparam("wallet"),
-        or_(w.destination == bindparam("destination"),
-            w.destination == bindparam("counterparty")),
-        _live(w)).scalar_subquery()
+        w.wallet_id == bindparam("wallet"), same, _live(w)).scalar_subquery()
     if owner_type == "user":
         tier = select(User.kyc_tier).where(User.id == bindparam("owner")).scalar_subquery()
     else:
@@ -156,21 +171,32 @@ def _query(dialect: str, owner_type: str, *, many_parties: bool = False) -> Any:
     # and whether the wallet exists: the screening reads nothing else.
     rs = RiskRuleSet
     live = rs.status == RuleSetStatus.LIVE
-    # Three one-row subqueries side by side (joined on true: no cartesian growth).
-    return select(out_q, in_q, labels, seen.label("seen"),
+    # One-row subqueries side by side (joined on true: no cartesian growth), their columns
+    # in the order of migration 0035's function.
+    row: list[Any] = []
+    for d, q in (("out", out_q), ("in", in_q)):
+        for name in WINDOWS:
+            row += [q.c[f"{d}.count.{name}"], q.c[f"{d}.sum.{name}"], q.c[f"{d}.sq.{name}"],
+                    parties_q.c[f"out.counterparties.{name}"] if d == "out"
+                    else literal(0).label(f"in.counterparties.{name}")]
+        row.append(q.c[f"{d}.band"])
+    row.append(in_q.c["in.rapid"])
+    return select(*row, labels, seen.label("seen"),
                   func.coalesce(tier, 0).label("tier"),
                   select(rs.version).where(live).scalar_subquery().label("live_version"),
                   select(rs.created_at).where(live).scalar_subquery().label("live_created_at"),
                   select(Wallet.id).where(Wallet.id == bindparam("wallet"))
                   .scalar_subquery().label("wallet"),
-                  ).select_from(out_q.join(in_q, true()).join(labels, true()))
+                  ).select_from(out_q.join(parties_q, true()).join(in_q, true())
+                                .join(labels, true()))
 
 
 _QUERIES: dict[tuple[str, str, bool], Any] = {}
 
 # PostgreSQL: the wallet's row lock and the feature statement in one round trip, through the
-# function of migration 0035 (the lock, then the same query as :func:`_query`'s in a statement
-# of its own, so with a snapshot taken after the lock was granted; its plan kept per session).
+# function of migrations 0035 and 0037 (the lock, then the same query as :func:`_query`'s in a
+# statement of its own, so with a snapshot taken after the lock was granted; its plan kept per
+# session).
 # Its columns named in order, so SQLAlchemy builds the result's metadata once with the
 # compiled statement instead of from the cursor's description on every call (~45 columns).
 _PG_COLUMNS = [

@@ -1,0 +1,128 @@
+"""What a busy payer's history costs the risk screening, before and after migration 0037.
+
+Not a timed test: a measurement. On a throwaway PostgreSQL database it seeds one wallet with
+``--history`` live withdrawals in the last hour, each to a destination of its own (a BOLT11
+string of ~300 characters, as an internal payment stores), plus ``--old`` withdrawals 60-400
+days back and other wallets' rows around them, then calls ``risk_screen_features`` (the
+function every withdrawal's screening calls, under the wallet's row lock) for that wallet,
+alternating the schema between migration 0036 (the body of 0035) and 0037 round by round.
+It reports the server's execution time per call (``EXPLAIN (ANALYZE)`` of the call, so the
+network and the client are not in it) and the wall time of a plain call, medians of
+``--calls`` per round, then medians over ``--repeat`` rounds.
+
+    SATVAULT_TEST_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres \\
+        .venv/bin/python benchmarks/risk_history.py --history 3000 --repeat 3
+
+Progress goes to stderr; the last line of stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+
+import asyncpg
+from alembic import command
+
+from satvault.migrate import alembic_config
+
+_CALL = ("risk_screen_features(true, 'w_busy', 1, 'u_none', false, $1, '02node', "
+         "ARRAY[$1, '02node'], now() - interval '30 days', now() - interval '1 hour', "
+         "now() - interval '24 hours', now() - interval '7 days', now() - interval '30 days', "
+         "now() - interval '7 days', now() - interval '60 minutes', 900000000, 1000000000)")
+
+_SEED = """
+SET session_replication_role = replica;  -- rows only: no foreign keys, no triggers
+INSERT INTO withdrawals (id, wallet_id, method, destination, amount_msat, fee_reserve_msat,
+                         status, hold_id, created_at, updated_at)
+SELECT 'wd_' || g, 'w_busy', 'internal', 'lnbcrt10u1p' || repeat(md5(g::text), 9),
+       1000000 + g, 0, 'confirmed', 'h_' || g, now() - (g || ' ms')::interval, now()
+  FROM generate_series(1, {history}) g;
+INSERT INTO withdrawals (id, wallet_id, method, destination, amount_msat, fee_reserve_msat,
+                         status, hold_id, created_at, updated_at)
+SELECT 'wo_' || g, 'w_busy', 'internal', 'lnbcrt10u1p' || repeat(md5(g::text), 9),
+       1000000, 0, 'confirmed', 'ho_' || g, now() - (60 + g % 340 || ' days')::interval, now()
+  FROM generate_series(1, {old}) g;
+INSERT INTO withdrawals (id, wallet_id, method, destination, amount_msat, fee_reserve_msat,
+                         status, hold_id, created_at, updated_at)
+SELECT 'wx_' || g, 'w_' || (g % 500), 'internal', 'lnbcrt10u1p' || repeat(md5(g::text), 9),
+       1000000, 0, 'confirmed', 'hx_' || g, now() - (g || ' s')::interval, now()
+  FROM generate_series(1, 50000) g
+"""  # no wallet row: the function's lock finds nothing to wait for, the reads are the same
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+async def _measure(dsn: str, calls: int) -> dict[str, float]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        dest = "lnbcrt10u1pnew"
+        for _ in range(10):  # the session's plan cache, as a long-lived pool connection has
+            await conn.fetch(f"SELECT * FROM {_CALL}", dest)
+        server, wall = [], []
+        for _ in range(calls):
+            plan = await conn.fetchval(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM {_CALL}", dest)
+            server.append(json.loads(plan)[0]["Execution Time"])
+            t0 = time.perf_counter()
+            await conn.fetch(f"SELECT * FROM {_CALL}", dest)
+            wall.append((time.perf_counter() - t0) * 1000)
+        return {"server_ms": round(statistics.median(server), 3),
+                "wall_ms": round(statistics.median(wall), 3)}
+    finally:
+        await conn.close()
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--database-url", default=os.environ.get("SATVAULT_TEST_POSTGRES_URL"))
+    p.add_argument("--history", type=int, default=3000)
+    p.add_argument("--old", type=int, default=3000)
+    p.add_argument("--calls", type=int, default=40)
+    p.add_argument("--repeat", type=int, default=3)
+    args = p.parse_args()
+    if not args.database_url:
+        sys.exit("--database-url or SATVAULT_TEST_POSTGRES_URL is required")
+    base = args.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    server, name = base.rsplit("/", 1)[0], f"risk_history_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(f"{server}/postgres")
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn, url = f"{server}/{name}", f"{server}/{name}".replace("postgresql://",
+                                                             "postgresql+asyncpg://")
+    try:
+        cfg = alembic_config(url)
+        await asyncio.to_thread(command.upgrade, cfg, "head")
+        conn = await asyncpg.connect(dsn)
+        await conn.execute(_SEED.format(history=int(args.history), old=int(args.old)))
+        await conn.execute("VACUUM ANALYZE withdrawals")
+        await conn.close()
+        _log(f"seeded: {args.history} withdrawals in the last hour, {args.old} older")
+        variants = {"0036": "0036_approver_group_changes", "0037": "0037_risk_features_history"}
+        rounds: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+        for r in range(args.repeat):
+            order = list(variants) if r % 2 == 0 else list(reversed(variants))
+            for v in order:
+                await asyncio.to_thread(command.downgrade if v == "0036" else command.upgrade,
+                                        cfg, variants[v])
+                got = await _measure(dsn, args.calls)
+                rounds[v].append(got)
+                _log(f"round {r + 1} {v}: {got}")
+        summary = {v: {k: statistics.median(x[k] for x in rs) for k in rs[0]}
+                   for v, rs in rounds.items()}
+        print(json.dumps({"args": vars(args) | {"database_url": None}, "summary": summary,
+                          "rounds": rounds, "load": os.getloadavg()}))
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
