@@ -221,7 +221,8 @@ def make_lightning_backend(settings: Settings) -> LightningBackend | None:
             if settings.lnd_macaroon_hex else None
         return LndBackend(settings.lnd_url, macaroon_hex=macaroon,
                           macaroon_path=settings.lnd_macaroon_path,
-                          tls_cert=settings.lnd_tls_cert)
+                          tls_cert=settings.lnd_tls_cert,
+                          http_client=settings.lnd_http_client)
     if kind == "cln":
         from satvault.backends.cln import ClnBackend
 

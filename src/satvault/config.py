@@ -259,6 +259,9 @@ class Settings(BaseSettings):
     lnd_macaroon_path: str | None = None
     lnd_macaroon_hex: SecretStr | None = None
     lnd_tls_cert: str | None = None
+    # The HTTP client under the LND adapter: aiohttp's pool and parser (half the client CPU
+    # per call) or httpx's own transport; the same API and error rules either way.
+    lnd_http_client: Literal["aiohttp", "httpx"] = "aiohttp"
     cln_rpc_path: str = ""
     ln_invoice_expiry_seconds: int = 3600
     # Fee reserve held with every outgoing payment: max(ppm of the amount, the minimum).

@@ -26,9 +26,12 @@ def lnd(net: LnNetwork) -> Iterator[LndRestServer]:
         yield server
 
 
-@pytest.fixture
-async def backend(lnd: LndRestServer) -> AsyncIterator[LndBackend]:
-    client = LndBackend(lnd.url, macaroon_hex=MACAROON, timeout=5.0)
+@pytest.fixture(params=["aiohttp", "httpx"])
+async def backend(lnd: LndRestServer, request: pytest.FixtureRequest
+                  ) -> AsyncIterator[LndBackend]:
+    """The adapter on each of its HTTP clients (aiohttp's pool, the default; httpx's own):
+    the same calls, answers and errors either way."""
+    client = LndBackend(lnd.url, macaroon_hex=MACAROON, timeout=5.0, http_client=request.param)
     yield client
     await client.close()
 

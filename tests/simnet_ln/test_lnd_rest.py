@@ -310,6 +310,39 @@ async def test_adapter_regression_pay_has_no_deadline(backend: LndBackend, net: 
     assert result.status is PaymentStatus.IN_FLIGHT
 
 
+async def test_node_gone_mid_payment_is_unknown_then_tracked(backend: LndBackend,
+                                                             lnd: LndRestServer,
+                                                             net: LnNetwork) -> None:
+    """The node drops off while the send stream is open (IN_FLIGHT said, nothing final): the
+    adapter raises BackendUnavailable (the caller keeps the hold: UNKNOWN), never a failed
+    result; back online, a call on the pooled client works and tracking finds the payment."""
+    inv = net.create_invoice("customer2", 20_000)
+    net.script_next("platform", "hang_then_succeed", delay=3600)
+    pay = asyncio.create_task(backend.pay(inv.bolt11, amount_msat=None, fee_limit_msat=5000,
+                                          timeout_seconds=30))
+    for _ in range(200):
+        got = net.payment("platform", inv.payment_hash)
+        if got is not None:
+            break
+        await asyncio.sleep(0.01)
+    lnd.set_offline(True)
+    with pytest.raises(BackendUnavailable):
+        await asyncio.wait_for(pay, 5)
+    with pytest.raises(BackendUnavailable):
+        await backend.get_info()  # refused while it is away
+    lnd.set_offline(False)
+    tracked = await asyncio.wait_for(backend.track_payment(inv.payment_hash), 3)
+    assert tracked is not None and tracked.status is PaymentStatus.IN_FLIGHT
+    net.resolve(inv.payment_hash, "succeed")
+    tracked = await asyncio.wait_for(backend.track_payment(inv.payment_hash), 3)
+    assert tracked is not None and tracked.status is PaymentStatus.SUCCEEDED
+
+
+def test_unknown_http_client_is_refused() -> None:
+    with pytest.raises(ValueError, match="aiohttp or httpx"):
+        LndBackend("http://127.0.0.1:1", http_client="requests")
+
+
 async def test_adapter_regression_track_in_flight_blocks(backend: LndBackend,
                                                         net: LnNetwork) -> None:
     inv = net.create_invoice("customer2", 1000)

@@ -5,6 +5,13 @@ Shapes follow LND's API definitions (``lnrpc/lightning.yaml``, ``routerrpc/route
 snake_case names, ``bytes`` fields as base64, 64-bit integers as strings, streaming calls as
 newline-delimited ``{"result": …}`` or ``{"error": …}`` objects.
 
+The calls go through httpx's API on aiohttp's connection pool and HTTP parser
+(``httpx_aiohttp.AiohttpTransport``, by one of httpx's maintainers): about half the client CPU
+per call of httpx's own transport (httpcore + anyio), measured side by side
+(``docs/benchmarks.md``); ``http_client="httpx"`` keeps httpx's own. Either way every
+failure to get an answer is an ``httpx.TransportError`` here, so the rules below do not
+depend on the choice.
+
 Sending always passes ``fee_limit_msat`` (LND's default limit is zero) and follows the
 ``/v2/router/send`` stream until the payment is final or our deadline passes; a deadline or a
 lost connection is *not* a failure: the payment stays in flight and :meth:`track_payment`
@@ -21,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from satvault.backends.errors import BackendProtocolError, BackendUnavailable, TxRejected
 from satvault.backends.lightning import (
@@ -76,13 +84,17 @@ class LndBackend:
 
     def __init__(self, url: str, *, macaroon_hex: str | None = None,
                  macaroon_path: str | Path | None = None, tls_cert: str | Path | None = None,
-                 timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None
-                 ) -> None:
+                 timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None,
+                 http_client: str = "aiohttp") -> None:
         if macaroon_hex is None and macaroon_path is not None:
             macaroon_hex = Path(macaroon_path).read_bytes().hex()
         headers = {"Grpc-Metadata-macaroon": macaroon_hex} if macaroon_hex else {}
         # The node's own certificate is the only one trusted (LND signs it itself).
         verify: Any = ssl.create_default_context(cafile=str(tls_cert)) if tls_cert else True
+        if transport is None and http_client == "aiohttp":
+            transport = AiohttpTransport(verify=verify)
+        elif transport is None and http_client != "httpx":
+            raise ValueError(f"http_client must be aiohttp or httpx, not {http_client!r}")
         self._client = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers,
                                          timeout=timeout, verify=verify, transport=transport)
 
