@@ -6,10 +6,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ipaddress
 import json
+import ssl
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from satvault.backends.errors import BackendUnavailable
 from satvault.backends.lightning import InvoiceState, LightningBackend, PaymentStatus
@@ -368,3 +376,52 @@ async def test_adapter_regression_expired_invoice_is_not_transient(backend: LndB
     with pytest.raises(LndError):
         await backend.pay(inv.bolt11, amount_msat=None, fee_limit_msat=5000,
                           timeout_seconds=30)
+
+
+def _node_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, as LND makes its own ``tls.cert``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lnd")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "tls.cert", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
+async def test_tls_trusts_the_nodes_own_certificate_only(net: LnNetwork, tmp_path: Path,
+                                                         http_client: str) -> None:
+    """LND serves TLS with a certificate it signed itself: the adapter trusts that
+    certificate (``lnd_tls_cert``) and nothing else, on either HTTP client."""
+    cert, key = _node_certificate(tmp_path / "node")
+    other, _ = _node_certificate(tmp_path / "other")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    with LndRestServer(net, macaroon_hex=MACAROON, tls=tls) as lnd:
+        assert lnd.url.startswith("https://")
+        good = LndBackend(lnd.url, macaroon_hex=MACAROON, tls_cert=cert, http_client=http_client)
+        wrong = LndBackend(lnd.url, macaroon_hex=MACAROON, tls_cert=other,
+                           http_client=http_client)
+        system = LndBackend(lnd.url, macaroon_hex=MACAROON, http_client=http_client)
+        try:
+            assert (await good.get_info()).synced
+            inv = await good.create_invoice(5_000, memo="over tls")
+            assert (await good.lookup_invoice(inv.payment_hash)) is not None
+            for refused in (wrong, system):  # not the node's certificate: no answer at all
+                with pytest.raises(BackendUnavailable):
+                    await refused.create_invoice(5_000)
+        finally:
+            for b in (good, wrong, system):
+                await b.close()
+    # The refused clients sent nothing the node acted on: the one invoice is the good one's.
+    assert [i.payment_hash for i in net.invoices("platform")] == [inv.payment_hash]

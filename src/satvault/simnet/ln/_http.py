@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -151,16 +152,18 @@ def _line(obj: Any) -> bytes:
 
 
 class HttpServer:
-    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
         self.host = host
         self.port = port
+        self.tls = tls
         self._server: asyncio.Server | None = None
         self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._serve, self.host, self.port,
-                                                  limit=MAX_HEAD, backlog=256)
+                                                  limit=MAX_HEAD, backlog=256, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -101,16 +102,19 @@ def _truthy(value: str | None) -> bool:
 
 
 class LndRestServer(LoopServer):
-    """An LND REST endpoint for ``node`` of ``network`` on a background event loop."""
+    """An LND REST endpoint for ``node`` of ``network`` on a background event loop; over
+    TLS with ``tls`` (a server context holding the node's certificate), as LND always is."""
 
     def __init__(self, network: LnNetwork, node: str = "platform", host: str = "127.0.0.1",
-                 port: int = 0, macaroon_hex: str | None = None) -> None:
+                 port: int = 0, macaroon_hex: str | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         network.pubkey(node)  # fail early on an unknown node
         self.network = network
         self.node = node
         self.host = host
         self.port = port
         self.macaroon_hex = macaroon_hex.lower() if macaroon_hex else None
+        self.tls = tls
         self._thread_name = f"simnet-lnd-{node}"
         self._http: HttpServer | None = None
         self._routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response | Stream]]]
@@ -130,7 +134,7 @@ class LndRestServer(LoopServer):
     # ------------------------------------------------------------------------- lifecycle
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -138,7 +142,7 @@ class LndRestServer(LoopServer):
 
     def _listen(self) -> None:
         assert self._loop is not None
-        http = HttpServer(self._handle, self.host, self.port)
+        http = HttpServer(self._handle, self.host, self.port, self.tls)
         self.port = self._loop.run(http.start())
         self._http = http
 
