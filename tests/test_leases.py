@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -232,26 +233,49 @@ async def test_singleton_workers_run_only_in_the_holder(engine, db_url):
 
 @postgres
 @on_postgres
-async def test_work_queued_by_any_process_wakes_the_workers(engine, db_url):
-    """``LISTEN satvault_work``: a committed insert into withdrawals (from any connection,
-    here another process's pool) wakes the workers registered for it; not before commit."""
+async def test_work_queued_by_any_process_wakes_the_workers(engine, db_url, sessions):
+    """``LISTEN satvault_work``: a committed withdrawal that queues work (inserted as, or moved
+    to, ``pending``; from any connection, here another process's pool) wakes the workers
+    registered for it; not before commit. One that queues none (an internal payment,
+    inserted settled; one held for review) wakes nobody (migration 0038: they woke both
+    workers on every internal payment)."""
+    async with sessions() as s, s.begin():
+        user = await acc.create_user(s, email="wake@example.com")
+        wallet = await acc.ensure_wallet(s, owner_type="user", owner_id=user.id)
     payouts, webhooks = asyncio.Event(), asyncio.Event()
     listener = WakeListener(engine, {"withdrawals": [payouts],
                                      "webhook_deliveries": [webhooks]})
     task = asyncio.create_task(listener.run())
     other = create_engine(db_url, pool_size=1)
+    insert = text(
+        "INSERT INTO withdrawals (id, wallet_id, method, destination, amount_msat, "
+        "fee_reserve_msat, fee_msat, status, hold_id, created_at, updated_at) VALUES "
+        "(:id, :wallet, :method, 'bc1qdest', 1000, 0, 0, :status, :id, now(), now())")
+
+    async def committed(statement: Any, **values: Any) -> None:
+        async with other.begin() as conn:
+            await conn.execute(statement, values)
+            await asyncio.sleep(0.2)
+            assert not payouts.is_set()  # NOTIFY is delivered at commit, if at all
+
     try:
         while listener.runs < 1:
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.1)
         payouts.clear()
         webhooks.clear()
-        async with other.begin() as conn:
-            # a statement-level trigger: fires even for an insert of no rows
-            await conn.execute(text("INSERT INTO withdrawals SELECT * FROM withdrawals "
-                                    "WHERE false"))
-            await asyncio.sleep(0.2)
-            assert not payouts.is_set()  # NOTIFY is delivered at commit
+        await committed(insert, id="wd_settled", wallet=wallet.id, method="internal",
+                        status="confirmed")
+        await committed(insert, id="wd_review", wallet=wallet.id, method="onchain",
+                        status="review")
+        await asyncio.sleep(0.3)
+        assert not payouts.is_set()  # no work queued: nobody woken
+        await committed(insert, id="wd_pending", wallet=wallet.id, method="onchain",
+                        status="pending")
+        await asyncio.wait_for(payouts.wait(), timeout=2)
+        payouts.clear()
+        await committed(text("UPDATE withdrawals SET status = 'pending' WHERE id = :id"),
+                        id="wd_review")  # the review released: now it is work
         await asyncio.wait_for(payouts.wait(), timeout=2)
         assert not webhooks.is_set()
         assert listener.last_error is None
