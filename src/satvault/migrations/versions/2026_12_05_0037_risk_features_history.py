@@ -30,7 +30,10 @@ Revises: 0036_approver_group_changes
 Create Date: 2026-12-05
 """
 
+import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from alembic import op
 
@@ -162,19 +165,18 @@ LANGUAGE plpgsql VOLATILE
 AS $fn${_body()}$fn$""")
 
 
+def _earlier() -> Any:
+    """Migration 0035's module: its columns (unchanged here) and, for the downgrade, its body."""
+    path = Path(__file__).with_name("2026_12_04_0035_risk_features_function.py")
+    spec = importlib.util.spec_from_file_location("_risk_features_0035", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _returns_clause() -> str:
-    cols = []
-    for d in ("out", "in"):
-        for name in _WINDOWS:
-            cols += [f'"{d}.count.{name}" bigint', f'"{d}.sum.{name}" float8',
-                     f'"{d}.sq.{name}" float8', f'"{d}.counterparties.{name}" bigint']
-        cols.append(f'"{d}.band" bigint')
-        if d == "in":
-            cols.append('"in.rapid" float8')
-    cols += ["sanctioned integer", "label_score bigint", "labels text",
-             "first_seen timestamptz", "seen bigint", "tier integer", "live_version bigint",
-             "live_created_at timestamptz", "wallet text"]
-    return "RETURNS TABLE (\n    " + ",\n    ".join(cols) + ")"
+    return f"RETURNS TABLE (\n    {_earlier()._returns()})"
 
 
 def downgrade() -> None:
@@ -182,17 +184,9 @@ def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         op.drop_index("ix_withdrawals_wallet_party", "withdrawals")
         return
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).with_name("2026_12_04_0035_risk_features_function.py")
-    spec = importlib.util.spec_from_file_location("_risk_features_0035", path)
-    assert spec is not None and spec.loader is not None
-    earlier = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(earlier)
     op.execute(f"""
 CREATE OR REPLACE FUNCTION {_SIGNATURE}
 {_returns_clause()}
 LANGUAGE plpgsql VOLATILE
-AS $fn${earlier._body()}$fn$""")
+AS $fn${_earlier()._body()}$fn$""")
     op.execute("DROP INDEX ix_withdrawals_wallet_party")
