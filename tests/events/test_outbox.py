@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import func, select
 
-from satvault.db import utcnow
 from satvault.events.catalog import matches, normalise_subscription
 from satvault.events.errors import InvalidWebhook
 from satvault.events.models import OutboxEvent, Webhook, WebhookDelivery
-from satvault.events.outbox import Event, emit, emit_many, notifier, with_deferred_events
+from satvault.events.outbox import emit, notifier
 from tests.events.conftest import add_webhook
-from tests.statements import count_statements
 
 
 async def counts(sessions) -> tuple[int, int]:
@@ -129,65 +127,3 @@ def test_subscriptions_are_checked_and_normalised():
     assert not matches(["withdrawal.*"], "invoice.settled")
     assert matches(["invoice.expired"], "invoice.expired")
     assert not matches(["invoice.expired"], "invoice.expired_late")
-
-
-async def test_deferred_events_keep_their_order_and_never_outlive_a_rollback(sessions, world):
-    """``emit_many(defer=True)`` (an internal payment's withdrawal events): the rows wait for
-    the unit of work's last statement, or for the commit, yet the ids follow the order in
-    which the events were emitted, interleaved with events written at once; a rollback takes
-    the deferred rows with it, and a deferred event with a store whose webhooks need a
-    delivery is written at once (a delivery carries the event's id)."""
-    def ev(subject: str, store: str | None = None) -> Event:
-        return Event(type="invoice.created", subject_type="invoice", subject_id=subject,
-                     payload={"id": subject}, store_id=store)
-
-    with pytest.raises(Boom):
-        async with sessions() as s, s.begin():
-            assert await emit_many(s, [ev("inv_lost")], defer=True) == []
-            raise Boom
-    async with sessions() as s, s.begin():
-        await emit_many(s, [ev("inv_a")])
-        assert await emit_many(s, [ev("inv_b"), ev("inv_c")], defer=True) == []
-        await emit_many(s, [ev("inv_d")])  # written at once: the deferred ones go first
-        await emit_many(s, [ev("inv_e")], defer=True)  # left for the commit
-    async with sessions() as s:
-        order = (await s.execute(select(OutboxEvent.subject_id)
-                                 .order_by(OutboxEvent.id))).scalars().all()
-    assert order == ["inv_a", "inv_b", "inv_c", "inv_d", "inv_e"]
-
-    await add_webhook(sessions, world.store, "http://127.0.0.1:9/hook")
-    async with sessions() as s, s.begin():
-        (event_id,) = await emit_many(s, [ev("inv_f", world.store)], defer=True)
-    async with sessions() as s:
-        delivery = (await s.execute(select(WebhookDelivery))).scalar_one()
-    assert delivery.event_id == event_id
-
-
-async def test_deferred_events_ride_on_the_last_statement(sessions, world):
-    """On PostgreSQL the deferred rows are written by the statement
-    :func:`with_deferred_events` builds (a data-modifying WITH), so the commit adds none;
-    elsewhere the statement is returned unchanged and the rows are written at commit."""
-    statement = insert(Webhook.__table__).values(
-        id=bindparam("w_id"), store_id=bindparam("w_store"), url=bindparam("w_url"),
-        events=bindparam("w_events"), secret=bindparam("w_secret"),
-        enabled=bindparam("w_enabled"), created_at=bindparam("w_at"))
-    params = {"w_id": "wh_ride", "w_store": world.store, "w_url": "http://127.0.0.1:9/x",
-              "w_events": "invoice.*", "w_secret": "s" * 32, "w_enabled": False,
-              "w_at": utcnow()}
-    engine = sessions.kw["bind"]
-    postgres = engine.dialect.name == "postgresql"
-    with count_statements(engine) as n:
-        async with sessions() as s, s.begin():
-            await emit_many(s, [Event(type="invoice.created", subject_type="invoice",
-                                      subject_id=f"inv_{i}", payload={}) for i in range(3)],
-                            defer=True)
-            combined, values = with_deferred_events(s, statement, params)
-            assert (combined is statement) is not postgres
-            await s.execute(combined, values)
-    inserts = [q for q in n.sql if q.lstrip().upper().startswith(("INSERT", "WITH"))]
-    assert len(inserts) == (1 if postgres else 2), str(n)
-    async with sessions() as s:
-        subjects = (await s.execute(select(OutboxEvent.subject_id)
-                                    .order_by(OutboxEvent.id))).scalars().all()
-        assert await s.get(Webhook, "wh_ride") is not None
-    assert subjects == ["inv_0", "inv_1", "inv_2"]

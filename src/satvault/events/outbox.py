@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from functools import lru_cache
 from typing import Any, ClassVar, cast
 from uuid import UUID
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Insert, Table, bindparam, event, insert, select
+from sqlalchemy import Table, event, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -47,17 +46,13 @@ from satvault.ledger.store import BALANCES_AFTER, BALANCES_CHANGED
 from satvault.logs import get_logger
 
 __all__ = ["Event", "OutboxNotifier", "OutboxSession", "StreamOutboxSession", "dumps", "emit",
-           "emit_many", "envelope", "install", "mark_changed", "notifier",
-           "with_deferred_events"]
+           "emit_many", "envelope", "install", "mark_changed", "notifier"]
 
 log = get_logger(__name__)
 outbox_t = cast(Table, OutboxEvent.__table__)
 deliveries_t = cast(Table, WebhookDelivery.__table__)
 _FLAG = "satvault.events.changed"
 _DELIVERIES = "satvault.events.deliveries_queued"
-# Rows of events whose writing may wait for the unit of work's last statement (emit_many's
-# ``defer``): see :func:`with_deferred_events`; whatever is left is written at commit.
-_DEFERRED = "satvault.events.deferred_rows"
 
 
 def _default(value: Any) -> Any:
@@ -230,30 +225,20 @@ class Event:
 
 async def emit_many(session: AsyncSession, events: Sequence[Event], *,
                     balances: bool = False,
-                    webhooks: Sequence[tuple[str, str]] | None = None,
-                    defer: bool = False) -> list[int]:
+                    webhooks: Sequence[tuple[str, str]] | None = None) -> list[int]:
     """:func:`emit` for several events of one operation, in this order: one INSERT for all
     of them (and one webhook lookup and one delivery INSERT if any has a store). With
     ``balances``, the ``wallet.balance_changed`` events the commit would write for the
     ledger moves made so far follow in the same INSERT (for an operation's last events).
-    ``webhooks``: as for :func:`emit`, when every event with a store is of that one store.
-
-    ``defer``: the caller needs no ids and writes nothing else after these events that reads
-    them back: their INSERT may ride on the unit of work's last statement
-    (:func:`with_deferred_events`, the API's idempotency record), one round trip fewer
-    while the unit of work holds its locks; they are written at commit otherwise, before
-    anything the commit itself adds. Returns no ids then. Events with a store whose webhooks
-    need deliveries (which carry the event's id) are written at once whatever ``defer``."""
-    return await session.run_sync(_write, events, balances=balances, webhooks=webhooks,
-                                  defer=defer)
+    ``webhooks``: as for :func:`emit`, when every event with a store is of that one store."""
+    return await session.run_sync(_write, events, balances=balances, webhooks=webhooks)
 
 
 _INSERT_EVENTS = insert(outbox_t).returning(outbox_t.c.id)
 
 
 def _write(session: Session, events: Sequence[Event], *, balances: bool = False,
-           webhooks: Sequence[tuple[str, str]] | None = None,
-           defer: bool = False) -> list[int]:
+           webhooks: Sequence[tuple[str, str]] | None = None) -> list[int]:
     """:func:`emit_many` on the synchronous session (commit hooks run there)."""
     if not isinstance(session, OutboxSession):
         raise RuntimeError("this session factory was not wired by the composition root "
@@ -279,20 +264,12 @@ def _write(session: Session, events: Sequence[Event], *, balances: bool = False,
                      "subject_id": e.subject_id, "store_id": e.store_id,
                      "wallet_id": wallet_id, "payload": dumps(dict(e.payload)),
                      "created_at": e.now or utcnow()})
-    if defer and not (session.webhook_fanout and any(r["store_id"] for r in rows)):
-        session.info.setdefault(_DEFERRED, []).extend(rows)
-        _mark(session, deliveries=False)
-        return []
     # One INSERT, built once, sent by SQLAlchemy as one multi-row statement for all the rows
     # ("insertmanyvalues"). Ids are handed out in the order of its rows on both databases (the
     # sequence, or SQLite's rowid, advances row by row), whatever order RETURNING lists them
     # in, so sorting them pairs each with its row. (Asking SQLAlchemy to return them in order
     # makes it send one INSERT per row on SQLite.)
-    # Events deferred earlier in this transaction go first, so ids keep the order in which
-    # the events were emitted.
-    earlier = session.info.pop(_DEFERRED, [])
-    ids = sorted(int(i) for i in session.execute(_INSERT_EVENTS, [*earlier, *rows]).scalars())
-    ids = ids[len(earlier):]
+    ids = sorted(int(i) for i in session.execute(_INSERT_EVENTS, rows).scalars())
     deliveries: list[dict[str, Any]] = []
     stores = sorted({r["store_id"] for r in rows if r["store_id"] is not None})
     if stores and session.webhook_fanout:
@@ -326,46 +303,9 @@ def _write(session: Session, events: Sequence[Event], *, balances: bool = False,
 
 @event.listens_for(OutboxSession, "before_commit")
 def _balances_changed(session: Session) -> None:
-    """The deferred events nothing wrote yet, then one ``wallet.balance_changed`` per wallet
-    whose ledger account this transaction moved, with the balances it commits (the ledger
-    notes the accounts in ``session.info``)."""
-    deferred = session.info.pop(_DEFERRED, None)
-    if deferred:
-        session.execute(_INSERT_DEFERRED, deferred)
+    """One ``wallet.balance_changed`` per wallet whose ledger account this transaction moved,
+    with the balances it commits (the ledger notes the accounts in ``session.info``)."""
     _write(session, _balance_events(session))
-
-
-_INSERT_DEFERRED = insert(outbox_t)
-_EVENT_COLUMNS = ("type", "subject_type", "subject_id", "store_id", "wallet_id", "payload",
-                  "created_at")
-
-
-def with_deferred_events(session: AsyncSession, statement: Insert,
-                         params: Mapping[str, Any]) -> tuple[Insert, dict[str, Any]]:
-    """``statement`` (an INSERT built once) with the events this transaction deferred so far
-    folded into it, and its parameters: on PostgreSQL one statement (the events' INSERT in a
-    data-modifying WITH, which runs whatever the outer INSERT does: if that one fails, the
-    caller's unit of work rolls back both), the deferred rows then taken off the session.
-    Elsewhere, or with nothing deferred, ``statement`` alone (the rows wait for the commit).
-    Parameter names ``ev<N>_<column>`` are this function's."""
-    rows = session.sync_session.info.get(_DEFERRED)
-    if not rows or session.get_bind().dialect.name != "postgresql":
-        return statement, dict(params)
-    del session.sync_session.info[_DEFERRED]
-    values = dict(params)
-    for i, row in enumerate(rows):
-        for name in _EVENT_COLUMNS:
-            values[f"ev{i}_{name}"] = row[name]
-    return _with_events(statement, len(rows)), values
-
-
-@lru_cache(maxsize=64)
-def _with_events(statement: Insert, count: int) -> Insert:
-    """``statement`` with a WITH inserting ``count`` events: built once per statement and
-    count, so SQLAlchemy compiles it once."""
-    rows = [{name: bindparam(f"ev{i}_{name}", type_=outbox_t.c[name].type)
-             for name in _EVENT_COLUMNS} for i in range(count)]
-    return statement.add_cte(insert(outbox_t).values(rows).cte("events_written"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,7 +363,6 @@ def _balance_events(session: Session) -> list[Event]:
 def _after_rollback(session: Session) -> None:
     session.info.pop(_FLAG, None)
     session.info.pop(_DELIVERIES, None)
-    session.info.pop(_DEFERRED, None)
     session.info.pop(BALANCES_CHANGED, None)
     session.info.pop(BALANCES_AFTER, None)
     session.info.pop(_WALLETS_SEEN, None)

@@ -30,11 +30,8 @@ async def emit_withdrawal(session: AsyncSession, w: Withdrawal, event: str) -> N
 async def emit_withdrawal_events(session: AsyncSession, w: Withdrawal, events: Sequence[str]
                                  ) -> None:
     """Several of :func:`emit_withdrawal`'s events of one change, the last of its unit of
-    work, in one INSERT with the wallets' ``balance_changed`` events that follow them;
-    deferred (:func:`~satvault.events.outbox.emit_many`): the API writes them with its
-    idempotency record, in one round trip."""
+    work, in one INSERT with the wallets' ``balance_changed`` events that follow them."""
     payload = withdrawal_payload(w)
     await emit_many(session, [Event(type=f"withdrawal.{e}", subject_type="withdrawal",
                                     subject_id=w.id, payload=payload, store_id=w.store_id,
-                                    wallet_id=w.wallet_id) for e in events], balances=True,
-                    defer=True)
+                                    wallet_id=w.wallet_id) for e in events], balances=True)

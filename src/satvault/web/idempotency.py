@@ -43,17 +43,16 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy import ColumnElement, Table, bindparam, delete, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.db import utcnow
-from satvault.events.outbox import with_deferred_events
 from satvault.idempotency_models import IdempotencyKey, IdempotencyStatus
 from satvault.kernel.errors import InvalidInput, SatvaultError
 from satvault.kernel.retrying import retrying
@@ -186,9 +185,7 @@ async def _heartbeat(sessions: async_sessionmaker[AsyncSession], owner: str, key
 
 # :func:`_record`'s INSERT, built once with bound parameters (every internal payment
 # writes one).
-# On the table (Core), not the entity: an ORM INSERT would treat the parameters as a row of
-# the entity and drop the deferred events' (with_deferred_events).
-_RECORD = insert(cast(Table, IdempotencyKey.__table__)).values(**{
+_RECORD = insert(IdempotencyKey).values(**{
     name: bindparam(f"r_{name}", type_=IdempotencyKey.__table__.c[name].type)
     for name in ("owner", "key", "request_hash", "status", "response_status",
                  "response_body", "created_at", "expires_at")})
@@ -197,15 +194,13 @@ _RECORD = insert(cast(Table, IdempotencyKey.__table__)).values(**{
 async def _record(session: AsyncSession, owner: str, key: str, digest: str, status: int,
                   text: str) -> None:
     """Insert the key row complete with its response (one-transaction mode; ``text`` as for
-    :func:`_finish`), the last statement of the unit of work: the events the work deferred
-    ride on it (:func:`~satvault.events.outbox.with_deferred_events`)."""
+    :func:`_finish`)."""
     now = utcnow()
-    statement, params = with_deferred_events(session, _RECORD, {
-        "r_owner": owner, "r_key": key, "r_request_hash": digest,
-        "r_status": IdempotencyStatus.DONE, "r_response_status": status,
-        "r_response_body": text, "r_created_at": now, "r_expires_at": now + TTL})
     try:
-        await session.execute(statement, params)
+        await session.execute(_RECORD, {
+            "r_owner": owner, "r_key": key, "r_request_hash": digest,
+            "r_status": IdempotencyStatus.DONE, "r_response_status": status,
+            "r_response_body": text, "r_created_at": now, "r_expires_at": now + TTL})
     except IntegrityError as exc:
         raise _KeyTaken from exc
 
