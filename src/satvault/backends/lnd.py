@@ -91,10 +91,10 @@ class LndBackend:
         headers = {"Grpc-Metadata-macaroon": macaroon_hex} if macaroon_hex else {}
         # The node's own certificate is the only one trusted (LND signs it itself).
         verify: Any = ssl.create_default_context(cafile=str(tls_cert)) if tls_cert else True
+        if http_client not in ("aiohttp", "httpx"):
+            raise ValueError(f"http_client must be aiohttp or httpx, not {http_client!r}")
         if transport is None and http_client == "aiohttp":
             transport = AiohttpTransport(verify=verify)
-        elif transport is None and http_client != "httpx":
-            raise ValueError(f"http_client must be aiohttp or httpx, not {http_client!r}")
         self._client = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers,
                                          timeout=timeout, verify=verify, transport=transport)
 
