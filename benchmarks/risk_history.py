@@ -1,14 +1,18 @@
-"""What a busy payer's history costs the risk screening, before and after migration 0037.
+"""What a busy payer's history costs the risk screening, migration by migration (0036: the
+body of 0035; 0037: one grouped pass; 0039: roll-ups).
 
 Not a timed test: a measurement. On a throwaway PostgreSQL database it seeds one wallet with
-``--history`` live withdrawals in the last hour, each to a destination of its own (a BOLT11
-string of ~300 characters, as an internal payment stores), plus ``--old`` withdrawals 60-400
-days back and other wallets' rows around them, then calls ``risk_screen_features`` (the
-function every withdrawal's screening calls, under the wallet's row lock) for that wallet,
-alternating the schema between migration 0036 (the body of 0035) and 0037 round by round.
-It reports the server's execution time per call (``EXPLAIN (ANALYZE)`` of the call, so the
-network and the client are not in it) and the wall time of a plain call, medians of
-``--calls`` per round, then medians over ``--repeat`` rounds.
+``--history`` live withdrawals spread over the last ``--spread`` seconds, each to a
+destination of its own (a BOLT11 string of ~300 characters, as an internal payment stores),
+plus ``--old`` withdrawals 60-400 days back and other wallets' rows around them, then calls
+``risk_screen_features`` (the function every withdrawal's screening calls, under the
+wallet's row lock) for that wallet, alternating the schema between the ``--variants`` round
+by round (each reached by going down to the oldest and up again, so 0039's roll-ups are
+built by its migration from the rows). It reports the server's execution time per call
+(``EXPLAIN (ANALYZE)`` of the call, so the network and the client are not in it) and the
+wall time of a plain call, medians of ``--calls`` per round, then medians over ``--repeat``
+rounds; and what one more withdrawal's INSERT costs the server (``insert_ms``, with the
+triggers it fires).
 
     SATVAULT_TEST_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres \\
         .venv/bin/python benchmarks/risk_history.py --history 3000 --repeat 3
@@ -39,10 +43,13 @@ _CALL = ("risk_screen_features(true, 'w_busy', 1, 'u_none', false, $1, '02node',
 
 _SEED = """
 SET session_replication_role = replica;  -- rows only: no foreign keys, no triggers
+INSERT INTO wallets (id, owner_type, owner_id, asset, ledger_account_id, created_at)
+VALUES ('w_busy', 'user', 'u_none', 'BTC', 1, now());
 INSERT INTO withdrawals (id, wallet_id, method, destination, amount_msat, fee_reserve_msat,
                          status, hold_id, created_at, updated_at)
 SELECT 'wd_' || g, 'w_busy', 'internal', 'lnbcrt10u1p' || repeat(md5(g::text), 9),
-       1000000 + g, 0, 'confirmed', 'h_' || g, now() - (g || ' ms')::interval, now()
+       1000000 + g, 0, 'confirmed', 'h_' || g,
+       now() - ({spread}::float8 * g / {history} || ' s')::interval, now()
   FROM generate_series(1, {history}) g;
 INSERT INTO withdrawals (id, wallet_id, method, destination, amount_msat, fee_reserve_msat,
                          status, hold_id, created_at, updated_at)
@@ -54,7 +61,7 @@ INSERT INTO withdrawals (id, wallet_id, method, destination, amount_msat, fee_re
 SELECT 'wx_' || g, 'w_' || (g % 500), 'internal', 'lnbcrt10u1p' || repeat(md5(g::text), 9),
        1000000, 0, 'confirmed', 'hx_' || g, now() - (g || ' s')::interval, now()
   FROM generate_series(1, 50000) g
-"""  # no wallet row: the function's lock finds nothing to wait for, the reads are the same
+"""  # the wallet's row (no ledger account behind it): its lock is the function's first step
 
 
 def _log(msg: str) -> None:
@@ -75,8 +82,17 @@ async def _measure(dsn: str, calls: int) -> dict[str, float]:
             t0 = time.perf_counter()
             await conn.fetch(f"SELECT * FROM {_CALL}", dest)
             wall.append((time.perf_counter() - t0) * 1000)
+        inserts = []
+        for i in range(calls):
+            plan = await conn.fetchval(
+                "EXPLAIN (ANALYZE, FORMAT JSON) INSERT INTO withdrawals (id, wallet_id, method, "
+                "destination, amount_msat, fee_reserve_msat, status, hold_id, created_at, "
+                "updated_at) VALUES ($1, 'w_busy', 'internal', $2, 1000, 0, 'confirmed', $1, "
+                "now(), now())", f"wn_{uuid.uuid4().hex}", f"lnbcrt1new{i}")
+            inserts.append(json.loads(plan)[0]["Execution Time"])
         return {"server_ms": round(statistics.median(server), 3),
-                "wall_ms": round(statistics.median(wall), 3)}
+                "wall_ms": round(statistics.median(wall), 3),
+                "insert_ms": round(statistics.median(inserts), 3)}
     finally:
         await conn.close()
 
@@ -86,6 +102,8 @@ async def main() -> None:
     p.add_argument("--database-url", default=os.environ.get("SATVAULT_TEST_POSTGRES_URL"))
     p.add_argument("--history", type=int, default=3000)
     p.add_argument("--old", type=int, default=3000)
+    p.add_argument("--spread", type=float, default=3.0, help="seconds the history spans")
+    p.add_argument("--variants", type=lambda v: v.split(","), default=["0037", "0039"])
     p.add_argument("--calls", type=int, default=40)
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
@@ -99,19 +117,23 @@ async def main() -> None:
                                                              "postgresql+asyncpg://")
     try:
         cfg = alembic_config(url)
-        await asyncio.to_thread(command.upgrade, cfg, "head")
+        revisions = {"0036": "0036_approver_group_changes",
+                     "0037": "0037_risk_features_history", "0039": "0039_risk_rollups"}
+        variants = {v: revisions[v] for v in args.variants}
+        oldest = revisions[min(variants)]
+        await asyncio.to_thread(command.upgrade, cfg, oldest)
         conn = await asyncpg.connect(dsn)
-        await conn.execute(_SEED.format(history=int(args.history), old=int(args.old)))
+        await conn.execute(_SEED.format(history=int(args.history), old=int(args.old),
+                                        spread=float(args.spread)))
         await conn.execute("VACUUM ANALYZE withdrawals")
         await conn.close()
-        _log(f"seeded: {args.history} withdrawals in the last hour, {args.old} older")
-        variants = {"0036": "0036_approver_group_changes", "0037": "0037_risk_features_history"}
+        _log(f"seeded: {args.history} withdrawals in {args.spread} s, {args.old} older")
         rounds: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
         for r in range(args.repeat):
             order = list(variants) if r % 2 == 0 else list(reversed(variants))
             for v in order:
-                await asyncio.to_thread(command.downgrade if v == "0036" else command.upgrade,
-                                        cfg, variants[v])
+                await asyncio.to_thread(command.downgrade, cfg, oldest)
+                await asyncio.to_thread(command.upgrade, cfg, variants[v])
                 got = await _measure(dsn, args.calls)
                 rounds[v].append(got)
                 _log(f"round {r + 1} {v}: {got}")

@@ -4,18 +4,21 @@ parameters, must read again when the live set's parameters changed."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import math
 import random
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import delete, insert, text, update
 
 from satvault.db import utcnow
-from satvault.payouts.models import WithdrawalStatus
-from satvault.risk.features import _query, _values, read_features
+from satvault.kernel.ids import new_id
+from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
+from satvault.risk.features import Event, _query, _values, read_features
 from satvault.risk.models import RiskAddressLabel
 from satvault.risk.rules import All, AnyOf, Comparison, Not, Params, evaluate, parse_rule_set
 from tests.risk.conftest import ADDR, SAT, Ctx, default_doc
@@ -164,24 +167,7 @@ async def test_postgresql_function_reads_the_same_features_as_the_query(ctx: Ctx
     ]
     rows = []
     for ev in events:
-        async with ctx.sessions() as s, s.begin():
-            got = await read_features(s, ev, params, now, lock=True)
-            kind = "user" if ev.owner_type == "user" else "merchant"
-            values = _values(ev, params, now)
-            if ev.senders:
-                values["parties"] = sorted(
-                    {ev.destination, ev.counterparty, *ev.senders} - {""}) or [""]
-            else:
-                values.update(party_a=ev.destination or ev.counterparty,
-                              party_b=ev.counterparty or ev.destination)
-            query = _query("postgresql", kind, many_parties=bool(ev.senders))
-            want = dict((await s.execute(query, values)).mappings().one())
-        assert list(got) == list(want)
-        for key in want:
-            # Labels are aggregated in no particular order; everything else exactly.
-            same = (sorted(got[key].split(",")) == sorted(want[key].split(","))
-                    if key == "labels" and want[key] else got[key] == want[key])
-            assert same, (ev, key, got[key], want[key])
+        got = await _function_matches_query(ctx, ev, params, now)
         assert got["wallet"] == ctx.wallet.id and got["live_version"] is not None
         rows.append(got)
     # The history reached every part of the row (not a comparison of zeros).
@@ -191,6 +177,37 @@ async def test_postgresql_function_reads_the_same_features_as_the_query(ctx: Ctx
     assert first["out.counterparties.30d"] == 3 and first["out.band"] == 2
     assert first["in.count.1h"] == 1 and first["in.rapid"] > 0 and first["seen"] == 4
     assert first["label_score"] == 25 and first["first_seen"] is not None
+
+
+async def _function_matches_query(ctx: Ctx, ev: Event, params: Params, now: datetime
+                                  ) -> dict[str, Any]:
+    """The function's row (PostgreSQL's path: roll-ups for the outgoing windows since
+    migration 0039) against the row-by-row query SQLite runs, on the same snapshot's data:
+    the same columns in the same order, the same values (sums of floats to float precision:
+    the function adds exact numerics and rounds once). Returns the function's row."""
+    async with ctx.sessions() as s, s.begin():
+        got = await read_features(s, ev, params, now, lock=True)
+        kind = "user" if ev.owner_type == "user" else "merchant"
+        values = _values(ev, params, now)
+        if ev.senders:
+            values["parties"] = sorted(
+                {ev.destination, ev.counterparty, *ev.senders} - {""}) or [""]
+        else:
+            values.update(party_a=ev.destination or ev.counterparty,
+                          party_b=ev.counterparty or ev.destination)
+        query = _query("postgresql", kind, many_parties=bool(ev.senders))
+        want = dict((await s.execute(query, values)).mappings().one())
+    assert list(got) == list(want)
+    for key in want:
+        # Labels are aggregated in no particular order.
+        if key == "labels" and want[key]:
+            same = sorted(got[key].split(",")) == sorted(want[key].split(","))
+        elif isinstance(want[key], float):
+            same = math.isclose(got[key], want[key], rel_tol=1e-12)
+        else:
+            same = got[key] == want[key]
+        assert same, (ev, now, key, got[key], want[key])
+    return got
 
 
 async def test_counterparties_and_seen_count_live_withdrawals_only(ctx: Ctx):
@@ -215,3 +232,155 @@ async def test_counterparties_and_seen_count_live_withdrawals_only(ctx: Ctx):
         # a (10 min), E (20 h), d (30 h, held for review: live), b (3 days); c never
         assert counts == [1, 2, 4, 4], (dest, counts)
     assert got == {"bc1qa": 2, "bc1qb": 1, "bc1qc": 0, "bc1qd": 1, "bc1qe": 2, "bc1qnew": 0}
+
+
+# The roll-ups of migration 0039: what the trigger keeps must be what the rows say.
+_FROM_ROWS = """
+SELECT kind, span, start, n, total, sq FROM (
+  SELECT 'out' AS kind, s.span,
+         (floor(extract(epoch FROM w.created_at) / s.span) * s.span)::bigint AS start,
+         count(*) AS n, sum(w.amount_msat) AS total, sum(w.amount_msat * w.amount_msat) AS sq
+    FROM withdrawals w, (VALUES (60), (3600), (86400)) AS s(span)
+   WHERE w.wallet_id = :wallet AND w.status NOT IN ('failed', 'cancelled')
+   GROUP BY 1, 2, 3
+  UNION ALL
+  SELECT 'party', s.span, (floor(extract(epoch FROM d.last_at) / s.span) * s.span)::bigint,
+         count(*), 0, 0
+    FROM (SELECT max(w.created_at) AS last_at FROM withdrawals w
+           WHERE w.wallet_id = :wallet AND w.status NOT IN ('failed', 'cancelled')
+           GROUP BY w.destination) AS d, (VALUES (60), (3600), (86400)) AS s(span)
+   GROUP BY 1, 2, 3) AS x
+"""
+
+
+async def _rollups_match_rows(ctx: Ctx) -> int:
+    """The wallet's roll-up rows (those not emptied) equal a fresh aggregation of its
+    withdrawals; returns how many buckets hold something."""
+    async with ctx.sessions() as s:
+        kept = {tuple(r[:3]): tuple(int(v) for v in r[3:]) for r in await s.execute(text(
+            "SELECT kind, span, start, n, total, sq FROM risk_rollups "
+            "WHERE wallet_id = :wallet AND n > 0"), {"wallet": ctx.wallet.id})}
+        emptied = (await s.execute(text(
+            "SELECT count(*) FROM risk_rollups WHERE wallet_id = :wallet AND n = 0 "
+            "AND (total <> 0 OR sq <> 0)"), {"wallet": ctx.wallet.id})).scalar_one()
+        fresh = {tuple(r[:3]): tuple(int(v) for v in r[3:]) for r in await s.execute(
+            text(_FROM_ROWS), {"wallet": ctx.wallet.id})}
+    assert emptied == 0
+    assert kept == fresh
+    return len(kept)
+
+
+def _edges(now: datetime) -> list[datetime]:
+    """Instants on and beside every edge a window's read has: each window's start, and the
+    minute, hour and day boundaries next to it."""
+    out = []
+    for sec in (3600, 86400, 7 * 86400, 30 * 86400):
+        since = now - timedelta(seconds=sec)
+        epoch = since.timestamp()
+        for span in (60, 3600, 86400):
+            for b in (math.floor(epoch / span) * span, math.ceil(epoch / span) * span):
+                at = datetime.fromtimestamp(b, tz=since.tzinfo)
+                out += [at, at - timedelta(microseconds=1), at + timedelta(microseconds=1)]
+        out += [since, since - timedelta(microseconds=1), since + timedelta(microseconds=1)]
+    return out
+
+
+async def _add(ctx: Ctx, rows: list[tuple[datetime, int, str, WithdrawalStatus]]) -> list[str]:
+    ids = [new_id("wd") for _ in rows]
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(insert(Withdrawal), [
+            {"id": wid, "wallet_id": ctx.wallet.id, "method": WithdrawalMethod.LIGHTNING,
+             "destination": dest, "script_pubkey": None, "amount_msat": amount,
+             "fee_reserve_msat": 0, "fee_msat": None, "status": status, "batch_id": None,
+             "txid": None, "hold_id": f"wd:{wid}:hold", "created_at": at, "updated_at": at}
+            for wid, (at, amount, dest, status) in zip(ids, rows, strict=True)])
+    return ids
+
+
+async def test_rollups_give_the_rows_answer_at_every_edge(ctx: Ctx):
+    """Withdrawals on, just before and just after every edge a window's read has (the
+    window's start, the minute, hour and day boundaries beside it), a destination's latest
+    failing, cancelled, moved, changed and deleted: after each step the roll-ups equal a
+    fresh aggregation of the rows, and the function reads what the row-by-row query reads,
+    for several ``now``."""
+    if ctx.sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite reads the rows (migration 0039)")
+    rng = random.Random(39)
+    now = utcnow()
+    st = WithdrawalStatus
+    live = [st.CONFIRMED, st.PENDING, st.REVIEW, st.BROADCAST, st.AWAITING_APPROVAL]
+    dests = [f"lnbc{i}" for i in range(6)] + ["x" * 2000, "bc1q\u00e9"]
+    times = _edges(now) + [now - timedelta(seconds=rng.uniform(0, 40 * 86400))
+                           for _ in range(60)] + [now + timedelta(seconds=30)]
+    rows = [(at, rng.choice([1, SAT, 95_000 * SAT, rng.randint(1, 10**12), 21 * 10**17]),
+             rng.choice(dests), rng.choice([*live, st.FAILED, st.CANCELLED]))
+            for at in times]
+    ids = await _add(ctx, rows)
+    assert await _rollups_match_rows(ctx) > 100
+    params = Params(structuring_threshold_msat=100_000 * SAT)
+    nows = [now, now + timedelta(seconds=37), now + timedelta(hours=1, seconds=7),
+            now - timedelta(days=3, minutes=1)]
+
+    async def compare() -> list[dict[str, Any]]:
+        return [await _function_matches_query(ctx, ctx.event(SAT, destination=d), params, at)
+                for at in nows for d in (dests[0], dests[6])]
+
+    first = await compare()
+    assert first[0]["out.count.30d"] > 30 and first[0]["out.counterparties.1h"] >= 1
+
+    # Each destination's latest live withdrawal fails or is cancelled, then others change.
+    async with ctx.sessions() as s, s.begin():
+        latest = (await s.execute(text(
+            "SELECT DISTINCT ON (destination) id FROM withdrawals WHERE wallet_id = :w "
+            "AND status NOT IN ('failed', 'cancelled') ORDER BY destination, created_at DESC"),
+            {"w": ctx.wallet.id})).scalars().all()
+    for wid in latest:
+        async with ctx.sessions() as s, s.begin():
+            await s.execute(update(Withdrawal).where(Withdrawal.id == wid).values(
+                status=rng.choice([st.FAILED, st.CANCELLED])))
+    assert await _rollups_match_rows(ctx)
+    await compare()
+    picks = rng.sample(ids, 40)
+    async with ctx.sessions() as s, s.begin():
+        for wid in picks[:10]:  # back to live (what a retried payment would do)
+            await s.execute(update(Withdrawal).where(Withdrawal.id == wid).values(
+                status=st.PENDING))
+        for wid in picks[10:20]:
+            await s.execute(update(Withdrawal).where(Withdrawal.id == wid).values(
+                amount_msat=rng.randint(1, 10**15)))
+        for wid in picks[20:28]:
+            await s.execute(update(Withdrawal).where(Withdrawal.id == wid).values(
+                created_at=rng.choice(times)))
+        for wid in picks[28:34]:
+            await s.execute(update(Withdrawal).where(Withdrawal.id == wid).values(
+                destination=rng.choice(dests)))
+        await s.execute(delete(Withdrawal).where(Withdrawal.id.in_(picks[34:])))
+    assert await _rollups_match_rows(ctx)
+    await compare()
+
+
+async def test_rollups_stay_exact_under_racing_writers(ctx: Ctx):
+    """Eight writers at once on one wallet, without its row lock (as the payer and the payout
+    job change withdrawals beside a payment): inserts into the same minute and destinations,
+    and failures of each other's rows. The roll-ups end equal to the rows."""
+    if ctx.sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite reads the rows (migration 0039)")
+    st = WithdrawalStatus
+    now = utcnow()
+    made: list[str] = []
+
+    async def writer(k: int) -> None:
+        rng = random.Random(k)
+        for i in range(25):
+            at = now - timedelta(microseconds=rng.randint(0, 3_000_000))
+            made.extend(await _add(ctx, [(at, rng.randint(1, 10**9), f"lnbc{rng.randint(0, 3)}",
+                                          st.PENDING)]))
+            if i % 3 == 2:
+                wid = rng.choice(made)
+                async with ctx.sessions() as s, s.begin():
+                    await s.execute(update(Withdrawal).where(Withdrawal.id == wid).values(
+                        status=st.FAILED))
+
+    await asyncio.gather(*(writer(k) for k in range(8)))
+    assert await _rollups_match_rows(ctx) > 3
+    await _function_matches_query(ctx, ctx.event(SAT, destination="lnbc1"), Params(), now)
