@@ -323,7 +323,7 @@ def _outgoing() -> str:
 
 def _body(earlier: Any) -> str:
     """0037's body with its outgoing part (from ``FROM`` to the incoming subquery) replaced."""
-    body = earlier._body()
+    body: str = earlier._body()
     start = body.index("    FROM (SELECT\n")
     end = body.index('    JOIN (SELECT\n          count(*) FILTER (WHERE ts >= p_since_1h) '
                      'AS "in.count.1h"')
