@@ -12,10 +12,15 @@ nothing, and ``seen`` probes an index by destination (migration 0037). What the 
 with them is pure (:func:`satvault.risk.rules.evaluate`).
 
 On PostgreSQL the statement is sent as one call of ``risk_screen_features`` (migration 0035,
-its body replaced by 0037), which takes the wallet's row lock first and then runs the same
-query, written out in SQL: the lock and the features in one round trip. A change to
+its body replaced by 0037 and 0039), which takes the wallet's row lock first and then reads
+the same features: the lock and the features in one round trip. Since 0039 it reads the
+outgoing windows (count, sum, sum of squares, distinct destinations) from roll-ups a trigger
+on ``withdrawals`` keeps per wallet and minute, hour and day, plus the rows of the window's
+first partial minute: exact, and bounded whatever the wallet's month holds (a busy payer's
+screening no longer grows with its payments). SQLite runs :func:`_query`, which reads the
+rows themselves; it is also the reference the function is tested against. A change to
 :func:`_query` needs a migration that changes the function too
-(``tests/risk/test_screening_path.py`` compares the two).
+(``tests/risk/test_screening_path.py`` compares the two, and the roll-ups with the rows).
 
 Money out is the account's ``withdrawals`` rows (every rail: on-chain, Lightning, internal,
 refunds; failed and cancelled ones excepted; held ones included). Money in is the ledger's
