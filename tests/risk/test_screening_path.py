@@ -17,12 +17,17 @@ from sqlalchemy import delete, insert, text, update
 
 from satvault.db import utcnow
 from satvault.kernel.ids import new_id
+from satvault.ledger.models import LedgerTransfer
+from satvault.ledger.platform import ensure_platform_accounts
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
+from satvault.reconcile.checks import records_way
 from satvault.risk.features import Event, _query, _values, read_features
 from satvault.risk.models import RiskAddressLabel
+from satvault.risk.rollups import rollup_drift
 from satvault.risk.rules import All, AnyOf, Comparison, Not, Params, evaluate, parse_rule_set
 from tests.risk.conftest import ADDR, SAT, Ctx, default_doc
 from tests.statements import count_statements
+from tests.test_cli import last_json, sv_here
 
 
 def _holds(cond: Any, f: Mapping[str, Any], seen: dict[str, Any]) -> bool:
@@ -249,6 +254,13 @@ SELECT kind, span, start, n, total, sq FROM (
     FROM (SELECT max(w.created_at) AS last_at FROM withdrawals w
            WHERE w.wallet_id = :wallet AND w.status NOT IN ('failed', 'cancelled')
            GROUP BY w.destination) AS d, (VALUES (60), (3600), (86400)) AS s(span)
+   GROUP BY 1, 2, 3
+  UNION ALL
+  SELECT 'in', s.span, (floor(extract(epoch FROM t.created_at) / s.span) * s.span)::bigint,
+         count(*), sum(t.amount), sum(t.amount * t.amount)
+    FROM ledger_transfers t JOIN wallets w ON w.ledger_account_id = t.credit_account_id,
+         (VALUES (60), (3600), (86400)) AS s(span)
+   WHERE w.id = :wallet AND t.kind IN ('single', 'post')
    GROUP BY 1, 2, 3) AS x
 """
 
@@ -268,6 +280,27 @@ async def _rollups_match_rows(ctx: Ctx) -> int:
     assert emptied == 0
     assert kept == fresh
     return len(kept)
+
+
+async def _credit(ctx: Ctx, rows: list[tuple[datetime, int]], *, kind: str = "single",
+                  replica: bool = False) -> None:
+    """Credits to the wallet's account at the given times, in one INSERT (a batch: the
+    statement trigger sees them together); ``kind`` single or pending (a pending credit is
+    no money in yet). ``replica``: with the triggers off."""
+    async with ctx.sessions() as s, s.begin():
+        equity = (await ensure_platform_accounts(s, "BTC")).equity.id
+        if replica:
+            await s.execute(text("SET LOCAL session_replication_role = replica"))
+        snapshot = dict.fromkeys(
+            (f"{side}_{what}_{state}" for side in ("dr", "cr") for what in ("debits", "credits")
+             for state in ("posted", "pending")), 0)
+        await s.execute(insert(LedgerTransfer), [
+            {"id": new_id("tr"), "debit_account_id": equity,
+             "credit_account_id": ctx.wallet.ledger_account_id, "amount": amount,
+             "asset": "BTC", "kind": kind, "pending_id": None,
+             "state": "pending" if kind == "pending" else None, "timeout_seconds": 0,
+             "expires_at": None, "linked": False, "code": "test", "ref": "test",
+             "created_at": at, **snapshot} for at, amount in rows])
 
 
 def _edges(now: datetime) -> list[datetime]:
@@ -316,6 +349,9 @@ async def test_rollups_give_the_rows_answer_at_every_edge(ctx: Ctx):
              rng.choice(dests), rng.choice([*live, st.FAILED, st.CANCELLED]))
             for at in times]
     ids = await _add(ctx, rows)
+    await _credit(ctx, [(at, rng.choice([1, SAT, 95_000 * SAT, 21 * 10**17])) for at in times])
+    await _credit(ctx, [(now, SAT)], kind="pending")  # not money in
+    await _credit(ctx, [(times[3], 3 * SAT)])  # one more into a bucket already there
     assert await _rollups_match_rows(ctx) > 100
     params = Params(structuring_threshold_msat=100_000 * SAT)
     nows = [now, now + timedelta(seconds=37), now + timedelta(hours=1, seconds=7),
@@ -327,6 +363,8 @@ async def test_rollups_give_the_rows_answer_at_every_edge(ctx: Ctx):
 
     first = await compare()
     assert first[0]["out.count.30d"] > 30 and first[0]["out.counterparties.1h"] >= 1
+    assert first[0]["in.count.30d"] > 30 and first[0]["in.count.1h"] >= 1
+    assert first[0]["in.rapid"] > 0 and any(r["in.band"] for r in first)
 
     # Each destination's latest live withdrawal fails or is cancelled, then others change.
     async with ctx.sessions() as s, s.begin():
@@ -362,7 +400,8 @@ async def test_rollups_give_the_rows_answer_at_every_edge(ctx: Ctx):
 async def test_rollups_stay_exact_under_racing_writers(ctx: Ctx):
     """Eight writers at once on one wallet, without its row lock (as the payer and the payout
     job change withdrawals beside a payment): inserts into the same minute and destinations,
-    and failures of each other's rows. The roll-ups end equal to the rows."""
+    failures of each other's rows, credits into the same buckets. The roll-ups end equal to
+    the rows."""
     if ctx.sessions.kw["bind"].dialect.name != "postgresql":
         pytest.skip("PostgreSQL only: SQLite reads the rows (migration 0039)")
     st = WithdrawalStatus
@@ -375,6 +414,8 @@ async def test_rollups_stay_exact_under_racing_writers(ctx: Ctx):
             at = now - timedelta(microseconds=rng.randint(0, 3_000_000))
             made.extend(await _add(ctx, [(at, rng.randint(1, 10**9), f"lnbc{rng.randint(0, 3)}",
                                           st.PENDING)]))
+            if i % 4 == 1:  # money in beside them, into the same buckets
+                await _credit(ctx, [(at, rng.randint(1, 10**9)), (now, 1)])
             if i % 3 == 2:
                 wid = rng.choice(made)
                 async with ctx.sessions() as s, s.begin():
@@ -384,3 +425,55 @@ async def test_rollups_stay_exact_under_racing_writers(ctx: Ctx):
     await asyncio.gather(*(writer(k) for k in range(8)))
     assert await _rollups_match_rows(ctx) > 3
     await _function_matches_query(ctx, ctx.event(SAT, destination="lnbc1"), Params(), now)
+
+
+async def test_rollups_apart_from_the_rows_are_named_and_rebuilt(ctx: Ctx, tmp_path):
+    """Rows written with the triggers off (as a data-only restore or a replica applying rows
+    does) leave the roll-ups behind: the check and a deep reconciliation name the wallet, the
+    CLI rebuilds it, and the screening reads the rows' truth again. On SQLite (no roll-ups)
+    the check has nothing to compare."""
+    url = ctx.sessions.kw["bind"].url.render_as_string(hide_password=False)
+    now = utcnow()
+    ids = await _add(ctx, [(now - timedelta(minutes=m), SAT * m, f"lnbc{m % 3}",
+                            WithdrawalStatus.CONFIRMED) for m in range(1, 40, 3)])
+    async with ctx.sessions() as s:
+        assert await rollup_drift(s, now=now) == []
+    assert last_json(sv_here("risk", "rollups", "check", url=url, home=tmp_path)) == {
+        "ok": True, "apart": []}
+    if ctx.sessions.kw["bind"].dialect.name != "postgresql":
+        return
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(text("SET LOCAL session_replication_role = replica"))
+        await s.execute(update(Withdrawal).where(Withdrawal.id == ids[-1]).values(
+            status=WithdrawalStatus.FAILED))
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(text("SET LOCAL session_replication_role = replica"))
+        await s.execute(insert(Withdrawal), [
+            {"id": new_id("wd"), "wallet_id": ctx.wallet.id,
+             "method": WithdrawalMethod.LIGHTNING, "destination": "lnbc-restored",
+             "script_pubkey": None, "amount_msat": 7 * SAT, "fee_reserve_msat": 0,
+             "fee_msat": None, "status": WithdrawalStatus.CONFIRMED, "batch_id": None,
+             "txid": None, "hold_id": "wd:restored:hold", "created_at": now,
+             "updated_at": now}])
+    await _credit(ctx, [(now, 9 * SAT)], replica=True)
+    async with ctx.sessions() as s:
+        apart = await rollup_drift(s, now=now)
+        named = await records_way(s, deep=True)
+    assert {(d.wallet_id, d.span) for d in apart} == {
+        (ctx.wallet.id, span) for span in ("minute", "hour", "day")}
+    assert all(d.rows[0] == 13 and d.kept[0] == 13 and d.rows[1] != d.kept[1] for d in apart)
+    assert all(d.credits == (1, 9 * SAT) and d.kept_in == (0, 0) for d in apart)
+    assert sorted(d.subject for d in named if d.kind == "risk_rollup_mismatch") == sorted(
+        f"wallet {ctx.wallet.id} per {span}" for span in ("minute", "hour", "day"))
+    failed = sv_here("risk", "rollups", "check", url=url, home=tmp_path, check=False)
+    assert failed.returncode == 1 and len(last_json(failed)["apart"]) == 3
+
+    rebuilt = last_json(sv_here("risk", "rollups", "rebuild", url=url, home=tmp_path))
+    assert rebuilt == {"ok": True, "rebuilt": [ctx.wallet.id]}
+    assert await _rollups_match_rows(ctx)
+    got = await _function_matches_query(ctx, ctx.event(SAT, destination="lnbc-restored"),
+                                        Params(), now)
+    assert got["in.count.1h"] == 1 and got["in.sum.1h"] == 9 * SAT
+    assert last_json(sv_here("risk", "rollups", "rebuild", "--all", url=url,
+                             home=tmp_path))["rebuilt"] == ["(all)"]
+    assert last_json(sv_here("risk", "rollups", "check", url=url, home=tmp_path))["ok"]

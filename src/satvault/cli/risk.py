@@ -4,7 +4,9 @@
 validated draft; ``rules approve VERSION`` makes it live — only as an admin other than its
 author. ``sanctions refresh`` loads a newer sanctions list (``--file``; without one, the
 shipped dated snapshot); ``labels load --file`` replaces the label lists in the file. Each
-change is audited under the admin named by ``--as``.
+change is audited under the admin named by ``--as``. ``rollups check`` compares the
+screening's roll-ups (PostgreSQL) with the withdrawals and exits 1 naming each wallet apart;
+``rollups rebuild`` recomputes those wallets' (or ``--wallet``'s, or ``--all``) from the rows.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import User
 from satvault.cli._common import emit as _emit
 from satvault.cli._common import in_transaction as _run
+from satvault.cli._common import with_database
 from satvault.cli.risk_cases import app as cases_app
+from satvault.db import utcnow
 from satvault.kernel.errors import Forbidden, NotFound
 from satvault.risk import service as risk
 from satvault.risk.lists import load_labels, refresh_sanctions, shipped_sanctions
 from satvault.risk.models import RiskRuleSet
+from satvault.risk.rollups import rebuild_rollups, rollup_drift
 
 __all__ = ["app"]
 
@@ -40,6 +45,9 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(sanctions_app, name="sanctions")
 app.add_typer(labels_app, name="labels")
 app.add_typer(cases_app, name="cases")
+rollups_app = typer.Typer(help="The screening's roll-ups (PostgreSQL): check, rebuild.",
+                          no_args_is_help=True)
+app.add_typer(rollups_app, name="rollups")
 
 AsAdmin = Annotated[str, typer.Option("--as", help="The acting admin's e-mail address.")]
 
@@ -134,3 +142,56 @@ def labels_load(file: Annotated[Path, typer.Option(
         return {"ok": True, "labels": await load_labels(s, text=text,
                                                          actor=await _admin(s, as_))}
     _emit(_run(work))
+
+
+@rollups_app.command("check")
+def rollups_check() -> None:
+    """Compare every wallet's roll-ups of the last 31 days with its withdrawals; exit 1 when
+    any differ (SQLite keeps none: nothing to compare)."""
+    async def work(s: AsyncSession) -> list[dict[str, Any]]:
+        return [{"wallet": d.wallet_id, "per": d.span, "detail": d.detail}
+                for d in await rollup_drift(s, now=utcnow())]
+    apart = _run(work)
+    _emit({"ok": not apart, "apart": apart})
+    if apart:
+        raise typer.Exit(1)
+
+
+@rollups_app.command("rebuild")
+def rollups_rebuild(
+    wallet: Annotated[str | None, typer.Option(help="Only this wallet.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every wallet, the tables locked "
+                                                     "against writers meanwhile.")] = False,
+) -> None:
+    """Recompute roll-ups from the withdrawals: the wallets ``rollups check`` finds apart (by
+    default), one wallet, or all; one transaction per wallet, a progress bar on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    if wallet is not None and all_:
+        _emit({"ok": False, "error": "--wallet and --all exclude each other"})
+        raise typer.Exit(2)
+    console = Console(stderr=True)
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> list[str | None]:
+        targets: list[str | None] = [wallet]
+        if not all_ and wallet is None:
+            async with sessions() as s:
+                targets = [*sorted({d.wallet_id for d in await rollup_drift(
+                    s, now=utcnow(), limit=100_000)})]
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      console=console, transient=True,
+                      disable=not console.is_terminal) as bar:
+            task = bar.add_task("rebuilding roll-ups", total=len(targets))
+            for target in targets:
+                async with sessions() as s, s.begin():
+                    await rebuild_rollups(s, target)
+                bar.advance(task)
+        async with sessions() as s:
+            left = await rollup_drift(s, now=utcnow())
+        if left:
+            raise RuntimeError(f"still apart after the rebuild: {left[0].detail}")
+        return targets
+
+    done = with_database(work)
+    _emit({"ok": True, "rebuilt": ["(all)" if t is None else t for t in done]})

@@ -13,7 +13,8 @@
      confirmed, voided when failed or cancelled);
    * every Lightning withdrawal in flight has a live payment attempt, and every live attempt
      belongs to a withdrawal in flight;
-   * (deep runs) the audit log's hash chain verifies.
+   * (deep runs) the audit log's hash chain verifies, and the risk screening's roll-ups
+     (PostgreSQL) say what the withdrawals say (:func:`satvault.risk.rollups.rollup_drift`).
 3. **world** — the ledger against the nodes: each custody tier's coins against its account
    and each held coin at the chain node (:func:`satvault.custody.status.custody_status`);
    recent Lightning invoices and payments at the Lightning node against ours; the node's
@@ -38,12 +39,14 @@ from satvault.backends.base import ChainBackend
 from satvault.backends.errors import BackendUnavailable
 from satvault.backends.lightning import InvoiceState, LightningBackend, PaymentStatus
 from satvault.custody.status import custody_status
+from satvault.db import utcnow
 from satvault.ledger.check import check_ledger
 from satvault.ledger.models import LedgerTransfer
 from satvault.lightning.models import LnInvoice, LnInvoiceStatus, LnPayment, LnPaymentStatus
 from satvault.logs import get_logger
 from satvault.onchain.models import CreditState, OnchainPayment
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
+from satvault.risk.rollups import rollup_drift
 
 __all__ = ["NODE_CONCURRENCY", "Diff", "ledger_way", "records_way", "world_way"]
 
@@ -193,6 +196,8 @@ async def records_way(session: AsyncSession, *, deep: bool) -> list[Diff]:
             out.append(Diff("records", "audit_chain_broken", f"audit_events.id={b.id}",
                             f"{b.problem} (row seq {b.seq}; expected {b.expected}, found "
                             f"{b.found})"))
+        out += [Diff("records", "risk_rollup_mismatch", f"wallet {d.wallet_id} per {d.span}",
+                     d.detail) for d in await rollup_drift(session, now=utcnow(), limit=LIMIT)]
     return out
 
 
