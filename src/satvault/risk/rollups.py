@@ -1,13 +1,12 @@
-"""The screening's roll-ups (PostgreSQL, migration 0039): whether they say what the
-withdrawals and the ledger's credits say, and rebuilding them from those rows when not.
+"""The screening's outgoing roll-ups (PostgreSQL, migration 0039): whether they say what the
+withdrawals say, and rebuilding them from the withdrawals when not.
 
-Triggers keep them in the transaction of every change to ``withdrawals`` and every credit
-inserted into ``ledger_transfers``, so they can only drift from the rows where a trigger did
-not run: a data-only restore or a replica applying
+A trigger keeps them in the transaction of every change to ``withdrawals``, so they can only
+drift from the rows where the trigger did not run: a data-only restore or a replica applying
 rows with triggers off (``session_replication_role = replica``), or a hand-made change with
 triggers disabled. :func:`rollup_drift` compares, per wallet and bucket size, the last
 :data:`HORIZON_DAYS` days (what the screening's windows can still read: counts, sums,
-distinct destinations, credits) in one statement, one snapshot; it is part of a deep
+distinct destinations) in one statement, one snapshot; it is part of a deep
 reconciliation and of ``satvault risk rollups check``.
 :func:`rebuild_rollups` recomputes one wallet's (or every wallet's) from its rows, under the
 lock every writer of that wallet's roll-ups takes. SQLite keeps no roll-ups (its screening
@@ -36,39 +35,28 @@ WITH live AS (
       FROM withdrawals
      WHERE created_at >= to_timestamp(:cut) AND status NOT IN ('failed', 'cancelled')
      GROUP BY wallet_id),
-credits AS (
-    SELECT w.id AS wallet_id, count(*) AS n, sum(t.amount) AS total
-      FROM ledger_transfers t JOIN wallets w ON w.ledger_account_id = t.credit_account_id
-     WHERE t.created_at >= to_timestamp(:cut) AND t.kind IN ('single', 'post')
-     GROUP BY w.id),
 kept AS (
     SELECT wallet_id, span,
            coalesce(sum(n) FILTER (WHERE kind = 'out'), 0) AS n,
            coalesce(sum(total) FILTER (WHERE kind = 'out'), 0) AS total,
-           coalesce(sum(n) FILTER (WHERE kind = 'party'), 0) AS parties,
-           coalesce(sum(n) FILTER (WHERE kind = 'in'), 0) AS in_n,
-           coalesce(sum(total) FILTER (WHERE kind = 'in'), 0) AS in_total
+           coalesce(sum(n) FILTER (WHERE kind = 'party'), 0) AS parties
       FROM risk_rollups WHERE start >= :cut GROUP BY wallet_id, span),
 latest AS (
     SELECT wallet_id, count(*) AS parties FROM risk_last_paid
      WHERE last_at >= to_timestamp(:cut) GROUP BY wallet_id),
 wallets AS (
-    SELECT wallet_id FROM live UNION SELECT wallet_id FROM credits
-    UNION SELECT wallet_id FROM kept UNION SELECT wallet_id FROM latest)
+    SELECT wallet_id FROM live UNION SELECT wallet_id FROM kept
+    UNION SELECT wallet_id FROM latest)
 SELECT w.wallet_id, s.span,
        coalesce(l.n, 0), coalesce(l.total, 0), coalesce(l.parties, 0),
-       coalesce(c.n, 0), coalesce(c.total, 0),
-       coalesce(k.n, 0), coalesce(k.total, 0), coalesce(k.parties, 0),
-       coalesce(k.in_n, 0), coalesce(k.in_total, 0), coalesce(t.parties, 0)
+       coalesce(k.n, 0), coalesce(k.total, 0), coalesce(k.parties, 0), coalesce(t.parties, 0)
   FROM wallets w CROSS JOIN (VALUES (60), (3600), (86400)) AS s(span)
   LEFT JOIN live l ON l.wallet_id = w.wallet_id
-  LEFT JOIN credits c ON c.wallet_id = w.wallet_id
   LEFT JOIN kept k ON k.wallet_id = w.wallet_id AND k.span = s.span
   LEFT JOIN latest t ON t.wallet_id = w.wallet_id
  WHERE coalesce(l.n, 0) <> coalesce(k.n, 0) OR coalesce(l.total, 0) <> coalesce(k.total, 0)
     OR coalesce(l.parties, 0) <> coalesce(k.parties, 0)
     OR coalesce(l.parties, 0) <> coalesce(t.parties, 0)
-    OR coalesce(c.n, 0) <> coalesce(k.in_n, 0) OR coalesce(c.total, 0) <> coalesce(k.in_total, 0)
  ORDER BY w.wallet_id, s.span
  LIMIT :limit
 """)
@@ -84,8 +72,6 @@ class RollupDrift:
     rows: tuple[int, int, int]  # live withdrawals, their msat, their destinations
     kept: tuple[int, int, int]  # the same from the roll-ups
     latest: int  # destinations whose latest live withdrawal is since then (risk_last_paid)
-    credits: tuple[int, int]  # credits to the wallet's account, their msat
-    kept_in: tuple[int, int]  # the same from the roll-ups
 
     @property
     def detail(self) -> str:
@@ -93,9 +79,7 @@ class RollupDrift:
         kn, ktotal, kparties = self.kept
         return (f"since {self.since:%Y-%m-%d}, per {self.span}: the withdrawals say {n} "
                 f"payments of {total} msat to {parties} destinations; the roll-ups {kn} of "
-                f"{ktotal} msat to {kparties} (latest-payment rows: {self.latest}); the "
-                f"ledger says {self.credits[0]} credits of {self.credits[1]} msat, the "
-                f"roll-ups {self.kept_in[0]} of {self.kept_in[1]} msat")
+                f"{ktotal} msat to {kparties} (latest-payment rows: {self.latest})")
 
 
 async def keeps_rollups(session: AsyncSession) -> bool:
@@ -114,8 +98,7 @@ async def rollup_drift(session: AsyncSession, *, now: datetime, limit: int = 200
     since = datetime.fromtimestamp(cut, tz=now.tzinfo)
     rows = await session.execute(_DRIFT, {"cut": cut, "limit": limit})
     return [RollupDrift(r[0], _SPANS[r[1]], since, (int(r[2]), int(r[3]), int(r[4])),
-                        (int(r[7]), int(r[8]), int(r[9])), int(r[12]),
-                        (int(r[5]), int(r[6])), (int(r[10]), int(r[11]))) for r in rows]
+                        (int(r[5]), int(r[6]), int(r[7])), int(r[8])) for r in rows]
 
 
 async def rebuild_rollups(session: AsyncSession, wallet_id: str | None) -> None:

@@ -1,42 +1,44 @@
-"""a wallet's risk windows read from roll-ups, exact and bounded whatever its history
-(issue 10)
+"""a wallet's outgoing risk windows read from roll-ups, exact and bounded whatever its
+history (issue 10)
 
 ``risk_screen_features`` read every live withdrawal of the wallet in the last 30 days for
-the four windows' count, sum and sum of squares, grouped them by destination for the
-distinct counterparties, and read every credit to its account in those 30 days for the same
-sums of money in: ~2.4 µs per withdrawal and about as much per credit in the month, under
-the wallet's row lock. A busy payer (an exchange's hot wallet, a payroll merchant) or a busy
-merchant paid for its whole month on every withdrawal.
+the four windows' count, sum and sum of squares, and grouped them by destination for the
+distinct counterparties: ~2.4 µs per withdrawal in the month, under the wallet's row lock, so
+a busy payer (an exchange's hot wallet, a payroll merchant) paid for its whole month on every
+payment.
 
-Now, in the same transaction as each change:
+Now a row trigger on ``withdrawals`` keeps, in the same transaction as each change:
 
-* a row trigger on ``withdrawals`` keeps in ``risk_rollups``, per wallet and minute, hour and
-  day (UTC, epoch-aligned), the count, sum and sum of squares of its live withdrawals (kind
-  ``out``; exact numerics) and the number of destinations whose latest live withdrawal falls
-  there (kind ``party``), and in ``risk_last_paid``, per wallet and destination (its SHA-256:
-  destinations may be 2,000 characters), the time of that latest one. A withdrawal counts
-  while it is live (not failed, not cancelled): an insert adds it, a change to failed or
-  cancelled takes it out of the buckets of its own ``created_at`` again (and if it was its
-  destination's latest, the destination moves to its latest live one, read through
-  ``ix_withdrawals_wallet_party``), as does a change of amount, time, destination or wallet.
-  Every writer of one wallet's roll-ups takes that wallet's transaction-level advisory lock
-  first, so writers never deadlock among themselves.
-* a statement trigger on ``ledger_transfers`` adds the single-phase and posted credits to
-  wallets' accounts (kind ``in``): one call per INSERT statement, one join with the wallets
-  for a whole batch. Transfers are never changed or deleted, so nothing is taken out.
+* ``risk_rollups``: per wallet, per minute, hour and day (UTC, epoch-aligned) the count, sum
+  and sum of squares of its live withdrawals (kind ``out``; exact numerics), and the number
+  of destinations whose latest live withdrawal falls in that minute, hour or day (kind
+  ``party``);
+* ``risk_last_paid``: per wallet and destination (its SHA-256: destinations may be 2,000
+  characters), the time of its latest live withdrawal.
 
-A window ``[since, now]`` is then read as four exact parts: the rows of the partial minute
-``[since, next minute)`` (only when that minute's roll-up holds any), the minute buckets up
-to the next hour, the hour buckets up to the next day, the day buckets after: at most ~110
-roll-up rows per window, whatever the history. The sums are exact numerics cast to float8
-once (the row-by-row float sum rounded at each step; the two agree to float precision). The
-outgoing structuring band's count reads the withdrawals in the band through a new index on
-``(wallet_id, amount_msat, created_at)``: the wallet's near-threshold payments only. The
-incoming band is still read from the credits of the structuring window (``structuring_days``,
-7 by default), through the account's index that carries amount and kind.
+A withdrawal counts while it is live (not failed, not cancelled): an insert adds it, a change
+to failed or cancelled takes it out again (of the buckets of its own ``created_at``, and if
+it was its destination's latest, the destination moves to its latest live one, read through
+``ix_withdrawals_wallet_party``), as does a change of amount, time, destination or wallet.
+Every writer of one wallet's roll-ups takes that wallet's transaction-level advisory lock
+first, so writers never deadlock among themselves.
 
-The function keeps its signature and columns; its body is 0037's with the windows and
-``seen`` replaced. The backfill covers every live withdrawal and every credit, through
+A window ``[since, now]`` is then read as four exact parts: the live withdrawals of the
+partial minute ``[since, next minute)`` from the table (only when that minute's roll-up holds
+any), the minute buckets up to the next hour, the hour buckets up to the next day, the day
+buckets after: at most ~110 roll-up rows per window, whatever the history. The sums are exact
+numerics cast to float8 once (the row-by-row float sum rounded at each step; the two agree to
+float precision). The structuring band's count reads the withdrawals in the band through a
+new index on ``(wallet_id, amount_msat, created_at)``: the wallet's near-threshold payments,
+not all of them.
+
+Money in (the ledger's credits) is still read row by row: the same roll-ups kept by a
+statement trigger on ``ledger_transfers`` were built and measured, and cost the ledger's
+one-transfer path 21-28% of its rate (170-260 µs of database time per transfer: a transition
+table per statement), too much for every movement of money on the platform.
+
+The function keeps its signature and columns; its body is 0037's with the outgoing part and
+``seen`` replaced. The backfill covers every live withdrawal, through
 ``risk_rollups_rebuild``, which also rebuilds one wallet's (or all) roll-ups on demand
 (``satvault risk rollups rebuild``, after ``satvault risk rollups check`` or a deep
 reconciliation found them apart from the rows). SQLite keeps the one row-by-row statement
@@ -65,7 +67,7 @@ _DEAD = "('failed', 'cancelled')"
 _TABLES = """
 CREATE TABLE risk_rollups (
     wallet_id text NOT NULL,
-    kind text NOT NULL CHECK (kind IN ('out', 'party', 'in')),
+    kind text NOT NULL CHECK (kind IN ('out', 'party')),
     span integer NOT NULL CHECK (span IN (60, 3600, 86400)),
     start bigint NOT NULL,
     n bigint NOT NULL,
@@ -207,33 +209,6 @@ FOR EACH ROW WHEN ((OLD.status IN {_DEAD}) IS DISTINCT FROM (NEW.status IN {_DEA
                    OR OLD.wallet_id IS DISTINCT FROM NEW.wallet_id)
 EXECUTE FUNCTION risk_rollup_withdrawals();
 
--- Money in: the ledger's single-phase and posted credits to a wallet's account, rolled up by
--- the statement that inserts them (one call per statement, whatever its rows: a batch of a
--- thousand transfers pays one join with the wallets, not a thousand calls). Transfers are
--- never changed or deleted (ledger_transfers_append_only), so nothing is ever taken out, and
--- the rows are upserted in one order; the wallet's balance row, locked by the ledger before
--- the insert, already serialises its credits.
-CREATE FUNCTION risk_rollup_credits() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
-BEGIN
-    INSERT INTO risk_rollups AS r (wallet_id, kind, span, start, n, total, sq)
-    SELECT w.id, 'in', s.span, (floor(extract(epoch FROM t.created_at) / s.span) * s.span)::bigint,
-           count(*), sum(t.amount), sum(t.amount * t.amount)
-      FROM new_rows t JOIN wallets w ON w.ledger_account_id = t.credit_account_id,
-           (VALUES (60), (3600), (86400)) AS s(span)
-     WHERE t.kind IN ('single', 'post')
-     GROUP BY 1, 2, 3, 4
-     ORDER BY 1, 2, 3, 4
-    ON CONFLICT (wallet_id, kind, span, start) DO UPDATE
-       SET n = r.n + excluded.n, total = r.total + excluded.total, sq = r.sq + excluded.sq;
-    RETURN NULL;
-END
-$fn$;
-
-CREATE TRIGGER ledger_transfers_risk_in AFTER INSERT ON ledger_transfers
-REFERENCING NEW TABLE AS new_rows
-FOR EACH STATEMENT EXECUTE FUNCTION risk_rollup_credits();
-
 -- The buckets wholly inside [p_since, +inf): minutes up to the next hour, hours up to the
 -- next day, days after (the partial minute before them is read from the rows themselves).
 CREATE FUNCTION risk_rollup_window(p_wallet text, p_kind text, p_since timestamptz)
@@ -276,25 +251,6 @@ LANGUAGE sql STABLE AS $fn$
                               AND g.n > 0)) AS e
 $fn$;
 
--- One window of the money in (the wallet's roll-ups; the partial minute from its account's
--- credits).
-CREATE FUNCTION risk_in_window(p_wallet text, p_account bigint, p_since timestamptz)
-RETURNS TABLE (n bigint, total float8, sq float8)
-LANGUAGE sql STABLE AS $fn$
-    SELECT (r.n + e.n)::bigint, (r.total + e.total)::float8, (r.sq + e.sq)::float8
-      FROM risk_rollup_window(p_wallet, 'in', p_since) AS r,
-           (SELECT count(*) AS n, coalesce(sum(t.amount), 0) AS total,
-                   coalesce(sum(t.amount * t.amount), 0) AS sq
-              FROM ledger_transfers t
-             WHERE t.credit_account_id = p_account AND t.created_at >= p_since
-               AND t.created_at < to_timestamp(ceil(extract(epoch FROM p_since) / 60) * 60)
-               AND t.kind IN ('single', 'post')
-               AND EXISTS (SELECT 1 FROM risk_rollups g
-                            WHERE g.wallet_id = p_wallet AND g.kind = 'in' AND g.span = 60
-                              AND g.start = (floor(extract(epoch FROM p_since) / 60) * 60)::bigint
-                              AND g.n > 0)) AS e
-$fn$;
-
 -- One window's distinct destinations: those whose latest live withdrawal is inside it.
 -- (Functions returning a table and made of one SELECT are inlined into the caller's plan.)
 CREATE FUNCTION risk_party_window(p_wallet text, p_since timestamptz)
@@ -329,14 +285,6 @@ BEGIN
            count(*), sum(w.amount_msat), sum(w.amount_msat * w.amount_msat)
       FROM withdrawals w, (VALUES (60), (3600), (86400)) AS s(span)
      WHERE w.status NOT IN {_DEAD} AND (p_wallet IS NULL OR w.wallet_id = p_wallet)
-     GROUP BY 1, 2, 3, 4;
-    INSERT INTO risk_rollups (wallet_id, kind, span, start, n, total, sq)
-    SELECT w.id, 'in', s.span,
-           (floor(extract(epoch FROM t.created_at) / s.span) * s.span)::bigint,
-           count(*), sum(t.amount), sum(t.amount * t.amount)
-      FROM ledger_transfers t JOIN wallets w ON w.ledger_account_id = t.credit_account_id,
-           (VALUES (60), (3600), (86400)) AS s(span)
-     WHERE t.kind IN ('single', 'post') AND (p_wallet IS NULL OR w.id = p_wallet)
      GROUP BY 1, 2, 3, 4;
     INSERT INTO risk_last_paid (wallet_id, key, last_at)
     SELECT w.wallet_id, sha256(convert_to(w.destination, 'UTF8')), max(w.created_at)
@@ -378,28 +326,18 @@ def _earlier() -> Any:
     return module
 
 
-def _windows() -> str:
-    """The subqueries ``o`` (out: count, sum, sum of squares per window; the structuring
-    band), ``p`` (distinct destinations per window) and ``i`` (in: the same, the band, the
-    rapid-movement sum) from the roll-ups."""
-    cols, joins, icols, ijoins = [], [], [], []
+def _outgoing() -> str:
+    """The subqueries ``o`` (count, sum, sum of squares per window; the structuring band)
+    and ``p`` (distinct destinations per window) from the roll-ups."""
+    cols, joins = [], []
     for name in _WINDOWS:
         cols += [f'w{name}.n AS "out.count.{name}"', f'w{name}.total AS "out.sum.{name}"',
                  f'w{name}.sq AS "out.sq.{name}"']
         joins.append(f"risk_out_window(p_wallet, p_since_{name}) AS w{name}")
-        icols += [f'i{name}.n AS "in.count.{name}"', f'i{name}.total AS "in.sum.{name}"',
-                  f'i{name}.sq AS "in.sq.{name}"']
-        ijoins.append(f"risk_in_window(p_wallet, p_account, p_since_{name}) AS i{name}")
     band = ("(SELECT count(*) FROM withdrawals b WHERE b.wallet_id = p_wallet "
             "AND b.amount_msat >= p_low AND b.amount_msat < p_top "
             "AND b.created_at >= p_s_since AND b.created_at >= p_since "
             f'AND b.status NOT IN {_DEAD}) AS "out.band"')
-    # The credits of the structuring window, read through the account's (credit_account_id,
-    # created_at) index, which carries amount and kind: bounded by structuring_days.
-    in_band = ("(SELECT count(*) FROM ledger_transfers b WHERE b.credit_account_id = p_account "
-               "AND b.created_at >= p_s_since AND b.created_at >= p_since "
-               "AND b.amount >= p_low AND b.amount < p_top "
-               "AND b.kind IN ('single', 'post')) AS \"in.band\"")
     parties = ", ".join(f'p{name}.n AS "out.counterparties.{name}"' for name in _WINDOWS)
     party_joins = ", ".join(f"risk_party_window(p_wallet, p_since_{name}) AS p{name}"
                             for name in _WINDOWS)
@@ -410,12 +348,6 @@ def _windows() -> str:
     JOIN (SELECT
           {parties}
         FROM {party_joins}) AS p ON true
-    JOIN (SELECT
-          {", ".join(icols)},
-          {in_band},
-          ir.total AS "in.rapid"
-        FROM {", ".join(ijoins)},
-             risk_in_window(p_wallet, p_account, p_r_since) AS ir) AS i ON true
 """
 
 
@@ -439,12 +371,13 @@ _SEEN = f"""        ((SELECT count(*) FROM withdrawals sw
 
 
 def _body(earlier: Any) -> str:
-    """0037's body with its windows (from ``FROM`` to the labels' subquery) and ``seen``
-    replaced."""
+    """0037's body with its outgoing windows (from ``FROM`` to the incoming subquery) and
+    ``seen`` replaced."""
     body: str = earlier._body()
     start = body.index("    FROM (SELECT\n")
-    end = body.index("    JOIN (SELECT\n          max(CASE WHEN a.label = 'sanctioned'")
-    body = body[:start] + _windows() + body[end:]
+    end = body.index('    JOIN (SELECT\n          count(*) FILTER (WHERE ts >= p_since_1h) '
+                     'AS "in.count.1h"')
+    body = body[:start] + _outgoing() + body[end:]
     assert body.count(_SEEN_0037) == 1
     return body.replace(_SEEN_0037, _SEEN)
 
@@ -474,11 +407,8 @@ def downgrade() -> None:
     for statement in _statements("""
 DROP TRIGGER withdrawals_risk_rollup_change ON withdrawals;
 DROP TRIGGER withdrawals_risk_rollup ON withdrawals;
-DROP TRIGGER ledger_transfers_risk_in ON ledger_transfers;
 DROP FUNCTION risk_rollups_rebuild(text);
 DROP FUNCTION risk_party_window(text, timestamptz);
-DROP FUNCTION risk_in_window(text, bigint, timestamptz);
-DROP FUNCTION risk_rollup_credits();
 DROP FUNCTION risk_out_window(text, timestamptz);
 DROP FUNCTION risk_rollup_window(text, text, timestamptz);
 DROP FUNCTION risk_rollup_withdrawals();
