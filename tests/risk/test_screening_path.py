@@ -21,7 +21,7 @@ from satvault.ledger.models import LedgerTransfer
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.reconcile.checks import records_way
-from satvault.risk.features import Event, _query, _values, read_features
+from satvault.risk.features import Event, _query, _query_values, _values, read_features
 from satvault.risk.models import RiskAddressLabel
 from satvault.risk.rollups import rollup_drift
 from satvault.risk.rules import All, AnyOf, Comparison, Not, Params, evaluate, parse_rule_set
@@ -193,13 +193,7 @@ async def _function_matches_query(ctx: Ctx, ev: Event, params: Params, now: date
     async with ctx.sessions() as s, s.begin():
         got = await read_features(s, ev, params, now, lock=True)
         kind = "user" if ev.owner_type == "user" else "merchant"
-        values = _values(ev, params, now)
-        if ev.senders:
-            values["parties"] = sorted(
-                {ev.destination, ev.counterparty, *ev.senders} - {""}) or [""]
-        else:
-            values.update(party_a=ev.destination or ev.counterparty,
-                          party_b=ev.counterparty or ev.destination)
+        values = _query_values(ev, _values(ev, params, now))
         query = _query("postgresql", kind, many_parties=bool(ev.senders))
         want = dict((await s.execute(query, values)).mappings().one())
     assert list(got) == list(want)

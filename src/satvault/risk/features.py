@@ -257,16 +257,20 @@ async def read_features(session: AsyncSession, event: Event, params: Params,
     if q is None:
         q = _QUERIES[(conn.dialect.name, kind, many)] = _query(
             conn.dialect.name, kind, many_parties=many)
-    if many:
-        values["parties"] = sorted(
-            {event.destination, event.counterparty, *event.senders} - {""}) or [""]
-    else:
-        # A withdrawal names two parties: two fixed parameters, not an expanding list, so
-        # the SQL text is the same every time, with nothing to rewrite per call. A deposit's
-        # senders may be many: that statement takes the list.
-        values.update(party_a=event.destination or event.counterparty,
-                      party_b=event.counterparty or event.destination)
-    return dict((await conn.execute(q, values)).mappings().one())
+    return dict((await conn.execute(q, _query_values(event, values))).mappings().one())
+
+
+def _query_values(event: Event, values: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_values` with the parties as :func:`_query`'s statement for ``event`` binds
+    them."""
+    if event.senders:
+        return {**values, "parties": sorted(
+            {event.destination, event.counterparty, *event.senders} - {""}) or [""]}
+    # A withdrawal names two parties: two fixed parameters, not an expanding list, so the SQL
+    # text is the same every time, with nothing to rewrite per call. A deposit's senders may
+    # be many: that statement takes the list.
+    return {**values, "party_a": event.destination or event.counterparty,
+            "party_b": event.counterparty or event.destination}
 
 
 async def compute_features(session: AsyncSession, event: Event, params: Params,
