@@ -13,13 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, insert, text, update
+from sqlalchemy import delete, insert, select, text, update
 
 from satvault.db import utcnow
 from satvault.kernel.ids import new_id
 from satvault.ledger.models import LedgerTransfer
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
+from satvault.payouts.service import _usage_summed
 from satvault.reconcile.checks import records_way
 from satvault.risk.features import Event, _query, _query_values, _values, read_features
 from satvault.risk.models import RiskAddressLabel
@@ -243,6 +244,13 @@ SELECT kind, span, start, n, total, sq FROM (
    WHERE w.wallet_id = :wallet AND w.status NOT IN ('failed', 'cancelled')
    GROUP BY 1, 2, 3
   UNION ALL
+  SELECT 'rail:' || w.method, s.span,
+         (floor(extract(epoch FROM w.created_at) / s.span) * s.span)::bigint,
+         count(*), sum(w.amount_msat), sum(w.amount_msat * w.amount_msat)
+    FROM withdrawals w, (VALUES (60), (3600), (86400)) AS s(span)
+   WHERE w.wallet_id = :wallet AND w.status NOT IN ('failed', 'cancelled')
+   GROUP BY 1, 2, 3
+  UNION ALL
   SELECT 'party', s.span, (floor(extract(epoch FROM d.last_at) / s.span) * s.span)::bigint,
          count(*), 0, 0
     FROM (SELECT max(w.created_at) AS last_at FROM withdrawals w
@@ -287,6 +295,25 @@ async def _credit(ctx: Ctx, rows: list[tuple[datetime, int]], *, kind: str = "si
              "created_at": at, **snapshot} for at, amount in rows])
 
 
+async def _limit_sums_match_rows(ctx: Ctx, now: datetime) -> None:
+    """``withdrawal_usage`` (the limits' sums, from the roll-ups since migration 0039) gives
+    what summing the rows gives (the query SQLite and the views run), on every rail; and so
+    does ``withdrawals_spent_since``."""
+    day, month = now - timedelta(hours=24), now - timedelta(days=30)
+    async with ctx.sessions() as s, s.begin():
+        for rail in WithdrawalMethod:
+            got = (await s.execute(text(
+                "SELECT spent_day, rail_day, rail_month FROM withdrawal_usage("
+                ":w, :rail, :day, :month)"),
+                {"w": ctx.wallet.id, "rail": rail.value, "day": day, "month": month})).one()
+            u = _usage_summed(ctx.wallet.id, rail.value, day, month)
+            want = (await s.execute(select(u.c.spent_day, u.c.rail_day, u.c.rail_month))).one()
+            assert tuple(got) == tuple(want), (rail, now, got, want)
+        spent = (await s.execute(text("SELECT withdrawals_spent_since(:w, :day)"),
+                                 {"w": ctx.wallet.id, "day": day})).scalar_one()
+        assert spent == want[0]
+
+
 def _edges(now: datetime) -> list[datetime]:
     """Instants on and beside every edge a window's read has: each window's start, and the
     minute, hour and day boundaries next to it."""
@@ -302,15 +329,17 @@ def _edges(now: datetime) -> list[datetime]:
     return out
 
 
-async def _add(ctx: Ctx, rows: list[tuple[datetime, int, str, WithdrawalStatus]]) -> list[str]:
+async def _add(ctx: Ctx, rows: list[tuple[datetime, int, str, WithdrawalStatus]], *,
+               methods: list[WithdrawalMethod] | None = None) -> list[str]:
     ids = [new_id("wd") for _ in rows]
+    rails = methods or [WithdrawalMethod.LIGHTNING] * len(rows)
     async with ctx.sessions() as s, s.begin():
         await s.execute(insert(Withdrawal), [
-            {"id": wid, "wallet_id": ctx.wallet.id, "method": WithdrawalMethod.LIGHTNING,
+            {"id": wid, "wallet_id": ctx.wallet.id, "method": method,
              "destination": dest, "script_pubkey": None, "amount_msat": amount,
              "fee_reserve_msat": 0, "fee_msat": None, "status": status, "batch_id": None,
              "txid": None, "hold_id": f"wd:{wid}:hold", "created_at": at, "updated_at": at}
-            for wid, (at, amount, dest, status) in zip(ids, rows, strict=True)])
+            for wid, (at, amount, dest, status), method in zip(ids, rows, rails, strict=True)])
     return ids
 
 
@@ -332,7 +361,9 @@ async def test_rollups_give_the_rows_answer_at_every_edge(ctx: Ctx):
     rows = [(at, rng.choice([1, SAT, 95_000 * SAT, rng.randint(1, 10**12), 21 * 10**17]),
              rng.choice(dests), rng.choice([*live, st.FAILED, st.CANCELLED]))
             for at in times]
-    ids = await _add(ctx, rows)
+    # on-chain rows need a batch once confirmed: the two other rails, the third left empty
+    rails = [WithdrawalMethod.LIGHTNING, WithdrawalMethod.INTERNAL]
+    ids = await _add(ctx, rows, methods=[rng.choice(rails) for _ in rows])
     await _credit(ctx, [(at, rng.choice([1, SAT, 95_000 * SAT, 21 * 10**17])) for at in times])
     await _credit(ctx, [(now, SAT)], kind="pending")  # not money in
     await _credit(ctx, [(times[3], 3 * SAT)])  # one more into a bucket already there
@@ -342,6 +373,8 @@ async def test_rollups_give_the_rows_answer_at_every_edge(ctx: Ctx):
             now - timedelta(days=3, minutes=1)]
 
     async def compare() -> list[dict[str, Any]]:
+        for at in nows:  # the withdrawal limits' sums, from the same roll-ups
+            await _limit_sums_match_rows(ctx, at)
         return [await _function_matches_query(ctx, ctx.event(SAT, destination=d), params, at)
                 for at in nows for d in (dests[0], dests[6])]
 
@@ -439,13 +472,18 @@ async def test_rollups_apart_from_the_rows_are_named_and_rebuilt(ctx: Ctx, tmp_p
     async with ctx.sessions() as s:
         apart = await rollup_drift(s, now=now)
         named = await records_way(s, deep=True)
-    assert {(d.wallet_id, d.span) for d in apart} == {
-        (ctx.wallet.id, span) for span in ("minute", "hour", "day")}
-    assert all(d.rows[0] == 13 and d.kept[0] == 13 and d.rows[1] != d.kept[1] for d in apart)
+    kinds = ("latest", "out", "party", "rail:lightning")
+    assert {(d.wallet_id, d.kind, d.span) for d in apart} == {
+        (ctx.wallet.id, kind, span) for kind in kinds for span in ("minute", "hour", "day")}
+    assert all(d.rows[0] == 13 and d.kept[0] == 13 and d.rows[1] != d.kept[1]
+               for d in apart if d.kind in ("out", "rail:lightning"))
+    # lnbc1 and the restored destination, against lnbc1 alone
+    assert all(d.rows[0] == 2 and d.kept[0] == 1 for d in apart if d.kind in ("party", "latest"))
     assert sorted(d.subject for d in named if d.kind == "risk_rollup_mismatch") == sorted(
-        f"wallet {ctx.wallet.id} per {span}" for span in ("minute", "hour", "day"))
+        f"wallet {ctx.wallet.id} {kind} per {span}" for kind in kinds
+        for span in ("minute", "hour", "day"))
     failed = sv_here("risk", "rollups", "check", url=url, home=tmp_path, check=False)
-    assert failed.returncode == 1 and len(last_json(failed)["apart"]) == 3
+    assert failed.returncode == 1 and len(last_json(failed)["apart"]) == 12
 
     rebuilt = last_json(sv_here("risk", "rollups", "rebuild", url=url, home=tmp_path))
     assert rebuilt == {"ok": True, "rebuilt": [ctx.wallet.id]}

@@ -149,7 +149,7 @@ def rollups_check() -> None:
     """Compare every wallet's roll-ups of the last 31 days with its withdrawals; exit 1 when
     any differ (SQLite keeps none: nothing to compare)."""
     async def work(s: AsyncSession) -> list[dict[str, Any]]:
-        return [{"wallet": d.wallet_id, "per": d.span, "detail": d.detail}
+        return [{"wallet": d.wallet_id, "kind": d.kind, "per": d.span, "detail": d.detail}
                 for d in await rollup_drift(s, now=utcnow())]
     apart = _run(work)
     _emit({"ok": not apart, "apart": apart})

@@ -196,8 +196,9 @@ async def records_way(session: AsyncSession, *, deep: bool) -> list[Diff]:
             out.append(Diff("records", "audit_chain_broken", f"audit_events.id={b.id}",
                             f"{b.problem} (row seq {b.seq}; expected {b.expected}, found "
                             f"{b.found})"))
-        out += [Diff("records", "risk_rollup_mismatch", f"wallet {d.wallet_id} per {d.span}",
-                     d.detail) for d in await rollup_drift(session, now=utcnow(), limit=LIMIT)]
+        out += [Diff("records", "risk_rollup_mismatch",
+                     f"wallet {d.wallet_id} {d.kind} per {d.span}", d.detail)
+                for d in await rollup_drift(session, now=utcnow(), limit=LIMIT)]
     return out
 
 

@@ -30,56 +30,56 @@ _SPANS = {60: "minute", 3600: "hour", 86400: "day"}
 
 _DRIFT = text("""
 WITH live AS (
-    SELECT wallet_id, count(*) AS n, coalesce(sum(amount_msat), 0) AS total,
-           count(DISTINCT destination) AS parties
-      FROM withdrawals
-     WHERE created_at >= to_timestamp(:cut) AND status NOT IN ('failed', 'cancelled')
-     GROUP BY wallet_id),
+    SELECT wallet_id, method, destination, amount_msat FROM withdrawals
+     WHERE created_at >= to_timestamp(:cut) AND status NOT IN ('failed', 'cancelled')),
+expected AS (
+    SELECT wallet_id, 'out' AS kind, count(*) AS n, sum(amount_msat) AS total
+      FROM live GROUP BY wallet_id
+    UNION ALL
+    SELECT wallet_id, 'rail:' || method, count(*), sum(amount_msat)
+      FROM live GROUP BY wallet_id, method
+    UNION ALL
+    SELECT wallet_id, 'party', count(DISTINCT destination), 0 FROM live GROUP BY wallet_id
+    UNION ALL  -- destinations by their latest live withdrawal (risk_last_paid), as 'party'
+    SELECT wallet_id, 'latest', count(DISTINCT destination), 0 FROM live GROUP BY wallet_id),
 kept AS (
-    SELECT wallet_id, span,
-           coalesce(sum(n) FILTER (WHERE kind = 'out'), 0) AS n,
-           coalesce(sum(total) FILTER (WHERE kind = 'out'), 0) AS total,
-           coalesce(sum(n) FILTER (WHERE kind = 'party'), 0) AS parties
-      FROM risk_rollups WHERE start >= :cut GROUP BY wallet_id, span),
-latest AS (
-    SELECT wallet_id, count(*) AS parties FROM risk_last_paid
-     WHERE last_at >= to_timestamp(:cut) GROUP BY wallet_id),
-wallets AS (
-    SELECT wallet_id FROM live UNION SELECT wallet_id FROM kept
-    UNION SELECT wallet_id FROM latest)
-SELECT w.wallet_id, s.span,
-       coalesce(l.n, 0), coalesce(l.total, 0), coalesce(l.parties, 0),
-       coalesce(k.n, 0), coalesce(k.total, 0), coalesce(k.parties, 0), coalesce(t.parties, 0)
-  FROM wallets w CROSS JOIN (VALUES (60), (3600), (86400)) AS s(span)
-  LEFT JOIN live l ON l.wallet_id = w.wallet_id
-  LEFT JOIN kept k ON k.wallet_id = w.wallet_id AND k.span = s.span
-  LEFT JOIN latest t ON t.wallet_id = w.wallet_id
- WHERE coalesce(l.n, 0) <> coalesce(k.n, 0) OR coalesce(l.total, 0) <> coalesce(k.total, 0)
-    OR coalesce(l.parties, 0) <> coalesce(k.parties, 0)
-    OR coalesce(l.parties, 0) <> coalesce(t.parties, 0)
- ORDER BY w.wallet_id, s.span
+    SELECT wallet_id, kind, span, sum(n) AS n, sum(total) AS total
+      FROM risk_rollups WHERE start >= :cut GROUP BY wallet_id, kind, span
+    UNION ALL
+    SELECT wallet_id, 'latest', s.span, count(*), 0
+      FROM risk_last_paid, (VALUES (60), (3600), (86400)) AS s(span)
+     WHERE last_at >= to_timestamp(:cut) GROUP BY wallet_id, s.span),
+want AS (
+    SELECT e.wallet_id, e.kind, s.span, e.n, e.total
+      FROM expected e, (VALUES (60), (3600), (86400)) AS s(span))
+SELECT coalesce(w.wallet_id, k.wallet_id), coalesce(w.kind, k.kind), coalesce(w.span, k.span),
+       coalesce(w.n, 0), coalesce(w.total, 0), coalesce(k.n, 0), coalesce(k.total, 0)
+  FROM want w FULL JOIN kept k
+    ON k.wallet_id = w.wallet_id AND k.kind = w.kind AND k.span = w.span
+ WHERE coalesce(w.n, 0) <> coalesce(k.n, 0) OR coalesce(w.total, 0) <> coalesce(k.total, 0)
+ ORDER BY 1, 2, 3
  LIMIT :limit
 """)
 
 
 @dataclass(frozen=True, slots=True)
 class RollupDrift:
-    """One wallet's roll-ups of one bucket size, apart from its rows since ``since``."""
+    """One wallet's roll-up of one kind and bucket size, apart from its rows since ``since``.
+    ``kind``: ``out`` (live withdrawals), ``rail:<method>`` (those of one rail), ``party``
+    (destinations by their latest one) or ``latest`` (the destinations' latest-payment rows)."""
 
     wallet_id: str
+    kind: str
     span: str  # minute | hour | day
     since: datetime
-    rows: tuple[int, int, int]  # live withdrawals, their msat, their destinations
-    kept: tuple[int, int, int]  # the same from the roll-ups
-    latest: int  # destinations whose latest live withdrawal is since then (risk_last_paid)
+    rows: tuple[int, int]  # count and msat the withdrawals give
+    kept: tuple[int, int]  # the same from the roll-ups
 
     @property
     def detail(self) -> str:
-        n, total, parties = self.rows
-        kn, ktotal, kparties = self.kept
-        return (f"since {self.since:%Y-%m-%d}, per {self.span}: the withdrawals say {n} "
-                f"payments of {total} msat to {parties} destinations; the roll-ups {kn} of "
-                f"{ktotal} msat to {kparties} (latest-payment rows: {self.latest})")
+        return (f"since {self.since:%Y-%m-%d}, {self.kind} per {self.span}: the withdrawals "
+                f"say {self.rows[0]} of {self.rows[1]} msat, the roll-ups {self.kept[0]} of "
+                f"{self.kept[1]} msat")
 
 
 async def keeps_rollups(session: AsyncSession) -> bool:
@@ -89,16 +89,16 @@ async def keeps_rollups(session: AsyncSession) -> bool:
 
 async def rollup_drift(session: AsyncSession, *, now: datetime, limit: int = 200
                        ) -> list[RollupDrift]:
-    """Every wallet and bucket size whose roll-ups of the last :data:`HORIZON_DAYS` days (from
-    a day's start) disagree with its live withdrawals: counts, sums, distinct destinations.
-    Empty when they agree, and on SQLite."""
+    """Every wallet, kind and bucket size whose roll-ups of the last :data:`HORIZON_DAYS` days
+    (from a day's start) disagree with its live withdrawals: counts, sums (all rails and per
+    rail), distinct destinations. Empty when they agree, and on SQLite."""
     if not await keeps_rollups(session):
         return []
     cut = math.floor((now - timedelta(days=HORIZON_DAYS)).timestamp() / 86400) * 86400
     since = datetime.fromtimestamp(cut, tz=now.tzinfo)
     rows = await session.execute(_DRIFT, {"cut": cut, "limit": limit})
-    return [RollupDrift(r[0], _SPANS[r[1]], since, (int(r[2]), int(r[3]), int(r[4])),
-                        (int(r[5]), int(r[6]), int(r[7])), int(r[8])) for r in rows]
+    return [RollupDrift(r[0], r[1], _SPANS[r[2]], since, (int(r[3]), int(r[4])),
+                        (int(r[5]), int(r[6]))) for r in rows]
 
 
 async def rebuild_rollups(session: AsyncSession, wallet_id: str | None) -> None:

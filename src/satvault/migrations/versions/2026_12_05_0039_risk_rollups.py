@@ -67,7 +67,7 @@ _DEAD = "('failed', 'cancelled')"
 _TABLES = """
 CREATE TABLE risk_rollups (
     wallet_id text NOT NULL,
-    kind text NOT NULL CHECK (kind IN ('out', 'party')),
+    kind text NOT NULL CHECK (kind IN ('out', 'party') OR kind LIKE 'rail:%'),
     span integer NOT NULL CHECK (span IN (60, 3600, 86400)),
     start bigint NOT NULL,
     n bigint NOT NULL,
@@ -112,18 +112,19 @@ BEGIN
 END
 $fn$;
 
--- Put one withdrawal's amount (p_out) and/or one destination (p_party) into the minute, hour
--- and day that hold p_at: one statement, rows in one order (so two writers lock in one order).
+-- Put one withdrawal's amount (p_out: kind 'out', and 'rail:<method>' for its rail's limits)
+-- and/or one destination (p_party) into the minute, hour and day that hold p_at: one
+-- statement, rows in one order.
 CREATE FUNCTION risk_rollup_put(p_wallet text, p_at timestamptz, p_amount numeric,
-                                p_out boolean, p_party boolean) RETURNS void
+                                p_out boolean, p_party boolean, p_method text) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $fn$
 BEGIN
     INSERT INTO risk_rollups AS r (wallet_id, kind, span, start, n, total, sq)
     SELECT p_wallet, k.kind, s.span,
            (floor(extract(epoch FROM p_at) / s.span) * s.span)::bigint,
            1, k.amount, k.amount * k.amount
-      FROM (VALUES ('out', p_amount, p_out), ('party', 0::numeric, p_party))
-             AS k(kind, amount, wanted),
+      FROM (VALUES ('out', p_amount, p_out), ('party', 0::numeric, p_party),
+                   ('rail:' || p_method, p_amount, p_out)) AS k(kind, amount, wanted),
            (VALUES (60), (3600), (86400)) AS s(span)
      WHERE k.wanted
      ORDER BY k.kind, s.span
@@ -158,6 +159,8 @@ BEGIN
         SELECT l.last_at INTO v_last FROM risk_last_paid l
          WHERE l.wallet_id = OLD.wallet_id AND l.key = v_key FOR UPDATE;
         PERFORM risk_rollup_take(OLD.wallet_id, 'out', OLD.created_at, OLD.amount_msat);
+        PERFORM risk_rollup_take(OLD.wallet_id, 'rail:' || OLD.method, OLD.created_at,
+                                 OLD.amount_msat);
         IF v_last = OLD.created_at THEN
             -- It was its destination's latest: the latest live one now (NEW, if still one
             -- of them, is in the table already).
@@ -173,7 +176,7 @@ BEGIN
                 ELSE
                     UPDATE risk_last_paid l SET last_at = v_now, prev_at = NULL
                      WHERE l.wallet_id = OLD.wallet_id AND l.key = v_key;
-                    PERFORM risk_rollup_put(OLD.wallet_id, v_now, 0, false, true);
+                    PERFORM risk_rollup_put(OLD.wallet_id, v_now, 0, false, true, '');
                 END IF;
             END IF;
         END IF;
@@ -190,7 +193,7 @@ BEGIN
         RETURNING l.prev_at INTO v_last;
         v_moved := FOUND;
         PERFORM risk_rollup_put(NEW.wallet_id, NEW.created_at, NEW.amount_msat, true,
-                                v_moved);
+                                v_moved, NEW.method);
         IF v_moved AND v_last IS NOT NULL THEN
             PERFORM risk_rollup_take(NEW.wallet_id, 'party', v_last, 0);
         END IF;
@@ -206,6 +209,7 @@ FOR EACH ROW WHEN ((OLD.status IN {_DEAD}) IS DISTINCT FROM (NEW.status IN {_DEA
                    OR OLD.created_at IS DISTINCT FROM NEW.created_at
                    OR OLD.amount_msat IS DISTINCT FROM NEW.amount_msat
                    OR OLD.destination IS DISTINCT FROM NEW.destination
+                   OR OLD.method IS DISTINCT FROM NEW.method
                    OR OLD.wallet_id IS DISTINCT FROM NEW.wallet_id)
 EXECUTE FUNCTION risk_rollup_withdrawals();
 
@@ -251,6 +255,24 @@ LANGUAGE sql STABLE AS $fn$
                               AND g.n > 0)) AS e
 $fn$;
 
+-- What the wallet's live withdrawals since p_since add up to, exactly (numeric): on one rail
+-- (p_method) or all (NULL). The 24-hour and 30-day withdrawal limits read this.
+CREATE FUNCTION risk_spent_since(p_wallet text, p_method text, p_since timestamptz)
+RETURNS numeric
+LANGUAGE sql STABLE AS $fn$
+    SELECT r.total + (
+        SELECT coalesce(sum(w.amount_msat), 0) FROM withdrawals w
+         WHERE w.wallet_id = p_wallet AND w.created_at >= p_since
+           AND w.created_at < to_timestamp(ceil(extract(epoch FROM p_since) / 60) * 60)
+           AND w.status NOT IN {_DEAD} AND (p_method IS NULL OR w.method = p_method)
+           AND EXISTS (SELECT 1 FROM risk_rollups g
+                        WHERE g.wallet_id = p_wallet AND g.span = 60
+                          AND g.kind = coalesce('rail:' || p_method, 'out')
+                          AND g.start = (floor(extract(epoch FROM p_since) / 60) * 60)::bigint
+                          AND g.n > 0))
+      FROM risk_rollup_window(p_wallet, coalesce('rail:' || p_method, 'out'), p_since) AS r
+$fn$;
+
 -- One window's distinct destinations: those whose latest live withdrawal is inside it.
 -- (Functions returning a table and made of one SELECT are inlined into the caller's plan.)
 CREATE FUNCTION risk_party_window(p_wallet text, p_since timestamptz)
@@ -286,6 +308,13 @@ BEGIN
       FROM withdrawals w, (VALUES (60), (3600), (86400)) AS s(span)
      WHERE w.status NOT IN {_DEAD} AND (p_wallet IS NULL OR w.wallet_id = p_wallet)
      GROUP BY 1, 2, 3, 4;
+    INSERT INTO risk_rollups (wallet_id, kind, span, start, n, total, sq)
+    SELECT w.wallet_id, 'rail:' || w.method, s.span,
+           (floor(extract(epoch FROM w.created_at) / s.span) * s.span)::bigint,
+           count(*), sum(w.amount_msat), sum(w.amount_msat * w.amount_msat)
+      FROM withdrawals w, (VALUES (60), (3600), (86400)) AS s(span)
+     WHERE w.status NOT IN {_DEAD} AND (p_wallet IS NULL OR w.wallet_id = p_wallet)
+     GROUP BY 1, 2, 3, 4;
     INSERT INTO risk_last_paid (wallet_id, key, last_at)
     SELECT w.wallet_id, sha256(convert_to(w.destination, 'UTF8')), max(w.created_at)
       FROM withdrawals w
@@ -316,14 +345,19 @@ def _statements(sql: str) -> list[str]:
     return out
 
 
-def _earlier() -> Any:
-    """Migration 0037's module: the function's signature, columns and body at that revision."""
-    path = Path(__file__).with_name("2026_12_05_0037_risk_features_history.py")
-    spec = importlib.util.spec_from_file_location("_risk_features_0037", path)
+def _module(filename: str) -> Any:
+    """An earlier migration of this directory, loaded as a module (for what it wrote)."""
+    path = Path(__file__).with_name(filename)
+    spec = importlib.util.spec_from_file_location(f"_earlier_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _earlier() -> Any:
+    """Migration 0037's module: the function's signature, columns and body at that revision."""
+    return _module("2026_12_05_0037_risk_features_history.py")
 
 
 def _outgoing() -> str:
@@ -390,10 +424,36 @@ LANGUAGE plpgsql VOLATILE
 AS $fn${body}$fn$""")
 
 
+# The withdrawal limits' sums (migrations 0011 and 0018) from the same roll-ups: the wallet's
+# lock first, as before, then sums that no longer read the day's or the month's rows.
+_LIMITS = """
+CREATE OR REPLACE FUNCTION withdrawals_spent_since(p_wallet varchar, p_since timestamptz)
+RETURNS numeric LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    PERFORM 1 FROM wallets WHERE id = p_wallet FOR UPDATE;
+    RETURN risk_spent_since(p_wallet, NULL, p_since);
+END
+$fn$;
+CREATE OR REPLACE FUNCTION withdrawal_usage(p_wallet varchar, p_method varchar,
+                                            p_day timestamptz, p_month timestamptz)
+RETURNS TABLE(spent_day numeric, rail_day numeric, rail_month numeric, frozen boolean)
+LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    SELECT w.frozen_at IS NOT NULL INTO frozen FROM wallets w WHERE w.id = p_wallet FOR UPDATE;
+    spent_day := risk_spent_since(p_wallet, NULL, p_day);
+    rail_day := risk_spent_since(p_wallet, p_method, p_day);
+    rail_month := risk_spent_since(p_wallet, p_method, p_month);
+    frozen := coalesce(frozen, false);
+    RETURN NEXT;
+END
+$fn$;
+"""
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return  # SQLite reads the rows themselves (one process, no lock to hold short)
-    for statement in _statements(_TABLES + _FUNCTIONS + _REBUILD):
+    for statement in _statements(_TABLES + _FUNCTIONS + _REBUILD + _LIMITS):
         op.execute(statement)
     earlier = _earlier()
     _replace_function(earlier, _body(earlier))
@@ -404,15 +464,19 @@ def downgrade() -> None:
         return
     earlier = _earlier()
     _replace_function(earlier, earlier._body())
+    # The limits' functions as 0011 and 0018 wrote them.
+    op.execute(_module("2026_12_04_0011_daily_limit_function.py").FUNCTION)
+    op.execute(_module("2026_12_04_0018_kyc.py").PG_USAGE)
     for statement in _statements("""
 DROP TRIGGER withdrawals_risk_rollup_change ON withdrawals;
 DROP TRIGGER withdrawals_risk_rollup ON withdrawals;
 DROP FUNCTION risk_rollups_rebuild(text);
 DROP FUNCTION risk_party_window(text, timestamptz);
+DROP FUNCTION risk_spent_since(text, text, timestamptz);
 DROP FUNCTION risk_out_window(text, timestamptz);
 DROP FUNCTION risk_rollup_window(text, text, timestamptz);
 DROP FUNCTION risk_rollup_withdrawals();
-DROP FUNCTION risk_rollup_put(text, timestamptz, numeric, boolean, boolean);
+DROP FUNCTION risk_rollup_put(text, timestamptz, numeric, boolean, boolean, text);
 DROP FUNCTION risk_rollup_take(text, text, timestamptz, numeric);
 DROP INDEX ix_withdrawals_wallet_amount;
 DROP TABLE risk_last_paid;
