@@ -11,8 +11,9 @@ by round (each reached by going down to the oldest and up again, so 0039's roll-
 built by its migration from the rows). It reports the server's execution time per call
 (``EXPLAIN (ANALYZE)`` of the call, so the network and the client are not in it) and the
 wall time of a plain call, medians of ``--calls`` per round, then medians over ``--repeat``
-rounds; and what one more withdrawal's INSERT costs the server (``insert_ms``, with the
-triggers it fires).
+rounds; the withdrawal limits' sums (``usage_ms``: ``withdrawal_usage``, which every
+withdrawal also runs under the lock); and what one more withdrawal's INSERT costs the server
+(``insert_ms``, with the triggers it fires).
 
     SATVAULT_TEST_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres \\
         .venv/bin/python benchmarks/risk_history.py --history 3000 --repeat 3
@@ -82,6 +83,12 @@ async def _measure(dsn: str, calls: int) -> dict[str, float]:
             t0 = time.perf_counter()
             await conn.fetch(f"SELECT * FROM {_CALL}", dest)
             wall.append((time.perf_counter() - t0) * 1000)
+        usage = []  # the withdrawal limits' sums, under the same lock, for every withdrawal
+        for _ in range(calls):
+            plan = await conn.fetchval(
+                "EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM withdrawal_usage('w_busy', "
+                "'internal', now() - interval '24 hours', now() - interval '30 days')")
+            usage.append(json.loads(plan)[0]["Execution Time"])
         inserts = []
         for i in range(calls):
             plan = await conn.fetchval(
@@ -92,6 +99,7 @@ async def _measure(dsn: str, calls: int) -> dict[str, float]:
             inserts.append(json.loads(plan)[0]["Execution Time"])
         return {"server_ms": round(statistics.median(server), 3),
                 "wall_ms": round(statistics.median(wall), 3),
+                "usage_ms": round(statistics.median(usage), 3),
                 "insert_ms": round(statistics.median(inserts), 3)}
     finally:
         await conn.close()

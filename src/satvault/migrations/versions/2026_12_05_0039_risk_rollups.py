@@ -256,9 +256,11 @@ LANGUAGE sql STABLE AS $fn$
 $fn$;
 
 -- What the wallet's live withdrawals since p_since add up to, exactly (numeric): on one rail
--- (p_method) or all (NULL). The 24-hour and 30-day withdrawal limits read this.
+-- (p_method) or all (NULL). The 24-hour and 30-day withdrawal limits read this. A table of one
+-- row, to be used in FROM: inlined there into the caller's (cached) plan, where a scalar SQL
+-- function would be planned again on every call.
 CREATE FUNCTION risk_spent_since(p_wallet text, p_method text, p_since timestamptz)
-RETURNS numeric
+RETURNS TABLE (total numeric)
 LANGUAGE sql STABLE AS $fn$
     SELECT r.total + (
         SELECT coalesce(sum(w.amount_msat), 0) FROM withdrawals w
@@ -429,9 +431,12 @@ AS $fn${body}$fn$""")
 _LIMITS = """
 CREATE OR REPLACE FUNCTION withdrawals_spent_since(p_wallet varchar, p_since timestamptz)
 RETURNS numeric LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    spent numeric;
 BEGIN
     PERFORM 1 FROM wallets WHERE id = p_wallet FOR UPDATE;
-    RETURN risk_spent_since(p_wallet, NULL, p_since);
+    SELECT a.total INTO spent FROM risk_spent_since(p_wallet, NULL, p_since) AS a;
+    RETURN spent;
 END
 $fn$;
 CREATE OR REPLACE FUNCTION withdrawal_usage(p_wallet varchar, p_method varchar,
@@ -440,9 +445,10 @@ RETURNS TABLE(spent_day numeric, rail_day numeric, rail_month numeric, frozen bo
 LANGUAGE plpgsql VOLATILE AS $fn$
 BEGIN
     SELECT w.frozen_at IS NOT NULL INTO frozen FROM wallets w WHERE w.id = p_wallet FOR UPDATE;
-    spent_day := risk_spent_since(p_wallet, NULL, p_day);
-    rail_day := risk_spent_since(p_wallet, p_method, p_day);
-    rail_month := risk_spent_since(p_wallet, p_method, p_month);
+    SELECT a.total, b.total, c.total INTO spent_day, rail_day, rail_month
+      FROM risk_spent_since(p_wallet, NULL, p_day) AS a,
+           risk_spent_since(p_wallet, p_method, p_day) AS b,
+           risk_spent_since(p_wallet, p_method, p_month) AS c;
     frozen := coalesce(frozen, false);
     RETURN NEXT;
 END
