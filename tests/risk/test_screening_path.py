@@ -469,6 +469,20 @@ async def test_rollups_apart_from_the_rows_are_named_and_rebuilt(ctx: Ctx, tmp_p
              "fee_msat": None, "status": WithdrawalStatus.CONFIRMED, "batch_id": None,
              "txid": None, "hold_id": "wd:restored:hold", "created_at": now,
              "updated_at": now}])
+    # A restored withdrawal fails through the normal path: its roll-ups have nothing of it to
+    # take out, and the failure (a refund waits on it) goes through all the same.
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(text("SET LOCAL session_replication_role = replica"))
+        await s.execute(insert(Withdrawal), [
+            {"id": "wd_restored_2", "wallet_id": ctx.wallet.id,
+             "method": WithdrawalMethod.INTERNAL, "destination": "lnbc-gone",
+             "script_pubkey": None, "amount_msat": 5 * SAT, "fee_reserve_msat": 0,
+             "fee_msat": None, "status": WithdrawalStatus.PENDING, "batch_id": None,
+             "txid": None, "hold_id": "wd:restored2:hold",
+             "created_at": now - timedelta(days=40), "updated_at": now}])
+    async with ctx.sessions() as s, s.begin():  # its buckets (40 days back) do not exist
+        await s.execute(update(Withdrawal).where(Withdrawal.id == "wd_restored_2").values(
+            status=WithdrawalStatus.FAILED))
     async with ctx.sessions() as s:
         apart = await rollup_drift(s, now=now)
         named = await records_way(s, deep=True)

@@ -88,9 +88,14 @@ CREATE INDEX ix_withdrawals_wallet_amount ON withdrawals (wallet_id, amount_msat
 """
 
 _FUNCTIONS = f"""
--- Take one withdrawal's amount (kind 'out') or one destination (kind 'party', p_amount 0)
--- out of the minute, hour and day that hold p_at: rows that must be there (an upsert cannot
--- subtract: a CHECK is tested on its proposed row before the conflict is found).
+-- Take one withdrawal's amount (kind 'out' or 'rail:<method>') or one destination (kind
+-- 'party', p_amount 0) out of the minute, hour and day that hold p_at: rows that should be
+-- there (an upsert cannot subtract: a CHECK is tested on its proposed row before the
+-- conflict is found). Where one is missing or holds less than it should (rows written with
+-- the triggers off, before a rebuild), nothing goes below zero and the change goes through
+-- with a warning: a withdrawal failing or being cancelled, and its refund, must not wait on
+-- a risk aggregate; the roll-up check (and a deep reconciliation) names the wallet, and
+-- `satvault risk rollups rebuild` mends it.
 CREATE FUNCTION risk_rollup_take(p_wallet text, p_kind text, p_at timestamptz,
                                  p_amount numeric) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $fn$
@@ -101,12 +106,13 @@ BEGIN
     -- range over the wallet's rows of that kind: every bucket it has).
     FOREACH v_span IN ARRAY ARRAY[60, 3600, 86400] LOOP
         UPDATE risk_rollups r
-           SET n = r.n - 1, total = r.total - p_amount, sq = r.sq - p_amount * p_amount
+           SET n = greatest(r.n - 1, 0), total = greatest(r.total - p_amount, 0),
+               sq = greatest(r.sq - p_amount * p_amount, 0)
          WHERE r.wallet_id = p_wallet AND r.kind = p_kind AND r.span = v_span
            AND r.start = (floor(extract(epoch FROM p_at) / v_span) * v_span)::bigint;
         IF NOT FOUND THEN
-            RAISE EXCEPTION 'risk roll-up % of wallet % has no bucket for %', p_kind,
-                p_wallet, p_at;
+            RAISE WARNING 'risk roll-up % of wallet % has no bucket for % (rebuild it)',
+                p_kind, p_wallet, p_at;
         END IF;
     END LOOP;
 END
