@@ -10,16 +10,18 @@ payment.
 Now a row trigger on ``withdrawals`` keeps, in the same transaction as each change:
 
 * ``risk_rollups``: per wallet, per minute, hour and day (UTC, epoch-aligned) the count, sum
-  and sum of squares of its live withdrawals (kind ``out``; exact numerics), and the number
-  of destinations whose latest live withdrawal falls in that minute, hour or day (kind
-  ``party``);
+  and sum of squares of its live withdrawals (exact numerics) on all rails (kind ``out``)
+  and per rail (kind ``rail:<method>``), and the number of destinations whose latest live
+  withdrawal falls in that minute, hour or day (kind ``party``);
 * ``risk_last_paid``: per wallet and destination (its SHA-256: destinations may be 2,000
   characters), the time of its latest live withdrawal.
 
 A withdrawal counts while it is live (not failed, not cancelled): an insert adds it, a change
 to failed or cancelled takes it out again (of the buckets of its own ``created_at``, and if
 it was its destination's latest, the destination moves to its latest live one, read through
-``ix_withdrawals_wallet_party``), as does a change of amount, time, destination or wallet.
+``ix_withdrawals_wallet_party``), as does a change of amount, time, destination, rail or
+wallet. Taking out what the roll-ups do not hold (rows written with triggers off) is a
+warning, never an error that would stop a failure, a cancellation or its refund.
 Every writer of one wallet's roll-ups takes that wallet's transaction-level advisory lock
 first, so writers never deadlock among themselves.
 
@@ -31,6 +33,11 @@ numerics cast to float8 once (the row-by-row float sum rounded at each step; the
 float precision). The structuring band's count reads the withdrawals in the band through a
 new index on ``(wallet_id, amount_msat, created_at)``: the wallet's near-threshold payments,
 not all of them.
+
+The withdrawal limits' sums (``withdrawal_usage`` of 0018, ``withdrawals_spent_since`` of
+0011: 24 hours on all rails, 24 hours and 30 days on one rail, every withdrawal reads them
+under the same lock) were the same bug a second time: they now add up the same buckets
+(``risk_spent_since``, exact numerics), and keep their signatures and their wallet lock.
 
 Money in (the ledger's credits) is still read row by row: the same roll-ups kept by a
 statement trigger on ``ledger_transfers`` were built and measured, and cost the ledger's
