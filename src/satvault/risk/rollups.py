@@ -1,12 +1,13 @@
-"""The screening's outgoing roll-ups (PostgreSQL, migration 0039): whether they say what the
-withdrawals say, and rebuilding them from the withdrawals when not.
+"""The roll-ups the risk screening's outgoing windows and the withdrawal limits' sums read
+(PostgreSQL, migration 0039): whether they say what the withdrawals say, and rebuilding them
+from the withdrawals when not.
 
 A trigger keeps them in the transaction of every change to ``withdrawals``, so they can only
 drift from the rows where the trigger did not run: a data-only restore or a replica applying
 rows with triggers off (``session_replication_role = replica``), or a hand-made change with
-triggers disabled. :func:`rollup_drift` compares, per wallet and bucket size, the last
-:data:`HORIZON_DAYS` days (what the screening's windows can still read: counts, sums,
-distinct destinations) in one statement, one snapshot; it is part of a deep
+triggers disabled. :func:`rollup_drift` compares, per wallet, kind and bucket size, the last
+:data:`HORIZON_DAYS` days (what the windows can still read: counts, sums on all rails and per
+rail, distinct destinations) in one statement, one snapshot; it is part of a deep
 reconciliation and of ``satvault risk rollups check``.
 :func:`rebuild_rollups` recomputes one wallet's (or every wallet's) from its rows, under the
 lock every writer of that wallet's roll-ups takes. SQLite keeps no roll-ups (its screening
