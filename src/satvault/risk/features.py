@@ -248,8 +248,7 @@ async def read_features(session: AsyncSession, event: Event, params: Params,
     conn = await session.connection()
     values = _values(event, params, now)
     if conn.dialect.name == "postgresql":
-        values.update(lock=lock, merchant=event.owner_type != "user", parties=sorted(
-            {event.destination, event.counterparty, *event.senders} - {""}) or [""])
+        values.update(lock=lock, merchant=event.owner_type != "user", parties=_parties(event))
         return dict((await conn.execute(_PG_CALL, values)).mappings().one())
     kind = "user" if event.owner_type == "user" else "merchant"
     many = bool(event.senders)
@@ -260,12 +259,16 @@ async def read_features(session: AsyncSession, event: Event, params: Params,
     return dict((await conn.execute(q, _query_values(event, values))).mappings().one())
 
 
+def _parties(event: Event) -> list[str]:
+    """Every address whose labels count for ``event`` (destination, counterparty, senders)."""
+    return sorted({event.destination, event.counterparty, *event.senders} - {""}) or [""]
+
+
 def _query_values(event: Event, values: dict[str, Any]) -> dict[str, Any]:
     """:func:`_values` with the parties as :func:`_query`'s statement for ``event`` binds
     them."""
     if event.senders:
-        return {**values, "parties": sorted(
-            {event.destination, event.counterparty, *event.senders} - {""}) or [""]}
+        return {**values, "parties": _parties(event)}
     # A withdrawal names two parties: two fixed parameters, not an expanding list, so the SQL
     # text is the same every time, with nothing to rewrite per call. A deposit's senders may
     # be many: that statement takes the list.

@@ -30,12 +30,12 @@ Revises: 0036_approver_group_changes
 Create Date: 2026-12-05
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from alembic import op
+
+from satvault.migrations.siblings import load
 
 revision: str = "0037_risk_features_history"
 down_revision: str | None = "0036_approver_group_changes"
@@ -167,12 +167,7 @@ AS $fn${_body()}$fn$""")
 
 def _earlier() -> Any:
     """Migration 0035's module: its columns (unchanged here) and, for the downgrade, its body."""
-    path = Path(__file__).with_name("2026_12_04_0035_risk_features_function.py")
-    spec = importlib.util.spec_from_file_location("_risk_features_0035", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("2026_12_04_0035_risk_features_function.py")
 
 
 def _returns_clause() -> str:

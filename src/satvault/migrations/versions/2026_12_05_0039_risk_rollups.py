@@ -56,12 +56,12 @@ Revises: 0038_withdrawals_wake_on_work
 Create Date: 2026-12-05
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from alembic import op
+
+from satvault.migrations.siblings import load
 
 revision: str = "0039_risk_rollups"
 down_revision: str | None = "0038_withdrawals_wake_on_work"
@@ -360,19 +360,9 @@ def _statements(sql: str) -> list[str]:
     return out
 
 
-def _module(filename: str) -> Any:
-    """An earlier migration of this directory, loaded as a module (for what it wrote)."""
-    path = Path(__file__).with_name(filename)
-    spec = importlib.util.spec_from_file_location(f"_earlier_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _earlier() -> Any:
     """Migration 0037's module: the function's signature, columns and body at that revision."""
-    return _module("2026_12_05_0037_risk_features_history.py")
+    return load("2026_12_05_0037_risk_features_history.py")
 
 
 def _outgoing() -> str:
@@ -484,8 +474,8 @@ def downgrade() -> None:
     earlier = _earlier()
     _replace_function(earlier, earlier._body())
     # The limits' functions as 0011 and 0018 wrote them.
-    op.execute(_module("2026_12_04_0011_daily_limit_function.py").FUNCTION)
-    op.execute(_module("2026_12_04_0018_kyc.py").PG_USAGE)
+    op.execute(load("2026_12_04_0011_daily_limit_function.py").FUNCTION)
+    op.execute(load("2026_12_04_0018_kyc.py").PG_USAGE)
     for statement in _statements("""
 DROP TRIGGER withdrawals_risk_rollup_change ON withdrawals;
 DROP TRIGGER withdrawals_risk_rollup ON withdrawals;
