@@ -512,12 +512,14 @@ async def test_rollups_apart_from_the_rows_are_named_and_rebuilt(ctx: Ctx, tmp_p
 
 
 async def _buffers(ctx: Ctx, sql: str, params: dict[str, Any]) -> int:
-    """Shared buffers the statement touches (its nested statements included), run thrice on
-    one connection and measured the third time, when the plans are cached as a pool's long-
-    lived connection has them: what it reads, a count that does not depend on the machine's
-    speed."""
+    """Shared buffers the statement touches (its nested statements included): what it reads,
+    a count that does not depend on the machine's speed. Run eight times on one connection
+    and measured the last time, in the steady state of a pool's long-lived connection: a
+    PL/pgSQL statement's plan is custom for its first five runs and generic from the sixth
+    on, and the run that builds the generic plan reads the catalogue too (~35 buffers more:
+    measuring the third run, the busier wallet's was that sixth run on a reused connection)."""
     async with ctx.sessions() as s, s.begin():
-        for _ in range(3):
+        for _ in range(8):
             plan = (await s.execute(text(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}"),
                                     params)).scalar_one()
     top = plan[0]["Plan"]
@@ -568,6 +570,6 @@ async def test_a_busier_wallets_screening_and_limits_read_no_more(ctx: Ctx, sess
         read[who.wallet.id] = (screen, usage, paid)
     (q_screen, q_usage, q_paid) = read[quiet.wallet.id]
     (l_screen, l_usage, l_paid) = read[loud.wallet.id]
-    assert l_screen <= q_screen + 40, read
+    assert l_screen <= q_screen + 25, read
     assert l_usage <= q_usage + 10, read
     assert l_paid <= q_paid + 10, read
