@@ -1,10 +1,12 @@
 """What a busy payer's history costs the risk screening, migration by migration (0036: the
-body of 0035; 0037: one grouped pass; 0039: roll-ups).
+body of 0035; 0037: one grouped pass; 0039: roll-ups for money out; 0040: and for money in).
 
 Not a timed test: a measurement. On a throwaway PostgreSQL database it seeds one wallet with
 ``--history`` live withdrawals spread over the last ``--spread`` seconds, each to a
 destination of its own (a BOLT11 string of ~300 characters, as an internal payment stores),
-plus ``--old`` withdrawals 60-400 days back and other wallets' rows around them, then calls
+plus ``--old`` withdrawals 60-400 days back and other wallets' rows around them, and
+``--credits`` ledger credits to its account spread over ``--credit-spread`` seconds (a busy
+store's incoming payments; other accounts' credits around them), then calls
 ``risk_screen_features`` (the function every withdrawal's screening calls, under the
 wallet's row lock) for that wallet, alternating the schema between the ``--variants`` round
 by round (each reached by going down to the oldest and up again, so 0039's roll-ups are
@@ -12,8 +14,9 @@ built by its migration from the rows). It reports the server's execution time pe
 (``EXPLAIN (ANALYZE)`` of the call, so the network and the client are not in it) and the
 wall time of a plain call, medians of ``--calls`` per round, then medians over ``--repeat``
 rounds; the withdrawal limits' sums (``usage_ms``: ``withdrawal_usage``, which every
-withdrawal also runs under the lock); and what one more withdrawal's INSERT costs the server
-(``insert_ms``, with the triggers it fires).
+withdrawal also runs under the lock); what one more withdrawal's INSERT costs the server
+(``insert_ms``, with the triggers it fires); and a screening right after one more credit
+(``credit_screen_ms``: since 0040 the screening folds that credit first).
 
     SATVAULT_TEST_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres \\
         .venv/bin/python benchmarks/risk_history.py --history 3000 --repeat 3
@@ -61,7 +64,16 @@ INSERT INTO withdrawals (id, wallet_id, method, destination, amount_msat, fee_re
                          status, hold_id, created_at, updated_at)
 SELECT 'wx_' || g, 'w_' || (g % 500), 'internal', 'lnbcrt10u1p' || repeat(md5(g::text), 9),
        1000000, 0, 'confirmed', 'hx_' || g, now() - (g || ' s')::interval, now()
-  FROM generate_series(1, 50000) g
+  FROM generate_series(1, 50000) g;
+INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, asset, kind,
+    timeout_seconds, linked, code, ref, created_at, dr_debits_posted, dr_credits_posted,
+    dr_debits_pending, dr_credits_pending, cr_debits_posted, cr_credits_posted,
+    cr_debits_pending, cr_credits_pending)
+SELECT 'c_' || g, 2, CASE WHEN g <= {credits} THEN 1 ELSE 3 + g % 500 END, 1000000 + g, 'BTC',
+       'single', 0, false, 'pay', '',
+       now() - ({credit_spread}::float8 * (g % greatest({credits}, 1)) / greatest({credits}, 1)
+                || ' s')::interval, 0, 0, 0, 0, 0, 0, 0, 0
+  FROM generate_series(1, {credits} + 50000) g
 """  # the wallet's row (no ledger account behind it): its lock is the function's first step
 
 
@@ -89,6 +101,24 @@ async def _measure(dsn: str, calls: int) -> dict[str, float]:
                 "EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM withdrawal_usage('w_busy', "
                 "'internal', now() - interval '24 hours', now() - interval '30 days')")
             usage.append(json.loads(plan)[0]["Execution Time"])
+        credited = []
+        # The credits come from another session (rows only: no ledger account behind them);
+        # changing session_replication_role on this one would discard its cached plans.
+        feeder = await asyncpg.connect(dsn)
+        await feeder.execute("SET session_replication_role = replica")
+        for _ in range(calls):
+            await feeder.execute(
+                "INSERT INTO ledger_transfers (id, "
+                "debit_account_id, credit_account_id, amount, asset, kind, timeout_seconds, "
+                "linked, code, ref, created_at, dr_debits_posted, dr_credits_posted, "
+                "dr_debits_pending, dr_credits_pending, cr_debits_posted, cr_credits_posted, "
+                "cr_debits_pending, cr_credits_pending) VALUES ('cn_' || md5(random()::text), "
+                "2, 1, 1000, 'BTC', 'single', 0, false, 'pay', '', now(), 0, 0, 0, 0, 0, 0, 0, "
+                "0)")
+            plan = await conn.fetchval(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM {_CALL}", dest)
+            credited.append(json.loads(plan)[0]["Execution Time"])
+        await feeder.close()
         inserts = []
         for i in range(calls):
             plan = await conn.fetchval(
@@ -100,7 +130,8 @@ async def _measure(dsn: str, calls: int) -> dict[str, float]:
         return {"server_ms": round(statistics.median(server), 3),
                 "wall_ms": round(statistics.median(wall), 3),
                 "usage_ms": round(statistics.median(usage), 3),
-                "insert_ms": round(statistics.median(inserts), 3)}
+                "insert_ms": round(statistics.median(inserts), 3),
+                "credit_screen_ms": round(statistics.median(credited), 3)}
     finally:
         await conn.close()
 
@@ -111,7 +142,10 @@ async def main() -> None:
     p.add_argument("--history", type=int, default=3000)
     p.add_argument("--old", type=int, default=3000)
     p.add_argument("--spread", type=float, default=3.0, help="seconds the history spans")
-    p.add_argument("--variants", type=lambda v: v.split(","), default=["0037", "0039"])
+    p.add_argument("--credits", type=int, default=0)
+    p.add_argument("--credit-spread", type=float, default=30 * 86400.0,
+                   help="seconds the credits span")
+    p.add_argument("--variants", type=lambda v: v.split(","), default=["0039", "0040"])
     p.add_argument("--calls", type=int, default=40)
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
@@ -126,16 +160,19 @@ async def main() -> None:
     try:
         cfg = alembic_config(url)
         revisions = {"0036": "0036_approver_group_changes",
-                     "0037": "0037_risk_features_history", "0039": "0039_risk_rollups"}
+                     "0037": "0037_risk_features_history", "0039": "0039_risk_rollups",
+                     "0040": "0040_risk_credit_rollups"}
         variants = {v: revisions[v] for v in args.variants}
         oldest = revisions[min(variants)]
         await asyncio.to_thread(command.upgrade, cfg, oldest)
         conn = await asyncpg.connect(dsn)
         await conn.execute(_SEED.format(history=int(args.history), old=int(args.old),
-                                        spread=float(args.spread)))
-        await conn.execute("VACUUM ANALYZE withdrawals")
+                                        spread=float(args.spread), credits=int(args.credits),
+                                        credit_spread=float(args.credit_spread)))
+        await conn.execute("VACUUM ANALYZE withdrawals, ledger_transfers")
         await conn.close()
-        _log(f"seeded: {args.history} withdrawals in {args.spread} s, {args.old} older")
+        _log(f"seeded: {args.history} withdrawals in {args.spread} s, {args.old} older, "
+             f"{args.credits} credits in {args.credit_spread} s")
         rounds: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
         for r in range(args.repeat):
             order = list(variants) if r % 2 == 0 else list(reversed(variants))

@@ -62,7 +62,7 @@ TABLES = ["auth_refresh_tokens", "auth_token_families", "auth_signing_keys",
           "stores", "merchants", "users", "ledger_failed_transfers", "ledger_transfers",
           "ledger_accounts"]
 # Kept by PostgreSQL's triggers only (migration 0039): SQLite has no such tables.
-PG_ONLY_TABLES = ["risk_rollups", "risk_last_paid"]
+PG_ONLY_TABLES = ["risk_rollups", "risk_last_paid", "risk_in_rollups", "risk_in_marks"]
 
 
 # An empty PostgreSQL database for the next test: TRUNCATE of the tables that hold rows (a

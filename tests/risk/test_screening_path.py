@@ -186,14 +186,15 @@ async def test_postgresql_function_reads_the_same_features_as_the_query(ctx: Ctx
     assert first["label_score"] == 25 and first["first_seen"] is not None
 
 
-async def _function_matches_query(ctx: Ctx, ev: Event, params: Params, now: datetime
-                                  ) -> dict[str, Any]:
+async def _function_matches_query(ctx: Ctx, ev: Event, params: Params, now: datetime, *,
+                                  lock: bool = True) -> dict[str, Any]:
     """The function's row (PostgreSQL's path: roll-ups for the outgoing windows since
-    migration 0039) against the row-by-row query SQLite runs, on the same snapshot's data:
-    the same columns in the same order, the same values (sums of floats to float precision:
-    the function adds exact numerics and rounds once). Returns the function's row."""
+    migration 0039, for money in since 0040, folded first when ``lock``) against the
+    row-by-row query SQLite runs, on the same snapshot's data: the same columns in the same
+    order, the same values (sums of floats to float precision: the function adds exact
+    numerics and rounds once). Returns the function's row."""
     async with ctx.sessions() as s, s.begin():
-        got = await read_features(s, ev, params, now, lock=True)
+        got = await read_features(s, ev, params, now, lock=lock)
         kind = "user" if ev.owner_type == "user" else "merchant"
         values = _query_values(ev, _values(ev, params, now))
         query = _query("postgresql", kind, many_parties=bool(ev.senders))
@@ -527,11 +528,12 @@ async def _buffers(ctx: Ctx, sql: str, params: dict[str, Any]) -> int:
 
 
 async def test_a_busier_wallets_screening_and_limits_read_no_more(ctx: Ctx, sessions):
-    """The screening and the limits' sums read as much for a wallet with 6,000 payments in
-    the last hour as for one with 1,500 in the same minutes (the same buckets, each of them
-    written over and over); before migration 0039 they read every payment of the window,
-    four times as many buffers for the busier one. So does one more payment's INSERT, whose
-    trigger moves a destination's latest payment out of its old buckets."""
+    """The screening and the limits' sums read as much for a wallet with 6,000 payments out
+    and 6,000 in in the last hour as for one with 1,500 of each in the same minutes (the same
+    buckets, each of them written over and over); before migrations 0039 and 0040 they read
+    every payment of the window, four times as many buffers for the busier one. So does one
+    more payment's INSERT, whose trigger moves a destination's latest payment out of its old
+    buckets."""
     if ctx.sessions.kw["bind"].dialect.name != "postgresql":
         pytest.skip("PostgreSQL only: SQLite reads the rows (migration 0039)")
     async with sessions() as s, s.begin():
@@ -543,12 +545,16 @@ async def test_a_busier_wallets_screening_and_limits_read_no_more(ctx: Ctx, sess
     for who, n in ((quiet, 1500), (loud, 6000)):  # spread alike over the hour's minutes
         await _add(who, [(now - timedelta(seconds=i * 3600 / n), SAT + i, f"lnbc{i}",
                           WithdrawalStatus.CONFIRMED) for i in range(n)])
+        # and as much money in (migration 0040): a store's incoming payments
+        await _credit(who, [(now - timedelta(seconds=(i + 0.5) * 3600 / n), SAT + i)
+                            for i in range(n)])
     # A hot bucket's earlier row versions are read until vacuum prunes them (autovacuum does,
     # on a table this small, soon and often): measured after it, as a running system is.
     engine = ctx.sessions.kw["bind"]
     async with engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(text("VACUUM ANALYZE withdrawals, risk_last_paid, risk_rollups"))
+        await conn.execute(text("VACUUM ANALYZE withdrawals, risk_last_paid, risk_rollups, "
+                                "ledger_transfers"))
     read = {}
     for who in (quiet, loud):
         values = _values(who.event(SAT), Params(), now)

@@ -1,6 +1,6 @@
-"""The roll-ups the risk screening's outgoing windows and the withdrawal limits' sums read
-(PostgreSQL, migration 0039): whether they say what the withdrawals say, and rebuilding them
-from the withdrawals when not.
+"""The roll-ups the risk screening's windows and the withdrawal limits' sums read (PostgreSQL,
+migrations 0039 and 0040): whether they say what the withdrawals and the credits say, and
+rebuilding them from the rows when not.
 
 A trigger keeps them in the transaction of every change to ``withdrawals``, so they can only
 drift from the rows where the trigger did not run: a data-only restore or a replica applying
@@ -8,7 +8,10 @@ rows with triggers off (``session_replication_role = replica``), or a hand-made 
 triggers disabled. :func:`rollup_drift` compares, per wallet, kind and bucket size, the last
 :data:`HORIZON_DAYS` days (what the windows can still read: counts, sums on all rails and per
 rail, distinct destinations) in one statement, one snapshot; it is part of a deep
-reconciliation and of ``satvault risk rollups check``.
+reconciliation and of ``satvault risk rollups check``. Money in is folded by the screening
+itself (kind ``in``: a wallet's credits up to its account's mark, those drawn later are read
+from the rows until the next fold); they drift only where credits were written without the
+ledger (which locks the account first) or the roll-ups were changed by hand.
 :func:`rebuild_rollups` recomputes one wallet's (or every wallet's) from its rows, under the
 lock every writer of that wallet's roll-ups takes. SQLite keeps no roll-ups (its screening
 reads the rows), so there both are no-ops.
@@ -42,14 +45,25 @@ expected AS (
     UNION ALL
     SELECT wallet_id, 'party', count(DISTINCT destination), 0 FROM live GROUP BY wallet_id
     UNION ALL  -- destinations by their latest live withdrawal (risk_last_paid), as 'party'
-    SELECT wallet_id, 'latest', count(DISTINCT destination), 0 FROM live GROUP BY wallet_id),
+    SELECT wallet_id, 'latest', count(DISTINCT destination), 0 FROM live GROUP BY wallet_id
+    UNION ALL  -- money in: the credits folded so far (up to the account's mark)
+    SELECT w.id, 'in', count(*), sum(t.amount)
+      FROM wallets w
+      JOIN risk_in_marks k ON k.account_id = w.ledger_account_id
+      JOIN ledger_transfers t ON t.credit_account_id = k.account_id AND t.seq <= k.seq
+     WHERE t.kind IN ('single', 'post') AND t.created_at >= to_timestamp(:cut)
+     GROUP BY w.id),
 kept AS (
     SELECT wallet_id, kind, span, sum(n) AS n, sum(total) AS total
       FROM risk_rollups WHERE start >= :cut GROUP BY wallet_id, kind, span
     UNION ALL
     SELECT wallet_id, 'latest', s.span, count(*), 0
       FROM risk_last_paid, (VALUES (60), (3600), (86400)) AS s(span)
-     WHERE last_at >= to_timestamp(:cut) GROUP BY wallet_id, s.span),
+     WHERE last_at >= to_timestamp(:cut) GROUP BY wallet_id, s.span
+    UNION ALL
+    SELECT w.id, 'in', r.span, sum(r.n), sum(r.total)
+      FROM wallets w JOIN risk_in_rollups r ON r.account_id = w.ledger_account_id
+     WHERE r.start >= :cut GROUP BY w.id, r.span),
 want AS (
     SELECT e.wallet_id, e.kind, s.span, e.n, e.total
       FROM expected e, (VALUES (60), (3600), (86400)) AS s(span))
@@ -67,7 +81,8 @@ SELECT coalesce(w.wallet_id, k.wallet_id), coalesce(w.kind, k.kind), coalesce(w.
 class RollupDrift:
     """One wallet's roll-up of one kind and bucket size, apart from its rows since ``since``.
     ``kind``: ``out`` (live withdrawals), ``rail:<method>`` (those of one rail), ``party``
-    (destinations by their latest one) or ``latest`` (the destinations' latest-payment rows)."""
+    (destinations by their latest one), ``latest`` (the destinations' latest-payment rows) or
+    ``in`` (the credits folded into the wallet's account's roll-ups)."""
 
     wallet_id: str
     kind: str
@@ -78,7 +93,8 @@ class RollupDrift:
 
     @property
     def detail(self) -> str:
-        return (f"since {self.since:%Y-%m-%d}, {self.kind} per {self.span}: the withdrawals "
+        rows = "the credits" if self.kind == "in" else "the withdrawals"
+        return (f"since {self.since:%Y-%m-%d}, {self.kind} per {self.span}: {rows} "
                 f"say {self.rows[0]} of {self.rows[1]} msat, the roll-ups {self.kept[0]} of "
                 f"{self.kept[1]} msat")
 
@@ -104,7 +120,15 @@ async def rollup_drift(session: AsyncSession, *, now: datetime, limit: int = 200
 
 async def rebuild_rollups(session: AsyncSession, wallet_id: str | None) -> None:
     """Recompute ``wallet_id``'s roll-ups (every wallet's with None: their tables locked
-    against writers meanwhile) from its withdrawals, in the session's transaction."""
-    if await keeps_rollups(session):
-        await session.execute(text("SELECT risk_rollups_rebuild(:wallet)"),
-                              {"wallet": wallet_id})
+    against writers meanwhile) from its withdrawals and its account's credits, in the
+    session's transaction."""
+    if not await keeps_rollups(session):
+        return
+    await session.execute(text("SELECT risk_rollups_rebuild(:wallet)"), {"wallet": wallet_id})
+    if wallet_id is None:
+        await session.execute(text("SELECT risk_in_rebuild(NULL)"))
+        return
+    account = (await session.execute(text("SELECT ledger_account_id FROM wallets WHERE id = :w"),
+                                     {"w": wallet_id})).scalar_one_or_none()
+    if account is not None:  # (NULL would mean every account's)
+        await session.execute(text("SELECT risk_in_rebuild(:account)"), {"account": account})

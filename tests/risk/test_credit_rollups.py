@@ -1,0 +1,200 @@
+"""Money in from roll-ups folded at screening time (PostgreSQL, migration 0040): what the
+screening reads of a wallet's credits must be what the credits say, however they arrived
+(one by one, in batches, posted from a hold, racing each other and the screenings), with or
+without the wallet's lock; the check names roll-ups apart from the credits and the CLI
+rebuilds them. SQLite reads the credits themselves (the reference these tests compare with)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from satvault.db import utcnow
+from satvault.kernel.ids import new_id
+from satvault.ledger.core import TransferKind, TransferSpec
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import create_transfers
+from satvault.risk.features import read_features
+from satvault.risk.rollups import rollup_drift
+from satvault.risk.rules import Params
+from tests.risk.conftest import SAT, Ctx
+from tests.risk.test_screening_path import _credit, _edges, _function_matches_query
+from tests.test_cli import last_json, sv_here
+
+_FOLDED = """
+SELECT s.span, (floor(extract(epoch FROM t.created_at) / s.span) * s.span)::bigint AS start,
+       count(*), sum(t.amount), sum(t.amount * t.amount)
+  FROM ledger_transfers t, (VALUES (60), (3600), (86400)) AS s(span)
+ WHERE t.credit_account_id = :account AND t.kind IN ('single', 'post')
+   AND t.seq <= (SELECT seq FROM risk_in_marks WHERE account_id = :account)
+ GROUP BY 1, 2
+"""
+
+
+def _pg_only(ctx: Ctx) -> None:
+    if ctx.sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite reads the credits (migration 0040)")
+
+
+async def _folded_match_rows(ctx: Ctx) -> tuple[int, int]:
+    """The account's credit roll-ups equal a fresh aggregation of its credits up to its mark;
+    returns (buckets, credits not folded yet)."""
+    account = ctx.wallet.ledger_account_id
+    async with ctx.sessions() as s:
+        kept = {(r[0], r[1]): (int(r[2]), int(r[3]), int(r[4])) for r in await s.execute(text(
+            "SELECT span, start, n, total, sq FROM risk_in_rollups WHERE account_id = :a"),
+            {"a": account})}
+        fresh = {(r[0], r[1]): (int(r[2]), int(r[3]), int(r[4])) for r in await s.execute(
+            text(_FOLDED), {"account": account})}
+        unfolded = (await s.execute(text(
+            "SELECT count(*) FROM ledger_transfers WHERE credit_account_id = :a AND seq > "
+            "coalesce((SELECT seq FROM risk_in_marks WHERE account_id = :a), 0)"),
+            {"a": account})).scalar_one()
+    assert kept == fresh
+    return len(kept), int(unfolded)
+
+
+async def _ledger_credits(ctx: Ctx, rows: list[tuple[datetime, int]], *,
+                          batch: bool = False) -> None:
+    """Credits to the wallet through the ledger (which locks both accounts first): one
+    transfer per transaction, or (``batch``) all in one batch, each at its own time."""
+    async with ctx.sessions() as s, s.begin():
+        equity = (await ensure_platform_accounts(s, "BTC")).equity.id
+    groups = [rows] if batch else [[r] for r in rows]
+    for group in groups:
+        async with ctx.sessions() as s, s.begin():
+            for at, amount in group:
+                outcome, = await create_transfers(s, [TransferSpec(
+                    new_id("in"), equity, ctx.wallet.ledger_account_id, amount, "BTC")],
+                    now=at)
+                assert outcome.ok, outcome
+
+
+async def test_credits_read_from_the_rollups_give_the_rows_answer(ctx: Ctx):
+    """Credits on and beside every edge a window's read has, arriving in three waves (the
+    ledger's one-transfer path, a batch, rows written as a restore writes them), with
+    screenings between them that fold: after each, the roll-ups hold exactly the credits up
+    to the mark, and the function (under the wallet's lock, as the withdrawal and deposit
+    paths call it, or not) returns what the row-by-row query returns, for several ``now``."""
+    _pg_only(ctx)
+    rng = random.Random(40)
+    now = utcnow()
+    edges = _edges(now)
+    amounts = [1, SAT, 95_000 * SAT, 21 * 10**17]
+    params = Params(structuring_threshold_msat=100_000 * SAT)
+    nows = [now, now + timedelta(seconds=37), now + timedelta(hours=1, seconds=7),
+            now - timedelta(days=3, minutes=1)]
+
+    async def compare(*, lock: bool) -> list[dict[str, object]]:
+        return [await _function_matches_query(ctx, ctx.event(SAT), params, at, lock=lock)
+                for at in nows]
+
+    await _ledger_credits(ctx, [(at, rng.choice(amounts)) for at in edges[:40]])
+    first = (await compare(lock=True))[0]
+    buckets, unfolded = await _folded_match_rows(ctx)
+    assert buckets > 20 and unfolded == 0
+    assert first["in.count.30d"] >= 30 and first["in.count.1h"] >= 1
+    assert first["in.rapid"] > 0
+
+    # A batch into buckets already there and new ones, then pending credits (no money in)
+    # and rows inserted without the ledger, as a restore writes them: read before any fold.
+    await _ledger_credits(ctx, [(at, rng.choice(amounts)) for at in edges[20:]], batch=True)
+    await _credit(ctx, [(now, SAT)], kind="pending")
+    await _credit(ctx, [(at, rng.choice(amounts)) for at in edges[::7]])
+    assert (await _folded_match_rows(ctx))[1] > 20
+    unlocked = await compare(lock=False)  # a read without the wallet's lock folds as well
+    assert (await _folded_match_rows(ctx))[1] == 0
+    folded_read = await compare(lock=True)  # and a second fold finds nothing new
+    assert unlocked == folded_read
+    assert folded_read[0]["in.count.30d"] > first["in.count.30d"]
+    assert any(r["in.band"] for r in folded_read)
+
+
+async def test_credit_rollups_exact_under_racing_ledger_writers_and_screenings(ctx: Ctx):
+    """Six ledger writers crediting one wallet at once (single transfers, batches, holds
+    posted later) while three screenings of that wallet fold again and again: every credit
+    is folded exactly once (none skipped by a fold that ran while it was being written, none
+    twice), and the function then returns what the rows say."""
+    _pg_only(ctx)
+    async with ctx.sessions() as s, s.begin():
+        equity = (await ensure_platform_accounts(s, "BTC")).equity.id
+    account = ctx.wallet.ledger_account_id
+    stop = asyncio.Event()
+    folds = 0
+
+    async def writer(k: int) -> None:
+        rng = random.Random(k)
+        for i in range(20):
+            async with ctx.sessions() as s, s.begin():
+                if i % 4 == 3:  # a hold, posted in a transaction of its own below
+                    hold = new_id("hold")
+                    outcome, = await create_transfers(s, [TransferSpec(
+                        hold, equity, account, rng.randint(1, 10**9), "BTC",
+                        kind=TransferKind.PENDING)])
+                else:
+                    hold = None
+                    specs = [TransferSpec(new_id("in"), equity, account, rng.randint(1, 10**9),
+                                          "BTC") for _ in range(1 + (i % 3 == 1) * 4)]
+                    outcomes = await create_transfers(s, specs)
+                    assert all(o.ok for o in outcomes), outcomes
+            if hold is not None:
+                async with ctx.sessions() as s, s.begin():
+                    outcome, = await create_transfers(s, [TransferSpec(
+                        new_id("post"), kind=TransferKind.POST, pending_id=hold)])
+                    assert outcome.ok, outcome
+            await asyncio.sleep(0)
+
+    async def screener() -> None:
+        nonlocal folds
+        while not stop.is_set():
+            async with ctx.sessions() as s, s.begin():
+                await read_features(s, ctx.event(SAT), Params(), utcnow(), lock=True)
+            folds += 1
+
+    screeners = [asyncio.create_task(screener()) for _ in range(3)]
+    await asyncio.gather(*(writer(k) for k in range(6)))
+    stop.set()
+    await asyncio.gather(*screeners)
+    assert folds > 10
+    await _function_matches_query(ctx, ctx.event(SAT), Params(), utcnow())
+    buckets, unfolded = await _folded_match_rows(ctx)
+    assert buckets >= 3 and unfolded == 0
+    async with ctx.sessions() as s:
+        n = (await s.execute(text(
+            "SELECT sum(n) FROM risk_in_rollups WHERE account_id = :a AND span = 86400"),
+            {"a": account})).scalar_one()
+    # per writer: ten single credits, five batches of five, five holds posted
+    assert n == 6 * sum(1 if i % 4 == 3 else 5 if i % 3 == 1 else 1 for i in range(20))
+
+
+async def test_credit_rollups_apart_from_the_credits_are_named_and_rebuilt(ctx: Ctx, tmp_path):
+    """Roll-ups changed by hand are named by the check (kind ``in``) and rebuilt by the CLI;
+    the screening then reads the credits' truth again."""
+    _pg_only(ctx)
+    url = ctx.sessions.kw["bind"].url.render_as_string(hide_password=False)
+    now = utcnow()
+    await _ledger_credits(ctx, [(now - timedelta(minutes=m), m * SAT) for m in range(1, 30, 4)])
+    await _function_matches_query(ctx, ctx.event(SAT), Params(), now)  # folds
+    async with ctx.sessions() as s:
+        assert await rollup_drift(s, now=now) == []
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(text("UPDATE risk_in_rollups SET n = n + 1, total = total + 5 "
+                             "WHERE account_id = :a"), {"a": ctx.wallet.ledger_account_id})
+    async with ctx.sessions() as s:
+        apart = await rollup_drift(s, now=now)
+    assert {(d.wallet_id, d.kind, d.span) for d in apart} == {
+        (ctx.wallet.id, "in", span) for span in ("minute", "hour", "day")}
+    assert all(d.rows[1] + 5 * (d.kept[0] - d.rows[0]) == d.kept[1] for d in apart)
+    assert "the credits say" in apart[0].detail
+    failed = sv_here("risk", "rollups", "check", url=url, home=tmp_path, check=False)
+    assert failed.returncode == 1
+    assert last_json(sv_here("risk", "rollups", "rebuild", url=url, home=tmp_path)) == {
+        "ok": True, "rebuilt": [ctx.wallet.id]}
+    assert (await _folded_match_rows(ctx))[1] == 0
+    got = await _function_matches_query(ctx, ctx.event(SAT), Params(), now)
+    assert got["in.count.1h"] == 8
+    assert last_json(sv_here("risk", "rollups", "check", url=url, home=tmp_path))["ok"]
