@@ -27,10 +27,11 @@ from tests.test_cli import last_json, sv_here
 
 _FOLDED = """
 SELECT s.span, (floor(extract(epoch FROM t.created_at) / s.span) * s.span)::bigint AS start,
-       count(*), sum(t.amount), sum(t.amount * t.amount)
-  FROM ledger_transfers t, (VALUES (60), (3600), (86400)) AS s(span)
+       count(*), sum(t.amount), sum(t.amount * t.amount),
+       count(*) FILTER (WHERE t.amount >= k.band_low AND t.amount < k.band_top)
+  FROM ledger_transfers t, risk_in_marks k, (VALUES (60), (3600), (86400)) AS s(span)
  WHERE t.credit_account_id = :account AND t.kind IN ('single', 'post')
-   AND t.seq <= (SELECT seq FROM risk_in_marks WHERE account_id = :account)
+   AND k.account_id = :account AND t.seq <= k.seq
  GROUP BY 1, 2
 """
 
@@ -41,14 +42,15 @@ def _pg_only(ctx: Ctx) -> None:
 
 
 async def _folded_match_rows(ctx: Ctx) -> tuple[int, int]:
-    """The account's credit roll-ups equal a fresh aggregation of its credits up to its mark;
-    returns (buckets, credits not folded yet)."""
+    """The account's credit roll-ups equal a fresh aggregation of its credits up to its mark
+    (the band's count with the band kept in the mark); returns (buckets, credits not folded
+    yet)."""
     account = ctx.wallet.ledger_account_id
     async with ctx.sessions() as s:
-        kept = {(r[0], r[1]): (int(r[2]), int(r[3]), int(r[4])) for r in await s.execute(text(
-            "SELECT span, start, n, total, sq FROM risk_in_rollups WHERE account_id = :a"),
+        kept = {(r[0], r[1]): tuple(int(v) for v in r[2:]) for r in await s.execute(text(
+            "SELECT span, start, n, total, sq, band FROM risk_in_rollups WHERE account_id = :a"),
             {"a": account})}
-        fresh = {(r[0], r[1]): (int(r[2]), int(r[3]), int(r[4])) for r in await s.execute(
+        fresh = {(r[0], r[1]): tuple(int(v) for v in r[2:]) for r in await s.execute(
             text(_FOLDED), {"account": account})}
         unfolded = (await s.execute(text(
             "SELECT count(*) FROM ledger_transfers WHERE credit_account_id = :a AND seq > "
@@ -111,6 +113,19 @@ async def test_credits_read_from_the_rollups_give_the_rows_answer(ctx: Ctx):
     folded_read = await compare(lock=True)  # and a second fold finds nothing new
     assert unlocked == folded_read
     assert folded_read[0]["in.count.30d"] > first["in.count.30d"]
+
+    # The live rule set moves the structuring band: the buckets' band counts are rebuilt once
+    # from the credits, then folded with the new band.
+    # (and its window and the rapid sum's: their own, or the same as the 7-day and 1-hour one)
+    for threshold, days, rapid in ((21 * 10**17 + 1, 7, 60), (SAT + 1, 3, 17),
+                                   (100_000 * SAT, 7, 30)):
+        params = Params(structuring_threshold_msat=threshold, structuring_days=days,
+                        rapid_minutes=rapid)
+        moved = await compare(lock=True)
+        assert (await _folded_match_rows(ctx))[1] == 0
+        assert any(r["in.band"] for r in moved)
+        await _ledger_credits(ctx, [(now, threshold - 1)])
+        assert (await compare(lock=True))[0]["in.band"] == moved[0]["in.band"] + 1
     assert any(r["in.band"] for r in folded_read)
 
 

@@ -125,10 +125,12 @@ async def rebuild_rollups(session: AsyncSession, wallet_id: str | None) -> None:
     if not await keeps_rollups(session):
         return
     await session.execute(text("SELECT risk_rollups_rebuild(:wallet)"), {"wallet": wallet_id})
-    if wallet_id is None:
-        await session.execute(text("SELECT risk_in_rebuild(NULL)"))
+    if wallet_id is None:  # the bands are counted again by each account's next fold
+        await session.execute(text("SELECT risk_in_rebuild(NULL, NULL, NULL)"))
         return
     account = (await session.execute(text("SELECT ledger_account_id FROM wallets WHERE id = :w"),
                                      {"w": wallet_id})).scalar_one_or_none()
-    if account is not None:  # (NULL would mean every account's)
-        await session.execute(text("SELECT risk_in_rebuild(:account)"), {"account": account})
+    if account is not None:  # (NULL would mean every account's); the band it has, kept
+        await session.execute(text(
+            "SELECT risk_in_rebuild(:a, (SELECT band_low FROM risk_in_marks WHERE account_id = "
+            ":a), (SELECT band_top FROM risk_in_marks WHERE account_id = :a))"), {"a": account})
