@@ -18,11 +18,17 @@ from satvault.kernel.ids import new_id
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_transfers
+from satvault.payouts.models import WithdrawalStatus
 from satvault.risk.features import read_features
 from satvault.risk.rollups import rollup_drift
 from satvault.risk.rules import Params
 from tests.risk.conftest import SAT, Ctx
-from tests.risk.test_screening_path import _credit, _edges, _function_matches_query
+from tests.risk.test_screening_path import (
+    _add,
+    _credit,
+    _edges,
+    _function_matches_query,
+)
 from tests.test_cli import last_json, sv_here
 
 _FOLDED = """
@@ -213,3 +219,45 @@ async def test_credit_rollups_apart_from_the_credits_are_named_and_rebuilt(ctx: 
     got = await _function_matches_query(ctx, ctx.event(SAT), Params(), now)
     assert got["in.count.1h"] == 8
     assert last_json(sv_here("risk", "rollups", "check", url=url, home=tmp_path))["ok"]
+
+
+async def test_prune_deletes_only_what_no_window_reads(ctx: Ctx, tmp_path):
+    """``satvault risk rollups prune`` deletes the buckets (money out and in) and the
+    destinations' latest payments older than 33 days, nothing a window or the check reads:
+    the screening still returns the rows' answer, the check still agrees, and a withdrawal
+    of before the cut can still fail. Keeping fewer days than the check reads is refused."""
+    url = ctx.sessions.kw["bind"].url.render_as_string(hide_password=False)
+    if ctx.sessions.kw["bind"].dialect.name != "postgresql":
+        assert last_json(sv_here("risk", "rollups", "prune", url=url, home=tmp_path)) == {
+            "ok": True, "deleted": {}}
+        return
+    now = utcnow()
+    ages = [timedelta(days=d, minutes=m) for d in (1, 29, 40, 90) for m in (3, 500)]
+    old = await _add(ctx, [(now - age, SAT, f"lnbc{i}", WithdrawalStatus.CONFIRMED)
+                           for i, age in enumerate(ages)])
+    await _ledger_credits(ctx, [(now - age, 2 * SAT) for age in ages])
+    before = await _function_matches_query(ctx, ctx.event(SAT), Params(), now)
+    async with ctx.sessions() as s:
+        counts = dict((await s.execute(text(
+            "SELECT 'out', count(*) FROM risk_rollups UNION ALL "
+            "SELECT 'in', count(*) FROM risk_in_rollups"))).all())
+    refused = sv_here("risk", "rollups", "prune", "--keep-days", "31", url=url, home=tmp_path,
+                      check=False)
+    assert refused.returncode == 2 and not last_json(refused)["ok"]
+    deleted = last_json(sv_here("risk", "rollups", "prune", url=url, home=tmp_path))["deleted"]
+    # the destinations last paid 40 and 90 days ago
+    assert deleted["out"] > 0 and deleted["in"] > 0 and deleted["latest"] == 4
+    async with ctx.sessions() as s:
+        left = dict((await s.execute(text(
+            "SELECT 'out', count(*) FROM risk_rollups UNION ALL "
+            "SELECT 'in', count(*) FROM risk_in_rollups"))).all())
+        assert left == {"out": counts["out"] - deleted["out"], "in": counts["in"] - deleted["in"]}
+        assert (await s.execute(text("SELECT count(*) FROM risk_rollups WHERE start < "
+                                     ":cut"), {"cut": (now - timedelta(days=34)).timestamp()}
+                                )).scalar_one() == 0
+    assert await _function_matches_query(ctx, ctx.event(SAT), Params(), now) == before
+    assert last_json(sv_here("risk", "rollups", "check", url=url, home=tmp_path))["ok"]
+    async with ctx.sessions() as s, s.begin():  # a 90-day-old withdrawal fails after all
+        await s.execute(text("UPDATE withdrawals SET status = 'failed' WHERE id = :id"),
+                        {"id": old[-1]})
+    assert await _function_matches_query(ctx, ctx.event(SAT), Params(), now) == before

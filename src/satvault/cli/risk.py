@@ -6,7 +6,8 @@ author. ``sanctions refresh`` loads a newer sanctions list (``--file``; without 
 shipped dated snapshot); ``labels load --file`` replaces the label lists in the file. Each
 change is audited under the admin named by ``--as``. ``rollups check`` compares the
 screening's roll-ups (PostgreSQL) with the withdrawals and exits 1 naming each wallet apart;
-``rollups rebuild`` recomputes those wallets' (or ``--wallet``'s, or ``--all``) from the rows.
+``rollups rebuild`` recomputes those wallets' (or ``--wallet``'s, or ``--all``) from the rows;
+``rollups prune`` deletes the buckets no window reads any more.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from satvault.kernel.errors import Forbidden, NotFound
 from satvault.risk import service as risk
 from satvault.risk.lists import load_labels, refresh_sanctions, shipped_sanctions
 from satvault.risk.models import RiskRuleSet
-from satvault.risk.rollups import rebuild_rollups, rollup_drift
+from satvault.risk.rollups import KEEP_DAYS, prune_rollups, rebuild_rollups, rollup_drift
 
 __all__ = ["app"]
 
@@ -155,6 +156,21 @@ def rollups_check() -> None:
     _emit({"ok": not apart, "apart": apart})
     if apart:
         raise typer.Exit(1)
+
+
+@rollups_app.command("prune")
+def rollups_prune(
+    keep_days: Annotated[int, typer.Option(help="Keep this many days (more than the 31 the "
+                                                "windows and the check read).")] = KEEP_DAYS,
+) -> None:
+    """Delete roll-up buckets no window can read any more (run it daily)."""
+    async def work(s: AsyncSession) -> dict[str, int]:
+        return await prune_rollups(s, now=utcnow(), keep_days=keep_days)
+    try:
+        _emit({"ok": True, "deleted": _run(work)})
+    except ValueError as exc:
+        _emit({"ok": False, "error": str(exc)})
+        raise typer.Exit(2) from exc
 
 
 @rollups_app.command("rebuild")

@@ -9,12 +9,13 @@ triggers disabled. :func:`rollup_drift` compares, per wallet, kind and bucket si
 :data:`HORIZON_DAYS` days (what the windows can still read: counts, sums on all rails and per
 rail, distinct destinations) in one statement, one snapshot; it is part of a deep
 reconciliation and of ``satvault risk rollups check``. Money in is folded by the screening
-itself (kind ``in``: a wallet's credits up to its account's mark, those drawn later are read
-from the rows until the next fold); they drift only where credits were written without the
-ledger (which locks the account first) or the roll-ups were changed by hand.
+itself (kind ``in``: a wallet's credits up to its account's mark, folded at its next
+screening); it drifts only where credits were written below the mark without the ledger
+(which locks the account first) or the roll-ups were changed by hand. :func:`prune_rollups`
+deletes what no window can read any more (``satvault risk rollups prune``, daily).
 :func:`rebuild_rollups` recomputes one wallet's (or every wallet's) from its rows, under the
 lock every writer of that wallet's roll-ups takes. SQLite keeps no roll-ups (its screening
-reads the rows), so there both are no-ops.
+reads the rows), so there these are no-ops.
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-__all__ = ["HORIZON_DAYS", "RollupDrift", "keeps_rollups", "rebuild_rollups", "rollup_drift"]
+__all__ = ["HORIZON_DAYS", "KEEP_DAYS", "RollupDrift", "keeps_rollups", "prune_rollups",
+           "rebuild_rollups", "rollup_drift"]
 
 HORIZON_DAYS = 31
+# Buckets older than this are never read (windows reach 30 days back, the check 31 from a
+# day's start) and go at the next prune.
+KEEP_DAYS = 33
 
 _SPANS = {60: "minute", 3600: "hour", 86400: "day"}
 
@@ -134,3 +139,29 @@ async def rebuild_rollups(session: AsyncSession, wallet_id: str | None) -> None:
         await session.execute(text(
             "SELECT risk_in_rebuild(:a, (SELECT band_low FROM risk_in_marks WHERE account_id = "
             ":a), (SELECT band_top FROM risk_in_marks WHERE account_id = :a))"), {"a": account})
+
+
+_PRUNE = [
+    ("out", text("DELETE FROM risk_rollups WHERE start < :cut")),
+    ("in", text("DELETE FROM risk_in_rollups WHERE start < :cut")),
+    # a destination last paid before the cut has no bucket left to move out of
+    ("latest", text("DELETE FROM risk_last_paid WHERE last_at < to_timestamp(:cut)")),
+]
+
+
+async def prune_rollups(session: AsyncSession, *, now: datetime,
+                        keep_days: int = KEEP_DAYS) -> dict[str, int]:
+    """Delete the buckets (and destinations' latest payments) older than ``keep_days`` from a
+    day's start, in the session's transaction; how many rows of each went. A withdrawal of
+    before the cut that fails later finds no bucket to leave: a warning, nothing below zero
+    (as for any withdrawal the roll-ups do not hold). Nothing on SQLite."""
+    if not await keeps_rollups(session):
+        return {}
+    if keep_days <= HORIZON_DAYS:
+        raise ValueError(f"keep_days must exceed the {HORIZON_DAYS} days the check reads")
+    cut = math.floor((now - timedelta(days=keep_days)).timestamp() / 86400) * 86400
+    out = {}
+    for kind, stmt in _PRUNE:
+        result = await session.execute(stmt, {"cut": cut})
+        out[kind] = int(result.rowcount)  # type: ignore[attr-defined]
+    return out
