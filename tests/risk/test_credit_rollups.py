@@ -11,16 +11,16 @@ import random
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import insert, text
 
 from satvault.db import utcnow
 from satvault.kernel.ids import new_id
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_transfers
-from satvault.payouts.models import WithdrawalStatus
+from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.risk.features import read_features
-from satvault.risk.rollups import rollup_drift
+from satvault.risk.rollups import rebuild_rollups, rollup_drift
 from satvault.risk.rules import Params
 from tests.risk.conftest import SAT, Ctx
 from tests.risk.test_screening_path import (
@@ -261,3 +261,33 @@ async def test_prune_deletes_only_what_no_window_reads(ctx: Ctx, tmp_path):
         await s.execute(text("UPDATE withdrawals SET status = 'failed' WHERE id = :id"),
                         {"id": old[-1]})
     assert await _function_matches_query(ctx, ctx.event(SAT), Params(), now) == before
+
+
+async def test_a_rebuild_beside_payments_waits_for_them(ctx: Ctx):
+    """A rebuild of one wallet (and of all) while that wallet's payments run, each a
+    screening that folds money in and a withdrawal whose trigger moves money out, in one
+    transaction: the rebuild takes their locks in the payments' order, so neither side
+    deadlocks, and the roll-ups end equal to the rows."""
+    _pg_only(ctx)
+    await _ledger_credits(ctx, [(utcnow() - timedelta(minutes=m), SAT) for m in range(5)])
+
+    async def payments() -> None:
+        for i in range(25):
+            async with ctx.sessions() as s, s.begin():
+                await read_features(s, ctx.event(SAT), Params(), utcnow(), lock=True)
+                wid = new_id("wd")
+                await s.execute(insert(Withdrawal).values(
+                    id=wid, wallet_id=ctx.wallet.id, method=WithdrawalMethod.LIGHTNING,
+                    destination=f"lnbc{i % 4}", amount_msat=SAT, fee_reserve_msat=0,
+                    status=WithdrawalStatus.CONFIRMED, hold_id=f"wd:{wid}:hold",
+                    created_at=utcnow(), updated_at=utcnow()))
+
+    async def rebuilds() -> None:
+        for i in range(12):
+            async with ctx.sessions() as s, s.begin():
+                await rebuild_rollups(s, None if i % 4 == 3 else ctx.wallet.id)
+
+    await asyncio.gather(payments(), payments(), rebuilds())
+    async with ctx.sessions() as s:
+        assert await rollup_drift(s, now=utcnow()) == []
+    await _function_matches_query(ctx, ctx.event(SAT), Params(), utcnow())

@@ -125,20 +125,24 @@ async def rollup_drift(session: AsyncSession, *, now: datetime, limit: int = 200
 
 async def rebuild_rollups(session: AsyncSession, wallet_id: str | None) -> None:
     """Recompute ``wallet_id``'s roll-ups (every wallet's with None: their tables locked
-    against writers meanwhile) from its withdrawals and its account's credits, in the
-    session's transaction."""
+    against writers meanwhile) from its account's credits and its withdrawals, in the
+    session's transaction. Money in first, then money out: the order a payment takes their
+    locks in (its screening folds money in, then its withdrawal's trigger moves money out),
+    so a rebuild beside a payment waits for it instead of deadlocking with it."""
     if not await keeps_rollups(session):
         return
-    await session.execute(text("SELECT risk_rollups_rebuild(:wallet)"), {"wallet": wallet_id})
     if wallet_id is None:  # the bands are counted again by each account's next fold
         await session.execute(text("SELECT risk_in_rebuild(NULL, NULL, NULL)"))
-        return
-    account = (await session.execute(text("SELECT ledger_account_id FROM wallets WHERE id = :w"),
-                                     {"w": wallet_id})).scalar_one_or_none()
-    if account is not None:  # (NULL would mean every account's); the band it has, kept
-        await session.execute(text(
-            "SELECT risk_in_rebuild(:a, (SELECT band_low FROM risk_in_marks WHERE account_id = "
-            ":a), (SELECT band_top FROM risk_in_marks WHERE account_id = :a))"), {"a": account})
+    else:
+        account = (await session.execute(text(
+            "SELECT ledger_account_id FROM wallets WHERE id = :w"), {"w": wallet_id})
+        ).scalar_one_or_none()
+        if account is not None:  # (NULL would mean every account's); the band it has, kept
+            await session.execute(text(
+                "SELECT risk_in_rebuild(:a, (SELECT band_low FROM risk_in_marks WHERE "
+                "account_id = :a), (SELECT band_top FROM risk_in_marks WHERE account_id = :a))"),
+                {"a": account})
+    await session.execute(text("SELECT risk_rollups_rebuild(:wallet)"), {"wallet": wallet_id})
 
 
 _PRUNE = [
