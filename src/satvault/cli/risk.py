@@ -20,7 +20,7 @@ import typer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.accounts.models import User
+from satvault.accounts.models import User, Wallet
 from satvault.cli._common import emit as _emit
 from satvault.cli._common import in_transaction as _run
 from satvault.cli._common import with_database
@@ -176,11 +176,13 @@ def rollups_prune(
 @rollups_app.command("rebuild")
 def rollups_rebuild(
     wallet: Annotated[str | None, typer.Option(help="Only this wallet.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every wallet, the tables locked "
-                                                     "against writers meanwhile.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Every wallet, one after the "
+                                                     "other.")] = False,
 ) -> None:
-    """Recompute roll-ups from the withdrawals: the wallets ``rollups check`` finds apart (by
-    default), one wallet, or all; one transaction per wallet, a progress bar on stderr."""
+    """Recompute roll-ups from the withdrawals and the credits: the wallets ``rollups check``
+    finds apart (by default), one wallet, or all; one transaction per wallet, under the locks
+    that wallet's payments take (in their order: they wait for each other, never deadlock),
+    a progress bar on stderr."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -189,10 +191,14 @@ def rollups_rebuild(
         raise typer.Exit(2)
     console = Console(stderr=True)
 
-    async def work(sessions: async_sessionmaker[AsyncSession]) -> list[str | None]:
-        targets: list[str | None] = [wallet]
-        if not all_ and wallet is None:
-            async with sessions() as s:
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+        async with sessions() as s:
+            if all_:
+                targets = list((await s.execute(select(Wallet.id).order_by(Wallet.id))
+                                ).scalars())
+            elif wallet is not None:
+                targets = [wallet]
+            else:
                 targets = [*sorted({d.wallet_id for d in await rollup_drift(
                     s, now=utcnow(), limit=100_000)})]
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -210,4 +216,4 @@ def rollups_rebuild(
         return targets
 
     done = with_database(work)
-    _emit({"ok": True, "rebuilt": ["(all)" if t is None else t for t in done]})
+    _emit({"ok": True, "rebuilt": ["(all)"] if all_ else done})

@@ -13,8 +13,8 @@ itself (kind ``in``: a wallet's credits up to its account's mark, folded at its 
 screening); it drifts only where credits were written below the mark without the ledger
 (which locks the account first) or the roll-ups were changed by hand. :func:`prune_rollups`
 deletes what no window can read any more (``satvault risk rollups prune``, daily).
-:func:`rebuild_rollups` recomputes one wallet's (or every wallet's) from its rows, under the
-lock every writer of that wallet's roll-ups takes. SQLite keeps no roll-ups (its screening
+:func:`rebuild_rollups` recomputes one wallet's from its rows, under the locks every writer
+of that wallet's roll-ups takes. SQLite keeps no roll-ups (its screening
 reads the rows), so there these are no-ops.
 """
 
@@ -123,25 +123,25 @@ async def rollup_drift(session: AsyncSession, *, now: datetime, limit: int = 200
                         (int(r[5]), int(r[6]))) for r in rows]
 
 
-async def rebuild_rollups(session: AsyncSession, wallet_id: str | None) -> None:
-    """Recompute ``wallet_id``'s roll-ups (every wallet's with None: their tables locked
-    against writers meanwhile) from its account's credits and its withdrawals, in the
-    session's transaction. Money in first, then money out: the order a payment takes their
-    locks in (its screening folds money in, then its withdrawal's trigger moves money out),
-    so a rebuild beside a payment waits for it instead of deadlocking with it."""
+async def rebuild_rollups(session: AsyncSession, wallet_id: str) -> None:
+    """Recompute ``wallet_id``'s roll-ups from its account's credits and its withdrawals, in
+    the session's transaction. Money in first, then money out: the order a payment takes
+    their locks in (its screening folds money in, then its withdrawal's trigger moves money
+    out), so a rebuild beside the wallet's payments waits for them instead of deadlocking.
+    (Every wallet is one such transaction after the other: ``satvault risk rollups rebuild
+    --all``. The functions' whole-table form, which locks the tables, is the migrations'
+    backfill only: a table lock taken beside payments, which take the tables' locks in
+    different orders on different paths, could deadlock with one of them.)"""
     if not await keeps_rollups(session):
         return
-    if wallet_id is None:  # the bands are counted again by each account's next fold
-        await session.execute(text("SELECT risk_in_rebuild(NULL, NULL, NULL)"))
-    else:
-        account = (await session.execute(text(
-            "SELECT ledger_account_id FROM wallets WHERE id = :w"), {"w": wallet_id})
-        ).scalar_one_or_none()
-        if account is not None:  # (NULL would mean every account's); the band it has, kept
-            await session.execute(text(
-                "SELECT risk_in_rebuild(:a, (SELECT band_low FROM risk_in_marks WHERE "
-                "account_id = :a), (SELECT band_top FROM risk_in_marks WHERE account_id = :a))"),
-                {"a": account})
+    account = (await session.execute(text(
+        "SELECT ledger_account_id FROM wallets WHERE id = :w"), {"w": wallet_id})
+    ).scalar_one_or_none()
+    if account is None:
+        return
+    await session.execute(text(  # the band it has, kept
+        "SELECT risk_in_rebuild(:a, (SELECT band_low FROM risk_in_marks WHERE account_id = "
+        ":a), (SELECT band_top FROM risk_in_marks WHERE account_id = :a))"), {"a": account})
     await session.execute(text("SELECT risk_rollups_rebuild(:wallet)"), {"wallet": wallet_id})
 
 
