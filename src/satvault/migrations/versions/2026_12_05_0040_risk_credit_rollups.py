@@ -68,7 +68,8 @@ _CREDIT = "('single', 'post')"  # the kinds that add to an account's posted cred
 # index-only scan of it is the plan the planner settles on, in a PL/pgSQL function's generic
 # plan too, where the mark is unknown. Measured before that: with ``credit_account_id = p AND
 # seq > mark`` it walked the primary key from the mark (every account's transfers since),
-# and with row comparisons alone the band index and a sort (2.5-6 ms per read).
+# and with row comparisons alone an index led by the account (one on the credits' amounts,
+# tried for the band and not kept) and a sort (2.5-6 ms per read).
 _AFTER = ("(t.credit_account_id, t.seq) > (p_account, {mark}) "
           "AND (t.credit_account_id, t.seq) < (p_account + 1, 0)")
 
