@@ -45,6 +45,12 @@ _CALL = ("risk_screen_features(true, 'w_busy', 1, 'u_none', false, $1, '02node',
          "now() - interval '24 hours', now() - interval '7 days', now() - interval '30 days', "
          "now() - interval '7 days', now() - interval '60 minutes', 900000000, 1000000000)")
 
+# The ledger's columns a credit row needs (written as rows only: no account behind them).
+_CREDIT_COLUMNS = ("id, debit_account_id, credit_account_id, amount, asset, kind, "
+                   "timeout_seconds, linked, code, ref, created_at, dr_debits_posted, "
+                   "dr_credits_posted, dr_debits_pending, dr_credits_pending, "
+                   "cr_debits_posted, cr_credits_posted, cr_debits_pending, cr_credits_pending")
+
 _SEED = """
 SET session_replication_role = replica;  -- rows only: no foreign keys, no triggers
 INSERT INTO wallets (id, owner_type, owner_id, asset, ledger_account_id, created_at)
@@ -65,10 +71,7 @@ INSERT INTO withdrawals (id, wallet_id, method, destination, amount_msat, fee_re
 SELECT 'wx_' || g, 'w_' || (g % 500), 'internal', 'lnbcrt10u1p' || repeat(md5(g::text), 9),
        1000000, 0, 'confirmed', 'hx_' || g, now() - (g || ' s')::interval, now()
   FROM generate_series(1, 50000) g;
-INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount, asset, kind,
-    timeout_seconds, linked, code, ref, created_at, dr_debits_posted, dr_credits_posted,
-    dr_debits_pending, dr_credits_pending, cr_debits_posted, cr_credits_posted,
-    cr_debits_pending, cr_credits_pending)
+INSERT INTO ledger_transfers ({columns})
 SELECT 'c_' || g, 2, CASE WHEN g <= {credits} THEN 1 ELSE 3 + g % 500 END, 1000000 + g, 'BTC',
        'single', 0, false, 'pay', '',
        now() - ({credit_spread}::float8 * (g % greatest({credits}, 1)) / greatest({credits}, 1)
@@ -108,13 +111,9 @@ async def _measure(dsn: str, calls: int) -> dict[str, float]:
         await feeder.execute("SET session_replication_role = replica")
         for _ in range(calls):
             await feeder.execute(
-                "INSERT INTO ledger_transfers (id, "
-                "debit_account_id, credit_account_id, amount, asset, kind, timeout_seconds, "
-                "linked, code, ref, created_at, dr_debits_posted, dr_credits_posted, "
-                "dr_debits_pending, dr_credits_pending, cr_debits_posted, cr_credits_posted, "
-                "cr_debits_pending, cr_credits_pending) VALUES ('cn_' || md5(random()::text), "
-                "2, 1, 1000, 'BTC', 'single', 0, false, 'pay', '', now(), 0, 0, 0, 0, 0, 0, 0, "
-                "0)")
+                f"INSERT INTO ledger_transfers ({_CREDIT_COLUMNS}) VALUES ('cn_' || "
+                "md5(random()::text), 2, 1, 1000, 'BTC', 'single', 0, false, 'pay', '', now(), "
+                "0, 0, 0, 0, 0, 0, 0, 0)")
             plan = await conn.fetchval(
                 f"EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM {_CALL}", dest)
             credited.append(json.loads(plan)[0]["Execution Time"])
@@ -168,7 +167,8 @@ async def main() -> None:
         conn = await asyncpg.connect(dsn)
         await conn.execute(_SEED.format(history=int(args.history), old=int(args.old),
                                         spread=float(args.spread), credits=int(args.credits),
-                                        credit_spread=float(args.credit_spread)))
+                                        credit_spread=float(args.credit_spread),
+                                        columns=_CREDIT_COLUMNS))
         await conn.execute("VACUUM ANALYZE withdrawals, ledger_transfers")
         await conn.close()
         _log(f"seeded: {args.history} withdrawals in {args.spread} s, {args.old} older, "

@@ -61,7 +61,8 @@ TABLES = ["auth_refresh_tokens", "auth_token_families", "auth_signing_keys",
           "onchain_addresses", "onchain_wallets", "audit_events", "api_keys", "wallets",
           "stores", "merchants", "users", "ledger_failed_transfers", "ledger_transfers",
           "ledger_accounts"]
-# Kept by PostgreSQL's triggers only (migration 0039): SQLite has no such tables.
+# The risk screening's roll-ups, PostgreSQL's only (migrations 0039 and 0040): SQLite has no
+# such tables.
 PG_ONLY_TABLES = ["risk_rollups", "risk_last_paid", "risk_in_rollups", "risk_in_marks"]
 
 

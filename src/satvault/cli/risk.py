@@ -5,7 +5,8 @@ validated draft; ``rules approve VERSION`` makes it live — only as an admin ot
 author. ``sanctions refresh`` loads a newer sanctions list (``--file``; without one, the
 shipped dated snapshot); ``labels load --file`` replaces the label lists in the file. Each
 change is audited under the admin named by ``--as``. ``rollups check`` compares the
-screening's roll-ups (PostgreSQL) with the withdrawals and exits 1 naming each wallet apart;
+screening's roll-ups (PostgreSQL) with the withdrawals and the folded credits and exits 1
+naming each wallet apart;
 ``rollups rebuild`` recomputes those wallets' (or ``--wallet``'s, or ``--all``) from the rows;
 ``rollups prune`` deletes the buckets no window reads any more.
 """
@@ -46,7 +47,7 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(sanctions_app, name="sanctions")
 app.add_typer(labels_app, name="labels")
 app.add_typer(cases_app, name="cases")
-rollups_app = typer.Typer(help="The screening's roll-ups (PostgreSQL): check, rebuild.",
+rollups_app = typer.Typer(help="The screening's roll-ups (PostgreSQL): check, rebuild, prune.",
                           no_args_is_help=True)
 app.add_typer(rollups_app, name="rollups")
 
@@ -147,8 +148,8 @@ def labels_load(file: Annotated[Path, typer.Option(
 
 @rollups_app.command("check")
 def rollups_check() -> None:
-    """Compare every wallet's roll-ups of the last 31 days with its withdrawals; exit 1 when
-    any differ (SQLite keeps none: nothing to compare)."""
+    """Compare every wallet's roll-ups of the last 31 days with its withdrawals and its folded
+    credits; exit 1 when any differ (SQLite keeps none: nothing to compare)."""
     async def work(s: AsyncSession) -> list[dict[str, Any]]:
         return [{"wallet": d.wallet_id, "kind": d.kind, "per": d.span, "detail": d.detail}
                 for d in await rollup_drift(s, now=utcnow())]

@@ -14,7 +14,8 @@
    * every Lightning withdrawal in flight has a live payment attempt, and every live attempt
      belongs to a withdrawal in flight;
    * (deep runs) the audit log's hash chain verifies, and the risk screening's roll-ups
-     (PostgreSQL) say what the withdrawals say (:func:`satvault.risk.rollups.rollup_drift`).
+     (PostgreSQL) say what the withdrawals and the folded credits say
+     (:func:`satvault.risk.rollups.rollup_drift`).
 3. **world** — the ledger against the nodes: each custody tier's coins against its account
    and each held coin at the chain node (:func:`satvault.custody.status.custody_status`);
    recent Lightning invoices and payments at the Lightning node against ours; the node's

@@ -12,12 +12,14 @@ nothing, and ``seen`` probes an index by destination (migration 0037). What the 
 with them is pure (:func:`satvault.risk.rules.evaluate`).
 
 On PostgreSQL the statement is sent as one call of ``risk_screen_features`` (migration 0035,
-its body replaced by 0037 and 0039), which takes the wallet's row lock first and then reads
-the same features: the lock and the features in one round trip. Since 0039 it reads the
-outgoing windows (count, sum, sum of squares, distinct destinations) from roll-ups a trigger
-on ``withdrawals`` keeps per wallet and minute, hour and day, plus the rows of the window's
-first partial minute: exact, and bounded whatever the wallet's month holds (a busy payer's
-screening no longer grows with its payments). SQLite runs :func:`_query`, which reads the
+its body replaced by 0037, 0039 and 0040), which takes the wallet's row lock first and then
+reads the same features: the lock and the features in one round trip. Since 0039 it reads
+the outgoing windows (count, sum, sum of squares, distinct destinations) from roll-ups a
+trigger on ``withdrawals`` keeps per wallet and minute, hour and day, and since 0040 the
+incoming ones from roll-ups it folds itself (the account's credits drawn since its last
+screening), each plus the rows of the window's first partial minute: exact, and bounded
+whatever the wallet's month holds (a busy payer's or store's screening no longer grows with
+its payments). SQLite runs :func:`_query`, which reads the
 rows themselves; it is also the reference the function is tested against. A change to
 :func:`_query` needs a migration that changes the function too
 (``tests/risk/test_screening_path.py`` compares the two, and the roll-ups with the rows).

@@ -63,16 +63,6 @@ depends_on: str | Sequence[str] | None = None
 _WINDOWS = ("1h", "24h", "7d", "30d")
 _CREDIT = "('single', 'post')"  # the kinds that add to an account's posted credits
 
-# The account's credits drawn after ``mark``: one range of ``ix_ledger_transfers_credit``
-# (credit_account_id, seq), which now carries the columns these reads need (INCLUDE), so an
-# index-only scan of it is the plan the planner settles on, in a PL/pgSQL function's generic
-# plan too, where the mark is unknown. Measured before that: with ``credit_account_id = p AND
-# seq > mark`` it walked the primary key from the mark (every account's transfers since),
-# and with row comparisons alone an index led by the account (one on the credits' amounts,
-# tried for the band and not kept) and a sort (2.5-6 ms per read).
-_AFTER = ("(t.credit_account_id, t.seq) > (p_account, {mark}) "
-          "AND (t.credit_account_id, t.seq) < (p_account + 1, 0)")
-
 _TABLES = """
 CREATE TABLE risk_in_marks (
     account_id bigint PRIMARY KEY,
@@ -115,10 +105,18 @@ BEGIN
     THEN
         PERFORM risk_in_rebuild(p_account, p_low, p_top);
     END IF;
+    -- The credits drawn after the mark: one range of ix_ledger_transfers_credit
+    -- (credit_account_id, seq), which carries the columns read (INCLUDE), so an index-only
+    -- scan of it is the plan, in the generic plan too. Measured before that: written as
+    -- credit_account_id = p AND seq > mark the plan walked the primary key from the mark
+    -- (every account's transfers since), and with row comparisons alone an index led by
+    -- the account (one on the credits' amounts, tried for the band and not kept) and a
+    -- sort: 2.5-6 ms per fold.
     WITH fresh AS MATERIALIZED (
         SELECT t.seq, t.kind, t.created_at, t.amount FROM ledger_transfers t
-         WHERE {_AFTER.format(mark="coalesce((SELECT k.seq FROM risk_in_marks k "
-                                    "WHERE k.account_id = p_account), 0)")}
+         WHERE (t.credit_account_id, t.seq) > (p_account, coalesce(
+                   (SELECT k.seq FROM risk_in_marks k WHERE k.account_id = p_account), 0))
+           AND (t.credit_account_id, t.seq) < (p_account + 1, 0)
          ORDER BY t.credit_account_id, t.seq
     ), put AS (
         INSERT INTO risk_in_rollups AS r (account_id, span, start, n, total, sq, band)
