@@ -15,6 +15,7 @@ from sqlalchemy import insert, text
 
 from satvault.db import utcnow
 from satvault.kernel.ids import new_id
+from satvault.ledger.check import check_ledger
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_transfers
@@ -190,6 +191,9 @@ async def test_credit_rollups_exact_under_racing_ledger_writers_and_screenings(c
             {"a": account})).scalar_one()
     # per writer: ten single credits, five batches of five, five holds posted
     assert n == 6 * sum(1 if i % 4 == 3 else 5 if i % 3 == 1 else 1 for i in range(20))
+    async with ctx.sessions() as s:  # and the money the racing writers moved adds up
+        report = await check_ledger(s)
+    assert report.ok, report.problems
 
 
 async def test_credit_rollups_apart_from_the_credits_are_named_and_rebuilt(ctx: Ctx, tmp_path):
