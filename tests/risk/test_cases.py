@@ -24,6 +24,7 @@ from satvault.reports.compliance import report_csv, report_pdf
 from satvault.reports.service import period_report
 from satvault.risk.lists import refresh_sanctions
 from satvault.risk.models import RiskCase, RiskDecision
+from satvault.risk.sar import sar_pdf
 from tests.chainenv import LnEnv, api_client
 from tests.payouts.test_payouts import fund as chain_fund
 from tests.risk.conftest import default_doc
@@ -225,6 +226,17 @@ async def test_a_refused_payment_case_a_sar_and_the_compliance_report(lnenv: LnE
         assert pdf.headers["content-type"] == "application/pdf"
         text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages)
         assert "FIU-7" in text and "listed address" in text and "sanctioned_address" in text
+        # A filed SAR is one document: each download is the same bytes, dated when it was
+        # last changed (not when it was rendered), however far apart the downloads are.
+        stored = (await c.get(f"{base}/{cid}/sar", headers=ann)).json()
+        meta = PdfReader(io.BytesIO(pdf.content)).metadata
+        assert meta.creation_date == datetime.fromisoformat(stored["updated_at"]).replace(
+            microsecond=0)
+        later = sar_pdf({**stored, "updated_at": "2026-01-02T03:04:05.678+00:00"})
+        assert PdfReader(io.BytesIO(later)).metadata.creation_date == datetime(
+            2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        assert sar_pdf(stored) == (await c.get(f"{base}/{cid}/sar", params={"format": "pdf"},
+                                               headers=ann)).content == pdf.content
         events = (await c.get(f"{base}/{cid}", headers=ann)).json()["events"]
         assert [e["kind"] for e in events][-3:] == ["sar", "sar", "sar"]
 
@@ -243,3 +255,10 @@ async def test_a_refused_payment_case_a_sar_and_the_compliance_report(lnenv: LnE
     body = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(
         report_pdf(report, rate))).pages)
     assert "SARs filed" in body and "refused (reject decisions)" in body
+    # The report's PDF is dated when the report was generated, so the same report is the
+    # same bytes.
+    report["generated_at"] = "2026-01-02T03:04:05+00:00"
+    dated = report_pdf(report, rate)
+    assert PdfReader(io.BytesIO(dated)).metadata.creation_date == datetime(
+        2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert report_pdf(report, rate) == dated

@@ -192,6 +192,7 @@ def report_pdf(report: dict[str, Any], rate: Rate) -> bytes:
     from fpdf import FPDF
 
     pdf = FPDF(format="A4")
+    pdf.set_creation_date(datetime.fromisoformat(report["generated_at"]))  # same report, same bytes
     pdf.set_auto_page_break(auto=True, margin=15)
     pdf.add_page()
     pdf.set_font("Helvetica", "B", 16)

@@ -13,7 +13,7 @@ event and an audit row.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -269,6 +269,9 @@ def sar_pdf(sar: dict[str, Any]) -> bytes:
     from fpdf import FPDF
 
     pdf = FPDF(format="A4")
+    # Dated when the SAR last changed, not when it is rendered: one SAR is one document,
+    # the same bytes at every download (the file ID is a hash over the content and date).
+    pdf.set_creation_date(datetime.fromisoformat(sar["updated_at"]))
     pdf.set_auto_page_break(auto=True, margin=15)
     pdf.add_page()
     pdf.set_font("Helvetica", "B", 15)
