@@ -381,7 +381,10 @@ async def amain(args: argparse.Namespace, procs: Processes, result: dict[str, An
         for sim in sims:
             procs.stop(sim)
     finally:
-        await drop_pg(url, pg_name)
+        if args.keep_db:
+            log(f"kept database {pg_name!r}")
+        else:
+            await drop_pg(url, pg_name)
     summary: dict[str, Any] = {}
     for name, src, extra in variants:
         for op in args.ops:
@@ -414,6 +417,8 @@ def main() -> None:
     p.add_argument("--profile", default=None, help="directory for .prof files")
     p.add_argument("--pool", type=int, default=4000, help="addresses pre-derived")
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--keep-db", action="store_true",
+                   help="keep the database (its name on stderr), e.g. to EXPLAIN its queries")
     args = p.parse_args()
     unknown = set(args.ops) - set(OPS)
     if unknown:

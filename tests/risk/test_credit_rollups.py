@@ -295,3 +295,27 @@ async def test_a_rebuild_beside_payments_waits_for_them(ctx: Ctx):
     async with ctx.sessions() as s:
         assert await rollup_drift(s, now=utcnow()) == []
     await _function_matches_query(ctx, ctx.event(SAT), Params(), utcnow())
+
+
+async def test_a_screening_plans_every_window_with_its_statement(ctx: Ctx):
+    """Every window of money in (the four, the structuring band's, the rapid sum's) is read
+    inside the screening's one statement, whatever the rule set's windows: no window runs as
+    a function call of its own (parsed and planned on every screening: ~1 ms of the 2 ms a
+    screening took with the default 30-minute rapid window before migration 0041).
+    ``track_functions`` counts the calls of SQL functions the planner did not inline."""
+    _pg_only(ctx)
+    await _ledger_credits(ctx, [(utcnow() - timedelta(minutes=m), SAT) for m in (1, 20, 90)])
+    async with ctx.sessions() as s, s.begin():  # the first fold (and the band's count)
+        await read_features(s, ctx.event(SAT), Params(structuring_threshold_msat=SAT + 1),
+                            utcnow())
+    for days, rapid in ((7, 30), (7, 60), (3, 17)):  # the default set's; the 7d and 1h; other
+        params = Params(structuring_threshold_msat=SAT + 1, structuring_days=days,
+                        rapid_minutes=rapid)
+        async with ctx.sessions() as s, s.begin():
+            await s.execute(text("SET LOCAL track_functions = 'all'"))
+            features = await read_features(s, ctx.event(SAT), params, utcnow())
+            called = dict((await s.execute(text(
+                "SELECT funcname, calls FROM pg_stat_xact_user_functions"))).all())
+        assert features["in.band"] == 3 and features["in.rapid"] == (
+            2 if rapid > 20 else 1) * SAT, features
+        assert set(called) == {"risk_screen_features", "risk_in_fold"}, (days, rapid, called)
