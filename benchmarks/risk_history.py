@@ -1,5 +1,6 @@
 """What a busy payer's history costs the risk screening, migration by migration (0036: the
-body of 0035; 0037: one grouped pass; 0039: roll-ups for money out; 0040: and for money in).
+body of 0035; 0037: one grouped pass; 0039: roll-ups for money out; 0040: and for money in;
+0041: every window read in the one statement).
 
 Not a timed test: a measurement. On a throwaway PostgreSQL database it seeds one wallet with
 ``--history`` live withdrawals spread over the last ``--spread`` seconds, each to a
@@ -16,7 +17,9 @@ wall time of a plain call, medians of ``--calls`` per round, then medians over `
 rounds; the withdrawal limits' sums (``usage_ms``: ``withdrawal_usage``, which every
 withdrawal also runs under the lock); what one more withdrawal's INSERT costs the server
 (``insert_ms``, with the triggers it fires); and a screening right after one more credit
-(``credit_screen_ms``: since 0040 the screening folds that credit first).
+(``credit_screen_ms``: since 0040 the screening folds that credit first). ``--rapid-minutes``
+is the rule set's rapid-movement window (0041 reads it as a window of its own: 0040 reused
+the 1-hour one when equal, and otherwise ran a function call planned on every screening).
 
     SATVAULT_TEST_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres \\
         .venv/bin/python benchmarks/risk_history.py --history 3000 --repeat 3
@@ -43,7 +46,7 @@ from satvault.migrate import alembic_config
 _CALL = ("risk_screen_features(true, 'w_busy', 1, 'u_none', false, $1, '02node', "
          "ARRAY[$1, '02node'], now() - interval '30 days', now() - interval '1 hour', "
          "now() - interval '24 hours', now() - interval '7 days', now() - interval '30 days', "
-         "now() - interval '7 days', now() - interval '60 minutes', 900000000, 1000000000)")
+         "now() - interval '7 days', now() - $2 * interval '1 minute', 900000000, 1000000000)")
 
 # The ledger's columns a credit row needs (written as rows only: no account behind them).
 _CREDIT_COLUMNS = ("id, debit_account_id, credit_account_id, amount, asset, kind, "
@@ -84,19 +87,19 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-async def _measure(dsn: str, calls: int) -> dict[str, float]:
+async def _measure(dsn: str, calls: int, rapid: int) -> dict[str, float]:
     conn = await asyncpg.connect(dsn)
     try:
         dest = "lnbcrt10u1pnew"
         for _ in range(10):  # the session's plan cache, as a long-lived pool connection has
-            await conn.fetch(f"SELECT * FROM {_CALL}", dest)
+            await conn.fetch(f"SELECT * FROM {_CALL}", dest, rapid)
         server, wall = [], []
         for _ in range(calls):
             plan = await conn.fetchval(
-                f"EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM {_CALL}", dest)
+                f"EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM {_CALL}", dest, rapid)
             server.append(json.loads(plan)[0]["Execution Time"])
             t0 = time.perf_counter()
-            await conn.fetch(f"SELECT * FROM {_CALL}", dest)
+            await conn.fetch(f"SELECT * FROM {_CALL}", dest, rapid)
             wall.append((time.perf_counter() - t0) * 1000)
         usage = []  # the withdrawal limits' sums, under the same lock, for every withdrawal
         for _ in range(calls):
@@ -115,7 +118,7 @@ async def _measure(dsn: str, calls: int) -> dict[str, float]:
                 "md5(random()::text), 2, 1, 1000, 'BTC', 'single', 0, false, 'pay', '', now(), "
                 "0, 0, 0, 0, 0, 0, 0, 0)")
             plan = await conn.fetchval(
-                f"EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM {_CALL}", dest)
+                f"EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM {_CALL}", dest, rapid)
             credited.append(json.loads(plan)[0]["Execution Time"])
         await feeder.close()
         inserts = []
@@ -146,6 +149,9 @@ async def main() -> None:
                    help="seconds the credits span")
     p.add_argument("--variants", type=lambda v: v.split(","), default=["0039", "0040"])
     p.add_argument("--calls", type=int, default=40)
+    p.add_argument("--rapid-minutes", type=int, default=30,
+                   help="the rapid-movement window (the shipped rule set's: 30; 60 is the hour "
+                        "window, which 0040 reused)")
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
     if not args.database_url:
@@ -160,7 +166,7 @@ async def main() -> None:
         cfg = alembic_config(url)
         revisions = {"0036": "0036_approver_group_changes",
                      "0037": "0037_risk_features_history", "0039": "0039_risk_rollups",
-                     "0040": "0040_risk_credit_rollups"}
+                     "0040": "0040_risk_credit_rollups", "0041": "0041_risk_windows_inlined"}
         variants = {v: revisions[v] for v in args.variants}
         oldest = revisions[min(variants)]
         await asyncio.to_thread(command.upgrade, cfg, oldest)
@@ -179,7 +185,7 @@ async def main() -> None:
             for v in order:
                 await asyncio.to_thread(command.downgrade, cfg, oldest)
                 await asyncio.to_thread(command.upgrade, cfg, variants[v])
-                got = await _measure(dsn, args.calls)
+                got = await _measure(dsn, args.calls, args.rapid_minutes)
                 rounds[v].append(got)
                 _log(f"round {r + 1} {v}: {got}")
         summary = {v: {k: statistics.median(x[k] for x in rs) for k in rs[0]}
