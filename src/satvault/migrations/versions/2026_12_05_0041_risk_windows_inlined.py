@@ -13,7 +13,9 @@ payments (200 calls in one session, medians of two runs).
 
 Both are now two more ``CROSS JOIN LATERAL risk_in_window(...)`` windows, inlined like the
 four others, always read: ~1.25 ms per call whatever the rule set's windows, against 2.0 ms
-(30-minute rapid window) and 1.1 ms (a 60-minute one, where the reuse saved the subquery). A
+(30-minute rapid window) and 1.1 ms (a 60-minute one, where the reuse saved the subquery);
+``benchmarks/risk_history.py`` (3,000 payments and 3,000 credits): 2.92 -> 1.88 ms and
+1.71 -> 1.88 ms of server time. A
 gated ``LEFT JOIN LATERAL`` (computed only when the window differs) was tried and planned
 badly (24 ms per call). The results are the same (``tests/risk/test_credit_rollups.py``
 compares the function with the row-by-row query on equal and different windows).
