@@ -38,11 +38,11 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # 0040's reuse of the 7-day and 1-hour windows, and what replaces each: a window of its own.
-_OWN_WINDOWS = {
-    "band": ("greatest(p_s_since, p_since)", "7d", "bigint", "in.band"),
-    "rapid": ("greatest(p_r_since, p_since)", "1h", "float8", "in.rapid"),
-}
-_COLUMN = {"band": "band", "rapid": "total"}
+# (name, since, the window 0040 reused, the column read, its cast, the feature)
+_OWN_WINDOWS = (
+    ("band", "greatest(p_s_since, p_since)", "7d", "band", "bigint", "in.band"),
+    ("rapid", "greatest(p_r_since, p_since)", "1h", "total", "float8", "in.rapid"),
+)
 _LAST_JOIN = ("CROSS JOIN LATERAL risk_in_window(p_account, p_since_30d, mk.mark, p_low, "
               "p_top) AS w30d")
 
@@ -56,8 +56,7 @@ def _body(previous: Any) -> str:
     earlier = previous._earlier()
     body: str = previous._body(earlier)
     joins = [_LAST_JOIN]
-    for name, (since, shared, cast, label) in _OWN_WINDOWS.items():
-        column = _COLUMN[name]
+    for name, since, shared, column, cast, label in _OWN_WINDOWS:
         reused = (f"(CASE WHEN {since} = p_since_{shared} THEN w{shared}.{column} ELSE "
                   f"(SELECT x.{column} FROM risk_in_window(p_account, {since}, mk.mark, "
                   f"p_low, p_top) AS x) END)::{cast} AS \"{label}\"")
