@@ -47,6 +47,7 @@ __all__ = [
     "async_database_url",
     "create_engine",
     "max_amount",
+    "one_read",
     "sequence_fence",
     "session_factory",
     "unit_of_work",
@@ -260,6 +261,20 @@ async def unit_of_work(
 ) -> AsyncIterator[AsyncSession]:
     """One transaction: commits when the block ends normally, rolls back on any exception."""
     async with sessions() as session, session.begin():
+        yield session
+
+
+@asynccontextmanager
+async def one_read(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session for exactly one read statement. On PostgreSQL it runs outside any
+    transaction (autocommit: no BEGIN and no ROLLBACK round trip around it; a single statement
+    sees one snapshot either way), on SQLite as every session does. Never for two statements
+    that must agree with each other, nor for a write."""
+    async with sessions() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         yield session
 
 

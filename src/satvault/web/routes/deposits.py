@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.access import visible_wallet
 from satvault.accounts.service import Principal
+from satvault.db import one_read
 from satvault.kernel.errors import NotFound
 from satvault.lightning.invoices import node_invoice, store_invoice
 from satvault.lightning.models import LnInvoice
@@ -71,7 +72,7 @@ async def request_deposit(wallet_id: str, body: DepositIn, request: Request,
     The node is asked for the invoice between two short units of work, never inside one."""
     sessions = request.app.state.sessions
     if body.method == "lightning":
-        async with sessions() as session:
+        async with one_read(sessions) as session:
             wallet = await visible_wallet(session, principal, wallet_id)
         runtime = request.app.state.runtime
         if runtime is None or runtime.lightning is None:

@@ -52,6 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.access import visible_wallet
 from satvault.accounts.service import Principal
+from satvault.db import one_read
 from satvault.events.errors import InvalidStream, StreamUnavailable
 from satvault.events.jetstream import StreamEvent, subject_for
 from satvault.events.live import LiveFeed
@@ -106,7 +107,7 @@ def _stream_frame(event: StreamEvent, *, public: bool, subject_id: str) -> str:
 
 async def _read(sessions: async_sessionmaker[AsyncSession], where: Any, after: int
                 ) -> list[OutboxEvent]:
-    async with sessions() as session:
+    async with one_read(sessions) as session:
         return list((await session.execute(
             select(OutboxEvent).where(where, OutboxEvent.id > after)
             .order_by(OutboxEvent.id).limit(BATCH)
@@ -226,7 +227,7 @@ async def stream(
     where: ColumnElement[bool]
     if invoice_id is not None:
         where = (OutboxEvent.subject_type == "invoice") & (OutboxEvent.subject_id == invoice_id)
-        async with sessions() as session:
+        async with one_read(sessions) as session:
             known = (await session.execute(select(OutboxEvent.id).where(where).limit(1))).first()
         if known is None:
             raise NotFound(f"invoice {invoice_id!r} not found")

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.accounts.access import sees_wallet, visible_wallet
 from satvault.accounts.models import Wallet
 from satvault.accounts.service import Principal
+from satvault.db import one_read
 from satvault.kernel.errors import NotFound
 from satvault.lightning.models import LnPayment, LnPaymentStatus
 from satvault.lightning.payments import cancel_on_node, payable_at_once
@@ -89,7 +90,7 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
     owner = f"{principal.owner_type}:{principal.owner_id}"
     # One read before anything else: the wallet, the destination if it is the BOLT11 of one
     # of our own invoices (by its text, before any decoding), whether the key was used.
-    async with sessions() as session:
+    async with one_read(sessions) as session:
         payer = await read_payer(session, wallet_id=wallet_id, destination=body.destination,
                                  also=_PAYER_ALSO, also_params={
                                      "i_owner": owner, "i_key": idempotency_key or ""})
