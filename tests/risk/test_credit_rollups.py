@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import insert, text
 
+from satvault.accounts import service as acc
 from satvault.db import utcnow
 from satvault.kernel.ids import new_id
 from satvault.ledger.check import check_ledger
@@ -26,6 +27,7 @@ from satvault.risk.rules import Params
 from tests.risk.conftest import SAT, Ctx
 from tests.risk.test_screening_path import (
     _add,
+    _buffers,
     _credit,
     _edges,
     _function_matches_query,
@@ -319,3 +321,43 @@ async def test_a_screening_plans_every_window_with_its_statement(ctx: Ctx):
         assert features["in.band"] == 3 and features["in.rapid"] == (
             2 if rapid > 20 else 1) * SAT, features
         assert set(called) == {"risk_screen_features", "risk_in_fold"}, (days, rapid, called)
+
+
+async def test_a_fold_reads_no_other_accounts_credits(ctx: Ctx):
+    """A screening's fold reads the credit index and nothing of any other account's, the
+    table analysed (and not vacuumed) as a busy database's is: for an account with 3,000
+    credits folded before and a neighbour (the account numbered next) with 3,000 of its
+    own, 27 buffers. Before migration 0043 its plan fetched the account's and the
+    neighbour's credits whole from the table, every screening (seen: 6,022 buffers)."""
+    _pg_only(ctx)
+    now = utcnow()
+    await _credit(ctx, [(now, SAT)])  # the platform's accounts exist before the three below
+    async with ctx.sessions() as s, s.begin():
+        wallets = []
+        for name in ("busy", "neighbour", "new"):
+            user = await acc.create_user(s, email=f"fold-{name}@example.com")
+            wallets.append(await acc.ensure_wallet(s, owner_type="user", owner_id=user.id))
+    busy, neighbour, new = (Ctx(ctx.sessions, w) for w in wallets)
+    assert neighbour.wallet.ledger_account_id == busy.wallet.ledger_account_id + 1
+    low, top = 9 * SAT, 10 * SAT
+    fold = "SELECT risk_in_fold(:a, :low, :top)"
+
+    async def folded(who: Ctx) -> None:
+        async with who.sessions() as s, s.begin():
+            await s.execute(text(fold), {"a": who.wallet.ledger_account_id, "low": low,
+                                         "top": top})
+
+    history = [(now - timedelta(minutes=m % 600, seconds=m), SAT) for m in range(3000)]
+    await _credit(busy, history)
+    await folded(busy)  # the mark after its history
+    await _credit(busy, [(now, 2 * SAT)])  # one credit to fold
+    await _credit(neighbour, history)
+    async with ctx.sessions() as s, s.begin():
+        await s.execute(text("ANALYZE ledger_transfers"))
+    reads = {}
+    for who in (busy, new):
+        reads[who.wallet.id] = await _buffers(who, fold, {
+            "a": who.wallet.ledger_account_id, "low": low, "top": top})
+    assert reads[busy.wallet.id] <= 60 and reads[new.wallet.id] <= 10, reads
+    _, waiting = await _folded_match_rows(busy)
+    assert waiting == 0  # the one credit was folded, by the first of the measured calls
