@@ -41,14 +41,6 @@ down_revision: str | None = "0042_one_row_functions"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_OLD_COMMENT = """\
-    -- The credits drawn after the mark: one range of ix_ledger_transfers_credit
-    -- (credit_account_id, seq), which carries the columns read (INCLUDE), so an index-only
-    -- scan of it is the plan, in the generic plan too. Measured before that: written as
-    -- credit_account_id = p AND seq > mark the plan walked the primary key from the mark
-    -- (every account's transfers since), and with row comparisons alone an index led by
-    -- the account (one on the credits' amounts, tried for the band and not kept) and a
-    -- sort: 2.5-6 ms per fold."""
 _NEW_COMMENT = """\
     -- The credits drawn after the mark: one range of ix_ledger_transfers_credit
     -- (credit_account_id, seq), which carries the columns read (INCLUDE). The account's
@@ -68,20 +60,30 @@ _NEW_RANGE = """\
          ORDER BY t.credit_account_id, t.seq"""
 
 
+_COMMENT_FROM, _COMMENT_TO = "    -- The credits drawn after the mark", "    WITH fresh AS"
+
+
 def _fold_0040() -> str:
     """``risk_in_fold`` as migration 0040 created it, as CREATE OR REPLACE."""
     functions: str = load("2026_12_05_0040_risk_credit_rollups.py")._FUNCTIONS
     start = functions.index("CREATE FUNCTION risk_in_fold(")
     end = functions.index("$fn$;", start) + len("$fn$;")
     fold = functions[start:end]
-    assert _OLD_RANGE in fold and _OLD_COMMENT in fold, "0040's fold changed: update 0043"
+    assert _OLD_RANGE in fold and _COMMENT_FROM in fold, "0040's fold changed: update 0043"
     return fold.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+
+
+def _fold_0043() -> str:
+    """0040's fold with the range of this migration, and its comment on the range."""
+    fold = _fold_0040().replace(_OLD_RANGE, _NEW_RANGE)
+    start, end = fold.index(_COMMENT_FROM), fold.index(_COMMENT_TO)
+    return fold[:start] + _NEW_COMMENT + "\n" + fold[end:]
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return  # SQLite reads the credits themselves
-    op.execute(_fold_0040().replace(_OLD_RANGE, _NEW_RANGE).replace(_OLD_COMMENT, _NEW_COMMENT))
+    op.execute(_fold_0043())
 
 
 def downgrade() -> None:
