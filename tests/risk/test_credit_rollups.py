@@ -331,8 +331,8 @@ async def test_a_fold_reads_no_other_accounts_credits(ctx: Ctx):
     neighbour's credits whole from the table, every screening (seen: 6,022 buffers)."""
     _pg_only(ctx)
     now = utcnow()
-    await _credit(ctx, [(now, SAT)])  # the platform's accounts exist before the three below
     async with ctx.sessions() as s, s.begin():
+        await ensure_platform_accounts(s, "BTC")  # made before the three below, not between
         wallets = []
         for name in ("busy", "neighbour", "new"):
             user = await acc.create_user(s, email=f"fold-{name}@example.com")
