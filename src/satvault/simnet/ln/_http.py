@@ -21,7 +21,7 @@ from http import HTTPStatus
 from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, unquote
 
-__all__ = ["HttpServer", "LoopServer", "LoopThread", "Request", "Response", "Stream"]
+__all__ = ["Connections", "HttpServer", "LoopServer", "LoopThread", "Request", "Response", "Stream"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -151,6 +151,56 @@ def _line(obj: Any) -> bytes:
     return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
 
 
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]
+
+
+class Connections:
+    """The open connections of one listener, each known from the moment it is accepted.
+
+    ``accept`` is the listener's callback: it runs synchronously when the connection is made
+    and hands asyncio the coroutine that serves it. A connection is registered there, not in
+    its task, because a task may never run a step: ``LoopThread.stop`` cancels every task,
+    and a task cancelled before its first step never reaches its ``finally``. ``close``
+    therefore reaches every connection accepted so far, and a connection accepted after it
+    (its socket taken from the backlog just before the listener closed) is dropped at once.
+    """
+
+    def __init__(self, serve: Serve) -> None:
+        self._serve = serve
+        self._open: dict[asyncio.StreamWriter, asyncio.Task[None] | None] = {}
+        self._closed = False
+
+    def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+               ) -> Coroutine[Any, Any, None] | None:
+        if self._closed:
+            writer.transport.abort()
+            return None
+        self._open[writer] = None
+        return self._run(reader, writer)
+
+    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if writer in self._open:
+            self._open[writer] = asyncio.current_task()
+        try:
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            pass  # closing: end quietly (asyncio logs a cancelled connection task)
+        finally:
+            self._open.pop(writer, None)
+            writer.close()
+
+    async def close(self) -> None:
+        """Drop every connection (their clients see a reset) and refuse later ones."""
+        self._closed = True
+        conns, self._open = self._open, {}
+        tasks = [task for task in conns.values() if task is not None]
+        for writer, task in conns.items():
+            writer.transport.abort()
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class HttpServer:
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
                  tls: ssl.SSLContext | None = None) -> None:
@@ -159,10 +209,10 @@ class HttpServer:
         self.port = port
         self.tls = tls
         self._server: asyncio.Server | None = None
-        self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._conns = Connections(self._serve)
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port,
+        self._server = await asyncio.start_server(self._conns.accept, self.host, self.port,
                                                   limit=MAX_HEAD, backlog=256, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
@@ -171,30 +221,18 @@ class HttpServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        conns, self._conns = self._conns, {}
-        for task, writer in conns.items():
-            writer.transport.abort()
-            task.cancel()
-        await asyncio.gather(*conns, return_exceptions=True)
+        await self._conns.close()
         if server is not None:
             await server.wait_closed()
 
     # ------------------------------------------------------------------------ connection
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._conns[task] = writer
         try:
             while await self._one(reader, writer):
                 pass
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
                 ValueError):
             pass
-        except asyncio.CancelledError:
-            pass  # closing: end quietly (asyncio logs a cancelled connection task)
-        finally:
-            self._conns.pop(task, None)
-            writer.close()
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         try:

@@ -41,7 +41,7 @@ from satvault.simnet.ln._cln_params import (
     required,
     u64,
 )
-from satvault.simnet.ln._http import LoopServer
+from satvault.simnet.ln._http import Connections, LoopServer
 from satvault.simnet.ln._model import FailureReason, Invoice, Payment, PaymentStatus
 from satvault.simnet.ln.errors import (
     DuplicateInvoice,
@@ -71,7 +71,7 @@ class ClnRpcServer(LoopServer):
         self.path = Path(path)
         self._thread_name = f"simnet-cln-{node}"
         self._server: asyncio.AbstractServer | None = None
-        self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._conns = Connections(self._serve)  # a fresh one each time it listens
         self._methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "getinfo": self._getinfo, "invoice": self._invoice,
             "listinvoices": self._listinvoices, "delinvoice": self._delinvoice,
@@ -99,8 +99,10 @@ class ClnRpcServer(LoopServer):
             self.path.unlink()
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
+        conns = self._conns = Connections(self._serve)
+
         async def start() -> asyncio.AbstractServer:
-            return await asyncio.start_unix_server(self._serve, path=str(self.path),
+            return await asyncio.start_unix_server(conns.accept, path=str(self.path),
                                                    limit=1 << 20)
 
         self._server = self._loop.run(start())
@@ -109,14 +111,11 @@ class ClnRpcServer(LoopServer):
         server, self._server = self._server, None
         if server is None or self._loop is None:
             return
+        conns = self._conns
 
         async def close() -> None:
             server.close()
-            conns, self._conns = self._conns, {}
-            for task, writer in conns.items():
-                writer.transport.abort()
-                task.cancel()
-            await asyncio.gather(*conns, return_exceptions=True)
+            await conns.close()
 
         self._loop.run(close())
         with contextlib.suppress(FileNotFoundError):
@@ -124,9 +123,6 @@ class ClnRpcServer(LoopServer):
 
     # ------------------------------------------------------------------------ connection
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._conns[task] = writer
         decoder = json.JSONDecoder()
         buf = ""
         try:
@@ -149,11 +145,6 @@ class ClnRpcServer(LoopServer):
                     await writer.drain()
         except (ConnectionError, UnicodeDecodeError):
             pass
-        except asyncio.CancelledError:
-            pass  # closing: end quietly (asyncio logs a cancelled connection task)
-        finally:
-            self._conns.pop(task, None)
-            writer.close()
 
     async def _call(self, request: Any) -> dict[str, Any]:
         rid = request.get("id") if isinstance(request, dict) else None
