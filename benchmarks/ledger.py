@@ -5,6 +5,10 @@ Cases (each time-boxed, after a short unmeasured warm-up):
 * ``single_cN``   one transfer per commit, random pairs of customer accounts, N concurrent
                   clients (default N = 1, 16, 64);
 * ``batch1000_cN``  batches of 1,000 random-pair transfers per commit, N clients (default 1);
+* ``batch1000_cN_disjoint``  the same, but each of the N clients (default 8) pairs accounts
+                  from its own share of them only, as different merchants' payout runs do:
+                  the batches never wait for each other's row locks (random pairs over all
+                  accounts make every two batches of 1,000 share accounts, so they take turns);
 * ``hotfee_c16``  a linked pair per commit: the payment plus a fee credited to the platform's
                   fees, 16 clients: to the fees stripe the payment's id picks, as the app books
                   it (``PlatformAccounts.fee_account``), or with ``--one-fees-account`` to the
@@ -71,6 +75,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import satvault.ledger.store as ledger_store
+from satvault.config import Settings
 from satvault.db import create_engine, session_factory
 from satvault.ledger.batcher import LedgerBatcher
 from satvault.ledger.core import AccountKind, TransferSpec
@@ -78,6 +83,7 @@ from satvault.ledger.errors import LedgerError
 from satvault.ledger.platform import PlatformAccounts, ensure_platform_accounts
 from satvault.ledger.store import create_account, submit
 from satvault.migrate import upgrade
+from satvault.web.app import tune_gc
 
 ASSET = "BTC"
 FUNDING = 10**12  # msat per customer account: far more than any run can spend
@@ -325,7 +331,8 @@ async def client(sessions: async_sessionmaker[AsyncSession], make: SpecMaker,
             tally.transfers += payments_per_commit
 
 
-async def run_phase(sessions: async_sessionmaker[AsyncSession], make: SpecMaker, clients: int,
+async def run_phase(sessions: async_sessionmaker[AsyncSession], make: SpecMaker | list[SpecMaker],
+                    clients: int,
                     seconds: float, payments_per_commit: int, tag: str, seed: int,
                     db_name: str | None, profiler: cProfile.Profile | None = None,
                     group: bool = False) -> dict[str, Any]:
@@ -338,8 +345,8 @@ async def run_phase(sessions: async_sessionmaker[AsyncSession], make: SpecMaker,
     deadline = start + seconds
     batcher = LedgerBatcher(sessions) if group else None
     await asyncio.gather(*(
-        client(sessions, make, rngs[i], f"{tag}-{i}", deadline, payments_per_commit, tallies[i],
-               batcher)
+        client(sessions, make[i] if isinstance(make, list) else make, rngs[i], f"{tag}-{i}",
+               deadline, payments_per_commit, tallies[i], batcher)
         for i in range(clients)
     ))
     elapsed = time.perf_counter() - start
@@ -374,6 +381,7 @@ class Case:
     payments_per_commit: int
     maker: Callable[[list[int], Callable[[str], int]], SpecMaker]
     group: bool = False  # callers share commits through LedgerBatcher (group commit)
+    shard: bool = False  # each client draws from its own share of the accounts
 
 
 def cases(args: argparse.Namespace) -> list[Case]:
@@ -382,6 +390,9 @@ def cases(args: argparse.Namespace) -> list[Case]:
     size = args.batch_size
     out += [Case(f"batch{size}_c{n}", n, size, lambda ids, _fees: random_pairs(ids, size))
             for n in args.batch_clients]
+    out += [Case(f"batch{size}_c{n}_disjoint", n, size,
+                 lambda ids, _fees: random_pairs(ids, size), shard=True)
+            for n in args.disjoint_batch_clients]
     out += [Case(f"hotfee_c{n}", n, 1, payment_with_fee) for n in args.hot_clients]
     out += [Case(f"group_c{n}", n, 1, lambda ids, _fees: random_pairs(ids, 1), group=True)
             for n in args.group_clients]
@@ -472,8 +483,10 @@ class StatementCounter:
         self.counts["COMMIT"] += 1
 
 
-async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
-    pool = max([*args.clients, *args.batch_clients, *args.hot_clients, *args.group_clients,
+async def bench_database(label: str, url: str, args: argparse.Namespace,
+                         only: str | None = None) -> dict[str, Any]:
+    pool = max([*args.clients, *args.batch_clients, *args.disjoint_batch_clients,
+                *args.hot_clients, *args.group_clients,
                 16])
     if label == "postgresql" and args.pg_statement_cache is not None:
         # SQLAlchemy's asyncpg adapter prepares every statement and keeps the prepared ones per
@@ -494,12 +507,17 @@ async def bench_database(label: str, url: str, args: argparse.Namespace) -> dict
             await conn.execute(text("ANALYZE"))
         log(f"  [{label}] {len(ids)} accounts created and funded in "
             f"{time.perf_counter() - t0:.1f}s")
-        todo = cases(args)
+        if args.gc == "serve":
+            tune_gc(Settings())
+        todo = [c for c in cases(args) if only is None or c.name == only]
         if args.profile:
             todo = [c for c in todo if c.name == "single_c16"] or todo[:1]
         for case in todo:
-            make = case.maker(ids, (lambda _key: plat.fees.id) if args.one_fees_account
-                              else (lambda key: plat.fee_account(key).id))
+            fees = ((lambda _key: plat.fees.id) if args.one_fees_account
+                    else (lambda key: plat.fee_account(key).id))
+            make: SpecMaker | list[SpecMaker] = (
+                [case.maker(ids[i::case.clients], fees) for i in range(case.clients)]
+                if case.shard else case.maker(ids, fees))
             # ``session`` is a single-transfer variant; batches and group commit compare the
             # set-based batch (``plain``) with the general path when both are asked for.
             paths = args.paths if case.name.startswith("single_") else (
@@ -620,6 +638,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="client counts for one transfer per commit (comma-separated)")
     p.add_argument("--batch-size", type=int, default=1_000, help="transfers per batch commit")
     p.add_argument("--batch-clients", type=_ints, default=[1], help="client counts for batches")
+    p.add_argument("--disjoint-batch-clients", type=_ints, default=[8],
+                   help="client counts for batches where each client's transfers stay within "
+                        "its own share of the accounts (as different merchants' payout runs)")
     p.add_argument("--hot-clients", type=_ints, default=[16], help="client counts, fee mix")
     p.add_argument("--group-clients", type=_ints, default=[16],
                    help="client counts for group commit (LedgerBatcher), plain and fee mix")
@@ -630,9 +651,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "transaction), plain (as it is: one round trip on PostgreSQL)")
     p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
                    help="the event loop: uvloop (as `satvault serve` runs) or asyncio's own")
+    p.add_argument("--gc", choices=["serve", "default"], default="serve",
+                   help="the client's garbage collector: tuned as `satvault serve` tunes its "
+                        "own (gc.freeze, server_gc_gen0), or Python's defaults")
     p.add_argument("--pg-statement-cache", type=int, default=None,
                    help="prepared_statement_cache_size of the asyncpg adapter (default: its own)")
     p.add_argument("--repeat", type=int, default=1, help="runs per case; medians are reported")
+    p.add_argument("--fresh-database", action="store_true",
+                   help="each run of each case on a new database (not one grown by the cases "
+                        "before it)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--one-fees-account", action="store_true",
                    help="fees to the one account of before the stripes (a hot row)")
@@ -657,14 +684,39 @@ def check_targets(pg: dict[str, Any], batch_key: str) -> dict[str, Any]:
     if single is not None:
         out["single_c16"] = {"target": TARGETS["single_c16"], "got": single,
                              "met": single >= TARGETS["single_c16"]}
-    if batch_key in cases_:
-        got = cases_[batch_key]["transfers_per_s"]
-        out[batch_key] = {"target": TARGETS["batch1000"], "got": got,
-                          "met": got >= TARGETS["batch1000"]}
+    for key in (batch_key, *(k for k in cases_ if k.startswith("batch")
+                             and k.endswith("_disjoint"))):
+        if key in cases_:
+            got = cases_[key]["transfers_per_s"]
+            out[key] = {"target": TARGETS["batch1000"], "got": got,
+                        "met": got >= TARGETS["batch1000"]}
     hot = cases_.get("hotfee_c16", {}).get("transfers_per_s")
     if hot is not None and single is not None:
         out["hotfee_c16"] = {"target": round(single / 2, 1), "got": hot, "met": hot >= single / 2}
     return out
+
+
+def fresh_rounds(label: str, make_db: Callable[[], Any], args: argparse.Namespace
+                 ) -> dict[str, Any]:
+    """``--fresh-database``: every run of every case on a database of its own, made and
+    funded afresh, so no case measures a table the cases before it grew (the ledger's rate
+    falls once its tables outgrow PostgreSQL's shared buffers); rounds alternate the cases'
+    order. Medians over the rounds, as ``median_of`` takes them."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    version = ""
+    names = [c.name for c in cases(args)]
+    for r in range(args.repeat):
+        one = argparse.Namespace(**{**vars(args), "repeat": 1, "seed": args.seed + r})
+        for name in names if r % 2 == 0 else names[::-1]:
+            with make_db() as url:
+                log(f"[{label}] round {r + 1}/{args.repeat}, {name}: migrating")
+                upgrade(url)
+                res = run_loop(bench_database(label, url, one, only=name), args.loop)
+            version = res["version"]
+            for key, value in res["cases"].items():
+                runs.setdefault(key, []).append(value)
+    return {"version": version,
+            "cases": {key: median_of(values, args.noise) for key, values in runs.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -693,6 +745,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile and len(backends) > 1:
         backends = backends[-1:]  # profile PostgreSQL when there is one
     for label, make_db in backends:
+        if args.fresh_database:
+            report["results"][label] = fresh_rounds(label, make_db, args)
+            continue
         with make_db() as url:
             log(f"[{label}] migrating")
             upgrade(url)
