@@ -10,10 +10,11 @@ collection finds an unclosed socket (the ``ResourceWarning`` a CI run once faile
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -75,14 +76,25 @@ def _client(port: int) -> socket.socket:
     return sock
 
 
-async def test_an_accepted_connection_whose_task_never_ran_is_closed() -> None:
+@contextlib.asynccontextmanager
+async def _connected(factory: Any) -> AsyncIterator[tuple[HttpServer, socket.socket]]:
+    """A server on this test's loop, ``factory`` as the loop's task factory, one client."""
     loop = asyncio.get_running_loop()
     server = HttpServer(_ok)
     port = await server.start()
-    born = threading.Event()
-    loop.set_task_factory(_factory(born=born))
+    loop.set_task_factory(factory)
     sock = _client(port)
     try:
+        yield server, sock
+    finally:
+        loop.set_task_factory(None)
+        sock.close()
+        await server.close()
+
+
+async def test_an_accepted_connection_whose_task_never_ran_is_closed() -> None:
+    born = threading.Event()
+    async with _connected(_factory(born=born)) as (server, sock):
         for _ in range(200):
             if born.is_set():
                 break
@@ -90,29 +102,16 @@ async def test_an_accepted_connection_whose_task_never_ran_is_closed() -> None:
         assert born.is_set(), "the connection was not accepted"
         await server.close()
         assert await _ended(sock), "the server left an accepted connection open"
-    finally:
-        loop.set_task_factory(None)
-        sock.close()
-        await server.close()
 
 
 async def test_a_connection_accepted_while_closing_is_closed() -> None:
-    loop = asyncio.get_running_loop()
-    server = HttpServer(_ok)
-    port = await server.start()
     accepting = asyncio.Event()
-    loop.set_task_factory(_factory(on_accept=accepting.set))
-    sock = _client(port)
-    try:
+    async with _connected(_factory(on_accept=accepting.set)) as (server, sock):
         await asyncio.wait_for(accepting.wait(), 2)
         # The socket is accepted; its transport and protocol come on later loop steps, after
         # the listener has closed.
         await server.close()
         assert await _ended(sock), "a connection accepted while closing was left open"
-    finally:
-        loop.set_task_factory(None)
-        sock.close()
-        await server.close()
 
 
 @pytest.fixture
