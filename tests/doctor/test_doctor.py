@@ -8,6 +8,7 @@ import asyncio
 import functools
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from satvault.accounts import service as acc
@@ -34,6 +36,7 @@ from satvault.config import Settings, reset_settings_cache
 from satvault.doctor import Status, run_doctor
 from satvault.doctor.checks import (
     SeedFacts,
+    judge_database,
     judge_integrity,
     judge_seed,
     judge_signer,
@@ -169,7 +172,7 @@ async def test_all_ok_on_the_command_line_and_the_api(site: Site, sessions, engi
     assert code == 0 and report["ok"] is True, report
     assert set(statuses(report).values()) == {"ok"}, report
     assert list(statuses(report)) == [
-        "migrations", "chain", "lightning", "lnd_macaroon", "lnd_tls", "clock", "disk",
+        "migrations", "database", "chain", "lightning", "lnd_macaroon", "lnd_tls", "clock", "disk",
         "ledger", "reconciliation", "signer", "seed_file", "code_integrity"]
     assert "3 files" in check(report, "code_integrity")["detail"]
     assert "three ways" in check(report, "reconciliation")["detail"]
@@ -355,3 +358,63 @@ async def test_database_not_at_head_low_disk_unusable_settings(site: Site, engin
     assert "free space" in disk["action"]
     code, out = await site.cli("doctor", SATVAULT_CHAIN_BACKEND="carrier-pigeon")
     assert code == 2 and "unknown chain_backend" in out
+
+
+async def test_a_database_that_can_lose_commits_is_named(site: Site, engine) -> None:
+    """PostgreSQL: settings a role or database overrides (``ALTER ROLE … SET``) are what the
+    platform's connections run with, and what the doctor reads: a role of its own here, so
+    no other connection sees them. SQLite: fine for development, an error in production."""
+    if site.db_url.startswith("sqlite"):
+        code, report = await site.report("--package-root", str(site.tree))
+        database = check(report, "database")
+        assert database["status"] == "ok" and "development only" in database["detail"]
+        code, report = await site.report("--package-root", str(site.tree),
+                                         SATVAULT_ENVIRONMENT="production")
+        database = check(report, "database")
+        assert code == 1 and database["status"] == "error"
+        assert "run PostgreSQL in production" in database["action"]
+        return
+    code, report = await site.report("--package-root", str(site.tree))
+    database = check(report, "database")
+    assert database["status"] == "ok", database
+    assert "synchronous_commit on" in database["detail"]
+    role = f"doctor_probe_{secrets.token_hex(4)}"
+    async with engine.connect() as conn:
+        await conn.execute(text(f"CREATE ROLE {role} LOGIN"))
+        await conn.execute(text(f"GRANT pg_read_all_data TO {role}"))
+        await conn.execute(text(f"ALTER ROLE {role} SET synchronous_commit = off"))
+        await conn.execute(text(
+            f"ALTER ROLE {role} SET default_transaction_isolation = 'repeatable read'"))
+        await conn.commit()
+    try:
+        url = make_url(site.db_url).set(username=role).render_as_string(hide_password=False)
+        code, report = await site.report("--package-root", str(site.tree),
+                                         SATVAULT_DATABASE_URL=url)
+    finally:
+        async with engine.connect() as conn:
+            await conn.execute(text(f"DROP ROLE {role}"))
+            await conn.commit()
+    database = check(report, "database")
+    assert code == 1 and database["status"] == "error", database
+    assert "synchronous_commit is off" in database["detail"]
+    assert "default_transaction_isolation is repeatable read" in database["detail"]
+    assert "set synchronous_commit = on" in database["action"]
+    # what read it is the platform's own engine: the other checks still pass under that role
+    assert statuses(report)["migrations"] == "ok" and statuses(report)["ledger"] == "ok"
+
+
+def test_settings_a_test_database_cannot_turn_off() -> None:
+    """fsync and full_page_writes are the server's own (not a role's or a database's): judged
+    from the facts."""
+    sound = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on",
+             "default_transaction_isolation": "read committed"}
+    assert judge_database(sound, production=True).status is Status.OK
+    for name, words in (("fsync", "can corrupt the database"),
+                        ("full_page_writes", "can leave it torn")):
+        verdict = judge_database({**sound, name: "off"}, production=False)
+        assert verdict.status is Status.ERROR and words in verdict.detail
+        assert f"set {name} = on" in verdict.action
+    assert judge_database({**sound, "synchronous_commit": "local"},
+                          production=True).status is Status.OK
+    unread = judge_database(PermissionError("no"), production=True)
+    assert unread.status is Status.WARN and "cannot read" in unread.detail

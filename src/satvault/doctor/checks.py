@@ -23,10 +23,12 @@ __all__ = [
     "CERT_WARN_DAYS",
     "CLOCK_ERROR_SECONDS",
     "CLOCK_WARN_SECONDS",
+    "DURABILITY_SETTINGS",
     "DiskFacts",
     "SeedFacts",
     "judge_chain",
     "judge_clock",
+    "judge_database",
     "judge_disk",
     "judge_integrity",
     "judge_ledger",
@@ -48,6 +50,9 @@ CLOCK_ERROR_SECONDS = 120
 # ahead of this host's clock means this clock is slow.
 FUTURE_BLOCK_LIMIT = 2 * 3600
 CERT_WARN_DAYS = 30
+# The PostgreSQL settings the money's durability and the money paths' locking rest on.
+DURABILITY_SETTINGS = ("fsync", "full_page_writes", "synchronous_commit",
+                       "default_transaction_isolation")
 # Blocks the best header may be ahead of the tip before it is a warning, then an error.
 SYNC_WARN_BLOCKS = 1
 SYNC_ERROR_BLOCKS = 3
@@ -78,6 +83,46 @@ def judge_migrations(current: str | BaseException | None, head: str) -> Check:
     state = "has no schema" if current is None else f"is at revision {current}"
     return Check("migrations", Status.ERROR, f"the database {state}; this satvault needs {head}",
                  "back up the database, then run `satvault db upgrade`")
+
+
+def judge_database(found: dict[str, str] | BaseException | None, *, production: bool
+                   ) -> Check:
+    """Whether a commit satvault has answered for survives a crash. ``found``: the server's
+    :data:`DURABILITY_SETTINGS` as this process's connections see them (``pg_settings``), the
+    exception met reading them, or None for SQLite."""
+    if found is None:
+        detail = ("SQLite (WAL, synchronous=NORMAL): one machine, and a power loss can undo "
+                  "its last commits")
+        if production:
+            return Check("database", Status.ERROR, detail, "run PostgreSQL in production "
+                         "(database_url = postgresql+asyncpg://…)")
+        return Check("database", Status.OK, detail + " (development only)")
+    if isinstance(found, BaseException):
+        return Check("database", Status.WARN, f"cannot read the server's settings: "
+                     f"{_err(found)}", "check that this user may read pg_settings")
+    problems: list[tuple[Status, str, str]] = []
+    if found.get("fsync") != "on":
+        problems.append((Status.ERROR, "fsync is off: a crash can corrupt the database and "
+                         "lose commits already answered for", "set fsync = on"))
+    if found.get("full_page_writes") != "on":
+        problems.append((Status.ERROR, "full_page_writes is off: a crash in the middle of a "
+                         "page write can leave it torn", "set full_page_writes = on"))
+    if found.get("synchronous_commit") == "off":
+        problems.append((Status.ERROR, "synchronous_commit is off: a payment already answered "
+                         "as done can vanish in a crash", "set synchronous_commit = on"))
+    isolation = found.get("default_transaction_isolation", "read committed")
+    if isolation != "read committed":
+        problems.append((Status.WARN, f"default_transaction_isolation is {isolation}: the "
+                         "money paths take their row locks themselves and are tested under "
+                         "read committed", "reset default_transaction_isolation for satvault's "
+                         "database and role"))
+    if not problems:
+        return Check("database", Status.OK, "PostgreSQL: fsync and full_page_writes on, "
+                     f"synchronous_commit {found.get('synchronous_commit', '?')}, "
+                     "read committed")
+    return Check("database", worst([f[0] for f in problems]),
+                 "; ".join(f[1] for f in problems),
+                 "; ".join(f[2] for f in problems))
 
 
 def judge_ledger(report: CheckReport | BaseException | None) -> Check:

@@ -1,11 +1,12 @@
 """``run_doctor``: gather the facts, judge them, one report.
 
-The probes that wait on something else — the database's revision and clock, the chain node,
-the Lightning node, the signer, the disk, hashing the installed code — run concurrently,
-each with ``doctor_timeout_seconds``; none holds a database transaction while it waits on the
-network. Once the schema is known to be current, the ledger check and the three-way
-reconciliation run (:func:`satvault.reconcile.service.find_differences`, shallow: without
-walking the audit chain, which ``satvault audit verify`` does).
+The probes that wait on something else — the database's revision, clock and durability
+settings, the chain node, the Lightning node, the signer, the disk, hashing the installed
+code — run concurrently, each with ``doctor_timeout_seconds``; none holds a database
+transaction while it waits on the network. Once the schema is known to be current, the
+ledger check and the three-way reconciliation run
+(:func:`satvault.reconcile.service.find_differences`, shallow: without walking the audit
+chain, which ``satvault audit verify`` does).
 
 Nothing is written: the ledger check and the reconciliation read in sessions that are rolled
 back; no incident or review item is kept (the custody worker's reconciliation does that).
@@ -68,6 +69,18 @@ async def _db_now(engine: AsyncEngine) -> datetime | None:
     async with engine.connect() as conn:
         value = (await conn.execute(text("SELECT CURRENT_TIMESTAMP"))).scalar_one()
     return value if isinstance(value, datetime) else None
+
+
+async def _db_settings(engine: AsyncEngine) -> dict[str, str] | None:
+    """The PostgreSQL settings durability rests on, as this engine's sessions see them (a
+    role's or database's ``ALTER … SET`` included); None on SQLite."""
+    if engine.dialect.name == "sqlite":
+        return None
+    async with engine.connect() as conn:
+        rows = (await conn.execute(
+            text("SELECT name, setting FROM pg_settings WHERE name = ANY(:names)"),
+            {"names": list(J.DURABILITY_SETTINGS)})).all()
+    return {name: setting for name, setting in rows}
 
 
 async def _chain_sync(backend: ChainBackend) -> ChainSync | None:
@@ -160,6 +173,7 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
         tasks = (
             asyncio.ensure_future(_probe(_revision(engine), timeout)),
             asyncio.ensure_future(_probe(_db_now(engine), timeout)),
+            asyncio.ensure_future(_probe(_db_settings(engine), timeout)),
             asyncio.ensure_future(_probe(_chain_sync(backend), timeout)),
             asyncio.ensure_future(_probe(ln_info(), timeout)),
             asyncio.ensure_future(_probe(_signer(settings.signer_socket, timeout), timeout)),
@@ -167,10 +181,10 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
             # hashing a few hundred files: bounded by the disk, not the network
             asyncio.ensure_future(_probe(integrity(), max(timeout, 60.0))))
         await asyncio.gather(*tasks)
-        revision, db_now, sync, info, signer = (tasks[0].result(), tasks[1].result(),
-                                                tasks[2].result(), tasks[3].result(),
-                                                tasks[4].result())
-        disks, code = tasks[5].result(), tasks[6].result()
+        revision, db_now, db_settings, sync, info, signer = (
+            tasks[0].result(), tasks[1].result(), tasks[2].result(), tasks[3].result(),
+            tasks[4].result(), tasks[5].result())
+        disks, code = tasks[6].result(), tasks[7].result()
         head = head_revision()
         current = not isinstance(revision, BaseException) and revision == head
         ledger: CheckReport | BaseException | None = None
@@ -199,6 +213,7 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
         else redact_url(settings.bitcoind_url)
     report = DoctorReport([
         J.judge_migrations(revision, head),
+        J.judge_database(db_settings, production=settings.environment == "production"),
         J.judge_chain(sync, kind=settings.chain_backend, url=url),
         J.judge_lightning(info if kind not in ("", "none") else None, kind=kind,
                           network=settings.network),
