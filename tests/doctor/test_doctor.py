@@ -416,5 +416,7 @@ def test_settings_a_test_database_cannot_turn_off() -> None:
         assert f"set {name} = on" in verdict.action
     assert judge_database({**sound, "synchronous_commit": "local"},
                           production=True).status is Status.OK
+    partial = judge_database({"synchronous_commit": "on"}, production=True)
+    assert partial.status is Status.WARN and "does not report fsync" in partial.detail
     unread = judge_database(PermissionError("no"), production=True)
     assert unread.status is Status.WARN and "cannot read" in unread.detail

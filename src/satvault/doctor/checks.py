@@ -101,10 +101,14 @@ def judge_database(found: dict[str, str] | BaseException | None, *, production: 
         return Check("database", Status.WARN, f"cannot read the server's settings: "
                      f"{_err(found)}", "check that this user may read pg_settings")
     problems: list[tuple[Status, str, str]] = []
-    if found.get("fsync") != "on":
+    missing = [name for name in DURABILITY_SETTINGS if name not in found]
+    if missing:
+        problems.append((Status.WARN, f"the server does not report {', '.join(missing)}",
+                         "check that satvault's database is PostgreSQL"))
+    if found.get("fsync") == "off":
         problems.append((Status.ERROR, "fsync is off: a crash can corrupt the database and "
                          "lose commits already answered for", "set fsync = on"))
-    if found.get("full_page_writes") != "on":
+    if found.get("full_page_writes") == "off":
         problems.append((Status.ERROR, "full_page_writes is off: a crash in the middle of a "
                          "page write can leave it torn", "set full_page_writes = on"))
     if found.get("synchronous_commit") == "off":
