@@ -1,0 +1,127 @@
+"""The servers ``benchmarks/floor.py`` measures: the least an API endpoint built on satvault's
+stack costs, one layer at a time. Not satvault: a FastAPI app of a few lines, served by
+uvicorn exactly as ``satvault serve`` serves (uvloop, httptools, no access log, the collector
+tuned as ``satvault.web.app.tune_gc`` tunes it). ``FLOOR_LEVEL`` says how much it does per
+``POST /v1/invoices``, each level adding to the one before:
+
+- ``bare``: the route answers a constant JSON object (no body, no headers read);
+- ``api``: a JSON body validated by a pydantic model, a bearer token looked up in memory (a
+  principal cache's hit), a typed answer (``response_model``);
+- ``db``: one INSERT of the invoice's row through SQLAlchemy Core on asyncpg, statement built
+  once, in its own transaction (``BEGIN``, ``INSERT``, ``COMMIT``);
+- ``node``: before the INSERT, one call to a node over HTTP with httpx on aiohttp's transport
+  (keep-alive; satvault's LND client's default), as an
+  invoice asks a Lightning node for its BOLT11 (``FLOOR_NODE_URL``; the answer is stored).
+
+``node_app`` is that node: a bare ASGI app answering a constant invoice, run apart so that its
+CPU is counted apart (as the simulators' is in ``api.py``)."""
+
+import gc
+import hashlib
+import os
+import secrets
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException
+from pydantic import BaseModel, Field
+
+LEVELS = ("bare", "api", "db", "node")
+TOKEN = "floor-token"  # the benchmark's client sends it; only its hash is kept
+_NODE_ANSWER = (b'{"r_hash":"' + b"00" * 32 + b'","payment_request":"lnbcrt10n1' + b"q" * 280
+                + b'","add_index":"1"}')
+
+
+class InvoiceIn(BaseModel):
+    amount_msat: int = Field(gt=0, le=2_100_000_000_000_000_000)
+    memo: str = Field(default="", max_length=640)
+
+
+class InvoiceOut(BaseModel):
+    id: str
+    status: str
+    amount_msat: int
+    memo: str
+    bolt11: str | None
+
+
+def _create() -> Any:
+
+    level = os.environ.get("FLOOR_LEVEL", "bare")
+    if level not in LEVELS:
+        raise SystemExit(f"FLOOR_LEVEL must be one of {LEVELS}")
+    app = FastAPI()
+
+    if level == "bare":
+        @app.post("/v1/invoices")
+        async def bare() -> dict[str, Any]:
+            return {"id": "inv", "status": "open"}
+        return app
+
+    keys = {hashlib.sha256(TOKEN.encode()).hexdigest(): "wallet-1"}
+
+    async def principal(authorization: Annotated[str, Header()] = "") -> str:
+        scheme, _, token = authorization.partition(" ")
+        owner = keys.get(hashlib.sha256(token.encode()).hexdigest()) \
+            if scheme.lower() == "bearer" else None
+        if owner is None:
+            raise HTTPException(401, "unauthorized")
+        return owner
+
+    write: Any = None
+    node: Any = None
+    if level in ("db", "node"):
+        from sqlalchemy import BigInteger, Column, MetaData, String, Table, insert
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(os.environ["FLOOR_DATABASE_URL"], pool_size=20)
+        table = Table("floor_invoices", MetaData(), Column("id", String, primary_key=True),
+                      Column("wallet", String), Column("amount_msat", BigInteger),
+                      Column("memo", String), Column("bolt11", String))
+        stmt = insert(table)
+
+        async def write(row: dict[str, Any]) -> None:
+            async with engine.begin() as conn:
+                await conn.execute(stmt, row)
+    if level == "node":
+        import httpx
+        from httpx_aiohttp import AiohttpTransport
+
+        # satvault's LND client's default: httpx's API on aiohttp's pool and parser
+        node = httpx.AsyncClient(base_url=os.environ["FLOOR_NODE_URL"], timeout=30.0,
+                                 transport=AiohttpTransport())
+
+    @app.post("/v1/invoices", response_model=InvoiceOut, status_code=201)
+    async def create(body: InvoiceIn, owner: Annotated[str, Depends(principal)]
+                     ) -> InvoiceOut:
+        bolt11 = None
+        if node is not None:
+            r = await node.post("/v1/invoices", json={"value_msat": body.amount_msat,
+                                                      "memo": body.memo})
+            r.raise_for_status()
+            bolt11 = r.json()["payment_request"]
+        out = InvoiceOut(id=secrets.token_hex(12), status="open",
+                         amount_msat=body.amount_msat, memo=body.memo, bolt11=bolt11)
+        if write is not None:
+            await write({"id": out.id, "wallet": owner, "amount_msat": out.amount_msat,
+                         "memo": out.memo, "bolt11": bolt11})
+        return out
+
+    return app
+
+
+async def node_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The node: drains the request, answers one constant invoice."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": _NODE_ANSWER})
+
+
+app = _create() if os.environ.get("FLOOR_LEVEL") else None
+gc.collect()
+gc.freeze()
+gc.set_threshold(20_000, *gc.get_threshold()[1:])
