@@ -12,7 +12,10 @@ The levels (``benchmarks/floor_app.py`` has the servers; each adds to the one be
 ``bare`` (a route answering a constant), ``api`` (+ a validated JSON body, a bearer token
 looked up in memory, a typed answer), ``db`` (+ one INSERT in its own transaction on
 PostgreSQL), ``node`` (+ one call to a node over HTTP before it, as an invoice's BOLT11 is
-asked of LND), each with 1 and 2 API processes (``--processes``). ``--levels`` picks some;
+asked of LND), and ``pay`` (an internal payment's shape: the node call, then seven
+statements in one transaction, every payment from one payer as in ``api.py``; ``pay2``: the
+lock, then the rest as one statement; ``pay1``: all as one statement in one round trip),
+each with 1 and 2 API processes (``--processes``). ``--levels`` picks some;
 ``--skip-satvault``, ``--skip-lnbits`` leave those out; the options of
 ``benchmarks/lightning.py`` (``--duration``, ``--warmup``, ``--clients``, ``--repeat``,
 ``--quiet-wait``, ``--lnbits-venv``) apply.
@@ -21,16 +24,19 @@ Every level runs on a fresh server (and a fresh PostgreSQL database for ``db`` a
 16 clients by default, CPU from /proc as in ``lightning.py``: the server's
 (``server_cpu_ms_per_request``), our PostgreSQL backends' (``db_…``) and the node's
 (``sim_…``). Rounds alternate the order. Progress on stderr; the last line of stdout is one
-JSON object: per level the medians, and ``budget``: LNbits' server CPU per invoice / 10 (the
-issue's target for satvault) beside each level's.
+JSON object: per level the medians, and ``budget``: per operation LNbits' server CPU per
+request / 10 and rate x 10 (the issue's targets for satvault) beside each level's and
+satvault's.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +44,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from floor_app import LEVELS, TOKEN  # the servers this benchmark starts
+from floor_app import BILLS, LEVELS, PAYEE, PAYER, TOKEN  # the servers this benchmark starts
 
 from lightning import (  # the sibling benchmark, not satvault.lightning
     TARGET_RATIO,
@@ -59,9 +65,25 @@ from lightning import (  # the sibling benchmark, not satvault.lightning
 )
 
 HERE = Path(__file__).resolve().parent
-_TABLE = ("CREATE TABLE floor_invoices (id varchar PRIMARY KEY, wallet varchar NOT NULL, "
-          "amount_msat bigint NOT NULL CHECK (amount_msat > 0), memo varchar NOT NULL, "
-          "bolt11 varchar)")
+_TABLES = (
+    "CREATE TABLE floor_invoices (id varchar PRIMARY KEY, wallet varchar NOT NULL, "
+    "amount_msat bigint NOT NULL CHECK (amount_msat > 0), memo varchar NOT NULL, "
+    "bolt11 varchar)",
+    # the pay level's
+    "CREATE TABLE floor_wallets (id varchar PRIMARY KEY, "
+    "balance_msat bigint NOT NULL CHECK (balance_msat >= 0))",
+    f"INSERT INTO floor_wallets VALUES ('{PAYER}', 9000000000000000), ('{PAYEE}', 0)",
+    "CREATE TABLE floor_bills (id int PRIMARY KEY, paid int NOT NULL)",
+    f"INSERT INTO floor_bills SELECT g, 0 FROM generate_series(0, {BILLS - 1}) g",
+    "CREATE TABLE floor_withdrawals (id varchar PRIMARY KEY, wallet varchar NOT NULL "
+    "REFERENCES floor_wallets, bill int NOT NULL REFERENCES floor_bills, "
+    "amount_msat bigint NOT NULL CHECK (amount_msat > 0), "
+    "created_at timestamptz NOT NULL DEFAULT now())",
+    "CREATE TABLE floor_outbox (id bigserial PRIMARY KEY, subject varchar NOT NULL, "
+    "payload varchar NOT NULL)",
+    "CREATE TABLE floor_keys (owner varchar NOT NULL, key varchar NOT NULL, "
+    "response varchar NOT NULL, PRIMARY KEY (owner, key))",
+)
 
 
 def uvicorn_argv(target: str, port: int, workers: int) -> list[str]:
@@ -93,11 +115,11 @@ async def run_level(level: str, workers: int, work: Path, procs: Processes,
     env["FLOOR_LEVEL"] = level
     started, sims, pg_name = [], [], None
     try:
-        if level in ("db", "node"):
+        if level in ("db", "node", "pay", "pay2", "pay1"):
             db_url, pg_name = await pg_database(pg)
             await create_table(db_url)
             env["FLOOR_DATABASE_URL"] = db_url
-        if level == "node":
+        if level in ("node", "pay", "pay2", "pay1"):
             node_env = {k: v for k, v in env.items() if k != "FLOOR_LEVEL"}
             node_base, node = await start(procs, f"node-{level}", "floor_app:node_app",
                                           node_env, work)
@@ -112,7 +134,11 @@ async def run_level(level: str, workers: int, work: Path, procs: Processes,
                    for _ in range(args.clients)]
 
         async def op(c: httpx.AsyncClient) -> str | None:
-            r = await c.post("/v1/invoices", json={"amount_msat": 1_000, "memo": "floor"})
+            if level.startswith("pay"):
+                r = await c.post("/v1/payments", headers={"Idempotency-Key": uuid.uuid4().hex},
+                                 json={"bill": random.randrange(BILLS), "amount_msat": 1_000})
+            else:
+                r = await c.post("/v1/invoices", json={"amount_msat": 1_000, "memo": "floor"})
             return None if r.status_code in (200, 201) else f"HTTP {r.status_code} {r.text[:80]}"
 
         try:
@@ -142,7 +168,8 @@ async def create_table(db_url: str) -> None:
     conn = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username,
                                  password=u.password, database=u.database)
     try:
-        await conn.execute(_TABLE)
+        for ddl in _TABLES:
+            await conn.execute(ddl)
     finally:
         await conn.close()
 
@@ -186,15 +213,32 @@ async def amain(args: argparse.Namespace, procs: Processes, result: dict[str, An
         else:
             result[system] = {op: median_of([g[op] for g in got])
                               for op in ("invoices", "payments")}
-    lnbits = result.get("lnbits", {}).get("invoices", {}).get("server_cpu_ms_per_request")
-    if lnbits:
-        budget = lnbits / TARGET_RATIO
-        result["budget"] = {
-            "lnbits_invoice_ms": lnbits, "target_ms": round(budget, 3),
-            **{f"{s}_ms": result[s].get("server_cpu_ms_per_request") for s in systems
-               if s.startswith("floor_")},
-            "satvault_invoice_ms": result.get("satvault_postgres", {}).get(
-                "invoices", {}).get("server_cpu_ms_per_request")}
+    result["budget"] = budget(result, systems)
+
+
+def budget(result: dict[str, Any], systems: list[str]) -> dict[str, Any]:
+    """Issue 10's CPU targets (LNbits' server CPU per request / 10), per operation, beside
+    each floor level's and satvault's server CPU per request and rate."""
+    out: dict[str, Any] = {}
+    for op, levels in (("invoices", ("bare", "api", "db", "node")),
+                       ("payments", ("pay", "pay2", "pay1"))):
+        theirs = result.get("lnbits", {}).get(op, {})
+        ours = result.get("satvault_postgres", {}).get(op, {})
+        row: dict[str, Any] = {
+            "lnbits_ms": theirs.get("server_cpu_ms_per_request"),
+            "target_ms": round(theirs["server_cpu_ms_per_request"] / TARGET_RATIO, 3)
+            if theirs.get("server_cpu_ms_per_request") else None,
+            "target_per_s": round(theirs["requests_per_s"] * TARGET_RATIO, 1)
+            if theirs.get("requests_per_s") else None,
+            "satvault_ms": ours.get("server_cpu_ms_per_request"),
+            "satvault_per_s": ours.get("requests_per_s")}
+        for s in systems:
+            if s.startswith("floor_") and s.split("_")[1] in levels:
+                row[f"{s}_ms"] = result[s].get("server_cpu_ms_per_request")
+                row[f"{s}_per_s"] = result[s].get("requests_per_s")
+                row[f"{s}_p99_ms"] = result[s].get("p99_ms")
+        out[op] = row
+    return out
 
 
 def main() -> None:

@@ -10,7 +10,18 @@ tuned as ``satvault.web.app.tune_gc`` tunes it). ``FLOOR_LEVEL`` says how much i
 - ``db``: one INSERT of the invoice's row through SQLAlchemy Core on asyncpg, statement built
   once, in its own transaction (``BEGIN``, ``INSERT``, ``COMMIT``);
 - ``node``: before the INSERT, one call to a node over HTTP with httpx on aiohttp's transport
-  (keep-alive; satvault's LND client's default), as an
+  (keep-alive; satvault's LND client's default);
+- ``pay``: ``POST /v1/payments`` instead, an internal payment's shape: ``api``'s work, the
+  node call (the invoice taken off the node), then one transaction of seven statements, as
+  many as satvault's payment has on PostgreSQL: the payer's row locked, the withdrawal
+  INSERTed, the bill marked paid, the two balances UPDATEd (the payer's with a check that it
+  stays ≥ 0), one outbox event and the idempotency key INSERTed. No rules, no limits, no
+  ledger history: the least a payment can be on this stack;
+- ``pay2``: ``pay`` in two statements: the payer's row locked (as screening does), then the
+  six others as one (data-modifying ``WITH``), in one transaction;
+- ``pay1``: ``pay`` with its seven statements as one (data-modifying ``WITH``), sent alone
+  in autocommit: the payer's row is locked for one round trip, not seven (what a whole
+  payment in one server-side call would give)., as an
   invoice asks a Lightning node for its BOLT11 (``FLOOR_NODE_URL``; the answer is stored).
 
 ``node_app`` is that node: a bare ASGI app answering a constant invoice, run apart so that its
@@ -25,7 +36,8 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException
 from pydantic import BaseModel, Field
 
-LEVELS = ("bare", "api", "db", "node")
+LEVELS = ("bare", "api", "db", "node", "pay", "pay2", "pay1")
+PAYER, PAYEE, BILLS = "wallet-1", "wallet-2", 1_000
 TOKEN = "floor-token"  # the benchmark's client sends it; only its hash is kept
 _NODE_ANSWER = (b'{"r_hash":"' + b"00" * 32 + b'","payment_request":"lnbcrt10n1' + b"q" * 280
                 + b'","add_index":"1"}')
@@ -34,6 +46,18 @@ _NODE_ANSWER = (b'{"r_hash":"' + b"00" * 32 + b'","payment_request":"lnbcrt10n1'
 class InvoiceIn(BaseModel):
     amount_msat: int = Field(gt=0, le=2_100_000_000_000_000_000)
     memo: str = Field(default="", max_length=640)
+
+
+class PaymentIn(BaseModel):
+    bill: int = Field(ge=0, lt=BILLS)
+    amount_msat: int = Field(gt=0, le=2_100_000_000_000_000_000)
+
+
+class PaymentOut(BaseModel):
+    id: str
+    status: str
+    amount_msat: int
+    balance_msat: int
 
 
 class InvoiceOut(BaseModel):
@@ -69,6 +93,8 @@ def _create() -> Any:
 
     write: Any = None
     node: Any = None
+    if level.startswith("pay"):
+        return _pay_app(app, principal, trips=int(level[3:] or 7))
     if level in ("db", "node"):
         from sqlalchemy import BigInteger, Column, MetaData, String, Table, insert
         from sqlalchemy.ext.asyncio import create_async_engine
@@ -83,12 +109,7 @@ def _create() -> Any:
             async with engine.begin() as conn:
                 await conn.execute(stmt, row)
     if level == "node":
-        import httpx
-        from httpx_aiohttp import AiohttpTransport
-
-        # satvault's LND client's default: httpx's API on aiohttp's pool and parser
-        node = httpx.AsyncClient(base_url=os.environ["FLOOR_NODE_URL"], timeout=30.0,
-                                 transport=AiohttpTransport())
+        node = _node_client()
 
     @app.post("/v1/invoices", response_model=InvoiceOut, status_code=201)
     async def create(body: InvoiceIn, owner: Annotated[str, Depends(principal)]
@@ -104,6 +125,87 @@ def _create() -> Any:
         if write is not None:
             await write({"id": out.id, "wallet": owner, "amount_msat": out.amount_msat,
                          "memo": out.memo, "bolt11": bolt11})
+        return out
+
+    return app
+
+
+def _node_client() -> Any:
+    import httpx
+    from httpx_aiohttp import AiohttpTransport
+
+    # satvault's LND client's default: httpx's API on aiohttp's pool and parser
+    return httpx.AsyncClient(base_url=os.environ["FLOOR_NODE_URL"], timeout=30.0,
+                             transport=AiohttpTransport())
+
+
+def _pay_app(app: Any, principal: Any, *, trips: int) -> Any:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(os.environ["FLOOR_DATABASE_URL"], pool_size=20)
+    node = _node_client()
+    lock = text("SELECT balance_msat FROM floor_wallets WHERE id = :w FOR UPDATE")
+    withdrawal = text("INSERT INTO floor_withdrawals (id, wallet, bill, amount_msat) "
+                      "VALUES (:id, :w, :bill, :amt)")
+    bill = text("UPDATE floor_bills SET paid = paid + 1 WHERE id = :bill")
+    debit = text("UPDATE floor_wallets SET balance_msat = balance_msat - :amt WHERE id = :w "
+                 "RETURNING balance_msat")
+    credit = text("UPDATE floor_wallets SET balance_msat = balance_msat + :amt WHERE id = :w")
+    event = text("INSERT INTO floor_outbox (subject, payload) VALUES (:id, :payload)")
+    key = text("INSERT INTO floor_keys (owner, key, response) VALUES (:w, :key, :response)")
+    whole = text(
+        "WITH d AS (UPDATE floor_wallets SET balance_msat = balance_msat - :amt WHERE id = :w "
+        "RETURNING balance_msat), "
+        "x AS (INSERT INTO floor_withdrawals (id, wallet, bill, amount_msat) "
+        "SELECT :id, :w, :bill, :amt FROM d), "
+        "b AS (UPDATE floor_bills SET paid = paid + 1 WHERE id = :bill AND EXISTS "
+        "(SELECT FROM d)), "
+        "c AS (UPDATE floor_wallets SET balance_msat = balance_msat + :amt WHERE id = :payee "
+        "AND EXISTS (SELECT FROM d)), "
+        "e AS (INSERT INTO floor_outbox (subject, payload) SELECT :id, :payload FROM d), "
+        "k AS (INSERT INTO floor_keys (owner, key, response) SELECT :w, :key, :payload FROM d) "
+        "SELECT balance_msat FROM d")
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @app.post("/v1/payments", response_model=PaymentOut, status_code=201)
+    async def pay(body: PaymentIn, owner: Annotated[str, Depends(principal)],
+                  idempotency_key: Annotated[str, Header()]) -> PaymentOut:
+        r = await node.delete(f"/v1/invoices/{body.bill}")
+        r.raise_for_status()
+        wid = secrets.token_hex(12)
+        if trips == 2:
+            payload = PaymentOut(id=wid, status="confirmed", amount_msat=body.amount_msat,
+                                 balance_msat=-1).model_dump_json()
+            async with engine.begin() as conn:
+                await conn.execute(lock, {"w": owner})
+                left = (await conn.execute(whole, {
+                    "id": wid, "w": owner, "bill": body.bill, "amt": body.amount_msat,
+                    "payee": PAYEE, "payload": payload, "key": idempotency_key})).scalar_one()
+            return PaymentOut(id=wid, status="confirmed", amount_msat=body.amount_msat,
+                              balance_msat=left)
+        if trips == 1:
+            payload = PaymentOut(id=wid, status="confirmed", amount_msat=body.amount_msat,
+                                 balance_msat=-1).model_dump_json()
+            async with autocommit.connect() as conn:
+                left = (await conn.execute(whole, {
+                    "id": wid, "w": owner, "bill": body.bill, "amt": body.amount_msat,
+                    "payee": PAYEE, "payload": payload, "key": idempotency_key})).scalar_one()
+            return PaymentOut(id=wid, status="confirmed", amount_msat=body.amount_msat,
+                              balance_msat=left)
+        async with engine.begin() as conn:
+            await conn.execute(lock, {"w": owner})
+            await conn.execute(withdrawal, {"id": wid, "w": owner, "bill": body.bill,
+                                            "amt": body.amount_msat})
+            await conn.execute(bill, {"bill": body.bill})
+            left = (await conn.execute(debit, {"amt": body.amount_msat, "w": owner})
+                    ).scalar_one()
+            await conn.execute(credit, {"amt": body.amount_msat, "w": PAYEE})
+            out = PaymentOut(id=wid, status="confirmed", amount_msat=body.amount_msat,
+                             balance_msat=left)
+            answer = out.model_dump_json()
+            await conn.execute(event, {"id": wid, "payload": answer})
+            await conn.execute(key, {"w": owner, "key": idempotency_key, "response": answer})
         return out
 
     return app
