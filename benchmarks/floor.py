@@ -1,9 +1,10 @@
 """The floor of the stack: what the least API endpoint built on satvault's stack (uvicorn with
 uvloop and httptools, FastAPI and pydantic, SQLAlchemy on asyncpg, httpx to a node) costs per
 request on this machine, layer by layer, side by side in one run with satvault's own wallet
-invoice and internal payment and with LNbits'. Issue 10 asks for 10x less server CPU per
-invoice than LNbits: this says how much of that budget the stack itself takes before any of
-satvault's work.
+invoice, store invoice and internal payment (set up as ``api.py`` does: the simulators in
+processes of their own, the rules' velocity counts raised) and with LNbits'. Issue 10 asks
+for 10x less server CPU per invoice than LNbits: this says how much of that budget the stack
+itself takes before any of satvault's work.
 
     SATVAULT_TEST_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres \\
         .venv/bin/python benchmarks/floor.py --repeat 3
@@ -44,6 +45,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from api import System, satvault_run  # the API benchmark's satvault, set up the same way
 from floor_app import BILLS, LEVELS, PAYEE, PAYER, TOKEN  # the servers this benchmark starts
 
 from lightning import (  # the sibling benchmark, not satvault.lightning
@@ -59,7 +61,6 @@ from lightning import (  # the sibling benchmark, not satvault.lightning
     run_benchmark,
     run_lnbits,
     run_phase,
-    run_satvault,
     wait_http,
     wait_until_quiet,
 )
@@ -202,7 +203,8 @@ async def amain(args: argparse.Namespace, procs: Processes, result: dict[str, An
                     runs[system].append(await run_level(level, int(n[:-4]), rdir, procs, args,
                                                         pg))
                 elif system == "satvault_postgres":
-                    runs[system].append(await run_satvault("postgres", rdir, procs, args, pg))
+                    runs[system].append(await satvault_run(
+                        System("postgres_1proc", "postgres"), rdir, procs, args, pg))
                 else:
                     runs[system].append(await run_lnbits(rdir, procs, args))
     finally:
@@ -211,8 +213,7 @@ async def amain(args: argparse.Namespace, procs: Processes, result: dict[str, An
         if system.startswith("floor_"):
             result[system] = median_of(got)
         else:
-            result[system] = {op: median_of([g[op] for g in got])
-                              for op in ("invoices", "payments")}
+            result[system] = {op: median_of([g[op] for g in got]) for op in got[0]}
     result["budget"] = budget(result, systems)
 
 
@@ -248,8 +249,9 @@ def main() -> None:
     ap.add_argument("--processes", default="1,2",
                     help="API processes per floor server (uvicorn --workers), comma-separated")
     ap.add_argument("--skip-satvault", action="store_true")
-    # run_satvault's options, fixed here
-    ap.set_defaults(profile=None)
+    # api.py's options, fixed here: a Lightning store invoice too, simulators apart
+    ap.set_defaults(profile=None, cases=["lightning"], payments=True,
+                    in_process_simulators=False)
     args = ap.parse_args()
     run_benchmark(amain, args, {"benchmark": "floor", "clients": args.clients})
 
