@@ -15,7 +15,8 @@ looked up in memory, a typed answer), ``db`` (+ one INSERT in its own transactio
 PostgreSQL), ``node`` (+ one call to a node over HTTP before it, as an invoice's BOLT11 is
 asked of LND), and ``pay`` (an internal payment's shape: the node call, then seven
 statements in one transaction, every payment from one payer as in ``api.py``; ``pay2``: the
-lock, then the rest as one statement; ``pay1``: all as one statement in one round trip),
+lock, then the rest as one statement; ``pay1``: all as one statement in one round trip;
+``--payers N``: the clients pay from N wallets instead of one),
 each with 1 and 2 API processes (``--processes``). ``--levels`` picks some;
 ``--skip-satvault``, ``--skip-lnbits`` leave those out; the options of
 ``benchmarks/lightning.py`` (``--duration``, ``--warmup``, ``--clients``, ``--repeat``,
@@ -46,7 +47,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from api import System, satvault_run  # the API benchmark's satvault, set up the same way
-from floor_app import BILLS, LEVELS, PAYEE, PAYER, TOKEN  # the servers this benchmark starts
+from floor_app import BILLS, LEVELS, PAYEE, PAYERS, TOKEN  # the servers this benchmark starts
 
 from lightning import (  # the sibling benchmark, not satvault.lightning
     TARGET_RATIO,
@@ -73,7 +74,9 @@ _TABLES = (
     # the pay level's
     "CREATE TABLE floor_wallets (id varchar PRIMARY KEY, "
     "balance_msat bigint NOT NULL CHECK (balance_msat >= 0))",
-    f"INSERT INTO floor_wallets VALUES ('{PAYER}', 9000000000000000), ('{PAYEE}', 0)",
+    f"INSERT INTO floor_wallets SELECT 'payer-' || g, 9000000000000000 "
+    f"FROM generate_series(0, {PAYERS - 1}) g",
+    f"INSERT INTO floor_wallets VALUES ('{PAYEE}', 0)",
     "CREATE TABLE floor_bills (id int PRIMARY KEY, paid int NOT NULL)",
     f"INSERT INTO floor_bills SELECT g, 0 FROM generate_series(0, {BILLS - 1}) g",
     "CREATE TABLE floor_withdrawals (id varchar PRIMARY KEY, wallet varchar NOT NULL "
@@ -133,11 +136,14 @@ async def run_level(level: str, workers: int, work: Path, procs: Processes,
         clients = [httpx.AsyncClient(base_url=base, timeout=60.0,
                                      headers={"Authorization": f"Bearer {TOKEN}"})
                    for _ in range(args.clients)]
+        # client i pays from wallet i mod --payers (one payer: every payment waits its turn)
+        payer_of = {id(c): i % args.payers for i, c in enumerate(clients)}
 
         async def op(c: httpx.AsyncClient) -> str | None:
             if level.startswith("pay"):
                 r = await c.post("/v1/payments", headers={"Idempotency-Key": uuid.uuid4().hex},
-                                 json={"bill": random.randrange(BILLS), "amount_msat": 1_000})
+                                 json={"bill": random.randrange(BILLS), "amount_msat": 1_000,
+                                       "payer": payer_of[id(c)]})
             else:
                 r = await c.post("/v1/invoices", json={"amount_msat": 1_000, "memo": "floor"})
             return None if r.status_code in (200, 201) else f"HTTP {r.status_code} {r.text[:80]}"
@@ -179,6 +185,8 @@ async def amain(args: argparse.Namespace, procs: Processes, result: dict[str, An
     pg = args.postgres_url or os.environ.get("SATVAULT_TEST_POSTGRES_URL")
     if not pg:
         raise SystemExit("set SATVAULT_TEST_POSTGRES_URL (or --postgres-url)")
+    if not 1 <= args.payers <= PAYERS:
+        raise SystemExit(f"--payers must be 1 to {PAYERS}")
     levels = [lv for lv in args.levels.split(",") if lv]
     unknown = set(levels) - set(LEVELS)
     if unknown:
@@ -213,7 +221,10 @@ async def amain(args: argparse.Namespace, procs: Processes, result: dict[str, An
         if system.startswith("floor_"):
             result[system] = median_of(got)
         else:
-            result[system] = {op: median_of([g[op] for g in got]) for op in got[0]}
+            result[system] = {key: median_of([g[key] for g in got])
+                              if isinstance(value, dict) else value
+                              for key, value in got[0].items()}
+    result["payers"] = args.payers
     result["budget"] = budget(result, systems)
 
 
@@ -248,6 +259,9 @@ def main() -> None:
                     help=f"comma-separated, of {', '.join(LEVELS)}")
     ap.add_argument("--processes", default="1,2",
                     help="API processes per floor server (uvicorn --workers), comma-separated")
+    ap.add_argument("--payers", type=int, default=1,
+                    help=f"wallets the pay levels' clients pay from (1 to {PAYERS}; 1, as "
+                         "api.py: all 16 clients pay from one wallet)")
     ap.add_argument("--skip-satvault", action="store_true")
     # api.py's options, fixed here: a Lightning store invoice too, simulators apart
     ap.set_defaults(profile=None, cases=["lightning"], payments=True,

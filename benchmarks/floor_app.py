@@ -37,7 +37,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException
 from pydantic import BaseModel, Field
 
 LEVELS = ("bare", "api", "db", "node", "pay", "pay2", "pay1")
-PAYER, PAYEE, BILLS = "wallet-1", "wallet-2", 1_000
+PAYEE, BILLS, PAYERS = "payee", 1_000, 64  # payers: "payer-0" … "payer-63"
 TOKEN = "floor-token"  # the benchmark's client sends it; only its hash is kept
 _NODE_ANSWER = (b'{"r_hash":"' + b"00" * 32 + b'","payment_request":"lnbcrt10n1' + b"q" * 280
                 + b'","add_index":"1"}')
@@ -50,6 +50,7 @@ class InvoiceIn(BaseModel):
 
 class PaymentIn(BaseModel):
     bill: int = Field(ge=0, lt=BILLS)
+    payer: int = Field(default=0, ge=0, lt=PAYERS)  # which wallet pays
     amount_msat: int = Field(gt=0, le=2_100_000_000_000_000_000)
 
 
@@ -169,8 +170,9 @@ def _pay_app(app: Any, principal: Any, *, trips: int) -> Any:
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @app.post("/v1/payments", response_model=PaymentOut, status_code=201)
-    async def pay(body: PaymentIn, owner: Annotated[str, Depends(principal)],
+    async def pay(body: PaymentIn, _: Annotated[str, Depends(principal)],
                   idempotency_key: Annotated[str, Header()]) -> PaymentOut:
+        owner = f"payer-{body.payer}"
         r = await node.delete(f"/v1/invoices/{body.bill}")
         r.raise_for_status()
         wid = secrets.token_hex(12)
