@@ -11,11 +11,13 @@ The run of record (PostgreSQL for satvault; LNbits from ``/work/lnbits-venv``, c
 Options: ``--processes 1,2`` (API processes per PostgreSQL system: ``satvault serve --workers
 N``, N processes on one port, the background workers in the parent), ``--sqlite`` (also
 satvault on SQLite, one process), ``--cases lightning,both``, ``--no-payments``,
-``--in-process-simulators``, ``--variant NAME:VAR=VALUE,…`` (repeatable: the same systems
-again with these environment variables for ``satvault serve``, e.g. a lever switched off;
-``NAME:`` alone is the unchanged server), ``--skip-lnbits``, and those of
-``benchmarks/lightning.py`` (``--duration``, ``--warmup``, ``--clients``, ``--repeat``,
-``--quiet-wait``, ``--lnbits-venv``), ``--profile DIR``. A lever A/B, satvault only::
+``--in-process-simulators``, ``--payers N`` (satvault's payments from N payer wallets,
+client i from payer i mod N, instead of all from one), ``--variant NAME:VAR=VALUE,…``
+(repeatable: the same systems again with these environment variables for ``satvault
+serve``, e.g. a lever switched off; ``NAME:`` alone is the unchanged server),
+``--skip-lnbits``, and those of ``benchmarks/lightning.py`` (``--duration``, ``--warmup``,
+``--clients``, ``--repeat``, ``--quiet-wait``, ``--lnbits-venv``), ``--profile DIR``. A
+lever A/B, satvault only::
 
     .venv/bin/python benchmarks/api.py --processes 1 --skip-lnbits --repeat 3 \\
         --variant on: --variant asyncio:SATVAULT_SERVER_LOOP=asyncio,SATVAULT_SERVER_HTTP=h11
@@ -70,6 +72,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lightning import (  # the sibling benchmark, not satvault.lightning
+    FUND_MSAT,
     INVOICE_MSAT,
     Processes,
     Target,
@@ -153,9 +156,10 @@ async def bench_rule_set(db_url: str) -> None:
         await engine.dispose()
 
 
-async def satvault_setup(env: dict[str, str]) -> dict[str, Any]:
-    """A merchant, a store and its key; a payer and a payee with wallet keys (CLI calls, two
-    chains at a time); the benchmark's rule set (:func:`bench_rule_set`)."""
+async def satvault_setup(env: dict[str, str], payers: int = 1) -> dict[str, Any]:
+    """A merchant, a store and its key; ``payers`` payers and a payee with wallet keys (CLI
+    calls, a few chains at a time); the benchmark's rule set (:func:`bench_rule_set`).
+    ``payer``: the first payer, ``payers``: all of them."""
     await asyncio.to_thread(sv_cli, env, "init", "--format", "json")
     await bench_rule_set(env["SATVAULT_DATABASE_URL"])
 
@@ -173,10 +177,10 @@ async def satvault_setup(env: dict[str, str]) -> dict[str, Any]:
                      "wallet:read,wallet:write,withdrawals:write")["api_key"]
         return {"wallet": user["wallet_id"], "key": key}
 
-    shop, payer, payee = await asyncio.gather(
-        asyncio.to_thread(merchant_side), asyncio.to_thread(wallet_side, "payer"),
-        asyncio.to_thread(wallet_side, "payee"))
-    return {**shop, "payer": payer, "payee": payee}
+    shop, payee, *all_payers = await asyncio.gather(
+        asyncio.to_thread(merchant_side), asyncio.to_thread(wallet_side, "payee"),
+        *(asyncio.to_thread(wallet_side, f"payer{i}") for i in range(payers)))
+    return {**shop, "payer": all_payers[0], "payers": all_payers, "payee": payee}
 
 
 async def satvault_run(system: System, work: Path, procs: Processes, args: argparse.Namespace,
@@ -195,7 +199,7 @@ async def satvault_run(system: System, work: Path, procs: Processes, args: argpa
         if not args.in_process_simulators:
             sims = await start_simulators(env, work, procs, label)
         log(f"[satvault/{label}] init, merchant, store, users, API keys …")
-        ids = await satvault_setup(env)
+        ids = await satvault_setup(env, args.payers)
         profile = (Path(args.profile) / f"satvault-{label}-{work.name}.prof"
                    if args.profile else None)
         base, proc = await serve_satvault(label, {**env, **system.env}, work, procs,
@@ -207,8 +211,9 @@ async def satvault_run(system: System, work: Path, procs: Processes, args: argpa
                 out[f"store_{case}"] = await store_invoices(
                     label, case, base, ids, proc.pid, pg_name, sim_pids, args)
             if args.payments:
-                await fund_payer(base, ids["payer"]["key"], ids["payer"]["wallet"], env,
-                                 lnd_port)
+                for payer in ids["payers"]:  # the outside node's funds, shared out
+                    await fund_payer(base, payer["key"], payer["wallet"], env, lnd_port,
+                                     FUND_MSAT // len(ids["payers"]))
                 out.update(await bench_target(wallet_target(label, base, proc.pid, ids,
                                                             pg_name, sim_pids), args))
             return out
@@ -261,10 +266,31 @@ def wallet_target(label: str, base: str, pid: int, ids: dict[str, Any], pg_name:
     payer, payee = ids["payer"]["wallet"], ids["payee"]["wallet"]
 
     invoice, pay = wallet_operations(payer, payee)
+    if len(ids["payers"]) > 1:
+        pay = spread_payments(ids["payers"])
 
     return Target(f"satvault/{label}", base, pid, {"X-Api-Key": ids["payee"]["key"]},
                   {"X-Api-Key": ids["payer"]["key"]}, invoice, pay, db_match=pg_name,
                   sim_pids=sim_pids)
+
+
+def spread_payments(payers: list[dict[str, Any]]) -> Any:
+    """Internal payments where each client pays from a payer of its own (client i from payer
+    i mod N, its key sent with each request), instead of every client from the one payer."""
+    slot: dict[int, int] = {}
+
+    async def pay(c: httpx.AsyncClient, bolt11: str) -> str | None:
+        payer = payers[slot.setdefault(id(c), len(slot)) % len(payers)]
+        r = await c.post(f"/api/v1/wallets/{payer['wallet']}/withdrawals",
+                         json={"destination": bolt11},
+                         headers={"Idempotency-Key": uuid.uuid4().hex,
+                                  "X-Api-Key": payer["key"]})
+        if r.status_code != 201:
+            return f"HTTP {r.status_code}: {r.text[:120]}"
+        method = r.json().get("method")
+        return None if method == "internal" else f"method {method!r}, not internal"
+
+    return pay
 
 
 async def lnbits_run(work: Path, procs: Processes, args: argparse.Namespace) -> dict[str, Any]:
@@ -358,6 +384,10 @@ def main() -> None:
                     help="let `satvault serve` run the simulators in its own process")
     ap.add_argument("--variant", action="append", metavar="NAME:VAR=VALUE,…",
                     help="run every system also with these variables for `satvault serve`")
+    ap.add_argument("--payers", type=int, default=1,
+                    help="satvault's payments from this many payer wallets, client i paying "
+                         "from payer i mod N (default 1: every client from the one payer, "
+                         "as LNbits' run)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--profile", metavar="DIR", default=None,
                     help="run `satvault serve` under cProfile, writing DIR/*.prof (one API "
@@ -375,7 +405,8 @@ def main() -> None:
         "config": {"clients": args.clients, "warmup_s": args.warmup,
                    "duration_s": args.duration, "repeat": args.repeat,
                    "processes": args.processes, "cases": args.cases,
-                   "payments": args.payments, "variants": args.variant,
+                   "payments": args.payments, "payers": args.payers,
+                   "variants": args.variant,
                    "simulators": "in-process" if args.in_process_simulators
                    else "separate processes", "amount_sat": AMOUNT_SAT,
                    "invoice_msat": INVOICE_MSAT},

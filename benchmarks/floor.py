@@ -2,9 +2,10 @@
 uvloop and httptools, FastAPI and pydantic, SQLAlchemy on asyncpg, httpx to a node) costs per
 request on this machine, layer by layer, side by side in one run with satvault's own wallet
 invoice, store invoice and internal payment (set up as ``api.py`` does: the simulators in
-processes of their own, the rules' velocity counts raised) and with LNbits'. Issue 10 asks
-for 10x less server CPU per invoice than LNbits: this says how much of that budget the stack
-itself takes before any of satvault's work.
+processes of their own, the rules' velocity counts raised; ``--payers N`` spreads its
+payments over N payers too) and with LNbits'. Issue 10 asks for 10x less server CPU per
+invoice than LNbits: this says how much of that budget the stack itself takes before any of
+satvault's work.
 
     SATVAULT_TEST_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres \\
         .venv/bin/python benchmarks/floor.py --repeat 3
@@ -16,7 +17,8 @@ PostgreSQL), ``node`` (+ one call to a node over HTTP before it, as an invoice's
 asked of LND), and ``pay`` (an internal payment's shape: the node call, then seven
 statements in one transaction, every payment from one payer as in ``api.py``; ``pay2``: the
 lock, then the rest as one statement; ``pay1``: all as one statement in one round trip;
-``--payers N``: the clients pay from N wallets instead of one),
+``--payers N``: the clients pay from N wallets instead of one; ``--own-payees``: each pays a
+payee of its own instead of all the one payee),
 each with 1 and 2 API processes (``--processes``). ``--levels`` picks some;
 ``--skip-satvault``, ``--skip-lnbits`` leave those out; the options of
 ``benchmarks/lightning.py`` (``--duration``, ``--warmup``, ``--clients``, ``--repeat``,
@@ -77,6 +79,7 @@ _TABLES = (
     f"INSERT INTO floor_wallets SELECT 'payer-' || g, 9000000000000000 "
     f"FROM generate_series(0, {PAYERS - 1}) g",
     f"INSERT INTO floor_wallets VALUES ('{PAYEE}', 0)",
+    f"INSERT INTO floor_wallets SELECT 'payee-' || g, 0 FROM generate_series(0, {PAYERS - 1}) g",
     "CREATE TABLE floor_bills (id int PRIMARY KEY, paid int NOT NULL)",
     f"INSERT INTO floor_bills SELECT g, 0 FROM generate_series(0, {BILLS - 1}) g",
     "CREATE TABLE floor_withdrawals (id varchar PRIMARY KEY, wallet varchar NOT NULL "
@@ -117,6 +120,8 @@ async def run_level(level: str, workers: int, work: Path, procs: Processes,
                     args: argparse.Namespace, pg: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SATVAULT_", "FLOOR_"))}
     env["FLOOR_LEVEL"] = level
+    if args.own_payees:
+        env["FLOOR_PAYEES"] = "own"
     started, sims, pg_name = [], [], None
     try:
         if level in ("db", "node", "pay", "pay2", "pay1"):
@@ -224,7 +229,7 @@ async def amain(args: argparse.Namespace, procs: Processes, result: dict[str, An
             result[system] = {key: median_of([g[key] for g in got])
                               if isinstance(value, dict) else value
                               for key, value in got[0].items()}
-    result["payers"] = args.payers
+    result["payers"], result["own_payees"] = args.payers, args.own_payees
     result["budget"] = budget(result, systems)
 
 
@@ -262,6 +267,9 @@ def main() -> None:
     ap.add_argument("--payers", type=int, default=1,
                     help=f"wallets the pay levels' clients pay from (1 to {PAYERS}; 1, as "
                          "api.py: all 16 clients pay from one wallet)")
+    ap.add_argument("--own-payees", action="store_true",
+                    help="the pay levels: each payer pays a payee of its own (default: all "
+                         "pay one payee, whose balance row every payment updates)")
     ap.add_argument("--skip-satvault", action="store_true")
     # api.py's options, fixed here: a Lightning store invoice too, simulators apart
     ap.set_defaults(profile=None, cases=["lightning"], payments=True,

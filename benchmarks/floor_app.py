@@ -38,6 +38,8 @@ from pydantic import BaseModel, Field
 
 LEVELS = ("bare", "api", "db", "node", "pay", "pay2", "pay1")
 PAYEE, BILLS, PAYERS = "payee", 1_000, 64  # payers: "payer-0" … "payer-63"
+# which wallet a payer pays: the one payee (every payment credits its row), or, with
+# FLOOR_PAYEES=own, a payee of its own ("payee-<n>" for "payer-<n>": no row is shared)
 TOKEN = "floor-token"  # the benchmark's client sends it; only its hash is kept
 _NODE_ANSWER = (b'{"r_hash":"' + b"00" * 32 + b'","payment_request":"lnbcrt10n1' + b"q" * 280
                 + b'","add_index":"1"}')
@@ -146,6 +148,7 @@ def _pay_app(app: Any, principal: Any, *, trips: int) -> Any:
 
     engine = create_async_engine(os.environ["FLOOR_DATABASE_URL"], pool_size=20)
     node = _node_client()
+    own_payees = os.environ.get("FLOOR_PAYEES") == "own"
     lock = text("SELECT balance_msat FROM floor_wallets WHERE id = :w FOR UPDATE")
     withdrawal = text("INSERT INTO floor_withdrawals (id, wallet, bill, amount_msat) "
                       "VALUES (:id, :w, :bill, :amt)")
@@ -173,6 +176,7 @@ def _pay_app(app: Any, principal: Any, *, trips: int) -> Any:
     async def pay(body: PaymentIn, _: Annotated[str, Depends(principal)],
                   idempotency_key: Annotated[str, Header()]) -> PaymentOut:
         owner = f"payer-{body.payer}"
+        payee = f"payee-{body.payer}" if own_payees else PAYEE
         r = await node.delete(f"/v1/invoices/{body.bill}")
         r.raise_for_status()
         wid = secrets.token_hex(12)
@@ -183,7 +187,7 @@ def _pay_app(app: Any, principal: Any, *, trips: int) -> Any:
                 await conn.execute(lock, {"w": owner})
                 left = (await conn.execute(whole, {
                     "id": wid, "w": owner, "bill": body.bill, "amt": body.amount_msat,
-                    "payee": PAYEE, "payload": payload, "key": idempotency_key})).scalar_one()
+                    "payee": payee, "payload": payload, "key": idempotency_key})).scalar_one()
             return PaymentOut(id=wid, status="confirmed", amount_msat=body.amount_msat,
                               balance_msat=left)
         if trips == 1:
@@ -192,7 +196,7 @@ def _pay_app(app: Any, principal: Any, *, trips: int) -> Any:
             async with autocommit.connect() as conn:
                 left = (await conn.execute(whole, {
                     "id": wid, "w": owner, "bill": body.bill, "amt": body.amount_msat,
-                    "payee": PAYEE, "payload": payload, "key": idempotency_key})).scalar_one()
+                    "payee": payee, "payload": payload, "key": idempotency_key})).scalar_one()
             return PaymentOut(id=wid, status="confirmed", amount_msat=body.amount_msat,
                               balance_msat=left)
         async with engine.begin() as conn:
@@ -202,7 +206,7 @@ def _pay_app(app: Any, principal: Any, *, trips: int) -> Any:
             await conn.execute(bill, {"bill": body.bill})
             left = (await conn.execute(debit, {"amt": body.amount_msat, "w": owner})
                     ).scalar_one()
-            await conn.execute(credit, {"amt": body.amount_msat, "w": PAYEE})
+            await conn.execute(credit, {"amt": body.amount_msat, "w": payee})
             out = PaymentOut(id=wid, status="confirmed", amount_msat=body.amount_msat,
                              balance_msat=left)
             answer = out.model_dump_json()

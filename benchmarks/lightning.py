@@ -551,13 +551,13 @@ async def satvault_target(label: str, db_url: str, work: Path, procs: Processes,
     return target, proc
 
 
-async def fund_payer(base: str, key: str, payer: str, env: dict[str, str], lnd_port: int
-                     ) -> None:
-    """``FUND_MSAT`` into ``payer``'s wallet over Lightning: a deposit invoice paid by the
+async def fund_payer(base: str, key: str, payer: str, env: dict[str, str], lnd_port: int,
+                     amount_msat: int = FUND_MSAT) -> None:
+    """``amount_msat`` into ``payer``'s wallet over Lightning: a deposit invoice paid by the
     simulator's outside node (``satvault simnet ln-pay``), then wait for the credit."""
     async with httpx.AsyncClient(base_url=base, timeout=60.0, headers={"X-Api-Key": key}) as c:
         r = await c.post(f"/api/v1/wallets/{payer}/deposits",
-                         json={"method": "lightning", "amount_msat": FUND_MSAT})
+                         json={"method": "lightning", "amount_msat": amount_msat})
         if r.status_code != 201:
             raise RuntimeError(f"funding invoice: HTTP {r.status_code} {r.text[:300]}")
         paid = await asyncio.to_thread(
@@ -569,7 +569,7 @@ async def fund_payer(base: str, key: str, payer: str, env: dict[str, str], lnd_p
         deadline = time.monotonic() + 60
         while True:
             b = (await c.get(f"/api/v1/wallets/{payer}")).json()
-            if b.get("available_msat", 0) >= FUND_MSAT:
+            if b.get("available_msat", 0) >= amount_msat:
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the payer was not credited within 60 s: {b}")
