@@ -73,7 +73,7 @@ _TABLES = (
     "CREATE TABLE floor_invoices (id varchar PRIMARY KEY, wallet varchar NOT NULL, "
     "amount_msat bigint NOT NULL CHECK (amount_msat > 0), memo varchar NOT NULL, "
     "bolt11 varchar)",
-    # the pay level's
+    # the pay levels'
     "CREATE TABLE floor_wallets (id varchar PRIMARY KEY, "
     "balance_msat bigint NOT NULL CHECK (balance_msat >= 0))",
     f"INSERT INTO floor_wallets SELECT 'payer-' || g, 9000000000000000 "
@@ -124,11 +124,11 @@ async def run_level(level: str, workers: int, work: Path, procs: Processes,
         env["FLOOR_PAYEES"] = "own"
     started, sims, pg_name = [], [], None
     try:
-        if level in ("db", "node", "pay", "pay2", "pay1"):
+        if level not in ("bare", "api"):  # a database of its own
             db_url, pg_name = await pg_database(pg)
-            await create_table(db_url)
+            await create_tables(db_url)
             env["FLOOR_DATABASE_URL"] = db_url
-        if level in ("node", "pay", "pay2", "pay1"):
+        if level == "node" or level.startswith("pay"):  # a node of its own
             node_env = {k: v for k, v in env.items() if k != "FLOOR_LEVEL"}
             node_base, node = await start(procs, f"node-{level}", "floor_app:node_app",
                                           node_env, work)
@@ -172,7 +172,7 @@ async def run_level(level: str, workers: int, work: Path, procs: Processes,
             await drop_pg(pg, pg_name)
 
 
-async def create_table(db_url: str) -> None:
+async def create_tables(db_url: str) -> None:
     import asyncpg
     from sqlalchemy.engine import make_url
 

@@ -10,7 +10,8 @@ tuned as ``satvault.web.app.tune_gc`` tunes it). ``FLOOR_LEVEL`` says how much i
 - ``db``: one INSERT of the invoice's row through SQLAlchemy Core on asyncpg, statement built
   once, in its own transaction (``BEGIN``, ``INSERT``, ``COMMIT``);
 - ``node``: before the INSERT, one call to a node over HTTP with httpx on aiohttp's transport
-  (keep-alive; satvault's LND client's default);
+  (keep-alive; satvault's LND client's default), as an invoice asks a Lightning node for its
+  BOLT11 (``FLOOR_NODE_URL``; the answer is stored);
 - ``pay``: ``POST /v1/payments`` instead, an internal payment's shape: ``api``'s work, the
   node call (the invoice taken off the node), then one transaction of seven statements, as
   many as satvault's payment has on PostgreSQL: the payer's row locked, the withdrawal
@@ -21,8 +22,7 @@ tuned as ``satvault.web.app.tune_gc`` tunes it). ``FLOOR_LEVEL`` says how much i
   six others as one (data-modifying ``WITH``), in one transaction;
 - ``pay1``: ``pay`` with its seven statements as one (data-modifying ``WITH``), sent alone
   in autocommit: the payer's row is locked for one round trip, not seven (what a whole
-  payment in one server-side call would give)., as an
-  invoice asks a Lightning node for its BOLT11 (``FLOOR_NODE_URL``; the answer is stored).
+  payment in one server-side call would give).
 
 ``node_app`` is that node: a bare ASGI app answering a constant invoice, run apart so that its
 CPU is counted apart (as the simulators' is in ``api.py``)."""
@@ -72,7 +72,6 @@ class InvoiceOut(BaseModel):
 
 
 def _create() -> Any:
-
     level = os.environ.get("FLOOR_LEVEL", "bare")
     if level not in LEVELS:
         raise SystemExit(f"FLOOR_LEVEL must be one of {LEVELS}")
@@ -180,23 +179,19 @@ def _pay_app(app: Any, principal: Any, *, trips: int) -> Any:
         r = await node.delete(f"/v1/invoices/{body.bill}")
         r.raise_for_status()
         wid = secrets.token_hex(12)
-        if trips == 2:
-            payload = PaymentOut(id=wid, status="confirmed", amount_msat=body.amount_msat,
-                                 balance_msat=-1).model_dump_json()
-            async with engine.begin() as conn:
-                await conn.execute(lock, {"w": owner})
-                left = (await conn.execute(whole, {
-                    "id": wid, "w": owner, "bill": body.bill, "amt": body.amount_msat,
-                    "payee": payee, "payload": payload, "key": idempotency_key})).scalar_one()
-            return PaymentOut(id=wid, status="confirmed", amount_msat=body.amount_msat,
-                              balance_msat=left)
-        if trips == 1:
-            payload = PaymentOut(id=wid, status="confirmed", amount_msat=body.amount_msat,
-                                 balance_msat=-1).model_dump_json()
-            async with autocommit.connect() as conn:
-                left = (await conn.execute(whole, {
-                    "id": wid, "w": owner, "bill": body.bill, "amt": body.amount_msat,
-                    "payee": payee, "payload": payload, "key": idempotency_key})).scalar_one()
+        if trips in (1, 2):  # the six writes as one statement (its answer's balance unknown)
+            params = {"id": wid, "w": owner, "bill": body.bill, "amt": body.amount_msat,
+                      "payee": payee, "key": idempotency_key,
+                      "payload": PaymentOut(id=wid, status="confirmed",
+                                            amount_msat=body.amount_msat,
+                                            balance_msat=-1).model_dump_json()}
+            if trips == 2:
+                async with engine.begin() as conn:
+                    await conn.execute(lock, {"w": owner})
+                    left = (await conn.execute(whole, params)).scalar_one()
+            else:
+                async with autocommit.connect() as conn:
+                    left = (await conn.execute(whole, params)).scalar_one()
             return PaymentOut(id=wid, status="confirmed", amount_msat=body.amount_msat,
                               balance_msat=left)
         async with engine.begin() as conn:
