@@ -84,6 +84,7 @@ from lightning import (  # the sibling benchmark, not satvault.lightning
     lnbits_target,
     log,
     median_of,
+    pay_internally,
     pg_database,
     run_benchmark,
     run_phase,
@@ -281,14 +282,7 @@ def spread_payments(payers: list[dict[str, Any]]) -> Any:
 
     async def pay(c: httpx.AsyncClient, bolt11: str) -> str | None:
         payer = payers[slot.setdefault(id(c), len(slot)) % len(payers)]
-        r = await c.post(f"/api/v1/wallets/{payer['wallet']}/withdrawals",
-                         json={"destination": bolt11},
-                         headers={"Idempotency-Key": uuid.uuid4().hex,
-                                  "X-Api-Key": payer["key"]})
-        if r.status_code != 201:
-            return f"HTTP {r.status_code}: {r.text[:120]}"
-        method = r.json().get("method")
-        return None if method == "internal" else f"method {method!r}, not internal"
+        return await pay_internally(c, payer["wallet"], bolt11, payer["key"])
 
     return pay
 

@@ -515,14 +515,22 @@ def wallet_operations(payer: str, payee: str) -> tuple[Any, Any]:
         return None
 
     async def pay(c: httpx.AsyncClient, bolt11: str) -> str | None:
-        r = await c.post(f"/api/v1/wallets/{payer}/withdrawals", json={"destination": bolt11},
-                         headers={"Idempotency-Key": uuid.uuid4().hex})
-        if r.status_code != 201:
-            return f"HTTP {r.status_code}: {r.text[:120]}"
-        method = r.json().get("method")
-        return None if method == "internal" else f"method {method!r}, not internal"
+        return await pay_internally(c, payer, bolt11)
 
     return invoice, pay
+
+
+async def pay_internally(c: httpx.AsyncClient, payer: str, bolt11: str,
+                         key: str | None = None) -> str | None:
+    """One internal payment of ``bolt11`` by wallet ``payer`` (with ``key``, else the
+    client's own key); None, or what went wrong."""
+    headers = {"Idempotency-Key": uuid.uuid4().hex, **({"X-Api-Key": key} if key else {})}
+    r = await c.post(f"/api/v1/wallets/{payer}/withdrawals", json={"destination": bolt11},
+                     headers=headers)
+    if r.status_code != 201:
+        return f"HTTP {r.status_code}: {r.text[:120]}"
+    method = r.json().get("method")
+    return None if method == "internal" else f"method {method!r}, not internal"
 
 
 async def satvault_target(label: str, db_url: str, work: Path, procs: Processes,
