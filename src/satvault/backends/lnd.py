@@ -244,12 +244,19 @@ class LndBackend:
             body["amt_msat"] = str(amount_msat)
         last: PaymentResult | None = None
         # A stream that goes quiet past the payment's own timeout is UNKNOWN (the caller keeps
-        # the hold and tracks it), never a failure.
-        async for chunk in self._stream("POST", "/v2/router/send", json=body,
-                                        read_timeout=timeout_seconds + 0.25):
-            last = self._payment(chunk)
-            if last.status is not PaymentStatus.IN_FLIGHT:
-                return last
+        # the hold and tracks it), never a failure. Once the node has sent an update the
+        # payment has left: an error on the stream after it (the node shutting down, its
+        # gateway failing) says nothing about the payment, whose last state stands.
+        try:
+            async for chunk in self._stream("POST", "/v2/router/send", json=body,
+                                            read_timeout=timeout_seconds + 0.25):
+                last = self._payment(chunk)
+                if last.status is not PaymentStatus.IN_FLIGHT:
+                    return last
+        except LndError:
+            if last is None:
+                raise
+            return last
         if last is None:
             raise BackendUnavailable("lnd closed the payment stream without an update")
         return last

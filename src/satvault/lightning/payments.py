@@ -6,8 +6,9 @@ Outcomes, and what they do to the ledger hold:
 =============  ==============================================================================
 SUCCEEDED      post amount + actual fee (the rest of the reserve is released), move it out of
                the Lightning account
-FAILED         void — only for a definite failure the node reported; retryable reasons
-               (no route, timeout) are retried with backoff first, with the same payment hash
+FAILED         void — only for a definite failure the node reported and its record of the
+               payment confirms (failed, or never started); retryable reasons (no route,
+               timeout) are retried with backoff first, with the same payment hash
 IN_FLIGHT /    keep the hold; the reconciler asks the node (``track_payment``) until the answer
 UNKNOWN        is definite. A timeout, a lost connection or a node restart is never a failure
 =============  ==============================================================================
@@ -552,18 +553,43 @@ class LightningPayer:
                 await self._mark(pid, LnPaymentStatus.UNKNOWN, str(exc))
                 report.unknown += 1
                 return
-            # LND refused before sending anything (expired, bad amount …): definite.
-            await self._apply(pid, PaymentResult(payment.payment_hash, PaymentStatus.FAILED,
-                                                 failure_reason=f"refused: {exc.reason}"[:120]),
-                              report)
-            return
+            # LND answered with an error before any update: a refusal (expired, bad amount
+            # …) if the node has no record of the payment (checked below).
+            result = PaymentResult(payment.payment_hash, PaymentStatus.FAILED,
+                                   failure_reason=f"refused: {exc.reason}"[:120])
         except BackendError as exc:  # anything else: the outcome is unknown, ask later
             await self._mark(pid, LnPaymentStatus.UNKNOWN, str(exc))
             report.unknown += 1
             PAYMENTS.labels("lightning", "unknown").inc()
             return
-        PAYMENT_SECONDS.labels("lightning").observe(time.monotonic() - started)
+        else:
+            PAYMENT_SECONDS.labels("lightning").observe(time.monotonic() - started)
+        if result.status is PaymentStatus.FAILED:
+            confirmed = await self._failure_confirmed(pid, payment.payment_hash, result, report)
+            if confirmed is None:
+                return
+            result = confirmed
         await self._apply(pid, result, report)
+
+    async def _failure_confirmed(self, pid: str, payment_hash: str, result: PaymentResult,
+                                 report: PayerReport) -> PaymentResult | None:
+        """A failure the send reported releases the money only if the node's own record of
+        the payment agrees: failed, or no record at all (a node records a payment before any
+        part of it leaves, so none was sent). Otherwise the node's state stands (a part still
+        in flight, or the payment succeeded); None if the node could not be asked (the payment
+        is UNKNOWN and asked about again later)."""
+        try:
+            known = await self.backend.track_payment(payment_hash)
+        except BackendError as exc:
+            await self._mark(pid, LnPaymentStatus.UNKNOWN, f"failure not confirmed: {exc}")
+            report.unknown += 1
+            PAYMENTS.labels("lightning", "unknown").inc()
+            return None
+        if known is None or known.status is PaymentStatus.FAILED:
+            return result
+        log.warning("ln_failure_not_confirmed", payment=pid, node_says=known.status.value,
+                    reported=result.failure_reason)
+        return known
 
     async def _mark(self, pid: str, status: LnPaymentStatus, why: str | None = None) -> None:
         async def work(s: AsyncSession) -> None:
