@@ -11,8 +11,9 @@ from sqlalchemy import select
 from satvault.accounts import service as acc
 from satvault.events.models import OutboxEvent
 from satvault.invoices.tasks import refresh_open_invoices
-from satvault.ledger.platform import fees_earned
-from satvault.ledger.store import get_account
+from satvault.ledger.core import TransferSpec
+from satvault.ledger.platform import ensure_platform_accounts, fees_earned
+from satvault.ledger.store import get_account, submit_one
 from satvault.lightning.invoices import InvoiceListener
 from tests.chainenv import LnEnv, api_client
 from tests.events.test_balance_events import balance_events
@@ -319,6 +320,39 @@ async def test_concurrent_refunds_never_exceed_what_the_invoice_received(lnenv: 
         await env.runtime.payer.step()
     _, after = await fees_and_merchant(env, shop)
     assert 28_000 * SAT <= before - after < 28_500 * SAT  # four refunds plus routing fees
+    await env.check()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"rate_limit_create": "1000/second"}])
+async def test_refunds_paid_inside_the_platform_count_against_the_cap(lnenv: LnEnv, shop):
+    """A refund to another wallet's invoice of this platform settles at once (an internal
+    payment, written by a statement of its own): it counts against what the invoice received
+    like any refund, so a 10k invoice can be refunded 10k and no more."""
+    from satvault.lightning.invoices import create_invoice
+
+    env = lnenv
+    bob = await env.wallet_for("bob@example.com")
+    async with env.sessions() as s, s.begin():  # the merchant has plenty besides
+        equity = (await ensure_platform_accounts(s, "BTC")).equity.id
+    await submit_one(env.sessions, TransferSpec("fund:shop", equity,
+                                                shop["wallet"].ledger_account_id,
+                                                100_000 * SAT, "BTC"))
+    refunder = await refunder_key(env, shop)
+    async with api_client(env) as c:
+        inv = await paid_lightning_invoice(c, env, shop, "inside", sats=10_000)
+        answers = []
+        for i in range(3):
+            async with env.sessions() as s, s.begin():
+                bill = await create_invoice(s, backend=env.runtime.lightning, wallet=bob,
+                                            amount_msat=4_000 * SAT, memo=f"refund {i}")
+            r = await c.post(f"/api/v1/invoices/{inv['id']}/refunds",
+                             headers={**refunder, "Idempotency-Key": f"inside-{i}"},
+                             json={"destination": bill.bolt11})
+            answers.append(r)
+    assert [a.status_code for a in answers] == [201, 201, 422], [a.text for a in answers]
+    assert answers[0].json()["method"] == "internal"
+    assert "2000000 msat are left" in answers[2].json()["detail"]
+    assert (await env.balances(bob))["available"] == 8_000 * SAT
     await env.check()
 
 
