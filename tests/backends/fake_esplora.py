@@ -199,7 +199,12 @@ class _Esplora:
             return JSONResponse([e.txid for e in self.chain.mempool])
 
     def _find(self, txid: str) -> Any:
-        return self.chain.find_tx(txid.lower()) if _is_hash(txid) else None
+        """Esplora indexes the best chain and the mempool only: a transaction the simulator's
+        (Core-like) index still finds in a stale block is not found here."""
+        hit = self.chain.find_tx(txid.lower()) if _is_hash(txid) else None
+        if hit is not None and hit[1] is not None and not self.chain.is_active(hit[1]):
+            return None
+        return hit
 
     async def tx(self, request: Request) -> Response:
         with self.lock:

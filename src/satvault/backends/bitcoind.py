@@ -189,6 +189,11 @@ class BitcoindBackend:
         except NotFound:
             return None
         block_hash = obj.get("blockhash")
+        if block_hash and int(obj.get("confirmations") or 0) <= 0:
+            # Found by the transaction index in a block a reorg took off the active chain
+            # (Core keeps such entries): in no block of the best chain and not in the mempool,
+            # whose copy Core would have answered first. Gone, unless it comes back.
+            return None
         height = obj.get("blockheight")
         if block_hash and height is None:
             height = (await self.call("getblockheader", block_hash))["height"]

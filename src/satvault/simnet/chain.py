@@ -271,8 +271,9 @@ class Chain:
             tx = block.txs[pos]
             for n in range(len(tx.tx.vout)):
                 self._utxo.pop((tx.txid, n), None)
-            if self._txindex.get(tx.txid, ("",))[0] == block.hash:
-                del self._txindex[tx.txid]
+            # The transaction index keeps the entry, as Bitcoin Core's does: a transaction of
+            # a block that left the active chain is still found, in that stale block, with
+            # ``confirmations: 0``, until another block or the mempool has it again.
             for op, coin in zip(tx.outpoints() if pos else [], undo[pos], strict=True):
                 self._utxo[op] = coin
         return block
