@@ -333,3 +333,57 @@ async def test_refused_fee_bump_keeps_the_live_payout(env: Env):
         batch = (await s.execute(PAYOUTS)).scalar_one()
     assert batch.status == "confirmed" and (await env.balances())["held"] == 0
     await env.check()
+
+
+async def test_a_payout_sent_once_is_never_paid_again_when_its_rebroadcast_is_refused(
+        env: Env):
+    """Found from outside: a payout our node accepted (and relayed) was later dropped by it
+    (a reorg), and its rebroadcast refused (the node's relay floor rose). Giving it up and
+    batching the withdrawal again paid it from another coin while the first version, still in
+    other nodes' mempools, could confirm too: paid twice. It is kept instead (tracked, a person
+    told); when the first version confirms it is booked once."""
+    from dataclasses import replace
+
+    from satvault.onchain.models import ReviewItem
+
+    for sat in (600_000, 900_000):  # two coins: the withdrawal could be paid from either
+        async with env.sessions() as s, s.begin():
+            d = await create_deposit(s, wallet=env.wallet, settings=env.settings)
+        env.chain.pay(d.address, sat)
+        env.chain.mine(1)
+        await env.runtime.watcher.step()
+        await env.sweep()
+    dest = external_address(env, 8)
+    wd = await withdraw(env, dest, 100_000)
+    assert (await env.runtime.payouts.step()).broadcast == 1
+    async with env.sessions() as s:
+        first = (await s.execute(select(PayoutTx).join(PayoutBatch).where(
+            PayoutBatch.kind == "payout"))).scalar_one()
+    await env.runtime.watcher.step()  # seen in the mempool: it was relayed
+    env.chain.reorg(1, drop_txids=[first.txid])  # our node loses it
+    policy = env.chain.policy
+    env.chain.policy = replace(policy, min_relay_sat_kvb=50_000)  # and its relay floor rises
+    await env.runtime.watcher.step()
+    for _ in range(2):  # refused at every pass: kept, never batched again
+        report = await env.runtime.payouts.step()
+        assert (report.abandoned, report.batched) == (0, 0), report
+        assert report.held >= 1, report
+    async with env.sessions() as s:
+        assert (await s.execute(PAYOUT_BATCHES)).scalar() == 1
+        batch = (await s.execute(PAYOUTS)).scalar_one()
+        w = await s.get(Withdrawal, wd.id)
+        told = (await s.execute(select(func.count()).select_from(ReviewItem).where(
+            ReviewItem.kind == "payout_rejected"))).scalar()
+    assert (batch.status, w.status, told) == ("broadcast", "broadcast", 1)
+    assert (await env.balances())["held"] == (100_000 + RESERVE) * SAT
+    # A peer that relayed the first version broadcasts it again; it confirms, booked once.
+    env.chain.policy = policy
+    await env.runtime.backend.broadcast(first.raw_tx)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    await env.runtime.payouts.step()
+    assert await received(env, dest) == 100_000
+    async with env.sessions() as s:
+        assert (await s.get(Withdrawal, wd.id)).status == "confirmed"
+    assert (await env.balances())["held"] == 0
+    await env.check()

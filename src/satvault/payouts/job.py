@@ -154,6 +154,8 @@ class PayoutReport:
     # Signing attempts the signer's own caps refused (LimitExceeded): the batch stays in
     # `signing` and is asked again at each pass.
     signer_limited: int = 0
+    # Payouts a node accepted once whose rebroadcast is refused: kept, never paid again.
+    held: int = 0
     waiting_for_funds: bool = False
     errors: list[str] = field(default_factory=list)
 
@@ -343,19 +345,8 @@ class PayoutJob:
                 # Not the batch's fault: the signer's caps are reached. It stays in `signing`
                 # and is asked again at every step (the 24-hour window rolls on); a person is
                 # told once per batch.
-                async def held_back(session: AsyncSession) -> None:
-                    b = await session.get(PayoutBatch, batch_id, with_for_update=True)
-                    assert b is not None
-                    b.last_error, b.updated_at = why, utcnow()
-                    told = (await session.execute(select(ReviewItem.id).where(
-                        ReviewItem.kind == "signer_limit", ReviewItem.subject == batch_id,
-                        ReviewItem.resolved_at.is_(None)).limit(1))).scalar_one_or_none()
-                    if told is None:
-                        session.add(ReviewItem(kind="signer_limit", subject=batch_id,
-                                               details=json.dumps({"reason": why}),
-                                               created_at=utcnow()))
-
-                await retrying(self.sessions, held_back)
+                await retrying(self.sessions, partial(
+                    self._tell_once, batch_id=batch_id, kind="signer_limit", why=why))
                 report.signer_limited += 1
                 log.warning("payout_signer_limit", batch=batch_id, reason=why)
                 return
@@ -383,6 +374,22 @@ class PayoutJob:
         await retrying(self.sessions, store)
         report.signed += 1
         log.info("payout_signed", batch=batch_id, txid=signed.txid, fee_sat=signed.fee_sat)
+
+    async def _tell_once(self, session: AsyncSession, *, batch_id: str, kind: str, why: str,
+                         status: BatchStatus | None = None) -> None:
+        """Note ``why`` on the batch (and its ``status``, if given) and tell a person once
+        per batch: one open review item of ``kind``."""
+        b = await session.get(PayoutBatch, batch_id, with_for_update=True)
+        assert b is not None
+        b.last_error, b.updated_at = why, utcnow()
+        if status is not None:
+            b.status = status
+        told = (await session.execute(select(ReviewItem.id).where(
+            ReviewItem.kind == kind, ReviewItem.subject == batch_id,
+            ReviewItem.resolved_at.is_(None)).limit(1))).scalar_one_or_none()
+        if told is None:
+            session.add(ReviewItem(kind=kind, subject=batch_id,
+                                   details=json.dumps({"reason": why}), created_at=utcnow()))
 
     async def _mark_stuck(self, session: AsyncSession, *, batch_id: str, why: str) -> int:
         """Mark the batch stuck for a person; how many withdrawals it carries."""
@@ -447,6 +454,9 @@ class PayoutJob:
                                report: PayoutReport) -> None:
         """The node refused our transaction: find out whether that is harmless."""
         async with self.sessions() as s:
+            batch = await s.get(PayoutBatch, batch_id)
+            assert batch is not None
+            sent_before = batch.kind is MoveKind.PAYOUT and batch.broadcast_attempts > 0
             versions = [v.txid for v in await self._versions(s, batch_id)]
             coins = (await s.execute(select(OnchainPayment.txid, OnchainPayment.vout).join(
                 PayoutInput, PayoutInput.payment_id == OnchainPayment.id).where(
@@ -456,6 +466,21 @@ class PayoutJob:
                 await retrying(self.sessions, lambda s: self._set_status(s, batch_id,
                                                                          BatchStatus.BROADCAST))
                 return
+        if sent_before:
+            # A node accepted this payout once (or its answer was lost): it may sit in other
+            # nodes' mempools and confirm whatever our node now says. Paying its withdrawals
+            # again from other coins could pay them twice, so it is never given up here: it
+            # stays tracked (sent again at every pass, booked if any version confirms) and a
+            # person is told; a fee bump (`satvault payouts bump`) replaces it with a version
+            # spending the same coins, which only one of the two can.
+            why = (f"rebroadcast rejected ({exc.reason}); a node accepted this payout before, "
+                   "so it may still confirm: it is kept, not paid again")
+            await retrying(self.sessions, partial(
+                self._tell_once, batch_id=batch_id, kind="payout_rejected", why=why,
+                status=BatchStatus.BROADCAST))
+            report.held += 1
+            log.error("payout_rebroadcast_rejected", batch=batch_id, reason=exc.reason)
+            return
         for txid, vout in coins:
             if await self.backend.output(txid, vout, include_mempool=True) is None:
                 if await self.backend.transaction(txid) is None:
