@@ -219,12 +219,19 @@ async def test_a_reorg_that_drops_the_sweep_rebroadcasts_it_and_books_once(env: 
     await env.check()
 
 
-async def test_a_reorg_that_takes_the_deposit_abandons_the_sweep_and_moves_nothing(env: Env):
+@pytest.mark.parametrize("seen", [False, True], ids=["unseen", "seen-in-the-mempool"])
+async def test_a_reorg_that_takes_the_deposit_abandons_the_sweep_and_moves_nothing(env: Env,
+                                                                                   seen):
+    """``seen``: the watcher saw the sweep in the mempool first, so it noted the coins as
+    spent by it; given up, the sweep no longer spends them (found from outside: the surviving
+    coin stayed marked spent and was never swept again)."""
     keep = await deposit(env, 300_000)
     gone = await deposit(env, 700_000)
     decision = await env.runtime.sweeps.step()
     assert decision.inputs == 2
     await env.runtime.payouts.advance()
+    if seen:
+        await env.runtime.watcher.step()
     # The block with the 700,000 deposit is replaced by one without it (a double spend would
     # do the same); the sweep spending it cannot exist any more.
     env.chain.reorg(1, drop_txids=[gone])

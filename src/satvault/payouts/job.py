@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any
 
 from embit.psbt import PSBT
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.audit import anchors
@@ -499,6 +499,11 @@ class PayoutJob:
             b = await session.get(PayoutBatch, batch_id, with_for_update=True)
             assert b is not None
             b.status, b.last_error, b.updated_at = BatchStatus.ABANDONED, str(exc), utcnow()
+            # Its coins are free again: the watcher noted them spent by a version of it it saw
+            # in a mempool, and no version of it will ever confirm now.
+            await session.execute(update(OnchainPayment).where(
+                OnchainPayment.spent_by.in_(versions)).values(spent_by=None,
+                                                             updated_at=utcnow()))
             await session.execute(delete(PayoutInput).where(PayoutInput.batch_id == batch_id))
             await anchors.release(session, batch_id=batch_id)  # the next sweep carries it
             requeued = await self._payments(session, batch_id)
