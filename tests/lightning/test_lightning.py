@@ -334,6 +334,82 @@ async def test_failed_internal_payment_leaves_the_invoice_payable_from_outside(l
     await env.check()
 
 
+async def _payers_key(env: LnEnv) -> dict[str, str]:
+    from satvault.accounts import service as acc
+
+    async with env.sessions() as s, s.begin():
+        _, token = await acc.create_api_key(s, owner_id=env.wallet.owner_id, scopes=[
+            "wallet:read", "withdrawals:write"])
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize("refusal", ["daily-limit", "tier-limit", "per-payment-limit"])
+async def test_a_refused_internal_payment_leaves_the_payees_invoice_payable(lnenv: LnEnv,
+                                                                          refusal):
+    """Found from outside: paying another wallet's invoice of ours takes it off the node
+    before the unit of work, so a payer the unit of work then refused (over a limit) had
+    killed the payee's invoice while the API answered 422; anyone with a balance could kill
+    any merchant's invoice, again and again. Every refusal that needs no lock is now checked
+    before the invoice leaves the node: the API's fast path, the general path (an amountless
+    invoice with an amount) alike."""
+    from tests.chainenv import api_client
+
+    env = lnenv
+    amount = None
+    if refusal == "daily-limit":
+        env.settings.withdrawal_daily_limit_msat = 5_000 * SAT
+    elif refusal == "tier-limit":
+        limits = {tier: dict(rails) for tier, rails in env.settings.kyc_tier_limits_msat.items()}
+        limits[0]["internal"] = [5_000 * SAT, *limits[0]["internal"][1:]]
+        env.settings.kyc_tier_limits_msat = limits
+    else:
+        env.settings.ln_max_payment_msat = 5_000 * SAT
+        amount = 20_000 * SAT  # an amountless invoice: the general path decides
+    await fund(env, env.wallet, 100_000 * SAT)
+    bob = await env.wallet_for("bob@example.com")
+    async with env.sessions() as s, s.begin():
+        bill = await create_invoice(s, backend=env.runtime.lightning, wallet=bob,
+                                    amount_msat=None if amount else 20_000 * SAT,
+                                    memo="bob's order")
+    auth = await _payers_key(env)
+    async with api_client(env) as c:
+        r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                         headers={**auth, "Idempotency-Key": refusal},
+                         json={"destination": bill.bolt11,
+                               **({"amount_msat": amount} if amount else {})})
+    assert r.status_code in (422, 403), r.text
+    # Bob's customer pays the invoice from outside, as intended.
+    paid = env.network.pay("customer1", bill.bolt11, amount_msat=amount)
+    assert paid.status.value.upper() == "SUCCEEDED", paid
+    await env.check()
+
+
+async def test_a_refused_voucher_redemption_leaves_the_invoice_payable(lnenv: LnEnv):
+    """Found from outside: whoever holds an LNURL-withdraw link (its k1 is public) submitted
+    another wallet's invoice of ours for more than the link pays; the callback refused it,
+    after taking the invoice off the node. The link's range is checked first now."""
+    from tests.chainenv import api_client
+
+    env = lnenv
+    await fund(env, env.wallet, 100_000 * SAT)
+    bob = await env.wallet_for("bob@example.com")
+    async with env.sessions() as s, s.begin():
+        bill = await create_invoice(s, backend=env.runtime.lightning, wallet=bob,
+                                    amount_msat=20_000 * SAT, memo="bob's order")
+    auth = await _payers_key(env)
+    async with api_client(env) as c:
+        v = await c.post(f"/api/v1/wallets/{env.wallet.id}/lnurl-withdraw", headers=auth,
+                         json={"amount_msat": 1_000 * SAT, "description": "gift"})
+        assert v.status_code == 201, v.text
+        vid = v.json()["id"]
+        k1 = (await c.get(f"/lnurlw/{vid}")).json()["k1"]
+        r = await c.get(f"/lnurlw/{vid}/callback", params={"k1": k1, "pr": bill.bolt11})
+    assert r.json()["status"] == "ERROR", r.text
+    paid = env.network.pay("customer1", bill.bolt11)
+    assert paid.status.value.upper() == "SUCCEEDED", (r.json(), paid)
+    await env.check()
+
+
 def test_destination_kinds():
     from satvault.withdrawals.service import destination_kind
 

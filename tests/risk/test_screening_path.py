@@ -21,7 +21,7 @@ from satvault.kernel.ids import new_id
 from satvault.ledger.models import LedgerTransfer
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
-from satvault.payouts.service import _usage_summed
+from satvault.payouts.service import _summed, _usage_unlocked
 from satvault.reconcile.checks import records_way
 from satvault.risk.features import Event, _query, _query_values, _values, read_features
 from satvault.risk.models import RiskAddressLabel
@@ -308,7 +308,7 @@ async def _limit_sums_match_rows(ctx: Ctx, now: datetime) -> None:
                 "SELECT spent_day, rail_day, rail_month FROM withdrawal_usage("
                 ":w, :rail, :day, :month)"),
                 {"w": ctx.wallet.id, "rail": rail.value, "day": day, "month": month})).one()
-            u = _usage_summed(ctx.wallet.id, rail.value, day, month)
+            u = _usage_unlocked(_summed, ctx.wallet.id, rail.value, day, month)
             want = (await s.execute(select(u.c.spent_day, u.c.rail_day, u.c.rail_month))).one()
             assert tuple(got) == tuple(want), (rail, now, got, want)
         spent = (await s.execute(text("SELECT withdrawals_spent_since(:w, :day)"),

@@ -265,9 +265,11 @@ async def _take_off_node(sessions: async_sessionmaker[AsyncSession], *, voucher_
     if wallet is None:
         return False
     try:
-        check_invoice(pr, network=settings.network)
+        invoice = check_invoice(pr, network=settings.network)
     except LightningError:
         return False  # _redeem refuses it with the voucher's own wording
+    if not voucher.min_msat <= invoice.amount_msat <= voucher.amount_msat:
+        return False  # the same: whoever holds a link cannot kill invoices it does not pay
     # The voucher's own hold pays: the wallet's free balance is not what decides.
     return await take_off_node(sessions, wallet=wallet, bolt11=pr, amount_msat=None,
                                settings=settings, backend=backend, check_balance=False)

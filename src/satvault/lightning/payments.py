@@ -56,6 +56,7 @@ from satvault.payouts.service import (
     BoundInsert,
     check_daily_limit,
     insert_within_daily_limit,
+    within_limits,
 )
 from satvault.telemetry import PAYMENT_SECONDS, PAYMENTS
 
@@ -145,9 +146,13 @@ async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: W
     """Before the unit of work opens: if ``bolt11`` is an open invoice this platform issued,
     cancel it on the node now, so nobody outside can pay it while it is settled inside the
     ledger. True if it was taken off (pass ``taken_off_node=True`` on). The node call is made
-    with no transaction open; cheap checks first, so a payer who would be refused anyway
-    (own invoice, too little money, invoice not open) does not kill someone's invoice."""
+    with no transaction open; every refusal the unit of work can give without the payer's
+    lock is checked first (own invoice, invoice not open, the amount, the per-payment limit,
+    too little money, the wallet's and its tier's limits), so a payer who would be refused
+    anyway does not kill someone's invoice."""
     inv = check_invoice(bolt11, network=settings.network, amount_msat=amount_msat)
+    if inv.amount_msat > settings.ln_max_payment_msat or wallet.frozen_at is not None:
+        return False  # the unit of work refuses it with the right reason
     account = LedgerAccount
     free = select(account.credits_posted - account.debits_posted - account.debits_pending
                   ).where(account.id == wallet.ledger_account_id).scalar_subquery()
@@ -155,13 +160,15 @@ async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: W
         ours = (await s.execute(select(LnInvoice.wallet_id, LnInvoice.status,
                                        LnInvoice.amount_msat, free).where(
             LnInvoice.payment_hash == inv.payment_hash))).one_or_none()
-    if ours is None or ours.status != LnInvoiceStatus.OPEN or ours.wallet_id == wallet.id \
-            or wallet.frozen_at is not None:
-        return False  # not ours, or the unit of work refuses it with the right reason
-    if ours.amount_msat is not None and inv.amount_msat != ours.amount_msat:
-        return False
-    if check_balance and int(ours[3]) < inv.amount_msat:
-        return False  # the ledger refuses it: leave the invoice payable from outside
+        if ours is None or ours.status != LnInvoiceStatus.OPEN or ours.wallet_id == wallet.id:
+            return False  # not ours, or the unit of work refuses it with the right reason
+        if ours.amount_msat is not None and inv.amount_msat != ours.amount_msat:
+            return False
+        if check_balance and int(ours[3]) < inv.amount_msat:
+            return False  # the ledger refuses it: leave the invoice payable from outside
+        if not await within_limits(s, wallet=wallet, amount_msat=inv.amount_msat,
+                                   settings=settings, rail=WithdrawalMethod.INTERNAL.value):
+            return False
     if backend is not None:
         await cancel_on_node(backend, inv.payment_hash)
     return True

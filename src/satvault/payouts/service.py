@@ -7,7 +7,7 @@ may already be on its way is a refund of money that left.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple, cast
@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.dml import Insert
 
 from satvault.accounts.models import Wallet
@@ -34,7 +35,7 @@ from satvault.config import Settings
 from satvault.db import Amount, UtcDateTime, utcnow
 from satvault.kernel.errors import ConcurrentUpdate
 from satvault.kernel.ids import new_id
-from satvault.kyc.errors import WalletFrozen
+from satvault.kyc.errors import LimitExceeded, WalletFrozen
 from satvault.kyc.limits import Usage, limits_for, refusal
 from satvault.kyc.service import tier_expr
 from satvault.ledger.core import TransferKind, TransferSpec
@@ -46,8 +47,10 @@ from satvault.payouts.errors import InvalidWithdrawal
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 
-__all__ = ["DUST_SAT", "BoundInsert", "check_daily_limit", "insert_within_daily_limit",
-           "limits_left", "request_withdrawal", "resolve_destination", "withdrawal_usage"]
+__all__ = ["DUST_SAT", "BoundInsert", "allows_by_columns", "check_daily_limit",
+           "insert_within_daily_limit", "limits_left", "request_withdrawal",
+           "resolve_destination", "usage_columns", "usage_params", "withdrawal_usage",
+           "within_limits"]
 
 # Bitcoin Core's dust thresholds at its default 3 sat/vB dust relay fee.
 DUST_SAT = {"p2pkh": 546, "p2sh": 540, "p2wpkh": 294, "p2wsh": 330, "p2tr": 330}
@@ -81,20 +84,29 @@ def _usage_locked(wallet_id: Any, rail: Any, day: Any, month: Any) -> Any:
         column("rail_month", Amount()), column("frozen", Boolean())).alias("u")
 
 
-def _usage_summed(wallet_id: Any, rail: Any, day: Any, month: Any) -> Any:
-    """The usage row from subqueries (SQLite, whose writers are serialised already, and
-    views): locks nothing."""
-    live = (Withdrawal.wallet_id == wallet_id,
-            Withdrawal.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED)))
+def _rolled_up(wallet_id: Any, method: Any, since: Any) -> Any:
+    """What ``wallet_id`` withdrew since ``since`` (on ``method``, or all rails for None),
+    from PostgreSQL's roll-ups (migration 0039), as a scalar subquery; locks nothing."""
+    return select(column("total", Amount())).select_from(
+        func.risk_spent_since(wallet_id, literal(None, String()) if method is None else method,
+                              since).table_valued(column("total", Amount()))
+    ).scalar_subquery()
 
-    def spent(*where: Any) -> Any:
-        return select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
-            *live, *where).scalar_subquery()
 
-    on_rail = Withdrawal.method == rail
-    return select(spent(Withdrawal.created_at >= day).label("spent_day"),
-                  spent(Withdrawal.created_at >= day, on_rail).label("rail_day"),
-                  spent(Withdrawal.created_at >= month, on_rail).label("rail_month"),
+def _summed(wallet_id: Any, method: Any, since: Any) -> Any:
+    """The same from the rows themselves (SQLite, whose writers are serialised already)."""
+    return select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
+        Withdrawal.wallet_id == wallet_id, Withdrawal.created_at >= since,
+        Withdrawal.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED)),
+        *(() if method is None else (Withdrawal.method == method,))).scalar_subquery()
+
+
+def _usage_unlocked(spent: Any, wallet_id: Any, rail: Any, day: Any, month: Any) -> Any:
+    """The usage row from ``spent`` (:func:`_rolled_up` or :func:`_summed`): locks
+    nothing (SQLite's withdrawals, views, and checks before a remote call)."""
+    return select(spent(wallet_id, None, day).label("spent_day"),
+                  spent(wallet_id, rail, day).label("rail_day"),
+                  spent(wallet_id, rail, month).label("rail_month"),
                   select(Wallet.frozen_at.is_not(None)).where(Wallet.id == wallet_id)
                   .scalar_subquery().label("frozen")).subquery("u")
 
@@ -109,10 +121,13 @@ def _usage(session: AsyncSession, wallet: Wallet, rail: str, *, lock: bool = Tru
     now = utcnow()
     day, month = now - timedelta(hours=24), now - timedelta(days=30)
     tier = tier_expr(wallet.owner_type, wallet.owner_id).label("tier")
-    if lock and session.get_bind().dialect.name == "postgresql":
-        return _usage_locked(literal(wallet.id, String()), literal(rail, String()),
-                             literal(day, UtcDateTime()), literal(month, UtcDateTime())), tier
-    return _usage_summed(wallet.id, rail, day, month), tier
+    if session.get_bind().dialect.name == "postgresql":
+        args = (literal(wallet.id, String()), literal(rail, String()),
+                literal(day, UtcDateTime()), literal(month, UtcDateTime()))
+        if lock:
+            return _usage_locked(*args), tier
+        return _usage_unlocked(_rolled_up, *args), tier
+    return _usage_unlocked(_summed, wallet.id, rail, day, month), tier
 
 
 def _refuse(row: Any, *, wallet: Wallet, rail: str, amount_msat: int,
@@ -138,6 +153,64 @@ async def withdrawal_usage(session: AsyncSession, *, wallet: Wallet, rail: str,
     u, tier = _usage(session, wallet, rail, lock=lock)
     return (await session.execute(select(u.c.spent_day, u.c.rail_day, u.c.rail_month,
                                          u.c.frozen, tier).select_from(u))).one()
+
+
+def _allows(row: Any, *, wallet: Wallet, rail: str, amount_msat: int,
+            settings: Settings) -> bool:
+    try:
+        _refuse(row, wallet=wallet, rail=rail, amount_msat=amount_msat, settings=settings)
+    except (WalletFrozen, InvalidWithdrawal, LimitExceeded):
+        return False
+    return True
+
+
+async def within_limits(session: AsyncSession, *, wallet: Wallet, amount_msat: int,
+                        settings: Settings, rail: str) -> bool:
+    """Whether :func:`check_daily_limit` would let this withdrawal through now, locking
+    nothing: asked before a remote call that cannot be undone (taking a payee's invoice off
+    the node), so a payer the unit of work would refuse changes nothing anywhere. The unit of
+    work checks again under the lock."""
+    row = await withdrawal_usage(session, wallet=wallet, rail=rail, lock=False)
+    return _allows(row, wallet=wallet, rail=rail, amount_msat=amount_msat, settings=settings)
+
+
+class _UsageRow(NamedTuple):
+    spent_day: int
+    rail_day: int
+    rail_month: int
+    frozen: bool
+    tier: int
+
+
+def usage_columns(dialect: str) -> tuple[ColumnElement[Any], ...]:
+    """:func:`within_limits`'s usage as four columns (``spent_day``, ``rail_day``,
+    ``rail_month``, ``tier``) of a read that selects the paying :class:`Wallet` (correlated
+    with its row), the rail and the windows' starts bound as ``u_rail``, ``u_day`` and
+    ``u_month``: for a caller that folds them into a read it makes anyway, then
+    :func:`allows_by_columns`. Locks nothing; built once per dialect by the caller."""
+    rail = bindparam("u_rail", type_=String())
+    day, month = bindparam("u_day", type_=UtcDateTime()), bindparam("u_month",
+                                                                    type_=UtcDateTime())
+    spent = _rolled_up if dialect == "postgresql" else _summed
+    return (spent(Wallet.id, None, day), spent(Wallet.id, rail, day),
+            spent(Wallet.id, rail, month),
+            tier_expr(Wallet.owner_type.expression, Wallet.owner_id.expression))
+
+
+def usage_params(rail: str) -> dict[str, Any]:
+    """The values of :func:`usage_columns`' parameters, now."""
+    now = utcnow()
+    return {"u_rail": rail, "u_day": now - timedelta(hours=24),
+            "u_month": now - timedelta(days=30)}
+
+
+def allows_by_columns(values: Sequence[Any], *, wallet: Wallet, rail: str, amount_msat: int,
+                      settings: Settings) -> bool:
+    """:func:`within_limits` on the values :func:`usage_columns` read."""
+    spent_day, rail_day, rail_month, tier = values
+    row = _UsageRow(int(spent_day or 0), int(rail_day or 0), int(rail_month or 0),
+                    wallet.frozen_at is not None, int(tier or 0))
+    return _allows(row, wallet=wallet, rail=rail, amount_msat=amount_msat, settings=settings)
 
 
 async def check_daily_limit(session: AsyncSession, *, wallet: Wallet, amount_msat: int,
@@ -205,7 +278,7 @@ def _guarded_insert(dialect: str, tiers: int, also: Insert | None
     tier = tier_expr(bindparam("k_owner_type", type_=String()),
                      bindparam("k_owner_id", type_=String())).label("tier")
     u = _usage_locked(wallet_id, rail, day, month) if dialect == "postgresql" \
-        else _usage_summed(wallet_id, rail, day, month)
+        else _usage_unlocked(_summed, wallet_id, rail, day, month)
     amount = bindparam("g_amount", type_=Amount())
 
     def tier_case(index: int) -> Any:

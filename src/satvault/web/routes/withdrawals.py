@@ -18,6 +18,7 @@ from satvault.kernel.errors import NotFound
 from satvault.lightning.models import LnPayment, LnPaymentStatus
 from satvault.lightning.payments import cancel_on_node, payable_at_once
 from satvault.payouts.models import Withdrawal, WithdrawalMethod
+from satvault.payouts.service import allows_by_columns, usage_columns, usage_params
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.idempotency import key_used, run_idempotent
 from satvault.web.openapi import problem_responses
@@ -51,7 +52,12 @@ __all__ = ["out", "router", "submit_withdrawal"]
 # What the first read of a withdrawal request folds in, built once with bound parameters
 # (``i_owner``, ``i_key``) so that read is built once too: whether the idempotency key was
 # used, and the live withdrawal policy.
-_PAYER_ALSO = (key_used(bindparam("i_owner"), bindparam("i_key")), *live_columns())
+# Folded into the payer's one read, per database: whether the key was used, the live
+# withdrawal policy, and the payer's usage against its limits (an internal payment takes the
+# payee's invoice off the node before its unit of work: a payer it would refuse must not).
+_PAYER_ALSO = {dialect: (key_used(bindparam("i_owner"), bindparam("i_key")), *live_columns(),
+                         *usage_columns(dialect)) for dialect in ("postgresql", "sqlite")}
+_INTERNAL = WithdrawalMethod.INTERNAL.value
 
 router = APIRouter(prefix="/api/v1", tags=["withdrawals"],
                    # a node, the ledger or a rate source busy, unreachable or not set up
@@ -91,9 +97,11 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
     # One read before anything else: the wallet, the destination if it is the BOLT11 of one
     # of our own invoices (by its text, before any decoding), whether the key was used.
     async with one_read(sessions) as session:
-        payer = await read_payer(session, wallet_id=wallet_id, destination=body.destination,
-                                 also=_PAYER_ALSO, also_params={
-                                     "i_owner": owner, "i_key": idempotency_key or ""})
+        payer = await read_payer(
+            session, wallet_id=wallet_id, destination=body.destination,
+            also=_PAYER_ALSO[session.get_bind().dialect.name],
+            also_params={"i_owner": owner, "i_key": idempotency_key or "",
+                         **usage_params(_INTERNAL)})
     known = payer.wallet if payer.wallet is not None \
         and sees_wallet(principal, payer.wallet) else None
     on_store_invoice = store_invoice_hook_of(request)
@@ -103,7 +111,9 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
         own, node = payer.own, lightning
         amount = payable_at_once(own, payer=known, amount_msat=body.amount_msat,
                                  settings=settings)
-        if amount is not None:
+        if amount is not None and allows_by_columns(payer.also[3:7], wallet=known,
+                                                    rail=_INTERNAL, amount_msat=amount,
+                                                    settings=settings):
             # An internal payment: its only remote call, taking our invoice off our node, is
             # harmless twice, so one transaction holds the payment and the key's response.
             async def cancel() -> None:
