@@ -14,7 +14,12 @@ from satvault.custody.sweeps import SweepPlanner, split_sweep
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import get_account
 from satvault.onchain.deposits import create_deposit
-from satvault.onchain.models import OnchainAddress, OnchainPayment, OnchainWallet
+from satvault.onchain.models import (
+    COINBASE_MATURITY,
+    OnchainAddress,
+    OnchainPayment,
+    OnchainWallet,
+)
 from satvault.payouts.models import MoveKind, PayoutBatch, PayoutInput, PayoutTx
 from tests.chainenv import Env
 from tests.custody.conftest import cold_descriptor
@@ -249,6 +254,48 @@ async def test_a_reorg_that_takes_the_deposit_abandons_the_sweep_and_moves_nothi
             PayoutInput, PayoutInput.payment_id == OnchainPayment.id).where(
             PayoutInput.batch_id == again))).scalars().all()
     assert coins == [keep]
+    assert (await tiers(env))["deposit_wallet"] == 0
+    await env.check()
+
+
+async def test_a_coinbase_deposit_is_credited_and_swept_only_once_mature(env: Env):
+    """A pool paying a deposit address in its coinbase: consensus lets nobody spend that coin
+    before it has 100 confirmations (COINBASE_MATURITY). It is credited only then, and no
+    sweep takes it before. Guards against a sweep holding the immature coin, which the node
+    refused (bad-txns-premature-spend-of-coinbase): abandoned and planned again with the same
+    coin at every step, so no deposit at all was swept for 100 blocks."""
+    await deposit(env, 500_000, mine=False)
+    async with env.sessions() as s, s.begin():
+        mined_to = await create_deposit(s, wallet=env.wallet, settings=env.settings)
+    env.chain.mine(1, to_address=mined_to.address)  # the ordinary deposit is in that block
+    await env.runtime.watcher.step()
+    async with env.sessions() as s:
+        mined = (await s.execute(select(OnchainPayment).where(
+            OnchainPayment.is_coinbase.is_(True)))).scalar_one()
+        ordinary = (await s.execute(select(OnchainPayment).where(
+            OnchainPayment.is_coinbase.is_(False)))).scalar_one()
+    assert (mined.required_confirmations, mined.credit_state) == (COINBASE_MATURITY, "pending")
+    assert ordinary.credit_state == "credited"
+    assert (await env.balances())["available"] == 500_000 * SAT
+    decision = await env.runtime.sweeps.step()
+    assert decision.inputs == 1, decision.reason  # the ordinary deposit alone
+    report = await env.runtime.payouts.advance()
+    assert (report.broadcast, report.abandoned) == (1, 0), report
+    env.chain.mine(COINBASE_MATURITY - 2)  # the coinbase has 99 confirmations
+    await env.runtime.watcher.step()
+    assert (await env.runtime.payouts.advance()).confirmed == 1
+    assert (await env.balances())["available"] == 500_000 * SAT
+    assert (await env.runtime.sweeps.step()).batch_id is None
+    env.chain.mine(1)  # 100: it may be spent in the next block
+    await env.runtime.watcher.step()
+    assert (await env.balances())["available"] == (500_000 + mined.value_sat) * SAT
+    decision = await env.runtime.sweeps.step()
+    assert decision.inputs == 1, decision.reason
+    report = await env.runtime.payouts.advance()
+    assert (report.broadcast, report.abandoned) == (1, 0), report
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.runtime.payouts.advance()).confirmed == 1
     assert (await tiers(env))["deposit_wallet"] == 0
     await env.check()
 

@@ -115,6 +115,7 @@ class RefillPlanner(MovePlanner):
                    OnchainPayment.status == OnchainPaymentStatus.CONFIRMED,
                    OnchainPayment.spent_by.is_(None),
                    OnchainPayment.id.not_in(select(PayoutInput.payment_id)),
+                   OnchainPayment.mature(),
                    (OnchainPayment.credit_state == CreditState.CREDITED)
                    | OnchainPayment.txid.in_(booked))
             .order_by(OnchainPayment.value_sat.desc(), OnchainPayment.id))).all()

@@ -159,7 +159,7 @@ class SweepPlanner(MovePlanner):
             .where(OnchainWallet.role == "deposit",
                    OnchainPayment.status == OnchainPaymentStatus.CONFIRMED,
                    OnchainPayment.credit_state == CreditState.CREDITED,
-                   OnchainPayment.block_height <= newest,
+                   OnchainPayment.block_height <= newest, OnchainPayment.mature(tip),
                    OnchainPayment.spent_by.is_(None), OnchainPayment.id.not_in(reserved))
             .order_by(OnchainPayment.block_height, OnchainPayment.id)
             .limit(s.sweep_max_inputs))).all()

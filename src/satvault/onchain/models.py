@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -18,14 +19,18 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    func,
+    select,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from satvault.db import Amount, Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["INTERNAL_PURPOSES", "AddressStatus", "ChainBlock", "CreditState", "DepositRequest",
-           "DepositStatus",
+__all__ = ["COINBASE_MATURITY", "INTERNAL_PURPOSES", "AddressStatus", "ChainBlock", "CreditState",
+           "DepositRequest", "DepositStatus",
            "OnchainAddress", "OnchainPayment", "OnchainPaymentStatus", "OnchainWallet",
            "ReviewItem"]
 
@@ -34,6 +39,11 @@ __all__ = ["INTERNAL_PURPOSES", "AddressStatus", "ChainBlock", "CreditState", "D
 # payment to one is a move between the platform's own wallets (booked by the payout job with
 # the transaction that made it), never a deposit to credit.
 INTERNAL_PURPOSES = ("change", "sweep", "refill")
+
+# Consensus: an output of a block's coinbase transaction may be spent only once it has this
+# many confirmations (a transaction spending it earlier is refused, even by the mempool). A
+# payment made by a coinbase is credited no sooner, and no move spends it before.
+COINBASE_MATURITY = 100
 
 
 class AddressStatus(StrEnum):
@@ -154,10 +164,23 @@ class OnchainPayment(Base):
     # back is held again under a new transfer id, so ids never collide with a resolved hold.
     hold_generation: Mapped[int] = mapped_column(Integer, default=0)
     spent_by: Mapped[str | None] = mapped_column(String(64))
+    # Paid by a coinbase (a miner paying us from its block): spendable, and credited, only at
+    # COINBASE_MATURITY confirmations (its required_confirmations are raised to that).
+    is_coinbase: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = (UniqueConstraint("txid", "vout", name="outpoint"),)
+
+    @classmethod
+    def mature(cls, tip_height: int | None = None) -> ColumnElement[bool]:
+        """SQL: consensus lets this coin be spent in the block after ``tip_height`` (by default
+        the watcher's last block: the node's tip, or a little behind it). Every move planner
+        asks it: a coinbase coin picked earlier makes the node refuse the whole transaction,
+        and the coin would be picked again at every plan."""
+        tip: int | ColumnElement[Any] = tip_height if tip_height is not None else \
+            select(func.max(ChainBlock.height)).scalar_subquery()
+        return cls.is_coinbase.is_(False) | (cls.block_height <= tip - COINBASE_MATURITY + 1)
 
 
 class ChainBlock(Base):

@@ -48,6 +48,7 @@ from satvault.ledger.platform import ensure_platform_accounts, platform_fee
 from satvault.ledger.store import create_transfers, lookup_transfer
 from satvault.logs import get_logger
 from satvault.onchain.models import (
+    COINBASE_MATURITY,
     INTERNAL_PURPOSES,
     AddressStatus,
     ChainBlock,
@@ -79,6 +80,7 @@ class Match:
     value_sat: int
     script_pubkey: bytes
     address_id: int
+    is_coinbase: bool = False  # spendable, so credited, only at COINBASE_MATURITY
 
 
 def scan_txs(txs: Iterable[Tx], scripts: dict[bytes, int]) -> list[Match]:
@@ -89,7 +91,8 @@ def scan_txs(txs: Iterable[Tx], scripts: dict[bytes, int]) -> list[Match]:
         for n, out in enumerate(tx.outputs):
             aid = get(out.script_pubkey)
             if aid is not None and out.value_sat > 0:
-                found.append(Match(tx.txid, n, out.value_sat, out.script_pubkey, aid))
+                found.append(Match(tx.txid, n, out.value_sat, out.script_pubkey, aid,
+                                   tx.is_coinbase))
     return found
 
 
@@ -178,13 +181,15 @@ class Watcher:
                 addr = await session.get(OnchainAddress, m.address_id)
                 assert addr is not None
                 wallet_id, required = await self._beneficiary(session, addr)
+                if m.is_coinbase:  # credited no sooner than it can be spent
+                    required = max(required, COINBASE_MATURITY)
                 row = OnchainPayment(
                     txid=m.txid, vout=m.vout, address_id=m.address_id,
                     script_pubkey=m.script_pubkey.hex(), value_sat=m.value_sat,
                     status=OnchainPaymentStatus.MEMPOOL, request_id=addr.request_id,
                     wallet_id=wallet_id, required_confirmations=required,
                     credit_state=CreditState.NONE, hold_generation=0,
-                    first_seen_at=now, updated_at=now)
+                    is_coinbase=m.is_coinbase, first_seen_at=now, updated_at=now)
                 session.add(row)
                 if wallet_id is None and addr.purpose not in INTERNAL_PURPOSES:
                     role = (await session.execute(select(OnchainWallet.role).where(

@@ -202,7 +202,8 @@ class PayoutJob:
         """Confirmed, unreserved coins of the semi-cold (``hot``) wallet whose value is on its
         ledger account: a payout's change, direct funding once credited, or the output of a
         sweep or refill once that move is booked. Deposit coins are never spent here: they
-        reach this wallet through a sweep (the signer refuses anything else too)."""
+        reach this wallet through a sweep (the signer refuses anything else too). A coinbase
+        coin waits for its maturity."""
         reserved = select(PayoutInput.payment_id)
         booked_moves = select(PayoutBatch.txid).where(PayoutBatch.status == BatchStatus.CONFIRMED,
                                                       PayoutBatch.txid.is_not(None))
@@ -213,6 +214,7 @@ class PayoutJob:
             .where(OnchainWallet.role == "hot",
                    OnchainPayment.status == OnchainPaymentStatus.CONFIRMED,
                    OnchainPayment.spent_by.is_(None), OnchainPayment.id.not_in(reserved),
+                   OnchainPayment.mature(),
                    (OnchainPayment.credit_state == CreditState.CREDITED)
                    | (OnchainAddress.purpose == "change")
                    | OnchainPayment.txid.in_(booked_moves))
