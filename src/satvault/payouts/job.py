@@ -73,12 +73,13 @@ from satvault.signing.psbt import (
 )
 from satvault.telemetry import PAYMENT_SECONDS, PAYMENTS, SIGNER_REFUSALS
 
-__all__ = ["PayoutJob", "PayoutReport", "estimate_vsize", "split_fee", "store_batch",
-           "within_signer_cap"]
+__all__ = ["PayoutJob", "PayoutPlan", "PayoutReport", "estimate_vsize", "plan_payout",
+           "split_fee", "store_batch"]
 
 log = get_logger(__name__)
 
 CHANGE_DUST_SAT = 294
+_CHANGE_SPK = b"\x00" * 22  # a P2WPKH change output, for its size
 _OUTPUT_VBYTES = {0x00: 31, 0x51: 43, 0x76: 34, 0xA9: 32}
 
 
@@ -99,19 +100,65 @@ def estimate_vsize(n_inputs: int, output_scripts: list[bytes]) -> int:
     return 11 + 68 * n_inputs + sum(_output_vbytes(s) for s in output_scripts)
 
 
-def within_signer_cap(pending: Sequence[Withdrawal], cap_sat: int, reserve_sat: int
-                      ) -> list[Withdrawal]:
-    """The oldest withdrawals whose amounts and fee reserves fit in one transaction the signer
-    will sign (its per-transaction cap counts what leaves, fee included); the rest wait for
-    the next batch. A single withdrawal always fits: requests above the cap are refused."""
-    batch: list[Withdrawal] = []
-    total = 0
-    for w in pending:
-        total += w.amount_msat // 1000 + reserve_sat
-        if batch and total > cap_sat:
+@dataclass(frozen=True, slots=True)
+class PayoutPlan:
+    """One payout as :func:`plan_payout` sized it: the pending withdrawals it pays (their
+    positions, oldest first), how many of the spendable coins it spends (the first ones), what
+    it pays them, its fee and its change (0: no change output, the dust went to the fee).
+    ``funded`` false: the coins cannot pay these withdrawals."""
+
+    withdrawals: tuple[int, ...]
+    coins: int
+    paid_sat: int
+    fee_sat: int
+    change_sat: int
+    funded: bool = True
+
+
+def _funded(chosen: tuple[int, ...], amounts: Sequence[int], scripts: Sequence[bytes],
+            coins: Sequence[int], feerate: int) -> PayoutPlan:
+    """The first coins that pay the ``chosen`` withdrawals and their fee, with a change."""
+    paid = sum(amounts[i] for i in chosen)
+    vsize = estimate_vsize(0, [*(scripts[i] for i in chosen), _CHANGE_SPK])
+    k = have = fee = 0
+    for value in coins:
+        k, have = k + 1, have + value
+        fee = (vsize + 68 * k) * feerate
+        if have >= paid + fee:
             break
-        batch.append(w)
-    return batch
+    if have < paid + fee:
+        return PayoutPlan(chosen, k, paid, fee, 0, funded=False)
+    change = have - paid - fee
+    if change < CHANGE_DUST_SAT:
+        fee, change = fee + change, 0
+    return PayoutPlan(chosen, k, paid, fee, change)
+
+
+def plan_payout(amounts: Sequence[int], scripts: Sequence[bytes], coins: Sequence[int], *,
+                feerate: int, cap_sat: int) -> PayoutPlan:
+    """The next payout of the pending withdrawals (``amounts`` in sat, paid to ``scripts``,
+    oldest first) at ``feerate``, spending the first of ``coins`` (values in sat, in the
+    order they are spent) that pay it. Pure.
+
+    It must fit the signer's per-transaction cap, which counts what leaves the platform: the
+    payments and the fee this transaction carries (the change stays ours). Sized with the fee
+    reserve instead, a batch was refused by the signer whenever the market fee passed the
+    reserve, and its PSBT, the fee fixed in it, was refused again at every step for ever.
+    Oldest first, a withdrawal joins if the batch still fits with it; one that does not waits
+    for a later batch, and one that fits with no other (at the per-withdrawal ceiling, when
+    fees are high) waits, with no batch stored, for fees to fall, while younger ones go
+    before it. No withdrawals: nothing fits now. ``funded`` false: the coins cannot pay
+    the withdrawals taken so far with the next one; as before, none is paid then."""
+    plan = PayoutPlan((), 0, 0, 0, 0)
+    for i, amount in enumerate(amounts):
+        if plan.paid_sat + amount > cap_sat:  # the fee is never negative
+            continue
+        trial = _funded((*plan.withdrawals, i), amounts, scripts, coins, feerate)
+        if not trial.funded:
+            return trial
+        if trial.paid_sat + trial.fee_sat <= cap_sat:
+            plan = trial
+    return plan
 
 
 _ID_PREFIX = {MoveKind.PAYOUT: "pob", MoveKind.SWEEP: "swp", MoveKind.REFILL: "rfl"}
@@ -157,6 +204,9 @@ class PayoutReport:
     # Payouts a node accepted once whose rebroadcast is refused: kept, never paid again.
     held: int = 0
     waiting_for_funds: bool = False
+    # Pending withdrawals none of which fits the signer's per-transaction cap with the fee
+    # the market asks now: no batch is stored, they are batched once fees fall.
+    waiting_for_fees: bool = False
     errors: list[str] = field(default_factory=list)
 
 
@@ -223,7 +273,8 @@ class PayoutJob:
         return [(p, a, role) for p, a, role in rows]
 
     async def create_batch(self, report: PayoutReport | None = None) -> int:
-        """Batch pending withdrawals into one unsigned payout (stored, not yet signed)."""
+        """Batch pending withdrawals into one unsigned payout (stored, not yet signed), sized
+        to the signer's per-transaction cap with the fee it carries (:func:`plan_payout`)."""
         report = report or PayoutReport()
         feerate = await self.feerate()
 
@@ -234,42 +285,40 @@ class PayoutJob:
                                          Withdrawal.method == WithdrawalMethod.ONCHAIN)
                 .order_by(Withdrawal.created_at, Withdrawal.id).limit(s.payout_max_batch)
                 .with_for_update(skip_locked=True))).scalars().all()
-            pending = within_signer_cap(pending, s.signer_max_tx_sat,
-                                        s.withdrawal_fee_reserve_sat)
             if not pending:
                 return 0
-            accounts = await self.account_keys(session)
             pay_scripts = [bytes.fromhex(w.script_pubkey or "") for w in pending]
-            total_out = sum(w.amount_msat // 1000 for w in pending)
-            chosen, total_in = [], 0
-            change_spk_len = 22
-            fee = 0
-            for coin in await self._spendable(session):
-                chosen.append(coin)
-                total_in += coin[0].value_sat
-                fee = estimate_vsize(len(chosen), [*pay_scripts, b"\x00" * change_spk_len]) \
-                    * feerate
-                if total_in >= total_out + fee:
-                    break
-            if total_in < total_out + fee or not chosen:
+            spendable = await self._spendable(session)
+            plan = plan_payout([w.amount_msat // 1000 for w in pending], pay_scripts,
+                               [p.value_sat for p, _, _ in spendable], feerate=feerate,
+                               cap_sat=s.signer_max_tx_sat)
+            if not plan.withdrawals:
+                report.waiting_for_fees = True
+                log.info("payouts_waiting_for_fees", pending=len(pending), feerate=feerate,
+                         cap_sat=s.signer_max_tx_sat)
+                return 0
+            pending = [pending[i] for i in plan.withdrawals]
+            pay_scripts = [pay_scripts[i] for i in plan.withdrawals]
+            chosen = spendable[:plan.coins]
+            if not plan.funded:
                 report.waiting_for_funds = True
                 log.warning("payouts_waiting_for_funds", pending=len(pending),
-                            need_sat=total_out + fee, have_sat=total_in)
+                            need_sat=plan.paid_sat + plan.fee_sat,
+                            have_sat=sum(p.value_sat for p, _, _ in chosen))
                 return 0
+            accounts = await self.account_keys(session)
             # The fee follows the market; users never pay beyond their reserve and the
             # platform covers any excess at confirmation (see _confirm).
-            change = total_in - total_out - fee
+            fee, change = plan.fee_sat, plan.change_sat
             outputs = [PsbtOutput(spk, w.amount_msat // 1000)
                        for spk, w in zip(pay_scripts, pending, strict=True)]
             change_address_id = None
-            if change >= CHANGE_DUST_SAT:
+            if change:
                 alloc = await allocate_address(session, role="hot", owner_type="platform",
                                                owner_id="hot", purpose="change",
                                                request_id=None, change=True)
                 outputs.append(PsbtOutput(alloc.script_pubkey, change, alloc.index))
                 change_address_id = alloc.address_id
-            else:
-                fee += change
             inputs = [PsbtInput(p.txid, p.vout, p.value_sat, bytes.fromhex(p.script_pubkey),
                                 role, a.chain, a.idx) for p, a, role in chosen]
             psbt = make_psbt(inputs, outputs, network=s.network, fingerprint_and_paths=accounts)
