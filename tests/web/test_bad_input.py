@@ -59,7 +59,8 @@ async def world(sessions) -> dict[str, Any]:
         bob_wallet = await acc.ensure_wallet(s, owner_type="user", owner_id=bob.id)
     return {"admin": {"Authorization": f"Bearer {admin_key}"},
             "alice": {"Authorization": f"Bearer {alice_key}"},
-            "alice_wallet": alice_wallet.id, "bob_wallet": bob_wallet.id, "store": store.id}
+            "alice_wallet": alice_wallet.id, "bob_wallet": bob_wallet.id, "store": store.id,
+            "merchant": merchant.id}
 
 
 def assert_problem(r: httpx.Response, status: int = 422) -> dict[str, Any]:
@@ -224,6 +225,47 @@ async def test_metadata_with_escaped_surrogate_pairs_is_kept(db_url, tmp_path, e
             **world["admin"], "Content-Type": "application/json"},
             content='{"name": "caf\\u00e9 \\ud83d\\ude00"}')
         assert r.status_code == 200 and r.json()["name"] == "café \U0001f600"
+
+
+@pytest.mark.parametrize("name", ["Content-Type", "Content-Length", "Transfer-Encoding"])
+async def test_a_repeated_framing_header_is_refused(db_url, tmp_path, engine, sessions, world,
+                                                    name):
+    """Two Content-Type headers once let a NUL through: the guard read the last one
+    (``text/plain``: not a body any route parses), Starlette and FastAPI read the first
+    (``application/json``) and stored the name. A request that says twice how its body is
+    framed or typed is refused with a 400 before anything reads it."""
+    body = json.dumps({"name": "shop\x00evil", "merchant_id": world["merchant"]})
+    first, second = {"Content-Type": ("application/json", "text/plain"),
+                     "Content-Length": (str(len(body)), str(len(body))),
+                     "Transfer-Encoding": ("chunked", "identity")}[name]
+    headers = httpx.Headers([*world["admin"].items(), ("Idempotency-Key", "twice"),
+                             ("Content-Type", "application/json"), (name, first),
+                             (name, second)])
+    before = await row_counts(sessions)
+    async with app_client(db_url, tmp_path, engine) as c:
+        r = await c.post("/api/v1/stores", content=body, headers=headers)
+    assert_problem(r, 400)
+    assert await row_counts(sessions) == before
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", None])
+async def test_a_json_body_is_checked_whatever_type_it_declares(db_url, tmp_path, engine,
+                                                                sessions, world, content_type):
+    """The guard does not decide from the declared type whether a body will be parsed (a route
+    may call ``request.json()`` itself, and FastAPI reads a body without a type as JSON): a body
+    that parses as JSON is checked whatever the Content-Type says."""
+    body = json.dumps({"name": "shop\x00evil", "merchant_id": world["merchant"]}).encode()
+    headers = {**world["admin"], "Idempotency-Key": "typed"}
+    before = await row_counts(sessions)
+    async with app_client(db_url, tmp_path, engine) as c:
+        request = c.build_request("POST", "/api/v1/stores", content=body, headers=headers)
+        if content_type is None:
+            request.headers.pop("Content-Type", None)
+        else:
+            request.headers["Content-Type"] = content_type
+        r = await c.send(request)
+    assert assert_problem(r)["type"].endswith("/invalid-characters")
+    assert await row_counts(sessions) == before
 
 
 # --------------------------------------------------------- descriptions and backend errors

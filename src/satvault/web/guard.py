@@ -6,6 +6,12 @@ JSON: it cannot be encoded as UTF-8, so it would fail on the way into or, worse,
 database). The guard looks at the path, the query string, header values and JSON (or form)
 bodies, keys and values at every depth, metadata included, and answers 422 problem+json.
 
+The guard reads the body as the app will: a request that names its Content-Type,
+Content-Length or Transfer-Encoding twice is a 400 (Starlette reads the first of two headers;
+a guard reading another one would check a different body than the route parses), and a body
+that parses as JSON is checked whatever type it declares (FastAPI reads a body without a type
+as JSON, and a route may call ``request.json()`` itself).
+
 It also bounds the body: a ``Content-Length`` above ``max_body_bytes`` is a 413 before a byte
 is read; a body without one (chunked) is counted while it streams in and refused with a 413
 as soon as it passes the limit. The body it has read is handed on to the app unchanged.
@@ -27,6 +33,8 @@ __all__ = ["InputGuard", "bad_text"]
 
 _BAD = re.compile("[\x00\ud800-\udfff]")
 _METHODS_WITHOUT_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
+# How the body is typed and framed: one of each, or the guard and the app may disagree.
+_ONCE_ONLY = (b"content-type", b"content-length", b"transfer-encoding")
 
 
 def bad_text(value: str) -> str | None:
@@ -36,6 +44,12 @@ def bad_text(value: str) -> str | None:
         return None
     return "contains a NUL character" if found.group() == "\x00" else \
         "contains a lone UTF-16 surrogate (not valid Unicode)"
+
+
+def _repeated_header(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The first of the typing and framing headers that ``headers`` carries more than once."""
+    names = [name.lower() for name, _ in headers]
+    return next((n.decode("latin-1") for n in _ONCE_ONLY if names.count(n) > 1), None)
 
 
 def _walk(value: Any) -> Iterator[tuple[list[Any], str]]:
@@ -76,7 +90,12 @@ class InputGuard:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        twice = _repeated_header(scope.get("headers", []))
+        if twice is not None:
+            await problem(400, "bad-request", f"the request has more than one {twice} header")(
+                scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}  # each name once now
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit() or len(length) > 18:
@@ -153,9 +172,6 @@ class InputGuard:
                     why = bad_text(text)
                     if why is not None:
                         return _invalid(["body", key], why)
-            return None
-        if kind and kind != b"application/json" and not kind.endswith(b"+json"):
-            return None  # not parsed by any route as text
         if b"\\u" not in body and b"\x00" not in body:
             # Fast path: without \u escapes and NUL bytes, a strict UTF-8 body cannot hold
             # either character (whether it is valid JSON is then FastAPI's question).
