@@ -268,6 +268,53 @@ async def test_a_json_body_is_checked_whatever_type_it_declares(db_url, tmp_path
     assert await row_counts(sessions) == before
 
 
+def _multipart(parts: list[tuple[str, str | None, bytes]], charset: str = "") -> tuple[bytes, str]:
+    """A multipart/form-data body of (name, filename or None, content) parts, written by hand
+    so that a name or filename may hold what no client library would send."""
+    boundary = "guardboundary1234"
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'.encode()
+        + (f'; filename="{filename}"'.encode() if filename is not None else b"")
+        + b"\r\n\r\n" + content + b"\r\n" for name, filename, content in parts)
+    return body + f"--{boundary}--\r\n".encode(), \
+        f"multipart/form-data; boundary={boundary}{charset}"
+
+
+@pytest.mark.parametrize("parts", [
+    [("name", None, b"Evil\x00Shop")],                    # a value
+    [("na\x00me", None, b"Shop")],                         # a field name
+    [("file", "a\x00.psbt", b"cHNidP8=")],                # a file's name
+], ids=["value", "name", "filename"])
+async def test_multipart_forms_are_checked_as_starlette_parses_them(db_url, tmp_path, engine,
+                                                                    sessions, parts):
+    """Every page form (``Form(...)``, ``request.form()``) parses multipart/form-data as well as
+    urlencoded: the guard once checked only the latter, and a NUL in a multipart field reached
+    the database. It now parses the form with Starlette's own parser (python-multipart) and
+    checks field names, values and file names; a file's content is the route's to judge."""
+    body, content_type = _multipart(parts)
+    before = await row_counts(sessions)
+    async with app_client(db_url, tmp_path, engine) as c:
+        r = await c.post("/dashboard/merchants", content=body,
+                         headers={"Content-Type": content_type})
+    assert assert_problem(r)["type"].endswith("/invalid-characters")
+    assert await row_counts(sessions) == before
+
+
+async def test_a_multipart_file_may_hold_any_bytes(db_url, tmp_path, engine, sessions):
+    """A file's bytes are not text (a binary PSBT holds NUL bytes): the guard passes them on,
+    with the form's other fields, in a declared charset too. An encoded surrogate is not UTF-8,
+    so Starlette reads that field as Latin-1: no surrogate reaches a route."""
+    body, content_type = _multipart([
+        ("file", "a.psbt", b"psbt\xff\x00\x00\x01"),
+        ("pasted", None, "caf\u00e9".encode("latin-1")),
+        ("name", None, "Evil\ud800Shop".encode("utf-8", "surrogatepass"))],
+        charset="; charset=latin-1")
+    async with app_client(db_url, tmp_path, engine) as c:
+        r = await c.post("/dashboard/merchants", content=body,
+                         headers={"Content-Type": content_type})
+    assert r.status_code == 303  # the guard let it through (to sign in)
+
+
 # --------------------------------------------------------- descriptions and backend errors
 
 class RefusingNode:

@@ -3,8 +3,9 @@
 Nothing a client sends may reach a route (and so the database) if it contains a NUL
 character (PostgreSQL cannot store one in text) or a lone UTF-16 surrogate (``"\\ud800"`` in
 JSON: it cannot be encoded as UTF-8, so it would fail on the way into or, worse, out of the
-database). The guard looks at the path, the query string, header values and JSON (or form)
-bodies, keys and values at every depth, metadata included, and answers 422 problem+json.
+database). The guard looks at the path, the query string, header values, JSON bodies (keys and
+values at every depth, metadata included) and forms (urlencoded or multipart: field names,
+values and file names), and answers 422 problem+json.
 
 The guard reads the body as the app will: a request that names its Content-Type,
 Content-Length or Transfer-Encoding twice is a 400 (Starlette reads the first of two headers;
@@ -20,11 +21,15 @@ as soon as it passes the limit. The body it has read is handed on to the app unc
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import Headers
+from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from satvault.web.problems import problem
@@ -124,7 +129,7 @@ class InputGuard:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        refusal = self._check_body(body, headers.get(b"content-type", b""))
+        refusal = await self._check_body(body, scope)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -161,31 +166,63 @@ class InputGuard:
                 return _invalid(["header", name.decode("latin-1")], "contains a NUL character")
         return None
 
-    @staticmethod
-    def _check_body(body: bytes, content_type: bytes) -> Any:
+    async def _check_body(self, body: bytes, scope: Scope) -> Any:
         if not body:
             return None
-        kind = content_type.split(b";", 1)[0].strip().lower()
-        if kind == b"application/x-www-form-urlencoded":
-            for key, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True):
-                for text in (key, value):
-                    why = bad_text(text)
-                    if why is not None:
-                        return _invalid(["body", key], why)
-        if b"\\u" not in body and b"\x00" not in body:
-            # Fast path: without \u escapes and NUL bytes, a strict UTF-8 body cannot hold
-            # either character (whether it is valid JSON is then FastAPI's question).
-            try:
-                body.decode("utf-8")
-                return None
-            except UnicodeDecodeError:
-                pass
-        try:
-            document = json.loads(body)
-        except (ValueError, RecursionError):
-            return None  # not JSON: no route will read it; FastAPI answers as it always does
-        for loc, text in _walk(document):
-            why = bad_text(text)
-            if why is not None:
-                return _invalid(["body", *loc], why)
+        refusal = await _check_form(body, Headers(scope=scope), self.max_body_bytes)
+        return refusal if refusal is not None else _check_json(body)
+
+
+async def _check_form(body: bytes, headers: Headers, max_bytes: int) -> Any:
+    """The form a route would read from ``body``, read the way ``request.form()`` reads it:
+    the same header, the same test of its type, Starlette's own parsers (python-multipart)
+    with no limit tighter than the body's own. Field names and values are checked, and a
+    file's name; a file's bytes are the route's to judge (a binary PSBT holds NUL bytes)."""
+    kind, _ = parse_options_header(headers.get("content-type"))
+    parser: FormParser | MultiPartParser
+    if kind == b"multipart/form-data":
+        parser = MultiPartParser(headers, _once(body), max_files=math.inf,
+                                 max_fields=math.inf, max_part_size=max_bytes)
+    elif kind == b"application/x-www-form-urlencoded":
+        parser = FormParser(headers, _once(body), max_fields=math.inf, max_part_size=max_bytes)
+    else:
         return None
+    try:
+        form = await parser.parse()
+    except MultiPartException:
+        return None  # the route's request.form() fails the same way: a 400, no field read
+    try:
+        for name, value in form.multi_items():
+            texts = [name, value] if isinstance(value, str) else [name, value.filename or ""]
+            for text in texts:
+                why = bad_text(text)
+                if why is not None:
+                    return _invalid(["body", name], why)
+    finally:
+        await form.close()
+    return None
+
+
+async def _once(body: bytes) -> AsyncGenerator[bytes, None]:
+    yield body
+
+
+def _check_json(body: bytes) -> Any:
+    """A refusal if ``body`` parses as JSON with a bad string in it, whatever its declared type."""
+    if b"\\u" not in body and b"\x00" not in body:
+        # Fast path: without \u escapes and NUL bytes, a strict UTF-8 body cannot hold
+        # either character (whether it is valid JSON is then FastAPI's question).
+        try:
+            body.decode("utf-8")
+            return None
+        except UnicodeDecodeError:
+            pass
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # not JSON: no route will read it; FastAPI answers as it always does
+    for loc, text in _walk(document):
+        why = bad_text(text)
+        if why is not None:
+            return _invalid(["body", *loc], why)
+    return None

@@ -3,6 +3,9 @@ user who signed up has none until then)."""
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -57,6 +60,33 @@ async def test_a_new_user_creates_a_merchant_account(browser, people, sessions):
     assert (await sign_in(browser, "alice@example.com")).status_code == 303
     assert merchant.id not in (await browser.get("/dashboard")).text
     assert (await browser.get(f"/dashboard/m/{merchant.id}")).status_code == 404
+
+
+@pytest.mark.parametrize("encoding", ["multipart", "urlencoded-then-text/plain"])
+async def test_a_merchant_name_with_a_nul_is_refused_however_the_form_is_sent(
+        browser, people, sessions, encoding):
+    """The form parses multipart/form-data as well as urlencoded, and Starlette reads the first
+    of two Content-Type headers: either way a NUL once reached the merchants table (a 500 on
+    PostgreSQL, a stored NUL on SQLite). The edge guard refuses both, nothing is created."""
+    assert (await sign_in(browser, "alice@example.com")).status_code == 303
+    page = await browser.get("/dashboard")
+    fields = {"name": "Evil\x00Shop", "csrf_token": csrf_of(page.text)}
+    if encoding == "multipart":
+        boundary = "dashboardboundary"
+        body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n'
+                       f"{v}\r\n" for k, v in fields.items()) + f"--{boundary}--\r\n"
+        headers = httpx.Headers([("Content-Type", f"multipart/form-data; boundary={boundary}")])
+        expected = 422
+    else:
+        body = urlencode(fields)
+        headers = httpx.Headers([("Content-Type", "application/x-www-form-urlencoded"),
+                                 ("Content-Type", "text/plain")])
+        expected = 400
+    r = await browser.post("/dashboard/merchants", content=body.encode(), headers=headers)
+    assert r.status_code == expected, r.text
+    async with sessions() as s:
+        assert [n for n in (await s.execute(select(Merchant.name))).scalars() if "\x00" in n] \
+            == []
 
 
 async def test_signed_out_the_form_goes_to_sign_in(browser, people, sessions):
