@@ -1,11 +1,11 @@
 """Object ids: the prefix, then ``length`` characters of the Crockford-like alphabet, each
-one of its 32 letters (5 random bits), distinct across many draws."""
+one of its 32 letters (5 random bits), distinct across many draws; ``is_id`` knows that shape."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from satvault.kernel.ids import new_id
+from satvault.kernel.ids import is_id, new_id
 
 ALPHABET = set("0123456789abcdefghjkmnpqrstvwxyz")
 
@@ -24,3 +24,15 @@ def test_ids_use_every_letter_and_do_not_repeat():
     # 100,000 letters over 32: about 3,125 each; every letter drawn, none far off.
     assert set(letters) == ALPHABET
     assert all(2_700 < n < 3_550 for n in letters.values()), letters
+
+
+def test_is_id_accepts_what_new_id_makes_and_nothing_else():
+    """The check made on ids a client decoded (a JWT's kid, a refresh token's id) before they
+    are looked up: a NUL, a lone surrogate or a wrong prefix, length or letter is refused."""
+    for length in (1, 16, 20):
+        assert all(is_id(new_id("kid", length), "kid", length) for _ in range(50))
+    good = new_id("kid", 16)
+    for bad in (None, 7, b"kid_0123456789abcdef", "", "kid_", good[:-1], good + "a",
+                "kie" + good[3:], "kid-" + good[4:], good[:-1] + "\x00", good[:-1] + "\ud800",
+                good[:-1] + "i", good[:-1] + "A", good[:-1] + "\u0660"):
+        assert not is_id(bad, "kid", 16), bad

@@ -15,6 +15,7 @@ from satvault.accounts.models import User, UserStatus
 from satvault.audit.models import AuditEvent
 from satvault.auth import tokens, totp
 from satvault.auth.models import Credentials
+from satvault.kernel.errors import Unauthenticated
 from tests.auth.conftest import Mailbox, client_for
 
 PASSWORD = "correct horse battery"
@@ -324,6 +325,48 @@ async def test_admin_without_totp_cannot_get_a_token_and_admin_requires_totp_of_
                          headers=bearer(lou_key))
     assert r.status_code == 403
     assert await actions(sessions, "auth.totp_required")
+
+
+def _token_naming_kid(kid_json: str) -> str:
+    """An access token whose header names ``kid_json`` (JSON text, so it may hold escapes no
+    encoder would write); its claims and signature do not matter: it is refused before."""
+    import base64
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    header = b64(('{"alg":"HS256","typ":"JWT","kid":' + kid_json + "}").encode())
+    return f"{header}.{b64(b'{}')}.{b64(b'sig')}"
+
+
+async def test_a_kid_not_shaped_like_ours_is_a_counted_401(engine, db_url, smtp):
+    """The guard sees only the raw Authorization header; a JWT's header is base64 of JSON, so
+    its ``kid`` may decode to a NUL or a lone surrogate, which was looked up as a primary key:
+    a 500 on PostgreSQL (and for a surrogate on SQLite), never counted as a failed sign-in. A
+    kid must have the shape satvault gives its keys (``kid_`` and 16 id characters) before
+    any lookup; anything else is a malformed token, a 401 the failure limit counts."""
+    kids = [r'"\u0000"', r'"\ud800"', r'"kid_\u0000aaaaaaaaaaaaaaa"', r'"kid_AAAAAAAAAAAAAAAA"',
+            '"kid_0123456789abcdefg"', "7"]
+    async with client_for(engine, db_url, smtp[1],
+                          rate_limit_auth_failures_per_address=f"{len(kids)}/minute") as c:
+        for kid in kids:
+            r = await c.get("/api/v1/me", headers=bearer(_token_naming_kid(kid)))
+            assert r.status_code == 401, (kid, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.json()["detail"] == "malformed access token", kid
+        limited = await c.get("/api/v1/me", headers=bearer(_token_naming_kid('"x"')))
+        assert limited.status_code == 429  # every one of them counted
+
+
+@pytest.mark.parametrize("refresh_token", ["svr.rtk_\x00.secret", "svr.rtk_\ud800.secret",
+                                           "svr.rtk_short.secret"])
+async def test_a_refresh_token_not_shaped_like_ours_is_unknown(sessions, refresh_token):
+    """Below the edge guard (which checks the JSON body it comes in) too: the id inside a
+    refresh token must have the shape satvault gives it before it is looked up."""
+    async with sessions() as s, s.begin():
+        assert await tokens.family_of(s, refresh_token) is None
+        with pytest.raises(Unauthenticated, match="unknown refresh token"):
+            await tokens.refresh(s, refresh_token=refresh_token)
 
 
 @pytest.mark.parametrize("body", [

@@ -48,7 +48,7 @@ from satvault.auth.sealing import Sealer
 from satvault.auth.sessions import IDLE_TIMEOUT, WebSession
 from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import InvalidInput, NotFound, Unauthenticated
-from satvault.kernel.ids import new_id
+from satvault.kernel.ids import is_id, new_id
 
 __all__ = ["ALG", "ISSUER", "TokenPair", "allowed_scopes", "authenticate_jwt", "family_of",
            "issue", "looks_like_jwt", "refresh", "revoke_family", "rotate_keys", "signing_key"]
@@ -57,6 +57,9 @@ ALG = "HS256"
 ISSUER = "satvault"
 _REFRESH_PREFIX = "svr."
 _PURPOSE = "jwt signing key"
+# The shapes of the ids this module makes, checked before a client's copy is looked up.
+_KID = ("kid", 16)
+_REFRESH_ID = ("rtk", 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,7 @@ def looks_like_jwt(token: str) -> bool:
 
 
 def _new_key(sealer: Sealer, now: datetime) -> SigningKey:
-    kid = new_id("kid", 16)
+    kid = new_id(*_KID)
     secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
     return SigningKey(kid=kid, alg=ALG, secret=sealer.seal(secret, purpose=_PURPOSE, row=kid),
                       created_at=now)
@@ -155,7 +158,7 @@ def _refresh_token(refresh_id: str) -> tuple[str, str]:
 
 async def _pair(session: AsyncSession, family: TokenFamily, policy: AuthPolicy) -> TokenPair:
     now = utcnow()
-    refresh_id = new_id("rtk")
+    refresh_id = new_id(*_REFRESH_ID)
     token, token_hash = _refresh_token(refresh_id)
     session.add(RefreshToken(id=refresh_id, family_id=family.id, token_hash=token_hash,
                              created_at=now,
@@ -216,7 +219,7 @@ def _parse_refresh(token: str) -> tuple[str, str]:
 
 async def _refresh_row(session: AsyncSession, token: str) -> RefreshToken | None:
     refresh_id, secret = _parse_refresh(token)
-    if not refresh_id or not secret or len(refresh_id) > 40:
+    if not secret or not is_id(refresh_id, *_REFRESH_ID):
         return None
     found = await session.get(RefreshToken, refresh_id, with_for_update=True)
     if found is None or not secrets.compare_digest(found.token_hash, digest(secret)):
@@ -297,7 +300,9 @@ async def authenticate_jwt(session: AsyncSession, token: str, *,
     except jwt.PyJWTError as exc:
         raise Unauthenticated("malformed access token") from exc
     kid, now = header.get("kid"), utcnow()
-    if header.get("alg") != ALG or not isinstance(kid, str) or len(kid) > 40:
+    # The header is not yet verified: its kid may decode to anything (a NUL, a lone
+    # surrogate), so only the shape our keys have is looked up.
+    if header.get("alg") != ALG or not is_id(kid, *_KID):
         raise Unauthenticated("malformed access token")
     key = await session.get(SigningKey, kid)
     if key is None or (key.verify_until is not None and key.verify_until <= now):
