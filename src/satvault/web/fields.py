@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from fastapi import Query
 from pydantic import AfterValidator, BeforeValidator, Field, Strict
 
-__all__ = ["INT64_MAX", "MAX_MSAT", "MEMO_MAX_BYTES", "Memo", "Msat", "SpeedPolicy",
-           "StrictCount", "utf8_at_most"]
+__all__ = ["INT64_MAX", "MAX_MSAT", "MEMO_MAX_BYTES", "EventIdBefore", "Memo", "Msat",
+           "SpeedPolicy", "StrictCount", "utf8_at_most"]
 
 INT64_MAX = 2**63 - 1
 MAX_MSAT = 21_000_000 * 10**11  # all the bitcoin there will ever be, in msat
@@ -26,6 +27,10 @@ Msat = Annotated[int, Strict(), Field(gt=0, le=MAX_MSAT)]
 
 StrictCount = Annotated[int, Strict(), Field(ge=0, le=INT64_MAX)]
 """A non-negative JSON integer that fits a 64-bit column."""
+
+EventIdBefore = Annotated[int | None, Query(ge=1, le=INT64_MAX, description="an event id")]
+"""``?before=``, a page of a delivery log: an event id, so one that fits a 64-bit column (the
+API's list and the dashboard's page read the same type)."""
 
 
 

@@ -111,3 +111,20 @@ async def test_delivery_log_and_redelivery(browser: httpx.AsyncClient, people: P
         assert len((await s.execute(select(Webhook))).scalars().all()) == 2
         refreshed = await s.get(WebhookDelivery, bob_delivery.id)
         assert refreshed is not None and refreshed.attempts == bob_delivery.attempts
+
+
+async def test_the_delivery_log_bounds_its_query_like_the_api(
+        browser: httpx.AsyncClient, people: People,
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    """``before`` is an event id, bounded to a 64-bit integer as the API's
+    ``/deliveries?before=`` is, and ``status`` to the API's 12 characters: an unbounded
+    ``before`` once went to the database as it was (a 5xx, an exception out of the app)."""
+    async with sessions() as s, s.begin():
+        store = await acc.create_store(s, merchant_id=people.alice_merchant, name="Kiosk")
+    hook_id, _ = await add_webhook(sessions, store.id, "http://127.0.0.1:9/hook")
+    await signed_in(browser)
+    page = f"/dashboard/m/{people.alice_merchant}/webhooks/{hook_id}"
+    assert (await browser.get(page, params={"before": str(2**63 - 1)})).status_code == 200
+    for params in ({"before": str(2**63)}, {"before": str(10**30)}, {"before": "0"},
+                   {"status": "x" * 13}):
+        assert (await browser.get(page, params=params)).status_code == 422, params

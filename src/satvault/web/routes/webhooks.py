@@ -33,7 +33,7 @@ from satvault.events.ssrf import check
 from satvault.kernel.errors import NotFound
 from satvault.kernel.retrying import retrying
 from satvault.web.deps import SessionDep, require_any_scope
-from satvault.web.fields import INT64_MAX
+from satvault.web.fields import EventIdBefore
 from satvault.web.ratelimit import CreateLimit
 
 __all__ = ["router"]
@@ -152,7 +152,7 @@ async def delete_webhook(store_id: str, webhook_id: str, session: SessionDep,
 async def list_deliveries(
     store_id: str, webhook_id: str, session: SessionDep, principal: Reader,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(ge=1, le=INT64_MAX, description="an event id")] = None,
+    before: EventIdBefore = None,
     status: Annotated[str | None, Query(max_length=12)] = None,
 ) -> DeliveryPage:
     await owned_store(session, principal, store_id)

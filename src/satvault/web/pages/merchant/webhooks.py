@@ -6,9 +6,9 @@ its attempts and redelivery (:func:`satvault.events.delivery.redeliver`, as the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +24,7 @@ from satvault.events.schemas import WebhookIn
 from satvault.events.ssrf import check
 from satvault.kernel.errors import InvalidInput, NotFound, SatvaultError
 from satvault.web.deps import SessionDep
+from satvault.web.fields import EventIdBefore
 from satvault.web.pages.deps import CsrfProtected, PageLang, PageUser, mark_page
 from satvault.web.pages.merchant.scope import (
     FormRefused,
@@ -142,9 +143,11 @@ async def delete_webhook(merchant_id: str, webhook_id: str, request: Request,
 
 @router.get("/webhooks/{webhook_id}", response_class=HTMLResponse)
 async def webhook_page(merchant_id: str, webhook_id: str, request: Request, view: PageUser,
-                       lang: PageLang, session: SessionDep, status: str = "",
-                       before: int | None = None, done: str = "") -> HTMLResponse:
-    """The delivery log, newest event first, each delivery with its attempts."""
+                       lang: PageLang, session: SessionDep,
+                       status: Annotated[str, Query(max_length=12)] = "",
+                       before: EventIdBefore = None, done: str = "") -> HTMLResponse:
+    """The delivery log, newest event first, each delivery with its attempts; its query is
+    bounded as the API's ``/deliveries`` is."""
     who = await owner(session, view, merchant_id)
     webhook = await _webhook(session, who, webhook_id)
     store = await accounts.get_store(session, webhook.store_id)
