@@ -90,3 +90,11 @@ async def test_reports_download_in_each_format(browser, people, sessions):
     r = await browser.get("/admin/reports/download", params={
         "from": "2026-11-30", "to": "2026-11-01", "report": "ctr", "format": "json"})
     assert r.status_code == 422 and "before it starts" in r.text
+
+
+async def test_the_log_through_the_last_day_has_no_end(browser, people, sessions):
+    """``to`` is a UTC day, included: its bound is the midnight after it, and 9999-12-31 has
+    none (``date.max + 1 day`` overflowed: a 500). Through the last day is no bound."""
+    await sign_in_admin(browser, sessions)
+    r = await browser.get("/admin/audit", params={"from": "0001-01-01", "to": "9999-12-31"})
+    assert r.status_code == 200 and "user.create" in r.text

@@ -183,3 +183,32 @@ async def test_onchain_payment_with_its_confirmations(web: httpx.AsyncClient, sh
     assert "1 / 1" in detail.text and "settled" in detail.text
     assert (await web.get(f"/api/v1/invoices/{invoice_id}", headers=shop.key)).json()[
         "status"] == "settled"
+
+
+@pytest.mark.parametrize("params", [
+    {"store": "s" * 41}, {"status": "x" * 13}, {"created_from": "2026-01-01T00:00:00Z"},
+    {"created_to": "2026-01-01T00:00:00Z"}, {"cursor": "c" * 201}])
+async def test_the_list_refuses_filters_over_their_limits_with_a_422(browser, people, sessions,
+                                                                     params):
+    """The filters are bounded as the page's model says (store id 40, status 12, days 10,
+    cursor 200 characters): a longer one was refused by a parse outside any handler, a bare
+    FormRefused and so a 500. FastAPI now reads the query into that model: a 422."""
+    async with sessions() as s, s.begin():
+        await acc.create_store(s, merchant_id=people.alice_merchant, name="Kiosk")
+    assert (await sign_in(browser, "alice@example.com")).status_code == 303
+    path = f"/dashboard/m/{people.alice_merchant}/invoices"
+    assert (await browser.get(path)).status_code == 200
+    assert (await browser.get(path, params=params)).status_code == 422, params
+
+
+async def test_the_list_through_the_last_day_has_no_end(browser, people, sessions):
+    """``created_to`` is a day, included: its bound is the midnight after it, and 9999-12-31
+    has none (``date.max + 1 day`` overflowed: a 500). Through the last day is no bound."""
+    async with sessions() as s, s.begin():
+        await acc.create_store(s, merchant_id=people.alice_merchant, name="Kiosk")
+    assert (await sign_in(browser, "alice@example.com")).status_code == 303
+    path = f"/dashboard/m/{people.alice_merchant}/invoices"
+    for params in ({"created_to": "9999-12-31"},
+                   {"created_from": "0001-01-01", "created_to": "9999-12-31"}):
+        r = await browser.get(path, params=params)
+        assert r.status_code == 200, (params, r.text[:300])

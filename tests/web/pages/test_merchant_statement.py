@@ -160,3 +160,17 @@ def test_withdrawal_status_as_the_merchant_reads_it() -> None:
     assert display_status(wd(WithdrawalStatus.CONFIRMED), lost) == "confirmed"
     assert display_status(wd(WithdrawalStatus.PENDING),
                           LnPayment(status=LnPaymentStatus.IN_FLIGHT)) == "pending"
+
+
+async def test_the_statement_through_the_last_day_has_no_end(browser: httpx.AsyncClient,
+                                                             people: People,
+                                                             sessions) -> None:
+    """``to`` is a day, included: its bound is the midnight after it, and 9999-12-31 has none
+    (``date.max + 1 day`` overflowed: a 500). Through the last day, every line is listed."""
+    await books(sessions, people.alice_merchant)
+    await sign_in(browser, "alice@example.com")
+    url = f"/dashboard/m/{people.alice_merchant}/statement"
+    everything = await rows(browser, url)
+    assert await rows(browser, url, **{"from": "0001-01-01", "to": "9999-12-31"}) == everything
+    r = await browser.get(url + ".csv", params={"to": "9999-12-31"})
+    assert r.status_code == 200 and len(r.text.splitlines()) > 1

@@ -4,7 +4,7 @@ whole chain), whose result says ok or names the first broken row."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from typing import Annotated
 
 from fastapi import Query, Request
@@ -14,6 +14,7 @@ from satvault.audit.service import list_events, seal_all, verify
 from satvault.kernel.errors import InvalidInput
 from satvault.web.deps import SessionDep
 from satvault.web.pages.admin.common import admin_router
+from satvault.web.pages.days import day_end, day_start
 from satvault.web.pages.deps import CsrfProtected, PageAdmin, PageLang
 from satvault.web.pages.render import render
 from satvault.web.state import sessions_of
@@ -46,8 +47,7 @@ async def audit_log(request: Request, view: PageAdmin, lang: PageLang, session: 
     since, until = _day(since_day), _day(until_day)
     rows = await list_events(
         session, actor=actor or None, action=action or None, object=object or None,
-        since=datetime.combine(since, time(), UTC) if since else None,
-        until=datetime.combine(until + timedelta(days=1), time(), UTC) if until else None,
+        since=day_start(since), until=day_end(until),
         before=before, limit=PAGE, newest_first=True)
     filters = {"actor": actor, "action": action, "object": object,
                "from": since.isoformat() if since else "",

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from datetime import date
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
@@ -34,6 +34,7 @@ from satvault.invoices.views import invoice_payload
 from satvault.kernel.errors import InvalidInput, NotFound, SatvaultError
 from satvault.onchain.qr import qr_svg
 from satvault.web.deps import SessionDep
+from satvault.web.pages.days import day_end, day_start
 from satvault.web.pages.deps import CsrfProtected, PageLang, PageUser, SteppedUp, mark_page
 from satvault.web.pages.merchant.scope import (
     FormRefused,
@@ -80,6 +81,8 @@ def _day(text: str, what: str) -> date | None:
 
 
 class _Filters(BaseModel):
+    """The list's query, read by FastAPI into this model: a value over its limit is a 422."""
+
     store: str = Field(default="", max_length=40)
     status: str = Field(default="", max_length=12)
     created_from: str = Field(default="", max_length=10)
@@ -100,8 +103,7 @@ async def _list(request: Request, session: Any, who: Owner, stores: list[Any],
         listed = await api_list_invoices(
             store_id, request, session, who.principal,
             status=Status(f.status) if f.status else None, order_id=None,
-            created_from=datetime.combine(start, time(), UTC) if start else None,
-            created_to=datetime.combine(end + timedelta(days=1), time(), UTC) if end else None,
+            created_from=day_start(start), created_to=day_end(end),
             limit=PAGE_SIZE, cursor=f.cursor or None)
     except (FormRefused, InvalidInput) as exc:
         return [], None, str(exc)
@@ -125,13 +127,10 @@ def _list_page(request: Request, lang: Language, view: SessionView, who: Owner,
 
 @router.get("/invoices", response_class=HTMLResponse)
 async def invoices_page(merchant_id: str, request: Request, view: PageUser, lang: PageLang,
-                        session: SessionDep, store: str = "", status: str = "",
-                        created_from: str = "", created_to: str = "",
-                        cursor: str = "") -> HTMLResponse:
+                        session: SessionDep,
+                        f: Annotated[_Filters, Query()]) -> HTMLResponse:
     who = await owner(session, view, merchant_id)
     stores = await accounts.list_stores(session, merchant_id=who.id)
-    f = parse(_Filters, {"store": store, "status": status, "created_from": created_from,
-                         "created_to": created_to, "cursor": cursor})
     items, nxt, problem = await _list(request, session, who, stores, f)
     return _list_page(request, lang, view, who, stores, f, items, nxt, problem)
 

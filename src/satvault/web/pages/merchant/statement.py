@@ -8,7 +8,7 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.kernel.clock import utcnow
 from satvault.ledger.history import StatementLine, codes_of, statement
 from satvault.web.deps import SessionDep
+from satvault.web.pages.days import day_end, day_start
 from satvault.web.pages.deps import PageLang, PageUser, mark_page
 from satvault.web.pages.merchant.texts import N_, translate
 from satvault.web.pages.merchant.wallet_access import merchant_wallet
@@ -49,9 +50,7 @@ class Filters:
 
     def service_args(self) -> dict[str, object]:
         return {
-            "since": datetime.combine(self.start, time(), UTC) if self.start else None,
-            "until": datetime.combine(self.end + timedelta(days=1), time(), UTC)
-            if self.end else None,
+            "since": day_start(self.start), "until": day_end(self.end),
             "direction": self.direction, "codes": [self.code] if self.code else None}
 
 
