@@ -114,6 +114,22 @@ async def test_compliance_report_as_json_csv_and_pdf(day):
     assert "108.00 USD" in body and alice.owner_id in body
 
 
+async def test_a_period_through_the_last_day_a_date_holds(day):
+    """Found from outside (a sibling of the dashboard's filters): a report ending 9999-12-31
+    computed the midnight after it, which does not exist (a 500); through that day is up to
+    the latest instant there is."""
+    from datetime import date
+
+    env, *_ = day
+    rates = build_rate_service("fixed", dict(env.settings.fixed_rates))
+    async with env.sessions() as s:
+        report, _ = await period_report(s, date(9999, 1, 1), date.max, settings=env.settings,
+                                        rates=rates)
+    assert not any(v.get("in_count") or v.get("out_count")
+                   for v in report["volumes"].values()), report["volumes"]
+    assert report["ctr"]["customer_days"] == []
+
+
 async def test_report_commands_and_bad_periods(day, db_url, tmp_path, monkeypatch):
     assert day  # the movements of the day
     for name, value in (("SATVAULT_DATABASE_URL", db_url), ("SATVAULT_HOME", str(tmp_path)),

@@ -13,13 +13,14 @@ Days are UTC calendar days.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Wallet
+from satvault.kernel.days import day_end, day_start
 from satvault.lightning.models import LnInvoice, LnInvoiceStatus
 from satvault.onchain.models import CreditState, OnchainPayment
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
@@ -42,11 +43,13 @@ class Movement:
 
 
 def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
-    """``[start 00:00, end+1 00:00)`` in UTC: both days included."""
+    """``[start 00:00, end+1 00:00)`` in UTC: both days included (through the last day a
+    date can hold, whose next midnight does not exist: up to the latest instant there is)."""
     if end < start:
         raise ValueError(f"the period ends ({end}) before it starts ({start})")
-    return (datetime.combine(start, time(), UTC),
-            datetime.combine(end + timedelta(days=1), time(), UTC))
+    lo = day_start(start)
+    assert lo is not None
+    return lo, day_end(end) or datetime.max.replace(tzinfo=UTC)
 
 
 async def movements(session: AsyncSession, start: date, end: date, *,

@@ -11,10 +11,10 @@ from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
 
 from satvault.audit.service import list_events, seal_all, verify
+from satvault.kernel.days import day_end, day_start
 from satvault.kernel.errors import InvalidInput
 from satvault.web.deps import SessionDep
 from satvault.web.pages.admin.common import admin_router
-from satvault.web.pages.days import day_end, day_start
 from satvault.web.pages.deps import CsrfProtected, PageAdmin, PageLang
 from satvault.web.pages.render import render
 from satvault.web.state import sessions_of

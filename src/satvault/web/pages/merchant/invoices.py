@@ -31,10 +31,10 @@ from satvault.invoices.service import (
 )
 from satvault.invoices.status import Status
 from satvault.invoices.views import invoice_payload
+from satvault.kernel.days import day_end, day_start
 from satvault.kernel.errors import InvalidInput, NotFound, SatvaultError
 from satvault.onchain.qr import qr_svg
 from satvault.web.deps import SessionDep
-from satvault.web.pages.days import day_end, day_start
 from satvault.web.pages.deps import CsrfProtected, PageLang, PageUser, SteppedUp, mark_page
 from satvault.web.pages.merchant.scope import (
     FormRefused,

@@ -16,9 +16,9 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.kernel.clock import utcnow
+from satvault.kernel.days import day_end, day_start
 from satvault.ledger.history import StatementLine, codes_of, statement
 from satvault.web.deps import SessionDep
-from satvault.web.pages.days import day_end, day_start
 from satvault.web.pages.deps import PageLang, PageUser, mark_page
 from satvault.web.pages.merchant.texts import N_, translate
 from satvault.web.pages.merchant.wallet_access import merchant_wallet

@@ -1,4 +1,4 @@
-"""The days a page's filters name, as the UTC instants a query compares with.
+"""The days a filter or a report names, as the UTC instants a query compares with.
 
 A filter's days are both included: ``from`` is the midnight that starts its day, ``to`` the
 midnight after its day. The last day a date can hold (9999-12-31) has no midnight after it
