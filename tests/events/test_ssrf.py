@@ -19,10 +19,14 @@ PUBLIC_V6 = "2606:2800:21f:cb07:6820:80da:af6b:8b2c"
     ("168.63.129.16", "metadata"), ("100.100.100.200", "metadata"),
     ("169.254.1.1", "link-local"), ("fe80::1", "link-local"), ("0.0.0.0", "unspecified"),
     ("::", "unspecified"), ("224.0.0.1", "multicast"), ("ff02::1", "multicast"),
-    ("240.0.0.1", "reserved"), ("100.64.0.1", "globally routable"),
+    ("240.0.0.1", "reserved"), ("100.64.0.1", "special-purpose"),
     ("::ffff:127.0.0.1", "loopback"), ("::ffff:10.0.0.1", "private"),
     ("64:ff9b::a00:1", "private"), ("2002:a00:1::", "private"),
     ("192.0.2.1", "private"),  # documentation range
+    # Found from outside: not globally reachable, yet passed by the interpreter's flags
+    # (IPv6 site-local on every Python; 192.0.0.0/24 before CVE-2024-4032's fix).
+    ("fec0::1", "special-purpose"), ("fec0::a:1", "special-purpose"),
+    ("192.0.0.8", "special-purpose"), ("192.0.0.100", "special-purpose"),
 ])
 def test_refused_addresses(address, reason):
     found = refusal(address)

@@ -6,8 +6,10 @@ if it cannot point inside our network:
 * ``https`` only (``http`` too in development);
 * no credentials in the URL (the signature authenticates us to the receiver);
 * the host is resolved and *every* address it resolves to must be public: private, loopback,
-  link-local, multicast, reserved, unspecified, shared (CGNAT) and cloud metadata addresses
-  are refused, also when they hide inside an IPv6 form (IPv4-mapped, NAT64, 6to4, Teredo).
+  link-local, multicast, reserved, unspecified, shared (CGNAT), every other special-purpose
+  block IANA lists as not globally reachable (named here, not left to the interpreter's
+  tables), IPv6 outside global unicast (2000::/3) and cloud metadata addresses are refused,
+  also when they hide inside an IPv6 form (IPv4-mapped, NAT64, 6to4, Teredo).
   Development allows loopback, so tests and a local receiver work; it never allows the rest.
 
 The check runs when a webhook is created and again before every attempt; the request then
@@ -41,6 +43,20 @@ METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
     "169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16",
 ))
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# The special-purpose blocks IANA lists as not globally reachable (its IPv4 and IPv6
+# Special-Purpose Address Registries), named here rather than left to the interpreter's
+# ``is_*`` flags: those miss some (IPv6 site-local fec0::/10 on every version, most of
+# 192.0.0.0/24 before CVE-2024-4032's fix). Outside IPv6's global unicast 2000::/3 nothing
+# is public either.
+_SPECIAL = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
+    "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
+    "255.255.255.255/32",
+    "::/128", "::1/128", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32",
+    "2002::/16", "3fff::/20", "5f00::/16", "fc00::/7", "fe80::/10", "fec0::/10",
+))
+_GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +119,9 @@ def refusal(address: str, *, allow_loopback: bool = False) -> str | None:
     for attribute, reason in checks:
         if getattr(ip, attribute):
             return reason
-    if not ip.is_global:
+    if any(ip in net for net in _SPECIAL if net.version == ip.version):
+        return "a special-purpose address, not globally reachable"
+    if not ip.is_global or (ip.version == 6 and ip not in _GLOBAL_UNICAST_V6):
         return "not a globally routable address"
     return None
 
