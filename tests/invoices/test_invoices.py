@@ -356,6 +356,26 @@ async def test_refunds_paid_inside_the_platform_count_against_the_cap(lnenv: LnE
     await env.check()
 
 
+async def test_a_reorg_that_unsettles_an_invoice_clears_its_settled_at(lnenv: LnEnv, shop):
+    """Found from outside: a settled invoice whose payment a reorg removed went back to
+    ``new`` with ``paid_msat`` 0 and still a ``settled_at``, which merchants ship on."""
+    env = lnenv
+    async with api_client(env) as c:
+        inv = (await create(c, shop, "reorg", amount="40000", currency="SATS",
+                            payment_methods=["onchain"])).json()
+        txid = env.chain.pay(inv["payment_methods"]["onchain"]["address"], 40_000)
+        env.chain.mine(1)
+        await settle_all(env)
+        url = f"/api/v1/invoices/{inv['id']}"
+        got = (await c.get(url, headers=shop["read"])).json()
+        assert got["status"] == "settled" and got["settled_at"] is not None
+        env.chain.reorg(1, drop_txids=[txid])
+        await settle_all(env)
+        after = (await c.get(url, headers=shop["read"])).json()
+        assert after["status"] != "settled" and after["settled_at"] is None, after
+    await env.check()
+
+
 async def test_refresher_looks_only_at_invoices_that_can_have_changed(lnenv: LnEnv, shop):
     """After its first full sweep the invoice worker's tick looks at no invoice while nothing
     happens, however many are open; a payment on either rail, or an expiry coming due, is

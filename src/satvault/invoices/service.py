@@ -507,8 +507,13 @@ async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Setting
     inv.status, inv.additional_status = status, extra
     inv.confirmed_msat, inv.seen_msat, inv.full_seen_at = credited, seen, full_at
     inv.updated_at = utcnow()
-    if status is Status.SETTLED and inv.settled_at is None:
-        inv.settled_at = utcnow()
+    if status is Status.SETTLED:
+        if inv.settled_at is None:
+            inv.settled_at = utcnow()
+    elif inv.settled_at is not None:
+        # A reorg took its money back: it is not settled, and says so everywhere (a merchant
+        # shipping on settled_at must not see a time); settling again sets a new one.
+        inv.settled_at = None
     if received_more:
         await _emit(session, inv, "invoice.payment_received")
     if status != old and status in _EVENTS:
