@@ -334,6 +334,27 @@ async def test_failed_internal_payment_leaves_the_invoice_payable_from_outside(l
     await env.check()
 
 
+async def test_a_payment_queued_before_a_freeze_waits_until_the_wallet_is_unfrozen(
+        lnenv: LnEnv):
+    """Found from outside (a sibling of the approvals' freeze): a payment queued before its
+    wallet was frozen was still sent by the payer. It waits, held, until the unfreeze."""
+    from satvault.kyc import service as kyc
+
+    env = lnenv
+    await fund(env, env.wallet, 500_000 * SAT)
+    wd = await pay_out(env, customer_invoice(env, 70_000 * SAT))
+    async with env.sessions() as s, s.begin():
+        await kyc.freeze(s, wallet_id=env.wallet.id, reason="court order", actor="ops")
+    assert (await env.runtime.payer.step()).sent == 0
+    assert (await status(env, wd.id))[0] == "pending"
+    assert (await env.balances())["held"] >= 70_000 * SAT
+    async with env.sessions() as s, s.begin():
+        await kyc.unfreeze(s, wallet_id=env.wallet.id, reason="lifted", actor="ops")
+    assert (await env.runtime.payer.step()).succeeded == 1
+    assert (await status(env, wd.id))[0] == "confirmed"
+    await env.check()
+
+
 async def _payers_key(env: LnEnv) -> dict[str, str]:
     from satvault.accounts import service as acc
 

@@ -94,6 +94,48 @@ async def test_two_approvals_needed_initiator_excluded_then_paid_on_chain(env: E
     await env.check()
 
 
+async def test_a_wallet_frozen_while_its_withdrawals_wait_pays_nothing(env: Env):
+    """Found from outside: a wallet frozen while its withdrawal waited for approvers was paid
+    once they approved, and a withdrawal queued before the freeze was batched and sent.
+    Approving one of a frozen wallet is refused (it keeps waiting, held), and the payout job
+    leaves a frozen wallet's queued withdrawals alone until it is unfrozen."""
+    from satvault.kyc import service as kyc
+    from satvault.kyc.errors import WalletFrozen
+
+    alice = env.wallet.owner_id
+    who = await people(env.sessions, initiator=alice)
+    await make_live(env.sessions, who, TWO_OF_TREASURY)
+    await fund(env, 500_000)
+    dest, queued_dest = external_address(env, 1), external_address(env, 2)
+    wd = await request(env.sessions, env.settings, env.wallet, dest, 100_000, initiator=alice)
+    queued = await request(env.sessions, env.settings, env.wallet, queued_dest, 10_000,
+                           initiator=alice)
+    assert (wd.status, queued.status) == (WithdrawalStatus.AWAITING_APPROVAL,
+                                          WithdrawalStatus.PENDING)
+    async with env.sessions() as s, s.begin():
+        await kyc.freeze(s, wallet_id=env.wallet.id, reason="court order", actor=who.admin1)
+    for approver in (who.bob, who.carol):
+        with pytest.raises(WalletFrozen):
+            await approve(env, wd.id, approver)
+    assert (await env.runtime.payouts.step()).batched == 0
+    assert await status_of(env, wd.id) == WithdrawalStatus.AWAITING_APPROVAL
+    assert await status_of(env, queued.id) == WithdrawalStatus.PENDING
+    assert (await env.balances())["held"] == (110_000 + 2 * RESERVE) * SAT
+    # Unfrozen, the queued one leaves; the other is approved and leaves too.
+    async with env.sessions() as s, s.begin():
+        await kyc.unfreeze(s, wallet_id=env.wallet.id, reason="lifted", actor=who.admin1)
+    await approve(env, wd.id, who.bob)
+    assert (await approve(env, wd.id, who.carol)).released
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.runtime.payouts.step()).batched == 2
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    await env.runtime.payouts.step()
+    assert (await received(env, dest), await received(env, queued_dest)) == (100_000, 10_000)
+    await env.check()
+
+
 async def test_unapproved_withdrawal_expires_and_its_hold_is_released(env: Env,
                                                                        clock: FakeClock):
     alice = env.wallet.owner_id

@@ -303,11 +303,14 @@ async def _not_paid_here_and_ours(session: AsyncSession, payment_hash: str) -> b
 
 
 def _released() -> Any:
-    """Not held for approvers: the withdrawal policy may keep a payment's withdrawal in
-    ``awaiting_approval``; its payment is queued but nobody sends it until it is approved."""
-    return ~select(Withdrawal.id).where(
+    """Free to leave: not held for approvers (the withdrawal policy may keep a payment's
+    withdrawal in ``awaiting_approval``; its payment is queued but nobody sends it until it is
+    approved), and not from a frozen wallet (frozen after the payment was queued: it waits,
+    held, until the wallet is unfrozen or the withdrawal is returned)."""
+    return ~select(Withdrawal.id).join(Wallet, Wallet.id == Withdrawal.wallet_id).where(
         Withdrawal.id == LnPayment.withdrawal_id,
-        Withdrawal.status == WithdrawalStatus.AWAITING_APPROVAL).exists()
+        (Withdrawal.status == WithdrawalStatus.AWAITING_APPROVAL)
+        | Wallet.frozen_at.is_not(None)).exists()
 
 
 _LIVE = LIVE_PAYMENTS

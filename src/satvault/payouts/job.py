@@ -29,6 +29,7 @@ from embit.psbt import PSBT
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.accounts.models import Wallet
 from satvault.audit import anchors
 from satvault.backends.base import ChainBackend
 from satvault.backends.errors import BackendUnavailable, TxAlreadyInChain, TxRejected
@@ -280,9 +281,14 @@ class PayoutJob:
 
         async def work(session: AsyncSession) -> int:
             s = self.settings
+            # A wallet frozen after its withdrawal was queued: nothing leaves it; the
+            # withdrawal waits, held, until the wallet is unfrozen or it is returned.
+            frozen = select(Wallet.id).where(Wallet.id == Withdrawal.wallet_id,
+                                             Wallet.frozen_at.is_not(None)).exists()
             pending = (await session.execute(
                 select(Withdrawal).where(Withdrawal.status == WithdrawalStatus.PENDING,
-                                         Withdrawal.method == WithdrawalMethod.ONCHAIN)
+                                         Withdrawal.method == WithdrawalMethod.ONCHAIN,
+                                         ~frozen)
                 .order_by(Withdrawal.created_at, Withdrawal.id).limit(s.payout_max_batch)
                 .with_for_update(skip_locked=True))).scalars().all()
             if not pending:

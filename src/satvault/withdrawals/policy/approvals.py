@@ -16,9 +16,11 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from satvault.accounts.models import Wallet
 from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.kernel.errors import NotFound
+from satvault.kyc.errors import WalletFrozen
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.store import create_transfers
 from satvault.lightning.models import LnPayment, LnPaymentStatus
@@ -115,6 +117,12 @@ async def approve_withdrawal(session: AsyncSession, *, withdrawal_id: str, appro
     The caller wakes the Lightning payer when ``released`` and the method is Lightning."""
     req = await _locked_request(session, withdrawal_id)
     await _check_approver(session, req, approver)
+    wd = await session.get(Withdrawal, withdrawal_id)
+    wallet = await session.get(Wallet, wd.wallet_id) if wd is not None else None
+    if wallet is not None and wallet.frozen_at is not None:
+        # Frozen while it waited for its approvers: nothing leaves it (it waits, held, until
+        # the wallet is unfrozen, or a rejection returns the money).
+        raise WalletFrozen(wallet.id, wallet.frozen_reason or "frozen by an operator")
     before = set((await session.execute(select(WithdrawalApproval.approver).where(
         WithdrawalApproval.withdrawal_id == withdrawal_id))).scalars())
     if approver in before:
