@@ -376,6 +376,35 @@ async def test_a_reorg_that_unsettles_an_invoice_clears_its_settled_at(lnenv: Ln
     await env.check()
 
 
+async def test_whoever_asks_for_a_refund_never_approves_it(lnenv: LnEnv, shop):
+    """Found from outside: a refund recorded no initiator, so an admin in the approvers'
+    group refunded a paid invoice to a BOLT11 of their own and approved it alone (a refund
+    is a withdrawal whose destination its maker chooses). The maker is its initiator now."""
+    from tests.policy.support import make_live, people
+
+    env = lnenv
+    async with env.sessions() as s, s.begin():
+        mallory = await acc.create_user(s, email="mallory@example.com", is_admin=True)
+        _, token = await acc.create_api_key(s, owner_id=mallory.id, scopes=["admin"])
+    who = await people(env.sessions, initiator=mallory.id)  # mallory is a treasury approver
+    await make_live(env.sessions, who, [
+        {"name": "lightning", "action": "require_approval", "approvals": 1,
+         "group": "treasury", "rails": ["lightning"], "min_amount_msat": 1_000 * SAT}])
+    auth = {"Authorization": f"Bearer {token}"}
+    async with api_client(env) as c:
+        inv = await paid_lightning_invoice(c, env, shop, "maker", sats=30_000)
+        own = env.network.create_invoice("customer2", 20_000 * SAT, memo="mine").bolt11
+        r = await c.post(f"/api/v1/invoices/{inv['id']}/refunds",
+                         headers={**auth, "Idempotency-Key": "maker"},
+                         json={"destination": own})
+        assert r.status_code == 201 and r.json()["status"] == "awaiting_approval", r.text
+        approved = await c.post(f"/api/v1/admin/withdrawals/{r.json()['id']}/approve",
+                                headers=auth)
+        assert approved.status_code == 403, approved.text
+        assert (await env.runtime.payer.step()).sent == 0
+    await env.check()
+
+
 async def test_refresher_looks_only_at_invoices_that_can_have_changed(lnenv: LnEnv, shop):
     """After its first full sweep the invoice worker's tick looks at no invoice while nothing
     happens, however many are open; a payment on either rail, or an expiry coming due, is

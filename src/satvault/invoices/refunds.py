@@ -26,6 +26,7 @@ from satvault.lightning.bolt11check import check_invoice, decode
 from satvault.lightning.errors import LightningError
 from satvault.lightning.invoices import StoreInvoiceHook
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
+from satvault.withdrawals.policy.service import initiator_of
 from satvault.withdrawals.service import (
     PreparedDestination,
     destination_kind,
@@ -99,9 +100,14 @@ async def record_refund(session: AsyncSession, *, principal: Principal, invoice_
         assert wallet is not None
         return wallet
 
+    # Whoever asks for a refund chooses where it goes: like any withdrawal's initiator, they
+    # never approve it themselves if the withdrawal policy holds it for approvers.
+    initiator = await initiator_of(session, owner_type=principal.owner_type,
+                                   owner_id=principal.owner_id)
     wd = await withdraw(session, settings=settings, lightning=lightning, wallet_for=wallet_for,
                         prepared=prepared, store_id=inv.store_id, payer_wake=payer_wake,
-                        on_store_invoice=on_store_invoice, purpose="refund")
+                        on_store_invoice=on_store_invoice, purpose="refund",
+                        initiator=initiator)
     # The link the cap above sums by, written to the row itself: some paths write the
     # withdrawal with a statement of their own and hand back an object the session does not
     # track (an internal payment), so setting the attribute alone would be lost.

@@ -52,7 +52,7 @@ from satvault.risk import (
 )
 from satvault.risk.holds import hold_ln_for_review
 from satvault.withdrawals.policy.approvals import apply_decision
-from satvault.withdrawals.policy.service import decide_for
+from satvault.withdrawals.policy.service import decide_for, initiator_of
 
 __all__ = ["Payer", "PreparedDestination", "destination_kind", "latest_payment",
            "pay_own_screened", "prepare_destination", "read_payer", "risk_event",
@@ -321,8 +321,13 @@ def voucher_withdrawal(*, settings: Settings, lightning: LightningBackend
     async def request(session: AsyncSession, wallet: Wallet, bolt11: str,
                       taken_off_node: bool) -> Withdrawal:
         prepared = PreparedDestination("bolt11", bolt11, bolt11, None, taken_off_node)
+        # Whoever redeems a link is anonymous; the wallet's owner made the link and never
+        # approves what it pays out, as with any withdrawal of theirs.
+        initiator = await initiator_of(session, owner_type=wallet.owner_type,
+                                       owner_id=wallet.owner_id)
         return await withdraw(session, settings=settings, lightning=lightning,
-                              wallet_for=lambda _s: _ready(wallet), prepared=prepared)
+                              wallet_for=lambda _s: _ready(wallet), prepared=prepared,
+                              initiator=initiator)
     return request
 
 
