@@ -431,6 +431,41 @@ async def test_a_refused_voucher_redemption_leaves_the_invoice_payable(lnenv: Ln
     await env.check()
 
 
+async def test_the_owner_of_a_withdraw_link_never_approves_its_redemption(lnenv: LnEnv):
+    """Found from outside: a withdraw link's redemption recorded no initiator, so the
+    wallet's owner, who made the link, could approve what it paid out alone."""
+    from satvault.withdrawals.policy import approvals
+    from satvault.withdrawals.policy.errors import NotAnApprover
+    from tests.chainenv import api_client
+    from tests.policy.support import make_live, people
+
+    env = lnenv
+    owner = env.wallet.owner_id
+    who = await people(env.sessions, initiator=owner)  # the owner is a treasury approver
+    await make_live(env.sessions, who, [
+        {"name": "lightning", "action": "require_approval", "approvals": 1,
+         "group": "treasury", "rails": ["lightning"], "min_amount_msat": 1_000 * SAT}])
+    await fund(env, env.wallet, 100_000 * SAT)
+    auth = await _payers_key(env)
+    async with api_client(env) as c:
+        v = await c.post(f"/api/v1/wallets/{env.wallet.id}/lnurl-withdraw", headers=auth,
+                         json={"amount_msat": 20_000 * SAT, "description": "gift"})
+        assert v.status_code == 201, v.text
+        vid = v.json()["id"]
+        k1 = (await c.get(f"/lnurlw/{vid}")).json()["k1"]
+        pr = customer_invoice(env, 20_000 * SAT)
+        r = await c.get(f"/lnurlw/{vid}/callback", params={"k1": k1, "pr": pr})
+    assert r.json()["status"] == "OK", r.text
+    async with env.sessions() as s:
+        wd = (await s.execute(select(Withdrawal))).scalar_one()
+    assert wd.status == "awaiting_approval"
+    with pytest.raises(NotAnApprover, match="initiator"):
+        async with env.sessions() as s, s.begin():
+            await approvals.approve_withdrawal(s, withdrawal_id=wd.id, approver=owner)
+    assert (await env.runtime.payer.step()).sent == 0
+    await env.check()
+
+
 def test_destination_kinds():
     from satvault.withdrawals.service import destination_kind
 
