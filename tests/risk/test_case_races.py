@@ -183,3 +183,22 @@ async def test_deposit_cases_history_and_no_other_path(env: Env):
     with pytest.raises(NotFound):
         async with env.sessions() as s, s.begin():
             await cases.add_note(s, case_id="case_nope", text="x", actor="user:ann")
+
+
+async def test_an_admin_never_decides_a_case_about_their_own_money(env: Env):
+    """Found from outside: closing a case checked nothing about who closed it, so an admin
+    whose own withdrawal the rules held could release it themselves. The wallet's owner is
+    refused; another admin decides."""
+    from satvault.risk.errors import DeciderIsSubject
+
+    [(wid, case_id)] = await held_withdrawals(env, 1)
+    held = HeldWithdrawals(env.settings)
+    with pytest.raises(DeciderIsSubject):
+        async with env.sessions() as s, s.begin():
+            await cases.close_case(s, case_id=case_id, resolution="false_positive",
+                                   actor=f"user:{env.wallet.owner_id}", held=held)
+    async with env.sessions() as s, s.begin():
+        await cases.close_case(s, case_id=case_id, resolution="false_positive",
+                               actor="user:ann", held=held)
+    async with env.sessions() as s:
+        assert (await s.get(Withdrawal, wid)).status == WithdrawalStatus.PENDING

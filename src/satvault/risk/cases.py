@@ -36,11 +36,11 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.models import User
+from satvault.accounts.models import Merchant, User, Wallet
 from satvault.db import utcnow
 from satvault.kernel.errors import ConcurrentUpdate, InvalidInput, NotFound
 from satvault.risk.audit import audit
-from satvault.risk.errors import CaseRefused
+from satvault.risk.errors import CaseRefused, DeciderIsSubject
 from satvault.risk.frozen import keep_frozen_deposit, release_frozen_deposit
 from satvault.risk.models import (
     CaseEventKind,
@@ -283,6 +283,8 @@ async def close_case(session: AsyncSession, *, case_id: str, resolution: Resolut
     if c.status != CaseStatus.INVESTIGATING:
         raise CaseRefused(f"case {case_id} is {c.status.value}: a case is closed once it is "
                           "being investigated")
+    if actor == await _owner_of(session, d.wallet_id):
+        raise DeciderIsSubject("this case is about your own money: another admin decides it")
     money, effect = await _decide_money(session, d, resolution=resolution, money=money,
                                         actor=actor, held=held,
                                         reason=f"risk case {c.id}: {resolution.value}")
@@ -298,6 +300,21 @@ async def close_case(session: AsyncSession, *, case_id: str, resolution: Resolut
     await record_event(session, c, actor=actor, kind=CaseEventKind.STATUS,
                        data={"from": "investigating", "to": "closed"})
     return CaseDecided(case_dict(c, d), acted=True, effect=effect)
+
+
+async def _owner_of(session: AsyncSession, wallet_id: str | None) -> str | None:
+    """The actor (``user:<id>``) whose money a wallet holds: its user, or its merchant's
+    owner; None if nobody's."""
+    wallet = await session.get(Wallet, wallet_id) if wallet_id else None
+    if wallet is None:
+        return None
+    user: str | None = None
+    if wallet.owner_type == "user":
+        user = wallet.owner_id
+    elif wallet.owner_type == "merchant":
+        user = (await session.execute(select(Merchant.owner_user_id).where(
+            Merchant.id == wallet.owner_id))).scalar_one_or_none()
+    return None if user is None else f"user:{user}"
 
 
 def _default_money(d: RiskDecision, resolution: Resolution) -> Money:

@@ -49,5 +49,10 @@ class CaseRefused(RiskError):
     pass
 
 
+class DeciderIsSubject(RiskError, Forbidden):
+    """An admin deciding a case about money of their own (their wallet, or their
+    merchant's): another admin decides it."""
+
+
 class FrozenDepositRefused(RiskError):
     pass
