@@ -13,7 +13,7 @@ from sqlalchemy import select
 from satvault.accounts import service as acc
 from satvault.accounts.models import User, UserStatus
 from satvault.audit.models import AuditEvent
-from satvault.auth import tokens, totp
+from satvault.auth import stepup, tokens, totp
 from satvault.auth.models import Credentials
 from satvault.kernel.errors import Unauthenticated
 from tests.auth.conftest import Mailbox, client_for
@@ -201,6 +201,45 @@ async def test_scopes_are_narrowed_and_merchants_only_for_their_owner(client, ma
         (await s.get(Merchant, merchant.id)).owner_user_id = None
     r = await client.get("/api/v1/me", headers=bearer(acting["access_token"]))
     assert r.status_code == 401 and "no longer acts" in r.json()["detail"]
+
+
+async def test_the_password_grant_gives_money_scopes_only_with_a_second_factor(
+        client, mailbox, clock, sessions):
+    """Found from outside: the password grant issued ``withdrawals:write`` from the sign-in
+    password alone, so a phished password moved money through the API although the dashboard
+    asks a step-up for the same withdrawal. Money scopes now come only when the request proves
+    a second factor too: the payment password, or the TOTP code of an account that has TOTP.
+    A refresh keeps them (the factor was proved when the family was issued)."""
+    email = "nora@example.com"
+    user_id = await signed_up(client, mailbox, email)
+    r = await password_grant(client, email)
+    assert r.status_code == 200 and "withdrawals:write" not in r.json()["scope"].split()
+    r = await password_grant(client, email, scopes=["wallet:read", "withdrawals:write"])
+    assert r.status_code == 403 and r.json()["type"].endswith("/step-up-required"), r.text
+    r = await password_grant(client, email, payment_password="pay me carefully")
+    assert r.status_code == 422 and "no payment password" in r.json()["detail"], r.text
+    async with sessions() as s, s.begin():
+        await stepup.set_payment_password(s, user_id=user_id, password=PASSWORD,
+                                          payment_password="pay me carefully")
+    r = await password_grant(client, email, payment_password="not the one!")
+    assert r.status_code == 401 and r.json()["type"].endswith("/invalid-code"), r.text
+    async with sessions() as s:
+        assert (await s.get(Credentials, user_id)).failed_signins == 1  # counted
+    r = await password_grant(client, email, payment_password="pay me carefully")
+    assert r.status_code == 200 and "withdrawals:write" in r.json()["scope"].split(), r.text
+    again = await client.post("/api/v1/auth/token", json={
+        "grant_type": "refresh_token", "refresh_token": r.json()["refresh_token"]})
+    assert "withdrawals:write" in again.json()["scope"].split(), again.text
+    # With TOTP on, the code the grant needs anyway is the second factor.
+    async with sessions() as s, s.begin():
+        enrollment = await totp.begin_enrollment(s, user_id=user_id)
+        code = pyotp.TOTP(enrollment.secret)
+        await totp.confirm_enrollment(s, user_id=user_id, code=code.at(clock.now()))
+    clock.advance(seconds=30)
+    r = await password_grant(client, email, totp_code=code.at(clock.now()))
+    assert r.status_code == 200 and "withdrawals:write" in r.json()["scope"].split(), r.text
+    [issued, *_] = reversed(await actions(sessions, "auth.token_issued"))
+    assert json.loads(issued.state_after)["method"] == "password+totp"
 
 
 async def test_suspended_user_token_refused(client, mailbox, sessions):

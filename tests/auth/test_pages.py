@@ -16,6 +16,9 @@ from sqlalchemy import func, select
 
 from satvault.accounts import service as acc
 from satvault.auth.sessions import WebSession
+from satvault.ledger.core import TransferSpec
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.ledger.store import submit_one
 from satvault.web.app import create_app
 from satvault.web.pages.deps import SteppedUp
 from tests.auth.conftest import Mailbox, settings_for
@@ -25,6 +28,7 @@ PASSWORD = "correct horse battery"
 _META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 _SECRET = re.compile(r'id="totp-secret">([A-Z2-7]+)<')
 _CODES = re.compile(r"<li><code>([0-9a-z]{5}-[0-9a-z]{5})</code></li>")
+REGTEST_ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 
 
 class Browsers:
@@ -335,6 +339,56 @@ async def test_session_grant_needs_the_csrf_token_and_dies_with_the_session(brow
     await browser.post("/logout", data={"csrf_token": token})
     r = await browser.get("/api/v1/me", headers=api)
     assert r.status_code == 401 and "session" in r.json()["detail"]
+
+
+async def test_the_session_grant_gives_money_scopes_only_within_a_step_up(browser, sessions,
+                                                                         clock):
+    """Found from outside: the session grant issued every scope the user may hold,
+    ``withdrawals:write`` included, to any live session, so the cookie (and the CSRF token any
+    page shows) minted a token that withdrew through the API without the step-up the
+    dashboard's withdrawal form demands. Money scopes now come only to a session that
+    re-proved a factor within the step-up window; asked for without one, the grant says so."""
+    async with sessions() as s, s.begin():
+        equity = (await ensure_platform_accounts(s, "BTC")).equity.id
+        alice = await acc.create_user(s, email="alice@example.com", password=PASSWORD)
+        shop = await acc.create_merchant(s, name="Alice's", owner_user_id=alice.id)
+        wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=shop.id)
+    await submit_one(sessions, TransferSpec(f"fund:{wallet.id}", equity,
+                                            wallet.ledger_account_id, 5_000_000_000, "BTC"))
+    await sign_in(browser, "alice@example.com")
+    r = await post_form(browser, "/account/security", "/account/payment-password",
+                        current=PASSWORD, payment_password="pay me carefully",
+                        payment_password_again="pay me carefully")
+    assert r.status_code == 200 and "Payment password set." in r.text, r.text
+    csrf = {"X-CSRF-Token": _META.search((await browser.get("/dashboard")).text).group(1)}
+
+    async def grant(**extra: Any) -> httpx.Response:
+        return await browser.post("/api/v1/auth/token", headers=csrf, json={
+            "grant_type": "session", "merchant_id": shop.id, **extra})
+
+    async def withdraw(access: str, key: str) -> httpx.Response:
+        return await browser.post(
+            f"/api/v1/wallets/{wallet.id}/withdrawals",
+            headers={"Authorization": f"Bearer {access}", "Idempotency-Key": key},
+            json={"destination": REGTEST_ADDRESS, "amount_msat": 100_000_000})
+
+    plain = await grant()
+    assert plain.status_code == 200, plain.text
+    assert "withdrawals:write" not in plain.json()["scope"].split()
+    assert "wallet:read" in plain.json()["scope"].split()
+    assert (await withdraw(plain.json()["access_token"], "w1")).status_code == 403
+    asked = await grant(scopes=["withdrawals:write"])
+    assert asked.status_code == 403 and asked.json()["type"].endswith("/step-up-required")
+    # The step-up a real client makes (the dashboard's page), then the grant again.
+    r = await post_form(browser, "/account/step-up", "/account/step-up",
+                        payment_password="pay me carefully", next="/dashboard")
+    assert r.status_code == 303, r.text
+    money = await grant()
+    assert "withdrawals:write" in money.json()["scope"].split(), money.text
+    assert (await withdraw(money.json()["access_token"], "w2")).status_code == 201
+    # Past the window the session is back to a session alone.
+    clock.advance(minutes=6)
+    assert "withdrawals:write" not in (await grant()).json()["scope"].split()
 
 
 async def test_lockout_through_the_login_form(browser, sessions, clock):

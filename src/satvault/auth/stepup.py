@@ -8,6 +8,10 @@ checks either and stamps the session (``mark_stepped_up``); :func:`require_stepp
 called by the dashboard's money helpers, raises :class:`StepUpRequired` (403
 ``step-up-required``) otherwise. Failed step-ups count towards the account lockout like
 failed sign-ins.
+
+The API asks the same of the tokens it issues (:mod:`.tokens`): the session grant gets the
+money scopes only while its session :func:`is_stepped_up`, the password grant only with a
+second factor in the same request (the TOTP code, or :func:`check_payment_password`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from satvault.accounts.security import hash_password, verify_password
 from satvault.audit.service import record
 from satvault.auth.credentials import AuthPolicy, credentials, is_locked
 from satvault.auth.errors import AccountLocked, InvalidCode
+from satvault.auth.models import Credentials
 from satvault.auth.sessions import (
     STEP_UP_WINDOW,
     SessionView,
@@ -32,7 +37,8 @@ from satvault.auth.totp import check_code, totp_enabled
 from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import InvalidInput, NotFound, StepUpRequired, Unauthenticated
 
-__all__ = ["require_stepped_up", "set_payment_password", "step_up"]
+__all__ = ["check_payment_password", "is_stepped_up", "require_stepped_up",
+           "set_payment_password", "step_up"]
 
 
 async def set_payment_password(session: AsyncSession, *, user_id: str, password: str,
@@ -73,10 +79,7 @@ async def step_up(session: AsyncSession, *, session_id: str, totp_code: str | No
             raise InvalidInput("TOTP is not on for this account; use the payment password")
         ok, what = check_code(creds, totp_code, sealer=policy.sealer), "step-up-totp"
     elif payment_password:
-        if creds.payment_password_hash is None:
-            raise InvalidInput("no payment password is set; set one on the security page")
-        ok = verify_password(payment_password, creds.payment_password_hash)
-        what = "step-up-payment-password"
+        ok, what = _payment_password_ok(creds, payment_password), "step-up-payment-password"
     else:
         raise InvalidInput("give the TOTP code or the payment password")
     if not ok:
@@ -86,13 +89,37 @@ async def step_up(session: AsyncSession, *, session_id: str, totp_code: str | No
     return await mark_stepped_up(session, session_id=session_id)
 
 
-def require_stepped_up(view: SessionView, within: timedelta = STEP_UP_WINDOW) -> None:
-    """Raise :class:`StepUpRequired` unless this session re-proved a factor within
-    ``within`` (at most the session's own step-up window)."""
+def _payment_password_ok(creds: Credentials, payment_password: str) -> bool:
+    if creds.payment_password_hash is None:
+        raise InvalidInput("no payment password is set; set one on the security page")
+    return verify_password(payment_password, creds.payment_password_hash)
+
+
+async def check_payment_password(session: AsyncSession, *, user_id: str,
+                                 payment_password: str, ip: str = "",
+                                 policy: AuthPolicy = AuthPolicy()) -> None:
+    """The payment password proved outside a web session (the API's password grant), checked
+    like a step-up: refused while the account is locked out, and a wrong one counted
+    (written before :class:`InvalidCode` is raised)."""
+    creds = await credentials(session, user_id, for_update=True)
+    wait = is_locked(creds, utcnow())
+    if wait:
+        raise AccountLocked(wait)
+    if not _payment_password_ok(creds, payment_password):
+        await count_failure(session, creds, policy=policy, what="payment-password", ip=ip)
+        raise InvalidCode("the payment password is not right")
+    creds.failed_signins, creds.locked_until = 0, None
+
+
+def is_stepped_up(view: SessionView, within: timedelta = STEP_UP_WINDOW) -> bool:
+    """Whether this session re-proved a factor within ``within`` (at most the session's own
+    step-up window)."""
     until = view.stepped_up_until
-    if until is not None:
-        at = until - STEP_UP_WINDOW
-        if utcnow() < min(until, at + within):
-            return
-    raise StepUpRequired("confirm this with your TOTP code or payment password first "
-                         "(step-up)")
+    return until is not None and utcnow() < min(until, until - STEP_UP_WINDOW + within)
+
+
+def require_stepped_up(view: SessionView, within: timedelta = STEP_UP_WINDOW) -> None:
+    """Raise :class:`StepUpRequired` unless this session :func:`is_stepped_up`."""
+    if not is_stepped_up(view, within):
+        raise StepUpRequired("confirm this with your TOTP code or payment password first "
+                             "(step-up)")

@@ -24,7 +24,12 @@ use and replaced by the next of its family; a spent one presented again means it
 and revokes the whole family (the thief's and the owner's tokens alike).
 
 Scopes: an admin may hold every scope, anyone else every scope but ``admin``; requested scopes
-are narrowed to those (an unknown scope is an error), none requested means all allowed.
+are narrowed to those (an unknown scope is an error), none requested means all allowed. The
+money scopes (:data:`MONEY_SCOPES`) come only to a grant that proved a step-up, the same
+fresh factor the dashboard asks before a withdrawal (:mod:`.stepup`): otherwise a hijacked
+session or a phished password would move money through the API that it cannot move through
+the dashboard. Asked for by name without one, they are refused (403 ``step-up-required``);
+a refresh keeps them, the factor having been proved when the family was issued.
 """
 
 from __future__ import annotations
@@ -47,11 +52,12 @@ from satvault.auth.models import RefreshToken, SigningKey, TokenFamily
 from satvault.auth.sealing import Sealer
 from satvault.auth.sessions import IDLE_TIMEOUT, WebSession
 from satvault.kernel.clock import utcnow
-from satvault.kernel.errors import InvalidInput, NotFound, Unauthenticated
+from satvault.kernel.errors import InvalidInput, NotFound, StepUpRequired, Unauthenticated
 from satvault.kernel.ids import is_id, new_id
 
-__all__ = ["ALG", "ISSUER", "TokenPair", "allowed_scopes", "authenticate_jwt", "family_of",
-           "issue", "looks_like_jwt", "refresh", "revoke_family", "rotate_keys", "signing_key"]
+__all__ = ["ALG", "ISSUER", "MONEY_SCOPES", "TokenPair", "allowed_scopes", "authenticate_jwt",
+           "family_of", "issue", "looks_like_jwt", "refresh", "revoke_family", "rotate_keys",
+           "signing_key"]
 
 ALG = "HS256"
 ISSUER = "satvault"
@@ -60,6 +66,8 @@ _PURPOSE = "jwt signing key"
 # The shapes of the ids this module makes, checked before a client's copy is looked up.
 _KID = ("kid", 16)
 _REFRESH_ID = ("rtk", 20)
+# Scopes that move money out (withdrawals, refunds, LNURL-withdraw vouchers).
+MONEY_SCOPES = frozenset({"withdrawals:write"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +132,23 @@ async def rotate_keys(session: AsyncSession, *, actor: str,
     return key
 
 
-def allowed_scopes(user: User, requested: list[str] | None) -> tuple[str, ...]:
+def allowed_scopes(user: User, requested: list[str] | None, *,
+                   stepped_up: bool = False) -> tuple[str, ...]:
+    """The scopes a token of ``user`` gets for ``requested`` (none: all it may hold); the
+    money scopes only when the grant proved a step-up."""
     allowed = set(SCOPES) if user.is_admin else set(SCOPES) - {"admin"}
+    if not stepped_up:
+        allowed -= MONEY_SCOPES
     if not requested:
         return tuple(sorted(allowed))
     wanted = {s.strip() for s in requested if s.strip()}
     unknown = wanted - SCOPES
     if unknown:
         raise InvalidInput(f"unknown scope(s) {sorted(unknown)}; known: {sorted(SCOPES)}")
+    if wanted & MONEY_SCOPES and not stepped_up:
+        raise StepUpRequired(f"{', '.join(sorted(wanted & MONEY_SCOPES))} needs a step-up: "
+                             "the payment password or a TOTP code with the password grant, "
+                             "or a session that stepped up in the last minutes")
     narrowed = wanted & allowed
     if not narrowed:
         raise InvalidInput("none of the requested scopes is allowed to this user")
@@ -181,12 +198,14 @@ async def _pair(session: AsyncSession, family: TokenFamily, policy: AuthPolicy) 
 
 async def issue(session: AsyncSession, *, user: User, scopes: list[str] | None = None,
                 merchant_id: str | None = None, session_id: str | None = None,
-                method: str = "password", policy: AuthPolicy = AuthPolicy()) -> TokenPair:
+                method: str = "password", stepped_up: bool = False,
+                policy: AuthPolicy = AuthPolicy()) -> TokenPair:
     """A new token family for a user already authenticated by the caller (password and
-    code, or a web session): its first access and refresh tokens."""
+    code, or a web session): its first access and refresh tokens. ``stepped_up``: the
+    caller proved a fresh factor for money (the money scopes need it)."""
     if user.status != UserStatus.ACTIVE:
         raise Unauthenticated(f"this account is {user.status.value}")
-    granted = allowed_scopes(user, scopes)
+    granted = allowed_scopes(user, scopes, stepped_up=stepped_up)
     family = TokenFamily(id=new_id("tfa"), user_id=user.id,
                          merchant_id=await _acting_merchant(session, user, merchant_id),
                          session_id=session_id, scopes=" ".join(granted),
@@ -259,9 +278,10 @@ async def refresh(session: AsyncSession, *, refresh_token: str,
     if family.merchant_id and not await _still_acts_for(session, user, family.merchant_id):
         raise Unauthenticated("this account no longer acts for that merchant")
     found.used_at = utcnow()
-    # Narrowed again: a user who lost admin does not keep it through a refresh.
+    # Narrowed again: a user who lost admin does not keep it through a refresh. The money
+    # scopes stay: their step-up was proved when the family was issued.
     family.scopes = " ".join(s for s in family.scopes.split()
-                             if s in allowed_scopes(user, None))
+                             if s in allowed_scopes(user, None, stepped_up=True))
     return await _pair(session, family, policy)
 
 

@@ -9,6 +9,8 @@
   or a recovery code when the account has TOTP), ``session`` (the dashboard's ``sv_session``
   cookie plus its CSRF token in ``X-CSRF-Token``) or ``refresh_token``; answers a short-lived
   JWT access token and a refresh token. ``…/token/revoke`` ends a refresh token's family.
+  ``withdrawals:write`` needs a step-up, as in the dashboard: a TOTP code or the
+  ``payment_password`` in the password grant, a session stepped up within the window.
 * ``PUT /api/v1/auth/totp-required/{owner_id}``: an admin requires TOTP of a user or of a
   merchant (its owner).
 
@@ -29,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import User
 from satvault.accounts.service import Principal
-from satvault.auth import signin, signup, tokens, totp
+from satvault.auth import signin, signup, stepup, tokens, totp
 from satvault.auth.credentials import AuthPolicy, credentials, is_locked
 from satvault.auth.errors import AccountLocked, InvalidCode
 from satvault.auth.mail import Mail, Mailer
@@ -179,6 +181,10 @@ class TokenRequest(BaseModel):
     password: str | None = Field(default=None, max_length=1024)
     totp_code: str | None = Field(default=None, max_length=20,
                                   description="TOTP code or a recovery code, when enrolled.")
+    payment_password: str | None = Field(
+        default=None, max_length=1024,
+        description="The payment password (password grant): a step-up, which "
+                    "withdrawals:write needs when the account has no TOTP.")
     refresh_token: str | None = Field(default=None, max_length=200)
     scopes: list[Annotated[str, Field(max_length=40)]] | None = Field(
         default=None, max_length=20,
@@ -218,10 +224,17 @@ async def _password_grant(request: Request, session: AsyncSession,
     elif await totp.must_enroll(session, user_id=checked.user.id):
         raise Unauthenticated("this account must enroll TOTP (in the dashboard) before it "
                               "can sign in through the API")
+    if body.payment_password:
+        await stepup.check_payment_password(session, user_id=checked.user.id,
+                                            payment_password=body.payment_password, ip=ip,
+                                            policy=policy)
+        method += "+payment-password"
     await signin.signed_in(session, user_id=checked.user.id, method=f"token:{method}", ip=ip,
                            user_agent=request.headers.get("user-agent", ""))
+    # A factor beyond the sign-in password, proved in this very request, is the step-up.
     return await tokens.issue(session, user=checked.user, scopes=body.scopes,
-                              merchant_id=body.merchant_id, method=method, policy=policy)
+                              merchant_id=body.merchant_id, method=method,
+                              stepped_up=method != "password", policy=policy)
 
 
 async def _session_grant(request: Request, session: AsyncSession, body: TokenRequest,
@@ -236,10 +249,11 @@ async def _session_grant(request: Request, session: AsyncSession, body: TokenReq
     assert user is not None
     return await tokens.issue(session, user=user, scopes=body.scopes,
                               merchant_id=body.merchant_id, session_id=view.id,
-                              method="session", policy=policy_of(request))
+                              method="session", stepped_up=stepup.is_stepped_up(view),
+                              policy=policy_of(request))
 
 
-@router.post("/token", response_model=TokenOut, responses=problem_responses(401, 404))
+@router.post("/token", response_model=TokenOut, responses=problem_responses(401, 403, 404))
 async def token(
     request: Request, session: SessionDep, body: TokenRequest,
     x_csrf_token: Annotated[str | None, Header(
