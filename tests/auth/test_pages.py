@@ -229,6 +229,39 @@ async def test_an_admin_without_totp_is_sent_to_enroll_first(browser, sessions, 
     assert (await browser.get("/account/security")).status_code == 200
 
 
+async def test_the_session_grant_needs_the_second_factor_the_pages_need(browsers, sessions,
+                                                                       clock):
+    """Found from outside: the session grant checked neither that an admin (or a user an
+    admin marked) had TOTP nor that the session had passed it: an admin signed in with the
+    password alone, whom every page sends to enrollment, took an ``admin`` token with the CSRF
+    token the enrollment page shows. It refuses now like the password grant: while TOTP must
+    still be enrolled, and for an account with TOTP whose session did not pass it."""
+    async with sessions() as s, s.begin():
+        await acc.create_user(s, email="root@example.com", password=PASSWORD, is_admin=True)
+        await acc.create_user(s, email="mo@example.com", password=PASSWORD)
+
+    async def grant(browser: httpx.AsyncClient, page: str) -> httpx.Response:
+        csrf = csrf_of((await browser.get(page)).text)
+        return await browser.post("/api/v1/auth/token", json={"grant_type": "session"},
+                                  headers={"X-CSRF-Token": csrf})
+
+    root = browsers.new()
+    await sign_in(root, "root@example.com")
+    r = await grant(root, "/account/totp/enroll")
+    assert r.status_code == 401 and "enroll TOTP" in r.json()["detail"], r.text
+    await enroll_totp(root, clock)
+    r = await grant(root, "/account/security")
+    assert r.status_code == 200 and "admin" in r.json()["scope"].split(), r.text
+    # A session that signed in before TOTP was turned on (in another browser) never passed it.
+    before, enrolling = browsers.new(), browsers.new()
+    await sign_in(before, "mo@example.com")
+    await sign_in(enrolling, "mo@example.com")
+    await enroll_totp(enrolling, clock)
+    r = await grant(before, "/account/security")
+    assert r.status_code == 401 and "second factor" in r.json()["detail"], r.text
+    assert (await grant(enrolling, "/account/security")).status_code == 200
+
+
 async def test_a_merchant_an_admin_marked_must_enroll(browser, sessions):
     from satvault.auth import totp
 

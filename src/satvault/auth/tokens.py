@@ -13,6 +13,11 @@ retired (signs nothing more) and verifies until the last token it signed has exp
 that it is deleted, and a token naming it is refused like a forged one. Keys are sealed at
 rest (:mod:`.sealing`) when ``SATVAULT_SECRET_KEY`` is set.
 
+Every grant is held to the same second-factor rule as the pages (:func:`issue`): no token
+while the user must still enroll TOTP (an admin, or a user an admin marked), and none for an
+account with TOTP unless the grant passed it (the code in the password grant, a web session
+that passed it for the session grant).
+
 A token is refused (401) when it is malformed, its key is unknown or gone, its signature or
 ``exp`` (read from satvault's clock, not pyjwt's) is wrong, its family is revoked (refresh
 reuse, sign-out, password reset), the web session it came from is revoked or expired, or its
@@ -47,8 +52,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.accounts.models import Merchant, User, UserStatus
 from satvault.accounts.service import SCOPES, Principal, get_merchant
 from satvault.audit.service import record
+from satvault.auth import totp
 from satvault.auth.credentials import AuthPolicy, digest, random_token
-from satvault.auth.models import RefreshToken, SigningKey, TokenFamily
+from satvault.auth.models import Credentials, RefreshToken, SigningKey, TokenFamily
 from satvault.auth.sealing import Sealer
 from satvault.auth.sessions import IDLE_TIMEOUT, WebSession
 from satvault.kernel.clock import utcnow
@@ -196,15 +202,27 @@ async def _pair(session: AsyncSession, family: TokenFamily, policy: AuthPolicy) 
                      family_id=family.id)
 
 
+async def _refuse_without_second_factor(session: AsyncSession, user: User,
+                                        second_factor: bool) -> None:
+    if await totp.must_enroll(session, user_id=user.id):
+        raise Unauthenticated("this account must enroll TOTP (in the dashboard) before it "
+                              "can get an API token")
+    if not second_factor and totp.totp_enabled(await session.get(Credentials, user.id)):
+        raise Unauthenticated("this account has TOTP: the grant needs its second factor "
+                              "(totp_code, or a web session that passed it)")
+
+
 async def issue(session: AsyncSession, *, user: User, scopes: list[str] | None = None,
                 merchant_id: str | None = None, session_id: str | None = None,
-                method: str = "password", stepped_up: bool = False,
-                policy: AuthPolicy = AuthPolicy()) -> TokenPair:
+                method: str = "password", second_factor: bool = False,
+                stepped_up: bool = False, policy: AuthPolicy = AuthPolicy()) -> TokenPair:
     """A new token family for a user already authenticated by the caller (password and
-    code, or a web session): its first access and refresh tokens. ``stepped_up``: the
-    caller proved a fresh factor for money (the money scopes need it)."""
+    code, or a web session): its first access and refresh tokens. ``second_factor``: the
+    caller passed the user's TOTP (an account with TOTP, or that must have it, needs it);
+    ``stepped_up``: it proved a fresh factor for money (the money scopes need it)."""
     if user.status != UserStatus.ACTIVE:
         raise Unauthenticated(f"this account is {user.status.value}")
+    await _refuse_without_second_factor(session, user, second_factor)
     granted = allowed_scopes(user, scopes, stepped_up=stepped_up)
     family = TokenFamily(id=new_id("tfa"), user_id=user.id,
                          merchant_id=await _acting_merchant(session, user, merchant_id),

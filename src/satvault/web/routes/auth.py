@@ -221,20 +221,19 @@ async def _password_grant(request: Request, session: AsyncSession,
         await signin.check_second_factor(session, user_id=checked.user.id,
                                          code=body.totp_code, ip=ip, policy=policy)
         method = "password+totp"
-    elif await totp.must_enroll(session, user_id=checked.user.id):
-        raise Unauthenticated("this account must enroll TOTP (in the dashboard) before it "
-                              "can sign in through the API")
     if body.payment_password:
         await stepup.check_payment_password(session, user_id=checked.user.id,
                                             payment_password=body.payment_password, ip=ip,
                                             policy=policy)
         method += "+payment-password"
+    # A factor beyond the sign-in password, proved in this very request, is the step-up.
+    pair = await tokens.issue(session, user=checked.user, scopes=body.scopes,
+                              merchant_id=body.merchant_id, method=method,
+                              second_factor=checked.needs_second_factor,
+                              stepped_up=method != "password", policy=policy)
     await signin.signed_in(session, user_id=checked.user.id, method=f"token:{method}", ip=ip,
                            user_agent=request.headers.get("user-agent", ""))
-    # A factor beyond the sign-in password, proved in this very request, is the step-up.
-    return await tokens.issue(session, user=checked.user, scopes=body.scopes,
-                              merchant_id=body.merchant_id, method=method,
-                              stepped_up=method != "password", policy=policy)
+    return pair
 
 
 async def _session_grant(request: Request, session: AsyncSession, body: TokenRequest,
@@ -249,8 +248,8 @@ async def _session_grant(request: Request, session: AsyncSession, body: TokenReq
     assert user is not None
     return await tokens.issue(session, user=user, scopes=body.scopes,
                               merchant_id=body.merchant_id, session_id=view.id,
-                              method="session", stepped_up=stepup.is_stepped_up(view),
-                              policy=policy_of(request))
+                              method="session", second_factor=view.mfa_verified,
+                              stepped_up=stepup.is_stepped_up(view), policy=policy_of(request))
 
 
 @router.post("/token", response_model=TokenOut, responses=problem_responses(401, 403, 404))
