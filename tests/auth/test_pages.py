@@ -460,3 +460,47 @@ async def test_totp_off_needs_a_code_and_is_audited(browser, sessions, clock):
             "auth.signin_failed"} <= actions
     # Off: the password alone signs in again.
     assert (await sign_in(browser, "ida@example.com")).status_code == 303
+
+
+async def test_totp_an_admin_requires_stays_on_from_the_security_page(browsers, sessions,
+                                                                      clock):
+    """Found from outside: the security page's form turned TOTP off for a user an
+    administrator required it of (the API refused: 403), and for an admin, so the session
+    kept its second-factor mark for a factor that was gone. The rule is in ``totp.disable``
+    now, which the page and the API share; turning TOTP off (where allowed) clears the mark
+    on every session of the user."""
+    from satvault.auth import totp as totp_service
+    from satvault.auth.models import Credentials
+
+    async with sessions() as s, s.begin():
+        lou = await acc.create_user(s, email="lou@example.com", password=PASSWORD)
+        root = await acc.create_user(s, email="root@example.com", password=PASSWORD,
+                                     is_admin=True)
+        await totp_service.set_required(s, owner_id=lou.id, required=True, actor="test")
+
+    async def turn_off(browser: httpx.AsyncClient, code: str) -> httpx.Response:
+        return await post_form(browser, "/account/security", "/account/totp/disable",
+                               code=code)
+
+    async def enabled(user_id: str) -> bool:
+        async with sessions() as s:
+            return totp_service.totp_enabled(await s.get(Credentials, user_id))
+
+    signed_in, codes = {}, {}
+    for user in (lou, root):
+        signed_in[user.id] = browser = browsers.new()
+        await sign_in(browser, user.email)
+        codes[user.id], _ = await enroll_totp(browser, clock)
+        r = await turn_off(browser, codes[user.id].at(clock.now()))
+        assert r.status_code == 403 and "TOTP" in r.text, r.text
+        assert await enabled(user.id), user.email
+    # No longer required: it turns off, and no session of the user claims the factor now.
+    async with sessions() as s, s.begin():
+        await totp_service.set_required(s, owner_id=lou.id, required=False, actor="test")
+    clock.advance(seconds=30)
+    r = await turn_off(signed_in[lou.id], codes[lou.id].at(clock.now()))
+    assert r.status_code == 200 and "Two-factor sign-in is off." in r.text, r.text
+    async with sessions() as s:
+        marks = (await s.execute(select(WebSession.mfa_at).where(
+            WebSession.user_id == lou.id))).scalars().all()
+    assert marks and all(mark is None for mark in marks)

@@ -13,7 +13,8 @@ SHA-256 of the user id and the code (about 50 bits each; guessing is bounded by 
 and each is spent by its first use.
 
 TOTP is required of admins, and of any user an admin marked (per user, or per merchant
-through its owner): :func:`must_enroll` says whether a signed-in user still has to.
+through its owner): :func:`must_enroll` says whether a signed-in user still has to, and
+:func:`disable` refuses to turn it off for them, whoever asks (the API, the security page).
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ from satvault.auth.credentials import AuthPolicy, credentials
 from satvault.auth.errors import InvalidCode
 from satvault.auth.models import Credentials, RecoveryCode
 from satvault.auth.sealing import Sealer
+from satvault.auth.sessions import WebSession
 from satvault.kernel.clock import utcnow
-from satvault.kernel.errors import InvalidInput
+from satvault.kernel.errors import Forbidden, InvalidInput
 
 __all__ = ["ISSUER", "RECOVERY_CODES", "Enrollment", "begin_enrollment", "check_code",
-           "confirm_enrollment", "disable", "must_enroll", "qr_svg", "set_required",
+           "confirm_enrollment", "disable", "must_enroll", "qr_svg", "required_of", "set_required",
            "totp_enabled", "use_recovery_code", "verify_factor"]
 
 ISSUER = "satvault"
@@ -136,12 +138,16 @@ def totp_enabled(creds: Credentials | None) -> bool:
     return creds is not None and creds.totp_confirmed_at is not None
 
 
+def required_of(user: User, creds: Credentials | None) -> bool:
+    """Whether this user must have TOTP: an admin, or a user an admin marked."""
+    return user.is_admin or (creds is not None and creds.totp_required)
+
+
 async def must_enroll(session: AsyncSession, *, user_id: str) -> bool:
     """Whether this user must have TOTP (an admin, or marked by one) and has none yet."""
     user = await get_user(session, user_id)
     creds = await session.get(Credentials, user_id)
-    required = user.is_admin or (creds is not None and creds.totp_required)
-    return required and not totp_enabled(creds)
+    return required_of(user, creds) and not totp_enabled(creds)
 
 
 async def begin_enrollment(session: AsyncSession, *, user_id: str,
@@ -188,15 +194,24 @@ async def _replace_recovery_codes(session: AsyncSession, user_id: str) -> list[s
 
 async def disable(session: AsyncSession, *, user_id: str, code: str, actor: str,
                   policy: AuthPolicy = AuthPolicy()) -> None:
-    """Turn TOTP off; needs a current code (or a recovery code)."""
+    """Turn TOTP off; needs a current code (or a recovery code). Refused (:class:`Forbidden`,
+    before the code is looked at) while it is required of the user. Every session of the user
+    loses its second-factor mark: a session that passed a factor which is gone must not keep
+    skipping the enrollment a later requirement asks, nor vouch for it to the token grant."""
+    user = await get_user(session, user_id)
     creds = await credentials(session, user_id, for_update=True)
     if creds.totp_confirmed_at is None:
         raise InvalidInput("TOTP is not on")
+    if required_of(user, creds):
+        raise Forbidden("admins must keep TOTP on" if user.is_admin
+                        else "an administrator requires TOTP of this account")
     if not await verify_factor(session, creds, code, sealer=policy.sealer):
         raise InvalidCode("that code is not right")
     creds.totp_secret = creds.totp_confirmed_at = creds.totp_last_step = None
     creds.updated_at = utcnow()
     await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
+    await session.execute(update(WebSession).where(WebSession.user_id == user_id)
+                          .values(mfa_at=None))
     await record(session, actor=actor, action="auth.totp_disabled", object=user_id)
 
 

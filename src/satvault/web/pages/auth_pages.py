@@ -40,7 +40,7 @@ from satvault.auth.sessions import (
 from satvault.checkout.i18n import Language
 from satvault.config import Settings
 from satvault.kernel.clock import utcnow
-from satvault.kernel.errors import InvalidInput, NotFound, Unauthenticated
+from satvault.kernel.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from satvault.web.pages.deps import (
     ENROLL_PATH,
     CsrfProtected,
@@ -429,6 +429,7 @@ async def payment_password(request: Request, view: PageUser, lang: PageLang,
              dependencies=[CsrfProtected])
 async def totp_disable(request: Request, view: PageUser, lang: PageLang,
                        code: Annotated[str, Form(max_length=20)]) -> Response:
+    error, status = None, 422
     async with _sessions(request)() as session, session.begin():
         creds = await credentials(session, view.user_id, for_update=True)
         try:
@@ -436,7 +437,8 @@ async def totp_disable(request: Request, view: PageUser, lang: PageLang,
                 raise AccountLocked(is_locked(creds, utcnow()))
             await totp.disable(session, user_id=view.user_id, code=code, actor=view.user_id,
                                policy=policy_of(request))
-            error = None
+        except Forbidden as exc:  # required of this user (an admin, or marked by one)
+            error, status = f"Two-factor sign-in stays on: {exc}.", 403
         except InvalidCode:
             # A guess like any other: it counts towards the lockout (and commits).
             await signin.count_failure(session, creds, policy=policy_of(request),
@@ -447,9 +449,7 @@ async def totp_disable(request: Request, view: PageUser, lang: PageLang,
         except InvalidInput:
             error = "That code is not right."
     if error is not None:
-        return await _security(request, view, lang, status_code=422, error=error)
-    if view.is_admin:
-        return RedirectResponse(ENROLL_PATH, status_code=303)
+        return await _security(request, view, lang, status_code=status, error=error)
     return await _security(request, view, lang, message="Two-factor sign-in is off.")
 
 
