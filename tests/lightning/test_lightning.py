@@ -355,6 +355,23 @@ async def test_a_payment_queued_before_a_freeze_waits_until_the_wallet_is_unfroz
     await env.check()
 
 
+async def _redeem_a_link(env: LnEnv, *, amount_msat: int, pr: str) -> dict[str, Any]:
+    """The environment's wallet makes a withdraw link for ``amount_msat`` through the API;
+    whoever holds it (its k1 is public) redeems it with ``pr``: the callback's answer."""
+    from tests.chainenv import api_client
+
+    auth = await _payers_key(env)
+    async with api_client(env) as c:
+        v = await c.post(f"/api/v1/wallets/{env.wallet.id}/lnurl-withdraw", headers=auth,
+                         json={"amount_msat": amount_msat, "description": "gift"})
+        assert v.status_code == 201, v.text
+        vid = v.json()["id"]
+        k1 = (await c.get(f"/lnurlw/{vid}")).json()["k1"]
+        answer: dict[str, Any] = (await c.get(f"/lnurlw/{vid}/callback",
+                                              params={"k1": k1, "pr": pr})).json()
+    return answer
+
+
 async def _payers_key(env: LnEnv) -> dict[str, str]:
     from satvault.accounts import service as acc
 
@@ -409,7 +426,6 @@ async def test_a_refused_voucher_redemption_leaves_the_invoice_payable(lnenv: Ln
     """Found from outside: whoever holds an LNURL-withdraw link (its k1 is public) submitted
     another wallet's invoice of ours for more than the link pays; the callback refused it,
     after taking the invoice off the node. The link's range is checked first now."""
-    from tests.chainenv import api_client
 
     env = lnenv
     await fund(env, env.wallet, 100_000 * SAT)
@@ -417,17 +433,10 @@ async def test_a_refused_voucher_redemption_leaves_the_invoice_payable(lnenv: Ln
     async with env.sessions() as s, s.begin():
         bill = await create_invoice(s, backend=env.runtime.lightning, wallet=bob,
                                     amount_msat=20_000 * SAT, memo="bob's order")
-    auth = await _payers_key(env)
-    async with api_client(env) as c:
-        v = await c.post(f"/api/v1/wallets/{env.wallet.id}/lnurl-withdraw", headers=auth,
-                         json={"amount_msat": 1_000 * SAT, "description": "gift"})
-        assert v.status_code == 201, v.text
-        vid = v.json()["id"]
-        k1 = (await c.get(f"/lnurlw/{vid}")).json()["k1"]
-        r = await c.get(f"/lnurlw/{vid}/callback", params={"k1": k1, "pr": bill.bolt11})
-    assert r.json()["status"] == "ERROR", r.text
+    answer = await _redeem_a_link(env, amount_msat=1_000 * SAT, pr=bill.bolt11)
+    assert answer["status"] == "ERROR", answer
     paid = env.network.pay("customer1", bill.bolt11)
-    assert paid.status.value.upper() == "SUCCEEDED", (r.json(), paid)
+    assert paid.status.value.upper() == "SUCCEEDED", (answer, paid)
     await env.check()
 
 
@@ -436,7 +445,6 @@ async def test_the_owner_of_a_withdraw_link_never_approves_its_redemption(lnenv:
     wallet's owner, who made the link, could approve what it paid out alone."""
     from satvault.withdrawals.policy import approvals
     from satvault.withdrawals.policy.errors import NotAnApprover
-    from tests.chainenv import api_client
     from tests.policy.support import make_live, people
 
     env = lnenv
@@ -446,16 +454,9 @@ async def test_the_owner_of_a_withdraw_link_never_approves_its_redemption(lnenv:
         {"name": "lightning", "action": "require_approval", "approvals": 1,
          "group": "treasury", "rails": ["lightning"], "min_amount_msat": 1_000 * SAT}])
     await fund(env, env.wallet, 100_000 * SAT)
-    auth = await _payers_key(env)
-    async with api_client(env) as c:
-        v = await c.post(f"/api/v1/wallets/{env.wallet.id}/lnurl-withdraw", headers=auth,
-                         json={"amount_msat": 20_000 * SAT, "description": "gift"})
-        assert v.status_code == 201, v.text
-        vid = v.json()["id"]
-        k1 = (await c.get(f"/lnurlw/{vid}")).json()["k1"]
-        pr = customer_invoice(env, 20_000 * SAT)
-        r = await c.get(f"/lnurlw/{vid}/callback", params={"k1": k1, "pr": pr})
-    assert r.json()["status"] == "OK", r.text
+    answer = await _redeem_a_link(env, amount_msat=20_000 * SAT,
+                                  pr=customer_invoice(env, 20_000 * SAT))
+    assert answer["status"] == "OK", answer
     async with env.sessions() as s:
         wd = (await s.execute(select(Withdrawal))).scalar_one()
     assert wd.status == "awaiting_approval"
