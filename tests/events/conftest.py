@@ -114,24 +114,27 @@ class Call:
 
 @dataclass
 class Receiver:
-    """Answers POSTs; ``script[path]`` holds (status, gate, headers) answers, used in turn;
-    when it is empty the answer is 200 at once. A gate (an ``asyncio.Event``) holds the
+    """Answers POSTs; ``script[path]`` holds (status, gate, headers, body) answers, used in
+    turn (the body ``answer <status>`` unless given); when it is empty the answer is 200 at
+    once. A gate (an ``asyncio.Event``) holds the
     answer until the test sets it: a slow or silent endpoint, for exactly as long as the
     test needs, never a guessed number of seconds."""
 
     base_url: str = ""
     calls: dict[str, list[Call]] = field(default_factory=lambda: defaultdict(list))
-    script: dict[str, deque[tuple[int, asyncio.Event | None, dict[str, str]]]] = field(
-        default_factory=lambda: defaultdict(deque))
+    script: dict[str, deque[tuple[int, asyncio.Event | None, dict[str, str], bytes | None]]] \
+        = field(default_factory=lambda: defaultdict(deque))
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
     def answer(self, path: str,
                *answers: tuple[int, asyncio.Event | None]
-               | tuple[int, asyncio.Event | None, dict[str, str]]) -> None:
+               | tuple[int, asyncio.Event | None, dict[str, str]]
+               | tuple[int, asyncio.Event | None, dict[str, str], bytes]) -> None:
         for a in answers:
-            self.script[path].append((a[0], a[1], a[2] if len(a) > 2 else {}))  # type: ignore[misc]
+            self.script[path].append((a[0], a[1], a[2] if len(a) > 2 else {},  # type: ignore[misc]
+                                      a[3] if len(a) > 3 else None))  # type: ignore[misc]
 
     def event_ids(self, path: str) -> list[int]:
         return [c.json["id"] for c in self.calls[path]]
@@ -148,15 +151,16 @@ class Receiver:
         call = Call(path, {k.decode().lower(): v.decode() for k, v in scope["headers"]}, body,
                     time.monotonic())
         self.calls[path].append(call)
-        status, gate, headers = (self.script[path].popleft() if self.script[path]
-                                 else (200, None, {}))
+        status, gate, headers, answer = (self.script[path].popleft() if self.script[path]
+                                         else (200, None, {}, None))
         if gate is not None:
             await gate.wait()
         call.finished = time.monotonic()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(k.encode(), v.encode()) for k, v in
                                 {"content-type": "text/plain", **headers}.items()]})
-        await send({"type": "http.response.body", "body": f"answer {status}".encode()})
+        await send({"type": "http.response.body",
+                    "body": f"answer {status}".encode() if answer is None else answer})
 
 
 @pytest.fixture

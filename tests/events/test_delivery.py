@@ -317,3 +317,32 @@ async def test_the_worker_wakes_when_an_event_commits(sessions, world, receiver,
         assert receiver.event_ids("/woken") == ids
     finally:
         await worker.stop()
+
+
+async def test_whatever_an_endpoint_answers_is_logged_safely(sessions, world, receiver, clock,
+                                                            dispatchers):
+    """Found from outside: the log's excerpt of the answer was decoded text, so an endpoint
+    answering NUL bytes made the attempt's row unwritable on PostgreSQL (the delivery's
+    outcome never recorded), and a compressed answer was inflated before the 1 KiB cut (a
+    small body could expand to megabytes in memory). The answer is asked for uncompressed,
+    read raw, cut at 1 KiB and stored as text a database can hold."""
+    import gzip
+
+    hook, _ = await add_webhook(sessions, world.store, receiver.url("/hook"))
+    bomb = gzip.compress(b"\0" * 20_000_000)  # ~20 KB that inflates to 20 MB of NULs
+    receiver.answer("/hook", (500, None, {}, b"bad\0answer" * 200),
+                    (200, None, {"content-encoding": "gzip"}, bomb))
+    await emit_invoice(sessions, world.store)
+    d = dispatchers()
+    assert await d.run_once() == 1
+    clock.advance(12)
+    assert await d.run_once() == 1
+    (delivery,) = await deliveries(sessions, hook)
+    assert delivery.status == "succeeded" and delivery.attempts == 2
+    first, second = await attempt_log(sessions, delivery.id)
+    assert first.status_code == 500 and first.response_excerpt is not None
+    assert "\0" not in first.response_excerpt and first.response_excerpt.startswith("bad")
+    assert second.status_code == 200 and "\0" not in (second.response_excerpt or "")
+    assert len(second.response_excerpt or "") <= 1024
+    assert all(c.headers.get("accept-encoding") == "identity"
+               for c in receiver.calls["/hook"])

@@ -28,7 +28,6 @@ The POST carries the delivery's body snapshot (the event envelope) and the heade
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
@@ -292,6 +291,8 @@ class WebhookDispatcher:
         body = claim.body.encode("utf-8")
         headers = {
             "Content-Type": "application/json",
+            # The answer is only logged (its first KiB): never inflated first.
+            "Accept-Encoding": "identity",
             "User-Agent": USER_AGENT,
             "Satvault-Event-Id": str(claim.event_id),
             "Satvault-Event-Type": claim.event_type,
@@ -384,14 +385,20 @@ class WebhookDispatcher:
 
 
 async def _excerpt(response: httpx.Response) -> str | None:
-    """The first KiB of the answer, for the log; the rest is not read."""
+    """The first KiB of the answer, for the log; the rest is not read. Read as it came
+    (a compressed answer, though it was not asked for, is not inflated: a few KiB can
+    become megabytes), and made text a database can store (no NUL; invalid UTF-8 replaced),
+    whatever the endpoint sent."""
     data = bytearray()
-    with contextlib.suppress(httpx.DecodingError):
-        async for chunk in response.aiter_bytes():
+    try:
+        async for chunk in response.aiter_raw():
             data += chunk
             if len(data) >= EXCERPT_BYTES:
                 break
-    return bytes(data[:EXCERPT_BYTES]).decode("utf-8", errors="replace") or None
+    except httpx.StreamConsumed:  # a transport that hands over answers already read
+        data = bytearray(response.content[:EXCERPT_BYTES])
+    text = bytes(data[:EXCERPT_BYTES]).decode("utf-8", errors="replace")
+    return text.replace("\0", "\ufffd") or None
 
 
 async def redeliver(session: AsyncSession, delivery_id: str, *,
