@@ -156,6 +156,26 @@ async def test_a_tampered_transfer_amount_is_found(sessions):
     assert "ledger transfers" in result.broken.problem
 
 
+async def test_a_row_named_like_the_sealers_does_not_stop_the_ledger_being_chained(sessions):
+    """Found from outside: any INSERT (the triggers allow them) of a row named
+    ``ledger.sealed`` with a huge ``to_seq`` made the sealer skip every later transfer, so a
+    transfer changed afterwards behind the triggers was never found, and verify said ok."""
+    await _actions_and_transfers(sessions)
+    async with sessions() as s, s.begin():
+        await record(s, actor="user:mallory", action="ledger.sealed", object="ledger_transfers",
+                     after={"from_seq": 0, "to_seq": 10**12, "count": 0, "digest": "0" * 64})
+    b = await books(sessions, wallets=2, fund=10_000)
+    await submit(sessions, [TransferSpec("late", b.wallets[0].id, b.wallets[1].id, 77, "BTC")])
+    first = await _verify(sessions)
+    async with sessions() as s:
+        total = int((await s.execute(text("SELECT count(*) FROM ledger_transfers"))).scalar_one())
+    assert first.ok and first.transfers == total, (first, total)
+    await _bypassing_triggers(sessions, _dialect(sessions),
+                              "UPDATE ledger_transfers SET amount = 7700000 WHERE id = 'late'",
+                              "ledger_transfers")
+    assert not (await _verify(sessions)).ok
+
+
 @pytest.mark.parametrize("statement", [
     "UPDATE audit_events SET actor = 'someone else'",
     "UPDATE audit_events SET hash = 'f' || substr(hash, 2)",

@@ -222,8 +222,14 @@ async def _fence(sessions: async_sessionmaker[AsyncSession], timeout: float
 
 
 async def _last_ledger_range(session: AsyncSession) -> int:
+    """Where the last ledger range the sealer wrote ends: only its own, sealed rows count,
+    as :func:`verify` counts them (found from outside: any INSERT, which the triggers allow,
+    of a row named ``ledger.sealed`` with a huge ``to_seq`` made the sealer skip every later
+    transfer, and verify still said ok)."""
     after = (await session.execute(
-        select(_events.c.state_after).where(_events.c.action == LEDGER_SEALED)
+        select(_events.c.state_after).where(_events.c.action == LEDGER_SEALED,
+                                            _events.c.actor == SEALER,
+                                            _events.c.seq.is_not(None))
         .order_by(_events.c.id.desc()).limit(1)
     )).scalar_one_or_none()
     rng = parse_range(after) if after is not None else None
