@@ -258,3 +258,29 @@ async def test_store_invoice_paid_by_a_sanctioned_sender_settles_with_the_money_
         await release_frozen_deposit(s, decision_id=row.decision_id, actor="user:officer")
     assert (await env.balances(shop["wallet"]))["available"] == 50_000 * SAT - fee
     await env.check()
+
+
+async def test_a_frozen_deposit_is_not_a_reconciliation_difference(env: Env):
+    """Found from outside: a deposit the screen held back is credited to the wallet's frozen
+    sub-balance (a transfer of its own, not the hold's posting), which reconciliation did
+    not count: every frozen deposit was raised as a credit mismatch. The books agree with
+    the record, so it reports nothing; reversed by a reorg, nothing either."""
+    from satvault.reconcile.service import find_differences
+
+    d = await deposit(env, 50_000)
+    txid = env.chain.pay(d.address, 50_000)
+    await sanction(env, await senders_of(env, txid))
+    await env.runtime.watcher.step()
+    env.chain.mine(1)
+    for _ in range(2):
+        await env.runtime.watcher.step()
+    async with env.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(LedgerTransfer).where(
+            LedgerTransfer.code == "deposit_frozen"))).scalar_one() == 1
+    diffs, _ = await find_differences(env.sessions, env.runtime.backend, None, deep=False)
+    assert [x.as_dict() for x in diffs if x.way == "records"] == []
+    env.chain.reorg(1, drop_txids=[txid])
+    await env.runtime.watcher.step()
+    diffs, _ = await find_differences(env.sessions, env.runtime.backend, None, deep=False)
+    assert [x.as_dict() for x in diffs if x.way == "records"] == []
+    await env.check()

@@ -31,7 +31,7 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import String, and_, case, cast, func, literal, or_, select
+from sqlalchemy import String, and_, case, cast, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -98,10 +98,17 @@ _IN_FLIGHT = (WithdrawalStatus.PENDING, WithdrawalStatus.BROADCAST)
 async def _deposits(session: AsyncSession) -> list[Diff]:
     T, P = LedgerTransfer, OnchainPayment
     hold, post = aliased(LedgerTransfer), aliased(LedgerTransfer)
-    posted = (select(hold.ref.label("ref"), func.sum(post.amount).label("amount"))
-              .join(post, post.pending_id == hold.id)
-              .where(hold.code == "deposit", hold.id.like("oc:in:%"), post.kind == "post")
-              .group_by(hold.ref).subquery())
+    # What a deposit was credited: its hold's posting, or (held back by the risk rules) the
+    # credit to the wallet's frozen sub-balance (found from outside: every frozen deposit was
+    # reported as a mismatch, and an extra frozen credit went unseen).
+    credits = union_all(
+        select(hold.ref.label("ref"), post.amount.label("amount"))
+        .join(post, post.pending_id == hold.id)
+        .where(hold.code == "deposit", hold.id.like("oc:in:%"), post.kind == "post"),
+        select(T.ref.label("ref"), T.amount.label("amount"))
+        .where(T.code == "deposit_frozen", T.id.like("oc:in:%"))).subquery()
+    posted = (select(credits.c.ref.label("ref"), func.sum(credits.c.amount).label("amount"))
+              .group_by(credits.c.ref).subquery())
     reversed_ = (select(T.ref.label("ref"), func.sum(T.amount).label("amount"))
                  .where(T.code == "deposit_reversal").group_by(T.ref).subquery())
     ref = P.txid + literal(":") + cast(P.vout, String)
