@@ -467,6 +467,33 @@ async def test_the_owner_of_a_withdraw_link_never_approves_its_redemption(lnenv:
     await env.check()
 
 
+async def test_an_invoice_paid_from_outside_on_core_lightning_is_not_paid_again_inside(
+        lnenv: LnEnv):
+    """Found from outside: on Core Lightning, taking one of our invoices off the node did
+    nothing, quietly, when it had just been paid from outside (its credit not booked yet),
+    so a payer inside settled it again and the node's settlement was then dropped as
+    already credited: the outside payment belonged to nobody. It is refused, as on LND."""
+    from satvault.backends.cln import ClnBackend
+    from satvault.simnet.ln.cln_rpc import ClnRpcServer
+
+    env = lnenv
+    with ClnRpcServer(env.network, node="platform") as server:
+        cln = ClnBackend(str(server.path))
+        carol = await env.wallet_for("carol@example.com")
+        await fund(env, env.wallet, 100_000 * SAT)
+        async with env.sessions() as s, s.begin():
+            bill = await create_invoice(s, backend=cln, wallet=carol, amount_msat=5_000 * SAT)
+        assert env.network.pay("customer1", bill.bolt11).status.value.upper() == "SUCCEEDED"
+        with pytest.raises(PaymentRefused, match="off the node"):
+            await take_off_node(env.sessions, wallet=env.wallet, bolt11=bill.bolt11,
+                                amount_msat=None, settings=env.settings, backend=cln)
+        assert await InvoiceListener(env.sessions, cln, node="cln").sweep() == 1
+        await cln.close()
+    assert (await env.balances(carol))["available"] == 5_000 * SAT
+    assert (await env.balances())["available"] == 100_000 * SAT
+    await env.check()
+
+
 def test_destination_kinds():
     from satvault.withdrawals.service import destination_kind
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from pyln.client import LightningRpc, RpcError
 
-from satvault.backends.errors import BackendProtocolError, BackendUnavailable
+from satvault.backends.errors import BackendProtocolError, BackendUnavailable, TxRejected
 from satvault.backends.lightning import (
     DecodedInvoice,
     Invoice,
@@ -105,9 +105,17 @@ class ClnBackend:
         return self._invoice(found[0]) if found else None
 
     async def cancel_invoice(self, payment_hash: str) -> None:
+        """Nobody can pay it any more: an unpaid invoice is deleted, an expired one is
+        unpayable already. A paid one cannot be taken back, and saying so is the point
+        (LND refuses the same): it was paid from outside, and settling it again inside the
+        ledger would leave that payment credited to nobody (found from outside: the call
+        returned quietly for a paid invoice)."""
         found = (await self._call("listinvoices", {"payment_hash": payment_hash}))["invoices"]
-        if found and found[0].get("status") == "unpaid":
+        status = found[0].get("status") if found else None
+        if status == "unpaid":
             await self._call("delinvoice", {"label": found[0]["label"], "status": "unpaid"})
+        elif status == "paid":
+            raise TxRejected(0, "the invoice is already paid")
 
     async def subscribe_invoices(self, *, add_index: int = 0, settle_index: int = 0
                                  ) -> AsyncIterator[Invoice]:
