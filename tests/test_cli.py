@@ -90,6 +90,13 @@ def test_init_then_manage_accounts_and_check(db_url, tmp_path):
     bad = sv_here("apikey", "create", "--owner", store["id"], "--scopes", "root", url=db_url,
              home=home, check=False)
     assert bad.returncode == 1 and "unknown scope" in last_json(bad)["error"]
+    # Found from outside: an over-long name or label was a traceback on PostgreSQL (silently
+    # kept on SQLite); a clear refusal now, as for merchants and stores.
+    for args in (("user", "create", "--email", "long@example.com", "--name", "x" * 300),
+                 ("apikey", "create", "--owner", store["id"], "--scopes", "wallet:read",
+                  "--label", "y" * 300)):
+        long = sv_here(*args, url=db_url, home=home, check=False)
+        assert long.returncode == 1 and "at most 120" in last_json(long)["error"], long.stderr
 
     ok = sv_here("ledger", "check", url=db_url, home=home)
     assert last_json(ok)["ok"] is True

@@ -120,6 +120,16 @@ async def ensure_wallet(session: AsyncSession, *, owner_type: str, owner_id: str
     return wallet
 
 
+def _at_most(text: str, limit: int, what: str) -> str:
+    """``text`` stripped, refused if longer than its column holds (found from outside: an
+    over-long display name or key label was a traceback on PostgreSQL, silently kept on
+    SQLite)."""
+    text = text.strip()
+    if len(text) > limit:
+        raise InvalidInput(f"{what} is at most {limit} characters")
+    return text
+
+
 async def create_user(session: AsyncSession, *, email: str, password: str | None = None,
                       display_name: str = "", is_admin: bool = False,
                       status: UserStatus = UserStatus.ACTIVE, actor: str = "system") -> User:
@@ -128,6 +138,7 @@ async def create_user(session: AsyncSession, *, email: str, password: str | None
         raise InvalidInput(f"{email!r} is not an e-mail address")
     if password is not None and len(password) < 8:
         raise InvalidInput("a password needs at least 8 characters")
+    display_name = _at_most(display_name, 120, "a display name")
     if (await session.execute(select(User.id).where(User.email == email))).first():
         raise AlreadyExists(f"a user with e-mail {email!r} exists")
     user = User(id=new_id("usr"), email=email, display_name=display_name,
@@ -278,6 +289,7 @@ async def create_api_key(session: AsyncSession, *, owner_id: str, scopes: list[s
         raise InvalidInput(f"unknown scope(s) {sorted(unknown)}; known: {sorted(SCOPES)}")
     if not wanted:
         raise InvalidInput("an API key needs at least one scope")
+    label = _at_most(label, 120, "a key's label")
     owner = await _get(session, {"user": User, "merchant": Merchant, "store": Store}[owner_type],
                        owner_id, owner_type)
     if "admin" in wanted and not (owner_type == "user" and owner.is_admin):
