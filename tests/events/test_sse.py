@@ -225,3 +225,40 @@ async def test_a_stream_dropped_in_the_middle_of_a_read_leaves_the_database_writ
     finally:
         gc.enable()
         await hold.release()
+
+
+async def test_a_wallet_stream_ends_when_its_key_is_revoked(engine, db_url, tmp_path, sessions,
+                                                            world, monkeypatch):
+    """Found from outside: a wallet stream checked its key once, when it opened, and went on
+    sending the wallet's events (withdrawal destinations, balances) after the key was
+    revoked. It asks again before sending (here at every frame) and ends at the first no."""
+    from contextlib import suppress
+
+    from satvault.config import Settings
+    from satvault.web.app import create_app
+    from satvault.web.routes import streams
+
+    monkeypatch.setattr(streams, "RECHECK_SECONDS", 0.0)
+    async with sessions() as s, s.begin():
+        wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=world.merchant)
+        key, token = await acc.create_api_key(s, owner_id=world.merchant,
+                                              scopes=["wallet:read"])
+    # No key cache: a revocation counts at once (the cache's lifetime is documented apart).
+    app = create_app(Settings(database_url=db_url, home=tmp_path, api_key_cache_seconds=0),
+                     engine=engine, start_workers=False)
+    auth = {"Authorization": f"Bearer {token}"}
+    async with serve(app) as base, httpx.AsyncClient(base_url=base) as client, \
+            events(client, params={"wallet_id": wallet.id}, headers=auth) as take:
+        async with sessions() as s, s.begin():
+            await emit(s, type="wallet.balance_changed", subject_type="wallet",
+                       subject_id=wallet.id, payload={"available_msat": 1})
+        assert len(await take(1)) == 1  # live while the key is valid
+        async with sessions() as s, s.begin():
+            await acc.revoke_api_key(s, key_id=key.id, actor="cli")
+            await emit(s, type="withdrawal.created", subject_type="withdrawal",
+                       subject_id="wd_secret", wallet_id=wallet.id,
+                       payload={"id": "wd_secret", "destination": "bc1q-secret"})
+        leaked = None
+        with suppress(TimeoutError, StopAsyncIteration, httpx.HTTPError):
+            leaked = await take(1)
+        assert not leaked, f"a revoked key still received {leaked}"

@@ -103,7 +103,12 @@ async def next_event(lines: AsyncIterator[str], wanted: str) -> dict[str, Any]:
 
 
 async def test_overview_shows_the_apis_balances_and_follows_a_payment_live(
-        lnenv: LnEnv, shops: Shops) -> None:
+        lnenv: LnEnv, shops: Shops, monkeypatch: pytest.MonkeyPatch) -> None:
+    from satvault.web.routes import streams
+
+    # The stream asks again at every frame whether the session may still see the wallet:
+    # a live session keeps its stream.
+    monkeypatch.setattr(streams, "RECHECK_SECONDS", 0.0)
     mid = shops.carol_merchant
     async with site(lnenv) as client:
         await sign_in(client, "carol@example.com")

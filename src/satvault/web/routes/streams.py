@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -58,20 +58,23 @@ from satvault.events.jetstream import StreamEvent, subject_for
 from satvault.events.live import LiveFeed
 from satvault.events.models import OutboxEvent
 from satvault.events.outbox import envelope, notifier
-from satvault.kernel.errors import Forbidden, NotFound
+from satvault.kernel.errors import Forbidden, NotFound, SatvaultError
 from satvault.logs import get_logger
 from satvault.web.deps import _principal
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import PublicLimit
 
-__all__ = ["HEARTBEAT_SECONDS", "POLL_SECONDS", "PUBLIC_INVOICE_FIELDS", "resume_point",
-           "router", "wallet_stream"]
+__all__ = ["HEARTBEAT_SECONDS", "POLL_SECONDS", "PUBLIC_INVOICE_FIELDS", "RECHECK_SECONDS",
+           "Allowed", "resume_point", "router", "wallet_stream"]
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 log = get_logger(__name__)
 
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
+# How stale a wallet stream's last look at its caller's right to it may be when it sends
+# something: a key revoked, a token expired, a session ended ends the stream that soon.
+RECHECK_SECONDS = 5.0
 RETRY_MILLISECONDS = 2000
 BATCH = 100
 # What the checkout page may know anyway; never the merchant's order id, metadata or URLs.
@@ -235,15 +238,51 @@ async def stream(
     else:
         assert wallet_id is not None
         principal = await _principal(request, authorization, x_api_key)
+
+        async def allowed() -> bool:
+            try:
+                again = await _principal(request, authorization, x_api_key)
+                if not again.has("wallet:read"):
+                    return False
+                async with one_read(sessions) as session:
+                    await visible_wallet(session, again, wallet_id)
+            except SatvaultError:
+                return False
+            return True
+
         return await wallet_stream(sessions, principal, wallet_id, after,
-                                   feed=request.app.state.live)
+                                   feed=request.app.state.live, allowed=allowed)
     return _response(sessions, where, after, public=public, feed=request.app.state.live,
                      invoice_id=invoice_id)
 
 
+Allowed = Callable[[], Awaitable[bool]]
+
+
+async def _while_allowed(body: AsyncIterator[str], allowed: Allowed) -> AsyncIterator[str]:
+    """``body``'s frames while the caller may still see them: before sending anything, if the
+    last look is older than :data:`RECHECK_SECONDS`, ``allowed`` is asked again (found from
+    outside: a stream opened before its key was revoked kept sending the wallet's events);
+    the first no ends the stream."""
+    checked = time.monotonic()
+    try:
+        async for frame in body:
+            if time.monotonic() - checked >= RECHECK_SECONDS:
+                if not await allowed():
+                    log.info("stream_closed_access_ended")
+                    return
+                checked = time.monotonic()
+            yield frame
+    finally:
+        close = getattr(body, "aclose", None)
+        if close is not None:
+            await close()
+
+
 def _response(sessions: async_sessionmaker[AsyncSession], where: Any, after: int, *,
               public: bool, feed: LiveFeed | None, invoice_id: str | None = None,
-              wallet_id: str | None = None) -> StreamingResponse:
+              wallet_id: str | None = None, allowed: Allowed | None = None
+              ) -> StreamingResponse:
     """The stream's body: the outbox polled (embedded default), or the process's subscriber
     to the event stream (event_stream = "nats") after one read of what was missed."""
     body: AsyncIterator[str]
@@ -261,6 +300,8 @@ def _response(sessions: async_sessionmaker[AsyncSession], where: Any, after: int
         body = _live_events(feed, match, sessions, where, after, public=public,
                             subject_id=invoice_id or "", heartbeat=HEARTBEAT_SECONDS,
                             poll=POLL_SECONDS)
+    if allowed is not None:
+        body = _while_allowed(body, allowed)
     return StreamingResponse(
         body, media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -269,10 +310,11 @@ def _response(sessions: async_sessionmaker[AsyncSession], where: Any, after: int
 
 async def wallet_stream(sessions: async_sessionmaker[AsyncSession], principal: Principal,
                         wallet_id: str, after: int | None, *,
-                        feed: LiveFeed | None) -> StreamingResponse:
+                        feed: LiveFeed | None, allowed: Allowed) -> StreamingResponse:
     """A wallet's full events for a caller with ``wallet:read`` that sees the wallet, from
-    ``after`` (None: from now). The API's stream, and the merchant dashboard's (whose
-    principal comes from the signed-in session)."""
+    ``after`` (None: from now), for as long as ``allowed`` says the caller still may (its
+    key, token or session asked again). The API's stream, and the merchant dashboard's
+    (whose principal comes from the signed-in session)."""
     if not principal.has("wallet:read"):
         raise Forbidden("this API key lacks the 'wallet:read' scope")
     where = OutboxEvent.wallet_id == wallet_id
@@ -282,4 +324,5 @@ async def wallet_stream(sessions: async_sessionmaker[AsyncSession], principal: P
             after = int((await session.execute(
                 select(func.coalesce(func.max(OutboxEvent.id), 0)).where(where)
             )).scalar_one())
-    return _response(sessions, where, after, public=False, feed=feed, wallet_id=wallet_id)
+    return _response(sessions, where, after, public=False, feed=feed, wallet_id=wallet_id,
+                     allowed=allowed)

@@ -10,11 +10,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from satvault.auth.sessions import resolve_session
 from satvault.invoices.stats import daily_conversion
 from satvault.kernel.clock import utcnow
+from satvault.kernel.errors import SatvaultError
 from satvault.reports.dashboard import RAILS, daily_volume
 from satvault.web.deps import SessionDep
-from satvault.web.pages.deps import PageLang, PageUser, mark_page
+from satvault.web.pages.deps import PageLang, PageUser, cookie_name, mark_page
 from satvault.web.pages.merchant.charts import Series, bar_chart
 from satvault.web.pages.merchant.texts import N_, translate
 from satvault.web.pages.merchant.wallet_access import merchant_wallet
@@ -89,5 +91,20 @@ async def events(
     async with sessions() as session, session.begin():
         principal, _merchant, wallet = await merchant_wallet(session, view, merchant_id)
     after = resume_point(last_event_id, last_event_id_param)
+
+    async def allowed() -> bool:
+        """The session still alive and still the merchant's (signed out, expired or revoked:
+        the stream ends)."""
+        token = request.cookies.get(cookie_name(settings_of(request)))
+        try:
+            async with sessions() as session, session.begin():
+                again = await resolve_session(session, token) if token else None
+                if again is None:
+                    return False
+                await merchant_wallet(session, again, merchant_id)
+        except SatvaultError:
+            return False
+        return True
+
     return await wallet_stream(sessions, principal, wallet.id, after,
-                               feed=request.app.state.live)
+                               feed=request.app.state.live, allowed=allowed)
