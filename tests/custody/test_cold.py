@@ -81,14 +81,20 @@ def bdk_sign(psbt_b64: str, wallet: ColdWallet, signer: Cosigner, others: list[C
     return str(psbt.serialize())
 
 
-def cli_sign(tmp: Path, psbt_b64: str, cosigner: Cosigner) -> str:
-    """Cosigner A: ``satvault cold sign`` through the command line."""
+def cli_sign(tmp: Path, psbt_b64: str, cosigner: Cosigner, descriptor: str | None = None
+             ) -> str:
+    """Cosigner A: ``satvault cold sign`` through the command line (with the wallet's
+    descriptor from a file, if given)."""
     src = tmp / f"to-{cosigner.name}.psbt"
     src.write_text(psbt_b64)
     out = tmp / f"from-{cosigner.name}.psbt"
+    extra: list[str] = []
+    if descriptor is not None:
+        (tmp / "cold.descriptor").write_text(descriptor + "\n")
+        extra = ["--descriptor", f"@{tmp / 'cold.descriptor'}"]
     result = runner.invoke(app, ["cold", "sign", str(src), "--seed-file",
                                  str(cosigner.seed_file(tmp)), "--out", str(out),
-                                 "--network", NETWORK])
+                                 "--network", NETWORK, *extra])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["ok"] and report["signed_inputs"]
@@ -207,7 +213,7 @@ async def test_a_2_of_3_spend_to_the_hot_wallet_signed_by_three_implementations(
     assert [d.fingerprint for d in psbt.outputs[0].bip32_derivations.values()] \
         == [hot_origin.fingerprint]
 
-    from_a = cli_sign(tmp_path, unsigned, a)
+    from_a = cli_sign(tmp_path, unsigned, a, cold_wallet.descriptor)  # the change proven
     from_b = embit_sign(unsigned, b)
     from_c = bdk_sign(unsigned, cold_wallet, c, [a, b])
     for signed, who in ((from_a, a), (from_b, b), (from_c, c)):
@@ -363,9 +369,12 @@ def test_the_offline_signer_proves_cold_change_and_summarises(cosigners, cold_wa
                                  ColdOutput(cold_wallet.derive(1, 2).script_pubkey, 49_000,
                                             cold_change_index=2)],
                           wallet=cold_wallet, network=NETWORK)
-    result = sign_cold(good, a.root, NETWORK)
+    result = sign_cold(good, a.root, NETWORK, cold_wallet.descriptor)
     assert "COLD WALLET SPEND (2-of-3)" in result.summary
-    assert "change back to the cold wallet (verified)" in result.summary
+    assert "change back to the cold wallet (verified against the descriptor)" in result.summary
+    # Without the descriptor the other cosigners' keys cannot be checked: not "verified".
+    blind = sign_cold(good, a.root, NETWORK)
+    assert "verified against" not in blind.summary and "NOT checked" in blind.summary
     assert "fee: 1,000 sat" in result.summary and result.fee_sat == 1_000
     # "Change" that is a script of another multisig wallet a shares: refused.
     p = PSBT.from_string(good)
@@ -430,3 +439,38 @@ def test_the_offline_signer_imports_no_network_client():
     assert json.loads(out.stdout) == []
     # (The standard library's `socket` module itself is loaded, by coincurve's asn1crypto
     # for its address helpers; no module that opens a connection is.)
+
+
+def test_change_whose_other_keys_were_swapped_is_refused_given_the_descriptor(cosigners,
+                                                                             cold_wallet):
+    """Found from outside: a coordinator swapped the other cosigners' keys in the change
+    output for its own, keeping their fingerprints and paths; the tool called it "change back
+    to the cold wallet (verified)" and signed, and the attacker held two of the three keys of
+    the change. Given the cold wallet's descriptor the tool derives every key and refuses
+    it; without it the change is never called verified."""
+    from satvault.custody.cold import multisig_script, p2wsh
+
+    a = cosigners[0]
+    good = make_cold_psbt([ColdInput("11" * 32, 0, 80_000, 0, 3)],
+                          [ColdOutput(b"\x00\x14" + bytes(20), 30_000),
+                           ColdOutput(cold_wallet.derive(1, 2).script_pubkey, 49_000,
+                                      cold_change_index=2)],
+                          wallet=cold_wallet, network=NETWORK)
+    real = cold_wallet.derive(1, 2)
+    mine = next(k for k in real.keys if k.fingerprint == a.root.my_fingerprint)
+    thief = bip32.HDKey.from_seed(bytes(range(32)))
+    fake = {k.fingerprint: bytes(thief.derive([n, 1, 2]).get_public_key().sec())
+            for n, k in enumerate(real.keys) if k is not mine}
+    ws = multisig_script(2, sorted([mine.pubkey, *fake.values()]))
+    p = PSBT.from_string(good)
+    p.outputs[1].script_pubkey = p.tx.vout[1].script_pubkey = Script(p2wsh(ws))
+    p.outputs[1].witness_script = Script(ws)
+    p.outputs[1].bip32_derivations.clear()
+    for k in real.keys:  # the genuine fingerprints and paths, the thief's keys
+        pub = mine.pubkey if k is mine else fake[k.fingerprint]
+        p.outputs[1].bip32_derivations[ec.PublicKey.parse(pub)] = DerivationPath(
+            k.fingerprint, list(k.path))
+    with pytest.raises(SigningRefused, match="not a script of the cold wallet"):
+        sign_cold(p.to_base64(), a.root, NETWORK, cold_wallet.descriptor)
+    blind = sign_cold(p.to_base64(), a.root, NETWORK)
+    assert "(verified" not in blind.summary and "NOT checked" in blind.summary

@@ -99,6 +99,10 @@ def sign(
                                                   "(default: FILE-<fingerprint>.psbt).")
                    ] = None,
     network: NetworkOpt = None,
+    descriptor: Annotated[str | None, typer.Option(
+        help="The cold wallet's descriptor (or @FILE), as recorded at the ceremony: proves "
+             "the inputs and the change are the wallet's own. Without it, change is shown "
+             "as unverified.")] = None,
 ) -> None:
     """Check a cold PSBT (or a proof of reserves) and add this cosigner's signatures; a
     summary of what is signed goes to stderr."""
@@ -109,9 +113,11 @@ def sign(
         root = load_seed_file(seed_file, net)
         try:
             data = file.read_bytes()
+            if descriptor and descriptor.startswith("@"):
+                descriptor = Path(descriptor[1:]).read_text().strip()
         except OSError as exc:
-            raise CustodyError(f"cannot read {file}: {exc.strerror}") from exc
-        result = sign_cold(data, root, net)
+            raise CustodyError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+        result = sign_cold(data, root, net, descriptor)
     except CustodyError as exc:
         _fail(str(exc))
     target = out or file.with_name(f"{file.stem}-{root.my_fingerprint.hex()}.psbt")

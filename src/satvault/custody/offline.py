@@ -13,9 +13,14 @@ master fingerprint, after checking, on its own, that the PSBT is what it looks l
   derivations name, and pays to the ``witness_utxo`` script; this cosigner's key, derived
   from the seed at the named path (``48'/c'/a'/2'/chain/index``), is one of them;
 * all inputs belong to one multisig wallet (same m, same cosigners' accounts);
-* an output claiming to be change (it names this cosigner) is proven to be a script of the
-  same wallet; every other output is shown as a payment, with the key origin it names if
-  any (a refill to the hot wallet names the hot signer's key: not verifiable offline);
+* an output claiming to be change (it names this cosigner) is a script of the same
+  threshold and cosigners' accounts. Given the cold wallet's descriptor (``--descriptor``,
+  the one every cosigner recorded at the ceremony), it is proven to be the wallet's own
+  script: derived from every cosigner's xpub at its path, and every input's script too.
+  Without it the other cosigners' keys cannot be checked (a coordinator could swap them for
+  its own, keeping their fingerprints and paths), so it is shown as *unverified* change.
+  Every other output is shown as a payment, with the key origin it names if any (a refill
+  to the hot wallet names the hot signer's key: not verifiable offline);
 * only ``SIGHASH_ALL``; the fee is not negative.
 
 A BIP127 proof of reserves (input 0 carries ``PSBT_IN_POR_COMMITMENT``) is accepted too:
@@ -240,8 +245,29 @@ def _wallet_of(m: int, ders: dict[bytes, tuple[bytes, tuple[int, ...]]]) -> _Wal
     return _Wallet(m, frozenset((fp, path[:-2]) for fp, path in ders.values()))
 
 
-def sign_cold(psbt_b64: str | bytes, root: bip32.HDKey, network: str) -> ColdSignature:
-    """Check ``psbt_b64`` and add this cosigner's signatures; see the module docstring."""
+def _proven(cold: ColdWallet, ders: dict[bytes, tuple[bytes, tuple[int, ...]]],
+            script: bytes, where: str) -> None:
+    """``script`` is the cold wallet's own at the path its derivations name, every key derived
+    from the descriptor's xpubs (found from outside: without this a coordinator could swap
+    the other cosigners' keys in a change output and it still read as verified change)."""
+    at = cold.locate(ders.values())
+    try:
+        own = cold.derive(*at).witness_script if at is not None else None
+    except ColdWalletError:
+        own = None
+    if own != script:
+        raise SigningRefused(f"{where} is not a script of the cold wallet's descriptor "
+                             "(its keys are not the cosigners' keys at its path)")
+
+
+def sign_cold(psbt_b64: str | bytes, root: bip32.HDKey, network: str,
+              descriptor: str | None = None) -> ColdSignature:
+    """Check ``psbt_b64`` and add this cosigner's signatures; see the module docstring.
+    ``descriptor``: the cold wallet's, to prove its inputs and change are its own."""
+    try:
+        cold = ColdWallet.from_descriptor(descriptor, network) if descriptor else None
+    except ColdWalletError as exc:
+        raise SigningRefused(f"the descriptor given is not a cold wallet's: {exc}") from exc
     try:
         psbt = read_psbt(psbt_b64)
     except ColdPsbtError as exc:
@@ -315,6 +341,8 @@ def sign_cold(psbt_b64: str | bytes, root: bip32.HDKey, network: str) -> ColdSig
             raise SigningRefused(f"{where} does not include this cosigner "
                                  f"({fp.hex()}): it is not this cold wallet's coin")
         pub, path = _check_mine(root, ders, network, where)
+        if cold is not None:
+            _proven(cold, ders, ws, where)
         to_sign.append((i, pub, path, ws, value))
     if not to_sign:
         raise SigningRefused(f"nothing to sign: no input names this cosigner ({fp.hex()})")
@@ -333,13 +361,19 @@ def sign_cold(psbt_b64: str | bytes, root: bip32.HDKey, network: str) -> ColdSig
         note = ""
         if any(f == fp for f, _ in ders.values()):
             where = f"output {n} ({amount} sat to {to})"
-            m, keys, _ws = _multisig_of(oscope, where, spk)
+            m, keys, ows = _multisig_of(oscope, where, spk)
             oders = _cosigners(oscope, keys, where)
             _check_mine(root, oders, network, where)
             if _wallet_of(m, oders) != wallet:
                 raise SigningRefused(f"{where} claims to be change but is a script of another "
                                      "multisig wallet")
-            kind, note = "cold change", "change back to the cold wallet (verified)"
+            if cold is not None:
+                _proven(cold, oders, ows, where)
+                kind, note = "cold change", "change back to the cold wallet (verified against " \
+                                            "the descriptor)"
+            else:
+                kind, note = "cold change (unverified)", "claims to be change to the cold " \
+                    "wallet; the other cosigners' keys are NOT checked (give --descriptor)"
         elif ders:
             origins = ", ".join(f"{f.hex()}/{format_path(p, prefix='')}"
                                 for f, p in ders.values())
@@ -400,10 +434,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sign.add_argument("--seed-file", type=Path, required=True)
     sign.add_argument("--network", default="mainnet", choices=_NETWORKS)
     sign.add_argument("--out", type=Path)
+    sign.add_argument("--descriptor", help="the cold wallet's descriptor (or @FILE): proves "
+                      "the inputs and the change are the wallet's own")
     args = parser.parse_args(argv)
     try:
         root = load_seed_file(args.seed_file, args.network)
-        result = sign_cold(_parse_psbt_arg(args.file), root, args.network)
+        descriptor = args.descriptor
+        if descriptor and descriptor.startswith("@"):
+            descriptor = _parse_psbt_arg(Path(descriptor[1:])).decode().strip()
+        result = sign_cold(_parse_psbt_arg(args.file), root, args.network, descriptor)
     except (SigningRefused, ColdPsbtError) as exc:
         print(json.dumps({"ok": False, "error": str(exc)}))
         return 1
