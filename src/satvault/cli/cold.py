@@ -106,18 +106,16 @@ def sign(
 ) -> None:
     """Check a cold PSBT (or a proof of reserves) and add this cosigner's signatures; a
     summary of what is signed goes to stderr."""
-    from satvault.custody.offline import load_seed_file, sign_cold
+    from satvault.custody.offline import descriptor_arg, load_seed_file, sign_cold
 
     net = _network(network)
     try:
         root = load_seed_file(seed_file, net)
         try:
             data = file.read_bytes()
-            if descriptor and descriptor.startswith("@"):
-                descriptor = Path(descriptor[1:]).read_text().strip()
         except OSError as exc:
-            raise CustodyError(f"cannot read {exc.filename}: {exc.strerror}") from exc
-        result = sign_cold(data, root, net, descriptor)
+            raise CustodyError(f"cannot read {file}: {exc.strerror}") from exc
+        result = sign_cold(data, root, net, descriptor_arg(descriptor))
     except CustodyError as exc:
         _fail(str(exc))
     target = out or file.with_name(f"{file.stem}-{root.my_fingerprint.hex()}.psbt")

@@ -75,6 +75,7 @@ __all__ = [
     "account_path",
     "build_descriptor",
     "cosigner_key",
+    "descriptor_arg",
     "load_seed_file",
     "main",
     "new_seed_file",
@@ -418,6 +419,13 @@ def sign_cold(psbt_b64: str | bytes, root: bip32.HDKey, network: str,
                          None if proof_message is not None else fee, outputs)
 
 
+def descriptor_arg(text: str | None) -> str | None:
+    """A ``--descriptor`` option's value: the descriptor itself, or ``@FILE`` holding it."""
+    if not text or not text.startswith("@"):
+        return text
+    return _parse_psbt_arg(Path(text[1:])).decode().strip()
+
+
 def _parse_psbt_arg(path: Path) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -439,10 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         root = load_seed_file(args.seed_file, args.network)
-        descriptor = args.descriptor
-        if descriptor and descriptor.startswith("@"):
-            descriptor = _parse_psbt_arg(Path(descriptor[1:])).decode().strip()
-        result = sign_cold(_parse_psbt_arg(args.file), root, args.network, descriptor)
+        result = sign_cold(_parse_psbt_arg(args.file), root, args.network,
+                           descriptor_arg(args.descriptor))
     except (SigningRefused, ColdPsbtError) as exc:
         print(json.dumps({"ok": False, "error": str(exc)}))
         return 1

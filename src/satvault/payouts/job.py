@@ -120,11 +120,11 @@ def _funded(chosen: tuple[int, ...], amounts: Sequence[int], scripts: Sequence[b
             coins: Sequence[int], feerate: int) -> PayoutPlan:
     """The first coins that pay the ``chosen`` withdrawals and their fee, with a change."""
     paid = sum(amounts[i] for i in chosen)
-    vsize = estimate_vsize(0, [*(scripts[i] for i in chosen), _CHANGE_SPK])
+    outputs = [*(scripts[i] for i in chosen), _CHANGE_SPK]
     k = have = fee = 0
     for value in coins:
         k, have = k + 1, have + value
-        fee = (vsize + 68 * k) * feerate
+        fee = estimate_vsize(k, outputs) * feerate
         if have >= paid + fee:
             break
     if have < paid + fee:

@@ -8,7 +8,7 @@ may already be on its way is a refund of money that left.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple, cast
 
@@ -56,20 +56,6 @@ __all__ = ["DUST_SAT", "BoundInsert", "allows_by_columns", "check_daily_limit",
 DUST_SAT = {"p2pkh": 546, "p2sh": 540, "p2wpkh": 294, "p2wsh": 330, "p2tr": 330}
 
 
-def _spent_since(session: AsyncSession, wallet_id: str, since: datetime) -> Any:
-    """The wallet's withdrawals since ``since`` (failed and cancelled ones excepted), as an
-    expression that serialises concurrent withdrawals of one wallet: on PostgreSQL a function
-    that locks the wallet row and then sums with a snapshot taken after the lock (migration
-    0011), on SQLite, whose writers are serialised already, the sum itself."""
-    if session.get_bind().dialect.name == "postgresql":
-        return func.withdrawals_spent_since(literal(wallet_id, String()),
-                                            literal(since, UtcDateTime()), type_=Amount())
-    return select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
-        Withdrawal.wallet_id == wallet_id, Withdrawal.created_at >= since,
-        Withdrawal.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED))
-    ).scalar_subquery()
-
-
 def _over_limit(spent: int, settings: Settings) -> InvalidWithdrawal:
     left = max(0, settings.withdrawal_daily_limit_msat - spent)
     return InvalidWithdrawal(f"this would exceed the wallet's 24-hour withdrawal limit; "
@@ -78,7 +64,8 @@ def _over_limit(spent: int, settings: Settings) -> InvalidWithdrawal:
 
 def _usage_locked(wallet_id: Any, rail: Any, day: Any, month: Any) -> Any:
     """PostgreSQL's usage row: ``withdrawal_usage`` (migration 0018) locks the wallet row
-    first and sums after the lock, as :func:`_spent_since` does."""
+    first and sums after the lock (from the roll-ups since migration 0039), so concurrent
+    withdrawals of one wallet count each other one after the other."""
     return func.withdrawal_usage(wallet_id, rail, day, month).table_valued(
         column("spent_day", Amount()), column("rail_day", Amount()),
         column("rail_month", Amount()), column("frozen", Boolean())).alias("u")
@@ -115,9 +102,10 @@ def _usage(session: AsyncSession, wallet: Wallet, rail: str, *, lock: bool = Tru
     """One row: ``spent_day`` (all rails, the platform's 24-hour limit), ``rail_day`` and
     ``rail_month`` (this rail, the KYC tier's windows), ``frozen`` and the owner's ``tier``.
     On PostgreSQL the sums come from ``withdrawal_usage`` (migration 0018), which locks the
-    wallet row first and sums after the lock, as :func:`_spent_since` does; on SQLite, whose
-    writers are serialised already, from subqueries. One statement either way. ``lock=False``
-    (views) reads with the subqueries on either database and locks nothing."""
+    wallet row first and sums after the lock; on SQLite, whose writers are serialised
+    already, from subqueries. One statement either way. ``lock=False`` (views, checks before
+    a remote call) locks nothing: the roll-ups' sums on PostgreSQL, the subqueries on
+    SQLite."""
     now = utcnow()
     day, month = now - timedelta(hours=24), now - timedelta(days=30)
     tier = tier_expr(wallet.owner_type, wallet.owner_id).label("tier")
