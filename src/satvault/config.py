@@ -317,6 +317,9 @@ class Settings(BaseSettings):
     # tokens that renew them (each used once, then replaced).
     auth_access_token_seconds: int = Field(default=600, ge=60, le=3600)
     auth_refresh_token_days: int = Field(default=30, ge=1, le=365)
+    # How long the money scopes (withdrawals:write) of a token family hold after the step-up
+    # that won them; past it, its tokens and refreshes carry the other scopes only.
+    auth_money_scope_minutes: int = Field(default=15, ge=1, le=1440)
     # Progressive lockout of an account: from the threshold-th failed sign-in in a row, each
     # failure locks it for base * 2^(failures - threshold) seconds, at most max.
     auth_lockout_threshold: int = Field(default=5, ge=1, le=100)

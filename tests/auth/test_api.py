@@ -230,6 +230,27 @@ async def test_the_password_grant_gives_money_scopes_only_with_a_second_factor(
     again = await client.post("/api/v1/auth/token", json={
         "grant_type": "refresh_token", "refresh_token": r.json()["refresh_token"]})
     assert "withdrawals:write" in again.json()["scope"].split(), again.text
+    # Found from outside: a refresh kept them for the family's whole life (30 days of a
+    # stolen refresh token). They hold 15 minutes from the step-up: past that the live access
+    # token acts without them and the next refresh does not carry them.
+    clock.advance(seconds=14 * 60)
+    mid = await client.post("/api/v1/auth/token", json={
+        "grant_type": "refresh_token", "refresh_token": again.json()["refresh_token"]})
+    assert "withdrawals:write" in mid.json()["scope"].split(), mid.text
+    me = (await client.get("/api/v1/me", headers=bearer(mid.json()["access_token"]))).json()
+    assert "withdrawals:write" in me["scopes"], me
+    clock.advance(seconds=61)
+    me = (await client.get("/api/v1/me", headers=bearer(mid.json()["access_token"]))).json()
+    assert "withdrawals:write" not in me["scopes"] and "wallet:read" in me["scopes"], me
+    later = await client.post("/api/v1/auth/token", json={
+        "grant_type": "refresh_token", "refresh_token": mid.json()["refresh_token"]})
+    assert later.status_code == 200, later.text
+    assert "withdrawals:write" not in later.json()["scope"].split(), later.text
+    assert "wallet:read" in later.json()["scope"].split()
+    clock.advance(seconds=3600)  # nor does it come back later
+    last = await client.post("/api/v1/auth/token", json={
+        "grant_type": "refresh_token", "refresh_token": later.json()["refresh_token"]})
+    assert "withdrawals:write" not in last.json()["scope"].split(), last.text
     # With TOTP on, the code the grant needs anyway is the second factor.
     async with sessions() as s, s.begin():
         enrollment = await totp.begin_enrollment(s, user_id=user_id)

@@ -24,6 +24,7 @@ __all__ = ["AuthPolicy", "credentials", "digest", "is_locked", "lock_for", "rand
 class AuthPolicy:
     access_token_seconds: int = 600
     refresh_token_days: int = 30
+    money_scope_minutes: int = 15
     lockout_threshold: int = 5
     lockout_base_seconds: int = 60
     lockout_max_seconds: int = 3600
@@ -38,6 +39,7 @@ class AuthPolicy:
     def from_settings(cls, settings: Settings) -> AuthPolicy:
         return cls(access_token_seconds=settings.auth_access_token_seconds,
                    refresh_token_days=settings.auth_refresh_token_days,
+                   money_scope_minutes=settings.auth_money_scope_minutes,
                    lockout_threshold=settings.auth_lockout_threshold,
                    lockout_base_seconds=settings.auth_lockout_base_seconds,
                    lockout_max_seconds=settings.auth_lockout_max_seconds,

@@ -33,8 +33,10 @@ are narrowed to those (an unknown scope is an error), none requested means all a
 money scopes (:data:`MONEY_SCOPES`) come only to a grant that proved a step-up, the same
 fresh factor the dashboard asks before a withdrawal (:mod:`.stepup`): otherwise a hijacked
 session or a phished password would move money through the API that it cannot move through
-the dashboard. Asked for by name without one, they are refused (403 ``step-up-required``);
-a refresh keeps them, the factor having been proved when the family was issued.
+the dashboard. Asked for by name without one, they are refused (403 ``step-up-required``).
+They hold for ``money_scope_minutes`` (15 by default) after the family was issued: past that
+its access tokens act without them and its refreshes no longer carry them, so a stolen
+refresh token (30 days) does not move money for 30 days; a new step-up grant wins them again.
 """
 
 from __future__ import annotations
@@ -296,11 +298,18 @@ async def refresh(session: AsyncSession, *, refresh_token: str,
     if family.merchant_id and not await _still_acts_for(session, user, family.merchant_id):
         raise Unauthenticated("this account no longer acts for that merchant")
     found.used_at = utcnow()
-    # Narrowed again: a user who lost admin does not keep it through a refresh. The money
-    # scopes stay: their step-up was proved when the family was issued.
+    # Narrowed again: a user who lost admin does not keep it through a refresh, nor a family
+    # past its step-up's window the money scopes.
+    stepped_up = utcnow() < _money_until(family, timedelta(minutes=policy.money_scope_minutes))
     family.scopes = " ".join(s for s in family.scopes.split()
-                             if s in allowed_scopes(user, None, stepped_up=True))
+                             if s in allowed_scopes(user, None, stepped_up=stepped_up))
     return await _pair(session, family, policy)
+
+
+def _money_until(family: TokenFamily, window: timedelta) -> datetime:
+    """Until when a family's money scopes hold: ``window`` after its step-up, which the
+    grant that issued it proved (the session grant's at most 5 minutes before)."""
+    return family.created_at + window
 
 
 async def _session_alive(session: AsyncSession, session_id: str) -> bool:
@@ -330,9 +339,11 @@ def _claims(token: str, key: SigningKey, sealer: Sealer) -> dict[str, Any]:
     return claims
 
 
-async def authenticate_jwt(session: AsyncSession, token: str, *,
-                           sealer: Sealer | None = None) -> Principal:
-    """The caller behind an access token, or :class:`Unauthenticated`."""
+async def authenticate_jwt(session: AsyncSession, token: str, *, sealer: Sealer | None = None,
+                           money_window: timedelta = timedelta(
+                               minutes=AuthPolicy().money_scope_minutes)) -> Principal:
+    """The caller behind an access token, or :class:`Unauthenticated`; the money scopes
+    only within ``money_window`` of the family's step-up."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
@@ -364,6 +375,8 @@ async def authenticate_jwt(session: AsyncSession, token: str, *,
     scopes = frozenset(str(claims.get("scope", "")).split()) & frozenset(family.scopes.split())
     if not user.is_admin:
         scopes -= {"admin"}
+    if now >= _money_until(family, money_window):
+        scopes -= MONEY_SCOPES
     if family.merchant_id:
         return Principal(key_id=f"jwt:{family.id}", owner_type="merchant",
                          owner_id=family.merchant_id, scopes=scopes,

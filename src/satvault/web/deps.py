@@ -7,6 +7,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Header, Request
@@ -73,8 +74,10 @@ async def _principal(
         is_jwt = looks_like_jwt(token)
         async with sessions() as session, session.begin():
             if is_jwt:
+                settings = request.app.state.settings
                 principal = await authenticate_jwt(
-                    session, token, sealer=sealer_for(request.app.state.settings))
+                    session, token, sealer=sealer_for(settings),
+                    money_window=timedelta(minutes=settings.auth_money_scope_minutes))
             else:
                 principal = await authenticate_api_key(session, token)
     except Unauthenticated:
