@@ -131,6 +131,47 @@ async def test_partial_onchain_then_lightning_remainder(lnenv: LnEnv, shop):
     await env.check()
 
 
+async def test_a_remainder_bolt11_never_outlives_its_invoice(lnenv: LnEnv, shop):
+    """Found from outside: a remainder BOLT11 lived at least 60 s, so one issued in the
+    invoice's last minute outlived it, and a payment in that time was credited and the
+    invoice recorded as paid late. It now expires with the invoice, and none is issued in
+    the last seconds, when nobody could pay it anyway."""
+    from datetime import timedelta
+
+    import bolt11
+
+    from satvault.db import utcnow
+    from satvault.invoices.models import StoreInvoice
+    from satvault.lightning.models import LnInvoice
+
+    env = lnenv
+    async with api_client(env) as c:
+        soon = (await create(c, shop, "s30", amount="50000", currency="SATS")).json()
+        last = (await create(c, shop, "s5", amount="50000", currency="SATS")).json()
+        async with env.sessions() as s, s.begin():
+            (await s.get(StoreInvoice, soon["id"])).expires_at = utcnow() + timedelta(seconds=30)
+            (await s.get(StoreInvoice, last["id"])).expires_at = utcnow() + timedelta(seconds=5)
+        for inv in (soon, last):
+            env.chain.pay(inv["payment_methods"]["onchain"]["address"], 20_000)
+        env.chain.mine(1)
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{soon['id']}", headers=shop["read"])).json()
+        rest = got["payment_methods"]["lightning"]
+        assert rest["amount_msat"] == 30_000 * SAT, got
+        decoded = bolt11.decode(rest["bolt11"])
+        async with env.sessions() as s:
+            ends = (await s.get(StoreInvoice, soon["id"])).expires_at
+            rows = (await s.execute(select(LnInvoice).where(
+                LnInvoice.store_invoice_id.in_([soon["id"], last["id"]])))).scalars().all()
+        assert decoded.expiry_time <= ends.timestamp(), (decoded.expiry_time, ends)  # absolute
+        [remainder] = [r for r in rows if r.amount_msat == 30_000 * SAT]
+        assert remainder.store_invoice_id == soon["id"] and remainder.expires_at <= ends
+        # Five seconds before the end no remainder is issued: only the first BOLT11 is there.
+        assert [r.amount_msat for r in rows if r.store_invoice_id == last["id"]] == [
+            50_000 * SAT]
+    await env.check()
+
+
 async def test_overpaid_late_expired_and_fiat(lnenv: LnEnv, shop):
     env = lnenv
     async with api_client(env) as c:

@@ -523,6 +523,10 @@ async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Setting
     return True
 
 
+# A remainder BOLT11 is not issued with less time than this before its invoice expires.
+MIN_REMAINDER_SECONDS = 10
+
+
 @dataclass(frozen=True, slots=True)
 class FollowUp:
     """What the node must do for an invoice after a change: cancel these BOLT11s (paid in
@@ -530,7 +534,16 @@ class FollowUp:
 
     cancel: tuple[str, ...] = ()
     remainder_msat: int = 0
-    expiry_seconds: int = 60
+    ends_at: datetime | None = None  # the invoice's expiry, which the remainder must not pass
+
+    def remainder_seconds(self) -> int:
+        """The remainder BOLT11's expiry if made now: it ends with the invoice (whole
+        seconds, rounded down, one spared for the node's time to make it), never later; 0
+        in the invoice's last seconds, when nobody could pay it."""
+        if not self.remainder_msat or self.ends_at is None:
+            return 0
+        seconds = int((self.ends_at - utcnow()).total_seconds()) - 1
+        return seconds if seconds >= MIN_REMAINDER_SECONDS else 0
 
 
 async def follow_up_of(session: AsyncSession, invoice_id: str) -> FollowUp:
@@ -548,8 +561,9 @@ async def follow_up_of(session: AsyncSession, invoice_id: str) -> FollowUp:
     if (inv.status == Status.NEW and inv.seen_msat > 0 and remaining >= 1000
             and "lightning" in inv.payment_methods
             and all(ln.amount_msat != remaining for ln in open_ln)):
-        seconds = max(60, int((inv.expires_at - utcnow()).total_seconds()))
-        return FollowUp(remainder_msat=remaining, expiry_seconds=seconds)
+        todo = FollowUp(remainder_msat=remaining, ends_at=inv.expires_at)
+        if todo.remainder_seconds():
+            return todo
     return FollowUp()
 
 
@@ -567,9 +581,10 @@ async def record_follow_up(session: AsyncSession, invoice_id: str, *,
             return  # paid or expired meanwhile: the BOLT11 just issued is left to expire
         wallet = await session.get(Wallet, inv.wallet_id)
         assert wallet is not None
-        await store_invoice(session, remainder, wallet=wallet, memo=f"Invoice {inv.id}",
-                            purpose="invoice", expiry_seconds=expiry_seconds,
-                            store_invoice_id=inv.id)
+        row = await store_invoice(session, remainder, wallet=wallet, memo=f"Invoice {inv.id}",
+                                  purpose="invoice", expiry_seconds=expiry_seconds,
+                                  store_invoice_id=inv.id, flush=False)
+        row.expires_at = min(row.expires_at, inv.expires_at)
 
 
 async def mark_invoice(session: AsyncSession, inv: StoreInvoice, status: str) -> StoreInvoice:

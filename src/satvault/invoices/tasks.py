@@ -72,18 +72,18 @@ async def lightning_follow_up(sessions: async_sessionmaker[AsyncSession], invoic
             cancelled.append(payment_hash)
         except BackendError as exc:  # stays open; an outside payment is still credited
             log.warning("ln_invoice_cancel_failed", payment_hash=payment_hash, error=str(exc))
-    remainder = None
-    if todo.remainder_msat:
+    remainder, seconds = None, todo.remainder_seconds()  # after the cancels: what is left now
+    if seconds:
         try:
             remainder = await node_invoice(
                 lightning, amount_msat=todo.remainder_msat, memo=f"Invoice {invoice_id}",
-                expiry_seconds=todo.expiry_seconds, max_msat=settings.ln_max_payment_msat)
+                expiry_seconds=seconds, max_msat=settings.ln_max_payment_msat)
         except BackendError as exc:  # the on-chain address and the first BOLT11 still work
             log.warning("ln_remainder_invoice_failed", invoice=invoice_id, error=str(exc))
     if cancelled or remainder is not None:
         await retrying(sessions, partial(record_follow_up, invoice_id=invoice_id,
                                          cancelled=cancelled, remainder=remainder,
-                                         expiry_seconds=todo.expiry_seconds))
+                                         expiry_seconds=seconds))
 
 
 async def _refresh_each(sessions: async_sessionmaker[AsyncSession], ids: Iterable[str],
