@@ -15,7 +15,8 @@ from satvault.db import session_factory
 from satvault.events.outbox import emit, notifier
 from tests.chainenv import LnEnv
 
-EVERY_WORKER = {"hold-expiry", "address-expiry", "audit", "withdrawal-approvals", "webhooks",
+EVERY_WORKER = {"hold-expiry", "address-expiry", "idempotency-purge", "audit",
+                "withdrawal-approvals", "webhooks",
                 "alerts", "chain-watcher", "payouts", "custody", "invoices", "lightning-payer",
                 "lightning-listener", "event-relay", "webhook-fanout", "lease", "wake-listener"}
 

@@ -83,6 +83,7 @@ from satvault.workers import (
     custody_worker,
     event_relay_worker,
     hold_expiry_worker,
+    idempotency_purge_worker,
     lightning_payer_worker,
     payout_worker,
     singleton,
@@ -394,6 +395,8 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
     workers: list[Worker] = [
         hold_expiry_worker(sessions, settings.hold_expiry_interval),
         address_expiry_worker(sessions, 60.0),
+        idempotency_purge_worker(sessions, 600.0,
+                                 stale_seconds=settings.idempotency_stale_seconds),
         single(audit_worker(fenced, settings.audit_seal_interval)),
         approval_expiry_worker(sessions, settings.withdrawal_approval_expiry_interval),
         webhook_worker(WebhookDispatcher(sessions, environment=settings.environment),

@@ -1,16 +1,18 @@
-"""Idempotency keys for POSTs that move money or create objects (see ``web/idempotency.py``)."""
+"""Idempotency keys for POSTs that move money or create objects (see ``web/idempotency.py``),
+and their purge once expired (:func:`purge_expired`, the ``idempotency-purge`` worker)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Integer, String, Text, UniqueConstraint
+from sqlalchemy import Integer, String, Text, UniqueConstraint, delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from satvault.db import Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["IdempotencyKey", "IdempotencyStatus"]
+__all__ = ["IdempotencyKey", "IdempotencyStatus", "purge_expired"]
 
 
 class IdempotencyStatus(StrEnum):
@@ -35,3 +37,19 @@ class IdempotencyKey(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (UniqueConstraint("owner", "key", name="owner_key"),)
+
+
+async def purge_expired(session: AsyncSession, *, now: datetime, stale: timedelta,
+                        batch: int = 5000) -> int:
+    """Delete up to ``batch`` keys past their expiry (24 h after their first use at least):
+    answered ones, and claims whose request is gone (no heartbeat for ``stale``). A claim
+    still beating is left, however old. Returns how many went; a small batch keeps each
+    transaction short while the API writes keys beside it."""
+    row = IdempotencyKey
+    gone = select(row.id).where(row.expires_at < now, or_(
+        row.status == IdempotencyStatus.DONE, row.heartbeat_at.is_(None),
+        row.heartbeat_at < now - stale)).order_by(row.expires_at).limit(batch)
+    ids = (await session.execute(gone)).scalars().all()
+    if ids:
+        await session.execute(delete(row).where(row.id.in_(ids), row.expires_at < now))
+    return len(ids)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,6 +22,8 @@ from satvault.events.delivery import WebhookDispatcher
 from satvault.events.jetstream import DurableConsumer
 from satvault.events.outbox import notifier
 from satvault.events.relay import EventRelay
+from satvault.idempotency_models import purge_expired
+from satvault.kernel.clock import utcnow
 from satvault.kernel.retrying import retrying
 from satvault.leases import Lease, LeaseLost
 from satvault.ledger.store import expire_due_holds
@@ -293,6 +296,22 @@ def address_expiry_worker(sessions: async_sessionmaker[AsyncSession], interval: 
                           ) -> Worker:
     return Worker("address-expiry", interval,
                   lambda: retrying(sessions, lambda s: expire_addresses(s)))
+
+
+def idempotency_purge_worker(sessions: async_sessionmaker[AsyncSession], interval: float,
+                             *, stale_seconds: float) -> Worker:
+    """Deletes expired idempotency keys, a batch per transaction until none is left (every
+    process runs it: two deleting the same rows is harmless)."""
+    stale = timedelta(seconds=stale_seconds)
+
+    async def tick() -> int:
+        total = 0
+        while done := await retrying(sessions, lambda s: purge_expired(
+                s, now=utcnow(), stale=stale)):
+            total += done
+        return total
+
+    return Worker("idempotency-purge", interval, tick)
 
 
 def audit_worker(sessions: async_sessionmaker[AsyncSession], interval: float) -> Worker:

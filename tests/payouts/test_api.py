@@ -5,6 +5,7 @@ transaction opened inside a request (SQLite: one writer) would deadlock here."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
@@ -137,3 +138,45 @@ async def test_scopes_and_ownership(env: Env, keys):
                            json={"destination": "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu",
                                  "amount_msat": 10_000 * SAT})
         assert bad.status_code == 422 and bad.json()["title"] == "wrong network"
+
+
+async def test_expired_idempotency_keys_are_purged(env: Env, keys, clock):
+    """A known gap until now: expired keys were deleted only when their owner sent the same
+    key again, so the table grew with every withdrawal. The ``idempotency-purge`` worker
+    deletes those past their expiry: answered ones, and claims whose request is gone; a claim
+    still beating stays, and a live key still replays."""
+    from sqlalchemy import select
+
+    from satvault.db import utcnow
+    from satvault.idempotency_models import IdempotencyKey, IdempotencyStatus
+    from satvault.workers import idempotency_purge_worker
+
+    await fund(env, 200_000)
+    async with api_client(env) as c:
+        url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
+        old = await c.post(url, headers=h(keys["full"], "old"),
+                           json={"destination": DEST, "amount_msat": 10_000 * SAT})
+        assert old.status_code == 201, old.text
+        async with env.sessions() as s, s.begin():
+            for key, beat in (("beating", 0), ("dead", 3600)):
+                s.add(IdempotencyKey(owner="someone", key=key, request_hash="0" * 64,
+                                     status=IdempotencyStatus.RUNNING, created_at=utcnow(),
+                                     expires_at=utcnow(), claim_token="t",
+                                     heartbeat_at=utcnow() + timedelta(hours=25, seconds=-beat)))
+        clock.advance(hours=25)
+        body = {"destination": DEST, "amount_msat": 11_000 * SAT}
+        new = await c.post(url, headers=h(keys["full"], "new"), json=body)
+        assert new.status_code == 201, new.text
+        purge = idempotency_purge_worker(env.sessions, 600.0,
+                                         stale_seconds=env.settings.idempotency_stale_seconds)
+        purge.start()
+        while not purge.runs:
+            await asyncio.sleep(0.01)
+        await purge.stop()
+        assert purge.last_error is None
+        async with env.sessions() as s:
+            left = (await s.execute(select(IdempotencyKey.key))).scalars().all()
+        assert sorted(left) == ["beating", "new"]
+        replay = await c.post(url, headers=h(keys["full"], "new"), json=body)
+        assert replay.headers["idempotent-replayed"] == "true" and replay.json() == new.json()
+    await env.check()
