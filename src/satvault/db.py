@@ -49,6 +49,7 @@ __all__ = [
     "max_amount",
     "one_read",
     "sequence_fence",
+    "sequence_snapshot",
     "session_factory",
     "unit_of_work",
     "utcnow",
@@ -291,6 +292,19 @@ _OPEN_TRANSACTIONS = text(  # every client transaction open in this database now
 _STILL_OPEN = text(
     "SELECT virtualxid FROM pg_locks WHERE locktype = 'virtualxid' AND granted "
     "AND mode = 'ExclusiveLock' AND virtualxid = ANY(CAST(:open AS text[]))")
+
+
+async def sequence_snapshot(session: AsyncSession, table: str, column: str
+                            ) -> tuple[int, frozenset[str]]:
+    """The fence without the wait (PostgreSQL only): the serial sequence's last value and the
+    client transactions open just after it was read. Once none of those is open any more,
+    every row numbered up to that value is committed or gone for good; a reader that must not
+    wait for them (a live stream) keeps reading above its last such value meanwhile."""
+    last = int((await session.execute(text(
+        f"SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('{table}', "
+        f"'{column}')::regclass), 0)"))).scalar_one())
+    open_now = frozenset((await session.execute(_OPEN_TRANSACTIONS)).scalars().all())
+    return last, open_now
 
 
 async def sequence_fence(sessions: async_sessionmaker[AsyncSession],

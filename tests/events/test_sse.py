@@ -262,3 +262,42 @@ async def test_a_wallet_stream_ends_when_its_key_is_revoked(engine, db_url, tmp_
         with suppress(TimeoutError, StopAsyncIteration, httpx.HTTPError):
             leaked = await take(1)
         assert not leaked, f"a revoked key still received {leaked}"
+
+
+async def test_an_event_that_commits_after_a_later_one_still_reaches_the_stream(
+        make_app, sessions, world):
+    """Found from outside: on PostgreSQL an outbox id is taken at INSERT and becomes visible
+    at COMMIT, so a transaction holding a lower id can commit after one holding a higher id.
+    The stream read ``id > last sent``: once the higher id was sent, the lower one, committed
+    a moment later, was never sent. (On SQLite writers take the write lock up front and ids
+    commit in order.)"""
+    async with sessions() as s, s.begin():
+        wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=world.merchant)
+        _, key = await acc.create_api_key(s, owner_id=world.merchant, scopes=["wallet:read"])
+    sqlite = "sqlite" in str(sessions.kw["bind"].url)
+    async with serve(make_app()) as base, httpx.AsyncClient(base_url=base) as client, \
+            events(client, params={"wallet_id": wallet.id},
+                   headers={"Authorization": f"Bearer {key}"}) as take:
+        slow = sessions()
+        await slow.begin()
+        try:
+            early = await emit(slow, type="withdrawal.created", subject_type="withdrawal",
+                               subject_id="wd_early", wallet_id=wallet.id,
+                               payload={"id": "wd_early"})
+            if sqlite:  # the open writer holds the lock: commit it first, as SQLite orders
+                await slow.commit()
+            async with sessions() as s, s.begin():
+                late = await emit(s, type="withdrawal.created", subject_type="withdrawal",
+                                  subject_id="wd_late", wallet_id=wallet.id,
+                                  payload={"id": "wd_late"})
+            assert early < late
+            if sqlite:
+                got = await take(2)
+            else:
+                got = await take(1)
+                assert [int(e["id"]) for e in got] == [late]
+                await slow.commit()
+                got += await take(1)
+        finally:
+            await slow.close()
+        assert sorted(int(e["id"]) for e in got) == [early, late]

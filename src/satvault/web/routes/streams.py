@@ -19,9 +19,10 @@ Both resume after ``Last-Event-ID`` (the header EventSource sends when it reconn
 
 Where the events come from depends on ``event_stream``:
 
-* ``outbox`` (the embedded default): the stream polls the outbox (an indexed ``id > last``
-  query on the subject) every :data:`POLL_SECONDS`, and at once when a transaction in this
-  process that emitted commits.
+* ``outbox`` (the embedded default): the stream polls the outbox (an indexed ``id > floor``
+  query on the subject, skipping what it sent: on PostgreSQL an id can commit after a higher
+  one, see :class:`_Unsent`) every :data:`POLL_SECONDS`, and at once when a transaction in
+  this process that emitted commits.
 * ``nats``: the process's one subscriber to NATS JetStream (:class:`satvault.events.live.
   LiveFeed`) hands each stream the events its filter accepts, as the relay publishes them;
   no stream polls the database. At connection (and after a resume point) the stream first
@@ -52,7 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.access import visible_wallet
 from satvault.accounts.service import Principal
-from satvault.db import one_read
+from satvault.db import one_read, sequence_snapshot
 from satvault.events.errors import InvalidStream, StreamUnavailable
 from satvault.events.jetstream import StreamEvent, subject_for
 from satvault.events.live import LiveFeed
@@ -117,16 +118,73 @@ async def _read(sessions: async_sessionmaker[AsyncSession], where: Any, after: i
         )).scalars())
 
 
+class _Unsent:
+    """Which of a stream's outbox rows are still to send. An id is taken at INSERT and seen at
+    COMMIT, so on PostgreSQL a row can appear below one already sent (found from outside: the
+    stream read ``id > last sent`` and never sent an event whose transaction committed just
+    after a later one's). The stream reads above ``floor``, the highest id below which every
+    row is committed or gone for good (:func:`~satvault.db.sequence_snapshot`, checked at each
+    read without waiting), and skips the ids above it it sent already. On SQLite a writer
+    holds the write lock from its first statement, so ids commit in order and ``floor`` is
+    simply the last id sent."""
+
+    def __init__(self, after: int) -> None:
+        self.floor = after
+        self.sent: set[int] = set()
+        self.ordered: bool | None = None  # ids commit in order (SQLite); None: not known yet
+        self._mark: tuple[int, frozenset[str]] | None = None
+
+    async def read(self, sessions: async_sessionmaker[AsyncSession], where: Any
+                   ) -> list[OutboxEvent]:
+        async with one_read(sessions) as session:
+            # On PostgreSQL three autocommit statements, each its own snapshot: only their
+            # order matters (the sequence before the open transactions, both before the rows).
+            if self.ordered is None:
+                self.ordered = session.get_bind().dialect.name != "postgresql"
+            settled = None if self.ordered else await self._settled(session)
+            q = select(OutboxEvent).where(where, OutboxEvent.id > self.floor)
+            if self.sent:
+                q = q.where(OutboxEvent.id.not_in(sorted(self.sent)))
+            rows = list((await session.execute(q.order_by(OutboxEvent.id).limit(BATCH)))
+                        .scalars())
+        if settled is not None:
+            # Only now: every row up to ``settled`` was committed before this read began, so
+            # the read has it (up to its last row, if the batch was full).
+            if len(rows) == BATCH:
+                settled = min(settled, rows[-1].id)
+            self.floor = max(self.floor, settled)
+            self.sent = {i for i in self.sent if i > self.floor}
+        return rows
+
+    async def _settled(self, session: AsyncSession) -> int | None:
+        """The last value of the sequence noted at an earlier read, once every transaction
+        open then has ended (None until then); a new one is noted when the last is used."""
+        last, open_now = await sequence_snapshot(session, "outbox_events", "id")
+        settled = None
+        if self._mark is not None and not (self._mark[1] & open_now):
+            settled, self._mark = self._mark[0], None
+        if self._mark is None:
+            self._mark = (last, open_now)
+        return settled
+
+    def done(self, event_id: int) -> None:
+        if self.ordered:
+            self.floor = max(self.floor, event_id)
+        elif event_id > self.floor:
+            self.sent.add(event_id)
+
+
 async def _events(sessions: async_sessionmaker[AsyncSession], where: Any, after: int, *,
                   public: bool, poll: float, heartbeat: float) -> AsyncIterator[str]:
     """The outbox mode: poll the outbox."""
     yield f"retry: {RETRY_MILLISECONDS}\n\n"
     last_sent = time.monotonic()
+    unsent = _Unsent(after)
     while True:
-        rows = await _read(sessions, where, after)
+        rows = await unsent.read(sessions, where)
         for row in rows:
             yield _frame(row, public=public)
-            after = row.id
+            unsent.done(row.id)
         if rows:
             last_sent = time.monotonic()
             if len(rows) == BATCH:
