@@ -1,7 +1,9 @@
 """Times every HTTP request into ``satvault_http_request_duration_seconds`` (satvault.telemetry),
 labelled with the matched route's template (``/api/v1/invoices/{invoice_id}``), never the raw
 path, so an id in a URL does not make a new series; requests no route matched share
-``unmatched``."""
+``unmatched``. The method label is one of the methods HTTP defines for the API, or
+``other``: any token is a method to HTTP/1.1, and a label taken as sent would let every
+client add series at will."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from satvault.telemetry import HTTP_SECONDS
 
 __all__ = ["HttpMetrics"]
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class HttpMetrics:
@@ -37,5 +41,6 @@ class HttpMetrics:
         finally:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            HTTP_SECONDS.labels(scope.get("method", ""), template,
+            method = scope.get("method", "")
+            HTTP_SECONDS.labels(method if method in METHODS else "other", template,
                                 f"{status // 100}xx").observe(time.perf_counter() - started)
