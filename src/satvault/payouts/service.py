@@ -43,6 +43,7 @@ from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import transfer
 from satvault.onchain.addresses import parse_address
 from satvault.onchain.bip21 import parse_bip21
+from satvault.onchain.models import INTERNAL_PURPOSES, OnchainAddress, OnchainWallet
 from satvault.payouts.errors import InvalidWithdrawal
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
@@ -343,6 +344,21 @@ def resolve_destination(destination: str, amount_msat: int | None, network: str
     return info.address, info.script_pubkey, info.kind, amount_msat
 
 
+async def _refuse_own_wallet(session: AsyncSession, script_pubkey: bytes) -> None:
+    """Refuse an address of the platform's own wallets: the semi-cold or cold wallet's, or
+    one a move of ours pays (change, sweep, refill). Paid there, the coins stay with the
+    platform while the customer's money has left the books: a change output is not credited
+    to anyone, yet spent again as the platform's. A customer's deposit address is a payment
+    to that customer (credited when it confirms) and goes on."""
+    row = (await session.execute(
+        select(OnchainWallet.role, OnchainAddress.purpose)
+        .join(OnchainWallet, OnchainWallet.id == OnchainAddress.wallet_id)
+        .where(OnchainAddress.script_pubkey == script_pubkey.hex()))).one_or_none()
+    if row is not None and (row.role != "deposit" or row.purpose in INTERNAL_PURPOSES):
+        raise InvalidWithdrawal("this address belongs to one of the platform's own wallets; "
+                                "it cannot receive a withdrawal")
+
+
 async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destination: str,
                              amount_msat: int | None, settings: Settings,
                              store_id: str | None = None,
@@ -350,6 +366,7 @@ async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destinati
     """``status``: ``review`` when the risk rules hold it (the payout job skips it)."""
     address, spk, kind, amount = resolve_destination(destination, amount_msat,
                                                      settings.network)
+    await _refuse_own_wallet(session, spk)
     if amount <= 0:
         raise InvalidWithdrawal("amount_msat must be positive")
     if amount % 1000:
