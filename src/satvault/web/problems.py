@@ -34,7 +34,7 @@ from satvault.rates import errors as rerr
 from satvault.risk import errors as risk
 from satvault.withdrawals.policy import errors as wp
 
-__all__ = ["ERROR_STATUS", "install_problem_handlers", "problem", "problem_for"]
+__all__ = ["ERROR_STATUS", "as_page", "install_problem_handlers", "problem", "problem_for"]
 
 log = get_logger(__name__)
 
@@ -164,7 +164,7 @@ def _allowed_methods(request: Request) -> list[str]:
 PageErrors = Callable[[Request, int, str], Response]
 
 
-def _as_page(request: Request, resp: JSONResponse) -> Response:
+def as_page(request: Request, resp: JSONResponse) -> Response:
     """On a page (a route under web/pages, which marks the request), the same error as an
     HTML page in the reader's language instead of problem+json."""
     renderer: PageErrors | None = getattr(request.app.state, "page_errors", None)
@@ -183,7 +183,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             log.error("unhandled_error", path=request.url.path, error=type(exc).__name__,
                       exc_info=exc)
             resp = problem(500, "internal-error", "internal error; it has been logged")
-        return _as_page(request, resp)
+        return as_page(request, resp)
 
     # Registered per error-tree root so Starlette's ExceptionMiddleware answers them (a handler
     # for bare Exception runs in ServerErrorMiddleware, which re-raises after responding).
@@ -193,7 +193,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> Response:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
-        return _as_page(_request, problem(422, "invalid-request", "the request is not valid",
+        return as_page(_request, problem(422, "invalid-request", "the request is not valid",
                                           errors=errors))
 
     @app.exception_handler(StarletteHTTPException)
@@ -203,4 +203,4 @@ def install_problem_handlers(app: FastAPI) -> None:
         resp.headers.update(exc.headers or {})
         if exc.status_code == 405 and (allowed := _allowed_methods(_request)):
             resp.headers["Allow"] = ", ".join(allowed)
-        return _as_page(_request, resp)
+        return as_page(_request, resp)

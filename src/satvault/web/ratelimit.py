@@ -18,7 +18,9 @@ penalty grows with persistence):
   Lightning Address callback, an LNURL-auth challenge or login, an LNURL-withdraw
   redemption) per client address.
 * ``create``: object creation through the API (stores, invoices, refunds, deposits,
-  withdrawals, vouchers, Lightning Addresses, webhooks, redeliveries) per API key.
+  withdrawals, vouchers, Lightning Addresses, webhooks, redeliveries) per API key, and
+  through the dashboard's forms that make the same things, per web session
+  (``satvault.web.pages.deps.PageCreateLimit``).
 
 The client address is the socket peer; ``X-Forwarded-For`` counts only when the peer is one
 of ``rate_limit_trusted_proxies``, and then the address is the right-most entry that is not
@@ -43,7 +45,7 @@ from collections.abc import Awaitable
 from typing import Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.storage.memory import Entry
@@ -59,7 +61,7 @@ from satvault.accounts.security import parse_token
 from satvault.config import Settings
 from satvault.logs import get_logger
 from satvault.web.deps import CurrentPrincipal
-from satvault.web.problems import problem
+from satvault.web.problems import as_page, problem
 
 __all__ = ["CreateLimit", "EdgeLimiter", "LocalMemoryStorage", "PublicCreateLimit",
            "PublicLimit", "RateLimited", "install_rate_limits"]
@@ -371,9 +373,9 @@ def install_rate_limits(app: FastAPI, settings: Settings) -> EdgeLimiter | None:
     limiter = EdgeLimiter(settings) if settings.rate_limit_enabled else None
     app.state.rate_limiter = limiter
 
-    async def _refused(_request: Request, exc: Exception) -> JSONResponse:
+    async def _refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RateLimited)
-        resp = problem(429, "rate-limited", str(exc))
+        resp = as_page(request, problem(429, "rate-limited", str(exc)))  # a form's: a page
         resp.headers["Retry-After"] = str(exc.retry_after)
         if exc.budget.startswith("public"):
             resp.headers.update(_PUBLIC_HEADERS)

@@ -45,6 +45,7 @@ __all__ = [
     "EnrollmentRequired",
     "OptionalPageUser",
     "PageAdmin",
+    "PageCreateLimit",
     "PageLang",
     "PageUser",
     "PreSessionCsrf",
@@ -277,3 +278,18 @@ async def mark_page(request: Request) -> None:
 
 
 CsrfProtected = Depends(csrf_protected)
+
+
+async def _page_create_limit(request: Request) -> None:
+    """The API's creation budget for a form that makes what the API's counted endpoints make
+    (a withdrawal, a voucher, a deposit, a refund, a store invoice …), counted per web session
+    as the API counts per key, in the same storage (so, with Redis, across processes).
+    Spent after the CSRF check, before the form is read."""
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    view = await _view(request)
+    if limiter is not None and view is not None:
+        await limiter.spend("create", view.id)
+
+
+# After CsrfProtected in a route's ``dependencies``.
+PageCreateLimit = Depends(_page_create_limit)

@@ -35,7 +35,14 @@ from satvault.kernel.days import day_end, day_start
 from satvault.kernel.errors import InvalidInput, NotFound, SatvaultError
 from satvault.onchain.qr import qr_svg
 from satvault.web.deps import SessionDep
-from satvault.web.pages.deps import CsrfProtected, PageLang, PageUser, SteppedUp, mark_page
+from satvault.web.pages.deps import (
+    CsrfProtected,
+    PageCreateLimit,
+    PageLang,
+    PageUser,
+    SteppedUp,
+    mark_page,
+)
 from satvault.web.pages.merchant.scope import (
     FormRefused,
     Owner,
@@ -163,7 +170,7 @@ def _invoice_body(values: dict[str, Any]) -> InvoiceIn:
     return parse(InvoiceIn, data)
 
 
-@router.post("/invoices", dependencies=[CsrfProtected])
+@router.post("/invoices", dependencies=[CsrfProtected, PageCreateLimit])
 async def create_invoice(merchant_id: str, request: Request, view: PageUser,
                          lang: PageLang) -> Response:
     """As ``POST /api/v1/stores/{id}/invoices``: the store and the quote (rate, the node's
@@ -261,7 +268,8 @@ async def mark(merchant_id: str, invoice_id: str, request: Request, view: PageUs
                             status_code=303)
 
 
-@router.post("/invoices/{invoice_id}/refund", dependencies=[CsrfProtected])
+@router.post("/invoices/{invoice_id}/refund",
+             dependencies=[CsrfProtected, PageCreateLimit])
 async def refund(merchant_id: str, invoice_id: str, request: Request, view: SteppedUp,
                  lang: PageLang) -> Response:
     """A refund is a withdrawal from the merchant's wallet: only after a step-up."""

@@ -22,7 +22,14 @@ from satvault.kernel.errors import AlreadyExists, SatvaultError
 from satvault.lightning import lnurl_service as svc
 from satvault.lightning.lnurl_models import LightningAddress, LnurlWithdrawVoucher
 from satvault.web.deps import SessionDep
-from satvault.web.pages.deps import CsrfProtected, PageLang, PageUser, SteppedUp, mark_page
+from satvault.web.pages.deps import (
+    CsrfProtected,
+    PageCreateLimit,
+    PageLang,
+    PageUser,
+    SteppedUp,
+    mark_page,
+)
 from satvault.web.pages.merchant.invoices import qr_data_uri
 from satvault.web.pages.merchant.scope import (
     FormRefused,
@@ -83,7 +90,7 @@ async def lightning_page(merchant_id: str, request: Request, view: PageUser, lan
     return await _page(request, lang, view, session, who, notice=notice)
 
 
-@router.post("/lightning/address", dependencies=[CsrfProtected])
+@router.post("/lightning/address", dependencies=[CsrfProtected, PageCreateLimit])
 async def claim_address(merchant_id: str, request: Request, view: PageUser,
                         lang: PageLang) -> Response:
     values = await form_values(request)
@@ -114,7 +121,7 @@ def _msat(values: dict[str, Any], name: str, what: str) -> int | None:
     return int(text) * 1000
 
 
-@router.post("/lightning/vouchers", dependencies=[CsrfProtected])
+@router.post("/lightning/vouchers", dependencies=[CsrfProtected, PageCreateLimit])
 async def create_voucher(merchant_id: str, request: Request, view: SteppedUp,
                          lang: PageLang) -> Response:
     """A voucher holds its amount for whoever holds the link: a withdrawal, after a step-up."""

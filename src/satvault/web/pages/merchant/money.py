@@ -32,7 +32,14 @@ from satvault.onchain.deposits import create_deposit, view_deposit
 from satvault.onchain.errors import InvalidDescriptor
 from satvault.payouts.models import Withdrawal
 from satvault.web.deps import SessionDep
-from satvault.web.pages.deps import CsrfProtected, PageLang, PageUser, SteppedUp, mark_page
+from satvault.web.pages.deps import (
+    CsrfProtected,
+    PageCreateLimit,
+    PageLang,
+    PageUser,
+    SteppedUp,
+    mark_page,
+)
 from satvault.web.pages.merchant.texts import N_, translate
 from satvault.web.pages.merchant.wallet_access import merchant_wallet
 from satvault.web.pages.render import render
@@ -106,7 +113,7 @@ def _lightning(request: Request) -> Any:
 
 
 @router.post("/dashboard/m/{merchant_id}/deposit", response_class=HTMLResponse,
-             dependencies=[CsrfProtected])
+             dependencies=[CsrfProtected, PageCreateLimit])
 async def request_deposit(merchant_id: str, request: Request, view: PageUser,
                           lang: PageLang) -> Response:
     sessions, settings = sessions_of(request), settings_of(request)
@@ -237,7 +244,7 @@ async def _withdraw_again(request: Request, lang: Language, view: SessionView,
 
 
 @router.post("/dashboard/m/{merchant_id}/withdraw", response_class=HTMLResponse,
-             dependencies=[Depends(_keep_body), CsrfProtected])
+             dependencies=[Depends(_keep_body), CsrfProtected, PageCreateLimit])
 async def withdraw(merchant_id: str, request: Request, view: SteppedUp,
                    lang: PageLang) -> Response:
     form = await request.form()

@@ -15,7 +15,7 @@ from satvault.auth.sessions import SessionView
 from satvault.checkout.i18n import Language
 from satvault.kernel.errors import InvalidInput, SatvaultError
 from satvault.web.deps import SessionDep
-from satvault.web.pages.deps import CsrfProtected, PageLang, PageUser, mark_page
+from satvault.web.pages.deps import CsrfProtected, PageCreateLimit, PageLang, PageUser, mark_page
 from satvault.web.pages.merchant.scope import (
     FormRefused,
     Owner,
@@ -55,7 +55,7 @@ async def stores_page(merchant_id: str, request: Request, view: PageUser, lang: 
     return _page(request, lang, view, who, stores)
 
 
-@router.post("/stores", dependencies=[CsrfProtected])
+@router.post("/stores", dependencies=[CsrfProtected, PageCreateLimit])
 async def create_store(merchant_id: str, request: Request, view: PageUser,
                        lang: PageLang) -> Response:
     values = await form_values(request)

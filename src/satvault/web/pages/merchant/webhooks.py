@@ -25,7 +25,7 @@ from satvault.events.ssrf import check
 from satvault.kernel.errors import InvalidInput, NotFound, SatvaultError
 from satvault.web.deps import SessionDep
 from satvault.web.fields import EventIdBefore
-from satvault.web.pages.deps import CsrfProtected, PageLang, PageUser, mark_page
+from satvault.web.pages.deps import CsrfProtected, PageCreateLimit, PageLang, PageUser, mark_page
 from satvault.web.pages.merchant.scope import (
     FormRefused,
     Owner,
@@ -83,7 +83,7 @@ def _listed(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value or [])
 
 
-@router.post("/webhooks", dependencies=[CsrfProtected])
+@router.post("/webhooks", dependencies=[CsrfProtected, PageCreateLimit])
 async def create_webhook(merchant_id: str, request: Request, view: PageUser,
                          lang: PageLang) -> Response:
     values = await form_values(request)
@@ -162,7 +162,7 @@ async def webhook_page(merchant_id: str, webhook_id: str, request: Request, view
 
 
 @router.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
-             dependencies=[CsrfProtected])
+             dependencies=[CsrfProtected, PageCreateLimit])
 async def redeliver_delivery(merchant_id: str, webhook_id: str, delivery_id: str,
                              request: Request, view: PageUser) -> Response:
     async with transaction(request) as s:
