@@ -234,6 +234,9 @@ class Settings(BaseSettings):
     payout_interval: float = 10.0
     payout_max_batch: int = 100
     payout_confirmations: int = 1
+    # A move booked as confirmed is watched until this deep: a reorg that takes it out of the
+    # chain has it broadcast again (or, if an input was spent elsewhere, a person told).
+    payout_final_confirmations: int = Field(default=6, ge=1)
     fee_target_blocks: int = 6
     min_feerate_sat_vb: int = 1
     max_feerate_sat_vb: int = 500

@@ -263,7 +263,8 @@ def chain_watcher_worker(watcher: Watcher, interval: float) -> Worker:
 def payout_worker(job: PayoutJob, interval: float) -> Worker:
     async def tick() -> int:
         r = await job.step()
-        return r.batched + r.signed + r.broadcast + r.confirmed + r.abandoned + r.stuck
+        return r.batched + r.signed + r.broadcast + r.confirmed + r.abandoned + r.stuck \
+            + r.rebroadcast
 
     return Worker("payouts", interval, tick)
 

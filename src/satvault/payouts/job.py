@@ -10,6 +10,8 @@ before the next external call, so a crash anywhere resumes where it stopped:
   txid, or "already in chain").
 * ``broadcast``: confirmations are tracked over every version (fee bumps) of the batch; once
   one has enough, the withdrawals' holds are posted with each one's share of the fee.
+* ``confirmed``: still watched until ``payout_final_confirmations`` deep; a reorg that takes
+  it out of the chain has it broadcast again, never booked again (:mod:`.reorgs`).
 
 A rejected broadcast abandons the batch (its withdrawals return to the queue with their holds
 intact) only when it is provably harmless: no version of the transaction is known to the node
@@ -63,6 +65,7 @@ from satvault.payouts.models import (
     WithdrawalStatus,
 )
 from satvault.payouts.moves import book_move
+from satvault.payouts.reorgs import ReorgWatch
 from satvault.signing.base import Payment, Signer
 from satvault.signing.errors import LimitExceeded, SignerUnavailable, SigningRefused
 from satvault.signing.psbt import (
@@ -204,6 +207,10 @@ class PayoutReport:
     signer_limited: int = 0
     # Payouts a node accepted once whose rebroadcast is refused: kept, never paid again.
     held: int = 0
+    # Confirmed moves a reorg took out of the chain: broadcast again, or (an input spent
+    # elsewhere) told to a person. Never booked again, never unbooked.
+    rebroadcast: int = 0
+    reorged_conflicts: int = 0
     waiting_for_funds: bool = False
     # Pending withdrawals none of which fits the signer's per-transaction cap with the fee
     # the market asks now: no batch is stored, they are batched once fees fall.
@@ -232,9 +239,21 @@ class PayoutJob:
     async def step(self) -> PayoutReport:
         """Move every open payout forward, batch what is pending, move the new one too."""
         report = PayoutReport()
+        await self.watch(report)
         await self.advance(report)
         await self.create_batch(report)
         await self.advance(report)
+        return report
+
+    async def watch(self, report: PayoutReport | None = None) -> PayoutReport:
+        """Look at every confirmed move not yet final for a reorg (:mod:`.reorgs`)."""
+        report = report or PayoutReport()
+        watched = await ReorgWatch(self.sessions, self.backend,
+                                   self.settings.payout_final_confirmations,
+                                   self._tell_once).step()
+        report.rebroadcast += watched.rebroadcast
+        report.reorged_conflicts += watched.conflicts
+        report.errors += watched.errors
         return report
 
     # ----------------------------------------------------------------------- batching
@@ -588,8 +607,10 @@ class PayoutJob:
                 continue
             seen = True
             if st.confirmations >= self.settings.payout_confirmations:
+                final = st.confirmations >= self.settings.payout_final_confirmations
                 paid, seconds = await retrying(self.sessions, partial(
-                    self._confirm, batch_id=batch_id, version=v, height=st.block_height))
+                    self._confirm, batch_id=batch_id, version=v, height=st.block_height,
+                    final=final))
                 _counted("succeeded", paid)
                 for _ in range(paid):
                     PAYMENT_SECONDS.labels("onchain").observe(seconds)
@@ -625,9 +646,10 @@ class PayoutJob:
             log.warning("payout_bump_skipped", batch=batch_id, reason=str(exc))
 
     async def _confirm(self, session: AsyncSession, *, batch_id: str, version: PayoutTx,
-                       height: int | None) -> tuple[int, float]:
+                       height: int | None, final: bool = False) -> tuple[int, float]:
         """Book the confirmed move; the withdrawals it paid (0 for a sweep or refill, or if
-        booked already) and the seconds since the batch was made."""
+        booked already) and the seconds since the batch was made. ``final``: it is already
+        ``payout_final_confirmations`` deep, so it is not watched for a reorg."""
         batch = await session.get(PayoutBatch, batch_id, with_for_update=True)
         assert batch is not None
         if batch.status == BatchStatus.CONFIRMED:
@@ -644,6 +666,8 @@ class PayoutJob:
         batch.status, batch.txid, batch.fee_sat = \
             BatchStatus.CONFIRMED, version.txid, version.fee_sat
         batch.confirmed_height, batch.updated_at = height, utcnow()
+        if final:
+            batch.final_at = batch.updated_at
         coins = (await session.execute(select(PayoutInput.payment_id).where(
             PayoutInput.batch_id == batch_id))).scalars().all()
         for pid in coins:

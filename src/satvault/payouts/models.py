@@ -60,8 +60,9 @@ class MoveKind(StrEnum):
 
 class BatchStatus(StrEnum):
     """``signing`` (or, for a refill, ``cosigning``) → ``signed`` → ``broadcast`` →
-    ``confirmed``; ``abandoned`` (its withdrawals went back to ``pending``, its coins are free
-    again) or ``stuck`` (a person must look)."""
+    ``confirmed`` (still watched for a reorg until ``final_at``); ``abandoned`` (its
+    withdrawals went back to ``pending``, its coins are free again) or ``stuck`` (a person
+    must look)."""
 
     COSIGNING = "cosigning"
     SIGNING = "signing"
@@ -74,6 +75,8 @@ class BatchStatus(StrEnum):
 
 _ONE_LIVE = ("kind IN ('sweep','refill') AND status IN "
              "('cosigning','signing','signed','broadcast')")
+
+_WATCHED = "status = 'confirmed' AND final_at IS NULL"
 
 # A batch in one of these holds its inputs and is moved forward by the payout job.
 LIVE_STATUSES = (BatchStatus.COSIGNING, BatchStatus.SIGNING, BatchStatus.SIGNED,
@@ -120,6 +123,9 @@ class PayoutBatch(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     broadcast_height: Mapped[int | None] = mapped_column(Integer)
     confirmed_height: Mapped[int | None] = mapped_column(Integer)
+    # A confirmed move is watched (a reorg may take it out of the chain) until it is
+    # ``payout_final_confirmations`` deep; then this is set and it is never looked at again.
+    final_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -127,6 +133,9 @@ class PayoutBatch(Base):
         # At most one live sweep and one live refill (migration 0015).
         Index("uq_payout_batches_one_live_move", "kind", unique=True,
               sqlite_where=text(_ONE_LIVE), postgresql_where=text(_ONE_LIVE)),
+        # The confirmed moves not yet final: what the payout job watches at every pass.
+        Index("ix_payout_batches_watched", "created_at",
+              sqlite_where=text(_WATCHED), postgresql_where=text(_WATCHED)),
     )
 
 

@@ -1,0 +1,157 @@
+"""Watching booked moves until they are final: a reorg may take a confirmed move out of the chain.
+
+A move (payout, sweep or refill) is booked once, when a version of it has
+``payout_confirmations``. Until it is ``payout_final_confirmations`` deep, a reorg can still
+remove its block; so at every pass the payout job asks the node about the booked
+transaction of each confirmed move not yet final (``payout_batches.final_at`` is null):
+
+* deep enough: ``final_at`` is set and the move is never looked at again (a partial index
+  holds the watched ones, so a final move costs nothing per pass);
+* in a block: its ``confirmed_height`` follows the block it is in now;
+* in the mempool: nothing to do, it waits for a block;
+* gone (out of the chain and of the mempool): the stored raw bytes are broadcast again. The
+  node usually takes them back ("already known" or "already in chain" is fine too).
+
+If the node refuses them, the inputs say why. One spent by another transaction is a
+conflict: the move can never confirm as booked, and a person is told once (review item
+``payout_reorged_conflict``). An input whose own transaction is gone too waits (a reorged
+move of ours is sent again before its children; a vanished deposit is the chain watcher's).
+Any other refusal with every input unspent is told once as ``payout_reorged_rejected`` and
+sent again at every pass. Nothing here changes the ledger: the books keep the move as
+booked, and a person decides what a conflict means for them.
+
+Nothing is stored between the network calls and the decision, so a job restarted at any point
+does the same again: the bytes go out again (harmless), the review item is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.backends.base import ChainBackend
+from satvault.backends.errors import BackendUnavailable, TxAlreadyInChain, TxRejected
+from satvault.db import utcnow
+from satvault.kernel.retrying import retrying
+from satvault.logs import get_logger
+from satvault.onchain.models import OnchainPayment
+from satvault.payouts.models import BatchStatus, PayoutBatch, PayoutInput, PayoutTx
+
+__all__ = ["ReorgWatch", "Tell", "WatchReport"]
+
+log = get_logger(__name__)
+
+# Writes one open review item of ``kind`` for a batch, noting ``why`` on it (the payout job's
+# ``_tell_once``).
+Tell = Callable[..., Awaitable[None]]
+
+
+@dataclass
+class WatchReport:
+    rebroadcast: int = 0  # moves reorged out and broadcast again
+    conflicts: int = 0  # moves reorged out whose input was spent elsewhere
+    final: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class ReorgWatch:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], backend: ChainBackend,
+                 final_confirmations: int, tell: Tell) -> None:
+        self.sessions = sessions
+        self.backend = backend
+        self.final_confirmations = final_confirmations
+        self.tell = tell
+
+    async def step(self) -> WatchReport:
+        """Look once at every confirmed move that is not final yet, oldest first (a sweep is
+        sent again before the payout that spends its output)."""
+        report = WatchReport()
+        async with self.sessions() as s:
+            watched = (await s.execute(
+                select(PayoutBatch.id, PayoutBatch.txid, PayoutBatch.confirmed_height)
+                .where(PayoutBatch.status == BatchStatus.CONFIRMED,
+                       PayoutBatch.final_at.is_(None))
+                .order_by(PayoutBatch.created_at, PayoutBatch.id))).all()
+        for batch_id, txid, height in watched:
+            if txid is None:  # never so: a confirmed move has its booked txid
+                continue
+            try:
+                await self._look(batch_id, txid, height, report)
+            except BackendUnavailable as exc:
+                report.errors.append(f"{batch_id}: {exc}")
+                log.warning("move_watch_retry_later", batch=batch_id, error=str(exc))
+        return report
+
+    async def _look(self, batch_id: str, txid: str, height: int | None,
+                    report: WatchReport) -> None:
+        st = await self.backend.transaction(txid)
+        if st is None:
+            await self._rebroadcast(batch_id, txid, report)
+            return
+        final = st.confirmations >= self.final_confirmations
+        if final or (st.confirmations > 0 and st.block_height != height):
+            await retrying(self.sessions, partial(self._note, batch_id=batch_id,
+                                                  height=st.block_height, final=final))
+            report.final += final
+
+    async def _note(self, session: AsyncSession, *, batch_id: str, height: int | None,
+                    final: bool) -> None:
+        b = await session.get(PayoutBatch, batch_id, with_for_update=True)
+        if b is None or b.status != BatchStatus.CONFIRMED or b.final_at is not None:
+            return
+        b.confirmed_height, b.updated_at = height, utcnow()
+        if final:
+            b.final_at = b.updated_at
+            log.info("move_final", batch=batch_id, txid=b.txid, height=height)
+        else:
+            log.info("move_confirmed_again", batch=batch_id, txid=b.txid, height=height)
+
+    async def _rebroadcast(self, batch_id: str, txid: str, report: WatchReport) -> None:
+        async with self.sessions() as s:
+            raw = (await s.execute(select(PayoutTx.raw_tx).where(
+                PayoutTx.txid == txid))).scalar_one()
+            coins = (await s.execute(select(OnchainPayment.txid, OnchainPayment.vout).join(
+                PayoutInput, PayoutInput.payment_id == OnchainPayment.id).where(
+                PayoutInput.batch_id == batch_id).order_by(OnchainPayment.id))).all()
+        try:
+            await self.backend.broadcast(raw)
+        except TxAlreadyInChain:  # mined again between the two calls
+            return
+        except TxRejected as exc:
+            await self._refused(batch_id, txid, exc, [(t, v) for t, v in coins], report)
+            return
+        report.rebroadcast += 1
+        log.warning("move_reorged_rebroadcast", batch=batch_id, txid=txid)
+
+    async def _refused(self, batch_id: str, txid: str, exc: TxRejected,
+                       coins: list[tuple[str, int]], report: WatchReport) -> None:
+        for coin_txid, vout in coins:
+            if await self.backend.output(coin_txid, vout, include_mempool=True) is not None:
+                continue
+            if await self.backend.transaction(coin_txid) is None:
+                # The coin's own transaction is gone too: a move of ours reorged out with it
+                # (sent again before this one, oldest first), or a deposit the chain watcher
+                # handles. This move waits for it.
+                log.warning("move_reorged_input_missing", batch=batch_id, txid=txid,
+                            coin=f"{coin_txid}:{vout}", reason=exc.reason)
+                return
+            why = (f"reorged out of the chain after it was booked, and input {coin_txid}:{vout}"
+                   f" is now spent by another transaction ({exc.reason}): it cannot confirm as "
+                   "booked. The ledger still counts it; a person decides")
+            await retrying(self.sessions, partial(
+                self.tell, batch_id=batch_id, kind="payout_reorged_conflict", why=why))
+            report.conflicts += 1
+            log.error("move_reorged_conflict", batch=batch_id, txid=txid,
+                      coin=f"{coin_txid}:{vout}", reason=exc.reason)
+            return
+        why = (f"reorged out of the chain after it was booked, and its rebroadcast refused "
+               f"({exc.reason}) with every input unspent: sent again at every pass")
+        await retrying(self.sessions, partial(
+            self.tell, batch_id=batch_id, kind="payout_reorged_rejected", why=why))
+        report.errors.append(f"{batch_id}: {why}")
+        log.error("move_reorged_rebroadcast_rejected", batch=batch_id, txid=txid,
+                  reason=exc.reason)
