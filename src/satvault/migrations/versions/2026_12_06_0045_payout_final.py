@@ -3,8 +3,9 @@ until it is ``payout_final_confirmations`` deep, then marked final and never loo
 (a payout reorged out after it was booked was not tracked again: if its transaction never
 returned to the chain, nobody was told). A partial index holds the moves still watched.
 
-Moves confirmed before this migration are not final: the payout job looks at each once
-(one transaction lookup) and marks the deep ones final.
+Moves confirmed before this migration are marked final (at their last update): watching a
+long history would cost the first pass one node lookup per move, with payouts waiting behind
+it. Only a move confirmed in the last blocks before the upgrade goes unwatched.
 
 Revision ID: 0045_payout_final
 Revises: 0044_coinbase_payments
@@ -29,6 +30,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("final_at", sa.DateTime(timezone=True)))
     op.create_index("ix_payout_batches_watched", "payout_batches", ["created_at"],
                     sqlite_where=sa.text(_WATCHED), postgresql_where=sa.text(_WATCHED))
+    op.execute("UPDATE payout_batches SET final_at = updated_at WHERE status = 'confirmed'")
 
 
 def downgrade() -> None:
