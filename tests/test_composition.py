@@ -7,13 +7,17 @@ import contextlib
 import secrets
 import subprocess
 import sys
+from typing import Any
 
+import httpx
 import pytest
 
+from satvault.backends.bitcoind import BitcoindBackend
 from satvault.composition import Platform, ensure_dev_signer, event_stream, open_sessions
 from satvault.db import session_factory
 from satvault.events.outbox import emit, notifier
 from tests.chainenv import LnEnv
+from tests.waiting import eventually
 
 EVERY_WORKER = {"hold-expiry", "address-expiry", "idempotency-purge", "audit",
                 "withdrawal-approvals", "webhooks",
@@ -98,3 +102,86 @@ async def test_an_api_process_connects_to_the_nodes_but_runs_no_worker(lnenv: Ln
         assert tip.height >= 0
     finally:
         await platform.stop()
+
+
+CHAIN_WORKERS = ("chain-watcher", "payouts", "custody")
+
+
+async def test_the_chain_workers_stay_stopped_against_a_node_of_another_network(
+        lnenv: LnEnv):
+    """A node of another network (a mistyped port, a testnet node behind a regtest
+    configuration) would have its coins credited as deposits and get payouts built for it.
+    The service starts with the node down (it may come later), checks the node's chain on
+    first contact, and keeps the chain watcher, payout job and custody worker stopped, with
+    /healthz failing and saying why, until the node is on SATVAULT_NETWORK; again after the
+    node was unreachable (it may come back as another node)."""
+    from satvault.onchain.deposits import create_deposit
+    from satvault.web.app import create_app
+
+    env = lnenv
+    node = BitcoindBackend(env.server.url, retries=0)
+
+    async def set_chain(name: str) -> None:
+        await node.call("simnet_setchain", name)
+
+    async def health() -> tuple[int, dict[str, Any]]:
+        r = await client.get("/healthz")
+        return r.status_code, r.json()
+
+    async def credited() -> bool:
+        return (await env.balances())["available"] == 50_000 * 1000
+
+    async def refusing() -> bool:
+        _, body = await health()
+        return all("WrongChainNetwork" in (body["workers"][n]["last_error"] or "")
+                   for n in CHAIN_WORKERS)
+
+    async with env.sessions() as s, s.begin():
+        d = await create_deposit(s, wallet=env.wallet, settings=env.settings)
+    settings = env.settings.model_copy(update={
+        "watcher_interval": 0.3, "payout_interval": 0.3, "custody_interval": 0.3})
+    await set_chain("test")  # a testnet3 node...
+    env.server.set_offline(True)  # ...down at start-up: the service starts all the same
+    app = create_app(settings, engine=env.sessions.kw["bind"], start_workers=True,
+                     runtime=env.runtime)
+    try:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            code, body = await health()
+            assert code == 503 and "error" in body["chain"]
+            env.server.set_offline(False)
+            with env.server.lock:  # the workers read the chain meanwhile
+                env.chain.pay(d.address, 50_000)
+                env.chain.mine(1)
+            await eventually(refusing)
+            code, body = await health()
+            assert code == 503
+            assert "the chain node is on testnet, satvault is configured for regtest" in \
+                body["workers"]["chain-watcher"]["last_error"]
+            assert await env.balances() == {"available": 0, "incoming": 0, "held": 0,
+                                            "posted": 0}  # nothing credited from it
+
+            await set_chain("regtest")  # the right node: the workers run, the deposit lands
+            await eventually(credited)
+            await eventually(lambda: _healthy(client))
+
+            # replaced while unreachable: checked again on the first contact after it
+            await set_chain("signet")
+            env.server.set_offline(True)
+            await eventually(lambda: _watcher_failing(client))
+            env.server.set_offline(False)
+            await eventually(refusing)
+            assert await credited()  # and stays so
+    finally:
+        env.server.set_offline(False)
+        await node.close()
+
+
+async def _healthy(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/healthz")).status_code == 200
+
+
+async def _watcher_failing(client: httpx.AsyncClient) -> bool:
+    body = (await client.get("/healthz")).json()
+    return bool(body["workers"]["chain-watcher"]["last_error"])
+

@@ -8,7 +8,10 @@ wires them together.
   embedded demo); :func:`register_signer_wallets` — its watch-only wallets;
 * :class:`Runtime` — the node adapters (chain backend, Lightning), the rate service and the
   services around them (chain watcher, payout job, Lightning listener and payer);
-* :func:`build_workers` — every background worker, with its wake-up hooks;
+* :func:`build_workers` — every background worker, with its wake-up hooks; the chain watcher,
+  payout job and custody worker run only against a chain node on ``SATVAULT_NETWORK``
+  (:class:`~satvault.backends.networks.NetworkGuard`, asked on first contact: a node down at
+  start-up does not hold the start-up);
 * :class:`Platform` — all of the above for one process (and, with the NATS event stream, the
   live updates' subscriber to it), started and stopped as one: the HTTP app's lifespan
   (``satvault serve``), the CLI and the tests use it.
@@ -33,6 +36,7 @@ from satvault.accounts.frozen import DepositScreen
 from satvault.backends.base import ChainBackend
 from satvault.backends.lightning import LightningBackend
 from satvault.backends.lnd import LndBackend
+from satvault.backends.networks import NetworkGuard
 from satvault.backends.registry import make_chain_backend
 from satvault.config import Settings
 from satvault.custody.refill import RefillPlanner
@@ -85,6 +89,7 @@ from satvault.workers import (
     hold_expiry_worker,
     idempotency_purge_worker,
     lightning_payer_worker,
+    on_network,
     payout_worker,
     singleton,
     stream_consumer_worker,
@@ -259,6 +264,8 @@ class Runtime:
     on_store_invoice: StoreInvoiceHook | None = None
     # Screens every deposit in the transaction that credits it (the risk rules; issue 12).
     deposit_screen: DepositScreen | None = None
+    # Keeps the chain workers off a node of another network than the settings'.
+    network_guard: NetworkGuard | None = None
 
     @classmethod
     def build(cls, settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
@@ -281,7 +288,8 @@ class Runtime:
                  SweepPlanner(sessions, backend, settings, payouts),
                  RefillPlanner(sessions, backend, settings, payouts),
                  Reconciler(sessions, backend, ln), lightning=ln,
-                 on_store_invoice=on_store_invoice, deposit_screen=deposit_screen)
+                 on_store_invoice=on_store_invoice, deposit_screen=deposit_screen,
+                 network_guard=NetworkGuard(backend, settings.network))
         rt.rates = build_rate_service(settings.rate_sources, dict(settings.fixed_rates),
                                       ttl_seconds=settings.rate_ttl_seconds)
         if ln is not None:
@@ -413,12 +421,19 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
         workers.append(stream_consumer_worker("webhook-fanout", DurableConsumer(
             event_stream(settings), CONSUMER, WebhookFanout(sessions))))
     if runtime is not None:
+        # What credits deposits, builds payouts and reconciles with the chain runs only
+        # against a node on the configured network (asked on first contact).
+        guard = runtime.network_guard or NetworkGuard(runtime.backend, settings.network)
+
+        def chained(w: Worker) -> Worker:
+            return single(on_network(w, guard))
+
         watcher = chain_watcher_worker(runtime.watcher, settings.watcher_interval)
         runtime.watcher.wake = watcher.wake
-        workers.append(single(watcher))
-        workers.append(single(payout_worker(runtime.payouts, settings.payout_interval)))
-        workers.append(single(custody_worker(runtime.sweeps, runtime.refills,
-                                             runtime.reconciler, settings.custody_interval)))
+        workers.append(chained(watcher))
+        workers.append(chained(payout_worker(runtime.payouts, settings.payout_interval)))
+        workers.append(chained(custody_worker(runtime.sweeps, runtime.refills,
+                                              runtime.reconciler, settings.custody_interval)))
         workers.append(Worker("invoices", 1.0, InvoiceRefresher(
             sessions, settings, runtime.lightning).step))
         if runtime.payer is not None:

@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.audit.service import seal
+from satvault.backends.errors import BackendUnavailable
+from satvault.backends.networks import NetworkGuard
 from satvault.custody.refill import RefillPlanner
 from satvault.custody.sweeps import SweepPlanner
 from satvault.events.delivery import WebhookDispatcher
@@ -39,8 +41,8 @@ __all__ = ["EventRelayWorker", "LeaseWorker", "LeasedServiceWorker", "ServiceWor
            "StreamConsumerWorker", "WakeListener", "WebhookWorker",
            "Worker", "address_expiry_worker", "approval_expiry_worker", "audit_worker",
            "chain_watcher_worker", "event_relay_worker", "hold_expiry_worker",
-           "lightning_payer_worker", "payout_worker", "singleton", "stream_consumer_worker",
-           "webhook_worker"]
+           "lightning_payer_worker", "on_network", "payout_worker", "singleton",
+           "stream_consumer_worker", "webhook_worker"]
 
 log = get_logger(__name__)
 # How long a stopping worker's tick has to end after its cancellation before it is logged.
@@ -153,6 +155,25 @@ def singleton(worker: Worker, lease: Lease) -> Worker:
             return 0
 
     worker._tick = gated
+    return worker
+
+
+def on_network(worker: Worker, guard: NetworkGuard) -> Worker:
+    """Run ``worker``'s ticks only against a chain node on the configured network: the
+    guard asks the node on the first tick (and after the node was unreachable); a node of
+    another network fails every tick with :class:`WrongChainNetwork`, reported as the
+    worker's ``last_error`` (on /healthz) and asked again at the next tick."""
+    tick = worker._tick
+
+    async def checked() -> int:
+        await guard.check()
+        try:
+            return await tick()
+        except BackendUnavailable:
+            guard.forget()
+            raise
+
+    worker._tick = checked
     return worker
 
 

@@ -5,8 +5,8 @@ adapter — ``bitcoind`` over real HTTP to a ``SimnetServer``, ``esplora`` throu
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +30,9 @@ class Node:
     chain: Chain
     backend: ChainBackend
     lock: threading.RLock
+    # Makes the node claim another network, named as Bitcoin Core names it (main, test,
+    # testnet4, signet, regtest): bitcoind's ``chain``, or Esplora's genesis block.
+    claim_chain: Callable[[str], None] = field(default=lambda name: None)
 
     def pay(self, address: str, sat: int) -> str:
         with self.lock:
@@ -70,6 +73,17 @@ def known_bug(request: pytest.FixtureRequest, reason: str,
     request.applymarker(pytest.mark.xfail(strict=True, reason=reason, raises=raises))
 
 
+# Each network's genesis block hash, which is what an Esplora server's /block-height/0 names.
+GENESIS = {
+    "main": "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f",
+    "test": "000000000933ea01ad0ee984209779baaec3ced90fa3f408719526f8d77f4943",
+    "testnet4": "00000000da84f2bafbbc53dee25a72ae507ff4914b867c565be350b0da8bf043",
+    "signet": "00000008819873e925422c1ff0f99f7cc9bbb232af63a077a480a3633bee1ef6",
+    "regtest": "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206",
+    # Liquid's, served by Blockstream's Esplora too: a chain satvault does not know
+    "liquidv1": "1466275836220db2944ca059a3a10ef6fd2ea684b0688d2c379296888a206003",
+}
+
 ALICE = p2wpkh(key(1))
 BOB = p2wpkh(key(2))
 
@@ -88,8 +102,14 @@ async def node(request: pytest.FixtureRequest) -> AsyncIterator[Node]:
     if request.param == "bitcoind":
         server = SimnetServer(chain).start()
         backend = BitcoindBackend(server.url, retries=1, backoff=0.01)
+
+        def claim_rpc(name: str) -> None:
+            with httpx.Client(auth=(server.user, server.password)) as http:
+                http.post(server.url, json={"method": "simnet_setchain", "params": [name]}
+                          ).raise_for_status()
+
         try:
-            yield Node("bitcoind", chain, backend, server.lock)
+            yield Node("bitcoind", chain, backend, server.lock, claim_rpc)
         finally:
             await backend.close()
             server.stop()
@@ -97,7 +117,11 @@ async def node(request: pytest.FixtureRequest) -> AsyncIterator[Node]:
         app = create_app(chain)
         backend = EsploraBackend("http://esplora.test/api", retries=1, backoff=0.01,
                                  transport=httpx.ASGITransport(app=app))
+
+        def claim_genesis(name: str) -> None:
+            app.state.genesis = GENESIS[name]
+
         try:
-            yield Node("esplora", chain, backend, app.state.lock)
+            yield Node("esplora", chain, backend, app.state.lock, claim_genesis)
         finally:
             await backend.close()

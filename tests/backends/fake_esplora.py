@@ -12,6 +12,9 @@ Wire it to the adapter without a socket::
     app = create_app(chain)                  # served under /api, like blockstream.info/api
     EsploraBackend("http://esplora.test/api", transport=httpx.ASGITransport(app=app))
 
+``app.state.genesis``, when set, is the hash ``/block-height/0`` answers: the fake then plays a
+server of that network (the blocks stay regtest's).
+
 Every handler holds ``app.state.lock`` (the node's lock), so a test that changes the chain
 under that lock never shows a half-changed chain.
 """
@@ -169,7 +172,8 @@ class _Esplora:
             block = self.chain.block_at(int(raw))
             if block is None:
                 return _text("Block not found", 404)
-            return _text(block.hash)
+            genesis = request.app.state.genesis
+            return _text(genesis if raw == "0" and genesis else block.hash)
 
     def _block(self, block_hash: str) -> Any:
         return self.chain.block(block_hash.lower()) if _is_hash(block_hash) else None
@@ -260,4 +264,6 @@ def create_app(chain: Chain) -> Starlette:
     ])])
     app.state.lock = api.lock
     app.state.chain = chain
+    # A genesis hash to answer for height 0 instead of the chain's: a server of another network
+    app.state.genesis = None
     return app

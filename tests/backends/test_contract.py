@@ -45,6 +45,19 @@ async def test_sync_info_reports_the_tip_and_its_times(node: Node) -> None:
     assert sync.headers == (110 if node.kind == "bitcoind" else None)
 
 
+@pytest.mark.parametrize(("chain", "network"), [
+    ("regtest", "regtest"), ("main", "mainnet"), ("test", "testnet"), ("testnet4", "testnet"),
+    ("signet", "signet")])
+async def test_sync_info_names_the_network_in_satvaults_words(node: Node, chain: str,
+                                                              network: str) -> None:
+    """Which chain the node is on (bitcoind's ``chain``, Esplora's genesis block), named as
+    ``SATVAULT_NETWORK`` names it: testnet3 and testnet4 are both ``testnet``."""
+    assert isinstance(node.backend, ChainSyncSource)
+    assert (await node.backend.sync_info()).network == "regtest"
+    node.claim_chain(chain)
+    assert (await node.backend.sync_info()).network == network
+
+
 async def test_tip_and_block_hashes_match_the_chain(node: Node) -> None:
     b = node.backend
     assert await b.tip() == ChainTip(110, node.chain.tip.hash)

@@ -19,6 +19,7 @@ from satvault.backends.errors import (
 )
 from satvault.backends.esplora import EsploraBackend
 from satvault.simnet import Chain
+from tests.backends.conftest import GENESIS
 from tests.backends.fake_esplora import create_app
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -171,3 +172,17 @@ async def test_tip_is_one_block(request: pytest.FixtureRequest) -> None:
         assert chain.block_at(tip.height).hash == tip.hash  # type: ignore[union-attr]
     finally:
         await backend.close()
+
+
+async def test_a_genesis_block_of_no_known_network_is_named_not_guessed() -> None:
+    """A server of a chain satvault does not know (Blockstream's Liquid Esplora, say) is on
+    none of the configured networks: its genesis hash is reported as it is."""
+    app = create_app(Chain())
+    app.state.genesis = GENESIS["liquidv1"]
+    backend = EsploraBackend("http://esplora.test/api", retries=0,
+                             transport=httpx.ASGITransport(app=app))
+    try:
+        sync = await backend.sync_info()
+    finally:
+        await backend.close()
+    assert sync.network == f"unknown (genesis {GENESIS['liquidv1']})"

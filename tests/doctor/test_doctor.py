@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from satvault.accounts import service as acc
+from satvault.backends.base import ChainSync
 from satvault.backends.bitcoind import BitcoindBackend
 from satvault.backends.lnd import LndBackend
 from satvault.cli import app as cli_app
@@ -36,6 +37,7 @@ from satvault.config import Settings, reset_settings_cache
 from satvault.doctor import Status, run_doctor
 from satvault.doctor.checks import (
     SeedFacts,
+    judge_chain,
     judge_database,
     judge_integrity,
     judge_seed,
@@ -234,6 +236,36 @@ async def test_nodes_unsynced_then_unreachable(site: Site) -> None:
         assert check(report, name)["status"] == "ok", report
 
 
+async def test_a_chain_node_of_another_network_is_an_error(site: Site) -> None:
+    """The node says which chain it is on; one that is not SATVAULT_NETWORK's is an error
+    with what to do, and the three-way reconciliation is not run against it."""
+    code, report = await site.report("--package-root", str(site.tree))
+    assert code == 0 and "regtest" in check(report, "chain")["detail"], report
+    rpc = BitcoindBackend(site.bitcoind.url, retries=0)
+    try:
+        await rpc.call("simnet_setchain", "test")  # a testnet3 node
+    finally:
+        await rpc.close()
+    code, report = await site.report("--package-root", str(site.tree))
+    assert code == 1 and report["ok"] is False
+    chain = check(report, "chain")
+    assert chain["status"] == "error", report
+    assert chain["detail"] == "the node is on testnet, satvault is configured for regtest"
+    assert "bitcoind_url" in chain["action"] and "SATVAULT_NETWORK" in chain["action"]
+    recon = check(report, "reconciliation")
+    assert recon["status"] == "warn" and "another network" in recon["detail"]
+    assert check(report, "lightning")["status"] == "ok"  # the Lightning node is regtest's
+
+    code, table = await site.cli("doctor", "--package-root", str(site.tree))
+    assert code == 1 and "configured for regtest" in table
+
+    # SATVAULT_NETWORK=testnet and the node agree on the chain (the Lightning node does not)
+    code, report = await site.report("--package-root", str(site.tree),
+                                     SATVAULT_NETWORK="testnet")
+    assert check(report, "chain")["status"] == "ok", report
+    assert check(report, "lightning")["status"] == "error"
+
+
 async def test_lnd_certificate_expired_or_expiring_and_macaroon(site: Site, sessions,
                                                                 tmp_path: Path) -> None:
     now = datetime.now(UTC)
@@ -420,3 +452,14 @@ def test_settings_a_test_database_cannot_turn_off() -> None:
     assert partial.status is Status.WARN and "does not report fsync" in partial.detail
     unread = judge_database(PermissionError("no"), production=True)
     assert unread.status is Status.WARN and "cannot read" in unread.detail
+
+
+def test_the_chain_checks_network_before_sync_and_warns_when_it_cannot_tell() -> None:
+    syncing_elsewhere = ChainSync(100, 120, True, 0.5, 0, None, "mainnet")
+    found = judge_chain(syncing_elsewhere, kind="bitcoind", url="u", network="regtest")
+    assert (found.status, found.detail) == (
+        Status.ERROR, "the node is on mainnet, satvault is configured for regtest")
+    silent = ChainSync(100, 100, False, 1.0, 0, None)  # a plug-in that does not say
+    found = judge_chain(silent, kind="plugin", url="u", network="signet")
+    assert found.status is Status.WARN and "does not say which network" in found.detail
+    assert "on signet" in found.action

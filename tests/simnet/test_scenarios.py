@@ -157,6 +157,21 @@ def test_warmup(node: SimnetServer, rpc: Rpc) -> None:
     assert rpc("getblockcount") == 110
 
 
+def test_setchain_plays_a_node_of_another_network(rpc: Rpc) -> None:
+    """``getblockchaininfo`` names the chain as Core does; ``simnet_setchain`` makes the node
+    claim another one (its blocks stay regtest's), for the checks that compare it with the
+    configured network."""
+    assert rpc("getblockchaininfo")["chain"] == "regtest"
+    for name in ("main", "test", "testnet4", "signet"):
+        assert rpc("simnet_setchain", name) == {"chain": name}
+        assert rpc("getblockchaininfo")["chain"] == name
+    e = rpc.fails("simnet_setchain", "mainnet")  # Core's names only
+    assert e.code == -8 and "main, test, testnet4, signet, regtest" in e.message
+    assert rpc("getblockchaininfo")["chain"] == "signet"
+    rpc("simnet_setchain", "regtest")
+    assert rpc("getblockchaininfo")["chain"] == "regtest"
+
+
 def test_offline_refuses_connections_and_recovers(node: SimnetServer, rpc: Rpc) -> None:
     assert rpc("getblockcount") == 110  # a pooled keep-alive connection exists now
     port = node.port

@@ -25,7 +25,9 @@ class ChainSync:
 
     ``headers`` is None where the backend cannot tell (an Esplora server serves only the
     chain it has indexed). Times are the tip block's own timestamp and its median time past
-    (the median of the last 11 blocks' timestamps), both Unix seconds."""
+    (the median of the last 11 blocks' timestamps), both Unix seconds. ``network``: the chain
+    the node is on, in ``SATVAULT_NETWORK``'s words (:mod:`satvault.backends.networks`), None
+    where the backend cannot tell."""
 
     height: int
     headers: int | None
@@ -33,6 +35,7 @@ class ChainSync:
     verification_progress: float | None
     tip_time: int
     median_time: int | None
+    network: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from satvault.backends.errors import (
     TxMissingInputs,
     TxRejected,
 )
+from satvault.backends.networks import network_of_chain
 from satvault.logs import get_logger
 
 __all__ = ["BitcoindBackend", "btc_to_sat"]
@@ -161,14 +162,16 @@ class BitcoindBackend:
         return ChainTip(int(info["blocks"]), str(info["bestblockhash"]))
 
     async def sync_info(self) -> ChainSync:
-        """``getblockchaininfo``: blocks against headers, initial block download, times."""
+        """``getblockchaininfo``: blocks against headers, initial block download, times, and
+        the chain it is on."""
         info = await self.call("getblockchaininfo")
         try:
             progress = info.get("verificationprogress")
             return ChainSync(int(info["blocks"]), int(info["headers"]),
                              bool(info.get("initialblockdownload", False)),
                              None if progress is None else float(progress),
-                             int(info["time"]), int(info["mediantime"]))
+                             int(info["time"]), int(info["mediantime"]),
+                             network_of_chain(str(info["chain"])))
         except (KeyError, TypeError, ValueError) as exc:
             raise BackendProtocolError(f"bitcoind getblockchaininfo: {exc!r}") from exc
 

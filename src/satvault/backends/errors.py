@@ -7,6 +7,7 @@
     │   └── BackendWarmingUp  the node answers but is still loading (bitcoind -28)
     ├── BackendProtocolError  the node answered something we cannot read
     ├── NotFound              no such block / transaction (bitcoind -5, HTTP 404)
+    ├── WrongChainNetwork     the node is on another network than SATVAULT_NETWORK
     └── TxRejected            the node refused a transaction; ``code`` and ``reason`` say why
         ├── TxAlreadyInChain  its outputs are already confirmed (bitcoind -27)
         └── TxMissingInputs   an input is missing or spent (bitcoind -25)
@@ -17,7 +18,7 @@ from __future__ import annotations
 from satvault.kernel.errors import SatvaultError
 
 __all__ = ["BackendError", "BackendProtocolError", "BackendUnavailable", "BackendWarmingUp",
-           "NotFound", "TxAlreadyInChain", "TxMissingInputs", "TxRejected"]
+           "NotFound", "TxAlreadyInChain", "TxMissingInputs", "TxRejected", "WrongChainNetwork"]
 
 
 class BackendError(SatvaultError):
@@ -38,6 +39,14 @@ class BackendProtocolError(BackendError):
 
 class NotFound(BackendError):
     pass
+
+
+class WrongChainNetwork(BackendError):
+    def __init__(self, found: str, configured: str) -> None:
+        self.found = found
+        self.configured = configured
+        super().__init__(f"the chain node is on {found}, satvault is configured for "
+                         f"{configured}")
 
 
 class TxRejected(BackendError):

@@ -19,6 +19,7 @@ import httpx
 from satvault.backends.base import Block, ChainSync, ChainTip, OutPoint, Tx, TxOut, TxStatus
 from satvault.backends.bitcoind import BitcoindBackend
 from satvault.backends.errors import BackendProtocolError, BackendUnavailable, NotFound, TxRejected
+from satvault.backends.networks import network_of_genesis
 
 __all__ = ["EsploraBackend"]
 
@@ -107,14 +108,19 @@ class EsploraBackend:
 
     async def sync_info(self) -> ChainSync:
         """The tip and its times. Esplora serves the chain it has indexed and says nothing of
-        headers beyond it: ``headers`` is None, and only the tip's age can show a stall."""
+        headers beyond it: ``headers`` is None, and only the tip's age can show a stall. Nor
+        does it name its network: its genesis block does."""
         tip = await self.tip()
         meta = await self._json(f"/block/{tip.hash}")
         if not isinstance(meta, dict) or not isinstance(meta.get("timestamp"), int):
             raise BackendProtocolError(f"esplora: /block/{tip.hash} has no timestamp")
         median = meta.get("mediantime")
+        genesis = await self.block_hash(0)
+        if not _HASH.fullmatch(genesis):
+            raise BackendProtocolError("esplora: /block-height/0 did not answer a block hash")
         return ChainSync(tip.height, None, False, None, meta["timestamp"],
-                         median if isinstance(median, int) else None)
+                         median if isinstance(median, int) else None,
+                         network_of_genesis(genesis))
 
     async def block_hash(self, height: int) -> str:
         return (await self._get(f"/block-height/{height}")).text.strip()

@@ -170,7 +170,9 @@ def judge_reconciliation(differences: Sequence[object] | BaseException | None,
 
 # ---------------------------------------------------------------------------- the nodes
 
-def judge_chain(sync: ChainSync | BaseException | None, *, kind: str, url: str) -> Check:
+def judge_chain(sync: ChainSync | BaseException | None, *, kind: str, url: str,
+                network: str) -> Check:
+    """The chain node: reachable, on ``network`` (SATVAULT_NETWORK), synced."""
     if sync is None:
         return Check("chain", Status.WARN, f"the {kind} backend cannot report its sync state",
                      "check the node by hand")
@@ -181,6 +183,13 @@ def judge_chain(sync: ChainSync | BaseException | None, *, kind: str, url: str) 
         return Check("chain", Status.ERROR, f"cannot reach the {kind} node at {url}: "
                      f"{_err(sync)}", "check that the node runs, the URL and its credentials "
                      "(bitcoind_url / bitcoind_cookie_file / esplora_url)")
+    if sync.network is not None and sync.network != network:
+        return Check("chain", Status.ERROR,
+                     f"the node is on {sync.network}, satvault is configured for {network}",
+                     "point bitcoind_url / esplora_url at a node of that network, or correct "
+                     "SATVAULT_NETWORK: deposits would be credited and payouts built on the "
+                     "wrong chain (the chain watcher, payout job and custody worker stay "
+                     "stopped until they agree)")
     behind = None if sync.headers is None else sync.headers - sync.height
     if sync.initial_block_download or (behind is not None and behind >= SYNC_ERROR_BLOCKS):
         progress = "" if sync.verification_progress is None \
@@ -193,7 +202,12 @@ def judge_chain(sync: ChainSync | BaseException | None, *, kind: str, url: str) 
         return Check("chain", Status.WARN, f"tip {sync.height} is {behind} block(s) behind the "
                      "best header", "usually a block being validated; run the doctor again")
     headers = "" if sync.headers is None else f", best header {sync.headers}"
-    return Check("chain", Status.OK, f"{kind} at {url} answers: tip {sync.height}{headers}")
+    if sync.network is None:
+        return Check("chain", Status.WARN, f"{kind} at {url} answers (tip {sync.height}"
+                     f"{headers}) but does not say which network it is on",
+                     f"check by hand that the node is on {network}")
+    return Check("chain", Status.OK, f"{kind} at {url} answers: {sync.network}, tip "
+                 f"{sync.height}{headers}")
 
 
 def judge_lightning(info: NodeInfo | BaseException | None, *, kind: str, network: str) -> Check:

@@ -195,6 +195,8 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
         if current:
             chain_ok = not isinstance(sync, BaseException)
             why = "the chain node does not answer"
+            if isinstance(sync, ChainSync) and sync.network not in (None, settings.network):
+                chain_ok, why = False, "the chain node is on another network"
             live_ln = ln if lightning_ok and not isinstance(ln, BaseException) else None
             recon = _probe(find_differences(sessions, backend, live_ln, deep=False),
                            max(timeout, 30.0)) if chain_ok else asyncio.sleep(0, None)
@@ -214,7 +216,7 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
     report = DoctorReport([
         J.judge_migrations(revision, head),
         J.judge_database(db_settings, production=settings.environment == "production"),
-        J.judge_chain(sync, kind=settings.chain_backend, url=url),
+        J.judge_chain(sync, kind=settings.chain_backend, url=url, network=settings.network),
         J.judge_lightning(info if kind not in ("", "none") else None, kind=kind,
                           network=settings.network),
         J.judge_macaroon(kind=kind, path=settings.lnd_macaroon_path,

@@ -1,5 +1,6 @@
 """The ``simnet_*`` control methods: drive the chain and its faucet over the same JSON-RPC
-endpoint (pay, mine, reorg, replace, double-spend, fee estimate, warm-up, faucet balance)."""
+endpoint (pay, mine, reorg, replace, double-spend, fee estimate, warm-up, sync state, the chain it
+claims to be, faucet balance)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ __all__ = [
     "simnet_paymany",
     "simnet_reorg",
     "simnet_replace",
+    "simnet_setchain",
     "simnet_setfeerate",
     "simnet_setsync",
     "simnet_warmup",
@@ -105,6 +107,22 @@ def simnet_setsync(ctx: RpcContext, p: list[Any]) -> Any:
         raise RpcError(RPC_INVALID_PARAMETER, "headers_ahead must be 0 or more")
     ctx.headers_ahead = ahead
     return {"headers_ahead": ahead}
+
+
+# The chains Bitcoin Core names in ``getblockchaininfo``.
+CORE_CHAINS = ("main", "test", "testnet4", "signet", "regtest")
+
+
+def simnet_setchain(ctx: RpcContext, p: list[Any]) -> Any:
+    """Pretend to be a node of another network: ``getblockchaininfo`` names ``chain`` (Core's
+    words) while the blocks stay regtest's; for the checks comparing the node's network with
+    the configured one."""
+    name = str_(p[0])
+    if name not in CORE_CHAINS:
+        raise RpcError(RPC_INVALID_PARAMETER, f"unknown chain {name!r}: use "
+                       f"{', '.join(CORE_CHAINS)}")
+    ctx.chain_name = name
+    return {"chain": name}
 
 
 def simnet_faucet_balance(ctx: RpcContext, p: list[Any]) -> Any:

@@ -59,7 +59,7 @@ def getblockchaininfo(ctx: RpcContext, p: list[Any]) -> Any:
     headers = c.height + ahead
     progress = Decimal(1) if not ahead else \
         (Decimal(c.height) / Decimal(headers)).quantize(Decimal("0.000001"))
-    return {"chain": "regtest", "blocks": c.height, "headers": headers,
+    return {"chain": ctx.chain_name, "blocks": c.height, "headers": headers,
             "bestblockhash": tip.hash, "difficulty": 4.656542373906925e-10,
             "time": tip.header.time, "mediantime": c.median_time_past(c.height),
             "verificationprogress": progress, "initialblockdownload": ahead > 0,
@@ -363,6 +363,7 @@ METHODS: dict[str, Method] = {
     "simnet_setfeerate": Method(control.simnet_setfeerate, ("sat_vb",), 1, True),
     "simnet_warmup": Method(control.simnet_warmup, ("seconds",), 1),
     "simnet_setsync": Method(control.simnet_setsync, ("headers_ahead",), 1),
+    "simnet_setchain": Method(control.simnet_setchain, ("chain",), 1),
     "simnet_faucet_balance": Method(control.simnet_faucet_balance, ()),
     "simnet_info": Method(control.simnet_info, ()),
 }

@@ -72,6 +72,9 @@ class RpcContext:
     # ``simnet_setsync``: how many blocks the node pretends its best header is ahead of its
     # tip (> 0: it reports initial block download, as a node still catching up does).
     headers_ahead: int = 0
+    # ``simnet_setchain``: the chain ``getblockchaininfo`` names (Core's words); the blocks
+    # stay regtest's whatever it says.
+    chain_name: str = "regtest"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ One lock serialises every call (reads included), so the chain is never seen half
 connection refused / reset), ``set_offline(False)`` listens again on the same port.
 ``set_warmup(seconds)`` makes every call answer -28 "Loading block index…" for a while.
 The ``simnet_setsync`` control method makes ``getblockchaininfo`` report a node still in
-initial block download, its best header some blocks past its tip.
+initial block download, its best header some blocks past its tip; ``simnet_setchain`` makes
+it name another chain than ``regtest`` (``main``, ``test``, ``testnet4``, ``signet``), a node
+of another network as far as satvault can tell.
 With ``data_path`` the chain is saved after every call that changed it.
 """
 

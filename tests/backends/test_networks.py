@@ -1,0 +1,46 @@
+"""``NetworkGuard``: the chain node's network against the configured one, asked on first
+contact and again after the node was unreachable, through either adapter."""
+
+from __future__ import annotations
+
+import pytest
+
+from satvault.backends.errors import WrongChainNetwork
+from satvault.backends.networks import NetworkGuard
+from tests.backends.conftest import Node
+
+
+async def test_a_node_of_another_network_is_refused_until_it_is_on_ours(node: Node) -> None:
+    guard = NetworkGuard(node.backend, "regtest")
+    node.claim_chain("signet")
+    with pytest.raises(WrongChainNetwork) as info:
+        await guard.check()
+    assert (info.value.found, info.value.configured) == ("signet", "regtest")
+    assert str(info.value) == "the chain node is on signet, satvault is configured for regtest"
+    with pytest.raises(WrongChainNetwork):  # asked again, refused again
+        await guard.check()
+    node.claim_chain("regtest")
+    await guard.check()
+    assert guard.confirmed
+
+
+async def test_asked_once_then_again_only_after_the_node_was_unreachable(node: Node) -> None:
+    guard = NetworkGuard(node.backend, "regtest")
+    await guard.check()
+    node.claim_chain("main")
+    await guard.check()  # known to be on regtest: not asked on every tick
+    guard.forget()  # the node could not be reached: it may be another node now
+    with pytest.raises(WrongChainNetwork):
+        await guard.check()
+
+
+class _Plugin:
+    """A chain backend that cannot say which network its node is on (no ``sync_info``)."""
+
+    name = "plugin"
+
+
+async def test_a_backend_that_cannot_tell_is_trusted() -> None:
+    guard = NetworkGuard(_Plugin(), "mainnet")  # type: ignore[arg-type]
+    await guard.check()
+    assert guard.confirmed
