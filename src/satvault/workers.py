@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.audit.service import seal
-from satvault.backends.errors import BackendUnavailable
+from satvault.backends.errors import BackendUnavailable, WrongChainNetwork
 from satvault.backends.networks import NetworkGuard
 from satvault.custody.refill import RefillPlanner
 from satvault.custody.sweeps import SweepPlanner
@@ -94,6 +94,9 @@ class Worker:
                     log.info("worker_tick", worker=self.name, processed=done)
             except asyncio.CancelledError:
                 raise
+            except WrongChainNetwork as exc:  # explained once by the guard: no traceback
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("worker_refused", worker=self.name, error=str(exc))
             except Exception as exc:  # keep serving; report and try again next tick
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("worker_failed", worker=self.name)
