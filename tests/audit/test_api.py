@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from satvault.accounts import service as acc
+from satvault.audit.service import record
 from tests.web.test_api import auth, client_for
 
 
@@ -53,3 +54,47 @@ async def test_admin_requests_an_onchain_anchor_and_lists_anchors(engine, db_url
             (second["seq"], "requested", admin.id),
             (first.json()["seq"], "superseded", admin.id)]
         assert listed[0]["hash"] == second["hash"] and listed[0]["txid"] is None
+
+
+async def test_paging_with_next_after_never_skips_a_row_that_commits_late(
+        engine, db_url, sessions):
+    """Found from outside: on PostgreSQL an audit id is taken at INSERT and becomes visible at
+    COMMIT, so a transaction holding a lower id can commit after one holding a higher id. The
+    page returned the higher row and ``next_after`` passed the lower one, which the next page
+    then never showed. (On SQLite writers take the write lock up front and ids commit in
+    order.)"""
+    async with sessions() as s, s.begin():
+        admin = await acc.create_user(s, email="root@example.com", is_admin=True)
+        _, admin_key = await acc.create_api_key(s, owner_id=admin.id, scopes=["admin"])
+    sqlite = db_url.startswith("sqlite")
+    async with client_for(engine, db_url) as c:
+
+        async def page(after: int) -> tuple[list[str], int]:
+            r = await c.get("/api/v1/admin/audit", headers=auth(admin_key),
+                            params={"after": after, "limit": 1000})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            return [row["action"] for row in body["rows"]], body["next_after"]
+
+        _, start = await page(0)
+        seen: list[str] = []
+        slow = sessions()
+        await slow.begin()
+        try:
+            await record(slow, actor="probe", action="probe.early")
+            await slow.flush()
+            if sqlite:  # the open writer holds the lock: commit it first, as SQLite orders
+                await slow.commit()
+            async with sessions() as s, s.begin():
+                await record(s, actor="probe", action="probe.late")
+            got, after = await page(start)
+            seen += got
+            if not sqlite:
+                # the early row's transaction is still open: the page stops below its id
+                assert got == [] and after == start
+                await slow.commit()
+        finally:
+            await slow.close()
+        got, _ = await page(after)
+        seen += got
+    assert seen == ["probe.early", "probe.late"]

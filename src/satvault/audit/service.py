@@ -66,12 +66,19 @@ from satvault.audit.chain import (
     row_hash,
 )
 from satvault.audit.models import AnchorStatus, AuditAnchor, AuditEvent
-from satvault.db import Amount, IdInt, UtcDateTime, sequence_fence, utcnow
+from satvault.db import (
+    Amount,
+    IdInt,
+    UtcDateTime,
+    sequence_fence,
+    sequence_snapshot,
+    utcnow,
+)
 from satvault.kernel.errors import InvalidInput
 from satvault.logs import get_logger
 
 __all__ = ["ANCHOR", "AnchorCheck", "Head", "Sealed", "Verification", "anchor", "head",
-           "list_events", "record", "seal", "verify", "verify_anchor"]
+           "list_events", "record", "seal", "settled_id", "verify", "verify_anchor"]
 
 log = get_logger(__name__)
 
@@ -147,6 +154,27 @@ async def head(session: AsyncSession) -> Head | None:
     return None if row is None else Head(int(row.seq), str(row.hash), row.at, int(row.id))
 
 
+async def settled_id(session: AsyncSession) -> int | None:
+    """The highest audit id at or below which every row is committed or gone for good: a
+    reader paging by id that stops there never passes a row still to appear (found from
+    outside: on PostgreSQL an id is taken at INSERT and seen at COMMIT, so the admin API
+    returned a higher row while a lower one's transaction was still open, and a client paging
+    on past it never saw the lower one). None on SQLite, where every writer takes the lock
+    up front and ids commit in order.
+
+    On PostgreSQL, without waiting: the sequence's last value when no other transaction is
+    open just after it was read (they have all ended, so this statement's successors, under
+    READ COMMITTED, see every row up to it); otherwise the sealed head's id, which the sealer
+    chose behind the same fence. Rows past it show up at the latest when they are sealed."""
+    if _dialect(session) != "postgresql":
+        return None
+    last, open_now = await sequence_snapshot(session, "audit_events", "id")
+    if not open_now:
+        return last
+    top = await head(session)
+    return top.id if top else 0
+
+
 def _chain_row(r: Any) -> ChainRow:
     return ChainRow(int(r.id), r.at, r.actor, r.action, r.object, r.state_before,
                     r.state_after, r.seq, r.prev_hash, r.hash)
@@ -156,13 +184,15 @@ async def list_events(session: AsyncSession, *, after: int = 0, limit: int = 100
                       actor: str | None = None, action: str | None = None,
                       object: str | None = None, since: datetime | None = None,
                       until: datetime | None = None, before: int | None = None,
-                      newest_first: bool = False) -> list[dict[str, Any]]:
+                      upto: int | None = None, newest_first: bool = False
+                      ) -> list[dict[str, Any]]:
     """Rows with id > ``after`` in id order (unsealed ones have no seq/hash yet); ``before``
     and ``after`` parsed, and the exact stored texts the hash covers beside them.
 
     Filters (all optional, combined): ``actor`` and ``object`` exactly, ``action`` exactly or
     as a prefix when it ends in ``.`` (``wallet.`` for every wallet action), ``since`` and
-    ``until`` (at >= since, at < until), ``before`` (id < before). ``newest_first`` orders
+    ``until`` (at >= since, at < until), ``before`` (id < before), ``upto`` (id <= upto: a
+    pager gives :func:`settled_id` to never pass a row still to commit). ``newest_first`` orders
     by id descending (then page with ``before`` = the last id seen)."""
     if not 1 <= limit <= 1000:
         raise InvalidInput("limit must be between 1 and 1000")
@@ -180,6 +210,8 @@ async def list_events(session: AsyncSession, *, after: int = 0, limit: int = 100
         q = q.where(_events.c.at < until)
     if before is not None:
         q = q.where(_events.c.id < before)
+    if upto is not None:
+        q = q.where(_events.c.id <= upto)
     order = _events.c.id.desc() if newest_first else _events.c.id
     rows = (await session.execute(q.order_by(order).limit(limit))).all()
     return [{"id": r.id, "seq": r.seq, "at": moment(r.at), "actor": r.actor,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from satvault.accounts.service import Principal
 from satvault.audit.anchors import list_anchors
-from satvault.audit.service import anchor, list_events, seal_all, verify
+from satvault.audit.service import anchor, list_events, seal_all, settled_id, verify
 from satvault.web.deps import SessionDep, require_scope
 
 __all__ = ["router"]
@@ -27,8 +27,11 @@ async def audit_rows(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Audit rows in id order (actor, action, object, before/after, time, seq, prev_hash,
-    hash; rows not sealed yet have no seq or hash). Page with ``after`` = the last id seen."""
-    rows = await list_events(session, after=after, limit=limit)
+    hash; rows not sealed yet have no seq or hash). Page with ``after`` = ``next_after``.
+    Only rows no transaction still open can precede are listed (:func:`settled_id`), so a
+    row that commits late with a lower id is never paged past."""
+    rows = await list_events(session, after=after, limit=limit,
+                             upto=await settled_id(session))
     return {"rows": rows, "next_after": rows[-1]["id"] if rows else after}
 
 
