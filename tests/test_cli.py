@@ -116,6 +116,33 @@ def test_serve_refuses_unmigrated_database(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_serve_banner_shows_no_url_credentials(tmp_path):
+    """Found from outside: the start-up banner masked bitcoind_url's password but printed
+    esplora_url as configured."""
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'banner.db'}"
+    sv("db", "upgrade", url=db_url, home=tmp_path)
+    env = {**os.environ, "SATVAULT_HOME": str(tmp_path), "SATVAULT_DATABASE_URL": db_url,
+           "SATVAULT_CHAIN_BACKEND": "esplora", "SATVAULT_WATCHER_INTERVAL": "3600",
+           "SATVAULT_ESPLORA_URL": "https://reader:esplora-s3cret@127.0.0.1:9/api",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("SATVAULT_CONFIG", None)
+    banner = ""
+    with subprocess.Popen([sys.executable, "-m", "satvault.cli", "serve", "--port",
+                           str(_free_port())], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as server:
+        try:
+            assert server.stderr is not None
+            for line in server.stderr:
+                banner += line
+                if line.strip().startswith("chain"):
+                    break
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    assert "chain           esplora (https://reader:***@127.0.0.1:9/api)" in banner, banner
+    assert "esplora-s3cret" not in banner
+
+
 def test_db_upgrade_and_status(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
     assert last_json(sv("db", "status", url=url, home=tmp_path))["up_to_date"] is False

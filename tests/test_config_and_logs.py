@@ -52,6 +52,22 @@ def test_database_password_never_in_repr():
     assert "s3cret" not in repr(s) and "app:***@db.internal" in repr(s)
 
 
+def test_no_url_settings_credentials_in_repr():
+    """Found from outside: only database_url was masked; every URL setting is now."""
+    s = Settings(
+        database_url="postgresql+asyncpg://app@db.internal/satvault?password=s3cret-db",
+        bitcoind_url="http://rpc:s3cret-rpc@node.internal:8332/",
+        esplora_url="https://reader:s3cret-esplora@esplora.internal/api",
+        lnd_url="https://ln:s3cret-lnd@lnd.internal:8080",
+        nats_url="nats://bus:s3cret-nats@nats.internal:4222",
+        rate_limit_storage="redis://:s3cret-redis@redis.internal:6379/0",
+        alert_webhook_urls="https://hooks.example/a?token=s3cret-hook,https://o:s3cret-o@x.example/")
+    shown = repr(s)
+    assert "s3cret" not in shown, shown
+    assert "rpc:***@node.internal" in shown and "reader:***@esplora.internal" in shown
+    assert "?password=***" in shown and "redis://:***@redis.internal" in shown
+
+
 def test_database_urls_get_the_asyncio_driver():
     import pytest
 

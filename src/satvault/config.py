@@ -12,6 +12,7 @@ from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -432,7 +433,9 @@ class Settings(BaseSettings):
 
     def __repr_args__(self) -> Any:
         for key, value in super().__repr_args__():
-            yield key, (redact_url(value) if key == "database_url" else value)
+            if key in _URL_SETTINGS:  # alert_webhook_urls holds several, comma-separated
+                value = ",".join(redact_url(url) for url in value.split(","))
+            yield key, value
 
     @property
     def is_sqlite(self) -> bool:
@@ -474,14 +477,39 @@ def sweep_window(text: str) -> tuple[int, int] | None:
     return a, b
 
 
+# Query parameters that carry a secret in the URLs we are given (libpq, asyncpg and redis
+# take ``?password=``; hosted services a token or key).
+_SECRET_PARAMS = frozenset({"password", "passwd", "pass", "pwd", "secret", "token",
+                            "access_token", "auth", "key", "apikey", "api_key", "api-key"})
+# The settings that hold a URL (alert_webhook_urls: several, comma-separated).
+_URL_SETTINGS = frozenset({"database_url", "public_url", "bitcoind_url", "esplora_url",
+                           "lnd_url", "nats_url", "rate_limit_storage", "alert_webhook_urls"})
+
+
 def redact_url(url: str) -> str:
-    """A database URL fit for display: the password, if any, replaced by ***."""
-    if "://" not in url or "@" not in url:
+    """A URL fit for display (a database's, a node's, a webhook's): the password in its user
+    information, and the value of each query parameter that carries a secret (``password``,
+    ``token``, ``api_key``…), replaced by ``***``; the rest, the user name included, as
+    given. The user information runs to the last ``@`` before the query, so a password
+    holding ``/`` or ``@`` is masked whole."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user, sep, _password = creds.partition(":")
-    return f"{scheme}://{user}{':***' if sep else ''}@{host}"
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    before, tail = rest[:cut], rest[cut:]
+    creds, at, host = before.rpartition("@")
+    if at:
+        user, colon, _password = creds.partition(":")
+        before = f"{user}{':***' if colon else ''}@{host}"
+    if tail.startswith("?"):
+        query, hash_, fragment = tail[1:].partition("#")
+        params = []
+        for param in query.split("&"):
+            name, eq, _value = param.partition("=")
+            secret = eq and unquote(name).strip().lower() in _SECRET_PARAMS
+            params.append(f"{name}=***" if secret else param)
+        tail = f"?{'&'.join(params)}{hash_}{fragment}"
+    return f"{scheme}://{before}{tail}"
 
 
 @lru_cache(maxsize=1)

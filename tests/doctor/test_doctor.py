@@ -266,6 +266,21 @@ async def test_a_chain_node_of_another_network_is_an_error(site: Site) -> None:
     assert check(report, "lightning")["status"] == "error"
 
 
+async def test_no_url_setting_shows_its_credentials(site: Site) -> None:
+    """Found from outside: bitcoind_url's password was masked, esplora_url was shown as
+    configured, user and password included."""
+    secret_url = "https://reader:esplora-s3cret@127.0.0.1:9/api?api_key=k3y-s3cret&page=2"
+    env = {"SATVAULT_CHAIN_BACKEND": "esplora", "SATVAULT_ESPLORA_URL": secret_url}
+    code, report = await site.report("--package-root", str(site.tree), **env)
+    assert code == 1
+    chain = check(report, "chain")
+    assert "cannot reach" in chain["detail"]
+    assert "https://reader:***@127.0.0.1:9/api?api_key=***&page=2" in chain["detail"]
+    _, table = await site.cli("doctor", "--package-root", str(site.tree), **env)
+    for shown in (json.dumps(report), table):
+        assert "esplora-s3cret" not in shown and "k3y-s3cret" not in shown
+
+
 async def test_lnd_certificate_expired_or_expiring_and_macaroon(site: Site, sessions,
                                                                 tmp_path: Path) -> None:
     now = datetime.now(UTC)

@@ -291,6 +291,8 @@ def serve(
     ln_node = (_start_ln_simnet(settings)
                if embedded and settings.lightning_backend == "simnet" else None)
     url = f"http://{settings.host}:{settings.port}"
+    chain_url = settings.esplora_url if settings.chain_backend == "esplora" \
+        else settings.bitcoind_url
     sys.stderr.write(
         f"\n  satvault {__version__} is starting\n"
         f"    sign in         {url}/login  (dashboard and admin console; the admin's\n"
@@ -299,13 +301,11 @@ def serve(
         f"    API reference   {url}/docs\n"
         f"    health          {url}/healthz\n"
         f"    database        {redact_url(settings.database_url)}\n"
-        f"    chain           {settings.chain_backend} "
-        f"({redact_url(settings.bitcoind_url) if settings.chain_backend != 'esplora' else ''}"
-        f"{settings.esplora_url})\n"
+        f"    chain           {settings.chain_backend} ({redact_url(chain_url)})\n"
         + ("    try it          satvault simnet pay <address> 50000 && satvault simnet mine\n"
            if node else "")
-        + (f"    lightning       simnet (LND REST at {settings.lnd_url}); pay an invoice with "
-           "`satvault simnet ln-pay <bolt11>`\n" if ln_node else "")
+        + (f"    lightning       simnet (LND REST at {redact_url(settings.lnd_url)}); pay an "
+           "invoice with `satvault simnet ln-pay <bolt11>`\n" if ln_node else "")
         + "\n"
     )
     try:

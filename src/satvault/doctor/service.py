@@ -211,8 +211,8 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
 
     now = now or datetime.now(UTC)
     kind = settings.lightning_backend or "none"
-    url = settings.esplora_url if settings.chain_backend == "esplora" \
-        else redact_url(settings.bitcoind_url)
+    url = redact_url(settings.esplora_url if settings.chain_backend == "esplora"
+                     else settings.bitcoind_url)
     report = DoctorReport([
         J.judge_migrations(revision, head),
         J.judge_database(db_settings, production=settings.environment == "production"),
