@@ -54,13 +54,16 @@ async def _populate(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int
 
 
 def _rewrite(src: Path, dest: Path, *, manifest: dict[str, Any] | None = None,
-             flip_dump_byte: bool = False) -> None:
-    """A copy of the archive with its manifest replaced or one byte of its dump changed."""
+             manifest_text: str | None = None, flip_dump_byte: bool = False) -> None:
+    """A copy of the archive with its manifest replaced (by a dict, or by text as given) or
+    one byte of its dump changed."""
     with tarfile.open(src) as tar:
         members = [(m, tar.extractfile(m).read()) for m in tar]  # type: ignore[union-attr]
     with tarfile.open(dest, "w") as out:
         for member, body in members:
-            if member.name == "manifest.json" and manifest is not None:
+            if member.name == "manifest.json" and manifest_text is not None:
+                body = manifest_text.encode()
+            elif member.name == "manifest.json" and manifest is not None:
                 body = json.dumps(manifest).encode()
             elif member.name != "manifest.json" and flip_dump_byte:
                 body = body[:200] + bytes([body[200] ^ 0xFF]) + body[201:]
@@ -160,6 +163,46 @@ async def test_refusals_change_nothing(sessions: async_sessionmaker[AsyncSession
                                              target_url, "--force", url=db_url)
     assert code == 0, again
     assert await _balances(target_url) == restored
+
+
+@pytest.mark.parametrize("db_url", [b for b in BACKENDS if b == "sqlite"], indirect=True)
+async def test_a_manifest_with_a_field_of_the_wrong_type_or_range_is_refused(
+        sessions: async_sessionmaker[AsyncSession], db_url: str, tmp_path: Path,
+        cli: Cli) -> None:
+    """Found from outside: ``"bytes": Infinity`` in the manifest (Python's json reads it as a
+    float) crashed verify and restore with OverflowError instead of naming the manifest.
+    Every field is now checked for its type and range, and JSON's non-standard constants
+    refused. (The manifest is read the same way whatever the database: SQLite only.)"""
+    await _populate(sessions)
+    file = tmp_path / "good.tar"
+    code, body, _ = await asyncio.to_thread(cli, "backup", "--to", str(file), url=db_url)
+    assert code == 0
+    good = body["manifest"]
+
+    def with_dump(**fields: Any) -> dict[str, Any]:
+        return {**good, "dump": {**good["dump"], **fields}}
+
+    raw_bytes = ["Infinity", "-Infinity", "NaN", "1e400", "-1", "1.5", str(2**64), "true",
+                 '"123"', "null"]
+    texts = [json.dumps(with_dump(bytes="@@")).replace('"@@"', v) for v in raw_bytes]
+    texts.append(json.dumps({**good, "server_version": "@@"}).replace('"@@"', "NaN"))
+    bad = [with_dump(sha256="zz" * 32), with_dump(sha256=7), with_dump(name=7),
+           with_dump(name="../database.sqlite3"), {**good, "dump": [good["dump"]]},
+           {**good, "format_version": True}, {**good, "format_version": 1.0},
+           {**good, "kind": ["sqlite"]}, {**good, "created_at": 5},
+           {**good, "created_at": "yesterday"}, {**good, "satvault_version": {"v": 1}},
+           {**good, "revision": 12}, {**good, "server_version": ["16"]}]
+    texts += [json.dumps(m) for m in bad]
+    for i, text_ in enumerate(texts):
+        archive = tmp_path / f"bad{i}.tar"
+        _rewrite(file, archive, manifest_text=text_)
+        for extra in (("--verify-only",), ("--into", f"sqlite:///{tmp_path / 'never.db'}")):
+            code, answer, _ = await asyncio.to_thread(cli, "restore", "--from", str(archive),
+                                                      *extra, url=db_url)
+            assert code == 1 and answer.get("ok") is False, (text_, answer)
+            assert "manifest" in answer["error"] or "format version" in answer["error"], \
+                (text_, answer)
+    assert not (tmp_path / "never.db").exists()
 
 
 @pytest.mark.parametrize("db_url", [b for b in BACKENDS if b == "postgres"], indirect=True)

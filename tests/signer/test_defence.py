@@ -344,6 +344,23 @@ def test_window_from_older_audit_lines_and_a_damaged_log(audit_path: Path, clock
         HotSigner(SEED, NETWORK, audit_log=audit_path, clock=clock)
 
 
+def test_an_audit_line_with_an_impossible_amount_is_refused_clearly(audit_path: Path,
+                                                                     clock: Clock) -> None:
+    """Found from outside (a sibling of the backup manifest's ``"bytes": Infinity``): a
+    signature line whose ``leaving_sat`` was ``Infinity`` stopped the signer's start with
+    OverflowError, and a negative one lowered the day's spending to below what was signed."""
+    line = {"event": "sign_payout", "time": clock.now.isoformat(), "txid": "ab" * 32,
+            "fee_sat": 300, "inputs": [{"outpoint": "cd" * 32 + ":0"}],
+            "outputs": [{"kind": "payment", "amount_sat": 20_000}], "leaving_sat": "@@"}
+    older = {k: v for k, v in line.items() if k != "leaving_sat"}
+    for value in ("Infinity", "-Infinity", "NaN", "1e400", "-1", "1.5", "true", '"20300"'):
+        for bad in ({**line}, {**older, "fee_sat": "@@"},
+                    {**older, "outputs": [{"kind": "payment", "amount_sat": "@@"}]}):
+            audit_path.write_text(json.dumps(bad).replace('"@@"', value) + "\n")
+            with pytest.raises(AuditLogError, match=r"line 1|cannot be read"):
+                HotSigner(SEED, NETWORK, audit_log=audit_path, clock=clock)
+
+
 def test_caps_must_be_positive() -> None:
     for caps in ({"max_tx_sat": 0}, {"max_daily_sat": -1}, {"max_tx_sat": 1.5}):
         with pytest.raises(ValueError, match="positive whole number"):

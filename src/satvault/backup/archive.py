@@ -20,14 +20,17 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from satvault.backup.errors import BadArchive, ChecksumMismatch
+from satvault.kernel import strictjson
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST_NAME", "DumpInfo", "Kind", "Manifest",
            "extract_dump", "file_sha256", "read_manifest", "write_archive"]
@@ -37,6 +40,9 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 _MANIFEST_MAX = 64 * 1024
 _CHUNK = 1024 * 1024
+_DUMP_MAX = 2**63 - 1  # bytes: what a file size can be
+_TEXT_MAX = 200
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 Kind = Literal["postgresql", "sqlite"]
 DUMP_NAMES: dict[str, str] = {"postgresql": "database.pgdump", "sqlite": "database.sqlite3"}
 
@@ -66,27 +72,53 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, raw: Any) -> Manifest:
+        """The manifest, every field checked for its type and range: :class:`BadArchive`
+        naming the first that is wrong (found from outside: ``"bytes": Infinity`` crashed
+        verify and restore with OverflowError)."""
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise BadArchive("not a satvault backup: its manifest does not say "
                              f"\"format\": \"{FORMAT}\"")
-        if raw.get("format_version") != FORMAT_VERSION:
-            raise BadArchive(f"backup format version {raw.get('format_version')!r} is not "
+        version = raw.get("format_version")
+        if type(version) is not int or version != FORMAT_VERSION:
+            raise BadArchive(f"backup format version {version!r} is not "
                              f"{FORMAT_VERSION}, the one this satvault reads: restore it with "
                              "the satvault that made it")
         try:
-            dump = raw["dump"]
             kind = raw["kind"]
-            if kind not in DUMP_NAMES or not isinstance(dump, dict):
-                raise TypeError(f"unknown database kind {kind!r}")
-            info = DumpInfo(name=str(dump["name"]), bytes=int(dump["bytes"]),
-                            sha256=str(dump["sha256"]).lower())
+            if not isinstance(kind, str) or kind not in DUMP_NAMES:
+                raise ValueError(f"unknown database kind {kind!r}")
+            dump = raw["dump"]
+            if not isinstance(dump, dict):
+                raise ValueError("\"dump\" is not an object")
+            name, size, sha256 = dump["name"], dump["bytes"], dump["sha256"]
+            if name != DUMP_NAMES[kind]:
+                raise ValueError(f"a {kind} dump is named {DUMP_NAMES[kind]!r}, not {name!r}")
+            if type(size) is not int or not 0 <= size <= _DUMP_MAX:
+                raise ValueError(f"the dump's size {size!r} is not a whole number of bytes "
+                                 f"from 0 to {_DUMP_MAX}")
+            if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+                raise ValueError(f"the dump's sha256 {sha256!r} is not 64 hex digits")
             revision = raw["revision"]
-            return cls(satvault_version=str(raw["satvault_version"]),
-                       revision=None if revision is None else str(revision),
-                       created_at=str(raw["created_at"]), kind=kind, dump=info,
-                       server_version=str(raw.get("server_version", "")))
+            if revision is not None:
+                _text("revision", revision)
+            created_at = _text("created_at", raw["created_at"])
+            try:
+                datetime.fromisoformat(created_at)
+            except ValueError:
+                raise ValueError(f"created_at {created_at!r} is not an ISO 8601 time") from None
+            return cls(satvault_version=_text("satvault_version", raw["satvault_version"]),
+                       revision=revision, created_at=created_at, kind=cast(Kind, kind),
+                       dump=DumpInfo(name=name, bytes=size, sha256=sha256.lower()),
+                       server_version=_text("server_version", raw.get("server_version", ""),
+                                            empty=True))
         except (KeyError, TypeError, ValueError) as exc:
             raise BadArchive(f"the backup's manifest is incomplete or malformed: {exc}") from exc
+
+
+def _text(field: str, value: Any, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or len(value) > _TEXT_MAX or not (value or empty):
+        raise ValueError(f"{field} {value!r} is not a text of 1 to {_TEXT_MAX} characters")
+    return value
 
 
 def file_sha256(path: Path, progress: Progress | None = None) -> tuple[str, int]:
@@ -148,7 +180,7 @@ def read_manifest(path: Path) -> Manifest:
         fh = tar.extractfile(first)
         assert fh is not None
         try:
-            raw = json.loads(fh.read())
+            raw = strictjson.loads(fh.read())
         except ValueError as exc:
             raise BadArchive(f"the manifest in {path} is not JSON: {exc}") from exc
     return Manifest.from_dict(raw)

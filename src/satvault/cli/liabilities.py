@@ -24,6 +24,7 @@ from satvault.cli._common import fail as _fail
 from satvault.config import get_settings
 from satvault.custody.errors import CustodyError, ProofInvalid
 from satvault.custody.liabilities import build, verify
+from satvault.kernel import strictjson
 from satvault.kernel.ids import new_id
 
 __all__ = ["app"]
@@ -125,7 +126,7 @@ def verify_proof(
     loaded = []
     for what, path in (("root", root), ("proof", proof)):
         try:
-            loaded.append(json.loads(path.read_text()))
+            loaded.append(strictjson.loads(path.read_text()))
         except OSError as exc:
             _fail(f"cannot read the {what} {path}: {exc.strerror or exc}")
         except ValueError as exc:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.cli._common import emit as _emit
 from satvault.cli._common import in_transaction as _run
+from satvault.kernel import strictjson
 from satvault.withdrawals.policy import approvals, service
 
 __all__ = ["policy_app", "withdrawals_app"]
@@ -51,7 +52,7 @@ def propose(file: Annotated[Path, typer.Argument(help='JSON: {"rules": [...]}.')
             actor: Actor) -> None:
     """Propose a new version from FILE; another admin makes it live with ``approve``."""
     try:
-        raw = json.loads(file.read_text())
+        raw = strictjson.loads(file.read_text())
     except (OSError, ValueError) as exc:
         _emit({"ok": False, "error": f"cannot read {file}: {exc}"})
         raise typer.Exit(1) from None

@@ -32,6 +32,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from satvault.kernel import strictjson
+
 __all__ = ["FORMAT", "MANIFEST_NAME", "IntegrityResult", "ManifestError", "default_manifest_path",
            "generate_key", "hash_tree", "load_private_key", "make_manifest", "package_root",
            "public_key_hex", "verify_manifest", "write_manifest"]
@@ -160,7 +162,7 @@ def verify_manifest(root: Path, manifest_path: Path, public_key: str) -> Integri
     """Check the manifest's signature with ``public_key`` (hex) and every file under ``root``
     against it: changed, missing (listed, not on disk) and extra (on disk, not listed)."""
     try:
-        doc = json.loads(manifest_path.read_text())
+        doc = strictjson.loads(manifest_path.read_text())
     except OSError as exc:
         raise ManifestError(f"cannot read the manifest {manifest_path}: "
                             f"{exc.strerror or exc}") from exc

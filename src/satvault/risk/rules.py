@@ -24,7 +24,6 @@ re-checked later.
 
 from __future__ import annotations
 
-import json
 import math
 import operator
 from collections.abc import Callable, Mapping
@@ -43,6 +42,7 @@ from pydantic import (
     model_validator,
 )
 
+from satvault.kernel import strictjson
 from satvault.kernel.errors import InvalidInput
 from satvault.kernel.plugins import PluginError, load_plugin, plugin_names
 
@@ -275,8 +275,8 @@ class RuleSetDoc(_Strict):
 def parse_rule_set(doc: str | Mapping[str, Any]) -> RuleSetDoc:
     """Validate a rule set strictly; an :class:`InvalidInput` naming each problem otherwise."""
     try:
-        data = json.loads(doc) if isinstance(doc, str) else dict(doc)
-    except json.JSONDecodeError as exc:
+        data = strictjson.loads(doc) if isinstance(doc, str) else dict(doc)
+    except ValueError as exc:  # NaN and Infinity too: not JSON (RFC 8259)
         raise InvalidInput(f"the rule set is not JSON: {exc}") from exc
     try:
         return RuleSetDoc.model_validate(data)

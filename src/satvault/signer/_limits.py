@@ -50,6 +50,15 @@ class Spend:
     leaving_sat: int
 
 
+def _sat(value: Any) -> int:
+    """An amount the signer wrote: a whole number of sat, not negative (found from outside:
+    ``Infinity`` stopped the start with OverflowError; a negative one, or a fraction
+    silently truncated, would have lowered the day's spending)."""
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{value!r} is not a whole number of sat")
+    return value
+
+
 def spend_from_record(record: Mapping[str, Any]) -> Spend:
     """A signature line of the audit log as a :class:`Spend`. Lines written before the
     ``leaving_sat`` field existed are counted from their payment outputs and fee."""
@@ -58,9 +67,9 @@ def spend_from_record(record: Mapping[str, Any]) -> Spend:
         outpoints = frozenset(str(i["outpoint"]) for i in record["inputs"])
         leaving = record.get("leaving_sat")
         if leaving is None:
-            leaving = int(record["fee_sat"]) + sum(
-                int(o["amount_sat"]) for o in record["outputs"] if o.get("kind") == "payment")
-        return Spend(time, str(record.get("txid")), outpoints, int(leaving))
+            leaving = _sat(record["fee_sat"]) + sum(
+                _sat(o["amount_sat"]) for o in record["outputs"] if o.get("kind") == "payment")
+        return Spend(time, str(record.get("txid")), outpoints, _sat(leaving))
     except (KeyError, TypeError, ValueError) as exc:
         raise AuditLogError(f"the audit line of {record.get('txid')!r} cannot be read as a "
                             f"signature ({exc!r}); repair or move the audit log") from exc

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from satvault.kernel import strictjson
 from satvault.signing.errors import AuditLogError
 
 __all__ = ["AuditLog", "read_records"]
@@ -44,8 +45,8 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                record = strictjson.loads(raw)
+            except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ones
                 raise AuditLogError(f"line {number} of the audit log {path} is not JSON; "
                                     "repair or move the file") from exc
             if not isinstance(record, dict):

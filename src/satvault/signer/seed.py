@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from embit import bip39
 
+from satvault.kernel import strictjson
 from satvault.signer._hd import Keyring
 from satvault.signing.errors import (
     CorruptSeedFile,
@@ -224,8 +225,8 @@ def _read_document(target: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise CorruptSeedFile(f"{target} is not a text file") from exc
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+        doc = strictjson.loads(text)
+    except ValueError as exc:  # NaN and Infinity too: not JSON (RFC 8259)
         raise CorruptSeedFile(f"{target} is not valid JSON") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CorruptSeedFile(f"{target} is not a satvault signer seed file")
