@@ -36,8 +36,9 @@ __all__ = ["COINBASE_MATURITY", "INTERNAL_PURPOSES", "AddressStatus", "ChainBloc
 
 
 # Addresses the platform pays itself: a payout's change, a sweep's or a refill's outputs. A
-# payment to one is a move between the platform's own wallets (booked by the payout job with
-# the transaction that made it), never a deposit to credit.
+# payment to one by a move of ours is a move between the platform's own wallets (booked by the
+# payout job with the transaction that made it), never a deposit to credit. Anyone else may
+# pay one too (``OnchainPayment.paid_from_outside``): the watcher books that as tier funding.
 INTERNAL_PURPOSES = ("change", "sweep", "refill")
 
 # Consensus: an output of a block's coinbase transaction may be spent only once it has this
@@ -167,6 +168,12 @@ class OnchainPayment(Base):
     # Paid by a coinbase (a miner paying us from its block): spendable, and credited, only at
     # COINBASE_MATURITY confirmations (its required_confirmations are raised to that).
     is_coinbase: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Paid to an address of INTERNAL_PURPOSES by a transaction that spends none of the
+    # platform's coins, so by someone else (the address is public once used): no move of
+    # ours books it, and the watcher books it like funding of the tier. Decided when the
+    # payment is first recorded; always false for other addresses.
+    paid_from_outside: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                    server_default=false())
     first_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

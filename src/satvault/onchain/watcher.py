@@ -23,6 +23,12 @@ One ``step()`` is a full reconciliation and is safe to run at any time, any numb
    that paid it (read from the node before that unit of work opens): approved, the hold is
    posted as usual; held back, the hold is voided and the money credited to the wallet's
    frozen sub-balance instead, from which a reorg also reverses it.
+7. **Our own move addresses.** A payment to a change, sweep or refill address made by one of
+   our moves is booked by the payout job with that move, never here. Such an address is public
+   once used, though, and anyone may pay it: a transaction that spends none of our coins (every
+   move of ours does) is marked ``paid_from_outside`` when first recorded and then goes through
+   step 5 like an operator's funding of that tier (equity → the tier's account), so the coin
+   the payout job may spend is on the books.
 """
 
 from __future__ import annotations
@@ -173,6 +179,8 @@ class Watcher:
         """Insert new payments, (re)confirm known ones, mark our outputs spent. Returns #new."""
         new = 0
         now = utcnow()
+        txs = list(txs)
+        to_moves: list[OnchainPayment] = []  # new, paid to an address our moves pay
         for m in matches:
             row = (await session.execute(select(OnchainPayment).where(
                 OnchainPayment.txid == m.txid, OnchainPayment.vout == m.vout))
@@ -191,7 +199,9 @@ class Watcher:
                     credit_state=CreditState.NONE, hold_generation=0,
                     is_coinbase=m.is_coinbase, first_seen_at=now, updated_at=now)
                 session.add(row)
-                if wallet_id is None and addr.purpose not in INTERNAL_PURPOSES:
+                if addr.purpose in INTERNAL_PURPOSES:
+                    to_moves.append(row)
+                elif wallet_id is None:
                     role = (await session.execute(select(OnchainWallet.role).where(
                         OnchainWallet.id == addr.wallet_id))).scalar_one()
                     if role == "deposit":  # nobody was given this address: a person decides
@@ -211,6 +221,8 @@ class Watcher:
                 # It came back (e.g. rebroadcast).
                 row.status, row.updated_at = OnchainPaymentStatus.MEMPOOL, now
         await session.flush()
+        if to_moves:
+            await self._mark_paid_from_outside(session, to_moves, txs)
         ours = await self._our_outpoints(session)
         for tx in txs:
             for op in tx.inputs:
@@ -219,6 +231,28 @@ class Watcher:
                     await session.execute(update(OnchainPayment).where(OnchainPayment.id == pid)
                                           .values(spent_by=tx.txid, updated_at=now))
         return new
+
+    @staticmethod
+    async def _mark_paid_from_outside(session: AsyncSession, rows: list[OnchainPayment],
+                                      txs: list[Tx]) -> None:
+        """Which of these new payments to our move addresses (change, sweep, refill) someone
+        else made. Every move of ours spends coins recorded here (confirmed ones, so recorded
+        by now: the payments just flushed included), and nobody else can spend them; so a
+        transaction spending none of them is no move of ours. Read from the transaction's
+        inputs, not from ``spent_by``: that names the first version of a move seen, and a fee
+        bump's replacement spends the same coins."""
+        by_txid = {tx.txid: tx for tx in txs}
+        parents = {op.txid for row in rows for op in by_txid[row.txid].inputs}
+        ours: set[tuple[str, int]] = set()
+        if parents:
+            ours = {(t, int(v)) for t, v in (await session.execute(
+                select(OnchainPayment.txid, OnchainPayment.vout)
+                .where(OnchainPayment.txid.in_(parents)))).all()}
+        for row in rows:
+            if not any((op.txid, op.vout) in ours for op in by_txid[row.txid].inputs):
+                row.paid_from_outside = True
+                log.warning("move_address_paid_from_outside", payment=f"{row.txid}:{row.vout}",
+                            sat=row.value_sat)
 
     async def _beneficiary(self, session: AsyncSession, addr: OnchainAddress
                            ) -> tuple[str | None, int]:
@@ -359,7 +393,8 @@ class Watcher:
             open_rows = (await s.execute(select(
                 P.id, P.txid, P.wallet_id, P.status, P.credit_state, P.block_height,
                 P.required_confirmations, P.value_sat).join(A, A.id == P.address_id).where(
-                (A.purpose.is_(None)) | (A.purpose.not_in(INTERNAL_PURPOSES)),
+                A.purpose.is_(None) | A.purpose.not_in(INTERNAL_PURPOSES)
+                | P.paid_from_outside,
             ).where(
                 ((P.credit_state.in_((CreditState.NONE, CreditState.REVERSED)))
                  & (P.status != OnchainPaymentStatus.CONFLICTED))
@@ -408,13 +443,15 @@ class Watcher:
         if found is None:
             return 0, 0
         p, purpose, role, wallet_account, store_invoice_id, owner, address = found
-        if purpose in INTERNAL_PURPOSES:
+        if purpose in INTERNAL_PURPOSES and not p.paid_from_outside:
             return 0, 0  # a move between our own wallets: booked with the move
         platform = await ensure_platform_accounts(session, "BTC")
         # The tier the coin sits in: customers' deposits, the semi-cold (hot) wallet, cold.
         asset_account = {"deposit": platform.deposit_wallet.id, "cold": platform.cold_wallet.id
                          }.get(role, platform.hot_wallet.id)
-        credit_account = platform.equity.id  # unassigned deposits and direct tier funding
+        # Unassigned deposits and direct tier funding (an operator's, or anyone's payment to
+        # a change, sweep or refill address).
+        credit_account = platform.equity.id
         if p.wallet_id is not None:
             assert wallet_account is not None
             credit_account = wallet_account
