@@ -9,8 +9,8 @@ ours was a version in ``payout_txs`` (the payout job broadcasts nothing else) an
 the watcher recorded, so a payment to a move address whose transaction is neither was made
 by someone else. The watcher books those at its next step.
 
-Revision ID: 0045_change_paid_from_outside
-Revises: 0044_coinbase_payments
+Revision ID: 0046_change_paid_from_outside
+Revises: 0045_payout_final
 Create Date: 2026-12-06
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0045_change_paid_from_outside"
-down_revision: str | None = "0044_coinbase_payments"
+revision: str = "0046_change_paid_from_outside"
+down_revision: str | None = "0045_payout_final"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
