@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import func, select
@@ -24,6 +25,7 @@ from satvault.lightning.errors import (
     WrongNetwork,
 )
 from satvault.lightning.invoices import InvoiceListener, create_invoice
+from satvault.lightning.lnurl import decode_lnurl
 from satvault.lightning.models import LnInvoice, LnPayment
 from satvault.lightning.payments import request_ln_withdrawal, take_off_node
 from satvault.payouts.models import Withdrawal
@@ -365,9 +367,9 @@ async def _redeem_a_link(env: LnEnv, *, amount_msat: int, pr: str) -> dict[str, 
         v = await c.post(f"/api/v1/wallets/{env.wallet.id}/lnurl-withdraw", headers=auth,
                          json={"amount_msat": amount_msat, "description": "gift"})
         assert v.status_code == 201, v.text
-        vid = v.json()["id"]
-        k1 = (await c.get(f"/lnurlw/{vid}")).json()["k1"]
-        answer: dict[str, Any] = (await c.get(f"/lnurlw/{vid}/callback",
+        link = urlsplit(decode_lnurl(v.json()["lnurl"])).path
+        k1 = (await c.get(link)).json()["k1"]
+        answer: dict[str, Any] = (await c.get(f"{link}/callback",
                                               params={"k1": k1, "pr": pr})).json()
     return answer
 

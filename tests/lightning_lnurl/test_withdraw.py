@@ -1,19 +1,30 @@
 """LNURL-withdraw vouchers (LUD-03): the hold at creation, single use (also under concurrent
-callbacks), the payment through the Lightning payer, internal redemption, cancellation."""
+callbacks), the payment through the Lightning payer, internal redemption, cancellation; the
+link's secret token (not the voucher id, which logs, audit rows and ledger refs show) is what
+opens a voucher."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from satvault.lightning.lnurl import decode_lnurl
+from satvault.accounts.security import hash_secret
+from satvault.audit.service import list_events
+from satvault.db import create_engine
+from satvault.ledger.models import LedgerTransfer
+from satvault.lightning.lnurl import decode_lnurl, encode_lnurl
 from satvault.lightning.lnurl_models import LnurlWithdrawVoucher
 from satvault.lightning.models import LnPayment
 from satvault.lightning.payments import LightningPayer, fee_reserve
+from satvault.migrate import upgrade
 from satvault.payouts.models import Withdrawal
-from tests.lightning_lnurl.conftest import LnEnv
+from satvault.web.app import create_app
+from tests.lightning_lnurl.conftest import BASE, LnEnv, lnurl_settings
 from tests.lightning_lnurl.fakes import make_bolt11
 
 FUND = 1_000_000
@@ -27,6 +38,11 @@ async def voucher(ln: LnEnv, amount: int = 100_000, who: str = "alice", **body) 
     return r.json()
 
 
+def link(v: dict) -> str:
+    """The path the voucher's LNURL opens (``/lnurlw/<its secret token>``)."""
+    return urlsplit(decode_lnurl(v["lnurl"])).path
+
+
 async def redeem(ln: LnEnv, v: dict, pr: str, k1: str | None = None) -> dict:
     """Call the voucher's callback as a wallet would (with its k1 unless told otherwise)."""
     if k1 is None:
@@ -34,7 +50,7 @@ async def redeem(ln: LnEnv, v: dict, pr: str, k1: str | None = None) -> dict:
             row = await s.get(LnurlWithdrawVoucher, v["id"])
             assert row is not None
             k1 = row.k1
-    r = await ln.client.get(f"/lnurlw/{v['id']}/callback", params={"k1": k1, "pr": pr})
+    r = await ln.client.get(f"{link(v)}/callback", params={"k1": k1, "pr": pr})
     assert r.status_code == 200
     return r.json()
 
@@ -50,18 +66,21 @@ async def test_create_holds_amount_and_reserve(ln: LnEnv):
     reserve = fee_reserve(100_000, ln.settings)
     assert v["status"] == "open" and v["amount_msat"] == v["min_msat"] == 100_000
     assert v["held_msat"] == 100_000 + reserve
-    assert decode_lnurl(v["lnurl"]) == f"http://lnurl.test/lnurlw/{v['id']}"
+    token = link(v).removeprefix("/lnurlw/")
+    assert link(v) == f"/lnurlw/{token}" and v["id"] not in token and len(token) >= 22
     assert await ln.balance("alice") == {"available": FUND - 100_000 - reserve,
                                          "held": 100_000 + reserve, "posted": FUND}
-    r = await ln.client.get(f"/lnurlw/{v['id']}")
+    r = await ln.client.get(link(v))
     request = r.json()
     assert r.headers["access-control-allow-origin"] == "*"
     assert request["tag"] == "withdrawRequest" and len(request["k1"]) == 64
-    assert request["callback"] == f"http://lnurl.test/lnurlw/{v['id']}/callback"
+    assert request["callback"] == f"http://lnurl.test/lnurlw/{token}/callback"
     assert (request["minWithdrawable"], request["maxWithdrawable"]) == (100_000, 100_000)
     assert request["defaultDescription"] == "gift"
     got = await ln.client.get(f"/api/v1/lnurl-withdraw/{v['id']}", headers=ln.auth("alice"))
+    # The link is shown once, when the voucher is created: only its hash is stored.
     assert got.status_code == 200 and got.json()["id"] == v["id"]
+    assert got.json()["lnurl"] is None
     assert (await ln.client.get(f"/api/v1/lnurl-withdraw/{v['id']}",
                                 headers=ln.auth("bob"))).status_code == 404
     await ln.check()
@@ -92,7 +111,9 @@ async def test_idempotency_key_creates_one_voucher(ln: LnEnv):
     first = await ln.client.post(url, json={"amount_msat": 5_000}, headers=headers)
     again = await ln.client.post(url, json={"amount_msat": 5_000}, headers=headers)
     assert first.status_code == again.status_code == 201
-    assert first.json() == again.json() and again.headers["idempotent-replayed"] == "true"
+    assert again.headers["idempotent-replayed"] == "true"
+    # The stored answer (kept a day or more) does not carry the link's secret.
+    assert again.json() == {**first.json(), "lnurl": None} and first.json()["lnurl"]
     async with ln.sessions() as s:
         assert (await s.execute(select(func.count()).select_from(LnurlWithdrawVoucher))
                 ).scalar_one() == 1
@@ -115,7 +136,7 @@ async def test_redeem_pays_once_through_the_payer(ln: LnEnv):
 
     assert await redeem(ln, v, make_bolt11(100_000)) == {"status": "ERROR",
                                                          "reason": "already used"}
-    assert (await ln.client.get(f"/lnurlw/{v['id']}")).json()["reason"] == "already used"
+    assert (await ln.client.get(link(v))).json()["reason"] == "already used"
 
     report = await LightningPayer(ln.sessions, ln.lightning, ln.settings).step()
     assert report.succeeded == 1 and ln.lightning.paid == [pr]
@@ -128,8 +149,8 @@ async def test_redeem_pays_once_through_the_payer(ln: LnEnv):
 async def test_concurrent_callbacks_pay_exactly_once(ln: LnEnv):
     await ln.fund("alice", FUND)
     v = await voucher(ln, 100_000)
-    k1 = (await ln.client.get(f"/lnurlw/{v['id']}")).json()["k1"]
-    calls = [ln.client.get(f"/lnurlw/{v['id']}/callback",
+    k1 = (await ln.client.get(link(v))).json()["k1"]
+    calls = [ln.client.get(f"{link(v)}/callback",
                            params={"k1": k1, "pr": make_bolt11(100_000)}) for _ in range(4)]
     answers = [r.json() for r in await asyncio.gather(*calls)]
     assert answers.count({"status": "OK"}) == 1, answers
@@ -149,7 +170,7 @@ async def test_refused_invoices_leave_the_voucher_open(ln: LnEnv, pr, reason):
     v = await voucher(ln, 100_000)
     answer = await redeem(ln, v, pr)
     assert answer["status"] == "ERROR" and reason in answer["reason"], answer
-    assert (await ln.client.get(f"/lnurlw/{v['id']}")).json()["tag"] == "withdrawRequest"
+    assert (await ln.client.get(link(v))).json()["tag"] == "withdrawRequest"
     assert await redeem(ln, v, make_bolt11(100_000)) == {"status": "OK"}
     await ln.check()
 
@@ -161,7 +182,7 @@ async def test_wrong_k1_and_partial_amounts(ln: LnEnv):
         "unknown withdraw link or wrong k1"
     assert (await ln.client.get("/lnurlw/lnw_nope/callback",
                                 params={"k1": "0" * 64, "pr": "x"})).json()["status"] == "ERROR"
-    assert (await ln.client.get(f"/lnurlw/{v['id']}/callback")).json()["reason"] == \
+    assert (await ln.client.get(f"{link(v)}/callback")).json()["reason"] == \
         "k1 and pr are required"
     # Less than the maximum: the rest of the hold goes back to the wallet.
     assert await redeem(ln, v, make_bolt11(50_000)) == {"status": "OK"}
@@ -202,7 +223,7 @@ async def test_cancel_releases_the_hold(ln: LnEnv):
     assert r.status_code == 200 and r.json()["status"] == "canceled"
     assert await ln.balance("alice") == {"available": FUND, "held": 0, "posted": FUND}
     assert (await redeem(ln, v, make_bolt11(100_000), k1="0" * 64))["status"] == "ERROR"
-    assert (await ln.client.get(f"/lnurlw/{v['id']}")).json()["reason"] == \
+    assert (await ln.client.get(link(v))).json()["reason"] == \
         "this withdraw link was canceled"
     again = await ln.client.delete(url, headers=ln.auth("alice"))
     assert again.status_code == 409 and "canceled" in again.json()["detail"]
@@ -211,3 +232,92 @@ async def test_cancel_releases_the_hold(ln: LnEnv):
     r = await ln.client.delete(f"/api/v1/lnurl-withdraw/{used['id']}", headers=ln.auth("alice"))
     assert r.status_code == 409 and "used" in r.json()["detail"]
     await ln.check()
+
+
+async def test_the_voucher_id_does_not_open_the_voucher(ln: LnEnv):
+    """The id is what the audit log, the ledger and the logs show; the link's token alone
+    opens the voucher, and the token is written nowhere but in the LNURL."""
+    await ln.fund("alice", FUND)
+    v = await voucher(ln, 100_000)
+    token = link(v).removeprefix("/lnurlw/")
+    async with ln.sessions() as s:
+        [created] = await list_events(s, action="lnurl_withdraw.create")
+        refs = (await s.execute(select(LedgerTransfer.id, LedgerTransfer.ref))).all()
+    seen = created["object"]
+    assert seen == v["id"] and token not in str(created)
+    assert not [row for row in refs if token in str(row)]
+    k1 = (await ln.client.get(link(v))).json()["k1"]
+    assert (await ln.client.get(f"/lnurlw/{seen}")).json() == {
+        "status": "ERROR", "reason": "unknown withdraw link"}
+    r = await ln.client.get(f"/lnurlw/{seen}/callback",
+                            params={"k1": k1, "pr": make_bolt11(100_000)})
+    assert r.json() == {"status": "ERROR", "reason": "unknown withdraw link or wrong k1"}
+    assert (await ln.client.get(f"/lnurlw/{token[:-1]}")).json()["status"] == "ERROR"
+    got = await ln.client.get(f"/api/v1/lnurl-withdraw/{seen}", headers=ln.auth("alice"))
+    assert got.json()["status"] == "open" and await withdrawals(ln) == 0
+    # The whole flow with the token: the request, the callback, then the link is spent.
+    request = (await ln.client.get(link(v))).json()
+    assert request["callback"] == f"{BASE}/lnurlw/{token}/callback"
+    r = await ln.client.get(request["callback"], params={"k1": request["k1"],
+                                                         "pr": make_bolt11(100_000)})
+    assert r.json() == {"status": "OK"} and await withdrawals(ln) == 1
+    assert (await ln.client.get(link(v))).json()["reason"] == "already used"
+    got = await ln.client.get(f"/api/v1/lnurl-withdraw/{seen}", headers=ln.auth("alice"))
+    assert got.json()["status"] == "used" and got.json()["withdrawal_id"]
+    await ln.check()
+
+
+async def test_each_voucher_has_its_own_token(ln: LnEnv):
+    await ln.fund("alice", FUND)
+    first, second = await voucher(ln, 1_000), await voucher(ln, 1_000)
+    assert link(first) != link(second)
+    assert await redeem(ln, second, make_bolt11(1_000)) == {"status": "OK"}
+    assert (await ln.client.get(link(first))).json()["tag"] == "withdrawRequest"
+    await ln.check()
+
+
+async def test_a_voucher_from_before_tokens_redeems_with_its_printed_link(ln: LnEnv):
+    """A voucher as the migration leaves it (its token is its old id): its printed LNURL,
+    ``/lnurlw/<id>``, still pays, once."""
+    await ln.fund("alice", FUND)
+    v = await voucher(ln, 100_000)
+    async with ln.sessions() as s, s.begin():
+        await s.execute(update(LnurlWithdrawVoucher).where(LnurlWithdrawVoucher.id == v["id"])
+                        .values(link_hash=hash_secret(v["id"])))
+    printed = {**v, "lnurl": encode_lnurl(f"{BASE}/lnurlw/{v['id']}")}
+    request = (await ln.client.get(link(printed))).json()
+    assert request["callback"] == f"{BASE}/lnurlw/{v['id']}/callback"
+    assert (await ln.client.get(link(v))).json()["reason"] == "unknown withdraw link"
+    assert await redeem(ln, printed, make_bolt11(100_000)) == {"status": "OK"}
+    assert await redeem(ln, printed, make_bolt11(100_000)) == {"status": "ERROR",
+                                                               "reason": "already used"}
+    assert await withdrawals(ln) == 1
+    await ln.check()
+
+
+def _voucher_before_tokens(path: str) -> None:
+    """A database at the revision before link tokens, holding one open voucher."""
+    upgrade(f"sqlite+aiosqlite:///{path}", "0044_coinbase_payments")
+    with sqlite3.connect(path) as db:  # foreign keys off: the voucher alone is enough here
+        db.execute(
+            "INSERT INTO lnurl_withdraw_vouchers (id, wallet_id, k1, min_msat, amount_msat,"
+            " reserve_msat, description, status, hold_id, created_at) VALUES ("
+            "'lnw_printedbefore0001', 'wal_x', ?, 1000, 2000, 10, 'old', 'open',"
+            " 'lnurlw:lnw_printedbefore0001:hold', '2026-12-01 00:00:00.000000')", ("ab" * 32,))
+
+
+async def test_the_migration_keeps_printed_links_working(tmp_path):
+    path = str(tmp_path / "old.db")
+    await asyncio.to_thread(_voucher_before_tokens, path)
+    await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{path}")
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    app = create_app(lnurl_settings(f"sqlite+aiosqlite:///{path}", tmp_path), engine=engine,
+                     start_workers=False)
+    try:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+            request = (await client.get("/lnurlw/lnw_printedbefore0001")).json()
+    finally:
+        await engine.dispose()
+    assert request["tag"] == "withdrawRequest" and request["k1"] == "ab" * 32
+    assert request["callback"] == f"{BASE}/lnurlw/lnw_printedbefore0001/callback"

@@ -22,7 +22,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -34,6 +34,7 @@ from satvault.accounts import service as acc
 from satvault.ledger.core import TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import submit
+from satvault.lightning.lnurl import decode_lnurl
 from satvault.web.app import create_app
 from tests.chainenv import LnEnv
 from tests.web.rows import row_counts
@@ -193,6 +194,7 @@ async def _objects(c: httpx.AsyncClient, world: dict[str, Any]) -> dict[str, Any
     assert voucher.status_code == 201, voucher.text
     return {**world, "invoice_id": inv.json()["id"], "webhook_id": hook.json()["id"],
             "deposit_id": dep.json()["id"], "voucher_id": voucher.json()["id"],
+            "link_token": urlsplit(decode_lnurl(voucher.json()["lnurl"])).path.split("/")[-1],
             "withdrawal_id": "wd_none", "delivery_id": "whd_none", "k1": "00" * 32,
             "username": "nobody", "kind": "lightning", "fmt": "svg", "name": "checkout.css"}
 

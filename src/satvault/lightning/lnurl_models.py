@@ -3,7 +3,8 @@
 The migration ``0006_lnurl`` is the DDL's source of truth; it adds the CHECKs the database
 enforces whatever the code does: usernames lower-case in the LUD-16 alphabet, one status per
 row from a closed set, a voucher used by at most one withdrawal, a challenge bound to a user
-exactly when it is no longer open.
+exactly when it is no longer open. ``0045_voucher_link_tokens`` adds a voucher's
+``link_hash``.
 """
 
 from __future__ import annotations
@@ -44,11 +45,16 @@ class LightningAddress(Base):
 
 class LnurlWithdrawVoucher(Base):
     """A single-use LNURL-withdraw (LUD-03) whose amount, plus a fee reserve, is held in the
-    ledger under ``hold_id`` from creation until it is used or canceled."""
+    ledger under ``hold_id`` from creation until it is used or canceled.
+
+    ``id`` is the management handle (API, audit, ledger refs, logs) and opens nothing. The
+    LNURL carries a separate random token, shown once at creation; only its SHA-256
+    (``link_hash``, unique) is stored, and it is what ``/lnurlw/<token>`` is looked up by."""
 
     __tablename__ = "lnurl_withdraw_vouchers"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    link_hash: Mapped[str] = mapped_column(String(64), unique=True)
     wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"), index=True)
     k1: Mapped[str] = mapped_column(String(64), unique=True)
     min_msat: Mapped[int] = mapped_column(Amount)

@@ -9,10 +9,14 @@ wallet should read is :class:`Refused`, raised here with its reason.
   the payRequest showed, which is built from the name and host alone so both calls agree.
 * **Withdraw vouchers** (LUD-03): creating one holds its amount plus the Lightning fee reserve
   in the ledger (a pending transfer wallet → clearing, ``lnurlw:<id>:hold``, no timeout), so
-  a voucher handed out can always be redeemed. Redeeming claims the voucher with a conditional
-  UPDATE (``open`` → ``used``: of two concurrent callbacks exactly one matches a row), voids
-  the hold and requests the Lightning withdrawal of the wallet's invoice, all in one
-  transaction: a refused invoice leaves the voucher open and the hold in place.
+  a voucher handed out can always be redeemed. Its LNURL is ``/lnurlw/<token>``: a random
+  token (192 bits) returned once, at creation, and stored only as its SHA-256. The voucher id
+  is the management handle the API, the audit log, the ledger and the logs show; it opens
+  nothing (vouchers from before tokens have their id as token, so printed links still work).
+  Redeeming claims the voucher with a conditional UPDATE (``open`` → ``used``: of two
+  concurrent callbacks exactly one matches a row), voids the hold and requests the Lightning
+  withdrawal of the wallet's invoice, all in one transaction: a refused invoice leaves the
+  voucher open and the hold in place.
 * **LNURL-auth** (LUD-04): a challenge ``k1`` (32 random bytes) signed by a wallet's linking
   key logs in the user bound to that key, created on first use. The browser that asked for
   the challenge also got a secret; only with it can it exchange the verified challenge, once,
@@ -35,7 +39,7 @@ from urllib.parse import urlsplit
 
 from coincurve import PublicKey
 from coincurve.ecdsa import cdata_to_der, der_to_cdata, signature_normalize
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -72,7 +76,8 @@ __all__ = ["AUTH_TTL", "COMMENT_ALLOWED", "MIN_SENDABLE_MSAT", "SESSION_SCOPES",
            "SUCCESS_MESSAGE", "Challenge", "LoginRefused", "Refused", "address_invoice",
            "address_metadata", "address_name", "base_url", "cancel_voucher", "claim_address",
            "exchange_login", "host", "new_challenge", "open_voucher", "redeem_voucher",
-           "verify_login", "verify_login_signature", "visible_voucher"]
+           "verify_login", "verify_login_signature", "visible_voucher", "voucher_by_link",
+           "voucher_link"]
 
 MIN_SENDABLE_MSAT = 1_000
 COMMENT_ALLOWED = 144
@@ -84,6 +89,7 @@ RESERVED_NAMES = frozenset({"_", "abuse", "admin", "administrator", "billing", "
                             "noreply", "postmaster", "root", "satvault", "security", "support"})
 _USERNAME = re.compile(r"[a-z0-9._-]{1,64}")
 _NO_UPDATE_SYNC = {"synchronize_session": False}
+_MAX_TOKEN = 64  # a link token is 32 characters (an old voucher's: its id, up to 40)
 
 
 class Refused(Exception):
@@ -181,11 +187,26 @@ async def address_invoice(sessions: async_sessionmaker[AsyncSession], *,
 
 # -------------------------------------------------------------------------- withdraw vouchers
 
+def voucher_link(settings: Settings, token: str) -> str:
+    """The URL a voucher's LNURL encodes: the wallet-facing request, opened by ``token``."""
+    return f"{base_url(settings)}/lnurlw/{token}"
+
+
+async def voucher_by_link(session: AsyncSession, token: str) -> LnurlWithdrawVoucher | None:
+    """The voucher whose link token is ``token`` (one indexed lookup by its hash)."""
+    if not 1 <= len(token) <= _MAX_TOKEN:
+        return None
+    found = await session.execute(select(LnurlWithdrawVoucher).where(
+        LnurlWithdrawVoucher.link_hash == hash_secret(token)))
+    return found.scalar_one_or_none()
+
+
 async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: int,
                        min_msat: int | None, description: str, settings: Settings,
-                       actor: str) -> LnurlWithdrawVoucher:
+                       actor: str) -> tuple[LnurlWithdrawVoucher, str]:
     """A single-use voucher for up to ``amount_msat`` (at least ``min_msat``, default the
-    same), its amount and fee reserve held in the ledger."""
+    same), its amount and fee reserve held in the ledger; with its link token, which exists
+    nowhere else (only its hash is stored): give it to whoever is to redeem the voucher."""
     low = min_msat if min_msat is not None else amount_msat
     if wallet.asset != "BTC":
         raise InvalidInput("a withdraw voucher needs a BTC wallet")
@@ -194,11 +215,12 @@ async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: in
     if amount_msat > settings.ln_max_payment_msat:
         raise InvalidInput(f"amount_msat is above the per-payment limit of "
                            f"{settings.ln_max_payment_msat} msat")
-    vid = new_id("lnw")
+    vid, token = new_id("lnw"), secrets.token_urlsafe(24)
     reserve = fee_reserve(amount_msat, settings)
     platform = await ensure_platform_accounts(session, "BTC")
     voucher = LnurlWithdrawVoucher(
-        id=vid, wallet_id=wallet.id, k1=secrets.token_hex(32), min_msat=low,
+        id=vid, link_hash=hash_secret(token), wallet_id=wallet.id, k1=secrets.token_hex(32),
+        min_msat=low,
         amount_msat=amount_msat, reserve_msat=reserve, description=description,
         status=VoucherStatus.OPEN, hold_id=f"lnurlw:{vid}:hold", withdrawal_id=None,
         created_at=utcnow(),
@@ -212,7 +234,7 @@ async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: in
     await record(session, actor=actor, action="lnurl_withdraw.create", object=vid,
                  after={"wallet_id": wallet.id, "amount_msat": amount_msat,
                         "status": VoucherStatus.OPEN.value, "hold_id": voucher.hold_id})
-    return voucher
+    return voucher, token
 
 
 async def visible_voucher(session: AsyncSession, principal: Principal,

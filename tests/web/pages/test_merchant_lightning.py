@@ -1,8 +1,11 @@
 """The Lightning page: claim a Lightning Address (taken or malformed names refused), create a
-withdraw voucher only after a step-up (its amount held, as the API's voucher), see it with its
-QR code, cancel it; CSRF; another merchant's vouchers not found."""
+withdraw voucher only after a step-up (its amount held, as the API's voucher), see its link
+and QR code once, cancel it; CSRF; another merchant's vouchers not found."""
 
 from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import select
@@ -13,6 +16,7 @@ from satvault.accounts.models import Wallet
 from satvault.ledger.core import TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import get_account, submit
+from satvault.lightning.lnurl import decode_lnurl
 from satvault.lightning.lnurl_models import LightningAddress, LnurlWithdrawVoucher
 from tests.web.pages.conftest import People
 from tests.web.pages.merchant_helpers import signed_in, step_up, token_of
@@ -65,13 +69,19 @@ async def test_address_and_vouchers(browser: httpx.AsyncClient, people: People,
     assert r.status_code in (409, 422)  # more than the balance (or the per-payment limit)
     assert await _held(sessions, account) == 0
     r = await browser.post(f"{base}/vouchers", data=form)
-    assert r.status_code == 303, r.text
+    assert r.status_code == 201, r.text
     async with sessions() as s:
         [voucher] = (await s.execute(select(LnurlWithdrawVoucher))).scalars().all()
     assert voucher.amount_msat == 10_000_000
     assert await _held(sessions, account) == voucher.amount_msat + voucher.reserve_msat
+    [lnurl] = re.findall(r"<code[^>]*data-secret>(LNURL1\w+)</code>", r.text)
+    assert "data:image/svg+xml;base64," in r.text
+    link = urlsplit(decode_lnurl(lnurl)).path
+    assert link.startswith("/lnurlw/") and voucher.id not in link
+    assert (await browser.get(link)).json()["tag"] == "withdrawRequest"
+    # The link is shown only this once: the page shows the voucher, not how to open it.
     page = await browser.get(base)
-    assert voucher.id in page.text and "Raffle prize" in page.text and "LNURL1" in page.text
+    assert voucher.id in page.text and "Raffle prize" in page.text and lnurl not in page.text
 
     cancel = f"{base}/vouchers/{voucher.id}/cancel"
     assert (await browser.post(cancel, data={})).status_code == 403
@@ -87,7 +97,7 @@ async def test_other_merchants_vouchers(browser: httpx.AsyncClient, people: Peop
         from satvault.config import Settings
         from satvault.lightning import lnurl_service as svc
         wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=people.bob_merchant)
-        voucher = await svc.open_voucher(s, wallet=wallet, amount_msat=1_000_000,
+        voucher, _ = await svc.open_voucher(s, wallet=wallet, amount_msat=1_000_000,
                                          min_msat=None, description="bob's",
                                          settings=Settings(), actor="test")
     await signed_in(browser)

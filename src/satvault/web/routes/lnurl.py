@@ -8,6 +8,7 @@ and an owner-facing half under ``/api/v1`` (API keys, problem+json).
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Any
@@ -154,9 +155,11 @@ class VoucherIn(BaseModel):
 
 
 class VoucherOut(BaseModel):
-    id: str
+    id: str = Field(description="the voucher's handle for this API; it does not open the "
+                                "voucher")
     wallet_id: str
-    lnurl: str
+    lnurl: str | None = Field(description="the withdraw link, in the creation answer only "
+                                          "(only its hash is stored); null afterwards")
     amount_msat: int
     min_msat: int
     held_msat: int
@@ -166,9 +169,11 @@ class VoucherOut(BaseModel):
     created_at: datetime
 
 
-def voucher_out(v: LnurlWithdrawVoucher, settings: Settings) -> VoucherOut:
-    return VoucherOut(id=v.id, wallet_id=v.wallet_id,
-                      lnurl=encode_lnurl(f"{svc.base_url(settings)}/lnurlw/{v.id}"),
+def voucher_out(v: LnurlWithdrawVoucher, settings: Settings,
+                token: str | None = None) -> VoucherOut:
+    """The voucher as the API shows it; its ``lnurl`` only when given the link ``token``."""
+    lnurl = encode_lnurl(svc.voucher_link(settings, token)) if token is not None else None
+    return VoucherOut(id=v.id, wallet_id=v.wallet_id, lnurl=lnurl,
                       amount_msat=v.amount_msat, min_msat=v.min_msat,
                       held_msat=v.amount_msat + v.reserve_msat, description=v.description,
                       status=v.status, withdrawal_id=v.withdrawal_id, created_at=v.created_at)
@@ -180,22 +185,31 @@ async def create_voucher(
     wallet_id: str, body: VoucherIn, request: Request, principal: Withdrawer,
     idempotency_key: OptionalIdempotencyKey = None,
 ) -> JSONResponse:
-    """Hold the amount and return a single-use LNURL-withdraw. ``Idempotency-Key`` optional."""
+    """Hold the amount and return a single-use LNURL-withdraw, whose link is in this answer
+    only. ``Idempotency-Key`` optional: a replay answers the same voucher with
+    ``lnurl: null`` (the stored answer keeps no secret)."""
     settings = settings_of(request)
+    made: dict[str, str] = {}
 
     async def work(session: AsyncSession) -> tuple[int, Any]:
         wallet = await visible_wallet(session, principal, wallet_id)
-        voucher = await svc.open_voucher(session, wallet=wallet, amount_msat=body.amount_msat,
-                                         min_msat=body.min_msat, description=body.description,
-                                         settings=settings, actor=f"key:{principal.key_id}")
+        voucher, made["token"] = await svc.open_voucher(
+            session, wallet=wallet, amount_msat=body.amount_msat, min_msat=body.min_msat,
+            description=body.description, settings=settings, actor=f"key:{principal.key_id}")
         return 201, voucher_out(voucher, settings).model_dump(mode="json")
 
     if idempotency_key:
-        return await run_idempotent(request, owner=f"{principal.owner_type}:"
-                                    f"{principal.owner_id}", key=idempotency_key, work=work)
-    async with sessions_of(request)() as s, s.begin():
-        status, payload = await work(s)
-    return JSONResponse(payload, status_code=status)
+        answer = await run_idempotent(request, owner=f"{principal.owner_type}:"
+                                      f"{principal.owner_id}", key=idempotency_key, work=work)
+        if "token" not in made or answer.status_code != 201:
+            return answer  # a replay, or a refusal
+        payload = json.loads(bytes(answer.body))
+    else:
+        async with sessions_of(request)() as s, s.begin():
+            _, payload = await work(s)
+    # Added after the commit, to this answer alone: the idempotency store keeps none of it.
+    payload["lnurl"] = encode_lnurl(svc.voucher_link(settings, made["token"]))
+    return JSONResponse(payload, status_code=201)
 
 
 @router.get("/api/v1/lnurl-withdraw/{voucher_id}", response_model=VoucherOut)
@@ -215,10 +229,10 @@ async def cancel_voucher(voucher_id: str, session: SessionDep, settings: Setting
     return voucher_out(voucher, settings)
 
 
-@router.get("/lnurlw/{voucher_id}", include_in_schema=False, dependencies=[PublicLimit])
-async def withdraw_request(voucher_id: str, session: SessionDep,
+@router.get("/lnurlw/{link_token}", include_in_schema=False, dependencies=[PublicLimit])
+async def withdraw_request(link_token: str, session: SessionDep,
                            settings: SettingsDep) -> JSONResponse:
-    voucher = await session.get(LnurlWithdrawVoucher, voucher_id)
+    voucher = await svc.voucher_by_link(session, link_token)
     if voucher is None:
         return _lnurl_error("unknown withdraw link")
     if voucher.status != VoucherStatus.OPEN:
@@ -226,7 +240,7 @@ async def withdraw_request(voucher_id: str, session: SessionDep,
                             else "this withdraw link was canceled")
     return _lnurl_ok({
         "tag": "withdrawRequest",
-        "callback": f"{svc.base_url(settings)}/lnurlw/{voucher.id}/callback",
+        "callback": f"{svc.voucher_link(settings, link_token)}/callback",
         "k1": voucher.k1,
         "defaultDescription": voucher.description,
         "minWithdrawable": voucher.min_msat,
@@ -234,15 +248,21 @@ async def withdraw_request(voucher_id: str, session: SessionDep,
     })
 
 
-@router.get("/lnurlw/{voucher_id}/callback", include_in_schema=False,
+@router.get("/lnurlw/{link_token}/callback", include_in_schema=False,
             dependencies=[PublicCreateLimit])
-async def withdraw_callback(voucher_id: str, request: Request, k1: str | None = None,
+async def withdraw_callback(link_token: str, request: Request, k1: str | None = None,
                             pr: str | None = None) -> JSONResponse:
     backend = lightning_of(request)
     if not k1 or not pr:
         return _lnurl_error("k1 and pr are required")
     if backend is None:
         return _lnurl_error("Lightning payments are not available here right now")
+    async with sessions_of(request)() as s:
+        voucher = await svc.voucher_by_link(s, link_token)
+        voucher_id = voucher.id if voucher is not None else None
+    if voucher_id is None:
+        return _lnurl_error("unknown withdraw link or wrong k1")
+    # From here on the voucher is named by its id (logs): the token opens it, the id does not.
     try:
         withdrawal_id = await svc.redeem_voucher(
             sessions_of(request), voucher_id=voucher_id, k1=k1, pr=pr,

@@ -1,6 +1,7 @@
 """``/dashboard/m/{merchant_id}/lightning``: the merchant wallet's Lightning Addresses (claim
 one, see them with their LNURL) and its LNURL-withdraw vouchers (create one: it holds the
-amount, so it is a withdrawal and asks for a step-up; list, QR code, cancel) — the services
+amount, so it is a withdrawal and asks for a step-up; its link and QR code shown on the answer
+to the form only, as only the link token's hash is kept; list, cancel) — the services
 of :mod:`satvault.lightning.lnurl_service`, as the API's ``/api/v1/wallets/{id}/…``.
 
 The API has no way to release an address or to forward one elsewhere, so neither has this
@@ -41,7 +42,7 @@ from satvault.web.pages.merchant.scope import (
     transaction,
 )
 from satvault.web.pages.render import render
-from satvault.web.routes.lnurl import AddressIn, VoucherIn, address_out, voucher_out
+from satvault.web.routes.lnurl import AddressIn, VoucherIn, VoucherOut, address_out, voucher_out
 from satvault.web.state import settings_of
 
 __all__ = ["router"]
@@ -59,7 +60,7 @@ async def _page(request: Request, lang: Language, view: SessionView, session: An
                 who: Owner, *, address_form: dict[str, Any] | None = None,
                 voucher_form: dict[str, Any] | None = None, address_error: str | None = None,
                 voucher_error: str | None = None, notice: str | None = None,
-                status_code: int = 200) -> HTMLResponse:
+                created: VoucherOut | None = None, status_code: int = 200) -> HTMLResponse:
     settings = settings_of(request)
     wallet = await _wallet(session, who)
     addresses = [address_out(a, settings) for a in (await session.execute(
@@ -72,9 +73,9 @@ async def _page(request: Request, lang: Language, view: SessionView, session: An
     return render(request, "merchant/lightning.html", lang=lang, view=view,
                   merchant=who.merchant, wallet=wallet, addresses=addresses,
                   address_qrs={a.username: qr_data_uri(a.lnurl.upper()) for a in addresses},
-                  vouchers=vouchers,
-                  voucher_qrs={v.id: qr_data_uri(v.lnurl.upper()) for v in vouchers
-                               if v.status == "open"},
+                  vouchers=vouchers, created=created,
+                  created_qr=qr_data_uri(created.lnurl.upper()) if created and created.lnurl
+                  else None,
                   address_form=address_form or {}, voucher_form=voucher_form or {},
                   address_error=address_error, voucher_error=voucher_error, notice=notice,
                   status_code=status_code)
@@ -124,7 +125,9 @@ def _msat(values: dict[str, Any], name: str, what: str) -> int | None:
 @router.post("/lightning/vouchers", dependencies=[CsrfProtected, PageCreateLimit])
 async def create_voucher(merchant_id: str, request: Request, view: SteppedUp,
                          lang: PageLang) -> Response:
-    """A voucher holds its amount for whoever holds the link: a withdrawal, after a step-up."""
+    """A voucher holds its amount for whoever holds the link: a withdrawal, after a step-up.
+    The answer is the page showing the link, the only time it is shown (only its hash is
+    stored), not a redirect that would have to carry it in a URL."""
     values = await form_values(request)
     settings = settings_of(request)
     try:
@@ -134,18 +137,22 @@ async def create_voucher(merchant_id: str, request: Request, view: SteppedUp,
                 "amount_msat": _msat(values, "amount_sat", "amount"),
                 "min_msat": _msat(values, "min_sat", "least amount"),
                 "description": str(values.get("description", "")).strip()})
-            await svc.open_voucher(s, wallet=await _wallet(s, who),
-                                   amount_msat=body.amount_msat, min_msat=body.min_msat,
-                                   description=body.description, settings=settings,
-                                   actor=who.actor)
+            voucher, token = await svc.open_voucher(
+                s, wallet=await _wallet(s, who), amount_msat=body.amount_msat,
+                min_msat=body.min_msat, description=body.description, settings=settings,
+                actor=who.actor)
+            created = voucher_out(voucher, settings, token)
     except (FormRefused, SatvaultError) as exc:
         status, message = refusal(exc)
         async with transaction(request) as s:
             who = await owner(s, view, merchant_id)
             return await _page(request, lang, view, s, who, voucher_form=values,
                                voucher_error=message, status_code=status)
-    return RedirectResponse(f"/dashboard/m/{merchant_id}/lightning?done=voucher",
-                            status_code=303)
+    async with transaction(request) as s:
+        who = await owner(s, view, merchant_id)
+        return await _page(request, lang, view, s, who, created=created, status_code=201,
+                           notice="The voucher was created; its amount is held until it is "
+                                  "used.")
 
 
 @router.post("/lightning/vouchers/{voucher_id}/cancel", dependencies=[CsrfProtected])
