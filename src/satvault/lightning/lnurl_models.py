@@ -3,7 +3,7 @@
 The migration ``0006_lnurl`` is the DDL's source of truth; it adds the CHECKs the database
 enforces whatever the code does: usernames lower-case in the LUD-16 alphabet, one status per
 row from a closed set, a voucher used by at most one withdrawal, a challenge bound to a user
-exactly when it is no longer open. ``0045_voucher_link_tokens`` adds a voucher's
+exactly when it is no longer open. ``0047_voucher_link_tokens`` adds a voucher's
 ``link_hash``.
 """
 

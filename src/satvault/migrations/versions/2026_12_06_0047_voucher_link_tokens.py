@@ -6,8 +6,8 @@ whoever read any of those could redeem an open voucher)
 Every voucher created before this migration keeps its printed link: its token is its id,
 hashed like the others (computed here, SQLite having no SHA-256 function).
 
-Revision ID: 0045_voucher_link_tokens
-Revises: 0044_coinbase_payments
+Revision ID: 0047_voucher_link_tokens
+Revises: 0046_change_paid_from_outside
 Create Date: 2026-12-06
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0045_voucher_link_tokens"
-down_revision: str | None = "0044_coinbase_payments"
+revision: str = "0047_voucher_link_tokens"
+down_revision: str | None = "0046_change_paid_from_outside"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
