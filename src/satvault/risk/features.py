@@ -60,6 +60,7 @@ from satvault.accounts.models import Merchant, User, Wallet
 from satvault.db import Amount, UtcDateTime
 from satvault.ledger.models import LedgerTransfer
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
+from satvault.risk.lists import canonical_address
 from satvault.risk.models import RiskAddressLabel, RiskRuleSet, RuleSetStatus
 from satvault.risk.rules import WINDOWS, Params
 
@@ -262,8 +263,10 @@ async def read_features(session: AsyncSession, event: Event, params: Params,
 
 
 def _parties(event: Event) -> list[str]:
-    """Every address whose labels count for ``event`` (destination, counterparty, senders)."""
-    return sorted({event.destination, event.counterparty, *event.senders} - {""}) or [""]
+    """Every address whose labels count for ``event`` (destination, counterparty, senders),
+    in the form the lists store (:func:`~satvault.risk.lists.canonical_address`)."""
+    return sorted({canonical_address(p) for p in (event.destination, event.counterparty,
+                                                  *event.senders)} - {""}) or [""]
 
 
 def _query_values(event: Event, values: dict[str, Any]) -> dict[str, Any]:
@@ -274,8 +277,8 @@ def _query_values(event: Event, values: dict[str, Any]) -> dict[str, Any]:
     # A withdrawal names two parties: two fixed parameters, not an expanding list, so the SQL
     # text is the same every time, with nothing to rewrite per call. A deposit's senders may
     # be many: that statement takes the list.
-    return {**values, "party_a": event.destination or event.counterparty,
-            "party_b": event.counterparty or event.destination}
+    a, b = canonical_address(event.destination), canonical_address(event.counterparty)
+    return {**values, "party_a": a or b, "party_b": b or a}
 
 
 async def compute_features(session: AsyncSession, event: Event, params: Params,

@@ -4,6 +4,12 @@ Files are CSV with a header ``address,label,score[,source][,first_seen]`` (lines
 with ``#`` are comments), or, for sanctions, a plain text file of one address per line.
 ``first_seen`` (ISO date) is where an index the operator trusts says the address first
 appeared on chain: the address-age rule reads it, and counts an address nobody dated as new.
+
+Entries are stored in the one form the screening compares (:func:`canonical_address`): a
+bech32/bech32m address and a node key (66 hex digits) in lower case, whatever case the file
+used. Both are case-insensitive (BIP173 allows an all-upper-case address, the QR-code form),
+and the screening looks up the parsed, lower-case form: an entry left in upper case named a
+destination nothing ever matched. Base58 addresses are case-sensitive and kept as written.
 """
 
 from __future__ import annotations
@@ -22,11 +28,26 @@ from satvault.kernel.errors import InvalidInput
 from satvault.risk.audit import audit
 from satvault.risk.models import RiskAddressLabel
 
-__all__ = ["LABELS", "LabelRow", "load_labels", "parse_list", "refresh_sanctions",
-           "shipped_sanctions"]
+__all__ = ["LABELS", "LabelRow", "canonical_address", "load_labels", "parse_list",
+           "refresh_sanctions", "shipped_sanctions"]
 
 LABELS = ("sanctioned", "blacklist", "mixer", "darknet", "gambling", "scam", "exchange")
 SANCTIONS_SCORE = 1000
+_BECH32_HRPS = ("bc", "tb", "bcrt")
+_HEX = frozenset("0123456789abcdef")
+
+
+def canonical_address(text: str) -> str:
+    """The form a list entry and a screened party are compared in: a bech32/bech32m address
+    (one case throughout, a known prefix) or a 66-hex-digit node key lower-cased; anything
+    else (base58, ``wallet:<id>``, a Lightning Address) as written, less surrounding space."""
+    text = text.strip()
+    low = text.lower()
+    if len(low) == 66 and set(low) <= _HEX:
+        return low
+    if "1" in low and low.rsplit("1", 1)[0] in _BECH32_HRPS and text in (low, text.upper()):
+        return low
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +74,7 @@ def parse_list(text: str, *, default_label: str | None = None,
         if default_label is None:
             raise InvalidInput("a plain list of addresses is accepted only for sanctions")
         for ln in lines:
-            addr = ln.strip()
+            addr = canonical_address(ln)
             _check_address(addr, 1)
             rows.append(LabelRow(addr, default_label, SANCTIONS_SCORE, default_source, None))
         return rows
@@ -61,7 +82,7 @@ def parse_list(text: str, *, default_label: str | None = None,
     if reader.fieldnames is None or "address" not in reader.fieldnames:
         raise InvalidInput("the CSV needs a header with at least an 'address' column")
     for n, rec in enumerate(reader, start=2):
-        addr = (rec.get("address") or "").strip()
+        addr = canonical_address(rec.get("address") or "")
         _check_address(addr, n)
         label = (rec.get("label") or default_label or "").strip().lower()
         if label not in LABELS:

@@ -1,0 +1,57 @@
+"""Address lists name an address however it was written: a bech32 address in upper case
+(the QR-code form, as valid as the lower) and a node key in upper-case hex are the same
+destination as their lower-case forms, on the list and in the request alike."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from satvault.lightning.bolt11check import check_invoice
+from satvault.migrate import upgrade
+from satvault.risk.lists import refresh_sanctions
+from tests.chainenv import LnEnv, api_client
+from tests.lightning.test_lightning import fund
+from tests.risk.test_withdrawals import DEST, keys
+
+SAT = 1000
+
+
+async def test_a_sanctions_list_in_upper_case_still_refuses_its_addresses(lnenv: LnEnv):
+    env = lnenv
+    auth, _admin = await keys(env)
+    await fund(env, env.wallet, 1_000_000 * SAT)
+    outside = env.network.create_invoice("customer2", 2_000 * SAT).bolt11
+    payee = check_invoice(outside, network="regtest").payee
+    async with env.sessions() as s, s.begin():
+        await refresh_sanctions(s, actor="user:admin", text="\n".join(
+            [DEST.upper(), payee.upper()]))
+    url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
+    async with api_client(env) as c:
+        onchain = await c.post(url, headers={**auth, "Idempotency-Key": "a"},
+                               json={"destination": DEST, "amount_msat": 10_000 * SAT})
+        upper = await c.post(url, headers={**auth, "Idempotency-Key": "b"},
+                             json={"destination": f"bitcoin:{DEST.upper()}",
+                                   "amount_msat": 10_000 * SAT})
+        lightning = await c.post(url, headers={**auth, "Idempotency-Key": "c"},
+                                 json={"destination": outside})
+    for r in (onchain, upper, lightning):
+        assert r.status_code == 403, r.text
+        assert r.json()["type"].endswith("/risk-rejected"), r.text
+
+
+def test_rows_loaded_before_are_brought_to_the_same_form(tmp_path):
+    """Migration 0045: an upper-case bech32 entry or node key is lower-cased (a duplicate of
+    a lower-case row under the same label dropped); base58 stays as written."""
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url, "0044_coinbase_payments")
+    key = "02" + "AB" * 32
+    rows = [(DEST.upper(), "sanctioned"), (key, "mixer"), (key.lower(), "mixer"),
+            ("1ECeZBxCVJ8Wm2JSN3Cyc6rge2gnvD3W5K", "sanctioned")]
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        db.executemany("INSERT INTO risk_address_labels (address, label, score, source, "
+                       "loaded_at) VALUES (?, ?, 1, '', '2026-12-01 00:00:00')", rows)
+    upgrade(url)
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        got = sorted(db.execute("SELECT address, label FROM risk_address_labels"))
+    assert got == sorted([(DEST, "sanctioned"), (key.lower(), "mixer"),
+                          ("1ECeZBxCVJ8Wm2JSN3Cyc6rge2gnvD3W5K", "sanctioned")])
