@@ -188,8 +188,16 @@ async def _resolve(*, settings: Settings, lightning: LightningBackend | None,
 def risk_event(wallet: Wallet, prepared: PreparedDestination, *, settings: Settings,
                purpose: str = "withdrawal") -> Event:
     """What the rules see of a withdrawal: its amount, rail and counterparty (the on-chain
-    address, or a Lightning payee's node key). Pure; a destination that does not parse
-    raises the error the withdrawal would."""
+    address, or a Lightning payee's node key; an internal payment's is the payee's wallet,
+    which :func:`withdraw` reads: see :func:`_internal_payee`). Pure; a destination that
+    does not parse raises the error the withdrawal would."""
+    return _event_and_hash(wallet, prepared, settings=settings, purpose=purpose)[0]
+
+
+def _event_and_hash(wallet: Wallet, prepared: PreparedDestination, *, settings: Settings,
+                    purpose: str) -> tuple[Event, str | None]:
+    """:func:`risk_event`, and the payment hash of a Lightning destination (decoded once)."""
+    payment_hash = None
     if prepared.kind == "onchain":
         address, _spk, _kind, amount = resolve_destination(
             prepared.destination, prepared.amount_msat, settings.network)
@@ -198,14 +206,28 @@ def risk_event(wallet: Wallet, prepared: PreparedDestination, *, settings: Setti
         assert prepared.bolt11 is not None
         inv = check_invoice(prepared.bolt11, network=settings.network,
                             amount_msat=prepared.amount_msat)
-        amount, counterparty = inv.amount_msat, inv.payee
+        amount, counterparty, payment_hash = inv.amount_msat, inv.payee, inv.payment_hash
         rail = "internal" if prepared.taken_off_node else "lightning"
     if purpose == "refund":
         rail = "refund"
     return Event(wallet_id=wallet.id, ledger_account_id=wallet.ledger_account_id,
                  owner_type=wallet.owner_type, owner_id=wallet.owner_id, amount_msat=amount,
                  direction="out", rail=rail, destination=prepared.destination,
-                 counterparty=counterparty, asset=wallet.asset)
+                 counterparty=counterparty, asset=wallet.asset), payment_hash
+
+
+async def _internal_payee(session: AsyncSession, event: Event, payment_hash: str | None
+                          ) -> Event:
+    """An internal payment's counterparty is the wallet it pays (``wallet:<id>``), as on the
+    API's fast path (:func:`pay_own_screened`), whatever named it (a BOLT11, a Lightning
+    Address or LNURL resolved to one of our invoices, a voucher's redeemer): found from
+    outside, one resolved from a Lightning Address was screened as our own node's key, so a
+    listed wallet was paid through its address."""
+    if payment_hash is None:
+        return event
+    payee = (await session.execute(select(LnInvoice.wallet_id).where(
+        LnInvoice.payment_hash == payment_hash))).scalar_one_or_none()
+    return event if payee is None else replace(event, counterparty=f"wallet:{payee}")
 
 
 async def screen_withdrawal(session: AsyncSession, event: Event) -> Screening:
@@ -240,8 +262,10 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
     the withdrawal policy decides: allow, block (raises: nothing stays held) or hold it for
     approvers (``awaiting_approval``)."""
     wallet = await wallet_for(session)
-    screening = await screen_withdrawal(
-        session, risk_event(wallet, prepared, settings=settings, purpose=purpose))
+    event, payment_hash = _event_and_hash(wallet, prepared, settings=settings, purpose=purpose)
+    if prepared.taken_off_node:
+        event = await _internal_payee(session, event, payment_hash)
+    screening = await screen_withdrawal(session, event)
     if screening.outcome == Outcome.REVIEW:
         if prepared.kind == "onchain":
             wd = await request_withdrawal(session, wallet=wallet,
