@@ -240,7 +240,11 @@ class Params(_Strict):
     """What the feature query needs from the rule set (so a rule set change can move them)."""
 
     zscore_min_history: int = Field(default=5, ge=2, le=10_000)
-    structuring_threshold_msat: int = Field(default=1_000_000_000, gt=0)  # 0.01 BTC
+    # At most what the amount columns' integers hold (2^63 - 1 on SQLite): the feature
+    # statement binds it beside them (found from outside: a larger one made every screening,
+    # so every withdrawal, fail). Above 21 million BTC it already means "no amount is near".
+    structuring_threshold_msat: int = Field(default=1_000_000_000, gt=0,  # 0.01 BTC
+                                            le=2**63 - 1)
     structuring_band_bp: int = Field(default=1000, gt=0, le=10_000)  # 10 % under it
     structuring_days: int = Field(default=7, ge=1, le=30)
     rapid_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
