@@ -111,12 +111,24 @@ class Decision:
         return "no rule matched" if self.rule is None else f"rule {self.rule!r}"
 
 
-def _int(raw: dict[str, Any], key: str, minimum: int) -> int | None:
+# Bounds that keep every value usable where it is used: an amount no wallet can exceed (21
+# million BTC in msat), a window whose start a date can still hold (ten years), approvals and a
+# group name the approval request's columns hold. Found from outside: a window of 10^8 hours
+# made every withdrawal fail computing its start, and the database refused (a 500) every
+# withdrawal held for 2^31 approvals or for a group named in more than 60 characters.
+MAX_MSAT = 21_000_000 * 100_000_000_000
+MAX_WINDOW_HOURS = 10 * 366 * 24
+MAX_APPROVALS = 100
+MAX_GROUP = 60
+
+
+def _int(raw: dict[str, Any], key: str, minimum: int, maximum: int = MAX_MSAT) -> int | None:
     value = raw.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidPolicy(f"{key} must be an integer ≥ {minimum}")
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not minimum <= value <= maximum:
+        raise InvalidPolicy(f"{key} must be an integer from {minimum} to {maximum}")
     return value
 
 
@@ -149,15 +161,15 @@ def _rule(raw: Any, index: int) -> Rule:
     except ValueError:
         raise InvalidPolicy(f"rule {name!r}: action must be allow, block or "
                             "require_approval") from None
-    approvals = _int(raw, "approvals", 1) or 0
+    approvals = _int(raw, "approvals", 1, MAX_APPROVALS) or 0
     group = raw.get("group")
     if action is Action.REQUIRE_APPROVAL:
-        if not approvals or not isinstance(group, str) or not group:
+        if not approvals or not isinstance(group, str) or not 0 < len(group) <= MAX_GROUP:
             raise InvalidPolicy(f"rule {name!r}: require_approval needs approvals ≥ 1 and a "
-                                "group")
+                                f"group (a name of at most {MAX_GROUP} characters)")
     elif approvals or group is not None:
         raise InvalidPolicy(f"rule {name!r}: approvals and group go with require_approval")
-    window = _int(raw, "window_hours", 1)
+    window = _int(raw, "window_hours", 1, MAX_WINDOW_HOURS)
     window_sum = _int(raw, "window_min_sum_msat", 1)
     if (window is None) != (window_sum is None):
         raise InvalidPolicy(f"rule {name!r}: window_hours and window_min_sum_msat go "
