@@ -6,16 +6,18 @@ with ``#`` are comments), or, for sanctions, a plain text file of one address pe
 appeared on chain: the address-age rule reads it, and counts an address nobody dated as new.
 
 Entries are stored in the one form the screening compares (:func:`canonical_address`): a
-bech32/bech32m address and a node key (66 hex digits) in lower case, whatever case the file
-used. Both are case-insensitive (BIP173 allows an all-upper-case address, the QR-code form),
-and the screening looks up the parsed, lower-case form: an entry left in upper case named a
-destination nothing ever matched. Base58 addresses are case-sensitive and kept as written.
+bech32/bech32m address, a node key (66 hex digits), a Lightning Address and an LNURL in lower
+case, whatever case the file used, and a destination is looked up in that form too. All four
+are case-insensitive (BIP173 allows an all-upper-case address, the QR-code form): an entry in
+upper case named a destination nothing ever matched, and ``BOB@HOST`` paid a listed
+``bob@host``. Base58 addresses are case-sensitive and kept as written.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -35,15 +37,23 @@ LABELS = ("sanctioned", "blacklist", "mixer", "darknet", "gambling", "scam", "ex
 SANCTIONS_SCORE = 1000
 _BECH32_HRPS = ("bc", "tb", "bcrt")
 _HEX = frozenset("0123456789abcdef")
+_LN_ADDRESS = re.compile(r"[a-z0-9._+-]+@[a-z0-9.-]+(:\d{1,5})?")  # LUD-16, a port too
 
 
 def canonical_address(text: str) -> str:
     """The form a list entry and a screened party are compared in: a bech32/bech32m address
-    (one case throughout, a known prefix) or a 66-hex-digit node key lower-cased; anything
-    else (base58, ``wallet:<id>``, a Lightning Address) as written, less surrounding space."""
+    (one case throughout, a known prefix), a 66-hex-digit node key, a Lightning Address
+    (LUD-16 names are lower case, domains case-insensitive) or a bech32 LNURL lower-cased,
+    the last two without a ``lightning:`` prefix; anything else (base58, ``wallet:<id>``)
+    as written, less surrounding space."""
     text = text.strip()
     low = text.lower()
+    if low.startswith("lightning:") and (
+            low[10:].startswith("lnurl1") or _LN_ADDRESS.fullmatch(low[10:])):
+        return low[10:]
     if len(low) == 66 and set(low) <= _HEX:
+        return low
+    if _LN_ADDRESS.fullmatch(low) or (low.startswith("lnurl1") and text in (low, text.upper())):
         return low
     if "1" in low and low.rsplit("1", 1)[0] in _BECH32_HRPS and text in (low, text.upper()):
         return low

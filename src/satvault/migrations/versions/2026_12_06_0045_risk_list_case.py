@@ -1,6 +1,7 @@
-"""risk_address_labels: bech32 addresses and node keys in lower case, the form the screening
-looks them up in (an entry loaded in upper case, valid as written, was never matched: a
-sanctioned address listed as ``BC1Q…`` let a withdrawal to ``bc1q…`` through)
+"""risk_address_labels: bech32 addresses, node keys, Lightning Addresses and LNURLs in lower
+case, the form the screening looks them up in (an entry loaded in upper case, valid as
+written, was never matched: a sanctioned address listed as ``BC1Q…`` let a withdrawal to
+``bc1q…`` through)
 
 Lists loaded from now on are stored that way (``satvault.risk.lists.canonical_address``);
 this brings rows loaded before it into the same form. Where a list held both forms of one
@@ -12,6 +13,7 @@ Revises: 0044_coinbase_payments
 Create Date: 2026-12-06
 """
 
+import re
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -24,13 +26,19 @@ depends_on: str | Sequence[str] | None = None
 
 _HRPS = ("bc", "tb", "bcrt")
 _HEX = frozenset("0123456789abcdef")
+_LN_ADDRESS = re.compile(r"[a-z0-9._+-]+@[a-z0-9.-]+(:\d{1,5})?")  # LUD-16, a port too
 
 
 def _canonical(text: str) -> str:
     # A copy of satvault.risk.lists.canonical_address as it was when this was written.
     text = text.strip()
     low = text.lower()
+    if low.startswith("lightning:") and (
+            low[10:].startswith("lnurl1") or _LN_ADDRESS.fullmatch(low[10:])):
+        return low[10:]
     if len(low) == 66 and set(low) <= _HEX:
+        return low
+    if _LN_ADDRESS.fullmatch(low) or (low.startswith("lnurl1") and text in (low, text.upper())):
         return low
     if "1" in low and low.rsplit("1", 1)[0] in _HRPS and text in (low, text.upper()):
         return low

@@ -1,0 +1,28 @@
+"""A Lightning Address on a list names it however the payer writes it: ``BOB@HOST`` and
+``lightning:bob@host`` are the same address (LUD-16 names are lower case, domains are
+case-insensitive), and an LNURL's bech32 is case-insensitive like an address's."""
+
+from __future__ import annotations
+
+from satvault.risk.lists import refresh_sanctions
+from tests.lightning_lnurl.conftest import LnEnv, ln  # noqa: F401
+from tests.lightning_lnurl.test_withdraw import FUND, withdrawals
+
+
+async def test_a_listed_lightning_address_is_refused_in_any_case(ln: LnEnv):  # noqa: F811
+    await ln.fund("alice", FUND)
+    r = await ln.client.post(f"/api/v1/wallets/{ln.wallets['bob'].id}/lightning-address",
+                             json={"username": "bob"}, headers=ln.auth("bob"))
+    assert r.status_code == 201, r.text
+    lnurl = r.json()["lnurl"]
+    async with ln.sessions() as s, s.begin():
+        await refresh_sanctions(s, text=f"bob@lnurl.test\n{lnurl.lower()}\n", actor="user:a")
+    ln.client._transport.app.state.lnurl_http = ln.client  # type: ignore[attr-defined]
+    url = f"/api/v1/wallets/{ln.wallets['alice'].id}/withdrawals"
+    for n, destination in enumerate(("BOB@LNURL.TEST", "lightning:bob@lnurl.test",
+                                     lnurl.upper(), f"lightning:{lnurl.upper()}")):
+        answer = await ln.client.post(url, headers={**ln.auth("alice"), "Idempotency-Key": f"{n}"},
+                                      json={"destination": destination, "amount_msat": 10_000})
+        assert answer.status_code == 403, (destination, answer.text)
+        assert answer.json()["type"].endswith("/risk-rejected"), answer.text
+    assert await withdrawals(ln) == 0
