@@ -1,12 +1,13 @@
 """Sanctions and PEP screening of names against operator-loaded lists.
 
 Matching is on a normal form: Unicode NFKD with the combining marks dropped (``José`` →
-``jose``), case-folded, anything not a letter or digit a space, tokens sorted (``Doe, John``
-and ``JOHN DOE`` are the same name). The score (0-100) is the better of difflib's ratio on
-the sorted tokens and on the tokens both names share against the shorter name (a listed
-``John Doe`` still scores high against ``John Albert Doe``); a score at or over
-``Settings.kyc_screening_threshold`` is a hit. Simple and explainable; not a replacement for
-a vendor's screening where the law asks for one.
+``jose``), case-folded, Cyrillic and Greek look-alikes of Latin letters folded to them
+(``John`` typed with a Cyrillic ``o`` is ``john``), anything not a letter or digit (of any
+script) a space, tokens sorted (``Doe, John`` and ``JOHN DOE`` are the same name). The score
+(0-100) is the better of difflib's ratio on the sorted tokens and on the tokens both names
+share against the shorter name (a listed ``John Doe`` still scores high against ``John Albert
+Doe``); a score at or over ``Settings.kyc_screening_threshold`` is a hit. Simple and
+explainable; not a replacement for a vendor's screening where the law asks for one.
 """
 
 from __future__ import annotations
@@ -27,13 +28,26 @@ from satvault.kyc.models import ScreeningEntry, ScreeningList
 
 __all__ = ["Hit", "load_list", "normalize", "parse_csv", "score", "screen_name"]
 
-_NOT_WORD = re.compile(r"[^0-9a-z]+")
+# Anything but a letter or digit (of any script) separates tokens.
+_NOT_WORD = re.compile(r"[\W_]+")
+# Cyrillic and Greek letters that look like Latin ones (Unicode's confusables), by their
+# case-folded form: each goes to the Latin letter its upper or lower case is mistaken for, so
+# a name is the same whichever of the look-alikes it is typed with. Found from outside: a
+# listed "John Doe" typed with a Cyrillic o and e scored 62 and was approved, and a name in a
+# script other than Latin normalised to nothing and could not be recorded at all.
+_CYRILLIC = ("\u0430\u0432\u0435\u043a\u043c\u043d\u043e\u0440\u0441\u0442\u0443"
+             "\u0445\u0455\u0456\u0458\u04bb\u0501\u051b\u051d\u04cf\u04af",
+             "abekmhopctyxsijhdqwly")
+_GREEK = ("\u03b1\u03b2\u03b5\u03b6\u03b7\u03b9\u03ba\u03bc\u03bd\u03bf\u03c1\u03c4"
+          "\u03c5\u03c7", "abezhikmnoptyx")
+_LOOKALIKE = str.maketrans(_CYRILLIC[0] + _GREEK[0], _CYRILLIC[1] + _GREEK[1])
 
 
 def normalize(name: str) -> str:
-    """Case-, diacritics- and punctuation-insensitive form, tokens sorted."""
+    """Case-, diacritics-, look-alike- and punctuation-insensitive form, tokens sorted."""
     text = unicodedata.normalize("NFKD", name)
     text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
+    text = text.translate(_LOOKALIKE)
     return " ".join(sorted(t for t in _NOT_WORD.split(text) if t))
 
 

@@ -1,0 +1,61 @@
+"""Name screening reads names in any script: a listed name written with look-alike Cyrillic or
+Greek letters (``John Doe`` typed with a Cyrillic o and e, which a reviewer cannot tell from
+the Latin) is still a hit, and a name in Cyrillic or Hangul is screened against lists in its
+script instead of being refused as no name at all."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from satvault.kyc.models import ScreeningList
+from satvault.kyc.screening import load_list, normalize
+from satvault.migrate import upgrade
+from tests.chainenv import LnEnv, api_client
+from tests.kyc.helpers import OVERRIDES, bench
+
+# Cyrillic names, spelt with escapes (their letters look like Latin ones in the source).
+PUTIN = "\u0412\u043b\u0430\u0434\u0438\u043c\u0438\u0440 \u041f\u0443\u0442\u0438\u043d"
+PUTIN_UPPER_REVERSED = ("\u041f\u0423\u0422\u0418\u041d, "
+                        "\u0412\u043b\u0430\u0434\u0438\u043c\u0438\u0440")
+ANNA = "\u0410\u043d\u043d\u0430 \u0418\u0432\u0430\u043d\u043e\u0432\u0430"
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    return OVERRIDES
+
+
+async def test_names_in_other_scripts_and_look_alike_letters_are_screened(lnenv: LnEnv):
+    env = lnenv
+    async with env.sessions() as s, s.begin():
+        await load_list(s, ScreeningList.SANCTIONS, [
+            ("John Doe", "OFAC-1"), (PUTIN, "OFAC-2"), ("김정은", "OFAC-3")])
+    async with api_client(env) as c:
+        k = await bench(env, c)
+        for variant in ("J\u043ehn D\u043ee",            # a Cyrillic o and e
+                        "J\u03bfhn D\u03bfe",            # a Greek omicron
+                        PUTIN_UPPER_REVERSED, "김정은"):
+            r = await k.record("approve", 1, name=variant)
+            assert r.status_code == 201, (variant, r.text)
+            assert r.json()["decision"] == "blocked", (variant, r.text)
+        assert (await k.wallet())["kyc_tier"] == 0
+        r = await k.record("approve", 1, name=ANNA)  # not listed: approved
+        assert r.status_code == 201 and r.json()["decision"] == "approved", r.text
+        assert (await k.wallet())["kyc_tier"] == 1
+
+
+def test_names_loaded_before_get_the_new_normal_form(tmp_path):
+    """Migration 0046: an entry stored in the old form (a Cyrillic name as nothing) is
+    screened like one loaded now."""
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url, "0045_risk_list_case")
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        db.executemany("INSERT INTO screening_entries (list, name, normalized, reference, "
+                       "loaded_at) VALUES ('sanctions', ?, ?, '', '2026-12-01 00:00:00')",
+                       [(PUTIN, ""), ("John Doe", "doe john")])
+    upgrade(url)
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        got = dict(db.execute("SELECT name, normalized FROM screening_entries"))
+    assert got == {PUTIN: normalize(PUTIN), "John Doe": "doe john"} and got[PUTIN]
