@@ -350,3 +350,22 @@ async def test_fixed_only_service_for_the_demo() -> None:
     service = RateService([FixedRateSource({"USD": "60000", "JPY": "9500000"})])
     assert (await service.rate("JPY")).minor_per_btc == 9_500_000
     await service.close()
+
+
+async def test_a_source_breaking_its_contract_is_a_failed_source_not_a_crash() -> None:
+    """A plug-in source that raises something other than a RateError, or answers something
+    other than a Rate, is one more failed source: the next one is asked, and when none is
+    left the answer is RateUnavailable (503), not an exception from inside the plug-in."""
+    class Raises(ScriptedSource):
+        async def fetch(self, currency: str) -> Rate:
+            raise httpx.ConnectError("the plug-in let its client's error out")
+
+    class Junk(ScriptedSource):
+        async def fetch(self, currency: str) -> Rate:
+            return {"USD": 60000}  # type: ignore[return-value]
+
+    rate = await RateService([Raises("raises"), Junk("junk"), ScriptedSource("ok")]).rate("USD")
+    assert rate.source == "ok"
+    with pytest.raises(RateUnavailable) as err:
+        await RateService([Raises("raises"), Junk("junk")]).rate("USD")
+    assert "raises" in str(err.value) and "junk" in str(err.value)

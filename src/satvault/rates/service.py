@@ -128,6 +128,17 @@ class RateService:
             except RateError as exc:
                 failures.append((source.name, str(exc)))
                 continue
+            except Exception as exc:
+                # A source (a plug-in) breaking its contract fails like an unreachable one: the
+                # next source is asked, and with none left the invoice is refused (503), not
+                # answered with the plug-in's exception (found from outside: a 500, and the
+                # configured fallbacks never asked).
+                log.warning("rate_source_broke_contract", source=source.name, error=repr(exc))
+                failures.append((source.name, f"{type(exc).__name__}: {exc}"))
+                continue
+            if not isinstance(rate, Rate):
+                failures.append((source.name, f"answered {type(rate).__name__}, not a Rate"))
+                continue
             if rate.currency != code or rate.spread_bp:
                 failures.append((source.name, f"answered {rate.currency} (spread "
                                               f"{rate.spread_bp} bp) for {code}"))
