@@ -1,7 +1,8 @@
 """Name screening reads names in any script: a listed name written with look-alike Cyrillic or
 Greek letters (``John Doe`` typed with a Cyrillic o and e, which a reviewer cannot tell from
-the Latin) is still a hit, and a name in Cyrillic or Hangul is screened against lists in its
-script instead of being refused as no name at all."""
+the Latin) or with invisible characters inside its words is still a hit, and a name in Cyrillic
+or Hangul is screened against lists in its script instead of being refused as no name at
+all."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ async def test_names_in_other_scripts_and_look_alike_letters_are_screened(lnenv:
         k = await bench(env, c)
         for variant in ("J\u043ehn D\u043ee",            # a Cyrillic o and e
                         "J\u03bfhn D\u03bfe",            # a Greek omicron
+                        "Jo\u200bhn D\u00adoe",          # invisible: zero-width space, soft hyphen
+                        "J\u200do\u2060hn Doe",          # invisible: zero-width joiner, word joiner
                         PUTIN_UPPER_REVERSED, "김정은"):
             r = await k.record("approve", 1, name=variant)
             assert r.status_code == 201, (variant, r.text)

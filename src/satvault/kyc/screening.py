@@ -1,7 +1,8 @@
 """Sanctions and PEP screening of names against operator-loaded lists.
 
-Matching is on a normal form: Unicode NFKD with the combining marks dropped (``José`` →
-``jose``), case-folded, Cyrillic and Greek look-alikes of Latin letters folded to them
+Matching is on a normal form: Unicode NFKD with the combining marks and the invisible format
+characters (zero-width space and joiners, soft hyphen) dropped (``José`` → ``jose``),
+case-folded, Cyrillic and Greek look-alikes of Latin letters folded to them
 (``John`` typed with a Cyrillic ``o`` is ``john``), anything not a letter or digit (of any
 script) a space, tokens sorted (``Doe, John`` and ``JOHN DOE`` are the same name). The score
 (0-100) is the better of difflib's ratio on the sorted tokens and on the tokens both names
@@ -34,7 +35,8 @@ _NOT_WORD = re.compile(r"[\W_]+")
 # case-folded form: each goes to the Latin letter its upper or lower case is mistaken for, so
 # a name is the same whichever of the look-alikes it is typed with. Found from outside: a
 # listed "John Doe" typed with a Cyrillic o and e scored 62 and was approved, and a name in a
-# script other than Latin normalised to nothing and could not be recorded at all.
+# script other than Latin normalised to nothing and could not be recorded at all; a zero-width
+# space inside "John" split it in two (score 71), so invisible format characters are dropped.
 _CYRILLIC = ("\u0430\u0432\u0435\u043a\u043c\u043d\u043e\u0440\u0441\u0442\u0443"
              "\u0445\u0455\u0456\u0458\u04bb\u0501\u051b\u051d\u04cf\u04af",
              "abekmhopctyxsijhdqwly")
@@ -44,9 +46,11 @@ _LOOKALIKE = str.maketrans(_CYRILLIC[0] + _GREEK[0], _CYRILLIC[1] + _GREEK[1])
 
 
 def normalize(name: str) -> str:
-    """Case-, diacritics-, look-alike- and punctuation-insensitive form, tokens sorted."""
+    """Case-, diacritics-, look-alike-, invisible- and punctuation-insensitive form, tokens
+    sorted."""
     text = unicodedata.normalize("NFKD", name)
-    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
+    text = "".join(c for c in text if not unicodedata.combining(c)
+                   and unicodedata.category(c) != "Cf").casefold()
     text = text.translate(_LOOKALIKE)
     return " ".join(sorted(t for t in _NOT_WORD.split(text) if t))
 

@@ -1,6 +1,7 @@
 """screening_entries.normalized again, in the normal form that now keeps letters of every
-script and folds Cyrillic and Greek look-alikes of Latin letters (a name loaded before, in
-Cyrillic say, was stored as the empty form, which no screening ever hits)
+script, folds Cyrillic and Greek look-alikes of Latin letters and drops invisible characters
+(a name loaded before, in Cyrillic say, was stored as the empty form, which no screening ever
+hits)
 
 The form is ``satvault.kyc.screening.normalize``'s when this was written, copied here so the
 migration means the same thing later. Nothing to undo: the old form is what it replaces.
@@ -32,7 +33,8 @@ _LOOKALIKE = str.maketrans(
 
 def _normalize(name: str) -> str:
     text = unicodedata.normalize("NFKD", name)
-    text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
+    text = "".join(c for c in text if not unicodedata.combining(c)
+                   and unicodedata.category(c) != "Cf").casefold()
     text = text.translate(_LOOKALIKE)
     return " ".join(sorted(t for t in _NOT_WORD.split(text) if t))
 
