@@ -27,6 +27,7 @@ class CheckedInvoice:
     description: str | None
     description_hash: str | None
     expires_at: int
+    hops: tuple[str, ...] = ()  # the nodes of its route hints (a private payee's way in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +42,17 @@ class Decoded:
     payee: str
     description: str | None
     description_hash: str | None
+    hops: tuple[str, ...] = ()  # the nodes its route hints name, lower-case hex
 
 
 @lru_cache(maxsize=4096)
 def _decode(raw: str) -> Decoded:
     inv = bolt11.decode(raw)
+    hops = tuple(dict.fromkeys(route.public_key.lower() for hint in inv.route_hints or ()
+                               for route in hint.routes))
     return Decoded(inv.currency, int(inv.date), int(inv.expiry) if inv.expiry else None,
                    int(inv.amount_msat) if inv.amount_msat else None, inv.payment_hash,
-                   inv.payee or "", inv.description, inv.description_hash)
+                   inv.payee or "", inv.description, inv.description_hash, hops)
 
 
 def decode(text: str) -> Decoded:
@@ -93,4 +97,4 @@ def check_invoice(text: str, *, network: str, amount_msat: int | None = None,
     if pay > MAX_MSAT:
         raise InvalidInvoice("the amount is above 21 million BTC")
     return CheckedInvoice(raw.lower(), inv.payment_hash, inv.payee, pay, invoice_amount,
-                          inv.description, inv.description_hash, expires_at)
+                          inv.description, inv.description_hash, expires_at, inv.hops)

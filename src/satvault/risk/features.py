@@ -73,7 +73,9 @@ class Event:
     node public key; ``destination``: what was asked for (address, BOLT11, LNURL). A deposit
     (``in``): ``destination`` is our receiving address or invoice, ``senders`` every address
     that paid (on-chain, where the backend can tell), ``counterparty`` the first of them; all
-    of them are looked up in the label lists."""
+    of them are looked up in the label lists. ``hops``: an outgoing Lightning payment's
+    route-hint nodes, looked up too (found from outside: a listed node was paid through an
+    invoice of a private node behind it)."""
 
     wallet_id: str
     ledger_account_id: int
@@ -86,6 +88,9 @@ class Event:
     counterparty: str
     asset: str = "BTC"
     senders: tuple[str, ...] = ()
+    # An outgoing Lightning payment's route-hint nodes: the payment passes through one of
+    # them to reach a private payee, so each is looked up in the lists like the payee.
+    hops: tuple[str, ...] = ()
 
 
 def _flt(col: Any) -> Any:
@@ -254,7 +259,7 @@ async def read_features(session: AsyncSession, event: Event, params: Params,
         values.update(lock=lock, merchant=event.owner_type != "user", parties=_parties(event))
         return dict((await conn.execute(_PG_CALL, values)).mappings().one())
     kind = "user" if event.owner_type == "user" else "merchant"
-    many = bool(event.senders)
+    many = bool(event.senders or event.hops)
     q = _QUERIES.get((conn.dialect.name, kind, many))
     if q is None:
         q = _QUERIES[(conn.dialect.name, kind, many)] = _query(
@@ -266,13 +271,13 @@ def _parties(event: Event) -> list[str]:
     """Every address whose labels count for ``event`` (destination, counterparty, senders),
     in the form the lists store (:func:`~satvault.risk.lists.canonical_address`)."""
     return sorted({canonical_address(p) for p in (event.destination, event.counterparty,
-                                                  *event.senders)} - {""}) or [""]
+                                                  *event.senders, *event.hops)} - {""}) or [""]
 
 
 def _query_values(event: Event, values: dict[str, Any]) -> dict[str, Any]:
     """:func:`_values` with the parties as :func:`_query`'s statement for ``event`` binds
     them."""
-    if event.senders:
+    if event.senders or event.hops:
         return {**values, "parties": _parties(event)}
     # A withdrawal names two parties: two fixed parameters, not an expanding list, so the SQL
     # text is the same every time, with nothing to rewrite per call. A deposit's senders may

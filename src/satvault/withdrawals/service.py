@@ -188,7 +188,8 @@ async def _resolve(*, settings: Settings, lightning: LightningBackend | None,
 def risk_event(wallet: Wallet, prepared: PreparedDestination, *, settings: Settings,
                purpose: str = "withdrawal") -> Event:
     """What the rules see of a withdrawal: its amount, rail and counterparty (the on-chain
-    address, or a Lightning payee's node key; an internal payment's is the payee's wallet,
+    address, or a Lightning payee's node key, with its route hints' nodes as ``hops``; an
+    internal payment's is the payee's wallet,
     which :func:`withdraw` reads: see :func:`_internal_payee`). Pure; a destination that
     does not parse raises the error the withdrawal would."""
     return _event_and_hash(wallet, prepared, settings=settings, purpose=purpose)[0]
@@ -197,7 +198,8 @@ def risk_event(wallet: Wallet, prepared: PreparedDestination, *, settings: Setti
 def _event_and_hash(wallet: Wallet, prepared: PreparedDestination, *, settings: Settings,
                     purpose: str) -> tuple[Event, str | None]:
     """:func:`risk_event`, and the payment hash of a Lightning destination (decoded once)."""
-    payment_hash = None
+    payment_hash: str | None = None
+    hops: tuple[str, ...] = ()
     if prepared.kind == "onchain":
         address, _spk, _kind, amount = resolve_destination(
             prepared.destination, prepared.amount_msat, settings.network)
@@ -208,12 +210,13 @@ def _event_and_hash(wallet: Wallet, prepared: PreparedDestination, *, settings: 
                             amount_msat=prepared.amount_msat)
         amount, counterparty, payment_hash = inv.amount_msat, inv.payee, inv.payment_hash
         rail = "internal" if prepared.taken_off_node else "lightning"
+        hops = () if prepared.taken_off_node else inv.hops
     if purpose == "refund":
         rail = "refund"
     return Event(wallet_id=wallet.id, ledger_account_id=wallet.ledger_account_id,
                  owner_type=wallet.owner_type, owner_id=wallet.owner_id, amount_msat=amount,
                  direction="out", rail=rail, destination=prepared.destination,
-                 counterparty=counterparty, asset=wallet.asset), payment_hash
+                 counterparty=counterparty, asset=wallet.asset, hops=hops), payment_hash
 
 
 async def _internal_payee(session: AsyncSession, event: Event, payment_hash: str | None
