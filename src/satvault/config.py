@@ -25,8 +25,8 @@ from pydantic_settings import (
 
 from satvault.db import async_database_url
 
-__all__ = ["DEFAULT_KYC_TIER_LIMITS_MSAT", "KYC_RAILS", "Settings", "get_settings", "redact_url",
-           "reset_settings_cache", "sweep_window"]
+__all__ = ["ALL_BITCOIN_MSAT", "DEFAULT_KYC_TIER_LIMITS_MSAT", "KYC_RAILS", "Settings",
+           "get_settings", "redact_url", "reset_settings_cache", "sweep_window"]
 
 
 # The tier table's default (msat): tier 0 small (no identity checked), tier 1 medium (identity
@@ -39,6 +39,8 @@ DEFAULT_KYC_TIER_LIMITS_MSAT: dict[int, dict[str, tuple[int, int, int]]] = {
         (1, (5_000_000 * _SAT, 10_000_000 * _SAT, 100_000_000 * _SAT)),
         (2, (100_000_000 * _SAT, 1_000_000_000 * _SAT, 10_000_000_000 * _SAT)))}
 KYC_RAILS = ("onchain", "lightning", "internal")
+# Every bitcoin there will ever be, in msat: the largest limit that means anything.
+ALL_BITCOIN_MSAT = 21_000_000 * 100_000_000_000
 
 
 def _default_home() -> Path:
@@ -198,7 +200,10 @@ class Settings(BaseSettings):
     # reserve (it could never be signed).
     withdrawal_max_sat: int = 100_000_000
     # Per wallet, over any 24 hours, on-chain and Lightning together (internal payments too).
-    withdrawal_daily_limit_msat: int = 1_000_000_000_000
+    # At most 21 million BTC (ALL_BITCOIN_MSAT: that is "no limit"); a limit the database
+    # compares must fit its integers.
+    withdrawal_daily_limit_msat: int = Field(default=1_000_000_000_000, ge=0,
+                                             le=ALL_BITCOIN_MSAT)
     # Withdrawal policy (maker-checker): how long a withdrawal waits for its approvers before
     # it is cancelled and its hold released; how long a new allow-list entry waits before it
     # counts (BitGo's 48 h); how often the expiry runs.
@@ -410,6 +415,12 @@ class Settings(BaseSettings):
                         or not limits[0] <= limits[1] <= limits[2]:
                     raise ValueError(f"kyc_tier_limits_msat: tier {tier} {rail} needs [per "
                                      "transaction, 24 h, 30 d], non-negative and ascending")
+                if limits[2] > ALL_BITCOIN_MSAT:
+                    # Found from outside: a limit beyond SQLite's integers made every
+                    # internal payment of every tier fail (each tier's limits are bound).
+                    raise ValueError(f"kyc_tier_limits_msat: tier {tier} {rail}: a limit is "
+                                     f"at most 21 million BTC ({ALL_BITCOIN_MSAT} msat, "
+                                     "which is no limit)")
         return value
 
     @field_validator("sweep_window_utc")
