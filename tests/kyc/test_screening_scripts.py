@@ -50,10 +50,10 @@ async def test_names_in_other_scripts_and_look_alike_letters_are_screened(lnenv:
 
 
 def test_names_loaded_before_get_the_new_normal_form(tmp_path):
-    """Migration 0046: an entry stored in the old form (a Cyrillic name as nothing) is
+    """Migration 0049: an entry stored in the old form (a Cyrillic name as nothing) is
     screened like one loaded now."""
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    upgrade(url, "0045_risk_list_case")
+    upgrade(url, "0048_risk_list_case")
     with sqlite3.connect(tmp_path / "m.db") as db:
         db.executemany("INSERT INTO screening_entries (list, name, normalized, reference, "
                        "loaded_at) VALUES ('sanctions', ?, ?, '', '2026-12-01 00:00:00')",

@@ -40,10 +40,10 @@ async def test_a_sanctions_list_in_upper_case_still_refuses_its_addresses(lnenv:
 
 
 def test_rows_loaded_before_are_brought_to_the_same_form(tmp_path):
-    """Migration 0045: an upper-case bech32 entry or node key is lower-cased (a duplicate of
+    """Migration 0048: an upper-case bech32 entry or node key is lower-cased (a duplicate of
     a lower-case row under the same label dropped); base58 stays as written."""
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    upgrade(url, "0044_coinbase_payments")
+    upgrade(url, "0047_voucher_link_tokens")
     key = "02" + "AB" * 32
     rows = [(DEST.upper(), "sanctioned"), (key, "mixer"), (key.lower(), "mixer"),
             ("1ECeZBxCVJ8Wm2JSN3Cyc6rge2gnvD3W5K", "sanctioned")]

@@ -6,8 +6,8 @@ hits)
 The form is ``satvault.kyc.screening.normalize``'s when this was written, copied here so the
 migration means the same thing later. Nothing to undo: the old form is what it replaces.
 
-Revision ID: 0046_screening_normal_form
-Revises: 0045_risk_list_case
+Revision ID: 0049_screening_normal_form
+Revises: 0048_risk_list_case
 Create Date: 2026-12-06
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0046_screening_normal_form"
-down_revision: str | None = "0045_risk_list_case"
+revision: str = "0049_screening_normal_form"
+down_revision: str | None = "0048_risk_list_case"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

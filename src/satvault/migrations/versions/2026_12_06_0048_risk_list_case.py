@@ -8,8 +8,8 @@ this brings rows loaded before it into the same form. Where a list held both for
 address under one label, the lower-case row is kept. Base58 addresses are case-sensitive and
 are not touched. Nothing to undo: the lower-case form names the same address.
 
-Revision ID: 0045_risk_list_case
-Revises: 0044_coinbase_payments
+Revision ID: 0048_risk_list_case
+Revises: 0047_voucher_link_tokens
 Create Date: 2026-12-06
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0045_risk_list_case"
-down_revision: str | None = "0044_coinbase_payments"
+revision: str = "0048_risk_list_case"
+down_revision: str | None = "0047_voucher_link_tokens"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
