@@ -389,9 +389,14 @@ class Destinations:
     lightning_due_msat: int | None
 
 
+def _due_msat(inv: StoreInvoice) -> int:
+    return max(0, inv.due_msat - inv.seen_msat)
+
+
 async def destinations(session: AsyncSession, inv: StoreInvoice) -> Destinations:
-    """Where to pay what is still due: the address, the newest open Lightning invoice, and one
-    BIP21 URI carrying both (``bitcoin:ADDR?amount=…&lightning=BOLT11``)."""
+    """Where to pay what is still due: the address, the newest open Lightning invoice for
+    exactly that amount, and one BIP21 URI carrying both
+    (``bitcoin:ADDR?amount=…&lightning=BOLT11``)."""
     address = None
     if inv.deposit_id:
         dep = await session.get(DepositRequest, inv.deposit_id)
@@ -399,7 +404,8 @@ async def destinations(session: AsyncSession, inv: StoreInvoice) -> Destinations
             addr = await session.get(OnchainAddress, dep.address_id)
             address = addr.address if addr else None
     ln = (await session.execute(select(LnInvoice).where(
-        LnInvoice.store_invoice_id == inv.id, LnInvoice.status == LnInvoiceStatus.OPEN
+        LnInvoice.store_invoice_id == inv.id, LnInvoice.status == LnInvoiceStatus.OPEN,
+        LnInvoice.amount_msat == _due_msat(inv)
     ).order_by(LnInvoice.created_at.desc()).limit(1))).scalar_one_or_none()
     return _destinations(inv, address, ln)
 
@@ -419,21 +425,27 @@ async def destinations_of(session: AsyncSession, invoices: Sequence[StoreInvoice
             .where(DepositRequest.id.in_(deposit_ids)))
         addresses = {dep_id: address for dep_id, address in rows}
     newest: dict[str, LnInvoice] = {}
+    due = {i.id: _due_msat(i) for i in invoices}
     lns = (await session.execute(select(LnInvoice).where(
         LnInvoice.store_invoice_id.in_([i.id for i in invoices]),
         LnInvoice.status == LnInvoiceStatus.OPEN
     ).order_by(LnInvoice.created_at.desc()))).scalars()
     for ln in lns:
         assert ln.store_invoice_id is not None
-        newest.setdefault(ln.store_invoice_id, ln)
+        if ln.amount_msat == due[ln.store_invoice_id]:
+            newest.setdefault(ln.store_invoice_id, ln)
     return {i.id: _destinations(i, addresses.get(i.deposit_id or ""), newest.get(i.id))
             for i in invoices}
 
 
 def _destinations(inv: StoreInvoice, address: str | None, ln: LnInvoice | None
                   ) -> Destinations:
-    remaining = max(0, inv.due_msat - inv.seen_msat)
-    bolt11 = ln.bolt11 if ln is not None and remaining else None
+    remaining = _due_msat(inv)
+    # Only a BOLT11 for exactly what is due: an older one (the first, for the whole amount,
+    # after a partial on-chain payment whose remainder BOLT11 the node could not issue, or
+    # that was below 1 sat) would have a unified QR make the payer pay it all again.
+    bolt11 = ln.bolt11 if ln is not None and remaining and ln.amount_msat == remaining \
+        else None
     sat = msat_to_sat_ceil(remaining) if remaining else None
     # No label: every character makes the unified QR denser and harder to scan on a phone.
     bip21 = make_bip21(address, amount_sat=sat, lightning=bolt11) if address and remaining \

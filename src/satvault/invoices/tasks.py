@@ -78,7 +78,7 @@ async def lightning_follow_up(sessions: async_sessionmaker[AsyncSession], invoic
             remainder = await node_invoice(
                 lightning, amount_msat=todo.remainder_msat, memo=f"Invoice {invoice_id}",
                 expiry_seconds=seconds, max_msat=settings.ln_max_payment_msat)
-        except BackendError as exc:  # the on-chain address and the first BOLT11 still work
+        except BackendError as exc:  # the address takes the rest; a later tick asks again
             log.warning("ln_remainder_invoice_failed", invoice=invoice_id, error=str(exc))
     if cancelled or remainder is not None:
         await retrying(sessions, partial(record_follow_up, invoice_id=invoice_id,

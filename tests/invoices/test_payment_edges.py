@@ -1,0 +1,80 @@
+"""Money edges of store invoices across both rails: what the payer is asked for after a part
+of the invoice was paid."""
+
+from __future__ import annotations
+
+from satvault.backends.errors import BackendUnavailable
+from satvault.invoices.tasks import refresh_open_invoices
+from tests.chainenv import LnEnv, api_client
+from tests.invoices.test_invoices import create, settle_all, shop  # noqa: F401
+
+SAT = 1000
+
+
+async def test_a_remainder_below_one_sat_never_offers_the_full_bolt11(lnenv: LnEnv,
+                                                                       shop):  # noqa: F811
+    """On-chain pays whole sats: 50,000 sats of a 50,000.5 sat invoice leave 500 msat due.
+    No BOLT11 for the rest is made (below 1 sat), and the first BOLT11, for the whole
+    amount, must not be offered for it: a unified QR would make the payer pay it all again
+    (found from outside: the page asked 50,000.5 sats over Lightning for 500 msat)."""
+    env = lnenv
+    async with api_client(env) as c:
+        inv = (await create(c, shop, "sub-sat", amount="50000.5", currency="SATS")).json()
+        env.chain.pay(inv["payment_methods"]["onchain"]["address"], 50_000)
+        env.chain.mine(1)
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["due_msat"] == 500 and got["status"] == "new", got
+        ln = got["payment_methods"]["lightning"]
+        assert ln["amount_msat"] is None or ln["amount_msat"] <= got["due_msat"], got
+        assert "lightning=" not in got["payment_methods"]["onchain"]["bip21"].lower()
+        page = (await c.get(f"/i/{inv['id']}/status")).json()["destinations"]
+        assert page["lightning_amount_msat"] is None, page
+    await env.check()
+
+
+class _NoNewInvoices:
+    """The node, refusing to issue invoices (down for that call); everything else passes."""
+
+    def __init__(self, node: object) -> None:
+        self._node = node
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._node, name)
+
+    async def create_invoice(self, *args: object, **kwargs: object) -> object:
+        raise BackendUnavailable("node unreachable")
+
+
+async def test_a_failed_remainder_bolt11_leaves_lightning_off_not_the_full_one(
+        lnenv: LnEnv, shop):  # noqa: F811
+    """After a partial on-chain payment the node could not issue the BOLT11 for the rest:
+    the payer is offered the address for the rest and no Lightning invoice, never the first
+    BOLT11 for the whole amount; once the node answers again the rest gets its BOLT11."""
+    env = lnenv
+    async with api_client(env) as c:
+        inv = (await create(c, shop, "rest-fails", amount="50000", currency="SATS")).json()
+        env.chain.pay(inv["payment_methods"]["onchain"]["address"], 20_000)
+        env.chain.mine(1)
+        await env.runtime.watcher.step()
+        await refresh_open_invoices(env.sessions, env.settings,
+                                    _NoNewInvoices(env.runtime.lightning))  # type: ignore
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["due_msat"] == 30_000 * SAT, got
+        assert got["payment_methods"]["lightning"] == {"bolt11": None, "amount_msat": None}
+        assert "lightning=" not in got["payment_methods"]["onchain"]["bip21"].lower()
+        page = (await c.get(f"/i/{inv['id']}/status")).json()["destinations"]
+        assert page["bolt11"] is None and page["onchain_amount_sat"] == 30_000, page
+        assert (await c.get(f"/i/{inv['id']}/qr/lightning.svg")).status_code == 404
+        listed = (await c.get(f"/api/v1/stores/{shop['store']}/invoices",
+                              headers=shop["read"])).json()["items"]
+        assert listed[0]["payment_methods"]["lightning"]["bolt11"] is None
+        await settle_all(env)  # the node is back: a BOLT11 for the rest
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        rest = got["payment_methods"]["lightning"]
+        assert rest["amount_msat"] == 30_000 * SAT, got
+        env.network.pay("customer1", rest["bolt11"])
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert (got["status"], got["paid_msat"]) == ("settled", 50_000 * SAT), got
+    await env.check()
