@@ -307,7 +307,11 @@ async def quote_store_invoice(*, store: Store, request: InvoiceRequest, settings
         raise InvalidInput("payment_tolerance_percent must be between 0 and 50")
     if request.redirect_url and not request.redirect_url.startswith(("https://", "http://")):
         raise InvalidInput("redirect_url must be an http(s) URL")
-    metadata = json.dumps(request.metadata or {}, sort_keys=True)
+    try:  # Python reads NaN, Infinity and 1e999 (as infinity); JSON cannot carry them
+        metadata = json.dumps(request.metadata or {}, sort_keys=True, allow_nan=False)
+    except ValueError as exc:
+        raise InvalidInput("metadata holds a number JSON cannot carry (NaN or infinity)"
+                           ) from exc
     try:  # a lone surrogate would be stored escaped and fail every later read as UTF-8
         json.dumps(request.metadata or {}, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
