@@ -6,7 +6,7 @@ from __future__ import annotations
 from satvault.backends.errors import BackendUnavailable
 from satvault.invoices.tasks import refresh_open_invoices
 from tests.chainenv import LnEnv, api_client
-from tests.invoices.test_invoices import create, settle_all, shop  # noqa: F401
+from tests.invoices.test_invoices import create, refunder_key, settle_all, shop  # noqa: F401
 
 SAT = 1000
 
@@ -101,3 +101,51 @@ async def test_metadata_that_is_not_json_is_refused_not_a_500(lnenv: LnEnv,
                           headers={**shop["key"], "Idempotency-Key": "finite"},
                           json={"amount": "10", "currency": "SATS", "metadata": {"a": 1.5e300}})
         assert ok.status_code == 201 and ok.json()["metadata"] == {"a": 1.5e300}, ok.text
+
+
+async def test_refunds_of_a_marked_invoice_follow_what_it_really_received(
+        lnenv: LnEnv, shop):  # noqa: F811
+    """A mark freezes the status, not the money: a payment taken back by a reorg after the
+    mark cannot be refunded, and one confirmed after the mark can (found from outside: the
+    refund cap stayed at what the invoice had received when it was marked)."""
+    env = lnenv
+    refunder = await refunder_key(env, shop)
+    async with api_client(env) as c:
+        # Partly paid, the part accepted with a mark, then a reorg takes that part away.
+        gone = (await create(c, shop, "gone", amount="50000", currency="SATS",
+                             payment_methods=["onchain"])).json()
+        txid = env.chain.pay(gone["payment_methods"]["onchain"]["address"], 20_000)
+        env.chain.mine(1)
+        await settle_all(env)
+        r = await c.post(f"/api/v1/invoices/{gone['id']}/mark", headers=shop["key"],
+                         json={"status": "settled"})
+        assert r.json()["paid_msat"] == 20_000 * SAT, r.text
+        env.chain.reorg(1, drop_txids=[txid])
+        await settle_all(env)
+        # Paid in full but not yet confirmed when the merchant marked it settled.
+        late = (await create(c, shop, "late", amount="30000", currency="SATS",
+                             payment_methods=["onchain"])).json()
+        env.chain.pay(late["payment_methods"]["onchain"]["address"], 30_000)
+        await settle_all(env)
+        r = await c.post(f"/api/v1/invoices/{late['id']}/mark", headers=shop["key"],
+                         json={"status": "settled"})
+        assert r.json()["paid_msat"] == 0, r.text
+        env.chain.mine(1)
+        await settle_all(env)
+        got = {i: (await c.get(f"/api/v1/invoices/{i}", headers=shop["read"])).json()
+               for i in (gone["id"], late["id"])}
+        assert got[gone["id"]]["paid_msat"] == 0, got
+        assert got[late["id"]]["paid_msat"] == 30_000 * SAT, got
+        assert all(g["status"] == "settled" and g["additional_status"] == "marked"
+                   for g in got.values())
+        back = env.network.create_invoice("customer2", 20_000 * SAT).bolt11
+        r = await c.post(f"/api/v1/invoices/{gone['id']}/refunds",
+                         headers={**refunder, "Idempotency-Key": "rf-gone"},
+                         json={"destination": back})
+        assert r.status_code == 422, r.text  # it received nothing
+        back = env.network.create_invoice("customer2", 25_000 * SAT).bolt11  # fees aside
+        r = await c.post(f"/api/v1/invoices/{late['id']}/refunds",
+                         headers={**refunder, "Idempotency-Key": "rf-late"},
+                         json={"destination": back})
+        assert r.status_code == 201, r.text
+    await env.check()

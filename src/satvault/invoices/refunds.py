@@ -21,6 +21,7 @@ from satvault.accounts.service import Principal
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
 from satvault.invoices.access import visible_invoice
+from satvault.invoices.service import received_msat
 from satvault.kernel.errors import InvalidInput
 from satvault.lightning.bolt11check import check_invoice, decode
 from satvault.lightning.errors import LightningError
@@ -54,7 +55,7 @@ async def prepare_refund(sessions: async_sessionmaker[AsyncSession], *, principa
     # A short read, then the remote part (LNURL resolution) with no transaction open.
     async with sessions() as session:
         inv = await visible_invoice(session, principal, invoice_id)
-        confirmed = inv.confirmed_msat
+        confirmed = await received_msat(session, inv)
         wallet = await session.get(Wallet, inv.wallet_id)
         assert wallet is not None
     amount = amount_msat
@@ -90,10 +91,13 @@ async def record_refund(session: AsyncSession, *, principal: Principal, invoice_
             Withdrawal.invoice_id == inv.id,
             Withdrawal.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED))
         ))).scalar_one())
-    left = inv.confirmed_msat - refunded
+    # What its payments credited now: the stored figure may lag a reorg's reversal (the
+    # refresher's next pass) or have been left behind by a mark.
+    received = await received_msat(session, inv)
+    left = received - refunded
     if amount <= 0 or amount > left:
         raise InvalidInput(f"refunds of this invoice can add up to what it received "
-                           f"({inv.confirmed_msat} msat); {left} msat are left")
+                           f"({received} msat); {max(left, 0)} msat are left")
 
     async def wallet_for(s: AsyncSession) -> Wallet:
         wallet = await s.get(Wallet, inv.wallet_id)

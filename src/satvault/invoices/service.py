@@ -84,6 +84,7 @@ __all__ = [
     "invoice_store",
     "mark_invoice",
     "quote_store_invoice",
+    "received_msat",
     "record_follow_up",
     "refresh",
 ]
@@ -482,6 +483,12 @@ async def _payments(session: AsyncSession, inv: StoreInvoice
     return credited, seen, full_at
 
 
+async def received_msat(session: AsyncSession, inv: StoreInvoice) -> int:
+    """What the invoice's payments credited, read now (not the figure its last refresh
+    stored)."""
+    return (await _payments(session, inv))[0]
+
+
 _EVENTS = {Status.PROCESSING: "invoice.processing", Status.SETTLED: "invoice.settled",
            Status.EXPIRED: "invoice.expired", Status.INVALID: "invoice.invalid"}
 
@@ -501,10 +508,20 @@ async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Setting
     """Recompute an invoice from its payments; True if anything changed. The node's part of
     a change (cancelling the other BOLT11s of a settled invoice, a BOLT11 for the rest after
     a partial payment) is :func:`lightning_follow_up`, after the commit."""
-    if inv.additional_status == Additional.MARKED:
-        inv.next_check_at = None
-        return False
     credited, seen, full_at = await _payments(session, inv)
+    if inv.additional_status == Additional.MARKED:
+        # The merchant decided the status; what the invoice received still follows its
+        # payments (refunds are capped by it: a part a reorg took back after the mark is not
+        # refundable, one confirmed after it is).
+        inv.next_check_at = None
+        if (credited, seen) == (inv.confirmed_msat, inv.seen_msat):
+            return False
+        received_more = seen > inv.seen_msat
+        inv.confirmed_msat, inv.seen_msat, inv.full_seen_at = credited, seen, full_at
+        inv.updated_at = utcnow()
+        if received_more:
+            await _emit(session, inv, "invoice.payment_received")
+        return True
     now = utcnow()
     monitoring = timedelta(minutes=settings.invoice_monitoring_minutes)
     status, extra = decide(InvoiceFacts(

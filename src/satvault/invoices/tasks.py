@@ -31,7 +31,7 @@ from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.invoices.models import StoreInvoice
 from satvault.invoices.service import follow_up_of, record_follow_up, refresh
-from satvault.invoices.status import Additional, Status
+from satvault.invoices.status import Status
 from satvault.kernel.retrying import retrying
 from satvault.lightning.invoices import node_invoice
 from satvault.lightning.models import LnInvoice
@@ -102,10 +102,10 @@ async def _refresh_each(sessions: async_sessionmaker[AsyncSession], ids: Iterabl
 async def live_invoice_ids(session: AsyncSession, *, now: datetime,
                            monitoring: timedelta) -> list[str]:
     """Every invoice a payment or the clock could still move: open ones, and expired or
-    settled ones inside the monitoring window (a late payment, a reorg)."""
+    settled ones inside the monitoring window (a late payment, a reorg). Marked ones too: a
+    mark fixes the status, but what the invoice received still follows its payments."""
     since = now - monitoring
     return list((await session.execute(select(StoreInvoice.id).where(
-        StoreInvoice.additional_status != Additional.MARKED,
         StoreInvoice.status.in_((Status.NEW, Status.PROCESSING))
         | ((StoreInvoice.status == Status.EXPIRED) & (StoreInvoice.expires_at > since))
         | ((StoreInvoice.status == Status.SETTLED) & (StoreInvoice.settled_at > since))
