@@ -149,3 +149,38 @@ async def test_refunds_of_a_marked_invoice_follow_what_it_really_received(
                          json={"destination": back})
         assert r.status_code == 201, r.text
     await env.check()
+
+
+async def test_zero_conf_credit_is_bounded_per_wallet_not_per_output(lnenv: LnEnv,
+                                                                     shop):  # noqa: F811
+    """Speed policy 0 credits an unconfirmed payment only up to zero_conf_max_sat (100,000
+    sat here), because a double spend takes it back. Split into outputs, or transactions,
+    of 100,000 sat each, a payment of any size was credited unconfirmed, spendable at once
+    (found from outside: 300,000 sat credited from the mempool, withdrawn, then double-spent:
+    the reversal found nothing to take back). What the wallet holds unconfirmed is bounded."""
+    env = lnenv
+    limit = env.settings.zero_conf_max_sat
+    async with api_client(env) as c:
+        inv = (await create(c, shop, "zc", amount="400000", currency="SATS", speed_policy=0,
+                            payment_methods=["onchain"])).json()
+        other = (await create(c, shop, "zc2", amount="100000", currency="SATS",
+                              speed_policy=0, payment_methods=["onchain"])).json()
+        address = inv["payment_methods"]["onchain"]["address"]
+        split = env.chain.pay_many([(address, limit)] * 3)
+        env.chain.pay(address, limit)  # a second transaction to the same address
+        env.chain.pay(other["payment_methods"]["onchain"]["address"], limit)  # another invoice
+        await settle_all(env)
+        await settle_all(env)
+        b = await env.balances(shop["wallet"])
+        assert b["available"] + b["held"] <= limit * SAT, b  # credited while unconfirmed
+        assert b["incoming"] + b["available"] + b["held"] >= 4 * limit * SAT, b
+        env.chain.double_spend(split)
+        await settle_all(env)
+        env.chain.mine(1)
+        await settle_all(env)
+        b = await env.balances(shop["wallet"])
+        fee = 2 * limit * SAT * env.settings.invoice_fee_bp // 10_000
+        assert (b["available"], b["incoming"]) == (2 * limit * SAT - fee, 0), b
+        got = (await c.get(f"/api/v1/invoices/{other['id']}", headers=shop["read"])).json()
+        assert got["status"] == "settled", got
+    await env.check()

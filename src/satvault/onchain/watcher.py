@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from sqlalchemy import String, delete, literal, select, update
+from sqlalchemy import String, delete, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.frozen import DepositScreen, IncomingDeposit
@@ -144,8 +144,6 @@ class Watcher:
 
     # ------------------------------------------------------------------------- helpers
     async def _refresh_scripts(self, session: AsyncSession) -> None:
-        from sqlalchemy import func
-
         count, top = (int(v) for v in (await session.execute(
             select(func.count(OnchainAddress.id), func.coalesce(func.max(OnchainAddress.id), 0))
         )).one())
@@ -461,6 +459,9 @@ class Watcher:
         confs = tip_height - p.block_height + 1 if p.block_height is not None else 0
         enough = confs >= p.required_confirmations and (
             confs > 0 or p.value_sat <= self.zero_conf_max_sat)
+        if enough and confs == 0 and p.wallet_id is not None \
+                and p.status != OnchainPaymentStatus.CONFLICTED:
+            enough = await self._zero_conf_room(session, p)
         specs: list[TransferSpec] = []
         next_state = p.credit_state
         invoice_id: str | None = None
@@ -544,6 +545,21 @@ class Watcher:
             log.info("deposit_ledger", payment=f"{p.txid}:{p.vout}", state=next_state,
                      sat=p.value_sat, confirmations=confs)
         return created, 0
+
+    async def _zero_conf_room(self, session: AsyncSession, p: OnchainPayment) -> bool:
+        """Whether crediting ``p`` unconfirmed keeps what its wallet holds credited but
+        unconfirmed within ``zero_conf_max_sat``. The limit bounds what a double spend can
+        take back, so it counts per wallet: per output, a payment split into outputs or
+        transactions of the limit each was credited whole from the mempool (found from
+        outside: spent over Lightning, then double-spent, the reversals found nothing). The
+        watcher is a singleton (one lease), so no other step credits meanwhile."""
+        P = OnchainPayment
+        unconfirmed = int((await session.execute(
+            select(func.coalesce(func.sum(P.value_sat), 0)).where(
+                P.credit_state == CreditState.CREDITED,
+                P.status.in_((OnchainPaymentStatus.MEMPOOL, OnchainPaymentStatus.CONFLICTED)),
+                P.wallet_id == p.wallet_id, P.id != p.id))).scalar_one())
+        return unconfirmed + p.value_sat <= self.zero_conf_max_sat
 
     async def _read_for_settling(self, session: AsyncSession, pid: int
                                  ) -> tuple[OnchainPayment, str | None, str, int | None,
