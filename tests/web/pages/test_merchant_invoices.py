@@ -212,3 +212,55 @@ async def test_the_list_through_the_last_day_has_no_end(browser, people, session
                    {"created_from": "0001-01-01", "created_to": "9999-12-31"}):
         r = await browser.get(path, params=params)
         assert r.status_code == 200, (params, r.text[:300])
+
+
+async def test_a_refund_form_sent_twice_refunds_once(web: httpx.AsyncClient, shop: Shop,
+                                                     lnenv: LnEnv) -> None:
+    """A double click, or a browser sending the form again after a timeout, is one refund
+    (found from outside: two withdrawals went out, each within the invoice's cap, like the
+    withdraw form before it carried an idempotency key)."""
+    from sqlalchemy import func, select
+
+    from satvault.accounts.models import User
+    from satvault.payouts.models import Withdrawal
+    from tests.web.pages.merchant_helpers import step_up
+
+    assert (await sign_in(web, "carol@example.com")).status_code == 303
+    base = f"/dashboard/m/{shop.merchant}/invoices"
+    token = csrf_of((await web.get(base)).text)
+    r = await web.post(base, data={"csrf_token": token, "store_id": shop.store,
+                                   "amount": "40000", "currency": "SATS",
+                                   "payment_methods": ["onchain"]})
+    invoice_id = r.headers["location"].rsplit("/", 1)[1]
+    api = (await web.get(f"/api/v1/invoices/{invoice_id}", headers=shop.key)).json()
+    lnenv.chain.pay(api["payment_methods"]["onchain"]["address"], 40_000)
+    lnenv.chain.mine(1)
+    await settle_all(lnenv)
+    async with lnenv.sessions() as s:
+        carol = (await s.execute(select(User.id).where(
+            User.email == "carol@example.com"))).scalar_one()
+    await step_up(lnenv.sessions, carol)
+    page = await web.get(f"{base}/{invoice_id}")
+    form = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"',
+                           page.text.split('id="refund"', 1)[1].split("</form>", 1)[0]))
+    back = "bcrt1q8uq9hrte4u3d2pes3gmrxeffws053ylettc383"  # the customer's address
+    form |= {"destination": back, "amount_sat": "10000", "confirm": "yes"}
+    first = await web.post(f"{base}/{invoice_id}/refund", data=form)
+    again = await web.post(f"{base}/{invoice_id}/refund", data=form)
+    assert first.status_code == again.status_code == 303, again.text
+    async with lnenv.sessions() as s:
+        refunds = (await s.execute(select(func.count()).select_from(Withdrawal).where(
+            Withdrawal.invoice_id == invoice_id))).scalar_one()
+    assert refunds == 1
+    # Another refund is another form: the page hands out a new key.
+    page = await web.get(f"{base}/{invoice_id}")
+    fresh = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"',
+                            page.text.split('id="refund"', 1)[1].split("</form>", 1)[0]))
+    r = await web.post(f"{base}/{invoice_id}/refund",
+                       data={**fresh, "destination": back, "amount_sat": "10000",
+                             "confirm": "yes"})
+    assert r.status_code == 303, r.text
+    async with lnenv.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(Withdrawal).where(
+            Withdrawal.invoice_id == invoice_id))).scalar_one() == 2
+    await lnenv.check()

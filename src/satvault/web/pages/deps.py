@@ -43,6 +43,7 @@ __all__ = [
     "CsrfProtected",
     "CsrfRefused",
     "EnrollmentRequired",
+    "KeepBody",
     "OptionalPageUser",
     "PageAdmin",
     "PageCreateLimit",
@@ -293,3 +294,13 @@ async def _page_create_limit(request: Request) -> None:
 
 # After CsrfProtected in a route's ``dependencies``.
 PageCreateLimit = Depends(_page_create_limit)
+
+
+async def _keep_body(request: Request) -> None:
+    """Read the raw form before anything parses it: the idempotency check hashes the request
+    body, as the API's does, so a double submit of the same form is recognised."""
+    await request.body()
+
+
+# Before CsrfProtected in a route's dependencies (it parses the form).
+KeepBody = Depends(_keep_body)

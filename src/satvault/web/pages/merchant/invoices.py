@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts import service as accounts
 from satvault.accounts.access import owns_store
@@ -35,8 +37,10 @@ from satvault.kernel.days import day_end, day_start
 from satvault.kernel.errors import InvalidInput, NotFound, SatvaultError
 from satvault.onchain.qr import qr_svg
 from satvault.web.deps import SessionDep
+from satvault.web.idempotency import run_idempotent
 from satvault.web.pages.deps import (
     CsrfProtected,
+    KeepBody,
     PageCreateLimit,
     PageLang,
     PageUser,
@@ -65,6 +69,7 @@ from satvault.web.state import (
     settings_of,
     store_invoice_hook_of,
 )
+from satvault.withdrawals.service import PreparedDestination
 
 __all__ = ["router"]
 
@@ -234,7 +239,8 @@ async def _detail(request: Request, lang: Language, view: SessionView, session: 
                   can_mark=inv.status not in (Status.SETTLED, Status.INVALID)
                   or inv.additional_status == "marked",
                   error=error, notice=notice, refund_form=refund_form or {},
-                  status_code=status_code)
+                  # A new key at every render: a corrected refund is another request.
+                  refund_key=uuid.uuid4().hex, status_code=status_code)
 
 
 @router.get("/invoices/{invoice_id}", response_class=HTMLResponse)
@@ -269,10 +275,11 @@ async def mark(merchant_id: str, invoice_id: str, request: Request, view: PageUs
 
 
 @router.post("/invoices/{invoice_id}/refund",
-             dependencies=[CsrfProtected, PageCreateLimit])
+             dependencies=[KeepBody, CsrfProtected, PageCreateLimit])
 async def refund(merchant_id: str, invoice_id: str, request: Request, view: SteppedUp,
                  lang: PageLang) -> Response:
-    """A refund is a withdrawal from the merchant's wallet: only after a step-up."""
+    """A refund is a withdrawal from the merchant's wallet: only after a step-up, and once
+    per form (its hidden key, as the withdraw form's: a double submit refunds once)."""
     values = await form_values(request)
     sessions, settings, lightning = sessions_of(request), settings_of(request), \
         lightning_of(request)
@@ -287,15 +294,32 @@ async def refund(merchant_id: str, invoice_id: str, request: Request, view: Step
                                 "amount_msat": int(sat) * 1000 if sat else None})
         if values.get("confirm") != "yes":
             raise FormRefused("tick the box to confirm")
-        amount, prepared = await prepare_refund(
-            sessions, principal=who.principal, invoice_id=invoice_id,
-            destination=body.destination, amount_msat=body.amount_msat, settings=settings,
-            lightning=lightning, http=lnurl_http_of(request))
-        async with transaction(request) as s:
-            await record_refund(s, principal=who.principal, invoice_id=invoice_id,
-                                amount=amount, prepared=prepared, settings=settings,
-                                lightning=lightning, payer_wake=payer_wake_of(request),
-                                on_store_invoice=store_invoice_hook_of(request))
+        key = str(values.get("idempotency_key", ""))
+        if not key:
+            raise FormRefused("this form expired: reload the page and try again")
+        principal = who.principal
+
+        async def prepare() -> tuple[int, PreparedDestination]:
+            return await prepare_refund(
+                sessions, principal=principal, invoice_id=invoice_id,
+                destination=body.destination, amount_msat=body.amount_msat,
+                settings=settings, lightning=lightning, http=lnurl_http_of(request))
+
+        async def work(s: AsyncSession, ready: tuple[int, PreparedDestination]
+                       ) -> tuple[int, Any]:
+            amount, prepared = ready
+            wd = await record_refund(s, principal=principal, invoice_id=invoice_id,
+                                     amount=amount, prepared=prepared, settings=settings,
+                                     lightning=lightning, payer_wake=payer_wake_of(request),
+                                     on_store_invoice=store_invoice_hook_of(request))
+            return 201, {"id": wd.id}
+
+        answer = await run_idempotent(
+            request, owner=f"{principal.owner_type}:{principal.owner_id}", key=key,
+            work=work, prepare=prepare)
+        if answer.status_code >= 400:  # a refusal stored with this key, replayed
+            raise FormRefused(str(json.loads(bytes(answer.body)).get("detail", "refused")),
+                              answer.status_code)
     except (FormRefused, SatvaultError) as exc:
         if isinstance(exc, NotFound):
             raise

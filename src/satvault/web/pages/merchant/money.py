@@ -34,6 +34,7 @@ from satvault.payouts.models import Withdrawal
 from satvault.web.deps import SessionDep
 from satvault.web.pages.deps import (
     CsrfProtected,
+    KeepBody,
     PageCreateLimit,
     PageLang,
     PageUser,
@@ -90,12 +91,6 @@ def _validation_message(exc: ValidationError) -> str:
     if where == "amount_msat":
         return N_("The amount is out of range.")
     return f"{where}: {first.get('msg', 'invalid')}"
-
-
-async def _keep_body(request: Request) -> None:
-    """Read the raw form before anything parses it: the idempotency check hashes the request
-    body, as the API's does, so a double submit of the same form is recognised."""
-    await request.body()
 
 
 # Deposits ---------------------------------------------------------------------------------
@@ -244,7 +239,7 @@ async def _withdraw_again(request: Request, lang: Language, view: SessionView,
 
 
 @router.post("/dashboard/m/{merchant_id}/withdraw", response_class=HTMLResponse,
-             dependencies=[Depends(_keep_body), CsrfProtected, PageCreateLimit])
+             dependencies=[KeepBody, CsrfProtected, PageCreateLimit])
 async def withdraw(merchant_id: str, request: Request, view: SteppedUp,
                    lang: PageLang) -> Response:
     form = await request.form()
