@@ -184,3 +184,23 @@ async def test_zero_conf_credit_is_bounded_per_wallet_not_per_output(lnenv: LnEn
         got = (await c.get(f"/api/v1/invoices/{other['id']}", headers=shop["read"])).json()
         assert got["status"] == "settled", got
     await env.check()
+
+
+async def test_a_lightning_payment_credited_after_expiry_was_made_in_time(
+        lnenv: LnEnv, shop, clock):  # noqa: F811
+    """The node settled the BOLT11 before the invoice expired; satvault heard of it only
+    later (listener down, node restarting). A node never settles an expired BOLT11, so the
+    payment was in time: not late, and not turned away where late payments are refused
+    (found from outside: the invoice expired, paid_late, with the customer's money in)."""
+    env = lnenv
+    env.settings.invoice_accept_late = False
+    async with api_client(env) as c:
+        inv = (await create(c, shop, "in-time", amount="20000", currency="SATS",
+                            expiration_minutes=1, payment_methods=["lightning"])).json()
+        env.network.pay("customer1", inv["payment_methods"]["lightning"]["bolt11"])
+        clock.advance(3 * 60)  # the listener catches up only now
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert (got["status"], got["additional_status"]) == ("settled", "none"), got
+        assert got["paid_msat"] == 20_000 * SAT
+    await env.check()

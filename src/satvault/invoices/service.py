@@ -363,7 +363,8 @@ async def create_store_invoice(session: AsyncSession, *, store: Store, request: 
         ln = await store_invoice(session, quote.ln, wallet=wallet, memo=f"Invoice {inv.id}",
                                  purpose="invoice",
                                  expiry_seconds=int((quote.expires_at - now).total_seconds()),
-                                 store_invoice_id=inv.id, flush=False)
+                                 store_invoice_id=inv.id, flush=False,
+                                 expires_at=quote.expires_at)
     if "onchain" in quote.methods:
         # A pooled address, claimed with one statement (no shared row is locked).
         dep = await open_deposit(session, wallet=wallet, settings=settings,
@@ -472,7 +473,10 @@ async def _payments(session: AsyncSession, inv: StoreInvoice
         LnInvoice.store_invoice_id == inv.id, LnInvoice.status == LnInvoiceStatus.PAID)
         # a crediting transaction just marked one paid with an UPDATE statement
         .execution_options(populate_existing=True))).scalars().all()
-    events += [(x.paid_at or inv.created_at, x.paid_msat or 0, True) for x in lns]
+    # A node settles a BOLT11 only before it expires: one heard of later (the listener
+    # down, the node restarting) was paid by then at the latest, not when it was credited.
+    events += [(min(x.paid_at, x.expires_at) if x.paid_at else inv.created_at,
+                x.paid_msat or 0, True) for x in lns]
     events.sort(key=lambda e: e[0])
     need, seen, credited, full_at = threshold_msat(inv.due_msat, inv.tolerance_bp), 0, 0, None
     for at, msat, done in events:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -85,9 +85,12 @@ async def node_invoice(backend: LightningBackend, *, amount_msat: int | None, me
 async def store_invoice(session: AsyncSession, inv: Invoice, *, wallet: Wallet,
                         memo: str = "", description_hash: bytes | None = None,
                         purpose: str = "deposit", expiry_seconds: int = 3600,
-                        store_invoice_id: str | None = None, flush: bool = True) -> LnInvoice:
+                        store_invoice_id: str | None = None, flush: bool = True,
+                        expires_at: datetime | None = None) -> LnInvoice:
     """The database's half: record an invoice the node issued. ``flush=False`` leaves the
-    INSERT to the caller's next flush (one round trip fewer when more rows follow)."""
+    INSERT to the caller's next flush (one round trip fewer when more rows follow).
+    ``expires_at``: when the caller's own deadline is the one to record (a store invoice's
+    expiry; the node's BOLT11 lives at least that long), else now + ``expiry_seconds``."""
     amount_msat = inv.amount_msat
     now = utcnow()
     row = LnInvoice(id=new_id("lni"), wallet_id=wallet.id, purpose=purpose,
@@ -96,7 +99,8 @@ async def store_invoice(session: AsyncSession, inv: Invoice, *, wallet: Wallet,
                     description_hash=description_hash.hex() if description_hash else None,
                     status=LnInvoiceStatus.OPEN, paid_msat=None, internal=False, paid_at=None,
                     store_invoice_id=store_invoice_id,
-                    expires_at=now + timedelta(seconds=expiry_seconds), created_at=now)
+                    expires_at=expires_at or now + timedelta(seconds=expiry_seconds),
+                    created_at=now)
     session.add(row)
     if flush:
         await session.flush()
