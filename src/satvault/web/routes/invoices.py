@@ -247,6 +247,15 @@ async def refund(invoice_id: str, body: RefundIn, request: Request, principal: R
                  idempotency_key: IdempotencyKey) -> JSONResponse:
     """A refund is a withdrawal from the merchant's wallet to a destination the customer gave,
     at most what the invoice received; the store's webhooks hear ``withdrawal.*``."""
+    return await submit_refund(request, principal, invoice_id=invoice_id, body=body,
+                               idempotency_key=idempotency_key)
+
+
+async def submit_refund(request: Request, principal: Principal, *, invoice_id: str,
+                        body: RefundIn, idempotency_key: str | None) -> JSONResponse:
+    """Refund once per (caller, idempotency key): the API's endpoint, and the dashboard's
+    refund form (whose key is a hidden field of the form). The answer is the API's (201 with
+    the withdrawal, or a stored refusal replayed); refusals raise."""
     sessions, settings, lightning = sessions_of(request), settings_of(request), \
         lightning_of(request)
 

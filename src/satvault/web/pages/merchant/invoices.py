@@ -14,7 +14,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts import service as accounts
 from satvault.accounts.access import owns_store
@@ -22,7 +21,6 @@ from satvault.auth.sessions import SessionView
 from satvault.checkout.i18n import Language
 from satvault.invoices.access import visible_invoice
 from satvault.invoices.payments import invoice_payments
-from satvault.invoices.refunds import prepare_refund, record_refund
 from satvault.invoices.service import (
     InvoiceRequest,
     StoreChanged,
@@ -37,7 +35,6 @@ from satvault.kernel.days import day_end, day_start
 from satvault.kernel.errors import InvalidInput, NotFound, SatvaultError
 from satvault.onchain.qr import qr_svg
 from satvault.web.deps import SessionDep
-from satvault.web.idempotency import run_idempotent
 from satvault.web.pages.deps import (
     CsrfProtected,
     KeepBody,
@@ -58,18 +55,14 @@ from satvault.web.pages.merchant.scope import (
     typed,
 )
 from satvault.web.pages.render import render
-from satvault.web.routes.invoices import InvoiceIn, MarkIn, RefundIn
+from satvault.web.routes.invoices import InvoiceIn, MarkIn, RefundIn, submit_refund
 from satvault.web.routes.invoices import list_invoices as api_list_invoices
 from satvault.web.state import (
     lightning_of,
-    lnurl_http_of,
-    payer_wake_of,
     runtime_of,
     sessions_of,
     settings_of,
-    store_invoice_hook_of,
 )
-from satvault.withdrawals.service import PreparedDestination
 
 __all__ = ["router"]
 
@@ -281,8 +274,6 @@ async def refund(merchant_id: str, invoice_id: str, request: Request, view: Step
     """A refund is a withdrawal from the merchant's wallet: only after a step-up, and once
     per form (its hidden key, as the withdraw form's: a double submit refunds once)."""
     values = await form_values(request)
-    sessions, settings, lightning = sessions_of(request), settings_of(request), \
-        lightning_of(request)
     try:
         async with transaction(request) as s:
             who = await owner(s, view, merchant_id)
@@ -297,26 +288,8 @@ async def refund(merchant_id: str, invoice_id: str, request: Request, view: Step
         key = str(values.get("idempotency_key", ""))
         if not key:
             raise FormRefused("this form expired: reload the page and try again")
-        principal = who.principal
-
-        async def prepare() -> tuple[int, PreparedDestination]:
-            return await prepare_refund(
-                sessions, principal=principal, invoice_id=invoice_id,
-                destination=body.destination, amount_msat=body.amount_msat,
-                settings=settings, lightning=lightning, http=lnurl_http_of(request))
-
-        async def work(s: AsyncSession, ready: tuple[int, PreparedDestination]
-                       ) -> tuple[int, Any]:
-            amount, prepared = ready
-            wd = await record_refund(s, principal=principal, invoice_id=invoice_id,
-                                     amount=amount, prepared=prepared, settings=settings,
-                                     lightning=lightning, payer_wake=payer_wake_of(request),
-                                     on_store_invoice=store_invoice_hook_of(request))
-            return 201, {"id": wd.id}
-
-        answer = await run_idempotent(
-            request, owner=f"{principal.owner_type}:{principal.owner_id}", key=key,
-            work=work, prepare=prepare)
+        answer = await submit_refund(request, who.principal, invoice_id=invoice_id,
+                                     body=body, idempotency_key=key)
         if answer.status_code >= 400:  # a refusal stored with this key, replayed
             raise FormRefused(str(json.loads(bytes(answer.body)).get("detail", "refused")),
                               answer.status_code)
