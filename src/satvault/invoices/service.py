@@ -625,8 +625,13 @@ async def record_follow_up(session: AsyncSession, invoice_id: str, *,
 
 
 async def mark_invoice(session: AsyncSession, inv: StoreInvoice, status: str) -> StoreInvoice:
+    """The merchant sets the status by hand. The invoice row is locked and read again first,
+    as the crediting transaction and the refresher lock it: a mark and a status change
+    written at the same moment are counted one after the other, so a mark never writes over
+    a settlement it did not see (nor two marks over each other)."""
     if status not in (Status.SETTLED, Status.INVALID):
         raise InvalidInput("an invoice can be marked settled or invalid")
+    await session.refresh(inv, with_for_update=True)
     if inv.status in (Status.SETTLED, Status.INVALID) \
             and inv.additional_status != Additional.MARKED:
         raise InvalidInput(f"the invoice is already {inv.status}")
