@@ -1,6 +1,7 @@
 """Refunds: a withdrawal from the merchant's wallet to a destination the customer gave, at
 most what the invoice received (all refunds of it together); the store's webhooks hear
-``withdrawal.*``.
+``withdrawal.*``. A refund without an amount (and to a destination that names none: an LNURL,
+a Lightning Address, an amountless BOLT11) sends what is left of that after earlier refunds.
 
 The two halves of :mod:`satvault.withdrawals.service`: :func:`prepare_refund` reads the
 invoice in a short session, checks the amount and resolves the destination with no
@@ -45,32 +46,56 @@ def _has_amount(bolt11: str) -> bool:
         return True  # check_invoice says what is wrong with it
 
 
+async def _refunded_msat(session: AsyncSession, invoice_id: str) -> int:
+    """What the refunds of the invoice add up to (all but the failed and cancelled ones)."""
+    return int((await session.execute(
+        select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
+            Withdrawal.invoice_id == invoice_id,
+            Withdrawal.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED))
+        ))).scalar_one())
+
+
+def _over_the_cap(received: int, left: int) -> InvalidInput:
+    if left <= 0:
+        return InvalidInput(f"nothing is left to refund: refunds of this invoice already add "
+                            f"up to what it received ({received} msat)")
+    return InvalidInput(f"refunds of this invoice can add up to what it received "
+                        f"({received} msat); {left} msat are left")
+
+
 async def prepare_refund(sessions: async_sessionmaker[AsyncSession], *, principal: Principal,
                          invoice_id: str, destination: str, amount_msat: int | None,
                          settings: Settings, lightning: LightningBackend | None,
                          http: httpx.AsyncClient | None = None
                          ) -> tuple[int, PreparedDestination]:
-    """The amount to refund (``amount_msat``, else what a BOLT11 asks, else everything the
-    invoice received) and the destination resolved, before any transaction opens."""
+    """The amount to refund (``amount_msat``, else what a BOLT11 asks, else what is left of
+    what the invoice received after its earlier refunds) and the destination resolved, before
+    any transaction opens. :func:`record_refund` checks the amount again under the lock."""
     # A short read, then the remote part (LNURL resolution) with no transaction open.
     async with sessions() as session:
         inv = await visible_invoice(session, principal, invoice_id)
-        confirmed = await received_msat(session, inv)
+        received = await received_msat(session, inv)
+        left = received - await _refunded_msat(session, inv.id)
         wallet = await session.get(Wallet, inv.wallet_id)
         assert wallet is not None
     amount = amount_msat
     given = amount
-    if amount is None and destination_kind(destination) == "bolt11":
+    if amount is None and destination_kind(destination) == "bolt11" \
+            and _has_amount(destination):
         # A BOLT11 with its own amount decides; check that amount against the cap.
-        decoded = check_invoice(destination, network=settings.network,
-                                amount_msat=None if _has_amount(destination) else confirmed)
+        decoded = check_invoice(destination, network=settings.network, amount_msat=None)
         amount = decoded.amount_msat
-        given = None if decoded.invoice_amount_msat is not None else amount
-    elif amount is None:
-        amount = given = confirmed
-    if amount <= 0 or amount > confirmed:
-        raise InvalidInput(f"refunds of this invoice can add up to what it received "
-                           f"({confirmed} msat)")
+        given = None
+    elif amount is None:  # what is left, to a destination that names no amount
+        if left <= 0:
+            raise _over_the_cap(received, left)
+        amount = left
+        if destination_kind(destination) == "bolt11":  # amountless: we choose the amount
+            amount = check_invoice(destination, network=settings.network,
+                                   amount_msat=left).amount_msat
+        given = amount
+    if amount <= 0 or amount > left:
+        raise _over_the_cap(received, left)
     prepared = await prepare_destination(sessions, settings=settings, lightning=lightning,
                                          wallet=wallet, destination=destination,
                                          amount_msat=given, http=http)
@@ -86,18 +111,13 @@ async def record_refund(session: AsyncSession, *, principal: Principal, invoice_
     inv = await visible_invoice(session, principal, invoice_id)
     # Lock the invoice: concurrent refunds of it are counted one after the other.
     await session.refresh(inv, with_for_update=True)
-    refunded = int((await session.execute(
-        select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
-            Withdrawal.invoice_id == inv.id,
-            Withdrawal.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED))
-        ))).scalar_one())
+    refunded = await _refunded_msat(session, inv.id)
     # What its payments credited now: the stored figure may lag a reorg's reversal (the
     # refresher's next pass) or have been left behind by a mark.
     received = await received_msat(session, inv)
     left = received - refunded
     if amount <= 0 or amount > left:
-        raise InvalidInput(f"refunds of this invoice can add up to what it received "
-                           f"({received} msat); {max(left, 0)} msat are left")
+        raise _over_the_cap(received, left)
 
     async def wallet_for(s: AsyncSession) -> Wallet:
         wallet = await s.get(Wallet, inv.wallet_id)

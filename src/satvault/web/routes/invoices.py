@@ -1,4 +1,4 @@
-"""Store invoice endpoints (Greenfield-like): create (idempotent), get, list, mark."""
+"""Store invoice endpoints (Greenfield-like): create (idempotent), get, list, mark, refund."""
 
 from __future__ import annotations
 
@@ -91,7 +91,8 @@ class RefundIn(BaseModel):
                              description="The customer's address, BIP21, BOLT11, LNURL or "
                                          "Lightning Address.")
     amount_msat: Msat | None = Field(default=None,
-                                    description="Default: everything the invoice received.")
+                                    description="Default: what is left of what the invoice "
+                                                "received after its earlier refunds.")
 
 
 Refunder = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
