@@ -26,3 +26,30 @@ async def test_a_listed_lightning_address_is_refused_in_any_case(ln: LnEnv):  # 
         assert answer.status_code == 403, (destination, answer.text)
         assert answer.json()["type"].endswith("/risk-rejected"), answer.text
     assert await withdrawals(ln) == 0
+
+
+async def test_a_listed_pay_link_is_refused_in_its_other_forms(ln: LnEnv):  # noqa: F811
+    """The same payRequest is reachable as a Lightning Address, a bech32 LNURL, a LUD-17
+    ``lnurlp://`` link and a LUD-01 fallback ``https://…?lightning=LNURL1…`` link: a list
+    naming it in one form refuses it in every other (each resolves to the same service)."""
+    await ln.fund("alice", FUND)
+    r = await ln.client.post(f"/api/v1/wallets/{ln.wallets['bob'].id}/lightning-address",
+                             json={"username": "bob"}, headers=ln.auth("bob"))
+    assert r.status_code == 201, r.text
+    lnurl = r.json()["lnurl"]
+    ln.client._transport.app.state.lnurl_http = ln.client  # type: ignore[attr-defined]
+    url = f"/api/v1/wallets/{ln.wallets['alice'].id}/withdrawals"
+    cases = [("bob@lnurl.test", "lnurlp://lnurl.test/.well-known/lnurlp/bob"),
+             ("bob@lnurl.test", lnurl),
+             ("bob@lnurl.test", f"https://wallet.example/pay?lightning={lnurl}"),
+             (lnurl.lower(), "bob@lnurl.test"),
+             (lnurl.lower(), f"https://wallet.example/pay?lightning={lnurl}"),
+             (lnurl.lower(), "lnurlp://LNURL.test/.well-known/lnurlp/bob")]
+    for n, (listed, destination) in enumerate(cases):
+        async with ln.sessions() as s, s.begin():
+            await refresh_sanctions(s, text=f"{listed}\n", actor="user:a")
+        answer = await ln.client.post(url, headers={**ln.auth("alice"), "Idempotency-Key": f"{n}"},
+                                      json={"destination": destination, "amount_msat": 10_000})
+        assert answer.status_code == 403, (listed, destination, answer.text)
+        assert answer.json()["type"].endswith("/risk-rejected"), answer.text
+    assert await withdrawals(ln) == 0

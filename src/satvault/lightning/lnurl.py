@@ -46,6 +46,7 @@ __all__ = [
     "decode_lnurl",
     "encode_lnurl",
     "is_lnurl_destination",
+    "pay_link_forms",
     "resolve_pay_request",
 ]
 
@@ -94,6 +95,36 @@ def _strip_lightning(text: str) -> str:
         if text.startswith("//"):
             text = text[2:]
     return text
+
+
+_WELL_KNOWN = re.compile(r"/\.well-known/lnurlp/([a-z0-9._+-]+)")
+
+
+def pay_link_forms(destination: str) -> frozenset[str]:
+    """Every lower-case form that names the same LNURL-pay service as ``destination``, a
+    Lightning Address, bech32 LNURL, LUD-17 ``lnurlp://`` link or LUD-01 fallback
+    ``https://…?lightning=LNURL1…`` link: the LNURL it carries, the LNURL of the URL it opens
+    (over https and http), and ``name@host`` when that URL is a Lightning Address's. Empty for
+    anything else. Pure, no network: what a list naming the service in one form must also
+    match (found from outside: a listed ``bob@host`` was paid as
+    ``lnurlp://host/.well-known/lnurlp/bob``, a listed LNURL inside a fallback link)."""
+    try:
+        url = _first_url(destination, allow_private_hosts=True)
+    except LnurlError:
+        return frozenset()
+    forms = {encode_lnurl(str(url.copy_with(scheme=scheme))).lower()
+             for scheme in ("https", "http")}
+    raw = _strip_lightning(destination.strip())
+    inner = raw if raw.lower().startswith("lnurl1") else None
+    if inner is None and raw.partition("://")[0].lower() in ("https", "http"):
+        inner = httpx.URL(raw).params.get("lightning")  # parsed by _first_url already
+    if inner:
+        forms.add(inner.lower())
+    name = _WELL_KNOWN.fullmatch(url.path.lower())
+    if name is not None and not url.query:
+        port = f":{url.port}" if url.port is not None else ""
+        forms.add(f"{name[1]}@{url.host.lower()}{port}")
+    return frozenset(forms)
 
 
 def _valid_hostname(host: str) -> bool:

@@ -59,6 +59,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.accounts.models import Merchant, User, Wallet
 from satvault.db import Amount, UtcDateTime
 from satvault.ledger.models import LedgerTransfer
+from satvault.lightning.lnurl import pay_link_forms
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
 from satvault.risk.lists import canonical_address
 from satvault.risk.models import RiskAddressLabel, RiskRuleSet, RuleSetStatus
@@ -259,7 +260,7 @@ async def read_features(session: AsyncSession, event: Event, params: Params,
         values.update(lock=lock, merchant=event.owner_type != "user", parties=_parties(event))
         return dict((await conn.execute(_PG_CALL, values)).mappings().one())
     kind = "user" if event.owner_type == "user" else "merchant"
-    many = bool(event.senders or event.hops)
+    many = _many_parties(event)
     q = _QUERIES.get((conn.dialect.name, kind, many))
     if q is None:
         q = _QUERIES[(conn.dialect.name, kind, many)] = _query(
@@ -269,15 +270,25 @@ async def read_features(session: AsyncSession, event: Event, params: Params,
 
 def _parties(event: Event) -> list[str]:
     """Every address whose labels count for ``event`` (destination, counterparty, senders),
-    in the form the lists store (:func:`~satvault.risk.lists.canonical_address`)."""
-    return sorted({canonical_address(p) for p in (event.destination, event.counterparty,
-                                                  *event.senders, *event.hops)} - {""}) or [""]
+    in the form the lists store (:func:`~satvault.risk.lists.canonical_address`); an LNURL-pay
+    destination in each of the forms that name its service (:func:`~satvault.lightning.lnurl.
+    pay_link_forms`), so a list naming it as ``bob@host`` also refuses its ``lnurlp://`` link
+    or LNURL."""
+    return sorted(({canonical_address(p) for p in (event.destination, event.counterparty,
+                                                   *event.senders, *event.hops)}
+                   | pay_link_forms(event.destination)) - {""}) or [""]
+
+
+def _many_parties(event: Event) -> bool:
+    """Whether ``event`` names more than its destination and counterparty (the statement
+    taking a list of parties, not two fixed ones)."""
+    return bool(event.senders or event.hops or pay_link_forms(event.destination))
 
 
 def _query_values(event: Event, values: dict[str, Any]) -> dict[str, Any]:
     """:func:`_values` with the parties as :func:`_query`'s statement for ``event`` binds
     them."""
-    if event.senders or event.hops:
+    if _many_parties(event):
         return {**values, "parties": _parties(event)}
     # A withdrawal names two parties: two fixed parameters, not an expanding list, so the SQL
     # text is the same every time, with nothing to rewrite per call. A deposit's senders may
