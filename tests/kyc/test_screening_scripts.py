@@ -62,3 +62,35 @@ def test_names_loaded_before_get_the_new_normal_form(tmp_path):
     with sqlite3.connect(tmp_path / "m.db") as db:
         got = dict(db.execute("SELECT name, normalized FROM screening_entries"))
     assert got == {PUTIN: normalize(PUTIN), "John Doe": "doe john"} and got[PUTIN]
+
+
+async def test_invisible_marks_and_blanks_inside_a_listed_name_do_not_split_it(lnenv: LnEnv):
+    """A variation selector, the combining grapheme joiner, a Mongolian variation selector, a
+    Khmer inherent vowel or a Braille blank shows nothing, like a zero-width space; inside a
+    word each split it in two (score 71), so a listed name was approved."""
+    env = lnenv
+    async with env.sessions() as s, s.begin():
+        await load_list(s, ScreeningList.SANCTIONS, [("John Doe", "OFAC-1")])
+    async with api_client(env) as c:
+        k = await bench(env, c)
+        for variant in ("Jo\ufe0fhn Doe", "Jo\u034fhn Doe", "Jo\u180bhn Doe",
+                        "Jo\U000e0100hn Doe", "Jo\u17b4hn Doe", "Jo\u2800hn Doe"):
+            r = await k.record("approve", 1, name=variant)
+            assert r.status_code == 201, (variant, r.text)
+            assert r.json()["decision"] == "blocked", (variant, r.text)
+        assert (await k.wallet())["kyc_tier"] == 0
+
+
+def test_names_loaded_before_lose_their_invisible_marks(tmp_path):
+    """Migration 0050: an entry stored with a variation selector splitting its word is
+    screened like one loaded now."""
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url, "0049_screening_normal_form")
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        db.execute("INSERT INTO screening_entries (list, name, normalized, reference, "
+                   "loaded_at) VALUES ('sanctions', ?, 'doe hn jo', '', "
+                   "'2026-12-01 00:00:00')", ("Jo\ufe0fhn Doe",))
+    upgrade(url)
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        got = db.execute("SELECT normalized FROM screening_entries").fetchone()[0]
+    assert got == normalize("Jo\ufe0fhn Doe") == "doe john"

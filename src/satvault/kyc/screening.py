@@ -1,7 +1,8 @@
 """Sanctions and PEP screening of names against operator-loaded lists.
 
-Matching is on a normal form: Unicode NFKD with the combining marks and the invisible format
-characters (zero-width space and joiners, soft hyphen) dropped (``José`` → ``jose``),
+Matching is on a normal form: Unicode NFKD with every mark (combining or not: a variation
+selector too), the invisible format characters (zero-width space and joiners, soft hyphen)
+and the blank letters (Hangul fillers, the Braille blank) dropped (``José`` → ``jose``),
 case-folded, Cyrillic and Greek look-alikes of Latin letters folded to them
 (``John`` typed with a Cyrillic ``o`` is ``john``), anything not a letter or digit (of any
 script) a space, tokens sorted (``Doe, John`` and ``JOHN DOE`` are the same name). The score
@@ -45,12 +46,25 @@ _GREEK = ("\u03b1\u03b2\u03b5\u03b6\u03b7\u03b9\u03ba\u03bc\u03bd\u03bf\u03c1\u0
 _LOOKALIKE = str.maketrans(_CYRILLIC[0] + _GREEK[0], _CYRILLIC[1] + _GREEK[1])
 
 
+# Letters and symbols that show nothing (Hangul fillers, the Braille blank): dropped like the
+# format characters, not read as a letter or a space.
+_BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _shown(c: str) -> bool:
+    """Whether ``c`` is kept: not a mark (every mark, not only those with a combining class:
+    a variation selector or the combining grapheme joiner has none, shows nothing, and
+    inside a word split it in two, score 71, approved), not a format character, not a
+    blank."""
+    return unicodedata.category(c)[0] != "M" and unicodedata.category(c) != "Cf" \
+        and c not in _BLANKS
+
+
 def normalize(name: str) -> str:
     """Case-, diacritics-, look-alike-, invisible- and punctuation-insensitive form, tokens
     sorted."""
     text = unicodedata.normalize("NFKD", name)
-    text = "".join(c for c in text if not unicodedata.combining(c)
-                   and unicodedata.category(c) != "Cf").casefold()
+    text = "".join(c for c in text if _shown(c)).casefold()
     text = text.translate(_LOOKALIKE)
     return " ".join(sorted(t for t in _NOT_WORD.split(text) if t))
 
