@@ -94,3 +94,35 @@ def test_names_loaded_before_lose_their_invisible_marks(tmp_path):
     with sqlite3.connect(tmp_path / "m.db") as db:
         got = db.execute("SELECT normalized FROM screening_entries").fetchone()[0]
     assert got == normalize("Jo\ufe0fhn Doe") == "doe john"
+
+
+async def test_look_alikes_from_armenian_and_latin_extensions_are_folded(lnenv: LnEnv):
+    """Cyrillic and Greek are not the only look-alikes: an Armenian oh, a small capital O, a
+    dotless i or a Latin alpha reads as the Latin letter too (scores 75 and 22: approved)."""
+    env = lnenv
+    async with env.sessions() as s, s.begin():
+        await load_list(s, ScreeningList.SANCTIONS, [("John Doe", "OFAC-1"),
+                                                     ("Anna Smith", "OFAC-2")])
+    async with api_client(env) as c:
+        k = await bench(env, c)
+        for variant in ("J\u0585hn D\u0585e", "J\u1d0fhn D\u1d0fe", "J\u03c3hn D\u03c3e",
+                        "\u0251nn\u0251 Sm\u0131th", "\u1d00\u0274\u0274\u1d00 \ua731\u1d0dith"):
+            r = await k.record("approve", 1, name=variant)
+            assert r.status_code == 201, (variant, r.text)
+            assert r.json()["decision"] == "blocked", (variant, r.text)
+        assert (await k.wallet())["kyc_tier"] == 0
+
+
+def test_names_loaded_before_get_their_look_alikes_folded(tmp_path):
+    """Migration 0051: an entry stored with an Armenian oh unfolded is screened like one
+    loaded now."""
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url, "0050_screening_invisible_marks")
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        db.execute("INSERT INTO screening_entries (list, name, normalized, reference, "
+                   "loaded_at) VALUES ('sanctions', ?, ?, '', '2026-12-01 00:00:00')",
+                   ("J\u0585hn D\u0585e", "d\u0585e j\u0585hn"))
+    upgrade(url)
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        got = db.execute("SELECT normalized FROM screening_entries").fetchone()[0]
+    assert got == normalize("J\u0585hn D\u0585e") == "doe john"

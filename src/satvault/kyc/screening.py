@@ -3,7 +3,8 @@
 Matching is on a normal form: Unicode NFKD with every mark (combining or not: a variation
 selector too), the invisible format characters (zero-width space and joiners, soft hyphen)
 and the blank letters (Hangul fillers, the Braille blank) dropped (``José`` → ``jose``),
-case-folded, Cyrillic and Greek look-alikes of Latin letters folded to them
+case-folded, look-alikes of Latin letters (Cyrillic, Greek, Armenian, Latin small capitals
+and IPA letters) folded to them
 (``John`` typed with a Cyrillic ``o`` is ``john``), anything not a letter or digit (of any
 script) a space, tokens sorted (``Doe, John`` and ``JOHN DOE`` are the same name). The score
 (0-100) is the better of difflib's ratio on the sorted tokens and on the tokens both names
@@ -43,7 +44,16 @@ _CYRILLIC = ("\u0430\u0432\u0435\u043a\u043c\u043d\u043e\u0440\u0441\u0442\u0443
              "abekmhopctyxsijhdqwly")
 _GREEK = ("\u03b1\u03b2\u03b5\u03b6\u03b7\u03b9\u03ba\u03bc\u03bd\u03bf\u03c1\u03c4"
           "\u03c5\u03c7", "abezhikmnoptyx")
-_LOOKALIKE = str.maketrans(_CYRILLIC[0] + _GREEK[0], _CYRILLIC[1] + _GREEK[1])
+# And the others Unicode's confusables name for a Latin letter (found from outside: a listed
+# "John Doe" with an Armenian oh or a small capital O scored 75, "Anna Smith" with a Latin
+# alpha and a dotless i 22, all approved): Latin's own small capitals and IPA letters, Greek
+# sigma (the lunate one is a sigma after NFKD) and yot, Armenian oh, seh, vo, ho, co, za.
+_OTHER = ("\u0131\u0237\u0251\u0261\u0269\u026a\u028f\u029c\u0274\u0280\u0299\u0262"
+          "\u029f\u1d00\u1d04\u1d05\u1d07\u1d0a\u1d0b\u1d0d\u1d0f\u1d18\u1d1b\u1d1c"
+          "\u1d20\u1d21\u1d22\ua731\u03c3\u03f3\u0585\u057d\u0578\u0570\u0581\u0566",
+          "ijagiiyhnrbglacdejkmoptuvwzsojounhgq")
+_LOOKALIKE = str.maketrans(_CYRILLIC[0] + _GREEK[0] + _OTHER[0],
+                           _CYRILLIC[1] + _GREEK[1] + _OTHER[1])
 
 
 # Letters and symbols that show nothing (Hangul fillers, the Braille blank): dropped like the
