@@ -17,7 +17,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from satvault.accounts import service as acc
-from satvault.db import create_engine
+from satvault.db import create_engine, utcnow
 from satvault.events.outbox import emit
 from tests.events.conftest import serve
 from tests.waiting import eventually
@@ -301,3 +301,50 @@ async def test_an_event_that_commits_after_a_later_one_still_reaches_the_stream(
         finally:
             await slow.close()
         assert sorted(int(e["id"]) for e in got) == [early, late]
+
+
+async def test_a_stream_keeps_sending_past_thirty_thousand_events_behind_an_open_one(
+        make_app, sessions, world):
+    """Found from outside (a lead this stop's probe left): while one transaction holding a
+    lower id stays open (a backup's can stay open for long), the stream's floor stays still.
+    It skipped what it had sent by passing every such id to the database, so each poll
+    compared each row with each id (and past 32,767 ids the driver refuses): 33,000 events
+    stalled it. Now a poll reads only above the last id sent, and the range the floor passes
+    is looked at once. (On SQLite ids commit in order: the same events take the ordered
+    path.)"""
+    async with sessions() as s, s.begin():
+        wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=world.merchant)
+        _, key = await acc.create_api_key(s, owner_id=world.merchant, scopes=["wallet:read"])
+    sqlite = "sqlite" in str(sessions.kw["bind"].url)
+    many = 33_000
+    async with serve(make_app()) as base, httpx.AsyncClient(base_url=base) as client, \
+            events(client, params={"wallet_id": wallet.id},
+                   headers={"Authorization": f"Bearer {key}"}) as take:
+        slow = sessions()
+        await slow.begin()
+        try:
+            early = await emit(slow, type="withdrawal.created", subject_type="withdrawal",
+                               subject_id="wd_early", wallet_id=wallet.id,
+                               payload={"id": "wd_early"})
+            if sqlite:
+                await slow.commit()
+            async with sessions() as s, s.begin():
+                series = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                          "WHERE i < :many) SELECT i FROM n") if sqlite else \
+                    "SELECT generate_series(1, :many) AS i"
+                await s.execute(text(
+                    "INSERT INTO outbox_events (type, subject_type, subject_id, wallet_id, "
+                    "payload, created_at) SELECT 'withdrawal.created', 'withdrawal', "
+                    f"'wd_bulk', :wallet, '{{}}', :at FROM ({series}) AS n"),
+                    {"many": many, "wallet": wallet.id, "at": utcnow()})
+            got: list[dict[str, Any]] = []
+            sent_now = many + (1 if sqlite else 0)  # PostgreSQL: the early one waits
+            while len(got) < sent_now:
+                got += await take(min(1000, sent_now - len(got)))
+            if not sqlite:
+                await slow.commit()
+                got += await take(1)
+        finally:
+            await slow.close()
+        ids = [int(e["id"]) for e in got]
+        assert len(ids) == len(set(ids)) == many + 1 and early in ids

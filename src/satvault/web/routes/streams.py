@@ -122,14 +122,18 @@ class _Unsent:
     """Which of a stream's outbox rows are still to send. An id is taken at INSERT and seen at
     COMMIT, so on PostgreSQL a row can appear below one already sent (found from outside: the
     stream read ``id > last sent`` and never sent an event whose transaction committed just
-    after a later one's). The stream reads above ``floor``, the highest id below which every
-    row is committed or gone for good (:func:`~satvault.db.sequence_snapshot`, checked at each
-    read without waiting), and skips the ids above it it sent already. On SQLite a writer
-    holds the write lock from its first statement, so ids commit in order and ``floor`` is
-    simply the last id sent."""
+    after a later one's). Each poll reads the new rows, above ``top`` (the highest id sent);
+    ``floor`` is the highest id below which every row is committed or gone for good
+    (:func:`~satvault.db.sequence_snapshot`, checked at each read without waiting). When it
+    moves up, the range it passed is read once more for rows that committed late, by id
+    first, and those not in ``sent`` (the ids sent above the floor) are sent. A transaction
+    left open for long (a backup's) keeps the floor still while the stream goes on: the
+    cost stays one read per poll (found from outside: the sent ids passed to the database
+    made every poll compare each row with each of them). On SQLite a writer holds the write
+    lock from its first statement, so ids commit in order and the floor is simply ``top``."""
 
     def __init__(self, after: int) -> None:
-        self.floor = after
+        self.floor = self.top = after
         self.sent: set[int] = set()
         self.ordered: bool | None = None  # ids commit in order (SQLite); None: not known yet
         self._mark: tuple[int, frozenset[str]] | None = None
@@ -137,24 +141,28 @@ class _Unsent:
     async def read(self, sessions: async_sessionmaker[AsyncSession], where: Any
                    ) -> list[OutboxEvent]:
         async with one_read(sessions) as session:
-            # On PostgreSQL three autocommit statements, each its own snapshot: only their
-            # order matters (the sequence before the open transactions, both before the rows).
+            # On PostgreSQL autocommit statements, each its own snapshot: only their order
+            # matters (the sequence before the open transactions, both before the rows).
             if self.ordered is None:
                 self.ordered = session.get_bind().dialect.name != "postgresql"
             settled = None if self.ordered else await self._settled(session)
-            q = select(OutboxEvent).where(where, OutboxEvent.id > self.floor)
-            if self.sent:
-                q = q.where(OutboxEvent.id.not_in(sorted(self.sent)))
-            rows = list((await session.execute(q.order_by(OutboxEvent.id).limit(BATCH)))
-                        .scalars())
-        if settled is not None:
-            # Only now: every row up to ``settled`` was committed before this read began, so
-            # the read has it (up to its last row, if the batch was full).
-            if len(rows) == BATCH:
-                settled = min(settled, rows[-1].id)
-            self.floor = max(self.floor, settled)
-            self.sent = {i for i in self.sent if i > self.floor}
-        return rows
+            late: list[OutboxEvent] = []
+            if settled is not None and settled > self.floor:
+                # Every row up to ``settled`` committed before this read began: one look at
+                # the range for those that came late, then the floor moves past it.
+                upto = min(settled, self.top)
+                ids = (await session.execute(select(OutboxEvent.id).where(
+                    where, OutboxEvent.id > self.floor, OutboxEvent.id <= upto))).scalars()
+                missed = sorted(set(ids) - self.sent)
+                if missed:
+                    late = list((await session.execute(select(OutboxEvent).where(
+                        OutboxEvent.id.in_(missed)).order_by(OutboxEvent.id))).scalars())
+                self.floor = upto
+                self.sent = {i for i in self.sent if i > self.floor}
+            rows = list((await session.execute(
+                select(OutboxEvent).where(where, OutboxEvent.id > self.top)
+                .order_by(OutboxEvent.id).limit(BATCH))).scalars())
+        return late + rows
 
     async def _settled(self, session: AsyncSession) -> int | None:
         """The last value of the sequence noted at an earlier read, once every transaction
@@ -168,8 +176,9 @@ class _Unsent:
         return settled
 
     def done(self, event_id: int) -> None:
+        self.top = max(self.top, event_id)
         if self.ordered:
-            self.floor = max(self.floor, event_id)
+            self.floor = self.top
         elif event_id > self.floor:
             self.sent.add(event_id)
 
@@ -187,7 +196,7 @@ async def _events(sessions: async_sessionmaker[AsyncSession], where: Any, after:
             unsent.done(row.id)
         if rows:
             last_sent = time.monotonic()
-            if len(rows) == BATCH:
+            if len(rows) >= BATCH:  # a late row or two may come on top
                 continue
         await notifier.wait(poll)
         if time.monotonic() - last_sent >= heartbeat:
