@@ -464,7 +464,8 @@ async def test_the_owner_of_a_withdraw_link_never_approves_its_redemption(lnenv:
     assert wd.status == "awaiting_approval"
     with pytest.raises(NotAnApprover, match="initiator"):
         async with env.sessions() as s, s.begin():
-            await approvals.approve_withdrawal(s, withdrawal_id=wd.id, approver=owner)
+            await approvals.approve_withdrawal(s, withdrawal_id=wd.id, approver=owner,
+                                               settings=env.settings)
     assert (await env.runtime.payer.step()).sent == 0
     await env.check()
 

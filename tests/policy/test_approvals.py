@@ -39,7 +39,8 @@ async def status_of(env: Env, wid: str) -> WithdrawalStatus:
 
 async def approve(env: Env, wid: str, who: str) -> approvals.ApprovalOutcome:
     async with env.sessions() as s, s.begin():
-        return await approvals.approve_withdrawal(s, withdrawal_id=wid, approver=who)
+        return await approvals.approve_withdrawal(s, withdrawal_id=wid, approver=who,
+                                                  settings=env.settings)
 
 
 async def test_two_approvals_needed_initiator_excluded_then_paid_on_chain(env: Env):

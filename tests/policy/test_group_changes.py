@@ -63,10 +63,14 @@ async def held_withdrawal(sessions, db_url: str, tmp_path: Path, ids: dict[str, 
         await service.approve_policy(s, admin=ids["admin2"], version=v.version)
         wallet = await s.get(Wallet, ids["wallet"])
         assert wallet is not None
-    settings = Settings(database_url=db_url, home=tmp_path, network="regtest")
-    wd = await request(sessions, settings, wallet, ADDRESS, 50_000, initiator=ids["alice"])
+    wd = await request(sessions, _settings(db_url, tmp_path), wallet, ADDRESS, 50_000,
+                       initiator=ids["alice"])
     assert wd.status == WithdrawalStatus.AWAITING_APPROVAL
     return wd
+
+
+def _settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=db_url, home=tmp_path, network="regtest")
 
 
 async def test_a_member_is_added_only_when_a_second_admin_approves(sessions, db_url,
@@ -80,7 +84,8 @@ async def test_a_member_is_added_only_when_a_second_admin_approves(sessions, db_
     # Proposed, not applied: bob is no approver yet.
     async with sessions() as s, s.begin():
         with pytest.raises(NotAnApprover):
-            await approvals.approve_withdrawal(s, withdrawal_id=wd.id, approver=ids["bob"])
+            await approvals.approve_withdrawal(s, withdrawal_id=wd.id, approver=ids["bob"],
+                                               settings=_settings(db_url, tmp_path))
     # The proposer decides nothing; a second pending change of the same member is refused.
     for decide in (service.approve_group_change, service.reject_group_change):
         async with sessions() as s, s.begin():
@@ -106,7 +111,8 @@ async def test_a_member_is_added_only_when_a_second_admin_approves(sessions, db_
             await service.approve_group_change(s, admin=ids["admin3"], change_id=change.id)
     # Now bob counts: his approval releases the held withdrawal.
     async with sessions() as s, s.begin():
-        out = await approvals.approve_withdrawal(s, withdrawal_id=wd.id, approver=ids["bob"])
+        out = await approvals.approve_withdrawal(s, withdrawal_id=wd.id, approver=ids["bob"],
+                                                 settings=_settings(db_url, tmp_path))
     assert out.released and out.status == "approved"
     async with sessions() as s:
         audit = [tuple(r) for r in (await s.execute(select(
@@ -143,7 +149,8 @@ async def test_a_member_is_removed_only_when_a_second_admin_approves(sessions, d
     assert await members(sessions) == set()
     async with sessions() as s, s.begin():
         with pytest.raises(NotAnApprover):
-            await approvals.approve_withdrawal(s, withdrawal_id=wd.id, approver=ids["bob"])
+            await approvals.approve_withdrawal(s, withdrawal_id=wd.id, approver=ids["bob"],
+                                               settings=_settings(db_url, tmp_path))
     # A rejected change never applies.
     async with sessions() as s, s.begin():
         again = await service.propose_group_change(s, admin=ids["admin1"], group="treasury",

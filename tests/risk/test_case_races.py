@@ -7,6 +7,7 @@ and is not released from a wallet frozen meanwhile."""
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import pytest
 from sqlalchemy import func, insert, select, text, update
@@ -138,7 +139,7 @@ async def test_deposit_cases_history_and_no_other_path(env: Env):
     # The approvers' queue cannot move a withdrawal held for review.
     async with env.sessions() as s, s.begin():
         admin = await acc.create_user(s, email="root@example.com", is_admin=True)
-    for act in (approve_withdrawal, reject_withdrawal):
+    for act in (partial(approve_withdrawal, settings=env.settings), reject_withdrawal):
         with pytest.raises(NotFound):
             async with env.sessions() as s, s.begin():
                 await act(s, withdrawal_id=wid, approver=admin.id)

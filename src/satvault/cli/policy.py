@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.cli._common import emit as _emit
 from satvault.cli._common import in_transaction as _run
+from satvault.config import get_settings
 from satvault.kernel import strictjson
 from satvault.withdrawals.policy import approvals, service
 
@@ -153,7 +154,7 @@ def approve_withdrawal(withdrawal_id: Annotated[str, typer.Argument(help="wd_…
     """Approve a withdrawal awaiting approval; the last approval needed releases it."""
     async def work(s: AsyncSession) -> approvals.ApprovalOutcome:
         return await approvals.approve_withdrawal(s, withdrawal_id=withdrawal_id,
-                                                  approver=actor)
+                                                  approver=actor, settings=get_settings())
     out = _run(work)
     _emit({"ok": True, "withdrawal_id": withdrawal_id, "status": out.status,
            "approvals": out.approvals, "required": out.required, "released": out.released})

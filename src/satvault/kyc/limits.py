@@ -5,7 +5,8 @@ fits what the owner already spent. No session, clock or settings object inside: 
 Windows are rolling (the last 24 hours, the last 30 days, counted back from the request) and
 per rail: on-chain, Lightning and internal payments each have their own three limits. What is
 counted is what the 24-hour platform limit counts: the wallet's ``withdrawals`` rows that are
-not failed or cancelled (refunds are withdrawals of the merchant's wallet).
+not failed or cancelled (refunds are withdrawals of the merchant's wallet), each in a window
+that holds its request or, for one held and then released, its release.
 """
 
 from __future__ import annotations

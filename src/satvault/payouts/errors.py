@@ -4,6 +4,8 @@
 
     PayoutError
     ├── InvalidWithdrawal   bad destination or amount (not whole sats, dust, over the limit …)
+    ├── LimitReachedAtRelease  a held withdrawal released now would break a withdrawal limit
+    │                       (it stays held: release it when the window has room, or return it)
     └── CannotBumpFee       the payout cannot be replaced (already confirmed, no change …)
 
 Destination parsing raises :mod:`satvault.onchain.errors` (``InvalidAddress``,
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from satvault.kernel.errors import SatvaultError
 
-__all__ = ["CannotBumpFee", "InvalidWithdrawal", "PayoutError"]
+__all__ = ["CannotBumpFee", "InvalidWithdrawal", "LimitReachedAtRelease", "PayoutError"]
 
 
 class PayoutError(SatvaultError):
@@ -24,6 +26,11 @@ class PayoutError(SatvaultError):
 
 class InvalidWithdrawal(PayoutError):
     pass
+
+
+class LimitReachedAtRelease(PayoutError):
+    """A withdrawal held for approvers or for review that, released now, would take its
+    wallet past a withdrawal limit counting what left in the window before the release."""
 
 
 class CannotBumpFee(PayoutError):

@@ -104,6 +104,10 @@ class Withdrawal(Base):
     invoice_id: Mapped[str | None] = mapped_column(String(40), index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # A withdrawal held (for approvers, or for review) leaves when it is released: from then
+    # on the withdrawal limits' windows count it from this time (from ``created_at`` while
+    # held). Null for one that never waited. (Index: migration 0050, partial.)
+    released_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class PayoutBatch(Base):

@@ -23,6 +23,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
 )
 from sqlalchemy import inspect as sa_inspect
@@ -44,11 +45,12 @@ from satvault.ledger.store import transfer
 from satvault.onchain.addresses import parse_address
 from satvault.onchain.bip21 import parse_bip21
 from satvault.onchain.models import INTERNAL_PURPOSES, OnchainAddress, OnchainWallet
-from satvault.payouts.errors import InvalidWithdrawal
+from satvault.payouts.errors import InvalidWithdrawal, LimitReachedAtRelease
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 
 __all__ = ["DUST_SAT", "BoundInsert", "allows_by_columns", "check_daily_limit",
+           "check_limits_at_release",
            "insert_within_daily_limit", "limits_left", "request_withdrawal",
            "resolve_destination", "usage_columns", "usage_params", "withdrawal_usage",
            "within_limits"]
@@ -84,7 +86,8 @@ def _rolled_up(wallet_id: Any, method: Any, since: Any) -> Any:
 def _summed(wallet_id: Any, method: Any, since: Any) -> Any:
     """The same from the rows themselves (SQLite, whose writers are serialised already)."""
     return select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
-        Withdrawal.wallet_id == wallet_id, Withdrawal.created_at >= since,
+        Withdrawal.wallet_id == wallet_id,
+        or_(Withdrawal.created_at >= since, Withdrawal.released_at >= since),
         Withdrawal.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED)),
         *(() if method is None else (Withdrawal.method == method,))).scalar_subquery()
 
@@ -214,6 +217,32 @@ async def check_daily_limit(session: AsyncSession, *, wallet: Wallet, amount_msa
     200 racing requests through a limit meant for one."""
     row = await withdrawal_usage(session, wallet=wallet, rail=rail)
     _refuse(row, wallet=wallet, rail=rail, amount_msat=amount_msat, settings=settings)
+
+
+async def check_limits_at_release(session: AsyncSession, wd: Withdrawal, *, wallet: Wallet,
+                                  settings: Settings) -> None:
+    """A held withdrawal (``review`` or ``awaiting_approval``) about to be released: it leaves
+    now, so it counts from now (``released_at``) and must fit the limits
+    :func:`check_daily_limit` applies (the platform's 24 hours, the tier's per transaction,
+    24 hours and 30 days on its rail) beside what the wallet withdrew in the windows before
+    this moment, itself counted once. Otherwise :class:`LimitReachedAtRelease` (the caller's
+    unit of work rolls back: it stays held, to be released when the window has room or
+    returned). Locks the wallet as a new withdrawal's check does; ``wd`` is the caller's,
+    locked or written under its request's lock."""
+    wd.released_at = utcnow()
+    await session.flush()
+    row = await withdrawal_usage(session, wallet=wallet, rail=wd.method.value)
+    amount = wd.amount_msat  # released now, it is inside every window once: left out here
+    before = _UsageRow(int(row.spent_day) - amount, int(row.rail_day) - amount,
+                       int(row.rail_month) - amount, bool(row.frozen), int(row.tier))
+    try:
+        _refuse(before, wallet=wallet, rail=wd.method.value, amount_msat=amount,
+                settings=settings)
+    except (InvalidWithdrawal, LimitExceeded) as exc:
+        raise LimitReachedAtRelease(
+            f"withdrawal {wd.id} cannot be released now: counted with what the wallet "
+            f"withdrew before this release, {exc}. It stays held: release it once the "
+            "window has room, or return the money") from exc
 
 
 async def limits_left(session: AsyncSession, *, wallet: Wallet, settings: Settings

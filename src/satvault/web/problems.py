@@ -69,6 +69,7 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     kyc.LimitExceeded: (422, "kyc-limit-exceeded"),
     kyc.WalletFrozen: (403, "wallet-frozen"),
     po.CannotBumpFee: (409, "cannot-bump-fee"),
+    po.LimitReachedAtRelease: (409, "limit-reached-at-release"),
     risk.RiskRejected: (403, "risk-rejected"),
     risk.RuleSetRefused: (409, "rule-set-refused"),
     risk.CaseRefused: (409, "case-refused"),

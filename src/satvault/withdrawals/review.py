@@ -9,7 +9,11 @@ inside the ledger (:func:`~satvault.lightning.payments.settle_held_internally`).
 withdrawal policy decides, as it does for every approved withdrawal: allow, block (raises:
 nothing moves, the case stays open) or hold it for approvers (``awaiting_approval``).
 
-A wallet frozen while its withdrawal waited is refused a release (the money can be returned).
+A wallet frozen while its withdrawal waited is refused a release (the money can be returned),
+and so is one that would take the wallet past a withdrawal limit counting what it withdrew
+before the release (:func:`~satvault.payouts.service.check_limits_at_release`: the case stays
+open, to be closed with a release once the window has room, or with a return). Released, it
+counts in the limits' windows from its release.
 
 ``return``: its hold is voided (the money is available to the customer again), the
 withdrawal ``cancelled``; the reason is the case's.
@@ -35,6 +39,7 @@ from satvault.lightning.payments import release_held_payment, settle_held_intern
 from satvault.logs import get_logger
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
+from satvault.payouts.service import check_limits_at_release
 from satvault.risk.errors import CaseRefused
 from satvault.risk.models import RiskHeldInvoice
 from satvault.withdrawals.policy.approvals import apply_decision
@@ -69,6 +74,8 @@ class HeldWithdrawals:
         assert wallet is not None  # a foreign key
         if wallet.frozen_at is not None:  # frozen while it waited: nothing leaves it
             raise WalletFrozen(wallet.id, wallet.frozen_reason or "frozen by an operator")
+        # It leaves now: it must fit the limits beside what left in the windows before.
+        await check_limits_at_release(session, wd, wallet=wallet, settings=self.settings)
         bolt11: str | None = None
         if wd.method == WithdrawalMethod.ONCHAIN:
             wd.status, wd.updated_at = WithdrawalStatus.PENDING, utcnow()

@@ -34,7 +34,7 @@ from satvault.web.schemas.approvals import (
     PolicyOut,
     RejectIn,
 )
-from satvault.web.state import payer_wake_of, sessions_of
+from satvault.web.state import payer_wake_of, sessions_of, settings_of
 from satvault.withdrawals.policy import approvals, service
 from satvault.withdrawals.policy.models import (
     AllowlistEntry,
@@ -80,7 +80,8 @@ async def approve(withdrawal_id: str, request: Request, principal: Approver) -> 
     # Its own unit of work, committed before the payer is woken (it must find it pending).
     async with sessions_of(request)() as session, session.begin():
         outcome = await approvals.approve_withdrawal(session, withdrawal_id=withdrawal_id,
-                                                     approver=_user(principal))
+                                                     approver=_user(principal),
+                                                     settings=settings_of(request))
     if outcome.released and outcome.method == WithdrawalMethod.LIGHTNING:
         wake = payer_wake_of(request)
         if wake is not None:

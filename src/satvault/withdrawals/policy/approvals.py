@@ -4,8 +4,10 @@ A withdrawal the policy holds keeps its ledger hold and waits in ``awaiting_appr
 where neither the payout job (``pending`` only) nor the Lightning payer picks it up. Each
 approver of the rule's group may approve once; the initiator never. The approval that
 reaches N turns it ``pending`` (exactly once: the request row is locked, and the status
-change is conditional); one rejection, or the deadline passing, cancels it and voids its
-hold — the money is the wallet's again. Every decision is audited.
+change is conditional) if it fits the withdrawal limits counting what the wallet withdrew
+before this release (else that approval is refused and it keeps waiting), and from then on
+it counts in their windows from its release. One rejection, or the deadline passing,
+cancels it and voids its hold — the money is the wallet's again. Every decision is audited.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from satvault.lightning.models import LnPayment, LnPaymentStatus
 from satvault.logs import get_logger
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
+from satvault.payouts.service import check_limits_at_release
 from satvault.withdrawals.policy._audit import record
 from satvault.withdrawals.policy.core import Action, Decision
 from satvault.withdrawals.policy.errors import ApprovalClosed, NotAnApprover, WithdrawalBlocked
@@ -111,10 +114,13 @@ async def _check_approver(session: AsyncSession, req: ApprovalRequest, approver:
         raise NotAnApprover(f"{approver} is not an approver of group {req.group_name!r}")
 
 
-async def approve_withdrawal(session: AsyncSession, *, withdrawal_id: str, approver: str
-                             ) -> ApprovalOutcome:
-    """One approver's approval; the N-th releases the withdrawal to its payer (``pending``).
-    The caller wakes the Lightning payer when ``released`` and the method is Lightning."""
+async def approve_withdrawal(session: AsyncSession, *, withdrawal_id: str, approver: str,
+                             settings: Settings) -> ApprovalOutcome:
+    """One approver's approval; the N-th releases the withdrawal to its payer (``pending``),
+    if it fits the withdrawal limits beside what the wallet withdrew before the release
+    (:func:`~satvault.payouts.service.check_limits_at_release`: refused otherwise, the
+    approval not counted, so it is given again once the window has room). The caller wakes
+    the Lightning payer when ``released`` and the method is Lightning."""
     req = await _locked_request(session, withdrawal_id)
     await _check_approver(session, req, approver)
     wd = await session.get(Withdrawal, withdrawal_id)
@@ -133,6 +139,9 @@ async def approve_withdrawal(session: AsyncSession, *, withdrawal_id: str, appro
     count = len(before) + 1
     released = False
     if count >= req.required:
+        assert wd is not None and wallet is not None  # foreign keys
+        # It leaves now: it must fit the limits beside what left in the windows before.
+        await check_limits_at_release(session, wd, wallet=wallet, settings=settings)
         res = await session.execute(update(Withdrawal).where(
             Withdrawal.id == withdrawal_id,
             Withdrawal.status == WithdrawalStatus.AWAITING_APPROVAL,

@@ -235,7 +235,8 @@ async def approve(request: Request, withdrawal_id: WithdrawalId, view: PageAdmin
         # Its own unit of work, committed before the payer is woken (as the API does).
         async with sessions_of(request)() as s, s.begin():
             outcome = await approvals.approve_withdrawal(s, withdrawal_id=withdrawal_id,
-                                                         approver=principal.owner_id)
+                                                         approver=principal.owner_id,
+                                                         settings=settings_of(request))
     except SatvaultError as exc:
         status, message = refusal(exc)
         async with sessions_of(request)() as s:
