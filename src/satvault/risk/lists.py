@@ -10,7 +10,10 @@ bech32/bech32m address, a node key (66 hex digits), a Lightning Address and an L
 case, whatever case the file used, and a destination is looked up in that form too. All four
 are case-insensitive (BIP173 allows an all-upper-case address, the QR-code form): an entry in
 upper case named a destination nothing ever matched, and ``BOB@HOST`` paid a listed
-``bob@host``. Base58 addresses are case-sensitive and kept as written.
+``bob@host``. Base58 addresses are case-sensitive and kept as written. An entry written as a
+BIP21 payment URI (``bitcoin:BC1Q…?amount=1``, copied from a payment request) is stored as
+the address it names (it was stored as written and matched nothing); one that names no
+address is refused.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from satvault.risk.audit import audit
 from satvault.risk.models import RiskAddressLabel
 
 __all__ = ["LABELS", "LabelRow", "canonical_address", "load_labels", "parse_list",
-           "refresh_sanctions", "shipped_sanctions"]
+           "payment_uri_address", "refresh_sanctions", "shipped_sanctions"]
 
 LABELS = ("sanctioned", "blacklist", "mixer", "darknet", "gambling", "scam", "exchange")
 SANCTIONS_SCORE = 1000
@@ -44,10 +47,14 @@ def canonical_address(text: str) -> str:
     """The form a list entry and a screened party are compared in: a bech32/bech32m address
     (one case throughout, a known prefix), a 66-hex-digit node key, a Lightning Address
     (LUD-16 names are lower case, domains case-insensitive) or a bech32 LNURL lower-cased,
-    the last two without a ``lightning:`` prefix; anything else (base58, ``wallet:<id>``)
-    as written, less surrounding space."""
+    the last two without a ``lightning:`` prefix; a BIP21 payment URI
+    (``bitcoin:<address>?amount=…``) as the address it names, in that form; anything else
+    (base58, ``wallet:<id>``) as written, less surrounding space."""
     text = text.strip()
     low = text.lower()
+    if low.startswith("bitcoin:"):
+        text = payment_uri_address(text)
+        low = text.lower()
     if low.startswith("lightning:") and (
             low[10:].startswith("lnurl1") or _LN_ADDRESS.fullmatch(low[10:])):
         return low[10:]
@@ -58,6 +65,14 @@ def canonical_address(text: str) -> str:
     if "1" in low and low.rsplit("1", 1)[0] in _BECH32_HRPS and text in (low, text.upper()):
         return low
     return text
+
+
+def payment_uri_address(uri: str) -> str:
+    """The address a BIP21 URI names (``bitcoin:`` any case, an optional ``//``, up to its
+    ``?``), as written: an on-chain payment to it pays that address whatever the URI's
+    parameters say. Empty when it names none."""
+    rest = uri.strip()[len("bitcoin:"):]
+    return rest.removeprefix("//").partition("?")[0].strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +98,9 @@ def parse_list(text: str, *, default_label: str | None = None,
     if "," not in lines[0]:  # one address per line
         if default_label is None:
             raise InvalidInput("a plain list of addresses is accepted only for sanctions")
-        for ln in lines:
+        for number, ln in enumerate(lines, start=1):
             addr = canonical_address(ln)
-            _check_address(addr, 1)
+            _check_address(addr, number, ln)
             rows.append(LabelRow(addr, default_label, SANCTIONS_SCORE, default_source, None))
         return rows
     reader = csv.DictReader(io.StringIO("\n".join(lines)))
@@ -93,7 +108,7 @@ def parse_list(text: str, *, default_label: str | None = None,
         raise InvalidInput("the CSV needs a header with at least an 'address' column")
     for n, rec in enumerate(reader, start=2):
         addr = canonical_address(rec.get("address") or "")
-        _check_address(addr, n)
+        _check_address(addr, n, rec.get("address") or "")
         label = (rec.get("label") or default_label or "").strip().lower()
         if label not in LABELS:
             raise InvalidInput(f"line {n}: label {label!r} is not one of {', '.join(LABELS)}")
@@ -115,7 +130,10 @@ def parse_list(text: str, *, default_label: str | None = None,
     return rows
 
 
-def _check_address(addr: str, line: int) -> None:
+def _check_address(addr: str, line: int, written: str) -> None:
+    if written.strip().lower().startswith("bitcoin:") and not addr:
+        raise InvalidInput(f"line {line}: {written.strip()!r} is a payment URI without an "
+                           "address")
     if not addr or len(addr) > 200 or any(c.isspace() for c in addr):
         raise InvalidInput(f"line {line}: {addr!r} is not an address")
 
