@@ -1,5 +1,5 @@
 """The PostgreSQL function every limit check reads, ``risk_spent_since``, before and after
-migration 0052 (which adds the withdrawals released inside the window but asked for before
+migration 0050 (which adds the withdrawals released inside the window but asked for before
 it): server time per call, side by side in one database.
 
     SATVAULT_TEST_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/postgres \\
@@ -9,7 +9,7 @@ It creates a throwaway database (``spent_bench``), migrates it to the head, adds
 0039's body of the function as ``risk_spent_since_0039``, and gives ``--wallets`` wallets
 ``--withdrawals`` live withdrawals each in the last hours, a tenth of them released after
 being held (written with triggers and foreign keys off: no wallet rows, empty roll-ups, so
-the figures are the function's fixed cost, which is what 0052 adds to). Then, over
+the figures are the function's fixed cost, which is what 0050 adds to). Then, over
 ``--repeat`` rounds with the order alternating, it times one statement that calls each
 version ``--calls`` times (one per wallet in turn, a 24-hour window, every rail, as the
 limits ask), and reports the median microseconds per call. Not a timed test: a measurement.
@@ -104,10 +104,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     url = await _fresh(base)
     await asyncio.to_thread(upgrade, url)
     await _seed(url, args)
-    runs: dict[str, list[float]] = {"0039": [], "0052": []}
-    names = {"0039": "risk_spent_since_0039", "0052": "risk_spent_since"}
+    runs: dict[str, list[float]] = {"0039": [], "0050": []}
+    names = {"0039": "risk_spent_since_0039", "0050": "risk_spent_since"}
     for r in range(args.repeat):
-        order = ["0039", "0052"] if r % 2 == 0 else ["0052", "0039"]
+        order = ["0039", "0050"] if r % 2 == 0 else ["0050", "0039"]
         for version in order:
             us = await _time(url, names[version], args.calls, args.wallets)
             runs[version].append(round(us, 2))
@@ -116,8 +116,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"args": vars(args), "machine": {"cpus": os.cpu_count(),
                                             "python": platform.python_version()},
             "us_per_call_median": medians,
-            "added_us_per_call": round(medians["0052"] - medians["0039"], 2),
-            "ratio": round(medians["0052"] / medians["0039"], 3), "runs": runs}
+            "added_us_per_call": round(medians["0050"] - medians["0039"], 2),
+            "ratio": round(medians["0050"] / medians["0039"], 3), "runs": runs}
 
 
 def main() -> None:

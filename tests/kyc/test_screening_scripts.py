@@ -82,10 +82,10 @@ async def test_invisible_marks_and_blanks_inside_a_listed_name_do_not_split_it(l
 
 
 def test_names_loaded_before_lose_their_invisible_marks(tmp_path):
-    """Migration 0050: an entry stored with a variation selector splitting its word is
+    """Migration 0049: an entry stored with a variation selector splitting its word is
     screened like one loaded now."""
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    upgrade(url, "0049_screening_normal_form")
+    upgrade(url, "0048_risk_list_case")
     with sqlite3.connect(tmp_path / "m.db") as db:
         db.execute("INSERT INTO screening_entries (list, name, normalized, reference, "
                    "loaded_at) VALUES ('sanctions', ?, 'doe hn jo', '', "
@@ -114,10 +114,10 @@ async def test_look_alikes_from_armenian_and_latin_extensions_are_folded(lnenv: 
 
 
 def test_names_loaded_before_get_their_look_alikes_folded(tmp_path):
-    """Migration 0051: an entry stored with an Armenian oh unfolded is screened like one
+    """Migration 0049: an entry stored with an Armenian oh unfolded is screened like one
     loaded now."""
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    upgrade(url, "0050_screening_invisible_marks")
+    upgrade(url, "0048_risk_list_case")
     with sqlite3.connect(tmp_path / "m.db") as db:
         db.execute("INSERT INTO screening_entries (list, name, normalized, reference, "
                    "loaded_at) VALUES ('sanctions', ?, ?, '', '2026-12-01 00:00:00')",

@@ -91,10 +91,10 @@ async def test_a_list_entry_written_as_a_payment_uri_names_its_address(lnenv: Ln
 
 
 def test_payment_uris_loaded_before_are_brought_to_their_address(tmp_path):
-    """Migration 0053: a ``bitcoin:`` entry becomes the address it names (dropped where the
+    """Migration 0051: a ``bitcoin:`` entry becomes the address it names (dropped where the
     list holds that address under the label already, or where it names none)."""
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    upgrade(url, "0052_held_withdrawal_limits")
+    upgrade(url, "0050_held_withdrawal_limits")
     rows = [(f"bitcoin:{DEST.upper()}?amount=1", "sanctioned"),
             (f"BITCOIN:{DEST}", "mixer"), (DEST, "mixer"), ("bitcoin:?amount=1", "scam"),
             ("bitcoin:1ECeZBxCVJ8Wm2JSN3Cyc6rge2gnvD3W5K?label=x", "scam")]

@@ -106,7 +106,7 @@ class Withdrawal(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # A withdrawal held (for approvers, or for review) leaves when it is released: from then
     # on the withdrawal limits' windows count it from this time (from ``created_at`` while
-    # held). Null for one that never waited. (Index: migration 0052, partial.)
+    # held). Null for one that never waited. (Index: migration 0050, partial.)
     released_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 

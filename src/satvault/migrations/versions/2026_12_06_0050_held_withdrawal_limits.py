@@ -14,8 +14,8 @@ asked for before it, through a partial index that holds only withdrawals that we
 (none for a wallet whose withdrawals never waited: one empty index probe). The roll-ups and
 the risk screening's windows are unchanged: they describe requests. SQLite reads the rows.
 
-Revision ID: 0052_held_withdrawal_limits
-Revises: 0051_screening_more_lookalikes
+Revision ID: 0050_held_withdrawal_limits
+Revises: 0049_screening_normal_form
 Create Date: 2026-12-06
 """
 
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0052_held_withdrawal_limits"
-down_revision: str | None = "0051_screening_more_lookalikes"
+revision: str = "0050_held_withdrawal_limits"
+down_revision: str | None = "0049_screening_normal_form"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -7,8 +7,8 @@ loaded before into the same form. Where the list holds the address under the sam
 already, the URI's row goes. A URI that names no address names nothing and goes too. Nothing
 to undo: the address is what the URI named.
 
-Revision ID: 0053_risk_list_payment_uris
-Revises: 0052_held_withdrawal_limits
+Revision ID: 0051_risk_list_payment_uris
+Revises: 0050_held_withdrawal_limits
 Create Date: 2026-12-06
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0053_risk_list_payment_uris"
-down_revision: str | None = "0052_held_withdrawal_limits"
+revision: str = "0051_risk_list_payment_uris"
+down_revision: str | None = "0050_held_withdrawal_limits"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
