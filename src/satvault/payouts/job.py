@@ -65,7 +65,7 @@ from satvault.payouts.models import (
     WithdrawalStatus,
 )
 from satvault.payouts.moves import book_move
-from satvault.payouts.reorgs import ReorgWatch
+from satvault.payouts.reorgs import ReorgWatch, batch_coins, missing_inputs
 from satvault.signing.base import Payment, Signer
 from satvault.signing.errors import LimitExceeded, SignerUnavailable, SigningRefused
 from satvault.signing.psbt import (
@@ -534,9 +534,7 @@ class PayoutJob:
             assert batch is not None
             sent_before = batch.kind is MoveKind.PAYOUT and batch.broadcast_attempts > 0
             versions = [v.txid for v in await self._versions(s, batch_id)]
-            coins = (await s.execute(select(OnchainPayment.txid, OnchainPayment.vout).join(
-                PayoutInput, PayoutInput.payment_id == OnchainPayment.id).where(
-                PayoutInput.batch_id == batch_id))).all()
+            coins = await batch_coins(s, batch_id)
         for txid in versions:
             if await self.backend.transaction(txid) is not None:
                 await retrying(self.sessions, lambda s: self._set_status(s, batch_id,
@@ -557,19 +555,18 @@ class PayoutJob:
             report.held += 1
             log.error("payout_rebroadcast_rejected", batch=batch_id, reason=exc.reason)
             return
-        for txid, vout in coins:
-            if await self.backend.output(txid, vout, include_mempool=True) is None:
-                if await self.backend.transaction(txid) is None:
-                    # The coin itself is gone (a reorg took the deposit that made it): nothing
-                    # of ours spent it, so giving the batch up moves no money.
-                    log.warning("move_input_vanished", batch=batch_id, coin=f"{txid}:{vout}")
-                    continue
-                why = (f"rejected ({exc.reason}) and input {txid}:{vout} is spent by a "
-                       "transaction we do not know")
-                _counted("stuck", await retrying(
-                    self.sessions, partial(self._mark_stuck, batch_id=batch_id, why=why)))
-                report.stuck += 1
-                return
+        for txid, vout, spent_elsewhere in await missing_inputs(self.backend, coins):
+            if not spent_elsewhere:
+                # The coin itself is gone (a reorg took the deposit that made it): nothing of
+                # ours spent it, so giving the batch up moves no money.
+                log.warning("move_input_vanished", batch=batch_id, coin=f"{txid}:{vout}")
+                continue
+            why = (f"rejected ({exc.reason}) and input {txid}:{vout} is spent by a "
+                   "transaction we do not know")
+            _counted("stuck", await retrying(
+                self.sessions, partial(self._mark_stuck, batch_id=batch_id, why=why)))
+            report.stuck += 1
+            return
 
         async def abandon(session: AsyncSession) -> int:
             b = await session.get(PayoutBatch, batch_id, with_for_update=True)

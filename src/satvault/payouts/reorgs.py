@@ -26,7 +26,7 @@ does the same again: the bytes go out again (harmless), the review item is writt
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -41,13 +41,33 @@ from satvault.logs import get_logger
 from satvault.onchain.models import OnchainPayment
 from satvault.payouts.models import BatchStatus, PayoutBatch, PayoutInput, PayoutTx
 
-__all__ = ["ReorgWatch", "Tell", "WatchReport"]
+__all__ = ["ReorgWatch", "Tell", "WatchReport", "batch_coins", "missing_inputs"]
 
 log = get_logger(__name__)
 
 # Writes one open review item of ``kind`` for a batch, noting ``why`` on it (the payout job's
 # ``_tell_once``).
 Tell = Callable[..., Awaitable[None]]
+
+
+async def batch_coins(session: AsyncSession, batch_id: str) -> list[tuple[str, int]]:
+    """The outpoints a move spends, in the order they were recorded."""
+    return [(t, v) for t, v in (await session.execute(
+        select(OnchainPayment.txid, OnchainPayment.vout).join(
+            PayoutInput, PayoutInput.payment_id == OnchainPayment.id).where(
+            PayoutInput.batch_id == batch_id).order_by(OnchainPayment.id))).all()]
+
+
+async def missing_inputs(backend: ChainBackend, coins: Sequence[tuple[str, int]]
+                         ) -> list[tuple[str, int, bool]]:
+    """Those of a refused move's inputs that are no longer unspent (mempool included), each
+    with whether another transaction spends it (True) or it is gone with its own
+    transaction, a reorg having taken it (False)."""
+    missing = []
+    for txid, vout in coins:
+        if await backend.output(txid, vout, include_mempool=True) is None:
+            missing.append((txid, vout, await backend.transaction(txid) is not None))
+    return missing
 
 
 @dataclass
@@ -114,25 +134,21 @@ class ReorgWatch:
         async with self.sessions() as s:
             raw = (await s.execute(select(PayoutTx.raw_tx).where(
                 PayoutTx.txid == txid))).scalar_one()
-            coins = (await s.execute(select(OnchainPayment.txid, OnchainPayment.vout).join(
-                PayoutInput, PayoutInput.payment_id == OnchainPayment.id).where(
-                PayoutInput.batch_id == batch_id).order_by(OnchainPayment.id))).all()
+            coins = await batch_coins(s, batch_id)
         try:
             await self.backend.broadcast(raw)
         except TxAlreadyInChain:  # mined again between the two calls
             return
         except TxRejected as exc:
-            await self._refused(batch_id, txid, exc, [(t, v) for t, v in coins], report)
+            await self._refused(batch_id, txid, exc, coins, report)
             return
         report.rebroadcast += 1
         log.warning("move_reorged_rebroadcast", batch=batch_id, txid=txid)
 
     async def _refused(self, batch_id: str, txid: str, exc: TxRejected,
                        coins: list[tuple[str, int]], report: WatchReport) -> None:
-        for coin_txid, vout in coins:
-            if await self.backend.output(coin_txid, vout, include_mempool=True) is not None:
-                continue
-            if await self.backend.transaction(coin_txid) is None:
+        for coin_txid, vout, spent_elsewhere in await missing_inputs(self.backend, coins):
+            if not spent_elsewhere:
                 # The coin's own transaction is gone too: a move of ours reorged out with it
                 # (sent again before this one, oldest first), or a deposit the chain watcher
                 # handles. This move waits for it.
