@@ -26,11 +26,10 @@ from satvault.backends.lightning import (
     PaymentResult,
     PaymentStatus,
 )
+from satvault.backends.networks import network_of_chain
 
 __all__ = ["ClnBackend"]
 
-_NETWORK = {"bitcoin": "mainnet", "testnet": "testnet", "signet": "signet",
-            "regtest": "regtest", "testnet4": "testnet"}
 _STATE = {"unpaid": InvoiceState.OPEN, "paid": InvoiceState.SETTLED,
           "expired": InvoiceState.CANCELED}
 # xpay/pay error codes (lightning-pay(7)): which are final, and what LND would call them.
@@ -69,7 +68,7 @@ class ClnBackend:
     async def get_info(self) -> NodeInfo:
         info = await self._call("getinfo")
         return NodeInfo(info["id"], info.get("alias", ""),
-                        _NETWORK.get(info.get("network", ""), "regtest"),
+                        network_of_chain(info.get("network", "")),
                         int(info.get("blockheight", 0)),
                         not info.get("warning_bitcoind_sync")
                         and not info.get("warning_lightningd_sync"))

@@ -40,14 +40,12 @@ from satvault.backends.lightning import (
     PaymentResult,
     PaymentStatus,
 )
+from satvault.backends.networks import network_of_chain
 from satvault.logs import get_logger
 
 __all__ = ["LndBackend", "LndError"]
 
 log = get_logger(__name__)
-_NETWORKS = {"mainnet": "mainnet", "testnet": "testnet", "testnet3": "testnet",
-             "testnet4": "testnet", "signet": "signet", "regtest": "regtest",
-             "simnet": "regtest"}
 
 
 class LndError(TxRejected):
@@ -199,7 +197,7 @@ class LndBackend:
         info = await self._call("GET", "/v1/getinfo")
         chains = info.get("chains") or [{}]
         return NodeInfo(info.get("identity_pubkey", ""), info.get("alias", ""),
-                        _NETWORKS.get(chains[0].get("network", ""), "regtest"),
+                        network_of_chain(chains[0].get("network", "")),
                         _int(info.get("block_height")), bool(info.get("synced_to_chain")))
 
     async def create_invoice(self, amount_msat: int | None, *, memo: str = "",

@@ -29,8 +29,13 @@ __all__ = ["CORE_CHAINS", "GENESIS_HASHES", "NetworkGuard", "network_of_chain",
 
 log = get_logger(__name__)
 
-CORE_CHAINS = {"main": "mainnet", "test": "testnet", "testnet4": "testnet", "signet": "signet",
-               "regtest": "regtest"}
+# Every name a node gives its network, in our words: Bitcoin Core's ``chain`` (main, test,
+# testnet4 …), LND's ``network`` (mainnet, testnet3, simnet: btcd's, a regtest) and Core
+# Lightning's (bitcoin …).
+CORE_CHAINS = {"main": "mainnet", "mainnet": "mainnet", "bitcoin": "mainnet",
+               "test": "testnet", "testnet": "testnet", "testnet3": "testnet",
+               "testnet4": "testnet", "signet": "signet", "regtest": "regtest",
+               "simnet": "regtest"}
 # Each network's genesis block hash (Bitcoin Core's chainparams.cpp).
 GENESIS_HASHES = {
     "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f": "mainnet",
@@ -42,7 +47,8 @@ GENESIS_HASHES = {
 
 
 def network_of_chain(name: str) -> str:
-    """Bitcoin Core's ``chain`` in our words; an unknown one as it is."""
+    """A node's name for its network (Bitcoin Core's, LND's, Core Lightning's) in our words;
+    an unknown one as it is, so it matches no configured network."""
     return CORE_CHAINS.get(name, name)
 
 
