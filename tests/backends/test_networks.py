@@ -44,3 +44,16 @@ async def test_a_backend_that_cannot_tell_is_trusted() -> None:
     guard = NetworkGuard(_Plugin(), "mainnet")  # type: ignore[arg-type]
     await guard.check()
     assert guard.confirmed
+
+
+def test_every_nodes_name_for_its_network_and_an_unknown_one_kept() -> None:
+    """Core's, LND's and Core Lightning's names map to ours; an unknown name (the Lightning
+    adapters read it as regtest before) stays as it is, so it matches no configured network."""
+    from satvault.backends.networks import network_of_chain
+
+    assert {n: network_of_chain(n) for n in ("main", "mainnet", "bitcoin", "test", "testnet3",
+                                             "testnet4", "signet", "regtest", "simnet")} == {
+        "main": "mainnet", "mainnet": "mainnet", "bitcoin": "mainnet", "test": "testnet",
+        "testnet3": "testnet", "testnet4": "testnet", "signet": "signet", "regtest": "regtest",
+        "simnet": "regtest"}
+    assert network_of_chain("liquidv1") == "liquidv1" and network_of_chain("") == ""
