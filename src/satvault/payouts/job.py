@@ -67,7 +67,12 @@ from satvault.payouts.models import (
 from satvault.payouts.moves import book_move
 from satvault.payouts.reorgs import ReorgWatch, batch_coins, missing_inputs
 from satvault.signing.base import Payment, Signer
-from satvault.signing.errors import LimitExceeded, SignerUnavailable, SigningRefused
+from satvault.signing.errors import (
+    LimitExceeded,
+    SignerProtocolError,
+    SignerUnavailable,
+    SigningRefused,
+)
 from satvault.signing.psbt import (
     AccountKey,
     PsbtInput,
@@ -568,6 +573,10 @@ class PayoutJob:
             report.stuck += 1
             return
 
+        if batch.kind is MoveKind.PAYOUT:
+            await self._give_up_at_signer(versions, reason=f"rejected ({exc.reason}), never "
+                                          "accepted by a node: its withdrawals are batched again")
+
         async def abandon(session: AsyncSession) -> int:
             b = await session.get(PayoutBatch, batch_id, with_for_update=True)
             assert b is not None
@@ -588,6 +597,18 @@ class PayoutJob:
         _counted("retried", await retrying(self.sessions, abandon))
         report.abandoned += 1
         log.error("payout_abandoned_requeued", batch=batch_id, reason=exc.reason)
+
+    async def _give_up_at_signer(self, txids: list[str], *, reason: str) -> None:
+        """Tell the signer these versions will never confirm, before their withdrawals are
+        batched again: it pays each withdrawal once, and without this it would refuse to pay
+        them from other coins (``PaidBefore``). A signer that cannot be reached raises (the
+        batch is given up at the next pass); one older than the ``abandon`` method keeps no
+        such memory, so there is nothing to tell it."""
+        for txid in txids:
+            try:
+                await self.signer.abandon(txid, reason=reason)
+            except SignerProtocolError as exc:
+                log.warning("signer_abandon_unsupported", txid=txid, error=str(exc))
 
     async def _set_status(self, session: AsyncSession, batch_id: str, status: BatchStatus) -> None:
         b = await session.get(PayoutBatch, batch_id, with_for_update=True)

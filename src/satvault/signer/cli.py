@@ -169,6 +169,29 @@ def ping(
     _emit({"ok": True, "socket": str(socket_path), "roles": roles})
 
 
+@app.command("abandon")
+def abandon(
+    txid: Annotated[str, typer.Argument(help="A transaction the signer signed.")],
+    socket_path: Annotated[Path, typer.Option("--socket", help="The signer's unix socket.")],
+    reason: Annotated[str, typer.Option(
+        help="Why it can never confirm (kept in the audit log).")],
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait.")] = 5.0,
+) -> None:
+    """Give up a transaction the signer signed, so that the withdrawals it paid may be paid
+    from other coins. Only for one that can never confirm: one of its inputs is spent by a
+    confirmed transaction, say. The signer refuses (PaidBefore) to pay a withdrawal again
+    from coins that do not conflict with an earlier payment of it until then."""
+    from satvault.signing.client import UnixSocketSigner
+
+    try:
+        done = asyncio.run(UnixSocketSigner(socket_path, timeout=timeout)
+                           .abandon(txid, reason=reason))
+    except SignerError as exc:
+        _fail(exc)
+    _emit({"txid": txid, "abandoned": done,
+           "note": "given up now" if done else "already given up, or never signed here"})
+
+
 @app.command("refusals")
 def refusals(
     audit_log: Annotated[Path, typer.Option(help="The signer's JSON-lines audit log.")],

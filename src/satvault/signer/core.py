@@ -49,6 +49,7 @@ from satvault.onchain.keys import hash160
 from satvault.signer._cold import ColdWallet
 from satvault.signer._hd import Keyring
 from satvault.signer._limits import Spend, SpendWindow, spend_from_record
+from satvault.signer._paid import PaidRefs, Signature
 from satvault.signer._policy import (
     CheckedOutput,
     PaymentSpec,
@@ -138,11 +139,16 @@ class HotSigner:
                                       signer_fingerprint=self._keys.fingerprint) \
             if cold_descriptor else None
         self._window = SpendWindow(max_tx_sat, max_daily_sat)
+        self._paid = PaidRefs()
         self._clock = clock
         self._lock = threading.Lock()
         if audit_log is not None:
-            self._window.load((spend_from_record(r) for r in read_records(audit_log)
-                               if r.get("event") == "sign_payout"), clock())
+            spends = []
+            for record in read_records(audit_log):
+                if record.get("event") == "sign_payout":
+                    spends.append(spend_from_record(record))
+                self._paid.load((record,))
+            self._window.load(spends, clock())
 
     @classmethod
     def from_material(cls, material: SeedMaterial, *,
@@ -219,6 +225,9 @@ class HotSigner:
             raise FeeTooHigh(f"the fee of {plan.fee_sat} sat on at most {largest} vB is above "
                              f"{max_feerate_sat_vb} sat/vB")
 
+        signature = Signature("", plan.outpoints, frozenset(
+            o.ref for o in plan.outputs if o.kind == "payment" and o.ref))
+        self._paid.check(signature)
         now = self._clock()
         self._window.check(plan.outpoints, plan.leaving_sat, now,
                            what=f"payments {plan.payments_sat} sat + fee {plan.fee_sat} sat")
@@ -255,7 +264,26 @@ class HotSigner:
             self._audit.append(self._audit_record(now, txid, plan, vsize, max_fee_sat,
                                                   max_feerate_sat_vb))
         self._window.add(Spend(now, txid, plan.outpoints, plan.leaving_sat))
+        self._paid.add(Signature(txid, signature.outpoints, signature.refs))
         return SignedTx(txid, raw.hex(), str(psbt.to_base64()), plan.fee_sat)
+
+    def abandon(self, txid: str, *, reason: str) -> bool:
+        """Give up a transaction this signer signed, which the caller knows can never
+        confirm (refused by the node, never accepted by one): the refs it paid may be paid
+        from other coins (see :mod:`satvault.signer._paid`). Written to the audit log first.
+        True if it was given up now; False if it was already, or was never signed here.
+        Raises ``ValueError`` for a malformed txid."""
+        with self._lock:
+            if not self._paid.signed(txid) or self._paid.abandoned(txid):
+                return False
+            if self._audit is not None:
+                self._audit.append({
+                    "time": self._clock().isoformat(timespec="milliseconds"),
+                    "event": "abandoned", "network": self.network, "txid": txid,
+                    "reason": str(reason)[:500]})
+            self._paid.abandon(txid)
+        log.warning("signer.abandoned", txid=txid, reason=str(reason)[:500])
+        return True
 
     def _audit_record(self, now: datetime, txid: str, plan: PayoutPlan, vsize: int,
                       max_fee_sat: int, max_feerate_sat_vb: int) -> dict[str, Any]:

@@ -29,5 +29,8 @@ class InProcessSigner:
         return self.hot.sign_payout(psbt_b64, payments, max_fee_sat=max_fee_sat,
                                     max_feerate_sat_vb=max_feerate_sat_vb)
 
+    async def abandon(self, txid: str, *, reason: str) -> bool:
+        return self.hot.abandon(txid, reason=reason)
+
     async def sign_reserves(self, psbt_b64: str, message: str) -> str:
         return self.hot.sign_reserves(psbt_b64, message)

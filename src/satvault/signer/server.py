@@ -26,7 +26,7 @@ from satvault.logs import get_logger
 from satvault.signer.core import HotSigner
 from satvault.signer.inprocess import InProcessSigner
 from satvault.signing.base import Signer
-from satvault.signing.errors import SignerError, SignerProtocolError
+from satvault.signing.errors import InvalidRequest, SignerError, SignerProtocolError
 from satvault.signing.wire import (
     MAX_LINE,
     decode_line,
@@ -64,6 +64,14 @@ async def _dispatch(message: dict[str, Any], signer: Signer) -> Any:
         if not isinstance(psbt, str) or not isinstance(text, str):
             raise SignerProtocolError("params.psbt and params.message must be strings")
         return {"psbt": await signer.sign_reserves(psbt, text)}
+    if method == "abandon":
+        txid, reason = params.get("txid"), params.get("reason", "")
+        if not isinstance(txid, str) or not isinstance(reason, str):
+            raise SignerProtocolError("params.txid and params.reason must be strings")
+        try:
+            return {"abandoned": await signer.abandon(txid, reason=reason)}
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
     raise SignerProtocolError(f"unknown method {method!r}")
 
 

@@ -47,6 +47,12 @@ class Signer(Protocol):
         platform's own). See ``HotSigner.sign_payout`` in :mod:`satvault.signer.core`."""
         ...
 
+    async def abandon(self, txid: str, *, reason: str) -> bool:
+        """Give up a transaction the signer signed that can never confirm (refused by the
+        node and never accepted by one), so that its payments may be paid from other coins;
+        True if it was given up now. See ``HotSigner.abandon``."""
+        ...
+
     async def sign_reserves(self, psbt_b64: str, message: str) -> str:
         """Sign the signer's inputs of a BIP127 proof of reserves for ``message`` (see
         ``HotSigner.sign_reserves``); returns the PSBT with them finalized."""

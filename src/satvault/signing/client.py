@@ -88,6 +88,12 @@ class UnixSocketSigner:
             "max_fee_sat": max_fee_sat, "max_feerate_sat_vb": max_feerate_sat_vb})
         return signed_from_wire(result)
 
+    async def abandon(self, txid: str, *, reason: str) -> bool:
+        result = await self._call("abandon", {"txid": txid, "reason": reason})
+        if not isinstance(result, dict) or not isinstance(result.get("abandoned"), bool):
+            raise SignerProtocolError("abandon must answer {\"abandoned\": <bool>}")
+        return bool(result["abandoned"])
+
     async def sign_reserves(self, psbt_b64: str, message: str) -> str:
         result = await self._call("sign_reserves", {"psbt": psbt_b64, "message": message})
         if not isinstance(result, dict) or not isinstance(result.get("psbt"), str):

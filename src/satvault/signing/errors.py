@@ -30,6 +30,7 @@ reached. The same PSBT may be signed later, when the window has rolled on.
     │   │   └── DepositOutflow    deposit coins would pay an output outside the platform
     │   ├── NegativeFee           outputs exceed inputs
     │   ├── FeeTooHigh            fee above max_fee_sat, or feerate above max_feerate_sat_vb
+    │   ├── PaidBefore            a payment ref an earlier signature paid, from other coins
     │   └── LimitExceeded         the signer's own per-transaction or 24-hour cap is reached
     ├── AuditLogError             the audit line could not be written; the signature is withheld
     ├── SignerUnavailable         no answer from the signer socket (missing, refused, timeout)
@@ -53,6 +54,7 @@ __all__ = [
     "NegativeFee",
     "NoPassphrase",
     "OutputMismatch",
+    "PaidBefore",
     "PsbtBuildError",
     "SeedError",
     "SeedFileExists",
@@ -131,6 +133,12 @@ class NegativeFee(SigningRefused):
 
 class FeeTooHigh(SigningRefused):
     pass
+
+
+class PaidBefore(SigningRefused):
+    """A payment this transaction makes (its ``ref``, a withdrawal id) was paid by a
+    transaction signed earlier that spends none of this one's inputs: both could confirm, and
+    pay it twice (a database restored from a backup older than that payout, say)."""
 
 
 class LimitExceeded(SigningRefused):

@@ -16,7 +16,12 @@ One request per line, one response line per request, in order, on one connection
     ← {"id": 2, "error": {"type": "LimitExceeded", "message": "… only 7000 sat of the
                                                      signer's rolling 24-hour cap …"}}
 
-A sweep is a ``sign_payout`` with ``"payments": []``.
+A sweep is a ``sign_payout`` with ``"payments": []``. A payment's ``ref`` is paid once: a
+later transaction paying it must spend an input of each earlier one that did
+(``PaidBefore``), unless that one was given up::
+
+    → {"id": 4, "method": "abandon", "params": {"txid": "<hex>", "reason": "…"}}
+    ← {"id": 4, "result": {"abandoned": true}}
 
     → {"id": 3, "method": "sign_reserves", "params": {"psbt": "<base64>", "message": "…"}}
     ← {"id": 3, "result": {"psbt": "<base64, the signer's inputs finalized>"}}
@@ -49,7 +54,7 @@ __all__ = [
 ]
 
 MAX_LINE = 8 * 1024 * 1024
-METHODS = ("descriptors", "sign_payout", "sign_reserves")
+METHODS = ("descriptors", "sign_payout", "sign_reserves", "abandon")
 
 
 def encode_line(message: Mapping[str, Any]) -> bytes:
