@@ -4,16 +4,19 @@ verified challenge for an API key, once; replays, bad signatures and expiry are 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import timedelta
 
 from coincurve import PrivateKey
 from sqlalchemy import func, select, update
 
-from satvault.accounts.models import User
+from satvault.accounts.models import ApiKey, User
 from satvault.db import utcnow
+from satvault.kernel.clock import FakeClock
 from satvault.lightning.lnurl import decode_lnurl
 from satvault.lightning.lnurl_models import LnurlAuthChallenge, LnurlAuthKey
 from satvault.lightning.lnurl_service import verify_login_signature
+from satvault.migrate import upgrade
 from tests.lightning_lnurl.conftest import LnEnv
 
 N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -180,3 +183,91 @@ async def test_first_logins_racing_with_one_key_make_one_user(ln: LnEnv):
     async with ln.sessions() as s:
         assert (await s.execute(select(func.count()).select_from(LnurlAuthKey))
                 ).scalar_one() == 1
+
+
+async def login(ln: LnEnv, wallet_key: PrivateKey) -> dict:
+    c = await challenge(ln)
+    assert await callback(ln, c["k1"], **sign(wallet_key, c["k1"])) == {"status": "OK"}
+    r = await take_session(ln, c)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def scopes_of(ln: LnEnv, token: str) -> tuple[int, list[str]]:
+    r = await ln.client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    return r.status_code, r.json().get("scopes", []) if r.status_code == 200 else []
+
+
+async def test_a_login_issues_a_token_family_whose_money_scope_lapses(ln: LnEnv,
+                                                                       clock: FakeClock):
+    """Found in the Known gaps: every LNURL-auth login minted a new API key that never
+    expired and carried withdrawals:write, so logins piled up permanent money credentials.
+    A login now issues what a password + TOTP login issues: a token family (a 10-minute
+    access token, a rotating refresh token), whose withdrawals:write holds 15 minutes from
+    the wallet's signature and is then gone from the live token and from every refresh."""
+    wallet_key = PrivateKey()
+    first = await login(ln, wallet_key)
+    assert first["token_type"] == "Bearer" and first["expires_in"] == 600
+    assert first["scope"].split() == ["wallet:read", "wallet:write", "withdrawals:write"]
+    assert first["api_key"] == first["access_token"]  # the field older clients read
+    code, scopes = await scopes_of(ln, first["access_token"])
+    assert code == 200 and "withdrawals:write" in scopes
+    second = await login(ln, wallet_key)
+    assert second["user_id"] == first["user_id"]
+    async with ln.sessions() as s:  # no API key per login any more
+        keys = (await s.execute(select(func.count()).select_from(ApiKey).where(
+            ApiKey.owner_id == first["user_id"]))).scalar_one()
+    assert keys == 0
+
+    # A refresh within the window keeps the money scope; past it, it is gone.
+    clock.advance(minutes=9)
+    r = await ln.client.post("/api/v1/auth/token", json={
+        "grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
+    assert r.status_code == 200 and "withdrawals:write" in r.json()["scope"].split(), r.text
+    refreshed = r.json()
+    clock.advance(minutes=2)  # 11 minutes: the first access token has expired
+    assert (await scopes_of(ln, first["access_token"]))[0] == 401
+    clock.advance(minutes=5)  # 16 minutes from the signature
+    code, scopes = await scopes_of(ln, refreshed["access_token"])
+    assert code == 200 and "withdrawals:write" not in scopes and "wallet:read" in scopes
+    own = (await ln.client.get("/api/v1/me", headers={
+        "Authorization": f"Bearer {refreshed['access_token']}"})).json()["wallets"][0]
+    denied = await ln.client.post(f"/api/v1/wallets/{own}/lnurl-withdraw", headers={
+        "Authorization": f"Bearer {refreshed['access_token']}", "Idempotency-Key": "v"},
+        json={"amount_msat": 1000})
+    assert denied.status_code == 403, denied.text
+    r = await ln.client.post("/api/v1/auth/token", json={
+        "grant_type": "refresh_token", "refresh_token": refreshed["refresh_token"]})
+    assert r.status_code == 200 and "withdrawals:write" not in r.json()["scope"].split()
+    # Signing out ends the family: its tokens stop working at once.
+    later = r.json()
+    assert (await ln.client.post("/api/v1/auth/token/revoke", json={
+        "refresh_token": later["refresh_token"]})).status_code == 204
+    assert (await scopes_of(ln, later["access_token"]))[0] == 401
+
+
+def test_lnurl_auth_keys_from_before_are_revoked(tmp_path):
+    """Migration 0052: the permanent keys earlier LNURL-auth logins minted (label
+    ``lnurl-auth login``, owned by a user bound to a linking key) are revoked; a key of the
+    same user made otherwise, and a key of another user that happens to bear the label, are
+    left alone."""
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url, "0051_risk_list_payment_uris")
+    at = "2026-12-01 00:00:00"
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        for user in ("usr_lnurl", "usr_other"):
+            db.execute("INSERT INTO users (id, email, display_name, is_admin, status, "
+                       "kyc_tier, created_at) VALUES (?, ?, '', 0, 'active', 0, ?)",
+                       (user, f"{user}@example.com", at))
+        db.execute("INSERT INTO lnurl_auth_keys (linking_key, user_id, created_at) "
+                   "VALUES (?, 'usr_lnurl', ?)", ("02" + "ab" * 32, at))
+        for key, owner, label in (("key_login", "usr_lnurl", "lnurl-auth login"),
+                                  ("key_own", "usr_lnurl", "my bot"),
+                                  ("key_named", "usr_other", "lnurl-auth login")):
+            db.execute("INSERT INTO api_keys (id, owner_type, owner_id, label, scopes, "
+                       "secret_hash, created_at) VALUES (?, 'user', ?, ?, ?, ?, ?)",
+                       (key, owner, label, "wallet:read withdrawals:write", "0" * 64, at))
+    upgrade(url)
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        revoked = dict(db.execute("SELECT id, revoked_at IS NOT NULL FROM api_keys"))
+    assert revoked == {"key_login": 1, "key_own": 0, "key_named": 0}

@@ -20,8 +20,10 @@ wallet should read is :class:`Refused`, raised here with its reason.
 * **LNURL-auth** (LUD-04): a challenge ``k1`` (32 random bytes) signed by a wallet's linking
   key logs in the user bound to that key, created on first use. The browser that asked for
   the challenge also got a secret; only with it can it exchange the verified challenge, once,
-  for an API key. ``k1`` itself is no credential: it is in the QR code, in the wallet's
-  callback URL and so in access logs.
+  for a token family (:mod:`satvault.auth.tokens`: a 10-minute access token and a refresh
+  token), whose money scope lapses 15 minutes after the signature like any family's. ``k1``
+  itself is no credential: it is in the QR code, in the wallet's callback URL and so in
+  access logs.
 """
 
 from __future__ import annotations
@@ -44,10 +46,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.access import visible_wallet
-from satvault.accounts.models import ApiKey, User, UserStatus, Wallet
+from satvault.accounts.models import User, UserStatus, Wallet
 from satvault.accounts.security import hash_secret
-from satvault.accounts.service import Principal, create_api_key, create_user
+from satvault.accounts.service import Principal, create_user
 from satvault.audit.service import record
+from satvault.auth.credentials import AuthPolicy
+from satvault.auth.signin import signed_in
+from satvault.auth.tokens import TokenPair, issue
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
 from satvault.db import utcnow
@@ -458,11 +463,15 @@ async def verify_login(sessions: async_sessionmaker[AsyncSession], *, k1: str,
     await retrying(sessions, lambda s: _verify_challenge(s, k1=k1, key=key))
 
 
-async def exchange_login(session: AsyncSession, *, k1: str, session_token: str
-                         ) -> tuple[ApiKey, str, User]:
-    """Exchange a verified challenge, once and before it expires, for an API key: the key,
-    its secret and its user. A wrong ``session_token`` is a missing challenge (NotFound);
-    the other refusals are :class:`LoginRefused`."""
+async def exchange_login(session: AsyncSession, *, k1: str, session_token: str,
+                         policy: AuthPolicy = AuthPolicy()) -> tuple[TokenPair, User]:
+    """Exchange a verified challenge, once and before it expires, for a token family (as a
+    password + TOTP sign-in gets): a short-lived access token and a refresh token, with
+    :data:`SESSION_SCOPES`. The wallet's signature, made minutes ago, is the step-up: the
+    money scope holds ``policy.money_scope_minutes`` from now, then lapses like any
+    family's. A wrong ``session_token`` is a missing challenge (NotFound); the other
+    refusals are :class:`LoginRefused`, or the token rules' own (an account that must enroll
+    TOTP first)."""
     challenge = await session.get(LnurlAuthChallenge, k1.lower(), with_for_update=True)
     if challenge is None or not hmac.compare_digest(hash_secret(session_token),
                                                     challenge.session_hash):
@@ -485,7 +494,10 @@ async def exchange_login(session: AsyncSession, *, k1: str, session_token: str
         .execution_options(**_NO_UPDATE_SYNC))
     if done.rowcount != 1:  # type: ignore[attr-defined]
         raise LoginRefused("used", "this login was already used")
-    api_key, token = await create_api_key(
-        session, owner_id=user.id, scopes=list(SESSION_SCOPES), label="lnurl-auth login",
-        actor=f"lnurl-auth:{(challenge.linking_key or '')[:16]}")
-    return api_key, token, user
+    # The linking key's signature is a possession factor proved within the challenge's
+    # life: it stands for the second factor and the step-up a password grant must add.
+    pair = await issue(session, user=user, scopes=list(SESSION_SCOPES), method="lnurl-auth",
+                       second_factor=True, stepped_up=True, policy=policy)
+    await signed_in(session, user_id=user.id,
+                    method=f"lnurl-auth:{(challenge.linking_key or '')[:16]}")
+    return pair, user

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.access import visible_wallet
 from satvault.accounts.service import Principal
+from satvault.auth.credentials import AuthPolicy
 from satvault.backends.errors import BackendError
 from satvault.config import Settings
 from satvault.kernel.errors import SatvaultError
@@ -299,10 +300,18 @@ class SessionIn(BaseModel):
 
 
 class SessionOut(BaseModel):
-    api_key: str
-    key_id: str
+    """What a password + TOTP sign-in gets from ``POST /api/v1/auth/token``, and the user."""
+
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    refresh_token: str
+    scope: str
     user_id: str
     scopes: list[str]
+    api_key: str = Field(description="Deprecated: the access token again, for clients "
+                                     "written when a login returned an API key.")
+    key_id: str = Field(description="Deprecated: the token family's id.")
 
 
 @router.get("/lnurl-auth/challenge", response_model=ChallengeOut,
@@ -341,16 +350,18 @@ async def auth_callback(request: Request, tag: str | None = None, k1: str | None
 @router.post("/lnurl-auth/{k1}/session", response_model=SessionOut, status_code=201,
              dependencies=[PublicCreateLimit],
              responses=problem_responses(403, 409, 410))
-async def auth_session(k1: str, body: SessionIn, session: SessionDep,
+async def auth_session(k1: str, body: SessionIn, session: SessionDep, settings: SettingsDep,
                        response: Response) -> SessionOut | JSONResponse:
-    """Exchange a verified challenge, once and before it expires, for an API key."""
+    """Exchange a verified challenge, once and before it expires, for a token family."""
     try:
-        api_key, token, user = await svc.exchange_login(session, k1=k1,
-                                                        session_token=body.session_token)
+        pair, user = await svc.exchange_login(session, k1=k1,
+                                              session_token=body.session_token,
+                                              policy=AuthPolicy.from_settings(settings))
     except svc.LoginRefused as exc:
         status, kind = _LOGIN_PROBLEMS[exc.reason]
         return problem(status, kind, str(exc))
     response.headers["Cache-Control"] = "no-store"
-    return SessionOut(api_key=token, key_id=api_key.id, user_id=user.id,
-                      scopes=sorted(svc.SESSION_SCOPES))
-
+    return SessionOut(access_token=pair.access_token, expires_in=pair.expires_in,
+                      refresh_token=pair.refresh_token, scope=" ".join(pair.scopes),
+                      user_id=user.id, scopes=sorted(pair.scopes),
+                      api_key=pair.access_token, key_id=pair.family_id)
