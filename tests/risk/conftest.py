@@ -42,9 +42,12 @@ class Ctx:
     async def out(self, amount_msat: int, *, ago: timedelta = timedelta(minutes=5),
                   destination: str = ADDR,
                   method: WithdrawalMethod = WithdrawalMethod.LIGHTNING,
-                  n: int = 1, status: WithdrawalStatus = WithdrawalStatus.CONFIRMED) -> None:
-        """``n`` past withdrawals (history only: no hold, nothing paid)."""
+                  n: int = 1, status: WithdrawalStatus = WithdrawalStatus.CONFIRMED,
+                  released_ago: timedelta | None = None) -> None:
+        """``n`` past withdrawals (history only: no hold, nothing paid); ``released_ago``:
+        held and released that long ago."""
         at = utcnow() - ago
+        released = None if released_ago is None else utcnow() - released_ago
         async with self.sessions() as s, s.begin():
             for _ in range(n):
                 wid = new_id("wd")
@@ -53,7 +56,7 @@ class Ctx:
                                  amount_msat=amount_msat, fee_reserve_msat=0, fee_msat=None,
                                  status=status,
                                  batch_id=None, txid=None, hold_id=f"wd:{wid}:hold",
-                                 created_at=at, updated_at=at))
+                                 created_at=at, updated_at=at, released_at=released))
 
     async def into(self, amount_msat: int) -> None:
         """Money in now (a ledger credit to the wallet, as a deposit is)."""

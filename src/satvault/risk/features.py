@@ -12,20 +12,26 @@ nothing, and ``seen`` probes an index by destination (migration 0037). What the 
 with them is pure (:func:`satvault.risk.rules.evaluate`).
 
 On PostgreSQL the statement is sent as one call of ``risk_screen_features`` (migration 0035,
-its body replaced by 0037, 0039 and 0040), which takes the wallet's row lock first and then
-reads the same features: the lock and the features in one round trip. Since 0039 it reads
-the outgoing windows (count, sum, sum of squares, distinct destinations) from roll-ups a
-trigger on ``withdrawals`` keeps per wallet and minute, hour and day, and since 0040 the
-incoming ones from roll-ups it folds itself (the account's credits drawn since its last
-screening), each plus the rows of the window's first partial minute: exact, and bounded
+its body replaced by 0037, 0039, 0040, 0041 and 0053), which takes the wallet's row lock
+first and then reads the same features: the lock and the features in one round trip. Since
+0039 it reads the outgoing windows (count, sum, sum of squares, distinct destinations) from
+roll-ups a trigger on ``withdrawals`` keeps per wallet and minute, hour and day, and since
+0040 the incoming ones from roll-ups it folds itself (the account's credits drawn since its
+last screening), each plus the rows of the window's first partial minute: exact, and bounded
 whatever the wallet's month holds (a busy payer's or store's screening no longer grows with
-its payments). SQLite runs :func:`_query`, which reads the
-rows themselves; it is also the reference the function is tested against. A change to
-:func:`_query` needs a migration that changes the function too
-(``tests/risk/test_screening_path.py`` compares the two, and the roll-ups with the rows).
+its payments); since 0053 each window adds the withdrawals released inside it but asked for
+before it (an index probe that finds nothing for a wallet whose withdrawals never waited).
+SQLite runs :func:`_query`, which reads the rows themselves; it is also the reference the
+function is tested against. A change to :func:`_query` needs a migration that changes the
+function too (``tests/risk/test_screening_path.py`` and ``tests/risk/test_held_velocity.py``
+compare the two, and the roll-ups with the rows).
 
 Money out is the account's ``withdrawals`` rows (every rail: on-chain, Lightning, internal,
-refunds; failed and cancelled ones excepted; held ones included). Money in is the ledger's
+refunds; failed and cancelled ones excepted; held ones included). A withdrawal held for
+approvers or for review and released later is inside a window while its request or its
+release is (``released_at``, migration 0050; the function since migration 0053), as the
+limits count it: otherwise one released a day after it was asked for would be outside every
+24-hour window just as its money leaves. Money in is the ledger's
 single-phase or posted credits to the wallet's account (deposits on-chain and Lightning,
 internal payments received): the ledger is where every rail ends.
 """
@@ -130,15 +136,20 @@ def _query(dialect: str, owner_type: str, *, many_parties: bool = False) -> Any:
     bound parameters, so it is built and compiled once, not per payment)."""
     w = Withdrawal
     ts = UtcDateTime()
+    since = bindparam("since", type_=ts)
+    # A withdrawal is in a window from its request and, if it was held and released, from
+    # its release (its money leaves then): it counts while either is inside, once. As a
+    # release comes after its request, that is its release time, else its request time.
+    moment = func.coalesce(w.released_at, w.created_at)
     recent = (w.wallet_id == bindparam("wallet"),
-              w.created_at >= bindparam("since", type_=ts), _live(w))
-    ow = select(w.created_at.label("ts"), _flt(w.amount_msat).label("a"),
+              or_(w.created_at >= since, w.released_at >= since), _live(w))
+    ow = select(moment.label("ts"), _flt(w.amount_msat).label("a"),
                 w.amount_msat.label("m")).where(*recent).subquery("ow")
     out_q = select(*_window_columns("out", ow),
                    func.count().filter(_band(ow)).label("out.band")).subquery("o")
     # A destination was paid within a window exactly when its latest live withdrawal is in
     # it: one grouped pass, then a count per window (four COUNT(DISTINCT) were four sorts).
-    last = select(func.max(w.created_at).label("last_at")).where(*recent) \
+    last = select(func.max(moment).label("last_at")).where(*recent) \
         .group_by(w.destination).subquery("d")
     parties_q = select(*(
         func.count().filter(last.c.last_at >= bindparam(f"since_{name}", type_=ts))
