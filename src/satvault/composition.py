@@ -207,12 +207,17 @@ async def chain_height(settings: Settings) -> int:
 async def reconcile_now(settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
                         runtime: Runtime | None = None, deep: bool = True) -> RunReport:
     """One reconciliation run on demand (CLI, admin API): through the running runtime's node
-    connections when there is one, else through backends made for this run and closed."""
+    connections when there is one, else through backends made for this run and closed.
+    Raises :class:`~satvault.backends.errors.WrongChainNetwork` before anything is compared
+    when the chain node is on another network than the settings' (its coins are not ours:
+    every one of ours would be reported missing)."""
     if runtime is not None:
+        await (runtime.network_guard or NetworkGuard(runtime.backend, settings.network)).check()
         return await reconcile_once(sessions, runtime.backend, runtime.lightning, deep=deep)
     backend = make_chain_backend(settings)
     lightning = make_lightning_backend(settings)
     try:
+        await NetworkGuard(backend, settings.network).check()
         return await reconcile_once(sessions, backend, lightning, deep=deep)
     finally:
         await backend.close()

@@ -1,6 +1,7 @@
 """What every ``satvault`` sub-command shares: one JSON object on stdout, a failure as
-``{"ok": false, "error": …}`` with an exit code, and a unit of work on the configured
-database (refused, exit 2, when the schema is not current)."""
+``{"ok": false, "error": …}`` with an exit code, a unit of work on the configured
+database (refused, exit 2, when the schema is not current), and the network check of the
+commands that act on the chain node (refused, exit 1, against a node of another network)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.backends.base import ChainBackend
+from satvault.backends.errors import WrongChainNetwork
+from satvault.backends.networks import NetworkGuard
 from satvault.config import Settings, get_settings
 from satvault.kernel.errors import SatvaultError
 from satvault.migrate import SchemaNotCurrent, ensure_current
 
-__all__ = ["emit", "fail", "in_transaction", "with_database"]
+__all__ = ["emit", "fail", "in_transaction", "on_network", "refuse_network", "with_database"]
 
 T = TypeVar("T")
 
@@ -30,6 +34,19 @@ def emit(obj: Any) -> None:
 def fail(message: str, code: int = 1) -> NoReturn:
     emit({"ok": False, "error": message})
     raise typer.Exit(code)
+
+
+async def on_network(backend: ChainBackend, settings: Settings,
+                     guard: NetworkGuard | None = None) -> None:
+    """Before a command acts on the chain node: raise :class:`WrongChainNetwork` if the node
+    is on another network than ``SATVAULT_NETWORK``, as the chain workers stay stopped then
+    (``guard``: the runtime's, else one for ``backend``)."""
+    await (guard or NetworkGuard(backend, settings.network)).check()
+
+
+def refuse_network(exc: WrongChainNetwork) -> NoReturn:
+    fail(f"{exc}; nothing was done: point the chain backend at a {exc.configured} node, or "
+         f"set SATVAULT_NETWORK to the node's network if it is the right one")
 
 
 def with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]],
@@ -52,6 +69,8 @@ def with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T
         return asyncio.run(runner())
     except SchemaNotCurrent as exc:
         fail(str(exc), 2)
+    except WrongChainNetwork as exc:
+        refuse_network(exc)
     except SatvaultError as exc:
         fail(str(exc))
 

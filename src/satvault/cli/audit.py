@@ -115,11 +115,13 @@ def verify_anchor_cmd(
     """Read the transaction from the chain backend, take the seq and hash from its SVA1
     OP_RETURN, re-hash the chain up to that row and compare; exit 1 naming what differs."""
     from satvault.backends.registry import make_chain_backend
+    from satvault.cli._common import on_network
     from satvault.custody.anchoring import check_anchor_tx
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> Any:
         backend = make_chain_backend(get_settings())
         try:
+            await on_network(backend, get_settings())  # refused by with_database
             return await check_anchor_tx(sessions, backend, txid, fence_timeout=fence_timeout)
         finally:
             await backend.close()

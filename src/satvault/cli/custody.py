@@ -3,7 +3,9 @@
 ``status`` prints one JSON object: each tier's ledger account, its coins and what the node
 still has of them, the Lightning channel balance, total liabilities and the reserve ratio,
 and any custody difference. ``sweep`` plans a sweep now (the payout worker signs and
-broadcasts it). ``satvault reconcile`` runs the whole three-way reconciliation.
+broadcasts it). ``satvault reconcile`` runs the whole three-way reconciliation. Those that
+read the chain node refuse one of another network than ``SATVAULT_NETWORK`` (exit 1), as
+the chain workers do.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from typing import Any, TypeVar
 
 import typer
 
+from satvault.backends.errors import WrongChainNetwork
 from satvault.backends.registry import make_chain_backend
 from satvault.cli._common import emit as _emit
+from satvault.cli._common import on_network, refuse_network
 from satvault.composition import Runtime, make_lightning_backend, open_database
 from satvault.config import get_settings
 from satvault.custody.status import CustodyStatus, custody_status
@@ -35,6 +39,7 @@ def _with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
         runtime = Runtime.build(settings, sessions)
         try:
             await ensure_current(engine)
+            await on_network(runtime.backend, settings, runtime.network_guard)
             return await work(runtime)
         finally:
             await runtime.close()
@@ -45,6 +50,8 @@ def _with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
     except SchemaNotCurrent as exc:
         _emit({"ok": False, "error": str(exc)})
         raise typer.Exit(2) from None
+    except WrongChainNetwork as exc:
+        refuse_network(exc)
 
 
 @app.command("status")
@@ -59,6 +66,7 @@ def status() -> None:
         lightning = make_lightning_backend(settings)
         try:
             await ensure_current(engine)
+            await on_network(backend, settings)
             return await custody_status(sessions, backend, lightning)
         finally:
             await backend.close()
@@ -71,6 +79,8 @@ def status() -> None:
     except SchemaNotCurrent as exc:
         _emit({"ok": False, "error": str(exc)})
         raise typer.Exit(2) from None
+    except WrongChainNetwork as exc:
+        refuse_network(exc)
     _emit({"ok": not st.differences, **st.as_dict()})
     if st.differences:
         raise typer.Exit(1)

@@ -1,4 +1,5 @@
-"""``satvault payouts …``: look at payouts and bump a stuck one's fee (RBF)."""
+"""``satvault payouts …``: look at payouts and bump a stuck one's fee (RBF); ``bump`` refuses
+a chain node of another network than ``SATVAULT_NETWORK``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
+from satvault.backends.errors import WrongChainNetwork
+from satvault.cli._common import on_network, refuse_network
 from satvault.composition import Runtime, open_database
 from satvault.config import get_settings
 from satvault.migrate import SchemaNotCurrent, ensure_current
@@ -72,6 +75,7 @@ def bump(
         runtime = Runtime.build(settings, sessions)
         try:
             await ensure_current(engine)
+            await on_network(runtime.backend, settings, runtime.network_guard)
             return await runtime.payouts.bump_fee(batch_id, feerate)
         finally:
             await runtime.close()
@@ -82,6 +86,8 @@ def bump(
     except SchemaNotCurrent as exc:
         _emit({"ok": False, "error": str(exc)})
         raise typer.Exit(2) from None
+    except WrongChainNetwork as exc:
+        refuse_network(exc)
     except PayoutError as exc:
         _emit({"ok": False, "error": str(exc)})
         raise typer.Exit(1) from None

@@ -3,7 +3,8 @@
 Prints one JSON object (each way's count, every difference named row by row, what this run
 raised for a person, the open incidents) and exits 1 when anything differs, so a cron job or a
 deployment check can act on it. It reads the chain and Lightning nodes the settings name; it
-corrects nothing.
+corrects nothing, and compares nothing with a chain node of another network than
+``SATVAULT_NETWORK`` (exit 1).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 import typer
 
-from satvault.cli._common import emit, fail
+from satvault.backends.errors import WrongChainNetwork
+from satvault.cli._common import emit, fail, refuse_network
 from satvault.composition import open_database, reconcile_now
 from satvault.config import get_settings
 from satvault.migrate import SchemaNotCurrent, ensure_current
@@ -44,6 +46,8 @@ def reconcile(
         out = asyncio.run(go())
     except SchemaNotCurrent as exc:
         fail(str(exc), 2)
+    except WrongChainNetwork as exc:
+        refuse_network(exc)
     emit(out)
     if not out["ok"]:
         raise typer.Exit(1)

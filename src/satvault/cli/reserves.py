@@ -134,7 +134,9 @@ def verify(
 ) -> None:
     """Verify a proof of reserves against the configured chain backend: signatures, the
     commitment to the message, and every coin confirmed and unspent at block N."""
+    from satvault.backends.errors import WrongChainNetwork
     from satvault.backends.registry import make_chain_backend
+    from satvault.cli._common import on_network, refuse_network
     from satvault.custody.reserves import verify_proof
 
     settings = get_settings()
@@ -146,12 +148,15 @@ def verify(
     async def go() -> Any:
         backend = make_chain_backend(settings)
         try:
+            await on_network(backend, settings)
             return await verify_proof(text, message, backend, at_block)
         finally:
             await backend.close()
 
     try:
         result = asyncio.run(go())
+    except WrongChainNetwork as exc:
+        refuse_network(exc)
     except SatvaultError as exc:
         _fail(str(exc))
     _emit({"ok": True, "valid": True, "message": result.message, "at_block": result.at_block,
