@@ -63,6 +63,8 @@ from satvault.metrics.alerts import (
     WebhookChannel,
 )
 from satvault.migrate import ensure_current
+from satvault.onchain.descriptors import parse_wallet
+from satvault.onchain.errors import InvalidDescriptor
 from satvault.onchain.models import OnchainWallet
 from satvault.onchain.service import register_wallet
 from satvault.onchain.watcher import Watcher
@@ -163,6 +165,16 @@ async def register_signer_wallets(session: AsyncSession, signer: Signer,
     descs = await signer.descriptors()
     wanted = {"deposit": settings.deposit_descriptor or descs["deposit"],
               "hot": settings.hot_descriptor or descs["hot"]}
+    for role, configured in (("deposit", settings.deposit_descriptor),
+                             ("hot", settings.hot_descriptor)):
+        # Found from outside: a configured descriptor was taken as given, and one of another
+        # key sent deposits to addresses the signer cannot spend (every batch `stuck`).
+        if configured and not parse_wallet(configured, settings.network).derives_like(
+                parse_wallet(descs[role], settings.network)):
+            raise InvalidDescriptor(
+                f"SATVAULT_{role.upper()}_DESCRIPTOR is not the signer's {role} wallet (it "
+                f"derives other addresses than the signer's {descs[role]}); leave it empty "
+                "to take the signer's")
     if settings.cold_descriptor:  # watch-only: its keys are with the cosigners
         wanted["cold"] = settings.cold_descriptor
     else:

@@ -478,3 +478,28 @@ def test_the_chain_checks_network_before_sync_and_warns_when_it_cannot_tell() ->
     found = judge_chain(silent, kind="plugin", url="u", network="signet")
     assert found.status is Status.WARN and "does not say which network" in found.detail
     assert "on signet" in found.action
+
+
+async def test_registered_wallets_that_are_not_the_signers_are_an_error(site: Site,
+                                                                        sessions) -> None:
+    """Found from outside: the database's watch-only wallets were never compared with the
+    signer's keys (a signer started from another seed, or a configured descriptor of another
+    key): deposits then went to addresses the signer cannot spend, and every batch got
+    `stuck`. The doctor compares what each wallet derives with the signer's own."""
+    from satvault.onchain.service import register_wallet
+
+    ours = hot_signer().descriptors()
+    async with sessions() as s, s.begin():
+        await register_wallet(s, role="hot", descriptor=ours["hot"], network="regtest")
+    code, report = await site.report("--package-root", str(site.tree))
+    assert check(report, "signer")["status"] == "ok", report
+    assert "the hot wallet is the signer's" in check(report, "signer")["detail"]
+
+    other = HotSigner(bytes([7]) * 64, "regtest").descriptors()
+    async with sessions() as s, s.begin():
+        await register_wallet(s, role="deposit", descriptor=other["deposit"], network="regtest")
+    code, report = await site.report("--package-root", str(site.tree))
+    entry = check(report, "signer")
+    assert code == 1 and entry["status"] == "error", report
+    assert "the deposit wallet in the database is not the signer's" in entry["detail"]
+    assert "seed" in entry["action"]

@@ -183,8 +183,10 @@ def init(
         return {"admin_id": admin.id, "email": admin.email, "password": password,
                 "api_key_id": key.id, "api_key": token}
 
-    created = _in_transaction(work, settings)
+    # The signer's wallets first: a configured descriptor that is not the signer's stops
+    # init before an admin exists whose one-time credentials would not be shown.
     signer_created = _provision_signer(settings)
+    created = _in_transaction(work, settings)
     if created is None:
         if not if_needed:
             fail("already initialised (an admin exists); use --if-needed to skip quietly")
@@ -210,6 +212,7 @@ def _provision_signer(settings: Settings) -> bool:
     """Create the demo signer if needed and register the watch-only deposit and hot wallets
     from its public descriptors. Returns True when a new demo seed was created."""
     from satvault.composition import ensure_dev_signer, open_signer, register_signer_wallets
+    from satvault.onchain.errors import InvalidDescriptor
 
     created = ensure_dev_signer(settings)
     signer = open_signer(settings)
@@ -217,7 +220,10 @@ def _provision_signer(settings: Settings) -> bool:
     async def work(session: AsyncSession) -> None:
         await register_signer_wallets(session, signer, settings)
 
-    _in_transaction(work, settings)
+    try:
+        _in_transaction(work, settings)
+    except InvalidDescriptor as exc:
+        fail(str(exc))
     return created
 
 

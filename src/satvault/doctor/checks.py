@@ -354,8 +354,32 @@ def judge_disk(disks: Sequence[DiskFacts | tuple[str, BaseException]], *, warn_b
 
 # ------------------------------------------------------------------------------- signer
 
+def _not_the_signers(signer: dict[str, str], registered: dict[str, str],
+                     network: str) -> tuple[list[str], list[str]]:
+    """The registered wallets that derive other scripts than the signer's, and those that
+    derive the same."""
+    from satvault.onchain.descriptors import parse_wallet
+    from satvault.onchain.errors import OnchainError
+
+    wrong: list[str] = []
+    same: list[str] = []
+    for role in ("deposit", "hot"):
+        if role not in registered:
+            continue
+        try:
+            alike = role in signer and parse_wallet(registered[role], network).derives_like(
+                parse_wallet(signer[role], network))
+        except OnchainError:
+            alike = False
+        (same if alike else wrong).append(role)
+    return wrong, same
+
+
 def judge_signer(result: dict[str, str] | BaseException | None, *, socket: str,
-                 production: bool) -> Check:
+                 production: bool, registered: dict[str, str] | None = None,
+                 network: str = "") -> Check:
+    """The signer answers, and (``registered``: the database's watch-only wallets by role)
+    those wallets are its own: another seed's would collect deposits it cannot spend."""
     if not socket:
         if production:
             return Check("signer", Status.ERROR, "the signer runs inside this process (no "
@@ -366,8 +390,20 @@ def judge_signer(result: dict[str, str] | BaseException | None, *, socket: str,
         return Check("signer", Status.ERROR, f"the signer at {socket} does not answer: "
                      f"{_err(result)}", "start `satvault signer serve` (as its own user) and "
                      "check that this user may open the socket")
+    wrong, same = _not_the_signers(result, registered, network) \
+        if isinstance(result, dict) and registered else ([], [])
+    if wrong:
+        return Check("signer", Status.ERROR, f"the {' and '.join(wrong)} wallet"
+                     f"{'s' if len(wrong) > 1 else ''} in the database "
+                     f"{'are' if len(wrong) > 1 else 'is'} not the signer's: the signer at "
+                     f"{socket} derives "
+                     "other addresses (deposits there cannot be spent; payouts get stuck)",
+                     "start the signer from the seed this platform was set up with; a new "
+                     "seed needs a new database")
+    mine = (f"; the {' and '.join(same)} wallet{'s are' if len(same) > 1 else ' is'} the "
+            "signer's") if same else ""
     return Check("signer", Status.OK, f"the signer at {socket} answers "
-                 f"({len(result or {})} descriptors)")
+                 f"({len(result or {})} descriptors){mine}")
 
 
 @dataclass(frozen=True, slots=True)

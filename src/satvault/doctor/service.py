@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -39,6 +39,7 @@ from satvault.doctor.manifest import (
 )
 from satvault.ledger.check import CheckReport, check_ledger
 from satvault.migrate import current_revision, head_revision
+from satvault.onchain.models import OnchainWallet
 from satvault.reconcile.service import find_differences
 from satvault.signing.client import UnixSocketSigner
 
@@ -116,6 +117,14 @@ def _disks(settings: Settings) -> list[J.DiskFacts | tuple[str, BaseException]]:
     return out
 
 
+async def _registered(sessions: async_sessionmaker[AsyncSession]) -> dict[str, str]:
+    """The database's watch-only deposit and hot wallets, by role."""
+    async with sessions() as s:
+        rows = await s.execute(select(OnchainWallet.role, OnchainWallet.descriptor).where(
+            OnchainWallet.role.in_(("deposit", "hot"))))
+        return {role: descriptor for role, descriptor in rows.all()}
+
+
 async def _ledger(sessions: async_sessionmaker[AsyncSession]) -> CheckReport:
     async with sessions() as s:
         try:
@@ -189,6 +198,7 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
         current = not isinstance(revision, BaseException) and revision == head
         ledger: CheckReport | BaseException | None = None
         differences: list[Any] | BaseException | None = None
+        registered: dict[str, str] | BaseException | None = None
         why = "the schema is not current"
         lightning_ok = ln is not None and not isinstance(ln, BaseException) \
             and isinstance(info, NodeInfo)
@@ -200,7 +210,8 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
             live_ln = ln if lightning_ok and not isinstance(ln, BaseException) else None
             recon = _probe(find_differences(sessions, backend, live_ln, deep=False),
                            max(timeout, 30.0)) if chain_ok else asyncio.sleep(0, None)
-            ledger, found = await asyncio.gather(_probe(_ledger(sessions), 60.0), recon)
+            ledger, found, registered = await asyncio.gather(
+                _probe(_ledger(sessions), 60.0), recon, _probe(_registered(sessions), timeout))
             if isinstance(found, BaseException):
                 differences = found
             elif found is not None:
@@ -229,7 +240,9 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
         J.judge_ledger(ledger),
         J.judge_reconciliation(differences, why),
         J.judge_signer(signer, socket=settings.signer_socket,
-                       production=settings.environment == "production"),
+                       production=settings.environment == "production",
+                       registered=registered if isinstance(registered, dict) else None,
+                       network=settings.network),
         J.judge_seed(J.seed_facts(seed_path(settings)),
                      separate_signer=bool(settings.signer_socket)),
         J.judge_integrity(code, root=str(root), manifest=str(manifest), configured=bool(key),

@@ -169,6 +169,14 @@ class WatchOnlyWallet:
         return (b"\x76\xa9\x14" + h + b"\x88\xac",
                 base58.encode_check(bytes([0x6F if test else 0x00]) + h))
 
+    def derives_like(self, other: WatchOnlyWallet, *, probes: int = 3) -> bool:
+        """Whether ``other`` derives the same scripts (the same keys, however written: with
+        or without origins or checksum, ``h`` or ``'``), checked on both chains at the first
+        ``probes`` indexes."""
+        return all(self.derive(i, change=c).script_pubkey
+                   == other.derive(i, change=c).script_pubkey
+                   for c in (0, 1) for i in range(probes))
+
     # ------------------------------------------------------------------ rendering
     def descriptor(self) -> str:
         """Canonical descriptor with checksum, for storage and display."""
