@@ -33,6 +33,10 @@ async def test_a_configured_descriptor_of_another_key_is_refused(db_url: str,
     error = last_json(refused)["error"]
     assert "SATVAULT_DEPOSIT_DESCRIPTOR" in error and "not the signer's" in error
     assert await _wallets(db_url) == 0
+    # No admin was created whose one-time credentials went unshown: init runs again, whole.
+    done = sv_here("init", url=db_url, home=tmp_path / "h", env={"SATVAULT_NETWORK": "regtest"})
+    assert last_json(done)["api_key"].startswith("sv.")
+    assert await _wallets(db_url) == 2
 
 
 async def test_the_signers_own_descriptor_in_another_form_is_accepted(db_url: str,
