@@ -49,7 +49,10 @@ async def test_the_signers_own_descriptor_in_another_form_is_accepted(db_url: st
     settings = Settings(home=home, database_url=db_url, network="regtest")
     ensure_dev_signer(settings)
     hot = (await open_signer(settings).descriptors())["hot"]
-    written = hot.split("#")[0].replace("h/", "'/").replace("h]", "']")
+    head, origin = hot.split("#")[0].split("[", 1)  # only the origin's path: ' for h
+    path, rest = origin.split("]", 1)
+    written = f"{head}[{path.replace('h', chr(39))}]{rest}"
+
     env = {"SATVAULT_NETWORK": "regtest", "SATVAULT_HOT_DESCRIPTOR": written}
     done = sv_here("init", url=db_url, home=home, env=env)
     assert "api_key" in last_json(done)
