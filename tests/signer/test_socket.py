@@ -184,3 +184,47 @@ def test_unknown_error_type_becomes_protocol_error() -> None:
     assert isinstance(error_from_wire({"type": "FeeTooHigh", "message": "m"}), FeeTooHigh)
     err = error_from_wire({"type": "SystemExit", "message": "m"})
     assert type(err) is SignerProtocolError and "SystemExit" in str(err)
+
+
+async def test_a_group_socket_is_0660_from_the_start(tmp_path: Path, signer: HotSigner) -> None:
+    """For a web side running as another user (a Known gap was a manual chgrp after each
+    start, racing it): the group and mode are set before the socket can be reached."""
+    import os
+
+    path = tmp_path / "g.sock"
+    srv = await start_server(path, signer, group=os.getgid())
+    try:
+        st = path.stat()
+        assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == os.getgid()
+        assert await UnixSocketSigner(path, timeout=5).descriptors() == signer.descriptors()
+    finally:
+        srv.close()
+        await srv.wait_closed()
+    with pytest.raises(SignerError, match="no group named"):
+        await start_server(tmp_path / "n.sock", signer, group="no-such-group-here")
+    assert not (tmp_path / "n.sock").exists()
+
+
+async def test_only_the_allowed_users_are_answered(tmp_path: Path, signer: HotSigner,
+                                                   builder: Builder, audit_path: Path) -> None:
+    """SO_PEERCRED: the kernel's word for who connected, which file permissions alone do not
+    give (a Known gap)."""
+    import os
+
+    payout = builder.payout()
+    for allowed, answered in (({os.getuid()}, True), ({os.getuid() + 1}, False)):
+        path = tmp_path / f"u{int(answered)}.sock"
+        srv = await start_server(path, signer, allow_uids=allowed)
+        try:
+            remote = UnixSocketSigner(path, timeout=5)
+            if answered:
+                await remote.sign_payout(payout.psbt, payout.payments, max_fee_sat=2_000,
+                                         max_feerate_sat_vb=10)
+            else:
+                with pytest.raises(SignerProtocolError, match=f"user {os.getuid()} may not"):
+                    await remote.sign_payout(payout.psbt, payout.payments, max_fee_sat=2_000,
+                                             max_feerate_sat_vb=10)
+        finally:
+            srv.close()
+            await srv.wait_closed()
+    assert len(audit_path.read_text().splitlines()) == 1  # only the allowed one was signed

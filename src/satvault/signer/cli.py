@@ -32,6 +32,7 @@ from satvault.signer.seed import (
     load_seed_file,
     passphrase_from_env_or_file,
 )
+from satvault.signer.server import group_id
 from satvault.signer.server import serve as serve_socket
 from satvault.signing.errors import AuditLogError, SignerError
 from satvault.signing.paths import NETWORKS
@@ -114,6 +115,13 @@ def serve(
     max_daily_sat: Annotated[int | None, typer.Option(
         min=1, help="Most value (payments + fee, sat) leaving over any 24 hours (default: "
                     "SATVAULT_SIGNER_MAX_DAILY_SAT, 50000000).")] = None,
+    socket_group: Annotated[str | None, typer.Option(
+        help="Make the socket 0660 and owned by this group (name or gid), set before it "
+             "can be reached: for a web side running as another user of that group.")] = None,
+    allow_uid: Annotated[list[int] | None, typer.Option(
+        help="Answer only processes of this user id (repeatable), as the kernel reports the "
+             "peer (SO_PEERCRED); others get one refusal. Default: whoever may open the "
+             "socket.")] = None,
 ) -> None:
     """Run the signer in the foreground on a unix socket (mode 0600) until SIGINT/SIGTERM."""
     from satvault.config import Settings
@@ -124,6 +132,7 @@ def serve(
             "max_daily_sat": max_daily_sat or settings.signer_max_daily_sat}
     log_path = audit_log or seed_file.parent / "signer-audit.jsonl"
     try:
+        gid = None if socket_group is None else group_id(socket_group)
         AuditLog(log_path).touch()
         signer = _load(seed_file, log_path, cold_descriptor=cold or None, **caps)
     except SignerError as exc:
@@ -138,14 +147,17 @@ def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
-            await serve_socket(socket_path, signer)
+            await serve_socket(socket_path, signer, group=gid,
+                               allow_uids=frozenset(allow_uid) if allow_uid else None)
 
     limits = signer.limits()
     sys.stderr.write(
         f"signer {signer.fingerprint.hex()} ({signer.network}) listening on {socket_path}; "
         f"audit log {log_path}; caps {limits['max_tx_sat']} sat per transaction, "
         f"{limits['max_daily_sat']} sat per 24 h ({limits['used_24h_sat']} used); cold "
-        f"wallet {signer.cold_descriptor or 'none'}\n")
+        f"wallet {signer.cold_descriptor or 'none'}; socket "
+        f"{'0600' if gid is None else f'0660 group {gid}'}, users "
+        f"{','.join(map(str, sorted(set(allow_uid)))) if allow_uid else 'any that can open it'}\n")
     try:
         asyncio.run(run())
     except SignerError as exc:

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import os
 import socket
 import stat
+import struct
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +144,28 @@ def _clear_stale(path: Path) -> None:
     raise SignerError(f"another signer is already listening on {path}")
 
 
-def _bind_private(path: Path) -> socket.socket:
-    """A listening-ready socket at ``path``, mode 0600 from the moment it is reachable."""
+def group_id(group: str | int) -> int:
+    """A group given by name or number, as a gid; :class:`SignerError` if there is none."""
+    if isinstance(group, int) or (isinstance(group, str) and group.isdigit()):
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise SignerError(f"no group named {group!r} on this machine") from None
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The user id of the process at the other end of a unix socket, as the kernel saw it
+    when that process connected (``SO_PEERCRED``: it cannot be claimed, only had)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", raw)
+    return int(uid)
+
+
+def _bind_private(path: Path, gid: int | None = None) -> socket.socket:
+    """A listening-ready socket at ``path``, mode 0600 from the moment it is reachable (or
+    0660 and group ``gid``, set before it is: the web side runs as another user of that
+    group)."""
     if len(os.fsencode(path)) > _SUN_PATH_MAX:
         raise SignerError(f"socket path too long for a unix socket: {path}")
     _clear_stale(path)
@@ -154,7 +177,9 @@ def _bind_private(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(str(tmp))
-        os.chmod(tmp, 0o600)
+        if gid is not None:
+            os.chown(tmp, -1, gid)
+        os.chmod(tmp, 0o600 if gid is None else 0o660)
         os.link(tmp, path)  # fails, rather than replacing, if a file appeared meanwhile
     except OSError as exc:
         sock.close()
@@ -167,14 +192,35 @@ def _bind_private(path: Path) -> socket.socket:
     return sock
 
 
-async def start_server(socket_path: str | os.PathLike[str], signer: Signer | HotSigner
-                       ) -> asyncio.Server:
-    """Listen on ``socket_path`` (mode 0600) and answer requests with ``signer``. The caller
+async def _refuse_peer(writer: asyncio.StreamWriter, uid: int) -> None:
+    log.warning("signer.peer_refused", uid=uid)
+    writer.write(encode_line({"id": None, "error": {
+        "type": "SignerProtocolError",
+        "message": f"user {uid} may not use this signer (not in its --allow-uid list)"}}))
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+async def start_server(socket_path: str | os.PathLike[str], signer: Signer | HotSigner, *,
+                       group: str | int | None = None,
+                       allow_uids: Collection[int] | None = None) -> asyncio.Server:
+    """Listen on ``socket_path`` (mode 0600; with ``group``, 0660 and that group) and answer
+    requests with ``signer``; with ``allow_uids``, only connections whose peer (``SO_PEERCRED``)
+    is one of those users, the others answered one refusal and closed unread. The caller
     closes the returned server and removes the socket file (``serve`` does both)."""
     target: Signer = InProcessSigner(signer) if isinstance(signer, HotSigner) else signer
-    sock = _bind_private(Path(socket_path))
+    allowed = None if allow_uids is None else frozenset(allow_uids)
+    sock = _bind_private(Path(socket_path), None if group is None else group_id(group))
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if allowed is not None:
+            uid = peer_uid(writer.get_extra_info("socket"))
+            if uid not in allowed:
+                await _refuse_peer(writer, uid)
+                return
         await _handle(reader, writer, target)
 
     try:
@@ -185,10 +231,12 @@ async def start_server(socket_path: str | os.PathLike[str], signer: Signer | Hot
         raise
 
 
-async def serve(socket_path: str | os.PathLike[str], signer: Signer | HotSigner) -> None:
+async def serve(socket_path: str | os.PathLike[str], signer: Signer | HotSigner, *,
+                group: str | int | None = None,
+                allow_uids: Collection[int] | None = None) -> None:
     """Serve until cancelled; then close the listener and remove the socket file."""
     path = Path(socket_path)
-    server = await start_server(path, signer)
+    server = await start_server(path, signer, group=group, allow_uids=allow_uids)
     inode = path.stat().st_ino
     log.info("signer.listening", socket=str(path))
     try:

@@ -65,6 +65,10 @@ class UnixSocketSigner:
             raise SignerUnavailable(f"the signer at {self.path} closed the connection without "
                                     "answering")
         message = decode_line(answer)
+        if message.get("id") is None and "error" in message:
+            # refused before the request was read (a peer the signer does not serve, a line
+            # too long): the error is the answer
+            raise error_from_wire(message["error"])
         if message.get("id") != request_id:
             raise SignerProtocolError(f"answer for request {message.get('id')!r}, expected "
                                       f"{request_id}")
