@@ -278,6 +278,12 @@ class Settings(BaseSettings):
     ln_fee_reserve_min_msat: int = 10_000
     ln_max_payment_msat: int = 10_000_000_000
     ln_pay_timeout_seconds: int = 30
+    # An outgoing BOLT11 with less of its lifetime left than this is refused before anything
+    # is held: the payer needs time to send it (a wake-up, retries, the pay timeout); an
+    # invoice that expires on the way fails and the money goes back, but a voucher redeemed
+    # with it was spent. 0: only an expired invoice is refused. Our own invoices, settled
+    # inside the ledger at once, need only not be expired.
+    ln_min_invoice_remaining_seconds: int = Field(default=60, ge=0)
     ln_max_attempts: int = 3
     ln_retry_base_seconds: float = 2.0
     ln_payer_interval: float = 1.0

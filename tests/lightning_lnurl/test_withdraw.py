@@ -6,6 +6,7 @@ opens a voucher."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from urllib.parse import urlsplit
 
@@ -321,3 +322,36 @@ async def test_the_migration_keeps_printed_links_working(tmp_path):
         await engine.dispose()
     assert request["tag"] == "withdrawRequest" and request["k1"] == "ab" * 32
     assert request["callback"] == f"{BASE}/lnurlw/lnw_printedbefore0001/callback"
+
+
+async def test_an_invoice_about_to_expire_leaves_the_voucher_open(ln: LnEnv, clock):
+    """The node would have too little time to pay it: refused before the voucher is claimed,
+    the voucher's hold in place; an expired invoice keeps its own reason."""
+    await ln.fund("alice", FUND)
+    v = await voucher(ln, 100_000)
+    held = await ln.balance("alice")
+    soon, gone = make_bolt11(100_000, expiry=3600), make_bolt11(100_000, expiry=60)
+    clock.advance(3600 - 15)
+    answer = await redeem(ln, v, soon)
+    assert answer["status"] == "ERROR", answer
+    assert re.search(r"expires in 1?\d s; .* at least 60 s", answer["reason"]), answer
+    assert await redeem(ln, v, gone) == {"status": "ERROR",
+                                         "reason": "this invoice has expired"}
+    assert await ln.balance("alice") == held and await withdrawals(ln) == 0
+    assert (await ln.client.get(link(v))).json()["tag"] == "withdrawRequest"
+    # (the fake's invoices are dated by the real clock, an hour behind this test's)
+    assert await redeem(ln, v, make_bolt11(100_000, expiry=7200)) == {"status": "OK"}
+    await ln.check()
+
+
+async def test_an_own_invoice_about_to_expire_redeems_internally(ln: LnEnv, clock):
+    await ln.fund("alice", FUND)
+    v = await voucher(ln, 30_000)
+    r = await ln.client.post(f"/api/v1/wallets/{ln.wallets['bob'].id}/lightning-address",
+                             json={"username": "bob"}, headers=ln.auth("bob"))
+    assert r.status_code == 201
+    pr = (await ln.client.get("/lnurlp/bob/callback", params={"amount": 30_000})).json()["pr"]
+    clock.advance(ln.settings.ln_invoice_expiry_seconds - 5)
+    assert await redeem(ln, v, pr) == {"status": "OK"}
+    assert (await ln.balance("bob"))["available"] == 30_000
+    await ln.check()

@@ -6,6 +6,7 @@
     ├── InvalidInvoice       not a BOLT11 invoice, or a bad signature
     │   ├── WrongNetwork     an invoice for another network (lnbc vs lntb vs lnbcrt)
     │   ├── InvoiceExpired   past its expiry
+    │   ├── InvoiceExpiresSoon  too little of its lifetime left for the node to pay it
     │   └── AmountRequired   an amountless invoice and no amount given (or a mismatch)
     ├── PaymentRefused       over a limit, paying one's own invoice, already paid from here
     └── LnurlError           an LNURL/Lightning Address service misbehaved or refused
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 from satvault.kernel.errors import SatvaultError
 
-__all__ = ["AmountRequired", "InvalidInvoice", "InvoiceExpired", "LightningError",
-           "LnurlError", "PaymentRefused", "WrongNetwork"]
+__all__ = ["AmountRequired", "InvalidInvoice", "InvoiceExpired", "InvoiceExpiresSoon",
+           "LightningError", "LnurlError", "PaymentRefused", "WrongNetwork"]
 
 
 class LightningError(SatvaultError):
@@ -32,6 +33,10 @@ class WrongNetwork(InvalidInvoice):
 
 
 class InvoiceExpired(InvalidInvoice):
+    pass
+
+
+class InvoiceExpiresSoon(InvalidInvoice):
     pass
 
 

@@ -16,6 +16,13 @@ UNKNOWN        is definite. A timeout, a lost connection or a node restart is ne
 A payment of an invoice satvault itself issued settles inside the ledger (no routing, no fee):
 the invoice is cancelled on the node *first*, so it can no longer be paid from outside, then
 both wallets move in one transaction. Paying one's own invoice is refused.
+
+Time left: an invoice the node is to pay must leave it ``ln_min_invoice_remaining_seconds``
+(:func:`check_time_to_pay`), checked before anything is held wherever a payment for the node
+is requested, held for review or released from it. An invoice that expired on the way would
+fail at the node after the request was accepted (for a withdraw voucher: after it was spent).
+One of our own invoices is settled in the transaction that checks it and needs only not be
+expired.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from satvault.backends.lightning import LightningBackend, PaymentResult, Payment
 from satvault.backends.lnd import LndError
 from satvault.config import Settings
 from satvault.db import utcnow
+from satvault.kernel.clock import unix_time
 from satvault.kernel.errors import ConcurrentUpdate
 from satvault.kernel.ids import new_id
 from satvault.kernel.retrying import retrying
@@ -46,7 +54,7 @@ from satvault.ledger.models import LedgerAccount
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_transfers, transfer
 from satvault.lightning.bolt11check import CheckedInvoice, check_invoice, decode
-from satvault.lightning.errors import LightningError, PaymentRefused
+from satvault.lightning.errors import InvoiceExpiresSoon, LightningError, PaymentRefused
 from satvault.lightning.invoices import LIVE_PAYMENTS, StoreInvoiceHook, credit_settled
 from satvault.lightning.models import LnInvoice, LnInvoiceStatus, LnPayment, LnPaymentStatus
 from satvault.logs import get_logger
@@ -60,8 +68,9 @@ from satvault.payouts.service import (
 )
 from satvault.telemetry import PAYMENT_SECONDS, PAYMENTS
 
-__all__ = ["LightningPayer", "OwnInvoice", "PayerReport", "cancel_on_node", "fee_reserve",
-           "own_bolt11", "pay_own_invoice", "payable_at_once", "release_held_payment",
+__all__ = ["LightningPayer", "OwnInvoice", "PayerReport", "cancel_on_node",
+           "check_time_to_pay", "fee_reserve", "own_bolt11", "pay_own_invoice",
+           "payable_at_once", "release_held_payment",
            "request_ln_withdrawal", "settle_held_internally", "take_off_node"]
 
 log = get_logger(__name__)
@@ -80,6 +89,17 @@ def fee_reserve(amount_msat: int, settings: Settings) -> int:
     """max(ppm of the amount, rounded up; the configured minimum)."""
     return max(-(-amount_msat * settings.ln_fee_reserve_ppm // 1_000_000),
                settings.ln_fee_reserve_min_msat)
+
+
+def check_time_to_pay(inv: CheckedInvoice, settings: Settings) -> None:
+    """Refuse an invoice (checked, so not expired) that leaves the node less than
+    ``ln_min_invoice_remaining_seconds`` to pay it."""
+    floor = settings.ln_min_invoice_remaining_seconds
+    left = inv.expires_at - unix_time()
+    if left < floor:
+        raise InvoiceExpiresSoon(
+            f"this invoice expires in {max(int(left), 0)} s; a payment needs at least "
+            f"{floor} s of an invoice's lifetime left: ask the payee for a new invoice")
 
 
 def own_bolt11(destination: str) -> str:
@@ -212,6 +232,7 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
                                       on_store_invoice=on_store_invoice)
         await emit_withdrawal_events(session, wd, ("created", "confirmed"))
         return wd
+    check_time_to_pay(inv, settings)  # for the node to pay: before anything is held
     reserve = fee_reserve(inv.amount_msat, settings)
     wd = Withdrawal(id=wid, wallet_id=wallet.id, method=WithdrawalMethod.LIGHTNING,
                     destination=original or inv.bolt11, script_pubkey=None,
@@ -257,6 +278,7 @@ async def release_held_payment(session: AsyncSession, wd: Withdrawal, *, bolt11:
     if ours_exists:  # as _settle_internally: never pay one of ours while the node holds it
         raise PaymentRefused("this platform's invoice could not be taken off its node; "
                              "return the money instead")
+    check_time_to_pay(inv, settings)
     now = utcnow()
     await _queue_payment(session, wd, inv, now)
     wd.status, wd.updated_at = WithdrawalStatus.PENDING, now

@@ -23,7 +23,7 @@ from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import transfer
 from satvault.lightning.bolt11check import check_invoice
 from satvault.lightning.errors import PaymentRefused
-from satvault.lightning.payments import fee_reserve
+from satvault.lightning.payments import check_time_to_pay, fee_reserve
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import check_daily_limit
@@ -39,6 +39,8 @@ async def hold_ln_for_review(session: AsyncSession, *, wallet: Wallet, bolt11: s
     if inv.amount_msat > settings.ln_max_payment_msat:
         raise PaymentRefused(f"{inv.amount_msat} msat is above the per-payment limit of "
                              f"{settings.ln_max_payment_msat} msat")
+    if not internal:  # for the node to pay once released (checked again then)
+        check_time_to_pay(inv, settings)
     await check_daily_limit(session, wallet=wallet, amount_msat=inv.amount_msat,
                             settings=settings, rail="internal" if internal else "lightning")
     reserve = 0 if internal else fee_reserve(inv.amount_msat, settings)

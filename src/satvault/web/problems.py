@@ -80,6 +80,7 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     be.BackendError: (502, "backend-error"),
     ln.WrongNetwork: (422, "wrong-network"),
     ln.InvoiceExpired: (422, "invoice-expired"),
+    ln.InvoiceExpiresSoon: (422, "invoice-expires-soon"),
     ln.AmountRequired: (422, "amount-required"),
     ln.InvalidInvoice: (422, "invalid-invoice"),
     ln.PaymentRefused: (422, "payment-refused"),
