@@ -4,7 +4,8 @@ The migration ``0006_lnurl`` is the DDL's source of truth; it adds the CHECKs th
 enforces whatever the code does: usernames lower-case in the LUD-16 alphabet, one status per
 row from a closed set, a voucher used by at most one withdrawal, a challenge bound to a user
 exactly when it is no longer open. ``0047_voucher_link_tokens`` adds a voucher's
-``link_hash``.
+``link_hash``; ``0052_voucher_failures`` the withdrawals after whose failure a voucher opened
+again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from satvault.db import Amount, Base, StrEnumType, UtcDateTime
 
 __all__ = ["ChallengeStatus", "LightningAddress", "LnurlAuthChallenge", "LnurlAuthKey",
-           "LnurlWithdrawVoucher", "VoucherStatus"]
+           "LnurlVoucherFailure", "LnurlWithdrawVoucher", "VoucherStatus"]
 
 
 class VoucherStatus(StrEnum):
@@ -45,7 +46,8 @@ class LightningAddress(Base):
 
 class LnurlWithdrawVoucher(Base):
     """A single-use LNURL-withdraw (LUD-03) whose amount, plus a fee reserve, is held in the
-    ledger under ``hold_id`` from creation until it is used or canceled.
+    ledger under ``hold_id`` from creation until it is used or canceled. A use whose payment
+    definitely fails opens it again under a new ``hold_id`` (:mod:`satvault.lightning.vouchers`).
 
     ``id`` is the management handle (API, audit, ledger refs, logs) and opens nothing. The
     LNURL carries a separate random token, shown once at creation; only its SHA-256
@@ -67,6 +69,18 @@ class LnurlWithdrawVoucher(Base):
                                                       unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class LnurlVoucherFailure(Base):
+    """A withdrawal of ``voucher_id`` that definitely failed, after which the voucher opened
+    again with a new hold (``lnurlw:<voucher>:hold:<withdrawal>``)."""
+
+    __tablename__ = "lnurl_voucher_failures"
+
+    withdrawal_id: Mapped[str] = mapped_column(ForeignKey("withdrawals.id"), primary_key=True)
+    voucher_id: Mapped[str] = mapped_column(ForeignKey("lnurl_withdraw_vouchers.id"),
+                                            index=True)
+    failed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class LnurlAuthKey(Base):

@@ -16,7 +16,9 @@ wallet should read is :class:`Refused`, raised here with its reason.
   Redeeming claims the voucher with a conditional UPDATE (``open`` → ``used``: of two
   concurrent callbacks exactly one matches a row), voids the hold and requests the Lightning
   withdrawal of the wallet's invoice, all in one transaction: a refused invoice leaves the
-  voucher open and the hold in place.
+  voucher open and the hold in place. A withdrawal that then definitely fails opens the
+  voucher again with a new hold (:mod:`satvault.lightning.vouchers`); a payment whose outcome
+  is not known keeps it used.
 * **LNURL-auth** (LUD-04): a challenge ``k1`` (32 random bytes) signed by a wallet's linking
   key logs in the user bound to that key, created on first use. The browser that asked for
   the challenge also got a secret; only with it can it exchange the verified challenge, once,
@@ -75,6 +77,7 @@ from satvault.lightning.lnurl_models import (
     VoucherStatus,
 )
 from satvault.lightning.payments import fee_reserve, request_ln_withdrawal, take_off_node
+from satvault.lightning.vouchers import void_id
 from satvault.payouts.models import Withdrawal
 
 __all__ = ["AUTH_TTL", "COMMENT_ALLOWED", "MIN_SENDABLE_MSAT", "SESSION_SCOPES",
@@ -270,7 +273,7 @@ async def cancel_voucher(session: AsyncSession, voucher: LnurlWithdrawVoucher, *
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         return False
     await transfer(session, TransferSpec(
-        f"lnurlw:{voucher.id}:void", kind=TransferKind.VOID, pending_id=voucher.hold_id,
+        void_id(voucher.hold_id), kind=TransferKind.VOID, pending_id=voucher.hold_id,
         code="lnurl_withdraw", ref=voucher.id))
     await record(session, actor=actor, action="lnurl_withdraw.cancel", object=voucher.id,
                  before={"status": VoucherStatus.OPEN.value},
@@ -328,12 +331,14 @@ async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
     claimed = await session.execute(
         update(LnurlWithdrawVoucher)
         .where(LnurlWithdrawVoucher.id == voucher_id,
-               LnurlWithdrawVoucher.status == VoucherStatus.OPEN)
+               LnurlWithdrawVoucher.status == VoucherStatus.OPEN,
+               # the hold read above (a voucher reopened meanwhile has another)
+               LnurlWithdrawVoucher.hold_id == voucher.hold_id)
         .values(status=VoucherStatus.USED, closed_at=utcnow()).execution_options(**_NO_UPDATE_SYNC))
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         raise Refused("already used")  # a concurrent callback won
     await transfer(session, TransferSpec(
-        f"lnurlw:{voucher_id}:void", kind=TransferKind.VOID, pending_id=voucher.hold_id,
+        void_id(voucher.hold_id), kind=TransferKind.VOID, pending_id=voucher.hold_id,
         code="lnurl_withdraw", ref=voucher_id))
     wallet = await session.get(Wallet, voucher.wallet_id)
     assert wallet is not None

@@ -8,7 +8,9 @@ SUCCEEDED      post amount + actual fee (the rest of the reserve is released), m
                the Lightning account
 FAILED         void — only for a definite failure the node reported and its record of the
                payment confirms (failed, or never started); retryable reasons (no route,
-               timeout) are retried with backoff first, with the same payment hash
+               timeout) are retried with backoff first, with the same payment hash. A
+               withdraw voucher the payment redeemed opens again in the same transaction
+               (:mod:`satvault.lightning.vouchers`)
 IN_FLIGHT /    keep the hold; the reconciler asks the node (``track_payment``) until the answer
 UNKNOWN        is definite. A timeout, a lost connection or a node restart is never a failure
 =============  ==============================================================================
@@ -57,6 +59,7 @@ from satvault.lightning.bolt11check import CheckedInvoice, check_invoice, decode
 from satvault.lightning.errors import InvoiceExpiresSoon, LightningError, PaymentRefused
 from satvault.lightning.invoices import LIVE_PAYMENTS, StoreInvoiceHook, credit_settled
 from satvault.lightning.models import LnInvoice, LnInvoiceStatus, LnPayment, LnPaymentStatus
+from satvault.lightning.vouchers import reopen_after_failure
 from satvault.logs import get_logger
 from satvault.payouts.events import emit_withdrawal, emit_withdrawal_events
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
@@ -736,6 +739,8 @@ class LightningPayer:
         if not outcome.ok:
             raise RuntimeError(f"ledger refused to release {wd.id}: {outcome}")
         wd.status, wd.updated_at = WithdrawalStatus.FAILED, utcnow()
+        # A voucher this paid opens again (its hold placed anew), in this same transaction.
+        await reopen_after_failure(session, wd)
         await emit_withdrawal(session, wd, "failed")
         log.warning("ln_payment_failed", payment=pid, reason=result.failure_reason)
         return False

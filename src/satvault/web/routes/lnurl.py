@@ -27,6 +27,7 @@ from satvault.kernel.errors import SatvaultError
 from satvault.lightning import lnurl_service as svc
 from satvault.lightning.lnurl import encode_lnurl
 from satvault.lightning.lnurl_models import LightningAddress, LnurlWithdrawVoucher, VoucherStatus
+from satvault.lightning.vouchers import failed_withdrawals
 from satvault.logs import get_logger
 from satvault.risk import RiskRejected
 from satvault.web.deps import OptionalIdempotencyKey, SessionDep, SettingsDep, require_scope
@@ -167,17 +168,22 @@ class VoucherOut(BaseModel):
     description: str
     status: str
     withdrawal_id: str | None
+    failed_withdrawal_ids: list[str] = Field(
+        default_factory=list,
+        description="withdrawals of this voucher that failed, oldest first; after each the "
+                    "voucher opened again")
     created_at: datetime
 
 
-def voucher_out(v: LnurlWithdrawVoucher, settings: Settings,
-                token: str | None = None) -> VoucherOut:
+def voucher_out(v: LnurlWithdrawVoucher, settings: Settings, token: str | None = None,
+                failed: list[str] | None = None) -> VoucherOut:
     """The voucher as the API shows it; its ``lnurl`` only when given the link ``token``."""
     lnurl = encode_lnurl(svc.voucher_link(settings, token)) if token is not None else None
     return VoucherOut(id=v.id, wallet_id=v.wallet_id, lnurl=lnurl,
                       amount_msat=v.amount_msat, min_msat=v.min_msat,
                       held_msat=v.amount_msat + v.reserve_msat, description=v.description,
-                      status=v.status, withdrawal_id=v.withdrawal_id, created_at=v.created_at)
+                      status=v.status, withdrawal_id=v.withdrawal_id,
+                      failed_withdrawal_ids=failed or [], created_at=v.created_at)
 
 
 @router.post("/api/v1/wallets/{wallet_id}/lnurl-withdraw", response_model=VoucherOut,
@@ -216,7 +222,9 @@ async def create_voucher(
 @router.get("/api/v1/lnurl-withdraw/{voucher_id}", response_model=VoucherOut)
 async def get_voucher(voucher_id: str, session: SessionDep, settings: SettingsDep,
                       principal: WalletReader) -> VoucherOut:
-    return voucher_out(await svc.visible_voucher(session, principal, voucher_id), settings)
+    voucher = await svc.visible_voucher(session, principal, voucher_id)
+    return voucher_out(voucher, settings,
+                       failed=await failed_withdrawals(session, voucher.id))
 
 
 @router.delete("/api/v1/lnurl-withdraw/{voucher_id}", response_model=VoucherOut,
@@ -227,7 +235,8 @@ async def cancel_voucher(voucher_id: str, session: SessionDep, settings: Setting
     voucher = await svc.visible_voucher(session, principal, voucher_id)
     if not await svc.cancel_voucher(session, voucher, actor=f"key:{principal.key_id}"):
         return problem(409, "voucher-not-open", f"voucher {voucher_id!r} is {voucher.status}")
-    return voucher_out(voucher, settings)
+    return voucher_out(voucher, settings,
+                       failed=await failed_withdrawals(session, voucher.id))
 
 
 @router.get("/lnurlw/{link_token}", include_in_schema=False, dependencies=[PublicLimit])
