@@ -30,6 +30,7 @@ from satvault.kernel.retrying import retrying
 from satvault.leases import Lease, LeaseLost
 from satvault.ledger.store import expire_due_holds
 from satvault.lightning.payments import LightningPayer
+from satvault.lightning.vouchers import expire_vouchers
 from satvault.logs import get_logger
 from satvault.onchain.service import expire_addresses
 from satvault.onchain.watcher import Watcher
@@ -350,8 +351,13 @@ def audit_worker(sessions: async_sessionmaker[AsyncSession], interval: float) ->
 
 
 def hold_expiry_worker(sessions: async_sessionmaker[AsyncSession], interval: float) -> Worker:
-    return Worker("hold-expiry", interval,
-                  lambda: retrying(sessions, lambda s: expire_due_holds(s)))
+    """Expires ledger holds past their timeout, then withdraw vouchers past their expiry
+    (releasing their holds, which have no timeout of their own)."""
+    async def tick() -> int:
+        holds = await retrying(sessions, lambda s: expire_due_holds(s))
+        return holds + await retrying(sessions, lambda s: expire_vouchers(s))
+
+    return Worker("hold-expiry", interval, tick)
 
 
 def approval_expiry_worker(sessions: async_sessionmaker[AsyncSession], interval: float

@@ -5,7 +5,7 @@ enforces whatever the code does: usernames lower-case in the LUD-16 alphabet, on
 row from a closed set, a voucher used by at most one withdrawal, a challenge bound to a user
 exactly when it is no longer open. ``0047_voucher_link_tokens`` adds a voucher's
 ``link_hash``; ``0052_voucher_failures`` the withdrawals after whose failure a voucher opened
-again.
+again; ``0053_voucher_expiry`` an optional ``expires_at`` and the status ``expired``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class VoucherStatus(StrEnum):
     OPEN = "open"
     USED = "used"
     CANCELED = "canceled"
+    EXPIRED = "expired"
 
 
 class ChallengeStatus(StrEnum):
@@ -69,6 +70,8 @@ class LnurlWithdrawVoucher(Base):
                                                       unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Optional: past it the voucher refuses redemption and is expired, its hold released.
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
 
 
 class LnurlVoucherFailure(Base):

@@ -38,7 +38,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from coincurve import PublicKey
@@ -77,10 +77,11 @@ from satvault.lightning.lnurl_models import (
     VoucherStatus,
 )
 from satvault.lightning.payments import fee_reserve, request_ln_withdrawal, take_off_node
-from satvault.lightning.vouchers import void_id
+from satvault.lightning.vouchers import not_expired, refusal, void_id
 from satvault.payouts.models import Withdrawal
 
-__all__ = ["AUTH_TTL", "COMMENT_ALLOWED", "MIN_SENDABLE_MSAT", "SESSION_SCOPES",
+__all__ = ["AUTH_TTL", "COMMENT_ALLOWED", "MIN_SENDABLE_MSAT", "MIN_VOUCHER_LIFETIME",
+           "SESSION_SCOPES",
            "SUCCESS_MESSAGE", "Challenge", "LoginRefused", "Refused", "address_invoice",
            "address_metadata", "address_name", "base_url", "cancel_voucher", "claim_address",
            "exchange_login", "host", "new_challenge", "open_voucher", "redeem_voucher",
@@ -88,6 +89,7 @@ __all__ = ["AUTH_TTL", "COMMENT_ALLOWED", "MIN_SENDABLE_MSAT", "SESSION_SCOPES",
            "voucher_link"]
 
 MIN_SENDABLE_MSAT = 1_000
+MIN_VOUCHER_LIFETIME = timedelta(minutes=1)
 COMMENT_ALLOWED = 144
 SUCCESS_MESSAGE = "Thanks, payment received"
 AUTH_TTL = timedelta(minutes=10)
@@ -211,11 +213,25 @@ async def voucher_by_link(session: AsyncSession, token: str) -> LnurlWithdrawVou
 
 async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: int,
                        min_msat: int | None, description: str, settings: Settings,
-                       actor: str) -> tuple[LnurlWithdrawVoucher, str]:
+                       actor: str, expires_at: datetime | None = None,
+                       expires_in: timedelta | None = None
+                       ) -> tuple[LnurlWithdrawVoucher, str]:
     """A single-use voucher for up to ``amount_msat`` (at least ``min_msat``, default the
     same), its amount and fee reserve held in the ledger; with its link token, which exists
-    nowhere else (only its hash is stored): give it to whoever is to redeem the voucher."""
+    nowhere else (only its hash is stored): give it to whoever is to redeem the voucher.
+    ``expires_at``, or ``expires_in`` from now (optional, at least
+    :data:`MIN_VOUCHER_LIFETIME` ahead): past it the voucher refuses redemption and its hold
+    is released."""
     low = min_msat if min_msat is not None else amount_msat
+    now = utcnow()
+    if expires_in is not None:
+        expires_at = now + expires_in
+    if expires_at is not None:
+        if expires_at.tzinfo is None:  # a time without a zone is read as UTC
+            expires_at = expires_at.replace(tzinfo=UTC)
+        if expires_at < now + MIN_VOUCHER_LIFETIME:
+            raise InvalidInput(f"a voucher's expiry must be at least "
+                               f"{int(MIN_VOUCHER_LIFETIME.total_seconds())} s ahead")
     if wallet.asset != "BTC":
         raise InvalidInput("a withdraw voucher needs a BTC wallet")
     if low > amount_msat:
@@ -231,8 +247,7 @@ async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: in
         min_msat=low,
         amount_msat=amount_msat, reserve_msat=reserve, description=description,
         status=VoucherStatus.OPEN, hold_id=f"lnurlw:{vid}:hold", withdrawal_id=None,
-        created_at=utcnow(),
-        closed_at=None)
+        created_at=now, closed_at=None, expires_at=expires_at)
     await transfer(session, TransferSpec(
         voucher.hold_id, wallet.ledger_account_id, platform.clearing.id,
         amount_msat + reserve, "BTC", kind=TransferKind.PENDING, code="lnurl_withdraw",
@@ -241,7 +256,8 @@ async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: in
     await session.flush()
     await record(session, actor=actor, action="lnurl_withdraw.create", object=vid,
                  after={"wallet_id": wallet.id, "amount_msat": amount_msat,
-                        "status": VoucherStatus.OPEN.value, "hold_id": voucher.hold_id})
+                        "status": VoucherStatus.OPEN.value, "hold_id": voucher.hold_id,
+                        "expires_at": expires_at.isoformat() if expires_at else None})
     return voucher, token
 
 
@@ -288,7 +304,7 @@ async def _take_off_node(sessions: async_sessionmaker[AsyncSession], *, voucher_
     redeeming transaction opens (only for a live voucher and its own k1)."""
     async with sessions() as s:
         voucher = await s.get(LnurlWithdrawVoucher, voucher_id)
-        if voucher is None or voucher.status != VoucherStatus.OPEN \
+        if voucher is None or refusal(voucher, utcnow()) is not None \
                 or not hmac.compare_digest(voucher.k1.encode(), k1.encode()):
             return False  # _redeem refuses it with the reason
         wallet = await s.get(Wallet, voucher.wallet_id)
@@ -318,9 +334,10 @@ async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
     voucher = await session.get(LnurlWithdrawVoucher, voucher_id, populate_existing=True)
     if voucher is None or not hmac.compare_digest(voucher.k1.encode(), k1.encode()):
         raise Refused("unknown withdraw link or wrong k1")
-    if voucher.status != VoucherStatus.OPEN:
-        raise Refused("already used" if voucher.status == VoucherStatus.USED
-                      else "this withdraw link was canceled")
+    now = utcnow()
+    reason = refusal(voucher, now)
+    if reason is not None:
+        raise Refused(reason)
     try:
         invoice = check_invoice(pr, network=settings.network)
     except AmountRequired as exc:  # given no amount, only an amountless invoice raises this
@@ -333,10 +350,13 @@ async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
         .where(LnurlWithdrawVoucher.id == voucher_id,
                LnurlWithdrawVoucher.status == VoucherStatus.OPEN,
                # the hold read above (a voucher reopened meanwhile has another)
-               LnurlWithdrawVoucher.hold_id == voucher.hold_id)
-        .values(status=VoucherStatus.USED, closed_at=utcnow()).execution_options(**_NO_UPDATE_SYNC))
+               LnurlWithdrawVoucher.hold_id == voucher.hold_id,
+               not_expired(now))  # the expiry sweep claims it with the opposite
+        .values(status=VoucherStatus.USED, closed_at=now).execution_options(**_NO_UPDATE_SYNC))
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        raise Refused("already used")  # a concurrent callback won
+        # A concurrent callback or the expiry sweep won: say which.
+        await session.refresh(voucher)
+        raise Refused(refusal(voucher, now) or "already used")
     await transfer(session, TransferSpec(
         void_id(voucher.hold_id), kind=TransferKind.VOID, pending_id=voucher.hold_id,
         code="lnurl_withdraw", ref=voucher_id))

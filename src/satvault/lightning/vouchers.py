@@ -1,4 +1,5 @@
-"""A withdraw voucher after its redemption: opened again when its payment definitely fails.
+"""A withdraw voucher after its creation: opened again when its payment definitely fails,
+expired when its optional ``expires_at`` has passed.
 
 Redeeming a voucher voids its hold and requests an ordinary Lightning withdrawal (its own
 hold, amount + fee reserve). If the node then says the payment failed, and its own record
@@ -17,6 +18,11 @@ voucher stays used: that payment may still arrive.
   amount gave the rest back at redemption, and if the wallet has spent that meanwhile the
   voucher is narrowed to what the void gave back (its maximum becomes the failed payment's
   amount), so reopening never takes money the wallet no longer has.
+* **Expiry.** A voucher may carry an ``expires_at``. Past it, redemption is refused
+  (:func:`refusal`; the claim itself requires it, :func:`not_expired`) and the hold-expiry
+  worker's :func:`expire_vouchers` marks it ``expired`` and voids its hold, with a
+  conditional UPDATE: of a redemption and the expiry racing, exactly one claims it. A
+  voucher reopened after a failure keeps its expiry and expires like any other.
 * **History.** The voucher's ``withdrawal_id`` is cleared (an open voucher has none: a CHECK);
   the failed withdrawal stays in ``lnurl_voucher_failures`` and in the audit row
   ``lnurl_withdraw.reopen``.
@@ -24,7 +30,9 @@ voucher stays used: that payment may still arrive.
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Wallet
@@ -42,7 +50,8 @@ from satvault.lightning.lnurl_models import (
 from satvault.logs import get_logger
 from satvault.payouts.models import Withdrawal
 
-__all__ = ["failed_withdrawals", "reopen_after_failure", "void_id"]
+__all__ = ["expire_vouchers", "failed_withdrawals", "not_expired", "refusal",
+           "reopen_after_failure", "void_id"]
 
 log = get_logger(__name__)
 _NO_SYNC = {"synchronize_session": False}
@@ -122,3 +131,58 @@ async def reopen_after_failure(session: AsyncSession, wd: Withdrawal) -> bool:
     log.info("lnurl_voucher_reopened", voucher=voucher.id, withdrawal=wd.id,
              held_msat=amount + reserve)
     return True
+
+
+def refusal(voucher: LnurlWithdrawVoucher, now: datetime) -> str | None:
+    """Why this voucher cannot be redeemed now (the reason its wallet is told); None if it
+    can. An open voucher past its expiry is refused before the sweep has marked it."""
+    if voucher.status == VoucherStatus.USED:
+        return "already used"
+    if voucher.status == VoucherStatus.CANCELED:
+        return "this withdraw link was canceled"
+    if voucher.status == VoucherStatus.EXPIRED or \
+            (voucher.expires_at is not None and voucher.expires_at <= now):
+        return "this withdraw link has expired"
+    return None
+
+
+def not_expired(now: datetime) -> ColumnElement[bool]:
+    """The condition a redemption's claim adds: the voucher has no expiry, or it is later."""
+    return or_(LnurlWithdrawVoucher.expires_at.is_(None),
+               LnurlWithdrawVoucher.expires_at > now)
+
+
+async def expire_vouchers(session: AsyncSession, *, now: datetime | None = None,
+                          limit: int = 200) -> int:
+    """Expire open vouchers past their ``expires_at`` and release their holds; how many. Each
+    is claimed by a conditional UPDATE (still open, still past its expiry, the hold read): a
+    redemption that claimed it first (its own UPDATE requires the expiry to be later) wins,
+    and so does another process's sweep."""
+    now = now or utcnow()
+    due = (await session.execute(
+        select(LnurlWithdrawVoucher.id, LnurlWithdrawVoucher.hold_id)
+        .where(LnurlWithdrawVoucher.status == VoucherStatus.OPEN,
+               LnurlWithdrawVoucher.expires_at <= now)
+        .order_by(LnurlWithdrawVoucher.expires_at).limit(limit))).all()
+    expired = 0
+    for vid, hold_id in due:
+        claimed = await session.execute(
+            update(LnurlWithdrawVoucher)
+            .where(LnurlWithdrawVoucher.id == vid,
+                   LnurlWithdrawVoucher.status == VoucherStatus.OPEN,
+                   LnurlWithdrawVoucher.expires_at <= now,
+                   LnurlWithdrawVoucher.hold_id == hold_id)
+            .values(status=VoucherStatus.EXPIRED, closed_at=now)
+            .execution_options(**_NO_SYNC))
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            continue  # redeemed, cancelled or expired by someone else meanwhile
+        await transfer(session, TransferSpec(
+            void_id(hold_id), kind=TransferKind.VOID, pending_id=hold_id,
+            code="lnurl_withdraw", ref=vid))
+        await record(session, actor="hold-expiry", action="lnurl_withdraw.expire", object=vid,
+                     before={"status": VoucherStatus.OPEN.value},
+                     after={"status": VoucherStatus.EXPIRED.value})
+        expired += 1
+    if expired:
+        log.info("lnurl_vouchers_expired", count=expired)
+    return expired

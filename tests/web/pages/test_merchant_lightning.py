@@ -117,3 +117,27 @@ async def test_other_merchants_vouchers(browser: httpx.AsyncClient, people: Peop
     async with sessions() as s:
         assert (await s.execute(select(LightningAddress))).scalars().all() == []
         assert len((await s.execute(select(LnurlWithdrawVoucher))).scalars().all()) == 1
+
+
+async def test_a_voucher_with_an_expiry(browser: httpx.AsyncClient, people: People,
+                                        sessions: async_sessionmaker[AsyncSession]) -> None:
+    await _fund(sessions, people.alice_merchant, 50_000_000)
+    await signed_in(browser)
+    base = f"/dashboard/m/{people.alice_merchant}/lightning"
+    token = await token_of(browser, base)
+    await step_up(sessions, people.alice)
+    page = await browser.get(base)
+    assert '<select id="expires_in" name="expires_in">' in page.text
+    form = {"csrf_token": token, "amount_sat": "1000", "description": "", "expires_in": "bad"}
+    r = await browser.post(f"{base}/vouchers", data=form)
+    assert r.status_code == 422
+    r = await browser.post(f"{base}/vouchers", data={**form, "expires_in": "86400"})
+    assert r.status_code == 201, r.text
+    r = await browser.post(f"{base}/vouchers", data={**form, "expires_in": ""})
+    assert r.status_code == 201, r.text
+    async with sessions() as s:
+        rows = (await s.execute(select(LnurlWithdrawVoucher).order_by(
+            LnurlWithdrawVoucher.created_at))).scalars().all()
+    assert [v.expires_at is not None for v in rows] == [True, False]
+    day = rows[0].expires_at - rows[0].created_at  # type: ignore[operator]
+    assert day.total_seconds() == 86_400

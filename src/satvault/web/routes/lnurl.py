@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.access import visible_wallet
@@ -23,11 +23,12 @@ from satvault.accounts.service import Principal
 from satvault.auth.credentials import AuthPolicy
 from satvault.backends.errors import BackendError
 from satvault.config import Settings
+from satvault.db import utcnow
 from satvault.kernel.errors import SatvaultError
 from satvault.lightning import lnurl_service as svc
 from satvault.lightning.lnurl import encode_lnurl
-from satvault.lightning.lnurl_models import LightningAddress, LnurlWithdrawVoucher, VoucherStatus
-from satvault.lightning.vouchers import failed_withdrawals
+from satvault.lightning.lnurl_models import LightningAddress, LnurlWithdrawVoucher
+from satvault.lightning.vouchers import failed_withdrawals, refusal
 from satvault.logs import get_logger
 from satvault.risk import RiskRejected
 from satvault.web.deps import OptionalIdempotencyKey, SessionDep, SettingsDep, require_scope
@@ -50,6 +51,7 @@ WalletWriter = Annotated[Principal, Depends(require_scope("wallet:write"))]
 Withdrawer = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_MAX_VOUCHER_SECONDS = 10 * 366 * 86_400  # ten years: longer is "never"
 _CORS = {"Access-Control-Allow-Origin": "*"}
 # How a refused login exchange is answered (status, problem type).
 _LOGIN_PROBLEMS = {"used": (410, "login-used"), "expired": (410, "login-expired"),
@@ -154,6 +156,22 @@ class VoucherIn(BaseModel):
     amount_msat: Msat = Field(description="the most the holder may withdraw")
     min_msat: Msat | None = Field(None, description="the least (default: amount_msat)")
     description: Memo = ""
+    expires_in: int | None = Field(
+        None, ge=60, le=_MAX_VOUCHER_SECONDS,
+        description="seconds until the voucher expires (default: never); then its hold is "
+                    "released")
+    expires_at: datetime | None = Field(
+        None, description="when the voucher expires, instead of expires_in (UTC if no zone "
+                          "is given; at least a minute ahead)")
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> VoucherIn:
+        if self.expires_in is not None and self.expires_at is not None:
+            raise ValueError("give expires_in or expires_at, not both")
+        return self
+
+    def lifetime(self) -> timedelta | None:
+        return None if self.expires_in is None else timedelta(seconds=self.expires_in)
 
 
 class VoucherOut(BaseModel):
@@ -168,6 +186,7 @@ class VoucherOut(BaseModel):
     description: str
     status: str
     withdrawal_id: str | None
+    expires_at: datetime | None = Field(description="when the voucher expires; null: never")
     failed_withdrawal_ids: list[str] = Field(
         default_factory=list,
         description="withdrawals of this voucher that failed, oldest first; after each the "
@@ -183,7 +202,8 @@ def voucher_out(v: LnurlWithdrawVoucher, settings: Settings, token: str | None =
                       amount_msat=v.amount_msat, min_msat=v.min_msat,
                       held_msat=v.amount_msat + v.reserve_msat, description=v.description,
                       status=v.status, withdrawal_id=v.withdrawal_id,
-                      failed_withdrawal_ids=failed or [], created_at=v.created_at)
+                      expires_at=v.expires_at, failed_withdrawal_ids=failed or [],
+                      created_at=v.created_at)
 
 
 @router.post("/api/v1/wallets/{wallet_id}/lnurl-withdraw", response_model=VoucherOut,
@@ -202,7 +222,8 @@ async def create_voucher(
         wallet = await visible_wallet(session, principal, wallet_id)
         voucher, made["token"] = await svc.open_voucher(
             session, wallet=wallet, amount_msat=body.amount_msat, min_msat=body.min_msat,
-            description=body.description, settings=settings, actor=f"key:{principal.key_id}")
+            description=body.description, settings=settings, actor=f"key:{principal.key_id}",
+            expires_at=body.expires_at, expires_in=body.lifetime())
         return 201, voucher_out(voucher, settings).model_dump(mode="json")
 
     if idempotency_key:
@@ -245,9 +266,9 @@ async def withdraw_request(link_token: str, session: SessionDep,
     voucher = await svc.voucher_by_link(session, link_token)
     if voucher is None:
         return _lnurl_error("unknown withdraw link")
-    if voucher.status != VoucherStatus.OPEN:
-        return _lnurl_error("already used" if voucher.status == VoucherStatus.USED
-                            else "this withdraw link was canceled")
+    reason = refusal(voucher, utcnow())
+    if reason is not None:
+        return _lnurl_error(reason)
     return _lnurl_ok({
         "tag": "withdrawRequest",
         "callback": f"{svc.voucher_link(settings, link_token)}/callback",

@@ -122,6 +122,16 @@ def _msat(values: dict[str, Any], name: str, what: str) -> int | None:
     return int(text) * 1000
 
 
+def _expiry(values: dict[str, Any]) -> int | None:
+    """The form's expiry choice, in seconds (empty: never)."""
+    text = str(values.get("expires_in", "")).strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 10):
+        raise FormRefused("expires: a number of seconds")
+    return int(text)
+
+
 @router.post("/lightning/vouchers", dependencies=[CsrfProtected, PageCreateLimit])
 async def create_voucher(merchant_id: str, request: Request, view: SteppedUp,
                          lang: PageLang) -> Response:
@@ -136,11 +146,12 @@ async def create_voucher(merchant_id: str, request: Request, view: SteppedUp,
             body = parse(VoucherIn, {
                 "amount_msat": _msat(values, "amount_sat", "amount"),
                 "min_msat": _msat(values, "min_sat", "least amount"),
-                "description": str(values.get("description", "")).strip()})
+                "description": str(values.get("description", "")).strip(),
+                "expires_in": _expiry(values)})
             voucher, token = await svc.open_voucher(
                 s, wallet=await _wallet(s, who), amount_msat=body.amount_msat,
                 min_msat=body.min_msat, description=body.description, settings=settings,
-                actor=who.actor)
+                actor=who.actor, expires_in=body.lifetime())
             created = voucher_out(voucher, settings, token)
     except (FormRefused, SatvaultError) as exc:
         status, message = refusal(exc)
