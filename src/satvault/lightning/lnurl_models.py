@@ -4,8 +4,8 @@ The migration ``0006_lnurl`` is the DDL's source of truth; it adds the CHECKs th
 enforces whatever the code does: usernames lower-case in the LUD-16 alphabet, one status per
 row from a closed set, a voucher used by at most one withdrawal, a challenge bound to a user
 exactly when it is no longer open. ``0047_voucher_link_tokens`` adds a voucher's
-``link_hash``; ``0052_voucher_failures`` the withdrawals after whose failure a voucher opened
-again; ``0053_voucher_expiry`` an optional ``expires_at`` and the status ``expired``.
+``link_hash``; ``0054_voucher_failures`` the withdrawals after whose failure a voucher opened
+again; ``0055_voucher_expiry`` an optional ``expires_at`` and the status ``expired``.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ cleared then (an open voucher has none), and this is where its failed withdrawal
 row per withdrawal (the primary key): a withdrawal fails once, so a voucher reopens once for
 it.
 
-Revision ID: 0052_voucher_failures
-Revises: 0051_risk_list_payment_uris
+Revision ID: 0054_voucher_failures
+Revises: 0053_held_velocity
 Create Date: 2026-12-06
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0052_voucher_failures"
-down_revision: str | None = "0051_risk_list_payment_uris"
+revision: str = "0054_voucher_failures"
+down_revision: str | None = "0053_held_velocity"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -3,8 +3,8 @@ voucher refuses redemption and the hold-expiry worker marks it ``expired`` and r
 hold (a new status, closed like ``used`` and ``canceled``). Vouchers from before keep no
 expiry.
 
-Revision ID: 0053_voucher_expiry
-Revises: 0052_voucher_failures
+Revision ID: 0055_voucher_expiry
+Revises: 0054_voucher_failures
 Create Date: 2026-12-06
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0053_voucher_expiry"
-down_revision: str | None = "0052_voucher_failures"
+revision: str = "0055_voucher_expiry"
+down_revision: str | None = "0054_voucher_failures"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
