@@ -23,6 +23,7 @@ it imports them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from satvault.accounts.frozen import DepositScreen
 from satvault.backends.base import ChainBackend
+from satvault.backends.errors import BackendUnavailable
 from satvault.backends.lightning import LightningBackend
 from satvault.backends.lnd import LndBackend
 from satvault.backends.networks import NetworkGuard
@@ -216,20 +218,29 @@ async def chain_height(settings: Settings) -> int:
         await backend.close()
 
 
+async def _network_if_known(guard: NetworkGuard) -> None:
+    """Raise :class:`WrongChainNetwork` if the node answers with another network; let an
+    unreachable node through (who asks reports that)."""
+    with contextlib.suppress(BackendUnavailable):
+        await guard.check()
+
+
 async def reconcile_now(settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
                         runtime: Runtime | None = None, deep: bool = True) -> RunReport:
     """One reconciliation run on demand (CLI, admin API): through the running runtime's node
     connections when there is one, else through backends made for this run and closed.
     Raises :class:`~satvault.backends.errors.WrongChainNetwork` before anything is compared
     when the chain node is on another network than the settings' (its coins are not ours:
-    every one of ours would be reported missing)."""
+    every one of ours would be reported missing). A node that does not answer is no reason
+    not to run: the run reports it as a difference of its own."""
     if runtime is not None:
-        await (runtime.network_guard or NetworkGuard(runtime.backend, settings.network)).check()
+        await _network_if_known(runtime.network_guard
+                                or NetworkGuard(runtime.backend, settings.network))
         return await reconcile_once(sessions, runtime.backend, runtime.lightning, deep=deep)
     backend = make_chain_backend(settings)
     lightning = make_lightning_backend(settings)
     try:
-        await NetworkGuard(backend, settings.network).check()
+        await _network_if_known(NetworkGuard(backend, settings.network))
         return await reconcile_once(sessions, backend, lightning, deep=deep)
     finally:
         await backend.close()
