@@ -16,6 +16,8 @@ with the first statement). Each measurement runs in a fresh interpreter; with
 alternating over ``--repeat`` rounds; ``--index-phases`` measures every variant without, then
 with, migration 0021's index. ``--reuse`` keeps a database seeded by an earlier run
 (``--database`` names the PostgreSQL one, ``--sqlite-path`` the SQLite file).
+``--migration-ab REV`` measures with the database at revision REV and at head, alternating
+per round (what a migration's new function costs).
 
 Progress goes to stderr; the last line of stdout is one JSON object: per phase and variant,
 the medians over the rounds of the median and p99 latency in milliseconds, the statements
@@ -287,6 +289,18 @@ def _worker(args: argparse.Namespace, url: str, src: str) -> dict[str, Any]:
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
+def _migrate_to(url: str, revision: str) -> None:
+    """Upgrade or downgrade the benchmark's database to ``revision`` (``--migration-ab``)."""
+    from alembic import command
+
+    from satvault.migrate import alembic_config
+
+    if revision == "head":
+        upgrade(url)
+    else:
+        command.downgrade(alembic_config(url), revision)
+
+
 async def _index(url: str, present: bool) -> None:
     """Drop or recreate migration 0021's index, to measure without and with it."""
     engine = create_engine(url)
@@ -317,6 +331,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ["this tree", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")]]
     phases = [("no index", False), ("index", True)] if args.index_phases else [("as is", None)]
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    if args.migration_ab:
+        # The database's functions at two revisions, alternating per round (downgrading
+        # to the earlier one and upgrading back: one seeded database for both).
+        revisions = [(f"at {args.migration_ab}", args.migration_ab), ("at head", "head")]
+        for r in range(args.repeat):
+            for phase, revision in (revisions if r % 2 == 0 else revisions[::-1]):
+                await asyncio.to_thread(_migrate_to, url, revision)
+                for name, src in variants:
+                    res = _worker(args, url, src)
+                    log(f"{phase} / {name} / round {r + 1}: {res}")
+                    results.setdefault(phase, {}).setdefault(name, []).append(res)
+        await asyncio.to_thread(_migrate_to, url, "head")
+        phases = []
     for phase, present in phases:
         if present is not None:
             await _index(url, present)
@@ -361,6 +388,9 @@ def main() -> None:
                    help="measure the satvault package in SRC (e.g. an extracted `git archive "
                    "<commit> src`) under NAME; repeatable, the order alternates per round")
     p.add_argument("--repeat", type=int, default=1, help="rounds (medians over them)")
+    p.add_argument("--migration-ab", metavar="REVISION", default="", help="measure with "
+                   "the database at REVISION and at head, alternating per round (the "
+                   "functions a migration replaced, side by side on one seeded database)")
     p.add_argument("--index-phases", action="store_true", help="measure every variant "
                    "without, then with, migration 0021's ledger window index")
     p.add_argument("--worker", metavar="URL", help=argparse.SUPPRESS)
