@@ -65,6 +65,7 @@ from satvault.cli.policy import policy_app, withdrawals_app  # noqa: E402
 from satvault.cli.reconcile import reconcile as reconcile_command  # noqa: E402
 from satvault.cli.report import app as report_app  # noqa: E402
 from satvault.cli.reserves import app as reserves_app  # noqa: E402
+from satvault.cli.review import app as review_app  # noqa: E402
 from satvault.signer.cli import app as signer_app  # noqa: E402
 from satvault.simnet.cli import app as simnet_app  # noqa: E402
 
@@ -78,6 +79,7 @@ app.add_typer(liabilities_app, name="liabilities")
 app.add_typer(cold_app, name="cold")
 app.add_typer(reserves_app, name="reserves")
 app.add_typer(audit_app, name="audit")
+app.add_typer(review_app, name="review")
 app.add_typer(auth_app, name="auth")
 app.add_typer(doctor_app, name="doctor")
 app.add_typer(events_app, name="events")

@@ -12,16 +12,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import typer
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.accounts.models import User
 from satvault.backends.base import ChainBackend
 from satvault.backends.errors import WrongChainNetwork
 from satvault.backends.networks import NetworkGuard
 from satvault.config import Settings, get_settings
-from satvault.kernel.errors import SatvaultError
+from satvault.kernel.errors import InvalidInput, SatvaultError
 from satvault.migrate import SchemaNotCurrent, ensure_current
 
-__all__ = ["emit", "fail", "in_transaction", "on_network", "refuse_network", "with_database"]
+__all__ = ["admin_actor", "admin_user", "emit", "fail", "in_transaction", "on_network",
+           "refuse_network", "with_database"]
 
 T = TypeVar("T")
 
@@ -83,3 +86,18 @@ def in_transaction(work: Callable[[AsyncSession], Awaitable[T]],
             return await work(session)
 
     return with_database(one, settings)
+
+
+async def admin_user(session: AsyncSession, who: str) -> User:
+    """The admin a command acts as (``--as``): by e-mail address or id; refused otherwise."""
+    key = who.strip()
+    user = (await session.execute(select(User).where(
+        (User.email == key.lower()) | (User.id == key)))).scalar_one_or_none()
+    if user is None or not user.is_admin:
+        raise InvalidInput(f"{who!r} is not an admin user")
+    return user
+
+
+async def admin_actor(session: AsyncSession, who: str) -> str:
+    """The audit log's name for that admin: ``user:<id>``."""
+    return f"user:{(await admin_user(session, who)).id}"

@@ -16,14 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.models import User
-from satvault.cli._common import emit, fail, in_transaction
+from satvault.cli._common import admin_actor, admin_user, emit, fail, in_transaction
 from satvault.config import get_settings
 from satvault.invoices.service import apply_payment
-from satvault.kernel.errors import InvalidInput
 from satvault.rates.base import Rate
 from satvault.rates.errors import RateError
 from satvault.rates.service import build_rate_service
@@ -40,18 +37,6 @@ AsAdmin = Annotated[str, typer.Option("--as", help="The acting admin's e-mail ad
 Case = Annotated[str, typer.Argument(help="The case id (case_…).")]
 
 
-async def _user(session: AsyncSession, who: str) -> User:
-    """An admin by e-mail address or id."""
-    key = who.strip()
-    user = (await session.execute(select(User).where(
-        (User.email == key.lower()) | (User.id == key)))).scalar_one_or_none()
-    if user is None or not user.is_admin:
-        raise InvalidInput(f"{who!r} is not an admin user")
-    return user
-
-
-async def _actor(session: AsyncSession, who: str) -> str:
-    return f"user:{(await _user(session, who)).id}"
 
 
 @app.command("list")
@@ -63,7 +48,7 @@ def list_(status: Annotated[CaseStatus | None, typer.Option(help="pending, inves
           limit: Annotated[int, typer.Option(min=1, max=500)] = 100) -> None:
     """Cases, newest first."""
     async def work(s: AsyncSession) -> dict[str, Any]:
-        who = None if assignee is None else (await _user(s, assignee)).id
+        who = None if assignee is None else (await admin_user(s, assignee)).id
         return {"ok": True, "cases": await svc.list_cases(
             s, status=status, assignee=who, wallet_id=wallet, limit=limit)}
     emit(in_transaction(work))
@@ -81,9 +66,9 @@ def show(case: Case) -> None:
 def assign(case: Case, to: Annotated[str, typer.Option(
         "--to", help="The admin's e-mail address or id.")], as_: AsAdmin) -> None:
     async def work(s: AsyncSession) -> dict[str, Any]:
-        user = await _user(s, to)
+        user = await admin_user(s, to)
         return {"ok": True, **await svc.assign(s, case_id=case, assignee=user.id,
-                                               actor=await _actor(s, as_))}
+                                               actor=await admin_actor(s, as_))}
     emit(in_transaction(work))
 
 
@@ -92,7 +77,7 @@ def investigate(case: Case, as_: AsAdmin) -> None:
     """pending → investigating."""
     async def work(s: AsyncSession) -> dict[str, Any]:
         return {"ok": True, **await svc.investigate(s, case_id=case,
-                                                    actor=await _actor(s, as_))}
+                                                    actor=await admin_actor(s, as_))}
     emit(in_transaction(work))
 
 
@@ -101,7 +86,7 @@ def note(case: Case, text: Annotated[str, typer.Argument(help="The note.")],
          as_: AsAdmin) -> None:
     async def work(s: AsyncSession) -> dict[str, Any]:
         return {"ok": True, **await svc.add_note(s, case_id=case, text=text,
-                                                 actor=await _actor(s, as_))}
+                                                 actor=await admin_actor(s, as_))}
     emit(in_transaction(work))
 
 
@@ -115,7 +100,7 @@ def attach(case: Case,
     async def work(s: AsyncSession) -> dict[str, Any]:
         return {"ok": True, **await svc.attach(s, case_id=case, uri=uri, sha256=sha256,
                                                description=description,
-                                               actor=await _actor(s, as_))}
+                                               actor=await admin_actor(s, as_))}
     emit(in_transaction(work))
 
 
@@ -136,7 +121,7 @@ def close(case: Case,
 
     async def work(s: AsyncSession) -> dict[str, Any]:
         decided = await svc.close_case(s, case_id=case, resolution=resolution, money=money,
-                                       note=note, actor=await _actor(s, as_), held=held)
+                                       note=note, actor=await admin_actor(s, as_), held=held)
         return {"ok": True, **decided.case, "acted": decided.acted, "effect": decided.effect}
     emit(in_transaction(work, settings))
 
@@ -169,7 +154,7 @@ def sar(case: Case, as_: AsAdmin,
     rate = _rate()
 
     async def work(s: AsyncSession) -> dict[str, Any]:
-        actor = await _actor(s, as_)
+        actor = await admin_actor(s, as_)
         out = await sars.generate_sar(s, case_id=case, actor=actor, rate=rate)
         if narrative is not None:
             out = await sars.edit_narrative(s, case_id=case, narrative=narrative, actor=actor)

@@ -201,6 +201,8 @@ async def accept_signed(session: AsyncSession, batch_id: str, raw_hex: str, txid
     batch.status, batch.txid, batch.updated_at = BatchStatus.SIGNED, asked, now
     await session.execute(update(ReviewItem).where(
         ReviewItem.kind == "refill_needs_cosigners", ReviewItem.subject == batch_id,
-        ReviewItem.resolved_at.is_(None)).values(resolved_at=now))
+        ReviewItem.resolved_at.is_(None)).values(
+            resolved_at=now, resolved_by="system",
+            resolution=f"the signed refill {asked} was accepted"))
     log.info("refill_signed", batch=batch_id, txid=asked)
     return True

@@ -31,7 +31,7 @@ from satvault.invoices.status import Status
 from satvault.lightning.models import LnInvoice, LnInvoiceStatus
 from satvault.logs import get_logger
 from satvault.metrics.models import AlertState
-from satvault.onchain.models import ChainBlock, ReviewItem
+from satvault.onchain.models import ChainBlock, ReviewItem, ReviewKind
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.reconcile.models import ReconciliationIncident
 from satvault.risk.models import RiskDecision
@@ -224,8 +224,8 @@ def families(snap: Snapshot) -> list[Metric]:
     out.append(c)
     g = _gauge("satvault_review_items_open", "Items waiting for a person, by kind "
                "(reconciliation_difference, signer_limit, payout_stuck …).", ["kind"])
-    for kind, n in sorted(snap.review_open.items()):
-        g.add_metric([kind], n)
+    for kind in sorted({k.value for k in ReviewKind} | set(snap.review_open)):
+        g.add_metric([kind], snap.review_open.get(kind, 0))
     out.append(g)
     out.append(_single("satvault_reconciliation_differences", "Reconciliation differences "
                        "(ledger, records, nodes) raised and not gone away yet.",

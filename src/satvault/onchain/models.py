@@ -32,7 +32,7 @@ from satvault.db import Amount, Base, IdInt, StrEnumType, UtcDateTime
 __all__ = ["COINBASE_MATURITY", "INTERNAL_PURPOSES", "AddressStatus", "ChainBlock", "CreditState",
            "DepositRequest", "DepositStatus",
            "OnchainAddress", "OnchainPayment", "OnchainPaymentStatus", "OnchainWallet",
-           "ReviewItem"]
+           "ReviewItem", "ReviewKind"]
 
 
 # Addresses the platform pays itself: a payout's change, a sweep's or a refill's outputs. A
@@ -199,8 +199,29 @@ class ChainBlock(Base):
     processed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class ReviewKind(StrEnum):
+    """The kinds of review item the platform opens (docs/operations.md, "Review items"), each
+    written by the code that meets it. The metric ``satvault_review_items_open`` has a series
+    for each, zero included, and the shipped Prometheus rules alert on each."""
+
+    DEPOSIT_UNASSIGNED = "deposit_unassigned"  # onchain.watcher
+    DEPOSIT_REVERSAL_UNFUNDED = "deposit_reversal_unfunded"  # onchain.watcher
+    KYC_SCREENING_HIT = "kyc_screening_hit"  # kyc.service
+    SIGNER_LIMIT = "signer_limit"  # payouts.job
+    PAYOUT_STUCK = "payout_stuck"  # payouts.job
+    PAYOUT_REORGED_CONFLICT = "payout_reorged_conflict"  # payouts.reorgs
+    PAYOUT_REORGED_REJECTED = "payout_reorged_rejected"  # payouts.reorgs
+    REFILL_NEEDS_COSIGNERS = "refill_needs_cosigners"  # custody.refill
+    RECONCILIATION_DIFFERENCE = "reconciliation_difference"  # reconcile.service
+
+
+_OPEN_ITEM = "resolved_at IS NULL"
+
+
 class ReviewItem(Base):
-    """Something a person must look at: a reversed credit that was already spent, etc."""
+    """Something a person must look at: a reversed credit that was already spent, etc. It is
+    open until resolved, once: by an admin with a note (``satvault.reconcile.review``), or by
+    the code that opened it when the matter settles itself (an accepted refill)."""
 
     __tablename__ = "review_items"
 
@@ -210,3 +231,12 @@ class ReviewItem(Base):
     details: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Who resolved it (``user:<id>``, ``system``) and why; empty for items resolved before
+    # migration 0052 (by SQL).
+    resolved_by: Mapped[str | None] = mapped_column(String(80))
+    resolution: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_review_items_open", "kind", "id", sqlite_where=text(_OPEN_ITEM),
+              postgresql_where=text(_OPEN_ITEM)),
+    )
