@@ -82,6 +82,11 @@ DOMAIN_REFUSALS: dict[str, set[str]] = {
     # Cursors are opaque: only one the server handed out is valid.
     "GET /api/v1/stores/{store_id}/invoices": {"invalid-cursor"},
     "GET /api/v1/wallets/{wallet_id}/transactions": {"invalid-cursor"},
+    "GET /api/v1/admin/review-items": {"invalid-cursor"},
+    # A resolution note is more than blanks.
+    "POST /api/v1/admin/review-items/{item_id}/resolve": {"invalid-input"},
+    # A cancel's refusal (not found) is stored with its key: another body under it is reused.
+    "POST /api/v1/withdrawals/{withdrawal_id}/cancel": {_REUSED},
     # Amounts in a currency's decimals, currencies a rate source prices, the wallet's funds.
     "POST /api/v1/stores/{store_id}/invoices": {"invalid-input", "unsupported-currency", _REUSED},
     # What a destination string is (address, BIP21, BOLT11, LNURL) and what it asks.

@@ -17,16 +17,19 @@ from typing import Annotated, Any, TypeVar
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from satvault.cli._common import admin_actor
 from satvault.cli._common import emit as _emit
 from satvault.cli._common import in_transaction as _run
 from satvault.config import get_settings
 from satvault.kernel import strictjson
+from satvault.withdrawals.cancel import cancel_pending
 from satvault.withdrawals.policy import approvals, service
 
 __all__ = ["policy_app", "withdrawals_app"]
 
 policy_app = typer.Typer(help="The withdrawal policy (maker-checker).", no_args_is_help=True)
-withdrawals_app = typer.Typer(help="Withdrawals awaiting approval.", no_args_is_help=True)
+withdrawals_app = typer.Typer(help="Withdrawals awaiting approval; cancelling a pending one.",
+                              no_args_is_help=True)
 T = TypeVar("T")
 Actor = Annotated[str, typer.Option("--as", help="The user id acting (usr_…).")]
 
@@ -170,3 +173,18 @@ def reject_withdrawal(withdrawal_id: Annotated[str, typer.Argument(help="wd_…"
                                                  approver=actor, reason=reason)
     out = _run(work)
     _emit({"ok": True, "withdrawal_id": withdrawal_id, "status": out.status})
+
+
+@withdrawals_app.command("cancel")
+def cancel_withdrawal(withdrawal_id: Annotated[str, typer.Argument(help="wd_…")],
+                      as_: Annotated[str, typer.Option("--as", help="The acting admin's "
+                                                       "e-mail address or id.")],
+                      reason: Annotated[str, typer.Option(help="Why (audited).")] = "") -> None:
+    """Cancel a pending withdrawal: its hold is voided. One already batched or being paid
+    over Lightning is refused (exit 1) with the state it is in."""
+    async def work(s: AsyncSession) -> dict[str, Any]:
+        wd = await cancel_pending(s, withdrawal_id=withdrawal_id,
+                                  actor=await admin_actor(s, as_), reason=reason)
+        return {"ok": True, "withdrawal_id": wd.id, "status": wd.status,
+                "amount_msat": wd.amount_msat, "fee_reserve_msat": wd.fee_reserve_msat}
+    _emit(_run(work))

@@ -6,7 +6,9 @@
     ├── InvalidWithdrawal   bad destination or amount (not whole sats, dust, over the limit …)
     ├── LimitReachedAtRelease  a held withdrawal released now would break a withdrawal limit
     │                       (it stays held: release it when the window has room, or return it)
-    └── CannotBumpFee       the payout cannot be replaced (already confirmed, no change …)
+    ├── CannotBumpFee       the payout cannot be replaced (already confirmed, no change …)
+    └── CannotCancel        the withdrawal is no longer pending (batched, broadcast, cancelled …;
+                            ``status`` says which): nothing was changed
 
 Destination parsing raises :mod:`satvault.onchain.errors` (``InvalidAddress``,
 ``WrongNetwork``, ``InvalidPaymentUri``); a lack of funds is the ledger's
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 from satvault.kernel.errors import SatvaultError
 
-__all__ = ["CannotBumpFee", "InvalidWithdrawal", "LimitReachedAtRelease", "PayoutError"]
+__all__ = ["CannotBumpFee", "CannotCancel", "InvalidWithdrawal", "LimitReachedAtRelease",
+           "PayoutError"]
 
 
 class PayoutError(SatvaultError):
@@ -35,3 +38,11 @@ class LimitReachedAtRelease(PayoutError):
 
 class CannotBumpFee(PayoutError):
     pass
+
+
+class CannotCancel(PayoutError):
+    """Only a ``pending`` withdrawal can be cancelled; this one is in ``status``."""
+
+    def __init__(self, message: str, *, status: str) -> None:
+        super().__init__(message)
+        self.status = status

@@ -70,6 +70,7 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     kyc.LimitExceeded: (422, "kyc-limit-exceeded"),
     kyc.WalletFrozen: (403, "wallet-frozen"),
     po.CannotBumpFee: (409, "cannot-bump-fee"),
+    po.CannotCancel: (409, "cannot-cancel"),
     po.LimitReachedAtRelease: (409, "limit-reached-at-release"),
     risk.RiskRejected: (403, "risk-rejected"),
     risk.RuleSetRefused: (409, "rule-set-refused"),
@@ -142,6 +143,8 @@ def problem_for(exc: Exception) -> JSONResponse | None:
         extra["decision_id"], extra["case_id"] = exc.decision_id, exc.case_id
     if isinstance(exc, au.AccountLocked):
         extra["retry_after"] = exc.retry_after
+    if isinstance(exc, po.CannotCancel):
+        extra["withdrawal_status"] = exc.status
     detail = str(exc)
     if status == 502:
         log.warning("backend_error", error=type(exc).__name__, detail=detail)

@@ -32,16 +32,14 @@ from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.kernel.errors import NotFound
 from satvault.kyc.errors import WalletFrozen
-from satvault.ledger.core import TransferKind, TransferSpec
-from satvault.ledger.store import create_transfers
 from satvault.lightning.invoices import StoreInvoiceHook
 from satvault.lightning.payments import release_held_payment, settle_held_internally
 from satvault.logs import get_logger
-from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import check_limits_at_release
 from satvault.risk.errors import CaseRefused
 from satvault.risk.models import RiskHeldInvoice
+from satvault.withdrawals.cancel import void_and_cancel
 from satvault.withdrawals.policy.approvals import apply_decision
 from satvault.withdrawals.policy.service import decide_for, initiator_of
 
@@ -106,14 +104,8 @@ class HeldWithdrawals:
     async def give_back(self, session: AsyncSession, *, withdrawal_id: str, actor: str,
                         reason: str) -> dict[str, Any]:
         wd = await self._held(session, withdrawal_id)
-        (outcome,) = await create_transfers(session, [TransferSpec(
-            f"wd:{wd.id}:void", kind=TransferKind.VOID, pending_id=wd.hold_id,
-            code="withdrawal_returned", ref=wd.id)])
-        if not outcome.ok:
-            raise RuntimeError(f"ledger refused to release {wd.id}: {outcome}")
-        wd.status, wd.updated_at = WithdrawalStatus.CANCELLED, utcnow()
-        await session.flush()
-        await emit_withdrawal(session, wd, "cancelled")
+        await void_and_cancel(session, wd, why=f"returned: {reason}",
+                              code="withdrawal_returned")
         log.info("held_withdrawal_returned", withdrawal=wd.id, actor=actor, reason=reason)
         return {**_effect(wd, "return"), "reason": reason}
 

@@ -1,5 +1,5 @@
-"""Withdrawal endpoints. Creating one requires an ``Idempotency-Key``; the work is
-:mod:`satvault.withdrawals.service`'s."""
+"""Withdrawal endpoints. Creating or cancelling one requires an ``Idempotency-Key``; the work
+is :mod:`satvault.withdrawals.service`'s and :mod:`satvault.withdrawals.cancel`'s."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
 from satvault.web.idempotency import key_used, run_idempotent
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
-from satvault.web.schemas.withdrawals import WithdrawalIn, WithdrawalOut
+from satvault.web.schemas.withdrawals import CancelIn, WithdrawalIn, WithdrawalOut
 from satvault.web.state import (
     lightning_of,
     lnurl_http_of,
@@ -32,6 +32,7 @@ from satvault.web.state import (
     settings_of,
     store_invoice_hook_of,
 )
+from satvault.withdrawals.cancel import cancel_pending
 from satvault.withdrawals.policy.service import (
     check_internal,
     initiator_of,
@@ -176,3 +177,30 @@ async def get_withdrawal(withdrawal_id: str, session: SessionDep, principal: Rea
     except NotFound:
         raise NotFound(f"withdrawal {withdrawal_id!r} not found") from None
     return out(wd, await latest_payment(session, wd.id))
+
+
+@router.post("/withdrawals/{withdrawal_id}/cancel", response_model=WithdrawalOut,
+             responses=problem_responses(409))
+async def cancel_withdrawal(withdrawal_id: str, request: Request, principal: Withdrawer,
+                            idempotency_key: IdempotencyKey, body: CancelIn | None = None
+                            ) -> JSONResponse:
+    """Cancel a ``pending`` withdrawal: its hold is voided and the money is available again.
+    Its owner's key (``withdrawals:write``) or an admin's. One the payout job batched or the
+    Lightning payer took already is a 409 ``cannot-cancel`` whose ``status`` says where it
+    is; nothing changes. Someone else's is a 404, like a missing one."""
+    owner = f"{principal.owner_type}:{principal.owner_id}"
+    reason = body.reason if body is not None else ""
+
+    async def work(session: AsyncSession) -> tuple[int, Any]:
+        wd = await session.get(Withdrawal, withdrawal_id)
+        try:
+            if wd is None:
+                raise NotFound(withdrawal_id)
+            await visible_wallet(session, principal, wd.wallet_id)
+        except NotFound:
+            raise NotFound(f"withdrawal {withdrawal_id!r} not found") from None
+        wd = await cancel_pending(session, withdrawal_id=withdrawal_id, actor=owner,
+                                  reason=reason)
+        return 200, out(wd, await latest_payment(session, wd.id)).model_dump(mode="json")
+
+    return await run_idempotent(request, owner=owner, key=idempotency_key, work=work)

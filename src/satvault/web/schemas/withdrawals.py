@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from satvault.web.fields import Msat
 
-__all__ = ["WithdrawalIn", "WithdrawalOut"]
+__all__ = ["CancelIn", "WithdrawalIn", "WithdrawalOut"]
 
 
 class WithdrawalIn(BaseModel):
@@ -32,3 +32,8 @@ class WithdrawalOut(BaseModel):
     failure_reason: str | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class CancelIn(BaseModel):
+    reason: str = Field(default="", max_length=500,
+                        description="Why (kept in the audit log).")

@@ -23,13 +23,10 @@ from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.kernel.errors import NotFound
 from satvault.kyc.errors import WalletFrozen
-from satvault.ledger.core import TransferKind, TransferSpec
-from satvault.ledger.store import create_transfers
-from satvault.lightning.models import LnPayment, LnPaymentStatus
 from satvault.logs import get_logger
-from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import check_limits_at_release
+from satvault.withdrawals.cancel import void_and_cancel
 from satvault.withdrawals.policy._audit import record
 from satvault.withdrawals.policy.core import Action, Decision
 from satvault.withdrawals.policy.errors import ApprovalClosed, NotAnApprover, WithdrawalBlocked
@@ -158,23 +155,6 @@ async def approve_withdrawal(session: AsyncSession, *, withdrawal_id: str, appro
     return ApprovalOutcome(withdrawal_id, wd.method, req.status, count, req.required, released)
 
 
-async def _cancel(session: AsyncSession, wd: Withdrawal, *, why: str) -> None:
-    """Void the hold, cancel the withdrawal, retire its queued Lightning payment."""
-    (outcome,) = await create_transfers(session, [TransferSpec(
-        f"wd:{wd.id}:void", kind=TransferKind.VOID, pending_id=wd.hold_id,
-        code="withdrawal_cancelled", ref=wd.id)])
-    if not outcome.ok:
-        raise RuntimeError(f"ledger refused to release {wd.id}: {outcome}")
-    if wd.method == WithdrawalMethod.LIGHTNING:
-        await session.execute(update(LnPayment).where(
-            LnPayment.withdrawal_id == wd.id, LnPayment.status == LnPaymentStatus.PENDING,
-        ).values(status=LnPaymentStatus.FAILED, failure_reason=why[:120],
-                 updated_at=utcnow()))
-    wd.status, wd.updated_at = WithdrawalStatus.CANCELLED, utcnow()
-    await session.flush()
-    await emit_withdrawal(session, wd, "cancelled")
-
-
 async def reject_withdrawal(session: AsyncSession, *, withdrawal_id: str, approver: str,
                             reason: str = "") -> ApprovalOutcome:
     """One approver's rejection cancels the withdrawal and releases its hold."""
@@ -185,7 +165,7 @@ async def reject_withdrawal(session: AsyncSession, *, withdrawal_id: str, approv
                                    decision="reject", at=now))
     wd = await session.get(Withdrawal, withdrawal_id, with_for_update=True)
     assert wd is not None and wd.status == WithdrawalStatus.AWAITING_APPROVAL
-    await _cancel(session, wd, why="rejected by an approver")
+    await void_and_cancel(session, wd, why="rejected by an approver")
     req.status, req.decided_at = ApprovalStatus.REJECTED, now
     await session.flush()
     await record(session, actor=approver, action="withdrawal.rejected",
@@ -208,7 +188,7 @@ async def expire_due(session: AsyncSession, *, limit: int = 100) -> int:
         wd = await session.get(Withdrawal, req.withdrawal_id, with_for_update=True)
         assert wd is not None
         if wd.status == WithdrawalStatus.AWAITING_APPROVAL:
-            await _cancel(session, wd, why="approval window expired")
+            await void_and_cancel(session, wd, why="approval window expired")
         req.status, req.decided_at = ApprovalStatus.EXPIRED, now
         await record(session, actor="system", action="withdrawal.approval_expired",
                      subject=f"withdrawal:{req.withdrawal_id}",
