@@ -78,8 +78,9 @@ async def test_list_show_and_resolve_over_the_admin_api(engine, db_url, sessions
             if cursor is None:
                 break
         assert seen == sorted(ids, reverse=True)
-        bad = await c.get(URL, headers=admin, params={"cursor": "not-a-cursor"})
-        assert bad.status_code == 422 and bad.json()["title"] == "invalid cursor"
+        for cursor in ("not-a-cursor", "9" * 19, "0", "-1"):
+            bad = await c.get(URL, headers=admin, params={"cursor": cursor})
+            assert bad.status_code == 422 and bad.json()["title"] == "invalid cursor", cursor
 
         by_kind = (await c.get(URL, headers=admin,
                                params={"kind": "deposit_unassigned"})).json()["items"]

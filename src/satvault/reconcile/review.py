@@ -57,7 +57,8 @@ def as_dict(item: ReviewItem) -> dict[str, Any]:
 def _cursor(text: str | None) -> int | None:
     if not text:
         return None
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
+    if not text.isascii() or not text.isdigit() or len(text) > 19 \
+            or not 0 < int(text) < 2**63:  # an id column's range
         raise InvalidCursor("invalid cursor")
     return int(text)
 
