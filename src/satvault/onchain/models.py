@@ -232,7 +232,7 @@ class ReviewItem(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Who resolved it (``user:<id>``, ``system``) and why; empty for items resolved before
-    # migration 0052 (by SQL).
+    # migration 0056 (by SQL).
     resolved_by: Mapped[str | None] = mapped_column(String(80))
     resolution: Mapped[str | None] = mapped_column(Text)
 

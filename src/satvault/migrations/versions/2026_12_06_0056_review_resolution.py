@@ -7,8 +7,8 @@ note beside ``resolved_at`` (an accepted refill's own item: ``system``). Rows re
 keep both empty. The partial index serves what reads the open items at every scrape and
 listing: the metric ``satvault_review_items_open`` (counted by kind) and the open list.
 
-Revision ID: 0052_review_resolution
-Revises: 0051_risk_list_payment_uris
+Revision ID: 0056_review_resolution
+Revises: 0055_voucher_expiry
 Create Date: 2026-12-07
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0052_review_resolution"
-down_revision: str | None = "0051_risk_list_payment_uris"
+revision: str = "0056_review_resolution"
+down_revision: str | None = "0055_voucher_expiry"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
