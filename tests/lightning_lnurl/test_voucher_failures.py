@@ -196,3 +196,26 @@ async def test_a_partly_redeemed_voucher_reopens_whole_or_narrowed(ln: LnEnv):
     assert await redeem(ln, v, make_bolt11(40_000)) == {"status": "OK"}
     assert (await LightningPayer(ln.sessions, ln.lightning, ln.settings).step()).succeeded == 1
     await ln.check()
+
+
+async def test_a_withdrawal_cancelled_before_it_left_reopens_its_voucher(ln: LnEnv):
+    """The sibling of a failed payment: a voucher's withdrawal cancelled while still
+    `pending` (by its owner, an approver's rejection, a case returning it: one path) paid
+    nobody either, so the voucher opens again rather than staying spent."""
+    await ln.fund("alice", FUND)
+    v = await voucher(ln, 40_000)
+    opened = await ln.balance("alice")
+    assert await redeem(ln, v, make_bolt11(40_000)) == {"status": "OK"}
+    wid = (await row(ln, v["id"])).withdrawal_id
+    assert wid is not None and await status_of(ln, wid) == "pending"
+    r = await ln.client.post(f"/api/v1/withdrawals/{wid}/cancel",
+                             headers={**ln.auth("alice"), "Idempotency-Key": "cancel-1"})
+    assert r.status_code == 200, r.text
+    again = await row(ln, v["id"])
+    assert (again.status, again.withdrawal_id) == ("open", None)
+    assert await ln.balance("alice") == opened
+    pr = make_bolt11(40_000)
+    assert await redeem(ln, v, pr) == {"status": "OK"}
+    assert (await LightningPayer(ln.sessions, ln.lightning, ln.settings).step()).succeeded == 1
+    assert ln.lightning.paid[-1] == pr
+    await ln.check()

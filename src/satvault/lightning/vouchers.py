@@ -5,9 +5,11 @@ Redeeming a voucher voids its hold and requests an ordinary Lightning withdrawal
 hold, amount + fee reserve). If the node then says the payment failed, and its own record
 agrees, the payer voids that withdrawal's hold (:class:`~satvault.lightning.payments.
 LightningPayer`); :func:`reopen_after_failure`, called in the same transaction, opens the
-voucher again: its holder got nothing, so its link pays again. An outcome that is not definite
-(a timeout, a node that cannot be asked, a payment still in flight) never gets here, and the
-voucher stays used: that payment may still arrive.
+voucher again: its holder got nothing, so its link pays again. The same holds for a
+withdrawal cancelled before it left (its owner or an admin cancelling it while ``pending``,
+approvers refusing it, a case returning it: ``satvault.withdrawals.cancel.void_and_cancel``).
+An outcome that is not definite (a timeout, a node that cannot be asked, a payment still in
+flight) never gets here, and the voucher stays used: that payment may still arrive.
 
 * **Exactly once.** A conditional UPDATE (``used`` with this withdrawal → ``open``) claims the
   voucher; the new hold's id, ``lnurlw:<voucher>:hold:<withdrawal>``, is derived from the
@@ -78,10 +80,12 @@ class _Refused(Exception):
     pass
 
 
-async def reopen_after_failure(session: AsyncSession, wd: Withdrawal) -> bool:
-    """If ``wd`` (whose hold the caller has just voided, in this transaction, for a definite
-    failure) paid a voucher, open the voucher again with its hold placed anew. True if it
-    did; False if ``wd`` paid no voucher or it was reopened for ``wd`` already."""
+async def reopen_after_failure(session: AsyncSession, wd: Withdrawal, *,
+                               actor: str = "lightning-payer") -> bool:
+    """If ``wd`` (whose hold the caller has just voided, in this transaction, because it
+    definitely paid nobody: the node failed it, or it was cancelled before it left) paid a
+    voucher, open the voucher again with its hold placed anew. True if it did; False if
+    ``wd`` paid no voucher or it was reopened for ``wd`` already."""
     voucher = (await session.execute(
         select(LnurlWithdrawVoucher).where(LnurlWithdrawVoucher.withdrawal_id == wd.id)
         .execution_options(populate_existing=True))).scalar_one_or_none()
@@ -123,7 +127,7 @@ async def reopen_after_failure(session: AsyncSession, wd: Withdrawal) -> bool:
         log.error("lnurl_voucher_not_reopened", voucher=voucher.id, withdrawal=wd.id,
                   error=str(exc))
         return False
-    await record(session, actor="lightning-payer", action="lnurl_withdraw.reopen",
+    await record(session, actor=actor, action="lnurl_withdraw.reopen",
                  object=voucher.id, before=before,
                  after={"status": VoucherStatus.OPEN.value, "withdrawal_id": None,
                         "hold_id": hold_id, "amount_msat": amount, "min_msat": low,

@@ -3,7 +3,8 @@
 
 :func:`void_and_cancel` is that path: the hold voided (``wd:<id>:void``, a transfer id the
 ledger takes once), a queued Lightning payment retired, the status ``cancelled`` and the
-``withdrawal.cancelled`` event, in the caller's unit of work. An approver's rejection and an
+``withdrawal.cancelled`` event, and a withdraw voucher it paid opened again, in the caller's
+unit of work. An approver's rejection and an
 expired approval window (``policy/approvals.py``), a case returning held money
 (``review.py``) and :func:`cancel_pending` all go through it.
 
@@ -30,6 +31,7 @@ from satvault.kernel.errors import NotFound
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.store import create_transfers
 from satvault.lightning.models import LnPayment, LnPaymentStatus
+from satvault.lightning.vouchers import reopen_after_failure
 from satvault.payouts.errors import CannotCancel
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
@@ -56,6 +58,8 @@ async def void_and_cancel(session: AsyncSession, wd: Withdrawal, *, why: str,
                  updated_at=utcnow()))
     wd.status, wd.updated_at = WithdrawalStatus.CANCELLED, utcnow()
     await session.flush()
+    # A voucher it paid opens again: its holder got nothing (as after a failed payment).
+    await reopen_after_failure(session, wd, actor=f"withdrawal-cancel:{code}")
     await emit_withdrawal(session, wd, "cancelled")
 
 
