@@ -157,6 +157,15 @@ def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     return _check
 
 
+def user_of(principal: Principal, what: str) -> str:
+    """The user id behind ``principal``, for actions a person answers for (audited as
+    theirs); a key of a store or merchant is refused: ``what`` "are made with a user's own
+    API key"."""
+    if principal.owner_type != "user":
+        raise Forbidden(f"{what} are made with a user's own API key")
+    return principal.owner_id
+
+
 def require_any_scope(*scopes: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
     async def _check(principal: CurrentPrincipal) -> Principal:
         if not any(principal.has(s) for s in scopes):

@@ -21,7 +21,7 @@ from satvault.accounts.access import visible_wallet
 from satvault.accounts.service import Principal
 from satvault.kernel.errors import Forbidden
 from satvault.payouts.models import WithdrawalMethod
-from satvault.web.deps import SessionDep, SettingsDep, require_any_scope, require_scope
+from satvault.web.deps import SessionDep, SettingsDep, require_any_scope, require_scope, user_of
 from satvault.web.openapi import problem_responses
 from satvault.web.schemas.approvals import (
     AllowlistIn,
@@ -54,9 +54,7 @@ Writer = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
 
 
 def _user(principal: Principal) -> str:
-    if principal.owner_type != "user":
-        raise Forbidden("approvals and policy changes are made with a user's own API key")
-    return principal.owner_id
+    return user_of(principal, "approvals and policy changes")
 
 
 @router.get("/admin/withdrawals/awaiting-approval", response_model=list[AwaitingOut])

@@ -10,9 +10,8 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from satvault.accounts.service import Principal
-from satvault.kernel.errors import Forbidden
 from satvault.reconcile import review
-from satvault.web.deps import SessionDep, require_scope
+from satvault.web.deps import SessionDep, require_scope, user_of
 from satvault.web.openapi import problem_responses
 
 __all__ = ["router"]
@@ -29,9 +28,7 @@ class ResolveIn(BaseModel):
 
 
 def _actor(p: Principal) -> str:
-    if p.owner_type != "user":
-        raise Forbidden("review items are resolved with an admin user's own API key")
-    return f"user:{p.owner_id}"
+    return f"user:{user_of(p, 'review item resolutions')}"
 
 
 @router.get("")

@@ -14,13 +14,13 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from satvault.accounts.service import Principal
-from satvault.kernel.errors import Forbidden, SatvaultError
+from satvault.kernel.errors import SatvaultError
 from satvault.logs import get_logger
 from satvault.rates.base import Rate
 from satvault.rates.service import build_rate_service
 from satvault.risk import cases, sar
 from satvault.risk.models import CaseStatus
-from satvault.web.deps import SessionDep, require_scope
+from satvault.web.deps import SessionDep, require_scope, user_of
 from satvault.web.openapi import problem_responses
 from satvault.web.schemas.risk_cases import (
     AssignIn,
@@ -52,9 +52,7 @@ _PDF = {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}
 
 
 def _actor(p: Principal) -> str:
-    if p.owner_type != "user":
-        raise Forbidden("cases are worked with an admin user's own API key")
-    return f"user:{p.owner_id}"
+    return f"user:{user_of(p, 'case decisions')}"
 
 
 @router.get("")
