@@ -174,3 +174,35 @@ async def test_the_statement_through_the_last_day_has_no_end(browser: httpx.Asyn
     assert await rows(browser, url, **{"from": "0001-01-01", "to": "9999-12-31"}) == everything
     r = await browser.get(url + ".csv", params={"to": "9999-12-31"})
     assert r.status_code == 200 and len(r.text.splitlines()) > 1
+
+
+async def test_the_csv_says_what_each_line_did_to_the_balance(browser: httpx.AsyncClient,
+                                                              people: People,
+                                                              sessions) -> None:
+    """Found from outside: a withdrawal is two lines (its hold, then its posting), each with
+    the amount: summing `amount_msat` counted it twice, and a voided hold once though it moved
+    nothing. `posted_msat` is what each line changed the posted balance by, so the column
+    sums to the balance."""
+    from satvault.ledger.core import TransferKind
+
+    await books(sessions, people.alice_merchant)
+    async with sessions() as s, s.begin():
+        platform = await ensure_platform_accounts(s, "BTC")
+        wallet = await acc.ensure_wallet(s, owner_type="merchant",
+                                         owner_id=people.alice_merchant)
+    ext, mine = platform.external.id, wallet.ledger_account_id
+    for n, settle in (("paid", TransferKind.POST), ("gone", TransferKind.VOID)):
+        await submit(sessions, [TransferSpec(
+            id=f"h:{n}", debit_account_id=mine, credit_account_id=ext, amount=1_000_000,
+            asset="BTC", kind=TransferKind.PENDING, code="withdrawal", ref=n)], now=at(5))
+        await submit(sessions, [TransferSpec(id=f"h:{n}:{settle.value}", kind=settle,
+                                             pending_id=f"h:{n}")], now=at(6))
+    await sign_in(browser, "alice@example.com")
+    r = await browser.get(f"/dashboard/m/{people.alice_merchant}/statement.csv")
+    table = list(csv.DictReader(io.StringIO(r.text)))
+    newest = int(table[0]["balance_msat"])
+    assert newest == 10_000_000 + 2_500_123 - 3_000_000 + PAGE_SIZE * 1000 - 1_000_000
+    assert sum(int(t["posted_msat"]) for t in table) == newest
+    by_id = {t["transfer_id"]: t["posted_msat"] for t in table}
+    assert (by_id["h:paid"], by_id["h:paid:post"], by_id["h:gone"], by_id["h:gone:void"]) \
+        == ("0", "-1000000", "0", "0")

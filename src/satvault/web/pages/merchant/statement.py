@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.kernel.clock import utcnow
 from satvault.kernel.days import day_end, day_start
+from satvault.ledger.core import TransferKind
 from satvault.ledger.history import StatementLine, codes_of, statement
 from satvault.web.deps import SessionDep
 from satvault.web.pages.deps import PageLang, PageUser, mark_page
@@ -30,8 +31,13 @@ __all__ = ["CSV_COLUMNS", "PAGE_SIZE", "csv_row", "router"]
 router = APIRouter(include_in_schema=False, dependencies=[Depends(mark_page)])
 PAGE_SIZE = 50
 CSV_BATCH = 500
+# ``posted_msat``: what the line changed the posted balance by (a hold, its void or expiry:
+# 0; a single transfer or a hold's posting: the signed amount), so the column sums to the
+# balance; ``amount_msat`` counts a withdrawal twice (its hold and its posting).
 CSV_COLUMNS = ["seq", "created_at", "transfer_id", "kind", "direction", "code", "ref",
-               "amount_msat", "amount_sat", "balance_msat", "available_msat", "hold_state"]
+               "amount_msat", "amount_sat", "balance_msat", "available_msat", "hold_state",
+               "posted_msat"]
+_POSTING = frozenset({TransferKind.SINGLE, TransferKind.POST})
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +113,8 @@ def csv_row(line: StatementLine) -> list[str | int]:
     return [line.seq, line.created_at.astimezone(UTC).isoformat(), line.transfer_id,
             line.kind.value, line.direction, line.code, line.ref, signed, sat,
             line.posted_after, line.available_after,
-            line.hold_state.value if line.hold_state else ""]
+            line.hold_state.value if line.hold_state else "",
+            signed if line.kind in _POSTING else 0]
 
 
 async def _csv(sessions: async_sessionmaker[AsyncSession], account_id: int,
