@@ -3,6 +3,7 @@ an import, and a part that was not wired says so instead of quietly losing event
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import subprocess
@@ -16,6 +17,7 @@ from satvault.backends.bitcoind import BitcoindBackend
 from satvault.composition import Platform, ensure_dev_signer, event_stream, open_sessions
 from satvault.db import session_factory
 from satvault.events.outbox import emit, notifier
+from satvault.kernel.clock import FakeClock
 from tests.chainenv import LnEnv
 from tests.waiting import eventually
 
@@ -175,6 +177,72 @@ async def test_the_chain_workers_stay_stopped_against_a_node_of_another_network(
     finally:
         env.server.set_offline(False)
         await node.close()
+
+
+async def test_a_node_swapped_for_another_network_is_noticed_within_the_recheck_interval(
+        lnenv: LnEnv, clock: FakeClock):
+    """A node replaced on the same URL by one of another network without any call failing in
+    between was never noticed: the guard asked only on first contact and after the node was
+    unreachable. Now it asks again every ``chain_network_recheck_seconds`` (on the process
+    clock): within that the workers go on, once it passed they stop, and a deposit paid on the
+    other chain is not credited until the node is on SATVAULT_NETWORK again."""
+    from satvault.onchain.deposits import create_deposit
+    from satvault.web.app import create_app
+
+    env = lnenv
+    node = BitcoindBackend(env.server.url, retries=0)
+    settings = env.settings.model_copy(update={
+        "watcher_interval": 0.05, "payout_interval": 0.05, "custody_interval": 0.05,
+        "chain_network_recheck_seconds": 300,
+        "rate_limit_enabled": False})  # /healthz is polled more often than the public budget
+
+    async def runs() -> dict[str, int]:
+        body = (await client.get("/healthz")).json()
+        return {n: body["workers"][n]["runs"] for n in CHAIN_WORKERS}
+
+    async def refusing() -> bool:
+        body = (await client.get("/healthz")).json()
+        return all("WrongChainNetwork" in (body["workers"][n]["last_error"] or "")
+                   for n in CHAIN_WORKERS)
+
+    async with env.sessions() as s, s.begin():
+        d = await create_deposit(s, wallet=env.wallet, settings=env.settings)
+    app = create_app(settings, engine=env.sessions.kw["bind"], start_workers=True,
+                     runtime=env.runtime)
+    try:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            await eventually(lambda: _healthy(client))
+            await node.call("simnet_setchain", "signet")  # swapped, never unreachable
+            before = await runs()
+            await eventually(lambda: _ran_twice_more(runs, before))
+            assert await _healthy(client)  # within the interval: not asked yet
+            clock.advance(301)
+            await eventually(refusing)
+            with env.server.lock:  # paid on "the other chain": not credited while refused
+                env.chain.pay(d.address, 50_000)
+                env.chain.mine(1)
+            stopped = await runs()
+            await asyncio.sleep(0.3)
+            assert await runs() == stopped and await refusing()
+            assert (await env.balances())["available"] == 0
+
+            await node.call("simnet_setchain", "regtest")  # asked at every tick meanwhile
+            await eventually(lambda: _healthy(client))
+            await eventually(
+                lambda: _available(env, 50_000 * 1000))
+    finally:
+        await node.close()
+        await env.check()
+
+
+async def _ran_twice_more(runs: Any, before: dict[str, int]) -> bool:
+    now = await runs()
+    return all(now[n] >= before[n] + 2 for n in before)
+
+
+async def _available(env: LnEnv, msat: int) -> bool:
+    return (await env.balances())["available"] == msat
 
 
 async def _healthy(client: httpx.AsyncClient) -> bool:

@@ -10,8 +10,8 @@ wires them together.
   services around them (chain watcher, payout job, Lightning listener and payer);
 * :func:`build_workers` — every background worker, with its wake-up hooks; the chain watcher,
   payout job and custody worker run only against a chain node on ``SATVAULT_NETWORK``
-  (:class:`~satvault.backends.networks.NetworkGuard`, asked on first contact: a node down at
-  start-up does not hold the start-up);
+  (:class:`~satvault.backends.networks.NetworkGuard`, asked on first contact and again every
+  ``chain_network_recheck_seconds``: a node down at start-up does not hold the start-up);
 * :class:`Platform` — all of the above for one process (and, with the NATS event stream, the
   live updates' subscriber to it), started and stopped as one: the HTTP app's lifespan
   (``satvault serve``), the CLI and the tests use it.
@@ -218,6 +218,12 @@ async def chain_height(settings: Settings) -> int:
         await backend.close()
 
 
+def _network_guard(backend: ChainBackend, settings: Settings) -> NetworkGuard:
+    """The guard a long-running process keeps in front of its chain workers."""
+    return NetworkGuard(backend, settings.network,
+                        recheck_seconds=settings.chain_network_recheck_seconds)
+
+
 async def _network_if_known(guard: NetworkGuard) -> None:
     """Raise :class:`WrongChainNetwork` if the node answers with another network; let an
     unreachable node through (who asks reports that)."""
@@ -235,7 +241,7 @@ async def reconcile_now(settings: Settings, sessions: async_sessionmaker[AsyncSe
     not to run: the run reports it as a difference of its own."""
     if runtime is not None:
         await _network_if_known(runtime.network_guard
-                                or NetworkGuard(runtime.backend, settings.network))
+                                or _network_guard(runtime.backend, settings))
         return await reconcile_once(sessions, runtime.backend, runtime.lightning, deep=deep)
     backend = make_chain_backend(settings)
     lightning = make_lightning_backend(settings)
@@ -317,7 +323,7 @@ class Runtime:
                  RefillPlanner(sessions, backend, settings, payouts),
                  Reconciler(sessions, backend, ln), lightning=ln,
                  on_store_invoice=on_store_invoice, deposit_screen=deposit_screen,
-                 network_guard=NetworkGuard(backend, settings.network))
+                 network_guard=_network_guard(backend, settings))
         rt.rates = build_rate_service(settings.rate_sources, dict(settings.fixed_rates),
                                       ttl_seconds=settings.rate_ttl_seconds)
         if ln is not None:
@@ -450,8 +456,9 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
             event_stream(settings), CONSUMER, WebhookFanout(sessions))))
     if runtime is not None:
         # What credits deposits, builds payouts and reconciles with the chain runs only
-        # against a node on the configured network (asked on first contact).
-        guard = runtime.network_guard or NetworkGuard(runtime.backend, settings.network)
+        # against a node on the configured network (asked on first contact, then again every
+        # chain_network_recheck_seconds).
+        guard = runtime.network_guard or _network_guard(runtime.backend, settings)
 
         def chained(w: Worker) -> Worker:
             return single(on_network(w, guard))

@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     bitcoind_url: str = "http://simnet:simnet@127.0.0.1:18443/"
     bitcoind_cookie_file: str | None = None
     esplora_url: str = ""
+    # The chain workers ask the node which network it is on at first contact, after it was
+    # unreachable, and again once this many seconds (on the process clock) passed since its
+    # last answer: a node swapped for one of another network on the same URL stops them
+    # within this long. 0: ask before every tick.
+    chain_network_recheck_seconds: float = Field(default=300.0, ge=0)
     # The watch-only deposit and hot wallets (xpub or descriptor); `satvault init` fills them
     # from the signer when empty.
     deposit_descriptor: str = ""

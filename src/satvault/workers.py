@@ -164,9 +164,10 @@ def singleton(worker: Worker, lease: Lease) -> Worker:
 
 def on_network(worker: Worker, guard: NetworkGuard) -> Worker:
     """Run ``worker``'s ticks only against a chain node on the configured network: the
-    guard asks the node on the first tick (and after the node was unreachable); a node of
-    another network fails every tick with :class:`WrongChainNetwork`, reported as the
-    worker's ``last_error`` (on /healthz) and asked again at the next tick."""
+    guard asks the node on the first tick (again after the node was unreachable, and once its
+    last answer is ``recheck_seconds`` old); a node of another network fails every tick with
+    :class:`WrongChainNetwork`, reported as the worker's ``last_error`` (on /healthz) and
+    asked again at the next tick."""
     tick = worker._tick
 
     async def checked() -> int:

@@ -1,5 +1,6 @@
 """``NetworkGuard``: the chain node's network against the configured one, asked on first
-contact and again after the node was unreachable, through either adapter."""
+contact, again after the node was unreachable, and again once ``recheck_seconds`` passed on
+the process clock, through either adapter."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from satvault.backends.errors import WrongChainNetwork
 from satvault.backends.networks import NetworkGuard
+from satvault.kernel.clock import FakeClock
 from tests.backends.conftest import Node
 
 
@@ -30,6 +32,32 @@ async def test_asked_once_then_again_only_after_the_node_was_unreachable(node: N
     node.claim_chain("main")
     await guard.check()  # known to be on regtest: not asked on every tick
     guard.forget()  # the node could not be reached: it may be another node now
+    with pytest.raises(WrongChainNetwork):
+        await guard.check()
+
+
+async def test_asked_again_once_the_recheck_interval_passed(node: Node,
+                                                            clock: FakeClock) -> None:
+    """A node swapped for one of another network on the same URL, without a single call
+    failing in between, is noticed at the next question: at most ``recheck_seconds`` later."""
+    guard = NetworkGuard(node.backend, "regtest", recheck_seconds=300)
+    await guard.check()
+    node.claim_chain("signet")
+    clock.advance(299)
+    await guard.check()  # within the interval: one question per interval, not per tick
+    clock.advance(2)
+    with pytest.raises(WrongChainNetwork) as info:
+        await guard.check()
+    assert info.value.found == "signet" and not guard.confirmed
+    with pytest.raises(WrongChainNetwork):  # refused at every check until it is ours again
+        await guard.check()
+    node.claim_chain("regtest")
+    await guard.check()  # asked at once, not an interval later
+    assert guard.confirmed
+    node.claim_chain("main")
+    clock.advance(299)  # the interval starts again from the last answer
+    await guard.check()
+    clock.advance(2)
     with pytest.raises(WrongChainNetwork):
         await guard.check()
 

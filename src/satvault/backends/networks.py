@@ -10,10 +10,12 @@ in the Lightning adapters: they share address formats and key versions, and the 
 not tell them apart. A chain of neither table (Elements' ``liquidv1``, Liquid's genesis) is
 named as found, so it matches no configured network.
 
-:class:`NetworkGuard` asks the node once, on first contact, and again after the node was
-unreachable (it may come back as another node); until the node is on the configured network
-it raises :class:`~satvault.backends.errors.WrongChainNetwork`. The composition root puts it
-in front of the workers that credit deposits and build payouts.
+:class:`NetworkGuard` asks the node on first contact, again after the node was unreachable
+(it may come back as another node), and again once ``recheck_seconds`` passed on the process
+clock since its last answer (a node swapped on the same URL without a call failing in
+between: one more ``getblockchaininfo`` per interval); until the node is on the configured
+network it raises :class:`~satvault.backends.errors.WrongChainNetwork`. The composition root
+puts it in front of the workers that credit deposits and build payouts.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ import asyncio
 
 from satvault.backends.base import ChainBackend, ChainSyncSource
 from satvault.backends.errors import WrongChainNetwork
+from satvault.kernel.clock import unix_time
 from satvault.logs import get_logger
 
 __all__ = ["CORE_CHAINS", "GENESIS_HASHES", "NetworkGuard", "network_of_chain",
            "network_of_genesis"]
 
 log = get_logger(__name__)
+# How long a node's answer stands before it is asked again (``chain_network_recheck_seconds``).
+RECHECK_SECONDS = 300.0
 
 # Every name a node gives its network, in our words: Bitcoin Core's ``chain`` (main, test,
 # testnet4 …), LND's ``network`` (mainnet, testnet3, simnet: btcd's, a regtest) and Core
@@ -60,38 +65,51 @@ def network_of_genesis(block_hash: str) -> str:
 class NetworkGuard:
     """Whether ``backend``'s node is on ``network``: :meth:`check` returns once it is known to
     be, raises :class:`WrongChainNetwork` while it is on another one, and lets the backend's
-    own error through while the node cannot be reached (asked again next time). A backend
-    that cannot tell (a plug-in without ``sync_info``, or one that reports no network) is
-    trusted, with a warning in the log."""
+    own error through while the node cannot be reached (asked again next time). A node known
+    to be on it is asked again once ``recheck_seconds`` passed since it last said so. A
+    backend that cannot tell (a plug-in without ``sync_info``, or one that reports no
+    network) is trusted, with a warning in the log (once)."""
 
-    def __init__(self, backend: ChainBackend, network: str) -> None:
+    def __init__(self, backend: ChainBackend, network: str, *,
+                 recheck_seconds: float = RECHECK_SECONDS) -> None:
         self.backend = backend
         self.network = network
+        self.recheck_seconds = recheck_seconds
         self.confirmed = False
+        self._confirmed_at = 0.0
         self._lock = asyncio.Lock()
         self._reported: str | None = None
+        self._unknown_told = False
+
+    def _known(self) -> bool:
+        """Confirmed, and not so long ago that the node must be asked again."""
+        elapsed = unix_time() - self._confirmed_at  # a clock set back asks again too
+        return self.confirmed and 0 <= elapsed < self.recheck_seconds
 
     async def check(self) -> None:
-        if self.confirmed:
+        if self._known():
             return
         async with self._lock:  # the chain workers start together: one of them asks
-            if self.confirmed:
+            if self._known():
                 return
             found = await self._ask()
             if found is not None and found != self.network:
+                self.confirmed = False
                 if self._reported != found:
                     self._reported = found
                     log.error("chain_network_mismatch", node=found, configured=self.network,
                               note="the chain watcher, payout job and custody worker stay "
                                    "stopped until the node is on the configured network")
                 raise WrongChainNetwork(found, self.network)
-            if found is None:
+            if found is None and not self._unknown_told:
+                self._unknown_told = True
                 log.warning("chain_network_unknown", backend=self.backend.name,
                             configured=self.network, note="the node's network is not checked")
             elif self._reported is not None:
                 log.info("chain_network_ok", network=found)
             self._reported = None
             self.confirmed = True
+            self._confirmed_at = unix_time()
 
     def forget(self) -> None:
         """The node was unreachable: ask it again on the next contact."""
