@@ -7,9 +7,19 @@ from __future__ import annotations
 import contextlib
 from decimal import Decimal
 
+import httpx
 import pytest
 
-from satvault.backends.base import ChainBackend, ChainSyncSource, ChainTip, OutPoint, TxOut
+from satvault.backends.base import (
+    ChainBackend,
+    ChainSyncSource,
+    ChainTip,
+    OutPoint,
+    TxIndex,
+    TxIndexSource,
+    TxOut,
+)
+from satvault.backends.bitcoind import BitcoindBackend
 from satvault.backends.errors import (
     NotFound,
     TxAlreadyInChain,
@@ -56,6 +66,31 @@ async def test_sync_info_names_the_network_in_satvaults_words(node: Node, chain:
     assert (await node.backend.sync_info()).network == "regtest"
     node.claim_chain(chain)
     assert (await node.backend.sync_info()).network == network
+
+
+async def test_tx_index_says_whether_a_confirmed_transaction_is_found_by_its_txid(
+        node: Node) -> None:
+    """Bitcoin Core's ``getindexinfo`` (the index and its height); an Esplora server indexes
+    everything by design. A Core without ``getindexinfo`` (before 0.21) cannot say: None."""
+    assert isinstance(node.backend, TxIndexSource)
+    if node.kind == "esplora":
+        assert await node.backend.tx_index() == TxIndex(True)
+        return
+    assert await node.backend.tx_index() == TxIndex(True, True, 110)
+    rpc = node.backend
+    assert isinstance(rpc, BitcoindBackend)
+    await rpc.call("simnet_settxindex", False)
+    assert await rpc.tx_index() == TxIndex(False, False)
+    await rpc.call("simnet_settxindex", True, False)
+    assert await rpc.tx_index() == TxIndex(True, False, 0)
+    old = BitcoindBackend("http://127.0.0.1:9/", transport=httpx.MockTransport(
+        lambda request: httpx.Response(404, json={
+            "result": None, "error": {"code": -32601, "message": "Method not found"},
+            "id": 1})))
+    try:
+        assert await old.tx_index() is None
+    finally:
+        await old.close()
 
 
 async def test_tip_and_block_hashes_match_the_chain(node: Node) -> None:

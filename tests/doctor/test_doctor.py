@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from satvault.accounts import service as acc
-from satvault.backends.base import ChainSync
+from satvault.backends.base import ChainSync, TxIndex
 from satvault.backends.bitcoind import BitcoindBackend
 from satvault.backends.lnd import LndBackend
 from satvault.cli import app as cli_app
@@ -264,6 +264,50 @@ async def test_a_chain_node_of_another_network_is_an_error(site: Site) -> None:
                                      SATVAULT_NETWORK="testnet")
     assert check(report, "chain")["status"] == "ok", report
     assert check(report, "lightning")["status"] == "error"
+
+
+async def test_a_bitcoind_without_txindex_is_an_error_and_one_still_indexing_a_warning(
+        site: Site) -> None:
+    """Without -txindex, Bitcoin Core finds a confirmed transaction only with its block hash:
+    satvault never sees a payout confirm. The doctor asks ``getindexinfo`` and says so, with
+    what to do; an index still being built is a warning (it will be there)."""
+    code, report = await site.report("--package-root", str(site.tree))
+    chain = check(report, "chain")
+    assert code == 0 and chain["status"] == "ok" and "txindex" in chain["detail"], report
+    rpc = BitcoindBackend(site.bitcoind.url, retries=0)
+    try:
+        await rpc.call("simnet_settxindex", False)
+        code, report = await site.report("--package-root", str(site.tree))
+        assert code == 1 and report["ok"] is False
+        chain = check(report, "chain")
+        assert chain["status"] == "error", report
+        assert "without -txindex" in chain["detail"]
+        assert "-txindex=1" in chain["action"]
+        code, table = await site.cli("doctor", "--package-root", str(site.tree))
+        assert code == 1 and "-txindex=1" in table
+
+        await rpc.call("simnet_settxindex", True, False)  # building it after a restart
+        code, report = await site.report("--package-root", str(site.tree))
+        chain = check(report, "chain")
+        assert code == 0 and chain["status"] == "warn", report
+        assert "still building" in chain["detail"] and "wait" in chain["action"]
+    finally:
+        await rpc.close()
+
+
+def test_an_esplora_server_always_indexes_and_an_old_core_cannot_say() -> None:
+    synced = ChainSync(100, 100, False, 1.0, 0, None, "regtest")
+    found = judge_chain(synced, kind="esplora", url="u", network="regtest",
+                        txindex=TxIndex(True))
+    assert found.status is Status.OK and "txindex" not in found.detail
+    found = judge_chain(synced, kind="bitcoind", url="u", network="regtest", txindex=None)
+    assert found.status is Status.WARN and "getindexinfo" in found.detail
+    assert "-txindex=1" in found.action
+    # the network and the sync state come first: one finding per check, the worst
+    elsewhere = ChainSync(100, 100, False, 1.0, 0, None, "mainnet")
+    found = judge_chain(elsewhere, kind="bitcoind", url="u", network="regtest",
+                        txindex=TxIndex(False, False))
+    assert found.status is Status.ERROR and "configured for regtest" in found.detail
 
 
 async def test_no_url_setting_shows_its_credentials(site: Site) -> None:

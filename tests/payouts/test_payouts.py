@@ -387,3 +387,31 @@ async def test_a_payout_sent_once_is_never_paid_again_when_its_rebroadcast_is_re
         assert (await s.get(Withdrawal, wd.id)).status == "confirmed"
     assert (await env.balances())["held"] == 0
     await env.check()
+
+
+async def test_the_payout_job_warns_once_at_start_against_a_node_without_txindex(env: Env):
+    """bitcoind without -txindex never shows a confirmed payout by its txid, so payouts are
+    never seen to confirm. The job cannot fix that; it says so, once, when it starts."""
+    from structlog.testing import capture_logs
+
+    from satvault.backends.bitcoind import BitcoindBackend
+
+    def told(logs: list[dict]) -> list[dict]:
+        return [e for e in logs if e["event"] == "node_without_txindex"]
+
+    node = BitcoindBackend(env.server.url, retries=0)
+    fresh = env.new_runtime()  # a restart, against the same node
+    try:
+        with capture_logs() as logs:
+            await env.runtime.payouts.step()
+        assert told(logs) == []  # the simulator, like a well-set node, keeps the index
+        await node.call("simnet_settxindex", False)
+        with capture_logs() as logs:
+            await fresh.payouts.step()
+            await fresh.payouts.step()
+        [warning] = told(logs)
+        assert warning["log_level"] == "warning" and "-txindex=1" in warning["action"]
+    finally:
+        await node.close()
+        await fresh.close()
+    await env.check()

@@ -154,3 +154,28 @@ def test_cookie_auth(tmp_path) -> None:
                           content=json.dumps({"id": 1, "method": "getblockcount"}))
         assert resp.json()["result"] == 110
     assert not cookie.exists()
+
+
+def test_getindexinfo_and_a_node_without_txindex(rpc: Rpc) -> None:
+    """``getindexinfo`` answers as Bitcoin Core (0.21+) does: the transaction index when it
+    runs (on by default here), ``{}`` when the node was started without ``-txindex`` (turned
+    off with ``simnet_settxindex``); and then, as Core, ``getrawtransaction`` finds a confirmed
+    transaction only with its block hash."""
+    assert rpc("getindexinfo", "txindex") == {
+        "txindex": {"synced": True, "best_block_height": 110}}
+    assert rpc("getindexinfo", "coinstatsindex") == {}
+    confirmed = rpc("simnet_pay", DEST, 50_000)
+    [block_hash] = rpc("simnet_mine", 1)
+    waiting = rpc("simnet_pay", DEST, 20_000)
+
+    assert rpc("simnet_settxindex", False) == {"txindex": False, "synced": False}
+    assert rpc("getindexinfo") == {} and rpc("getindexinfo", "txindex") == {}
+    failure = rpc.fails("getrawtransaction", confirmed)
+    assert failure.code == -5 and "Use -txindex or provide a block hash" in failure.message
+    assert rpc("getrawtransaction", confirmed, 1, block_hash)["txid"] == confirmed
+    assert rpc("getrawtransaction", waiting, 1)["txid"] == waiting  # the mempool's: found
+
+    assert rpc("simnet_settxindex", True, False) == {"txindex": True, "synced": False}
+    assert rpc("getindexinfo") == {"txindex": {"synced": False, "best_block_height": 0}}
+    assert rpc("simnet_settxindex", True) == {"txindex": True, "synced": True}
+    assert rpc("getrawtransaction", confirmed, 1)["blockhash"] == block_hash

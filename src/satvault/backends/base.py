@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = ["Block", "ChainBackend", "ChainSync", "ChainSyncSource", "ChainTip", "OutPoint", "Tx",
-           "TxOut", "TxStatus"]
+           "TxIndex", "TxIndexSource", "TxOut", "TxStatus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,19 @@ class ChainSync:
     tip_time: int
     median_time: int | None
     network: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TxIndex:
+    """Whether the node finds any confirmed transaction by its txid alone, which is how
+    payouts, sweeps and refills are seen to confirm. Bitcoin Core does only with
+    ``-txindex`` (``enabled``), and only for the blocks its index has reached (``synced``
+    once it is at the tip; ``height``: the index's best block). An Esplora server indexes
+    every transaction by design: enabled, synced, no height of its own."""
+
+    enabled: bool
+    synced: bool = True
+    height: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +121,14 @@ class ChainSyncSource(Protocol):
     """A chain backend that can say whether its node is synced (``satvault doctor``)."""
 
     async def sync_info(self) -> ChainSync: ...
+
+
+@runtime_checkable
+class TxIndexSource(Protocol):
+    """A chain backend that can say whether its node indexes every transaction
+    (``satvault doctor``, the payout job's start-up warning)."""
+
+    async def tx_index(self) -> TxIndex | None:
+        """The node's transaction index; None when the node cannot say (Bitcoin Core before
+        0.21 has no ``getindexinfo``)."""
+        ...

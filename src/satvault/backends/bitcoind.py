@@ -23,7 +23,16 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
-from satvault.backends.base import Block, ChainSync, ChainTip, OutPoint, Tx, TxOut, TxStatus
+from satvault.backends.base import (
+    Block,
+    ChainSync,
+    ChainTip,
+    OutPoint,
+    Tx,
+    TxIndex,
+    TxOut,
+    TxStatus,
+)
 from satvault.backends.errors import (
     BackendProtocolError,
     BackendUnavailable,
@@ -40,6 +49,7 @@ __all__ = ["BitcoindBackend", "btc_to_sat"]
 
 log = get_logger(__name__)
 SAT = Decimal(100_000_000)
+METHOD_NOT_FOUND = -32601  # JSON-RPC's code, which Core answers for a method it lacks
 
 
 def btc_to_sat(value: Any) -> int:
@@ -174,6 +184,26 @@ class BitcoindBackend:
                              network_of_chain(str(info["chain"])))
         except (KeyError, TypeError, ValueError) as exc:
             raise BackendProtocolError(f"bitcoind getblockchaininfo: {exc!r}") from exc
+
+    async def tx_index(self) -> TxIndex | None:
+        """``getindexinfo "txindex"`` (Core 0.21+) answers ``{"txindex": {"synced": …,
+        "best_block_height": …}}`` while the index runs and ``{}`` without ``-txindex``; None
+        from an older node, which does not know the method."""
+        try:
+            info = await self.call("getindexinfo", "txindex")
+        except BackendProtocolError as exc:
+            if f"error {METHOD_NOT_FOUND}:" in str(exc):
+                return None
+            raise
+        if not isinstance(info, dict):
+            raise BackendProtocolError(f"bitcoind getindexinfo: {info!r}")
+        index = info.get("txindex")
+        if index is None:
+            return TxIndex(False, False)
+        try:
+            return TxIndex(True, bool(index["synced"]), int(index["best_block_height"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BackendProtocolError(f"bitcoind getindexinfo: {exc!r}") from exc
 
     async def block_hash(self, height: int) -> str:
         return str(await self.call("getblockhash", height))

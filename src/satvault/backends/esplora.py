@@ -16,7 +16,16 @@ from typing import Any
 
 import httpx
 
-from satvault.backends.base import Block, ChainSync, ChainTip, OutPoint, Tx, TxOut, TxStatus
+from satvault.backends.base import (
+    Block,
+    ChainSync,
+    ChainTip,
+    OutPoint,
+    Tx,
+    TxIndex,
+    TxOut,
+    TxStatus,
+)
 from satvault.backends.bitcoind import BitcoindBackend
 from satvault.backends.errors import BackendProtocolError, BackendUnavailable, NotFound, TxRejected
 from satvault.backends.networks import network_of_genesis
@@ -121,6 +130,10 @@ class EsploraBackend:
         return ChainSync(tip.height, None, False, None, meta["timestamp"],
                          median if isinstance(median, int) else None,
                          network_of_genesis(genesis))
+
+    async def tx_index(self) -> TxIndex:
+        """An Esplora server looks up every transaction by its txid: always indexed."""
+        return TxIndex(True)
 
     async def block_hash(self, height: int) -> str:
         return (await self._get(f"/block-height/{height}")).text.strip()

@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 
 from satvault.backends.base import ChainSync
-from satvault.backends.errors import BackendWarmingUp
 from satvault.backends.lightning import NodeInfo
+from satvault.doctor._chain import judge_chain
 from satvault.doctor._report import Check, Status
 from satvault.doctor.manifest import IntegrityResult
 from satvault.ledger.check import CheckReport
@@ -53,9 +53,6 @@ CERT_WARN_DAYS = 30
 # The PostgreSQL settings the money's durability and the money paths' locking rest on.
 DURABILITY_SETTINGS = ("fsync", "full_page_writes", "synchronous_commit",
                        "default_transaction_isolation")
-# Blocks the best header may be ahead of the tip before it is a warning, then an error.
-SYNC_WARN_BLOCKS = 1
-SYNC_ERROR_BLOCKS = 3
 
 
 def worst(statuses: Sequence[Status]) -> Status:
@@ -169,46 +166,6 @@ def judge_reconciliation(differences: Sequence[object] | BaseException | None,
 
 
 # ---------------------------------------------------------------------------- the nodes
-
-def judge_chain(sync: ChainSync | BaseException | None, *, kind: str, url: str,
-                network: str) -> Check:
-    """The chain node: reachable, on ``network`` (SATVAULT_NETWORK), synced."""
-    if sync is None:
-        return Check("chain", Status.WARN, f"the {kind} backend cannot report its sync state",
-                     "check the node by hand")
-    if isinstance(sync, BackendWarmingUp):
-        return Check("chain", Status.ERROR, f"the node at {url} is still starting: {_err(sync)}",
-                     "wait until it has loaded its block index, then run the doctor again")
-    if isinstance(sync, BaseException):
-        return Check("chain", Status.ERROR, f"cannot reach the {kind} node at {url}: "
-                     f"{_err(sync)}", "check that the node runs, the URL and its credentials "
-                     "(bitcoind_url / bitcoind_cookie_file / esplora_url)")
-    if sync.network is not None and sync.network != network:
-        return Check("chain", Status.ERROR,
-                     f"the node is on {sync.network}, satvault is configured for {network}",
-                     "point bitcoind_url / esplora_url at a node of that network, or correct "
-                     "SATVAULT_NETWORK: deposits would be credited and payouts built on the "
-                     "wrong chain (the chain watcher, payout job and custody worker stay "
-                     "stopped until they agree)")
-    behind = None if sync.headers is None else sync.headers - sync.height
-    if sync.initial_block_download or (behind is not None and behind >= SYNC_ERROR_BLOCKS):
-        progress = "" if sync.verification_progress is None \
-            else f", {sync.verification_progress:.2%} verified"
-        return Check("chain", Status.ERROR,
-                     f"the node is syncing: tip {sync.height}, best header {sync.headers}"
-                     f"{progress}", "wait until it has caught up: until then deposits are "
-                     "not seen and payouts are built on a stale chain")
-    if behind is not None and behind >= SYNC_WARN_BLOCKS:
-        return Check("chain", Status.WARN, f"tip {sync.height} is {behind} block(s) behind the "
-                     "best header", "usually a block being validated; run the doctor again")
-    headers = "" if sync.headers is None else f", best header {sync.headers}"
-    if sync.network is None:
-        return Check("chain", Status.WARN, f"{kind} at {url} answers (tip {sync.height}"
-                     f"{headers}) but does not say which network it is on",
-                     f"check by hand that the node is on {network}")
-    return Check("chain", Status.OK, f"{kind} at {url} answers: {sync.network}, tip "
-                 f"{sync.height}{headers}")
-
 
 def judge_lightning(info: NodeInfo | BaseException | None, *, kind: str, network: str) -> Check:
     if info is None:

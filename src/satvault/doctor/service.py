@@ -1,7 +1,8 @@
 """``run_doctor``: gather the facts, judge them, one report.
 
 The probes that wait on something else — the database's revision, clock and durability
-settings, the chain node, the Lightning node, the signer, the disk, hashing the installed
+settings, the chain node (its sync state and network, and its transaction index), the
+Lightning node, the signer, the disk, hashing the installed
 code — run concurrently, each with ``doctor_timeout_seconds``; none holds a database
 transaction while it waits on the network. Once the schema is known to be current, the
 ledger check and the three-way reconciliation run
@@ -25,7 +26,13 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from satvault.backends.base import ChainBackend, ChainSync, ChainSyncSource
+from satvault.backends.base import (
+    ChainBackend,
+    ChainSync,
+    ChainSyncSource,
+    TxIndex,
+    TxIndexSource,
+)
 from satvault.backends.lightning import LightningBackend, NodeInfo
 from satvault.composition import make_lightning_backend, seed_path
 from satvault.config import Settings, redact_url
@@ -88,6 +95,12 @@ async def _chain_sync(backend: ChainBackend) -> ChainSync | None:
     if not isinstance(backend, ChainSyncSource):
         return None
     return await backend.sync_info()
+
+
+async def _tx_index(backend: ChainBackend) -> TxIndex | None:
+    if not isinstance(backend, TxIndexSource):
+        return None
+    return await backend.tx_index()
 
 
 async def _signer(socket: str, timeout: float) -> dict[str, str] | None:
@@ -188,12 +201,13 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
             asyncio.ensure_future(_probe(_signer(settings.signer_socket, timeout), timeout)),
             asyncio.ensure_future(asyncio.to_thread(_disks, settings)),
             # hashing a few hundred files: bounded by the disk, not the network
-            asyncio.ensure_future(_probe(integrity(), max(timeout, 60.0))))
+            asyncio.ensure_future(_probe(integrity(), max(timeout, 60.0))),
+            asyncio.ensure_future(_probe(_tx_index(backend), timeout)))
         await asyncio.gather(*tasks)
         revision, db_now, db_settings, sync, info, signer = (
             tasks[0].result(), tasks[1].result(), tasks[2].result(), tasks[3].result(),
             tasks[4].result(), tasks[5].result())
-        disks, code = tasks[6].result(), tasks[7].result()
+        disks, code, txindex = tasks[6].result(), tasks[7].result(), tasks[8].result()
         head = head_revision()
         current = not isinstance(revision, BaseException) and revision == head
         ledger: CheckReport | BaseException | None = None
@@ -227,7 +241,8 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
     report = DoctorReport([
         J.judge_migrations(revision, head),
         J.judge_database(db_settings, production=settings.environment == "production"),
-        J.judge_chain(sync, kind=settings.chain_backend, url=url, network=settings.network),
+        J.judge_chain(sync, kind=settings.chain_backend, url=url, network=settings.network,
+                      txindex=txindex),
         J.judge_lightning(info if kind not in ("", "none") else None, kind=kind,
                           network=settings.network),
         J.judge_macaroon(kind=kind, path=settings.lnd_macaroon_path,

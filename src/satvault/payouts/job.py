@@ -33,8 +33,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Wallet
 from satvault.audit import anchors
-from satvault.backends.base import ChainBackend
-from satvault.backends.errors import BackendUnavailable, TxAlreadyInChain, TxRejected
+from satvault.backends.base import ChainBackend, TxIndexSource
+from satvault.backends.errors import (
+    BackendError,
+    BackendUnavailable,
+    TxAlreadyInChain,
+    TxRejected,
+)
 from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.kernel.ids import new_id
@@ -231,6 +236,7 @@ class PayoutJob:
         self.signer = signer
         self.settings = settings
         self._accounts: dict[str, AccountKey] | None = None
+        self._txindex_asked = False
 
     async def account_keys(self, session: AsyncSession) -> dict[str, AccountKey]:
         """The signer's deposit and hot account keys (fingerprint, path, xpub), read once from
@@ -244,11 +250,31 @@ class PayoutJob:
     async def step(self) -> PayoutReport:
         """Move every open payout forward, batch what is pending, move the new one too."""
         report = PayoutReport()
+        await self._tell_without_txindex()
         await self.watch(report)
         await self.advance(report)
         await self.create_batch(report)
         await self.advance(report)
         return report
+
+    async def _tell_without_txindex(self) -> None:
+        """Once per process (asked again while the node cannot be reached): a node without a
+        transaction index never shows a confirmed payout by its txid, so none would ever be
+        seen to confirm. Nothing here can fix that; the log says so, clearly, at start."""
+        if self._txindex_asked or not isinstance(self.backend, TxIndexSource):
+            return
+        try:
+            index = await self.backend.tx_index()
+        except BackendUnavailable:
+            return
+        except BackendError:  # an answer it cannot read: the doctor says more, payouts go on
+            index = None
+        self._txindex_asked = True
+        if index is not None and not index.enabled:
+            log.warning("node_without_txindex", backend=self.backend.name,
+                        action="start bitcoind with -txindex=1: until then no payout, sweep "
+                               "or refill is seen to confirm and their withdrawals stay "
+                               "unbooked (satvault doctor reports it too)")
 
     async def watch(self, report: PayoutReport | None = None) -> PayoutReport:
         """Look at every confirmed move not yet final for a reorg (:mod:`.reorgs`)."""

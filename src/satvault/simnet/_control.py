@@ -1,6 +1,6 @@
 """The ``simnet_*`` control methods: drive the chain and its faucet over the same JSON-RPC
 endpoint (pay, mine, reorg, replace, double-spend, fee estimate, warm-up, sync state, the chain it
-claims to be, faucet balance)."""
+claims to be, whether it keeps a transaction index, faucet balance)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ __all__ = [
     "simnet_setchain",
     "simnet_setfeerate",
     "simnet_setsync",
+    "simnet_settxindex",
     "simnet_warmup",
 ]
 
@@ -123,6 +124,16 @@ def simnet_setchain(ctx: RpcContext, p: list[Any]) -> Any:
                        f"{', '.join(CORE_CHAINS)}")
     ctx.chain_name = name
     return {"chain": name}
+
+
+def simnet_settxindex(ctx: RpcContext, p: list[Any]) -> Any:
+    """Pretend the node runs without ``-txindex`` (``enabled`` false: ``getindexinfo`` answers
+    ``{}`` and ``getrawtransaction`` finds a confirmed transaction only with its block hash),
+    or with an index still being built (``synced`` false); the blocks do not change."""
+    enabled = bool_(p[0])
+    synced = enabled and (True if p[1] is None else bool_(p[1]))
+    ctx.txindex, ctx.txindex_synced = enabled, synced
+    return {"txindex": enabled, "synced": synced}
 
 
 def simnet_faucet_balance(ctx: RpcContext, p: list[Any]) -> Any:

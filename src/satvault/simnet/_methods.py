@@ -18,6 +18,7 @@ from satvault.simnet import _control as control
 from satvault.simnet._accept import AcceptResult, unspendable_total
 from satvault.simnet._params import (
     NOT_FOUND_TX,
+    NOT_FOUND_TX_NO_INDEX,
     RPC_INVALID_ADDRESS_OR_KEY,
     RPC_INVALID_PARAMETER,
     RPC_METHOD_NOT_FOUND,
@@ -188,7 +189,10 @@ def getrawtransaction(ctx: RpcContext, p: list[Any]) -> Any:
                            "considered an ordinary transaction and cannot be retrieved")
         hit = c.find_tx(txid)
         if hit is None:
-            raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, NOT_FOUND_TX)
+            raise RpcError(RPC_INVALID_ADDRESS_OR_KEY,
+                           NOT_FOUND_TX if ctx.txindex else NOT_FOUND_TX_NO_INDEX)
+        if hit[1] is not None and not ctx.txindex:  # in a block: only the index finds it
+            raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, NOT_FOUND_TX_NO_INDEX)
         found = hit
     tx, block = found
     if level <= 0:
@@ -317,7 +321,13 @@ def validateaddress(ctx: RpcContext, p: list[Any]) -> Any:
 
 
 def getindexinfo(ctx: RpcContext, p: list[Any]) -> Any:
-    info = {"txindex": {"synced": True, "best_block_height": ctx.chain.height}}
+    """The indexes the node runs, by name (Core 0.21+): only the transaction index here, and
+    ``{}`` when it is off (``simnet_settxindex``). One still being built (after a restart
+    with ``-txindex`` newly on) reports ``synced: false`` at height 0."""
+    if not ctx.txindex:
+        return {}
+    info = {"txindex": {"synced": ctx.txindex_synced,
+                        "best_block_height": ctx.chain.height if ctx.txindex_synced else 0}}
     if p[0] is not None:
         return {k: v for k, v in info.items() if k == str_(p[0])}
     return info
@@ -364,6 +374,7 @@ METHODS: dict[str, Method] = {
     "simnet_warmup": Method(control.simnet_warmup, ("seconds",), 1),
     "simnet_setsync": Method(control.simnet_setsync, ("headers_ahead",), 1),
     "simnet_setchain": Method(control.simnet_setchain, ("chain",), 1),
+    "simnet_settxindex": Method(control.simnet_settxindex, ("enabled", "synced"), 1),
     "simnet_faucet_balance": Method(control.simnet_faucet_balance, ()),
     "simnet_info": Method(control.simnet_info, ()),
 }

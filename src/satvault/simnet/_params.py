@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_FEERATE",
     "NOT_FOUND_TX",
+    "NOT_FOUND_TX_NO_INDEX",
     "RPC_DESERIALIZATION_ERROR",
     "RPC_INVALID_ADDRESS_OR_KEY",
     "RPC_INVALID_PARAMETER",
@@ -55,6 +56,10 @@ RPC_METHOD_NOT_FOUND = -32601
 DEFAULT_MAX_FEERATE = Decimal("0.10")
 NOT_FOUND_TX = "No such mempool or blockchain transaction. Use gettransaction for wallet " \
                "transactions."
+# Core's answer for a confirmed transaction asked for without -txindex and without its block.
+NOT_FOUND_TX_NO_INDEX = "No such mempool transaction. Use -txindex or provide a block hash " \
+                        "to enable blockchain transaction queries. Use gettransaction for " \
+                        "wallet transactions."
 
 
 class RpcError(Exception):
@@ -75,6 +80,10 @@ class RpcContext:
     # ``simnet_setchain``: the chain ``getblockchaininfo`` names (Core's words); the blocks
     # stay regtest's whatever it says.
     chain_name: str = "regtest"
+    # ``simnet_settxindex``: whether the node runs with ``-txindex`` (Core's default is off;
+    # the simulator's on, as satvault needs it) and whether that index has caught up.
+    txindex: bool = True
+    txindex_synced: bool = True
 
 
 @dataclass(frozen=True)

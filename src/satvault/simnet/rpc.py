@@ -20,7 +20,9 @@ connection refused / reset), ``set_offline(False)`` listens again on the same po
 The ``simnet_setsync`` control method makes ``getblockchaininfo`` report a node still in
 initial block download, its best header some blocks past its tip; ``simnet_setchain`` makes
 it name another chain than ``regtest`` (``main``, ``test``, ``testnet4``, ``signet``), a node
-of another network as far as satvault can tell.
+of another network as far as satvault can tell; ``simnet_settxindex`` a node without
+``-txindex`` (``getindexinfo`` answers ``{}``, confirmed transactions are found only with
+their block hash) or with an index still being built.
 With ``data_path`` the chain is saved after every call that changed it.
 """
 
