@@ -20,9 +20,10 @@ from satvault.db import create_engine
 from tests.waiting import wait_until
 
 
-def sv(*args: str, url: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
+def sv(*args: str, url: str, home: Path, check: bool = True,
+       env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "SATVAULT_HOME": str(home), "SATVAULT_DATABASE_URL": url,
-           "PYTHONPATH": os.pathsep.join(sys.path)}
+           "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})}
     env.pop("SATVAULT_CONFIG", None)
     proc = subprocess.run([sys.executable, "-m", "satvault.cli", *args], env=env,
                           capture_output=True, text=True, timeout=120)
@@ -106,6 +107,91 @@ def test_init_then_manage_accounts_and_check(db_url, tmp_path):
     report = last_json(broken)
     assert report["ok"] is False
     assert any(r.startswith("ledger_accounts.id=") for p in report["problems"] for r in p["rows"])
+
+
+PRODUCTION = {"SATVAULT_ENVIRONMENT": "production", "SATVAULT_SIGNER_SOCKET": ""}
+
+
+def _admins(url: str) -> int:
+    async def go() -> int:
+        engine = create_engine(url, pool_size=1)
+        try:
+            async with engine.connect() as conn:
+                return int((await conn.execute(text(
+                    "SELECT count(*) FROM users WHERE is_admin"))).scalar_one())
+        finally:
+            await engine.dispose()
+    return asyncio.run(go())
+
+
+def test_init_in_production_refuses_the_demo_signer_unless_asked_for(db_url, tmp_path):
+    """Found in the known gaps: without SATVAULT_SIGNER_SOCKET, init created the in-process
+    demo signer in production too, with only a log warning, so the web process held the hot
+    keys. Now it refuses, naming the way out, before it creates anything; --demo-signer is
+    the explicit, knowing choice."""
+    home = tmp_path / "home"
+    for extra in ((), ("--format", "text"), ("--if-needed",)):
+        refused = sv_here("init", *extra, url=db_url, home=home, env=PRODUCTION, check=False)
+        assert refused.returncode == 1, (refused.stdout, refused.stderr)
+        error = last_json(refused)["error"]
+        for named in ("production", "SATVAULT_SIGNER_SOCKET", "`satvault signer serve`",
+                      "--demo-signer", "nothing was created"):
+            assert named in error, error
+        assert not (home / "signer.json").exists()
+        assert not (home / "signer.passphrase").exists()
+        assert _admins(db_url) == 0
+
+    chosen = sv_here("init", "--demo-signer", url=db_url, home=home, env=PRODUCTION)
+    assert last_json(chosen)["api_key"].startswith("sv.")
+    assert (home / "signer.json").exists() and _admins(db_url) == 1
+    assert "demo signer" in chosen.stderr and "production" in chosen.stderr
+
+
+def test_serve_in_production_refuses_to_start_without_a_signer_socket(db_url, tmp_path):
+    """Without a socket `serve` would open the demo seed in the web process and pay out from
+    it: in production it does not start at all (whatever its role) unless told
+    --demo-signer, and says why in one line."""
+    for extra in ((), ("--role", "api")):
+        proc = sv("serve", "--port", str(_free_port()), *extra, url=db_url, home=tmp_path,
+                  env=PRODUCTION, check=False)
+        assert proc.returncode == 2, (proc.stdout, proc.stderr)
+        assert "SATVAULT_SIGNER_SOCKET" in proc.stderr and "`satvault signer serve`" in proc.stderr
+        assert "--demo-signer" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "is starting" not in proc.stderr
+
+    sv_here("init", "--demo-signer", url=db_url, home=tmp_path, env=PRODUCTION)
+    env = {**os.environ, "SATVAULT_HOME": str(tmp_path), "SATVAULT_DATABASE_URL": db_url,
+           "SATVAULT_WATCHER_INTERVAL": "3600", "PYTHONPATH": os.pathsep.join(sys.path),
+           # no simulator on its fixed ports: a node that is not there is enough here
+           "SATVAULT_CHAIN_BACKEND": "esplora", "SATVAULT_ESPLORA_URL": "http://127.0.0.1:9/api",
+           "SATVAULT_LIGHTNING_BACKEND": "none", **PRODUCTION}
+    env.pop("SATVAULT_CONFIG", None)
+    port = _free_port()
+    with subprocess.Popen([sys.executable, "-m", "satvault.cli", "serve", "--demo-signer",
+                           "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as server:
+        try:
+            assert server.stderr is not None
+            said = ""
+            for line in server.stderr:
+                said += line
+                if "is starting" in line:
+                    break
+            assert "demo signer" in said and "is starting" in said, said
+            wait_until(lambda: _answers(port), timeout=60)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def _answers(port: int) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code in (200, 503)
+    except httpx.HTTPError:
+        return False
 
 
 def test_serve_refuses_unmigrated_database(tmp_path):

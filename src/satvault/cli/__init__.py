@@ -162,11 +162,17 @@ def init(
     output: Annotated[OutputFormat, typer.Option(
         "--format", help="json (one object on stdout) or text (a box for humans).")
     ] = OutputFormat.JSON,
+    demo_signer: Annotated[bool, typer.Option(
+        "--demo-signer", help="In production without SATVAULT_SIGNER_SOCKET: create and use "
+                              "the in-process demo signer all the same (its keys live in the "
+                              "web process). Development needs no flag.")] = False,
 ) -> None:
     """First-time setup: migrate, create platform accounts, an admin and an admin API key.
 
     The admin password and API key are printed once, here, and stored only as hashes."""
     settings = get_settings()
+    if _demo_signer_refused(settings, demo_signer):
+        fail(f"{_DEMO_SIGNER_REFUSED}; nothing was created")
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
 
@@ -188,6 +194,9 @@ def init(
     # The signer's wallets first: a configured descriptor that is not the signer's stops
     # init before an admin exists whose one-time credentials would not be shown.
     signer_created = _provision_signer(settings)
+    if _demo_signer_chosen(settings):
+        sys.stderr.write("satvault: warning: the demo signer (production, --demo-signer): its "
+                         "keys are in this process; move to `satvault signer serve`\n")
     created = _in_transaction(work, settings)
     if created is None:
         if not if_needed:
@@ -208,6 +217,23 @@ def init(
         return
     sys.stderr.write("satvault: initialised; the credentials below are shown ONCE\n")
     emit({"ok": True, **created})
+
+
+# Why production needs `--demo-signer` to run without a signer socket (init and serve).
+_DEMO_SIGNER_REFUSED = (
+    "SATVAULT_ENVIRONMENT is production and SATVAULT_SIGNER_SOCKET is empty, which would use "
+    "the in-process demo signer: the web process would hold the hot keys. Run `satvault "
+    "signer serve` as its own user and set SATVAULT_SIGNER_SOCKET to its socket "
+    "(docs/operations.md, the signer), or pass --demo-signer to take the demo signer knowingly")
+
+
+def _demo_signer_chosen(settings: Settings) -> bool:
+    """Production without a signer socket: the demo signer, which needs ``--demo-signer``."""
+    return settings.environment == "production" and not settings.signer_socket
+
+
+def _demo_signer_refused(settings: Settings, demo_signer: bool) -> bool:
+    return _demo_signer_chosen(settings) and not demo_signer
 
 
 def _provision_signer(settings: Settings) -> bool:
@@ -242,6 +268,10 @@ def serve(
              "several replicas beside one `--role workers`). workers: the background workers, "
              "with the API on the port only for /healthz (exactly one; one process).")
     ] = ServeRole.ALL,
+    demo_signer: Annotated[bool, typer.Option(
+        "--demo-signer", help="In production without SATVAULT_SIGNER_SOCKET: start with the "
+                              "in-process demo signer all the same (refused otherwise).")
+    ] = False,
 ) -> None:
     """Run the API, the background workers and the pages."""
     import uvicorn
@@ -257,6 +287,9 @@ def serve(
     if overrides:
         settings = Settings(**{**settings.model_dump(exclude={"public_url"}), **overrides})
     configure_logging(settings.log_level, settings.log_format)
+    if _demo_signer_refused(settings, demo_signer):
+        sys.stderr.write(f"satvault: {_DEMO_SIGNER_REFUSED}\n")
+        raise typer.Exit(2)
 
     async def check() -> None:
         engine = create_engine(settings.database_url, pool_size=1)
@@ -301,6 +334,9 @@ def serve(
     url = f"http://{settings.host}:{settings.port}"
     chain_url = settings.esplora_url if settings.chain_backend == "esplora" \
         else settings.bitcoind_url
+    if _demo_signer_chosen(settings):
+        sys.stderr.write("satvault: warning: the demo signer runs inside this process "
+                         "(production, --demo-signer): the web side holds the hot keys\n")
     sys.stderr.write(
         f"\n  satvault {__version__} is starting\n"
         f"    sign in         {url}/login  (dashboard and admin console; the admin's\n"
