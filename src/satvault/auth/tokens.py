@@ -16,7 +16,9 @@ rest (:mod:`.sealing`) when ``SATVAULT_SECRET_KEY`` is set.
 Every grant is held to the same second-factor rule as the pages (:func:`issue`): no token
 while the user must still enroll TOTP (an admin, or a user an admin marked), and none for an
 account with TOTP unless the grant passed it (the code in the password grant, a web session
-that passed it for the session grant).
+that passed it for the session grant). The one exception is :func:`issue_enrollment`: a
+family with no scope that cannot be refreshed, for an account that must enroll TOTP and
+logged in with one factor where there is no dashboard to enroll in (LNURL-auth).
 
 A token is refused (401) when it is malformed, its key is unknown or gone, its signature or
 ``exp`` (read from satvault's clock, not pyjwt's) is wrong, its family is revoked (refresh
@@ -64,8 +66,8 @@ from satvault.kernel.errors import InvalidInput, NotFound, StepUpRequired, Unaut
 from satvault.kernel.ids import is_id, new_id
 
 __all__ = ["ALG", "ISSUER", "MONEY_SCOPES", "TokenPair", "allowed_scopes", "authenticate_jwt",
-           "family_of", "issue", "looks_like_jwt", "refresh", "revoke_family", "rotate_keys",
-           "signing_key"]
+           "family_of", "issue", "issue_enrollment", "looks_like_jwt", "refresh", "revoke_family",
+           "rotate_keys", "signing_key"]
 
 ALG = "HS256"
 ISSUER = "satvault"
@@ -238,6 +240,29 @@ async def issue(session: AsyncSession, *, user: User, scopes: list[str] | None =
     return await _pair(session, family, policy)
 
 
+async def issue_enrollment(session: AsyncSession, *, user: User, method: str,
+                           policy: AuthPolicy = AuthPolicy()) -> TokenPair:
+    """A family whose only use is turning TOTP on, for a user who must have it (an admin,
+    or marked by one), has none, and proved one factor (an LNURL-auth login, which has no
+    dashboard to enroll in). No scope: it reaches the caller's own TOTP endpoints (which
+    need a user's access token and no scope) and ``/me``, nothing else; and it is not
+    refreshed, so it lasts one access token. The dashboard gives a password sign-in in the
+    same state a session that only opens the enrollment pages."""
+    if user.status != UserStatus.ACTIVE:
+        raise Unauthenticated(f"this account is {user.status.value}")
+    if not await totp.must_enroll(session, user_id=user.id):
+        raise Unauthenticated("an enrollment token is only for an account that must enroll "
+                              "TOTP and has not")
+    family = TokenFamily(id=new_id("tfa"), user_id=user.id, merchant_id=None, session_id=None,
+                         scopes="", enroll_only=True, created_at=utcnow())
+    session.add(family)
+    await session.flush()
+    await record(session, actor=user.id, action="auth.token_issued", object=family.id,
+                 after={"scopes": [], "merchant_id": None, "method": method,
+                        "session_id": None, "enroll_only": True})
+    return await _pair(session, family, policy)
+
+
 async def revoke_family(session: AsyncSession, *, family_id: str, reason: str,
                         actor: str) -> None:
     done = await session.execute(
@@ -283,6 +308,9 @@ async def refresh(session: AsyncSession, *, refresh_token: str,
     assert family is not None  # FK
     if family.revoked_at is not None:
         raise Unauthenticated("this token family was revoked; sign in again")
+    if family.enroll_only:
+        raise Unauthenticated("a token to enroll TOTP is not refreshed: enroll within its "
+                              "life, or log in again")
     if found.used_at is not None:
         await revoke_family(session, family_id=family.id, reason="refresh-token-reuse",
                             actor="satvault")

@@ -23,9 +23,11 @@ wallet should read is :class:`Refused`, raised here with its reason.
   key logs in the user bound to that key, created on first use. The browser that asked for
   the challenge also got a secret; only with it can it exchange the verified challenge, once,
   for a token family (:mod:`satvault.auth.tokens`: a 10-minute access token and a refresh
-  token), whose money scope lapses 15 minutes after the signature like any family's. ``k1``
-  itself is no credential: it is in the QR code, in the wallet's callback URL and so in
-  access logs.
+  token), whose money scope lapses 15 minutes after the signature like any family's. A user
+  who enrolled TOTP adds a current code to the exchange, checked and counted as at the
+  password grant; an account that must have TOTP and has none gets a family that can only
+  enroll it. ``k1`` itself is no credential: it is in the QR code, in the wallet's callback
+  URL and so in access logs.
 """
 
 from __future__ import annotations
@@ -53,8 +55,11 @@ from satvault.accounts.security import hash_secret
 from satvault.accounts.service import Principal, create_user
 from satvault.audit.service import record
 from satvault.auth.credentials import AuthPolicy
-from satvault.auth.signin import signed_in
-from satvault.auth.tokens import TokenPair, issue
+from satvault.auth.errors import SecondFactorNeeded
+from satvault.auth.models import Credentials
+from satvault.auth.signin import check_second_factor, signed_in
+from satvault.auth.tokens import TokenPair, issue, issue_enrollment
+from satvault.auth.totp import required_of, totp_enabled
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
 from satvault.db import utcnow
@@ -82,7 +87,7 @@ from satvault.payouts.models import Withdrawal
 
 __all__ = ["AUTH_TTL", "COMMENT_ALLOWED", "MIN_SENDABLE_MSAT", "MIN_VOUCHER_LIFETIME",
            "SESSION_SCOPES",
-           "SUCCESS_MESSAGE", "Challenge", "LoginRefused", "Refused", "address_invoice",
+           "SUCCESS_MESSAGE", "Challenge", "Login", "LoginRefused", "Refused", "address_invoice",
            "address_metadata", "address_name", "base_url", "cancel_voucher", "claim_address",
            "exchange_login", "host", "new_challenge", "open_voucher", "redeem_voucher",
            "verify_login", "verify_login_signature", "visible_voucher", "voucher_by_link",
@@ -107,7 +112,7 @@ class Refused(Exception):
 
 
 class LoginRefused(Exception):
-    """Why a verified login cannot be exchanged for an API key: ``reason`` is one of
+    """Why a verified login cannot be exchanged for a token family: ``reason`` is one of
     ``used``, ``expired``, ``pending`` or ``disabled``."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -488,15 +493,45 @@ async def verify_login(sessions: async_sessionmaker[AsyncSession], *, k1: str,
     await retrying(sessions, lambda s: _verify_challenge(s, k1=k1, key=key))
 
 
+@dataclass(frozen=True, slots=True)
+class Login:
+    """An exchanged login: the token family, its user, and whether the family only enrolls
+    TOTP (the account must have it and has none)."""
+
+    pair: TokenPair
+    user: User
+    enroll_only: bool
+
+
+async def _second_factor(session: AsyncSession, user: User, code: str | None, *, ip: str,
+                         policy: AuthPolicy) -> tuple[bool, bool]:
+    """Whether the login passed the user's TOTP, and whether it may only enroll it. A user
+    with TOTP gives a code, checked (and a wrong one counted, the lockout honoured) as at
+    the password grant; a missing one is :class:`SecondFactorNeeded`."""
+    creds = await session.get(Credentials, user.id)
+    if totp_enabled(creds):
+        if not code:
+            raise SecondFactorNeeded("this account has TOTP: send a current code from the "
+                                     "authenticator app (or a recovery code) as totp")
+        await check_second_factor(session, user_id=user.id, code=code, ip=ip, policy=policy)
+        return True, False
+    return False, required_of(user, creds)
+
+
 async def exchange_login(session: AsyncSession, *, k1: str, session_token: str,
-                         policy: AuthPolicy = AuthPolicy()) -> tuple[TokenPair, User]:
+                         totp_code: str | None = None, ip: str = "",
+                         policy: AuthPolicy = AuthPolicy()) -> Login:
     """Exchange a verified challenge, once and before it expires, for a token family (as a
     password + TOTP sign-in gets): a short-lived access token and a refresh token, with
     :data:`SESSION_SCOPES`. The wallet's signature, made minutes ago, is the step-up: the
     money scope holds ``policy.money_scope_minutes`` from now, then lapses like any
-    family's. A wrong ``session_token`` is a missing challenge (NotFound); the other
-    refusals are :class:`LoginRefused`, or the token rules' own (an account that must enroll
-    TOTP first)."""
+    family's. A user who enrolled TOTP gives a current code too (``totp_code``); without
+    one, or with a wrong one (:class:`SecondFactorNeeded`, :class:`InvalidCode`,
+    :class:`AccountLocked`), the challenge stays verified for another try. A wrong code is
+    counted before it is raised: the caller commits it. An account that must have TOTP and
+    has none gets a family that can only enroll it (:func:`issue_enrollment`). A wrong
+    ``session_token`` is a missing challenge (NotFound); the other refusals are
+    :class:`LoginRefused`."""
     challenge = await session.get(LnurlAuthChallenge, k1.lower(), with_for_update=True)
     if challenge is None or not hmac.compare_digest(hash_secret(session_token),
                                                     challenge.session_hash):
@@ -511,6 +546,9 @@ async def exchange_login(session: AsyncSession, *, k1: str, session_token: str,
     user = await session.get(User, challenge.user_id)
     if user is None or user.status != UserStatus.ACTIVE:
         raise LoginRefused("disabled", "this account is disabled")
+    # Before the challenge is spent: a missing or wrong code leaves it for another try.
+    with_totp, enroll_only = await _second_factor(session, user, totp_code, ip=ip,
+                                                  policy=policy)
     done = await session.execute(
         update(LnurlAuthChallenge)
         .where(LnurlAuthChallenge.k1 == challenge.k1,
@@ -519,10 +557,16 @@ async def exchange_login(session: AsyncSession, *, k1: str, session_token: str,
         .execution_options(**_NO_UPDATE_SYNC))
     if done.rowcount != 1:  # type: ignore[attr-defined]
         raise LoginRefused("used", "this login was already used")
-    # The linking key's signature is a possession factor proved within the challenge's
-    # life: it stands for the second factor and the step-up a password grant must add.
-    pair = await issue(session, user=user, scopes=list(SESSION_SCOPES), method="lnurl-auth",
-                       second_factor=True, stepped_up=True, policy=policy)
-    await signed_in(session, user_id=user.id,
-                    method=f"lnurl-auth:{(challenge.linking_key or '')[:16]}")
-    return pair, user
+    method = "lnurl-auth+totp" if with_totp else "lnurl-auth"
+    if enroll_only:
+        pair = await issue_enrollment(session, user=user, method="lnurl-auth:enroll-totp",
+                                      policy=policy)
+    else:
+        # The linking key's signature is a possession factor proved within the challenge's
+        # life: for a user without TOTP it stands for the second factor, and it is the
+        # step-up a password grant must add.
+        pair = await issue(session, user=user, scopes=list(SESSION_SCOPES), method=method,
+                           second_factor=True, stepped_up=True, policy=policy)
+    await signed_in(session, user_id=user.id, ip=ip,
+                    method=f"{method}:{(challenge.linking_key or '')[:16]}")
+    return Login(pair=pair, user=user, enroll_only=enroll_only)

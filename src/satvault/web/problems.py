@@ -48,6 +48,7 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     acc.StepUpRequired: (403, "step-up-required"),
     au.AccountLocked: (429, "account-locked"),
     au.InvalidCode: (401, "invalid-code"),
+    au.SecondFactorNeeded: (401, "second-factor-required"),
     au.EnrollmentRequired: (403, "totp-enrollment-required"),
     au.MailUnavailable: (503, "mail-unavailable"),
     SealedSecretUnavailable: (503, "secret-key-missing"),

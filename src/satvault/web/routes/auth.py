@@ -46,7 +46,8 @@ from satvault.web.problems import problem_for
 from satvault.web.ratelimit import EdgeLimiter, PublicCreateLimit
 from satvault.web.state import sessions_of, settings_of
 
-__all__ = ["client_ip", "links_for", "mailer_of", "policy_of", "router", "send_mail"]
+__all__ = ["before_signin", "client_ip", "links_for", "mailer_of", "policy_of", "router",
+           "send_mail", "signin_failed"]
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 T = TypeVar("T")

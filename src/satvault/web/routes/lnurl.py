@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.accounts.access import visible_wallet
 from satvault.accounts.service import Principal
 from satvault.auth.credentials import AuthPolicy
+from satvault.auth.errors import AccountLocked, InvalidCode, SecondFactorNeeded
 from satvault.backends.errors import BackendError
 from satvault.config import Settings
 from satvault.db import utcnow
@@ -35,8 +36,9 @@ from satvault.web.deps import OptionalIdempotencyKey, SessionDep, SettingsDep, r
 from satvault.web.fields import Memo, Msat
 from satvault.web.idempotency import run_idempotent
 from satvault.web.openapi import problem_responses
-from satvault.web.problems import problem
+from satvault.web.problems import problem, problem_for
 from satvault.web.ratelimit import CreateLimit, PublicCreateLimit, PublicLimit
+from satvault.web.routes.auth import before_signin, client_ip, signin_failed
 from satvault.web.state import lightning_of, payer_wake_of, sessions_of, settings_of
 from satvault.withdrawals.service import voucher_withdrawal
 
@@ -327,6 +329,9 @@ class ChallengeOut(BaseModel):
 
 class SessionIn(BaseModel):
     session_token: str = Field(min_length=1, max_length=200)
+    totp: str | None = Field(
+        default=None, max_length=20,
+        description="A current TOTP code (or a recovery code), when the account has TOTP.")
 
 
 class SessionOut(BaseModel):
@@ -342,6 +347,11 @@ class SessionOut(BaseModel):
     api_key: str = Field(description="Deprecated: the access token again, for clients "
                                      "written when a login returned an API key.")
     key_id: str = Field(description="Deprecated: the token family's id.")
+    totp_enrollment_required: bool = Field(
+        default=False,
+        description="The account must have TOTP and has none: this family has no scope and "
+                    "is not refreshed; its only use is POST /api/v1/auth/totp and "
+                    "/api/v1/auth/totp/confirm, then a new login with a code.")
 
 
 @router.get("/lnurl-auth/challenge", response_model=ChallengeOut,
@@ -379,19 +389,31 @@ async def auth_callback(request: Request, tag: str | None = None, k1: str | None
 
 @router.post("/lnurl-auth/{k1}/session", response_model=SessionOut, status_code=201,
              dependencies=[PublicCreateLimit],
-             responses=problem_responses(403, 409, 410))
-async def auth_session(k1: str, body: SessionIn, session: SessionDep, settings: SettingsDep,
-                       response: Response) -> SessionOut | JSONResponse:
-    """Exchange a verified challenge, once and before it expires, for a token family."""
+             responses=problem_responses(401, 403, 409, 410))
+async def auth_session(k1: str, body: SessionIn, request: Request, session: SessionDep,
+                       settings: SettingsDep, response: Response) -> SessionOut | JSONResponse:
+    """Exchange a verified challenge, once and before it expires, for a token family; with
+    a current TOTP code (``totp``) when the account has TOTP."""
+    if body.totp:  # a guess: not from an address that failed too often
+        await before_signin(request)
     try:
-        pair, user = await svc.exchange_login(session, k1=k1,
-                                              session_token=body.session_token,
-                                              policy=AuthPolicy.from_settings(settings))
+        login = await svc.exchange_login(session, k1=k1, session_token=body.session_token,
+                                         totp_code=body.totp, ip=client_ip(request),
+                                         policy=AuthPolicy.from_settings(settings))
     except svc.LoginRefused as exc:
         status, kind = _LOGIN_PROBLEMS[exc.reason]
         return problem(status, kind, str(exc))
+    except (SecondFactorNeeded, InvalidCode, AccountLocked) as exc:
+        if isinstance(exc, InvalidCode):
+            await signin_failed(request)
+        # Answered, not raised: a wrong code's count commits (the challenge stays verified).
+        refused = problem_for(exc)
+        assert refused is not None
+        return refused
     response.headers["Cache-Control"] = "no-store"
+    pair = login.pair
     return SessionOut(access_token=pair.access_token, expires_in=pair.expires_in,
                       refresh_token=pair.refresh_token, scope=" ".join(pair.scopes),
-                      user_id=user.id, scopes=sorted(pair.scopes),
-                      api_key=pair.access_token, key_id=pair.family_id)
+                      user_id=login.user.id, scopes=sorted(pair.scopes),
+                      api_key=pair.access_token, key_id=pair.family_id,
+                      totp_enrollment_required=login.enroll_only)
