@@ -14,8 +14,8 @@ from satvault.accounts.models import ApiKey, User
 from satvault.db import utcnow
 from satvault.kernel.clock import FakeClock
 from satvault.lightning.lnurl import decode_lnurl
+from satvault.lightning.lnurl_auth import verify_login_signature
 from satvault.lightning.lnurl_models import LnurlAuthChallenge, LnurlAuthKey
-from satvault.lightning.lnurl_service import verify_login_signature
 from satvault.migrate import upgrade
 from tests.lightning_lnurl.conftest import LnEnv
 

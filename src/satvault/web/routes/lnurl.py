@@ -1,5 +1,6 @@
 """LNURL endpoints: Lightning Addresses, withdraw vouchers and LNURL-auth logins (the
-services are :mod:`satvault.lightning.lnurl_service`'s).
+services are :mod:`satvault.lightning.lnurl_service`'s and, for logins,
+:mod:`satvault.lightning.lnurl_auth`'s).
 
 Each has a wallet-facing half (plain GETs answered the LNURL way: HTTP 200 with
 ``{"status": "ERROR", "reason": …}`` on refusal, ``Access-Control-Allow-Origin: *``, LUD-01)
@@ -26,6 +27,7 @@ from satvault.backends.errors import BackendError
 from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.kernel.errors import SatvaultError
+from satvault.lightning import lnurl_auth
 from satvault.lightning import lnurl_service as svc
 from satvault.lightning.lnurl import encode_lnurl
 from satvault.lightning.lnurl_models import LightningAddress, LnurlWithdrawVoucher
@@ -358,7 +360,7 @@ class SessionOut(BaseModel):
             dependencies=[PublicCreateLimit])
 async def auth_challenge(session: SessionDep, settings: SettingsDep,
                          response: Response) -> ChallengeOut:
-    challenge = await svc.new_challenge(session, settings=settings)
+    challenge = await lnurl_auth.new_challenge(session, settings=settings)
     response.headers["Cache-Control"] = "no-store"
     return ChallengeOut(k1=challenge.k1, lnurl=challenge.lnurl,
                         session_token=challenge.session_token,
@@ -376,10 +378,10 @@ async def auth_callback(request: Request, tag: str | None = None, k1: str | None
     k1, key = k1.lower(), key.lower()
     if not _HEX64.fullmatch(k1):
         return _lnurl_error("k1 must be 32 bytes of hex")
-    if not svc.verify_login_signature(k1, sig, key):
+    if not lnurl_auth.verify_login_signature(k1, sig, key):
         return _lnurl_error("bad signature")
     try:
-        await svc.verify_login(sessions_of(request), k1=k1, key=key)
+        await lnurl_auth.verify_login(sessions_of(request), k1=k1, key=key)
     except svc.Refused as exc:
         return _lnurl_error(str(exc))
     except SatvaultError as exc:
@@ -397,10 +399,10 @@ async def auth_session(k1: str, body: SessionIn, request: Request, session: Sess
     if body.totp:  # a guess: not from an address that failed too often
         await before_signin(request)
     try:
-        login = await svc.exchange_login(session, k1=k1, session_token=body.session_token,
+        login = await lnurl_auth.exchange_login(session, k1=k1, session_token=body.session_token,
                                          totp_code=body.totp, ip=client_ip(request),
                                          policy=AuthPolicy.from_settings(settings))
-    except svc.LoginRefused as exc:
+    except lnurl_auth.LoginRefused as exc:
         status, kind = _LOGIN_PROBLEMS[exc.reason]
         return problem(status, kind, str(exc))
     except (SecondFactorNeeded, InvalidCode, AccountLocked) as exc:
