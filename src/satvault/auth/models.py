@@ -14,7 +14,7 @@
 * ``auth_token_families`` and ``auth_refresh_tokens``: a refresh token is spent when used and
   replaced by the next of its family; a spent one presented again revokes the family, and the
   access tokens of a revoked family stop working at once. An ``enroll_only`` family has no
-  scope and is not refreshed: its only use is turning TOTP on (migration 0059).
+  scope and is not refreshed: its only use is turning TOTP on (migration 0057).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class TokenFamily(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     revoked_reason: Mapped[str | None] = mapped_column(String(80), default=None)
     # No scope, no refresh: an account that must have TOTP, logged in with one factor, may
-    # only turn TOTP on (migration 0059; a CHECK keeps its scopes empty).
+    # only turn TOTP on (migration 0057; a CHECK keeps its scopes empty).
     enroll_only: Mapped[bool] = mapped_column(Boolean, default=False)
 
 

@@ -7,7 +7,7 @@ gets a family with no scope (``enroll_only``): the TOTP endpoints, which need a 
 access token and no scope, are all it can reach; it is not refreshed. The CHECK keeps such a
 family scopeless whatever the code does. Existing families are not enrollment families.
 
-Revision ID: 0059_enrollment_families
+Revision ID: 0057_enrollment_families
 Revises: 0056_review_resolution
 Create Date: 2026-12-07
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0059_enrollment_families"
+revision: str = "0057_enrollment_families"
 down_revision: str | None = "0056_review_resolution"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
