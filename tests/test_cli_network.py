@@ -18,7 +18,9 @@ from tests.test_cli import last_json, sv_here
 
 WRONG = "the chain node is on testnet, satvault is configured for regtest"
 TXID = "ab" * 32
-COMMANDS = [("payouts", "bump", "pob_nosuchbatch", "--feerate", "20"), ("custody", "sweep"),
+COMMANDS = [("payouts", "bump", "pob_nosuchbatch", "--feerate", "20"),
+            ("payouts", "resolve", "pob_nosuchbatch", "--requeue", "--as", "root@example.com",
+             "--note", "n"), ("custody", "sweep"),
             ("custody", "status"), ("reconcile", "--shallow"),
             ("audit", "verify-anchor", TXID), ("reserves", "verify", "proof.txt")]
 

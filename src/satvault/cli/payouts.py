@@ -1,5 +1,6 @@
-"""``satvault payouts …``: look at payouts and bump a stuck one's fee (RBF); ``bump`` refuses
-a chain node of another network than ``SATVAULT_NETWORK``."""
+"""``satvault payouts …``: look at payouts, bump an unconfirmed one's fee (RBF) and resolve a
+``stuck`` one (:mod:`satvault.reconcile.stuck`); ``bump`` and ``resolve`` refuse a chain node
+of another network than ``SATVAULT_NETWORK``."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from typing import Annotated, Any
 
 import typer
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.backends.errors import WrongChainNetwork
-from satvault.cli._common import on_network, refuse_network
+from satvault.cli._common import admin_actor, emit, on_network, refuse_network, with_database
 from satvault.composition import Runtime, open_database
 from satvault.config import get_settings
 from satvault.migrate import SchemaNotCurrent, ensure_current
 from satvault.payouts.errors import PayoutError
 from satvault.payouts.models import BatchStatus, PayoutBatch, Withdrawal
+from satvault.reconcile import stuck
 
 __all__ = ["app"]
 
@@ -92,3 +95,43 @@ def bump(
         _emit({"ok": False, "error": str(exc)})
         raise typer.Exit(1) from None
     _emit({"ok": True, "batch": batch_id, "txid": txid, "feerate_sat_vb": feerate})
+
+
+@app.command("resolve")
+def resolve(
+    batch_id: Annotated[str, typer.Argument(help="A stuck payout batch's id (pob_…).")],
+    as_: Annotated[str, typer.Option("--as", help="The acting admin's e-mail address or id.")],
+    note: Annotated[str, typer.Option(help="What was done and why (required, audited).")],
+    requeue: Annotated[bool, typer.Option(
+        "--requeue", help="Give the batch up; its withdrawals are paid again later.")] = False,
+    return_: Annotated[bool, typer.Option(
+        "--return", help="Give the batch up and cancel its withdrawals (holds voided).")]
+    = False,
+    paid_by: Annotated[str | None, typer.Option(
+        "--paid-by", metavar="TXID",
+        help="A confirmed transaction that paid every withdrawal of the batch.")] = None,
+) -> None:
+    """Resolve a stuck payout batch, only as far as the chain proves it safe (nothing is
+    changed otherwise): see docs/operations.md, "Resolving a stuck batch"."""
+    chosen = [a for a, on in (("requeue", requeue), ("return", return_),
+                              ("paid_by", paid_by is not None)) if on]
+    if len(chosen) != 1:
+        raise typer.BadParameter("give exactly one of --requeue, --return, --paid-by TXID")
+    settings = get_settings()
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
+        runtime = Runtime.build(settings, sessions, lightning=None)
+        try:
+            await on_network(runtime.backend, settings, runtime.network_guard)
+            async with sessions() as s:
+                actor = await admin_actor(s, as_)
+            proof = await stuck.prepare(sessions, backend=runtime.backend,
+                                        signer=runtime.signer, settings=settings,
+                                        batch_id=batch_id, action=chosen[0], note=note,
+                                        actor=actor, txid=paid_by)
+            async with sessions() as s, s.begin():
+                return await stuck.resolve(s, proof, actor=actor, note=note)
+        finally:
+            await runtime.close()
+
+    emit({"ok": True, **with_database(work, settings)})

@@ -28,7 +28,7 @@ from functools import partial
 from typing import Any
 
 from embit.psbt import PSBT
-from sqlalchemy import delete, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Wallet
@@ -44,9 +44,7 @@ from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.kernel.ids import new_id
 from satvault.kernel.retrying import retrying
-from satvault.ledger.core import TransferKind, TransferSpec
-from satvault.ledger.platform import PlatformAccounts, ensure_platform_accounts
-from satvault.ledger.store import create_transfers
+from satvault.ledger.platform import ensure_platform_accounts
 from satvault.logs import get_logger
 from satvault.onchain.models import (
     CreditState,
@@ -71,10 +69,16 @@ from satvault.payouts.models import (
 )
 from satvault.payouts.moves import book_move
 from satvault.payouts.reorgs import ReorgWatch, batch_coins, missing_inputs
+from satvault.payouts.settle import (
+    batch_withdrawals,
+    book_payout,
+    give_up,
+    give_up_at_signer,
+    split_fee,
+)
 from satvault.signing.base import Payment, Signer
 from satvault.signing.errors import (
     LimitExceeded,
-    SignerProtocolError,
     SignerUnavailable,
     SigningRefused,
 )
@@ -196,12 +200,6 @@ async def store_batch(session: AsyncSession, kind: MoveKind, *, psbt: str, feera
     session.add_all([PayoutInput(batch_id=batch.id, payment_id=pid) for pid in coin_ids])
     await session.flush()
     return batch
-
-
-def split_fee(fee_sat: int, n: int) -> list[int]:
-    """Split a fee over n withdrawals so the shares add up exactly (first ones pay 1 more)."""
-    base, rest = divmod(fee_sat, n)
-    return [base + (1 if i < rest else 0) for i in range(n)]
 
 
 @dataclass
@@ -424,9 +422,7 @@ class PayoutJob:
             return batch.status
 
     async def _payments(self, session: AsyncSession, batch_id: str) -> list[Withdrawal]:
-        return list((await session.execute(
-            select(Withdrawal).where(Withdrawal.batch_id == batch_id)
-            .order_by(Withdrawal.created_at, Withdrawal.id))).scalars().all())
+        return await batch_withdrawals(session, batch_id)
 
     async def _sign(self, batch_id: str, report: PayoutReport, psbt: str | None = None,
                     *, replacement: bool = False) -> None:
@@ -600,41 +596,17 @@ class PayoutJob:
             return
 
         if batch.kind is MoveKind.PAYOUT:
-            await self._give_up_at_signer(versions, reason=f"rejected ({exc.reason}), never "
-                                          "accepted by a node: its withdrawals are batched again")
+            # A signer that cannot be reached raises: the batch is given up at the next pass.
+            await give_up_at_signer(self.signer, versions, reason=f"rejected ({exc.reason}), "
+                                    "never accepted by a node: its withdrawals are batched again")
 
         async def abandon(session: AsyncSession) -> int:
-            b = await session.get(PayoutBatch, batch_id, with_for_update=True)
-            assert b is not None
-            b.status, b.last_error, b.updated_at = BatchStatus.ABANDONED, str(exc), utcnow()
-            # Its coins are free again: the watcher noted them spent by a version of it it saw
-            # in a mempool, and no version of it will ever confirm now.
-            await session.execute(update(OnchainPayment).where(
-                OnchainPayment.spent_by.in_(versions)).values(spent_by=None,
-                                                             updated_at=utcnow()))
-            await session.execute(delete(PayoutInput).where(PayoutInput.batch_id == batch_id))
-            await anchors.release(session, batch_id=batch_id)  # the next sweep carries it
-            requeued = await self._payments(session, batch_id)
-            for w in requeued:
-                w.status, w.batch_id, w.txid, w.updated_at = \
-                    WithdrawalStatus.PENDING, None, None, utcnow()
-            return len(requeued)
+            return len(await give_up(session, batch_id=batch_id, versions=versions,
+                                     error=str(exc)))
 
         _counted("retried", await retrying(self.sessions, abandon))
         report.abandoned += 1
         log.error("payout_abandoned_requeued", batch=batch_id, reason=exc.reason)
-
-    async def _give_up_at_signer(self, txids: list[str], *, reason: str) -> None:
-        """Tell the signer these versions will never confirm, before their withdrawals are
-        batched again: it pays each withdrawal once, and without this it would refuse to pay
-        them from other coins (``PaidBefore``). A signer that cannot be reached raises (the
-        batch is given up at the next pass); one older than the ``abandon`` method keeps no
-        such memory, so there is nothing to tell it."""
-        for txid in txids:
-            try:
-                await self.signer.abandon(txid, reason=reason)
-            except SignerProtocolError as exc:
-                log.warning("signer_abandon_unsupported", txid=txid, error=str(exc))
 
     async def _set_status(self, session: AsyncSession, batch_id: str, status: BatchStatus) -> None:
         b = await session.get(PayoutBatch, batch_id, with_for_update=True)
@@ -701,7 +673,8 @@ class PayoutJob:
         platform = await ensure_platform_accounts(session, "BTC")
         paid = 0
         if batch.kind is MoveKind.PAYOUT:
-            paid = await self._book_payout(session, batch_id, version, platform)
+            paid = await book_payout(session, batch_id=batch_id, txid=version.txid,
+                                     fee_sat=version.fee_sat, platform=platform)
         else:
             await book_move(session, batch, version, platform)
         if batch.kind is MoveKind.SWEEP and height is not None:
@@ -720,36 +693,6 @@ class PayoutJob:
                 coin.spent_by = version.txid
         log.info("move_confirmed", batch=batch_id, kind=batch.kind, txid=version.txid)
         return paid, max(0.0, (utcnow() - batch.created_at).total_seconds())
-
-    async def _book_payout(self, session: AsyncSession, batch_id: str, version: PayoutTx,
-                           platform: PlatformAccounts) -> int:
-        wds = await self._payments(session, batch_id)
-        specs: list[TransferSpec] = []
-        for w, share in zip(wds, split_fee(version.fee_sat, len(wds)), strict=True):
-            user_share = min(share, w.fee_reserve_msat // 1000)
-            excess = share - user_share
-            debit = w.amount_msat + user_share * 1000
-            specs += [
-                TransferSpec(f"wd:{w.id}:post", kind=TransferKind.POST, pending_id=w.hold_id,
-                             amount=debit, linked=True, code="withdrawal", ref=version.txid),
-                TransferSpec(f"wd:{w.id}:out", platform.clearing.id, platform.hot_wallet.id,
-                             debit, "BTC", linked=excess > 0, code="withdrawal",
-                             ref=version.txid),
-            ]
-            if excess:
-                specs.append(TransferSpec(f"wd:{w.id}:fee", platform.network_fees.id,
-                                          platform.hot_wallet.id, excess * 1000, "BTC",
-                                          code="network_fee", ref=version.txid))
-            w.status, w.txid, w.fee_msat, w.updated_at = WithdrawalStatus.CONFIRMED, version.txid, \
-                share * 1000, utcnow()
-        outcomes = await create_transfers(session, specs)
-        bad = [o for o in outcomes if not o.ok]
-        if bad:
-            raise RuntimeError(f"ledger refused payout postings for {batch_id}: {bad}")
-        for w in wds:
-            await emit_withdrawal(session, w, "confirmed")
-        log.info("payout_confirmed", batch=batch_id, txid=version.txid, withdrawals=len(wds))
-        return len(wds)
 
     # ----------------------------------------------------------------------- fee bumps
     def _replacement(self, original: str, wds: list[Withdrawal],

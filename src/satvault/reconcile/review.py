@@ -29,7 +29,8 @@ from satvault.ledger.history import InvalidCursor
 from satvault.onchain.models import ReviewItem
 from satvault.reconcile.errors import ReviewItemResolved
 
-__all__ = ["as_dict", "get_item", "list_items", "resolve_item"]
+__all__ = ["as_dict", "close_open_items", "get_item", "list_items", "resolution_note",
+           "resolve_item"]
 
 Status = Literal["open", "resolved", "all"]
 MAX_NOTE = 10_000
@@ -94,16 +95,41 @@ async def get_item(session: AsyncSession, item_id: int) -> dict[str, Any]:
     return as_dict(item)
 
 
-async def resolve_item(session: AsyncSession, *, item_id: int, actor: str,
-                       note: str) -> dict[str, Any]:
-    """Resolve an open item once, with ``note`` (what was done; required) by ``actor``
-    (``user:<id>``), audited. Raises :class:`ReviewItemResolved` if it was resolved already,
-    by this call's twin too."""
+def resolution_note(note: str) -> str:
+    """A resolution note as kept: stripped; refused blank or longer than ``MAX_NOTE``."""
     note = note.strip()
     if not note:
         raise InvalidInput("resolving a review item needs a note saying what was done")
     if len(note) > MAX_NOTE:
         raise InvalidInput(f"a resolution note is at most {MAX_NOTE} characters")
+    return note
+
+
+async def close_open_items(session: AsyncSession, *, kind: str, subject: str, actor: str,
+                           note: str) -> list[int]:
+    """Resolve the open items of ``kind`` about ``subject`` with ``note`` (checked by
+    :func:`resolution_note`) as part of a bigger change the caller audits; their ids. Each
+    is one conditional UPDATE like :func:`resolve_item`'s: one resolved meanwhile by someone
+    else is left as they resolved it."""
+    open_ids = (await session.execute(select(ReviewItem.id).where(
+        ReviewItem.kind == kind, ReviewItem.subject == subject,
+        ReviewItem.resolved_at.is_(None)).order_by(ReviewItem.id))).scalars().all()
+    closed = []
+    for item_id in open_ids:
+        res = await session.execute(update(ReviewItem).where(
+            ReviewItem.id == item_id, ReviewItem.resolved_at.is_(None),
+        ).values(resolved_at=utcnow(), resolved_by=actor[:80], resolution=note))
+        if res.rowcount == 1:  # type: ignore[attr-defined]
+            closed.append(item_id)
+    return closed
+
+
+async def resolve_item(session: AsyncSession, *, item_id: int, actor: str,
+                       note: str) -> dict[str, Any]:
+    """Resolve an open item once, with ``note`` (what was done; required) by ``actor``
+    (``user:<id>``), audited. Raises :class:`ReviewItemResolved` if it was resolved already,
+    by this call's twin too."""
+    note = resolution_note(note)
     res = await session.execute(update(ReviewItem).where(
         ReviewItem.id == item_id, ReviewItem.resolved_at.is_(None),
     ).values(resolved_at=utcnow(), resolved_by=actor[:80], resolution=note))

@@ -31,7 +31,7 @@ from satvault.logs import get_logger
 from satvault.onchain import errors as oc
 from satvault.payouts import errors as po
 from satvault.rates import errors as rerr
-from satvault.reconcile.errors import ReviewItemResolved
+from satvault.reconcile.errors import CannotResolveBatch, ReviewItemResolved, SignerNotReached
 from satvault.risk import errors as risk
 from satvault.withdrawals.policy import errors as wp
 
@@ -100,6 +100,8 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     wp.ApprovalClosed: (409, "approval-closed"),
     wp.InvalidPolicy: (422, "invalid-policy"),
     ReviewItemResolved: (409, "review-item-resolved"),
+    CannotResolveBatch: (409, "cannot-resolve-batch"),
+    SignerNotReached: (503, "signer-unavailable"),
 }
 
 

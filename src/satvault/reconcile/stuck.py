@@ -1,0 +1,373 @@
+"""Resolving a ``stuck`` payout batch: a person decides, the chain must agree.
+
+A payout batch is ``stuck`` (review item ``payout_stuck``) when the signer refused its first
+version (``PaidBefore`` after a restore, say) or the node rejected it while one of its coins
+was spent by a transaction we do not know. The payout job never moves such a batch again
+(it advances only ``signing``, ``signed`` and ``broadcast`` batches). An admin resolves it
+one of three ways, each refused (:class:`CannotResolveBatch`, nothing changed) unless the
+node proves it safe:
+
+* ``requeue``: the batch is ``abandoned`` and its withdrawals go back to ``pending`` with
+  their holds (the payout job's own give-up, :func:`~satvault.payouts.settle.give_up`). Only
+  if no version of it can confirm any more: none is known to the node, and one of its coins
+  is spent by a confirmed transaction (so not by a version of it), or none was ever signed.
+  The versions are given up at the signer first. A ``PaidBefore`` batch whose earlier payer
+  the node knows is refused: that transaction pays the withdrawal (``paid_by``), or may.
+* ``return``: the same proof, then each withdrawal is cancelled and its hold voided through
+  the one cancel path, :func:`~satvault.withdrawals.cancel.void_and_cancel`.
+* ``paid_by`` TXID: TXID has ``payout_confirmations`` on the node and pays every withdrawal
+  of the batch (a distinct output to its address of at least its amount), and no version of
+  the batch is known to the node (none was ever accepted by one, or its coin is spent by a
+  confirmed transaction). The holds are posted by the payout job's own booking
+  (:func:`~satvault.payouts.settle.book_payout`) with TXID's whole fee split over them as
+  for a version of the batch; the batch is ``confirmed`` with TXID and watched for a reorg
+  like any other. A TXID paying only some of the withdrawals is refused: partial
+  resolution is not done here.
+
+:func:`prepare` does every network call (the node, then the signer) before any transaction
+opens; :func:`resolve` then makes the change in the caller's unit of work. It claims the
+batch with one conditional UPDATE (``status = 'stuck'``): of two resolutions at once the
+second waits for the first's row lock and finds the batch no longer stuck, and is refused.
+The batch's open ``payout_stuck`` items are resolved with the note, and one audit row
+(``payout_batch.resolved``) records who did what and on which proof.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from satvault.audit.service import record
+from satvault.backends.base import ChainBackend, TxOut, TxStatus
+from satvault.config import Settings
+from satvault.db import utcnow
+from satvault.kernel.errors import InvalidInput, NotFound
+from satvault.ledger.platform import ensure_platform_accounts
+from satvault.logs import get_logger
+from satvault.onchain.models import OnchainPayment, ReviewKind
+from satvault.payouts.models import (
+    BatchStatus,
+    MoveKind,
+    PayoutBatch,
+    PayoutInput,
+    PayoutTx,
+    Withdrawal,
+)
+from satvault.payouts.reorgs import batch_coins, missing_inputs
+from satvault.payouts.settle import (
+    batch_withdrawals,
+    book_payout,
+    give_up,
+    give_up_at_signer,
+    release_coins,
+)
+from satvault.reconcile.errors import CannotResolveBatch, SignerNotReached
+from satvault.reconcile.review import close_open_items, resolution_note
+from satvault.signing.base import Signer
+from satvault.signing.errors import SignerError
+from satvault.withdrawals.cancel import void_and_cancel
+
+__all__ = ["ACTIONS", "Action", "Proof", "prepare", "resolve"]
+
+log = get_logger(__name__)
+
+Action = Literal["requeue", "return", "paid_by"]
+ACTIONS: tuple[Action, ...] = ("requeue", "return", "paid_by")
+_TXID = re.compile(r"[0-9a-f]{64}")
+# How the signer's PaidBefore names the transaction that paid a withdrawal already.
+_PAID_BEFORE = re.compile(r"payment (\S+) was paid by ([0-9a-f]{64})")
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """What :func:`prepare` found on the node, for :func:`resolve` to act on."""
+
+    batch_id: str
+    action: Action
+    versions: tuple[str, ...]
+    withdrawals: tuple[str, ...]
+    why: str  # the proof, in words: audited
+    txid: str | None = None  # paid_by: the paying transaction, its fee, block and depth
+    fee_sat: int = 0
+    height: int | None = None
+    final: bool = False
+    own_version: bool = False
+    other_outputs: tuple[dict[str, Any], ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    id: str
+    last_error: str
+    broadcast_attempts: int
+    versions: tuple[PayoutTx, ...]
+    coins: tuple[tuple[str, int], ...]
+    withdrawals: tuple[Withdrawal, ...]
+
+
+def _refuse(batch_id: str, why: str) -> CannotResolveBatch:
+    return CannotResolveBatch(f"payout batch {batch_id}: {why}; nothing was changed")
+
+
+async def _read(sessions: async_sessionmaker[AsyncSession], batch_id: str) -> _Batch:
+    async with sessions() as s:
+        b = await s.get(PayoutBatch, batch_id)
+        if b is None:
+            raise NotFound(f"payout batch {batch_id!r} not found")
+        if b.kind is not MoveKind.PAYOUT:
+            raise _refuse(batch_id, f"it is a {b.kind.value}; only a payout batch is resolved "
+                                    "here")
+        if b.status is not BatchStatus.STUCK:
+            raise _refuse(batch_id, f"it is {b.status.value}, not stuck")
+        versions = (await s.execute(select(PayoutTx).where(
+            PayoutTx.batch_id == batch_id).order_by(PayoutTx.id))).scalars().all()
+        return _Batch(b.id, b.last_error or "", b.broadcast_attempts, tuple(versions),
+                      tuple(await batch_coins(s, batch_id)),
+                      tuple(await batch_withdrawals(s, batch_id)))
+
+
+async def _known(backend: ChainBackend, txids: Sequence[str]) -> tuple[str, TxStatus] | None:
+    """The first of ``txids`` the node knows (mempool or chain), with what it says."""
+    for txid in txids:
+        st = await backend.transaction(txid)
+        if st is not None:
+            return txid, st
+    return None
+
+
+def _where(st: TxStatus) -> str:
+    return f"confirmed ({st.confirmations})" if st.confirmations else "in the mempool"
+
+
+async def _spent_in_chain(backend: ChainBackend, coins: Sequence[tuple[str, int]]
+                          ) -> tuple[str, int] | None:
+    """One of ``coins`` a confirmed transaction spends (its own transaction confirmed, gone
+    from the chain's unspent outputs), if any."""
+    for txid, vout, elsewhere in await missing_inputs(backend, coins):
+        if not elsewhere:
+            continue
+        own = await backend.transaction(txid)
+        if own is not None and own.confirmations > 0 \
+                and await backend.output(txid, vout, include_mempool=False) is None:
+            return txid, vout
+    return None
+
+
+async def _no_version_can_confirm(backend: ChainBackend, batch: _Batch, *,
+                                  never_sent_will_do: bool) -> str:
+    """Why no version of the batch can confirm, or refuse. ``never_sent_will_do``: a
+    version no node ever accepted counts as one that cannot (``paid_by``)."""
+    txids = [v.txid for v in batch.versions]
+    if not txids:
+        return "no version of it was ever signed"
+    known = await _known(backend, txids)
+    if known is not None:
+        raise _refuse(batch.id, f"its version {known[0]} is known to the node "
+                                f"({_where(known[1])}): it may pay its withdrawals")
+    spent = await _spent_in_chain(backend, batch.coins)
+    if spent is not None:
+        return (f"no version of it ({', '.join(txids)}) is known to the node, and its input "
+                f"{spent[0]}:{spent[1]} is spent by a confirmed transaction")
+    if never_sent_will_do and batch.broadcast_attempts == 0:
+        return (f"no version of it ({', '.join(txids)}) is known to the node, and none was "
+                "ever accepted by one")
+    raise _refuse(batch.id, f"none of its inputs is spent by a confirmed transaction, so a "
+                            f"version of it ({', '.join(txids)}) could still confirm: resolve "
+                            "it once one is")
+
+
+async def _paid_before_elsewhere(backend: ChainBackend, batch: _Batch) -> None:
+    """Refuse to requeue or return a ``PaidBefore`` batch whose earlier payer the node
+    knows: that transaction pays (or may pay) the withdrawal already."""
+    found = _PAID_BEFORE.search(batch.last_error)
+    if found is None:
+        return
+    ref, txid = found.groups()
+    st = await backend.transaction(txid)
+    if st is not None:
+        raise _refuse(batch.id, f"the signer says {ref} was paid by {txid}, which the node "
+                                f"has ({_where(st)}): if it pays the batch, resolve it as paid "
+                                f"by it (--paid-by {txid}, or action paid_by)")
+
+
+def _match(wds: Sequence[Withdrawal], outputs: Sequence[TxOut]
+           ) -> tuple[list[str], set[int]]:
+    """The withdrawals no output pays, and the outputs used: each withdrawal, smallest
+    first, takes the smallest unused output to its address of at least its amount."""
+    used: set[int] = set()
+    unpaid = []
+    for w in sorted(wds, key=lambda w: (w.amount_msat, w.id)):
+        spk, sat = bytes.fromhex(w.script_pubkey or ""), w.amount_msat // 1000
+        fits = [(o.value_sat, n) for n, o in enumerate(outputs)
+                if n not in used and o.script_pubkey == spk and o.value_sat >= sat]
+        if not fits:
+            unpaid.append(w.id)
+            continue
+        used.add(min(fits)[1])
+    return sorted(unpaid, key=[w.id for w in wds].index), used
+
+
+async def _fee(backend: ChainBackend, batch_id: str, st: TxStatus) -> int:
+    """The fee ``st`` paid: what its inputs were worth less its outputs."""
+    spent = 0
+    for prev in st.tx.inputs:
+        tx = await backend.transaction(prev.txid)
+        if tx is None or prev.vout >= len(tx.tx.outputs):
+            raise _refuse(batch_id, f"the node does not know {prev.txid}, whose output "
+                                    f"{st.txid} spends: its fee cannot be told")
+        spent += tx.tx.outputs[prev.vout].value_sat
+    fee = spent - sum(o.value_sat for o in st.tx.outputs)
+    if fee < 0:
+        raise _refuse(batch_id, f"{st.txid} pays out more than it spends")
+    return fee
+
+
+async def _prove_paid_by(sessions: async_sessionmaker[AsyncSession], backend: ChainBackend,
+                         settings: Settings, batch: _Batch, txid: str) -> Proof:
+    st = await backend.transaction(txid)
+    if st is None:
+        raise _refuse(batch.id, f"{txid} is not known to the node")
+    if st.confirmations < settings.payout_confirmations:
+        raise _refuse(batch.id, f"{txid} has {st.confirmations} confirmation(s); a payout is "
+                                f"booked at {settings.payout_confirmations}: wait for them")
+    unpaid, used = _match(batch.withdrawals, st.tx.outputs)
+    if unpaid:
+        raise _refuse(batch.id, f"{txid} does not pay {', '.join(unpaid)} (no output of at "
+                                "least its amount to its address); a batch is resolved as "
+                                "paid only when one transaction pays all its withdrawals")
+    async with sessions() as s:
+        other = (await s.execute(select(PayoutTx.batch_id).where(
+            PayoutTx.txid == txid, PayoutTx.batch_id != batch.id).union(
+            select(PayoutBatch.id).where(PayoutBatch.txid == txid,
+                                         PayoutBatch.id != batch.id)))).scalars().first()
+    if other is not None:
+        raise _refuse(batch.id, f"{txid} is batch {other}'s; one transaction is booked for "
+                                "one batch here")
+    own = next((v for v in batch.versions if v.txid == txid), None)
+    if own is not None:  # its other versions spend the same coins as this confirmed one
+        known = await _known(backend, [v.txid for v in batch.versions if v.txid != txid])
+        if known is not None:
+            raise _refuse(batch.id, f"its version {known[0]} is known to the node too")
+        why, fee = f"{txid}, a version of it, is confirmed", own.fee_sat
+    else:
+        why = await _no_version_can_confirm(backend, batch, never_sent_will_do=True)
+        fee = await _fee(backend, batch.id, st)
+    others = tuple({"vout": n, "value_sat": o.value_sat, "script_pubkey": o.script_pubkey.hex()}
+                   for n, o in enumerate(st.tx.outputs) if n not in used)
+    return Proof(batch.id, "paid_by", tuple(v.txid for v in batch.versions),
+                 tuple(w.id for w in batch.withdrawals),
+                 f"{txid} pays every withdrawal with {st.confirmations} confirmation(s); "
+                 f"{why}", txid=txid, fee_sat=fee, height=st.block_height,
+                 final=st.confirmations >= settings.payout_final_confirmations,
+                 own_version=own is not None, other_outputs=others)
+
+
+async def prepare(sessions: async_sessionmaker[AsyncSession], *, backend: ChainBackend,
+                  signer: Signer, settings: Settings, batch_id: str, action: str,
+                  note: str, actor: str, txid: str | None = None) -> Proof:
+    """Prove on the node that ``action`` is safe for the stuck batch, and give its versions
+    up at the signer for ``requeue`` and ``return``. Network calls only: no transaction is
+    held. Raises :class:`InvalidInput`, :class:`NotFound`, :class:`CannotResolveBatch`,
+    :class:`SignerNotReached` (nothing given up in the database), or the backend's
+    ``BackendUnavailable``."""
+    resolution_note(note)
+    if action not in ACTIONS:
+        raise InvalidInput(f"action must be one of {', '.join(ACTIONS)}")
+    if (action == "paid_by") != (txid is not None):
+        raise InvalidInput("a txid is given with paid_by, and only with it")
+    if txid is not None and not _TXID.fullmatch(txid):
+        raise InvalidInput("txid must be 64 lower-case hex digits")
+    batch = await _read(sessions, batch_id)
+    if action == "paid_by":
+        assert txid is not None
+        return await _prove_paid_by(sessions, backend, settings, batch, txid)
+    await _paid_before_elsewhere(backend, batch)
+    why = await _no_version_can_confirm(backend, batch, never_sent_will_do=False)
+    versions = tuple(v.txid for v in batch.versions)
+    try:
+        await give_up_at_signer(signer, versions, reason=f"payout batch {batch_id} resolved "
+                                f"({action}) by {actor}: {why}")
+    except SignerError as exc:
+        raise SignerNotReached(f"the signer could not be told that the versions of {batch_id} "
+                               f"are given up ({exc}); nothing was changed here: try again"
+                               ) from exc
+    return Proof(batch_id, "requeue" if action == "requeue" else "return", versions,
+                 tuple(w.id for w in batch.withdrawals), why)
+
+
+async def _claim(session: AsyncSession, proof: Proof) -> PayoutBatch:
+    """Take the stuck batch (its row locked until commit), or refuse: another resolution got
+    there first."""
+    res = await session.execute(update(PayoutBatch).where(
+        PayoutBatch.id == proof.batch_id, PayoutBatch.status == BatchStatus.STUCK,
+    ).values(updated_at=utcnow()))
+    batch = await session.get(PayoutBatch, proof.batch_id, populate_existing=True)
+    assert batch is not None
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        raise _refuse(proof.batch_id, f"it is {batch.status.value} now, not stuck")
+    versions = (await session.execute(select(PayoutTx.txid).where(
+        PayoutTx.batch_id == proof.batch_id).order_by(PayoutTx.id))).scalars().all()
+    if tuple(versions) != proof.versions:  # never so while stuck; proved on another state
+        raise _refuse(proof.batch_id, "its versions changed meanwhile: try again")
+    return batch
+
+
+async def _paid(session: AsyncSession, batch: PayoutBatch, proof: Proof) -> list[Withdrawal]:
+    assert proof.txid is not None
+    if proof.own_version:  # its coins are spent by it, as when the job books a version
+        coins = (await session.execute(select(PayoutInput.payment_id).where(
+            PayoutInput.batch_id == batch.id))).scalars().all()
+        await session.execute(update(OnchainPayment).where(
+            OnchainPayment.id.in_(coins), OnchainPayment.spent_by.is_(None),
+        ).values(spent_by=proof.txid, updated_at=utcnow()))
+    else:  # its own coins were never spent by it: free again
+        await release_coins(session, batch_id=batch.id, versions=proof.versions)
+    platform = await ensure_platform_accounts(session, "BTC")
+    await book_payout(session, batch_id=batch.id, txid=proof.txid, fee_sat=proof.fee_sat,
+                      platform=platform)
+    batch.status, batch.txid, batch.fee_sat = BatchStatus.CONFIRMED, proof.txid, proof.fee_sat
+    batch.confirmed_height, batch.updated_at = proof.height, utcnow()
+    if proof.final:
+        batch.final_at = batch.updated_at
+    return await batch_withdrawals(session, batch.id)
+
+
+async def resolve(session: AsyncSession, proof: Proof, *, actor: str, note: str
+                  ) -> dict[str, Any]:
+    """Resolve the batch as :func:`prepare` proved, in the caller's unit of work (see the
+    module docstring); what was done. Raises :class:`CannotResolveBatch` if it is no longer
+    stuck (resolved meanwhile)."""
+    note = resolution_note(note)
+    batch = await _claim(session, proof)
+    before = {"status": BatchStatus.STUCK.value, "last_error": batch.last_error,
+              "versions": list(proof.versions), "withdrawals": list(proof.withdrawals)}
+    if proof.action == "paid_by":
+        wds = await _paid(session, batch, proof)
+    else:
+        error = f"{batch.last_error or 'stuck'}; resolved ({proof.action}) by {actor}"
+        wds = await give_up(session, batch_id=batch.id, versions=proof.versions,
+                            error=error[:2000])
+        if proof.action == "return":
+            for w in wds:
+                await void_and_cancel(session, w, why=f"returned by {actor}: {note}"[:120],
+                                      code="withdrawal_returned")
+    items = await close_open_items(session, kind=ReviewKind.PAYOUT_STUCK.value,
+                                   subject=batch.id, actor=actor, note=note)
+    outcome: dict[str, Any] = {
+        "action": proof.action, "batch": {"id": batch.id, "status": batch.status.value,
+                                          "txid": batch.txid, "fee_sat": batch.fee_sat},
+        "withdrawals": [{"id": w.id, "status": w.status.value} for w in wds],
+        "proof": proof.why, "review_items": items}
+    if proof.action == "paid_by":
+        outcome["other_outputs"] = list(proof.other_outputs)
+    await record(session, actor=actor, action="payout_batch.resolved",
+                 object=f"payout_batch:{batch.id}", before=before,
+                 after={**outcome, "note": note})
+    log.warning("payout_stuck_resolved", batch=batch.id, action=proof.action, actor=actor,
+                txid=proof.txid)
+    return outcome

@@ -1,0 +1,362 @@
+"""Resolving a ``stuck`` payout batch (``satvault payouts resolve``, ``POST
+/api/v1/admin/payout-batches/{id}/resolve``), each way refused with nothing changed unless
+the chain proves it safe:
+
+* ``paid-by TXID``: a confirmed transaction pays every withdrawal of the batch (the
+  ``PaidBefore`` case: a restored database batched again a withdrawal an earlier transaction
+  paid); the holds are posted as for a normal confirmation, with TXID's fee;
+* ``requeue`` / ``return``: no version of the batch can confirm any more (none is known to
+  the node and an input is spent by a confirmed transaction, or none was ever signed); the
+  withdrawals go back to ``pending``, or are cancelled with their holds voided.
+
+Two resolutions of one batch at once: exactly one happens."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from satvault.accounts import service as acc
+from satvault.audit.models import AuditEvent
+from satvault.events.models import OutboxEvent
+from satvault.ledger.models import LedgerTransfer
+from satvault.onchain.models import OnchainPayment, ReviewItem
+from satvault.payouts.models import PayoutBatch, PayoutInput, PayoutTx, Withdrawal
+from satvault.reconcile import stuck as resolving
+from satvault.signer.server import start_server
+from satvault.withdrawals.cancel import cancel_pending
+from tests.chainenv import Env, api_client
+from tests.payouts.test_paid_once import add_coin, forget_the_payout, signer_log
+from tests.payouts.test_payouts import (
+    PAYOUTS,
+    RESERVE,
+    SAT,
+    external_address,
+    fund,
+    received,
+    withdraw,
+)
+from tests.test_cli import last_json, sv_here
+from tests.waiting import lock_waiter
+
+
+async def admin(env: Env) -> tuple[str, str, str]:
+    """An admin user's key and id, and a key of the customer (not an admin)."""
+    async with env.sessions() as s, s.begin():
+        root = await acc.create_user(s, email="root@example.com", is_admin=True)
+        _, key = await acc.create_api_key(s, owner_id=root.id, scopes=["admin"])
+        _, plain = await acc.create_api_key(s, owner_id=env.wallet.owner_id,
+                                            scopes=["wallet:read"])
+    return key, root.id, plain
+
+
+def h(key: str, idem: str | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}", **({"Idempotency-Key": idem} if idem else {})}
+
+
+def url(batch_id: str) -> str:
+    return f"/api/v1/admin/payout-batches/{batch_id}/resolve"
+
+
+async def cli(env: Env, db_url: str, tmp_path: Path, *args: str) -> Any:
+    """``satvault payouts resolve …`` against this environment's node and signer (over its
+    socket, served here: the command runs in a thread with its own loop)."""
+    sock = tmp_path / "s.sock"
+    server = await start_server(sock, env.signer)
+    try:
+        return await asyncio.to_thread(
+            sv_here, "payouts", "resolve", *args, url=db_url, home=tmp_path, check=False,
+            env={"SATVAULT_CHAIN_BACKEND": "bitcoind", "SATVAULT_BITCOIND_URL": env.server.url,
+                 "SATVAULT_NETWORK": "regtest", "SATVAULT_LIGHTNING_BACKEND": "none",
+                 "SATVAULT_SIGNER_SOCKET": str(sock), "SATVAULT_PAYOUT_CONFIRMATIONS": "1"})
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def state(env: Env, batch_id: str, *wd_ids: str) -> dict[str, Any]:
+    """What a resolution changes, to compare before and after (the batch's withdrawals:
+    ``wd_ids``)."""
+    async with env.sessions() as s:
+        b = await s.get(PayoutBatch, batch_id)
+        assert b is not None
+        wds = (await s.execute(select(Withdrawal).where(Withdrawal.id.in_(wd_ids))
+                               .order_by(Withdrawal.id))).scalars().all()
+        items = (await s.execute(select(ReviewItem).where(
+            ReviewItem.subject == batch_id, ReviewItem.kind == "payout_stuck"))).scalars().all()
+        audit = (await s.execute(select(AuditEvent).where(
+            AuditEvent.action == "payout_batch.resolved",
+            AuditEvent.object == f"payout_batch:{batch_id}"))).scalars().all()
+        inputs = (await s.execute(select(func.count()).select_from(PayoutInput).where(
+            PayoutInput.batch_id == batch_id))).scalar_one()
+        transfers = (await s.execute(select(func.count()).select_from(LedgerTransfer)
+                                     )).scalar_one()
+    return {"status": b.status.value, "txid": b.txid, "inputs": inputs,
+            "withdrawals": [(w.id, w.status.value, w.txid) for w in wds],
+            "open_items": [i.id for i in items if i.resolved_at is None],
+            "audit": [(a.actor, json.loads(a.state_after)) for a in audit],
+            "transfers": transfers, "balances": await env.balances()}
+
+
+async def paid_before_stuck(env: Env) -> tuple[Withdrawal, str, int, str]:
+    """As after a restore (tests/payouts/test_paid_once.py): a withdrawal paid by a
+    confirmed payout the database forgot, batched again and refused by the signer. The
+    withdrawal, the earlier payout's txid and fee, the stuck batch."""
+    await fund(env, 900_000)
+    wd = await withdraw(env, external_address(env, 5), 100_000)
+    assert (await env.runtime.payouts.step()).broadcast == 1
+    async with env.sessions() as s:
+        first = (await s.execute(PAYOUTS)).scalar_one()
+    await forget_the_payout(env, wd.id)
+    await add_coin(env, 2_000_000)  # mines the first payout too
+    report = await env.runtime.payouts.step()
+    assert report.stuck == 1, report
+    async with env.sessions() as s:
+        batch = (await s.execute(PAYOUTS)).scalar_one()
+    assert batch.status == "stuck"
+    assert first.txid is not None
+    return wd, first.txid, first.fee_sat, batch.id
+
+
+async def conflict_stuck(env: Env) -> tuple[Withdrawal, str, str, str]:
+    """A batch the node rejected because its coin is spent by a transaction the database
+    does not know (in the mempool, not confirmed): a payout of another withdrawal, forgotten
+    by a restore, whose withdrawal was then cancelled. The withdrawal, its destination, the
+    unknown spender, the stuck batch."""
+    await fund(env, 900_000)
+    other = await withdraw(env, external_address(env, 7), 100_000)
+    assert (await env.runtime.payouts.step()).broadcast == 1
+    async with env.sessions() as s:
+        spender = (await s.execute(PAYOUTS)).scalar_one().txid
+    await forget_the_payout(env, other.id)
+    async with env.sessions() as s, s.begin():
+        await s.execute(update(OnchainPayment).values(spent_by=None))  # as in the backup
+        await cancel_pending(s, withdrawal_id=other.id, actor="system")
+    dest = external_address(env, 8)
+    wd = await withdraw(env, dest, 50_000)
+    report = await env.runtime.payouts.step()
+    assert (report.signed, report.broadcast, report.stuck) == (1, 0, 1), report
+    async with env.sessions() as s:
+        batch = (await s.execute(PAYOUTS)).scalar_one()
+        versions = (await s.execute(select(PayoutTx.txid).where(
+            PayoutTx.batch_id == batch.id))).scalars().all()
+    assert batch.status == "stuck" and len(versions) == 1
+    assert spender is not None
+    return wd, dest, spender, batch.id
+
+
+async def test_paid_by_books_the_payment_a_restored_database_forgot(env: Env, db_url,
+                                                                    tmp_path):
+    wd, first, fee, batch_id = await paid_before_stuck(env)
+    async with env.sessions() as s:
+        sweep_txid = (await s.execute(select(PayoutBatch.txid).where(
+            PayoutBatch.kind == "sweep").order_by(PayoutBatch.created_at.desc()).limit(1))
+        ).scalar_one()
+    await admin(env)
+    before = await state(env, batch_id, wd.id)
+    assert len(before["open_items"]) == 1
+
+    refusals = [
+        (("--paid-by", first, "--as", "alice@example.com", "--note", "x"), "not an admin"),
+        (("--paid-by", "ab" * 32, "--as", "root@example.com", "--note", "x"),
+         "not known to the node"),
+        (("--paid-by", sweep_txid, "--as", "root@example.com", "--note", "x"),
+         f"does not pay {wd.id}"),
+        (("--return", "--as", "root@example.com", "--note", "x"), f"--paid-by {first}"),
+        (("--requeue", "--as", "root@example.com", "--note", "x"), f"--paid-by {first}"),
+        (("--paid-by", first, "--as", "root@example.com", "--note", " "), "note"),
+    ]
+    for args, says in refusals:
+        out = await cli(env, db_url, tmp_path, batch_id, *args)
+        assert out.returncode == 1, (args, out.stdout, out.stderr)
+        assert says in last_json(out)["error"], (args, last_json(out))
+        assert await state(env, batch_id, wd.id) == before
+    both = await cli(env, db_url, tmp_path, batch_id, "--requeue", "--paid-by", first,
+                     "--as", "root@example.com", "--note", "x")
+    assert both.returncode != 0 and await state(env, batch_id, wd.id) == before
+
+    done = await cli(env, db_url, tmp_path, batch_id, "--paid-by", first, "--as",
+                     "root@example.com", "--note", "paid before the restore")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    out = last_json(done)
+    assert out["ok"] and out["batch"]["status"] == "confirmed" and out["batch"]["txid"] == first
+    after = await state(env, batch_id, wd.id)
+    assert after["status"] == "confirmed" and after["txid"] == first
+    assert after["withdrawals"] == [(wd.id, "confirmed", first)]
+    assert after["open_items"] == [] and after["inputs"] == 0  # its own coin is free again
+    ((actor, audited),) = after["audit"]
+    assert actor.startswith("user:") and audited["action"] == "paid_by"
+    assert audited["note"] == "paid before the restore"
+    async with env.sessions() as s:
+        w = await s.get(Withdrawal, wd.id)
+        events = (await s.execute(select(OutboxEvent.type).where(
+            OutboxEvent.subject_id == wd.id))).scalars().all()
+        item = (await s.execute(select(ReviewItem).where(
+            ReviewItem.subject == batch_id))).scalar_one()
+    assert w is not None and w.fee_msat == fee * SAT
+    assert events.count("withdrawal.confirmed") == 1
+    assert item.resolution == "paid before the restore" and item.resolved_by == actor
+    b = after["balances"]
+    assert b["held"] == 0
+    assert b["posted"] == (900_000 + 2_000_000 - 100_000 - min(fee, RESERVE)) * SAT
+    again = await cli(env, db_url, tmp_path, batch_id, "--paid-by", first, "--as",
+                      "root@example.com", "--note", "twice")
+    assert again.returncode == 1 and "confirmed" in last_json(again)["error"]
+
+    # The job goes on, and the coin the stuck batch held pays the next withdrawal.
+    dest = external_address(env, 9)
+    await withdraw(env, dest, 200_000)
+    assert (await env.runtime.payouts.step()).broadcast == 1
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    report = await env.runtime.payouts.step()
+    assert report.confirmed == 1 and not report.errors, report
+    assert await received(env, dest) == 200_000
+    await env.check()
+
+
+async def test_requeue_waits_until_the_chain_proves_no_version_can_confirm(env: Env):
+    wd, dest, spender, batch_id = await conflict_stuck(env)
+    key, _, plain = await admin(env)
+    before = await state(env, batch_id, wd.id)
+    body = {"action": "requeue", "note": "the coin went elsewhere"}
+    async with api_client(env) as c:
+        assert (await c.post(url(batch_id), headers=h(key), json=body)).status_code == 422
+        assert (await c.post(url(batch_id), headers=h(plain, "k0"), json=body)
+                ).status_code == 403
+        assert (await c.post(url("pob_nope"), headers=h(key, "k1"), json=body)
+                ).status_code == 404
+        for action in ("requeue", "return"):
+            r = await c.post(url(batch_id), headers=h(key, f"early-{action}"),
+                             json={**body, "action": action})
+            assert r.status_code == 409, r.text
+            assert r.json()["title"] == "cannot resolve batch"
+            assert "confirmed" in r.json()["detail"], r.json()
+        r = await c.post(url(batch_id), headers=h(key, "early-paid"),
+                         json={"action": "paid_by", "txid": spender, "note": "x"})
+        assert r.status_code == 409 and "confirm" in r.json()["detail"], r.text
+        assert await state(env, batch_id, wd.id) == before
+
+        env.chain.mine(1)  # the unknown spender confirms: no version of the batch can now
+        r = await c.post(url(batch_id), headers=h(key, "go"), json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["batch"]["status"] == "abandoned"
+        assert r.json()["withdrawals"] == [{"id": wd.id, "status": "pending"}]
+        replay = await c.post(url(batch_id), headers=h(key, "go"), json=body)
+        assert replay.content == r.content and replay.headers["idempotent-replayed"] == "true"
+    async with env.sessions() as s:
+        (version,) = (await s.execute(select(PayoutTx.txid).where(
+            PayoutTx.batch_id == batch_id))).scalars().all()
+    line = signer_log(env)[-1]
+    assert (line["event"], line["txid"]) == ("abandoned", version)
+    after = await state(env, batch_id, wd.id)
+    assert after["withdrawals"] == [(wd.id, "pending", None)] and after["inputs"] == 0
+    assert after["open_items"] == [] and len(after["audit"]) == 1
+    assert after["balances"]["held"] == (50_000 + RESERVE) * SAT  # still held, not released
+
+    await add_coin(env, 2_000_000)  # paid again, from another coin
+    report = await env.runtime.payouts.step()
+    assert (report.signed, report.broadcast, report.stuck) == (1, 1, 0), report
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.runtime.payouts.step()).confirmed == 1
+    assert await received(env, dest) == 50_000
+    assert (await env.balances())["held"] == 0
+    await env.check()
+
+
+async def test_return_cancels_the_withdrawals_once_no_version_can_confirm(env: Env, db_url,
+                                                                          tmp_path):
+    wd, _, _, batch_id = await conflict_stuck(env)
+    await admin(env)
+    before = await state(env, batch_id, wd.id)
+    args = ("--return", "--as", "root@example.com", "--note", "customer asked")
+    early = await cli(env, db_url, tmp_path, batch_id, *args)
+    assert early.returncode == 1 and "confirmed" in last_json(early)["error"]
+    assert await state(env, batch_id, wd.id) == before
+
+    env.chain.mine(1)
+    done = await cli(env, db_url, tmp_path, batch_id, *args)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert last_json(done)["withdrawals"] == [{"id": wd.id, "status": "cancelled"}]
+    after = await state(env, batch_id, wd.id)
+    assert after["status"] == "abandoned" and after["inputs"] == 0
+    assert after["open_items"] == [] and [a["action"] for _, a in after["audit"]] == ["return"]
+    async with env.sessions() as s:
+        w = await s.get(Withdrawal, wd.id)
+        voids = (await s.execute(select(func.count()).select_from(LedgerTransfer).where(
+            LedgerTransfer.id == f"wd:{wd.id}:void"))).scalar_one()
+        events = (await s.execute(select(OutboxEvent.type).where(
+            OutboxEvent.subject_id == wd.id))).scalars().all()
+    assert w is not None and w.status == "cancelled" and voids == 1
+    assert events[-1] == "withdrawal.cancelled"
+    assert after["balances"]["held"] == 0
+    assert await env.runtime.payouts.create_batch() == 0  # nothing to pay
+    await env.check()
+
+
+async def test_two_resolutions_at_once_one_happens(env: Env, monkeypatch: pytest.MonkeyPatch):
+    wd, _, _, batch_id = await conflict_stuck(env)
+    env.chain.mine(1)
+    key, _, _ = await admin(env)
+    held, release = asyncio.Event(), asyncio.Event()
+    record = resolving.record
+
+    async def slow_record(*args: Any, **kw: Any) -> None:  # resolved, not committed
+        await record(*args, **kw)
+        if not held.is_set():
+            held.set()
+            await release.wait()
+
+    monkeypatch.setattr(resolving, "record", slow_record)
+    engine = env.sessions.kw["bind"]
+    async with api_client(env) as c:
+        first = asyncio.create_task(c.post(url(batch_id), headers=h(key, "a"), json={
+            "action": "return", "note": "give it back"}))
+        try:
+            await asyncio.wait_for(held.wait(), 10)
+            second = asyncio.create_task(c.post(url(batch_id), headers=h(key, "b"), json={
+                "action": "requeue", "note": "try again"}))
+            if engine.dialect.name == "postgresql":  # until it waits for the batch's row
+                await lock_waiter(engine, second, query_like="UPDATE payout_batches%")
+        finally:
+            release.set()
+        won = await asyncio.wait_for(first, 10)
+        lost = await asyncio.wait_for(second, 70)
+    assert won.status_code == 200, won.text
+    assert lost.status_code == 409 and "abandoned" in lost.json()["detail"], lost.text
+    after = await state(env, batch_id, wd.id)
+    assert after["withdrawals"] == [(wd.id, "cancelled", None)]
+    assert [a["action"] for _, a in after["audit"]] == ["return"]
+    assert after["balances"]["held"] == 0
+    await env.check()
+
+
+async def test_a_paid_by_transaction_reorged_out_is_told_not_sent(env: Env, db_url, tmp_path):
+    """satvault holds no bytes of a transaction a person booked the batch as paid by: if a
+    reorg takes it out of the chain and of the mempool, a person is told once (the books
+    keep it), and the job goes on."""
+    wd, first, _, batch_id = await paid_before_stuck(env)
+    await admin(env)
+    done = await cli(env, db_url, tmp_path, batch_id, "--paid-by", first, "--as",
+                     "root@example.com", "--note", "paid before the restore")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    status = await env.runtime.backend.transaction(first)
+    assert status is not None
+    env.chain.reorg(status.confirmations, drop_txids=[first])
+    assert await env.runtime.backend.transaction(first) is None
+    for _ in range(2):
+        report = await env.runtime.payouts.step()
+        assert any("no copy" in e for e in report.errors), report
+    async with env.sessions() as s:
+        items = (await s.execute(select(ReviewItem).where(
+            ReviewItem.subject == batch_id, ReviewItem.kind == "payout_reorged_rejected"))
+        ).scalars().all()
+        w = await s.get(Withdrawal, wd.id)
+    assert len(items) == 1 and w is not None and w.status == "confirmed"
+    await env.check()
