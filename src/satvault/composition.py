@@ -324,8 +324,11 @@ class Runtime:
                  Reconciler(sessions, backend, ln), lightning=ln,
                  on_store_invoice=on_store_invoice, deposit_screen=deposit_screen,
                  network_guard=_network_guard(backend, settings))
-        rt.rates = build_rate_service(settings.rate_sources, dict(settings.fixed_rates),
-                                      ttl_seconds=settings.rate_ttl_seconds)
+        rt.rates = build_rate_service(
+            settings.rate_sources, dict(settings.fixed_rates),
+            ttl_seconds=settings.rate_ttl_seconds, min_sources=settings.rate_min_sources,
+            max_spread_bp=settings.rate_max_spread_bp, max_move_bp=settings.rate_max_move_bp,
+            move_window_seconds=settings.rate_move_window_minutes * 60)
         if ln is not None:
             rt.listener = InvoiceListener(sessions, ln, node=settings.lightning_backend,
                                           invoice_fee_bp=settings.invoice_fee_bp,

@@ -232,12 +232,20 @@ class Settings(BaseSettings):
     invoice_fee_bp: int = 100
     invoice_monitoring_minutes: int = 24 * 60
     invoice_accept_late: bool = True
-    # Rates: comma-separated sources in fallback order (kraken, coinbase, bitstamp, coingecko,
-    # fixed); fixed prices of 1 BTC for offline use and the demo.
+    # Rates: comma-separated sources (kraken, coinbase, bitstamp, coingecko, fixed), all asked
+    # at once and their median used; fixed prices of 1 BTC for offline use and the demo
+    # (next to live sources, fixed answers only when none of them does).
     rate_sources: str = "fixed"
     fixed_rates: dict[str, str] = Field(default_factory=lambda: {
         "USD": "60000.00", "EUR": "55000.00", "JPY": "9000000", "THB": "2100000.00"})
     rate_ttl_seconds: int = 60
+    # No invoice (503) when fewer live sources answered, when one answer lies more than
+    # max_spread_bp from their median, or when the rate moved more than max_move_bp from the
+    # last one accepted for the currency within rate_move_window_minutes (0: no bound).
+    rate_min_sources: int = Field(default=1, ge=1)
+    rate_max_spread_bp: int = Field(default=300, ge=0, le=10_000)
+    rate_max_move_bp: int = Field(default=2000, ge=0, le=10_000)
+    rate_move_window_minutes: int = Field(default=60, ge=0)
     # Reports: a customer-day whose money in, or out, across every rail exceeds this amount
     # of report_currency is listed in the large-transaction (CTR-style) report.
     report_currency: str = "USD"
@@ -446,6 +454,11 @@ class Settings(BaseSettings):
         if self.semicold_floor_sat > self.semicold_ceiling_sat:
             raise ValueError(f"semicold_floor_sat ({self.semicold_floor_sat}) is above "
                              f"semicold_ceiling_sat ({self.semicold_ceiling_sat})")
+        names = {n.strip().lower() for n in self.rate_sources.split(",") if n.strip()}
+        live = len(names - {"fixed"}) or len(names)  # fixed next to live sources: no vote
+        if self.rate_min_sources > live:
+            raise ValueError(f"rate_min_sources is {self.rate_min_sources}, but rate_sources "
+                             f"({self.rate_sources!r}) has {live} live source(s)")
         if not self.database_url:
             self.database_url = f"sqlite+aiosqlite:///{self.home / 'satvault.db'}"
         self.database_url = async_database_url(self.database_url)

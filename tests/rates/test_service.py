@@ -40,12 +40,12 @@ def gate() -> tuple[asyncio.Event, Callable[[], Awaitable[None]]]:
     return event, wait
 
 
-# --- fallback order -------------------------------------------------------------------------
-async def test_primary_answers() -> None:
-    primary, fallback = ScriptedSource("primary", "61000"), ScriptedSource("fallback", "62000")
-    rate = await RateService([primary, fallback]).rate("USD")
-    assert (rate.source, rate.minor_per_btc) == ("primary", 6_100_000)
-    assert fallback.calls == 0
+# --- several sources ------------------------------------------------------------------------
+async def test_every_source_is_asked_and_the_median_taken() -> None:
+    primary, second = ScriptedSource("primary", "61000"), ScriptedSource("second", "62000")
+    rate = await RateService([primary, second]).rate("USD")
+    assert (rate.source, rate.minor_per_btc) == ("median(primary,second)", 6_150_000)
+    assert (primary.calls, second.calls) == (1, 1)
 
 
 async def test_primary_down_fallback_used_and_named() -> None:

@@ -27,7 +27,7 @@ class StoreInvoice(Base):
     amount_minor: Mapped[int] = mapped_column(Amount)  # in the currency's smallest unit
     due_msat: Mapped[int] = mapped_column(Amount)
     rate_minor_per_btc: Mapped[int | None] = mapped_column(Amount)
-    rate_source: Mapped[str | None] = mapped_column(String(40))
+    rate_source: Mapped[str | None] = mapped_column(String(200))
     rate_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     order_id: Mapped[str | None] = mapped_column(String(120), index=True)
     metadata_json: Mapped[str] = mapped_column(Text)

@@ -255,7 +255,11 @@ async def _price(settings: Settings, currency: str, amount: str, *,
         return msat, msat, None, None, None
     minor = _units(amount, currency_scale(currency), f"a {currency} amount")
     own = rates is None
-    service = rates or build_rate_service(settings.rate_sources, dict(settings.fixed_rates))
+    # Built per call (no runtime): the sources are compared, but no rate is remembered to
+    # bound the next one's movement.
+    service = rates or build_rate_service(
+        settings.rate_sources, dict(settings.fixed_rates), min_sources=settings.rate_min_sources,
+        max_spread_bp=settings.rate_max_spread_bp)
     try:
         rate = await service.rate(currency)
     finally:

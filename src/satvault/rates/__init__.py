@@ -4,7 +4,7 @@ locks a fiat amount to msat at invoice creation.
 
 An invoice in fiat does::
 
-    market = await rates.rate("USD")             # RateUnavailable → no invoice
+    market = await rates.rate("USD")             # RateUnavailable/RateRefused → no invoice
     charged = apply_spread(market, store.spread_bp)
     amount_msat = fiat_to_msat(amount_cents, charged)   # rounded up, for the merchant
     # store charged.minor_per_btc, .currency, .source, .fetched_at, .spread_bp with the invoice
@@ -31,6 +31,7 @@ from satvault.rates.convert import (
 from satvault.rates.errors import (
     BadRateResponse,
     RateError,
+    RateRefused,
     RateUnavailable,
     SourceUnreachable,
     UnsupportedCurrency,
@@ -51,6 +52,7 @@ __all__ = [
     "KrakenSource",
     "Rate",
     "RateError",
+    "RateRefused",
     "RateService",
     "RateSource",
     "RateUnavailable",

@@ -7,7 +7,9 @@
     ├── SourceUnreachable     one source: no connection, timed out, HTTP 5xx or 429
     ├── BadRateResponse       one source answered, but not a price we can read
     └── RateUnavailable       every source failed (``failures`` names each one and why):
-                              no invoice may be created
+        │                     no invoice may be created
+        └── RateRefused       sources answered, but too few, disagreeing, or at a price too
+                              far from the last one accepted: no invoice either
 
 A single source raises the first three; ``RateService`` collects them and raises
 ``RateUnavailable`` (or ``UnsupportedCurrency`` when every source said so). At the HTTP edge
@@ -23,6 +25,7 @@ from satvault.kernel.errors import SatvaultError
 __all__ = [
     "BadRateResponse",
     "RateError",
+    "RateRefused",
     "RateUnavailable",
     "SourceUnreachable",
     "UnsupportedCurrency",
@@ -54,3 +57,16 @@ class RateUnavailable(RateError):
         self.failures = tuple(failures)
         detail = "; ".join(f"{name}: {reason}" for name, reason in self.failures)
         super().__init__(f"no BTC/{currency} rate from any source ({detail or 'no sources'})")
+
+
+class RateRefused(RateUnavailable):
+    """Answers came, but are not trusted to price an invoice: ``reason`` says why."""
+
+    def __init__(self, currency: str, reason: str,
+                 failures: Sequence[tuple[str, str]] = ()) -> None:
+        self.currency = currency
+        self.failures = tuple(failures)
+        self.reason = reason
+        failed = "; ".join(f"{name}: {why}" for name, why in self.failures)
+        RateError.__init__(self, f"BTC/{currency} rate refused: {reason}"
+                           + (f" (failed: {failed})" if failed else ""))

@@ -1,9 +1,18 @@
-"""``RateService``: one rate per currency from an ordered list of sources, cached for a TTL.
+"""``RateService``: one rate per currency from a list of sources, cached for a TTL.
 
-The first source is the primary, the rest are fallbacks tried in order when one fails
-(unreachable, a bad answer, no answer within ``source_timeout``, or no quote for that
-currency). The rate returned says which source answered and when; a cached rate keeps its
-original ``source`` and ``fetched_at``, so an invoice records where its rate really came from.
+Rates are compared, not taken on trust. Every live source is asked at once, each within
+``source_timeout``; one failing (unreachable, a bad answer, no answer in time, or no quote for
+that currency) only leaves fewer answers. The rate is the median of the answers, refused
+(``RateRefused``, so no invoice) when fewer than ``min_sources`` answered, when an answer lies
+more than ``max_spread_bp`` from the median, or when the median moved more than
+``max_move_bp`` from the last rate this service accepted for the currency within
+``move_window_seconds``. A ``fixed`` source listed with live ones is not a vote: it answers
+only when no live source did. The rate returned names its source (``"kraken"`` for a single
+answer, ``"median(kraken,coinbase,bitstamp)"`` for several) and the oldest answer's time; a
+cached rate keeps both, so an invoice records where its rate really came from.
+
+The last accepted rate is held in this process: a restart, or another process, starts without
+one, and its first rate is bounded only by the comparison between sources.
 
 Concurrent callers asking for the same currency while it is being fetched share that one fetch
 (no thundering herd on an exchange); a caller that is cancelled does not cancel it for the
@@ -36,7 +45,7 @@ from satvault.rates.bitstamp import BitstampSource
 from satvault.rates.coinbase import CoinbaseSource
 from satvault.rates.coingecko import CoinGeckoSource
 from satvault.rates.convert import apply_spread, fiat_to_msat, msat_to_fiat, sats_to_msat
-from satvault.rates.errors import RateError, RateUnavailable, UnsupportedCurrency
+from satvault.rates.errors import RateError, RateRefused, RateUnavailable, UnsupportedCurrency
 from satvault.rates.fixed import FixedRateSource
 from satvault.rates.kraken import KrakenSource
 
@@ -44,8 +53,10 @@ __all__ = [
     "SOURCE_NAMES",
     "RateService",
     "apply_spread",
+    "beyond_bp",
     "build_rate_service",
     "fiat_to_msat",
+    "median_minor",
     "msat_to_fiat",
     "parse_source_names",
     "sats_to_msat",
@@ -60,6 +71,26 @@ class _Cached:
     expires_at: float  # on the service's monotonic clock
 
 
+def median_minor(values: Sequence[int]) -> int:
+    """The median of integer rates; of an even count, the mean of the two middle ones rounded
+    down (a lower rate charges more msat: the rounding favours the merchant)."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[mid]
+    return (ordered[mid - 1] + ordered[mid]) // 2
+
+
+def beyond_bp(value: int, reference: int, limit_bp: int) -> bool:
+    """Whether ``value`` lies more than ``limit_bp`` basis points from ``reference`` (exact)."""
+    return abs(value - reference) * 10_000 > limit_bp * reference
+
+
+def _percent(value: int, reference: int) -> str:
+    bp = abs(value - reference) * 10_000 // reference  # for the message only: rounded down
+    return f"{Decimal(bp).scaleb(-2):.2f}%"
+
+
 class RateService:
     def __init__(
         self,
@@ -68,11 +99,20 @@ class RateService:
         ttl_seconds: float = 60.0,
         source_timeout: float | None = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        min_sources: int = 1,
+        max_spread_bp: int = 300,
+        max_move_bp: int = 2000,
+        move_window_seconds: float = 3600.0,
     ) -> None:
-        """``clock`` is monotonic seconds, for the TTL only (inject a fake one in tests).
-        ``source_timeout`` bounds each source's whole fetch, on top of its HTTP timeouts, so a
-        server that drips bytes cannot hold an invoice up. ``ttl_seconds=0`` disables caching
-        (concurrent callers still share a fetch)."""
+        """``clock`` is monotonic seconds, for the TTL and the movement window (inject a fake
+        one in tests). ``source_timeout`` bounds each source's whole fetch, on top of its HTTP
+        timeouts, so a server that drips bytes cannot hold an invoice up. ``ttl_seconds=0``
+        disables caching (concurrent callers still share a fetch).
+
+        A rate needs ``min_sources`` answers, none more than ``max_spread_bp`` from their
+        median, and must not be more than ``max_move_bp`` from the last rate accepted for the
+        currency if that was less than ``move_window_seconds`` ago (0: no movement bound).
+        A ``FixedRateSource`` next to other sources is a fallback, never a vote."""
         if not sources:
             raise ValueError("RateService needs at least one rate source")
         names = [s.name for s in sources]
@@ -80,11 +120,24 @@ class RateService:
             raise ValueError(f"rate source names must be unique, got {names}")
         if ttl_seconds < 0:
             raise ValueError("ttl_seconds must not be negative")
+        voters = [s for s in sources if not isinstance(s, FixedRateSource)] or list(sources)
+        if not 1 <= min_sources <= len(voters):
+            raise ValueError(f"rate_min_sources is {min_sources}, but {len(voters)} live rate "
+                             "source(s) are configured (a fixed source is a fallback only)")
+        if max_spread_bp < 0 or max_move_bp < 0 or move_window_seconds < 0:
+            raise ValueError("the rate spread, move and window limits must not be negative")
         self._sources = tuple(sources)
+        self._voters = tuple(voters)
+        self._fallbacks = tuple(s for s in sources if s not in voters)
         self._ttl = ttl_seconds
         self._source_timeout = source_timeout
         self._clock = clock
+        self._min_sources = min_sources
+        self._max_spread_bp = max_spread_bp
+        self._max_move_bp = max_move_bp
+        self._move_window = move_window_seconds
         self._cache: dict[str, _Cached] = {}
+        self._accepted: dict[str, tuple[int, float]] = {}  # currency → (rate, clock time)
         self._inflight: dict[str, asyncio.Task[Rate]] = {}
 
     @property
@@ -111,48 +164,101 @@ class RateService:
         if not task.cancelled():
             task.exception()  # mark retrieved even if every waiter was cancelled
 
+    async def _ask(self, source: RateSource, code: str) -> Rate | tuple[str, bool]:
+        """One source's rate, or (why it failed, whether it does not quote ``code``)."""
+        try:
+            async with asyncio.timeout(self._source_timeout):
+                rate = await source.fetch(code)
+        except TimeoutError:
+            return f"no answer within {self._source_timeout}s", False
+        except UnsupportedCurrency as exc:
+            return str(exc), True
+        except RateError as exc:
+            return str(exc), False
+        except Exception as exc:
+            # A source (a plug-in) breaking its contract fails like an unreachable one: the
+            # invoice is refused (503) when too few others answer, not answered with the
+            # plug-in's exception (found from outside: a 500, and the fallbacks never asked).
+            log.warning("rate_source_broke_contract", source=source.name, error=repr(exc))
+            return f"{type(exc).__name__}: {exc}", False
+        if not isinstance(rate, Rate):
+            return f"answered {type(rate).__name__}, not a Rate", False
+        if rate.currency != code or rate.spread_bp:
+            return f"answered {rate.currency} (spread {rate.spread_bp} bp) for {code}", False
+        return rate
+
     async def _fetch(self, code: str) -> Rate:
-        failures: list[tuple[str, str]] = []
-        unsupported = 0
-        for source in self._sources:
-            try:
-                async with asyncio.timeout(self._source_timeout):
-                    rate = await source.fetch(code)
-            except TimeoutError:
-                failures.append((source.name, f"no answer within {self._source_timeout}s"))
-                continue
-            except UnsupportedCurrency as exc:
-                unsupported += 1
-                failures.append((source.name, str(exc)))
-                continue
-            except RateError as exc:
-                failures.append((source.name, str(exc)))
-                continue
-            except Exception as exc:
-                # A source (a plug-in) breaking its contract fails like an unreachable one: the
-                # next source is asked, and with none left the invoice is refused (503), not
-                # answered with the plug-in's exception (found from outside: a 500, and the
-                # configured fallbacks never asked).
-                log.warning("rate_source_broke_contract", source=source.name, error=repr(exc))
-                failures.append((source.name, f"{type(exc).__name__}: {exc}"))
-                continue
-            if not isinstance(rate, Rate):
-                failures.append((source.name, f"answered {type(rate).__name__}, not a Rate"))
-                continue
-            if rate.currency != code or rate.spread_bp:
-                failures.append((source.name, f"answered {rate.currency} (spread "
-                                              f"{rate.spread_bp} bp) for {code}"))
-                continue
-            if failures:
-                log.warning("rate_fallback", currency=code, source=source.name,
-                            failures=dict(failures))
-            self._cache[code] = _Cached(rate, self._clock() + self._ttl)
-            return rate
-        log.error("rate_unavailable", currency=code, failures=dict(failures))
-        if unsupported == len(self._sources):
-            raise UnsupportedCurrency(f"no rate source quotes {code} ("
-                                      + "; ".join(f"{n}: {r}" for n, r in failures) + ")")
-        raise RateUnavailable(code, failures)
+        # Every live source at once, each within its own timeout: one slow exchange costs
+        # one timeout, not one per source.
+        asked = list(self._voters)
+        results = list(await asyncio.gather(*(self._ask(s, code) for s in asked)))
+        if not any(isinstance(r, Rate) for r in results):
+            for source in self._fallbacks:  # the fixed prices, only when no live one answered
+                asked.append(source)
+                results.append(await self._ask(source, code))
+                if isinstance(results[-1], Rate):
+                    break
+        answers = [r for r in results if isinstance(r, Rate)]
+        failures = [(s.name, r[0]) for s, r in zip(asked, results, strict=True)
+                    if not isinstance(r, Rate)]
+        if not answers:
+            log.error("rate_unavailable", currency=code, failures=dict(failures))
+            if all(not isinstance(r, Rate) and r[1] for r in results) \
+                    and len(asked) == len(self._sources):
+                raise UnsupportedCurrency(f"no rate source quotes {code} ("
+                                          + "; ".join(f"{n}: {r}" for n, r in failures) + ")")
+            raise RateUnavailable(code, failures)
+        if failures:
+            log.warning("rate_fallback", currency=code, answered=[a.source for a in answers],
+                        failures=dict(failures))
+        rate = self._agree(code, answers, failures, asked=len(asked))
+        self._check_move(code, rate)
+        now = self._clock()
+        self._accepted[code] = (rate.minor_per_btc, now)
+        self._cache[code] = _Cached(rate, now + self._ttl)
+        return rate
+
+    def _agree(self, code: str, answers: list[Rate], failures: list[tuple[str, str]], *,
+               asked: int) -> Rate:
+        """One rate from the answers: the median, if enough of them agree around it."""
+        if len(answers) < self._min_sources:
+            reason = (f"{len(answers)} of {asked} rate sources answered, "
+                      f"{self._min_sources} required")
+            log.error("rate_too_few_sources", currency=code, reason=reason,
+                      failures=dict(failures))
+            raise RateRefused(code, reason, failures)
+        if len(answers) == 1:
+            return answers[0]
+        median = median_minor([a.minor_per_btc for a in answers])
+        outliers = [a for a in answers if beyond_bp(a.minor_per_btc, median, self._max_spread_bp)]
+        if outliers:
+            said = ", ".join(f"{a.source}: {a.major_per_btc}" for a in answers)
+            reason = (f"the sources disagree by more than "
+                      f"{Decimal(self._max_spread_bp).scaleb(-2):.2f}% around the median "
+                      f"{Decimal(median).scaleb(-answers[0].scale)} ({said})")
+            log.error("rate_sources_disagree", currency=code, reason=reason)
+            raise RateRefused(code, reason)
+        names = ",".join(a.source for a in answers)
+        return Rate(code, median, f"median({names})", min(a.fetched_at for a in answers))
+
+    def _check_move(self, code: str, rate: Rate) -> None:
+        """Refuse a rate too far from the last one accepted for ``code`` within the window."""
+        last = self._accepted.get(code)
+        if last is None or not self._move_window:
+            return
+        previous, at = last
+        if self._clock() - at > self._move_window:
+            return
+        if beyond_bp(rate.minor_per_btc, previous, self._max_move_bp):
+            scale = rate.scale
+            reason = (f"{rate.source} says {rate.major_per_btc}, which moved "
+                      f"{_percent(rate.minor_per_btc, previous)} from "
+                      f"{Decimal(previous).scaleb(-scale)} accepted "
+                      f"{int(self._clock() - at) // 60} min ago (limit "
+                      f"{Decimal(self._max_move_bp).scaleb(-2):.2f}% within "
+                      f"{int(self._move_window) // 60} min)")
+            log.error("rate_moved_too_far", currency=code, reason=reason)
+            raise RateRefused(code, reason)
 
     def forget(self, currency: str | None = None) -> None:
         """Drop the cached rate for one currency, or all of them."""
@@ -215,8 +321,12 @@ def build_rate_service(
     timeout: float = DEFAULT_TIMEOUT,
     transport: httpx.AsyncBaseTransport | None = None,
     coingecko_api_key: str | None = None,
+    min_sources: int = 1,
+    max_spread_bp: int = 300,
+    max_move_bp: int = 2000,
+    move_window_seconds: float = 3600.0,
 ) -> RateService:
-    """A RateService over the named sources, in the order given (the first is primary).
+    """A RateService over the named sources, in the order given (names a median's sources).
     ``fixed`` holds the prices of the ``fixed`` source in major units per BTC; ``transport``
     reaches every HTTP source (tests point it at a fake server).
 
@@ -240,4 +350,6 @@ def build_rate_service(
         else:
             sources.append(_plugin_source(name, timeout=timeout, transport=transport))
     # The whole fetch of one source may take its connect, write and read timeouts in a row.
-    return RateService(sources, ttl_seconds=ttl_seconds, source_timeout=timeout * 2)
+    return RateService(sources, ttl_seconds=ttl_seconds, source_timeout=timeout * 2,
+                       min_sources=min_sources, max_spread_bp=max_spread_bp,
+                       max_move_bp=max_move_bp, move_window_seconds=move_window_seconds)
