@@ -34,6 +34,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from satvault.accounts.frozen import DepositScreen
+from satvault.auth.credentials import sealer_for
 from satvault.backends.base import ChainBackend
 from satvault.backends.errors import BackendUnavailable
 from satvault.backends.lightning import LightningBackend
@@ -444,8 +445,8 @@ def build_workers(settings: Settings, sessions: async_sessionmaker[AsyncSession]
                                  stale_seconds=settings.idempotency_stale_seconds),
         single(audit_worker(fenced, settings.audit_seal_interval)),
         approval_expiry_worker(sessions, settings.withdrawal_approval_expiry_interval),
-        webhook_worker(WebhookDispatcher(sessions, environment=settings.environment),
-                       interval=2.0),
+        webhook_worker(WebhookDispatcher(sessions, environment=settings.environment,
+                                         sealer=sealer_for(settings)), interval=2.0),
         single(alerts_worker(settings, fenced, runtime)),
     ]
     if settings.event_stream == "nats":  # the outbox stays the truth; the relay copies it

@@ -178,9 +178,9 @@ async def add_webhook(sessions, store_id: str, url: str, events: Iterable[str] =
                       environment: str = "development") -> tuple[str, str]:
     checked = await check(url, environment=environment)
     async with sessions() as s, s.begin():
-        hook = await create_webhook(s, store_id=store_id, url=checked, events=list(events),
-                                    secret=secret)
-    return hook.id, hook.secret
+        created = await create_webhook(s, store_id=store_id, url=checked,
+                                       events=list(events), secret=secret)
+    return created.webhook.id, created.secret
 
 
 @pytest.fixture

@@ -153,8 +153,8 @@ async def test_store_changes_made_elsewhere_are_honoured_at_once(lnenv: LnEnv,
 
         url = await check("http://127.0.0.1:9/hook", environment="development")
         async with env.sessions() as s, s.begin():
-            hook = await create_webhook(s, store_id=shop["store"], url=url,
-                                        events=["invoice.created"])
+            hook = (await create_webhook(s, store_id=shop["store"], url=url,
+                                         events=["invoice.created"])).webhook
         third = await create(c, shop, "s3", amount="1000", currency="SATS")
         assert third.status_code == 201, third.text
         async with env.sessions() as s, s.begin():

@@ -23,6 +23,11 @@ One attempt:
 The POST carries the delivery's body snapshot (the event envelope) and the headers
 ``Satvault-Signature`` (:mod:`satvault.events.signing`), ``Satvault-Event-Id``,
 ``Satvault-Event-Type`` and ``Satvault-Delivery-Id``.
+
+The signature is made with the webhook's secret and, until its overlap ends, the one a rotation
+replaced (two ``v1=`` entries). Sealed secrets are opened just before signing, outside any
+transaction, and kept in no log. The claim also tidies the webhook row: a previous secret past
+its overlap is dropped, and with a key set a secret still stored in clear is sealed.
 """
 
 from __future__ import annotations
@@ -45,12 +50,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault import __version__
 from satvault.db import utcnow
 from satvault.events.errors import InvalidWebhook
-from satvault.events.models import WAITING, DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery
+from satvault.events.models import (
+    SECRET_PURPOSE,
+    WAITING,
+    DeliveryStatus,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from satvault.events.outbox import mark_changed
 from satvault.events.signing import SIGNATURE_HEADER, sign
 from satvault.events.ssrf import RESOLVE_TIMEOUT, CheckedUrl, check
 from satvault.kernel.errors import NotFound
 from satvault.kernel.retrying import retrying
+from satvault.kernel.sealing import SealedSecretUnavailable, Sealer
 from satvault.logs import get_logger
 
 __all__ = ["USER_AGENT", "WebhookDispatcher", "attempts_within", "backoff_delay",
@@ -99,7 +112,8 @@ class _Claim:
     event_type: str
     attempt: int
     url: str
-    secret: str
+    secret: str  # as stored: sealed when a key is set
+    previous_secret: str | None  # as stored, while its overlap lasts
     body: str
 
 
@@ -149,6 +163,7 @@ class WebhookDispatcher:
     max_attempts: int | None = None
     max_endpoints: int = 200
     rng: random.Random = field(default_factory=random.Random)
+    sealer: Sealer = field(default_factory=Sealer)  # opens sealed webhook secrets
     attempted: int = field(default=0, init=False)  # attempts made by this instance
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
     _own_http: bool = field(default=False, init=False)
@@ -255,11 +270,13 @@ class WebhookDispatcher:
     async def _claim(self, session: AsyncSession, webhook_id: str) -> list[_Claim]:
         now = utcnow()
         hook = (await session.execute(
-            select(webhooks_t.c.url, webhooks_t.c.secret, webhooks_t.c.enabled)
+            select(webhooks_t.c.url, webhooks_t.c.secret, webhooks_t.c.enabled,
+                   webhooks_t.c.previous_secret, webhooks_t.c.previous_secret_expires_at)
             .where(webhooks_t.c.id == webhook_id)
         )).first()
         if hook is None or not hook.enabled:
             return []
+        secret, previous = await self._tidy(session, webhook_id, hook, now)
         window = (await session.execute(
             select(deliveries_t.c.id, deliveries_t.c.event_id, deliveries_t.c.event_type,
                    deliveries_t.c.next_attempt_at, deliveries_t.c.request_body)
@@ -280,8 +297,40 @@ class WebhookDispatcher:
             if attempt is None:
                 break  # someone else holds it; never overtake it
             claims.append(_Claim(row.id, webhook_id, row.event_id, row.event_type, attempt,
-                                 hook.url, hook.secret, row.request_body))
+                                 hook.url, secret, previous, row.request_body))
         return claims
+
+    async def _tidy(self, session: AsyncSession, webhook_id: str, hook: Any,
+                    now: datetime) -> tuple[str, str | None]:
+        """The secrets to sign with (as stored); drops an expired previous secret and seals
+        a plain one when a key is set, in the claim's transaction."""
+        changes: dict[str, Any] = {}
+        previous = hook.previous_secret
+        expires = hook.previous_secret_expires_at
+        if previous is not None and (expires is None or expires <= now):
+            previous = changes["previous_secret"] = None
+            changes["previous_secret_expires_at"] = None
+        secret = hook.secret
+        if self.sealer.sealing:
+            if not self.sealer.is_sealed(secret):
+                secret = changes["secret"] = self.sealer.seal(
+                    secret, purpose=SECRET_PURPOSE, row=webhook_id)
+            if previous is not None and not self.sealer.is_sealed(previous):
+                previous = changes["previous_secret"] = self.sealer.seal(
+                    previous, purpose=SECRET_PURPOSE, row=webhook_id)
+        if changes:
+            # On condition that nobody rotated meanwhile (then the next claim tidies).
+            await session.execute(update(webhooks_t).where(
+                webhooks_t.c.id == webhook_id, webhooks_t.c.secret == hook.secret
+            ).values(**changes))
+        return secret, previous
+
+    def _signature(self, claim: _Claim, timestamp: int, body: bytes) -> str:
+        def opened(stored: str) -> str:
+            return self.sealer.open(stored, purpose=SECRET_PURPOSE, row=claim.webhook_id)
+
+        also = () if claim.previous_secret is None else (opened(claim.previous_secret),)
+        return sign(opened(claim.secret), timestamp, body, also=also)
 
     # --------------------------------------------------------------------------- sending
 
@@ -297,10 +346,13 @@ class WebhookDispatcher:
             "Satvault-Event-Id": str(claim.event_id),
             "Satvault-Event-Type": claim.event_type,
             "Satvault-Delivery-Id": claim.delivery_id,
-            SIGNATURE_HEADER: sign(claim.secret, int(started_at.timestamp()), body),
         }
         try:
+            headers[SIGNATURE_HEADER] = self._signature(claim, int(started_at.timestamp()),
+                                                        body)
             checked = await check(claim.url, environment=self.environment)
+        except SealedSecretUnavailable as exc:
+            exchange = _Exchange(error=f"not sent, cannot sign: {exc}")
         except InvalidWebhook as exc:
             exchange = _Exchange(error=f"refused before sending: {exc}")
         else:

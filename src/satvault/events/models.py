@@ -5,9 +5,13 @@ same transaction as the change (so an event exists if and only if its change com
 autoincrementing id is the global order: webhook deliveries go out in that order per endpoint
 and live-update streams resume from it (``Last-Event-ID``).
 
-``webhooks`` belong to a store. The secret is stored as given, not hashed: it is the HMAC key
-we sign every delivery with, so we must be able to use it, not only recognise it (an API key,
-which we only ever compare, is stored as a hash).
+``webhooks`` belong to a store. The secret is not hashed: it is the HMAC key we sign every
+delivery with, so we must be able to use it, not only recognise it (an API key, which we only
+ever compare, is stored as a hash). With ``SATVAULT_SECRET_KEY`` set it is sealed
+(:mod:`satvault.kernel.sealing`, purpose ``webhook secret``, bound to the webhook's id) and
+opened only to sign; without it, it is stored as given. After a rotation the secret it
+replaced stays in ``previous_secret`` (stored the same way) until
+``previous_secret_expires_at``: deliveries meanwhile are signed with both.
 
 ``webhook_deliveries`` is one row per (webhook, event), created by the same transaction as the
 event (the fan-out), so a restart loses nothing. Status::
@@ -38,8 +42,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from satvault.db import Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["DELIVERY_STATUSES", "WAITING", "WAITING_SQL", "DeliveryStatus", "EventRelayCursor",
-           "OutboxEvent", "Webhook", "WebhookAttempt", "WebhookDelivery"]
+__all__ = ["DELIVERY_STATUSES", "SECRET_PURPOSE", "WAITING", "WAITING_SQL", "DeliveryStatus",
+           "EventRelayCursor", "OutboxEvent", "Webhook", "WebhookAttempt", "WebhookDelivery"]
 
 
 class DeliveryStatus(StrEnum):
@@ -50,6 +54,7 @@ class DeliveryStatus(StrEnum):
 
 
 DELIVERY_STATUSES = tuple(DeliveryStatus)
+SECRET_PURPOSE = "webhook secret"  # sealing purpose of both secret columns, bound to the id
 # A delivery is waiting (``next_attempt_at`` set) in exactly these.
 WAITING = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
 # Written as a literal (not bound parameters) so both databases can use the partial index.
@@ -81,7 +86,9 @@ class Webhook(Base):
     store_id: Mapped[str] = mapped_column(ForeignKey("stores.id"), index=True)
     url: Mapped[str] = mapped_column(String(2000))
     events: Mapped[str] = mapped_column(Text)  # space-separated types and wildcards
-    secret: Mapped[str] = mapped_column(String(200))
+    secret: Mapped[str] = mapped_column(String(400))  # sealed: "v1:" + base64, ~4/3 longer
+    previous_secret: Mapped[str | None] = mapped_column(String(400))
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

@@ -6,8 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-__all__ = ["AttemptOut", "DeliveryOut", "DeliveryPage", "WebhookCreatedOut", "WebhookIn",
-           "WebhookOut", "WebhookPatch"]
+__all__ = ["AttemptOut", "DeliveryOut", "DeliveryPage", "SecretRotatedOut", "SecretRotationIn",
+           "WebhookCreatedOut", "WebhookIn", "WebhookOut", "WebhookPatch"]
 
 
 # An http(s) URL; whether its host may be called (not private, resolvable) is checked later.
@@ -38,6 +38,17 @@ class WebhookOut(BaseModel):
 
 class WebhookCreatedOut(WebhookOut):
     secret: str = Field(description="Shown once: store it now, it cannot be read again.")
+
+
+class SecretRotationIn(BaseModel):
+    overlap_seconds: int = Field(
+        default=86_400, ge=0, le=7 * 86_400,
+        description="How long deliveries are signed with the old secret too (0: not at all).")
+
+
+class SecretRotatedOut(WebhookCreatedOut):
+    previous_secret_expires_at: datetime | None = Field(
+        description="Until then deliveries carry a v1= under the old secret as well.")
 
 
 class AttemptOut(BaseModel):

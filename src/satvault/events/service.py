@@ -4,8 +4,9 @@ Functions take the session first and keyword arguments after; none of them commi
 reaches them already checked (:class:`satvault.events.ssrf.CheckedUrl`): resolving a name can
 take seconds and must not happen inside a transaction.
 
-The secret is stored as is (see :mod:`satvault.events.models`) and returned only by
-:func:`create_webhook`, so the API shows it once.
+The secret is stored sealed when a key is set, as is otherwise (see
+:mod:`satvault.events.models`), and returned in clear only by :func:`create_webhook` and
+:func:`rotate_secret`, so the API shows each secret once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -24,17 +26,25 @@ from satvault.audit.service import record
 from satvault.db import utcnow
 from satvault.events.catalog import normalise_subscription
 from satvault.events.errors import InvalidWebhook
-from satvault.events.models import DELIVERY_STATUSES, Webhook, WebhookAttempt, WebhookDelivery
+from satvault.events.models import (
+    DELIVERY_STATUSES,
+    SECRET_PURPOSE,
+    Webhook,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from satvault.events.ssrf import CheckedUrl
 from satvault.kernel.errors import NotFound
 from satvault.kernel.ids import new_id
+from satvault.kernel.sealing import Sealer
 
-__all__ = ["MAX_WEBHOOKS_PER_STORE", "DeliveryLog", "create_webhook", "delete_webhook",
-           "get_delivery", "get_webhook", "list_deliveries", "list_webhooks", "new_secret",
-           "update_webhook"]
+__all__ = ["MAX_OVERLAP", "MAX_WEBHOOKS_PER_STORE", "DeliveryLog",
+           "NewSecret", "create_webhook", "delete_webhook", "get_delivery", "get_webhook",
+           "list_deliveries", "list_webhooks", "new_secret", "rotate_secret", "update_webhook"]
 
 MAX_WEBHOOKS_PER_STORE = 20
 SECRET_PREFIX = "whsec_"
+MAX_OVERLAP = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +53,20 @@ class DeliveryLog:
     attempts: list[WebhookAttempt]
 
 
+@dataclass(frozen=True, slots=True)
+class NewSecret:
+    """A webhook and its secret in clear, for the one answer that shows it."""
+
+    webhook: Webhook
+    secret: str
+
+
 def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def _sealed(sealer: Sealer, webhook_id: str, secret: str) -> str:
+    return sealer.seal(secret, purpose=SECRET_PURPOSE, row=webhook_id)
 
 
 def _checked_secret(secret: str) -> str:
@@ -52,12 +74,15 @@ def _checked_secret(secret: str) -> str:
         raise InvalidWebhook("a webhook secret needs 16-200 characters")
     if not all(33 <= ord(c) <= 126 for c in secret):
         raise InvalidWebhook("a webhook secret is printable ASCII without spaces")
+    if Sealer.is_sealed(secret):  # it would be taken for a sealed value and not open
+        raise InvalidWebhook("a webhook secret may not start with 'v1:'")
     return secret
 
 
 async def create_webhook(session: AsyncSession, *, store_id: str, url: CheckedUrl,
                          events: Sequence[str], secret: str | None = None,
-                         actor: str = "system") -> Webhook:
+                         actor: str = "system", sealer: Sealer | None = None) -> NewSecret:
+    """A new webhook, its secret sealed under ``sealer`` (stored as given without a key)."""
     store: Store = await get_store(session, store_id)
     subscription = normalise_subscription(events)
     secret = new_secret() if secret is None else _checked_secret(secret)
@@ -66,15 +91,17 @@ async def create_webhook(session: AsyncSession, *, store_id: str, url: CheckedUr
     )).scalar_one()
     if count >= MAX_WEBHOOKS_PER_STORE:
         raise InvalidWebhook(f"a store can have at most {MAX_WEBHOOKS_PER_STORE} webhooks")
-    webhook = Webhook(id=new_id("whk"), store_id=store.id, url=str(url.url),
-                      events=" ".join(subscription), secret=secret, enabled=True,
+    webhook_id = new_id("whk")
+    webhook = Webhook(id=webhook_id, store_id=store.id, url=str(url.url),
+                      events=" ".join(subscription),
+                      secret=_sealed(sealer or Sealer(), webhook_id, secret), enabled=True,
                       created_at=utcnow())
     session.add(webhook)
     await session.flush()
     await record(session, actor=actor, action="webhook.create", object=webhook.id,
                  after={"store_id": store.id, "url": webhook.url, "events": subscription,
                         "enabled": True})
-    return webhook
+    return NewSecret(webhook, secret)
 
 
 async def list_webhooks(session: AsyncSession, *, store_id: str) -> list[Webhook]:
@@ -110,6 +137,30 @@ async def update_webhook(session: AsyncSession, *, webhook: Webhook,
     await record(session, actor=actor, action="webhook.update", object=webhook.id,
                  before={k: before[k] for k in changes}, after=changes)
     return webhook
+
+
+async def rotate_secret(session: AsyncSession, *, webhook: Webhook, overlap: timedelta,
+                        sealer: Sealer | None = None, actor: str = "system") -> NewSecret:
+    """Give the webhook a new generated secret. The one it replaces signs deliveries too, beside
+    the new one, for ``overlap`` (0: not at all), so a receiver can switch secrets without
+    refusing a delivery; then it is dropped. Rotating again within an overlap replaces the
+    previous secret: only the last two secrets are ever in use."""
+    if not timedelta(0) <= overlap <= MAX_OVERLAP:
+        raise InvalidWebhook(f"the overlap is 0 to {int(MAX_OVERLAP.total_seconds())} seconds")
+    sealer = sealer or Sealer()
+    now = utcnow()
+    old = webhook.secret
+    if sealer.sealing and not sealer.is_sealed(old):  # stored before the key was set
+        old = _sealed(sealer, webhook.id, old)
+    secret = new_secret()
+    webhook.secret = _sealed(sealer, webhook.id, secret)
+    webhook.previous_secret = old if overlap else None
+    webhook.previous_secret_expires_at = now + overlap if overlap else None
+    await session.flush()
+    await record(session, actor=actor, action="webhook.rotate_secret", object=webhook.id,
+                 after={"previous_secret_expires_at":
+                        None if not overlap else (now + overlap).isoformat()})
+    return NewSecret(webhook, secret)
 
 
 async def delete_webhook(session: AsyncSession, *, webhook: Webhook,

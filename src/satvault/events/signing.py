@@ -6,8 +6,9 @@ The MAC covers the timestamp and the exact body bytes::
 
 so a receiver can refuse a replay: a captured request re-sent later carries an old ``t``, and
 changing ``t`` breaks the MAC. The key is the whole secret string as shown at creation
-(``whsec_…``), UTF-8 encoded. A header may carry several ``v1=`` entries (one per active
-secret, for rotation); one match is enough. Verify like this, on the raw body, before parsing
+(``whsec_…``), UTF-8 encoded. A header may carry several ``v1=`` entries: after a rotation
+(``POST /api/v1/webhooks/{id}/rotate-secret``) the new secret's first, then the old one's until
+the overlap ends; one match is enough. Verify like this, on the raw body, before parsing
 it (re-serialised JSON will not match)::
 
     import hashlib, hmac, time
@@ -33,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 
 from satvault.events.errors import InvalidSignature
 
@@ -47,9 +49,12 @@ def _mac(secret: str, timestamp: int, body: bytes) -> str:
                     hashlib.sha256).hexdigest()
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``Satvault-Signature`` header value for ``body`` sent at ``timestamp``."""
-    return f"t={int(timestamp)},v1={_mac(secret, int(timestamp), body)}"
+def sign(secret: str, timestamp: int, body: bytes, *, also: Sequence[str] = ()) -> str:
+    """The ``Satvault-Signature`` header value for ``body`` sent at ``timestamp``: one ``v1=``
+    under ``secret``, then one under each of ``also`` (the secrets a rotation replaced, while
+    their overlap lasts)."""
+    macs = "".join(f",v1={_mac(s, int(timestamp), body)}" for s in (secret, *also))
+    return f"t={int(timestamp)}{macs}"
 
 
 def verify(secret: str, header: str, body: bytes, *, tolerance: int = TOLERANCE_SECONDS,

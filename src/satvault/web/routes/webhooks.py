@@ -10,6 +10,7 @@ lookup happens between two short transactions, never inside one.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.access import owned_store
 from satvault.accounts.service import Principal
+from satvault.auth.credentials import sealer_for
 from satvault.events import service
 from satvault.events.delivery import redeliver
 from satvault.events.models import Webhook, WebhookAttempt, WebhookDelivery
@@ -24,6 +26,8 @@ from satvault.events.schemas import (
     AttemptOut,
     DeliveryOut,
     DeliveryPage,
+    SecretRotatedOut,
+    SecretRotationIn,
     WebhookCreatedOut,
     WebhookIn,
     WebhookOut,
@@ -92,14 +96,15 @@ async def create_webhook(store_id: str, body: WebhookIn, request: Request,
     await retrying(sessions, lambda s: owned_store(s, principal, store_id))
     checked = await check(body.url, environment=request.app.state.settings.environment)
 
-    async def work(session: AsyncSession) -> Webhook:
+    async def work(session: AsyncSession) -> service.NewSecret:
         await owned_store(session, principal, store_id)
         return await service.create_webhook(session, store_id=store_id, url=checked,
                                             events=body.events, secret=body.secret,
-                                            actor=_actor(principal))
+                                            actor=_actor(principal),
+                                            sealer=sealer_for(request.app.state.settings))
 
-    webhook = await retrying(sessions, work)
-    return WebhookCreatedOut(**_out(webhook).model_dump(), secret=webhook.secret)
+    created = await retrying(sessions, work)
+    return WebhookCreatedOut(**_out(created.webhook).model_dump(), secret=created.secret)
 
 
 @router.get("/stores/{store_id}/webhooks", response_model=list[WebhookOut])
@@ -145,6 +150,33 @@ async def delete_webhook(store_id: str, webhook_id: str, session: SessionDep,
     webhook = await service.get_webhook(session, store_id=store_id, webhook_id=webhook_id)
     await service.delete_webhook(session, webhook=webhook, actor=_actor(principal))
     return Response(status_code=204)
+
+
+@router.post("/webhooks/{webhook_id}/rotate-secret", response_model=SecretRotatedOut,
+             dependencies=[CreateLimit])
+async def rotate_secret(webhook_id: str, request: Request, principal: Writer,
+                        body: SecretRotationIn | None = None) -> SecretRotatedOut:
+    """A new secret, shown once; the old one also signs for ``overlap_seconds``. No
+    Idempotency-Key (like the other webhook POSTs): a retried rotation rotates again, and the
+    secret from the lost answer is then the previous one, still accepted for the overlap."""
+    body = body or SecretRotationIn()
+    sealer = sealer_for(request.app.state.settings)
+
+    async def work(session: AsyncSession) -> service.NewSecret:
+        webhook = await session.get(Webhook, webhook_id)
+        if webhook is None:
+            raise NotFound(f"webhook {webhook_id!r} not found")
+        try:
+            await owned_store(session, principal, webhook.store_id)
+        except NotFound:
+            raise NotFound(f"webhook {webhook_id!r} not found") from None
+        return await service.rotate_secret(
+            session, webhook=webhook, overlap=timedelta(seconds=body.overlap_seconds),
+            sealer=sealer, actor=_actor(principal))
+
+    rotated = await retrying(_sessions(request), work)
+    return SecretRotatedOut(**_out(rotated.webhook).model_dump(), secret=rotated.secret,
+                            previous_secret_expires_at=rotated.webhook.previous_secret_expires_at)
 
 
 @router.get("/stores/{store_id}/webhooks/{webhook_id}/deliveries",

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts import service as accounts
 from satvault.accounts.access import owned_store
+from satvault.auth.credentials import sealer_for
 from satvault.auth.sessions import SessionView
 from satvault.checkout.i18n import Language
 from satvault.events import service
@@ -60,7 +61,7 @@ async def _webhook(session: AsyncSession, who: Owner, webhook_id: str) -> Webhoo
 
 async def _page(request: Request, lang: Language, view: SessionView, session: Any,
                 who: Owner, *, form: dict[str, Any] | None = None, error: str | None = None,
-                created: Webhook | None = None, notice: str | None = None,
+                created: service.NewSecret | None = None, notice: str | None = None,
                 status_code: int = 200) -> HTMLResponse:
     stores = await accounts.list_stores(session, merchant_id=who.id)
     hooks = [(s, await service.list_webhooks(session, store_id=s.id)) for s in stores]
@@ -99,10 +100,10 @@ async def create_webhook(merchant_id: str, request: Request, view: PageUser,
         checked = await check(body.url, environment=settings_of(request).environment)
         async with transaction(request) as s:
             await owned_store(s, who.principal, store_id)
-            webhook = await service.create_webhook(s, store_id=store_id, url=checked,
-                                                   events=body.events, secret=body.secret,
-                                                   actor=who.actor)
-            return await _page(request, lang, view, s, who, created=webhook,
+            created = await service.create_webhook(
+                s, store_id=store_id, url=checked, events=body.events, secret=body.secret,
+                actor=who.actor, sealer=sealer_for(settings_of(request)))
+            return await _page(request, lang, view, s, who, created=created,
                                status_code=201)
     except (FormRefused, SatvaultError) as exc:
         if isinstance(exc, NotFound):
