@@ -71,10 +71,11 @@ class Settings(BaseSettings):
     network: Literal["mainnet", "testnet", "signet", "regtest"] = "regtest"
     chain_backend: str = "simnet"
     lightning_backend: str = "simnet"
-    # Seals the TOTP secrets and JWT signing keys in the database (AES-256-GCM under a key
-    # derived from it, satvault.auth.sealing); unset: they are stored in clear (development).
-    # Changing it leaves what it sealed unreadable: users re-enroll TOTP, and
-    # `satvault auth rotate-keys` makes a new signing key.
+    # Seals the TOTP secrets, JWT signing keys and webhook secrets in the database (AES-256-GCM
+    # under a key derived from it, satvault.kernel.sealing); unset: they are stored in clear
+    # (development). Changing it leaves what it sealed unreadable: users re-enroll TOTP,
+    # `satvault auth rotate-keys` makes a new signing key, and each webhook's secret is rotated
+    # (POST /api/v1/webhooks/{id}/rotate-secret).
     secret_key: SecretStr | None = None
     # The dashboard's session cookie: Secure (and named __Host-sv_session) when true; unset:
     # true in production, false in development (plain http://127.0.0.1).

@@ -4,7 +4,9 @@ Ownership: a store key owns its store, a merchant key its merchant's stores, an 
 every store; anyone else gets the same 404 as for a store that does not exist. Changing
 webhooks needs ``stores:write`` or ``webhooks:write``; reading them also ``stores:read``.
 A webhook URL is checked by the SSRF guard before it is stored (422 when refused); its DNS
-lookup happens between two short transactions, never inside one.
+lookup happens between two short transactions, never inside one. Secrets are sealed under
+``SATVAULT_SECRET_KEY`` (the settings' sealer) and shown in clear only in the answers to
+creation and ``POST /webhooks/{id}/rotate-secret``.
 """
 
 from __future__ import annotations
