@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.accounts.models import Store, Wallet
 from satvault.accounts.service import ensure_wallet
 from satvault.amounts import InvalidAmount, parse_decimal
+from satvault.audit.service import record
 from satvault.backends.lightning import Invoice, LightningBackend
 from satvault.config import Settings
 from satvault.db import utcnow
@@ -628,21 +629,31 @@ async def record_follow_up(session: AsyncSession, invoice_id: str, *,
         row.expires_at = min(row.expires_at, inv.expires_at)
 
 
-async def mark_invoice(session: AsyncSession, inv: StoreInvoice, status: str) -> StoreInvoice:
+async def mark_invoice(session: AsyncSession, inv: StoreInvoice, status: str, *,
+                       actor: str) -> StoreInvoice:
     """The merchant sets the status by hand. The invoice row is locked and read again first,
     as the crediting transaction and the refresher lock it: a mark and a status change
     written at the same moment are counted one after the other, so a mark never writes over
-    a settlement it did not see (nor two marks over each other)."""
+    a settlement it did not see (nor two marks over each other). A mark is audited
+    (``invoice.mark``: ``actor``, the status before and after); marking the status the
+    invoice already has by a mark changes nothing, writes nothing and sends no event."""
     if status not in (Status.SETTLED, Status.INVALID):
         raise InvalidInput("an invoice can be marked settled or invalid")
     await session.refresh(inv, with_for_update=True)
+    if inv.status == status and inv.additional_status == Additional.MARKED:
+        return inv  # the same mark again (a retry, a double click): already done
     if inv.status in (Status.SETTLED, Status.INVALID) \
             and inv.additional_status != Additional.MARKED:
         raise InvalidInput(f"the invoice is already {inv.status}")
+    before = {"status": str(inv.status), "additional_status": str(inv.additional_status)}
     inv.status, inv.additional_status, inv.updated_at = Status(status), Additional.MARKED, utcnow()
     inv.next_check_at = None  # the merchant decided; payments no longer move it
     if status == Status.SETTLED and inv.settled_at is None:
         inv.settled_at = utcnow()
+    await record(session, actor=actor, action="invoice.mark", object=inv.id, before=before,
+                 after={"status": str(inv.status),
+                        "additional_status": str(inv.additional_status)},
+                 at=inv.updated_at)
     await _emit(session, inv, f"invoice.{status}")
     return inv
 

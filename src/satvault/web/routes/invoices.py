@@ -239,7 +239,7 @@ async def list_invoices(
 async def mark(invoice_id: str, body: MarkIn, request: Request, session: SessionDep,
                principal: Writer) -> dict[str, Any]:
     inv = await visible_invoice(session, principal, invoice_id)
-    await mark_invoice(session, inv, body.status)
+    await mark_invoice(session, inv, body.status, actor=f"key:{principal.key_id}")
     return await invoice_payload(session, inv, request.app.state.settings.public_url)
 
 

@@ -256,7 +256,7 @@ async def mark(merchant_id: str, invoice_id: str, request: Request, view: PageUs
             body = parse(MarkIn, {"status": values.get("status", "")})
             if values.get("confirm") != "yes":
                 raise FormRefused("tick the box to confirm")
-            await mark_invoice(s, inv, body.status)
+            await mark_invoice(s, inv, body.status, actor=who.actor)
     except (FormRefused, SatvaultError) as exc:
         status, message = refusal(exc)
         async with transaction(request) as s:
