@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from satvault.backends.cln import ClnBackend
+from satvault.backends.errors import BackendError, BackendUnavailable, TxRejected
 from satvault.backends.lightning import InvoiceState, PaymentStatus
 from satvault.simnet.ln.cln_rpc import ClnRpcServer
 from satvault.simnet.ln.network import LnNetwork
@@ -72,3 +74,60 @@ async def test_cancel_makes_an_invoice_unpayable(cln: ClnBackend, net: LnNetwork
     assert outside.status.value.upper() == "FAILED"
     balances = await cln.balances()
     assert balances.channel_local_msat > 0
+
+
+class _PaidMeanwhile(ClnRpcServer):
+    """A node on which an invoice is paid from outside between our ``listinvoices`` and our
+    ``delinvoice`` (the race cancel_invoice lives with): lightningd then answers 906."""
+
+    def __init__(self, network: LnNetwork) -> None:
+        super().__init__(network)
+        delinvoice = self._methods["delinvoice"]
+
+        async def paid_first(params: dict[str, Any]) -> Any:
+            inv = self.network.invoice_by_label(self.node, str(params.get("label")))
+            if inv is not None:
+                await asyncio.to_thread(self.network.pay, "customer1", inv.bolt11)
+            return await delinvoice(params)
+
+        self._methods["delinvoice"] = paid_first
+
+
+async def test_rpc_errors_of_every_call_are_backend_errors(net: LnNetwork, tmp_path) -> None:
+    with _PaidMeanwhile(net) as server:
+        cln = ClnBackend(str(server.path))
+        inv = await cln.create_invoice(3_000, memo="paid meanwhile")
+        with pytest.raises(TxRejected, match="906"):
+            await cln.cancel_invoice(inv.payment_hash)
+        looked = await cln.lookup_invoice(inv.payment_hash)
+        assert looked is not None and looked.state is InvoiceState.SETTLED  # not deleted
+        with pytest.raises(BackendError, match="-32602"):  # lightningd refused the params
+            await cln.create_invoice(1_000, expiry=-5)
+    gone = ClnBackend(str(tmp_path / "no-such-socket"))
+    with pytest.raises(BackendUnavailable):
+        await gone.get_info()
+
+
+async def test_a_hung_xpay_is_unknown_after_the_deadline_never_failed(
+        net: LnNetwork) -> None:
+    """A node that stops answering during xpay: after the payment's own timeout and a grace
+    satvault gives up waiting with BackendUnavailable (the payer records UNKNOWN and asks
+    ``listpays`` later), never a failure that would release the hold."""
+    with ClnRpcServer(net) as server:
+        cln = ClnBackend(str(server.path), pay_grace_seconds=0.5)
+        bill = net.create_invoice("customer2", 20_000, memo="hangs")
+        net.script(bill.payment_hash, "hang_then_succeed", delay=0.2)
+        with pytest.raises(BackendUnavailable, match="xpay"):
+            await asyncio.wait_for(cln.pay(bill.bolt11, amount_msat=None,
+                                           fee_limit_msat=5_000, timeout_seconds=1), 10)
+
+        async def settled() -> bool:
+            found = await cln.track_payment(bill.payment_hash)
+            return found is not None and found.status is PaymentStatus.SUCCEEDED
+        assert await asyncio.wait_for(_until(settled), 10)
+
+
+async def _until(check: Any) -> bool:
+    while not await check():
+        await asyncio.sleep(0.05)
+    return True

@@ -5,6 +5,14 @@ labelled with their payment hash's prefix; ``waitanyinvoice`` with the stored ``
 is CLN's equivalent of LND's settle-index subscription. ``xpay`` pays (it blocks until the
 payment is final); an RPC error with a final code is a definite failure, a lost socket is
 UNKNOWN, and ``listpays`` settles it later.
+
+Every call's errors stop here (:meth:`ClnBackend._call`): no socket, a lost connection, a
+broken reply, lightningd shutting down or a plugin dying under the call, and no answer by the
+call's deadline are :class:`BackendUnavailable`; an RPC error object is a :class:`ClnError`
+with lightningd's code (906: ``delinvoice`` found the invoice no longer unpaid). ``xpay``'s
+deadline is its own ``retry_for`` plus a grace: past it the payment is UNKNOWN, never failed.
+A call given up on leaves its worker thread waiting for the node's answer (pyln has no
+timeout), which the node gives or the closed socket ends.
 """
 
 from __future__ import annotations
@@ -16,7 +24,11 @@ from typing import Any
 
 from pyln.client import LightningRpc, RpcError
 
-from satvault.backends.errors import BackendProtocolError, BackendUnavailable, TxRejected
+from satvault.backends.errors import (
+    BackendProtocolError,
+    BackendUnavailable,
+    TxRejected,
+)
 from satvault.backends.lightning import (
     DecodedInvoice,
     Invoice,
@@ -28,7 +40,7 @@ from satvault.backends.lightning import (
 )
 from satvault.backends.networks import network_of_chain
 
-__all__ = ["ClnBackend"]
+__all__ = ["ClnBackend", "ClnError"]
 
 _STATE = {"unpaid": InvoiceState.OPEN, "paid": InvoiceState.SETTLED,
           "expired": InvoiceState.CANCELED}
@@ -37,6 +49,21 @@ _FAILURES = {203: "FAILURE_REASON_INCORRECT_PAYMENT_DETAILS", 205: "FAILURE_REAS
              206: "FAILURE_REASON_NO_ROUTE", 207: "FAILURE_REASON_ERROR",
              209: "FAILURE_REASON_NO_ROUTE", 210: "FAILURE_REASON_TIMEOUT",
              219: "FAILURE_REASON_ERROR"}
+
+
+# lightningd going away under a call (common/jsonrpc_errors.h): the call's outcome is unknown.
+_GONE = {-4: "a plugin terminated", -5: "lightningd is shutting down"}
+_INVOICE_NOT_FOUND, _INVOICE_STATUS_UNEXPECTED, _WAIT_TIMED_OUT = 905, 906, 904
+
+
+class ClnError(TxRejected):
+    """lightningd answered a call with an RPC error object: ``code`` and ``reason`` are its
+    ``code`` and ``message`` (e.g. 906 for ``delinvoice`` on an invoice no longer unpaid)."""
+
+    def __init__(self, method: str, code: int, reason: str) -> None:
+        self.method = method
+        super().__init__(code, reason)
+        self.args = (f"cln {method} refused ({code}): {reason}",)  # not a transaction
 
 
 def _msat(v: Any) -> int:
@@ -51,18 +78,37 @@ def _msat(v: Any) -> int:
 class ClnBackend:
     name = "cln"
 
-    def __init__(self, rpc_path: str) -> None:
+    def __init__(self, rpc_path: str, *, timeout: float = 30.0,
+                 pay_grace_seconds: float = 30.0) -> None:
         self._rpc = LightningRpc(rpc_path)
+        self._timeout = timeout
+        self._pay_grace = pay_grace_seconds
 
     async def close(self) -> None:
         return None
 
-    async def _call(self, method: str, payload: dict[str, Any] | None = None) -> Any:
+    async def _call(self, method: str, payload: dict[str, Any] | None = None, *,
+                    timeout: float | None = None) -> Any:
+        """One RPC call, its errors translated (module docstring) and bounded in time."""
+        deadline = self._timeout if timeout is None else timeout
         try:
-            return await asyncio.to_thread(self._rpc.call, method, payload or {})
-        except RpcError:
-            raise
-        except (OSError, ValueError) as exc:  # socket gone, or a broken reply
+            async with asyncio.timeout(deadline):
+                return await asyncio.to_thread(self._rpc.call, method, payload or {})
+        except TimeoutError as exc:
+            raise BackendUnavailable(f"cln {method}: no answer in {deadline:g} s") from exc
+        except RpcError as exc:
+            err = exc.error
+            if not isinstance(err, dict):  # pyln's own: "Connection to RPC server lost."
+                raise BackendUnavailable(f"cln {method}: {err}") from exc
+            try:
+                code = int(err.get("code", 0))
+            except (TypeError, ValueError):
+                raise BackendProtocolError(f"cln {method}: unreadable error {err!r}") from exc
+            message = str(err.get("message", ""))
+            if code in _GONE:
+                raise BackendUnavailable(f"cln {method}: {_GONE[code]} ({message})") from exc
+            raise ClnError(method, code, message) from exc
+        except (OSError, ValueError, TypeError) as exc:  # socket gone, or a broken reply
             raise BackendUnavailable(f"cln {method}: {type(exc).__name__}: {exc}") from exc
 
     async def get_info(self) -> NodeInfo:
@@ -112,7 +158,12 @@ class ClnBackend:
         found = (await self._call("listinvoices", {"payment_hash": payment_hash}))["invoices"]
         status = found[0].get("status") if found else None
         if status == "unpaid":
-            await self._call("delinvoice", {"label": found[0]["label"], "status": "unpaid"})
+            try:
+                await self._call("delinvoice", {"label": found[0]["label"], "status": "unpaid"})
+            except ClnError as exc:
+                if exc.code == _INVOICE_NOT_FOUND:
+                    return  # deleted meanwhile: nobody can pay it either
+                raise  # 906: paid (or expired) since we listed it; the caller asks again
         elif status == "paid":
             raise TxRejected(0, "the invoice is already paid")
 
@@ -122,9 +173,10 @@ class ClnBackend:
         while True:
             try:
                 paid = await self._call("waitanyinvoice", {"lastpay_index": index,
-                                                           "timeout": 30})
-            except RpcError as exc:
-                if (exc.error or {}).get("code") == 904:  # timed out: nothing paid yet
+                                                           "timeout": 30},
+                                        timeout=30 + self._timeout)
+            except ClnError as exc:
+                if exc.code == _WAIT_TIMED_OUT:  # nothing paid yet
                     continue
                 raise BackendUnavailable(f"cln waitanyinvoice: {exc}") from exc
             inv = self._invoice(paid)
@@ -138,16 +190,17 @@ class ClnBackend:
         if amount_msat is not None:
             payload["amount_msat"] = amount_msat
         try:
-            out = await self._call("xpay", payload)
-        except RpcError as exc:
-            err = exc.error or {}
-            code = int(err.get("code", 0))
+            # Past its own retry_for and a grace, a silent node leaves the payment UNKNOWN
+            # (BackendUnavailable): the payer keeps the hold and listpays settles it.
+            out = await self._call("xpay", payload,
+                                   timeout=timeout_seconds + self._pay_grace)
+        except ClnError as exc:
             decoded = await self._call("decode", {"string": bolt11})
-            if code in _FAILURES:
+            if exc.code in _FAILURES:
                 return PaymentResult(decoded.get("payment_hash", ""), PaymentStatus.FAILED,
-                                     failure_reason=_FAILURES[code])
+                                     failure_reason=_FAILURES[exc.code])
             return PaymentResult(decoded.get("payment_hash", ""), PaymentStatus.IN_FLIGHT,
-                                 failure_reason=str(err.get("message", "")))
+                                 failure_reason=exc.reason)
         amount = _msat(out.get("amount_msat"))
         sent = _msat(out.get("amount_sent_msat"))
         decoded = await self._call("decode", {"string": bolt11})
