@@ -5,7 +5,7 @@ A rate taken from several sources is recorded as ``median(kraken,coinbase,bitsta
 hold. SQLite does not enforce a VARCHAR's length, so only PostgreSQL's column is widened
 (widening a varchar rewrites nothing there).
 
-Revision ID: 0060_rate_source_width
+Revision ID: 0058_rate_source_width
 Revises: 0057_enrollment_families
 Create Date: 2026-12-07
 """
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0060_rate_source_width"
+revision: str = "0058_rate_source_width"
 down_revision: str | None = "0057_enrollment_families"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -8,8 +8,8 @@ the column grows to 400. Rows already there are not rewritten here (a migration 
 seal with): a plain secret is sealed the next time the dispatcher sends for its webhook, or
 when it is rotated.
 
-Revision ID: 0061_webhook_secret_rotation
-Revises: 0057_enrollment_families
+Revision ID: 0059_webhook_secret_rotation
+Revises: 0058_rate_source_width
 Create Date: 2026-12-06
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0061_webhook_secret_rotation"
-down_revision: str | None = "0057_enrollment_families"
+revision: str = "0059_webhook_secret_rotation"
+down_revision: str | None = "0058_rate_source_width"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
