@@ -114,6 +114,8 @@ class JetStream:
     async def connect(self) -> None:
         if self._nc is not None and self._nc.is_connected:
             return
+        if self._nc is not None:  # a client still reconnecting, or given up: its socket closed
+            await self.close()
         try:
             self._nc = await nats.connect(
                 self.settings.url, connect_timeout=self.settings.timeout,
@@ -126,11 +128,15 @@ class JetStream:
 
     async def close(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
-        if nc is not None and not nc.is_closed:
-            try:
-                async with asyncio.timeout(3.0):
-                    await nc.drain()
-            except (nats.errors.Error, TimeoutError):
+        if nc is None or nc.is_closed:
+            return
+        try:
+            async with asyncio.timeout(3.0):
+                await nc.drain()
+        except (nats.errors.Error, TimeoutError, OSError):
+            pass
+        finally:  # whatever the drain did (or if it was cancelled), the socket is closed
+            if not nc.is_closed:
                 await nc.close()
 
     @property

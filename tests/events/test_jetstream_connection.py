@@ -1,0 +1,80 @@
+"""The JetStream connection's own lifecycle: a client that lost its server and is still
+trying to reconnect is closed (its socket with it) when the connection is made anew, and
+closing never leaves a socket open, whatever the drain does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from urllib.parse import urlparse
+
+from satvault.events.jetstream import JetStream, StreamSettings
+
+
+class Proxy:
+    """A TCP relay to the NATS server that can cut every connection through it."""
+
+    def __init__(self, upstream: str) -> None:
+        url = urlparse(upstream)
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 4222
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"nats://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        for t in (pipe(reader, up_writer), pipe(up_reader, writer)):
+            task = asyncio.create_task(t)
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def cut(self) -> None:
+        """Stop accepting and drop every connection: clients start reconnecting."""
+        assert self.server is not None
+        self.server.close()
+        for w in self.writers:
+            w.close()
+        for w in self.writers:
+            with contextlib.suppress(OSError, ConnectionError):
+                await w.wait_closed()
+        self.writers.clear()
+
+
+async def test_a_client_still_reconnecting_is_closed_when_the_connection_is_made_anew(stream):
+    await stream.ensure_stream()
+    proxy = Proxy(stream.settings.url)
+    via = await proxy.start()
+    js = JetStream(StreamSettings(url=via, stream=stream.settings.stream,
+                                  prefix=stream.settings.prefix, timeout=2.0))
+    await js.connect()
+    old = js._nc
+    assert old is not None and old.is_connected
+    await proxy.cut()
+    for _ in range(50):  # the client notices the lost socket and starts reconnecting
+        if not old.is_connected:
+            break
+        await asyncio.sleep(0.02)
+    assert not old.is_connected and not old.is_closed
+    # the platform connects again (to the server itself): the old client is closed, not left
+    # retrying with a socket of its own
+    js.settings = stream.settings
+    await js.connect()
+    try:
+        assert old.is_closed
+        assert js._nc is not old and js._nc is not None and js._nc.is_connected
+    finally:
+        await js.close()
+    assert js.closed
