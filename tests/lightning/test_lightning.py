@@ -540,3 +540,41 @@ async def test_bounded_sweeps_take_turns_through_all_open_invoices(lnenv: LnEnv)
     assert len(set(calls)) == 5
     assert (await env.balances(bob))["available"] == sum(1_000 + i for i in range(5)) * SAT
     await env.check()
+
+
+async def test_a_lightning_address_invoice_on_core_lightning_commits_to_its_metadata(
+        lnenv: LnEnv):
+    """Core Lightning commits to a description hash only from the text (``deschashonly``):
+    the adapter is handed the text and sends it so, and the invoice a Lightning Address
+    callback answers commits to the metadata, as on LND (it answered an error before)."""
+    import hashlib
+
+    import bolt11
+
+    from satvault.backends.cln import ClnBackend
+    from satvault.lightning.lnurl_service import (
+        address_invoice,
+        address_metadata,
+        claim_address,
+        host,
+    )
+    from satvault.simnet.ln.cln_rpc import ClnRpcServer
+
+    env = lnenv
+    carol = await env.wallet_for("carol@example.com")
+    async with env.sessions() as s, s.begin():
+        await claim_address(s, wallet=carol, username="carol", actor="test")
+    with ClnRpcServer(env.network, node="platform") as server:
+        cln = ClnBackend(str(server.path))
+        pr = await address_invoice(env.sessions, backend=cln, settings=env.settings,
+                                   username="carol", amount_msat=21_000, comment="gm")
+        await cln.close()
+    metadata = address_metadata("carol", host(env.settings))
+    decoded = bolt11.decode(pr)
+    async with env.sessions() as s:
+        row = (await s.execute(select(LnInvoice).where(
+            LnInvoice.bolt11 == pr))).scalar_one()
+    assert int(decoded.amount_msat) == 21_000 and row.wallet_id == carol.id
+    assert row.description_hash == decoded.description_hash
+    assert decoded.description is None
+    assert decoded.description_hash == hashlib.sha256(metadata.encode()).hexdigest()

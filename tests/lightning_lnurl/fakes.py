@@ -63,10 +63,12 @@ class FakeLightning:
         return NodeInfo(self.key.public_key.format().hex(), "fake", "regtest", 100, True)
 
     async def create_invoice(self, amount_msat: int | None, *, memo: str = "",
-                             description_hash: bytes | None = None, expiry: int = 3600,
+                             hashed_description: str | None = None, expiry: int = 3600,
                              fallback_address: str | None = None) -> Invoice:
         preimage = os.urandom(32)
         payment_hash = hashlib.sha256(preimage).hexdigest()
+        description_hash = (None if hashed_description is None else
+                            hashlib.sha256(hashed_description.encode()).digest())
         text = make_bolt11(amount_msat, description_hash=description_hash,
                            description=None if description_hash else (memo or "fake"),
                            key=self.key, payment_hash=payment_hash, expiry=expiry)

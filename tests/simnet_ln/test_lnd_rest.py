@@ -79,7 +79,8 @@ async def test_invoice_lifecycle(backend: LndBackend, net: LnNetwork) -> None:
 async def test_description_hash_fallback_and_amountless(backend: LndBackend) -> None:
     digest = hashlib.sha256(b"terms").digest()
     address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
-    inv = await backend.create_invoice(None, description_hash=digest, fallback_address=address)
+    inv = await backend.create_invoice(None, hashed_description="terms",
+                                       fallback_address=address)
     assert inv.amount_msat is None
     decoded = await backend.decode(inv.bolt11)
     assert decoded.description_hash == digest.hex() and decoded.amount_msat is None

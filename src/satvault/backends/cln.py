@@ -131,15 +131,15 @@ class ClnBackend:
             preimage=obj.get("payment_preimage"))
 
     async def create_invoice(self, amount_msat: int | None, *, memo: str = "",
-                             description_hash: bytes | None = None, expiry: int = 3600,
+                             hashed_description: str | None = None, expiry: int = 3600,
                              fallback_address: str | None = None) -> Invoice:
-        if description_hash is not None:
-            raise BackendProtocolError("CLN commits to a description hash only from its text; "
-                                       "pass the text (deschashonly) instead")
         payload: dict[str, Any] = {
             "amount_msat": amount_msat if amount_msat else "any",
             "label": f"satvault-{secrets.token_hex(12)}", "description": memo or "satvault",
             "expiry": expiry}
+        if hashed_description is not None:
+            # lightningd hashes the text itself and puts only the hash in the invoice
+            payload["description"], payload["deschashonly"] = hashed_description, True
         if fallback_address:
             payload["fallbacks"] = [fallback_address]
         out = await self._call("invoice", payload)

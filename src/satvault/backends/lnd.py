@@ -21,6 +21,7 @@ settles it later.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -201,13 +202,14 @@ class LndBackend:
                         _int(info.get("block_height")), bool(info.get("synced_to_chain")))
 
     async def create_invoice(self, amount_msat: int | None, *, memo: str = "",
-                             description_hash: bytes | None = None, expiry: int = 3600,
+                             hashed_description: str | None = None, expiry: int = 3600,
                              fallback_address: str | None = None) -> Invoice:
         body: dict[str, Any] = {"memo": memo, "expiry": str(expiry)}
         if amount_msat:
             body["value_msat"] = str(amount_msat)
-        if description_hash is not None:
-            body["description_hash"] = base64.b64encode(description_hash).decode()
+        if hashed_description is not None:  # committed to by its SHA-256, not carried
+            body["description_hash"] = base64.b64encode(
+                hashlib.sha256(hashed_description.encode("utf-8")).digest()).decode()
         if fallback_address:
             body["fallback_addr"] = fallback_address
         out = await self._call("POST", "/v1/invoices", json=body)

@@ -10,6 +10,7 @@ the node about every open invoice, so even a lost notification is only a delay.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -50,17 +51,19 @@ log = get_logger(__name__)
 
 async def create_invoice(session: AsyncSession, *, backend: LightningBackend, wallet: Wallet,
                          amount_msat: int | None, memo: str = "",
-                         description_hash: bytes | None = None, purpose: str = "deposit",
+                         hashed_description: str | None = None, purpose: str = "deposit",
                          expiry_seconds: int = 3600, max_msat: int = 10**13,
                          store_invoice_id: str | None = None, flush: bool = True) -> LnInvoice:
     """Ask the node for an invoice and store it, for callers holding nothing locked. Request
     handlers call :func:`node_invoice` before their unit of work opens and
     :func:`store_invoice` inside it, so no transaction waits on the node."""
     issued = await node_invoice(backend, amount_msat=amount_msat, memo=memo,
-                                description_hash=description_hash,
+                                hashed_description=hashed_description,
                                 expiry_seconds=expiry_seconds, max_msat=max_msat)
+    digest = (None if hashed_description is None else
+              hashlib.sha256(hashed_description.encode("utf-8")).digest())
     return await store_invoice(session, issued, wallet=wallet, memo=memo,
-                               description_hash=description_hash, purpose=purpose,
+                               description_hash=digest, purpose=purpose,
                                expiry_seconds=expiry_seconds,
                                store_invoice_id=store_invoice_id, flush=flush)
 
@@ -73,12 +76,14 @@ def check_invoice_request(amount_msat: int | None, memo: str, max_msat: int) -> 
 
 
 async def node_invoice(backend: LightningBackend, *, amount_msat: int | None, memo: str = "",
-                       description_hash: bytes | None = None, expiry_seconds: int = 3600,
+                       hashed_description: str | None = None, expiry_seconds: int = 3600,
                        max_msat: int = 10**13) -> Invoice:
-    """The node's half: validate, then ask the node (no database involved)."""
+    """The node's half: validate, then ask the node (no database involved).
+    ``hashed_description``: a text the invoice commits to by its SHA-256 instead of carrying
+    it (LNURL-pay metadata); each node is handed the text and hashes it its own way."""
     check_invoice_request(amount_msat, memo, max_msat)
     return await backend.create_invoice(amount_msat, memo=memo,
-                                        description_hash=description_hash,
+                                        hashed_description=hashed_description,
                                         expiry=expiry_seconds)
 
 

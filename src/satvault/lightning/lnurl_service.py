@@ -144,13 +144,14 @@ async def address_invoice(sessions: async_sessionmaker[AsyncSession], *,
     if name is None:
         raise Refused("unknown Lightning Address")
     here = host(settings)
-    digest = hashlib.sha256(address_metadata(name, here).encode("utf-8")).digest()
+    metadata = address_metadata(name, here)
+    digest = hashlib.sha256(metadata.encode("utf-8")).digest()
     async with sessions() as s:
         row = await s.get(LightningAddress, name)
         wallet = await s.get(Wallet, row.wallet_id) if row else None
     if wallet is None:
         raise Refused("unknown Lightning Address")
-    issued = await node_invoice(backend, amount_msat=amount_msat, description_hash=digest,
+    issued = await node_invoice(backend, amount_msat=amount_msat, hashed_description=metadata,
                                 expiry_seconds=settings.ln_invoice_expiry_seconds,
                                 max_msat=settings.ln_max_payment_msat)
     async with sessions() as s, s.begin():
