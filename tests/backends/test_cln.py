@@ -1,8 +1,9 @@
-"""The `cln` adapter (pyln-client) against the simulator's Core Lightning JSON-RPC socket."""
+"""The `cln` adapter against the simulator's Core Lightning JSON-RPC socket."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -131,3 +132,52 @@ async def _until(check: Any) -> bool:
     while not await check():
         await asyncio.sleep(0.05)
     return True
+
+
+async def test_calls_lightningd_never_answers_hold_no_thread_and_no_socket(tmp_path) -> None:
+    """A node that accepts calls and never answers: each call is given up at its deadline
+    with its socket closed, so more hung calls than the process has worker threads neither
+    exhaust them nor stay open (pyln-client's blocking read held a thread per call until the
+    node answered or closed)."""
+    open_now, accepted = 0, 0
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_now, accepted
+        open_now, accepted = open_now + 1, accepted + 1
+        try:
+            while await reader.read(65536):
+                pass  # read the request, answer nothing
+        finally:
+            open_now -= 1
+            writer.close()
+
+    path = tmp_path / "rpc"
+    server = await asyncio.start_unix_server(silent, path=str(path))
+    cln = ClnBackend(str(path), timeout=0.2)
+    try:
+        hung = 3 * (min(32, (os.cpu_count() or 1) + 4))  # more than the default executor's
+        results = await asyncio.gather(*(cln.get_info() for _ in range(hung)),
+                                       return_exceptions=True)
+        assert all(isinstance(r, BackendUnavailable) and "no answer in 0.2 s" in str(r)
+                   for r in results), results[:3]
+        assert accepted == hung
+        await eventually(lambda: open_now == 0)  # every given-up call closed its socket
+        # the process's worker threads are free: a thread job runs at once
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: 42), 1.0) == 42
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_socket_path_longer_than_a_unix_address_holds_is_reached(
+        net: LnNetwork, tmp_path) -> None:
+    """lightning-dir paths can exceed the 108 bytes of a unix socket address: the socket is
+    reached through its directory's descriptor (the node listens through a short link)."""
+    deep = tmp_path.joinpath(*["d" * 40] * 3)
+    deep.mkdir(parents=True)
+    short = tmp_path / "s"
+    short.symlink_to(deep)
+    assert len(str(deep / "lightning-rpc")) > 108
+    with ClnRpcServer(net, path=short / "lightning-rpc"):
+        info = await ClnBackend(str(deep / "lightning-rpc")).get_info()
+    assert info.pubkey == net.pubkey("platform")

@@ -1,6 +1,10 @@
-"""Core Lightning over its JSON-RPC unix socket, through ``pyln-client``.
+"""Core Lightning over its JSON-RPC unix socket.
 
-pyln's ``LightningRpc`` is synchronous, so each call runs in a worker thread. Invoices are
+Each call opens the socket on the event loop, writes one request and reads objects until its
+answer (``lightningd`` ends each with a blank line; notifications, which carry no ``id``,
+are skipped), as ``pyln-client``'s ``LightningRpc`` does, but without a thread: a call given
+up at its deadline closes its socket and holds nothing (pyln's blocking read held a worker
+thread per hung call until the node answered). Invoices are
 labelled with their payment hash's prefix; ``waitanyinvoice`` with the stored ``pay_index``
 is CLN's equivalent of LND's settle-index subscription. ``xpay`` pays (it blocks until the
 payment is final); an RPC error with a final code is a definite failure, a lost socket is
@@ -11,18 +15,18 @@ broken reply, lightningd shutting down or a plugin dying under the call, and no 
 call's deadline are :class:`BackendUnavailable`; an RPC error object is a :class:`ClnError`
 with lightningd's code (906: ``delinvoice`` found the invoice no longer unpaid). ``xpay``'s
 deadline is its own ``retry_for`` plus a grace: past it the payment is UNKNOWN, never failed.
-A call given up on leaves its worker thread waiting for the node's answer (pyln has no
-timeout), which the node gives or the closed socket ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import json
+import os
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
-
-from pyln.client import LightningRpc, RpcError
 
 from satvault.backends.errors import (
     BackendProtocolError,
@@ -54,6 +58,7 @@ _FAILURES = {203: "FAILURE_REASON_INCORRECT_PAYMENT_DETAILS", 205: "FAILURE_REAS
 # lightningd going away under a call (common/jsonrpc_errors.h): the call's outcome is unknown.
 _GONE = {-4: "a plugin terminated", -5: "lightningd is shutting down"}
 _INVOICE_NOT_FOUND, _INVOICE_STATUS_UNEXPECTED, _WAIT_TIMED_OUT = 905, 906, 904
+_MAX_ANSWER = 64 << 20  # bytes of one answer (the calls made here ask for one object each)
 
 
 class ClnError(TxRejected):
@@ -80,9 +85,10 @@ class ClnBackend:
 
     def __init__(self, rpc_path: str, *, timeout: float = 30.0,
                  pay_grace_seconds: float = 30.0) -> None:
-        self._rpc = LightningRpc(rpc_path)
+        self._path = rpc_path
         self._timeout = timeout
         self._pay_grace = pay_grace_seconds
+        self._ids = itertools.count(1)
 
     async def close(self) -> None:
         return None
@@ -93,23 +99,56 @@ class ClnBackend:
         deadline = self._timeout if timeout is None else timeout
         try:
             async with asyncio.timeout(deadline):
-                return await asyncio.to_thread(self._rpc.call, method, payload or {})
+                answer = await self._exchange(method, payload or {})
         except TimeoutError as exc:
             raise BackendUnavailable(f"cln {method}: no answer in {deadline:g} s") from exc
-        except RpcError as exc:
-            err = exc.error
-            if not isinstance(err, dict):  # pyln's own: "Connection to RPC server lost."
-                raise BackendUnavailable(f"cln {method}: {err}") from exc
-            try:
-                code = int(err.get("code", 0))
-            except (TypeError, ValueError):
-                raise BackendProtocolError(f"cln {method}: unreadable error {err!r}") from exc
-            message = str(err.get("message", ""))
-            if code in _GONE:
-                raise BackendUnavailable(f"cln {method}: {_GONE[code]} ({message})") from exc
-            raise ClnError(method, code, message) from exc
         except (OSError, ValueError, TypeError) as exc:  # socket gone, or a broken reply
             raise BackendUnavailable(f"cln {method}: {type(exc).__name__}: {exc}") from exc
+        err = answer.get("error")
+        if err is None:
+            if "result" not in answer:
+                raise BackendUnavailable(f"cln {method}: an answer without a result")
+            return answer["result"]
+        if not isinstance(err, dict):
+            raise BackendProtocolError(f"cln {method}: unreadable error {err!r}")
+        try:
+            code = int(err.get("code", 0))
+        except (TypeError, ValueError):
+            raise BackendProtocolError(f"cln {method}: unreadable error {err!r}") from None
+        message = str(err.get("message", ""))
+        if code in _GONE:
+            raise BackendUnavailable(f"cln {method}: {_GONE[code]} ({message})")
+        raise ClnError(method, code, message)
+
+    async def _exchange(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Write the request on a socket of its own and read up to its answer; the socket is
+        closed however this ends (a cancel at the deadline included)."""
+        rid = f"satvault:{method}#{next(self._ids)}"
+        request = {"jsonrpc": "2.0", "id": rid, "method": method,
+                   "params": {k: v for k, v in params.items() if v is not None}}
+        reader, writer = await _open(self._path)
+        try:
+            writer.write(json.dumps(request).encode())
+            await writer.drain()
+            while True:
+                try:
+                    frame = await reader.readuntil(b"\n\n")
+                except asyncio.IncompleteReadError:
+                    raise ConnectionResetError("lightningd closed the connection") from None
+                except asyncio.LimitOverrunError:
+                    raise ValueError(f"an answer over {_MAX_ANSWER} bytes") from None
+                obj = json.loads(frame)
+                if not isinstance(obj, dict):
+                    raise TypeError(f"an answer that is not an object: {obj!r}")
+                if obj.get("id") is None and "method" in obj:
+                    continue  # a notification
+                if obj.get("id") != rid:
+                    raise ValueError(f"an answer to another request: {obj.get('id')!r}")
+                return obj
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                await writer.wait_closed()
 
     async def get_info(self) -> NodeInfo:
         info = await self._call("getinfo")
@@ -240,3 +279,19 @@ class ClnBackend:
         total = sum(_msat(c.get("amount_msat")) for c in funds.get("channels", []))
         onchain = sum(_msat(o.get("amount_msat")) for o in funds.get("outputs", [])) // 1000
         return LightningBalances(local, total - local, onchain)
+
+
+async def _open(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The RPC socket; a path longer than a unix socket address holds (108 bytes on Linux)
+    is reached through the directory's descriptor, as pyln-client does."""
+    try:
+        return await asyncio.open_unix_connection(path, limit=_MAX_ANSWER)
+    except OSError as exc:
+        if "too long" not in str(exc) or not os.path.isdir("/proc/self/fd"):
+            raise
+    folder = os.open(os.path.dirname(path) or ".", os.O_DIRECTORY | os.O_RDONLY)
+    try:
+        return await asyncio.open_unix_connection(
+            f"/proc/self/fd/{folder}/{os.path.basename(path)}", limit=_MAX_ANSWER)
+    finally:
+        os.close(folder)
