@@ -30,7 +30,8 @@ from tests.web.pages.conftest import PASSWORD, csrf_of, sign_in
 SAT = 1000
 DEST = "bcrt1q8uq9hrte4u3d2pes3gmrxeffws053ylettc383"
 ADMIN_PAGES = ["/admin", "/admin/accounts", "/admin/accounts?q=alice", "/admin/kyc",
-               "/admin/cases", "/admin/approvals", "/admin/audit", "/admin/reports"]
+               "/admin/cases", "/admin/approvals", "/admin/review", "/admin/audit",
+               "/admin/reports"]
 
 
 async def sign_in_admin(client: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession],

@@ -25,7 +25,9 @@ from sqlalchemy import select
 
 from satvault.accounts import service as acc
 from satvault.auth.sessions import WebSession, mark_mfa
+from satvault.db import utcnow
 from satvault.kyc.requests import request_upgrade
+from satvault.onchain.models import ReviewItem
 from satvault.risk.models import RiskCase
 from satvault.risk.sar import generate_sar
 from satvault.web.app import create_app
@@ -123,8 +125,8 @@ async def money(base: str, env: LnEnv, ids: dict[str, str]) -> dict[str, str]:
 
 
 async def for_review(env: LnEnv, ids: dict[str, str]) -> dict[str, str]:
-    """A risk case (a withdrawal the live rules hold) with a SAR draft and a KYC upgrade
-    request."""
+    """A risk case (a withdrawal the live rules hold) with a SAR draft, a KYC upgrade
+    request and a review item."""
     doc = default_doc()
     doc["rules"].append({"id": "big", "score": 60, "when": {"all": [
         {"field": "direction", "op": "eq", "value": "out"},
@@ -141,8 +143,12 @@ async def for_review(env: LnEnv, ids: dict[str, str]) -> dict[str, str]:
             s, owner_type="merchant", owner_id=ids["merchant_id"], tier=1,
             full_name="Ada Lovelace", documents=["docstore://kyc/ada-passport.pdf"],
             requested_by=ids["user_id"], max_tier=3)
+        item = ReviewItem(kind="payout_stuck", subject="pb_pages",
+                          details='{"error": "PaidBefore"}', created_at=utcnow())
+        s.add(item)
+        await s.flush()
     return {"case_id": case_id, "request_id": request.id, "owner_type": "merchant",
-            "owner_id": ids["merchant_id"]}
+            "owner_id": ids["merchant_id"], "item_id": str(item.id)}
 
 
 async def create_invoice(base: str, ids: dict[str, str]) -> str:

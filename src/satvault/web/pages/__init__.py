@@ -17,6 +17,7 @@ from satvault.web.pages.admin import custody as admin_custody
 from satvault.web.pages.admin import home as admin_home
 from satvault.web.pages.admin import kyc as admin_kyc
 from satvault.web.pages.admin import reports as admin_reports
+from satvault.web.pages.admin import review as admin_review
 from satvault.web.pages.admin import rules as admin_rules
 from satvault.web.pages.merchant import invoices as merchant_invoices
 from satvault.web.pages.merchant import keys as merchant_keys
@@ -52,4 +53,5 @@ PAGE_ROUTERS: tuple[APIRouter, ...] = (
     admin_cases.router,
     admin_audit.router,
     admin_reports.router,
+    admin_review.router,
 )

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from satvault.kyc.models import KycRequest, KycRequestStatus
 from satvault.metrics.models import AlertState
+from satvault.onchain.models import ReviewItem
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
 from satvault.reconcile.models import ReconciliationRun
 from satvault.reconcile.service import open_incidents
@@ -34,10 +35,13 @@ async def admin_home(request: Request, view: PageAdmin, lang: PageLang,
         RiskCase.status != CaseStatus.CLOSED))
     approvals = await count(select(func.count()).select_from(Withdrawal).where(
         Withdrawal.status == WithdrawalStatus.AWAITING_APPROVAL))
+    reviews = await count(select(func.count()).select_from(ReviewItem).where(
+        ReviewItem.resolved_at.is_(None)))
     incidents = await open_incidents(session)
     last_run = (await session.execute(select(ReconciliationRun).order_by(
         ReconciliationRun.id.desc()).limit(1))).scalar_one_or_none()
     alerts = list((await session.execute(select(AlertState).where(
         AlertState.firing.is_(True)).order_by(AlertState.name))).scalars())
     return render(request, "admin/home.html", lang=lang, view=view, kyc=kyc, cases=cases,
-                  approvals=approvals, incidents=incidents, last_run=last_run, alerts=alerts)
+                  approvals=approvals, reviews=reviews, incidents=incidents,
+                  last_run=last_run, alerts=alerts)
