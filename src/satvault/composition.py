@@ -52,7 +52,7 @@ from satvault.events.jetstream import DurableConsumer, JetStream, StreamSettings
 from satvault.events.live import LiveFeed
 from satvault.events.relay import EventRelay
 from satvault.invoices.service import apply_payment
-from satvault.invoices.tasks import InvoiceRefresher
+from satvault.invoices.tasks import InvoiceRefresher, lightning_follow_up
 from satvault.kernel.plugins import PluginError, load_plugin, plugin_names
 from satvault.leases import Lease
 from satvault.lightning.invoices import InvoiceListener, StoreInvoiceHook
@@ -79,6 +79,7 @@ from satvault.signer.core import HotSigner
 from satvault.signer.inprocess import InProcessSigner
 from satvault.signer.seed import create_seed_file, load_seed_file
 from satvault.signing.base import Signer
+from satvault.withdrawals.refused import InvoiceFollowUp
 from satvault.workers import (
     LeasedServiceWorker,
     LeaseWorker,
@@ -297,6 +298,9 @@ class Runtime:
     rates: RateService | None = None
     # Brings a store invoice's status up to date in the transaction that credits a payment.
     on_store_invoice: StoreInvoiceHook | None = None
+    # A store invoice's fresh BOLT11 for what is due once one of its BOLT11s was cancelled
+    # (an internal payment refused after taking it off the node).
+    invoice_follow_up: InvoiceFollowUp | None = None
     # Screens every deposit in the transaction that credits it (the risk rules; issue 12).
     deposit_screen: DepositScreen | None = None
     # Keeps the chain workers off a node of another network than the settings'.
@@ -336,6 +340,8 @@ class Runtime:
                                           on_store_invoice=on_store_invoice,
                                           deposit_screen=deposit_screen)
             rt.payer = LightningPayer(sessions, ln, settings)
+            rt.invoice_follow_up = partial(lightning_follow_up, sessions, settings=settings,
+                                           lightning=ln)
         return rt
 
     async def close(self) -> None:

@@ -599,8 +599,11 @@ async def follow_up_of(session: AsyncSession, invoice_id: str) -> FollowUp:
     ))).scalars().all()
     if inv.status == Status.SETTLED:
         return FollowUp(cancel=tuple(ln.payment_hash for ln in open_ln))
+    # What is due, if no open BOLT11 asks for exactly that: the rest after a partial
+    # payment, or all of it once the invoice's BOLT11 was cancelled (an internal payment
+    # refused after taking it off the node: satvault.withdrawals.refused).
     remaining = inv.due_msat - inv.seen_msat
-    if (inv.status == Status.NEW and inv.seen_msat > 0 and remaining >= 1000
+    if (inv.status == Status.NEW and remaining >= 1000
             and "lightning" in inv.payment_methods
             and all(ln.amount_msat != remaining for ln in open_ln)):
         todo = FollowUp(remainder_msat=remaining, ends_at=inv.expires_at)

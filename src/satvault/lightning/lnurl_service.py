@@ -52,7 +52,7 @@ from satvault.kernel.retrying import retrying
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import transfer
-from satvault.lightning.bolt11check import check_invoice
+from satvault.lightning.bolt11check import check_invoice, decode
 from satvault.lightning.errors import AmountRequired, LightningError
 from satvault.lightning.invoices import node_invoice, store_invoice
 from satvault.lightning.lnurl_models import (
@@ -351,17 +351,26 @@ async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
 async def redeem_voucher(sessions: async_sessionmaker[AsyncSession], *, voucher_id: str,
                          k1: str, pr: str, settings: Settings, backend: LightningBackend,
                          payer_wake: asyncio.Event | None = None,
-                         request: VoucherWithdrawal | None = None) -> str:
+                         request: VoucherWithdrawal | None = None,
+                         on_refused: Callable[[str], Awaitable[object]] | None = None) -> str:
     """Pay the wallet's invoice ``pr`` from the voucher; the withdrawal id. Our own invoice
     is taken off the node first, with no transaction open; then one unit of work (retried on
     a conflict) claims the voucher and requests the withdrawal (through ``request`` when
     given: the edge's screens it with the risk rules). ``payer_wake`` is set after.
+    ``on_refused``: called with the invoice's payment hash when the unit of work refused
+    (rolled back) after the invoice was taken off the node (the edge passes
+    :func:`satvault.withdrawals.refused.cancel_refused`).
     Raises :class:`Refused`, or the node's and the domain's own errors."""
     taken = await _take_off_node(sessions, voucher_id=voucher_id, k1=k1, pr=pr,
                                  settings=settings, backend=backend)
-    withdrawal_id = await retrying(sessions, lambda s: _redeem(
-        s, voucher_id=voucher_id, k1=k1, pr=pr, settings=settings, backend=backend,
-        taken_off_node=taken, request=request))
+    try:
+        withdrawal_id = await retrying(sessions, lambda s: _redeem(
+            s, voucher_id=voucher_id, k1=k1, pr=pr, settings=settings, backend=backend,
+            taken_off_node=taken, request=request))
+    except Exception:
+        if taken and on_refused is not None:
+            await on_refused(decode(pr).payment_hash)
+        raise
     if payer_wake is not None:
         payer_wake.set()
     return withdrawal_id

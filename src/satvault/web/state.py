@@ -13,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
 from satvault.lightning.invoices import StoreInvoiceHook
+from satvault.withdrawals.refused import InvoiceFollowUp
 
-__all__ = ["lightning_of", "lnurl_http_of", "payer_wake_of", "runtime_of", "sessions_of",
-           "settings_of"]
+__all__ = ["invoice_follow_up_of", "lightning_of", "lnurl_http_of", "payer_wake_of",
+           "runtime_of", "sessions_of", "settings_of"]
 
 
 def sessions_of(request: Request) -> async_sessionmaker[AsyncSession]:
@@ -48,6 +49,13 @@ def store_invoice_hook_of(request: Request) -> StoreInvoiceHook | None:
     """The hook that settles a store invoice in the transaction crediting its payment."""
     hook: StoreInvoiceHook | None = getattr(runtime_of(request), "on_store_invoice", None)
     return hook
+
+
+def invoice_follow_up_of(request: Request) -> InvoiceFollowUp | None:
+    """What issues a store invoice a fresh BOLT11 once one of its BOLT11s was cancelled."""
+    follow_up: InvoiceFollowUp | None = getattr(runtime_of(request), "invoice_follow_up",
+                                                None)
+    return follow_up
 
 
 def lnurl_http_of(request: Request) -> httpx.AsyncClient | None:

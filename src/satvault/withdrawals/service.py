@@ -27,7 +27,7 @@ from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
 from satvault.kernel.ids import new_id
 from satvault.ledger.models import LedgerAccount
-from satvault.lightning.bolt11check import check_invoice
+from satvault.lightning.bolt11check import check_invoice, decode
 from satvault.lightning.errors import AmountRequired, PaymentRefused
 from satvault.lightning.invoices import StoreInvoiceHook
 from satvault.lightning.lnurl import resolve_pay_request
@@ -143,6 +143,12 @@ class PreparedDestination:
     bolt11: str | None  # what will be paid over Lightning
     amount_msat: int | None  # the amount to pass on (None: the destination carries it)
     taken_off_node: bool = False  # one of our own invoices, already cancelled on the node
+
+    def taken_hash(self) -> str | None:
+        """The payment hash of our own invoice this took off the node, if it did."""
+        if not self.taken_off_node or self.bolt11 is None:
+            return None
+        return decode(self.bolt11).payment_hash
 
 
 async def prepare_destination(sessions: async_sessionmaker[AsyncSession], *,

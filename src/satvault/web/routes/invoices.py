@@ -45,6 +45,7 @@ from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
 from satvault.web.routes.withdrawals import out
 from satvault.web.state import (
+    invoice_follow_up_of,
     lightning_of,
     lnurl_http_of,
     payer_wake_of,
@@ -53,6 +54,7 @@ from satvault.web.state import (
     settings_of,
     store_invoice_hook_of,
 )
+from satvault.withdrawals.refused import cancels_on_refusal
 from satvault.withdrawals.service import PreparedDestination, latest_payment
 
 __all__ = ["router"]
@@ -260,11 +262,15 @@ async def submit_refund(request: Request, principal: Principal, *, invoice_id: s
     sessions, settings, lightning = sessions_of(request), settings_of(request), \
         lightning_of(request)
 
+    taken: list[str] = []  # a refund paying one of our invoices took it off the node
+
     async def prepare() -> tuple[int, PreparedDestination]:
-        return await prepare_refund(sessions, principal=principal, invoice_id=invoice_id,
-                                    destination=body.destination,
-                                    amount_msat=body.amount_msat, settings=settings,
-                                    lightning=lightning, http=lnurl_http_of(request))
+        amount, prepared = await prepare_refund(
+            sessions, principal=principal, invoice_id=invoice_id,
+            destination=body.destination, amount_msat=body.amount_msat, settings=settings,
+            lightning=lightning, http=lnurl_http_of(request))
+        taken[:] = [h for h in (prepared.taken_hash(),) if h is not None]
+        return amount, prepared
 
     async def work(session: AsyncSession, ready: tuple[int, PreparedDestination]
                    ) -> tuple[int, Any]:
@@ -276,5 +282,7 @@ async def submit_refund(request: Request, principal: Principal, *, invoice_id: s
         return 201, out(wd, await latest_payment(session, wd.id)).model_dump(mode="json")
 
     owner = f"{principal.owner_type}:{principal.owner_id}"
-    return await run_idempotent(request, owner=owner, key=idempotency_key, work=work,
-                                prepare=prepare)
+    async with cancels_on_refusal(sessions, lambda: taken[0] if taken else None,
+                                  follow_up=invoice_follow_up_of(request)):
+        return await run_idempotent(request, owner=owner, key=idempotency_key, work=work,
+                                    prepare=prepare)

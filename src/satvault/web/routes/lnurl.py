@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -41,7 +42,14 @@ from satvault.web.openapi import problem_responses
 from satvault.web.problems import problem, problem_for
 from satvault.web.ratelimit import CreateLimit, PublicCreateLimit, PublicLimit
 from satvault.web.routes.auth import before_signin, client_ip, signin_failed
-from satvault.web.state import lightning_of, payer_wake_of, sessions_of, settings_of
+from satvault.web.state import (
+    invoice_follow_up_of,
+    lightning_of,
+    payer_wake_of,
+    sessions_of,
+    settings_of,
+)
+from satvault.withdrawals.refused import cancel_refused
 from satvault.withdrawals.service import voucher_withdrawal
 
 __all__ = ["address_out", "router", "voucher_out"]
@@ -303,7 +311,9 @@ async def withdraw_callback(link_token: str, request: Request, k1: str | None = 
             sessions_of(request), voucher_id=voucher_id, k1=k1, pr=pr,
             settings=settings_of(request), backend=backend,
             payer_wake=payer_wake_of(request),
-            request=voucher_withdrawal(settings=settings_of(request), lightning=backend))
+            request=voucher_withdrawal(settings=settings_of(request), lightning=backend),
+            on_refused=partial(cancel_refused, sessions_of(request),
+                               follow_up=invoice_follow_up_of(request)))
     except svc.Refused as exc:
         return _lnurl_error(str(exc))
     except RiskRejected as exc:  # the voucher stays open, its hold kept; the decision stored

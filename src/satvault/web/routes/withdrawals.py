@@ -25,6 +25,7 @@ from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
 from satvault.web.schemas.withdrawals import CancelIn, WithdrawalIn, WithdrawalOut
 from satvault.web.state import (
+    invoice_follow_up_of,
     lightning_of,
     lnurl_http_of,
     payer_wake_of,
@@ -39,6 +40,7 @@ from satvault.withdrawals.policy.service import (
     live_columns,
     live_from,
 )
+from satvault.withdrawals.refused import cancels_on_refusal
 from satvault.withdrawals.service import (
     PreparedDestination,
     latest_payment,
@@ -106,6 +108,11 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
     known = payer.wallet if payer.wallet is not None \
         and sees_wallet(principal, payer.wallet) else None
     on_store_invoice = store_invoice_hook_of(request)
+    # The payee's invoice this request took off the node, once it did: refused afterwards,
+    # its row is cancelled as the node has it (satvault.withdrawals.refused).
+    taken: list[str] = []
+    refusal_cancels = cancels_on_refusal(sessions, lambda: taken[0] if taken else None,
+                                         follow_up=invoice_follow_up_of(request))
 
     if known is not None and payer.own is not None and lightning is not None \
             and not payer.also[0]:
@@ -119,6 +126,7 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
             # harmless twice, so one transaction holds the payment and the key's response.
             async def cancel() -> None:
                 await cancel_on_node(node, own.payment_hash)
+                taken[:] = [own.payment_hash]
 
             async def pay(session: AsyncSession, _: None) -> tuple[int, Any]:
                 assert known is not None and amount is not None
@@ -130,16 +138,19 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
                                      live=live_from(*payer.also[1:3]))
                 return 201, out(wd).model_dump(mode="json")
 
-            return await run_idempotent(request, owner=owner, key=idempotency_key, work=pay,
-                                        prepare=cancel, repeatable_prepare=True)
+            async with refusal_cancels:
+                return await run_idempotent(request, owner=owner, key=idempotency_key,
+                                            work=pay, prepare=cancel, repeatable_prepare=True)
 
     async def prepare() -> tuple[Wallet, PreparedDestination]:
         if known is None:  # inside the claim, so the refusal is stored with the key
             raise NotFound(f"wallet {wallet_id!r} not found")
-        return known, await prepare_destination(
+        prepared = await prepare_destination(
             sessions, settings=settings, lightning=lightning, wallet=known,
             destination=body.destination, amount_msat=body.amount_msat,
             http=lnurl_http_of(request))
+        taken[:] = [h for h in (prepared.taken_hash(),) if h is not None]
+        return known, prepared
 
     async def work(session: AsyncSession, ready: tuple[Wallet, PreparedDestination]
                    ) -> tuple[int, Any]:
@@ -160,8 +171,9 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
             else await latest_payment(session, wd.id)
         return 201, out(wd, payment).model_dump(mode="json")
 
-    return await run_idempotent(request, owner=owner, key=idempotency_key, work=work,
-                                prepare=prepare)
+    async with refusal_cancels:
+        return await run_idempotent(request, owner=owner, key=idempotency_key, work=work,
+                                    prepare=prepare)
 
 
 @router.get("/withdrawals/{withdrawal_id}", response_model=WithdrawalOut)
