@@ -22,6 +22,7 @@ from satvault.accounts import service as acc
 from satvault.lightning.models import LnInvoice, LnInvoiceStatus
 from satvault.payouts.models import Withdrawal
 from satvault.risk.lists import refresh_sanctions
+from satvault.risk.models import RiskCase, RiskDecision
 from tests.chainenv import LnEnv, api_client
 from tests.invoices.test_invoices import create, settle_all, shop  # noqa: F401
 from tests.lightning.test_lightning import _payers_key, fund
@@ -222,4 +223,72 @@ async def test_a_refused_voucher_or_refund_to_one_of_our_invoices_leaves_no_dead
             assert r.status_code == 403 and r.json()["type"].endswith("/risk-rejected"), r.text
         assert env.network.pay("customer1", bill["bolt11"]).status.value.upper() == "FAILED"
         assert (await _row(env, bill["bolt11"])).status == LnInvoiceStatus.CANCELED
+    await env.check()
+
+
+@pytest.mark.parametrize("money", ["release", "return"])
+async def test_an_invoice_held_for_review_stays_reserved_until_its_case_decides(
+        lnenv: LnEnv, shop, money: str):  # noqa: F811
+    """A payment the rules hold for review keeps the invoice it took off the node reserved:
+    another payer refused after taking it off again (here the payee was listed meanwhile)
+    does not cancel it, and the case settles it by releasing the payment. A case returning
+    the money cancels it instead, and the store invoice gets a fresh BOLT11."""
+    from tests.risk.conftest import default_doc
+    from tests.risk.test_withdrawals import keys
+    from tests.risk.test_withdrawals import make_live as risk_live
+
+    env = lnenv
+    _, admin = await keys(env)
+    doc = default_doc()
+    doc["rules"].append({"id": "big", "score": 60, "when": {"all": [
+        {"field": "direction", "op": "eq", "value": "out"},
+        {"field": "amount_msat", "op": "gte", "value": 10_000 * SAT}]}})
+    await risk_live(env, doc)
+    await fund(env, env.wallet, FUNDS)
+    auth = await _payers_key(env)
+    carol = await env.wallet_for("carol@example.com")
+    await fund(env, carol, FUNDS)
+    async with env.sessions() as s, s.begin():
+        _, token = await acc.create_api_key(s, owner_id=carol.owner_id,
+                                            scopes=["wallet:read", "withdrawals:write"])
+    async with api_client(env) as c:
+        bill = await _store_invoice(c, shop, "inv", 20_000)
+        held = await _pay(c, env, auth, "held", bill["bolt11"])
+        assert held.status_code == 201 and held.json()["status"] == "review", held.text
+        assert (await _row(env, bill["bolt11"])).status == LnInvoiceStatus.OPEN
+        await _refuse_payments_to(env, "risk", bill["payee"])
+        other = await c.post(f"/api/v1/wallets/{carol.id}/withdrawals",
+                             headers={"Authorization": f"Bearer {token}",
+                                      "Idempotency-Key": "other"},
+                             json={"destination": bill["bolt11"]})
+        assert other.status_code == 403, other.text
+        assert (await _row(env, bill["bolt11"])).status == LnInvoiceStatus.OPEN  # reserved
+        async with env.sessions() as s, s.begin():
+            await refresh_sanctions(s, text="", actor="user:admin")
+        async with env.sessions() as s:
+            case = (await s.execute(select(RiskCase.id).join(
+                RiskDecision, RiskDecision.id == RiskCase.decision_id).where(
+                RiskDecision.subject_id == held.json()["id"]))).scalar_one()
+        looked = await c.post(f"/api/v1/admin/risk/cases/{case}/investigate", headers=admin,
+                             json={})
+        assert looked.status_code == 200, looked.text
+        closed = await c.post(f"/api/v1/admin/risk/cases/{case}/close", headers=admin,
+                              json={"resolution": "false_positive" if money == "release"
+                                    else "confirmed_risk", "money": money})
+        assert closed.status_code == 200, closed.text
+        got = await c.get(f"/api/v1/invoices/{bill['id']}", headers=shop["read"])
+        if money == "release":
+            assert (await _row(env, bill["bolt11"])).status == LnInvoiceStatus.PAID
+            assert got.json()["status"] == "settled", got.text
+            assert (await env.balances())["available"] == FUNDS - 20_000 * SAT
+        else:
+            assert (await _row(env, bill["bolt11"])).status == LnInvoiceStatus.CANCELED
+            assert got.json()["status"] == "new", got.text
+            fresh = await _checkout_bolt11(c, bill["id"])
+            assert fresh is not None and fresh != bill["bolt11"]
+            assert env.network.pay("customer1", fresh).status.value.upper() == "SUCCEEDED"
+            await settle_all(env)
+            got = await c.get(f"/api/v1/invoices/{bill['id']}", headers=shop["read"])
+            assert got.json()["status"] == "settled", got.text
+            assert (await env.balances())["available"] == FUNDS
     await env.check()

@@ -16,7 +16,9 @@ the composition root), so its checkout page stays payable. A wallet's invoice is
 
 An invoice a payment held for review reserved (the withdrawal in ``review``, its BOLT11 kept
 in ``risk_held_invoices``) stays ``open``: the case settles it inside the ledger when it
-releases the payment (:func:`~satvault.lightning.payments.settle_held_internally`).
+releases the payment (:func:`~satvault.lightning.payments.settle_held_internally`). When the
+case returns the money instead, the invoice is cancelled in the case's transaction
+(:func:`cancel_returned`) and the edge runs the store invoice's follow-up after the commit.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from satvault.logs import get_logger
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.risk.models import RiskHeldInvoice
 
-__all__ = ["InvoiceFollowUp", "cancel_refused", "cancels_on_refusal"]
+__all__ = ["InvoiceFollowUp", "cancel_refused", "cancel_returned", "cancels_on_refusal"]
 
 log = get_logger(__name__)
 
@@ -101,3 +103,14 @@ async def cancels_on_refusal(sessions: async_sessionmaker[AsyncSession],
             await cancel_refused(sessions, payment_hash, follow_up=follow_up)
         raise
 
+
+
+async def cancel_returned(session: AsyncSession, wd: Withdrawal, *, bolt11: str
+                          ) -> str | None:
+    """A held internal payment whose money a case returns, in the case's transaction: the
+    invoice it reserved (off the node since) is ``canceled``; the id of its store invoice,
+    if any, for the follow-up after the commit."""
+    if wd.method != WithdrawalMethod.INTERNAL:
+        return None
+    store_ids = await _cancel_open(session, LnInvoice.bolt11 == bolt11.lower())
+    return store_ids[0] if store_ids else None

@@ -16,7 +16,10 @@ open, to be closed with a release once the window has room, or with a return). R
 counts in the limits' windows from its release.
 
 ``return``: its hold is voided (the money is available to the customer again), the
-withdrawal ``cancelled``; the reason is the case's.
+withdrawal ``cancelled``; the reason is the case's. An internal payment's invoice, reserved
+for it off the node since, is ``canceled``
+(:func:`~satvault.withdrawals.refused.cancel_returned`); a store invoice's id is in the
+effect (``store_invoice_id``) for the edge to issue its fresh BOLT11 after the commit.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from satvault.risk.models import RiskHeldInvoice
 from satvault.withdrawals.cancel import void_and_cancel
 from satvault.withdrawals.policy.approvals import apply_decision
 from satvault.withdrawals.policy.service import decide_for, initiator_of
+from satvault.withdrawals.refused import cancel_returned
 
 __all__ = ["HeldWithdrawals"]
 
@@ -106,8 +110,16 @@ class HeldWithdrawals:
         wd = await self._held(session, withdrawal_id)
         await void_and_cancel(session, wd, why=f"returned: {reason}",
                               code="withdrawal_returned")
+        effect = {**_effect(wd, "return"), "reason": reason}
+        if wd.method == WithdrawalMethod.INTERNAL:  # its invoice left the node when held
+            bolt11 = (await session.execute(select(RiskHeldInvoice.bolt11).where(
+                RiskHeldInvoice.withdrawal_id == wd.id))).scalar_one_or_none() \
+                or wd.destination
+            store_invoice_id = await cancel_returned(session, wd, bolt11=bolt11)
+            if store_invoice_id is not None:  # for its fresh BOLT11, after the commit
+                effect["store_invoice_id"] = store_invoice_id
         log.info("held_withdrawal_returned", withdrawal=wd.id, actor=actor, reason=reason)
-        return {**_effect(wd, "return"), "reason": reason}
+        return effect
 
 
 def _effect(wd: Withdrawal, action: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from satvault.web.schemas.risk_cases import (
     VersionIn,
 )
 from satvault.web.state import (
+    invoice_follow_up_of,
     payer_wake_of,
     runtime_of,
     sessions_of,
@@ -40,7 +41,7 @@ from satvault.web.state import (
 )
 from satvault.withdrawals.review import HeldWithdrawals
 
-__all__ = ["report_rate", "router"]
+__all__ = ["follow_up_returned", "report_rate", "router"]
 
 log = get_logger(__name__)
 
@@ -118,7 +119,17 @@ async def close(case_id: CaseId, body: CloseIn, request: Request,
         wake = payer_wake_of(request)
         if wake is not None:
             wake.set()
+    await follow_up_returned(request, decided)
     return {**decided.case, "acted": decided.acted, "effect": decided.effect}
+
+
+async def follow_up_returned(request: Request, decided: cases.CaseDecided) -> None:
+    """A returned internal payment cancelled its store invoice's BOLT11: a fresh one for
+    what is due, now that the case's transaction committed."""
+    store_invoice_id = decided.effect.get("store_invoice_id")
+    follow_up = invoice_follow_up_of(request)
+    if store_invoice_id and follow_up is not None:
+        await follow_up(store_invoice_id)
 
 
 async def report_rate(request: Request) -> Rate | None:

@@ -25,7 +25,7 @@ from satvault.web.deps import SessionDep
 from satvault.web.pages.admin.common import admin_router, case_actor, refusal
 from satvault.web.pages.deps import CsrfProtected, PageAdmin, PageLang, admin_principal
 from satvault.web.pages.render import render
-from satvault.web.routes.risk_cases import report_rate
+from satvault.web.routes.risk_cases import follow_up_returned, report_rate
 from satvault.web.state import payer_wake_of, sessions_of, settings_of, store_invoice_hook_of
 from satvault.withdrawals.policy import approvals
 from satvault.withdrawals.review import HeldWithdrawals
@@ -98,6 +98,8 @@ async def _act(request: Request, view: PageAdmin, lang: PageLang, case_id: str, 
         wake = payer_wake_of(request)
         if wake is not None:
             wake.set()
+    if isinstance(result, cases.CaseDecided):
+        await follow_up_returned(request, result)
     return RedirectResponse(f"/admin/cases/{case_id}?done={done}", status_code=303)
 
 
