@@ -360,3 +360,77 @@ async def test_a_paid_by_transaction_reorged_out_is_told_not_sent(env: Env, db_u
         w = await s.get(Withdrawal, wd.id)
     assert len(items) == 1 and w is not None and w.status == "confirmed"
     await env.check()
+
+
+async def lost_payer_stuck(env: Env) -> tuple[Withdrawal, str, str, str]:
+    """As after a restore whose earlier payout never confirmed and left the node (a reorg
+    dropped it, or its mempool evicted it): the signer still remembers it paying the
+    withdrawal (``PaidBefore``), and its coin is unspent again. The withdrawal, its
+    destination, the earlier payout's txid, the stuck batch."""
+    await fund(env, 900_000)
+    dest = external_address(env, 5)
+    wd = await withdraw(env, dest, 100_000)
+    assert (await env.runtime.payouts.step()).broadcast == 1
+    async with env.sessions() as s:
+        lost = (await s.execute(PAYOUTS)).scalar_one().txid
+    assert lost is not None
+    await forget_the_payout(env, wd.id)
+    async with env.sessions() as s, s.begin():
+        await s.execute(update(OnchainPayment).values(spent_by=None))  # as in the backup
+    env.chain.reorg(1, drop_txids=[lost])
+    assert await env.runtime.backend.transaction(lost) is None
+    await add_coin(env, 2_000_000)  # the largest coin: the next batch spends it, not lost's
+    report = await env.runtime.payouts.step()
+    assert report.stuck == 1, report
+    async with env.sessions() as s:
+        batch = (await s.execute(PAYOUTS)).scalar_one()
+    assert batch.status == "stuck" and lost in (batch.last_error or "")
+    return wd, dest, lost, batch.id
+
+
+async def test_requeue_gives_the_earlier_payer_up_at_the_signer_once_it_cannot_confirm(
+        env: Env, db_url, tmp_path):
+    wd, dest, lost, batch_id = await lost_payer_stuck(env)
+    await admin(env)
+    before, lines = await state(env, batch_id, wd.id), len(signer_log(env))
+    # The node does not know the earlier payer, but its coin is unspent: anyone holding its
+    # bytes could still have it mined, paying the withdrawal. Neither way is safe yet.
+    for action in ("--requeue", "--return"):
+        out = await cli(env, db_url, tmp_path, batch_id, action, "--as", "root@example.com",
+                        "--note", "lost in the restore")
+        assert out.returncode == 1, (action, out.stdout, out.stderr)
+        error = last_json(out)["error"]
+        assert lost in error and "could still confirm" in error, error
+        assert await state(env, batch_id, wd.id) == before
+        assert len(signer_log(env)) == lines  # nothing given up at the signer
+
+    # Another withdrawal spends the earlier payer's coin, and confirms: it never can now.
+    other = external_address(env, 6)
+    await withdraw(env, other, 300_000)
+    report = await env.runtime.payouts.step()
+    assert report.broadcast == 1, report
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.runtime.payouts.step()).confirmed == 1
+    assert await received(env, other) == 300_000
+
+    done = await cli(env, db_url, tmp_path, batch_id, "--requeue", "--as", "root@example.com",
+                     "--note", "lost in the restore")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert last_json(done)["withdrawals"] == [{"id": wd.id, "status": "pending"}]
+    assert lost in last_json(done)["proof"]
+    line = signer_log(env)[-1]
+    assert (line["event"], line["txid"]) == ("abandoned", lost)
+    after = await state(env, batch_id, wd.id)
+    assert after["status"] == "abandoned" and after["open_items"] == []
+    assert [a["action"] for _, a in after["audit"]] == ["requeue"]
+
+    # The next pass pays it, from other coins, with no one at the signer.
+    report = await env.runtime.payouts.step()
+    assert (report.signed, report.broadcast, report.stuck) == (1, 1, 0), report
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.runtime.payouts.step()).confirmed == 1
+    assert await received(env, dest) == 100_000
+    assert (await env.balances())["held"] == 0
+    await env.check()

@@ -15,7 +15,7 @@ import pytest
 from satvault.signer import HotSigner
 from satvault.signer.inprocess import InProcessSigner
 from satvault.signing import Payment, PsbtOutput, make_psbt
-from satvault.signing.errors import AuditLogError, PaidBefore
+from satvault.signing.errors import AuditLogError, PaidBefore, SignerProtocolError
 from satvault.signing.psbt import PsbtInput
 from tests.signer.conftest import NETWORK, PAY_A, PAY_B, SEED, Builder, Payout
 from tests.signer.test_core import LOOSE, all_audit_lines
@@ -128,7 +128,14 @@ async def test_over_the_socket(tmp_path: Path, signer: HotSigner, builder: Build
             await remote.sign_payout(again.psbt, [W1], **LOOSE)
         with pytest.raises(InvalidRequest, match="txid"):
             await remote.abandon("xyz", reason="")
+        (payer,) = await remote.payers(["wd_1", "wd_nope"])
+        assert payer.txid == signed.txid and payer.refs == ("wd_1",)
+        assert payer.outpoints == (f"{'41' * 32}:0",)
+        assert await remote.payers(["wd_2"]) == []
+        with pytest.raises(SignerProtocolError, match="refs"):
+            await remote._call("payers", {"refs": "wd_1"})
         assert await remote.abandon(signed.txid, reason="never sent")
+        assert await remote.payers(["wd_1"]) == []  # given up: it pays nothing any more
         assert not await remote.abandon(signed.txid, reason="never sent")
         await remote.sign_payout(again.psbt, [W1], **LOOSE)
     finally:

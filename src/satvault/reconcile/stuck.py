@@ -11,8 +11,12 @@ node proves it safe:
   their holds (the payout job's own give-up, :func:`~satvault.payouts.settle.give_up`). Only
   if no version of it can confirm any more: none is known to the node, and one of its coins
   is spent by a confirmed transaction (so not by a version of it), or none was ever signed.
-  The versions are given up at the signer first. A ``PaidBefore`` batch whose earlier payer
-  the node knows is refused: that transaction pays the withdrawal (``paid_by``), or may.
+  Nor may any other transaction the signer signed paying its withdrawals and did not give
+  up (the earlier payer a ``PaidBefore`` names, asked of the signer with ``payers``): each
+  is refused if the node knows it (it pays the withdrawal, ``paid_by``, or may), and needs
+  the same proof otherwise (unknown to the node, an input spent by a confirmed
+  transaction). The versions and those earlier payers are given up at the signer first, so
+  the next payout pass pays the withdrawals from other coins without anyone at the signer.
 * ``return``: the same proof, then each withdrawal is cancelled and its hold voided through
   the one cancel path, :func:`~satvault.withdrawals.cancel.void_and_cancel`.
 * ``paid_by`` TXID: TXID has ``payout_confirmations`` on the node and pays every withdrawal
@@ -68,8 +72,8 @@ from satvault.payouts.settle import (
 )
 from satvault.reconcile.errors import CannotResolveBatch, SignerNotReached
 from satvault.reconcile.review import close_open_items, resolution_note
-from satvault.signing.base import Signer
-from satvault.signing.errors import SignerError
+from satvault.signing.base import Payer, Signer
+from satvault.signing.errors import SignerError, SignerProtocolError
 from satvault.withdrawals.cancel import void_and_cancel
 
 __all__ = ["ACTIONS", "Action", "Proof", "prepare", "resolve"]
@@ -81,6 +85,7 @@ ACTIONS: tuple[Action, ...] = ("requeue", "return", "paid_by")
 _TXID = re.compile(r"[0-9a-f]{64}")
 # How the signer's PaidBefore names the transaction that paid a withdrawal already.
 _PAID_BEFORE = re.compile(r"payment (\S+) was paid by ([0-9a-f]{64})")
+_OUTPOINT = re.compile(r"([0-9a-f]{64}):([0-9]{1,9})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +103,7 @@ class Proof:
     final: bool = False
     own_version: bool = False
     other_outputs: tuple[dict[str, Any], ...] = field(default=())
+    given_up: tuple[str, ...] = ()  # earlier payers given up at the signer (requeue, return)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,18 +187,58 @@ async def _no_version_can_confirm(backend: ChainBackend, batch: _Batch, *,
                             "it once one is")
 
 
-async def _paid_before_elsewhere(backend: ChainBackend, batch: _Batch) -> None:
-    """Refuse to requeue or return a ``PaidBefore`` batch whose earlier payer the node
-    knows: that transaction pays (or may pay) the withdrawal already."""
-    found = _PAID_BEFORE.search(batch.last_error)
+def _outpoint(batch_id: str, value: str) -> tuple[str, int]:
+    found = _OUTPOINT.fullmatch(value)
     if found is None:
-        return
-    ref, txid = found.groups()
-    st = await backend.transaction(txid)
-    if st is not None:
-        raise _refuse(batch.id, f"the signer says {ref} was paid by {txid}, which the node "
-                                f"has ({_where(st)}): if it pays the batch, resolve it as paid "
-                                f"by it (--paid-by {txid}, or action paid_by)")
+        raise _refuse(batch_id, f"the signer named {value!r} as an outpoint")
+    return found[1], int(found[2])
+
+
+async def _live_payers(signer: Signer, batch: _Batch) -> list[Payer]:
+    """The transactions the signer signed paying the batch's withdrawals, other than the
+    batch's own versions, that it has not given up: it would refuse (``PaidBefore``) to pay
+    those withdrawals from other coins while any is live."""
+    own = {v.txid for v in batch.versions}
+    try:
+        found = await signer.payers([w.id for w in batch.withdrawals])
+    except SignerProtocolError as exc:  # a signer older than ``payers``
+        named = _PAID_BEFORE.search(batch.last_error)
+        if named is None:
+            return []
+        raise _refuse(batch.id, f"the signer says {named[1]} was paid by {named[2]} and "
+                                f"cannot list what it signed ({exc}): upgrade it") from exc
+    except SignerError as exc:
+        raise SignerNotReached(f"the signer could not say which transactions it signed pay "
+                               f"the withdrawals of {batch.id} ({exc}); nothing was changed "
+                               "here: try again") from exc
+    return [p for p in found if p.txid not in own]
+
+
+async def _payers_cannot_confirm(backend: ChainBackend, batch: _Batch,
+                                 payers: Sequence[Payer]) -> list[str]:
+    """Why none of ``payers`` (:func:`_live_payers`) can confirm, by the proof the batch's
+    own versions get: unknown to the node, one of its inputs spent by a confirmed
+    transaction. Refuse otherwise: one the node knows pays (or may pay) the withdrawals, and
+    one whose inputs are all unspent could still be mined by whoever holds its bytes."""
+    whys = []
+    for p in payers:
+        refs = ", ".join(p.refs)
+        st = await backend.transaction(p.txid)
+        if st is not None:
+            raise _refuse(batch.id, f"the signer says {refs} was paid by {p.txid}, which the "
+                                    f"node has ({_where(st)}): if it pays the batch, resolve "
+                                    f"it as paid by it (--paid-by {p.txid}, or action paid_by)")
+        spent = await _spent_in_chain(backend, [_outpoint(batch.id, o) for o in p.outpoints])
+        if spent is None:
+            raise _refuse(batch.id, f"the signer says {refs} was paid by {p.txid}: the node "
+                                    "does not know it, but none of its inputs is spent by a "
+                                    "confirmed transaction, so it could still confirm (whoever "
+                                    "holds its bytes may have it mined): resolve the batch once "
+                                    "one is")
+        whys.append(f"{p.txid}, which the signer signed paying {refs}, is not known to the "
+                    f"node and its input {spent[0]}:{spent[1]} is spent by a confirmed "
+                    "transaction")
+    return whys
 
 
 def _match(wds: Sequence[Withdrawal], outputs: Sequence[TxOut]
@@ -286,18 +332,21 @@ async def prepare(sessions: async_sessionmaker[AsyncSession], *, backend: ChainB
     if action == "paid_by":
         assert txid is not None
         return await _prove_paid_by(sessions, backend, settings, batch, txid)
-    await _paid_before_elsewhere(backend, batch)
-    why = await _no_version_can_confirm(backend, batch, never_sent_will_do=False)
+    payers = await _live_payers(signer, batch)
+    earlier = await _payers_cannot_confirm(backend, batch, payers)
+    why = "; ".join([await _no_version_can_confirm(backend, batch, never_sent_will_do=False),
+                     *earlier])
     versions = tuple(v.txid for v in batch.versions)
+    given_up = tuple(p.txid for p in payers)
     try:
-        await give_up_at_signer(signer, versions, reason=f"payout batch {batch_id} resolved "
-                                f"({action}) by {actor}: {why}")
+        await give_up_at_signer(signer, versions + given_up, reason=f"payout batch {batch_id} "
+                                f"resolved ({action}) by {actor}: {why}"[:500])
     except SignerError as exc:
         raise SignerNotReached(f"the signer could not be told that the versions of {batch_id} "
                                f"are given up ({exc}); nothing was changed here: try again"
                                ) from exc
     return Proof(batch_id, "requeue" if action == "requeue" else "return", versions,
-                 tuple(w.id for w in batch.withdrawals), why)
+                 tuple(w.id for w in batch.withdrawals), why, given_up=given_up)
 
 
 async def _claim(session: AsyncSession, proof: Proof) -> PayoutBatch:
@@ -365,6 +414,8 @@ async def resolve(session: AsyncSession, proof: Proof, *, actor: str, note: str
         "proof": proof.why, "review_items": items}
     if proof.action == "paid_by":
         outcome["other_outputs"] = list(proof.other_outputs)
+    else:
+        outcome["earlier_payers_given_up"] = list(proof.given_up)
     await record(session, actor=actor, action="payout_batch.resolved",
                  object=f"payout_batch:{batch.id}", before=before,
                  after={**outcome, "note": note})

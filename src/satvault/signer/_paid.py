@@ -109,6 +109,12 @@ class PaidRefs:
     def signed(self, txid: str) -> bool:
         return _txid(txid) in self._signed
 
+    def payers(self, refs: Iterable[str]) -> list[Signature]:
+        """The live signatures that pay any of ``refs``, by txid."""
+        found = {s.txid: s for ref in set(refs) for s in self._by_ref.get(ref, ())
+                 if s.txid not in self._abandoned}
+        return [found[t] for t in sorted(found)]
+
     def abandon(self, txid: str) -> None:
         self._abandoned.add(_txid(txid))
 

@@ -60,7 +60,7 @@ from satvault.signer._policy import (
 from satvault.signer._reserves import sign_reserves as _sign_reserves
 from satvault.signer.audit import AuditLog, read_records
 from satvault.signer.seed import SeedMaterial
-from satvault.signing.base import Payment, SignedTx
+from satvault.signing.base import Payer, Payment, SignedTx
 from satvault.signing.errors import (
     AuditLogError,
     FeeTooHigh,
@@ -284,6 +284,15 @@ class HotSigner:
             self._paid.abandon(txid)
         log.warning("signer.abandoned", txid=txid, reason=str(reason)[:500])
         return True
+
+    def payers(self, refs: Sequence[str]) -> list[Payer]:
+        """The transactions this signer signed paying any of ``refs`` and not given up: the
+        ones that make it refuse (``PaidBefore``) to pay those refs again from other coins.
+        Read-only; what the web side needs to prove on its node that one can never confirm
+        before it gives it up (:meth:`abandon`)."""
+        with self._lock:
+            found = self._paid.payers(str(r) for r in refs)
+        return [Payer(s.txid, tuple(sorted(s.outpoints)), tuple(sorted(s.refs))) for s in found]
 
     def _audit_record(self, now: datetime, txid: str, plan: PayoutPlan, vsize: int,
                       max_fee_sat: int, max_feerate_sat_vb: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from satvault.signer.core import HotSigner
-from satvault.signing.base import Payment, SignedTx
+from satvault.signing.base import Payer, Payment, SignedTx
 
 __all__ = ["InProcessSigner"]
 
@@ -31,6 +31,9 @@ class InProcessSigner:
 
     async def abandon(self, txid: str, *, reason: str) -> bool:
         return self.hot.abandon(txid, reason=reason)
+
+    async def payers(self, refs: Sequence[str]) -> list[Payer]:
+        return self.hot.payers(refs)
 
     async def sign_reserves(self, psbt_b64: str, message: str) -> str:
         return self.hot.sign_reserves(psbt_b64, message)

@@ -35,7 +35,9 @@ from satvault.signing.wire import (
     decode_line,
     encode_line,
     error_to_wire,
+    payers_to_wire,
     payments_from_wire,
+    refs_from_wire,
     signed_to_wire,
 )
 
@@ -75,6 +77,8 @@ async def _dispatch(message: dict[str, Any], signer: Signer) -> Any:
             return {"abandoned": await signer.abandon(txid, reason=reason)}
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
+    if method == "payers":
+        return payers_to_wire(await signer.payers(refs_from_wire(params.get("refs"))))
     raise SignerProtocolError(f"unknown method {method!r}")
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Payment", "SignedTx", "Signer"]
+__all__ = ["Payer", "Payment", "SignedTx", "Signer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,16 @@ class SignedTx:
     fee_sat: int
 
 
+@dataclass(frozen=True, slots=True)
+class Payer:
+    """A transaction the signer signed that pays some of the refs asked about, and that was
+    not given up: the outpoints it spends (``txid:vout``) and every ref it pays."""
+
+    txid: str
+    outpoints: tuple[str, ...]
+    refs: tuple[str, ...]
+
+
 @runtime_checkable
 class Signer(Protocol):
     async def descriptors(self) -> dict[str, str]:
@@ -51,6 +61,11 @@ class Signer(Protocol):
         """Give up a transaction the signer signed that can never confirm (refused by the
         node and never accepted by one), so that its payments may be paid from other coins;
         True if it was given up now. See ``HotSigner.abandon``."""
+        ...
+
+    async def payers(self, refs: Sequence[str]) -> list[Payer]:
+        """The live (not given up) transactions the signer signed that pay any of ``refs``,
+        by txid. See ``HotSigner.payers``."""
         ...
 
     async def sign_reserves(self, psbt_b64: str, message: str) -> str:

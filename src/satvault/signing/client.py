@@ -17,13 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from satvault.signing.base import Payment, SignedTx
+from satvault.signing.base import Payer, Payment, SignedTx
 from satvault.signing.errors import SignerProtocolError, SignerUnavailable
 from satvault.signing.wire import (
     MAX_LINE,
     decode_line,
     encode_line,
     error_from_wire,
+    payers_from_wire,
     payments_to_wire,
     signed_from_wire,
 )
@@ -97,6 +98,9 @@ class UnixSocketSigner:
         if not isinstance(result, dict) or not isinstance(result.get("abandoned"), bool):
             raise SignerProtocolError("abandon must answer {\"abandoned\": <bool>}")
         return bool(result["abandoned"])
+
+    async def payers(self, refs: Sequence[str]) -> list[Payer]:
+        return payers_from_wire(await self._call("payers", {"refs": list(refs)}))
 
     async def sign_reserves(self, psbt_b64: str, message: str) -> str:
         result = await self._call("sign_reserves", {"psbt": psbt_b64, "message": message})

@@ -23,6 +23,13 @@ later transaction paying it must spend an input of each earlier one that did
     → {"id": 4, "method": "abandon", "params": {"txid": "<hex>", "reason": "…"}}
     ← {"id": 4, "result": {"abandoned": true}}
 
+Which transactions the signer signed that pay some refs and were not given up (what a
+person resolving a stuck batch proves on the node can never confirm, before giving it up)::
+
+    → {"id": 5, "method": "payers", "params": {"refs": ["wd_123"]}}
+    ← {"id": 5, "result": {"payers": [{"txid": "<hex>", "outpoints": ["<txid>:0"],
+                                       "refs": ["wd_123"]}]}}
+
     → {"id": 3, "method": "sign_reserves", "params": {"psbt": "<base64>", "message": "…"}}
     ← {"id": 3, "result": {"psbt": "<base64, the signer's inputs finalized>"}}
 
@@ -37,24 +44,29 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from satvault.signing.base import Payment, SignedTx
+from satvault.signing.base import Payer, Payment, SignedTx
 from satvault.signing.errors import ERROR_TYPES, SignerError, SignerProtocolError
 
 __all__ = [
     "MAX_LINE",
+    "MAX_REFS",
     "METHODS",
     "decode_line",
     "encode_line",
     "error_from_wire",
     "error_to_wire",
+    "payers_from_wire",
+    "payers_to_wire",
     "payments_from_wire",
     "payments_to_wire",
+    "refs_from_wire",
     "signed_from_wire",
     "signed_to_wire",
 ]
 
 MAX_LINE = 8 * 1024 * 1024
-METHODS = ("descriptors", "sign_payout", "sign_reserves", "abandon")
+METHODS = ("descriptors", "sign_payout", "sign_reserves", "abandon", "payers")
+MAX_REFS = 10_000  # refs asked about in one ``payers`` request
 
 
 def encode_line(message: Mapping[str, Any]) -> bytes:
@@ -118,6 +130,37 @@ def signed_from_wire(value: Any) -> SignedTx:
         raise SignerProtocolError("the result must be an object")
     return SignedTx(_str(value.get("txid"), "txid"), _str(value.get("raw_hex"), "raw_hex"),
                     _str(value.get("psbt"), "psbt"), _int(value.get("fee_sat"), "fee_sat"))
+
+
+def _strs(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise SignerProtocolError(f"{what} must be a list of strings")
+    return tuple(_str(v, f"{what}[{k}]") for k, v in enumerate(value))
+
+
+def refs_from_wire(value: Any) -> tuple[str, ...]:
+    refs = _strs(value, "params.refs")
+    if len(refs) > MAX_REFS:
+        raise SignerProtocolError(f"at most {MAX_REFS} refs in one request")
+    return refs
+
+
+def payers_to_wire(payers: Sequence[Payer]) -> dict[str, Any]:
+    return {"payers": [{"txid": p.txid, "outpoints": list(p.outpoints), "refs": list(p.refs)}
+                       for p in payers]}
+
+
+def payers_from_wire(value: Any) -> list[Payer]:
+    if not isinstance(value, dict) or not isinstance(value.get("payers"), list):
+        raise SignerProtocolError("payers must answer {\"payers\": [...]}")
+    out = []
+    for k, item in enumerate(value["payers"]):
+        if not isinstance(item, dict):
+            raise SignerProtocolError(f"payers[{k}] must be an object")
+        out.append(Payer(_str(item.get("txid"), f"payers[{k}].txid"),
+                         _strs(item.get("outpoints"), f"payers[{k}].outpoints"),
+                         _strs(item.get("refs"), f"payers[{k}].refs")))
+    return out
 
 
 def error_to_wire(exc: SignerError) -> dict[str, str]:
