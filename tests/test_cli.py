@@ -147,6 +147,32 @@ def test_init_in_production_refuses_the_demo_signer_unless_asked_for(db_url, tmp
     assert "demo signer" in chosen.stderr and "production" in chosen.stderr
 
 
+def test_commands_that_sign_refuse_the_demo_signer_in_production_unless_asked_for(db_url,
+                                                                                tmp_path):
+    """Found in the known gaps: `payouts bump`, `payouts resolve` and `reserves prove` opened
+    the demo seed without a signer socket in production too (only init and serve refused):
+    the same refusal now, by the same check, before anything is read; --demo-signer is the
+    knowing choice there as well."""
+    home = tmp_path / "home"
+    sv_here("init", "--demo-signer", url=db_url, home=home, env=PRODUCTION)
+    commands = [("payouts", "bump", "pob_nope", "--feerate", "5"),
+                ("payouts", "resolve", "pob_nope", "--requeue", "--as", "admin@localhost.dev",
+                 "--note", "x"),
+                ("reserves", "prove", "--message", "m", "--out", str(tmp_path / "proof"))]
+    for args in commands:
+        refused = sv_here(*args, url=db_url, home=home, env=PRODUCTION, check=False)
+        assert refused.returncode == 1, (args, refused.stdout, refused.stderr)
+        error = last_json(refused)["error"]
+        for named in ("production", "SATVAULT_SIGNER_SOCKET", "`satvault signer serve`",
+                      "--demo-signer", "nothing was done"):
+            assert named in error, (args, error)
+    assert not (tmp_path / "proof").exists()
+    chosen = sv_here(*commands[2], "--demo-signer", url=db_url, home=home, env=PRODUCTION,
+                     check=False)
+    # past the check, on to the books (which hold no coin here)
+    assert last_json(chosen)["error"] == "no confirmed, unspent hot or cold coins to prove"
+
+
 def test_serve_in_production_refuses_to_start_without_a_signer_socket(db_url, tmp_path):
     """Without a socket `serve` would open the demo seed in the web process and pay out from
     it: in production it does not start at all (whatever its role) unless told

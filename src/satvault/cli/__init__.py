@@ -49,7 +49,15 @@ merchant_app = typer.Typer(help="Merchants.", no_args_is_help=True)
 store_app = typer.Typer(help="Stores of a merchant.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
-from satvault.cli._common import emit, fail, in_transaction  # noqa: E402
+from satvault.cli._common import (  # noqa: E402
+    DEMO_SIGNER_REFUSED,
+    demo_signer_chosen,
+    demo_signer_refused,
+    emit,
+    fail,
+    in_transaction,
+    refuse_demo_signer,
+)
 from satvault.cli.audit import app as audit_app  # noqa: E402
 from satvault.cli.auth import app as auth_app  # noqa: E402
 from satvault.cli.backup import backup_cmd, restore_cmd  # noqa: E402
@@ -171,8 +179,7 @@ def init(
 
     The admin password and API key are printed once, here, and stored only as hashes."""
     settings = get_settings()
-    if _demo_signer_refused(settings, demo_signer):
-        fail(f"{_DEMO_SIGNER_REFUSED}; nothing was created")
+    refuse_demo_signer(settings, demo_signer, nothing="nothing was created")
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
 
@@ -194,7 +201,7 @@ def init(
     # The signer's wallets first: a configured descriptor that is not the signer's stops
     # init before an admin exists whose one-time credentials would not be shown.
     signer_created = _provision_signer(settings)
-    if _demo_signer_chosen(settings):
+    if demo_signer_chosen(settings):
         sys.stderr.write("satvault: warning: the demo signer (production, --demo-signer): its "
                          "keys are in this process; move to `satvault signer serve`\n")
     created = _in_transaction(work, settings)
@@ -217,23 +224,6 @@ def init(
         return
     sys.stderr.write("satvault: initialised; the credentials below are shown ONCE\n")
     emit({"ok": True, **created})
-
-
-# Why production needs `--demo-signer` to run without a signer socket (init and serve).
-_DEMO_SIGNER_REFUSED = (
-    "SATVAULT_ENVIRONMENT is production and SATVAULT_SIGNER_SOCKET is empty, which would use "
-    "the in-process demo signer: the web process would hold the hot keys. Run `satvault "
-    "signer serve` as its own user and set SATVAULT_SIGNER_SOCKET to its socket "
-    "(docs/operations.md, the signer), or pass --demo-signer to take the demo signer knowingly")
-
-
-def _demo_signer_chosen(settings: Settings) -> bool:
-    """Production without a signer socket: the demo signer, which needs ``--demo-signer``."""
-    return settings.environment == "production" and not settings.signer_socket
-
-
-def _demo_signer_refused(settings: Settings, demo_signer: bool) -> bool:
-    return _demo_signer_chosen(settings) and not demo_signer
 
 
 def _provision_signer(settings: Settings) -> bool:
@@ -287,8 +277,8 @@ def serve(
     if overrides:
         settings = Settings(**{**settings.model_dump(exclude={"public_url"}), **overrides})
     configure_logging(settings.log_level, settings.log_format)
-    if _demo_signer_refused(settings, demo_signer):
-        sys.stderr.write(f"satvault: {_DEMO_SIGNER_REFUSED}\n")
+    if demo_signer_refused(settings, demo_signer):
+        sys.stderr.write(f"satvault: {DEMO_SIGNER_REFUSED}\n")
         raise typer.Exit(2)
 
     async def check() -> None:
@@ -334,7 +324,7 @@ def serve(
     url = f"http://{settings.host}:{settings.port}"
     chain_url = settings.esplora_url if settings.chain_backend == "esplora" \
         else settings.bitcoind_url
-    if _demo_signer_chosen(settings):
+    if demo_signer_chosen(settings):
         sys.stderr.write("satvault: warning: the demo signer runs inside this process "
                          "(production, --demo-signer): the web side holds the hot keys\n")
     sys.stderr.write(

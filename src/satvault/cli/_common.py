@@ -9,7 +9,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from sqlalchemy import select
@@ -23,8 +23,9 @@ from satvault.config import Settings, get_settings
 from satvault.kernel.errors import InvalidInput, SatvaultError
 from satvault.migrate import SchemaNotCurrent, ensure_current
 
-__all__ = ["admin_actor", "admin_user", "emit", "fail", "in_transaction", "on_network",
-           "refuse_network", "with_database"]
+__all__ = ["DEMO_SIGNER_REFUSED", "DemoSignerFlag", "admin_actor", "admin_user",
+           "demo_signer_chosen", "demo_signer_refused", "emit", "fail", "in_transaction",
+           "on_network", "refuse_demo_signer", "refuse_network", "with_database"]
 
 T = TypeVar("T")
 
@@ -37,6 +38,37 @@ def emit(obj: Any) -> None:
 def fail(message: str, code: int = 1) -> NoReturn:
     emit({"ok": False, "error": message})
     raise typer.Exit(code)
+
+
+# Why production needs `--demo-signer` to run without a signer socket: every command that
+# opens a signer (init, serve, payouts bump and resolve, reserves prove) asks this one check.
+DEMO_SIGNER_REFUSED = (
+    "SATVAULT_ENVIRONMENT is production and SATVAULT_SIGNER_SOCKET is empty, which would use "
+    "the in-process demo signer: the web process would hold the hot keys. Run `satvault "
+    "signer serve` as its own user and set SATVAULT_SIGNER_SOCKET to its socket "
+    "(docs/operations.md, the signer), or pass --demo-signer to take the demo signer knowingly")
+
+DemoSignerFlag = Annotated[bool, typer.Option(
+    "--demo-signer", help="In production without SATVAULT_SIGNER_SOCKET: use the in-process "
+                          "demo signer all the same (its keys live in this process; refused "
+                          "otherwise). Development needs no flag.")]
+
+
+def demo_signer_chosen(settings: Settings) -> bool:
+    """Production without a signer socket: the demo signer, which needs ``--demo-signer``."""
+    return settings.environment == "production" and not settings.signer_socket
+
+
+def demo_signer_refused(settings: Settings, demo_signer: bool) -> bool:
+    return demo_signer_chosen(settings) and not demo_signer
+
+
+def refuse_demo_signer(settings: Settings, demo_signer: bool, *,
+                       nothing: str = "nothing was done") -> None:
+    """Before a command opens a signer: refuse (exit 1) the demo signer in production unless
+    ``--demo-signer`` was given."""
+    if demo_signer_refused(settings, demo_signer):
+        fail(f"{DEMO_SIGNER_REFUSED}; {nothing}")
 
 
 async def on_network(backend: ChainBackend, settings: Settings,

@@ -14,7 +14,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.backends.errors import WrongChainNetwork
-from satvault.cli._common import admin_actor, emit, on_network, refuse_network, with_database
+from satvault.cli._common import (
+    DemoSignerFlag,
+    admin_actor,
+    emit,
+    on_network,
+    refuse_demo_signer,
+    refuse_network,
+    with_database,
+)
 from satvault.composition import Runtime, open_database
 from satvault.config import get_settings
 from satvault.migrate import SchemaNotCurrent, ensure_current
@@ -69,9 +77,11 @@ def list_payouts(
 def bump(
     batch_id: Annotated[str, typer.Argument(help="Payout batch id (pob_…).")],
     feerate: Annotated[int, typer.Option(min=1, help="New feerate in sat/vB.")],
+    demo_signer: DemoSignerFlag = False,
 ) -> None:
     """Replace an unconfirmed payout by one paying the same withdrawals at a higher feerate."""
     settings = get_settings()
+    refuse_demo_signer(settings, demo_signer)
 
     async def go() -> str:
         engine, sessions = open_database(settings, pool_size=2)
@@ -110,6 +120,7 @@ def resolve(
     paid_by: Annotated[str | None, typer.Option(
         "--paid-by", metavar="TXID",
         help="A confirmed transaction that paid every withdrawal of the batch.")] = None,
+    demo_signer: DemoSignerFlag = False,
 ) -> None:
     """Resolve a stuck payout batch, only as far as the chain proves it safe (nothing is
     changed otherwise): see docs/operations.md, "Resolving a stuck batch"."""
@@ -118,6 +129,7 @@ def resolve(
     if len(chosen) != 1:
         raise typer.BadParameter("give exactly one of --requeue, --return, --paid-by TXID")
     settings = get_settings()
+    refuse_demo_signer(settings, demo_signer)
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
         runtime = Runtime.build(settings, sessions, lightning=None)

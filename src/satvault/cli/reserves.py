@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from satvault.cli._common import DemoSignerFlag, refuse_demo_signer
 from satvault.config import get_settings
 from satvault.custody.errors import CustodyError
 from satvault.kernel.errors import SatvaultError
@@ -40,6 +41,7 @@ def prove(
                                               "'satvault reserves 2025-06-30').")],
     out: Annotated[Path, typer.Option(help="Where to write the proof (or the PSBT for the "
                                            "cosigners).")],
+    demo_signer: DemoSignerFlag = False,
 ) -> None:
     """Prove the hot and cold coins: signs the hot ones; with cold coins, writes the PSBT
     the cosigners sign next."""
@@ -48,6 +50,7 @@ def prove(
     from satvault.migrate import SchemaNotCurrent, ensure_current
 
     settings = get_settings()
+    refuse_demo_signer(settings, demo_signer)
 
     async def go() -> Any:
         engine, sessions = open_database(settings, pool_size=1)
