@@ -434,3 +434,128 @@ async def test_requeue_gives_the_earlier_payer_up_at_the_signer_once_it_cannot_c
     assert await received(env, dest) == 100_000
     assert (await env.balances())["held"] == 0
     await env.check()
+
+
+async def partly_paid_stuck(env: Env) -> dict[str, Any]:
+    """As after a restore: an earlier payout P paid wd1 and wd3, then the database forgot it;
+    wd3 was cancelled meanwhile (its output in P is no withdrawal of the stuck batch), and a
+    new wd2 was batched with wd1 again, refused by the signer (``PaidBefore``)."""
+    await fund(env, 900_000)
+    dest1, dest2, dest3 = (external_address(env, i) for i in (5, 6, 7))
+    wd1 = await withdraw(env, dest1, 100_000)
+    wd3 = await withdraw(env, dest3, 70_000)
+    assert (await env.runtime.payouts.step()).broadcast == 1
+    async with env.sessions() as s:
+        first = (await s.execute(PAYOUTS)).scalar_one()
+    assert first.txid is not None
+    async with env.sessions() as s, s.begin():
+        await s.execute(update(Withdrawal).where(Withdrawal.id == wd3.id).values(
+            status="pending", batch_id=None, txid=None))
+    await forget_the_payout(env, wd1.id)
+    async with env.sessions() as s, s.begin():
+        await cancel_pending(s, withdrawal_id=wd3.id, actor="system")
+    await add_coin(env, 2_000_000)  # mines P too
+    wd2 = await withdraw(env, dest2, 50_000)
+    report = await env.runtime.payouts.step()
+    assert report.stuck == 1, report
+    async with env.sessions() as s:
+        batch = (await s.execute(PAYOUTS)).scalar_one()
+    assert batch.status == "stuck"
+    return {"wd1": wd1, "wd2": wd2, "dest2": dest2, "p": first.txid, "fee": first.fee_sat,
+            "batch": batch.id}
+
+
+async def test_paid_by_some_books_them_and_requeues_the_rest_on_an_explicit_choice(
+        env: Env, db_url, tmp_path):
+    x = await partly_paid_stuck(env)
+    wd1, wd2, p, batch_id = x["wd1"], x["wd2"], x["p"], x["batch"]
+    await admin(env)
+    before = await state(env, batch_id, wd1.id, wd2.id)
+    who = ("--as", "root@example.com", "--note", "P paid wd1 before the restore")
+    for args, says in [(("--paid-by", p), f"does not pay {wd2.id}"),
+                       (("--paid-by", p), "--rest"),
+                       (("--requeue",), f"--paid-by {p}")]:
+        out = await cli(env, db_url, tmp_path, batch_id, *args, *who)
+        assert out.returncode == 1, (args, out.stdout, out.stderr)
+        assert says in last_json(out)["error"], (args, last_json(out))
+    bad = await cli(env, db_url, tmp_path, batch_id, "--paid-by", p, "--rest", "keep", *who)
+    rest_alone = await cli(env, db_url, tmp_path, batch_id, "--requeue", "--rest", "return",
+                           *who)
+    assert bad.returncode != 0 and rest_alone.returncode != 0
+    assert await state(env, batch_id, wd1.id, wd2.id) == before
+
+    done = await cli(env, db_url, tmp_path, batch_id, "--paid-by", p, "--rest", "requeue",
+                     *who)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    out = last_json(done)
+    # P's fee is split equally over its payments (wd1 here, and wd3's output, which is no
+    # withdrawal of this batch); its change is ours and bears none. This batch books wd1's.
+    share = x["fee"] // 2
+    assert out["batch"] == {"id": batch_id, "status": "confirmed", "txid": p, "fee_sat": share}
+    assert out["withdrawals"] == [{"id": wd1.id, "status": "confirmed"}]
+    assert out["rest"] == {"action": "requeue",
+                           "withdrawals": [{"id": wd2.id, "status": "pending"}]}
+    assert out["fee"] == {"total_sat": x["fee"], "payments": 2, "booked_sat": share}
+    after = await state(env, batch_id, wd1.id, wd2.id)
+    assert after["withdrawals"] == sorted([(wd1.id, "confirmed", p), (wd2.id, "pending", None)])
+    assert after["open_items"] == [] and after["inputs"] == 0
+    ((_, audited),) = after["audit"]
+    assert audited["action"] == "paid_by" and audited["rest"]["action"] == "requeue"
+    async with env.sessions() as s:
+        w1 = await s.get(Withdrawal, wd1.id)
+    assert w1 is not None and w1.fee_msat == share * SAT
+    assert (await env.balances())["held"] == (50_000 + RESERVE) * SAT  # wd2's, still held
+
+    # wd2 is paid by the next pass, with no one at the signer.
+    report = await env.runtime.payouts.step()
+    assert (report.signed, report.broadcast, report.stuck) == (1, 1, 0), report
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.runtime.payouts.step()).confirmed == 1
+    assert await received(env, x["dest2"]) == 50_000
+    assert (await env.balances())["held"] == 0
+    await env.check()
+
+
+async def test_paid_by_some_returns_the_rest_and_two_admins_at_once_one_happens(
+        env: Env, monkeypatch: pytest.MonkeyPatch):
+    x = await partly_paid_stuck(env)
+    wd1, wd2, p, batch_id = x["wd1"], x["wd2"], x["p"], x["batch"]
+    key, _, _ = await admin(env)
+    held, release = asyncio.Event(), asyncio.Event()
+    record = resolving.record
+
+    async def slow_record(*args: Any, **kw: Any) -> None:  # resolved, not committed
+        await record(*args, **kw)
+        if not held.is_set():
+            held.set()
+            await release.wait()
+
+    monkeypatch.setattr(resolving, "record", slow_record)
+    engine = env.sessions.kw["bind"]
+    async with api_client(env) as c:
+        r = await c.post(url(batch_id), headers=h(key, "r0"), json={
+            "action": "requeue", "rest": "return", "note": "x"})
+        assert r.status_code == 422, r.text  # rest goes with paid_by only
+        first = asyncio.create_task(c.post(url(batch_id), headers=h(key, "a"), json={
+            "action": "paid_by", "txid": p, "rest": "return", "note": "wd2 back"}))
+        try:
+            await asyncio.wait_for(held.wait(), 10)
+            second = asyncio.create_task(c.post(url(batch_id), headers=h(key, "b"), json={
+                "action": "paid_by", "txid": p, "rest": "requeue", "note": "wd2 again"}))
+            if engine.dialect.name == "postgresql":  # until it waits for the batch's row
+                await lock_waiter(engine, second, query_like="UPDATE payout_batches%")
+        finally:
+            release.set()
+        won = await asyncio.wait_for(first, 10)
+        lost = await asyncio.wait_for(second, 70)
+    assert won.status_code == 200, won.text
+    assert won.json()["rest"]["withdrawals"] == [{"id": wd2.id, "status": "cancelled"}]
+    assert lost.status_code == 409 and "confirmed" in lost.json()["detail"], lost.text
+    after = await state(env, batch_id, wd1.id, wd2.id)
+    assert after["withdrawals"] == sorted([(wd1.id, "confirmed", p),
+                                           (wd2.id, "cancelled", None)])
+    assert [a["rest"]["action"] for _, a in after["audit"]] == ["return"]
+    assert after["balances"]["held"] == 0
+    assert await env.runtime.payouts.create_batch() == 0  # nothing to pay
+    await env.check()

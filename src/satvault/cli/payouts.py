@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -33,6 +34,13 @@ from satvault.reconcile import stuck
 __all__ = ["app"]
 
 app = typer.Typer(help="On-chain payouts (batched withdrawals).", no_args_is_help=True)
+
+
+class Rest(StrEnum):
+    """With ``--paid-by``: what becomes of the withdrawals TXID does not pay."""
+
+    REQUEUE = "requeue"
+    RETURN = "return"
 
 
 def _emit(obj: Any) -> None:
@@ -119,7 +127,11 @@ def resolve(
     = False,
     paid_by: Annotated[str | None, typer.Option(
         "--paid-by", metavar="TXID",
-        help="A confirmed transaction that paid every withdrawal of the batch.")] = None,
+        help="A confirmed transaction that paid every withdrawal of the batch (or some, "
+             "with --rest).")] = None,
+    rest: Annotated[Rest | None, typer.Option(
+        help="With --paid-by TXID paying only some of the withdrawals: book those, and "
+             "re-queue or return the rest.")] = None,
     demo_signer: DemoSignerFlag = False,
 ) -> None:
     """Resolve a stuck payout batch, only as far as the chain proves it safe (nothing is
@@ -128,6 +140,8 @@ def resolve(
                               ("paid_by", paid_by is not None)) if on]
     if len(chosen) != 1:
         raise typer.BadParameter("give exactly one of --requeue, --return, --paid-by TXID")
+    if rest is not None and paid_by is None:
+        raise typer.BadParameter("--rest goes with --paid-by TXID only")
     settings = get_settings()
     refuse_demo_signer(settings, demo_signer)
 
@@ -140,7 +154,8 @@ def resolve(
             proof = await stuck.prepare(sessions, backend=runtime.backend,
                                         signer=runtime.signer, settings=settings,
                                         batch_id=batch_id, action=chosen[0], note=note,
-                                        actor=actor, txid=paid_by)
+                                        actor=actor, txid=paid_by,
+                                        rest=None if rest is None else rest.value)
             async with sessions() as s, s.begin():
                 return await stuck.resolve(s, proof, actor=actor, note=note)
         finally:

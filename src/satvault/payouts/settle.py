@@ -35,7 +35,7 @@ from satvault.signing.base import Signer
 from satvault.signing.errors import SignerProtocolError
 
 __all__ = ["batch_withdrawals", "book_payout", "give_up", "give_up_at_signer", "release_coins",
-           "split_fee"]
+           "requeue", "split_fee"]
 
 log = get_logger(__name__)
 
@@ -96,10 +96,16 @@ async def give_up(session: AsyncSession, *, batch_id: str, versions: Sequence[st
     b.status, b.last_error, b.updated_at = BatchStatus.ABANDONED, error, utcnow()
     await release_coins(session, batch_id=batch_id, versions=versions)
     requeued = await batch_withdrawals(session, batch_id)
-    for w in requeued:
+    requeue(requeued)
+    return requeued
+
+
+def requeue(wds: Sequence[Withdrawal]) -> None:
+    """Take withdrawals out of their batch, back to ``pending`` with their holds intact: the
+    next pass batches them again."""
+    for w in wds:
         w.status, w.batch_id, w.txid, w.updated_at = \
             WithdrawalStatus.PENDING, None, None, utcnow()
-    return requeued
 
 
 async def release_coins(session: AsyncSession, *, batch_id: str, versions: Sequence[str]

@@ -23,10 +23,22 @@ node proves it safe:
   of the batch (a distinct output to its address of at least its amount), and no version of
   the batch is known to the node (none was ever accepted by one, or its coin is spent by a
   confirmed transaction). The holds are posted by the payout job's own booking
-  (:func:`~satvault.payouts.settle.book_payout`) with TXID's whole fee split over them as
+  (:func:`~satvault.payouts.settle.book_payout`) with TXID's fee share split over them as
   for a version of the batch; the batch is ``confirmed`` with TXID and watched for a reorg
-  like any other. A TXID paying only some of the withdrawals is refused: partial
-  resolution is not done here.
+  like any other.
+* ``paid_by`` TXID with ``rest`` (``requeue`` or ``return``, the admin's explicit choice):
+  TXID pays only some of the withdrawals. Those are booked as above; the rest are re-queued
+  or returned as by ``requeue``/``return``, on the same proofs: no version of the batch can
+  confirm (none known to the node and one of its coins spent by a confirmed transaction,
+  or none ever signed), and every other live payer the signer lists for the rest is proven
+  the same way, then given up at the signer with the batch's versions.
+
+TXID's fee share (:func:`fee_share`): its fee (what its inputs were worth less its outputs)
+is split equally over its payments, each output but those to an internal address of ours
+(change, sweep, refill: ours, not paid for), as the payout job splits a batch's fee equally
+over its withdrawals; the batch books the shares of the outputs that pay its withdrawals,
+rounded down. The rest of the fee belongs to payments that are not this batch's: not ours
+to book here (a custody difference until a person books what those outputs were).
 
 :func:`prepare` does every network call (the node, then the signer) before any transaction
 opens; :func:`resolve` then makes the change in the caller's unit of work. It claims the
@@ -53,7 +65,12 @@ from satvault.db import utcnow
 from satvault.kernel.errors import InvalidInput, NotFound
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.logs import get_logger
-from satvault.onchain.models import OnchainPayment, ReviewKind
+from satvault.onchain.models import (
+    INTERNAL_PURPOSES,
+    OnchainAddress,
+    OnchainPayment,
+    ReviewKind,
+)
 from satvault.payouts.models import (
     BatchStatus,
     MoveKind,
@@ -69,6 +86,7 @@ from satvault.payouts.settle import (
     give_up,
     give_up_at_signer,
     release_coins,
+    requeue,
 )
 from satvault.reconcile.errors import CannotResolveBatch, SignerNotReached
 from satvault.reconcile.review import close_open_items, resolution_note
@@ -76,12 +94,14 @@ from satvault.signing.base import Payer, Signer
 from satvault.signing.errors import SignerError, SignerProtocolError
 from satvault.withdrawals.cancel import void_and_cancel
 
-__all__ = ["ACTIONS", "Action", "Proof", "prepare", "resolve"]
+__all__ = ["ACTIONS", "RESTS", "Action", "Proof", "Rest", "fee_share", "prepare", "resolve"]
 
 log = get_logger(__name__)
 
 Action = Literal["requeue", "return", "paid_by"]
 ACTIONS: tuple[Action, ...] = ("requeue", "return", "paid_by")
+Rest = Literal["requeue", "return"]
+RESTS: tuple[Rest, ...] = ("requeue", "return")
 _TXID = re.compile(r"[0-9a-f]{64}")
 # How the signer's PaidBefore names the transaction that paid a withdrawal already.
 _PAID_BEFORE = re.compile(r"payment (\S+) was paid by ([0-9a-f]{64})")
@@ -104,6 +124,10 @@ class Proof:
     own_version: bool = False
     other_outputs: tuple[dict[str, Any], ...] = field(default=())
     given_up: tuple[str, ...] = ()  # earlier payers given up at the signer (requeue, return)
+    rest: Rest | None = None  # paid_by: what becomes of the withdrawals TXID does not pay
+    rest_withdrawals: tuple[str, ...] = ()
+    fee_total_sat: int = 0  # paid_by: TXID's whole fee, over ``payments`` payments
+    payments: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,13 +218,14 @@ def _outpoint(batch_id: str, value: str) -> tuple[str, int]:
     return found[1], int(found[2])
 
 
-async def _live_payers(signer: Signer, batch: _Batch) -> list[Payer]:
-    """The transactions the signer signed paying the batch's withdrawals, other than the
-    batch's own versions, that it has not given up: it would refuse (``PaidBefore``) to pay
-    those withdrawals from other coins while any is live."""
+async def _live_payers(signer: Signer, batch: _Batch, wds: Sequence[Withdrawal]
+                       ) -> list[Payer]:
+    """The transactions the signer signed paying ``wds`` (the batch's withdrawals that will
+    be paid again or returned), other than the batch's own versions, that it has not given
+    up: it would refuse (``PaidBefore``) to pay them from other coins while any is live."""
     own = {v.txid for v in batch.versions}
     try:
-        found = await signer.payers([w.id for w in batch.withdrawals])
+        found = await signer.payers([w.id for w in wds])
     except SignerProtocolError as exc:  # a signer older than ``payers``
         named = _PAID_BEFORE.search(batch.last_error)
         if named is None:
@@ -273,8 +298,30 @@ async def _fee(backend: ChainBackend, batch_id: str, st: TxStatus) -> int:
     return fee
 
 
+def fee_share(fee_sat: int, *, ours: int, payments: int) -> int:
+    """The part of a transaction's fee ``fee_sat`` a batch books for ``ours`` of its
+    ``payments`` (its outputs but those to an internal address of ours): an equal share per
+    payment, rounded down (what is left belongs to payments that are not the batch's)."""
+    if not 0 < ours <= payments:
+        raise ValueError(f"{ours} of {payments} payments")
+    return fee_sat * ours // payments
+
+
+async def _internal(sessions: async_sessionmaker[AsyncSession], outputs: Sequence[TxOut]
+                    ) -> set[bytes]:
+    """Those of ``outputs``' scripts that are internal addresses of ours (change, sweep,
+    refill): the platform pays them to itself, they are no payment."""
+    spks = sorted({o.script_pubkey.hex() for o in outputs})
+    async with sessions() as s:
+        found = (await s.execute(select(OnchainAddress.script_pubkey).where(
+            OnchainAddress.script_pubkey.in_(spks),
+            OnchainAddress.purpose.in_(INTERNAL_PURPOSES)))).scalars().all()
+    return {bytes.fromhex(spk) for spk in found}
+
+
 async def _prove_paid_by(sessions: async_sessionmaker[AsyncSession], backend: ChainBackend,
-                         settings: Settings, batch: _Batch, txid: str) -> Proof:
+                         signer: Signer, settings: Settings, batch: _Batch, txid: str, *,
+                         rest: Rest | None, actor: str) -> Proof:
     st = await backend.transaction(txid)
     if st is None:
         raise _refuse(batch.id, f"{txid} is not known to the node")
@@ -282,10 +329,18 @@ async def _prove_paid_by(sessions: async_sessionmaker[AsyncSession], backend: Ch
         raise _refuse(batch.id, f"{txid} has {st.confirmations} confirmation(s); a payout is "
                                 f"booked at {settings.payout_confirmations}: wait for them")
     unpaid, used = _match(batch.withdrawals, st.tx.outputs)
-    if unpaid:
+    if unpaid and not used:
         raise _refuse(batch.id, f"{txid} does not pay {', '.join(unpaid)} (no output of at "
-                                "least its amount to its address); a batch is resolved as "
-                                "paid only when one transaction pays all its withdrawals")
+                                "least its amount to its address): it pays none of the batch's "
+                                "withdrawals")
+    if unpaid and rest is None:
+        raise _refuse(batch.id, f"{txid} does not pay {', '.join(unpaid)} (no output of at "
+                                "least its amount to its address): to book the ones it pays "
+                                "and re-queue or return the rest, choose what becomes of the "
+                                "rest (--rest requeue|return, or rest in the request)")
+    if not unpaid and rest is not None:
+        raise _refuse(batch.id, f"{txid} pays every withdrawal: there is no rest to "
+                                f"{rest} (leave rest out)")
     async with sessions() as s:
         other = (await s.execute(select(PayoutTx.batch_id).where(
             PayoutTx.txid == txid, PayoutTx.batch_id != batch.id).union(
@@ -295,32 +350,62 @@ async def _prove_paid_by(sessions: async_sessionmaker[AsyncSession], backend: Ch
         raise _refuse(batch.id, f"{txid} is batch {other}'s; one transaction is booked for "
                                 "one batch here")
     own = next((v for v in batch.versions if v.txid == txid), None)
+    if own is not None and unpaid:
+        raise _refuse(batch.id, f"{txid} is a version of it that does not pay "
+                                f"{', '.join(unpaid)}: not resolved by hand")
     if own is not None:  # its other versions spend the same coins as this confirmed one
         known = await _known(backend, [v.txid for v in batch.versions if v.txid != txid])
         if known is not None:
             raise _refuse(batch.id, f"its version {known[0]} is known to the node too")
         why, fee = f"{txid}, a version of it, is confirmed", own.fee_sat
     else:
-        why = await _no_version_can_confirm(backend, batch, never_sent_will_do=True)
+        # The rest are paid again or returned: no version may confirm, never-sent or not.
+        why = await _no_version_can_confirm(backend, batch, never_sent_will_do=rest is None)
         fee = await _fee(backend, batch.id, st)
-    others = tuple({"vout": n, "value_sat": o.value_sat, "script_pubkey": o.script_pubkey.hex()}
+    given_up: tuple[str, ...] = ()
+    if rest is not None:
+        rest_wds = [w for w in batch.withdrawals if w.id in unpaid]
+        payers = await _live_payers(signer, batch, rest_wds)
+        why = "; ".join([why, *await _payers_cannot_confirm(backend, batch, payers)])
+        given_up = tuple(p.txid for p in payers)
+        try:
+            await give_up_at_signer(
+                signer, tuple(v.txid for v in batch.versions) + given_up,
+                reason=f"payout batch {batch.id} resolved (paid by {txid}, the rest "
+                       f"{rest}) by {actor}: {why}"[:500])
+        except SignerError as exc:
+            raise SignerNotReached(f"the signer could not be told that the versions of "
+                                   f"{batch.id} are given up ({exc}); nothing was changed "
+                                   "here: try again") from exc
+    internal = await _internal(sessions, st.tx.outputs)
+    payments = len(used) + sum(1 for n, o in enumerate(st.tx.outputs)
+                               if n not in used and o.script_pubkey not in internal)
+    others = tuple({"vout": n, "value_sat": o.value_sat, "script_pubkey": o.script_pubkey.hex(),
+                    "internal": o.script_pubkey in internal}
                    for n, o in enumerate(st.tx.outputs) if n not in used)
+    paid = [w.id for w in batch.withdrawals if w.id not in unpaid]
     return Proof(batch.id, "paid_by", tuple(v.txid for v in batch.versions),
                  tuple(w.id for w in batch.withdrawals),
-                 f"{txid} pays every withdrawal with {st.confirmations} confirmation(s); "
-                 f"{why}", txid=txid, fee_sat=fee, height=st.block_height,
+                 f"{txid} pays {'every withdrawal' if not unpaid else ', '.join(paid)} with "
+                 f"{st.confirmations} confirmation(s); {why}", txid=txid,
+                 fee_sat=fee_share(fee, ours=len(used), payments=payments),
+                 height=st.block_height,
                  final=st.confirmations >= settings.payout_final_confirmations,
-                 own_version=own is not None, other_outputs=others)
+                 own_version=own is not None, other_outputs=others, given_up=given_up,
+                 rest=rest, rest_withdrawals=tuple(unpaid), fee_total_sat=fee,
+                 payments=payments)
 
 
 async def prepare(sessions: async_sessionmaker[AsyncSession], *, backend: ChainBackend,
                   signer: Signer, settings: Settings, batch_id: str, action: str,
-                  note: str, actor: str, txid: str | None = None) -> Proof:
-    """Prove on the node that ``action`` is safe for the stuck batch, and give its versions
-    up at the signer for ``requeue`` and ``return``. Network calls only: no transaction is
-    held. Raises :class:`InvalidInput`, :class:`NotFound`, :class:`CannotResolveBatch`,
-    :class:`SignerNotReached` (nothing given up in the database), or the backend's
-    ``BackendUnavailable``."""
+                  note: str, actor: str, txid: str | None = None,
+                  rest: str | None = None) -> Proof:
+    """Prove on the node that ``action`` (``rest``: with ``paid_by``, what becomes of the
+    withdrawals TXID does not pay) is safe for the stuck batch, and give its versions and
+    earlier payers up at the signer where withdrawals will be paid again or returned.
+    Network calls only: no transaction is held. Raises :class:`InvalidInput`,
+    :class:`NotFound`, :class:`CannotResolveBatch`, :class:`SignerNotReached` (nothing
+    given up in the database), or the backend's ``BackendUnavailable``."""
     resolution_note(note)
     if action not in ACTIONS:
         raise InvalidInput(f"action must be one of {', '.join(ACTIONS)}")
@@ -328,11 +413,14 @@ async def prepare(sessions: async_sessionmaker[AsyncSession], *, backend: ChainB
         raise InvalidInput("a txid is given with paid_by, and only with it")
     if txid is not None and not _TXID.fullmatch(txid):
         raise InvalidInput("txid must be 64 lower-case hex digits")
+    if rest is not None and (action != "paid_by" or rest not in RESTS):
+        raise InvalidInput(f"rest ({', '.join(RESTS)}) is given with paid_by, and only with it")
     batch = await _read(sessions, batch_id)
     if action == "paid_by":
         assert txid is not None
-        return await _prove_paid_by(sessions, backend, settings, batch, txid)
-    payers = await _live_payers(signer, batch)
+        return await _prove_paid_by(sessions, backend, signer, settings, batch, txid,
+                                    rest=rest, actor=actor)
+    payers = await _live_payers(signer, batch, batch.withdrawals)
     earlier = await _payers_cannot_confirm(backend, batch, payers)
     why = "; ".join([await _no_version_can_confirm(backend, batch, never_sent_will_do=False),
                      *earlier])
@@ -361,13 +449,23 @@ async def _claim(session: AsyncSession, proof: Proof) -> PayoutBatch:
         raise _refuse(proof.batch_id, f"it is {batch.status.value} now, not stuck")
     versions = (await session.execute(select(PayoutTx.txid).where(
         PayoutTx.batch_id == proof.batch_id).order_by(PayoutTx.id))).scalars().all()
-    if tuple(versions) != proof.versions:  # never so while stuck; proved on another state
-        raise _refuse(proof.batch_id, "its versions changed meanwhile: try again")
+    wds = (await session.execute(select(Withdrawal.id).where(
+        Withdrawal.batch_id == proof.batch_id))).scalars().all()
+    # never so while stuck; proved on another state
+    if tuple(versions) != proof.versions or set(wds) != set(proof.withdrawals):
+        raise _refuse(proof.batch_id, "its versions or withdrawals changed meanwhile: try "
+                                      "again")
     return batch
 
 
-async def _paid(session: AsyncSession, batch: PayoutBatch, proof: Proof) -> list[Withdrawal]:
+async def _paid(session: AsyncSession, batch: PayoutBatch, proof: Proof, *, actor: str,
+                note: str) -> tuple[list[Withdrawal], list[Withdrawal]]:
+    """Book what TXID paid; the rest re-queued or returned. The paid ones and the rest."""
     assert proof.txid is not None
+    rest = [w for w in await batch_withdrawals(session, batch.id)
+            if w.id in proof.rest_withdrawals]
+    requeue(rest)  # out of the batch first: the booking books what stays in it
+    await session.flush()
     if proof.own_version:  # its coins are spent by it, as when the job books a version
         coins = (await session.execute(select(PayoutInput.payment_id).where(
             PayoutInput.batch_id == batch.id))).scalars().all()
@@ -383,7 +481,11 @@ async def _paid(session: AsyncSession, batch: PayoutBatch, proof: Proof) -> list
     batch.confirmed_height, batch.updated_at = proof.height, utcnow()
     if proof.final:
         batch.final_at = batch.updated_at
-    return await batch_withdrawals(session, batch.id)
+    if proof.rest == "return":
+        for w in rest:
+            await void_and_cancel(session, w, why=f"returned by {actor}: {note}"[:120],
+                                  code="withdrawal_returned")
+    return await batch_withdrawals(session, batch.id), rest
 
 
 async def resolve(session: AsyncSession, proof: Proof, *, actor: str, note: str
@@ -395,8 +497,9 @@ async def resolve(session: AsyncSession, proof: Proof, *, actor: str, note: str
     batch = await _claim(session, proof)
     before = {"status": BatchStatus.STUCK.value, "last_error": batch.last_error,
               "versions": list(proof.versions), "withdrawals": list(proof.withdrawals)}
+    rest: list[Withdrawal] = []
     if proof.action == "paid_by":
-        wds = await _paid(session, batch, proof)
+        wds, rest = await _paid(session, batch, proof, actor=actor, note=note)
     else:
         error = f"{batch.last_error or 'stuck'}; resolved ({proof.action}) by {actor}"
         wds = await give_up(session, batch_id=batch.id, versions=proof.versions,
@@ -414,6 +517,12 @@ async def resolve(session: AsyncSession, proof: Proof, *, actor: str, note: str
         "proof": proof.why, "review_items": items}
     if proof.action == "paid_by":
         outcome["other_outputs"] = list(proof.other_outputs)
+        outcome["fee"] = {"total_sat": proof.fee_total_sat, "payments": proof.payments,
+                          "booked_sat": proof.fee_sat}
+        if proof.rest is not None:
+            outcome["rest"] = {"action": proof.rest, "withdrawals": [
+                {"id": w.id, "status": w.status.value} for w in rest]}
+            outcome["earlier_payers_given_up"] = list(proof.given_up)
     else:
         outcome["earlier_payers_given_up"] = list(proof.given_up)
     await record(session, actor=actor, action="payout_batch.resolved",

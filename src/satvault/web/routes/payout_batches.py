@@ -36,7 +36,11 @@ class ResolveIn(BaseModel):
                     "cancelled and their holds voided; paid_by: `txid` paid them all.")
     txid: str | None = Field(default=None, pattern="^[0-9a-f]{64}$",
                              description="With paid_by: the confirmed transaction that paid "
-                                         "every withdrawal of the batch.")
+                                         "every withdrawal of the batch (some, with rest).")
+    rest: Literal["requeue", "return"] | None = Field(
+        default=None, description="With paid_by, when `txid` pays only some of the "
+                                  "withdrawals: those are booked, the rest re-queued or "
+                                  "returned (the same proofs as requeue and return).")
     note: str = Field(min_length=1, max_length=MAX_NOTE,
                       description="What was done and why (required; kept and audited).")
 
@@ -59,7 +63,7 @@ async def resolve_payout_batch(batch_id: BatchId, body: ResolveIn, request: Requ
         return await stuck.prepare(sessions_of(request), backend=runtime.backend,
                                    signer=runtime.signer, settings=settings_of(request),
                                    batch_id=batch_id, action=body.action, note=body.note,
-                                   actor=actor, txid=body.txid)
+                                   actor=actor, txid=body.txid, rest=body.rest)
 
     async def work(session: AsyncSession, proof: stuck.Proof) -> tuple[int, Any]:
         return 200, await stuck.resolve(session, proof, actor=actor, note=body.note)
