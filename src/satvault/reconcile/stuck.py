@@ -51,7 +51,6 @@ The batch's open ``payout_stuck`` items are resolved with the note, and one audi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -59,27 +58,23 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.audit.service import record
-from satvault.backends.base import ChainBackend, TxOut, TxStatus
+from satvault.backends.base import ChainBackend
 from satvault.config import Settings
 from satvault.db import utcnow
-from satvault.kernel.errors import InvalidInput, NotFound
+from satvault.kernel.errors import InvalidInput
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.logs import get_logger
 from satvault.onchain.models import (
-    INTERNAL_PURPOSES,
-    OnchainAddress,
     OnchainPayment,
     ReviewKind,
 )
 from satvault.payouts.models import (
     BatchStatus,
-    MoveKind,
     PayoutBatch,
     PayoutInput,
     PayoutTx,
     Withdrawal,
 )
-from satvault.payouts.reorgs import batch_coins, missing_inputs
 from satvault.payouts.settle import (
     batch_withdrawals,
     book_payout,
@@ -88,10 +83,23 @@ from satvault.payouts.settle import (
     release_coins,
     requeue,
 )
-from satvault.reconcile.errors import CannotResolveBatch, SignerNotReached
+from satvault.reconcile._proofs import (
+    Batch,
+    fee_of,
+    fee_share,
+    first_known,
+    internal_scripts,
+    live_payers,
+    match,
+    no_version_can_confirm,
+    payers_cannot_confirm,
+    read_batch,
+    refuse,
+)
+from satvault.reconcile.errors import SignerNotReached
 from satvault.reconcile.review import close_open_items, resolution_note
-from satvault.signing.base import Payer, Signer
-from satvault.signing.errors import SignerError, SignerProtocolError
+from satvault.signing.base import Signer
+from satvault.signing.errors import SignerError
 from satvault.withdrawals.cancel import void_and_cancel
 
 __all__ = ["ACTIONS", "RESTS", "Action", "Proof", "Rest", "fee_share", "prepare", "resolve"]
@@ -103,9 +111,6 @@ ACTIONS: tuple[Action, ...] = ("requeue", "return", "paid_by")
 Rest = Literal["requeue", "return"]
 RESTS: tuple[Rest, ...] = ("requeue", "return")
 _TXID = re.compile(r"[0-9a-f]{64}")
-# How the signer's PaidBefore names the transaction that paid a withdrawal already.
-_PAID_BEFORE = re.compile(r"payment (\S+) was paid by ([0-9a-f]{64})")
-_OUTPOINT = re.compile(r"([0-9a-f]{64}):([0-9]{1,9})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,216 +135,27 @@ class Proof:
     payments: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Batch:
-    id: str
-    last_error: str
-    broadcast_attempts: int
-    versions: tuple[PayoutTx, ...]
-    coins: tuple[tuple[str, int], ...]
-    withdrawals: tuple[Withdrawal, ...]
-
-
-def _refuse(batch_id: str, why: str) -> CannotResolveBatch:
-    return CannotResolveBatch(f"payout batch {batch_id}: {why}; nothing was changed")
-
-
-async def _read(sessions: async_sessionmaker[AsyncSession], batch_id: str) -> _Batch:
-    async with sessions() as s:
-        b = await s.get(PayoutBatch, batch_id)
-        if b is None:
-            raise NotFound(f"payout batch {batch_id!r} not found")
-        if b.kind is not MoveKind.PAYOUT:
-            raise _refuse(batch_id, f"it is a {b.kind.value}; only a payout batch is resolved "
-                                    "here")
-        if b.status is not BatchStatus.STUCK:
-            raise _refuse(batch_id, f"it is {b.status.value}, not stuck")
-        versions = (await s.execute(select(PayoutTx).where(
-            PayoutTx.batch_id == batch_id).order_by(PayoutTx.id))).scalars().all()
-        return _Batch(b.id, b.last_error or "", b.broadcast_attempts, tuple(versions),
-                      tuple(await batch_coins(s, batch_id)),
-                      tuple(await batch_withdrawals(s, batch_id)))
-
-
-async def _known(backend: ChainBackend, txids: Sequence[str]) -> tuple[str, TxStatus] | None:
-    """The first of ``txids`` the node knows (mempool or chain), with what it says."""
-    for txid in txids:
-        st = await backend.transaction(txid)
-        if st is not None:
-            return txid, st
-    return None
-
-
-def _where(st: TxStatus) -> str:
-    return f"confirmed ({st.confirmations})" if st.confirmations else "in the mempool"
-
-
-async def _spent_in_chain(backend: ChainBackend, coins: Sequence[tuple[str, int]]
-                          ) -> tuple[str, int] | None:
-    """One of ``coins`` a confirmed transaction spends (its own transaction confirmed, gone
-    from the chain's unspent outputs), if any."""
-    for txid, vout, elsewhere in await missing_inputs(backend, coins):
-        if not elsewhere:
-            continue
-        own = await backend.transaction(txid)
-        if own is not None and own.confirmations > 0 \
-                and await backend.output(txid, vout, include_mempool=False) is None:
-            return txid, vout
-    return None
-
-
-async def _no_version_can_confirm(backend: ChainBackend, batch: _Batch, *,
-                                  never_sent_will_do: bool) -> str:
-    """Why no version of the batch can confirm, or refuse. ``never_sent_will_do``: a
-    version no node ever accepted counts as one that cannot (``paid_by``)."""
-    txids = [v.txid for v in batch.versions]
-    if not txids:
-        return "no version of it was ever signed"
-    known = await _known(backend, txids)
-    if known is not None:
-        raise _refuse(batch.id, f"its version {known[0]} is known to the node "
-                                f"({_where(known[1])}): it may pay its withdrawals")
-    spent = await _spent_in_chain(backend, batch.coins)
-    if spent is not None:
-        return (f"no version of it ({', '.join(txids)}) is known to the node, and its input "
-                f"{spent[0]}:{spent[1]} is spent by a confirmed transaction")
-    if never_sent_will_do and batch.broadcast_attempts == 0:
-        return (f"no version of it ({', '.join(txids)}) is known to the node, and none was "
-                "ever accepted by one")
-    raise _refuse(batch.id, f"none of its inputs is spent by a confirmed transaction, so a "
-                            f"version of it ({', '.join(txids)}) could still confirm: resolve "
-                            "it once one is")
-
-
-def _outpoint(batch_id: str, value: str) -> tuple[str, int]:
-    found = _OUTPOINT.fullmatch(value)
-    if found is None:
-        raise _refuse(batch_id, f"the signer named {value!r} as an outpoint")
-    return found[1], int(found[2])
-
-
-async def _live_payers(signer: Signer, batch: _Batch, wds: Sequence[Withdrawal]
-                       ) -> list[Payer]:
-    """The transactions the signer signed paying ``wds`` (the batch's withdrawals that will
-    be paid again or returned), other than the batch's own versions, that it has not given
-    up: it would refuse (``PaidBefore``) to pay them from other coins while any is live."""
-    own = {v.txid for v in batch.versions}
-    try:
-        found = await signer.payers([w.id for w in wds])
-    except SignerProtocolError as exc:  # a signer older than ``payers``
-        named = _PAID_BEFORE.search(batch.last_error)
-        if named is None:
-            return []
-        raise _refuse(batch.id, f"the signer says {named[1]} was paid by {named[2]} and "
-                                f"cannot list what it signed ({exc}): upgrade it") from exc
-    except SignerError as exc:
-        raise SignerNotReached(f"the signer could not say which transactions it signed pay "
-                               f"the withdrawals of {batch.id} ({exc}); nothing was changed "
-                               "here: try again") from exc
-    return [p for p in found if p.txid not in own]
-
-
-async def _payers_cannot_confirm(backend: ChainBackend, batch: _Batch,
-                                 payers: Sequence[Payer]) -> list[str]:
-    """Why none of ``payers`` (:func:`_live_payers`) can confirm, by the proof the batch's
-    own versions get: unknown to the node, one of its inputs spent by a confirmed
-    transaction. Refuse otherwise: one the node knows pays (or may pay) the withdrawals, and
-    one whose inputs are all unspent could still be mined by whoever holds its bytes."""
-    whys = []
-    for p in payers:
-        refs = ", ".join(p.refs)
-        st = await backend.transaction(p.txid)
-        if st is not None:
-            raise _refuse(batch.id, f"the signer says {refs} was paid by {p.txid}, which the "
-                                    f"node has ({_where(st)}): if it pays the batch, resolve "
-                                    f"it as paid by it (--paid-by {p.txid}, or action paid_by)")
-        spent = await _spent_in_chain(backend, [_outpoint(batch.id, o) for o in p.outpoints])
-        if spent is None:
-            raise _refuse(batch.id, f"the signer says {refs} was paid by {p.txid}: the node "
-                                    "does not know it, but none of its inputs is spent by a "
-                                    "confirmed transaction, so it could still confirm (whoever "
-                                    "holds its bytes may have it mined): resolve the batch once "
-                                    "one is")
-        whys.append(f"{p.txid}, which the signer signed paying {refs}, is not known to the "
-                    f"node and its input {spent[0]}:{spent[1]} is spent by a confirmed "
-                    "transaction")
-    return whys
-
-
-def _match(wds: Sequence[Withdrawal], outputs: Sequence[TxOut]
-           ) -> tuple[list[str], set[int]]:
-    """The withdrawals no output pays, and the outputs used: each withdrawal, smallest
-    first, takes the smallest unused output to its address of at least its amount."""
-    used: set[int] = set()
-    unpaid = []
-    for w in sorted(wds, key=lambda w: (w.amount_msat, w.id)):
-        spk, sat = bytes.fromhex(w.script_pubkey or ""), w.amount_msat // 1000
-        fits = [(o.value_sat, n) for n, o in enumerate(outputs)
-                if n not in used and o.script_pubkey == spk and o.value_sat >= sat]
-        if not fits:
-            unpaid.append(w.id)
-            continue
-        used.add(min(fits)[1])
-    return sorted(unpaid, key=[w.id for w in wds].index), used
-
-
-async def _fee(backend: ChainBackend, batch_id: str, st: TxStatus) -> int:
-    """The fee ``st`` paid: what its inputs were worth less its outputs."""
-    spent = 0
-    for prev in st.tx.inputs:
-        tx = await backend.transaction(prev.txid)
-        if tx is None or prev.vout >= len(tx.tx.outputs):
-            raise _refuse(batch_id, f"the node does not know {prev.txid}, whose output "
-                                    f"{st.txid} spends: its fee cannot be told")
-        spent += tx.tx.outputs[prev.vout].value_sat
-    fee = spent - sum(o.value_sat for o in st.tx.outputs)
-    if fee < 0:
-        raise _refuse(batch_id, f"{st.txid} pays out more than it spends")
-    return fee
-
-
-def fee_share(fee_sat: int, *, ours: int, payments: int) -> int:
-    """The part of a transaction's fee ``fee_sat`` a batch books for ``ours`` of its
-    ``payments`` (its outputs but those to an internal address of ours): an equal share per
-    payment, rounded down (what is left belongs to payments that are not the batch's)."""
-    if not 0 < ours <= payments:
-        raise ValueError(f"{ours} of {payments} payments")
-    return fee_sat * ours // payments
-
-
-async def _internal(sessions: async_sessionmaker[AsyncSession], outputs: Sequence[TxOut]
-                    ) -> set[bytes]:
-    """Those of ``outputs``' scripts that are internal addresses of ours (change, sweep,
-    refill): the platform pays them to itself, they are no payment."""
-    spks = sorted({o.script_pubkey.hex() for o in outputs})
-    async with sessions() as s:
-        found = (await s.execute(select(OnchainAddress.script_pubkey).where(
-            OnchainAddress.script_pubkey.in_(spks),
-            OnchainAddress.purpose.in_(INTERNAL_PURPOSES)))).scalars().all()
-    return {bytes.fromhex(spk) for spk in found}
-
-
 async def _prove_paid_by(sessions: async_sessionmaker[AsyncSession], backend: ChainBackend,
-                         signer: Signer, settings: Settings, batch: _Batch, txid: str, *,
+                         signer: Signer, settings: Settings, batch: Batch, txid: str, *,
                          rest: Rest | None, actor: str) -> Proof:
     st = await backend.transaction(txid)
     if st is None:
-        raise _refuse(batch.id, f"{txid} is not known to the node")
+        raise refuse(batch.id, f"{txid} is not known to the node")
     if st.confirmations < settings.payout_confirmations:
-        raise _refuse(batch.id, f"{txid} has {st.confirmations} confirmation(s); a payout is "
+        raise refuse(batch.id, f"{txid} has {st.confirmations} confirmation(s); a payout is "
                                 f"booked at {settings.payout_confirmations}: wait for them")
-    unpaid, used = _match(batch.withdrawals, st.tx.outputs)
+    unpaid, used = match(batch.withdrawals, st.tx.outputs)
     if unpaid and not used:
-        raise _refuse(batch.id, f"{txid} does not pay {', '.join(unpaid)} (no output of at "
+        raise refuse(batch.id, f"{txid} does not pay {', '.join(unpaid)} (no output of at "
                                 "least its amount to its address): it pays none of the batch's "
                                 "withdrawals")
     if unpaid and rest is None:
-        raise _refuse(batch.id, f"{txid} does not pay {', '.join(unpaid)} (no output of at "
+        raise refuse(batch.id, f"{txid} does not pay {', '.join(unpaid)} (no output of at "
                                 "least its amount to its address): to book the ones it pays "
                                 "and re-queue or return the rest, choose what becomes of the "
                                 "rest (--rest requeue|return, or rest in the request)")
     if not unpaid and rest is not None:
-        raise _refuse(batch.id, f"{txid} pays every withdrawal: there is no rest to "
+        raise refuse(batch.id, f"{txid} pays every withdrawal: there is no rest to "
                                 f"{rest} (leave rest out)")
     async with sessions() as s:
         other = (await s.execute(select(PayoutTx.batch_id).where(
@@ -347,26 +163,26 @@ async def _prove_paid_by(sessions: async_sessionmaker[AsyncSession], backend: Ch
             select(PayoutBatch.id).where(PayoutBatch.txid == txid,
                                          PayoutBatch.id != batch.id)))).scalars().first()
     if other is not None:
-        raise _refuse(batch.id, f"{txid} is batch {other}'s; one transaction is booked for "
+        raise refuse(batch.id, f"{txid} is batch {other}'s; one transaction is booked for "
                                 "one batch here")
     own = next((v for v in batch.versions if v.txid == txid), None)
     if own is not None and unpaid:
-        raise _refuse(batch.id, f"{txid} is a version of it that does not pay "
+        raise refuse(batch.id, f"{txid} is a version of it that does not pay "
                                 f"{', '.join(unpaid)}: not resolved by hand")
     if own is not None:  # its other versions spend the same coins as this confirmed one
-        known = await _known(backend, [v.txid for v in batch.versions if v.txid != txid])
+        known = await first_known(backend, [v.txid for v in batch.versions if v.txid != txid])
         if known is not None:
-            raise _refuse(batch.id, f"its version {known[0]} is known to the node too")
+            raise refuse(batch.id, f"its version {known[0]} is known to the node too")
         why, fee = f"{txid}, a version of it, is confirmed", own.fee_sat
     else:
         # The rest are paid again or returned: no version may confirm, never-sent or not.
-        why = await _no_version_can_confirm(backend, batch, never_sent_will_do=rest is None)
-        fee = await _fee(backend, batch.id, st)
+        why = await no_version_can_confirm(backend, batch, never_sent_will_do=rest is None)
+        fee = await fee_of(backend, batch.id, st)
     given_up: tuple[str, ...] = ()
     if rest is not None:
         rest_wds = [w for w in batch.withdrawals if w.id in unpaid]
-        payers = await _live_payers(signer, batch, rest_wds)
-        why = "; ".join([why, *await _payers_cannot_confirm(backend, batch, payers)])
+        payers = await live_payers(signer, batch, rest_wds)
+        why = "; ".join([why, *await payers_cannot_confirm(backend, batch, payers)])
         given_up = tuple(p.txid for p in payers)
         try:
             await give_up_at_signer(
@@ -377,7 +193,7 @@ async def _prove_paid_by(sessions: async_sessionmaker[AsyncSession], backend: Ch
             raise SignerNotReached(f"the signer could not be told that the versions of "
                                    f"{batch.id} are given up ({exc}); nothing was changed "
                                    "here: try again") from exc
-    internal = await _internal(sessions, st.tx.outputs)
+    internal = await internal_scripts(sessions, st.tx.outputs)
     payments = len(used) + sum(1 for n, o in enumerate(st.tx.outputs)
                                if n not in used and o.script_pubkey not in internal)
     others = tuple({"vout": n, "value_sat": o.value_sat, "script_pubkey": o.script_pubkey.hex(),
@@ -415,14 +231,14 @@ async def prepare(sessions: async_sessionmaker[AsyncSession], *, backend: ChainB
         raise InvalidInput("txid must be 64 lower-case hex digits")
     if rest is not None and (action != "paid_by" or rest not in RESTS):
         raise InvalidInput(f"rest ({', '.join(RESTS)}) is given with paid_by, and only with it")
-    batch = await _read(sessions, batch_id)
+    batch = await read_batch(sessions, batch_id)
     if action == "paid_by":
         assert txid is not None
         return await _prove_paid_by(sessions, backend, signer, settings, batch, txid,
                                     rest=rest, actor=actor)
-    payers = await _live_payers(signer, batch, batch.withdrawals)
-    earlier = await _payers_cannot_confirm(backend, batch, payers)
-    why = "; ".join([await _no_version_can_confirm(backend, batch, never_sent_will_do=False),
+    payers = await live_payers(signer, batch, batch.withdrawals)
+    earlier = await payers_cannot_confirm(backend, batch, payers)
+    why = "; ".join([await no_version_can_confirm(backend, batch, never_sent_will_do=False),
                      *earlier])
     versions = tuple(v.txid for v in batch.versions)
     given_up = tuple(p.txid for p in payers)
@@ -446,14 +262,14 @@ async def _claim(session: AsyncSession, proof: Proof) -> PayoutBatch:
     batch = await session.get(PayoutBatch, proof.batch_id, populate_existing=True)
     assert batch is not None
     if res.rowcount != 1:  # type: ignore[attr-defined]
-        raise _refuse(proof.batch_id, f"it is {batch.status.value} now, not stuck")
+        raise refuse(proof.batch_id, f"it is {batch.status.value} now, not stuck")
     versions = (await session.execute(select(PayoutTx.txid).where(
         PayoutTx.batch_id == proof.batch_id).order_by(PayoutTx.id))).scalars().all()
     wds = (await session.execute(select(Withdrawal.id).where(
         Withdrawal.batch_id == proof.batch_id))).scalars().all()
     # never so while stuck; proved on another state
     if tuple(versions) != proof.versions or set(wds) != set(proof.withdrawals):
-        raise _refuse(proof.batch_id, "its versions or withdrawals changed meanwhile: try "
+        raise refuse(proof.batch_id, "its versions or withdrawals changed meanwhile: try "
                                       "again")
     return batch
 
