@@ -42,7 +42,7 @@ BACKENDS = ["sqlite", *(["postgres"] if PG_URL else [])]
 TABLES = ["auth_refresh_tokens", "auth_token_families", "auth_signing_keys",
           "auth_signin_challenges", "auth_email_tokens", "auth_recovery_codes",
           "auth_credentials", "web_sessions", "worker_leases", "reconciliation_incidents",
-          "reconciliation_runs", "alert_states",
+          "reconciliation_runs", "alert_states", "accepted_rates",
           "risk_held_invoices", "risk_sars", "risk_case_events", "risk_frozen_deposits",
           "risk_cases", "risk_decisions", "risk_rule_sets", "risk_address_labels",
           "kyc_requests", "kyc_records", "screening_entries", "liability_proofs",

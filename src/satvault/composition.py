@@ -72,6 +72,7 @@ from satvault.onchain.models import OnchainWallet
 from satvault.onchain.service import register_wallet
 from satvault.onchain.watcher import Watcher
 from satvault.payouts.job import PayoutJob
+from satvault.rates.memory import DbRateMemory
 from satvault.rates.service import RateService, build_rate_service
 from satvault.reconcile import Reconciler, RunReport, reconcile_once
 from satvault.risk.frozen import RiskDepositScreen
@@ -104,7 +105,7 @@ from satvault.workers import (
 
 __all__ = ["Platform", "Runtime", "alerts_worker", "build_workers", "chain_height",
            "ensure_dev_signer", "event_stream", "liabilities_secret", "make_lightning_backend",
-           "open_database", "open_sessions", "open_signer", "reconcile_now",
+           "open_database", "open_sessions", "open_signer", "rate_service", "reconcile_now",
            "register_signer_wallets", "seed_path"]
 
 log = get_logger(__name__)
@@ -256,6 +257,21 @@ async def reconcile_now(settings: Settings, sessions: async_sessionmaker[AsyncSe
             await lightning.close()
 
 
+def rate_service(settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
+                 ttl_seconds: float | None = None) -> RateService:
+    """The rate service of the settings, remembering accepted rates in the database (the
+    movement bounds hold over restarts and between processes)."""
+    return build_rate_service(
+        settings.rate_sources, dict(settings.fixed_rates),
+        ttl_seconds=settings.rate_ttl_seconds if ttl_seconds is None else ttl_seconds,
+        min_sources=settings.rate_min_sources, max_spread_bp=settings.rate_max_spread_bp,
+        max_move_bp=settings.rate_max_move_bp,
+        move_window_seconds=settings.rate_move_window_minutes * 60,
+        max_drift_bp=settings.rate_max_drift_bp,
+        drift_window_seconds=settings.rate_drift_window_minutes * 60,
+        memory=DbRateMemory(sessions))
+
+
 def make_lightning_backend(settings: Settings) -> LightningBackend | None:
     kind = settings.lightning_backend
     if kind in ("simnet", "lnd"):  # the simulator speaks LND's REST API
@@ -329,11 +345,7 @@ class Runtime:
                  Reconciler(sessions, backend, ln), lightning=ln,
                  on_store_invoice=on_store_invoice, deposit_screen=deposit_screen,
                  network_guard=_network_guard(backend, settings))
-        rt.rates = build_rate_service(
-            settings.rate_sources, dict(settings.fixed_rates),
-            ttl_seconds=settings.rate_ttl_seconds, min_sources=settings.rate_min_sources,
-            max_spread_bp=settings.rate_max_spread_bp, max_move_bp=settings.rate_max_move_bp,
-            move_window_seconds=settings.rate_move_window_minutes * 60)
+        rt.rates = rate_service(settings, sessions)
         if ln is not None:
             rt.listener = InvoiceListener(sessions, ln, node=settings.lightning_backend,
                                           invoice_fee_bp=settings.invoice_fee_bp,

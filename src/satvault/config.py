@@ -241,12 +241,17 @@ class Settings(BaseSettings):
         "USD": "60000.00", "EUR": "55000.00", "JPY": "9000000", "THB": "2100000.00"})
     rate_ttl_seconds: int = 60
     # No invoice (503) when fewer live sources answered, when one answer lies more than
-    # max_spread_bp from their median, or when the rate moved more than max_move_bp from the
-    # last one accepted for the currency within rate_move_window_minutes (0: no bound).
+    # max_spread_bp from their median, when the rate moved more than max_move_bp from the
+    # last one accepted for the currency within rate_move_window_minutes, or when the rates
+    # accepted within rate_drift_window_minutes would span more than max_drift_bp with it
+    # (a window of 0: no such bound). Accepted rates are kept in the database, shared by
+    # every process; `satvault rates accept` takes a genuine move past a bound.
     rate_min_sources: int = Field(default=1, ge=1)
     rate_max_spread_bp: int = Field(default=300, ge=0, le=10_000)
     rate_max_move_bp: int = Field(default=2000, ge=0, le=10_000)
     rate_move_window_minutes: int = Field(default=60, ge=0)
+    rate_max_drift_bp: int = Field(default=3000, ge=0, le=100_000)
+    rate_drift_window_minutes: int = Field(default=24 * 60, ge=0)
     # Reports: a customer-day whose money in, or out, across every rail exceeds this amount
     # of report_currency is listed in the large-transaction (CTR-style) report.
     report_currency: str = "USD"

@@ -4,16 +4,26 @@ or when the price jumped too far from the last one accepted for that currency.""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import httpx
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from satvault.accounts import service as acc
-from satvault.config import Settings
+from satvault.audit.models import AuditEvent
+from satvault.backends.bitcoind import BitcoindBackend
+from satvault.cli import app as cli_app
+from satvault.composition import Runtime
+from satvault.config import Settings, reset_settings_cache
 from satvault.invoices.models import StoreInvoice
 from satvault.rates import FixedRateSource, RateService, SourceUnreachable
 from tests.chainenv import Env, api_client
-from tests.rates.fakes import FakeClock, ScriptedSource
+from tests.rates.fakes import ScriptedSource
 
 
 @pytest.fixture
@@ -100,12 +110,13 @@ async def test_too_few_answers_are_refused(env: Env, shop):
     await env.check()
 
 
-async def test_a_jump_from_the_last_accepted_rate_is_refused_until_it_is_old(env: Env, shop):
+async def test_a_jump_from_the_last_accepted_rate_is_refused_until_it_is_old(env: Env, shop,
+                                                                             clock):
     """60000 accepted; 75000 (+25%) five minutes later is refused; 66000 (+10%) is accepted
-    and becomes the reference; after the window 80000 (+21% of 66000) is accepted."""
-    clock = FakeClock()
+    and becomes the reference; after the window 80000 (+21% of 66000) is accepted (the
+    day-long drift bound is off here: see the tests below)."""
     source = ScriptedSource("a", "60000", "75000", "66000", "80000")
-    use(env, RateService([source], ttl_seconds=0, clock=clock))
+    use(env, RateService([source], ttl_seconds=0, drift_window_seconds=0))
     async with api_client(env) as c:
         assert (await usd_invoice(c, shop, "1")).status_code == 201
         clock.advance(5 * 60)
@@ -121,6 +132,116 @@ async def test_a_jump_from_the_last_accepted_rate_is_refused_until_it_is_old(env
         assert late.status_code == 201, late.text
         assert late.json()["rate"]["minor_units_per_btc"] == 8_000_000
     assert await invoices(env) == 3
+    await env.check()
+
+
+def process(env: Env, usd: str) -> Runtime:
+    """A process's runtime built from the settings (rates from the composition root, as in
+    production), over the environment's database, pricing USD at ``usd`` (the fixed source)."""
+    settings = env.settings.model_copy(update={"fixed_rates": {"USD": usd}})
+    return Runtime.build(settings, env.sessions, signer=env.signer,
+                         backend=BitcoindBackend(env.server.url, retries=1, backoff=0.01))
+
+
+@asynccontextmanager
+async def client(env: Env, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """The API of a process running ``runtime`` (closed with the client)."""
+    from satvault.web.app import create_app
+
+    app = create_app(env.settings, engine=env.sessions.kw["bind"], start_workers=False,
+                     runtime=runtime)
+    try:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            yield c
+    finally:
+        await runtime.close()
+
+
+async def test_a_restart_keeps_the_bound(env: Env, shop, clock):
+    """An invoice at 60000; the process restarts and its sources now say 75000 (+25%): no
+    invoice, as before the restart. The last accepted rate is in the database."""
+    async with client(env, process(env, "60000")) as c:
+        assert (await usd_invoice(c, shop, "before")).status_code == 201
+    clock.advance(10 * 60)
+    async with client(env, process(env, "75000")) as c:
+        r = await usd_invoice(c, shop, "after")
+    assert r.status_code == 503, r.text
+    assert "moved 25.00% from 60000.00 accepted 10 min ago" in r.json()["detail"]
+    assert await invoices(env) == 1
+    await env.check()
+
+
+async def test_two_api_processes_share_the_bound(env: Env, shop, clock):
+    """Two processes serving the API at once, their sources apart by 25%: the second to
+    price an invoice is refused against the first one's rate."""
+    async with client(env, process(env, "60000")) as a, \
+            client(env, process(env, "75000")) as b:
+        assert (await usd_invoice(a, shop, "a")).status_code == 201
+        clock.advance(60)
+        r = await usd_invoice(b, shop, "b")
+        assert r.status_code == 503 and "moved 25.00%" in r.json()["detail"], r.text
+    assert await invoices(env) == 1
+
+
+async def test_a_slow_drift_over_restarts_is_refused(env: Env, shop, clock):
+    """+15% every 20 minutes (each under the 20% move bound), a restart each time: refused
+    once the day's accepted rates would span more than SATVAULT_RATE_MAX_DRIFT_BP (30%)."""
+    for i, usd in enumerate(("60000", "69000")):
+        async with client(env, process(env, usd)) as c:
+            assert (await usd_invoice(c, shop, f"step-{i}")).status_code == 201
+        clock.advance(20 * 60)
+    async with client(env, process(env, "79350")) as c:
+        r = await usd_invoice(c, shop, "too-far")
+    assert r.status_code == 503, r.text
+    assert "span 32.25% (60000.00 to 79350.00)" in r.json()["detail"]
+    assert await invoices(env) == 2
+
+
+async def test_an_operator_accepts_a_genuine_move_from_the_command_line(
+        env: Env, shop, clock, db_url, tmp_path, monkeypatch):
+    """The market really fell 40%: refused by both bounds until an admin runs
+    ``satvault rates accept USD``, which records the sources' current median (audited);
+    ``rates show`` tells what a new rate would meet."""
+    async with client(env, process(env, "60000")) as c:
+        assert (await usd_invoice(c, shop, "before")).status_code == 201
+    clock.advance(2 * 3600)
+    async with env.sessions() as s, s.begin():
+        await acc.create_user(s, email="ops@example.com", is_admin=True)
+        await acc.create_user(s, email="eve@example.com")
+    for name, value in (("SATVAULT_DATABASE_URL", db_url), ("SATVAULT_HOME", str(tmp_path)),
+                        ("SATVAULT_NETWORK", "regtest"), ("SATVAULT_RATE_SOURCES", "fixed"),
+                        ("SATVAULT_FIXED_RATES", '{"USD": "36000.00"}')):
+        monkeypatch.setenv(name, value)
+    reset_settings_cache()
+
+    async def sv(*args: str, code: int = 0) -> dict:
+        r = await asyncio.to_thread(CliRunner().invoke, cli_app, ["rates", *args])
+        assert r.exit_code == code, r.output
+        return json.loads(r.stdout.splitlines()[-1])
+
+    try:
+        shown = await sv("show", "USD")
+        assert shown["median"]["minor_units_per_btc"] == 3_600_000
+        assert shown["accepted"]["last"]["minor_units_per_btc"] == 6_000_000
+        assert "span 66.66%" in shown["refused"]
+        assert "not an admin" in (await sv("accept", "USD", "--as", "eve@example.com",
+                                           code=1))["error"]
+        done = await sv("accept", "USD", "--as", "ops@example.com", "--reason", "crash")
+        assert done["accepted"]["minor_units_per_btc"] == 3_600_000
+        assert done["before"]["last"]["minor_units_per_btc"] == 6_000_000
+        assert (await sv("show", "USD"))["refused"] is None
+    finally:
+        reset_settings_cache()
+    async with client(env, process(env, "36000")) as c:
+        r = await usd_invoice(c, shop, "after")
+    assert r.status_code == 201, r.text
+    assert r.json()["rate"]["minor_units_per_btc"] == 3_600_000
+    async with env.sessions() as s:
+        [audit] = (await s.execute(select(AuditEvent).where(
+            AuditEvent.action == "rate.accept"))).scalars().all()
+    assert audit.object == "BTC/USD" and audit.actor.startswith("user:usr_")
+    assert json.loads(audit.state_after)["reason"] == "crash"
     await env.check()
 
 

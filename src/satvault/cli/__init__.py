@@ -70,6 +70,7 @@ from satvault.cli.liabilities import app as liabilities_app  # noqa: E402
 from satvault.cli.onchain import app as onchain_app  # noqa: E402
 from satvault.cli.payouts import app as payouts_app  # noqa: E402
 from satvault.cli.policy import policy_app, withdrawals_app  # noqa: E402
+from satvault.cli.rates import app as rates_app  # noqa: E402
 from satvault.cli.reconcile import reconcile as reconcile_command  # noqa: E402
 from satvault.cli.report import app as report_app  # noqa: E402
 from satvault.cli.reserves import app as reserves_app  # noqa: E402
@@ -83,6 +84,7 @@ app.add_typer(signer_app, name="signer")
 app.add_typer(payouts_app, name="payouts")
 app.add_typer(custody_app, name="custody")
 app.add_typer(report_app, name="report")
+app.add_typer(rates_app, name="rates")
 app.add_typer(liabilities_app, name="liabilities")
 app.add_typer(cold_app, name="cold")
 app.add_typer(reserves_app, name="reserves")

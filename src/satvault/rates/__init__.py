@@ -30,6 +30,7 @@ from satvault.rates.convert import (
 )
 from satvault.rates.errors import (
     BadRateResponse,
+    RateConflict,
     RateError,
     RateRefused,
     RateUnavailable,
@@ -51,6 +52,7 @@ __all__ = [
     "FixedRateSource",
     "KrakenSource",
     "Rate",
+    "RateConflict",
     "RateError",
     "RateRefused",
     "RateService",

@@ -6,6 +6,8 @@
     ├── UnsupportedCurrency   not a currency we know the scale of, or no source quotes it
     ├── SourceUnreachable     one source: no connection, timed out, HTTP 5xx or 429
     ├── BadRateResponse       one source answered, but not a price we can read
+    ├── RateConflict          another process recorded an accepted rate for the currency at
+    │                         the same moment: check the rate again against it
     └── RateUnavailable       every source failed (``failures`` names each one and why):
         │                     no invoice may be created
         └── RateRefused       sources answered, but too few, disagreeing, or at a price too
@@ -24,6 +26,7 @@ from satvault.kernel.errors import SatvaultError
 
 __all__ = [
     "BadRateResponse",
+    "RateConflict",
     "RateError",
     "RateRefused",
     "RateUnavailable",
@@ -45,6 +48,10 @@ class SourceUnreachable(RateError):
 
 
 class BadRateResponse(RateError):
+    pass
+
+
+class RateConflict(RateError):
     pass
 
 

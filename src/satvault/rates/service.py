@@ -4,15 +4,19 @@ Rates are compared, not taken on trust. Every live source is asked at once, each
 ``source_timeout``; one failing (unreachable, a bad answer, no answer in time, or no quote for
 that currency) only leaves fewer answers. The rate is the median of the answers, refused
 (``RateRefused``, so no invoice) when fewer than ``min_sources`` answered, when an answer lies
-more than ``max_spread_bp`` from the median, or when the median moved more than
-``max_move_bp`` from the last rate this service accepted for the currency within
-``move_window_seconds``. A ``fixed`` source listed with live ones is not a vote: it answers
-only when no live source did. The rate returned names its source (``"kraken"`` for a single
-answer, ``"median(kraken,coinbase,bitstamp)"`` for several) and the oldest answer's time; a
-cached rate keeps both, so an invoice records where its rate really came from.
+more than ``max_spread_bp`` from the median, or when it breaks a movement bound (``bounds``):
+more than ``max_move_bp`` from the last rate accepted for the currency within
+``move_window_seconds``, or the rates accepted within ``drift_window_seconds`` spanning more
+than ``max_drift_bp`` with it. A ``fixed`` source listed with live ones is not a vote: it
+answers only when no live source did. The rate returned names its source (``"kraken"`` for a
+single answer, ``"median(kraken,coinbase,bitstamp)"`` for several) and the oldest answer's
+time; a cached rate keeps both, so an invoice records where its rate really came from.
 
-The last accepted rate is held in this process: a restart, or another process, starts without
-one, and its first rate is bounded only by the comparison between sources.
+The accepted rates are remembered by ``memory``: the database's ``accepted_rates``
+(``memory.DbRateMemory``, what the composition root gives), read and written only when a rate
+is fetched, so a restart and every other process bound their rates by the same history; or,
+for a service built without one, this process alone (``memory.ProcessMemory``). The windows
+are measured on the process clock (``satvault.kernel.clock``), the cache's TTL on ``clock``.
 
 Concurrent callers asking for the same currency while it is being fetched share that one fetch
 (no thundering herd on an exchange); a caller that is cancelled does not cancel it for the
@@ -32,22 +36,26 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 
 import httpx
 
+from satvault.kernel.clock import utcnow
 from satvault.kernel.plugins import PluginError, load_plugin, plugin_names
 from satvault.logs import get_logger
 from satvault.rates._http import DEFAULT_TIMEOUT, HttpRateSource
 from satvault.rates.base import Rate, RateSource, normalize_currency
 from satvault.rates.bitstamp import BitstampSource
+from satvault.rates.bounds import Bounds, beyond_bp
 from satvault.rates.coinbase import CoinbaseSource
 from satvault.rates.coingecko import CoinGeckoSource
 from satvault.rates.convert import apply_spread, fiat_to_msat, msat_to_fiat, sats_to_msat
 from satvault.rates.errors import RateError, RateRefused, RateUnavailable, UnsupportedCurrency
 from satvault.rates.fixed import FixedRateSource
 from satvault.rates.kraken import KrakenSource
+from satvault.rates.memory import ProcessMemory, RateMemory
 
 __all__ = [
     "SOURCE_NAMES",
@@ -81,16 +89,6 @@ def median_minor(values: Sequence[int]) -> int:
     return (ordered[mid - 1] + ordered[mid]) // 2
 
 
-def beyond_bp(value: int, reference: int, limit_bp: int) -> bool:
-    """Whether ``value`` lies more than ``limit_bp`` basis points from ``reference`` (exact)."""
-    return abs(value - reference) * 10_000 > limit_bp * reference
-
-
-def _percent(value: int, reference: int) -> str:
-    bp = abs(value - reference) * 10_000 // reference  # for the message only: rounded down
-    return f"{Decimal(bp).scaleb(-2):.2f}%"
-
-
 class RateService:
     def __init__(
         self,
@@ -103,16 +101,23 @@ class RateService:
         max_spread_bp: int = 300,
         max_move_bp: int = 2000,
         move_window_seconds: float = 3600.0,
+        max_drift_bp: int = 3000,
+        drift_window_seconds: float = 86_400.0,
+        memory: RateMemory | None = None,
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
-        """``clock`` is monotonic seconds, for the TTL and the movement window (inject a fake
-        one in tests). ``source_timeout`` bounds each source's whole fetch, on top of its HTTP
-        timeouts, so a server that drips bytes cannot hold an invoice up. ``ttl_seconds=0``
-        disables caching (concurrent callers still share a fetch).
+        """``clock`` is monotonic seconds, for the TTL (inject a fake one in tests); ``now``
+        the wall clock the movement windows are measured on, shared with other processes.
+        ``source_timeout`` bounds each source's whole fetch, on top of its HTTP timeouts, so a
+        server that drips bytes cannot hold an invoice up. ``ttl_seconds=0`` disables caching
+        (concurrent callers still share a fetch).
 
         A rate needs ``min_sources`` answers, none more than ``max_spread_bp`` from their
-        median, and must not be more than ``max_move_bp`` from the last rate accepted for the
-        currency if that was less than ``move_window_seconds`` ago (0: no movement bound).
-        A ``FixedRateSource`` next to other sources is a fallback, never a vote."""
+        median; it must not be more than ``max_move_bp`` from the last rate accepted for the
+        currency if that was less than ``move_window_seconds`` ago, nor make the rates
+        accepted within ``drift_window_seconds`` span more than ``max_drift_bp`` (a window of
+        0: no such bound). ``memory`` remembers the accepted rates (default: this process
+        only). A ``FixedRateSource`` next to other sources is a fallback, never a vote."""
         if not sources:
             raise ValueError("RateService needs at least one rate source")
         names = [s.name for s in sources]
@@ -124,8 +129,10 @@ class RateService:
         if not 1 <= min_sources <= len(voters):
             raise ValueError(f"rate_min_sources is {min_sources}, but {len(voters)} live rate "
                              "source(s) are configured (a fixed source is a fallback only)")
-        if max_spread_bp < 0 or max_move_bp < 0 or move_window_seconds < 0:
-            raise ValueError("the rate spread, move and window limits must not be negative")
+        if max_spread_bp < 0:
+            raise ValueError("the rate spread limit must not be negative")
+        self._bounds = Bounds(max_move_bp, timedelta(seconds=move_window_seconds),
+                              max_drift_bp, timedelta(seconds=drift_window_seconds))
         self._sources = tuple(sources)
         self._voters = tuple(voters)
         self._fallbacks = tuple(s for s in sources if s not in voters)
@@ -134,15 +141,18 @@ class RateService:
         self._clock = clock
         self._min_sources = min_sources
         self._max_spread_bp = max_spread_bp
-        self._max_move_bp = max_move_bp
-        self._move_window = move_window_seconds
+        self._memory: RateMemory = memory if memory is not None else ProcessMemory()
+        self._now = now
         self._cache: dict[str, _Cached] = {}
-        self._accepted: dict[str, tuple[int, float]] = {}  # currency → (rate, clock time)
         self._inflight: dict[str, asyncio.Task[Rate]] = {}
 
     @property
     def source_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self._sources)
+
+    @property
+    def bounds(self) -> Bounds:
+        return self._bounds
 
     async def rate(self, currency: str) -> Rate:
         """The market rate for ``currency`` (no spread): cached if younger than the TTL."""
@@ -187,7 +197,25 @@ class RateService:
             return f"answered {rate.currency} (spread {rate.spread_bp} bp) for {code}", False
         return rate
 
+    async def median(self, currency: str) -> Rate:
+        """What the sources agree on for ``currency`` now, as :meth:`rate` but not cached,
+        remembered, nor checked against the rates accepted before: for a person to look at
+        (``satvault rates show``) and perhaps accept (``satvault rates accept``)."""
+        return await self._agreed(normalize_currency(currency))
+
     async def _fetch(self, code: str) -> Rate:
+        rate = await self._agreed(code)
+        if self._bounds.active:
+            # After the sources answered (no transaction open during the network calls);
+            # only here, on a cache miss, is the memory read or written.
+            refusal = await self._memory.accept(rate, at=self._now(), bounds=self._bounds)
+            if refusal is not None:
+                log.error(refusal.event, currency=code, reason=refusal.reason)
+                raise RateRefused(code, refusal.reason)
+        self._cache[code] = _Cached(rate, self._clock() + self._ttl)
+        return rate
+
+    async def _agreed(self, code: str) -> Rate:
         # Every live source at once, each within its own timeout: one slow exchange costs
         # one timeout, not one per source.
         asked = list(self._voters)
@@ -211,12 +239,7 @@ class RateService:
         if failures:
             log.warning("rate_fallback", currency=code, answered=[a.source for a in answers],
                         failures=dict(failures))
-        rate = self._agree(code, answers, failures, asked=len(asked))
-        self._check_move(code, rate)
-        now = self._clock()
-        self._accepted[code] = (rate.minor_per_btc, now)
-        self._cache[code] = _Cached(rate, now + self._ttl)
-        return rate
+        return self._agree(code, answers, failures, asked=len(asked))
 
     def _agree(self, code: str, answers: list[Rate], failures: list[tuple[str, str]], *,
                asked: int) -> Rate:
@@ -240,25 +263,6 @@ class RateService:
             raise RateRefused(code, reason)
         names = ",".join(a.source for a in answers)
         return Rate(code, median, f"median({names})", min(a.fetched_at for a in answers))
-
-    def _check_move(self, code: str, rate: Rate) -> None:
-        """Refuse a rate too far from the last one accepted for ``code`` within the window."""
-        last = self._accepted.get(code)
-        if last is None or not self._move_window:
-            return
-        previous, at = last
-        if self._clock() - at > self._move_window:
-            return
-        if beyond_bp(rate.minor_per_btc, previous, self._max_move_bp):
-            scale = rate.scale
-            reason = (f"{rate.source} says {rate.major_per_btc}, which moved "
-                      f"{_percent(rate.minor_per_btc, previous)} from "
-                      f"{Decimal(previous).scaleb(-scale)} accepted "
-                      f"{int(self._clock() - at) // 60} min ago (limit "
-                      f"{Decimal(self._max_move_bp).scaleb(-2):.2f}% within "
-                      f"{int(self._move_window) // 60} min)")
-            log.error("rate_moved_too_far", currency=code, reason=reason)
-            raise RateRefused(code, reason)
 
     def forget(self, currency: str | None = None) -> None:
         """Drop the cached rate for one currency, or all of them."""
@@ -325,10 +329,14 @@ def build_rate_service(
     max_spread_bp: int = 300,
     max_move_bp: int = 2000,
     move_window_seconds: float = 3600.0,
+    max_drift_bp: int = 3000,
+    drift_window_seconds: float = 86_400.0,
+    memory: RateMemory | None = None,
 ) -> RateService:
     """A RateService over the named sources, in the order given (names a median's sources).
     ``fixed`` holds the prices of the ``fixed`` source in major units per BTC; ``transport``
-    reaches every HTTP source (tests point it at a fake server).
+    reaches every HTTP source (tests point it at a fake server); ``memory`` remembers the
+    accepted rates (the composition root gives the database's).
 
     ``fixed`` behind live sources ("kraken,fixed") prices invoices at the fixed prices whenever
     the exchanges are down: right for a demo, rarely for production, so it is logged."""
@@ -352,4 +360,6 @@ def build_rate_service(
     # The whole fetch of one source may take its connect, write and read timeouts in a row.
     return RateService(sources, ttl_seconds=ttl_seconds, source_timeout=timeout * 2,
                        min_sources=min_sources, max_spread_bp=max_spread_bp,
-                       max_move_bp=max_move_bp, move_window_seconds=move_window_seconds)
+                       max_move_bp=max_move_bp, move_window_seconds=move_window_seconds,
+                       max_drift_bp=max_drift_bp, drift_window_seconds=drift_window_seconds,
+                       memory=memory)

@@ -1,0 +1,110 @@
+"""How far a rate may be from the rates accepted before it: the pure core of the movement
+bounds (values in, a refusal or ``None`` out; no session, clock or settings).
+
+Two bounds, each off when its window is 0:
+
+* **move**: no further than ``max_move_bp`` from the last rate accepted, if that was less than
+  ``move_window`` ago. Catches a jump: one source gone wrong, a stale fixed fallback.
+* **drift**: the rates accepted within ``drift_window``, the new one included, must not span
+  more than ``max_drift_bp`` of their lowest (highest over lowest). Catches what the move
+  bound follows: steps each under ``max_move_bp`` that add up (+15% every 20 minutes passes
+  every move check, and doubles the price in 100 minutes).
+
+A genuine move beyond either bound stops fiat pricing until the window has passed, or until a
+person accepts the current rate (``satvault rates accept``), which replaces the history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import NamedTuple
+
+from satvault.rates.base import Rate
+
+__all__ = ["Bounds", "Recalled", "Refusal", "beyond_bp"]
+
+
+def beyond_bp(value: int, reference: int, limit_bp: int) -> bool:
+    """Whether ``value`` lies more than ``limit_bp`` basis points from ``reference`` (exact)."""
+    return abs(value - reference) * 10_000 > limit_bp * reference
+
+
+def _percent(value: int, reference: int) -> str:
+    bp = abs(value - reference) * 10_000 // reference  # for the message only: rounded down
+    return f"{Decimal(bp).scaleb(-2):.2f}%"
+
+
+def _bp(limit: int) -> str:
+    return f"{Decimal(limit).scaleb(-2):.2f}%"
+
+
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """What was accepted for one currency: the last rate (``seq`` numbers it, 0: none), and
+    the lowest and highest accepted since some moment (None: none since)."""
+
+    seq: int = 0
+    last: int | None = None
+    last_at: datetime | None = None
+    low: int | None = None
+    high: int | None = None
+
+
+class Refusal(NamedTuple):
+    event: str  # the log event: rate_moved_too_far, rate_drifted_too_far
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    max_move_bp: int = 2000
+    move_window: timedelta = timedelta(hours=1)
+    max_drift_bp: int = 3000
+    drift_window: timedelta = timedelta(days=1)
+
+    def __post_init__(self) -> None:
+        if min(self.max_move_bp, self.max_drift_bp) < 0 \
+                or min(self.move_window, self.drift_window) < timedelta():
+            raise ValueError("the rate move and drift limits and windows must not be negative")
+
+    @property
+    def active(self) -> bool:
+        """Whether any bound looks at history (else nothing need be remembered)."""
+        return bool(self.move_window or self.drift_window)
+
+    def drift_since(self, now: datetime) -> datetime:
+        """Where the range the drift bound measures starts."""
+        return now - self.drift_window
+
+    def keep_since(self, now: datetime) -> datetime:
+        """Rows older than this are read by no bound any more."""
+        return now - max(self.move_window, self.drift_window)
+
+    def refusal(self, rate: Rate, seen: Recalled, now: datetime) -> Refusal | None:
+        """Why ``rate``, accepted at ``now``, would break a bound given ``seen`` (its range
+        measured from :meth:`drift_since`), or None."""
+        value, scale = rate.minor_per_btc, rate.scale
+
+        def major(minor: int) -> Decimal:
+            return Decimal(minor).scaleb(-scale)
+
+        said = f"{rate.source} says {rate.major_per_btc}"
+        if self.move_window and seen.last is not None and seen.last_at is not None \
+                and now - seen.last_at <= self.move_window \
+                and beyond_bp(value, seen.last, self.max_move_bp):
+            ago = max(0, int((now - seen.last_at).total_seconds()) // 60)
+            return Refusal("rate_moved_too_far", (
+                f"{said}, which moved {_percent(value, seen.last)} from {major(seen.last)} "
+                f"accepted {ago} min ago (limit {_bp(self.max_move_bp)} within "
+                f"{int(self.move_window.total_seconds()) // 60} min)"))
+        if self.drift_window and seen.low is not None and seen.high is not None:
+            low, high = min(seen.low, value), max(seen.high, value)
+            if beyond_bp(high, low, self.max_drift_bp):
+                return Refusal("rate_drifted_too_far", (
+                    f"{said}, which would make the rates accepted within "
+                    f"{int(self.drift_window.total_seconds()) // 60} min span "
+                    f"{_percent(high, low)} ({major(low)} to {major(high)}) "
+                    f"(limit {_bp(self.max_drift_bp)})"))
+        return None
