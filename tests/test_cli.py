@@ -401,3 +401,26 @@ def test_serve_with_several_api_processes(db_url, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, 9)
             server.wait()
+
+
+def test_commands_acting_on_an_unreachable_node_fail_with_one_clear_line(db_url, tmp_path):
+    """Found in a review: `payouts bump`, `custody status` and `custody sweep` answered an
+    unreachable chain node (or signer) with a traceback; every command acting on the node
+    answers as `payouts resolve` does: one JSON error naming the node, exit 1."""
+    home = tmp_path / "home"
+    sv_here("init", url=db_url, home=home)
+    down = {"SATVAULT_CHAIN_BACKEND": "bitcoind",
+            "SATVAULT_BITCOIND_URL": f"http://u:p@127.0.0.1:{_free_port()}/"}
+    commands = [("payouts", "bump", "pob_nope", "--feerate", "5"),
+                ("payouts", "resolve", "pob_nope", "--requeue", "--as", "admin@localhost.dev",
+                 "--note", "x"),
+                ("custody", "status"), ("custody", "sweep")]
+    for args in commands:
+        out = sv_here(*args, url=db_url, home=home, env=down, check=False)
+        assert out.returncode == 1, (args, out.stdout, out.stderr)
+        answer = last_json(out)
+        assert answer["ok"] is False and "bitcoind unreachable" in answer["error"], (args, answer)
+    gone = {"SATVAULT_SIGNER_SOCKET": str(tmp_path / "no-signer.sock")}
+    out = sv_here("payouts", "bump", "pob_nope", "--feerate", "5", url=db_url, home=home,
+                  env=gone, check=False)
+    assert out.returncode == 1 and last_json(out)["ok"] is False, (out.stdout, out.stderr)

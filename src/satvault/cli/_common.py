@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -22,10 +22,11 @@ from satvault.backends.networks import NetworkGuard
 from satvault.config import Settings, get_settings
 from satvault.kernel.errors import InvalidInput, SatvaultError
 from satvault.migrate import SchemaNotCurrent, ensure_current
+from satvault.signing.errors import SignerError
 
 __all__ = ["DEMO_SIGNER_REFUSED", "DemoSignerFlag", "admin_actor", "admin_user",
            "demo_signer_chosen", "demo_signer_refused", "emit", "fail", "in_transaction",
-           "on_network", "refuse_demo_signer", "refuse_network", "with_database"]
+           "on_network", "refuse_demo_signer", "refuse_network", "run", "with_database"]
 
 T = TypeVar("T")
 
@@ -84,6 +85,20 @@ def refuse_network(exc: WrongChainNetwork) -> NoReturn:
          f"set SATVAULT_NETWORK to the node's network if it is the right one")
 
 
+def run(go: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a command's coroutine, its failures answered as every command answers them: a
+    schema that is not current exits 2; a chain node of another network, a domain error (an
+    unreachable node, a refusal) or the signer's error is one JSON error line, exit 1."""
+    try:
+        return asyncio.run(go())
+    except SchemaNotCurrent as exc:
+        fail(str(exc), 2)
+    except WrongChainNetwork as exc:
+        refuse_network(exc)
+    except (SatvaultError, SignerError) as exc:
+        fail(str(exc))
+
+
 def with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]],
                   settings: Settings | None = None) -> T:
     """Run ``work`` with the configured database's session factory (refused, exit 2, when
@@ -100,14 +115,7 @@ def with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T
         finally:
             await engine.dispose()
 
-    try:
-        return asyncio.run(runner())
-    except SchemaNotCurrent as exc:
-        fail(str(exc), 2)
-    except WrongChainNetwork as exc:
-        refuse_network(exc)
-    except SatvaultError as exc:
-        fail(str(exc))
+    return run(runner)
 
 
 def in_transaction(work: Callable[[AsyncSession], Awaitable[T]],

@@ -10,20 +10,18 @@ the chain workers do.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import typer
 
-from satvault.backends.errors import WrongChainNetwork
 from satvault.backends.registry import make_chain_backend
 from satvault.cli._common import emit as _emit
-from satvault.cli._common import on_network, refuse_network
+from satvault.cli._common import on_network, run
 from satvault.composition import Runtime, make_lightning_backend, open_database
 from satvault.config import get_settings
 from satvault.custody.status import CustodyStatus, custody_status
-from satvault.migrate import SchemaNotCurrent, ensure_current
+from satvault.migrate import ensure_current
 
 __all__ = ["app"]
 
@@ -45,13 +43,7 @@ def _with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
             await runtime.close()
             await engine.dispose()
 
-    try:
-        return asyncio.run(go())
-    except SchemaNotCurrent as exc:
-        _emit({"ok": False, "error": str(exc)})
-        raise typer.Exit(2) from None
-    except WrongChainNetwork as exc:
-        refuse_network(exc)
+    return run(go)
 
 
 @app.command("status")
@@ -74,13 +66,7 @@ def status() -> None:
                 await lightning.close()
             await engine.dispose()
 
-    try:
-        st = asyncio.run(go())
-    except SchemaNotCurrent as exc:
-        _emit({"ok": False, "error": str(exc)})
-        raise typer.Exit(2) from None
-    except WrongChainNetwork as exc:
-        refuse_network(exc)
+    st = run(go)
     _emit({"ok": not st.differences, **st.as_dict()})
     if st.differences:
         raise typer.Exit(1)
@@ -111,5 +97,5 @@ def upgrade_books() -> None:
         finally:
             await engine.dispose()
 
-    done = asyncio.run(go())
+    done = run(go)
     _emit({"ok": True, "moved_sat": done.amount_sat, "reason": done.reason})

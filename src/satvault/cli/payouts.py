@@ -4,7 +4,6 @@ of another network than ``SATVAULT_NETWORK``."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from enum import StrEnum
@@ -14,20 +13,18 @@ import typer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.backends.errors import WrongChainNetwork
 from satvault.cli._common import (
     DemoSignerFlag,
     admin_actor,
     emit,
     on_network,
     refuse_demo_signer,
-    refuse_network,
+    run,
     with_database,
 )
 from satvault.composition import Runtime, open_database
 from satvault.config import get_settings
-from satvault.migrate import SchemaNotCurrent, ensure_current
-from satvault.payouts.errors import PayoutError
+from satvault.migrate import ensure_current
 from satvault.payouts.models import BatchStatus, PayoutBatch, Withdrawal
 from satvault.reconcile import stuck
 
@@ -73,11 +70,7 @@ def list_payouts(
         finally:
             await engine.dispose()
 
-    try:
-        payouts = asyncio.run(go())
-    except SchemaNotCurrent as exc:
-        _emit({"ok": False, "error": str(exc)})
-        raise typer.Exit(2) from None
+    payouts = run(go)
     _emit({"ok": True, "payouts": payouts})
 
 
@@ -102,16 +95,7 @@ def bump(
             await runtime.close()
             await engine.dispose()
 
-    try:
-        txid = asyncio.run(go())
-    except SchemaNotCurrent as exc:
-        _emit({"ok": False, "error": str(exc)})
-        raise typer.Exit(2) from None
-    except WrongChainNetwork as exc:
-        refuse_network(exc)
-    except PayoutError as exc:
-        _emit({"ok": False, "error": str(exc)})
-        raise typer.Exit(1) from None
+    txid = run(go)
     _emit({"ok": True, "batch": batch_id, "txid": txid, "feerate_sat_vb": feerate})
 
 

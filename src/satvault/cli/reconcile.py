@@ -9,16 +9,14 @@ corrects nothing, and compares nothing with a chain node of another network than
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import typer
 
-from satvault.backends.errors import WrongChainNetwork
-from satvault.cli._common import emit, fail, refuse_network
+from satvault.cli._common import emit, run
 from satvault.composition import open_database, reconcile_now
 from satvault.config import get_settings
-from satvault.migrate import SchemaNotCurrent, ensure_current
+from satvault.migrate import ensure_current
 from satvault.reconcile.service import open_incidents
 
 __all__ = ["reconcile"]
@@ -42,12 +40,7 @@ def reconcile(
         finally:
             await engine.dispose()
 
-    try:
-        out = asyncio.run(go())
-    except SchemaNotCurrent as exc:
-        fail(str(exc), 2)
-    except WrongChainNetwork as exc:
-        refuse_network(exc)
+    out = run(go)
     emit(out)
     if not out["ok"]:
         raise typer.Exit(1)

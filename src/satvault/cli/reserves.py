@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from satvault.cli._common import DemoSignerFlag, refuse_demo_signer
+from satvault.cli._common import DemoSignerFlag, refuse_demo_signer, run
 from satvault.config import get_settings
 from satvault.custody.errors import CustodyError
 from satvault.kernel.errors import SatvaultError
@@ -47,7 +47,7 @@ def prove(
     the cosigners sign next."""
     from satvault.composition import open_database, open_signer
     from satvault.custody.reserves_service import prove_reserves
-    from satvault.migrate import SchemaNotCurrent, ensure_current
+    from satvault.migrate import ensure_current
 
     settings = get_settings()
     refuse_demo_signer(settings, demo_signer)
@@ -61,12 +61,7 @@ def prove(
         finally:
             await engine.dispose()
 
-    try:
-        draft = asyncio.run(go())
-    except SchemaNotCurrent as exc:
-        _fail(str(exc), 2)
-    except SatvaultError as exc:
-        _fail(str(exc))
+    draft = run(go)
     out.write_text(draft.psbt_b64 + "\n")
     report: dict[str, Any] = {"ok": True, "out": str(out), "complete": draft.complete,
                               "total_sat": draft.total_sat, "hot_coins": draft.hot_coins,
