@@ -559,3 +559,38 @@ async def test_paid_by_some_returns_the_rest_and_two_admins_at_once_one_happens(
     assert after["balances"]["held"] == 0
     assert await env.runtime.payouts.create_batch() == 0  # nothing to pay
     await env.check()
+
+
+async def test_the_admin_console_resolves_a_stuck_batch_from_its_review_item(env: Env):
+    """The batch a ``payout_stuck`` item names is resolved on the item's page as through
+    the API: refused with nothing changed until the node proves it safe, then re-queued,
+    the item resolved with the note."""
+    from tests.web.pages.admin_support import sign_in_admin
+    from tests.web.pages.conftest import PASSWORD, csrf_of
+
+    wd, _, _, batch_id = await conflict_stuck(env)
+    async with env.sessions() as s, s.begin():
+        await acc.create_user(s, email="root@example.com", password=PASSWORD, is_admin=True)
+        item_id = (await s.execute(select(ReviewItem.id).where(
+            ReviewItem.subject == batch_id, ReviewItem.kind == "payout_stuck"))).scalar_one()
+    before = await state(env, batch_id, wd.id)
+    form = {"action": "requeue", "note": "the coin went elsewhere"}
+    async with api_client(env) as c:
+        await sign_in_admin(c, env.sessions)
+        page = await c.get(f"/admin/review/{item_id}")
+        assert f'action="/admin/review/{item_id}/resolve-batch"' in page.text
+        form["csrf_token"] = csrf_of(page.text)
+        r = await c.post(f"/admin/review/{item_id}/resolve-batch", data=form)
+        assert r.status_code == 409 and "confirmed" in r.text, r.text
+        assert 'value="requeue" checked' in r.text  # the choice kept on the refusal
+        assert await state(env, batch_id, wd.id) == before
+
+        env.chain.mine(1)  # the unknown spender confirms: no version of the batch can now
+        r = await c.post(f"/admin/review/{item_id}/resolve-batch", data=form)
+        assert r.status_code == 303, r.text
+        assert r.headers["location"] == f"/admin/review?done={item_id}"
+    after = await state(env, batch_id, wd.id)
+    assert after["status"] == "abandoned" and after["withdrawals"] == [(wd.id, "pending", None)]
+    assert after["open_items"] == []
+    assert [a["action"] for _, a in after["audit"]] == ["requeue"]
+    await env.check()

@@ -114,3 +114,16 @@ async def test_unknown_items_are_404(browser, people, sessions):
     await sign_in_admin(browser, sessions)
     assert (await browser.get("/admin/review/999999")).status_code == 404
     assert (await browser.get("/admin/review/0")).status_code == 422
+
+
+async def test_only_a_stuck_payout_item_offers_its_batch(browser, people, sessions):
+    stuck, orphan = await open_items(sessions)
+    await sign_in_admin(browser, sessions)
+    assert "/resolve-batch" in (await browser.get(f"/admin/review/{stuck}")).text
+    assert "/resolve-batch" not in (await browser.get(f"/admin/review/{orphan}")).text
+    token = await page_csrf(browser, f"/admin/review/{orphan}")
+    r = await browser.post(f"/admin/review/{orphan}/resolve-batch",
+                           data={"csrf_token": token, "action": "requeue", "note": "x"})
+    assert r.status_code == 422 and "payout_stuck" in r.text
+    async with sessions() as s:
+        assert (await s.get(ReviewItem, orphan)).resolved_at is None

@@ -2,7 +2,10 @@
 deposit nobody owns, a stuck payout, a reconciliation difference …), newest first, by kind
 and status, each with its details, resolved once with a note through the service the admin
 API and ``satvault review`` use (a conditional update: two operators resolving the same
-item at once, one is told who was first; audited)."""
+item at once, one is told who was first; audited). A ``payout_stuck`` item's batch is
+resolved on its page as ``satvault payouts resolve`` and the admin API resolve it (re-queue,
+return, paid by a transaction), only as far as the chain node proves it safe; that resolves
+the item with the same note."""
 
 from __future__ import annotations
 
@@ -13,14 +16,16 @@ from fastapi import Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.kernel.errors import SatvaultError
+from satvault.backends.errors import BackendUnavailable
+from satvault.kernel.errors import InvalidInput, SatvaultError
 from satvault.onchain.models import ReviewKind
-from satvault.reconcile import review
+from satvault.reconcile import review, stuck
+from satvault.signing.errors import SignerError
 from satvault.web.deps import SessionDep
 from satvault.web.pages.admin.common import admin_router, case_actor, refusal
 from satvault.web.pages.deps import CsrfProtected, PageAdmin, PageLang, admin_principal
 from satvault.web.pages.render import render
-from satvault.web.state import sessions_of
+from satvault.web.state import runtime_of, sessions_of, settings_of
 
 __all__ = ["router"]
 
@@ -51,11 +56,13 @@ async def list_review(request: Request, view: PageAdmin, lang: PageLang, session
 
 async def _item_page(request: Request, view: PageAdmin, lang: PageLang,
                      session: AsyncSession, item_id: int, *, status_code: int = 200,
-                     error: str | None = None, note: str = "") -> HTMLResponse:
+                     error: str | None = None, note: str = "",
+                     form: dict[str, str] | None = None) -> HTMLResponse:
     item = await review.get_item(session, item_id)
     return render(request, "admin/review_item.html", lang=lang, view=view, item=item,
                   details=_shown(item["details"]), error=error, note=note,
-                  max_note=review.MAX_NOTE, status_code=status_code)
+                  max_note=review.MAX_NOTE, status_code=status_code, form=form or {},
+                  batch=item["kind"] == ReviewKind.PAYOUT_STUCK.value)
 
 
 @router.get("/review/{item_id}", response_class=HTMLResponse)
@@ -79,4 +86,39 @@ async def resolve(request: Request, item_id: ItemId, view: PageAdmin, lang: Page
         async with sessions_of(request)() as s:
             return await _item_page(request, view, lang, s, item_id, status_code=code,
                                     error=message, note=note)
+    return RedirectResponse(f"/admin/review?done={item_id}", status_code=303)
+
+
+@router.post("/review/{item_id}/resolve-batch", dependencies=[CsrfProtected])
+async def resolve_batch(request: Request, item_id: ItemId, view: PageAdmin, lang: PageLang,
+                        action: Annotated[str, Form(max_length=10)] = "",
+                        txid: Annotated[str, Form(max_length=80)] = "",
+                        rest: Annotated[str, Form(max_length=10)] = "",
+                        note: Annotated[str, Form(max_length=review.MAX_NOTE + 100)] = ""
+                        ) -> Response:
+    """The stuck batch a ``payout_stuck`` item names, resolved as the admin API resolves it:
+    the node (and the signer, to give versions up) asked first with no transaction open,
+    then the batch changed in one unit of work; a refusal shows the item again, nothing
+    changed."""
+    actor = case_actor(admin_principal(view))
+    runtime = runtime_of(request)
+    form = {"action": action, "txid": txid, "rest": rest}
+    try:
+        async with sessions_of(request)() as s:
+            item = await review.get_item(s, item_id)
+        if item["kind"] != ReviewKind.PAYOUT_STUCK.value:
+            raise InvalidInput("only a payout_stuck item names a batch to resolve")
+        if runtime is None:
+            raise BackendUnavailable("this process has no chain backend or signer")
+        proof = await stuck.prepare(
+            sessions_of(request), backend=runtime.backend, signer=runtime.signer,
+            settings=settings_of(request), batch_id=item["subject"], action=action,
+            note=note, actor=actor, txid=txid.strip().lower() or None, rest=rest or None)
+        async with sessions_of(request)() as s, s.begin():
+            await stuck.resolve(s, proof, actor=actor, note=note)
+    except (SatvaultError, SignerError) as exc:
+        code, message = (refusal(exc) if isinstance(exc, SatvaultError) else (503, str(exc)))
+        async with sessions_of(request)() as s:
+            return await _item_page(request, view, lang, s, item_id, status_code=code,
+                                    error=message, note=note, form=form)
     return RedirectResponse(f"/admin/review?done={item_id}", status_code=303)
