@@ -217,6 +217,13 @@ class _Esplora:
                 return _text("Transaction not found", 404)
             return JSONResponse(self.tx_json(*hit))
 
+    async def tx_hex(self, request: Request) -> Response:
+        with self.lock:
+            hit = self._find(request.path_params["txid"])
+            if hit is None:
+                return _text("Transaction not found", 404)
+            return _text(hit[0].hex)
+
     async def outspend(self, request: Request) -> Response:
         txid, raw = request.path_params["txid"], request.path_params["vout"]
         if not _is_hash(txid) or not raw.isdigit():
@@ -258,6 +265,7 @@ def create_app(chain: Chain) -> Starlette:
         Route("/block/{hash}/txs/{start}", api.block_txs),
         Route("/mempool/txids", api.mempool_txids),
         Route("/tx/{txid}", api.tx),
+        Route("/tx/{txid}/hex", api.tx_hex),
         Route("/tx/{txid}/outspend/{vout}", api.outspend),
         Route("/tx", api.post_tx, methods=["POST"]),
         Route("/fee-estimates", api.fee_estimates),

@@ -9,7 +9,9 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from embit.transaction import Transaction, TransactionInput, TransactionOutput
 
+from satvault.backends._rawtx import checked_raw_tx
 from satvault.backends.base import (
     ChainBackend,
     ChainSyncSource,
@@ -21,6 +23,7 @@ from satvault.backends.base import (
 )
 from satvault.backends.bitcoind import BitcoindBackend
 from satvault.backends.errors import (
+    BackendProtocolError,
     NotFound,
     TxAlreadyInChain,
     TxMissingInputs,
@@ -193,6 +196,31 @@ async def test_coinbase_transaction(node: Node) -> None:
 async def test_unknown_transaction_is_none(node: Node) -> None:
     assert await node.backend.transaction(UNKNOWN) is None
     assert await node.backend.output(UNKNOWN, 0) is None
+
+
+async def test_raw_transaction_from_mempool_and_chain(node: Node) -> None:
+    """The bytes a PSBT carries as ``non_witness_utxo``: the node's serialization, found in
+    the mempool and, once confirmed, through the transaction index."""
+    txid = node.pay(ALICE.address, 50_000)
+    hit = node.chain.find_tx(txid)
+    assert hit is not None
+    assert await node.backend.raw_transaction(txid) == bytes.fromhex(hit[0].hex)
+    node.mine(1)
+    raw = await node.backend.raw_transaction(txid)
+    assert raw == bytes.fromhex(hit[0].hex)
+    assert bytes(Transaction.parse(raw).txid()).hex() == txid
+    assert await node.backend.raw_transaction(UNKNOWN) is None
+
+
+def test_raw_transaction_of_another_txid_is_a_protocol_error() -> None:
+    raw = Transaction(vin=[TransactionInput(b"\x11" * 32, 0)],
+                      vout=[TransactionOutput(1_000, ALICE.spk)])
+    good = bytes(raw.txid()).hex()
+    assert checked_raw_tx(good, raw.serialize().hex(), "x") == raw.serialize()
+    with pytest.raises(BackendProtocolError, match="answered"):
+        checked_raw_tx(UNKNOWN, raw.serialize().hex(), "x")
+    with pytest.raises(BackendProtocolError):
+        checked_raw_tx(good, "zz", "x")
 
 
 async def test_output_lifecycle_and_include_mempool(node: Node) -> None:

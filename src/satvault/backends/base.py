@@ -106,6 +106,12 @@ class ChainBackend(Protocol):
         otherwise (never a stale block's copy: a reorg took it out)."""
         ...
 
+    async def raw_transaction(self, txid: str) -> bytes | None:
+        """The transaction's serialized bytes, if the node finds it (the mempool, or a block
+        through its transaction index); None otherwise. What PSBTs carry as an input's
+        ``non_witness_utxo``: the adapter checks that the bytes hash to ``txid``."""
+        ...
+
     async def broadcast(self, raw_hex: str) -> str: ...
 
     async def output(self, txid: str, vout: int, *, include_mempool: bool = True

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
+from satvault.backends._rawtx import checked_raw_tx
 from satvault.backends.base import (
     Block,
     ChainSync,
@@ -232,6 +233,16 @@ class BitcoindBackend:
             height = (await self.call("getblockheader", block_hash))["height"]
         return TxStatus(txid, int(obj.get("confirmations") or 0), block_hash,
                         int(height) if height is not None else None, self._tx(obj))
+
+    async def raw_transaction(self, txid: str) -> bytes | None:
+        """``getrawtransaction txid false``: found in the mempool, or in a block through the
+        node's ``-txindex`` (which ``satvault doctor`` checks). A stale block's copy is the
+        same transaction, so it is answered too."""
+        try:
+            raw_hex = await self.call("getrawtransaction", txid, False)
+        except NotFound:
+            return None
+        return checked_raw_tx(txid, raw_hex, "bitcoind getrawtransaction")
 
     async def broadcast(self, raw_hex: str) -> str:
         return str(await self.call("sendrawtransaction", raw_hex))

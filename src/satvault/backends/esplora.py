@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from satvault.backends._rawtx import checked_raw_tx
 from satvault.backends.base import (
     Block,
     ChainSync,
@@ -160,6 +161,15 @@ class EsploraBackend:
         tip = await self._int("/blocks/tip/height")
         height = int(status["block_height"])
         return TxStatus(txid, tip - height + 1, status["block_hash"], height, self._tx(obj))
+
+    async def raw_transaction(self, txid: str) -> bytes | None:
+        """``/tx/:txid/hex``: the best chain and the mempool (Esplora indexes every
+        transaction)."""
+        try:
+            raw_hex = (await self._get(f"/tx/{txid}/hex")).text.strip()
+        except NotFound:
+            return None
+        return checked_raw_tx(txid, raw_hex, f"esplora /tx/{txid}/hex")
 
     async def broadcast(self, raw_hex: str) -> str:
         resp = await self._request("POST", "/tx", content=raw_hex)
