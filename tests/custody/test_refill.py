@@ -77,6 +77,13 @@ async def test_a_refill_signed_by_two_cosigners_is_broadcast_and_booked_once(env
         item = (await s.execute(select(ReviewItem).where(
             ReviewItem.kind == "refill_needs_cosigners"))).scalar_one()
     assert item.subject == batch_id and "satvault cold export" in item.details
+    async with env.sessions() as s:
+        stored = PSBT.from_string((await s.get(PayoutBatch, batch_id)).psbt)  # type: ignore[union-attr]
+    for scope in stored.inputs:  # the previous transaction, as hardware cosigners want it
+        hit = env.chain.find_tx(bytes(scope.txid).hex())
+        assert hit is not None and scope.non_witness_utxo is not None
+        assert bytes(scope.non_witness_utxo.txid()) == bytes(scope.txid)
+        assert scope.non_witness_utxo.vout[scope.vout].value == scope.witness_utxo.value
     # Nothing moves while the cosigners have not signed: the payout job leaves it alone.
     report = await env.runtime.payouts.advance()
     assert report.signed == report.broadcast == 0

@@ -3,6 +3,7 @@ uses only what the web side has (the descriptors) to make PSBTs from fake UTXOs.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from embit import bip32, bip39, ec
 from embit.descriptor.checksum import add_checksum
 from embit.networks import NETWORKS
 from embit.psbt import PSBT, DerivationPath
+from embit.script import Script
+from embit.transaction import Transaction, TransactionInput, TransactionOutput
 
 from satvault.onchain.descriptors import WatchOnlyWallet, parse_wallet
 from satvault.signer import HotSigner
@@ -32,6 +35,15 @@ PAY_A = bytes.fromhex("0014") + bytes(range(20))  # someone else's P2WPKH
 PAY_B = bytes.fromhex("0020") + bytes(range(32))  # someone else's P2WSH
 
 
+def prev_tx(spk: bytes, value: int, vout: int = 0, *, salt: bytes = b"") -> Transaction:
+    """A transaction paying ``value`` to ``spk`` at output ``vout`` (strangers before it),
+    spending a made-up coin named by ``salt``: the previous transaction of a test coin."""
+    outs = [TransactionOutput(1_000 + k, Script(PAY_A)) for k in range(vout)]
+    outs.append(TransactionOutput(value, Script(spk)))
+    return Transaction(version=2, vin=[TransactionInput(hashlib.sha256(salt).digest(), 0)],
+                       vout=outs)
+
+
 @dataclass
 class Payout:
     """A payout as the web side would build it: inputs, outputs, the requested payments."""
@@ -51,9 +63,13 @@ class Builder:
 
     def utxo(self, wallet: str, index: int, value: int, *, chain: int = 0,
              txid: str | None = None, vout: int = 0) -> PsbtInput:
+        """A coin of ours with its previous transaction (made up, so its txid is real);
+        ``txid`` only tells coins of the same key apart."""
         w = self.deposit if wallet == "deposit" else self.hot
         spk = w.derive(index, change=chain).script_pubkey
-        return PsbtInput(txid or f"{index + 1:02x}" * 32, vout, value, spk, wallet, chain, index)
+        prev = prev_tx(spk, value, vout, salt=(txid or f"{index + 1:02x}").encode())
+        return PsbtInput(bytes(prev.txid()).hex(), vout, value, spk, wallet, chain, index,
+                         prev.serialize())
 
     def change(self, index: int, amount: int) -> PsbtOutput:
         return PsbtOutput(self.hot.derive(index, change=1).script_pubkey, amount, index)

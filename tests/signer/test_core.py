@@ -33,7 +33,16 @@ from satvault.signing.errors import (
     UnknownInput,
 )
 from satvault.signing.psbt import RBF_SEQUENCE, PsbtInput
-from tests.signer.conftest import MNEMONIC, NETWORK, PAY_A, PAY_B, SEED, Builder, Payout
+from tests.signer.conftest import (
+    MNEMONIC,
+    NETWORK,
+    PAY_A,
+    PAY_B,
+    SEED,
+    Builder,
+    Payout,
+    prev_tx,
+)
 
 LOOSE = {"max_fee_sat": 100_000, "max_feerate_sat_vb": 1_000}
 _CURVE_HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
@@ -287,7 +296,10 @@ def test_input_with_our_path_but_a_foreign_script(signer: HotSigner, builder: Bu
                                                   audit_path: Path) -> None:
     payout = builder.payout()
 
-    def foreign_utxo(p: PSBT) -> None:
+    def foreign_utxo(p: PSBT) -> None:  # a stranger's coin, its previous transaction real
+        prev = prev_tx(STRANGER, 40_000, salt=b"stranger")
+        p.inputs[1].txid, p.inputs[1].vout = prev.txid(), 0
+        p.inputs[1].non_witness_utxo = prev
         p.inputs[1].witness_utxo = TransactionOutput(40_000, Script(STRANGER))
 
     with pytest.raises(UnknownInput, match="input 1"):
@@ -383,12 +395,9 @@ def test_matching_non_witness_utxo_is_accepted(signer: HotSigner, builder: Build
     prev = Transaction(vin=[TransactionInput(b"\x44" * 32, 0)],
                        vout=[TransactionOutput(1, Script(STRANGER)),
                              TransactionOutput(70_000, Script(spk))])
-    utxo = PsbtInput(bytes(prev.txid()).hex(), 1, 70_000, spk, "hot", 0, 4)
+    utxo = PsbtInput(bytes(prev.txid()).hex(), 1, 70_000, spk, "hot", 0, 4, prev.serialize())
     psbt = make_psbt([utxo], [PsbtOutput(PAY_A, 69_000)], network=NETWORK,
                      fingerprint_and_paths=builder.accounts)
-
-    def attach(p: PSBT) -> None:
-        p.inputs[0].non_witness_utxo = prev
-
-    signed = signer.sign_payout(_edit(psbt, attach), [Payment(PAY_A, 69_000, "x")], **LOOSE)
+    assert PSBT.from_string(psbt).inputs[0].non_witness_utxo.serialize() == prev.serialize()
+    signed = signer.sign_payout(psbt, [Payment(PAY_A, 69_000, "x")], **LOOSE)
     assert_fully_signed(signed.raw_hex, [utxo])

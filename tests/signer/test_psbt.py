@@ -74,3 +74,28 @@ def test_build_errors(builder: Builder) -> None:
         build([good], [PsbtOutput(PAY_A, 0)])
     with pytest.raises(PsbtBuildError):
         build([], [PsbtOutput(PAY_A, 1)])
+
+
+def test_every_input_needs_its_previous_transaction(builder: Builder) -> None:
+    """The signer refuses an input without ``non_witness_utxo``: the builder does too, and
+    checks the one it is given against the coin as the books record it."""
+    good = builder.utxo("deposit", 0, 10_000, vout=2)
+    other = builder.utxo("deposit", 0, 10_000, txid="other")
+
+    def build(coin: PsbtInput) -> str:
+        return make_psbt([coin], [PsbtOutput(PAY_A, 5_000)], network=NETWORK,
+                         fingerprint_and_paths=builder.accounts)
+
+    scope = PSBT.from_string(build(good)).inputs[0]
+    assert bytes(scope.non_witness_utxo.txid()).hex() == good.txid
+    assert scope.non_witness_utxo.serialize() == good.prev_tx
+    with pytest.raises(PsbtBuildError, match="no previous transaction"):
+        build(dataclasses.replace(good, prev_tx=None))
+    with pytest.raises(PsbtBuildError, match=f"given is {other.txid}"):
+        build(dataclasses.replace(good, prev_tx=other.prev_tx))
+    with pytest.raises(PsbtBuildError, match="not the coin recorded"):
+        build(dataclasses.replace(good, value_sat=10_001))
+    with pytest.raises(PsbtBuildError, match="not the coin recorded"):
+        build(dataclasses.replace(good, vout=1))
+    with pytest.raises(PsbtBuildError, match="not readable"):
+        build(dataclasses.replace(good, prev_tx=b"\x02\x00"))

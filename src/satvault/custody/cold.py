@@ -290,6 +290,9 @@ class ColdInput:
     chain: int
     index: int
     script_pubkey: bytes | None = None  # if given, checked against the derived script
+    # The serialized transaction ``txid``: if given, the input's ``non_witness_utxo``, checked
+    # against the outpoint and the amount (what hardware-wallet cosigners ask for).
+    prev_tx: bytes | None = None
 
 
 class ColdOutput(NamedTuple):
@@ -339,6 +342,24 @@ def _attach(scope: Any, keys: Iterable[KeyOrigin]) -> None:
     for k in keys:
         scope.bip32_derivations[ec.PublicKey.parse(k.pubkey)] = DerivationPath(
             k.fingerprint, list(k.path))
+
+
+def _prev_tx(n: int, utxo: ColdInput, script_pubkey: bytes) -> Transaction:
+    """The input's previous transaction, checked, its witnesses stripped (not in the txid)."""
+    where = f"input {n} ({utxo.txid}:{utxo.vout})"
+    try:
+        prev = Transaction.parse(bytes(utxo.prev_tx or b""))
+    except Exception as exc:  # embit raises assorted errors on malformed bytes
+        raise ColdPsbtError(f"{where}: the previous transaction is not readable: {exc}") \
+            from exc
+    if bytes(prev.txid()).hex() != utxo.txid.lower() or utxo.vout >= len(prev.vout) \
+            or prev.vout[utxo.vout].value != utxo.value_sat \
+            or bytes(prev.vout[utxo.vout].script_pubkey.data) != script_pubkey:
+        raise ColdPsbtError(f"{where}: the previous transaction given is not the one that "
+                            f"paid {utxo.value_sat} sat to this cold address")
+    for vin in prev.vin:
+        vin.witness = Witness([])
+    return prev
 
 
 def make_cold_psbt(inputs: Sequence[ColdInput], outputs: Sequence[ColdOutput], *,
@@ -412,6 +433,8 @@ def make_cold_psbt(inputs: Sequence[ColdInput], outputs: Sequence[ColdOutput], *
         scope = psbt.inputs[len(lead_inputs) + k]
         scope.unknown = {}
         scope.witness_utxo = TransactionOutput(utxo.value_sat, Script(addr.script_pubkey))
+        if utxo.prev_tx is not None:
+            scope.non_witness_utxo = _prev_tx(len(lead_inputs) + k, utxo, addr.script_pubkey)
         scope.witness_script = Script(addr.witness_script)
         _attach(scope, addr.keys)
     for n, (out, out_scope) in enumerate(zip(outputs, psbt.outputs, strict=True)):

@@ -27,11 +27,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from satvault.backends.errors import BackendUnavailable
 from satvault.custody.cold import ColdInput, ColdOutput, ColdWallet, KeyOrigin, make_cold_psbt
 from satvault.custody.planning import MovePlanner, semicold_sat
 from satvault.db import utcnow
 from satvault.kernel.errors import InvalidInput, NotFound
-from satvault.kernel.retrying import retrying
 from satvault.logs import get_logger
 from satvault.onchain.models import (
     CreditState,
@@ -42,6 +42,7 @@ from satvault.onchain.models import (
     ReviewItem,
 )
 from satvault.onchain.service import allocate_address
+from satvault.payouts.errors import PrevTxUnavailable
 from satvault.payouts.job import CHANGE_DUST_SAT, store_batch
 from satvault.payouts.models import (
     LIVE_STATUSES,
@@ -51,6 +52,7 @@ from satvault.payouts.models import (
     PayoutInput,
     PayoutTx,
 )
+from satvault.payouts.prevtxs import PrevTxs, planned_with_prev_txs
 from satvault.signing.paths import CHANGE_CHAIN
 from satvault.signing.psbt import AccountKey
 
@@ -85,13 +87,16 @@ class RefillPlanner(MovePlanner):
         async with self.sessions() as session:
             accounts = await self.payouts.account_keys(session)
         try:
-            return await retrying(self.sessions, lambda session: self._plan(
-                session, feerate=feerate, hot=accounts["hot"]))
+            return await planned_with_prev_txs(
+                self.sessions, self.backend, lambda session, prev: self._plan(
+                    session, feerate=feerate, hot=accounts["hot"], prev=prev))
         except IntegrityError:
             return RefillDecision(None, "a refill is already waiting for the cosigners")
+        except (PrevTxUnavailable, BackendUnavailable) as exc:
+            return RefillDecision(None, f"the cold coins' previous transactions: {exc}")
 
-    async def _plan(self, session: AsyncSession, *, feerate: int, hot: AccountKey
-                    ) -> RefillDecision:
+    async def _plan(self, session: AsyncSession, *, feerate: int, hot: AccountKey,
+                    prev: PrevTxs) -> RefillDecision:
         s = self.settings
         live = (await session.execute(select(PayoutBatch.id).where(
             PayoutBatch.kind == MoveKind.REFILL, PayoutBatch.status.in_(LIVE_STATUSES)))
@@ -131,6 +136,7 @@ class RefillPlanner(MovePlanner):
             log.warning("refill_cold_empty", semicold_sat=semicold, want_sat=want)
             return RefillDecision(None, f"semi-cold is under its floor ({semicold} sat) but the "
                                         "cold wallet has no confirmed coins to refill it with")
+        prev.require(p.txid for p, _ in chosen)  # before any write: fetched outside
         amount = min(want, total - fee)
         change = total - amount - fee
         if change < CHANGE_DUST_SAT:  # no change output: a little more goes to semi-cold
@@ -151,7 +157,8 @@ class RefillPlanner(MovePlanner):
             outputs.append(ColdOutput(back.script_pubkey, change, back.index))
             change_id = back.address_id
         psbt = make_cold_psbt(
-            [ColdInput(p.txid, p.vout, p.value_sat, a.chain, a.idx, bytes.fromhex(p.script_pubkey))
+            [ColdInput(p.txid, p.vout, p.value_sat, a.chain, a.idx, bytes.fromhex(p.script_pubkey),
+                       prev.get(p.txid))
              for p, a in chosen], outputs, wallet=cold, network=s.network)
         batch = await store_batch(session, MoveKind.REFILL, psbt=psbt, feerate=feerate,
                                   fee=fee, change_address_id=change_id,

@@ -30,8 +30,10 @@ are counted in the fee estimate; it moves no money, so the booking is unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -42,7 +44,6 @@ from satvault.backends.errors import BackendUnavailable
 from satvault.config import sweep_window
 from satvault.custody.planning import MovePlanner, semicold_sat
 from satvault.db import utcnow
-from satvault.kernel.retrying import retrying
 from satvault.logs import get_logger
 from satvault.onchain.models import (
     CreditState,
@@ -52,6 +53,7 @@ from satvault.onchain.models import (
     OnchainWallet,
 )
 from satvault.onchain.service import allocate_address, get_watch_only
+from satvault.payouts.errors import PrevTxUnavailable
 from satvault.payouts.job import CHANGE_DUST_SAT, estimate_vsize, store_batch
 from satvault.payouts.models import (
     LIVE_STATUSES,
@@ -59,6 +61,7 @@ from satvault.payouts.models import (
     PayoutBatch,
     PayoutInput,
 )
+from satvault.payouts.prevtxs import PrevTxs, planned_with_prev_txs
 from satvault.signing.anchor import anchor_script
 from satvault.signing.psbt import (
     AccountKey,
@@ -71,7 +74,12 @@ __all__ = ["SweepDecision", "SweepPlanner", "split_sweep"]
 
 log = get_logger(__name__)
 MSAT = 1000
+T = TypeVar("T")
 _P2WPKH_SPK = b"\x00" * 22
+# The previous transactions a sweep's PSBT may carry, in bytes (each once per input: BIP174
+# v0 repeats one shared by several coins). Deposits paid by large batched transactions could
+# otherwise make the signer request pass its 8 MiB line (base64 adds a third).
+PREV_TX_BUDGET = 4 * 1024 * 1024
 _P2WSH_SPK = b"\x00" * 34
 
 
@@ -116,6 +124,20 @@ def in_window(window: str, now: datetime) -> bool:
     return start <= hour < end if start < end else (hour >= start or hour < end)
 
 
+def within_psbt_budget(coins: Sequence[T], size: Callable[[T], int],
+                       budget: int = PREV_TX_BUDGET) -> list[T]:
+    """The first coins whose previous transactions fit in ``budget`` bytes (at least one:
+    a single transaction is at most 4 MB of weight, far less without its witnesses)."""
+    kept: list[T] = []
+    used = 0
+    for coin in coins:
+        used += size(coin)
+        if kept and used > budget:
+            break
+        kept.append(coin)
+    return kept
+
+
 class SweepPlanner(MovePlanner):
     async def step(self, *, now: datetime | None = None) -> SweepDecision:
         """Store one sweep if one is due; network first (fee estimate, tip), then one short
@@ -137,13 +159,16 @@ class SweepPlanner(MovePlanner):
         async with self.sessions() as session:
             accounts = await self.payouts.account_keys(session)
         try:
-            return await retrying(self.sessions, lambda session: self._plan(
-                session, feerate=feerate, tip=tip, accounts=accounts))
+            return await planned_with_prev_txs(
+                self.sessions, self.backend, lambda session, prev: self._plan(
+                    session, feerate=feerate, tip=tip, accounts=accounts, prev=prev))
         except IntegrityError:  # another planner stored the live sweep first
             return SweepDecision(None, "a sweep is already in progress")
+        except (PrevTxUnavailable, BackendUnavailable) as exc:
+            return SweepDecision(None, f"the deposits' previous transactions: {exc}")
 
     async def _plan(self, session: AsyncSession, *, feerate: int, tip: int,
-                    accounts: dict[str, AccountKey]) -> SweepDecision:
+                    accounts: dict[str, AccountKey], prev: PrevTxs) -> SweepDecision:
         s = self.settings
         live = (await session.execute(select(PayoutBatch.id).where(
             PayoutBatch.kind == MoveKind.SWEEP, PayoutBatch.status.in_(LIVE_STATUSES)))
@@ -170,6 +195,9 @@ class SweepPlanner(MovePlanner):
         if total < s.sweep_min_sat and tip - oldest + 1 < s.sweep_max_wait_blocks:
             return SweepDecision(None, f"{total} sat gathered, waiting for {s.sweep_min_sat} "
                                        f"or {s.sweep_max_wait_blocks} blocks")
+        prev.require(p.txid for p, _ in coins)  # before any write: fetched outside
+        coins = within_psbt_budget(coins, lambda c: len(prev.get(c[0].txid)), PREV_TX_BUDGET)
+        total = sum(p.value_sat for p, _ in coins)
         cold_wallet = (await session.execute(select(OnchainWallet).where(
             OnchainWallet.role == "cold"))).scalar_one_or_none()
         anchor = await anchors.for_sweep(session, auto=s.audit_anchor_in_sweeps)
@@ -207,7 +235,7 @@ class SweepPlanner(MovePlanner):
             absorbs = c.address_id  # a fee bump comes out of the cold share
         outputs += [PsbtOutput(script, 0) for script in extra]  # the audit anchor: 0 sat
         inputs = [PsbtInput(p.txid, p.vout, p.value_sat, bytes.fromhex(p.script_pubkey),
-                            "deposit", a.chain, a.idx) for p, a in coins]
+                            "deposit", a.chain, a.idx, prev.get(p.txid)) for p, a in coins]
         psbt = make_psbt(inputs, outputs, network=s.network, fingerprint_and_paths=accounts)
         batch = await store_batch(session, MoveKind.SWEEP, psbt=psbt, feerate=feerate,
                                   fee=fee, change_address_id=absorbs,

@@ -7,6 +7,9 @@
     ├── LimitReachedAtRelease  a held withdrawal released now would break a withdrawal limit
     │                       (it stays held: release it when the window has room, or return it)
     ├── CannotBumpFee       the payout cannot be replaced (already confirmed, no change …)
+    ├── PrevTxUnavailable   a coin's previous transaction (its PSBT input's non_witness_utxo)
+    │                       is neither in our records nor found by the node: nothing is
+    │                       planned or signed this pass
     └── CannotCancel        the withdrawal is no longer pending (batched, broadcast, cancelled …;
                             ``status`` says which): nothing was changed
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 from satvault.kernel.errors import SatvaultError
 
 __all__ = ["CannotBumpFee", "CannotCancel", "InvalidWithdrawal", "LimitReachedAtRelease",
-           "PayoutError"]
+           "PayoutError", "PrevTxUnavailable"]
 
 
 class PayoutError(SatvaultError):
@@ -37,6 +40,10 @@ class LimitReachedAtRelease(PayoutError):
 
 
 class CannotBumpFee(PayoutError):
+    pass
+
+
+class PrevTxUnavailable(PayoutError):
     pass
 
 

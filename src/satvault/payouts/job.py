@@ -55,7 +55,7 @@ from satvault.onchain.models import (
     ReviewItem,
 )
 from satvault.onchain.service import allocate_address
-from satvault.payouts.errors import CannotBumpFee
+from satvault.payouts.errors import CannotBumpFee, PrevTxUnavailable
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import (
     BatchStatus,
@@ -68,6 +68,7 @@ from satvault.payouts.models import (
     WithdrawalStatus,
 )
 from satvault.payouts.moves import book_move
+from satvault.payouts.prevtxs import PrevTxs, planned_with_prev_txs
 from satvault.payouts.reorgs import ReorgWatch, batch_coins, missing_inputs
 from satvault.payouts.settle import (
     batch_withdrawals,
@@ -327,7 +328,7 @@ class PayoutJob:
         report = report or PayoutReport()
         feerate = await self.feerate()
 
-        async def work(session: AsyncSession) -> int:
+        async def work(session: AsyncSession, prev: PrevTxs) -> int:
             s = self.settings
             # A wallet frozen after its withdrawal was queued: nothing leaves it; the
             # withdrawal waits, held, until the wallet is unfrozen or it is returned.
@@ -360,6 +361,7 @@ class PayoutJob:
                             need_sat=plan.paid_sat + plan.fee_sat,
                             have_sat=sum(p.value_sat for p, _, _ in chosen))
                 return 0
+            prev.require(p.txid for p, _, _ in chosen)  # before any write: fetched outside
             accounts = await self.account_keys(session)
             # The fee follows the market; users never pay beyond their reserve and the
             # platform covers any excess at confirmation (see _confirm).
@@ -374,7 +376,7 @@ class PayoutJob:
                 outputs.append(PsbtOutput(alloc.script_pubkey, change, alloc.index))
                 change_address_id = alloc.address_id
             inputs = [PsbtInput(p.txid, p.vout, p.value_sat, bytes.fromhex(p.script_pubkey),
-                                role, a.chain, a.idx) for p, a, role in chosen]
+                                role, a.chain, a.idx, prev.get(p.txid)) for p, a, role in chosen]
             psbt = make_psbt(inputs, outputs, network=s.network, fingerprint_and_paths=accounts)
             batch = await store_batch(session, MoveKind.PAYOUT, psbt=psbt, feerate=feerate,
                                       fee=fee, change_address_id=change_address_id,
@@ -386,7 +388,12 @@ class PayoutJob:
                      inputs=len(chosen), fee_sat=fee, feerate=feerate)
             return len(pending)
 
-        batched = await retrying(self.sessions, work)
+        try:
+            batched = await planned_with_prev_txs(self.sessions, self.backend, work)
+        except (PrevTxUnavailable, BackendUnavailable) as exc:
+            report.errors.append(f"batching: {exc}")
+            log.warning("payout_batch_waits_for_prev_txs", error=str(exc))
+            return 0
         report.batched += batched
         return batched
 
@@ -431,6 +438,14 @@ class PayoutJob:
             assert batch is not None
             wds = await self._payments(s, batch_id)
             psbt = psbt or batch.psbt
+        # A batch stored before PSBTs carried each input's previous transaction gets them
+        # now (the signer refuses an input without); the transaction itself is unchanged.
+        try:
+            psbt = await PrevTxs(self.sessions, self.backend).complete(psbt)
+        except PrevTxUnavailable as exc:
+            report.errors.append(f"{batch_id}: {exc}")
+            log.warning("payout_sign_waits_for_prev_txs", batch=batch_id, error=str(exc))
+            return
         payments = [Payment(bytes.fromhex(w.script_pubkey or ""), w.amount_msat // 1000, w.id)
                     for w in wds]
         max_fee = self.settings.max_feerate_sat_vb * estimate_vsize(50, [b"\0" * 34] * 101)
@@ -697,7 +712,8 @@ class PayoutJob:
     # ----------------------------------------------------------------------- fee bumps
     def _replacement(self, original: str, wds: list[Withdrawal],
                      coins: Sequence[Any], change: OnchainAddress,
-                     accounts: dict[str, AccountKey], old_fee: int, feerate_sat_vb: int) -> str:
+                     accounts: dict[str, AccountKey], old_fee: int, feerate_sat_vb: int,
+                     prev: PrevTxs) -> str:
         """The PSBT of a higher-fee version: the same inputs and outputs, the fee taken from
         the change output (for a sweep, the output that absorbs its fee)."""
         tx = PSBT.from_string(original)
@@ -724,7 +740,7 @@ class PayoutJob:
                    for spk, w in zip(pay_scripts, wds, strict=True)]
         outputs.append(PsbtOutput(spk, new_change, change.idx))
         inputs = [PsbtInput(p.txid, p.vout, p.value_sat, bytes.fromhex(p.script_pubkey), role,
-                            a.chain, a.idx) for p, a, role in coins]
+                            a.chain, a.idx, prev.get(p.txid)) for p, a, role in coins]
         return make_psbt(inputs, outputs, network=self.settings.network,
                          fingerprint_and_paths=accounts)
 
@@ -757,8 +773,14 @@ class PayoutJob:
         if feerate_sat_vb > self.settings.max_feerate_sat_vb:
             raise CannotBumpFee(f"{feerate_sat_vb} sat/vB is above the configured maximum of "
                                 f"{self.settings.max_feerate_sat_vb}")
+        prev = PrevTxs(self.sessions, self.backend)
+        try:  # a payout's replacement is built anew; a sweep's edits the stored PSBT
+            if wds:
+                await prev.fetch(p.txid for p, _, _ in coins)
+        except PrevTxUnavailable as exc:
+            raise CannotBumpFee(str(exc)) from exc
         psbt = self._replacement(original, wds, coins, change, accounts, old_fee,
-                                 feerate_sat_vb)
+                                 feerate_sat_vb, prev)
         report = PayoutReport()
         await self._sign(batch_id, report, psbt=psbt, replacement=True)
         await self._broadcast(batch_id, report)

@@ -2,9 +2,9 @@
 
 The web process builds the PSBT, but the signer trusts none of it: it only signs when
 
-* every input carries a ``witness_utxo`` and exactly one BIP32 derivation from this seed,
-  into the deposit or hot account, and the key derived from the seed at that path pays to
-  exactly that ``witness_utxo`` script (P2WPKH);
+* every input carries a ``witness_utxo``, its previous transaction (below) and exactly one
+  BIP32 derivation from this seed, into the deposit or hot account, and the key derived
+  from the seed at that path pays to exactly that ``witness_utxo`` script (P2WPKH);
 * every output is one of
   - ``payment``: one of the requested payments (script and amount equal; each payment used
     once): value leaving the platform;
@@ -29,12 +29,14 @@ The web process builds the PSBT, but the signer trusts none of it: it only signs
 
 Anything else raises a :class:`SigningRefused` naming the input or output at fault.
 
-A caveat shared by every segwit v0 signer that trusts ``witness_utxo``: the amounts are
-those the PSBT claims. A lie about an input amount makes the signature invalid for the real
-transaction (BIP143 commits to the amount), so one lie cannot move money on its own; two
-signings of the same inputs with different lies could overpay the fee (the 2020 "segwit fee
-attack"). When a PSBT also carries ``non_witness_utxo`` the signer checks it against the
-outpoint and the ``witness_utxo``.
+Every input must also carry its ``non_witness_utxo``, the whole previous transaction: its
+txid must be the outpoint's and its output there must be the ``witness_utxo`` (amount and
+script). A segwit v0 signer that takes amounts from ``witness_utxo`` alone signs whatever
+amounts the PSBT claims; one lie only makes its own signature invalid (BIP143 commits to the
+amount), but two signings of the same inputs with different lies combine into one valid
+transaction paying a fee the signer never saw (the 2020 "segwit fee attack",
+CVE-2020-14199). With the previous transaction hashed to the outpoint, the amounts the fee
+and the caps are computed from are the chain's.
 """
 
 from __future__ import annotations
@@ -175,13 +177,27 @@ def _check_input(i: int, psbt: PSBT, keyring: Keyring) -> CheckedInput:
                           "has none")
     spk = bytes(scope.witness_utxo.script_pubkey.data)
     value = int(scope.witness_utxo.value)
-    if scope.non_witness_utxo is not None:  # optional, but if given it must agree
-        prev = scope.non_witness_utxo
-        if (bytes(prev.txid()) != bytes(scope.txid) or scope.vout >= len(prev.vout)
-                or prev.vout[scope.vout].value != value
-                or bytes(prev.vout[scope.vout].script_pubkey.data) != spk):
-            raise InvalidPsbt(f"{where}: non_witness_utxo does not match the outpoint or "
-                              "the witness_utxo")
+    # The amount is only as good as the previous transaction it is read from: BIP143 signs
+    # the amount the PSBT states, and two signings with different lies about two inputs
+    # combine into one valid transaction paying a fee the signer never saw (the segwit fee
+    # attack). So the previous transaction is required, and it must be the outpoint's.
+    prev = scope.non_witness_utxo
+    if prev is None:
+        raise InvalidPsbt(f"{where} has no non_witness_utxo: the signer takes an input's "
+                          "amount only from the previous transaction, whose txid it checks")
+    if bytes(prev.txid()) != bytes(scope.txid):
+        raise InvalidPsbt(f"{where}: non_witness_utxo is the transaction "
+                          f"{bytes(prev.txid()).hex()}, not the one the input spends")
+    if scope.vout >= len(prev.vout):
+        raise InvalidPsbt(f"{where}: the previous transaction (non_witness_utxo) has no "
+                          f"output {scope.vout}")
+    real = prev.vout[scope.vout]
+    if real.value != value:
+        raise InvalidPsbt(f"{where}: witness_utxo claims {value} sat, the previous "
+                          f"transaction (non_witness_utxo) says {real.value} sat")
+    if bytes(real.script_pubkey.data) != spk:
+        raise InvalidPsbt(f"{where}: witness_utxo's script is not the previous "
+                          "transaction's (non_witness_utxo)")
     if value <= 0:
         raise InvalidPsbt(f"{where} claims a value of {value} sat")
     ours = _our_derivations(scope, keyring.fingerprint)

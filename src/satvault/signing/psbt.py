@@ -11,13 +11,20 @@ Each input names the wallet (``"deposit"`` or ``"hot"``), chain and index it was
 each output is a payment (``change_index=None``) or change to ``m/84'/c'/1'/1/<change_index>``
 of the hot wallet (or, in a sweep, the zero-value audit anchor of
 :mod:`satvault.signing.anchor`, the only output allowed to be worth 0 sat). The PSBT carries,
-per input, the ``witness_utxo`` and a BIP32 derivation (master fingerprint + full path) so
-the signer can re-derive and check the key, and the same derivation on change outputs so
-the signer can tell its own change from a payment. The transaction is version 2, locktime 0,
-and every input signals replace-by-fee (nSequence 0xfffffffd), so a stuck payout can be
-replaced by a higher-fee PSBT spending the same inputs.
+per input, the ``witness_utxo``, the ``non_witness_utxo`` (the whole previous transaction,
+``PsbtInput.prev_tx``, its witnesses stripped: they do not count in its txid) and a BIP32
+derivation (master fingerprint + full path) so the signer can re-derive and check the key,
+and the same derivation on change outputs so the signer can tell its own change from a
+payment. The previous transaction is what lets the signer trust an input's amount: BIP143
+signatures commit to it, but a segwit v0 signer that takes it from ``witness_utxo`` alone can
+be made to sign two versions whose lies combine into one valid, overpaying transaction (the
+2020 segwit fee attack); the signer refuses an input without it.
+
+The transaction is version 2, locktime 0, and every input signals replace-by-fee (nSequence
+0xfffffffd), so a stuck payout can be replaced by a higher-fee PSBT spending the same inputs.
 
 The scripts are checked here too (input script and change script against the derived keys),
+and each previous transaction against its outpoint and the coin's recorded amount and script,
 so a web-side bookkeeping error surfaces as :class:`PsbtBuildError` instead of a refusal from
 the signer.
 """
@@ -32,7 +39,7 @@ from typing import NamedTuple
 
 from embit import ec
 from embit.psbt import PSBT, DerivationPath
-from embit.script import Script
+from embit.script import Script, Witness
 from embit.transaction import Transaction, TransactionInput, TransactionOutput
 
 from satvault.onchain.descriptors import ScriptKind, parse_wallet
@@ -74,6 +81,8 @@ class PsbtInput:
     wallet: str  # "deposit" | "hot"
     chain: int  # 0 receive, 1 change
     index: int
+    # The serialized transaction ``txid`` (the ``non_witness_utxo``); make_psbt requires it.
+    prev_tx: bytes | None = None
 
 
 class PsbtOutput(NamedTuple):
@@ -157,12 +166,36 @@ def _derivation(account: AccountKey, chain: int, index: int) -> tuple[ec.PublicK
                                                    [*account.path, chain, index])
 
 
+def _prev_tx(n: int, utxo: PsbtInput) -> Transaction:
+    """The input's previous transaction, checked against the outpoint and the coin, without
+    its witnesses (the txid does not cover them; BIP174 wallets read either form)."""
+    where = f"input {n} ({utxo.txid}:{utxo.vout})"
+    if utxo.prev_tx is None:
+        raise PsbtBuildError(f"{where} has no previous transaction: the signer refuses a "
+                             "segwit v0 input without its non_witness_utxo")
+    try:
+        prev = Transaction.parse(bytes(utxo.prev_tx))
+    except Exception as exc:  # embit raises assorted errors on malformed bytes
+        raise PsbtBuildError(f"{where}: the previous transaction is not readable: {exc}") \
+            from exc
+    if bytes(prev.txid()).hex() != utxo.txid.lower():
+        raise PsbtBuildError(f"{where}: the previous transaction given is "
+                             f"{bytes(prev.txid()).hex()}")
+    if utxo.vout >= len(prev.vout) or prev.vout[utxo.vout].value != utxo.value_sat \
+            or bytes(prev.vout[utxo.vout].script_pubkey.data) != bytes(utxo.script_pubkey):
+        raise PsbtBuildError(f"{where}: the previous transaction's output is not the coin "
+                             f"recorded ({utxo.value_sat} sat to the wallet's script)")
+    for vin in prev.vin:
+        vin.witness = Witness([])
+    return prev
+
+
 def make_psbt(inputs: Sequence[PsbtInput], outputs: Sequence[PsbtOutput], *, network: str,
               fingerprint_and_paths: Mapping[str, AccountKey]) -> str:
     """A base64 PSBT (v0) spending ``inputs`` to ``outputs``; fee = inputs - outputs.
 
     ``fingerprint_and_paths`` is :func:`accounts_from_descriptors` of the signer's
-    descriptors: no private key is involved.
+    descriptors: no private key is involved. Every input needs its ``prev_tx``.
     """
     if not inputs:
         raise PsbtBuildError("a transaction needs at least one input")
@@ -201,7 +234,7 @@ def make_psbt(inputs: Sequence[PsbtInput], outputs: Sequence[PsbtOutput], *, net
             raise PsbtBuildError(
                 f"input {n}: {utxo.txid}:{utxo.vout} is not paid to {utxo.wallet} "
                 f"{utxo.chain}/{utxo.index} (the derived P2WPKH script differs)")
-        derivations.append((pub, der))
+        derivations.append((pub, der, _prev_tx(n, utxo)))
         vin.append(TransactionInput(bytes.fromhex(utxo.txid), utxo.vout,
                                     sequence=RBF_SEQUENCE))
 
@@ -232,9 +265,10 @@ def make_psbt(inputs: Sequence[PsbtInput], outputs: Sequence[PsbtOutput], *, net
         raise PsbtBuildError(f"outputs ({total_out} sat) exceed inputs ({total_in} sat)")
 
     psbt = PSBT(Transaction(version=2, vin=vin, vout=vout, locktime=0), unknown={})
-    for n, (utxo, (pub, der)) in enumerate(zip(inputs, derivations, strict=True)):
+    for n, (utxo, (pub, der, prev)) in enumerate(zip(inputs, derivations, strict=True)):
         scope = psbt.inputs[n]
         scope.unknown = {}  # embit shares a mutable default between scopes
+        scope.non_witness_utxo = prev
         scope.witness_utxo = TransactionOutput(utxo.value_sat, Script(bytes(utxo.script_pubkey)))
         scope.bip32_derivations[pub] = der
     for n, out_scope in enumerate(psbt.outputs):
