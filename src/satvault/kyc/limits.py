@@ -4,9 +4,12 @@ fits what the owner already spent. No session, clock or settings object inside: 
 
 Windows are rolling (the last 24 hours, the last 30 days, counted back from the request) and
 per rail: on-chain, Lightning and internal payments each have their own three limits. What is
-counted is what the 24-hour platform limit counts: the wallet's ``withdrawals`` rows that are
-not failed or cancelled (refunds are withdrawals of the merchant's wallet), each in a window
-that holds its request or, for one held and then released, its release.
+counted is what the 24-hour platform limit counts: the ``withdrawals`` rows that are not
+failed or cancelled (refunds are withdrawals of the merchant's wallet), each in a window that
+holds its request or, for one held and then released, its release, of every wallet of the
+person behind the paying one: a user's own wallet and the wallets of the merchants the user
+owns count together (migration 0060; a merchant nobody owns counts alone). The tier is the
+paying wallet's owner's: a merchant reviewed as a business has its own.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ class RailLimits:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """What the wallet has withdrawn on one rail in each window, and its owner's tier."""
+    """What the paying wallet's person has withdrawn on one rail in each window (all their
+    wallets together), and the paying wallet's owner's tier."""
 
     tier: int
     day_msat: int

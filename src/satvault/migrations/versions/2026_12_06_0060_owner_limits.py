@@ -1,0 +1,130 @@
+"""the withdrawal limits count a person's wallets together: a user's own wallet and the
+wallets of the merchants the user owns
+
+The KYC tiers' 24-hour and 30-day windows and the platform's rolling 24-hour limit counted one
+wallet's withdrawals, so a user opened a merchant (any signed-in user can, from the dashboard)
+and had a second allowance, a third with a second merchant. A wallet's *limit group* is now
+every wallet (of its asset) of the person behind it:
+
+* a user's wallet: the user's wallets and those of every merchant whose ``owner_user_id`` is
+  the user;
+* a merchant's wallet: its owner's group, or the merchant's own wallet for a merchant nobody
+  owns;
+* a wallet of any other owner: itself.
+
+The tier is still the paying wallet's owner's (a merchant reviewed as a business has its
+own), and the per-transaction limit is untouched; what the windows count is the group's.
+
+``limit_wallets(wallet)`` names the group (through the new index on
+``merchants.owner_user_id``), ``limit_spent_since`` adds up 0050's ``risk_spent_since`` over
+it (the checks that lock nothing: views, the checks before a remote call), and
+``withdrawal_usage`` (the check every withdrawal runs, in its one statement) locks the
+wallet's row as before, then the person (a transaction-level advisory lock, key ``(60,
+hashtext(person))``), then sums the group with a snapshot taken after both: two withdrawals
+from two wallets of one person are counted one after the other, as two from one wallet were.
+The wallet's row comes first because the risk screening takes it before the limits do.
+SQLite (one writer at a time) reads the same group in ``satvault.payouts.service``.
+``withdrawal_usage`` keeps 0042's ``ROWS 1`` (a replacement resets it; the internal payment's
+guarded INSERT would be planned again on every payment).
+
+Revision ID: 0060_owner_limits
+Revises: 0059_webhook_secret_rotation
+Create Date: 2026-12-06
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+from satvault.migrations.siblings import load
+
+revision: str = "0060_owner_limits"
+down_revision: str | None = "0059_webhook_secret_rotation"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# The person behind a wallet (``w``, with its merchant ``m`` outer-joined): the merchant's
+# owner, else the owner itself.
+_PERSON = ("CASE WHEN w.owner_type = 'merchant' THEN coalesce(m.owner_user_id, w.owner_id) "
+           "ELSE w.owner_id END")
+
+_GROUP = f"""
+CREATE FUNCTION limit_wallets(p_wallet text)
+RETURNS TABLE (id text)
+LANGUAGE sql STABLE AS $fn$
+    SELECT g.id
+      FROM (SELECT w.id, w.owner_type, w.owner_id, w.asset, {_PERSON} AS person
+              FROM wallets w
+              LEFT JOIN merchants m ON w.owner_type = 'merchant' AND m.id = w.owner_id
+             WHERE w.id = p_wallet) AS me,
+           LATERAL (
+            SELECT u.id FROM wallets u
+             WHERE u.owner_type = 'user' AND u.owner_id = me.person AND u.asset = me.asset
+            UNION ALL
+            SELECT x.id FROM merchants o
+              JOIN wallets x ON x.owner_type = 'merchant' AND x.owner_id = o.id
+             WHERE o.owner_user_id = me.person AND x.asset = me.asset
+            UNION ALL
+            SELECT me.id WHERE me.owner_type <> 'user' AND me.person = me.owner_id) AS g
+$fn$
+"""
+
+_SPENT = """
+CREATE FUNCTION limit_spent_since(p_wallet text, p_method text, p_since timestamptz)
+RETURNS TABLE (total numeric)
+LANGUAGE sql STABLE ROWS 1 AS $fn$
+    SELECT coalesce(sum(s.total), 0)
+      FROM limit_wallets(p_wallet) AS g, LATERAL risk_spent_since(g.id, p_method, p_since) AS s
+$fn$
+"""
+
+_USAGE = f"""
+CREATE OR REPLACE FUNCTION withdrawal_usage(p_wallet varchar, p_method varchar,
+                                            p_day timestamptz, p_month timestamptz)
+RETURNS TABLE(spent_day numeric, rail_day numeric, rail_month numeric, frozen boolean)
+LANGUAGE plpgsql VOLATILE ROWS 1 AS $fn$
+DECLARE
+    v_person text;
+BEGIN
+    SELECT w.frozen_at IS NOT NULL, {_PERSON} INTO frozen, v_person
+      FROM wallets w
+      LEFT JOIN merchants m ON w.owner_type = 'merchant' AND m.id = w.owner_id
+     WHERE w.id = p_wallet FOR UPDATE OF w;
+    PERFORM pg_advisory_xact_lock(60, hashtext(v_person));
+    SELECT coalesce(sum(a.total), 0), coalesce(sum(b.total), 0), coalesce(sum(c.total), 0)
+      INTO spent_day, rail_day, rail_month
+      FROM limit_wallets(p_wallet) AS g,
+           LATERAL risk_spent_since(g.id, NULL, p_day) AS a,
+           LATERAL risk_spent_since(g.id, p_method, p_day) AS b,
+           LATERAL risk_spent_since(g.id, p_method, p_month) AS c;
+    frozen := coalesce(frozen, false);
+    RETURN NEXT;
+END
+$fn$
+"""
+
+
+def _usage_0039() -> str:
+    """``withdrawal_usage`` as migration 0039 wrote it (the wallet's own sums)."""
+    earlier = load("2026_12_05_0039_risk_rollups.py")
+    (usage,) = [s for s in earlier._statements(earlier._LIMITS) if "withdrawal_usage" in s]
+    return str(usage)
+
+
+def upgrade() -> None:
+    op.create_index("ix_merchants_owner_user_id", "merchants", ["owner_user_id"])
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(_GROUP)
+        op.execute(_SPENT)
+        op.execute(_USAGE)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(_usage_0039())
+        # 0042's estimate, which a CREATE OR REPLACE resets.
+        op.execute("ALTER FUNCTION withdrawal_usage(varchar, varchar, timestamptz, timestamptz) "
+                   "ROWS 1")
+        op.execute("DROP FUNCTION limit_spent_since(text, text, timestamptz)")
+        op.execute("DROP FUNCTION limit_wallets(text)")
+    op.drop_index("ix_merchants_owner_user_id", table_name="merchants")
