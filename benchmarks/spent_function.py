@@ -14,6 +14,19 @@ the figures are the function's fixed cost, which is what 0050 adds to). Then, ov
 version ``--calls`` times (one per wallet in turn, a 24-hour window, every rail, as the
 limits ask), and reports the median microseconds per call. Not a timed test: a measurement.
 
+``--migration-ab REV`` measures instead the whole check a withdrawal runs, ``withdrawal_usage``
+(the wallet's lock, since 0060 the person's, and the sums), with the database at revision REV
+and at head, alternating per round (downgrading and upgrading back: one seeded database). The
+seed is real rows this time: ``--persons`` users, every other one with ``--merchants``
+merchants of their own, each wallet with ``--withdrawals`` live withdrawals over the last 30
+days (the roll-ups rebuilt from them). Each check is its own transaction (BEGIN, the check,
+COMMIT, as on the hot path) on a prepared statement, ``--calls`` per round and kind of payer
+(a user with one wallet; a merchant's wallet of a user with merchants); reported per version
+and kind: the median latency of the check's statement in microseconds, and the database
+backend's CPU per check transaction (``/proc/<backend pid>/stat``: the server must run on
+this machine). ``--generic-before`` adds REV's function on generic plans (as 0060 runs its
+own) as a third version.
+
 Progress goes to stderr; the last line of stdout is one JSON object.
 """
 
@@ -49,18 +62,18 @@ def _old_body() -> str:
             .replace("CREATE FUNCTION risk_spent_since", "CREATE FUNCTION risk_spent_since_0039"))
 
 
-async def _fresh(base: str) -> str:
+async def _fresh(base: str, name: str = _NAME) -> str:
     import asyncpg
 
     u = make_url(base)
     admin = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username,
                                   password=u.password, database="postgres")
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{_NAME}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{_NAME}"')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    return u.set(database=_NAME).render_as_string(hide_password=False)
+    return u.set(database=name).render_as_string(hide_password=False)
 
 
 async def _seed(url: str, args: argparse.Namespace) -> None:
@@ -120,6 +133,136 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "ratio": round(medians["0050"] / medians["0039"], 3), "runs": runs}
 
 
+# --- --migration-ab: the whole check at two revisions -----------------------------------------
+
+_SEED_PEOPLE = """
+INSERT INTO users (id, email, display_name, is_admin, kyc_tier, status, created_at)
+SELECT 'usr_' || p, 'p' || p || '@bench.example', '', false, 0, 'active', now()
+  FROM generate_series(1, :persons) p;
+INSERT INTO merchants (id, name, owner_user_id, created_at)
+SELECT 'mer_' || p || '_' || k, 'shop', 'usr_' || p, now()
+  FROM generate_series(2, :persons, 2) p, generate_series(1, :merchants) k;
+INSERT INTO wallets (id, owner_type, owner_id, asset, ledger_account_id, created_at)
+SELECT 'wal_' || o.id, o.kind, o.id, 'BTC', row_number() OVER (ORDER BY o.id), now()
+  FROM (SELECT id, 'user' AS kind FROM users UNION ALL
+        SELECT id, 'merchant' FROM merchants) AS o;
+INSERT INTO withdrawals (id, wallet_id, method, destination, amount_msat, fee_reserve_msat,
+                         status, hold_id, created_at, updated_at)
+SELECT w.id || '_' || g, w.id, (ARRAY['onchain', 'lightning', 'internal'])[1 + g % 3],
+       'dest' || g, 1000000 + g, 0, 'pending', 'h_' || w.id || '_' || g,
+       now() - (g * interval '30 days' / :n), now()
+  FROM wallets w, generate_series(1, :n) g;
+SELECT risk_rollups_rebuild(NULL)
+"""
+
+# The payers: a user with one wallet (odd ones), a merchant's wallet of a user with merchants.
+_KINDS = {"single": lambda p: f"wal_usr_{2 * p + 1}",
+          "group": lambda p: f"wal_mer_{2 * p + 2}_1"}
+
+
+async def _seed_people(url: str, args: argparse.Namespace) -> None:
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text("SET LOCAL session_replication_role = replica"))
+        for statement in _SEED_PEOPLE.strip().split(";\n"):
+            await conn.execute(text(statement), {"persons": args.persons,
+                                                 "merchants": args.merchants,
+                                                 "n": args.withdrawals})
+    async with engine.connect() as conn:
+        await conn.execute(text("COMMIT"))
+        for table in ("users", "merchants", "wallets", "withdrawals", "risk_rollups"):
+            await conn.execute(text(f"ANALYZE {table}"))
+    await engine.dispose()
+
+
+def _migrate_to(url: str, revision: str) -> None:
+    from alembic import command
+
+    from satvault.migrate import alembic_config
+
+    if revision == "head":
+        upgrade(url)
+    else:
+        command.downgrade(alembic_config(url), revision)
+
+
+async def _generic(url: str, on: bool) -> None:
+    """``--generic-before``: the earlier function on generic plans (``on``), as 0060 runs its
+    own, to tell what counting the group costs from what the plans save; or as it was."""
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "ALTER FUNCTION withdrawal_usage(varchar, varchar, timestamptz, timestamptz) "
+            + ("SET plan_cache_mode = force_generic_plan" if on else
+               "RESET plan_cache_mode")))
+    await engine.dispose()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _checks(url: str, kind: str, args: argparse.Namespace) -> tuple[float, float]:
+    """(median µs of the check's statement, backend CPU µs per check transaction)."""
+    import asyncpg
+
+    u = make_url(url)
+    conn = await asyncpg.connect(host=u.host, port=u.port or 5432, user=u.username,
+                                 password=u.password, database=u.database)
+    try:
+        check = await conn.prepare(
+            "SELECT * FROM withdrawal_usage($1, 'internal', now() - interval '24 hours', "
+            "now() - interval '30 days')")
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        people = args.persons // 2
+        for p in range(min(people, 50)):  # warm the plans and the caches
+            async with conn.transaction():
+                await check.fetchrow(_KINDS[kind](p))
+        times = []
+        cpu = _cpu_seconds(pid)
+        for n in range(args.calls):
+            async with conn.transaction():
+                start = time.perf_counter()
+                await check.fetchrow(_KINDS[kind](n % people))
+                times.append(time.perf_counter() - start)
+        cpu = _cpu_seconds(pid) - cpu
+    finally:
+        await conn.close()
+    return statistics.median(times) * 1e6, cpu / args.calls * 1e6
+
+
+async def run_ab(args: argparse.Namespace) -> dict[str, Any]:
+    base = args.database_url or os.environ.get("SATVAULT_TEST_POSTGRES_URL")
+    if not base:
+        sys.exit("set SATVAULT_TEST_POSTGRES_URL or --database-url")
+    url = await _fresh(base, args.database)
+    await asyncio.to_thread(upgrade, url)
+    await _seed_people(url, args)
+    versions = [(args.migration_ab, args.migration_ab), ("head", "head")]
+    if args.generic_before:
+        versions.insert(1, (f"{args.migration_ab}+generic", args.migration_ab))
+    runs: dict[str, dict[str, dict[str, list[float]]]] = {
+        v: {k: {"us": [], "cpu_us": []} for k in _KINDS} for v, _ in versions}
+    for r in range(args.repeat):
+        for version, revision in (versions if r % 2 == 0 else versions[::-1]):
+            await asyncio.to_thread(_migrate_to, url, revision)
+            if revision != "head":
+                await _generic(url, version.endswith("+generic"))
+            for kind in _KINDS:
+                us, cpu = await _checks(url, kind, args)
+                runs[version][kind]["us"].append(round(us, 1))
+                runs[version][kind]["cpu_us"].append(round(cpu, 1))
+                print(f"round {r} {version} {kind}: {us:.1f} us, {cpu:.1f} us CPU",
+                      file=sys.stderr)
+    medians = {v: {k: {m: statistics.median(xs) for m, xs in ms.items()}
+                   for k, ms in ks.items()} for v, ks in runs.items()}
+    return {"args": vars(args), "machine": {"cpus": os.cpu_count(),
+                                            "python": platform.python_version(),
+                                            "load": os.getloadavg()},
+            "median": medians, "runs": runs}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--database-url")
@@ -127,7 +270,16 @@ def main() -> None:
     p.add_argument("--withdrawals", type=int, default=200)
     p.add_argument("--calls", type=int, default=20_000)
     p.add_argument("--repeat", type=int, default=7)
-    print(json.dumps(asyncio.run(run(p.parse_args()))))
+    p.add_argument("--migration-ab", metavar="REVISION", default="",
+                   help="time withdrawal_usage at REVISION and at head (see the docstring)")
+    p.add_argument("--persons", type=int, default=400)
+    p.add_argument("--merchants", type=int, default=2)
+    p.add_argument("--generic-before", action="store_true",
+                   help="also time REVISION's function on generic plans")
+    p.add_argument("--database", default="spent_ab_bench",
+                   help="the throwaway database of --migration-ab (dropped first)")
+    args = p.parse_args()
+    print(json.dumps(asyncio.run(run_ab(args) if args.migration_ab else run(args))))
 
 
 if __name__ == "__main__":
