@@ -15,7 +15,7 @@ version ``--calls`` times (one per wallet in turn, a 24-hour window, every rail,
 limits ask), and reports the median microseconds per call. Not a timed test: a measurement.
 
 ``--migration-ab REV`` measures instead the whole check a withdrawal runs, ``withdrawal_usage``
-(the wallet's lock, since 0060 the person's, and the sums), with the database at revision REV
+(the wallet's lock, since 0061 the person's, and the sums), with the database at revision REV
 and at head, alternating per round (downgrading and upgrading back: one seeded database). The
 seed is real rows this time: ``--persons`` users, every other one with ``--merchants``
 merchants of their own, each wallet with ``--withdrawals`` live withdrawals over the last 30
@@ -24,7 +24,7 @@ COMMIT, as on the hot path) on a prepared statement, ``--calls`` per round and k
 (a user with one wallet; a merchant's wallet of a user with merchants); reported per version
 and kind: the median latency of the check's statement in microseconds, and the database
 backend's CPU per check transaction (``/proc/<backend pid>/stat``: the server must run on
-this machine). ``--generic-before`` adds REV's function on generic plans (as 0060 runs its
+this machine). ``--generic-before`` adds REV's function on generic plans (as 0061 runs its
 own) as a third version.
 
 Progress goes to stderr; the last line of stdout is one JSON object.
@@ -187,7 +187,7 @@ def _migrate_to(url: str, revision: str) -> None:
 
 
 async def _generic(url: str, on: bool) -> None:
-    """``--generic-before``: the earlier function on generic plans (``on``), as 0060 runs its
+    """``--generic-before``: the earlier function on generic plans (``on``), as 0061 runs its
     own, to tell what counting the group costs from what the plans save; or as it was."""
     engine = create_engine(url)
     async with engine.begin() as conn:

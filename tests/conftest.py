@@ -200,7 +200,9 @@ async def wipe_pg(url: str) -> None:
 
 @pytest.fixture
 async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(db_url, pool_size=40)
+    # 35 + the driver's 10 overflow = 45 connections at most per test: two xdist workers,
+    # each in a 50-way race test, stay under PostgreSQL's 100 (the extra requests queue)
+    eng = create_engine(db_url, pool_size=35)
     yield eng
     await eng.dispose()
 

@@ -8,7 +8,7 @@ counted is what the 24-hour platform limit counts: the ``withdrawals`` rows that
 failed or cancelled (refunds are withdrawals of the merchant's wallet), each in a window that
 holds its request or, for one held and then released, its release, of every wallet of the
 person behind the paying one: a user's own wallet and the wallets of the merchants the user
-owns count together (migration 0060; a merchant nobody owns counts alone). The tier is the
+owns count together (migration 0061; a merchant nobody owns counts alone). The tier is the
 paying wallet's owner's: a merchant reviewed as a business has its own.
 """
 

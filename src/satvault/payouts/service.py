@@ -70,7 +70,7 @@ def _over_limit(spent: int, settings: Settings) -> InvalidWithdrawal:
 
 def _usage_locked(wallet_id: Any, rail: Any, day: Any, month: Any) -> Any:
     """PostgreSQL's usage row: ``withdrawal_usage`` (migration 0018) locks the wallet row,
-    then (since migration 0060) the person behind it, and sums the person's wallets after the
+    then (since migration 0061) the person behind it, and sums the person's wallets after the
     locks (from the roll-ups since migration 0039), so concurrent withdrawals of one wallet,
     or of two wallets of one person, count each other one after the other."""
     return func.withdrawal_usage(wallet_id, rail, day, month).table_valued(
@@ -81,7 +81,7 @@ def _usage_locked(wallet_id: Any, rail: Any, day: Any, month: Any) -> Any:
 def _rolled_up(wallet_id: Any, method: Any, since: Any) -> Any:
     """What ``wallet_id``'s limit group (:func:`_limit_wallets`) withdrew since ``since``
     (on ``method``, or all rails for None), from PostgreSQL's roll-ups (migrations 0039 and
-    0060: ``limit_spent_since``), as a scalar subquery; locks nothing."""
+    0061: ``limit_spent_since``), as a scalar subquery; locks nothing."""
     return select(column("total", Amount())).select_from(
         func.limit_spent_since(wallet_id, literal(None, String()) if method is None else method,
                                since).table_valued(column("total", Amount()))
@@ -92,7 +92,7 @@ def _limit_wallets(wallet_id: Any) -> Any:
     """The wallets whose withdrawals count with ``wallet_id``'s in the limits: every wallet of
     its asset of the person behind it, that is the user's own and those of the merchants the
     user owns (a merchant's wallet: its owner's group; a merchant nobody owns, or any other
-    owner: the wallet alone). SQLite's twin of migration 0060's ``limit_wallets``; only
+    owner: the wallet alone). SQLite's twin of migration 0061's ``limit_wallets``; only
     scalar subqueries, so it correlates with a paying :class:`Wallet` of the enclosing read."""
     me, m = aliased(Wallet, name="lw_me"), aliased(Merchant, name="lw_m")
     g, o = aliased(Wallet, name="lw_g"), aliased(Merchant, name="lw_o")

@@ -32,8 +32,8 @@ statement (three ``risk_spent_since`` inlined) was planned anew on every call, i
 always estimated cheaper than the generic one, ~1.5-2 ms of planning (0.25 ms to run) under
 the wallet's lock on every withdrawal since 0039. Measured in docs/benchmarks.md.
 
-Revision ID: 0060_owner_limits
-Revises: 0059_webhook_secret_rotation
+Revision ID: 0061_owner_limits
+Revises: 0060_accepted_rates
 Create Date: 2026-12-06
 """
 
@@ -43,8 +43,8 @@ from alembic import op
 
 from satvault.migrations.siblings import load
 
-revision: str = "0060_owner_limits"
-down_revision: str | None = "0059_webhook_secret_rotation"
+revision: str = "0061_owner_limits"
+down_revision: str | None = "0060_accepted_rates"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
