@@ -50,6 +50,7 @@ from satvault.events.delivery import WebhookDispatcher
 from satvault.events.fanout import CONSUMER, WebhookFanout
 from satvault.events.jetstream import DurableConsumer, JetStream, StreamSettings
 from satvault.events.live import LiveFeed
+from satvault.events.outbox_feed import OutboxFeed
 from satvault.events.relay import EventRelay
 from satvault.invoices.service import apply_payment
 from satvault.invoices.tasks import InvoiceRefresher, lightning_follow_up
@@ -537,6 +538,12 @@ class Platform:
     live: LiveFeed | None = None
     own_engine: bool = False
     own_runtime: bool = False
+    # The live updates' one reader of the outbox (event_stream = "outbox", and the streams
+    # that cannot reach NATS): it reads only while a stream is open.
+    outbox_feed: OutboxFeed = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.outbox_feed = OutboxFeed(self.sessions)
 
     @classmethod
     def wire(cls, settings: Settings, *, engine: AsyncEngine | None = None,
@@ -579,6 +586,7 @@ class Platform:
         if self.live is not None:
             await self.live.close()
             self.live = None
+        await self.outbox_feed.close()
         if self.runtime is not None and self.own_runtime:
             await self.runtime.close()
         if self.own_engine:

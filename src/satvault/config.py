@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     rate_limit_public_create: str = "30/minute;300/hour"
     # Object creation through the API, per API key.
     rate_limit_create: str = "30/second;1000/minute"
+    # Event streams open at once (web/streamslots.py): per client address (counted as the
+    # rate limits count it, and shared by every API process when they live in Redis), and in
+    # one process. One more is a 429 until a stream ends.
+    streams_per_address: int = Field(default=20, ge=1, le=10_000)
+    streams_max: int = Field(default=1000, ge=1, le=20_000)
     # The largest request body accepted, in bytes; a larger one is a 413 before it is read
     # (by its Content-Length, or counted while a chunked body streams in).
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

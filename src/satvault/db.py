@@ -6,7 +6,8 @@ says so:
 
 * SQLite has one writer at a time. Every transaction starts with ``BEGIN IMMEDIATE`` so the
   write lock is taken up front (no deadlock-prone SHARED→RESERVED upgrade), and a busy timeout
-  makes waiting writers queue instead of failing.
+  makes waiting writers queue instead of failing; but :func:`one_read`'s, which never writes,
+  starts deferred and takes no write lock.
 * Amount columns are ``NUMERIC(39,0)`` on PostgreSQL (room for u128 values such as wei) and
   ``INTEGER`` (i64) on SQLite; :func:`max_amount` tells the ledger which range applies.
 """
@@ -228,6 +229,9 @@ class _SqliteConnection(sqlite3.Connection):
         super().close()
 
 
+_READ_ONLY = "satvault_read_only"
+
+
 def _sqlite_serialised_writes(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -243,7 +247,12 @@ def _sqlite_serialised_writes(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read (:func:`one_read`) begins deferred: in WAL mode it takes no lock that a
+        # writer waits for, in this process or in another (found from outside: every event
+        # stream's poll of the outbox took the write lock, and a CLI or worker process
+        # writing meanwhile waited for it).
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def session_factory(engine: AsyncEngine, *, public_url: str = ""
@@ -269,13 +278,16 @@ async def unit_of_work(
 async def one_read(
     sessions: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """A session for exactly one read statement. On PostgreSQL it runs outside any
-    transaction (autocommit: no BEGIN and no ROLLBACK round trip around it; a single statement
-    sees one snapshot either way), on SQLite as every session does. Never for two statements
-    that must agree with each other, nor for a write."""
+    """A session for reads only: one statement, or several that need not agree with each
+    other. On PostgreSQL they run outside any transaction (autocommit: no BEGIN and no
+    ROLLBACK round trip around them; each statement sees its own snapshot), on SQLite in a
+    deferred transaction (``BEGIN``, not the ``BEGIN IMMEDIATE`` of every other one: a read
+    holds no write lock, and in WAL mode no writer waits for it). Never for a write."""
     async with sessions() as session:
         if session.get_bind().dialect.name == "postgresql":
             await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        else:
+            await session.connection(execution_options={_READ_ONLY: True})
         yield session
 
 

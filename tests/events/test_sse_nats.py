@@ -18,6 +18,7 @@ from satvault.accounts import service as acc
 from satvault.composition import open_sessions
 from satvault.config import Settings
 from satvault.db import create_engine
+from satvault.events import outbox_feed
 from satvault.events.jetstream import JetStream
 from satvault.events.relay import EventRelay
 from satvault.ledger.core import TransferSpec
@@ -80,7 +81,7 @@ async def following(app, listeners: int = 1) -> None:
 
 async def test_a_credit_reaches_the_wallet_stream_through_jetstream_and_only_the_owners(
         engine, sessions, db_url, tmp_path, stream, monkeypatch):
-    monkeypatch.setattr(streams, "POLL_SECONDS", 3600.0)  # an outbox poll would never come
+    monkeypatch.setattr(outbox_feed, "POLL_SECONDS", 3600.0)  # an outbox poll would never come
     async with sessions() as s, s.begin():
         platform = await ensure_platform_accounts(s, "BTC")
         alice = await acc.create_user(s, email="alice@example.com")
@@ -138,7 +139,7 @@ async def test_a_credit_reaches_the_wallet_stream_through_jetstream_and_only_the
 
 async def test_the_invoice_stream_from_jetstream_is_public_and_resumable(
         engine, sessions, db_url, tmp_path, stream, monkeypatch):
-    monkeypatch.setattr(streams, "POLL_SECONDS", 3600.0)
+    monkeypatch.setattr(outbox_feed, "POLL_SECONDS", 3600.0)
     first = await emit_for(sessions, "inv_a", "invoice.created", secret_note="order-42")
     async with nats_app(engine, db_url, tmp_path, stream) as (app, client, relay):
         async with events(client, params={"invoice_id": "inv_a"}) as take:
@@ -165,7 +166,7 @@ async def test_the_invoice_stream_from_jetstream_is_public_and_resumable(
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_without_nats_a_stream_falls_back_to_the_outbox(
         engine, sessions, db_url, tmp_path, monkeypatch):
-    monkeypatch.setattr(streams, "POLL_SECONDS", 0.1)
+    monkeypatch.setattr(outbox_feed, "POLL_SECONDS", 0.1)
     settings = Settings(database_url=db_url, home=tmp_path, event_stream="nats",
                         nats_url="nats://127.0.0.1:1")
     ids = await emit_for(sessions, "inv_a", "invoice.created")
@@ -179,7 +180,7 @@ async def test_without_nats_a_stream_falls_back_to_the_outbox(
 
 async def test_a_feed_whose_connection_was_given_up_is_revived_and_nothing_is_lost(
         engine, sessions, db_url, tmp_path, stream, monkeypatch):
-    monkeypatch.setattr(streams, "POLL_SECONDS", 3600.0)
+    monkeypatch.setattr(outbox_feed, "POLL_SECONDS", 3600.0)
     monkeypatch.setattr(streams, "HEARTBEAT_SECONDS", 0.3)
     first = await emit_for(sessions, "inv_a", "invoice.created")
     async with nats_app(engine, db_url, tmp_path, stream) as (app, client, relay), \

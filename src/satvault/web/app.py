@@ -27,6 +27,7 @@ from satvault.web.pages.signin import error_page, install_page_redirects
 from satvault.web.problems import install_problem_handlers
 from satvault.web.ratelimit import PublicLimit, install_rate_limits
 from satvault.web.routes import ROUTERS
+from satvault.web.streamslots import install_stream_slots
 
 log = get_logger(__name__)
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         try:
             yield
         finally:
+            await stream_slots.close()  # open streams end with the server: slots given back
             await platform.stop()
             if limiter is not None:
                 await limiter.close()
@@ -73,8 +75,10 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.workers = []
     app.state.runtime = runtime
     app.state.live = None
+    app.state.outbox_feed = platform.outbox_feed
     install_problem_handlers(app)
     limiter = install_rate_limits(app, settings)
+    stream_slots = install_stream_slots(app, settings)
     app.add_middleware(InputGuard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetrics)
     install_openapi(app)

@@ -64,11 +64,13 @@ from satvault.web.deps import CurrentPrincipal
 from satvault.web.problems import as_page, problem
 
 __all__ = ["CreateLimit", "EdgeLimiter", "LocalMemoryStorage", "PublicCreateLimit",
-           "PublicLimit", "RateLimited", "install_rate_limits"]
+           "PublicLimit", "RateLimited", "client_address", "install_rate_limits",
+           "parse_networks"]
 
 log = get_logger(__name__)
 T = TypeVar("T")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
 Budget = Literal["auth-address", "auth-key", "public", "public-create", "create"]
 _STRATEGIES: dict[str, type[RateLimiter]] = {
@@ -90,7 +92,7 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
-def parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def parse_networks(text: str) -> Networks:
     """Comma-separated addresses or CIDR blocks."""
     return tuple(ipaddress.ip_network(part.strip(), strict=False)
                  for part in text.split(",") if part.strip())
@@ -111,6 +113,32 @@ def _bucket(ip: IPAddress) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+def client_address(request: Request, trusted: Networks) -> str:
+    """Who is counted: the socket peer, or the client a trusted proxy names (the right-most
+    ``X-Forwarded-For`` entry that is not one of ``trusted``), by its bucket."""
+    peer = request.client.host if request.client else "unknown"
+    ip = _ip(peer)
+    if ip is not None and trusted and _is_trusted(ip, trusted):
+        ip = _forwarded_client(request, trusted) or ip
+    return peer if ip is None else _bucket(ip)
+
+
+def _forwarded_client(request: Request, trusted: Networks) -> IPAddress | None:
+    hops = [hop for header in request.headers.getlist("x-forwarded-for")
+            for hop in header.split(",")]
+    for hop in reversed(hops):
+        ip = _ip(hop)
+        if ip is None:  # not what a proxy of ours writes: trust only the peer
+            return None
+        if not _is_trusted(ip, trusted):
+            return ip
+    return None
+
+
+def _is_trusted(ip: IPAddress, trusted: Networks) -> bool:
+    return any(ip in net for net in trusted)
 
 
 class LocalMemoryStorage(MemoryStorage):
@@ -248,26 +276,7 @@ class EdgeLimiter:
 
     def client_address(self, request: Request) -> str:
         """Who is counted: the socket peer, or the client a trusted proxy names."""
-        peer = request.client.host if request.client else "unknown"
-        ip = _ip(peer)
-        if ip is not None and self._trusted and self._is_trusted(ip):
-            ip = self._forwarded_client(request) or ip
-        return peer if ip is None else _bucket(ip)
-
-    def _forwarded_client(self, request: Request) -> IPAddress | None:
-        """The right-most ``X-Forwarded-For`` entry that is not one of our proxies."""
-        hops = [hop for header in request.headers.getlist("x-forwarded-for")
-                for hop in header.split(",")]
-        for hop in reversed(hops):
-            ip = _ip(hop)
-            if ip is None:  # not what a proxy of ours writes: trust only the peer
-                return None
-            if not self._is_trusted(ip):
-                return ip
-        return None
-
-    def _is_trusted(self, ip: IPAddress) -> bool:
-        return any(ip in net for net in self._trusted)
+        return client_address(request, self._trusted)
 
     @staticmethod
     def _key_id(token: str | None) -> str | None:

@@ -19,23 +19,29 @@ Both resume after ``Last-Event-ID`` (the header EventSource sends when it reconn
 
 Where the events come from depends on ``event_stream``:
 
-* ``outbox`` (the embedded default): the stream polls the outbox (an indexed ``id > floor``
-  query on the subject, skipping what it sent: on PostgreSQL an id can commit after a higher
-  one, see :class:`_Unsent`) every :data:`POLL_SECONDS`, and at once when a transaction in
-  this process that emitted commits.
+* ``outbox`` (the embedded default): the process's one reader of the outbox
+  (:class:`satvault.events.outbox_feed.OutboxFeed`) hands each stream the rows of its
+  invoice or wallet, read once per tick (every :data:`~satvault.events.outbox_feed.
+  POLL_SECONDS`, and at once when a transaction in this process that emitted commits) for
+  all open streams together: N streams cost one read per tick, not N, and none while no
+  stream is open.
 * ``nats``: the process's one subscriber to NATS JetStream (:class:`satvault.events.live.
   LiveFeed`) hands each stream the events its filter accepts, as the relay publishes them;
-  no stream polls the database. At connection (and after a resume point) the stream first
-  reads what it missed from the outbox once, the source of truth that keeps every event
-  (the stream's retention is bounded), after registering with the feed so nothing relayed
-  meanwhile is lost; an event that came both ways is sent once. A stream too slow for the
-  feed catches up from the outbox the same way. If NATS cannot be reached when a stream
-  opens, that stream falls back to polling the outbox.
+  no stream polls the database. If NATS cannot be reached when a stream opens, that stream
+  takes its events from the outbox reader instead.
 
-Either way the filter is the same authorization filter (the invoice's own subject; the
-events whose ``wallet_id`` is the wallet, carried in the message's ``Satvault-Wallet-Id``
-header), frames are the same, and a comment line every :data:`HEARTBEAT_SECONDS` keeps
-proxies from closing an idle stream. No transaction stays open between reads.
+Either way the stream first reads what it missed from the outbox once, itself (the source of
+truth that keeps every event), after registering with the feed so nothing read or relayed
+meanwhile is lost; an event that came both ways is sent once, and a stream too slow for the
+feed catches up from the outbox the same way. The filter is the same authorization filter
+(the invoice's own subject; the events whose ``wallet_id`` is the wallet, carried in a NATS
+message's ``Satvault-Wallet-Id`` header), frames are the same, and a comment line every
+:data:`HEARTBEAT_SECONDS` keeps proxies from closing an idle stream. No transaction stays
+open between reads.
+
+How many streams may be open at once, per client address and per process, is
+:mod:`satvault.web.streamslots`' to say: one more is a 429 before anything is read, and a
+stream gives its slot back when it ends, whatever ends it.
 """
 
 from __future__ import annotations
@@ -48,30 +54,31 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.access import visible_wallet
 from satvault.accounts.service import Principal
-from satvault.db import one_read, sequence_snapshot
+from satvault.db import one_read
 from satvault.events.errors import InvalidStream, StreamUnavailable
 from satvault.events.jetstream import StreamEvent, subject_for
 from satvault.events.live import LiveFeed
 from satvault.events.models import OutboxEvent
-from satvault.events.outbox import envelope, notifier
+from satvault.events.outbox import envelope
+from satvault.events.outbox_feed import POLL_SECONDS, Key, OutboxFeed, key_filter
 from satvault.kernel.errors import Forbidden, NotFound, SatvaultError
 from satvault.logs import get_logger
 from satvault.web.deps import _principal
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import PublicLimit
+from satvault.web.streamslots import Slot, StreamSlots
 
-__all__ = ["HEARTBEAT_SECONDS", "POLL_SECONDS", "PUBLIC_INVOICE_FIELDS", "RECHECK_SECONDS",
+__all__ = ["HEARTBEAT_SECONDS", "PUBLIC_INVOICE_FIELDS", "RECHECK_SECONDS",
            "Allowed", "resume_point", "router", "wallet_stream"]
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 log = get_logger(__name__)
 
-POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
 # How stale a wallet stream's last look at its caller's right to it may be when it sends
 # something: a key revoked, a token expired, a session ended ends the stream that soon.
@@ -118,108 +125,104 @@ async def _read(sessions: async_sessionmaker[AsyncSession], where: Any, after: i
         )).scalars())
 
 
-class _Unsent:
-    """Which of a stream's outbox rows are still to send. An id is taken at INSERT and seen at
-    COMMIT, so on PostgreSQL a row can appear below one already sent (found from outside: the
-    stream read ``id > last sent`` and never sent an event whose transaction committed just
-    after a later one's). Each poll reads the new rows, above ``top`` (the highest id sent);
-    ``floor`` is the highest id below which every row is committed or gone for good
-    (:func:`~satvault.db.sequence_snapshot`, checked at each read without waiting). When it
-    moves up, the range it passed is read once more for rows that committed late, by id
-    first, and those not in ``sent`` (the ids sent above the floor) are sent. A transaction
-    left open for long (a backup's) keeps the floor still while the stream goes on: the
-    cost stays one read per poll (found from outside: the sent ids passed to the database
-    made every poll compare each row with each of them). On SQLite a writer holds the write
-    lock from its first statement, so ids commit in order and the floor is simply ``top``."""
+async def _outbox_events(feed: OutboxFeed, key: Key, sessions: async_sessionmaker[AsyncSession],
+                         after: int, *, public: bool, heartbeat: float) -> AsyncIterator[str]:
+    """The outbox mode: the rows of ``key`` from the process's one reader of the outbox,
+    after one read of what was missed."""
+    where = key_filter(key)
+    listener = await feed.listen(key)  # first: nothing read from now on is missed
+    try:
+        resume = after  # the client has everything up to here
+        # The ids sent above the feed's floor: the feed may bring them again (it hands out
+        # nothing at or below its floor).
+        sent: set[int] = set()
+        floor = feed.floor
+        last_sent = time.monotonic()
 
-    def __init__(self, after: int) -> None:
-        self.floor = self.top = after
-        self.sent: set[int] = set()
-        self.ordered: bool | None = None  # ids commit in order (SQLite); None: not known yet
-        self._mark: tuple[int, frozenset[str]] | None = None
+        async def catch_up(dropped: int | None = None) -> AsyncIterator[str]:
+            """What the outbox has after ``after``; first, with ``dropped``, what the feed
+            dropped below it (rows that committed late) and was not sent."""
+            nonlocal after
+            if dropped is not None and dropped <= after:
+                for row in await _unsent_between(sessions, where, max(dropped - 1, resume),
+                                                 after, sent):
+                    sent.add(row.id)
+                    yield _frame(row, public=public)
+            while True:
+                rows = await _read(sessions, where, after)
+                for row in rows:
+                    sent.add(row.id)
+                    after = max(after, row.id)
+                    yield _frame(row, public=public)
+                if len(rows) < BATCH:
+                    return
 
-    async def read(self, sessions: async_sessionmaker[AsyncSession], where: Any
-                   ) -> list[OutboxEvent]:
-        async with one_read(sessions) as session:
-            # On PostgreSQL autocommit statements, each its own snapshot: only their order
-            # matters (the sequence before the open transactions, both before the rows).
-            if self.ordered is None:
-                self.ordered = session.get_bind().dialect.name != "postgresql"
-            settled = None if self.ordered else await self._settled(session)
-            late: list[OutboxEvent] = []
-            if settled is not None and settled > self.floor:
-                # Every row up to ``settled`` committed before this read began: one look at
-                # the range for those that came late, then the floor moves past it.
-                upto = min(settled, self.top)
-                ids = (await session.execute(select(OutboxEvent.id).where(
-                    where, OutboxEvent.id > self.floor, OutboxEvent.id <= upto))).scalars()
-                missed = sorted(set(ids) - self.sent)
-                if missed:
-                    late = list((await session.execute(select(OutboxEvent).where(
-                        OutboxEvent.id.in_(missed)).order_by(OutboxEvent.id))).scalars())
-                self.floor = upto
-                self.sent = {i for i in self.sent if i > self.floor}
-            rows = list((await session.execute(
-                select(OutboxEvent).where(where, OutboxEvent.id > self.top)
-                .order_by(OutboxEvent.id).limit(BATCH))).scalars())
-        return late + rows
-
-    async def _settled(self, session: AsyncSession) -> int | None:
-        """The last value of the sequence noted at an earlier read, once every transaction
-        open then has ended (None until then); a new one is noted when the last is used."""
-        last, open_now = await sequence_snapshot(session, "outbox_events", "id")
-        settled = None
-        if self._mark is not None and not (self._mark[1] & open_now):
-            settled, self._mark = self._mark[0], None
-        if self._mark is None:
-            self._mark = (last, open_now)
-        return settled
-
-    def done(self, event_id: int) -> None:
-        self.top = max(self.top, event_id)
-        if self.ordered:
-            self.floor = self.top
-        elif event_id > self.floor:
-            self.sent.add(event_id)
-
-
-async def _events(sessions: async_sessionmaker[AsyncSession], where: Any, after: int, *,
-                  public: bool, poll: float, heartbeat: float) -> AsyncIterator[str]:
-    """The outbox mode: poll the outbox."""
-    yield f"retry: {RETRY_MILLISECONDS}\n\n"
-    last_sent = time.monotonic()
-    unsent = _Unsent(after)
-    while True:
-        rows = await unsent.read(sessions, where)
-        for row in rows:
-            yield _frame(row, public=public)
-            unsent.done(row.id)
-        if rows:
-            last_sent = time.monotonic()
-            if len(rows) >= BATCH:  # a late row or two may come on top
+        async for chunk in catch_up():
+            yield chunk
+        joined = await feed.join_mark()  # PostgreSQL: rows of ours that commit late
+        while True:
+            if joined is not None and feed.ended(joined):
+                # Every row up to the mark is in the outbox: send those our read missed.
+                for late in await _unsent_between(sessions, where, resume, joined.last, sent):
+                    sent.add(late.id)
+                    yield _frame(late, public=public)
+                joined = None
+            if joined is None and listener.queue.empty() and not listener.overflowed \
+                    and feed.floor > floor:
+                # Everything handed out from now on is above the feed's floor (not while
+                # overflowed: what was dropped is looked for among the ids sent).
+                floor = feed.floor
+                sent = {i for i in sent if i > floor}
+            row = await listener.next(heartbeat if joined is None else POLL_SECONDS)
+            if listener.overflowed:  # too slow for the feed: the outbox has what was dropped
+                async for chunk in catch_up(listener.recovered()):
+                    yield chunk
                 continue
-        await notifier.wait(poll)
-        if time.monotonic() - last_sent >= heartbeat:
-            yield ": keep-alive\n\n"
+            if row is None:
+                if time.monotonic() - last_sent >= heartbeat:
+                    yield ": keep-alive\n\n"
+                    last_sent = time.monotonic()
+                continue
             last_sent = time.monotonic()
+            if row.id <= resume or row.id in sent:
+                continue
+            sent.add(row.id)
+            after = max(after, row.id)
+            yield _frame(row, public=public)
+    finally:
+        listener.close()
+
+
+async def _unsent_between(sessions: async_sessionmaker[AsyncSession], where: Any, low: int,
+                          high: int, sent: set[int]) -> list[OutboxEvent]:
+    """The rows in (low, high] not in ``sent``: their ids first, then those rows."""
+    async with one_read(sessions) as session:
+        ids = (await session.execute(select(OutboxEvent.id).where(
+            where, OutboxEvent.id > low, OutboxEvent.id <= high))).scalars()
+        missed = sorted(set(ids) - sent)
+        rows: list[OutboxEvent] = []
+        for i in range(0, len(missed), 1000):
+            rows += (await session.execute(select(OutboxEvent).where(
+                OutboxEvent.id.in_(missed[i:i + 1000])).order_by(OutboxEvent.id))).scalars()
+        return rows
 
 
 async def _live_events(feed: LiveFeed, match: Callable[[StreamEvent], bool],
-                       sessions: async_sessionmaker[AsyncSession], where: Any, after: int, *,
-                       public: bool, subject_id: str, heartbeat: float, poll: float
+                       outbox: OutboxFeed, key: Key,
+                       sessions: async_sessionmaker[AsyncSession], after: int, *,
+                       public: bool, subject_id: str, heartbeat: float
                        ) -> AsyncIterator[str]:
     """The NATS mode: events from the process's subscriber to the stream, after one read of
     what was missed from the outbox."""
-    yield f"retry: {RETRY_MILLISECONDS}\n\n"
+    where = key_filter(key)
     try:
         listener = await feed.listen(match)  # first: nothing relayed from now on is missed
     except StreamUnavailable as exc:
         log.warning("live_updates_from_outbox", error=str(exc),
-                    note="NATS unreachable: this stream polls the outbox")
-        async for chunk in _events(sessions, where, after, public=public, poll=poll,
-                                   heartbeat=heartbeat):
-            if not chunk.startswith("retry:"):
-                yield chunk
+                    note="NATS unreachable: this stream reads from the outbox")
+        async for chunk in _outbox_events(outbox, key, sessions, after, public=public,
+                                          heartbeat=heartbeat):
+            yield chunk
         return
     try:
         resume = after  # the client has everything up to here
@@ -279,7 +282,7 @@ def resume_point(header: str | None, query: int | None) -> int | None:
 
 @router.get("/events/stream", response_class=StreamingResponse, dependencies=[PublicLimit],
             responses={200: {"content": {"text/event-stream": {}}},
-                       **problem_responses(404)})
+                       **problem_responses(404, 429)})
 async def stream(
     request: Request,
     invoice_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
@@ -294,33 +297,29 @@ async def stream(
         raise InvalidStream("give exactly one of invoice_id and wallet_id")
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
     after = resume_point(last_event_id, last_event_id_param)
-    where: ColumnElement[bool]
     if invoice_id is not None:
-        where = (OutboxEvent.subject_type == "invoice") & (OutboxEvent.subject_id == invoice_id)
+        key: Key = ("invoice", invoice_id)
         async with one_read(sessions) as session:
-            known = (await session.execute(select(OutboxEvent.id).where(where).limit(1))).first()
+            known = (await session.execute(
+                select(OutboxEvent.id).where(key_filter(key)).limit(1))).first()
         if known is None:
             raise NotFound(f"invoice {invoice_id!r} not found")
-        public, after = True, after or 0
-    else:
-        assert wallet_id is not None
-        principal = await _principal(request, authorization, x_api_key)
+        return await _open(request, key, after or 0, public=True)
+    assert wallet_id is not None
+    principal = await _principal(request, authorization, x_api_key)
 
-        async def allowed() -> bool:
-            try:
-                again = await _principal(request, authorization, x_api_key)
-                if not again.has("wallet:read"):
-                    return False
-                async with one_read(sessions) as session:
-                    await visible_wallet(session, again, wallet_id)
-            except SatvaultError:
+    async def allowed() -> bool:
+        try:
+            again = await _principal(request, authorization, x_api_key)
+            if not again.has("wallet:read"):
                 return False
-            return True
+            async with one_read(sessions) as session:
+                await visible_wallet(session, again, wallet_id)
+        except SatvaultError:
+            return False
+        return True
 
-        return await wallet_stream(sessions, principal, wallet_id, after,
-                                   feed=request.app.state.live, allowed=allowed)
-    return _response(sessions, where, after, public=public, feed=request.app.state.live,
-                     invoice_id=invoice_id)
+    return await wallet_stream(request, principal, wallet_id, after, allowed=allowed)
 
 
 Allowed = Callable[[], Awaitable[bool]]
@@ -346,50 +345,79 @@ async def _while_allowed(body: AsyncIterator[str], allowed: Allowed) -> AsyncIte
             await close()
 
 
-def _response(sessions: async_sessionmaker[AsyncSession], where: Any, after: int, *,
-              public: bool, feed: LiveFeed | None, invoice_id: str | None = None,
-              wallet_id: str | None = None, allowed: Allowed | None = None
-              ) -> StreamingResponse:
-    """The stream's body: the outbox polled (embedded default), or the process's subscriber
-    to the event stream (event_stream = "nats") after one read of what was missed."""
+class _StreamResponse(StreamingResponse):
+    """A stream holding a slot (:mod:`satvault.web.streamslots`), given back however the
+    response ends: its body done, the client gone, the server stopping, an error; or never
+    started at all."""
+
+    def __init__(self, body: AsyncIterator[str], slots: StreamSlots, slot: Slot) -> None:
+        super().__init__(body, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._slots, self._slot = slots, slot
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slots.give_back(self._slot)
+
+
+async def _open(request: Request, key: Key, after: int, *, public: bool,
+                allowed: Allowed | None = None) -> StreamingResponse:
+    """The stream of ``key`` from ``after``, once it has a slot: from the process's reader of
+    the outbox (embedded default), or its subscriber to the event stream (event_stream =
+    "nats"), after one read of what was missed."""
+    slots: StreamSlots = request.app.state.stream_slots
+    slot = await slots.take(request, public=public)
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    outbox: OutboxFeed = request.app.state.outbox_feed
+    feed: LiveFeed | None = request.app.state.live
     body: AsyncIterator[str]
     if feed is None:
-        body = _events(sessions, where, after, public=public, poll=POLL_SECONDS,
-                       heartbeat=HEARTBEAT_SECONDS)
+        body = _outbox_events(outbox, key, sessions, after, public=public,
+                              heartbeat=HEARTBEAT_SECONDS)
     else:
         prefix = feed.stream.settings.prefix
         match: Callable[[StreamEvent], bool]
-        if invoice_id is not None:
-            subject = subject_for(prefix, "invoice", invoice_id)
+        kind, ident = key
+        if kind == "invoice":
+            subject = subject_for(prefix, "invoice", ident)
             match = lambda e: e.subject == subject  # noqa: E731
         else:
-            match = lambda e: e.wallet_id == wallet_id  # noqa: E731
-        body = _live_events(feed, match, sessions, where, after, public=public,
-                            subject_id=invoice_id or "", heartbeat=HEARTBEAT_SECONDS,
-                            poll=POLL_SECONDS)
+            match = lambda e: e.wallet_id == ident  # noqa: E731
+        body = _live_events(feed, match, outbox, key, sessions, after, public=public,
+                            subject_id=ident if kind == "invoice" else "",
+                            heartbeat=HEARTBEAT_SECONDS)
     if allowed is not None:
         body = _while_allowed(body, allowed)
-    return StreamingResponse(
-        body, media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return _StreamResponse(_with_retry(body), slots, slot)
 
 
-async def wallet_stream(sessions: async_sessionmaker[AsyncSession], principal: Principal,
-                        wallet_id: str, after: int | None, *,
-                        feed: LiveFeed | None, allowed: Allowed) -> StreamingResponse:
+async def _with_retry(body: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The reconnection delay first, at once (the headers go out with it), then ``body``."""
+    yield f"retry: {RETRY_MILLISECONDS}\n\n"
+    try:
+        async for chunk in body:
+            yield chunk
+    finally:
+        close = getattr(body, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def wallet_stream(request: Request, principal: Principal, wallet_id: str,
+                        after: int | None, *, allowed: Allowed) -> StreamingResponse:
     """A wallet's full events for a caller with ``wallet:read`` that sees the wallet, from
     ``after`` (None: from now), for as long as ``allowed`` says the caller still may (its
     key, token or session asked again). The API's stream, and the merchant dashboard's
     (whose principal comes from the signed-in session)."""
     if not principal.has("wallet:read"):
         raise Forbidden("this API key lacks the 'wallet:read' scope")
-    where = OutboxEvent.wallet_id == wallet_id
-    async with sessions() as session:
+    key: Key = ("wallet", wallet_id)
+    async with one_read(request.app.state.sessions) as session:
         await visible_wallet(session, principal, wallet_id)
         if after is None:
             after = int((await session.execute(
-                select(func.coalesce(func.max(OutboxEvent.id), 0)).where(where)
+                select(func.coalesce(func.max(OutboxEvent.id), 0)).where(key_filter(key))
             )).scalar_one())
-    return _response(sessions, where, after, public=False, feed=feed, wallet_id=wallet_id,
-                     allowed=allowed)
+    return await _open(request, key, after, public=False, allowed=allowed)

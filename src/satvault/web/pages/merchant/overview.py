@@ -106,5 +106,4 @@ async def events(
             return False
         return True
 
-    return await wallet_stream(sessions, principal, wallet.id, after,
-                               feed=request.app.state.live, allowed=allowed)
+    return await wallet_stream(request, principal, wallet.id, after, allowed=allowed)
