@@ -424,3 +424,70 @@ def test_commands_acting_on_an_unreachable_node_fail_with_one_clear_line(db_url,
     out = sv_here("payouts", "bump", "pob_nope", "--feerate", "5", url=db_url, home=home,
                   env=gone, check=False)
     assert out.returncode == 1 and last_json(out)["ok"] is False, (out.stdout, out.stderr)
+
+
+def test_serve_stops_on_sigterm_while_an_event_stream_is_open(db_url, tmp_path):
+    """Found from outside: `satvault serve` waited for open event streams to end before it
+    stopped, so a SIGTERM (a deploy, a restart) hung for as long as a checkout page stayed
+    open. Requests get SATVAULT_SHUTDOWN_GRACE_SECONDS to finish; streams are then cut (the
+    client reconnects with Last-Event-ID elsewhere)."""
+    import signal
+    import time
+    import uuid
+
+    import httpx
+
+    port, btc, lnd = _free_port(), _free_port(), _free_port()
+    env = {**os.environ, "SATVAULT_HOME": str(tmp_path), "SATVAULT_DATABASE_URL": db_url,
+           "SATVAULT_BITCOIND_URL": f"http://simnet:simnet@127.0.0.1:{btc}/",
+           "SATVAULT_LND_URL": f"http://127.0.0.1:{lnd}",
+           "SATVAULT_SHUTDOWN_GRACE_SECONDS": "2", "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("SATVAULT_CONFIG", None)
+
+    def cli(*args: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "satvault.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    cli("init", "--format", "json")
+    merchant = cli("merchant", "create", "--name", "Grace")
+    store = cli("store", "create", "--merchant", merchant["id"], "--name", "S")
+    key = cli("apikey", "create", "--owner", store["id"],
+              "--scopes", "invoices:write,invoices:read")["api_key"]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "satvault.cli", "serve", "--port",
+                                   str(port)], env=env, stdout=subprocess.DEVNULL, stderr=out,
+                                  start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            assert server.poll() is None, log.read_text()[-2000:]
+            try:
+                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout=90, interval=0.1, message="the server did not come up")
+        r = httpx.post(f"{base}/api/v1/stores/{store['id']}/invoices",
+                       json={"amount": "12.50", "currency": "USD"},
+                       headers={"Authorization": f"Bearer {key}",
+                                "Idempotency-Key": uuid.uuid4().hex}, timeout=30)
+        assert r.status_code == 201, r.text
+        with httpx.Client(base_url=base, timeout=30) as c, c.stream(
+                "GET", "/api/v1/events/stream", params={"invoice_id": r.json()["id"]}) as s:
+            lines = s.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) \
+                == "event: invoice.created"
+            started = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            code = server.wait(timeout=30)  # waited for the stream forever before
+            assert time.monotonic() - started < 15
+        text = log.read_text()
+        assert code in (0, -signal.SIGTERM), text[-2000:]  # uvicorn re-raises the signal
+        assert "Exception in ASGI application" not in text, text[-3000:]
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     # compare or to rule them out.
     server_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     server_http: Literal["auto", "httptools", "h11"] = "auto"
+    # After SIGTERM, how long `satvault serve` lets requests in flight finish before it cuts
+    # what is left (open event streams, which never end by themselves: their clients
+    # reconnect with Last-Event-ID) and stops.
+    shutdown_grace_seconds: int = Field(default=10, ge=0, le=600)
     # The garbage collector of a `satvault serve` process (docs/benchmarks.md, "the garbage
     # collector"): once started, everything alive is frozen out of the cyclic collector's
     # sweeps (``gc.freeze``), and the youngest generation is collected every

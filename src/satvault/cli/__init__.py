@@ -353,7 +353,8 @@ def serve(
                                    serving=True),
                         host=settings.host, port=settings.port,
                         log_config=None, access_log=False, proxy_headers=False,
-                        loop=settings.server_loop, http=settings.server_http)
+                        loop=settings.server_loop, http=settings.server_http,
+                        timeout_graceful_shutdown=settings.shutdown_grace_seconds)
         else:
             _serve_processes(settings, workers, background=role is ServeRole.ALL)
     finally:
@@ -407,7 +408,8 @@ def _serve_processes(settings: Settings, workers: int, *, background: bool = Tru
     try:
         uvicorn.run("satvault.web.app:api_app", factory=True, workers=workers,
                     host=settings.host, port=settings.port, log_config=None, access_log=False,
-                    proxy_headers=False, loop=settings.server_loop, http=settings.server_http)
+                    proxy_headers=False, loop=settings.server_loop, http=settings.server_http,
+                    timeout_graceful_shutdown=settings.shutdown_grace_seconds)
     finally:
         stop.set()
         if thread.is_alive():

@@ -46,6 +46,7 @@ stream gives its slot back when it ends, whatever ends it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -358,6 +359,11 @@ class _StreamResponse(StreamingResponse):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            # The server cut it (SIGTERM, past `shutdown_grace_seconds`: a stream never ends
+            # by itself; a client leaving ends it inside the response, not by a cancel). An
+            # ordinary end for a stream: its client reconnects with Last-Event-ID.
+            log.info("stream_cut_at_shutdown")
         finally:
             self._slots.give_back(self._slot)
 
