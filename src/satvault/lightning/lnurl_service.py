@@ -194,6 +194,8 @@ async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: in
     is released."""
     low = min_msat if min_msat is not None else amount_msat
     now = utcnow()
+    if expires_in is not None and expires_at is not None:
+        raise InvalidInput("give expires_in or expires_at, not both")
     if expires_in is not None:
         expires_at = now + expires_in
     if expires_at is not None:

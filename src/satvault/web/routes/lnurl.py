@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.access import visible_wallet
@@ -175,12 +175,6 @@ class VoucherIn(BaseModel):
     expires_at: datetime | None = Field(
         None, description="when the voucher expires, instead of expires_in (UTC if no zone "
                           "is given; at least a minute ahead)")
-
-    @model_validator(mode="after")
-    def _one_expiry(self) -> VoucherIn:
-        if self.expires_in is not None and self.expires_at is not None:
-            raise ValueError("give expires_in or expires_at, not both")
-        return self
 
     def lifetime(self) -> timedelta | None:
         return None if self.expires_in is None else timedelta(seconds=self.expires_in)
