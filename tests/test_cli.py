@@ -8,7 +8,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import text
@@ -329,6 +332,69 @@ def _children(pid: int) -> list[str]:
     return found
 
 
+@dataclass
+class Served:
+    """A `satvault serve` child on its own ports, with a merchant's store and its key."""
+    server: subprocess.Popen
+    base: str
+    log: Path
+    store: dict
+    key: str
+    cli: Callable[..., dict]
+
+
+@contextmanager
+def served(db_url: str, tmp_path: Path, *serve_args: str,
+           env: dict[str, str] | None = None) -> Iterator[Served]:
+    """Initialise a home, make a store and its key through the CLI, start `satvault serve
+    *serve_args` (simulators on free ports) and wait for /healthz; stopped (SIGINT, then
+    killed) at the end unless the test stopped it."""
+    import httpx
+
+    port, btc, lnd = _free_port(), _free_port(), _free_port()
+    full = {**os.environ, "SATVAULT_HOME": str(tmp_path), "SATVAULT_DATABASE_URL": db_url,
+            "SATVAULT_BITCOIND_URL": f"http://simnet:simnet@127.0.0.1:{btc}/",
+            "SATVAULT_LND_URL": f"http://127.0.0.1:{lnd}",
+            "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})}
+    full.pop("SATVAULT_CONFIG", None)
+
+    def cli(*args: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "satvault.cli", *args], env=full,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (done.stdout, done.stderr)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    cli("init", "--format", "json")
+    merchant = cli("merchant", "create", "--name", "Served")
+    store = cli("store", "create", "--merchant", merchant["id"], "--name", "S")
+    key = cli("apikey", "create", "--owner", store["id"],
+              "--scopes", "invoices:write,invoices:read")["api_key"]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        server = subprocess.Popen([sys.executable, "-m", "satvault.cli", "serve", "--port",
+                                   str(port), *serve_args], env=full,
+                                  stdout=subprocess.DEVNULL, stderr=out, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def up() -> bool:
+            assert server.poll() is None, log.read_text()[-2000:]
+            try:
+                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout=90, interval=0.1, message="the server did not come up")
+        yield Served(server, base, log, store, key, cli)
+    finally:
+        if server.poll() is None:
+            server.send_signal(2)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, 9)
+                server.wait()
+
+
 def test_serve_with_several_api_processes(db_url, tmp_path):
     """``serve --workers 2``: refused on SQLite; on PostgreSQL two API processes answer on one
     port, invoices made through either get distinct addresses, and the background workers
@@ -341,38 +407,9 @@ def test_serve_with_several_api_processes(db_url, tmp_path):
         proc = sv("serve", "--workers", "2", url=db_url, home=tmp_path, check=False)
         assert proc.returncode == 2 and "needs PostgreSQL" in proc.stderr
         return
-    port, btc, lnd = _free_port(), _free_port(), _free_port()
-    env = {**os.environ, "SATVAULT_HOME": str(tmp_path), "SATVAULT_DATABASE_URL": db_url,
-           "SATVAULT_BITCOIND_URL": f"http://simnet:simnet@127.0.0.1:{btc}/",
-           "SATVAULT_LND_URL": f"http://127.0.0.1:{lnd}", "PYTHONPATH": os.pathsep.join(sys.path)}
-    env.pop("SATVAULT_CONFIG", None)
-
-    def cli(*args: str) -> dict:
-        done = subprocess.run([sys.executable, "-m", "satvault.cli", *args], env=env,
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, (done.stdout, done.stderr)
-        return json.loads(done.stdout.strip().splitlines()[-1])
-
-    cli("init", "--format", "json")
-    merchant = cli("merchant", "create", "--name", "Two")
-    store = cli("store", "create", "--merchant", merchant["id"], "--name", "S")
-    key = cli("apikey", "create", "--owner", store["id"],
-              "--scopes", "invoices:write,invoices:read")["api_key"]
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        server = subprocess.Popen([sys.executable, "-m", "satvault.cli", "serve", "--workers",
-                                   "2", "--port", str(port)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=out, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        def up() -> bool:
-            assert server.poll() is None, log.read_text()[-2000:]
-            try:
-                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(up, timeout=90, interval=0.1, message="the server did not come up")
+    with served(db_url, tmp_path, "--workers", "2") as world:
+        server, log, store, key, cli = (world.server, world.log, world.store, world.key,
+                                        world.cli)
         spawned = [c for c in _children(server.pid) if "multiprocessing" in c]
         assert len(spawned) >= 2, _children(server.pid)
         # each API process tuned its collector once started (the workers' thread did not)
@@ -381,7 +418,7 @@ def test_serve_with_several_api_processes(db_url, tmp_path):
         tuned = [json.loads(line) for line in log.read_text().splitlines()
                  if '"gc_tuned"' in line]
         assert all(t["frozen"] > 10_000 and t["threshold"][0] == 20_000 for t in tuned), tuned
-        with httpx.Client(base_url=base, headers={"X-Api-Key": key}, timeout=30) as c:
+        with httpx.Client(base_url=world.base, headers={"X-Api-Key": key}, timeout=30) as c:
             made = [c.post(f"/api/v1/stores/{store['id']}/invoices",
                            headers={"Idempotency-Key": uuid.uuid4().hex},
                            json={"amount": "20000", "currency": "SATS"}) for _ in range(6)]
@@ -394,13 +431,6 @@ def test_serve_with_several_api_processes(db_url, tmp_path):
             # the workers run in the parent process, beside the API processes
             wait_until(lambda: c.get(f"/api/v1/invoices/{first['id']}").json()["status"]
                        == "settled", timeout=60, interval=0.1)
-    finally:
-        server.send_signal(2)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait()
 
 
 def test_commands_acting_on_an_unreachable_node_fail_with_one_clear_line(db_url, tmp_path):
@@ -437,39 +467,8 @@ def test_serve_stops_on_sigterm_while_an_event_stream_is_open(db_url, tmp_path):
 
     import httpx
 
-    port, btc, lnd = _free_port(), _free_port(), _free_port()
-    env = {**os.environ, "SATVAULT_HOME": str(tmp_path), "SATVAULT_DATABASE_URL": db_url,
-           "SATVAULT_BITCOIND_URL": f"http://simnet:simnet@127.0.0.1:{btc}/",
-           "SATVAULT_LND_URL": f"http://127.0.0.1:{lnd}",
-           "SATVAULT_SHUTDOWN_GRACE_SECONDS": "2", "PYTHONPATH": os.pathsep.join(sys.path)}
-    env.pop("SATVAULT_CONFIG", None)
-
-    def cli(*args: str) -> dict:
-        done = subprocess.run([sys.executable, "-m", "satvault.cli", *args], env=env,
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, (done.stdout, done.stderr)
-        return json.loads(done.stdout.strip().splitlines()[-1])
-
-    cli("init", "--format", "json")
-    merchant = cli("merchant", "create", "--name", "Grace")
-    store = cli("store", "create", "--merchant", merchant["id"], "--name", "S")
-    key = cli("apikey", "create", "--owner", store["id"],
-              "--scopes", "invoices:write,invoices:read")["api_key"]
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen([sys.executable, "-m", "satvault.cli", "serve", "--port",
-                                   str(port)], env=env, stdout=subprocess.DEVNULL, stderr=out,
-                                  start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        def up() -> bool:
-            assert server.poll() is None, log.read_text()[-2000:]
-            try:
-                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(up, timeout=90, interval=0.1, message="the server did not come up")
+    with served(db_url, tmp_path, env={"SATVAULT_SHUTDOWN_GRACE_SECONDS": "2"}) as world:
+        server, base, store, key = world.server, world.base, world.store, world.key
         r = httpx.post(f"{base}/api/v1/stores/{store['id']}/invoices",
                        json={"amount": "12.50", "currency": "USD"},
                        headers={"Authorization": f"Bearer {key}",
@@ -484,10 +483,6 @@ def test_serve_stops_on_sigterm_while_an_event_stream_is_open(db_url, tmp_path):
             server.send_signal(signal.SIGTERM)
             code = server.wait(timeout=30)  # waited for the stream forever before
             assert time.monotonic() - started < 15
-        text = log.read_text()
+        text = world.log.read_text()
         assert code in (0, -signal.SIGTERM), text[-2000:]  # uvicorn re-raises the signal
         assert "Exception in ASGI application" not in text, text[-3000:]
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
