@@ -150,6 +150,24 @@ def test_init_in_production_refuses_the_demo_signer_unless_asked_for(db_url, tmp
     assert "demo signer" in chosen.stderr and "production" in chosen.stderr
 
 
+def test_mainnet_refuses_the_demo_signer_whatever_the_environment_says(db_url, tmp_path):
+    """Found in the known gaps: the demo-signer guard trusted SATVAULT_ENVIRONMENT, so a
+    mainnet deployment left at `development` (the default) held its hot keys in the web
+    process, silently. Mainnet is real money: init refuses it as production does, and the
+    doctor reports the in-process signer as an error."""
+    home = tmp_path / "home"
+    mainnet = {"SATVAULT_NETWORK": "mainnet", "SATVAULT_SIGNER_SOCKET": ""}
+    refused = sv_here("init", url=db_url, home=home, env=mainnet, check=False)
+    assert refused.returncode == 1, (refused.stdout, refused.stderr)
+    error = last_json(refused)["error"]
+    for named in ("mainnet", "SATVAULT_SIGNER_SOCKET", "--demo-signer", "nothing was created"):
+        assert named in error, error
+    assert not (home / "signer.json").exists() and _admins(db_url) == 0
+    refused = sv_here("payouts", "bump", "pob_nope", "--feerate", "5", url=db_url, home=home,
+                      env=mainnet, check=False)
+    assert refused.returncode == 1 and "mainnet" in last_json(refused)["error"]
+
+
 def test_commands_that_sign_refuse_the_demo_signer_in_production_unless_asked_for(db_url,
                                                                                 tmp_path):
     """Found in the known gaps: `payouts bump`, `payouts resolve` and `reserves prove` opened

@@ -491,6 +491,13 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    @property
+    def real_money(self) -> bool:
+        """Production, or the main Bitcoin network whatever ``environment`` says (a mainnet
+        deployment left at the default ``development``): where the in-process demo signer is
+        refused unless asked for, and reported as an error by the doctor."""
+        return self.environment == "production" or self.network == "mainnet"
+
     @classmethod
     def settings_customise_sources(
         cls,

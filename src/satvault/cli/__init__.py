@@ -173,9 +173,10 @@ def init(
         "--format", help="json (one object on stdout) or text (a box for humans).")
     ] = OutputFormat.JSON,
     demo_signer: Annotated[bool, typer.Option(
-        "--demo-signer", help="In production without SATVAULT_SIGNER_SOCKET: create and use "
-                              "the in-process demo signer all the same (its keys live in the "
-                              "web process). Development needs no flag.")] = False,
+        "--demo-signer", help="In production or on mainnet without SATVAULT_SIGNER_SOCKET: "
+                              "create and use the in-process demo signer all the same (its "
+                              "keys live in the web process). Development on a test network "
+                              "needs no flag.")] = False,
 ) -> None:
     """First-time setup: migrate, create platform accounts, an admin and an admin API key.
 
@@ -204,7 +205,8 @@ def init(
     # init before an admin exists whose one-time credentials would not be shown.
     signer_created = _provision_signer(settings)
     if demo_signer_chosen(settings):
-        sys.stderr.write("satvault: warning: the demo signer (production, --demo-signer): its "
+        sys.stderr.write("satvault: warning: the demo signer (production or mainnet, "
+                         "--demo-signer): its "
                          "keys are in this process; move to `satvault signer serve`\n")
     created = _in_transaction(work, settings)
     if created is None:
@@ -261,8 +263,9 @@ def serve(
              "with the API on the port only for /healthz (exactly one; one process).")
     ] = ServeRole.ALL,
     demo_signer: Annotated[bool, typer.Option(
-        "--demo-signer", help="In production without SATVAULT_SIGNER_SOCKET: start with the "
-                              "in-process demo signer all the same (refused otherwise).")
+        "--demo-signer", help="In production or on mainnet without SATVAULT_SIGNER_SOCKET: "
+                              "start with the in-process demo signer all the same (refused "
+                              "otherwise).")
     ] = False,
 ) -> None:
     """Run the API, the background workers and the pages."""
@@ -328,7 +331,8 @@ def serve(
         else settings.bitcoind_url
     if demo_signer_chosen(settings):
         sys.stderr.write("satvault: warning: the demo signer runs inside this process "
-                         "(production, --demo-signer): the web side holds the hot keys\n")
+                         "(production or mainnet, --demo-signer): the web side holds the "
+                         "hot keys\n")
     sys.stderr.write(
         f"\n  satvault {__version__} is starting\n"
         f"    sign in         {url}/login  (dashboard and admin console; the admin's\n"

@@ -41,23 +41,27 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-# Why production needs `--demo-signer` to run without a signer socket: every command that
-# opens a signer (init, serve, payouts bump and resolve, reserves prove) asks this one check.
+# Why production (or mainnet) needs `--demo-signer` to run without a signer socket: every
+# command that opens a signer (init, serve, payouts bump and resolve, reserves prove) asks
+# this one check.
 DEMO_SIGNER_REFUSED = (
-    "SATVAULT_ENVIRONMENT is production and SATVAULT_SIGNER_SOCKET is empty, which would use "
+    "SATVAULT_ENVIRONMENT is production or SATVAULT_NETWORK is mainnet, and "
+    "SATVAULT_SIGNER_SOCKET is empty, which would use "
     "the in-process demo signer: the web process would hold the hot keys. Run `satvault "
     "signer serve` as its own user and set SATVAULT_SIGNER_SOCKET to its socket "
     "(docs/operations.md, the signer), or pass --demo-signer to take the demo signer knowingly")
 
 DemoSignerFlag = Annotated[bool, typer.Option(
-    "--demo-signer", help="In production without SATVAULT_SIGNER_SOCKET: use the in-process "
+    "--demo-signer", help="In production or on mainnet without SATVAULT_SIGNER_SOCKET: use "
+                          "the in-process "
                           "demo signer all the same (its keys live in this process; refused "
-                          "otherwise). Development needs no flag.")]
+                          "otherwise). Development on a test network needs no flag.")]
 
 
 def demo_signer_chosen(settings: Settings) -> bool:
-    """Production without a signer socket: the demo signer, which needs ``--demo-signer``."""
-    return settings.environment == "production" and not settings.signer_socket
+    """Real money (production, or mainnet) without a signer socket: the demo signer, which
+    needs ``--demo-signer``."""
+    return settings.real_money and not settings.signer_socket
 
 
 def demo_signer_refused(settings: Settings, demo_signer: bool) -> bool:
