@@ -121,7 +121,8 @@ async def test_over_the_socket(tmp_path: Path, signer: HotSigner, builder: Build
     srv = await start_server(path, signer)
     try:
         remote = UnixSocketSigner(path, timeout=5)
-        first = pay(builder, [coin(builder, 1)], [W1])
+        spent = coin(builder, 1)
+        first = pay(builder, [spent], [W1])
         signed = await remote.sign_payout(first.psbt, [W1], **LOOSE)
         again = pay(builder, [coin(builder, 2)], [W1])
         with pytest.raises(PaidBefore, match=signed.txid):
@@ -130,7 +131,7 @@ async def test_over_the_socket(tmp_path: Path, signer: HotSigner, builder: Build
             await remote.abandon("xyz", reason="")
         (payer,) = await remote.payers(["wd_1", "wd_nope"])
         assert payer.txid == signed.txid and payer.refs == ("wd_1",)
-        assert payer.outpoints == (f"{'41' * 32}:0",)
+        assert payer.outpoints == (f"{spent.txid}:{spent.vout}",)
         assert await remote.payers(["wd_2"]) == []
         with pytest.raises(SignerProtocolError, match="refs"):
             await remote._call("payers", {"refs": "wd_1"})
