@@ -184,13 +184,12 @@ async def test_api_processes_share_the_per_address_cap_in_redis(app_with, sessio
             assert all(r.status_code == 200 for r in third)
 
 
+@pytest.mark.parametrize("storage", ["redis"], indirect=True)  # memory dies with its process
 async def test_a_slot_left_by_a_dead_process_expires(app_with, sessions, world, storage,
                                                      monkeypatch):
     """A process that dies with streams open cannot give their slots back: each slot is kept
     in Redis with an expiry that its living process refreshes, so a dead one's slots count
     only until then, never forever; a living stream's slot never lapses."""
-    if storage[0] == "memory":
-        pytest.skip("a slot in memory dies with its process")
     from satvault.web import streamslots
 
     monkeypatch.setattr(streamslots, "SLOT_SECONDS", 2.0)
@@ -295,14 +294,13 @@ async def test_open_streams_share_one_read_of_the_outbox(app_with, engine, sessi
             assert await counter.over(1.2) == 0, "the outbox was read with no stream open"
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # SQLite's single write lock
 async def test_a_streams_read_leaves_sqlite_writable_by_another_process(
         app_with, engine, db_url, sessions, world, tmp_path):
     """Every SQLite transaction here is BEGIN IMMEDIATE: the write lock from its first
     statement, the stream's reads of the outbox included. While one such read ran (held in
     the middle here), another process (the CLI, a worker process) could not write: a read
     of the outbox must not take the write lock."""
-    if not db_url.startswith("sqlite"):
-        pytest.skip("SQLite's single write lock")
     await emit_for(sessions, "inv_a", "invoice.created")
     entered, gate = threading.Event(), threading.Event()
 
