@@ -29,6 +29,7 @@ from typing import Any
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault import __version__
 from satvault.backup import _postgres, _sqlite
@@ -44,7 +45,8 @@ from satvault.backup.archive import (
 )
 from satvault.backup.errors import BackupError, RevisionTooNew, TargetNotEmpty, WrongKind
 from satvault.config import redact_url
-from satvault.db import async_database_url
+from satvault.db import async_database_url, create_engine
+from satvault.events.ids import IdsNotMovable, Rebased, rebase_event_ids
 from satvault.logs import get_logger
 from satvault.migrate import alembic_config, head_revision
 
@@ -73,16 +75,39 @@ class RestoreResult:
     manifest: Manifest
     revision: str | None
     seconds: float
+    event_ids: Rebased | None = None  # None: not movable before `db upgrade` (old SQLite)
 
     def as_dict(self) -> dict[str, Any]:
         head = head_revision()
         out: dict[str, Any] = {
             "ok": True, "into": self.into, "revision": self.revision, "head": head,
             "up_to_date": self.revision == head, "seconds": round(self.seconds, 3),
-            "manifest": self.manifest.as_dict()}
+            "manifest": self.manifest.as_dict(),
+            "event_ids": self.event_ids.as_dict() if self.event_ids else None}
         if self.revision != head:
-            out["next"] = "run `satvault db upgrade` to migrate the restored database"
+            out["next"] = "run `satvault db upgrade` to migrate the restored database" + (
+                "" if self.event_ids else ", then `satvault events rebase-ids`")
         return out
+
+
+async def _rebase_event_ids(url: str) -> Rebased | None:
+    """The restored database hands out event ids it never handed out before the restore
+    (:mod:`satvault.events.ids`), unless its schema cannot (an old SQLite outbox)."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            session = AsyncSession(bind=conn)
+            try:
+                moved = await rebase_event_ids(session, now=datetime.now(UTC))
+            except IdsNotMovable as exc:
+                log.warning("restore_event_ids_not_moved", reason=str(exc))
+                return None
+            finally:
+                await session.close()
+    finally:
+        await engine.dispose()
+    log.info("restore_event_ids_moved", **moved.as_dict())
+    return moved
 
 
 def database_kind(url: str) -> Kind:
@@ -211,7 +236,9 @@ async def restore(source: Path, into: str, *, force: bool = False,
     if revision != manifest.revision:
         raise BackupError(f"the restored database is at revision {revision!r}, not "
                           f"{manifest.revision!r} as the manifest says")
-    result = RestoreResult(redact_url(into), manifest, revision, time.monotonic() - started)
+    rebased = await _rebase_event_ids(into)
+    result = RestoreResult(redact_url(into), manifest, revision, time.monotonic() - started,
+                           rebased)
     log.info("restore_finished", into=result.into, revision=revision,
              seconds=round(result.seconds, 3))
     return result

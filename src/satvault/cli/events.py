@@ -5,7 +5,8 @@ one JSON object per line (``seq``, ``subject``, ``event_id``, ``type``, ``event`
 envelope webhooks and live updates carry); ``--follow`` keeps waiting for new ones. Nothing is
 acknowledged and nothing is remembered on the server: it is a replay, safe to run any time.
 ``satvault events relay-status`` shows how far the relay got (its cursor) and the stream's
-last sequence.
+last sequence. ``satvault events rebase-ids`` moves the next event id past every id issued
+before a database restore (:mod:`satvault.events.ids`; ``satvault restore`` does it itself).
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import typer
 
 from satvault.cli._common import emit, fail, in_transaction
 from satvault.config import get_settings
+from satvault.db import utcnow
 from satvault.events.errors import StreamUnavailable
+from satvault.events.ids import IdsNotMovable, rebase_event_ids
+from satvault.logs import get_logger
 
 __all__ = ["app"]
 
+log = get_logger(__name__)
 app = typer.Typer(help="The event stream (NATS JetStream).", no_args_is_help=True)
 
 
@@ -75,3 +80,15 @@ def relay_status_cmd() -> None:
         fail(str(exc))
     emit({"ok": True, "event_stream": settings.event_stream, "stream": settings.nats_stream,
           "relayed_up_to_event": position, "stream_last_seq": seq})
+
+
+@app.command("rebase-ids")
+def rebase_ids_cmd() -> None:
+    """Move the next event id past every id issued before a restore (run it on a database
+    restored by other means than `satvault restore`, before satvault starts on it)."""
+    try:
+        moved = in_transaction(lambda s: rebase_event_ids(s, now=utcnow()))
+    except IdsNotMovable as exc:
+        fail(str(exc))
+    log.info("event_ids_rebased", **moved.as_dict())
+    emit({"ok": True, **moved.as_dict()})

@@ -76,6 +76,8 @@ class OutboxEvent(Base):
     __table_args__ = (
         Index("ix_outbox_events_subject", "subject_type", "subject_id", "id"),
         Index("ix_outbox_events_wallet", "wallet_id", "id"),
+        # ids are never handed out twice, so a restore can move them on (events/ids.py)
+        {"sqlite_autoincrement": True},
     )
 
 
