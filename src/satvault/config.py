@@ -312,6 +312,12 @@ class Settings(BaseSettings):
     # with it was spent. 0: only an expired invoice is refused. Our own invoices, settled
     # inside the ledger at once, need only not be expired.
     ln_min_invoice_remaining_seconds: int = Field(default=60, ge=0)
+    # Withdraw vouchers are bearer links holding their amount until redeemed: one created
+    # without an expiry gets the default lifetime, and none may be given a longer one than the
+    # maximum (both in days; a default of 0 means the maximum, a maximum of 0 none: with both
+    # 0 a voucher without an expiry never expires).
+    voucher_default_lifetime_days: int = Field(default=30, ge=0, le=3660)
+    voucher_max_lifetime_days: int = Field(default=366, ge=0, le=3660)
     ln_max_attempts: int = 3
     ln_retry_base_seconds: float = 2.0
     ln_payer_interval: float = 1.0

@@ -12,6 +12,7 @@ from satvault.audit.service import list_events
 from satvault.backends.lightning import PaymentResult
 from satvault.db import utcnow
 from satvault.lightning.lnurl_models import LnurlWithdrawVoucher
+from satvault.lightning.lnurl_service import default_voucher_expiry
 from satvault.lightning.payments import LightningPayer, fee_reserve
 from satvault.workers import hold_expiry_worker
 from tests.lightning_lnurl.conftest import LnEnv
@@ -50,8 +51,9 @@ async def test_an_expired_voucher_refuses_and_its_hold_is_released(ln: LnEnv, cl
     v = await voucher(ln, 100_000, expires_in=600)
     created = datetime.fromisoformat(v["created_at"])
     assert datetime.fromisoformat(v["expires_at"]) - created == timedelta(seconds=600)
-    forever = await voucher(ln, 1_000)
-    assert forever["expires_at"] is None
+    forever = await voucher(ln, 1_000)  # no expiry asked for: the default lifetime
+    assert datetime.fromisoformat(forever["expires_at"]) - datetime.fromisoformat(
+        forever["created_at"]) == timedelta(days=30)
     held = await ln.balance("alice")
     await sweep(ln)  # not due yet
     assert await status(ln, v["id"]) == "open"
@@ -143,4 +145,82 @@ async def test_redemptions_racing_the_expiry_sweep(ln: LnEnv, clock):
     assert await withdrawals(ln) == ok
     reserve = fee_reserve(100_000, ln.settings)
     assert (await ln.balance("alice"))["held"] == (100_000 + reserve if ok else 0)
+    await ln.check()
+
+
+def near(a: datetime, b: datetime) -> bool:
+    return abs(a - b) < timedelta(seconds=5)
+
+
+async def test_a_voucher_gets_the_default_lifetime_and_never_more_than_the_maximum(
+        ln: LnEnv, clock):
+    """A bearer link without an expiry used to hold its amount forever."""
+    await ln.fund("alice", FUND)
+    before = await ln.balance("alice")
+    v = await voucher(ln, 50_000)
+    assert near(datetime.fromisoformat(v["expires_at"]), utcnow() + timedelta(days=30))
+    path = f"/api/v1/wallets/{ln.wallets['alice'].id}/lnurl-withdraw"
+    for too_long in ({"expires_in": 367 * 86_400},
+                     {"expires_at": (utcnow() + timedelta(days=367)).isoformat()}):
+        r = await ln.client.post(path, json={"amount_msat": 1_000, **too_long},
+                                 headers=ln.auth("alice"))
+        assert r.status_code == 422 and "at most 366 days" in r.json()["detail"], r.text
+    clock.advance(30 * 86_400 + 1)
+    await sweep(ln)
+    assert await status(ln, v["id"]) == "expired"
+    assert await ln.balance("alice") == before  # the hold came back
+    await ln.check()
+
+    settings = ln.settings
+    now = utcnow()
+    assert default_voucher_expiry(now, settings.model_copy(update={
+        "voucher_default_lifetime_days": 0})) == now + timedelta(days=366)
+    assert default_voucher_expiry(now, settings.model_copy(update={
+        "voucher_default_lifetime_days": 400})) == now + timedelta(days=366)
+    assert default_voucher_expiry(now, settings.model_copy(update={
+        "voucher_default_lifetime_days": 0, "voucher_max_lifetime_days": 0})) is None
+
+
+async def test_an_open_vouchers_expiry_can_be_changed_until_it_passes(ln: LnEnv, clock):
+    await ln.fund("alice", FUND)
+    await ln.fund("bob", FUND)
+    v = await voucher(ln, 100_000)
+    url = f"/api/v1/lnurl-withdraw/{v['id']}"
+
+    r = await ln.client.patch(url, json={"expires_in": 3600}, headers=ln.auth("alice"))
+    assert r.status_code == 200, r.text
+    assert near(datetime.fromisoformat(r.json()["expires_at"]), utcnow() + timedelta(hours=1))
+    later = utcnow() + timedelta(days=100)
+    r = await ln.client.patch(url, json={"expires_at": later.isoformat()},
+                              headers=ln.auth("alice"))
+    assert r.status_code == 200 and datetime.fromisoformat(r.json()["expires_at"]) == later
+
+    refused = [  # each changes nothing
+        (ln.auth("bob"), {"expires_in": 600}, 404),  # not bob's voucher
+        (ln.auth("alice"), {}, 422),
+        (ln.auth("alice"), {"expires_in": 600, "expires_at": later.isoformat()}, 422),
+        (ln.auth("alice"), {"expires_in": 59}, 422),
+        (ln.auth("alice"), {"expires_in": 367 * 86_400}, 422),
+    ]
+    for headers, body, code in refused:
+        r = await ln.client.patch(url, json=body, headers=headers)
+        assert r.status_code == code, (body, r.text)
+    got = await ln.client.get(url, headers=ln.auth("alice"))
+    assert datetime.fromisoformat(got.json()["expires_at"]) == later
+
+    r = await ln.client.patch(url, json={"expires_in": 600}, headers=ln.auth("alice"))
+    assert r.status_code == 200
+    clock.advance(601)  # past it, before the sweep marked it: a past expiry stays past
+    r = await ln.client.patch(url, json={"expires_in": 86_400}, headers=ln.auth("alice"))
+    assert r.status_code == 409 and "expired" in r.json()["detail"]
+    assert (await ln.client.get(link(v))).json() == EXPIRED
+
+    used = await voucher(ln, 10_000)
+    assert (await redeem(ln, used, make_bolt11(10_000, expiry=7200)))["status"] == "OK"
+    r = await ln.client.patch(f"/api/v1/lnurl-withdraw/{used['id']}", json={"expires_in": 600},
+                              headers=ln.auth("alice"))
+    assert r.status_code == 409 and "used" in r.json()["detail"]
+    async with ln.sessions() as s:
+        events = await list_events(s, action="lnurl_withdraw.expiry")
+    assert [e["object"] for e in events] == [v["id"]] * 3
     await ln.check()

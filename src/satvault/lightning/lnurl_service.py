@@ -66,8 +66,9 @@ from satvault.payouts.models import Withdrawal
 
 __all__ = ["COMMENT_ALLOWED", "MIN_SENDABLE_MSAT", "MIN_VOUCHER_LIFETIME", "SUCCESS_MESSAGE",
            "Refused", "address_invoice", "address_metadata", "address_name", "base_url",
-           "cancel_voucher", "claim_address", "host", "open_voucher", "redeem_voucher",
-           "visible_voucher", "voucher_by_link", "voucher_link"]
+           "cancel_voucher", "claim_address", "default_voucher_expiry", "host", "open_voucher",
+           "redeem_voucher", "set_voucher_expiry", "visible_voucher", "voucher_by_link",
+           "voucher_expiry", "voucher_link"]
 
 MIN_SENDABLE_MSAT = 1_000
 MIN_VOUCHER_LIFETIME = timedelta(minutes=1)
@@ -189,21 +190,13 @@ async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: in
     """A single-use voucher for up to ``amount_msat`` (at least ``min_msat``, default the
     same), its amount and fee reserve held in the ledger; with its link token, which exists
     nowhere else (only its hash is stored): give it to whoever is to redeem the voucher.
-    ``expires_at``, or ``expires_in`` from now (optional, at least
-    :data:`MIN_VOUCHER_LIFETIME` ahead): past it the voucher refuses redemption and its hold
-    is released."""
+    ``expires_at``, or ``expires_in`` from now (at least :data:`MIN_VOUCHER_LIFETIME`
+    ahead, at most the settings' maximum; neither: the default lifetime): past it the voucher
+    refuses redemption and its hold is released."""
     low = min_msat if min_msat is not None else amount_msat
     now = utcnow()
-    if expires_in is not None and expires_at is not None:
-        raise InvalidInput("give expires_in or expires_at, not both")
-    if expires_in is not None:
-        expires_at = now + expires_in
-    if expires_at is not None:
-        if expires_at.tzinfo is None:  # a time without a zone is read as UTC
-            expires_at = expires_at.replace(tzinfo=UTC)
-        if expires_at < now + MIN_VOUCHER_LIFETIME:
-            raise InvalidInput(f"a voucher's expiry must be at least "
-                               f"{int(MIN_VOUCHER_LIFETIME.total_seconds())} s ahead")
+    given = voucher_expiry(now, settings, expires_at=expires_at, expires_in=expires_in)
+    expires_at = given if given is not None else default_voucher_expiry(now, settings)
     if wallet.asset != "BTC":
         raise InvalidInput("a withdraw voucher needs a BTC wallet")
     if low > amount_msat:
@@ -231,6 +224,65 @@ async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: in
                         "status": VoucherStatus.OPEN.value, "hold_id": voucher.hold_id,
                         "expires_at": expires_at.isoformat() if expires_at else None})
     return voucher, token
+
+
+def default_voucher_expiry(now: datetime, settings: Settings) -> datetime | None:
+    """When a voucher created now without an expiry expires (None: never, only when both the
+    default and the maximum lifetime are 0)."""
+    days = settings.voucher_default_lifetime_days or settings.voucher_max_lifetime_days
+    if settings.voucher_max_lifetime_days:
+        days = min(days, settings.voucher_max_lifetime_days)
+    return now + timedelta(days=days) if days else None
+
+
+def voucher_expiry(now: datetime, settings: Settings, *, expires_at: datetime | None,
+                   expires_in: timedelta | None) -> datetime | None:
+    """The expiry asked for (``expires_at``, or ``expires_in`` from now; None if neither),
+    refused unless at least :data:`MIN_VOUCHER_LIFETIME` and at most the maximum lifetime
+    ahead."""
+    if expires_in is not None and expires_at is not None:
+        raise InvalidInput("give expires_in or expires_at, not both")
+    if expires_in is not None:
+        expires_at = now + expires_in
+    if expires_at is None:
+        return None
+    if expires_at.tzinfo is None:  # a time without a zone is read as UTC
+        expires_at = expires_at.replace(tzinfo=UTC)
+    if expires_at < now + MIN_VOUCHER_LIFETIME:
+        raise InvalidInput(f"a voucher's expiry must be at least "
+                           f"{int(MIN_VOUCHER_LIFETIME.total_seconds())} s ahead")
+    most = settings.voucher_max_lifetime_days
+    if most and expires_at > now + timedelta(days=most):
+        raise InvalidInput(f"a voucher's expiry may be at most {most} days ahead "
+                           f"(SATVAULT_VOUCHER_MAX_LIFETIME_DAYS)")
+    return expires_at
+
+
+async def set_voucher_expiry(session: AsyncSession, voucher: LnurlWithdrawVoucher, *,
+                             settings: Settings, actor: str, expires_at: datetime | None,
+                             expires_in: timedelta | None) -> bool:
+    """Give an open voucher a new expiry (sooner or later, within the maximum lifetime from
+    now), audited; False (nothing done) when it is no longer open or its expiry has passed
+    (the sweep expires it: a past expiry is never undone). ``voucher`` is refreshed either
+    way."""
+    now = utcnow()
+    when = voucher_expiry(now, settings, expires_at=expires_at, expires_in=expires_in)
+    if when is None:
+        raise InvalidInput("give expires_in or expires_at")
+    before = voucher.expires_at
+    claimed = await session.execute(
+        update(LnurlWithdrawVoucher)
+        .where(LnurlWithdrawVoucher.id == voucher.id,
+               LnurlWithdrawVoucher.status == VoucherStatus.OPEN, not_expired(now))
+        .values(expires_at=when)
+        .execution_options(**_NO_UPDATE_SYNC))
+    await session.refresh(voucher)
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    await record(session, actor=actor, action="lnurl_withdraw.expiry", object=voucher.id,
+                 before={"expires_at": before.isoformat() if before else None},
+                 after={"expires_at": when.isoformat()})
+    return True
 
 
 async def visible_voucher(session: AsyncSession, principal: Principal,

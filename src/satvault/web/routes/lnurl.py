@@ -170,11 +170,22 @@ class VoucherIn(BaseModel):
     description: Memo = ""
     expires_in: int | None = Field(
         None, ge=60, le=_MAX_VOUCHER_SECONDS,
-        description="seconds until the voucher expires (default: never); then its hold is "
-                    "released")
+        description="seconds until the voucher expires (default: "
+                    "SATVAULT_VOUCHER_DEFAULT_LIFETIME_DAYS, 30 days; at most "
+                    "SATVAULT_VOUCHER_MAX_LIFETIME_DAYS, 366); then its hold is released")
     expires_at: datetime | None = Field(
         None, description="when the voucher expires, instead of expires_in (UTC if no zone "
                           "is given; at least a minute ahead)")
+
+    def lifetime(self) -> timedelta | None:
+        return None if self.expires_in is None else timedelta(seconds=self.expires_in)
+
+
+class VoucherExpiryIn(BaseModel):
+    expires_in: int | None = Field(
+        None, ge=60, le=_MAX_VOUCHER_SECONDS, description="seconds from now")
+    expires_at: datetime | None = Field(
+        None, description="instead of expires_in (UTC if no zone is given)")
 
     def lifetime(self) -> timedelta | None:
         return None if self.expires_in is None else timedelta(seconds=self.expires_in)
@@ -262,6 +273,23 @@ async def cancel_voucher(voucher_id: str, session: SessionDep, settings: Setting
     voucher = await svc.visible_voucher(session, principal, voucher_id)
     if not await svc.cancel_voucher(session, voucher, actor=f"key:{principal.key_id}"):
         return problem(409, "voucher-not-open", f"voucher {voucher_id!r} is {voucher.status}")
+    return voucher_out(voucher, settings,
+                       failed=await failed_withdrawals(session, voucher.id))
+
+
+@router.patch("/api/v1/lnurl-withdraw/{voucher_id}", response_model=VoucherOut,
+              responses=problem_responses(409))  # used, canceled or expired
+async def set_voucher_expiry(voucher_id: str, body: VoucherExpiryIn, session: SessionDep,
+                             settings: SettingsDep,
+                             principal: Withdrawer) -> VoucherOut | JSONResponse:
+    """Give an open voucher a new expiry, sooner or later (within the maximum lifetime from
+    now; audited). One that is used, canceled or past its expiry is a 409."""
+    voucher = await svc.visible_voucher(session, principal, voucher_id)
+    if not await svc.set_voucher_expiry(session, voucher, settings=settings,
+                                        actor=f"key:{principal.key_id}",
+                                        expires_at=body.expires_at, expires_in=body.lifetime()):
+        state = "expired" if voucher.status == "open" else voucher.status
+        return problem(409, "voucher-not-open", f"voucher {voucher_id!r} is {state}")
     return voucher_out(voucher, settings,
                        failed=await failed_withdrawals(session, voucher.id))
 
