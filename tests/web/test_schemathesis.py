@@ -88,6 +88,9 @@ DOMAIN_REFUSALS: dict[str, set[str]] = {
     # A txid with paid_by and only with it, a note more than blanks; a refusal (not found)
     # is stored with its key: another body under it is reused.
     "POST /api/v1/admin/payout-batches/{batch_id}/resolve": {"invalid-input", _REUSED},
+    # A txid with confirmed_by and only with it, a note more than blanks; a refusal (not
+    # found) is stored with its key: another body under it is reused.
+    "POST /api/v1/admin/custody-moves/{move_id}/resolve": {"invalid-input", _REUSED},
     # A cancel's refusal (not found) is stored with its key: another body under it is reused.
     "POST /api/v1/withdrawals/{withdrawal_id}/cancel": {_REUSED},
     # Amounts in a currency's decimals, currencies a rate source prices, the wallet's funds.

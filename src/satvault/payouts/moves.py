@@ -19,6 +19,8 @@ should have refused to sign it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from embit.transaction import Transaction
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +33,7 @@ from satvault.onchain.models import OnchainAddress, OnchainPayment, OnchainWalle
 from satvault.payouts.models import MoveKind, PayoutBatch, PayoutInput, PayoutTx
 from satvault.signing.anchor import is_op_return
 
-__all__ = ["MoveBookingError", "book_move", "move_legs"]
+__all__ = ["SOURCE_ROLES", "MoveBookingError", "book_move", "book_move_outputs", "move_legs"]
 
 log = get_logger(__name__)
 MSAT = 1000
@@ -60,17 +62,33 @@ def move_legs(source_role: str, inputs_sat: int, outputs: list[tuple[str | None,
     return legs, fee
 
 
-_SOURCE = {MoveKind.SWEEP: "deposit", MoveKind.REFILL: "cold"}
+# The tier a move takes its coins from (its inputs' wallet role).
+SOURCE_ROLES = {MoveKind.SWEEP: "deposit", MoveKind.REFILL: "cold"}
 
 
 async def book_move(session: AsyncSession, batch: PayoutBatch, version: PayoutTx,
-                    platform: PlatformAccounts) -> None:
-    source_role = _SOURCE[batch.kind]
+                    platform: PlatformAccounts) -> tuple[dict[str, int], int]:
+    """Book ``batch`` as done by its confirmed ``version``; what it moved (see
+    :func:`book_move_outputs`)."""
     tx = Transaction.parse(bytes.fromhex(version.raw_tx))
+    return await book_move_outputs(
+        session, batch, txid=version.txid, fee_sat=version.fee_sat, platform=platform,
+        outputs=[(bytes(o.script_pubkey.data), int(o.value)) for o in tx.vout])
+
+
+async def book_move_outputs(session: AsyncSession, batch: PayoutBatch, *, txid: str,
+                            outputs: Sequence[tuple[bytes, int]], fee_sat: int,
+                            platform: PlatformAccounts) -> tuple[dict[str, int], int]:
+    """Book ``batch`` as done by the confirmed transaction ``txid`` whose ``outputs`` are
+    (script, sat) and whose fee is ``fee_sat``, spending the coins the batch holds
+    (``payout_inputs``): ``({destination role: sat}, fee)``. The batch's own confirmation
+    and a person's (:mod:`satvault.reconcile.stuck_moves`: a transaction the batch did not
+    sign did the move) book through here alike."""
+    source_role = SOURCE_ROLES[batch.kind]
     # The audit anchor (a zero-value OP_RETURN in a sweep) is nobody's and moves nothing: it
     # is left out. An OP_RETURN worth anything is not: it fails below like any stranger.
-    vout = [o for o in tx.vout if not (o.value == 0 and is_op_return(o.script_pubkey.data))]
-    scripts = [bytes(o.script_pubkey.data).hex() for o in vout]
+    vout = [(spk, sat) for spk, sat in outputs if not (sat == 0 and is_op_return(spk))]
+    scripts = [spk.hex() for spk, _ in vout]
     roles = dict((await session.execute(
         select(OnchainAddress.script_pubkey, OnchainWallet.role)
         .join(OnchainWallet, OnchainWallet.id == OnchainAddress.wallet_id)
@@ -81,11 +99,11 @@ async def book_move(session: AsyncSession, batch: PayoutBatch, version: PayoutTx
         .where(PayoutInput.batch_id == batch.id))).scalars().all()
     inputs_sat = sum(int(v) for v in coins)
     legs, fee = move_legs(source_role, inputs_sat,
-                          [(roles.get(spk), int(o.value)) for spk, o in zip(scripts, vout,
-                                                                             strict=True)])
-    if fee != version.fee_sat:
+                          [(roles.get(spk), sat) for spk, (_, sat) in zip(scripts, vout,
+                                                                          strict=True)])
+    if fee != fee_sat:
         raise MoveBookingError(f"{batch.id}: the transaction's fee is {fee} sat, the version "
-                               f"recorded {version.fee_sat}")
+                               f"recorded {fee_sat}")
     account = {"deposit": platform.deposit_wallet.id, "hot": platform.hot_wallet.id,
                "cold": platform.cold_wallet.id}
     source = account[source_role]
@@ -95,13 +113,14 @@ async def book_move(session: AsyncSession, batch: PayoutBatch, version: PayoutTx
         parts.append((f"mv:{batch.id}:fee", platform.network_fees.id, fee))
     specs = [TransferSpec(tid, debit, source, sat * MSAT, "BTC", linked=k < len(parts) - 1,
                           code=f"{batch.kind.value}_fee" if tid.endswith(":fee")
-                          else batch.kind.value, ref=version.txid)
+                          else batch.kind.value, ref=txid)
              for k, (tid, debit, sat) in enumerate(parts)]
     if not specs:
-        return
+        return legs, fee
     outcomes = await create_transfers(session, specs)
     bad = [o for o in outcomes if not o.ok]
     if bad:
         raise MoveBookingError(f"the ledger refused the {batch.kind.value} {batch.id}: {bad}")
-    log.info("move_booked", batch=batch.id, kind=batch.kind, txid=version.txid,
+    log.info("move_booked", batch=batch.id, kind=batch.kind, txid=txid,
              legs={r: s for r, s in legs.items()}, fee_sat=fee)
+    return legs, fee

@@ -136,13 +136,14 @@ class ReorgWatch:
                 PayoutTx.txid == txid))).scalar_one_or_none()
             coins = await batch_coins(s, batch_id)
         if raw is None:
-            # Booked by a person as paid by a transaction we never stored (``satvault payouts
-            # resolve --paid-by``): we have no bytes to send again. Other nodes usually put a
-            # reorged transaction back in their mempools; a person is told once.
+            # Booked by a person as paid or done by a transaction we never stored (``satvault
+            # payouts resolve --paid-by``, ``satvault custody resolve --confirmed-by``): we
+            # have no bytes to send again. Other nodes usually put a reorged transaction back
+            # in their mempools; a person is told once.
             why = ("reorged out of the chain after it was booked, and satvault holds no copy "
-                   "of this transaction (booked as paid by it by a person) to send again: it "
-                   "may come back from other nodes' mempools; if it does not, its "
-                   "withdrawals are not paid")
+                   "of this transaction (booked as paid or done by it by a person) to send "
+                   "again: it may come back from other nodes' mempools; if it does not, its "
+                   "withdrawals are not paid, or its move is not done")
             await retrying(self.sessions, partial(
                 self.tell, batch_id=batch_id, kind="payout_reorged_rejected", why=why))
             report.errors.append(f"{batch_id}: {why}")

@@ -1,8 +1,9 @@
-"""What a stuck payout batch's resolution asks of the node and the signer before it acts
-(:mod:`satvault.reconcile.stuck`): no version of the batch can confirm, no earlier payer of
-its withdrawals can, what a transaction pays of it and which share of its fee is the
-batch's. Network calls and reads only; each refusal is a :class:`CannotResolveBatch` with
-nothing changed."""
+"""What a stuck batch's resolution asks of the node and the signer before it acts (a payout's,
+:mod:`satvault.reconcile.stuck`; a sweep's or refill's, :mod:`satvault.reconcile.stuck_moves`):
+no version of the batch can confirm, no earlier payer of its withdrawals can, what a
+transaction pays of it and which share of its fee is the batch's, whether a transaction is
+booked for another batch already. Network calls and reads only; each refusal is a
+:class:`CannotResolveBatch` with nothing changed."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from satvault.signing.errors import SignerError, SignerProtocolError
 
 __all__ = [
     "Batch",
+    "booked_elsewhere",
     "fee_of",
     "fee_share",
     "first_known",
@@ -35,6 +37,7 @@ __all__ = [
     "payers_cannot_confirm",
     "read_batch",
     "refuse",
+    "spent_in_chain",
     "where",
 ]
 
@@ -48,6 +51,7 @@ class Batch:
     """A stuck batch as read before the proofs."""
 
     id: str
+    kind: MoveKind
     last_error: str
     broadcast_attempts: int
     versions: tuple[PayoutTx, ...]
@@ -55,25 +59,48 @@ class Batch:
     withdrawals: tuple[Withdrawal, ...]
 
 
+# What a batch is called in a refusal, by its id's prefix (``payouts.job.store_batch``).
+_NOUNS = {"swp": "sweep", "rfl": "refill"}
+
+
+def _noun(batch_id: str) -> str:
+    return _NOUNS.get(batch_id.split("_", 1)[0], "payout batch")
+
+
 def refuse(batch_id: str, why: str) -> CannotResolveBatch:
-    return CannotResolveBatch(f"payout batch {batch_id}: {why}; nothing was changed")
+    return CannotResolveBatch(f"{_noun(batch_id)} {batch_id}: {why}; nothing was changed")
 
 
-async def read_batch(sessions: async_sessionmaker[AsyncSession], batch_id: str) -> Batch:
+async def read_batch(sessions: async_sessionmaker[AsyncSession], batch_id: str,
+                     kinds: Sequence[MoveKind] = (MoveKind.PAYOUT,)) -> Batch:
+    """The stuck batch, of one of ``kinds``, as it is now; or refuse (:class:`NotFound`)."""
     async with sessions() as s:
         b = await s.get(PayoutBatch, batch_id)
         if b is None:
-            raise NotFound(f"payout batch {batch_id!r} not found")
-        if b.kind is not MoveKind.PAYOUT:
-            raise refuse(batch_id, f"it is a {b.kind.value}; only a payout batch is resolved "
-                                    "here")
+            raise NotFound(f"{_noun(batch_id)} {batch_id!r} not found")
+        if b.kind not in kinds:
+            where = ("satvault payouts resolve (payout-batches/{id}/resolve in the admin API)"
+                     if b.kind is MoveKind.PAYOUT else "satvault custody resolve "
+                     "(custody-moves/{id}/resolve in the admin API)")
+            raise refuse(batch_id, f"it is a {b.kind.value}: resolve it with {where}")
         if b.status is not BatchStatus.STUCK:
             raise refuse(batch_id, f"it is {b.status.value}, not stuck")
         versions = (await s.execute(select(PayoutTx).where(
             PayoutTx.batch_id == batch_id).order_by(PayoutTx.id))).scalars().all()
-        return Batch(b.id, b.last_error or "", b.broadcast_attempts, tuple(versions),
+        return Batch(b.id, b.kind, b.last_error or "", b.broadcast_attempts, tuple(versions),
                       tuple(await batch_coins(s, batch_id)),
                       tuple(await batch_withdrawals(s, batch_id)))
+
+
+async def booked_elsewhere(sessions: async_sessionmaker[AsyncSession], batch_id: str,
+                           txid: str) -> str | None:
+    """The other batch ``txid`` is a version of, or is booked for, if any: one transaction
+    is booked for one batch."""
+    async with sessions() as s:
+        return (await s.execute(select(PayoutTx.batch_id).where(
+            PayoutTx.txid == txid, PayoutTx.batch_id != batch_id).union(
+            select(PayoutBatch.id).where(PayoutBatch.txid == txid,
+                                         PayoutBatch.id != batch_id)))).scalars().first()
 
 
 async def first_known(backend: ChainBackend, txids: Sequence[str]) -> tuple[str, TxStatus] | None:
@@ -89,24 +116,35 @@ def where(st: TxStatus) -> str:
     return f"confirmed ({st.confirmations})" if st.confirmations else "in the mempool"
 
 
-async def _spent_in_chain(backend: ChainBackend, coins: Sequence[tuple[str, int]]
-                          ) -> tuple[str, int] | None:
-    """One of ``coins`` a confirmed transaction spends (its own transaction confirmed, gone
-    from the chain's unspent outputs), if any."""
+async def spent_in_chain(backend: ChainBackend, coins: Sequence[tuple[str, int]], *,
+                         first: bool = False) -> list[tuple[str, int]]:
+    """Those of ``coins`` a confirmed transaction spends (their own transaction confirmed,
+    gone from the chain's unspent outputs); with ``first``, at most the first."""
+    found = []
     for txid, vout, elsewhere in await missing_inputs(backend, coins):
         if not elsewhere:
             continue
         own = await backend.transaction(txid)
         if own is not None and own.confirmations > 0 \
                 and await backend.output(txid, vout, include_mempool=False) is None:
-            return txid, vout
-    return None
+            found.append((txid, vout))
+            if first:
+                break
+    return found
+
+
+async def _spent_in_chain(backend: ChainBackend, coins: Sequence[tuple[str, int]]
+                          ) -> tuple[str, int] | None:
+    """One of ``coins`` a confirmed transaction spends, if any."""
+    found = await spent_in_chain(backend, coins, first=True)
+    return found[0] if found else None
 
 
 async def no_version_can_confirm(backend: ChainBackend, batch: Batch, *,
                                   never_sent_will_do: bool) -> str:
     """Why no version of the batch can confirm, or refuse. ``never_sent_will_do``: a
-    version no node ever accepted counts as one that cannot (``paid_by``)."""
+    version no node ever accepted counts as one that cannot (``paid_by``; a sweep's
+    ``abandon``, whose signed bytes only we hold)."""
     txids = [v.txid for v in batch.versions]
     if not txids:
         return "no version of it was ever signed"

@@ -85,6 +85,7 @@ from satvault.payouts.settle import (
 )
 from satvault.reconcile._proofs import (
     Batch,
+    booked_elsewhere,
     fee_of,
     fee_share,
     first_known,
@@ -102,7 +103,8 @@ from satvault.signing.base import Signer
 from satvault.signing.errors import SignerError
 from satvault.withdrawals.cancel import void_and_cancel
 
-__all__ = ["ACTIONS", "RESTS", "Action", "Proof", "Rest", "fee_share", "prepare", "resolve"]
+__all__ = ["ACTIONS", "RESTS", "Action", "Proof", "Rest", "claim_stuck", "fee_share", "prepare",
+           "resolve"]
 
 log = get_logger(__name__)
 
@@ -157,11 +159,7 @@ async def _prove_paid_by(sessions: async_sessionmaker[AsyncSession], backend: Ch
     if not unpaid and rest is not None:
         raise refuse(batch.id, f"{txid} pays every withdrawal: there is no rest to "
                                 f"{rest} (leave rest out)")
-    async with sessions() as s:
-        other = (await s.execute(select(PayoutTx.batch_id).where(
-            PayoutTx.txid == txid, PayoutTx.batch_id != batch.id).union(
-            select(PayoutBatch.id).where(PayoutBatch.txid == txid,
-                                         PayoutBatch.id != batch.id)))).scalars().first()
+    other = await booked_elsewhere(sessions, batch.id, txid)
     if other is not None:
         raise refuse(batch.id, f"{txid} is batch {other}'s; one transaction is booked for "
                                 "one batch here")
@@ -253,16 +251,23 @@ async def prepare(sessions: async_sessionmaker[AsyncSession], *, backend: ChainB
                  tuple(w.id for w in batch.withdrawals), why, given_up=given_up)
 
 
-async def _claim(session: AsyncSession, proof: Proof) -> PayoutBatch:
-    """Take the stuck batch (its row locked until commit), or refuse: another resolution got
-    there first."""
+async def claim_stuck(session: AsyncSession, batch_id: str) -> PayoutBatch:
+    """Take the stuck batch (its row locked until commit) with one conditional UPDATE, or
+    refuse: another resolution got there first (the second waits for the first's row lock,
+    then finds the batch no longer stuck)."""
     res = await session.execute(update(PayoutBatch).where(
-        PayoutBatch.id == proof.batch_id, PayoutBatch.status == BatchStatus.STUCK,
+        PayoutBatch.id == batch_id, PayoutBatch.status == BatchStatus.STUCK,
     ).values(updated_at=utcnow()))
-    batch = await session.get(PayoutBatch, proof.batch_id, populate_existing=True)
+    batch = await session.get(PayoutBatch, batch_id, populate_existing=True)
     assert batch is not None
     if res.rowcount != 1:  # type: ignore[attr-defined]
-        raise refuse(proof.batch_id, f"it is {batch.status.value} now, not stuck")
+        raise refuse(batch_id, f"it is {batch.status.value} now, not stuck")
+    return batch
+
+
+async def _claim(session: AsyncSession, proof: Proof) -> PayoutBatch:
+    """Take the stuck batch, or refuse: another resolution got there first."""
+    batch = await claim_stuck(session, proof.batch_id)
     versions = (await session.execute(select(PayoutTx.txid).where(
         PayoutTx.batch_id == proof.batch_id).order_by(PayoutTx.id))).scalars().all()
     wds = (await session.execute(select(Withdrawal.id).where(
