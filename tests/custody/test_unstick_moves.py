@@ -121,15 +121,17 @@ async def spend_with_the_seed(env: Env, coin: OnchainPayment, fee: int) -> str:
 
 
 async def leaked_sweep(env: Env) -> tuple[str, str, OnchainPayment, OnchainPayment]:
-    """A sweep a node accepted, then replaced in the mempool by a transaction of someone
-    holding the seed that spends one of its deposit coins (a higher fee): its rebroadcast is
-    refused and the coin is spent by a transaction satvault does not know, so it is stuck.
-    The sweep, the stranger's transaction, the coin it spends, the other coin."""
+    """A sweep a node accepted (the chain watcher saw it spend its coins), then replaced in
+    the mempool by a transaction of someone holding the seed that spends one of its deposit
+    coins (a higher fee): its rebroadcast is refused and the coin is spent by a transaction
+    satvault does not know, so it is stuck. The sweep, the stranger's transaction, the coin
+    it spends, the other coin."""
     await deposit(env, 600_000)
     await deposit(env, 400_000)
     decision = await env.runtime.sweeps.step()
     assert decision.batch_id is not None, decision.reason
     assert (await env.runtime.payouts.advance()).broadcast == 1
+    await env.runtime.watcher.step()  # its coins noted spent by the sweep
     big, small = await coins_of(env, decision.batch_id)
     spender = await spend_with_the_seed(env, big, 20_000)
     await env.runtime.watcher.step()
@@ -222,13 +224,13 @@ async def test_abandon_waits_until_the_node_proves_the_sweep_cannot_confirm(
     assert out["ok"] and out["action"] == "abandon"
     assert out["move"] == {"id": move_id, "kind": "sweep", "status": "abandoned",
                            "txid": before["txid"], "fee_sat": before["fee_sat"]}
-    assert sorted(out["released"], key=lambda c: c["outpoint"]) == sorted([
-        {"outpoint": f"{big.txid}:{big.vout}", "spent_by": spender},
-        {"outpoint": f"{small.txid}:{small.vout}", "spent_by": None}],
-        key=lambda c: c["outpoint"])
+    assert out["released"] == [{"outpoint": f"{small.txid}:{small.vout}", "spent_by": None}]
+    # The watcher had noted the stolen coin spent by the sweep (not by the stranger, whose
+    # transaction replaced it): it stays held by the abandoned sweep, out of later moves.
+    assert out["kept"] == [{"outpoint": f"{big.txid}:{big.vout}", "spent_by": None}]
     assert "is spent by a confirmed transaction" in out["proof"]
     after = await state(env, move_id)
-    assert after["status"] == "abandoned" and after["inputs"] == 0
+    assert after["status"] == "abandoned" and after["inputs"] == 1
     assert after["open_items"] == [] and after["transfers"] == before["transfers"]
     assert after["tiers"] == before["tiers"]  # a move is booked only when it confirms
     ((actor, audited),) = after["audit"]
@@ -237,9 +239,10 @@ async def test_abandon_waits_until_the_node_proves_the_sweep_cannot_confirm(
     again = await cli(env, db_url, tmp_path, move_id, "--abandon", *ADMIN, "--note", "twice")
     assert again.returncode == 1 and "abandoned" in last_json(again)["error"]
 
-    # The coin nobody spent is swept again; the one the stranger took stays on the books for
-    # a person (a custody difference).
-    await env.sweep()
+    # The coin nobody spent is swept again, alone; the one the stranger took stays on the
+    # books for a person (a custody difference).
+    swept = await env.sweep()
+    assert [c.id for c in await coins_of(env, swept)] == [small.id]
     t = await tiers(env)
     assert t["deposit_wallet"] == big.value_sat
     assert t["hot_wallet"] + t["cold_wallet"] + t["network_fees"] == small.value_sat
