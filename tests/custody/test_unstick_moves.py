@@ -249,6 +249,39 @@ async def test_abandon_waits_until_the_node_proves_the_sweep_cannot_confirm(
     await env.check()
 
 
+async def test_confirmed_by_its_own_version_books_it_as_the_payout_job_would(env: Env):
+    """The stranger's transaction leaves the mempool and the sweep's own version, which
+    another node kept, is mined after all: the stuck sweep is booked as done by it."""
+    move_id, spender, _, _ = await leaked_sweep(env)
+    key, _ = await admin(env)
+    async with env.sessions() as s:
+        (version,) = (await s.execute(select(PayoutTx).where(
+            PayoutTx.batch_id == move_id))).scalars().all()
+    env.chain.reorg(1, drop_txids=[spender])
+    await env.runtime.backend.broadcast(version.raw_tx)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    before = await state(env, move_id)
+    async with api_client(env) as c:
+        r = await c.post(url(move_id), headers=h(key, "give-up"),
+                         json={"action": "abandon", "note": "x"})
+        assert r.status_code == 409 and "known to the node" in r.json()["detail"], r.text
+        assert await state(env, move_id) == before
+        r = await c.post(url(move_id), headers=h(key, "done"), json={
+            "action": "confirmed_by", "txid": version.txid, "note": "mined after all"})
+        assert r.status_code == 200, r.text
+    out = r.json()
+    moved = await outputs_by_role(env, version.txid)
+    assert out["move"]["status"] == "confirmed" and out["move"]["txid"] == version.txid
+    assert out["booked"] == {"from": "deposit", "hot_sat": moved["hot"],
+                             "cold_sat": moved["cold"], "fee_sat": version.fee_sat}
+    assert out["released"] == []
+    assert await tiers(env) == {"deposit_wallet": 0, "hot_wallet": moved["hot"],
+                                "cold_wallet": moved["cold"], "network_fees": version.fee_sat}
+    assert (await custody_status(env.sessions, env.runtime.backend)).differences == []
+    await env.check()
+
+
 async def test_confirmed_by_books_the_sweep_a_restored_database_forgot(env: Env):
     s1, move_id = await forgotten_sweep(env, extra_sat=300_000)
     key, plain = await admin(env)
