@@ -68,7 +68,8 @@ async def test_export_sign_import_until_complete(env, db_url, tmp_path, monkeypa
     txid, vout = await fund(env, addr.address, 400_000)
     hot_spk, hot_origin = await hot_target(env)
     unsigned = make_cold_psbt(
-        [ColdInput(txid, vout, 400_000, 0, 0)],
+        [ColdInput(txid, vout, 400_000, 0, 0,
+                   prev_tx=await env.runtime.backend.raw_transaction(txid))],
         [ColdOutput(hot_spk, 250_000, derivations=(hot_origin,)),
          ColdOutput(wallet.derive(1, 0).script_pubkey, 149_000, cold_change_index=0)],
         wallet=wallet, network=NETWORK)

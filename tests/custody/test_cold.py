@@ -44,7 +44,7 @@ from satvault.custody.offline import build_descriptor, sign_cold
 from satvault.onchain.descriptors import parse_wallet
 from satvault.onchain.service import allocate_address
 from satvault.signing.psbt import accounts_from_descriptors
-from tests.custody.conftest import NETWORK, Cosigner, make_cosigners
+from tests.custody.conftest import NETWORK, Cosigner, cold_coin, make_cosigners
 from tests.custody.qrread import modules, read_qr
 
 runner = CliRunner()
@@ -201,7 +201,8 @@ async def test_a_2_of_3_spend_to_the_hot_wallet_signed_by_three_implementations(
     hot_spk, hot_origin = await hot_target(env)
     change = cold_wallet.derive(1, 0)
     unsigned = make_cold_psbt(
-        [ColdInput(txid, vout, 500_000, 0, 0, addr.script_pubkey)],
+        [ColdInput(txid, vout, 500_000, 0, 0, addr.script_pubkey,
+                   await env.runtime.backend.raw_transaction(txid))],
         [ColdOutput(hot_spk, 300_000, derivations=(hot_origin,)),
          ColdOutput(change.script_pubkey, 199_000, cold_change_index=0)],
         wallet=cold_wallet, network=NETWORK)
@@ -252,7 +253,8 @@ async def test_a_3_of_5_wallet_spends_on_simnet(env, tmp_path):
     for index in (0, 1):
         addr = wallet.derive(0, index)
         txid, vout = await fund(env, addr.address, 100_000 * (index + 1))
-        coins.append(ColdInput(txid, vout, 100_000 * (index + 1), 0, index))
+        coins.append(ColdInput(txid, vout, 100_000 * (index + 1), 0, index,
+                               prev_tx=await env.runtime.backend.raw_transaction(txid)))
     hot_spk, hot_origin = await hot_target(env)
     unsigned = make_cold_psbt(coins, [ColdOutput(hot_spk, 298_000, derivations=(hot_origin,))],
                               wallet=wallet, network=NETWORK)
@@ -269,7 +271,7 @@ async def test_a_3_of_5_wallet_spends_on_simnet(env, tmp_path):
 # ------------------------------------------------------------------------------ refusals
 
 def _unsigned(wallet: ColdWallet, *, n_inputs: int = 1) -> str:
-    coins = [ColdInput(f"{k + 1:064x}", k, 50_000, 0, k) for k in range(n_inputs)]
+    coins = [cold_coin(wallet, k, 50_000, vout=k) for k in range(n_inputs)]
     return make_cold_psbt(coins, [ColdOutput(b"\x00\x14" + bytes(20), 40_000 * n_inputs)],
                           wallet=wallet, network=NETWORK)
 
@@ -364,7 +366,7 @@ def test_the_offline_signer_proves_cold_change_and_summarises(cosigners, cold_wa
     other = ColdWallet.from_descriptor(
         build_descriptor(2, [c.key_line for c in make_cosigners(4)[1:] if c.name != "a"]
                          + [a.key_line], NETWORK), NETWORK)
-    coin = [ColdInput("11" * 32, 0, 80_000, 0, 3)]
+    coin = [cold_coin(cold_wallet, 3, 80_000)]
     good = make_cold_psbt(coin, [ColdOutput(b"\x00\x14" + bytes(20), 30_000),
                                  ColdOutput(cold_wallet.derive(1, 2).script_pubkey, 49_000,
                                             cold_change_index=2)],
@@ -451,7 +453,7 @@ def test_change_whose_other_keys_were_swapped_is_refused_given_the_descriptor(co
     from satvault.custody.cold import multisig_script, p2wsh
 
     a = cosigners[0]
-    good = make_cold_psbt([ColdInput("11" * 32, 0, 80_000, 0, 3)],
+    good = make_cold_psbt([cold_coin(cold_wallet, 3, 80_000)],
                           [ColdOutput(b"\x00\x14" + bytes(20), 30_000),
                            ColdOutput(cold_wallet.derive(1, 2).script_pubkey, 49_000,
                                       cold_change_index=2)],

@@ -165,3 +165,46 @@ async def test_refill_then_pay_a_withdrawal_from_it(env: Env, cli_env):
     assert (await env.runtime.payouts.step()).confirmed == 1
     assert await received(env, dest) == 150_000
     await env.check()
+
+
+async def test_a_refill_stored_without_previous_transactions_gets_them_and_is_signed(
+        env: Env, cli_env):
+    """A refill raised before PSBTs carried each input's previous transaction, still waiting
+    for the cosigners when satvault is upgraded: the cosigners now refuse its inputs. `cold
+    export` says so and what to do; the refill planner's next pass adds them (the
+    transaction unchanged), and the refill is then signed through `satvault cold sign`,
+    imported and broadcast like any other."""
+    await fund_cold(env, 1_000_000)
+    batch_id = (await env.runtime.refills.step()).batch_id
+    assert batch_id
+    async with env.sessions() as s, s.begin():
+        batch = await s.get(PayoutBatch, batch_id)
+        assert batch is not None
+        old = PSBT.from_string(batch.psbt)
+        for scope in old.inputs:  # as an earlier satvault stored it
+            scope.non_witness_utxo = None
+        batch.psbt = str(old.to_base64())
+    code, out = await cli("cold", "export", batch_id, "--out", str(cli_env / "out"))
+    assert code == 1 and "previous transaction" in out["error"], out
+    assert "next pass" in out["error"] and not (cli_env / "out").exists()
+
+    assert "in progress" in (await env.runtime.refills.step()).reason
+    async with env.sessions() as s:
+        batch = await s.get(PayoutBatch, batch_id)
+        assert batch is not None and batch.status is BatchStatus.COSIGNING
+        now = PSBT.from_string(batch.psbt)
+    assert now.tx.serialize() == old.tx.serialize()
+    assert all(scope.non_witness_utxo is not None for scope in now.inputs)
+    code, out = await cli("cold", "export", batch_id, "--out", str(cli_env / "out"))
+    assert code == 0, out
+    exported = (cli_env / "out" / f"refill-{batch_id}.psbt").read_text().strip()
+    a, _, c = make_cosigners(3)
+    for who in (a, c):
+        (cli_env / f"{who.name}.psbt").write_text(cli_sign(cli_env, exported, who))
+    code, out = await cli("cold", "import", str(cli_env / "a.psbt"), str(cli_env / "c.psbt"))
+    assert code == 0 and out["complete"], out
+    assert (await env.runtime.payouts.advance()).broadcast == 1
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.runtime.payouts.advance()).confirmed == 1
+    await env.check()

@@ -4,6 +4,7 @@ coins signed by the hot signer, cold coins by the cosigners, verified against th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 
@@ -201,7 +202,9 @@ async def test_a_coin_spent_before_the_block_is_refused_and_after_it_accepted(
     env.chain.mine(2)
     # The cold coin is spent at n + 3 (two cosigners sign a spend).
     a, b, _ = cosigners
-    spend = make_cold_psbt([coins[0]], [ColdOutput(b"\x00\x14" + bytes(20), 299_000)],
+    coin = dataclasses.replace(coins[0],
+                               prev_tx=await backend.raw_transaction(coins[0].txid))
+    spend = make_cold_psbt([coin], [ColdOutput(b"\x00\x14" + bytes(20), 299_000)],
                            wallet=cold_wallet, network=NETWORK)
     final = finalize(combine([embit_sign(spend, a), embit_sign(spend, b)]), cold_wallet)
     await backend.broadcast(final.raw_hex)

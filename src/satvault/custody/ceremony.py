@@ -28,6 +28,7 @@ from satvault.custody.cold import (
     check_outputs,
     combine,
     finalize,
+    inputs_without_prev_tx,
     read_psbt,
     signature_count,
     unsigned_txid,
@@ -63,8 +64,18 @@ async def _refill(session: AsyncSession, batch_id: str, *, lock: bool = False) -
 
 
 async def refill_for_export(session: AsyncSession, *, batch_id: str) -> PayoutBatch:
-    """The refill batch whose PSBT the cosigners sign (it must be ``cosigning``)."""
-    return await _refill(session, batch_id)
+    """The refill batch whose PSBT the cosigners sign (it must be ``cosigning``, and its
+    inputs carry their previous transactions, which the cosigners require)."""
+    batch = await _refill(session, batch_id)
+    bare = inputs_without_prev_tx(batch.psbt)
+    if bare:
+        raise CustodyError(
+            f"refill {batch_id} was stored without the previous transactions of its inputs "
+            f"({', '.join(map(str, bare))}), by an earlier satvault, and the cosigners refuse "
+            "an input without one: the refill planner adds them on its next pass (the "
+            "custody worker of `satvault serve`, with the chain node reachable, or \"ask for "
+            "a refill\" on the admin page); export it then")
+    return batch
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ holds none of the private keys. Everything here is pure (values in, values out):
     wallet = ColdWallet.from_descriptor(text, "regtest")
     addr = wallet.derive(0, 7)              # witness script, P2WSH script and address, and
                                             # each cosigner's (pubkey, fingerprint, full path)
-    psbt_b64 = make_cold_psbt([ColdInput(txid, vout, value, 0, 7)], outputs,
+    psbt_b64 = make_cold_psbt([ColdInput(txid, vout, value, 0, 7, prev_tx=raw)], outputs,
                               wallet=wallet, network="regtest")
     # … every cosigner adds a partial signature (``satvault cold sign``, a hardware wallet,
     # Sparrow, BDK, embit) …
@@ -17,7 +17,8 @@ holds none of the private keys. Everything here is pure (values in, values out):
     final = finalize(merged, wallet)        # raw_hex, txid: broadcast it
 
 A cold PSBT is what BIP174 wallets expect from a multisig coordinator: every input carries
-its ``witness_utxo``, its ``witness_script`` and one BIP32 derivation per cosigner (master
+its ``witness_utxo``, its previous transaction (``non_witness_utxo``: the cosigners take the
+amount only from it), its ``witness_script`` and one BIP32 derivation per cosigner (master
 fingerprint + full path), so each signer can find its key and check the script; change back
 to the cold wallet (chain 1) carries the same, and an output to the hot wallet carries the
 hot signer's derivation (passed by the caller) so wallets show it as "ours". Version 2,
@@ -92,6 +93,7 @@ __all__ = [
     "finalize",
     "finalize_cold_inputs",
     "format_path",
+    "inputs_without_prev_tx",
     "make_cold_psbt",
     "multisig_script",
     "parse_multisig",
@@ -290,8 +292,9 @@ class ColdInput:
     chain: int
     index: int
     script_pubkey: bytes | None = None  # if given, checked against the derived script
-    # The serialized transaction ``txid``: if given, the input's ``non_witness_utxo``, checked
-    # against the outpoint and the amount (what hardware-wallet cosigners ask for).
+    # The serialized transaction ``txid``: the input's ``non_witness_utxo``, checked against
+    # the outpoint, the amount and the script. A spend needs it (the cosigners take the
+    # amount only from it: the segwit fee attack); a proof of reserves does not.
     prev_tx: bytes | None = None
 
 
@@ -365,9 +368,14 @@ def _prev_tx(n: int, utxo: ColdInput, script_pubkey: bytes) -> Transaction:
 def make_cold_psbt(inputs: Sequence[ColdInput], outputs: Sequence[ColdOutput], *,
                    wallet: ColdWallet | None, network: str,
                    lead_inputs: Sequence[LeadInput] = (),
-                   sequence: int = RBF_SEQUENCE, locktime: int = 0) -> str:
+                   sequence: int = RBF_SEQUENCE, locktime: int = 0,
+                   unminable: bool = False) -> str:
     """A base64 PSBT (v0) spending ``lead_inputs`` then the cold ``inputs`` to ``outputs``;
-    fee = inputs - outputs. No private key is involved."""
+    fee = inputs - outputs. No private key is involved.
+
+    Every cold input needs its ``prev_tx``: the cosigners refuse an input without its
+    previous transaction. ``unminable``: the transaction can never be mined (a BIP127 proof,
+    whose commitment input spends no coin), so its cold inputs may go without."""
     if inputs and wallet is None:
         raise ColdPsbtError("cold inputs need the cold wallet")
     if wallet is not None and network != wallet.network:
@@ -395,6 +403,10 @@ def make_cold_psbt(inputs: Sequence[ColdInput], outputs: Sequence[ColdOutput], *
         if utxo.script_pubkey is not None and bytes(utxo.script_pubkey) != addr.script_pubkey:
             raise ColdPsbtError(f"input {n}: {utxo.txid}:{utxo.vout} is not paid to cold "
                                 f"{utxo.chain}/{utxo.index} (the derived P2WSH script differs)")
+        if utxo.prev_tx is None and not unminable:
+            raise ColdPsbtError(f"input {n} ({utxo.txid}:{utxo.vout}) has no previous "
+                                "transaction: the cosigners take a cold input's amount only "
+                                "from it (its non_witness_utxo)")
         addrs.append(addr)
     for tin in vin:
         tin.sequence = sequence
@@ -479,6 +491,12 @@ def read_psbt_file(path: Path) -> PSBT:
 
 def unsigned_txid(psbt: PSBT) -> str:
     return bytes(psbt.tx.txid()).hex()
+
+
+def inputs_without_prev_tx(psbt: PSBT | str) -> list[int]:
+    """The inputs that carry no previous transaction (``non_witness_utxo``): a PSBT stored
+    before satvault put them on every cold input, which the cosigners now refuse."""
+    return [n for n, scope in enumerate(_as_psbt(psbt).inputs) if scope.non_witness_utxo is None]
 
 
 def _as_psbt(value: PSBT | str, name: str = "the PSBT") -> PSBT:

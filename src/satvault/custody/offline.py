@@ -21,18 +21,23 @@ master fingerprint, after checking, on its own, that the PSBT is what it looks l
   its own, keeping their fingerprints and paths), so it is shown as *unverified* change.
   Every other output is shown as a payment, with the key origin it names if any (a refill
   to the hot wallet names the hot signer's key: not verifiable offline);
+* every input carries its ``non_witness_utxo``, the whole previous transaction, whose txid
+  is the outpoint's and whose output there is the ``witness_utxo`` (amount and script): the
+  amounts, and the fee shown, are the chain's (:mod:`satvault.onchain.prevout`, the hot
+  signer's own check). Without it a coordinator could lie about the amounts over two
+  signing rounds, each showing a small fee, and combine the signatures into one valid
+  transaction paying a large one (the segwit fee attack, CVE-2020-14199);
 * only ``SIGHASH_ALL``; the fee is not negative.
 
 A BIP127 proof of reserves (input 0 carries ``PSBT_IN_POR_COMMITMENT``) is accepted too:
 its commitment input must match the message, it must have one output worth exactly the
 other inputs, and it may hold hot-wallet P2WPKH inputs this cosigner leaves to the hot
-signer. The summary then says that nothing is spent and shows the message.
+signer. The summary then says that nothing is spent and shows the message. Its inputs need
+no previous transaction (a proof can never be mined, so no signature in it can pay a fee);
+one that is given is checked all the same.
 
 Anything else is refused with :class:`~satvault.custody.errors.SigningRefused`, naming
-the input or output. The caveat of every segwit v0 signer applies: the input amounts are the
-PSBT's claims (BIP143 signs them, so a lie makes the signature invalid, not a theft; the
-coordinator's :func:`~satvault.custody.cold.check_outputs` compares the transaction with the
-one the platform stored).
+the input or output.
 
 Imports: embit, segno (through :mod:`satvault.custody.cold`) and the pure on-chain helpers.
 Nothing that opens a socket (no httpx, no chain backend, no signer client): a test imports
@@ -67,7 +72,8 @@ from satvault.custody.cold import (
 from satvault.custody.errors import ColdPsbtError, ColdWalletError, SigningRefused
 from satvault.onchain.addresses import script_to_address
 from satvault.onchain.bip127 import PSBT_IN_POR_COMMITMENT, commitment_outpoint
-from satvault.onchain.errors import OnchainError
+from satvault.onchain.errors import OnchainError, UnprovenAmount
+from satvault.onchain.prevout import proven_amount
 
 __all__ = [
     "PASSPHRASE_ENV",
@@ -316,14 +322,17 @@ def sign_cold(psbt_b64: str | bytes, root: bip32.HDKey, network: str,
                                  "signed")
         spk = bytes(scope.witness_utxo.script_pubkey.data)
         value = int(scope.witness_utxo.value)
+        # The amount and the fee shown come from the previous transaction, checked against
+        # the outpoint (the segwit fee attack; the hot signer's very check). A proof of
+        # reserves can never be mined (its input 0 spends no coin), so there it is checked
+        # only when given.
+        if proof_message is None or scope.non_witness_utxo is not None:
+            try:
+                value = proven_amount(scope, where)
+            except UnprovenAmount as exc:
+                raise SigningRefused(str(exc)) from exc
         if value <= 0:
             raise SigningRefused(f"{where} claims a value of {value} sat")
-        if scope.non_witness_utxo is not None:
-            prev = scope.non_witness_utxo
-            if (bytes(prev.txid()) != bytes(tx.vin[i].txid) or tx.vin[i].vout >= len(prev.vout)
-                    or int(prev.vout[tx.vin[i].vout].value) != value):
-                raise SigningRefused(f"{where}: non_witness_utxo does not match the outpoint "
-                                     "or the witness_utxo")
         total_in += value
         if proof_message is not None and len(spk) == 22 and spk[:2] == b"\x00\x14":
             if any(d.fingerprint == fp for d in scope.bip32_derivations.values()):

@@ -28,7 +28,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.backends.errors import BackendUnavailable
-from satvault.custody.cold import ColdInput, ColdOutput, ColdWallet, KeyOrigin, make_cold_psbt
+from satvault.custody.cold import (
+    ColdInput,
+    ColdOutput,
+    ColdWallet,
+    KeyOrigin,
+    inputs_without_prev_tx,
+    make_cold_psbt,
+)
 from satvault.custody.planning import MovePlanner, semicold_sat
 from satvault.db import utcnow
 from satvault.kernel.errors import InvalidInput, NotFound
@@ -83,6 +90,7 @@ class RefillPlanner(MovePlanner):
         s = self.settings
         if not s.cold_descriptor:
             return RefillDecision(None, "no cold wallet is configured")
+        await self._add_prev_txs()
         feerate = await self.payouts.feerate()
         async with self.sessions() as session:
             accounts = await self.payouts.account_keys(session)
@@ -94,6 +102,36 @@ class RefillPlanner(MovePlanner):
             return RefillDecision(None, "a refill is already waiting for the cosigners")
         except (PrevTxUnavailable, BackendUnavailable) as exc:
             return RefillDecision(None, f"the cold coins' previous transactions: {exc}")
+
+    async def _add_prev_txs(self) -> None:
+        """A refill stored by an earlier satvault, whose PSBT did not carry each input's
+        previous transaction, and still waiting for the cosigners, gets them (the cosigners
+        refuse an input without; the transaction is unchanged). Read and fetched with no
+        transaction open; stored in a short one, unless the refill moved on meanwhile."""
+        async with self.sessions() as session:
+            rows = (await session.execute(select(
+                PayoutBatch.id, PayoutBatch.psbt, PayoutBatch.partial_psbt).where(
+                    PayoutBatch.kind == MoveKind.REFILL,
+                    PayoutBatch.status == BatchStatus.COSIGNING))).all()
+        prev = PrevTxs(self.sessions, self.backend)
+        for batch_id, psbt, partial in rows:
+            if not inputs_without_prev_tx(psbt) and not (
+                    partial and inputs_without_prev_tx(partial)):
+                continue
+            try:
+                full = await prev.complete(psbt)
+                full_partial = await prev.complete(partial) if partial else partial
+            except (PrevTxUnavailable, BackendUnavailable) as exc:
+                log.warning("refill_prev_txs_unavailable", batch=batch_id, error=str(exc))
+                continue
+            async with self.sessions() as session, session.begin():
+                batch = await session.get(PayoutBatch, batch_id, with_for_update=True)
+                if batch is None or batch.status is not BatchStatus.COSIGNING \
+                        or (batch.psbt, batch.partial_psbt) != (psbt, partial):
+                    continue  # signed, imported or given up meanwhile: the next pass sees
+                batch.psbt, batch.partial_psbt = full, full_partial
+                batch.updated_at = utcnow()
+            log.info("refill_prev_txs_added", batch=batch_id)
 
     async def _plan(self, session: AsyncSession, *, feerate: int, hot: AccountKey,
                     prev: PrevTxs) -> RefillDecision:

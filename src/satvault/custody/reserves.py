@@ -110,7 +110,7 @@ def build_proof(message: str, *, hot: Sequence[PsbtInput] = (), cold: Sequence[C
     try:
         psbt = make_cold_psbt(cold, [ColdOutput(PROOF_OUTPUT_SCRIPT, total)],
                               wallet=cold_wallet, network=network, lead_inputs=lead,
-                              sequence=_FINAL_SEQUENCE)
+                              sequence=_FINAL_SEQUENCE, unminable=True)
     except (ColdPsbtError, PsbtBuildError) as exc:
         raise ProofError(str(exc)) from exc
     check = read_psbt(psbt)

@@ -7,7 +7,9 @@
     ├── InvalidDescriptor     unsupported or malformed output descriptor, bad checksum
     ├── InvalidAddress        not a Bitcoin address: bad checksum, bad program, unknown type
     │   └── WrongNetwork      a valid address, of another network
-    └── InvalidPaymentUri     a malformed BIP21 URI (bad amount, unknown required parameter)
+    ├── InvalidPaymentUri     a malformed BIP21 URI (bad amount, unknown required parameter)
+    └── UnprovenAmount        a PSBT input's amount not proven by its previous transaction
+                              (missing, another outpoint's, another amount or script)
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from satvault.kernel.errors import SatvaultError
 
 __all__ = ["InvalidAddress", "InvalidDescriptor", "InvalidKey", "InvalidPaymentUri",
-           "OnchainError", "WrongNetwork"]
+           "OnchainError", "UnprovenAmount", "WrongNetwork"]
 
 
 class OnchainError(SatvaultError):
@@ -39,4 +41,8 @@ class WrongNetwork(InvalidAddress):
 
 
 class InvalidPaymentUri(OnchainError):
+    pass
+
+
+class UnprovenAmount(OnchainError):
     pass

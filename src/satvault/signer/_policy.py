@@ -49,7 +49,8 @@ from embit.psbt import PSBT
 from embit.transaction import SIGHASH
 
 from satvault.onchain.addresses import script_to_address
-from satvault.onchain.errors import OnchainError
+from satvault.onchain.errors import OnchainError, UnprovenAmount
+from satvault.onchain.prevout import proven_amount
 from satvault.signer._cold import ColdWallet
 from satvault.signer._hd import Keyring, p2wpkh_script
 from satvault.signing.anchor import ANCHOR_SCRIPT_LEN, ANCHOR_TAG, is_op_return, parse_anchor
@@ -176,28 +177,13 @@ def _check_input(i: int, psbt: PSBT, keyring: Keyring) -> CheckedInput:
         raise InvalidPsbt(f"{where} carries {', '.join(unexpected)}; an unsigned P2WPKH input "
                           "has none")
     spk = bytes(scope.witness_utxo.script_pubkey.data)
-    value = int(scope.witness_utxo.value)
-    # The amount is only as good as the previous transaction it is read from: BIP143 signs
-    # the amount the PSBT states, and two signings with different lies about two inputs
-    # combine into one valid transaction paying a fee the signer never saw (the segwit fee
-    # attack). So the previous transaction is required, and it must be the outpoint's.
-    prev = scope.non_witness_utxo
-    if prev is None:
-        raise InvalidPsbt(f"{where} has no non_witness_utxo: the signer takes an input's "
-                          "amount only from the previous transaction, whose txid it checks")
-    if bytes(prev.txid()) != bytes(scope.txid):
-        raise InvalidPsbt(f"{where}: non_witness_utxo is the transaction "
-                          f"{bytes(prev.txid()).hex()}, not the one the input spends")
-    if scope.vout >= len(prev.vout):
-        raise InvalidPsbt(f"{where}: the previous transaction (non_witness_utxo) has no "
-                          f"output {scope.vout}")
-    real = prev.vout[scope.vout]
-    if real.value != value:
-        raise InvalidPsbt(f"{where}: witness_utxo claims {value} sat, the previous "
-                          f"transaction (non_witness_utxo) says {real.value} sat")
-    if bytes(real.script_pubkey.data) != spk:
-        raise InvalidPsbt(f"{where}: witness_utxo's script is not the previous "
-                          "transaction's (non_witness_utxo)")
+    # The amount is only as good as the previous transaction it is read from (the segwit fee
+    # attack): required, and it must be the outpoint's (one check, shared with the offline
+    # cosigner).
+    try:
+        value = proven_amount(scope, where)
+    except UnprovenAmount as exc:
+        raise InvalidPsbt(str(exc)) from exc
     if value <= 0:
         raise InvalidPsbt(f"{where} claims a value of {value} sat")
     ours = _our_derivations(scope, keyring.fingerprint)

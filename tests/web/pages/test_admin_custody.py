@@ -16,20 +16,19 @@ from embit.psbt import PSBT
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from satvault.custody.cold import ColdInput, ColdOutput, ColdWallet, make_cold_psbt, p2wpkh
+from satvault.custody.cold import ColdOutput, ColdWallet, make_cold_psbt, p2wpkh
 from satvault.custody.offline import build_descriptor
 from satvault.kernel.ids import new_id
 from satvault.onchain.service import register_wallet
 from satvault.payouts.models import BatchStatus, MoveKind, PayoutBatch, PayoutTx
 from satvault.web.app import create_app
-from tests.custody.conftest import NETWORK, make_cosigners
+from tests.custody.conftest import NETWORK, cold_coin, make_cosigners
 from tests.custody.test_cold import embit_sign
 from tests.web.pages.admin_helpers import sign_in_admin, token_of
 from tests.web.pages.conftest import PASSWORD, page_settings, sign_in
 
 COSIGNERS = make_cosigners(3)
 DESCRIPTOR = build_descriptor(2, [c.key_line for c in COSIGNERS], NETWORK)
-TXID = "ab" * 32
 
 
 @pytest.fixture
@@ -49,7 +48,7 @@ async def refill(sessions) -> str:
     wallet = ColdWallet.from_descriptor(DESCRIPTOR, NETWORK)
     hot_spk = p2wpkh(ec.PrivateKey(bytes([9]) * 32).get_public_key().sec())
     unsigned = make_cold_psbt(
-        [ColdInput(TXID, 0, 400_000, 0, 0)],
+        [cold_coin(wallet, 0, 400_000)],
         [ColdOutput(hot_spk, 250_000),
          ColdOutput(wallet.derive(1, 0).script_pubkey, 149_000, cold_change_index=0)],
         wallet=wallet, network=NETWORK)
