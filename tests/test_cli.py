@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
@@ -166,6 +167,45 @@ def test_mainnet_refuses_the_demo_signer_whatever_the_environment_says(db_url, t
     refused = sv_here("payouts", "bump", "pob_nope", "--feerate", "5", url=db_url, home=home,
                       env=mainnet, check=False)
     assert refused.returncode == 1 and "mainnet" in last_json(refused)["error"]
+
+
+@pytest.mark.parametrize("network", ["testnet", "signet"])
+def test_a_test_network_needs_the_demo_signer_flag_too(db_url, tmp_path, network):
+    """Found in the known gaps: a testnet or signet deployment left at `development` (the
+    default) got the in-process demo signer silently (worthless coins, but the habits a
+    deployment keeps). Without a signer socket the demo signer now runs unasked only in
+    development on regtest (`make run`); anywhere else it takes --demo-signer, as in
+    production and on mainnet, and the commands that sign say so before anything is done."""
+    home = tmp_path / "home"
+    test_net = {"SATVAULT_NETWORK": network, "SATVAULT_SIGNER_SOCKET": ""}
+    refused = sv_here("init", url=db_url, home=home, env=test_net, check=False)
+    assert refused.returncode == 1, (refused.stdout, refused.stderr)
+    error = last_json(refused)["error"]
+    for named in (f"SATVAULT_NETWORK is {network}", "regtest", "SATVAULT_SIGNER_SOCKET",
+                  "`satvault signer serve`", "--demo-signer", "nothing was created"):
+        assert named in error, error
+    assert not (home / "signer.json").exists() and _admins(db_url) == 0
+
+    chosen = sv_here("init", "--demo-signer", url=db_url, home=home, env=test_net)
+    assert (home / "signer.json").exists() and _admins(db_url) == 1
+    assert "demo signer" in chosen.stderr and network in chosen.stderr
+    for args in (("payouts", "bump", "pob_nope", "--feerate", "5"),
+                 ("reserves", "prove", "--message", "m", "--out", str(tmp_path / "proof"))):
+        refused = sv_here(*args, url=db_url, home=home, env=test_net, check=False)
+        assert refused.returncode == 1, (args, refused.stdout, refused.stderr)
+        error = last_json(refused)["error"]
+        assert f"SATVAULT_NETWORK is {network}" in error and "nothing was done" in error, error
+    chosen = sv_here("reserves", "prove", "--message", "m", "--out", str(tmp_path / "proof"),
+                     "--demo-signer", url=db_url, home=home, env=test_net, check=False)
+    assert last_json(chosen)["error"] == "no confirmed, unspent hot or cold coins to prove"
+
+
+def test_regtest_in_development_takes_the_demo_signer_unasked(db_url, tmp_path):
+    """What `make run` does (regtest, development: the defaults) needs no flag and says
+    nothing about it."""
+    home = tmp_path / "home"
+    made = sv_here("init", url=db_url, home=home, env={"SATVAULT_SIGNER_SOCKET": ""})
+    assert (home / "signer.json").exists() and "demo signer" not in made.stderr
 
 
 def test_commands_that_sign_refuse_the_demo_signer_in_production_unless_asked_for(db_url,

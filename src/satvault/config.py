@@ -504,6 +504,15 @@ class Settings(BaseSettings):
         refused unless asked for, and reported as an error by the doctor."""
         return self.environment == "production" or self.network == "mainnet"
 
+    @property
+    def demo_signer_unasked(self) -> bool:
+        """Where the in-process demo signer (no ``signer_socket``) runs without
+        ``--demo-signer``: development on regtest only (``make run``, the tests). Production
+        and mainnet are real money; testnet and signet are where a deployment rehearses, with
+        the habits it will keep. The doctor reports it elsewhere (an error with real money,
+        a warning on a test network)."""
+        return not self.real_money and self.network == "regtest"
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -385,6 +385,26 @@ async def test_seed_file_permissions(site: Site, tmp_path: Path) -> None:
     assert production.status is Status.ERROR and "another user" in production.action
 
 
+async def test_the_demo_signer_off_regtest_is_a_warning_and_with_real_money_an_error(
+        site: Site) -> None:
+    """Found in the known gaps: a testnet or signet deployment left at `development` got the
+    in-process demo signer silently, and the doctor called it fine. Off regtest it is now a
+    warning (the commands that sign need --demo-signer there), with real money an error."""
+    judged = {}
+    for network in ("regtest", "signet", "testnet"):
+        code, report = await site.report("--package-root", str(site.tree),
+                                         SATVAULT_SIGNER_SOCKET="", SATVAULT_NETWORK=network)
+        judged[network] = check(report, "signer")
+    assert judged["regtest"]["status"] == "ok", judged
+    for network in ("signet", "testnet"):
+        entry = judged[network]
+        assert entry["status"] == "warn" and network in entry["detail"], entry
+        assert "--demo-signer" in entry["detail"] and "signer serve" in entry["action"]
+    code, report = await site.report("--package-root", str(site.tree),
+                                     SATVAULT_SIGNER_SOCKET="", SATVAULT_NETWORK="mainnet")
+    assert code == 1 and check(report, "signer")["status"] == "error"
+
+
 async def test_tampered_code_is_named(site: Site, tmp_path: Path) -> None:
     (site.tree / "ledger.py").write_text("def balance():\n    return 10**9\n")
     (site.tree / "sub" / "rules.toml").unlink()

@@ -50,9 +50,10 @@ store_app = typer.Typer(help="Stores of a merchant.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
 from satvault.cli._common import (  # noqa: E402
-    DEMO_SIGNER_REFUSED,
     demo_signer_chosen,
+    demo_signer_refusal,
     demo_signer_refused,
+    demo_signer_warning,
     emit,
     fail,
     in_transaction,
@@ -173,10 +174,10 @@ def init(
         "--format", help="json (one object on stdout) or text (a box for humans).")
     ] = OutputFormat.JSON,
     demo_signer: Annotated[bool, typer.Option(
-        "--demo-signer", help="In production or on mainnet without SATVAULT_SIGNER_SOCKET: "
-                              "create and use the in-process demo signer all the same (its "
-                              "keys live in the web process). Development on a test network "
-                              "needs no flag.")] = False,
+        "--demo-signer", help="Without SATVAULT_SIGNER_SOCKET, anywhere but development "
+                              "on regtest: create and use the in-process demo signer all the "
+                              "same (its keys live in the web process; refused otherwise)."
+                              )] = False,
 ) -> None:
     """First-time setup: migrate, create platform accounts, an admin and an admin API key.
 
@@ -205,9 +206,7 @@ def init(
     # init before an admin exists whose one-time credentials would not be shown.
     signer_created = _provision_signer(settings)
     if demo_signer_chosen(settings):
-        sys.stderr.write("satvault: warning: the demo signer (production or mainnet, "
-                         "--demo-signer): its "
-                         "keys are in this process; move to `satvault signer serve`\n")
+        sys.stderr.write(demo_signer_warning(settings, "its keys are in this process"))
     created = _in_transaction(work, settings)
     if created is None:
         if not if_needed:
@@ -263,9 +262,9 @@ def serve(
              "with the API on the port only for /healthz (exactly one; one process).")
     ] = ServeRole.ALL,
     demo_signer: Annotated[bool, typer.Option(
-        "--demo-signer", help="In production or on mainnet without SATVAULT_SIGNER_SOCKET: "
-                              "start with the in-process demo signer all the same (refused "
-                              "otherwise).")
+        "--demo-signer", help="Without SATVAULT_SIGNER_SOCKET, anywhere but development "
+                              "on regtest: start with the in-process demo signer all the "
+                              "same (refused otherwise).")
     ] = False,
 ) -> None:
     """Run the API, the background workers and the pages."""
@@ -283,7 +282,7 @@ def serve(
         settings = Settings(**{**settings.model_dump(exclude={"public_url"}), **overrides})
     configure_logging(settings.log_level, settings.log_format)
     if demo_signer_refused(settings, demo_signer):
-        sys.stderr.write(f"satvault: {DEMO_SIGNER_REFUSED}\n")
+        sys.stderr.write(f"satvault: {demo_signer_refusal(settings)}\n")
         raise typer.Exit(2)
 
     async def check() -> None:
@@ -330,9 +329,8 @@ def serve(
     chain_url = settings.esplora_url if settings.chain_backend == "esplora" \
         else settings.bitcoind_url
     if demo_signer_chosen(settings):
-        sys.stderr.write("satvault: warning: the demo signer runs inside this process "
-                         "(production or mainnet, --demo-signer): the web side holds the "
-                         "hot keys\n")
+        sys.stderr.write(demo_signer_warning(
+            settings, "it runs inside this process, the web side holds the hot keys"))
     sys.stderr.write(
         f"\n  satvault {__version__} is starting\n"
         f"    sign in         {url}/login  (dashboard and admin console; the admin's\n"

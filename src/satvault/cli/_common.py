@@ -24,9 +24,10 @@ from satvault.kernel.errors import InvalidInput, SatvaultError
 from satvault.migrate import SchemaNotCurrent, ensure_current
 from satvault.signing.errors import SignerError
 
-__all__ = ["DEMO_SIGNER_REFUSED", "DemoSignerFlag", "admin_actor", "admin_user",
-           "demo_signer_chosen", "demo_signer_refused", "emit", "fail", "in_transaction",
-           "on_network", "refuse_demo_signer", "refuse_network", "run", "with_database"]
+__all__ = ["DemoSignerFlag", "admin_actor", "admin_user", "demo_signer_chosen",
+           "demo_signer_refusal", "demo_signer_refused", "demo_signer_warning", "emit",
+           "fail", "in_transaction", "on_network", "refuse_demo_signer", "refuse_network",
+           "run", "with_database"]
 
 T = TypeVar("T")
 
@@ -41,27 +42,41 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-# Why production (or mainnet) needs `--demo-signer` to run without a signer socket: every
-# command that opens a signer (init, serve, payouts bump and resolve, reserves prove) asks
-# this one check.
-DEMO_SIGNER_REFUSED = (
-    "SATVAULT_ENVIRONMENT is production or SATVAULT_NETWORK is mainnet, and "
-    "SATVAULT_SIGNER_SOCKET is empty, which would use "
-    "the in-process demo signer: the web process would hold the hot keys. Run `satvault "
-    "signer serve` as its own user and set SATVAULT_SIGNER_SOCKET to its socket "
-    "(docs/operations.md, the signer), or pass --demo-signer to take the demo signer knowingly")
-
+# Without a signer socket, the in-process demo signer runs unasked only in development on
+# regtest (`make run`); anywhere else (production, mainnet, testnet, signet) every command
+# that opens a signer (init, serve, payouts bump and resolve, reserves prove) asks this one
+# check, and needs `--demo-signer`.
 DemoSignerFlag = Annotated[bool, typer.Option(
-    "--demo-signer", help="In production or on mainnet without SATVAULT_SIGNER_SOCKET: use "
-                          "the in-process "
-                          "demo signer all the same (its keys live in this process; refused "
-                          "otherwise). Development on a test network needs no flag.")]
+    "--demo-signer", help="Without SATVAULT_SIGNER_SOCKET, anywhere but development on "
+                          "regtest: use the in-process demo signer all the same (its keys "
+                          "live in this process; refused otherwise).")]
+
+
+def _why(settings: Settings) -> str:
+    return ("SATVAULT_ENVIRONMENT is production" if settings.environment == "production"
+            else f"SATVAULT_NETWORK is {settings.network}")
 
 
 def demo_signer_chosen(settings: Settings) -> bool:
-    """Real money (production, or mainnet) without a signer socket: the demo signer, which
-    needs ``--demo-signer``."""
-    return settings.real_money and not settings.signer_socket
+    """No signer socket where the demo signer needs ``--demo-signer``: anywhere but
+    development on regtest (:attr:`Settings.demo_signer_unasked`)."""
+    return not settings.signer_socket and not settings.demo_signer_unasked
+
+
+def demo_signer_refusal(settings: Settings) -> str:
+    """Why the demo signer is refused here, and the ways out."""
+    return (f"{_why(settings)} and SATVAULT_SIGNER_SOCKET is empty, which would use the "
+            "in-process demo signer: the web process would hold the hot keys (without "
+            "--demo-signer it runs only in development on regtest). Run `satvault signer "
+            "serve` as its own user and set SATVAULT_SIGNER_SOCKET to its socket "
+            "(docs/operations.md, the signer), or pass --demo-signer to take the demo signer "
+            "knowingly")
+
+
+def demo_signer_warning(settings: Settings, what: str) -> str:
+    """The stderr line of a command that takes the demo signer with ``--demo-signer``."""
+    return (f"satvault: warning: the demo signer ({_why(settings)}, --demo-signer): {what}; "
+            "move to `satvault signer serve`\n")
 
 
 def demo_signer_refused(settings: Settings, demo_signer: bool) -> bool:
@@ -70,10 +85,10 @@ def demo_signer_refused(settings: Settings, demo_signer: bool) -> bool:
 
 def refuse_demo_signer(settings: Settings, demo_signer: bool, *,
                        nothing: str = "nothing was done") -> None:
-    """Before a command opens a signer: refuse (exit 1) the demo signer in production unless
-    ``--demo-signer`` was given."""
+    """Before a command opens a signer: refuse (exit 1) the demo signer where it needs
+    ``--demo-signer`` (:func:`demo_signer_chosen`) unless that was given."""
     if demo_signer_refused(settings, demo_signer):
-        fail(f"{DEMO_SIGNER_REFUSED}; {nothing}")
+        fail(f"{demo_signer_refusal(settings)}; {nothing}")
 
 
 async def on_network(backend: ChainBackend, settings: Settings,

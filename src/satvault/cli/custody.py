@@ -3,7 +3,8 @@
 ``status`` prints one JSON object: each tier's ledger account, its coins and what the node
 still has of them, the Lightning channel balance, total liabilities and the reserve ratio,
 and any custody difference. ``sweep`` plans a sweep now (the payout worker signs and
-broadcasts it). ``resolve`` resolves a ``stuck`` sweep or refill
+broadcasts it). Neither signs, so neither opens a signer (nor the demo seed) and neither
+needs ``--demo-signer``. ``resolve`` resolves a ``stuck`` sweep or refill
 (:mod:`satvault.reconcile.stuck_moves`). ``satvault reconcile`` runs the whole three-way
 reconciliation. Those that read the chain node refuse one of another network than
 ``SATVAULT_NETWORK`` (exit 1), as the chain workers do.
@@ -25,6 +26,7 @@ from satvault.config import get_settings
 from satvault.custody.status import CustodyStatus, custody_status
 from satvault.migrate import ensure_current
 from satvault.reconcile import stuck_moves
+from satvault.signing.base import NoSigner
 
 __all__ = ["app"]
 
@@ -33,11 +35,14 @@ T = TypeVar("T")
 
 
 def _with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
+    """``work`` on a runtime that opens no signer: these commands sign nothing (the payout
+    worker signs what they plan), so the demo seed stays closed without a signer socket."""
     settings = get_settings()
 
     async def go() -> T:
         engine, sessions = open_database(settings, pool_size=2)
-        runtime = Runtime.build(settings, sessions)
+        runtime = Runtime.build(settings, sessions, lightning=None, signer=NoSigner(
+            "satvault custody signs nothing; the payout worker signs what it plans"))
         try:
             await ensure_current(engine)
             await on_network(runtime.backend, settings, runtime.network_guard)

@@ -334,14 +334,23 @@ def _not_the_signers(signer: dict[str, str], registered: dict[str, str],
 
 def judge_signer(result: dict[str, str] | BaseException | None, *, socket: str,
                  production: bool, registered: dict[str, str] | None = None,
-                 network: str = "") -> Check:
+                 network: str = "", demo_unasked: bool = True) -> Check:
     """The signer answers, and (``registered``: the database's watch-only wallets by role)
-    those wallets are its own: another seed's would collect deposits it cannot spend."""
+    those wallets are its own: another seed's would collect deposits it cannot spend.
+    Without a socket: an error with real money (``production``), a warning anywhere else
+    the demo signer needs ``--demo-signer`` (``demo_unasked`` false: a test network)."""
     if not socket:
         if production:
             return Check("signer", Status.ERROR, "the signer runs inside this process (no "
                          "signer_socket): the web side holds the hot keys",
                          "run `satvault signer serve` as another user and set signer_socket")
+        if not demo_unasked:
+            return Check("signer", Status.WARN, "the demo signer runs inside this process "
+                         f"(no signer_socket) on {network or 'a test network'}: the web side "
+                         "holds the hot keys (worthless coins, but the set-up a deployment "
+                         "keeps); the commands that sign need --demo-signer",
+                         "run `satvault signer serve` as another user and set signer_socket, "
+                         "as production will")
         return Check("signer", Status.OK, "in-process signer (development only)")
     if isinstance(result, BaseException):
         return Check("signer", Status.ERROR, f"the signer at {socket} does not answer: "

@@ -256,6 +256,7 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
         J.judge_reconciliation(differences, why),
         J.judge_signer(signer, socket=settings.signer_socket,
                        production=settings.real_money,
+                       demo_unasked=settings.demo_signer_unasked,
                        registered=registered if isinstance(registered, dict) else None,
                        network=settings.network),
         J.judge_seed(J.seed_facts(seed_path(settings)),

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Payer", "Payment", "SignedTx", "Signer"]
+from satvault.signing.errors import SignerUnavailable
+
+__all__ = ["NoSigner", "Payer", "Payment", "SignedTx", "Signer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +74,28 @@ class Signer(Protocol):
         """Sign the signer's inputs of a BIP127 proof of reserves for ``message`` (see
         ``HotSigner.sign_reserves``); returns the PSBT with them finalized."""
         ...
+
+
+class NoSigner:
+    """The signer of a command that signs nothing (``satvault custody sweep`` plans a move
+    the payout worker signs): it opens no seed and no socket, and every call raises
+    :class:`~satvault.signing.errors.SignerUnavailable`."""
+
+    def __init__(self, why: str = "this command opens no signer") -> None:
+        self.why = why
+
+    async def descriptors(self) -> dict[str, str]:
+        raise SignerUnavailable(self.why)
+
+    async def sign_payout(self, psbt_b64: str, payments: Sequence[Payment], *,
+                          max_fee_sat: int, max_feerate_sat_vb: int) -> SignedTx:
+        raise SignerUnavailable(self.why)
+
+    async def abandon(self, txid: str, *, reason: str) -> bool:
+        raise SignerUnavailable(self.why)
+
+    async def payers(self, refs: Sequence[str]) -> list[Payer]:
+        raise SignerUnavailable(self.why)
+
+    async def sign_reserves(self, psbt_b64: str, message: str) -> str:
+        raise SignerUnavailable(self.why)
