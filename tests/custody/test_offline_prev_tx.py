@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from satvault.custody.cold import ColdInput, ColdOutput, ColdWallet, make_cold_p
 from satvault.custody.errors import ColdPsbtError, SigningRefused
 from satvault.custody.offline import sign_cold
 from tests.custody.conftest import NETWORK, Cosigner, cold_coin
+from tests.signer.test_prev_tx import _claim, _edit  # the same lies, told to the cosigner
 
 runner = CliRunner()
 PAY = b"\x00\x14" + bytes(range(20))  # a stranger's P2WPKH
@@ -39,22 +39,6 @@ def _spend(wallet: ColdWallet, *, change_sat: int = 79_000) -> tuple[str, list[C
                                              cold_change_index=0)],
                           wallet=wallet, network=NETWORK)
     return psbt, coins
-
-
-def _edit(psbt_b64: str, change: Callable[[PSBT], None]) -> str:
-    psbt = PSBT.from_string(psbt_b64)
-    change(psbt)
-    return str(psbt.to_base64())
-
-
-def _claim(n: int, value: int, *, keep_prev_tx: bool = True) -> Callable[[PSBT], None]:
-    """The coordinator's lie: input ``n`` is worth ``value``."""
-    def go(p: PSBT) -> None:
-        p.inputs[n].witness_utxo = TransactionOutput(value, p.inputs[n].witness_utxo.script_pubkey)
-        if not keep_prev_tx:
-            for scope in p.inputs:
-                scope.non_witness_utxo = None
-    return go
 
 
 def cold_sign(tmp: Path, psbt_b64: str, cosigner: Cosigner) -> tuple[int, dict, Path]:
