@@ -15,6 +15,7 @@ from satvault.accounts import service as acc
 from satvault.accounts.models import AuditEvent
 from satvault.kernel.errors import InvalidInput
 from satvault.risk import service as risk
+from satvault.risk.models import RiskRuleSet
 from satvault.risk.rules import Outcome, evaluate, parse_rule_set
 from tests.risk.conftest import ADDR, SAT, Ctx, default_doc
 from tests.test_cli import last_json, sv_here
@@ -80,6 +81,26 @@ async def test_the_same_event_against_the_same_version_again(ctx: Ctx):
     async with ctx.sessions() as s:
         v = await risk.reevaluate(s, s1.decision_id)
     assert v == s1.verdict
+
+
+async def test_the_shipped_rule_set_is_made_live_again_after_a_rollback(ctx: Ctx):
+    """A database's first screening makes the shipped rule set live in its own unit of work;
+    one that rolled back (the payment it screened was refused) leaves none, and the next
+    screening inserts it again. Found from outside on PostgreSQL: from the sixth time on one
+    connection (a prepared statement's generic plan), that INSERT failed with "no unique or
+    exclusion constraint matching the ON CONFLICT specification" (the partial index's
+    predicate was a bound parameter): a 500 for payments refused one after another on a
+    fresh database."""
+    for _ in range(8):  # past PostgreSQL's five custom plans of a prepared statement
+        async with ctx.sessions() as s, s.begin():
+            version, _doc = await risk.live_rule_set(s)
+            assert version >= 1
+            await s.rollback()
+    async with ctx.sessions() as s, s.begin():
+        assert (await risk.live_rule_set(s))[0] >= 1
+        live = (await s.execute(select(RiskRuleSet.version).where(
+            RiskRuleSet.status == "live"))).scalars().all()
+    assert len(live) == 1
 
 
 async def admins(ctx: Ctx) -> tuple[dict[str, str], dict[str, str], str, str]:

@@ -24,7 +24,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -101,7 +101,11 @@ async def _doc(session: AsyncSession, version: int,
 
 
 def _insert_ignoring_conflict(session: AsyncSession, values: dict[str, Any]) -> Any:
-    where = RiskRuleSet.status == RuleSetStatus.LIVE
+    # The partial unique index's predicate as a literal: PostgreSQL infers the arbiter index
+    # from it, which a prepared statement's generic plan (its sixth run on a connection on)
+    # cannot do from a bound parameter ("no unique or exclusion constraint matching the ON
+    # CONFLICT specification").
+    where = text(f"status = '{RuleSetStatus.LIVE.value}'")
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(RiskRuleSet).values(**values).on_conflict_do_nothing(
             index_elements=["status"], index_where=where)
