@@ -318,6 +318,11 @@ class Settings(BaseSettings):
     # 0 a voucher without an expiry never expires).
     voucher_default_lifetime_days: int = Field(default=30, ge=0, le=3660)
     voucher_max_lifetime_days: int = Field(default=366, ge=0, le=3660)
+    # Paying one of our own invoices takes it off the node before the risk rules (and the
+    # withdrawal policy's window rules, and the limits under the payer's lock) decide: a
+    # payment they refuse has cost the payee that BOLT11. A wallet with this many such
+    # refusals in the last 24 hours is refused before it takes another invoice off the node.
+    internal_refusals_per_day: int = Field(default=3, ge=1)
     ln_max_attempts: int = 3
     ln_retry_base_seconds: float = 2.0
     ln_payer_interval: float = 1.0

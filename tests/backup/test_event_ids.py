@@ -107,7 +107,7 @@ async def test_the_sqlite_outbox_is_rebuilt_with_its_rows_and_deliveries(
     """0066 rebuilds SQLite's outbox as AUTOINCREMENT: its events and the deliveries that
     refer to them come through; before it, rebase-ids refuses clearly and moves nothing."""
     path = tmp_path / "old.db"
-    url = await asyncio.to_thread(_sqlite_at, path, "0061_owner_limits")
+    url = await asyncio.to_thread(_sqlite_at, path, "0064_reserved_invoices")
     engine = create_engine(url, pool_size=1)
     try:
         sessions = open_sessions(engine)

@@ -6,7 +6,9 @@ refuse (or whose limit a concurrent payment used up meanwhile) rolled back and l
 payee's invoice dead on the node but ``open`` in its row: a merchant's checkout page, or a
 user's wallet, showed a BOLT11 nobody could pay. Now the row says what the node says
 (``canceled``) and a store invoice still awaiting payment gets a fresh BOLT11 for what is due.
-A payment the rules hold for review keeps the invoice reserved for it.
+A withdrawal policy rule on the payment alone refuses it before the invoice leaves the node. A
+payment the rules hold for review keeps the invoice reserved for it
+(``tests/lightning/test_reserved_invoices.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from satvault.accounts import service as acc
 from satvault.lightning.models import LnInvoice, LnInvoiceStatus
 from satvault.payouts.models import Withdrawal
 from satvault.risk.lists import refresh_sanctions
-from satvault.risk.models import RiskCase, RiskDecision
 from tests.chainenv import LnEnv, api_client
 from tests.invoices.test_invoices import create, settle_all, shop  # noqa: F401
 from tests.lightning.test_lightning import _payers_key, fund
@@ -65,15 +66,18 @@ async def _store_invoice(c: httpx.AsyncClient, shop: dict[str, Any], key: str,  
 
 
 async def _refuse_payments_to(env: LnEnv, how: str, payee: str) -> str:
-    """Make the rules (``risk``) or the withdrawal policy (``policy``) refuse internal payments
-    to ``payee``'s wallet; the problem type the payer gets."""
+    """Make the rules (``risk``) or the withdrawal policy refuse internal payments to
+    ``payee``'s wallet; the problem type the payer gets. ``policy``: a rule on the payment
+    alone, decided before the invoice leaves the node; ``policy-window``: one on what the
+    wallet paid in a window, decided after (under the payer's lock)."""
     if how == "risk":
         async with env.sessions() as s, s.begin():
             await refresh_sanctions(s, text=f"wallet:{payee}\n", actor="user:admin")
         return "risk-rejected"
     who = await people(env.sessions, initiator=env.wallet.owner_id)
+    window = {"window_hours": 24, "window_min_sum_msat": 1} if how == "policy-window" else {}
     await make_live(env.sessions, who, [
-        {"name": "nothing internal", "action": "block", "rails": ["internal"]}])
+        {"name": "nothing internal", "action": "block", "rails": ["internal"], **window}])
     return "withdrawal-blocked"
 
 
@@ -106,7 +110,7 @@ async def _checkout_bolt11(c: httpx.AsyncClient, invoice_id: str) -> str | None:
     return bolt11
 
 
-@pytest.mark.parametrize("how", ["risk", "policy"])
+@pytest.mark.parametrize("how", ["risk", "policy-window"])
 @pytest.mark.parametrize("payee", ["store", "wallet", "wallet-amountless"])
 async def test_a_refused_internal_payment_leaves_no_dead_bolt11_behind(
         lnenv: LnEnv, shop, how: str, payee: str):  # noqa: F811
@@ -152,6 +156,37 @@ async def test_a_refused_internal_payment_leaves_no_dead_bolt11_behind(
         else:
             seen = await c.get(f"/api/v1/deposits/{bill['id']}", headers=bill["read"])
             assert seen.status_code == 200 and seen.json()["status"] == "canceled", seen.text
+    await env.check()
+
+
+@pytest.mark.parametrize("payee", ["store", "wallet", "wallet-amountless"])
+async def test_a_policy_block_known_before_the_node_leaves_the_invoice_alone(
+        lnenv: LnEnv, shop, payee: str):  # noqa: F811
+    """A withdrawal policy rule that needs only the payment itself (its rail, amount, asset,
+    wallet) is decided before the invoice is taken off the node: the payer gets the same
+    ``withdrawal-blocked``, and the payee's invoice stays open, payable from outside."""
+    env = lnenv
+    await fund(env, env.wallet, FUNDS)
+    auth = await _payers_key(env)
+    amount = 20_000 * SAT
+    amountless = payee.endswith("amountless")
+    async with api_client(env) as c:
+        if payee == "store":
+            bill = await _store_invoice(c, shop, "inv", 20_000)
+        else:
+            bill = await _wallet_invoice(c, env, None if amountless else amount)
+        kind = await _refuse_payments_to(env, "policy", bill["payee"])
+        r = await _pay(c, env, auth, "pay", bill["bolt11"], amount if amountless else None)
+        assert r.status_code == 403 and r.json()["type"].endswith(f"/{kind}"), r.text
+        await _nothing_moved(env)
+        assert (await _row(env, bill["bolt11"])).status == LnInvoiceStatus.OPEN
+        if payee == "store":
+            assert await _checkout_bolt11(c, bill["id"]) == bill["bolt11"]
+        paid = env.network.pay("customer1", bill["bolt11"],
+                               amount_msat=amount if amountless else None)
+        assert paid.status.value.upper() == "SUCCEEDED", paid
+        await settle_all(env)
+        assert (await _row(env, bill["bolt11"])).status == LnInvoiceStatus.PAID
     await env.check()
 
 
@@ -223,72 +258,4 @@ async def test_a_refused_voucher_or_refund_to_one_of_our_invoices_leaves_no_dead
             assert r.status_code == 403 and r.json()["type"].endswith("/risk-rejected"), r.text
         assert env.network.pay("customer1", bill["bolt11"]).status.value.upper() == "FAILED"
         assert (await _row(env, bill["bolt11"])).status == LnInvoiceStatus.CANCELED
-    await env.check()
-
-
-@pytest.mark.parametrize("money", ["release", "return"])
-async def test_an_invoice_held_for_review_stays_reserved_until_its_case_decides(
-        lnenv: LnEnv, shop, money: str):  # noqa: F811
-    """A payment the rules hold for review keeps the invoice it took off the node reserved:
-    another payer refused after taking it off again (here the payee was listed meanwhile)
-    does not cancel it, and the case settles it by releasing the payment. A case returning
-    the money cancels it instead, and the store invoice gets a fresh BOLT11."""
-    from tests.risk.conftest import default_doc
-    from tests.risk.test_withdrawals import keys
-    from tests.risk.test_withdrawals import make_live as risk_live
-
-    env = lnenv
-    _, admin = await keys(env)
-    doc = default_doc()
-    doc["rules"].append({"id": "big", "score": 60, "when": {"all": [
-        {"field": "direction", "op": "eq", "value": "out"},
-        {"field": "amount_msat", "op": "gte", "value": 10_000 * SAT}]}})
-    await risk_live(env, doc)
-    await fund(env, env.wallet, FUNDS)
-    auth = await _payers_key(env)
-    carol = await env.wallet_for("carol@example.com")
-    await fund(env, carol, FUNDS)
-    async with env.sessions() as s, s.begin():
-        _, token = await acc.create_api_key(s, owner_id=carol.owner_id,
-                                            scopes=["wallet:read", "withdrawals:write"])
-    async with api_client(env) as c:
-        bill = await _store_invoice(c, shop, "inv", 20_000)
-        held = await _pay(c, env, auth, "held", bill["bolt11"])
-        assert held.status_code == 201 and held.json()["status"] == "review", held.text
-        assert (await _row(env, bill["bolt11"])).status == LnInvoiceStatus.OPEN
-        await _refuse_payments_to(env, "risk", bill["payee"])
-        other = await c.post(f"/api/v1/wallets/{carol.id}/withdrawals",
-                             headers={"Authorization": f"Bearer {token}",
-                                      "Idempotency-Key": "other"},
-                             json={"destination": bill["bolt11"]})
-        assert other.status_code == 403, other.text
-        assert (await _row(env, bill["bolt11"])).status == LnInvoiceStatus.OPEN  # reserved
-        async with env.sessions() as s, s.begin():
-            await refresh_sanctions(s, text="", actor="user:admin")
-        async with env.sessions() as s:
-            case = (await s.execute(select(RiskCase.id).join(
-                RiskDecision, RiskDecision.id == RiskCase.decision_id).where(
-                RiskDecision.subject_id == held.json()["id"]))).scalar_one()
-        looked = await c.post(f"/api/v1/admin/risk/cases/{case}/investigate", headers=admin,
-                             json={})
-        assert looked.status_code == 200, looked.text
-        closed = await c.post(f"/api/v1/admin/risk/cases/{case}/close", headers=admin,
-                              json={"resolution": "false_positive" if money == "release"
-                                    else "confirmed_risk", "money": money})
-        assert closed.status_code == 200, closed.text
-        got = await c.get(f"/api/v1/invoices/{bill['id']}", headers=shop["read"])
-        if money == "release":
-            assert (await _row(env, bill["bolt11"])).status == LnInvoiceStatus.PAID
-            assert got.json()["status"] == "settled", got.text
-            assert (await env.balances())["available"] == FUNDS - 20_000 * SAT
-        else:
-            assert (await _row(env, bill["bolt11"])).status == LnInvoiceStatus.CANCELED
-            assert got.json()["status"] == "new", got.text
-            fresh = await _checkout_bolt11(c, bill["id"])
-            assert fresh is not None and fresh != bill["bolt11"]
-            assert env.network.pay("customer1", fresh).status.value.upper() == "SUCCEEDED"
-            await settle_all(env)
-            got = await c.get(f"/api/v1/invoices/{bill['id']}", headers=shop["read"])
-            assert got.json()["status"] == "settled", got.text
-            assert (await env.balances())["available"] == FUNDS
     await env.check()

@@ -12,8 +12,10 @@ One status document serves the first render and every update (``GET /i/{id}/stat
                       "lightning_amount_msat", "lightning_uri", "version"},
      "redirect_url"}
 
-``state`` is the page's reading of ``status`` + ``additional_status`` (one of :data:`STATES`);
-it is computed here only, and the page's script renders whatever it says.
+``state`` is the page's reading of ``status`` + ``additional_status`` (one of :data:`STATES`),
+and ``review`` while a payment of one of its BOLT11s is held for review (nothing to pay then:
+``destinations`` are all null); it is computed here only, and the page's script renders
+whatever it says.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ STATES: dict[str, StateText] = {
                           N_("Waiting for confirmations: %(n)s of %(total)s.")),
     "confirming": StateText(N_("Confirming payment"),
                             N_("Waiting for confirmations: %(n)s of %(total)s.")),
+    "review": StateText(
+        N_("Payment under review"),
+        N_("A payment of this invoice is being reviewed. Please don't send another one: "
+           "this page changes once the review is done.")),
     "paid": StateText(N_("Payment complete"), N_("Thank you! Your payment has been received.")),
     "expired": StateText(
         N_("Invoice expired"),
@@ -74,7 +80,8 @@ NO_COUNT = N_("Waiting for network confirmation.")
 OPEN_STATES = frozenset({"waiting", "partial"})
 
 
-def ui_state(status: Status, additional: Additional, confirmations: dict[str, int] | None) -> str:
+def ui_state(status: Status, additional: Additional, confirmations: dict[str, int] | None,
+             under_review: bool = False) -> str:
     if status == Status.SETTLED:
         return "paid"
     if status == Status.PROCESSING:
@@ -84,6 +91,8 @@ def ui_state(status: Status, additional: Additional, confirmations: dict[str, in
                 Additional.PAID_LATE: "expired_late"}.get(additional, "expired")
     if status == Status.INVALID:
         return "invalid"
+    if under_review:
+        return "review"
     return "partial" if additional == Additional.PAID_PARTIAL else "waiting"
 
 
@@ -115,6 +124,7 @@ class LivePayment:
     onchain_uri: str | None
     bolt11: str | None
     lightning_amount_msat: int | None
+    under_review: bool = False  # a payment held for review: nothing to pay meanwhile
 
     @property
     def lightning_uri(self) -> str | None:
@@ -143,7 +153,7 @@ async def live_payment(session: AsyncSession, inv: StoreInvoice) -> LivePayment:
     # Without an address (a Lightning-only invoice) the one code is the BOLT11 itself.
     unified = d.bip21 or (f"lightning:{d.bolt11}" if d.bolt11 else None)
     return LivePayment(unified, d.address, d.onchain_due_sat, onchain_uri, d.bolt11,
-                       d.lightning_due_msat)
+                       d.lightning_due_msat, d.under_review)
 
 
 def qr_data(pay: LivePayment, kind: str) -> str | None:
@@ -165,7 +175,8 @@ async def public_status(session: AsyncSession, inv: StoreInvoice) -> dict[str, A
     pay = await live_payment(session, inv)
     return {
         "id": inv.id, "status": inv.status, "additional_status": inv.additional_status,
-        "state": ui_state(inv.status, inv.additional_status, confirmations),
+        "state": ui_state(inv.status, inv.additional_status, confirmations,
+                          pay.under_review),
         "amount_msat": inv.due_msat, "paid_msat": inv.confirmed_msat,
         "seen_msat": inv.seen_msat, "due_msat": max(0, inv.due_msat - inv.seen_msat),
         "confirmations": confirmations,

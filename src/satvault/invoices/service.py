@@ -23,6 +23,7 @@ from typing import Any, cast
 from sqlalchemy import (
     Table,
     bindparam,
+    case,
     exists,
     false,
     func,
@@ -398,6 +399,9 @@ class Destinations:
     bolt11: str | None
     bip21: str | None
     lightning_due_msat: int | None
+    # A payment of one of the invoice's BOLT11s is held for review (that BOLT11 ``reserved``
+    # for it, off the node): nothing is to be paid until its case decides.
+    under_review: bool = False
 
 
 def _due_msat(inv: StoreInvoice) -> int:
@@ -407,17 +411,21 @@ def _due_msat(inv: StoreInvoice) -> int:
 async def destinations(session: AsyncSession, inv: StoreInvoice) -> Destinations:
     """Where to pay what is still due: the address, the newest open Lightning invoice for
     exactly that amount, and one BIP21 URI carrying both
-    (``bitcoin:ADDR?amount=…&lightning=BOLT11``)."""
+    (``bitcoin:ADDR?amount=…&lightning=BOLT11``); nowhere while a payment is under review
+    (a reserved BOLT11, read first by the same statement)."""
     address = None
     if inv.deposit_id:
         dep = await session.get(DepositRequest, inv.deposit_id)
         if dep is not None and dep.address_id is not None:
             addr = await session.get(OnchainAddress, dep.address_id)
             address = addr.address if addr else None
+    reserved = LnInvoice.status == LnInvoiceStatus.RESERVED
     ln = (await session.execute(select(LnInvoice).where(
-        LnInvoice.store_invoice_id == inv.id, LnInvoice.status == LnInvoiceStatus.OPEN,
-        LnInvoice.amount_msat == _due_msat(inv)
-    ).order_by(LnInvoice.created_at.desc()).limit(1))).scalar_one_or_none()
+        LnInvoice.store_invoice_id == inv.id,
+        reserved | ((LnInvoice.status == LnInvoiceStatus.OPEN)
+                    & (LnInvoice.amount_msat == _due_msat(inv))),
+    ).order_by(case((reserved, 0), else_=1), LnInvoice.created_at.desc()).limit(1))
+    ).scalar_one_or_none()
     return _destinations(inv, address, ln)
 
 
@@ -436,21 +444,29 @@ async def destinations_of(session: AsyncSession, invoices: Sequence[StoreInvoice
             .where(DepositRequest.id.in_(deposit_ids)))
         addresses = {dep_id: address for dep_id, address in rows}
     newest: dict[str, LnInvoice] = {}
+    reserved: dict[str, LnInvoice] = {}
     due = {i.id: _due_msat(i) for i in invoices}
     lns = (await session.execute(select(LnInvoice).where(
         LnInvoice.store_invoice_id.in_([i.id for i in invoices]),
-        LnInvoice.status == LnInvoiceStatus.OPEN
+        LnInvoice.status.in_((LnInvoiceStatus.OPEN, LnInvoiceStatus.RESERVED))
     ).order_by(LnInvoice.created_at.desc()))).scalars()
     for ln in lns:
         assert ln.store_invoice_id is not None
-        if ln.amount_msat == due[ln.store_invoice_id]:
+        if ln.status == LnInvoiceStatus.RESERVED:
+            reserved.setdefault(ln.store_invoice_id, ln)
+        elif ln.amount_msat == due[ln.store_invoice_id]:
             newest.setdefault(ln.store_invoice_id, ln)
-    return {i.id: _destinations(i, addresses.get(i.deposit_id or ""), newest.get(i.id))
+    return {i.id: _destinations(i, addresses.get(i.deposit_id or ""),
+                                reserved.get(i.id) or newest.get(i.id))
             for i in invoices}
 
 
 def _destinations(inv: StoreInvoice, address: str | None, ln: LnInvoice | None
                   ) -> Destinations:
+    if ln is not None and ln.status == LnInvoiceStatus.RESERVED:
+        # Its payment, held for review, covers it until the case decides: paying the address
+        # or another BOLT11 meanwhile would pay twice once the case releases it.
+        return Destinations(None, None, None, None, None, under_review=True)
     remaining = _due_msat(inv)
     # Only a BOLT11 for exactly what is due: an older one (the first, for the whole amount,
     # after a partial on-chain payment whose remainder BOLT11 the node could not issue, or
@@ -594,11 +610,15 @@ async def follow_up_of(session: AsyncSession, invoice_id: str) -> FollowUp:
     inv = await session.get(StoreInvoice, invoice_id)
     if inv is None:
         return FollowUp()
-    open_ln = (await session.execute(select(LnInvoice).where(
-        LnInvoice.store_invoice_id == inv.id, LnInvoice.status == LnInvoiceStatus.OPEN
+    lns = (await session.execute(select(LnInvoice).where(
+        LnInvoice.store_invoice_id == inv.id,
+        LnInvoice.status.in_((LnInvoiceStatus.OPEN, LnInvoiceStatus.RESERVED))
     ))).scalars().all()
+    open_ln = [ln for ln in lns if ln.status == LnInvoiceStatus.OPEN]
     if inv.status == Status.SETTLED:
         return FollowUp(cancel=tuple(ln.payment_hash for ln in open_ln))
+    if len(open_ln) < len(lns):  # a payment held for review: its case decides what is due
+        return FollowUp()
     # What is due, if no open BOLT11 asks for exactly that: the rest after a partial
     # payment, or all of it once the invoice's BOLT11 was cancelled (an internal payment
     # refused after taking it off the node: satvault.withdrawals.refused).

@@ -48,6 +48,7 @@ async def invoice_payload(session: AsyncSession, inv: StoreInvoice,
             "lightning": {"bolt11": d.bolt11, "amount_msat": d.lightning_due_msat}
             if "lightning" in methods else None,
         },
+        "payment_under_review": d.under_review,
         "paid_msat": inv.confirmed_msat, "seen_msat": inv.seen_msat,
         "due_msat": max(0, inv.due_msat - inv.seen_msat),
         "speed_policy": inv.speed_policy, "payment_tolerance_bp": inv.tolerance_bp,

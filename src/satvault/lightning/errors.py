@@ -9,6 +9,9 @@
     │   ├── InvoiceExpiresSoon  too little of its lifetime left for the node to pay it
     │   └── AmountRequired   an amountless invoice and no amount given (or a mismatch)
     ├── PaymentRefused       over a limit, paying one's own invoice, already paid from here
+    │   ├── InvoiceUnderReview  one of our invoices another payment held for review reserved
+    │   └── RefusedTooOften  the payer's payments of our invoices were refused too often
+    │                        after taking them off the node (internal_refusals_per_day)
     └── LnurlError           an LNURL/Lightning Address service misbehaved or refused
 """
 
@@ -17,7 +20,8 @@ from __future__ import annotations
 from satvault.kernel.errors import SatvaultError
 
 __all__ = ["AmountRequired", "InvalidInvoice", "InvoiceExpired", "InvoiceExpiresSoon",
-           "LightningError", "LnurlError", "PaymentRefused", "WrongNetwork"]
+           "InvoiceUnderReview", "LightningError", "LnurlError", "PaymentRefused",
+           "RefusedTooOften", "WrongNetwork"]
 
 
 class LightningError(SatvaultError):
@@ -45,6 +49,15 @@ class AmountRequired(InvalidInvoice):
 
 
 class PaymentRefused(LightningError):
+    pass
+
+
+class InvoiceUnderReview(PaymentRefused):
+    def __init__(self) -> None:
+        super().__init__("a payment of this invoice is under review")
+
+
+class RefusedTooOften(PaymentRefused):
     pass
 
 

@@ -125,12 +125,13 @@ LIVE_PAYMENTS = (LnPaymentStatus.PENDING, LnPaymentStatus.IN_FLIGHT, LnPaymentSt
 
 
 @lru_cache(maxsize=8)
-def _credit_statement(screened: bool, payable: bool) -> Any:
+def _credit_statement(screened: bool, payable: bool, reserved: bool = False) -> Any:
     """The UPDATE that marks an invoice paid, locks it and reads it back, built once per
     shape (the hot path of every internal payment) with bound parameters: ``c_hash``,
     ``c_paid``, ``c_at``, ``c_internal``, and with ``payable`` ``c_payer`` (the paying
-    wallet: the invoice must be open, not the payer's own, of the paid amount or amountless,
-    and not being paid from here). ``screened``: also who is paid, for the deposit rules."""
+    wallet: the invoice must be open, or with ``reserved`` reserved for a held payment, not
+    the payer's own, of the paid amount or amountless, and not being paid from here).
+    ``screened``: also who is paid, for the deposit rules."""
     def of_wallet(col: Any) -> Any:
         return select(col).where(Wallet.id == LnInvoice.wallet_id).scalar_subquery()
     payment_hash = bindparam("c_hash", type_=LnInvoice.payment_hash.type)
@@ -140,7 +141,8 @@ def _credit_statement(screened: bool, payable: bool) -> Any:
     if payable:
         being_paid = select(LnPayment.id).where(LnPayment.payment_hash == payment_hash,
                                                 LnPayment.status.in_(LIVE_PAYMENTS)).exists()
-        where += [LnInvoice.status == LnInvoiceStatus.OPEN,
+        where += [LnInvoice.status == (LnInvoiceStatus.RESERVED if reserved
+                                       else LnInvoiceStatus.OPEN),
                   LnInvoice.wallet_id != bindparam("c_payer", type_=LnInvoice.wallet_id.type),
                   LnInvoice.amount_msat.is_(None) | (LnInvoice.amount_msat == paid),
                   ~being_paid]
@@ -158,12 +160,13 @@ def _credit_statement(screened: bool, payable: bool) -> Any:
 async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat: int,
                          internal: bool = False, debit_account_id: int | None = None,
                          invoice_fee_bp: int = 0, payable_by: str | None = None,
+                         reserved: bool = False,
                          on_store_invoice: StoreInvoiceHook | None = None,
                          deposit_screen: DepositScreen | None = None) -> bool:
     """Credit a paid invoice's wallet once; False if unknown to us or already credited
     (or, with ``payable_by``, the paying wallet of an internal payment, if the invoice is
-    not open, is that wallet's own, is of another amount than ``paid_msat`` or is being
-    paid from here).
+    not open (``reserved``: not reserved, for a held payment's release), is that wallet's
+    own, is of another amount than ``paid_msat`` or is being paid from here).
 
     The invoice is marked paid, locked and read in one statement (built once:
     :func:`_credit_statement`); a ledger refusal raises and the caller's rollback undoes
@@ -176,7 +179,8 @@ async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat:
     if payable_by is not None:
         params["c_payer"] = payable_by
     row = (await session.execute(
-        _credit_statement(deposit_screen is not None, payable_by is not None), params)
+        _credit_statement(deposit_screen is not None, payable_by is not None, reserved),
+        params)
     ).one_or_none()
     if row is None:
         return False

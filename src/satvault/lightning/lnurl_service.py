@@ -60,6 +60,7 @@ from satvault.lightning.lnurl_models import (
     LnurlWithdrawVoucher,
     VoucherStatus,
 )
+from satvault.lightning.models import ISSUED_ON_REQUEST
 from satvault.lightning.payments import fee_reserve, request_ln_withdrawal, take_off_node
 from satvault.lightning.vouchers import not_expired, refusal, void_id
 from satvault.payouts.models import Withdrawal
@@ -157,7 +158,7 @@ async def address_invoice(sessions: async_sessionmaker[AsyncSession], *,
                                 max_msat=settings.ln_max_payment_msat)
     async with sessions() as s, s.begin():
         invoice = await store_invoice(
-            s, issued, wallet=wallet, description_hash=digest, purpose="lnurl",
+            s, issued, wallet=wallet, description_hash=digest, purpose=ISSUED_ON_REQUEST,
             expiry_seconds=settings.ln_invoice_expiry_seconds)
         # The invoice commits to the metadata by hash; keep something readable beside it.
         note = f"Lightning Address {name}@{here}" + (f": {comment}" if comment else "")
@@ -323,26 +324,28 @@ async def cancel_voucher(session: AsyncSession, voucher: LnurlWithdrawVoucher, *
 
 async def _take_off_node(sessions: async_sessionmaker[AsyncSession], *, voucher_id: str,
                          k1: str, pr: str, settings: Settings,
-                         backend: LightningBackend) -> bool:
+                         backend: LightningBackend) -> str | None:
     """If ``pr`` is one of this platform's invoices, cancel it on the node before the
-    redeeming transaction opens (only for a live voucher and its own k1)."""
+    redeeming transaction opens (only for a live voucher and its own k1): the paying
+    wallet's id if it did."""
     async with sessions() as s:
         voucher = await s.get(LnurlWithdrawVoucher, voucher_id)
         if voucher is None or refusal(voucher, utcnow()) is not None \
                 or not hmac.compare_digest(voucher.k1.encode(), k1.encode()):
-            return False  # _redeem refuses it with the reason
+            return None  # _redeem refuses it with the reason
         wallet = await s.get(Wallet, voucher.wallet_id)
     if wallet is None:
-        return False
+        return None
     try:
         invoice = check_invoice(pr, network=settings.network)
     except LightningError:
-        return False  # _redeem refuses it with the voucher's own wording
+        return None  # _redeem refuses it with the voucher's own wording
     if not voucher.min_msat <= invoice.amount_msat <= voucher.amount_msat:
-        return False  # the same: whoever holds a link cannot kill invoices it does not pay
+        return None  # the same: whoever holds a link cannot kill invoices it does not pay
     # The voucher's own hold pays: the wallet's free balance is not what decides.
-    return await take_off_node(sessions, wallet=wallet, bolt11=pr, amount_msat=None,
-                               settings=settings, backend=backend, check_balance=False)
+    taken = await take_off_node(sessions, wallet=wallet, bolt11=pr, amount_msat=None,
+                                settings=settings, backend=backend, check_balance=False)
+    return wallet.id if taken else None
 
 
 # What redeeming a voucher calls to request its withdrawal (default: request_ln_withdrawal);
@@ -406,24 +409,25 @@ async def redeem_voucher(sessions: async_sessionmaker[AsyncSession], *, voucher_
                          k1: str, pr: str, settings: Settings, backend: LightningBackend,
                          payer_wake: asyncio.Event | None = None,
                          request: VoucherWithdrawal | None = None,
-                         on_refused: Callable[[str], Awaitable[object]] | None = None) -> str:
+                         on_refused: Callable[[str, str], Awaitable[object]] | None = None
+                         ) -> str:
     """Pay the wallet's invoice ``pr`` from the voucher; the withdrawal id. Our own invoice
     is taken off the node first, with no transaction open; then one unit of work (retried on
     a conflict) claims the voucher and requests the withdrawal (through ``request`` when
     given: the edge's screens it with the risk rules). ``payer_wake`` is set after.
-    ``on_refused``: called with the invoice's payment hash when the unit of work refused
-    (rolled back) after the invoice was taken off the node (the edge passes
-    :func:`satvault.withdrawals.refused.cancel_refused`).
+    ``on_refused``: called with the invoice's payment hash and the paying wallet's id when
+    the unit of work refused (rolled back) after the invoice was taken off the node (the edge
+    passes :func:`satvault.withdrawals.refused.cancel_refused`).
     Raises :class:`Refused`, or the node's and the domain's own errors."""
-    taken = await _take_off_node(sessions, voucher_id=voucher_id, k1=k1, pr=pr,
+    payer = await _take_off_node(sessions, voucher_id=voucher_id, k1=k1, pr=pr,
                                  settings=settings, backend=backend)
     try:
         withdrawal_id = await retrying(sessions, lambda s: _redeem(
             s, voucher_id=voucher_id, k1=k1, pr=pr, settings=settings, backend=backend,
-            taken_off_node=taken, request=request))
+            taken_off_node=payer is not None, request=request))
     except Exception:
-        if taken and on_refused is not None:
-            await on_refused(decode(pr).payment_hash)
+        if payer is not None and on_refused is not None:
+            await on_refused(decode(pr).payment_hash, payer)
         raise
     if payer_wake is not None:
         payer_wake.set()

@@ -1,4 +1,5 @@
-"""Lightning tables: invoices we issued, payments we sent, and the listener's cursor.
+"""Lightning tables: invoices we issued, payments we sent, the listener's cursor, and the
+internal payments refused after they took the payee's invoice off the node.
 
 One outgoing payment per payment hash can be live or successful at a time (a partial unique
 index): the database itself refuses to pay one invoice twice from here.
@@ -12,13 +13,24 @@ from enum import StrEnum
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from satvault.db import Amount, Base, StrEnumType, UtcDateTime
+from satvault.db import Amount, Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["LnCursor", "LnInvoice", "LnInvoiceStatus", "LnPayment", "LnPaymentStatus"]
+__all__ = ["ISSUED_ON_REQUEST", "InternalRefusal", "LnCursor", "LnInvoice", "LnInvoiceStatus",
+           "LnPayment", "LnPaymentStatus"]
+
+# The purpose of an invoice our LNURL-pay service (a Lightning Address, a pay link) issued for
+# one payer's request: nobody else waits on it, so losing it to a refusal costs its payee
+# nothing (not counted in ``internal_refusals``; a fresh one is one request away).
+ISSUED_ON_REQUEST = "lnurl"
 
 
 class LnInvoiceStatus(StrEnum):
+    """``open`` (payable, on the node) → ``paid``, ``expired`` or ``canceled``. ``reserved``:
+    off the node, kept for an internal payment the risk rules hold for review, until its case
+    releases it (``paid``) or returns the money (``canceled``); nobody else may pay it."""
+
     OPEN = "open"
+    RESERVED = "reserved"
     PAID = "paid"
     EXPIRED = "expired"
     CANCELED = "canceled"
@@ -108,3 +120,21 @@ class LnCursor(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+
+
+class InternalRefusal(Base):
+    """An internal payment refused after it took another wallet's invoice off the node (or
+    held for review, and returned by its case): the payee lost that BOLT11. Counted against
+    the paying wallet (``internal_refusals_per_day``): one that used them up is refused
+    before it can take another invoice off the node (:mod:`satvault.withdrawals.refused`).
+    Invoices issued on request (:data:`ISSUED_ON_REQUEST`) are neither counted nor refused:
+    nobody else waits on them."""
+
+    __tablename__ = "internal_refusals"
+
+    id: Mapped[int] = mapped_column(IdInt, primary_key=True, autoincrement=True)
+    wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"))  # the payer
+    payment_hash: Mapped[str] = mapped_column(String(64))  # the payee's invoice
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_internal_refusals_wallet_at", "wallet_id", "at"),)

@@ -17,7 +17,13 @@ UNKNOWN        is definite. A timeout, a lost connection or a node restart is ne
 
 A payment of an invoice satvault itself issued settles inside the ledger (no routing, no fee):
 the invoice is cancelled on the node *first*, so it can no longer be paid from outside, then
-both wallets move in one transaction. Paying one's own invoice is refused.
+both wallets move in one transaction. Paying one's own invoice is refused. One that a payment
+held for review took off the node is ``reserved`` for it (:func:`reserve_own_invoice`) until
+its case decides: any other payment of it is refused before anything is touched
+(:class:`~satvault.lightning.errors.InvoiceUnderReview`). A wallet whose payments of our
+invoices were refused ``internal_refusals_per_day`` times in 24 hours after taking the
+invoice off the node (:mod:`satvault.withdrawals.refused` counts them) is refused before it
+takes another one off (:class:`~satvault.lightning.errors.RefusedTooOften`).
 
 Time left: an invoice the node is to pay must leave it ``ln_min_invoice_remaining_seconds``
 (:func:`check_time_to_pay`), checked before anything is held wherever a payment for the node
@@ -32,12 +38,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -56,9 +62,22 @@ from satvault.ledger.models import LedgerAccount
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_transfers, transfer
 from satvault.lightning.bolt11check import CheckedInvoice, check_invoice, decode
-from satvault.lightning.errors import InvoiceExpiresSoon, LightningError, PaymentRefused
+from satvault.lightning.errors import (
+    InvoiceExpiresSoon,
+    InvoiceUnderReview,
+    LightningError,
+    PaymentRefused,
+    RefusedTooOften,
+)
 from satvault.lightning.invoices import LIVE_PAYMENTS, StoreInvoiceHook, credit_settled
-from satvault.lightning.models import LnInvoice, LnInvoiceStatus, LnPayment, LnPaymentStatus
+from satvault.lightning.models import (
+    ISSUED_ON_REQUEST,
+    InternalRefusal,
+    LnInvoice,
+    LnInvoiceStatus,
+    LnPayment,
+    LnPaymentStatus,
+)
 from satvault.lightning.vouchers import reopen_after_failure
 from satvault.logs import get_logger
 from satvault.payouts.events import emit_withdrawal, emit_withdrawal_events
@@ -71,10 +90,11 @@ from satvault.payouts.service import (
 )
 from satvault.telemetry import PAYMENT_SECONDS, PAYMENTS
 
-__all__ = ["LightningPayer", "OwnInvoice", "PayerReport", "cancel_on_node",
+__all__ = ["REFUSALS_WINDOW", "LightningPayer", "OwnInvoice", "PayerReport", "cancel_on_node",
            "check_time_to_pay", "fee_reserve", "own_bolt11", "pay_own_invoice",
-           "payable_at_once", "release_held_payment",
-           "request_ln_withdrawal", "settle_held_internally", "take_off_node"]
+           "payable_at_once", "refusals_since", "release_held_payment",
+           "request_ln_withdrawal", "reserve_own_invoice", "settle_held_internally",
+           "take_off_node"]
 
 log = get_logger(__name__)
 RETRYABLE = {"FAILURE_REASON_NO_ROUTE", "FAILURE_REASON_TIMEOUT"}
@@ -126,19 +146,39 @@ class OwnInvoice:
     amount_msat: int | None
     expires_at: datetime
     payer_free_msat: int
+    payer_refusals: int = 0  # the payer's refusals in the window (:func:`refusals_since`)
 
 
 _EXPIRY_MARGIN = timedelta(minutes=1)
+# How far back a wallet's refused internal payments count (``internal_refusals_per_day``).
+REFUSALS_WINDOW = timedelta(hours=24)
+
+
+def refusals_since(wallet_id: Any, since: Any) -> ColumnElement[int]:
+    """How many internal payments of ``wallet_id`` (a column or a value) were refused after
+    taking the payee's invoice off the node since ``since``: a scalar subquery, for a read
+    made anyway (one index range: ``ix_internal_refusals_wallet_at``)."""
+    return select(func.count()).select_from(InternalRefusal).where(
+        InternalRefusal.wallet_id == wallet_id, InternalRefusal.at >= since).scalar_subquery()
+
+
+def _refused_too_often(refusals: int, settings: Settings) -> RefusedTooOften:
+    return RefusedTooOften(
+        f"{refusals} payments of this platform's invoices from this wallet were refused in the "
+        f"last 24 hours after the payee's invoice was taken off the node (the most a wallet may "
+        f"have: {settings.internal_refusals_per_day}); it pays none of them until the oldest "
+        "refusal is a day old")
 
 
 def payable_at_once(own: OwnInvoice, *, payer: Wallet, amount_msat: int | None,
                     settings: Settings) -> int | None:
     """The amount to pay if ``own`` can be paid internally without decoding it: open, not
     the payer's own, well within its expiry, the amount clear, within the per-payment limit
-    and the payer's spendable balance. None otherwise: the full path (decoding, the checks in
-    order) then gives the outcome or the exact refusal."""
+    and the payer's spendable balance, the payer not refused too often. None otherwise: the
+    full path (decoding, the checks in order) then gives the outcome or the exact refusal."""
     if own.status != LnInvoiceStatus.OPEN or own.wallet_id == payer.id \
-            or own.expires_at <= utcnow() + _EXPIRY_MARGIN or payer.frozen_at is not None:
+            or own.expires_at <= utcnow() + _EXPIRY_MARGIN or payer.frozen_at is not None \
+            or own.payer_refusals >= settings.internal_refusals_per_day:
         return None
     if own.amount_msat is None:
         if amount_msat is None or amount_msat <= 0:
@@ -163,16 +203,24 @@ async def cancel_on_node(backend: LightningBackend, payment_hash: str) -> None:
                              "try again") from exc
 
 
+# Refusals a caller can give before the node, with a session open and the amount to pay
+# (the withdrawal policy's rules on the payment alone): raising refuses.
+BeforeNode = Callable[[AsyncSession, int], Awaitable[None]]
+
+
 async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: Wallet,
                         bolt11: str, amount_msat: int | None, settings: Settings,
-                        backend: LightningBackend | None, check_balance: bool = True) -> bool:
+                        backend: LightningBackend | None, check_balance: bool = True,
+                        before_node: BeforeNode | None = None) -> bool:
     """Before the unit of work opens: if ``bolt11`` is an open invoice this platform issued,
     cancel it on the node now, so nobody outside can pay it while it is settled inside the
     ledger. True if it was taken off (pass ``taken_off_node=True`` on). The node call is made
     with no transaction open; every refusal the unit of work can give without the payer's
     lock is checked first (own invoice, invoice not open, the amount, the per-payment limit,
-    too little money, the wallet's and its tier's limits), so a payer who would be refused
-    anyway does not kill someone's invoice."""
+    too little money, the wallet's and its tier's limits, and ``before_node``'s), so a payer
+    who would be refused anyway does not kill someone's invoice. An invoice reserved for a
+    payment under review, and a payer refused too often after taking invoices off, are
+    refused here (raises), before anything is written or screened."""
     inv = check_invoice(bolt11, network=settings.network, amount_msat=amount_msat)
     if inv.amount_msat > settings.ln_max_payment_msat or wallet.frozen_at is not None:
         return False  # the unit of work refuses it with the right reason
@@ -180,11 +228,16 @@ async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: W
     free = select(account.credits_posted - account.debits_posted - account.debits_pending
                   ).where(account.id == wallet.ledger_account_id).scalar_subquery()
     async with sessions() as s:
-        ours = (await s.execute(select(LnInvoice.wallet_id, LnInvoice.status,
-                                       LnInvoice.amount_msat, free).where(
+        ours = (await s.execute(select(
+            LnInvoice.wallet_id, LnInvoice.status, LnInvoice.amount_msat, free,
+            refusals_since(wallet.id, utcnow() - REFUSALS_WINDOW), LnInvoice.purpose).where(
             LnInvoice.payment_hash == inv.payment_hash))).one_or_none()
-        if ours is None or ours.status != LnInvoiceStatus.OPEN or ours.wallet_id == wallet.id:
+        if ours is None or ours.wallet_id == wallet.id:
             return False  # not ours, or the unit of work refuses it with the right reason
+        if ours.status == LnInvoiceStatus.RESERVED:
+            raise InvoiceUnderReview
+        if ours.status != LnInvoiceStatus.OPEN:
+            return False
         if ours.amount_msat is not None and inv.amount_msat != ours.amount_msat:
             return False
         if check_balance and int(ours[3]) < inv.amount_msat:
@@ -192,6 +245,11 @@ async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: W
         if not await within_limits(s, wallet=wallet, amount_msat=inv.amount_msat,
                                    settings=settings, rail=WithdrawalMethod.INTERNAL.value):
             return False
+        if before_node is not None:
+            await before_node(s, inv.amount_msat)
+        if int(ours[4]) >= settings.internal_refusals_per_day \
+                and ours.purpose != ISSUED_ON_REQUEST:  # that one nobody else waits on
+            raise _refused_too_often(int(ours[4]), settings)
     if backend is not None:
         await cancel_on_node(backend, inv.payment_hash)
     return True
@@ -292,9 +350,10 @@ async def settle_held_internally(session: AsyncSession, wd: Withdrawal, *, walle
                                  bolt11: str, settings: Settings,
                                  on_store_invoice: StoreInvoiceHook | None = None) -> None:
     """An internal payment the risk rules held (status ``review``: the invoice taken off the
-    node, the amount held), released by its case: the hold is voided and the payment settled
-    inside the ledger as :func:`pay_own_invoice` settles one (the same conditions on the
-    invoice, the same refusals), ``confirmed``. The caller has locked ``wd``."""
+    node and ``reserved`` for it, the amount held), released by its case: the hold is voided
+    and the payment settled inside the ledger as :func:`pay_own_invoice` settles one (the
+    same conditions on the invoice, but ``reserved`` instead of ``open``; the same refusals),
+    ``confirmed``. The caller has locked ``wd``."""
     inv = check_invoice(bolt11, network=settings.network, amount_msat=wd.amount_msat)
     (outcome,) = await create_transfers(session, [TransferSpec(
         f"wd:{wd.id}:void", kind=TransferKind.VOID, pending_id=wd.hold_id,
@@ -304,11 +363,11 @@ async def settle_held_internally(session: AsyncSession, wd: Withdrawal, *, walle
     credited = await credit_settled(
         session, payment_hash=inv.payment_hash, paid_msat=wd.amount_msat, internal=True,
         debit_account_id=wallet.ledger_account_id, invoice_fee_bp=settings.invoice_fee_bp,
-        payable_by=wallet.id,
+        payable_by=wallet.id, reserved=True,
         on_store_invoice=on_store_invoice)
     if not credited:
         await _refuse_own_invoice(session, wallet=wallet, payment_hash=inv.payment_hash,
-                                  amount_msat=wd.amount_msat)
+                                  amount_msat=wd.amount_msat, reserved=True)
     wd.status, wd.fee_msat, wd.updated_at = WithdrawalStatus.CONFIRMED, 0, utcnow()
     await session.flush()
     await emit_withdrawal(session, wd, "confirmed")
@@ -376,9 +435,10 @@ async def pay_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_hash
 
 
 async def _refuse_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_hash: str,
-                              amount_msat: int) -> None:
-    """Why :func:`pay_own_invoice` could not settle: the reason the full checks give, in
-    their order. Raises (the caller's unit of work rolls back)."""
+                              amount_msat: int, reserved: bool = False) -> None:
+    """Why :func:`pay_own_invoice` (``reserved``: a held payment's release) could not
+    settle: the reason the full checks give, in their order. Raises (the caller's
+    unit of work rolls back)."""
     live = (await session.execute(select(LnPayment.id).where(
         LnPayment.payment_hash == payment_hash, LnPayment.status.in_(_LIVE)))).first()
     if live is not None:
@@ -387,19 +447,47 @@ async def _refuse_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_
         LnInvoice.payment_hash == payment_hash))).scalar_one_or_none()
     if ours is None:  # it was ours when it was taken off the node; invoices are not deleted
         raise ConcurrentUpdate("the invoice changed meanwhile; try again")
-    _refuse_internal(ours, wallet=wallet, amount_msat=amount_msat)
+    _refuse_internal(ours, wallet=wallet, amount_msat=amount_msat, reserved=reserved)
     raise ConcurrentUpdate("the invoice changed meanwhile; try again")
 
 
-def _refuse_internal(invoice: LnInvoice, *, wallet: Wallet, amount_msat: int) -> None:
-    """The refusals of paying one of our own invoices, in the order clients see them."""
+def _refuse_internal(invoice: LnInvoice, *, wallet: Wallet, amount_msat: int,
+                     reserved: bool = False) -> None:
+    """The refusals of paying one of our own invoices, in the order clients see them
+    (``reserved``: the invoice must be reserved for this payment, not open)."""
     if invoice.wallet_id == wallet.id:
         raise PaymentRefused("this invoice was issued to your own wallet; paying it would "
                              "move nothing")
-    if invoice.status != LnInvoiceStatus.OPEN:
+    expected = LnInvoiceStatus.RESERVED if reserved else LnInvoiceStatus.OPEN
+    if invoice.status == LnInvoiceStatus.RESERVED and not reserved:
+        raise InvoiceUnderReview
+    if invoice.status != expected:
         raise PaymentRefused(f"this invoice is {invoice.status}")
     if invoice.amount_msat is not None and amount_msat != invoice.amount_msat:
         raise PaymentRefused("the amount differs from the invoice's")
+
+
+async def reserve_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_hash: str,
+                              amount_msat: int) -> None:
+    """An internal payment the risk rules hold for review (its invoice already taken off the
+    node): the invoice is ``reserved`` for it, on the conditions :func:`pay_own_invoice`
+    settles one on (open, not the payer's own, of that amount or amountless, not being paid
+    from here), in one statement; otherwise the same refusals (raises). The row is the
+    guard: one payment reserves an invoice, a second one held, or one paid, meanwhile is
+    refused under its lock."""
+    being_paid = select(LnPayment.id).where(LnPayment.payment_hash == payment_hash,
+                                            LnPayment.status.in_(_LIVE)).exists()
+    reserved = (await session.execute(
+        update(LnInvoice).where(
+            LnInvoice.payment_hash == payment_hash, LnInvoice.status == LnInvoiceStatus.OPEN,
+            LnInvoice.wallet_id != wallet.id,
+            LnInvoice.amount_msat.is_(None) | (LnInvoice.amount_msat == amount_msat),
+            ~being_paid)
+        .values(status=LnInvoiceStatus.RESERVED).returning(LnInvoice.id)
+        .execution_options(synchronize_session=False))).first()
+    if reserved is None:
+        await _refuse_own_invoice(session, wallet=wallet, payment_hash=payment_hash,
+                                  amount_msat=amount_msat)
 
 
 async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: LnInvoice,

@@ -221,7 +221,8 @@ async def _ln_node(sessions: async_sessionmaker[AsyncSession], lightning: Lightn
             select(Inv.id, Inv.payment_hash, Inv.status, Inv.paid_msat)
             .where(Inv.internal.is_(False),
                    or_(and_(Inv.status == LnInvoiceStatus.PAID, Inv.paid_at >= since),
-                       and_(Inv.status.in_((LnInvoiceStatus.OPEN, LnInvoiceStatus.EXPIRED)),
+                       and_(Inv.status.in_((LnInvoiceStatus.OPEN, LnInvoiceStatus.RESERVED,
+                                            LnInvoiceStatus.EXPIRED)),
                             Inv.created_at >= since)))
             .order_by(Inv.created_at.desc()).limit(NODE_ROWS))).all()
         payments = (await s.execute(

@@ -6,8 +6,11 @@ payout job picks only ``pending``). An on-chain one goes through
 :func:`satvault.payouts.service.request_withdrawal` (every check, status ``review``); a
 Lightning or internal one is checked here as the Lightning path would (the invoice, the
 per-payment maximum, the 24-hour limit), and the BOLT11 it would pay is kept
-(``risk_held_invoices``: the destination may be an LNURL or address, resolved once). Releasing
-or returning the money is the case's decision (:mod:`satvault.risk.cases`), and nothing else's.
+(``risk_held_invoices``: the destination may be an LNURL or address, resolved once). An
+internal one's invoice, off the node already, is ``reserved`` for it
+(:func:`~satvault.lightning.payments.reserve_own_invoice`): nobody else may pay it meanwhile.
+Releasing or returning the money is the case's decision (:mod:`satvault.risk.cases`), and
+nothing else's.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import transfer
 from satvault.lightning.bolt11check import check_invoice
 from satvault.lightning.errors import PaymentRefused
-from satvault.lightning.payments import check_time_to_pay, fee_reserve
+from satvault.lightning.payments import check_time_to_pay, fee_reserve, reserve_own_invoice
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import check_daily_limit
@@ -43,6 +46,9 @@ async def hold_ln_for_review(session: AsyncSession, *, wallet: Wallet, bolt11: s
         check_time_to_pay(inv, settings)
     await check_daily_limit(session, wallet=wallet, amount_msat=inv.amount_msat,
                             settings=settings, rail="internal" if internal else "lightning")
+    if internal:  # off the node already: kept for this payment until its case decides
+        await reserve_own_invoice(session, wallet=wallet, payment_hash=inv.payment_hash,
+                                  amount_msat=inv.amount_msat)
     reserve = 0 if internal else fee_reserve(inv.amount_msat, settings)
     now = utcnow()
     wid = new_id("wd")

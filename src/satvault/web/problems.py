@@ -84,6 +84,8 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     ln.WrongNetwork: (422, "wrong-network"),
     ln.InvoiceExpired: (422, "invoice-expired"),
     ln.InvoiceExpiresSoon: (422, "invoice-expires-soon"),
+    ln.InvoiceUnderReview: (409, "invoice-under-review"),
+    ln.RefusedTooOften: (429, "refused-too-often"),
     ln.AmountRequired: (422, "amount-required"),
     ln.InvalidInvoice: (422, "invalid-invoice"),
     ln.PaymentRefused: (422, "payment-refused"),

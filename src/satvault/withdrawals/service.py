@@ -25,17 +25,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.accounts.models import Wallet
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
+from satvault.db import utcnow
 from satvault.kernel.ids import new_id
 from satvault.ledger.models import LedgerAccount
 from satvault.lightning.bolt11check import check_invoice, decode
 from satvault.lightning.errors import AmountRequired, PaymentRefused
 from satvault.lightning.invoices import StoreInvoiceHook
 from satvault.lightning.lnurl import resolve_pay_request
-from satvault.lightning.models import LnInvoice, LnPayment
+from satvault.lightning.models import InternalRefusal, LnInvoice, LnPayment
 from satvault.lightning.payments import (
+    REFUSALS_WINDOW,
     OwnInvoice,
     own_bolt11,
     pay_own_invoice,
+    refusals_since,
     request_ln_withdrawal,
     take_off_node,
 )
@@ -52,7 +55,12 @@ from satvault.risk import (
 )
 from satvault.risk.holds import hold_ln_for_review
 from satvault.withdrawals.policy.approvals import apply_decision
-from satvault.withdrawals.policy.service import decide_for, initiator_of
+from satvault.withdrawals.policy.service import (
+    decide_for,
+    initiator_of,
+    live_policy,
+    refuse_internal_early,
+)
 
 __all__ = ["Payer", "PreparedDestination", "destination_kind", "latest_payment",
            "pay_own_screened", "prepare_destination", "read_payer", "risk_event",
@@ -97,15 +105,18 @@ _payer_statements: dict[int, tuple[tuple[ColumnElement[Any], ...], Any]] = {}
 def _payer_statement(also: tuple[ColumnElement[Any], ...]) -> Any:
     """:func:`read_payer`'s SELECT with ``also``'s columns, built once per ``also`` (kept by
     identity: a caller passes the same tuple, built once with bound parameters, every
-    time). Its own parameters: ``p_wallet``, ``p_bolt11``."""
+    time). Its own parameters: ``p_wallet``, ``p_bolt11``, ``p_refused_since``."""
     known = _payer_statements.get(id(also))
     if known is not None and known[0] is also:
         return known[1]
     account = LedgerAccount
     free = select(account.credits_posted - account.debits_posted - account.debits_pending
                   ).where(account.id == Wallet.ledger_account_id).scalar_subquery()
+    refused = refusals_since(Wallet.id, bindparam("p_refused_since",
+                                                  type_=InternalRefusal.at.type))
     stmt = (select(Wallet, LnInvoice.payment_hash, LnInvoice.bolt11, LnInvoice.wallet_id,
-                   LnInvoice.status, LnInvoice.amount_msat, LnInvoice.expires_at, free, *also)
+                   LnInvoice.status, LnInvoice.amount_msat, LnInvoice.expires_at, free,
+                   refused, *also)
             .outerjoin(LnInvoice, LnInvoice.bolt11 == bindparam("p_bolt11",
                                                                 type_=LnInvoice.bolt11.type))
             .where(Wallet.id == bindparam("p_wallet", type_=Wallet.id.type)))
@@ -118,19 +129,22 @@ async def read_payer(session: AsyncSession, *, wallet_id: str, destination: str,
                      also: tuple[ColumnElement[Any], ...] = (),
                      also_params: Mapping[str, Any] | None = None) -> Payer:
     """The paying wallet and, if ``destination`` is the BOLT11 text of one of our own
-    invoices, that invoice and the wallet's spendable balance: one statement, no decoding
+    invoices, that invoice, the wallet's spendable balance and its recent refusals after
+    taking invoices off the node (``internal_refusals``): one statement, no decoding
     (an indexed lookup by the text). ``also``: columns the caller folds into the same read,
     best a tuple built once with bound parameters (then the statement is built once too),
     ``also_params`` their values (names not starting with ``p_``)."""
-    params = {"p_wallet": wallet_id, "p_bolt11": own_bolt11(destination), **(also_params or {})}
+    params = {"p_wallet": wallet_id, "p_bolt11": own_bolt11(destination),
+              "p_refused_since": utcnow() - REFUSALS_WINDOW, **(also_params or {})}
     row = (await session.execute(_payer_statement(also), params)).one_or_none()
     if row is None:
         return Payer(None, None, ())
-    wallet, payment_hash, bolt11, payee, status, amount, expires_at, spendable = row[:8]
+    wallet, payment_hash, bolt11, payee, status, amount, expires_at, spendable, refused = \
+        row[:9]
     own = None if payment_hash is None else OwnInvoice(
         payment_hash, bolt11, payee, status, None if amount is None else int(amount),
-        expires_at, int(spendable))
-    return Payer(wallet, own, tuple(row[8:]))
+        expires_at, int(spendable), int(refused))
+    return Payer(wallet, own, tuple(row[9:]))
 
 
 @dataclass(frozen=True)
@@ -143,12 +157,14 @@ class PreparedDestination:
     bolt11: str | None  # what will be paid over Lightning
     amount_msat: int | None  # the amount to pass on (None: the destination carries it)
     taken_off_node: bool = False  # one of our own invoices, already cancelled on the node
+    payer: str | None = None  # the paying wallet's id, once it took an invoice off the node
 
-    def taken_hash(self) -> str | None:
-        """The payment hash of our own invoice this took off the node, if it did."""
-        if not self.taken_off_node or self.bolt11 is None:
+    def taken(self) -> tuple[str, str] | None:
+        """The payment hash of our own invoice this took off the node and the paying wallet,
+        if it did (for :func:`satvault.withdrawals.refused.cancels_on_refusal`)."""
+        if not self.taken_off_node or self.bolt11 is None or self.payer is None:
             return None
-        return decode(self.bolt11).payment_hash
+        return decode(self.bolt11).payment_hash, self.payer
 
 
 async def prepare_destination(sessions: async_sessionmaker[AsyncSession], *,
@@ -164,10 +180,15 @@ async def prepare_destination(sessions: async_sessionmaker[AsyncSession], *,
     if prepared.bolt11 is None:
         return prepared
     assert lightning is not None  # _resolve refused a Lightning destination without one
+
+    async def policy_first(session: AsyncSession, amount: int) -> None:
+        # The withdrawal policy's rules on the payment alone, before the payee loses it.
+        refuse_internal_early(await live_policy(session), wallet=wallet, amount_msat=amount)
+
     taken = await take_off_node(sessions, wallet=wallet, bolt11=prepared.bolt11,
                                 amount_msat=prepared.amount_msat, settings=settings,
-                                backend=lightning)
-    return replace(prepared, taken_off_node=taken)
+                                backend=lightning, before_node=policy_first)
+    return replace(prepared, taken_off_node=taken, payer=wallet.id if taken else None)
 
 
 async def _resolve(*, settings: Settings, lightning: LightningBackend | None,

@@ -12,7 +12,7 @@ events rebase-ids`` now move the next id past a floor taken from the clock
 PostgreSQL.
 
 Revision ID: 0066_outbox_ids_never_reused
-Revises: 0061_owner_limits
+Revises: 0064_reserved_invoices
 Create Date: 2026-12-06
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0066_outbox_ids_never_reused"
-down_revision: str | None = "0061_owner_limits"
+down_revision: str | None = "0064_reserved_invoices"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -262,14 +262,15 @@ async def submit_refund(request: Request, principal: Principal, *, invoice_id: s
     sessions, settings, lightning = sessions_of(request), settings_of(request), \
         lightning_of(request)
 
-    taken: list[str] = []  # a refund paying one of our invoices took it off the node
+    # A refund paying one of our invoices took it off the node (its hash, the paying wallet).
+    taken: list[tuple[str, str]] = []
 
     async def prepare() -> tuple[int, PreparedDestination]:
         amount, prepared = await prepare_refund(
             sessions, principal=principal, invoice_id=invoice_id,
             destination=body.destination, amount_msat=body.amount_msat, settings=settings,
             lightning=lightning, http=lnurl_http_of(request))
-        taken[:] = [h for h in (prepared.taken_hash(),) if h is not None]
+        taken[:] = [t for t in (prepared.taken(),) if t is not None]
         return amount, prepared
 
     async def work(session: AsyncSession, ready: tuple[int, PreparedDestination]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -334,8 +333,9 @@ async def withdraw_callback(link_token: str, request: Request, k1: str | None = 
             settings=settings_of(request), backend=backend,
             payer_wake=payer_wake_of(request),
             request=voucher_withdrawal(settings=settings_of(request), lightning=backend),
-            on_refused=partial(cancel_refused, sessions_of(request),
-                               follow_up=invoice_follow_up_of(request)))
+            on_refused=lambda payment_hash, payer: cancel_refused(
+                sessions_of(request), payment_hash, payer=payer,
+                follow_up=invoice_follow_up_of(request)))
     except svc.Refused as exc:
         return _lnurl_error(str(exc))
     except RiskRejected as exc:  # the voucher stays open, its hold kept; the decision stored

@@ -39,6 +39,7 @@ from satvault.withdrawals.policy.service import (
     initiator_of,
     live_columns,
     live_from,
+    refuse_internal_early,
 )
 from satvault.withdrawals.refused import cancels_on_refusal
 from satvault.withdrawals.service import (
@@ -108,9 +109,10 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
     known = payer.wallet if payer.wallet is not None \
         and sees_wallet(principal, payer.wallet) else None
     on_store_invoice = store_invoice_hook_of(request)
-    # The payee's invoice this request took off the node, once it did: refused afterwards,
-    # its row is cancelled as the node has it (satvault.withdrawals.refused).
-    taken: list[str] = []
+    # The payee's invoice this request took off the node and the paying wallet, once it did:
+    # refused afterwards, its row is cancelled as the node has it and the refusal counted
+    # against the payer (satvault.withdrawals.refused).
+    taken: list[tuple[str, str]] = []
     refusal_cancels = cancels_on_refusal(sessions, lambda: taken[0] if taken else None,
                                          follow_up=invoice_follow_up_of(request))
 
@@ -122,11 +124,15 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
         if amount is not None and allows_by_columns(payer.also[3:7], wallet=known,
                                                     rail=_INTERNAL, amount_msat=amount,
                                                     settings=settings):
+            payer_wallet, live = known, live_from(*payer.also[1:3])
             # An internal payment: its only remote call, taking our invoice off our node, is
             # harmless twice, so one transaction holds the payment and the key's response.
+            # The withdrawal policy's rules on the payment alone refuse it before the payee
+            # loses the invoice (the live policy came with the one read).
             async def cancel() -> None:
+                refuse_internal_early(live, wallet=payer_wallet, amount_msat=amount)
                 await cancel_on_node(node, own.payment_hash)
-                taken[:] = [own.payment_hash]
+                taken[:] = [(own.payment_hash, payer_wallet.id)]
 
             async def pay(session: AsyncSession, _: None) -> tuple[int, Any]:
                 assert known is not None and amount is not None
@@ -134,8 +140,7 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
                                             amount_msat=amount, settings=settings,
                                             on_store_invoice=on_store_invoice)
                 # The withdrawal policy sees internal payments too (allow or block).
-                await check_internal(session, wd, wallet=known, settings=settings,
-                                     live=live_from(*payer.also[1:3]))
+                await check_internal(session, wd, wallet=known, settings=settings, live=live)
                 return 201, out(wd).model_dump(mode="json")
 
             async with refusal_cancels:
@@ -149,7 +154,7 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
             sessions, settings=settings, lightning=lightning, wallet=known,
             destination=body.destination, amount_msat=body.amount_msat,
             http=lnurl_http_of(request))
-        taken[:] = [h for h in (prepared.taken_hash(),) if h is not None]
+        taken[:] = [t for t in (prepared.taken(),) if t is not None]
         return known, prepared
 
     async def work(session: AsyncSession, ready: tuple[Wallet, PreparedDestination]

@@ -38,7 +38,7 @@ from satvault.withdrawals.policy.models import (
 )
 
 __all__ = ["ApprovalOutcome", "apply_decision", "approve_withdrawal", "awaiting",
-           "expire_due", "reject_withdrawal"]
+           "expire_due", "refusal_of", "reject_withdrawal"]
 
 log = get_logger(__name__)
 
@@ -53,6 +53,19 @@ class ApprovalOutcome:
     released: bool  # this call turned the withdrawal pending
 
 
+def refusal_of(decision: Decision, version: int | None) -> WithdrawalBlocked:
+    """The error refusing a withdrawal the policy blocks, or an internal payment it would
+    hold for approvers: a payment of one of our own invoices settles in its transaction,
+    there is no later moment to hold it at."""
+    if decision.action is Action.BLOCK:
+        return WithdrawalBlocked(f"the withdrawal policy blocks this withdrawal "
+                                 f"({decision.reason}, version {version})")
+    return WithdrawalBlocked(
+        f"the withdrawal policy requires {decision.approvals} approval(s) for this payment "
+        f"({decision.reason}), and payments of this platform's own invoices settle at "
+        "once and cannot wait for approval")
+
+
 async def apply_decision(session: AsyncSession, wd: Withdrawal, *, decision: Decision,
                          version: int | None, initiator: str | None,
                          settings: Settings) -> None:
@@ -60,18 +73,10 @@ async def apply_decision(session: AsyncSession, wd: Withdrawal, *, decision: Dec
     unit of work). A block raises, so the unit of work rolls back and nothing stays held."""
     if decision.action is Action.ALLOW:
         return
-    if decision.action is Action.BLOCK:
+    if decision.action is Action.BLOCK or wd.method == WithdrawalMethod.INTERNAL:
         log.info("withdrawal_blocked", wallet=wd.wallet_id, rule=decision.rule,
                  policy_version=version)
-        raise WithdrawalBlocked(f"the withdrawal policy blocks this withdrawal "
-                                f"({decision.reason}, version {version})")
-    if wd.method == WithdrawalMethod.INTERNAL:
-        # A payment of one of our own invoices settles in the same transaction: there is no
-        # later moment to hold it at, so one that would need approvers is refused.
-        raise WithdrawalBlocked(
-            f"the withdrawal policy requires {decision.approvals} approval(s) for this payment "
-            f"({decision.reason}), and payments of this platform's own invoices settle at "
-            "once and cannot wait for approval")
+        raise refusal_of(decision, version)
     assert decision.group is not None
     now = utcnow()
     wd.status, wd.updated_at = WithdrawalStatus.AWAITING_APPROVAL, now

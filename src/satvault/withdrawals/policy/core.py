@@ -32,14 +32,14 @@ Actions: ``allow``, ``block``, or ``require_approval`` with ``approvals`` (N) fr
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from satvault.withdrawals.policy.errors import InvalidPolicy
 
-__all__ = ["Action", "Decision", "Facts", "Needs", "Policy", "Rule", "decide", "needs",
-           "parse_policy"]
+__all__ = ["Action", "Decision", "Facts", "Needs", "Policy", "Rule", "decide", "decide_known",
+           "needs", "parse_policy"]
 
 RAILS = frozenset({"onchain", "lightning", "internal"})
 _DESTINATION = frozenset({"allowlisted", "not_allowlisted"})
@@ -233,4 +233,20 @@ def decide(policy: Policy, facts: Facts) -> Decision:
     for rule in policy.rules:
         if _matches(rule, facts):
             return Decision(rule.action, rule.name, rule.approvals, rule.group)
+    return Decision(Action.ALLOW)
+
+
+def decide_known(policy: Policy, facts: Facts) -> Decision | None:
+    """:func:`decide` without the facts that need reading (``facts``' window sums and
+    allow-list are not known): the same decision when every rule up to the one that decides
+    is on the withdrawal alone, or cannot match whatever those facts are; None as soon as a
+    rule that could match depends on them."""
+    for rule in policy.rules:
+        alone = replace(rule, window_hours=None, window_min_sum_msat=None, destination=None)
+        if not _matches(alone, facts):
+            continue  # no window sum or allow-list could make it match
+        if (rule.window_hours is not None and rule.window_min_sum_msat is not None) \
+                or rule.destination is not None:
+            return None  # it might match: only the facts read under the lock tell
+        return Decision(rule.action, rule.name, rule.approvals, rule.group)
     return Decision(Action.ALLOW)

@@ -28,7 +28,7 @@ from satvault.onchain.errors import OnchainError
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.withdrawals.policy import core
 from satvault.withdrawals.policy._audit import record
-from satvault.withdrawals.policy.approvals import apply_decision
+from satvault.withdrawals.policy.approvals import apply_decision, refusal_of
 from satvault.withdrawals.policy.errors import ApprovalClosed, InvalidPolicy, NotAnApprover
 from satvault.withdrawals.policy.models import (
     AllowlistEntry,
@@ -45,8 +45,8 @@ __all__ = ["LivePolicy", "add_allowlist_entry", "approve_group_change", "approve
            "check_internal", "decide_for", "destination_keys", "group_changes",
            "group_members", "initiator_of", "list_allowlist", "live_columns", "live_from",
            "live_policy", "normalise_entry", "pending_group_changes", "policy_versions",
-           "propose_group_change", "propose_policy", "reject_group_change", "reject_policy",
-           "remove_allowlist_entry"]
+           "propose_group_change", "propose_policy", "refuse_internal_early",
+           "reject_group_change", "reject_policy", "remove_allowlist_entry"]
 
 _NODE_HEX = frozenset("0123456789abcdef")
 
@@ -445,6 +445,22 @@ async def decide_for(session: AsyncSession, wd: Withdrawal, *, wallet: Wallet,
                        account_group=wallet.owner_type, wallet_id=wallet.id,
                        window_sums=sums, allowlisted=allowlisted)
     return version, core.decide(policy, facts)
+
+
+def refuse_internal_early(live: LivePolicy, *, wallet: Wallet, amount_msat: int) -> None:
+    """Before an internal payment of ``amount_msat`` from ``wallet`` takes the payee's invoice
+    off the node: the live policy's decision when its rules on the payment alone decide it
+    (:func:`core.decide_known`), refused as :func:`check_internal` would refuse it in the
+    unit of work (raises). Pure: ``live`` was read already. A rule on window sums or the
+    allow-list ahead of the deciding one leaves it to :func:`check_internal`."""
+    if live is None or not live[1].rules:
+        return
+    version, policy = live
+    decision = core.decide_known(policy, core.Facts(
+        amount_msat=amount_msat, rail=str(WithdrawalMethod.INTERNAL), asset=wallet.asset,
+        account_group=wallet.owner_type, wallet_id=wallet.id))
+    if decision is not None and decision.action is not core.Action.ALLOW:
+        raise refusal_of(decision, version)
 
 
 async def check_internal(session: AsyncSession, wd: Withdrawal, *, wallet: Wallet,
