@@ -99,6 +99,31 @@ async def test_a_drift_is_accepted_once_the_day_has_passed(sessions, clock):
     assert (await a.rate("USD")).minor_per_btc == 8_000_000
 
 
+async def test_a_rate_after_days_without_one_is_bounded_by_the_last(sessions, clock):
+    """Nothing accepted for two days (nobody priced USD over a weekend; the process
+    restarted): the first rate since may be 30% a day from the last one, 60% after two days,
+    not anything at all as before."""
+    before = process(sessions, "60000")
+    await before.rate("USD")
+    await before.close()
+    clock.advance(2 * 24 * HOUR + 60)
+    after = process(sessions, "100000", "96000")
+    with pytest.raises(RateRefused, match=r"moved 66\.66% from 60000\.00, the last rate "
+                                          r"accepted, 48 h ago \(limit 60\.0\d% after"):
+        await after.rate("USD")
+    assert (await after.rate("USD")).minor_per_btc == 9_600_000  # +60%: within
+    assert [r.minor_per_btc for r in await rows(sessions)] == [9_600_000]  # the last one kept
+
+
+async def test_the_gap_bound_in_one_process_without_a_database(clock):
+    service = RateService([ScriptedSource("a", "60000", "79000", "77000")], ttl_seconds=0)
+    await service.rate("USD")
+    clock.advance(24 * HOUR + 1)
+    with pytest.raises(RateRefused, match=r"moved 31\.66% .* 24 h ago \(limit 30\.00%"):
+        await service.rate("USD")
+    assert (await service.rate("USD")).minor_per_btc == 7_700_000
+
+
 async def test_the_drift_bound_holds_in_one_process_without_a_database(clock):
     """The same bounds over a service's own memory (a service built without a database)."""
     service = RateService([ScriptedSource("a", "60000", "69000", "79350")], ttl_seconds=0)

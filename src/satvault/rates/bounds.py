@@ -1,7 +1,7 @@
 """How far a rate may be from the rates accepted before it: the pure core of the movement
 bounds (values in, a refusal or ``None`` out; no session, clock or settings).
 
-Two bounds, each off when its window is 0:
+Three bounds, each off when its window is 0:
 
 * **move**: no further than ``max_move_bp`` from the last rate accepted, if that was less than
   ``move_window`` ago. Catches a jump: one source gone wrong, a stale fixed fallback.
@@ -9,6 +9,13 @@ Two bounds, each off when its window is 0:
   more than ``max_drift_bp`` of their lowest (highest over lowest). Catches what the move
   bound follows: steps each under ``max_move_bp`` that add up (+15% every 20 minutes passes
   every move check, and doubles the price in 100 minutes).
+* **gap** (with the drift bound): when nothing was accepted within ``drift_window`` (a
+  currency nobody priced for a day, a platform stopped over a weekend), no further from the
+  last rate accepted, however long ago, than ``max_drift_bp`` per ``drift_window`` since it:
+  where the drift bound would have let the price walk in that time, and no further. 30% a day
+  allows 30% after one day without a rate, 60% after two. Only a currency never priced
+  before (a new database, or its history replaced by ``satvault rates accept``) is
+  unbounded.
 
 A genuine move beyond either bound stops fiat pricing until the window has passed, or until a
 person accepts the current rate (``satvault rates accept``), which replaces the history.
@@ -99,6 +106,18 @@ class Bounds:
                 f"{said}, which moved {_percent(value, seen.last)} from {major(seen.last)} "
                 f"accepted {ago} min ago (limit {_bp(self.max_move_bp)} within "
                 f"{int(self.move_window.total_seconds()) // 60} min)"))
+        gap = now - seen.last_at if seen.last_at is not None else None
+        if self.drift_window and seen.last is not None and gap is not None \
+                and gap > self.drift_window:
+            allowed = self.max_drift_bp * int(gap.total_seconds()) \
+                // max(1, int(self.drift_window.total_seconds()))
+            if beyond_bp(value, seen.last, allowed):
+                hours = int(gap.total_seconds()) // 3600
+                return Refusal("rate_moved_too_far", (
+                    f"{said}, which moved {_percent(value, seen.last)} from "
+                    f"{major(seen.last)}, the last rate accepted, {hours} h ago (limit "
+                    f"{_bp(allowed)} after that long: {_bp(self.max_drift_bp)} per "
+                    f"{int(self.drift_window.total_seconds()) // 60} min)"))
         if self.drift_window and seen.low is not None and seen.high is not None:
             low, high = min(seen.low, value), max(seen.high, value)
             if beyond_bp(high, low, self.max_drift_bp):
