@@ -134,10 +134,11 @@ async def test_a_voucher_with_an_expiry(browser: httpx.AsyncClient, people: Peop
     r = await browser.post(f"{base}/vouchers", data={**form, "expires_in": "86400"})
     assert r.status_code == 201, r.text
     r = await browser.post(f"{base}/vouchers", data={**form, "expires_in": ""})
-    assert r.status_code == 201, r.text
+    assert r.status_code == 201, r.text  # none chosen: the default lifetime, never "never"
     async with sessions() as s:
         rows = (await s.execute(select(LnurlWithdrawVoucher).order_by(
             LnurlWithdrawVoucher.created_at))).scalars().all()
-    assert [v.expires_at is not None for v in rows] == [True, False]
-    day = rows[0].expires_at - rows[0].created_at  # type: ignore[operator]
-    assert day.total_seconds() == 86_400
+    lifetimes = [(v.expires_at - v.created_at).total_seconds()  # type: ignore[operator]
+                 for v in rows]
+    assert lifetimes == [86_400, 30 * 86_400]
+    assert '<option value="2592000" selected>' in page.text and "Never" not in page.text
