@@ -25,15 +25,14 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    union_all,
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.dml import Insert
 
-from satvault.accounts.models import Merchant, Wallet
+from satvault.accounts.models import Wallet
+from satvault.accounts.persons import person_wallets
 from satvault.config import Settings
 from satvault.db import Amount, UtcDateTime, utcnow
 from satvault.kernel.errors import ConcurrentUpdate
@@ -79,42 +78,20 @@ def _usage_locked(wallet_id: Any, rail: Any, day: Any, month: Any) -> Any:
 
 
 def _rolled_up(wallet_id: Any, method: Any, since: Any) -> Any:
-    """What ``wallet_id``'s limit group (:func:`_limit_wallets`) withdrew since ``since``
-    (on ``method``, or all rails for None), from PostgreSQL's roll-ups (migrations 0039 and
-    0061: ``limit_spent_since``), as a scalar subquery; locks nothing."""
+    """What ``wallet_id``'s limit group (:func:`~satvault.accounts.persons.person_wallets`)
+    withdrew since ``since`` (on ``method``, or all rails for None), from PostgreSQL's
+    roll-ups (migrations 0039 and 0061: ``limit_spent_since``), as a scalar subquery; locks
+    nothing."""
     return select(column("total", Amount())).select_from(
         func.limit_spent_since(wallet_id, literal(None, String()) if method is None else method,
                                since).table_valued(column("total", Amount()))
     ).scalar_subquery()
 
 
-def _limit_wallets(wallet_id: Any) -> Any:
-    """The wallets whose withdrawals count with ``wallet_id``'s in the limits: every wallet of
-    its asset of the person behind it, that is the user's own and those of the merchants the
-    user owns (a merchant's wallet: its owner's group; a merchant nobody owns, or any other
-    owner: the wallet alone). SQLite's twin of migration 0061's ``limit_wallets``; only
-    scalar subqueries, so it correlates with a paying :class:`Wallet` of the enclosing read."""
-    me, m = aliased(Wallet, name="lw_me"), aliased(Merchant, name="lw_m")
-    g, o = aliased(Wallet, name="lw_g"), aliased(Merchant, name="lw_o")
-    alone = aliased(Wallet, name="lw_alone")
-    owner = select(m.owner_user_id).where(m.id == me.owner_id).scalar_subquery()
-    # Correlated explicitly: a paying wallet of the enclosing read is two levels up.
-    person = select(case((me.owner_type == "merchant", func.coalesce(owner, me.owner_id)),
-                         else_=me.owner_id)).where(me.id == wallet_id) \
-        .correlate_except(me).scalar_subquery()
-    asset = select(me.asset).where(me.id == wallet_id).correlate_except(me).scalar_subquery()
-    return union_all(
-        select(g.id).where(g.owner_type == "user", g.owner_id == person, g.asset == asset),
-        select(g.id).join(o, and_(g.owner_type == "merchant", g.owner_id == o.id))
-        .where(o.owner_user_id == person, g.asset == asset),
-        select(alone.id).where(alone.id == wallet_id, alone.owner_type != "user",
-                               alone.owner_id == person).correlate_except(alone))
-
-
 def _summed(wallet_id: Any, method: Any, since: Any) -> Any:
     """The same from the rows themselves (SQLite, whose writers are serialised already)."""
     return select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
-        Withdrawal.wallet_id.in_(_limit_wallets(wallet_id)),
+        Withdrawal.wallet_id.in_(person_wallets(wallet_id)),
         or_(Withdrawal.created_at >= since, Withdrawal.released_at >= since),
         Withdrawal.status.not_in((WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED)),
         *(() if method is None else (Withdrawal.method == method,))).scalar_subquery()
@@ -133,7 +110,8 @@ def _usage_unlocked(spent: Any, wallet_id: Any, rail: Any, day: Any, month: Any)
 def _usage(session: AsyncSession, wallet: Wallet, rail: str, *, lock: bool = True) -> Any:
     """One row: ``spent_day`` (all rails, the platform's 24-hour limit), ``rail_day`` and
     ``rail_month`` (this rail, the KYC tier's windows), ``frozen`` and the owner's ``tier``.
-    The sums are the wallet's limit group's (:func:`_limit_wallets`: the person's wallets).
+    The sums are the wallet's limit group's
+    (:func:`~satvault.accounts.persons.person_wallets`: the person's wallets).
     On PostgreSQL the sums come from ``withdrawal_usage`` (migration 0018), which locks the
     wallet row and the person first and sums after the locks; on SQLite, whose writers are
     serialised already, from subqueries. One statement either way. ``lock=False`` (views,
@@ -240,7 +218,7 @@ async def check_daily_limit(session: AsyncSession, *, wallet: Wallet, amount_msa
     frozen wallet, past the rolling 24-hour limit, or past its owner's KYC tier limits on
     that rail (per transaction, rolling 24 h, rolling 30 days). The windows count the
     person's wallets together (the user's own and those of the merchants the user owns,
-    :func:`_limit_wallets`); the tier is the paying wallet's owner's.
+    :func:`~satvault.accounts.persons.person_wallets`); the tier is the paying wallet's owner's.
 
     One statement that also serialises: concurrent withdrawals of one wallet (on-chain,
     Lightning, internal payments and refunds alike: they are all ``withdrawals`` rows), or

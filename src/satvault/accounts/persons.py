@@ -1,0 +1,41 @@
+"""The person behind a wallet: the wallets that count together in the withdrawal limits
+(migration 0061).
+
+A user's wallet: every wallet of its asset of that user and of the merchants whose
+``owner_user_id`` is the user. A merchant's wallet: its owner's group, or the wallet alone
+for a merchant nobody owns. PostgreSQL names the group with ``limit_group`` /
+``limit_wallets`` (0061); :func:`person_wallets` is the same set as a SQLAlchemy selectable,
+which SQLite runs (and the tests hold the functions to)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, case, func, select, union_all
+from sqlalchemy.orm import aliased
+
+from satvault.accounts.models import Merchant, Wallet
+
+__all__ = ["person_wallets"]
+
+
+def person_wallets(wallet_id: Any) -> Any:
+    """The ids of the wallets that count with ``wallet_id``'s (see the module docstring),
+    ``wallet_id`` among them: only scalar subqueries, so it correlates with a paying
+    :class:`Wallet` of the enclosing read, or takes a bound parameter."""
+    me, m = aliased(Wallet, name="lw_me"), aliased(Merchant, name="lw_m")
+    g, o = aliased(Wallet, name="lw_g"), aliased(Merchant, name="lw_o")
+    alone = aliased(Wallet, name="lw_alone")
+    owner = select(m.owner_user_id).where(m.id == me.owner_id).scalar_subquery()
+    # Correlated explicitly: a paying wallet of the enclosing read is two levels up.
+    person = select(case((me.owner_type == "merchant", func.coalesce(owner, me.owner_id)),
+                         else_=me.owner_id)).where(me.id == wallet_id) \
+        .correlate_except(me).scalar_subquery()
+    asset = select(me.asset).where(me.id == wallet_id).correlate_except(me).scalar_subquery()
+    return union_all(
+        select(g.id).where(g.owner_type == "user", g.owner_id == person, g.asset == asset),
+        select(g.id).join(o, and_(g.owner_type == "merchant", g.owner_id == o.id))
+        .where(o.owner_user_id == person, g.asset == asset),
+        select(alone.id).where(alone.id == wallet_id, alone.owner_type != "user",
+                               alone.owner_id == person).correlate_except(alone))
+
