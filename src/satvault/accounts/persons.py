@@ -1,5 +1,5 @@
-"""The person behind a wallet: the wallets that count together in the withdrawal limits
-(migration 0061).
+"""The person behind a wallet: the wallets that count together, in the withdrawal limits
+(migration 0061) and in the risk rules' ``person.*`` windows (migration 0062).
 
 A user's wallet: every wallet of its asset of that user and of the merchants whose
 ``owner_user_id`` is the user. A merchant's wallet: its owner's group, or the wallet alone
@@ -16,7 +16,7 @@ from sqlalchemy.orm import aliased
 
 from satvault.accounts.models import Merchant, Wallet
 
-__all__ = ["person_wallets"]
+__all__ = ["other_wallets", "person_wallets"]
 
 
 def person_wallets(wallet_id: Any) -> Any:
@@ -39,3 +39,23 @@ def person_wallets(wallet_id: Any) -> Any:
         select(alone.id).where(alone.id == wallet_id, alone.owner_type != "user",
                                alone.owner_id == person).correlate_except(alone))
 
+
+def other_wallets(owner_type: str, owner_id: Any, wallet_id: Any) -> Any:
+    """The ids of the other wallets of :func:`person_wallets`'s group of ``wallet_id``, whose
+    owner is ``owner_type`` (known when the statement is built) and ``owner_id``: a user's
+    merchants' wallets; a merchant's owner's wallet and the owner's other merchants' (none
+    for a merchant nobody owns). Fewer lookups than the whole group less the wallet."""
+    g, o = aliased(Wallet, name="ow_g"), aliased(Merchant, name="ow_o")
+    asset = select(Wallet.asset).where(Wallet.id == wallet_id).scalar_subquery()
+    if owner_type == "user":
+        person: Any = owner_id
+    else:
+        person = select(Merchant.owner_user_id).where(Merchant.id == owner_id) \
+            .scalar_subquery()
+    merchants = select(g.id).join(o, and_(g.owner_type == "merchant", g.owner_id == o.id)) \
+        .where(o.owner_user_id == person, g.asset == asset, g.id != wallet_id)
+    if owner_type == "user":
+        return merchants
+    return union_all(
+        select(g.id).where(g.owner_type == "user", g.owner_id == person, g.asset == asset),
+        merchants)

@@ -12,7 +12,7 @@ nothing, and ``seen`` probes an index by destination (migration 0037). What the 
 with them is pure (:func:`satvault.risk.rules.evaluate`).
 
 On PostgreSQL the statement is sent as one call of ``risk_screen_features`` (migration 0035,
-its body replaced by 0037, 0039, 0040, 0041 and 0053), which takes the wallet's row lock
+its body replaced by 0037, 0039, 0040, 0041, 0053 and 0062), which takes the wallet's row lock
 first and then reads the same features: the lock and the features in one round trip. Since
 0039 it reads the outgoing windows (count, sum, sum of squares, distinct destinations) from
 roll-ups a trigger on ``withdrawals`` keeps per wallet and minute, hour and day, and since
@@ -21,10 +21,19 @@ last screening), each plus the rows of the window's first partial minute: exact,
 whatever the wallet's month holds (a busy payer's or store's screening no longer grows with
 its payments); since 0053 each window adds the withdrawals released inside it but asked for
 before it (an index probe that finds nothing for a wallet whose withdrawals never waited).
-SQLite runs :func:`_query`, which reads the rows themselves; it is also the reference the
-function is tested against. A change to :func:`_query` needs a migration that changes the
-function too (``tests/risk/test_screening_path.py`` and ``tests/risk/test_held_velocity.py``
-compare the two, and the roll-ups with the rows).
+Since 0062 the row also holds the person's windows (``person.*``: every wallet of the person
+behind the paying one, as the withdrawal limits count them since 0061, see
+:mod:`satvault.accounts.persons`): the same counts, sums and squares of both directions, the
+band, and the distinct destinations (one paid from two wallets is one). For money out the
+function takes the person's advisory lock after the wallet's row, so two payments out of two
+wallets of one person are screened one after the other; a person alone (most) reads nothing
+more, the others' money out comes from their roll-ups and their money in from theirs up to
+each account's mark plus the credits after it, read and not folded (a screening folds only
+its own account's). SQLite runs :func:`_query`, which reads the rows themselves; it is also
+the reference the function is tested against. A change to :func:`_query` needs a migration
+that changes the function too (``tests/risk/test_screening_path.py``,
+``tests/risk/test_held_velocity.py`` and ``tests/risk/test_person_windows.py`` compare the
+two, and the roll-ups with the rows).
 
 Money out is the account's ``withdrawals`` rows (every rail: on-chain, Lightning, internal,
 refunds; failed and cancelled ones excepted; held ones included). A withdrawal held for
@@ -59,10 +68,12 @@ from sqlalchemy import (
     select,
     text,
     true,
+    union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Merchant, User, Wallet
+from satvault.accounts.persons import other_wallets
 from satvault.db import Amount, UtcDateTime
 from satvault.ledger.models import LedgerTransfer
 from satvault.lightning.lnurl import pay_link_forms
@@ -104,24 +115,31 @@ def _flt(col: Any) -> Any:
     return cast(col, Float)
 
 
-def _window_columns(prefix: str, rows: Any) -> list[Any]:
+def _flags(ts: Any, m: Any) -> list[Any]:
+    """Per row, whether its time ``ts`` is inside each window and whether the row is in the
+    structuring band: read once per row (each a bound parameter once in the statement, not
+    once per aggregate that reads it)."""
+    return [*((ts >= bindparam(f"since_{name}", type_=UtcDateTime())).label(f"w_{name}")
+              for name in WINDOWS),
+            ((ts >= bindparam("s_since", type_=UtcDateTime())) & (m >= bindparam("low"))
+             & (m < bindparam("top"))).label("band")]
+
+
+def _window_columns(prefix: str, rows: Any, only: Any = None) -> list[Any]:
     """Per window: count, sum and sum of squares of ``rows.c.a`` (the amount as a float,
-    cast once per row) over the rows whose ``ts`` is inside, as aggregate FILTERs."""
+    cast once per row) over the rows inside it (:func:`_flags`) and ``only``, as aggregate
+    FILTERs; then the band's count."""
     cols = []
+    band = rows.c.band if only is None else rows.c.band & only
     for name in WINDOWS:
-        inside = rows.c.ts >= bindparam(f"since_{name}", type_=UtcDateTime())
+        inside = rows.c[f"w_{name}"] if only is None else rows.c[f"w_{name}"] & only
         cols += [
             func.count().filter(inside).label(f"{prefix}.count.{name}"),
             func.coalesce(func.sum(rows.c.a).filter(inside), 0.0).label(f"{prefix}.sum.{name}"),
             func.coalesce(func.sum(rows.c.a * rows.c.a).filter(inside), 0.0)
             .label(f"{prefix}.sq.{name}"),
         ]
-    return cols
-
-
-def _band(rows: Any) -> Any:
-    return (rows.c.ts >= bindparam("s_since", type_=UtcDateTime())) \
-        & (rows.c.m >= bindparam("low")) & (rows.c.m < bindparam("top"))
+    return [*cols, func.count().filter(band).label(f"{prefix}.band")]
 
 
 def _live(w: Any) -> Any:
@@ -137,33 +155,57 @@ def _query(dialect: str, owner_type: str, *, many_parties: bool = False) -> Any:
     w = Withdrawal
     ts = UtcDateTime()
     since = bindparam("since", type_=ts)
+    wallet: Any = bindparam("wallet")
     # A withdrawal is in a window from its request and, if it was held and released, from
     # its release (its money leaves then): it counts while either is inside, once. As a
     # release comes after its request, that is its release time, else its request time.
     moment = func.coalesce(w.released_at, w.created_at)
-    recent = (w.wallet_id == bindparam("wallet"),
-              or_(w.created_at >= since, w.released_at >= since), _live(w))
-    ow = select(moment.label("ts"), _flt(w.amount_msat).label("a"),
-                w.amount_msat.label("m")).where(*recent).subquery("ow")
-    out_q = select(*_window_columns("out", ow),
-                   func.count().filter(_band(ow)).label("out.band")).subquery("o")
+    recent = (or_(w.created_at >= since, w.released_at >= since), _live(w))
+    # The person's other wallets (none for a person alone: nothing more is read).
+    others = other_wallets(owner_type, bindparam("owner"), wallet).cte("person_others")
+    # The wallet's rows (``own``) and the other wallets': asked for in the window, or
+    # released in it and asked for before (two plain ranges of their indexes: an OR beside
+    # ``IN``, SQLite read by status the month of every wallet).
+    windows = ((w.created_at >= since,), (w.released_at >= since, w.created_at < since))
+    ow = union_all(
+        select(_flt(w.amount_msat).label("a"), *_flags(moment, w.amount_msat),
+               literal(True).label("own")).where(w.wallet_id == wallet, *recent),
+        *(select(_flt(w.amount_msat), *_flags(moment, w.amount_msat), literal(False))
+          .where(w.wallet_id.in_(select(others.c.id)), _live(w), *inside)
+          for inside in windows)).subquery("ow")
+    out_q = select(*_window_columns("out", ow, ow.c.own),
+                   *_window_columns("person.out", ow)).subquery("o")
     # A destination was paid within a window exactly when its latest live withdrawal is in
-    # it: one grouped pass, then a count per window (four COUNT(DISTINCT) were four sorts).
-    last = select(func.max(moment).label("last_at")).where(*recent) \
-        .group_by(w.destination).subquery("d")
+    # it: one grouped pass, then a count per window (four COUNT(DISTINCT) were four sorts);
+    # the wallet's latest and the person's (one destination paid from two wallets is one).
+    rows = union_all(
+        select(w.destination.label("dest"), moment.label("ts"), literal(1).label("own"))
+        .where(w.wallet_id == wallet, *recent),
+        *(select(w.destination, moment, literal(0))
+          .where(w.wallet_id.in_(select(others.c.id)), _live(w), *inside)
+          for inside in windows)).subquery("dr")
+    last = select(func.max(rows.c.ts).filter(rows.c.own == 1).label("last_at"),
+                  func.max(rows.c.ts).label("person_last_at")) \
+        .group_by(rows.c.dest).subquery("d")
     parties_q = select(*(
-        func.count().filter(last.c.last_at >= bindparam(f"since_{name}", type_=ts))
-        .label(f"out.counterparties.{name}") for name in WINDOWS)).subquery("p")
+        func.count().filter(last.c[at] >= bindparam(f"since_{name}", type_=ts))
+        .label(f"{who}out.counterparties.{name}")
+        for who, at in (("", "last_at"), ("person.", "person_last_at"))
+        for name in WINDOWS)).subquery("p")
 
     t = LedgerTransfer
-    it = select(t.created_at.label("ts"), _flt(t.amount).label("a"), t.amount.label("m")).where(
-        t.credit_account_id == bindparam("account"),
-        t.created_at >= bindparam("since", type_=ts),
-        or_(t.kind == "single", t.kind == "post")).subquery("it")
+    money_in = (t.created_at >= bindparam("since", type_=ts), or_(t.kind == "single",
+                                                                  t.kind == "post"))
+    own_in = t.credit_account_id == bindparam("account")
+    it = select(_flt(t.amount).label("a"), *_flags(t.created_at, t.amount),
+                (t.created_at >= bindparam("r_since", type_=ts)).label("rapid"),
+                own_in.label("own")).where(
+        or_(own_in, t.credit_account_id.in_(select(Wallet.ledger_account_id).where(
+            Wallet.id.in_(select(others.c.id))))), *money_in).subquery("it")
     in_q = select(
-        *_window_columns("in", it), func.count().filter(_band(it)).label("in.band"),
-        func.coalesce(func.sum(it.c.a).filter(it.c.ts >= bindparam("r_since", type_=ts)), 0.0)
-        .label("in.rapid")).subquery("i")
+        *_window_columns("in", it, it.c.own),
+        func.coalesce(func.sum(it.c.a).filter(it.c.rapid & it.c.own), 0.0).label("in.rapid"),
+        *_window_columns("person.in", it)).subquery("i")
 
     lab = RiskAddressLabel
     label_join = (func.string_agg(lab.label, literal(",")) if dialect == "postgresql"
@@ -206,17 +248,35 @@ def _query(dialect: str, owner_type: str, *, many_parties: bool = False) -> Any:
                     else literal(0).label(f"in.counterparties.{name}")]
         row.append(q.c[f"{d}.band"])
     row.append(in_q.c["in.rapid"])
+    # The person's: the wallet's plus the other wallets' (the distinct destinations counted
+    # over them all), in the order of migration 0062's function.
+    cols: list[Any] = [(select(func.count()).select_from(others).scalar_subquery()
+                        + select(func.count()).where(Wallet.id == wallet).scalar_subquery())
+                       .label("person.wallets")]
+    for d, q in (("out", out_q), ("in", in_q)):
+        cols += [q.c[f"person.{d}.{m}.{name}"] for name in WINDOWS
+                 for m in ("count", "sum", "sq")]
+    cols += [parties_q.c[f"person.out.counterparties.{name}"] for name in WINDOWS]
+    cols += [out_q.c["person.out.band"], in_q.c["person.in.band"]]
     return select(*row, labels, seen.label("seen"),
                   func.coalesce(tier, 0).label("tier"),
                   select(rs.version).where(live).scalar_subquery().label("live_version"),
                   select(rs.created_at).where(live).scalar_subquery().label("live_created_at"),
-                  select(Wallet.id).where(Wallet.id == bindparam("wallet"))
-                  .scalar_subquery().label("wallet"),
+                  select(Wallet.id).where(Wallet.id == wallet)
+                  .scalar_subquery().label("wallet"), *cols,
                   ).select_from(out_q.join(parties_q, true()).join(in_q, true())
                                 .join(labels, true()))
 
 
 _QUERIES: dict[tuple[str, str, bool], Any] = {}
+
+# The person's columns (migration 0062), after the wallet's: how many wallets, the windows
+# (count, sum, sum of squares) of both directions, the distinct destinations, the bands.
+_PERSON_COLUMNS = [
+    "person.wallets",
+    *(f"person.{d}.{m}.{w}" for d in ("out", "in") for w in WINDOWS
+      for m in ("count", "sum", "sq")),
+    *(f"person.out.counterparties.{w}" for w in WINDOWS), "person.out.band", "person.in.band"]
 
 # PostgreSQL: the wallet's row lock and the feature statement in one round trip, through the
 # function of migrations 0035 and 0037 (the lock, then the same query as :func:`_query`'s in a
@@ -230,12 +290,13 @@ _PG_COLUMNS = [
     *(f"{d}.{m}.{w}" for d in ("in",) for w in WINDOWS
       for m in ("count", "sum", "sq", "counterparties")), "in.band", "in.rapid",
     "sanctioned", "label_score", "labels", "first_seen", "seen", "tier", "live_version",
-    "live_created_at", "wallet"]
+    "live_created_at", "wallet", *_PERSON_COLUMNS]
 _PG_CALL = text(
     "SELECT * FROM risk_screen_features(:lock, :wallet, :account, :owner, :merchant, "
     ":destination, :counterparty, :parties, :since, :since_1h, :since_24h, :since_7d, "
-    ":since_30d, :s_since, :r_since, :low, :top)").bindparams(
+    ":since_30d, :s_since, :r_since, :low, :top, :person)").bindparams(
     bindparam("lock", type_=Boolean()), bindparam("merchant", type_=Boolean()),
+    bindparam("person", type_=Boolean()),
     bindparam("parties", type_=ARRAY(String())),
     *(bindparam(n, type_=UtcDateTime()) for n in (
         "since", "s_since", "r_since", *(f"since_{w}" for w in WINDOWS))),
@@ -268,7 +329,10 @@ async def read_features(session: AsyncSession, event: Event, params: Params,
     conn = await session.connection()
     values = _values(event, params, now)
     if conn.dialect.name == "postgresql":
-        values.update(lock=lock, merchant=event.owner_type != "user", parties=_parties(event))
+        # The person's lock for money out only (see migration 0062: a deposit's screening
+        # taking it could deadlock with an internal payment between two of their wallets).
+        values.update(lock=lock, merchant=event.owner_type != "user", parties=_parties(event),
+                      person=event.direction == "out")
         return dict((await conn.execute(_PG_CALL, values)).mappings().one())
     kind = "user" if event.owner_type == "user" else "merchant"
     many = _many_parties(event)
@@ -378,4 +442,28 @@ def derive(event: Event, params: Params, now: datetime, raw: dict[str, Any]) -> 
     f["rapid_in_msat"] = rapid_in
     f["rapid_ratio_bp"] = 0 if d != "out" or event.amount_msat <= 0 \
         else min(rapid_in, event.amount_msat) * 10_000 // event.amount_msat
+    _derive_person(event, raw, f, in_band=low <= event.amount_msat < top)
     return f
+
+
+def _derive_person(event: Event, raw: dict[str, Any], f: dict[str, Any], *,
+                   in_band: bool) -> None:
+    """The ``person.*`` features: the windows above over the person's wallets."""
+    f["person.wallets"] = int(raw["person.wallets"] or 0)
+    for d in ("in", "out"):
+        for name in WINDOWS:
+            n = int(raw[f"person.{d}.count.{name}"] or 0)
+            total = float(raw[f"person.{d}.sum.{name}"] or 0.0)
+            mean, sd = _stats(n, total, float(raw[f"person.{d}.sq.{name}"] or 0.0))
+            f[f"person.agg.{d}.count.{name}"] = n
+            f[f"person.agg.{d}.sum.{name}"] = round(total)
+            f[f"person.agg.{d}.mean.{name}"] = _r(mean)
+            f[f"person.agg.{d}.stddev.{name}"] = _r(sd)
+            f[f"person.agg.{d}.counterparties.{name}"] = 0 if d == "in" \
+                else int(raw[f"person.out.counterparties.{name}"] or 0)
+    d = event.direction
+    for name in WINDOWS:
+        f[f"person.velocity.count.{name}"] = f[f"person.agg.{d}.count.{name}"] + 1
+        f[f"person.velocity.sum.{name}"] = f[f"person.agg.{d}.sum.{name}"] + event.amount_msat
+    f["person.structuring_count"] = int(raw["person.out.band"] or 0) \
+        + int(raw["person.in.band"] or 0) + (1 if in_band else 0)

@@ -12,10 +12,13 @@ The fields a rule may name are a closed set (:data:`FIELDS`): the event's own (a
 direction, rail, destination, counterparty, account, KYC tier) and the features computed for
 it in one query (:mod:`satvault.risk.features`): windowed aggregates over 1h/24h/7d/30d
 (``agg.<in|out>.<count|sum|mean|stddev|counterparties>.<window>``, history before this event),
-``velocity.<count|sum>.<window>`` (the same direction's history plus this event), and the
-derived ones named in :data:`FIELDS`, and ``plugin.<name>`` for each installed
-``risk_features`` plug-in (:mod:`satvault.risk.plugins`). A rule naming anything else is
-refused when it is proposed, not when it is evaluated.
+``velocity.<count|sum>.<window>`` (the same direction's history plus this event), each of
+them and ``structuring_count`` again as ``person.<field>``, counted over every wallet of the
+person behind the account (the user's own and those of the merchants the user owns, as the
+withdrawal limits count them: a merchant's wallet, its owner's), with ``person.wallets``
+saying how many there are; the derived ones named in :data:`FIELDS`; and ``plugin.<name>``
+for each installed ``risk_features`` plug-in (:mod:`satvault.risk.plugins`). A rule naming
+anything else is refused when it is proposed, not when it is evaluated.
 
 Evaluation is a function of (rule set, features) only: the same features against the same rule
 set always give the same decision, which is what lets a stored decision be explained and
@@ -46,8 +49,9 @@ from satvault.kernel import strictjson
 from satvault.kernel.errors import InvalidInput
 from satvault.kernel.plugins import PluginError, load_plugin, plugin_names
 
-__all__ = ["FIELDS", "PLUGIN_PREFIX", "WINDOWS", "Comparison", "Condition", "Outcome", "Rule",
-           "RuleResult", "RuleSetDoc", "Verdict", "evaluate", "field_kind", "parse_rule_set"]
+__all__ = ["FIELDS", "PERSON_PREFIX", "PLUGIN_PREFIX", "WINDOWS", "Comparison", "Condition",
+           "Outcome", "Rule", "RuleResult", "RuleSetDoc", "Verdict", "evaluate", "field_kind",
+           "parse_rule_set"]
 
 WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 _METRICS = ("count", "sum", "mean", "stddev", "counterparties")
@@ -80,6 +84,13 @@ for _d in ("in", "out"):
 for _m in ("count", "sum"):
     for _w in WINDOWS:
         FIELDS[f"velocity.{_m}.{_w}"] = _NUM
+# The same windows over every wallet of the person behind the account (migration 0062): a
+# user's own and those of the merchants the user owns, as the withdrawal limits count them.
+PERSON_PREFIX = "person."
+FIELDS.update({PERSON_PREFIX + name: _NUM for name in list(FIELDS)
+               if name.startswith(("agg.", "velocity."))})
+FIELDS[PERSON_PREFIX + "structuring_count"] = _NUM
+FIELDS[PERSON_PREFIX + "wallets"] = _NUM  # how many wallets the person has (1: alone)
 
 PLUGIN_PREFIX = "plugin."
 _KINDS = (_NUM, _STR, _BOOL, _LIST)

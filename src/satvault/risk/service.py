@@ -3,7 +3,9 @@
 :func:`screen` runs inside the payment's unit of work, before any hold is placed:
 
 1. the wallet row is locked (PostgreSQL; SQLite serialises writers already) — concurrent
-   payments of one wallet are screened one after the other, each seeing the ones before it;
+   payments of one wallet are screened one after the other, each seeing the ones before it —
+   and, for a payment out, the person behind it (migration 0062: the advisory lock the
+   limits take too), so payments out of two wallets of one person are screened in turn;
 2. every feature is computed (:mod:`satvault.risk.features`) and the live rule-set version
    read (bound with the last live set's parameters; read again in the rare case the live
    set's differ). On PostgreSQL 1 and 2 are one round trip: a server-side function (migration
@@ -142,7 +144,8 @@ async def live_rule_set(session: AsyncSession) -> tuple[int, RuleSetDoc]:
 
 async def screen(session: AsyncSession, event: Event, *, lock: bool = True) -> Screening:
     """Evaluate ``event`` against the live rules (see the module docstring). ``lock``: take
-    the wallet's row lock first (PostgreSQL), so this wallet's payments are screened in turn."""
+    the wallet's row lock first (PostgreSQL), and for money out the person's, so this
+    wallet's payments, and those out of the person's other wallets, are screened in turn."""
     now = utcnow()
     # The feature statement needs a few of the rule set's parameters before it says which
     # set is live: bind the last live set's, and read again in the rare case they changed.
