@@ -1,6 +1,7 @@
 """What a busy payer's history costs the risk screening, migration by migration (0036: the
 body of 0035; 0037: one grouped pass; 0039: roll-ups for money out; 0040: and for money in;
-0041: every window read in the one statement).
+0041: every window read in the one statement; 0062: the person's windows too, with
+``--person-history`` a second wallet of the payer's person to read).
 
 Not a timed test: a measurement. On a throwaway PostgreSQL database it seeds one wallet with
 ``--history`` live withdrawals spread over the last ``--spread`` seconds, each to a
@@ -82,6 +83,28 @@ SELECT 'c_' || g, 2, CASE WHEN g <= {credits} THEN 1 ELSE 3 + g % 500 END, 10000
   FROM generate_series(1, {credits} + 50000) g
 """  # the wallet's row (no ledger account behind it): its lock is the function's first step
 
+# ``--person-history``: the payer's user owns a merchant whose wallet has a history of its own
+# (each withdrawal to a destination of its own, spread like the payer's, and as many credits),
+# so the person's windows (0062) read a second wallet.
+_PERSON_SEED = """
+SET session_replication_role = replica;
+INSERT INTO merchants (id, name, owner_user_id, created_at) VALUES ('m_busy', 'shop', 'u_none',
+                                                                    now());
+INSERT INTO wallets (id, owner_type, owner_id, asset, ledger_account_id, created_at)
+VALUES ('w_shop', 'merchant', 'm_busy', 'BTC', 1001, now());
+INSERT INTO withdrawals (id, wallet_id, method, destination, amount_msat, fee_reserve_msat,
+                         status, hold_id, created_at, updated_at)
+SELECT 'ws_' || g, 'w_shop', 'internal', 'lnbcrt10u1s' || repeat(md5(g::text), 9),
+       1000000 + g, 0, 'confirmed', 'hs_' || g,
+       now() - ({spread}::float8 * g / {history} || ' s')::interval, now()
+  FROM generate_series(1, {history}) g;
+INSERT INTO ledger_transfers ({columns})
+SELECT 'cs_' || g, 2, 1001, 1000000 + g, 'BTC', 'single', 0, false, 'pay', '',
+       now() - ({credit_spread}::float8 * g / {history} || ' s')::interval,
+       0, 0, 0, 0, 0, 0, 0, 0
+  FROM generate_series(1, {history}) g
+"""
+
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -147,6 +170,8 @@ async def main() -> None:
     p.add_argument("--credits", type=int, default=0)
     p.add_argument("--credit-spread", type=float, default=30 * 86400.0,
                    help="seconds the credits span")
+    p.add_argument("--person-history", type=int, default=0, help="withdrawals (and credits) "
+                   "of a merchant's wallet the payer's user owns (0: none, a person alone)")
     p.add_argument("--variants", type=lambda v: v.split(","), default=["0039", "0040"])
     p.add_argument("--calls", type=int, default=40)
     p.add_argument("--rapid-minutes", type=int, default=30,
@@ -166,15 +191,28 @@ async def main() -> None:
         cfg = alembic_config(url)
         revisions = {"0036": "0036_approver_group_changes",
                      "0037": "0037_risk_features_history", "0039": "0039_risk_rollups",
-                     "0040": "0040_risk_credit_rollups", "0041": "0041_risk_windows_inlined"}
+                     "0040": "0040_risk_credit_rollups", "0041": "0041_risk_windows_inlined",
+                     "0061": "0061_owner_limits", "0062": "0062_person_risk_windows"}
         variants = {v: revisions[v] for v in args.variants}
-        oldest = revisions[min(variants)]
+        oldest_name = min(variants)
+        oldest = revisions[oldest_name]
         await asyncio.to_thread(command.upgrade, cfg, oldest)
         conn = await asyncpg.connect(dsn)
         await conn.execute(_SEED.format(history=int(args.history), old=int(args.old),
                                         spread=float(args.spread), credits=int(args.credits),
                                         credit_spread=float(args.credit_spread),
                                         columns=_CREDIT_COLUMNS))
+        if args.person_history:
+            await conn.execute(_PERSON_SEED.format(
+                history=int(args.person_history), spread=float(args.spread),
+                credit_spread=float(args.credit_spread), columns=_CREDIT_COLUMNS))
+        if variants[oldest_name] >= "0061":
+            # Written with triggers off: the roll-ups built from the rows, and the credits
+            # folded (as each wallet's screenings would have), once for every variant.
+            await conn.execute("SET session_replication_role = origin")
+            for wallet, account in (("w_busy", 1), ("w_shop", 1001)):
+                await conn.execute("SELECT risk_rollups_rebuild($1)", wallet)
+                await conn.execute("SELECT risk_in_fold($1, 900000000, 1000000000)", account)
         await conn.execute("VACUUM ANALYZE withdrawals, ledger_transfers")
         await conn.close()
         _log(f"seeded: {args.history} withdrawals in {args.spread} s, {args.old} older, "
