@@ -17,7 +17,12 @@ alternating over ``--repeat`` rounds; ``--index-phases`` measures every variant 
 with, migration 0021's index. ``--reuse`` keeps a database seeded by an earlier run
 (``--database`` names the PostgreSQL one, ``--sqlite-path`` the SQLite file).
 ``--migration-ab REV`` measures with the database at revision REV and at head, alternating
-per round (what a migration's new function costs).
+per round (what a migration's new function costs); ``--variant NAME=SRC@REV`` measures that
+variant with the database at REV (a tree before a migration beside the tree after it, each
+with its own functions). ``--merchants N``: every other user owns N merchants, each with a
+wallet and a history like the user's, screened too (persons of several wallets, migration
+0062); ``--wallet-rules``: the shipped rules on the wallet's windows (which a tree before 0062
+can read) rather than the person's.
 
 Progress goes to stderr; the last line of stdout is one JSON object: per phase and variant,
 the medians over the rounds of the median and p99 latency in milliseconds, the statements
@@ -45,7 +50,7 @@ from typing import Any
 from sqlalchemy import event, insert, text
 from sqlalchemy.engine import make_url
 
-from satvault.accounts.models import User, Wallet
+from satvault.accounts.models import Merchant, User, Wallet
 from satvault.db import create_engine, session_factory, utcnow
 from satvault.ledger.models import LedgerAccount, LedgerTransfer
 from satvault.migrate import upgrade
@@ -98,10 +103,55 @@ async def prepare_pg(url: str, name: str, reuse: bool) -> tuple[str, bool]:
     return str(u.set(database=name).render_as_string(hide_password=False)), bool(reuse and exists)
 
 
+def _wallet_rows(rows: dict[str, list[dict[str, Any]]], rng: random.Random, now: Any,
+                 history: int, old: int, owner: tuple[str, str], wid: str, aid: int,
+                 tag: str) -> Event:
+    """One wallet's rows (its ledger account, the wallet, its withdrawals and credits) added
+    to ``rows``; the event to screen for it."""
+    owner_type, owner_id = owner
+    rows["accts"].append({"id": aid, "name": f"{owner_type}:{wid}", "asset": "BTC",
+                          "kind": "customer_wallet", "owner_type": owner_type,
+                          "owner_id": owner_id, "debits_must_not_exceed_credits": True,
+                          "credits_must_not_exceed_debits": False, "debits_posted": 0,
+                          "credits_posted": 0, "debits_pending": 0, "credits_pending": 0,
+                          "created_at": now})
+    rows["wallets"].append({"id": wid, "owner_type": owner_type, "owner_id": owner_id,
+                            "asset": "BTC", "ledger_account_id": aid, "created_at": now})
+    base = rng.randint(10_000, 500_000) * 1000
+    for j in range(history + old):  # ``old`` of them before the 30-day window
+        at = now - timedelta(minutes=rng.randint(1, 30 * 24 * 60)) if j < history \
+            else now - timedelta(days=31, minutes=rng.randint(0, 330 * 24 * 60))
+        rows["wds"].append({"id": f"wd_{tag}_{j}", "wallet_id": wid,
+                            "method": WithdrawalMethod.LIGHTNING, "destination": f"dest{j % 7}",
+                            "script_pubkey": None,
+                            "amount_msat": base + rng.randint(0, base // 5),
+                            "fee_reserve_msat": 0, "fee_msat": None,
+                            "status": WithdrawalStatus.CONFIRMED, "batch_id": None, "txid": None,
+                            "hold_id": f"wd:{tag}:{j}", "store_id": None, "invoice_id": None,
+                            "created_at": at, "updated_at": at})
+    for j in range((history + old) // 2):
+        at = now - timedelta(minutes=rng.randint(1, 30 * 24 * 60)) if j < history // 2 \
+            else now - timedelta(days=31, minutes=rng.randint(0, 330 * 24 * 60))
+        rows["credits"].append({"id": f"dep:{tag}:{j}", "debit_account_id": EQUITY,
+                                "credit_account_id": aid, "amount": base * 2, "asset": "BTC",
+                                "kind": "single", "pending_id": None, "state": None,
+                                "timeout_seconds": 0, "expires_at": None, "linked": False,
+                                "code": "deposit", "ref": "", "created_at": at,
+                                **{f"{p}_{c}": 0 for p in ("dr", "cr") for c in (
+                                    "debits_posted", "credits_posted", "debits_pending",
+                                    "credits_pending")}})
+    return Event(wallet_id=wid, ledger_account_id=aid, owner_type=owner_type,
+                 owner_id=owner_id, amount_msat=base, direction="out",
+                 rail=rng.choice(["onchain", "lightning", "internal"]),
+                 destination=f"dest{rng.randint(0, 9)}", counterparty=f"dest{rng.randint(0, 9)}")
+
+
 async def seed(sessions: Any, accounts: int, history: int, *, write: bool = True,
-               old: int = 0) -> list[Event]:
+               old: int = 0, merchants: int = 0) -> list[Event]:
     """Seed the accounts and their history; the events to screen (the same ones, from the
-    same seed, when ``write`` is false: a database seeded by an earlier run)."""
+    same seed, when ``write`` is false: a database seeded by an earlier run). With
+    ``merchants``, every other user owns that many merchants, each with a wallet and a
+    history of its own (their events are screened too)."""
     now = utcnow()
     rng = random.Random(7)
     events = []
@@ -114,56 +164,33 @@ async def seed(sessions: Any, accounts: int, history: int, *, write: bool = True
                 credits_must_not_exceed_debits=False, debits_posted=0, credits_posted=0,
                 debits_pending=0, credits_pending=0, created_at=now))
     for start in range(0, accounts, batch):
-        users, accts, wallets, wds, credits = [], [], [], [], []
+        rows: dict[str, list[dict[str, Any]]] = {
+            k: [] for k in ("users", "shops", "accts", "wallets", "wds", "credits")}
         for i in range(start, min(accounts, start + batch)):
-            uid, wid, aid = f"usr_b{i:08d}", f"wal_b{i:08d}", i + 1
-            users.append({"id": uid, "email": f"b{i}@bench.example", "display_name": "",
-                          "password_hash": None, "is_admin": False, "kyc_tier": i % 3,
-                          "status": "active", "created_at": now})
-            accts.append({"id": aid, "name": f"user:{wid}", "asset": "BTC",
-                          "kind": "customer_wallet", "owner_type": "user", "owner_id": uid,
-                          "debits_must_not_exceed_credits": True,
-                          "credits_must_not_exceed_debits": False, "debits_posted": 0,
-                          "credits_posted": 0, "debits_pending": 0, "credits_pending": 0,
-                          "created_at": now})
-            wallets.append({"id": wid, "owner_type": "user", "owner_id": uid, "asset": "BTC",
-                            "ledger_account_id": aid, "created_at": now})
-            base = rng.randint(10_000, 500_000) * 1000
-            for j in range(history + old):  # ``old`` of them before the 30-day window
-                at = now - timedelta(minutes=rng.randint(1, 30 * 24 * 60)) if j < history \
-                    else now - timedelta(days=31, minutes=rng.randint(0, 330 * 24 * 60))
-                wds.append({"id": f"wd_b{i:08d}_{j}", "wallet_id": wid,
-                            "method": WithdrawalMethod.LIGHTNING, "destination": f"dest{j % 7}",
-                            "script_pubkey": None,
-                            "amount_msat": base + rng.randint(0, base // 5),
-                            "fee_reserve_msat": 0, "fee_msat": None,
-                            "status": WithdrawalStatus.CONFIRMED, "batch_id": None, "txid": None,
-                            "hold_id": f"wd:b{i}:{j}", "store_id": None, "invoice_id": None,
-                            "created_at": at, "updated_at": at})
-            for j in range((history + old) // 2):
-                at = now - timedelta(minutes=rng.randint(1, 30 * 24 * 60)) if j < history // 2 \
-                    else now - timedelta(days=31, minutes=rng.randint(0, 330 * 24 * 60))
-                credits.append({"id": f"dep:b{i}:{j}", "debit_account_id": EQUITY,
-                                "credit_account_id": aid, "amount": base * 2, "asset": "BTC",
-                                "kind": "single", "pending_id": None, "state": None,
-                                "timeout_seconds": 0, "expires_at": None, "linked": False,
-                                "code": "deposit", "ref": "", "created_at": at,
-                                **{f"{p}_{c}": 0 for p in ("dr", "cr") for c in (
-                                    "debits_posted", "credits_posted", "debits_pending",
-                                    "credits_pending")}})
-            events.append(Event(wallet_id=wid, ledger_account_id=aid, owner_type="user",
-                                owner_id=uid, amount_msat=base, direction="out",
-                                rail=rng.choice(["onchain", "lightning", "internal"]),
-                                destination=f"dest{rng.randint(0, 9)}",
-                                counterparty=f"dest{rng.randint(0, 9)}"))
+            uid = f"usr_b{i:08d}"
+            rows["users"].append({"id": uid, "email": f"b{i}@bench.example",
+                                  "display_name": "", "password_hash": None,
+                                  "is_admin": False, "kyc_tier": i % 3, "status": "active",
+                                  "created_at": now})
+            events.append(_wallet_rows(rows, rng, now, history, old, ("user", uid),
+                                       f"wal_b{i:08d}", i + 1, f"b{i:08d}"))
+            for k in range(merchants if i % 2 == 0 else 0):
+                mid = f"mer_b{i:08d}_{k}"
+                rows["shops"].append({"id": mid, "name": f"shop {i} {k}", "owner_user_id": uid,
+                                      "created_at": now})
+                events.append(_wallet_rows(rows, rng, now, history, old, ("merchant", mid),
+                                           f"wal_m{i:08d}_{k}",
+                                           accounts + 1 + i * merchants + k, f"m{i:08d}_{k}"))
         if not write:
             continue
         async with sessions() as s, s.begin():
-            await s.execute(insert(User), users)
-            await s.execute(insert(LedgerAccount), accts)
-            await s.execute(insert(Wallet), wallets)
-            await s.execute(insert(Withdrawal), wds)
-            await s.execute(insert(LedgerTransfer), credits)
+            await s.execute(insert(User), rows["users"])
+            if rows["shops"]:
+                await s.execute(insert(Merchant), rows["shops"])
+            await s.execute(insert(LedgerAccount), rows["accts"])
+            await s.execute(insert(Wallet), rows["wallets"])
+            await s.execute(insert(Withdrawal), rows["wds"])
+            await s.execute(insert(LedgerTransfer), rows["credits"])
         log(f"seeded {min(accounts, start + batch)} accounts")
     return events
 
@@ -187,11 +214,20 @@ async def setup(args: argparse.Namespace) -> str:
     sessions = session_factory(engine)
     try:
         await seed(sessions, args.accounts, args.history, write=not seeded,
-                   old=args.old_history)
+                   old=args.old_history, merchants=args.merchants)
+        if not seeded and url.startswith("postgresql"):
+            # Every wallet's credits folded into its roll-ups, as its deposits' screenings
+            # would have (the shipped band): other wallets of a person are read, not folded.
+            async with sessions() as s, s.begin():
+                await s.execute(text("SELECT risk_in_fold(ledger_account_id, 900000000, "
+                                     "1000000000) FROM wallets"))
         async with sessions() as s, s.begin():
             await s.execute(text("ANALYZE"))  # planner statistics for the seeded rows
         if not seeded:
-            doc = json.loads(risk.default_rule_set_json())
+            shipped = risk.default_rule_set_json()
+            if args.wallet_rules:  # the shipped rules on the wallet's windows (before 0062)
+                shipped = shipped.replace('"person.', '"')
+            doc = json.loads(shipped)
             doc["rules"] += EXTRA_RULES
             assert len(doc["rules"]) == 20
             async with sessions() as s, s.begin():
@@ -209,7 +245,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     sessions = session_factory(engine)
     try:
         events = await seed(sessions, args.accounts, args.history, write=False,
-                            old=args.old_history)
+                            old=args.old_history, merchants=args.merchants)
         count = [0]
 
         def before(*_a: Any) -> None:
@@ -282,7 +318,8 @@ def _worker(args: argparse.Namespace, url: str, src: str) -> dict[str, Any]:
     """One measurement in a fresh interpreter that imports satvault from ``src``."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", url,
            "--accounts", str(args.accounts), "--history", str(args.history),
-           "--old-history", str(args.old_history), "--evaluations", str(args.evaluations),
+           "--old-history", str(args.old_history), "--merchants", str(args.merchants),
+           "--evaluations", str(args.evaluations),
            "--warmup", str(args.warmup)]
     env = {**os.environ, "PYTHONPATH": src}
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
@@ -324,11 +361,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "withdrawals": args.accounts * (args.history + args.old_history),
             "deposits": args.accounts * ((args.history + args.old_history) // 2),
             "in_window": {"withdrawals": args.history, "deposits": args.history // 2},
-            "evaluations": args.evaluations}
+            "merchants_per_other_user": args.merchants, "evaluations": args.evaluations}
     if args.seed_only:
         return {**head, "seeded": url.rsplit("/", 1)[-1]}
-    variants = [v.split("=", 1) for v in args.variant] or [
-        ["this tree", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")]]
+    # NAME=SRC, or NAME=SRC@REVISION: that variant measured with the database at REVISION
+    # (its tree's functions), the database brought back to head at the end.
+    variants = [[name, *src.partition("@")[::2]]
+                for name, src in (v.split("=", 1) for v in args.variant)] or [
+        ["this tree", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"), ""]]
     phases = [("no index", False), ("index", True)] if args.index_phases else [("as is", None)]
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     if args.migration_ab:
@@ -338,7 +378,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for r in range(args.repeat):
             for phase, revision in (revisions if r % 2 == 0 else revisions[::-1]):
                 await asyncio.to_thread(_migrate_to, url, revision)
-                for name, src in variants:
+                for name, src, _rev in variants:
                     res = _worker(args, url, src)
                     log(f"{phase} / {name} / round {r + 1}: {res}")
                     results.setdefault(phase, {}).setdefault(name, []).append(res)
@@ -349,8 +389,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await _index(url, present)
         for r in range(args.repeat):
             order = variants if r % 2 == 0 else variants[::-1]
-            for name, src in order:
+            for name, src, rev in order:
+                if rev:
+                    await asyncio.to_thread(_migrate_to, url, rev)
                 res = _worker(args, url, src)
+                if rev:
+                    await asyncio.to_thread(_migrate_to, url, "head")
                 log(f"{phase} / {name} / round {r + 1}: {res}")
                 results.setdefault(phase, {}).setdefault(name, []).append(res)
     table = {}
@@ -377,6 +421,11 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--old-history", type=int, default=60, help="withdrawals per account "
                    "older than the 30-day window, 31-360 days back (60; half as many deposits)")
+    p.add_argument("--merchants", type=int, default=0, help="merchants (a wallet and a "
+                   "history each) owned by every other user: persons of several wallets")
+    p.add_argument("--wallet-rules", action="store_true", help="the shipped rules naming "
+                   "the wallet's windows, not the person's (a tree before migration 0062 "
+                   "can read them)")
     p.add_argument("--database", default="risk_bench", help="PostgreSQL: the database to "
                    "(re)create on the server of SATVAULT_TEST_POSTGRES_URL")
     p.add_argument("--sqlite-path", default=None, help="SQLite: the file (default: a "
@@ -386,7 +435,8 @@ def main() -> None:
     p.add_argument("--seed-only", action="store_true")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=SRC",
                    help="measure the satvault package in SRC (e.g. an extracted `git archive "
-                   "<commit> src`) under NAME; repeatable, the order alternates per round")
+                   "<commit> src`) under NAME; repeatable, the order alternates per round; "
+                   "NAME=SRC@REVISION measures it with the database at REVISION")
     p.add_argument("--repeat", type=int, default=1, help="rounds (medians over them)")
     p.add_argument("--migration-ab", metavar="REVISION", default="", help="measure with "
                    "the database at REVISION and at head, alternating per round (the "
