@@ -21,7 +21,7 @@ per round (what a migration's new function costs); ``--variant NAME=SRC@REV`` me
 variant with the database at REV (a tree before a migration beside the tree after it, each
 with its own functions). ``--merchants N``: every other user owns N merchants, each with a
 wallet and a history like the user's, screened too (persons of several wallets, migration
-0062); ``--wallet-rules``: the shipped rules on the wallet's windows (which a tree before 0062
+0067); ``--wallet-rules``: the shipped rules on the wallet's windows (which a tree before 0067
 can read) rather than the person's.
 
 Progress goes to stderr; the last line of stdout is one JSON object: per phase and variant,
@@ -225,7 +225,7 @@ async def setup(args: argparse.Namespace) -> str:
             await s.execute(text("ANALYZE"))  # planner statistics for the seeded rows
         if not seeded:
             shipped = risk.default_rule_set_json()
-            if args.wallet_rules:  # the shipped rules on the wallet's windows (before 0062)
+            if args.wallet_rules:  # the shipped rules on the wallet's windows (before 0067)
                 shipped = shipped.replace('"person.', '"')
             doc = json.loads(shipped)
             doc["rules"] += EXTRA_RULES
@@ -424,7 +424,7 @@ def main() -> None:
     p.add_argument("--merchants", type=int, default=0, help="merchants (a wallet and a "
                    "history each) owned by every other user: persons of several wallets")
     p.add_argument("--wallet-rules", action="store_true", help="the shipped rules naming "
-                   "the wallet's windows, not the person's (a tree before migration 0062 "
+                   "the wallet's windows, not the person's (a tree before migration 0067 "
                    "can read them)")
     p.add_argument("--database", default="risk_bench", help="PostgreSQL: the database to "
                    "(re)create on the server of SATVAULT_TEST_POSTGRES_URL")

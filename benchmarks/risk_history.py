@@ -1,6 +1,6 @@
 """What a busy payer's history costs the risk screening, migration by migration (0036: the
 body of 0035; 0037: one grouped pass; 0039: roll-ups for money out; 0040: and for money in;
-0041: every window read in the one statement; 0062: the person's windows too, with
+0041: every window read in the one statement; 0067: the person's windows too, with
 ``--person-history`` a second wallet of the payer's person to read).
 
 Not a timed test: a measurement. On a throwaway PostgreSQL database it seeds one wallet with
@@ -85,7 +85,7 @@ SELECT 'c_' || g, 2, CASE WHEN g <= {credits} THEN 1 ELSE 3 + g % 500 END, 10000
 
 # ``--person-history``: the payer's user owns a merchant whose wallet has a history of its own
 # (each withdrawal to a destination of its own, spread like the payer's, and as many credits),
-# so the person's windows (0062) read a second wallet.
+# so the person's windows (0067) read a second wallet.
 _PERSON_SEED = """
 SET session_replication_role = replica;
 INSERT INTO merchants (id, name, owner_user_id, created_at) VALUES ('m_busy', 'shop', 'u_none',
@@ -192,7 +192,7 @@ async def main() -> None:
         revisions = {"0036": "0036_approver_group_changes",
                      "0037": "0037_risk_features_history", "0039": "0039_risk_rollups",
                      "0040": "0040_risk_credit_rollups", "0041": "0041_risk_windows_inlined",
-                     "0061": "0061_owner_limits", "0062": "0062_person_risk_windows"}
+                     "0061": "0061_owner_limits", "0067": "0067_person_risk_windows"}
         variants = {v: revisions[v] for v in args.variants}
         oldest_name = min(variants)
         oldest = revisions[oldest_name]

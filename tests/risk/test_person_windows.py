@@ -1,4 +1,4 @@
-"""The risk rules count a person's wallets together (migration 0062), as the withdrawal limits
+"""The risk rules count a person's wallets together (migration 0067), as the withdrawal limits
 do since 0061: a user's own wallet and the wallets of the merchants the user owns. Found from
 the gap list: the velocity windows, the distinct destinations and the structuring band counted
 one wallet's payments, so payments spread over one's merchants stayed under a velocity rule on

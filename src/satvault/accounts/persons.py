@@ -1,5 +1,5 @@
 """The person behind a wallet: the wallets that count together, in the withdrawal limits
-(migration 0061) and in the risk rules' ``person.*`` windows (migration 0062).
+(migration 0061) and in the risk rules' ``person.*`` windows (migration 0067).
 
 A user's wallet: every wallet of its asset of that user and of the merchants whose
 ``owner_user_id`` is the user. A merchant's wallet: its owner's group, or the wallet alone

@@ -12,7 +12,7 @@ nothing, and ``seen`` probes an index by destination (migration 0037). What the 
 with them is pure (:func:`satvault.risk.rules.evaluate`).
 
 On PostgreSQL the statement is sent as one call of ``risk_screen_features`` (migration 0035,
-its body replaced by 0037, 0039, 0040, 0041, 0053 and 0062), which takes the wallet's row lock
+its body replaced by 0037, 0039, 0040, 0041, 0053 and 0067), which takes the wallet's row lock
 first and then reads the same features: the lock and the features in one round trip. Since
 0039 it reads the outgoing windows (count, sum, sum of squares, distinct destinations) from
 roll-ups a trigger on ``withdrawals`` keeps per wallet and minute, hour and day, and since
@@ -21,7 +21,7 @@ last screening), each plus the rows of the window's first partial minute: exact,
 whatever the wallet's month holds (a busy payer's or store's screening no longer grows with
 its payments); since 0053 each window adds the withdrawals released inside it but asked for
 before it (an index probe that finds nothing for a wallet whose withdrawals never waited).
-Since 0062 the row also holds the person's windows (``person.*``: every wallet of the person
+Since 0067 the row also holds the person's windows (``person.*``: every wallet of the person
 behind the paying one, as the withdrawal limits count them since 0061, see
 :mod:`satvault.accounts.persons`): the same counts, sums and squares of both directions, the
 band, and the distinct destinations (one paid from two wallets is one). For money out the
@@ -249,7 +249,7 @@ def _query(dialect: str, owner_type: str, *, many_parties: bool = False) -> Any:
         row.append(q.c[f"{d}.band"])
     row.append(in_q.c["in.rapid"])
     # The person's: the wallet's plus the other wallets' (the distinct destinations counted
-    # over them all), in the order of migration 0062's function.
+    # over them all), in the order of migration 0067's function.
     cols: list[Any] = [(select(func.count()).select_from(others).scalar_subquery()
                         + select(func.count()).where(Wallet.id == wallet).scalar_subquery())
                        .label("person.wallets")]
@@ -270,7 +270,7 @@ def _query(dialect: str, owner_type: str, *, many_parties: bool = False) -> Any:
 
 _QUERIES: dict[tuple[str, str, bool], Any] = {}
 
-# The person's columns (migration 0062), after the wallet's: how many wallets, the windows
+# The person's columns (migration 0067), after the wallet's: how many wallets, the windows
 # (count, sum, sum of squares) of both directions, the distinct destinations, the bands.
 _PERSON_COLUMNS = [
     "person.wallets",
@@ -329,7 +329,7 @@ async def read_features(session: AsyncSession, event: Event, params: Params,
     conn = await session.connection()
     values = _values(event, params, now)
     if conn.dialect.name == "postgresql":
-        # The person's lock for money out only (see migration 0062: a deposit's screening
+        # The person's lock for money out only (see migration 0067: a deposit's screening
         # taking it could deadlock with an internal payment between two of their wallets).
         values.update(lock=lock, merchant=event.owner_type != "user", parties=_parties(event),
                       person=event.direction == "out")

@@ -84,7 +84,7 @@ for _d in ("in", "out"):
 for _m in ("count", "sum"):
     for _w in WINDOWS:
         FIELDS[f"velocity.{_m}.{_w}"] = _NUM
-# The same windows over every wallet of the person behind the account (migration 0062): a
+# The same windows over every wallet of the person behind the account (migration 0067): a
 # user's own and those of the merchants the user owns, as the withdrawal limits count them.
 PERSON_PREFIX = "person."
 FIELDS.update({PERSON_PREFIX + name: _NUM for name in list(FIELDS)

@@ -4,7 +4,7 @@
 
 1. the wallet row is locked (PostgreSQL; SQLite serialises writers already) — concurrent
    payments of one wallet are screened one after the other, each seeing the ones before it —
-   and, for a payment out, the person behind it (migration 0062: the advisory lock the
+   and, for a payment out, the person behind it (migration 0067: the advisory lock the
    limits take too), so payments out of two wallets of one person are screened in turn;
 2. every feature is computed (:mod:`satvault.risk.features`) and the live rule-set version
    read (bound with the last live set's parameters; read again in the rare case the live

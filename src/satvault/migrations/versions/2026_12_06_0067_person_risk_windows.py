@@ -45,8 +45,8 @@ the limits' sums): on a busy payer (3,000 payments and 3,000 credits in the mont
 ~17 ms call on a loaded 2-vCPU machine, ~1.7 ms on its generic plan. Both functions now run
 their statements on generic plans (``plan_cache_mode``). Measured in docs/benchmarks.md.
 
-Revision ID: 0062_person_risk_windows
-Revises: 0061_owner_limits
+Revision ID: 0067_person_risk_windows
+Revises: 0066_outbox_ids_never_reused
 Create Date: 2026-12-06
 """
 
@@ -54,8 +54,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0062_person_risk_windows"
-down_revision: str | None = "0061_owner_limits"
+revision: str = "0067_person_risk_windows"
+down_revision: str | None = "0066_outbox_ids_never_reused"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
