@@ -218,9 +218,14 @@ async def setup(args: argparse.Namespace) -> str:
         if not seeded and url.startswith("postgresql"):
             # Every wallet's credits folded into its roll-ups, as its deposits' screenings
             # would have (the shipped band): other wallets of a person are read, not folded.
-            async with sessions() as s, s.begin():
-                await s.execute(text("SELECT risk_in_fold(ledger_account_id, 900000000, "
-                                     "1000000000) FROM wallets"))
+            async with sessions() as s:
+                accounts = (await s.execute(text(
+                    "SELECT ledger_account_id FROM wallets ORDER BY 1"))).scalars().all()
+            for start in range(0, len(accounts), 1000):  # a lock each: a thousand at a time
+                async with sessions() as s, s.begin():
+                    await s.execute(text("SELECT risk_in_fold(a, 900000000, 1000000000) "
+                                         "FROM unnest(CAST(:a AS bigint[])) AS a"),
+                                    {"a": list(accounts[start:start + 1000])})
         async with sessions() as s, s.begin():
             await s.execute(text("ANALYZE"))  # planner statistics for the seeded rows
         if not seeded:
