@@ -1,5 +1,5 @@
 """The suite's own isolation on PostgreSQL: a test that failed with a transaction still open
-must not hang the next test's wipe, which truncates the tables and would wait for that
+must not hang the next test's wipe, which empties the tables and would wait for that
 transaction's locks for ever (the run hung for minutes once, hiding the failure). The wipe
 ends such leftovers first (``tests/conftest.py``: ``_LEFTOVERS``)."""
 
