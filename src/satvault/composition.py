@@ -55,6 +55,7 @@ from satvault.events.relay import EventRelay
 from satvault.invoices.service import apply_payment
 from satvault.invoices.tasks import InvoiceRefresher, lightning_follow_up
 from satvault.kernel.plugins import PluginError, load_plugin, plugin_names
+from satvault.kernel.tls import default_context
 from satvault.leases import Lease
 from satvault.lightning.invoices import InvoiceListener, StoreInvoiceHook
 from satvault.lightning.payments import LightningPayer
@@ -405,7 +406,8 @@ def alerts_worker(settings: Settings, sessions: async_sessionmaker[AsyncSession]
             raise PluginError(f"the notifier plug-in {name!r} made {type(notifier).__name__}, "
                               "which has no notify(alert)")
         plugins.append(PluginChannel(name, notifier))
-    client = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
+    client = httpx.AsyncClient(timeout=10.0, follow_redirects=False,
+                               verify=default_context())
     secret = settings.alert_webhook_secret.get_secret_value() \
         if settings.alert_webhook_secret else None
     channels: list[Channel] = [WebhookChannel(url, secret, client)

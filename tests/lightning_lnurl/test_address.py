@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import ssl
 
 import bolt11
 import pytest
@@ -13,11 +14,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from satvault.db import utcnow
-from satvault.lightning.lnurl import decode_lnurl, resolve_pay_request
+from satvault.lightning.errors import LnurlError
+from satvault.lightning.lnurl import decode_lnurl, encode_lnurl, resolve_pay_request
 from satvault.lightning.lnurl_models import LightningAddress
 from satvault.lightning.lnurl_service import address_metadata
 from satvault.lightning.models import LnInvoice
 from satvault.lightning.payments import request_ln_withdrawal, take_off_node
+from satvault.withdrawals.service import prepare_destination
 from tests.lightning_lnurl.conftest import LnEnv
 
 
@@ -158,3 +161,26 @@ async def test_a_node_failure_in_the_callback_tells_the_payer_nothing_of_the_nod
     assert "10.0.0.7" not in r.text and "macaroon" not in r.text
     async with ln.sessions() as s:
         assert (await s.execute(select(LnInvoice))).first() is None
+
+
+async def test_paying_pay_links_loads_the_trust_store_once(ln: LnEnv, monkeypatch):
+    """A payment to an LNURL or a Lightning address is resolved with a client of its own, and
+    each such client built a TLS context: the CA bundle loaded and parsed again, 30-50 ms of
+    CPU per payment whether the link was http or https. The platform's clients share one
+    context now, so paying three links loads the trust store once at most (once if nothing
+    in this process loaded it before)."""
+    loads: list[object] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def counting(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        loads.append(args or kwargs)
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    nobody = encode_lnurl("http://127.0.0.1:9/lnurlp/nobody")  # the discard port: refused
+    for _ in range(3):
+        with pytest.raises(LnurlError):
+            await prepare_destination(ln.sessions, settings=ln.settings,
+                                      lightning=ln.lightning, wallet=ln.wallets["bob"],
+                                      destination=nobody, amount_msat=21_000)
+    assert len(loads) <= 1, loads

@@ -44,6 +44,7 @@ from satvault.backends.errors import (
     TxRejected,
 )
 from satvault.backends.networks import network_of_chain
+from satvault.kernel.tls import default_context
 from satvault.logs import get_logger
 
 __all__ = ["BitcoindBackend", "btc_to_sat"]
@@ -79,7 +80,8 @@ class BitcoindBackend:
         self._retries = retries
         self._backoff = backoff
         self._ids = itertools.count(1)
-        self._client = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._client = httpx.AsyncClient(timeout=timeout, transport=transport,
+                                         verify=default_context())
         self.last_error: str | None = None
 
     def _auth(self) -> httpx.BasicAuth | None:

@@ -30,6 +30,7 @@ from satvault.backends.base import (
 from satvault.backends.bitcoind import BitcoindBackend
 from satvault.backends.errors import BackendProtocolError, BackendUnavailable, NotFound, TxRejected
 from satvault.backends.networks import network_of_genesis
+from satvault.kernel.tls import default_context
 
 __all__ = ["EsploraBackend"]
 
@@ -45,7 +46,7 @@ class EsploraBackend:
                  backoff: float = 0.2, transport: httpx.AsyncBaseTransport | None = None
                  ) -> None:
         self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout,
-                                         transport=transport)
+                                         transport=transport, verify=default_context())
         self._retries = retries
         self._backoff = backoff
 

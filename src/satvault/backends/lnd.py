@@ -42,6 +42,7 @@ from satvault.backends.lightning import (
     PaymentStatus,
 )
 from satvault.backends.networks import network_of_chain
+from satvault.kernel.tls import default_context
 from satvault.logs import get_logger
 
 __all__ = ["LndBackend", "LndError"]
@@ -89,7 +90,8 @@ class LndBackend:
             macaroon_hex = Path(macaroon_path).read_bytes().hex()
         headers = {"Grpc-Metadata-macaroon": macaroon_hex} if macaroon_hex else {}
         # The node's own certificate is the only one trusted (LND signs it itself).
-        verify: Any = ssl.create_default_context(cafile=str(tls_cert)) if tls_cert else True
+        verify: Any = ssl.create_default_context(cafile=str(tls_cert)) if tls_cert \
+            else default_context()
         if http_client not in ("aiohttp", "httpx"):
             raise ValueError(f"http_client must be aiohttp or httpx, not {http_client!r}")
         if transport is None and http_client == "aiohttp":

@@ -64,6 +64,7 @@ from satvault.events.ssrf import RESOLVE_TIMEOUT, CheckedUrl, check
 from satvault.kernel.errors import NotFound
 from satvault.kernel.retrying import retrying
 from satvault.kernel.sealing import SealedSecretUnavailable, Sealer
+from satvault.kernel.tls import default_context
 from satvault.logs import get_logger
 
 __all__ = ["USER_AGENT", "WebhookDispatcher", "attempts_within", "backoff_delay",
@@ -180,6 +181,7 @@ class WebhookDispatcher:
             # and a pooled connection must never be reused for another webhook's host name.
             self.http = httpx.AsyncClient(
                 follow_redirects=False, trust_env=False, timeout=self.timeout,
+                verify=default_context(trust_env=False),
                 limits=httpx.Limits(max_keepalive_connections=0))
             self._own_http = True
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from satvault.kernel.tls import default_context
 from satvault.rates.base import Clock, Rate, load_json, normalize_currency, rate_from_price, utc_now
 from satvault.rates.errors import BadRateResponse, RateError, SourceUnreachable
 
@@ -69,7 +70,8 @@ class HttpRateSource:
         self._timeout = timeout
         self._clock = clock
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.AsyncClient(transport=transport)
+        self._client = client if client is not None else httpx.AsyncClient(
+            transport=transport, verify=default_context())
 
     async def close(self) -> None:
         if self._owns_client:

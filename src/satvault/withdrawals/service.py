@@ -27,6 +27,7 @@ from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.kernel.ids import new_id
+from satvault.kernel.tls import default_context
 from satvault.ledger.models import LedgerAccount
 from satvault.lightning.bolt11check import check_invoice, decode
 from satvault.lightning.errors import AmountRequired, PaymentRefused
@@ -205,7 +206,8 @@ async def _resolve(*, settings: Settings, lightning: LightningBackend | None,
         raise AmountRequired("amount_msat is required to pay an LNURL or address")
     async with contextlib.AsyncExitStack() as stack:
         client = http if http is not None else await stack.enter_async_context(
-            httpx.AsyncClient(timeout=10.0, follow_redirects=False))
+            httpx.AsyncClient(timeout=10.0, follow_redirects=False,
+                              verify=default_context()))
         resolved = await resolve_pay_request(
             destination, amount_msat, http=client,
             allow_private_hosts=settings.environment == "development")
