@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.ledger.core import Account, AccountKind, Balances
 from satvault.ledger.models import LedgerAccount
-from satvault.ledger.store import create_account
+from satvault.ledger.store import create_account, insert_missing_accounts
 
 __all__ = ["FEE_STRIPES", "PlatformAccounts", "ensure_platform_accounts", "fee_stripe_names",
            "fees_earned", "platform_account_name", "platform_fee"]
@@ -132,6 +132,14 @@ async def ensure_platform_accounts(session: AsyncSession, asset: str) -> Platfor
             _KNOWN.setdefault(key, {})[asset] = found
         return found
     session.info[_CREATED] = True
+    # All of them in one statement (one by one, a fresh database's first wallet made 96);
+    # then, if one exists unlike its spec, one by one to say which.
+    await insert_missing_accounts(session, [
+        (name, asset, *_SPEC[role][:1], "platform", None, *_SPEC[role][1:])
+        for name, role in _names(asset).items()])
+    found = await _find_all(session, asset)
+    if found is not None:
+        return found
     made = {}
     for name, role in _names(asset).items():
         kind, dnec, cned = _SPEC[role]

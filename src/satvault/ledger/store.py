@@ -41,6 +41,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -200,19 +201,40 @@ async def create_account(
         async with session.begin_nested():
             new_id = (await session.execute(
                 insert(accounts_t).returning(accounts_t.c.id),
-                {
-                    "name": name, "asset": asset, "kind": kind.value, "owner_type": owner_type,
-                    "owner_id": owner_id,
-                    "debits_must_not_exceed_credits": debits_must_not_exceed_credits,
-                    "credits_must_not_exceed_debits": credits_must_not_exceed_debits,
-                    "debits_posted": 0, "credits_posted": 0, "debits_pending": 0,
-                    "credits_pending": 0, "created_at": utcnow(),
-                },
+                _account_row(name, asset, kind, owner_type, owner_id,
+                             debits_must_not_exceed_credits, credits_must_not_exceed_debits,
+                             utcnow()),
             )).scalar_one()
     except IntegrityError as exc:
         raise ConcurrentUpdate(f"account {name!r} was created concurrently") from exc
     return Account(new_id, asset, kind, debits_must_not_exceed_credits,
                    credits_must_not_exceed_debits)
+
+
+def _account_row(name: str, asset: str, kind: AccountKind, owner_type: str | None,
+                 owner_id: str | None, dnec: bool, cned: bool, now: datetime
+                 ) -> dict[str, Any]:
+    return {"name": name, "asset": asset, "kind": kind.value, "owner_type": owner_type,
+            "owner_id": owner_id, "debits_must_not_exceed_credits": dnec,
+            "credits_must_not_exceed_debits": cned, "debits_posted": 0, "credits_posted": 0,
+            "debits_pending": 0, "credits_pending": 0, "created_at": now}
+
+
+async def insert_missing_accounts(
+    session: AsyncSession,
+    accounts: Sequence[tuple[str, str, AccountKind, str | None, str | None, bool, bool]],
+) -> None:
+    """Create the accounts named (name, asset, kind, owner type, owner id and the two balance
+    guards, as :func:`create_account` takes them) in one statement: ``INSERT … ON CONFLICT
+    (name) DO NOTHING``, so one that exists, made by a concurrent process or unlike the spec,
+    is left as it is. Compare them after, as :func:`create_account` would."""
+    if not accounts:
+        return
+    now = utcnow()
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    await session.execute(dialect.insert(accounts_t).values(
+        [_account_row(*spec, now) for spec in accounts]
+    ).on_conflict_do_nothing(index_elements=["name"]))
 
 
 async def get_accounts(session: AsyncSession, ids: Iterable[int]) -> dict[int, Account]:
