@@ -13,16 +13,27 @@ from pathlib import Path
 
 import fastapi.dependencies.models as fastapi_models
 import pytest
+from argon2 import PasswordHasher, profiles
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from satvault.accounts import security
 from satvault.composition import open_sessions
 from satvault.db import create_engine
 from satvault.kernel.clock import FakeClock, using
 from satvault.migrate import upgrade
 
 pytest_plugins = ["tests.chainenv", "tests.mailbox"]
+
+# Passwords are hashed with argon2id at production's cost (``PasswordHasher()``: 64 MiB, three
+# passes), ~0.25 s of CPU per hash or check on this machine: sign-in, sign-up and step-up
+# tests pay it several times each (tests/auth and tests/web/pages: 1,090 of them, 192 s of
+# their 524). The suite's own process hashes with argon2id's cheapest parameters instead: the
+# same code and algorithm, and a hash carries its parameters, so checking follows them.
+# Processes the tests start (``satvault serve``, the browser tests' server) keep production's,
+# which tests/accounts/test_service.py asserts.
+security._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
 
 
 def _per_worker(url: str) -> str:

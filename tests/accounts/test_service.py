@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from sqlalchemy import select
 
+from satvault.accounts import security
 from satvault.accounts import service as acc
 from satvault.accounts.models import ApiKey, AuditEvent
 from satvault.kernel.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
@@ -74,3 +78,18 @@ async def test_api_keys_hashed_scoped_revocable(sessions):
         assert {"user.create", "apikey.create", "apikey.revoke"} <= set(actions)
         assert all(token not in d for d in (await s.execute(select(AuditEvent.state_after)))
                    .scalars())
+
+
+def test_passwords_are_hashed_at_production_cost_outside_the_suite():
+    """The suite's own process hashes passwords cheaply (tests/conftest.py); a process of the
+    platform hashes them with argon2id at ``PasswordHasher()``'s cost (RFC 9106's second
+    recommended option: 64 MiB, three passes, four lanes), and checks a cheap hash too."""
+    cheap = security.hash_password("correct horse")
+    script = ("import sys; from satvault.accounts.security import hash_password, "
+              "verify_password; print(hash_password('correct horse')); "
+              "print(verify_password('correct horse', sys.argv[1]))")
+    out = subprocess.run([sys.executable, "-c", script, cheap], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out[0].startswith("$argon2id$v=19$m=65536,t=3,p=4$"), out
+    assert out[1] == "True"
+    assert not cheap.startswith("$argon2id$v=19$m=65536,")
