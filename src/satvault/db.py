@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -47,6 +48,7 @@ __all__ = [
     "UtcDateTime",
     "async_database_url",
     "create_engine",
+    "insert_ignoring",
     "max_amount",
     "one_read",
     "sequence_fence",
@@ -162,6 +164,15 @@ _ASYNC_SCHEMES = {
     "postgresql+asyncpg": "postgresql+asyncpg", "postgres+asyncpg": "postgresql+asyncpg",
     "sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite",
 }
+
+
+def insert_ignoring(dialect_name: str, table: Any, *index_elements: str,
+                    where: Any = None) -> Any:
+    """``INSERT … ON CONFLICT [(index_elements) [WHERE where]] DO NOTHING`` on either
+    database: a row a concurrent writer made first is left as it is, and nobody fails."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(
+        index_elements=list(index_elements) or None, index_where=where)
 
 
 def async_database_url(url: str) -> str:

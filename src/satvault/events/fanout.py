@@ -27,10 +27,9 @@ from __future__ import annotations
 from typing import Any, cast
 
 from sqlalchemy import Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.db import utcnow
+from satvault.db import insert_ignoring, utcnow
 from satvault.events.catalog import matches
 from satvault.events.jetstream import StreamEvent
 from satvault.events.models import DeliveryStatus, OutboxEvent, Webhook, WebhookDelivery
@@ -53,9 +52,8 @@ class WebhookFanout:
         self.queued = 0
 
     def _insert(self, session: AsyncSession) -> Any:
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        return dialect.insert(deliveries_t).on_conflict_do_nothing(
-            index_elements=["webhook_id", "event_id"])
+        return insert_ignoring(session.get_bind().dialect.name, deliveries_t, "webhook_id",
+                               "event_id")
 
     async def __call__(self, message: StreamEvent) -> None:
         if message.type.startswith("wallet."):  # live updates only: never a webhook's

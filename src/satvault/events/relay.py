@@ -37,10 +37,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.db import sequence_fence, utcnow
+from satvault.db import insert_ignoring, sequence_fence, utcnow
 from satvault.events.jetstream import JetStream, subject_for
 from satvault.events.models import EventRelayCursor, OutboxEvent
 from satvault.events.outbox import envelope
@@ -113,8 +112,7 @@ class EventRelay:
         return fence[0]
 
     def _insert(self) -> Any:
-        dialect = postgresql if self._dialect == "postgresql" else sqlite
-        return dialect.insert(cursors_t).on_conflict_do_nothing(index_elements=["name"])
+        return insert_ignoring(self._dialect or "", cursors_t, "name")
 
     async def _position(self) -> int:
         """The cursor's position, the row created (fenced) if it is the first round."""

@@ -41,13 +41,12 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from satvault.db import Amount, max_amount, utcnow
+from satvault.db import Amount, insert_ignoring, max_amount, utcnow
 from satvault.kernel.errors import ConcurrentUpdate
 from satvault.kernel.retrying import retrying
 from satvault.ledger._plain import (
@@ -231,10 +230,8 @@ async def insert_missing_accounts(
     if not accounts:
         return
     now = utcnow()
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    await session.execute(dialect.insert(accounts_t).values(
-        [_account_row(*spec, now) for spec in accounts]
-    ).on_conflict_do_nothing(index_elements=["name"]))
+    await session.execute(insert_ignoring(session.get_bind().dialect.name, accounts_t, "name")
+                          .values([_account_row(*spec, now) for spec in accounts]))
 
 
 async def get_accounts(session: AsyncSession, ids: Iterable[int]) -> dict[int, Account]:

@@ -24,10 +24,9 @@ from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, literal_column, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.db import utcnow
+from satvault.db import insert_ignoring, utcnow
 from satvault.kernel.errors import ConcurrentUpdate
 from satvault.kernel.ids import new_id
 from satvault.onchain.descriptors import WatchOnlyWallet, parse_wallet
@@ -78,11 +77,7 @@ async def register_wallet(session: AsyncSession, *, role: str, descriptor: str, 
 def _insert_ignoring_duplicates(session: AsyncSession) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING`` on either database: a concurrent deriver that got
     there first wins, and nobody fails."""
-    dialect = session.get_bind().dialect.name
-    table = cast(Table, OnchainAddress.__table__)
-    if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
+    return insert_ignoring(session.get_bind().dialect.name, OnchainAddress.__table__)
 
 
 async def _derive(session: AsyncSession, wallet: OnchainWallet, start: int, stop: int) -> None:

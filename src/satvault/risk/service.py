@@ -27,10 +27,9 @@ from importlib import resources
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.db import utcnow
+from satvault.db import insert_ignoring, utcnow
 from satvault.kernel.errors import NotFound
 from satvault.kernel.ids import new_id
 from satvault.logs import get_logger
@@ -108,11 +107,8 @@ def _insert_ignoring_conflict(session: AsyncSession, values: dict[str, Any]) -> 
     # cannot do from a bound parameter ("no unique or exclusion constraint matching the ON
     # CONFLICT specification").
     where = text(f"status = '{RuleSetStatus.LIVE.value}'")
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(RiskRuleSet).values(**values).on_conflict_do_nothing(
-            index_elements=["status"], index_where=where)
-    return sqlite.insert(RiskRuleSet).values(**values).on_conflict_do_nothing(
-        index_elements=["status"], index_where=where)
+    return insert_ignoring(session.get_bind().dialect.name, RiskRuleSet.__table__, "status",
+                           where=where).values(**values)
 
 
 async def _ensure_live(session: AsyncSession) -> int:
