@@ -21,15 +21,7 @@ from satvault.ledger.core import TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import get_account, submit
 from satvault.web.app import create_app
-from tests import conftest as root
 from tests.lightning_lnurl.fakes import FakeLightning
-
-# Until tests/conftest.py lists them: PostgreSQL tests start from TRUNCATE of these.
-LNURL_TABLES = ["lnurl_auth_challenges", "lnurl_auth_keys", "lnurl_withdraw_vouchers",
-                "lightning_addresses"]
-for _table in reversed(LNURL_TABLES):
-    if _table not in root.TABLES:
-        root.TABLES.insert(0, _table)
 
 BASE = "http://lnurl.test"
 FULL = ["wallet:read", "wallet:write", "withdrawals:write"]
