@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from satvault.accounts import service as acc
 from satvault.accounts.models import Wallet
 from satvault.lightning.invoices import create_invoice
 from satvault.lightning.models import LnInvoice, LnInvoiceStatus
@@ -133,4 +134,40 @@ async def test_a_held_payment_returned_counts_too(lnenv: LnEnv):
             assert (await _row(env, bill.bolt11)).status == LnInvoiceStatus.CANCELED
         r = await _pay(c, env, auth, "more", (await _bill(env, carol)).bolt11)
         assert r.status_code == 429, r.text
+    await env.check()
+
+
+async def test_a_persons_wallets_share_one_budget(lnenv: LnEnv):
+    """The budget was per wallet, so a person with a merchant (or several) had as many
+    budgets as wallets: a user's wallet used its three, then the user's shop's wallet went on
+    cancelling invoices. The refusals now count against the person as the limits do (a
+    user's own wallet and the wallets of the merchants the user owns): the shop's wallet is
+    refused before the node too. Another person's wallet still pays."""
+    env = lnenv
+    await fund(env, env.wallet, FUNDS)
+    auth = await _payers_key(env)
+    bob = await env.wallet_for("bob@example.com")
+    carol = await env.wallet_for("carol@example.com")
+    async with env.sessions() as s, s.begin():
+        shop = await acc.create_merchant(s, name="Alice's shop",
+                                         owner_user_id=env.wallet.owner_id)
+        shops = await acc.ensure_wallet(s, owner_type="merchant", owner_id=shop.id)
+        _, token = await acc.create_api_key(s, owner_id=shop.id,
+                                            scopes=["wallet:read", "withdrawals:write"])
+        await refresh_sanctions(s, text=f"wallet:{bob.id}\n", actor="user:admin")
+    await fund(env, shops, FUNDS)
+    shop_auth = {"Authorization": f"Bearer {token}"}
+    dave, daves = await _payer(env, "dave@example.com")
+    async with api_client(env) as c:
+        for i in range(BUDGET):
+            r = await _pay(c, env, auth, f"bob-{i}", (await _bill(env, bob)).bolt11)
+            assert r.status_code == 403, r.text
+        cancels = _count_node_cancels(env)
+        carols = await _bill(env, carol)
+        paused = await _pay_from(c, shops, shop_auth, "shop", carols.bolt11)
+        assert paused.status_code == 429, paused.text
+        assert paused.json()["type"].endswith("/refused-too-often"), paused.text
+        assert cancels == [] and (await _row(env, carols.bolt11)).status == LnInvoiceStatus.OPEN
+        paid = await _pay_from(c, dave, daves, "dave", carols.bolt11)
+        assert paid.status_code == 201 and paid.json()["status"] == "confirmed", paid.text
     await env.check()

@@ -20,10 +20,11 @@ the invoice is cancelled on the node *first*, so it can no longer be paid from o
 both wallets move in one transaction. Paying one's own invoice is refused. One that a payment
 held for review took off the node is ``reserved`` for it (:func:`reserve_own_invoice`) until
 its case decides: any other payment of it is refused before anything is touched
-(:class:`~satvault.lightning.errors.InvoiceUnderReview`). A wallet whose payments of our
-invoices were refused ``internal_refusals_per_day`` times in 24 hours after taking the
-invoice off the node (:mod:`satvault.withdrawals.refused` counts them) is refused before it
-takes another one off (:class:`~satvault.lightning.errors.RefusedTooOften`).
+(:class:`~satvault.lightning.errors.InvoiceUnderReview`). A wallet whose person's payments
+of our invoices (its own and those of the owner's other wallets, as the limits count them)
+were refused ``internal_refusals_per_day`` times in 24 hours after taking the invoice off the
+node (:mod:`satvault.withdrawals.refused` counts them) is refused before it takes another
+one off (:class:`~satvault.lightning.errors.RefusedTooOften`).
 
 Time left: an invoice the node is to pay must leave it ``ln_min_invoice_remaining_seconds``
 (:func:`check_time_to_pay`), checked before anything is held wherever a payment for the node
@@ -48,6 +49,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Wallet
+from satvault.accounts.persons import person_wallets
 from satvault.backends.errors import BackendError, BackendUnavailable
 from satvault.backends.lightning import LightningBackend, PaymentResult, PaymentStatus
 from satvault.backends.lnd import LndError
@@ -155,18 +157,22 @@ REFUSALS_WINDOW = timedelta(hours=24)
 
 
 def refusals_since(wallet_id: Any, since: Any) -> ColumnElement[int]:
-    """How many internal payments of ``wallet_id`` (a column or a value) were refused after
-    taking the payee's invoice off the node since ``since``: a scalar subquery, for a read
-    made anyway (one index range: ``ix_internal_refusals_wallet_at``)."""
+    """How many internal payments of ``wallet_id``'s person (a column or a value; the
+    wallets that count together in the limits, :func:`~satvault.accounts.persons.
+    person_wallets`: a user's own and their merchants') were refused after taking the payee's
+    invoice off the node since ``since``: a scalar subquery, for a read made anyway (an index
+    range of ``ix_internal_refusals_wallet_at`` per wallet of the person)."""
     return select(func.count()).select_from(InternalRefusal).where(
-        InternalRefusal.wallet_id == wallet_id, InternalRefusal.at >= since).scalar_subquery()
+        InternalRefusal.wallet_id.in_(person_wallets(wallet_id)),
+        InternalRefusal.at >= since).scalar_subquery()
 
 
 def _refused_too_often(refusals: int, settings: Settings) -> RefusedTooOften:
     return RefusedTooOften(
-        f"{refusals} payments of this platform's invoices from this wallet were refused in the "
-        f"last 24 hours after the payee's invoice was taken off the node (the most a wallet may "
-        f"have: {settings.internal_refusals_per_day}); it pays none of them until the oldest "
+        f"{refusals} payments of this platform's invoices from this wallet or the others of "
+        "its owner (a user's own and their merchants') were refused in the last 24 hours "
+        "after the payee's invoice was taken off the node (the most one person may have: "
+        f"{settings.internal_refusals_per_day}); they pay none of them until the oldest "
         "refusal is a day old")
 
 
