@@ -171,3 +171,42 @@ async def test_a_persons_wallets_share_one_budget(lnenv: LnEnv):
         paid = await _pay_from(c, dave, daves, "dave", carols.bolt11)
         assert paid.status_code == 201 and paid.json()["status"] == "confirmed", paid.text
     await env.check()
+
+
+def test_migration_0069_gives_earlier_refusals_their_person(tmp_path):
+    """Refusals recorded before migration 0069 count against the person too: a user's
+    wallet's against the user, an owned merchant's against its owner, an unowned
+    merchant's against the merchant. Downgraded and upgraded again, the same."""
+    import sqlite3
+
+    from alembic import command
+
+    from satvault.migrate import alembic_config, upgrade
+
+    path = tmp_path / "m.db"
+    url = f"sqlite:///{path}"
+    upgrade(url, "0068_released_bounded")
+    at = "2026-12-01 00:00:00"
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO merchants (id, name, owner_user_id, created_at) VALUES "
+                   "('mer_owned', 'Owned', 'usr_alice', ?), ('mer_alone', 'Alone', NULL, ?)",
+                   (at, at))
+        for n, (wid, kind, owner) in enumerate((("wal_u", "user", "usr_alice"),
+                                                 ("wal_m", "merchant", "mer_owned"),
+                                                 ("wal_a", "merchant", "mer_alone"))):
+            db.execute("INSERT INTO wallets (id, owner_type, owner_id, asset, "
+                       "ledger_account_id, created_at) VALUES (?, ?, ?, 'BTC', ?, ?)",
+                       (wid, kind, owner, 100 + n, at))
+            db.execute("INSERT INTO internal_refusals (wallet_id, payment_hash, at) "
+                       "VALUES (?, ?, ?)", (wid, wid.ljust(64, "0"), at))
+    want = {"wal_u": "usr_alice", "wal_m": "usr_alice", "wal_a": "mer_alone"}
+
+    def persons() -> dict[str, str]:
+        with sqlite3.connect(path) as db:
+            return dict(db.execute("SELECT wallet_id, person FROM internal_refusals"))
+
+    upgrade(url)
+    assert persons() == want
+    command.downgrade(alembic_config(url), "0068_released_bounded")
+    upgrade(url)
+    assert persons() == want

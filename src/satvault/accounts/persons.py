@@ -16,7 +16,19 @@ from sqlalchemy.orm import aliased
 
 from satvault.accounts.models import Merchant, Wallet
 
-__all__ = ["other_wallets", "person_wallets"]
+__all__ = ["other_wallets", "person_of", "person_wallets"]
+
+
+def person_of(wallet_id: Any) -> Any:
+    """The person behind ``wallet_id`` (a column, correlated, or a value) as one key: the
+    user's id for a user's wallet, the owner's for an owned merchant's, the merchant's own for
+    one nobody owns (the ``person`` :func:`person_wallets` groups by). A scalar subquery: one
+    primary-key probe, and one more for a merchant's wallet."""
+    me, m = aliased(Wallet, name="po_me"), aliased(Merchant, name="po_m")
+    owner = select(m.owner_user_id).where(m.id == me.owner_id).scalar_subquery()
+    return select(case((me.owner_type == "merchant", func.coalesce(owner, me.owner_id)),
+                       else_=me.owner_id)).where(me.id == wallet_id) \
+        .correlate_except(me).scalar_subquery()
 
 
 def person_wallets(wallet_id: Any) -> Any:

@@ -125,8 +125,9 @@ class LnCursor(Base):
 class InternalRefusal(Base):
     """An internal payment refused after it took another wallet's invoice off the node (or
     held for review, and returned by its case): the payee lost that BOLT11. Counted against
-    the paying wallet (``internal_refusals_per_day``): one that used them up is refused
-    before it can take another invoice off the node (:mod:`satvault.withdrawals.refused`).
+    the paying wallet's person (``internal_refusals_per_day``; the owner's wallets together):
+    one that used them up is refused before it can take another invoice off the node
+    (:mod:`satvault.withdrawals.refused`).
     Invoices issued on request (:data:`ISSUED_ON_REQUEST`) are neither counted nor refused:
     nobody else waits on them."""
 
@@ -134,7 +135,11 @@ class InternalRefusal(Base):
 
     id: Mapped[int] = mapped_column(IdInt, primary_key=True, autoincrement=True)
     wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"))  # the payer
+    # The payer's person (satvault.accounts.persons.person_of) when it was refused: counted by
+    # it, so a user's wallet and their merchants' share one budget (migration 0069).
+    person: Mapped[str | None] = mapped_column(String(64))
     payment_hash: Mapped[str] = mapped_column(String(64))  # the payee's invoice
     at: Mapped[datetime] = mapped_column(UtcDateTime)
 
-    __table_args__ = (Index("ix_internal_refusals_wallet_at", "wallet_id", "at"),)
+    __table_args__ = (Index("ix_internal_refusals_wallet_at", "wallet_id", "at"),
+                      Index("ix_internal_refusals_person_at", "person", "at"))

@@ -49,7 +49,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Wallet
-from satvault.accounts.persons import person_wallets
+from satvault.accounts.persons import person_of
 from satvault.backends.errors import BackendError, BackendUnavailable
 from satvault.backends.lightning import LightningBackend, PaymentResult, PaymentStatus
 from satvault.backends.lnd import LndError
@@ -158,12 +158,12 @@ REFUSALS_WINDOW = timedelta(hours=24)
 
 def refusals_since(wallet_id: Any, since: Any) -> ColumnElement[int]:
     """How many internal payments of ``wallet_id``'s person (a column or a value; the
-    wallets that count together in the limits, :func:`~satvault.accounts.persons.
-    person_wallets`: a user's own and their merchants') were refused after taking the payee's
-    invoice off the node since ``since``: a scalar subquery, for a read made anyway (an index
-    range of ``ix_internal_refusals_wallet_at`` per wallet of the person)."""
+    wallets that count together in the limits: a user's own and their merchants',
+    :func:`~satvault.accounts.persons.person_of`) were refused after taking the payee's
+    invoice off the node since ``since``: a scalar subquery, for a read made anyway (a probe
+    for the person, one index range: ``ix_internal_refusals_person_at``)."""
     return select(func.count()).select_from(InternalRefusal).where(
-        InternalRefusal.wallet_id.in_(person_wallets(wallet_id)),
+        InternalRefusal.person == person_of(wallet_id),
         InternalRefusal.at >= since).scalar_subquery()
 
 

@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from sqlalchemy import ColumnElement, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.accounts.persons import person_of
 from satvault.db import utcnow
 from satvault.kernel.retrying import retrying
 from satvault.lightning.models import (
@@ -73,7 +74,7 @@ async def _cancel(session: AsyncSession, where: ColumnElement[bool], *,
         return None
     if row[2] != ISSUED_ON_REQUEST:  # one issued for this payer's request cost nobody else
         await session.execute(insert(InternalRefusal).values(
-            wallet_id=payer, payment_hash=row[1], at=utcnow()))
+            wallet_id=payer, person=person_of(payer), payment_hash=row[1], at=utcnow()))
     return row[0], row[1]
 
 
