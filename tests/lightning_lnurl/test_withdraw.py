@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import httpx
@@ -355,3 +356,46 @@ async def test_an_own_invoice_about_to_expire_redeems_internally(ln: LnEnv, cloc
     assert await redeem(ln, v, pr) == {"status": "OK"}
     assert (await ln.balance("bob"))["available"] == 30_000
     await ln.check()
+
+
+async def test_open_vouchers_without_an_expiry_expire_after_the_upgrade(tmp_path, clock):
+    """Migration 0070: an open voucher made before vouchers had a default expiry was a bearer
+    link for ever. It now expires 30 days after the upgrade, redeemable until then; a voucher
+    with an expiry of its own, and one no longer open, keep theirs."""
+    path = str(tmp_path / "old.db")
+    url = f"sqlite+aiosqlite:///{path}"
+    await asyncio.to_thread(upgrade, url, "0069_refusals_by_person")
+    rows = (("lnw_forever", "open", None), ("lnw_dated", "open", "2027-03-01 00:00:00.000000"),
+            ("lnw_used", "used", None), ("lnw_gone", "canceled", None))
+    with sqlite3.connect(path) as db:  # foreign keys off: the vouchers alone are enough here
+        for n, (vid, status, expires) in enumerate(rows):
+            db.execute(
+                "INSERT INTO lnurl_withdraw_vouchers (id, link_hash, wallet_id, k1, min_msat, "
+                "amount_msat, reserve_msat, description, status, hold_id, created_at, "
+                "closed_at, expires_at) VALUES (?, ?, 'wal_x', ?, 1000, 2000, 10, 'old', ?, ?, "
+                "'2026-11-01 00:00:00.000000', ?, ?)",
+                (vid, hash_secret(f"token-{vid}"), f"{n:02d}" * 32, status,
+                 f"lnurlw:{vid}:hold", None if status == "open" else "2026-11-02 00:00:00",
+                 expires))
+    before_upgrade = clock.now()
+    await asyncio.to_thread(upgrade, url)
+    after_upgrade = clock.now()
+    engine = create_engine(url)
+    app = create_app(lnurl_settings(url, tmp_path), engine=engine, start_workers=False)
+    try:
+        async with engine.connect() as c:
+            got = dict((await c.execute(select(LnurlWithdrawVoucher.id,
+                                               LnurlWithdrawVoucher.expires_at))).all())
+        month = timedelta(days=30)
+        assert before_upgrade + month <= got["lnw_forever"] <= after_upgrade + month
+        assert got["lnw_dated"].isoformat() == "2027-03-01T00:00:00+00:00"
+        assert got["lnw_used"] is None and got["lnw_gone"] is None
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url=BASE) as client:
+            before = (await client.get("/lnurlw/token-lnw_forever")).json()
+            assert before["tag"] == "withdrawRequest", before
+            clock.advance(seconds=30 * 86400 + 1)
+            after = (await client.get("/lnurlw/token-lnw_forever")).json()
+            assert after == {"status": "ERROR", "reason": "this withdraw link has expired"}
+    finally:
+        await engine.dispose()
