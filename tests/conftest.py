@@ -1,7 +1,7 @@
 """Fixtures: every database test runs on SQLite and, when ``SATVAULT_TEST_POSTGRES_URL`` is
 set, on PostgreSQL too. Each backend is migrated once per session with the real Alembic
-migrations; each test gets an empty database (a copy of the migrated SQLite file, or
-TRUNCATE on PostgreSQL)."""
+migrations; each test gets an empty database (a copy of the migrated SQLite file, or every
+table emptied on PostgreSQL: ``_WIPE``)."""
 
 from __future__ import annotations
 
