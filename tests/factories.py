@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.accounts import service as acc
+from satvault.accounts.models import Wallet
 from satvault.ledger.core import Account, AccountKind, TransferSpec
 from satvault.ledger.platform import PlatformAccounts, ensure_platform_accounts
 from satvault.ledger.store import create_account, get_account, submit
@@ -44,3 +46,12 @@ async def books(sessions: async_sessionmaker[AsyncSession], *, wallets: int = 2,
 async def account(sessions: async_sessionmaker[AsyncSession], account_id: int) -> Account:
     async with sessions() as s:
         return await get_account(s, account_id)
+
+
+async def merchant_wallet(session: AsyncSession, owner_user_id: str | None,
+                          name: str = "Shop") -> tuple[str, Wallet]:
+    """A merchant ``owner_user_id`` owns (None: nobody) and its wallet: for an owner, the
+    second wallet of the owner's person. The merchant's id and the wallet."""
+    merchant = await acc.create_merchant(session, name=name, owner_user_id=owner_user_id)
+    return merchant.id, await acc.ensure_wallet(session, owner_type="merchant",
+                                                owner_id=merchant.id)

@@ -31,6 +31,7 @@ from satvault.kyc.errors import LimitExceeded
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import insert_within_daily_limit
 from tests.chainenv import LnEnv, api_client
+from tests.factories import merchant_wallet
 from tests.kyc.helpers import LIMITS, OVERRIDES, RAILS, SAT, Bench, bench, problem
 from tests.lightning.test_lightning import fund
 
@@ -67,13 +68,12 @@ class Shop:
 async def shop_of(k: Bench, *, owner: str | None = None, funds_sat: int = 10_000_000) -> Shop:
     """A merchant of ``owner`` (default: the bench's user; "" for a merchant nobody owns)."""
     async with k.env.sessions() as s, s.begin():
-        m = await acc.create_merchant(s, name="Alice's shop",
-                                      owner_user_id=k.user_id if owner is None else owner or None)
-        wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=m.id)
-        _, key = await acc.create_api_key(s, owner_id=m.id,
+        merchant, wallet = await merchant_wallet(
+            s, k.user_id if owner is None else owner or None, "Alice's shop")
+        _, key = await acc.create_api_key(s, owner_id=merchant,
                                           scopes=["wallet:read", "withdrawals:write"])
     await fund(k.env, wallet, funds_sat * SAT)
-    return Shop(k, m.id, wallet, {"Authorization": f"Bearer {key}"})
+    return Shop(k, merchant, wallet, {"Authorization": f"Bearer {key}"})
 
 
 def other_rail(rail: str) -> str:
@@ -248,8 +248,7 @@ async def test_a_check_waits_for_a_withdrawal_from_another_wallet_of_its_person(
         async with sessions() as s, s.begin():
             alice = await acc.create_user(s, email="alice@example.com")
             mine = await acc.ensure_wallet(s, owner_type="user", owner_id=alice.id)
-            shop = await acc.create_merchant(s, name="Alice's shop", owner_user_id=alice.id)
-            shops = await acc.ensure_wallet(s, owner_type="merchant", owner_id=shop.id)
+            _, shops = await merchant_wallet(s, alice.id, "Alice's shop")
             bob = await acc.create_user(s, email="bob@example.com")
             bobs = await acc.ensure_wallet(s, owner_type="user", owner_id=bob.id)
         async with sessions() as first, first.begin():

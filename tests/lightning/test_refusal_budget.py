@@ -20,6 +20,7 @@ from satvault.lightning.invoices import create_invoice
 from satvault.lightning.models import LnInvoice, LnInvoiceStatus
 from satvault.risk.lists import refresh_sanctions
 from tests.chainenv import LnEnv, api_client
+from tests.factories import merchant_wallet
 from tests.invoices.test_invoices import settle_all
 from tests.lightning.test_lightning import _payers_key, fund
 from tests.lightning.test_refused_internal import _pay, _row
@@ -149,10 +150,8 @@ async def test_a_persons_wallets_share_one_budget(lnenv: LnEnv):
     bob = await env.wallet_for("bob@example.com")
     carol = await env.wallet_for("carol@example.com")
     async with env.sessions() as s, s.begin():
-        shop = await acc.create_merchant(s, name="Alice's shop",
-                                         owner_user_id=env.wallet.owner_id)
-        shops = await acc.ensure_wallet(s, owner_type="merchant", owner_id=shop.id)
-        _, token = await acc.create_api_key(s, owner_id=shop.id,
+        shop, shops = await merchant_wallet(s, env.wallet.owner_id, "Alice's shop")
+        _, token = await acc.create_api_key(s, owner_id=shop,
                                             scopes=["wallet:read", "withdrawals:write"])
         await refresh_sanctions(s, text=f"wallet:{bob.id}\n", actor="user:admin")
     await fund(env, shops, FUNDS)

@@ -31,6 +31,7 @@ from satvault.risk.models import RiskDecision
 from satvault.risk.rules import Params
 from satvault.withdrawals.service import PreparedDestination, withdraw
 from tests.chainenv import Env, LnEnv, api_client
+from tests.factories import merchant_wallet
 from tests.kyc.helpers import LIMITS, bench, problem
 from tests.kyc.test_owner_limits import shop_of
 from tests.lightning.test_lightning import fund
@@ -117,8 +118,7 @@ async def person(sessions) -> tuple[Ctx, Ctx]:
     async with sessions() as s, s.begin():
         user = await acc.create_user(s, email="risk@example.com")
         mine = await acc.ensure_wallet(s, owner_type="user", owner_id=user.id)
-        m = await acc.create_merchant(s, name="Shop", owner_user_id=user.id)
-        shop = await acc.ensure_wallet(s, owner_type="merchant", owner_id=m.id)
+        _, shop = await merchant_wallet(s, user.id)
     return Ctx(sessions, mine), Ctx(sessions, shop)
 
 
@@ -211,8 +211,7 @@ async def test_two_wallets_of_one_person_racing_cross_a_persons_rule_exactly(env
     racers, allowed = (80, 20) if postgres else (24, 6)
     await make_live(env, person_rule("person.velocity.count.1h", allowed))
     async with env.sessions() as s, s.begin():
-        m = await acc.create_merchant(s, name="Shop", owner_user_id=env.wallet.owner_id)
-        shop = await acc.ensure_wallet(s, owner_type="merchant", owner_id=m.id)
+        _, shop = await merchant_wallet(s, env.wallet.owner_id)
     for w in (env.wallet, shop):
         await fund(env, w, 10_000_000 * SAT)
     prepared = PreparedDestination("onchain", DEST, None, 1_000 * SAT)
@@ -252,8 +251,7 @@ async def test_a_screening_waits_for_a_payment_of_another_wallet_of_its_person(
         async with sessions() as s, s.begin():
             alice = await acc.create_user(s, email="alice@example.com")
             mine = await acc.ensure_wallet(s, owner_type="user", owner_id=alice.id)
-            m = await acc.create_merchant(s, name="Alice's shop", owner_user_id=alice.id)
-            shops = await acc.ensure_wallet(s, owner_type="merchant", owner_id=m.id)
+            _, shops = await merchant_wallet(s, alice.id, "Alice's shop")
             bob = await acc.create_user(s, email="bob@example.com")
             bobs = await acc.ensure_wallet(s, owner_type="user", owner_id=bob.id)
         a, b, other = Ctx(sessions, mine), Ctx(sessions, shops), Ctx(sessions, bobs)

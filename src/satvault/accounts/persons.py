@@ -23,7 +23,8 @@ def person_of(wallet_id: Any) -> Any:
     """The person behind ``wallet_id`` (a column, correlated, or a value) as one key: the
     user's id for a user's wallet, the owner's for an owned merchant's, the merchant's own for
     one nobody owns (the ``person`` :func:`person_wallets` groups by). A scalar subquery: one
-    primary-key probe, and one more for a merchant's wallet."""
+    primary-key probe, and one more for a merchant's wallet. Correlated explicitly: a paying
+    wallet of the enclosing read may be two levels up."""
     me, m = aliased(Wallet, name="po_me"), aliased(Merchant, name="po_m")
     owner = select(m.owner_user_id).where(m.id == me.owner_id).scalar_subquery()
     return select(case((me.owner_type == "merchant", func.coalesce(owner, me.owner_id)),
@@ -35,14 +36,11 @@ def person_wallets(wallet_id: Any) -> Any:
     """The ids of the wallets that count with ``wallet_id``'s (see the module docstring),
     ``wallet_id`` among them: only scalar subqueries, so it correlates with a paying
     :class:`Wallet` of the enclosing read, or takes a bound parameter."""
-    me, m = aliased(Wallet, name="lw_me"), aliased(Merchant, name="lw_m")
+    me = aliased(Wallet, name="lw_me")
     g, o = aliased(Wallet, name="lw_g"), aliased(Merchant, name="lw_o")
     alone = aliased(Wallet, name="lw_alone")
-    owner = select(m.owner_user_id).where(m.id == me.owner_id).scalar_subquery()
+    person = person_of(wallet_id)
     # Correlated explicitly: a paying wallet of the enclosing read is two levels up.
-    person = select(case((me.owner_type == "merchant", func.coalesce(owner, me.owner_id)),
-                         else_=me.owner_id)).where(me.id == wallet_id) \
-        .correlate_except(me).scalar_subquery()
     asset = select(me.asset).where(me.id == wallet_id).correlate_except(me).scalar_subquery()
     return union_all(
         select(g.id).where(g.owner_type == "user", g.owner_id == person, g.asset == asset),

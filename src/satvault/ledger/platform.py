@@ -135,8 +135,8 @@ async def ensure_platform_accounts(session: AsyncSession, asset: str) -> Platfor
     # All of them in one statement (one by one, a fresh database's first wallet made 96);
     # then, if one exists unlike its spec, one by one to say which.
     await insert_missing_accounts(session, [
-        (name, asset, *_SPEC[role][:1], "platform", None, *_SPEC[role][1:])
-        for name, role in _names(asset).items()])
+        (name, asset, kind, "platform", None, dnec, cned)
+        for name, role in _names(asset).items() for kind, dnec, cned in [_SPEC[role]]])
     found = await _find_all(session, asset)
     if found is not None:
         return found

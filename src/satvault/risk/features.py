@@ -399,20 +399,8 @@ def derive(event: Event, params: Params, now: datetime, raw: dict[str, Any]) -> 
     }
     if event.senders:
         f["senders"] = list(event.senders)  # explained with the decision; not a rule field
-    for d in ("in", "out"):
-        for name in WINDOWS:
-            n = int(raw[f"{d}.count.{name}"] or 0)
-            total = float(raw[f"{d}.sum.{name}"] or 0.0)
-            mean, sd = _stats(n, total, float(raw[f"{d}.sq.{name}"] or 0.0))
-            f[f"agg.{d}.count.{name}"] = n
-            f[f"agg.{d}.sum.{name}"] = round(total)
-            f[f"agg.{d}.mean.{name}"] = _r(mean)
-            f[f"agg.{d}.stddev.{name}"] = _r(sd)
-            f[f"agg.{d}.counterparties.{name}"] = int(raw[f"{d}.counterparties.{name}"] or 0)
+    _windows(event, raw, f, "")
     d = event.direction
-    for name in WINDOWS:
-        f[f"velocity.count.{name}"] = f[f"agg.{d}.count.{name}"] + 1
-        f[f"velocity.sum.{name}"] = f[f"agg.{d}.sum.{name}"] + event.amount_msat
     n = f[f"agg.{d}.count.30d"]
     mean, sd = f[f"agg.{d}.mean.30d"], f[f"agg.{d}.stddev.30d"]
     z = 0.0
@@ -446,24 +434,33 @@ def derive(event: Event, params: Params, now: datetime, raw: dict[str, Any]) -> 
     return f
 
 
+def _windows(event: Event, raw: dict[str, Any], f: dict[str, Any], prefix: str) -> None:
+    """The four windows' aggregates of both directions and the event's velocities, from
+    ``raw``'s columns named ``prefix`` + ``in.count.1h`` …: the wallet's (``""``) or the
+    person's (``"person."``, which reads no money in's counterparties: 0, as the wallet's)."""
+    for d in ("in", "out"):
+        for name in WINDOWS:
+            col = f"{prefix}{d}."
+            n = int(raw[f"{col}count.{name}"] or 0)
+            total = float(raw[f"{col}sum.{name}"] or 0.0)
+            mean, sd = _stats(n, total, float(raw[f"{col}sq.{name}"] or 0.0))
+            agg = f"{prefix}agg.{d}."
+            f[f"{agg}count.{name}"] = n
+            f[f"{agg}sum.{name}"] = round(total)
+            f[f"{agg}mean.{name}"] = _r(mean)
+            f[f"{agg}stddev.{name}"] = _r(sd)
+            f[f"{agg}counterparties.{name}"] = int(raw.get(f"{col}counterparties.{name}") or 0)
+    d = event.direction
+    for name in WINDOWS:
+        f[f"{prefix}velocity.count.{name}"] = f[f"{prefix}agg.{d}.count.{name}"] + 1
+        f[f"{prefix}velocity.sum.{name}"] = f[f"{prefix}agg.{d}.sum.{name}"] \
+            + event.amount_msat
+
+
 def _derive_person(event: Event, raw: dict[str, Any], f: dict[str, Any], *,
                    in_band: bool) -> None:
     """The ``person.*`` features: the windows above over the person's wallets."""
     f["person.wallets"] = int(raw["person.wallets"] or 0)
-    for d in ("in", "out"):
-        for name in WINDOWS:
-            n = int(raw[f"person.{d}.count.{name}"] or 0)
-            total = float(raw[f"person.{d}.sum.{name}"] or 0.0)
-            mean, sd = _stats(n, total, float(raw[f"person.{d}.sq.{name}"] or 0.0))
-            f[f"person.agg.{d}.count.{name}"] = n
-            f[f"person.agg.{d}.sum.{name}"] = round(total)
-            f[f"person.agg.{d}.mean.{name}"] = _r(mean)
-            f[f"person.agg.{d}.stddev.{name}"] = _r(sd)
-            f[f"person.agg.{d}.counterparties.{name}"] = 0 if d == "in" \
-                else int(raw[f"person.out.counterparties.{name}"] or 0)
-    d = event.direction
-    for name in WINDOWS:
-        f[f"person.velocity.count.{name}"] = f[f"person.agg.{d}.count.{name}"] + 1
-        f[f"person.velocity.sum.{name}"] = f[f"person.agg.{d}.sum.{name}"] + event.amount_msat
+    _windows(event, raw, f, "person.")
     f["person.structuring_count"] = int(raw["person.out.band"] or 0) \
         + int(raw["person.in.band"] or 0) + (1 if in_band else 0)

@@ -15,9 +15,10 @@ awaiting payment gets a fresh BOLT11 for what is due through the invoices' own f
 (:func:`satvault.invoices.tasks.lightning_follow_up`, passed in by the composition root), so
 its checkout page stays payable. A wallet's invoice is simply ``canceled``: the payee asks for
 a new one, as after an expiry. In the same transaction the refusal is counted against the
-paying wallet (``internal_refusals``): one with ``internal_refusals_per_day`` of them in 24
-hours is refused before it takes another invoice off the node
-(:func:`~satvault.lightning.payments.take_off_node`), so no wallet can cancel other people's
+paying wallet's person (``internal_refusals``, with the person the payer had then): a person
+with ``internal_refusals_per_day`` of them in 24 hours is refused, from any of their
+wallets, before another invoice is taken off the node
+(:func:`~satvault.lightning.payments.take_off_node`), so nobody can cancel other people's
 invoices at will; refusals that cancelled nothing are not counted, nor the loss of an invoice
 our LNURL-pay service issued for this very payer's request (a Lightning Address's): nobody
 else waited on it.

@@ -130,8 +130,8 @@ async def read_payer(session: AsyncSession, *, wallet_id: str, destination: str,
                      also: tuple[ColumnElement[Any], ...] = (),
                      also_params: Mapping[str, Any] | None = None) -> Payer:
     """The paying wallet and, if ``destination`` is the BOLT11 text of one of our own
-    invoices, that invoice, the wallet's spendable balance and its recent refusals after
-    taking invoices off the node (``internal_refusals``): one statement, no decoding
+    invoices, that invoice, the wallet's spendable balance and its person's recent refusals
+    after taking invoices off the node (``internal_refusals``): one statement, no decoding
     (an indexed lookup by the text). ``also``: columns the caller folds into the same read,
     best a tuple built once with bound parameters (then the statement is built once too),
     ``also_params`` their values (names not starting with ``p_``)."""
