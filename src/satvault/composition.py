@@ -271,7 +271,7 @@ def rate_service(settings: Settings, sessions: async_sessionmaker[AsyncSession],
         move_window_seconds=settings.rate_move_window_minutes * 60,
         max_drift_bp=settings.rate_max_drift_bp,
         drift_window_seconds=settings.rate_drift_window_minutes * 60,
-        memory=DbRateMemory(sessions))
+        first_min_sources=settings.rate_first_min_sources, memory=DbRateMemory(sessions))
 
 
 def make_lightning_backend(settings: Settings) -> LightningBackend | None:

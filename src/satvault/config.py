@@ -261,6 +261,9 @@ class Settings(BaseSettings):
     rate_move_window_minutes: int = Field(default=60, ge=0)
     rate_max_drift_bp: int = Field(default=3000, ge=0, le=100_000)
     rate_drift_window_minutes: int = Field(default=24 * 60, ge=0)
+    # A currency's first rate (nothing accepted before to bound it) needs this many live
+    # sources agreeing, or `satvault rates accept` (the fixed source alone is taken as given).
+    rate_first_min_sources: int = Field(default=2, ge=1)
     # Reports: a customer-day whose money in, or out, across every rail exceeds this amount
     # of report_currency is listed in the large-transaction (CTR-style) report.
     report_currency: str = "USD"

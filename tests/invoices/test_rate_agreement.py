@@ -22,6 +22,7 @@ from satvault.composition import Runtime
 from satvault.config import Settings, reset_settings_cache
 from satvault.invoices.models import StoreInvoice
 from satvault.rates import FixedRateSource, RateService, SourceUnreachable
+from satvault.rates.memory import DbRateMemory
 from tests.chainenv import Env, api_client
 from tests.rates.fakes import ScriptedSource
 
@@ -107,6 +108,30 @@ async def test_too_few_answers_are_refused(env: Env, shop):
     assert "1 of 3 rate sources answered" in r.json()["detail"]
     assert "b: HTTP 503" in r.json()["detail"]
     assert await invoices(env) == 0
+    await env.check()
+
+
+async def test_a_currencys_first_rate_from_one_exchange_alone_is_refused(env: Env, shop):
+    """A new database, one of two exchanges down: no rate was ever accepted for USD to bound
+    the one answer, so no invoice (503, saying how to give it one); with both answering and
+    agreeing the invoice is made, and from then on one exchange is measured against it."""
+    coinbase = ScriptedSource("coinbase", SourceUnreachable("HTTP 503"), "60100",
+                              SourceUnreachable("HTTP 503"))
+    use(env, RateService([ScriptedSource("kraken", "60000"), coinbase], ttl_seconds=0,
+                         first_min_sources=2, memory=DbRateMemory(env.sessions)))
+    async with api_client(env) as c:
+        r = await usd_invoice(c, shop, "alone")
+        assert r.status_code == 503, r.text
+        assert "no rate for USD was accepted before" in r.json()["detail"]
+        assert "satvault rates accept USD" in r.json()["detail"]
+        assert await invoices(env) == 0
+        r = await usd_invoice(c, shop, "both")
+        assert r.status_code == 201, r.text
+        assert r.json()["rate"]["source"] == "median(kraken,coinbase)"
+        r = await usd_invoice(c, shop, "kraken-alone-again")
+        assert r.status_code == 201, r.text
+        assert r.json()["rate"]["source"] == "kraken"
+    assert await invoices(env) == 2
     await env.check()
 
 

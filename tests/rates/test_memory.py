@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.audit.models import AuditEvent
-from satvault.rates import RateRefused, RateService
+from satvault.rates import FixedRateSource, RateRefused, RateService, SourceUnreachable
 from satvault.rates.memory import DbRateMemory, accept_rate, recall
 from satvault.rates.models import AcceptedRate
 from tests.rates.fakes import FakeClock, ScriptedSource
@@ -193,8 +194,8 @@ async def test_an_operator_accepts_a_genuine_move(sessions, clock):
     clock.advance(HOUR * 2)
     with pytest.raises(RateRefused):
         await service.rate("USD")
-    median = await service.median("USD")  # the sources' agreement, no movement bound
-    assert median.minor_per_btc == 3_600_000
+    median, vouched = await service.median("USD")  # the sources' agreement, no bound
+    assert (median.minor_per_btc, vouched) == (3_600_000, 1)
     async with sessions() as s, s.begin():
         before = await accept_rate(s, rate=median, actor="user:usr_ops",
                                    reason="the market fell")
@@ -211,3 +212,63 @@ async def test_an_operator_accepts_a_genuine_move(sessions, clock):
     assert '"rate": 6000000' in audit.state_before and '"rate": 3600000' in audit.state_after
     assert "the market fell" in audit.state_after
     assert (now.low, now.high, count) == (3_600_000, 3_600_000, 2)
+
+
+def first_rates(sessions: async_sessionmaker[AsyncSession] | None,
+                *sources: ScriptedSource | FixedRateSource, **kw: Any) -> RateService:
+    memory = DbRateMemory(sessions) if sessions is not None else None
+    return RateService(list(sources), ttl_seconds=0, clock=FakeClock(), memory=memory,
+                       first_min_sources=2, **kw)
+
+
+@pytest.mark.parametrize("database", [True, False], ids=["database", "process"])
+async def test_a_first_rate_needs_two_sources_agreeing(sessions, clock, database):
+    """Nothing accepted for USD yet: one exchange's word alone (the others down) is refused,
+    nothing recorded, since it would also anchor every bound after it; two agreeing are
+    accepted, and from then on one source is measured against that rate as before."""
+    mine = sessions if database else None
+    alone = first_rates(mine, ScriptedSource("kraken", "60000"),
+                        ScriptedSource("coinbase", SourceUnreachable("HTTP 503")))
+    with pytest.raises(RateRefused, match=r"kraken says 60000\.00, and no rate for USD was "
+                                          r"accepted before .* needs 2 sources agreeing "
+                                          r"\(here 1\), or a person's `satvault rates "
+                                          r"accept USD`"):
+        await alone.rate("USD")
+    if database:
+        assert await rows(sessions) == []
+    two = first_rates(mine, ScriptedSource("kraken", "60000"), ScriptedSource("coinbase",
+                                                                              "60100"))
+    assert (await two.rate("USD")).minor_per_btc == 6_005_000
+    if database:
+        later = first_rates(sessions, ScriptedSource("kraken", "60200"),
+                            ScriptedSource("coinbase", SourceUnreachable("HTTP 503")))
+        assert (await later.rate("USD")).minor_per_btc == 6_020_000
+        assert [r.minor_per_btc for r in await rows(sessions)] == [6_005_000, 6_020_000]
+        with pytest.raises(RateRefused, match="no rate for EUR was accepted before"):
+            await later.rate("EUR")  # another currency has its own first rate
+    else:
+        assert (await two.rate("USD")).minor_per_btc == 6_005_000
+
+
+async def test_a_first_rate_from_fixed_prices_alone_or_a_person_is_taken(sessions, clock):
+    """Prices the operator typed (the fixed source and nothing else) are a person's word, a
+    first rate as good as any; behind a live source they are a fallback, one source's word,
+    and refused for a first rate. ``rates accept`` (a person) gives a currency its first rate
+    from one source."""
+    fixed = first_rates(sessions, FixedRateSource({"USD": "60000"}))
+    assert (await fixed.rate("USD")).minor_per_btc == 6_000_000
+    fallback = first_rates(sessions, ScriptedSource("kraken", SourceUnreachable("down")),
+                           FixedRateSource({"EUR": "55000"}))
+    with pytest.raises(RateRefused, match=r"fixed says 55000\.00, and no rate for EUR"):
+        await fallback.rate("EUR")
+    one = first_rates(sessions, ScriptedSource("kraken", "56000"))
+    median, vouched = await one.median("EUR")
+    assert vouched == 1
+    async with sessions() as s, s.begin():
+        await accept_rate(s, rate=median, actor="user:usr_ops", reason="first EUR rate")
+    assert (await one.rate("EUR")).minor_per_btc == 5_600_000
+
+
+def test_a_first_rate_needs_at_least_one_source():
+    with pytest.raises(ValueError, match="at least one source"):
+        RateService([ScriptedSource("a")], first_min_sources=0)

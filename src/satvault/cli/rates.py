@@ -7,7 +7,9 @@ would refuse it, and why. ``accept CURRENCY --as ADMIN`` is for a genuine move p
 otherwise stops fiat invoices until the window has passed): a person who has checked the
 market records the sources' current median as accepted, the only rate the bounds measure
 from afterwards; the audit log gets a ``rate.accept`` row with who, why and the rate before.
-The sources must still agree (``SATVAULT_RATE_MIN_SOURCES``, ``…_MAX_SPREAD_BP``).
+It is also how a currency gets its first rate when fewer live sources than
+``SATVAULT_RATE_FIRST_MIN_SOURCES`` quote it. The sources must still agree
+(``SATVAULT_RATE_MIN_SOURCES``, ``…_MAX_SPREAD_BP``).
 """
 
 from __future__ import annotations
@@ -45,13 +47,13 @@ def _recalled(seen: Recalled) -> dict[str, Any]:
 
 
 async def _median(sessions: async_sessionmaker[AsyncSession],
-                  currency: str) -> tuple[Rate, Bounds]:
-    """The sources' median now, and the bounds of the settings."""
+                  currency: str) -> tuple[Rate, int | None, Bounds]:
+    """The sources' median now, how many agreed on it, and the bounds of the settings."""
     from satvault.composition import rate_service  # the whole platform: only when used
 
     service = rate_service(get_settings(), sessions, ttl_seconds=0)
     try:
-        return await service.median(currency), service.bounds
+        return (*await service.median(currency), service.bounds)
     finally:
         await service.close()
 
@@ -61,11 +63,11 @@ def show(currency: Currency) -> None:
     """The sources' median now, what was accepted, and the bound it would break (or null)."""
     async def work(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
         code = normalize_currency(currency)
-        rate, bounds = await _median(sessions, code)
+        rate, vouched, bounds = await _median(sessions, code)
         now = utcnow()
         async with sessions() as s:
             seen = await recall(s, code, since=bounds.drift_since(now))
-        refusal = bounds.refusal(rate, seen, now) if bounds.active else None
+        refusal = bounds.refusal(rate, seen, now, vouched=vouched) if bounds.active else None
         return {"ok": True, "currency": code, "median": _rate(rate),
                 "accepted": {**_recalled(seen), "since": bounds.drift_since(now)},
                 "refused": refusal.reason if refusal else None}
@@ -82,7 +84,7 @@ def accept(currency: Currency,
         code = normalize_currency(currency)
         async with sessions() as s:
             actor = await admin_actor(s, as_)  # before asking the sources: refused early
-        rate, _ = await _median(sessions, code)
+        rate, _, _ = await _median(sessions, code)
 
         async def once() -> dict[str, Any]:
             async with sessions() as s, s.begin():

@@ -13,9 +13,13 @@ Three bounds, each off when its window is 0:
   currency nobody priced for a day, a platform stopped over a weekend), no further from the
   last rate accepted, however long ago, than ``max_drift_bp`` per ``drift_window`` since it:
   where the drift bound would have let the price walk in that time, and no further. 30% a day
-  allows 30% after one day without a rate, 60% after two. Only a currency never priced
-  before (a new database, or its history replaced by ``satvault rates accept``) is
-  unbounded.
+  allows 30% after one day without a rate, 60% after two.
+* **first**: a currency never priced before (a new database, a currency new to it) has
+  nothing to be measured against, so its first rate needs a second opinion instead: at
+  least ``first_min_sources`` sources agreeing on it (within the spread the service
+  checks), or prices a person gave (the ``fixed`` source alone, or ``satvault rates
+  accept``). One exchange's word alone, possibly wrong or spoofed, would otherwise price
+  invoices and then anchor every bound after it.
 
 A genuine move beyond either bound stops fiat pricing until the window has passed, or until a
 person accepts the current rate (``satvault rates accept``), which replaces the history.
@@ -60,7 +64,7 @@ class Recalled:
 
 
 class Refusal(NamedTuple):
-    event: str  # the log event: rate_moved_too_far, rate_drifted_too_far
+    event: str  # the log event: rate_moved_too_far, rate_drifted_too_far, rate_first_alone
     reason: str
 
 
@@ -70,11 +74,14 @@ class Bounds:
     move_window: timedelta = timedelta(hours=1)
     max_drift_bp: int = 3000
     drift_window: timedelta = timedelta(days=1)
+    first_min_sources: int = 1
 
     def __post_init__(self) -> None:
         if min(self.max_move_bp, self.max_drift_bp) < 0 \
                 or min(self.move_window, self.drift_window) < timedelta():
             raise ValueError("the rate move and drift limits and windows must not be negative")
+        if self.first_min_sources < 1:
+            raise ValueError("a first rate needs at least one source")
 
     @property
     def active(self) -> bool:
@@ -89,15 +96,22 @@ class Bounds:
         """Rows older than this are read by no bound any more."""
         return now - max(self.move_window, self.drift_window)
 
-    def refusal(self, rate: Rate, seen: Recalled, now: datetime) -> Refusal | None:
+    def refusal(self, rate: Rate, seen: Recalled, now: datetime, *,
+                vouched: int | None = None) -> Refusal | None:
         """Why ``rate``, accepted at ``now``, would break a bound given ``seen`` (its range
-        measured from :meth:`drift_since`), or None."""
+        measured from :meth:`drift_since`), or None. ``vouched``: how many sources agreed on
+        it (None: a person's prices, the ``fixed`` source alone)."""
         value, scale = rate.minor_per_btc, rate.scale
 
         def major(minor: int) -> Decimal:
             return Decimal(minor).scaleb(-scale)
 
         said = f"{rate.source} says {rate.major_per_btc}"
+        if not seen.seq and vouched is not None and vouched < self.first_min_sources:
+            return Refusal("rate_first_alone", (
+                f"{said}, and no rate for {rate.currency} was accepted before to measure it "
+                f"against: a first rate needs {self.first_min_sources} sources agreeing "
+                f"(here {vouched}), or a person's `satvault rates accept {rate.currency}`"))
         if self.move_window and seen.last is not None and seen.last_at is not None \
                 and now - seen.last_at <= self.move_window \
                 and beyond_bp(value, seen.last, self.max_move_bp):

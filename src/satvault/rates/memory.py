@@ -41,9 +41,11 @@ _ATTEMPTS = 5  # processes accepting the same currency in the same instant, one 
 
 
 class RateMemory(Protocol):
-    async def accept(self, rate: Rate, *, at: datetime, bounds: Bounds) -> Refusal | None:
+    async def accept(self, rate: Rate, *, at: datetime, bounds: Bounds,
+                     vouched: int | None = None) -> Refusal | None:
         """Record ``rate`` as accepted at ``at`` unless ``bounds`` refuse it against what was
-        accepted before (then the refusal, and nothing recorded)."""
+        accepted before (then the refusal, and nothing recorded); ``vouched`` as for
+        :meth:`Bounds.refusal`."""
         ...
 
 
@@ -62,10 +64,11 @@ class ProcessMemory:
         return Recalled(seq, last, last_at, min(window, default=None),
                         max(window, default=None))
 
-    async def accept(self, rate: Rate, *, at: datetime, bounds: Bounds) -> Refusal | None:
+    async def accept(self, rate: Rate, *, at: datetime, bounds: Bounds,
+                     vouched: int | None = None) -> Refusal | None:
         # No await in here: one fetch's check and record cannot interleave with another's.
         seen = self.recall(rate.currency, since=bounds.drift_since(at))
-        refusal = bounds.refusal(rate, seen, at)
+        refusal = bounds.refusal(rate, seen, at, vouched=vouched)
         if refusal is None:
             keep = bounds.keep_since(at)
             rows = self._rows[rate.currency]
@@ -81,11 +84,13 @@ class DbRateMemory:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def accept(self, rate: Rate, *, at: datetime, bounds: Bounds) -> Refusal | None:
+    async def accept(self, rate: Rate, *, at: datetime, bounds: Bounds,
+                     vouched: int | None = None) -> Refusal | None:
         for _ in range(_ATTEMPTS):
             try:
                 async with self._sessions() as session, session.begin():
-                    return await remember(session, rate, at=at, bounds=bounds)
+                    return await remember(session, rate, at=at, bounds=bounds,
+                                          vouched=vouched)
             except RateConflict:
                 continue  # another process took that seq: check again against its rate
         log.error("rate_record_contended", currency=rate.currency, attempts=_ATTEMPTS)
@@ -127,14 +132,14 @@ async def _insert(session: AsyncSession, rate: Rate, *, seq: int, at: datetime,
 
 
 async def remember(session: AsyncSession, rate: Rate, *, at: datetime,
-                   bounds: Bounds) -> Refusal | None:
+                   bounds: Bounds, vouched: int | None = None) -> Refusal | None:
     """Check ``rate`` against what was accepted for its currency and, if ``bounds`` let it
     through, record it and forget the rows no bound reads any more; otherwise the refusal,
     nothing written. Raises :class:`RateConflict` (roll back and call again) when another
     transaction recorded a rate for the currency in between."""
     seen = await recall(session, rate.currency, since=bounds.drift_since(at),
                         span=bool(bounds.drift_window))
-    refusal = bounds.refusal(rate, seen, at)
+    refusal = bounds.refusal(rate, seen, at, vouched=vouched)
     if refusal is not None:
         return refusal
     await _insert(session, rate, seq=seen.seq + 1, at=at, by=None)

@@ -7,10 +7,13 @@ that currency) only leaves fewer answers. The rate is the median of the answers,
 more than ``max_spread_bp`` from the median, or when it breaks a movement bound (``bounds``):
 more than ``max_move_bp`` from the last rate accepted for the currency within
 ``move_window_seconds``, or the rates accepted within ``drift_window_seconds`` spanning more
-than ``max_drift_bp`` with it. A ``fixed`` source listed with live ones is not a vote: it
-answers only when no live source did. The rate returned names its source (``"kraken"`` for a
-single answer, ``"median(kraken,coinbase,bitstamp)"`` for several) and the oldest answer's
-time; a cached rate keeps both, so an invoice records where its rate really came from.
+than ``max_drift_bp`` with it; a currency's first rate, with nothing accepted before to
+measure it against, needs ``first_min_sources`` live sources agreeing (a ``fixed`` source
+alone is a person's prices, taken as given). A ``fixed`` source listed with live ones is not
+a vote: it answers only when no live source did. The rate returned names its source
+(``"kraken"`` for a single answer, ``"median(kraken,coinbase,bitstamp)"`` for several) and
+the oldest answer's time; a cached rate keeps both, so an invoice records where its rate
+really came from.
 
 The accepted rates are remembered by ``memory``: the database's ``accepted_rates``
 (``memory.DbRateMemory``, what the composition root gives), read and written only when a rate
@@ -103,6 +106,7 @@ class RateService:
         move_window_seconds: float = 3600.0,
         max_drift_bp: int = 3000,
         drift_window_seconds: float = 86_400.0,
+        first_min_sources: int = 1,
         memory: RateMemory | None = None,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -116,8 +120,10 @@ class RateService:
         median; it must not be more than ``max_move_bp`` from the last rate accepted for the
         currency if that was less than ``move_window_seconds`` ago, nor make the rates
         accepted within ``drift_window_seconds`` span more than ``max_drift_bp`` (a window of
-        0: no such bound). ``memory`` remembers the accepted rates (default: this process
-        only). A ``FixedRateSource`` next to other sources is a fallback, never a vote."""
+        0: no such bound); a currency's first rate needs ``first_min_sources`` live answers
+        agreeing, unless every source is fixed prices. ``memory`` remembers the accepted
+        rates (default: this process only). A ``FixedRateSource`` next to other sources is a
+        fallback, never a vote."""
         if not sources:
             raise ValueError("RateService needs at least one rate source")
         names = [s.name for s in sources]
@@ -132,10 +138,12 @@ class RateService:
         if max_spread_bp < 0:
             raise ValueError("the rate spread limit must not be negative")
         self._bounds = Bounds(max_move_bp, timedelta(seconds=move_window_seconds),
-                              max_drift_bp, timedelta(seconds=drift_window_seconds))
+                              max_drift_bp, timedelta(seconds=drift_window_seconds),
+                              first_min_sources)
         self._sources = tuple(sources)
         self._voters = tuple(voters)
         self._fallbacks = tuple(s for s in sources if s not in voters)
+        self._fixed_only = all(isinstance(s, FixedRateSource) for s in sources)
         self._ttl = ttl_seconds
         self._source_timeout = source_timeout
         self._clock = clock
@@ -197,25 +205,27 @@ class RateService:
             return f"answered {rate.currency} (spread {rate.spread_bp} bp) for {code}", False
         return rate
 
-    async def median(self, currency: str) -> Rate:
+    async def median(self, currency: str) -> tuple[Rate, int | None]:
         """What the sources agree on for ``currency`` now, as :meth:`rate` but not cached,
         remembered, nor checked against the rates accepted before: for a person to look at
-        (``satvault rates show``) and perhaps accept (``satvault rates accept``)."""
+        (``satvault rates show``) and perhaps accept (``satvault rates accept``). With it,
+        how many live sources agreed on it (None: fixed prices, a person's)."""
         return await self._agreed(normalize_currency(currency))
 
     async def _fetch(self, code: str) -> Rate:
-        rate = await self._agreed(code)
+        rate, vouched = await self._agreed(code)
         if self._bounds.active:
             # After the sources answered (no transaction open during the network calls);
             # only here, on a cache miss, is the memory read or written.
-            refusal = await self._memory.accept(rate, at=self._now(), bounds=self._bounds)
+            refusal = await self._memory.accept(rate, at=self._now(), bounds=self._bounds,
+                                                vouched=vouched)
             if refusal is not None:
                 log.error(refusal.event, currency=code, reason=refusal.reason)
                 raise RateRefused(code, refusal.reason)
         self._cache[code] = _Cached(rate, self._clock() + self._ttl)
         return rate
 
-    async def _agreed(self, code: str) -> Rate:
+    async def _agreed(self, code: str) -> tuple[Rate, int | None]:
         # Every live source at once, each within its own timeout: one slow exchange costs
         # one timeout, not one per source.
         asked = list(self._voters)
@@ -239,7 +249,10 @@ class RateService:
         if failures:
             log.warning("rate_fallback", currency=code, answered=[a.source for a in answers],
                         failures=dict(failures))
-        return self._agree(code, answers, failures, asked=len(asked))
+        # Fixed prices vouch for themselves only when they are all there is (a person chose
+        # them); as the fallback behind live sources they are one source's word.
+        vouched = None if self._fixed_only else len(answers)
+        return self._agree(code, answers, failures, asked=len(asked)), vouched
 
     def _agree(self, code: str, answers: list[Rate], failures: list[tuple[str, str]], *,
                asked: int) -> Rate:
@@ -331,6 +344,7 @@ def build_rate_service(
     move_window_seconds: float = 3600.0,
     max_drift_bp: int = 3000,
     drift_window_seconds: float = 86_400.0,
+    first_min_sources: int = 1,
     memory: RateMemory | None = None,
 ) -> RateService:
     """A RateService over the named sources, in the order given (names a median's sources).
@@ -362,4 +376,4 @@ def build_rate_service(
                        min_sources=min_sources, max_spread_bp=max_spread_bp,
                        max_move_bp=max_move_bp, move_window_seconds=move_window_seconds,
                        max_drift_bp=max_drift_bp, drift_window_seconds=drift_window_seconds,
-                       memory=memory)
+                       first_min_sources=first_min_sources, memory=memory)
