@@ -24,9 +24,10 @@ before it (an index probe that finds nothing for a wallet whose withdrawals neve
 Since 0067 the row also holds the person's windows (``person.*``: every wallet of the person
 behind the paying one, as the withdrawal limits count them since 0061, see
 :mod:`satvault.accounts.persons`): the same counts, sums and squares of both directions, the
-band, and the distinct destinations (one paid from two wallets is one). For money out the
-function takes the person's advisory lock after the wallet's row, so two payments out of two
-wallets of one person are screened one after the other; a person alone (most) reads nothing
+band, and the distinct destinations (one paid from two wallets is one). The function takes
+the person's advisory lock after the wallet's row (for deposits too since 0067's callers pass
+``p_person`` for both directions), so two payments out of, or deposits into, two wallets of
+one person are screened one after the other; a person alone (most) reads nothing
 more, the others' money out comes from their roll-ups and their money in from theirs up to
 each account's mark plus the credits after it, read and not folded (a screening folds only
 its own account's). SQLite runs :func:`_query`, which reads the rows themselves; it is also
@@ -329,10 +330,10 @@ async def read_features(session: AsyncSession, event: Event, params: Params,
     conn = await session.connection()
     values = _values(event, params, now)
     if conn.dialect.name == "postgresql":
-        # The person's lock for money out only (see migration 0067: a deposit's screening
-        # taking it could deadlock with an internal payment between two of their wallets).
+        # The person's lock, after the wallet's row, for money in as for money out: racing
+        # deposits into two wallets of one person are screened one after the other too.
         values.update(lock=lock, merchant=event.owner_type != "user", parties=_parties(event),
-                      person=event.direction == "out")
+                      person=True)
         return dict((await conn.execute(_PG_CALL, values)).mappings().one())
     kind = "user" if event.owner_type == "user" else "merchant"
     many = _many_parties(event)

@@ -140,8 +140,8 @@ async def live_rule_set(session: AsyncSession) -> tuple[int, RuleSetDoc]:
 
 async def screen(session: AsyncSession, event: Event, *, lock: bool = True) -> Screening:
     """Evaluate ``event`` against the live rules (see the module docstring). ``lock``: take
-    the wallet's row lock first (PostgreSQL), and for money out the person's, so this
-    wallet's payments, and those out of the person's other wallets, are screened in turn."""
+    the wallet's row lock first (PostgreSQL), then the person's, so this wallet's payments
+    and deposits, and those of the person's other wallets, are screened in turn."""
     now = utcnow()
     # The feature statement needs a few of the rule set's parameters before it says which
     # set is live: bind the last live set's, and read again in the rare case they changed.
