@@ -224,7 +224,7 @@ async def test_the_password_grant_gives_money_scopes_only_with_a_second_factor(
     r = await password_grant(client, email, payment_password="not the one!")
     assert r.status_code == 401 and r.json()["type"].endswith("/invalid-code"), r.text
     async with sessions() as s:
-        assert (await s.get(Credentials, user_id)).failed_signins == 1  # counted
+        assert (await s.get(Credentials, user_id)).failed_stepups == 1  # counted
     r = await password_grant(client, email, payment_password="pay me carefully")
     assert r.status_code == 200 and "withdrawals:write" in r.json()["scope"].split(), r.text
     again = await client.post("/api/v1/auth/token", json={

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import String, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import ApiKey, Merchant, Store, User, UserStatus, Wallet
@@ -332,11 +332,26 @@ async def authenticate_api_key(session: AsyncSession, token: str) -> Principal:
         raise Unauthenticated("unknown API key")
     if key.revoked_at is not None:
         raise Unauthenticated("this API key was revoked")
-    merchant_id = None
+    # The key's merchant (of a store's or a merchant's key), and the status of the user
+    # behind it (the key's owner, or the merchant's owner), in one statement: a suspended
+    # user's keys are refused as their sign-ins and tokens are (found from outside: they
+    # kept working).
+    merchant_id: Any = None
     if key.owner_type == "store":
-        merchant_id = (await get_store(session, key.owner_id)).merchant_id
+        merchant_id = select(Store.merchant_id).where(Store.id == key.owner_id) \
+            .scalar_subquery()
     elif key.owner_type == "merchant":
-        merchant_id = key.owner_id
+        merchant_id = literal(key.owner_id)
+    person = select(Merchant.owner_user_id).where(Merchant.id == merchant_id) \
+        .scalar_subquery() if merchant_id is not None else literal(key.owner_id)
+    found = (await session.execute(select(
+        merchant_id if merchant_id is not None else literal(None, String()),
+        select(User.status).where(User.id == person).scalar_subquery()))).one()
+    merchant_id, status = found
+    if key.owner_type == "store" and merchant_id is None:
+        raise NotFound(f"store {key.owner_id!r} not found")
+    if status is not None and status != UserStatus.ACTIVE:
+        raise Unauthenticated(f"the owner of this API key is {UserStatus(status).value}")
     now = utcnow()
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 300:
         # Coarse on purpose: a write per request would serialise reads on SQLite.

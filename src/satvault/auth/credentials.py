@@ -78,7 +78,7 @@ async def credentials(session: AsyncSession, user_id: str, *,
     found = await session.get(Credentials, user_id, with_for_update=for_update or None)
     if found is None:
         found = Credentials(user_id=user_id, totp_required=False, failed_signins=0,
-                            updated_at=utcnow())
+                            failed_stepups=0, updated_at=utcnow())
         session.add(found)
         await session.flush()
     return found

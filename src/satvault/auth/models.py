@@ -47,6 +47,8 @@ class Credentials(Base):
     totp_required: Mapped[bool] = mapped_column(Boolean, default=False)
     payment_password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
     failed_signins: Mapped[int] = mapped_column(Integer, default=0)
+    # The payment password's failures, apart: a right sign-in password does not clear them.
+    failed_stepups: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

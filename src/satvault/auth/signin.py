@@ -58,21 +58,32 @@ class Checked:
     needs_second_factor: bool
 
 
+# Guesses at the payment password are counted apart from the sign-in's (``failed_stepups``):
+# a right sign-in password clears only its own count, so knowing it does not buy more guesses
+# at the factor meant to stand when it is phished.
+PAYMENT_PASSWORD_FACTORS = frozenset({"payment-password", "step-up-payment-password",
+                                      "payment-password-via-password"})
+
+
 async def count_failure(session: AsyncSession, creds: Credentials, *, policy: AuthPolicy,
                         what: str, ip: str = "") -> None:
-    """One more failure in a row; the lockout it triggers, audited."""
+    """One more failure in a row of ``what``'s kind (the payment password's, or any other
+    factor's); the lockout it triggers, audited."""
     now = utcnow()
-    creds.failed_signins += 1
+    if what in PAYMENT_PASSWORD_FACTORS:
+        creds.failed_stepups += 1
+        failures = creds.failed_stepups
+    else:
+        creds.failed_signins += 1
+        failures = creds.failed_signins
     creds.updated_at = now
     await record(session, actor=creds.user_id, action="auth.signin_failed",
-                 object=creds.user_id,
-                 after={"factor": what, "failures": creds.failed_signins, "ip": ip})
-    lock = lock_for(policy, creds.failed_signins)
+                 object=creds.user_id, after={"factor": what, "failures": failures, "ip": ip})
+    lock = lock_for(policy, failures)
     if lock is not None:
         creds.locked_until = now + lock
         await record(session, actor="satvault", action="auth.locked", object=creds.user_id,
-                     after={"failures": creds.failed_signins,
-                            "seconds": int(lock.total_seconds())})
+                     after={"failures": failures, "seconds": int(lock.total_seconds())})
 
 
 def _refuse_if_locked(creds: Credentials) -> None:

@@ -80,7 +80,11 @@ def _check_password(password: str) -> None:
 async def sign_up(session: AsyncSession, *, email: str, password: str, links: Links,
                   display_name: str = "", policy: AuthPolicy = AuthPolicy()) -> Mail:
     """A pending user and its verification mail; for a taken address, a mail to its owner
-    instead (a pending owner gets a fresh link)."""
+    instead. An address signed up again while still pending takes the new sign-up's
+    password, and only the new link works (every earlier one is spent): following a link
+    activates the password of the sign-up that sent it. Before, the first password stayed,
+    so whoever signed up with somebody else's address first got into the account that
+    person verified later (pre-account hijacking)."""
     _check_password(password)
     norm = email.strip().lower()
     existing = (await session.execute(select(User).where(User.email == norm))
@@ -88,8 +92,18 @@ async def sign_up(session: AsyncSession, *, email: str, password: str, links: Li
     life = timedelta(hours=policy.verify_token_hours)
     if existing is not None:
         if existing.status == UserStatus.PENDING:
+            pending = await session.get(User, existing.id, with_for_update=True)
+            assert pending is not None
+            await session.execute(
+                update(EmailToken)
+                .where(EmailToken.user_id == existing.id, EmailToken.purpose == Purpose.VERIFY,
+                       EmailToken.used_at.is_(None))
+                .values(used_at=utcnow()))
+            pending.password_hash = hash_password(password)
             token = await _issue(session, user_id=existing.id, purpose=Purpose.VERIFY,
                                  life=life)
+            await record(session, actor=existing.id, action="auth.signup_again",
+                         object=existing.id, after={"email": norm})
             return _verify_mail(norm, links.verify(token), policy)
         return Mail(to=norm, subject="satvault: you already have an account",
                     body="Somebody (you?) tried to sign up with this address, which already "

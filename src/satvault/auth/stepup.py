@@ -42,20 +42,33 @@ __all__ = ["check_payment_password", "is_stepped_up", "require_stepped_up",
 
 
 async def set_payment_password(session: AsyncSession, *, user_id: str, password: str,
-                               payment_password: str) -> None:
+                               payment_password: str, stepped_up: bool = False,
+                               ip: str = "", policy: AuthPolicy = AuthPolicy()) -> None:
     """Set (or change) the payment password; needs the sign-in password, and must differ
-    from it."""
+    from it. Replacing one needs more than the sign-in password, which is what the payment
+    password stands against: ``stepped_up``, a factor re-proved in this session (the old
+    payment password, or TOTP), else :class:`StepUpRequired`. Refused while the account is
+    locked; a wrong sign-in password counts towards the lockout (written before
+    :class:`Unauthenticated` is raised: the caller commits it)."""
     user = await session.get(User, user_id)
     if user is None:
         raise NotFound(f"user {user_id!r} not found")
+    creds = await credentials(session, user_id, for_update=True)
+    wait = is_locked(creds, utcnow())
+    if wait:
+        raise AccountLocked(wait)
     if not user.password_hash or not verify_password(password, user.password_hash):
+        await count_failure(session, creds, policy=policy, what="password-payment-password",
+                            ip=ip)
         raise Unauthenticated("the sign-in password is not right")
+    had = creds.payment_password_hash is not None
+    if had and not stepped_up:
+        raise StepUpRequired("confirm the payment password you have (or your TOTP code) "
+                             "before replacing it (step-up)")
     if len(payment_password) < 8 or len(payment_password) > 1024:
         raise InvalidInput("a payment password needs 8 to 1024 characters")
     if verify_password(payment_password, user.password_hash):
         raise InvalidInput("the payment password must differ from the sign-in password")
-    creds = await credentials(session, user_id, for_update=True)
-    had = creds.payment_password_hash is not None
     creds.payment_password_hash = hash_password(payment_password)
     creds.updated_at = utcnow()
     await record(session, actor=user_id, action="auth.payment_password_set", object=user_id,
@@ -85,7 +98,7 @@ async def step_up(session: AsyncSession, *, session_id: str, totp_code: str | No
     if not ok:
         await count_failure(session, creds, policy=policy, what=what, ip=ip)
         raise InvalidCode("that is not right")
-    creds.failed_signins, creds.locked_until = 0, None
+    creds.failed_signins, creds.failed_stepups, creds.locked_until = 0, 0, None
     return await mark_stepped_up(session, session_id=session_id)
 
 
@@ -108,7 +121,7 @@ async def check_payment_password(session: AsyncSession, *, user_id: str,
     if not _payment_password_ok(creds, payment_password):
         await count_failure(session, creds, policy=policy, what="payment-password", ip=ip)
         raise InvalidCode("the payment password is not right")
-    creds.failed_signins, creds.locked_until = 0, None
+    creds.failed_signins, creds.failed_stepups, creds.locked_until = 0, 0, None
 
 
 def is_stepped_up(view: SessionView, within: timedelta = STEP_UP_WINDOW) -> bool:

@@ -41,12 +41,14 @@ from satvault.checkout.i18n import Language
 from satvault.config import Settings
 from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
+from satvault.kernel.errors import StepUpRequired as StepUpNeeded
 from satvault.web.pages.deps import (
     ENROLL_PATH,
     CsrfProtected,
     PageLang,
     PageUser,
     PreSessionCsrf,
+    StepUpRequired,
     cookie_name,
     cookie_secure,
     mark_page,
@@ -383,21 +385,30 @@ async def change_password(request: Request, view: PageUser, lang: PageLang,
         user = await session.get(User, view.user_id, with_for_update=True)
         assert user is not None
         creds = await credentials(session, user.id, for_update=True)
-        if not user.password_hash or not verify_password(current, user.password_hash):
+        error = None
+        if is_locked(creds, utcnow()):  # while locked nothing is checked
+            error = "Too many failed attempts. Try again later."
+        elif not user.password_hash or not verify_password(current, user.password_hash):
             await signin.count_failure(session, creds, policy=policy_of(request),
                                        what="password-change", ip=client_ip(request))
-            wrong = True
+            error = "The current password is not right."
+        elif creds.payment_password_hash is not None \
+                and verify_password(password, creds.payment_password_hash):
+            # Refused, and counted as a guess at the payment password: the refusal says
+            # what it is, so without the count it would be a way to guess it.
+            await signin.count_failure(session, creds, policy=policy_of(request),
+                                       what="payment-password-via-password",
+                                       ip=client_ip(request))
+            error = "The new password must differ from the payment password."
         else:
-            wrong = False
             user.password_hash = hash_password(password)
             await record(session, actor=user.id, action="auth.password_changed",
                          object=user.id)
             # Anyone else signed in with the old password is out now.
             await revoke_everything(session, user_id=user.id, actor=user.id,
                                     reason="password changed", except_session_id=view.id)
-    if wrong:
-        return await _security(request, view, lang, status_code=422,
-                               error="The current password is not right.")
+    if error is not None:
+        return await _security(request, view, lang, status_code=422, error=error)
     return await _security(request, view, lang, message="Password changed. Every other "
                                                         "session was signed out.")
 
@@ -412,16 +423,23 @@ async def payment_password(request: Request, view: PageUser, lang: PageLang,
     if payment_password != payment_password_again:
         return await _security(request, view, lang, error="The two passwords differ.",
                                status_code=422)
-    try:
-        async with _sessions(request)() as session, session.begin():
-            await stepup.set_payment_password(session, user_id=view.user_id,
-                                              password=current,
-                                              payment_password=payment_password)
-    except Unauthenticated:
-        return await _security(request, view, lang, status_code=422,
-                               error="The sign-in password is not right.")
-    except InvalidInput as exc:
-        return await _security(request, view, lang, error=str(exc), status_code=422)
+    error: str | None = None
+    async with _sessions(request)() as session, session.begin():
+        try:
+            await stepup.set_payment_password(
+                session, user_id=view.user_id, password=current,
+                payment_password=payment_password, stepped_up=stepup.is_stepped_up(view),
+                ip=client_ip(request), policy=policy_of(request))
+        except AccountLocked:  # before the wrong password's count, which commits
+            error = "Too many failed attempts. Try again later."
+        except Unauthenticated:
+            error = "The sign-in password is not right."
+        except InvalidInput as exc:
+            error = str(exc)
+        except StepUpNeeded:
+            raise StepUpRequired("/account/security") from None
+    if error is not None:
+        return await _security(request, view, lang, error=error, status_code=422)
     return await _security(request, view, lang, message="Payment password set.")
 
 
