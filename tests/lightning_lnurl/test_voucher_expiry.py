@@ -134,11 +134,13 @@ async def test_redemptions_racing_the_expiry_sweep(ln: LnEnv, clock):
     calls = [ln.client.get(f"{link(v)}/callback",
                            params={"k1": k1, "pr": make_bolt11(100_000, expiry=7200)})
              for _ in range(3)]
+    # A loser finds the voucher used, or claimed by the winner's redemption in progress.
+    LOST = ("already used", "this withdraw link is being redeemed; try again in a minute")
     results = await asyncio.gather(*calls, sweep(ln), sweep(ln), return_exceptions=True)
     assert not [r for r in results if isinstance(r, BaseException)], results
     answers = [r.json() for r in results[:3]]
     ok = answers.count({"status": "OK"})
-    assert ok <= 1 and all(a in ({"status": "OK"}, EXPIRED) or a["reason"] == "already used"
+    assert ok <= 1 and all(a in ({"status": "OK"}, EXPIRED) or a["reason"] in LOST
                            for a in answers), answers
     await sweep(ln)
     assert await status(ln, v["id"]) == ("used" if ok else "expired")

@@ -156,7 +156,10 @@ async def test_concurrent_callbacks_pay_exactly_once(ln: LnEnv):
                            params={"k1": k1, "pr": make_bolt11(100_000)}) for _ in range(4)]
     answers = [r.json() for r in await asyncio.gather(*calls)]
     assert answers.count({"status": "OK"}) == 1, answers
-    assert [a["reason"] for a in answers if a["status"] == "ERROR"] == ["already used"] * 3
+    # Each loser finds the voucher used, or claimed by the winner's redemption in progress.
+    assert all(a["reason"] in ("already used", "this withdraw link is being redeemed; try "
+                                               "again in a minute")
+               for a in answers if a["status"] == "ERROR"), answers
     assert await withdrawals(ln) == 1
     await ln.check()
 

@@ -72,6 +72,9 @@ class LnurlWithdrawVoucher(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Optional: past it the voucher refuses redemption and is expired, its hold released.
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    # A redemption in progress claims the voucher until then, before anything is asked of
+    # the node (migration 0072): a concurrent one is refused before it cancels an invoice.
+    redeeming_until: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
 
 
 class LnurlVoucherFailure(Base):

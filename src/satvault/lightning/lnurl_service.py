@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -322,12 +322,19 @@ async def cancel_voucher(session: AsyncSession, voucher: LnurlWithdrawVoucher, *
     return True
 
 
+# What may refuse a voucher's payment of one of our invoices before that invoice is taken off
+# the node (the session, the voucher's wallet, the amount): the edge passes the withdrawal
+# policy's rules on the payment alone, as the API's withdrawals check them.
+VoucherBeforeNode = Callable[[AsyncSession, Wallet, int], Awaitable[None]]
+
+
 async def _take_off_node(sessions: async_sessionmaker[AsyncSession], *, voucher_id: str,
                          k1: str, pr: str, settings: Settings,
-                         backend: LightningBackend) -> str | None:
+                         backend: LightningBackend,
+                         before_node: VoucherBeforeNode | None = None) -> str | None:
     """If ``pr`` is one of this platform's invoices, cancel it on the node before the
-    redeeming transaction opens (only for a live voucher and its own k1): the paying
-    wallet's id if it did."""
+    redeeming transaction opens (only for a live voucher and its own k1, and unless
+    ``before_node`` refuses the payment: raises): the paying wallet's id if it did."""
     async with sessions() as s:
         voucher = await s.get(LnurlWithdrawVoucher, voucher_id)
         if voucher is None or refusal(voucher, utcnow()) is not None \
@@ -342,10 +349,56 @@ async def _take_off_node(sessions: async_sessionmaker[AsyncSession], *, voucher_
         return None  # _redeem refuses it with the voucher's own wording
     if not voucher.min_msat <= invoice.amount_msat <= voucher.amount_msat:
         return None  # the same: whoever holds a link cannot kill invoices it does not pay
+    async def first(session: AsyncSession, amount_msat: int) -> None:
+        if before_node is not None:
+            await before_node(session, wallet, amount_msat)
+
     # The voucher's own hold pays: the wallet's free balance is not what decides.
     taken = await take_off_node(sessions, wallet=wallet, bolt11=pr, amount_msat=None,
-                                settings=settings, backend=backend, check_balance=False)
+                                settings=settings, backend=backend, check_balance=False,
+                                before_node=first)
     return wallet.id if taken else None
+
+
+REDEEM_LEASE = timedelta(minutes=2)  # longer than a node call's deadline
+
+
+async def _claim(sessions: async_sessionmaker[AsyncSession], *, voucher_id: str,
+                 k1: str) -> datetime | None:
+    """Claim a live voucher for this redemption until the returned time, before anything is
+    asked of the node (None: not a live voucher with this k1, which :func:`_redeem` refuses
+    with its reason). Raises :class:`Refused` while another redemption holds it: whoever
+    holds a link and calls it many times at once gets one redemption, and the others never
+    take an invoice off the node (found from outside: each cancelled one, and each refusal
+    counted against the voucher's owner)."""
+    now = utcnow()
+    until = now + REDEEM_LEASE
+    V = LnurlWithdrawVoucher
+    async with sessions() as s, s.begin():
+        k1_of = (await s.execute(select(V.k1).where(V.id == voucher_id))).scalar_one_or_none()
+        if k1_of is None or not hmac.compare_digest(k1_of.encode(), k1.encode()):
+            return None
+        claimed = await s.execute(
+            update(V).where(V.id == voucher_id, V.status == VoucherStatus.OPEN,
+                            or_(V.redeeming_until.is_(None), V.redeeming_until <= now),
+                            not_expired(now))
+            .values(redeeming_until=until).execution_options(**_NO_UPDATE_SYNC))
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            return until
+        busy = (await s.execute(select(V.redeeming_until).where(
+            V.id == voucher_id, V.status == VoucherStatus.OPEN))).scalar_one_or_none()
+    if busy is not None and busy > now:
+        raise Refused("this withdraw link is being redeemed; try again in a minute")
+    return None
+
+
+async def _release(sessions: async_sessionmaker[AsyncSession], *, voucher_id: str,
+                   lease: datetime) -> None:
+    """Give the claim back (the voucher used, or still open after a refusal)."""
+    V = LnurlWithdrawVoucher
+    async with sessions() as s, s.begin():
+        await s.execute(update(V).where(V.id == voucher_id, V.redeeming_until == lease)
+                        .values(redeeming_until=None).execution_options(**_NO_UPDATE_SYNC))
 
 
 # What redeeming a voucher calls to request its withdrawal (default: request_ln_withdrawal);
@@ -409,26 +462,34 @@ async def redeem_voucher(sessions: async_sessionmaker[AsyncSession], *, voucher_
                          k1: str, pr: str, settings: Settings, backend: LightningBackend,
                          payer_wake: asyncio.Event | None = None,
                          request: VoucherWithdrawal | None = None,
-                         on_refused: Callable[[str, str], Awaitable[object]] | None = None
-                         ) -> str:
+                         on_refused: Callable[[str, str], Awaitable[object]] | None = None,
+                         before_node: VoucherBeforeNode | None = None) -> str:
     """Pay the wallet's invoice ``pr`` from the voucher; the withdrawal id. Our own invoice
     is taken off the node first, with no transaction open; then one unit of work (retried on
     a conflict) claims the voucher and requests the withdrawal (through ``request`` when
     given: the edge's screens it with the risk rules). ``payer_wake`` is set after.
     ``on_refused``: called with the invoice's payment hash and the paying wallet's id when
     the unit of work refused (rolled back) after the invoice was taken off the node (the edge
-    passes :func:`satvault.withdrawals.refused.cancel_refused`).
+    passes :func:`satvault.withdrawals.refused.cancel_refused`). ``before_node``: what may
+    refuse the payment of one of our invoices before it leaves the node (the edge passes
+    :func:`satvault.withdrawals.service.policy_before_node`).
     Raises :class:`Refused`, or the node's and the domain's own errors."""
-    payer = await _take_off_node(sessions, voucher_id=voucher_id, k1=k1, pr=pr,
-                                 settings=settings, backend=backend)
+    lease = await _claim(sessions, voucher_id=voucher_id, k1=k1)
     try:
-        withdrawal_id = await retrying(sessions, lambda s: _redeem(
-            s, voucher_id=voucher_id, k1=k1, pr=pr, settings=settings, backend=backend,
-            taken_off_node=payer is not None, request=request))
-    except Exception:
-        if payer is not None and on_refused is not None:
-            await on_refused(decode(pr).payment_hash, payer)
-        raise
+        payer = await _take_off_node(sessions, voucher_id=voucher_id, k1=k1, pr=pr,
+                                     settings=settings, backend=backend,
+                                     before_node=before_node)
+        try:
+            withdrawal_id = await retrying(sessions, lambda s: _redeem(
+                s, voucher_id=voucher_id, k1=k1, pr=pr, settings=settings, backend=backend,
+                taken_off_node=payer is not None, request=request))
+        except Exception:
+            if payer is not None and on_refused is not None:
+                await on_refused(decode(pr).payment_hash, payer)
+            raise
+    finally:
+        if lease is not None:
+            await _release(sessions, voucher_id=voucher_id, lease=lease)
     if payer_wake is not None:
         payer_wake.set()
     return withdrawal_id

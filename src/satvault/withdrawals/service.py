@@ -64,8 +64,8 @@ from satvault.withdrawals.policy.service import (
 )
 
 __all__ = ["Payer", "PreparedDestination", "destination_kind", "latest_payment",
-           "pay_own_screened", "prepare_destination", "read_payer", "risk_event",
-           "screen_withdrawal", "voucher_withdrawal", "withdraw"]
+           "pay_own_screened", "policy_before_node", "prepare_destination", "read_payer",
+           "risk_event", "screen_withdrawal", "voucher_withdrawal", "withdraw"]
 
 
 _ADDRESS = re.compile(r"[a-z0-9._+-]+@[a-z0-9.-]+(:\d{1,5})?")  # LUD-16, optional port
@@ -183,13 +183,19 @@ async def prepare_destination(sessions: async_sessionmaker[AsyncSession], *,
     assert lightning is not None  # _resolve refused a Lightning destination without one
 
     async def policy_first(session: AsyncSession, amount: int) -> None:
-        # The withdrawal policy's rules on the payment alone, before the payee loses it.
-        refuse_internal_early(await live_policy(session), wallet=wallet, amount_msat=amount)
+        await policy_before_node(session, wallet, amount)
 
     taken = await take_off_node(sessions, wallet=wallet, bolt11=prepared.bolt11,
                                 amount_msat=prepared.amount_msat, settings=settings,
                                 backend=lightning, before_node=policy_first)
     return replace(prepared, taken_off_node=taken, payer=wallet.id if taken else None)
+
+
+async def policy_before_node(session: AsyncSession, wallet: Wallet, amount_msat: int) -> None:
+    """The withdrawal policy's rules on an internal payment alone, checked before the payee's
+    invoice leaves the node (raises their refusal): for the API's withdrawals and for
+    vouchers' redemptions alike."""
+    refuse_internal_early(await live_policy(session), wallet=wallet, amount_msat=amount_msat)
 
 
 async def _resolve(*, settings: Settings, lightning: LightningBackend | None,

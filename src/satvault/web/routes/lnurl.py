@@ -49,7 +49,7 @@ from satvault.web.state import (
     settings_of,
 )
 from satvault.withdrawals.refused import cancel_refused
-from satvault.withdrawals.service import voucher_withdrawal
+from satvault.withdrawals.service import policy_before_node, voucher_withdrawal
 
 __all__ = ["address_out", "router", "voucher_out"]
 
@@ -333,6 +333,7 @@ async def withdraw_callback(link_token: str, request: Request, k1: str | None = 
             settings=settings_of(request), backend=backend,
             payer_wake=payer_wake_of(request),
             request=voucher_withdrawal(settings=settings_of(request), lightning=backend),
+            before_node=policy_before_node,
             on_refused=lambda payment_hash, payer: cancel_refused(
                 sessions_of(request), payment_hash, payer=payer,
                 follow_up=invoice_follow_up_of(request)))
