@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 from dataclasses import dataclass
 
 import httpx
 
 from satvault.events.errors import InvalidWebhook, UnsafeUrl
+from satvault.kernel.dns import resolve_addresses
 
 __all__ = ["CheckedUrl", "check", "check_url", "refusal", "resolve"]
 
@@ -80,12 +80,9 @@ class CheckedUrl:
 
 
 async def resolve(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to, in resolver order, without duplicates."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    seen: dict[str, None] = {}
-    for info in infos:
-        seen.setdefault(str(info[4][0]).split("%", 1)[0], None)
-    return list(seen)
+    """Every address ``host`` resolves to, in resolver order, without duplicates (a seam:
+    tests replace it)."""
+    return await resolve_addresses(host, port)
 
 
 def _embedded(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
@@ -142,7 +139,12 @@ def _parse(url: str, *, environment: str) -> httpx.URL:
         raise InvalidWebhook(f"port {parsed.port} is not a TCP port (1-65535)")
     if parsed.userinfo:
         raise InvalidWebhook("credentials in the URL are not allowed; verify the signature")
-    return parsed.copy_with(fragment=None)
+    parsed = parsed.copy_with(fragment=None)
+    if len(str(parsed)) > MAX_URL_LENGTH:
+        # As it is stored and sent: percent-encoding and punycode make it longer than typed
+        # (found from outside: 927 characters became 5,427, a 500 on PostgreSQL's column).
+        raise InvalidWebhook(f"the URL, encoded, is longer than {MAX_URL_LENGTH} characters")
+    return parsed
 
 
 async def check(url: str, *, environment: str) -> CheckedUrl:

@@ -93,6 +93,12 @@ async def prepare_refund(sessions: async_sessionmaker[AsyncSession], *, principa
         if destination_kind(destination) == "bolt11":  # amountless: we choose the amount
             amount = check_invoice(destination, network=settings.network,
                                    amount_msat=left).amount_msat
+        elif destination_kind(destination) == "onchain":
+            # The chain carries whole satoshis: what is left, rounded down (found from
+            # outside: a fiat invoice paid over Lightning leaves msat, refused as is).
+            amount = left - left % 1000
+            if amount <= 0:
+                raise _over_the_cap(received, left)
         given = amount
     if amount <= 0 or amount > left:
         raise _over_the_cap(received, left)

@@ -31,13 +31,13 @@ import hashlib
 import ipaddress
 import json
 import re
-import socket
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import lnurl as lnurl_lib
 
+from satvault.kernel.dns import resolve_addresses
 from satvault.lightning.bolt11check import decode
 from satvault.lightning.errors import InvalidInvoice, LnurlError
 
@@ -213,8 +213,7 @@ def is_lnurl_destination(text: str) -> bool:
 
 async def _resolve_host(host: str, port: int) -> list[str]:
     """Every address the name resolves to (a seam: tests replace it)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
+    return await resolve_addresses(host, port)
 
 
 def _is_public(address: str) -> bool:

@@ -5,7 +5,11 @@ character (PostgreSQL cannot store one in text) or a lone UTF-16 surrogate (``"\
 JSON: it cannot be encoded as UTF-8, so it would fail on the way into or, worse, out of the
 database). The guard looks at the path, the query string, header values, JSON bodies (keys and
 values at every depth, metadata included) and forms (urlencoded or multipart: field names,
-values and file names), and answers 422 problem+json.
+values and file names), and answers 422 problem+json. A JSON body may nest at most
+``MAX_JSON_DEPTH`` objects and arrays deep: a deeper one was accepted (its size well under
+the limits), stored as invoice metadata, and then failed every read of it with a 500 (the
+answer's serializer stops at a depth), the store's invoice list included (found from
+outside).
 
 The guard reads the body as the app will: a request that names its Content-Type,
 Content-Length or Transfer-Encoding twice is a 400 (Starlette reads the first of two headers;
@@ -37,6 +41,7 @@ from satvault.web.problems import problem
 __all__ = ["InputGuard", "bad_text"]
 
 _BAD = re.compile("[\x00\ud800-\udfff]")
+MAX_JSON_DEPTH = 32
 _METHODS_WITHOUT_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 # How the body is typed and framed: one of each, or the guard and the app may disagree.
 _ONCE_ONLY = (b"content-type", b"content-length", b"transfer-encoding")
@@ -71,6 +76,25 @@ def _walk(value: Any) -> Iterator[tuple[list[Any], str]]:
                 stack.append(([*loc, k], v))
         elif isinstance(item, list):
             stack.extend(([*loc, i], v) for i, v in enumerate(item))
+
+
+def _depth(value: Any) -> int:
+    """How many objects and arrays deep ``value`` nests (iterative, as :func:`_walk`)."""
+    deepest, stack = 0, [(1, value)]
+    while stack:
+        level, item = stack.pop()
+        children = item.values() if isinstance(item, dict) else \
+            item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            stack.extend((level + 1, v) for v in children)
+    return deepest
+
+
+def _too_deep() -> Any:
+    return problem(422, "invalid-request",
+                   f"the JSON body nests deeper than {MAX_JSON_DEPTH} objects and arrays",
+                   errors=[{"loc": ["body"], "msg": "nests too deep"}])
 
 
 def _invalid(loc: list[Any], why: str) -> Any:
@@ -208,8 +232,11 @@ async def _once(body: bytes) -> AsyncGenerator[bytes, None]:
 
 
 def _check_json(body: bytes) -> Any:
-    """A refusal if ``body`` parses as JSON with a bad string in it, whatever its declared type."""
-    if b"\\u" not in body and b"\x00" not in body:
+    """A refusal if ``body`` parses as JSON with a bad string in it, or nests too deep,
+    whatever its declared type."""
+    # Fewer brackets than the depth allowed cannot nest deeper (counting is C-fast).
+    deep = body.count(b"{") + body.count(b"[") > MAX_JSON_DEPTH
+    if not deep and b"\\u" not in body and b"\x00" not in body:
         # Fast path: without \u escapes and NUL bytes, a strict UTF-8 body cannot hold
         # either character (whether it is valid JSON is then FastAPI's question).
         try:
@@ -219,8 +246,12 @@ def _check_json(body: bytes) -> Any:
             pass
     try:
         document = json.loads(body)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        return _too_deep()
+    except ValueError:
         return None  # not JSON: no route will read it; FastAPI answers as it always does
+    if deep and _depth(document) > MAX_JSON_DEPTH:
+        return _too_deep()
     for loc, text in _walk(document):
         why = bad_text(text)
         if why is not None:
