@@ -10,13 +10,14 @@ bytes of UTF-8, so 256 emoji (1,024 bytes) are refused here rather than by the n
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from fastapi import Query
 from pydantic import AfterValidator, BeforeValidator, Field, Strict
 
 __all__ = ["INT64_MAX", "MAX_MSAT", "MEMO_MAX_BYTES", "EventIdBefore", "Memo", "Msat",
-           "SpeedPolicy", "StrictCount", "utf8_at_most"]
+           "SingleLine", "SpeedPolicy", "StrictCount", "utf8_at_most"]
 
 INT64_MAX = 2**63 - 1
 MAX_MSAT = 21_000_000 * 10**11  # all the bitcoin there will ever be, in msat
@@ -32,6 +33,22 @@ EventIdBefore = Annotated[int | None, Query(ge=1, le=INT64_MAX, description="an 
 """``?before=``, a page of a delivery log: an event id, so one that fits a 64-bit column (the
 API's list and the dashboard's page read the same type)."""
 
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _single_line(value: str) -> str:
+    found = _CONTROL.search(value)
+    if found is not None:
+        raise ValueError(f"must not contain control characters (found U+{ord(found.group()):04X})")
+    return value
+
+
+SingleLine = Annotated[str, AfterValidator(_single_line)]
+"""Text that is one line of printable characters: an identifier or a URL a client gives
+(an order id, a redirect URL), where a newline or a control character is never meant and
+would travel on into logs, exports and links (found from outside: they were stored)."""
 
 
 def _json_integer(value: object) -> object:

@@ -38,7 +38,7 @@ from satvault.kernel.errors import InvalidInput, NotFound, SatvaultError
 from satvault.ledger.history import InvalidCursor
 from satvault.rates.errors import RateError
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
-from satvault.web.fields import Msat, SpeedPolicy
+from satvault.web.fields import Msat, SingleLine, SpeedPolicy
 from satvault.web.guard import bad_text
 from satvault.web.idempotency import PrepareAgain, run_idempotent
 from satvault.web.openapi import problem_responses
@@ -66,22 +66,33 @@ Writer = Annotated[Principal, Depends(require_scope("invoices:write"))]
 Reader = Annotated[Principal, Depends(require_scope("invoices:read"))]
 
 
+_TOLERANCE = re.compile(r"^(50(\.0{1,8})?|[1-4]?[0-9](\.[0-9]{1,8})?)$")
+
+
+def _tolerance_text(value: object) -> object:
+    # As a string, the schema's pattern: plain decimals, no exponent ("1e1" was taken as 10).
+    if isinstance(value, str) and not _TOLERANCE.match(value):
+        raise ValueError("a decimal from 0 to 50 with at most 8 places, like \"2.5\"")
+    return value
+
+
 class InvoiceIn(BaseModel):
     amount: str = Field(description="A decimal string in `currency` (BTC, SATS or fiat).",
                         max_length=40)
     currency: str | None = Field(default=None, max_length=8, pattern=r"^[A-Za-z]{3,4}$",
                                  description="BTC, SATS or a fiat code; default: the store's "
                                              "default_currency.")
-    order_id: str | None = Field(default=None, max_length=120)
+    order_id: SingleLine | None = Field(default=None, max_length=120)
     metadata: dict[str, Any] | None = None
     expiration_minutes: Annotated[int, Strict()] = Field(default=15, ge=1, le=10080)
     payment_methods: list[Literal["onchain", "lightning"]] = ["onchain", "lightning"]
     speed_policy: SpeedPolicy | None = None
-    payment_tolerance_percent: Annotated[Decimal, Field(ge=0, le=50), WithJsonSchema({
+    payment_tolerance_percent: Annotated[Decimal, BeforeValidator(_tolerance_text),
+                                         Field(ge=0, le=50), WithJsonSchema({
         "anyOf": [{"type": "number", "minimum": 0, "maximum": 50},
-                  {"type": "string", "pattern": r"^(50(\.0{1,8})?|[1-4]?[0-9](\.[0-9]{1,8})?)$"}],
+                  {"type": "string", "pattern": _TOLERANCE.pattern}],
         "default": "0"})] = Decimal(0)
-    redirect_url: str | None = Field(default=None, max_length=2000)
+    redirect_url: SingleLine | None = Field(default=None, max_length=2000)
 
 
 class MarkIn(BaseModel):
