@@ -70,6 +70,9 @@ class Principal:
     owner_id: str
     scopes: frozenset[str]
     merchant_id: str | None = None  # for store keys: the store's merchant
+    # The person holding the credential when it names one: an access token's user, also
+    # when it acts for a merchant (whose owner may be somebody else, or nobody).
+    user_id: str | None = None
 
     @property
     def is_admin(self) -> bool:

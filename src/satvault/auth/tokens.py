@@ -228,6 +228,8 @@ async def issue(session: AsyncSession, *, user: User, scopes: list[str] | None =
         raise Unauthenticated(f"this account is {user.status.value}")
     await _refuse_without_second_factor(session, user, second_factor)
     granted = allowed_scopes(user, scopes, stepped_up=stepped_up)
+    if merchant_id is not None:  # acting for a merchant is never acting as an admin
+        granted = tuple(s for s in granted if s != "admin")
     family = TokenFamily(id=new_id("tfa"), user_id=user.id,
                          merchant_id=await _acting_merchant(session, user, merchant_id),
                          session_id=session_id, scopes=" ".join(granted),
@@ -406,8 +408,12 @@ async def authenticate_jwt(session: AsyncSession, token: str, *, sealer: Sealer 
     if now >= _money_until(family, money_window):
         scopes -= MONEY_SCOPES
     if family.merchant_id:
+        # Acting for a merchant is acting as that merchant, never as an admin: with the
+        # scope, an admin's merchant token reached every admin route under the merchant's
+        # name, and approved the admin's own rule set, KYC record and withdrawal as if
+        # somebody else (found from outside).
         return Principal(key_id=f"jwt:{family.id}", owner_type="merchant",
-                         owner_id=family.merchant_id, scopes=scopes,
-                         merchant_id=family.merchant_id)
+                         owner_id=family.merchant_id, scopes=scopes - {"admin"},
+                         merchant_id=family.merchant_id, user_id=user.id)
     return Principal(key_id=f"jwt:{family.id}", owner_type="user", owner_id=user.id,
-                     scopes=scopes)
+                     scopes=scopes, user_id=user.id)

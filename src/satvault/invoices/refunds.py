@@ -28,7 +28,7 @@ from satvault.lightning.bolt11check import check_invoice, decode
 from satvault.lightning.errors import LightningError
 from satvault.lightning.invoices import StoreInvoiceHook
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
-from satvault.withdrawals.policy.service import initiator_of
+from satvault.withdrawals.policy.service import initiator_of_principal
 from satvault.withdrawals.service import (
     PreparedDestination,
     destination_kind,
@@ -132,8 +132,7 @@ async def record_refund(session: AsyncSession, *, principal: Principal, invoice_
 
     # Whoever asks for a refund chooses where it goes: like any withdrawal's initiator, they
     # never approve it themselves if the withdrawal policy holds it for approvers.
-    initiator = await initiator_of(session, owner_type=principal.owner_type,
-                                   owner_id=principal.owner_id)
+    initiator = await initiator_of_principal(session, principal)
     wd = await withdraw(session, settings=settings, lightning=lightning, wallet_for=wallet_for,
                         prepared=prepared, store_id=inv.store_id, payer_wake=payer_wake,
                         on_store_invoice=on_store_invoice, purpose="refund",

@@ -115,8 +115,7 @@ async def add_allowlist(wallet_id: str, body: AllowlistIn, session: SessionDep,
                         settings: SettingsDep, principal: Writer) -> AllowlistOut:
     """Add a destination; it counts only after the cool-down (``usable_after``)."""
     wallet = await visible_wallet(session, principal, wallet_id)
-    actor = await service.initiator_of(session, owner_type=principal.owner_type,
-                                       owner_id=principal.owner_id)
+    actor = await service.initiator_of_principal(session, principal)
     return _entry(await service.add_allowlist_entry(
         session, wallet=wallet, destination=body.destination, label=body.label,
         actor=actor or f"{principal.owner_type}:{principal.owner_id}", settings=settings))
@@ -126,8 +125,7 @@ async def add_allowlist(wallet_id: str, body: AllowlistIn, session: SessionDep,
 async def remove_allowlist(wallet_id: str, entry_id: str, session: SessionDep,
                            principal: Writer) -> Response:
     await visible_wallet(session, principal, wallet_id)
-    actor = await service.initiator_of(session, owner_type=principal.owner_type,
-                                       owner_id=principal.owner_id)
+    actor = await service.initiator_of_principal(session, principal)
     await service.remove_allowlist_entry(
         session, wallet_id=wallet_id, entry_id=entry_id,
         actor=actor or f"{principal.owner_type}:{principal.owner_id}")

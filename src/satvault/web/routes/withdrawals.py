@@ -36,7 +36,7 @@ from satvault.web.state import (
 from satvault.withdrawals.cancel import cancel_pending
 from satvault.withdrawals.policy.service import (
     check_internal,
-    initiator_of,
+    initiator_of_principal,
     live_columns,
     live_from,
     refuse_internal_early,
@@ -168,9 +168,7 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
                             wallet_for=wallet_for, prepared=prepared,
                             payer_wake=payer_wake_of(request),
                             on_store_invoice=on_store_invoice,
-                            initiator=await initiator_of(session,
-                                                         owner_type=principal.owner_type,
-                                                         owner_id=principal.owner_id))
+                            initiator=await initiator_of_principal(session, principal))
         # An internal payment is settled in this transaction and has no node payment.
         payment = None if wd.method == WithdrawalMethod.INTERNAL \
             else await latest_payment(session, wd.id)

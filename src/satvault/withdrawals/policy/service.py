@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Merchant, Store, User, Wallet
+from satvault.accounts.service import Principal
 from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.kernel.errors import AlreadyExists, InvalidInput, NotFound
@@ -43,10 +44,11 @@ from satvault.withdrawals.policy.models import (
 
 __all__ = ["LivePolicy", "add_allowlist_entry", "approve_group_change", "approve_policy",
            "check_internal", "decide_for", "destination_keys", "group_changes",
-           "group_members", "initiator_of", "list_allowlist", "live_columns", "live_from",
-           "live_policy", "normalise_entry", "pending_group_changes", "policy_versions",
-           "propose_group_change", "propose_policy", "refuse_internal_early",
-           "reject_group_change", "reject_policy", "remove_allowlist_entry"]
+           "group_members", "initiator_of", "initiator_of_principal", "list_allowlist",
+           "live_columns", "live_from", "live_policy", "normalise_entry",
+           "pending_group_changes", "policy_versions", "propose_group_change",
+           "propose_policy", "refuse_internal_early", "reject_group_change", "reject_policy",
+           "remove_allowlist_entry"]
 
 _NODE_HEX = frozenset("0123456789abcdef")
 
@@ -327,6 +329,16 @@ async def initiator_of(session: AsyncSession, *, owner_type: str, owner_id: str
             Store, Store.merchant_id == Merchant.id).where(Store.id == owner_id))
         ).scalar_one_or_none()
     return None
+
+
+async def initiator_of_principal(session: AsyncSession, principal: Principal) -> str | None:
+    """The user behind a caller: the person holding the credential when it names one (an
+    access token, also one acting for a merchant: its user, not the merchant's owner, who
+    may be somebody else or nobody), else :func:`initiator_of` its key's owner."""
+    if principal.user_id is not None:
+        return principal.user_id
+    return await initiator_of(session, owner_type=principal.owner_type,
+                              owner_id=principal.owner_id)
 
 
 # ------------------------------------------------------------------------- allow-list
