@@ -26,7 +26,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, Numeric, String, event, text
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    event,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -50,6 +61,7 @@ __all__ = [
     "create_engine",
     "insert_ignoring",
     "max_amount",
+    "one_at_a_time",
     "one_read",
     "sequence_fence",
     "sequence_snapshot",
@@ -164,6 +176,16 @@ _ASYNC_SCHEMES = {
     "postgresql+asyncpg": "postgresql+asyncpg", "postgres+asyncpg": "postgresql+asyncpg",
     "sqlite": "sqlite+aiosqlite", "sqlite+aiosqlite": "sqlite+aiosqlite",
 }
+
+
+async def one_at_a_time(session: AsyncSession, key: int) -> None:
+    """Hold ``key`` until this transaction ends, so transactions taking the same key run one
+    after another (PostgreSQL: a transaction-level advisory lock; SQLite has one writer).
+    For a change that replaces the one row in a given state (the live rule set or policy):
+    under READ COMMITTED, a second one waiting on that row's lock finds it changed and no
+    row in its place, and then broke the unique index with a 500 (found from outside)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def insert_ignoring(dialect_name: str, table: Any, *index_elements: str,

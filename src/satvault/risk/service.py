@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.db import insert_ignoring, utcnow
+from satvault.db import insert_ignoring, one_at_a_time, utcnow
 from satvault.kernel.errors import NotFound
 from satvault.kernel.ids import new_id
 from satvault.logs import get_logger
@@ -65,6 +65,8 @@ log = get_logger(__name__)
 BUILT_IN_AUTHOR = "satvault:built-in"
 _parsed: dict[tuple[int, datetime | None], RuleSetDoc] = {}
 _last_live: list[RuleSetDoc | None] = [None]  # the rule set the last screening found live
+
+_APPROVALS_KEY = 0x5A7A_0061  # satvault.db.one_at_a_time: approvals of rule sets
 
 
 def default_rule_set_json() -> str:
@@ -286,7 +288,10 @@ async def propose_rule_set(session: AsyncSession, *, rules: str | dict[str, Any]
 
 
 async def approve_rule_set(session: AsyncSession, *, version: int, actor: str) -> RiskRuleSet:
-    """Make a draft live (the live one retires). Its author cannot: a second admin must."""
+    """Make a draft live (the live one retires). Its author cannot: a second admin must.
+    Approvals run one at a time, so two of different drafts at once make the later one
+    live after the earlier (:func:`satvault.db.one_at_a_time`)."""
+    await one_at_a_time(session, _APPROVALS_KEY)
     rs = await session.get(RiskRuleSet, version, with_for_update=True)
     if rs is None:
         raise NotFound(f"rule set version {version} not found")

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.accounts.models import Merchant, Store, User, Wallet
 from satvault.accounts.service import Principal
 from satvault.config import Settings
-from satvault.db import utcnow
+from satvault.db import one_at_a_time, utcnow
 from satvault.kernel.errors import AlreadyExists, InvalidInput, NotFound
 from satvault.kernel.ids import new_id
 from satvault.lightning.bolt11check import decode
@@ -51,6 +51,8 @@ __all__ = ["LivePolicy", "add_allowlist_entry", "approve_group_change", "approve
            "remove_allowlist_entry"]
 
 _NODE_HEX = frozenset("0123456789abcdef")
+
+_APPROVALS_KEY = 0x5A7A_0062  # satvault.db.one_at_a_time: approvals of policy versions
 
 
 # --------------------------------------------------------------------------- versions
@@ -110,8 +112,11 @@ async def propose_policy(session: AsyncSession, *, admin: str, raw: Any) -> Poli
 
 async def approve_policy(session: AsyncSession, *, admin: str, version: int) -> PolicyVersion:
     """Make a proposed version live (the previous live one is superseded). The approving
-    admin must not be the one who proposed it."""
+    admin must not be the one who proposed it. Approvals run one at a time, so two of
+    different versions at once make the later one live after the earlier
+    (:func:`satvault.db.one_at_a_time`)."""
     await _admin(session, admin)
+    await one_at_a_time(session, _APPROVALS_KEY)
     row = (await session.execute(select(PolicyVersion).where(
         PolicyVersion.version == version).with_for_update())).scalar_one_or_none()
     if row is None:
