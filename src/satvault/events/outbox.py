@@ -33,7 +33,7 @@ from weakref import WeakKeyDictionary
 
 from sqlalchemy import Table, event, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from satvault.accounts.models import Wallet
 from satvault.accounts.views import wallet_balances
@@ -332,7 +332,10 @@ def _engine_of(session: Session) -> Any:
 def _balance_events(session: Session) -> list[Event]:
     """The ``wallet.balance_changed`` events for the wallets the ledger noted as moved (and
     no longer noted: each is written once). The ledger notes the balances it wrote too, so a
-    wallet whose identity is known needs no read at all."""
+    wallet whose identity is known needs no read at all. A wallet whose frozen sub-balance
+    moved (a deposit the risk rules held back, its release or a reorg's reversal) gets one
+    too, with ``frozen_msat`` as the wallet API shows it (found from outside: a frozen
+    deposit sent no event, and the dashboard's frozen figure never moved)."""
     changed = session.info.pop(BALANCES_CHANGED, None)
     after = session.info.pop(BALANCES_AFTER, None) or {}
     if not changed:
@@ -342,6 +345,7 @@ def _balance_events(session: Session) -> list[Event]:
     found: list[tuple[_WalletOf, Any]] = [
         (known[aid], after[aid]) for aid in changed if aid in known and aid in after]
     rest = sorted(aid for aid in changed if aid not in known or aid not in after)
+    mains: set[int] = set()  # of ``rest``, the wallets' own accounts
     if rest:
         rows = session.execute(
             select(Wallet, LedgerAccount)
@@ -353,10 +357,32 @@ def _balance_events(session: Session) -> list[Event]:
         for wallet, account in rows:
             who = _WalletOf(wallet.id, wallet.owner_type, wallet.owner_id, wallet.asset)
             seen[account.id] = who
+            mains.add(account.id)
             found.append((who, account))
-    found.sort(key=lambda pair: pair[0].id)
-    return [Event(type="wallet.balance_changed", subject_type="wallet", subject_id=who.id,
-                  payload=wallet_balances(who, balances)) for who, balances in found]
+    # The rest are frozen sub-balances (wallet accounts too, never remembered above).
+    frozen = _frozen_moved(session, [aid for aid in rest if aid not in mains])
+    events = {who.id: wallet_balances(who, balances) for who, balances in found}
+    for who, balances, frozen_msat in frozen:
+        events.setdefault(who.id, wallet_balances(who, balances))["frozen_msat"] = frozen_msat
+    return [Event(type="wallet.balance_changed", subject_type="wallet", subject_id=wallet_id,
+                  payload=payload) for wallet_id, payload in sorted(events.items())]
+
+
+def _frozen_moved(session: Session, accounts: list[int]
+                  ) -> list[tuple[_WalletOf, Any, int]]:
+    """Of ``accounts``, the frozen sub-balances' wallets: each with its own account and its
+    frozen balance (read: rare, off the payment paths)."""
+    if not accounts:
+        return []
+    frozen = aliased(LedgerAccount)
+    rows = session.execute(
+        select(Wallet, LedgerAccount, frozen)
+        .join(LedgerAccount, LedgerAccount.id == Wallet.ledger_account_id)
+        .join(frozen, frozen.id == Wallet.frozen_ledger_account_id)
+        .where(Wallet.frozen_ledger_account_id.in_(accounts))
+        .execution_options(populate_existing=True)).all()
+    return [(_WalletOf(w.id, w.owner_type, w.owner_id, w.asset), main,
+             int(f.credits_posted - f.debits_posted)) for w, main, f in rows]
 
 
 @event.listens_for(OutboxSession, "after_rollback")
