@@ -67,6 +67,7 @@ __all__ = [
     "list_cases",
     "lock_case",
     "record_event",
+    "refuse_subject",
 ]
 
 _HEX = frozenset("0123456789abcdef")
@@ -283,8 +284,7 @@ async def close_case(session: AsyncSession, *, case_id: str, resolution: Resolut
     if c.status != CaseStatus.INVESTIGATING:
         raise CaseRefused(f"case {case_id} is {c.status.value}: a case is closed once it is "
                           "being investigated")
-    if actor == await _owner_of(session, d.wallet_id):
-        raise DeciderIsSubject("this case is about your own money: another admin decides it")
+    await refuse_subject(session, d.wallet_id, actor, "decides it")
     money, effect = await _decide_money(session, d, resolution=resolution, money=money,
                                         actor=actor, held=held,
                                         reason=f"risk case {c.id}: {resolution.value}")
@@ -300,6 +300,14 @@ async def close_case(session: AsyncSession, *, case_id: str, resolution: Resolut
     await record_event(session, c, actor=actor, kind=CaseEventKind.STATUS,
                        data={"from": "investigating", "to": "closed"})
     return CaseDecided(case_dict(c, d), acted=True, effect=effect)
+
+
+async def refuse_subject(session: AsyncSession, wallet_id: str | None, actor: str,
+                         what: str) -> None:
+    """Raise :class:`DeciderIsSubject` when ``actor`` is whose money the case is about:
+    another admin ``what`` (decides it; drafts, edits or files its SAR)."""
+    if actor == await _owner_of(session, wallet_id):
+        raise DeciderIsSubject(f"this case is about your own money: another admin {what}")
 
 
 async def _owner_of(session: AsyncSession, wallet_id: str | None) -> str | None:

@@ -30,7 +30,7 @@ from satvault.ledger.models import LedgerTransfer
 from satvault.payouts.models import Withdrawal
 from satvault.rates.base import Rate
 from satvault.rates.convert import msat_to_fiat
-from satvault.risk.cases import lock_case, record_event
+from satvault.risk.cases import lock_case, record_event, refuse_subject
 from satvault.risk.errors import CaseRefused
 from satvault.risk.models import (
     CaseEventKind,
@@ -144,6 +144,7 @@ async def generate_sar(session: AsyncSession, *, case_id: str, actor: str,
                        rate: Rate | None = None) -> dict[str, Any]:
     """The case's SAR draft, generated once (a second call returns the one there is)."""
     c = await lock_case(session, case_id, open_only=False)
+    await refuse_subject(session, c.wallet_id, actor, "drafts its SAR")
     existing = (await session.execute(select(RiskSar).where(RiskSar.case_id == case_id))
                 ).scalar_one_or_none()
     if existing is not None:
@@ -218,6 +219,7 @@ async def edit_narrative(session: AsyncSession, *, case_id: str, narrative: str,
     if not narrative or len(narrative) > 20_000:
         raise InvalidInput("a narrative is 1 to 20,000 characters")
     c, sar = await _sar_of(session, case_id)
+    await refuse_subject(session, c.wallet_id, actor, "writes its SAR")
     if sar.status != SarStatus.DRAFT:
         raise CaseRefused(f"the SAR of case {case_id} is filed ({sar.filed_reference}): it "
                           "does not change")
@@ -236,6 +238,7 @@ async def file_sar(session: AsyncSession, *, case_id: str, reference: str,
     if not reference or len(reference) > 120:
         raise InvalidInput("a filing reference is 1 to 120 characters")
     c, sar = await _sar_of(session, case_id)
+    await refuse_subject(session, c.wallet_id, actor, "files its SAR")
     if sar.status == SarStatus.FILED:
         if sar.filed_reference == reference:
             return sar_dict(sar)
