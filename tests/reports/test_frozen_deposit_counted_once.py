@@ -10,8 +10,7 @@ import pytest
 from satvault.rates.service import build_rate_service
 from satvault.reports.service import period_report
 from tests.chainenv import Env
-from tests.onchain.test_watcher import deposit
-from tests.risk.test_deposits import sanction, senders_of
+from tests.risk.test_deposits import sanctioned_deposit_credited
 
 SAT = 1000
 
@@ -22,13 +21,7 @@ def settings_overrides() -> dict[str, object]:
 
 
 async def test_a_frozen_deposit_is_not_also_reported_as_refused(env: Env):
-    d = await deposit(env, 50_000)
-    txid = env.chain.pay(d.address, 50_000)
-    await sanction(env, await senders_of(env, txid))
-    await env.runtime.watcher.step()
-    env.chain.mine(1)
-    for _ in range(2):
-        await env.runtime.watcher.step()
+    await sanctioned_deposit_credited(env, 50_000)
     today = datetime.now(UTC).date()
     rates = build_rate_service("fixed", dict(env.settings.fixed_rates))
     async with env.sessions() as s:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import select
 
 from satvault.accounts import service as acc
@@ -28,49 +29,36 @@ async def _admins(sessions, n):
     return keys
 
 
-async def test_two_rule_set_drafts_approved_at_once(lnenv: LnEnv):
-    sessions = lnenv.sessions
-    a, b, c_ = await _admins(sessions, 3)
+def rule_set(i: int) -> dict:
+    doc = default_doc()
+    doc["thresholds"]["review"] = 10 + i
+    return {"rules": doc}
+
+
+def policy(i: int) -> dict:
+    return {"rules": [{"name": "cap", "action": "block", "min_amount_msat": 10**9 + i}]}
+
+
+@pytest.mark.parametrize(("base", "draft", "model"), [
+    ("/api/v1/admin/risk/rule-sets", rule_set, RiskRuleSet),
+    ("/api/v1/admin/withdrawal-policy", policy, PolicyVersion)], ids=["rule-sets", "policy"])
+async def test_two_drafts_approved_at_once_both_go_live_in_turn(lnenv: LnEnv, base, draft,
+                                                                 model):
+    a, b, c_ = await _admins(lnenv.sessions, 3)
     codes = []
     async with api_client(lnenv) as c:
-        base = "/api/v1/admin/risk/rule-sets"
-        await c.get(base, headers=a)
+        await c.get(base, headers=a)  # the shipped rule set becomes live first
         for i in range(ROUNDS):
             versions = []
-            for review in (10, 20):
-                doc = default_doc()
-                doc["thresholds"]["review"] = review + i
-                r = await c.post(base, headers=a, json={"rules": doc})
-                versions.append(r.json()["version"])
-            r1, r2 = await asyncio.gather(
-                c.post(f"{base}/{versions[0]}/approve", headers=b),
-                c.post(f"{base}/{versions[1]}/approve", headers=c_))
-            codes += [r1.status_code, r2.status_code]
-    assert codes == [200] * 2 * ROUNDS, codes
-    async with sessions() as s:
-        live = (await s.execute(select(RiskRuleSet.version).where(
-            RiskRuleSet.status == "live"))).scalars().all()
-    assert len(live) == 1
-
-
-async def test_two_policy_versions_approved_at_once(lnenv: LnEnv):
-    sessions = lnenv.sessions
-    a, b, c_ = await _admins(sessions, 3)
-    codes = []
-    async with api_client(lnenv) as c:
-        base = "/api/v1/admin/withdrawal-policy"
-        for i in range(ROUNDS):
-            vs = []
-            for amt in (10**9 + i, 2 * 10**9 + i):
-                r = await c.post(base, headers=a, json={"rules": [
-                    {"name": "cap", "action": "block", "min_amount_msat": amt}]})
+            for n in (2 * i, 2 * i + 1):
+                r = await c.post(base, headers=a, json=draft(n))
                 assert r.status_code == 201, r.text
-                vs.append(r.json()["version"])
-            r1, r2 = await asyncio.gather(c.post(f"{base}/{vs[0]}/approve", headers=b),
-                                          c.post(f"{base}/{vs[1]}/approve", headers=c_))
+                versions.append(r.json()["version"])
+            r1, r2 = await asyncio.gather(c.post(f"{base}/{versions[0]}/approve", headers=b),
+                                          c.post(f"{base}/{versions[1]}/approve", headers=c_))
             codes += [r1.status_code, r2.status_code]
     assert codes == [200] * 2 * ROUNDS, codes
-    async with sessions() as s:
-        live = (await s.execute(select(PolicyVersion.version).where(
-            PolicyVersion.status == "live"))).scalars().all()
+    async with lnenv.sessions() as s:
+        live = (await s.execute(select(model.version).where(model.status == "live"))
+                ).scalars().all()
     assert len(live) == 1

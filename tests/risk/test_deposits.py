@@ -74,6 +74,19 @@ async def count_transfers(env: Env, prefix: str) -> int:
             LedgerTransfer.id.like(f"{prefix}%")))).scalar_one()
 
 
+async def sanctioned_deposit_credited(env: Env, sat: int) -> str:
+    """An on-chain deposit of ``sat`` from a sanctioned address, mined and credited (to the
+    frozen sub-balance); its txid."""
+    d = await deposit(env, sat)
+    txid = env.chain.pay(d.address, sat)
+    await sanction(env, await senders_of(env, txid))
+    await env.runtime.watcher.step()
+    env.chain.mine(1)
+    for _ in range(2):  # the credit, and a step that finds nothing more to do
+        await env.runtime.watcher.step()
+    return txid
+
+
 async def test_onchain_deposit_from_a_sanctioned_address_lands_frozen_then_released(env: Env):
     d = await deposit(env, 50_000)
     txid = env.chain.pay(d.address, 50_000)
@@ -267,13 +280,7 @@ async def test_a_frozen_deposit_is_not_a_reconciliation_difference(env: Env):
     the record, so it reports nothing; reversed by a reorg, nothing either."""
     from satvault.reconcile.service import find_differences
 
-    d = await deposit(env, 50_000)
-    txid = env.chain.pay(d.address, 50_000)
-    await sanction(env, await senders_of(env, txid))
-    await env.runtime.watcher.step()
-    env.chain.mine(1)
-    for _ in range(2):
-        await env.runtime.watcher.step()
+    txid = await sanctioned_deposit_credited(env, 50_000)
     async with env.sessions() as s:
         assert (await s.execute(select(func.count()).select_from(LedgerTransfer).where(
             LedgerTransfer.code == "deposit_frozen"))).scalar_one() == 1

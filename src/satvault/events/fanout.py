@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.db import insert_ignoring, utcnow
@@ -66,9 +66,16 @@ class WebhookFanout:
                 return
             if event.store_id is None:
                 return
+            # The webhooks that were on when the event was made (as the outbox mode picks
+            # them, in the event's own transaction): the switch as it is, unless it moved
+            # since; a delivery for one switched off since waits until it is on again.
+            switched_since = Webhook.switched_at > event.created_at
+            on_then = or_(and_(~switched_since | Webhook.switched_at.is_(None),
+                               Webhook.enabled.is_(True)),
+                          and_(switched_since, Webhook.enabled.is_(False)))
             hooks = (await s.execute(
                 select(Webhook.id, Webhook.events)
-                .where(Webhook.store_id == event.store_id, Webhook.enabled.is_(True),
+                .where(Webhook.store_id == event.store_id, on_then,
                        Webhook.created_at <= event.created_at)
                 .order_by(Webhook.id))).all()
             body = envelope(event.id, event.type, event.created_at, event.payload)

@@ -93,6 +93,9 @@ class Webhook(Base):
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # When ``enabled`` last changed (None: never): the NATS fan-out, which runs after the
+    # event's transaction, tells from it whether the webhook was on when the event was made.
+    switched_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
 
     @property
     def event_list(self) -> list[str]:

@@ -135,6 +135,8 @@ async def update_webhook(session: AsyncSession, *, webhook: Webhook,
         webhook.events = " ".join(subscription)
         changes["events"] = subscription
     if enabled is not None:
+        if enabled != webhook.enabled:
+            webhook.switched_at = utcnow()
         webhook.enabled = changes["enabled"] = enabled
     await session.flush()
     await record(session, actor=actor, action="webhook.update", object=webhook.id,
