@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=_default_home)
     database_url: str = ""
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=0, le=65535)
     public_url: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
@@ -84,14 +84,14 @@ class Settings(BaseSettings):
     # Empty: a random one is created in $SATVAULT_HOME/liabilities.secret on first use.
     liabilities_secret: SecretStr | None = None
     # How often the background worker expires overdue ledger holds, in seconds.
-    hold_expiry_interval: float = 5.0
+    hold_expiry_interval: float = Field(default=5.0, gt=0)
     # How often the audit worker seals new audit rows and ledger transfers into the hash chain.
-    audit_seal_interval: float = 5.0
+    audit_seal_interval: float = Field(default=5.0, gt=0)
     # On: every sweep commits the audit chain's latest sealed head in a zero-value OP_RETURN
     # (when no anchor was requested with `satvault audit anchor --onchain`, and the head moved
     # since the last anchor). Off: only requested anchors go on chain, in the next sweep.
     audit_anchor_in_sweeps: bool = False
-    db_pool_size: int = 20
+    db_pool_size: int = Field(default=20, ge=1, le=1000)
     # `satvault serve`'s event loop and HTTP parser (uvicorn's names). "auto" takes uvloop and
     # httptools (installed with satvault); "asyncio" / "h11", the pure-Python ones, only to
     # compare or to rule them out.
@@ -165,17 +165,17 @@ class Settings(BaseSettings):
     # from the signer when empty.
     deposit_descriptor: str = ""
     hot_descriptor: str = ""
-    gap_limit: int = 20
+    gap_limit: int = Field(default=20, ge=1, le=10_000)
     # Confirmations a wallet top-up waits for, and the largest amount credited at 0-conf
     # (every unconfirmed transaction is replaceable since Bitcoin Core 28's full-RBF).
-    deposit_confirmations: int = 1
-    zero_conf_max_sat: int = 100_000
-    deposit_expiry_minutes: int = 24 * 60
+    deposit_confirmations: int = Field(default=1, ge=0, le=1000)
+    zero_conf_max_sat: int = Field(default=100_000, ge=0)
+    deposit_expiry_minutes: int = Field(default=24 * 60, ge=1)
     # Addresses of requests that expired unpaid may be handed out again after this many days
     # (0 = never recycle).
-    recycle_after_days: int = 0
-    watcher_interval: float = 2.0
-    watcher_initial_rescan: int = 6
+    recycle_after_days: int = Field(default=0, ge=0)
+    watcher_interval: float = Field(default=2.0, gt=0)
+    watcher_initial_rescan: int = Field(default=6, ge=0)
 
     # --- custody tiers (docs/custody.md) --------------------------------------------------
     # The cold wallet: a watch-only multisig descriptor, wsh(sortedmulti(m,[fp/48h/c'/0h/2h]
@@ -203,17 +203,17 @@ class Settings(BaseSettings):
     sweep_window_utc: str = ""
     # Under its floor, the semi-cold wallet asks the cold cosigners for a refill up to this.
     semicold_refill_to_sat: int = Field(default=50_000_000, ge=0)
-    custody_interval: float = 30.0
+    custody_interval: float = Field(default=30.0, gt=0)
 
     # --- withdrawals and payouts ----------------------------------------------------------
     # Who pays the network fee of a withdrawal: "user" (a reserve is held with the amount and
     # the actual share posted) or "platform" (booked against equity).
     withdrawal_fee_policy: Literal["user", "platform"] = "user"
-    withdrawal_fee_reserve_sat: int = 5_000
-    withdrawal_min_sat: int = 1_000
+    withdrawal_fee_reserve_sat: int = Field(default=5_000, ge=0)
+    withdrawal_min_sat: int = Field(default=1_000, ge=1)
     # A withdrawal is also refused above the signer's per-transaction cap less the fee
     # reserve (it could never be signed).
-    withdrawal_max_sat: int = 100_000_000
+    withdrawal_max_sat: int = Field(default=100_000_000, ge=1)
     # Per wallet, over any 24 hours, on-chain and Lightning together (internal payments too).
     # At most 21 million BTC (ALL_BITCOIN_MSAT: that is "no limit"); a limit the database
     # compares must fit its integers.
@@ -224,7 +224,7 @@ class Settings(BaseSettings):
     # counts (BitGo's 48 h); how often the expiry runs.
     withdrawal_approval_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     withdrawal_allowlist_cooldown_seconds: int = Field(default=48 * 3600, ge=0)
-    withdrawal_approval_expiry_interval: float = 30.0
+    withdrawal_approval_expiry_interval: float = Field(default=30.0, gt=0)
 
     # --- KYC tiers (satvault.kyc) -------------------------------------------------------------
     # Per tier (0, 1, 2 …: an owner's tier is its latest approved KYC record's, 0 without one),
@@ -239,8 +239,8 @@ class Settings(BaseSettings):
 
     # --- merchant invoices ------------------------------------------------------------------
     # Platform fee on money received for store invoices, in basis points of each payment.
-    invoice_fee_bp: int = 100
-    invoice_monitoring_minutes: int = 24 * 60
+    invoice_fee_bp: int = Field(default=100, ge=0, le=10_000)
+    invoice_monitoring_minutes: int = Field(default=24 * 60, ge=0)
     invoice_accept_late: bool = True
     # Rates: comma-separated sources (kraken, coinbase, bitstamp, coingecko, fixed), all asked
     # at once and their median used; fixed prices of 1 BTC for offline use and the demo
@@ -248,7 +248,7 @@ class Settings(BaseSettings):
     rate_sources: str = "fixed"
     fixed_rates: dict[str, str] = Field(default_factory=lambda: {
         "USD": "60000.00", "EUR": "55000.00", "JPY": "9000000", "THB": "2100000.00"})
-    rate_ttl_seconds: int = 60
+    rate_ttl_seconds: int = Field(default=60, ge=0)
     # No invoice (503) when fewer live sources answered, when one answer lies more than
     # max_spread_bp from their median, when the rate moved more than max_move_bp from the
     # last one accepted for the currency within rate_move_window_minutes, or when the rates
@@ -268,19 +268,19 @@ class Settings(BaseSettings):
     # of report_currency is listed in the large-transaction (CTR-style) report.
     report_currency: str = "USD"
     ctr_threshold: Decimal = Field(default=Decimal("10000"), gt=0)
-    payout_interval: float = 10.0
-    payout_max_batch: int = 100
-    payout_confirmations: int = 1
+    payout_interval: float = Field(default=10.0, gt=0)
+    payout_max_batch: int = Field(default=100, ge=1)
+    payout_confirmations: int = Field(default=1, ge=0)
     # A move booked as confirmed is watched until this deep: a reorg that takes it out of the
     # chain has it broadcast again (or, if an input was spent elsewhere, a person told).
     payout_final_confirmations: int = Field(default=6, ge=1)
-    fee_target_blocks: int = 6
-    min_feerate_sat_vb: int = 1
-    max_feerate_sat_vb: int = 500
+    fee_target_blocks: int = Field(default=6, ge=1)
+    min_feerate_sat_vb: int = Field(default=1, ge=1)
+    max_feerate_sat_vb: int = Field(default=500, ge=1)
     # Replace (RBF) a payout still unconfirmed this many blocks after broadcast, raising the
     # feerate by payout_bump_percent (0 = only by operator command).
-    payout_bump_after_blocks: int = 0
-    payout_bump_percent: int = 50
+    payout_bump_after_blocks: int = Field(default=0, ge=0)
+    payout_bump_percent: int = Field(default=50, ge=0)
     # The signer: a unix socket of a separate `satvault signer serve` process, or (empty) an
     # in-process signer for the demo, opened from the encrypted seed file below.
     signer_socket: str = ""
@@ -303,12 +303,12 @@ class Settings(BaseSettings):
     # per call) or httpx's own transport; the same API and error rules either way.
     lnd_http_client: Literal["aiohttp", "httpx"] = "aiohttp"
     cln_rpc_path: str = ""
-    ln_invoice_expiry_seconds: int = 3600
+    ln_invoice_expiry_seconds: int = Field(default=3600, ge=1)
     # Fee reserve held with every outgoing payment: max(ppm of the amount, the minimum).
-    ln_fee_reserve_ppm: int = 5_000
-    ln_fee_reserve_min_msat: int = 10_000
-    ln_max_payment_msat: int = 10_000_000_000
-    ln_pay_timeout_seconds: int = 30
+    ln_fee_reserve_ppm: int = Field(default=5_000, ge=0, le=1_000_000)
+    ln_fee_reserve_min_msat: int = Field(default=10_000, ge=0)
+    ln_max_payment_msat: int = Field(default=10_000_000_000, ge=1)
+    ln_pay_timeout_seconds: int = Field(default=30, ge=1)
     # An outgoing BOLT11 with less of its lifetime left than this is refused before anything
     # is held: the payer needs time to send it (a wake-up, retries, the pay timeout); an
     # invoice that expires on the way fails and the money goes back, but a voucher redeemed
@@ -326,9 +326,9 @@ class Settings(BaseSettings):
     # payment they refuse has cost the payee that BOLT11. A wallet with this many such
     # refusals in the last 24 hours is refused before it takes another invoice off the node.
     internal_refusals_per_day: int = Field(default=3, ge=1)
-    ln_max_attempts: int = 3
-    ln_retry_base_seconds: float = 2.0
-    ln_payer_interval: float = 1.0
+    ln_max_attempts: int = Field(default=3, ge=1)
+    ln_retry_base_seconds: float = Field(default=2.0, ge=0)
+    ln_payer_interval: float = Field(default=1.0, gt=0)
     # Payments in flight at once, and at most this many of them to one destination node, so
     # that one slow receiver cannot delay everybody else's payments.
     ln_payer_concurrency: int = Field(default=16, ge=1, le=1000)

@@ -59,6 +59,7 @@ from satvault.cli._common import (  # noqa: E402
     in_transaction,
     refuse_demo_signer,
 )
+from satvault.cli._common import run as run_command  # noqa: E402
 from satvault.cli.audit import app as audit_app  # noqa: E402
 from satvault.cli.auth import app as auth_app  # noqa: E402
 from satvault.cli.backup import backup_cmd, restore_cmd  # noqa: E402
@@ -142,7 +143,11 @@ def version() -> None:
 def db_upgrade() -> None:
     """Create or migrate the database schema to the newest revision."""
     settings = get_settings()
-    upgrade(settings.database_url)
+
+    async def go() -> None:
+        await asyncio.to_thread(upgrade, settings.database_url)
+
+    run_command(go)
     emit({"ok": True, "revision": head_revision()})
 
 
@@ -160,7 +165,7 @@ def db_status() -> None:
         finally:
             await engine.dispose()
 
-    current = asyncio.run(go())
+    current = run_command(go)
     emit({"current": current, "head": head_revision(), "up_to_date": current == head_revision()})
 
 

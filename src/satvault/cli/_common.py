@@ -6,13 +6,16 @@ commands that act on the chain node (refused, exit 1, against a node of another 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Annotated, Any, NoReturn, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import IO, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import User
@@ -26,8 +29,8 @@ from satvault.signing.errors import SignerError
 
 __all__ = ["DemoSignerFlag", "admin_actor", "admin_user", "demo_signer_chosen",
            "demo_signer_refusal", "demo_signer_refused", "demo_signer_warning", "emit",
-           "fail", "in_transaction", "on_network", "refuse_demo_signer", "refuse_network",
-           "run", "with_database"]
+           "fail", "in_transaction", "on_network", "output", "refuse_demo_signer",
+           "refuse_network", "run", "with_database"]
 
 T = TypeVar("T")
 
@@ -40,6 +43,35 @@ def emit(obj: Any) -> None:
 def fail(message: str, code: int = 1) -> NoReturn:
     emit({"ok": False, "error": message})
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def output(path: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
+    """``path`` opened for writing before a command does its work, so a path that cannot be
+    written is one JSON error line (exit 1) before anything changed, and the file is removed
+    if the work then fails (found from outside: ``risk cases sar --pdf`` to a missing
+    directory filed the SAR and then reported failure; other commands printed a traceback)."""
+    try:
+        handle = path.open("wb" if binary else "w")
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror}")
+    try:
+        with handle:
+            yield handle
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _unreachable(exc: BaseException) -> str:
+    """What a command says of a database or service it could not reach, or a file it could
+    not use: the error's kind and text, never a URL (which may hold a password)."""
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig or exc
+        return f"the database refused or could not be reached: {type(orig).__name__}: {orig}"
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return f"cannot connect: {type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 # Without a signer socket, the in-process demo signer runs unasked only in development on
@@ -116,6 +148,8 @@ def run(go: Callable[[], Coroutine[Any, Any, T]]) -> T:
         refuse_network(exc)
     except (SatvaultError, SignerError) as exc:
         fail(str(exc))
+    except (OSError, DBAPIError) as exc:  # the database down or refusing, an unknown host
+        fail(_unreachable(exc))
 
 
 def with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]],

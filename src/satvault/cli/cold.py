@@ -119,7 +119,10 @@ def sign(
     except CustodyError as exc:
         _fail(str(exc))
     target = out or file.with_name(f"{file.stem}-{root.my_fingerprint.hex()}.psbt")
-    target.write_text(result.psbt_b64 + "\n")
+    from satvault.cli._common import output
+
+    with output(target) as handle:
+        handle.write(result.psbt_b64 + "\n")
     sys.stderr.write(result.summary + "\n")
     _emit({"ok": True, "out": str(target), "fingerprint": root.my_fingerprint.hex(),
            "signed_inputs": list(result.signed_inputs),

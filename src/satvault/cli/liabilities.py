@@ -75,6 +75,11 @@ def publish(
                   f"({exc}); pass --height N")
     assert height is not None
     round_id = new_id("pol")
+    proofs_dir = out / "proofs"
+    try:  # before the round is stored: a directory that cannot be written fails first
+        proofs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"cannot write {proofs_dir}: {exc.strerror}")
 
     async def go() -> Any:
         engine, sessions = open_database(settings, pool_size=1)
@@ -97,8 +102,6 @@ def publish(
     except CustodyError as exc:
         _fail(str(exc))
 
-    proofs_dir = out / "proofs"
-    proofs_dir.mkdir(parents=True, exist_ok=True)
     _write_json(out / "root.json", publication.root)
     for name in VERIFIER_FILES:
         (out / name).write_bytes(verifier_file(name))

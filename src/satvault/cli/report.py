@@ -13,6 +13,7 @@ import typer
 
 from satvault.cli._common import emit as _emit
 from satvault.cli._common import fail as _fail
+from satvault.cli._common import output
 from satvault.composition import open_database
 from satvault.config import get_settings
 from satvault.migrate import SchemaNotCurrent, ensure_current
@@ -85,13 +86,12 @@ def compliance(start: From, end: To,
     a, b = _period(start, end)
     if out is not None and out.suffix not in (".pdf", ".csv"):
         _fail("--out must end in .pdf or .csv")
-    report, rate = _run(lambda s, st, r: period_report(s, a, b, settings=st, rates=r))
     if out is None:
+        report, rate = _run(lambda s, st, r: period_report(s, a, b, settings=st, rates=r))
         _emit({"ok": True, **report})
         return
-    if out.suffix == ".pdf":
-        out.write_bytes(report_pdf(report, rate))
-    else:
-        out.write_text(report_csv(report))
+    with output(out, binary=out.suffix == ".pdf") as file:
+        report, rate = _run(lambda s, st, r: period_report(s, a, b, settings=st, rates=r))
+        file.write(report_pdf(report, rate) if out.suffix == ".pdf" else report_csv(report))
     _emit({"ok": True, "file": str(out), "period": report["period"],
            "customer_days": len(report["ctr"]["customer_days"])})

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from satvault.cli._common import DemoSignerFlag, refuse_demo_signer, run
+from satvault.cli._common import DemoSignerFlag, output, refuse_demo_signer, run
 from satvault.config import get_settings
 from satvault.custody.errors import CustodyError
 from satvault.kernel.errors import SatvaultError
@@ -61,8 +61,9 @@ def prove(
         finally:
             await engine.dispose()
 
-    draft = run(go)
-    out.write_text(draft.psbt_b64 + "\n")
+    with output(out) as file:  # before the signer signs anything
+        draft = run(go)
+        file.write(draft.psbt_b64 + "\n")
     report: dict[str, Any] = {"ok": True, "out": str(out), "complete": draft.complete,
                               "total_sat": draft.total_sat, "hot_coins": draft.hot_coins,
                               "cold_coins": draft.cold_coins, "message": message}
@@ -95,7 +96,8 @@ def finalize(
         final = finalize_proof(psbts, [str(f) for f in files], cold_wallet=wallet)
     except CustodyError as exc:
         _fail(str(exc))
-    out.write_text(final.psbt_b64 + "\n")
+    with output(out) as file:
+        file.write(final.psbt_b64 + "\n")
     _emit({"ok": True, "out": str(out), "message": final.message,
            "raw_tx_bytes": len(final.raw_hex) // 2})
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.cli._common import admin_actor, admin_user, emit, fail, in_transaction
+from satvault.cli._common import admin_actor, admin_user, emit, in_transaction, output
 from satvault.config import get_settings
 from satvault.invoices.service import apply_payment
 from satvault.rates.base import Rate
@@ -161,10 +161,10 @@ def sar(case: Case, as_: AsAdmin,
         if file_reference is not None:
             out = await sars.file_sar(s, case_id=case, reference=file_reference, actor=actor)
         return out
-    body = in_transaction(work)
-    if pdf is not None:
-        try:
-            pdf.write_bytes(sars.sar_pdf(body))
-        except OSError as exc:
-            fail(f"cannot write {pdf}: {exc.strerror}")
+    if pdf is None:
+        body = in_transaction(work)
+    else:  # the file first: a path that cannot be written fails before anything is filed
+        with output(pdf, binary=True) as file:
+            body = in_transaction(work)
+            file.write(sars.sar_pdf(body))
     emit({"ok": True, **body, **({"pdf": str(pdf)} if pdf is not None else {})})

@@ -150,6 +150,9 @@ def serve(
             await serve_socket(socket_path, signer, group=gid,
                                allow_uids=frozenset(allow_uid) if allow_uid else None)
 
+    if not socket_path.parent.is_dir():  # before saying it listens
+        _fail(SignerError(f"cannot create the socket {socket_path}: its directory "
+                          f"{socket_path.parent} does not exist"))
     limits = signer.limits()
     sys.stderr.write(
         f"signer {signer.fingerprint.hex()} ({signer.network}) listening on {socket_path}; "

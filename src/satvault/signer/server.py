@@ -173,7 +173,10 @@ def _bind_private(path: Path, gid: int | None = None) -> socket.socket:
     if len(os.fsencode(path)) > _SUN_PATH_MAX:
         raise SignerError(f"socket path too long for a unix socket: {path}")
     _clear_stale(path)
-    private_dir = tempfile.mkdtemp(prefix=".signer-", dir=path.parent)  # mode 0700
+    try:
+        private_dir = tempfile.mkdtemp(prefix=".signer-", dir=path.parent)  # mode 0700
+    except OSError as exc:  # found from outside: a traceback for a missing directory
+        raise SignerError(f"cannot create the socket {path}: {exc}") from exc
     tmp = Path(private_dir) / "s"
     if len(os.fsencode(tmp)) > _SUN_PATH_MAX:
         os.rmdir(private_dir)
