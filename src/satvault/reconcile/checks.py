@@ -194,6 +194,24 @@ async def _ln_in_flight(session: AsyncSession) -> list[Diff]:
     return out
 
 
+# Kinds only a deep run looks for, and those only a reachable Lightning node tells: a run that
+# did not look cannot say they went away (found from outside: every shallow run resolved the
+# deep runs' broken audit chain, so it never stayed long enough to be raised to a person).
+DEEP_ONLY_KINDS = frozenset({"audit_chain_broken", "risk_rollup_mismatch"})
+LN_NODE_KINDS = frozenset({"ln_invoice_not_settled_at_node", "ln_invoice_unrecorded",
+                           "ln_payment_failed_but_paid", "ln_payment_succeeded_not_at_node"})
+
+
+def unchecked(diffs: list[Diff], *, deep: bool) -> frozenset[str] | None:
+    """The kinds of difference a run with these ``diffs`` did not look for (None: the whole
+    world way, when the chain node could not be asked)."""
+    kinds = {d.kind for d in diffs}
+    if "chain_node_unreachable" in kinds:
+        return None
+    return (frozenset() if deep else DEEP_ONLY_KINDS) | (
+        LN_NODE_KINDS if "ln_node_unreachable" in kinds else frozenset())
+
+
 async def records_way(session: AsyncSession, *, deep: bool) -> list[Diff]:
     out = [*await _deposits(session), *await _ln_invoices(session),
            *await _withdrawal_holds(session), *await _ln_in_flight(session)]

@@ -30,7 +30,7 @@ from satvault.backends.lightning import LightningBackend
 from satvault.db import utcnow
 from satvault.logs import get_logger
 from satvault.onchain.models import ReviewItem
-from satvault.reconcile.checks import Diff, ledger_way, records_way, world_way
+from satvault.reconcile.checks import Diff, ledger_way, records_way, unchecked, world_way
 from satvault.reconcile.models import ReconciliationIncident, ReconciliationRun
 
 __all__ = ["RAISE_AFTER_RUNS", "Reconciler", "RunReport", "find_differences", "open_incidents",
@@ -74,10 +74,11 @@ async def _read_books(sessions: async_sessionmaker[AsyncSession], *, deep: bool)
         return [*await ledger_way(s), *await records_way(s, deep=deep)]
 
 
-async def _remember(session: AsyncSession, diffs: list[Diff], now: datetime
+async def _remember(session: AsyncSession, diffs: list[Diff], now: datetime, *, deep: bool
                     ) -> tuple[list[Diff], int]:
     """Open, refresh and resolve incidents; the differences raised now, and how many
-    incidents went away."""
+    incidents went away. An incident of a kind this run did not look for (a shallow run, a
+    node that could not be asked: :func:`unchecked`) stays as it is."""
     Inv = ReconciliationIncident
     open_ = {(i.kind, i.subject): i for i in (await session.execute(
         select(Inv).where(Inv.resolved_at.is_(None)).with_for_update())).scalars()}
@@ -101,7 +102,10 @@ async def _remember(session: AsyncSession, diffs: list[Diff], now: datetime
             raised.append(d)
             session.add(ReviewItem(kind=REVIEW_KIND, subject=f"{d.kind}:{d.subject}"[:120],
                                    details=json.dumps(d.as_dict()), created_at=now))
-    gone = [i.id for k, i in open_.items() if k not in seen]
+    skip = unchecked(diffs, deep=deep)
+    gone = [i.id for k, i in open_.items() if k not in seen and not (
+        (i.way == "world" and i.kind != "chain_node_unreachable") if skip is None
+        else i.kind in skip)]
     if gone:
         await session.execute(update(Inv).where(Inv.id.in_(gone)).values(resolved_at=now))
     return raised, len(gone)
@@ -123,7 +127,7 @@ async def reconcile_once(sessions: async_sessionmaker[AsyncSession],
     started, clock = utcnow(), time.perf_counter()
     diffs, height = await find_differences(sessions, backend, lightning, deep=deep)
     async with sessions() as s, s.begin():
-        raised, resolved = await _remember(s, diffs, utcnow())
+        raised, resolved = await _remember(s, diffs, utcnow(), deep=deep)
         report = RunReport(0, started, height, deep, diffs, raised, resolved,
                            time.perf_counter() - clock)
         run = ReconciliationRun(started_at=started, finished_at=utcnow(), height=height,
