@@ -106,7 +106,7 @@ def test_publishing_refuses_what_the_tree_cannot_honestly_hold(balances, why):
 
 
 def test_the_node_hash_covers_both_sums_and_refuses_overflow():
-    a, b = leaf_hash(b"\1" * 32, 5), leaf_hash(b"\2" * 32, 7)
+    a, b = leaf_hash("wal_a", b"\1" * 32, 5), leaf_hash("wal_b", b"\2" * 32, 7)
     parent = node(a, b)
     expected = hashlib.sha256(b"satvault-pol-node" + a.hash + (5).to_bytes(8, "big")
                               + b.hash + (7).to_bytes(8, "big")).digest()
@@ -114,15 +114,16 @@ def test_the_node_hash_covers_both_sums_and_refuses_overflow():
     assert node(a, Node(b.hash, 6)).hash != parent.hash  # a lowered sum changes the hash
     with pytest.raises(OverflowError):
         node(Node(a.hash, U64_MAX), Node(b.hash, 1))
-    assert leaf_hash(b"\1" * 32, 5).hash == hashlib.sha256(
-        b"satvault-pol-leaf" + b"\1" * 32 + (5).to_bytes(8, "big")).digest()
+    assert leaf_hash("wal_a", b"\1" * 32, 5).hash == hashlib.sha256(
+        b"satvault-pol-leaf-v2" + (5).to_bytes(2, "big") + b"wal_a" + b"\1" * 32
+        + (5).to_bytes(8, "big")).digest()
 
 
 def test_the_worked_example_of_the_docs():
     """docs/custody.md walks through this tree; its numbers must be the code's."""
     n = [bytes([i]) * 32 for i in range(4)]
-    leaves = [leaf_hash(n[0], 3000), leaf_hash(n[1], 0), leaf_hash(n[2], 2000),
-              leaf_hash(n[3], 5000)]
+    leaves = [leaf_hash("wal_example", n[0], 3000), leaf_hash("", n[1], 0),
+              leaf_hash("wal_example", n[2], 2000), leaf_hash("wal_other", n[3], 5000)]
     left, right = node(leaves[0], leaves[1]), node(leaves[2], leaves[3])
     root = node(left, right)
     doc = (Path(__file__).resolve().parents[2] / "docs/custody.md").read_text()
@@ -255,9 +256,10 @@ def test_another_customers_leaf_or_the_wrong_balance_is_refused():
     with pytest.raises(ProofInvalid, match="a leaf was dropped or added"):
         verify(pub.root, stolen)
     stolen["balance_msat"] += stolen["leaves"][-1]["balance_msat"]
-    verify(pub.root, stolen)  # each leaf is in the tree ...
+    with pytest.raises(ProofInvalid, match="does not hash to the published root"):
+        verify(pub.root, stolen)  # a leaf names its account: the other's is not this one's
     with pytest.raises(ProofInvalid, match="but your balance at block height 100 was"):
-        verify(pub.root, stolen, expected_balance_msat=BALANCES[mine["account"]])  # ... but
+        verify(pub.root, mine, expected_balance_msat=BALANCES[mine["account"]] + 1)
 
 
 def test_the_broken_sum_attack_fails():
@@ -642,3 +644,17 @@ def test_the_pages_script_agrees_with_the_python_verifier():
                               "total_msat": str(got.total_msat), "account": got.account}
     assert sum(1 for s, _ in result["out"] if s["ok"]) == len(pub.proofs)
 
+
+
+def test_one_customers_leaves_cannot_serve_as_another_customers_proof():
+    """Found from outside (stop 32): the books owe alice and bob 5000 msat each; the operator
+    publishes a tree of alice alone (half the liabilities hidden) and hands bob alice's
+    proof under bob's name. The leaves name their account, so it does not check."""
+    pub = build({"wal_alice": 5000}, height=100, round_id="r1", secret=b"s",
+                rng=random.Random(1))
+    alice = pub.proofs["wal_alice"]
+    verify(pub.root, alice, expected_balance_msat=5000)
+    forged = copy.deepcopy(alice)
+    forged["account"] = "wal_bob"
+    with pytest.raises(ProofInvalid, match="root"):
+        verify(pub.root, forged, expected_balance_msat=5000)

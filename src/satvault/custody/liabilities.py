@@ -9,12 +9,17 @@ holds (proof of reserves), the total says whether it is solvent.
 
 The format is public and fixed (docs/custody.md says it byte by byte)::
 
-    leaf = SHA256("satvault-pol-leaf" || nonce[32] || u64be(balance_msat))
+    leaf = SHA256("satvault-pol-leaf-v2" || u16be(len(account)) || account
+                                         || nonce[32] || u64be(balance_msat))
     node = SHA256("satvault-pol-node" || left.hash || u64be(left.sum)
                                       || right.hash || u64be(right.sum))
     node.sum = left.sum + right.sum          (refused past 2**64 - 1)
 
-Both children's sums are inside the node hash, so a proof cannot show a sibling's sum lower
+A leaf names its account (the wallet id, UTF-8; empty for padding): a proof checks only for
+the account it is for, so one customer's leaves cannot be handed to another as theirs (found
+from outside, stop 32: with leaves of the same amounts, an operator could publish half the
+liabilities and give both customers proofs that checked). Both children's sums are inside
+the node hash, so a proof cannot show a sibling's sum lower
 than the one the root was built with (the "broken sum" attack on the first Merkle-sum
 trees). Sums are never negative: a negative balance would let the operator cancel out other
 customers' money, so publishing refuses one.
@@ -48,7 +53,7 @@ from satvault.custody.errors import CannotPublish, ProofInvalid
 __all__ = ["LEAF_TAG", "MAX_LEAVES_PER_ACCOUNT", "NODE_TAG", "U64_MAX", "Node", "Publication",
            "Verified", "build", "leaf_hash", "leaf_nonce", "node", "verify"]
 
-LEAF_TAG = b"satvault-pol-leaf"
+LEAF_TAG = b"satvault-pol-leaf-v2"
 NODE_TAG = b"satvault-pol-node"
 NONCE_TAG = b"satvault-pol-nonce"
 U64_MAX = 2**64 - 1
@@ -74,12 +79,17 @@ def _u64(value: int) -> bytes:
     return struct.pack(">Q", value)
 
 
-def leaf_hash(nonce: bytes, balance_msat: int) -> Node:
+def leaf_hash(account: str, nonce: bytes, balance_msat: int) -> Node:
+    """A leaf of ``account`` ("" for padding)."""
     if len(nonce) != NONCE_BYTES:
         raise ValueError("a leaf nonce is 32 bytes")
     if not 0 <= balance_msat <= U64_MAX:
         raise ValueError("a leaf balance is an unsigned 64-bit integer")
-    return Node(hashlib.sha256(LEAF_TAG + nonce + _u64(balance_msat)).digest(), balance_msat)
+    name = account.encode()
+    if len(name) > 0xFFFF:
+        raise ValueError("an account name is at most 65,535 bytes")
+    return Node(hashlib.sha256(LEAF_TAG + struct.pack(">H", len(name)) + name + nonce
+                               + _u64(balance_msat)).digest(), balance_msat)
 
 
 def node(left: Node, right: Node) -> Node:
@@ -156,13 +166,13 @@ def build(balances: Mapping[str, int], *, height: int, round_id: str, secret: by
             continue
         for leaf_no, part in enumerate(_split(balance, rng)):
             nonce = leaf_nonce(secret, round_id, account, leaf_no)
-            entries.append((account, leaf_hash(nonce, part), nonce))
+            entries.append((account, leaf_hash(account, nonce, part), nonce))
     size = 1
     while size < len(entries):
         size *= 2
     while len(entries) < size:
         nonce = rng.randbytes(NONCE_BYTES)
-        entries.append((None, leaf_hash(nonce, 0), nonce))
+        entries.append((None, leaf_hash("", nonce, 0), nonce))
     rng.shuffle(entries)
 
     levels: list[list[Node]] = [[n for _, n, _ in entries]]
@@ -250,8 +260,8 @@ def verify(root: Any, proof: Any, *, expected_balance_msat: int | None = None) -
     depth = size.bit_length() - 1
 
     account = _field(proof, "account", "the proof")
-    if not isinstance(account, str) or not account:
-        raise ProofInvalid(f"the proof's account is not a name: {account!r}")
+    if not isinstance(account, str) or not account or len(account.encode()) > 0xFFFF:
+        raise ProofInvalid(f"the proof's account is not a name: {account!r}"[:200])
     proof_height = _int(_field(proof, "height", "the proof"), "the proof's height")
     if proof_height != height:
         raise ProofInvalid(f"wrong height: the proof is for block height {proof_height}, the "
@@ -301,7 +311,7 @@ def verify(root: Any, proof: Any, *, expected_balance_msat: int | None = None) -
                                 f"{where}, step {k}: the sum"))
             steps.append((sibling, side))
             position //= 2
-        parsed.append((index, leaf_hash(nonce, balance), steps))
+        parsed.append((index, leaf_hash(account, nonce, balance), steps))
 
     proven = sum(leaf.sum for _, leaf, _ in parsed)
     if proven != stated:

@@ -4,7 +4,8 @@
  * sent anywhere. The format is in docs/custody.md; this file mirrors
  * satvault/custody/liabilities.py check for check.
  *
- *   leaf = SHA256("satvault-pol-leaf" || nonce[32] || u64be(balance_msat))
+ *   leaf = SHA256("satvault-pol-leaf-v2" || u16be(len(account)) || account
+ *                                        || nonce[32] || u64be(balance_msat))
  *   node = SHA256("satvault-pol-node" || left.hash || u64be(left.sum)
  *                                     || right.hash || u64be(right.sum))
  *
@@ -16,7 +17,7 @@
 
   const U64_MAX = (1n << 64n) - 1n;
   const encoder = new TextEncoder();
-  const LEAF_TAG = encoder.encode("satvault-pol-leaf");
+  const LEAF_TAG = encoder.encode("satvault-pol-leaf-v2");
   const NODE_TAG = encoder.encode("satvault-pol-node");
 
   class ProofInvalid extends Error {}
@@ -194,8 +195,13 @@
     const digest = options.sha256 || defaultDigest();
     if (typeof root === "string") root = parseJSON(root);
     if (typeof proof === "string") proof = parseJSON(proof);
-    const leafHash = async (nonce, balance) => ({
-      hash: await digest(concat(LEAF_TAG, nonce, u64be(balance))), sum: balance });
+    // A leaf names its account: one customer's leaves never check as another's.
+    const leafHash = async (account, nonce, balance) => {
+      const name = encoder.encode(account);
+      const size = new Uint8Array([name.length >> 8, name.length & 0xff]);
+      return { hash: await digest(concat(LEAF_TAG, size, name, nonce, u64be(balance))),
+               sum: balance };
+    };
     const node = async (l, r) => {
       const sum = l.sum + r.sum;
       if (sum > U64_MAX) throw new RangeError("overflow");
@@ -213,7 +219,7 @@
     const depth = size.toString(2).length - 1;
 
     const account = field(proof, "account", "the proof");
-    if (typeof account !== "string" || !account) {
+    if (typeof account !== "string" || !account || encoder.encode(account).length > 0xffff) {
       throw new ProofInvalid(`the proof's account is not a name: ${String(account)}`);
     }
     const proofHeight = u64(field(proof, "height", "the proof"), "the proof's height");
@@ -264,7 +270,7 @@
                      side });
         position /= 2n;
       }
-      parsed.push({ index, leaf: await leafHash(nonce, balance), steps });
+      parsed.push({ index, leaf: await leafHash(account, nonce, balance), steps });
     }
 
     const proven = parsed.reduce((s, p) => s + p.leaf.sum, 0n);
