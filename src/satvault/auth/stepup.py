@@ -45,9 +45,10 @@ async def set_payment_password(session: AsyncSession, *, user_id: str, password:
                                payment_password: str, stepped_up: bool = False,
                                ip: str = "", policy: AuthPolicy = AuthPolicy()) -> None:
     """Set (or change) the payment password; needs the sign-in password, and must differ
-    from it. Replacing one needs more than the sign-in password, which is what the payment
-    password stands against: ``stepped_up``, a factor re-proved in this session (the old
-    payment password, or TOTP), else :class:`StepUpRequired`. Refused while the account is
+    from it. Replacing one, or setting one on an account with TOTP, needs more than the
+    sign-in password, which is what the payment password stands against: ``stepped_up``, a
+    factor re-proved in this session (the old payment password, or TOTP), else
+    :class:`StepUpRequired`. Refused while the account is
     locked; a wrong sign-in password counts towards the lockout (written before
     :class:`Unauthenticated` is raised: the caller commits it)."""
     user = await session.get(User, user_id)
@@ -62,9 +63,11 @@ async def set_payment_password(session: AsyncSession, *, user_id: str, password:
                             ip=ip)
         raise Unauthenticated("the sign-in password is not right")
     had = creds.payment_password_hash is not None
-    if had and not stepped_up:
+    if (had or totp_enabled(creds)) and not stepped_up:
+        # Replacing one, or adding one beside TOTP, needs the factor the account has: else
+        # a phished sign-in password sets a factor of its own (found from outside, twice).
         raise StepUpRequired("confirm the payment password you have (or your TOTP code) "
-                             "before replacing it (step-up)")
+                             "before setting one (step-up)")
     if len(payment_password) < 8 or len(payment_password) > 1024:
         raise InvalidInput("a payment password needs 8 to 1024 characters")
     if verify_password(payment_password, user.password_hash):

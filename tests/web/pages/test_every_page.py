@@ -138,7 +138,7 @@ async def for_review(env: LnEnv, ids: dict[str, str]) -> dict[str, str]:
     async with env.sessions() as s, s.begin():
         case_id = (await s.execute(select(RiskCase.id))).scalar_one()
         # a SAR draft, so the case page shows its content and narrative form
-        await generate_sar(s, case_id=case_id, actor=f"user:{ids['user_id']}")
+        await generate_sar(s, case_id=case_id, actor="user:usr_another_admin")  # not its subject
         request = await request_upgrade(
             s, owner_type="merchant", owner_id=ids["merchant_id"], tier=1,
             full_name="Ada Lovelace", documents=["docstore://kyc/ada-passport.pdf"],
