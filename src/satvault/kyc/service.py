@@ -171,6 +171,10 @@ async def unfreeze(session: AsyncSession, *, wallet_id: str, reason: str, actor:
     w = await _wallet(session, wallet_id)
     if w.frozen_at is None:
         raise InvalidKycInput(f"wallet {wallet_id} is not frozen")
+    if actor.removeprefix("user:") in await _subject_users(session, w.owner_type, w.owner_id):
+        # As nobody reviews themselves (found from outside: an admin unfroze their own
+        # merchant's wallet that another admin had frozen, and could withdraw again).
+        raise ReviewerIsSubject("a wallet is unfrozen by an admin other than its owner")
     was = w.frozen_reason
     w.frozen_at, w.frozen_reason = None, None
     await session.flush()
