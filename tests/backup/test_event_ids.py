@@ -14,11 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts import service as acc
 from satvault.composition import open_sessions
-from satvault.db import create_engine
+from satvault.db import create_engine, utcnow
 from satvault.events.outbox import emit
 from satvault.migrate import upgrade
 from tests.backup.conftest import Cli
-from tests.events.conftest import add_webhook
 
 
 async def _emit(sessions: async_sessionmaker[AsyncSession], n: int = 1, *,
@@ -114,7 +113,11 @@ async def test_the_sqlite_outbox_is_rebuilt_with_its_rows_and_deliveries(
         async with sessions() as s, s.begin():
             merchant = await acc.create_merchant(s, name="Acme")
             store = await acc.create_store(s, merchant_id=merchant.id, name="Acme shop")
-        await add_webhook(sessions, store.id, "http://127.0.0.1:9/hook")
+        async with sessions() as s, s.begin():  # the columns 0064 has (not the model's)
+            await s.execute(text(
+                "INSERT INTO webhooks (id, store_id, url, events, secret, enabled, created_at)"
+                " VALUES ('whk_old', :store, 'http://127.0.0.1:9/hook', 'invoice.*', "
+                "'whsec_test_secret_0123456789', 1, :at)"), {"store": store.id, "at": utcnow()})
         ids = await _emit(sessions, 3, store_id=store.id)
     finally:
         await engine.dispose()
