@@ -69,10 +69,10 @@ class WebhookFanout:
             # The webhooks that were on when the event was made (as the outbox mode picks
             # them, in the event's own transaction): the switch as it is, unless it moved
             # since; a delivery for one switched off since waits until it is on again.
-            switched_since = Webhook.switched_at > event.created_at
-            on_then = or_(and_(~switched_since | Webhook.switched_at.is_(None),
-                               Webhook.enabled.is_(True)),
-                          and_(switched_since, Webhook.enabled.is_(False)))
+            unswitched = or_(Webhook.switched_at.is_(None),
+                             Webhook.switched_at <= event.created_at)
+            on_then = or_(and_(unswitched, Webhook.enabled.is_(True)),
+                          and_(~unswitched, Webhook.enabled.is_(False)))
             hooks = (await s.execute(
                 select(Webhook.id, Webhook.events)
                 .where(Webhook.store_id == event.store_id, on_then,
