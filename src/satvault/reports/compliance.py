@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.models import User
+from satvault.accounts.models import Merchant, User
+from satvault.kyc.service import tier_expr
 from satvault.onchain.models import ReviewItem
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
 from satvault.rates.base import Rate
@@ -54,6 +55,12 @@ async def compliance_report(session: AsyncSession, start: date, end: date, *, ra
     lo, hi = day_bounds(start, end)
     kyc = dict((await session.execute(select(User.kyc_tier, func.count()).group_by(
         User.kyc_tier).order_by(User.kyc_tier))).all())
+    # A merchant's own (KYB) tier: its latest approved record's (no cache column, as users'
+    # kyc_tier is), computed per merchant and counted.
+    tiers = select(tier_expr("merchant", Merchant.id).label("tier")).select_from(
+        Merchant).subquery()
+    kyb = dict((await session.execute(select(tiers.c.tier, func.count()).group_by(
+        tiers.c.tier).order_by(tiers.c.tier))).all())
     opened = Counter(dict((await session.execute(
         select(ReviewItem.kind, func.count()).where(ReviewItem.created_at >= lo,
                                                     ReviewItem.created_at < hi)
@@ -76,6 +83,7 @@ async def compliance_report(session: AsyncSession, start: date, end: date, *, ra
                            "out_minor": msat_to_minor(v["out_msat"], rate)}
                     for rail, v in sorted(volumes.items())},
         "kyc_tiers": {str(t): int(n) for t, n in kyc.items()},
+        "kyb_tiers": {str(t): int(n) for t, n in kyb.items()},
         "alerts": {k: {"opened": opened.get(k, 0), "resolved": resolved.get(k, 0)}
                    for k in sorted(set(opened) | set(resolved))},
         "risk": risk,
@@ -178,6 +186,8 @@ def report_csv(report: dict[str, Any]) -> str:
             w.writerow(["volumes", rail, metric, value])
     for tier, n in report["kyc_tiers"].items():
         w.writerow(["kyc_tiers", tier, "accounts", n])
+    for tier, n in report["kyb_tiers"].items():
+        w.writerow(["kyb_tiers", tier, "merchants", n])
     for kind, v in report["alerts"].items():
         for metric, value in v.items():
             w.writerow(["alerts", kind, metric, value])
@@ -229,6 +239,8 @@ def report_pdf(report: dict[str, Any], rate: Rate) -> bytes:
             _money(v["out_minor"], rate)] for rail, v in report["volumes"].items()])
     table("Accounts by KYC tier", ["tier", "accounts"],
           [[t, n] for t, n in report["kyc_tiers"].items()])
+    table("Merchants by KYB tier", ["tier", "merchants"],
+          [[t, n] for t, n in report["kyb_tiers"].items()])
     table("Alerts (review items)", ["kind", "opened", "resolved"],
           [[k, v["opened"], v["resolved"]] for k, v in report["alerts"].items()])
     rk = report["risk"]
