@@ -33,12 +33,16 @@ from satvault.auth.sessions import (
     mark_stepped_up,
 )
 from satvault.auth.signin import count_failure
-from satvault.auth.totp import check_code, totp_enabled
+from satvault.auth.totp import Enrollment, begin_enrollment, check_code, totp_enabled
 from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import InvalidInput, NotFound, StepUpRequired, Unauthenticated
 
-__all__ = ["check_payment_password", "is_stepped_up", "require_stepped_up",
-           "set_payment_password", "step_up"]
+__all__ = ["FRESH_SIGN_IN", "begin_totp_enrollment", "check_payment_password",
+           "is_stepped_up", "require_stepped_up", "set_payment_password", "step_up"]
+
+# Within this long of signing in, the holder of a session or token is taken to be the one who
+# signed in: TOTP can be turned on without giving the password again.
+FRESH_SIGN_IN = timedelta(minutes=10)
 
 
 async def set_payment_password(session: AsyncSession, *, user_id: str, password: str,
@@ -125,6 +129,35 @@ async def check_payment_password(session: AsyncSession, *, user_id: str,
         await count_failure(session, creds, policy=policy, what="payment-password", ip=ip)
         raise InvalidCode("the payment password is not right")
     creds.failed_signins, creds.failed_stepups, creds.locked_until = 0, 0, None
+
+
+async def begin_totp_enrollment(session: AsyncSession, *, user_id: str,
+                                signed_in_at: datetime, password: str | None = None,
+                                ip: str = "", policy: AuthPolicy = AuthPolicy()
+                                ) -> Enrollment:
+    """:func:`satvault.auth.totp.begin_enrollment` for the account's holder, not whoever holds
+    their session or token: turning TOTP on with a thief's authenticator locks the owner out
+    (a password reset does not turn it off; found from outside at stop 32). Needs a sign-in
+    (``signed_in_at``) within :data:`FRESH_SIGN_IN`, or the sign-in ``password`` given now
+    (an account without one, LNURL-auth's, signs in again): else :class:`StepUpRequired`.
+    Refused while the account is locked; a wrong password counts towards the lockout
+    (written before :class:`Unauthenticated` is raised: the caller commits it)."""
+    creds = await credentials(session, user_id, for_update=True)
+    wait = is_locked(creds, utcnow())
+    if wait:
+        raise AccountLocked(wait)
+    if utcnow() - signed_in_at >= FRESH_SIGN_IN:
+        user = await session.get(User, user_id)
+        if user is None:
+            raise NotFound(f"user {user_id!r} not found")
+        if not password:
+            raise StepUpRequired("give your sign-in password (or sign in again) to turn on "
+                                 "two-factor sign-in")
+        if not user.password_hash or not verify_password(password, user.password_hash):
+            await count_failure(session, creds, policy=policy, what="password-totp-enroll",
+                                ip=ip)
+            raise Unauthenticated("the sign-in password is not right")
+    return await begin_enrollment(session, user_id=user_id, policy=policy)
 
 
 def is_stepped_up(view: SessionView, within: timedelta = STEP_UP_WINDOW) -> bool:

@@ -67,7 +67,7 @@ from satvault.kernel.ids import is_id, new_id
 
 __all__ = ["ALG", "ISSUER", "MONEY_SCOPES", "TokenPair", "allowed_scopes", "authenticate_jwt",
            "family_of", "issue", "issue_enrollment", "looks_like_jwt", "refresh", "revoke_family",
-           "rotate_keys", "signing_key"]
+           "rotate_keys", "signed_in_at", "signing_key"]
 
 ALG = "HS256"
 ISSUER = "satvault"
@@ -297,6 +297,20 @@ async def family_of(session: AsyncSession, refresh_token: str) -> str | None:
     """The family of a refresh token (spent or not), or None for an unknown one."""
     found = await _refresh_row(session, refresh_token)
     return None if found is None else found.family_id
+
+
+async def signed_in_at(session: AsyncSession, family_id: str) -> datetime:
+    """When the sign-in behind a token family happened: the family's making, or, for a
+    family the session grant made from a web session, that session's sign-in (a grant made
+    from an old session is no fresher than it)."""
+    family = await session.get(TokenFamily, family_id)
+    if family is None:
+        raise NotFound(f"token family {family_id!r} not found")
+    if family.session_id is not None:
+        web = await session.get(WebSession, family.session_id)
+        if web is not None:
+            return min(family.created_at, web.created_at)
+    return family.created_at
 
 
 async def refresh(session: AsyncSession, *, refresh_token: str,

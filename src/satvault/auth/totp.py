@@ -152,7 +152,9 @@ async def must_enroll(session: AsyncSession, *, user_id: str) -> bool:
 
 async def begin_enrollment(session: AsyncSession, *, user_id: str,
                            policy: AuthPolicy = AuthPolicy()) -> Enrollment:
-    """A new secret, pending until :func:`confirm_enrollment`; a second call replaces it."""
+    """A new secret, pending until :func:`confirm_enrollment`; a second call replaces it.
+    Checks nothing of who asks: the pages and the API start it through
+    :func:`satvault.auth.stepup.begin_totp_enrollment`, which asks for the account holder."""
     user = await get_user(session, user_id)
     creds = await credentials(session, user_id, for_update=True)
     if creds.totp_confirmed_at is not None:

@@ -57,9 +57,9 @@ async def compliance_report(session: AsyncSession, start: date, end: date, *, ra
         User.kyc_tier).order_by(User.kyc_tier))).all())
     # A merchant's own (KYB) tier: its latest approved record's (no cache column, as users'
     # kyc_tier is), computed per merchant and counted.
-    tiers = select(tier_expr("merchant", Merchant.id).label("tier")).select_from(
+    tiers = select(tier_expr("merchant", Merchant.__table__.c.id).label("tier")).select_from(
         Merchant).subquery()
-    kyb = dict((await session.execute(select(tiers.c.tier, func.count()).group_by(
+    kyb: dict[int, int] = dict((await session.execute(select(tiers.c.tier, func.count()).group_by(
         tiers.c.tier).order_by(tiers.c.tier))).all())
     opened = Counter(dict((await session.execute(
         select(ReviewItem.kind, func.count()).where(ReviewItem.created_at >= lo,

@@ -31,6 +31,7 @@ from satvault.auth.errors import AccountLocked, InvalidCode, MailUnavailable
 from satvault.auth.models import Credentials
 from satvault.auth.revocation import revoke_everything
 from satvault.auth.sessions import (
+    SessionView,
     list_sessions,
     mark_mfa,
     resolve_session,
@@ -297,6 +298,11 @@ async def reset_confirm(request: Request, lang: PageLang,
 
 # ------------------------------------------------------------------------ TOTP enrollment
 
+def _ask_password(view: SessionView) -> bool:
+    """Whether turning TOTP on asks for the sign-in password: the sign-in is not fresh."""
+    return utcnow() - view.created_at >= stepup.FRESH_SIGN_IN
+
+
 @router.get(ENROLL_PATH, response_class=HTMLResponse)
 async def enroll_page(request: Request, view: PageUser, lang: PageLang) -> Response:
     async with _sessions(request)() as session, session.begin():
@@ -304,16 +310,34 @@ async def enroll_page(request: Request, view: PageUser, lang: PageLang) -> Respo
         required = await totp.must_enroll(session, user_id=view.user_id)
     return render(request, "auth/totp_enroll.html", lang=lang, view=view,
                   enabled=totp.totp_enabled(creds), required=required, enrollment=None,
-                  error=None)
+                  error=None, ask_password=_ask_password(view))
 
 
 @router.post(ENROLL_PATH, response_class=HTMLResponse, dependencies=[CsrfProtected])
-async def enroll_start(request: Request, view: PageUser, lang: PageLang) -> Response:
+async def enroll_start(request: Request, view: PageUser, lang: PageLang,
+                       password: Annotated[str, Form(max_length=1024)] = "") -> Response:
+    """Start enrolling: a sign-in within ``FRESH_SIGN_IN``, or the sign-in password now
+    (:func:`satvault.auth.stepup.begin_totp_enrollment`)."""
+    error, status = "", 403
     async with _sessions(request)() as session, session.begin():
-        enrollment = await totp.begin_enrollment(session, user_id=view.user_id,
-                                                 policy=policy_of(request))
+        try:
+            enrollment = await stepup.begin_totp_enrollment(
+                session, user_id=view.user_id, signed_in_at=view.created_at,
+                password=password or None, ip=client_ip(request), policy=policy_of(request))
+        except AccountLocked:
+            error, status = "Too many failed attempts. Try again later.", 429
+        except Unauthenticated:  # counted: the transaction commits
+            error = "The sign-in password is not right."
+        except StepUpNeeded:
+            error = "Give your sign-in password to turn on two-factor sign-in."
+        except InvalidInput as exc:  # on already
+            error, status = str(exc), 422
+    if error:
+        return render(request, "auth/totp_enroll.html", lang=lang, view=view, enabled=False,
+                      required=False, enrollment=None, error=error, status_code=status,
+                      ask_password=_ask_password(view))
     return render(request, "auth/totp_enroll.html", lang=lang, view=view, enabled=False,
-                  required=False, enrollment=enrollment, error=None)
+                  required=False, enrollment=enrollment, error=None, ask_password=False)
 
 
 @router.post("/account/totp/confirm", response_class=HTMLResponse,
@@ -328,7 +352,8 @@ async def enroll_confirm(request: Request, view: PageUser, lang: PageLang,
     except (Unauthenticated, InvalidInput):
         return render(request, "auth/totp_enroll.html", lang=lang, view=view, enabled=False,
                       required=False, enrollment=None, status_code=422,
-                      error="That code is not right. Start again and scan the new code.")
+                      error="That code is not right. Start again and scan the new code.",
+                      ask_password=_ask_password(view))
     return render(request, "auth/recovery_codes.html", lang=lang, view=view, codes=codes)
 
 

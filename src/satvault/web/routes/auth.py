@@ -352,12 +352,33 @@ async def totp_status(session: SessionDep, principal: CurrentPrincipal) -> TotpS
     return await _totp_status(session, _own_user(principal))
 
 
-@router.post("/totp", status_code=201, responses=problem_responses(401, 403, 422))
-async def totp_begin(request: Request, session: SessionDep,
-                     principal: CurrentPrincipal) -> TotpEnrollmentOut:
-    """Start (or restart) enrolling TOTP: a new secret, pending until confirmed."""
-    started = await totp.begin_enrollment(session, user_id=_own_user(principal),
-                                          policy=policy_of(request))
+class TotpBeginIn(BaseModel):
+    password: str | None = Field(
+        None, max_length=1024,
+        description="the sign-in password; needed when the token's sign-in is more than "
+                    "ten minutes old")
+
+
+@router.post("/totp", status_code=201, response_model=TotpEnrollmentOut,
+             responses=problem_responses(401, 403, 422, 429))
+async def totp_begin(request: Request, session: SessionDep, principal: CurrentPrincipal,
+                     body: TotpBeginIn | None = None) -> TotpEnrollmentOut | Response:
+    """Start (or restart) enrolling TOTP: a new secret, pending until confirmed. The token's
+    sign-in must be less than ten minutes old, or the sign-in ``password`` given (a wrong one
+    counts towards the lockout); else 403."""
+    user_id = _own_user(principal)
+    try:
+        started = await stepup.begin_totp_enrollment(
+            session, user_id=user_id,
+            signed_in_at=await tokens.signed_in_at(session, principal.key_id.removeprefix(
+                "jwt:")),
+            password=body.password if body is not None else None, ip=client_ip(request),
+            policy=policy_of(request))
+    except Unauthenticated as exc:  # a counted guess: answered, so the count commits
+        await signin_failed(request)
+        refused = problem_for(exc)
+        assert refused is not None
+        return refused
     return TotpEnrollmentOut(secret=started.secret, otpauth_uri=started.uri,
                              qr_svg=started.qr_svg)
 
