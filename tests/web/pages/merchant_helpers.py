@@ -3,6 +3,8 @@ stepped up (the step-up page is the auth work's), and the checks every page shar
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,6 +24,12 @@ async def step_up(sessions: async_sessionmaker[AsyncSession], user_id: str) -> N
         for row in (await s.execute(select(WebSession).where(
                 WebSession.user_id == user_id))).scalars():
             await mark_stepped_up(s, session_id=row.id)
+
+
+def fresh() -> dict[str, str]:
+    """A form's own key (the hidden field a page renders into the forms that make something),
+    new: the form sent as a new request."""
+    return {"idempotency_key": uuid.uuid4().hex}
 
 
 async def token_of(browser: httpx.AsyncClient, path: str) -> str:

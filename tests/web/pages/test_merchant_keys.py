@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.accounts import service as acc
 from satvault.accounts.models import ApiKey
 from tests.web.pages.conftest import People
-from tests.web.pages.merchant_helpers import signed_in, step_up, token_of
+from tests.web.pages.merchant_helpers import fresh, signed_in, step_up, token_of
 
 _SECRET = re.compile(r"<code data-secret>([^<]+)</code>")
 
@@ -27,14 +27,14 @@ async def test_create_use_and_revoke_a_key(browser: httpx.AsyncClient, people: P
             "scopes": ["stores:read", "invoices:read"]}
 
     # Without a step-up: off to the step-up page, and back to this page after it.
-    r = await browser.post(base, data=form, headers={"referer": f"http://test{base}"})
+    r = await browser.post(base, data={**form, **fresh()}, headers={"referer": f"http://test{base}"})
     assert r.status_code == 303
     assert r.headers["location"] == f"/account/step-up?next={base}"
     async with sessions() as s:
         assert await acc.merchant_api_keys(s, people.alice_merchant) == []
 
     await step_up(sessions, people.alice)
-    r = await browser.post(base, data=form)
+    r = await browser.post(base, data={**form, **fresh()})
     assert r.status_code == 201, r.text
     secret = _SECRET.search(r.text)
     assert secret
@@ -75,7 +75,7 @@ async def test_refused_input_and_other_merchants(browser: httpx.AsyncClient, peo
     for owner, scopes, says in [(people.alice_merchant, [], "at least one scope"),
                                 (people.alice_merchant, ["admin"], "scopes listed"),
                                 (bobs_store.id, ["stores:read"], "one of its stores")]:
-        r = await browser.post(base, data={"csrf_token": token, "label": "x",
+        r = await browser.post(base, data={**fresh(), "csrf_token": token, "label": "x",
                                            "owner_id": owner, "scopes": scopes})
         assert r.status_code in (404, 422) and says in r.text, r.text
     assert (await browser.post(base, data={"owner_id": people.alice_merchant,

@@ -19,7 +19,7 @@ from satvault.ledger.store import get_account, submit
 from satvault.lightning.lnurl import decode_lnurl
 from satvault.lightning.lnurl_models import LightningAddress, LnurlWithdrawVoucher
 from tests.web.pages.conftest import People
-from tests.web.pages.merchant_helpers import signed_in, step_up, token_of
+from tests.web.pages.merchant_helpers import fresh, signed_in, step_up, token_of
 
 
 async def _fund(sessions: async_sessionmaker[AsyncSession], merchant: str, msat: int) -> int:
@@ -60,15 +60,15 @@ async def test_address_and_vouchers(browser: httpx.AsyncClient, people: People,
         assert wallet is not None and wallet.owner_id == people.alice_merchant
 
     form = {"csrf_token": token, "amount_sat": "10000", "description": "Raffle prize"}
-    r = await browser.post(f"{base}/vouchers", data=form)
+    r = await browser.post(f"{base}/vouchers", data={**form, **fresh()})
     assert r.status_code == 303 and r.headers["location"].startswith("/account/step-up")
     await step_up(sessions, people.alice)
-    r = await browser.post(f"{base}/vouchers", data={**form, "amount_sat": "ten"})
+    r = await browser.post(f"{base}/vouchers", data={**form, **fresh(), "amount_sat": "ten"})
     assert r.status_code == 422 and 'value="ten"' in r.text
-    r = await browser.post(f"{base}/vouchers", data={**form, "amount_sat": "10000000"})
+    r = await browser.post(f"{base}/vouchers", data={**form, **fresh(), "amount_sat": "10000000"})
     assert r.status_code in (409, 422)  # more than the balance (or the per-payment limit)
     assert await _held(sessions, account) == 0
-    r = await browser.post(f"{base}/vouchers", data=form)
+    r = await browser.post(f"{base}/vouchers", data={**form, **fresh()})
     assert r.status_code == 201, r.text
     async with sessions() as s:
         [voucher] = (await s.execute(select(LnurlWithdrawVoucher))).scalars().all()
@@ -110,7 +110,7 @@ async def test_other_merchants_vouchers(browser: httpx.AsyncClient, people: Peop
                  f"/dashboard/m/{people.bob_merchant}/lightning/vouchers/{voucher.id}/cancel",
                  f"/dashboard/m/{people.bob_merchant}/lightning/vouchers",
                  f"/dashboard/m/{people.bob_merchant}/lightning/address"):
-        r = await browser.post(path, data={"csrf_token": token, "amount_sat": "1",
+        r = await browser.post(path, data={**fresh(), "csrf_token": token, "amount_sat": "1",
                                            "username": "bobby"})
         assert r.status_code == 404, path
     assert await _held(sessions, account) > 0
@@ -129,11 +129,11 @@ async def test_a_voucher_with_an_expiry(browser: httpx.AsyncClient, people: Peop
     page = await browser.get(base)
     assert '<select id="expires_in" name="expires_in">' in page.text
     form = {"csrf_token": token, "amount_sat": "1000", "description": "", "expires_in": "bad"}
-    r = await browser.post(f"{base}/vouchers", data=form)
+    r = await browser.post(f"{base}/vouchers", data={**form, **fresh()})
     assert r.status_code == 422
-    r = await browser.post(f"{base}/vouchers", data={**form, "expires_in": "86400"})
+    r = await browser.post(f"{base}/vouchers", data={**form, **fresh(), "expires_in": "86400"})
     assert r.status_code == 201, r.text
-    r = await browser.post(f"{base}/vouchers", data={**form, "expires_in": ""})
+    r = await browser.post(f"{base}/vouchers", data={**form, **fresh(), "expires_in": ""})
     assert r.status_code == 201, r.text  # none chosen: the default lifetime, never "never"
     async with sessions() as s:
         rows = (await s.execute(select(LnurlWithdrawVoucher).order_by(

@@ -23,7 +23,7 @@ from satvault.lightning.lnurl_models import LnurlWithdrawVoucher
 from satvault.payouts.models import Withdrawal
 from satvault.web.app import create_app
 from tests.web.pages.conftest import People
-from tests.web.pages.merchant_helpers import signed_in, step_up, token_of
+from tests.web.pages.merchant_helpers import fresh, signed_in, step_up, token_of
 from tests.web.test_rate_limits import storage  # noqa: F401 (a fixture)
 
 BUDGET = 3
@@ -89,14 +89,14 @@ async def test_dashboard_money_forms_spend_the_creation_budget(
     second = await browsers()
     second.cookies = first.cookies
     for client in (first, second, first):
-        r = await client.post(f"{base}/lightning/vouchers", data=voucher)
+        r = await client.post(f"{base}/lightning/vouchers", data={**voucher, **fresh()})
         assert r.status_code == 201, r.text  # the page showing its link once
     client = second
     if storage[0] == "memory":  # per process: each has its own three
         for client in (second, second, first):
-            r = await client.post(f"{base}/lightning/vouchers", data=voucher)
+            r = await client.post(f"{base}/lightning/vouchers", data={**voucher, **fresh()})
             assert r.status_code == 201, r.text
-    _limited(await client.post(f"{base}/lightning/vouchers", data=voucher))
+    _limited(await client.post(f"{base}/lightning/vouchers", data={**voucher, **fresh()}))
     held = (await _get_held(sessions, account))
     page = await client.get(f"{base}/withdraw")
     assert page.status_code == 200, page.text

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.accounts.models import ApiKey
 from tests.auth.test_pages import enroll_totp
 from tests.web.pages.conftest import PASSWORD, People, csrf_of, sign_in
+from tests.web.pages.merchant_helpers import fresh
 
 
 async def test_totp_user_cannot_get_a_payment_password_without_the_totp_step_up(
@@ -35,8 +36,8 @@ async def test_totp_user_cannot_get_a_payment_password_without_the_totp_step_up(
         "next": "/dashboard"})
     keys = f"/dashboard/m/{people.alice_merchant}/keys"
     page = await browser.get(keys)
-    r3 = await browser.post(keys, data={"csrf_token": csrf_of(page.text), "label": "mine",
-                                        "owner_id": people.alice_merchant,
+    r3 = await browser.post(keys, data={**fresh(), "csrf_token": csrf_of(page.text),
+                                        "label": "mine", "owner_id": people.alice_merchant,
                                         "scopes": ["withdrawals:write", "wallet:read"]})
     async with sessions() as s:
         made = (await s.execute(select(ApiKey))).scalars().all()

@@ -9,11 +9,13 @@ page; a voucher is single-use (LUD-03 as satvault serves it)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Wallet
 from satvault.accounts.service import ensure_wallet
@@ -25,6 +27,7 @@ from satvault.lightning.lnurl_models import LightningAddress, LnurlWithdrawVouch
 from satvault.web.deps import SessionDep
 from satvault.web.pages.deps import (
     CsrfProtected,
+    KeepBody,
     PageCreateLimit,
     PageLang,
     PageUser,
@@ -35,12 +38,15 @@ from satvault.web.pages.merchant.invoices import qr_data_uri
 from satvault.web.pages.merchant.scope import (
     FormRefused,
     Owner,
+    form_key,
     form_values,
+    once,
     owner,
     parse,
     refusal,
     transaction,
 )
+from satvault.web.pages.merchant.texts import N_, translate
 from satvault.web.pages.render import render
 from satvault.web.routes.lnurl import AddressIn, VoucherIn, VoucherOut, address_out, voucher_out
 from satvault.web.state import settings_of
@@ -70,7 +76,7 @@ async def _page(request: Request, lang: Language, view: SessionView, session: An
         select(LnurlWithdrawVoucher).where(LnurlWithdrawVoucher.wallet_id == wallet.id)
         .order_by(LnurlWithdrawVoucher.created_at.desc(), LnurlWithdrawVoucher.id.desc())
         .limit(VOUCHERS_SHOWN))).scalars()]
-    return render(request, "merchant/lightning.html", lang=lang, view=view,
+    return render(request, "merchant/lightning.html", lang=lang, view=view, form_key=form_key(),
                   merchant=who.merchant, wallet=wallet, addresses=addresses,
                   address_qrs={a.username: qr_data_uri(a.lnurl.upper()) for a in addresses},
                   vouchers=vouchers, created=created,
@@ -132,27 +138,37 @@ def _expiry(values: dict[str, Any]) -> int | None:
     return int(text)
 
 
-@router.post("/lightning/vouchers", dependencies=[CsrfProtected, PageCreateLimit])
+@router.post("/lightning/vouchers",
+             dependencies=[KeepBody, CsrfProtected, PageCreateLimit])
 async def create_voucher(merchant_id: str, request: Request, view: SteppedUp,
                          lang: PageLang) -> Response:
     """A voucher holds its amount for whoever holds the link: a withdrawal, after a step-up.
     The answer is the page showing the link, the only time it is shown (only its hash is
-    stored), not a redirect that would have to carry it in a URL."""
+    stored), not a redirect that would have to carry it in a URL. Made once per form
+    (:func:`~satvault.web.pages.merchant.scope.once`): the form sent again says the voucher
+    was made, without its link."""
     values = await form_values(request)
     settings = settings_of(request)
+    made: dict[str, VoucherOut] = {}
     try:
         async with transaction(request) as s:
             who = await owner(s, view, merchant_id)
-            body = parse(VoucherIn, {
-                "amount_msat": _msat(values, "amount_sat", "amount"),
-                "min_msat": _msat(values, "min_sat", "least amount"),
-                "description": str(values.get("description", "")).strip(),
-                "expires_in": _expiry(values)})
+        body = parse(VoucherIn, {
+            "amount_msat": _msat(values, "amount_sat", "amount"),
+            "min_msat": _msat(values, "min_sat", "least amount"),
+            "description": str(values.get("description", "")).strip(),
+            "expires_in": _expiry(values)})
+
+        async def work(s: AsyncSession) -> tuple[int, Any]:
+            here = await owner(s, view, merchant_id)
             voucher, token = await svc.open_voucher(
-                s, wallet=await _wallet(s, who), amount_msat=body.amount_msat,
+                s, wallet=await _wallet(s, here), amount_msat=body.amount_msat,
                 min_msat=body.min_msat, description=body.description, settings=settings,
-                actor=who.actor, expires_in=body.lifetime())
-            created = voucher_out(voucher, settings, token)
+                actor=here.actor, expires_in=body.lifetime())
+            made["created"] = voucher_out(voucher, settings, token)
+            return 201, {"id": voucher.id}  # stored: no link
+
+        answer = await once(request, values, owner=f"merchant:{who.id}", work=work)
     except (FormRefused, SatvaultError) as exc:
         status, message = refusal(exc)
         async with transaction(request) as s:
@@ -161,9 +177,14 @@ async def create_voucher(merchant_id: str, request: Request, view: SteppedUp,
                                voucher_error=message, status_code=status)
     async with transaction(request) as s:
         who = await owner(s, view, merchant_id)
-        return await _page(request, lang, view, s, who, created=created, status_code=201,
-                           notice="The voucher was created; its amount is held until it is "
-                                  "used.")
+        if "created" not in made:  # the same form again: made by its first sending
+            return await _page(request, lang, view, s, who, notice=translate(lang, N_(
+                "This form was sent already: it made voucher %(id)s, whose link was shown "
+                "on the answer to the first sending only. If you did not keep it, cancel "
+                "that voucher and make another.")) % {"id": json.loads(bytes(answer.body))["id"]})
+        return await _page(request, lang, view, s, who, created=made["created"],
+                           status_code=201, notice="The voucher was created; its amount is "
+                                                   "held until it is used.")
 
 
 @router.post("/lightning/vouchers/{voucher_id}/cancel", dependencies=[CsrfProtected])

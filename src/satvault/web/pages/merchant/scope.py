@@ -9,13 +9,16 @@ and the page shows the form again with the user's input and the reason.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import AsyncIterator, Mapping
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -23,13 +26,17 @@ from satvault.accounts.models import Merchant
 from satvault.accounts.service import Principal
 from satvault.auth.sessions import SessionView
 from satvault.kernel.errors import AuthError, NotFound, SatvaultError
+from satvault.web.idempotency import run_idempotent
 from satvault.web.pages.deps import merchant_principal
 from satvault.web.problems import ERROR_STATUS
 
 __all__ = [
+    "FORM_KEY",
     "FormRefused",
     "Owner",
+    "form_key",
     "form_values",
+    "once",
     "owner",
     "parse",
     "refusal",
@@ -80,6 +87,39 @@ async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
     async with sessions() as session, session.begin():
         yield session
+
+
+# The hidden field a form that makes something carries (see :func:`once`).
+FORM_KEY = "idempotency_key"
+
+
+def form_key() -> str:
+    """A new key for a form that makes something, rendered into it as :data:`FORM_KEY`: every
+    rendering of the form (a refusal's included) is a new request."""
+    return uuid.uuid4().hex
+
+
+async def once(request: Request, values: Mapping[str, Any], *, owner: str,
+               work: Callable[[AsyncSession], Awaitable[tuple[int, Any]]]) -> JSONResponse:
+    """``work`` run once per form: under the form's :data:`FORM_KEY` in the API's idempotency
+    store (``owner``: the principal's owner, as the API keys them), so the same form sent
+    twice (a double click, a page sent again; one after the other or at once) makes what it
+    makes once. The answer is ``work``'s stored one, which must hold no secret: on a replay
+    the caller says what was made without showing it again. A form without its key is
+    refused (a page from elsewhere, or from before the key), as is a refusal replayed. The
+    route needs ``KeepBody`` before its CSRF check: the key's request is recognised by its
+    body's hash."""
+    key = str(values.get(FORM_KEY, "")).strip()
+    if not key or len(key) > 200:
+        raise FormRefused("This form expired. Reload the page and try again.")
+    answer = await run_idempotent(request, owner=owner, key=key, work=work)
+    if answer.status_code >= 400:  # a refusal stored under this key, replayed
+        try:
+            detail = str(json.loads(bytes(answer.body))["detail"])
+        except (ValueError, KeyError, TypeError):
+            detail = "This request was refused."
+        raise FormRefused(detail, answer.status_code)
+    return answer
 
 
 def status_for(exc: Exception) -> int:
