@@ -197,8 +197,11 @@ async def test_a_stream_dropped_in_the_middle_of_a_read_leaves_the_database_writ
     await emit_for(sessions, "inv_a", "invoice.created", "invoice.payment_received")
     hold = _PollHold(engine, db_url)
     dropped: list[BaseException] = []
-    event.listen(engine.sync_engine.pool, "invalidate",
-                 lambda _conn, _rec, exc: dropped.append(exc))
+
+    def note_dropped(_conn: Any, _rec: Any, exc: BaseException) -> None:
+        dropped.append(exc)
+
+    event.listen(engine.sync_engine.pool, "invalidate", note_dropped)
     if hold.sqlite:
         await hold.arm_sqlite()
     gc.collect()
@@ -228,6 +231,7 @@ async def test_a_stream_dropped_in_the_middle_of_a_read_leaves_the_database_writ
     finally:
         gc.enable()
         await hold.release()
+        event.remove(engine.sync_engine.pool, "invalidate", note_dropped)
 
 
 async def test_a_wallet_stream_ends_when_its_key_is_revoked(engine, db_url, tmp_path, sessions,
