@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.invoices.models import StoreInvoice
+from satvault.kernel import strictjson
 
 if TYPE_CHECKING:
     from satvault.invoices.service import Destinations
@@ -17,8 +18,10 @@ __all__ = ["invoice_payload"]
 
 def _metadata(stored: str) -> Any:
     """The stored metadata. Invoices created before the edge guard may hold a lone surrogate
-    (stored as a ``\\ud800`` escape); it is shown as U+FFFD so the invoice stays readable."""
-    value = json.loads(stored)
+    (stored as a ``\\ud800`` escape); it is shown as U+FFFD so the invoice stays readable.
+    They may also nest deeper than the guard allows (the answer's serializer stops at a
+    depth: every read was a 500); what lies below the depth is shown as its JSON text."""
+    value = strictjson.clip(json.loads(stored))
     text = json.dumps(value, ensure_ascii=False)
     try:
         text.encode("utf-8")

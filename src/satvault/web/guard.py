@@ -36,12 +36,13 @@ from starlette.datastructures import Headers
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from satvault.kernel import strictjson
 from satvault.web.problems import problem
 
 __all__ = ["InputGuard", "bad_text"]
 
 _BAD = re.compile("[\x00\ud800-\udfff]")
-MAX_JSON_DEPTH = 32
+MAX_JSON_DEPTH = strictjson.MAX_DEPTH
 _METHODS_WITHOUT_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 # How the body is typed and framed: one of each, or the guard and the app may disagree.
 _ONCE_ONLY = (b"content-type", b"content-length", b"transfer-encoding")
@@ -76,19 +77,6 @@ def _walk(value: Any) -> Iterator[tuple[list[Any], str]]:
                 stack.append(([*loc, k], v))
         elif isinstance(item, list):
             stack.extend(([*loc, i], v) for i, v in enumerate(item))
-
-
-def _depth(value: Any) -> int:
-    """How many objects and arrays deep ``value`` nests (iterative, as :func:`_walk`)."""
-    deepest, stack = 0, [(1, value)]
-    while stack:
-        level, item = stack.pop()
-        children = item.values() if isinstance(item, dict) else \
-            item if isinstance(item, list) else None
-        if children is not None:
-            deepest = max(deepest, level)
-            stack.extend((level + 1, v) for v in children)
-    return deepest
 
 
 def _too_deep() -> Any:
@@ -250,7 +238,7 @@ def _check_json(body: bytes) -> Any:
         return _too_deep()
     except ValueError:
         return None  # not JSON: no route will read it; FastAPI answers as it always does
-    if deep and _depth(document) > MAX_JSON_DEPTH:
+    if deep and strictjson.depth(document) > MAX_JSON_DEPTH:
         return _too_deep()
     for loc, text in _walk(document):
         why = bad_text(text)
