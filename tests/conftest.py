@@ -10,8 +10,10 @@ import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import fastapi.dependencies.models as fastapi_models
+import fastapi.routing as fastapi_routing
 import pytest
 from argon2 import PasswordHasher, profiles
 from sqlalchemy import text
@@ -134,6 +136,62 @@ def forget_endpoints() -> None:
                    fastapi_models._is_async_gen_callable_cached,
                    fastapi_models._is_coroutine_callable_cached):
         cached.cache_clear()
+
+
+# The suite builds an app per test, and FastAPI builds each route's dependency graph (the
+# pydantic adapters of every parameter) per app, on the route's first request: 15 % of the
+# CPU of a typical test file by profile, the same graphs again and again. What it builds is a
+# function of the route's path, endpoint and dependencies alone, so for the routes declared
+# at module level (every route of ``satvault.web``) it is built once per process. A
+# production process builds its one app once, so this changes nothing it does.
+_build_dependant = fastapi_routing._build_dependant_with_parameterless_dependencies
+_DEPENDANTS: dict[Any, Any] = {}
+
+
+def _declared_at_module_level(fn: Any) -> bool:
+    return "<locals>" not in getattr(fn, "__qualname__", "<locals>")
+
+
+def _once(key: Any, build: Any) -> Any:
+    """``build()``, remembered under ``key`` (at most 4,096 of them: a test's own routes are
+    not kept for ever)."""
+    built = _DEPENDANTS.get(key)
+    if built is None:
+        if len(_DEPENDANTS) >= 4096:
+            _DEPENDANTS.clear()
+        built = _DEPENDANTS[key] = build()
+    return built
+
+
+def _dependant_once(*, path: str, call: Any, dependencies: Any) -> Any:
+    def build() -> Any:
+        return _build_dependant(path=path, call=call, dependencies=dependencies)
+
+    if not (_declared_at_module_level(call)
+            and all(_declared_at_module_level(d.dependency) for d in dependencies)):
+        return build()
+    return _once(("dependant", path, call, tuple(dependencies)), build)
+
+
+# The response models' fields likewise (a pydantic adapter each), when named by their type
+# alone.
+_create_model_field = fastapi_routing.create_model_field
+
+
+def _model_field_once(name: str, type_: Any, *args: Any, **kwargs: Any) -> Any:
+    def build() -> Any:
+        return _create_model_field(name, type_, *args, **kwargs)
+
+    if args or set(kwargs) - {"mode"}:
+        return build()
+    try:
+        return _once(("field", name, type_, kwargs.get("mode")), build)
+    except TypeError:  # a type that cannot be a key
+        return build()
+
+
+fastapi_routing._build_dependant_with_parameterless_dependencies = _dependant_once
+fastapi_routing.create_model_field = _model_field_once
 
 
 @pytest.fixture(autouse=True)

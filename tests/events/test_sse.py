@@ -324,7 +324,8 @@ async def test_a_stream_keeps_sending_past_thirty_thousand_events_behind_an_open
         _, key = await acc.create_api_key(s, owner_id=world.merchant, scopes=["wallet:read"])
     sqlite = "sqlite" in str(sessions.kw["bind"].url)
     many = 33_000
-    async with serve(make_app()) as base, httpx.AsyncClient(base_url=base) as client, \
+    async with serve(make_app()) as base, httpx.AsyncClient(
+            base_url=base, timeout=60) as client, \
             events(client, params={"wallet_id": wallet.id},
                    headers={"Authorization": f"Bearer {key}"}) as take:
         slow = sessions()
