@@ -318,9 +318,9 @@ def test_serve_banner_shows_no_url_credentials(tmp_path):
 
 def test_db_upgrade_and_status(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
-    assert last_json(sv("db", "status", url=url, home=tmp_path))["up_to_date"] is False
-    sv("db", "upgrade", url=url, home=tmp_path)
-    assert last_json(sv("db", "status", url=url, home=tmp_path))["up_to_date"] is True
+    assert last_json(sv_here("db", "status", url=url, home=tmp_path))["up_to_date"] is False
+    sv_here("db", "upgrade", url=url, home=tmp_path)
+    assert last_json(sv_here("db", "status", url=url, home=tmp_path))["up_to_date"] is True
 
 
 def _as_typed(db_url: str) -> list[str]:
@@ -334,12 +334,12 @@ def _as_typed(db_url: str) -> list[str]:
 
 def test_database_urls_without_a_driver_work(db_url, tmp_path):
     first, *others = _as_typed(db_url)
-    assert last_json(sv("db", "upgrade", url=first, home=tmp_path))["ok"] is True
-    user = last_json(sv("user", "create", "--email", "u@example.com", url=first,
-                        home=tmp_path))
+    assert last_json(sv_here("db", "upgrade", url=first, home=tmp_path))["ok"] is True
+    user = last_json(sv_here("user", "create", "--email", "u@example.com", url=first,
+                             home=tmp_path))
     assert user["wallet_id"].startswith("wal_")
     for url in [first, *others]:
-        assert last_json(sv("db", "status", url=url, home=tmp_path))["up_to_date"] is True
+        assert last_json(sv_here("db", "status", url=url, home=tmp_path))["up_to_date"] is True
 
 
 def test_a_database_url_with_another_driver_is_refused_clearly(tmp_path):
@@ -417,10 +417,12 @@ def served(db_url: str, tmp_path: Path, *serve_args: str,
     full.pop("SATVAULT_CONFIG", None)
 
     def cli(*args: str) -> dict:
-        done = subprocess.run([sys.executable, "-m", "satvault.cli", *args], env=full,
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, (done.stdout, done.stderr)
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        # In this process: the commands around the server are not what these tests are
+        # about, and a subprocess each cost seconds of start-up.
+        done = sv_here(*args, url=db_url, home=tmp_path, env={
+            k: v for k, v in full.items() if k.startswith("SATVAULT_")
+            and k not in ("SATVAULT_HOME", "SATVAULT_DATABASE_URL")})
+        return last_json(done)
 
     cli("init", "--format", "json")
     merchant = cli("merchant", "create", "--name", "Served")

@@ -46,7 +46,7 @@ from satvault.simnet.chain import Chain
 from satvault.simnet.rpc import SimnetServer
 from satvault.web.app import create_app
 from tests import factories
-from tests.test_cli import last_json, sv
+from tests.test_cli import last_json, sv_here
 
 VERIFY_JS = Path(__file__).resolve().parents[2] / "src/satvault/custody/static/verify.js"
 SECRET = b"test secret"
@@ -408,8 +408,10 @@ async def test_publish_from_the_books_and_verify_every_proof(db_url, sessions, t
     # The height comes from the chain backend's tip (the simulator, over bitcoind's RPC).
     monkeypatch.setenv("SATVAULT_CHAIN_BACKEND", "bitcoind")
     monkeypatch.setenv("SATVAULT_BITCOIND_URL", chain_node.url)
-    summary = last_json(sv("liabilities", "publish", "--out", str(out), url=db_url, home=home))
-    again = sv("liabilities", "publish", "--out", str(out), url=db_url, home=home, check=False)
+    summary = last_json(sv_here("liabilities", "publish", "--out", str(out), url=db_url,
+                                 home=home))
+    again = sv_here("liabilities", "publish", "--out", str(out), url=db_url, home=home,
+                    check=False)
     assert again.returncode == 1 and "is not empty" in last_json(again)["error"]
     height = chain_node.chain.height
     assert summary["ok"] and summary["height"] == height > 12
@@ -465,8 +467,8 @@ async def test_publish_from_the_books_and_verify_every_proof(db_url, sessions, t
 
     # The same balances published again (height given): nothing links the two rounds.
     out2 = tmp_path / "pol2"
-    second = last_json(sv("liabilities", "publish", "--out", str(out2), "--height",
-                          str(height), url=db_url, home=home))
+    second = last_json(sv_here("liabilities", "publish", "--out", str(out2), "--height",
+                               str(height), url=db_url, home=home))
     assert second["root"] != summary["root"] and second["total_msat"] == summary["total_msat"]
     for wallet_id in expected:
         one, two = _files(out, wallet_id)[1], _files(out2, wallet_id)[1]
@@ -478,8 +480,8 @@ def test_publish_without_a_chain_tip_asks_for_a_height(tmp_path, monkeypatch):
     url = f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"
     monkeypatch.setenv("SATVAULT_CHAIN_BACKEND", "bitcoind")
     monkeypatch.setenv("SATVAULT_BITCOIND_URL", "http://u:p@127.0.0.1:9/")
-    proc = sv("liabilities", "publish", "--out", str(tmp_path / "out"), url=url,
-              home=tmp_path, check=False)
+    proc = sv_here("liabilities", "publish", "--out", str(tmp_path / "out"), url=url,
+                   home=tmp_path, check=False)
     assert proc.returncode == 1
     assert "pass --height N" in last_json(proc)["error"]
 

@@ -6,9 +6,6 @@ nothing is "fixed"; `satvault custody status` prints the same figures."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from sqlalchemy import select
 
@@ -20,6 +17,7 @@ from satvault.signing.paths import WalletName
 from tests.chainenv import SEED, Env
 from tests.custody.test_sweeps import deposit
 from tests.simnet import txbuild
+from tests.test_cli import sv_here
 
 SAT = 1000
 
@@ -81,14 +79,9 @@ async def test_a_coin_spent_outside_satvault_is_named_after_two_blocks(env: Env)
 
 async def test_custody_status_command(env: Env, db_url, tmp_path):
     await deposit(env, 300_000)
-    envvars = {**os.environ, "SATVAULT_HOME": str(tmp_path), "SATVAULT_DATABASE_URL": db_url,
-               "SATVAULT_CHAIN_BACKEND": "bitcoind", "SATVAULT_BITCOIND_URL": env.server.url,
-               "SATVAULT_NETWORK": "regtest", "SATVAULT_LIGHTNING_BACKEND": "none",
-               "PYTHONPATH": os.pathsep.join(sys.path)}
-    envvars.pop("SATVAULT_CONFIG", None)
-    done = subprocess.run([sys.executable, "-m", "satvault.cli", "custody", "status"],
-                          env=envvars, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, (done.stdout, done.stderr)
+    done = sv_here("custody", "status", url=db_url, home=tmp_path, env={
+        "SATVAULT_CHAIN_BACKEND": "bitcoind", "SATVAULT_BITCOIND_URL": env.server.url,
+        "SATVAULT_NETWORK": "regtest", "SATVAULT_LIGHTNING_BACKEND": "none"})
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["ok"] and out["differences"] == []
     assert out["tiers"]["deposit"] == {"ledger_sat": 300_000, "coins_sat": 300_000,

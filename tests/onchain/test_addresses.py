@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -21,6 +19,7 @@ from satvault.onchain.deposits import create_deposit
 from satvault.onchain.models import OnchainAddress, OnchainWallet, ReviewItem
 from satvault.onchain.service import allocate_address, expire_addresses
 from tests.chainenv import Env
+from tests.test_cli import sv_here
 
 SAT = 1000
 
@@ -96,23 +95,25 @@ async def test_payment_to_unallocated_lookahead_address_is_kept_and_flagged(env:
     await env.check()
 
 
-def test_cli_addresses_matches_bip84_and_refuses_private_keys():
+def test_cli_addresses_matches_bip84_and_refuses_private_keys(tmp_path):
     zpub = ("zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868Rv"
             "UUkgDKf31mGDtKsAYz2oz2AGutZYs")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    run = [sys.executable, "-m", "satvault.cli", "onchain", "addresses"]
-    out = subprocess.run([*run, zpub, "--count", "2", "--network", "mainnet"], env=env,
-                         capture_output=True, text=True, check=True)
+
+    def run(*args: str) -> Any:  # in this process: the command, not its process, is tested
+        return sv_here("onchain", "addresses", *args, url=f"sqlite:///{tmp_path / 'x.db'}",
+                       home=tmp_path, check=False)
+
+    out = run(zpub, "--count", "2", "--network", "mainnet")
+    assert out.returncode == 0, (out.stdout, out.stderr)
     rows = json.loads(out.stdout.strip().splitlines()[-1])["addresses"]
     assert [r["address"] for r in rows] == ["bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu",
                                             "bc1qnjg0jd8228aq7egyzacy8cys3knf9xvrerkf9g"]
-    change = subprocess.run([*run, zpub, "--count", "1", "--change", "--network", "mainnet"],
-                            env=env, capture_output=True, text=True, check=True)
+    change = run(zpub, "--count", "1", "--change", "--network", "mainnet")
+    assert change.returncode == 0, (change.stdout, change.stderr)
     assert "bc1q8c6fshw2dlwun7ekn9qwf37cu2rn755upcp6el" in change.stdout
-    wrong = subprocess.run([*run, zpub, "--network", "regtest"], env=env, capture_output=True,
-                           text=True)
+    wrong = run(zpub, "--network", "regtest")
     assert wrong.returncode == 1 and "mainnet" in wrong.stdout
     xprv = ("xprv9s21ZrQH143K3QTDL4LXw2F7HEK3wJUD2nW2nRk4stbPy6cq3jPPqjiChkVvvNKmPGJxWUtg6LnF5k"
             "ejMRNNU3TGtRBeJgk33yuGBxrMPHi")
-    priv = subprocess.run([*run, xprv], env=env, capture_output=True, text=True)
+    priv = run(xprv)
     assert priv.returncode == 1 and "PRIVATE" in priv.stdout
