@@ -100,6 +100,39 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()
 """
 
 
+# A test run with each database and each rate-limit storage (``storage``: in-process memory
+# or Redis) needs a database only because the app does: the storage's behaviour does not
+# depend on it. With PostgreSQL configured, such a test runs in two of the four pairs, each
+# database and each storage once (SQLite with memory, PostgreSQL with Redis), not all four.
+_PAIRS = {("sqlite", "memory"), ("postgres", "redis")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not PG_URL:
+        _slow_files_first(items)
+        return
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        pair = (params.get("db_url"), params.get("storage"))
+        if None in pair or pair in _PAIRS:
+            kept.append(item)
+        else:
+            dropped.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+    _slow_files_first(items)
+
+
+def _slow_files_first(items: list[pytest.Item]) -> None:
+    """The files marked ``slow`` first, each kept whole and in order: pytest-xdist hands a
+    worker one file at a time in this order, and a long file handed out last kept one worker
+    busy while the other had nothing left (about a minute of CI's run)."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: files stay contiguous
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if PG_URL and os.environ.get("PYTEST_XDIST_WORKER"):
         asyncio.run(_on_pg_server(PG_URL, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -143,7 +176,8 @@ def forget_endpoints() -> None:
 # CPU of a typical test file by profile, the same graphs again and again. What it builds is a
 # function of the route's path, endpoint and dependencies alone, so for the routes declared
 # at module level (every route of ``satvault.web``) it is built once per process. A
-# production process builds its one app once, so this changes nothing it does.
+# production process builds its one app once, so this changes nothing it does. Measured side
+# by side on six test files: 14 % less user CPU (medians of two runs each).
 _build_dependant = fastapi_routing._build_dependant_with_parameterless_dependencies
 _DEPENDANTS: dict[Any, Any] = {}
 

@@ -23,6 +23,8 @@ from satvault.config import reset_settings_cache
 from satvault.db import create_engine
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.slow  # run first: see tests/conftest.py
+
 
 def sv(*args: str, url: str, home: Path, check: bool = True,
        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -41,6 +41,7 @@ from tests.conftest import PG_URL
 from tests.test_cli import sv_here
 
 pytestmark = [
+    pytest.mark.slow,  # run first: see tests/conftest.py
     pytest.mark.skipif(not PG_URL, reason="PostgreSQL only: set SATVAULT_TEST_POSTGRES_URL"),
     pytest.mark.parametrize("db_url", ["postgres"], indirect=True),
 ]

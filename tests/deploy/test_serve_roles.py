@@ -21,6 +21,8 @@ from tests.conftest import BACKENDS
 from tests.test_cli import _free_port
 from tests.waiting import wait_until
 
+pytestmark = pytest.mark.slow  # run first: see tests/conftest.py
+
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--role", "api"], "--role api needs PostgreSQL"),

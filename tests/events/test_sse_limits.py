@@ -29,6 +29,8 @@ from tests.events.conftest import serve
 from tests.events.test_sse import emit_for, events
 from tests.waiting import eventually
 
+pytestmark = pytest.mark.slow  # run first: see tests/conftest.py
+
 REDIS_URL = os.environ.get("SATVAULT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 STREAM = "/api/v1/events/stream"
 

@@ -35,6 +35,8 @@ from tests.factories import merchant_wallet
 from tests.kyc.helpers import LIMITS, OVERRIDES, RAILS, SAT, Bench, bench, problem
 from tests.lightning.test_lightning import fund
 
+pytestmark = pytest.mark.slow  # run first: see tests/conftest.py
+
 
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:

@@ -21,6 +21,8 @@ from satvault.config import Settings
 from satvault.web.app import create_app
 from tests.liveserver import CHROMIUM, LAUNCH_ARGS, require_browser, serve
 
+pytestmark = pytest.mark.slow  # run first: see tests/conftest.py
+
 TIMEOUT_MS = 15_000
 
 

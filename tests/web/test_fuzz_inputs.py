@@ -39,6 +39,8 @@ from satvault.web.app import create_app
 from tests.chainenv import LnEnv
 from tests.web.rows import row_counts
 
+pytestmark = pytest.mark.slow  # run first: see tests/conftest.py
+
 EXAMPLES = int(os.environ.get("SATVAULT_FUZZ_EXAMPLES", "25"))
 # The same examples on every run (a test must not be flaky); SATVAULT_FUZZ_RANDOM=1 explores.
 DERANDOMIZE = not os.environ.get("SATVAULT_FUZZ_RANDOM")
