@@ -46,8 +46,14 @@ from satvault.simnet.ln.lnd_rest import LndRestServer
 from satvault.simnet.ln.network import LnNetwork
 from satvault.simnet.rpc import SimnetServer
 from satvault.web.app import create_app
+from tests.conftest import PG_URL
 
-pytestmark = pytest.mark.slow
+# One database: what this test checks is the answers' conformance to the OpenAPI document,
+# which no database changes; that no input makes a 5xx or a change is checked on both by
+# tests/web/test_fuzz_inputs.py. PostgreSQL (production's) where it is configured.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.parametrize("db_url", ["postgres" if PG_URL else "sqlite"],
+                                      indirect=True)]
 
 CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "response_headers_conformance",
