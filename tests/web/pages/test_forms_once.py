@@ -8,7 +8,9 @@ once, makes one; a form without its key is refused and makes nothing."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import func, select
@@ -16,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts import service as acc
 from satvault.accounts.models import ApiKey
+from satvault.db import utcnow
+from satvault.idempotency_models import IdempotencyKey, IdempotencyStatus
 from satvault.lightning.lnurl_models import LnurlWithdrawVoucher
 from tests.web.pages.conftest import People, csrf_of
 from tests.web.pages.merchant_helpers import signed_in, step_up
@@ -68,6 +72,8 @@ async def test_a_voucher_form_sent_twice_makes_one_voucher(
                                   for _ in range(2)))
     assert sorted(r.status_code for r in both) in ([200, 201], [201, 409]), \
         [(r.status_code, r.text[-300:]) for r in both]
+    if 409 in (r.status_code for r in both):  # the second came while the first ran
+        assert any("being sent already" in r.text for r in both)
     assert sum(bool(_LNURL.search(r.text)) for r in both) == 1
     assert await _count(sessions, LnurlWithdrawVoucher) == 2
 
@@ -126,3 +132,29 @@ async def test_an_api_key_form_sent_twice_makes_one_key(
     r = await browser.post(base, data={**form, "idempotency_key": ""})
     assert r.status_code == 422 and "Reload the page" in r.text
     assert await _count(sessions, ApiKey) == 2
+
+
+async def test_a_form_sent_while_its_first_sending_runs_says_so(
+        browser: httpx.AsyncClient, people: People,
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    """The second of a double click can come while the first still runs: it makes nothing
+    and says, for people, that the form is being sent (not the API's words)."""
+    await _fund(sessions, people.alice_merchant, 50_000_000)
+    await signed_in(browser)
+    await step_up(sessions, people.alice)
+    base = f"/dashboard/m/{people.alice_merchant}/lightning"
+    hidden = await _form(browser, base, f"{base}/vouchers")
+    request = browser.build_request("POST", f"{base}/vouchers",
+                                    data={**hidden, "amount_sat": "1000"})
+    body = request.read()
+    now = utcnow()
+    async with sessions() as s, s.begin():  # the first sending, running in another process
+        s.add(IdempotencyKey(
+            owner=f"merchant:{people.alice_merchant}", key=hidden["idempotency_key"],
+            request_hash=hashlib.sha256(f"POST {base}/vouchers\n".encode() + body).hexdigest(),
+            status=IdempotencyStatus.RUNNING, created_at=now,
+            expires_at=now + timedelta(hours=1), claim_token="the-first", heartbeat_at=now))
+    r = await browser.send(request)
+    assert r.status_code == 409 and "being sent already" in r.text, r.text
+    assert "Idempotency-Key" not in r.text
+    assert await _count(sessions, LnurlWithdrawVoucher) == 0

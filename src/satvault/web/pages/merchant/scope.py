@@ -26,7 +26,7 @@ from satvault.accounts.models import Merchant
 from satvault.accounts.service import Principal
 from satvault.auth.sessions import SessionView
 from satvault.kernel.errors import AuthError, NotFound, SatvaultError
-from satvault.web.idempotency import run_idempotent
+from satvault.web.idempotency import IdempotencyInProgress, run_idempotent
 from satvault.web.pages.deps import merchant_principal
 from satvault.web.problems import ERROR_STATUS
 
@@ -112,7 +112,11 @@ async def once(request: Request, values: Mapping[str, Any], *, owner: str,
     key = str(values.get(FORM_KEY, "")).strip()
     if not key or len(key) > 200:
         raise FormRefused("This form expired. Reload the page and try again.")
-    answer = await run_idempotent(request, owner=owner, key=key, work=work)
+    try:
+        answer = await run_idempotent(request, owner=owner, key=key, work=work)
+    except IdempotencyInProgress:  # the first sending still runs (a double click)
+        raise FormRefused("This form is being sent already: wait a moment, then reload the "
+                          "page to see what it made.", 409) from None
     if answer.status_code >= 400:  # a refusal stored under this key, replayed
         try:
             detail = str(json.loads(bytes(answer.body))["detail"])
