@@ -295,7 +295,7 @@ def test_serve_banner_shows_no_url_credentials(tmp_path):
     """Found from outside: the start-up banner masked bitcoind_url's password but printed
     esplora_url as configured."""
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'banner.db'}"
-    sv("db", "upgrade", url=db_url, home=tmp_path)
+    sv_here("db", "upgrade", url=db_url, home=tmp_path)
     env = {**os.environ, "SATVAULT_HOME": str(tmp_path), "SATVAULT_DATABASE_URL": db_url,
            "SATVAULT_CHAIN_BACKEND": "esplora", "SATVAULT_WATCHER_INTERVAL": "3600",
            "SATVAULT_ESPLORA_URL": "https://reader:esplora-s3cret@127.0.0.1:9/api",

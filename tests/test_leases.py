@@ -22,6 +22,7 @@ from satvault.db import create_engine
 from satvault.leases import Lease, LeaseLost
 from satvault.workers import LeaseWorker, WakeListener, Worker, singleton
 from tests.conftest import PG_URL
+from tests.waiting import eventually
 
 postgres = pytest.mark.skipif(not PG_URL, reason="PostgreSQL only: set SATVAULT_TEST_POSTGRES_URL")
 on_postgres = pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
@@ -211,15 +212,17 @@ async def test_singleton_workers_run_only_in_the_holder(engine, db_url):
         keepers = [LeaseWorker(a, [wa]), LeaseWorker(b, [wb])]
         for w in [wa, wb, *keepers]:
             w.start()
-        await asyncio.sleep(0.5)
-        assert ran and len(set(ran)) == 1  # one of them holds the lease: only it ran
+        # A loaded machine (CI's) may take longer than half a second to run the first tick.
+        await eventually(lambda: ran, timeout=30, message="no worker ran")
+        await asyncio.sleep(0.5)  # the other had time to run, were it not kept out
+        assert len(set(ran)) == 1, ran  # one of them holds the lease: only it ran
         first = ran[0]
         holder, other_lease = (0, b) if first == "a" else (1, a)
         assert (a if first == "a" else b).held and not other_lease.held
         await keepers[holder].stop()  # the holder's keeper gives the lease back: takeover
-        await asyncio.sleep(0.6)
         second = "b" if first == "a" else "a"
-        assert other_lease.held and ran[-1] == second
+        await eventually(lambda: other_lease.held and ran[-1] == second, timeout=30,
+                         message="the other process did not take over")
         assert not (a if first == "a" else b).held
         stop_rest = [wa, wb, keepers[1 - holder]]
         for w in stop_rest:
