@@ -21,7 +21,9 @@ def _metadata(stored: str) -> Any:
     (stored as a ``\\ud800`` escape); it is shown as U+FFFD so the invoice stays readable.
     They may also nest deeper than the guard allows (the answer's serializer stops at a
     depth: every read was a 500); what lies below the depth is shown as its JSON text."""
-    value = strictjson.clip(json.loads(stored))
+    value = json.loads(stored)
+    if stored.count("{") + stored.count("[") > strictjson.MAX_DEPTH:  # else it cannot be
+        value = strictjson.clip(value)
     text = json.dumps(value, ensure_ascii=False)
     try:
         text.encode("utf-8")

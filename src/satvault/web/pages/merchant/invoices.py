@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from datetime import date
 from typing import Annotated, Any
 
@@ -47,6 +46,7 @@ from satvault.web.pages.deps import (
 from satvault.web.pages.merchant.scope import (
     FormRefused,
     Owner,
+    form_key,
     form_values,
     owner,
     parse,
@@ -233,7 +233,7 @@ async def _detail(request: Request, lang: Language, view: SessionView, session: 
                   or inv.additional_status == "marked",
                   error=error, notice=notice, refund_form=refund_form or {},
                   # A new key at every render: a corrected refund is another request.
-                  refund_key=uuid.uuid4().hex, status_code=status_code)
+                  refund_key=form_key(), status_code=status_code)
 
 
 @router.get("/invoices/{invoice_id}", response_class=HTMLResponse)

@@ -4,7 +4,6 @@ secret is shown once, on the answer to the form), and revoking one."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -30,6 +29,7 @@ from satvault.web.pages.merchant.scope import (
     Owner,
     form_key,
     form_values,
+    made_id,
     once,
     owner,
     refusal,
@@ -112,7 +112,7 @@ async def create_key(merchant_id: str, request: Request, view: SteppedUp,
             return await _page(request, lang, view, s, who, notice=translate(lang, N_(
                 "This form was sent already: it made key %(id)s, whose secret was shown on "
                 "the answer to the first sending only. If you did not keep it, revoke that "
-                "key and make another.")) % {"id": json.loads(bytes(answer.body))["id"]})
+                "key and make another.")) % {"id": made_id(answer)})
         return await _page(request, lang, view, s, who, created=made["created"],
                            status_code=201)
 

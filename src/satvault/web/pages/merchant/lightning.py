@@ -9,7 +9,6 @@ page; a voucher is single-use (LUD-03 as satvault serves it)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -40,6 +39,7 @@ from satvault.web.pages.merchant.scope import (
     Owner,
     form_key,
     form_values,
+    made_id,
     once,
     owner,
     parse,
@@ -181,7 +181,7 @@ async def create_voucher(merchant_id: str, request: Request, view: SteppedUp,
             return await _page(request, lang, view, s, who, notice=translate(lang, N_(
                 "This form was sent already: it made voucher %(id)s, whose link was shown "
                 "on the answer to the first sending only. If you did not keep it, cancel "
-                "that voucher and make another.")) % {"id": json.loads(bytes(answer.body))["id"]})
+                "that voucher and make another.")) % {"id": made_id(answer)})
         return await _page(request, lang, view, s, who, created=made["created"],
                            status_code=201, notice="The voucher was created; its amount is "
                                                    "held until it is used.")

@@ -14,7 +14,6 @@ Bad input shows the form again with the message and the user's input; nothing ch
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -41,6 +40,7 @@ from satvault.web.pages.deps import (
     SteppedUp,
     mark_page,
 )
+from satvault.web.pages.merchant.scope import form_key
 from satvault.web.pages.merchant.texts import N_, translate
 from satvault.web.pages.merchant.wallet_access import merchant_wallet
 from satvault.web.pages.render import render
@@ -209,17 +209,13 @@ async def deposit_detail(merchant_id: str, deposit_id: str, request: Request,
 
 # Withdrawals ------------------------------------------------------------------------------
 
-def _new_key() -> str:
-    return uuid.uuid4().hex
-
-
 @router.get("/dashboard/m/{merchant_id}/withdraw", response_class=HTMLResponse)
 async def withdraw_page(merchant_id: str, request: Request, view: PageUser, lang: PageLang,
                         session: SessionDep) -> HTMLResponse:
     _principal, merchant, wallet = await merchant_wallet(session, view, merchant_id)
     rows = await recent_withdrawals(session, wallet_id=wallet.id)
     return render(request, "merchant/withdraw.html", lang=lang, view=view, merchant=merchant,
-                  rows=rows, form={}, error=None, rail="onchain", key=_new_key(),
+                  rows=rows, form={}, error=None, rail="onchain", key=form_key(),
                   has_lightning=_lightning(request) is not None)
 
 
@@ -234,7 +230,7 @@ async def _withdraw_again(request: Request, lang: Language, view: SessionView,
     return render(request, "merchant/withdraw.html", lang=lang, view=view, merchant=merchant,
                   rows=rows, form=values, error=translate(lang, error),
                   rail=values.get("rail", "onchain"),
-                  key=_new_key(), has_lightning=_lightning(request) is not None,
+                  key=form_key(), has_lightning=_lightning(request) is not None,
                   status_code=status)
 
 

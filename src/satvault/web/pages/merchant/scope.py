@@ -36,6 +36,7 @@ __all__ = [
     "Owner",
     "form_key",
     "form_values",
+    "made_id",
     "once",
     "owner",
     "parse",
@@ -124,6 +125,12 @@ async def once(request: Request, values: Mapping[str, Any], *, owner: str,
             detail = "This request was refused."
         raise FormRefused(detail, answer.status_code)
     return answer
+
+
+def made_id(answer: JSONResponse) -> str:
+    """The id of what :func:`once`'s ``work`` made, from its stored answer (``{"id": …}``):
+    what a replayed form names."""
+    return str(json.loads(bytes(answer.body))["id"])
 
 
 def status_for(exc: Exception) -> int:
