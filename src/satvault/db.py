@@ -66,6 +66,7 @@ __all__ = [
     "sequence_fence",
     "sequence_snapshot",
     "session_factory",
+    "still_open",
     "unit_of_work",
     "utcnow",
 ]
@@ -326,30 +327,58 @@ async def one_read(
 
 # --- reading numbered rows in commit order (PostgreSQL) --------------------------------------
 # A serial id is handed out when a row is inserted, not when it commits: id 7 can commit after
-# id 8 is visible. A reader that must never skip a row (the audit sealer, the event relay)
-# reads up to a *fence*: the sequences' last values, once every transaction open at that
-# moment has ended.
-_OPEN_TRANSACTIONS = text(  # every client transaction open in this database now, but ours
-    "SELECT l.virtualxid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+# id 8 is visible. A reader that must never skip a row (the audit sealer, the event relay, the
+# live streams) reads up to a *fence*: the sequences' last values, once every transaction that
+# may hold a row numbered up to them has ended.
+#
+# Which may: one that has written (it has a transaction id), and one running a statement, which
+# may be the INSERT that took an id a moment ago (the default's nextval() comes before the row
+# is written and the transaction id assigned, in the same statement: every serial column here
+# takes its value so). A transaction that has written nothing and runs no statement holds no
+# id: a backup's (pg_dump reads in one transaction for as long as it runs), a report's, a
+# client's left idle. Found checking the live streams' fix: counting those too, a backup
+# stalled the relay to NATS, the audit sealer and the streams' floor for as long as it ran.
+# Each open transaction that may is named by ``<virtualxid>@<its statement's start>``, and by
+# ``<virtualxid>@*`` too once it has written (:func:`still_open`): one named at the fence's
+# start still may while a later look names it the same, or has it written; one that has since
+# moved on to another statement without writing may not (the ids it takes now are above the
+# fence).
+_OPEN_TRANSACTIONS = text(  # the client transactions of this database that may, but ours
+    "SELECT l.virtualxid || '@' || coalesce(a.query_start::text, ''), "
+    "a.backend_xid IS NOT NULL FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
     "WHERE l.locktype = 'virtualxid' AND l.granted AND l.mode = 'ExclusiveLock' "
     "AND a.datname = current_database() AND a.backend_type = 'client backend' "
-    "AND l.pid <> pg_backend_pid()")
-_STILL_OPEN = text(
-    "SELECT virtualxid FROM pg_locks WHERE locktype = 'virtualxid' AND granted "
-    "AND mode = 'ExclusiveLock' AND virtualxid = ANY(CAST(:open AS text[]))")
+    "AND l.pid <> pg_backend_pid() AND (a.backend_xid IS NOT NULL OR a.state = 'active')")
+
+
+async def open_transactions(session: AsyncSession) -> frozenset[str]:
+    """The names of the transactions that may hold a numbered row now (see above)."""
+    names: set[str] = set()
+    for name, wrote in (await session.execute(_OPEN_TRANSACTIONS)).all():
+        names.add(name)
+        if wrote:
+            names.add(name.partition("@")[0] + "@*")
+    return frozenset(names)
+
+
+def still_open(named: frozenset[str], now: frozenset[str]) -> frozenset[str]:
+    """Those of ``named`` (an earlier :func:`open_transactions`) that may still hold a row
+    numbered before it, by the names ``now`` (a later one): the same statement still running,
+    or the transaction written since (when it wrote cannot be told: it may)."""
+    return frozenset(n for n in named if n in now or n.partition("@")[0] + "@*" in now)
 
 
 async def sequence_snapshot(session: AsyncSession, table: str, column: str
                             ) -> tuple[int, frozenset[str]]:
     """The fence without the wait (PostgreSQL only): the serial sequence's last value and the
-    client transactions open just after it was read. Once none of those is open any more,
+    transactions that may hold a row numbered up to it, named just after it was read (see
+    :func:`open_transactions`). Once no later look names any of those,
     every row numbered up to that value is committed or gone for good; a reader that must not
     wait for them (a live stream) keeps reading above its last such value meanwhile."""
     last = int((await session.execute(text(
         f"SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('{table}', "
         f"'{column}')::regclass), 0)"))).scalar_one())
-    open_now = frozenset((await session.execute(_OPEN_TRANSACTIONS)).scalars().all())
-    return last, open_now
+    return last, await open_transactions(session)
 
 
 async def sequence_fence(sessions: async_sessionmaker[AsyncSession],
@@ -363,11 +392,11 @@ async def sequence_fence(sessions: async_sessionmaker[AsyncSession],
         f"::regclass), 0)" for table, column in columns))
     async with sessions() as s, s.begin():
         last = tuple(int(v) for v in (await s.execute(last_values)).one())
-        open_now = list((await s.execute(_OPEN_TRANSACTIONS)).scalars().all())
+        open_now = await open_transactions(s)
     deadline = time.monotonic() + timeout
     while open_now:
         async with sessions() as s, s.begin():
-            open_now = list((await s.execute(_STILL_OPEN, {"open": open_now})).scalars().all())
+            open_now = still_open(open_now, await open_transactions(s))
         if not open_now:
             break
         if time.monotonic() >= deadline:

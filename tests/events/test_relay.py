@@ -15,6 +15,7 @@ import asyncio
 import json
 
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from satvault.cli import app
@@ -366,3 +367,42 @@ async def test_with_nats_the_webhook_deliveries_are_queued_from_the_stream(
     for c in (consumer, again):
         await c.delete()
         await c.stream.close()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # the fence is PostgreSQL's
+async def test_a_read_only_transaction_holds_the_relay_only_for_the_statement_it_runs(
+        engine, sessions, stream):
+    """Found checking the live streams' fix: every open transaction held the fence, so a
+    backup's (``pg_dump`` reads in one transaction for as long as it runs) stalled the relay
+    to NATS, the audit sealer and the streams' floor for the whole backup. A transaction
+    that has written nothing can hold no numbered row but one its running statement is
+    inserting: it holds the fence only while the statement it runs at the fence's start
+    goes on. (SQLite needs no fence: ids commit in order.)"""
+    relay = make_relay(sessions, stream, fence_timeout=0.3)
+    async with engine.connect() as backup:
+        await backup.execute(text("SELECT count(*) FROM outbox_events"))  # then idle in it
+        await emit_events(sessions, MIXED[:2])
+        step = await relay.step()
+        assert (step.published, step.waiting) == (2, False)
+        # A statement running at the fence's start holds it, until it ends.
+        running = asyncio.create_task(backup.execute(text("SELECT pg_sleep(1.5)")))
+        try:
+            async with sessions() as s:
+                for _ in range(100):
+                    active = (await s.execute(text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                        "'SELECT pg_sleep(1.5)%' AND state = 'active'"))).scalar_one()
+                    await s.rollback()
+                    if active:
+                        break
+                    await asyncio.sleep(0.02)
+                assert active
+            await emit_events(sessions, MIXED[2:3])
+            assert (await relay.step()).waiting
+            await running
+            step = await relay.step()  # the backup is idle in its transaction again
+            assert (step.published, step.waiting) == (1, False)
+        finally:
+            running.cancel()
+        await backup.rollback()
+    await relay.close()

@@ -20,6 +20,7 @@ from satvault.config import Settings
 from satvault.db import create_engine
 from satvault.events import outbox_feed
 from satvault.events.jetstream import JetStream
+from satvault.events.outbox import emit
 from satvault.events.relay import EventRelay
 from satvault.ledger.core import TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
@@ -106,13 +107,13 @@ async def test_a_credit_reaches_the_wallet_stream_through_jetstream_and_only_the
                 assert got["event"] == "wallet.balance_changed"
                 assert got["data"]["data"]["id"] == aw.id
                 assert got["data"]["data"]["available_msat"] == 5_000
-                first = int(got["id"])
+                first = got["event_id"]
                 await credit(sessions, platform, aw, 1_000, "alice-2")
                 await credit(sessions, platform, mw, 1_000, "shop-2")
                 await relay.tick()
                 (got,) = await take(1)
                 assert got["data"]["data"]["available_msat"] == 6_000
-                second = int(got["id"])
+                second = got["event_id"]
                 assert reads.statements == []  # no outbox read while live: it came from JetStream
                 assert app.state.live.received == 4  # every message, once, to the one feed
             finally:
@@ -128,13 +129,13 @@ async def test_a_credit_reaches_the_wallet_stream_through_jetstream_and_only_the
                           headers={**auth, "Last-Event-ID": str(first)}) as take:
             got = await take(3)  # from the resume point: the second, and the two missed
             assert [g["data"]["data"]["available_msat"] for g in got] == [6_000, 6_100, 6_110]
-            assert int(got[0]["id"]) == second
+            assert got[0]["event_id"] == second
             await following(app)
             await credit(sessions, platform, aw, 1, "alice-5")
             await relay.tick()
             (live,) = await take(1)  # then live again, nothing twice
             assert live["data"]["data"]["available_msat"] == 6_111
-            assert int(live["id"]) > int(got[-1]["id"])
+            assert live["event_id"] > got[-1]["event_id"]
 
 
 async def test_the_invoice_stream_from_jetstream_is_public_and_resumable(
@@ -144,7 +145,7 @@ async def test_the_invoice_stream_from_jetstream_is_public_and_resumable(
     async with nats_app(engine, db_url, tmp_path, stream) as (app, client, relay):
         async with events(client, params={"invoice_id": "inv_a"}) as take:
             (got,) = await take(1)  # from the outbox: it was there before the stream
-            assert int(got["id"]) == first[0]
+            assert got["event_id"] == first[0]
             await following(app)
             await relay.tick()  # the stream now brings the same one again: not sent twice
             live = await emit_for(sessions, "inv_a", "invoice.payment_received",
@@ -153,14 +154,14 @@ async def test_the_invoice_stream_from_jetstream_is_public_and_resumable(
             live += await emit_for(sessions, "inv_a", "invoice.settled")
             await relay.tick()
             got = await take(2)
-            assert [int(g["id"]) for g in got] == live
+            assert [g["event_id"] for g in got] == live
             assert [g["event"] for g in got] == ["invoice.payment_received", "invoice.settled"]
             # Public: the invoice's id and status, never the merchant's metadata.
             assert got[0]["data"]["data"] == {"id": "inv_a", "status": "payment_received"}
             assert app.state.live.received == 4
         async with events(client, params={"invoice_id": "inv_a"},
                           headers={"Last-Event-ID": str(first[0])}) as take:
-            assert [int(g["id"]) for g in await take(2)] == live
+            assert [g["event_id"] for g in await take(2)] == live
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -173,9 +174,9 @@ async def test_without_nats_a_stream_falls_back_to_the_outbox(
     app = create_app(settings, engine=engine, start_workers=False)
     async with serve(app, lifespan=True) as base, httpx.AsyncClient(base_url=base) as client, \
             events(client, params={"invoice_id": "inv_a"}) as take:
-        assert [int(g["id"]) for g in await take(1)] == ids
+        assert [g["event_id"] for g in await take(1)] == ids
         ids = await emit_for(sessions, "inv_a", "invoice.settled")
-        assert [int(g["id"]) for g in await take(1)] == ids
+        assert [g["event_id"] for g in await take(1)] == ids
 
 
 async def test_a_feed_whose_connection_was_given_up_is_revived_and_nothing_is_lost(
@@ -185,7 +186,7 @@ async def test_a_feed_whose_connection_was_given_up_is_revived_and_nothing_is_lo
     first = await emit_for(sessions, "inv_a", "invoice.created")
     async with nats_app(engine, db_url, tmp_path, stream) as (app, client, relay), \
             events(client, params={"invoice_id": "inv_a"}) as take:
-        assert [int(g["id"]) for g in await take(1)] == first
+        assert [g["event_id"] for g in await take(1)] == first
         await following(app)
         feed = app.state.live
         await feed.stream.close()  # the client gave the connection up (NATS was down)
@@ -193,11 +194,54 @@ async def test_a_feed_whose_connection_was_given_up_is_revived_and_nothing_is_lo
         missed = await emit_for(sessions, "inv_a", "invoice.payment_received")
         await relay.tick()  # published while the feed was not listening
         (got,) = await take(1)  # read from the outbox at the next heartbeat
-        assert int(got["id"]) == missed[0]
+        assert got["event_id"] == missed[0]
         assert feed.healthy  # and the feed follows the stream again
         received = feed.received
         live = await emit_for(sessions, "inv_a", "invoice.settled")
         await relay.tick()
         (got,) = await take(1)
-        assert int(got["id"]) == live[0]
+        assert got["event_id"] == live[0]
         assert feed.received == received + 1  # through JetStream again
+
+
+async def test_a_stream_from_now_over_jetstream_sends_an_event_whose_transaction_was_open(
+        engine, sessions, db_url, tmp_path, stream, monkeypatch):
+    """Found from outside: opened "from now" the stream skipped every event up to the
+    highest committed, and JetStream then brought one below it whose transaction was open at
+    the start (the relay publishes it once it commits, in id order): it was never sent. Now
+    what counts as before the start is what was committed above the relay's position."""
+    monkeypatch.setattr(outbox_feed, "POLL_SECONDS", 3600.0)
+    async with sessions() as s, s.begin():
+        shop = await acc.create_merchant(s, name="Shop")
+        wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=shop.id)
+        _, key = await acc.create_api_key(s, owner_id=shop.id, scopes=["wallet:read"])
+    auth = {"Authorization": f"Bearer {key}"}
+    sqlite = "sqlite" in db_url
+
+    async def withdrawal(session, name: str) -> int:
+        return await emit(session, type="withdrawal.created", subject_type="withdrawal",
+                          subject_id=name, wallet_id=wallet.id, payload={"id": name})
+
+    async with nats_app(engine, db_url, tmp_path, stream) as (app, client, relay):
+        async with sessions() as s, s.begin():
+            await withdrawal(s, "wd_before")
+        await relay.tick()
+        slow = sessions()
+        await slow.begin()
+        try:
+            early = await withdrawal(slow, "wd_early")
+            if sqlite:  # the open writer holds the lock: it commits before the stream opens
+                await slow.commit()
+            else:  # committed before the stream opens: not "from now"
+                async with sessions() as s, s.begin():
+                    assert await withdrawal(s, "wd_late") > early
+            async with events(client, params={"wallet_id": wallet.id}, headers=auth) as take:
+                await following(app)
+                await slow.commit()
+                async with sessions() as s, s.begin():
+                    after = await withdrawal(s, "wd_after")
+                await relay.tick()
+                got = await take(1 if sqlite else 2)
+                assert [g["event_id"] for g in got] == ([] if sqlite else [early]) + [after]
+        finally:
+            await slow.close()

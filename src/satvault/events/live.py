@@ -41,7 +41,8 @@ class Listener:
     def __init__(self, feed: LiveFeed, match: Match, size: int) -> None:
         self._feed = feed
         self.match = match
-        self.queue: asyncio.Queue[StreamEvent] = asyncio.Queue(maxsize=size)
+        # None: a wake-up for a stream waiting while its listener overflowed.
+        self.queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue(maxsize=size)
         self.overflowed = False
 
     def offer(self, event: StreamEvent) -> None:
@@ -50,9 +51,12 @@ class Listener:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.overflowed = True  # the stream catches up from the outbox instead
+            # The stream catches up from the outbox instead; one waiting for its next event
+            # wakes now, not at its heartbeat.
+            self.overflowed = True
             while not self.queue.empty():
                 self.queue.get_nowait()
+            self.queue.put_nowait(None)
 
     async def next(self, timeout: float) -> StreamEvent | None:
         """The next event, or None after ``timeout`` seconds without one (or on overflow)."""
@@ -66,6 +70,8 @@ class Listener:
     def recovered(self) -> None:
         """The stream caught up from the outbox: take events from the feed again."""
         self.overflowed = False
+        while not self.queue.empty():  # the wake-up, if it was not taken
+            self.queue.get_nowait()
 
     def close(self) -> None:
         self._feed._listeners.discard(self)

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.db import one_read, sequence_fence, sequence_snapshot
+from satvault.db import one_read, sequence_fence, sequence_snapshot, still_open
 from satvault.events.models import OutboxEvent
 from satvault.events.outbox import notifier
 from satvault.logs import get_logger
@@ -123,7 +123,7 @@ class Unsent:
         last, open_now = await sequence_snapshot(session, "outbox_events", "id")
         self.open_now, self.looks = open_now, self.looks + 1
         settled = None
-        if self._mark is not None and not (self._mark[1] & open_now):
+        if self._mark is not None and not still_open(self._mark[1], open_now):
             settled, self._mark = self._mark[0], None
         if self._mark is None:
             self._mark = (last, open_now)
@@ -152,7 +152,8 @@ class FeedListener:
     def __init__(self, feed: OutboxFeed, key: Key, size: int) -> None:
         self._feed = feed
         self.key = key
-        self.queue: asyncio.Queue[OutboxEvent] = asyncio.Queue(maxsize=size)
+        # None: a wake-up for a stream waiting while its listener overflowed.
+        self.queue: asyncio.Queue[OutboxEvent | None] = asyncio.Queue(maxsize=size)
         self.overflowed = False
         # The lowest id dropped since the overflow: a row that committed late can be below
         # what the stream has sent, where reading on from there would not find it.
@@ -169,10 +170,19 @@ class FeedListener:
         try:
             self.queue.put_nowait(row)
         except asyncio.QueueFull:
-            self.overflowed = True  # the stream catches up from the outbox instead
-            self._drop(row.id)
-            while not self.queue.empty():
-                self._drop(self.queue.get_nowait().id)
+            self.overflow(row.id)  # the stream catches up from the outbox instead
+
+    def overflow(self, event_id: int) -> None:
+        """The stream is to catch up from the outbox, from ``event_id`` on: what is queued is
+        dropped, and a stream waiting for its next row wakes (found checking the streams'
+        fix: one woken by a row that an overflow then took back slept until its heartbeat)."""
+        self.overflowed = True
+        self._drop(event_id)
+        while not self.queue.empty():
+            row = self.queue.get_nowait()
+            if row is not None:
+                self._drop(row.id)
+        self.queue.put_nowait(None)
 
     async def next(self, timeout: float) -> OutboxEvent | None:
         """The next row, or None after ``timeout`` seconds without one (or on overflow)."""
@@ -187,6 +197,8 @@ class FeedListener:
         """Take rows from the feed again; the lowest id dropped meanwhile, from which the
         stream reads what it has not sent."""
         dropped, self.dropped_from, self.overflowed = self.dropped_from, None, False
+        while not self.queue.empty():  # the wake-up, if it was not taken
+            self.queue.get_nowait()
         return dropped
 
     def close(self) -> None:
@@ -203,19 +215,26 @@ class OutboxFeed:
         self.queue_size = queue_size
         self._listeners: dict[Key, set[FeedListener]] = {}
         self._unsent: Unsent | None = None
+        self._floor = 0
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     @property
     def floor(self) -> int:
-        """Every row the feed hands out from now on is above this id."""
-        return self._unsent.floor if self._unsent is not None else 0
+        """Every row up to this id is committed, and the feed has handed out those of the
+        listeners' keys (a stream that has taken them from its queue has had them all);
+        every row it hands out from now on is above it. It moves once a read's rows are
+        handed out, not while the read runs (found checking the streams' fix: a stream that
+        saw the floor move before the late rows it passed were in its queue counted them as
+        sent)."""
+        return self._floor
 
     def ended(self, mark: JoinMark) -> bool:
         """Whether every transaction open at ``mark`` has ended, by a look of the feed's
         taken after it (PostgreSQL; the feed looks at each read)."""
         u = self._unsent
-        return u is not None and u.looks >= mark.looks + 2 and not (mark.open & u.open_now)
+        return u is not None and u.looks >= mark.looks + 2 \
+            and not still_open(mark.open, u.open_now)
 
     async def join_mark(self) -> JoinMark | None:
         """For a stream that has read what it missed (PostgreSQL; None on SQLite, where ids
@@ -237,6 +256,7 @@ class OutboxFeed:
         async with self._lock:
             if self._unsent is None:  # once per process: where reading starts
                 self._unsent = Unsent(await self._start_point())
+                self._floor = self._unsent.floor
         listener = FeedListener(self, key, self.queue_size)
         self._listeners.setdefault(key, set()).add(listener)
         if self._task is None or self._task.done():
@@ -272,30 +292,42 @@ class OutboxFeed:
                 await notifier.wait(POLL_SECONDS if self.poll is None else self.poll)
                 if not self._listeners:
                     return
+            wanted, skipped = self._wanted()
+            before = self._unsent.floor
             try:
-                rows = await self._unsent.read(self.sessions, _keys_filter(self._wanted()))
+                rows = await self._unsent.read(self.sessions, _keys_filter(wanted))
             except Exception as exc:  # the database away for a moment: try again next tick
                 log.warning("outbox_feed_read_failed", error=str(exc))
                 full = False
                 continue
             for row in rows:
                 self._dispatch(row)
+            for listener in skipped:
+                if not listener.overflowed:
+                    # It caught up from the outbox while this read, which skipped its key,
+                    # ran: a row of its that committed after its catch-up read and that this
+                    # read passed the floor over was handed to no one. It looks again.
+                    listener.overflow(before + 1)
+            self._floor = self._unsent.floor
             full = len(rows) >= BATCH  # a late row or two may come on top
 
-    def _wanted(self) -> set[Key]:
+    def _wanted(self) -> tuple[set[Key], list[FeedListener]]:
         """The keys read for: those of a listener not overflowed. One that is catches up from
         the outbox itself (found from outside: a burst of thousands of events was read here
         only to be dropped, while the stream read it again). It is told that the rows above
-        the floor may have been skipped: one that committed late may be below what it sent."""
+        the floor may have been skipped: one that committed late may be below what it sent.
+        Also the listeners skipped so."""
         assert self._unsent is not None
         wanted: set[Key] = set()
+        skipped: list[FeedListener] = []
         for key, group in self._listeners.items():
             for listener in group:
                 if listener.overflowed:
                     listener._drop(self._unsent.floor + 1)
+                    skipped.append(listener)
                 else:
                     wanted.add(key)
-        return wanted
+        return wanted, skipped
 
     def _dispatch(self, row: OutboxEvent) -> None:
         if row.subject_type == "invoice":

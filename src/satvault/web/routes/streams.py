@@ -61,12 +61,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.accounts.access import visible_wallet
 from satvault.accounts.service import Principal
 from satvault.db import one_read
+from satvault.events.cursor import TOKEN_PATTERN, StreamCursor
 from satvault.events.errors import InvalidStream, StreamUnavailable
 from satvault.events.jetstream import StreamEvent, subject_for
 from satvault.events.live import LiveFeed
 from satvault.events.models import OutboxEvent
 from satvault.events.outbox import envelope
 from satvault.events.outbox_feed import POLL_SECONDS, Key, OutboxFeed, key_filter
+from satvault.events.relay import cursor_position
 from satvault.kernel.errors import Forbidden, NotFound, SatvaultError
 from satvault.logs import get_logger
 from satvault.web.deps import _principal
@@ -85,7 +87,12 @@ HEARTBEAT_SECONDS = 15.0
 # something: a key revoked, a token expired, a session ended ends the stream that soon.
 RECHECK_SECONDS = 5.0
 RETRY_MILLISECONDS = 2000
+# A stream's first line, once it stands where it starts: the reconnection delay.
+RETRY_FRAME = f"retry: {RETRY_MILLISECONDS}\n\n"
 BATCH = 100
+# A stream opened from now reads the ids of so many rows committed above the floor at most.
+FROM_NOW_IDS = 10_000
+ORDERED = 2**63 - 1  # the floor where ids commit in order: every row is below it
 # What the checkout page may know anyway; never the merchant's order id, metadata or URLs.
 PUBLIC_INVOICE_FIELDS = ("id", "status", "additional_status", "currency", "amount",
                          "amount_msat", "paid_msat", "seen_msat", "due_msat", "expires_at",
@@ -99,22 +106,77 @@ def _public_payload(payload: Any, subject_id: str) -> str:
     return json.dumps(shown, separators=(",", ":"))
 
 
-def _frame(event: OutboxEvent, *, public: bool) -> str:
+def _frame(event: OutboxEvent, cursor: StreamCursor, *, public: bool,
+           settle: bool = False) -> str:
+    """The event's frame; its ``id:`` is the stream's position once the client has it.
+    ``settle``: every row of the stream's below it has been sent (or is the client's)."""
+    cursor.add(event.id)
+    if settle:
+        cursor.settle(event.id)
     payload = _public_payload(json.loads(event.payload), event.subject_id) if public \
         else event.payload
     data = envelope(event.id, event.type, event.created_at, payload)
-    return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
+    return f"id: {cursor.token()}\nevent: {event.type}\ndata: {data}\n\n"
 
 
-def _stream_frame(event: StreamEvent, *, public: bool, subject_id: str) -> str:
-    """The same frame from a stream message (its body is the outbox envelope)."""
+def _stream_frame(event: StreamEvent, cursor: StreamCursor, *, public: bool,
+                  subject_id: str) -> str:
+    """The same frame from a stream message (its body is the outbox envelope). The relay
+    publishes in outbox id order, fenced: the client has every event up to it now."""
+    cursor.settle(event.event_id)
     if public:
         env = event.envelope
         data = envelope(event.event_id, event.type, datetime.fromisoformat(env["created_at"]),
                         _public_payload(env.get("data"), subject_id))
     else:
         data = event.body
-    return f"id: {event.event_id}\nevent: {event.type}\ndata: {data}\n\n"
+    return f"id: {cursor.token()}\nevent: {event.type}\ndata: {data}\n\n"
+
+
+async def _from_now(sessions: async_sessionmaker[AsyncSession], where: Any, floor: int
+                    ) -> StreamCursor:
+    """The position of a stream starting now, ``floor`` an id up to which every row committed
+    before now: what is committed now counts as the client's, and a row of a transaction
+    still open (on PostgreSQL below ids already committed) is sent when it commits. Above
+    :data:`FROM_NOW_IDS` committed rows over the floor, the older count as before it. Where
+    ids commit in order, what is committed now is every row up to the highest."""
+    async with one_read(sessions) as session:
+        if floor == ORDERED:
+            return StreamCursor(int((await session.execute(
+                select(func.coalesce(func.max(OutboxEvent.id), 0)).where(where)
+            )).scalar_one()))
+        ids = list((await session.execute(
+            select(OutboxEvent.id).where(where, OutboxEvent.id > floor)
+            .order_by(OutboxEvent.id.desc()).limit(FROM_NOW_IDS))).scalars())
+    cursor = StreamCursor(ids[-1] if len(ids) == FROM_NOW_IDS else floor)
+    for event_id in ids:
+        cursor.add(event_id)
+    return cursor
+
+
+async def _catch_up(sessions: async_sessionmaker[AsyncSession], where: Any,
+                    cursor: StreamCursor, low: int, floor: int, *, public: bool
+                    ) -> AsyncIterator[str]:
+    """What the outbox has that the client lacks: first the rows above ``low`` (at least the
+    cursor's ``complete``) up to the highest it has (rows that committed late), then those
+    above that, in id order. ``floor``: an id up to which every row is committed; from the
+    cursor's ``complete`` on, a row sent up to it leaves nothing unsent below."""
+    whole = low <= cursor.complete
+    for row in await _unsent_between(sessions, where, max(low, cursor.complete), cursor.last,
+                                     cursor):
+        yield _frame(row, cursor, public=public, settle=whole and row.id <= floor)
+    while True:
+        rows = await _read(sessions, where, cursor.last)
+        for row in rows:
+            yield _frame(row, cursor, public=public, settle=whole and row.id <= floor)
+        if len(rows) < BATCH:
+            return
+
+
+def _ordered(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    """Whether ids commit in order (SQLite: a writer holds the write lock from its first
+    statement); on PostgreSQL a lower id can commit after a higher one."""
+    return bool(sessions.kw["bind"].dialect.name != "postgresql")
 
 
 async def _read(sessions: async_sessionmaker[AsyncSession], where: Any, after: int
@@ -127,56 +189,47 @@ async def _read(sessions: async_sessionmaker[AsyncSession], where: Any, after: i
 
 
 async def _outbox_events(feed: OutboxFeed, key: Key, sessions: async_sessionmaker[AsyncSession],
-                         after: int, *, public: bool, heartbeat: float) -> AsyncIterator[str]:
+                         start: StreamCursor | None, *, public: bool, heartbeat: float
+                         ) -> AsyncIterator[str]:
     """The outbox mode: the rows of ``key`` from the process's one reader of the outbox,
-    after one read of what was missed."""
+    after one read of what was missed. ``start``: the client's position (None: from now)."""
     where = key_filter(key)
     listener = await feed.listen(key)  # first: nothing read from now on is missed
     try:
-        resume = after  # the client has everything up to here
-        # The ids sent above the feed's floor: the feed may bring them again (it hands out
-        # nothing at or below its floor).
-        sent: set[int] = set()
-        floor = feed.floor
+        # Every row up to the feed's floor is committed: from now means what is committed
+        # above it now, and the rows that commit later are sent.
+        ordered = _ordered(sessions)
+        cursor = start if start is not None else await _from_now(
+            sessions, where, ORDERED if ordered else feed.floor)
+        yield RETRY_FRAME
+        resume = cursor.complete  # the client has every row up to here
+        floor = resume
         last_sent = time.monotonic()
-
-        async def catch_up(dropped: int | None = None) -> AsyncIterator[str]:
-            """What the outbox has after ``after``; first, with ``dropped``, what the feed
-            dropped below it (rows that committed late) and was not sent."""
-            nonlocal after
-            if dropped is not None and dropped <= after:
-                for row in await _unsent_between(sessions, where, max(dropped - 1, resume),
-                                                 after, sent):
-                    sent.add(row.id)
-                    yield _frame(row, public=public)
-            while True:
-                rows = await _read(sessions, where, after)
-                for row in rows:
-                    sent.add(row.id)
-                    after = max(after, row.id)
-                    yield _frame(row, public=public)
-                if len(rows) < BATCH:
-                    return
-
-        async for chunk in catch_up():
+        async for chunk in _catch_up(sessions, where, cursor, resume,
+                                     ORDERED if ordered else feed.floor, public=public):
             yield chunk
         joined = await feed.join_mark()  # PostgreSQL: rows of ours that commit late
         while True:
             if joined is not None and feed.ended(joined):
                 # Every row up to the mark is in the outbox: send those our read missed.
-                for late in await _unsent_between(sessions, where, resume, joined.last, sent):
-                    sent.add(late.id)
-                    yield _frame(late, public=public)
+                for late in await _unsent_between(sessions, where, resume, joined.last,
+                                                  cursor):
+                    yield _frame(late, cursor, public=public)
                 joined = None
             if joined is None and listener.queue.empty() and not listener.overflowed \
                     and feed.floor > floor:
-                # Everything handed out from now on is above the feed's floor (not while
-                # overflowed: what was dropped is looked for among the ids sent).
+                # Every row up to the feed's floor is committed and was sent (the feed hands
+                # out only rows above it; not while overflowed: what was dropped is looked
+                # for above the cursor's complete).
                 floor = feed.floor
-                sent = {i for i in sent if i > floor}
+                cursor.settle(floor)
             row = await listener.next(heartbeat if joined is None else POLL_SECONDS)
             if listener.overflowed:  # too slow for the feed: the outbox has what was dropped
-                async for chunk in catch_up(listener.recovered()):
+                dropped = listener.recovered()
+                low = cursor.last if dropped is None else dropped - 1
+                async for chunk in _catch_up(sessions, where, cursor, low,
+                                             ORDERED if ordered else feed.floor,
+                                             public=public):
                     yield chunk
                 continue
             if row is None:
@@ -185,22 +238,22 @@ async def _outbox_events(feed: OutboxFeed, key: Key, sessions: async_sessionmake
                     last_sent = time.monotonic()
                 continue
             last_sent = time.monotonic()
-            if row.id <= resume or row.id in sent:
+            if cursor.has(row.id):
                 continue
-            sent.add(row.id)
-            after = max(after, row.id)
-            yield _frame(row, public=public)
+            yield _frame(row, cursor, public=public, settle=ordered)
     finally:
         listener.close()
 
 
 async def _unsent_between(sessions: async_sessionmaker[AsyncSession], where: Any, low: int,
-                          high: int, sent: set[int]) -> list[OutboxEvent]:
-    """The rows in (low, high] not in ``sent``: their ids first, then those rows."""
+                          high: int, cursor: StreamCursor) -> list[OutboxEvent]:
+    """The rows in (low, high] the client lacks: their ids first, then those rows."""
+    if high <= low:
+        return []
     async with one_read(sessions) as session:
         ids = (await session.execute(select(OutboxEvent.id).where(
             where, OutboxEvent.id > low, OutboxEvent.id <= high))).scalars()
-        missed = sorted(set(ids) - sent)
+        missed = sorted(i for i in ids if not cursor.has(i))
         rows: list[OutboxEvent] = []
         for i in range(0, len(missed), 1000):
             rows += (await session.execute(select(OutboxEvent).where(
@@ -210,75 +263,61 @@ async def _unsent_between(sessions: async_sessionmaker[AsyncSession], where: Any
 
 async def _live_events(feed: LiveFeed, match: Callable[[StreamEvent], bool],
                        outbox: OutboxFeed, key: Key,
-                       sessions: async_sessionmaker[AsyncSession], after: int, *,
-                       public: bool, subject_id: str, heartbeat: float
+                       sessions: async_sessionmaker[AsyncSession], start: StreamCursor | None,
+                       *, public: bool, subject_id: str, heartbeat: float
                        ) -> AsyncIterator[str]:
     """The NATS mode: events from the process's subscriber to the stream, after one read of
-    what was missed from the outbox."""
+    what was missed from the outbox. The relay publishes in outbox id order, fenced (every
+    lower id committed first): once an event comes from the stream, the client has every
+    one up to it (those relayed before the subscription were in the outbox read)."""
     where = key_filter(key)
     try:
         listener = await feed.listen(match)  # first: nothing relayed from now on is missed
     except StreamUnavailable as exc:
         log.warning("live_updates_from_outbox", error=str(exc),
                     note="NATS unreachable: this stream reads from the outbox")
-        async for chunk in _outbox_events(outbox, key, sessions, after, public=public,
+        async for chunk in _outbox_events(outbox, key, sessions, start, public=public,
                                           heartbeat=heartbeat):
             yield chunk
         return
     try:
-        resume = after  # the client has everything up to here
-        caught_up: set[int] = set()  # sent from the outbox: skip when the stream brings them
-
-        async def catch_up() -> AsyncIterator[str]:
-            nonlocal after
-            while True:
-                rows = await _read(sessions, where, after)
-                for row in rows:
-                    caught_up.add(row.id)
-                    after = row.id
-                    yield _frame(row, public=public)
-                if len(rows) < BATCH:
-                    return
-
-        async for chunk in catch_up():
+        # Every row up to the relay's position is committed (and relayed).
+        async with one_read(sessions) as session:
+            relayed = ORDERED if _ordered(sessions) else await cursor_position(session)
+        cursor = start if start is not None else await _from_now(sessions, where, relayed)
+        yield RETRY_FRAME
+        async for chunk in _catch_up(sessions, where, cursor, cursor.complete, relayed,
+                                     public=public):
             yield chunk
-        floor = after  # the highest id sent from the outbox
         while True:
             event = await listener.next(heartbeat)
             if listener.overflowed:  # too slow for the feed: the outbox has what was dropped
                 listener.recovered()
-                async for chunk in catch_up():
+                async for chunk in _catch_up(sessions, where, cursor, cursor.complete, relayed,
+                                             public=public):
                     yield chunk
-                floor = after
                 continue
             if event is None:
                 if not feed.healthy:  # NATS gave up: what was missed is in the outbox
                     await feed.revive()
-                    async for chunk in catch_up():
+                    async for chunk in _catch_up(sessions, where, cursor, cursor.complete, relayed,
+                                                 public=public):
                         yield chunk
-                    floor = after
                 yield ": keep-alive\n\n"
                 continue
-            if event.event_id <= resume or event.event_id in caught_up:
-                continue  # the client has it already
-            if event.event_id > floor:
-                # The stream is in outbox id order: no copy of an outbox-read event is to
-                # come. (One at or below ``floor`` not read from the outbox was committed
-                # after the read, below a later id: it is sent, not lost.)
-                caught_up.clear()
-            yield _stream_frame(event, public=public, subject_id=subject_id)
-            after = max(after, event.event_id)
+            if cursor.has(event.event_id):
+                cursor.settle(event.event_id)
+            else:
+                yield _stream_frame(event, cursor, public=public, subject_id=subject_id)
     finally:
         listener.close()
 
 
-def resume_point(header: str | None, query: int | None) -> int | None:
-    value = (header or "").strip()
-    if value:
-        if not (value.isascii() and value.isdigit()) or len(value) > 18:
-            raise InvalidStream("Last-Event-ID must be an event id (a non-negative integer)")
-        return int(value)
-    return query
+def resume_point(header: str | None, query: str | None) -> StreamCursor | None:
+    """The client's position: ``Last-Event-ID`` (what EventSource sends when it reconnects),
+    else the ``last_event_id`` query parameter; None: from now."""
+    value = (header or "").strip() or (query or "").strip()
+    return StreamCursor.parse(value) if value else None
 
 
 @router.get("/events/stream", response_class=StreamingResponse, dependencies=[PublicLimit],
@@ -288,9 +327,9 @@ async def stream(
     request: Request,
     invoice_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     wallet_id: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
-    last_event_id_param: Annotated[int | None, Query(alias="last_event_id", ge=0,
-                                                             lt=10**18)] = None,
-    last_event_id: Annotated[str, Header(pattern=r"^[0-9]{0,18}$")] = "",
+    last_event_id_param: Annotated[str | None, Query(alias="last_event_id",
+                                                     pattern=TOKEN_PATTERN)] = None,
+    last_event_id: Annotated[str, Header(pattern=TOKEN_PATTERN)] = "",
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
@@ -305,7 +344,7 @@ async def stream(
                 select(OutboxEvent.id).where(key_filter(key)).limit(1))).first()
         if known is None:
             raise NotFound(f"invoice {invoice_id!r} not found")
-        return await _open(request, key, after or 0, public=True)
+        return await _open(request, key, after or StreamCursor(), public=True)
     assert wallet_id is not None
     principal = await _principal(request, authorization, x_api_key)
 
@@ -368,11 +407,11 @@ class _StreamResponse(StreamingResponse):
             self._slots.give_back(self._slot)
 
 
-async def _open(request: Request, key: Key, after: int, *, public: bool,
+async def _open(request: Request, key: Key, after: StreamCursor | None, *, public: bool,
                 allowed: Allowed | None = None) -> StreamingResponse:
-    """The stream of ``key`` from ``after``, once it has a slot: from the process's reader of
-    the outbox (embedded default), or its subscriber to the event stream (event_stream =
-    "nats"), after one read of what was missed."""
+    """The stream of ``key`` from ``after`` (None: from now), once it has a slot: from the
+    process's reader of the outbox (embedded default), or its subscriber to the event stream
+    (event_stream = "nats"), after one read of what was missed."""
     slots: StreamSlots = request.app.state.stream_slots
     slot = await slots.take(request, public=public)
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
@@ -396,23 +435,11 @@ async def _open(request: Request, key: Key, after: int, *, public: bool,
                             heartbeat=HEARTBEAT_SECONDS)
     if allowed is not None:
         body = _while_allowed(body, allowed)
-    return _StreamResponse(_with_retry(body), slots, slot)
-
-
-async def _with_retry(body: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The reconnection delay first, at once (the headers go out with it), then ``body``."""
-    yield f"retry: {RETRY_MILLISECONDS}\n\n"
-    try:
-        async for chunk in body:
-            yield chunk
-    finally:
-        close = getattr(body, "aclose", None)
-        if close is not None:
-            await close()
+    return _StreamResponse(body, slots, slot)
 
 
 async def wallet_stream(request: Request, principal: Principal, wallet_id: str,
-                        after: int | None, *, allowed: Allowed) -> StreamingResponse:
+                        after: StreamCursor | None, *, allowed: Allowed) -> StreamingResponse:
     """A wallet's full events for a caller with ``wallet:read`` that sees the wallet, from
     ``after`` (None: from now), for as long as ``allowed`` says the caller still may (its
     key, token or session asked again). The API's stream, and the merchant dashboard's
@@ -422,8 +449,4 @@ async def wallet_stream(request: Request, principal: Principal, wallet_id: str,
     key: Key = ("wallet", wallet_id)
     async with one_read(request.app.state.sessions) as session:
         await visible_wallet(session, principal, wallet_id)
-        if after is None:
-            after = int((await session.execute(
-                select(func.coalesce(func.max(OutboxEvent.id), 0)).where(key_filter(key))
-            )).scalar_one())
     return await _open(request, key, after, public=False, allowed=allowed)

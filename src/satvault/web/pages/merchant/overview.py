@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from satvault.auth.sessions import resolve_session
+from satvault.events.cursor import TOKEN_PATTERN
 from satvault.invoices.stats import daily_conversion
 from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import SatvaultError
@@ -81,9 +82,9 @@ async def balances_fragment(merchant_id: str, request: Request, view: PageUser,
 @router.get("/dashboard/m/{merchant_id}/events", response_class=StreamingResponse)
 async def events(
     merchant_id: str, request: Request, view: PageUser,
-    last_event_id_param: Annotated[int | None, Query(alias="last_event_id", ge=0,
-                                                             lt=10**18)] = None,
-    last_event_id: Annotated[str, Header(pattern=r"^[0-9]{0,18}$")] = "",
+    last_event_id_param: Annotated[str | None, Query(alias="last_event_id",
+                                                     pattern=TOKEN_PATTERN)] = None,
+    last_event_id: Annotated[str, Header(pattern=TOKEN_PATTERN)] = "",
 ) -> StreamingResponse:
     """The wallet's event stream (the API's, ``/api/v1/events/stream?wallet_id=``), for the
     signed-in owner instead of an API key."""
