@@ -6,12 +6,15 @@ racing approvers producing exactly one release."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from satvault.accounts.models import AuditEvent
+from satvault.events.catalog import WEBHOOK_EVENT_TYPES
+from satvault.events.models import OutboxEvent
 from satvault.kernel.clock import FakeClock
 from satvault.payouts.models import PayoutBatch, Withdrawal, WithdrawalStatus
 from satvault.withdrawals.policy import approvals, service
@@ -298,3 +301,43 @@ async def test_racing_approvers_release_exactly_once(env: Env, required: int, ra
     async with env.sessions() as s:
         assert (await s.execute(select(func.count()).select_from(PayoutBatch).where(
             PayoutBatch.kind == "payout"))).scalar_one() == 1
+
+
+async def _events_of(env: Env, wid: str) -> list[tuple[str, str]]:
+    async with env.sessions() as s:
+        rows = (await s.execute(select(OutboxEvent.type, OutboxEvent.payload).where(
+            OutboxEvent.subject_type == "withdrawal", OutboxEvent.subject_id == wid)
+            .order_by(OutboxEvent.id))).all()
+    return [(t, json.loads(p)["status"]) for t, p in rows]
+
+
+async def test_the_merchant_is_told_when_a_withdrawal_waits_for_approvers_and_when_it_leaves(
+        env: Env, clock: FakeClock):
+    """Known gap until stop 34: ``withdrawal.created`` is written before the policy decides,
+    so it said ``pending`` for a withdrawal that then waited for approvers, and nothing told
+    the merchant's webhooks that it waited, nor when the approvers released it."""
+    alice = env.wallet.owner_id
+    who = await people(env.sessions, initiator=alice)
+    await make_live(env.sessions, who, TWO_OF_TREASURY)
+    await fund(env, 500_000)
+    small = await request(env.sessions, env.settings, env.wallet, external_address(env, 1),
+                          10_000, initiator=alice)
+    assert await _events_of(env, small.id) == [("withdrawal.created", "pending")]
+    wd = await request(env.sessions, env.settings, env.wallet, external_address(env, 2),
+                       100_000, initiator=alice)
+    waits = [("withdrawal.created", "pending"),
+             ("withdrawal.awaiting_approval", "awaiting_approval")]
+    assert await _events_of(env, wd.id) == waits
+    await approve(env, wd.id, who.bob)
+    assert await _events_of(env, wd.id) == waits  # one of two: it still waits
+    await approve(env, wd.id, who.carol)
+    assert await _events_of(env, wd.id) == [*waits, ("withdrawal.approved", "pending")]
+    # The others end as before: a rejection or an expiry cancels it.
+    other = await request(env.sessions, env.settings, env.wallet, external_address(env, 3),
+                          100_000, initiator=alice)
+    clock.advance(seconds=env.settings.withdrawal_approval_ttl_seconds + 1)
+    async with env.sessions() as s, s.begin():
+        assert await approvals.expire_due(s) == 1
+    assert await _events_of(env, other.id) == [*waits, ("withdrawal.cancelled", "cancelled")]
+    # Webhooks may ask for them by name.
+    assert {"withdrawal.awaiting_approval", "withdrawal.approved"} <= WEBHOOK_EVENT_TYPES

@@ -19,8 +19,8 @@ INVOICE_EVENTS = frozenset({
     "invoice.expired", "invoice.invalid",
 })
 WITHDRAWAL_EVENTS = frozenset({
-    "withdrawal.created", "withdrawal.broadcast", "withdrawal.confirmed", "withdrawal.failed",
-    "withdrawal.cancelled",
+    "withdrawal.created", "withdrawal.awaiting_approval", "withdrawal.approved",
+    "withdrawal.broadcast", "withdrawal.confirmed", "withdrawal.failed", "withdrawal.cancelled",
 })
 WALLET_EVENTS = frozenset({"wallet.balance_changed"})
 

@@ -22,7 +22,8 @@ def withdrawal_payload(w: Withdrawal) -> dict[str, Any]:
 
 
 async def emit_withdrawal(session: AsyncSession, w: Withdrawal, event: str) -> None:
-    """``event`` is created, broadcast, confirmed or failed."""
+    """``event`` is created, awaiting_approval, approved, broadcast, confirmed, failed or
+    cancelled."""
     await emit(session, type=f"withdrawal.{event}", subject_type="withdrawal", subject_id=w.id,
                payload=withdrawal_payload(w), store_id=w.store_id, wallet_id=w.wallet_id)
 

@@ -24,6 +24,7 @@ from satvault.db import utcnow
 from satvault.kernel.errors import NotFound
 from satvault.kyc.errors import WalletFrozen
 from satvault.logs import get_logger
+from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import check_limits_at_release
 from satvault.withdrawals.cancel import void_and_cancel
@@ -87,6 +88,8 @@ async def apply_decision(session: AsyncSession, wd: Withdrawal, *, decision: Dec
         expires_at=now + timedelta(seconds=settings.withdrawal_approval_ttl_seconds),
         decided_at=None))
     await session.flush()
+    # withdrawal.created, written before the policy decided, said "pending".
+    await emit_withdrawal(session, wd, "awaiting_approval")
     await record(session, actor=initiator or "unknown", action="withdrawal.approval_required",
                  subject=f"withdrawal:{wd.id}",
                  details={"rule": decision.rule, "policy_version": version,
@@ -153,6 +156,8 @@ async def approve_withdrawal(session: AsyncSession, *, withdrawal_id: str, appro
     await session.flush()
     wd = await session.get(Withdrawal, withdrawal_id, populate_existing=True)
     assert wd is not None
+    if released:
+        await emit_withdrawal(session, wd, "approved")
     await record(session, actor=approver, action="withdrawal.approved",
                  subject=f"withdrawal:{withdrawal_id}",
                  details={"approvals": count, "required": req.required,
