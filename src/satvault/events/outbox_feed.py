@@ -215,7 +215,8 @@ class OutboxFeed:
         self.queue_size = queue_size
         self._listeners: dict[Key, set[FeedListener]] = {}
         self._unsent: Unsent | None = None
-        self._floor = 0
+        self._floor = self._start = 0
+        self._exact_start = False
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -255,25 +256,39 @@ class OutboxFeed:
         starts reading if it was idle)."""
         async with self._lock:
             if self._unsent is None:  # once per process: where reading starts
-                self._unsent = Unsent(await self._start_point())
-                self._floor = self._unsent.floor
+                start, self._exact_start = await self._start_point()
+                self._unsent = Unsent(start)
+                self._floor = self._start = start
         listener = FeedListener(self, key, self.queue_size)
         self._listeners.setdefault(key, set()).add(listener)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="outbox-feed")
         return listener
 
-    async def _start_point(self) -> int:
-        """An id below which every row is committed (or gone): PostgreSQL's fence, briefly
-        waited for; failing it, and on SQLite (ids commit in order), the highest id."""
-        if self.sessions.kw["bind"].dialect.name == "postgresql":
+    async def _start_point(self) -> tuple[int, bool]:
+        """Where reading starts, and whether every row below it is committed (or gone):
+        PostgreSQL's fence, briefly waited for; failing it, and on SQLite (ids commit in
+        order, so it is exact there), the highest id committed."""
+        postgres = self.sessions.kw["bind"].dialect.name == "postgresql"
+        if postgres:
             fence = await sequence_fence(self.sessions, (("outbox_events", "id"),),
                                          timeout=1.0)
             if fence is not None:
-                return fence[0]
+                return fence[0], True
+            log.warning("outbox_feed_started_behind_a_transaction",
+                        note="a transaction that wrote outlived the start's fence: streams "
+                             "opening from now look below the start until it has ended")
         async with one_read(self.sessions) as session:
             return int((await session.execute(
-                select(func.coalesce(func.max(OutboxEvent.id), 0)))).scalar_one())
+                select(func.coalesce(func.max(OutboxEvent.id), 0)))).scalar_one()), \
+                not postgres
+
+    @property
+    def exact(self) -> bool:
+        """Whether every row up to :attr:`floor` is committed: true unless reading started at
+        the highest id committed while a transaction that may hold a lower one was open, and
+        the floor has not moved since (it moves only once every such transaction ended)."""
+        return self._exact_start or self._floor > self._start
 
     def _remove(self, listener: FeedListener) -> None:
         group = self._listeners.get(listener.key)

@@ -196,11 +196,12 @@ async def _outbox_events(feed: OutboxFeed, key: Key, sessions: async_sessionmake
     where = key_filter(key)
     listener = await feed.listen(key)  # first: nothing read from now on is missed
     try:
-        # Every row up to the feed's floor is committed: from now means what is committed
-        # above it now, and the rows that commit later are sent.
+        # Every row up to the feed's floor is committed (unless it is not exact yet: then
+        # none is taken to be): from now means what is committed above it now, and the rows
+        # that commit later are sent.
         ordered = _ordered(sessions)
         cursor = start if start is not None else await _from_now(
-            sessions, where, ORDERED if ordered else feed.floor)
+            sessions, where, ORDERED if ordered else feed.floor if feed.exact else 0)
         yield RETRY_FRAME
         resume = cursor.complete  # the client has every row up to here
         floor = resume
