@@ -200,14 +200,18 @@ async def _outbox_events(feed: OutboxFeed, key: Key, sessions: async_sessionmake
         # none is taken to be): from now means what is committed above it now, and the rows
         # that commit later are sent.
         ordered = _ordered(sessions)
-        cursor = start if start is not None else await _from_now(
-            sessions, where, ORDERED if ordered else feed.floor if feed.exact else 0)
+
+        def committed() -> int:
+            """An id up to which every row is committed now."""
+            return ORDERED if ordered else feed.floor if feed.exact else 0
+
+        cursor = start if start is not None else await _from_now(sessions, where, committed())
         yield RETRY_FRAME
         resume = cursor.complete  # the client has every row up to here
         floor = resume
         last_sent = time.monotonic()
-        async for chunk in _catch_up(sessions, where, cursor, resume,
-                                     ORDERED if ordered else feed.floor, public=public):
+        async for chunk in _catch_up(sessions, where, cursor, resume, committed(),
+                                     public=public):
             yield chunk
         joined = await feed.join_mark()  # PostgreSQL: rows of ours that commit late
         while True:
@@ -228,8 +232,7 @@ async def _outbox_events(feed: OutboxFeed, key: Key, sessions: async_sessionmake
             if listener.overflowed:  # too slow for the feed: the outbox has what was dropped
                 dropped = listener.recovered()
                 low = cursor.last if dropped is None else dropped - 1
-                async for chunk in _catch_up(sessions, where, cursor, low,
-                                             ORDERED if ordered else feed.floor,
+                async for chunk in _catch_up(sessions, where, cursor, low, committed(),
                                              public=public):
                     yield chunk
                 continue
