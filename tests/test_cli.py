@@ -240,9 +240,9 @@ def test_serve_in_production_refuses_to_start_without_a_signer_socket(db_url, tm
     """Without a socket `serve` would open the demo seed in the web process and pay out from
     it: in production it does not start at all (whatever its role) unless told
     --demo-signer, and says why in one line."""
-    for extra in ((), ("--role", "api")):
-        proc = sv("serve", "--port", str(_free_port()), *extra, url=db_url, home=tmp_path,
-                  env=PRODUCTION, check=False)
+    for extra in ((), ("--role", "api")):  # refused before anything starts: in-process
+        proc = sv_here("serve", "--port", str(_free_port()), *extra, url=db_url,
+                       home=tmp_path, env=PRODUCTION, check=False)
         assert proc.returncode == 2, (proc.stdout, proc.stderr)
         assert "SATVAULT_SIGNER_SOCKET" in proc.stderr and "`satvault signer serve`" in proc.stderr
         assert "--demo-signer" in proc.stderr
@@ -285,7 +285,7 @@ def _answers(port: int) -> bool:
 
 def test_serve_refuses_unmigrated_database(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
-    proc = sv("serve", "--port", "8765", url=url, home=tmp_path, check=False)
+    proc = sv_here("serve", "--port", "8765", url=url, home=tmp_path, check=False)
     assert proc.returncode == 2
     assert "run `satvault db upgrade`" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -345,8 +345,8 @@ def test_database_urls_without_a_driver_work(db_url, tmp_path):
 
 
 def test_a_database_url_with_another_driver_is_refused_clearly(tmp_path):
-    proc = sv("db", "status", url="postgresql+psycopg2://app:s3cret@db.internal/satvault",
-              home=tmp_path, check=False)
+    proc = sv_here("db", "status", url="postgresql+psycopg2://app:s3cret@db.internal/satvault",
+                   home=tmp_path, check=False)
     assert proc.returncode == 2
     assert "unsupported database URL" in proc.stderr and "asyncpg" in proc.stderr
     assert "s3cret" not in proc.stderr + proc.stdout
@@ -466,7 +466,7 @@ def test_serve_with_several_api_processes(db_url, tmp_path):
     import httpx
 
     if db_url.startswith("sqlite"):
-        proc = sv("serve", "--workers", "2", url=db_url, home=tmp_path, check=False)
+        proc = sv_here("serve", "--workers", "2", url=db_url, home=tmp_path, check=False)
         assert proc.returncode == 2 and "needs PostgreSQL" in proc.stderr
         return
     with served(db_url, tmp_path, "--workers", "2") as world:
