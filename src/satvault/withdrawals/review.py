@@ -38,6 +38,7 @@ from satvault.kyc.errors import WalletFrozen
 from satvault.lightning.invoices import StoreInvoiceHook
 from satvault.lightning.payments import release_held_payment, settle_held_internally
 from satvault.logs import get_logger
+from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import check_limits_at_release
 from satvault.risk.errors import CaseRefused
@@ -101,6 +102,8 @@ class HeldWithdrawals:
                              initiator=await initiator_of(session, owner_type=wallet.owner_type,
                                                           owner_id=wallet.owner_id),
                              settings=self.settings)
+        if wd.status == WithdrawalStatus.PENDING:  # to its payer (an internal one is paid)
+            await emit_withdrawal(session, wd, "approved")
         log.info("held_withdrawal_released", withdrawal=wd.id, status=wd.status.value,
                  actor=actor)
         return _effect(wd, "release")
