@@ -338,6 +338,8 @@ async def one_read(
 # id: a backup's (pg_dump reads in one transaction for as long as it runs), a report's, a
 # client's left idle. Found checking the live streams' fix: counting those too, a backup
 # stalled the relay to NATS, the audit sealer and the streams' floor for as long as it ran.
+# One whose session this role may not see into (another role's, without pg_read_all_stats)
+# counts for as long as it is open; before, such sessions were not counted at all.
 # Each open transaction that may is named by ``<virtualxid>@<its statement's start>``, and by
 # ``<virtualxid>@*`` too once it has written (:func:`still_open`): one named at the fence's
 # start still may while a later look names it the same, or has it written; one that has since
@@ -347,8 +349,12 @@ _OPEN_TRANSACTIONS = text(  # the client transactions of this database that may,
     "SELECT l.virtualxid || '@' || coalesce(a.query_start::text, ''), "
     "a.backend_xid IS NOT NULL FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
     "WHERE l.locktype = 'virtualxid' AND l.granted AND l.mode = 'ExclusiveLock' "
-    "AND a.datname = current_database() AND a.backend_type = 'client backend' "
-    "AND l.pid <> pg_backend_pid() AND (a.backend_xid IS NOT NULL OR a.state = 'active')")
+    "AND a.datname = current_database() AND l.pid <> pg_backend_pid() "
+    # backend_type and state are NULL where this role may not see into another role's
+    # session (without pg_read_all_stats): a client's (it has a user) may hold an id, so it
+    # counts (found reviewing the change: such sessions were not counted at all)
+    "AND (a.backend_type = 'client backend' OR a.backend_type IS NULL AND a.usename IS NOT NULL) "
+    "AND (a.backend_xid IS NOT NULL OR a.state = 'active' OR a.state IS NULL)")
 
 
 async def open_transactions(session: AsyncSession) -> frozenset[str]:

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from typer.testing import CliRunner
 
 from satvault.cli import app
 from satvault.composition import open_sessions
 from satvault.config import reset_settings_cache
+from satvault.db import create_engine, sequence_fence
 from satvault.events.errors import StreamUnavailable
 from satvault.events.fanout import WebhookFanout
 from satvault.events.jetstream import DurableConsumer, JetStream, StreamEvent, StreamSettings
@@ -406,3 +409,38 @@ async def test_a_read_only_transaction_holds_the_relay_only_for_the_statement_it
             running.cancel()
         await backup.rollback()
     await relay.close()
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # the fence is PostgreSQL's
+async def test_a_writer_the_fence_cannot_see_into_still_holds_it(engine, db_url):
+    """Found reviewing the change above: ``pg_stat_activity`` hides another role's backend
+    type and state from a role without ``pg_read_all_stats`` (a deployment with a role per
+    kind of process), and the fence kept only sessions it saw as client backends: another
+    role's open writer did not hold it at all (older than this stop). A client session the
+    fence cannot see into may hold an id: it holds the fence for as long as it is open."""
+    tag = secrets.token_hex(4)
+    writer, reader = f"fence_w_{tag}", f"fence_r_{tag}"
+    async with engine.connect() as c:
+        for role in (writer, reader):
+            await c.execute(text(f"CREATE ROLE {role} LOGIN"))
+            await c.execute(text(f"GRANT pg_read_all_data, pg_write_all_data TO {role}"))
+        await c.commit()
+    as_writer = create_engine(make_url(db_url).set(username=writer).render_as_string(False))
+    as_reader = create_engine(make_url(db_url).set(username=reader).render_as_string(False))
+    fence = (("outbox_events", "id"),)
+    try:
+        reads = async_sessionmaker(as_reader, expire_on_commit=False)
+        async with as_writer.connect() as w:
+            await w.execute(text(
+                "INSERT INTO outbox_events (type, subject_type, subject_id, payload, "
+                "created_at) VALUES ('invoice.created', 'invoice', 'inv_x', '{}', now())"))
+            assert await sequence_fence(reads, fence, timeout=0.3) is None  # it waits
+            await w.commit()
+        assert await sequence_fence(reads, fence, timeout=5) is not None
+    finally:
+        await as_writer.dispose()
+        await as_reader.dispose()
+        async with engine.connect() as c:
+            for role in (writer, reader):
+                await c.execute(text(f"DROP ROLE {role}"))
+            await c.commit()
