@@ -51,28 +51,36 @@ async def _served(make_app, sessions) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+async def _from_now_behind_an_open_writer(client: httpx.AsyncClient, sessions, wallet: str,
+                                          auth: dict[str, str]) -> None:
+    """A wallet stream opened from now while a transaction holding a lower id than one
+    already committed is open: it gets that transaction's event once it commits, and what
+    comes after, not what was committed before it opened."""
+    sqlite = "sqlite" in str(sessions.kw["bind"].url)
+    await _committed(sessions, wallet, "wd_before")
+    slow = sessions()
+    await slow.begin()
+    try:
+        early = await _emit(slow, wallet, "wd_early")
+        if sqlite:  # the open writer holds the lock (opening a stream writes): it commits
+            await slow.commit()  # first, and so is before the stream's start
+        else:  # committed before the stream opens: not "from now"
+            assert await _committed(sessions, wallet, "wd_late") > early
+        async with events(client, params={"wallet_id": wallet}, headers=auth) as take:
+            await slow.commit()
+            after = await _committed(sessions, wallet, "wd_after")
+            expected = [after] if sqlite else [early, after]
+            # The early one comes once the stream knows its transaction ended: maybe second.
+            assert sorted(_ids(await take(len(expected)))) == expected
+    finally:
+        await slow.close()
+
+
 async def test_a_stream_from_now_sends_an_event_whose_transaction_was_open_at_its_start(
         make_app, sessions, world):
     wallet, auth = await _wallet(sessions, world)
-    sqlite = "sqlite" in str(sessions.kw["bind"].url)
     async with _served(make_app, sessions) as client:
-        await _committed(sessions, wallet, "wd_before")
-        slow = sessions()
-        await slow.begin()
-        try:
-            early = await _emit(slow, wallet, "wd_early")
-            if sqlite:  # the open writer holds the lock (opening a stream writes): it commits
-                await slow.commit()  # first, and so is before the stream's start
-            else:  # committed before the stream opens: not "from now"
-                assert await _committed(sessions, wallet, "wd_late") > early
-            async with events(client, params={"wallet_id": wallet}, headers=auth) as take:
-                await slow.commit()
-                after = await _committed(sessions, wallet, "wd_after")
-                expected = [after] if sqlite else [early, after]
-                # The early one comes once the stream knows its transaction ended: maybe second.
-                assert sorted(_ids(await take(len(expected)))) == expected
-        finally:
-            await slow.close()
+        await _from_now_behind_an_open_writer(client, sessions, wallet, auth)
 
 
 async def test_a_resumed_stream_sends_an_event_whose_transaction_was_open_when_it_was_cut(
@@ -133,22 +141,5 @@ async def test_the_first_stream_of_a_process_opened_behind_a_long_transaction_mi
     as before its start only what it reads as committed, not everything below that id.
     (SQLite: the open writer holds the lock, so it commits first.)"""
     wallet, auth = await _wallet(sessions, world)
-    sqlite = "sqlite" in str(sessions.kw["bind"].url)
-    await _committed(sessions, wallet, "wd_before")
-    slow = sessions()
-    await slow.begin()
-    try:
-        early = await _emit(slow, wallet, "wd_early")
-        if sqlite:
-            await slow.commit()
-        else:
-            assert await _committed(sessions, wallet, "wd_late") > early
-        async with serve(make_app()) as base, httpx.AsyncClient(base_url=base) as client, \
-                events(client, params={"wallet_id": wallet}, headers=auth) as take:
-            await slow.commit()
-            after = await _committed(sessions, wallet, "wd_after")
-            expected = [after] if sqlite else [early, after]
-            # The early one is looked for once its transaction has ended: it may come second.
-            assert sorted(_ids(await take(len(expected)))) == expected
-    finally:
-        await slow.close()
+    async with serve(make_app()) as base, httpx.AsyncClient(base_url=base) as client:
+        await _from_now_behind_an_open_writer(client, sessions, wallet, auth)
