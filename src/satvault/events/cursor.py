@@ -81,7 +81,7 @@ class StreamCursor:
     def parse(cls, token: str) -> StreamCursor:
         """A cursor from a frame's ``id:`` (or a plain event id), or :class:`InvalidStream`."""
         token = token.strip()
-        if not token.isascii() or not _TOKEN.match(token) or not token:
+        if not token or not token.isascii() or not _TOKEN.match(token):
             raise InvalidStream("Last-Event-ID must be an event id or a stream position as "
                                 "the stream's frames carry it (e.g. 1047 or 1047:1048,1050)")
         complete, _, above = token.partition(":")

@@ -286,8 +286,10 @@ async def _live_events(feed: LiveFeed, match: Callable[[StreamEvent], bool],
         return
     try:
         # Every row up to the relay's position is committed (and relayed).
-        async with one_read(sessions) as session:
-            relayed = ORDERED if _ordered(sessions) else await cursor_position(session)
+        relayed = ORDERED
+        if not _ordered(sessions):
+            async with one_read(sessions) as session:
+                relayed = await cursor_position(session)
         cursor = start if start is not None else await _from_now(sessions, where, relayed)
         yield RETRY_FRAME
         async for chunk in _catch_up(sessions, where, cursor, cursor.complete, relayed,
