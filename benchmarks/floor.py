@@ -17,6 +17,8 @@ PostgreSQL), ``node`` (+ one call to a node over HTTP before it, as an invoice's
 asked of LND), and ``pay`` (an internal payment's shape: the node call, then seven
 statements in one transaction, every payment from one payer as in ``api.py``; ``pay2``: the
 lock, then the rest as one statement; ``pay1``: all as one statement in one round trip;
+``paygroup``: one payer's waiting payments group-committed, seven statements per group;
+``paygroupseq``: the same groups, each payment's six statements in a savepoint of its own;
 ``--payers N``: the clients pay from N wallets instead of one; ``--own-payees``: each pays a
 payee of its own instead of all the one payee),
 each with 1 and 2 API processes (``--processes``). ``--levels`` picks some;
@@ -238,7 +240,7 @@ def budget(result: dict[str, Any], systems: list[str]) -> dict[str, Any]:
     each floor level's and satvault's server CPU per request and rate."""
     out: dict[str, Any] = {}
     for op, levels in (("invoices", ("bare", "api", "db", "node")),
-                       ("payments", ("pay", "pay2", "pay1"))):
+                       ("payments", ("pay", "pay2", "pay1", "paygroup", "paygroupseq"))):
         theirs = result.get("lnbits", {}).get(op, {})
         ours = result.get("satvault_postgres", {}).get(op, {})
         row: dict[str, Any] = {

@@ -22,7 +22,15 @@ tuned as ``satvault.web.app.tune_gc`` tunes it). ``FLOOR_LEVEL`` says how much i
   six others as one (data-modifying ``WITH``), in one transaction;
 - ``pay1``: ``pay`` with its seven statements as one (data-modifying ``WITH``), sent alone
   in autocommit: the payer's row is locked for one round trip, not seven (what a whole
-  payment in one server-side call would give).
+  payment in one server-side call would give);
+- ``paygroup``: ``pay``'s seven statements, but for every payment of one payer waiting in
+  this process at once (group commit): the payer's row locked once, its balance read, the
+  payments that fit taken in order (the rest refused, as a screening under the lock would),
+  then one multi-row statement per table and one ``COMMIT`` for the group. What the lever
+  "group commit of one payer's payments" gives at most on this stack;
+- ``paygroupseq``: ``paygroup``'s groups, but each payment of a group written as in ``pay``
+  (its six statements, in a ``SAVEPOINT`` of its own so that a refusal would undo only it),
+  one lock and one ``COMMIT`` per group: group commit without multi-row statements.
 
 ``node_app`` is that node: a bare ASGI app answering a constant invoice, run apart so that its
 CPU is counted apart (as the simulators' is in ``api.py``)."""
@@ -36,7 +44,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException
 from pydantic import BaseModel, Field
 
-LEVELS = ("bare", "api", "db", "node", "pay", "pay2", "pay1")
+LEVELS = ("bare", "api", "db", "node", "pay", "pay2", "pay1", "paygroup", "paygroupseq")
 PAYEE, BILLS, PAYERS = "payee", 1_000, 64  # payers: "payer-0" … "payer-63"
 # which wallet a payer pays: the one payee (every payment credits its row), or, with
 # FLOOR_PAYEES=own, a payee of its own ("payee-<n>" for "payer-<n>": no row is shared)
@@ -95,6 +103,8 @@ def _create() -> Any:
 
     write: Any = None
     node: Any = None
+    if level in ("paygroup", "paygroupseq"):
+        return _pay_app(app, principal, trips=0 if level == "paygroup" else -1)
     if level.startswith("pay"):
         return _pay_app(app, principal, trips=int(level[3:] or 7))
     if level in ("db", "node"):
@@ -170,6 +180,8 @@ def _pay_app(app: Any, principal: Any, *, trips: int) -> Any:
         "k AS (INSERT INTO floor_keys (owner, key, response) SELECT :w, :key, :payload FROM d) "
         "SELECT balance_msat FROM d")
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    grouped = _grouped(engine, lock, one_by_one=(withdrawal, bill, event, key) if trips < 0
+                       else None) if trips <= 0 else None
 
     @app.post("/v1/payments", response_model=PaymentOut, status_code=201)
     async def pay(body: PaymentIn, _: Annotated[str, Depends(principal)],
@@ -179,6 +191,13 @@ def _pay_app(app: Any, principal: Any, *, trips: int) -> Any:
         r = await node.delete(f"/v1/invoices/{body.bill}")
         r.raise_for_status()
         wid = secrets.token_hex(12)
+        if grouped is not None:
+            left = await grouped(owner, payee, (wid, body.bill, body.amount_msat,
+                                                idempotency_key))
+            if left is None:
+                raise HTTPException(409, "insufficient balance")
+            return PaymentOut(id=wid, status="confirmed", amount_msat=body.amount_msat,
+                              balance_msat=left)
         if trips in (1, 2):  # the six writes as one statement (its answer's balance unknown)
             params = {"id": wid, "w": owner, "bill": body.bill, "amt": body.amount_msat,
                       "payee": payee, "key": idempotency_key,
@@ -210,6 +229,93 @@ def _pay_app(app: Any, principal: Any, *, trips: int) -> Any:
         return out
 
     return app
+
+
+def _grouped(engine: Any, lock: Any, one_by_one: tuple[Any, ...] | None) -> Any:
+    """``paygroup``'s group commit: a payment joins its payer's queue; whoever finds no group
+    running for that payer runs groups until the queue is empty, each in one transaction."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    arrays = ("CAST(:ids AS varchar[]), CAST(:bills AS int[]), CAST(:amts AS bigint[]), "
+              "CAST(:keys AS varchar[]), CAST(:payloads AS varchar[])")
+    many = text(
+        "WITH p AS (SELECT * FROM unnest(" + arrays + ") AS p(id, bill, amt, key, payload)), "
+        "x AS (INSERT INTO floor_withdrawals (id, wallet, bill, amount_msat) "
+        "SELECT id, :w, bill, amt FROM p), "
+        "b AS (UPDATE floor_bills SET paid = paid + n.n FROM (SELECT bill, count(*) AS n "
+        "FROM p GROUP BY bill) n WHERE floor_bills.id = n.bill), "
+        "e AS (INSERT INTO floor_outbox (subject, payload) SELECT id, payload FROM p) "
+        "INSERT INTO floor_keys (owner, key, response) SELECT :w, key, payload FROM p")
+    debit = text("UPDATE floor_wallets SET balance_msat = balance_msat - :amt WHERE id = :w")
+    credit = text("UPDATE floor_wallets SET balance_msat = balance_msat + :amt WHERE id = :w")
+    queues: dict[str, list[tuple[tuple[Any, ...], str, Any]]] = {}
+
+    async def run_group(owner: str, group: list[tuple[tuple[Any, ...], str, Any]]) -> None:
+        async with engine.begin() as conn:
+            left = (await conn.execute(lock, {"w": owner})).scalar_one()
+            taken, answers = [], []
+            for item, payee, fut in group:
+                wid, bill, amt, key = item
+                if amt > left:
+                    fut.set_result(None)
+                    continue
+                left -= amt
+                answers.append((fut, left))
+                taken.append((wid, bill, amt, key, payee, PaymentOut(
+                    id=wid, status="confirmed", amount_msat=amt,
+                    balance_msat=left).model_dump_json()))
+            if taken and one_by_one is not None:  # paygroupseq
+                withdrawal, bill, event, key = one_by_one
+                for wid, bill_id, amt, key_text, payee, answer in taken:
+                    async with conn.begin_nested():
+                        await conn.execute(withdrawal, {"id": wid, "w": owner,
+                                                        "bill": bill_id, "amt": amt})
+                        await conn.execute(bill, {"bill": bill_id})
+                        await conn.execute(debit, {"w": owner, "amt": amt})
+                        await conn.execute(credit, {"w": payee, "amt": amt})
+                        await conn.execute(event, {"id": wid, "payload": answer})
+                        await conn.execute(key, {"w": owner, "key": key_text,
+                                                 "response": answer})
+            elif taken:
+                await conn.execute(many, {
+                    "w": owner, "ids": [t[0] for t in taken], "bills": [t[1] for t in taken],
+                    "amts": [t[2] for t in taken], "keys": [t[3] for t in taken],
+                    "payloads": [t[5] for t in taken]})
+                await conn.execute(debit, {"w": owner, "amt": sum(t[2] for t in taken)})
+                per_payee: dict[str, int] = {}
+                for t in taken:
+                    per_payee[t[4]] = per_payee.get(t[4], 0) + t[2]
+                for payee, amt in sorted(per_payee.items()):
+                    await conn.execute(credit, {"w": payee, "amt": amt})
+        for fut, balance in answers:
+            fut.set_result(balance)
+
+    async def submit(owner: str, payee: str, item: tuple[Any, ...]) -> int | None:
+        fut = asyncio.get_running_loop().create_future()
+        queue = queues.get(owner)
+        if queue is not None:  # a group of this payer is running: join the next one
+            queue.append((item, payee, fut))
+            return await fut  # type: ignore[no-any-return]
+        queues[owner] = [(item, payee, fut)]
+        try:
+            while queues[owner]:
+                group, queues[owner] = queues[owner], []
+                try:
+                    await run_group(owner, group)
+                except BaseException as exc:
+                    for _, _, waiting in group:
+                        if not waiting.done():
+                            waiting.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+        finally:
+            for _, _, waiting in queues.pop(owner):
+                waiting.set_exception(RuntimeError("the group's runner stopped"))
+        return await fut  # type: ignore[no-any-return]
+
+    return submit
 
 
 async def node_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
