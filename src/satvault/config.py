@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # compare or to rule them out.
     server_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     server_http: Literal["auto", "httptools", "h11"] = "auto"
+    # The most a request's head (request line and headers) may take; a longer one is refused
+    # (431) before it is parsed further, whichever parser (satvault.web.http_head).
+    server_max_head_bytes: int = Field(default=32 * 1024, ge=4096, le=1024 * 1024)
     # After SIGTERM, how long `satvault serve` lets requests in flight finish before it cuts
     # what is left (open event streams, which never end by themselves: their clients
     # reconnect with Last-Event-ID) and stops.

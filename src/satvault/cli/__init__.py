@@ -276,6 +276,7 @@ def serve(
     import uvicorn
 
     from satvault.web.app import create_app
+    from satvault.web.http_head import protocol_for
 
     settings = get_settings()
     overrides: dict[str, Any] = {}
@@ -360,7 +361,8 @@ def serve(
                                    serving=True),
                         host=settings.host, port=settings.port,
                         log_config=None, access_log=False, proxy_headers=False,
-                        loop=settings.server_loop, http=settings.server_http,
+                        loop=settings.server_loop, http=protocol_for(settings.server_http),
+                        h11_max_incomplete_event_size=settings.server_max_head_bytes,
                         timeout_graceful_shutdown=settings.shutdown_grace_seconds)
         else:
             _serve_processes(settings, workers, background=role is ServeRole.ALL)
@@ -395,6 +397,7 @@ def _serve_processes(settings: Settings, workers: int, *, background: bool = Tru
     import uvicorn
 
     from satvault.web.app import create_app
+    from satvault.web.http_head import protocol_for
 
     # The API processes read their settings from the environment, as any satvault process.
     os.environ["SATVAULT_HOST"], os.environ["SATVAULT_PORT"] = settings.host, str(settings.port)
@@ -415,7 +418,9 @@ def _serve_processes(settings: Settings, workers: int, *, background: bool = Tru
     try:
         uvicorn.run("satvault.web.app:api_app", factory=True, workers=workers,
                     host=settings.host, port=settings.port, log_config=None, access_log=False,
-                    proxy_headers=False, loop=settings.server_loop, http=settings.server_http,
+                    proxy_headers=False, loop=settings.server_loop,
+                    http=protocol_for(settings.server_http),
+                    h11_max_incomplete_event_size=settings.server_max_head_bytes,
                     timeout_graceful_shutdown=settings.shutdown_grace_seconds)
     finally:
         stop.set()
