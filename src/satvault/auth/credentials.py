@@ -11,13 +11,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from satvault.audit.service import record
+from satvault.auth.errors import AccountLocked
 from satvault.auth.models import Credentials
 from satvault.auth.sealing import Sealer
 from satvault.config import Settings
 from satvault.kernel.clock import utcnow
 
-__all__ = ["AuthPolicy", "credentials", "digest", "is_locked", "lock_for", "random_token",
-           "sealer_for"]
+__all__ = ["PAYMENT_PASSWORD_FACTORS", "AuthPolicy", "count_failure", "credentials", "digest",
+           "is_locked", "lock_for", "random_token", "refuse_if_locked", "sealer_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +91,38 @@ def is_locked(creds: Credentials, now: datetime) -> int:
     if creds.locked_until is None or creds.locked_until <= now:
         return 0
     return max(1, int((creds.locked_until - now).total_seconds() + 0.999))
+
+
+def refuse_if_locked(creds: Credentials) -> None:
+    """Raise :class:`AccountLocked` while the account is locked out: nothing is checked then."""
+    wait = is_locked(creds, utcnow())
+    if wait:
+        raise AccountLocked(wait)
+
+
+# Guesses at the payment password are counted apart from the sign-in's (``failed_stepups``):
+# a right sign-in password clears only its own count, so knowing it does not buy more guesses
+# at the factor meant to stand when it is phished.
+PAYMENT_PASSWORD_FACTORS = frozenset({"payment-password", "step-up-payment-password",
+                                      "payment-password-via-password"})
+
+
+async def count_failure(session: AsyncSession, creds: Credentials, *, policy: AuthPolicy,
+                        what: str, ip: str = "") -> None:
+    """One more failure in a row of ``what``'s kind (the payment password's, or any other
+    factor's); the lockout it triggers, audited."""
+    now = utcnow()
+    if what in PAYMENT_PASSWORD_FACTORS:
+        creds.failed_stepups += 1
+        failures = creds.failed_stepups
+    else:
+        creds.failed_signins += 1
+        failures = creds.failed_signins
+    creds.updated_at = now
+    await record(session, actor=creds.user_id, action="auth.signin_failed",
+                 object=creds.user_id, after={"factor": what, "failures": failures, "ip": ip})
+    lock = lock_for(policy, failures)
+    if lock is not None:
+        creds.locked_until = now + lock
+        await record(session, actor="satvault", action="auth.locked", object=creds.user_id,
+                     after={"failures": failures, "seconds": int(lock.total_seconds())})

@@ -29,21 +29,21 @@ from satvault.accounts.security import hash_password, verify_password
 from satvault.audit.service import record
 from satvault.auth.credentials import (
     AuthPolicy,
+    count_failure,
     credentials,
     digest,
-    is_locked,
-    lock_for,
     random_token,
+    refuse_if_locked,
 )
-from satvault.auth.errors import AccountLocked, InvalidCode
-from satvault.auth.models import Credentials, SigninChallenge
+from satvault.auth.errors import InvalidCode
+from satvault.auth.models import SigninChallenge
 from satvault.auth.totp import totp_enabled, verify_factor
 from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import Unauthenticated
 from satvault.kernel.ids import new_id
 
-__all__ = ["Checked", "check_password", "check_second_factor", "count_failure",
-           "live_challenge", "pass_challenge", "signed_in", "start_challenge"]
+__all__ = ["Checked", "check_password", "check_second_factor",
+           "count_failure", "live_challenge", "pass_challenge", "signed_in", "start_challenge"]
 
 _WRONG = "wrong e-mail or password"
 # Spent on unknown addresses so they take as long as known ones.
@@ -58,40 +58,6 @@ class Checked:
     needs_second_factor: bool
 
 
-# Guesses at the payment password are counted apart from the sign-in's (``failed_stepups``):
-# a right sign-in password clears only its own count, so knowing it does not buy more guesses
-# at the factor meant to stand when it is phished.
-PAYMENT_PASSWORD_FACTORS = frozenset({"payment-password", "step-up-payment-password",
-                                      "payment-password-via-password"})
-
-
-async def count_failure(session: AsyncSession, creds: Credentials, *, policy: AuthPolicy,
-                        what: str, ip: str = "") -> None:
-    """One more failure in a row of ``what``'s kind (the payment password's, or any other
-    factor's); the lockout it triggers, audited."""
-    now = utcnow()
-    if what in PAYMENT_PASSWORD_FACTORS:
-        creds.failed_stepups += 1
-        failures = creds.failed_stepups
-    else:
-        creds.failed_signins += 1
-        failures = creds.failed_signins
-    creds.updated_at = now
-    await record(session, actor=creds.user_id, action="auth.signin_failed",
-                 object=creds.user_id, after={"factor": what, "failures": failures, "ip": ip})
-    lock = lock_for(policy, failures)
-    if lock is not None:
-        creds.locked_until = now + lock
-        await record(session, actor="satvault", action="auth.locked", object=creds.user_id,
-                     after={"failures": failures, "seconds": int(lock.total_seconds())})
-
-
-def _refuse_if_locked(creds: Credentials) -> None:
-    wait = is_locked(creds, utcnow())
-    if wait:
-        raise AccountLocked(wait)
-
-
 async def check_password(session: AsyncSession, *, email: str, password: str, ip: str = "",
                          policy: AuthPolicy = AuthPolicy()) -> Checked:
     norm = email.strip().lower()
@@ -103,7 +69,7 @@ async def check_password(session: AsyncSession, *, email: str, password: str, ip
                             "known": False})
         raise Unauthenticated(_WRONG)
     creds = await credentials(session, user.id, for_update=True)
-    _refuse_if_locked(creds)
+    refuse_if_locked(creds)
     if not verify_password(password, user.password_hash):
         await count_failure(session, creds, policy=policy, what="password", ip=ip)
         raise Unauthenticated(_WRONG)
@@ -123,7 +89,7 @@ async def check_second_factor(session: AsyncSession, *, user_id: str, code: str,
                               ip: str = "", policy: AuthPolicy = AuthPolicy()) -> None:
     """A TOTP or recovery code for a user whose password was just right."""
     creds = await credentials(session, user_id, for_update=True)
-    _refuse_if_locked(creds)
+    refuse_if_locked(creds)
     if not await verify_factor(session, creds, code, sealer=policy.sealer):
         await count_failure(session, creds, policy=policy, what="totp", ip=ip)
         raise InvalidCode("that code is not right (or was used already)")

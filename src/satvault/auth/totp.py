@@ -33,7 +33,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.accounts.models import Merchant, User
 from satvault.accounts.service import get_merchant, get_user
 from satvault.audit.service import record
-from satvault.auth.credentials import AuthPolicy, credentials
+from satvault.auth.credentials import (
+    AuthPolicy,
+    count_failure,
+    credentials,
+    refuse_if_locked,
+)
 from satvault.auth.errors import InvalidCode
 from satvault.auth.models import Credentials, RecoveryCode
 from satvault.auth.sealing import Sealer
@@ -168,14 +173,20 @@ async def begin_enrollment(session: AsyncSession, *, user_id: str,
 
 
 async def confirm_enrollment(session: AsyncSession, *, user_id: str, code: str,
-                             policy: AuthPolicy = AuthPolicy()) -> list[str]:
-    """Turn TOTP on with a code from the pending secret; the recovery codes, shown once."""
+                             policy: AuthPolicy = AuthPolicy(), ip: str = "") -> list[str]:
+    """Turn TOTP on with a code from the pending secret; the recovery codes, shown once.
+    Refused while the account is locked out; a wrong code counts towards the lockout like a
+    wrong password (found from outside: a caller that did not count it let a session guess
+    the code), so the caller must let the transaction commit when it catches
+    :class:`InvalidCode`."""
     creds = await credentials(session, user_id, for_update=True)
     if creds.totp_confirmed_at is not None:
         raise InvalidInput("TOTP is already on")
     if creds.totp_secret is None:
         raise InvalidInput("start the enrollment first")
+    refuse_if_locked(creds)
     if not check_code(creds, code, sealer=policy.sealer, confirmed=False):
+        await count_failure(session, creds, policy=policy, what="totp-enroll", ip=ip)
         raise InvalidCode("that code is not right; check the authenticator app's clock")
     creds.totp_confirmed_at = utcnow()
     codes = await _replace_recovery_codes(session, user_id)
@@ -195,19 +206,23 @@ async def _replace_recovery_codes(session: AsyncSession, user_id: str) -> list[s
 
 
 async def disable(session: AsyncSession, *, user_id: str, code: str, actor: str,
-                  policy: AuthPolicy = AuthPolicy()) -> None:
+                  policy: AuthPolicy = AuthPolicy(), ip: str = "") -> None:
     """Turn TOTP off; needs a current code (or a recovery code). Refused (:class:`Forbidden`,
-    before the code is looked at) while it is required of the user. Every session of the user
-    loses its second-factor mark: a session that passed a factor which is gone must not keep
-    skipping the enrollment a later requirement asks, nor vouch for it to the token grant."""
+    before the code is looked at) while it is required of the user, and while the account is
+    locked out; a wrong code counts towards the lockout (as in :func:`confirm_enrollment`).
+    Every session of the user loses its second-factor mark: a session that passed a factor
+    which is gone must not keep skipping the enrollment a later requirement asks, nor vouch
+    for it to the token grant."""
     user = await get_user(session, user_id)
     creds = await credentials(session, user_id, for_update=True)
+    refuse_if_locked(creds)
     if creds.totp_confirmed_at is None:
         raise InvalidInput("TOTP is not on")
     if required_of(user, creds):
         raise Forbidden("admins must keep TOTP on" if user.is_admin
                         else "an administrator requires TOTP of this account")
     if not await verify_factor(session, creds, code, sealer=policy.sealer):
+        await count_failure(session, creds, policy=policy, what="totp-disable", ip=ip)
         raise InvalidCode("that code is not right")
     creds.totp_secret = creds.totp_confirmed_at = creds.totp_last_step = None
     creds.updated_at = utcnow()

@@ -59,12 +59,26 @@ from satvault.web.pages.deps import (
     set_session_cookie,
 )
 from satvault.web.pages.render import render
-from satvault.web.routes.auth import client_ip, links_for, mailer_of, policy_of
+from satvault.web.ratelimit import PublicCreateLimit
+from satvault.web.routes.auth import (
+    before_signin,
+    client_ip,
+    links_for,
+    mailer_of,
+    policy_of,
+    signin_failed,
+)
 
-__all__ = ["CHALLENGE_COOKIE", "password_sign_in", "router"]
+__all__ = ["CHALLENGE_COOKIE", "SignInBudget", "password_sign_in", "router"]
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(mark_page)])
 CHALLENGE_COOKIE = "sv_challenge"
+# The signed-out forms that check a password or a code, like the API's token endpoint: an
+# address that used its failed-authentication budget is refused (429) before anything is
+# checked. Every form that checks one counts its failures against that budget
+# (``signin_failed``), signed in or not (found from outside: the pages did neither, so
+# password spraying through /login was bounded only by each account's lockout).
+SignInBudget = Depends(before_signin)
 
 
 def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
@@ -132,8 +146,10 @@ async def password_sign_in(request: Request, *, lang: Language, email: str, pass
                                                  method="password")
                     enroll = await totp.must_enroll(session, user_id=user.id)
     except InvalidInput:
+        await signin_failed(request)
         return "Wrong e-mail or password."
     if failure is not None:
+        await signin_failed(request)
         if isinstance(failure, AccountLocked):
             return "Too many failed attempts. Try again later."
         if "confirm your e-mail" in str(failure):
@@ -164,7 +180,8 @@ async def totp_step_page(request: Request, lang: PageLang, next: str = "") -> Re
                             error=None)
 
 
-@router.post("/login/totp", response_class=HTMLResponse, dependencies=[PreSessionCsrf])
+@router.post("/login/totp", response_class=HTMLResponse,
+             dependencies=[PreSessionCsrf, SignInBudget])
 async def totp_step(request: Request, lang: PageLang,
                     code: Annotated[str, Form(max_length=20)],
                     next: Annotated[str, Form(max_length=500)] = "") -> Response:
@@ -187,6 +204,7 @@ async def totp_step(request: Request, lang: PageLang,
             token = await _begin_session(request, session, user=user, mfa=True,
                                          method="password+totp")
     if token is None or user is None:
+        await signin_failed(request)
         return _signed_out_page(request, "auth/totp_step.html", lang=lang,
                                 next=safe_next(next, ""), error=error, status_code=401)
     response = RedirectResponse(safe_next(next, _home(user.is_admin)), status_code=303)
@@ -202,7 +220,8 @@ async def signup_page(request: Request, lang: PageLang) -> Response:
     return _signed_out_page(request, "auth/signup.html", lang=lang, email="", error=None)
 
 
-@router.post("/signup", response_class=HTMLResponse, dependencies=[PreSessionCsrf])
+@router.post("/signup", response_class=HTMLResponse,
+             dependencies=[PreSessionCsrf, PublicCreateLimit])
 async def signup_form(request: Request, lang: PageLang,
                       email: Annotated[str, Form(max_length=254)],
                       password: Annotated[str, Form(max_length=1024)],
@@ -254,7 +273,8 @@ async def reset_page(request: Request, lang: PageLang) -> Response:
     return _signed_out_page(request, "auth/reset_request.html", lang=lang)
 
 
-@router.post("/password-reset", response_class=HTMLResponse, dependencies=[PreSessionCsrf])
+@router.post("/password-reset", response_class=HTMLResponse,
+             dependencies=[PreSessionCsrf, PublicCreateLimit])
 async def reset_form(request: Request, lang: PageLang,
                      email: Annotated[str, Form(max_length=254)]) -> Response:
     async with _sessions(request)() as session, session.begin():
@@ -328,6 +348,7 @@ async def enroll_start(request: Request, view: PageUser, lang: PageLang,
             error, status = "Too many failed attempts. Try again later.", 429
         except Unauthenticated:  # counted: the transaction commits
             error = "The sign-in password is not right."
+            await signin_failed(request)
         except StepUpNeeded:
             error = "Give your sign-in password to turn on two-factor sign-in."
         except InvalidInput as exc:  # on already
@@ -344,15 +365,22 @@ async def enroll_start(request: Request, view: PageUser, lang: PageLang,
              dependencies=[CsrfProtected])
 async def enroll_confirm(request: Request, view: PageUser, lang: PageLang,
                          code: Annotated[str, Form(max_length=20)]) -> Response:
-    try:
-        async with _sessions(request)() as session, session.begin():
+    error, status = "", 422
+    async with _sessions(request)() as session, session.begin():
+        try:
             codes = await totp.confirm_enrollment(session, user_id=view.user_id, code=code,
-                                                  policy=policy_of(request))
+                                                  policy=policy_of(request),
+                                                  ip=client_ip(request))
             await mark_mfa(session, session_id=view.id)
-    except (Unauthenticated, InvalidInput):
+        except AccountLocked:
+            error, status = "Too many failed attempts. Try again later.", 429
+        except (Unauthenticated, InvalidInput) as exc:  # a wrong code: counted, and commits
+            if isinstance(exc, InvalidCode):
+                await signin_failed(request)
+            error = "That code is not right. Start again and scan the new code."
+    if error:
         return render(request, "auth/totp_enroll.html", lang=lang, view=view, enabled=False,
-                      required=False, enrollment=None, status_code=422,
-                      error="That code is not right. Start again and scan the new code.",
+                      required=False, enrollment=None, status_code=status, error=error,
                       ask_password=_ask_password(view))
     return render(request, "auth/recovery_codes.html", lang=lang, view=view, codes=codes)
 
@@ -416,6 +444,7 @@ async def change_password(request: Request, view: PageUser, lang: PageLang,
         elif not user.password_hash or not verify_password(current, user.password_hash):
             await signin.count_failure(session, creds, policy=policy_of(request),
                                        what="password-change", ip=client_ip(request))
+            await signin_failed(request)
             error = "The current password is not right."
         elif creds.payment_password_hash is not None \
                 and verify_password(password, creds.payment_password_hash):
@@ -424,6 +453,7 @@ async def change_password(request: Request, view: PageUser, lang: PageLang,
             await signin.count_failure(session, creds, policy=policy_of(request),
                                        what="payment-password-via-password",
                                        ip=client_ip(request))
+            await signin_failed(request)
             error = "The new password must differ from the payment password."
         else:
             user.password_hash = hash_password(password)
@@ -459,6 +489,7 @@ async def payment_password(request: Request, view: PageUser, lang: PageLang,
             error = "Too many failed attempts. Try again later."
         except Unauthenticated:
             error = "The sign-in password is not right."
+            await signin_failed(request)
         except InvalidInput as exc:
             error = str(exc)
         except StepUpNeeded:
@@ -474,18 +505,14 @@ async def totp_disable(request: Request, view: PageUser, lang: PageLang,
                        code: Annotated[str, Form(max_length=20)]) -> Response:
     error, status = None, 422
     async with _sessions(request)() as session, session.begin():
-        creds = await credentials(session, view.user_id, for_update=True)
         try:
-            if is_locked(creds, utcnow()):
-                raise AccountLocked(is_locked(creds, utcnow()))
             await totp.disable(session, user_id=view.user_id, code=code, actor=view.user_id,
-                               policy=policy_of(request))
+                               policy=policy_of(request), ip=client_ip(request))
         except Forbidden as exc:  # required of this user (an admin, or marked by one)
             error, status = f"Two-factor sign-in stays on: {exc}.", 403
         except InvalidCode:
-            # A guess like any other: it counts towards the lockout (and commits).
-            await signin.count_failure(session, creds, policy=policy_of(request),
-                                       what="totp-disable", ip=client_ip(request))
+            # A guess like any other: counted towards the lockout (it commits).
+            await signin_failed(request)
             error = "That code is not right."
         except AccountLocked:
             error = "Too many failed attempts. Try again later."
@@ -522,7 +549,10 @@ async def step_up_form(request: Request, view: PageUser, lang: PageLang,
                                  ip=client_ip(request), policy=policy_of(request))
         except AccountLocked:
             error = "Too many failed attempts. Try again later."
-        except (Unauthenticated, InvalidInput, NotFound):
+        except Unauthenticated:  # a wrong code or payment password: counted (it commits)
+            await signin_failed(request)
+            error = "That is not right."
+        except (InvalidInput, NotFound):
             error = "That is not right."
         creds = await session.get(Credentials, view.user_id)
     if error is None:

@@ -17,7 +17,7 @@ from satvault.auth.sessions import revoke_session
 from satvault.checkout.i18n import LANGUAGES
 from satvault.config import Settings
 from satvault.kernel.errors import InvalidInput
-from satvault.web.pages.auth_pages import password_sign_in
+from satvault.web.pages.auth_pages import SignInBudget, password_sign_in
 from satvault.web.pages.deps import (
     ENROLL_PATH,
     CsrfProtected,
@@ -67,7 +67,7 @@ async def login_page(request: Request, lang: PageLang, view: OptionalPageUser,
                       next_path=safe_next(next))
 
 
-@router.post("/login", response_class=HTMLResponse, dependencies=[PreSessionCsrf])
+@router.post("/login", response_class=HTMLResponse, dependencies=[PreSessionCsrf, SignInBudget])
 async def login(request: Request, lang: PageLang,
                 email: Annotated[str, Form(max_length=254)],
                 password: Annotated[str, Form(max_length=1024)],

@@ -32,13 +32,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.accounts.models import User
 from satvault.accounts.service import Principal
 from satvault.auth import signin, signup, stepup, tokens, totp
-from satvault.auth.credentials import AuthPolicy, credentials, is_locked
+from satvault.auth.credentials import AuthPolicy
 from satvault.auth.errors import AccountLocked, InvalidCode
 from satvault.auth.mail import Mail, Mailer
 from satvault.auth.models import Credentials
 from satvault.auth.sessions import csrf_matches, resolve_session
 from satvault.config import Settings
-from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import Forbidden, Unauthenticated
 from satvault.web.deps import CurrentPrincipal, SessionDep, require_scope
 from satvault.web.openapi import problem_responses
@@ -383,19 +382,14 @@ async def totp_begin(request: Request, session: SessionDep, principal: CurrentPr
                              qr_svg=started.qr_svg)
 
 
-async def _guessed(request: Request, session: AsyncSession, user_id: str,
-                  attempt: Callable[[], Awaitable[T]]) -> T | Response:
-    """Run ``attempt`` (which checks a TOTP or recovery code) for ``user_id``, as the page
-    does: refused while the account is locked out, and a wrong code counts towards the
-    lockout like a wrong password. The refusal is answered, not raised, so the count commits."""
-    creds = await credentials(session, user_id, for_update=True)
+async def _guessed(request: Request, attempt: Callable[[], Awaitable[T]]) -> T | Response:
+    """Run ``attempt``, which checks a TOTP or recovery code (the service refuses while the
+    account is locked out and counts a wrong code towards the lockout); a wrong code spends
+    the address's failed-authentication budget too. The refusal is answered, not raised, so
+    the count commits."""
     try:
-        if until := is_locked(creds, utcnow()):
-            raise AccountLocked(until)
         return await attempt()
     except InvalidCode as exc:
-        await signin.count_failure(session, creds, policy=policy_of(request),
-                                   what="totp-api", ip=client_ip(request))
         await signin_failed(request)
         refused = problem_for(exc)
     except AccountLocked as exc:
@@ -413,9 +407,10 @@ async def totp_confirm(request: Request, session: SessionDep, principal: Current
 
     async def confirm() -> RecoveryCodesOut:
         return RecoveryCodesOut(recovery_codes=await totp.confirm_enrollment(
-            session, user_id=user_id, code=body.code, policy=policy_of(request)))
+            session, user_id=user_id, code=body.code, policy=policy_of(request),
+            ip=client_ip(request)))
 
-    return await _guessed(request, session, user_id, confirm)
+    return await _guessed(request, confirm)
 
 
 @router.post("/totp/disable", response_model=TotpStatusOut,
@@ -428,10 +423,10 @@ async def totp_disable(request: Request, session: SessionDep, principal: Current
 
     async def disable() -> TotpStatusOut:
         await totp.disable(session, user_id=user_id, code=body.code, actor=user_id,
-                           policy=policy_of(request))
+                           policy=policy_of(request), ip=client_ip(request))
         return await _totp_status(session, user_id)
 
-    return await _guessed(request, session, user_id, disable)
+    return await _guessed(request, disable)
 
 
 @router.put("/totp-required/{owner_id}")
