@@ -19,7 +19,7 @@ from satvault.accounts.models import User
 from satvault.auth.models import Credentials
 from satvault.web.app import create_app
 from tests.auth.conftest import settings_for
-from tests.auth.test_pages import PASSWORD, _SECRET, post_form, sign_in
+from tests.auth.test_pages import _SECRET, PASSWORD, post_form, sign_in
 from tests.web.pages.conftest import csrf_of
 
 
