@@ -156,3 +156,47 @@ async def test_bad_settings_are_refused_and_change_nothing(engine, db_url, peopl
     assert [(r.name, r.spread_bp, r.default_currency, r.speed_policy) for r in rows] == [
         ("Shop", 10, "BTC", 1)]
     assert audits == []
+
+
+NOT_ONE_LINE = ["Shop\nX-Injected: 1", "\x1b[2J", "Shop\x7f", "\u202eSHOP", "Sh\u2028op",
+                "\ufeffShop", "Shop\u2066x\u2069"]
+
+
+@pytest.mark.parametrize("name", NOT_ONE_LINE)
+async def test_a_name_with_line_breaks_escapes_or_direction_overrides_is_refused(
+        engine, db_url, people, sessions, name):
+    """Found from outside: a store's name took a newline, terminal escapes and a
+    right-to-left override, and it is shown on the public checkout page, the dashboards and
+    in exports. Refused by the API (422, nothing written) and below it by the service, which
+    the dashboard and the CLI call too; so are a merchant's name, a display name and a key's
+    label (``satvault.kernel.text``)."""
+    keys = people["keys"]
+    async with sessions() as s:
+        before = len((await s.execute(select(Store))).scalars().all())
+        mine = (await s.execute(select(Store).where(Store.merchant_id == people["rival"])
+                                )).scalar_one()
+    async with client_for(engine, db_url) as c:
+        r = await post_store(c, keys["shop"], "bad-name", name=name)
+        assert r.status_code == 422, r.text
+        r = await c.patch(f"/api/v1/stores/{mine.id}", headers=auth(keys["rival"]),
+                          json={"name": name})
+        assert r.status_code == 422, r.text
+    async with sessions() as s:
+        assert len((await s.execute(select(Store))).scalars().all()) == before
+        assert (await s.get(Store, mine.id)).name == "Rival web"
+    from satvault.kernel.errors import InvalidInput
+    for write in (lambda s: acc.create_store(s, merchant_id=people["shop"], name=name),
+                  lambda s: acc.create_merchant(s, name=name),
+                  lambda s: acc.create_user(s, email="eve@example.com", display_name=name)):
+        with pytest.raises(InvalidInput, match="U\\+"):
+            async with sessions() as s, s.begin():
+                await write(s)
+
+
+async def test_names_in_any_script_with_marks_and_joiners_pass(engine, db_url, people):
+    async with client_for(engine, db_url) as c:
+        for i, name in enumerate(["Größe & Söhne", "\u05d7\u05e0\u05d5\u05ea\u200f 7",
+                                  "Caf\u00e9 \U0001F468\u200d\U0001F469\u200d\U0001F467",
+                                  "\u0645\u062a\u062c\u0631"]):
+            r = await post_store(c, people["keys"]["shop"], f"ok-{i}", name=name)
+            assert r.status_code == 201 and r.json()["name"] == name, r.text

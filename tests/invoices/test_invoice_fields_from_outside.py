@@ -13,6 +13,10 @@ from tests.web.rows import row_counts
 
 @pytest.mark.parametrize("field", [{"order_id": "A-1\nX-Injected: 1"},
                                    {"order_id": "A\x01"}, {"order_id": "A\x85"},
+                                   # line separators, direction overrides, a BOM (stop 35)
+                                   {"order_id": "A-1\u2028B"}, {"order_id": "\u202eA-1"},
+                                   {"order_id": "\ufeffA-1"},
+                                   {"redirect_url": "https://shop.example/\u2066back"},
                                    {"redirect_url": "https://shop.example/\r\nback"},
                                    {"redirect_url": "https://shop.example/\tok"},
                                    {"payment_tolerance_percent": "1e1"},

@@ -25,6 +25,7 @@ from satvault.audit.service import record
 from satvault.db import utcnow
 from satvault.kernel.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from satvault.kernel.ids import new_id
+from satvault.kernel.text import one_line
 from satvault.ledger.core import AccountKind
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_account
@@ -127,7 +128,7 @@ def _at_most(text: str, limit: int, what: str) -> str:
     """``text`` stripped, refused if longer than its column holds (found from outside: an
     over-long display name or key label was a traceback on PostgreSQL, silently kept on
     SQLite)."""
-    text = text.strip()
+    text = one_line(text.strip(), what)
     if len(text) > limit:
         raise InvalidInput(f"{what} is at most {limit} characters")
     return text
@@ -157,7 +158,7 @@ async def create_user(session: AsyncSession, *, email: str, password: str | None
 
 async def create_merchant(session: AsyncSession, *, name: str, owner_user_id: str | None = None,
                           actor: str = "system") -> Merchant:
-    name = name.strip()
+    name = one_line(name.strip(), "a merchant's name")
     if not name or len(name) > 120:
         raise InvalidInput("a merchant needs a name of 1-120 characters")
     if owner_user_id is not None:
@@ -173,7 +174,7 @@ async def create_merchant(session: AsyncSession, *, name: str, owner_user_id: st
 
 
 def _store_name(name: str) -> str:
-    name = name.strip()
+    name = one_line(name.strip(), "a store's name")
     if not name or len(name) > 120:
         raise InvalidInput("a store needs a name of 1-120 characters")
     return name

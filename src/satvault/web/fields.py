@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from fastapi import Query
 from pydantic import AfterValidator, BeforeValidator, Field, Strict
 
+from satvault.kernel.text import ONE_LINE_PATTERN
+
 __all__ = ["INT64_MAX", "MAX_MSAT", "MEMO_MAX_BYTES", "EventIdBefore", "Memo", "Msat",
            "SingleLine", "SpeedPolicy", "StrictCount", "utf8_at_most"]
 
@@ -34,11 +36,12 @@ API's list and the dashboard's page read the same type)."""
 
 
 
-SingleLine = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
-"""Text that is one line with no control character: an identifier or a URL a client gives
-(an order id, a redirect URL), where a newline or a control character is never meant and
-would travel on into logs, exports and links (found from outside: they were stored). A
-pattern, so the OpenAPI document says it too."""
+SingleLine = Annotated[str, Field(pattern=ONE_LINE_PATTERN)]
+"""Text that is one line with no control character: an identifier, a URL or a name a client
+gives (an order id, a redirect URL, a store's name), where a newline, a control character
+or a text-direction override is never meant and would travel on into logs, exports, links
+and pages (found from outside: they were stored; :mod:`satvault.kernel.text` says which).
+A pattern, so the OpenAPI document says it too."""
 
 
 def _json_integer(value: object) -> object:

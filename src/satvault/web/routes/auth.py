@@ -40,6 +40,7 @@ from satvault.auth.sessions import csrf_matches, resolve_session
 from satvault.config import Settings
 from satvault.kernel.errors import Forbidden, Unauthenticated
 from satvault.web.deps import CurrentPrincipal, SessionDep, require_scope
+from satvault.web.fields import SingleLine
 from satvault.web.openapi import problem_responses
 from satvault.web.problems import problem_for
 from satvault.web.ratelimit import EdgeLimiter, PublicCreateLimit
@@ -111,7 +112,7 @@ async def signin_failed(request: Request) -> None:
 class SignUpIn(BaseModel):
     email: str = Field(min_length=3, max_length=254)
     password: str = Field(min_length=8, max_length=1024)
-    display_name: str = Field(default="", max_length=120)
+    display_name: SingleLine = Field(default="", max_length=120)
 
 
 class Accepted(BaseModel):

@@ -25,7 +25,7 @@ from satvault.accounts.models import Store, Wallet
 from satvault.accounts.service import Principal
 from satvault.kernel.errors import Forbidden, InvalidInput, NotFound
 from satvault.web.deps import IdempotencyKey, SessionDep, require_any_scope, require_scope
-from satvault.web.fields import SpeedPolicy
+from satvault.web.fields import SingleLine, SpeedPolicy
 from satvault.web.idempotency import run_idempotent
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
@@ -42,7 +42,7 @@ CURRENCY_PATTERN = r"^[A-Za-z]{3,4}$"
 
 
 class StoreIn(BaseModel):
-    name: str = Field(min_length=1, max_length=120)
+    name: SingleLine = Field(min_length=1, max_length=120)
     merchant_id: str | None = Field(
         default=None, max_length=40,
         description="Only for admin keys; a merchant key creates stores of its own merchant.")
@@ -59,7 +59,7 @@ class StoreIn(BaseModel):
 class StorePatch(BaseModel):
     """Fields left out keep their value; none can be set to null (the schema says so)."""
 
-    name: Annotated[str, Field(min_length=1, max_length=120)] | SkipJsonSchema[None] = None
+    name: Annotated[SingleLine, Field(min_length=1, max_length=120)] | SkipJsonSchema[None] = None
     default_currency: Annotated[str, Field(max_length=8, pattern=CURRENCY_PATTERN)
                                 ] | SkipJsonSchema[None] = None
     speed_policy: SpeedPolicy | SkipJsonSchema[None] = None

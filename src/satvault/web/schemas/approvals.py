@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from satvault.web.fields import SingleLine
+
 __all__ = ["AllowlistIn", "AllowlistOut", "ApprovalOut", "AwaitingOut", "GroupChangeIn",
            "GroupChangeOut", "PolicyIn", "PolicyOut", "RejectIn"]
 
@@ -43,7 +45,7 @@ class AllowlistIn(BaseModel):
     destination: str = Field(min_length=1, max_length=2000, description=(
         "A Bitcoin address, a Lightning node id (66 hex digits), an LNURL or a Lightning "
         "Address."))
-    label: str = Field(default="", max_length=120)
+    label: SingleLine = Field(default="", max_length=120)
 
 
 class AllowlistOut(BaseModel):
