@@ -71,8 +71,10 @@ async def test_names_are_resolved_and_every_address_checked(fake_dns):
     assert checked.host_header == "hooks.example:8443" and checked.hostname == "hooks.example"
     assert str(checked.pinned(PUBLIC_V6)) == f"https://[{PUBLIC_V6}]:8443/in?x=1"
     for name in ("internal", "mixed", "metadata", "localhost"):
-        with pytest.raises(UnsafeUrl, match="resolves to"):
+        with pytest.raises(UnsafeUrl, match="does not resolve to a public address") as refused:
             await check_url(f"https://{name}.example/hook", environment="production")
+        # Found from outside: the refusal named the internal address a name resolved to.
+        assert not any(a in str(refused.value) for a in ("10.20", "192.168", "169.254", "127."))
     # Development lets a local receiver in, nothing else.
     assert await check_url("http://localhost.example/h", environment="development") \
         == ["127.0.0.1"]
@@ -81,10 +83,16 @@ async def test_names_are_resolved_and_every_address_checked(fake_dns):
             await check_url(f"http://{name}.example/hook", environment="development")
 
 
-async def test_unresolvable_names_are_refused(fake_dns):
+async def test_unresolvable_names_are_refused_as_names_resolving_inside_are(fake_dns):
+    """Found from outside: "cannot resolve" for a name that does not exist against "resolves
+    to 10.20.30.40, a private address" for an internal one let any key with webhooks:write
+    map internal names to their addresses. Every such name gets one answer now."""
     fake_dns["empty.example"] = []
     fake_dns["nxdomain.example"] = None
-    with pytest.raises(InvalidWebhook, match="no address"):
-        await check_url("https://empty.example/", environment="production")
-    with pytest.raises(InvalidWebhook, match="cannot resolve"):
-        await check_url("https://nxdomain.example/", environment="production")
+    fake_dns["billing-db.example"] = ["10.20.30.40"]
+    answers = set()
+    for name in ("empty", "nxdomain", "billing-db"):
+        with pytest.raises(UnsafeUrl) as refused:
+            await check_url(f"https://{name}.example/", environment="production")
+        answers.add(str(refused.value).replace(f"{name}.example", "<host>"))
+    assert answers == {"<host> does not resolve to a public address; refusing to send there"}

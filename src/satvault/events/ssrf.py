@@ -28,35 +28,17 @@ from dataclasses import dataclass
 import httpx
 
 from satvault.events.errors import InvalidWebhook, UnsafeUrl
-from satvault.kernel.dns import resolve_addresses
+from satvault.kernel.dns import InvalidHostName, resolve_addresses
+from satvault.kernel.netguard import METADATA_ADDRESSES, refusal
+from satvault.logs import get_logger
 
-__all__ = ["CheckedUrl", "check", "check_url", "refusal", "resolve"]
+__all__ = ["METADATA_ADDRESSES", "CheckedUrl", "check", "check_url", "refusal", "resolve"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+log = get_logger(__name__)
 
 MAX_URL_LENGTH = 2000
 RESOLVE_TIMEOUT = 5.0
-# Instance metadata services: AWS/GCP/Azure/OpenStack (link-local anyway), AWS over IPv6,
-# Alibaba (in the shared 100.64/10 block anyway) and Azure's wire server, which is a *public*
-# address and so must be named.
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16",
-))
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-# The special-purpose blocks IANA lists as not globally reachable (its IPv4 and IPv6
-# Special-Purpose Address Registries), named here rather than left to the interpreter's
-# ``is_*`` flags: those miss some (IPv6 site-local fec0::/10 on every version, most of
-# 192.0.0.0/24 before CVE-2024-4032's fix). Outside IPv6's global unicast 2000::/3 nothing
-# is public either.
-_SPECIAL = tuple(ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
-    "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
-    "255.255.255.255/32",
-    "::/128", "::1/128", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32",
-    "2002::/16", "3fff::/20", "5f00::/16", "fc00::/7", "fe80::/10", "fec0::/10",
-))
-_GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,44 +65,6 @@ async def resolve(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to, in resolver order, without duplicates (a seam:
     tests replace it)."""
     return await resolve_addresses(host, port)
-
-
-def _embedded(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """IPv4 addresses an IPv6 address routes to (mapped, NAT64, 6to4, Teredo)."""
-    found = [ip.ipv4_mapped, ip.sixtofour]
-    if ip.teredo is not None:
-        found.extend(ip.teredo)
-    if ip in _NAT64:
-        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF))
-    return [a for a in found if a is not None]
-
-
-def refusal(address: str, *, allow_loopback: bool = False) -> str | None:
-    """Why we must not connect to ``address``, or None if it is a public address."""
-    try:
-        ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return "not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address):
-        for inner in _embedded(ip):
-            reason = refusal(str(inner), allow_loopback=allow_loopback)
-            if reason is not None:
-                return reason
-    if ip in METADATA_ADDRESSES:
-        return "a cloud metadata address"
-    if ip.is_loopback:
-        return None if allow_loopback else "a loopback address"
-    checks = (("is_unspecified", "an unspecified address"), ("is_link_local", "link-local"),
-              ("is_multicast", "multicast"), ("is_reserved", "a reserved address"),
-              ("is_private", "a private address"))
-    for attribute, reason in checks:
-        if getattr(ip, attribute):
-            return reason
-    if any(ip in net for net in _SPECIAL if net.version == ip.version):
-        return "a special-purpose address, not globally reachable"
-    if not ip.is_global or (ip.version == 6 and ip not in _GLOBAL_UNICAST_V6):
-        return "not a globally routable address"
-    return None
 
 
 def _parse(url: str, *, environment: str) -> httpx.URL:
@@ -158,19 +102,41 @@ async def check(url: str, *, environment: str) -> CheckedUrl:
             addresses = await resolve(host.strip("[]"), port)
     except TimeoutError as exc:
         raise InvalidWebhook(f"resolving {host} took longer than {RESOLVE_TIMEOUT:g} s") from exc
+    except InvalidHostName as exc:
+        raise InvalidWebhook(str(exc)) from exc
     except OSError as exc:
-        raise InvalidWebhook(f"cannot resolve {host}: {exc}") from exc
+        raise _not_public(host, f"cannot resolve: {exc}") from exc
     if not addresses:
-        raise InvalidWebhook(f"{host} has no address")
+        raise _not_public(host, "no address")
     allow_loopback = environment == "development"
     for address in addresses:
         reason = refusal(address, allow_loopback=allow_loopback)
         if reason is not None:
-            raise UnsafeUrl(f"{host} resolves to {address}, {reason}; refusing to send there")
+            if _literal(host):  # the client's own address: nothing to hide about it
+                raise UnsafeUrl(f"{host} is {reason}; refusing to send there")
+            raise _not_public(host, f"{address}: {reason}")
     return CheckedUrl(parsed, tuple(addresses))
+
+
+def _literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _not_public(host: str, why: str) -> UnsafeUrl:
+    """One refusal for a name that does not exist, has no address or has a non-public one:
+    whoever registers a webhook must not learn our internal DNS from the difference (found
+    from outside: "billing-db.corp.internal resolves to 10.20.30.40" against "cannot resolve"
+    mapped internal names to their addresses). The operator's log says which it was."""
+    log.info("webhook_host_refused", host=host, why=why)
+    return UnsafeUrl(f"{host} does not resolve to a public address; refusing to send there")
 
 
 async def check_url(url: str, *, environment: str) -> list[str]:
     """The addresses ``url``'s host resolves to, all checked; raises :class:`UnsafeUrl`
-    (refused) or :class:`InvalidWebhook` (malformed, unresolvable)."""
+    (refused: not https, or not public, unresolvable included) or :class:`InvalidWebhook`
+    (malformed, or the resolver too slow)."""
     return list((await check(url, environment=environment)).addresses)

@@ -13,7 +13,12 @@ from __future__ import annotations
 import asyncio
 import socket
 
-__all__ = ["resolve_addresses"]
+__all__ = ["InvalidHostName", "resolve_addresses"]
+
+
+class InvalidHostName(OSError):
+    """A host name that cannot be encoded: an error in what the user typed, which callers
+    may say as it is (unlike why a well-formed name does not resolve)."""
 
 
 async def resolve_addresses(host: str, port: int) -> list[str]:
@@ -23,7 +28,7 @@ async def resolve_addresses(host: str, port: int) -> list[str]:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port,
                                                              type=socket.SOCK_STREAM)
     except UnicodeError as exc:
-        raise OSError(f"{host!r} is not a valid host name ({exc})") from exc
+        raise InvalidHostName(f"{host!r} is not a valid host name ({exc})") from exc
     seen: dict[str, None] = {}
     for info in infos:
         seen.setdefault(str(info[4][0]).split("%", 1)[0], None)

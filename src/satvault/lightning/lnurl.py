@@ -37,9 +37,11 @@ from typing import Any
 import httpx
 import lnurl as lnurl_lib
 
-from satvault.kernel.dns import resolve_addresses
+from satvault.kernel.dns import InvalidHostName, resolve_addresses
+from satvault.kernel.netguard import refusal
 from satvault.lightning.bolt11check import decode
 from satvault.lightning.errors import InvalidInvoice, LnurlError
+from satvault.logs import get_logger
 
 __all__ = [
     "LnurlPayResult",
@@ -50,6 +52,7 @@ __all__ = [
     "resolve_pay_request",
 ]
 
+log = get_logger(__name__)
 MAX_RESPONSE_BYTES = 256 * 1024  # a payRequest may carry a ~136 kB base64 image (LUD-06)
 REQUEST_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
 EXCHANGE_DEADLINE = 10.0  # seconds for one whole request, however slowly the body drips
@@ -216,24 +219,24 @@ async def _resolve_host(host: str, port: int) -> list[str]:
     return await resolve_addresses(host, port)
 
 
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
 async def _public_address(host: str, port: int) -> str:
+    """The first address ``host`` resolves to, if every one is public
+    (:func:`satvault.kernel.netguard.refusal`). A name that does not resolve, has no address
+    or a non-public one gets one refusal, so that a payer cannot map our internal DNS by the
+    difference; the operator's log says which."""
     try:
         addresses = await _resolve_host(host, port)
+    except InvalidHostName as exc:
+        raise LnurlError(str(exc)) from exc
     except OSError as exc:
-        raise LnurlError(f"cannot resolve {host}: {exc}") from exc
-    if not addresses:
-        raise LnurlError(f"{host} has no address")
-    if not all(_is_public(a) for a in addresses):
-        raise LnurlError(f"{host} resolves to a private, loopback or link-local address; "
-                         "refusing to call it")
-    return addresses[0]
+        why = f"cannot resolve: {exc}"
+    else:
+        refused = [(a, r) for a in addresses if (r := refusal(a)) is not None]
+        if addresses and not refused:
+            return addresses[0]
+        why = "no address" if not addresses else f"{refused[0][0]}: {refused[0][1]}"
+    log.info("lnurl_host_refused", host=host, why=why)
+    raise LnurlError(f"{host} does not resolve to a public address; refusing to call it")
 
 
 async def _get_json(http: httpx.AsyncClient, url: httpx.URL, *,
