@@ -389,6 +389,104 @@ async def test_a_payout_sent_once_is_never_paid_again_when_its_rebroadcast_is_re
     await env.check()
 
 
+def answer_lost_once(upstream: str, status: int, body: bytes) -> object:
+    """A gateway in front of the node (ASGI, served over HTTP): it forwards every JSON-RPC
+    call, but the node's answer to the first ``sendrawtransaction`` is replaced by
+    ``status`` with ``body`` (an HTML error page of a proxy or load balancer)."""
+    import httpx
+
+    lost: list[bool] = []
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        request, more = b"", True
+        while more:
+            message = await receive()
+            request += message.get("body", b"")
+            more = message.get("more_body", False)
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]
+                   if k in (b"authorization", b"content-type")}
+        async with httpx.AsyncClient() as client:
+            reply = await client.post(upstream, content=request, headers=headers)
+        code, out, kind = reply.status_code, reply.content, b"application/json"
+        if b'"sendrawtransaction"' in request and not lost:
+            lost.append(True)
+            code, out, kind = status, body, b"text/html"
+        await send({"type": "http.response.start", "status": code,
+                    "headers": [(b"content-type", kind)]})
+        await send({"type": "http.response.body", "body": out})
+
+    return app
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (502, b"<html><body><h1>502 Bad Gateway</h1></body></html>"),
+    (500, b"<html>Internal Server Error</html>"),
+    (200, b"<html>maintenance</html>")])  # not even an error status
+async def test_a_broadcast_whose_answer_is_lost_is_never_paid_again(env: Env, status, body):
+    """Found from outside: only a timeout or an HTTP 503 from the node counted as "the
+    broadcast may have reached it". An answer lost as a gateway's HTML error page raised past
+    the payout job, which noted no attempt; when the node later forgot the transaction and
+    refused it again, the batch was given up and its withdrawal paid a second time from
+    another coin, while the first transaction confirmed too. Any answer but the node's own
+    refusal is "unknown" now, and a payout sent once is never given up."""
+    from dataclasses import replace
+
+    from satvault.backends.bitcoind import BitcoindBackend
+    from tests.liveserver import serve
+
+    for sat in (600_000, 900_000):  # two coins: the withdrawal could be paid from either
+        async with env.sessions() as s, s.begin():
+            d = await create_deposit(s, wallet=env.wallet, settings=env.settings)
+        env.chain.pay(d.address, sat)
+        env.chain.mine(1)
+        await env.runtime.watcher.step()
+        await env.sweep()
+    dest = external_address(env, 9)
+    wd = await withdraw(env, dest, 100_000)
+    job = env.runtime.payouts
+    direct = job.backend
+    async with serve(answer_lost_once(env.server.base_url, status, body)) as gateway:
+        host = gateway.removeprefix("http://")
+        job.backend = BitcoindBackend(f"http://{env.server.user}:{env.server.password}@{host}/",
+                                      retries=0)
+        try:
+            report = await job.step()
+        finally:
+            await job.backend.close()
+            job.backend = direct
+    assert report.broadcast == 0 and report.errors, report  # the outcome is unknown
+    async with env.sessions() as s:
+        first = (await s.execute(select(PayoutTx).join(PayoutBatch).where(
+            PayoutBatch.kind == "payout"))).scalar_one()
+        batch = (await s.execute(PAYOUTS)).scalar_one()
+    assert batch.broadcast_attempts == 1 and "unknown" in (batch.last_error or "")
+    assert first.txid in env.chain.mempool  # it reached the node all the same
+    await env.runtime.watcher.step()
+    env.chain.reorg(1, drop_txids=[first.txid])  # our node loses it
+    policy = env.chain.policy
+    env.chain.policy = replace(policy, min_relay_sat_kvb=50_000)  # and refuses it again
+    for _ in range(2):
+        report = await job.step()
+        assert (report.abandoned, report.batched) == (0, 0), report
+    async with env.sessions() as s:
+        assert (await s.execute(PAYOUT_BATCHES)).scalar() == 1  # kept, never batched again
+        assert (await s.execute(PAYOUTS)).scalar_one().status == "broadcast"
+        assert (await s.get(Withdrawal, wd.id)).status == "batched"  # not back to pending
+    # A peer relays the first transaction again; it confirms and is booked, once.
+    env.chain.policy = policy
+    await env.runtime.backend.broadcast(first.raw_tx)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    await job.step()
+    assert await received(env, dest) == 100_000
+    async with env.sessions() as s:
+        assert (await s.get(Withdrawal, wd.id)).status == "confirmed"
+    assert (await env.balances())["held"] == 0
+    await env.check()
+
+
 async def test_the_payout_job_warns_once_at_start_against_a_node_without_txindex(env: Env):
     """bitcoind without -txindex never shows a confirmed payout by its txid, so payouts are
     never seen to confirm. The job cannot fix that; it says so, once, when it starts."""

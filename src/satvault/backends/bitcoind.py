@@ -128,6 +128,13 @@ class BitcoindBackend:
         try:
             payload = json.loads(resp.text, parse_float=Decimal)
         except ValueError as exc:
+            if resp.status_code >= 500:
+                # bitcoind's own errors come as JSON (HTTP 500 with an error object); an
+                # error page without it is a proxy or gateway in front of the node, which
+                # may have passed the call on: unavailable (a broadcast's outcome unknown),
+                # never a refusal.
+                raise BackendUnavailable(f"bitcoind's gateway answered HTTP "
+                                         f"{resp.status_code} with no JSON") from exc
             raise BackendProtocolError(
                 f"bitcoind answered HTTP {resp.status_code} with no JSON") from exc
         if not isinstance(payload, dict):

@@ -531,14 +531,21 @@ class PayoutJob:
             assert batch is not None
             current = next(v for v in await self._versions(s, batch_id) if v.txid == batch.txid)
             raw = current.raw_tx
+        height: int | None = None
         try:
             await self.backend.broadcast(raw)
-            height = (await self.backend.tip()).height
         except TxAlreadyInChain:
-            height = None
             pass
-        except BackendUnavailable as unavailable:
-            why = f"broadcast outcome unknown: {unavailable}"
+        except TxRejected as exc:  # the node's own refusal: the one definite "not sent"
+            await self._after_rejection(batch_id, exc, report)
+            return
+        except Exception as lost:
+            # A timeout, a busy node, a gateway's error page instead of the node's answer, an
+            # answer we cannot read: the node may have taken it (found from outside: only a
+            # timeout and an HTTP 503 counted, so a payout whose answer was lost as an HTML
+            # 502 was given up later and paid again). Unknown: noted as an attempt, never
+            # given up, tracked and sent again at the next pass.
+            why = f"broadcast outcome unknown: {type(lost).__name__}: {lost}"
 
             async def note(session: AsyncSession) -> int:
                 b = await session.get(PayoutBatch, batch_id, with_for_update=True)
@@ -547,10 +554,14 @@ class PayoutJob:
                 b.last_error, b.updated_at = why, utcnow()
                 return len(await self._payments(session, batch_id))
             _counted("unknown", await retrying(self.sessions, note))
-            raise
-        except TxRejected as exc:
-            await self._after_rejection(batch_id, exc, report)
-            return
+            if isinstance(lost, BackendUnavailable):
+                raise
+            raise BackendUnavailable(why) from lost
+        else:
+            try:
+                height = (await self.backend.tip()).height
+            except Exception as exc:  # accepted all the same: only the height is missing
+                log.warning("payout_broadcast_height_unknown", batch=batch_id, error=str(exc))
 
         async def done(session: AsyncSession) -> int:
             b = await session.get(PayoutBatch, batch_id, with_for_update=True)
