@@ -200,3 +200,63 @@ async def test_expired_lightning_payment_is_never_sent_and_its_hold_released(
             LnPayment.withdrawal_id == wid))).scalar_one()
     assert wd is not None and wd.status == "cancelled" and payment.status == "failed"
     await env.check()
+
+
+async def test_a_deadlock_under_a_rejection_is_retried_never_a_500(lnenv: LnEnv):
+    """Found from outside (PostgreSQL, concurrent rejections, approvals and new withdrawals
+    of one wallet): a rejection voids the hold (the ledger's rows) before its status change
+    takes the wallet's roll-up lock, while a release takes them the other way round.
+    PostgreSQL broke the deadlock by aborting the rejection, which answered 500 and lost the
+    decision. Forced here with another session that takes the roll-up lock, waits for the
+    rejection to queue behind it, then asks for the wallet's ledger row; the rejection is
+    the victim and is run again (an edge that sees a conflict outlive its retries answers
+    409 concurrent-update, never 500)."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    env = lnenv
+    if env.sessions.kw["bind"].dialect.name != "postgresql":
+        return  # SQLite has one writer: no deadlock to break
+    who = await people(env.sessions, initiator=env.wallet.owner_id)
+    await make_live(env.sessions, who, [
+        {"name": "big lightning", "action": "require_approval", "approvals": 2,
+         "group": "treasury", "rails": ["lightning"], "min_amount_msat": 50_000 * SAT}])
+    await fund(env, env.wallet, 500_000 * SAT)
+    k = await keys(env, who)
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(env.sessions.kw["bind"].url)  # a session of its own
+    async with api_client(env) as c:
+        r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                         json={"destination": customer_invoice(env, 100_000 * SAT)},
+                         headers={**k["alice"], "Idempotency-Key": "dl"})
+        wid = r.json()["id"]
+        assert r.json()["status"] == "awaiting_approval", r.text
+        async with engine.connect() as other:
+            await other.execute(text("SET deadlock_timeout = '30s'"))  # never the victim
+            await other.execute(text("SELECT pg_advisory_xact_lock(39, hashtext(:w))"),
+                                {"w": env.wallet.id})
+            rejecting = asyncio.create_task(c.post(
+                f"/api/v1/admin/withdrawals/{wid}/reject", json={"reason": "no"},
+                headers=k["bob"]))
+            for _ in range(400):  # until the rejection waits for the lock we hold
+                waiting = (await other.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND wait_event = 'advisory' AND pid <> pg_backend_pid()"))).scalar()
+                if waiting or rejecting.done():
+                    break
+                await asyncio.sleep(0.025)
+            acts = (await other.execute(text(
+                "SELECT wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND datname = current_database()"))).all()
+            assert waiting == 1, (rejecting.done() and (await rejecting).text, acts)
+            await other.execute(text(
+                "SELECT 1 FROM ledger_accounts WHERE id = :a FOR UPDATE"),
+                {"a": env.wallet.ledger_account_id})
+            await other.commit()
+        await engine.dispose()
+        r = await rejecting
+        assert r.status_code == 200 and r.json()["status"] == "rejected", r.text
+    async with env.sessions() as s:
+        assert (await s.get(Withdrawal, wid)).status == "cancelled"

@@ -55,7 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.db import utcnow
 from satvault.idempotency_models import IdempotencyKey, IdempotencyStatus
 from satvault.kernel.errors import InvalidInput, SatvaultError
-from satvault.kernel.retrying import retrying
+from satvault.kernel.retrying import is_retryable, retrying
 from satvault.logs import get_logger
 
 __all__ = ["TTL", "IdempotencyClaimLost", "IdempotencyConflict", "IdempotencyInProgress",
@@ -280,7 +280,7 @@ async def _run_in_one_transaction(
             if answer is not None:
                 return answer
             mapped = problem_for(exc)
-            if mapped is not None and mapped.status_code < 500:
+            if mapped is not None and mapped.status_code < 500 and not is_retryable(exc):
                 try:
                     async with sessions() as s, s.begin():
                         await _after_rollback(s, exc)
@@ -335,7 +335,9 @@ async def run_idempotent(
     except Exception as exc:
         mapped = problem_for(exc)
         async with sessions() as s, s.begin():
-            if mapped is not None and mapped.status_code < 500:
+            # A conflict (retryable: nothing was done) is not the key's answer: the same
+            # request may run again.
+            if mapped is not None and mapped.status_code < 500 and not is_retryable(exc):
                 await _after_rollback(s, exc)
                 with contextlib.suppress(IdempotencyClaimLost):
                     await _finish(s, owner, key, token, mapped.status_code,

@@ -23,6 +23,7 @@ from satvault.backends import errors as be
 from satvault.events import errors as ev
 from satvault.kernel import errors as acc
 from satvault.kernel.errors import ConcurrentUpdate
+from satvault.kernel.retrying import is_retryable
 from satvault.kyc import errors as kyc
 from satvault.ledger import errors as led
 from satvault.ledger.history import InvalidCursor
@@ -134,8 +135,16 @@ def _lookup(exc: Exception) -> tuple[int, str] | None:
 
 
 def problem_for(exc: Exception) -> JSONResponse | None:
-    """The problem+json response for a domain error, or None if it is not one of ours."""
+    """The problem+json response for a domain error, or None if it is not one of ours. A
+    database conflict that reached the edge unretried (a deadlock, a serialisation failure,
+    a lock timeout: its transaction rolled back, nothing was done) is a 409
+    ``concurrent-update``, never a 500 (found from outside: a deadlock under concurrent
+    decisions answered 500)."""
     mapped = _lookup(exc)
+    if mapped is None and is_retryable(exc):
+        log.warning("conflict_reached_the_edge", error=type(exc).__name__)
+        return problem(409, "concurrent-update", "a concurrent change got in the way; nothing "
+                       "was done: try again")
     if mapped is None:
         return None
     status, slug = mapped

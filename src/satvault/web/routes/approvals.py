@@ -20,6 +20,7 @@ from sqlalchemy import select
 from satvault.accounts.access import visible_wallet
 from satvault.accounts.service import Principal
 from satvault.kernel.errors import Forbidden
+from satvault.kernel.retrying import retrying
 from satvault.payouts.models import WithdrawalMethod
 from satvault.web.deps import SessionDep, SettingsDep, require_any_scope, require_scope, user_of
 from satvault.web.openapi import problem_responses
@@ -75,11 +76,11 @@ async def list_awaiting(session: SessionDep, principal: Approver) -> list[Awaiti
 @router.post("/admin/withdrawals/{withdrawal_id}/approve", response_model=ApprovalOut)
 async def approve(withdrawal_id: str, request: Request, principal: Approver) -> ApprovalOut:
     """One approval; the last one needed releases the withdrawal to its payer."""
-    # Its own unit of work, committed before the payer is woken (it must find it pending).
-    async with sessions_of(request)() as session, session.begin():
-        outcome = await approvals.approve_withdrawal(session, withdrawal_id=withdrawal_id,
-                                                     approver=_user(principal),
-                                                     settings=settings_of(request))
+    # Its own unit of work, committed before the payer is woken (it must find it pending);
+    # run again on a deadlock or a serialisation failure (concurrent decisions on one wallet).
+    outcome = await retrying(sessions_of(request), lambda session: approvals.approve_withdrawal(
+        session, withdrawal_id=withdrawal_id, approver=_user(principal),
+        settings=settings_of(request)))
     if outcome.released and outcome.method == WithdrawalMethod.LIGHTNING:
         wake = payer_wake_of(request)
         if wake is not None:
@@ -89,10 +90,13 @@ async def approve(withdrawal_id: str, request: Request, principal: Approver) -> 
 
 
 @router.post("/admin/withdrawals/{withdrawal_id}/reject", response_model=ApprovalOut)
-async def reject(withdrawal_id: str, body: RejectIn, session: SessionDep,
+async def reject(withdrawal_id: str, body: RejectIn, request: Request,
                  principal: Approver) -> ApprovalOut:
-    outcome = await approvals.reject_withdrawal(session, withdrawal_id=withdrawal_id,
-                                                approver=_user(principal), reason=body.reason)
+    # Found from outside: a rejection voids the hold before its status change takes the
+    # wallet's roll-up lock, a release takes them the other way round, and PostgreSQL broke
+    # the deadlock by aborting the rejection (a 500, the decision lost). Run again instead.
+    outcome = await retrying(sessions_of(request), lambda session: approvals.reject_withdrawal(
+        session, withdrawal_id=withdrawal_id, approver=_user(principal), reason=body.reason))
     return ApprovalOut(withdrawal_id=withdrawal_id, status=outcome.status,
                        approvals=outcome.approvals, required=outcome.required)
 

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 
 from satvault.accounts.service import Principal
 from satvault.kernel.errors import SatvaultError
+from satvault.kernel.retrying import retrying
 from satvault.logs import get_logger
 from satvault.rates.base import Rate
 from satvault.rates.service import build_rate_service
@@ -111,10 +112,10 @@ async def close(case_id: CaseId, body: CloseIn, request: Request,
     stored outcome (``acted: false``) and moves nothing."""
     actor = _actor(admin)
     held = HeldWithdrawals(settings_of(request), store_invoice_hook_of(request))
-    async with sessions_of(request)() as session, session.begin():
-        decided = await cases.close_case(session, case_id=case_id, resolution=body.resolution,
-                                         money=body.money, note=body.note, actor=actor,
-                                         held=held, expected_version=body.expected_version)
+    # Run again on a deadlock (found from outside: cases of one wallet closed at once).
+    decided = await retrying(sessions_of(request), lambda session: cases.close_case(
+        session, case_id=case_id, resolution=body.resolution, money=body.money,
+        note=body.note, actor=actor, held=held, expected_version=body.expected_version))
     if decided.wake_payer:
         wake = payer_wake_of(request)
         if wake is not None:
