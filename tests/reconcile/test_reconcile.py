@@ -181,3 +181,34 @@ async def test_an_on_chain_credit_that_disagrees_with_its_payment_and_a_broken_l
     raised = {d["kind"] for d in body["raised"]}  # second sighting (CLI, then API): raised
     assert "deposit_credit_mismatch" in raised
 
+
+
+async def test_a_lightning_payment_waiting_for_approvers_is_no_difference(lnenv: LnEnv):
+    """Found from outside: a Lightning withdrawal the withdrawal policy holds for approvers
+    (its payment queued, its hold in place, the payer skipping it until approval) was named
+    ``ln_payment_without_hold`` at every run, an incident for a person about nothing. Its
+    books agree; once rejected, they agree again (the payment retired, the hold voided)."""
+    from satvault.withdrawals.policy import approvals
+    from tests.policy.support import make_live, people
+    from tests.policy.test_api import keys
+
+    env = lnenv
+    who = await people(env.sessions, initiator=env.wallet.owner_id)
+    await make_live(env.sessions, who, [
+        {"name": "all lightning", "action": "require_approval", "approvals": 1,
+         "group": "treasury", "rails": ["lightning"], "min_amount_msat": 1}])
+    await fund(env, env.wallet, 50_000 * SAT)
+    k = await keys(env, who)
+    async with api_client(env) as c:
+        r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                         json={"destination": customer_invoice(env, 2_000 * SAT)},
+                         headers={**k["alice"], "Idempotency-Key": "held"})
+    assert r.status_code == 201 and r.json()["status"] == "awaiting_approval", r.text
+    wd = r.json()
+    report = await run(env)
+    assert report.ok, report.as_dict()
+    async with env.sessions() as s, s.begin():
+        await approvals.reject_withdrawal(s, withdrawal_id=wd["id"], approver=who.bob,
+                                          reason="no")
+    report = await run(env)
+    assert report.ok, report.as_dict()

@@ -24,6 +24,7 @@ from satvault.backends.errors import WrongChainNetwork
 from satvault.backends.networks import NetworkGuard
 from satvault.config import Settings, get_settings
 from satvault.kernel.errors import InvalidInput, SatvaultError
+from satvault.kernel.retrying import retrying
 from satvault.migrate import SchemaNotCurrent, ensure_current
 from satvault.signing.errors import SignerError
 
@@ -173,10 +174,11 @@ def with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T
 
 def in_transaction(work: Callable[[AsyncSession], Awaitable[T]],
                    settings: Settings | None = None) -> T:
-    """Run ``work`` in one transaction (see :func:`with_database`)."""
+    """Run ``work`` in one transaction (see :func:`with_database`), again from scratch on a
+    deadlock or a serialisation failure (:func:`~satvault.kernel.retrying.retrying`): a
+    command deciding on held money meets the server's own transactions on the same rows."""
     async def one(sessions: async_sessionmaker[AsyncSession]) -> T:
-        async with sessions() as session, session.begin():
-            return await work(session)
+        return await retrying(sessions, work)
 
     return with_database(one, settings)
 

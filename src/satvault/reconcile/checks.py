@@ -92,7 +92,11 @@ _HOLD_STATE = {
 }
 _UNFINISHED = (LnPaymentStatus.PENDING, LnPaymentStatus.IN_FLIGHT, LnPaymentStatus.UNKNOWN,
                LnPaymentStatus.RETRY)
-_IN_FLIGHT = (WithdrawalStatus.PENDING, WithdrawalStatus.BROADCAST)
+# A Lightning withdrawal whose money is held and whose payment attempt is live: queued or
+# sent, or queued and waiting for its approvers (the payer skips it until they release it;
+# found from outside: that state was named a difference at every run).
+_IN_FLIGHT = (WithdrawalStatus.PENDING, WithdrawalStatus.AWAITING_APPROVAL,
+              WithdrawalStatus.BROADCAST)
 
 
 async def _deposits(session: AsyncSession) -> list[Diff]:

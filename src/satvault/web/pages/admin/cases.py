@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import User
 from satvault.kernel.errors import InvalidInput, SatvaultError
+from satvault.kernel.retrying import retrying
 from satvault.payouts.models import WithdrawalMethod
 from satvault.risk import cases, sar
 from satvault.risk.models import CaseStatus
@@ -86,9 +87,8 @@ async def _act(request: Request, view: PageAdmin, lang: PageLang, case_id: str, 
     """Run one case action in its own unit of work; a refusal re-renders the case with the
     message (nothing changed), success goes back to the case."""
     actor = case_actor(admin_principal(view))
-    try:
-        async with sessions_of(request)() as s, s.begin():
-            result = await work(s, actor)
+    try:  # run again on a deadlock with a concurrent decision on the same wallet (as the API)
+        result = await retrying(sessions_of(request), lambda s: work(s, actor))
     except SatvaultError as exc:
         status, message = refusal(exc)
         async with sessions_of(request)() as s:
@@ -234,11 +234,11 @@ async def approve(request: Request, withdrawal_id: WithdrawalId, view: PageAdmin
                   lang: PageLang) -> Response:
     principal = admin_principal(view)
     try:
-        # Its own unit of work, committed before the payer is woken (as the API does).
-        async with sessions_of(request)() as s, s.begin():
-            outcome = await approvals.approve_withdrawal(s, withdrawal_id=withdrawal_id,
-                                                         approver=principal.owner_id,
-                                                         settings=settings_of(request))
+        # Its own unit of work, committed before the payer is woken, run again on a
+        # deadlock (as the API does).
+        outcome = await retrying(sessions_of(request), lambda s: approvals.approve_withdrawal(
+            s, withdrawal_id=withdrawal_id, approver=principal.owner_id,
+            settings=settings_of(request)))
     except SatvaultError as exc:
         status, message = refusal(exc)
         async with sessions_of(request)() as s:
@@ -258,9 +258,8 @@ async def reject(request: Request, withdrawal_id: WithdrawalId, view: PageAdmin,
                  ) -> Response:
     principal = admin_principal(view)
     try:
-        async with sessions_of(request)() as s, s.begin():
-            await approvals.reject_withdrawal(s, withdrawal_id=withdrawal_id,
-                                              approver=principal.owner_id, reason=reason)
+        await retrying(sessions_of(request), lambda s: approvals.reject_withdrawal(
+            s, withdrawal_id=withdrawal_id, approver=principal.owner_id, reason=reason))
     except SatvaultError as exc:
         status, message = refusal(exc)
         async with sessions_of(request)() as s:
