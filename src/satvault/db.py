@@ -257,8 +257,12 @@ class _SqliteConnection(sqlite3.Connection):
     Rolling back before closing frees the lock at once, whoever still holds a cursor."""
 
     def close(self) -> None:
-        if self.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
+        # Closed already (a stream's client left while its connection was being thrown
+        # away, and aiosqlite closes it again): reading ``in_transaction`` raises then, which
+        # surfaced as an error-level "Future exception was never retrieved" each time (found
+        # from outside). A closed connection holds no transaction to end.
+        with contextlib.suppress(sqlite3.Error):
+            if self.in_transaction:
                 self.execute("ROLLBACK")
         super().close()
 
