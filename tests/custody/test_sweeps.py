@@ -176,6 +176,41 @@ async def test_a_sweep_waits_for_value_age_fees_and_its_window(env: Env):
     assert decision.batch_id is not None and decision.inputs == 1
 
 
+async def test_a_coin_worth_less_than_its_spending_fee_waits_for_cheaper_fees(env: Env):
+    """Found from outside: a 294 sat deposit was credited (it is the customer's) and swept at
+    once, at 20 sat/vB: its input cost 1,360 sat of fee, paid by the platform. A coin worth no
+    more than its input costs at the sweep's feerate stays where it is; it is swept with a
+    later sweep when fees are low enough, and the ledger follows the coins either way."""
+    dust = await deposit(env, 1_000)
+    await deposit(env, 900_000)
+    env.chain.set_feerate(20)  # 68 vB x 20 = 1,360 sat to spend the 1,000 sat coin
+    planner: SweepPlanner = env.runtime.sweeps
+    decision = await planner.step()
+    assert decision.batch_id is not None and decision.inputs == 1, decision
+    async with env.sessions() as s:
+        left = (await s.execute(select(OnchainPayment).where(
+            OnchainPayment.txid == dust))).scalar_one()
+    assert left.spent_by is None
+    await env.runtime.payouts.step()  # the sweep is signed and sent
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    await env.runtime.payouts.step()  # and seen confirmed
+    env.chain.set_feerate(2)  # 136 sat to spend it now: worth it
+    env.chain.mine(3)
+    await env.runtime.watcher.step()
+    decision = await planner.step()
+    assert decision.batch_id is not None and decision.inputs == 1, decision
+    await env.runtime.payouts.step()
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    await env.runtime.payouts.step()
+    async with env.sessions() as s:
+        swept = (await s.execute(select(OnchainPayment).where(
+            OnchainPayment.txid == dust))).scalar_one()
+    assert swept.spent_by is not None
+    await env.check()
+
+
 async def test_a_fee_bump_takes_the_fee_from_the_cold_share_and_books_once(env: Env):
     await deposit(env, 1_000_000)
     decision = await env.runtime.sweeps.step()

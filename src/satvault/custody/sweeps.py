@@ -54,7 +54,12 @@ from satvault.onchain.models import (
 )
 from satvault.onchain.service import allocate_address, get_watch_only
 from satvault.payouts.errors import PrevTxUnavailable
-from satvault.payouts.job import CHANGE_DUST_SAT, estimate_vsize, store_batch
+from satvault.payouts.job import (
+    CHANGE_DUST_SAT,
+    P2WPKH_INPUT_VBYTES,
+    estimate_vsize,
+    store_batch,
+)
 from satvault.payouts.models import (
     LIVE_STATUSES,
     MoveKind,
@@ -185,7 +190,11 @@ class SweepPlanner(MovePlanner):
                    OnchainPayment.status == OnchainPaymentStatus.CONFIRMED,
                    OnchainPayment.credit_state == CreditState.CREDITED,
                    OnchainPayment.block_height <= newest, OnchainPayment.mature(tip),
-                   OnchainPayment.spent_by.is_(None), OnchainPayment.id.not_in(reserved))
+                   OnchainPayment.spent_by.is_(None), OnchainPayment.id.not_in(reserved),
+                   # A coin worth less than spending it costs at this feerate waits for
+                   # cheaper fees (found from outside: a 294 sat deposit was swept at 20
+                   # sat/vB, 1,360 sat of fee for it): sweeping it would lose money.
+                   OnchainPayment.value_sat > P2WPKH_INPUT_VBYTES * feerate)
             .order_by(OnchainPayment.block_height, OnchainPayment.id)
             .limit(s.sweep_max_inputs))).all()
         if not coins:

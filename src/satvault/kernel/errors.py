@@ -20,7 +20,8 @@ problem+json (``web/problems.py``). Nothing here knows about HTTP.
 from __future__ import annotations
 
 __all__ = ["AlreadyExists", "AuthError", "Busy", "ConcurrentUpdate", "Forbidden",
-           "InvalidInput", "NotFound", "SatvaultError", "StepUpRequired", "Unauthenticated"]
+           "InvalidInput", "NotFound", "SatvaultError", "StaleVersion", "StepUpRequired",
+           "Unauthenticated"]
 
 
 class SatvaultError(Exception):
@@ -58,6 +59,12 @@ class StepUpRequired(Forbidden):
 
 class ConcurrentUpdate(SatvaultError):
     """Another transaction got there first; the whole unit of work should run again."""
+
+
+class StaleVersion(SatvaultError):
+    """The caller acted on a version of a record that changed since it read it (an
+    ``expected_version``): running the unit of work again cannot help, so it is not
+    retryable like :class:`ConcurrentUpdate`; the caller reads the record again."""
 
 
 class Busy(SatvaultError):

@@ -116,9 +116,12 @@ def _output_vbytes(script: bytes) -> int:
     return 8 + (1 if len(script) < 0xFD else 3) + len(script)
 
 
+P2WPKH_INPUT_VBYTES = 68  # an input of ours, with its witness
+
+
 def estimate_vsize(n_inputs: int, output_scripts: list[bytes]) -> int:
     """P2WPKH inputs (68 vB each with witness), outputs by script type, 11 vB overhead."""
-    return 11 + 68 * n_inputs + sum(_output_vbytes(s) for s in output_scripts)
+    return 11 + P2WPKH_INPUT_VBYTES * n_inputs + sum(_output_vbytes(s) for s in output_scripts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Merchant, User, Wallet
 from satvault.db import utcnow
-from satvault.kernel.errors import ConcurrentUpdate, InvalidInput, NotFound
+from satvault.kernel.errors import InvalidInput, NotFound, StaleVersion
 from satvault.risk.audit import audit
 from satvault.risk.errors import CaseRefused, DeciderIsSubject
 from satvault.risk.frozen import keep_frozen_deposit, release_frozen_deposit
@@ -165,7 +165,7 @@ async def lock_case(session: AsyncSession, case_id: str, *, expected_version: in
         raise CaseRefused(f"case {case_id} is closed ({_closed_as(c)}): a closed case "
                           "does not change")
     if expected_version is not None and expected_version != c.version:
-        raise ConcurrentUpdate(f"case {case_id} changed meanwhile (version {c.version}, not "
+        raise StaleVersion(f"case {case_id} changed meanwhile (version {c.version}, not "
                                f"{expected_version}): read it again")
     return c
 
@@ -279,7 +279,7 @@ async def close_case(session: AsyncSession, *, case_id: str, resolution: Resolut
         raise CaseRefused(f"case {case_id} is closed already ({_closed_as(c)}): a closed "
                           "case does not change")
     if expected_version is not None and expected_version != c.version:
-        raise ConcurrentUpdate(f"case {case_id} changed meanwhile (version {c.version}, not "
+        raise StaleVersion(f"case {case_id} changed meanwhile (version {c.version}, not "
                                f"{expected_version}): read it again")
     if c.status != CaseStatus.INVESTIGATING:
         raise CaseRefused(f"case {case_id} is {c.status.value}: a case is closed once it is "

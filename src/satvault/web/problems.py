@@ -22,7 +22,7 @@ from satvault.auth.sealing import SealedSecretUnavailable
 from satvault.backends import errors as be
 from satvault.events import errors as ev
 from satvault.kernel import errors as acc
-from satvault.kernel.errors import ConcurrentUpdate
+from satvault.kernel.errors import ConcurrentUpdate, StaleVersion
 from satvault.kernel.retrying import is_retryable
 from satvault.kyc import errors as kyc
 from satvault.ledger import errors as led
@@ -62,6 +62,7 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     acc.Busy: (503, "busy"),
     # Another transaction got there first and the conflict outlived the retries: try again.
     ConcurrentUpdate: (409, "concurrent-update"),
+    StaleVersion: (409, "concurrent-update"),
     InvalidCursor: (422, "invalid-cursor"),
     oc.WrongNetwork: (422, "wrong-network"),
     oc.InvalidAddress: (422, "invalid-address"),
