@@ -524,3 +524,23 @@ async def test_an_invoice_stored_with_a_lone_surrogate_stays_readable(db_url, tm
         assert one.json()["metadata"] == {"note": "a\ufffdb", "ok": "\U0001f600"}
         page = await c.get(f"/api/v1/stores/{world['store']}/invoices", headers=world["admin"])
         assert page.status_code == 200 and page.json()["items"][0]["id"] == "inv_old"
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    (b'{"name": "shop", "spread_bp": ' + b"9" * 5000 + b"}", "more than 4300 digits"),
+    ('{"name": "caf\u00e9"}'.encode("latin-1"), "not UTF-8"),
+])
+async def test_a_body_json_cannot_read_is_a_422(db_url, tmp_path, engine, sessions, world,
+                                                 body, says):
+    """Found from outside: a JSON integer of 5,000 digits (Python refuses to convert more than
+    4,300) and a body that is not UTF-8 answered a bare 400 "There was an error parsing the
+    body", where every other body that is not valid JSON is the documented 422
+    invalid-request. Nothing is written either way."""
+    headers = {**world["admin"], "Idempotency-Key": "unreadable",
+               "Content-Type": "application/json"}
+    before = await row_counts(sessions)
+    async with app_client(db_url, tmp_path, engine) as c:
+        r = await c.post("/api/v1/stores", content=body, headers=headers)
+    problem = assert_problem(r, 422)
+    assert problem["type"].endswith("/invalid-request") and says in json.dumps(problem), problem
+    assert await row_counts(sessions) == before

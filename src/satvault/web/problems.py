@@ -183,6 +183,21 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def _unreadable_json(exc: StarletteHTTPException) -> str | None:
+    """Why FastAPI could not read a JSON body, when its 400 "There was an error parsing the
+    body" hides a :class:`ValueError` of the body's own (found from outside: a number of 5,000
+    digits, past Python's 4,300 for an integer, and a body that is not UTF-8 were a bare 400
+    where any other body that is not JSON is a 422); None for any other HTTP error."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or not isinstance(cause, ValueError):
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        return "the body is not UTF-8 (JSON is)"
+    if "integer string conversion" in str(cause):
+        return "a number in the body has more than 4300 digits"
+    return "the body is not valid JSON"
+
+
 PageErrors = Callable[[Request, int, str], Response]
 
 
@@ -220,6 +235,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> Response:
+        unreadable = _unreadable_json(exc)
+        if unreadable is not None:
+            return as_page(_request, problem(422, "invalid-request", "the request is not valid",
+                                              errors=[{"loc": ["body"], "msg": unreadable}]))
         resp = problem(exc.status_code, "http-error", str(exc.detail))
         # Starlette's own headers must survive: `Allow` on a 405 (RFC 9110 requires it).
         resp.headers.update(exc.headers or {})
