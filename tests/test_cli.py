@@ -130,6 +130,24 @@ def _admins(url: str) -> int:
     return asyncio.run(go())
 
 
+def test_init_makes_the_sqlite_database_private(tmp_path):
+    """Found from outside: `init` left the SQLite database ``0644`` under a ``0755`` home,
+    readable by any local account, though it holds TOTP secrets, token signing keys and
+    webhook secrets (the seed, its passphrase and backups are ``0600``). It is created
+    ``0600``, and SQLite gives its -wal and -shm files the same mode."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        home = tmp_path / "home"
+        db = home / "satvault.db"
+        sv_here("init", url=f"sqlite:///{db}", home=home)
+    finally:
+        os.umask(old)
+    for f in [db, *home.glob("satvault.db-*")]:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, (f, oct(f.stat().st_mode))
+
+
 def test_init_in_production_refuses_the_demo_signer_unless_asked_for(db_url, tmp_path):
     """Found in the known gaps: without SATVAULT_SIGNER_SOCKET, init created the in-process
     demo signer in production too, with only a log warning, so the web process held the hot

@@ -121,16 +121,19 @@ def seed_path(settings: Settings) -> Path:
 
 
 def _passphrase(settings: Settings) -> str:
-    env = os.environ.get("SATVAULT_SIGNER_PASSPHRASE")
-    if env:
-        return env
-    file = os.environ.get("SATVAULT_SIGNER_PASSPHRASE_FILE") or str(
-        settings.home / "signer.passphrase")
+    """The demo signer's seed passphrase, read exactly as ``satvault signer …`` reads it
+    (found in a review: this path stripped all surrounding whitespace and the signer's only
+    one trailing newline, so one file could give two passphrases); the file defaults to
+    ``$SATVAULT_HOME/signer.passphrase``."""
+    from satvault.signer.seed import PASSPHRASE_FILE_ENV, passphrase_from_env_or_file
+    from satvault.signing.errors import NoPassphrase
+
+    environ = {**os.environ}
+    environ.setdefault(PASSPHRASE_FILE_ENV, str(settings.home / "signer.passphrase"))
     try:
-        return Path(file).read_text().strip()
-    except OSError as exc:
-        raise RuntimeError("no signer passphrase: set SATVAULT_SIGNER_PASSPHRASE or "
-                           "SATVAULT_SIGNER_PASSPHRASE_FILE") from exc
+        return passphrase_from_env_or_file(environ)
+    except NoPassphrase as exc:
+        raise RuntimeError(f"no signer passphrase: {exc}") from exc
 
 
 def ensure_dev_signer(settings: Settings) -> bool:

@@ -50,6 +50,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from satvault.kernel.clock import utcnow  # the process clock; re-exported for the domains
+from satvault.kernel.files import create_private
 
 __all__ = [
     "Amount",
@@ -63,6 +64,7 @@ __all__ = [
     "max_amount",
     "one_at_a_time",
     "one_read",
+    "prepare_sqlite_file",
     "sequence_fence",
     "sequence_snapshot",
     "session_factory",
@@ -219,12 +221,21 @@ def async_database_url(url: str) -> str:
     return f"{target}://{rest}"
 
 
+def prepare_sqlite_file(url: str) -> None:
+    """For a SQLite URL naming a file: its folder made, and the file created private (its
+    secrets are for satvault's user only) before anything opens it."""
+    if not url.startswith("sqlite"):
+        return
+    path = url.split("///", 1)[-1].split("?", 1)[0]
+    if path and path != ":memory:" and not path.startswith("file:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        create_private(Path(path))
+
+
 def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
     url = async_database_url(url)
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        prepare_sqlite_file(url)
         # One connection. Every SQLite transaction here is BEGIN IMMEDIATE (below), so only
         # one can run at a time anyway; with more connections the others wait in SQLite's busy
         # handler, which sleeps in steps of up to 100 ms however soon the lock is free (that

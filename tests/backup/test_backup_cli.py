@@ -103,6 +103,9 @@ async def test_round_trip_and_the_manifest(sessions: async_sessionmaker[AsyncSes
     assert done["up_to_date"] and done["revision"] == head_revision()
     assert "restore_finished" in stderr
     assert await _balances(target_url) == before
+    if target_url.startswith("sqlite"):  # as private as the archive (found from outside)
+        restored = Path(target_url.split("///", 1)[-1])
+        assert stat.S_IMODE(restored.stat().st_mode) == 0o600
     code, report, _ = await asyncio.to_thread(cli, "ledger", "check", url=target_url)
     assert code == 0 and report["ok"]
 

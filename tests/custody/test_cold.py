@@ -476,3 +476,20 @@ def test_change_whose_other_keys_were_swapped_is_refused_given_the_descriptor(co
         sign_cold(p.to_base64(), a.root, NETWORK, cold_wallet.descriptor)
     blind = sign_cold(p.to_base64(), a.root, NETWORK)
     assert "(verified" not in blind.summary and "NOT checked" in blind.summary
+
+
+def test_a_seed_given_where_the_descriptor_goes_is_refused_without_its_words(
+        tmp_path: Path, cosigners: list[Cosigner]) -> None:
+    """Found from outside: `cold sign … --descriptor @cosigner.seed` (the seed file where the
+    descriptor file goes; both on the same stick) printed the first 40 characters of the
+    mnemonic in its error. The error names the mistake, never the words."""
+    me = cosigners[0]
+    seed = me.seed_file(tmp_path)
+    psbt = tmp_path / "x.psbt"
+    psbt.write_text("cHNidP8BAAoCAAAAAAAAAAAAAAAA")  # never read: the descriptor fails first
+    result = runner.invoke(app, ["cold", "sign", str(psbt), "--seed-file", str(seed),
+                                 "--descriptor", f"@{seed}", "--network", NETWORK])
+    assert result.exit_code != 0
+    words = me.mnemonic.split()
+    assert not any(w in result.output for w in words[:4]), result.output
+    assert "seed" in result.output

@@ -231,8 +231,15 @@ def test_bad_cold_descriptors_stop_the_signer(signer: HotSigner) -> None:
         "own key": COLD.split("#")[0].replace("/<0;1>/*))", f"/<0;1>/*,{own}))"),
         "checksum": COLD[:-1] + ("q" if COLD[-1] != "q" else "p"),
     }
+    # Found in a review: the signer took what the web side's cold wallet refuses.
+    plain = COLD.split("#")[0]
+    keys = plain[plain.index(",") + 1:plain.rindex("))")].split(",")
+    bad["multi"] = plain.replace("sortedmulti(", "multi(")
+    bad["one of n"] = plain.replace("sortedmulti(2,", "sortedmulti(1,")
+    bad["one seed twice"] = plain.replace(keys[1], keys[0])
     words = {"single key": "wpkh", "no origin": "origin", "own key": fp,
-             "checksum": "checksum"}
+             "checksum": "checksum", "multi": "multi\\(\\)", "one of n": "at least two",
+             "one seed twice": "share a master fingerprint"}
     for name, text in bad.items():
         with pytest.raises(InvalidColdDescriptor, match=words[name]):
             HotSigner(SEED, NETWORK, cold_descriptor=text)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from satvault.backup.errors import BadArchive, TargetNotEmpty, ToolFailed
+from satvault.kernel.files import create_private
 
 __all__ = ["dump", "restore", "table_count"]
 
@@ -72,6 +73,7 @@ def restore(dump_file: Path, target: Path, *, force: bool) -> str | None:
         raise TargetNotEmpty(f"{target} already holds {tables} tables: restore into a new "
                              "file, or pass --force to replace it (stop satvault first)")
     target.parent.mkdir(parents=True, exist_ok=True)
+    create_private(target)  # as private as the archive it comes from
     try:
         with _connect(dump_file) as src:
             if src.execute("PRAGMA quick_check").fetchall() != [("ok",)]:

@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from satvault.db import Base
+from satvault.db import Base, prepare_sqlite_file
 
 config = context.config
 target_metadata = Base.metadata
@@ -22,7 +22,9 @@ def _run(connection: Connection) -> None:
 
 
 async def _main() -> None:
-    engine = create_async_engine(config.get_main_option("sqlalchemy.url") or "")
+    url = config.get_main_option("sqlalchemy.url") or ""
+    prepare_sqlite_file(url)  # created private, whoever opens it first
+    engine = create_async_engine(url)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

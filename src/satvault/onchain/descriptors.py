@@ -91,6 +91,13 @@ def _parse_key(text: str) -> KeyExpr:
         if re.search(r"/\d+['hH]", text.split("]")[-1]):
             raise InvalidDescriptor("hardened derivation after the key needs a private key; "
                                     "give the account-level xpub")
+        if re.search(r"\s", text.strip()):
+            # Never echoed: words with spaces are what a mnemonic looks like (found from
+            # outside: a seed file passed where the descriptor file goes printed its first
+            # words in the error).
+            raise InvalidDescriptor("cannot read a key expression: it has spaces (a seed's "
+                                    "words? never give a seed where a descriptor goes); "
+                                    "expected [fingerprint/path]xpub…/<0;1>/*")
         raise InvalidDescriptor(f"cannot read key expression {text[:40]!r}…; expected "
                                 "[fingerprint/path]xpub…/<0;1>/*")
     key = parse_extended_key(m["xkey"])

@@ -47,12 +47,25 @@ class ColdWallet:
             wallet = parse_wallet(text, network)
         except OnchainError as exc:
             raise InvalidColdDescriptor(f"the cold descriptor: {exc}") from exc
-        if wallet.kind is not ScriptKind.P2WSH_MULTI:
-            raise InvalidColdDescriptor(f"the cold descriptor is {wallet.kind.value}; it must "
-                                        "be a wsh(sortedmulti(m, …)) of offline cosigners")
+        if wallet.kind is not ScriptKind.P2WSH_MULTI or not wallet.sorted_keys:
+            raise InvalidColdDescriptor(f"the cold descriptor is {wallet.kind.value}"
+                                        + ("" if wallet.sorted_keys else " with multi()")
+                                        + "; it must be a wsh(sortedmulti(m, …)) of offline "
+                                        "cosigners")
         if len(wallet.keys) < 2:
             raise InvalidColdDescriptor("the cold descriptor has one key; a cold wallet is a "
                                         "multisig of several offline cosigners")
+        # The web side's rules too (custody.cold), so the signer allows no less than the docs
+        # say (found in a review: it took 1-of-n, multi() and one seed's keys twice).
+        if wallet.threshold < 2:
+            raise InvalidColdDescriptor(f"the cold descriptor needs {wallet.threshold} "
+                                        "signature; a cold wallet needs at least two")
+        fingerprints = [origin[0] for k in wallet.keys if (origin := k.origin_parts())]
+        if len(set(fingerprints)) != len(fingerprints):
+            raise InvalidColdDescriptor("two cold keys share a master fingerprint: one seed "
+                                        "would hold two votes")
+        if len({k.key.pubkey for k in wallet.keys}) != len(wallet.keys):
+            raise InvalidColdDescriptor("the same key appears twice in the cold descriptor")
         cosigners = []
         for k, key in enumerate(wallet.keys):
             origin = key.origin_parts()
