@@ -4,6 +4,8 @@ the platform fee in the same linked batch, a reorg after settlement, authorizati
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from sqlalchemy import select
@@ -225,6 +227,15 @@ async def test_reorg_after_settlement_reverses_credit_and_fee(lnenv: LnEnv, shop
         after = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
         assert after["status"] != "settled" and after["paid_msat"] == 0
         assert after["settled_at"] is None, after
+    # Found from outside: the merchant was told nothing; the last event said "settled".
+    async with env.sessions() as s:
+        events = list((await s.execute(select(OutboxEvent.type, OutboxEvent.payload).where(
+            OutboxEvent.subject_type == "invoice", OutboxEvent.subject_id == inv["id"]
+        ).order_by(OutboxEvent.id))).all())
+    types = [t for t, _ in events]
+    assert types[types.index("invoice.settled") + 1:] == ["invoice.payment_reversed"], types
+    reversed_ = json.loads(events[-1][1]) if isinstance(events[-1][1], str) else events[-1][1]
+    assert reversed_["status"] == "new" and reversed_["paid_msat"] == 0
     _, merchant = await fees_and_merchant(env, shop)
     assert merchant == 0
     async with env.sessions() as s:

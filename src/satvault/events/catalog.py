@@ -15,8 +15,8 @@ __all__ = ["EVENT_TYPES", "SUBJECT_TYPES", "WEBHOOK_EVENT_TYPES", "matches",
            "normalise_subscription"]
 
 INVOICE_EVENTS = frozenset({
-    "invoice.created", "invoice.payment_received", "invoice.processing", "invoice.settled",
-    "invoice.expired", "invoice.invalid",
+    "invoice.created", "invoice.payment_received", "invoice.payment_reversed",
+    "invoice.processing", "invoice.settled", "invoice.expired", "invoice.invalid",
 })
 WITHDRAWAL_EVENTS = frozenset({
     "withdrawal.created", "withdrawal.awaiting_approval", "withdrawal.approved",

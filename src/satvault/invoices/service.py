@@ -541,11 +541,13 @@ async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Setting
         inv.next_check_at = None
         if (credited, seen) == (inv.confirmed_msat, inv.seen_msat):
             return False
-        received_more = seen > inv.seen_msat
+        received_more, received_less = seen > inv.seen_msat, seen < inv.seen_msat
         inv.confirmed_msat, inv.seen_msat, inv.full_seen_at = credited, seen, full_at
         inv.updated_at = utcnow()
         if received_more:
             await _emit(session, inv, "invoice.payment_received")
+        if received_less:
+            await _emit(session, inv, "invoice.payment_reversed")
         return True
     now = utcnow()
     monitoring = timedelta(minutes=settings.invoice_monitoring_minutes)
@@ -556,7 +558,7 @@ async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Setting
     deadline = next_deadline(inv.expires_at, monitoring, now)
     if inv.next_check_at != deadline:
         inv.next_check_at = deadline
-    received_more = seen > inv.seen_msat
+    received_more, received_less = seen > inv.seen_msat, seen < inv.seen_msat
     changed = (status, extra, credited, seen) != (
         inv.status, inv.additional_status, inv.confirmed_msat, inv.seen_msat)
     if not changed:
@@ -574,6 +576,11 @@ async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Setting
         inv.settled_at = None
     if received_more:
         await _emit(session, inv, "invoice.payment_received")
+    if received_less:
+        # A payment it had seen went away (a reorg, a double spend, a replacement): found
+        # from outside, a settled invoice a reorg sent back to new told the merchant nothing,
+        # its last event still "settled". The event carries the new status and amounts.
+        await _emit(session, inv, "invoice.payment_reversed")
     if status != old and status in _EVENTS:
         await _emit(session, inv, _EVENTS[status])
     log.info("invoice_updated", invoice=inv.id, status=inv.status,
