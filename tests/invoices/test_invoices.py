@@ -243,6 +243,41 @@ async def test_reorg_after_settlement_reverses_credit_and_fee(lnenv: LnEnv, shop
     await env.check()
 
 
+async def test_a_unified_qr_paid_on_chain_is_not_paid_again_over_lightning(lnenv: LnEnv,
+                                                                          shop):
+    """Found from outside: once the on-chain payment of a unified QR was in the mempool
+    (the invoice `processing`), the BOLT11 of the same QR stayed payable on the node, and a
+    customer who paid it too paid the invoice twice. The BOLT11s are cancelled as soon as
+    the invoice is processing; if the on-chain payment then goes away, a fresh BOLT11 asks
+    for what is due again."""
+    env = lnenv
+    async with api_client(env) as c:
+        inv = (await create(c, shop, "qr", amount="10000", currency="SATS")).json()
+        onchain, ln = inv["payment_methods"]["onchain"], inv["payment_methods"]["lightning"]
+        txid = env.chain.pay(onchain["bip21"])
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["status"] == "processing"
+        payment = env.network.pay("customer1", ln["bolt11"])
+        assert payment.status != "SUCCEEDED", payment  # cancelled on the node
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["seen_msat"] == 10_000 * SAT, got
+        # The on-chain payment goes away: the invoice is new again, with a BOLT11 to pay.
+        env.chain.double_spend(txid)  # to an address of the customer's own
+        await settle_all(env)
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["status"] == "new" and got["seen_msat"] == 0, got
+        fresh = got["payment_methods"]["lightning"]["bolt11"]
+        assert fresh and fresh != ln["bolt11"]
+        env.network.pay("customer1", fresh)
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["status"] == "settled" and got["paid_msat"] == 10_000 * SAT, got
+    await env.check()
+
+
 async def test_authorization_listing_and_marks(lnenv: LnEnv, shop):
     env = lnenv
     async with api_client(env) as c:
