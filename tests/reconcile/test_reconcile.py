@@ -135,6 +135,28 @@ async def test_a_payment_failed_here_but_made_by_the_node_is_named(lnenv: LnEnv)
     assert "the node paid 4000000 msat" in kinds["ln_payment_failed_but_paid"].detail
 
 
+async def test_a_failed_attempt_whose_retry_paid_is_no_difference(lnenv: LnEnv):
+    """Found from outside: the first attempt of a payment failed for a reason worth retrying
+    (no route), the retry with the same hash succeeded, the books were right; yet every run
+    named the first attempt `ln_payment_failed_but_paid` (the node's record of the hash is
+    the retry's), an incident claiming a refund of money that left. The node is compared
+    with what satvault holds for the hash: a later attempt paid it."""
+    from satvault.lightning.models import LnPaymentStatus
+
+    env = lnenv
+    await fund(env, env.wallet, 500_000 * SAT)
+    env.network.script_next("platform", "fail:no_route")
+    wd = await pay_out(env, customer_invoice(env, 40_000 * SAT))
+    assert (await env.runtime.payer.step()).retried == 1
+    assert (await env.runtime.payer.step()).succeeded == 1
+    async with env.sessions() as s:
+        attempts = sorted((await s.execute(select(LnPayment.status).where(
+            LnPayment.withdrawal_id == wd.id))).scalars())
+    assert attempts == [LnPaymentStatus.FAILED, LnPaymentStatus.SUCCEEDED]
+    report = await run(env)
+    assert report.ok, report.as_dict()
+
+
 async def test_an_on_chain_credit_that_disagrees_with_its_payment_and_a_broken_ledger(
         lnenv: LnEnv, db_url, tmp_path):
     env = lnenv

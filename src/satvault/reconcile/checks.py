@@ -247,10 +247,18 @@ async def _ln_node(sessions: async_sessionmaker[AsyncSession], lightning: Lightn
                                             LnInvoiceStatus.EXPIRED)),
                             Inv.created_at >= since)))
             .order_by(Inv.created_at.desc()).limit(NODE_ROWS))).all()
+        # The node keeps one record per hash, the last attempt's; a failed attempt whose
+        # hash a later attempt paid is compared through that attempt (found from outside: a
+        # retry that succeeded after "no route" made the first attempt "failed but paid" at
+        # every run, an incident claiming a refund of money that had left).
+        paid_later = aliased(LnPayment)
         payments = (await s.execute(
             select(L.id, L.payment_hash, L.status)
             .where(L.status.in_((LnPaymentStatus.SUCCEEDED, LnPaymentStatus.FAILED)),
-                   L.updated_at >= since)
+                   L.updated_at >= since,
+                   ~and_(L.status == LnPaymentStatus.FAILED, select(paid_later.id).where(
+                       paid_later.payment_hash == L.payment_hash,
+                       paid_later.status == LnPaymentStatus.SUCCEEDED).exists()))
             .order_by(L.updated_at.desc()).limit(NODE_ROWS))).all()
     gate = asyncio.Semaphore(NODE_CONCURRENCY)
 
