@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     # since the last anchor). Off: only requested anchors go on chain, in the next sweep.
     audit_anchor_in_sweeps: bool = False
     db_pool_size: int = Field(default=20, ge=1, le=1000)
+    # The API's internal payments of one payer that arrive while another of that payer runs
+    # wait in the process and are committed together, each in a savepoint of its own
+    # (satvault.kernel.grouped; docs/benchmarks.md). Off: one transaction per payment.
+    payment_group_commit: bool = True
     # `satvault serve`'s event loop and HTTP parser (uvicorn's names). "auto" takes uvloop and
     # httptools (installed with satvault); "asyncio" / "h11", the pure-Python ones, only to
     # compare or to rule them out.

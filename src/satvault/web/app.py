@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from satvault import __version__
 from satvault.composition import Platform, Runtime
 from satvault.config import Settings, get_settings
+from satvault.kernel.grouped import GroupedUnits
 from satvault.logs import configure_logging, get_logger
 from satvault.web.deps import PrincipalCache
 from satvault.web.docs import install_docs
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.state.runtime = runtime
     app.state.live = None
     app.state.outbox_feed = platform.outbox_feed
+    app.state.grouped_units = GroupedUnits(sessions) if settings.payment_group_commit else None
     install_problem_handlers(app)
     limiter = install_rate_limits(app, settings)
     stream_slots = install_stream_slots(app, settings)

@@ -55,6 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.db import utcnow
 from satvault.idempotency_models import IdempotencyKey, IdempotencyStatus
 from satvault.kernel.errors import InvalidInput, SatvaultError
+from satvault.kernel.grouped import GroupedUnits
 from satvault.kernel.retrying import is_retryable, retrying
 from satvault.logs import get_logger
 
@@ -232,16 +233,23 @@ async def _answer_for_taken(sessions: async_sessionmaker[AsyncSession], owner: s
 async def _commit(sessions: async_sessionmaker[AsyncSession],
                   work: Callable[..., Awaitable[tuple[int, Any]]], prepared: Any, *,
                   with_prepared: bool,
-                  record: Callable[[AsyncSession, int, str], Awaitable[None]]) -> JSONResponse:
+                  record: Callable[[AsyncSession, int, str], Awaitable[None]],
+                  group: tuple[GroupedUnits, str] | None = None) -> JSONResponse:
     """``work`` and its response, stored by ``record``, in one transaction (run again from
-    scratch on a conflict); the answer is the stored bytes."""
+    scratch on a conflict); the answer is the stored bytes. ``group``: run it with the other
+    units of that key waiting in this process, in one transaction (:mod:`satvault.kernel.
+    grouped`)."""
     async def unit(s: AsyncSession) -> tuple[int, str]:
         status, payload = await (work(s, prepared) if with_prepared else work(s))
         text = _encode(payload)
         await record(s, status, text)
         return status, text
 
-    status, text = await retrying(sessions, unit)
+    if group is not None:
+        units, key = group
+        status, text = await units.run(key, unit)
+    else:
+        status, text = await retrying(sessions, unit)
     return _Encoded(text, status_code=status)
 
 
@@ -257,6 +265,7 @@ async def _run_in_one_transaction(
     sessions: async_sessionmaker[AsyncSession], *, owner: str, key: str, digest: str,
     work: Callable[..., Awaitable[tuple[int, Any]]],
     prepare: Callable[[], Awaitable[Any]] | None,
+    group: tuple[GroupedUnits, str] | None = None,
 ) -> JSONResponse:
     from satvault.web.problems import problem_for
 
@@ -265,7 +274,8 @@ async def _run_in_one_transaction(
             prepared = await prepare() if prepare is not None else None
             return await _commit(
                 sessions, work, prepared, with_prepared=prepare is not None,
-                record=lambda s, status, text: _record(s, owner, key, digest, status, text))
+                record=lambda s, status, text: _record(s, owner, key, digest, status, text),
+                group=group)
         except PrepareAgain:
             continue
         except _KeyTaken:
@@ -299,11 +309,15 @@ async def run_idempotent(
     work: Callable[..., Awaitable[tuple[int, Any]]],
     prepare: Callable[[], Awaitable[Any]] | None = None,
     repeatable_prepare: bool = False,
+    group_key: str | None = None,
 ) -> JSONResponse:
     """Claim ``key``, run ``prepare()`` (remote calls, no transaction open), then
     ``work(session)`` — or ``work(session, prepared)`` when there is a ``prepare`` — in one
     transaction that also stores the response. With ``repeatable_prepare`` (``prepare`` is
-    harmless to run twice), no claim: the key row is inserted with the work (see above)."""
+    harmless to run twice), no claim: the key row is inserted with the work (see above).
+    ``group_key`` (with ``repeatable_prepare``): the work is group-committed with the other
+    requests of that key waiting in this process (the payments of one payer), when the app
+    has a :class:`~satvault.kernel.grouped.GroupedUnits`."""
     from satvault.web.problems import problem_for
 
     if not key:
@@ -315,8 +329,10 @@ async def run_idempotent(
                             + b"\n" + body).hexdigest()
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
     if repeatable_prepare:
+        units: GroupedUnits | None = getattr(request.app.state, "grouped_units", None)
+        group = (units, group_key) if units is not None and group_key is not None else None
         return await _run_in_one_transaction(sessions, owner=owner, key=key, digest=digest,
-                                             work=work, prepare=prepare)
+                                             work=work, prepare=prepare, group=group)
     settings = request.app.state.settings
     token = secrets.token_hex(16)
     replay = await _claim(sessions, owner, key, digest, token,

@@ -144,8 +144,11 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
                 return 201, out(wd).model_dump(mode="json")
 
             async with refusal_cancels:
+                # Group-committed with the payer's other payments waiting in this process
+                # (satvault.kernel.grouped): they all lock this wallet's row anyway.
                 return await run_idempotent(request, owner=owner, key=idempotency_key,
-                                            work=pay, prepare=cancel, repeatable_prepare=True)
+                                            work=pay, prepare=cancel, repeatable_prepare=True,
+                                            group_key=payer_wallet.id)
 
     async def prepare() -> tuple[Wallet, PreparedDestination]:
         if known is None:  # inside the claim, so the refusal is stored with the key
