@@ -168,3 +168,34 @@ async def test_review_holds_the_money_and_nothing_pays_it(lnenv: LnEnv):
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
     return {"rate_limit_create": "10000/second", "withdrawal_daily_limit_msat": 10**15}
+
+
+async def test_an_invoice_being_paid_is_refused_not_held_for_review(lnenv: LnEnv):
+    """Found from outside: six payments of one external invoice at once gave one payment, four
+    refusals and one withdrawal held for review, its money held until an admin closed a case
+    whose release could only be refused (the invoice was paid). A payment the rules would hold
+    is refused like any other when the invoice is already being paid from here."""
+    from tests.lightning.test_lightning import pay_out
+
+    env = lnenv
+    auth, _ = await keys(env)
+    doc = default_doc()
+    doc["rules"].append({"id": "big", "score": 60, "when": {"all": [
+        {"field": "direction", "op": "eq", "value": "out"},
+        {"field": "amount_msat", "op": "gte", "value": 50_000 * SAT}]}})
+    await fund(env, env.wallet, 500_000 * SAT)
+    outside = env.network.create_invoice("customer2", 60_000 * SAT).bolt11
+    first = await pay_out(env, outside)  # queued for the node (before the rule was live)
+    assert first.status == WithdrawalStatus.PENDING
+    await make_live(env, doc)
+    before = await env.balances()
+    async with api_client(env) as c:
+        r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                         headers={**auth, "Idempotency-Key": "again"},
+                         json={"destination": outside})
+    assert r.status_code == 422 and "being paid" in r.text, r.text
+    assert await env.balances() == before  # nothing more held
+    async with env.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(Withdrawal).where(
+            Withdrawal.status == WithdrawalStatus.REVIEW))).scalar_one() == 0
+    await env.check()

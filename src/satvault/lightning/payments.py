@@ -93,7 +93,8 @@ from satvault.payouts.service import (
 from satvault.telemetry import PAYMENT_SECONDS, PAYMENTS
 
 __all__ = ["REFUSALS_WINDOW", "LightningPayer", "OwnInvoice", "PayerReport", "cancel_on_node",
-           "check_time_to_pay", "fee_reserve", "own_bolt11", "pay_own_invoice",
+           "check_time_to_pay", "fee_reserve", "not_paid_here_and_ours", "own_bolt11",
+           "pay_own_invoice",
            "payable_at_once", "refusals_since", "release_held_payment",
            "request_ln_withdrawal", "reserve_own_invoice", "settle_held_internally",
            "take_off_node"]
@@ -282,7 +283,7 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
                                      store_id=store_id, on_store_invoice=on_store_invoice)
     # One read: whether it is being paid from here, and whether it is one of ours (settled
     # internally: the internal rail's limits apply, not Lightning's).
-    ours_exists = await _not_paid_here_and_ours(session, inv.payment_hash)
+    ours_exists = await not_paid_here_and_ours(session, inv.payment_hash)
     rail = WithdrawalMethod.INTERNAL if ours_exists else WithdrawalMethod.LIGHTNING
     await check_daily_limit(session, wallet=wallet, amount_msat=inv.amount_msat,
                             settings=settings, rail=rail.value)
@@ -341,7 +342,7 @@ async def release_held_payment(session: AsyncSession, wd: Withdrawal, *, bolt11:
     left on the node), then queued for the payer exactly as that path queues it, and
     ``pending``. The caller has locked ``wd``."""
     inv = check_invoice(bolt11, network=settings.network, amount_msat=wd.amount_msat)
-    ours_exists = await _not_paid_here_and_ours(session, inv.payment_hash)
+    ours_exists = await not_paid_here_and_ours(session, inv.payment_hash)
     if ours_exists:  # as _settle_internally: never pay one of ours while the node holds it
         raise PaymentRefused("this platform's invoice could not be taken off its node; "
                              "return the money instead")
@@ -379,7 +380,7 @@ async def settle_held_internally(session: AsyncSession, wd: Withdrawal, *, walle
     await emit_withdrawal(session, wd, "confirmed")
 
 
-async def _not_paid_here_and_ours(session: AsyncSession, payment_hash: str) -> bool:
+async def not_paid_here_and_ours(session: AsyncSession, payment_hash: str) -> bool:
     """Refuse an invoice being (or already) paid from here; whether it is one of ours. One
     read for both."""
     live, ours = (await session.execute(select(

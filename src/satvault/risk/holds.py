@@ -26,7 +26,12 @@ from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import transfer
 from satvault.lightning.bolt11check import check_invoice
 from satvault.lightning.errors import PaymentRefused
-from satvault.lightning.payments import check_time_to_pay, fee_reserve, reserve_own_invoice
+from satvault.lightning.payments import (
+    check_time_to_pay,
+    fee_reserve,
+    not_paid_here_and_ours,
+    reserve_own_invoice,
+)
 from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import check_daily_limit
@@ -44,6 +49,10 @@ async def hold_ln_for_review(session: AsyncSession, *, wallet: Wallet, bolt11: s
                              f"{settings.ln_max_payment_msat} msat")
     if not internal:  # for the node to pay once released (checked again then)
         check_time_to_pay(inv, settings)
+        # Refused, not held, when it is already paid or being paid from here (found from
+        # outside: a second payment of one external invoice held for review kept its money
+        # held until an admin closed a case whose release could only be refused).
+        await not_paid_here_and_ours(session, inv.payment_hash)
     await check_daily_limit(session, wallet=wallet, amount_msat=inv.amount_msat,
                             settings=settings, rail="internal" if internal else "lightning")
     if internal:  # off the node already: kept for this payment until its case decides
