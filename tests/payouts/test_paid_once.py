@@ -16,7 +16,6 @@ from dataclasses import replace
 from sqlalchemy import delete, select, update
 
 from satvault.onchain.addresses import parse_address
-from satvault.onchain.deposits import create_deposit
 from satvault.onchain.models import ReviewItem
 from satvault.payouts.models import PayoutBatch, PayoutInput, PayoutTx, Withdrawal
 from tests.chainenv import Env
@@ -24,21 +23,12 @@ from tests.payouts.test_payouts import (
     PAYOUTS,
     RESERVE,
     SAT,
+    add_coin,
     external_address,
     fund,
     received,
     withdraw,
 )
-
-
-async def add_coin(env: Env, sat: int) -> None:
-    """One more confirmed coin in the wallet that pays withdrawals (a deposit, swept)."""
-    async with env.sessions() as s, s.begin():
-        d = await create_deposit(s, wallet=env.wallet, settings=env.settings)
-    env.chain.pay(d.address, sat)
-    env.chain.mine(1)
-    await env.runtime.watcher.step()
-    await env.sweep()
 
 
 def signer_log(env: Env) -> list[dict[str, object]]:

@@ -38,6 +38,16 @@ async def fund(env: Env, sat: int) -> None:
     await env.sweep()
 
 
+async def add_coin(env: Env, sat: int) -> None:
+    """One more confirmed coin in the wallet that pays withdrawals (a deposit, swept)."""
+    async with env.sessions() as s, s.begin():
+        d = await create_deposit(s, wallet=env.wallet, settings=env.settings)
+    env.chain.pay(d.address, sat)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    await env.sweep()
+
+
 async def withdraw(env: Env, address: str, sat: int) -> Withdrawal:
     async with env.sessions() as s, s.begin():
         return await request_withdrawal(s, wallet=env.wallet, destination=address,
@@ -347,12 +357,7 @@ async def test_a_payout_sent_once_is_never_paid_again_when_its_rebroadcast_is_re
     from satvault.onchain.models import ReviewItem
 
     for sat in (600_000, 900_000):  # two coins: the withdrawal could be paid from either
-        async with env.sessions() as s, s.begin():
-            d = await create_deposit(s, wallet=env.wallet, settings=env.settings)
-        env.chain.pay(d.address, sat)
-        env.chain.mine(1)
-        await env.runtime.watcher.step()
-        await env.sweep()
+        await add_coin(env, sat)
     dest = external_address(env, 8)
     wd = await withdraw(env, dest, 100_000)
     assert (await env.runtime.payouts.step()).broadcast == 1
@@ -437,12 +442,7 @@ async def test_a_broadcast_whose_answer_is_lost_is_never_paid_again(env: Env, st
     from tests.liveserver import serve
 
     for sat in (600_000, 900_000):  # two coins: the withdrawal could be paid from either
-        async with env.sessions() as s, s.begin():
-            d = await create_deposit(s, wallet=env.wallet, settings=env.settings)
-        env.chain.pay(d.address, sat)
-        env.chain.mine(1)
-        await env.runtime.watcher.step()
-        await env.sweep()
+        await add_coin(env, sat)
     dest = external_address(env, 9)
     wd = await withdraw(env, dest, 100_000)
     job = env.runtime.payouts

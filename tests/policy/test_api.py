@@ -35,14 +35,23 @@ async def keys(env: LnEnv, who: People) -> dict[str, dict[str, str]]:
     return out
 
 
+BIG_LIGHTNING = {"name": "big lightning", "action": "require_approval", "approvals": 2,
+                 "group": "treasury", "rails": ["lightning"], "min_amount_msat": 50_000 * SAT}
+
+
+async def approvers_live(env: LnEnv, rule: dict, *, funds_msat: int = 500_000 * SAT
+                         ) -> tuple[People, dict[str, dict[str, str]]]:
+    """The approvers, a withdrawal policy of ``rule`` live, the wallet funded, everyone's
+    API key."""
+    who = await people(env.sessions, initiator=env.wallet.owner_id)
+    await make_live(env.sessions, who, [rule])
+    await fund(env, env.wallet, funds_msat)
+    return who, await keys(env, who)
+
+
 async def test_lightning_payment_waits_for_approvals_then_is_sent(lnenv: LnEnv):
     env = lnenv
-    who = await people(env.sessions, initiator=env.wallet.owner_id)
-    await make_live(env.sessions, who, [
-        {"name": "big lightning", "action": "require_approval", "approvals": 2,
-         "group": "treasury", "rails": ["lightning"], "min_amount_msat": 50_000 * SAT}])
-    await fund(env, env.wallet, 500_000 * SAT)
-    k = await keys(env, who)
+    _, k = await approvers_live(env, BIG_LIGHTNING)
     bolt11 = customer_invoice(env, 100_000 * SAT)
     async with api_client(env) as c:
         r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
@@ -218,12 +227,7 @@ async def test_a_deadlock_under_a_rejection_is_retried_never_a_500(lnenv: LnEnv)
     env = lnenv
     if env.sessions.kw["bind"].dialect.name != "postgresql":
         return  # SQLite has one writer: no deadlock to break
-    who = await people(env.sessions, initiator=env.wallet.owner_id)
-    await make_live(env.sessions, who, [
-        {"name": "big lightning", "action": "require_approval", "approvals": 2,
-         "group": "treasury", "rails": ["lightning"], "min_amount_msat": 50_000 * SAT}])
-    await fund(env, env.wallet, 500_000 * SAT)
-    k = await keys(env, who)
+    _, k = await approvers_live(env, BIG_LIGHTNING)
     from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(env.sessions.kw["bind"].url)  # a session of its own

@@ -211,16 +211,13 @@ async def test_a_lightning_payment_waiting_for_approvers_is_no_difference(lnenv:
     ``ln_payment_without_hold`` at every run, an incident for a person about nothing. Its
     books agree; once rejected, they agree again (the payment retired, the hold voided)."""
     from satvault.withdrawals.policy import approvals
-    from tests.policy.support import make_live, people
-    from tests.policy.test_api import keys
+    from tests.policy.test_api import approvers_live
 
     env = lnenv
-    who = await people(env.sessions, initiator=env.wallet.owner_id)
-    await make_live(env.sessions, who, [
-        {"name": "all lightning", "action": "require_approval", "approvals": 1,
-         "group": "treasury", "rails": ["lightning"], "min_amount_msat": 1}])
-    await fund(env, env.wallet, 50_000 * SAT)
-    k = await keys(env, who)
+    who, k = await approvers_live(env, {
+        "name": "all lightning", "action": "require_approval", "approvals": 1,
+        "group": "treasury", "rails": ["lightning"], "min_amount_msat": 1},
+        funds_msat=50_000 * SAT)
     async with api_client(env) as c:
         r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
                          json={"destination": customer_invoice(env, 2_000 * SAT)},
