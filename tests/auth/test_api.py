@@ -545,3 +545,36 @@ async def test_wrong_totp_codes_over_the_api_lock_the_account(client, mailbox, c
     right = pyotp.TOTP(secret).at(clock.now())
     r = await client.post("/api/v1/auth/totp/confirm", headers=me, json={"code": right})
     assert r.status_code == 200, r.text
+
+
+async def test_an_admins_token_moves_money_only_within_its_step_up(client, sessions, clock):
+    """Found from outside: an admin's access token issued without the money scope (outside
+    the step-up's window, or from a refresh) still withdrew from any customer's wallet,
+    because ``admin`` stood for every scope. For an access token it stands for every scope
+    but the money ones, which the token names when its grant proved a step-up."""
+    async with sessions() as s, s.begin():
+        root = await acc.create_user(s, email="root2@example.com", password=PASSWORD,
+                                     is_admin=True)
+        enrollment = await totp.begin_enrollment(s, user_id=root.id)
+        code = pyotp.TOTP(enrollment.secret)
+        await totp.confirm_enrollment(s, user_id=root.id, code=code.at(clock.now()))
+        victim = await acc.create_user(s, email="victim@example.com")
+        wallet = await acc.ensure_wallet(s, owner_type="user", owner_id=victim.id)
+    clock.advance(seconds=30)
+    stepped = await password_grant(client, "root2@example.com", totp_code=code.at(clock.now()))
+    assert stepped.status_code == 200 and "withdrawals:write" in stepped.json()["scope"]
+    clock.advance(seconds=3600)  # past the money window
+    later = await client.post("/api/v1/auth/token", json={
+        "grant_type": "refresh_token", "refresh_token": stepped.json()["refresh_token"]})
+    assert later.status_code == 200 and "withdrawals:write" not in later.json()["scope"]
+    assert "admin" in later.json()["scope"].split()
+    r = await client.post(f"/api/v1/wallets/{wallet.id}/withdrawals",
+                          headers={**bearer(later.json()["access_token"]),
+                                   "Idempotency-Key": "not-mine"},
+                          json={"destination": "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
+                                "amount_msat": 10_000_000})
+    assert r.status_code == 403 and "withdrawals:write" in r.text, r.text
+    # Admin reads still work with it.
+    r = await client.get(f"/api/v1/wallets/{wallet.id}",
+                         headers=bearer(later.json()["access_token"]))
+    assert r.status_code == 200, r.text

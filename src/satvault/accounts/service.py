@@ -58,6 +58,10 @@ SCOPES = frozenset({
     "wallet:read", "wallet:write", "invoices:read", "invoices:write", "withdrawals:write",
     "stores:read", "stores:write", "webhooks:write", "admin",
 })
+# The scopes that move money out. An access token carries them only within a step-up
+# (satvault.auth.tokens), and for it ``admin`` does not stand for them (found from outside:
+# an admin's token issued without them withdrew from any customer's wallet all the same).
+MONEY_SCOPES = frozenset({"withdrawals:write"})
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}$")
 _PREFIX_OWNER = {"usr": "user", "mer": "merchant", "sto": "store"}
 
@@ -74,13 +78,18 @@ class Principal:
     # The person holding the credential when it names one: an access token's user, also
     # when it acts for a merchant (whose owner may be somebody else, or nobody).
     user_id: str | None = None
+    # Whether ``admin`` stands for the money scopes too: an admin's API key, yes; an access
+    # token, no (it names them when its grant proved a step-up, within the money window).
+    admin_moves_money: bool = True
 
     @property
     def is_admin(self) -> bool:
         return "admin" in self.scopes
 
     def has(self, scope: str) -> bool:
-        return self.is_admin or scope in self.scopes
+        if scope in self.scopes:
+            return True
+        return self.is_admin and (scope not in MONEY_SCOPES or self.admin_moves_money)
 
     def owns(self, owner_type: str, owner_id: str) -> bool:
         if self.is_admin:

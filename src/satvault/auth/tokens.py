@@ -54,6 +54,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Merchant, User, UserStatus
+from satvault.accounts.service import MONEY_SCOPES as ACCOUNT_MONEY_SCOPES
 from satvault.accounts.service import SCOPES, Principal, get_merchant
 from satvault.audit.service import record
 from satvault.auth import totp
@@ -77,7 +78,7 @@ _PURPOSE = "jwt signing key"
 _KID = ("kid", 16)
 _REFRESH_ID = ("rtk", 20)
 # Scopes that move money out (withdrawals, refunds, LNURL-withdraw vouchers).
-MONEY_SCOPES = frozenset({"withdrawals:write"})
+MONEY_SCOPES = ACCOUNT_MONEY_SCOPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +429,7 @@ async def authenticate_jwt(session: AsyncSession, token: str, *, sealer: Sealer 
         # somebody else (found from outside).
         return Principal(key_id=f"jwt:{family.id}", owner_type="merchant",
                          owner_id=family.merchant_id, scopes=scopes - {"admin"},
-                         merchant_id=family.merchant_id, user_id=user.id)
+                         merchant_id=family.merchant_id, user_id=user.id,
+                         admin_moves_money=False)
     return Principal(key_id=f"jwt:{family.id}", owner_type="user", owner_id=user.id,
-                     scopes=scopes, user_id=user.id)
+                     scopes=scopes, user_id=user.id, admin_moves_money=False)
