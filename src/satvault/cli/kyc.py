@@ -14,6 +14,7 @@ import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.service import owner_type_of
+from satvault.cli._common import admin_user
 from satvault.cli._common import emit as _emit
 from satvault.cli._common import fail as _fail
 from satvault.cli._common import in_transaction as _run
@@ -58,7 +59,8 @@ def record(
     tier: Annotated[int, typer.Option(min=0, help="The tier reviewed for.")],
     decision: Annotated[str, typer.Option(help="approve or reject.")],
     name: Annotated[str, typer.Option(help="The full legal name checked (screened).")],
-    reviewer: Annotated[str, typer.Option(help="Who reviewed (not the subject).")],
+    reviewer: Annotated[str, typer.Option(help="The admin who reviewed (e-mail or id; not "
+                                               "the subject).")],
     document: Annotated[list[str] | None, typer.Option(
         help="A document reference (repeatable).")] = None,
     check: Annotated[list[str] | None, typer.Option(
@@ -70,9 +72,12 @@ def record(
     settings = get_settings()
 
     async def work(session: AsyncSession) -> dict[str, Any]:
+        # A real admin, by id as the API names the caller (found from outside: free text
+        # here, so an e-mail address never matched the subject and approved one's own tier).
+        who = (await admin_user(session, reviewer)).id
         r = await kyc.create_record(session, kyc.RecordRequest(
             owner_type=kind, owner_id=owner, tier=tier, decision=decision, full_name=name,
-            documents=document or [], checks=check or [], reviewer=reviewer, notes=notes),
+            documents=document or [], checks=check or [], reviewer=who, notes=notes),
             max_tier=max(settings.kyc_tier_limits_msat),
             screening_threshold=settings.kyc_screening_threshold)
         return {"ok": r.decision.value != "blocked", **kyc.record_dict(r)}
@@ -100,10 +105,13 @@ def history(owner: Annotated[str, typer.Argument(help="A user or merchant id.")]
 @wallet_app.command("freeze")
 def freeze(wallet: Annotated[str, typer.Argument(help="Wallet id (wal_…).")],
            reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")],
-           actor: Annotated[str, typer.Option(help="Who freezes it.")] = "cli") -> None:
+           actor: Annotated[str, typer.Option(
+               "--actor", "--as", help="The admin who freezes it (e-mail or id); without it "
+                                       "the audit log says `cli`.")] = "cli") -> None:
     """Freeze a wallet: nothing leaves it on any rail until it is unfrozen."""
     async def work(session: AsyncSession) -> dict[str, Any]:
-        w = await kyc.freeze(session, wallet_id=wallet, reason=reason, actor=actor)
+        who = actor if actor == "cli" else (await admin_user(session, actor)).id
+        w = await kyc.freeze(session, wallet_id=wallet, reason=reason, actor=who)
         return {"ok": True, "id": w.id, "frozen": True, "reason": w.frozen_reason}
 
     _emit(_run(work))
@@ -112,10 +120,14 @@ def freeze(wallet: Annotated[str, typer.Argument(help="Wallet id (wal_…).")],
 @wallet_app.command("unfreeze")
 def unfreeze(wallet: Annotated[str, typer.Argument(help="Wallet id (wal_…).")],
              reason: Annotated[str, typer.Option(help="Why (kept in the audit log).")],
-             actor: Annotated[str, typer.Option(help="Who unfreezes it.")] = "cli") -> None:
-    """Unfreeze a wallet."""
+             actor: Annotated[str, typer.Option(
+                 "--actor", "--as", help="The admin who unfreezes it (e-mail or id), not "
+                                         "its owner.")]) -> None:
+    """Unfreeze a wallet: by an admin other than its owner, as through the API (found from
+    outside: free text here, so the owner unfroze their own wallet under any name)."""
     async def work(session: AsyncSession) -> dict[str, Any]:
-        w = await kyc.unfreeze(session, wallet_id=wallet, reason=reason, actor=actor)
+        who = (await admin_user(session, actor)).id
+        w = await kyc.unfreeze(session, wallet_id=wallet, reason=reason, actor=who)
         return {"ok": True, "id": w.id, "frozen": False}
 
     _emit(_run(work))
