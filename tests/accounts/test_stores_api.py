@@ -159,7 +159,9 @@ async def test_bad_settings_are_refused_and_change_nothing(engine, db_url, peopl
 
 
 NOT_ONE_LINE = ["Shop\nX-Injected: 1", "\x1b[2J", "Shop\x7f", "\u202eSHOP", "Sh\u2028op",
-                "\ufeffShop", "Shop\u2066x\u2069"]
+                "\ufeffShop", "Shop\u2066x\u2069",
+                # invisible: zero-width space, word joiner, soft hyphen, a tag, a filler
+                "\u200b\u200b", "Sh\u2060op", "Sh\u00adop", "Shop\U000e0041", "\u3164"]
 
 
 @pytest.mark.parametrize("name", NOT_ONE_LINE)

@@ -7,7 +7,8 @@ exports. Refused here, whoever writes the text (API, dashboard, CLI):
 * the line and paragraph separators U+2028 and U+2029, which many viewers break lines at;
 * the bidirectional embeddings, overrides and isolates (U+202A to U+202E, U+2066 to U+2069) and
   the Arabic letter mark (U+061C), which reorder what is shown after them ("Trojan Source");
-* the byte order mark / zero-width no-break space U+FEFF.
+* the byte order mark / zero-width no-break space U+FEFF, and every other format character
+  (zero-width space, word joiner, soft hyphen, tags …) and the fillers that draw nothing.
 
 The marks U+200E and U+200F and the zero-width joiners stay: scripts and emoji need them.
 """
@@ -20,7 +21,20 @@ from satvault.kernel.errors import InvalidInput
 
 __all__ = ["NOT_IN_ONE_LINE", "ONE_LINE_PATTERN", "one_line"]
 
-_REFUSED = "\\x00-\\x1f\\x7f-\\x9f\\u061c\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ufeff"
+_REFUSED = (
+    "\\x00-\\x1f\\x7f-\\x9f"  # controls
+    "\\u2028\\u2029"  # line and paragraph separators
+    # format characters (Unicode's Cf) but the marks and joiners scripts need (U+200C to
+    # U+200F): direction controls, zero-width space and word joiner, soft hyphen, the BOM,
+    # interlinear annotations, tag characters (found from outside: U+200B, U+2060, U+00AD,
+    # U+FFF9 and tags made names that show nothing, or hide text)
+    "\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890\\u0891\\u08e2\\u180e\\u200b"
+    "\\u202a-\\u202e\\u2060-\\u2064\\u2066-\\u206f\\ufeff\\ufff9-\\ufffb"
+    "\\U000110bd\\U000110cd\\U00013430-\\U0001343f\\U0001bca0-\\U0001bca3"
+    "\\U0001d173-\\U0001d17a\\U000e0001\\U000e0020-\\U000e007f"
+    # letters and marks that draw nothing: Hangul fillers, the grapheme joiner
+    "\\u034f\\u115f\\u1160\\u3164\\uffa0"
+)
 ONE_LINE_PATTERN = f"^[^{_REFUSED}]*$"
 """The pattern of such a text (for request schemas, so the OpenAPI document says it too)."""
 NOT_IN_ONE_LINE = re.compile(f"[{_REFUSED}]")

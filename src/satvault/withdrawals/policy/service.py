@@ -22,6 +22,7 @@ from satvault.config import Settings
 from satvault.db import one_at_a_time, utcnow
 from satvault.kernel.errors import AlreadyExists, InvalidInput, NotFound
 from satvault.kernel.ids import new_id
+from satvault.kernel.text import one_line
 from satvault.lightning.bolt11check import decode
 from satvault.lightning.errors import LightningError
 from satvault.onchain.addresses import parse_address
@@ -390,6 +391,7 @@ async def add_allowlist_entry(session: AsyncSession, *, wallet: Wallet, destinat
                               ) -> AllowlistEntry:
     """Add a destination; it counts as allow-listed only after the cool-down."""
     kind, text = normalise_entry(destination, settings.network)
+    label = one_line(label.strip(), "a label")  # the admin console's form too
     exists = (await session.execute(select(AllowlistEntry.id).where(
         AllowlistEntry.wallet_id == wallet.id, AllowlistEntry.destination == text))).first()
     if exists is not None:
