@@ -84,3 +84,35 @@ async def test_a_database_error_in_a_unit_is_that_units_alone(sessions, scratch)
     assert outcomes[0] == "y" and outcomes[2] == "z"
     assert "unique" in str(outcomes[1]).lower() or "UNIQUE" in str(outcomes[1])
     assert await _rows(sessions) == {"x", "y", "z"}
+
+
+async def test_what_a_failed_unit_noted_on_the_session_goes_back_with_it(sessions, scratch):
+    """Found in a review: the ledger notes balances on ``session.info`` for the commit's
+    events; a unit rolled back to its savepoint must not leave its notes to be published."""
+    units = GroupedUnits(sessions)
+    gate = asyncio.Event()
+    seen: list[dict] = []
+
+    async def first(s):
+        await gate.wait()
+        s.info.setdefault("notes", {})["payer"] = 1
+        return "first"
+
+    async def fails(s):
+        s.info.setdefault("notes", {})["payee-of-a-refused-payment"] = 99
+        s.info["stray"] = True
+        raise InvalidInput("refused after noting")
+
+    async def last(s):
+        seen.append({k: (dict(v) if isinstance(v, dict) else v) for k, v in s.info.items()
+                     if k in ("notes", "stray")})
+        return "last"
+
+    head = asyncio.create_task(units.run("p", first))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.create_task(units.run("p", u)) for u in (first, fails, last)]
+    gate.set()
+    await head
+    outcomes = await asyncio.gather(*rest, return_exceptions=True)
+    assert outcomes[0] == "first" and isinstance(outcomes[1], InvalidInput)
+    assert seen == [{"notes": {"payer": 1}}]

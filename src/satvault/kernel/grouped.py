@@ -89,9 +89,18 @@ class GroupedUnits:
         async def all_of_them(session: AsyncSession) -> None:
             outcomes.clear()  # a retry starts the whole group again
             for unit, _ in group:
+                # What the unit notes on the session for its commit (the ledger's balances
+                # for the events) goes back with its savepoint too.
+                noted = {k: (v.copy() if isinstance(v, dict | list | set) else v)
+                         for k, v in session.info.items()}
                 try:
-                    async with session.begin_nested():
-                        outcomes.append((True, await unit(session)))
+                    try:
+                        async with session.begin_nested():
+                            outcomes.append((True, await unit(session)))
+                    except BaseException:
+                        session.info.clear()
+                        session.info.update(noted)
+                        raise
                 except ConcurrentUpdate as exc:
                     # Our own check said "run it again": it is run again alone once the
                     # group committed (so one such unit never sends the others round).
