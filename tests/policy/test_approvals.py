@@ -341,3 +341,45 @@ async def test_the_merchant_is_told_when_a_withdrawal_waits_for_approvers_and_wh
     assert await _events_of(env, other.id) == [*waits, ("withdrawal.cancelled", "cancelled")]
     # Webhooks may ask for them by name.
     assert {"withdrawal.awaiting_approval", "withdrawal.approved"} <= WEBHOOK_EVENT_TYPES
+
+
+async def test_the_initiator_of_a_withdrawal_held_for_review_never_approves_it(env: Env):
+    """Found from outside: a withdrawal the risk rules held for review went to the withdrawal
+    policy when its case released it, with the wallet's owner as its initiator; the admin who
+    had asked for it (from a customer's wallet) then approved it themselves. Who asked is
+    kept with the held withdrawal and excluded from its approvers."""
+    from satvault.risk import cases
+    from satvault.risk.models import RiskCase, RiskDecision
+    from satvault.withdrawals.review import HeldWithdrawals
+    from tests.risk.conftest import default_doc
+
+    await fund(env, 500_000)
+    who = await people(env.sessions, initiator=env.wallet.owner_id)
+    await make_live(env.sessions, who, TWO_OF_TREASURY)
+    from satvault.risk import service as risk
+
+    doc = default_doc()
+    doc["rules"].append({"id": "big", "score": 60, "when": {"all": [
+        {"field": "direction", "op": "eq", "value": "out"},
+        {"field": "amount_msat", "op": "gte", "value": 50_000 * SAT}]}})
+    async with env.sessions() as s, s.begin():
+        rs = await risk.propose_rule_set(s, rules=doc, actor="user:a")
+        await risk.approve_rule_set(s, version=rs.version, actor="user:b")
+    # Bob, an approver, asks for a withdrawal from somebody else's wallet (as an admin may).
+    wd = await request(env.sessions, env.settings, env.wallet, external_address(env, 3),
+                       60_000, initiator=who.bob)
+    assert wd.status == WithdrawalStatus.REVIEW
+    async with env.sessions() as s, s.begin():
+        case_id = (await s.execute(select(RiskCase.id).join(
+            RiskDecision, RiskDecision.id == RiskCase.decision_id).where(
+            RiskDecision.subject_id == wd.id))).scalar_one()
+        await cases.investigate(s, case_id=case_id, actor=f"user:{who.admin1}")
+        await cases.close_case(s, case_id=case_id, resolution="false_positive",
+                               money="release", actor=f"user:{who.admin1}",
+                               held=HeldWithdrawals(env.settings))
+    assert await status_of(env, wd.id) == WithdrawalStatus.AWAITING_APPROVAL
+    with pytest.raises(NotAnApprover, match="initiator"):
+        await approve(env, wd.id, who.bob)
+    await approve(env, wd.id, who.carol)
+    assert (await approve(env, wd.id, who.dave)).released
+    await env.check()

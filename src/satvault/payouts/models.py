@@ -108,6 +108,10 @@ class Withdrawal(Base):
     # on the withdrawal limits' windows count it from this time (from ``created_at`` while
     # held). Null for one that never waited. (Index: migration 0050, partial.)
     released_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Who asked (a user id), kept for a withdrawal held for review: the approvers exclude
+    # them once its case releases it (migration 0074). Null otherwise: the policy is applied
+    # when the withdrawal is made, with the caller at hand.
+    initiator: Mapped[str | None] = mapped_column(String(40), default=None)
 
 
 class PayoutBatch(Base):

@@ -98,10 +98,12 @@ class HeldWithdrawals:
             session, wd, wallet=wallet,
             bolt11=None if wd.method == WithdrawalMethod.INTERNAL else bolt11,
             settings=self.settings)
+        # Who asked, kept when it was held; the wallet's owner for one held before that was
+        # kept (migration 0074) or asked for by nobody in particular.
+        initiator = wd.initiator or await initiator_of(
+            session, owner_type=wallet.owner_type, owner_id=wallet.owner_id)
         await apply_decision(session, wd, decision=decision, version=version,
-                             initiator=await initiator_of(session, owner_type=wallet.owner_type,
-                                                          owner_id=wallet.owner_id),
-                             settings=self.settings)
+                             initiator=initiator, settings=self.settings)
         if wd.status == WithdrawalStatus.PENDING:  # to its payer (an internal one is paid)
             await emit_withdrawal(session, wd, "approved")
         log.info("held_withdrawal_released", withdrawal=wd.id, status=wd.status.value,

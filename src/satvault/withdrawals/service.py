@@ -318,6 +318,7 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
                 session, wallet=wallet, bolt11=prepared.bolt11,
                 amount_msat=prepared.amount_msat, destination=prepared.destination,
                 internal=prepared.taken_off_node, settings=settings, store_id=store_id)
+        wd.initiator = initiator  # for the approvers, once its case releases it
         await record(session, screening, subject_type="withdrawal", subject_id=wd.id)
         return wd
     if prepared.kind == "onchain":
