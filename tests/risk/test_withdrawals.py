@@ -199,3 +199,29 @@ async def test_an_invoice_being_paid_is_refused_not_held_for_review(lnenv: LnEnv
         assert (await s.execute(select(func.count()).select_from(Withdrawal).where(
             Withdrawal.status == WithdrawalStatus.REVIEW))).scalar_one() == 0
     await env.check()
+
+
+async def test_the_payers_own_invoice_is_refused_not_held_for_review(lnenv: LnEnv):
+    """Found from outside: with the rules scoring a payment "review", paying the payer's own
+    invoice was held (amount and a fee reserve) and opened a case, where an approved one is
+    refused: it would move nothing."""
+    env = lnenv
+    auth, _ = await keys(env)
+    doc = default_doc()
+    doc["rules"].append({"id": "all", "score": 60, "when": {"all": [
+        {"field": "direction", "op": "eq", "value": "out"}]}})
+    await fund(env, env.wallet, 500_000 * SAT)
+    await make_live(env, doc)
+    async with env.sessions() as s, s.begin():
+        mine = await create_invoice(s, backend=env.runtime.lightning, wallet=env.wallet,
+                                    amount_msat=20_000 * SAT)
+    before = await env.balances()
+    async with api_client(env) as c:
+        r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                         headers={**auth, "Idempotency-Key": "mine"},
+                         json={"destination": mine.bolt11})
+    assert r.status_code == 422 and "own wallet" in r.text, r.text
+    assert await env.balances() == before
+    async with env.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(RiskCase))).scalar_one() == 0
+    await env.check()

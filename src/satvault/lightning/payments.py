@@ -94,8 +94,8 @@ from satvault.telemetry import PAYMENT_SECONDS, PAYMENTS
 
 __all__ = ["REFUSALS_WINDOW", "LightningPayer", "OwnInvoice", "PayerReport", "cancel_on_node",
            "check_time_to_pay", "fee_reserve", "not_paid_here_and_ours", "own_bolt11",
-           "pay_own_invoice",
-           "payable_at_once", "refusals_since", "release_held_payment",
+           "pay_own_invoice", "payable_at_once", "refusals_since", "refuse_ours_not_taken",
+           "release_held_payment",
            "request_ln_withdrawal", "reserve_own_invoice", "settle_held_internally",
            "take_off_node"]
 
@@ -456,6 +456,17 @@ async def _refuse_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_
         raise ConcurrentUpdate("the invoice changed meanwhile; try again")
     _refuse_internal(ours, wallet=wallet, amount_msat=amount_msat, reserved=reserved)
     raise ConcurrentUpdate("the invoice changed meanwhile; try again")
+
+
+async def refuse_ours_not_taken(session: AsyncSession, *, wallet: Wallet, payment_hash: str,
+                                amount_msat: int) -> None:
+    """One of our invoices on the path of a payment for the node (not taken off the node):
+    refused as :func:`request_ln_withdrawal` refuses it, its own refusal first (the payer's own
+    invoice, one paid or of another amount), else as not taken off the node. Always raises."""
+    invoice = (await session.execute(select(LnInvoice).where(
+        LnInvoice.payment_hash == payment_hash))).scalar_one()
+    _refuse_internal(invoice, wallet=wallet, amount_msat=amount_msat)
+    raise PaymentRefused("this platform's invoice could not be taken off its node; try again")
 
 
 def _refuse_internal(invoice: LnInvoice, *, wallet: Wallet, amount_msat: int,

@@ -30,6 +30,7 @@ from satvault.lightning.payments import (
     check_time_to_pay,
     fee_reserve,
     not_paid_here_and_ours,
+    refuse_ours_not_taken,
     reserve_own_invoice,
 )
 from satvault.payouts.events import emit_withdrawal
@@ -52,7 +53,11 @@ async def hold_ln_for_review(session: AsyncSession, *, wallet: Wallet, bolt11: s
         # Refused, not held, when it is already paid or being paid from here (found from
         # outside: a second payment of one external invoice held for review kept its money
         # held until an admin closed a case whose release could only be refused).
-        await not_paid_here_and_ours(session, inv.payment_hash)
+        if await not_paid_here_and_ours(session, inv.payment_hash):
+            # One of ours not taken off the node (the payer's own, found from outside: held
+            # for review with a fee reserve, where an approved one is refused).
+            await refuse_ours_not_taken(session, wallet=wallet, payment_hash=inv.payment_hash,
+                                        amount_msat=inv.amount_msat)
     await check_daily_limit(session, wallet=wallet, amount_msat=inv.amount_msat,
                             settings=settings, rail="internal" if internal else "lightning")
     if internal:  # off the node already: kept for this payment until its case decides
