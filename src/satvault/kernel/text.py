@@ -11,6 +11,10 @@ exports. Refused here, whoever writes the text (API, dashboard, CLI):
   (zero-width space, word joiner, soft hyphen, tags …) and the fillers that draw nothing.
 
 The marks U+200E and U+200F and the zero-width joiners stay: scripts and emoji need them.
+
+Not for a KYC record's name: that is kept as the reviewer typed it and screened with such
+characters taken out (``satvault.kyc.screening``), so that an evasion attempt is caught and
+recorded, not turned away unseen.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.db import utcnow
 from satvault.kernel.errors import NotFound
 from satvault.kernel.ids import new_id
-from satvault.kernel.text import one_line
 from satvault.kyc.errors import InvalidKycInput, RequestDecided
 from satvault.kyc.models import KycDecision, KycRequest, KycRequestStatus
 from satvault.kyc.service import OWNER_TYPES, RecordRequest, audit_kyc, create_record, tier_of
@@ -51,7 +50,6 @@ async def request_upgrade(session: AsyncSession, *, owner_type: str, owner_id: s
         raise InvalidKycInput(f"tier must be between 1 and {max_tier}")
     if not full_name.strip():
         raise InvalidKycInput("the full name to check is required")
-    one_line(full_name, "the full name")
     if not documents:
         raise InvalidKycInput("a request names the documents it brings (by reference)")
     current = await tier_of(session, owner_type, owner_id)

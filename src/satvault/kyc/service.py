@@ -23,7 +23,6 @@ from satvault.accounts.models import Merchant, User, Wallet
 from satvault.audit.service import record as audit_record
 from satvault.db import utcnow
 from satvault.kernel.errors import NotFound
-from satvault.kernel.text import one_line
 from satvault.kyc.errors import InvalidKycInput, ReviewerIsSubject
 from satvault.kyc.models import KycDecision, KycRecord
 from satvault.kyc.screening import screen_name
@@ -102,7 +101,6 @@ async def create_record(session: AsyncSession, req: RecordRequest, *, max_tier: 
         raise InvalidKycInput(f"tier must be between 0 and {max_tier}")
     if not req.full_name.strip():
         raise InvalidKycInput("full_name (the name checked and screened) is required")
-    one_line(req.full_name, "full_name")
     reviewer = req.reviewer.strip()
     if not reviewer:
         raise InvalidKycInput("a reviewer is required")

@@ -22,7 +22,6 @@ from satvault.kyc import service as kyc
 from satvault.kyc.limits import limits_for, top_tier
 from satvault.kyc.screening import screen_name
 from satvault.web.deps import SessionDep, require_any_scope, require_scope
-from satvault.web.fields import SingleLine
 from satvault.web.openapi import problem_responses
 from satvault.web.state import settings_of
 
@@ -41,7 +40,7 @@ OwnerWriter = Annotated[Principal, Depends(require_scope("wallet:write"))]
 class RecordIn(BaseModel):
     tier: int = Field(ge=0, le=100)
     decision: Literal["approve", "reject"]
-    full_name: SingleLine = Field(min_length=1, max_length=200)
+    full_name: str = Field(min_length=1, max_length=200)
     documents: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list,
                                                                    max_length=50)
     checks: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list,
@@ -141,7 +140,7 @@ async def unfreeze(wallet_id: str, body: ReasonIn, session: SessionDep,
 class UpgradeIn(BaseModel):
     tier: int | None = Field(default=None, ge=1, le=100,
                              description="The tier asked for; the next one by default.")
-    full_name: SingleLine = Field(min_length=1, max_length=200)
+    full_name: str = Field(min_length=1, max_length=200)
     documents: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(
         min_length=1, max_length=50,
         description="References to the documents (e.g. docstore URIs the operator opens).")
