@@ -20,6 +20,9 @@ from tests.web.rows import row_counts
                                    {"redirect_url": "https://shop.example/\r\nback"},
                                    {"redirect_url": "https://shop.example/\tok"},
                                    {"payment_tolerance_percent": "1e1"},
+                                   # basis points are kept: more places were dropped silently
+                                   {"payment_tolerance_percent": "0.015"},
+                                   {"payment_tolerance_percent": 0.009},
                                    {"payment_tolerance_percent": " 5"}])
 async def test_refused_with_a_422_and_nothing_stored(lnenv: LnEnv, shop, field):  # noqa: F811
     async with api_client(lnenv) as c:
@@ -38,3 +41,23 @@ async def test_one_line_values_and_plain_decimals_pass(lnenv: LnEnv, shop):  # n
                          payment_tolerance_percent="2.5")
         assert r.status_code == 201, r.text
         assert r.json()["order_id"] == "Bestellung Nr. 7, Größe M"
+
+
+async def test_an_invoice_above_the_lightning_cap_says_so(lnenv: LnEnv, shop):  # noqa: F811
+    """Found from outside: with both methods (the default), an invoice above the Lightning
+    cap was refused as "amount_msat must be between 1 and …", a field the request has not;
+    the refusal names the cap and what to ask for instead, and on-chain alone is created."""
+    cap = lnenv.settings.ln_max_payment_msat
+    sats = str(cap // 1000 + 1)
+    async with api_client(lnenv) as c:
+        before = await row_counts(lnenv.sessions)
+        r = await create(c, shop, "big", amount=sats, currency="SATS")
+        assert r.status_code == 422 and "Lightning" in r.json()["detail"], r.text
+        assert '["onchain"]' in r.json()["detail"] and "amount_msat must" not in r.text
+        after = await row_counts(lnenv.sessions)
+        # Nothing but the refusal, kept with its Idempotency-Key (a replay answers the same).
+        assert {k: v for k, v in after.items() if k != "idempotency_keys"} \
+            == {k: v for k, v in before.items() if k != "idempotency_keys"}
+        r = await create(c, shop, "big-onchain", amount=sats, currency="SATS",
+                         payment_methods=["onchain"])
+        assert r.status_code == 201, r.text

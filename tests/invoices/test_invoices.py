@@ -240,6 +240,12 @@ async def test_reorg_after_settlement_reverses_credit_and_fee(lnenv: LnEnv, shop
     assert merchant == 0
     async with env.sessions() as s:
         assert await fees_earned(s, "BTC") == 0  # the fee went back with the credit
+        from satvault.ledger.models import LedgerTransfer
+
+        refs = dict((await s.execute(select(LedgerTransfer.code, LedgerTransfer.ref).where(
+            LedgerTransfer.code.in_(("invoice_fee", "invoice_fee_reversal"))))).all())
+    # Found from outside: the reversal's statement line named no invoice.
+    assert refs["invoice_fee_reversal"] == refs["invoice_fee"] != "", refs
     await env.check()
 
 

@@ -591,9 +591,11 @@ class Watcher:
         fee_id = f"{key}:fee"
         fee = await lookup_transfer(session, fee_id)
         if fee is not None:  # give the platform fee back with the credit it came from
+            # The fee's own ref (its invoice), so a merchant matching statement lines to
+            # invoices finds the reversal too (found from outside: it had none).
             specs.append(TransferSpec(f"{fee_id}:reverse", fee.credit_account_id,
                                       fee.debit_account_id, fee.amount, "BTC",
-                                      code="invoice_fee_reversal", linked=True))
+                                      code="invoice_fee_reversal", ref=fee.ref, linked=True))
         specs.append(TransferSpec(
             f"{key}:reverse", credit_account, asset_account, amount, "BTC",
             code="deposit_reversal",

@@ -66,13 +66,15 @@ Writer = Annotated[Principal, Depends(require_scope("invoices:write"))]
 Reader = Annotated[Principal, Depends(require_scope("invoices:read"))]
 
 
-_TOLERANCE = re.compile(r"^(50(\.0{1,8})?|[1-4]?[0-9](\.[0-9]{1,8})?)$")
+# Basis points are kept (found from outside: "0.015" was stored as 1 bp, "0.009" as 0, with
+# no word): at most two places, so what is asked is what is kept.
+_TOLERANCE = re.compile(r"^(50(\.0{1,2})?|[1-4]?[0-9](\.[0-9]{1,2})?)$")
 
 
 def _tolerance_text(value: object) -> object:
     # As a string, the schema's pattern: plain decimals, no exponent ("1e1" was taken as 10).
     if isinstance(value, str) and not _TOLERANCE.match(value):
-        raise ValueError("a decimal from 0 to 50 with at most 8 places, like \"2.5\"")
+        raise ValueError("a decimal from 0 to 50 with at most 2 places, like \"2.5\"")
     return value
 
 
@@ -88,8 +90,9 @@ class InvoiceIn(BaseModel):
     payment_methods: list[Literal["onchain", "lightning"]] = ["onchain", "lightning"]
     speed_policy: SpeedPolicy | None = None
     payment_tolerance_percent: Annotated[Decimal, BeforeValidator(_tolerance_text),
-                                         Field(ge=0, le=50), WithJsonSchema({
-        "anyOf": [{"type": "number", "minimum": 0, "maximum": 50},
+                                         Field(ge=0, le=50, decimal_places=2),
+                                         WithJsonSchema({
+        "anyOf": [{"type": "number", "minimum": 0, "maximum": 50, "multipleOf": 0.01},
                   {"type": "string", "pattern": _TOLERANCE.pattern}],
         "default": "0"})] = Decimal(0)
     redirect_url: SingleLine | None = Field(default=None, max_length=2000)
