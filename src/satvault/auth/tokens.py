@@ -54,8 +54,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Merchant, User, UserStatus
-from satvault.accounts.service import MONEY_SCOPES as ACCOUNT_MONEY_SCOPES
-from satvault.accounts.service import SCOPES, Principal, get_merchant
+from satvault.accounts.service import MONEY_SCOPES, SCOPES, Principal, get_merchant
 from satvault.audit.service import record
 from satvault.auth import totp
 from satvault.auth.credentials import AuthPolicy, digest, random_token
@@ -78,7 +77,6 @@ _PURPOSE = "jwt signing key"
 _KID = ("kid", 16)
 _REFRESH_ID = ("rtk", 20)
 # Scopes that move money out (withdrawals, refunds, LNURL-withdraw vouchers).
-MONEY_SCOPES = ACCOUNT_MONEY_SCOPES
 
 
 @dataclass(frozen=True, slots=True)
