@@ -228,3 +228,38 @@ async def test_chinese_phone_partial_then_lightning_by_polling(lnenv: LnEnv, sho
         assert not errors, errors
         await context.close()
     await env.check()
+
+
+async def test_a_reorg_that_takes_the_payment_away_shows_on_the_open_page(lnenv: LnEnv,
+                                                                         shop: Shop):
+    """Found from outside: a page that said "Payment complete" stopped listening, so a reorg
+    that sent the invoice back to waiting showed only after a reload. The page keeps a slow
+    poll while paid; only the final states end it."""
+    from playwright.async_api import expect
+
+    env = lnenv
+    async with serve(make_app(env, start_workers=True)) as base, chromium() as browser:
+        inv = await create_invoice(base, shop, amount="30000", currency="SATS",
+                                   payment_methods=["onchain"])
+        context = await browser.new_context(viewport=PHONE, locale="en-US")
+        context.set_default_timeout(TIMEOUT_MS)
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        await page.goto(f"{base}/i/{inv['id']}")
+        title = page.locator("[data-role=title]")
+        await expect(title).to_have_text("Waiting for payment")
+        await page.evaluate("window.__sameDocument = true")
+
+        txid = env.chain.pay(inv["payment_methods"]["onchain"]["address"], 30_000)
+        env.chain.mine(1)
+        await expect(title).to_have_text("Payment complete")
+        env.chain.reorg(1, drop_txids=[txid])  # the block and the payment go away
+        # The paid page polls every 5 times poll_ms (10 s): the reversal within one round.
+        await expect(title).to_have_text("Waiting for payment", timeout=30_000)
+        await expect(page.locator("[data-role=pay]")).to_be_visible()
+        assert await page.evaluate("window.__sameDocument") is True  # never reloaded
+        await shot(page, "en-phone-reversed")
+        assert not errors, errors
+        await context.close()
+    await env.check()

@@ -269,3 +269,46 @@ async def test_static_assets_are_versioned(lnenv: LnEnv, shop: Shop):
         r = await c.get(js.group(1))
         assert r.headers["content-type"].startswith("text/javascript")
         assert "max-age" in r.headers["cache-control"]
+
+
+CANCELLED = {"en": "Invoice cancelled", "fr": "Facture annulée", "nl": "Factuur geannuleerd",
+             "ja": "請求書は取り消されました", "zh": "账单已取消", "th": "ใบแจ้งหนี้ถูกยกเลิก"}
+
+
+async def test_an_invoice_the_shop_voided_says_so(lnenv: LnEnv, shop: Shop):
+    """Found from outside: an unpaid invoice the merchant marked invalid told the customer
+    "the payment was not confirmed in time", of a payment they never made. It now says the
+    shop cancelled it, and, once a payment had arrived, to ask the shop about it."""
+    env = lnenv
+    async with client(env) as c:
+        unpaid = await new_invoice(c, shop, amount="1000", currency="SATS")
+        paid = await new_invoice(c, shop, amount="1000", currency="SATS")
+        env.chain.pay(paid["payment_methods"]["onchain"]["bip21"])  # seen, not confirmed
+        await settle_all(env)
+        assert (await c.get(f"/i/{paid['id']}/status")).json()["state"] == "received"
+        for inv in (unpaid, paid):
+            r = await c.post(f"/api/v1/invoices/{inv['id']}/mark", json={"status": "invalid"},
+                             headers=shop.key)
+            assert r.status_code == 200, r.text
+        st = (await c.get(f"/i/{unpaid['id']}/status")).json()
+        assert (st["status"], st["additional_status"], st["state"]) == (
+            "invalid", "marked", "invalid_cancelled")
+        assert st["destinations"]["bip21"] is None
+        st = (await c.get(f"/i/{paid['id']}/status")).json()
+        assert st["state"] == "invalid_cancelled_paid"
+        for code, title in CANCELLED.items():
+            page = (await c.get(f"/i/{unpaid['id']}?lang={code}")).text
+            assert title in page, code
+            assert config_of(page)["messages"]["invalid_cancelled.title"] == title
+            assert re.search(r'<section class="pay" data-role="pay"[^>]*hidden>', page)
+        en = (await c.get(f"/i/{unpaid['id']}?lang=en")).text
+        assert "not confirmed" not in en.split("checkout-config")[0]
+        assert "The shop cancelled this invoice." in en and "send any payment to it" in en
+        en = (await c.get(f"/i/{paid['id']}?lang=en")).text
+        assert "contact the shop about the payment you sent" in en.split("checkout-config")[0]
+        # The page's script is told which states never change again, and listens for every
+        # invoice event the platform sends (a reversal included).
+        cfg = config_of(en)
+        assert set(cfg["final_states"]) == {"invalid", "invalid_cancelled",
+                                            "invalid_cancelled_paid"}
+        assert "invoice.payment_reversed" in cfg["events"]

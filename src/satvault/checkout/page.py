@@ -31,11 +31,13 @@ from satvault.checkout.i18n import (
     translations,
 )
 from satvault.checkout.view import (
+    FINAL_STATES,
     NO_COUNT,
     OPEN_STATES,
     STATES,
 )
 from satvault.db import utcnow
+from satvault.events.catalog import INVOICE_EVENTS
 from satvault.invoices.models import StoreInvoice
 from satvault.onchain.bip21 import msat_to_sat_ceil
 from satvault.rates.base import currency_scale
@@ -48,8 +50,6 @@ HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 REDIRECT_SECONDS = 5
 POLL_MILLISECONDS = 2000
-INVOICE_EVENTS = ("invoice.created", "invoice.payment_received", "invoice.processing",
-                  "invoice.settled", "invoice.expired", "invoice.invalid")
 # The page may load and talk to this origin only; no inline script or style runs.
 PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -198,8 +198,9 @@ def render_page(inv: StoreInvoice, *, store_name: str, status: dict[str, Any],
         "invoice_id": inv.id, "lang": language.tag,
         "status_url": f"/i/{inv.id}/status", "qr_url": f"/i/{inv.id}/qr/",
         "events_url": f"/api/v1/events/stream?invoice_id={inv.id}",
-        "events": list(INVOICE_EVENTS), "poll_ms": POLL_MILLISECONDS,
-        "redirect_seconds": REDIRECT_SECONDS, "messages": messages, "status": status,
+        "events": sorted(INVOICE_EVENTS), "final_states": sorted(FINAL_STATES),
+        "poll_ms": POLL_MILLISECONDS, "redirect_seconds": REDIRECT_SECONDS,
+        "messages": messages, "status": status,
         "duration_s": int((inv.expires_at - inv.created_at).total_seconds()),
     }
     tabs = ["unified", "onchain", "lightning"] if pay["onchain_uri"] and pay["bolt11"] \

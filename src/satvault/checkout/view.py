@@ -35,8 +35,8 @@ from satvault.invoices.status import Additional, Status
 from satvault.onchain.bip21 import make_bip21
 from satvault.onchain.models import ChainBlock, OnchainPayment, OnchainPaymentStatus
 
-__all__ = ["NO_COUNT", "OPEN_STATES", "STATES", "LivePayment", "StateText", "live_payment",
-           "public_status", "qr_data", "ui_state"]
+__all__ = ["FINAL_STATES", "NO_COUNT", "OPEN_STATES", "STATES", "LivePayment", "StateText",
+           "live_payment", "public_status", "qr_data", "ui_state"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +73,26 @@ STATES: dict[str, StateText] = {
     "invalid": StateText(
         N_("Payment not confirmed"),
         N_("The payment was not confirmed in time. Please contact the shop.")),
+    # The shop marked the invoice invalid (voided it) by hand.
+    "invalid_cancelled": StateText(
+        N_("Invoice cancelled"),
+        N_("The shop cancelled this invoice. Please don't send any payment to it.")),
+    "invalid_cancelled_paid": StateText(
+        N_("Invoice cancelled"),
+        N_("The shop cancelled this invoice. Please contact the shop about the payment you "
+           "sent.")),
 }
 # Said instead of the confirmation count when there is none to give.
 NO_COUNT = N_("Waiting for network confirmation.")
 # States in which the payer still has something to pay.
 OPEN_STATES = frozenset({"waiting", "partial"})
+# States that never change again: the page stops listening. Not ``paid``: an on-chain payment
+# a reorg takes away sends a settled invoice back (``invoice.payment_reversed``).
+FINAL_STATES = frozenset({"invalid", "invalid_cancelled", "invalid_cancelled_paid"})
 
 
 def ui_state(status: Status, additional: Additional, confirmations: dict[str, int] | None,
-             under_review: bool = False) -> str:
+             under_review: bool = False, seen_msat: int = 0) -> str:
     if status == Status.SETTLED:
         return "paid"
     if status == Status.PROCESSING:
@@ -90,6 +101,8 @@ def ui_state(status: Status, additional: Additional, confirmations: dict[str, in
         return {Additional.PAID_PARTIAL: "expired_partial",
                 Additional.PAID_LATE: "expired_late"}.get(additional, "expired")
     if status == Status.INVALID:
+        if additional == Additional.MARKED:  # voided by the shop, not timed out
+            return "invalid_cancelled_paid" if seen_msat > 0 else "invalid_cancelled"
         return "invalid"
     if under_review:
         return "review"
@@ -176,7 +189,7 @@ async def public_status(session: AsyncSession, inv: StoreInvoice) -> dict[str, A
     return {
         "id": inv.id, "status": inv.status, "additional_status": inv.additional_status,
         "state": ui_state(inv.status, inv.additional_status, confirmations,
-                          pay.under_review),
+                          pay.under_review, inv.seen_msat),
         "amount_msat": inv.due_msat, "paid_msat": inv.confirmed_msat,
         "seen_msat": inv.seen_msat, "due_msat": max(0, inv.due_msat - inv.seen_msat),
         "confirmations": confirmations,

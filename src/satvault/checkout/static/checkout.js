@@ -14,7 +14,9 @@
   const cfg = JSON.parse(cfgNode.textContent);
   const M = cfg.messages;
   const OPEN = ["waiting", "partial"];
-  const DONE = ["paid", "invalid"];
+  // States that never change again (the page stops listening). "paid" is not one: a reorg
+  // can take an on-chain payment away, and the page keeps a slow poll to show it.
+  const DONE = cfg.final_states || ["invalid"];
   const $ = (sel) => root.querySelector(sel);
   const $$ = (sel) => Array.from(root.querySelectorAll(sel));
 
@@ -88,7 +90,7 @@
     const back = $("[data-role=back]");
     back.hidden = open || !safeUrl(status.redirect_url);
     if (open) renderDestinations(status.destinations);
-    if (state === "paid") startRedirect();
+    if (state === "paid") startRedirect(); else stopRedirect();
     tick();
   }
 
@@ -145,6 +147,13 @@
         show();
       }
     }, 1000);
+  }
+
+  function stopRedirect() {  // a reversal while counting down: stay on the page
+    if (!redirectTimer) return;
+    clearInterval(redirectTimer);
+    redirectTimer = null;
+    $("[data-role=redirecting]").hidden = true;
   }
 
   /* --------------------------------------------------------------------- countdown */
@@ -292,12 +301,16 @@
     } finally {
       inFlight = false;
       if (again) { again = false; refresh(); } else { schedule(); }
-      if (DONE.includes(status.state) && stream) { stream.close(); stream = null; }
+      // Paid or over: the stream is let go (a slow poll is enough for a reversal).
+      const quiet = DONE.includes(status.state) || status.state === "paid";
+      if (quiet && stream) { stream.close(); stream = null; }
     }
   }
 
   function connect() {
-    if (!("EventSource" in window) || DONE.includes(status.state)) return;
+    if (!("EventSource" in window) || DONE.includes(status.state) || status.state === "paid") {
+      return;
+    }
     try {
       stream = new EventSource(cfg.events_url);
     } catch (err) {
