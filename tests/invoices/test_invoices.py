@@ -316,6 +316,30 @@ async def test_authorization_listing_and_marks(lnenv: LnEnv, shop):
         assert marked.json()["additional_status"] == "marked"
 
 
+async def test_a_marked_invoice_cannot_be_paid_over_lightning_any_more(lnenv: LnEnv, shop):
+    """Found from outside: an invoice the merchant marked settled (paid some other way) or
+    invalid (voided) kept its BOLT11 payable on the node, so a customer holding the QR code
+    paid a settled invoice a second time, or a voided one. A mark cancels its BOLT11s."""
+    from satvault.simnet.ln._model import PaymentStatus
+
+    env = lnenv
+    async with api_client(env) as c:
+        for n, status in enumerate(("settled", "invalid")):
+            inv = (await create(c, shop, f"m{n}", amount="2000", currency="SATS")).json()
+            bolt11 = inv["payment_methods"]["lightning"]["bolt11"]
+            r = await c.post(f"/api/v1/invoices/{inv['id']}/mark", headers=shop["key"],
+                             json={"status": status})
+            assert r.status_code == 200, r.text
+            paid = env.network.pay("customer1", bolt11)
+            assert paid.status == PaymentStatus.FAILED, (status, paid)
+            await settle_all(env)
+            got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+            assert (got["status"], got["paid_msat"]) == (status, 0)
+    _, merchant = await fees_and_merchant(env, shop)
+    assert merchant == 0  # nothing arrived
+    await env.check()
+
+
 async def test_store_settings_from_the_api_apply_to_new_invoices(lnenv: LnEnv, shop):
     """The spread and default currency set through PATCH /stores/{id} price the next invoice;
     an invoice created before keeps the rate it locked."""

@@ -630,11 +630,12 @@ async def follow_up_of(session: AsyncSession, invoice_id: str) -> FollowUp:
         LnInvoice.status.in_((LnInvoiceStatus.OPEN, LnInvoiceStatus.RESERVED))
     ))).scalars().all()
     open_ln = [ln for ln in lns if ln.status == LnInvoiceStatus.OPEN]
-    if inv.status in (Status.SETTLED, Status.PROCESSING):
+    if inv.status in (Status.SETTLED, Status.PROCESSING, Status.INVALID):
         # Paid in full, or seen in full and confirming: nobody may pay a BOLT11 of it any
         # more (found from outside: the BOLT11 of a unified QR stayed payable while its
         # on-chain payment confirmed, and a customer paid the invoice twice). If the seen
         # payment goes away, the invoice is new again and the rest below asks for it anew.
+        # Marked settled or invalid by the merchant: the same (found from outside too).
         return FollowUp(cancel=tuple(ln.payment_hash for ln in open_ln))
     if len(open_ln) < len(lns):  # a payment held for review: its case decides what is due
         return FollowUp()

@@ -13,10 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.backends.lightning import LightningBackend
 from satvault.config import Settings
 from satvault.lightning.invoices import StoreInvoiceHook
+from satvault.logs import get_logger
 from satvault.withdrawals.refused import InvoiceFollowUp
 
-__all__ = ["invoice_follow_up_of", "lightning_of", "lnurl_http_of", "payer_wake_of",
-           "runtime_of", "sessions_of", "settings_of"]
+__all__ = ["follow_up_invoice", "invoice_follow_up_of", "lightning_of", "lnurl_http_of",
+           "payer_wake_of", "runtime_of", "sessions_of", "settings_of"]
+
+
+_log = get_logger(__name__)
 
 
 def sessions_of(request: Request) -> async_sessionmaker[AsyncSession]:
@@ -56,6 +60,19 @@ def invoice_follow_up_of(request: Request) -> InvoiceFollowUp | None:
     follow_up: InvoiceFollowUp | None = getattr(runtime_of(request), "invoice_follow_up",
                                                 None)
     return follow_up
+
+
+async def follow_up_invoice(request: Request, invoice_id: str) -> None:
+    """After a change to a store invoice committed: what the node must do for it (cancel the
+    BOLT11s nobody may pay any more, issue one for what is still due). Never raises: the
+    change stands, and the on-chain address or a later follow-up still covers the rest."""
+    follow_up = invoice_follow_up_of(request)
+    if follow_up is None:
+        return
+    try:
+        await follow_up(invoice_id)
+    except Exception:
+        _log.exception("store_invoice_follow_up_failed", invoice=invoice_id)
 
 
 def lnurl_http_of(request: Request) -> httpx.AsyncClient | None:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from satvault.accounts import service as acc
+from satvault.simnet.ln._model import PaymentStatus
 from satvault.web.app import create_app
 from tests.chainenv import LnEnv
 from tests.invoices.test_invoices import settle_all
@@ -112,12 +113,15 @@ async def test_create_pay_and_mark(web: httpx.AsyncClient, shop: Shop, lnenv: Ln
     assert r.status_code == 422 and "confirm" in r.text
     assert (await web.post(mark, data={"status": "invalid", "confirm": "yes"})
             ).status_code == 403
-    assert (await web.get(f"/api/v1/invoices/{second}", headers=shop.key)).json()[
-        "status"] == "new"
+    before = (await web.get(f"/api/v1/invoices/{second}", headers=shop.key)).json()
+    assert before["status"] == "new"
     r = await web.post(mark, data={"csrf_token": token, "status": "invalid", "confirm": "yes"})
     assert r.status_code == 303
     api = (await web.get(f"/api/v1/invoices/{second}", headers=shop.key)).json()
     assert (api["status"], api["additional_status"]) == ("invalid", "marked")
+    # Its BOLT11 went off the node with the mark: a customer's QR code no longer pays it.
+    late = lnenv.network.pay("customer1", before["payment_methods"]["lightning"]["bolt11"])
+    assert late.status == PaymentStatus.FAILED, late
 
     # A refund is a withdrawal: without a step-up, off to the step-up page.
     r = await web.post(f"{base}/{invoice_id}/refund",

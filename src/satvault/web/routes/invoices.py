@@ -35,6 +35,7 @@ from satvault.invoices.service import (
 from satvault.invoices.status import Status
 from satvault.invoices.views import invoice_payload
 from satvault.kernel.errors import InvalidInput, NotFound, SatvaultError
+from satvault.kernel.retrying import retrying
 from satvault.ledger.history import InvalidCursor
 from satvault.rates.errors import RateError
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
@@ -45,6 +46,7 @@ from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
 from satvault.web.routes.withdrawals import out
 from satvault.web.state import (
+    follow_up_invoice,
     invoice_follow_up_of,
     lightning_of,
     lnurl_http_of,
@@ -252,11 +254,20 @@ async def list_invoices(
 
 
 @router.post("/invoices/{invoice_id}/mark")
-async def mark(invoice_id: str, body: MarkIn, request: Request, session: SessionDep,
-               principal: Writer) -> dict[str, Any]:
-    inv = await visible_invoice(session, principal, invoice_id)
-    await mark_invoice(session, inv, body.status, actor=f"key:{principal.key_id}")
-    return await invoice_payload(session, inv, request.app.state.settings.public_url)
+async def mark(invoice_id: str, body: MarkIn, request: Request, principal: Writer
+               ) -> dict[str, Any]:
+    async def unit(session: AsyncSession) -> StoreInvoice:
+        inv = await visible_invoice(session, principal, invoice_id)
+        return await mark_invoice(session, inv, body.status, actor=f"key:{principal.key_id}")
+
+    sessions = sessions_of(request)
+    await retrying(sessions, unit)
+    # Once the mark committed, its BOLT11s are taken off the node (found from outside: a
+    # customer paid an invoice the merchant had marked settled a second time).
+    await follow_up_invoice(request, invoice_id)
+    async with sessions() as session:
+        inv = await visible_invoice(session, principal, invoice_id)
+        return await invoice_payload(session, inv, settings_of(request).public_url)
 
 
 @router.post("/invoices/{invoice_id}/refunds", status_code=201, dependencies=[CreateLimit])

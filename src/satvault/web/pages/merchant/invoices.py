@@ -58,6 +58,7 @@ from satvault.web.pages.render import render
 from satvault.web.routes.invoices import InvoiceIn, MarkIn, RefundIn, submit_refund
 from satvault.web.routes.invoices import list_invoices as api_list_invoices
 from satvault.web.state import (
+    follow_up_invoice,
     lightning_of,
     runtime_of,
     sessions_of,
@@ -263,6 +264,7 @@ async def mark(merchant_id: str, invoice_id: str, request: Request, view: PageUs
             who = await owner(s, view, merchant_id)
             return await _detail(request, lang, view, s, who, invoice_id, error=message,
                                  status_code=status)
+    await follow_up_invoice(request, invoice_id)  # its BOLT11s off the node, as in the API
     return RedirectResponse(f"/dashboard/m/{merchant_id}/invoices/{invoice_id}?done=marked",
                             status_code=303)
 
