@@ -212,6 +212,56 @@ async def test_zero_conf_only_under_the_configured_amount(env: Env):
     await env.check()
 
 
+async def test_spent_credit_whose_transaction_comes_back_leaves_review(env: Env):
+    """Found from outside: a credit reorged out after it was spent (so not reversed: review)
+    stayed in review for good when the same transaction was mined again, though its credit
+    had never left the wallet: the deposit read unpaid, its coin was never swept, reconcile
+    alarmed at every run and the review item said the platform had lost the money. Once the
+    transaction is back it is credited as before (no ledger move) and the item resolves
+    itself; should it vanish again, the item is not opened twice."""
+    from satvault.ledger.core import TransferSpec
+    from satvault.ledger.platform import ensure_platform_accounts
+    from satvault.ledger.store import submit_one
+
+    d = await deposit(env, 40_000)
+    txid = env.chain.pay(d.address, 40_000)
+    raw = env.server.call("getrawtransaction", [txid])
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    async with env.sessions() as s, s.begin():
+        fees = (await ensure_platform_accounts(s, "BTC")).fees.id
+    await submit_one(env.sessions, TransferSpec("spend", env.wallet.ledger_account_id, fees,
+                                                30_000 * SAT, "BTC"))
+    moves = await ledger_moves(env)
+    env.chain.reorg(1, drop_txids=[txid])
+    await env.runtime.watcher.step()
+    async with env.sessions() as s:
+        assert (await s.execute(select(OnchainPayment.credit_state))).scalar_one() == "review"
+
+    assert await env.runtime.backend.broadcast(raw) == txid  # the same transaction, again
+    env.chain.mine(1)
+    for _ in range(2):
+        assert not (await env.runtime.watcher.step()).errors
+    async with env.sessions() as s:
+        p = (await s.execute(select(OnchainPayment))).scalar_one()
+        items = (await s.execute(select(ReviewItem))).scalars().all()
+    assert (p.status, p.credit_state) == ("confirmed", "credited")  # sweepable again
+    assert [(i.kind, i.resolved_by) for i in items] == [("deposit_reversal_unfunded", "system")]
+    assert items[0].resolution and txid in items[0].resolution
+    assert (await view(env, d.request.id)).status == "paid"
+    assert await ledger_moves(env) == moves  # the credit never left: nothing booked again
+    assert (await env.balances())["available"] == 10_000 * SAT
+
+    env.chain.reorg(1, drop_txids=[txid])  # gone again: review again, one open item
+    await env.runtime.watcher.step()
+    async with env.sessions() as s:
+        assert (await s.execute(select(OnchainPayment.credit_state))).scalar_one() == "review"
+        open_items = (await s.execute(select(ReviewItem).where(
+            ReviewItem.resolved_at.is_(None)))).scalars().all()
+    assert len(open_items) == 1
+    await env.check()
+
+
 async def test_payment_that_vanishes_and_comes_back_is_credited_once(env: Env):
     """Held, double-spent (hold voided), then the double spend is reorged away and the
     original is broadcast again: a fresh hold under a new id, credited once, no jam."""

@@ -73,6 +73,8 @@ from satvault.telemetry import PAYMENTS_RECEIVED
 __all__ = ["Match", "StepReport", "Watcher", "scan_block", "scan_txs"]
 
 log = get_logger(__name__)
+# The review item of a spent credit a reorg could not take back.
+_UNFUNDED = "deposit_reversal_unfunded"
 # Brings a store invoice's status up to date in the transaction that credits its payment
 # (the composition root passes ``invoices.service.apply_payment``): session, invoice id.
 StoreInvoiceHook = Callable[[AsyncSession, str], Awaitable[object]]
@@ -399,6 +401,9 @@ class Watcher:
                 | (P.credit_state == CreditState.PENDING)
                 | ((P.credit_state == CreditState.CREDITED)
                    & (P.status == OnchainPaymentStatus.CONFLICTED))
+                # A spent credit that could not be reversed, whose transaction is back.
+                | ((P.credit_state == CreditState.REVIEW)
+                   & (P.status != OnchainPaymentStatus.CONFLICTED))
             ).order_by(P.id))).all()
         moves = reviews = 0
         senders: dict[str, tuple[str, ...]] = {}
@@ -481,6 +486,13 @@ class Watcher:
                     counted.append("reversed")
                 return done
         else:
+            if p.credit_state == CreditState.REVIEW:
+                # Reorged out after its money was spent, so never reversed (review), and now
+                # back (found from outside: it stayed in review for good, never swept, and
+                # its item kept saying the money was lost). The credit never left the
+                # wallet: it is credited as before, with no ledger move, and the item closed.
+                await self._back_from_review(session, p)
+                return 0, 0
             if p.credit_state == CreditState.REVERSED:  # reversed after a reorg, and it is back
                 p.hold_generation += 1
                 key = f"{base}:g{p.hold_generation}"
@@ -605,15 +617,32 @@ class Watcher:
             p.credit_state, p.updated_at = CreditState.REVERSED, utcnow()
             log.warning("deposit_reversed", payment=f"{p.txid}:{p.vout}", sat=p.value_sat)
             return 1, 0
-        session.add(ReviewItem(
-            kind="deposit_reversal_unfunded", subject=f"{p.txid}:{p.vout}",
-            details=json.dumps({"wallet_id": p.wallet_id, "value_sat": p.value_sat,
-                                "ledger_result": outcome.result.value}),
-            created_at=utcnow()))
+        subject = f"{p.txid}:{p.vout}"
+        already = (await session.execute(select(ReviewItem.id).where(
+            ReviewItem.kind == _UNFUNDED, ReviewItem.subject == subject,
+            ReviewItem.resolved_at.is_(None)))).first()
+        if already is None:  # gone, back and gone again: one open item for the one matter
+            session.add(ReviewItem(
+                kind=_UNFUNDED, subject=subject,
+                details=json.dumps({"wallet_id": p.wallet_id, "value_sat": p.value_sat,
+                                    "ledger_result": outcome.result.value}),
+                created_at=utcnow()))
         p.credit_state, p.updated_at = CreditState.REVIEW, utcnow()
         log.error("deposit_reversal_needs_review", payment=f"{p.txid}:{p.vout}",
                   sat=p.value_sat, result=outcome.result.value)
         return 0, 1
+
+    async def _back_from_review(self, session: AsyncSession, p: OnchainPayment) -> None:
+        now = utcnow()
+        p.credit_state, p.updated_at = CreditState.CREDITED, now
+        subject = f"{p.txid}:{p.vout}"
+        await session.execute(update(ReviewItem).where(
+            ReviewItem.kind == _UNFUNDED, ReviewItem.subject == subject,
+            ReviewItem.resolved_at.is_(None)).values(
+                resolved_at=now, resolved_by="system",
+                resolution=f"transaction {p.txid} is back on the chain: the credit it "
+                           "could not take back stands, and nothing was lost"))
+        log.warning("deposit_back_from_review", payment=subject, sat=p.value_sat)
 
     # -------------------------------------------------------------------------- running
     async def run(self, interval: float) -> None:
