@@ -340,6 +340,36 @@ async def test_a_marked_invoice_cannot_be_paid_over_lightning_any_more(lnenv: Ln
     await env.check()
 
 
+async def test_the_first_bolt11_goes_once_lightning_pays_the_rest(lnenv: LnEnv, shop):
+    """Found from outside: part paid on-chain (unconfirmed), the rest paid with the page's
+    new BOLT11: the invoice was processing, but its first, full-amount BOLT11 stayed payable
+    (the crediting transaction had set the status, so the sweep saw no change and skipped
+    the node's follow-up), and the customer paid the whole invoice a second time."""
+    from satvault.simnet.ln._model import PaymentStatus
+
+    env = lnenv
+    async with api_client(env) as c:
+        inv = (await create(c, shop, "fb", amount="50000", currency="SATS")).json()
+        first = inv["payment_methods"]["lightning"]["bolt11"]
+        env.chain.pay(inv["payment_methods"]["onchain"]["address"], 20_000)  # unconfirmed
+        await settle_all(env)
+        rest = (await c.get(f"/i/{inv['id']}/status")).json()["destinations"]["bolt11"]
+        assert rest and rest != first
+        assert env.network.pay("customer1", rest).status == PaymentStatus.SUCCEEDED
+        # As a running app does: the listener credits it and sets the invoice's status in
+        # that transaction; then the invoices' sweep passes by.
+        await env.runtime.listener.sweep()
+        await refresh_open_invoices(env.sessions, env.settings, env.runtime.lightning)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert (got["status"], got["seen_msat"]) == ("processing", 50_000_000)
+        again = env.network.pay("customer1", first)
+        assert again.status == PaymentStatus.FAILED, again
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["seen_msat"] == 50_000_000  # paid once
+    await env.check()
+
+
 async def test_store_settings_from_the_api_apply_to_new_invoices(lnenv: LnEnv, shop):
     """The spread and default currency set through PATCH /stores/{id} price the next invoice;
     an invoice created before keeps the rate it locked."""

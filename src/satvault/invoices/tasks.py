@@ -47,13 +47,16 @@ async def _one(session: AsyncSession, *, invoice_id: str, settings: Settings
                ) -> tuple[bool, bool]:
     """(changed, the node may have something to do for it). A payment's crediting
     transaction sets the status itself (``apply_payment``), so an invoice this sweep finds
-    unchanged may still need its follow-up: settled (cancel the other BOLT11s) or partly paid
-    (a BOLT11 for the rest). :func:`follow_up_of` checks, so repeating it is harmless."""
+    unchanged may still need its follow-up: settled or processing (cancel the other BOLT11s;
+    found from outside: a Lightning payment of the rest made the invoice processing in its
+    own transaction, and the first BOLT11 stayed payable) or partly paid (a BOLT11 for the
+    rest). :func:`follow_up_of` checks, so repeating it is harmless."""
     inv = await session.get(StoreInvoice, invoice_id, with_for_update=True)
     if inv is None:
         return False, False
     changed = await refresh(session, inv, settings=settings)
-    pending = inv.status == Status.SETTLED or (inv.status == Status.NEW and inv.seen_msat > 0)
+    pending = inv.status in (Status.SETTLED, Status.PROCESSING) \
+        or (inv.status == Status.NEW and inv.seen_msat > 0)
     return changed, changed or pending
 
 
