@@ -122,8 +122,8 @@ def verify_proof(
     proof: Annotated[Path, typer.Option(help="Your proof (proofs/<wallet>.json).",
                                         dir_okay=False)],
     balance: Annotated[int | None, typer.Option(
-        min=0, help="Your wallet's balance (msat) at that height: the proof must cover "
-                    "exactly this much.")] = None,
+        min=0, help="Your wallet's balance (msat) at that height, posted_msat + "
+                    "frozen_msat: the proof must cover exactly this much.")] = None,
 ) -> None:
     """Check a proof against a root: prints the balance it proves, or exits 1 with why not."""
     loaded = []

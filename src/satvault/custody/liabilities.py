@@ -336,7 +336,8 @@ def verify(root: Any, proof: Any, *, expected_balance_msat: int | None = None) -
                                "changed)")
     if expected_balance_msat is not None and proven != expected_balance_msat:
         raise ProofInvalid(f"the proof covers {proven} msat, but your balance at block height "
-                           f"{height} was {expected_balance_msat} msat")
+                           f"{height} was {expected_balance_msat} msat (the balance proven is "
+                           "posted_msat + frozen_msat of the wallet)")
     return Verified(account=account, balance_msat=proven, height=height, root=root_hash.hex(),
                     total_msat=total, leaves=size)
 

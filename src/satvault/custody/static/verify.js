@@ -308,7 +308,8 @@
       }
       if (BigInt(expected) !== proven) {
         throw new ProofInvalid(`the proof covers ${proven} msat, but your balance at block ` +
-          `height ${height} was ${BigInt(expected)} msat`);
+          `height ${height} was ${BigInt(expected)} msat (the balance proven is ` +
+          `posted_msat + frozen_msat of the wallet)`);
       }
     }
     return { account, balance_msat: proven, height, root: toHex(rootHash), total_msat: total,
