@@ -370,6 +370,36 @@ async def test_the_first_bolt11_goes_once_lightning_pays_the_rest(lnenv: LnEnv, 
     await env.check()
 
 
+async def test_on_chain_never_asks_for_less_than_an_output_can_carry(lnenv: LnEnv, shop):
+    """Found from outside: a 0.01 USD invoice offered an on-chain BIP21 for 17 sat, and an
+    on-chain remainder of 200 sat was asked for: outputs that small are dust, which no node
+    relays, so the customer could not pay them. Below 294 sat (a P2WPKH output's dust limit)
+    on-chain is not offered at creation; a remainder asks for at least that much."""
+    env = lnenv
+    async with api_client(env) as c:
+        tiny = await create(c, shop, "d1", amount="17", currency="SATS")
+        assert tiny.status_code == 201, tiny.text
+        methods = tiny.json()["payment_methods"]
+        assert methods["onchain"] is None and methods["lightning"]["bolt11"]
+        only = await create(c, shop, "d2", amount="17", currency="SATS",
+                            payment_methods=["onchain"])
+        assert only.status_code == 422 and "294 sat" in only.json()["detail"], only.text
+        inv = (await create(c, shop, "d3", amount="10000", currency="SATS",
+                            payment_methods=["onchain"])).json()
+        env.chain.pay(inv["payment_methods"]["onchain"]["address"], 9_800)
+        env.chain.mine(1)
+        await settle_all(env)
+        st = (await c.get(f"/i/{inv['id']}/status")).json()
+        assert st["due_msat"] == 200_000
+        assert st["destinations"]["onchain_amount_sat"] == 294
+        env.chain.pay(st["destinations"]["onchain_uri"])  # payable: no longer dust
+        env.chain.mine(1)
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["status"] == "settled" and got["paid_msat"] == 10_094_000
+    await env.check()
+
+
 async def test_store_settings_from_the_api_apply_to_new_invoices(lnenv: LnEnv, shop):
     """The spread and default currency set through PATCH /stores/{id} price the next invoice;
     an invoice created before keeps the rate it locked."""

@@ -66,6 +66,7 @@ from satvault.onchain.models import (
     OnchainPayment,
     OnchainPaymentStatus,
 )
+from satvault.payouts.service import DUST_SAT
 from satvault.rates.base import currency_scale
 from satvault.rates.convert import apply_spread, fiat_to_msat
 from satvault.rates.service import RateService, build_rate_service
@@ -293,6 +294,11 @@ class Quote:
     ln: Invoice | None
 
 
+# The least an on-chain payment to a deposit address (P2WPKH) can be: Bitcoin Core's dust
+# limit for that output at its default dust relay fee.
+ONCHAIN_MIN_SAT = DUST_SAT["p2wpkh"]
+
+
 async def quote_store_invoice(*, store: Store, request: InvoiceRequest, settings: Settings,
                               lightning: LightningBackend | None,
                               rates: RateService | None = None) -> Quote:
@@ -333,6 +339,14 @@ async def quote_store_invoice(*, store: Store, request: InvoiceRequest, settings
         raise InvalidInput("the amount is below 1 sat")
     if due > MAX_MSAT or minor > MAX_MSAT:
         raise InvalidInput("the amount is above 21 million BTC")
+    if "onchain" in methods and msat_to_sat_ceil(due) < ONCHAIN_MIN_SAT:
+        # An output that small is dust, which no node relays (found from outside: a 0.01 USD
+        # invoice asked for 17 sat on-chain, which nobody could pay).
+        if "lightning" not in methods:
+            raise InvalidInput(
+                f"this invoice is {msat_to_sat_ceil(due)} sat, below the {ONCHAIN_MIN_SAT} "
+                "sat an on-chain output can carry: ask for payment_methods [\"lightning\"]")
+        methods = tuple(m for m in methods if m != "onchain")
     invoice_id = new_id("inv")
     now = utcnow()
     expires = now + timedelta(minutes=request.expiration_minutes)
@@ -481,7 +495,9 @@ def _destinations(inv: StoreInvoice, address: str | None, ln: LnInvoice | None
     # that was below 1 sat) would have a unified QR make the payer pay it all again.
     bolt11 = ln.bolt11 if ln is not None and remaining and ln.amount_msat == remaining \
         else None
-    sat = msat_to_sat_ceil(remaining) if remaining else None
+    # Never less than an output can carry: a remainder below dust could not be paid at all
+    # (found from outside); the customer pays a little over instead.
+    sat = max(msat_to_sat_ceil(remaining), ONCHAIN_MIN_SAT) if remaining else None
     # No label: every character makes the unified QR denser and harder to scan on a phone.
     bip21 = make_bip21(address, amount_sat=sat, lightning=bolt11) if address and remaining \
         else None
