@@ -225,3 +225,68 @@ async def test_the_payers_own_invoice_is_refused_not_held_for_review(lnenv: LnEn
     async with env.sessions() as s:
         assert (await s.execute(select(func.count()).select_from(RiskCase))).scalar_one() == 0
     await env.check()
+
+
+async def test_an_invoice_held_for_review_is_not_paid_by_asking_again(lnenv: LnEnv):
+    """Found from outside: while a payment of an external invoice waited for review, the same
+    request with a new idempotency key was screened afresh, approved, and paid at once: the
+    review was bypassed, the wallet held the amount twice, and the held one could only be
+    returned. Now, while one is held, every other request for that invoice is refused (409),
+    from any wallet; once its case decides, the invoice is free again."""
+    env = lnenv
+    auth, _ = await keys(env)
+    doc = default_doc()
+    doc["rules"].append({"id": "big", "score": 60, "when": {"all": [
+        {"field": "direction", "op": "eq", "value": "out"},
+        {"field": "amount_msat", "op": "gte", "value": 50_000 * SAT}]}})
+    await fund(env, env.wallet, 500_000 * SAT)
+    outside = env.network.create_invoice("customer2", 60_000 * SAT).bolt11
+    await make_live(env, doc)
+    async with api_client(env) as c:
+        r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                         headers={**auth, "Idempotency-Key": "first"},
+                         json={"destination": outside})
+        assert r.status_code == 201 and r.json()["status"] == "review", r.text
+        await make_live(env, default_doc())  # the same request would now be approved
+        before = await env.balances()
+        r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
+                         headers={**auth, "Idempotency-Key": "again"},
+                         json={"destination": f"lightning:{outside.upper()}"})
+        assert r.status_code == 409, r.text
+        assert r.json()["type"].endswith("invoice-under-review")
+    assert await env.balances() == before  # nothing more held
+    async with env.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(Withdrawal))).scalar_one() == 1
+    await env.check()
+
+
+def test_migration_0075_fills_the_held_invoices_payment_hashes(tmp_path):
+    """Migration 0075: a row already in ``risk_held_invoices`` gets its BOLT11's payment hash
+    (so a held payment made before the upgrade still blocks a second one); a BOLT11 that
+    cannot be read leaves it null rather than fail the upgrade."""
+    import sqlite3
+
+    from alembic import command
+
+    from satvault.migrate import alembic_config, upgrade
+    from tests.lightning.test_lightning import BOLT11_MAINNET
+
+    path = tmp_path / "m.db"
+    url = f"sqlite:///{path}"
+    upgrade(url, "0074_withdrawal_initiator")
+    at = "2026-12-01 00:00:00"
+    with sqlite3.connect(path) as db:
+        for wid, bolt11 in (("wd_real", BOLT11_MAINNET), ("wd_junk", "lnbcrtjunk")):
+            db.execute("INSERT INTO withdrawals (id, wallet_id, method, destination, "
+                       "amount_msat, fee_reserve_msat, status, hold_id, created_at, updated_at) "
+                       "VALUES (?, 'wal_a', 'lightning', ?, 1000, 0, 'review', ?, ?, ?)",
+                       (wid, bolt11, f"wd:{wid}:hold", at, at))
+            db.execute("INSERT INTO risk_held_invoices (withdrawal_id, bolt11) VALUES (?, ?)",
+                       (wid, bolt11))
+    upgrade(url)
+    with sqlite3.connect(path) as db:
+        got = dict(db.execute("SELECT withdrawal_id, payment_hash FROM risk_held_invoices"))
+    assert got == {"wd_real": "0001020304050607080900010203040506070809000102030405060708090102",
+                   "wd_junk": None}
+    command.downgrade(alembic_config(url), "0074_withdrawal_initiator")
+    upgrade(url)

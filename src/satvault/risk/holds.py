@@ -15,6 +15,7 @@ nothing else's.
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Wallet
@@ -25,7 +26,7 @@ from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import transfer
 from satvault.lightning.bolt11check import check_invoice
-from satvault.lightning.errors import PaymentRefused
+from satvault.lightning.errors import InvoiceUnderReview, PaymentRefused
 from satvault.lightning.payments import (
     check_time_to_pay,
     fee_reserve,
@@ -38,7 +39,21 @@ from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStat
 from satvault.payouts.service import check_daily_limit
 from satvault.risk.models import RiskHeldInvoice
 
-__all__ = ["hold_ln_for_review"]
+__all__ = ["hold_ln_for_review", "refuse_while_held"]
+
+
+async def refuse_while_held(session: AsyncSession, payment_hash: str) -> None:
+    """Refuse to pay an invoice while a payment of it waits for review, from any wallet
+    (found from outside: a second request for the same external invoice, screened afresh and
+    approved, was paid at once, so the review was bypassed and the held one could only be
+    returned). By payment hash: the same invoice signed again is the same payment."""
+    held = (await session.execute(
+        select(RiskHeldInvoice.withdrawal_id)
+        .join(Withdrawal, Withdrawal.id == RiskHeldInvoice.withdrawal_id)
+        .where(RiskHeldInvoice.payment_hash == payment_hash,
+               Withdrawal.status == WithdrawalStatus.REVIEW).limit(1))).first()
+    if held is not None:
+        raise InvoiceUnderReview
 
 
 async def hold_ln_for_review(session: AsyncSession, *, wallet: Wallet, bolt11: str,
@@ -74,7 +89,8 @@ async def hold_ln_for_review(session: AsyncSession, *, wallet: Wallet, bolt11: s
                     updated_at=now, store_id=store_id)
     session.add(wd)
     await session.flush()
-    session.add(RiskHeldInvoice(withdrawal_id=wid, bolt11=inv.bolt11))
+    session.add(RiskHeldInvoice(withdrawal_id=wid, bolt11=inv.bolt11,
+                                payment_hash=inv.payment_hash))
     platform = await ensure_platform_accounts(session, "BTC")
     await transfer(session, TransferSpec(
         wd.hold_id, wallet.ledger_account_id, platform.clearing.id, inv.amount_msat + reserve,

@@ -184,6 +184,8 @@ class RiskHeldInvoice(Base):
 
     withdrawal_id: Mapped[str] = mapped_column(ForeignKey("withdrawals.id"), primary_key=True)
     bolt11: Mapped[str] = mapped_column(Text)
+    # Null only for a row whose BOLT11 could not be read back when migration 0075 added it.
+    payment_hash: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class RiskAddressLabel(Base):

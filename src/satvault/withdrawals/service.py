@@ -54,7 +54,7 @@ from satvault.risk import (
     reject_error,
     screen,
 )
-from satvault.risk.holds import hold_ln_for_review
+from satvault.risk.holds import hold_ln_for_review, refuse_while_held
 from satvault.withdrawals.policy.approvals import apply_decision
 from satvault.withdrawals.policy.service import (
     decide_for,
@@ -303,6 +303,8 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
     event, payment_hash = _event_and_hash(wallet, prepared, settings=settings, purpose=purpose)
     if prepared.taken_off_node:
         event = await _internal_payee(session, event, payment_hash)
+    elif payment_hash is not None:
+        await refuse_while_held(session, payment_hash)
     screening = await screen_withdrawal(session, event)
     if screening.outcome == Outcome.REVIEW:
         if prepared.kind == "onchain":
