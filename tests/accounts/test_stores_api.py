@@ -134,6 +134,9 @@ async def test_other_merchants_and_store_keys_see_only_their_own(engine, db_url,
 
 @pytest.mark.parametrize("patch", [
     {"spread_bp": 2001}, {"spread_bp": -1}, {"default_currency": "XYZ"},
+    # Found from outside: a real code no rate source quotes was taken, and every invoice
+    # without a currency was refused from then on.
+    {"default_currency": "GBP"},
     {"speed_policy": 3}, {"name": ""}, {"name": None}, {"name": "x" * 121},
 ])
 async def test_bad_settings_are_refused_and_change_nothing(engine, db_url, people, sessions,

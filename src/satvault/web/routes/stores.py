@@ -24,11 +24,14 @@ from satvault.accounts.access import owned_store
 from satvault.accounts.models import Store, Wallet
 from satvault.accounts.service import Principal
 from satvault.kernel.errors import Forbidden, InvalidInput, NotFound
+from satvault.rates.errors import RateError, UnsupportedCurrency
+from satvault.rates.service import build_rate_service
 from satvault.web.deps import IdempotencyKey, SessionDep, require_any_scope, require_scope
 from satvault.web.fields import SingleLine, SpeedPolicy
 from satvault.web.idempotency import run_idempotent
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
+from satvault.web.state import runtime_of, settings_of
 
 __all__ = ["router"]
 
@@ -95,6 +98,31 @@ def _actor(principal: Principal) -> str:
     return f"key:{principal.key_id}"
 
 
+async def priceable_currency(request: Request, currency: object) -> None:
+    """A store's default currency must be one the rate sources quote (found from outside: GBP,
+    which no source quoted, was taken, and every invoice without a currency was refused from
+    then on). Asked of the sources before the unit of work; only sources that all say they do
+    not quote it refuse it, not one that is down."""
+    code = currency.strip().upper() if isinstance(currency, str) else ""
+    if not code or code in ("BTC", "SATS"):
+        return
+    rates = getattr(runtime_of(request), "rates", None)
+    settings = settings_of(request)
+    # Without a runtime, built for this once, as an invoice's price would be.
+    service = rates or build_rate_service(
+        settings.rate_sources, dict(settings.fixed_rates), min_sources=settings.rate_min_sources,
+        max_spread_bp=settings.rate_max_spread_bp)
+    try:
+        await service.rate(code)
+    except UnsupportedCurrency as exc:
+        raise InvalidInput(f"default_currency {code!r}: {exc}") from None
+    except RateError:
+        return  # unavailable now: the code itself may be fine, and is checked again later
+    finally:
+        if rates is None:
+            await service.close()
+
+
 def _merchant_for_new_store(principal: Principal, asked: str | None) -> str:
     if principal.is_admin:
         if not asked:
@@ -114,6 +142,7 @@ async def create_store(body: StoreIn, request: Request, principal: Writer,
                        idempotency_key: IdempotencyKey
                        ) -> JSONResponse:
     merchant_id = _merchant_for_new_store(principal, body.merchant_id)
+    await priceable_currency(request, body.default_currency)
 
     async def work(session: AsyncSession) -> tuple[int, Any]:
         store = await service.create_store(
@@ -149,9 +178,10 @@ async def get_store(store_id: str, session: SessionDep, principal: Reader) -> St
 
 
 @router.patch("/stores/{store_id}", response_model=StoreOut)
-async def patch_store(store_id: str, body: StorePatch, session: SessionDep,
+async def patch_store(store_id: str, body: StorePatch, request: Request, session: SessionDep,
                       principal: Writer) -> StoreOut:
     """Change some settings; fields left out keep their value. The change is audited."""
+    await priceable_currency(request, body.default_currency)  # before its first statement
     store = await owned_store(session, principal, store_id, for_update=True)
     changes = body.model_dump(exclude_unset=True)
     if any(v is None for v in changes.values()):

@@ -27,7 +27,7 @@ from satvault.web.pages.merchant.scope import (
     typed,
 )
 from satvault.web.pages.render import render
-from satvault.web.routes.stores import StoreIn, StorePatch
+from satvault.web.routes.stores import StoreIn, StorePatch, priceable_currency
 
 __all__ = ["router"]
 
@@ -60,6 +60,7 @@ async def create_store(merchant_id: str, request: Request, view: PageUser,
                        lang: PageLang) -> Response:
     values = await form_values(request)
     try:
+        await priceable_currency(request, values.get("default_currency"))
         async with transaction(request) as s:
             who = await owner(s, view, merchant_id)
             body = parse(StoreIn, typed(values, ints=_INTS))
@@ -102,6 +103,7 @@ async def update_store(merchant_id: str, store_id: str, request: Request, view: 
                        lang: PageLang) -> Response:
     values = await form_values(request)
     try:
+        await priceable_currency(request, values.get("default_currency"))
         async with transaction(request) as s:
             who = await owner(s, view, merchant_id)
             store = await owned_store(s, who.principal, store_id, for_update=True)
