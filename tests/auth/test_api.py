@@ -4,12 +4,15 @@ and reuse detection, key rotation), TOTP at the token endpoint, lockout and audi
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 
 import pyotp
 import pytest
 from sqlalchemy import select
 
+from satvault.accounts import security
 from satvault.accounts import service as acc
 from satvault.accounts.models import User, UserStatus
 from satvault.audit.models import AuditEvent
@@ -578,3 +581,89 @@ async def test_an_admins_token_moves_money_only_within_its_step_up(client, sessi
     r = await client.get(f"/api/v1/wallets/{wallet.id}",
                          headers=bearer(later.json()["access_token"]))
     assert r.status_code == 200, r.text
+
+
+class _Watched:
+    """The argon2 hasher, noting on which thread each computation runs and how many run at
+    once."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.threads, self.running, self.most = inner, set(), 0, 0
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def _run(self, fn, *args):
+        with self.lock:
+            self.threads.add(threading.get_ident())
+            self.calls += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return fn(*args)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def hash(self, password):
+        return self._run(self.inner.hash, password)
+
+    def verify(self, stored, password):
+        return self._run(self.inner.verify, stored, password)
+
+
+async def test_password_checks_run_off_the_event_loop_a_few_at_a_time(client, mailbox,
+                                                                      monkeypatch):
+    """Found from outside: eight concurrent wrong sign-ins ran argon2 on the event loop and
+    /healthz took seconds to answer. The checks run on a small pool of their own now, at
+    most ``ARGON2_THREADS`` at once, and the loop stays free to answer other requests."""
+    email = "flood@example.com"
+    await signed_up(client, mailbox, email)
+    watched = _Watched(security._hasher)
+    monkeypatch.setattr(security, "_hasher", watched)
+    loop_thread = threading.get_ident()
+
+    async def wrong(i: int):
+        who = email if i % 2 else f"nobody{i}@example.com"
+        return await password_grant(client, who, f"wrong password {i}")
+
+    answers = await asyncio.gather(*(wrong(i) for i in range(8)),
+                                   client.get("/healthz"))
+    assert all(r.status_code == 401 for r in answers[:-1])
+    assert answers[-1].status_code == 200
+    # Every argon2 computation ran on the pool, none on the loop's thread (a deterministic
+    # stand-in for "the loop stays responsive": timing it is at the mercy of a busy CI).
+    assert watched.threads and loop_thread not in watched.threads
+    assert watched.most <= security.ARGON2_THREADS
+
+
+async def test_sign_up_of_a_taken_address_costs_the_argon2_work_of_a_new_one(
+        client, mailbox, monkeypatch):
+    """Found from outside: a taken, active address answered sign-up in 44 ms (no argon2), a
+    new one in 1.3 s, which told which addresses have accounts."""
+    await signed_up(client, mailbox, "taken@example.com")
+    watched = _Watched(security._hasher)
+    monkeypatch.setattr(security, "_hasher", watched)
+    costs = []
+    for email in ("taken@example.com", "fresh@example.com"):
+        before = watched.calls
+        r = await client.post("/api/v1/auth/signup",
+                              json={"email": email, "password": "some password"})
+        assert r.status_code == 202, r.text
+        costs.append(watched.calls - before)
+    assert costs[0] == costs[1] >= 1
+
+
+async def test_password_reset_answers_the_same_when_the_mail_cannot_be_sent(
+        engine, db_url, smtp, mailbox):
+    """Found from outside: with the relay failing, a reset for a known address answered 503
+    mail-unavailable and one for an unknown address 202."""
+    async with client_for(engine, db_url, smtp[1]) as c:
+        await signed_up(c, mailbox, "known@example.com")
+    async with client_for(engine, db_url, 9) as c:  # nothing listens on port 9
+        known = await c.post("/api/v1/auth/password-reset",
+                             json={"email": "known@example.com"})
+        unknown = await c.post("/api/v1/auth/password-reset",
+                               json={"email": "nobody@example.com"})
+    assert known.status_code == unknown.status_code == 202, known.text
+    assert known.json() == unknown.json()
+

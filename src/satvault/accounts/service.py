@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import ApiKey, Merchant, Store, User, UserStatus, Wallet
 from satvault.accounts.security import (
-    hash_password,
+    hash_password_async,
     new_token,
     parse_token,
     secrets_match,
-    verify_password,
+    verify_password_async,
 )
 from satvault.audit.service import record
 from satvault.db import utcnow
@@ -155,7 +155,7 @@ async def create_user(session: AsyncSession, *, email: str, password: str | None
     if (await session.execute(select(User.id).where(User.email == email))).first():
         raise AlreadyExists(f"a user with e-mail {email!r} exists")
     user = User(id=new_id("usr"), email=email, display_name=display_name,
-                password_hash=hash_password(password) if password else None,
+                password_hash=await hash_password_async(password) if password else None,
                 is_admin=is_admin, kyc_tier=0, status=status, created_at=utcnow())
     session.add(user)
     await session.flush()
@@ -377,7 +377,8 @@ async def authenticate_password(session: AsyncSession, *, email: str, password: 
     user = (await session.execute(
         select(User).where(User.email == email.strip().lower())
     )).scalar_one_or_none()
-    if user is None or not user.password_hash or not verify_password(password, user.password_hash):
+    if (user is None or not user.password_hash
+            or not await verify_password_async(password, user.password_hash)):
         raise Unauthenticated("wrong e-mail or password")
     if user.status != UserStatus.ACTIVE:  # told only to whoever knows the password
         raise Unauthenticated(f"this account is {user.status.value}")

@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import User
-from satvault.accounts.security import hash_password, verify_password
+from satvault.accounts.security import hash_password_async, verify_password_async
 from satvault.audit.service import record
 from satvault.auth import signin, signup, stepup, totp
 from satvault.auth.credentials import credentials, is_locked
@@ -441,13 +441,14 @@ async def change_password(request: Request, view: PageUser, lang: PageLang,
         error = None
         if is_locked(creds, utcnow()):  # while locked nothing is checked
             error = "Too many failed attempts. Try again later."
-        elif not user.password_hash or not verify_password(current, user.password_hash):
+        elif not user.password_hash \
+                or not await verify_password_async(current, user.password_hash):
             await signin.count_failure(session, creds, policy=policy_of(request),
                                        what="password-change", ip=client_ip(request))
             await signin_failed(request)
             error = "The current password is not right."
         elif creds.payment_password_hash is not None \
-                and verify_password(password, creds.payment_password_hash):
+                and await verify_password_async(password, creds.payment_password_hash):
             # Refused, and counted as a guess at the payment password: the refusal says
             # what it is, so without the count it would be a way to guess it.
             await signin.count_failure(session, creds, policy=policy_of(request),
@@ -456,7 +457,7 @@ async def change_password(request: Request, view: PageUser, lang: PageLang,
             await signin_failed(request)
             error = "The new password must differ from the payment password."
         else:
-            user.password_hash = hash_password(password)
+            user.password_hash = await hash_password_async(password)
             await record(session, actor=user.id, action="auth.password_changed",
                          object=user.id)
             # Anyone else signed in with the old password is out now.
