@@ -667,3 +667,35 @@ async def test_password_reset_answers_the_same_when_the_mail_cannot_be_sent(
     assert known.status_code == unknown.status_code == 202, known.text
     assert known.json() == unknown.json()
 
+
+async def test_a_reset_cannot_make_the_sign_in_password_the_payment_password(
+        client, mailbox, sessions):
+    """Found from outside: the reset set a sign-in password equal to the payment password
+    (the security page refuses it), which made the money step-up a copy of the sign-in
+    password. Refused with the page's message, counted as a guess at the payment password,
+    and the link is spent (each guess costs a mail)."""
+    email = "pam@example.com"
+    user_id = await signed_up(client, mailbox, email)
+    async with sessions() as s, s.begin():
+        await stepup.set_payment_password(s, user_id=user_id, password=PASSWORD,
+                                          payment_password="pay me carefully")
+    await client.post("/api/v1/auth/password-reset", json={"email": email})
+    token = mailbox.last_link(email, "/password-reset/confirm")
+    r = await client.post("/api/v1/auth/password-reset/confirm",
+                          json={"token": token, "password": "pay me carefully"})
+    assert r.status_code == 422, r.text
+    assert "must differ from the payment password" in r.json()["detail"]
+    assert (await password_grant(client, email, "pay me carefully")).status_code == 401
+    assert (await password_grant(client, email)).status_code == 200
+    [counted] = [a for a in await actions(sessions, "auth.signin_failed")
+                 if json.loads(a.state_after)["factor"] == "payment-password-via-password"]
+    assert counted.object == user_id
+    r = await client.post("/api/v1/auth/password-reset/confirm",
+                          json={"token": token, "password": "another new secret"})
+    assert r.status_code == 422  # spent
+    await client.post("/api/v1/auth/password-reset", json={"email": email})
+    token = mailbox.last_link(email, "/password-reset/confirm")
+    r = await client.post("/api/v1/auth/password-reset/confirm",
+                          json={"token": token, "password": "another new secret"})
+    assert r.status_code == 200, r.text
+

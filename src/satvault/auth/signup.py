@@ -8,8 +8,9 @@ and take as long (a taken address's sign-up hashes the password it was given too
 differs is only the mail the address's owner gets (or does not). Each function
 returns the mail to send; the caller sends it after its unit of work has committed.
 
-A password reset sets the new password, spends every outstanding reset token of the user,
-clears the lockout, and revokes every web session and every API token family of the user.
+A password reset sets the new password (:func:`satvault.auth.passwords.set_password`: not
+the payment password; every outstanding reset token of the user spent; every web session
+and every API token family of the user revoked) and clears the lockout.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from satvault.audit.service import record
 from satvault.auth.credentials import AuthPolicy, credentials, digest, random_token
 from satvault.auth.mail import Mail
 from satvault.auth.models import EmailToken, Purpose
-from satvault.auth.revocation import revoke_everything
+from satvault.auth.passwords import set_password
 from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import InvalidInput
 from satvault.kernel.ids import new_id
@@ -166,18 +167,20 @@ async def request_password_reset(session: AsyncSession, *, email: str, links: Li
                      "you did not ask, ignore this mail: the password stays as it is.\n")
 
 
-async def confirm_password_reset(session: AsyncSession, *, token: str, password: str) -> User:
+async def confirm_password_reset(session: AsyncSession, *, token: str, password: str,
+                                 ip: str = "", policy: AuthPolicy = AuthPolicy()) -> User:
+    """Spend the link and set the password (:func:`satvault.auth.passwords.set_password`).
+    A new password equal to the payment password is refused as the security page refuses
+    it (found from outside: a reset set it, which took the money step-up away), counted as
+    a guess at the payment password, and the link stays spent, so every guess costs a
+    mail: :class:`SameAsPaymentPassword`, which the caller answers so that those commit."""
     _check_password(password)
     spent = await _spend(session, token=token, purpose=Purpose.RESET)
     user = await session.get(User, spent.user_id, with_for_update=True)
     assert user is not None  # FK
+    await set_password(session, user=user, password=password, reason="password-reset", ip=ip,
+                       policy=policy)
     now = utcnow()
-    await session.execute(
-        update(EmailToken)
-        .where(EmailToken.user_id == user.id, EmailToken.purpose == Purpose.RESET,
-               EmailToken.used_at.is_(None))
-        .values(used_at=now))
-    user.password_hash = await hash_password_async(password)
     creds = await credentials(session, user.id, for_update=True)
     creds.failed_signins, creds.locked_until, creds.updated_at = 0, None, now
     # Following the mailed link proves the mailbox as well as verification would.
@@ -185,5 +188,4 @@ async def confirm_password_reset(session: AsyncSession, *, token: str, password:
     if user.status == UserStatus.PENDING:
         user.status = UserStatus.ACTIVE
     await record(session, actor=user.id, action="auth.password_reset", object=user.id)
-    await revoke_everything(session, user_id=user.id, actor=user.id, reason="password-reset")
     return user

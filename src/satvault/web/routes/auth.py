@@ -34,7 +34,12 @@ from satvault.accounts.models import User
 from satvault.accounts.service import Principal
 from satvault.auth import signin, signup, stepup, tokens, totp
 from satvault.auth.credentials import AuthPolicy
-from satvault.auth.errors import AccountLocked, InvalidCode, MailUnavailable
+from satvault.auth.errors import (
+    AccountLocked,
+    InvalidCode,
+    MailUnavailable,
+    SameAsPaymentPassword,
+)
 from satvault.auth.mail import Mail, Mailer
 from satvault.auth.models import Credentials
 from satvault.auth.sessions import csrf_matches, resolve_session
@@ -176,10 +181,21 @@ class ResetConfirmIn(BaseModel):
     password: str = Field(min_length=8, max_length=1024)
 
 
-@router.post("/password-reset/confirm")
-async def password_reset_confirm(session: SessionDep, body: ResetConfirmIn) -> Verified:
-    user = await signup.confirm_password_reset(session, token=body.token,
-                                               password=body.password)
+@router.post("/password-reset/confirm", response_model=Verified,
+             responses=problem_responses(422))
+async def password_reset_confirm(request: Request, session: SessionDep,
+                                 body: ResetConfirmIn) -> Response | Verified:
+    try:
+        user = await signup.confirm_password_reset(session, token=body.token,
+                                                   password=body.password,
+                                                   ip=client_ip(request),
+                                                   policy=policy_of(request))
+    except SameAsPaymentPassword as exc:
+        await signin_failed(request)
+        # Answered, not raised: the count and the spent link must commit.
+        refused = problem_for(exc)
+        assert refused is not None
+        return refused
     return Verified(user_id=user.id, email=user.email, status=user.status.value)
 
 
