@@ -10,14 +10,14 @@ import threading
 
 import pyotp
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from satvault.accounts import security
 from satvault.accounts import service as acc
 from satvault.accounts.models import User, UserStatus
 from satvault.audit.models import AuditEvent
 from satvault.auth import stepup, tokens, totp
-from satvault.auth.models import Credentials
+from satvault.auth.models import Credentials, TokenFamily
 from satvault.kernel.errors import Unauthenticated
 from tests.auth.conftest import Mailbox, client_for
 
@@ -698,4 +698,33 @@ async def test_a_reset_cannot_make_the_sign_in_password_the_payment_password(
     r = await client.post("/api/v1/auth/password-reset/confirm",
                           json={"token": token, "password": "another new secret"})
     assert r.status_code == 200, r.text
+
+
+async def test_requiring_totp_ends_the_tokens_issued_before_it(client, mailbox, sessions):
+    """Found from outside: after an admin required TOTP of a user, the user's access and
+    refresh tokens kept working (refresh for 30 days). They are revoked now, and a refresh
+    is refused while the account must enroll, whatever made it so."""
+    async with sessions() as s, s.begin():
+        admin = await acc.create_user(s, email="boss@example.com", password=PASSWORD,
+                                      is_admin=True)
+        _, admin_key = await acc.create_api_key(s, owner_id=admin.id, scopes=["admin"])
+    user_id = await signed_up(client, mailbox, "tom@example.com")
+    issued = (await password_grant(client, "tom@example.com")).json()
+    other = (await password_grant(client, "tom@example.com")).json()
+    r = await client.put(f"/api/v1/auth/totp-required/{user_id}", json={"required": True},
+                         headers=bearer(admin_key))
+    assert r.status_code == 200, r.text
+    r = await client.get("/api/v1/me", headers=bearer(issued["access_token"]))
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    r = await client.post("/api/v1/auth/token", json={
+        "grant_type": "refresh_token", "refresh_token": issued["refresh_token"]})
+    assert r.status_code == 401
+    # A family the revocation missed (the requirement written some other way) is not
+    # refreshed either.
+    async with sessions() as s, s.begin():
+        await s.execute(update(TokenFamily).where(TokenFamily.user_id == user_id)
+                        .values(revoked_at=None, revoked_reason=None))
+    r = await client.post("/api/v1/auth/token", json={
+        "grant_type": "refresh_token", "refresh_token": other["refresh_token"]})
+    assert r.status_code == 401 and "enroll TOTP" in r.json()["detail"]
 
