@@ -728,3 +728,16 @@ async def test_requiring_totp_ends_the_tokens_issued_before_it(client, mailbox, 
         "grant_type": "refresh_token", "refresh_token": other["refresh_token"]})
     assert r.status_code == 401 and "enroll TOTP" in r.json()["detail"]
 
+
+async def test_sign_up_refuses_an_address_with_a_direction_override(client, mailbox,
+                                                                    sessions):
+    """Found from outside: sign-up with "adm\\u202enim@example.com" made a pending user
+    (before the mail failed). Refused, nothing stored; a reset for it matches nothing."""
+    email = "adm\u202enim@example.com"
+    r = await client.post("/api/v1/auth/signup", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 422 and "not an e-mail address" in r.json()["detail"], r.text
+    async with sessions() as s:
+        assert (await s.execute(select(User).where(User.email == email))).first() is None
+    r = await client.post("/api/v1/auth/password-reset", json={"email": email})
+    assert r.status_code == 202
+    assert (await password_grant(client, email)).status_code == 401

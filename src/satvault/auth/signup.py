@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import User, UserStatus
 from satvault.accounts.security import hash_password_async
-from satvault.accounts.service import create_user
+from satvault.accounts.service import create_user, normalize_email
 from satvault.audit.service import record
 from satvault.auth.credentials import AuthPolicy, credentials, digest, random_token
 from satvault.auth.mail import Mail
@@ -88,7 +88,7 @@ async def sign_up(session: AsyncSession, *, email: str, password: str, links: Li
     so whoever signed up with somebody else's address first got into the account that
     person verified later (pre-account hijacking)."""
     _check_password(password)
-    norm = email.strip().lower()
+    norm = normalize_email(email)  # refused alike whether or not it is taken
     existing = (await session.execute(select(User).where(User.email == norm))
                 ).scalar_one_or_none()
     life = timedelta(hours=policy.verify_token_hours)
