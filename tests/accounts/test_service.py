@@ -93,3 +93,22 @@ def test_passwords_are_hashed_at_production_cost_outside_the_suite():
     assert out[0].startswith("$argon2id$v=19$m=65536,t=3,p=4$"), out
     assert out[1] == "True"
     assert not cheap.startswith("$argon2id$v=19$m=65536,")
+
+
+@pytest.mark.parametrize("email", [
+    "adm\u202enim@example.com",  # right-to-left override
+    "admin\u200b@example.com",  # zero-width space
+    "a\u00e9@example.com",  # not ASCII in the local part
+    "bob@exa\u200dmple.com",  # zero-width joiner in the domain
+    "bob@example.com\u200e",  # a direction mark
+    "bo\x07b@example.com",  # a control
+])
+async def test_addresses_with_invisible_or_control_characters_are_refused(sessions, email):
+    """Found from outside: e-mail addresses took control, bidi and zero-width characters,
+    so one address could pass for another in every list and mail header."""
+    async with sessions() as s:
+        with pytest.raises(InvalidInput, match="not an e-mail address"):
+            await acc.create_user(s, email=email)
+    async with sessions() as s, s.begin():  # an IDN domain is still an address
+        assert (await acc.create_user(s, email="Ana@M\u00fcnchen.example")).email \
+            == "ana@m\u00fcnchen.example"

@@ -504,3 +504,54 @@ async def test_totp_an_admin_requires_stays_on_from_the_security_page(browsers, 
         marks = (await s.execute(select(WebSession.mfa_at).where(
             WebSession.user_id == lou.id))).scalars().all()
     assert marks and all(mark is None for mark in marks)
+
+
+async def test_a_password_change_spends_the_reset_links_mailed_before_it(browsers, mailbox,
+                                                                        sessions):
+    """Found from outside: a reset link mailed before a password change on the security
+    page still set a new password after it (only the reset itself spent the links)."""
+    async with sessions() as s, s.begin():
+        await acc.create_user(s, email="rae@example.com", password=PASSWORD)
+    laptop, thief = browsers.new(), browsers.new()
+    await post_form(thief, "/password-reset", "/password-reset", email="rae@example.com")
+    token = mailbox.last_link("rae@example.com", "/password-reset/confirm")
+    await sign_in(laptop, "rae@example.com")
+    r = await post_form(laptop, "/account/security", "/account/password", current=PASSWORD,
+                        password="a new password", password_again="a new password")
+    assert r.status_code == 200 and "Password changed" in r.text, r.text
+    page = await thief.get(f"/password-reset/confirm?token={token}")
+    r = await thief.post("/password-reset/confirm", data={
+        "csrf_token": csrf_of(page.text), "token": token, "password": "the thief's one",
+        "password_again": "the thief's one"})
+    assert r.status_code == 422 and "not valid" in r.text
+    assert (await sign_in(thief, "rae@example.com", "the thief's one")).status_code == 401
+    assert (await sign_in(thief, "rae@example.com", "a new password")).status_code == 303
+
+
+async def test_the_reset_page_refuses_the_payment_password_as_the_change_does(
+        browsers, mailbox, sessions):
+    """Found from outside: the reset page set a sign-in password equal to the payment
+    password, which the security page's change refuses."""
+    async with sessions() as s, s.begin():
+        await acc.create_user(s, email="pia@example.com", password=PASSWORD)
+    browser = browsers.new()
+    await sign_in(browser, "pia@example.com")
+    r = await post_form(browser, "/account/security", "/account/payment-password",
+                        current=PASSWORD, payment_password="pay me carefully",
+                        payment_password_again="pay me carefully")
+    assert r.status_code == 200 and "Payment password set." in r.text, r.text
+    changed = await post_form(browser, "/account/security", "/account/password",
+                              current=PASSWORD, password="pay me carefully",
+                              password_again="pay me carefully")
+    assert changed.status_code == 422
+    assert "must differ from the payment password" in changed.text
+    other = browsers.new()
+    await post_form(other, "/password-reset", "/password-reset", email="pia@example.com")
+    token = mailbox.last_link("pia@example.com", "/password-reset/confirm")
+    page = await other.get(f"/password-reset/confirm?token={token}")
+    r = await other.post("/password-reset/confirm", data={
+        "csrf_token": csrf_of(page.text), "token": token, "password": "pay me carefully",
+        "password_again": "pay me carefully"})
+    assert r.status_code == 422 and "must differ from the payment password" in r.text
+    assert (await sign_in(browsers.new(), "pia@example.com", "pay me carefully")
+            ).status_code == 401

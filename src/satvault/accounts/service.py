@@ -6,6 +6,7 @@ Functions take the session first and keyword arguments after; none of them commi
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,17 +16,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import ApiKey, Merchant, Store, User, UserStatus, Wallet
 from satvault.accounts.security import (
-    hash_password,
+    hash_password_async,
     new_token,
     parse_token,
     secrets_match,
-    verify_password,
+    verify_password_async,
 )
 from satvault.audit.service import record
 from satvault.db import utcnow
 from satvault.kernel.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
 from satvault.kernel.ids import new_id
-from satvault.kernel.text import one_line
+from satvault.kernel.text import NOT_IN_ONE_LINE, one_line
 from satvault.ledger.core import AccountKind
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import create_account
@@ -49,6 +50,7 @@ __all__ = [
     "get_wallet",
     "list_stores",
     "merchant_api_keys",
+    "normalize_email",
     "owner_type_of",
     "revoke_api_key",
     "update_store",
@@ -62,7 +64,11 @@ SCOPES = frozenset({
 # (satvault.auth.tokens), and for it ``admin`` does not stand for them (found from outside:
 # an admin's token issued without them withdrew from any customer's wallet all the same).
 MONEY_SCOPES = frozenset({"withdrawals:write"})
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}$")
+# The local part printable ASCII (what a relay without SMTPUTF8 carries); the domain may be an
+# IDN, but holds no control, format, separator or unassigned character (found from outside:
+# "adm\u202enim@example.com", a right-to-left override, made a pending user).
+_EMAIL = re.compile(r"^[!-?A-~]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}$")
+_NOT_IN_A_DOMAIN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 _PREFIX_OWNER = {"usr": "user", "mer": "merchant", "sto": "store"}
 
 
@@ -143,19 +149,27 @@ def _at_most(text: str, limit: int, what: str) -> str:
     return text
 
 
+def normalize_email(email: str) -> str:
+    """``email`` stripped and lower-cased, or :class:`InvalidInput` if it is not an address
+    we take (whoever gives it: sign-up, the CLI, an admin)."""
+    email = email.strip().lower()
+    if (not _EMAIL.match(email) or NOT_IN_ONE_LINE.search(email)
+            or any(unicodedata.category(c) in _NOT_IN_A_DOMAIN for c in email)):
+        raise InvalidInput(f"{email!a} is not an e-mail address")
+    return email
+
+
 async def create_user(session: AsyncSession, *, email: str, password: str | None = None,
                       display_name: str = "", is_admin: bool = False,
                       status: UserStatus = UserStatus.ACTIVE, actor: str = "system") -> User:
-    email = email.strip().lower()
-    if not _EMAIL.match(email):
-        raise InvalidInput(f"{email!r} is not an e-mail address")
+    email = normalize_email(email)
     if password is not None and len(password) < 8:
         raise InvalidInput("a password needs at least 8 characters")
     display_name = _at_most(display_name, 120, "a display name")
     if (await session.execute(select(User.id).where(User.email == email))).first():
         raise AlreadyExists(f"a user with e-mail {email!r} exists")
     user = User(id=new_id("usr"), email=email, display_name=display_name,
-                password_hash=hash_password(password) if password else None,
+                password_hash=await hash_password_async(password) if password else None,
                 is_admin=is_admin, kyc_tier=0, status=status, created_at=utcnow())
     session.add(user)
     await session.flush()
@@ -328,11 +342,17 @@ async def merchant_api_keys(session: AsyncSession, merchant_id: str) -> list[Api
 
 
 async def revoke_api_key(session: AsyncSession, *, key_id: str, actor: str = "system") -> None:
+    """Revoke a key; a key revoked already is left as it is (found from outside: a second
+    revocation moved ``revoked_at`` and wrote a second audit row)."""
     key: ApiKey = await _get(session, ApiKey, key_id, "API key")
-    before = key.revoked_at
-    key.revoked_at = utcnow()
+    done = await session.execute(update(ApiKey).where(ApiKey.id == key_id,
+                                                      ApiKey.revoked_at.is_(None))
+                                 .values(revoked_at=utcnow()))
+    if not done.rowcount:  # type: ignore[attr-defined]
+        return
+    await session.refresh(key, ["revoked_at"])
     await record(session, actor=actor, action="apikey.revoke", object=key_id,
-                 before={"revoked_at": before}, after={"revoked_at": key.revoked_at})
+                 before={"revoked_at": None}, after={"revoked_at": key.revoked_at})
 
 
 async def authenticate_api_key(session: AsyncSession, token: str) -> Principal:
@@ -377,7 +397,8 @@ async def authenticate_password(session: AsyncSession, *, email: str, password: 
     user = (await session.execute(
         select(User).where(User.email == email.strip().lower())
     )).scalar_one_or_none()
-    if user is None or not user.password_hash or not verify_password(password, user.password_hash):
+    if (user is None or not user.password_hash
+            or not await verify_password_async(password, user.password_hash)):
         raise Unauthenticated("wrong e-mail or password")
     if user.status != UserStatus.ACTIVE:  # told only to whoever knows the password
         raise Unauthenticated(f"this account is {user.status.value}")

@@ -10,6 +10,8 @@
     └── Forbidden (kernel)
         ├── StepUpRequired (kernel)  a money action from the dashboard needs a fresh step-up
         └── EnrollmentRequired  an admin (or a merchant an admin marked) has no TOTP yet
+    InvalidInput (kernel)
+    └── SameAsPaymentPassword   a new sign-in password equal to the payment password
     MailUnavailable             no SMTP relay configured outside development, or it refused
 
 Raised before anything is written, except where a route commits the failure count first.
@@ -17,10 +19,10 @@ Raised before anything is written, except where a route commits the failure coun
 
 from __future__ import annotations
 
-from satvault.kernel.errors import Forbidden, SatvaultError, Unauthenticated
+from satvault.kernel.errors import Forbidden, InvalidInput, SatvaultError, Unauthenticated
 
 __all__ = ["AccountLocked", "EnrollmentRequired", "InvalidCode", "MailUnavailable",
-           "SecondFactorNeeded"]
+           "SameAsPaymentPassword", "SecondFactorNeeded"]
 
 
 class AccountLocked(Unauthenticated):
@@ -39,6 +41,14 @@ class InvalidCode(Unauthenticated):
 
 class EnrollmentRequired(Forbidden):
     pass
+
+
+class SameAsPaymentPassword(InvalidInput):
+    """Raised after the refusal was counted as a guess at the payment password (and, on a
+    reset, the link spent): the caller answers it as a response so that those commit."""
+
+    def __init__(self) -> None:
+        super().__init__("The new password must differ from the payment password.")
 
 
 class MailUnavailable(SatvaultError):

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import User, UserStatus
-from satvault.accounts.security import hash_password, verify_password
+from satvault.accounts.security import hash_password, verify_password_async
 from satvault.audit.service import record
 from satvault.auth.credentials import (
     AuthPolicy,
@@ -63,14 +63,14 @@ async def check_password(session: AsyncSession, *, email: str, password: str, ip
     norm = email.strip().lower()
     user = (await session.execute(select(User).where(User.email == norm))).scalar_one_or_none()
     if user is None or not user.password_hash:
-        verify_password(password, _DUMMY_HASH)
+        await verify_password_async(password, _DUMMY_HASH)
         await record(session, actor="anonymous", action="auth.signin_failed", object="",
                      after={"factor": "password", "email": norm[:120], "ip": ip,
                             "known": False})
         raise Unauthenticated(_WRONG)
     creds = await credentials(session, user.id, for_update=True)
     refuse_if_locked(creds)
-    if not verify_password(password, user.password_hash):
+    if not await verify_password_async(password, user.password_hash):
         await count_failure(session, creds, policy=policy, what="password", ip=ip)
         raise Unauthenticated(_WRONG)
     if user.status != UserStatus.ACTIVE:

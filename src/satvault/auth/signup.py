@@ -4,11 +4,13 @@ A signed-up user is ``pending`` (no sign-in, no LNURL login, not payable) until 
 mailed to the address is followed. Mailed tokens are 256-bit, stored as SHA-256, single use,
 and expire (verification 48 h, reset 1 h). The answers do not tell whether an address has an
 account: sign-up with a taken address and a reset for an unknown one answer like any other,
-and what differs is only the mail the address's owner gets (or does not). Each function
+and take as long (a taken address's sign-up hashes the password it was given too), and what
+differs is only the mail the address's owner gets (or does not). Each function
 returns the mail to send; the caller sends it after its unit of work has committed.
 
-A password reset sets the new password, spends every outstanding reset token of the user,
-clears the lockout, and revokes every web session and every API token family of the user.
+A password reset sets the new password (:func:`satvault.auth.passwords.set_password`: not
+the payment password; every outstanding reset token of the user spent; every web session
+and every API token family of the user revoked) and clears the lockout.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import User, UserStatus
-from satvault.accounts.security import hash_password
-from satvault.accounts.service import create_user
+from satvault.accounts.security import hash_password_async
+from satvault.accounts.service import create_user, normalize_email
 from satvault.audit.service import record
 from satvault.auth.credentials import AuthPolicy, credentials, digest, random_token
 from satvault.auth.mail import Mail
 from satvault.auth.models import EmailToken, Purpose
-from satvault.auth.revocation import revoke_everything
+from satvault.auth.passwords import set_password
 from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import InvalidInput
 from satvault.kernel.ids import new_id
@@ -86,7 +88,7 @@ async def sign_up(session: AsyncSession, *, email: str, password: str, links: Li
     so whoever signed up with somebody else's address first got into the account that
     person verified later (pre-account hijacking)."""
     _check_password(password)
-    norm = email.strip().lower()
+    norm = normalize_email(email)  # refused alike whether or not it is taken
     existing = (await session.execute(select(User).where(User.email == norm))
                 ).scalar_one_or_none()
     life = timedelta(hours=policy.verify_token_hours)
@@ -99,12 +101,15 @@ async def sign_up(session: AsyncSession, *, email: str, password: str, links: Li
                 .where(EmailToken.user_id == existing.id, EmailToken.purpose == Purpose.VERIFY,
                        EmailToken.used_at.is_(None))
                 .values(used_at=utcnow()))
-            pending.password_hash = hash_password(password)
+            pending.password_hash = await hash_password_async(password)
             token = await _issue(session, user_id=existing.id, purpose=Purpose.VERIFY,
                                  life=life)
             await record(session, actor=existing.id, action="auth.signup_again",
                          object=existing.id, after={"email": norm})
             return _verify_mail(norm, links.verify(token), policy)
+        # The argon2 work a new sign-up does, spent and thrown away: found from outside, a
+        # taken address answered in 44 ms and a new one in over a second.
+        await hash_password_async(password)
         return Mail(to=norm, subject="satvault: you already have an account",
                     body="Somebody (you?) tried to sign up with this address, which already "
                          "has a satvault account. If you forgot its password, reset it from "
@@ -162,18 +167,20 @@ async def request_password_reset(session: AsyncSession, *, email: str, links: Li
                      "you did not ask, ignore this mail: the password stays as it is.\n")
 
 
-async def confirm_password_reset(session: AsyncSession, *, token: str, password: str) -> User:
+async def confirm_password_reset(session: AsyncSession, *, token: str, password: str,
+                                 ip: str = "", policy: AuthPolicy = AuthPolicy()) -> User:
+    """Spend the link and set the password (:func:`satvault.auth.passwords.set_password`).
+    A new password equal to the payment password is refused as the security page refuses
+    it (found from outside: a reset set it, which took the money step-up away), counted as
+    a guess at the payment password, and the link stays spent, so every guess costs a
+    mail: :class:`SameAsPaymentPassword`, which the caller answers so that those commit."""
     _check_password(password)
     spent = await _spend(session, token=token, purpose=Purpose.RESET)
     user = await session.get(User, spent.user_id, with_for_update=True)
     assert user is not None  # FK
+    await set_password(session, user=user, password=password, reason="password-reset", ip=ip,
+                       policy=policy)
     now = utcnow()
-    await session.execute(
-        update(EmailToken)
-        .where(EmailToken.user_id == user.id, EmailToken.purpose == Purpose.RESET,
-               EmailToken.used_at.is_(None))
-        .values(used_at=now))
-    user.password_hash = hash_password(password)
     creds = await credentials(session, user.id, for_update=True)
     creds.failed_signins, creds.locked_until, creds.updated_at = 0, None, now
     # Following the mailed link proves the mailbox as well as verification would.
@@ -181,5 +188,4 @@ async def confirm_password_reset(session: AsyncSession, *, token: str, password:
     if user.status == UserStatus.PENDING:
         user.status = UserStatus.ACTIVE
     await record(session, actor=user.id, action="auth.password_reset", object=user.id)
-    await revoke_everything(session, user_id=user.id, actor=user.id, reason="password-reset")
     return user

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import User
-from satvault.accounts.security import hash_password, verify_password
+from satvault.accounts.security import hash_password_async, verify_password_async
 from satvault.audit.service import record
 from satvault.auth.credentials import AuthPolicy, credentials, is_locked
 from satvault.auth.errors import AccountLocked, InvalidCode
@@ -62,7 +62,8 @@ async def set_payment_password(session: AsyncSession, *, user_id: str, password:
     wait = is_locked(creds, utcnow())
     if wait:
         raise AccountLocked(wait)
-    if not user.password_hash or not verify_password(password, user.password_hash):
+    if not user.password_hash or not await verify_password_async(password,
+                                                                  user.password_hash):
         await count_failure(session, creds, policy=policy, what="password-payment-password",
                             ip=ip)
         raise Unauthenticated("the sign-in password is not right")
@@ -74,9 +75,9 @@ async def set_payment_password(session: AsyncSession, *, user_id: str, password:
                              "before setting one (step-up)")
     if len(payment_password) < 8 or len(payment_password) > 1024:
         raise InvalidInput("a payment password needs 8 to 1024 characters")
-    if verify_password(payment_password, user.password_hash):
+    if await verify_password_async(payment_password, user.password_hash):
         raise InvalidInput("the payment password must differ from the sign-in password")
-    creds.payment_password_hash = hash_password(payment_password)
+    creds.payment_password_hash = await hash_password_async(payment_password)
     creds.updated_at = utcnow()
     await record(session, actor=user_id, action="auth.payment_password_set", object=user_id,
                  after={"changed": had})
@@ -99,7 +100,7 @@ async def step_up(session: AsyncSession, *, session_id: str, totp_code: str | No
             raise InvalidInput("TOTP is not on for this account; use the payment password")
         ok, what = check_code(creds, totp_code, sealer=policy.sealer), "step-up-totp"
     elif payment_password:
-        ok, what = _payment_password_ok(creds, payment_password), "step-up-payment-password"
+        ok, what = await _payment_password_ok(creds, payment_password), "step-up-payment-password"
     else:
         raise InvalidInput("give the TOTP code or the payment password")
     if not ok:
@@ -109,10 +110,10 @@ async def step_up(session: AsyncSession, *, session_id: str, totp_code: str | No
     return await mark_stepped_up(session, session_id=session_id)
 
 
-def _payment_password_ok(creds: Credentials, payment_password: str) -> bool:
+async def _payment_password_ok(creds: Credentials, payment_password: str) -> bool:
     if creds.payment_password_hash is None:
         raise InvalidInput("no payment password is set; set one on the security page")
-    return verify_password(payment_password, creds.payment_password_hash)
+    return await verify_password_async(payment_password, creds.payment_password_hash)
 
 
 async def check_payment_password(session: AsyncSession, *, user_id: str,
@@ -125,7 +126,7 @@ async def check_payment_password(session: AsyncSession, *, user_id: str,
     wait = is_locked(creds, utcnow())
     if wait:
         raise AccountLocked(wait)
-    if not _payment_password_ok(creds, payment_password):
+    if not await _payment_password_ok(creds, payment_password):
         await count_failure(session, creds, policy=policy, what="payment-password", ip=ip)
         raise InvalidCode("the payment password is not right")
     creds.failed_signins, creds.failed_stepups, creds.locked_until = 0, 0, None
@@ -153,7 +154,8 @@ async def begin_totp_enrollment(session: AsyncSession, *, user_id: str,
         if not password:
             raise StepUpRequired("give your sign-in password (or sign in again) to turn on "
                                  "two-factor sign-in")
-        if not user.password_hash or not verify_password(password, user.password_hash):
+        if not user.password_hash or not await verify_password_async(password,
+                                                                      user.password_hash):
             await count_failure(session, creds, policy=policy, what="password-totp-enroll",
                                 ip=ip)
             raise Unauthenticated("the sign-in password is not right")

@@ -41,6 +41,7 @@ from satvault.auth.credentials import (
 )
 from satvault.auth.errors import InvalidCode
 from satvault.auth.models import Credentials, RecoveryCode
+from satvault.auth.revocation import revoke_families
 from satvault.auth.sealing import Sealer
 from satvault.auth.sessions import WebSession
 from satvault.kernel.clock import utcnow
@@ -235,7 +236,10 @@ async def disable(session: AsyncSession, *, user_id: str, code: str, actor: str,
 async def set_required(session: AsyncSession, *, owner_id: str, required: bool,
                        actor: str) -> User:
     """An admin requires (or stops requiring) TOTP of a user, or of a merchant (its owner).
-    Admins always need it; this flag cannot lift that."""
+    Admins always need it; this flag cannot lift that. Required of a user without TOTP, the
+    user's API token families are revoked (the web sessions are sent to enroll by the
+    pages): found from outside, the tokens issued before kept working, refresh for 30
+    days, so the requirement bound nothing a client already held."""
     if owner_id.startswith("mer_"):
         merchant: Merchant = await get_merchant(session, owner_id)
         if merchant.owner_user_id is None:
@@ -250,4 +254,9 @@ async def set_required(session: AsyncSession, *, owner_id: str, required: bool,
         await record(session, actor=actor, action="auth.totp_required", object=user.id,
                      before={"required": not required},
                      after={"required": required, "via": owner_id})
+        if required and not totp_enabled(creds):
+            families = await revoke_families(session, user_id=user.id,
+                                             reason="totp-required")
+            await record(session, actor=actor, action="auth.tokens_revoked", object=user.id,
+                         after={"families": families, "reason": "totp-required"})
     return user

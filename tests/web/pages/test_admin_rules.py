@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from satvault.accounts import service as acc
+from satvault.auth.sessions import WebSession
 from satvault.risk import service as risk
 from satvault.risk.models import RiskRuleSet, RuleSetStatus
 from satvault.withdrawals.policy import service as policy
 from satvault.withdrawals.policy.models import PolicyStatus
 from tests.web.pages.admin_helpers import second_admin, sign_in_admin, token_of
 from tests.web.pages.conftest import sign_in
+from tests.web.pages.merchant_helpers import step_up
+
+REGTEST_ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 
 
 async def live_rules(sessions) -> tuple[int, dict]:
@@ -215,3 +220,42 @@ async def test_an_approver_change_needs_a_second_admin(browser, people, sessions
     async with sessions() as s:
         assert await policy.group_members(s) == []
         assert await policy.pending_group_changes(s) == []
+
+
+async def test_an_allow_list_change_needs_a_step_up(browser, people, sessions):
+    """Found from outside: the console added and removed payout allow-list destinations
+    with a plain admin session, where the API asks for the ``withdrawals:write`` money scope
+    and docs/security.md lists a payout destination's change among the step-up actions.
+    Without a step-up both forms send the operator to the step-up page, nothing changed."""
+    async with sessions() as s, s.begin():
+        wallet = await acc.ensure_wallet(s, owner_type="merchant",
+                                         owner_id=people.alice_merchant)
+    await sign_in_admin(browser, sessions, "root@example.com")
+    token = await token_of(browser, f"/admin/rules?wallet={wallet.id}")
+    form = {"csrf_token": token, "wallet_id": wallet.id, "destination": REGTEST_ADDRESS,
+            "label": "cold"}
+    r = await browser.post("/admin/rules/allowlist", data=form,
+                           headers={"referer": "http://test/admin/rules"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/account/step-up"), \
+        (r.status_code, r.headers.get("location"))
+    async with sessions() as s:
+        assert await policy.list_allowlist(s, wallet_id=wallet.id) == []
+    await step_up(sessions, people.root)
+    r = await browser.post("/admin/rules/allowlist", data=form)
+    assert r.status_code == 303 and r.headers["location"].endswith("#allowlist"), r.text
+    async with sessions() as s:
+        [entry] = await policy.list_allowlist(s, wallet_id=wallet.id)
+    async with sessions() as s, s.begin():  # the step-up's window has passed
+        await s.execute(update(WebSession).values(stepped_up_at=None))
+    r = await browser.post(f"/admin/rules/allowlist/{entry.id}/remove",
+                           data={"csrf_token": token, "wallet_id": wallet.id})
+    assert r.status_code == 303 and r.headers["location"].startswith("/account/step-up")
+    async with sessions() as s:
+        assert [e.id for e in await policy.list_allowlist(s, wallet_id=wallet.id)] \
+            == [entry.id]
+    await step_up(sessions, people.root)
+    r = await browser.post(f"/admin/rules/allowlist/{entry.id}/remove",
+                           data={"csrf_token": token, "wallet_id": wallet.id})
+    assert r.status_code == 303 and r.headers["location"].endswith("#allowlist")
+    async with sessions() as s:
+        assert await policy.list_allowlist(s, wallet_id=wallet.id) == []

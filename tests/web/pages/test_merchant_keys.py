@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts import service as acc
 from satvault.accounts.models import ApiKey
+from satvault.audit.models import AuditEvent
 from tests.web.pages.conftest import People
 from tests.web.pages.merchant_helpers import fresh, signed_in, step_up, token_of
 
@@ -93,3 +95,30 @@ async def test_refused_input_and_other_merchants(browser: httpx.AsyncClient, peo
     async with sessions() as s:
         row = await s.get(ApiKey, bobs_key.id)
         assert row is not None and row.revoked_at is None
+
+
+async def test_revoking_a_revoked_key_changes_nothing(browser: httpx.AsyncClient,
+                                                     people: People, clock,
+                                                     sessions: async_sessionmaker[AsyncSession]
+                                                     ) -> None:
+    """Found from outside: revoking a key revoked already moved its ``revoked_at`` and
+    wrote a second ``apikey.revoke`` audit row."""
+    async with sessions() as s, s.begin():
+        key, _ = await acc.create_api_key(s, owner_id=people.alice_merchant,
+                                          scopes=["stores:read"])
+    await signed_in(browser)
+    base = f"/dashboard/m/{people.alice_merchant}/keys"
+    token = await token_of(browser, base)
+    r = await browser.post(f"{base}/{key.id}/revoke", data={"csrf_token": token})
+    assert r.status_code == 303
+    async with sessions() as s:
+        first = (await s.get(ApiKey, key.id)).revoked_at
+    assert first is not None
+    clock.advance(seconds=60)
+    r = await browser.post(f"{base}/{key.id}/revoke", data={"csrf_token": token})
+    assert r.status_code == 303
+    async with sessions() as s:
+        assert (await s.get(ApiKey, key.id)).revoked_at == first
+        rows = (await s.execute(select(AuditEvent).where(
+            AuditEvent.action == "apikey.revoke", AuditEvent.object == key.id))).scalars()
+        assert len(list(rows)) == 1

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts import service as acc
+from satvault.accounts.models import Merchant
 from satvault.config import Settings
 from satvault.ledger.core import TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
@@ -114,3 +115,21 @@ async def test_dashboard_money_forms_spend_the_creation_budget(
 async def _get_held(sessions: async_sessionmaker[AsyncSession], account: int) -> int:
     async with sessions() as s:
         return (await get_account(s, account)).balances.debits_pending
+
+
+async def test_creating_merchants_from_the_dashboard_spends_the_creation_budget(
+        browsers, storage, people: People,  # noqa: F811
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Found from outside: ``POST /dashboard/merchants`` had no budget, where every other
+    creating form has one."""
+    before = await _count(sessions, Merchant)
+    client = await browsers()
+    await signed_in(client)
+    token = await token_of(client, "/dashboard")
+    for i in range(BUDGET):
+        r = await client.post("/dashboard/merchants",
+                              data={"csrf_token": token, "name": f"Shop {i}"})
+        assert r.status_code == 303, r.text
+    _limited(await client.post("/dashboard/merchants",
+                               data={"csrf_token": token, "name": "One too many"}))
+    assert await _count(sessions, Merchant) == before + BUDGET

@@ -23,12 +23,18 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import User
-from satvault.accounts.security import hash_password, verify_password
+from satvault.accounts.security import verify_password_async
 from satvault.audit.service import record
 from satvault.auth import signin, signup, stepup, totp
 from satvault.auth.credentials import credentials, is_locked
-from satvault.auth.errors import AccountLocked, InvalidCode, MailUnavailable
+from satvault.auth.errors import (
+    AccountLocked,
+    InvalidCode,
+    MailUnavailable,
+    SameAsPaymentPassword,
+)
 from satvault.auth.models import Credentials
+from satvault.auth.passwords import set_password
 from satvault.auth.revocation import revoke_everything
 from satvault.auth.sessions import (
     SessionView,
@@ -307,11 +313,20 @@ async def reset_confirm(request: Request, lang: PageLang,
 
     if password != password_again:
         return again("The two passwords differ.")
+    refused = None
     try:
         async with _sessions(request)() as session, session.begin():
-            await signup.confirm_password_reset(session, token=token, password=password)
+            try:
+                await signup.confirm_password_reset(session, token=token, password=password,
+                                                    ip=client_ip(request),
+                                                    policy=policy_of(request))
+            except SameAsPaymentPassword as exc:
+                refused = exc  # the count, and the spent link, commit
     except InvalidInput as exc:
         return again(str(exc))
+    if refused is not None:
+        await signin_failed(request)
+        return again(f"{refused} Ask for a new link.")
     return render(request, "auth/reset_confirm.html", lang=lang, token="", error=None,
                   done=True, form_csrf="")
 
@@ -441,27 +456,26 @@ async def change_password(request: Request, view: PageUser, lang: PageLang,
         error = None
         if is_locked(creds, utcnow()):  # while locked nothing is checked
             error = "Too many failed attempts. Try again later."
-        elif not user.password_hash or not verify_password(current, user.password_hash):
+        elif not user.password_hash \
+                or not await verify_password_async(current, user.password_hash):
             await signin.count_failure(session, creds, policy=policy_of(request),
                                        what="password-change", ip=client_ip(request))
             await signin_failed(request)
             error = "The current password is not right."
-        elif creds.payment_password_hash is not None \
-                and verify_password(password, creds.payment_password_hash):
-            # Refused, and counted as a guess at the payment password: the refusal says
-            # what it is, so without the count it would be a way to guess it.
-            await signin.count_failure(session, creds, policy=policy_of(request),
-                                       what="payment-password-via-password",
-                                       ip=client_ip(request))
-            await signin_failed(request)
-            error = "The new password must differ from the payment password."
         else:
-            user.password_hash = hash_password(password)
-            await record(session, actor=user.id, action="auth.password_changed",
-                         object=user.id)
-            # Anyone else signed in with the old password is out now.
-            await revoke_everything(session, user_id=user.id, actor=user.id,
-                                    reason="password changed", except_session_id=view.id)
+            # Anyone else signed in with the old password is out now, and reset links
+            # mailed before are spent. Equal to the payment password: refused, and counted
+            # as a guess at it (the refusal says what it is).
+            try:
+                await set_password(session, user=user, password=password,
+                                   reason="password changed", ip=client_ip(request),
+                                   policy=policy_of(request), except_session_id=view.id)
+            except SameAsPaymentPassword as exc:
+                await signin_failed(request)
+                error = str(exc)
+            else:
+                await record(session, actor=user.id, action="auth.password_changed",
+                             object=user.id)
     if error is not None:
         return await _security(request, view, lang, status_code=422, error=error)
     return await _security(request, view, lang, message="Password changed. Every other "

@@ -40,6 +40,7 @@ __all__ = [
     "ENROLLMENT_PATHS",
     "ENROLL_PATH",
     "MERCHANT_SCOPES",
+    "AdminSteppedUp",
     "CsrfProtected",
     "CsrfRefused",
     "EnrollmentRequired",
@@ -187,6 +188,17 @@ async def _admin(request: Request) -> SessionView:
 
 async def _stepped_up(request: Request) -> SessionView:
     view = await _user(request)
+    _require_step_up(request, view)
+    return view
+
+
+async def _admin_stepped_up(request: Request) -> SessionView:
+    view = await _admin(request)
+    _require_step_up(request, view)
+    return view
+
+
+def _require_step_up(request: Request, view: SessionView) -> None:
     try:
         require_stepped_up(view)
     except StepUpNeeded:
@@ -195,7 +207,6 @@ async def _stepped_up(request: Request) -> SessionView:
             referer = urlsplit(request.headers.get("referer", ""))
             back = referer.path if referer.path else back
         raise StepUpRequired(safe_next(back)) from None
-    return view
 
 
 async def _lang(request: Request) -> Language:
@@ -208,6 +219,9 @@ PageAdmin = Annotated[SessionView, Depends(_admin)]
 # For money actions from the pages: the user re-proved a factor (TOTP or the payment
 # password) within satvault.auth.sessions.STEP_UP_WINDOW. Use it instead of PageUser.
 SteppedUp = Annotated[SessionView, Depends(_stepped_up)]
+# The same for an operator's money actions (a payout destination's change): PageAdmin, and
+# a factor re-proved within the window.
+AdminSteppedUp = Annotated[SessionView, Depends(_admin_stepped_up)]
 PageLang = Annotated[Language, Depends(_lang)]
 
 

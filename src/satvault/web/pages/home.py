@@ -17,7 +17,7 @@ from satvault.auth.sessions import SessionView
 from satvault.checkout.i18n import Language
 from satvault.kernel.errors import InvalidInput
 from satvault.web.deps import SessionDep
-from satvault.web.pages.deps import CsrfProtected, PageLang, PageUser, mark_page
+from satvault.web.pages.deps import CsrfProtected, PageCreateLimit, PageLang, PageUser, mark_page
 from satvault.web.pages.merchant.scope import transaction
 from satvault.web.pages.render import render
 
@@ -42,11 +42,12 @@ async def dashboard(request: Request, view: PageUser, lang: PageLang,
     return await _page(request, lang, view, session)
 
 
-@router.post("/dashboard/merchants", dependencies=[CsrfProtected])
+@router.post("/dashboard/merchants", dependencies=[CsrfProtected, PageCreateLimit])
 async def create_merchant(request: Request, view: PageUser, lang: PageLang,
                           name: Annotated[str, Form(max_length=200)]) -> Response:
     """A merchant account owned by the signed-in user (as ``satvault merchant create
-    --owner``), then its overview."""
+    --owner``), then its overview. Spends the creation budget as every other form that
+    makes something (found from outside: this one was unlimited)."""
     try:
         async with transaction(request) as s:
             merchant = await accounts.create_merchant(s, name=name, owner_user_id=view.user_id,

@@ -32,7 +32,14 @@ from satvault.kernel.errors import InvalidInput, NotFound, SatvaultError
 from satvault.risk import service as risk
 from satvault.risk.models import RiskRuleSet, RuleSetStatus
 from satvault.web.pages.admin._views import json_diff, pretty_json
-from satvault.web.pages.deps import CsrfProtected, PageAdmin, PageLang, admin_principal, mark_page
+from satvault.web.pages.deps import (
+    AdminSteppedUp,
+    CsrfProtected,
+    PageAdmin,
+    PageLang,
+    admin_principal,
+    mark_page,
+)
 from satvault.web.pages.render import render
 from satvault.web.problems import problem_for
 from satvault.web.state import sessions_of, settings_of
@@ -295,11 +302,13 @@ async def reject_approver_change(request: Request, view: PageAdmin, lang: PageLa
 
 
 @router.post("/admin/rules/allowlist", dependencies=[CsrfProtected])
-async def add_allowlisted(request: Request, view: PageAdmin, lang: PageLang,
+async def add_allowlisted(request: Request, view: AdminSteppedUp, lang: PageLang,
                           wallet_id: Annotated[str, Form(max_length=40)],
                           destination: Annotated[str, Form(max_length=2000)],
                           label: Annotated[str, Form(max_length=120)] = "") -> Response:
-    """Add a destination to a wallet's allow-list (usable after the cool-down)."""
+    """Add a destination to a wallet's allow-list (usable after the cool-down). A payout
+    destination's change, so it needs a step-up as the API's ``withdrawals:write`` does
+    (found from outside: the console changed allow-lists with a plain admin session)."""
     actor = _policy_actor(view)
     try:
         async with sessions_of(request)() as s, s.begin():
@@ -319,7 +328,7 @@ async def add_allowlisted(request: Request, view: PageAdmin, lang: PageLang,
 
 
 @router.post("/admin/rules/allowlist/{entry_id}/remove", dependencies=[CsrfProtected])
-async def remove_allowlisted(request: Request, view: PageAdmin, lang: PageLang,
+async def remove_allowlisted(request: Request, view: AdminSteppedUp, lang: PageLang,
                              entry_id: Annotated[str, Path(max_length=40)],
                              wallet_id: Annotated[str, Form(max_length=40)]) -> Response:
     actor = _policy_actor(view)
