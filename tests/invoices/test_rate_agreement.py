@@ -289,3 +289,46 @@ def test_more_sources_required_than_configured_is_refused_at_startup():
     with pytest.raises(ValueError, match="rate_min_sources"):
         Settings(rate_sources="kraken,fixed", rate_min_sources=2)
     Settings(rate_sources="kraken,coinbase,fixed", rate_min_sources=2)
+
+
+async def test_a_price_past_any_real_one_drops_its_sources_not_the_request(env: Env, shop):
+    """Found from outside: two sources agreeing on 1e20 CAD per BTC made a CAD invoice a 500
+    (the rate overflowed its 64-bit column). A price above the cap is a bad answer: the
+    source is dropped, and with none left the invoice is refused (503), nothing written."""
+    use(env, RateService([ScriptedSource("a", "1e20"), ScriptedSource("b", "1E+20")],
+                         ttl_seconds=0, first_min_sources=2, memory=DbRateMemory(env.sessions)))
+    async with api_client(env) as c:
+        r = await c.post(f"/api/v1/stores/{shop['store']}/invoices",
+                         headers={**shop["key"], "Idempotency-Key": "huge"},
+                         json={"amount": "1.00", "currency": "CAD",
+                               "payment_methods": ["onchain"]})
+    assert r.status_code == 503, r.text
+    assert "out of range" in r.json()["detail"]
+    assert await invoices(env) == 0
+    await env.check()
+
+
+async def test_rates_accept_refuses_a_price_past_any_real_one(env: Env, db_url, tmp_path,
+                                                             monkeypatch):
+    """``satvault rates accept CAD`` with two exchanges at 1e20 crashed on the overflow; the
+    sources are now dropped as out of range: a refusal, nothing recorded."""
+    import satvault.composition
+
+    async with env.sessions() as s, s.begin():
+        await acc.create_user(s, email="ops@example.com", is_admin=True)
+    monkeypatch.setattr(satvault.composition, "rate_service", lambda *a, **k: RateService(
+        [ScriptedSource("kraken", "1e20"), ScriptedSource("coinbase", "1e20")], ttl_seconds=0))
+    for name, value in (("SATVAULT_DATABASE_URL", db_url), ("SATVAULT_HOME", str(tmp_path)),
+                        ("SATVAULT_NETWORK", "regtest")):
+        monkeypatch.setenv(name, value)
+    reset_settings_cache()
+    try:
+        r = await asyncio.to_thread(CliRunner().invoke, cli_app,
+                                    ["rates", "accept", "CAD", "--as", "ops@example.com"])
+    finally:
+        reset_settings_cache()
+    assert r.exit_code == 1, (r.output, r.exception)
+    assert "out of range" in json.loads(r.stdout.splitlines()[-1])["error"], r.output
+    async with env.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "rate.accept"))).scalar_one() == 0

@@ -8,6 +8,7 @@ import pytest
 
 from tests.chainenv import LnEnv, api_client
 from tests.kyc.helpers import OVERRIDES, RAILS, SAT, bench, problem
+from tests.payouts.test_payouts import add_coin
 
 
 @pytest.fixture
@@ -101,3 +102,41 @@ async def test_records_are_refused_when_malformed_or_self_reviewed(lnenv: LnEnv)
         history = (await c.get(f"/api/v1/admin/kyc/user/{k.user_id}/records",
                                headers=k.admin)).json()
         assert history["records"] == [] and history["kyc_tier"] == 0
+
+
+async def test_a_queued_withdrawal_waits_when_its_owner_is_lowered_below_its_amount(
+        lnenv: LnEnv):
+    """Found from outside: withdrawals queued (``pending``) before an approved record lowered
+    the owner's tier still left above the new tier's per-transaction limit (900,000 sat
+    broadcast at tier 0). Neither the payout job nor the Lightning payer sends one its owner's
+    current tier would refuse; it waits, as a frozen wallet's does, until the tier allows it
+    again (or it is cancelled)."""
+    env = lnenv
+    async with api_client(env) as c:
+        k = await bench(env, c)
+        await add_coin(env, 200_000)  # for the payout job to spend
+        assert (await k.record("approve", 1)).status_code == 201
+        sent = {}
+        for rail in ("onchain", "lightning"):
+            r = await k.pay(rail, 50_000)  # tier 1: 100,000 sat per transaction
+            assert r.status_code == 201 and r.json()["status"] == "pending", r.text
+            sent[rail] = r.json()["id"]
+        small = await k.pay("lightning", 5_000)  # within tier 0's 10,000
+        assert small.status_code == 201, small.text
+        assert (await k.record("approve", 0)).status_code == 201
+        assert await env.runtime.payouts.create_batch() == 0
+        assert (await env.runtime.payer.step()).succeeded == 1  # the small one only
+
+        async def status(wid: str) -> str:
+            r = await c.get(f"/api/v1/withdrawals/{wid}", headers=k.payer)
+            assert r.status_code == 200, r.text
+            return str(r.json()["status"])
+
+        assert [await status(w) for w in sent.values()] == ["pending", "pending"]
+        assert await status(small.json()["id"]) == "confirmed"
+        # Back at tier 1, both leave.
+        assert (await k.record("approve", 1)).status_code == 201
+        assert await env.runtime.payouts.create_batch() == 1
+        assert (await env.runtime.payer.step()).succeeded == 1
+        assert await status(sent["onchain"]) == "batched"
+        assert await status(sent["lightning"]) == "confirmed"

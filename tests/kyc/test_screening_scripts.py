@@ -126,3 +126,42 @@ def test_names_loaded_before_get_their_look_alikes_folded(tmp_path):
     with sqlite3.connect(tmp_path / "m.db") as db:
         got = db.execute("SELECT normalized FROM screening_entries").fetchone()[0]
     assert got == normalize("J\u0585hn D\u0585e") == "doe john"
+
+
+async def test_a_word_said_twice_does_not_hide_a_listed_name(lnenv: LnEnv):
+    """Found from outside: the score compared the names' token sets but matched the shared
+    tokens against the raw name, repeats and all, so "John Smith Smith" or "Smith John Smith"
+    (a listed "John Smith") scored 77 and was approved. A repeated word adds nothing to a
+    name: on the admin screen, a KYC record and a KYC request it is the listed name."""
+    env = lnenv
+    async with env.sessions() as s, s.begin():
+        await load_list(s, ScreeningList.SANCTIONS, [
+            ("John Smith", "OFAC-1"), ("Ivan Petrovich Sidorov", "OFAC-2")])
+    async with api_client(env) as c:
+        k = await bench(env, c)
+        for variant, listed in (("John Smith", "John Smith"), ("John Smith Smith", "John Smith"),
+                                ("Smith John Smith", "John Smith"),
+                                ("John John Smith", "John Smith"),
+                                ("JOHN smith, Smith  john", "John Smith"),
+                                ("Ivan Petrovich Sidorov Sidorov", "Ivan Petrovich Sidorov")):
+            r = await c.post("/api/v1/admin/kyc/screen", headers=k.admin,
+                             json={"name": variant})
+            assert r.status_code == 200, r.text
+            assert [(h["name"], h["score"]) for h in r.json()["hits"]] == [(listed, 100)], (
+                variant, r.text)
+            r = await k.record("approve", 1, name=variant)
+            assert r.status_code == 201 and r.json()["decision"] == "blocked", (variant, r.text)
+        assert (await k.wallet())["kyc_tier"] == 0
+        # A KYC request under a repeated name is blocked when an admin approves it.
+        r = await c.post("/api/v1/kyc/requests", headers=k.admin, json={
+            "owner_type": "user", "owner_id": k.user_id, "full_name": "Smith John Smith",
+            "documents": ["docstore://passport/1"]})
+        assert r.status_code == 201, r.text
+        r = await c.post(f"/api/v1/admin/kyc/requests/{r.json()['id']}/decide",
+                         headers=k.admin, json={"decision": "approve", "checks": ["id"]})
+        assert r.status_code == 200 and r.json()["status"] == "blocked", r.text
+        assert (await k.wallet())["kyc_tier"] == 0
+        # Someone else who shares one of the words is still told apart.
+        r = await c.post("/api/v1/admin/kyc/screen", headers=k.admin,
+                         json={"name": "Smith Smith Jones"})
+        assert r.json()["hits"] == [], r.text

@@ -98,14 +98,19 @@ async def first_dest(ctx: Ctx, hit: bool) -> Any:
     return ctx.event(1_000 * SAT)
 
 
-async def kyc0(ctx: Ctx, hit: bool) -> Any:
-    if not hit:
-        from sqlalchemy import update
+async def approve(ctx: Ctx, owner_type: str, owner_id: str, tier: int) -> None:
+    """An approved KYC (KYB) record: what sets a tier."""
+    from satvault.kyc import service as kyc
+    async with ctx.sessions() as s, s.begin():
+        await kyc.create_record(s, kyc.RecordRequest(
+            owner_type=owner_type, owner_id=owner_id, tier=tier, decision="approve",
+            full_name="Alice Example", documents=["doc://1"], checks=["id-document"],
+            reviewer="user:admin-a"), max_tier=2, screening_threshold=88)
 
-        from satvault.accounts.models import User
-        async with ctx.sessions() as s, s.begin():
-            await s.execute(update(User).where(User.id == ctx.wallet.owner_id)
-                            .values(kyc_tier=1))
+
+async def kyc0(ctx: Ctx, hit: bool) -> Any:
+    if not hit:  # an approved record (the tier is the records', not users.kyc_tier)
+        await approve(ctx, "user", ctx.wallet.owner_id, 1)
     return ctx.event(2_000_000 * SAT)
 
 
@@ -166,3 +171,32 @@ async def test_sanctioned_is_a_reject_whatever_the_score(ctx: Ctx, listed: bool)
     s = await ctx.screen(ctx.event(1_000 * SAT))
     assert s.verdict.sanctioned is listed
     assert s.outcome == (Outcome.REJECT if listed else Outcome.APPROVE)
+
+
+async def test_kyc_tier_is_the_paying_owners_own_from_its_records(ctx: Ctx):
+    """Found from outside: ``kyc_tier`` read the ``users.kyc_tier`` cache, and for a
+    merchant its owning user's, so a merchant approved at KYB tier 1 whose owner is tier 0
+    was scored as tier 0 (``kyc0_large`` matched). It is now the tier the limits enforce:
+    the paying wallet's owner's latest approved record; a hand-edited cache moves nothing."""
+    from sqlalchemy import update
+
+    from satvault.accounts import service as acc
+    from satvault.accounts.models import User
+
+    await ctx.live(only("kyc0_large", 100))
+    async with ctx.sessions() as s, s.begin():
+        shop = await acc.create_merchant(s, name="Shop", owner_user_id=ctx.wallet.owner_id)
+        wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=shop.id)
+    merchant = Ctx(ctx.sessions, wallet)
+    await approve(ctx, "merchant", shop.id, 1)
+    s = await merchant.screen(merchant.event(2_000_000 * SAT))
+    assert s.features["kyc_tier"] == 1 and s.outcome == Outcome.APPROVE, s.verdict
+    # The owner, still tier 0, whatever the cache says.
+    async with ctx.sessions() as db, db.begin():
+        await db.execute(update(User).where(User.id == ctx.wallet.owner_id).values(kyc_tier=2))
+    s = await ctx.screen(ctx.event(2_000_000 * SAT))
+    assert s.features["kyc_tier"] == 0 and s.outcome == Outcome.REJECT, s.verdict
+    # Lowered by a later approval, the merchant is tier 0 again.
+    await approve(ctx, "merchant", shop.id, 0)
+    s = await merchant.screen(merchant.event(2_000_000 * SAT))
+    assert s.features["kyc_tier"] == 0 and s.outcome == Outcome.REJECT, s.verdict

@@ -6,7 +6,8 @@ and the blank letters (Hangul fillers, the Braille blank) dropped (``José`` →
 case-folded, look-alikes of Latin letters (Cyrillic, Greek, Armenian, Latin small capitals
 and IPA letters) folded to them
 (``John`` typed with a Cyrillic ``o`` is ``john``), anything not a letter or digit (of any
-script) a space, tokens sorted (``Doe, John`` and ``JOHN DOE`` are the same name). The score
+script) a space, tokens sorted and each kept once (``Doe, John``, ``JOHN DOE`` and ``John Doe
+Doe`` are the same name: a word said twice adds nothing to who is named). The score
 (0-100) is the better of difflib's ratio on the sorted tokens and on the tokens both names
 share against the shorter name (a listed ``John Doe`` still scores high against ``John Albert
 Doe``); a score at or over ``Settings.kyc_screening_threshold`` is a hit. Simple and
@@ -19,6 +20,7 @@ import csv
 import io
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
@@ -72,15 +74,26 @@ def _shown(c: str) -> bool:
 
 def normalize(name: str) -> str:
     """Case-, diacritics-, look-alike-, invisible- and punctuation-insensitive form, tokens
-    sorted."""
+    sorted, each once."""
     text = unicodedata.normalize("NFKD", name)
     text = "".join(c for c in text if _shown(c)).casefold()
     text = text.translate(_LOOKALIKE)
-    return " ".join(sorted(t for t in _NOT_WORD.split(text) if t))
+    return _words(t for t in _NOT_WORD.split(text) if t)
+
+
+def _words(tokens: Iterable[str]) -> str:
+    """The distinct tokens, sorted, joined by one space.
+
+    Found from outside: the normal form kept a repeated word, and the score compared the
+    names' token *sets* but scored the shared tokens against the raw name, so "John Smith
+    Smith" or "Smith John Smith" (a listed "John Smith") scored 77 and was approved."""
+    return " ".join(sorted(set(tokens)))
 
 
 def score(a: str, b: str) -> int:
     """Token-based fuzzy score of two *normalised* names, 0-100."""
+    # A listed name stored before the form kept each word once may still repeat one.
+    a, b = _words(a.split()), _words(b.split())
     if not a or not b:
         return 0
     whole = SequenceMatcher(None, a, b).ratio()

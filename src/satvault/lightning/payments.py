@@ -87,6 +87,7 @@ from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStat
 from satvault.payouts.service import (
     BoundInsert,
     check_daily_limit,
+    free_to_leave,
     insert_within_daily_limit,
     within_limits,
 )
@@ -393,15 +394,17 @@ async def not_paid_here_and_ours(session: AsyncSession, payment_hash: str) -> bo
     return bool(ours)
 
 
-def _released() -> Any:
+def _released(settings: Settings) -> Any:
     """Free to leave: not held for approvers (the withdrawal policy may keep a payment's
     withdrawal in ``awaiting_approval``; its payment is queued but nobody sends it until it is
-    approved), and not from a frozen wallet (frozen after the payment was queued: it waits,
-    held, until the wallet is unfrozen or the withdrawal is returned)."""
-    return ~select(Withdrawal.id).join(Wallet, Wallet.id == Withdrawal.wallet_id).where(
+    approved), and :func:`~satvault.payouts.service.free_to_leave`: not from a frozen wallet,
+    nor above its owner's tier now (frozen, or the tier lowered, after the payment was
+    queued: it waits, held, until the wallet is unfrozen or the tier allows it again, or the
+    withdrawal is returned)."""
+    return ~select(Withdrawal.id).where(
         Withdrawal.id == LnPayment.withdrawal_id,
         (Withdrawal.status == WithdrawalStatus.AWAITING_APPROVAL)
-        | Wallet.frozen_at.is_not(None)).exists()
+        | ~free_to_leave(settings)).exists()
 
 
 _LIVE = LIVE_PAYMENTS
@@ -595,7 +598,7 @@ class LightningPayer:
             due = (await s.execute(select(LnPayment.id, LnPayment.bolt11).where(
                 LnPayment.status.in_((LnPaymentStatus.PENDING, LnPaymentStatus.RETRY)),
                 (LnPayment.next_try_at.is_(None)) | (LnPayment.next_try_at <= utcnow()),
-                _released(),
+                _released(self.settings),
             ).order_by(LnPayment.created_at).limit(room + len(self._tasks) * 4 + 64))).all()
             open_ = (await s.execute(select(LnPayment.id).where(
                 LnPayment.status.in_((LnPaymentStatus.IN_FLIGHT, LnPaymentStatus.UNKNOWN))
@@ -657,7 +660,7 @@ class LightningPayer:
             res = await s.execute(update(LnPayment).where(
                 LnPayment.id == pid,
                 LnPayment.status.in_((LnPaymentStatus.PENDING, LnPaymentStatus.RETRY)),
-                _released(),
+                _released(self.settings),
             ).values(status=LnPaymentStatus.IN_FLIGHT, updated_at=utcnow()))
             if res.rowcount != 1:  # type: ignore[attr-defined]
                 return None  # another worker took it

@@ -31,7 +31,6 @@ from embit.psbt import PSBT
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.accounts.models import Wallet
 from satvault.audit import anchors
 from satvault.backends.base import ChainBackend, TxIndexSource
 from satvault.backends.errors import (
@@ -70,6 +69,7 @@ from satvault.payouts.models import (
 from satvault.payouts.moves import book_move
 from satvault.payouts.prevtxs import PrevTxs, planned_with_prev_txs
 from satvault.payouts.reorgs import ReorgWatch, batch_coins, missing_inputs
+from satvault.payouts.service import free_to_leave
 from satvault.payouts.settle import (
     batch_withdrawals,
     book_payout,
@@ -335,14 +335,12 @@ class PayoutJob:
 
         async def work(session: AsyncSession, prev: PrevTxs) -> int:
             s = self.settings
-            # A wallet frozen after its withdrawal was queued: nothing leaves it; the
-            # withdrawal waits, held, until the wallet is unfrozen or it is returned.
-            frozen = select(Wallet.id).where(Wallet.id == Withdrawal.wallet_id,
-                                             Wallet.frozen_at.is_not(None)).exists()
+            # A wallet frozen after its withdrawal was queued, or whose owner's tier was
+            # lowered below its amount since: it waits, held (free_to_leave).
             pending = (await session.execute(
                 select(Withdrawal).where(Withdrawal.status == WithdrawalStatus.PENDING,
                                          Withdrawal.method == WithdrawalMethod.ONCHAIN,
-                                         ~frozen)
+                                         free_to_leave(s))
                 .order_by(Withdrawal.created_at, Withdrawal.id).limit(s.payout_max_batch)
                 .with_for_update(skip_locked=True))).scalars().all()
             if not pending:

@@ -38,7 +38,7 @@ from satvault.db import Amount, UtcDateTime, utcnow
 from satvault.kernel.errors import ConcurrentUpdate
 from satvault.kernel.ids import new_id
 from satvault.kyc.errors import LimitExceeded, WalletFrozen
-from satvault.kyc.limits import Usage, limits_for, refusal
+from satvault.kyc.limits import Usage, limits_for, refusal, top_tier
 from satvault.kyc.service import tier_expr
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
@@ -51,7 +51,7 @@ from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 
 __all__ = ["DUST_SAT", "BoundInsert", "allows_by_columns", "check_daily_limit",
-           "check_limits_at_release",
+           "check_limits_at_release", "free_to_leave",
            "insert_within_daily_limit", "limits_left", "request_withdrawal",
            "resolve_destination", "usage_columns", "usage_params", "withdrawal_usage",
            "within_limits"]
@@ -252,6 +252,33 @@ async def check_limits_at_release(session: AsyncSession, wd: Withdrawal, *, wall
             f"withdrawal {wd.id} cannot be released now: counted with what the wallet "
             f"withdrew before this release, {exc}. It stays held: release it once the "
             "window has room, or return the money") from exc
+
+
+def free_to_leave(settings: Settings) -> ColumnElement[bool]:
+    """Whether a queued (``pending``) withdrawal may be sent now, as an SQL condition
+    correlated on ``withdrawals`` (the payout job's and the Lightning payer's pick-up): its
+    wallet is not frozen, and its amount is within the per-transaction limit of its wallet's
+    owner's tier *now* on its rail (:func:`~satvault.kyc.service.tier_expr`, the tier every
+    check reads). Otherwise it waits, its money held, until the wallet is unfrozen or the
+    tier allows it again, or it is cancelled.
+
+    Found from outside: withdrawals queued before an approved record lowered the owner's
+    tier still left above the new tier's limit (900,000 sat broadcast at tier 0, whose limit
+    is 100,000), where a held one is checked again at its release."""
+    table = settings.kyc_tier_limits_msat
+    top = top_tier(table)
+
+    def per_tx(tier: int) -> ColumnElement[int]:
+        return case({WithdrawalMethod(rail): literal(lim[0], Amount())
+                     for rail, lim in table[tier].items()},
+                    value=Withdrawal.method, else_=literal(0, Amount()))
+
+    limit = case({t: per_tx(t) for t in table if t != top},
+                 value=tier_expr(Wallet.owner_type.expression, Wallet.owner_id.expression),
+                 else_=per_tx(top))
+    return select(Wallet.id).where(Wallet.id == Withdrawal.wallet_id,
+                                   Wallet.frozen_at.is_(None),
+                                   Withdrawal.amount_msat <= limit).exists()
 
 
 async def limits_left(session: AsyncSession, *, wallet: Wallet, settings: Settings

@@ -26,6 +26,7 @@ from satvault.rates.errors import BadRateResponse, UnsupportedCurrency
 
 __all__ = [
     "CURRENCY_SCALES",
+    "MAX_MINOR_PER_BTC",
     "Clock",
     "Rate",
     "RateSource",
@@ -70,6 +71,14 @@ def currency_scale(code: str) -> int:
     return CURRENCY_SCALES[normalize_currency(code)]
 
 
+# The most minor units a BTC may be priced at: found from outside, two sources agreeing on
+# 1e20 CAD made an invoice a 500 (the rate overflowed its 64-bit column, 2^63 - 1 ~ 9.2e18)
+# and crashed `satvault rates accept`. 10^15 is ~400,000 times the dearest price quoted in a
+# currency without a minor unit today (~2.5e9 VND), far under the column, and keeps a fiat
+# amount times the rate (msat_to_fiat) small.
+MAX_MINOR_PER_BTC = 10**15
+
+
 @dataclass(frozen=True, slots=True)
 class Rate:
     """The price of 1 BTC in ``currency``'s minor units, who said so and when.
@@ -91,6 +100,9 @@ class Rate:
             raise TypeError("Rate.minor_per_btc must be an int")
         if self.minor_per_btc <= 0:
             raise ValueError(f"Rate.minor_per_btc must be positive, not {self.minor_per_btc}")
+        if self.minor_per_btc > MAX_MINOR_PER_BTC:
+            raise ValueError(f"Rate.minor_per_btc must be at most {MAX_MINOR_PER_BTC}, not "
+                             f"{self.minor_per_btc}")
         if self.fetched_at.tzinfo is None:
             raise ValueError("Rate.fetched_at must be timezone-aware")
         if not 0 <= self.spread_bp < 10_000:
@@ -160,4 +172,7 @@ def rate_from_price(currency: str, price: object, *, source: str, fetched_at: da
         raise BadRateResponse(f"price out of range: {price!r}") from exc
     if minor <= 0:
         raise BadRateResponse(f"price {price!r} rounds to zero {code} minor units")
+    if minor > MAX_MINOR_PER_BTC:
+        raise BadRateResponse(f"price out of range: {price!r} is above "
+                              f"{MAX_MINOR_PER_BTC} {code} minor units per BTC")
     return Rate(code, minor, source, fetched_at)

@@ -73,9 +73,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.models import Merchant, User, Wallet
+from satvault.accounts.models import Wallet
 from satvault.accounts.persons import other_wallets
 from satvault.db import Amount, UtcDateTime
+from satvault.kyc.service import tier_expr
 from satvault.ledger.models import LedgerTransfer
 from satvault.lightning.lnurl import pay_link_forms
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
@@ -230,11 +231,10 @@ def _query(dialect: str, owner_type: str, *, many_parties: bool = False) -> Any:
                         func.md5(w.destination) == func.md5(bindparam("counterparty"))), same)
     seen = select(func.count()).where(
         w.wallet_id == bindparam("wallet"), same, _live(w)).scalar_subquery()
-    if owner_type == "user":
-        tier = select(User.kyc_tier).where(User.id == bindparam("owner")).scalar_subquery()
-    else:
-        tier = select(User.kyc_tier).join(Merchant, Merchant.owner_user_id == User.id).where(
-            Merchant.id == bindparam("owner")).scalar_subquery()
+    # The paying owner's own tier as the limits read it (its latest approved record), not
+    # the users.kyc_tier cache nor, for a merchant, its owning user's: found from outside, a
+    # merchant approved at KYB tier 1 whose owner is tier 0 was scored as tier 0.
+    tier = tier_expr(owner_type, bindparam("owner"))
     # The live rule set (its version says whether the parameters bound above were its own)
     # and whether the wallet exists: the screening reads nothing else.
     rs = RiskRuleSet
