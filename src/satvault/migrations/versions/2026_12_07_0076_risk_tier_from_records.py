@@ -8,8 +8,8 @@ latest approved record, 0 without one, for a user or a merchant alike; one index
 (``ix_kyc_records_owner``) in place of one or two primary-key probes, in the same statement.
 SQLite reads the rows (``satvault.risk.features._query``), which reads the same expression.
 
-Revision ID: 0075_risk_tier_from_records
-Revises: 0074_withdrawal_initiator
+Revision ID: 0076_risk_tier_from_records
+Revises: 0075_held_invoice_hash
 Create Date: 2026-12-07
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0075_risk_tier_from_records"
-down_revision: str | None = "0074_withdrawal_initiator"
+revision: str = "0076_risk_tier_from_records"
+down_revision: str | None = "0075_held_invoice_hash"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
