@@ -87,3 +87,25 @@ async def test_an_amountless_bolt11_is_refunded_what_is_left(lnenv: LnEnv,
         assert rest.json()["amount_msat"] == 18_000 * SAT
         await env.runtime.payer.step()
     await env.check()
+
+
+async def test_a_payment_uri_with_an_amount_is_refunded_that_amount(lnenv: LnEnv,
+                                                                    shop):  # noqa: F811
+    """Found from outside: a refund to ``bitcoin:ADDR?amount=…`` without ``amount_msat`` was
+    refused ("amount_msat differs from the amount in the payment URI": the refund had chosen
+    what is left). The URI's amount decides, as a BOLT11's does, within what is left."""
+    env = lnenv
+    await fund_merchant(env, shop)
+    refunder = await refunder_key(env, shop)
+    address = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+    async with api_client(env) as c:
+        inv = await paid_lightning_invoice(c, env, shop, "uri", sats=30_000)
+        url = f"/api/v1/invoices/{inv['id']}/refunds"
+        r = await c.post(url, headers={**refunder, "Idempotency-Key": "refund-uri"},
+                         json={"destination": f"bitcoin:{address}?amount=0.00012000"})
+        assert r.status_code == 201, r.text
+        assert r.json()["amount_msat"] == 12_000 * SAT
+        over = await c.post(url, headers={**refunder, "Idempotency-Key": "refund-over"},
+                            json={"destination": f"bitcoin:{address}?amount=0.00030000"})
+        assert over.status_code == 422, over.text  # 18,000 sat are left
+    await env.check()

@@ -27,6 +27,7 @@ from satvault.kernel.errors import InvalidInput
 from satvault.lightning.bolt11check import check_invoice, decode
 from satvault.lightning.errors import LightningError
 from satvault.lightning.invoices import StoreInvoiceHook
+from satvault.onchain.bip21 import parse_bip21
 from satvault.payouts.models import Withdrawal, WithdrawalStatus
 from satvault.withdrawals.policy.service import initiator_of_principal
 from satvault.withdrawals.service import (
@@ -94,10 +95,15 @@ async def prepare_refund(sessions: async_sessionmaker[AsyncSession], *, principa
             amount = check_invoice(destination, network=settings.network,
                                    amount_msat=left).amount_msat
         elif destination_kind(destination) == "onchain":
-            # The chain carries whole satoshis: what is left, rounded down (found from
-            # outside: a fiat invoice paid over Lightning leaves msat, refused as is).
-            amount = left - left % 1000
-            if amount <= 0:
+            # A payment URI's own amount decides, as a BOLT11's does (found from outside:
+            # what is left was chosen instead, and refused as differing from the URI's).
+            # Otherwise the chain carries whole satoshis: what is left, rounded down (found
+            # from outside: a fiat invoice paid over Lightning leaves msat, refused as is).
+            text = destination.strip()
+            asked = parse_bip21(text).amount_sat if text.lower().startswith("bitcoin:") \
+                else None
+            amount = asked * 1000 if asked else left - left % 1000
+            if amount <= 0 or amount > left:
                 raise _over_the_cap(received, left)
         given = amount
     if amount <= 0 or amount > left:
