@@ -217,6 +217,10 @@ class Settings(BaseSettings):
     # the actual share posted) or "platform" (booked against equity).
     withdrawal_fee_policy: Literal["user", "platform"] = "user"
     withdrawal_fee_reserve_sat: int = Field(default=5_000, ge=0)
+    # The most the platform pays of one payout's fee beyond its withdrawals' reserves; a
+    # batch that would cost more waits for lower fees (a fee spike must not let anyone make
+    # the platform pay 65,000 sat of fee per 1,000 sat withdrawal).
+    payout_max_fee_excess_sat: int = Field(default=20_000, ge=0)
     withdrawal_min_sat: int = Field(default=1_000, ge=1)
     # A withdrawal is also refused above the signer's per-transaction cap less the fee
     # reserve (it could never be signed).

@@ -44,9 +44,11 @@ CHILD = textwrap.dedent("""
             return await super().sign_payout(*a, **kw)
 
     async def main():
+        # The parent's tier limits: the payout job sends only what the owner's tier allows.
+        from tests.chainenv import UNLIMITED_TIERS
         settings = Settings(database_url=db_url, home=home, network="regtest",
                             chain_backend="bitcoind", bitcoind_url=rpc_url,
-                            cold_descriptor=cold)
+                            cold_descriptor=cold, kyc_tier_limits_msat=UNLIMITED_TIERS)
         engine = create_engine(db_url, pool_size=2)
         rt = Runtime.build(settings, open_sessions(engine), lightning=None,
                            signer=Stall(HotSigner(bytes.fromhex(seed), "regtest",

@@ -204,3 +204,27 @@ async def test_a_batch_over_the_cap_at_the_market_fee_pays_fewer_withdrawals(env
     assert await received(env, first) == 55_000 and await received(env, second) == 55_000
     assert (await env.balances())["held"] == 0
     await env.check()
+
+
+async def test_a_fee_spike_does_not_make_the_platform_pay_for_a_tiny_withdrawal(env: Env):
+    """Found from outside: at 500 sat/vB (the configured ceiling) a 1,000 sat withdrawal was
+    batched alone with a 70,500 sat fee: its owner paid the 5,000 sat reserve and the platform
+    the other 65,500, for every such withdrawal anyone asked for while fees were high. A batch
+    whose fee is above its withdrawals' reserves by more than payout_max_fee_excess_sat waits
+    for lower fees, its money held; it goes once they fall."""
+    await fund(env, 1_000_000)
+    dest = external_address(env, 9)
+    wd = await withdraw(env, dest, 1_000)
+    env.chain.set_feerate(500)
+    report = await env.runtime.payouts.step()
+    assert (report.batched, report.waiting_for_fees) == (0, True)
+    async with env.sessions() as s:
+        assert (await s.execute(PAYOUTS)).scalars().all() == []
+        assert (await s.get(Withdrawal, wd.id)).status == "pending"  # type: ignore[union-attr]
+    env.chain.set_feerate(40)  # ~141 vB * 40 = 5,640 sat: 640 above the reserve, allowed
+    report = await env.runtime.payouts.step()
+    assert (report.batched, report.broadcast, report.waiting_for_fees) == (1, 1, False)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.runtime.payouts.step()).confirmed == 1
+    assert await received(env, dest) == 1_000
