@@ -227,3 +227,17 @@ async def test_the_csv_refuses_the_filters_the_page_refuses(browser: httpx.Async
         assert r.status_code == 422, (params, r.text[:200])
         assert why in r.text and not r.headers["content-type"].startswith("text/csv")
         assert "content-disposition" not in r.headers
+
+
+async def test_the_dashboards_event_stream_refuses_a_malformed_position(
+        browser: httpx.AsyncClient, people: People) -> None:
+    """Found from outside (the API's stream, and this one beside it): a malformed
+    Last-Event-ID was FastAPI's generic refusal; it is the stream's own, saying what a
+    position is."""
+    await sign_in(browser, "alice@example.com")
+    url = f"/dashboard/m/{people.alice_merchant}/events"
+    for bad in ("abc", "9" * 23, "3\n"):
+        r = await browser.get(url, params={"last_event_id": bad})
+        assert r.status_code == 422 and "Last-Event-ID" in r.text, bad
+    r = await browser.get(url, headers={"Last-Event-ID": "١٢".encode()})
+    assert r.status_code == 422 and "Last-Event-ID" in r.text
