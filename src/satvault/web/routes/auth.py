@@ -40,7 +40,7 @@ from satvault.auth.sessions import csrf_matches, resolve_session
 from satvault.config import Settings
 from satvault.kernel.errors import Forbidden, Unauthenticated
 from satvault.web.deps import CurrentPrincipal, SessionDep, require_scope
-from satvault.web.fields import SingleLine
+from satvault.web.fields import STRICT_BODY, SingleLine, StrictBool
 from satvault.web.openapi import problem_responses
 from satvault.web.problems import problem_for
 from satvault.web.ratelimit import EdgeLimiter, PublicCreateLimit
@@ -296,7 +296,9 @@ async def revoke(session: SessionDep, body: RevokeIn) -> Response:
 # ------------------------------------------------------------------------------- admin
 
 class RequiredIn(BaseModel):
-    required: bool
+    model_config = STRICT_BODY
+
+    required: StrictBool
 
 
 class RequiredOut(BaseModel):
