@@ -312,3 +312,22 @@ async def test_an_invoice_the_shop_voided_says_so(lnenv: LnEnv, shop: Shop):
         assert set(cfg["final_states"]) == {"invalid", "invalid_cancelled",
                                             "invalid_cancelled_paid"}
         assert "invoice.payment_reversed" in cfg["events"]
+
+
+async def test_a_stored_redirect_with_credentials_is_no_way_back(lnenv: LnEnv, shop: Shop):
+    """Found from outside: a redirect URL with credentials before the host reads as the shop's
+    and leads elsewhere. Creation refuses it now; one stored before is not shown, neither as
+    the page's link nor in its status document (whose script would go there)."""
+    env = lnenv
+    async with client(env) as c:
+        inv = await new_invoice(c, shop, amount="0.0002", redirect_url=SHOP_URL)
+        async with env.sessions() as s, s.begin():
+            row = await s.get(StoreInvoice, inv["id"])
+            assert row is not None
+            row.redirect_url = "https://shop.example@evil.example/"
+        env.network.pay("customer1", inv["payment_methods"]["lightning"]["bolt11"])
+        await settle_all(env)
+        st = (await c.get(f"/i/{inv['id']}/status")).json()
+        assert (st["state"], st["redirect_url"]) == ("paid", None)
+        page = (await c.get(f"/i/{inv['id']}")).text
+        assert "evil.example" not in page and 'data-role="back" hidden' in page

@@ -4,6 +4,7 @@ answering 422 problem+json."""
 
 from __future__ import annotations
 
+from satvault.events.models import Webhook
 from satvault.events.outbox import emit
 from tests.events.conftest import api_client
 
@@ -148,3 +149,42 @@ async def test_delivery_log_and_redelivery(make_app, world, sessions, receiver, 
         page = (await c.get(f"{base}/{hook}/deliveries", headers=world.auth("store"))).json()
         assert [x["status"] for x in page["items"]] == ["succeeded"] * 3
         assert len(receiver.calls["/log"]) == 4
+
+
+async def test_webhook_bodies_are_strict(make_app, world, sessions, fake_dns):
+    """Found from outside: ``{"enabled": "yes"}`` enabled a webhook, ``"10"``, ``true`` and
+    ``1e3`` were overlaps in seconds, and ``{"secret": …}`` on a PATCH answered 200 and
+    changed nothing (the client believed its new secret was in use). Booleans and integers
+    are JSON's own, as everywhere else in the API, and a field the body does not have is
+    refused, not ignored. Nothing changes."""
+    fake_dns["hooks.acme.example"] = [PUBLIC]
+    async with api_client(make_app("production")) as c:
+        base = f"/api/v1/stores/{world.store}/webhooks"
+        auth = world.auth("store")
+        r = await c.post(base, headers=auth, json={
+            "url": "https://hooks.acme.example/h", "events": ["invoice.*"]})
+        assert r.status_code == 201, r.text
+        hook = r.json()["id"]
+        await c.patch(f"{base}/{hook}", headers=auth, json={"enabled": False})
+        for body in ({"enabled": "yes"}, {"enabled": "true"}, {"enabled": 1},
+                     {"secret": "whsec_x"}, {"enabled": True, "secret": "whsec_x"},
+                     {"url": "https://hooks.acme.example/h", "events": ["invoice.*"],
+                      "enabld": True}):
+            r = await c.patch(f"{base}/{hook}", headers=auth, json=body)
+            assert r.status_code == 422, (body, r.text)
+            assert r.json()["type"].endswith("/invalid-request"), r.text
+        assert (await c.get(f"{base}/{hook}", headers=auth)).json()["enabled"] is False
+        for overlap in (True, "10", 1e3, 10.0, None):
+            r = await c.post(f"/api/v1/webhooks/{hook}/rotate-secret", headers=auth,
+                             json={"overlap_seconds": overlap})
+            assert r.status_code == 422, (overlap, r.text)
+        r = await c.post(f"/api/v1/webhooks/{hook}/rotate-secret", headers=auth,
+                         json={"overlap_secs": 0})
+        assert r.status_code == 422, r.text
+        r = await c.post(base, headers=auth, json={
+            "url": "https://hooks.acme.example/h2", "events": ["invoice.*"], "enabled": False})
+        assert r.status_code == 422, r.text  # a hook is created enabled; not a field here
+        assert len((await c.get(base, headers=auth)).json()) == 1
+    async with sessions() as s:  # no rotation happened: the secret is the first one
+        row = await s.get(Webhook, hook)
+        assert row is not None and row.previous_secret is None

@@ -37,7 +37,8 @@ def test_a_long_position_names_the_highest_ids_and_so_repeats_rather_than_loses(
 
 
 @pytest.mark.parametrize("bad", ["", " ", "a", "1:", ":1", "1:2,", "1:2:3", "-1", "1" * 19,
-                                 "1:" + ",".join(["2"] * (MAX_ABOVE + 1)), "١٢", "1;2"])
+                                 "1:" + ",".join(["2"] * (MAX_ABOVE + 1)), "١٢", "1;2",
+                                 "1\n", "\n1", "1\x1f", "1 2", "9" * 5000])
 def test_anything_else_is_a_clear_error(bad):
     with pytest.raises(InvalidStream, match="Last-Event-ID"):
         StreamCursor.parse(bad)

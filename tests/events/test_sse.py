@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from satvault.accounts import service as acc
 from satvault.db import create_engine, utcnow
 from satvault.events.outbox import emit
-from tests.events.conftest import add_webhook, serve
+from tests.events.conftest import add_webhook, api_client, serve
 from tests.waiting import eventually
 
 
@@ -362,3 +362,35 @@ async def test_a_stream_keeps_sending_past_thirty_thousand_events_behind_an_open
             await slow.close()
         ids = [e["event_id"] for e in got]
         assert len(ids) == len(set(ids)) == many + 1 and early in ids
+
+
+async def test_a_malformed_position_is_an_invalid_stream(make_app, sessions, world):
+    """Found from outside: a Last-Event-ID (or ``last_event_id``) that is not a position was
+    FastAPI's generic ``invalid-request`` (a pattern on the parameter ran before the cursor
+    could say what a position is), where the API documents ``invalid-stream``. Every one is
+    now the stream's own refusal, a control character in the query included."""
+    await emit_for(sessions, "inv_a", "invoice.created")
+    async with sessions() as s, s.begin():
+        wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=world.merchant)
+        _, key = await acc.create_api_key(s, owner_id=world.merchant, scopes=["wallet:read"])
+    url = "/api/v1/events/stream"
+    bad_values = ["abc", "9" * 23, "١٢", "3\n", "3\x1f", "1:2,", "-1", "9" * 5000]
+    async with api_client(make_app()) as client:
+        for params in ({"invoice_id": "inv_a"}, {"wallet_id": wallet.id}):
+            for bad in bad_values:
+                r = await client.get(url, params={**params, "last_event_id": bad},
+                                     headers={"Authorization": f"Bearer {key}"})
+                assert r.status_code == 422, (params, bad, r.text)
+                assert r.json()["type"].endswith("/invalid-stream"), (bad, r.text)
+                assert "Last-Event-ID" in r.json()["detail"]
+                if "\n" in bad or "\x1f" in bad:
+                    continue  # not a header value HTTP can carry
+                r = await client.get(url, params=params, headers={
+                    "Authorization": f"Bearer {key}", "Last-Event-ID": bad.encode()})
+                assert r.status_code == 422, (params, bad, r.text)
+                assert r.json()["type"].endswith("/invalid-stream"), (bad, r.text)
+            # A NUL stays the edge's refusal of every parameter that holds one.
+            r = await client.get(url, params={**params, "last_event_id": "3\x00"},
+                                 headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 422
+            assert r.json()["type"].endswith("/invalid-characters"), r.text

@@ -96,3 +96,18 @@ async def test_unresolvable_names_are_refused_as_names_resolving_inside_are(fake
             await check_url(f"https://{name}.example/", environment="production")
         answers.add(str(refused.value).replace(f"{name}.example", "<host>"))
     assert answers == {"<host> does not resolve to a public address; refusing to send there"}
+
+
+@pytest.mark.parametrize(("address", "kind", "inner"), [
+    ("2001::a00:1", "Teredo", "0.0.0.0"), ("::ffff:127.0.0.1", "IPv4-mapped", "127.0.0.1"),
+    ("64:ff9b::a00:1", "NAT64", "10.0.0.1"), ("2002:a00:1::", "6to4", "10.0.0.1")])
+async def test_an_ipv6_form_is_named_with_the_ipv4_it_embeds(fake_dns, address, kind, inner):
+    """Found from outside: ``http://[2001::a00:1]/`` was refused (rightly) as "2001::a00:1 is
+    an unspecified address", which it is not: it is a Teredo address whose embedded server
+    address is 0.0.0.0. The reason names the form and the IPv4 address inside."""
+    found = refusal(address)
+    assert found is not None and kind in found and inner in found, found
+    with pytest.raises(UnsafeUrl) as refused:
+        await check_url(f"https://[{address}]/hook", environment="production")
+    assert f"{address} is an unspecified" not in str(refused.value)
+    assert kind in str(refused.value) and inner in str(refused.value), refused.value

@@ -61,3 +61,24 @@ async def test_an_invoice_above_the_lightning_cap_says_so(lnenv: LnEnv, shop):  
         r = await create(c, shop, "big-onchain", amount=sats, currency="SATS",
                          payment_methods=["onchain"])
         assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("url", ["https://user:pass@evil.example/",
+                                 "https://shop.example@evil.example",
+                                 "https://@evil.example/", "http://shop.example:@evil.example",
+                                 "https://shop.example\\@evil.example/", "https:///back"])
+async def test_a_redirect_url_with_credentials_is_refused(lnenv: LnEnv, shop,  # noqa: F811
+                                                          url):
+    """Found from outside: ``https://shop.example@evil.example`` was stored and shown on the
+    public checkout page as "Back to the shop", a link to evil.example that reads as the
+    shop's (phishing). A redirect URL names its host with no credentials before it, as a
+    webhook's does; nothing is stored."""
+    async with api_client(lnenv) as c:
+        before = await row_counts(lnenv.sessions)
+        r = await create(c, shop, "cred", amount="1000", currency="SATS",
+                         payment_methods=["lightning"], redirect_url=url)
+        assert r.status_code == 422, r.text
+        assert "redirect_url" in r.json()["detail"], r.text
+        after = await row_counts(lnenv.sessions)
+        assert {k: v for k, v in after.items() if k != "idempotency_keys"} \
+            == {k: v for k, v in before.items() if k != "idempotency_keys"}

@@ -60,7 +60,7 @@ async def world(sessions) -> dict[str, Any]:
     return {"admin": {"Authorization": f"Bearer {admin_key}"},
             "alice": {"Authorization": f"Bearer {alice_key}"},
             "alice_wallet": alice_wallet.id, "bob_wallet": bob_wallet.id, "store": store.id,
-            "merchant": merchant.id}
+            "merchant": merchant.id, "alice_id": alice.id}
 
 
 def assert_problem(r: httpx.Response, status: int = 422) -> dict[str, Any]:
@@ -161,6 +161,31 @@ async def test_speed_policy_true_is_not_one(db_url, tmp_path, engine, world):
             "payment_methods": ["onchain"]},
             headers={**world["admin"], "Idempotency-Key": "float-minutes"})
         assert_problem(r)
+
+
+async def test_booleans_are_json_and_a_patch_refuses_a_field_it_does_not_have(
+        db_url, tmp_path, engine, sessions, world):
+    """Found from outside (webhooks, and these beside them): ``"yes"`` was a boolean,
+    ``"1"`` a tier, and a PATCH with a field it does not have answered 200 having changed
+    nothing, so the client believed it had set it. Nothing changes."""
+    alice = world["alice_id"]
+    async with app_client(db_url, tmp_path, engine) as c:
+        before = await row_counts(sessions, skip=("idempotency_keys",))
+        admin = world["admin"]
+        for body in ({"nmae": "Renamed"},
+                     {"name": "Renamed", "redirect_url": "https://x.example"}):
+            assert_problem(await c.patch(f"/api/v1/stores/{world['store']}", headers=admin,
+                                         json=body))
+        for required in ("yes", "true", 1):
+            assert_problem(await c.put(f"/api/v1/auth/totp-required/{alice}",
+                                       headers=admin, json={"required": required}))
+        r = await c.post(f"/api/v1/admin/kyc/user/{alice}/records", headers=admin, json={
+            "tier": "1", "decision": "approve", "full_name": "Alice"})
+        assert_problem(r)
+        assert r.json()["errors"][0]["loc"] == ["body", "tier"]
+        assert await row_counts(sessions, skip=("idempotency_keys",)) == before
+        store = (await c.get(f"/api/v1/stores/{world['store']}", headers=admin)).json()
+        assert store["name"] == "Web"
 
 
 # ------------------------------------------------------------------ NUL and lone surrogates

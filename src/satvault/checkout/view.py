@@ -30,8 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.checkout.i18n import N_
 from satvault.db import utcnow
 from satvault.invoices.models import StoreInvoice
-from satvault.invoices.service import destinations
+from satvault.invoices.service import check_redirect_url, destinations
 from satvault.invoices.status import Additional, Status
+from satvault.kernel.errors import InvalidInput
 from satvault.onchain.bip21 import make_bip21
 from satvault.onchain.models import ChainBlock, OnchainPayment, OnchainPaymentStatus
 
@@ -194,5 +195,18 @@ async def public_status(session: AsyncSession, inv: StoreInvoice) -> dict[str, A
         "seen_msat": inv.seen_msat, "due_msat": max(0, inv.due_msat - inv.seen_msat),
         "confirmations": confirmations,
         "expires_at": inv.expires_at.isoformat(), "now": utcnow().isoformat(),
-        "destinations": pay.as_dict(), "redirect_url": inv.redirect_url,
+        "destinations": pay.as_dict(), "redirect_url": _way_back(inv.redirect_url),
     }
+
+
+def _way_back(url: str | None) -> str | None:
+    """The redirect URL, unless it is one creation refuses now (found from outside:
+    credentials before the host, a link that reads as the shop's and leads elsewhere): an
+    invoice stored before that check shows no way back rather than that link."""
+    if not url:
+        return None
+    try:
+        check_redirect_url(url)
+    except InvalidInput:
+        return None
+    return url

@@ -26,12 +26,14 @@ from dataclasses import dataclass, field
 
 from satvault.events.errors import InvalidStream
 
-__all__ = ["MAX_ABOVE", "TOKEN_PATTERN", "StreamCursor"]
+__all__ = ["MAX_ABOVE", "MAX_TOKEN_LENGTH", "TOKEN_PATTERN", "StreamCursor"]
 
 MAX_ABOVE = 50
 _ID = r"[0-9]{1,18}"
 TOKEN_PATTERN = rf"^(?:{_ID}(?::{_ID}(?:,{_ID}){{0,{MAX_ABOVE - 1}}})?)?$"
 _TOKEN = re.compile(TOKEN_PATTERN)
+# The longest token the pattern allows: ``complete``, then MAX_ABOVE ids, 18 digits each.
+MAX_TOKEN_LENGTH = 18 + (MAX_ABOVE * 19)
 
 
 @dataclass
@@ -80,8 +82,12 @@ class StreamCursor:
     @classmethod
     def parse(cls, token: str) -> StreamCursor:
         """A cursor from a frame's ``id:`` (or a plain event id), or :class:`InvalidStream`."""
-        token = token.strip()
-        if not token or not token.isascii() or not _TOKEN.match(token):
+        # Only blanks around it are dropped (an HTTP header's own): a newline or another
+        # control character is refused, and ``fullmatch``, since ``$`` also matches before a
+        # final newline. The length first, so that a long value costs nothing to refuse.
+        token = token.strip(" \t")
+        if (not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii()
+                or not _TOKEN.fullmatch(token)):
             raise InvalidStream("Last-Event-ID must be an event id or a stream position as "
                                 "the stream's frames carry it (e.g. 1047 or 1047:1048,1050)")
         complete, _, above = token.partition(":")

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 __all__ = ["AttemptOut", "DeliveryOut", "DeliveryPage", "SecretRotatedOut", "SecretRotationIn",
            "WebhookCreatedOut", "WebhookIn", "WebhookOut", "WebhookPatch"]
 
+
+# A request body is strict (found from outside: ``{"enabled": "yes"}`` enabled a webhook,
+# ``"10"``, ``true`` and ``1e3`` were an overlap in seconds, and a ``secret`` on a PATCH
+# answered 200 and changed nothing): booleans and integers are JSON's own, as everywhere in
+# the API, and a field the body does not have is refused, not ignored.
+_STRICT_BODY = ConfigDict(extra="forbid")
+_Bool = Annotated[bool, Strict()]
 
 # An http(s) URL; whether its host may be called (not private, resolvable) is checked later.
 _HTTP_URL = r"^[hH][tT][tT][pP][sS]?://"
 
 
 class WebhookIn(BaseModel):
+    model_config = _STRICT_BODY
+
     url: str = Field(max_length=2000, pattern=_HTTP_URL)
     events: list[str] = Field(min_length=1, max_length=30)
     secret: str | None = Field(default=None, min_length=16, max_length=200,
@@ -22,9 +32,13 @@ class WebhookIn(BaseModel):
 
 
 class WebhookPatch(BaseModel):
+    """What a PATCH may change; the secret changes by rotation only (``rotate-secret``)."""
+
+    model_config = _STRICT_BODY
+
     url: str | None = Field(default=None, max_length=2000)
     events: list[str] | None = Field(default=None, min_length=1, max_length=30)
-    enabled: bool | None = None
+    enabled: _Bool | None = None
 
 
 class WebhookOut(BaseModel):
@@ -41,7 +55,9 @@ class WebhookCreatedOut(WebhookOut):
 
 
 class SecretRotationIn(BaseModel):
-    overlap_seconds: int = Field(
+    model_config = _STRICT_BODY
+
+    overlap_seconds: Annotated[int, Strict()] = Field(
         default=86_400, ge=0, le=7 * 86_400,
         description="How long deliveries are signed with the old secret too (0: not at all).")
 

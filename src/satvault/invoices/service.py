@@ -79,6 +79,7 @@ __all__ = [
     "Quote",
     "StoreChanged",
     "apply_payment",
+    "check_redirect_url",
     "create_store_invoice",
     "destinations",
     "destinations_of",
@@ -114,6 +115,23 @@ _stores: OrderedDict[str, tuple[str, str, int, int, Hooks]] = OrderedDict()
 _STORES_MAX = 10_000
 # merchant id → its wallet id: a wallet never changes owner and is never deleted.
 _merchant_wallets: dict[str, str] = {}
+
+
+def check_redirect_url(url: str) -> None:
+    """An invoice's ``redirect_url``, the public checkout page's "Back to the shop" link: an
+    http(s) URL with a host and no credentials before it (found from outside:
+    ``https://shop.example@evil.example`` reads as the shop's and leads to evil.example, a
+    phishing link under the platform's name; a webhook's URL refuses credentials too). A
+    backslash in the authority is refused as well: browsers read it as a slash, Python does
+    not, so what the two call the host could differ."""
+    if not url.startswith(("https://", "http://")):
+        raise InvalidInput("redirect_url must be an http(s) URL")
+    authority = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if "@" in authority or "\\" in authority:
+        raise InvalidInput("redirect_url must not hold credentials (user:password@ before "
+                           "the host): the checkout page shows it as a link back to the shop")
+    if not authority or authority.startswith(":"):
+        raise InvalidInput("redirect_url has no host")
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,8 +338,8 @@ async def quote_store_invoice(*, store: Store, request: InvoiceRequest, settings
         raise InvalidInput("payment_tolerance_percent must be between 0 and 50")
     if (tolerance * 100) % 1:  # kept in basis points: "0.015" would have been 1 bp silently
         raise InvalidInput("payment_tolerance_percent has at most 2 decimal places")
-    if request.redirect_url and not request.redirect_url.startswith(("https://", "http://")):
-        raise InvalidInput("redirect_url must be an http(s) URL")
+    if request.redirect_url:
+        check_redirect_url(request.redirect_url)
     try:  # Python reads NaN, Infinity and 1e999 (as infinity); JSON cannot carry them
         metadata = json.dumps(request.metadata or {}, sort_keys=True, allow_nan=False)
     except ValueError as exc:

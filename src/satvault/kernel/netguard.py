@@ -38,14 +38,17 @@ _SPECIAL = tuple(ipaddress.ip_network(n) for n in (
 _GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
 
 
-def _embedded(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """IPv4 addresses an IPv6 address routes to (mapped, NAT64, 6to4, Teredo)."""
-    found = [ip.ipv4_mapped, ip.sixtofour]
+def _embedded(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """IPv4 addresses an IPv6 address routes to (mapped, NAT64, 6to4, Teredo), each with the
+    name of the form that holds it."""
+    found: list[tuple[str, ipaddress.IPv4Address | None]] = [
+        ("an IPv4-mapped address", ip.ipv4_mapped), ("a 6to4 address", ip.sixtofour)]
     if ip.teredo is not None:
-        found.extend(ip.teredo)
+        server, client = ip.teredo
+        found += [("a Teredo address", server), ("a Teredo address", client)]
     if ip in _NAT64:
-        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF))
-    return [a for a in found if a is not None]
+        found.append(("a NAT64 address", ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)))
+    return [(kind, a) for kind, a in found if a is not None]
 
 
 def refusal(address: str, *, allow_loopback: bool = False) -> str | None:
@@ -55,10 +58,12 @@ def refusal(address: str, *, allow_loopback: bool = False) -> str | None:
     except ValueError:
         return "not an IP address"
     if isinstance(ip, ipaddress.IPv6Address):
-        for inner in _embedded(ip):
+        for kind, inner in _embedded(ip):
             reason = refusal(str(inner), allow_loopback=allow_loopback)
             if reason is not None:
-                return reason
+                # The form and what it holds (found from outside: the Teredo address
+                # 2001::a00:1 was called "an unspecified address", its server's 0.0.0.0).
+                return f"{kind} embedding {inner}, {reason}"
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if ip.is_loopback:

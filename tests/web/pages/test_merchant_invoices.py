@@ -64,6 +64,9 @@ async def test_create_pay_and_mark(web: httpx.AsyncClient, shop: Shop, lnenv: Ln
     assert r.status_code == 422 and "Two coffees" in r.text
     r = await web.post(base, data={**form, "payment_methods": []})
     assert r.status_code == 422
+    # Found from outside: a redirect with credentials read as the shop's and led elsewhere.
+    r = await web.post(base, data={**form, "redirect_url": "https://shop.example@evil.example"})
+    assert r.status_code == 422 and "credentials" in r.text
     assert (await web.post(base, data={k: v for k, v in form.items()
                                        if k != "csrf_token"})).status_code == 403
     listed = (await web.get(f"/api/v1/stores/{shop.store}/invoices", headers=shop.key)).json()

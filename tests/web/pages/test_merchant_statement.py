@@ -206,3 +206,38 @@ async def test_the_csv_says_what_each_line_did_to_the_balance(browser: httpx.Asy
     by_id = {t["transfer_id"]: t["posted_msat"] for t in table}
     assert (by_id["h:paid"], by_id["h:paid:post"], by_id["h:gone"], by_id["h:gone:void"]) \
         == ("0", "-1000000", "0", "0")
+
+
+async def test_the_csv_refuses_the_filters_the_page_refuses(browser: httpx.AsyncClient,
+                                                            people: People,
+                                                            sessions) -> None:
+    """Found from outside: the CSV ignored a filter it could not read and exported every
+    line with a 200 (an accountant asking for one period got the whole history), where the
+    page refuses the same query with a 422. It refuses it too, saying why."""
+    await books(sessions, people.alice_merchant)
+    await sign_in(browser, "alice@example.com")
+    url = f"/dashboard/m/{people.alice_merchant}/statement"
+    for params, why in (({"from": "2026-13-45"}, "is not a date"),
+                        ({"to": "banana"}, "is not a date"),
+                        ({"from": "2026-12-08", "to": "2026-12-07"}, "ends before it starts"),
+                        ({"direction": "both"}, "money in or money out")):
+        page = await browser.get(url, params=params)
+        assert page.status_code == 422 and why in page.text
+        r = await browser.get(url + ".csv", params=params)
+        assert r.status_code == 422, (params, r.text[:200])
+        assert why in r.text and not r.headers["content-type"].startswith("text/csv")
+        assert "content-disposition" not in r.headers
+
+
+async def test_the_dashboards_event_stream_refuses_a_malformed_position(
+        browser: httpx.AsyncClient, people: People) -> None:
+    """Found from outside (the API's stream, and this one beside it): a malformed
+    Last-Event-ID was FastAPI's generic refusal; it is the stream's own, saying what a
+    position is."""
+    await sign_in(browser, "alice@example.com")
+    url = f"/dashboard/m/{people.alice_merchant}/events"
+    for bad in ("abc", "9" * 23, "3\n"):
+        r = await browser.get(url, params={"last_event_id": bad})
+        assert r.status_code == 422 and "Last-Event-ID" in r.text, bad
+    r = await browser.get(url, headers={"Last-Event-ID": "١٢".encode()})
+    assert r.status_code == 422 and "Last-Event-ID" in r.text

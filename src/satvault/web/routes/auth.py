@@ -47,7 +47,7 @@ from satvault.config import Settings
 from satvault.kernel.errors import Forbidden, Unauthenticated
 from satvault.logs import get_logger
 from satvault.web.deps import CurrentPrincipal, SessionDep, require_scope
-from satvault.web.fields import SingleLine
+from satvault.web.fields import STRICT_BODY, SingleLine, StrictBool
 from satvault.web.openapi import problem_responses
 from satvault.web.problems import problem_for
 from satvault.web.ratelimit import EdgeLimiter, PublicCreateLimit
@@ -321,7 +321,9 @@ async def revoke(session: SessionDep, body: RevokeIn) -> Response:
 # ------------------------------------------------------------------------------- admin
 
 class RequiredIn(BaseModel):
-    required: bool
+    model_config = STRICT_BODY
+
+    required: StrictBool
 
 
 class RequiredOut(BaseModel):

@@ -22,6 +22,7 @@ from satvault.kyc import service as kyc
 from satvault.kyc.limits import limits_for, top_tier
 from satvault.kyc.screening import screen_name
 from satvault.web.deps import SessionDep, require_any_scope, require_scope
+from satvault.web.fields import StrictInt
 from satvault.web.openapi import problem_responses
 from satvault.web.state import settings_of
 
@@ -38,7 +39,7 @@ OwnerWriter = Annotated[Principal, Depends(require_scope("wallet:write"))]
 
 
 class RecordIn(BaseModel):
-    tier: int = Field(ge=0, le=100)
+    tier: StrictInt = Field(ge=0, le=100)
     decision: Literal["approve", "reject"]
     full_name: str = Field(min_length=1, max_length=200)
     documents: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list,
@@ -138,7 +139,7 @@ async def unfreeze(wallet_id: str, body: ReasonIn, session: SessionDep,
 
 
 class UpgradeIn(BaseModel):
-    tier: int | None = Field(default=None, ge=1, le=100,
+    tier: StrictInt | None = Field(default=None, ge=1, le=100,
                              description="The tier asked for; the next one by default.")
     full_name: str = Field(min_length=1, max_length=200)
     documents: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(

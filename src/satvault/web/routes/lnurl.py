@@ -35,7 +35,7 @@ from satvault.lightning.vouchers import failed_withdrawals, refusal
 from satvault.logs import get_logger
 from satvault.risk import RiskRejected
 from satvault.web.deps import OptionalIdempotencyKey, SessionDep, SettingsDep, require_scope
-from satvault.web.fields import Memo, Msat
+from satvault.web.fields import STRICT_BODY, Memo, Msat, StrictInt
 from satvault.web.idempotency import run_idempotent
 from satvault.web.openapi import problem_responses
 from satvault.web.problems import problem, problem_for
@@ -167,7 +167,7 @@ class VoucherIn(BaseModel):
     amount_msat: Msat = Field(description="the most the holder may withdraw")
     min_msat: Msat | None = Field(None, description="the least (default: amount_msat)")
     description: Memo = ""
-    expires_in: int | None = Field(
+    expires_in: StrictInt | None = Field(
         None, ge=60, le=_MAX_VOUCHER_SECONDS,
         description="seconds until the voucher expires (default: "
                     "SATVAULT_VOUCHER_DEFAULT_LIFETIME_DAYS, 30 days; at most "
@@ -181,7 +181,9 @@ class VoucherIn(BaseModel):
 
 
 class VoucherExpiryIn(BaseModel):
-    expires_in: int | None = Field(
+    model_config = STRICT_BODY
+
+    expires_in: StrictInt | None = Field(
         None, ge=60, le=_MAX_VOUCHER_SECONDS, description="seconds from now")
     expires_at: datetime | None = Field(
         None, description="instead of expires_in (UTC if no zone is given)")

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, Strict
+from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +27,7 @@ from satvault.kernel.errors import Forbidden, InvalidInput, NotFound
 from satvault.rates.errors import RateError, UnsupportedCurrency
 from satvault.rates.service import build_rate_service
 from satvault.web.deps import IdempotencyKey, SessionDep, require_any_scope, require_scope
-from satvault.web.fields import SingleLine, SpeedPolicy
+from satvault.web.fields import STRICT_BODY, SingleLine, SpeedPolicy, StrictInt
 from satvault.web.idempotency import run_idempotent
 from satvault.web.openapi import problem_responses
 from satvault.web.ratelimit import CreateLimit
@@ -54,19 +54,22 @@ class StoreIn(BaseModel):
                                               "invoices created without one.")
     speed_policy: SpeedPolicy = Field(
         default=1, description="Confirmations before an on-chain payment settles an invoice.")
-    spread_bp: Annotated[int, Strict()] = Field(default=0, ge=0, le=2000,
+    spread_bp: StrictInt = Field(default=0, ge=0, le=2000,
                            description="Added to the market rate on fiat invoices, in basis "
                                        "points (the payer pays that much more).")
 
 
 class StorePatch(BaseModel):
-    """Fields left out keep their value; none can be set to null (the schema says so)."""
+    """Fields left out keep their value; none can be set to null (the schema says so); one
+    it does not have is refused."""
+
+    model_config = STRICT_BODY
 
     name: Annotated[SingleLine, Field(min_length=1, max_length=120)] | SkipJsonSchema[None] = None
     default_currency: Annotated[str, Field(max_length=8, pattern=CURRENCY_PATTERN)
                                 ] | SkipJsonSchema[None] = None
     speed_policy: SpeedPolicy | SkipJsonSchema[None] = None
-    spread_bp: Annotated[int, Strict(), Field(ge=0, le=2000)] | SkipJsonSchema[None] = None
+    spread_bp: Annotated[StrictInt, Field(ge=0, le=2000)] | SkipJsonSchema[None] = None
 
 
 class StoreOut(BaseModel):

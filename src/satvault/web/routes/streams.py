@@ -61,7 +61,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from satvault.accounts.access import visible_wallet
 from satvault.accounts.service import Principal
 from satvault.db import one_read
-from satvault.events.cursor import TOKEN_PATTERN, StreamCursor
+from satvault.events.cursor import StreamCursor
 from satvault.events.errors import InvalidStream, StreamUnavailable
 from satvault.events.jetstream import StreamEvent, subject_for
 from satvault.events.live import LiveFeed
@@ -77,7 +77,8 @@ from satvault.web.ratelimit import PublicLimit
 from satvault.web.streamslots import Slot, StreamSlots
 
 __all__ = ["HEARTBEAT_SECONDS", "PUBLIC_INVOICE_FIELDS", "RECHECK_SECONDS",
-           "Allowed", "resume_point", "router", "wallet_stream"]
+           "Allowed", "PositionHeader", "PositionQuery", "resume_point", "router",
+           "wallet_stream"]
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 log = get_logger(__name__)
@@ -319,10 +320,21 @@ async def _live_events(feed: LiveFeed, match: Callable[[StreamEvent], bool],
         listener.close()
 
 
+_POSITION = ("Where to resume: a frame's `id:` (an event id, or `<complete>:<id>,<id>,...`). "
+             "Anything else is a 422 `invalid-stream`.")
+# Plain strings: :meth:`StreamCursor.parse` reads them, bounds their length and refuses a
+# malformed one as the documented ``invalid-stream`` (found from outside: a ``pattern`` here
+# answered ``abc``, 23 digits or Arabic-Indic digits with FastAPI's generic
+# ``invalid-request`` before the cursor could say what a position is).
+PositionQuery = Annotated[str | None, Query(alias="last_event_id", description=_POSITION)]
+PositionHeader = Annotated[str, Header(description=_POSITION)]
+
+
 def resume_point(header: str | None, query: str | None) -> StreamCursor | None:
     """The client's position: ``Last-Event-ID`` (what EventSource sends when it reconnects),
-    else the ``last_event_id`` query parameter; None: from now."""
-    value = (header or "").strip() or (query or "").strip()
+    else the ``last_event_id`` query parameter; None: from now. Only blanks are trimmed: a
+    newline or another control character reaches the parser, which refuses it."""
+    value = (header or "").strip(" \t") or (query or "").strip(" \t")
     return StreamCursor.parse(value) if value else None
 
 
@@ -333,9 +345,8 @@ async def stream(
     request: Request,
     invoice_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     wallet_id: Annotated[str | None, Query(min_length=1, max_length=40)] = None,
-    last_event_id_param: Annotated[str | None, Query(alias="last_event_id",
-                                                     pattern=TOKEN_PATTERN)] = None,
-    last_event_id: Annotated[str, Header(pattern=TOKEN_PATTERN)] = "",
+    last_event_id_param: PositionQuery = None,
+    last_event_id: PositionHeader = "",
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from satvault.web.fields import StrictInt
+
 __all__ = ["AssignIn", "AttachIn", "CloseIn", "FileIn", "NarrativeIn", "NoteIn", "VersionIn"]
 
 _VERSION = Field(default=None, ge=1, le=2**31 - 1,
@@ -13,12 +15,12 @@ _VERSION = Field(default=None, ge=1, le=2**31 - 1,
 
 
 class VersionIn(BaseModel):
-    expected_version: int | None = _VERSION
+    expected_version: StrictInt | None = _VERSION
 
 
 class AssignIn(BaseModel):
     assignee: str = Field(min_length=1, max_length=40, description="An admin user's id.")
-    expected_version: int | None = _VERSION
+    expected_version: StrictInt | None = _VERSION
 
 
 class NoteIn(BaseModel):
@@ -39,7 +41,7 @@ class CloseIn(BaseModel):
         "on), return (the hold is voided), none (nothing held). Default: return for a "
         "confirmed risk, release for a false positive; none when nothing is held.")
     note: str = Field(default="", max_length=10_000)
-    expected_version: int | None = _VERSION
+    expected_version: StrictInt | None = _VERSION
 
 
 class NarrativeIn(BaseModel):

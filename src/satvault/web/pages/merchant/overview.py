@@ -5,13 +5,11 @@ the last 30 days: volume per rail, invoices created and settled."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from satvault.auth.sessions import resolve_session
-from satvault.events.cursor import TOKEN_PATTERN
 from satvault.invoices.stats import daily_conversion
 from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import SatvaultError
@@ -22,7 +20,12 @@ from satvault.web.pages.merchant.charts import Series, bar_chart
 from satvault.web.pages.merchant.texts import N_, translate
 from satvault.web.pages.merchant.wallet_access import merchant_wallet
 from satvault.web.pages.render import render
-from satvault.web.routes.streams import resume_point, wallet_stream
+from satvault.web.routes.streams import (
+    PositionHeader,
+    PositionQuery,
+    resume_point,
+    wallet_stream,
+)
 from satvault.web.routes.wallets import balances_of
 from satvault.web.state import sessions_of, settings_of
 
@@ -82,9 +85,8 @@ async def balances_fragment(merchant_id: str, request: Request, view: PageUser,
 @router.get("/dashboard/m/{merchant_id}/events", response_class=StreamingResponse)
 async def events(
     merchant_id: str, request: Request, view: PageUser,
-    last_event_id_param: Annotated[str | None, Query(alias="last_event_id",
-                                                     pattern=TOKEN_PATTERN)] = None,
-    last_event_id: Annotated[str, Header(pattern=TOKEN_PATTERN)] = "",
+    last_event_id_param: PositionQuery = None,
+    last_event_id: PositionHeader = "",
 ) -> StreamingResponse:
     """The wallet's event stream (the API's, ``/api/v1/events/stream?wallet_id=``), for the
     signed-in owner instead of an API key."""

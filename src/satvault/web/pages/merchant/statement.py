@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.kernel.clock import utcnow
 from satvault.kernel.days import day_end, day_start
+from satvault.kernel.errors import InvalidInput
 from satvault.ledger.core import TransferKind
 from satvault.ledger.history import StatementLine, codes_of, statement
 from satvault.web.deps import SessionDep
@@ -141,7 +142,7 @@ async def _csv(sessions: async_sessionmaker[AsyncSession], account_id: int,
 
 @router.get("/dashboard/m/{merchant_id}/statement.csv")
 async def statement_csv(
-    merchant_id: str, request: Request, view: PageUser,
+    merchant_id: str, request: Request, view: PageUser, lang: PageLang,
     start: Annotated[str, Query(alias="from", max_length=40)] = "",
     end: Annotated[str, Query(alias="to", max_length=40)] = "", direction: FilterQuery = "",
     code: FilterQuery = "",
@@ -150,6 +151,11 @@ async def statement_csv(
     async with sessions() as session, session.begin():
         _principal, merchant, wallet = await merchant_wallet(session, view, merchant_id)
     filters = parse_filters(start, end, direction, code)
+    if filters.errors:
+        # found from outside: a filter that does not parse is refused, as the page refuses
+        # it, not dropped: an export of one period that silently held every line is wrong
+        # books for whoever reads it.
+        raise InvalidInput(" ".join(translate(lang, e) for e in filters.errors))
     name = f"statement-{merchant.id}-{utcnow().date().isoformat()}.csv"
     headers = {**PAGE_HEADERS, "Content-Disposition": f'attachment; filename="{name}"'}
     return StreamingResponse(_csv(sessions, wallet.ledger_account_id, filters),
