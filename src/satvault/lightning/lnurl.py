@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import httpx
 import lnurl as lnurl_lib
 
+from satvault.kernel import strictjson
 from satvault.kernel.dns import InvalidHostName, resolve_addresses
 from satvault.kernel.netguard import refusal
 from satvault.lightning.bolt11check import decode
@@ -274,9 +274,12 @@ async def _get_json(http: httpx.AsyncClient, url: httpx.URL, *,
     except httpx.HTTPError as exc:
         raise LnurlError(f"could not reach {host}: {type(exc).__name__}") from exc
     try:
-        data = json.loads(body)
+        # Depth-limited: a deeper answer crashed the parser (found from outside), and no
+        # LNURL answer needs more; what we keep of it (a successAction) is stored and shown.
+        data = strictjson.foreign(bytes(body), max_depth=strictjson.MAX_DEPTH)
     except ValueError as exc:
-        raise LnurlError(f"{host} did not answer with JSON (HTTP {status})") from exc
+        raise LnurlError(f"{host} did not answer with JSON (HTTP {status}), or nested it "
+                         f"more than {strictjson.MAX_DEPTH} deep") from exc
     if not isinstance(data, dict):
         raise LnurlError(f"{host} answered with something other than a JSON object")
     if str(data.get("status", "")).upper() == "ERROR":
@@ -301,9 +304,9 @@ def _metadata(metadata: Any) -> tuple[str, str]:
     if not isinstance(metadata, str):
         raise LnurlError("the service sent no metadata string")
     try:
-        entries = json.loads(metadata)
+        entries = strictjson.foreign(metadata, max_depth=strictjson.MAX_DEPTH)
     except ValueError as exc:
-        raise LnurlError("the service's metadata is not JSON") from exc
+        raise LnurlError("the service's metadata is not JSON, or nests too deep") from exc
     if not isinstance(entries, list) or not all(
         isinstance(e, list) and e and isinstance(e[0], str) for e in entries
     ):
