@@ -18,7 +18,7 @@ from satvault.lightning.payments import LightningPayer, fee_reserve
 from satvault.payouts.models import Withdrawal
 from tests.lightning_lnurl.conftest import LnEnv
 from tests.lightning_lnurl.fakes import FakeLightning, make_bolt11
-from tests.lightning_lnurl.test_withdraw import FUND, link, redeem, voucher
+from tests.lightning_lnurl.test_withdraw import FUND, link, redeem, voucher, withdrawals
 
 FAILED = "FAILURE_REASON_INCORRECT_PAYMENT_DETAILS"
 
@@ -219,3 +219,20 @@ async def test_a_withdrawal_cancelled_before_it_left_reopens_its_voucher(ln: LnE
     assert (await LightningPayer(ln.sessions, ln.lightning, ln.settings).step()).succeeded == 1
     assert ln.lightning.paid[-1] == pr
     await ln.check()
+
+
+async def test_a_redeemer_is_not_told_the_owners_freeze_reason(ln: LnEnv):
+    """Found from outside: the public callback answered every refusal's text, so whoever held
+    the link read an admin's freeze reason (and the owner's KYC limits, the risk decision):
+    the wallet gets a generic reason, the operator's log the detail."""
+    from satvault.kyc.service import freeze
+    await ln.fund("alice", FUND)
+    v = await voucher(ln, 100_000)
+    async with ln.sessions() as s, s.begin():
+        await freeze(s, wallet_id=ln.wallets["alice"].id, reason="court order 2026/17",
+                     actor="user:admin")
+    answer = await redeem(ln, v, make_bolt11(100_000))
+    assert answer["status"] == "ERROR", answer
+    assert "court order" not in answer["reason"] and "frozen" not in answer["reason"], answer
+    assert "cannot be redeemed" in answer["reason"], answer
+    assert await withdrawals(ln) == 0
