@@ -64,6 +64,7 @@ from satvault.lightning.models import ISSUED_ON_REQUEST
 from satvault.lightning.payments import fee_reserve, request_ln_withdrawal, take_off_node
 from satvault.lightning.vouchers import not_expired, refusal, void_id
 from satvault.payouts.models import Withdrawal
+from satvault.payouts.service import check_ever_allowed
 
 __all__ = ["COMMENT_ALLOWED", "MIN_SENDABLE_MSAT", "MIN_VOUCHER_LIFETIME", "SUCCESS_MESSAGE",
            "Refused", "address_invoice", "address_metadata", "address_name", "base_url",
@@ -205,6 +206,9 @@ async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: in
     if amount_msat > settings.ln_max_payment_msat:
         raise InvalidInput(f"amount_msat is above the per-payment limit of "
                            f"{settings.ln_max_payment_msat} msat")
+    # Frozen, or over a limit no redemption could pass: refused now, not held for nothing.
+    await check_ever_allowed(session, wallet=wallet, amount_msat=amount_msat,
+                             settings=settings, rail="lightning")
     vid, token = new_id("lnw"), secrets.token_urlsafe(24)
     reserve = fee_reserve(amount_msat, settings)
     platform = await ensure_platform_accounts(session, "BTC")
