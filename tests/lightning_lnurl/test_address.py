@@ -214,3 +214,22 @@ async def test_a_username_needs_a_letter_or_digit(ln: LnEnv, username: str):
     r = await ln.client.post(f"/api/v1/wallets/{ln.wallets['bob'].id}/lightning-address",
                              json={"username": "a.b"}, headers=ln.auth("bob"))
     assert r.status_code == 201, r.text
+
+
+async def test_a_refused_character_on_a_wallet_facing_endpoint_is_an_lnurl_error(ln: LnEnv):
+    """Found from outside: a NUL in a callback's query got the API's 422 problem+json, which
+    a LUD-01 wallet does not read; the wallet-facing endpoints answer the LNURL way (HTTP
+    200, status ERROR, a reason), the API keeps its problem."""
+    await claim(ln, "bob", "bob")
+    for url in ("/lnurlp/bob/callback?amount=1000&comment=a%00b",
+                "/.well-known/lnurlp/bob?x=%00", "/lnurlw/tok/callback?k1=%00&pr=x",
+                "/lnurlw/tok%00en", "/lnurl-auth/callback?k1=%00"):
+        r = await ln.client.get(url)
+        assert r.status_code == 200, (url, r.text)
+        body = r.json()
+        assert body["status"] == "ERROR", (url, body)
+        assert "NUL" in body["reason"], (url, body)
+        assert r.headers["access-control-allow-origin"] == "*"
+    api = await ln.client.get(f"/api/v1/wallets/{ln.wallets['bob'].id}?x=%00",
+                              headers=ln.auth("bob"))
+    assert api.status_code == 422 and api.json()["type"].endswith("/invalid-characters")
