@@ -317,3 +317,15 @@ async def test_malformed_replies_stay_inside_the_adapter(reply: str,
             await backend.call("getblockcount")
     finally:
         await backend.close()
+
+
+async def test_an_answer_nested_past_the_parsers_limit_is_a_protocol_error() -> None:
+    """Found from outside (in LNURL answers, the same parse): JSON nested ~100k deep raised
+    RecursionError, which no "not JSON" handler caught."""
+    node = CannedNode({"getrawmempool": (200, "[" * 100_000 + "]" * 100_000)})
+    backend = node.adapter()
+    try:
+        with pytest.raises(BackendProtocolError, match="no JSON"):
+            await backend.mempool_txids()
+    finally:
+        await backend.close()

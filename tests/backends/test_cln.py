@@ -181,3 +181,23 @@ async def test_a_socket_path_longer_than_a_unix_address_holds_is_reached(
     with ClnRpcServer(net, path=short / "lightning-rpc"):
         info = await ClnBackend(str(deep / "lightning-rpc")).get_info()
     assert info.pubkey == net.pubkey("platform")
+
+
+async def test_an_answer_nested_past_the_parsers_limit_is_a_backend_error(tmp_path) -> None:
+    """Found from outside (in LNURL answers, the same parse): JSON nested ~100k deep raised
+    RecursionError, which the adapter's "broken reply" handler did not catch."""
+
+    async def deep(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"[" * 100_000 + b"]" * 100_000 + b"\n\n")
+        await writer.drain()
+        writer.close()
+
+    path = tmp_path / "rpc"
+    server = await asyncio.start_unix_server(deep, path=str(path))
+    try:
+        with pytest.raises(BackendError, match="nests too deep"):
+            await ClnBackend(str(path), timeout=5).get_info()
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -186,3 +186,15 @@ async def test_a_genesis_block_of_no_known_network_is_named_not_guessed() -> Non
     finally:
         await backend.close()
     assert sync.network == f"unknown (genesis {GENESIS['liquidv1']})"
+
+
+async def test_an_answer_nested_past_the_parsers_limit_stays_inside_the_adapter(
+        request: pytest.FixtureRequest) -> None:
+    """Found from outside (in LNURL answers, the same parse): JSON nested ~100k deep raised
+    RecursionError, which no "not JSON" handler caught."""
+    backend = canned(lambda req: httpx.Response(200, text="[" * 100_000 + "]" * 100_000))
+    try:
+        with pytest.raises(BackendProtocolError, match="did not answer JSON"):
+            await backend.mempool_txids()
+    finally:
+        await backend.close()

@@ -184,3 +184,52 @@ async def test_paying_pay_links_loads_the_trust_store_once(ln: LnEnv, monkeypatc
                                       lightning=ln.lightning, wallet=ln.wallets["bob"],
                                       destination=nobody, amount_msat=21_000)
     assert len(loads) <= 1, loads
+
+
+@pytest.mark.parametrize("comment", ["hi\nthere", "pay \u202eevil", "\x1b[31mred", "a\u2028b"])
+async def test_a_comment_that_is_not_one_line_is_refused(ln: LnEnv, comment: str):
+    """Found from outside: a LUD-12 comment carried newlines, ANSI escapes and direction
+    controls into the payee's deposit description; it is refused the LNURL way, as names and
+    labels are, and no invoice is made."""
+    r = await ln.client.post(f"/api/v1/wallets/{ln.wallets['bob'].id}/lightning-address",
+                             json={"username": "bob"}, headers=ln.auth("bob"))
+    assert r.status_code == 201, r.text
+    answer = await ln.client.get("/lnurlp/bob/callback",
+                                 params={"amount": 10_000, "comment": comment})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "ERROR", answer.text
+    assert "comment may not contain U+" in answer.json()["reason"], answer.text
+    ok = await ln.client.get("/lnurlp/bob/callback",
+                             params={"amount": 10_000, "comment": "thanks, caf\u00e9 \u263a"})
+    assert "pr" in ok.json(), ok.text
+
+
+@pytest.mark.parametrize("username", [".", "..", "...", "-", "_.", "._-"])
+async def test_a_username_needs_a_letter_or_digit(ln: LnEnv, username: str):
+    """Found from outside: ``.`` and ``..`` could be claimed, and no client can pay them (a
+    URL path normalises them away); a name needs at least one of a-z 0-9."""
+    r = await ln.client.post(f"/api/v1/wallets/{ln.wallets['bob'].id}/lightning-address",
+                             json={"username": username}, headers=ln.auth("bob"))
+    assert r.status_code == 422, r.text
+    r = await ln.client.post(f"/api/v1/wallets/{ln.wallets['bob'].id}/lightning-address",
+                             json={"username": "a.b"}, headers=ln.auth("bob"))
+    assert r.status_code == 201, r.text
+
+
+async def test_a_refused_character_on_a_wallet_facing_endpoint_is_an_lnurl_error(ln: LnEnv):
+    """Found from outside: a NUL in a callback's query got the API's 422 problem+json, which
+    a LUD-01 wallet does not read; the wallet-facing endpoints answer the LNURL way (HTTP
+    200, status ERROR, a reason), the API keeps its problem."""
+    await claim(ln, "bob", "bob")
+    for url in ("/lnurlp/bob/callback?amount=1000&comment=a%00b",
+                "/.well-known/lnurlp/bob?x=%00", "/lnurlw/tok/callback?k1=%00&pr=x",
+                "/lnurlw/tok%00en", "/lnurl-auth/callback?k1=%00"):
+        r = await ln.client.get(url)
+        assert r.status_code == 200, (url, r.text)
+        body = r.json()
+        assert body["status"] == "ERROR", (url, body)
+        assert "NUL" in body["reason"], (url, body)
+        assert r.headers["access-control-allow-origin"] == "*"
+    api = await ln.client.get(f"/api/v1/wallets/{ln.wallets['bob'].id}?x=%00",
+                              headers=ln.auth("bob"))
+    assert api.status_code == 422 and api.json()["type"].endswith("/invalid-characters")

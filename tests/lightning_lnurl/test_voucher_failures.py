@@ -11,6 +11,7 @@ from sqlalchemy import select
 from satvault.audit.service import list_events
 from satvault.backends.errors import BackendUnavailable
 from satvault.backends.lightning import PaymentResult
+from satvault.kyc.service import freeze
 from satvault.ledger.models import LedgerTransfer
 from satvault.lightning import vouchers
 from satvault.lightning.lnurl_models import LnurlWithdrawVoucher
@@ -18,7 +19,7 @@ from satvault.lightning.payments import LightningPayer, fee_reserve
 from satvault.payouts.models import Withdrawal
 from tests.lightning_lnurl.conftest import LnEnv
 from tests.lightning_lnurl.fakes import FakeLightning, make_bolt11
-from tests.lightning_lnurl.test_withdraw import FUND, link, redeem, voucher
+from tests.lightning_lnurl.test_withdraw import FUND, link, redeem, voucher, withdrawals
 
 FAILED = "FAILURE_REASON_INCORRECT_PAYMENT_DETAILS"
 
@@ -219,3 +220,41 @@ async def test_a_withdrawal_cancelled_before_it_left_reopens_its_voucher(ln: LnE
     assert (await LightningPayer(ln.sessions, ln.lightning, ln.settings).step()).succeeded == 1
     assert ln.lightning.paid[-1] == pr
     await ln.check()
+
+
+async def test_a_redeemer_is_not_told_the_owners_freeze_reason(ln: LnEnv):
+    """Found from outside: the public callback answered every refusal's text, so whoever held
+    the link read an admin's freeze reason (and the owner's KYC limits, the risk decision):
+    the wallet gets a generic reason, the operator's log the detail."""
+    await ln.fund("alice", FUND)
+    v = await voucher(ln, 100_000)
+    async with ln.sessions() as s, s.begin():
+        await freeze(s, wallet_id=ln.wallets["alice"].id, reason="court order 2026/17",
+                     actor="user:admin")
+    answer = await redeem(ln, v, make_bolt11(100_000))
+    assert answer["status"] == "ERROR", answer
+    assert "court order" not in answer["reason"] and "frozen" not in answer["reason"], answer
+    assert "cannot be redeemed" in answer["reason"], answer
+    assert await withdrawals(ln) == 0
+
+
+async def test_a_voucher_no_redemption_could_pay_is_refused_at_creation(ln: LnEnv):
+    """Found from outside: a voucher over the wallet's KYC per-transaction limit was made (201,
+    its amount held) and could never be redeemed; one was made on a frozen wallet too. Both
+    are refused as a withdrawal would be, and nothing is held."""
+    await ln.fund("alice", 300_000_000)
+    url = f"/api/v1/wallets/{ln.wallets['alice'].id}/lnurl-withdraw"
+    over = await ln.client.post(url, json={"amount_msat": 100_000_001}, headers=ln.auth("alice"))
+    assert over.status_code == 422, over.text
+    assert over.json()["type"].endswith("/kyc-limit-exceeded"), over.text
+    assert "per transaction" in over.json()["detail"], over.text
+    assert (await ln.balance("alice"))["held"] == 0
+    async with ln.sessions() as s, s.begin():
+        await freeze(s, wallet_id=ln.wallets["alice"].id, reason="court order",
+                     actor="user:admin")
+    frozen = await ln.client.post(url, json={"amount_msat": 1_000}, headers=ln.auth("alice"))
+    assert frozen.status_code == 403, frozen.text
+    assert frozen.json()["type"].endswith("/wallet-frozen"), frozen.text
+    assert (await ln.balance("alice"))["held"] == 0
+    async with ln.sessions() as s:
+        assert (await s.execute(select(LnurlWithdrawVoucher))).scalars().all() == []

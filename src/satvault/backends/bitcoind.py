@@ -44,6 +44,7 @@ from satvault.backends.errors import (
     TxRejected,
 )
 from satvault.backends.networks import network_of_chain
+from satvault.kernel import strictjson
 from satvault.kernel.tls import default_context
 from satvault.logs import get_logger
 
@@ -126,7 +127,7 @@ class BitcoindBackend:
         if resp.status_code == 503:
             raise BackendUnavailable("bitcoind is busy (HTTP 503)")
         try:
-            payload = json.loads(resp.text, parse_float=Decimal)
+            payload = strictjson.foreign(resp.text, parse_float=Decimal)
         except ValueError as exc:
             if resp.status_code >= 500:
                 # bitcoind's own errors come as JSON (HTTP 500 with an error object); an

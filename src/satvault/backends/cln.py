@@ -43,6 +43,7 @@ from satvault.backends.lightning import (
     PaymentStatus,
 )
 from satvault.backends.networks import network_of_chain
+from satvault.kernel import strictjson
 
 __all__ = ["ClnBackend", "ClnError"]
 
@@ -137,7 +138,7 @@ class ClnBackend:
                     raise ConnectionResetError("lightningd closed the connection") from None
                 except asyncio.LimitOverrunError:
                     raise ValueError(f"an answer over {_MAX_ANSWER} bytes") from None
-                obj = json.loads(frame)
+                obj = strictjson.foreign(frame)
                 if not isinstance(obj, dict):
                     raise TypeError(f"an answer that is not an object: {obj!r}")
                 if obj.get("id") is None and "method" in obj:

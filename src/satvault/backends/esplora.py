@@ -9,7 +9,6 @@ mapped to the same typed errors as the bitcoind adapter.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -30,6 +29,7 @@ from satvault.backends.base import (
 from satvault.backends.bitcoind import BitcoindBackend
 from satvault.backends.errors import BackendProtocolError, BackendUnavailable, NotFound, TxRejected
 from satvault.backends.networks import network_of_genesis
+from satvault.kernel import strictjson
 from satvault.kernel.tls import default_context
 
 __all__ = ["EsploraBackend"]
@@ -84,7 +84,7 @@ class EsploraBackend:
     async def _json(self, path: str) -> Any:
         text = (await self._get(path)).text
         try:
-            return json.loads(text, parse_float=Decimal)
+            return strictjson.foreign(text, parse_float=Decimal)
         except ValueError as exc:
             raise BackendProtocolError(f"esplora: {path} did not answer JSON") from exc
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -42,6 +41,7 @@ from satvault.backends.lightning import (
     PaymentStatus,
 )
 from satvault.backends.networks import network_of_chain
+from satvault.kernel import strictjson
 from satvault.kernel.tls import default_context
 from satvault.logs import get_logger
 
@@ -116,7 +116,7 @@ class LndBackend:
         code, whatever the HTTP status) is a definite refusal (LndError); only a missing or
         non-JSON answer from a proxy in front of it is an outage."""
         try:
-            body = resp.json()
+            body = strictjson.foreign(resp.content)
         except ValueError as exc:
             if resp.status_code >= 500:
                 raise BackendUnavailable(f"lnd {path}: HTTP {resp.status_code}") from exc
@@ -134,7 +134,7 @@ class LndBackend:
         """A streaming call refused up front: its first JSON line carries the gRPC error."""
         lines = [ln for ln in resp.text.splitlines() if ln.strip()]
         try:
-            first = json.loads(lines[0]) if lines else None
+            first = strictjson.foreign(lines[0]) if lines else None
         except ValueError:
             first = None
         err = first.get("error", first) if isinstance(first, dict) else None
@@ -154,7 +154,7 @@ class LndBackend:
                 async for line in resp.aiter_lines():
                     if not line.strip():
                         continue
-                    chunk = json.loads(line)
+                    chunk = strictjson.foreign(line)
                     if chunk.get("error"):
                         err = chunk["error"]
                         raise LndError(int(err.get("code", 2)), str(err.get("message", "")))

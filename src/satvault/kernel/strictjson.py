@@ -4,7 +4,13 @@ Python's :func:`json.loads` also accepts ``NaN``, ``Infinity`` and ``-Infinity``
 number too large for a float (``1e400``) into infinity; code that then calls ``int()`` on
 such a value meets an ``OverflowError`` instead of a clear refusal (found from outside in a
 backup's manifest). :func:`loads` refuses all of them with a :class:`ValueError`, the error
-every caller already catches for "not JSON" (``json.JSONDecodeError`` is one too)."""
+every caller already catches for "not JSON" (``json.JSONDecodeError`` is one too).
+
+:func:`foreign` parses what another system sent (a node, a rate source, an LNURL service):
+JSON nested deeper than the parser recurses raises ``RecursionError``, which is no
+``ValueError`` and so escaped every "not JSON" handler as a crash (found from outside: an
+LNURL service answering ~100k levels deep made a withdrawal a 500); it becomes a
+``ValueError`` too, and a ``max_depth`` refuses anything deeper than a caller keeps."""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import json
 import math
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "clip", "depth", "loads"]
+__all__ = ["MAX_DEPTH", "clip", "depth", "foreign", "loads"]
 
 # How deep a JSON document may nest objects and arrays: the edge refuses deeper bodies
 # (``satvault.web.guard``), and :func:`clip` cuts stored values there.
@@ -33,7 +39,20 @@ def _finite(text: str) -> float:
 def loads(text: str | bytes) -> Any:
     """:func:`json.loads` without ``NaN``/``Infinity`` and without numbers that overflow a
     float; ``ValueError`` for those and for anything that is not JSON."""
-    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    return foreign(text, parse_constant=_no_constant, parse_float=_finite)
+
+
+def foreign(text: str | bytes, *, max_depth: int | None = None, **options: Any) -> Any:
+    """:func:`json.loads` (with ``options``) for text from outside: ``ValueError``, never
+    ``RecursionError``, for a document nested past the interpreter's recursion limit, and
+    for one nesting more than ``max_depth`` objects and arrays when that is given."""
+    try:
+        value = json.loads(text, **options)
+    except RecursionError as exc:
+        raise ValueError("the JSON document nests too deep") from exc
+    if max_depth is not None and depth(value) > max_depth:
+        raise ValueError(f"the JSON document nests more than {max_depth} deep")
+    return value
 
 
 def depth(value: Any) -> int:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import httpx
 import lnurl as lnurl_lib
 
+from satvault.kernel import strictjson
 from satvault.kernel.dns import InvalidHostName, resolve_addresses
 from satvault.kernel.netguard import refusal
 from satvault.lightning.bolt11check import decode
@@ -74,6 +74,9 @@ class LnurlPayResult:
     min_msat: int
     max_msat: int
     description: str = ""  # the metadata's text/plain entry, for display
+    # The Lightning Addresses the metadata names (``text/identifier``, ``text/email``:
+    # LUD-16), lower-cased: the risk lists screen them like the destination.
+    identifiers: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------ parsing destinations
@@ -110,23 +113,37 @@ def pay_link_forms(destination: str) -> frozenset[str]:
     (over https and http), and ``name@host`` when that URL is a Lightning Address's. Empty for
     anything else. Pure, no network: what a list naming the service in one form must also
     match (found from outside: a listed ``bob@host`` was paid as
-    ``lnurlp://host/.well-known/lnurlp/bob``, a listed LNURL inside a fallback link)."""
+    ``lnurlp://host/.well-known/lnurlp/bob``, a listed LNURL inside a fallback link).
+
+    The URL is also taken with its path normalised (repeated slashes collapsed, a trailing
+    one dropped), and a Lightning Address's without its LUD-16 ``+tag`` and query: servers
+    answer those variants as the plain address (found from outside: a listed ``bob@host``
+    was paid as ``bob+x@host``, ``…/lnurlp/bob/``, ``…//.well-known/lnurlp/bob`` and
+    ``…/lnurlp/bob?x=1``)."""
     try:
         url = _first_url(destination, allow_private_hosts=True)
     except LnurlError:
         return frozenset()
-    forms = {encode_lnurl(str(url.copy_with(scheme=scheme))).lower()
-             for scheme in ("https", "http")}
+    path = re.sub("/{2,}", "/", url.path)
+    if len(path) > 1:
+        path = path.rstrip("/")
+    query = b"?" + url.query if url.query else b""
+    urls = {url, url.copy_with(raw_path=path.encode("utf-8") + query)}
+    forms: set[str] = set()
+    name = _WELL_KNOWN.fullmatch(path.lower())
+    if name is not None:
+        user = name[1].split("+", 1)[0]
+        urls.add(url.copy_with(raw_path=f"/.well-known/lnurlp/{user}".encode()))
+        port = f":{url.port}" if url.port is not None else ""
+        forms.add(f"{user}@{url.host.lower()}{port}")
+    forms |= {encode_lnurl(str(u.copy_with(scheme=scheme))).lower()
+              for u in urls for scheme in ("https", "http")}
     raw = _strip_lightning(destination.strip())
     inner = raw if raw.lower().startswith("lnurl1") else None
     if inner is None and raw.partition("://")[0].lower() in ("https", "http"):
         inner = httpx.URL(raw).params.get("lightning")  # parsed by _first_url already
     if inner:
         forms.add(inner.lower())
-    name = _WELL_KNOWN.fullmatch(url.path.lower())
-    if name is not None and not url.query:
-        port = f":{url.port}" if url.port is not None else ""
-        forms.add(f"{name[1]}@{url.host.lower()}{port}")
     return frozenset(forms)
 
 
@@ -274,9 +291,12 @@ async def _get_json(http: httpx.AsyncClient, url: httpx.URL, *,
     except httpx.HTTPError as exc:
         raise LnurlError(f"could not reach {host}: {type(exc).__name__}") from exc
     try:
-        data = json.loads(body)
+        # Depth-limited: a deeper answer crashed the parser (found from outside), and no
+        # LNURL answer needs more; what we keep of it (a successAction) is stored and shown.
+        data = strictjson.foreign(bytes(body), max_depth=strictjson.MAX_DEPTH)
     except ValueError as exc:
-        raise LnurlError(f"{host} did not answer with JSON (HTTP {status})") from exc
+        raise LnurlError(f"{host} did not answer with JSON (HTTP {status}), or nested it "
+                         f"more than {strictjson.MAX_DEPTH} deep") from exc
     if not isinstance(data, dict):
         raise LnurlError(f"{host} answered with something other than a JSON object")
     if str(data.get("status", "")).upper() == "ERROR":
@@ -296,14 +316,15 @@ def _msat(data: dict[str, Any], field: str) -> int:
     return value
 
 
-def _metadata(metadata: Any) -> tuple[str, str]:
-    """(the metadata string, its text/plain entry, which must be there exactly once: LUD-06)."""
+def _metadata(metadata: Any) -> tuple[str, str, tuple[str, ...]]:
+    """(the metadata string, its text/plain entry, which must be there exactly once: LUD-06,
+    the addresses its ``text/identifier`` and ``text/email`` entries name: LUD-16)."""
     if not isinstance(metadata, str):
         raise LnurlError("the service sent no metadata string")
     try:
-        entries = json.loads(metadata)
+        entries = strictjson.foreign(metadata, max_depth=strictjson.MAX_DEPTH)
     except ValueError as exc:
-        raise LnurlError("the service's metadata is not JSON") from exc
+        raise LnurlError("the service's metadata is not JSON, or nests too deep") from exc
     if not isinstance(entries, list) or not all(
         isinstance(e, list) and e and isinstance(e[0], str) for e in entries
     ):
@@ -311,7 +332,10 @@ def _metadata(metadata: Any) -> tuple[str, str]:
     plain = [e for e in entries if e[0] == "text/plain"]
     if len(plain) != 1 or len(plain[0]) < 2 or not isinstance(plain[0][1], str):
         raise LnurlError("the service's metadata needs exactly one text/plain entry")
-    return metadata, plain[0][1]
+    names = tuple(sorted({e[1].strip().lower() for e in entries
+                          if e[0] in ("text/identifier", "text/email") and len(e) > 1
+                          and isinstance(e[1], str) and e[1].strip()}))
+    return metadata, plain[0][1], names
 
 
 def _success_action(value: Any, callback: httpx.URL) -> dict[str, Any] | None:
@@ -386,7 +410,7 @@ async def resolve_pay_request(
     low, high = _msat(data, "minSendable"), _msat(data, "maxSendable")
     if not 1 <= low <= high:
         raise LnurlError(f"the service's amount range {low} to {high} msat is invalid")
-    metadata, description = _metadata(data.get("metadata"))
+    metadata, description, identifiers = _metadata(data.get("metadata"))
     if not low <= amount_msat <= high:
         raise LnurlError(f"{amount_msat} msat is outside what this recipient accepts: "
                          f"{low} to {high} msat")
@@ -406,4 +430,4 @@ async def resolve_pay_request(
     success = _success_action(answer.get("successAction"), callback_url)
     pr = _checked_invoice(answer.get("pr"), amount_msat=amount_msat, metadata=metadata)
     return LnurlPayResult(bolt11=pr, success_action=success, metadata=metadata, min_msat=low,
-                          max_msat=high, description=description)
+                          max_msat=high, description=description, identifiers=identifiers)

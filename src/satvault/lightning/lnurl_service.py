@@ -49,6 +49,7 @@ from satvault.db import utcnow
 from satvault.kernel.errors import AlreadyExists, InvalidInput, NotFound
 from satvault.kernel.ids import new_id
 from satvault.kernel.retrying import retrying
+from satvault.kernel.text import one_line
 from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import transfer
@@ -64,6 +65,7 @@ from satvault.lightning.models import ISSUED_ON_REQUEST
 from satvault.lightning.payments import fee_reserve, request_ln_withdrawal, take_off_node
 from satvault.lightning.vouchers import not_expired, refusal, void_id
 from satvault.payouts.models import Withdrawal
+from satvault.payouts.service import check_ever_allowed
 
 __all__ = ["COMMENT_ALLOWED", "MIN_SENDABLE_MSAT", "MIN_VOUCHER_LIFETIME", "SUCCESS_MESSAGE",
            "Refused", "address_invoice", "address_metadata", "address_name", "base_url",
@@ -77,7 +79,9 @@ COMMENT_ALLOWED = 144
 SUCCESS_MESSAGE = "Thanks, payment received"
 RESERVED_NAMES = frozenset({"_", "abuse", "admin", "administrator", "billing", "help", "info",
                             "noreply", "postmaster", "root", "satvault", "security", "support"})
-_USERNAME = re.compile(r"[a-z0-9._-]{1,64}")
+# At least one letter or digit: "." and ".." were claimed and could not be paid (a client
+# normalises them out of the URL path; found from outside), "-" or "_." mean nobody.
+_USERNAME = re.compile(r"(?=[._-]*[a-z0-9])[a-z0-9._-]{1,64}")
 _NO_UPDATE_SYNC = {"synchronize_session": False}
 _MAX_TOKEN = 64  # a link token is 32 characters (an old voucher's: its id, up to 40)
 
@@ -116,7 +120,8 @@ async def claim_address(session: AsyncSession, *, wallet: Wallet, username: str,
         raise InvalidInput("a Lightning Address needs a BTC wallet")
     username = username.strip(" \t").lower()
     if not _USERNAME.fullmatch(username):
-        raise InvalidInput("a username is 1-64 characters of a-z, 0-9, '-', '_' and '.'")
+        raise InvalidInput("a username is 1-64 characters of a-z, 0-9, '-', '_' and '.', "
+                           "at least one a letter or digit")
     if username in RESERVED_NAMES or await session.get(LightningAddress, username) is not None:
         raise AlreadyExists(f"the username {username!r} is taken")
     row = LightningAddress(username=username, wallet_id=wallet.id, created_at=utcnow())
@@ -142,6 +147,13 @@ async def address_invoice(sessions: async_sessionmaker[AsyncSession], *,
                       f"{settings.ln_max_payment_msat} msat")
     if comment is not None and len(comment) > COMMENT_ALLOWED:
         raise Refused(f"a comment is at most {COMMENT_ALLOWED} characters")
+    if comment is not None:
+        # It becomes the payee's deposit description: one line, as names and labels are
+        # (found from outside: newlines, ANSI escapes and direction controls reached it).
+        try:
+            one_line(comment, "a comment")
+        except InvalidInput as exc:
+            raise Refused(str(exc)) from None
     name = address_name(username)
     if name is None:
         raise Refused("unknown Lightning Address")
@@ -205,6 +217,9 @@ async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: in
     if amount_msat > settings.ln_max_payment_msat:
         raise InvalidInput(f"amount_msat is above the per-payment limit of "
                            f"{settings.ln_max_payment_msat} msat")
+    # Frozen, or over a limit no redemption could pass: refused now, not held for nothing.
+    await check_ever_allowed(session, wallet=wallet, amount_msat=amount_msat,
+                             settings=settings, rail="lightning")
     vid, token = new_id("lnw"), secrets.token_urlsafe(24)
     reserve = fee_reserve(amount_msat, settings)
     platform = await ensure_platform_accounts(session, "BTC")

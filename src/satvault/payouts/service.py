@@ -51,7 +51,7 @@ from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 
 __all__ = ["DUST_SAT", "BoundInsert", "allows_by_columns", "check_daily_limit",
-           "check_limits_at_release", "free_to_leave",
+           "check_ever_allowed", "check_limits_at_release", "free_to_leave",
            "insert_within_daily_limit", "limits_left", "request_withdrawal",
            "resolve_destination", "usage_columns", "usage_params", "withdrawal_usage",
            "within_limits"]
@@ -171,6 +171,19 @@ async def within_limits(session: AsyncSession, *, wallet: Wallet, amount_msat: i
     work checks again under the lock."""
     row = await withdrawal_usage(session, wallet=wallet, rail=rail, lock=False)
     return _allows(row, wallet=wallet, rail=rail, amount_msat=amount_msat, settings=settings)
+
+
+async def check_ever_allowed(session: AsyncSession, *, wallet: Wallet, amount_msat: int,
+                             settings: Settings, rail: str) -> None:
+    """Raise what would refuse a withdrawal of ``amount_msat`` from ``wallet`` whatever the
+    wallet spent before: frozen, over the platform's 24-hour limit, over the KYC tier's
+    limits on ``rail``. For money held now to be paid out later (a voucher): found from
+    outside, a voucher over the tier's per-transaction limit was made, its amount held, and
+    could never be redeemed. Locks nothing; the payout checks again when it happens."""
+    row = await withdrawal_usage(session, wallet=wallet, rail=rail, lock=False)
+    _refuse(_UsageRow(spent_day=0, rail_day=0, rail_month=0, frozen=bool(row.frozen),
+                      tier=int(row.tier)),
+            wallet=wallet, rail=rail, amount_msat=amount_msat, settings=settings)
 
 
 class _UsageRow(NamedTuple):

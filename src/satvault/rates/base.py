@@ -14,13 +14,13 @@ happen later in ``convert``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Protocol, runtime_checkable
 
+from satvault.kernel import strictjson
 from satvault.kernel.clock import utcnow
 from satvault.rates.errors import BadRateResponse, UnsupportedCurrency
 
@@ -138,7 +138,8 @@ def load_json(content: bytes | str) -> Any:
     """Parse a JSON answer with every non-integer number as ``Decimal`` (never ``float``) and
     ``NaN``/``Infinity`` refused; a payload that is not JSON raises BadRateResponse."""
     try:
-        return json.loads(content, parse_float=Decimal, parse_constant=_no_constants)
+        return strictjson.foreign(content, parse_float=Decimal,
+                                 parse_constant=_no_constants)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise BadRateResponse(f"answer is not JSON: {exc}") from exc
 

@@ -111,6 +111,9 @@ class Event:
     # An outgoing Lightning payment's route-hint nodes: the payment passes through one of
     # them to reach a private payee, so each is looked up in the lists like the payee.
     hops: tuple[str, ...] = ()
+    # Other names of the payee, looked up like the destination: the Lightning Addresses an
+    # LNURL-pay service's metadata names (``text/identifier``, ``text/email``).
+    aliases: tuple[str, ...] = ()
 
 
 def _flt(col: Any) -> Any:
@@ -350,15 +353,18 @@ def _parties(event: Event) -> list[str]:
     destination in each of the forms that name its service (:func:`~satvault.lightning.lnurl.
     pay_link_forms`), so a list naming it as ``bob@host`` also refuses its ``lnurlp://`` link
     or LNURL."""
-    return sorted(({canonical_address(p) for p in (event.destination, event.counterparty,
-                                                   *event.senders, *event.hops)}
-                   | pay_link_forms(event.destination)) - {""}) or [""]
+    forms = {canonical_address(p) for p in (event.destination, event.counterparty,
+                                            *event.senders, *event.hops, *event.aliases)}
+    for name in (event.destination, *event.aliases):
+        forms |= pay_link_forms(name)
+    return sorted(forms - {""}) or [""]
 
 
 def _many_parties(event: Event) -> bool:
     """Whether ``event`` names more than its destination and counterparty (the statement
     taking a list of parties, not two fixed ones)."""
-    return bool(event.senders or event.hops or pay_link_forms(event.destination))
+    return bool(event.senders or event.hops or event.aliases
+                or pay_link_forms(event.destination))
 
 
 def _query_values(event: Event, values: dict[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from satvault.kernel import strictjson
 from satvault.signing.base import Payer, Payment, SignedTx
 from satvault.signing.errors import ERROR_TYPES, SignerError, SignerProtocolError
 
@@ -75,8 +76,8 @@ def encode_line(message: Mapping[str, Any]) -> bytes:
 
 def decode_line(line: bytes) -> dict[str, Any]:
     try:
-        message = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        message = strictjson.foreign(line)
+    except ValueError as exc:  # not JSON, not UTF-8, or nested past the parser's limit
         raise SignerProtocolError("not a JSON line") from exc
     if not isinstance(message, dict):
         raise SignerProtocolError("a message is a JSON object")

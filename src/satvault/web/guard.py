@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from satvault.kernel import strictjson
@@ -43,6 +44,9 @@ __all__ = ["InputGuard", "bad_text"]
 
 _BAD = re.compile("[\x00\ud800-\udfff]")
 MAX_JSON_DEPTH = strictjson.MAX_DEPTH
+# The wallet-facing LNURL endpoints (``satvault.web.routes.lnurl``): Lightning Addresses'
+# payRequests and callbacks, withdraw links and their callbacks.
+_LNURL_PREFIXES = ("/.well-known/lnurlp/", "/lnurlp/", "/lnurlw/")
 _METHODS_WITHOUT_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 # How the body is typed and framed: one of each, or the guard and the app may disagree.
 _ONCE_ONLY = (b"content-type", b"content-length", b"transfer-encoding")
@@ -85,11 +89,24 @@ def _too_deep() -> Any:
                    errors=[{"loc": ["body"], "msg": "nests too deep"}])
 
 
-def _invalid(loc: list[Any], why: str) -> Any:
+def _invalid(loc: list[Any], why: str, *, lnurl: bool = False) -> Any:
+    """The refusal of a bad character at ``loc``: problem+json, or for a wallet-facing LNURL
+    endpoint (``lnurl``) the LNURL way, HTTP 200 ``{"status": "ERROR", "reason": …}``, which
+    is all a LUD-01 wallet reads (found from outside: a NUL in a callback's comment got the
+    API's 422 problem, which a wallet shows as a failed request, not a reason)."""
     shown = [x if isinstance(x, int) or bad_text(x) is None else x.encode(
         "unicode_escape").decode("ascii") for x in loc]
-    return problem(422, "invalid-characters", f"{'.'.join(map(str, shown))} {why}",
-                   errors=[{"loc": shown, "msg": why}])
+    detail = f"{'.'.join(map(str, shown))} {why}"
+    if lnurl:
+        return JSONResponse({"status": "ERROR", "reason": detail},
+                            headers={"Access-Control-Allow-Origin": "*"})
+    return problem(422, "invalid-characters", detail, errors=[{"loc": shown, "msg": why}])
+
+
+def _wallet_facing(path: str) -> bool:
+    """Whether ``path`` is one of the LNURL endpoints a Lightning wallet calls (LUD-01
+    answers), not the API's."""
+    return path.startswith(_LNURL_PREFIXES) or path == "/lnurl-auth/callback"
 
 
 class InputGuard:
@@ -164,18 +181,21 @@ class InputGuard:
 
     @staticmethod
     def _check_target(scope: Scope) -> Any:
-        why = bad_text(scope.get("path", ""))
+        path = scope.get("path", "")
+        lnurl = _wallet_facing(path)
+        why = bad_text(path)
         if why is not None:
-            return _invalid(["path"], why)
+            return _invalid(["path"], why, lnurl=lnurl)
         query = scope.get("query_string", b"").decode("latin-1")
         for key, value in parse_qsl(query, keep_blank_values=True):
             for text in (key, value):
                 why = bad_text(text)
                 if why is not None:
-                    return _invalid(["query", key], why)
+                    return _invalid(["query", key], why, lnurl=lnurl)
         for name, value in scope.get("headers", []):
             if b"\x00" in value:
-                return _invalid(["header", name.decode("latin-1")], "contains a NUL character")
+                return _invalid(["header", name.decode("latin-1")], "contains a NUL character",
+                                lnurl=lnurl)
         return None
 
     async def _check_body(self, body: bytes, scope: Scope) -> Any:

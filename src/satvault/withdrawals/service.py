@@ -159,6 +159,9 @@ class PreparedDestination:
     amount_msat: int | None  # the amount to pass on (None: the destination carries it)
     taken_off_node: bool = False  # one of our own invoices, already cancelled on the node
     payer: str | None = None  # the paying wallet's id, once it took an invoice off the node
+    # Other names of an LNURL-pay payee: the Lightning Addresses its metadata names, screened
+    # like the destination (found from outside: a listed address was paid by another link).
+    aliases: tuple[str, ...] = ()
 
     def taken(self) -> tuple[str, str] | None:
         """The payment hash of our own invoice this took off the node and the paying wallet,
@@ -217,7 +220,8 @@ async def _resolve(*, settings: Settings, lightning: LightningBackend | None,
         resolved = await resolve_pay_request(
             destination, amount_msat, http=client,
             allow_private_hosts=settings.environment == "development")
-    return PreparedDestination(kind, destination, resolved.bolt11, None)
+    return PreparedDestination(kind, destination, resolved.bolt11, None,
+                               aliases=resolved.identifiers)
 
 
 def risk_event(wallet: Wallet, prepared: PreparedDestination, *, settings: Settings,
@@ -251,7 +255,8 @@ def _event_and_hash(wallet: Wallet, prepared: PreparedDestination, *, settings: 
     return Event(wallet_id=wallet.id, ledger_account_id=wallet.ledger_account_id,
                  owner_type=wallet.owner_type, owner_id=wallet.owner_id, amount_msat=amount,
                  direction="out", rail=rail, destination=prepared.destination,
-                 counterparty=counterparty, asset=wallet.asset, hops=hops), payment_hash
+                 counterparty=counterparty, asset=wallet.asset, hops=hops,
+                 aliases=prepared.aliases), payment_hash
 
 
 async def _internal_payee(session: AsyncSession, event: Event, payment_hash: str | None

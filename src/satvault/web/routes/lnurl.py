@@ -27,6 +27,7 @@ from satvault.backends.errors import BackendError
 from satvault.config import Settings
 from satvault.db import utcnow
 from satvault.kernel.errors import SatvaultError
+from satvault.kyc.errors import KycError
 from satvault.lightning import lnurl_auth
 from satvault.lightning import lnurl_service as svc
 from satvault.lightning.lnurl import encode_lnurl
@@ -34,6 +35,7 @@ from satvault.lightning.lnurl_models import LightningAddress, LnurlWithdrawVouch
 from satvault.lightning.vouchers import failed_withdrawals, refusal
 from satvault.logs import get_logger
 from satvault.risk import RiskRejected
+from satvault.risk.errors import RiskError
 from satvault.web.deps import OptionalIdempotencyKey, SessionDep, SettingsDep, require_scope
 from satvault.web.fields import STRICT_BODY, Memo, Msat, StrictInt
 from satvault.web.idempotency import run_idempotent
@@ -48,6 +50,7 @@ from satvault.web.state import (
     sessions_of,
     settings_of,
 )
+from satvault.withdrawals.policy.errors import PolicyError
 from satvault.withdrawals.refused import cancel_refused
 from satvault.withdrawals.service import policy_before_node, voucher_withdrawal
 
@@ -73,6 +76,25 @@ _LOGIN_PROBLEMS = {"used": (410, "login-used"), "expired": (410, "login-expired"
 
 def _lnurl_error(reason: str) -> JSONResponse:
     return JSONResponse({"status": "ERROR", "reason": reason}, headers=_CORS)
+
+
+# What an anonymous redeemer is told when the owner's side refuses: the wallet's freeze and its
+# reason, the owner's KYC tier and limits, a risk decision and the withdrawal policy's rules
+# are the owner's and the operator's business (found from outside: a voucher holder read an
+# admin's freeze reason and the owner's tier limits). The log keeps the detail.
+_OWNER_SIDE = (KycError, RiskError, PolicyError)
+_CANNOT_REDEEM = ("this withdraw link cannot be redeemed right now; ask whoever gave it to "
+                  "you")
+
+
+def _payer_reason(exc: SatvaultError, event: str, **where: str | None) -> str:
+    """The reason a public LNURL callback may give for ``exc``: its own text when it is
+    about what the wallet sent (amount, invoice, state of the link), a generic one when it is
+    the owner's side refusing (logged as ``event`` with the detail)."""
+    if isinstance(exc, _OWNER_SIDE):
+        log.info(event, error=str(exc), kind=type(exc).__name__, **where)
+        return _CANNOT_REDEEM
+    return str(exc)
 
 
 def _lnurl_ok(body: dict[str, Any]) -> JSONResponse:
@@ -156,7 +178,8 @@ async def pay_callback(username: str, request: Request, amount: str | None = Non
                     error=str(exc))
         return _lnurl_error("could not create an invoice right now; try again")
     except SatvaultError as exc:
-        return _lnurl_error(str(exc))
+        return _lnurl_error(_payer_reason(exc, "lnurlp_invoice_refused",
+                                          username=svc.address_name(username)))
     return _lnurl_ok({"pr": pr, "routes": [],
                       "successAction": {"tag": "message", "message": svc.SUCCESS_MESSAGE}})
 
@@ -344,12 +367,12 @@ async def withdraw_callback(link_token: str, request: Request, k1: str | None = 
     except RiskRejected as exc:  # the voucher stays open, its hold kept; the decision stored
         async with sessions_of(request)() as s, s.begin():
             await exc.record_after_rollback(s)
-        return _lnurl_error(str(exc))
+        return _lnurl_error(_payer_reason(exc, "lnurlw_redeem_refused", voucher=voucher_id))
     except BackendError as exc:  # before SatvaultError: a node's text is not for the payer
         log.warning("lnurlw_redeem_failed", voucher=voucher_id, error=str(exc))
         return _lnurl_error("the node is not available right now; try again")
     except SatvaultError as exc:
-        return _lnurl_error(str(exc))
+        return _lnurl_error(_payer_reason(exc, "lnurlw_redeem_refused", voucher=voucher_id))
     log.info("lnurlw_redeemed", voucher=voucher_id, withdrawal=withdrawal_id)
     return _lnurl_ok({"status": "OK"})
 
