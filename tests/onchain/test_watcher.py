@@ -140,7 +140,9 @@ async def test_reorg_that_keeps_the_payment_does_not_reverse(env: Env):
     await env.check()
 
 
-async def test_reversal_of_spent_credit_goes_to_review(env: Env):
+async def credited_then_spent(env: Env) -> tuple[str, str]:
+    """A 40,000 sat deposit credited with one confirmation, then 30,000 sat of it spent:
+    (its deposit request's id, its txid)."""
     from satvault.ledger.core import TransferSpec
     from satvault.ledger.platform import ensure_platform_accounts
     from satvault.ledger.store import submit_one
@@ -153,6 +155,11 @@ async def test_reversal_of_spent_credit_goes_to_review(env: Env):
         fees = (await ensure_platform_accounts(s, "BTC")).fees.id
     await submit_one(env.sessions, TransferSpec("spend", env.wallet.ledger_account_id, fees,
                                                 30_000 * SAT, "BTC"))
+    return d.request.id, txid
+
+
+async def test_reversal_of_spent_credit_goes_to_review(env: Env):
+    _, txid = await credited_then_spent(env)
     env.chain.reorg(1, drop_txids=[txid])
     await env.runtime.watcher.step()
     async with env.sessions() as s:
@@ -219,19 +226,8 @@ async def test_spent_credit_whose_transaction_comes_back_leaves_review(env: Env)
     alarmed at every run and the review item said the platform had lost the money. Once the
     transaction is back it is credited as before (no ledger move) and the item resolves
     itself; should it vanish again, the item is not opened twice."""
-    from satvault.ledger.core import TransferSpec
-    from satvault.ledger.platform import ensure_platform_accounts
-    from satvault.ledger.store import submit_one
-
-    d = await deposit(env, 40_000)
-    txid = env.chain.pay(d.address, 40_000)
+    request_id, txid = await credited_then_spent(env)
     raw = env.server.call("getrawtransaction", [txid])
-    env.chain.mine(1)
-    await env.runtime.watcher.step()
-    async with env.sessions() as s, s.begin():
-        fees = (await ensure_platform_accounts(s, "BTC")).fees.id
-    await submit_one(env.sessions, TransferSpec("spend", env.wallet.ledger_account_id, fees,
-                                                30_000 * SAT, "BTC"))
     moves = await ledger_moves(env)
     env.chain.reorg(1, drop_txids=[txid])
     await env.runtime.watcher.step()
@@ -248,7 +244,7 @@ async def test_spent_credit_whose_transaction_comes_back_leaves_review(env: Env)
     assert (p.status, p.credit_state) == ("confirmed", "credited")  # sweepable again
     assert [(i.kind, i.resolved_by) for i in items] == [("deposit_reversal_unfunded", "system")]
     assert items[0].resolution and txid in items[0].resolution
-    assert (await view(env, d.request.id)).status == "paid"
+    assert (await view(env, request_id)).status == "paid"
     assert await ledger_moves(env) == moves  # the credit never left: nothing booked again
     assert (await env.balances())["available"] == 10_000 * SAT
 

@@ -170,6 +170,15 @@ def settings_overrides() -> dict[str, object]:
     return {"rate_limit_create": "10000/second", "withdrawal_daily_limit_msat": 10**15}
 
 
+def big_goes_to_review() -> dict:
+    """The shipped rules and one more: a payment out of 50,000 sat or more is reviewed."""
+    doc = default_doc()
+    doc["rules"].append({"id": "big", "score": 60, "when": {"all": [
+        {"field": "direction", "op": "eq", "value": "out"},
+        {"field": "amount_msat", "op": "gte", "value": 50_000 * SAT}]}})
+    return doc
+
+
 async def test_an_invoice_being_paid_is_refused_not_held_for_review(lnenv: LnEnv):
     """Found from outside: six payments of one external invoice at once gave one payment, four
     refusals and one withdrawal held for review, its money held until an admin closed a case
@@ -179,10 +188,7 @@ async def test_an_invoice_being_paid_is_refused_not_held_for_review(lnenv: LnEnv
 
     env = lnenv
     auth, _ = await keys(env)
-    doc = default_doc()
-    doc["rules"].append({"id": "big", "score": 60, "when": {"all": [
-        {"field": "direction", "op": "eq", "value": "out"},
-        {"field": "amount_msat", "op": "gte", "value": 50_000 * SAT}]}})
+    doc = big_goes_to_review()
     await fund(env, env.wallet, 500_000 * SAT)
     outside = env.network.create_invoice("customer2", 60_000 * SAT).bolt11
     first = await pay_out(env, outside)  # queued for the node (before the rule was live)
@@ -235,10 +241,7 @@ async def test_an_invoice_held_for_review_is_not_paid_by_asking_again(lnenv: LnE
     from any wallet; once its case decides, the invoice is free again."""
     env = lnenv
     auth, _ = await keys(env)
-    doc = default_doc()
-    doc["rules"].append({"id": "big", "score": 60, "when": {"all": [
-        {"field": "direction", "op": "eq", "value": "out"},
-        {"field": "amount_msat", "op": "gte", "value": 50_000 * SAT}]}})
+    doc = big_goes_to_review()
     await fund(env, env.wallet, 500_000 * SAT)
     outside = env.network.create_invoice("customer2", 60_000 * SAT).bolt11
     await make_live(env, doc)

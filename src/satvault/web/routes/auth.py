@@ -181,6 +181,15 @@ class ResetConfirmIn(BaseModel):
     password: str = Field(min_length=8, max_length=1024)
 
 
+async def _counted_refusal(request: Request, exc: Exception) -> Response:
+    """A refusal counted against the caller's failed-authentication budget and answered
+    (not raised), so the request's transaction commits what the refusal wrote."""
+    await signin_failed(request)
+    refused = problem_for(exc)
+    assert refused is not None
+    return refused
+
+
 @router.post("/password-reset/confirm", response_model=Verified,
              responses=problem_responses(422))
 async def password_reset_confirm(request: Request, session: SessionDep,
@@ -191,11 +200,8 @@ async def password_reset_confirm(request: Request, session: SessionDep,
                                                    ip=client_ip(request),
                                                    policy=policy_of(request))
     except SameAsPaymentPassword as exc:
-        await signin_failed(request)
         # Answered, not raised: the count and the spent link must commit.
-        refused = problem_for(exc)
-        assert refused is not None
-        return refused
+        return await _counted_refusal(request, exc)
     return Verified(user_id=user.id, email=user.email, status=user.status.value)
 
 
@@ -295,11 +301,8 @@ async def token(
             pair = await tokens.refresh(session, refresh_token=body.refresh_token or "",
                                         policy=policy_of(request))
     except Unauthenticated as exc:
-        await signin_failed(request)
         # Answered, not raised: the failure count and a reuse's revocation must commit.
-        refused = problem_for(exc)
-        assert refused is not None
-        return refused
+        return await _counted_refusal(request, exc)
     return _out(pair)
 
 
