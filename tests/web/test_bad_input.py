@@ -233,10 +233,14 @@ async def test_nul_and_lone_surrogates_are_refused_everywhere(db_url, tmp_path, 
                      "/api/v1/withdrawals/wd_%00", "/api/v1/deposits/dep%00",
                      "/api/v1/invoices/inv_%00x", "/api/v1/lnurl-withdraw/%00",
                      "/api/v1/events/stream?invoice_id=inv%00",
-                     f"/api/v1/events/stream?wallet_id={wallet}%00",
-                     "/.well-known/lnurlp/a%00", "/i/inv%00/status"):
+                     f"/api/v1/events/stream?wallet_id={wallet}%00", "/i/inv%00/status"):
             r = await c.get(path, headers=admin)
             assert_problem(r).get("type", "").endswith("/invalid-characters")
+        # The endpoints wallets call answer in LNURL's own way (LUD-01), refused all the same.
+        for path in ("/.well-known/lnurlp/a%00", "/lnurlp/a/callback?amount=1000&comment=a%00b"):
+            r = await c.get(path)
+            assert r.status_code == 200, r.text
+            assert r.json()["status"] == "ERROR" and "NUL" in r.json()["reason"], r.text
         assert await row_counts(sessions) == before
 
 

@@ -416,11 +416,12 @@ async def authenticate_jwt(session: AsyncSession, token: str, *, sealer: Sealer 
     user = await session.get(User, family.user_id)
     if user is None or user.status != UserStatus.ACTIVE:
         raise Unauthenticated("this account is not active")
-    if await totp.must_enroll(session, user_id=user.id):
+    if family.scopes and await totp.must_enroll(session, user_id=user.id):
         # As the grants refuse it: a family issued before TOTP was required does not
-        # outlive the requirement (found from outside).
+        # outlive the requirement (found from outside). A family with no scope is the one
+        # a login issues only to enroll: it must work for that.
         raise Unauthenticated("this account must enroll TOTP (in the dashboard) before its "
-                              "tokens are refreshed")
+                              "tokens are used")
     if family.session_id is not None and not await _session_alive(session, family.session_id):
         raise Unauthenticated("the web session this token came from has ended")
     if family.merchant_id and not await _still_acts_for(session, user, family.merchant_id):
