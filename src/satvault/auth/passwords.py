@@ -17,7 +17,7 @@ from satvault.accounts.models import User
 from satvault.accounts.security import hash_password_async, verify_password_async
 from satvault.auth.credentials import AuthPolicy, count_failure, credentials
 from satvault.auth.errors import SameAsPaymentPassword
-from satvault.auth.models import EmailToken, Purpose
+from satvault.auth.models import Credentials, EmailToken, Purpose
 from satvault.auth.revocation import revoke_everything
 from satvault.kernel.clock import utcnow
 
@@ -26,10 +26,10 @@ __all__ = ["set_password"]
 
 async def set_password(session: AsyncSession, *, user: User, password: str, reason: str,
                        ip: str = "", policy: AuthPolicy = AuthPolicy(),
-                       except_session_id: str | None = None) -> None:
-    """Set ``user``'s sign-in password (its length checked by the caller). Raises
-    :class:`SameAsPaymentPassword` after counting the refusal: the caller answers it as a
-    response so that the count commits."""
+                       except_session_id: str | None = None) -> Credentials:
+    """Set ``user``'s sign-in password (its length checked by the caller); returns its
+    credentials row, locked. Raises :class:`SameAsPaymentPassword` after counting the
+    refusal: the caller answers it as a response so that the count commits."""
     creds = await credentials(session, user.id, for_update=True)
     if creds.payment_password_hash is not None \
             and await verify_password_async(password, creds.payment_password_hash):
@@ -47,3 +47,4 @@ async def set_password(session: AsyncSession, *, user: User, password: str, reas
     creds.updated_at = now
     await revoke_everything(session, user_id=user.id, actor=user.id, reason=reason,
                             except_session_id=except_session_id)
+    return creds

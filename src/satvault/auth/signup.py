@@ -178,10 +178,9 @@ async def confirm_password_reset(session: AsyncSession, *, token: str, password:
     spent = await _spend(session, token=token, purpose=Purpose.RESET)
     user = await session.get(User, spent.user_id, with_for_update=True)
     assert user is not None  # FK
-    await set_password(session, user=user, password=password, reason="password-reset", ip=ip,
-                       policy=policy)
+    creds = await set_password(session, user=user, password=password,
+                               reason="password-reset", ip=ip, policy=policy)
     now = utcnow()
-    creds = await credentials(session, user.id, for_update=True)
     creds.failed_signins, creds.locked_until, creds.updated_at = 0, None, now
     # Following the mailed link proves the mailbox as well as verification would.
     creds.email_verified_at = creds.email_verified_at or now

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import BaseModel, Field
+
+from satvault.kernel.strictjson import STRICT_BODY, StrictBool, StrictInt
 
 __all__ = ["AttemptOut", "DeliveryOut", "DeliveryPage", "SecretRotatedOut", "SecretRotationIn",
            "WebhookCreatedOut", "WebhookIn", "WebhookOut", "WebhookPatch"]
@@ -15,15 +16,13 @@ __all__ = ["AttemptOut", "DeliveryOut", "DeliveryPage", "SecretRotatedOut", "Sec
 # ``"10"``, ``true`` and ``1e3`` were an overlap in seconds, and a ``secret`` on a PATCH
 # answered 200 and changed nothing): booleans and integers are JSON's own, as everywhere in
 # the API, and a field the body does not have is refused, not ignored.
-_STRICT_BODY = ConfigDict(extra="forbid")
-_Bool = Annotated[bool, Strict()]
 
 # An http(s) URL; whether its host may be called (not private, resolvable) is checked later.
 _HTTP_URL = r"^[hH][tT][tT][pP][sS]?://"
 
 
 class WebhookIn(BaseModel):
-    model_config = _STRICT_BODY
+    model_config = STRICT_BODY
 
     url: str = Field(max_length=2000, pattern=_HTTP_URL)
     events: list[str] = Field(min_length=1, max_length=30)
@@ -34,11 +33,11 @@ class WebhookIn(BaseModel):
 class WebhookPatch(BaseModel):
     """What a PATCH may change; the secret changes by rotation only (``rotate-secret``)."""
 
-    model_config = _STRICT_BODY
+    model_config = STRICT_BODY
 
     url: str | None = Field(default=None, max_length=2000)
     events: list[str] | None = Field(default=None, min_length=1, max_length=30)
-    enabled: _Bool | None = None
+    enabled: StrictBool | None = None
 
 
 class WebhookOut(BaseModel):
@@ -55,9 +54,9 @@ class WebhookCreatedOut(WebhookOut):
 
 
 class SecretRotationIn(BaseModel):
-    model_config = _STRICT_BODY
+    model_config = STRICT_BODY
 
-    overlap_seconds: Annotated[int, Strict()] = Field(
+    overlap_seconds: StrictInt = Field(
         default=86_400, ge=0, le=7 * 86_400,
         description="How long deliveries are signed with the old secret too (0: not at all).")
 

@@ -67,7 +67,7 @@ from satvault.onchain.models import (
     OnchainPaymentStatus,
 )
 from satvault.payouts.service import DUST_SAT
-from satvault.rates.base import currency_scale
+from satvault.rates.base import Rate, currency_scale
 from satvault.rates.convert import apply_spread, fiat_to_msat
 from satvault.rates.service import RateService, build_rate_service
 
@@ -88,6 +88,7 @@ __all__ = [
     "invoice_store",
     "mark_invoice",
     "quote_store_invoice",
+    "rate_for",
     "received_msat",
     "record_follow_up",
     "refresh",
@@ -264,6 +265,20 @@ def _units(text: str, places: int, what: str) -> int:
     return value
 
 
+async def rate_for(settings: Settings, currency: str, *, rates: RateService | None) -> Rate:
+    """The rate an invoice in ``currency`` is priced at now, from ``rates`` (the runtime's),
+    or without a runtime from a service built for this once: the sources are compared, but
+    no rate is remembered to bound the next one's movement."""
+    service = rates or build_rate_service(
+        settings.rate_sources, dict(settings.fixed_rates), min_sources=settings.rate_min_sources,
+        max_spread_bp=settings.rate_max_spread_bp)
+    try:
+        return await service.rate(currency)
+    finally:
+        if rates is None:
+            await service.close()
+
+
 async def _price(settings: Settings, currency: str, amount: str, *,
                  rates: RateService | None, spread_bp: int
                  ) -> tuple[int, int, int | None, str | None, datetime | None]:
@@ -275,17 +290,7 @@ async def _price(settings: Settings, currency: str, amount: str, *,
         msat = _units(amount, 3, "a sats amount")
         return msat, msat, None, None, None
     minor = _units(amount, currency_scale(currency), f"a {currency} amount")
-    own = rates is None
-    # Built per call (no runtime): the sources are compared, but no rate is remembered to
-    # bound the next one's movement.
-    service = rates or build_rate_service(
-        settings.rate_sources, dict(settings.fixed_rates), min_sources=settings.rate_min_sources,
-        max_spread_bp=settings.rate_max_spread_bp)
-    try:
-        rate = await service.rate(currency)
-    finally:
-        if own:
-            await service.close()
+    rate = await rate_for(settings, currency, rates=rates)
     if spread_bp:
         rate = apply_spread(rate, spread_bp)
     return minor, fiat_to_msat(minor, rate), rate.minor_per_btc, rate.source, rate.fetched_at

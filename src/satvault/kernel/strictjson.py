@@ -10,15 +10,34 @@ every caller already catches for "not JSON" (``json.JSONDecodeError`` is one too
 JSON nested deeper than the parser recurses raises ``RecursionError``, which is no
 ``ValueError`` and so escaped every "not JSON" handler as a crash (found from outside: an
 LNURL service answering ~100k levels deep made a withdrawal a 500); it becomes a
-``ValueError`` too, and a ``max_depth`` refuses anything deeper than a caller keeps."""
+``ValueError`` too, and a ``max_depth`` refuses anything deeper than a caller keeps.
+
+:data:`StrictInt`, :data:`StrictBool` and :data:`STRICT_BODY` are the JSON a request body may
+carry, for the pydantic models of every package (the web layer's fields and the events'
+webhook bodies alike)."""
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Annotated, Any
 
-__all__ = ["MAX_DEPTH", "clip", "depth", "foreign", "loads"]
+from pydantic import ConfigDict, Strict
+
+__all__ = ["MAX_DEPTH", "STRICT_BODY", "StrictBool", "StrictInt", "clip", "depth", "foreign",
+           "loads"]
+
+StrictInt = Annotated[int, Strict()]
+"""A JSON integer (``"10"``, ``10.0``, ``1e3`` and ``true`` refused); its field bounds it."""
+
+StrictBool = Annotated[bool, Strict()]
+"""A JSON ``true`` or ``false``: never ``"yes"``, ``"true"`` or ``1`` (found from outside:
+``{"enabled": "yes"}`` enabled a webhook)."""
+
+STRICT_BODY = ConfigDict(extra="forbid")
+"""The model config of a body that changes something (a PATCH above all): a field it does not
+have is refused, not ignored, so a client never believes it set what nothing read (found from
+outside: ``{"secret": …}`` on a webhook's PATCH answered 200 and changed nothing)."""
 
 # How deep a JSON document may nest objects and arrays: the edge refuses deeper bodies
 # (``satvault.web.guard``), and :func:`clip` cuts stored values there.

@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import Query
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BeforeValidator, Field, Strict
 
+from satvault.kernel.strictjson import STRICT_BODY, StrictBool, StrictInt
 from satvault.kernel.text import ONE_LINE_PATTERN
 
 __all__ = ["INT64_MAX", "MAX_MSAT", "MEMO_MAX_BYTES", "STRICT_BODY", "EventIdBefore", "Memo",
@@ -30,18 +31,6 @@ Msat = Annotated[int, Strict(), Field(gt=0, le=MAX_MSAT)]
 
 StrictCount = Annotated[int, Strict(), Field(ge=0, le=INT64_MAX)]
 """A non-negative JSON integer that fits a 64-bit column."""
-
-StrictInt = Annotated[int, Strict()]
-"""A JSON integer (``"10"``, ``10.0``, ``1e3`` and ``true`` refused); its field bounds it."""
-
-StrictBool = Annotated[bool, Strict()]
-"""A JSON ``true`` or ``false``: never ``"yes"``, ``"true"`` or ``1`` (found from outside:
-``{"enabled": "yes"}`` enabled a webhook)."""
-
-STRICT_BODY = ConfigDict(extra="forbid")
-"""The model config of a body that changes something (a PATCH above all): a field it does not
-have is refused, not ignored, so a client never believes it set what nothing read (found from
-outside: ``{"secret": …}`` on a webhook's PATCH answered 200 and changed nothing)."""
 
 EventIdBefore = Annotated[int | None, Query(ge=1, le=INT64_MAX, description="an event id")]
 """``?before=``, a page of a delivery log: an event id, so one that fits a 64-bit column (the

@@ -34,11 +34,10 @@ from urllib.parse import parse_qsl
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from satvault.kernel import strictjson
-from satvault.web.problems import problem
+from satvault.web.problems import lnurl_error, problem
 
 __all__ = ["InputGuard", "bad_text"]
 
@@ -98,8 +97,7 @@ def _invalid(loc: list[Any], why: str, *, lnurl: bool = False) -> Any:
         "unicode_escape").decode("ascii") for x in loc]
     detail = f"{'.'.join(map(str, shown))} {why}"
     if lnurl:
-        return JSONResponse({"status": "ERROR", "reason": detail},
-                            headers={"Access-Control-Allow-Origin": "*"})
+        return lnurl_error(detail)
     return problem(422, "invalid-characters", detail, errors=[{"loc": shown, "msg": why}])
 
 

@@ -36,7 +36,8 @@ from satvault.reconcile.errors import CannotResolveBatch, ReviewItemResolved, Si
 from satvault.risk import errors as risk
 from satvault.withdrawals.policy import errors as wp
 
-__all__ = ["ERROR_STATUS", "as_page", "install_problem_handlers", "problem", "problem_for"]
+__all__ = ["ERROR_STATUS", "LNURL_CORS", "as_page", "install_problem_handlers", "lnurl_error",
+           "problem", "problem_for"]
 
 log = get_logger(__name__)
 
@@ -120,6 +121,16 @@ def _register_late() -> None:
     ERROR_STATUS[IdempotencyConflict] = (422, "idempotency-key-reused")
     ERROR_STATUS[IdempotencyInProgress] = (409, "idempotency-key-in-use")
     ERROR_STATUS[IdempotencyClaimLost] = (409, "idempotency-key-in-use")
+
+
+# LNURL endpoints are called from wallets' web pages too (LUD-01 asks for it).
+LNURL_CORS = {"Access-Control-Allow-Origin": "*"}
+
+
+def lnurl_error(reason: str) -> JSONResponse:
+    """A refusal the LNURL way (LUD-01): HTTP 200 ``{"status": "ERROR", "reason": …}``,
+    all a wallet reads, for the wallet-facing endpoints instead of a problem."""
+    return JSONResponse({"status": "ERROR", "reason": reason}, headers=LNURL_CORS)
 
 
 def problem(status: int, slug: str, detail: str, **extra: Any) -> JSONResponse:

@@ -40,7 +40,7 @@ from satvault.web.deps import OptionalIdempotencyKey, SessionDep, SettingsDep, r
 from satvault.web.fields import STRICT_BODY, Memo, Msat, StrictInt
 from satvault.web.idempotency import run_idempotent
 from satvault.web.openapi import problem_responses
-from satvault.web.problems import problem, problem_for
+from satvault.web.problems import LNURL_CORS, lnurl_error, problem, problem_for
 from satvault.web.ratelimit import CreateLimit, PublicCreateLimit, PublicLimit
 from satvault.web.routes.auth import before_signin, client_ip, signin_failed
 from satvault.web.state import (
@@ -66,17 +66,12 @@ Withdrawer = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_VOUCHER_SECONDS = 10 * 366 * 86_400  # ten years: longer is "never"
-_CORS = {"Access-Control-Allow-Origin": "*"}
 # How a refused login exchange is answered (status, problem type).
 _LOGIN_PROBLEMS = {"used": (410, "login-used"), "expired": (410, "login-expired"),
                    "pending": (409, "login-pending"), "disabled": (403, "account-disabled")}
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-def _lnurl_error(reason: str) -> JSONResponse:
-    return JSONResponse({"status": "ERROR", "reason": reason}, headers=_CORS)
-
 
 # What an anonymous redeemer is told when the owner's side refuses: the wallet's freeze and its
 # reason, the owner's KYC tier and limits, a risk decision and the withdrawal policy's rules
@@ -98,7 +93,7 @@ def _payer_reason(exc: SatvaultError, event: str, **where: str | None) -> str:
 
 
 def _lnurl_ok(body: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(body, headers=_CORS)
+    return JSONResponse(body, headers=LNURL_CORS)
 
 
 def _parse_msat(value: str | None) -> int | None:
@@ -144,9 +139,9 @@ async def pay_request(username: str, request: Request, session: SessionDep,
                       settings: SettingsDep) -> JSONResponse:
     name = svc.address_name(username)
     if name is None or await session.get(LightningAddress, name) is None:
-        return _lnurl_error("unknown Lightning Address")
+        return lnurl_error("unknown Lightning Address")
     if lightning_of(request) is None:
-        return _lnurl_error("Lightning payments are not available here right now")
+        return lnurl_error("Lightning payments are not available here right now")
     return _lnurl_ok({
         "tag": "payRequest",
         "callback": f"{svc.base_url(settings)}/lnurlp/{name}/callback",
@@ -164,21 +159,21 @@ async def pay_callback(username: str, request: Request, amount: str | None = Non
     backend = lightning_of(request)
     msat = _parse_msat(amount)
     if backend is None:
-        return _lnurl_error("Lightning payments are not available here right now")
+        return lnurl_error("Lightning payments are not available here right now")
     if msat is None:
-        return _lnurl_error("amount (in millisatoshis) is required")
+        return lnurl_error("amount (in millisatoshis) is required")
     try:
         pr = await svc.address_invoice(sessions_of(request), backend=backend,
                                        settings=settings_of(request), username=username,
                                        amount_msat=msat, comment=comment)
     except svc.Refused as exc:
-        return _lnurl_error(str(exc))
+        return lnurl_error(str(exc))
     except BackendError as exc:  # before SatvaultError: a node's text is not for the payer
         log.warning("lnurlp_invoice_failed", username=svc.address_name(username),
                     error=str(exc))
-        return _lnurl_error("could not create an invoice right now; try again")
+        return lnurl_error("could not create an invoice right now; try again")
     except SatvaultError as exc:
-        return _lnurl_error(_payer_reason(exc, "lnurlp_invoice_refused",
+        return lnurl_error(_payer_reason(exc, "lnurlp_invoice_refused",
                                           username=svc.address_name(username)))
     return _lnurl_ok({"pr": pr, "routes": [],
                       "successAction": {"tag": "message", "message": svc.SUCCESS_MESSAGE}})
@@ -323,10 +318,10 @@ async def withdraw_request(link_token: str, session: SessionDep,
                            settings: SettingsDep) -> JSONResponse:
     voucher = await svc.voucher_by_link(session, link_token)
     if voucher is None:
-        return _lnurl_error("unknown withdraw link")
+        return lnurl_error("unknown withdraw link")
     reason = refusal(voucher, utcnow())
     if reason is not None:
-        return _lnurl_error(reason)
+        return lnurl_error(reason)
     return _lnurl_ok({
         "tag": "withdrawRequest",
         "callback": f"{svc.voucher_link(settings, link_token)}/callback",
@@ -343,14 +338,14 @@ async def withdraw_callback(link_token: str, request: Request, k1: str | None = 
                             pr: str | None = None) -> JSONResponse:
     backend = lightning_of(request)
     if not k1 or not pr:
-        return _lnurl_error("k1 and pr are required")
+        return lnurl_error("k1 and pr are required")
     if backend is None:
-        return _lnurl_error("Lightning payments are not available here right now")
+        return lnurl_error("Lightning payments are not available here right now")
     async with sessions_of(request)() as s:
         voucher = await svc.voucher_by_link(s, link_token)
         voucher_id = voucher.id if voucher is not None else None
     if voucher_id is None:
-        return _lnurl_error("unknown withdraw link or wrong k1")
+        return lnurl_error("unknown withdraw link or wrong k1")
     # From here on the voucher is named by its id (logs): the token opens it, the id does not.
     try:
         withdrawal_id = await svc.redeem_voucher(
@@ -363,16 +358,16 @@ async def withdraw_callback(link_token: str, request: Request, k1: str | None = 
                 sessions_of(request), payment_hash, payer=payer,
                 follow_up=invoice_follow_up_of(request)))
     except svc.Refused as exc:
-        return _lnurl_error(str(exc))
+        return lnurl_error(str(exc))
     except RiskRejected as exc:  # the voucher stays open, its hold kept; the decision stored
         async with sessions_of(request)() as s, s.begin():
             await exc.record_after_rollback(s)
-        return _lnurl_error(_payer_reason(exc, "lnurlw_redeem_refused", voucher=voucher_id))
+        return lnurl_error(_payer_reason(exc, "lnurlw_redeem_refused", voucher=voucher_id))
     except BackendError as exc:  # before SatvaultError: a node's text is not for the payer
         log.warning("lnurlw_redeem_failed", voucher=voucher_id, error=str(exc))
-        return _lnurl_error("the node is not available right now; try again")
+        return lnurl_error("the node is not available right now; try again")
     except SatvaultError as exc:
-        return _lnurl_error(_payer_reason(exc, "lnurlw_redeem_refused", voucher=voucher_id))
+        return lnurl_error(_payer_reason(exc, "lnurlw_redeem_refused", voucher=voucher_id))
     log.info("lnurlw_redeemed", voucher=voucher_id, withdrawal=withdrawal_id)
     return _lnurl_ok({"status": "OK"})
 
@@ -430,20 +425,20 @@ async def auth_challenge(session: SessionDep, settings: SettingsDep,
 async def auth_callback(request: Request, tag: str | None = None, k1: str | None = None,
                         sig: str | None = None, key: str | None = None) -> JSONResponse:
     if tag != "login":
-        return _lnurl_error("tag must be login")
+        return lnurl_error("tag must be login")
     if not k1 or not sig or not key:
-        return _lnurl_error("k1, sig and key are required")
+        return lnurl_error("k1, sig and key are required")
     k1, key = k1.lower(), key.lower()
     if not _HEX64.fullmatch(k1):
-        return _lnurl_error("k1 must be 32 bytes of hex")
+        return lnurl_error("k1 must be 32 bytes of hex")
     if not lnurl_auth.verify_login_signature(k1, sig, key):
-        return _lnurl_error("bad signature")
+        return lnurl_error("bad signature")
     try:
         await lnurl_auth.verify_login(sessions_of(request), k1=k1, key=key)
     except svc.Refused as exc:
-        return _lnurl_error(str(exc))
+        return lnurl_error(str(exc))
     except SatvaultError as exc:
-        return _lnurl_error(str(exc))
+        return lnurl_error(str(exc))
     return _lnurl_ok({"status": "OK"})
 
 

@@ -23,9 +23,9 @@ from satvault.accounts import service
 from satvault.accounts.access import owned_store
 from satvault.accounts.models import Store, Wallet
 from satvault.accounts.service import Principal
+from satvault.invoices.service import rate_for
 from satvault.kernel.errors import Forbidden, InvalidInput, NotFound
 from satvault.rates.errors import RateError, UnsupportedCurrency
-from satvault.rates.service import build_rate_service
 from satvault.web.deps import IdempotencyKey, SessionDep, require_any_scope, require_scope
 from satvault.web.fields import STRICT_BODY, SingleLine, SpeedPolicy, StrictInt
 from satvault.web.idempotency import run_idempotent
@@ -109,21 +109,13 @@ async def priceable_currency(request: Request, currency: object) -> None:
     code = currency.strip().upper() if isinstance(currency, str) else ""
     if not code or code in ("BTC", "SATS"):
         return
-    rates = getattr(runtime_of(request), "rates", None)
-    settings = settings_of(request)
-    # Without a runtime, built for this once, as an invoice's price would be.
-    service = rates or build_rate_service(
-        settings.rate_sources, dict(settings.fixed_rates), min_sources=settings.rate_min_sources,
-        max_spread_bp=settings.rate_max_spread_bp)
-    try:
-        await service.rate(code)
+    try:  # as an invoice in it would be priced
+        await rate_for(settings_of(request), code,
+                       rates=getattr(runtime_of(request), "rates", None))
     except UnsupportedCurrency as exc:
         raise InvalidInput(f"default_currency {code!r}: {exc}") from None
     except RateError:
         return  # unavailable now: the code itself may be fine, and is checked again later
-    finally:
-        if rates is None:
-            await service.close()
 
 
 def _merchant_for_new_store(principal: Principal, asked: str | None) -> str:
