@@ -228,3 +228,4 @@ async def test_a_fee_spike_does_not_make_the_platform_pay_for_a_tiny_withdrawal(
     await env.runtime.watcher.step()
     assert (await env.runtime.payouts.step()).confirmed == 1
     assert await received(env, dest) == 1_000
+    await env.check()  # the ledger balances, the fee's excess booked once
