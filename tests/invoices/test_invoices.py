@@ -340,6 +340,39 @@ async def test_a_marked_invoice_cannot_be_paid_over_lightning_any_more(lnenv: Ln
     await env.check()
 
 
+async def test_a_mark_cut_short_before_its_follow_up_is_finished_by_the_sweep(lnenv: LnEnv,
+                                                                               shop):
+    """Found from outside: a process that died between a mark's commit and its follow-up on
+    the node (or a node that failed the cancel) left a voided invoice's BOLT11 payable for
+    good: the sweep never looked at ``invalid`` invoices, nor at settled ones past their
+    monitoring window. The full sweep now takes every open BOLT11 of an invoice nobody may
+    pay any more off the node."""
+    from satvault.simnet.ln._model import PaymentStatus
+
+    env = lnenv
+    follow_up, env.runtime.invoice_follow_up = env.runtime.invoice_follow_up, None
+    async with api_client(env) as c:
+        marked = {}
+        for n, status in enumerate(("settled", "invalid")):
+            inv = (await create(c, shop, f"cut{n}", amount="2000", currency="SATS")).json()
+            r = await c.post(f"/api/v1/invoices/{inv['id']}/mark", headers=shop["key"],
+                             json={"status": status})
+            assert r.status_code == 200, r.text
+            marked[status] = inv
+        env.runtime.invoice_follow_up = follow_up  # the process comes back: its first sweep
+        await refresh_open_invoices(env.sessions, env.settings, env.runtime.lightning)
+        for status, inv in marked.items():
+            paid = env.network.pay("customer1", inv["payment_methods"]["lightning"]["bolt11"])
+            assert paid.status == PaymentStatus.FAILED, (status, paid)
+        await settle_all(env)
+        for status, inv in marked.items():
+            got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+            assert (got["status"], got["paid_msat"]) == (status, 0)
+    _, merchant = await fees_and_merchant(env, shop)
+    assert merchant == 0
+    await env.check()
+
+
 async def test_the_first_bolt11_goes_once_lightning_pays_the_rest(lnenv: LnEnv, shop):
     """Found from outside: part paid on-chain (unconfirmed), the rest paid with the page's
     new BOLT11: the invoice was processing, but its first, full-amount BOLT11 stayed payable
