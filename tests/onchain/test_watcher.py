@@ -3,12 +3,18 @@ exactly-once crediting across restarts, partial/over/late payments, reorgs, RBF,
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
+from satvault.accounts.models import Wallet
+from satvault.audit.models import AuditEvent
+from satvault.kyc.errors import WalletFrozen
+from satvault.kyc.service import freeze
 from satvault.ledger.models import LedgerTransfer
 from satvault.onchain.deposits import create_deposit, view_deposit
 from satvault.onchain.models import OnchainPayment, ReviewItem
 from tests.chainenv import Env
+from tests.web.pages.admin_support import ask_withdrawal
 
 SAT = 1000
 
@@ -158,16 +164,50 @@ async def credited_then_spent(env: Env) -> tuple[str, str]:
     return d.request.id, txid
 
 
+async def frozen_reason(env: Env) -> str | None:
+    async with env.sessions() as s:
+        w = (await s.execute(select(Wallet).where(Wallet.id == env.wallet.id))).scalar_one()
+        return w.frozen_reason if w.frozen_at is not None else None
+
+
 async def test_reversal_of_spent_credit_goes_to_review(env: Env):
+    """A credit reorged out after it was spent cannot be taken back: it goes to review, and
+    the wallet is frozen until a person decides (found from outside: the rest of the wallet
+    stayed spendable, so whoever double-spent the deposit could take that too)."""
     _, txid = await credited_then_spent(env)
     env.chain.reorg(1, drop_txids=[txid])
     await env.runtime.watcher.step()
     async with env.sessions() as s:
         p = (await s.execute(select(OnchainPayment))).scalar_one()
         reviews = (await s.execute(select(ReviewItem))).scalars().all()
+        audit = (await s.execute(select(AuditEvent).where(
+            AuditEvent.action == "wallet.freeze"))).scalars().all()
     assert p.credit_state == "review"
     assert [r.kind for r in reviews] == ["deposit_reversal_unfunded"]
     assert (await env.balances())["available"] == 10_000 * SAT  # nothing overdrawn
+    reason = await frozen_reason(env)
+    assert reason is not None and txid in reason
+    with pytest.raises(WalletFrozen):  # the rest stays where it is
+        await ask_withdrawal(env.sessions, env.settings, env.wallet, 5_000, initiator=None)
+    assert [(a.actor, a.object) for a in audit] == [("system", env.wallet.id)]
+    assert (await env.balances())["available"] == 10_000 * SAT
+    await env.check()
+
+
+async def test_an_unfunded_reversal_keeps_an_operators_freeze(env: Env):
+    """A wallet an operator froze already keeps that freeze (and its reason) through an
+    unfunded reversal and the transaction's return: the system lifts only its own."""
+    _, txid = await credited_then_spent(env)
+    raw = env.server.call("getrawtransaction", [txid])
+    async with env.sessions() as s, s.begin():
+        await freeze(s, wallet_id=env.wallet.id, reason="court order 7", actor="user:op")
+    env.chain.reorg(1, drop_txids=[txid])
+    await env.runtime.watcher.step()
+    assert await frozen_reason(env) == "court order 7"
+    assert await env.runtime.backend.broadcast(raw) == txid
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert await frozen_reason(env) == "court order 7"
     await env.check()
 
 
@@ -247,6 +287,8 @@ async def test_spent_credit_whose_transaction_comes_back_leaves_review(env: Env)
     assert (await view(env, request_id)).status == "paid"
     assert await ledger_moves(env) == moves  # the credit never left: nothing booked again
     assert (await env.balances())["available"] == 10_000 * SAT
+    assert await frozen_reason(env) is None  # the freeze it caused is lifted with it
+    await ask_withdrawal(env.sessions, env.settings, env.wallet, 5_000, initiator=None)
 
     env.chain.reorg(1, drop_txids=[txid])  # gone again: review again, one open item
     await env.runtime.watcher.step()

@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.frozen import DepositScreen, IncomingDeposit
 from satvault.accounts.models import Wallet
+from satvault.audit.service import record as audit_record
 from satvault.backends.base import Block, ChainBackend, Tx
 from satvault.db import utcnow
 from satvault.kernel.retrying import retrying
@@ -75,6 +76,8 @@ __all__ = ["Match", "StepReport", "Watcher", "scan_block", "scan_txs"]
 log = get_logger(__name__)
 # The review item of a spent credit a reorg could not take back.
 _UNFUNDED = "deposit_reversal_unfunded"
+# How the freeze such a reversal puts on its wallet begins: the system lifts only its own.
+_UNFUNDED_FREEZE = "a deposit the chain took back was already spent:"
 # Brings a store invoice's status up to date in the transaction that credits its payment
 # (the composition root passes ``invoices.service.apply_payment``): session, invoice id.
 StoreInvoiceHook = Callable[[AsyncSession, str], Awaitable[object]]
@@ -628,9 +631,28 @@ class Watcher:
                                     "ledger_result": outcome.result.value}),
                 created_at=utcnow()))
         p.credit_state, p.updated_at = CreditState.REVIEW, utcnow()
+        await self._freeze_for(session, p, subject)
         log.error("deposit_reversal_needs_review", payment=f"{p.txid}:{p.vout}",
                   sat=p.value_sat, result=outcome.result.value)
         return 0, 1
+
+    @staticmethod
+    async def _freeze_for(session: AsyncSession, p: OnchainPayment, subject: str) -> None:
+        """Freeze the wallet a credit could not be taken back from, until a person decides
+        (found from outside: the rest of the wallet stayed spendable, so whoever
+        double-spent a deposit they had spent could take that too). Money in is still
+        credited; a wallet frozen already keeps its freeze and reason."""
+        if p.wallet_id is None:
+            return
+        w = (await session.execute(select(Wallet).where(Wallet.id == p.wallet_id)
+                                   .with_for_update())).scalar_one()
+        if w.frozen_at is not None:
+            return
+        reason = (f"{_UNFUNDED_FREEZE} {subject} ({p.value_sat} sat) could not be reversed; "
+                  "see its review item")
+        w.frozen_at, w.frozen_reason = utcnow(), reason
+        await audit_record(session, actor="system", action="wallet.freeze", object=w.id,
+                           after={"reason": reason})
 
     async def _back_from_review(self, session: AsyncSession, p: OnchainPayment) -> None:
         now = utcnow()
@@ -642,7 +664,28 @@ class Watcher:
                 resolved_at=now, resolved_by="system",
                 resolution=f"transaction {p.txid} is back on the chain: the credit it "
                            "could not take back stands, and nothing was lost"))
+        await self._unfreeze_for(session, p)
         log.warning("deposit_back_from_review", payment=subject, sat=p.value_sat)
+
+    @staticmethod
+    async def _unfreeze_for(session: AsyncSession, p: OnchainPayment) -> None:
+        """Lift the freeze :meth:`_freeze_for` put on the wallet once none of its credits
+        is in review any more; an operator's freeze stays."""
+        if p.wallet_id is None:
+            return
+        w = (await session.execute(select(Wallet).where(Wallet.id == p.wallet_id)
+                                   .with_for_update())).scalar_one()
+        if w.frozen_at is None or not (w.frozen_reason or "").startswith(_UNFUNDED_FREEZE):
+            return
+        P = OnchainPayment
+        if (await session.execute(select(P.id).where(
+                P.wallet_id == w.id, P.credit_state == CreditState.REVIEW, P.id != p.id
+        ).limit(1))).first() is not None:
+            return
+        was, w.frozen_at, w.frozen_reason = w.frozen_reason, None, None
+        await audit_record(session, actor="system", action="wallet.unfreeze", object=w.id,
+                           after={"reason": f"transaction {p.txid} is back on the chain",
+                                  "frozen_for": was})
 
     # -------------------------------------------------------------------------- running
     async def run(self, interval: float) -> None:
