@@ -340,6 +340,21 @@ async def test_a_marked_invoice_cannot_be_paid_over_lightning_any_more(lnenv: Ln
     await env.check()
 
 
+async def test_a_typo_in_the_body_is_refused_and_creates_nothing(lnenv: LnEnv, shop):
+    """Found from outside: unknown fields were ignored, so ``expiration_minute`` (for
+    ``expiration_minutes``) made an invoice with the default expiry instead of an error."""
+    env = lnenv
+    async with api_client(env) as c:
+        r = await create(c, shop, "typo", amount="1000", currency="SATS", expiration_minute=5)
+        assert r.status_code == 422, r.text
+        assert "expiration_minute" in r.text
+        listed = (await c.get(f"/api/v1/stores/{shop['store']}/invoices",
+                              headers=shop["read"])).json()
+        assert listed["items"] == []
+        ok = await create(c, shop, "typo", amount="1000", currency="SATS")  # same key: free
+        assert ok.status_code == 201, ok.text
+
+
 async def test_a_mark_cut_short_before_its_follow_up_is_finished_by_the_sweep(lnenv: LnEnv,
                                                                                shop):
     """Found from outside: a process that died between a mark's commit and its follow-up on

@@ -119,6 +119,7 @@ async def signin_failed(request: Request) -> None:
 # ------------------------------------------------------------------------- sign-up, reset
 
 class SignUpIn(BaseModel):
+    model_config = STRICT_BODY
     email: str = Field(min_length=3, max_length=254)
     password: str = Field(min_length=8, max_length=1024)
     display_name: SingleLine = Field(default="", max_length=120)
@@ -141,6 +142,7 @@ async def sign_up(request: Request, body: SignUpIn) -> Accepted:
 
 
 class TokenIn(BaseModel):
+    model_config = STRICT_BODY
     token: str = Field(min_length=1, max_length=200)
 
 
@@ -157,6 +159,7 @@ async def verify(session: SessionDep, body: TokenIn) -> Verified:
 
 
 class ResetIn(BaseModel):
+    model_config = STRICT_BODY
     email: str = Field(min_length=3, max_length=254)
 
 
@@ -177,6 +180,7 @@ async def password_reset(request: Request, body: ResetIn) -> Accepted:
 
 
 class ResetConfirmIn(BaseModel):
+    model_config = STRICT_BODY
     token: str = Field(min_length=1, max_length=200)
     password: str = Field(min_length=8, max_length=1024)
 
@@ -307,6 +311,7 @@ async def token(
 
 
 class RevokeIn(BaseModel):
+    model_config = STRICT_BODY
     refresh_token: str = Field(min_length=1, max_length=200)
 
 
@@ -352,6 +357,7 @@ class TotpEnrollmentOut(BaseModel):
 
 
 class TotpCodeIn(BaseModel):
+    model_config = STRICT_BODY
     code: str = Field(min_length=6, max_length=64,
                       description="a current code from the app (or, to turn TOTP off, a "
                                   "recovery code)")
@@ -383,6 +389,7 @@ async def totp_status(session: SessionDep, principal: CurrentPrincipal) -> TotpS
 
 
 class TotpBeginIn(BaseModel):
+    model_config = STRICT_BODY
     password: str | None = Field(
         None, max_length=1024,
         description="the sign-in password; needed when the token's sign-in is more than "

@@ -17,6 +17,7 @@ from satvault.kernel.errors import Forbidden
 from satvault.reconcile import stuck_moves
 from satvault.reconcile.review import MAX_NOTE
 from satvault.web.deps import IdempotencyKey, require_scope
+from satvault.web.fields import STRICT_BODY
 from satvault.web.idempotency import run_idempotent
 from satvault.web.openapi import problem_responses
 from satvault.web.state import runtime_of, sessions_of, settings_of
@@ -31,6 +32,7 @@ MoveId = Annotated[str, Path(max_length=40, description="A sweep's or refill's i
 
 
 class MoveResolveIn(BaseModel):
+    model_config = STRICT_BODY
     action: Literal["abandon", "confirmed_by"] = Field(
         description="abandon: the move is given up, its coins free for a later one; "
                     "confirmed_by: `txid` did the move, booked as the move.")

@@ -39,7 +39,7 @@ from satvault.kernel.retrying import retrying
 from satvault.ledger.history import InvalidCursor
 from satvault.rates.errors import RateError
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
-from satvault.web.fields import Msat, SingleLine, SpeedPolicy
+from satvault.web.fields import STRICT_BODY, Msat, SingleLine, SpeedPolicy
 from satvault.web.guard import bad_text
 from satvault.web.idempotency import PrepareAgain, run_idempotent
 from satvault.web.openapi import problem_responses
@@ -81,6 +81,7 @@ def _tolerance_text(value: object) -> object:
 
 
 class InvoiceIn(BaseModel):
+    model_config = STRICT_BODY
     amount: str = Field(description="A decimal string in `currency` (BTC, SATS or fiat).",
                         max_length=40)
     currency: str | None = Field(default=None, max_length=8, pattern=r"^[A-Za-z]{3,4}$",
@@ -101,10 +102,12 @@ class InvoiceIn(BaseModel):
 
 
 class MarkIn(BaseModel):
+    model_config = STRICT_BODY
     status: Literal["settled", "invalid"]
 
 
 class RefundIn(BaseModel):
+    model_config = STRICT_BODY
     destination: str = Field(min_length=1, max_length=2000,
                              description="The customer's address, BIP21, BOLT11, LNURL or "
                                          "Lightning Address.")

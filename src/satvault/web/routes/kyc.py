@@ -22,7 +22,7 @@ from satvault.kyc import service as kyc
 from satvault.kyc.limits import limits_for, top_tier
 from satvault.kyc.screening import screen_name
 from satvault.web.deps import SessionDep, require_any_scope, require_scope
-from satvault.web.fields import StrictInt
+from satvault.web.fields import STRICT_BODY, StrictInt
 from satvault.web.openapi import problem_responses
 from satvault.web.state import settings_of
 
@@ -39,6 +39,7 @@ OwnerWriter = Annotated[Principal, Depends(require_scope("wallet:write"))]
 
 
 class RecordIn(BaseModel):
+    model_config = STRICT_BODY
     tier: StrictInt = Field(ge=0, le=100)
     decision: Literal["approve", "reject"]
     full_name: str = Field(min_length=1, max_length=200)
@@ -50,10 +51,12 @@ class RecordIn(BaseModel):
 
 
 class ReasonIn(BaseModel):
+    model_config = STRICT_BODY
     reason: str = Field(min_length=1, max_length=500)
 
 
 class DecideIn(BaseModel):
+    model_config = STRICT_BODY
     decision: Literal["approve", "reject"]
     checks: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list,
                                                                 max_length=50)
@@ -61,6 +64,7 @@ class DecideIn(BaseModel):
 
 
 class ScreenIn(BaseModel):
+    model_config = STRICT_BODY
     name: str = Field(min_length=1, max_length=300)
 
 
@@ -139,6 +143,7 @@ async def unfreeze(wallet_id: str, body: ReasonIn, session: SessionDep,
 
 
 class UpgradeIn(BaseModel):
+    model_config = STRICT_BODY
     tier: StrictInt | None = Field(default=None, ge=1, le=100,
                              description="The tier asked for; the next one by default.")
     full_name: str = Field(min_length=1, max_length=200)

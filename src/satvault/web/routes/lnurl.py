@@ -104,6 +104,7 @@ def _parse_msat(value: str | None) -> int | None:
 # ----------------------------------------------------------------------- Lightning Addresses
 
 class AddressIn(BaseModel):
+    model_config = STRICT_BODY
     username: str = Field(min_length=1, max_length=64, pattern=r"^[ \t]*[A-Za-z0-9._-]+[ \t]*$",
                           description="Stored lower-case, without surrounding blanks.")
 
@@ -182,6 +183,7 @@ async def pay_callback(username: str, request: Request, amount: str | None = Non
 # -------------------------------------------------------------------------- withdraw vouchers
 
 class VoucherIn(BaseModel):
+    model_config = STRICT_BODY
     amount_msat: Msat = Field(description="the most the holder may withdraw")
     min_msat: Msat | None = Field(None, description="the least (default: amount_msat)")
     description: Memo = ""
@@ -383,6 +385,7 @@ class ChallengeOut(BaseModel):
 
 
 class SessionIn(BaseModel):
+    model_config = STRICT_BODY
     session_token: str = Field(min_length=1, max_length=200)
     totp: str | None = Field(
         default=None, max_length=20,

@@ -18,6 +18,7 @@ from satvault.kernel.errors import Forbidden
 from satvault.reconcile import stuck
 from satvault.reconcile.review import MAX_NOTE
 from satvault.web.deps import IdempotencyKey, require_scope
+from satvault.web.fields import STRICT_BODY
 from satvault.web.idempotency import run_idempotent
 from satvault.web.openapi import problem_responses
 from satvault.web.state import runtime_of, sessions_of, settings_of
@@ -31,6 +32,7 @@ BatchId = Annotated[str, Path(max_length=40, description="A payout batch's id (p
 
 
 class ResolveIn(BaseModel):
+    model_config = STRICT_BODY
     action: Literal["requeue", "return", "paid_by"] = Field(
         description="requeue: its withdrawals are paid again later; return: they are "
                     "cancelled and their holds voided; paid_by: `txid` paid them all.")

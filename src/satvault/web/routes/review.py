@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from satvault.accounts.service import Principal
 from satvault.reconcile import review
 from satvault.web.deps import SessionDep, require_scope, user_of
+from satvault.web.fields import STRICT_BODY
 from satvault.web.openapi import problem_responses
 
 __all__ = ["router"]
@@ -23,6 +24,7 @@ ItemId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A review item's id
 
 
 class ResolveIn(BaseModel):
+    model_config = STRICT_BODY
     note: str = Field(min_length=1, max_length=review.MAX_NOTE,
                       description="What was done about it (required; kept and audited).")
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path
+from fastapi import APIRouter, Depends, Path
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from satvault.accounts.service import Principal
 from satvault.risk import service as risk
 from satvault.risk.models import RiskRuleSet
 from satvault.web.deps import SessionDep, require_scope
+from satvault.web.fields import STRICT_BODY
 from satvault.web.openapi import problem_responses
 
 __all__ = ["router"]
@@ -65,14 +67,18 @@ async def get_rule_set(version: Annotated[int, Path(ge=1, le=2**63 - 1)],
     return _rule_set(rs, rules=True)
 
 
+class RuleSetIn(BaseModel):
+    model_config = STRICT_BODY
+    rules: dict[str, Any]
+    note: str = Field(default="", max_length=500)
+
+
 @router.post("/rule-sets", status_code=201)
-async def propose_rule_set(
-    session: SessionDep, admin: Admin,
-    rules: Annotated[dict[str, Any], Body(embed=True)],
-    note: Annotated[str, Body(embed=True, max_length=500)] = "",
-) -> dict[str, Any]:
+async def propose_rule_set(session: SessionDep, admin: Admin, body: RuleSetIn
+                           ) -> dict[str, Any]:
     """A new draft, validated strictly; it changes nothing until a second admin approves."""
-    rs = await risk.propose_rule_set(session, rules=rules, actor=_actor(admin), note=note)
+    rs = await risk.propose_rule_set(session, rules=body.rules, actor=_actor(admin),
+                                     note=body.note)
     return _rule_set(rs, rules=True)
 
 

@@ -45,6 +45,7 @@ CURRENCY_PATTERN = r"^[A-Za-z]{3,4}$"
 
 
 class StoreIn(BaseModel):
+    model_config = STRICT_BODY
     name: SingleLine = Field(min_length=1, max_length=120)
     merchant_id: str | None = Field(
         default=None, max_length=40,

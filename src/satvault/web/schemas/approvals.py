@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from satvault.web.fields import SingleLine
+from satvault.web.fields import STRICT_BODY, SingleLine
 
 __all__ = ["AllowlistIn", "AllowlistOut", "ApprovalOut", "AwaitingOut", "GroupChangeIn",
            "GroupChangeOut", "PolicyIn", "PolicyOut", "RejectIn"]
@@ -38,10 +38,12 @@ class ApprovalOut(BaseModel):
 
 
 class RejectIn(BaseModel):
+    model_config = STRICT_BODY
     reason: str = Field(default="", max_length=500)
 
 
 class AllowlistIn(BaseModel):
+    model_config = STRICT_BODY
     destination: str = Field(min_length=1, max_length=2000, description=(
         "A Bitcoin address, a Lightning node id (66 hex digits), an LNURL or a Lightning "
         "Address."))
@@ -60,6 +62,7 @@ class AllowlistOut(BaseModel):
 
 
 class PolicyIn(BaseModel):
+    model_config = STRICT_BODY
     rules: list[dict[str, Any]]
 
 
@@ -74,6 +77,7 @@ class PolicyOut(BaseModel):
 
 
 class GroupChangeIn(BaseModel):
+    model_config = STRICT_BODY
     group: str = Field(min_length=1, max_length=60, description="The approver group "
                                                                 "(created when a first member "
                                                                 "is added).")

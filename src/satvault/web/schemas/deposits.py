@@ -7,12 +7,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from satvault.web.fields import Memo, Msat
+from satvault.web.fields import STRICT_BODY, Memo, Msat
 
 __all__ = ["DepositIn", "DepositOut", "DepositPaymentOut"]
 
 
 class DepositIn(BaseModel):
+    model_config = STRICT_BODY
     method: Literal["onchain", "lightning"] = "onchain"
     amount_msat: Annotated[Msat | None, Field(ge=1000)] = None
     description: Annotated[Memo, Field(max_length=256)] = ""

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from satvault.web.fields import StrictInt
+from satvault.web.fields import STRICT_BODY, StrictInt
 
 __all__ = ["AssignIn", "AttachIn", "CloseIn", "FileIn", "NarrativeIn", "NoteIn", "VersionIn"]
 
@@ -15,19 +15,23 @@ _VERSION = Field(default=None, ge=1, le=2**31 - 1,
 
 
 class VersionIn(BaseModel):
+    model_config = STRICT_BODY
     expected_version: StrictInt | None = _VERSION
 
 
 class AssignIn(BaseModel):
+    model_config = STRICT_BODY
     assignee: str = Field(min_length=1, max_length=40, description="An admin user's id.")
     expected_version: StrictInt | None = _VERSION
 
 
 class NoteIn(BaseModel):
+    model_config = STRICT_BODY
     text: str = Field(min_length=1, max_length=10_000)
 
 
 class AttachIn(BaseModel):
+    model_config = STRICT_BODY
     uri: str = Field(min_length=3, max_length=2000,
                      description="Where the file is kept (it is not stored here).")
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="The file's SHA-256.")
@@ -35,6 +39,7 @@ class AttachIn(BaseModel):
 
 
 class CloseIn(BaseModel):
+    model_config = STRICT_BODY
     resolution: Literal["confirmed_risk", "false_positive"]
     money: Literal["release", "return", "none"] | None = Field(
         default=None, description="What happens to held money: release (the payment goes "
@@ -45,9 +50,11 @@ class CloseIn(BaseModel):
 
 
 class NarrativeIn(BaseModel):
+    model_config = STRICT_BODY
     narrative: str = Field(min_length=1, max_length=20_000)
 
 
 class FileIn(BaseModel):
+    model_config = STRICT_BODY
     reference: str = Field(min_length=1, max_length=120,
                            description="The reference the authority gave the filing.")

@@ -6,12 +6,13 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from satvault.web.fields import Msat
+from satvault.web.fields import STRICT_BODY, Msat
 
 __all__ = ["CancelIn", "WithdrawalIn", "WithdrawalOut"]
 
 
 class WithdrawalIn(BaseModel):
+    model_config = STRICT_BODY
     destination: str = Field(min_length=1, max_length=2000,
                              description="A Bitcoin address or a BIP21 URI.")
     amount_msat: Msat | None = Field(default=None, description="Required unless the BIP21 URI "
@@ -35,5 +36,6 @@ class WithdrawalOut(BaseModel):
 
 
 class CancelIn(BaseModel):
+    model_config = STRICT_BODY
     reason: str = Field(default="", max_length=500,
                         description="Why (kept in the audit log).")
