@@ -566,6 +566,14 @@ async def test_an_admins_token_moves_money_only_within_its_step_up(client, sessi
     clock.advance(seconds=30)
     stepped = await password_grant(client, "root2@example.com", totp_code=code.at(clock.now()))
     assert stepped.status_code == 200 and "withdrawals:write" in stepped.json()["scope"]
+    # Releasing held money (approving a withdrawal, deciding a risk case) takes the money
+    # scope too: within the window the request reaches the service (an unknown id: 404).
+    releases = [("/api/v1/admin/withdrawals/wd_nosuchthing0000000000/approve", {}),
+                ("/api/v1/admin/risk/cases/rc_nosuchthing0000000000/close",
+                 {"resolution": "false_positive", "money": "release"})]
+    for path, body in releases:
+        r = await client.post(path, json=body, headers=bearer(stepped.json()["access_token"]))
+        assert r.status_code == 404, (path, r.text)
     clock.advance(seconds=3600)  # past the money window
     later = await client.post("/api/v1/auth/token", json={
         "grant_type": "refresh_token", "refresh_token": stepped.json()["refresh_token"]})
@@ -577,6 +585,10 @@ async def test_an_admins_token_moves_money_only_within_its_step_up(client, sessi
                           json={"destination": "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
                                 "amount_msat": 10_000_000})
     assert r.status_code == 403 and "withdrawals:write" in r.text, r.text
+    # Found from outside: such a token still approved withdrawals (``admin`` was enough).
+    for path, body in releases:
+        r = await client.post(path, json=body, headers=bearer(later.json()["access_token"]))
+        assert r.status_code == 403 and "step-up" in r.text, (path, r.text)
     # Admin reads still work with it.
     r = await client.get(f"/api/v1/wallets/{wallet.id}",
                          headers=bearer(later.json()["access_token"]))

@@ -75,3 +75,24 @@ async def test_frozen_wallet_refused_on_every_rail_then_allowed_after_unfreeze(l
         ("wallet.freeze", k.admin_id, "court order 2026/17"),
         ("wallet.unfreeze", k.admin_id, "order lifted")]
     await env.check()
+
+
+async def test_a_freeze_reason_with_hidden_direction_characters_is_refused(lnenv: LnEnv):
+    """Found from outside: a freeze reason took a right-to-left override, and the reason is
+    shown to operators and in the refusal every payment of the wallet gets. Refused with a
+    clear error, nothing frozen; a reason over several lines is still a reason."""
+    env = lnenv
+    async with api_client(env) as c:
+        k = await bench(env, c)
+        url = f"/api/v1/admin/wallets/{env.wallet.id}"
+        for reason in ("court \u202eredro", "hidden\u200bword", "bell\x07"):
+            refused = problem(await c.post(f"{url}/freeze", headers=k.admin,
+                                           json={"reason": reason}), 422, "invalid-input")
+            assert "U+" in refused["detail"], refused
+        assert (await k.wallet())["frozen"] is False
+        r = await c.post(f"{url}/freeze", headers=k.admin,
+                         json={"reason": "court order 2026/17\nsee ticket 42"})
+        assert r.status_code == 200 and r.json()["frozen"] is True, r.text
+        problem(await c.post(f"{url}/unfreeze", headers=k.admin,
+                             json={"reason": "lifted \u202e"}), 422, "invalid-input")
+        assert (await k.wallet())["frozen"] is True

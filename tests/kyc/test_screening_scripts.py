@@ -165,3 +165,31 @@ async def test_a_word_said_twice_does_not_hide_a_listed_name(lnenv: LnEnv):
         r = await c.post("/api/v1/admin/kyc/screen", headers=k.admin,
                          json={"name": "Smith Smith Jones"})
         assert r.json()["hits"] == [], r.text
+
+
+async def test_a_name_written_backwards_under_a_direction_override_is_screened_as_shown(
+        lnenv: LnEnv):
+    """Found from outside: "\\u202eeoD nhoJ" (a right-to-left override, then the name's
+    letters backwards) is shown as "John Doe" on every screen, but screening took the
+    override out and read "eoD nhoJ": no hit, approved. A name holding an override is
+    screened as stored and as shown; an override that is closed, or a name that only looks
+    reversed, is told apart."""
+    env = lnenv
+    async with env.sessions() as s, s.begin():
+        await load_list(s, ScreeningList.SANCTIONS, [("John Doe", "OFAC-1")])
+    async with api_client(env) as c:
+        k = await bench(env, c)
+        for variant in ("\u202eeoD nhoJ",               # the whole name, overridden
+                        "John \u202eeoD\u202c",          # one word, the override closed
+                        "\u202b\u202eeoD nhoJ\u202c\u202c",  # inside an embedding
+                        "\u202eeoD\u202c \u202enhoJ"):   # each word on its own
+            r = await c.post("/api/v1/admin/kyc/screen", headers=k.admin,
+                             json={"name": variant})
+            assert [h["name"] for h in r.json()["hits"]] == ["John Doe"], (variant, r.text)
+            r = await k.record("approve", 1, name=variant)
+            assert r.status_code == 201 and r.json()["decision"] == "blocked", (variant, r.text)
+        assert (await k.wallet())["kyc_tier"] == 0
+        # Backwards letters without an override are somebody else's name, as shown.
+        r = await c.post("/api/v1/admin/kyc/screen", headers=k.admin,
+                         json={"name": "eoD nhoJ"})
+        assert r.json()["hits"] == [], r.text

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from satvault.accounts import service as acc
 from satvault.accounts.models import AuditEvent, Wallet
 from satvault.config import Settings
+from satvault.kernel.errors import InvalidInput
 from satvault.ledger.core import TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import submit_one
@@ -290,3 +291,16 @@ async def test_group_changes_from_the_command_line(sessions, db_url, tmp_path: P
     sv_here("policy", "approve-change", out["id"], "--as", ids["admin3"], url=db_url,
             home=tmp_path)
     assert await members(sessions) == set()
+
+
+async def test_a_group_name_with_hidden_direction_characters_is_refused(sessions):
+    """Found from outside: a group's name took a right-to-left override, shown to approvers
+    as another group's name. Refused, nothing proposed; the error names the character."""
+    ids = await setup(sessions)
+    for name in ("treasury\u202e", "trea\u200bsury", "ops\nteam"):
+        async with sessions() as s, s.begin():
+            with pytest.raises(InvalidInput, match="U\\+"):
+                await service.propose_group_change(s, admin=ids["admin1"], group=name,
+                                                   user_id=ids["bob"], action="add")
+    async with sessions() as s:
+        assert await service.pending_group_changes(s) == []

@@ -77,8 +77,9 @@ from satvault.db import (
 from satvault.kernel.errors import InvalidInput
 from satvault.logs import get_logger
 
-__all__ = ["ANCHOR", "AnchorCheck", "Head", "Sealed", "Verification", "anchor", "head",
-           "list_events", "record", "seal", "settled_id", "verify", "verify_anchor"]
+__all__ = ["ANCHOR", "AnchorCheck", "Head", "Sealed", "Verification", "actor_spellings",
+           "anchor", "head", "list_events", "record", "seal", "settled_id", "verify",
+           "verify_anchor"]
 
 log = get_logger(__name__)
 
@@ -180,6 +181,14 @@ def _chain_row(r: Any) -> ChainRow:
                     r.state_after, r.seq, r.prev_hash, r.hash)
 
 
+def actor_spellings(actor: str) -> list[str]:
+    """The ways the log spells one actor: a user is ``usr_…`` in some rows and
+    ``user:usr_…`` in others (found from outside: filtering the log by a person missed the
+    rows spelled the other way, their case decisions among them), so either finds both."""
+    bare = actor.removeprefix("user:")
+    return [bare, f"user:{bare}"] if bare.startswith("usr_") else [actor]
+
+
 async def list_events(session: AsyncSession, *, after: int = 0, limit: int = 100,
                       actor: str | None = None, action: str | None = None,
                       object: str | None = None, since: datetime | None = None,
@@ -189,7 +198,8 @@ async def list_events(session: AsyncSession, *, after: int = 0, limit: int = 100
     """Rows with id > ``after`` in id order (unsealed ones have no seq/hash yet); ``before``
     and ``after`` parsed, and the exact stored texts the hash covers beside them.
 
-    Filters (all optional, combined): ``actor`` and ``object`` exactly, ``action`` exactly or
+    Filters (all optional, combined): ``actor`` (a user either way it is spelled:
+    :func:`actor_spellings`) and ``object`` exactly, ``action`` exactly or
     as a prefix when it ends in ``.`` (``wallet.`` for every wallet action), ``since`` and
     ``until`` (at >= since, at < until), ``before`` (id < before), ``upto`` (id <= upto: a
     pager gives :func:`settled_id` to never pass a row still to commit). ``newest_first`` orders
@@ -198,7 +208,7 @@ async def list_events(session: AsyncSession, *, after: int = 0, limit: int = 100
         raise InvalidInput("limit must be between 1 and 1000")
     q = select(*_ROW_COLS).where(_events.c.id > after)
     if actor:
-        q = q.where(_events.c.actor == actor)
+        q = q.where(_events.c.actor.in_(actor_spellings(actor)))
     if action:
         q = q.where(_events.c.action.startswith(action, autoescape=True)
                     if action.endswith(".") else _events.c.action == action)

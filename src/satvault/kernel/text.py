@@ -13,8 +13,9 @@ exports. Refused here, whoever writes the text (API, dashboard, CLI):
 The marks U+200E and U+200F and the zero-width joiners stay: scripts and emoji need them.
 
 Not for a KYC record's name: that is kept as the reviewer typed it and screened with such
-characters taken out (``satvault.kyc.screening``), so that an evasion attempt is caught and
-recorded, not turned away unseen.
+characters taken out, and as shown where a direction override reorders it
+(``satvault.kyc.screening``), so that an evasion attempt is caught and recorded, not turned
+away unseen. Reasons and notes take line breaks and tabs: :func:`free_text`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import re
 
 from satvault.kernel.errors import InvalidInput
 
-__all__ = ["NOT_IN_ONE_LINE", "ONE_LINE_PATTERN", "one_line"]
+__all__ = ["NOT_IN_FREE_TEXT", "NOT_IN_ONE_LINE", "ONE_LINE_PATTERN", "free_text", "one_line"]
 
 _REFUSED = (
     "\\x00-\\x1f\\x7f-\\x9f"  # controls
@@ -44,6 +45,11 @@ ONE_LINE_PATTERN = f"^[^{_REFUSED}]*$"
 NOT_IN_ONE_LINE = re.compile(f"[{_REFUSED}]")
 
 
+# The same but for the line breaks and tabs a reason or a note may hold.
+NOT_IN_FREE_TEXT = re.compile("[" + _REFUSED.replace("\\x00-\\x1f", "\\x00-\\x08\\x0b\\x0c"
+                                                    "\\x0e-\\x1f") + "]")
+
+
 def one_line(value: str, what: str) -> str:
     """``value`` if it holds none of the characters above; else :class:`InvalidInput`
     naming ``what`` and the first such character's code point."""
@@ -51,4 +57,15 @@ def one_line(value: str, what: str) -> str:
     if found is not None:
         raise InvalidInput(f"{what} may not contain U+{ord(found.group()):04X} (a control, "
                            "line-separating or text-direction character)")
+    return value
+
+
+def free_text(value: str, what: str) -> str:
+    """``value`` if it holds none of the characters above but tabs and line breaks (a
+    reason, a note: found from outside, a wallet's freeze reason took a right-to-left
+    override); else :class:`InvalidInput`, as :func:`one_line`."""
+    found = NOT_IN_FREE_TEXT.search(value)
+    if found is not None:
+        raise InvalidInput(f"{what} may not contain U+{ord(found.group()):04X} (a control, "
+                           "text-direction or invisible character)")
     return value

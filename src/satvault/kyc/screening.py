@@ -31,7 +31,7 @@ from satvault.db import utcnow
 from satvault.kyc.errors import InvalidKycInput
 from satvault.kyc.models import ScreeningEntry, ScreeningList
 
-__all__ = ["Hit", "load_list", "normalize", "parse_csv", "score", "screen_name"]
+__all__ = ["Hit", "as_shown", "load_list", "normalize", "parse_csv", "score", "screen_name"]
 
 # Anything but a letter or digit (of any script) separates tokens.
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -70,6 +70,37 @@ def _shown(c: str) -> bool:
     blank."""
     return unicodedata.category(c)[0] != "M" and unicodedata.category(c) != "Cf" \
         and c not in _BLANKS
+
+
+# The embeddings and overrides (LRE, RLE, LRO, RLO), each closed by a PDF or the text's end.
+# A right-to-left override draws what it spans backwards: "\u202eeoD nhoJ" is stored as
+# "eoD nhoJ" and shown as "John Doe" (found from outside: screened as stored, approved).
+_RLO, _PDF = "\u202e", "\u202c"
+_PUSHES = frozenset("\u202a\u202b\u202d\u202e")
+
+
+def as_shown(name: str) -> str:
+    """``name`` in the order a reader sees its letters: every span a right-to-left override
+    forces drawn backwards (nested spans each in turn). The rest of the bidirectional
+    algorithm moves whole words, which the sorted tokens do not see."""
+    spans: list[list[str]] = [[]]
+    pushed: list[str] = []
+
+    def close() -> None:
+        inner = "".join(spans.pop())
+        spans[-1].append(inner[::-1] if pushed.pop() == _RLO else inner)
+
+    for c in name:
+        if c in _PUSHES:
+            pushed.append(c)
+            spans.append([])
+        elif c == _PDF and pushed:
+            close()
+        else:
+            spans[-1].append(c)
+    while pushed:
+        close()
+    return "".join(spans[0])
 
 
 def normalize(name: str) -> str:
@@ -120,15 +151,18 @@ class Hit:
 
 
 async def screen_name(session: AsyncSession, name: str, *, threshold: int) -> list[Hit]:
-    """Every listed name scoring at least ``threshold`` against ``name``, best first."""
+    """Every listed name scoring at least ``threshold`` against ``name``, best first: the
+    name as stored and, when a direction override reorders it, as shown (the better
+    score)."""
     probe = normalize(name)
     if not probe:
         raise InvalidKycInput("a name to screen is required")
+    probes = {probe, normalize(as_shown(name))}
     rows = (await session.execute(select(ScreeningEntry.list, ScreeningEntry.name,
                                          ScreeningEntry.reference,
                                          ScreeningEntry.normalized))).all()
     hits = [Hit(str(r.list), r.name, r.reference, s) for r in rows
-            if (s := score(probe, r.normalized)) >= threshold]
+            if (s := max(score(p, r.normalized) for p in probes)) >= threshold]
     return sorted(hits, key=lambda h: -h.score)
 
 

@@ -23,6 +23,7 @@ from satvault.accounts.models import Merchant, User, Wallet
 from satvault.audit.service import record as audit_record
 from satvault.db import utcnow
 from satvault.kernel.errors import NotFound
+from satvault.kernel.text import free_text
 from satvault.kyc.errors import InvalidKycInput, ReviewerIsSubject
 from satvault.kyc.models import KycDecision, KycRecord
 from satvault.kyc.screening import screen_name
@@ -151,7 +152,7 @@ async def _wallet(session: AsyncSession, wallet_id: str) -> Wallet:
 
 async def freeze(session: AsyncSession, *, wallet_id: str, reason: str, actor: str,
                  now: datetime | None = None) -> Wallet:
-    reason = reason.strip()
+    reason = free_text(reason.strip(), "a freeze reason")
     if not reason:
         raise InvalidKycInput("a freeze needs a reason")
     w = await _wallet(session, wallet_id)
@@ -165,7 +166,7 @@ async def freeze(session: AsyncSession, *, wallet_id: str, reason: str, actor: s
 
 
 async def unfreeze(session: AsyncSession, *, wallet_id: str, reason: str, actor: str) -> Wallet:
-    reason = reason.strip()
+    reason = free_text(reason.strip(), "an unfreeze reason")
     if not reason:
         raise InvalidKycInput("an unfreeze needs a reason")
     w = await _wallet(session, wallet_id)

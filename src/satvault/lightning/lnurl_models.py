@@ -75,6 +75,10 @@ class LnurlWithdrawVoucher(Base):
     # A redemption in progress claims the voucher until then, before anything is asked of
     # the node (migration 0072): a concurrent one is refused before it cancels an invoice.
     redeeming_until: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    # Who made it (a user id; migration 0077): the initiator of what its redemption pays
+    # out, whom a withdrawal policy never lets approve it. Null: nobody stands behind the
+    # key that made it (or it predates 0077), and the wallet's owner is named instead.
+    initiator: Mapped[str | None] = mapped_column(String(40), default=None)
 
 
 class LnurlVoucherFailure(Base):

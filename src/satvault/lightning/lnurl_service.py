@@ -68,7 +68,8 @@ from satvault.payouts.models import Withdrawal
 from satvault.payouts.service import check_ever_allowed
 
 __all__ = ["COMMENT_ALLOWED", "MIN_SENDABLE_MSAT", "MIN_VOUCHER_LIFETIME", "SUCCESS_MESSAGE",
-           "Refused", "address_invoice", "address_metadata", "address_name", "base_url",
+           "Refused", "VoucherWithdrawal", "address_invoice", "address_metadata",
+           "address_name", "base_url",
            "cancel_voucher", "claim_address", "default_voucher_expiry", "host", "open_voucher",
            "redeem_voucher", "set_voucher_expiry", "visible_voucher", "voucher_by_link",
            "voucher_expiry", "voucher_link"]
@@ -197,7 +198,8 @@ async def voucher_by_link(session: AsyncSession, token: str) -> LnurlWithdrawVou
 
 async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: int,
                        min_msat: int | None, description: str, settings: Settings,
-                       actor: str, expires_at: datetime | None = None,
+                       actor: str, initiator: str | None = None,
+                       expires_at: datetime | None = None,
                        expires_in: timedelta | None = None
                        ) -> tuple[LnurlWithdrawVoucher, str]:
     """A single-use voucher for up to ``amount_msat`` (at least ``min_msat``, default the
@@ -205,7 +207,8 @@ async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: in
     nowhere else (only its hash is stored): give it to whoever is to redeem the voucher.
     ``expires_at``, or ``expires_in`` from now (at least :data:`MIN_VOUCHER_LIFETIME`
     ahead, at most the settings' maximum; neither: the default lifetime): past it the voucher
-    refuses redemption and its hold is released."""
+    refuses redemption and its hold is released. ``initiator``: the user who made it
+    (``initiator_of_principal``), the initiator of whatever its redemption pays out."""
     low = min_msat if min_msat is not None else amount_msat
     now = utcnow()
     given = voucher_expiry(now, settings, expires_at=expires_at, expires_in=expires_in)
@@ -228,7 +231,7 @@ async def open_voucher(session: AsyncSession, *, wallet: Wallet, amount_msat: in
         min_msat=low,
         amount_msat=amount_msat, reserve_msat=reserve, description=description,
         status=VoucherStatus.OPEN, hold_id=f"lnurlw:{vid}:hold", withdrawal_id=None,
-        created_at=now, closed_at=None, expires_at=expires_at)
+        created_at=now, closed_at=None, expires_at=expires_at, initiator=initiator)
     await transfer(session, TransferSpec(
         voucher.hold_id, wallet.ledger_account_id, platform.clearing.id,
         amount_msat + reserve, "BTC", kind=TransferKind.PENDING, code="lnurl_withdraw",
@@ -416,9 +419,11 @@ async def _release(sessions: async_sessionmaker[AsyncSession], *, voucher_id: st
                         .values(redeeming_until=None).execution_options(**_NO_UPDATE_SYNC))
 
 
-# What redeeming a voucher calls to request its withdrawal (default: request_ln_withdrawal);
-# the edge passes one that screens it with the risk rules first (satvault.withdrawals).
-VoucherWithdrawal = Callable[[AsyncSession, Wallet, str, bool], Awaitable[Withdrawal]]
+# What redeeming a voucher calls to request its withdrawal (default: request_ln_withdrawal)
+# with the voucher's wallet, the invoice, whether it was taken off our node and who made the
+# voucher; the edge passes one that screens it with the risk rules first (satvault.withdrawals).
+VoucherWithdrawal = Callable[[AsyncSession, Wallet, str, bool, str | None],
+                             Awaitable[Withdrawal]]
 
 
 async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
@@ -458,7 +463,7 @@ async def _redeem(session: AsyncSession, *, voucher_id: str, k1: str, pr: str,
     wallet = await session.get(Wallet, voucher.wallet_id)
     assert wallet is not None
     if request is not None:
-        withdrawal = await request(session, wallet, pr, taken_off_node)
+        withdrawal = await request(session, wallet, pr, taken_off_node, voucher.initiator)
     else:
         withdrawal = await request_ln_withdrawal(session, wallet=wallet, bolt11=pr,
                                                  amount_msat=None, settings=settings,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from satvault.accounts.service import Principal, authenticate_api_key
+from satvault.accounts.service import MONEY_SCOPES, Principal, authenticate_api_key
 from satvault.auth.credentials import sealer_for
 from satvault.auth.tokens import authenticate_jwt, looks_like_jwt
 from satvault.config import Settings
@@ -148,9 +148,18 @@ OptionalIdempotencyKey = Annotated[str | None, Header(
     description="Optional here; with one, a retry with the same key and body replays.")]
 
 
-def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
+def require_scope(*scopes: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    """A dependency answering the caller if it holds every one of ``scopes``, else 403. A
+    money scope an access token lacks is one its grant did not prove a step-up for (or whose
+    window has passed): the refusal says so."""
     async def _check(principal: CurrentPrincipal) -> Principal:
-        if not principal.has(scope):
+        for scope in scopes:
+            if principal.has(scope):
+                continue
+            if scope in MONEY_SCOPES and not principal.admin_moves_money:
+                raise Forbidden(f"this access token lacks the {scope!r} scope: a token "
+                                "carries it only for a while after a step-up (TOTP or "
+                                "payment password in its grant)")
             raise Forbidden(f"this API key lacks the {scope!r} scope")
         return principal
 

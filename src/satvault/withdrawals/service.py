@@ -33,6 +33,7 @@ from satvault.lightning.bolt11check import check_invoice, decode
 from satvault.lightning.errors import AmountRequired, PaymentRefused
 from satvault.lightning.invoices import StoreInvoiceHook
 from satvault.lightning.lnurl import resolve_pay_request
+from satvault.lightning.lnurl_service import VoucherWithdrawal
 from satvault.lightning.models import InternalRefusal, LnInvoice, LnPayment
 from satvault.lightning.payments import (
     REFUSALS_WINDOW,
@@ -385,16 +386,18 @@ async def pay_own_screened(session: AsyncSession, *, wallet: Wallet, own: OwnInv
 
 
 def voucher_withdrawal(*, settings: Settings, lightning: LightningBackend
-                       ) -> Callable[[AsyncSession, Wallet, str, bool], Awaitable[Withdrawal]]:
+                       ) -> VoucherWithdrawal:
     """What an LNURL-withdraw voucher's redemption requests its withdrawal through: screened
     like every withdrawal (the counterparty is the invoice's payee node)."""
     async def request(session: AsyncSession, wallet: Wallet, bolt11: str,
-                      taken_off_node: bool) -> Withdrawal:
+                      taken_off_node: bool, made_by: str | None) -> Withdrawal:
         prepared = PreparedDestination("bolt11", bolt11, bolt11, None, taken_off_node)
-        # Whoever redeems a link is anonymous; the wallet's owner made the link and never
-        # approves what it pays out, as with any withdrawal of theirs.
-        initiator = await initiator_of(session, owner_type=wallet.owner_type,
-                                       owner_id=wallet.owner_id)
+        # Whoever redeems a link is anonymous: the initiator is who made the voucher, who
+        # never approves what it pays out (found from outside: an admin's voucher on a
+        # customer's wallet named the customer, and the admin approved its payout). A
+        # voucher made by nobody in particular names the wallet's owner.
+        initiator = made_by if made_by is not None else await initiator_of(
+            session, owner_type=wallet.owner_type, owner_id=wallet.owner_id)
         return await withdraw(session, settings=settings, lightning=lightning,
                               wallet_for=lambda _s: _ready(wallet), prepared=prepared,
                               initiator=initiator)

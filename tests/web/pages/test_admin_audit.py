@@ -10,6 +10,7 @@ from pypdf import PdfReader
 from sqlalchemy import select
 
 from satvault.accounts.models import AuditEvent
+from satvault.audit.service import record
 from tests.audit.test_chain import _bypassing_triggers, _dialect
 from tests.web.pages.admin_support import merchant_wallet, page_csrf, sign_in_admin
 
@@ -98,3 +99,23 @@ async def test_the_log_through_the_last_day_has_no_end(browser, people, sessions
     await sign_in_admin(browser, sessions)
     r = await browser.get("/admin/audit", params={"from": "0001-01-01", "to": "9999-12-31"})
     assert r.status_code == 200 and "user.create" in r.text
+
+
+async def test_filtering_by_a_person_finds_their_rows_however_the_actor_is_spelled(
+        browser, people, sessions):
+    """Found from outside: the log spells a person ``usr_…`` in some rows (a freeze) and
+    ``user:usr_…`` in others (a case decision), and the actor filter, and the account page's
+    trail, found one spelling only. Either spelling finds both; another person's rows
+    stay out."""
+    async with sessions() as s, s.begin():
+        await record(s, actor=people.root, action="probe.bare")
+        await record(s, actor=f"user:{people.root}", action="probe.prefixed")
+        await record(s, actor=f"user:{people.bob}", action="probe.someone_else")
+    await sign_in_admin(browser, sessions)
+    for actor in (people.root, f"user:{people.root}"):
+        r = await browser.get("/admin/audit", params={"actor": actor})
+        assert r.status_code == 200
+        assert "probe.bare" in r.text and "probe.prefixed" in r.text, actor
+        assert "probe.someone_else" not in r.text, actor
+    r = await browser.get("/admin/audit", params={"actor": "system"})
+    assert "probe." not in r.text

@@ -26,6 +26,7 @@ from tests.web.pages.admin_support import (
     sign_in_admin,
 )
 from tests.web.pages.conftest import page_settings
+from tests.web.pages.merchant_helpers import step_up
 
 pytestmark = pytest.mark.asyncio
 TWO_OF_TREASURY = [{"name": "large", "action": "require_approval", "approvals": 2,
@@ -52,6 +53,14 @@ async def test_a_held_withdrawal_approved_by_two_admins_goes_on(browser, people,
     assert f"Approve withdrawal {wd.id}" in page.text and "0 of 2" in page.text
     assert 'id="approval-count">1<' in (await browser.get("/admin")).text
     token = await page_csrf(browser, "/admin/approvals")
+    # An approval releases money: found from outside, a plain admin session approved. Without
+    # a step-up the form sends the operator to the step-up page, nothing changed.
+    r = await browser.post(f"/admin/approvals/{wd.id}/approve", data={"csrf_token": token},
+                           headers={"referer": "http://test/admin/approvals"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/account/step-up"), \
+        (r.status_code, r.headers.get("location"))
+    assert "0 of 2" in (await browser.get("/admin/approvals")).text
+    await step_up(sessions, people.root)
     r = await browser.post(f"/admin/approvals/{wd.id}/approve", data={"csrf_token": token})
     assert r.status_code == 303 and r.headers["location"] == "/admin/approvals?done=approved"
     page = await browser.get(r.headers["location"])
@@ -63,6 +72,7 @@ async def test_a_held_withdrawal_approved_by_two_admins_goes_on(browser, people,
 
     async with httpx.AsyncClient(transport=browser._transport, base_url="http://test") as other:
         await sign_in_admin(other, sessions, "ops@example.com")
+        await step_up(sessions, ops)
         token2 = await page_csrf(other, "/admin/approvals")
         r = await other.post(f"/admin/approvals/{wd.id}/approve", data={"csrf_token": token2})
         assert r.status_code == 303 and r.headers["location"] == "/admin/approvals?done=released"
@@ -120,6 +130,14 @@ async def test_closing_a_case_with_a_money_decision(browser, people, sessions, d
     url = f"/admin/cases/{case.id}"
     token = await page_csrf(browser, url)
 
+    # A close decides the case's money: without a step-up the form sends the operator to
+    # the step-up page first, nothing decided (found from outside, as approvals).
+    r = await browser.post(f"{url}/close", data={"csrf_token": token,
+                                                 "resolution": "false_positive",
+                                                 "money": "release", "note": "fine"},
+                           headers={"referer": f"http://test{url}"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/account/step-up")
+    await step_up(sessions, people.root)
     # Closing a pending case: the service refuses (it is closed once investigated).
     r = await browser.post(f"{url}/close", data={"csrf_token": token,
                                                  "resolution": "confirmed_risk",

@@ -146,3 +146,18 @@ async def test_one_pending_request_per_owner_held_by_the_database(people, sessio
                                     "documents": "[]", "requested_by": "x",
                                     "requested_at": utcnow(),
                                     "status": KycRequestStatus.PENDING, **extra}))
+
+
+async def test_a_name_with_a_direction_override_is_shown_as_stored(browser, people, sessions):
+    """Found from outside: a request's name "U+202E eoD nhoJ" drew as "John Doe" on the
+    review page, a listed name the reviewer then saw. The console writes such characters
+    out and shows the letters in the order they are stored."""
+    async with sessions() as s, s.begin():
+        r = await kyc_requests.request_upgrade(
+            s, owner_type="user", owner_id=people.alice, tier=1, full_name="\u202eeoD nhoJ",
+            documents=["docstore://passport/9"], requested_by=people.alice, max_tier=3,
+            note="")
+    await sign_in_admin(browser, sessions)
+    page = await browser.get(f"/admin/kyc/{r.id}")
+    assert page.status_code == 200
+    assert "\u27e8U+202E\u27e9eoD nhoJ" in page.text and "\u202e" not in page.text

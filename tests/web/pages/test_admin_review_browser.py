@@ -27,6 +27,7 @@ from tests.web.pages.admin_support import (
     second_admin,
 )
 from tests.web.pages.conftest import PASSWORD, page_settings
+from tests.web.pages.merchant_helpers import step_up
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
@@ -120,6 +121,9 @@ async def test_approve_a_kyc_upgrade_and_a_held_withdrawal(engine, db_url, peopl
         await expect(page.get_by_role("status")).to_contain_text("Approved")
         await expect(page.get_by_text("No request is waiting.")).to_be_visible()
 
+        # An approval releases money: the operators stepped up (what the step-up page does
+        # once a code passes; the journey test goes through that page).
+        await step_up(sessions, people.root)
         await page.goto(f"{base}/admin/approvals")
         await page.get_by_role("button", name=f"Approve withdrawal {wd.id}").click()
         await expect(page.get_by_role("status")).to_contain_text("more approvals are needed")
@@ -127,6 +131,7 @@ async def test_approve_a_kyc_upgrade_and_a_held_withdrawal(engine, db_url, peopl
         await shot(page, "approvals")
 
         second = await operator(browser, base, sessions, "ops@example.com")
+        await step_up(sessions, ops)
         await second.goto(f"{base}/admin/approvals")
         await second.get_by_role("button", name=f"Approve withdrawal {wd.id}").click()
         await expect(second.get_by_role("status")).to_contain_text("the withdrawal goes on")

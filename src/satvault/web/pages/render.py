@@ -22,6 +22,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from satvault.auth.sessions import SessionView
 from satvault.checkout.i18n import LANGUAGES, N_, Language, format_btc, translations
+from satvault.kernel.text import NOT_IN_ONE_LINE
 from satvault.web.pages.assets import asset_url
 
 __all__ = ["PAGE_HEADERS", "render"]
@@ -78,6 +79,14 @@ def _rail(value: object, code: str) -> str:
     return translations(code).gettext(RAILS[key]) if key in RAILS else key
 
 
+def controls_shown(text: str) -> str:
+    """``text`` with every control, line-separating, direction or invisible character
+    written out as ``⟨U+202E⟩``: for text kept as a person typed it (a KYC record's name),
+    which a reviewer must read as stored (found from outside: "\u202eeoD nhoJ" showed as a
+    listed name), not as it would draw."""
+    return NOT_IN_ONE_LINE.sub(lambda m: f"\u27e8U+{ord(m.group()):04X}\u27e9", text)
+
+
 @cache
 def _env(code: str) -> Environment:
     """One environment per language, so concurrent requests never share a catalog."""
@@ -92,6 +101,7 @@ def _env(code: str) -> Environment:
     env.filters["number"] = lambda v: _number(v, lang)
     env.filters["when"] = lambda v: _when(v, lang)
     env.filters["rail"] = lambda v: _rail(v, code)
+    env.filters["controls_shown"] = controls_shown
     env.globals["asset_url"] = asset_url
     env.globals["languages"] = list(LANGUAGES.values())
     return env

@@ -4,9 +4,10 @@ approver groups' members (a member added or removed is proposed by one admin and
 when a second approves it).
 
 Approvers act with an API key of their own user (a ``user`` key with the ``admin`` or
-``withdrawals:write`` scope); whether they may approve a given withdrawal is the service's
-question (member of the rule's group, not its initiator). Policy changes need an ``admin``
-key of an admin user.
+``withdrawals:write`` scope; an approval, which releases money, needs ``withdrawals:write``,
+which an admin's API key holds and an access token only after a step-up); whether they may
+approve a given withdrawal is the service's question (member of the rule's group, not its
+initiator). Policy changes need an ``admin`` key of an admin user.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/v1", tags=["withdrawal policy"],
                    responses=problem_responses(403, 404, 409, 422))
 Approver = Annotated[Principal, Depends(require_any_scope("admin", "withdrawals:write"))]
+# An approval releases money: the money scope, which an admin's access token carries only
+# after a step-up (found from outside: a plain ``admin`` token approved withdrawals, where
+# the same person's token could not have withdrawn).
+Releaser = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
 Reader = Annotated[Principal, Depends(require_scope("wallet:read"))]
 Writer = Annotated[Principal, Depends(require_scope("withdrawals:write"))]
@@ -74,7 +79,7 @@ async def list_awaiting(session: SessionDep, principal: Approver) -> list[Awaiti
 
 
 @router.post("/admin/withdrawals/{withdrawal_id}/approve", response_model=ApprovalOut)
-async def approve(withdrawal_id: str, request: Request, principal: Approver) -> ApprovalOut:
+async def approve(withdrawal_id: str, request: Request, principal: Releaser) -> ApprovalOut:
     """One approval; the last one needed releases the withdrawal to its payer."""
     # Its own unit of work, committed before the payer is woken (it must find it pending);
     # run again on a deadlock or a serialisation failure (concurrent decisions on one wallet).

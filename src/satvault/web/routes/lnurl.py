@@ -51,6 +51,7 @@ from satvault.web.state import (
     settings_of,
 )
 from satvault.withdrawals.policy.errors import PolicyError
+from satvault.withdrawals.policy.service import initiator_of_principal
 from satvault.withdrawals.refused import cancel_refused
 from satvault.withdrawals.service import policy_before_node, voucher_withdrawal
 
@@ -261,6 +262,7 @@ async def create_voucher(
         voucher, made["token"] = await svc.open_voucher(
             session, wallet=wallet, amount_msat=body.amount_msat, min_msat=body.min_msat,
             description=body.description, settings=settings, actor=f"key:{principal.key_id}",
+            initiator=await initiator_of_principal(session, principal),
             expires_at=body.expires_at, expires_in=body.lifetime())
         return 201, voucher_out(voucher, settings).model_dump(mode="json")
 

@@ -49,6 +49,9 @@ log = get_logger(__name__)
 router = APIRouter(prefix="/api/v1/admin/risk/cases", tags=["admin", "risk"],
                    responses=problem_responses(403, 404, 409, 422))
 Admin = Annotated[Principal, Depends(require_scope("admin"))]
+# Closing a case decides its money (release a held withdrawal, return or keep it): the money
+# scope too, which an admin's access token carries only after a step-up.
+MoneyAdmin = Annotated[Principal, Depends(require_scope("admin", "withdrawals:write"))]
 CaseId = Annotated[str, Path(max_length=40)]
 _PDF = {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}
 
@@ -107,7 +110,7 @@ async def attach(case_id: CaseId, body: AttachIn, session: SessionDep,
 
 @router.post("/{case_id}/close")
 async def close(case_id: CaseId, body: CloseIn, request: Request,
-                admin: Admin) -> dict[str, Any]:
+                admin: MoneyAdmin) -> dict[str, Any]:
     """Decide the case: resolution and money. The same decision again answers with the
     stored outcome (``acted: false``) and moves nothing."""
     actor = _actor(admin)

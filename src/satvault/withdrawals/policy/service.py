@@ -202,7 +202,7 @@ async def propose_group_change(session: AsyncSession, *, admin: str, group: str,
     """Propose adding ``user_id`` to ``group`` (``action="add"``) or removing them
     (``"remove"``); nothing changes until a different admin approves it."""
     await _admin(session, admin)
-    group = group.strip()
+    group = one_line(group.strip(), "a group name")  # shown to approvers, named by rules
     if not group or len(group) > 60:
         raise InvalidInput("a group name has 1 to 60 characters")
     try:

@@ -24,7 +24,13 @@ from satvault.risk import cases, sar
 from satvault.risk.models import CaseStatus
 from satvault.web.deps import SessionDep
 from satvault.web.pages.admin.common import admin_router, case_actor, refusal
-from satvault.web.pages.deps import CsrfProtected, PageAdmin, PageLang, admin_principal
+from satvault.web.pages.deps import (
+    AdminSteppedUp,
+    CsrfProtected,
+    PageAdmin,
+    PageLang,
+    admin_principal,
+)
 from satvault.web.pages.render import render
 from satvault.web.routes.risk_cases import follow_up_returned, report_rate
 from satvault.web.state import payer_wake_of, sessions_of, settings_of, store_invoice_hook_of
@@ -139,7 +145,7 @@ async def attach(request: Request, case_id: CaseId, view: PageAdmin, lang: PageL
 
 
 @router.post("/cases/{case_id}/close", dependencies=[CsrfProtected])
-async def close(request: Request, case_id: CaseId, view: PageAdmin, lang: PageLang,
+async def close(request: Request, case_id: CaseId, view: AdminSteppedUp, lang: PageLang,
                 resolution: Annotated[str, Form(max_length=20)] = "",
                 money: Annotated[str, Form(max_length=10)] = "",
                 note: Annotated[str, Form(max_length=10_000)] = "",
@@ -230,8 +236,10 @@ async def list_approvals(request: Request, view: PageAdmin, lang: PageLang,
 
 
 @router.post("/approvals/{withdrawal_id}/approve", dependencies=[CsrfProtected])
-async def approve(request: Request, withdrawal_id: WithdrawalId, view: PageAdmin,
+async def approve(request: Request, withdrawal_id: WithdrawalId, view: AdminSteppedUp,
                   lang: PageLang) -> Response:
+    """An approval releases money: a step-up first, as for a withdrawal (found from outside:
+    a plain admin session approved, where the API asks for the money scope)."""
     principal = admin_principal(view)
     try:
         # Its own unit of work, committed before the payer is woken, run again on a

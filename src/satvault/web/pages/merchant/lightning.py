@@ -164,7 +164,7 @@ async def create_voucher(merchant_id: str, request: Request, view: SteppedUp,
             voucher, token = await svc.open_voucher(
                 s, wallet=await _wallet(s, here), amount_msat=body.amount_msat,
                 min_msat=body.min_msat, description=body.description, settings=settings,
-                actor=here.actor, expires_in=body.lifetime())
+                actor=here.actor, initiator=view.user_id, expires_in=body.lifetime())
             made["created"] = voucher_out(voucher, settings, token)
             return 201, {"id": voucher.id}  # stored: no link
 
