@@ -293,3 +293,41 @@ def test_migration_0075_fills_the_held_invoices_payment_hashes(tmp_path):
                    "wd_junk": None}
     command.downgrade(alembic_config(url), "0074_withdrawal_initiator")
     upgrade(url)
+
+
+async def test_a_withdrawal_no_rail_could_pay_is_refused_before_the_rules_screen_it(
+        lnenv: LnEnv):
+    """Found from outside: a Lightning withdrawal above the per-payment limit (21 million
+    BTC) got the risk rules' refusal, and a stored decision on the payer's record, instead
+    of the limit's error; on-chain, an amount below the dust floor or above the
+    per-withdrawal limit did the same. What no rail could pay is bad input: refused with its
+    own error before the rules screen it, and nothing is stored."""
+    env = lnenv
+    auth, _admin = await keys(env)
+    await fund(env, env.wallet, 1_000_000 * SAT)
+    doc = default_doc()
+    doc["rules"].append({"id": "every_payout", "score": 100, "when": {
+        "field": "direction", "op": "eq", "value": "out"}})
+    await make_live(env, doc)
+    huge = env.network.create_invoice("customer2", env.settings.ln_max_payment_msat + 1).bolt11
+    url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
+    async with api_client(env) as c:
+        cases = [({"destination": huge}, "payment-refused", "per-payment limit"),
+                 ({"destination": DEST, "amount_msat": 100 * SAT}, "invalid-withdrawal",
+                  "dust"),
+                 ({"destination": DEST,
+                   "amount_msat": (env.settings.withdrawal_max_sat + 1) * SAT},
+                  "invalid-withdrawal", "per-withdrawal limit")]
+        for i, (body, slug, words) in enumerate(cases):
+            r = await c.post(url, headers={**auth, "Idempotency-Key": f"bad-{i}"}, json=body)
+            assert r.status_code == 422 and r.json()["type"].endswith(slug), (body, r.text)
+            assert words in r.json()["detail"], r.text
+        # A payable one still meets the rules.
+        r = await c.post(url, headers={**auth, "Idempotency-Key": "fine"},
+                         json={"destination": DEST, "amount_msat": 10_000 * SAT})
+        assert r.status_code == 403 and r.json()["type"].endswith("risk-rejected"), r.text
+    async with env.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(RiskDecision))
+                ).scalar_one() == 1
+        assert (await s.execute(select(func.count()).select_from(Withdrawal))
+                ).scalar_one() == 0

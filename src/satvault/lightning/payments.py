@@ -94,7 +94,8 @@ from satvault.payouts.service import (
 from satvault.telemetry import PAYMENT_SECONDS, PAYMENTS
 
 __all__ = ["REFUSALS_WINDOW", "LightningPayer", "OwnInvoice", "PayerReport", "cancel_on_node",
-           "check_time_to_pay", "fee_reserve", "not_paid_here_and_ours", "own_bolt11",
+           "check_payment_size", "check_time_to_pay", "fee_reserve", "not_paid_here_and_ours",
+           "own_bolt11",
            "pay_own_invoice", "payable_at_once", "refusals_since", "refuse_ours_not_taken",
            "release_held_payment",
            "request_ln_withdrawal", "reserve_own_invoice", "settle_held_internally",
@@ -263,6 +264,14 @@ async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: W
     return True
 
 
+def check_payment_size(amount_msat: int, settings: Settings) -> None:
+    """Refuse (:class:`PaymentRefused`) an amount above the per-payment limit: no payment of
+    ours may carry it, whatever else is true of it."""
+    if amount_msat > settings.ln_max_payment_msat:
+        raise PaymentRefused(f"{amount_msat} msat is above the per-payment limit of "
+                             f"{settings.ln_max_payment_msat} msat")
+
+
 async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11: str,
                                 amount_msat: int | None, settings: Settings,
                                 backend: LightningBackend | None,
@@ -274,9 +283,7 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
     No remote call is made here: an invoice of this platform is settled inside the ledger
     only once :func:`take_off_node` has cancelled it on the node (``taken_off_node``)."""
     inv = check_invoice(bolt11, network=settings.network, amount_msat=amount_msat)
-    if inv.amount_msat > settings.ln_max_payment_msat:
-        raise PaymentRefused(f"{inv.amount_msat} msat is above the per-payment limit of "
-                             f"{settings.ln_max_payment_msat} msat")
+    check_payment_size(inv.amount_msat, settings)
     if taken_off_node:  # one of ours, open and payable when it was taken off the node
         return await pay_own_invoice(session, wallet=wallet, payment_hash=inv.payment_hash,
                                      amount_msat=inv.amount_msat,

@@ -51,7 +51,8 @@ from satvault.payouts.events import emit_withdrawal
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 
 __all__ = ["DUST_SAT", "BoundInsert", "allows_by_columns", "check_daily_limit",
-           "check_ever_allowed", "check_limits_at_release", "free_to_leave",
+           "check_ever_allowed", "check_limits_at_release", "check_onchain_amount",
+           "free_to_leave",
            "insert_within_daily_limit", "limits_left", "request_withdrawal",
            "resolve_destination", "usage_columns", "usage_params", "withdrawal_usage",
            "within_limits"]
@@ -437,20 +438,16 @@ async def _refuse_own_wallet(session: AsyncSession, script_pubkey: bytes) -> Non
                                 "it cannot receive a withdrawal")
 
 
-async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destination: str,
-                             amount_msat: int | None, settings: Settings,
-                             store_id: str | None = None,
-                             status: WithdrawalStatus = WithdrawalStatus.PENDING) -> Withdrawal:
-    """``status``: ``review`` when the risk rules hold it (the payout job skips it)."""
-    address, spk, kind, amount = resolve_destination(destination, amount_msat,
-                                                     settings.network)
-    await _refuse_own_wallet(session, spk)
-    if amount <= 0:
+def check_onchain_amount(amount_msat: int, kind: str, settings: Settings) -> None:
+    """Refuse (:class:`InvalidWithdrawal`) an on-chain amount no payout could carry to an
+    output of ``kind``: not positive, not whole satoshis, below the dust floor or above the
+    per-withdrawal limit."""
+    if amount_msat <= 0:
         raise InvalidWithdrawal("amount_msat must be positive")
-    if amount % 1000:
+    if amount_msat % 1000:
         raise InvalidWithdrawal("on-chain amounts are whole satoshis: amount_msat must be a "
                                 "multiple of 1000")
-    sat = amount // 1000
+    sat = amount_msat // 1000
     floor = max(DUST_SAT.get(kind, 330), settings.withdrawal_min_sat)
     if sat < floor:
         raise InvalidWithdrawal(f"{sat} sat is below the minimum of {floor} sat for a {kind} "
@@ -461,6 +458,17 @@ async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destinati
                   settings.signer_max_tx_sat - settings.withdrawal_fee_reserve_sat)
     if sat > ceiling:
         raise InvalidWithdrawal(f"{sat} sat is above the per-withdrawal limit of {ceiling} sat")
+
+
+async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destination: str,
+                             amount_msat: int | None, settings: Settings,
+                             store_id: str | None = None,
+                             status: WithdrawalStatus = WithdrawalStatus.PENDING) -> Withdrawal:
+    """``status``: ``review`` when the risk rules hold it (the payout job skips it)."""
+    address, spk, kind, amount = resolve_destination(destination, amount_msat,
+                                                     settings.network)
+    await _refuse_own_wallet(session, spk)
+    check_onchain_amount(amount, kind, settings)
     await check_daily_limit(session, wallet=wallet, amount_msat=amount, settings=settings,
                             rail=WithdrawalMethod.ONCHAIN.value)
     reserve = settings.withdrawal_fee_reserve_sat * 1000 \

@@ -26,8 +26,9 @@ from satvault.ledger.core import TransferKind, TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import transfer
 from satvault.lightning.bolt11check import check_invoice
-from satvault.lightning.errors import InvoiceUnderReview, PaymentRefused
+from satvault.lightning.errors import InvoiceUnderReview
 from satvault.lightning.payments import (
+    check_payment_size,
     check_time_to_pay,
     fee_reserve,
     not_paid_here_and_ours,
@@ -60,9 +61,7 @@ async def hold_ln_for_review(session: AsyncSession, *, wallet: Wallet, bolt11: s
                              amount_msat: int | None, destination: str, internal: bool,
                              settings: Settings, store_id: str | None = None) -> Withdrawal:
     inv = check_invoice(bolt11, network=settings.network, amount_msat=amount_msat)
-    if inv.amount_msat > settings.ln_max_payment_msat:
-        raise PaymentRefused(f"{inv.amount_msat} msat is above the per-payment limit of "
-                             f"{settings.ln_max_payment_msat} msat")
+    check_payment_size(inv.amount_msat, settings)
     if not internal:  # for the node to pay once released (checked again then)
         check_time_to_pay(inv, settings)
         # Refused, not held, when it is already paid or being paid from here (found from

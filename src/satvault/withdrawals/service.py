@@ -38,6 +38,7 @@ from satvault.lightning.models import InternalRefusal, LnInvoice, LnPayment
 from satvault.lightning.payments import (
     REFUSALS_WINDOW,
     OwnInvoice,
+    check_payment_size,
     own_bolt11,
     pay_own_invoice,
     refusals_since,
@@ -45,7 +46,11 @@ from satvault.lightning.payments import (
     take_off_node,
 )
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
-from satvault.payouts.service import request_withdrawal, resolve_destination
+from satvault.payouts.service import (
+    check_onchain_amount,
+    request_withdrawal,
+    resolve_destination,
+)
 from satvault.risk import (
     Event,
     Outcome,
@@ -237,17 +242,22 @@ def risk_event(wallet: Wallet, prepared: PreparedDestination, *, settings: Setti
 
 def _event_and_hash(wallet: Wallet, prepared: PreparedDestination, *, settings: Settings,
                     purpose: str) -> tuple[Event, str | None]:
-    """:func:`risk_event`, and the payment hash of a Lightning destination (decoded once)."""
+    """:func:`risk_event`, and the payment hash of a Lightning destination (decoded once).
+    An amount no rail could pay is refused here, before the rules screen it (found from
+    outside: 21 million BTC over Lightning got the rules' refusal, a decision stored on the
+    payer's record, instead of the per-payment limit's error)."""
     payment_hash: str | None = None
     hops: tuple[str, ...] = ()
     if prepared.kind == "onchain":
-        address, _spk, _kind, amount = resolve_destination(
+        address, _spk, kind, amount = resolve_destination(
             prepared.destination, prepared.amount_msat, settings.network)
+        check_onchain_amount(amount, kind, settings)
         rail, counterparty = "onchain", address
     else:
         assert prepared.bolt11 is not None
         inv = check_invoice(prepared.bolt11, network=settings.network,
                             amount_msat=prepared.amount_msat)
+        check_payment_size(inv.amount_msat, settings)
         amount, counterparty, payment_hash = inv.amount_msat, inv.payee, inv.payment_hash
         rail = "internal" if prepared.taken_off_node else "lightning"
         hops = () if prepared.taken_off_node else inv.hops
