@@ -15,15 +15,19 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.kernel.errors import Busy, ConcurrentUpdate
 
-__all__ = ["is_retryable", "retrying"]
+__all__ = ["db_unavailable", "is_retryable", "retrying"]
 
 T = TypeVar("T")
 
 _RETRYABLE_SQLSTATES = {"40001", "40P01", "55P03"}
+# Refused before any statement ran: too many connections (53300), the server starting or
+# shutting down (57P03).
+_UNAVAILABLE_SQLSTATES = {"53300", "57P03"}
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -32,6 +36,19 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
         code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
         return code in _RETRYABLE_SQLSTATES or "database is locked" in str(exc.orig)
+    return False
+
+
+def db_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says no connection to the database could be had: the pool had none
+    free in time, or the server refused a new one: a 503 the client may retry, not a 500
+    (found from outside: PostgreSQL at its connection ceiling answered 500s). The statement
+    that wanted it never ran; one unit of work before it may have committed."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError):
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return code in _UNAVAILABLE_SQLSTATES
     return False
 
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
@@ -23,7 +24,7 @@ from satvault.backends import errors as be
 from satvault.events import errors as ev
 from satvault.kernel import errors as acc
 from satvault.kernel.errors import ConcurrentUpdate, StaleVersion
-from satvault.kernel.retrying import is_retryable
+from satvault.kernel.retrying import db_unavailable, is_retryable
 from satvault.kyc import errors as kyc
 from satvault.ledger import errors as led
 from satvault.ledger.history import InvalidCursor
@@ -153,6 +154,13 @@ def problem_for(exc: Exception) -> JSONResponse | None:
     ``concurrent-update``, never a 500 (found from outside: a deadlock under concurrent
     decisions answered 500)."""
     mapped = _lookup(exc)
+    if mapped is None and db_unavailable(exc):
+        log.warning("database_unavailable", error=type(exc).__name__)
+        resp = problem(503, "busy", "the database had no connection free in time: try again "
+                       "(with the same Idempotency-Key a retry is answered as the first was, "
+                       "if it got through)")
+        resp.headers["Retry-After"] = "1"
+        return resp
     if mapped is None and is_retryable(exc):
         log.warning("conflict_reached_the_edge", error=type(exc).__name__)
         return problem(409, "concurrent-update", "a concurrent change got in the way; nothing "
@@ -236,6 +244,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     # Registered per error-tree root so Starlette's ExceptionMiddleware answers them (a handler
     # for bare Exception runs in ServerErrorMiddleware, which re-raises after responding).
     app.add_exception_handler(acc.SatvaultError, _domain)
+    # The database's errors too: a conflict (409) or no connection free (503) is an answer,
+    # not an exception for the server to re-raise after it.
+    app.add_exception_handler(SQLAlchemyError, _domain)
     app.add_exception_handler(Exception, _domain)
 
     @app.exception_handler(RequestValidationError)
