@@ -154,6 +154,10 @@ def test_descriptor_gives_each_cosigners_origin_and_the_sortedmulti_script(cosig
     (lambda d: d.replace("sortedmulti", "multi"), "multi()"),
     (lambda d: "wpkh(" + d.split(",")[1] + ")", "wpkh"),
     (lambda d: re.sub(r"\[[0-9a-f]{8}/48h/1h/0h/2h\]", "", d, count=1), "no origin"),
+    # Found from outside: the web side took 1-of-n (and the CLI built it), which the signer
+    # refuses: one cosigner alone would spend the cold coins.
+    (lambda d: d.replace("sortedmulti(2,", "sortedmulti(1,"), "at least two"),
+    (lambda d: "wsh(sortedmulti(1," + d.split(",")[1] + "))", "at least two"),
 ])
 def test_descriptors_that_are_not_a_usable_cold_wallet_are_refused(cold_wallet, mutate, reason):
     text = mutate(cold_wallet.descriptor.split("#")[0])
@@ -183,6 +187,8 @@ def test_keygen_and_descriptor_commands(tmp_path):
         lines.append(report["key"])
     again = runner.invoke(app, ["cold", "keygen", "--out", str(tmp_path / "c0.seed")])
     assert again.exit_code == 1 and "refusing to overwrite" in again.stdout
+    one = runner.invoke(app, ["cold", "descriptor", "--m", "1", *lines, "--network", NETWORK])
+    assert one.exit_code != 0 and "descriptor" not in one.stdout
     r = runner.invoke(app, ["cold", "descriptor", "--m", "2", *lines, "--network", NETWORK])
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)

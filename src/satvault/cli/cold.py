@@ -73,7 +73,8 @@ def keygen(
 def descriptor(
     keys: Annotated[list[str], typer.Argument(help="The cosigners' key lines "
                                                    "([fingerprint/path]xpub).")],
-    m: Annotated[int, typer.Option("--m", min=1, max=15, help="Signatures required.")] = 2,
+    m: Annotated[int, typer.Option("--m", min=2, max=15, help="Signatures required (at least "
+                                                          "two).")] = 2,
     network: NetworkOpt = None,
 ) -> None:
     """Build the cold wallet's wsh(sortedmulti(m, …)) descriptor, with checksum, and show its

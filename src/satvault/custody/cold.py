@@ -236,6 +236,12 @@ class ColdWallet:
             raise ColdWalletError("the cold wallet must be wsh(sortedmulti(m, KEY, ...)); "
                                   f"this descriptor is {parsed.kind.value}"
                                   + ("" if parsed.sorted_keys else " with multi()"))
+        # As the signer refuses them (found from outside: the web side and the CLI took
+        # 1-of-n, which one cosigner alone could spend).
+        if len(parsed.keys) < 2 or parsed.threshold < 2:
+            raise ColdWalletError(f"the cold descriptor is {parsed.threshold}-of-"
+                                  f"{len(parsed.keys)}; a cold wallet needs at least two "
+                                  "signatures of several offline cosigners")
         cosigners = []
         for k, key in enumerate(parsed.keys):
             origin = key.origin_parts()
