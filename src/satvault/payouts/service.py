@@ -287,9 +287,12 @@ def free_to_leave(settings: Settings) -> ColumnElement[bool]:
                      for rail, lim in table[tier].items()},
                     value=Withdrawal.method, else_=literal(0, Amount()))
 
-    limit = case({t: per_tx(t) for t in table if t != top},
-                 value=tier_expr(Wallet.owner_type.expression, Wallet.owner_id.expression),
-                 else_=per_tx(top))
+    lower = {t: per_tx(t) for t in table if t != top}
+    # One tier only: no CASE (one without a WHEN is no SQL; found from outside, every
+    # pick-up failed on a platform with a single tier).
+    limit = case(lower, value=tier_expr(Wallet.owner_type.expression,
+                                        Wallet.owner_id.expression),
+                 else_=per_tx(top)) if lower else per_tx(top)
     return select(Wallet.id).where(Wallet.id == Withdrawal.wallet_id,
                                    Wallet.frozen_at.is_(None),
                                    Withdrawal.amount_msat <= limit).exists()
