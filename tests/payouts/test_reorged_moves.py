@@ -5,6 +5,8 @@ once, the books untouched. A final move is not looked at again."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import func, select
 
@@ -142,6 +144,10 @@ async def test_a_payout_whose_input_was_spent_elsewhere_is_told_once_books_untou
             ReviewItem.kind == "payout_reorged_conflict"))).scalar_one()
     batch = await payout(env)
     assert item.subject == batch.id and batch.status == "confirmed" and batch.txid == bumped
+    # The item names the version that confirmed instead and both fees (found from outside:
+    # it said "another transaction", the batch's own first version).
+    reason = json.loads(item.details)["reason"]
+    assert f"its own version {first.txid} (fee {first.fee_sat} sat" in reason, reason
     assert batch.final_at is None  # still watched: a person decides
     assert await books(env) == before
     assert await received(env, dest) == 100_000  # the first version paid it

@@ -14,7 +14,8 @@ transaction of each confirmed move not yet final (``payout_batches.final_at`` is
 
 If the node refuses them, the inputs say why. One spent by another transaction is a
 conflict: the move can never confirm as booked, and a person is told once (review item
-``payout_reorged_conflict``). An input whose own transaction is gone too waits (a reorged
+``payout_reorged_conflict``, naming the move's own other version and both fees when that is
+what confirmed instead). An input whose own transaction is gone too waits (a reorged
 move of ours is sent again before its children; a vanished deposit is the chain watcher's).
 Any other refusal with every input unspent is told once as ``payout_reorged_rejected`` and
 sent again at every pass. Nothing here changes the ledger: the books keep the move as
@@ -159,6 +160,20 @@ class ReorgWatch:
         report.rebroadcast += 1
         log.warning("move_reorged_rebroadcast", batch=batch_id, txid=txid)
 
+    async def _sibling_in_chain(self, batch_id: str, txid: str) -> tuple[str, int, int] | None:
+        """Another version of the move that is in a block now: (its txid, its fee, the booked
+        version's fee), or None."""
+        async with self.sessions() as s:
+            versions = dict((await s.execute(select(PayoutTx.txid, PayoutTx.fee_sat).where(
+                PayoutTx.batch_id == batch_id))).all())
+        for other, fee in versions.items():
+            if other == txid:
+                continue
+            st = await self.backend.transaction(other)
+            if st is not None and st.confirmations > 0:
+                return other, int(fee), int(versions.get(txid, 0))
+        return None
+
     async def _refused(self, batch_id: str, txid: str, exc: TxRejected,
                        coins: list[tuple[str, int]], report: WatchReport) -> None:
         for coin_txid, vout, spent_elsewhere in await missing_inputs(self.backend, coins):
@@ -169,9 +184,21 @@ class ReorgWatch:
                 log.warning("move_reorged_input_missing", batch=batch_id, txid=txid,
                             coin=f"{coin_txid}:{vout}", reason=exc.reason)
                 return
-            why = (f"reorged out of the chain after it was booked, and input {coin_txid}:{vout}"
-                   f" is now spent by another transaction ({exc.reason}): it cannot confirm as "
-                   "booked. The ledger still counts it; a person decides")
+            sibling = await self._sibling_in_chain(batch_id, txid)
+            if sibling is not None:
+                # Found from outside: the "other transaction" was the move's own earlier (or
+                # later) version, and the item did not say so.
+                other, other_fee, booked_fee = sibling
+                why = (f"reorged out of the chain after it was booked, and its own version "
+                       f"{other} (fee {other_fee} sat; the booked one's is {booked_fee} sat) "
+                       f"confirmed in its place: what it pays is paid, but the books, the "
+                       f"withdrawals' txid and fee and the change coin still name {txid}. A "
+                       "person adjusts them; no command does it yet")
+            else:
+                why = (f"reorged out of the chain after it was booked, and input "
+                       f"{coin_txid}:{vout} is now spent by another transaction "
+                       f"({exc.reason}): it cannot confirm as booked. The ledger still counts "
+                       "it; a person decides")
             await retrying(self.sessions, partial(
                 self.tell, batch_id=batch_id, kind="payout_reorged_conflict", why=why))
             report.conflicts += 1
