@@ -5,8 +5,6 @@ once, the books untouched. A final move is not looked at again."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from sqlalchemy import func, select
 
@@ -110,14 +108,21 @@ async def test_a_rebroadcast_cut_short_by_a_crash_is_done_again_after_a_restart(
     await env.check()
 
 
-async def test_a_payout_whose_input_was_spent_elsewhere_is_told_once_books_untouched(
-        env: Env):
+async def test_a_payout_whose_other_version_confirms_after_a_reorg_is_booked_to_it(env: Env):
     """The booked version (a fee bump) leaves the chain in a reorg and the first version,
-    still in a peer's mempool, is mined in its place: the booked transaction spends coins that
-    are spent. It is never booked again or unbooked: a person is told, once."""
+    still in a peer's mempool, is mined in its place. Found from outside: the books kept the
+    bump (its txid and fee, the customer charged the bump's fee) and a review item said
+    "another transaction"; the hot wallet's books then differed from its coins by the fee
+    difference, with no command to mend them. The payout is booked again to the version that
+    paid it: the customer gets back the fee it was charged above what was paid, the
+    withdrawal and the batch name that txid, nothing is told to a person, and a restart does
+    nothing more."""
+    from satvault.custody.status import custody_status
+    from satvault.payouts.models import WithdrawalStatus
+
     await fund(env, 1_000_000)
     dest = external_address(env, 2)
-    await withdraw(env, dest, 100_000)
+    wd = await withdraw(env, dest, 100_000)
     await env.runtime.payouts.step()
     async with env.sessions() as s:
         first = (await s.execute(select(PayoutTx).join(PayoutBatch).where(
@@ -126,31 +131,40 @@ async def test_a_payout_whose_input_was_spent_elsewhere_is_told_once_books_untou
     env.chain.mine(1)
     await env.runtime.watcher.step()
     assert (await env.runtime.payouts.step()).confirmed == 1
-    before = await books(env)
+    async with env.sessions() as s:
+        bump_fee = (await s.get(PayoutBatch, first.batch_id)).fee_sat  # type: ignore[union-attr]
+        reserve = (await s.get(Withdrawal, wd.id)).fee_reserve_msat  # type: ignore[union-attr]
+    assert bump_fee > first.fee_sat
+    before = await env.balances()
     env.chain.reorg(1, drop_txids=[bumped])
     await env.runtime.backend.broadcast(first.raw_tx)  # a peer relays the first version
     env.chain.mine(1)
     await env.runtime.watcher.step()
     report = await env.runtime.payouts.step()
-    assert report.reorged_conflicts == 1 and report.rebroadcast == 0, report
+    assert (report.rebooked, report.reorged_conflicts, report.rebroadcast) == (1, 0, 0), report
     restarted = env.new_runtime()
     try:
-        assert (await restarted.payouts.step()).reorged_conflicts == 1  # still, told once
+        again = await restarted.payouts.step()
+        assert (again.rebooked, again.reorged_conflicts) == (0, 0), again
+        await restarted.watcher.step()
     finally:
         await restarted.close()
     async with env.sessions() as s:
-        assert (await s.execute(CONFLICTS)).scalar() == 1
-        item = (await s.execute(select(ReviewItem).where(
-            ReviewItem.kind == "payout_reorged_conflict"))).scalar_one()
+        assert (await s.execute(CONFLICTS)).scalar() == 0
+        paid = await s.get(Withdrawal, wd.id)
     batch = await payout(env)
-    assert item.subject == batch.id and batch.status == "confirmed" and batch.txid == bumped
-    # The item names the version that confirmed instead and both fees (found from outside:
-    # it said "another transaction", the batch's own first version).
-    reason = json.loads(item.details)["reason"]
-    assert f"its own version {first.txid} (fee {first.fee_sat} sat" in reason, reason
-    assert batch.final_at is None  # still watched: a person decides
-    assert await books(env) == before
+    assert (batch.status, batch.txid, batch.fee_sat) == ("confirmed", first.txid, first.fee_sat)
+    assert paid is not None and paid.status == WithdrawalStatus.CONFIRMED
+    assert (paid.txid, paid.fee_msat) == (first.txid, first.fee_sat * 1000)
+    charged = min(bump_fee, reserve // 1000) - min(first.fee_sat, reserve // 1000)
+    assert charged > 0
+    assert await env.balances() == {**before, "available": before["available"] + charged * SAT,
+                                    "posted": before["posted"] + charged * SAT}
     assert await received(env, dest) == 100_000  # the first version paid it
+    # The hot wallet's books and coins agree again.
+    custody = await custody_status(env.sessions, None)
+    assert all(t.ledger_sat == t.coins_sat for t in custody.tiers.values()), custody.tiers
+    await env.check()
 
 
 async def test_a_final_payout_is_not_looked_at_again(env: Env):
@@ -233,3 +247,40 @@ async def test_a_payout_already_final_when_it_is_booked_is_never_watched(env: En
     assert (await env.runtime.payouts.step()).confirmed == 1
     batch = await payout(env)
     assert batch.status == "confirmed" and batch.final_at is not None
+
+
+async def test_a_sweep_whose_other_version_confirms_after_a_reorg_is_told_by_name(env: Env):
+    """A sweep is not booked again by the job (its legs are a person's to adjust); the review
+    item names the version that confirmed and both fees (found from outside: it said
+    "another transaction", which was the move's own first version)."""
+    import json
+
+    from satvault.onchain.deposits import create_deposit
+
+    async with env.sessions() as s, s.begin():
+        d = await create_deposit(s, wallet=env.wallet, settings=env.settings)
+    env.chain.pay(d.address, 500_000)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    decision = await env.runtime.sweeps.step()
+    assert decision.batch_id is not None, decision.reason
+    assert (await env.runtime.payouts.advance()).broadcast == 1
+    async with env.sessions() as s:
+        first = (await s.execute(select(PayoutTx).where(
+            PayoutTx.batch_id == decision.batch_id))).scalar_one()
+    bumped = await env.runtime.payouts.bump_fee(decision.batch_id, 5)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    assert (await env.runtime.payouts.advance()).confirmed == 1
+    env.chain.reorg(1, drop_txids=[bumped])
+    await env.runtime.backend.broadcast(first.raw_tx)
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    report = await env.runtime.payouts.step()
+    assert (report.reorged_conflicts, report.rebooked) == (1, 0), report
+    async with env.sessions() as s:
+        item = (await s.execute(select(ReviewItem).where(
+            ReviewItem.kind == "payout_reorged_conflict"))).scalar_one()
+    reason = json.loads(item.details)["reason"]
+    assert item.subject == decision.batch_id
+    assert f"its own version {first.txid} (fee {first.fee_sat} sat" in reason, reason

@@ -221,10 +221,12 @@ class PayoutReport:
     signer_limited: int = 0
     # Payouts a node accepted once whose rebroadcast is refused: kept, never paid again.
     held: int = 0
-    # Confirmed moves a reorg took out of the chain: broadcast again, or (an input spent
-    # elsewhere) told to a person. Never booked again, never unbooked.
+    # Confirmed moves a reorg took out of the chain: broadcast again, a payout booked again
+    # to its own other version that confirmed instead, or (an input spent elsewhere) told to
+    # a person. Never unbooked.
     rebroadcast: int = 0
     reorged_conflicts: int = 0
+    rebooked: int = 0  # payouts booked again to their other version that confirmed instead
     waiting_for_funds: bool = False
     # Pending withdrawals none of which fits the signer's per-transaction cap with the fee
     # the market asks now: no batch is stored, they are batched once fees fall.
@@ -288,6 +290,7 @@ class PayoutJob:
                                    self._tell_once).step()
         report.rebroadcast += watched.rebroadcast
         report.reorged_conflicts += watched.conflicts
+        report.rebooked += watched.rebooked
         report.errors += watched.errors
         return report
 

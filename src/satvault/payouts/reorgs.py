@@ -13,13 +13,17 @@ transaction of each confirmed move not yet final (``payout_batches.final_at`` is
   node usually takes them back ("already known" or "already in chain" is fine too).
 
 If the node refuses them, the inputs say why. One spent by another transaction is a
-conflict: the move can never confirm as booked, and a person is told once (review item
-``payout_reorged_conflict``, naming the move's own other version and both fees when that is
-what confirmed instead). An input whose own transaction is gone too waits (a reorged
-move of ours is sent again before its children; a vanished deposit is the chain watcher's).
-Any other refusal with every input unspent is told once as ``payout_reorged_rejected`` and
-sent again at every pass. Nothing here changes the ledger: the books keep the move as
-booked, and a person decides what a conflict means for them.
+conflict: the move can never confirm as booked. When that transaction is another version of
+a payout (the first one, mined in place of its fee bump), the payout is booked again to it
+(:func:`~satvault.payouts.settle.rebook_payout`: the fee difference back to the payers and
+the platform, the withdrawals' txid and fee, the inputs' ``spent_by``). Otherwise a person is
+told once (review item ``payout_reorged_conflict``, naming a sweep's or refill's own other
+version and both fees when that is what confirmed). An input whose own transaction is gone
+too waits (a reorged move of ours is sent again before its children; a vanished deposit is
+the chain watcher's). Any other refusal with every input unspent is told once as
+``payout_reorged_rejected`` and sent again at every pass. Nothing else here changes the
+ledger: the books keep the move as booked, and a person decides what a conflict means for
+them.
 
 Nothing is stored between the network calls and the decision, so a job restarted at any point
 does the same again: the bytes go out again (harmless), the review item is written once.
@@ -31,16 +35,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.audit.service import record
 from satvault.backends.base import ChainBackend
 from satvault.backends.errors import BackendUnavailable, TxAlreadyInChain, TxRejected
 from satvault.db import utcnow
 from satvault.kernel.retrying import retrying
+from satvault.ledger.platform import ensure_platform_accounts
 from satvault.logs import get_logger
 from satvault.onchain.models import OnchainPayment
-from satvault.payouts.models import BatchStatus, PayoutBatch, PayoutInput, PayoutTx
+from satvault.payouts.models import BatchStatus, MoveKind, PayoutBatch, PayoutInput, PayoutTx
+from satvault.payouts.settle import rebook_payout
 
 __all__ = ["ReorgWatch", "Tell", "WatchReport", "batch_coins", "missing_inputs"]
 
@@ -75,6 +82,7 @@ async def missing_inputs(backend: ChainBackend, coins: Sequence[tuple[str, int]]
 class WatchReport:
     rebroadcast: int = 0  # moves reorged out and broadcast again
     conflicts: int = 0  # moves reorged out whose input was spent elsewhere
+    rebooked: int = 0  # payouts booked again to their own other version that confirmed
     final: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -160,6 +168,33 @@ class ReorgWatch:
         report.rebroadcast += 1
         log.warning("move_reorged_rebroadcast", batch=batch_id, txid=txid)
 
+    async def _rebook(self, session: AsyncSession, *, batch_id: str, booked: str, other: str
+                      ) -> bool:
+        """A payout whose ``other`` version confirmed after a reorg took the ``booked`` one:
+        its withdrawals, fee, inputs and books follow the version that paid (found from
+        outside: the books kept the bump's fee and txid, and the customer its fee share).
+        False for a sweep or refill (a person re-books those) or a batch that moved on."""
+        b = await session.get(PayoutBatch, batch_id, with_for_update=True)
+        if b is None or b.status != BatchStatus.CONFIRMED or b.txid != booked \
+                or b.kind is not MoveKind.PAYOUT:
+            return False
+        fees = dict((await session.execute(select(PayoutTx.txid, PayoutTx.fee_sat).where(
+            PayoutTx.batch_id == batch_id))).all())
+        platform = await ensure_platform_accounts(session, "BTC")
+        await rebook_payout(session, batch_id=batch_id, booked_txid=booked,
+                            booked_fee_sat=int(fees[booked]), txid=other,
+                            fee_sat=int(fees[other]), platform=platform)
+        now = utcnow()
+        await session.execute(update(OnchainPayment).where(OnchainPayment.id.in_(
+            select(PayoutInput.payment_id).where(PayoutInput.batch_id == batch_id)))
+            .values(spent_by=other, updated_at=now))
+        b.txid, b.fee_sat, b.confirmed_height, b.updated_at = other, int(fees[other]), None, now
+        await record(session, actor="system", action="payout_batch.rebooked",
+                     object=batch_id, before={"txid": booked, "fee_sat": int(fees[booked])},
+                     after={"txid": other, "fee_sat": int(fees[other])})
+        log.warning("move_rebooked", batch=batch_id, was=booked, now=other)
+        return True
+
     async def _sibling_in_chain(self, batch_id: str, txid: str) -> tuple[str, int, int] | None:
         """Another version of the move that is in a block now: (its txid, its fee, the booked
         version's fee), or None."""
@@ -185,6 +220,10 @@ class ReorgWatch:
                             coin=f"{coin_txid}:{vout}", reason=exc.reason)
                 return
             sibling = await self._sibling_in_chain(batch_id, txid)
+            if sibling is not None and await retrying(self.sessions, partial(
+                    self._rebook, batch_id=batch_id, booked=txid, other=sibling[0])):
+                report.rebooked += 1
+                return
             if sibling is not None:
                 # Found from outside: the "other transaction" was the move's own earlier (or
                 # later) version, and the item did not say so.
