@@ -166,6 +166,24 @@ async def test_a_payout_whose_other_version_confirms_after_a_reorg_is_booked_to_
     assert all(t.ledger_sat == t.coins_sat for t in custody.tiers.values()), custody.tiers
     await env.check()
 
+    # The chain switches back to the bump, then to the first version again: the payer,
+    # refunded, is not charged again (the platform bears the higher fee) nor refunded twice.
+    async with env.sessions() as s:
+        bump_raw = (await s.execute(select(PayoutTx.raw_tx).where(
+            PayoutTx.txid == bumped))).scalar_one()
+    refunded = {**before, "available": before["available"] + charged * SAT,
+                "posted": before["posted"] + charged * SAT}
+    for gone, back in ((first.txid, bump_raw), (bumped, first.raw_tx)):
+        env.chain.reorg(1, drop_txids=[gone])
+        await env.runtime.backend.broadcast(back)
+        env.chain.mine(1)
+        await env.runtime.watcher.step()
+        assert (await env.runtime.payouts.step()).rebooked == 1
+        assert await env.balances() == refunded
+        custody = await custody_status(env.sessions, None)
+        assert all(t.ledger_sat == t.coins_sat for t in custody.tiers.values()), custody.tiers
+        await env.check()
+
 
 async def test_a_final_payout_is_not_looked_at_again(env: Env):
     await fund(env, 1_000_000)

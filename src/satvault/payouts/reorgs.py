@@ -35,9 +35,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.audit.models import AuditEvent
 from satvault.audit.service import record
 from satvault.backends.base import ChainBackend
 from satvault.backends.errors import BackendUnavailable, TxAlreadyInChain, TxRejected
@@ -181,9 +182,13 @@ class ReorgWatch:
         fees = dict((await session.execute(select(PayoutTx.txid, PayoutTx.fee_sat).where(
             PayoutTx.batch_id == batch_id))).all())
         platform = await ensure_platform_accounts(session, "BTC")
+        before = (await session.execute(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "payout_batch.rebooked", AuditEvent.object == batch_id))
+        ).scalar_one()
         await rebook_payout(session, batch_id=batch_id, booked_txid=booked,
                             booked_fee_sat=int(fees[booked]), txid=other,
-                            fee_sat=int(fees[other]), platform=platform)
+                            fee_sat=int(fees[other]), platform=platform,
+                            generation=int(before))
         now = utcnow()
         await session.execute(update(OnchainPayment).where(OnchainPayment.id.in_(
             select(PayoutInput.payment_id).where(PayoutInput.batch_id == batch_id)))

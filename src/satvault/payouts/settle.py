@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Wallet
 from satvault.audit import anchors
 from satvault.db import utcnow
 from satvault.ledger.core import TransferKind, TransferSpec
+from satvault.ledger.models import LedgerTransfer
 from satvault.ledger.platform import PlatformAccounts
 from satvault.ledger.store import create_transfers
 from satvault.logs import get_logger
@@ -35,8 +36,8 @@ from satvault.payouts.models import (
 from satvault.signing.base import Signer
 from satvault.signing.errors import SignerProtocolError
 
-__all__ = ["batch_withdrawals", "book_payout", "give_up", "give_up_at_signer", "rebook_payout",
-           "release_coins", "requeue", "split_fee"]
+__all__ = ["batch_withdrawals", "book_payout", "charged_fee_msat", "give_up",
+           "give_up_at_signer", "rebook_payout", "release_coins", "requeue", "split_fee"]
 
 log = get_logger(__name__)
 
@@ -89,38 +90,38 @@ async def book_payout(session: AsyncSession, *, batch_id: str, txid: str, fee_sa
 
 async def rebook_payout(session: AsyncSession, *, batch_id: str, booked_txid: str,
                         booked_fee_sat: int, txid: str, fee_sat: int,
-                        platform: PlatformAccounts) -> int:
+                        platform: PlatformAccounts, generation: int = 0) -> int:
     """Book the batch's withdrawals as paid by ``txid`` (fee ``fee_sat``), another version of
     the batch that confirmed after a reorg took the booked one (``booked_txid``, fee
-    ``booked_fee_sat``) out of the chain: each payer gets back what :func:`book_payout`
-    charged it above its share of the fee now (a lower fee), the platform's network fees the
-    rest of the difference either way (a higher fee is the platform's: a payout that is
-    final for its payer is never charged again), and ``withdrawal.confirmed`` again with the
-    txid that paid it. How many withdrawals it names. The caller holds the batch's row."""
+    ``booked_fee_sat``) out of the chain: each payer gets back what it was charged above its
+    share of the fee now, capped by its reserve (a lower fee), the platform's network fees
+    the rest of the difference either way (a higher fee is the platform's: a payer is never
+    charged again for a payout already confirmed), and ``withdrawal.confirmed`` again with
+    the txid that paid it. How many withdrawals it names. The caller holds the batch's row and
+    counts the batch's re-bookings before this one (``generation``: the chain may switch
+    back and forth, and each switch moves money again)."""
     wds = await batch_withdrawals(session, batch_id)
     if not wds:
         return 0
-    tag = f"{booked_txid[:16]}>{txid[:16]}"
+    tag = f"{generation}:{booked_txid[:16]}>{txid[:16]}"
     specs: list[TransferSpec] = []
-    back = 0
-    for w, was, now in zip(wds, split_fee(booked_fee_sat, len(wds)),
-                           split_fee(fee_sat, len(wds)), strict=True):
-        cap = w.fee_reserve_msat // 1000
-        give = min(was, cap) - min(now, cap)
+    back = 0  # msat
+    for w, now in zip(wds, split_fee(fee_sat, len(wds)), strict=True):
+        charged = await charged_fee_msat(session, w)
+        give = charged - min(charged, min(now, w.fee_reserve_msat // 1000) * 1000)
         if give > 0:
             account = (await session.execute(select(Wallet.ledger_account_id).where(
                 Wallet.id == w.wallet_id))).scalar_one()
             specs.append(TransferSpec(f"wd:{w.id}:rebook:{tag}", platform.hot_wallet.id,
-                                      account, give * 1000, "BTC", code="withdrawal",
-                                      ref=txid))
+                                      account, give, "BTC", code="withdrawal", ref=txid))
             back += give
         w.txid, w.fee_msat, w.updated_at = txid, now * 1000, utcnow()
-    rest = booked_fee_sat - fee_sat - back  # the platform's part of the difference
+    rest = (booked_fee_sat - fee_sat) * 1000 - back  # the platform's part of the difference
     if rest:
         debit, credit = ((platform.hot_wallet.id, platform.network_fees.id) if rest > 0
                          else (platform.network_fees.id, platform.hot_wallet.id))
         specs.append(TransferSpec(f"pob:{batch_id}:rebook:{tag}", debit, credit,
-                                  abs(rest) * 1000, "BTC", code="network_fee", ref=txid))
+                                  abs(rest), "BTC", code="network_fee", ref=txid))
     if specs:
         bad = [o for o in await create_transfers(session, specs) if not o.ok]
         if bad:
@@ -128,8 +129,20 @@ async def rebook_payout(session: AsyncSession, *, batch_id: str, booked_txid: st
     for w in wds:
         await emit_withdrawal(session, w, "confirmed")
     log.warning("payout_rebooked", batch=batch_id, was=booked_txid, now=txid,
-                fee_was=booked_fee_sat, fee_now=fee_sat, back_to_payers_sat=back)
+                fee_was=booked_fee_sat, fee_now=fee_sat, back_to_payers_msat=back)
     return len(wds)
+
+
+async def charged_fee_msat(session: AsyncSession, w: Withdrawal) -> int:
+    """The network fee a confirmed withdrawal's payer bears now: what its hold's posting
+    took above its amount, less what re-bookings gave back (:func:`rebook_payout`)."""
+    posted = (await session.execute(select(LedgerTransfer.amount).where(
+        LedgerTransfer.id == f"wd:{w.id}:post"))).scalar_one()
+    given = (await session.execute(select(func.coalesce(func.sum(LedgerTransfer.amount), 0))
+                                   .where(LedgerTransfer.id.startswith(f"wd:{w.id}:rebook:",
+                                                                       autoescape=True))
+                                   )).scalar_one()
+    return int(posted) - w.amount_msat - int(given)
 
 
 async def give_up(session: AsyncSession, *, batch_id: str, versions: Sequence[str],
