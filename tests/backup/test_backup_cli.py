@@ -141,6 +141,12 @@ async def test_refusals_change_nothing(sessions: async_sessionmaker[AsyncSession
     junk = tmp_path / "junk.tar"
     junk.write_bytes(os.urandom(4096))
     assert "not a satvault backup" in await refused(junk)
+    # Found from outside: a file cut short (a copy that stopped) crashed with a traceback.
+    truncated = tmp_path / "truncated.tar"
+    data = file.read_bytes()
+    truncated.write_bytes(data[:len(data) * 2 // 3])
+    assert "damaged" in await refused(truncated)
+    assert "damaged" in await refused(truncated, "--verify-only")
     assert "no backup file" in await refused(tmp_path / "missing.tar")
 
     other_kind = ("postgresql://nobody@127.0.0.1:1/never" if db_url.startswith("sqlite")
@@ -149,6 +155,17 @@ async def test_refusals_change_nothing(sessions: async_sessionmaker[AsyncSession
     assert not (tmp_path / "never.db").exists()
 
     assert await _balances(target_url) is None  # none of the above wrote anything
+
+    if db_url.startswith("sqlite"):
+        # Found from outside: a backup written over the live database itself replaced it
+        # with the archive and said ok. Refused, the database (and its journal) untouched.
+        live = Path(db_url.split("///", 1)[1])
+        before = await _balances(db_url)
+        for onto in (live, Path(f"{live}-wal")):
+            code, answer, _ = await asyncio.to_thread(cli, "backup", "--to", str(onto),
+                                                      url=db_url)
+            assert code == 1 and "is the database" in answer["error"], answer
+        assert await _balances(db_url) == before
 
     # A target with tables: refused, then replaced with --force.
     code, _, _ = await asyncio.to_thread(cli, "restore", "--from", str(file), "--into",

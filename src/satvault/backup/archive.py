@@ -192,21 +192,28 @@ def extract_dump(path: Path, manifest: Manifest, into: Path,
     :class:`ChecksumMismatch` (and the copy removed) unless size and SHA-256 match the
     manifest."""
     target = into / DUMP_NAMES[manifest.kind]
-    with _open(path) as tar:
-        member = next((m for m in tar if m.name == manifest.dump.name), None)
-        if member is None or not member.isfile():
-            raise BadArchive(f"{path} has no {manifest.dump.name}, the dump its manifest names")
-        source = tar.extractfile(member)
-        assert source is not None
-        digest, done = hashlib.sha256(), 0
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            while chunk := source.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done)
+    digest, done = hashlib.sha256(), 0
+    try:
+        with _open(path) as tar:
+            member = next((m for m in tar if m.name == manifest.dump.name), None)
+            if member is None or not member.isfile():
+                raise BadArchive(f"{path} has no {manifest.dump.name}, the dump its manifest "
+                                 "names")
+            source = tar.extractfile(member)
+            assert source is not None
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                while chunk := source.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done)
+    except (tarfile.TarError, EOFError) as exc:
+        # Found from outside: a file cut short (a copy that stopped) raised a traceback.
+        target.unlink(missing_ok=True)
+        raise ChecksumMismatch(f"{path} is damaged (it ends before its dump does: {exc}); "
+                               "nothing was restored") from exc
     if done != manifest.dump.bytes or digest.hexdigest() != manifest.dump.sha256:
         target.unlink(missing_ok=True)
         raise ChecksumMismatch(

@@ -114,6 +114,10 @@ def database_kind(url: str) -> Kind:
     return "sqlite" if async_database_url(url).startswith("sqlite") else "postgresql"
 
 
+# The files SQLite keeps beside a database while it is open.
+_SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
 def _sqlite_path(url: str) -> Path:
     database = make_url(async_database_url(url)).database
     if not database or database == ":memory:":
@@ -138,6 +142,13 @@ async def backup(url: str, dest: Path, *, progress: Progress | None = None) -> B
     """Back the database at ``url`` up into the archive ``dest`` (replaced if it exists)."""
     report = progress or _noop
     kind, started = database_kind(url), time.monotonic()
+    if kind == "sqlite":
+        live = _sqlite_path(url).resolve()
+        # Found from outside: ``--to`` the live database file replaced it with the archive
+        # (and a running server went on writing to the deleted file) and said ok.
+        if dest.resolve() in {live, *(Path(f"{live}{end}") for end in _SQLITE_SIDE_FILES)}:
+            raise BackupError(f"{dest} is the database (or its journal) being backed up: "
+                              "choose another file")
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     log.info("backup_started", kind=kind, database=redact_url(url), file=str(dest))
     dest.parent.mkdir(parents=True, exist_ok=True)
