@@ -301,6 +301,33 @@ def _answers(port: int) -> bool:
         return False
 
 
+def test_settings_that_cannot_be_read_are_one_line_and_exit_2(tmp_path):
+    """Found from outside: a missing or malformed config file, an unknown setting, a JSON
+    setting that is not JSON, and a least above its most crashed every command with a
+    traceback (or, for the last, started and refused every withdrawal as dust). Each is one
+    line on stderr, exit 2, nothing done; the values are never repeated (they may hold a
+    password)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'never.db'}"
+    broken = tmp_path / "broken.toml"
+    broken.write_text('network = "mainnet\n')
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('netwrk = "regtest"\n')
+    cases = [({"SATVAULT_CONFIG": str(tmp_path / "missing.toml")}, "does not exist"),
+             ({"SATVAULT_CONFIG": str(broken)}, "not valid TOML"),
+             ({"SATVAULT_CONFIG": str(unknown)}, "netwrk"),
+             ({"SATVAULT_FIXED_RATES": "{hunter2"}, "fixed_rates"),
+             ({"SATVAULT_KYC_TIER_LIMITS_MSAT": "{bad"}, "kyc_tier_limits_msat"),
+             ({"SATVAULT_WITHDRAWAL_MIN_SAT": "200000000"}, "withdrawal_min_sat"),
+             ({"SATVAULT_MIN_FEERATE_SAT_VB": "1000"}, "min_feerate_sat_vb")]
+    for env, named in cases:
+        proc = sv_here("db", "status", url=url, home=tmp_path, env=env, check=False)
+        assert proc.returncode == 2, (env, proc.stdout, proc.stderr)
+        assert proc.stderr.startswith("satvault: invalid settings:") and named in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "hunter2" not in proc.stderr
+    assert not (tmp_path / "never.db").exists()
+
+
 def test_serve_refuses_unmigrated_database(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
     proc = sv_here("serve", "--port", "8765", url=url, home=tmp_path, check=False)

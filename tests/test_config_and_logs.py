@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from satvault.config import Settings
+from satvault.config import ConfigError, Settings
 from satvault.logs import configure_logging, get_logger
 
 
@@ -38,7 +38,7 @@ def test_config_mistakes_are_errors_not_silent_defaults(tmp_path, monkeypatch):
     import pytest
 
     monkeypatch.setenv("SATVAULT_CONFIG", str(tmp_path / "missing.toml"))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ConfigError, match="does not exist"):
         Settings()
     typo = tmp_path / "typo.toml"
     typo.write_text('databse_url = "postgresql+asyncpg://x@h/db"\n')

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import tomllib
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -25,8 +26,8 @@ from pydantic_settings import (
 
 from satvault.db import async_database_url
 
-__all__ = ["ALL_BITCOIN_MSAT", "DEFAULT_KYC_TIER_LIMITS_MSAT", "KYC_RAILS", "Settings",
-           "get_settings", "redact_url", "reset_settings_cache", "sweep_window"]
+__all__ = ["ALL_BITCOIN_MSAT", "DEFAULT_KYC_TIER_LIMITS_MSAT", "KYC_RAILS", "ConfigError",
+           "Settings", "get_settings", "redact_url", "reset_settings_cache", "sweep_window"]
 
 
 # The tier table's default (msat): tier 0 small (no identity checked), tier 1 medium (identity
@@ -47,11 +48,17 @@ def _default_home() -> Path:
     return Path(os.environ.get("SATVAULT_HOME", "var")).resolve()
 
 
+class ConfigError(ValueError):
+    """The configuration cannot be read at all (a missing or malformed file, an unknown
+    setting, a value that is not JSON where JSON is due): said in one line, never with the
+    values (they may hold a password)."""
+
+
 def _toml_path() -> Path | None:
     explicit = os.environ.get("SATVAULT_CONFIG")
     if explicit:
         if not Path(explicit).is_file():
-            raise FileNotFoundError(f"SATVAULT_CONFIG points at {explicit}, which does not exist")
+            raise ConfigError(f"SATVAULT_CONFIG points at {explicit}, which does not exist")
         return Path(explicit)
     candidate = _default_home() / "satvault.toml"
     return candidate if candidate.exists() else None
@@ -491,9 +498,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
-        if self.semicold_floor_sat > self.semicold_ceiling_sat:
-            raise ValueError(f"semicold_floor_sat ({self.semicold_floor_sat}) is above "
-                             f"semicold_ceiling_sat ({self.semicold_ceiling_sat})")
+        # A least above a most leaves nothing between (found from outside: a minimum
+        # withdrawal above the maximum refused every one as "dust", and a minimum feerate
+        # above the maximum was clamped without a word).
+        for low, high in (("semicold_floor_sat", "semicold_ceiling_sat"),
+                          ("withdrawal_min_sat", "withdrawal_max_sat"),
+                          ("min_feerate_sat_vb", "max_feerate_sat_vb")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"{low} ({getattr(self, low)}) is above {high} "
+                                 f"({getattr(self, high)})")
         names = {n.strip().lower() for n in self.rate_sources.split(",") if n.strip()}
         live = len(names - {"fixed"}) or len(names)  # fixed next to live sources: no vote
         if self.rate_min_sources > live:
@@ -544,10 +557,13 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         toml = _toml_path()
         if toml is not None:
-            source = TomlConfigSettingsSource(settings_cls, toml_file=toml)
+            try:
+                source = TomlConfigSettingsSource(settings_cls, toml_file=toml)
+            except tomllib.TOMLDecodeError as exc:  # its message names the line, not a value
+                raise ConfigError(f"{toml} is not valid TOML: {exc}") from None
             unknown = set(source.toml_data) - set(settings_cls.model_fields)
             if unknown:
-                raise ValueError(f"unknown setting(s) {sorted(unknown)} in {toml}")
+                raise ConfigError(f"unknown setting(s) {sorted(unknown)} in {toml}")
             sources.append(source)
         return tuple(sources)
 

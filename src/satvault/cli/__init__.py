@@ -12,13 +12,14 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault import __version__
 from satvault.accounts import service as accounts
 from satvault.accounts.models import User
-from satvault.config import Settings, get_settings, redact_url
+from satvault.config import ConfigError, Settings, get_settings, redact_url
 from satvault.db import create_engine
 from satvault.ledger.check import check_ledger
 from satvault.ledger.platform import ensure_platform_accounts
@@ -126,6 +127,9 @@ def _setup() -> None:
             f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
             for e in exc.errors(include_input=False, include_url=False))
         sys.stderr.write(f"satvault: invalid settings: {problems}\n")
+        raise typer.Exit(2) from None
+    except (ConfigError, SettingsError) as exc:  # a file or a JSON value that cannot be read
+        sys.stderr.write(f"satvault: invalid settings: {exc}\n")
         raise typer.Exit(2) from None
     configure_logging("warning" if settings.log_level == "info" else settings.log_level,
                       settings.log_format)
