@@ -107,8 +107,8 @@ from satvault.workers import (
 
 __all__ = ["Platform", "Runtime", "alerts_worker", "build_workers", "chain_height",
            "ensure_dev_signer", "event_stream", "liabilities_secret", "make_lightning_backend",
-           "open_database", "open_sessions", "open_signer", "rate_service", "reconcile_now",
-           "register_signer_wallets", "seed_path"]
+           "open_database", "open_sessions", "open_signer", "passphrase_path", "rate_service",
+           "reconcile_now", "register_signer_wallets", "seed_path"]
 
 log = get_logger(__name__)
 
@@ -118,6 +118,14 @@ def seed_path(settings: Settings) -> Path:
     ``$SATVAULT_HOME/signer.json``)."""
     return Path(settings.signer_seed_file) if settings.signer_seed_file \
         else settings.home / "signer.json"
+
+
+def passphrase_path(settings: Settings) -> Path:
+    """The file the demo signer's seed passphrase is read from (``$SATVAULT_HOME/
+    signer.passphrase`` unless the environment names another)."""
+    from satvault.signer.seed import PASSPHRASE_FILE_ENV  # the key-holding side, on demand
+
+    return Path(os.environ.get(PASSPHRASE_FILE_ENV, str(settings.home / "signer.passphrase")))
 
 
 def _passphrase(settings: Settings) -> str:

@@ -40,6 +40,7 @@ from satvault.doctor.checks import (
     judge_chain,
     judge_database,
     judge_integrity,
+    judge_macaroon,
     judge_seed,
     judge_signer,
     judge_tls,
@@ -133,6 +134,7 @@ async def site(db_url: str, tmp_path: Path) -> AsyncIterator[Site]:
     network = LnNetwork()
     lnd = LndRestServer(network, node="platform", macaroon_hex=MACAROON).start()
     (tmp_path / "admin.macaroon").write_bytes(bytes.fromhex(MACAROON))
+    os.chmod(tmp_path / "admin.macaroon", 0o600)  # as a node writes it: others may not read
     _cert(tmp_path / "tls.cert", datetime.now(UTC) + timedelta(days=365))
     sock_dir = tempfile.mkdtemp(prefix="svd", dir="/tmp")  # a unix socket path is short
     socket = os.path.join(sock_dir, "signer.sock")
@@ -175,7 +177,8 @@ async def test_all_ok_on_the_command_line_and_the_api(site: Site, sessions, engi
     assert set(statuses(report).values()) == {"ok"}, report
     assert list(statuses(report)) == [
         "migrations", "database", "chain", "lightning", "lnd_macaroon", "lnd_tls", "clock", "disk",
-        "ledger", "reconciliation", "signer", "seed_file", "code_integrity"]
+        "ledger", "reconciliation", "signer", "seed_file", "signer_passphrase",
+        "code_integrity"]
     assert "3 files" in check(report, "code_integrity")["detail"]
     assert "three ways" in check(report, "reconciliation")["detail"]
     assert f"signer at {site.socket} answers" in check(report, "signer")["detail"]
@@ -357,6 +360,15 @@ async def test_lnd_certificate_expired_or_expiring_and_macaroon(site: Site, sess
     macaroon = check(report, "lnd_macaroon")
     assert macaroon["status"] == "error" and "nope" in macaroon["detail"]
     assert "lnd_macaroon_path" in macaroon["action"]
+    # Found from outside: a macaroon every user may read passed.
+    mac = tmp_path / "admin.macaroon"
+    mac.write_bytes(bytes.fromhex(MACAROON))
+    for mode, status in ((0o644, Status.ERROR), (0o640, Status.OK), (0o600, Status.OK)):
+        os.chmod(mac, mode)
+        judged = judge_macaroon(kind="lnd", path=str(mac), inline=False)
+        assert judged.status is status, (oct(mode), judged)
+    os.chmod(mac, 0o644)
+    assert "chmod 600" in judge_macaroon(kind="lnd", path=str(mac), inline=False).action
 
 
 async def test_seed_file_permissions(site: Site, tmp_path: Path) -> None:
@@ -383,6 +395,21 @@ async def test_seed_file_permissions(site: Site, tmp_path: Path) -> None:
     assert gone.status is Status.ERROR and "no seed file" in gone.detail
     production = judge_signer(None, socket="", production=True)
     assert production.status is Status.ERROR and "another user" in production.action
+
+
+async def test_the_signer_passphrase_file_is_private_like_the_seed(site: Site) -> None:
+    """Found from outside: a world-readable passphrase file (it opens the seed) passed while
+    a world-readable seed was an error."""
+    passphrase = site.home / "signer.passphrase"
+    passphrase.write_text("correct horse")
+    os.chmod(passphrase, 0o644)
+    code, report = await site.report("--package-root", str(site.tree))
+    entry = check(report, "signer_passphrase")
+    assert code == 1 and entry["status"] == "error" and "0644" in entry["detail"]
+    assert "chmod 600" in entry["action"]
+    os.chmod(passphrase, 0o600)
+    code, report = await site.report("--package-root", str(site.tree))
+    assert check(report, "signer_passphrase")["status"] == "ok"
 
 
 async def test_the_demo_signer_off_regtest_is_a_warning_and_with_real_money_an_error(

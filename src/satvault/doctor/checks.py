@@ -35,6 +35,7 @@ __all__ = [
     "judge_lightning",
     "judge_macaroon",
     "judge_migrations",
+    "judge_passphrase",
     "judge_reconciliation",
     "judge_seed",
     "judge_signer",
@@ -201,7 +202,16 @@ def judge_macaroon(*, kind: str, path: str | None, inline: bool) -> Check:
         if size == 0:
             return Check("lnd_macaroon", Status.ERROR, f"the macaroon {path} is empty",
                          "copy the node's admin or invoice macaroon there")
-        return Check("lnd_macaroon", Status.OK, f"{path} is readable ({size} bytes)")
+        mode = stat.S_IMODE(Path(path).stat().st_mode)
+        if mode & 0o007:
+            # Found from outside: a world-readable admin macaroon passed; whoever reads it
+            # spends the node's funds.
+            return Check("lnd_macaroon", Status.ERROR, f"the macaroon {path} has mode "
+                         f"{mode:04o}: every user of this host may read it, and a macaroon "
+                         "spends the node's funds", f"`chmod 600 {path}` (or 640 with a "
+                         "group only satvault's user is in)")
+        return Check("lnd_macaroon", Status.OK, f"{path} is readable ({size} bytes, mode "
+                     f"{mode:04o})")
     if inline:
         return Check("lnd_macaroon", Status.OK, "given inline (lnd_macaroon_hex)")
     if kind == "simnet":
@@ -389,6 +399,21 @@ def seed_facts(path: Path) -> SeedFacts:
     except OSError as exc:
         return SeedFacts(str(path), True, error=exc.strerror or str(exc))
     return SeedFacts(str(path), True, stat.S_IMODE(st.st_mode), st.st_uid)
+
+
+def judge_passphrase(facts: SeedFacts) -> Check:
+    """The demo signer's passphrase file, which opens the seed: 0600 like the seed (found
+    from outside: a world-readable one passed while the seed's mode was checked)."""
+    if not facts.exists:
+        return Check("signer_passphrase", Status.OK, f"no passphrase file at {facts.path}")
+    if facts.error:
+        return Check("signer_passphrase", Status.OK, f"{facts.path} is not readable by this "
+                     f"user ({facts.error})")
+    if facts.mode & 0o077:
+        return Check("signer_passphrase", Status.ERROR, f"{facts.path}: its mode is "
+                     f"{facts.mode:04o}, others may read the passphrase that opens the seed",
+                     f"`chmod 600 {facts.path}`")
+    return Check("signer_passphrase", Status.OK, f"{facts.path}: mode {facts.mode:04o}")
 
 
 def judge_seed(facts: SeedFacts, *, separate_signer: bool, uid: int | None = None) -> Check:

@@ -34,7 +34,7 @@ from satvault.backends.base import (
     TxIndexSource,
 )
 from satvault.backends.lightning import LightningBackend, NodeInfo
-from satvault.composition import make_lightning_backend, seed_path
+from satvault.composition import make_lightning_backend, passphrase_path, seed_path
 from satvault.config import Settings, redact_url
 from satvault.doctor import checks as J
 from satvault.doctor._report import DoctorReport
@@ -261,6 +261,7 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
                        network=settings.network),
         J.judge_seed(J.seed_facts(seed_path(settings)),
                      separate_signer=bool(settings.signer_socket)),
+        J.judge_passphrase(J.seed_facts(passphrase_path(settings))),
         J.judge_integrity(code, root=str(root), manifest=str(manifest), configured=bool(key),
                           production=settings.environment == "production"),
     ])
