@@ -328,6 +328,17 @@ def test_settings_that_cannot_be_read_are_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "never.db").exists()
 
 
+def test_init_and_serve_say_in_one_line_that_the_database_does_not_answer(tmp_path):
+    """Found from outside: both crashed with a ConnectionRefusedError traceback."""
+    url = "postgresql+asyncpg://nobody:hunter2@127.0.0.1:9/nowhere"
+    init = sv_here("init", url=url, home=tmp_path, check=False)
+    assert init.returncode == 1 and "cannot connect" in last_json(init)["error"], init
+    serve = sv_here("serve", "--port", str(_free_port()), url=url, home=tmp_path, check=False)
+    assert serve.returncode == 2 and "cannot connect" in serve.stderr, serve
+    assert len(serve.stderr.strip().splitlines()) == 1, serve.stderr
+    assert "hunter2" not in init.stdout + serve.stderr
+
+
 def test_serve_refuses_unmigrated_database(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
     proc = sv_here("serve", "--port", "8765", url=url, home=tmp_path, check=False)

@@ -187,6 +187,8 @@ def test_keygen_and_descriptor_commands(tmp_path):
         lines.append(report["key"])
     again = runner.invoke(app, ["cold", "keygen", "--out", str(tmp_path / "c0.seed")])
     assert again.exit_code == 1 and "refusing to overwrite" in again.stdout
+    nowhere = runner.invoke(app, ["cold", "keygen", "--out", str(tmp_path / "no" / "c.seed")])
+    assert nowhere.exit_code == 1 and "cannot write" in json.loads(nowhere.stdout)["error"]
     one = runner.invoke(app, ["cold", "descriptor", "--m", "1", *lines, "--network", NETWORK])
     assert one.exit_code != 0 and "descriptor" not in one.stdout
     r = runner.invoke(app, ["cold", "descriptor", "--m", "2", *lines, "--network", NETWORK])

@@ -14,6 +14,7 @@ import typer
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault import __version__
@@ -59,6 +60,7 @@ from satvault.cli._common import (  # noqa: E402
     fail,
     in_transaction,
     refuse_demo_signer,
+    unreachable,
 )
 from satvault.cli._common import run as run_command  # noqa: E402
 from satvault.cli.audit import app as audit_app  # noqa: E402
@@ -194,7 +196,11 @@ def init(
     settings = get_settings()
     refuse_demo_signer(settings, demo_signer, nothing="nothing was created")
     settings.home.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
+
+    async def migrate() -> None:  # a database that does not answer: one JSON line, exit 1
+        await asyncio.to_thread(upgrade, settings.database_url)
+
+    run_command(migrate)
 
     async def work(session: AsyncSession) -> dict[str, Any] | None:
         existing = (await session.execute(select(User).where(User.is_admin.is_(True)))).first()
@@ -306,6 +312,9 @@ def serve(
         asyncio.run(check())
     except SchemaNotCurrent as exc:
         sys.stderr.write(f"satvault: {exc}\n")
+        raise typer.Exit(2) from None
+    except (OSError, DBAPIError) as exc:  # found from outside: a traceback
+        sys.stderr.write(f"satvault: {unreachable(exc)}\n")
         raise typer.Exit(2) from None
     if not asyncio.run(_rate_limit_storage_answers(settings)):
         sys.stderr.write(f"satvault: the rate-limit storage "

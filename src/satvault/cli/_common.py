@@ -31,7 +31,7 @@ from satvault.signing.errors import SignerError
 __all__ = ["DemoSignerFlag", "admin_actor", "admin_user", "demo_signer_chosen",
            "demo_signer_refusal", "demo_signer_refused", "demo_signer_warning", "emit",
            "fail", "in_transaction", "on_network", "output", "refuse_demo_signer",
-           "refuse_network", "run", "with_database"]
+           "refuse_network", "run", "unreachable", "with_database"]
 
 T = TypeVar("T")
 
@@ -64,7 +64,7 @@ def output(path: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
         raise
 
 
-def _unreachable(exc: BaseException) -> str:
+def unreachable(exc: BaseException) -> str:
     """What a command says of a database or service it could not reach, or a file it could
     not use: the error's kind and text, never a URL (which may hold a password)."""
     if isinstance(exc, DBAPIError):
@@ -150,7 +150,7 @@ def run(go: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except (SatvaultError, SignerError) as exc:
         fail(str(exc))
     except (OSError, DBAPIError) as exc:  # the database down or refusing, an unknown host
-        fail(_unreachable(exc))
+        fail(unreachable(exc))
 
 
 def with_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]],

@@ -63,6 +63,8 @@ def keygen(
         root = load_seed_file(out, net)
     except CustodyError as exc:
         _fail(str(exc))
+    except OSError as exc:  # found from outside: a folder that is not there was a traceback
+        _fail(f"cannot write {out}: {exc.strerror or exc}")
     _emit({"ok": True, "seed_file": str(out), "fingerprint": root.my_fingerprint.hex(),
            "key": cosigner_key(root, net), "network": net,
            "note": "write the mnemonic down on paper; a BIP39 passphrase, if used, comes from "
