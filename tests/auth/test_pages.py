@@ -253,11 +253,14 @@ async def test_the_session_grant_needs_the_second_factor_the_pages_need(browsers
     r = await grant(root, "/account/security")
     assert r.status_code == 200 and "admin" in r.json()["scope"].split(), r.text
     # A session that signed in before TOTP was turned on (in another browser) never passed it.
+    # (Its pages end it at its next request now; the grant, asked first, refuses it too.)
     before, enrolling = browsers.new(), browsers.new()
     await sign_in(before, "mo@example.com")
+    stale = csrf_of((await before.get("/account/security")).text)
     await sign_in(enrolling, "mo@example.com")
     await enroll_totp(enrolling, clock)
-    r = await grant(before, "/account/security")
+    r = await before.post("/api/v1/auth/token", json={"grant_type": "session"},
+                          headers={"X-CSRF-Token": stale})
     assert r.status_code == 401 and "second factor" in r.json()["detail"], r.text
     assert (await grant(enrolling, "/account/security")).status_code == 200
 
@@ -555,3 +558,42 @@ async def test_the_reset_page_refuses_the_payment_password_as_the_change_does(
     assert r.status_code == 422 and "must differ from the payment password" in r.text
     assert (await sign_in(browsers.new(), "pia@example.com", "pay me carefully")
             ).status_code == 401
+
+
+@pytest.mark.parametrize("required", [True, False])
+async def test_a_session_without_the_second_factor_ends_when_totp_is_turned_on_elsewhere(
+        browsers, sessions, clock, required):
+    """Found from outside: a session signed in with the password alone (a stolen one, say)
+    was held at enrollment while TOTP was required, then got the whole dashboard the moment
+    the owner turned TOTP on from another session; it could change the password and sign
+    the owner out. A session that never passed the second factor the account now has is
+    ended at its next request; the owner's own session goes on."""
+    from satvault.auth import totp
+
+    async with sessions() as s, s.begin():
+        user = await acc.create_user(s, email="dave@example.com", password=PASSWORD)
+        if required:
+            merchant = await acc.create_merchant(s, name="Dave's", owner_user_id=user.id)
+            await totp.set_required(s, owner_id=merchant.id, required=True, actor="test")
+    thief, owner = browsers.new(), browsers.new()
+    assert (await sign_in(thief, "dave@example.com")).status_code == 303
+    assert (await sign_in(owner, "dave@example.com")).status_code == 303
+    if not required:
+        assert (await owner.get("/account/security")).status_code == 200
+        assert (await thief.get("/dashboard")).status_code == 200
+    await enroll_totp(owner, clock)
+    for path in ("/dashboard", "/account/security"):
+        r = await thief.get(path)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login"), (
+            path, r.status_code, r.headers.get("location"))
+    r = await thief.post("/account/password", data={
+        "csrf_token": "x", "current": PASSWORD, "password": "attacker pw 123",
+        "password_again": "attacker pw 123"})
+    assert r.status_code in (303, 403)
+    assert (await owner.get("/account/security")).status_code == 200  # the owner goes on
+    async with sessions() as s:
+        ended = (await s.execute(select(WebSession).where(
+            WebSession.user_id == user.id, WebSession.mfa_at.is_(None),
+            WebSession.revoked_at.is_(None)))).scalars().all()
+    assert ended == []
+    assert (await sign_in(thief, "dave@example.com", "attacker pw 123")).status_code != 303

@@ -24,6 +24,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 import pyotp
 import segno
@@ -48,7 +49,8 @@ from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import Forbidden, InvalidInput
 
 __all__ = ["ISSUER", "RECOVERY_CODES", "Enrollment", "begin_enrollment", "check_code",
-           "confirm_enrollment", "disable", "must_enroll", "qr_svg", "required_of", "set_required",
+           "confirm_enrollment", "disable", "must_enroll", "qr_svg", "required_of",
+           "second_factor_due", "set_required",
            "totp_enabled", "use_recovery_code", "verify_factor"]
 
 ISSUER = "satvault"
@@ -147,6 +149,20 @@ def totp_enabled(creds: Credentials | None) -> bool:
 def required_of(user: User, creds: Credentials | None) -> bool:
     """Whether this user must have TOTP: an admin, or a user an admin marked."""
     return user.is_admin or (creds is not None and creds.totp_required)
+
+
+async def second_factor_due(session: AsyncSession, *, user_id: str
+                            ) -> Literal["enroll", "verify"] | None:
+    """What a signed-in session that has not passed a second factor owes first: ``verify``
+    when the account has TOTP on (the session began before it was on, with the password
+    alone: found from outside, such a session kept the whole dashboard once the owner turned
+    TOTP on elsewhere), ``enroll`` when TOTP is required of the user and not on yet, else
+    nothing."""
+    user = await get_user(session, user_id)
+    creds = await session.get(Credentials, user_id)
+    if totp_enabled(creds):
+        return "verify"
+    return "enroll" if required_of(user, creds) else None
 
 
 async def must_enroll(session: AsyncSession, *, user_id: str) -> bool:

@@ -27,9 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Merchant
 from satvault.accounts.service import SCOPES, Principal
-from satvault.auth.sessions import SessionView, csrf_matches, resolve_session
+from satvault.auth.sessions import SessionView, csrf_matches, resolve_session, revoke_session
 from satvault.auth.stepup import require_stepped_up
-from satvault.auth.totp import must_enroll
+from satvault.auth.totp import second_factor_due
 from satvault.checkout.i18n import LANGUAGES, Language, choose_language
 from satvault.config import Settings
 from satvault.kernel.errors import Forbidden, NotFound
@@ -160,20 +160,33 @@ async def _user(request: Request) -> SessionView:
     if view is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInRequired(safe_next(target))
-    if (not view.mfa_verified and request.url.path not in ENROLLMENT_PATHS
-            and await _must_enroll(request, view)):
-        raise EnrollmentRequired()
+    if not view.mfa_verified:
+        due = await _second_factor_due(request, view)
+        if due == "verify":
+            # Signed in with the password alone before TOTP was turned on: ended, and
+            # signed in again with the code.
+            sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+            async with sessions() as session, session.begin():
+                await revoke_session(session, user_id=view.user_id, session_id=view.id,
+                                     actor="system", reason="began without the second "
+                                     "factor the account has now")
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            raise SignInRequired(safe_next(target))
+        if due == "enroll" and request.url.path not in ENROLLMENT_PATHS:
+            raise EnrollmentRequired()
     return view
 
 
-async def _must_enroll(request: Request, view: SessionView) -> bool:
-    """An admin, or a user an admin marked, without TOTP yet: nothing but enrollment until
-    it is on (a session that passed a second factor needs no look)."""
-    if not hasattr(request.state, "must_enroll"):
+async def _second_factor_due(request: Request, view: SessionView) -> str | None:
+    """For a session that has not passed a second factor: what it owes first
+    (:func:`~satvault.auth.totp.second_factor_due`), read once per request."""
+    if not hasattr(request.state, "second_factor_due"):
         sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
         async with sessions() as session, session.begin():
-            request.state.must_enroll = await must_enroll(session, user_id=view.user_id)
-    return bool(request.state.must_enroll)
+            request.state.second_factor_due = await second_factor_due(
+                session, user_id=view.user_id)
+    due: str | None = request.state.second_factor_due
+    return due
 
 
 async def _admin(request: Request) -> SessionView:
