@@ -136,8 +136,7 @@ def _passphrase(settings: Settings) -> str:
     from satvault.signer.seed import PASSPHRASE_FILE_ENV, passphrase_from_env_or_file
     from satvault.signing.errors import NoPassphrase
 
-    environ = {**os.environ}
-    environ.setdefault(PASSPHRASE_FILE_ENV, str(settings.home / "signer.passphrase"))
+    environ = {**os.environ, PASSPHRASE_FILE_ENV: str(passphrase_path(settings))}
     try:
         return passphrase_from_env_or_file(environ)
     except NoPassphrase as exc:

@@ -26,8 +26,10 @@ from satvault.kernel.errors import InvalidInput
 
 __all__ = ["NOT_IN_FREE_TEXT", "NOT_IN_ONE_LINE", "ONE_LINE_PATTERN", "free_text", "one_line"]
 
-_REFUSED = (
-    "\\x00-\\x1f\\x7f-\\x9f"  # controls
+# Controls (C0, DEL, C1) but tab, line feed and carriage return; then those three.
+_CONTROLS_BUT_BREAKS = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f"
+_BREAKS = "\\t\\n\\r"
+_INVISIBLE = (
     "\\u2028\\u2029"  # line and paragraph separators
     # format characters (Unicode's Cf) but the marks and joiners scripts need (U+200C to
     # U+200F): direction controls, zero-width space and word joiner, soft hyphen, the BOM,
@@ -40,32 +42,33 @@ _REFUSED = (
     # letters and marks that draw nothing: Hangul fillers, the grapheme joiner
     "\\u034f\\u115f\\u1160\\u3164\\uffa0"
 )
+_REFUSED = _CONTROLS_BUT_BREAKS + _BREAKS + _INVISIBLE
 ONE_LINE_PATTERN = f"^[^{_REFUSED}]*$"
 """The pattern of such a text (for request schemas, so the OpenAPI document says it too)."""
 NOT_IN_ONE_LINE = re.compile(f"[{_REFUSED}]")
 
 
-# The same but for the line breaks and tabs a reason or a note may hold.
-NOT_IN_FREE_TEXT = re.compile("[" + _REFUSED.replace("\\x00-\\x1f", "\\x00-\\x08\\x0b\\x0c"
-                                                    "\\x0e-\\x1f") + "]")
+# The same but for the tabs and line breaks a reason or a note may hold.
+NOT_IN_FREE_TEXT = re.compile(f"[{_CONTROLS_BUT_BREAKS}{_INVISIBLE}]")
+
+
+def _refuse(refused: re.Pattern[str], value: str, what: str, kinds: str) -> str:
+    found = refused.search(value)
+    if found is not None:
+        raise InvalidInput(f"{what} may not contain U+{ord(found.group()):04X} ({kinds})")
+    return value
 
 
 def one_line(value: str, what: str) -> str:
     """``value`` if it holds none of the characters above; else :class:`InvalidInput`
     naming ``what`` and the first such character's code point."""
-    found = NOT_IN_ONE_LINE.search(value)
-    if found is not None:
-        raise InvalidInput(f"{what} may not contain U+{ord(found.group()):04X} (a control, "
-                           "line-separating or text-direction character)")
-    return value
+    return _refuse(NOT_IN_ONE_LINE, value, what,
+                   "a control, line-separating or text-direction character")
 
 
 def free_text(value: str, what: str) -> str:
     """``value`` if it holds none of the characters above but tabs and line breaks (a
     reason, a note: found from outside, a wallet's freeze reason took a right-to-left
     override); else :class:`InvalidInput`, as :func:`one_line`."""
-    found = NOT_IN_FREE_TEXT.search(value)
-    if found is not None:
-        raise InvalidInput(f"{what} may not contain U+{ord(found.group()):04X} (a control, "
-                           "text-direction or invisible character)")
-    return value
+    return _refuse(NOT_IN_FREE_TEXT, value, what,
+                   "a control, text-direction or invisible character")

@@ -69,8 +69,8 @@ from satvault.payouts.service import check_ever_allowed
 
 __all__ = ["COMMENT_ALLOWED", "MIN_SENDABLE_MSAT", "MIN_VOUCHER_LIFETIME", "SUCCESS_MESSAGE",
            "Refused", "VoucherWithdrawal", "address_invoice", "address_metadata",
-           "address_name", "base_url",
-           "cancel_voucher", "claim_address", "default_voucher_expiry", "host", "open_voucher",
+           "address_name", "base_url", "cancel_voucher", "claim_address",
+           "default_voucher_expiry", "host", "open_voucher",
            "redeem_voucher", "set_voucher_expiry", "visible_voucher", "voucher_by_link",
            "voucher_expiry", "voucher_link"]
 

@@ -95,11 +95,9 @@ from satvault.telemetry import PAYMENT_SECONDS, PAYMENTS
 
 __all__ = ["REFUSALS_WINDOW", "LightningPayer", "OwnInvoice", "PayerReport", "cancel_on_node",
            "check_payment_size", "check_time_to_pay", "fee_reserve", "not_paid_here_and_ours",
-           "own_bolt11",
-           "pay_own_invoice", "payable_at_once", "refusals_since", "refuse_ours_not_taken",
-           "release_held_payment",
-           "request_ln_withdrawal", "reserve_own_invoice", "settle_held_internally",
-           "take_off_node"]
+           "own_bolt11", "pay_own_invoice", "payable_at_once", "refusals_since",
+           "refuse_ours_not_taken", "release_held_payment", "request_ln_withdrawal",
+           "reserve_own_invoice", "settle_held_internally", "take_off_node"]
 
 log = get_logger(__name__)
 RETRYABLE = {"FAILURE_REASON_NO_ROUTE", "FAILURE_REASON_TIMEOUT"}

@@ -52,8 +52,7 @@ from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStat
 
 __all__ = ["DUST_SAT", "BoundInsert", "allows_by_columns", "check_daily_limit",
            "check_ever_allowed", "check_limits_at_release", "check_onchain_amount",
-           "free_to_leave",
-           "insert_within_daily_limit", "limits_left", "request_withdrawal",
+           "free_to_leave", "insert_within_daily_limit", "limits_left", "request_withdrawal",
            "resolve_destination", "usage_columns", "usage_params", "withdrawal_usage",
            "within_limits"]
 

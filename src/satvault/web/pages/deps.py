@@ -158,8 +158,7 @@ def page_language(request: Request, view: SessionView | None) -> Language:
 async def _user(request: Request) -> SessionView:
     view = await _view(request)
     if view is None:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        raise SignInRequired(safe_next(target))
+        raise SignInRequired(_back_here(request))
     if not view.mfa_verified:
         due = await _second_factor_due(request, view)
         if due == "verify":
@@ -170,11 +169,15 @@ async def _user(request: Request) -> SessionView:
                 await revoke_session(session, user_id=view.user_id, session_id=view.id,
                                      actor="system", reason="began without the second "
                                      "factor the account has now")
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            raise SignInRequired(safe_next(target))
+            raise SignInRequired(_back_here(request))
         if due == "enroll" and request.url.path not in ENROLLMENT_PATHS:
             raise EnrollmentRequired()
     return view
+
+
+def _back_here(request: Request) -> str:
+    """Where to come back to after signing in: this page, query and all."""
+    return safe_next(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
 
 
 async def _second_factor_due(request: Request, view: SessionView) -> str | None:
