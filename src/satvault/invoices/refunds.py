@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Wallet
@@ -140,15 +140,10 @@ async def record_refund(session: AsyncSession, *, principal: Principal, invoice_
     # never approve it themselves if the withdrawal policy holds it for approvers.
     initiator = await initiator_of_principal(session, principal)
     wd = await withdraw(session, settings=settings, lightning=lightning, wallet_for=wallet_for,
-                        prepared=prepared, store_id=inv.store_id, payer_wake=payer_wake,
+                        prepared=prepared, store_id=inv.store_id, invoice_id=inv.id,
+                        payer_wake=payer_wake,
                         on_store_invoice=on_store_invoice, purpose="refund",
                         initiator=initiator)
-    # The link the cap above sums by, written to the row itself: some paths write the
-    # withdrawal with a statement of their own and hand back an object the session does not
-    # track (an internal payment), so setting the attribute alone would be lost.
-    linked = await session.execute(update(Withdrawal).where(Withdrawal.id == wd.id)
-                                   .values(invoice_id=inv.id))
-    if linked.rowcount != 1:  # type: ignore[attr-defined]
-        raise RuntimeError(f"refund {wd.id} was not written")
-    wd.invoice_id = inv.id
+    # The link the cap above sums by is written with the row, on every path (an internal
+    # payment writes it with a statement of its own), and named in its events from the first.
     return wd

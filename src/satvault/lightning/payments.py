@@ -274,7 +274,7 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
                                 amount_msat: int | None, settings: Settings,
                                 backend: LightningBackend | None,
                                 original: str | None = None,
-                                store_id: str | None = None,
+                                store_id: str | None = None, invoice_id: str | None = None,
                                 taken_off_node: bool = False,
                                 on_store_invoice: StoreInvoiceHook | None = None) -> Withdrawal:
     """Validate and either settle internally at once or hold and queue an external payment.
@@ -286,7 +286,8 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
         return await pay_own_invoice(session, wallet=wallet, payment_hash=inv.payment_hash,
                                      amount_msat=inv.amount_msat,
                                      destination=original or inv.bolt11, settings=settings,
-                                     store_id=store_id, on_store_invoice=on_store_invoice)
+                                     store_id=store_id, invoice_id=invoice_id,
+                                     on_store_invoice=on_store_invoice)
     # One read: whether it is being paid from here, and whether it is one of ours (settled
     # internally: the internal rail's limits apply, not Lightning's).
     ours_exists = await not_paid_here_and_ours(session, inv.payment_hash)
@@ -303,6 +304,7 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
                                       destination=original or inv.bolt11,
                                       taken_off_node=taken_off_node or backend is None,
                                       fee_bp=settings.invoice_fee_bp, store_id=store_id,
+                                      invoice_id=invoice_id,
                                       on_store_invoice=on_store_invoice)
         await emit_withdrawal_events(session, wd, ("created", "confirmed"))
         return wd
@@ -312,8 +314,8 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
                     destination=original or inv.bolt11, script_pubkey=None,
                     amount_msat=inv.amount_msat, fee_reserve_msat=reserve, fee_msat=None,
                     status=WithdrawalStatus.PENDING, batch_id=None, txid=None,
-                    hold_id=f"wd:{wid}:hold",
-                    created_at=now, updated_at=now, store_id=store_id)
+                    hold_id=f"wd:{wid}:hold", created_at=now, updated_at=now,
+                    store_id=store_id, invoice_id=invoice_id)
     session.add(wd)
     await session.flush()
     platform = await ensure_platform_accounts(session, "BTC")
@@ -417,7 +419,7 @@ _LIVE = LIVE_PAYMENTS
 
 async def pay_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_hash: str,
                           amount_msat: int, destination: str, settings: Settings,
-                          store_id: str | None = None,
+                          store_id: str | None = None, invoice_id: str | None = None,
                           on_store_invoice: StoreInvoiceHook | None = None,
                           wid: str | None = None, also: BoundInsert | None = None) -> Withdrawal:
     """An invoice of ours, already taken off the node (:func:`take_off_node`,
@@ -434,7 +436,7 @@ async def pay_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_hash
                     destination=destination, script_pubkey=None, amount_msat=amount_msat,
                     fee_reserve_msat=0,
                     fee_msat=0, status=WithdrawalStatus.CONFIRMED, batch_id=None, txid=None,
-                    hold_id=f"wd:{wid}:internal", invoice_id=None, created_at=now,
+                    hold_id=f"wd:{wid}:internal", invoice_id=invoice_id, created_at=now,
                     updated_at=now, store_id=store_id)
     await insert_within_daily_limit(session, wd, wallet=wallet, settings=settings, also=also)
     credited = await credit_settled(
@@ -519,7 +521,7 @@ async def reserve_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_
 async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: LnInvoice,
                              amount_msat: int, wid: str, destination: str,
                              taken_off_node: bool, fee_bp: int = 0,
-                             store_id: str | None = None,
+                             store_id: str | None = None, invoice_id: str | None = None,
                              on_store_invoice: StoreInvoiceHook | None = None) -> Withdrawal:
     _refuse_internal(invoice, wallet=wallet, amount_msat=amount_msat)
     now = utcnow()
@@ -527,7 +529,7 @@ async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: 
                     destination=destination,
                     script_pubkey=None, amount_msat=amount_msat, fee_reserve_msat=0, fee_msat=0,
                     status=WithdrawalStatus.CONFIRMED, batch_id=None, txid=None,
-                    hold_id=f"wd:{wid}:internal",
+                    hold_id=f"wd:{wid}:internal", invoice_id=invoice_id,
                     created_at=now, updated_at=now, store_id=store_id)
     session.add(wd)
     await session.flush()

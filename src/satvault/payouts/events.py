@@ -18,6 +18,7 @@ def withdrawal_payload(w: Withdrawal) -> dict[str, Any]:
     return {"id": w.id, "wallet_id": w.wallet_id, "store_id": w.store_id, "method": w.method,
             "status": w.status, "destination": w.destination, "amount_msat": w.amount_msat,
             "fee_msat": w.fee_msat, "fee_reserve_msat": w.fee_reserve_msat, "txid": w.txid,
+            "invoice_id": w.invoice_id,
             "created_at": w.created_at.isoformat(), "updated_at": w.updated_at.isoformat()}
 
 

@@ -464,9 +464,10 @@ def check_onchain_amount(amount_msat: int, kind: str, settings: Settings) -> Non
 
 async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destination: str,
                              amount_msat: int | None, settings: Settings,
-                             store_id: str | None = None,
+                             store_id: str | None = None, invoice_id: str | None = None,
                              status: WithdrawalStatus = WithdrawalStatus.PENDING) -> Withdrawal:
-    """``status``: ``review`` when the risk rules hold it (the payout job skips it)."""
+    """``status``: ``review`` when the risk rules hold it (the payout job skips it);
+    ``invoice_id``: the store invoice it refunds."""
     address, spk, kind, amount = resolve_destination(destination, amount_msat,
                                                      settings.network)
     await _refuse_own_wallet(session, spk)
@@ -482,7 +483,7 @@ async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destinati
                     fee_reserve_msat=reserve,
                     fee_msat=None, status=status, batch_id=None, txid=None,
                     hold_id=f"wd:{wid}:hold", created_at=now, updated_at=now,
-                    store_id=store_id)
+                    store_id=store_id, invoice_id=invoice_id)
     session.add(wd)
     await session.flush()
     platform = await ensure_platform_accounts(session, "BTC")

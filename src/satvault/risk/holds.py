@@ -59,7 +59,8 @@ async def refuse_while_held(session: AsyncSession, payment_hash: str) -> None:
 
 async def hold_ln_for_review(session: AsyncSession, *, wallet: Wallet, bolt11: str,
                              amount_msat: int | None, destination: str, internal: bool,
-                             settings: Settings, store_id: str | None = None) -> Withdrawal:
+                             settings: Settings, store_id: str | None = None,
+                             invoice_id: str | None = None) -> Withdrawal:
     inv = check_invoice(bolt11, network=settings.network, amount_msat=amount_msat)
     check_payment_size(inv.amount_msat, settings)
     if not internal:  # for the node to pay once released (checked again then)
@@ -85,7 +86,7 @@ async def hold_ln_for_review(session: AsyncSession, *, wallet: Wallet, bolt11: s
                     destination=destination, script_pubkey=None, amount_msat=inv.amount_msat,
                     fee_reserve_msat=reserve, fee_msat=None, status=WithdrawalStatus.REVIEW,
                     batch_id=None, txid=None, hold_id=f"wd:{wid}:hold", created_at=now,
-                    updated_at=now, store_id=store_id)
+                    updated_at=now, store_id=store_id, invoice_id=invoice_id)
     session.add(wd)
     await session.flush()
     session.add(RiskHeldInvoice(withdrawal_id=wid, bolt11=inv.bolt11,

@@ -297,6 +297,7 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
                    lightning: LightningBackend | None,
                    wallet_for: Callable[[AsyncSession], Awaitable[Wallet]],
                    prepared: PreparedDestination, store_id: str | None = None,
+                   invoice_id: str | None = None,
                    payer_wake: asyncio.Event | None = None,
                    on_store_invoice: StoreInvoiceHook | None = None,
                    initiator: str | None = None,
@@ -305,7 +306,8 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
     :func:`prepare_destination` has done the remote part. ``wallet_for`` runs the ownership
     check; ``payer_wake`` is set when the node has a payment to make; ``on_store_invoice``
     brings a store invoice paid internally up to date in the same transaction; ``purpose``:
-    ``refund`` for an invoice refund (the rules see the rail as ``refund``); ``initiator``:
+    ``refund`` for an invoice refund (the rules see the rail as ``refund``), ``invoice_id``
+    the store invoice it refunds (on the row and in its events from the first); ``initiator``:
     the user who asked (:func:`~satvault.withdrawals.policy.service.initiator_of`), who may
     never approve it if the withdrawal policy holds it for approvers.
 
@@ -327,7 +329,8 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
             wd = await request_withdrawal(session, wallet=wallet,
                                           destination=prepared.destination,
                                           amount_msat=prepared.amount_msat, settings=settings,
-                                          store_id=store_id, status=WithdrawalStatus.REVIEW)
+                                          store_id=store_id, invoice_id=invoice_id,
+                                          status=WithdrawalStatus.REVIEW)
         else:
             if lightning is None:
                 raise PaymentRefused("Lightning is not configured on this platform")
@@ -335,7 +338,8 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
             wd = await hold_ln_for_review(
                 session, wallet=wallet, bolt11=prepared.bolt11,
                 amount_msat=prepared.amount_msat, destination=prepared.destination,
-                internal=prepared.taken_off_node, settings=settings, store_id=store_id)
+                internal=prepared.taken_off_node, settings=settings, store_id=store_id,
+                invoice_id=invoice_id)
         wd.initiator = initiator  # for the approvers, once its case releases it
         await record(session, screening, subject_type="withdrawal", subject_id=wd.id)
         return wd
@@ -343,7 +347,8 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
         wd = await request_withdrawal(session, wallet=wallet,
                                       destination=prepared.destination,
                                       amount_msat=prepared.amount_msat,
-                                      settings=settings, store_id=store_id)
+                                      settings=settings, store_id=store_id,
+                                      invoice_id=invoice_id)
     else:
         assert prepared.bolt11 is not None
         if lightning is None:
@@ -352,7 +357,8 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
             session, wallet=wallet, bolt11=prepared.bolt11,
             amount_msat=prepared.amount_msat, settings=settings, backend=lightning,
             original=prepared.destination if prepared.kind == "lnurl" else None,
-            store_id=store_id, taken_off_node=prepared.taken_off_node,
+            store_id=store_id, invoice_id=invoice_id,
+            taken_off_node=prepared.taken_off_node,
             on_store_invoice=on_store_invoice)
     await record(session, screening, subject_type="withdrawal", subject_id=wd.id)
     # The withdrawal policy, once the money is held: allow, block (raises: the unit of work

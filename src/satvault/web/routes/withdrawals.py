@@ -77,7 +77,7 @@ def out(w: Withdrawal, ln: LnPayment | None = None) -> WithdrawalOut:
                          payment_hash=ln.payment_hash if ln else None,
                          failure_reason=ln.failure_reason
                          if ln and ln.status == LnPaymentStatus.FAILED else None,
-                         created_at=w.created_at, updated_at=w.updated_at)
+                         invoice_id=w.invoice_id, created_at=w.created_at, updated_at=w.updated_at)
 
 
 @router.post("/wallets/{wallet_id}/withdrawals", response_model=WithdrawalOut,

@@ -31,6 +31,8 @@ class WithdrawalOut(BaseModel):
     txid: str | None
     payment_hash: str | None = None
     failure_reason: str | None = None
+    invoice_id: str | None = Field(
+        default=None, description="The store invoice this withdrawal refunds, if it is a refund.")
     created_at: datetime
     updated_at: datetime
 
