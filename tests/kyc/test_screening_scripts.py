@@ -193,3 +193,56 @@ async def test_a_name_written_backwards_under_a_direction_override_is_screened_a
         r = await c.post("/api/v1/admin/kyc/screen", headers=k.admin,
                          json={"name": "eoD nhoJ"})
         assert r.json()["hits"] == [], r.text
+
+
+async def test_letters_with_a_stroke_and_look_alikes_from_any_script_are_folded(lnenv: LnEnv):
+    """Found from outside: letters Unicode does not decompose (a Polish Ł, a Danish ø, a
+    Serbian đ, the æ ligature) kept their stroke, so "Łukasz Nowak" scored 42 against a
+    listed "Lukasz Nowak" and was approved, as was the listed spelling against a list that
+    wrote the stroke; and look-alikes outside the folded scripts went through: "John Smith"
+    written in Lisu letters scored 10, with Cherokee ones 80, and a private-use character
+    inside a word split it (76). Names are now folded with Unicode's confusables (UTS #39)
+    besides the hand-made table, and private-use and unassigned characters are dropped."""
+    env = lnenv
+    async with env.sessions() as s, s.begin():
+        await load_list(s, ScreeningList.SANCTIONS, [
+            ("Lukasz Nowak", "SDN-1"), ("S\u00f8ren Kj\u00e6r", "SDN-2"),
+            ("Dorde Petrovic", "SDN-3"), ("John Smith", "SDN-4")])
+    async with api_client(env) as c:
+        k = await bench(env, c)
+        for variant, listed in (
+                ("\u0141ukasz Nowak", "Lukasz Nowak"),           # Ł
+                ("Soren Kjaer", "S\u00f8ren Kj\u00e6r"),          # the list wrote ø and æ
+                ("S\u00d8REN KJ\u00c6R", "S\u00f8ren Kj\u00e6r"),
+                ("\u0110or\u0111e Petrovi\u0107", "Dorde Petrovic"),  # Đ, đ, ć
+                ("\ua4d9\ua4f3\ua4e7\ua4e0 \ua4e2\ua4df\ua4f2\ua4d4\ua4e7", "John Smith"),  # Lisu
+                ("\u13abohn \u13damith", "John Smith"),        # Cherokee
+                ("J\ua4f3hn Sm\ua4f2th", "John Smith"),
+                ("Jo\ue000hn Smith", "John Smith"),              # a private-use character
+                ("Jo\U000e0fffhn Smith", "John Smith")):         # an unassigned one
+            r = await c.post("/api/v1/admin/kyc/screen", headers=k.admin,
+                             json={"name": variant})
+            assert r.status_code == 200, r.text
+            assert [h["name"] for h in r.json()["hits"]] == [listed], (variant, r.text)
+            r = await k.record("approve", 1, name=variant)
+            assert r.status_code == 201 and r.json()["decision"] == "blocked", (variant, r.text)
+        assert (await k.wallet())["kyc_tier"] == 0
+        # Other people are still told apart.
+        for other in ("Lukas Novak Jr", "Soren Larsen", "Jane Smithers"):
+            r = await c.post("/api/v1/admin/kyc/screen", headers=k.admin,
+                             json={"name": other})
+            assert r.json()["hits"] == [], (other, r.text)
+
+
+def test_names_loaded_before_get_their_strokes_folded(tmp_path):
+    """Migration 0078: an entry stored with its stroke kept is screened like one loaded now."""
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url, "0077_voucher_initiator")
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        db.execute("INSERT INTO screening_entries (list, name, normalized, reference, "
+                   "loaded_at) VALUES ('sanctions', ?, ?, '', '2026-12-01 00:00:00')",
+                   ("\u0141ukasz Nowak", "nowak \u0142ukasz"))
+    upgrade(url)
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        got = db.execute("SELECT normalized FROM screening_entries").fetchone()[0]
+    assert got == normalize("\u0141ukasz Nowak") == "lukasz nowak"

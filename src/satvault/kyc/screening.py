@@ -3,9 +3,12 @@
 Matching is on a normal form: Unicode NFKD with every mark (combining or not: a variation
 selector too), the invisible format characters (zero-width space and joiners, soft hyphen)
 and the blank letters (Hangul fillers, the Braille blank) dropped (``José`` → ``jose``),
-case-folded, look-alikes of Latin letters (Cyrillic, Greek, Armenian, Latin small capitals
-and IPA letters) folded to them
-(``John`` typed with a Cyrillic ``o`` is ``john``), anything not a letter or digit (of any
+private-use and unassigned characters dropped too, look-alikes of Latin letters folded to them
+(``John`` typed with a Cyrillic ``o`` or in Lisu letters is ``john``; a letter with a stroke
+Unicode does not decompose, ``Ł`` or ``ø``, is its letter): Unicode's confusables (UTS #39,
+from ``confusable_homoglyphs``) for every character one of them names a Latin letter for, and a
+table of our own for Cyrillic, Greek, Armenian, small capitals and IPA letters the
+confusables leave out or read otherwise; case-folded, anything not a letter or digit (of any
 script) a space, tokens sorted and each kept once (``Doe, John``, ``JOHN DOE`` and ``John Doe
 Doe`` are the same name: a word said twice adds nothing to who is named). The score
 (0-100) is the better of difflib's ratio on the sorted tokens and on the tokens both names
@@ -23,7 +26,9 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from functools import cache
 
+from confusable_homoglyphs.confusables import confusables_data
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,8 +59,37 @@ _OTHER = ("\u0131\u0237\u0251\u0261\u0269\u026a\u028f\u029c\u0274\u0280\u0299\u0
           "\u029f\u1d00\u1d04\u1d05\u1d07\u1d0a\u1d0b\u1d0d\u1d0f\u1d18\u1d1b\u1d1c"
           "\u1d20\u1d21\u1d22\ua731\u03c3\u03f3\u0585\u057d\u0578\u0570\u0581\u0566",
           "ijagiiyhnrbglacdejkmoptuvwzsojounhgq")
-_LOOKALIKE = str.maketrans(_CYRILLIC[0] + _GREEK[0] + _OTHER[0],
-                           _CYRILLIC[1] + _GREEK[1] + _OTHER[1])
+_OURS = {ord(a): b for a, b in zip(_CYRILLIC[0] + _GREEK[0] + _OTHER[0],
+                                   _CYRILLIC[1] + _GREEK[1] + _OTHER[1], strict=True)}
+
+
+def _bare(text: str) -> str:
+    """``text`` decomposed, without its marks, case-folded: ``L̸`` is ``l``."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text)
+                   if unicodedata.category(c)[0] != "M").casefold()
+
+
+@cache
+def _lookalikes() -> dict[int, str]:
+    """Every character besides ASCII that Unicode's confusables (UTS #39) name a Latin letter
+    or letters for, once decomposed (``Ł`` is ``L`` with a stroke: ``l``; ``æ`` is ``ae``;
+    a Lisu Ja is ``J``: ``j``), then ours on top (where the confusables read a letter
+    otherwise, Greek ``η`` as ``n``, ours has decided since migration 0049). The shortest
+    reading wins, then the first in the alphabet, so the table is the same on every run.
+    Found from outside: Polish, Danish and Serbian letters kept their strokes (a listed
+    ``Lukasz Nowak`` scored 42 against ``Łukasz Nowak``, approved), and ``John Smith`` in Lisu
+    letters scored 10."""
+    table: dict[int, str] = {}
+    for char, glyphs in confusables_data.items():
+        if len(char) != 1 or char.isascii():
+            continue
+        readings = {_bare(g["c"]) for g in glyphs}
+        latin = sorted((r for r in readings if r and r.isascii() and r.isalpha()),
+                       key=lambda r: (len(r), r))
+        if latin:
+            table[ord(char)] = latin[0]
+    table.update(_OURS)
+    return table
 
 
 # Letters and symbols that show nothing (Hangul fillers, the Braille blank): dropped like the
@@ -63,13 +97,18 @@ _LOOKALIKE = str.maketrans(_CYRILLIC[0] + _GREEK[0] + _OTHER[0],
 _BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
+# Format, private-use and unassigned characters: nothing a name is read by (a private-use
+# character inside "John" split it in two, score 76, approved; found from outside).
+_DROPPED = frozenset({"Cf", "Co", "Cn"})
+
+
 def _shown(c: str) -> bool:
     """Whether ``c`` is kept: not a mark (every mark, not only those with a combining class:
     a variation selector or the combining grapheme joiner has none, shows nothing, and
-    inside a word split it in two, score 71, approved), not a format character, not a
-    blank."""
-    return unicodedata.category(c)[0] != "M" and unicodedata.category(c) != "Cf" \
-        and c not in _BLANKS
+    inside a word split it in two, score 71, approved), not a format, private-use or
+    unassigned character, not a blank."""
+    category = unicodedata.category(c)
+    return category[0] != "M" and category not in _DROPPED and c not in _BLANKS
 
 
 # The embeddings and overrides (LRE, RLE, LRO, RLO), each closed by a PDF or the text's end.
@@ -107,8 +146,12 @@ def normalize(name: str) -> str:
     """Case-, diacritics-, look-alike-, invisible- and punctuation-insensitive form, tokens
     sorted, each once."""
     text = unicodedata.normalize("NFKD", name)
-    text = "".join(c for c in text if _shown(c)).casefold()
-    text = text.translate(_LOOKALIKE)
+    # Folded before and after case-folding: a capital look-alike (Greek Eta, ``H``) reads as
+    # its capital, a small one (``η``, our ``h``) as ours, and a letter case-folding makes
+    # is folded too. What a fold brings is decomposed again, its marks dropped.
+    lookalikes = _lookalikes()
+    text = "".join(c for c in text if _shown(c)).translate(lookalikes).casefold()
+    text = _bare(text.translate(lookalikes))
     return _words(t for t in _NOT_WORD.split(text) if t)
 
 
