@@ -161,3 +161,34 @@ async def test_report_commands_and_bad_periods(day, db_url, tmp_path, monkeypatc
         assert r.exit_code == 1 and "YYYY-MM-DD" in r.stdout
     finally:
         reset_settings_cache()
+
+
+async def test_ctr_counts_a_person_with_the_merchants_they_own(lnenv: LnEnv):
+    """Found from outside: the report grouped by wallet owner, so a user whose own wallet and
+    whose shop's each took in less than the threshold in a day (8,400 and 7,200 USD of a
+    10,000 limit, 15,600 together) was not listed, where the withdrawal limits and the risk
+    rules count the two as one person. The customer is the person: a user with the merchants
+    they own; a merchant nobody owns is a customer of its own."""
+    from satvault.accounts import service as acc
+
+    env = lnenv
+    alice = env.wallet
+    async with env.sessions() as s, s.begin():
+        shop = await acc.create_merchant(s, name="Alice Shop", owner_user_id=alice.owner_id)
+        shop_wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=shop.id)
+        lone = await acc.create_merchant(s, name="Nobody's")
+        lone_wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=lone.id)
+    await chain_in(env, alice, 100_000)          # 60 USD
+    await lightning_in(env, shop_wallet, 80_000)  # 48 USD: 108 USD together
+    await chain_in(env, lone_wallet, 150_000)     # 90 USD: under, on its own
+    today = datetime.now(UTC).date()
+    rates = build_rate_service("fixed", dict(env.settings.fixed_rates))
+    async with env.sessions() as s:
+        report = await ctr_report(s, today, today, settings=env.settings, rates=rates)
+    rows = report["customer_days"]
+    assert [(r["owner_type"], r["owner_id"]) for r in rows] == [("user", alice.owner_id)]
+    row = rows[0]
+    assert row["in_msat"] == 180_000 * SAT and row["in_minor"] == 10_800 and row["over"] == ["in"]
+    assert row["wallets"] == sorted([alice.id, shop_wallet.id])
+    assert row["owners"] == sorted([f"user:{alice.owner_id}", f"merchant:{shop.id}"])
+    assert row["by_rail"] == {"lightning": {"in": 80_000 * SAT}, "onchain": {"in": 100_000 * SAT}}

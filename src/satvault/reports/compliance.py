@@ -154,20 +154,21 @@ def ctr_dict(r: CtrRow) -> dict[str, Any]:
     return {"day": r.day.isoformat(), "owner_type": r.owner_type, "owner_id": r.owner_id,
             "in_msat": r.in_msat, "out_msat": r.out_msat, "in_minor": r.in_minor,
             "out_minor": r.out_minor, "over": r.reasons, "by_rail": r.by_rail,
-            "wallets": sorted(r.wallets), "movements": r.movements}
+            "wallets": sorted(r.wallets), "owners": sorted(r.owners),
+            "movements": r.movements}
 
 
 def ctr_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["day", "owner_type", "owner_id", "in_msat", "out_msat", "in_minor",
-                "out_minor", "over", "rails", "wallets", "movements"])
+                "out_minor", "over", "rails", "wallets", "movements", "owners"])
     for r in rows:
         w.writerow([r["day"], r["owner_type"], r["owner_id"], r["in_msat"], r["out_msat"],
                     r["in_minor"], r["out_minor"], "+".join(r["over"]),
                     " ".join(f"{k}:{v.get('in', 0)}/{v.get('out', 0)}"
                              for k, v in r["by_rail"].items()),
-                    " ".join(r["wallets"]), r["movements"]])
+                    " ".join(r["wallets"]), r["movements"], " ".join(r["owners"])])
     return buf.getvalue()
 
 

@@ -1,6 +1,10 @@
 """The large-transaction report (CTR-style): per customer per business day, money in and money
-out each aggregated across every rail, reported when either total exceeds a fiat threshold
-(default 10,000 USD).
+out each aggregated across every rail and every wallet of the customer, reported when either
+total exceeds a fiat threshold (default 10,000 USD). The customer is the person the withdrawal
+limits and the risk rules count: a user with the merchants they own, or a merchant nobody owns
+(found from outside: grouped by wallet owner, a user's 8,400 USD and their shop's 7,200 USD in
+one day were not listed). Money between two wallets of one person counts as out of one and
+into the other, as it does for two people: the report errs towards listing.
 
 Amounts are converted at one rate for the report (:class:`~satvault.rates.base.Rate`, its
 source and time printed with the report): satvault keeps no history of rates yet, so a report
@@ -38,6 +42,7 @@ class CtrRow:
     out_minor: int = 0
     by_rail: dict[str, dict[str, int]] = field(default_factory=dict)  # rail -> in/out msat
     wallets: set[str] = field(default_factory=set)
+    owners: set[str] = field(default_factory=set)  # "user:…", "merchant:…" of the wallets
     movements: int = 0
 
     @property
@@ -53,7 +58,7 @@ def large_transactions(moves: list[Movement], rate: Rate, threshold_minor: int
     """The customer-days whose money in, or money out, exceeds ``threshold_minor``."""
     rows: dict[tuple[date, str, str], CtrRow] = {}
     for m in moves:
-        key = (m.day, m.owner_type, m.owner_id)
+        key = (m.day, m.person_type, m.person_id)
         row = rows.get(key) or rows.setdefault(key, CtrRow(*key))
         if m.direction == "in":
             row.in_msat += m.amount_msat
@@ -62,6 +67,7 @@ def large_transactions(moves: list[Movement], rate: Rate, threshold_minor: int
         rail = row.by_rail.setdefault(m.rail, defaultdict(int))
         rail[m.direction] += m.amount_msat
         row.wallets.add(m.wallet_id)
+        row.owners.add(m.owner)
         row.movements += 1
     out = []
     for row in rows.values():

@@ -6,8 +6,10 @@
 * out: completed withdrawals (``withdrawals`` in ``confirmed``: on-chain, Lightning, internal,
   refunds included), dated when they completed.
 
-Each row carries the wallet's owner, so a report can aggregate per customer across rails.
-Days are UTC calendar days.
+Each row carries the wallet's owner and the person behind it (a user, with the merchants the
+user owns; a merchant nobody owns is its own: :func:`~satvault.accounts.persons.person_of`, as
+the withdrawal limits and the risk rules count), so a report can aggregate per customer across
+rails and wallets. Days are UTC calendar days.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy import ColumnElement, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Wallet
+from satvault.accounts.persons import person_of
 from satvault.kernel.days import day_end, day_start
 from satvault.lightning.models import LnInvoice, LnInvoiceStatus
 from satvault.onchain.models import CreditState, OnchainPayment
@@ -40,6 +43,12 @@ class Movement:
     rail: str  # "onchain" | "lightning" | "internal"
     amount_msat: int
     ref: str
+    person_type: str = ""  # "user" | "merchant": who stands behind the wallet
+    person_id: str = ""
+
+    @property
+    def owner(self) -> str:
+        return f"{self.owner_type}:{self.owner_id}"
 
 
 def day_bounds(start: date, end: date) -> tuple[datetime, datetime]:
@@ -61,32 +70,37 @@ async def movements(session: AsyncSession, start: date, end: date, *,
         return true() if wallet_id is None else column == wallet_id
 
     out: list[Movement] = []
+    person = person_of(Wallet.id).label("person")
+
+    def moved(day: datetime, r: Any, direction: str, rail: str, amount: int, ref: str
+              ) -> Movement:
+        by = "merchant" if r.owner_type == "merchant" and r.person == r.owner_id else "user"
+        return Movement(day.astimezone(UTC).date(), r.owner_type, r.owner_id, r.wallet_id,
+                        direction, rail, amount, ref, by, r.person)
+
     P = OnchainPayment
     chain = (await session.execute(
         select(P.txid, P.vout, P.value_sat, P.first_seen_at, P.wallet_id, Wallet.owner_type,
-               Wallet.owner_id).join(Wallet, Wallet.id == P.wallet_id)
+               Wallet.owner_id, person).join(Wallet, Wallet.id == P.wallet_id)
         .where(P.credit_state == CreditState.CREDITED, P.first_seen_at >= lo,
                P.first_seen_at < hi, only(P.wallet_id)))).all()
-    out += [Movement(r.first_seen_at.astimezone(UTC).date(), r.owner_type, r.owner_id,
-                     r.wallet_id, "in", "onchain", int(r.value_sat) * MSAT,
-                     f"{r.txid}:{r.vout}") for r in chain]
+    out += [moved(r.first_seen_at, r, "in", "onchain", int(r.value_sat) * MSAT,
+                  f"{r.txid}:{r.vout}") for r in chain]
     lightning = (await session.execute(
         select(LnInvoice.id, LnInvoice.paid_msat, LnInvoice.paid_at, LnInvoice.internal,
-               LnInvoice.wallet_id, Wallet.owner_type, Wallet.owner_id)
+               LnInvoice.wallet_id, Wallet.owner_type, Wallet.owner_id, person)
         .join(Wallet, Wallet.id == LnInvoice.wallet_id)
         .where(LnInvoice.status == LnInvoiceStatus.PAID, LnInvoice.paid_at >= lo,
                LnInvoice.paid_at < hi, only(LnInvoice.wallet_id)))).all()
-    out += [Movement(r.paid_at.astimezone(UTC).date(), r.owner_type, r.owner_id, r.wallet_id,
-                     "in", "internal" if r.internal else "lightning", int(r.paid_msat or 0),
-                     r.id) for r in lightning]
+    out += [moved(r.paid_at, r, "in", "internal" if r.internal else "lightning",
+                  int(r.paid_msat or 0), r.id) for r in lightning]
     gone = (await session.execute(
         select(Withdrawal.id, Withdrawal.method, Withdrawal.amount_msat, Withdrawal.updated_at,
-               Withdrawal.wallet_id, Wallet.owner_type, Wallet.owner_id)
+               Withdrawal.wallet_id, Wallet.owner_type, Wallet.owner_id, person)
         .join(Wallet, Wallet.id == Withdrawal.wallet_id)
         .where(Withdrawal.status == WithdrawalStatus.CONFIRMED, Withdrawal.updated_at >= lo,
                Withdrawal.updated_at < hi, only(Withdrawal.wallet_id)))).all()
-    out += [Movement(r.updated_at.astimezone(UTC).date(), r.owner_type, r.owner_id,
-                     r.wallet_id, "out", str(r.method.value), int(r.amount_msat), r.id)
+    out += [moved(r.updated_at, r, "out", str(r.method.value), int(r.amount_msat), r.id)
             for r in gone]
     out.sort(key=lambda m: (m.day, m.owner_type, m.owner_id, m.direction, m.rail, m.ref))
     return out
