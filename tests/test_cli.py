@@ -339,6 +339,34 @@ def test_init_and_serve_say_in_one_line_that_the_database_does_not_answer(tmp_pa
     assert "hunter2" not in init.stdout + serve.stderr
 
 
+def test_serve_says_in_one_line_that_a_simulator_port_is_taken(tmp_path):
+    """Found from outside: another process on simnet's port (or the Lightning simulator's)
+    made ``serve`` end in an OSError traceback. One line naming the setting, exit 2, and
+    the simulator already started is stopped (its port free again)."""
+    import socket
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ports.db'}"
+    sv_here("db", "upgrade", url=url, home=tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        chain, ln = _free_port(), _free_port()
+        for env, named in (
+                ({"SATVAULT_BITCOIND_URL": f"http://simnet:s3cret@127.0.0.1:{busy}/",
+                  "SATVAULT_LND_URL": f"http://127.0.0.1:{ln}"}, "SATVAULT_BITCOIND_URL"),
+                ({"SATVAULT_BITCOIND_URL": f"http://simnet:s3cret@127.0.0.1:{chain}/",
+                  "SATVAULT_LND_URL": f"http://127.0.0.1:{busy}"}, "SATVAULT_LND_URL")):
+            proc = sv_here("serve", "--port", str(_free_port()), url=url, home=tmp_path,
+                           env=env, check=False)
+            assert proc.returncode == 2, (proc.stdout, proc.stderr)
+            assert proc.stderr.startswith("satvault: the ") and named in proc.stderr, proc
+            assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+            assert "s3cret" not in proc.stderr
+        with socket.socket() as again:  # the chain simulator started second time round: stopped
+            again.bind(("127.0.0.1", chain))
+
+
 def test_serve_refuses_unmigrated_database(tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
     proc = sv_here("serve", "--port", "8765", url=url, home=tmp_path, check=False)

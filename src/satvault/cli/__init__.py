@@ -7,6 +7,7 @@ import asyncio
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
@@ -341,9 +342,17 @@ def serve(
                          "directory to add every process's up (docs/operations.md)\n")
     # The embedded simulators belong to the process that runs the workers.
     embedded = role is not ServeRole.API
-    node = _start_simnet(settings) if embedded and settings.chain_backend == "simnet" else None
-    ln_node = (_start_ln_simnet(settings)
-               if embedded and settings.lightning_backend == "simnet" else None)
+    node = _listening("chain simulator", settings.bitcoind_url, "SATVAULT_BITCOIND_URL",
+                      lambda: _start_simnet(settings)) \
+        if embedded and settings.chain_backend == "simnet" else None
+    try:
+        ln_node = _listening("Lightning simulator", settings.lnd_url, "SATVAULT_LND_URL",
+                             lambda: _start_ln_simnet(settings)) \
+            if embedded and settings.lightning_backend == "simnet" else None
+    except typer.Exit:
+        if node is not None:
+            node.stop()
+        raise
     url = f"http://{settings.host}:{settings.port}"
     chain_url = settings.esplora_url if settings.chain_backend == "esplora" \
         else settings.bitcoind_url
@@ -453,6 +462,18 @@ def _start_ln_simnet(settings: Settings) -> Any:
     # same payment hashes again after a restart.
     return LndRestServer(LnNetwork(seed=secrets.token_hex(16)), node="platform",
                          host=parts.hostname or "127.0.0.1", port=parts.port or 18080).start()
+
+
+def _listening(what: str, url: str, variable: str, start: Callable[[], Any]) -> Any:
+    """``start()``'s simulator, or one line and exit 2 when its address is taken or not ours
+    to listen on (found from outside: a traceback when another process held the port)."""
+    try:
+        return start()
+    except OSError as exc:
+        sys.stderr.write(f"satvault: the {what} cannot listen where {variable} points "
+                         f"({redact_url(url)}): {exc.strerror or exc}. Another process may "
+                         f"hold the port: stop it, or set {variable} to a free one\n")
+        raise typer.Exit(2) from None
 
 
 def _start_simnet(settings: Settings) -> Any:
