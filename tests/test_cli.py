@@ -367,7 +367,26 @@ def test_serve_says_in_one_line_that_a_simulator_port_is_taken(tmp_path):
             again.bind(("127.0.0.1", chain))
 
 
+def test_commands_on_a_database_that_is_not_there_say_so_and_make_nothing(tmp_path):
+    """Found from outside: ``db status`` under a mistyped home made the folder and an empty
+    database in it (so did every other command), which the next command then called a
+    database "without schema". A command that needs a database says it is not there, exit
+    2, and makes nothing; ``init`` and ``db upgrade`` still make one."""
+    typo = tmp_path / "typo"
+    url = f"sqlite+aiosqlite:///{typo / 'satvault.db'}"
+    for args in (("db", "status"), ("user", "create", "--email", "a@example.com"),
+                 ("serve", "--port", str(_free_port()))):
+        proc = sv_here(*args, url=url, home=typo, check=False)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        said = proc.stdout + proc.stderr
+        assert "satvault.db does not exist: run `satvault init`" in said, (args, said)
+        assert not typo.exists(), args
+    sv_here("db", "upgrade", url=url, home=typo)
+    assert last_json(sv_here("db", "status", url=url, home=typo))["up_to_date"] is True
+
+
 def test_serve_refuses_unmigrated_database(tmp_path):
+    (tmp_path / "fresh.db").touch()  # there, without a schema
     url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
     proc = sv_here("serve", "--port", "8765", url=url, home=tmp_path, check=False)
     assert proc.returncode == 2
@@ -403,6 +422,7 @@ def test_serve_banner_shows_no_url_credentials(tmp_path):
 
 
 def test_db_upgrade_and_status(tmp_path):
+    (tmp_path / "x.db").touch()  # there, without a schema (not there at all: exit 2)
     url = f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"
     assert last_json(sv_here("db", "status", url=url, home=tmp_path))["up_to_date"] is False
     sv_here("db", "upgrade", url=url, home=tmp_path)

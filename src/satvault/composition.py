@@ -391,7 +391,9 @@ def open_sessions(engine: AsyncEngine, *, public_url: str = "", event_stream: st
 
 def open_database(settings: Settings, *, pool_size: int | None = None
                   ) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
-    engine = create_engine(settings.database_url,
+    """The configured database, which must be there (a SQLite file that is not:
+    :class:`~satvault.db.DatabaseMissing`, nothing made; ``init`` and ``db upgrade`` make it)."""
+    engine = create_engine(settings.database_url, create=False,
                            pool_size=pool_size if pool_size is not None else settings.db_pool_size)
     return engine, open_sessions(engine, public_url=settings.public_url,
                                  event_stream=settings.event_stream)

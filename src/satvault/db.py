@@ -221,20 +221,44 @@ def async_database_url(url: str) -> str:
     return f"{target}://{rest}"
 
 
+class SchemaNotCurrent(RuntimeError):
+    """The database is not at the schema this satvault needs (``satvault db upgrade``)."""
+
+
+class DatabaseMissing(SchemaNotCurrent):
+    """A SQLite database file that is not there, opened by a command that only works on one
+    that is (found from outside: ``db status`` under a mistyped ``SATVAULT_HOME`` made the
+    folder and an empty database in it, which the next command then found "without
+    schema")."""
+
+
+def _sqlite_file(url: str) -> Path | None:
+    path = url.split("///", 1)[-1].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" and not path.startswith("file:") else None
+
+
 def prepare_sqlite_file(url: str) -> None:
     """For a SQLite URL naming a file: its folder made, and the file created private (its
     secrets are for satvault's user only) before anything opens it."""
     if not url.startswith("sqlite"):
         return
-    path = url.split("///", 1)[-1].split("?", 1)[0]
-    if path and path != ":memory:" and not path.startswith("file:"):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        create_private(Path(path))
+    path = _sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
 
 
-def create_engine(url: str, *, pool_size: int = 20, echo: bool = False) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 20, echo: bool = False,
+                  create: bool = True) -> AsyncEngine:
+    """``create``: a SQLite file that is not there is made (and its folder); otherwise
+    :class:`DatabaseMissing`, before anything is made."""
     url = async_database_url(url)
     if url.startswith("sqlite"):
+        path = _sqlite_file(url)
+        if not create and path is not None and not path.exists():
+            raise DatabaseMissing(
+                f"the database {path} does not exist: run `satvault init` to make it, or "
+                "point SATVAULT_HOME or SATVAULT_DATABASE_URL at the one you meant")
         prepare_sqlite_file(url)
         # One connection. Every SQLite transaction here is BEGIN IMMEDIATE (below), so only
         # one can run at a time anyway; with more connections the others wait in SQLite's busy

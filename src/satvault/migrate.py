@@ -10,15 +10,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from satvault.db import async_database_url
+from satvault.db import SchemaNotCurrent, async_database_url
 
 __all__ = ["SchemaNotCurrent", "alembic_config", "ensure_current", "head_revision", "upgrade"]
 
 _HERE = Path(__file__).parent / "migrations"
-
-
-class SchemaNotCurrent(RuntimeError):
-    pass
 
 
 def alembic_config(url: str) -> Config:
