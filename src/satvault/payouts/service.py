@@ -425,19 +425,29 @@ def resolve_destination(destination: str, amount_msat: int | None, network: str
     return info.address, info.script_pubkey, info.kind, amount_msat
 
 
-async def _refuse_own_wallet(session: AsyncSession, script_pubkey: bytes) -> None:
+async def _refuse_own_wallet(session: AsyncSession, script_pubkey: bytes, *,
+                             wallet: Wallet) -> None:
     """Refuse an address of the platform's own wallets: the semi-cold or cold wallet's, or
     one a move of ours pays (change, sweep, refill). Paid there, the coins stay with the
     platform while the customer's money has left the books: a change output is not credited
-    to anyone, yet spent again as the platform's. A customer's deposit address is a payment
-    to that customer (credited when it confirms) and goes on."""
+    to anyone, yet spent again as the platform's. Refuse too a deposit address of the paying
+    wallet's own owner (found from outside: a merchant's refund to its own invoice's address
+    settled that invoice with the merchant's own money, raised its refund cap and paid the
+    fees on a circle; over Lightning the same is refused). Another customer's deposit address
+    is a payment to that customer (credited when it confirms) and goes on."""
     row = (await session.execute(
-        select(OnchainWallet.role, OnchainAddress.purpose)
+        select(OnchainWallet.role, OnchainAddress.purpose, OnchainAddress.owner_type,
+               OnchainAddress.owner_id)
         .join(OnchainWallet, OnchainWallet.id == OnchainAddress.wallet_id)
         .where(OnchainAddress.script_pubkey == script_pubkey.hex()))).one_or_none()
-    if row is not None and (row.role != "deposit" or row.purpose in INTERNAL_PURPOSES):
+    if row is None:
+        return
+    if row.role != "deposit" or row.purpose in INTERNAL_PURPOSES:
         raise InvalidWithdrawal("this address belongs to one of the platform's own wallets; "
                                 "it cannot receive a withdrawal")
+    if (row.owner_type, row.owner_id) == (wallet.owner_type, wallet.owner_id):
+        raise InvalidWithdrawal("this address is one of this wallet's own deposit addresses: "
+                                "paying it would only send the money round to where it is")
 
 
 def check_onchain_amount(amount_msat: int, kind: str, settings: Settings) -> None:
@@ -470,7 +480,7 @@ async def request_withdrawal(session: AsyncSession, *, wallet: Wallet, destinati
     ``invoice_id``: the store invoice it refunds."""
     address, spk, kind, amount = resolve_destination(destination, amount_msat,
                                                      settings.network)
-    await _refuse_own_wallet(session, spk)
+    await _refuse_own_wallet(session, spk, wallet=wallet)
     check_onchain_amount(amount, kind, settings)
     await check_daily_limit(session, wallet=wallet, amount_msat=amount, settings=settings,
                             rail=WithdrawalMethod.ONCHAIN.value)
