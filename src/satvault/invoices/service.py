@@ -48,6 +48,7 @@ from satvault.invoices.status import (
     Additional,
     InvoiceFacts,
     Status,
+    closed,
     decide,
     next_deadline,
     threshold_msat,
@@ -598,6 +599,12 @@ async def refresh(session: AsyncSession, inv: StoreInvoice, *, settings: Setting
         return True
     now = utcnow()
     monitoring = timedelta(minutes=settings.invoice_monitoring_minutes)
+    if closed(Status(inv.status), expires_at=inv.expires_at, settled_at=inv.settled_at,
+              now=now, monitoring=monitoring):
+        # Watched no more: a payment now shows in the wallet's statement, not on the invoice
+        # (what it received is read from its payments where it counts: the refunds' cap).
+        inv.next_check_at = None
+        return False
     status, extra = decide(InvoiceFacts(
         due_msat=inv.due_msat, tolerance_bp=inv.tolerance_bp, confirmed_msat=credited,
         seen_msat=seen, expires_at=inv.expires_at, full_seen_at=full_at, now=now,

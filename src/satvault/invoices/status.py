@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-__all__ = ["Additional", "InvoiceFacts", "Status", "decide", "next_deadline", "threshold_msat"]
+__all__ = ["Additional", "InvoiceFacts", "Status", "closed", "decide", "next_deadline",
+           "threshold_msat"]
 
 
 class Status(StrEnum):
@@ -72,6 +73,22 @@ def decide(f: InvoiceFacts) -> tuple[Status, Additional]:
         return Status.EXPIRED, Additional.PAID_LATE
     partial = Additional.PAID_PARTIAL if f.seen_msat > 0 else Additional.NONE
     return (Status.EXPIRED if expired else Status.NEW), partial
+
+
+def closed(status: Status, *, expires_at: datetime, settled_at: datetime | None,
+           now: datetime, monitoring: timedelta) -> bool:
+    """Whether payments no longer move the invoice: ``invalid`` (final), ``expired`` once its
+    monitoring window after ``expires_at`` is over, ``settled`` once the window after it
+    settled is. Its money still reaches the wallet; the invoice keeps its status (found from
+    outside: a payment weeks after an abandoned order expired settled it, ``invoice.settled``
+    and all, and a final ``invalid`` turned ``settled`` a block later)."""
+    if status is Status.INVALID:
+        return True
+    if status is Status.EXPIRED:
+        return now >= expires_at + monitoring
+    if status is Status.SETTLED and settled_at is not None:
+        return now >= settled_at + monitoring
+    return False
 
 
 def next_deadline(expires_at: datetime, monitoring: timedelta, now: datetime
