@@ -173,6 +173,36 @@ async def test_a_slow_endpoint_does_not_delay_a_fast_one(sessions, world, receiv
     assert receiver.event_ids("/slow") == ids
 
 
+async def test_one_merchants_slow_endpoints_take_only_their_share_of_the_drains(
+        sessions, world, receiver, clock, dispatchers):
+    """Found from outside: a merchant with 220 webhooks (11 stores) answering after 9.5 s
+    held every one of the process's 200 drains, and another tenant's events waited 75 s. A
+    merchant's endpoints, all its stores' together, drain at most
+    ``max_endpoints_per_merchant`` at once; the others start at once beside them."""
+    slow = asyncio.Event()
+    for i in range(3):  # the merchant's two stores, three slow endpoints
+        store = world.store if i % 2 else world.sibling_store
+        await add_webhook(sessions, store, receiver.url(f"/slow{i}"))
+        receiver.answer(f"/slow{i}", (200, slow))
+    await add_webhook(sessions, world.foreign_store, receiver.url("/other"))
+    slow_ids = (await emit_invoice(sessions, world.store, 2)
+                + await emit_invoice(sessions, world.sibling_store, 2, start=3))
+    other_ids = await emit_invoice(sessions, world.foreign_store, 2, start=5)
+    d = dispatchers(max_endpoints=3, max_endpoints_per_merchant=2)
+    assert await d.step() == 3  # two of the merchant's, and the other tenant's
+    await eventually(lambda: receiver.event_ids("/other") == other_ids)
+    busy = [p for p in ("/slow0", "/slow1", "/slow2") if receiver.calls[p]]
+    assert len(busy) == 2, busy
+    assert await d.step() == 0  # the merchant's share is taken, the third waits
+    slow.set()
+    await d.wait_idle()
+    await d.run_once()  # the third, once one of the merchant's drains ended
+    for path in ("/slow0", "/slow1", "/slow2"):
+        store_ids = [i for i in slow_ids
+                     if (i in slow_ids[:2]) == (path == "/slow1")]
+        assert receiver.event_ids(path) == store_ids, path
+
+
 async def test_redirects_are_not_followed_and_timeouts_fail(sessions, world, receiver, clock,
                                                             dispatchers):
     moved, _ = await add_webhook(sessions, world.store, receiver.url("/moved"))
