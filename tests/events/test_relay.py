@@ -444,3 +444,85 @@ async def test_a_writer_the_fence_cannot_see_into_still_holds_it(engine, db_url)
             for role in (writer, reader):
                 await c.execute(text(f"DROP ROLE {role}"))
             await c.commit()
+
+
+async def _publish_raw(stream: JetStream, subject: str, body: bytes,
+                       headers: dict[str, str]) -> None:
+    """Someone else publishing on the stream's subjects (what NATS permissions should stop)."""
+    async with JetStream(stream.settings) as other:
+        await other.ensure_stream()
+        await other.js.publish(f"{stream.settings.prefix}.{subject}", body,
+                               stream=stream.settings.stream, headers=headers)
+
+
+async def test_a_message_that_is_no_event_is_dropped_and_the_fanout_goes_on(
+        engine, sessions, world, receiver, stream):
+    """Found from outside: one message on the stream whose id header was no number (or whose
+    body was no JSON object) stopped the webhook fan-out for every store until a person
+    deleted it: the consumer raised on every fetch and never acknowledged it. It is now
+    terminated and logged, and the events after it are handled."""
+    hook, _ = await add_webhook(sessions, world.store, receiver.url("/hook"))
+    await _publish_raw(stream, "invoice.inv_poison", b"[1,2]", {"Nats-Msg-Id": "abc"})
+    await _publish_raw(stream, "invoice.inv_poison2", b"not json", {"Nats-Msg-Id": "77"})
+    nats_sessions = open_sessions(engine, event_stream="nats")
+    async with nats_sessions() as s, s.begin():
+        real = await emit(s, type="invoice.created", subject_type="invoice",
+                          subject_id="inv_real", payload={"id": "inv_real"},
+                          store_id=world.store)
+    relay = make_relay(sessions, stream)
+    assert await relay.tick() == 1
+    await relay.close()
+    consumer = DurableConsumer(JetStream(stream.settings), "webhooks-poison",
+                               WebhookFanout(sessions))
+    assert await consumer.step(timeout=0.3) == 1
+    assert consumer.refused == 2
+    assert [d.event_id for d in await deliveries(sessions, hook)] == [real]
+    await consumer.delete()
+    await consumer.stream.close()
+
+
+async def test_an_event_the_outbox_does_not_have_moves_no_position(
+        engine, sessions, world, receiver, stream):
+    """Found from outside: a message naming an event id the outbox did not have (a forged
+    ``Nats-Msg-Id: 888888888`` on an invoice's subject) was acknowledged as handled and set
+    the consumer's position for that subject, so every real event of the invoice after it
+    was skipped until a restart. Such a message is refused (terminated, logged) and moves
+    nothing."""
+    hook, _ = await add_webhook(sessions, world.store, receiver.url("/hook"))
+    forged = json.dumps({"id": 888888888, "type": "invoice.settled", "created_at": "x",
+                         "data": {"id": "inv_x"}}).encode()
+    await _publish_raw(stream, "invoice.inv_x", forged,
+                       {"Nats-Msg-Id": "888888888", "Satvault-Event-Type": "invoice.settled"})
+    nats_sessions = open_sessions(engine, event_stream="nats")
+    async with nats_sessions() as s, s.begin():
+        real = [await emit(s, type=t, subject_type="invoice", subject_id="inv_x",
+                           payload={"id": "inv_x"}, store_id=world.store)
+                for t in ("invoice.created", "invoice.settled")]
+    relay = make_relay(sessions, stream)
+    assert await relay.tick() == 2
+    await relay.close()
+    consumer = DurableConsumer(JetStream(stream.settings), "webhooks-forged",
+                               WebhookFanout(sessions))
+    assert await consumer.step(timeout=0.3) == 2
+    assert consumer.refused == 1
+    assert [d.event_id for d in await deliveries(sessions, hook)] == real
+    await consumer.delete()
+    await consumer.stream.close()
+
+
+async def test_a_message_published_ahead_under_an_events_id_does_not_stand_for_it(
+        engine, sessions, stream):
+    """Found from outside: a message published by someone else under the id the next
+    outbox event was to have (``Nats-Msg-Id: 9``) made JetStream drop the real event as a
+    duplicate, and the relay counted it as published: the event never reached the stream. A
+    duplicate whose stored message is not the event is refused: the relay stops before it,
+    its cursor not past it, and says so."""
+    ids = await emit_events(sessions, MIXED[:3])
+    await _publish_raw(stream, "invoice.inv_b", b'{"forged": true}',
+                       {"Nats-Msg-Id": str(ids[1])})
+    relay = make_relay(sessions, stream)
+    with pytest.raises(StreamUnavailable, match=f"event {ids[1]}"):
+        await relay.step()
+    async with sessions() as s:
+        assert await cursor_position(s) == ids[0]  # the first went out; not the forged one
+    await relay.close()

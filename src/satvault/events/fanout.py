@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.db import insert_ignoring, utcnow
 from satvault.events.catalog import matches
-from satvault.events.jetstream import StreamEvent
+from satvault.events.jetstream import Refused, StreamEvent
 from satvault.events.models import DeliveryStatus, OutboxEvent, Webhook, WebhookDelivery
 from satvault.events.outbox import envelope, mark_changed
 from satvault.kernel.ids import new_id
@@ -61,9 +61,8 @@ class WebhookFanout:
         now = utcnow()
         async with self.sessions() as s, s.begin():
             event = await s.get(OutboxEvent, message.event_id)
-            if event is None:
-                log.warning("webhook_fanout_unknown_event", event_id=message.event_id)
-                return
+            if event is None:  # none of ours: refused, so it moves no position
+                raise Refused(f"event {message.event_id} is not in the outbox")
             if event.store_id is None:
                 return
             # The webhooks that were on when the event was made (as the outbox mode picks

@@ -39,7 +39,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from satvault.events.errors import StreamUnavailable
 from satvault.logs import get_logger
 
-__all__ = ["DurableConsumer", "JetStream", "StreamEvent", "StreamSettings", "subject_for"]
+__all__ = ["DurableConsumer", "JetStream", "Refused", "StreamEvent", "StreamSettings",
+           "subject_for"]
 
 log = get_logger(__name__)
 
@@ -193,7 +194,30 @@ class JetStream:
         except (nats.errors.Error, TimeoutError) as exc:
             raise StreamUnavailable(f"publishing event {event_id} failed: "
                                     f"{type_name(exc)}") from exc
+        if ack.duplicate:
+            await self._same_as_stored(int(ack.seq), subject, body, event_id)
         return int(ack.seq), bool(ack.duplicate)
+
+    async def _same_as_stored(self, seq: int, subject: str, body: bytes, event_id: int) -> None:
+        """A duplicate stands for the event only if the stream holds the event itself: ours,
+        published before a crash or a lost lease. Anything else under its id was published by
+        someone else, and would make JetStream drop the event for its duplicate window (found
+        from outside: a message published ahead as ``Nats-Msg-Id: 9`` and event 9 never
+        reached the stream, the relay counting it as sent). Refused: the relay stops before
+        it and publishes it once the window has passed."""
+        try:
+            stored = await self.js.get_msg(self.settings.stream, seq=seq)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise StreamUnavailable(f"cannot read back event {event_id}: "
+                                    f"{type_name(exc)}") from exc
+        if stored.subject != subject or bytes(stored.data or b"") != body:
+            log.error("event_stream_foreign_message", event_id=event_id, seq=seq,
+                      subject=stored.subject, note="someone else publishes on the stream's "
+                      "subjects: allow only satvault's relay to publish (docs/security.md)")
+            raise StreamUnavailable(
+                f"the stream holds a message that is not event {event_id} under its id "
+                f"(sequence {seq}): publishing stops until JetStream's duplicate window has "
+                "passed; allow only satvault's relay to publish on the stream's subjects")
 
     async def last_seq(self) -> int:
         try:
@@ -268,6 +292,11 @@ def type_name(exc: BaseException) -> str:
 Handler = Callable[[StreamEvent], Awaitable[None]]
 
 
+class Refused(Exception):
+    """A handler's answer that a message is none of ours (an event the outbox does not
+    have): it is terminated, not delivered again, and moves no position."""
+
+
 class DurableConsumer:
     """A durable pull consumer on ``<prefix>.<filter>``: JetStream remembers how far it got
     (acknowledged messages), so a restarted process carries on where it stopped. Delivery is
@@ -288,6 +317,7 @@ class DurableConsumer:
         self._seen: dict[str, int] = {}
         self.handled = 0
         self.skipped = 0
+        self.refused = 0  # messages terminated: not an event, or one the handler refused
 
     async def _subscription(self) -> Any:
         if self._sub is None:
@@ -307,7 +337,10 @@ class DurableConsumer:
         """Handle up to ``batch`` waiting messages, one at a time (the consumer allows one
         unacknowledged message, so a redelivery never overtakes a later event); returns how
         many were handled. A handler's exception is raised after the message was told to
-        come back (``nak``)."""
+        come back (``nak``). A message that is no event (no numeric id, no JSON object), or
+        that the handler :class:`Refused`, is terminated and logged, and the next one is
+        handled (found from outside: one such message stopped the webhook fan-out for every
+        store, fetched and failed again and again)."""
         done = 0
         for _ in range(batch):
             try:
@@ -318,7 +351,13 @@ class DurableConsumer:
                     break
             except (nats.errors.Error, TimeoutError) as exc:
                 raise StreamUnavailable(f"consumer {self.name}: {exc}") from exc
-            event = _event(msg)
+            try:
+                event = _event(msg)
+                if not isinstance(event.envelope, dict) or event.event_id <= 0:
+                    raise ValueError("not an event")
+            except (KeyError, ValueError, TypeError, AttributeError, UnicodeDecodeError):
+                await self._refuse(msg, reason="not an event")
+                continue
             if event.event_id <= self._seen.get(event.subject, 0):
                 self.skipped += 1
                 await msg.ack_sync()
@@ -327,6 +366,9 @@ class DurableConsumer:
                 await self.handler(event)
             except asyncio.CancelledError:
                 raise
+            except Refused as exc:
+                await self._refuse(msg, reason=str(exc))
+                continue
             except Exception:
                 await msg.nak()
                 raise
@@ -335,6 +377,13 @@ class DurableConsumer:
             self.handled += 1
             done += 1
         return done
+
+    async def _refuse(self, msg: Msg, *, reason: str) -> None:
+        self.refused += 1
+        log.error("event_stream_message_refused", consumer=self.name, subject=msg.subject,
+                  reason=reason, note="terminated: someone else may publish on the stream's "
+                  "subjects (docs/security.md)")
+        await msg.term()
 
     async def close(self) -> None:
         """Stop fetching (the durable consumer stays on the server, with its position)."""
