@@ -135,7 +135,8 @@ async def test_delivery_log_and_redelivery(make_app, world, sessions, receiver, 
         assert failed["status"] == "failed" and failed["last_status_code"] == 500
         (attempt,) = failed["attempt_log"]
         assert attempt["status_code"] == 500 and attempt["response_excerpt"] == "answer 500"
-        assert attempt["request_headers"]["Satvault-Signature"].startswith("t=")
+        signature = attempt["request_headers"]["Satvault-Signature"]
+        assert signature.startswith("t=") and signature.endswith(",v1=(not logged)"), signature
         assert attempt["next_attempt_at"] is not None and attempt["duration_ms"] >= 0
         only_failed = (await c.get(f"{base}/{hook}/deliveries?status=failed",
                                    headers=world.auth("store"))).json()
