@@ -70,6 +70,26 @@ async def test_a_refund_without_an_amount_sends_what_is_left(lnenv: LnEnv, lnurl
     await env.check()
 
 
+async def test_an_invoice_that_received_nothing_says_so(lnenv: LnEnv, shop):  # noqa: F811
+    """Found from outside: refunding an invoice nobody paid said "refunds of this invoice
+    already add up to what it received (0 msat)"."""
+    from tests.invoices.test_invoices import create
+
+    env = lnenv
+    refunder = await refunder_key(env, shop)
+    async with api_client(env) as c:
+        inv = (await create(c, shop, "unpaid", amount="1000", currency="SATS")).json()
+        for body in ({"destination": env.network.create_invoice("customer2", 500 * SAT).bolt11},
+                     {"destination": "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
+                      "amount_msat": 500 * SAT}):
+            r = await c.post(f"/api/v1/invoices/{inv['id']}/refunds", json=body,
+                             headers={**refunder, "Idempotency-Key": str(len(body))})
+            assert r.status_code == 422, r.text
+            assert r.json()["detail"] == ("this invoice has received no payment: there is "
+                                          "nothing to refund"), r.text
+    await env.check()
+
+
 async def test_an_amountless_bolt11_is_refunded_what_is_left(lnenv: LnEnv,
                                                              shop):  # noqa: F811
     env = lnenv

@@ -98,6 +98,13 @@ async def test_create_refusals(ln: LnEnv):
     for body, status, slug in cases:
         r = await ln.client.post(url, json=body, headers=ln.auth("alice"))
         assert (r.status_code, r.json()["type"].rsplit("/", 1)[1]) == (status, slug), r.text
+        if slug == "insufficient-funds":
+            # Found from outside: the detail was the ledger's "transfer 'wd:…:hold'
+            # rejected: exceeds_credits", an internal key and a code, not what was wrong.
+            assert r.json()["detail"] == (
+                "the wallet's available balance does not cover this (the amount, and any "
+                "fee reserve held with it)"), r.text
+            assert r.json()["result"] == "exceeds_credits"
     assert (await ln.client.post(url, json={"amount_msat": 1_000},
                                  headers=ln.auth("bob"))).status_code == 404
     assert (await ln.client.post(url, json={"amount_msat": 1_000},

@@ -57,6 +57,9 @@ async def _refunded_msat(session: AsyncSession, invoice_id: str) -> int:
 
 
 def _over_the_cap(received: int, left: int) -> InvalidInput:
+    if received <= 0:  # found from outside: "already add up to what it received (0 msat)"
+        return InvalidInput("this invoice has received no payment: there is nothing to "
+                            "refund")
     if left <= 0:
         return InvalidInput(f"nothing is left to refund: refunds of this invoice already add "
                             f"up to what it received ({received} msat)")

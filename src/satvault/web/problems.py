@@ -27,6 +27,7 @@ from satvault.kernel.errors import ConcurrentUpdate, StaleVersion
 from satvault.kernel.retrying import db_unavailable, is_retryable
 from satvault.kyc import errors as kyc
 from satvault.ledger import errors as led
+from satvault.ledger.core import Result
 from satvault.ledger.history import InvalidCursor
 from satvault.lightning import errors as ln
 from satvault.logs import get_logger
@@ -126,6 +127,8 @@ def _register_late() -> None:
 
 # LNURL endpoints are called from wallets' web pages too (LUD-01 asks for it).
 LNURL_CORS = {"Access-Control-Allow-Origin": "*"}
+# The ledger's refusals that mean the money is not there.
+_SHORT = frozenset({Result.EXCEEDS_CREDITS, Result.EXCEEDS_DEBITS})
 
 
 def lnurl_error(reason: str) -> JSONResponse:
@@ -180,6 +183,11 @@ def problem_for(exc: Exception) -> JSONResponse | None:
     if isinstance(exc, po.CannotCancel):
         extra["withdrawal_status"] = exc.status
     detail = str(exc)
+    if isinstance(exc, led.InsufficientFunds) and exc.result in _SHORT:
+        # Said as what was wrong (found from outside: the ledger's own words named an
+        # internal transfer key and a result code); the code stays in ``result``.
+        detail = ("the wallet's available balance does not cover this (the amount, and any "
+                  "fee reserve held with it)")
     if status == 502:
         log.warning("backend_error", error=type(exc).__name__, detail=detail)
         detail = "the Bitcoin or Lightning node refused or could not handle this request"
