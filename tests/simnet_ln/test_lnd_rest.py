@@ -94,6 +94,15 @@ async def test_cancel_invoice(backend: LndBackend, net: LnNetwork) -> None:
     assert net.pay("customer1", inv.bolt11).status is SimStatus.FAILED
 
 
+async def test_cancelling_an_invoice_the_node_does_not_have_is_done(backend: LndBackend
+                                                                     ) -> None:
+    """Nobody can pay an invoice the node does not know, so cancelling one is done, as with
+    CLN (found from outside: after the node forgot its invoices, LND's "unable to locate
+    invoice" made the invoice worker try the cancel again every second, for minutes)."""
+    await backend.cancel_invoice("ab" * 32)
+    assert await backend.lookup_invoice("ab" * 32) is None
+
+
 async def test_expired_invoice_reads_as_canceled(backend: LndBackend, net: LnNetwork) -> None:
     inv = await backend.create_invoice(10_000, expiry=60)
     net.advance_time(120)
