@@ -389,11 +389,12 @@ def open_sessions(engine: AsyncEngine, *, public_url: str = "", event_stream: st
                           webhook_fanout=event_stream != "nats")
 
 
-def open_database(settings: Settings, *, pool_size: int | None = None
+def open_database(settings: Settings, *, pool_size: int | None = None, create: bool = False
                   ) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
-    """The configured database, which must be there (a SQLite file that is not:
-    :class:`~satvault.db.DatabaseMissing`, nothing made; ``init`` and ``db upgrade`` make it)."""
-    engine = create_engine(settings.database_url, create=False,
+    """The configured database, which must be there unless ``create`` (a SQLite file that is
+    not: :class:`~satvault.db.DatabaseMissing`, nothing made; ``init`` and ``db upgrade``
+    make it; the app, whose start-up checks the schema, is given ``create``)."""
+    engine = create_engine(settings.database_url, create=create,
                            pool_size=pool_size if pool_size is not None else settings.db_pool_size)
     return engine, open_sessions(engine, public_url=settings.public_url,
                                  event_stream=settings.event_stream)
@@ -563,7 +564,7 @@ class Platform:
     def wire(cls, settings: Settings, *, engine: AsyncEngine | None = None,
              runtime: Runtime | None = None) -> Platform:
         if engine is None:
-            engine, sessions = open_database(settings)
+            engine, sessions = open_database(settings, create=True)
             return cls(settings, engine, sessions, runtime, own_engine=True)
         return cls(settings, engine, open_sessions(engine, public_url=settings.public_url,
                                                    event_stream=settings.event_stream),

@@ -180,3 +180,29 @@ async def test_expired_idempotency_keys_are_purged(env: Env, keys, clock):
         replay = await c.post(url, headers=h(keys["full"], "new"), json=body)
         assert replay.headers["idempotent-replayed"] == "true" and replay.json() == new.json()
     await env.check()
+
+
+async def test_a_key_still_claimed_says_when_to_come_back(env: Env, keys):
+    """Found from outside: after a crash in the middle of a withdrawal, its retry with the
+    same key met 409 "still being processed" for a minute (the claim of the dead process
+    waits to go stale), with nothing saying when to try again. The 409 carries
+    ``Retry-After``: the seconds until such a claim may be taken over."""
+    from sqlalchemy import update
+
+    from satvault.db import utcnow
+    from satvault.idempotency_models import IdempotencyKey, IdempotencyStatus
+
+    await fund(env, 200_000)
+    body = {"destination": DEST, "amount_msat": 10_000 * SAT}
+    url = f"/api/v1/wallets/{env.wallet.id}/withdrawals"
+    async with api_client(env) as c:
+        first = await c.post(url, headers=h(keys["full"], "crashed"), json=body)
+        assert first.status_code == 201, first.text
+        async with env.sessions() as s, s.begin():  # as a claim whose process just stopped
+            await s.execute(update(IdempotencyKey).where(IdempotencyKey.key == "crashed")
+                            .values(status=IdempotencyStatus.RUNNING, heartbeat_at=utcnow()))
+        again = await c.post(url, headers=h(keys["full"], "crashed"), json=body)
+    assert again.status_code == 409, again.text
+    stale = env.settings.idempotency_stale_seconds
+    assert stale - 2 <= int(again.headers["retry-after"]) <= stale
+    assert f"taken over within {again.headers['retry-after']} s" in again.json()["detail"]

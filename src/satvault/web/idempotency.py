@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -71,7 +72,12 @@ class IdempotencyConflict(SatvaultError):
 
 
 class IdempotencyInProgress(SatvaultError):
-    """The first request with this key is still running."""
+    """The first request with this key is still running; ``retry_after``: the seconds until
+    a claim whose process stopped may be taken over (``Retry-After`` on the 409)."""
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
 
 
 class IdempotencyClaimLost(SatvaultError):
@@ -145,8 +151,13 @@ async def _claim(sessions: async_sessionmaker[AsyncSession], owner: str, key: st
                 return _replay(row)
             alive_at = row.heartbeat_at or row.created_at
             if alive_at > now - stale:
+                # Found from outside: after a crash mid-request the retry met this for a
+                # minute with nothing saying when to come back.
+                wait = math.ceil((alive_at + stale - now).total_seconds())
                 raise IdempotencyInProgress(
-                    "a request with this Idempotency-Key is still being processed")
+                    "a request with this Idempotency-Key is still being processed (if the "
+                    f"process that took it stopped, it can be taken over within {wait} s)",
+                    retry_after=wait)
             # The owner stopped beating: its process is gone and its work never committed.
             row.claim_token, row.heartbeat_at = token, now
             return None

@@ -194,8 +194,9 @@ def problem_for(exc: Exception) -> JSONResponse | None:
     resp = problem(status, slug, detail, **extra)
     if status == 401:
         resp.headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, au.AccountLocked):
-        resp.headers["Retry-After"] = str(exc.retry_after)
+    retry_after = getattr(exc, "retry_after", None)  # a lock, a claim still running
+    if isinstance(retry_after, int) and slug in ("account-locked", "idempotency-key-in-use"):
+        resp.headers["Retry-After"] = str(retry_after)
     return resp
 
 
