@@ -12,8 +12,9 @@ For each message, in one transaction:
 
 * the event is read back from the outbox by its id (the database is the source of truth; the
   message only says which event);
-* every enabled webhook of the event's store subscribed to its type, and created no later
-  than the event (a webhook hears what happens after it exists, as with the outbox fan-out),
+* every webhook of the event's store enabled when the event was made (the last of its
+  ``webhook_switches`` at or before the event's time) and subscribed to its type, created no
+  later than the event (a webhook hears what happens after it exists, as with the outbox fan-out),
   gets a delivery; the unique ``(webhook_id, event_id)`` makes a second delivery of the same
   message (a redelivery, a restart, a replay of the whole stream) queue nothing more;
 * the webhook worker of this process is woken once it commits.
@@ -26,13 +27,19 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, or_, select
+from sqlalchemy import Table, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.db import insert_ignoring, utcnow
 from satvault.events.catalog import matches
 from satvault.events.jetstream import Refused, StreamEvent
-from satvault.events.models import DeliveryStatus, OutboxEvent, Webhook, WebhookDelivery
+from satvault.events.models import (
+    DeliveryStatus,
+    OutboxEvent,
+    Webhook,
+    WebhookDelivery,
+    WebhookSwitch,
+)
 from satvault.events.outbox import envelope, mark_changed
 from satvault.kernel.ids import new_id
 from satvault.logs import get_logger
@@ -66,15 +73,16 @@ class WebhookFanout:
             if event.store_id is None:
                 return
             # The webhooks that were on when the event was made (as the outbox mode picks
-            # them, in the event's own transaction): the switch as it is, unless it moved
-            # since; a delivery for one switched off since waits until it is on again.
-            unswitched = or_(Webhook.switched_at.is_(None),
-                             Webhook.switched_at <= event.created_at)
-            on_then = or_(and_(unswitched, Webhook.enabled.is_(True)),
-                          and_(~unswitched, Webhook.enabled.is_(False)))
+            # them, in the event's own transaction): the switch in force then, however often
+            # it moved since; a delivery for one switched off since waits until it is on.
+            on_then = (select(WebhookSwitch.enabled)
+                       .where(WebhookSwitch.webhook_id == Webhook.id,
+                              WebhookSwitch.at <= event.created_at)
+                       .order_by(WebhookSwitch.at.desc(), WebhookSwitch.id.desc())
+                       .limit(1).correlate(Webhook).scalar_subquery())
             hooks = (await s.execute(
                 select(Webhook.id, Webhook.events)
-                .where(Webhook.store_id == event.store_id, on_then,
+                .where(Webhook.store_id == event.store_id, on_then == literal(True),
                        Webhook.created_at <= event.created_at)
                 .order_by(Webhook.id))).all()
             body = envelope(event.id, event.type, event.created_at, event.payload)

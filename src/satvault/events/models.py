@@ -102,6 +102,22 @@ class Webhook(Base):
         return self.events.split()
 
 
+class WebhookSwitch(Base):
+    """Every time a webhook was switched on or off (and its state at creation): the NATS
+    fan-out, which runs after the event's transaction, reads the switch in force when the
+    event was emitted (found from outside: knowing only the last switch, a webhook switched
+    off and on again after an event got nothing, one switched on and off again got it)."""
+
+    __tablename__ = "webhook_switches"
+
+    id: Mapped[int] = mapped_column(IdInt, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_webhook_switches_webhook_at", "webhook_id", "at"),)
+
+
 class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
 

@@ -32,6 +32,7 @@ from satvault.events.models import (
     Webhook,
     WebhookAttempt,
     WebhookDelivery,
+    WebhookSwitch,
 )
 from satvault.events.ssrf import CheckedUrl
 from satvault.kernel.errors import NotFound
@@ -101,6 +102,7 @@ async def create_webhook(session: AsyncSession, *, store_id: str, url: CheckedUr
                       created_at=utcnow())
     session.add(webhook)
     await session.flush()
+    session.add(WebhookSwitch(webhook_id=webhook.id, enabled=True, at=webhook.created_at))
     await record(session, actor=actor, action="webhook.create", object=webhook.id,
                  after={"store_id": store.id, "url": webhook.url, "events": subscription,
                         "enabled": True})
@@ -137,6 +139,8 @@ async def update_webhook(session: AsyncSession, *, webhook: Webhook,
     if enabled is not None:
         if enabled != webhook.enabled:
             webhook.switched_at = utcnow()
+            session.add(WebhookSwitch(webhook_id=webhook.id, enabled=enabled,
+                                      at=webhook.switched_at))
         webhook.enabled = changes["enabled"] = enabled
     await session.flush()
     await record(session, actor=actor, action="webhook.update", object=webhook.id,
