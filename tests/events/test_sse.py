@@ -394,3 +394,26 @@ async def test_a_malformed_position_is_an_invalid_stream(make_app, sessions, wor
                                  headers={"Authorization": f"Bearer {key}"})
             assert r.status_code == 422
             assert r.json()["type"].endswith("/invalid-characters"), r.text
+
+
+async def test_a_position_past_the_last_event_is_an_invalid_stream(make_app, sessions, world):
+    """Found from outside: ``Last-Event-ID: 999999999999999999`` opened a stream that then
+    stayed silent for good (every event was "already the client's"). A position past the
+    last event there is, in the header or the query, on either kind of stream, is refused;
+    the last event's own position is a position."""
+    ids = await emit_for(sessions, "inv_a", "invoice.created")
+    async with sessions() as s, s.begin():
+        wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=world.merchant)
+        _, key = await acc.create_api_key(s, owner_id=world.merchant, scopes=["wallet:read"])
+    url = "/api/v1/events/stream"
+    async with api_client(make_app()) as client:
+        for params in ({"invoice_id": "inv_a"}, {"wallet_id": wallet.id}):
+            for ahead in ("999999999999999999", f"{ids[-1]}:{ids[-1] + 5}"):
+                r = await client.get(url, params={**params, "last_event_id": ahead},
+                                     headers={"Authorization": f"Bearer {key}"})
+                assert r.status_code == 422, (params, ahead, r.text)
+                assert r.json()["type"].endswith("/invalid-stream"), r.text
+                assert "past the last event" in r.json()["detail"]
+                r = await client.get(url, params=params, headers={
+                    "Authorization": f"Bearer {key}", "Last-Event-ID": ahead})
+                assert r.status_code == 422, (params, ahead, r.text)

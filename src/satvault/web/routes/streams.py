@@ -330,6 +330,19 @@ PositionQuery = Annotated[str | None, Query(alias="last_event_id", description=_
 PositionHeader = Annotated[str, Header(description=_POSITION)]
 
 
+async def _refuse_ahead(session: AsyncSession, after: StreamCursor | None) -> None:
+    """Refuse a position past the last event there is: no frame gave it, and from it every
+    event would count as the client's already (found from outside: ``Last-Event-ID:
+    999999999999999999`` opened a stream that stayed silent for good)."""
+    if after is None:
+        return
+    furthest = max(after.complete, max(after.above, default=0))
+    last = (await session.execute(select(func.max(OutboxEvent.id)))).scalar_one_or_none()
+    if furthest > (last or 0):
+        raise InvalidStream(f"Last-Event-ID is past the last event ({last or 0}): resume from "
+                            "a position the stream's frames gave")
+
+
 def resume_point(header: str | None, query: str | None) -> StreamCursor | None:
     """The client's position: ``Last-Event-ID`` (what EventSource sends when it reconnects),
     else the ``last_event_id`` query parameter; None: from now. Only blanks are trimmed: a
@@ -359,6 +372,8 @@ async def stream(
         async with one_read(sessions) as session:
             known = (await session.execute(
                 select(OutboxEvent.id).where(key_filter(key)).limit(1))).first()
+            if known is not None:
+                await _refuse_ahead(session, after)
         if known is None:
             raise NotFound(f"invoice {invoice_id!r} not found")
         return await _open(request, key, after or StreamCursor(), public=True)
@@ -466,4 +481,5 @@ async def wallet_stream(request: Request, principal: Principal, wallet_id: str,
     key: Key = ("wallet", wallet_id)
     async with one_read(request.app.state.sessions) as session:
         await visible_wallet(session, principal, wallet_id)
+        await _refuse_ahead(session, after)
     return await _open(request, key, after, public=False, allowed=allowed)
