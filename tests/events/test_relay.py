@@ -455,6 +455,22 @@ async def _publish_raw(stream: JetStream, subject: str, body: bytes,
                                stream=stream.settings.stream, headers=headers)
 
 
+async def _relay_then_fan_out(sessions, stream: JetStream, name: str, *, relayed: int,
+                              handled: int) -> int:
+    """Relay the outbox, then one step of a webhook fan-out consumer ``name``: how many
+    messages it refused."""
+    relay = make_relay(sessions, stream)
+    assert await relay.tick() == relayed
+    await relay.close()
+    consumer = DurableConsumer(JetStream(stream.settings), name, WebhookFanout(sessions))
+    try:
+        assert await consumer.step(timeout=0.3) == handled
+        return consumer.refused
+    finally:
+        await consumer.delete()
+        await consumer.stream.close()
+
+
 async def test_a_message_that_is_no_event_is_dropped_and_the_fanout_goes_on(
         engine, sessions, world, receiver, stream):
     """Found from outside: one message on the stream whose id header was no number (or whose
@@ -469,16 +485,9 @@ async def test_a_message_that_is_no_event_is_dropped_and_the_fanout_goes_on(
         real = await emit(s, type="invoice.created", subject_type="invoice",
                           subject_id="inv_real", payload={"id": "inv_real"},
                           store_id=world.store)
-    relay = make_relay(sessions, stream)
-    assert await relay.tick() == 1
-    await relay.close()
-    consumer = DurableConsumer(JetStream(stream.settings), "webhooks-poison",
-                               WebhookFanout(sessions))
-    assert await consumer.step(timeout=0.3) == 1
-    assert consumer.refused == 2
+    assert await _relay_then_fan_out(sessions, stream, "webhooks-poison", relayed=1,
+                                     handled=1) == 2
     assert [d.event_id for d in await deliveries(sessions, hook)] == [real]
-    await consumer.delete()
-    await consumer.stream.close()
 
 
 async def test_an_event_the_outbox_does_not_have_moves_no_position(
@@ -498,16 +507,9 @@ async def test_an_event_the_outbox_does_not_have_moves_no_position(
         real = [await emit(s, type=t, subject_type="invoice", subject_id="inv_x",
                            payload={"id": "inv_x"}, store_id=world.store)
                 for t in ("invoice.created", "invoice.settled")]
-    relay = make_relay(sessions, stream)
-    assert await relay.tick() == 2
-    await relay.close()
-    consumer = DurableConsumer(JetStream(stream.settings), "webhooks-forged",
-                               WebhookFanout(sessions))
-    assert await consumer.step(timeout=0.3) == 2
-    assert consumer.refused == 1
+    assert await _relay_then_fan_out(sessions, stream, "webhooks-forged", relayed=2,
+                                     handled=2) == 1
     assert [d.event_id for d in await deliveries(sessions, hook)] == real
-    await consumer.delete()
-    await consumer.stream.close()
 
 
 async def test_a_message_published_ahead_under_an_events_id_does_not_stand_for_it(
