@@ -383,3 +383,31 @@ async def test_the_initiator_of_a_withdrawal_held_for_review_never_approves_it(e
     await approve(env, wd.id, who.carol)
     assert (await approve(env, wd.id, who.dave)).released
     await env.check()
+
+
+async def test_someone_who_approves_for_no_group_learns_nothing_of_which_ids_wait(env: Env):
+    """Found from outside (read in the code): the request was looked up before the caller's
+    membership, so someone with ``withdrawals:write`` who approves for no group got "not
+    awaiting approval" for an unknown id and "not an approver" for one that waits: a way to
+    tell which ids wait for approvers. Who approves for no group is refused first, alike."""
+    alice = env.wallet.owner_id
+    who = await people(env.sessions, initiator=alice)
+    await make_live(env.sessions, who, TWO_OF_TREASURY)
+    await fund(env, 500_000)
+    wd = await request(env.sessions, env.settings, env.wallet, external_address(env, 1),
+                       100_000, initiator=alice)
+    assert wd.status == WithdrawalStatus.AWAITING_APPROVAL
+    for wid in (wd.id, "wd_doesnotexist0000000000"):
+        for act in (approve, reject_as):
+            with pytest.raises(NotAnApprover, match="not an approver of any group"):
+                await act(env, wid, who.admin1)
+    assert await status_of(env, wd.id) == WithdrawalStatus.AWAITING_APPROVAL
+    # An approver of some group still hears that an unknown id waits for nobody.
+    with pytest.raises(approvals.NotFound):
+        await approve(env, "wd_doesnotexist0000000000", who.bob)
+    await env.check()
+
+
+async def reject_as(env: Env, wid: str, who: str) -> approvals.ApprovalOutcome:
+    async with env.sessions() as s, s.begin():
+        return await approvals.reject_withdrawal(s, withdrawal_id=wid, approver=who)

@@ -97,7 +97,16 @@ async def apply_decision(session: AsyncSession, wd: Withdrawal, *, decision: Dec
                           "amount_msat": wd.amount_msat, "method": str(wd.method)})
 
 
-async def _locked_request(session: AsyncSession, withdrawal_id: str) -> ApprovalRequest:
+async def _locked_request(session: AsyncSession, withdrawal_id: str, approver: str
+                          ) -> ApprovalRequest:
+    """The withdrawal's approval request, locked, once ``approver`` approves for some group:
+    someone who approves for none is refused before any lookup (found from outside: "not
+    awaiting approval" for an unknown id, "not an approver" for one that waits, told which
+    ids wait)."""
+    member = (await session.execute(select(ApproverGroupMember.group_name).where(
+        ApproverGroupMember.user_id == approver).limit(1))).first()
+    if member is None:
+        raise NotAnApprover(f"{approver} is not an approver of any group")
     req = (await session.execute(select(ApprovalRequest).where(
         ApprovalRequest.withdrawal_id == withdrawal_id).with_for_update())
     ).scalar_one_or_none()
@@ -126,7 +135,7 @@ async def approve_withdrawal(session: AsyncSession, *, withdrawal_id: str, appro
     (:func:`~satvault.payouts.service.check_limits_at_release`: refused otherwise, the
     approval not counted, so it is given again once the window has room). The caller wakes
     the Lightning payer when ``released`` and the method is Lightning."""
-    req = await _locked_request(session, withdrawal_id)
+    req = await _locked_request(session, withdrawal_id, approver)
     await _check_approver(session, req, approver)
     wd = await session.get(Withdrawal, withdrawal_id)
     wallet = await session.get(Wallet, wd.wallet_id) if wd is not None else None
@@ -168,7 +177,7 @@ async def approve_withdrawal(session: AsyncSession, *, withdrawal_id: str, appro
 async def reject_withdrawal(session: AsyncSession, *, withdrawal_id: str, approver: str,
                             reason: str = "") -> ApprovalOutcome:
     """One approver's rejection cancels the withdrawal and releases its hold."""
-    req = await _locked_request(session, withdrawal_id)
+    req = await _locked_request(session, withdrawal_id, approver)
     await _check_approver(session, req, approver)
     now = utcnow()
     session.add(WithdrawalApproval(withdrawal_id=withdrawal_id, approver=approver,
