@@ -120,6 +120,30 @@ async def test_bad_signatures_are_refused(ln: LnEnv):
     assert await callback(ln, c["k1"], **good) == {"status": "OK"}
 
 
+async def test_a_key_or_signature_spelt_with_blanks_is_a_bad_signature(ln: LnEnv):
+    """Found from outside: ``bytes.fromhex`` skips blanks, so ``key=03 4f35…`` passed as
+    the key it spells, and its text, blank and all, was taken for the account's identity
+    (the wallet was told an internal error about a placeholder e-mail). The key, the
+    signature and k1 are plain hex or the signature is bad; the key in capitals is the
+    same key, the same account."""
+    wallet_key = PrivateKey()
+    c = await challenge(ln)
+    good = sign(wallet_key, c["k1"])
+    for params in ({**good, "key": f"{good['key'][:2]} {good['key'][2:]}"},
+                   {**good, "key": f" {good['key']}"},
+                   {**good, "sig": f"{good['sig'][:10]} {good['sig'][10:]}"}):
+        assert await callback(ln, c["k1"], **params) == {"status": "ERROR",
+                                                          "reason": "bad signature"}, params
+    assert await callback(ln, c["k1"], **{**good, "key": good["key"].upper()}) == {
+        "status": "OK"}
+    session = await take_session(ln, c)
+    assert session.status_code == 201, session.text
+    again = await challenge(ln)
+    assert await callback(ln, again["k1"], **sign(wallet_key, again["k1"])) == {"status": "OK"}
+    second = await take_session(ln, again)
+    assert second.json()["user_id"] == session.json()["user_id"]
+
+
 async def test_session_needs_the_secret_of_the_browser_that_asked(ln: LnEnv):
     c = await challenge(ln)
     await callback(ln, c["k1"], **sign(PrivateKey(), c["k1"]))

@@ -411,3 +411,70 @@ async def test_someone_who_approves_for_no_group_learns_nothing_of_which_ids_wai
 async def reject_as(env: Env, wid: str, who: str) -> approvals.ApprovalOutcome:
     async with env.sessions() as s, s.begin():
         return await approvals.reject_withdrawal(s, withdrawal_id=wid, approver=who)
+
+
+async def test_an_approval_counts_only_while_its_approver_is_in_the_group(env: Env):
+    """Found from outside: bob approved a 2-of-K withdrawal, was then removed from the group
+    (by two admins: his key was suspect, say), and carol's approval alone released it. An
+    approval counts while its approver is a member of the withdrawal's group: carol's is
+    the first again, and dave's the second."""
+    alice = env.wallet.owner_id
+    who = await people(env.sessions, initiator=alice)
+    await make_live(env.sessions, who, TWO_OF_TREASURY)
+    await fund(env, 500_000)
+    wd = await request(env.sessions, env.settings, env.wallet, external_address(env, 1),
+                       100_000, initiator=alice)
+    assert (await approve(env, wd.id, who.bob)).approvals == 1
+    async with env.sessions() as s, s.begin():
+        change = await service.propose_group_change(s, admin=who.admin1, group="treasury",
+                                                    user_id=who.bob, action="remove")
+        await service.approve_group_change(s, admin=who.admin2, change_id=change.id)
+    second = await approve(env, wd.id, who.carol)
+    assert (second.approvals, second.required, second.released) == (1, 2, False)
+    assert await status_of(env, wd.id) == WithdrawalStatus.AWAITING_APPROVAL
+    third = await approve(env, wd.id, who.dave)
+    assert third.released and await status_of(env, wd.id) == WithdrawalStatus.PENDING
+    await env.check()
+
+
+async def test_a_withdrawal_the_live_policy_now_blocks_is_not_released(env: Env):
+    """Found from outside: with withdrawals held for approvers, two admins made live a policy
+    blocking everything (an incident), and the approvers still released and paid the held
+    ones. The release asks the live policy: what it now blocks stays held, and a rejection
+    returns the money."""
+    alice = env.wallet.owner_id
+    who = await people(env.sessions, initiator=alice)
+    await make_live(env.sessions, who, TWO_OF_TREASURY)
+    await fund(env, 500_000)
+    wd = await request(env.sessions, env.settings, env.wallet, external_address(env, 1),
+                       100_000, initiator=alice)
+    await approve(env, wd.id, who.bob)
+    await make_live(env.sessions, who, [{"name": "stop", "action": "block"}])
+    with pytest.raises(WithdrawalBlocked, match="stop"):
+        await approve(env, wd.id, who.carol)
+    assert await status_of(env, wd.id) == WithdrawalStatus.AWAITING_APPROVAL
+    assert (await env.runtime.payouts.step()).batched == 0
+    await reject_as(env, wd.id, who.carol)
+    assert await status_of(env, wd.id) == WithdrawalStatus.CANCELLED
+    assert (await env.balances())["held"] == 0
+    await env.check()
+
+
+async def test_a_proposal_older_than_the_live_version_cannot_be_approved(env: Env):
+    """Found from outside: version 5 proposed, then version 6 proposed and made live; approving
+    5 afterwards made it live and superseded 6, undoing the newer decision unseen. A proposal
+    older than the live version is refused: propose it again."""
+    alice = env.wallet.owner_id
+    who = await people(env.sessions, initiator=alice)
+    async with env.sessions() as s, s.begin():
+        older = await service.propose_policy(s, admin=who.admin1, raw={"rules": [
+            {"name": "stop", "action": "block", "rails": ["lightning"]}]})
+        newer = await service.propose_policy(s, admin=who.admin1, raw={"rules": []})
+    async with env.sessions() as s, s.begin():
+        await service.approve_policy(s, admin=who.admin2, version=newer.version)
+    async with env.sessions() as s, s.begin():
+        with pytest.raises(Exception, match="propose it again"):
+            await service.approve_policy(s, admin=who.admin2, version=older.version)
+    async with env.sessions() as s:
+        live = await service.live_policy(s)
+    assert live is not None and live[0] == newer.version

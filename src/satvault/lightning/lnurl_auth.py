@@ -17,7 +17,9 @@ a family that can only enroll it (:func:`satvault.auth.tokens.issue_enrollment`)
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -63,9 +65,18 @@ class LoginRefused(Exception):
         self.reason = reason
 
 
+_HEX = re.compile(r"(?:[0-9a-f]{2})+")
+_KEY = re.compile(r"0[23][0-9a-f]{64}")
+
+
 def verify_login_signature(k1: str, sig: str, key: str) -> bool:
     """LUD-04: ``sig`` (DER, hex) signs the 32 bytes of ``k1`` (hex) with ``key`` (compressed
-    secp256k1, hex). High-S signatures are normalised first, as signers differ there."""
+    secp256k1, hex). High-S signatures are normalised first, as signers differ there. Each is
+    plain lower-case hex, nothing else (found from outside: ``bytes.fromhex`` skips blanks,
+    so ``03 4f35…`` passed as the key it spells, and the key's text, blanks and all, became
+    the account's identity)."""
+    if not (_KEY.fullmatch(key) and _HEX.fullmatch(sig) and _HEX.fullmatch(k1)):
+        return False
     try:
         message, der, pub = bytes.fromhex(k1), bytes.fromhex(sig), bytes.fromhex(key)
         if len(message) != 32 or len(pub) != 33 or not 8 <= len(der) <= 73:
@@ -104,7 +115,10 @@ async def _user_for_key(session: AsyncSession, key: str) -> str:
     if bound is None:
         try:
             async with session.begin_nested():
-                new = await create_user(session, email=f"{key[:40]}@lnurl-auth.invalid",
+                # The whole key, hashed (an address's local part holds 64 characters, and
+                # two keys sharing their first 40 hex digits shared one placeholder).
+                local = hashlib.sha256(key.encode()).hexdigest()[:40]
+                new = await create_user(session, email=f"{local}@lnurl-auth.invalid",
                                         display_name=f"lnurl-auth {key[:12]}",
                                         actor="lnurl-auth")
                 bound = LnurlAuthKey(linking_key=key, user_id=new.id, created_at=utcnow())

@@ -30,6 +30,7 @@ from satvault.payouts.service import check_limits_at_release
 from satvault.withdrawals.cancel import void_and_cancel
 from satvault.withdrawals.policy._audit import record
 from satvault.withdrawals.policy.core import Action, Decision
+from satvault.withdrawals.policy.deciding import decide_for
 from satvault.withdrawals.policy.errors import ApprovalClosed, NotAnApprover, WithdrawalBlocked
 from satvault.withdrawals.policy.models import (
     ApprovalRequest,
@@ -143,8 +144,15 @@ async def approve_withdrawal(session: AsyncSession, *, withdrawal_id: str, appro
         # Frozen while it waited for its approvers: nothing leaves it (it waits, held, until
         # the wallet is unfrozen, or a rejection returns the money).
         raise WalletFrozen(wallet.id, wallet.frozen_reason or "frozen by an operator")
+    # The approvals that count: those of members of the group now (found from outside: an
+    # approver removed from the group after approving still counted, and one current
+    # member's approval released a 2-of-K withdrawal).
+    members = select(ApproverGroupMember.user_id).where(
+        ApproverGroupMember.group_name == req.group_name)
     before = set((await session.execute(select(WithdrawalApproval.approver).where(
-        WithdrawalApproval.withdrawal_id == withdrawal_id))).scalars())
+        WithdrawalApproval.withdrawal_id == withdrawal_id,
+        WithdrawalApproval.decision == "approve",
+        WithdrawalApproval.approver.in_(members)))).scalars())
     if approver in before:
         raise ApprovalClosed(f"{approver} has approved withdrawal {withdrawal_id} already")
     now = utcnow()
@@ -154,6 +162,7 @@ async def approve_withdrawal(session: AsyncSession, *, withdrawal_id: str, appro
     released = False
     if count >= req.required:
         assert wd is not None and wallet is not None  # foreign keys
+        await _still_allowed(session, req, wd, wallet=wallet, settings=settings)
         # It leaves now: it must fit the limits beside what left in the windows before.
         await check_limits_at_release(session, wd, wallet=wallet, settings=settings)
         res = await session.execute(update(Withdrawal).where(
@@ -172,6 +181,22 @@ async def approve_withdrawal(session: AsyncSession, *, withdrawal_id: str, appro
                  details={"approvals": count, "required": req.required,
                           "released": released, "group": req.group_name})
     return ApprovalOutcome(withdrawal_id, wd.method, req.status, count, req.required, released)
+
+
+async def _still_allowed(session: AsyncSession, req: ApprovalRequest, wd: Withdrawal, *,
+                         wallet: Wallet, settings: Settings) -> None:
+    """Before the release: a policy made live since the withdrawal was held that now blocks
+    it keeps it held (:class:`WithdrawalBlocked`; the approval not counted, a rejection
+    returns the money). Found from outside: with withdrawals held, two admins made a
+    block-everything policy live during an incident, and the approvers still released and
+    paid the held ones. A newer policy that would allow it or hold it for approvers leaves
+    it to the approvals it was held for."""
+    version, decision = await decide_for(session, wd, wallet=wallet, bolt11=None,
+                                         settings=settings)
+    if version != req.policy_version and decision.action is Action.BLOCK:
+        raise WithdrawalBlocked(
+            f"the live withdrawal policy (version {version}) now blocks withdrawal {wd.id} "
+            f"({decision.reason}): it stays held; reject it to return the money")
 
 
 async def reject_withdrawal(session: AsyncSession, *, withdrawal_id: str, approver: str,

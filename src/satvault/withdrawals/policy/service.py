@@ -12,7 +12,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,14 +23,21 @@ from satvault.db import one_at_a_time, utcnow
 from satvault.kernel.errors import AlreadyExists, InvalidInput, NotFound
 from satvault.kernel.ids import new_id
 from satvault.kernel.text import one_line
-from satvault.lightning.bolt11check import decode
-from satvault.lightning.errors import LightningError
 from satvault.onchain.addresses import parse_address
 from satvault.onchain.errors import OnchainError
-from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
+from satvault.payouts.models import Withdrawal, WithdrawalMethod
 from satvault.withdrawals.policy import core
 from satvault.withdrawals.policy._audit import record
 from satvault.withdrawals.policy.approvals import apply_decision, refusal_of
+from satvault.withdrawals.policy.deciding import (
+    UNREAD,
+    LivePolicy,
+    decide_for,
+    destination_keys,
+    live_columns,
+    live_from,
+    live_policy,
+)
 from satvault.withdrawals.policy.errors import ApprovalClosed, InvalidPolicy, NotAnApprover
 from satvault.withdrawals.policy.models import (
     AllowlistEntry,
@@ -57,30 +64,6 @@ _APPROVALS_KEY = 0x5A7A_0062  # satvault.db.one_at_a_time: approvals of policy v
 
 
 # --------------------------------------------------------------------------- versions
-
-
-LivePolicy = tuple[int, core.Policy] | None
-
-
-async def live_policy(session: AsyncSession) -> LivePolicy:
-    """The live version and its rules; None before any policy was approved."""
-    row = (await session.execute(select(PolicyVersion.version, PolicyVersion.rules).where(
-        PolicyVersion.status == PolicyStatus.LIVE))).one_or_none()
-    return None if row is None else live_from(row[0], row[1])
-
-
-def live_columns() -> tuple[ColumnElement[Any], ColumnElement[Any]]:
-    """The live version and its rules as two scalar subqueries, for a caller that folds
-    them into a read it makes anyway (then :func:`live_from`)."""
-    live = PolicyVersion.status == PolicyStatus.LIVE
-    return (select(PolicyVersion.version).where(live).scalar_subquery(),
-            select(PolicyVersion.rules).where(live).scalar_subquery())
-
-
-def live_from(version: int | None, rules: str | None) -> LivePolicy:
-    if version is None or rules is None:
-        return None
-    return int(version), core.parse_policy(json.loads(rules))
 
 
 async def _admin(session: AsyncSession, user_id: str) -> User:
@@ -127,6 +110,12 @@ async def approve_policy(session: AsyncSession, *, admin: str, version: int) -> 
     if row.proposed_by == admin:
         raise NotAnApprover("a policy change needs a second admin: the proposer cannot "
                             "approve it")
+    live = await live_policy(session)
+    if live is not None and live[0] > version:
+        # Found from outside: approving it made it live over the newer version, undoing a
+        # later decision unseen.
+        raise InvalidPolicy(f"policy version {version} was proposed before version "
+                            f"{live[0]}, which is live now: propose it again to replace it")
     previous = (await session.execute(update(PolicyVersion).where(
         PolicyVersion.status == PolicyStatus.LIVE).values(status=PolicyStatus.SUPERSEDED)
         .returning(PolicyVersion.version))).scalars().all()
@@ -370,22 +359,6 @@ def normalise_entry(destination: str, network: str) -> tuple[str, str]:
                             ) from None
 
 
-def destination_keys(wd: Withdrawal, *, bolt11: str | None, network: str) -> set[str]:
-    """What an allow-list entry may name for this withdrawal: the address; or the LNURL /
-    Lightning Address it was asked for and the node the invoice pays."""
-    if wd.method == WithdrawalMethod.ONCHAIN:
-        return {parse_address(wd.destination, network).address}
-    keys = {wd.destination.strip().lower().removeprefix("lightning:")}
-    if bolt11 is not None:
-        try:
-            payee = decode(bolt11).payee
-        except LightningError:
-            payee = None
-        if payee:
-            keys.add(payee.lower())
-    return keys
-
-
 async def add_allowlist_entry(session: AsyncSession, *, wallet: Wallet, destination: str,
                               label: str, actor: str | None, settings: Settings
                               ) -> AllowlistEntry:
@@ -430,42 +403,6 @@ async def remove_allowlist_entry(session: AsyncSession, *, wallet_id: str, entry
 # ---------------------------------------------------------------------------- decision
 
 
-_UNREAD: Any = object()
-
-
-async def decide_for(session: AsyncSession, wd: Withdrawal, *, wallet: Wallet,
-                     bolt11: str | None, settings: Settings, live: LivePolicy = _UNREAD,
-                     ) -> tuple[int | None, core.Decision]:
-    """The live policy's decision for ``wd`` (already written, its hold placed): the live
-    version (None without a policy) and the decision. Reads only what the rules need
-    (``live``: the live policy if the caller read it already, :func:`live_columns`)."""
-    if live is _UNREAD:
-        live = await live_policy(session)
-    if live is None or not live[1].rules:
-        return (None if live is None else live[0]), core.Decision(core.Action.ALLOW)
-    version, policy = live
-    need = core.needs(policy)
-    now = utcnow()
-    sums: dict[int, int] = {}
-    for hours in sorted(need.window_hours):
-        sums[hours] = int((await session.execute(
-            select(func.coalesce(func.sum(Withdrawal.amount_msat), 0)).where(
-                Withdrawal.wallet_id == wd.wallet_id,
-                Withdrawal.created_at >= now - timedelta(hours=hours),
-                Withdrawal.status.not_in((WithdrawalStatus.FAILED,
-                                          WithdrawalStatus.CANCELLED))))).scalar_one())
-    allowlisted = False
-    if need.allowlist:
-        keys = destination_keys(wd, bolt11=bolt11, network=settings.network)
-        allowlisted = (await session.execute(select(AllowlistEntry.id).where(
-            AllowlistEntry.wallet_id == wd.wallet_id, AllowlistEntry.destination.in_(keys),
-            AllowlistEntry.usable_after <= now).limit(1))).first() is not None
-    facts = core.Facts(amount_msat=wd.amount_msat, rail=str(wd.method), asset=wallet.asset,
-                       account_group=wallet.owner_type, wallet_id=wallet.id,
-                       window_sums=sums, allowlisted=allowlisted)
-    return version, core.decide(policy, facts)
-
-
 def refuse_internal_early(live: LivePolicy, *, wallet: Wallet, amount_msat: int) -> None:
     """Before an internal payment of ``amount_msat`` from ``wallet`` takes the payee's invoice
     off the node: the live policy's decision when its rules on the payment alone decide it
@@ -483,7 +420,7 @@ def refuse_internal_early(live: LivePolicy, *, wallet: Wallet, amount_msat: int)
 
 
 async def check_internal(session: AsyncSession, wd: Withdrawal, *, wallet: Wallet,
-                         settings: Settings, live: LivePolicy = _UNREAD) -> None:
+                         settings: Settings, live: LivePolicy = UNREAD) -> None:
     """The policy for an internal payment already settled in this unit of work (the API's
     fast path for our own invoices): allowed, or refused (raises, so it rolls back): one
     that would need approvers cannot wait for them."""
