@@ -14,7 +14,7 @@ from satvault.payouts.models import Withdrawal
 from satvault.withdrawals.policy import approvals
 from tests.chainenv import LnEnv, api_client
 from tests.lightning.test_lightning import customer_invoice, fund
-from tests.policy.support import People, make_live, people
+from tests.policy.support import People, add_approvers, make_live, people
 
 SAT = 1000
 
@@ -51,7 +51,7 @@ async def approvers_live(env: LnEnv, rule: dict, *, funds_msat: int = 500_000 * 
 
 async def test_lightning_payment_waits_for_approvals_then_is_sent(lnenv: LnEnv):
     env = lnenv
-    _, k = await approvers_live(env, BIG_LIGHTNING)
+    who, k = await approvers_live(env, BIG_LIGHTNING)
     bolt11 = customer_invoice(env, 100_000 * SAT)
     async with api_client(env) as c:
         r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
@@ -67,6 +67,18 @@ async def test_lightning_payment_waits_for_approvals_then_is_sent(lnenv: LnEnv):
         assert r.json()[0]["required"] == 2 and r.json()[0]["rule"] == "big lightning"
         r = await c.get("/api/v1/admin/withdrawals/awaiting-approval", headers=k["erin"])
         assert r.status_code == 403  # neither admin nor approver
+        # Found from outside: an approver of another group saw this one's queue.
+        async with env.sessions() as s, s.begin():
+            frank = await acc.create_user(s, email="frank@example.com")
+            await add_approvers(s, group="ops", user_ids=[frank.id], admins=(who.admin1,
+                                                                              who.admin2))
+            _, token = await acc.create_api_key(s, owner_id=frank.id,
+                                                scopes=["withdrawals:write"])
+        r = await c.get("/api/v1/admin/withdrawals/awaiting-approval",
+                        headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200 and r.json() == [], r.text
+        r = await c.get("/api/v1/admin/withdrawals/awaiting-approval", headers=k["admin1"])
+        assert [w["withdrawal_id"] for w in r.json()] == [wid]
         r = await c.post(f"/api/v1/admin/withdrawals/{wid}/approve", headers=k["erin"])
         assert r.status_code == 403 and "not an approver" in r.json()["detail"]
 

@@ -65,7 +65,8 @@ def _user(principal: Principal) -> str:
 
 @router.get("/admin/withdrawals/awaiting-approval", response_model=list[AwaitingOut])
 async def list_awaiting(session: SessionDep, principal: Approver) -> list[AwaitingOut]:
-    """Withdrawals held for approvers, oldest first (admins and approvers of any group)."""
+    """Withdrawals held for approvers, oldest first: every one for an admin, those of the
+    caller's groups for an approver."""
     user = _user(principal)
     if not principal.is_admin and (await session.execute(select(ApproverGroupMember).where(
             ApproverGroupMember.user_id == user).limit(1))).first() is None:
@@ -75,7 +76,8 @@ async def list_awaiting(session: SessionDep, principal: Approver) -> list[Awaiti
                         policy_version=req.policy_version, group=req.group_name,
                         required=req.required, approved_by=who, initiator=req.initiator,
                         created_at=wd.created_at, expires_at=req.expires_at)
-            for wd, req, who in await approvals.awaiting(session)]
+            for wd, req, who in await approvals.awaiting(
+                session, approver=None if principal.is_admin else user)]
 
 
 @router.post("/admin/withdrawals/{withdrawal_id}/approve", response_model=ApprovalOut)

@@ -243,13 +243,19 @@ async def expire_due(session: AsyncSession, *, limit: int = 100) -> int:
     return len(due)
 
 
-async def awaiting(session: AsyncSession, *, limit: int = 100
+async def awaiting(session: AsyncSession, *, limit: int = 100, approver: str | None = None
                    ) -> list[tuple[Withdrawal, ApprovalRequest, list[str]]]:
-    """Withdrawals awaiting approval, oldest first, with who has approved so far."""
-    rows = (await session.execute(select(Withdrawal, ApprovalRequest).join(
+    """Withdrawals awaiting approval, oldest first, with who has approved so far; with
+    ``approver``, only those held for a group of theirs (found from outside: an approver of
+    one group saw every group's queue, destinations and amounts included)."""
+    stmt = select(Withdrawal, ApprovalRequest).join(
         ApprovalRequest, ApprovalRequest.withdrawal_id == Withdrawal.id).where(
-        ApprovalRequest.status == ApprovalStatus.AWAITING).order_by(
-        ApprovalRequest.created_at).limit(limit))).all()
+        ApprovalRequest.status == ApprovalStatus.AWAITING)
+    if approver is not None:
+        stmt = stmt.where(ApprovalRequest.group_name.in_(
+            select(ApproverGroupMember.group_name).where(
+                ApproverGroupMember.user_id == approver)))
+    rows = (await session.execute(stmt.order_by(ApprovalRequest.created_at).limit(limit))).all()
     out = []
     for wd, req in rows:
         who = list((await session.execute(select(WithdrawalApproval.approver).where(
