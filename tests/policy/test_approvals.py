@@ -26,7 +26,7 @@ from satvault.withdrawals.policy.errors import (
 from satvault.withdrawals.policy.models import ApprovalStatus, PolicyStatus
 from tests.chainenv import Env
 from tests.payouts.test_payouts import SAT, external_address, fund, received
-from tests.policy.support import make_live, people, request
+from tests.policy.support import People, make_live, people, request
 
 RESERVE = 5_000
 TWO_OF_TREASURY = [{"name": "large", "action": "require_approval", "approvals": 2,
@@ -385,18 +385,23 @@ async def test_the_initiator_of_a_withdrawal_held_for_review_never_approves_it(e
     await env.check()
 
 
+async def held_for_two(env: Env) -> tuple[People, Withdrawal]:
+    """Approvers, a live two-of-treasury policy, and alice's 100,000 sat withdrawal it holds."""
+    who = await people(env.sessions, initiator=env.wallet.owner_id)
+    await make_live(env.sessions, who, TWO_OF_TREASURY)
+    await fund(env, 500_000)
+    wd = await request(env.sessions, env.settings, env.wallet, external_address(env, 1),
+                       100_000, initiator=env.wallet.owner_id)
+    assert wd.status == WithdrawalStatus.AWAITING_APPROVAL
+    return who, wd
+
+
 async def test_someone_who_approves_for_no_group_learns_nothing_of_which_ids_wait(env: Env):
     """Found from outside (read in the code): the request was looked up before the caller's
     membership, so someone with ``withdrawals:write`` who approves for no group got "not
     awaiting approval" for an unknown id and "not an approver" for one that waits: a way to
     tell which ids wait for approvers. Who approves for no group is refused first, alike."""
-    alice = env.wallet.owner_id
-    who = await people(env.sessions, initiator=alice)
-    await make_live(env.sessions, who, TWO_OF_TREASURY)
-    await fund(env, 500_000)
-    wd = await request(env.sessions, env.settings, env.wallet, external_address(env, 1),
-                       100_000, initiator=alice)
-    assert wd.status == WithdrawalStatus.AWAITING_APPROVAL
+    who, wd = await held_for_two(env)
     for wid in (wd.id, "wd_doesnotexist0000000000"):
         for act in (approve, reject_as):
             with pytest.raises(NotAnApprover, match="not an approver of any group"):
@@ -418,12 +423,7 @@ async def test_an_approval_counts_only_while_its_approver_is_in_the_group(env: E
     (by two admins: his key was suspect, say), and carol's approval alone released it. An
     approval counts while its approver is a member of the withdrawal's group: carol's is
     the first again, and dave's the second."""
-    alice = env.wallet.owner_id
-    who = await people(env.sessions, initiator=alice)
-    await make_live(env.sessions, who, TWO_OF_TREASURY)
-    await fund(env, 500_000)
-    wd = await request(env.sessions, env.settings, env.wallet, external_address(env, 1),
-                       100_000, initiator=alice)
+    who, wd = await held_for_two(env)
     assert (await approve(env, wd.id, who.bob)).approvals == 1
     async with env.sessions() as s, s.begin():
         change = await service.propose_group_change(s, admin=who.admin1, group="treasury",
@@ -442,12 +442,7 @@ async def test_a_withdrawal_the_live_policy_now_blocks_is_not_released(env: Env)
     blocking everything (an incident), and the approvers still released and paid the held
     ones. The release asks the live policy: what it now blocks stays held, and a rejection
     returns the money."""
-    alice = env.wallet.owner_id
-    who = await people(env.sessions, initiator=alice)
-    await make_live(env.sessions, who, TWO_OF_TREASURY)
-    await fund(env, 500_000)
-    wd = await request(env.sessions, env.settings, env.wallet, external_address(env, 1),
-                       100_000, initiator=alice)
+    who, wd = await held_for_two(env)
     await approve(env, wd.id, who.bob)
     await make_live(env.sessions, who, [{"name": "stop", "action": "block"}])
     with pytest.raises(WithdrawalBlocked, match="stop"):
