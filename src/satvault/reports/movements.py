@@ -43,8 +43,8 @@ class Movement:
     rail: str  # "onchain" | "lightning" | "internal"
     amount_msat: int
     ref: str
-    person_type: str = ""  # "user" | "merchant": who stands behind the wallet
-    person_id: str = ""
+    person_type: str  # "user" | "merchant": who stands behind the wallet
+    person_id: str
 
     @property
     def owner(self) -> str:
