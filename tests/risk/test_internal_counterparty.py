@@ -46,3 +46,26 @@ async def test_a_listed_wallet_is_refused_however_it_is_paid_internally(ln: LnEn
         seen = set((await s.execute(select(RiskDecision.features))).scalars())
     assert all(f'"counterparty": "wallet:{bob.id}"' in f for f in seen), seen
     await ln.check()
+
+
+async def test_a_listed_wallet_pays_nobody(ln: LnEnv):  # noqa: F811
+    """Found from outside: ``wallet:<id>`` on the sanctions list refused payments *to* that
+    wallet, but the listed wallet itself paid another customer's invoice (confirmed, no case)
+    and could withdraw: only the destination and counterparty were looked up. The paying
+    wallet is a party to its own payments: they are refused."""
+    await ln.fund("alice", FUND)
+    async with ln.sessions() as s, s.begin():
+        await refresh_sanctions(s, text=f"wallet:{ln.wallets['alice'].id}\n",
+                                actor="user:admin")
+    url = f"/api/v1/wallets/{ln.wallets['alice'].id}/withdrawals"
+    r = await ln.client.post(f"/api/v1/wallets/{ln.wallets['bob'].id}/deposits",
+                             json={"method": "lightning", "amount_msat": 10_000},
+                             headers=ln.auth("bob"))
+    assert r.status_code == 201, r.text
+    internal = await ln.client.post(url, headers={**ln.auth("alice"), "Idempotency-Key": "i"},
+                                    json={"destination": r.json()["bolt11"]})
+    assert internal.status_code == 403, internal.text
+    assert internal.json()["type"].endswith("/risk-rejected"), internal.text
+    assert await withdrawals(ln) == 0
+    assert (await ln.balance("bob"))["posted"] == 0
+    await ln.check()

@@ -223,7 +223,8 @@ def _query(dialect: str, owner_type: str, *, many_parties: bool = False) -> Any:
         func.min(lab.first_seen_at).label("first_seen"),
     ).where(lab.address.in_(bindparam("parties", expanding=True)) if many_parties else
             lab.address.in_([bindparam("party_a", type_=String()),
-                             bindparam("party_b", type_=String())])).subquery("l")
+                             bindparam("party_b", type_=String()),
+                             bindparam("party_self", type_=String())])).subquery("l")
 
     same = or_(w.destination == bindparam("destination"),
                w.destination == bindparam("counterparty"))
@@ -355,9 +356,17 @@ def _parties(event: Event) -> list[str]:
     or LNURL."""
     forms = {canonical_address(p) for p in (event.destination, event.counterparty,
                                             *event.senders, *event.hops, *event.aliases)}
+    forms.add(_self(event))
     for name in (event.destination, *event.aliases):
         forms |= pay_link_forms(name)
     return sorted(forms - {""}) or [""]
+
+
+def _self(event: Event) -> str:
+    """The screened wallet itself as a list names it: a party to its own payments (found from
+    outside: ``wallet:<id>`` on the sanctions list refused payments to that wallet, while the
+    listed wallet paid another customer, confirmed, no case)."""
+    return f"wallet:{event.wallet_id}"
 
 
 def _many_parties(event: Event) -> bool:
@@ -376,7 +385,7 @@ def _query_values(event: Event, values: dict[str, Any]) -> dict[str, Any]:
     # text is the same every time, with nothing to rewrite per call. A deposit's senders may
     # be many: that statement takes the list.
     a, b = canonical_address(event.destination), canonical_address(event.counterparty)
-    return {**values, "party_a": a or b, "party_b": b or a}
+    return {**values, "party_a": a or b, "party_b": b or a, "party_self": _self(event)}
 
 
 async def compute_features(session: AsyncSession, event: Event, params: Params,

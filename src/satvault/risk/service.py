@@ -301,6 +301,11 @@ async def approve_rule_set(session: AsyncSession, *, version: int, actor: str) -
         raise RuleSetRefused("a rule set is approved by an admin other than its author")
     old = (await session.execute(select(RiskRuleSet).where(
         RiskRuleSet.status == RuleSetStatus.LIVE).with_for_update())).scalar_one_or_none()
+    if old is not None and old.version > version:
+        # Found from outside: approving it made it live over the newer set, undoing a later
+        # decision unseen.
+        raise RuleSetRefused(f"rule set {version} was drafted before set {old.version}, "
+                             "which is live now: draft it again to replace it")
     if old is not None:
         await session.execute(update(RiskRuleSet).where(RiskRuleSet.version == old.version)
                               .values(status=RuleSetStatus.RETIRED))
