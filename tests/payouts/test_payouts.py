@@ -292,6 +292,35 @@ async def test_fee_bump_policy_replaces_a_stuck_payout(env: Env):
     await env.check()
 
 
+async def test_the_fee_bump_policy_keeps_the_platforms_share_within_its_limit(env: Env):
+    """Found from outside: the automatic bump (+1000 % after each block) took a 1,000 sat
+    withdrawal's fee from 282 to 70,500 sat, 65,500 of them the platform's, where a new
+    batch refuses to make the platform pay more than ``payout_max_fee_excess_sat`` above
+    the reserves held. The bump stops at that limit, and does not bump once it is there."""
+    env.settings.payout_bump_after_blocks = 1
+    env.settings.payout_bump_percent = 1000
+    env.settings.payout_max_fee_excess_sat = 2_000
+    await fund(env, 500_000)
+    await withdraw(env, external_address(env, 0), 1_000)
+    await env.runtime.payouts.step()
+    fees = []
+    for _ in range(4):
+        async with env.sessions() as s, s.begin():
+            batch = (await s.execute(PAYOUTS)).scalar_one()
+            fees.append(batch.fee_sat)
+            batch.broadcast_height -= 1  # as if it had waited a block in a full mempool
+        await env.runtime.payouts.step()
+    async with env.sessions() as s:
+        batch = (await s.execute(PAYOUTS)).scalar_one()
+        reserves = sum(w.fee_reserve_msat for w in (await s.execute(
+            select(Withdrawal).where(Withdrawal.batch_id == batch.id))).scalars()) // 1000
+    fees.append(batch.fee_sat)
+    assert fees[1] > fees[0], fees  # it was bumped
+    assert max(fees) <= reserves + 2_000, (fees, reserves)
+    assert fees[-1] == fees[-2], fees  # at the limit: no further bump
+    await env.check()
+
+
 async def test_operator_funded_hot_wallet_pays_withdrawals(env: Env):
     from satvault.ledger.platform import ensure_platform_accounts
     from satvault.ledger.store import get_account
