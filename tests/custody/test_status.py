@@ -37,6 +37,34 @@ async def test_clean_books_have_no_difference_and_a_ratio(env: Env):
     assert 0.99 < st.reserve_ratio < 1  # type: ignore[operator]
 
 
+async def test_a_payout_waiting_in_the_mempool_is_no_difference(env: Env):
+    """Found from outside: once the watcher saw a payout's transaction in the mempool it
+    marked the hot coins it spends as spent, and ``custody status`` and ``reconcile`` then
+    reported the hot tier's books above its coins (exit 1) for every payout in flight, a
+    false alarm that also hid real ones. A coin a live move of ours spends is held until the
+    move is booked."""
+    from tests.payouts.test_payouts import external_address, withdraw
+
+    await deposit(env, 600_000)
+    await env.sweep()
+    await withdraw(env, external_address(env, 0), 100_000)
+    await env.runtime.payouts.step()  # broadcast, unconfirmed
+    await env.runtime.watcher.step()  # sees its transaction spend the hot coin
+    async with env.sessions() as s:
+        spent = (await s.execute(select(OnchainPayment.spent_by).where(
+            OnchainPayment.spent_by.is_not(None)))).scalars().all()
+    assert spent, "the watcher marks the coin spent by the payout"
+    st = await custody_status(env.sessions, env.runtime.backend)
+    assert st.differences == [], st.as_dict()
+    raised = await Reconciler(env.sessions, env.runtime.backend).step(force=True)
+    assert not [d for d in raised if d.kind == "tier_total"], raised
+    env.chain.mine(1)
+    await env.runtime.watcher.step()
+    await env.runtime.payouts.step()
+    assert (await custody_status(env.sessions, env.runtime.backend)).differences == []
+    await env.check()
+
+
 async def test_a_coin_spent_outside_satvault_is_named_after_two_blocks(env: Env):
     await deposit(env, 500_000)
     await env.sweep()

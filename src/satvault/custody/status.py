@@ -105,7 +105,11 @@ async def _held_coins(session: AsyncSession) -> list[tuple[str, str, int, int, b
     rows = (await session.execute(
         select(W.role, P.txid, P.vout, P.value_sat, P.id.in_(live_inputs))
         .join(A, A.id == P.address_id).join(W, W.id == A.wallet_id)
-        .where(P.spent_by.is_(None), P.status != OnchainPaymentStatus.CONFLICTED,
+        # Spent by nobody, or by a live move of ours not booked yet: the books hold it until
+        # the move is booked (found from outside: once the watcher saw a payout in the
+        # mempool its coins dropped out here, and every payout in flight was a difference).
+        .where(P.spent_by.is_(None) | P.id.in_(live_inputs),
+               P.status != OnchainPaymentStatus.CONFLICTED,
                P.txid.not_in(unbooked_moves),
                P.credit_state.in_((CreditState.CREDITED, CreditState.PENDING))
                | (A.purpose == "change") | P.txid.in_(booked_moves))
