@@ -567,13 +567,15 @@ async def test_an_admins_token_moves_money_only_within_its_step_up(client, sessi
     stepped = await password_grant(client, "root2@example.com", totp_code=code.at(clock.now()))
     assert stepped.status_code == 200 and "withdrawals:write" in stepped.json()["scope"]
     # Releasing held money (approving a withdrawal, deciding a risk case) takes the money
-    # scope too: within the window the request reaches the service (an unknown id: 404).
-    releases = [("/api/v1/admin/withdrawals/wd_nosuchthing0000000000/approve", {}),
+    # scope too: within the window the request reaches the service (an unknown case: 404; an
+    # admin who approves for no group: refused as no approver, before any lookup).
+    releases = [("/api/v1/admin/withdrawals/wd_nosuchthing0000000000/approve", {},
+                 "not-an-approver"),
                 ("/api/v1/admin/risk/cases/rc_nosuchthing0000000000/close",
-                 {"resolution": "false_positive", "money": "release"})]
-    for path, body in releases:
+                 {"resolution": "false_positive", "money": "release"}, "not-found")]
+    for path, body, kind in releases:
         r = await client.post(path, json=body, headers=bearer(stepped.json()["access_token"]))
-        assert r.status_code == 404, (path, r.text)
+        assert r.json()["type"].endswith(f"/{kind}"), (path, r.text)
     clock.advance(seconds=3600)  # past the money window
     later = await client.post("/api/v1/auth/token", json={
         "grant_type": "refresh_token", "refresh_token": stepped.json()["refresh_token"]})
