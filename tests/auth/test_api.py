@@ -588,7 +588,7 @@ async def test_an_admins_token_moves_money_only_within_its_step_up(client, sessi
                                 "amount_msat": 10_000_000})
     assert r.status_code == 403 and "withdrawals:write" in r.text, r.text
     # Found from outside: such a token still approved withdrawals (``admin`` was enough).
-    for path, body in releases:
+    for path, body, _kind in releases:
         r = await client.post(path, json=body, headers=bearer(later.json()["access_token"]))
         assert r.status_code == 403 and "step-up" in r.text, (path, r.text)
     # Admin reads still work with it.
