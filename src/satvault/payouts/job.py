@@ -28,7 +28,7 @@ from functools import partial
 from typing import Any
 
 from embit.psbt import PSBT
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.audit import anchors
@@ -690,8 +690,10 @@ class PayoutJob:
             batch = await session.get(PayoutBatch, batch_id)
             assert batch is not None
             since, feerate, fee = batch.broadcast_height, batch.feerate_sat_vb, batch.fee_sat
-            reserves = sum(w.fee_reserve_msat for w in await self._payments(session, batch_id)
-                           ) // 1000 if batch.kind is MoveKind.PAYOUT else None
+            reserves = int((await session.execute(  # what its withdrawals hold for the fee
+                select(func.coalesce(func.sum(Withdrawal.fee_reserve_msat), 0))
+                .where(Withdrawal.batch_id == batch_id))).scalar_one()) // 1000 \
+                if batch.kind is MoveKind.PAYOUT else None
         if since is None:
             return
         tip = (await self.backend.tip()).height

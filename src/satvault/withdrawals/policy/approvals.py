@@ -98,16 +98,17 @@ async def apply_decision(session: AsyncSession, wd: Withdrawal, *, decision: Dec
                           "amount_msat": wd.amount_msat, "method": str(wd.method)})
 
 
-async def _locked_request(session: AsyncSession, withdrawal_id: str, approver: str
-                          ) -> ApprovalRequest:
-    """The withdrawal's approval request, locked, once ``approver`` approves for some group:
-    someone who approves for none is refused before any lookup (found from outside: "not
-    awaiting approval" for an unknown id, "not an approver" for one that waits, told which
-    ids wait)."""
+async def _refuse_outsider(session: AsyncSession, approver: str) -> None:
+    """Someone who approves for no group is refused before any withdrawal is looked up (found
+    from outside: "not awaiting approval" for an unknown id, "not an approver" for one that
+    waits, told which ids wait)."""
     member = (await session.execute(select(ApproverGroupMember.group_name).where(
         ApproverGroupMember.user_id == approver).limit(1))).first()
     if member is None:
         raise NotAnApprover(f"{approver} is not an approver of any group")
+
+
+async def _locked_request(session: AsyncSession, withdrawal_id: str) -> ApprovalRequest:
     req = (await session.execute(select(ApprovalRequest).where(
         ApprovalRequest.withdrawal_id == withdrawal_id).with_for_update())
     ).scalar_one_or_none()
@@ -136,7 +137,8 @@ async def approve_withdrawal(session: AsyncSession, *, withdrawal_id: str, appro
     (:func:`~satvault.payouts.service.check_limits_at_release`: refused otherwise, the
     approval not counted, so it is given again once the window has room). The caller wakes
     the Lightning payer when ``released`` and the method is Lightning."""
-    req = await _locked_request(session, withdrawal_id, approver)
+    await _refuse_outsider(session, approver)
+    req = await _locked_request(session, withdrawal_id)
     await _check_approver(session, req, approver)
     wd = await session.get(Withdrawal, withdrawal_id)
     wallet = await session.get(Wallet, wd.wallet_id) if wd is not None else None
@@ -202,7 +204,8 @@ async def _still_allowed(session: AsyncSession, req: ApprovalRequest, wd: Withdr
 async def reject_withdrawal(session: AsyncSession, *, withdrawal_id: str, approver: str,
                             reason: str = "") -> ApprovalOutcome:
     """One approver's rejection cancels the withdrawal and releases its hold."""
-    req = await _locked_request(session, withdrawal_id, approver)
+    await _refuse_outsider(session, approver)
+    req = await _locked_request(session, withdrawal_id)
     await _check_approver(session, req, approver)
     now = utcnow()
     session.add(WithdrawalApproval(withdrawal_id=withdrawal_id, approver=approver,
