@@ -22,12 +22,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Merchant, Store, User, Wallet
+from satvault.accounts.persons import person_wallets
 from satvault.db import utcnow
 from satvault.kernel.errors import ConcurrentUpdate, InvalidInput, NotFound
 from satvault.kernel.ids import new_id
 from satvault.kyc.models import KycDecision, KycRecord
 from satvault.ledger.models import LedgerTransfer
-from satvault.payouts.models import Withdrawal
+from satvault.payouts.models import Withdrawal, WithdrawalStatus
 from satvault.rates.base import Rate
 from satvault.rates.convert import msat_to_fiat
 from satvault.risk.cases import lock_case, record_event, refuse_subject
@@ -95,24 +96,55 @@ async def _who(session: AsyncSession, wallet: Wallet) -> dict[str, Any]:
     return who
 
 
+# What left, or is on its way: counted in the narrative's sums. Cancelled and failed
+# withdrawals are listed, and named apart.
+_NOT_SENT = (WithdrawalStatus.CANCELLED, WithdrawalStatus.FAILED)
+
+
 async def _transactions(session: AsyncSession, wallet: Wallet, d: RiskDecision
                         ) -> dict[str, Any]:
-    lo, hi = d.at - timedelta(days=WINDOW_DAYS), d.at + timedelta(days=1)
+    """The month before the decision over the person's wallets (the wallets the limits and
+    the ``person.*`` rules count together), the decision's own subject left out."""
+    lo, hi = d.at - timedelta(days=WINDOW_DAYS), d.at
+    wallets = (await session.execute(select(Wallet.id, Wallet.ledger_account_id).where(
+        Wallet.id.in_(person_wallets(wallet.id))).order_by(Wallet.id))).all()
+    by_account = {account: wid for wid, account in wallets}
     outs = (await session.execute(select(Withdrawal).where(
-        Withdrawal.wallet_id == wallet.id, Withdrawal.created_at >= lo,
-        Withdrawal.created_at < hi).order_by(Withdrawal.created_at))).scalars().all()
+        Withdrawal.wallet_id.in_([wid for wid, _ in wallets]), Withdrawal.created_at >= lo,
+        Withdrawal.created_at < hi, Withdrawal.id != d.subject_id)
+        .order_by(Withdrawal.created_at, Withdrawal.id))).scalars().all()
     ins = (await session.execute(select(LedgerTransfer).where(
-        LedgerTransfer.credit_account_id == wallet.ledger_account_id,
+        LedgerTransfer.credit_account_id.in_(list(by_account)),
         LedgerTransfer.kind.in_(("single", "post")), LedgerTransfer.created_at >= lo,
         LedgerTransfer.created_at < hi).order_by(LedgerTransfer.seq))).scalars().all()
     return {
         "window": {"from": lo.isoformat(), "to": hi.isoformat()},
-        "out": [{"id": w.id, "at": w.created_at.isoformat(), "method": w.method.value,
-                 "destination": w.destination, "amount_msat": int(w.amount_msat),
-                 "status": w.status.value} for w in outs],
-        "in": [{"id": t.id, "at": t.created_at.isoformat(), "code": t.code,
+        "wallets": [wid for wid, _ in wallets],
+        "out": [{"id": w.id, "wallet_id": w.wallet_id, "at": w.created_at.isoformat(),
+                 "method": w.method.value, "destination": w.destination,
+                 "amount_msat": int(w.amount_msat), "status": w.status.value}
+                for w in outs],
+        "in": [{"id": t.id, "wallet_id": by_account[t.credit_account_id],
+                "at": t.created_at.isoformat(), "code": t.code,
                 "amount_msat": int(t.amount)} for t in ins],
     }
+
+
+def _subject(d: RiskDecision, what: dict[str, Any], who: dict[str, Any], owner: str,
+             amount: str) -> str:
+    """The screened payment in words, in its direction: a deposit comes from its sender into
+    the wallet (its destination is our own receiving address)."""
+    rail = what["rail"] or ""
+    if what["direction"] == "in":
+        source = what["counterparty"] or "an unknown sender"
+        return (f"a {rail} deposit of {amount} into wallet {who['wallet_id']}, held by "
+                f"{owner}, from {source} (received at {what['destination'] or 'unknown'}) "
+                f"was frozen by the risk rules"
+                f"{' for review' if d.outcome != Outcome.REJECT else ''}")
+    held = "refused" if d.outcome == Outcome.REJECT else "held for review"
+    return (f"a {rail} payment of {amount} from wallet {who['wallet_id']}, held by {owner}, "
+            f"to {what['destination'] or 'an unknown destination'} was {held} by the risk "
+            "rules")
 
 
 def _narrative(c: RiskCase, d: RiskDecision, content: dict[str, Any]) -> str:
@@ -121,21 +153,23 @@ def _narrative(c: RiskCase, d: RiskDecision, content: dict[str, Any]) -> str:
         or who.get("user", {}).get("email") or f"{who['owner_type']} {who['owner_id']}"
     fiat = content["amount"]["fiat"]
     amount = _sat(d.amount_msat) + (f" ({fiat['text']})" if fiat else "")
-    held = "refused" if d.outcome == Outcome.REJECT else "held for review"
     rules = ", ".join(f"{r['id']} (+{r['score']})" for r in what["rules_matched"]) or "none"
-    out_total = sum(t["amount_msat"] for t in tx["out"])
+    sent = [t for t in tx["out"] if t["status"] not in _NOT_SENT]
+    unsent = len(tx["out"]) - len(sent)
+    out_total = sum(t["amount_msat"] for t in sent)
     in_total = sum(t["amount_msat"] for t in tx["in"])
-    text = (f"On {d.at:%Y-%m-%d %H:%M} UTC a {what['rail'] or ''} {what['direction'] or ''} "
-            f"payment of {amount} from wallet {who['wallet_id']}, held by {owner}, to "
-            f"{what['destination'] or 'an unknown destination'} was {held} by the risk rules "
+    text = (f"On {d.at:%Y-%m-%d %H:%M} UTC {_subject(d, what, who, owner, amount)} "
             f"(rule set version {what['rule_set_version']}, score {d.score}"
             f"{', sanctioned address' if d.sanctioned else ''}). Rules matched: {rules}. "
             f"Case {c.id} was opened on {c.created_at:%Y-%m-%d}")
     if c.resolution is not None:
         text += (f" and closed on {c.closed_at:%Y-%m-%d} as {c.resolution.value.replace('_', ' ')}"
                  f" (money: {c.money.value if c.money else 'none'})")
-    text += (f". In the {WINDOW_DAYS} days before the payment the wallet sent "
-             f"{len(tx['out'])} withdrawal(s) totalling {_sat(out_total)} and received "
+    n = len(tx["wallets"])
+    whose = "the wallet" if n == 1 else f"the {n} wallets of the same owner"
+    text += (f". In the {WINDOW_DAYS} days before it {whose} sent {len(sent)} "
+             f"withdrawal(s) totalling {_sat(out_total)}"
+             f"{f' ({unsent} more cancelled or failed)' if unsent else ''} and received "
              f"{len(tx['in'])} credit(s) totalling {_sat(in_total)}.")
     return " ".join(text.split())
 
