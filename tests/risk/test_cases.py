@@ -99,7 +99,7 @@ async def test_case_decisions_release_or_return_the_held_money(lnenv: LnEnv):
                          json={"resolution": "false_positive"})
         assert r.status_code == 409 and r.json()["type"].endswith("/case-refused"), r.text
         for case in cases.values():
-            r = await c.post(f"{base}/{case}/investigate", headers=ann, json={})
+            r = await c.post(f"{base}/{case}/investigate", headers=ann)  # the body optional
             assert r.json()["status"] == "investigating", r.text
         again = await c.post(f"{base}/{cases['chain']}/investigate", headers=ann, json={})
         assert again.status_code == 409 and "only a pending case" in again.json()["detail"]

@@ -112,9 +112,8 @@ async def money(base: str, env: LnEnv, ids: dict[str, str]) -> dict[str, str]:
         code="deposit", ref="pages")])
     key = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base) as c:
-        r = await c.post(f"/api/v1/wallets/{wallet.id}/deposits", json={"method": "onchain"},
-                         headers=key)
-        assert r.status_code == 201, r.text
+        r = await c.post(f"/api/v1/wallets/{wallet.id}/deposits", headers=key)  # on-chain
+        assert r.status_code == 201 and r.json()["method"] == "onchain", r.text
         deposit_id = r.json()["id"]
         r = await c.post(f"/api/v1/wallets/{wallet.id}/withdrawals",
                          json={"destination": "bcrt1q8uq9hrte4u3d2pes3gmrxeffws053ylettc383",

@@ -97,13 +97,14 @@ async def approve(withdrawal_id: str, request: Request, principal: Releaser) -> 
 
 
 @router.post("/admin/withdrawals/{withdrawal_id}/reject", response_model=ApprovalOut)
-async def reject(withdrawal_id: str, body: RejectIn, request: Request,
-                 principal: Approver) -> ApprovalOut:
+async def reject(withdrawal_id: str, request: Request, principal: Approver,
+                 body: RejectIn | None = None) -> ApprovalOut:
+    reason = (body or RejectIn()).reason
     # Found from outside: a rejection voids the hold before its status change takes the
     # wallet's roll-up lock, a release takes them the other way round, and PostgreSQL broke
     # the deadlock by aborting the rejection (a 500, the decision lost). Run again instead.
     outcome = await retrying(sessions_of(request), lambda session: approvals.reject_withdrawal(
-        session, withdrawal_id=withdrawal_id, approver=_user(principal), reason=body.reason))
+        session, withdrawal_id=withdrawal_id, approver=_user(principal), reason=reason))
     return ApprovalOut(withdrawal_id=withdrawal_id, status=outcome.status,
                        approvals=outcome.approvals, required=outcome.required)
 

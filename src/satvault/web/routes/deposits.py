@@ -66,10 +66,12 @@ async def _ln_invoice(session: AsyncSession, deposit_id: str) -> LnInvoice:
 
 @router.post("/wallets/{wallet_id}/deposits", response_model=DepositOut, status_code=201,
              dependencies=[CreateLimit])
-async def request_deposit(wallet_id: str, body: DepositIn, request: Request,
-                          settings: SettingsDep, principal: WalletWriter) -> DepositOut:
-    """An on-chain address (``method: onchain``) or a BOLT11 invoice (``method: lightning``).
-    The node is asked for the invoice between two short units of work, never inside one."""
+async def request_deposit(wallet_id: str, request: Request, settings: SettingsDep,
+                          principal: WalletWriter, body: DepositIn | None = None) -> DepositOut:
+    """An on-chain address (``method: onchain``, also with no body) or a BOLT11 invoice
+    (``method: lightning``). The node is asked for the invoice between two short units of
+    work, never inside one."""
+    body = body or DepositIn()
     sessions = request.app.state.sessions
     if body.method == "lightning":
         async with one_read(sessions) as session:

@@ -87,11 +87,12 @@ async def assign(case_id: CaseId, body: AssignIn, session: SessionDep,
 
 
 @router.post("/{case_id}/investigate")
-async def investigate(case_id: CaseId, body: VersionIn, session: SessionDep,
-                      admin: Admin) -> dict[str, Any]:
-    """``pending`` → ``investigating`` (an unassigned case goes to the acting admin)."""
+async def investigate(case_id: CaseId, session: SessionDep, admin: Admin,
+                      body: VersionIn | None = None) -> dict[str, Any]:
+    """``pending`` → ``investigating`` (an unassigned case goes to the acting admin); the
+    body is optional."""
     return await cases.investigate(session, case_id=case_id, actor=_actor(admin),
-                                   expected_version=body.expected_version)
+                                   expected_version=(body or VersionIn()).expected_version)
 
 
 @router.post("/{case_id}/notes", status_code=201)
