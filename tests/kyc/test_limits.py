@@ -140,3 +140,45 @@ async def test_a_queued_withdrawal_waits_when_its_owner_is_lowered_below_its_amo
         assert (await env.runtime.payer.step()).succeeded == 1
         assert await status(sent["onchain"]) == "batched"
         assert await status(sent["lightning"]) == "confirmed"
+
+
+async def test_queued_withdrawals_leave_within_the_lowered_tiers_windows_oldest_first(
+        lnenv: LnEnv):
+    """Found from outside (the gap list): after a tier was lowered, queued withdrawals each
+    within the new per-transaction limit all left, though together they passed the new tier's
+    24-hour limit. At pick-up each counts what the person's wallets sent on its rail in the
+    windows and what was queued before it: the oldest leave while they fit, the rest wait."""
+    env = lnenv
+    async with api_client(env) as c:
+        k = await bench(env, c)
+        for _ in range(2):  # for the payout job to spend, one coin per batch
+            await add_coin(env, 200_000)
+        assert (await k.record("approve", 1)).status_code == 201
+        queued: dict[str, list[str]] = {}
+        for rail in ("onchain", "lightning"):
+            for _ in range(3):  # 27,000 sat: within tier 1's day, over tier 0's 20,000
+                r = await k.pay(rail, 9_000)
+                assert r.status_code == 201 and r.json()["status"] == "pending", r.text
+                queued.setdefault(rail, []).append(r.json()["id"])
+        assert (await k.record("approve", 0)).status_code == 201
+
+        async def statuses(rail: str) -> list[str]:
+            out = []
+            for wid in queued[rail]:
+                r = await c.get(f"/api/v1/withdrawals/{wid}", headers=k.payer)
+                assert r.status_code == 200, r.text
+                out.append(str(r.json()["status"]))
+            return out
+
+        for _ in range(2):  # a pass that sends, and one that finds nothing more to send
+            await env.runtime.payouts.step()
+            await env.runtime.payer.step()
+        assert await statuses("onchain") == ["broadcast", "broadcast", "pending"]
+        assert await statuses("lightning") == ["confirmed", "confirmed", "pending"]
+        # Back at tier 1, the last ones leave.
+        assert (await k.record("approve", 1)).status_code == 201
+        await env.runtime.payouts.step()
+        assert (await env.runtime.payer.step()).succeeded == 1
+        assert await statuses("onchain") == ["broadcast"] * 3
+        assert await statuses("lightning") == ["confirmed"] * 3
+    await env.check()

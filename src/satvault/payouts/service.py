@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.dml import Insert
 
@@ -270,31 +271,71 @@ async def check_limits_at_release(session: AsyncSession, wd: Withdrawal, *, wall
 def free_to_leave(settings: Settings) -> ColumnElement[bool]:
     """Whether a queued (``pending``) withdrawal may be sent now, as an SQL condition
     correlated on ``withdrawals`` (the payout job's and the Lightning payer's pick-up): its
-    wallet is not frozen, and its amount is within the per-transaction limit of its wallet's
-    owner's tier *now* on its rail (:func:`~satvault.kyc.service.tier_expr`, the tier every
-    check reads). Otherwise it waits, its money held, until the wallet is unfrozen or the
-    tier allows it again, or it is cancelled.
+    wallet is not frozen, and the limits of its wallet's owner's tier *now* on its rail
+    (:func:`~satvault.kyc.service.tier_expr`, the tier every check reads) allow it: its amount
+    per transaction, and in the 24-hour and 30-day windows what the person's wallets
+    (:func:`~satvault.accounts.persons.person_wallets`) sent on the rail (or have on its way)
+    with what they queued or hold before it, itself included (:func:`_queued_through`).
+    Otherwise it waits, its money held, until the wallet is unfrozen or the tier allows it
+    again, or it is cancelled.
 
     Found from outside: withdrawals queued before an approved record lowered the owner's
     tier still left above the new tier's limit (900,000 sat broadcast at tier 0, whose limit
-    is 100,000), where a held one is checked again at its release."""
+    is 100,000), where a held one is checked again at its release; and several, each within
+    the new per-transaction limit, left together past its 24-hour limit. Counted oldest
+    first, so two payers picking two of one person's withdrawals at once need not see each
+    other: the younger counts the older whatever its state."""
     table = settings.kyc_tier_limits_msat
+    now, me = utcnow(), Withdrawal
+    return select(Wallet.id).where(
+        Wallet.id == me.wallet_id, Wallet.frozen_at.is_(None),
+        me.amount_msat <= _tier_limit(table, 0, Wallet, me.method),
+        _queued_through(table, now - timedelta(hours=24))
+        <= _tier_limit(table, 1, Wallet, me.method),
+        _queued_through(table, now - timedelta(days=30))
+        <= _tier_limit(table, 2, Wallet, me.method)).exists()
+
+
+def _tier_limit(table: Mapping[int, Mapping[str, Sequence[int]]], i: int, wallet: Any,
+                method: Any) -> ColumnElement[int]:
+    """The ``i``-th limit (per transaction, 24 h, 30 d) on rail ``method`` of the tier of
+    ``wallet``'s owner now, as SQL."""
     top = top_tier(table)
 
-    def per_tx(tier: int) -> ColumnElement[int]:
-        return case({WithdrawalMethod(rail): literal(lim[0], Amount())
+    def of(tier: int) -> ColumnElement[int]:
+        return case({WithdrawalMethod(rail): literal(lim[i], Amount())
                      for rail, lim in table[tier].items()},
-                    value=Withdrawal.method, else_=literal(0, Amount()))
-
-    lower = {t: per_tx(t) for t in table if t != top}
+                    value=method, else_=literal(0, Amount()))
+    lower = {t: of(t) for t in table if t != top}
     # One tier only: no CASE (one without a WHEN is no SQL; found from outside, every
     # pick-up failed on a platform with a single tier).
-    limit = case(lower, value=tier_expr(Wallet.owner_type.expression,
-                                        Wallet.owner_id.expression),
-                 else_=per_tx(top)) if lower else per_tx(top)
-    return select(Wallet.id).where(Wallet.id == Withdrawal.wallet_id,
-                                   Wallet.frozen_at.is_(None),
-                                   Withdrawal.amount_msat <= limit).exists()
+    return case(lower, value=tier_expr(wallet.owner_type, wallet.owner_id),
+                else_=of(top)) if lower else of(top)
+
+
+# Not left yet: queued for a payer, or held (approvers, a risk case). Counted at pick-up in
+# the order they were asked for; what left (or is leaving) is counted whatever its age.
+_NOT_LEFT = (WithdrawalStatus.PENDING, WithdrawalStatus.AWAITING_APPROVAL,
+             WithdrawalStatus.REVIEW)
+
+
+def _queued_through(table: Mapping[int, Mapping[str, Sequence[int]]], since: Any) -> Any:
+    """What the person behind the correlated ``withdrawals`` row's wallet counts against a
+    window from ``since`` on its rail (the rows :func:`_summed` counts) at its pick-up: what
+    left, and what has not left yet but was asked for before it (itself included) and may
+    leave at its owner's tier now (one above that tier's per-transaction limit waits for a
+    higher tier, holding no younger one back)."""
+    o, ow, me = aliased(Withdrawal, name="qt_o"), aliased(Wallet, name="qt_w"), Withdrawal
+    not_left = or_(*(o.status == s for s in _NOT_LEFT))
+    before = or_(o.created_at < me.created_at,
+                 and_(o.created_at == me.created_at, o.id <= me.id))
+    return select(func.coalesce(func.sum(o.amount_msat), 0)) \
+        .select_from(o).join(ow, ow.id == o.wallet_id).where(
+            o.wallet_id.in_(person_wallets(me.wallet_id)), o.method == me.method,
+            or_(o.created_at >= since, o.released_at >= since),
+            o.status != WithdrawalStatus.FAILED, o.status != WithdrawalStatus.CANCELLED,
+            or_(~not_left, and_(before, o.amount_msat <= _tier_limit(table, 0, ow, o.method)))
+        ).correlate(me).scalar_subquery()
 
 
 async def limits_left(session: AsyncSession, *, wallet: Wallet, settings: Settings
