@@ -169,3 +169,31 @@ async def test_static_files_are_served_by_satvault(browser):
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     assert "immutable" in css.headers["cache-control"]
     assert (await browser.get("/static/missing.js")).status_code == 404
+
+
+async def test_the_second_factor_returns_to_the_whole_page_asked_for(browser, people,
+                                                                     sessions, clock):
+    """Found from outside: the TOTP step kept ``next`` only up to its first ``&`` (it went
+    into the step's URL unquoted), so an admin asking for a filtered page landed on another
+    one."""
+    import html
+    import re
+
+    import pyotp
+
+    from satvault.auth import totp
+
+    async with sessions() as s, s.begin():
+        enrollment = await totp.begin_enrollment(s, user_id=people.root)
+        code = pyotp.TOTP(enrollment.secret)
+        await totp.confirm_enrollment(s, user_id=people.root, code=code.at(clock.now()))
+    clock.advance(seconds=30)
+    wanted = "/admin/audit?actor=admin&action=auth.signin"
+    r = await sign_in(browser, "root@example.com", next_path=wanted)
+    step = await browser.get(r.headers["location"])
+    found = re.search(r'name="next" value="([^"]*)"', step.text)
+    assert found is not None and html.unescape(found.group(1)) == wanted, step.text
+    r = await browser.post("/login/totp", data={"csrf_token": csrf_of(step.text),
+                                                "code": code.at(clock.now()),
+                                                "next": html.unescape(found.group(1))})
+    assert r.headers["location"] == wanted

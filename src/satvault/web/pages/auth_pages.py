@@ -16,6 +16,7 @@ a new session id, and the session the browser had before is revoked (fixation).
 from __future__ import annotations
 
 import contextlib
+from urllib.parse import quote
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -164,8 +165,8 @@ async def password_sign_in(request: Request, *, lang: Language, email: str, pass
             return "This account is suspended."
         return "Wrong e-mail or password."
     if challenge is not None:
-        response = RedirectResponse(f"/login/totp?next={safe_next(next_path, '')}",
-                                    status_code=303)
+        response = RedirectResponse(
+            f"/login/totp?next={quote(safe_next(next_path, ''), safe='/')}", status_code=303)
         response.set_cookie(CHALLENGE_COOKIE, challenge, httponly=True, samesite="strict",
                             secure=cookie_secure(settings), path="/login")
         return response
