@@ -146,3 +146,32 @@ async def test_upgrade_books_leaves_other_differences_to_a_person(env: Env):
     await deposit(env, 300_000)
     done = await rebook_legacy_deposits(env.sessions)  # clean books: nothing to do
     assert done.amount_sat == 0 and "nothing to move" in done.reason
+
+
+async def test_a_coin_a_waiting_move_would_spend_is_missing_once_a_stranger_spent_it(env: Env):
+    """Found from outside: a coin reserved by a move of ours not yet sent (a refill waiting
+    days for its cosigners, a payout batch not signed yet) was counted as held whatever spent
+    it, so a coin someone holding the keys took meanwhile showed in no figure until the move
+    failed. Held by a move means spent by one of its own transactions, or by nothing yet."""
+    from tests.payouts.test_payouts import external_address, withdraw
+
+    await deposit(env, 600_000)
+    await env.sweep()
+    await withdraw(env, external_address(env, 0), 100_000)
+    assert await env.runtime.payouts.create_batch() == 1  # stored, not signed nor sent
+    async with env.sessions() as s:
+        coin, addr = (await s.execute(select(OnchainPayment, OnchainAddress).join(
+            OnchainAddress, OnchainAddress.id == OnchainPayment.address_id).join(
+            OnchainWallet, OnchainWallet.id == OnchainAddress.wallet_id).where(
+            OnchainWallet.role == "hot", OnchainPayment.spent_by.is_(None)))).one()
+    key = Keyring(SEED, "regtest").private_key(WalletName.HOT, addr.chain, addr.idx)
+    thief = txbuild.p2wpkh(txbuild.key(99))
+    tx = txbuild.unsigned((coin.txid, coin.vout), [(thief.spk, coin.value_sat - 500)])
+    txbuild.sign(tx, txbuild.p2wpkh(key), coin.value_sat)
+    await env.runtime.backend.broadcast(tx.serialize().hex())
+    env.chain.mine(1)
+    await env.runtime.watcher.step()  # sees the stranger's spend: spent_by is theirs
+    st = await custody_status(env.sessions, env.runtime.backend)
+    assert [(d.kind, d.subject) for d in st.differences] == [
+        ("coin_missing", f"{coin.txid}:{coin.vout}")], st.as_dict()
+    assert st.tiers["semicold"].node_sat == 0

@@ -42,7 +42,13 @@ from satvault.onchain.models import (
     OnchainPaymentStatus,
     OnchainWallet,
 )
-from satvault.payouts.models import LIVE_STATUSES, BatchStatus, PayoutBatch, PayoutInput
+from satvault.payouts.models import (
+    LIVE_STATUSES,
+    BatchStatus,
+    PayoutBatch,
+    PayoutInput,
+    PayoutTx,
+)
 
 __all__ = ["TIERS", "CustodyStatus", "Difference", "custody_status"]
 
@@ -99,15 +105,26 @@ async def _held_coins(session: AsyncSession) -> list[tuple[str, str, int, int, b
                                                     PayoutBatch.status != BatchStatus.CONFIRMED)
     booked_moves = select(PayoutBatch.txid).where(PayoutBatch.status == BatchStatus.CONFIRMED,
                                                   PayoutBatch.txid.is_not(None))
+    live = PayoutBatch.status.in_(LIVE_STATUSES)
     live_inputs = select(PayoutInput.payment_id).join(
-        PayoutBatch, PayoutBatch.id == PayoutInput.batch_id).where(
-        PayoutBatch.status.in_(LIVE_STATUSES))
+        PayoutBatch, PayoutBatch.id == PayoutInput.batch_id).where(live)
+    # Spent by a live move of ours: by one of its own transactions (a fee bump's versions
+    # included), or by nothing the watcher saw yet while the move has a transaction (sent,
+    # or about to be). A coin a stranger spent is not, whatever move reserved it (found
+    # from outside: a cold coin taken while its refill waited for cosigners was counted as
+    # held for days).
+    versions = select(PayoutTx.txid).join(PayoutBatch, PayoutBatch.id == PayoutTx.batch_id) \
+        .where(live)
+    sent_inputs = live_inputs.where(select(PayoutTx.id).where(
+        PayoutTx.batch_id == PayoutBatch.id).exists())
+    ours = P.spent_by.in_(versions) | (P.spent_by.is_(None) & P.id.in_(sent_inputs))
     rows = (await session.execute(
-        select(W.role, P.txid, P.vout, P.value_sat, P.id.in_(live_inputs))
+        select(W.role, P.txid, P.vout, P.value_sat, ours)
         .join(A, A.id == P.address_id).join(W, W.id == A.wallet_id)
-        # Spent by nobody, or by a live move of ours not booked yet: the books hold it until
-        # the move is booked (found from outside: once the watcher saw a payout in the
-        # mempool its coins dropped out here, and every payout in flight was a difference).
+        # Spent by nobody, or reserved by a live move of ours not booked yet: the books hold
+        # it until the move is booked (found from outside: once the watcher saw a payout in
+        # the mempool its coins dropped out here, and every payout in flight was a
+        # difference); the node is asked unless one of the move's transactions spent it.
         .where(P.spent_by.is_(None) | P.id.in_(live_inputs),
                P.status != OnchainPaymentStatus.CONFLICTED,
                P.txid.not_in(unbooked_moves),

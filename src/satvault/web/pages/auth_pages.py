@@ -16,8 +16,8 @@ a new session id, and the session the browser had before is revoked (fixation).
 from __future__ import annotations
 
 import contextlib
-from urllib.parse import quote
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
