@@ -108,6 +108,11 @@ async def test_export_sign_import_until_complete(env, db_url, tmp_path, monkeypa
         bad.write_text(str(altered.to_base64()))
         r, report = await cli("cold", "import", str(bad), "--batch", batch_id)
         assert r.exit_code == 1 and "altered.psbt is not refill" in report["error"]
+        # Found from outside: without --batch the refusal asked for --batch, as if the file
+        # were fine and only its refill unknown.
+        r, report = await cli("cold", "import", str(bad))
+        assert r.exit_code == 1 and "altered.psbt" in report["error"], report
+        assert "altered copy" in report["error"], report
         async with env.sessions() as s:
             assert (await s.get(PayoutBatch, batch_id)).partial_psbt == stored
         assert handed_over == []

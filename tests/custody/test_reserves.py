@@ -162,6 +162,11 @@ async def test_tampered_proofs_are_refused(env, tmp_path, cosigners, cold_wallet
     tx.vout[0].value += 1
     with pytest.raises(ProofRejected, match=r"output claims 500001 sat.*hold 500000"):
         await verify_proof(tx.serialize().hex(), MESSAGE, backend)
+    # An output someone could spend (found from outside: only its count and value were read).
+    tx = _tx(proof)
+    tx.vout[0].script_pubkey = Script(b"\x00\x14" + bytes(20))
+    with pytest.raises(ProofRejected, match="OP_RETURN"):
+        await verify_proof(tx.serialize().hex(), MESSAGE, backend)
     # The two hot coins' signatures swapped (each witness onto the other coin).
     tx = _tx(proof)
     hot = [i for i in range(1, 4) if len(tx.vin[i].witness.items) == 2]

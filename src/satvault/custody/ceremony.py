@@ -86,14 +86,17 @@ class ImportResult:
     txid: str | None = None  # set once finalized and handed over
 
 
-async def _find_batch(session: AsyncSession, txid: str) -> str:
+async def _find_batch(session: AsyncSession, txid: str, name: str) -> str:
+    """The refill in cosigning whose transaction ``name``'s PSBT is (found by its txid)."""
     rows = (await session.execute(select(PayoutBatch.id, PayoutBatch.psbt).where(
         PayoutBatch.kind == MoveKind.REFILL,
         PayoutBatch.status == BatchStatus.COSIGNING))).all()
     for batch_id, psbt in rows:
         if unsigned_txid(read_psbt(psbt)) == txid:
             return str(batch_id)
-    raise NotFound(f"no refill in cosigning is for transaction {txid}; give --batch")
+    raise NotFound(f"{name} is for transaction {txid}, which no refill in cosigning makes: "
+                   "an altered copy, or the file of a refill that is done or abandoned; "
+                   "give --batch to compare it with a refill")
 
 
 async def import_signatures(session: AsyncSession, *, files: Sequence[tuple[str, str]],
@@ -104,7 +107,7 @@ async def import_signatures(session: AsyncSession, *, files: Sequence[tuple[str,
         raise ColdPsbtError("no PSBT files to import")
     parsed = [(name, read_psbt(text, name)) for name, text in files]
     if batch_id is None:
-        batch_id = await _find_batch(session, unsigned_txid(parsed[0][1]))
+        batch_id = await _find_batch(session, unsigned_txid(parsed[0][1]), parsed[0][0])
     batch = await _refill(session, batch_id, lock=True)
     wallet = await cold_wallet(session, network)
     stored = read_psbt(batch.psbt, f"the stored PSBT of {batch_id}")

@@ -276,6 +276,9 @@ async def verify_proof(proof: str | PSBT | Transaction, message: str | None,
         raise ProofRejected("a proof has the commitment input and at least one coin")
     if len(tx.vout) != 1:
         raise ProofRejected(f"a proof has exactly one output, not {len(tx.vout)}")
+    if bytes(tx.vout[0].script_pubkey.data) != PROOF_OUTPUT_SCRIPT:
+        raise ProofRejected("a proof's output is a bare OP_RETURN (provably unspendable), not "
+                            f"the script {bytes(tx.vout[0].script_pubkey.data).hex()}")
     if bytes(tx.vin[0].txid)[::-1] != digest or tx.vin[0].vout != commit_vout:
         raise ProofRejected(f"input 0 is not the commitment to the message {message!r}: the "
                             "proof was made for another message (or none)")
