@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from satvault.kernel import strictjson
@@ -199,15 +200,28 @@ class InputGuard:
     async def _check_body(self, body: bytes, scope: Scope) -> Any:
         if not body:
             return None
-        refusal = await _check_form(body, Headers(scope=scope), self.max_body_bytes)
-        return refusal if refusal is not None else _check_json(body)
+        bad = await _check_form(body, Headers(scope=scope), self.max_body_bytes)
+        if bad is None:
+            return _check_json(body)
+        name, why = bad
+        path = scope.get("path", "")
+        pages = getattr(scope["app"].state, "page_errors", None) if "app" in scope else None
+        if pages is not None and not path.startswith("/api/") and not _wallet_facing(path):
+            # A form of a page: a page saying which field, not the API's problem+json
+            # (found from outside: a NUL in a dashboard form's field answered raw JSON).
+            return pages(Request(scope), 422, f"The field {name!r} holds a character that "
+                         f"cannot be stored ({why.removeprefix('contains ')}). Go back, "
+                         "remove it and send the form again. Nothing was changed.")
+        return _invalid(["body", name], why)
 
 
-async def _check_form(body: bytes, headers: Headers, max_bytes: int) -> Any:
+async def _check_form(body: bytes, headers: Headers, max_bytes: int
+                      ) -> tuple[str, str] | None:
     """The form a route would read from ``body``, read the way ``request.form()`` reads it:
     the same header, the same test of its type, Starlette's own parsers (python-multipart)
     with no limit tighter than the body's own. Field names and values are checked, and a
-    file's name; a file's bytes are the route's to judge (a binary PSBT holds NUL bytes)."""
+    file's name; a file's bytes are the route's to judge (a binary PSBT holds NUL bytes).
+    The first bad field's name and what is wrong with it, or None."""
     kind, _ = parse_options_header(headers.get("content-type"))
     parser: FormParser | MultiPartParser
     if kind == b"multipart/form-data":
@@ -227,7 +241,7 @@ async def _check_form(body: bytes, headers: Headers, max_bytes: int) -> Any:
             for text in texts:
                 why = bad_text(text)
                 if why is not None:
-                    return _invalid(["body", name], why)
+                    return name, why
     finally:
         await form.close()
     return None

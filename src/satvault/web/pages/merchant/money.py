@@ -40,7 +40,7 @@ from satvault.web.pages.deps import (
     SteppedUp,
     mark_page,
 )
-from satvault.web.pages.merchant.scope import form_key
+from satvault.web.pages.merchant.scope import field_message, form_key
 from satvault.web.pages.merchant.texts import N_, translate
 from satvault.web.pages.merchant.wallet_access import merchant_wallet
 from satvault.web.pages.render import render
@@ -86,11 +86,7 @@ def _field(form: Any, name: str, limit: int = 2000) -> str:
 
 
 def _validation_message(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    if where == "amount_msat":
-        return N_("The amount is out of range.")
-    return f"{where}: {first.get('msg', 'invalid')}"
+    return field_message(exc.errors()[0])
 
 
 # Deposits ---------------------------------------------------------------------------------

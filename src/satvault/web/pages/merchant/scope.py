@@ -28,6 +28,7 @@ from satvault.auth.sessions import SessionView
 from satvault.kernel.errors import AuthError, NotFound, SatvaultError
 from satvault.web.idempotency import IdempotencyInProgress, run_idempotent
 from satvault.web.pages.deps import merchant_principal
+from satvault.web.pages.merchant.texts import N_
 from satvault.web.problems import ERROR_STATUS
 
 __all__ = [
@@ -140,8 +141,14 @@ def status_for(exc: Exception) -> int:
     return 422
 
 
-def _field_message(error: Mapping[str, Any]) -> str:
+def field_message(error: Mapping[str, Any]) -> str:
+    """One refusal of a request model, for a form: which field and why. The forms take sats
+    where the models take msat, so an amount the model refuses is said in the form's terms
+    (found from outside: a page said "amount_msat: Input should be less than or equal to
+    2100000000000000000" of a field in sats)."""
     where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+    if where == "amount_msat":
+        return N_("The amount is out of range.")
     message = str(error.get("msg", "invalid"))
     return f"{where}: {message}" if where else message
 
@@ -151,7 +158,7 @@ def parse(model: type[M], data: Mapping[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise FormRefused("; ".join(_field_message(e) for e in exc.errors())) from None
+        raise FormRefused("; ".join(field_message(e) for e in exc.errors())) from None
 
 
 def refusal(exc: Exception) -> tuple[int, str]:
