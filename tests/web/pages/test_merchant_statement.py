@@ -206,6 +206,17 @@ async def test_the_csv_says_what_each_line_did_to_the_balance(browser: httpx.Asy
     by_id = {t["transfer_id"]: t["posted_msat"] for t in table}
     assert (by_id["h:paid"], by_id["h:paid:post"], by_id["h:gone"], by_id["h:gone:void"]) \
         == ("0", "-1000000", "0", "0")
+    # The page too (found from outside: a deposit's hold and its posting were two lines of
+    # "+150,000"): a line that moved the balance is signed, a hold or its release is in
+    # parentheses, so the signed amounts add up to the balance.
+    page = await browser.get(f"/dashboard/m/{people.alice_merchant}/statement",
+                             params={"from": "2026-11-05"})
+    cells = re.findall(r'<td class="num" data-change="([^"]*)">([^<]*(?:<[^>]+>[^<]*</[^>]+>)?)'
+                       r'</td>', page.text)
+    assert sorted(c for c, _ in cells) == ["-1000000", "0", "0", "0"], cells
+    signed = [text for change, text in cells if change != "0"]
+    assert signed == ["−1,000"], cells
+    assert all("(1,000)" in text for change, text in cells if change == "0"), cells
 
 
 async def test_the_csv_refuses_the_filters_the_page_refuses(browser: httpx.AsyncClient,
