@@ -58,7 +58,8 @@ def test_rule_sets_are_validated_strictly(doc: Any, message: str):
 def test_evaluation_is_a_pure_function_of_rules_and_features():
     doc = parse_rule_set(default_doc())
     features: dict[str, Any] = {
-        "amount_msat": 5_000_000 * SAT, "direction": "out", "rail": "onchain", "kyc_tier": 0,
+        "amount_msat": 5_000_000 * SAT, "direction": "out", "rail": "onchain",
+        "payout_rail": "onchain", "kyc_tier": 0,
         "destination_age_days": 0, "destination_seen_count": 0, "rapid_ratio_bp": 10_000,
         "amount_zscore": 7.5, "destination_label_score": 0, "destination_sanctioned": False}
     first = evaluate(doc, features)

@@ -97,6 +97,15 @@ async def test_a_sanctioned_destination_is_refused_on_every_rail(lnenv: LnEnv, s
         [hit] = [r for r in e["rules"] if r["id"] == "sanctioned_address"]
         assert hit["matched"] and hit["inputs"] == {"destination_sanctioned": True}
     assert explained["lightning"]["features"]["counterparty"] == payee
+    # A refund is its own rail, and pays by one: the shipped rule about new on-chain
+    # addresses reads that one (found from outside: it scored Lightning refunds too).
+    assert {rail: e["features"]["payout_rail"] for rail, e in explained.items()} == {
+        "onchain": "onchain", "lightning": "lightning", "internal": "internal",
+        "refund": "onchain"}
+    new_address = {rail: [r["matched"] for r in e["rules"] if r["id"] == "new_onchain_address"]
+                   for rail, e in explained.items()}
+    assert new_address == {"onchain": [True], "lightning": [False], "internal": [False],
+                           "refund": [True]}, new_address
     async with env.sessions() as s:
         assert (await s.execute(select(func.count()).select_from(Withdrawal).where(
             Withdrawal.destination.in_((DEST, outside, own.bolt11, REFUND_TO))))
@@ -331,3 +340,27 @@ async def test_a_withdrawal_no_rail_could_pay_is_refused_before_the_rules_screen
                 ).scalar_one() == 1
         assert (await s.execute(select(func.count()).select_from(Withdrawal))
                 ).scalar_one() == 0
+
+
+async def test_a_lightning_refund_is_no_new_onchain_address(lnenv: LnEnv, shop):  # noqa: F811
+    """Found from outside (stop 38): the shipped rule ``new_onchain_address`` matched the
+    ``refund`` rail whatever paid it, so every Lightning refund scored as a payment to a fresh
+    on-chain address. It reads ``payout_rail`` now."""
+    env = lnenv
+    refunder = await refunder_key(env, shop)
+    outside = env.network.create_invoice("customer2", 5_000 * SAT).bolt11
+    async with api_client(env) as c:
+        inv = await paid_lightning_invoice(c, env, shop, "paid", sats=30_000)
+        r = await c.post(f"/api/v1/invoices/{inv['id']}/refunds",
+                         headers={**refunder, "Idempotency-Key": "ln"},
+                         json={"destination": outside})
+        assert r.status_code == 201, r.text
+        wid = r.json()["id"]
+    async with env.sessions() as s:
+        d = (await s.execute(select(RiskDecision).where(
+            RiskDecision.subject_id == wid))).scalar_one()
+    features = json.loads(d.features)
+    assert (features["rail"], features["payout_rail"]) == ("refund", "lightning")
+    [rule] = [r for r in json.loads(d.results) if r["id"] == "new_onchain_address"]
+    assert not rule["matched"], rule
+    await env.check()

@@ -114,6 +114,9 @@ class Event:
     # Other names of the payee, looked up like the destination: the Lightning Addresses an
     # LNURL-pay service's metadata names (``text/identifier``, ``text/email``).
     aliases: tuple[str, ...] = ()
+    # The rail the money moves by, when ``rail`` names the purpose (``refund``): onchain,
+    # lightning or internal. Empty: ``rail`` itself.
+    payout_rail: str = ""
 
 
 def _flt(col: Any) -> Any:
@@ -409,7 +412,8 @@ def derive(event: Event, params: Params, now: datetime, raw: dict[str, Any]) -> 
     """The feature map (JSON-ready, rounded) from the query's raw row: pure."""
     f: dict[str, Any] = {
         "amount_msat": event.amount_msat, "asset": event.asset, "direction": event.direction,
-        "rail": event.rail, "destination": event.destination,
+        "rail": event.rail, "payout_rail": event.payout_rail or event.rail,
+        "destination": event.destination,
         "counterparty": event.counterparty, "account": event.wallet_id,
         "kyc_tier": int(raw["tier"] or 0),
     }

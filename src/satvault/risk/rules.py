@@ -63,6 +63,7 @@ _LIST = "list"
 
 FIELDS: dict[str, str] = {
     "amount_msat": _NUM, "asset": _STR, "direction": _STR, "rail": _STR,
+    "payout_rail": _STR,  # the rail the money moves by: a refund's onchain/lightning/internal
     "destination": _STR, "counterparty": _STR, "account": _STR, "kyc_tier": _NUM,
     # derived in the feature query
     "amount_zscore": _NUM,            # vs the account's own 30-day history, same direction

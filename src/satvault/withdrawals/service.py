@@ -261,11 +261,10 @@ def _event_and_hash(wallet: Wallet, prepared: PreparedDestination, *, settings: 
         amount, counterparty, payment_hash = inv.amount_msat, inv.payee, inv.payment_hash
         rail = "internal" if prepared.taken_off_node else "lightning"
         hops = () if prepared.taken_off_node else inv.hops
-    if purpose == "refund":
-        rail = "refund"
     return Event(wallet_id=wallet.id, ledger_account_id=wallet.ledger_account_id,
                  owner_type=wallet.owner_type, owner_id=wallet.owner_id, amount_msat=amount,
-                 direction="out", rail=rail, destination=prepared.destination,
+                 direction="out", rail="refund" if purpose == "refund" else rail,
+                 payout_rail=rail, destination=prepared.destination,
                  counterparty=counterparty, asset=wallet.asset, hops=hops,
                  aliases=prepared.aliases), payment_hash
 

@@ -215,7 +215,7 @@ async def test_the_csv_says_what_each_line_did_to_the_balance(browser: httpx.Asy
                        r'</td>', page.text)
     assert sorted(c for c, _ in cells) == ["-1000000", "0", "0", "0"], cells
     signed = [text for change, text in cells if change != "0"]
-    assert signed == ["−1,000"], cells
+    assert signed == ["\u22121,000"], cells  # a minus sign
     assert all("(1,000)" in text for change, text in cells if change == "0"), cells
 
 
