@@ -655,3 +655,34 @@ async def test_status_is_set_by_the_crediting_transaction(lnenv: LnEnv, shop):
             OutboxEvent.type == "invoice.settled"))).scalars().all()
     assert sorted(settled) == sorted([ln["id"], oc["id"]])
     await env.check()
+
+
+async def test_a_payment_after_settlement_is_told_while_the_invoice_is_watched(lnenv: LnEnv,
+                                                                               shop):
+    """A second payment to a settled invoice's address within its monitoring window: the
+    invoice shows it (``paid_over``, ``paid_msat``) and ``invoice.payment_received`` says so,
+    with no second ``invoice.settled``."""
+    env = lnenv
+    async with api_client(env) as c:
+        inv = (await create(c, shop, "x", amount="20000", currency="SATS",
+                            payment_methods=["onchain"])).json()
+        address = inv["payment_methods"]["onchain"]["address"]
+        env.chain.pay(address, 20_000)
+        env.chain.mine(1)
+        await settle_all(env)
+        env.chain.pay(address, 5_000)  # the customer's second tap
+        env.chain.mine(1)
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+    assert (got["status"], got["additional_status"], got["paid_msat"]) == (
+        "settled", "paid_over", 25_000_000), got
+    async with env.sessions() as s:
+        events = list((await s.execute(select(OutboxEvent.type, OutboxEvent.payload).where(
+            OutboxEvent.subject_type == "invoice", OutboxEvent.subject_id == inv["id"]
+        ).order_by(OutboxEvent.id))).all())
+    types = [t for t, _ in events]
+    assert types.count("invoice.settled") == 1, types
+    assert types[types.index("invoice.settled") + 1:] == ["invoice.payment_received"], types
+    last = json.loads(events[-1][1]) if isinstance(events[-1][1], str) else events[-1][1]
+    assert last["paid_msat"] == 25_000_000 and last["status"] == "settled", last
+    await env.check()
