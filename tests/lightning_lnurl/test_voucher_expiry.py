@@ -226,3 +226,22 @@ async def test_an_open_vouchers_expiry_can_be_changed_until_it_passes(ln: LnEnv,
         events = await list_events(s, action="lnurl_withdraw.expiry")
     assert [e["object"] for e in events] == [v["id"]] * 3
     await ln.check()
+
+
+async def test_cancelling_a_voucher_past_its_expiry_before_the_sweep_releases_it_once(
+        ln: LnEnv, clock):
+    """Past its expiry but not marked yet: a cancel releases the hold (what the expiry would
+    do), the sweep then finds nothing, and a second cancel is a 409 (api.md)."""
+    await ln.fund("alice", FUND)
+    before = await ln.balance("alice")
+    v = await voucher(ln, 50_000, expires_in=600)
+    clock.advance(601)
+    r = await ln.client.delete(f"/api/v1/lnurl-withdraw/{v['id']}", headers=ln.auth("alice"))
+    assert r.status_code == 200 and r.json()["status"] == "canceled", r.text
+    assert await ln.balance("alice") == before
+    await sweep(ln)
+    assert await status(ln, v["id"]) == "canceled"
+    assert await ln.balance("alice") == before
+    r = await ln.client.delete(f"/api/v1/lnurl-withdraw/{v['id']}", headers=ln.auth("alice"))
+    assert r.status_code == 409 and "canceled" in r.json()["detail"]
+    await ln.check()
