@@ -578,3 +578,33 @@ async def test_a_lightning_address_invoice_on_core_lightning_commits_to_its_meta
     assert row.description_hash == decoded.description_hash
     assert decoded.description is None
     assert decoded.description_hash == hashlib.sha256(metadata.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("forged", ["preimage", "fee", "amount"])
+async def test_a_success_the_node_reports_falsely_is_not_booked(lnenv: LnEnv, forged: str):
+    """Found from outside: a node (or what stands between it and satvault) reporting success
+    with a fee of -900,000 msat got the withdrawal confirmed, the wallet charged 10% of it,
+    and a preimage of another hash stored as its proof. A success whose preimage does not
+    hash to the payment hash, whose fee is negative or whose amount is another is not
+    booked: the payment stays unknown, its money held, and a review item tells a person."""
+    from satvault.onchain.models import ReviewItem
+
+    env = lnenv
+    await fund(env, env.wallet, 500_000 * SAT)
+    bolt11 = customer_invoice(env, 60_000 * SAT)
+    env.network.script(env.network.decode(bolt11).payment_hash, f"forge:{forged}")
+    wd = await pay_out(env, bolt11)
+    before = await env.balances()
+    for _ in range(3):  # sent, then asked about again: never believed
+        report = await env.runtime.payer.step()
+        assert report.succeeded == 0 and report.failed == 0, report
+    assert (await status(env, wd.id))[0] == "broadcast"
+    assert await env.balances() == before and before["held"] > 60_000 * SAT
+    async with env.sessions() as s:
+        items = (await s.execute(select(ReviewItem).where(
+            ReviewItem.kind == "ln_payment_unproven"))).scalars().all()
+        payment = (await s.execute(select(LnPayment))).scalar_one()
+    assert len(items) == 1 and wd.id in items[0].details, items
+    assert payment.status == "unknown" and payment.preimage is None
+    assert "success not booked" in (payment.failure_reason or "")
+    await env.check()

@@ -24,6 +24,17 @@ from satvault.backends.lightning import (
     PaymentStatus,
 )
 
+# The preimage of every payment hash these fakes made up: a payment of one succeeds with it,
+# as a node's would (satvault books a success only with the hash's preimage).
+PREIMAGES: dict[str, str] = {}
+
+
+def new_payment_hash() -> str:
+    preimage = os.urandom(32)
+    payment_hash = hashlib.sha256(preimage).hexdigest()
+    PREIMAGES[payment_hash] = preimage.hex()
+    return payment_hash
+
 
 def make_bolt11(amount_msat: int | None, *, description_hash: str | bytes | None = None,
                 description: str | None = None, currency: str = "bcrt",
@@ -31,7 +42,7 @@ def make_bolt11(amount_msat: int | None, *, description_hash: str | bytes | None
                 expiry: int = 3600) -> str:
     """A signed BOLT11 invoice; ``description`` ("d") unless ``description_hash`` ("h")."""
     tags = Tags()
-    tags.add(TagChar.payment_hash, payment_hash or os.urandom(32).hex())
+    tags.add(TagChar.payment_hash, payment_hash or new_payment_hash())
     tags.add(TagChar.payment_secret, os.urandom(32).hex())
     if description_hash is not None:
         h = description_hash.hex() if isinstance(description_hash, bytes) else description_hash
@@ -65,8 +76,8 @@ class FakeLightning:
     async def create_invoice(self, amount_msat: int | None, *, memo: str = "",
                              hashed_description: str | None = None, expiry: int = 3600,
                              fallback_address: str | None = None) -> Invoice:
-        preimage = os.urandom(32)
-        payment_hash = hashlib.sha256(preimage).hexdigest()
+        payment_hash = new_payment_hash()
+        preimage = bytes.fromhex(PREIMAGES[payment_hash])
         description_hash = (None if hashed_description is None else
                             hashlib.sha256(hashed_description.encode()).digest())
         text = make_bolt11(amount_msat, description_hash=description_hash,
@@ -100,7 +111,8 @@ class FakeLightning:
                                    failure_reason=self.fail_with)
         else:
             result = PaymentResult(inv.payment_hash, PaymentStatus.SUCCEEDED, msat,
-                                   fee_msat=self.fee_msat, preimage=os.urandom(32).hex())
+                                   fee_msat=self.fee_msat,
+                                   preimage=PREIMAGES.get(inv.payment_hash))
         self.payments[inv.payment_hash] = result
         return result
 

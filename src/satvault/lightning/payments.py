@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from hashlib import sha256
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, update
@@ -82,6 +83,7 @@ from satvault.lightning.models import (
 )
 from satvault.lightning.vouchers import reopen_after_failure
 from satvault.logs import get_logger
+from satvault.onchain.models import ReviewItem, ReviewKind
 from satvault.payouts.events import emit_withdrawal, emit_withdrawal_events
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.payouts.service import (
@@ -415,6 +417,48 @@ def _released(settings: Settings) -> Any:
 
 
 _LIVE = LIVE_PAYMENTS
+
+
+def success_problem(result: PaymentResult, *, payment_hash: str, amount_msat: int
+                    ) -> str | None:
+    """Why a node's report that a payment succeeded cannot be booked as it stands, or None:
+    its preimage must hash to the payment hash (the proof of payment), its fee may not be
+    negative, and the amount it says it paid, when it says one, is the payment's. Found from
+    outside: a success with a fee of -900,000 msat was booked, the wallet charged 100,000
+    msat for a payment of 1,000,000, and a preimage of another hash stored as its proof; a
+    node (or whatever stands between it and satvault) that lies is not believed."""
+    preimage = (result.preimage or "").lower()
+    try:
+        proof = sha256(bytes.fromhex(preimage)).hexdigest() if len(preimage) == 64 else ""
+    except ValueError:
+        proof = ""
+    if proof != payment_hash.lower():
+        return "its preimage does not hash to the payment hash"
+    if result.fee_msat < 0:
+        return f"its fee is negative ({result.fee_msat} msat)"
+    if result.amount_msat and result.amount_msat != amount_msat:
+        return f"it says {result.amount_msat} msat were paid, the payment is {amount_msat}"
+    return None
+
+
+async def _hold_unproven(session: AsyncSession, p: LnPayment, problem: str) -> None:
+    """Keep a payment whose reported success does not check out ``unknown`` (its money held,
+    asked about again at every pass), and open one review item for it."""
+    p.status, p.updated_at = LnPaymentStatus.UNKNOWN, utcnow()
+    p.failure_reason = f"success not booked: {problem}"[:120]
+    subject = f"ln_payment:{p.id}"
+    opened = (await session.execute(select(ReviewItem.id).where(
+        ReviewItem.kind == ReviewKind.LN_PAYMENT_UNPROVEN, ReviewItem.subject == subject,
+        ReviewItem.resolved_at.is_(None)))).first()
+    if opened is None:
+        session.add(ReviewItem(
+            kind=ReviewKind.LN_PAYMENT_UNPROVEN, subject=subject, created_at=utcnow(),
+            details=f"the node reported withdrawal {p.withdrawal_id}'s payment "
+                    f"{p.payment_hash} succeeded, but {problem}: nothing is booked, its "
+                    "money stays held. Check the node and what stands between it and "
+                    "satvault"))
+        log.error("ln_payment_success_unproven", payment=p.id, withdrawal=p.withdrawal_id,
+                  problem=problem)
 
 
 async def pay_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_hash: str,
@@ -784,9 +828,11 @@ class LightningPayer:
             await self._mark(pid, LnPaymentStatus.IN_FLIGHT)
             return
         if result.status is PaymentStatus.SUCCEEDED:
-            await retrying(self.sessions, lambda s: self._succeed(s, pid, result))
-            report.succeeded += 1
-            PAYMENTS.labels("lightning", "succeeded").inc()
+            if await retrying(self.sessions, lambda s: self._succeed(s, pid, result)):
+                report.succeeded += 1
+                PAYMENTS.labels("lightning", "succeeded").inc()
+            else:
+                report.unknown += 1
             return
         retried = await retrying(self.sessions, lambda s: self._fail(s, pid, result))
         if retried:
@@ -795,11 +841,19 @@ class LightningPayer:
             report.failed += 1
         PAYMENTS.labels("lightning", "retried" if retried else "failed").inc()
 
-    async def _succeed(self, session: AsyncSession, pid: str, result: PaymentResult) -> None:
+    async def _succeed(self, session: AsyncSession, pid: str, result: PaymentResult) -> bool:
+        """Book a success the node reported; False (nothing booked) if it is not one the
+        books can take as it stands (:func:`success_problem`): the payment stays
+        ``unknown`` with its money held and a person is told."""
         p = await session.get(LnPayment, pid, with_for_update=True)
         assert p is not None
         if p.status == LnPaymentStatus.SUCCEEDED:
-            return
+            return True
+        problem = success_problem(result, payment_hash=p.payment_hash,
+                                  amount_msat=p.amount_msat)
+        if problem is not None:
+            await _hold_unproven(session, p, problem)
+            return False
         wd = await session.get(Withdrawal, p.withdrawal_id, with_for_update=True)
         assert wd is not None
         fee = result.fee_msat
@@ -825,6 +879,7 @@ class LightningPayer:
         wd.status, wd.fee_msat, wd.updated_at = WithdrawalStatus.CONFIRMED, fee, utcnow()
         await emit_withdrawal(session, wd, "confirmed")
         log.info("ln_payment_succeeded", payment=pid, fee_msat=fee)
+        return True
 
     async def _fail(self, session: AsyncSession, pid: str, result: PaymentResult) -> bool:
         """Definite failure: retry if retryable and attempts remain, else void. True = retried."""

@@ -213,6 +213,7 @@ class ReviewKind(StrEnum):
     PAYOUT_REORGED_REJECTED = "payout_reorged_rejected"  # payouts.reorgs
     REFILL_NEEDS_COSIGNERS = "refill_needs_cosigners"  # custody.refill
     RECONCILIATION_DIFFERENCE = "reconciliation_difference"  # reconcile.service
+    LN_PAYMENT_UNPROVEN = "ln_payment_unproven"  # lightning.payments
 
 
 _OPEN_ITEM = "resolved_at IS NULL"

@@ -58,22 +58,30 @@ class FailureReason(StrEnum):
 
 
 _FAILURES = {r.short: r for r in FailureReason if r is not FailureReason.NONE}
-OUTCOMES = ("succeed", "in_flight", "hang_then_succeed", *(f"fail:{k}" for k in _FAILURES))
+# What a lying node falsifies in its report of a payment that did succeed (the money moved):
+# a preimage that is not the hash's, a negative fee, ten times the amount.
+FORGERIES = ("preimage", "fee", "amount")
+OUTCOMES = ("succeed", "in_flight", "hang_then_succeed", *(f"fail:{k}" for k in _FAILURES),
+            *(f"forge:{k}" for k in FORGERIES))
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How the network settles one payment: ``succeed`` (the natural result: routing,
     liquidity and the receiver's checks decide), ``fail:<reason>``, ``in_flight`` (until
-    :meth:`LnNetwork.resolve`) or ``hang_then_succeed`` (the sender's stream stalls after
-    IN_FLIGHT while the payment succeeds ``delay`` seconds later)."""
+    :meth:`LnNetwork.resolve`), ``hang_then_succeed`` (the sender's stream stalls after
+    IN_FLIGHT while the payment succeeds ``delay`` seconds later) or ``forge:<what>`` (it
+    succeeds, and the sender's node reports it falsely: :data:`FORGERIES`)."""
 
-    kind: str  # succeed | fail | in_flight | hang_then_succeed
+    kind: str  # succeed | fail | in_flight | hang_then_succeed | forge
     failure: FailureReason = FailureReason.NONE
     delay: float = 0.0
+    forged: str = ""
 
     @property
     def text(self) -> str:
+        if self.kind == "forge":
+            return f"forge:{self.forged}"
         return f"fail:{self.failure.short}" if self.kind == "fail" else self.kind
 
 
@@ -83,6 +91,8 @@ def parse_outcome(text: str, delay: float = 0.0) -> Outcome:
         raise LnSimError(f"delay must be >= 0, not {delay}", kind="invalid_outcome")
     if text in ("succeed", "in_flight", "hang_then_succeed"):
         return Outcome(text, delay=delay)
+    if text.startswith("forge:") and text[6:] in FORGERIES:
+        return Outcome("forge", delay=delay, forged=text[6:])
     if text.startswith("fail:"):
         reason = text[5:].removeprefix("failure_reason_")
         if reason in _FAILURES:

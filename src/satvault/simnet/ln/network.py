@@ -439,8 +439,8 @@ class LnNetwork:
         if outcome.delay == 0 and outcome.kind == "fail":
             self._fail(payment, outcome.failure)
             return
-        if outcome.delay == 0 and outcome.kind == "succeed":
-            self._complete(payment)
+        if outcome.delay == 0 and outcome.kind in ("succeed", "forge"):
+            self._complete(payment, forge=outcome.forged)
             return
         if payment.route_failure is FailureReason.NONE:
             self._reserve(payment)
@@ -461,7 +461,7 @@ class LnNetwork:
                 if outcome.kind == "fail":
                     self._fail(p, outcome.failure)
                 else:
-                    self._complete(p)
+                    self._complete(p, forge=outcome.forged)
 
         timer = threading.Timer(outcome.delay, fire)
         timer.daemon = True
@@ -478,8 +478,10 @@ class LnNetwork:
             release(self._channels, payment.route, settle=settle)
             payment.reserved = False
 
-    def _complete(self, payment: Payment) -> None:
-        """The natural end: routing's verdict, then the receiver's invoice checks."""
+    def _complete(self, payment: Payment, *, forge: str = "") -> None:
+        """The natural end: routing's verdict, then the receiver's invoice checks; with
+        ``forge``, a success the sender's node then reports falsely (the money moved as
+        reported before the lie: :data:`~._model.FORGERIES`)."""
         if payment.route_failure is not FailureReason.NONE:
             self._fail(payment, payment.route_failure)
             return
@@ -505,6 +507,12 @@ class LnNetwork:
         payment.status = PaymentStatus.SUCCEEDED
         payment.preimage = inv.preimage
         payment.resolved_ns = int(self.now() * 1e9)
+        if forge == "preimage":
+            payment.preimage = "11" * 32
+        elif forge == "fee":
+            payment.fee_msat = -(payment.value_msat * 9 // 10)
+        elif forge == "amount":
+            payment.value_msat *= 10
         self._events.emit_payment(payment)
 
     def _fail(self, payment: Payment, reason: FailureReason) -> None:
