@@ -53,3 +53,34 @@ async def test_an_internal_payment_whose_delinvoice_fails_is_refused_unchanged(
         await runtime.close()
     assert (await env.balances(carol))["available"] == 5_000 * SAT
     await env.check()
+
+
+async def test_a_payment_xpay_refuses_with_an_unlisted_code_fails_once_the_node_agrees(
+        lnenv: LnEnv):
+    """Found from outside: an ``xpay`` error outside the adapter's table (here -1, the
+    simulator's answer to a payment of the node's own invoice) was taken as "in flight";
+    ``listpays`` then had no record, so the payer sent it again at every pass, its money held
+    for good. Now it is a refusal, believed as every failure is only when the node's record
+    agrees (none here): the withdrawal fails and its money is free again."""
+    from satvault.simnet.ln.cln_rpc import ClnRpcServer
+    from tests.lightning.test_lightning import customer_invoice, pay_out, status
+
+    env = lnenv
+    with ClnRpcServer(env.network) as server:
+        cln = ClnBackend(str(server.path))
+        runtime = Runtime.build(env.settings, env.sessions, backend=env.runtime.backend,
+                                signer=env.signer, lightning=cln)
+        on_cln = dataclasses.replace(env, runtime=runtime)
+        await fund(env, env.wallet, 100_000 * SAT)
+        own = customer_invoice(env, 5_000 * SAT, node="platform")  # not one satvault issued
+        wd = await pay_out(on_cln, own)
+        for _ in range(3):
+            await runtime.payer.step()
+        assert (await status(env, wd.id))[0] == "failed"
+        assert (await env.balances())["available"] == 100_000 * SAT
+        async with env.sessions() as s:
+            from satvault.lightning.models import LnPayment
+            attempts = (await s.execute(select(LnPayment))).scalars().all()
+        assert len(attempts) == 1 and "refused" in (attempts[0].failure_reason or "")
+        await runtime.close()
+    await env.check()

@@ -236,11 +236,14 @@ class ClnBackend:
                                    timeout=timeout_seconds + self._pay_grace)
         except ClnError as exc:
             decoded = await self._call("decode", {"string": bolt11})
-            if exc.code in _FAILURES:
-                return PaymentResult(decoded.get("payment_hash", ""), PaymentStatus.FAILED,
-                                     failure_reason=_FAILURES[exc.code])
-            return PaymentResult(decoded.get("payment_hash", ""), PaymentStatus.IN_FLIGHT,
-                                 failure_reason=exc.reason)
+            # Any other error is lightningd refusing the call (bad parameters, its own
+            # invoice …): a failure too. The payer believes a failure only when the node's
+            # own record agrees (``listpays``: none, or failed), as with LND; found from
+            # outside, one taken as in flight was sent again at every pass, held for good.
+            # (lightningd going away under the call is BackendUnavailable: unknown.)
+            reason = _FAILURES.get(exc.code) or f"refused: {exc.reason}"[:120]
+            return PaymentResult(decoded.get("payment_hash", ""), PaymentStatus.FAILED,
+                                 failure_reason=reason)
         amount = _msat(out.get("amount_msat"))
         sent = _msat(out.get("amount_sent_msat"))
         decoded = await self._call("decode", {"string": bolt11})
