@@ -18,7 +18,7 @@ from satvault.composition import open_database
 from satvault.config import get_settings
 from satvault.migrate import SchemaNotCurrent, ensure_current
 from satvault.rates.errors import RateError
-from satvault.rates.service import build_rate_service
+from satvault.rates.service import comparing_rate_service
 from satvault.reports.compliance import ctr_csv, report_csv, report_pdf
 from satvault.reports.service import ctr_report, period_report
 
@@ -45,8 +45,7 @@ def _run(work: Any) -> Any:
 
     async def go() -> Any:
         engine, sessions = open_database(settings, pool_size=1)
-        rates = build_rate_service(settings.rate_sources, dict(settings.fixed_rates),
-                                   ttl_seconds=settings.rate_ttl_seconds)
+        rates = comparing_rate_service(settings)
         try:
             await ensure_current(engine)
             async with sessions() as session:

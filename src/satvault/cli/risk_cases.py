@@ -23,7 +23,7 @@ from satvault.config import get_settings
 from satvault.invoices.service import apply_payment
 from satvault.rates.base import Rate
 from satvault.rates.errors import RateError
-from satvault.rates.service import build_rate_service
+from satvault.rates.service import comparing_rate_service
 from satvault.risk import cases as svc
 from satvault.risk import sar as sars
 from satvault.risk.models import CaseStatus
@@ -130,8 +130,7 @@ def _rate() -> Rate | None:
     settings = get_settings()
 
     async def fetch() -> Rate:
-        rates = build_rate_service(settings.rate_sources, dict(settings.fixed_rates),
-                                   ttl_seconds=settings.rate_ttl_seconds)
+        rates = comparing_rate_service(settings)
         try:
             return await rates.rate(settings.report_currency)
         finally:

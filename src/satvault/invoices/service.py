@@ -70,7 +70,7 @@ from satvault.onchain.models import (
 from satvault.payouts.service import DUST_SAT
 from satvault.rates.base import Rate, currency_scale
 from satvault.rates.convert import apply_spread, fiat_to_msat
-from satvault.rates.service import RateService, build_rate_service
+from satvault.rates.service import RateService, comparing_rate_service
 
 __all__ = [
     "Destinations",
@@ -270,9 +270,7 @@ async def rate_for(settings: Settings, currency: str, *, rates: RateService | No
     """The rate an invoice in ``currency`` is priced at now, from ``rates`` (the runtime's),
     or without a runtime from a service built for this once: the sources are compared, but
     no rate is remembered to bound the next one's movement."""
-    service = rates or build_rate_service(
-        settings.rate_sources, dict(settings.fixed_rates), min_sources=settings.rate_min_sources,
-        max_spread_bp=settings.rate_max_spread_bp)
+    service = rates or comparing_rate_service(settings)
     try:
         return await service.rate(currency)
     finally:

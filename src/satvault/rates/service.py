@@ -45,6 +45,7 @@ from functools import partial
 
 import httpx
 
+from satvault.config import Settings
 from satvault.kernel.clock import utcnow
 from satvault.kernel.plugins import PluginError, load_plugin, plugin_names
 from satvault.logs import get_logger
@@ -66,6 +67,7 @@ __all__ = [
     "apply_spread",
     "beyond_bp",
     "build_rate_service",
+    "comparing_rate_service",
     "fiat_to_msat",
     "median_minor",
     "msat_to_fiat",
@@ -377,3 +379,17 @@ def build_rate_service(
                        max_move_bp=max_move_bp, move_window_seconds=move_window_seconds,
                        max_drift_bp=max_drift_bp, drift_window_seconds=drift_window_seconds,
                        first_min_sources=first_min_sources, memory=memory)
+
+
+def comparing_rate_service(settings: Settings, *, ttl_seconds: float | None = None
+                           ) -> RateService:
+    """The settings' sources compared as the settings say (``rate_min_sources`` answering,
+    within ``rate_max_spread_bp``), remembering nothing: for a rate wanted where no runtime
+    holds the service (a report, a SAR, a command), never one priced at fixed prices alone
+    when the live sources failed. Found from outside: the reports were built with the
+    defaults (one source enough), so a CTR was priced at the fallback fixed prices while
+    invoices were refused for lack of agreeing sources."""
+    return build_rate_service(
+        settings.rate_sources, dict(settings.fixed_rates),
+        ttl_seconds=settings.rate_ttl_seconds if ttl_seconds is None else ttl_seconds,
+        min_sources=settings.rate_min_sources, max_spread_bp=settings.rate_max_spread_bp)

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from satvault.accounts.service import Principal
 from satvault.kernel.errors import InvalidInput
-from satvault.rates.service import build_rate_service
+from satvault.rates.service import comparing_rate_service
 from satvault.reports.compliance import ctr_csv, report_csv, report_pdf
 from satvault.reports.service import ctr_report, period_report
 from satvault.web.deps import SessionDep, require_scope
@@ -36,8 +36,7 @@ async def _with_rates(request: Request, work: Any) -> Any:
     if runtime is not None and runtime.rates is not None:
         return await work(runtime.rates)
     settings = settings_of(request)
-    rates = build_rate_service(settings.rate_sources, dict(settings.fixed_rates),
-                               ttl_seconds=settings.rate_ttl_seconds)
+    rates = comparing_rate_service(settings)
     try:
         return await work(rates)
     finally:

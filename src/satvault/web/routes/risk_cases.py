@@ -18,7 +18,7 @@ from satvault.kernel.errors import SatvaultError
 from satvault.kernel.retrying import retrying
 from satvault.logs import get_logger
 from satvault.rates.base import Rate
-from satvault.rates.service import build_rate_service
+from satvault.rates.service import comparing_rate_service
 from satvault.risk import cases, sar
 from satvault.risk.models import CaseStatus
 from satvault.web.deps import SessionDep, require_scope, user_of
@@ -142,8 +142,7 @@ async def report_rate(request: Request) -> Rate | None:
     settings = settings_of(request)
     runtime = runtime_of(request)
     own = runtime is None or getattr(runtime, "rates", None) is None
-    rates = build_rate_service(settings.rate_sources, dict(settings.fixed_rates),
-                               ttl_seconds=settings.rate_ttl_seconds) if own else runtime.rates
+    rates = comparing_rate_service(settings) if own else runtime.rates
     try:
         return await rates.rate(settings.report_currency)
     except SatvaultError as exc:  # a SAR is drafted without fiat amounts

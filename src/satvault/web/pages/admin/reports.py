@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import InvalidInput
-from satvault.rates.service import RateService, build_rate_service
+from satvault.rates.service import RateService, comparing_rate_service
 from satvault.reports.compliance import ctr_csv, report_csv, report_pdf
 from satvault.reports.service import ctr_report, period_report
 from satvault.web.deps import SessionDep
@@ -58,8 +58,7 @@ async def _with_rates(request: Request, work: Any) -> Any:
     if runtime is not None and runtime.rates is not None:
         return await work(runtime.rates)
     settings = settings_of(request)
-    rates: RateService = build_rate_service(settings.rate_sources, dict(settings.fixed_rates),
-                                            ttl_seconds=settings.rate_ttl_seconds)
+    rates: RateService = comparing_rate_service(settings)
     try:
         return await work(rates)
     finally:
