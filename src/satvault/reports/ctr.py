@@ -21,7 +21,7 @@ from datetime import date
 from satvault.rates.base import Rate
 from satvault.reports.movements import Movement
 
-__all__ = ["CtrRow", "large_transactions", "msat_to_minor"]
+__all__ = ["CtrRow", "exceeds", "large_transactions", "msat_to_minor"]
 
 MSAT_PER_BTC = 100_000_000_000
 
@@ -29,6 +29,13 @@ MSAT_PER_BTC = 100_000_000_000
 def msat_to_minor(msat: int, rate: Rate) -> int:
     """msat → the rate currency's minor units, rounded down (a report never overstates)."""
     return msat * rate.minor_per_btc // MSAT_PER_BTC
+
+
+def exceeds(msat: int, rate: Rate, threshold_minor: int) -> bool:
+    """Whether ``msat`` is worth more than ``threshold_minor`` at ``rate``, exactly: not its
+    rounded-down figure (found from outside: 10,000.0002 USD rounded down to 10,000.00 and
+    was not over a 10,000 USD threshold; a report errs towards listing)."""
+    return msat * rate.minor_per_btc > threshold_minor * MSAT_PER_BTC
 
 
 @dataclass
@@ -73,8 +80,8 @@ def large_transactions(moves: list[Movement], rate: Rate, threshold_minor: int
     for row in rows.values():
         row.in_minor, row.out_minor = msat_to_minor(row.in_msat, rate), \
             msat_to_minor(row.out_msat, rate)
-        row.in_over, row.out_over = row.in_minor > threshold_minor, \
-            row.out_minor > threshold_minor
+        row.in_over, row.out_over = exceeds(row.in_msat, rate, threshold_minor), \
+            exceeds(row.out_msat, rate, threshold_minor)
         row.by_rail = {k: dict(v) for k, v in sorted(row.by_rail.items())}
         if row.in_over or row.out_over:
             out.append(row)
