@@ -17,6 +17,7 @@ The language is, in order: ``?lang=``, the invoice's ``metadata.lang``, the brow
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,11 +25,14 @@ from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
-from babel import negotiate_locale
+from babel import Locale, negotiate_locale
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency, format_decimal
+from babel.numbers import NumberPattern, format_currency, format_decimal
 from babel.support import Translations
+
+from satvault.rates.base import currency_scale
+from satvault.rates.errors import UnsupportedCurrency
 
 __all__ = ["DEFAULT", "LANGUAGES", "N_", "Language", "choose_language", "format_btc",
            "format_fiat", "format_number", "match_language", "parse_accept_language",
@@ -124,7 +128,29 @@ def format_btc(sat: int, lang: Language) -> str:
 
 
 def format_fiat(amount: Decimal, currency: str, lang: Language) -> str:
-    return format_currency(amount, currency, locale=lang.locale)
+    """``amount`` in the reader's locale with as many decimals as the platform prices
+    ``currency`` in (:data:`~satvault.rates.base.CURRENCY_SCALES`), not CLDR's: found from
+    outside, an invoice of 1,234.567 IQD (three decimals here, none in CLDR) showed
+    "IQD1,235", rounded up, and its rate lost its decimals."""
+    try:
+        scale = currency_scale(currency)
+    except UnsupportedCurrency:  # never priced here: CLDR's decimals
+        return format_currency(amount, currency, locale=lang.locale)
+    return _currency_pattern(lang.locale, scale).apply(
+        amount, _locale(lang.locale), currency=currency, currency_digits=False)
+
+
+@cache
+def _locale(code: str) -> Locale:
+    return Locale.parse(code)
+
+
+@cache
+def _currency_pattern(code: str, scale: int) -> NumberPattern:
+    """The locale's currency pattern with exactly ``scale`` decimals."""
+    pattern = copy.copy(_locale(code).currency_formats["standard"])
+    pattern.frac_prec = (scale, scale)
+    return pattern
 
 
 def format_number(value: Decimal, lang: Language) -> str:
