@@ -271,3 +271,24 @@ async def test_a_refund_form_sent_twice_refunds_once(web: httpx.AsyncClient, sho
         assert (await s.execute(select(func.count()).select_from(Withdrawal).where(
             Withdrawal.invoice_id == invoice_id))).scalar_one() == 2
     await lnenv.check()
+
+
+async def test_an_amount_owed_shows_the_sats_its_payer_is_asked_for(
+        web: httpx.AsyncClient, shop: Shop, lnenv: LnEnv) -> None:
+    """Found from outside: 16,835,017 msat showed as 16,835 sats on the dashboard while the
+    payer was asked for 16,836 (BIP21 and the checkout page round an amount owed up)."""
+    assert (await sign_in(web, "carol@example.com")).status_code == 303
+    base = f"/dashboard/m/{shop.merchant}/invoices"
+    token = csrf_of((await web.get(base)).text)
+    r = await web.post(base, data={"csrf_token": token, "store_id": shop.store,
+                                   "amount": "0.00016835017", "currency": "BTC",
+                                   "payment_methods": "onchain"})
+    assert r.status_code == 303, r.text
+    invoice_id = r.headers["location"].rsplit("/", 1)[1]
+    api = (await web.get(f"/api/v1/invoices/{invoice_id}", headers=shop.key)).json()
+    assert api["amount_msat"] == 16_835_017, api
+    assert "amount=0.00016836" in api["payment_methods"]["onchain"]["bip21"], api
+    detail = (await web.get(f"{base}/{invoice_id}")).text
+    assert "16,836 sats" in detail and "16,835 sats" not in detail
+    listed = (await web.get(base)).text
+    assert "16,836" in listed and "16,835<" not in listed
