@@ -63,7 +63,7 @@ async def test_two_processes_share_the_bound(sessions, clock):
         await b.rate("USD")  # b has never accepted a rate itself
     clock.advance(60)
     assert (await b.rate("USD")).minor_per_btc == 6_100_000
-    with pytest.raises(RateRefused, match=r"moved 22\.95% from 61000\.00"):
+    with pytest.raises(RateRefused, match=r"moved 22\.96% from 61000\.00"):
         await a.rate("USD")  # against b's 61000, not a's own 60000
     assert (await a.rate("USD")).minor_per_btc == 6_200_000
     with pytest.raises(RateRefused, match=r"from 62000\.00"):
@@ -94,7 +94,7 @@ async def test_a_drift_is_accepted_once_the_day_has_passed(sessions, clock):
     clock.advance(2 * HOUR)
     assert (await a.rate("USD")).minor_per_btc == 7_000_000  # 16.7%: within both bounds
     clock.advance(2 * HOUR)
-    with pytest.raises(RateRefused, match=r"span 33\.33%"):
+    with pytest.raises(RateRefused, match=r"span 33\.34%"):
         await a.rate("USD")
     clock.advance(20 * HOUR + 1)  # 60000 is more than a day old, 70000 is not
     assert (await a.rate("USD")).minor_per_btc == 8_000_000
@@ -109,7 +109,7 @@ async def test_a_rate_after_days_without_one_is_bounded_by_the_last(sessions, cl
     await before.close()
     clock.advance(2 * 24 * HOUR + 60)
     after = process(sessions, "100000", "96000")
-    with pytest.raises(RateRefused, match=r"moved 66\.66% from 60000\.00, the last rate "
+    with pytest.raises(RateRefused, match=r"moved 66\.67% from 60000\.00, the last rate "
                                           r"accepted, 48 h ago \(limit 60\.0\d% after"):
         await after.rate("USD")
     assert (await after.rate("USD")).minor_per_btc == 9_600_000  # +60%: within
@@ -120,7 +120,7 @@ async def test_the_gap_bound_in_one_process_without_a_database(clock):
     service = RateService([ScriptedSource("a", "60000", "79000", "77000")], ttl_seconds=0)
     await service.rate("USD")
     clock.advance(24 * HOUR + 1)
-    with pytest.raises(RateRefused, match=r"moved 31\.66% .* 24 h ago \(limit 30\.00%"):
+    with pytest.raises(RateRefused, match=r"moved 31\.67% .* 24 h ago \(limit 30\.00%"):
         await service.rate("USD")
     assert (await service.rate("USD")).minor_per_btc == 7_700_000
 
@@ -272,3 +272,13 @@ async def test_a_first_rate_from_fixed_prices_alone_or_a_person_is_taken(session
 def test_a_first_rate_needs_at_least_one_source():
     with pytest.raises(ValueError, match="at least one source"):
         RateService([ScriptedSource("a")], first_min_sources=0)
+
+
+async def test_a_move_just_past_the_limit_never_reads_as_the_limit(sessions, clock):
+    """Found from outside: 72,000.01 after 60,000.00 said "moved 20.00% ... (limit 20.00%)"
+    (the move rounded down for the message)."""
+    first = process(sessions, "60000")
+    assert (await first.rate("USD")).minor_per_btc == 6_000_000
+    clock.advance(60)
+    with pytest.raises(RateRefused, match=r"moved 20\.01% from 60000\.00"):
+        await process(sessions, "72000.01").rate("USD")

@@ -43,7 +43,10 @@ def beyond_bp(value: int, reference: int, limit_bp: int) -> bool:
 
 
 def _percent(value: int, reference: int) -> str:
-    bp = abs(value - reference) * 10_000 // reference  # for the message only: rounded down
+    """The move for the message, in basis points rounded up: a refused move never reads as
+    the limit itself (found from outside: 20.0000139 % said "moved 20.00% ... (limit
+    20.00%)")."""
+    bp = -(-abs(value - reference) * 10_000 // reference)
     return f"{Decimal(bp).scaleb(-2):.2f}%"
 
 
