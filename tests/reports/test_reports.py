@@ -192,3 +192,49 @@ async def test_ctr_counts_a_person_with_the_merchants_they_own(lnenv: LnEnv):
     assert row["wallets"] == sorted([alice.id, shop_wallet.id])
     assert row["owners"] == sorted([f"user:{alice.owner_id}", f"merchant:{shop.id}"])
     assert row["by_rail"] == {"lightning": {"in": 80_000 * SAT}, "onchain": {"in": 100_000 * SAT}}
+
+
+def test_a_customer_day_a_fraction_over_the_threshold_is_listed():
+    """Found from outside: 16,666,667 sat at 60,000 USD is 10,000.0002 USD, rounded down to
+    10,000.00 and not over a 10,000 USD threshold, so the customer-day was left out. The test
+    is exact; the figure shown stays rounded down."""
+    from datetime import date
+
+    from satvault.rates.base import Rate
+    from satvault.reports.ctr import large_transactions
+    from satvault.reports.movements import Movement
+
+    rate = Rate("USD", 6_000_000, "fixed", datetime.now(UTC))
+    day_ = date(2026, 12, 7)
+
+    def moved(msat: int) -> Movement:
+        return Movement(day_, "user", "u1", "w1", "in", "onchain", msat, "r", "user", "u1")
+
+    [row] = large_transactions([moved(16_666_667_000)], rate, 1_000_000)
+    assert row.in_over and row.in_minor == 1_000_000
+    assert large_transactions([moved(16_666_666_000)], rate, 1_000_000) == []  # 9,999.99996
+
+
+async def test_a_report_is_priced_only_where_the_sources_agree_as_configured(
+        day, db_url, tmp_path, monkeypatch):
+    """Found from outside: the report commands built their rates with the defaults (one
+    source enough), so with two live sources required and both down a CTR was priced at the
+    fixed fallback prices while every fiat invoice was refused. A report now asks the
+    sources as the settings say, and says why it has no rate."""
+    assert day
+    for name, value in (("SATVAULT_DATABASE_URL", db_url), ("SATVAULT_HOME", str(tmp_path)),
+                        ("SATVAULT_RATE_SOURCES", "kraken,coinbase,fixed"),
+                        ("SATVAULT_RATE_MIN_SOURCES", "2"),
+                        # the exchanges unreachable at once: a proxy that refuses
+                        ("HTTPS_PROXY", "http://127.0.0.1:9"), ("https_proxy", "http://127.0.0.1:9"),
+                        ("NO_PROXY", ""), ("no_proxy", "")):
+        monkeypatch.setenv(name, value)
+    reset_settings_cache()
+    today = datetime.now(UTC).date().isoformat()
+    try:
+        r = await asyncio.to_thread(CliRunner().invoke, app,
+                                    ["report", "ctr", "--from", today, "--to", today])
+    finally:
+        reset_settings_cache()
+    assert r.exit_code != 0, r.output
+    assert "2 required" in r.output and '"source": "fixed"' not in r.output, r.output
