@@ -136,8 +136,8 @@ def format_fiat(amount: Decimal, currency: str, lang: Language) -> str:
         scale = currency_scale(currency)
     except UnsupportedCurrency:  # never priced here: CLDR's decimals
         return format_currency(amount, currency, locale=lang.locale)
-    return _currency_pattern(lang.locale, scale).apply(
-        amount, _locale(lang.locale), currency=currency, currency_digits=False)
+    return str(_currency_pattern(lang.locale, scale).apply(
+        amount, _locale(lang.locale), currency=currency, currency_digits=False))
 
 
 @cache
@@ -148,7 +148,7 @@ def _locale(code: str) -> Locale:
 @cache
 def _currency_pattern(code: str, scale: int) -> NumberPattern:
     """The locale's currency pattern with exactly ``scale`` decimals."""
-    pattern = copy.copy(_locale(code).currency_formats["standard"])
+    pattern: NumberPattern = copy.copy(_locale(code).currency_formats["standard"])
     pattern.frac_prec = (scale, scale)
     return pattern
 
