@@ -64,7 +64,7 @@ async def test_a_deposit_case_sar_tells_a_deposit_and_the_persons_month_before_i
         draft = await sar.generate_sar(s, case_id=case_id, actor="user:ann")
 
     text = draft["narrative"]
-    assert f"deposit of 50,000 sat into wallet {env.wallet.id}" in text, text
+    assert f"an on-chain deposit of 50,000 sat into wallet {env.wallet.id}" in text, text
     assert f"from {sender}" in text and "payment of" not in text, text
     assert "frozen" in text, text
     outs = {t["id"]: t for t in draft["transactions"]["out"]}

@@ -130,19 +130,23 @@ async def _transactions(session: AsyncSession, wallet: Wallet, d: RiskDecision
     }
 
 
+_RAILS = {"onchain": "an on-chain", "lightning": "a Lightning", "internal": "an internal",
+          "refund": "a refund"}
+
+
 def _subject(d: RiskDecision, what: dict[str, Any], who: dict[str, Any], owner: str,
              amount: str) -> str:
     """The screened payment in words, in its direction: a deposit comes from its sender into
     the wallet (its destination is our own receiving address)."""
-    rail = what["rail"] or ""
+    rail = _RAILS.get(what["rail"] or "", "a")
     if what["direction"] == "in":
         source = what["counterparty"] or "an unknown sender"
-        return (f"a {rail} deposit of {amount} into wallet {who['wallet_id']}, held by "
+        return (f"{rail} deposit of {amount} into wallet {who['wallet_id']}, held by "
                 f"{owner}, from {source} (received at {what['destination'] or 'unknown'}) "
                 f"was frozen by the risk rules"
                 f"{' for review' if d.outcome != Outcome.REJECT else ''}")
     held = "refused" if d.outcome == Outcome.REJECT else "held for review"
-    return (f"a {rail} payment of {amount} from wallet {who['wallet_id']}, held by {owner}, "
+    return (f"{rail} payment of {amount} from wallet {who['wallet_id']}, held by {owner}, "
             f"to {what['destination'] or 'an unknown destination'} was {held} by the risk "
             "rules")
 
