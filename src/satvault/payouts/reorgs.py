@@ -46,7 +46,7 @@ from satvault.db import utcnow
 from satvault.kernel.retrying import retrying
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.logs import get_logger
-from satvault.onchain.models import OnchainPayment
+from satvault.onchain.models import OnchainPayment, OnchainPaymentStatus
 from satvault.payouts.models import BatchStatus, MoveKind, PayoutBatch, PayoutInput, PayoutTx
 from satvault.payouts.settle import rebook_payout
 
@@ -214,13 +214,38 @@ class ReorgWatch:
                 return other, int(fee), int(versions.get(txid, 0))
         return None
 
+    async def _reversed(self, txid: str, vout: int) -> bool:
+        """Whether the chain watcher found our coin ``txid:vout`` gone: its transaction left
+        the chain and neither came back nor waits in the node's mempool (``conflicted``; its
+        credit reversed, or handed to a person when already spent)."""
+        async with self.sessions() as s:
+            return (await s.execute(select(OnchainPayment.id).where(
+                OnchainPayment.txid == txid, OnchainPayment.vout == vout,
+                OnchainPayment.status == OnchainPaymentStatus.CONFLICTED))).first() is not None
+
     async def _refused(self, batch_id: str, txid: str, exc: TxRejected,
                        coins: list[tuple[str, int]], report: WatchReport) -> None:
         for coin_txid, vout, spent_elsewhere in await missing_inputs(self.backend, coins):
             if not spent_elsewhere:
+                if await self._reversed(coin_txid, vout):
+                    # Found from outside: the coin's own transaction left the chain for good
+                    # (the watcher reversed the deposit or funding that paid it), and the
+                    # move waited forever with a warning in the log.
+                    why = (f"reorged out of the chain after it was booked, and input "
+                           f"{coin_txid}:{vout} went with it: the transaction that paid it "
+                           f"left the chain and the chain watcher took its credit back "
+                           f"({exc.reason}). It cannot confirm as booked; the ledger still "
+                           "counts it and what it paid still reads as paid: a person decides")
+                    await retrying(self.sessions, partial(
+                        self.tell, batch_id=batch_id, kind="payout_reorged_conflict",
+                        why=why))
+                    report.conflicts += 1
+                    log.error("move_reorged_input_reversed", batch=batch_id, txid=txid,
+                              coin=f"{coin_txid}:{vout}", reason=exc.reason)
+                    return
                 # The coin's own transaction is gone too: a move of ours reorged out with it
                 # (sent again before this one, oldest first), or a deposit the chain watcher
-                # handles. This move waits for it.
+                # has not settled yet. This move waits for it.
                 log.warning("move_reorged_input_missing", batch=batch_id, txid=txid,
                             coin=f"{coin_txid}:{vout}", reason=exc.reason)
                 return
