@@ -6,6 +6,7 @@ pre-claimed; and a suspended user's API keys stop working."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select, update
 
 from satvault.accounts import service as acc
@@ -154,26 +155,44 @@ async def test_the_sign_in_password_cannot_become_the_payment_password(browser, 
     assert r.status_code == 200 and "Password changed" in r.text
 
 
-async def test_a_pending_address_signed_up_again_takes_the_new_password(client, mailbox,
-                                                                          sessions):
-    """Someone signs up with the victim's address first; the victim signs up later with a
-    password of their own and follows their link: the account is active with the victim's
-    password, never the first one, and the first sign-up's link no longer works."""
+@pytest.mark.parametrize("victim_first", [False, True])
+async def test_a_pending_address_is_confirmed_only_with_its_own_sign_ups_password(
+        client, mailbox, sessions, victim_first):
+    """Someone signs up with the victim's address before the victim (pre-account hijacking),
+    or after the victim and before the victim follows the link (found from outside: the
+    second sign-up took the password and spent the victim's link, and the victim's next link
+    set the stranger's password). Each link confirms the sign-up that sent it, with that
+    sign-up's password: the victim's link with the victim's password, whatever else was
+    signed up meanwhile; the stranger's link (in the victim's mailbox) with the victim's
+    password changes nothing."""
     victim = "victim@example.com"
-    r = await client.post("/api/v1/auth/signup",
-                          json={"email": victim, "password": "attacker's password"})
-    assert r.status_code == 202
-    first = mailbox.last_link(victim, "/verify")
-    r = await client.post("/api/v1/auth/signup",
-                          json={"email": victim, "password": "victim's own password"})
-    assert r.status_code == 202
-    mine = mailbox.last_link(victim, "/verify")
-    r = await client.post("/api/v1/auth/verify", json={"token": first})
-    assert r.status_code == 422, r.text
-    r = await client.post("/api/v1/auth/verify", json={"token": mine})
+    order = [("victim's own password", "mine"), ("attacker's password", "theirs")]
+    links = {}
+    for password, who in (order if victim_first else order[::-1]):
+        r = await client.post("/api/v1/auth/signup", json={"email": victim, "password": password})
+        assert r.status_code == 202
+        links[who] = mailbox.last_link(victim, "/verify")
+    # Pending, the chosen password or not: the same answer as a wrong one (no enumeration).
+    wrong = await password_grant(client, victim, "not the password")
+    pending = await password_grant(client, victim, "attacker's password")
+    assert (wrong.status_code, wrong.json()["detail"]) == \
+        (pending.status_code, pending.json()["detail"]) == (401, pending.json()["detail"])
+    # The stranger's link, followed by the victim with the victim's password: refused, kept.
+    r = await client.post("/api/v1/auth/verify",
+                          json={"token": links["theirs"], "password": "victim's own password"})
+    assert r.status_code == 422 and "password you chose" in r.json()["detail"], r.text
+    r = await client.post("/api/v1/auth/verify", json={"token": links["mine"]})
+    assert r.status_code == 422, r.text  # a link needs its password
+    r = await client.post("/api/v1/auth/verify",
+                          json={"token": links["mine"], "password": "victim's own password"})
     assert r.status_code == 200 and r.json()["status"] == "active", r.text
     assert (await password_grant(client, victim, "attacker's password")).status_code == 401
     assert (await password_grant(client, victim, "victim's own password")).status_code == 200
+    # Every other link of the sign-up is spent now.
+    r = await client.post("/api/v1/auth/verify",
+                          json={"token": links["theirs"], "password": "attacker's password"})
+    assert r.status_code == 422, r.text
+    assert (await password_grant(client, victim, "attacker's password")).status_code == 401
     async with sessions() as s:
         again = (await s.execute(select(AuditEvent.action).where(
             AuditEvent.action == "auth.signup_again"))).scalars().all()

@@ -92,7 +92,10 @@ async def sign_up_and_verify(client: httpx.AsyncClient, mailbox: Mailbox,
     landing = await client.get(f"/verify?token={token}")
     assert landing.status_code == 200 and "Confirm my address" in landing.text
     r = await client.post("/verify", data={"csrf_token": csrf_of(landing.text),
-                                           "token": token})
+                                           "token": token, "password": "not mine at all"})
+    assert r.status_code == 422 and "not the password" in r.text, r.text  # the link stands
+    r = await client.post("/verify", data={"csrf_token": csrf_of(r.text),
+                                           "token": token, "password": PASSWORD})
     assert r.status_code == 200 and "is confirmed" in r.text, r.text
 
 
@@ -122,11 +125,17 @@ async def test_sign_up_read_the_mail_confirm_and_sign_in(browser, mailbox):
     assert (await browser.get("/dashboard")).status_code == 200
 
 
-async def test_an_unconfirmed_account_is_told_to_confirm(browser, mailbox):
+async def test_an_unconfirmed_account_is_told_as_a_wrong_password_is(browser, mailbox):
+    """Both are told the address may not be confirmed yet: told apart, a sign-up then a
+    sign-in with the password just chosen said whether the address was free (found from
+    outside)."""
     await post_form(browser, "/signup", "/signup", email="slow@example.com",
                     password=PASSWORD, password_again=PASSWORD)
     r = await sign_in(browser, "slow@example.com")
-    assert r.status_code == 401 and "Confirm your e-mail address first" in r.text
+    assert r.status_code == 401 and "not confirmed yet" in r.text
+    await sign_up_and_verify(browser, mailbox, "taken@example.com")
+    wrong = await sign_in(browser, "taken@example.com", password="a wrong password")
+    assert wrong.status_code == 401 and "not confirmed yet" in wrong.text
 
 
 async def test_forms_without_their_csrf_token_are_refused(browser, mailbox, sessions):

@@ -77,6 +77,9 @@ class EmailToken(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    # A verification link's sign-up password (argon2), made the account's when the link is
+    # followed with it (migration 0080); None for other links and older ones.
+    password_hash: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class SigninChallenge(Base):

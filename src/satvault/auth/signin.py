@@ -45,7 +45,11 @@ from satvault.kernel.ids import new_id
 __all__ = ["Checked", "check_password", "check_second_factor",
            "count_failure", "live_challenge", "pass_challenge", "signed_in", "start_challenge"]
 
-_WRONG = "wrong e-mail or password"
+# Also what an address still pending hears, right password or not: found from outside, a
+# sign-up with an address then a sign-in with the password just chosen told a free address
+# ("confirm your e-mail first") from a taken one ("wrong e-mail or password").
+_WRONG = ("wrong e-mail or password, or the address is not confirmed yet (follow the link "
+          "we mailed)")
 # Spent on unknown addresses so they take as long as known ones.
 _DUMMY_HASH = hash_password("satvault-timing-equaliser")
 
@@ -74,8 +78,7 @@ async def check_password(session: AsyncSession, *, email: str, password: str, ip
         await count_failure(session, creds, policy=policy, what="password", ip=ip)
         raise Unauthenticated(_WRONG)
     if user.status != UserStatus.ACTIVE:
-        reason = ("confirm your e-mail address first (follow the link we mailed you)"
-                  if user.status == UserStatus.PENDING else "this account is suspended")
+        reason = _WRONG if user.status == UserStatus.PENDING else "this account is suspended"
         await record(session, actor=user.id, action="auth.signin_refused", object=user.id,
                      after={"status": user.status.value, "ip": ip})
         raise Unauthenticated(reason)

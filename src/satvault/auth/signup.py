@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import User, UserStatus
-from satvault.accounts.security import hash_password_async
+from satvault.accounts.security import hash_password_async, verify_password_async
 from satvault.accounts.service import create_user, normalize_email
 from satvault.audit.service import record
 from satvault.auth.credentials import AuthPolicy, credentials, digest, random_token
@@ -52,15 +52,19 @@ class Links:
 
 
 async def _issue(session: AsyncSession, *, user_id: str, purpose: Purpose,
-                 life: timedelta) -> str:
+                 life: timedelta, password_hash: str | None = None) -> str:
     token, now = random_token(), utcnow()
     session.add(EmailToken(id=new_id("etk"), user_id=user_id, purpose=purpose,
-                           token_hash=digest(token), created_at=now, expires_at=now + life))
+                           token_hash=digest(token), created_at=now, expires_at=now + life,
+                           password_hash=password_hash))
     await session.flush()
     return token
 
 
-async def _spend(session: AsyncSession, *, token: str, purpose: Purpose) -> EmailToken:
+async def _spend(session: AsyncSession, *, token: str, purpose: Purpose,
+                 password: str | None = None) -> EmailToken:
+    """Spend a mailed link; one that carries its sign-up's password is spent only by who
+    gives that password (nothing changes otherwise)."""
     found = (await session.execute(
         select(EmailToken).where(EmailToken.token_hash == digest(token.strip()))
         .with_for_update())).scalar_one_or_none()
@@ -68,6 +72,10 @@ async def _spend(session: AsyncSession, *, token: str, purpose: Purpose) -> Emai
             or found.expires_at <= utcnow()):
         raise InvalidInput("this link is not valid: it was used already, has expired, or "
                            "was never ours; ask for a new one")
+    if found.password_hash is not None and not (
+            password and await verify_password_async(password, found.password_hash)):
+        raise InvalidInput("give the password you chose when you signed up: this link "
+                           "confirms the sign-up made with it")
     found.used_at = utcnow()
     return found
 
@@ -82,11 +90,14 @@ def _check_password(password: str) -> None:
 async def sign_up(session: AsyncSession, *, email: str, password: str, links: Links,
                   display_name: str = "", policy: AuthPolicy = AuthPolicy()) -> Mail:
     """A pending user and its verification mail; for a taken address, a mail to its owner
-    instead. An address signed up again while still pending takes the new sign-up's
-    password, and only the new link works (every earlier one is spent): following a link
-    activates the password of the sign-up that sent it. Before, the first password stayed,
-    so whoever signed up with somebody else's address first got into the account that
-    person verified later (pre-account hijacking)."""
+    instead. Each sign-up's link carries that sign-up's password (migration 0080): following
+    it needs the password and makes it the account's, and the user's other links are spent
+    then. An address signed up again while still pending gets a link of its own and changes
+    nothing else. Found from outside, twice: the first password stayed, so whoever signed up
+    with somebody else's address first got into the account that person verified later; and
+    then the last sign-up's password replaced it and spent the earlier links, so whoever
+    signed up second took it over the same way. Only the mailbox's owner reads the links,
+    and only the one who chose a sign-up's password can follow its link."""
     _check_password(password)
     norm = normalize_email(email)  # refused alike whether or not it is taken
     existing = (await session.execute(select(User).where(User.email == norm))
@@ -94,16 +105,8 @@ async def sign_up(session: AsyncSession, *, email: str, password: str, links: Li
     life = timedelta(hours=policy.verify_token_hours)
     if existing is not None:
         if existing.status == UserStatus.PENDING:
-            pending = await session.get(User, existing.id, with_for_update=True)
-            assert pending is not None
-            await session.execute(
-                update(EmailToken)
-                .where(EmailToken.user_id == existing.id, EmailToken.purpose == Purpose.VERIFY,
-                       EmailToken.used_at.is_(None))
-                .values(used_at=utcnow()))
-            pending.password_hash = await hash_password_async(password)
             token = await _issue(session, user_id=existing.id, purpose=Purpose.VERIFY,
-                                 life=life)
+                                 life=life, password_hash=await hash_password_async(password))
             await record(session, actor=existing.id, action="auth.signup_again",
                          object=existing.id, after={"email": norm})
             return _verify_mail(norm, links.verify(token), policy)
@@ -118,7 +121,8 @@ async def sign_up(session: AsyncSession, *, email: str, password: str, links: Li
     user = await create_user(session, email=norm, password=password, display_name=display_name,
                              status=UserStatus.PENDING, actor="signup")
     await credentials(session, user.id)
-    token = await _issue(session, user_id=user.id, purpose=Purpose.VERIFY, life=life)
+    token = await _issue(session, user_id=user.id, purpose=Purpose.VERIFY, life=life,
+                         password_hash=user.password_hash)
     await record(session, actor=user.id, action="auth.signup", object=user.id,
                  after={"email": norm})
     return _verify_mail(norm, links.verify(token), policy)
@@ -127,15 +131,26 @@ async def sign_up(session: AsyncSession, *, email: str, password: str, links: Li
 def _verify_mail(to: str, link: str, policy: AuthPolicy) -> Mail:
     return Mail(to=to, subject="satvault: confirm your e-mail address",
                 body=f"Welcome to satvault.\n\nConfirm your e-mail address by opening this "
-                     f"link within {policy.verify_token_hours} hours:\n\n{link}\n\n"
-                     "If you did not sign up, ignore this mail.\n")
+                     f"link within {policy.verify_token_hours} hours, with the password you "
+                     f"chose when you signed up:\n\n{link}\n\n"
+                     "If you did not sign up, ignore this mail: without that password the "
+                     "link does nothing.\n")
 
 
-async def verify_email(session: AsyncSession, *, token: str) -> User:
-    """Spend a verification token: the address is verified and a pending user active."""
-    spent = await _spend(session, token=token, purpose=Purpose.VERIFY)
+async def verify_email(session: AsyncSession, *, token: str, password: str | None = None
+                       ) -> User:
+    """Spend a verification token with its sign-up's password: the address is verified, a
+    pending user active with that password, and the user's other verification links spent."""
+    spent = await _spend(session, token=token, purpose=Purpose.VERIFY, password=password)
     user = await session.get(User, spent.user_id, with_for_update=True)
     assert user is not None  # FK
+    if spent.password_hash is not None and user.status == UserStatus.PENDING:
+        user.password_hash = spent.password_hash
+    await session.execute(
+        update(EmailToken)
+        .where(EmailToken.user_id == user.id, EmailToken.purpose == Purpose.VERIFY,
+               EmailToken.used_at.is_(None))
+        .values(used_at=utcnow()))
     creds = await credentials(session, user.id, for_update=True)
     now = utcnow()
     creds.email_verified_at = creds.email_verified_at or now

@@ -76,6 +76,9 @@ from satvault.web.routes.auth import (
     signin_failed,
 )
 
+# Also what an address still pending hears (no enumeration: auth.signin).
+_WRONG = "Wrong e-mail or password, or the address is not confirmed yet."
+
 __all__ = ["CHALLENGE_COOKIE", "SignInBudget", "password_sign_in", "router"]
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(mark_page)])
@@ -154,16 +157,14 @@ async def password_sign_in(request: Request, *, lang: Language, email: str, pass
                     enroll = await totp.must_enroll(session, user_id=user.id)
     except InvalidInput:
         await signin_failed(request)
-        return "Wrong e-mail or password."
+        return _WRONG
     if failure is not None:
         await signin_failed(request)
         if isinstance(failure, AccountLocked):
             return "Too many failed attempts. Try again later."
-        if "confirm your e-mail" in str(failure):
-            return "Confirm your e-mail address first: follow the link we mailed you."
         if "suspended" in str(failure):
             return "This account is suspended."
-        return "Wrong e-mail or password."
+        return _WRONG
     if challenge is not None:
         response = RedirectResponse(
             f"/login/totp?next={quote(safe_next(next_path, ''), safe='/')}", status_code=303)
@@ -261,11 +262,17 @@ async def verify_landing(request: Request, lang: PageLang, token: str = "") -> R
 
 @router.post("/verify", response_class=HTMLResponse, dependencies=[PreSessionCsrf])
 async def verify_form(request: Request, lang: PageLang,
-                      token: Annotated[str, Form(max_length=200)]) -> Response:
+                      token: Annotated[str, Form(max_length=200)],
+                      password: Annotated[str, Form(max_length=1024)] = "") -> Response:
     try:
         async with _sessions(request)() as session, session.begin():
-            await signup.verify_email(session, token=token)
-    except InvalidInput:
+            await signup.verify_email(session, token=token, password=password)
+    except InvalidInput as exc:
+        if "give the password" in str(exc):  # the link stands: asked again
+            return _signed_out_page(request, "auth/verify.html", lang=lang, token=token,
+                                    done=False, status_code=422,
+                                    error="That is not the password chosen when signing up "
+                                          "with this link.")
         return _signed_out_page(request, "auth/verify.html", lang=lang, token="", done=False,
                                 error="This link is not valid any more. Sign up again to "
                                       "get a new one.", status_code=422)

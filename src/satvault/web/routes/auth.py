@@ -146,6 +146,12 @@ class TokenIn(BaseModel):
     token: str = Field(min_length=1, max_length=200)
 
 
+class VerifyIn(TokenIn):
+    # The password chosen at the sign-up whose link this is (links issued since migration
+    # 0080 need it; it becomes the account's).
+    password: str | None = Field(default=None, max_length=1024)
+
+
 class Verified(BaseModel):
     user_id: str
     email: str
@@ -153,8 +159,8 @@ class Verified(BaseModel):
 
 
 @router.post("/verify")
-async def verify(session: SessionDep, body: TokenIn) -> Verified:
-    user = await signup.verify_email(session, token=body.token)
+async def verify(session: SessionDep, body: VerifyIn) -> Verified:
+    user = await signup.verify_email(session, token=body.token, password=body.password)
     return Verified(user_id=user.id, email=user.email, status=user.status.value)
 
 
