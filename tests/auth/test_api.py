@@ -481,6 +481,7 @@ async def test_totp_through_the_api_enroll_confirm_sign_in_and_disable(client, m
     r = await password_grant(client, email)
     assert r.status_code == 200, r.text
     me = bearer(r.json()["access_token"])
+    refresh = (await password_grant(client, email)).json()["refresh_token"]  # another family
     async with sessions() as s, s.begin():
         _, api_key = await acc.create_api_key(s, owner_id=user_id,
                                               scopes=["wallet:read", "wallet:write"])
@@ -508,12 +509,18 @@ async def test_totp_through_the_api_enroll_confirm_sign_in_and_disable(client, m
     assert r.status_code == 200, r.text
     recovery = r.json()["recovery_codes"]
     assert len(set(recovery)) == 10
-    r = await client.get("/api/v1/auth/totp", headers=me)
-    assert r.json() == {"totp_enabled": True, "totp_required": False}
+    # The family issued on the password alone ended with it (found from outside: it went on
+    # refreshing for good), the one that enrolled too.
+    assert (await client.get("/api/v1/auth/totp", headers=me)).status_code == 401
+    assert (await client.post("/api/v1/auth/token", json={
+        "grant_type": "refresh_token", "refresh_token": refresh})).status_code == 401
     assert (await password_grant(client, email)).status_code == 401  # a code is needed now
     clock.advance(seconds=30)
-    assert (await password_grant(client, email,
-                                 totp_code=code.at(clock.now()))).status_code == 200
+    r = await password_grant(client, email, totp_code=code.at(clock.now()))
+    assert r.status_code == 200, r.text
+    me = bearer(r.json()["access_token"])
+    r = await client.get("/api/v1/auth/totp", headers=me)
+    assert r.json() == {"totp_enabled": True, "totp_required": False}
     assert (await client.post("/api/v1/auth/totp", headers=me)).status_code == 422  # it is on
 
     async with sessions() as s, s.begin():  # an administrator requires it

@@ -190,12 +190,16 @@ async def begin_enrollment(session: AsyncSession, *, user_id: str,
 
 
 async def confirm_enrollment(session: AsyncSession, *, user_id: str, code: str,
-                             policy: AuthPolicy = AuthPolicy(), ip: str = "") -> list[str]:
+                             policy: AuthPolicy = AuthPolicy(), ip: str = "",
+                             keep_session_id: str | None = None) -> list[str]:
     """Turn TOTP on with a code from the pending secret; the recovery codes, shown once.
     Refused while the account is locked out; a wrong code counts towards the lockout like a
     wrong password (found from outside: a caller that did not count it let a session guess
     the code), so the caller must let the transaction commit when it catches
-    :class:`InvalidCode`."""
+    :class:`InvalidCode`. Every API token family of the user ends, but those of the web
+    session ``keep_session_id`` that enrolled (it passes the factor now): none passed a
+    second factor, as the web sessions that did not end at their next request (found from
+    outside: a family issued on the password alone went on refreshing for good)."""
     creds = await credentials(session, user_id, for_update=True)
     if creds.totp_confirmed_at is not None:
         raise InvalidInput("TOTP is already on")
@@ -207,8 +211,10 @@ async def confirm_enrollment(session: AsyncSession, *, user_id: str, code: str,
         raise InvalidCode("that code is not right; check the authenticator app's clock")
     creds.totp_confirmed_at = utcnow()
     codes = await _replace_recovery_codes(session, user_id)
+    ended = await revoke_families(session, user_id=user_id, reason="totp turned on",
+                                  except_session_id=keep_session_id)
     await record(session, actor=user_id, action="auth.totp_enabled", object=user_id,
-                 after={"recovery_codes": len(codes)})
+                 after={"recovery_codes": len(codes), "token_families_ended": ended})
     return codes
 
 

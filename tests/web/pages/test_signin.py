@@ -49,9 +49,9 @@ async def test_in_production_the_cookie_is_secure_and_host_bound(engine, db_url,
 
 async def test_a_wrong_password_signs_nobody_in(browser, people, sessions):
     r = await sign_in(browser, "alice@example.com", password="wrong password!")
-    assert r.status_code == 401 and "Wrong e-mail or password." in r.text
+    assert r.status_code == 401 and "Wrong e-mail or password, or the address" in r.text
     r = await sign_in(browser, "nobody@example.com")
-    assert r.status_code == 401 and "Wrong e-mail or password." in r.text
+    assert r.status_code == 401 and "Wrong e-mail or password, or the address" in r.text
     async with sessions() as s:
         assert await s.scalar(select(func.count()).select_from(WebSession)) == 0
 

@@ -393,7 +393,8 @@ async def enroll_confirm(request: Request, view: PageUser, lang: PageLang,
         try:
             codes = await totp.confirm_enrollment(session, user_id=view.user_id, code=code,
                                                   policy=policy_of(request),
-                                                  ip=client_ip(request))
+                                                  ip=client_ip(request),
+                                                  keep_session_id=view.id)
             await mark_mfa(session, session_id=view.id)
         except AccountLocked:
             error, status = "Too many failed attempts. Try again later.", 429
