@@ -606,3 +606,30 @@ async def test_a_session_without_the_second_factor_ends_when_totp_is_turned_on_e
             WebSession.revoked_at.is_(None)))).scalars().all()
     assert ended == []
     assert (await sign_in(thief, "dave@example.com", "attacker pw 123")).status_code != 303
+
+
+async def test_a_sign_in_waiting_for_its_code_ends_with_a_password_reset(
+        browsers, mailbox, sessions, clock):
+    """Found from outside: someone with the old password, half signed in (the challenge
+    cookie), finished with a code after the owner had reset the password."""
+    async with sessions() as s, s.begin():
+        await acc.create_user(s, email="dan@example.com", password=PASSWORD)
+    owner = browsers.new()
+    await sign_in(owner, "dan@example.com")
+    totp, _codes = await enroll_totp(owner, clock)
+    thief = browsers.new()
+    r = await sign_in(thief, "dan@example.com")  # the old password
+    assert r.headers["location"].startswith("/login/totp")
+    step = await thief.get("/login/totp")
+    await post_form(owner, "/password-reset", "/password-reset", email="dan@example.com")
+    token = mailbox.last_link("dan@example.com", "/password-reset/confirm")
+    page = await owner.get(f"/password-reset/confirm?token={token}")
+    r = await owner.post("/password-reset/confirm", data={
+        "csrf_token": csrf_of(page.text), "token": token, "password": "the new secret",
+        "password_again": "the new secret"})
+    assert r.status_code == 200, r.text
+    clock.advance(seconds=30)
+    r = await thief.post("/login/totp", data={"csrf_token": csrf_of(step.text),
+                                              "code": totp.at(clock.now())})
+    assert r.status_code == 401 and "sv_session" not in thief.cookies, r.text
+    assert (await thief.get("/dashboard")).status_code == 303
