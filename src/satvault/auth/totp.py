@@ -137,7 +137,9 @@ async def verify_factor(session: AsyncSession, creds: Credentials, code: str, *,
     """A TOTP code or, failing that, a recovery code (which it spends)."""
     if check_code(creds, code, sealer=sealer):
         return True
-    if "-" in code or len(code.strip()) == 10:
+    # Written as shown (XXXXX-XXXXX), without the hyphen, or with a space for it (found
+    # from outside: "HGQS4 AED4A" was refused, and counted as a wrong code).
+    if len(code.strip().replace("-", "").replace(" ", "")) == 10:
         return await use_recovery_code(session, user_id=creds.user_id, code=code)
     return False
 
