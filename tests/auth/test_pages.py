@@ -99,6 +99,17 @@ async def sign_up_and_verify(client: httpx.AsyncClient, mailbox: Mailbox,
     assert r.status_code == 200 and "is confirmed" in r.text, r.text
 
 
+async def reset_by_mail(client: httpx.AsyncClient, mailbox: Mailbox, email: str,
+                        password: str) -> httpx.Response:
+    """Ask for a reset link on the page, then set ``password`` through it."""
+    await post_form(client, "/password-reset", "/password-reset", email=email)
+    token = mailbox.last_link(email, "/password-reset/confirm")
+    page = await client.get(f"/password-reset/confirm?token={token}")
+    return await client.post("/password-reset/confirm", data={
+        "csrf_token": csrf_of(page.text), "token": token, "password": password,
+        "password_again": password})
+
+
 async def enroll_totp(client: httpx.AsyncClient, clock) -> tuple[pyotp.TOTP, list[str]]:
     page = await client.get("/account/totp/enroll")
     assert page.status_code == 200, page.text
@@ -557,13 +568,7 @@ async def test_the_reset_page_refuses_the_payment_password_as_the_change_does(
                               password_again="pay me carefully")
     assert changed.status_code == 422
     assert "must differ from the payment password" in changed.text
-    other = browsers.new()
-    await post_form(other, "/password-reset", "/password-reset", email="pia@example.com")
-    token = mailbox.last_link("pia@example.com", "/password-reset/confirm")
-    page = await other.get(f"/password-reset/confirm?token={token}")
-    r = await other.post("/password-reset/confirm", data={
-        "csrf_token": csrf_of(page.text), "token": token, "password": "pay me carefully",
-        "password_again": "pay me carefully"})
+    r = await reset_by_mail(browsers.new(), mailbox, "pia@example.com", "pay me carefully")
     assert r.status_code == 422 and "must differ from the payment password" in r.text
     assert (await sign_in(browsers.new(), "pia@example.com", "pay me carefully")
             ).status_code == 401
@@ -621,12 +626,7 @@ async def test_a_sign_in_waiting_for_its_code_ends_with_a_password_reset(
     r = await sign_in(thief, "dan@example.com")  # the old password
     assert r.headers["location"].startswith("/login/totp")
     step = await thief.get("/login/totp")
-    await post_form(owner, "/password-reset", "/password-reset", email="dan@example.com")
-    token = mailbox.last_link("dan@example.com", "/password-reset/confirm")
-    page = await owner.get(f"/password-reset/confirm?token={token}")
-    r = await owner.post("/password-reset/confirm", data={
-        "csrf_token": csrf_of(page.text), "token": token, "password": "the new secret",
-        "password_again": "the new secret"})
+    r = await reset_by_mail(owner, mailbox, "dan@example.com", "the new secret")
     assert r.status_code == 200, r.text
     clock.advance(seconds=30)
     r = await thief.post("/login/totp", data={"csrf_token": csrf_of(step.text),

@@ -20,21 +20,27 @@ from tests.lightning.test_lightning import fund
 SAT = 1000
 
 
+def on_cln(env: LnEnv, server) -> tuple[ClnBackend, LnEnv]:
+    """The environment with its Lightning backend on ``server``'s Core Lightning socket."""
+    cln = ClnBackend(str(server.path))
+    runtime = Runtime.build(env.settings, env.sessions, backend=env.runtime.backend,
+                            signer=env.signer, lightning=cln)
+    return cln, dataclasses.replace(env, runtime=runtime)
+
+
 async def test_an_internal_payment_whose_delinvoice_fails_is_refused_unchanged(
         lnenv: LnEnv):
     env = lnenv
     with _PaidMeanwhile(env.network) as server:
-        cln = ClnBackend(str(server.path))
-        runtime = Runtime.build(env.settings, env.sessions, backend=env.runtime.backend,
-                                signer=env.signer, lightning=cln)
-        on_cln = dataclasses.replace(env, runtime=runtime)
+        cln, with_cln = on_cln(env, server)
+        runtime = with_cln.runtime
         carol = await env.wallet_for("carol@example.com")
         await fund(env, env.wallet, 100_000 * SAT)
         async with env.sessions() as s, s.begin():
             bill = await create_invoice(s, backend=cln, wallet=carol, amount_msat=5_000 * SAT)
             _, token = await acc.create_api_key(s, owner_id=env.wallet.owner_id, scopes=[
                 "wallet:read", "withdrawals:write"])
-        async with api_client(on_cln) as c:
+        async with api_client(with_cln) as c:
             r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
                              headers={"Authorization": f"Bearer {token}",
                                       "Idempotency-Key": "cln-1"},
@@ -67,13 +73,11 @@ async def test_a_payment_xpay_refuses_with_an_unlisted_code_fails_once_the_node_
 
     env = lnenv
     with ClnRpcServer(env.network) as server:
-        cln = ClnBackend(str(server.path))
-        runtime = Runtime.build(env.settings, env.sessions, backend=env.runtime.backend,
-                                signer=env.signer, lightning=cln)
-        on_cln = dataclasses.replace(env, runtime=runtime)
+        _cln, with_cln = on_cln(env, server)
+        runtime = with_cln.runtime
         await fund(env, env.wallet, 100_000 * SAT)
         own = customer_invoice(env, 5_000 * SAT, node="platform")  # not one satvault issued
-        wd = await pay_out(on_cln, own)
+        wd = await pay_out(with_cln, own)
         for _ in range(3):
             await runtime.payer.step()
         assert (await status(env, wd.id))[0] == "failed"

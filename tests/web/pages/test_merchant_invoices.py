@@ -162,20 +162,27 @@ async def test_other_merchants_invoices(web: httpx.AsyncClient, shop: Shop,
         assert (await get_invoice(s, daves)).status == "new"
 
 
+async def onchain_invoice_by_form(web: httpx.AsyncClient, shop: Shop, btc: str
+                                  ) -> tuple[str, str]:
+    """Carol signs in and makes an on-chain invoice of ``btc`` through the form: the
+    invoices page's path and the invoice's id."""
+    assert (await sign_in(web, "carol@example.com")).status_code == 303
+    base = f"/dashboard/m/{shop.merchant}/invoices"
+    token = csrf_of((await web.get(base)).text)
+    r = await web.post(base, data={"csrf_token": token, "store_id": shop.store,
+                                   "amount": btc, "currency": "BTC",
+                                   "payment_methods": "onchain"})
+    assert r.status_code == 303, r.text
+    return base, r.headers["location"].rsplit("/", 1)[1]
+
+
 async def test_onchain_payment_with_its_confirmations(web: httpx.AsyncClient, shop: Shop,
                                                       lnenv: LnEnv) -> None:
     from sqlalchemy import select
 
     from satvault.onchain.models import OnchainPayment
 
-    assert (await sign_in(web, "carol@example.com")).status_code == 303
-    base = f"/dashboard/m/{shop.merchant}/invoices"
-    token = csrf_of((await web.get(base)).text)
-    r = await web.post(base, data={"csrf_token": token, "store_id": shop.store,
-                                   "amount": "0.001", "currency": "BTC",
-                                   "payment_methods": "onchain"})
-    assert r.status_code == 303, r.text
-    invoice_id = r.headers["location"].rsplit("/", 1)[1]
+    base, invoice_id = await onchain_invoice_by_form(web, shop, "0.001")
     api = (await web.get(f"/api/v1/invoices/{invoice_id}", headers=shop.key)).json()
     assert api["payment_methods"]["lightning"] is None
     lnenv.chain.pay(api["payment_methods"]["onchain"]["bip21"])
@@ -277,14 +284,7 @@ async def test_an_amount_owed_shows_the_sats_its_payer_is_asked_for(
         web: httpx.AsyncClient, shop: Shop, lnenv: LnEnv) -> None:
     """Found from outside: 16,835,017 msat showed as 16,835 sats on the dashboard while the
     payer was asked for 16,836 (BIP21 and the checkout page round an amount owed up)."""
-    assert (await sign_in(web, "carol@example.com")).status_code == 303
-    base = f"/dashboard/m/{shop.merchant}/invoices"
-    token = csrf_of((await web.get(base)).text)
-    r = await web.post(base, data={"csrf_token": token, "store_id": shop.store,
-                                   "amount": "0.00016835017", "currency": "BTC",
-                                   "payment_methods": "onchain"})
-    assert r.status_code == 303, r.text
-    invoice_id = r.headers["location"].rsplit("/", 1)[1]
+    base, invoice_id = await onchain_invoice_by_form(web, shop, "0.00016835017")
     api = (await web.get(f"/api/v1/invoices/{invoice_id}", headers=shop.key)).json()
     assert api["amount_msat"] == 16_835_017, api
     assert "amount=0.00016836" in api["payment_methods"]["onchain"]["bip21"], api
