@@ -249,7 +249,7 @@ async def test_an_operator_accepts_a_genuine_move_from_the_command_line(
         shown = await sv("show", "USD")
         assert shown["median"]["minor_units_per_btc"] == 3_600_000
         assert shown["accepted"]["last"]["minor_units_per_btc"] == 6_000_000
-        assert "span 66.66%" in shown["refused"]
+        assert "span 66.67%" in shown["refused"]
         assert "not an admin" in (await sv("accept", "USD", "--as", "eve@example.com",
                                            code=1))["error"]
         done = await sv("accept", "USD", "--as", "ops@example.com", "--reason", "crash")

@@ -205,6 +205,7 @@ async def test_sign_up_to_paid_invoice_to_held_withdrawal_to_operator_review(
         assert link is not None, body
         assert link.group(0).startswith(f"{base}/verify?token=")
         await page.goto(link.group(0))
+        await page.get_by_label("The password you chose when you signed up").fill(PASSWORD)
         await page.get_by_role("button", name="Confirm my address").click()
         await expect(page.get_by_role("status")).to_contain_text("Your e-mail address is "
                                                                   "confirmed")
