@@ -292,7 +292,7 @@ async def test_return_cancels_the_withdrawals_once_no_version_can_confirm(env: E
         voids = (await s.execute(select(func.count()).select_from(LedgerTransfer).where(
             LedgerTransfer.id == f"wd:{wd.id}:void"))).scalar_one()
         events = (await s.execute(select(OutboxEvent.type).where(
-            OutboxEvent.subject_id == wd.id))).scalars().all()
+            OutboxEvent.subject_id == wd.id).order_by(OutboxEvent.id))).scalars().all()
     assert w is not None and w.status == "cancelled" and voids == 1
     assert events[-1] == "withdrawal.cancelled"
     assert after["balances"]["held"] == 0
