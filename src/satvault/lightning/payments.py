@@ -37,6 +37,7 @@ expired.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
@@ -453,10 +454,11 @@ async def _hold_unproven(session: AsyncSession, p: LnPayment, problem: str) -> N
     if opened is None:
         session.add(ReviewItem(
             kind=ReviewKind.LN_PAYMENT_UNPROVEN, subject=subject, created_at=utcnow(),
-            details=f"the node reported withdrawal {p.withdrawal_id}'s payment "
-                    f"{p.payment_hash} succeeded, but {problem}: nothing is booked, its "
-                    "money stays held. Check the node and what stands between it and "
-                    "satvault"))
+            details=json.dumps({  # JSON, as every kind's details
+                "withdrawal_id": p.withdrawal_id, "payment_hash": p.payment_hash,
+                "reason": f"the node reported it succeeded, but {problem}: nothing is "
+                          "booked, its money stays held. Check the node and what stands "
+                          "between it and satvault"})))
         log.error("ln_payment_success_unproven", payment=p.id, withdrawal=p.withdrawal_id,
                   problem=problem)
 

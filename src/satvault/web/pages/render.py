@@ -23,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from satvault.auth.sessions import SessionView
 from satvault.checkout.i18n import LANGUAGES, N_, Language, format_btc, translations
 from satvault.kernel.text import NOT_IN_ONE_LINE
+from satvault.onchain.bip21 import msat_to_sat_ceil
 from satvault.web.pages.assets import asset_url
 
 __all__ = ["PAGE_HEADERS", "render"]
@@ -55,7 +56,7 @@ def _sats_due(msat: int | None, lang: Language) -> str:
     as 16,835 sats where its payer was asked for 16,836."""
     if msat is None:
         return ""
-    return format_decimal(Decimal(-(-int(msat) // 1000)), locale=lang.locale)
+    return format_decimal(Decimal(msat_to_sat_ceil(int(msat))), locale=lang.locale)
 
 
 def _btc(msat: int | None, lang: Language) -> str:
