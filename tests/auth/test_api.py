@@ -508,7 +508,7 @@ async def test_totp_through_the_api_enroll_confirm_sign_in_and_disable(client, m
     assert r.status_code == 401 and r.json()["type"].endswith("/invalid-code")
     async with sessions() as s:
         creds = await s.get(Credentials, user_id)
-        assert creds.failed_signins == 1 and creds.totp_confirmed_at is None  # counted, not on
+        assert creds.failed_stepups == 1 and creds.totp_confirmed_at is None  # counted, not on
     r = await client.post("/api/v1/auth/totp/confirm", headers=me,
                           json={"code": code.at(clock.now())})
     assert r.status_code == 200, r.text

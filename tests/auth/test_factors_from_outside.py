@@ -45,7 +45,7 @@ async def test_payment_password_guesses_through_the_password_grant_lock_the_acco
         r = await password_grant(client, email, payment_password=f"wrong guess {i}")
         assert r.status_code == (401 if i < 5 else 429), r.text
     creds = await creds_of(sessions, user_id)
-    assert creds.failed_stepups == 5 and creds.locked_until is not None
+    assert creds.failed_stepups == 5 and creds.stepup_locked_until is not None
     r = await password_grant(client, email, payment_password=PAY)
     assert r.status_code == 429 and "withdrawals:write" not in r.text, r.text
 
@@ -111,7 +111,7 @@ async def test_the_payment_password_form_counts_wrong_sign_in_passwords(browser,
             "payment_password": PAY, "payment_password_again": PAY})
         assert r.status_code == 422 and "sign-in password is not right" in r.text
     creds = await creds_of(sessions, user.id)
-    assert creds.failed_signins == 5 and creds.locked_until is not None
+    assert creds.failed_stepups == 5 and creds.stepup_locked_until is not None
     r = await browser.post("/account/payment-password", data={
         "csrf_token": csrf_of(page.text), "current": PASSWORD,
         "payment_password": PAY, "payment_password_again": PAY})
@@ -129,7 +129,7 @@ async def test_the_password_change_is_refused_while_locked(browser, sessions):
             "csrf_token": csrf_of(page.text), "current": f"guess number {i}",
             "password": "brand new password", "password_again": "brand new password"})
         assert r.status_code == 422
-    assert (await creds_of(sessions, user.id)).locked_until is not None
+    assert (await creds_of(sessions, user.id)).stepup_locked_until is not None
     r = await browser.post("/account/password", data={
         "csrf_token": csrf_of(page.text), "current": PASSWORD,
         "password": "brand new password", "password_again": "brand new password"})

@@ -121,7 +121,7 @@ async def test_wrong_codes_confirming_an_enrollment_count_towards_the_lockout(
         assert r.status_code == 429 and "Too many failed attempts" in r.text, r.text
         async with sessions() as s:
             creds = await s.get(Credentials, user.id)
-            assert creds.failed_signins == 5 and creds.locked_until is not None
+            assert creds.failed_stepups == 5 and creds.stepup_locked_until is not None
             assert creds.totp_confirmed_at is None
         clock.advance(seconds=61)
         r = await dee.post("/account/totp/confirm", data={"csrf_token": token,

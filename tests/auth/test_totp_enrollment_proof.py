@@ -50,7 +50,7 @@ async def test_an_old_session_needs_the_password_to_turn_totp_on(browser, sessio
     _, r = await _start(browser, password="not the password")
     assert r.status_code == 403 and "<svg" not in r.text
     creds = await _creds(sessions, user.id)
-    assert creds.totp_secret is None and creds.failed_signins == 1  # a counted guess
+    assert creds.totp_secret is None and creds.failed_stepups == 1  # a counted guess
 
     _, r = await _start(browser, password=PASSWORD)
     assert r.status_code == 200 and "<svg" in r.text, r.text
@@ -96,7 +96,7 @@ async def test_over_the_api_a_refreshed_token_needs_the_password(client, mailbox
     r = await client.post("/api/v1/auth/totp", headers=me, json={"password": "wrong"})
     assert r.status_code == 401, r.text
     creds = await _creds(sessions, user_id)
-    assert creds.totp_secret is None and creds.failed_signins == 1
+    assert creds.totp_secret is None and creds.failed_stepups == 1
     r = await client.post("/api/v1/auth/totp", headers=me, json={"password": PASSWORD})
     assert r.status_code == 201 and r.json()["secret"], r.text
 

@@ -13,13 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.audit.service import record
 from satvault.auth.errors import AccountLocked
-from satvault.auth.models import Credentials
+from satvault.auth.models import Credentials, KnownDevice
 from satvault.auth.sealing import Sealer
 from satvault.config import Settings
 from satvault.kernel.clock import utcnow
 
-__all__ = ["PAYMENT_PASSWORD_FACTORS", "AuthPolicy", "count_failure", "credentials", "digest",
-           "is_locked", "lock_for", "random_token", "refuse_if_locked", "sealer_for"]
+__all__ = ["SIGNED_OUT_FACTORS", "AuthPolicy", "clear_failures", "count_failure", "credentials",
+           "digest", "is_locked", "lock_for", "random_token", "refuse_if_locked",
+           "refuse_stepup_if_locked", "sealer_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,43 +87,78 @@ async def credentials(session: AsyncSession, user_id: str, *,
     return found
 
 
-def is_locked(creds: Credentials, now: datetime) -> int:
-    """Seconds the account stays locked (0: not locked)."""
-    if creds.locked_until is None or creds.locked_until <= now:
+def _wait(until: datetime | None, now: datetime) -> int:
+    if until is None or until <= now:
         return 0
-    return max(1, int((creds.locked_until - now).total_seconds() + 0.999))
+    return max(1, int((until - now).total_seconds() + 0.999))
 
 
-def refuse_if_locked(creds: Credentials) -> None:
-    """Raise :class:`AccountLocked` while the account is locked out: nothing is checked then."""
+def is_locked(creds: Credentials, now: datetime) -> int:
+    """Seconds the factors checked behind a session, a token or the right password stay
+    locked (0: not locked): :data:`SIGNED_OUT_FACTORS` aside, every factor's lock."""
+    return _wait(creds.stepup_locked_until, now)
+
+
+def refuse_if_locked(guard: Credentials | KnownDevice) -> None:
+    """Raise :class:`AccountLocked` while the sign-in forms are locked for this caller: the
+    account's lock for an unknown device, the device's own for a known one (nothing is
+    checked then)."""
+    wait = _wait(guard.locked_until, utcnow())
+    if wait:
+        raise AccountLocked(wait)
+
+
+def refuse_stepup_if_locked(creds: Credentials) -> None:
+    """Raise :class:`AccountLocked` while the factors behind a session are locked."""
     wait = is_locked(creds, utcnow())
     if wait:
         raise AccountLocked(wait)
 
 
-# Guesses at the payment password are counted apart from the sign-in's (``failed_stepups``):
-# a right sign-in password clears only its own count, so knowing it does not buy more guesses
-# at the factor meant to stand when it is phished.
-PAYMENT_PASSWORD_FACTORS = frozenset({"payment-password", "step-up-payment-password",
-                                      "payment-password-via-password"})
+def clear_failures(creds: Credentials) -> None:
+    """A right second factor (step-up, or the payment password): every count and lock of
+    the account ends (devices keep theirs)."""
+    creds.failed_signins = creds.failed_stepups = 0
+    creds.locked_until = creds.stepup_locked_until = None
+
+
+# The factors the signed-out forms check (the sign-in password and the code after it):
+# anyone may send them, so they lock the account for unknown devices and a known device's own
+# lock for it. Every other factor is checked behind a session, a token or the right sign-in
+# password (step-up, TOTP on and off, the payment password, a password change): those are
+# counted apart (``failed_stepups``) and lock apart (``stepup_locked_until``, migration
+# 0081), so a right sign-in password clears none of them (knowing it buys no more guesses at
+# the factors meant to stand when it is phished), and a stranger's guesses at the sign-in
+# form do not stop the owner's step-up in a session already open.
+SIGNED_OUT_FACTORS = frozenset({"password", "totp"})
 
 
 async def count_failure(session: AsyncSession, creds: Credentials, *, policy: AuthPolicy,
-                        what: str, ip: str = "") -> None:
-    """One more failure in a row of ``what``'s kind (the payment password's, or any other
-    factor's); the lockout it triggers, audited."""
+                        what: str, ip: str = "", device: KnownDevice | None = None) -> None:
+    """One more failure in a row of ``what``'s kind, against the known ``device`` it came
+    from (a signed-out factor), the account's sign-in forms, or the factors behind a session
+    (:data:`SIGNED_OUT_FACTORS`); the lock it triggers, audited."""
     now = utcnow()
-    if what in PAYMENT_PASSWORD_FACTORS:
-        creds.failed_stepups += 1
-        failures = creds.failed_stepups
-    else:
+    holder: Credentials | KnownDevice
+    if what in SIGNED_OUT_FACTORS and device is not None:
+        device.failures += 1
+        failures, holder, field_name = device.failures, device, "locked_until"
+    elif what in SIGNED_OUT_FACTORS:
         creds.failed_signins += 1
-        failures = creds.failed_signins
+        failures, holder, field_name = creds.failed_signins, creds, "locked_until"
+    else:
+        creds.failed_stepups += 1
+        failures, holder, field_name = creds.failed_stepups, creds, "stepup_locked_until"
     creds.updated_at = now
+    where = {"device": device.id} if device is not None and holder is device else {}
     await record(session, actor=creds.user_id, action="auth.signin_failed",
-                 object=creds.user_id, after={"factor": what, "failures": failures, "ip": ip})
+                 object=creds.user_id,
+                 after={"factor": what, "failures": failures, "ip": ip, **where})
     lock = lock_for(policy, failures)
     if lock is not None:
-        creds.locked_until = now + lock
+        setattr(holder, field_name, now + lock)
         await record(session, actor="satvault", action="auth.locked", object=creds.user_id,
-                     after={"failures": failures, "seconds": int(lock.total_seconds())})
+                     after={"failures": failures, "seconds": int(lock.total_seconds()),
+                            "lock": "device" if where else
+                            ("sign-in" if field_name == "locked_until" else "step-up"),
+                            **where})

@@ -9,6 +9,8 @@
 * ``auth_email_tokens``: single-use, expiring verification and password-reset tokens, hashed.
 * ``auth_signin_challenges``: the half-signed-in state between a right password and the second
   factor; it carries no session and can only be traded for one with a valid code.
+* ``auth_devices``: browsers and API clients that completed a sign-in (migration 0081), by a
+  hashed token: the account's lock does not hold them back; each has a lock of its own.
 * ``auth_signing_keys``: the JWT signing keys by ``kid``; a retired key signs nothing more and
   verifies until ``verify_until`` (the last token it signed has expired by then).
 * ``auth_token_families`` and ``auth_refresh_tokens``: a refresh token is spent when used and
@@ -27,7 +29,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from satvault.db import Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["Credentials", "EmailToken", "Purpose", "RecoveryCode", "RefreshToken",
+__all__ = ["Credentials", "EmailToken", "KnownDevice", "Purpose", "RecoveryCode", "RefreshToken",
            "SigninChallenge", "SigningKey", "TokenFamily"]
 
 
@@ -49,7 +51,11 @@ class Credentials(Base):
     failed_signins: Mapped[int] = mapped_column(Integer, default=0)
     # The payment password's failures, apart: a right sign-in password does not clear them.
     failed_stepups: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The sign-in forms' lock (the password and the code after it, from unknown devices).
     locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    # The lock of the factors checked behind a session, a token or the right password
+    # (step-up, TOTP on and off, the payment password; migration 0081).
+    stepup_locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     @property
@@ -94,6 +100,22 @@ class SigninChallenge(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    # The known device the password was given from (migration 0081): the code's failures
+    # count against it, not the account.
+    device_id: Mapped[str | None] = mapped_column(String(40), default=None)
+
+
+class KnownDevice(Base):
+    __tablename__ = "auth_devices"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
 
 
 class SigningKey(Base):

@@ -7,6 +7,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.audit.service import record
+from satvault.auth.devices import forget_devices
 from satvault.auth.models import SigninChallenge, TokenFamily
 from satvault.auth.sessions import revoke_all_sessions
 from satvault.kernel.clock import utcnow
@@ -36,8 +37,9 @@ async def revoke_families(session: AsyncSession, *, user_id: str, reason: str,
 async def revoke_everything(session: AsyncSession, *, user_id: str, actor: str, reason: str,
                             except_session_id: str | None = None) -> None:
     """Every web session (but ``except_session_id``), every token family of the user (but
-    those of that session) and every sign-in still waiting for its second factor (found from
-    outside: one begun with the old password before a reset finished with a code after it)."""
+    those of that session), every sign-in still waiting for its second factor (found from
+    outside: one begun with the old password before a reset finished with a code after it),
+    and every known device (their next sign-in meets the account's lock)."""
     await revoke_all_sessions(session, user_id=user_id, except_session_id=except_session_id,
                               actor=actor, reason=reason)
     await session.execute(update(SigninChallenge).where(
@@ -45,5 +47,6 @@ async def revoke_everything(session: AsyncSession, *, user_id: str, actor: str, 
         .values(used_at=utcnow()))
     families = await revoke_families(session, user_id=user_id, reason=reason,
                                      except_session_id=except_session_id)
+    devices = await forget_devices(session, user_id=user_id)
     await record(session, actor=actor, action="auth.tokens_revoked", object=user_id,
-                 after={"families": families, "reason": reason})
+                 after={"families": families, "devices": devices, "reason": reason})

@@ -11,6 +11,9 @@ wants it to count commits (the sign-in routes answer the refusal as a response).
 Unknown addresses cost an argon2 verification too, so timing does not tell them apart; a
 pending or suspended account is named only to whoever gave its right password.
 
+A known device (:mod:`satvault.auth.devices`, migration 0081) is not held back by the
+account's lock: its own failures count against, and lock, that device alone.
+
 The challenge: a right password for a user with TOTP does not make a session. It makes a
 challenge (256-bit token, stored hashed, 5 minutes, 5 tries) which only a valid TOTP or
 recovery code trades for a session; the challenge itself opens nothing.
@@ -35,8 +38,9 @@ from satvault.auth.credentials import (
     random_token,
     refuse_if_locked,
 )
+from satvault.auth.devices import known_device
 from satvault.auth.errors import InvalidCode
-from satvault.auth.models import SigninChallenge
+from satvault.auth.models import Credentials, KnownDevice, SigninChallenge
 from satvault.auth.totp import totp_enabled, verify_factor
 from satvault.kernel.clock import utcnow
 from satvault.kernel.errors import Unauthenticated
@@ -60,10 +64,13 @@ class Checked:
 
     user: User
     needs_second_factor: bool
+    # The known device the password came from (its token was presented), else None.
+    device: KnownDevice | None = None
 
 
 async def check_password(session: AsyncSession, *, email: str, password: str, ip: str = "",
-                         policy: AuthPolicy = AuthPolicy()) -> Checked:
+                         policy: AuthPolicy = AuthPolicy(),
+                         device_token: str | None = None) -> Checked:
     norm = email.strip().lower()
     user = (await session.execute(select(User).where(User.email == norm))).scalar_one_or_none()
     if user is None or not user.password_hash:
@@ -73,9 +80,11 @@ async def check_password(session: AsyncSession, *, email: str, password: str, ip
                             "known": False})
         raise Unauthenticated(_WRONG)
     creds = await credentials(session, user.id, for_update=True)
-    refuse_if_locked(creds)
+    device = await known_device(session, user_id=user.id, token=device_token)
+    refuse_if_locked(device or creds)
     if not await verify_password_async(password, user.password_hash):
-        await count_failure(session, creds, policy=policy, what="password", ip=ip)
+        await count_failure(session, creds, policy=policy, what="password", ip=ip,
+                            device=device)
         raise Unauthenticated(_WRONG)
     if user.status != UserStatus.ACTIVE:
         reason = _WRONG if user.status == UserStatus.PENDING else "this account is suspended"
@@ -84,19 +93,30 @@ async def check_password(session: AsyncSession, *, email: str, password: str, ip
         raise Unauthenticated(reason)
     second = totp_enabled(creds)
     if not second:
+        _passed(creds, device)
+    return Checked(user=user, needs_second_factor=second, device=device)
+
+
+def _passed(creds: Credentials, device: KnownDevice | None) -> None:
+    """A sign-in passed: the count of whoever it counted against starts again (a known
+    device's success leaves the account's count, which strangers' guesses fill, alone)."""
+    if device is not None:
+        device.failures, device.locked_until = 0, None
+    else:
         creds.failed_signins, creds.locked_until = 0, None
-    return Checked(user=user, needs_second_factor=second)
 
 
 async def check_second_factor(session: AsyncSession, *, user_id: str, code: str,
-                              ip: str = "", policy: AuthPolicy = AuthPolicy()) -> None:
-    """A TOTP or recovery code for a user whose password was just right."""
+                              ip: str = "", policy: AuthPolicy = AuthPolicy(),
+                              device: KnownDevice | None = None) -> None:
+    """A TOTP or recovery code for a user whose password was just right (from the known
+    ``device``, when it was)."""
     creds = await credentials(session, user_id, for_update=True)
-    refuse_if_locked(creds)
+    refuse_if_locked(device or creds)
     if not await verify_factor(session, creds, code, sealer=policy.sealer):
-        await count_failure(session, creds, policy=policy, what="totp", ip=ip)
+        await count_failure(session, creds, policy=policy, what="totp", ip=ip, device=device)
         raise InvalidCode("that code is not right (or was used already)")
-    creds.failed_signins, creds.locked_until = 0, None
+    _passed(creds, device)
 
 
 async def signed_in(session: AsyncSession, *, user_id: str, method: str, ip: str = "",
@@ -107,13 +127,16 @@ async def signed_in(session: AsyncSession, *, user_id: str, method: str, ip: str
 
 
 async def start_challenge(session: AsyncSession, *, user_id: str, ip: str = "",
-                          user_agent: str = "", policy: AuthPolicy = AuthPolicy()) -> str:
-    """The half-signed-in state after a right password; its token (for a cookie)."""
+                          user_agent: str = "", policy: AuthPolicy = AuthPolicy(),
+                          device: KnownDevice | None = None) -> str:
+    """The half-signed-in state after a right password (given from the known ``device``,
+    when it was); its token (for a cookie)."""
     token, now = random_token(), utcnow()
     session.add(SigninChallenge(
         id=new_id("chl"), user_id=user_id, token_hash=digest(token), ip=ip[:64],
         user_agent=user_agent[:300], attempts=0, created_at=now,
-        expires_at=now + timedelta(minutes=policy.challenge_minutes)))
+        expires_at=now + timedelta(minutes=policy.challenge_minutes),
+        device_id=device.id if device is not None else None))
     await session.flush()
     return token
 
@@ -134,9 +157,16 @@ async def pass_challenge(session: AsyncSession, *, token: str, code: str, ip: st
     challenge = await live_challenge(session, token)
     if challenge is None:
         raise Unauthenticated("this sign-in has expired; start again with your password")
+    device = None
+    if challenge.device_id is not None:
+        # The account's row first, as every sign-in locks it before its device.
+        await credentials(session, challenge.user_id, for_update=True)
+        device = await session.get(KnownDevice, challenge.device_id, with_for_update=True)
+        if device is not None and device.revoked_at is not None:
+            device = None
     try:
         await check_second_factor(session, user_id=challenge.user_id, code=code, ip=ip,
-                                  policy=policy)
+                                  policy=policy, device=device)
     except Unauthenticated:
         challenge.attempts += 1
         if challenge.attempts >= policy.challenge_attempts:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.accounts.models import User
 from satvault.accounts.security import hash_password_async, verify_password_async
 from satvault.audit.service import record
-from satvault.auth.credentials import AuthPolicy, credentials, is_locked
+from satvault.auth.credentials import AuthPolicy, clear_failures, credentials, is_locked
 from satvault.auth.errors import AccountLocked, InvalidCode
 from satvault.auth.models import Credentials
 from satvault.auth.sessions import (
@@ -106,7 +106,7 @@ async def step_up(session: AsyncSession, *, session_id: str, totp_code: str | No
     if not ok:
         await count_failure(session, creds, policy=policy, what=what, ip=ip)
         raise InvalidCode("that is not right")
-    creds.failed_signins, creds.failed_stepups, creds.locked_until = 0, 0, None
+    clear_failures(creds)
     return await mark_stepped_up(session, session_id=session_id)
 
 
@@ -129,7 +129,7 @@ async def check_payment_password(session: AsyncSession, *, user_id: str,
     if not await _payment_password_ok(creds, payment_password):
         await count_failure(session, creds, policy=policy, what="payment-password", ip=ip)
         raise InvalidCode("the payment password is not right")
-    creds.failed_signins, creds.failed_stepups, creds.locked_until = 0, 0, None
+    clear_failures(creds)
 
 
 async def begin_totp_enrollment(session: AsyncSession, *, user_id: str,

@@ -38,7 +38,7 @@ from satvault.auth.credentials import (
     AuthPolicy,
     count_failure,
     credentials,
-    refuse_if_locked,
+    refuse_stepup_if_locked,
 )
 from satvault.auth.errors import InvalidCode
 from satvault.auth.models import Credentials, RecoveryCode
@@ -207,7 +207,7 @@ async def confirm_enrollment(session: AsyncSession, *, user_id: str, code: str,
         raise InvalidInput("TOTP is already on")
     if creds.totp_secret is None:
         raise InvalidInput("start the enrollment first")
-    refuse_if_locked(creds)
+    refuse_stepup_if_locked(creds)
     if not check_code(creds, code, sealer=policy.sealer, confirmed=False):
         await count_failure(session, creds, policy=policy, what="totp-enroll", ip=ip)
         raise InvalidCode("that code is not right; check the authenticator app's clock")
@@ -240,7 +240,7 @@ async def disable(session: AsyncSession, *, user_id: str, code: str, actor: str,
     for it to the token grant."""
     user = await get_user(session, user_id)
     creds = await credentials(session, user_id, for_update=True)
-    refuse_if_locked(creds)
+    refuse_stepup_if_locked(creds)
     if creds.totp_confirmed_at is None:
         raise InvalidInput("TOTP is not on")
     if required_of(user, creds):

@@ -11,6 +11,11 @@ The half-signed-in state: a right password for a user with TOTP makes no session
 challenge whose token sits in the HTTP-only ``sv_challenge`` cookie (``SameSite=Strict``,
 path ``/login``); the TOTP form trades it and a valid code for a session. Every sign-in makes
 a new session id, and the session the browser had before is revoked (fixation).
+
+A completed sign-in leaves the browser a known-device token (:mod:`satvault.auth.devices`)
+in the HTTP-only ``sv_device`` cookie (``SameSite=Strict``, path ``/login``, a year): the
+account's lock, which anyone can keep on with a wrong password an hour, does not hold that
+browser back; its own failures lock it alone.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from satvault.accounts.security import verify_password_async
 from satvault.audit.service import record
 from satvault.auth import signin, signup, stepup, totp
 from satvault.auth.credentials import credentials, is_locked
+from satvault.auth.devices import known_device, remember_device
 from satvault.auth.errors import (
     AccountLocked,
     InvalidCode,
@@ -83,6 +89,7 @@ __all__ = ["CHALLENGE_COOKIE", "SignInBudget", "password_sign_in", "router"]
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(mark_page)])
 CHALLENGE_COOKIE = "sv_challenge"
+_DEVICE_DAYS = 365
 # The signed-out forms that check a password or a code, like the API's token endpoint: an
 # address that used its failed-authentication budget is refused (429) before anything is
 # checked. Every form that checks one counts its failures against that budget
@@ -115,6 +122,22 @@ def _home(is_admin: bool) -> str:
     return "/admin" if is_admin else "/dashboard"
 
 
+def device_cookie(settings: Settings) -> str:
+    return "__Secure-sv_device" if cookie_secure(settings) else "sv_device"
+
+
+def _device_token(request: Request) -> str | None:
+    return request.cookies.get(device_cookie(_settings(request))) or None
+
+
+def _keep_device(response: Response, settings: Settings, token: str | None) -> None:
+    """The known-device cookie, when the sign-in made a new device."""
+    if token is not None:
+        response.set_cookie(device_cookie(settings), token, httponly=True, samesite="strict",
+                            secure=cookie_secure(settings), path="/login",
+                            max_age=_DEVICE_DAYS * 86400)
+
+
 async def _begin_session(request: Request, session: AsyncSession, *, user: User,
                          mfa: bool, method: str) -> str:
     """A new session (new id: fixation) after the old one of this browser is revoked."""
@@ -134,13 +157,13 @@ async def password_sign_in(request: Request, *, lang: Language, email: str, pass
     """The ``/login`` form's work: a redirect (signed in, or on to the TOTP step), or the
     error to show on the form. Failures are committed (they count towards the lockout)."""
     settings = _settings(request)
-    challenge = token = None
+    challenge = token = device = None
     try:
         async with _sessions(request)() as session, session.begin():
             try:
                 checked = await signin.check_password(
                     session, email=email, password=password, ip=client_ip(request),
-                    policy=policy_of(request))
+                    policy=policy_of(request), device_token=_device_token(request))
             except Unauthenticated as exc:
                 failure: Unauthenticated | None = exc
             else:
@@ -150,10 +173,12 @@ async def password_sign_in(request: Request, *, lang: Language, email: str, pass
                     challenge = await signin.start_challenge(
                         session, user_id=user.id, ip=client_ip(request),
                         user_agent=request.headers.get("user-agent", ""),
-                        policy=policy_of(request))
+                        policy=policy_of(request), device=checked.device)
                 else:
                     token = await _begin_session(request, session, user=user, mfa=False,
                                                  method="password")
+                    device = await remember_device(session, user_id=user.id,
+                                                   device=checked.device)
                     enroll = await totp.must_enroll(session, user_id=user.id)
     except InvalidInput:
         await signin_failed(request)
@@ -175,6 +200,7 @@ async def password_sign_in(request: Request, *, lang: Language, email: str, pass
     target = ENROLL_PATH if enroll else safe_next(next_path, _home(user.is_admin))
     response = RedirectResponse(target, status_code=303)
     set_session_cookie(response, settings, token)
+    _keep_device(response, settings, device)
     return response
 
 
@@ -194,7 +220,7 @@ async def totp_step(request: Request, lang: PageLang,
                     code: Annotated[str, Form(max_length=20)],
                     next: Annotated[str, Form(max_length=500)] = "") -> Response:
     challenge = request.cookies.get(CHALLENGE_COOKIE, "")
-    token = error = None
+    token = error = device = None
     user: User | None = None
     async with _sessions(request)() as session, session.begin():
         try:
@@ -211,6 +237,9 @@ async def totp_step(request: Request, lang: PageLang,
             assert user is not None
             token = await _begin_session(request, session, user=user, mfa=True,
                                          method="password+totp")
+            device = await remember_device(
+                session, user_id=user.id, device=await known_device(
+                    session, user_id=user.id, token=_device_token(request)))
     if token is None or user is None:
         await signin_failed(request)
         return _signed_out_page(request, "auth/totp_step.html", lang=lang,
@@ -218,6 +247,7 @@ async def totp_step(request: Request, lang: PageLang,
     response = RedirectResponse(safe_next(next, _home(user.is_admin)), status_code=303)
     response.delete_cookie(CHALLENGE_COOKIE, path="/login")
     set_session_cookie(response, _settings(request), token)
+    _keep_device(response, _settings(request), device)
     return response
 
 

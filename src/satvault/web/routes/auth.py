@@ -34,6 +34,7 @@ from satvault.accounts.models import User
 from satvault.accounts.service import Principal
 from satvault.auth import signin, signup, stepup, tokens, totp
 from satvault.auth.credentials import AuthPolicy
+from satvault.auth.devices import remember_device
 from satvault.auth.errors import (
     AccountLocked,
     InvalidCode,
@@ -228,6 +229,15 @@ class TokenRequest(BaseModel):
         description="The payment password (password grant): a step-up, which "
                     "withdrawals:write needs when the account has no TOTP.")
     refresh_token: str | None = Field(default=None, max_length=200)
+    device_token: str | None = Field(
+        default=None, max_length=200,
+        description="Password grant: the device_token an earlier password grant of this "
+                    "client returned. The account's lockout does not hold a known device "
+                    "back; its own failures lock it alone.")
+    remember_device: StrictBool = Field(
+        default=False,
+        description="Password grant: return a device_token for this client to send with "
+                    "its next password grants (none when the one sent is still known).")
     scopes: list[Annotated[str, Field(max_length=40)]] | None = Field(
         default=None, max_length=20,
         description="Narrow the token to these scopes (default: all the user may hold).")
@@ -242,26 +252,33 @@ class TokenOut(BaseModel):
     expires_in: int
     refresh_token: str
     scope: str
+    device_token: str | None = Field(
+        default=None, description="A new known-device token (password grant with "
+                                  "remember_device): keep it and send it with the next "
+                                  "password grants.")
 
 
-def _out(pair: tokens.TokenPair) -> TokenOut:
+def _out(pair: tokens.TokenPair, device_token: str | None = None) -> TokenOut:
     return TokenOut(access_token=pair.access_token, expires_in=pair.expires_in,
-                    refresh_token=pair.refresh_token, scope=" ".join(pair.scopes))
+                    refresh_token=pair.refresh_token, scope=" ".join(pair.scopes),
+                    device_token=device_token)
 
 
 async def _password_grant(request: Request, session: AsyncSession,
-                          body: TokenRequest) -> tokens.TokenPair:
+                          body: TokenRequest) -> tuple[tokens.TokenPair, str | None]:
+    """The tokens, and a new known-device token when one was asked for."""
     if not body.email or not body.password:
         raise Unauthenticated("the password grant needs email and password")
     ip, policy = client_ip(request), policy_of(request)
     checked = await signin.check_password(session, email=body.email, password=body.password,
-                                          ip=ip, policy=policy)
+                                          ip=ip, policy=policy, device_token=body.device_token)
     method = "password"
     if checked.needs_second_factor:
         if not body.totp_code:
             raise Unauthenticated("this account has TOTP: send totp_code too")
         await signin.check_second_factor(session, user_id=checked.user.id,
-                                         code=body.totp_code, ip=ip, policy=policy)
+                                         code=body.totp_code, ip=ip, policy=policy,
+                                         device=checked.device)
         method = "password+totp"
     if body.payment_password:
         await stepup.check_payment_password(session, user_id=checked.user.id,
@@ -275,7 +292,11 @@ async def _password_grant(request: Request, session: AsyncSession,
                               stepped_up=method != "password", policy=policy)
     await signin.signed_in(session, user_id=checked.user.id, method=f"token:{method}", ip=ip,
                            user_agent=request.headers.get("user-agent", ""))
-    return pair
+    device = None
+    if checked.device is not None or body.remember_device:
+        device = await remember_device(session, user_id=checked.user.id,
+                                       device=checked.device)
+    return pair, device
 
 
 async def _session_grant(request: Request, session: AsyncSession, body: TokenRequest,
@@ -301,9 +322,10 @@ async def token(
         max_length=200, description="The web session's CSRF token (session grant).")] = None,
 ) -> Response | TokenOut:
     await before_signin(request)
+    device = None
     try:
         if body.grant_type == "password":
-            pair = await _password_grant(request, session, body)
+            pair, device = await _password_grant(request, session, body)
         elif body.grant_type == "session":
             cookie = request.cookies.get(session_cookie_name(settings_of(request)))
             pair = await _session_grant(request, session, body, cookie, x_csrf_token)
@@ -313,7 +335,7 @@ async def token(
     except Unauthenticated as exc:
         # Answered, not raised: the failure count and a reuse's revocation must commit.
         return await _counted_refusal(request, exc)
-    return _out(pair)
+    return _out(pair, device)
 
 
 class RevokeIn(BaseModel):
