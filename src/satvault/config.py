@@ -344,6 +344,10 @@ class Settings(BaseSettings):
     # payment they refuse has cost the payee that BOLT11. A wallet with this many such
     # refusals in the last 24 hours is refused before it takes another invoice off the node.
     internal_refusals_per_day: int = Field(default=3, ge=1)
+    # And a person's payments taking our invoices off the node at once: the next one is
+    # refused (429) before the node is asked, so a burst that would be refused afterwards
+    # cannot cancel more payees' invoices than this (satvault.lightning.takes).
+    internal_payments_in_flight: int = Field(default=16, ge=1, le=1000)
     ln_max_attempts: int = Field(default=3, ge=1)
     ln_retry_base_seconds: float = Field(default=2.0, ge=0)
     ln_payer_interval: float = Field(default=1.0, gt=0)

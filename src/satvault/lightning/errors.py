@@ -20,8 +20,8 @@ from __future__ import annotations
 from satvault.kernel.errors import SatvaultError
 
 __all__ = ["AmountRequired", "InvalidInvoice", "InvoiceExpired", "InvoiceExpiresSoon",
-           "InvoiceUnderReview", "LightningError", "LnurlError", "PaymentRefused",
-           "RefusedTooOften", "WrongNetwork"]
+           "InvoiceUnderReview", "LightningError", "LnurlError", "PaymentKeyInFlight",
+           "PaymentRefused", "PaymentsInFlight", "RefusedTooOften", "WrongNetwork"]
 
 
 class LightningError(SatvaultError):
@@ -59,6 +59,18 @@ class InvoiceUnderReview(PaymentRefused):
 
 class RefusedTooOften(PaymentRefused):
     pass
+
+
+class PaymentsInFlight(PaymentRefused):
+    """The person has the most payments of our invoices in flight at once."""
+
+    retry_after = 1
+
+
+class PaymentKeyInFlight(PaymentRefused):
+    """A payment with this caller's Idempotency-Key is taking another invoice off the node."""
+
+    retry_after = 1
 
 
 class LnurlError(LightningError):

@@ -15,8 +15,16 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from satvault.db import Amount, Base, IdInt, StrEnumType, UtcDateTime
 
-__all__ = ["ISSUED_ON_REQUEST", "InternalRefusal", "LnCursor", "LnInvoice", "LnInvoiceStatus",
-           "LnPayment", "LnPaymentStatus"]
+__all__ = [
+    "ISSUED_ON_REQUEST",
+    "InternalRefusal",
+    "LnCursor",
+    "LnInvoice",
+    "LnInvoiceStatus",
+    "LnPayment",
+    "LnPaymentStatus",
+    "LnTake",
+]
 
 # The purpose of an invoice our LNURL-pay service (a Lightning Address, a pay link) issued for
 # one payer's request: nobody else waits on it, so losing it to a refusal costs its payee
@@ -143,3 +151,24 @@ class InternalRefusal(Base):
 
     __table_args__ = (Index("ix_internal_refusals_wallet_at", "wallet_id", "at"),
                       Index("ix_internal_refusals_person_at", "person", "at"))
+
+
+class LnTake(Base):
+    """An invoice of ours a payment is taking off the node (migration 0082): written, under
+    the paying person's lock, before the node is asked, so the payments a person has in
+    flight are known to the next one (:mod:`satvault.lightning.takes`). In flight while its
+    invoice is still ``open`` in the database and the take is younger than
+    :data:`~satvault.lightning.takes.TAKE_SECONDS`; the unit of work that pays or refuses
+    the invoice ends it by changing the invoice's status, so nothing deletes it then."""
+
+    __tablename__ = "ln_takes"
+
+    payment_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    wallet_id: Mapped[str] = mapped_column(String(40))  # the payer
+    person: Mapped[str] = mapped_column(String(64))  # the payer's (accounts.persons)
+    amount_msat: Mapped[int] = mapped_column(Amount)
+    # SHA-256 of the caller and its Idempotency-Key ("" without one): one key, one take.
+    request: Mapped[str] = mapped_column(String(64), default="")
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_ln_takes_person_at", "person", "at"),)

@@ -71,7 +71,6 @@ from satvault.lightning.errors import (
     InvoiceUnderReview,
     LightningError,
     PaymentRefused,
-    RefusedTooOften,
 )
 from satvault.lightning.invoices import LIVE_PAYMENTS, StoreInvoiceHook, credit_settled
 from satvault.lightning.models import (
@@ -82,6 +81,7 @@ from satvault.lightning.models import (
     LnPayment,
     LnPaymentStatus,
 )
+from satvault.lightning.takes import Taken, claim_take, refuse, refused_too_often
 from satvault.lightning.vouchers import reopen_after_failure
 from satvault.logs import get_logger
 from satvault.onchain.models import ReviewItem, ReviewKind
@@ -171,15 +171,6 @@ def refusals_since(wallet_id: Any, since: Any) -> ColumnElement[int]:
         InternalRefusal.at >= since).scalar_subquery()
 
 
-def _refused_too_often(refusals: int, settings: Settings) -> RefusedTooOften:
-    return RefusedTooOften(
-        f"{refusals} payments of this platform's invoices from this wallet or the others of "
-        "its owner (a user's own and their merchants') were refused in the last 24 hours "
-        "after the payee's invoice was taken off the node (the most one person may have: "
-        f"{settings.internal_refusals_per_day}); they pay none of them until the oldest "
-        "refusal is a day old")
-
-
 def payable_at_once(own: OwnInvoice, *, payer: Wallet, amount_msat: int | None,
                     settings: Settings) -> int | None:
     """The amount to pay if ``own`` can be paid internally without decoding it: open, not
@@ -221,7 +212,7 @@ BeforeNode = Callable[[AsyncSession, int], Awaitable[None]]
 async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: Wallet,
                         bolt11: str, amount_msat: int | None, settings: Settings,
                         backend: LightningBackend | None, check_balance: bool = True,
-                        before_node: BeforeNode | None = None) -> bool:
+                        before_node: BeforeNode | None = None, request: str = "") -> bool:
     """Before the unit of work opens: if ``bolt11`` is an open invoice this platform issued,
     cancel it on the node now, so nobody outside can pay it while it is settled inside the
     ledger. True if it was taken off (pass ``taken_off_node=True`` on). The node call is made
@@ -230,7 +221,9 @@ async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: W
     too little money, the wallet's and its tier's limits, and ``before_node``'s), so a payer
     who would be refused anyway does not kill someone's invoice. An invoice reserved for a
     payment under review, and a payer refused too often after taking invoices off, are
-    refused here (raises), before anything is written or screened."""
+    refused here (raises), before anything is written or screened; so is a take the
+    person's other payments in flight forbid (:func:`satvault.lightning.takes.claim_take`:
+    ``request``, the caller's :func:`~satvault.lightning.takes.request_digest`)."""
     inv = check_invoice(bolt11, network=settings.network, amount_msat=amount_msat)
     if inv.amount_msat > settings.ln_max_payment_msat or wallet.frozen_at is not None:
         return False  # the unit of work refuses it with the right reason
@@ -257,9 +250,19 @@ async def take_off_node(sessions: async_sessionmaker[AsyncSession], *, wallet: W
             return False
         if before_node is not None:
             await before_node(s, inv.amount_msat)
-        if int(ours[4]) >= settings.internal_refusals_per_day \
-                and ours.purpose != ISSUED_ON_REQUEST:  # that one nobody else waits on
-            raise _refused_too_often(int(ours[4]), settings)
+        counts = ours.purpose != ISSUED_ON_REQUEST  # that one nobody else waits on
+        if int(ours[4]) >= settings.internal_refusals_per_day and counts:
+            raise refused_too_often(int(ours[4]), settings)
+    # The take recorded under the person's lock: the checks above again, counting the
+    # person's other payments taking invoices off the node now (found from outside: a burst
+    # passed them each alone), and the node asked only if it was taken.
+    found, refusals = await claim_take(sessions, payment_hash=inv.payment_hash,
+                                       wallet_id=wallet.id, amount_msat=inv.amount_msat,
+                                       settings=settings, request=request,
+                                       check_balance=check_balance, counts_refusals=counts)
+    if found in (Taken.NOT_OPEN, Taken.NO_WALLET):
+        return False  # the unit of work refuses it with the right reason
+    refuse(found, refusals, payment_hash=inv.payment_hash, settings=settings)
     if backend is not None:
         await cancel_on_node(backend, inv.payment_hash)
     return True

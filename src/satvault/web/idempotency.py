@@ -301,7 +301,11 @@ async def _run_in_one_transaction(
             if answer is not None:
                 return answer
             mapped = problem_for(exc)
-            if mapped is not None and mapped.status_code < 500 and not is_retryable(exc):
+            # An answer saying "try again in a moment" (``retry_after``: another payment of
+            # this key or of the person still in flight) is not the key's answer: stored, it
+            # was the answer of the first request still running too (found from outside).
+            if mapped is not None and mapped.status_code < 500 and not is_retryable(exc) \
+                    and getattr(exc, "retry_after", None) is None:
                 try:
                     async with sessions() as s, s.begin():
                         await _after_rollback(s, exc)

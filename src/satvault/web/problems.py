@@ -91,6 +91,8 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     ln.InvoiceExpiresSoon: (422, "invoice-expires-soon"),
     ln.InvoiceUnderReview: (409, "invoice-under-review"),
     ln.RefusedTooOften: (429, "refused-too-often"),
+    ln.PaymentsInFlight: (429, "payments-in-flight"),
+    ln.PaymentKeyInFlight: (409, "idempotency-key-in-use"),
     ln.AmountRequired: (422, "amount-required"),
     ln.InvalidInvoice: (422, "invalid-invoice"),
     ln.PaymentRefused: (422, "payment-refused"),
@@ -195,7 +197,8 @@ def problem_for(exc: Exception) -> JSONResponse | None:
     if status == 401:
         resp.headers["WWW-Authenticate"] = "Bearer"
     retry_after = getattr(exc, "retry_after", None)  # a lock, a claim still running
-    if isinstance(retry_after, int) and slug in ("account-locked", "idempotency-key-in-use"):
+    if isinstance(retry_after, int) and slug in ("account-locked", "idempotency-key-in-use",
+                                                  "payments-in-flight"):
         resp.headers["Retry-After"] = str(retry_after)
     return resp
 

@@ -15,8 +15,10 @@ from satvault.accounts.models import Wallet
 from satvault.accounts.service import Principal
 from satvault.db import one_read
 from satvault.kernel.errors import NotFound
+from satvault.lightning.errors import PaymentRefused
 from satvault.lightning.models import LnPayment, LnPaymentStatus
 from satvault.lightning.payments import cancel_on_node, payable_at_once
+from satvault.lightning.takes import Taken, claim_take, refuse, request_digest
 from satvault.payouts.models import Withdrawal, WithdrawalMethod
 from satvault.payouts.service import allows_by_columns, usage_columns, usage_params
 from satvault.web.deps import IdempotencyKey, SessionDep, require_scope
@@ -131,6 +133,17 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
             # loses the invoice (the live policy came with the one read).
             async def cancel() -> None:
                 refuse_internal_early(live, wallet=payer_wallet, amount_msat=amount)
+                # The take under the person's lock first: the person's other payments taking
+                # invoices off the node now are counted (found from outside: a burst passed
+                # the one read's checks each alone and cancelled many payees' invoices).
+                found, refusals = await claim_take(
+                    sessions, payment_hash=own.payment_hash, wallet_id=payer_wallet.id,
+                    amount_msat=amount, settings=settings,
+                    request=request_digest(owner, idempotency_key))
+                if found in (Taken.NOT_OPEN, Taken.NO_WALLET):
+                    raise PaymentRefused("this invoice is no longer open (paid, cancelled or "
+                                         "being paid meanwhile)")
+                refuse(found, refusals, payment_hash=own.payment_hash, settings=settings)
                 await cancel_on_node(node, own.payment_hash)
                 taken[:] = [(own.payment_hash, payer_wallet.id)]
 
