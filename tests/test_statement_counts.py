@@ -96,10 +96,14 @@ async def test_statements_per_internal_payment(lnenv: LnEnv):
     # neither row locks nor writable WITH and whose ledger transfer takes 2 statements.
     # Now 7 on PostgreSQL: the lock and the feature query are one call of a server-side
     # function (migration 0035) that runs them as two statements.
-    assert parts["total"] - parts["ledger"] <= 7 and n.transactions <= 2, f"{parts}\n{n}"
-    assert parts["rest"] <= 5, f"{parts}\n{n}"
+    # Migration 0082 added the take, recorded under the person's lock before the node is
+    # asked (found from outside: a burst passed the one read's checks each alone): one call
+    # of ``ln_take`` in autocommit on PostgreSQL, 8 in all there; a read, a DELETE of the
+    # person's old takes and the upsert on SQLite, 12 there.
+    assert parts["total"] - parts["ledger"] <= 10 and n.transactions <= 3, f"{parts}\n{n}"
+    assert parts["rest"] <= 8, f"{parts}\n{n}"
     if engine.dialect.name == "postgresql":
-        assert parts["total"] <= 7 and parts["rest"] <= 4, f"{parts}\n{n}"
+        assert parts["total"] <= 8 and parts["rest"] <= 5, f"{parts}\n{n}"
     await env.check()
 
 

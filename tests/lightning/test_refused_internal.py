@@ -199,7 +199,9 @@ async def test_a_payment_the_limit_refuses_under_the_lock_leaves_no_dead_bolt11_
     payable again (a fresh BOLT11); the first is settled."""
     env = lnenv
     env.settings.withdrawal_daily_limit_msat = 100_000 * SAT
-    await fund(env, env.wallet, FUNDS)
+    # Money for both (a take promises its amount: a balance for one refuses the second
+    # before the node since migration 0082), the limit for one.
+    await fund(env, env.wallet, 2 * FUNDS)
     auth = await _payers_key(env)
     node = env.runtime.lightning
     assert node is not None
@@ -220,7 +222,7 @@ async def test_a_payment_the_limit_refuses_under_the_lock_leaves_no_dead_bolt11_
         paid, refused = (bills if answers[0].status_code == 201 else bills[::-1])
         problem = next(a for a in answers if a.status_code == 422).json()
         assert "24-hour" in problem["detail"], problem
-        assert (await env.balances())["available"] == FUNDS - 60_000 * SAT
+        assert (await env.balances())["available"] == 2 * FUNDS - 60_000 * SAT
         assert (await _row(env, refused["bolt11"])).status == LnInvoiceStatus.CANCELED
         fresh = await _checkout_bolt11(c, refused["id"])
         assert fresh is not None and fresh != refused["bolt11"]

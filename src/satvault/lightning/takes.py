@@ -29,7 +29,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import case, delete, func, literal, select, text
+from sqlalchemy import and_, delete, func, literal, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -95,12 +95,15 @@ async def claim_take(sessions: async_sessionmaker[AsyncSession], *, payment_hash
               "refusals_since": now - _REFUSALS_WINDOW,
               "budget": settings.internal_refusals_per_day if counts_refusals else 2**31 - 1,
               "cap": settings.internal_payments_in_flight, "check_balance": check_balance}
-    async with sessions() as probe:
-        dialect = probe.get_bind().dialect.name
-    if dialect == "postgresql":
-        async with sessions() as s, s.begin():
+    async with sessions() as s:
+        if s.get_bind().dialect.name == "postgresql":
+            # One statement in autocommit: the function's lock and writes are its own
+            # transaction, with no BEGIN or COMMIT round trip around it.
+            await s.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             found = str((await s.execute(_PG_TAKE, params)).scalar_one())
-    else:
+        else:
+            found = ""
+    if not found:
         found = await retrying(sessions, lambda s: _take_sqlite(s, **params))
     name, _, count = found.partition(":")
     return Taken(name), int(count or 0)
@@ -110,37 +113,39 @@ async def _take_sqlite(session: AsyncSession, *, hash: str, wallet: str, amount:
                        request: str, now: object, live_since: object, refusals_since: object,
                        budget: int, cap: int, check_balance: bool) -> str:
     """``ln_take`` for SQLite, whose transactions here all begin IMMEDIATE: one at a time."""
-    person = (await session.execute(select(person_of(literal(wallet))))).scalar_one_or_none()
+    # One read of what the checks need (SQLite runs it as quickly as the steps of ln_take).
+    t, a = LnTake, LedgerAccount
+    me = literal(wallet)
+    live = and_(t.person == person_of(me), t.at >= live_since,
+                select(LnInvoice.status).where(LnInvoice.payment_hash == t.payment_hash)
+                .scalar_subquery() == LnInvoiceStatus.OPEN)
+    row = (await session.execute(select(
+        person_of(me),
+        select(LnInvoice.status).where(LnInvoice.payment_hash == hash).scalar_subquery(),
+        select(func.count()).select_from(InternalRefusal).where(
+            InternalRefusal.person == person_of(me), InternalRefusal.at >= refusals_since)
+        .scalar_subquery(),
+        select(func.count()).where(live).scalar_subquery(),
+        select(func.count()).where(live, t.request == request).scalar_subquery()
+        if request else literal(0),
+        select(func.coalesce(func.sum(t.amount_msat), 0)).where(live, t.wallet_id == wallet)
+        .scalar_subquery(),
+        select(a.credits_posted - a.debits_posted - a.debits_pending)
+        .join(Wallet, Wallet.ledger_account_id == a.id).where(Wallet.id == wallet)
+        .scalar_subquery()))).one()
+    person, status, refusals, in_flight, same, held, free = row
     if person is None:
         return Taken.NO_WALLET.value
-    status = (await session.execute(select(LnInvoice.status).where(
-        LnInvoice.payment_hash == hash))).scalar_one_or_none()
     if status != LnInvoiceStatus.OPEN:
         return Taken.NOT_OPEN.value
-    refusals = (await session.execute(select(func.count()).select_from(InternalRefusal).where(
-        InternalRefusal.person == person, InternalRefusal.at >= refusals_since))).scalar_one()
     if refusals >= budget:
         return f"{Taken.TOO_OFTEN.value}:{refusals}"
-    t = LnTake
-    live, same, held = (await session.execute(
-        select(func.count(),
-               func.count(case((t.request == request, 1))) if request else literal(0),
-               func.coalesce(func.sum(case((t.wallet_id == wallet, t.amount_msat))), 0))
-        .join(LnInvoice, LnInvoice.payment_hash == t.payment_hash)
-        .where(t.person == person, t.at >= live_since,
-               LnInvoice.status == LnInvoiceStatus.OPEN))).one()
     if same:
         return Taken.SAME_REQUEST.value
-    if live >= cap:
+    if in_flight >= cap:
         return Taken.BUSY.value
-    if check_balance:
-        a = LedgerAccount
-        free = (await session.execute(
-            select(a.credits_posted - a.debits_posted - a.debits_pending)
-            .join(Wallet, Wallet.ledger_account_id == a.id).where(Wallet.id == wallet))
-        ).scalar_one_or_none()
-        if (free or 0) - int(held) < amount:
-            return Taken.FUNDS.value
+    if check_balance and (free or 0) - int(held) < amount:
+        return Taken.FUNDS.value
     await session.execute(delete(t).where(t.person == person, t.at < refusals_since))
     stmt = sqlite.insert(t).values(payment_hash=hash, wallet_id=wallet, person=person,
                                    amount_msat=amount, request=request, at=now)
