@@ -242,3 +242,38 @@ async def test_postgres_tools_missing_or_too_old(db_url: str, tmp_path: Path, cl
                                             url=db_url)
     assert code == 1 and "pg_dump 9 cannot handle a PostgreSQL" in body["error"]
     assert not (tmp_path / "x.tar").exists()
+
+
+async def test_a_dump_the_tool_cannot_finish_leaves_the_target_as_it_was(
+        sessions: async_sessionmaker[AsyncSession], db_url: str, target_url: str,
+        tmp_path: Path, cli: Cli) -> None:
+    """Found from outside: ``restore --force`` on PostgreSQL dropped the target's schema and
+    committed that before pg_restore ran, so a dump it could not finish (cut short, then
+    resealed with a manifest that matches it: the checksum is no signature) left an empty
+    database. The replaced schema now goes in the restore's own transaction."""
+    await _populate(sessions)
+    file = tmp_path / "good.tar"
+    code, body, _ = await asyncio.to_thread(cli, "backup", "--to", str(file), url=db_url)
+    assert code == 0
+    code, _, _ = await asyncio.to_thread(cli, "restore", "--from", str(file), "--into",
+                                         target_url, url=db_url)
+    assert code == 0
+    restored = await _balances(target_url)
+    assert restored is not None
+    manifest = body["manifest"]
+    with tarfile.open(file) as tar:
+        dump = tar.extractfile(manifest["dump"]["name"]).read()  # type: ignore[union-attr]
+    cut = dump[:len(dump) * 2 // 3]
+    resealed = tmp_path / "resealed.tar"
+    with tarfile.open(resealed, "w") as out:
+        for name, data in (("manifest.json", json.dumps({**manifest, "dump": {
+                **manifest["dump"], "bytes": len(cut),
+                "sha256": hashlib.sha256(cut).hexdigest()}}).encode()),
+                           (manifest["dump"]["name"], cut)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    code, answer, _ = await asyncio.to_thread(cli, "restore", "--from", str(resealed),
+                                              "--into", target_url, "--force", url=db_url)
+    assert code == 1 and answer["ok"] is False, answer
+    assert await _balances(target_url) == restored

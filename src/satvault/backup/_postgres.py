@@ -6,8 +6,14 @@ server version are all read from that one snapshot, taken when the backup starts
 transaction committed before then is in the dump and nothing committed later is. Writers
 carry on meanwhile (pg_dump takes only ACCESS SHARE locks).
 
-The restore runs ``pg_restore --single-transaction --exit-on-error``: it lands whole or not
-at all. Connection details go to the tools through libpq's environment variables
+The restore lands whole or not at all, the replaced schema's removal included: ``pg_restore``
+first lists the dump (a dump it cannot read is refused before anything is touched), then
+writes it as SQL to ``psql``, which runs it after ``BEGIN`` and, with ``--force``, after
+dropping and re-creating the ``public`` schema, in that one transaction; ``COMMIT`` is
+written only once ``pg_restore`` finished without error. A failure, or the operator's Ctrl-C,
+anywhere before leaves the database as it was (found from outside: the schema was dropped
+and committed first, and a dump pg_restore could not finish left an empty database).
+Connection details go to the tools through libpq's environment variables
 (``PGHOST``, ``PGPASSWORD``…), never on a command line where ``ps`` would show them.
 """
 
@@ -227,7 +233,7 @@ async def restore(dump_file: Path, url: str, *, force: bool, step: Step | None =
     """``pg_restore`` ``dump_file`` into the database at ``url`` (created if missing; it
     must hold no tables unless ``force``, which drops the ``public`` schema first). Returns the
     restored Alembic revision."""
-    pg_restore = _tool("pg_restore")
+    pg_restore, psql = _tool("pg_restore"), _tool("psql")
     env = libpq_env(url)
     try:
         async with _target(url) as conn:
@@ -238,13 +244,8 @@ async def restore(dump_file: Path, url: str, *, force: bool, step: Step | None =
                     f"the database {make_url(url).database} already holds {tables} tables: "
                     "restore into a new database, or pass --force to replace them "
                     "(stop satvault first)")
-            if tables:
-                await conn.execute(text("DROP SCHEMA public CASCADE"))
-                await conn.execute(text("CREATE SCHEMA public"))
-                await conn.commit()
-                log.warning("restore_target_cleared", database=make_url(url).database,
-                            tables=tables)
             await conn.commit()
+            # Read whole before anything is dropped: a dump pg_restore cannot list is refused.
             total = await _toc_entries(pg_restore, dump_file, env)
             done = 0
 
@@ -255,15 +256,74 @@ async def restore(dump_file: Path, url: str, *, force: bool, step: Step | None =
                     if step:
                         step(min(done, total), total)
 
-            await _run([pg_restore, "--no-owner", "--no-privileges", "--exit-on-error",
-                        "--single-transaction", "--verbose", f"--dbname={env['PGDATABASE']}",
-                        str(dump_file)], env, on_line=on_line)
+            await _load_in_one_transaction(pg_restore, psql, dump_file, env,
+                                           clear=bool(tables), on_line=on_line)
+            if tables:
+                log.warning("restore_target_replaced", database=make_url(url).database,
+                            tables=tables)
             if step:
                 step(total, total)
             await conn.rollback()
             return await _revision(conn)
     except DBAPIError as exc:
         raise ToolFailed(f"PostgreSQL refused the restore: {exc.orig}") from exc
+
+
+async def _load_in_one_transaction(pg_restore: str, psql: str, dump_file: Path,
+                                   env: dict[str, str], *, clear: bool,
+                                   on_line: Callable[[str], None]) -> None:
+    """``pg_restore``'s SQL, piped through here into ``psql`` inside one transaction (after
+    the ``public`` schema's removal when ``clear``), committed only if pg_restore succeeded:
+    psql alone would commit whatever it had read when its input ended early."""
+    producer = await asyncio.create_subprocess_exec(
+        pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--verbose",
+        "--file=-", str(dump_file), env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    consumer = await asyncio.create_subprocess_exec(
+        psql, "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1", f"--dbname={env['PGDATABASE']}",
+        env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    assert producer.stdout and producer.stderr and consumer.stdin and consumer.stderr
+    errors: list[str] = []
+
+    async def read_errors(stream: asyncio.StreamReader, tell: bool) -> None:
+        async for raw in stream:
+            line = raw.decode(errors="replace").rstrip()
+            if "error:" in line or "ERROR" in line or "FATAL" in line or "fatal:" in line:
+                errors.append(line)
+            if tell:
+                on_line(line)
+
+    readers = [asyncio.create_task(read_errors(producer.stderr, True)),
+               asyncio.create_task(read_errors(consumer.stderr, False))]
+    try:
+        sink = consumer.stdin
+        sink.write(b"BEGIN;\n")
+        if clear:
+            sink.write(b"DROP SCHEMA public CASCADE;\nCREATE SCHEMA public;\n")
+        while chunk := await producer.stdout.read(1 << 16):
+            sink.write(chunk)
+            await sink.drain()
+        made = await producer.wait()
+        if made == 0:
+            sink.write(b"\nCOMMIT;\n")
+        else:
+            sink.write(b"\nROLLBACK;\n")
+        await sink.drain()
+        sink.close()
+        loaded = await consumer.wait()
+        await asyncio.gather(*readers)
+    except BaseException:
+        for proc in (producer, consumer):  # psql gone before COMMIT: nothing is applied
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        for task in readers:
+            task.cancel()
+        raise
+    if made != 0 or loaded != 0:
+        detail = "; ".join(errors[-5:]) or f"exit codes {made}, {loaded}"
+        raise ToolFailed(f"the restore was rolled back, the database is as it was: {detail}")
 
 
 async def _toc_entries(pg_restore: str, dump_file: Path, env: dict[str, Any]) -> int:
