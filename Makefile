@@ -53,13 +53,14 @@ $(PLUGIN_STAMP): $(STAMP) $(wildcard tests/plugins/example/*.toml tests/plugins/
 	touch $(PLUGIN_STAMP)
 
 
-# PostgreSQL's client tools (pg_dump, pg_restore) for `satvault backup` / `satvault restore`
+# PostgreSQL's client tools (pg_dump, pg_restore, psql) for `satvault backup` / `satvault restore`
 # and their tests. Installed from Debian when missing and possible (root + apt), after saying
 # so; `make test PG_TOOLS_INSTALL=no` never installs anything. Their major version must be at
 # least the server's: `satvault backup` checks and says so.
 PG_TOOLS_INSTALL ?= yes
 pg-tools:
 	@command -v pg_dump >/dev/null 2>&1 && command -v pg_restore >/dev/null 2>&1 \
+		&& command -v psql >/dev/null 2>&1 \
 		|| { [ "$(PG_TOOLS_INSTALL)" = yes ] \
 		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& echo "make: pg_dump/pg_restore are missing; installing Debian's postgresql-client" \

@@ -141,3 +141,49 @@ async def test_serve_enforces_its_caps_and_lists_refusals(tmp_path: Path) -> Non
                                  str(tmp_path / "signer-audit.jsonl")])
     (refusal,) = [json.loads(line) for line in listed.stdout.splitlines()]
     assert refusal["error_type"] == "LimitExceeded" and refusal["payments"][0]["ref"] == "wd_a"
+
+
+async def test_one_signer_per_seed_and_audit_log(tmp_path: Path) -> None:
+    """Found from outside: a second signer on the same seed, on another socket, started and
+    kept a 24-hour window of its own, so twice the daily cap could leave. The seed file and
+    the audit log are each held by one signer; the refusal comes before "listening on"."""
+    seed = tmp_path / "seed.json"
+    runner = CliRunner()
+    init = runner.invoke(app, ["init", "--seed-file", str(seed), "--network", "regtest"],
+                         env=ENV)
+    assert init.exit_code == 0, init.output
+    env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join(sys.path)}
+    first_sock = tmp_path / "one.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from satvault.signer.cli import app; app()", "serve",
+         "--seed-file", str(seed), "--socket", str(first_sock)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        await eventually(lambda: first_sock.exists() or proc.poll() is not None, timeout=5,
+                         message="the first signer did not start")
+        assert proc.poll() is None
+        other = tmp_path / "other"
+        other.mkdir()
+        for args, what in (([], "seed file"),  # same seed, its default audit log
+                           (["--audit-log", str(other / "log.jsonl")], "seed file")):
+            second = runner.invoke(app, ["serve", "--seed-file", str(seed), "--socket",
+                                         str(tmp_path / "two.sock"), *args], env=ENV)
+            assert second.exit_code == 1, second.output
+            assert f"another signer is running with the {what}" in second.stdout
+            assert "(regtest) listening on" not in second.output
+            assert not (tmp_path / "two.sock").exists()
+        # A copy of the seed elsewhere, with the first one's audit log: refused too.
+        copy = other / "seed.json"
+        copy.write_bytes(seed.read_bytes())
+        second = runner.invoke(app, ["serve", "--seed-file", str(copy), "--socket",
+                                     str(tmp_path / "two.sock"), "--audit-log",
+                                     str(tmp_path / "signer-audit.jsonl")], env=ENV)
+        assert second.exit_code == 1 and "audit log" in second.stdout, second.output
+        # Another signer on the first one's socket: refused before it says it listens.
+        busy = runner.invoke(app, ["serve", "--seed-file", str(copy), "--socket",
+                                   str(first_sock)], env=ENV)
+        assert busy.exit_code == 1 and "already listening" in busy.stdout, busy.output
+        assert "(regtest) listening on" not in busy.output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=5)

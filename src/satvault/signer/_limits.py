@@ -102,7 +102,8 @@ class SpendWindow:
         return groups
 
     def used(self, now: datetime) -> int:
-        """Value left in the last 24 hours, each group of versions at its largest."""
+        """Value that left the platform in the last 24 hours, each group of versions at its
+        largest."""
         self._prune(now)
         return sum(self._groups().values())
 
@@ -126,7 +127,8 @@ class SpendWindow:
             raise LimitExceeded(
                 f"this transaction would send {leaving_sat} sat out of the platform ({what}"
                 f"{again}), but only {left} sat of the signer's rolling 24-hour cap of "
-                f"{self.max_daily_sat} sat are left ({used} sat left in the last 24 hours)")
+                f"{self.max_daily_sat} sat are left ({used} sat already left the platform in "
+                "the last 24 hours)")
         return adds
 
     def add(self, spend: Spend) -> None:

@@ -17,6 +17,7 @@ file is created 0600 and only ever appended to.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -27,7 +28,7 @@ from typing import Any
 from satvault.kernel import strictjson
 from satvault.signing.errors import AuditLogError
 
-__all__ = ["AuditLog", "read_records"]
+__all__ = ["AuditLog", "hold_exclusive", "read_records"]
 
 
 def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
@@ -53,6 +54,24 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 raise AuditLogError(f"line {number} of the audit log {path} is not an "
                                     "object; repair or move the file")
             yield record
+
+
+def hold_exclusive(path: str | os.PathLike[str], what: str) -> int:
+    """An exclusive lock (``flock``) on the file at ``path``, kept by the returned descriptor
+    until the process ends: a second signer on the same seed file or audit log is refused
+    instead of keeping a 24-hour window of its own (found from outside: two signers on one
+    seed each let their whole daily cap leave)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise AuditLogError(f"cannot open the {what} {path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise AuditLogError(f"another signer is running with the {what} {path}; one signer "
+                            "per seed and audit log (their daily caps would add up)") from None
+    return fd
 
 
 class AuditLog:

@@ -24,7 +24,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from satvault.signer.audit import AuditLog, read_records
+from satvault.signer.audit import AuditLog, hold_exclusive, read_records
 from satvault.signer.core import HotSigner
 from satvault.signer.seed import (
     PASSPHRASE_ENV,
@@ -32,7 +32,7 @@ from satvault.signer.seed import (
     load_seed_file,
     passphrase_from_env_or_file,
 )
-from satvault.signer.server import group_id
+from satvault.signer.server import check_socket_free, group_id
 from satvault.signer.server import serve as serve_socket
 from satvault.signing.errors import AuditLogError, SignerError
 from satvault.signing.paths import NETWORKS
@@ -131,11 +131,17 @@ def serve(
     caps = {"max_tx_sat": max_tx_sat or settings.signer_max_tx_sat,
             "max_daily_sat": max_daily_sat or settings.signer_max_daily_sat}
     log_path = audit_log or seed_file.parent / "signer-audit.jsonl"
+    held: list[int] = []  # one signer per seed file and per audit log: held until it stops
     try:
         gid = None if socket_group is None else group_id(socket_group)
         AuditLog(log_path).touch()
+        held.append(hold_exclusive(seed_file, "seed file"))
+        held.append(hold_exclusive(log_path, "audit log"))
         signer = _load(seed_file, log_path, cold_descriptor=cold or None, **caps)
+        check_socket_free(socket_path)  # before saying it listens
     except SignerError as exc:
+        for fd in held:
+            os.close(fd)
         _fail(exc)
     # The long-running process keeps no copy of the passphrase in its environment.
     os.environ.pop(PASSPHRASE_ENV, None)
@@ -151,6 +157,8 @@ def serve(
                                allow_uids=frozenset(allow_uid) if allow_uid else None)
 
     if not socket_path.parent.is_dir():  # before saying it listens
+        for fd in held:
+            os.close(fd)
         _fail(SignerError(f"cannot create the socket {socket_path}: its directory "
                           f"{socket_path.parent} does not exist"))
     limits = signer.limits()
@@ -165,6 +173,9 @@ def serve(
         asyncio.run(run())
     except SignerError as exc:
         _fail(exc)
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 @app.command("ping")

@@ -41,7 +41,7 @@ from satvault.signing.wire import (
     signed_to_wire,
 )
 
-__all__ = ["serve", "start_server"]
+__all__ = ["check_socket_free", "serve", "start_server"]
 
 log = get_logger(__name__)
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path minus the terminating NUL (Linux)
@@ -127,7 +127,13 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             await writer.wait_closed()
 
 
-def _clear_stale(path: Path) -> None:
+def check_socket_free(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`SignerError` if another signer listens on ``path`` (a stale socket file
+    is left for the listener to replace)."""
+    _clear_stale(Path(path), remove=False)
+
+
+def _clear_stale(path: Path, *, remove: bool = True) -> None:
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
@@ -139,7 +145,8 @@ def _clear_stale(path: Path) -> None:
         probe.settimeout(1.0)
         probe.connect(str(path))
     except (ConnectionRefusedError, FileNotFoundError):
-        path.unlink(missing_ok=True)  # stale: nobody listens
+        if remove:
+            path.unlink(missing_ok=True)  # stale: nobody listens
         return
     except OSError as exc:
         raise SignerError(f"cannot probe the existing socket {path}: {exc}") from exc
