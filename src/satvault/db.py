@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -60,6 +62,7 @@ __all__ = [
     "UtcDateTime",
     "async_database_url",
     "create_engine",
+    "hold_sqlite_in_use",
     "insert_ignoring",
     "max_amount",
     "one_at_a_time",
@@ -68,6 +71,7 @@ __all__ = [
     "sequence_fence",
     "sequence_snapshot",
     "session_factory",
+    "sqlite_in_use",
     "still_open",
     "unit_of_work",
     "utcnow",
@@ -235,6 +239,38 @@ class DatabaseMissing(SchemaNotCurrent):
 def _sqlite_file(url: str) -> Path | None:
     path = url.split("///", 1)[-1].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" and not path.startswith("file:") else None
+
+
+def _in_use_file(url: str) -> Path | None:
+    path = _sqlite_file(url)
+    return None if path is None else path.with_name(path.name + ".in-use")
+
+
+def hold_sqlite_in_use(url: str) -> int | None:
+    """For ``satvault serve`` on SQLite: a shared ``flock`` on ``<database>.in-use``, kept by
+    the returned descriptor until the process ends, so a restore over the file can tell it is
+    being served (:func:`sqlite_in_use`). None for anything but a SQLite file."""
+    lock = _in_use_file(url)
+    if lock is None or not lock.parent.is_dir():
+        return None
+    fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def sqlite_in_use(url: str) -> bool:
+    """Whether a process holds :func:`hold_sqlite_in_use`'s lock on this SQLite file."""
+    lock = _in_use_file(url)
+    if lock is None or not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing gives back the lock taken just now
+    return False
 
 
 def prepare_sqlite_file(url: str) -> None:

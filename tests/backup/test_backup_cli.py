@@ -277,3 +277,50 @@ async def test_a_dump_the_tool_cannot_finish_leaves_the_target_as_it_was(
                                               "--into", target_url, "--force", url=db_url)
     assert code == 1 and answer["ok"] is False, answer
     assert await _balances(target_url) == restored
+
+
+async def test_a_database_in_use_is_not_replaced(
+        sessions: async_sessionmaker[AsyncSession], db_url: str, target_url: str,
+        tmp_path: Path, cli: Cli) -> None:
+    """Found from outside: ``restore --force`` over the database a running ``serve`` used
+    said ok, and the serve went on from the restored balances (its payout job paid a
+    withdrawal from money already paid out). Refused while satvault serves the SQLite file
+    (its lock) or while anything else is connected to the PostgreSQL database."""
+    from satvault.db import hold_sqlite_in_use
+
+    await _populate(sessions)
+    file = tmp_path / "good.tar"
+    code, _, _ = await asyncio.to_thread(cli, "backup", "--to", str(file), url=db_url)
+    assert code == 0
+    code, _, _ = await asyncio.to_thread(cli, "restore", "--from", str(file), "--into",
+                                         target_url, url=db_url)
+    assert code == 0
+    restored = await _balances(target_url)
+    if target_url.startswith("sqlite"):
+        held = hold_sqlite_in_use(target_url)
+        assert held is not None
+
+        def release() -> None:
+            os.close(held)
+    else:
+        engine = create_engine(target_url, pool_size=1)
+        conn = await engine.connect()
+        await conn.execute(text("SELECT 1"))
+
+        async def close() -> None:
+            await conn.close()
+            await engine.dispose()
+    try:
+        code, answer, _ = await asyncio.to_thread(cli, "restore", "--from", str(file), "--into",
+                                                  target_url, "--force", url=db_url)
+        assert code == 1 and answer["ok"] is False, answer
+        assert "nothing was changed" in answer["error"], answer
+        assert await _balances(target_url) == restored
+    finally:
+        if target_url.startswith("sqlite"):
+            release()
+        else:
+            await close()
+    code, again, _ = await asyncio.to_thread(cli, "restore", "--from", str(file), "--into",
+                                             target_url, "--force", url=db_url)
+    assert code == 0, again

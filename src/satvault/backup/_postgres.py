@@ -37,7 +37,8 @@ from satvault.backup.errors import TargetNotEmpty, ToolFailed, ToolMissing
 from satvault.db import create_engine
 from satvault.logs import get_logger
 
-__all__ = ["client_major", "dump", "libpq_env", "restore", "table_count", "target_tables"]
+__all__ = ["client_major", "dump", "libpq_env", "other_sessions", "restore", "table_count",
+           "target_tables"]
 
 log = get_logger(__name__)
 Step = Callable[[int, int | None], None]
@@ -223,6 +224,25 @@ async def target_tables(url: str) -> int:
     except DBAPIError as exc:
         if "does not exist" in str(exc.orig):
             return 0
+        raise ToolFailed(f"cannot reach the target database: {exc.orig}") from exc
+    finally:
+        await engine.dispose()
+
+
+async def other_sessions(url: str) -> list[str]:
+    """The application names of the other sessions connected to the database at ``url`` (none
+    when it does not exist yet)."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT coalesce(nullif(application_name, ''), client_addr::text, 'local') "
+                "FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"))).scalars()
+            return [str(name) for name in rows]
+    except DBAPIError as exc:
+        if "does not exist" in str(exc.orig):
+            return []
         raise ToolFailed(f"cannot reach the target database: {exc.orig}") from exc
     finally:
         await engine.dispose()

@@ -12,15 +12,16 @@ the operator has to drop or restore again with ``--force``).
         ├── ChecksumMismatch   the dump is not the one the manifest vouches for
         ├── RevisionTooNew     made by a newer satvault: its schema revision is unknown here
         ├── WrongKind          a SQLite backup into PostgreSQL or the other way round
-        └── TargetNotEmpty     the target database has tables (``--force`` replaces them)
+        ├── TargetNotEmpty     the target database has tables (``--force`` replaces them)
+        └── TargetInUse        ``--force`` onto a database satvault (or anyone) is using
 """
 
 from __future__ import annotations
 
 from satvault.kernel.errors import SatvaultError
 
-__all__ = ["BackupError", "BadArchive", "ChecksumMismatch", "RevisionTooNew", "TargetNotEmpty",
-           "ToolFailed", "ToolMissing", "WrongKind"]
+__all__ = ["BackupError", "BadArchive", "ChecksumMismatch", "RevisionTooNew", "TargetInUse",
+           "TargetNotEmpty", "ToolFailed", "ToolMissing", "WrongKind"]
 
 
 class BackupError(SatvaultError):
@@ -52,4 +53,8 @@ class WrongKind(BackupError):
 
 
 class TargetNotEmpty(BackupError):
+    pass
+
+
+class TargetInUse(BackupError):
     pass

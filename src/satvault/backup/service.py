@@ -43,9 +43,15 @@ from satvault.backup.archive import (
     read_manifest,
     write_archive,
 )
-from satvault.backup.errors import BackupError, RevisionTooNew, TargetNotEmpty, WrongKind
+from satvault.backup.errors import (
+    BackupError,
+    RevisionTooNew,
+    TargetInUse,
+    TargetNotEmpty,
+    WrongKind,
+)
 from satvault.config import redact_url
-from satvault.db import async_database_url, create_engine
+from satvault.db import async_database_url, create_engine, sqlite_in_use
 from satvault.events.ids import IdsNotMovable, Rebased, rebase_event_ids
 from satvault.logs import get_logger
 from satvault.migrate import alembic_config, head_revision
@@ -205,6 +211,25 @@ async def verify(source: Path, *, progress: Progress | None = None) -> Manifest:
     return manifest
 
 
+async def _refuse_if_in_use(into: str, kind: str) -> None:
+    """:class:`TargetInUse` when something uses the database ``--force`` would replace: a
+    ``satvault serve`` on the SQLite file (its lock), or any other session on PostgreSQL.
+    A serve left running over a restored database went on from the restored balances (found
+    from outside: its payout job paid a withdrawal from money already paid out)."""
+    if kind == "sqlite":
+        if await asyncio.to_thread(sqlite_in_use, into):
+            raise TargetInUse(f"{redact_url(into)} is being served by a satvault process: stop "
+                              "it (and every satvault command using it) first; nothing was "
+                              "changed")
+        return
+    others = await _postgres.other_sessions(into)
+    if others:
+        names = ", ".join(sorted(set(others))[:5])
+        raise TargetInUse(f"{len(others)} other sessions are connected to "
+                          f"{redact_url(into)} ({names}): stop every satvault process and "
+                          "anything else using it first; nothing was changed")
+
+
 async def restore(source: Path, into: str, *, force: bool = False,
                   progress: Progress | None = None) -> RestoreResult:
     """Restore the archive ``source`` into the database at ``into``."""
@@ -219,6 +244,8 @@ async def restore(source: Path, into: str, *, force: bool = False,
         raise WrongKind(f"{source} is a {manifest.kind} backup and cannot be restored into a "
                         f"{kind} database")
     _check_revision(source, manifest)
+    if force:  # found from outside: a restore under a running serve, which paid on
+        await _refuse_if_in_use(into, kind)
     if not force:  # before the long part; the engines check again as they write
         tables = (await asyncio.to_thread(_sqlite.table_count, _sqlite_path(into))
                   if kind == "sqlite" else await _postgres.target_tables(into))

@@ -22,7 +22,7 @@ from satvault import __version__
 from satvault.accounts import service as accounts
 from satvault.accounts.models import User
 from satvault.config import ConfigError, Settings, get_settings, redact_url
-from satvault.db import create_engine
+from satvault.db import create_engine, hold_sqlite_in_use
 from satvault.ledger.check import check_ledger
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.logs import configure_logging
@@ -340,6 +340,8 @@ def serve(
         sys.stderr.write("satvault: note: PROMETHEUS_MULTIPROC_DIR is not set, so each scrape "
                          "of /metrics shows one process's counters; set it to an empty "
                          "directory to add every process's up (docs/operations.md)\n")
+    # Held until this process ends: a restore --force over the SQLite file refuses meanwhile.
+    serving = hold_sqlite_in_use(settings.database_url)  # noqa: F841
     # The embedded simulators belong to the process that runs the workers.
     embedded = role is not ServeRole.API
     node = _listening("chain simulator", settings.bitcoind_url, "SATVAULT_BITCOIND_URL",
