@@ -380,7 +380,10 @@ async def test_seed_file_permissions(site: Site, tmp_path: Path) -> None:
     entry = check(report, "seed_file")
     assert code == 1 and entry["status"] == "error"
     assert "0644" in entry["detail"] and "chmod 600" in entry["action"]
-    assert check(report, "signer")["status"] == "ok"  # in development
+    # "{}" is no seed: the in-process signer cannot open it (said since the doctor compares
+    # its wallets with the database's).
+    signer = check(report, "signer")
+    assert signer["status"] == "error" and "cannot be opened" in signer["detail"], signer
     os.chmod(seed, 0o600)
     assert judge_seed(seed_facts(seed), separate_signer=False).status is Status.OK
     # another user's file is refused for the in-process signer, expected for a separate one
@@ -594,3 +597,32 @@ async def test_registered_wallets_that_are_not_the_signers_are_an_error(site: Si
     assert code == 1 and entry["status"] == "error", report
     assert "the deposit wallet in the database is not the signer's" in entry["detail"]
     assert "seed" in entry["action"]
+
+
+async def test_the_in_process_signers_seed_is_compared_too(site: Site, sessions) -> None:
+    """Found from outside: with the in-process (demo) signer the doctor said "ok" before it
+    compared anything, so a database restored from another seed's platform passed. Its seed's
+    descriptors are compared with the database's wallets as a socket signer's are."""
+    from satvault.onchain.service import register_wallet
+    from satvault.signer.seed import create_seed_file, load_seed_file
+
+    seed = site.home / "signer.json"
+    create_seed_file(seed, "demo passphrase", network="regtest")
+    env = {"SATVAULT_SIGNER_SOCKET": "", "SATVAULT_SIGNER_PASSPHRASE": "demo passphrase"}
+    mine = HotSigner.from_material(load_seed_file(seed, "demo passphrase")).descriptors()
+    async with sessions() as s, s.begin():
+        await register_wallet(s, role="hot", descriptor=mine["hot"], network="regtest")
+    code, report = await site.report("--package-root", str(site.tree), **env)
+    assert check(report, "signer")["status"] == "ok", report
+    other = HotSigner(bytes([9]) * 64, "regtest").descriptors()
+    async with sessions() as s, s.begin():
+        await register_wallet(s, role="deposit", descriptor=other["deposit"], network="regtest")
+    code, report = await site.report("--package-root", str(site.tree), **env)
+    entry = check(report, "signer")
+    assert code == 1 and entry["status"] == "error", report
+    assert "the deposit wallet in the database is not the signer's" in entry["detail"]
+    assert "in this process" in entry["detail"]
+    # A seed that cannot be opened is said, not called ok.
+    code, report = await site.report("--package-root", str(site.tree), **{
+        **env, "SATVAULT_SIGNER_PASSPHRASE": "not the passphrase"})
+    assert check(report, "signer")["status"] == "error", report

@@ -349,7 +349,21 @@ def judge_signer(result: dict[str, str] | BaseException | None, *, socket: str,
     those wallets are its own: another seed's would collect deposits it cannot spend.
     Without a socket: an error with real money (``production``), a warning anywhere else
     the demo signer needs ``--demo-signer`` (``demo_unasked`` false: a test network)."""
+    wrong, same = _not_the_signers(result, registered, network) \
+        if isinstance(result, dict) and registered else ([], [])
+    if wrong:
+        return Check("signer", Status.ERROR, f"the {' and '.join(wrong)} wallet"
+                     f"{'s' if len(wrong) > 1 else ''} in the database "
+                     f"{'are' if len(wrong) > 1 else 'is'} not the signer's: the signer "
+                     f"{f'at {socket}' if socket else 'in this process (its seed)'} derives "
+                     "other addresses (deposits there cannot be spent; payouts get stuck)",
+                     "start the signer from the seed this platform was set up with; a new "
+                     "seed needs a new database")
     if not socket:
+        if isinstance(result, BaseException):
+            return Check("signer", Status.ERROR, "the in-process signer's seed cannot be "
+                         f"opened: {_err(result)}", "check the seed file and its passphrase "
+                         "(file), or run `satvault signer serve` and set signer_socket")
         if production:
             return Check("signer", Status.ERROR, "the signer runs inside this process (no "
                          "signer_socket): the web side holds the hot keys",
@@ -366,16 +380,6 @@ def judge_signer(result: dict[str, str] | BaseException | None, *, socket: str,
         return Check("signer", Status.ERROR, f"the signer at {socket} does not answer: "
                      f"{_err(result)}", "start `satvault signer serve` (as its own user) and "
                      "check that this user may open the socket")
-    wrong, same = _not_the_signers(result, registered, network) \
-        if isinstance(result, dict) and registered else ([], [])
-    if wrong:
-        return Check("signer", Status.ERROR, f"the {' and '.join(wrong)} wallet"
-                     f"{'s' if len(wrong) > 1 else ''} in the database "
-                     f"{'are' if len(wrong) > 1 else 'is'} not the signer's: the signer at "
-                     f"{socket} derives "
-                     "other addresses (deposits there cannot be spent; payouts get stuck)",
-                     "start the signer from the seed this platform was set up with; a new "
-                     "seed needs a new database")
     mine = (f"; the {' and '.join(same)} wallet{'s are' if len(same) > 1 else ' is'} the "
             "signer's") if same else ""
     return Check("signer", Status.OK, f"the signer at {socket} answers "

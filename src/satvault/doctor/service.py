@@ -34,7 +34,12 @@ from satvault.backends.base import (
     TxIndexSource,
 )
 from satvault.backends.lightning import LightningBackend, NodeInfo
-from satvault.composition import make_lightning_backend, passphrase_path, seed_path
+from satvault.composition import (
+    make_lightning_backend,
+    open_signer,
+    passphrase_path,
+    seed_path,
+)
 from satvault.config import Settings, redact_url
 from satvault.doctor import checks as J
 from satvault.doctor._report import DoctorReport
@@ -103,10 +108,16 @@ async def _tx_index(backend: ChainBackend) -> TxIndex | None:
     return await backend.tx_index()
 
 
-async def _signer(socket: str, timeout: float) -> dict[str, str] | None:
-    if not socket:
+async def _signer(settings: Settings, timeout: float) -> dict[str, str] | None:
+    """The signer's descriptors: the socket's, or the in-process signer's from its seed
+    (found from outside: the doctor compared the database's wallets with a socket signer's
+    only, and called the in-process one ok whatever seed it held). None without either."""
+    if settings.signer_socket:
+        return await UnixSocketSigner(settings.signer_socket, timeout=timeout).descriptors()
+    if not seed_path(settings).exists():
         return None
-    return await UnixSocketSigner(socket, timeout=timeout).descriptors()
+    signer = await asyncio.to_thread(open_signer, settings)
+    return await signer.descriptors()
 
 
 def _disks(settings: Settings) -> list[J.DiskFacts | tuple[str, BaseException]]:
@@ -198,7 +209,7 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
             asyncio.ensure_future(_probe(_db_settings(engine), timeout)),
             asyncio.ensure_future(_probe(_chain_sync(backend), timeout)),
             asyncio.ensure_future(_probe(ln_info(), timeout)),
-            asyncio.ensure_future(_probe(_signer(settings.signer_socket, timeout), timeout)),
+            asyncio.ensure_future(_probe(_signer(settings, timeout), timeout)),
             asyncio.ensure_future(asyncio.to_thread(_disks, settings)),
             # hashing a few hundred files: bounded by the disk, not the network
             asyncio.ensure_future(_probe(integrity(), max(timeout, 60.0))),
