@@ -41,3 +41,40 @@ def test_report_compliance_to_an_unwritable_path_is_one_json_error(db_url, tmp_p
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "cannot write" in last_json(proc)["error"]
+
+
+def test_an_argument_that_is_not_utf8_is_said_before_anything_runs(tmp_path):
+    """Found from outside: ``--note $'\\xff'`` reached the database as lone surrogates and
+    ended in a traceback. Every command refuses it first (exit 2), naming the argument."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SATVAULT_HOME": str(tmp_path), "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable.encode(), b"-m", b"satvault.cli", b"review",
+                           b"resolve", b"1", b"--as", b"admin@example.com", b"--note",
+                           b"\xff\xfe bad"], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert b"argument 7 is not valid UTF-8" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def test_out_of_range_ids_and_kyc_text_are_clear_errors(db_url, tmp_path):
+    home = tmp_path / "home"
+    init = last_json(sv_here("init", url=db_url, home=home))
+    proc = sv_here("review", "resolve", "99999999999999999999", "--as", init["email"],
+                   "--note", "x", url=db_url, home=home, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, (proc.stdout, proc.stderr)
+    user = last_json(sv_here("user", "create", "--email", "kyc@example.com", url=db_url,
+                             home=home))["id"]
+    base = ("kyc", "record", user, "--tier", "1", "--decision", "approve", "--reviewer",
+            init["email"], "--check", "id-document")
+    for extra, said in ((("--name", "B" * 5000, "--document", "p:1"), "at most 200"),
+                        (("--name", "Bob", "--document", "p:" + "1" * 400), "at most 300"),
+                        (("--name", "Bob", "--document", "p:1\x1b[31m"), "U+001B"),
+                        (("--name", "Bob", "--document", "p:1", "--notes", "x\x07"),
+                         "U+0007")):
+        proc = sv_here(*base, *extra, url=db_url, home=home, check=False)
+        assert proc.returncode == 1, (extra, proc.stdout, proc.stderr)
+        assert said in last_json(proc)["error"], last_json(proc)
+    history = last_json(sv_here("kyc", "history", user, url=db_url, home=home))
+    assert history["records"] == [], history

@@ -21,7 +21,10 @@ RAILS = ("onchain", "lightning", "internal")
 LIMITS = {0: {r: [10_000 * SAT, 20_000 * SAT, 50_000 * SAT] for r in RAILS},
           1: {r: [100_000 * SAT, 200_000 * SAT, 1_000_000 * SAT] for r in RAILS},
           2: {r: [10**15] * 3 for r in RAILS}}
-OVERRIDES = {"kyc_tier_limits_msat": LIMITS, "rate_limit_create": "10000/second"}
+# The races send 50 payments of one person at once: room for all of them in flight (the
+# takes of our invoices are bounded per person, 16 by default: tests/lightning/test_takes.py).
+OVERRIDES = {"kyc_tier_limits_msat": LIMITS, "rate_limit_create": "10000/second",
+             "internal_payments_in_flight": 64}
 
 
 @dataclass

@@ -599,6 +599,16 @@ def demo() -> None:
 
 
 def main() -> None:
+    # Found from outside: an argument that is not UTF-8 (``$'\xff'``) reached a command as
+    # lone surrogates and ended in a traceback where the database refused it. Said here, once
+    # for every command, before anything runs.
+    for number, arg in enumerate(sys.argv[1:], start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            sys.stderr.write(f"satvault: argument {number} is not valid UTF-8 text; nothing "
+                             "was done\n")
+            raise SystemExit(2) from None
     app()
 
 

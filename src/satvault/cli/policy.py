@@ -67,7 +67,8 @@ def propose(file: Annotated[Path, typer.Argument(help='JSON: {"rules": [...]}.')
 
 
 @policy_app.command("approve")
-def approve_version(version: Annotated[int, typer.Argument(help="The proposed version.")],
+def approve_version(version: Annotated[int, typer.Argument(
+                        min=1, max=2**31 - 1, help="The proposed version.")],
                     actor: Actor) -> None:
     """Make a proposed version live (by an admin other than its proposer)."""
     async def work(s: AsyncSession) -> dict[str, Any]:

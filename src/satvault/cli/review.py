@@ -19,7 +19,7 @@ from satvault.reconcile import review
 __all__ = ["app"]
 
 app = typer.Typer(help="Review items: what waits for a person.", no_args_is_help=True)
-Item = Annotated[int, typer.Argument(min=1, help="The item's id.")]
+Item = Annotated[int, typer.Argument(min=1, max=2**63 - 1, help="The item's id.")]
 
 
 @app.command("list")

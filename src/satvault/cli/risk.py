@@ -106,7 +106,8 @@ def rules_propose(
 
 
 @rules_app.command("approve")
-def rules_approve(version: Annotated[int, typer.Argument(help="The draft's version.")],
+def rules_approve(version: Annotated[int, typer.Argument(
+                      min=1, max=2**31 - 1, help="The draft's version.")],
                   as_: AsAdmin) -> None:
     """Make a draft live (the live one retires); its author cannot."""
     async def work(s: AsyncSession) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from satvault.accounts.models import Merchant, User, Wallet
 from satvault.audit.service import record as audit_record
 from satvault.db import utcnow
 from satvault.kernel.errors import NotFound
-from satvault.kernel.text import free_text
+from satvault.kernel.text import free_text, one_line
 from satvault.kyc.errors import InvalidKycInput, ReviewerIsSubject
 from satvault.kyc.models import KycDecision, KycRecord
 from satvault.kyc.screening import screen_name
@@ -102,6 +102,20 @@ async def create_record(session: AsyncSession, req: RecordRequest, *, max_tier: 
         raise InvalidKycInput(f"tier must be between 0 and {max_tier}")
     if not req.full_name.strip():
         raise InvalidKycInput("full_name (the name checked and screened) is required")
+    # The API's bounds, for every caller (found from outside: the CLI stored 5,000-character
+    # names and document references). The name keeps what the reviewer typed (screened with
+    # hidden characters taken out: satvault.kyc.screening); the rest is plain text.
+    if len(req.full_name) > 200 or "\x00" in req.full_name:
+        raise InvalidKycInput("full_name is at most 200 characters, with no NUL")
+    if len(req.documents) > 50 or len(req.checks) > 50:
+        raise InvalidKycInput("at most 50 documents and 50 checks")
+    for ref in (*req.documents, *req.checks):
+        if len(ref) > 300:
+            raise InvalidKycInput("a document reference or check is at most 300 characters")
+        one_line(ref, "a document reference or check")
+    if len(req.notes) > 4000:
+        raise InvalidKycInput("notes are at most 4,000 characters")
+    free_text(req.notes, "the notes")
     reviewer = req.reviewer.strip()
     if not reviewer:
         raise InvalidKycInput("a reviewer is required")

@@ -14,7 +14,9 @@ writer) and refuses, before the node is asked, a take that
   reserved: the same wallet cannot promise it twice),
 * finds ``internal_payments_in_flight`` takes of the person in flight (a burst is bounded,
   whatever it would be refused for after), or
-* shares the caller's Idempotency-Key, or the invoice, with a take in flight.
+* shares the caller's Idempotency-Key, or the invoice, with a take in flight (both: a twin
+  of a request in flight, which rides on its take: the node is asked to cancel twice,
+  harmlessly, and the key's row decides between them, as before).
 
 A take is in flight while its invoice is ``open`` in the database and for at most
 :data:`TAKE_SECONDS`: the unit of work that pays or refuses the payment changes the invoice's
@@ -132,12 +134,17 @@ async def _take_sqlite(session: AsyncSession, *, hash: str, wallet: str, amount:
         .scalar_subquery(),
         select(a.credits_posted - a.debits_posted - a.debits_pending)
         .join(Wallet, Wallet.ledger_account_id == a.id).where(Wallet.id == wallet)
-        .scalar_subquery()))).one()
-    person, status, refusals, in_flight, same, held, free = row
+        .scalar_subquery(),
+        select(func.count()).where(t.payment_hash == hash, t.request == request,
+                                   t.at >= live_since).scalar_subquery()
+        if request else literal(0)))).one()
+    person, status, refusals, in_flight, same, held, free, twin = row
     if person is None:
         return Taken.NO_WALLET.value
     if status != LnInvoiceStatus.OPEN:
         return Taken.NOT_OPEN.value
+    if twin:  # the same key and invoice in flight: rides on that take (see ln_take)
+        return Taken.TAKEN.value
     if refusals >= budget:
         return f"{Taken.TOO_OFTEN.value}:{refusals}"
     if same:

@@ -12,7 +12,8 @@ asked (:mod:`satvault.lightning.takes`); a take is in flight while its invoice i
 ``open`` here and it is younger than two minutes. A new take is refused before the node is
 asked when the person used the budget, has ``internal_payments_in_flight`` takes in flight,
 when the wallet's balance less its takes in flight does not cover it, or when another take
-in flight carries the same caller's Idempotency-Key or the same invoice. On PostgreSQL all of
+in flight carries the same caller's Idempotency-Key (for another invoice: the same invoice
+under the same key is a twin, which rides on it) or the same invoice. On PostgreSQL all of
 it is one call of ``ln_take`` (the person's advisory lock, then each read in a statement of
 its own, so with a snapshot taken after the lock); SQLite's one writer is the lock there.
 
@@ -60,6 +61,13 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM ln_invoices i
                     WHERE i.payment_hash = p_hash AND i.status = 'open') THEN
         RETURN 'not-open';
+    END IF;
+    -- A twin (the same caller's key, the same invoice) rides on the take in flight: both
+    -- ask the node to cancel (harmless twice), and the key's row decides between them.
+    IF p_request <> '' AND EXISTS (SELECT 1 FROM ln_takes t
+                                    WHERE t.payment_hash = p_hash AND t.request = p_request
+                                      AND t.at >= p_live_since) THEN
+        RETURN 'taken';
     END IF;
     SELECT count(*) INTO v_refusals FROM internal_refusals r
      WHERE r.person = v_person AND r.at >= p_refusals_since;
