@@ -263,3 +263,20 @@ async def test_a_refused_voucher_or_refund_to_one_of_our_invoices_leaves_no_dead
         assert env.network.pay("customer1", bill["bolt11"]).status.value.upper() == "FAILED"
         assert (await _row(env, bill["bolt11"])).status == LnInvoiceStatus.CANCELED
     await env.check()
+
+
+async def test_too_little_money_for_a_store_invoice_is_said_as_for_any_invoice(
+        lnenv: LnEnv, shop):  # noqa: F811
+    """Found from outside: paying a store invoice (its payment linked to the platform's fee)
+    with too little money answered ``invalid-transfer``, the fee's "linked event failed",
+    where a wallet's invoice answered ``insufficient-funds``. The root cause is answered."""
+    env = lnenv
+    await fund(env, env.wallet, 1_000 * SAT)
+    auth = await _payers_key(env)
+    assert env.settings.invoice_fee_bp > 0
+    async with api_client(env) as c:
+        bill = await _store_invoice(c, shop, "inv", 20_000)
+        r = await _pay(c, env, auth, "pay", bill["bolt11"])
+        assert r.status_code == 422 and r.json()["type"].endswith("/insufficient-funds"), r.text
+        assert (await _row(env, bill["bolt11"])).status == LnInvoiceStatus.OPEN
+    await env.check()

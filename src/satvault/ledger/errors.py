@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from satvault.kernel.errors import SatvaultError
 from satvault.ledger.core import Outcome, Result
 
@@ -33,6 +35,7 @@ __all__ = [
     "TransferRejected",
     "UnknownAccount",
     "error_for",
+    "error_for_batch",
 ]
 
 
@@ -102,6 +105,18 @@ _BY_RESULT: dict[Result, type[TransferRejected]] = {
     Result.PENDING_TRANSFER_EXPIRED: HoldNotPending,
     Result.PENDING_TRANSFER_NOT_EXPIRED: HoldNotPending,
 }
+
+
+def error_for_batch(outcomes: Sequence[Outcome]) -> TransferRejected | None:
+    """The error of a refused batch: its root cause, not a transfer refused only because a
+    linked one was (found from outside: a store invoice's payment, linked to its fee, was
+    answered ``invalid-transfer`` for the fee's ``linked_event_failed`` instead of
+    ``insufficient-funds``). None if every transfer went through."""
+    bad = [o for o in outcomes if not o.ok]
+    if not bad:
+        return None
+    causes = [o for o in bad if o.result is not Result.LINKED_EVENT_FAILED]
+    return error_for((causes or bad)[0])
 
 
 def error_for(outcome: Outcome) -> TransferRejected:

@@ -30,7 +30,7 @@ from satvault.kernel.errors import InvalidInput
 from satvault.kernel.ids import new_id
 from satvault.kernel.retrying import retrying
 from satvault.ledger.core import TransferSpec
-from satvault.ledger.errors import error_for
+from satvault.ledger.errors import error_for_batch
 from satvault.ledger.platform import ensure_platform_accounts, platform_fee
 from satvault.ledger.store import create_transfers
 from satvault.lightning.models import (
@@ -207,10 +207,9 @@ async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat:
                                   platform.fee_account(payment_hash).id, fee, "BTC",
                                   code="invoice_fee",
                                   ref=store_invoice_id or ""))
-    outcomes = await create_transfers(session, specs)
-    bad = [o for o in outcomes if not o.ok]
-    if bad:
-        raise error_for(bad[-1])
+    refused = error_for_batch(await create_transfers(session, specs))
+    if refused is not None:
+        raise refused
     if store_invoice_id and on_store_invoice is not None:
         await on_store_invoice(session, store_invoice_id)
     log.info("ln_invoice_credited", invoice=invoice_id, msat=paid_msat, internal=internal,
