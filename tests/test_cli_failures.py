@@ -78,3 +78,19 @@ def test_out_of_range_ids_and_kyc_text_are_clear_errors(db_url, tmp_path):
         assert said in last_json(proc)["error"], last_json(proc)
     history = last_json(sv_here("kyc", "history", user, url=db_url, home=home))
     assert history["records"] == [], history
+
+
+def test_init_that_cannot_finish_creates_nothing(tmp_path):
+    """Found from outside: ``init`` with an unreachable signer socket had already created and
+    migrated the database, and with a descriptor it could not read had already made a new
+    demo seed. Both are checked before anything is written."""
+    home = tmp_path / "home"
+    url = f"sqlite:///{home / 'satvault.db'}"
+    for env, said in (({"SATVAULT_SIGNER_SOCKET": str(tmp_path / "nosuch.sock")},
+                       "cannot reach the signer"),
+                      ({"SATVAULT_DEPOSIT_DESCRIPTOR": "garbage"}, "deposit descriptor")):
+        proc = sv_here("init", "--if-needed", url=url, home=home, env=env, check=False)
+        assert proc.returncode == 1, (proc.stdout, proc.stderr)
+        error = last_json(proc)["error"]
+        assert said in error and "nothing was created" in error, error
+        assert not home.exists() or not any(home.iterdir()), list(home.iterdir())

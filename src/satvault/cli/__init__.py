@@ -196,6 +196,7 @@ def init(
     The admin password and API key are printed once, here, and stored only as hashes."""
     settings = get_settings()
     refuse_demo_signer(settings, demo_signer, nothing="nothing was created")
+    _preflight(settings)
     settings.home.mkdir(parents=True, exist_ok=True)
 
     async def migrate() -> None:  # a database that does not answer: one JSON line, exit 1
@@ -243,6 +244,34 @@ def init(
         return
     sys.stderr.write("satvault: initialised; the credentials below are shown ONCE\n")
     emit({"ok": True, **created})
+
+
+def _preflight(settings: Settings) -> None:
+    """What init can tell before it writes anything (found from outside: a descriptor it
+    could not read was refused after a demo seed was made, an unreachable signer after the
+    database was created and migrated): the configured descriptors parse, a signer socket
+    answers."""
+    from satvault.onchain.descriptors import parse_wallet
+    from satvault.onchain.errors import InvalidDescriptor
+    from satvault.signing.client import UnixSocketSigner
+    from satvault.signing.errors import SignerError
+
+    for role, text in (("deposit", settings.deposit_descriptor),
+                       ("hot", settings.hot_descriptor)):
+        if text:
+            try:
+                parse_wallet(text, settings.network)
+            except (InvalidDescriptor, ValueError) as exc:
+                fail(f"the configured {role} descriptor cannot be read ({exc}); nothing was "
+                     "created")
+    if settings.signer_socket:
+        async def ask() -> None:
+            await UnixSocketSigner(settings.signer_socket, timeout=10).descriptors()
+
+        try:
+            asyncio.run(ask())
+        except SignerError as exc:
+            fail(f"{exc}; nothing was created")
 
 
 def _provision_signer(settings: Settings) -> bool:
