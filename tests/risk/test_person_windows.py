@@ -43,8 +43,9 @@ from tests.risk.test_withdrawals import DEST, make_live
 
 @pytest.fixture
 def settings_overrides() -> dict[str, object]:
+    # 24 payments of one person at once in the deadlock test: room for all in flight.
     return {"kyc_tier_limits_msat": {0: LIMITS[2]}, "rate_limit_create": "10000/second",
-            "withdrawal_daily_limit_msat": 10**15}
+            "withdrawal_daily_limit_msat": 10**15, "internal_payments_in_flight": 64}
 
 
 def person_rule(field: str, above: int, score: int = 100) -> dict[str, Any]:
