@@ -244,13 +244,11 @@ async def test_postgres_tools_missing_or_too_old(db_url: str, tmp_path: Path, cl
     assert not (tmp_path / "x.tar").exists()
 
 
-async def test_a_dump_the_tool_cannot_finish_leaves_the_target_as_it_was(
-        sessions: async_sessionmaker[AsyncSession], db_url: str, target_url: str,
-        tmp_path: Path, cli: Cli) -> None:
-    """Found from outside: ``restore --force`` on PostgreSQL dropped the target's schema and
-    committed that before pg_restore ran, so a dump it could not finish (cut short, then
-    resealed with a manifest that matches it: the checksum is no signature) left an empty
-    database. The replaced schema now goes in the restore's own transaction."""
+async def _restored_once(sessions: async_sessionmaker[AsyncSession], db_url: str,
+                         target_url: str, tmp_path: Path, cli: Cli
+                         ) -> tuple[Path, dict[str, Any], dict[str, int]]:
+    """A populated database backed up, and restored into ``target_url``: the archive, its
+    manifest and the restored balances."""
     await _populate(sessions)
     file = tmp_path / "good.tar"
     code, body, _ = await asyncio.to_thread(cli, "backup", "--to", str(file), url=db_url)
@@ -260,7 +258,17 @@ async def test_a_dump_the_tool_cannot_finish_leaves_the_target_as_it_was(
     assert code == 0
     restored = await _balances(target_url)
     assert restored is not None
-    manifest = body["manifest"]
+    return file, body["manifest"], restored
+
+
+async def test_a_dump_the_tool_cannot_finish_leaves_the_target_as_it_was(
+        sessions: async_sessionmaker[AsyncSession], db_url: str, target_url: str,
+        tmp_path: Path, cli: Cli) -> None:
+    """Found from outside: ``restore --force`` on PostgreSQL dropped the target's schema and
+    committed that before pg_restore ran, so a dump it could not finish (cut short, then
+    resealed with a manifest that matches it: the checksum is no signature) left an empty
+    database. The replaced schema now goes in the restore's own transaction."""
+    file, manifest, restored = await _restored_once(sessions, db_url, target_url, tmp_path, cli)
     with tarfile.open(file) as tar:
         dump = tar.extractfile(manifest["dump"]["name"]).read()  # type: ignore[union-attr]
     cut = dump[:len(dump) * 2 // 3]
@@ -288,14 +296,7 @@ async def test_a_database_in_use_is_not_replaced(
     (its lock) or while anything else is connected to the PostgreSQL database."""
     from satvault.db import hold_sqlite_in_use
 
-    await _populate(sessions)
-    file = tmp_path / "good.tar"
-    code, _, _ = await asyncio.to_thread(cli, "backup", "--to", str(file), url=db_url)
-    assert code == 0
-    code, _, _ = await asyncio.to_thread(cli, "restore", "--from", str(file), "--into",
-                                         target_url, url=db_url)
-    assert code == 0
-    restored = await _balances(target_url)
+    file, _, restored = await _restored_once(sessions, db_url, target_url, tmp_path, cli)
     if target_url.startswith("sqlite"):
         held = hold_sqlite_in_use(target_url)
         assert held is not None

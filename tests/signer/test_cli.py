@@ -58,17 +58,22 @@ def test_init_then_descriptors(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and json.loads(missing.stdout)["type"] == "NoPassphrase"
 
 
+def _serve_in_background(seed: Path, sock: Path) -> subprocess.Popen[bytes]:
+    """``satvault signer serve`` of ``seed`` on ``sock``, in a process of its own."""
+    env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen(
+        [sys.executable, "-c", "from satvault.signer.cli import app; app()", "serve",
+         "--seed-file", str(seed), "--socket", str(sock)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 async def test_serve_in_foreground(tmp_path: Path) -> None:
     seed, sock = tmp_path / "seed.json", tmp_path / "signer.sock"
     runner = CliRunner()
     init = runner.invoke(app, ["init", "--seed-file", str(seed), "--network", "regtest"],
                          env=ENV)
     descriptors = json.loads(init.stdout)["descriptors"]
-    env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from satvault.signer.cli import app; app()", "serve",
-         "--seed-file", str(seed), "--socket", str(sock)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _serve_in_background(seed, sock)
     try:
         await eventually(lambda: sock.exists() or proc.poll() is not None, timeout=5,
                          message="the signer did not create its socket")
@@ -152,12 +157,8 @@ async def test_one_signer_per_seed_and_audit_log(tmp_path: Path) -> None:
     init = runner.invoke(app, ["init", "--seed-file", str(seed), "--network", "regtest"],
                          env=ENV)
     assert init.exit_code == 0, init.output
-    env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join(sys.path)}
     first_sock = tmp_path / "one.sock"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from satvault.signer.cli import app; app()", "serve",
-         "--seed-file", str(seed), "--socket", str(first_sock)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _serve_in_background(seed, first_sock)
     try:
         await eventually(lambda: first_sock.exists() or proc.poll() is not None, timeout=5,
                          message="the first signer did not start")
