@@ -106,12 +106,13 @@ async def claim_take(sessions: async_sessionmaker[AsyncSession], *, payment_hash
     ``counts_refusals`` False: an invoice issued for this payer's request, which the budget
     does not govern."""
     now = utcnow()
-    params: dict[str, Any] = {"hash": payment_hash, "wallet": wallet_id, "amount": amount_msat,
-              "request": request, "now": now,
-              "live_since": now - timedelta(seconds=TAKE_SECONDS),
-              "refusals_since": now - _REFUSALS_WINDOW,
-              "budget": settings.internal_refusals_per_day if counts_refusals else 2**31 - 1,
-              "cap": settings.internal_payments_in_flight, "check_balance": check_balance}
+    # In the order of ln_take's parameters (the driver call passes them by position).
+    params: dict[str, Any] = {
+        "hash": payment_hash, "wallet": wallet_id, "amount": amount_msat, "request": request,
+        "now": now, "live_since": now - timedelta(seconds=TAKE_SECONDS),
+        "refusals_since": now - _REFUSALS_WINDOW,
+        "budget": settings.internal_refusals_per_day if counts_refusals else 2**31 - 1,
+        "cap": settings.internal_payments_in_flight, "check_balance": check_balance}
     engine = sessions.kw["bind"]
     if engine.dialect.name == "postgresql":
         found = await _take_postgres(engine, params)
