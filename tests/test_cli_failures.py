@@ -94,3 +94,38 @@ def test_init_that_cannot_finish_creates_nothing(tmp_path):
         error = last_json(proc)["error"]
         assert said in error and "nothing was created" in error, error
         assert not home.exists() or not any(home.iterdir()), list(home.iterdir())
+
+
+def test_serve_and_a_signer_on_its_seed_refuse_each_other(tmp_path):
+    """Found from outside: ``satvault serve`` with its in-process signer took no lock, so a
+    ``signer serve`` on the same seed and audit log ran beside it, each with a day's cap of
+    its own. The serve now holds both, and one started while a signer holds them refuses."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path / "home"
+    url = f"sqlite:///{home / 'satvault.db'}"
+    sv_here("init", url=url, home=home)
+    env = {**os.environ, "SATVAULT_HOME": str(home), "SATVAULT_DATABASE_URL": url,
+           "PYTHONPATH": os.pathsep.join(sys.path),
+           "SATVAULT_SIGNER_PASSPHRASE_FILE": str(home / "signer.passphrase")}
+    env.pop("SATVAULT_CONFIG", None)
+    sock = tmp_path / "s.sock"
+    signer = subprocess.Popen([sys.executable, "-m", "satvault.cli", "signer", "serve",
+                               "--seed-file", str(home / "signer.json"), "--socket", str(sock),
+                               "--audit-log", str(home / "signer-audit.jsonl")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists() and signer.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sock.exists(), signer.communicate(timeout=5)
+        serve = sv("serve", "--port", "1", url=url, home=home, check=False)
+        assert serve.returncode == 2, (serve.stdout, serve.stderr[-2000:])
+        assert "another signer is running with the seed file" in serve.stderr
+    finally:
+        signer.send_signal(signal.SIGTERM)
+        signer.communicate(timeout=10)

@@ -106,9 +106,10 @@ from satvault.workers import (
 )
 
 __all__ = ["Platform", "Runtime", "alerts_worker", "build_workers", "chain_height",
-           "ensure_dev_signer", "event_stream", "liabilities_secret", "make_lightning_backend",
-           "open_database", "open_sessions", "open_signer", "passphrase_path", "rate_service",
-           "reconcile_now", "register_signer_wallets", "seed_path"]
+           "demo_audit_log", "ensure_dev_signer", "event_stream", "liabilities_secret",
+           "make_lightning_backend", "open_database", "open_sessions", "open_signer",
+           "passphrase_path", "rate_service", "reconcile_now", "register_signer_wallets",
+           "seed_path"]
 
 log = get_logger(__name__)
 
@@ -118,6 +119,11 @@ def seed_path(settings: Settings) -> Path:
     ``$SATVAULT_HOME/signer.json``)."""
     return Path(settings.signer_seed_file) if settings.signer_seed_file \
         else settings.home / "signer.json"
+
+
+def demo_audit_log(settings: Settings) -> Path:
+    """The in-process signer's audit log (``$SATVAULT_HOME/signer-audit.jsonl``)."""
+    return settings.home / "signer-audit.jsonl"
 
 
 def passphrase_path(settings: Settings) -> Path:
@@ -170,7 +176,7 @@ def open_signer(settings: Settings) -> Signer:
         return UnixSocketSigner(settings.signer_socket)
     material = load_seed_file(seed_path(settings), _passphrase(settings))
     return InProcessSigner(HotSigner.from_material(
-        material, audit_log=settings.home / "signer-audit.jsonl",
+        material, audit_log=demo_audit_log(settings),
         cold_descriptor=settings.cold_descriptor or None,
         max_tx_sat=settings.signer_max_tx_sat, max_daily_sat=settings.signer_max_daily_sat))
 

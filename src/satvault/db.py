@@ -57,6 +57,7 @@ from satvault.kernel.files import create_private
 __all__ = [
     "Amount",
     "Base",
+    "DatabaseInUse",
     "IdInt",
     "StrEnumType",
     "UtcDateTime",
@@ -225,6 +226,10 @@ def async_database_url(url: str) -> str:
     return f"{target}://{rest}"
 
 
+class DatabaseInUse(Exception):
+    """The SQLite file is held by another satvault process (a serve, or a restore)."""
+
+
 class SchemaNotCurrent(RuntimeError):
     """The database is not at the schema this satvault needs (``satvault db upgrade``)."""
 
@@ -241,29 +246,33 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" and not path.startswith("file:") else None
 
 
-def _in_use_file(url: str) -> Path | None:
-    path = _sqlite_file(url)
-    return None if path is None else path.with_name(path.name + ".in-use")
-
-
 def hold_sqlite_in_use(url: str) -> int | None:
-    """For ``satvault serve`` on SQLite: a shared ``flock`` on ``<database>.in-use``, kept by
-    the returned descriptor until the process ends, so a restore over the file can tell it is
-    being served (:func:`sqlite_in_use`). None for anything but a SQLite file."""
-    lock = _in_use_file(url)
-    if lock is None or not lock.parent.is_dir():
+    """For ``satvault serve`` on SQLite: a shared ``flock`` on the database file itself, kept
+    by the returned descriptor until the process ends, so a restore over that file, by
+    whatever name (a symlink, a hard link: found from outside, a lock beside the file's name
+    was missed under another name), can tell it is served (:func:`sqlite_in_use`). None for
+    anything but an existing SQLite file. SQLite's own locks are ``fcntl`` locks, which a
+    ``flock`` neither takes nor waits for."""
+    path = _sqlite_file(url)
+    if path is None or not path.exists():
         return None
-    fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_SH)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise DatabaseInUse(f"{path} is being restored; start satvault when the restore "
+                            "has finished") from None
     return fd
 
 
 def sqlite_in_use(url: str) -> bool:
-    """Whether a process holds :func:`hold_sqlite_in_use`'s lock on this SQLite file."""
-    lock = _in_use_file(url)
-    if lock is None or not lock.exists():
+    """Whether a process holds :func:`hold_sqlite_in_use`'s lock (or a restore's) on the
+    SQLite file of ``url``."""
+    path = _sqlite_file(url)
+    if path is None or not path.exists():
         return False
-    fd = os.open(lock, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

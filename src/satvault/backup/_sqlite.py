@@ -10,11 +10,13 @@ the service runs them in a thread.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from satvault.backup.errors import BadArchive, TargetNotEmpty, ToolFailed
+from satvault.backup.errors import BadArchive, TargetInUse, TargetNotEmpty, ToolFailed
 from satvault.kernel.files import create_private
 
 __all__ = ["dump", "restore", "table_count"]
@@ -74,6 +76,21 @@ def restore(dump_file: Path, target: Path, *, force: bool) -> str | None:
                              "file, or pass --force to replace it (stop satvault first)")
     target.parent.mkdir(parents=True, exist_ok=True)
     create_private(target)  # as private as the archive it comes from
+    # Held while the copy is written: a serve cannot start on the file meanwhile, and one
+    # that started since the caller's check is found here (satvault.db.hold_sqlite_in_use).
+    held = os.open(target, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise TargetInUse(f"{target} is being served by a satvault process: stop it "
+                              "first; nothing was changed") from None
+        return _copy_into(dump_file, target)
+    finally:
+        os.close(held)
+
+
+def _copy_into(dump_file: Path, target: Path) -> str | None:
     try:
         with _connect(dump_file) as src:
             if src.execute("PRAGMA quick_check").fetchall() != [("ok",)]:

@@ -22,11 +22,12 @@ from satvault import __version__
 from satvault.accounts import service as accounts
 from satvault.accounts.models import User
 from satvault.config import ConfigError, Settings, get_settings, redact_url
-from satvault.db import create_engine, hold_sqlite_in_use
+from satvault.db import DatabaseInUse, create_engine, hold_sqlite_in_use
 from satvault.ledger.check import check_ledger
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.logs import configure_logging
 from satvault.migrate import SchemaNotCurrent, ensure_current, head_revision, upgrade
+from satvault.signing.errors import AuditLogError
 
 __all__ = ["app", "main"]
 
@@ -369,8 +370,23 @@ def serve(
         sys.stderr.write("satvault: note: PROMETHEUS_MULTIPROC_DIR is not set, so each scrape "
                          "of /metrics shows one process's counters; set it to an empty "
                          "directory to add every process's up (docs/operations.md)\n")
-    # Held until this process ends: a restore --force over the SQLite file refuses meanwhile.
-    serving = hold_sqlite_in_use(settings.database_url)  # noqa: F841
+    # Held until this process ends: a restore --force over the SQLite file refuses meanwhile,
+    # and the in-process signer's seed and audit log are this process's alone (found from
+    # outside: a `signer serve` on the same seed ran beside it, each with a day's cap).
+    try:
+        held = [fd for fd in (hold_sqlite_in_use(settings.database_url),) if fd is not None]
+        from satvault.composition import demo_audit_log, seed_path
+
+        if not settings.signer_socket and seed_path(settings).exists():
+            from satvault.signer.audit import AuditLog, hold_exclusive
+
+            audit = demo_audit_log(settings)
+            AuditLog(audit).touch()
+            held += [hold_exclusive(seed_path(settings), "seed file"),
+                     hold_exclusive(audit, "audit log")]
+    except (DatabaseInUse, AuditLogError) as exc:
+        sys.stderr.write(f"satvault: {exc}\n")
+        raise typer.Exit(2) from None
     # The embedded simulators belong to the process that runs the workers.
     embedded = role is not ServeRole.API
     node = _listening("chain simulator", settings.bitcoind_url, "SATVAULT_BITCOIND_URL",
