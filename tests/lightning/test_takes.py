@@ -59,16 +59,26 @@ async def test_a_burst_the_balance_covers_once_cancels_one_invoice(lnenv: LnEnv)
     await env.check()
 
 
-async def test_one_idempotency_key_takes_one_invoice(lnenv: LnEnv):
+@pytest.mark.parametrize("mixed", [False, True])
+async def test_one_idempotency_key_takes_one_invoice(lnenv: LnEnv, mixed: bool):
+    """``mixed``: every other request names its invoice as ``lightning:`` and upper case,
+    which the API's fast path does not recognise (the general path, with its claim of the
+    key, takes those). The take keeps the key on both paths; the race it closes there (both
+    paths reading the key unused at once) was not reproduced in one process, where the
+    general path's claim commits first: this holds the mixed paths to one take."""
     env = lnenv
     await fund(env, env.wallet, 100_000 * SAT)
     auth = await _payers_key(env)
     carol = await env.wallet_for("carol@example.com")
     bills = [await _bill(env, carol) for _ in range(6)]
     cancels = _count_node_cancels(env)
+
+    def named(i: int, bolt11: str) -> str:
+        return f"lightning:{bolt11.upper()}" if mixed and i % 2 else bolt11
+
     async with api_client(env) as c:
-        answers = await asyncio.gather(*(_pay(c, env, auth, "one-key", b.bolt11)
-                                         for b in bills))
+        answers = await asyncio.gather(*(_pay(c, env, auth, "one-key", named(i, b.bolt11))
+                                         for i, b in enumerate(bills)))
     assert sorted(r.status_code for r in answers)[0] == 201, [r.text for r in answers]
     assert [r.status_code for r in answers].count(201) == 1, [r.text for r in answers]
     for r in answers:

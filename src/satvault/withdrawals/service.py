@@ -180,11 +180,14 @@ class PreparedDestination:
 async def prepare_destination(sessions: async_sessionmaker[AsyncSession], *,
                               settings: Settings, lightning: LightningBackend | None,
                               wallet: Wallet, destination: str, amount_msat: int | None,
-                              http: httpx.AsyncClient | None = None) -> PreparedDestination:
+                              http: httpx.AsyncClient | None = None,
+                              request: str = "") -> PreparedDestination:
     """Resolve the destination over the network, outside any transaction: no lock and no
     database connection is held while a remote LNURL server or the node answers (or does
     not). ``wallet`` pays (its ownership already checked). ``http``: the client for LNURL
-    requests (default: a fresh one)."""
+    requests (default: a fresh one). ``request``: the caller's
+    :func:`~satvault.lightning.takes.request_digest`, kept with a take of one of our
+    invoices (so a request of the same key on the API's fast path sees it)."""
     prepared = await _resolve(settings=settings, lightning=lightning, destination=destination,
                               amount_msat=amount_msat, http=http)
     if prepared.bolt11 is None:
@@ -196,7 +199,7 @@ async def prepare_destination(sessions: async_sessionmaker[AsyncSession], *,
 
     taken = await take_off_node(sessions, wallet=wallet, bolt11=prepared.bolt11,
                                 amount_msat=prepared.amount_msat, settings=settings,
-                                backend=lightning, before_node=policy_first)
+                                backend=lightning, before_node=policy_first, request=request)
     return replace(prepared, taken_off_node=taken, payer=wallet.id if taken else None)
 
 

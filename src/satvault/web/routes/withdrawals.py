@@ -169,7 +169,7 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
         prepared = await prepare_destination(
             sessions, settings=settings, lightning=lightning, wallet=known,
             destination=body.destination, amount_msat=body.amount_msat,
-            http=lnurl_http_of(request))
+            http=lnurl_http_of(request), request=request_digest(owner, idempotency_key))
         taken[:] = [t for t in (prepared.taken(),) if t is not None]
         return known, prepared
 
