@@ -122,18 +122,18 @@ def _home(is_admin: bool) -> str:
     return "/admin" if is_admin else "/dashboard"
 
 
-def device_cookie(settings: Settings) -> str:
+def _device_cookie(settings: Settings) -> str:
     return "__Secure-sv_device" if cookie_secure(settings) else "sv_device"
 
 
 def _device_token(request: Request) -> str | None:
-    return request.cookies.get(device_cookie(_settings(request))) or None
+    return request.cookies.get(_device_cookie(_settings(request))) or None
 
 
 def _keep_device(response: Response, settings: Settings, token: str | None) -> None:
     """The known-device cookie, when the sign-in made a new device."""
     if token is not None:
-        response.set_cookie(device_cookie(settings), token, httponly=True, samesite="strict",
+        response.set_cookie(_device_cookie(settings), token, httponly=True, samesite="strict",
                             secure=cookie_secure(settings), path="/login",
                             max_age=_DEVICE_DAYS * 86400)
 
