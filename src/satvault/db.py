@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import sqlite3
 import time
@@ -52,7 +51,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from satvault.kernel.clock import utcnow  # the process clock; re-exported for the domains
-from satvault.kernel.files import create_private
+from satvault.kernel.files import create_private, flock_or_none
 
 __all__ = [
     "Amount",
@@ -256,13 +255,10 @@ def hold_sqlite_in_use(url: str) -> int | None:
     path = _sqlite_file(url)
     if path is None or not path.exists():
         return None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
+    fd = flock_or_none(path, exclusive=False)
+    if fd is None:
         raise DatabaseInUse(f"{path} is being restored; start satvault when the restore "
-                            "has finished") from None
+                            "has finished")
     return fd
 
 
@@ -272,13 +268,10 @@ def sqlite_in_use(url: str) -> bool:
     path = _sqlite_file(url)
     if path is None or not path.exists():
         return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    fd = flock_or_none(path, exclusive=True)
+    if fd is None:
         return True
-    finally:
-        os.close(fd)  # closing gives back the lock taken just now
+    os.close(fd)  # closing gives back the lock taken just now
     return False
 
 

@@ -10,14 +10,13 @@ the service runs them in a thread.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 from satvault.backup.errors import BadArchive, TargetInUse, TargetNotEmpty, ToolFailed
-from satvault.kernel.files import create_private
+from satvault.kernel.files import create_private, flock_or_none
 
 __all__ = ["dump", "restore", "table_count"]
 
@@ -78,13 +77,11 @@ def restore(dump_file: Path, target: Path, *, force: bool) -> str | None:
     create_private(target)  # as private as the archive it comes from
     # Held while the copy is written: a serve cannot start on the file meanwhile, and one
     # that started since the caller's check is found here (satvault.db.hold_sqlite_in_use).
-    held = os.open(target, os.O_RDONLY)
+    held = flock_or_none(target, exclusive=True)
+    if held is None:
+        raise TargetInUse(f"{target} is being served by a satvault process: stop it first; "
+                          "nothing was changed")
     try:
-        try:
-            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise TargetInUse(f"{target} is being served by a satvault process: stop it "
-                              "first; nothing was changed") from None
         return _copy_into(dump_file, target)
     finally:
         os.close(held)

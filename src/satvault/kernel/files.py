@@ -5,10 +5,11 @@ secrets."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
-__all__ = ["create_private"]
+__all__ = ["create_private", "flock_or_none"]
 
 
 def create_private(path: Path) -> None:
@@ -20,3 +21,18 @@ def create_private(path: Path) -> None:
     except FileExistsError:
         return
     os.close(fd)
+
+
+def flock_or_none(path: str | os.PathLike[str], *, exclusive: bool) -> int | None:
+    """A descriptor of ``path`` holding a ``flock`` (exclusive, or shared), taken without
+    waiting: None when another open file holds one that conflicts. The lock lasts until the
+    descriptor is closed (or the process ends). Opening the file may raise :class:`OSError`.
+    ``flock`` locks are apart from the ``fcntl`` locks SQLite takes: neither waits for the
+    other."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd

@@ -17,7 +17,6 @@ file is created 0600 and only ever appended to.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from satvault.kernel import strictjson
+from satvault.kernel.files import flock_or_none
 from satvault.signing.errors import AuditLogError
 
 __all__ = ["AuditLog", "hold_exclusive", "read_records"]
@@ -62,15 +62,12 @@ def hold_exclusive(path: str | os.PathLike[str], what: str) -> int:
     instead of keeping a 24-hour window of its own (found from outside: two signers on one
     seed each let their whole daily cap leave)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = flock_or_none(path, exclusive=True)
     except OSError as exc:
         raise AuditLogError(f"cannot open the {what} {path}: {exc.strerror}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
+    if fd is None:
         raise AuditLogError(f"another signer is running with the {what} {path}; one signer "
-                            "per seed and audit log (their daily caps would add up)") from None
+                            "per seed and audit log (their daily caps would add up)")
     return fd
 
 
