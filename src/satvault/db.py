@@ -246,19 +246,19 @@ def _sqlite_file(url: str) -> Path | None:
 
 
 def hold_sqlite_in_use(url: str) -> int | None:
-    """For ``satvault serve`` on SQLite: a shared ``flock`` on the database file itself, kept
-    by the returned descriptor until the process ends, so a restore over that file, by
-    whatever name (a symlink, a hard link: found from outside, a lock beside the file's name
-    was missed under another name), can tell it is served (:func:`sqlite_in_use`). None for
-    anything but an existing SQLite file. SQLite's own locks are ``fcntl`` locks, which a
-    ``flock`` neither takes nor waits for."""
+    """For ``satvault serve`` on SQLite: an exclusive ``flock`` on the database file itself
+    (one process serves a SQLite file), kept by the returned descriptor until it is closed,
+    so a restore over that file, by whatever name (a symlink, a hard link: found from
+    outside, a lock beside the file's name was missed under another name), can tell it is
+    served (:func:`sqlite_in_use`). None for anything but an existing SQLite file. SQLite's
+    own locks are ``fcntl`` locks, which a ``flock`` neither takes nor waits for."""
     path = _sqlite_file(url)
     if path is None or not path.exists():
         return None
-    fd = flock_or_none(path, exclusive=False)
+    fd = flock_or_none(path, exclusive=True)
     if fd is None:
-        raise DatabaseInUse(f"{path} is being restored; start satvault when the restore "
-                            "has finished")
+        raise DatabaseInUse(f"{path} is in use by another satvault serve, or being restored: "
+                            "one process serves a SQLite file")
     return fd
 
 

@@ -370,23 +370,6 @@ def serve(
         sys.stderr.write("satvault: note: PROMETHEUS_MULTIPROC_DIR is not set, so each scrape "
                          "of /metrics shows one process's counters; set it to an empty "
                          "directory to add every process's up (docs/operations.md)\n")
-    # Held until this process ends: a restore --force over the SQLite file refuses meanwhile,
-    # and the in-process signer's seed and audit log are this process's alone (found from
-    # outside: a `signer serve` on the same seed ran beside it, each with a day's cap).
-    try:
-        held = [fd for fd in (hold_sqlite_in_use(settings.database_url),) if fd is not None]
-        from satvault.composition import demo_audit_log, seed_path
-
-        if not settings.signer_socket and seed_path(settings).exists():
-            from satvault.signer.audit import AuditLog, hold_exclusive
-
-            audit = demo_audit_log(settings)
-            AuditLog(audit).touch()
-            held += [hold_exclusive(seed_path(settings), "seed file"),
-                     hold_exclusive(audit, "audit log")]
-    except (DatabaseInUse, AuditLogError) as exc:
-        sys.stderr.write(f"satvault: {exc}\n")
-        raise typer.Exit(2) from None
     # The embedded simulators belong to the process that runs the workers.
     embedded = role is not ServeRole.API
     node = _listening("chain simulator", settings.bitcoind_url, "SATVAULT_BITCOIND_URL",
@@ -421,7 +404,13 @@ def serve(
            "invoice with `satvault simnet ln-pay <bolt11>`\n" if ln_node else "")
         + "\n"
     )
+    held: list[int] = []
     try:
+        # Held while this serves: a restore --force over the SQLite file refuses meanwhile
+        # (as does a second serve on it), and a `signer serve` on the in-process signer's
+        # seed or audit log refuses, and is refused (found from outside: one ran beside the
+        # serve, each with a day's cap). Serves of one PostgreSQL platform share them.
+        _hold_serving(settings, held)
         if workers == 1:
             api_only = role is ServeRole.API
             # proxy_headers=False: the client address is the socket peer; X-Forwarded-For
@@ -436,10 +425,33 @@ def serve(
         else:
             _serve_processes(settings, workers, background=role is ServeRole.ALL)
     finally:
+        for fd in held:
+            os.close(fd)
         if node is not None:
             node.stop()
         if ln_node is not None:
             ln_node.stop()
+
+
+def _hold_serving(settings: Settings, held: list[int]) -> None:
+    """The locks ``serve`` holds (see above), added to ``held`` as they are taken; exit 2,
+    saying why, when another process holds one."""
+    from satvault.composition import demo_audit_log, seed_path
+
+    try:
+        fd = hold_sqlite_in_use(settings.database_url)
+        if fd is not None:
+            held.append(fd)
+        if not settings.signer_socket and seed_path(settings).exists():
+            from satvault.signer.audit import AuditLog, hold_exclusive
+
+            audit = demo_audit_log(settings)
+            AuditLog(audit).touch()
+            held.append(hold_exclusive(seed_path(settings), "seed file", shared=True))
+            held.append(hold_exclusive(audit, "audit log", shared=True))
+    except (DatabaseInUse, AuditLogError) as exc:
+        sys.stderr.write(f"satvault: {exc}\n")
+        raise typer.Exit(2) from None
 
 
 async def _rate_limit_storage_answers(settings: Settings) -> bool:
