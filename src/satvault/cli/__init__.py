@@ -443,12 +443,12 @@ def _hold_serving(settings: Settings, held: list[int]) -> None:
         if fd is not None:
             held.append(fd)
         if not settings.signer_socket and seed_path(settings).exists():
-            from satvault.signer.audit import AuditLog, hold_exclusive
+            from satvault.signer.audit import AuditLog, hold_file_lock
 
             audit = demo_audit_log(settings)
             AuditLog(audit).touch()
-            held.append(hold_exclusive(seed_path(settings), "seed file", shared=True))
-            held.append(hold_exclusive(audit, "audit log", shared=True))
+            held.append(hold_file_lock(seed_path(settings), "seed file", shared=True))
+            held.append(hold_file_lock(audit, "audit log", shared=True))
     except (DatabaseInUse, AuditLogError) as exc:
         sys.stderr.write(f"satvault: {exc}\n")
         raise typer.Exit(2) from None

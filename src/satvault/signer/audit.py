@@ -28,7 +28,7 @@ from satvault.kernel import strictjson
 from satvault.kernel.files import flock_or_none
 from satvault.signing.errors import AuditLogError
 
-__all__ = ["AuditLog", "hold_exclusive", "read_records"]
+__all__ = ["AuditLog", "hold_file_lock", "read_records"]
 
 
 def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
@@ -56,14 +56,15 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
             yield record
 
 
-def hold_exclusive(path: str | os.PathLike[str], what: str, *,
+def hold_file_lock(path: str | os.PathLike[str], what: str, *,
                    shared: bool = False) -> int:
-    """An exclusive lock (``flock``) on the file at ``path``, kept by the returned descriptor
-    until the process ends: a second signer on the same seed file or audit log is refused
-    instead of keeping a 24-hour window of its own (found from outside: two signers on one
-    seed each let their whole daily cap leave). ``shared``: the lock ``satvault serve``
-    takes for its in-process signer, which instances of one platform share (on PostgreSQL
-    only the leader signs) and a ``signer serve``'s exclusive one excludes."""
+    """A lock (``flock``, exclusive unless ``shared``) on the file at ``path``, kept by the
+    returned descriptor until the process ends: a second signer on the same seed file or
+    audit log is refused instead of keeping a 24-hour window of its own (found from outside:
+    two signers on one seed each let their whole daily cap leave). ``shared``: the lock
+    ``satvault serve`` takes for its in-process signer, which instances of one platform
+    share (on PostgreSQL only the leader signs) and a ``signer serve``'s exclusive one
+    excludes."""
     try:
         fd = flock_or_none(path, exclusive=not shared)
     except OSError as exc:

@@ -24,7 +24,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from satvault.signer.audit import AuditLog, hold_exclusive, read_records
+from satvault.signer.audit import AuditLog, hold_file_lock, read_records
 from satvault.signer.core import HotSigner
 from satvault.signer.seed import (
     PASSPHRASE_ENV,
@@ -135,8 +135,8 @@ def serve(
     try:
         gid = None if socket_group is None else group_id(socket_group)
         AuditLog(log_path).touch()
-        held.append(hold_exclusive(seed_file, "seed file"))
-        held.append(hold_exclusive(log_path, "audit log"))
+        held.append(hold_file_lock(seed_file, "seed file"))
+        held.append(hold_file_lock(log_path, "audit log"))
         signer = _load(seed_file, log_path, cold_descriptor=cold or None, **caps)
         check_socket_free(socket_path)  # before saying it listens
     except SignerError as exc:
