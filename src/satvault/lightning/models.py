@@ -159,7 +159,9 @@ class LnTake(Base):
     flight are known to the next one (:mod:`satvault.lightning.takes`). In flight while its
     invoice is still ``open`` in the database and the take is younger than
     :data:`~satvault.lightning.takes.TAKE_SECONDS`; the unit of work that pays or refuses
-    the invoice ends it by changing the invoice's status, so nothing deletes it then."""
+    the invoice ends it by changing the invoice's status, and a trigger on ``ln_invoices``
+    deletes it then (migration 0083; before, every take read the person's last two minutes
+    of takes to find the few in flight)."""
 
     __tablename__ = "ln_takes"
 

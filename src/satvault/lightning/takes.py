@@ -20,8 +20,9 @@ writer) and refuses, before the node is asked, a take that
 
 A take is in flight while its invoice is ``open`` in the database and for at most
 :data:`TAKE_SECONDS`: the unit of work that pays or refuses the payment changes the invoice's
-status, which ends the take with no statement of its own; a process that died in between
-leaves one that lapses.
+status, and a trigger on ``ln_invoices`` deletes the take with it (migration 0083: no
+statement of its own, and a take reads the takes in flight only, not the person's last two
+minutes of payments); a process that died in between leaves one that lapses.
 """
 
 from __future__ import annotations
