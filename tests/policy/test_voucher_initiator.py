@@ -48,16 +48,25 @@ async def _held(env: LnEnv) -> Withdrawal:
         return (await s.execute(select(Withdrawal))).scalar_one()
 
 
-async def test_an_admins_voucher_on_a_customers_wallet_is_never_approved_by_that_admin(
-        ln: LnEnv):  # noqa: F811
+async def test_an_admins_voucher_is_never_approved_by_that_admin(ln: LnEnv):  # noqa: F811
     """Found from outside: an admin (also an approver: mallory) made a voucher on a customer's
     wallet, redeemed it to their own node, and approved the payout the policy held, since
-    the redemption named the customer as its initiator."""
+    the redemption named the customer as its initiator. Since stop 41 an admin makes no
+    voucher on a wallet they do not hold (tests/accounts/test_admins_do_not_spend.py); on
+    their own, the redemption names them, and they never approve it."""
     await ln.fund("alice", FUND)
     who = await _policy(ln)
     mallory = who.bob
-
     r = await ln.client.post(f"/api/v1/wallets/{ln.wallets['alice'].id}/lnurl-withdraw",
+                             json={"amount_msat": 100_000, "description": "gift"},
+                             headers=ln.auth("mallory"))
+    assert r.status_code == 403 and r.json()["type"].endswith("/not-wallet-holder"), r.text
+    async with ln.sessions() as s, s.begin():
+        ln.wallets["mallory"] = await acc.ensure_wallet(s, owner_type="user",
+                                                        owner_id=mallory)
+    await ln.fund("mallory", FUND)
+
+    r = await ln.client.post(f"/api/v1/wallets/{ln.wallets['mallory'].id}/lnurl-withdraw",
                              json={"amount_msat": 100_000, "description": "gift"},
                              headers=ln.auth("mallory"))
     assert r.status_code == 201, r.text

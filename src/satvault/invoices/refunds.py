@@ -17,6 +17,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from satvault.accounts.access import require_holder
 from satvault.accounts.models import Wallet
 from satvault.accounts.service import Principal
 from satvault.backends.lightning import LightningBackend
@@ -82,6 +83,7 @@ async def prepare_refund(sessions: async_sessionmaker[AsyncSession], *, principa
         left = received - await _refunded_msat(session, inv.id)
         wallet = await session.get(Wallet, inv.wallet_id)
         assert wallet is not None
+        require_holder(principal, wallet)  # the merchant's money: an admin sees it only
     amount = amount_msat
     given = amount
     if amount is None and destination_kind(destination) == "bolt11" \

@@ -20,8 +20,8 @@ problem+json (``web/problems.py``). Nothing here knows about HTTP.
 from __future__ import annotations
 
 __all__ = ["AlreadyExists", "AuthError", "Busy", "ConcurrentUpdate", "Forbidden",
-           "InvalidInput", "NotFound", "SatvaultError", "StaleVersion", "StepUpRequired",
-           "Unauthenticated"]
+           "InvalidInput", "NotFound", "NotHolder", "SatvaultError", "StaleVersion",
+           "StepUpRequired", "Unauthenticated"]
 
 
 class SatvaultError(Exception):
@@ -50,6 +50,11 @@ class Unauthenticated(AuthError):
 
 class Forbidden(AuthError):
     pass
+
+
+class NotHolder(Forbidden):
+    """An admin who may see a wallet asked to move its money out (a withdrawal, an internal
+    payment, a refund, a voucher, an allow-list entry): only its holders may."""
 
 
 class StepUpRequired(Forbidden):

@@ -50,6 +50,7 @@ ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     acc.Unauthenticated: (401, "unauthenticated"),
     acc.Forbidden: (403, "forbidden"),
     acc.StepUpRequired: (403, "step-up-required"),
+    acc.NotHolder: (403, "not-wallet-holder"),
     au.AccountLocked: (429, "account-locked"),
     au.InvalidCode: (401, "invalid-code"),
     au.SecondFactorNeeded: (401, "second-factor-required"),

@@ -362,6 +362,9 @@ async def withdraw(session: AsyncSession, *, settings: Settings,
             store_id=store_id, invoice_id=invoice_id,
             taken_off_node=prepared.taken_off_node,
             on_store_invoice=on_store_invoice)
+    # Who asked, on every withdrawal (found from outside: only a held one named its
+    # initiator, so nothing tied the others to the person who made them).
+    wd.initiator = initiator
     await record(session, screening, subject_type="withdrawal", subject_id=wd.id)
     # The withdrawal policy, once the money is held: allow, block (raises: the unit of work
     # rolls back and nothing stays held) or hold for approvers.

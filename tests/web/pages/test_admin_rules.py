@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 
 from satvault.accounts import service as acc
 from satvault.auth.sessions import WebSession
+from satvault.config import Settings
 from satvault.risk import service as risk
 from satvault.risk.models import RiskRuleSet, RuleSetStatus
 from satvault.withdrawals.policy import service as policy
@@ -226,10 +227,10 @@ async def test_an_allow_list_change_needs_a_step_up(browser, people, sessions):
     """Found from outside: the console added and removed payout allow-list destinations
     with a plain admin session, where the API asks for the ``withdrawals:write`` money scope
     and docs/security.md lists a payout destination's change among the step-up actions.
-    Without a step-up both forms send the operator to the step-up page, nothing changed."""
+    Without a step-up both forms send the operator to the step-up page, nothing changed.
+    (The operator's own wallet: on a customer's, the next test.)"""
     async with sessions() as s, s.begin():
-        wallet = await acc.ensure_wallet(s, owner_type="merchant",
-                                         owner_id=people.alice_merchant)
+        wallet = await acc.ensure_wallet(s, owner_type="user", owner_id=people.root)
     await sign_in_admin(browser, sessions, "root@example.com")
     token = await token_of(browser, f"/admin/rules?wallet={wallet.id}")
     form = {"csrf_token": token, "wallet_id": wallet.id, "destination": REGTEST_ADDRESS,
@@ -255,6 +256,35 @@ async def test_an_allow_list_change_needs_a_step_up(browser, people, sessions):
             == [entry.id]
     await step_up(sessions, people.root)
     r = await browser.post(f"/admin/rules/allowlist/{entry.id}/remove",
+                           data={"csrf_token": token, "wallet_id": wallet.id})
+    assert r.status_code == 303 and r.headers["location"].endswith("#allowlist")
+    async with sessions() as s:
+        assert await policy.list_allowlist(s, wallet_id=wallet.id) == []
+
+
+async def test_an_admin_adds_no_destination_to_a_customers_allow_list(browser, people,
+                                                                     sessions):
+    """Found from outside: one admin allow-listed their own node on a customer's wallet and,
+    after the cool-down, withdrew from it past a policy of two approvers for unknown
+    destinations. The console refuses an entry on a wallet the admin does not hold, nothing
+    changed; removing the holder's entry, which only narrows where money may go, works."""
+    async with sessions() as s, s.begin():
+        wallet = await acc.ensure_wallet(s, owner_type="merchant",
+                                         owner_id=people.alice_merchant)
+        kept = await policy.add_allowlist_entry(
+            s, wallet=wallet, destination=REGTEST_ADDRESS, label="the merchant's",
+            actor=people.alice, settings=Settings())
+    await sign_in_admin(browser, sessions, "root@example.com")
+    await step_up(sessions, people.root)
+    token = await token_of(browser, f"/admin/rules?wallet={wallet.id}")
+    node = "02" + "ab" * 32
+    r = await browser.post("/admin/rules/allowlist", data={
+        "csrf_token": token, "wallet_id": wallet.id, "destination": node, "label": "mine"})
+    assert r.status_code == 403 and "not this caller" in r.text, r.status_code
+    async with sessions() as s:
+        assert [e.id for e in await policy.list_allowlist(s, wallet_id=wallet.id)] \
+            == [kept.id]
+    r = await browser.post(f"/admin/rules/allowlist/{kept.id}/remove",
                            data={"csrf_token": token, "wallet_id": wallet.id})
     assert r.status_code == 303 and r.headers["location"].endswith("#allowlist")
     async with sessions() as s:

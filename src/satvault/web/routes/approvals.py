@@ -18,7 +18,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 from sqlalchemy import select
 
-from satvault.accounts.access import visible_wallet
+from satvault.accounts.access import held_wallet, visible_wallet
 from satvault.accounts.service import Principal
 from satvault.kernel.errors import Forbidden
 from satvault.kernel.retrying import retrying
@@ -125,8 +125,9 @@ async def list_allowlist(wallet_id: str, session: SessionDep, principal: Reader
 @router.post("/wallets/{wallet_id}/allowlist", response_model=AllowlistOut, status_code=201)
 async def add_allowlist(wallet_id: str, body: AllowlistIn, session: SessionDep,
                         settings: SettingsDep, principal: Writer) -> AllowlistOut:
-    """Add a destination; it counts only after the cool-down (``usable_after``)."""
-    wallet = await visible_wallet(session, principal, wallet_id)
+    """Add a destination; it counts only after the cool-down (``usable_after``). Its
+    holder's (an admin may remove an entry, not add one: see satvault.accounts.access)."""
+    wallet = await held_wallet(session, principal, wallet_id)
     actor = await service.initiator_of_principal(session, principal)
     return _entry(await service.add_allowlist_entry(
         session, wallet=wallet, destination=body.destination, label=body.label,

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.access import visible_wallet
+from satvault.accounts.access import held_wallet, visible_wallet
 from satvault.accounts.service import Principal
 from satvault.auth.credentials import AuthPolicy
 from satvault.auth.errors import AccountLocked, InvalidCode, SecondFactorNeeded
@@ -258,7 +258,7 @@ async def create_voucher(
     made: dict[str, str] = {}
 
     async def work(session: AsyncSession) -> tuple[int, Any]:
-        wallet = await visible_wallet(session, principal, wallet_id)
+        wallet = await held_wallet(session, principal, wallet_id)
         voucher, made["token"] = await svc.open_voucher(
             session, wallet=wallet, amount_msat=body.amount_msat, min_msat=body.min_msat,
             description=body.description, settings=settings, actor=f"key:{principal.key_id}",

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from satvault.accounts.access import sees_wallet, visible_wallet
+from satvault.accounts.access import require_holder, sees_wallet, visible_wallet
 from satvault.accounts.models import Wallet
 from satvault.accounts.service import Principal
 from satvault.db import one_read
@@ -110,6 +110,8 @@ async def submit_withdrawal(request: Request, principal: Principal, *, wallet_id
                          **usage_params(_INTERNAL)})
     known = payer.wallet if payer.wallet is not None \
         and sees_wallet(principal, payer.wallet) else None
+    if known is not None:
+        require_holder(principal, known)  # an admin sees it, and may not spend from it
     on_store_invoice = store_invoice_hook_of(request)
     # The payee's invoice this request took off the node and the paying wallet, once it did:
     # refused afterwards, its row is cancelled as the node has it and the refusal counted

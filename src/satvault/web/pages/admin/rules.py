@@ -27,6 +27,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from satvault.accounts.access import require_holder
 from satvault.accounts.models import User, Wallet
 from satvault.kernel.errors import InvalidInput, NotFound, SatvaultError
 from satvault.risk import service as risk
@@ -308,13 +309,17 @@ async def add_allowlisted(request: Request, view: AdminSteppedUp, lang: PageLang
                           label: Annotated[str, Form(max_length=120)] = "") -> Response:
     """Add a destination to a wallet's allow-list (usable after the cool-down). A payout
     destination's change, so it needs a step-up as the API's ``withdrawals:write`` does
-    (found from outside: the console changed allow-lists with a plain admin session)."""
+    (found from outside: the console changed allow-lists with a plain admin session), and
+    only on a wallet the admin holds: an operator allow-listing their own node on a
+    customer's wallet passed a policy of two approvers alone (found from outside; removing
+    an entry, which only narrows where money may go, stays open to every admin)."""
     actor = _policy_actor(view)
     try:
         async with sessions_of(request)() as s, s.begin():
             wallet = await s.get(Wallet, wallet_id)
             if wallet is None:
                 raise NotFound(f"wallet {wallet_id!r} not found")
+            require_holder(admin_principal(view), wallet)
             await policy.add_allowlist_entry(s, wallet=wallet, destination=destination,
                                              label=label, actor=actor,
                                              settings=settings_of(request))
