@@ -1,6 +1,7 @@
 """The JetStream connection's own lifecycle: a client that lost its server and is still
 trying to reconnect is closed (its socket with it) when the connection is made anew, and
-closing never leaves a socket open, whatever the drain does."""
+closing never leaves a socket open, whatever the drain does; the relay and a durable consumer
+connect again after NATS was gone longer than the client's own reconnection attempts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import asyncio
 import contextlib
 from urllib.parse import urlparse
 
-from satvault.events.jetstream import JetStream, StreamSettings
+import pytest
+
+from satvault.events.errors import StreamUnavailable
+from satvault.events.jetstream import DurableConsumer, JetStream, StreamEvent, StreamSettings
+from satvault.events.relay import EventRelay
 
 
 class Proxy:
@@ -21,9 +26,14 @@ class Proxy:
         self.writers: list[asyncio.StreamWriter] = []
         self.tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"nats://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+    async def start(self, port: int = 0) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+        self.listening = self.server.sockets[0].getsockname()[1]
+        return f"nats://127.0.0.1:{self.listening}"
+
+    async def back(self) -> None:
+        """Listen again, on the same port, after :meth:`cut`."""
+        await self.start(self.listening)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
@@ -78,3 +88,57 @@ async def test_a_client_still_reconnecting_is_closed_when_the_connection_is_made
     finally:
         await js.close()
     assert js.closed
+
+
+async def _given_up(js: JetStream) -> None:
+    """Until the client has given the connection up (its reconnection attempts spent)."""
+    for _ in range(200):
+        if js.closed:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the client is still reconnecting")
+
+
+async def test_the_relay_and_a_consumer_come_back_after_nats_was_gone_a_while(sessions, stream):
+    """Found from outside: NATS away for longer than the client's few reconnection attempts
+    (~2 s) left the relay and the webhook fan-out on a connection given up, for good: no
+    event reached the stream or a webhook until ``serve`` was restarted. Both now connect
+    anew on their next round, and what was emitted meanwhile is relayed and handled once."""
+    from tests.events.test_relay import emit_events
+
+    await stream.ensure_stream()
+    proxy = Proxy(stream.settings.url)
+    via = await proxy.start()
+    settings = StreamSettings(url=via, stream=stream.settings.stream,
+                              prefix=stream.settings.prefix, timeout=1.0)
+    relay = EventRelay(sessions, JetStream(settings))
+    seen: list[int] = []
+
+    async def handle(ev: StreamEvent) -> None:
+        seen.append(ev.event_id)
+
+    consumer = DurableConsumer(JetStream(settings), "after-outage", handle)
+    try:
+        first = await emit_events(sessions, [("invoice.created", "invoice", "inv_a")])
+        assert await relay.tick() == 1
+        assert await consumer.step(timeout=0.3) == 1
+        await proxy.cut()
+        await _given_up(relay.stream)
+        await _given_up(consumer.stream)
+        later = await emit_events(sessions, [("invoice.settled", "invoice", "inv_a")])
+        with pytest.raises(StreamUnavailable):
+            await relay.tick()
+        with pytest.raises(StreamUnavailable):
+            await consumer.step(timeout=0.3)
+        await proxy.back()
+        assert await relay.tick() == 1
+        for _ in range(20):
+            await consumer.step(timeout=0.3)
+            if len(seen) == 2:
+                break
+        assert seen == first + later
+    finally:
+        await consumer.delete()
+        await consumer.stop()
+        await relay.close()
+        await proxy.cut()

@@ -320,6 +320,11 @@ class DurableConsumer:
         self.refused = 0  # messages terminated: not an event, or one the handler refused
 
     async def _subscription(self) -> Any:
+        if self.stream.closed:
+            # The client gave its connection up (NATS away for longer than its reconnection
+            # attempts), and the subscription with it: subscribe again on a new one (found
+            # from outside: the webhook fan-out stayed on the dead one until a restart).
+            self._sub = None
         if self._sub is None:
             await self.stream.connect()
             await self.stream.ensure_stream()
@@ -388,7 +393,7 @@ class DurableConsumer:
     async def close(self) -> None:
         """Stop fetching (the durable consumer stays on the server, with its position)."""
         sub, self._sub = self._sub, None
-        if sub is not None:
+        if sub is not None and not self.stream.closed:  # (a given-up connection took it)
             await sub.unsubscribe()
 
     async def stop(self) -> None:

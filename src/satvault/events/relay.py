@@ -94,7 +94,10 @@ class EventRelay:
         if self._dialect is None:
             async with self.sessions() as s:
                 self._dialect = s.get_bind().dialect.name
-        if not self._ready:
+        # Again after the client gave its connection up (NATS away for longer than its few
+        # reconnection attempts; found from outside: the relay had stayed on the dead
+        # connection until serve was restarted, and no event reached the stream meanwhile).
+        if not self._ready or self.stream.closed:
             await self.stream.connect()
             await self.stream.ensure_stream()
             self._ready = True
