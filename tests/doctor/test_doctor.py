@@ -60,6 +60,7 @@ from satvault.simnet.ln.lnd_rest import LndRestServer
 from satvault.simnet.ln.network import LnNetwork
 from satvault.simnet.rpc import SimnetServer
 from satvault.web.app import create_app
+from tests.events.conftest import stream  # noqa: F401
 
 SEED = bytes(range(64))
 
@@ -178,7 +179,7 @@ async def test_all_ok_on_the_command_line_and_the_api(site: Site, sessions, engi
     assert list(statuses(report)) == [
         "migrations", "database", "chain", "lightning", "lnd_macaroon", "lnd_tls", "clock", "disk",
         "ledger", "reconciliation", "signer", "seed_file", "signer_passphrase",
-        "code_integrity"]
+        "code_integrity", "event_stream"]
     assert "3 files" in check(report, "code_integrity")["detail"]
     assert "three ways" in check(report, "reconciliation")["detail"]
     assert f"signer at {site.socket} answers" in check(report, "signer")["detail"]
@@ -626,3 +627,55 @@ async def test_the_in_process_signers_seed_is_compared_too(site: Site, sessions)
     code, report = await site.report("--package-root", str(site.tree), **{
         **env, "SATVAULT_SIGNER_PASSPHRASE": "not the passphrase"})
     assert check(report, "signer")["status"] == "error", report
+
+
+async def test_the_event_stream_and_the_relays_lag_are_checked(site: Site, sessions,
+                                                               stream) -> None:  # noqa: F811
+    """Found from outside: with ``event_stream = nats`` and the relay stuck (NATS gone),
+    doctor listed fourteen checks and none about NATS or the events waiting for it."""
+    from sqlalchemy import update
+
+    from satvault.events.jetstream import JetStream
+    from satvault.events.models import OutboxEvent
+    from satvault.events.relay import EventRelay
+    from tests.events.test_relay import emit_events
+
+    code, report = await site.report("--package-root", str(site.tree))
+    assert check(report, "event_stream")["status"] == "ok"
+    assert "outbox" in check(report, "event_stream")["detail"]
+    nats = {"SATVAULT_EVENT_STREAM": "nats", "SATVAULT_NATS_STREAM": stream.settings.stream,
+            "SATVAULT_NATS_SUBJECT_PREFIX": stream.settings.prefix}
+    [event] = await emit_events(sessions, [("invoice.created", "invoice", "inv_a")])
+    async with sessions() as s, s.begin():  # emitted two minutes ago, and still waiting
+        await s.execute(update(OutboxEvent).where(OutboxEvent.id == event).values(
+            created_at=datetime.now(UTC) - timedelta(seconds=120)))
+    closed = f"nats://127.0.0.1:{_free_port()}"
+    code, report = await site.report("--package-root", str(site.tree),
+                                     SATVAULT_NATS_URL=closed, **nats)
+    found = check(report, "event_stream")
+    assert code == 1 and found["status"] == "error", found
+    assert "cannot reach NATS" in found["detail"] and "nats_url" in found["action"]
+    assert "1 event(s) wait for the relay" in found["detail"], found
+
+    code, report = await site.report("--package-root", str(site.tree),
+                                     SATVAULT_NATS_URL=stream.settings.url, **nats)
+    found = check(report, "event_stream")
+    assert found["status"] == "warn" and "answers" in found["detail"], found
+    assert "the oldest for 1" in found["detail"] and "serve" in found["action"], found
+    relay = EventRelay(sessions, JetStream(stream.settings))
+    try:
+        assert await relay.tick() == 1
+    finally:
+        await relay.close()
+    code, report = await site.report("--package-root", str(site.tree),
+                                     SATVAULT_NATS_URL=stream.settings.url, **nats)
+    found = check(report, "event_stream")
+    assert found["status"] == "ok" and f"caught up (event {event})" in found["detail"], found
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

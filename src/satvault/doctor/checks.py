@@ -24,12 +24,16 @@ __all__ = [
     "CLOCK_ERROR_SECONDS",
     "CLOCK_WARN_SECONDS",
     "DURABILITY_SETTINGS",
+    "RELAY_LAG_ERROR_SECONDS",
+    "RELAY_LAG_WARN_SECONDS",
     "DiskFacts",
+    "RelayFacts",
     "SeedFacts",
     "judge_chain",
     "judge_clock",
     "judge_database",
     "judge_disk",
+    "judge_event_stream",
     "judge_integrity",
     "judge_ledger",
     "judge_lightning",
@@ -51,6 +55,10 @@ CLOCK_ERROR_SECONDS = 120
 # ahead of this host's clock means this clock is slow.
 FUTURE_BLOCK_LIMIT = 2 * 3600
 CERT_WARN_DAYS = 30
+# How long the oldest event may wait for the relay (event_stream = nats) before it is worth
+# a look, and before merchants are surely missing their webhooks and live updates.
+RELAY_LAG_WARN_SECONDS = 60
+RELAY_LAG_ERROR_SECONDS = 600
 # The PostgreSQL settings the money's durability and the money paths' locking rest on.
 DURABILITY_SETTINGS = ("fsync", "full_page_writes", "synchronous_commit",
                        "default_transaction_isolation")
@@ -484,3 +492,52 @@ def judge_integrity(result: IntegrityResult | BaseException | None, *, root: str
                  f"from the signed manifest: {what}",
                  "do not run it: find out who changed these files, then reinstall from a "
                  "trusted build")
+
+
+@dataclass(frozen=True, slots=True)
+class RelayFacts:
+    """How far the event relay got: the last outbox event it published, and the events
+    after it still waiting (how many, since when)."""
+
+    position: int
+    waiting: int
+    oldest_waiting_at: datetime | None
+
+
+def judge_event_stream(mode: str, *, url: str, stream: str,
+                       last_seq: int | BaseException | None,
+                       relay: RelayFacts | BaseException | None, now: datetime) -> Check:
+    """``event_stream = nats``: whether NATS answers and how long the oldest event has waited
+    for the relay (webhooks and live updates wait with it). Found from outside: with the
+    relay stuck on a dead connection, doctor said nothing about it."""
+    if mode != "nats":
+        return Check("event_stream", Status.OK, "events go to webhooks and streams from the "
+                     "outbox (event_stream = outbox): no NATS to reach")
+    found: list[tuple[Status, str, str]] = []
+    if isinstance(last_seq, BaseException):
+        found.append((Status.ERROR, f"cannot reach NATS at {url}: {_err(last_seq)}",
+                      "start nats-server with JetStream (-js) or fix nats_url: webhooks and "
+                      "live updates wait meanwhile, and the relay catches up once it answers"))
+    elif last_seq is None:
+        found.append((Status.OK, f"NATS at {url} answers; it has no stream {stream} yet (the "
+                      "relay creates it at its first round)", ""))
+    else:
+        found.append((Status.OK, f"NATS at {url} answers: stream {stream} is at sequence "
+                      f"{last_seq}", ""))
+    if isinstance(relay, BaseException):
+        found.append((Status.WARN, f"cannot read the relay's cursor: {_err(relay)}", ""))
+    elif relay is not None:
+        if relay.waiting == 0 or relay.oldest_waiting_at is None:
+            found.append((Status.OK, f"the relay is caught up (event {relay.position})", ""))
+        else:
+            age = max(0.0, (now - relay.oldest_waiting_at).total_seconds())
+            status = Status.ERROR if age >= RELAY_LAG_ERROR_SECONDS else \
+                Status.WARN if age >= RELAY_LAG_WARN_SECONDS else Status.OK
+            found.append((status, f"{relay.waiting} event(s) wait for the relay after event "
+                          f"{relay.position}, the oldest for {age:.0f} s",
+                          "" if status == Status.OK else
+                          "is satvault serve running (its event-relay worker, /healthz)? "
+                          "webhooks and live updates wait for the relay"))
+    status = worst([f[0] for f in found]) if found else Status.OK
+    return Check("event_stream", status, "; ".join(f[1] for f in found),
+                 "; ".join(f[2] for f in found if f[2]))

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -35,6 +35,7 @@ from satvault.backends.base import (
 )
 from satvault.backends.lightning import LightningBackend, NodeInfo
 from satvault.composition import (
+    event_stream,
     make_lightning_backend,
     open_signer,
     passphrase_path,
@@ -49,6 +50,8 @@ from satvault.doctor.manifest import (
     package_root,
     verify_manifest,
 )
+from satvault.events.models import OutboxEvent
+from satvault.events.relay import cursor_position
 from satvault.ledger.check import CheckReport, check_ledger
 from satvault.migrate import current_revision, head_revision
 from satvault.onchain.models import OnchainWallet
@@ -149,6 +152,28 @@ async def _registered(sessions: async_sessionmaker[AsyncSession]) -> dict[str, s
         return {role: descriptor for role, descriptor in rows.all()}
 
 
+async def _stream_last_seq(settings: Settings) -> int | None:
+    """The event stream's last sequence (``event_stream = nats``; None: NATS has no such
+    stream yet), NATS asked once."""
+    if settings.event_stream != "nats":
+        return None
+    async with event_stream(settings) as stream:
+        return await stream.last_seq_if_any()
+
+
+async def _relay(settings: Settings, sessions: async_sessionmaker[AsyncSession]
+                 ) -> J.RelayFacts | None:
+    """How far the relay got, and what waits for it (``event_stream = nats``)."""
+    if settings.event_stream != "nats":
+        return None
+    async with sessions() as s:
+        position = await cursor_position(s)
+        waiting, oldest = (await s.execute(select(
+            func.count(), func.min(OutboxEvent.created_at))
+            .where(OutboxEvent.id > position))).one()
+    return J.RelayFacts(position, int(waiting), oldest)
+
+
 async def _ledger(sessions: async_sessionmaker[AsyncSession]) -> CheckReport:
     async with sessions() as s:
         try:
@@ -213,12 +238,15 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
             asyncio.ensure_future(asyncio.to_thread(_disks, settings)),
             # hashing a few hundred files: bounded by the disk, not the network
             asyncio.ensure_future(_probe(integrity(), max(timeout, 60.0))),
-            asyncio.ensure_future(_probe(_tx_index(backend), timeout)))
+            asyncio.ensure_future(_probe(_tx_index(backend), timeout)),
+            asyncio.ensure_future(_probe(_stream_last_seq(settings), timeout)),
+            asyncio.ensure_future(_probe(_relay(settings, sessions), timeout)))
         await asyncio.gather(*tasks)
         revision, db_now, db_settings, sync, info, signer = (
             tasks[0].result(), tasks[1].result(), tasks[2].result(), tasks[3].result(),
             tasks[4].result(), tasks[5].result())
         disks, code, txindex = tasks[6].result(), tasks[7].result(), tasks[8].result()
+        last_seq, relay = tasks[9].result(), tasks[10].result()
         head = head_revision()
         current = not isinstance(revision, BaseException) and revision == head
         ledger: CheckReport | BaseException | None = None
@@ -275,5 +303,8 @@ async def run_doctor(settings: Settings, sessions: async_sessionmaker[AsyncSessi
         J.judge_passphrase(J.seed_facts(passphrase_path(settings))),
         J.judge_integrity(code, root=str(root), manifest=str(manifest), configured=bool(key),
                           production=settings.environment == "production"),
+        J.judge_event_stream(settings.event_stream, url=redact_url(settings.nats_url),
+                             stream=settings.nats_stream, last_seq=last_seq,
+                             relay=relay if current else None, now=now),
     ])
     return report

@@ -97,6 +97,22 @@ def _event(msg: Msg) -> StreamEvent:
                        wallet_id=headers.get(WALLET_ID) or None, body=msg.data.decode())
 
 
+# The client's own reports, one structured line each (its default logs a traceback for every
+# failed reconnection attempt, found from outside in doctor's and serve's output). Whoever
+# uses the connection next connects anew once the client gave it up (:attr:`JetStream.closed`).
+async def _client_error(exc: Exception) -> None:
+    log.warning("nats_client_error", error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+async def _disconnected() -> None:
+    log.warning("nats_disconnected", note="the client tries a few times, then gives the "
+                "connection up; the relay and the consumers connect anew on their next round")
+
+
+async def _reconnected() -> None:
+    log.info("nats_reconnected")
+
+
 class JetStream:
     """One NATS connection and its JetStream context (use as ``async with``)."""
 
@@ -121,7 +137,8 @@ class JetStream:
             self._nc = await nats.connect(
                 self.settings.url, connect_timeout=self.settings.timeout,
                 allow_reconnect=True, max_reconnect_attempts=3, reconnect_time_wait=0.5,
-                drain_timeout=2.0, name="satvault")
+                drain_timeout=2.0, name="satvault", error_cb=_client_error,
+                disconnected_cb=_disconnected, reconnected_cb=_reconnected)
         except (OSError, nats.errors.Error, TimeoutError) as exc:
             raise StreamUnavailable(f"cannot reach NATS at {self.settings.url}: "
                                     f"{type(exc).__name__}") from exc
@@ -220,8 +237,18 @@ class JetStream:
                 "passed; allow only satvault's relay to publish on the stream's subjects")
 
     async def last_seq(self) -> int:
+        seq = await self.last_seq_if_any()
+        if seq is None:
+            raise StreamUnavailable(f"no stream {self.settings.stream} on this NATS server")
+        return seq
+
+    async def last_seq_if_any(self) -> int | None:
+        """The stream's last sequence, None when the server has no such stream (the relay
+        creates it at its first round)."""
         try:
             info = await self.js.stream_info(self.settings.stream)
+        except nats.js.errors.NotFoundError:
+            return None
         except (nats.errors.Error, TimeoutError) as exc:
             raise StreamUnavailable(f"no stream {self.settings.stream}: {exc}") from exc
         return int(info.state.last_seq)
