@@ -125,7 +125,8 @@ async def test_a_key_or_signature_spelt_with_blanks_is_a_bad_signature(ln: LnEnv
     the key it spells, and its text, blank and all, was taken for the account's identity
     (the wallet was told an internal error about a placeholder e-mail). The key, the
     signature and k1 are plain hex or the signature is bad; the key in capitals is the
-    same key, the same account."""
+    same key, the same account; a signature in capitals is the same signature (found from
+    outside at stop 41: it was told "bad signature")."""
     wallet_key = PrivateKey()
     c = await challenge(ln)
     good = sign(wallet_key, c["k1"])
@@ -134,8 +135,8 @@ async def test_a_key_or_signature_spelt_with_blanks_is_a_bad_signature(ln: LnEnv
                    {**good, "sig": f"{good['sig'][:10]} {good['sig'][10:]}"}):
         assert await callback(ln, c["k1"], **params) == {"status": "ERROR",
                                                           "reason": "bad signature"}, params
-    assert await callback(ln, c["k1"], **{**good, "key": good["key"].upper()}) == {
-        "status": "OK"}
+    assert await callback(ln, c["k1"], **{**good, "key": good["key"].upper(),
+                                          "sig": good["sig"].upper()}) == {"status": "OK"}
     session = await take_session(ln, c)
     assert session.status_code == 201, session.text
     again = await challenge(ln)

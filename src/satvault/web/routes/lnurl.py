@@ -433,7 +433,7 @@ async def auth_callback(request: Request, tag: str | None = None, k1: str | None
         return lnurl_error("tag must be login")
     if not k1 or not sig or not key:
         return lnurl_error("k1, sig and key are required")
-    k1, key = k1.lower(), key.lower()
+    k1, sig, key = k1.lower(), sig.lower(), key.lower()  # hex in either case (LUD-04)
     if not _HEX64.fullmatch(k1):
         return lnurl_error("k1 must be 32 bytes of hex")
     if not lnurl_auth.verify_login_signature(k1, sig, key):
