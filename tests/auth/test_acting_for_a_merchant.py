@@ -4,11 +4,14 @@ checks, which compare who acts, missed the admin behind it: their own rule set a
 their own KYC record decided, and a withdrawal they started (from any wallet, as an admin may)
 approved by themselves, its initiator recorded as the merchant's owner (nobody). Acting for a
 merchant is now acting as that merchant only: no admin scope, and the token's user is the
-initiator of what it starts."""
+initiator of what it starts. And an admin acting for a merchant it does not own moves none
+of its money (found from outside, stop 41: such a token paid the admin from the merchant's
+wallet, where the admin's own key is refused as not the wallet's holder)."""
 
 from __future__ import annotations
 
 import pyotp
+from sqlalchemy import text
 
 from satvault.accounts import service as acc
 from satvault.auth import tokens, totp
@@ -52,7 +55,7 @@ async def test_a_merchant_token_reaches_no_admin_route(lnenv: LnEnv):
     async with env.sessions() as s, s.begin():
         shop = await acc.create_merchant(s, name="Shop", owner_user_id=None)
     as_shop, scopes = await token_for(env.sessions, ann, shop.id)
-    assert "admin" not in scopes and "withdrawals:write" in scopes
+    assert "admin" not in scopes and "withdrawals:write" not in scopes
     doc = default_doc()
     doc["thresholds"]["review"] = 10
     async with api_client(env) as c:
@@ -70,23 +73,26 @@ async def test_a_merchant_token_reaches_no_admin_route(lnenv: LnEnv):
         assert (await c.post(url, headers=bearer(ann_key), json=body)).status_code == 403
         assert (await c.post(url, headers=bearer(as_shop), json=body)).status_code == 403
         assert (await c.get(url, headers=bearer(ann_key))).json()["kyc_tier"] == 0
-        # Nor another person's wallet: a merchant's token sees the merchant's.
+        # Nor another person's wallet: a merchant's token sees the merchant's (and an admin
+        # acting for a merchant it does not own carries no money scope at all).
+        r = await c.get(f"/api/v1/wallets/{env.wallet.id}", headers=bearer(as_shop))
+        assert r.status_code == 404, r.text
         r = await c.post(f"/api/v1/wallets/{env.wallet.id}/withdrawals",
                          json={"destination": customer_invoice(env, 100_000 * SAT)},
                          headers={**bearer(as_shop), "Idempotency-Key": "w"})
-        assert r.status_code == 404, r.text
+        assert r.status_code == 403, r.text
 
 
 async def test_what_a_merchant_token_starts_its_user_never_approves(lnenv: LnEnv):
-    """Xavier, an approver, acts for a merchant nobody owns and pays out of its wallet past
-    the policy's threshold: he is the initiator (not the merchant's owner, nobody), so his
+    """Xavier, an approver and an admin, acts for his own merchant and pays out of its
+    wallet past the policy's threshold: he is the initiator (the token's user), so his
     own approval is refused and the payment waits for another approver."""
     env = lnenv
     xavier, xavier_key = await admin_with_totp(env.sessions, "xavier@example.com")
     async with env.sessions() as s, s.begin():
         y = await acc.create_user(s, email="y@example.com", is_admin=True)
         z = await acc.create_user(s, email="z@example.com", is_admin=True)
-        shop = await acc.create_merchant(s, name="Shop", owner_user_id=None)
+        shop = await acc.create_merchant(s, name="Shop", owner_user_id=xavier.id)
         shop_wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=shop.id)
         await add_approvers(s, group="treasury", user_ids=[xavier.id], admins=(y.id, z.id))
     await make_live(env.sessions, People(y.id, z.id, "", "", ""), [
@@ -104,3 +110,51 @@ async def test_what_a_merchant_token_starts_its_user_never_approves(lnenv: LnEnv
         assert r.status_code == 403, r.text
     async with env.sessions() as s:
         assert (await s.get(Withdrawal, wid)).status == "awaiting_approval"
+
+
+async def test_an_admin_acting_for_another_persons_merchant_moves_none_of_its_money(
+        lnenv: LnEnv):
+    """Ann, an admin, acts for Bob's shop with every scope she may ask for: she sees its
+    wallet, and its money stays (withdrawals, payments to her own invoice, vouchers and
+    allow-list entries are refused for want of the money scope, also after a refresh); Bob,
+    its owner, acting for it moves its money."""
+    from satvault.lightning.models import LnInvoice, LnInvoiceStatus
+    from tests.lightning.test_refusal_budget import _bill
+
+    env = lnenv
+    ann, _ = await admin_with_totp(env.sessions, "ann@example.com")
+    async with env.sessions() as s, s.begin():
+        bob = await acc.create_user(s, email="bob@example.com", password="correct horse x1")
+        shop = await acc.create_merchant(s, name="Bob's", owner_user_id=bob.id)
+        wallet = await acc.ensure_wallet(s, owner_type="merchant", owner_id=shop.id)
+        anns = await acc.ensure_wallet(s, owner_type="user", owner_id=ann.id)
+    await fund(env, wallet, 500_000 * SAT)
+    mine = await _bill(env, anns, 100_000 * SAT)
+    as_shop, scopes = await token_for(env.sessions, ann, shop.id)
+    assert "withdrawals:write" not in scopes and "wallet:read" in scopes
+    async with env.sessions() as s, s.begin():  # a family granted it before this rule
+        await s.execute(text("UPDATE auth_token_families SET scopes = scopes || ' withdrawals:write'"
+                             " WHERE merchant_id = :m"), {"m": shop.id})
+    base = f"/api/v1/wallets/{wallet.id}"
+    async with api_client(env) as c:
+        assert (await c.get(base, headers=bearer(as_shop))).status_code == 200
+        for i, destination in enumerate([mine.bolt11, customer_invoice(env, 10_000 * SAT)]):
+            r = await c.post(f"{base}/withdrawals", json={"destination": destination},
+                             headers={**bearer(as_shop), "Idempotency-Key": f"t{i}"})
+            assert r.status_code == 403 and "withdrawals:write" in r.text, r.text
+        r = await c.post(f"{base}/lnurl-withdraw", headers=bearer(as_shop),
+                         json={"amount_msat": 10_000 * SAT, "description": "gift"})
+        assert r.status_code == 403, r.text
+        r = await c.post(f"{base}/allowlist", headers=bearer(as_shop),
+                         json={"destination": "02" + "ab" * 32, "label": "mine"})
+        assert r.status_code == 403, r.text
+        as_owner, owner_scopes = await token_for(env.sessions, bob, shop.id)
+        assert "withdrawals:write" in owner_scopes
+        r = await c.post(f"{base}/withdrawals",
+                         json={"destination": customer_invoice(env, 10_000 * SAT)},
+                         headers={**bearer(as_owner), "Idempotency-Key": "owner"})
+        assert r.status_code == 201, r.text
+    async with env.sessions() as s:
+        assert (await s.get(LnInvoice, mine.id)).status == LnInvoiceStatus.OPEN
+    assert (await env.balances(anns))["available"] == 0
+    await env.check()

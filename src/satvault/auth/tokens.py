@@ -165,16 +165,19 @@ def allowed_scopes(user: User, requested: list[str] | None, *,
 
 
 async def _acting_merchant(session: AsyncSession, user: User,
-                           merchant_id: str | None) -> str | None:
+                           merchant_id: str | None) -> tuple[str | None, bool]:
+    """The merchant a token acts for, and whether the user owns it (an admin may act for
+    any merchant, to see what it sees, and moves none of its money: see
+    :func:`_acts_for`)."""
     if merchant_id is None:
-        return None
+        return None, False
     try:
         merchant: Merchant = await get_merchant(session, merchant_id)
     except NotFound:
         merchant = None  # type: ignore[assignment]
     if merchant is None or not (user.is_admin or merchant.owner_user_id == user.id):
         raise NotFound(f"merchant {merchant_id!r} not found")
-    return merchant.id
+    return merchant.id, merchant.owner_user_id == user.id
 
 
 def _refresh_token(refresh_id: str) -> tuple[str, str]:
@@ -227,10 +230,11 @@ async def issue(session: AsyncSession, *, user: User, scopes: list[str] | None =
         raise Unauthenticated(f"this account is {user.status.value}")
     await _refuse_without_second_factor(session, user, second_factor)
     granted = allowed_scopes(user, scopes, stepped_up=stepped_up)
-    if merchant_id is not None:  # acting for a merchant is never acting as an admin
-        granted = tuple(s for s in granted if s != "admin")
-    family = TokenFamily(id=new_id("tfa"), user_id=user.id,
-                         merchant_id=await _acting_merchant(session, user, merchant_id),
+    acting, owns = await _acting_merchant(session, user, merchant_id)
+    if acting is not None:  # acting for a merchant is never acting as an admin
+        granted = tuple(s for s in granted if s != "admin"
+                        and (owns or s not in MONEY_SCOPES))
+    family = TokenFamily(id=new_id("tfa"), user_id=user.id, merchant_id=acting,
                          session_id=session_id, scopes=" ".join(granted),
                          created_at=utcnow())
     session.add(family)
@@ -343,7 +347,7 @@ async def refresh(session: AsyncSession, *, refresh_token: str,
                               "tokens are refreshed")
     if family.session_id is not None and not await _session_alive(session, family.session_id):
         raise Unauthenticated("the web session these tokens came from has ended")
-    if family.merchant_id and not await _still_acts_for(session, user, family.merchant_id):
+    if family.merchant_id and await _acts_for(session, user, family.merchant_id) is None:
         raise Unauthenticated("this account no longer acts for that merchant")
     found.used_at = utcnow()
     # Narrowed again: a user who lost admin does not keep it through a refresh, nor a family
@@ -369,10 +373,18 @@ async def _session_alive(session: AsyncSession, session_id: str) -> bool:
             and found.last_seen_at + IDLE_TIMEOUT > now)
 
 
-async def _still_acts_for(session: AsyncSession, user: User, merchant_id: str) -> bool:
-    """Whether the user may still act for the merchant (ownership can move)."""
+async def _acts_for(session: AsyncSession, user: User, merchant_id: str) -> bool | None:
+    """Whether the user still acts for the merchant (ownership can move): True as its owner,
+    False as an admin who does not own it (who sees what the merchant sees, and moves none
+    of its money: found from outside, an admin's token acting for another person's merchant
+    paid the admin from the merchant's wallet, where the admin's own key is refused), None
+    no longer."""
     merchant = await session.get(Merchant, merchant_id)
-    return merchant is not None and (user.is_admin or merchant.owner_user_id == user.id)
+    if merchant is None:
+        return None
+    if merchant.owner_user_id == user.id:
+        return True
+    return False if user.is_admin else None
 
 
 def _claims(token: str, key: SigningKey, sealer: Sealer) -> dict[str, Any]:
@@ -424,9 +436,12 @@ async def authenticate_jwt(session: AsyncSession, token: str, *, sealer: Sealer 
                               "tokens are used")
     if family.session_id is not None and not await _session_alive(session, family.session_id):
         raise Unauthenticated("the web session this token came from has ended")
-    if family.merchant_id and not await _still_acts_for(session, user, family.merchant_id):
+    owns = await _acts_for(session, user, family.merchant_id) if family.merchant_id else None
+    if family.merchant_id and owns is None:
         raise Unauthenticated("this account no longer acts for that merchant")
     scopes = frozenset(str(claims.get("scope", "")).split()) & frozenset(family.scopes.split())
+    if family.merchant_id and not owns:
+        scopes -= MONEY_SCOPES
     if not user.is_admin:
         scopes -= {"admin"}
     if now >= _money_until(family, money_window):

@@ -243,7 +243,8 @@ class TokenRequest(BaseModel):
         description="Narrow the token to these scopes (default: all the user may hold).")
     merchant_id: str | None = Field(
         default=None, max_length=40,
-        description="Act for this merchant (its owner, or an admin).")
+        description="Act for this merchant (its owner, or an admin: an admin's token sees "
+                    "what the merchant sees and moves none of its money).")
 
 
 class TokenOut(BaseModel):
