@@ -133,8 +133,8 @@ async def test_an_admin_acting_for_another_persons_merchant_moves_none_of_its_mo
     as_shop, scopes = await token_for(env.sessions, ann, shop.id)
     assert "withdrawals:write" not in scopes and "wallet:read" in scopes
     async with env.sessions() as s, s.begin():  # a family granted it before this rule
-        await s.execute(text("UPDATE auth_token_families SET scopes = scopes || ' withdrawals:write'"
-                             " WHERE merchant_id = :m"), {"m": shop.id})
+        await s.execute(text("UPDATE auth_token_families SET scopes = scopes || "
+                             "' withdrawals:write' WHERE merchant_id = :m"), {"m": shop.id})
     base = f"/api/v1/wallets/{wallet.id}"
     async with api_client(env) as c:
         assert (await c.get(base, headers=bearer(as_shop))).status_code == 200

@@ -671,6 +671,15 @@ async def test_the_event_stream_and_the_relays_lag_are_checked(site: Site, sessi
                                      SATVAULT_NATS_URL=stream.settings.url, **nats)
     found = check(report, "event_stream")
     assert found["status"] == "ok" and f"caught up (event {event})" in found["detail"], found
+    # The stream deleted under the relay is not a stream the relay has yet to make.
+    await stream.js.delete_stream(stream.settings.stream)
+    try:
+        code, report = await site.report("--package-root", str(site.tree),
+                                         SATVAULT_NATS_URL=stream.settings.url, **nats)
+    finally:
+        await stream.ensure_stream()
+    found = check(report, "event_stream")
+    assert found["status"] == "error" and f"up to event {event}" in found["detail"], found
 
 
 def _free_port() -> int:

@@ -142,3 +142,42 @@ async def test_the_relay_and_a_consumer_come_back_after_nats_was_gone_a_while(se
         await consumer.stop()
         await relay.close()
         await proxy.cut()
+
+
+async def test_the_relay_and_a_consumer_come_back_after_the_stream_was_deleted(sessions,
+                                                                              stream):
+    """Found from outside: the stream deleted (or lost by a NATS restarted without its
+    storage) while the connection stayed up: the relay's every publish failed and it never
+    made the stream again; once something did, the webhook fan-out fetched from a durable
+    consumer that no longer existed, each fetch a timeout taken for "nothing waiting", and
+    no webhook went out while /healthz said ok. The relay makes the stream again at its next
+    round, and the consumer, finding itself gone, subscribes again: what is emitted after
+    is relayed and handled once."""
+    from tests.events.test_relay import emit_events
+
+    relay = EventRelay(sessions, JetStream(stream.settings))
+    seen: list[int] = []
+
+    async def handle(ev: StreamEvent) -> None:
+        seen.append(ev.event_id)
+
+    consumer = DurableConsumer(JetStream(stream.settings), "after-deletion", handle,
+                               check_every=0.0)
+    try:
+        first = await emit_events(sessions, [("invoice.created", "invoice", "inv_a")])
+        assert await relay.tick() == 1
+        assert await consumer.step(timeout=0.3) == 1
+        await stream.js.delete_stream(stream.settings.stream)
+        later = await emit_events(sessions, [("invoice.settled", "invoice", "inv_a")])
+        with pytest.raises(StreamUnavailable):
+            await relay.tick()
+        assert await relay.tick() == 1  # the stream made again
+        for _ in range(20):
+            await consumer.step(timeout=0.3)
+            if len(seen) == 2:
+                break
+        assert seen == first + later
+    finally:
+        await consumer.delete()
+        await consumer.stop()
+        await relay.close()

@@ -518,6 +518,14 @@ def judge_event_stream(mode: str, *, url: str, stream: str,
         found.append((Status.ERROR, f"cannot reach NATS at {url}: {_err(last_seq)}",
                       "start nats-server with JetStream (-js) or fix nats_url: webhooks and "
                       "live updates wait meanwhile, and the relay catches up once it answers"))
+    elif last_seq is None and isinstance(relay, RelayFacts) and relay.position > 0:
+        # Found from outside: "no stream yet" was said of a stream deleted under the relay.
+        found.append((Status.ERROR, f"NATS at {url} answers, but has no stream {stream} "
+                      f"though the relay published up to event {relay.position}: it was "
+                      "deleted, or NATS lost its storage",
+                      "the relay sets it up again at its next round and the webhook fan-out "
+                      "its consumer; what the lost stream held and the fan-out had not "
+                      "handled was not delivered: check the webhooks' delivery logs since"))
     elif last_seq is None:
         found.append((Status.OK, f"NATS at {url} answers; it has no stream {stream} yet (the "
                       "relay creates it at its first round)", ""))

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -333,8 +334,13 @@ class DurableConsumer:
     idempotent on ``event_id``."""
 
     def __init__(self, stream: JetStream, name: str, handler: Handler, *, filter: str = ">",
-                 ack_wait: float = 30.0, start_seq: int | None = None) -> None:
+                 ack_wait: float = 30.0, start_seq: int | None = None,
+                 check_every: float = 5.0) -> None:
         self.stream = stream
+        # While nothing comes, how often to ask whether the consumer is still on the server
+        # (a fetch from a deleted one only times out, like one with nothing waiting).
+        self.check_every = check_every
+        self._checked = 0.0
         self.name = name
         self.handler = handler
         self.filter = filter
@@ -380,6 +386,7 @@ class DurableConsumer:
                 try:
                     (msg,) = await sub.fetch(1, timeout=timeout)
                 except nats.errors.TimeoutError:
+                    await self._still_there()
                     break
             except (nats.errors.Error, TimeoutError) as exc:
                 raise StreamUnavailable(f"consumer {self.name}: {exc}") from exc
@@ -409,6 +416,28 @@ class DurableConsumer:
             self.handled += 1
             done += 1
         return done
+
+    async def _still_there(self) -> None:
+        """Nothing came: every ``check_every`` seconds, whether the durable consumer (and
+        its stream) still exist; if not, subscribe again at the next fetch, which sets both
+        up anew (found from outside: with the stream deleted under a live connection, the
+        webhook fan-out fetched from a consumer that was gone, each fetch a timeout taken
+        for "nothing waiting", and no webhook went out)."""
+        now = time.monotonic()
+        if now - self._checked < self.check_every:
+            return
+        self._checked = now
+        try:
+            await self.stream.js.consumer_info(self.stream.settings.stream, self.name)
+        except nats.js.errors.NotFoundError:
+            log.warning("event_stream_consumer_gone", consumer=self.name,
+                        stream=self.stream.settings.stream,
+                        note="set up again; what the stream held and this consumer had not "
+                        "handled was lost with it (docs/events.md)")
+            sub, self._sub = self._sub, None
+            if sub is not None:
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    await sub.unsubscribe()
 
     async def _refuse(self, msg: Msg, *, reason: str) -> None:
         self.refused += 1

@@ -40,6 +40,7 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.db import insert_ignoring, sequence_fence, utcnow
+from satvault.events.errors import StreamUnavailable
 from satvault.events.jetstream import JetStream, subject_for
 from satvault.events.models import EventRelayCursor, OutboxEvent
 from satvault.events.outbox import envelope
@@ -166,6 +167,12 @@ class EventRelay:
         except LeaseLost:
             self._fenced()
             return RelayStep(waiting=True)
+        except StreamUnavailable:
+            # The next round connects and sets the stream up again: found from outside, a
+            # stream deleted (or lost by a NATS restarted without its storage) under a live
+            # connection failed every publish until serve was restarted.
+            self._ready = False
+            raise
 
     async def _relay(self, upto: int | None) -> RelayStep:
         position = await self._position()
