@@ -3,6 +3,7 @@ the mail it received: the sign-in mail's tests and the alerts' e-mail channel re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import socket
@@ -21,8 +22,11 @@ class Mailbox:
     def __init__(self) -> None:
         self.messages: list[Message] = []
         self.recipients: list[list[str]] = []  # each message's envelope recipients
+        self.delay = 0.0  # seconds each message waits before its 250, as a slow relay
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         self.messages.append(message_from_bytes(envelope.original_content))
         self.recipients.append(list(envelope.rcpt_tos))
         return "250 OK"

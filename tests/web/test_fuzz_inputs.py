@@ -176,10 +176,12 @@ async def world(lnenv: LnEnv) -> dict[str, Any]:
         merchant = await acc.create_merchant(s, name="Fuzz shop")
         store = await acc.create_store(s, merchant_id=merchant.id, name="Fuzz store")
         _, token = await acc.create_api_key(s, owner_id=admin.id, scopes=["admin"])
+        # The admin's own wallet: an admin's key moves no customer's money.
+        wallet = await acc.ensure_wallet(s, owner_type="user", owner_id=admin.id)
     await submit(lnenv.sessions, [TransferSpec("fuzz-funds", platform.external.id,
-                                               lnenv.wallet.ledger_account_id, 10**11, "BTC")])
+                                               wallet.ledger_account_id, 10**11, "BTC")])
     return {"token": token, "store_id": store.id, "merchant_id": merchant.id,
-            "wallet_id": lnenv.wallet.id, "account_id": lnenv.wallet.ledger_account_id}
+            "wallet_id": wallet.id, "account_id": wallet.ledger_account_id}
 
 
 async def _objects(c: httpx.AsyncClient, world: dict[str, Any]) -> dict[str, Any]:

@@ -20,11 +20,10 @@ browser back; its own failures lock it alone.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -77,6 +76,7 @@ from satvault.web.routes.auth import (
     before_signin,
     client_ip,
     links_for,
+    mail_after_answer,
     mailer_of,
     policy_of,
     signin_failed,
@@ -319,16 +319,15 @@ async def reset_page(request: Request, lang: PageLang) -> Response:
 
 @router.post("/password-reset", response_class=HTMLResponse,
              dependencies=[PreSessionCsrf, PublicCreateLimit])
-async def reset_form(request: Request, lang: PageLang,
+async def reset_form(request: Request, lang: PageLang, background: BackgroundTasks,
                      email: Annotated[str, Form(max_length=254)]) -> Response:
     async with _sessions(request)() as session, session.begin():
         mail = await signup.request_password_reset(session, email=email,
                                                    links=links_for(request),
                                                    policy=policy_of(request))
-    if mail is not None:
-        # The same answer either way: nothing here may tell that the address is known.
-        with contextlib.suppress(MailUnavailable):
-            await mailer_of(request).send(mail)
+    # The same answer either way, as soon: nothing here may tell that the address is known
+    # (the mail goes once the page is out).
+    mail_after_answer(background, request, mail)
     return render(request, "auth/check_mail.html", lang=lang, email=email.strip().lower(),
                   reason="reset")
 

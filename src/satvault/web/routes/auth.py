@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,8 +54,8 @@ from satvault.web.problems import problem_for
 from satvault.web.ratelimit import EdgeLimiter, PublicCreateLimit
 from satvault.web.state import sessions_of, settings_of
 
-__all__ = ["before_signin", "client_ip", "links_for", "mailer_of", "policy_of", "router",
-           "send_mail", "signin_failed"]
+__all__ = ["before_signin", "client_ip", "links_for", "mail_after_answer", "mailer_of",
+           "policy_of", "router", "send_mail", "signin_failed"]
 
 log = get_logger(__name__)
 
@@ -86,6 +86,23 @@ async def send_mail(request: Request, mail: Mail | None) -> None:
     """Send after the unit of work committed (never with a transaction open)."""
     if mail is not None:
         await mailer_of(request).send(mail)
+
+
+def mail_after_answer(background: BackgroundTasks, request: Request, mail: Mail | None) -> None:
+    """Send ``mail`` once the answer is out, its failure logged: for an answer that must not
+    tell whether there was a mail to send (found from outside: a password reset for a known
+    address waited for the relay, an unknown one did not, so one request's time told which
+    addresses have an account)."""
+    if mail is None:
+        return
+
+    async def send() -> None:
+        try:
+            await mailer_of(request).send(mail)
+        except MailUnavailable as exc:  # the operator's to see, in the log
+            log.error("mail_not_sent", to=mail.to, subject=mail.subject, error=str(exc))
+
+    background.add_task(send)
 
 
 def policy_of(request: Request) -> AuthPolicy:
@@ -171,18 +188,16 @@ class ResetIn(BaseModel):
 
 
 @router.post("/password-reset", status_code=202, dependencies=[PublicCreateLimit])
-async def password_reset(request: Request, body: ResetIn) -> Accepted:
+async def password_reset(request: Request, body: ResetIn,
+                         background: BackgroundTasks) -> Accepted:
     async with sessions_of(request)() as session, session.begin():
         mail = await signup.request_password_reset(session, email=body.email,
                                                    links=links_for(request),
                                                    policy=policy_of(request))
-    try:
-        await send_mail(request, mail)
-    except MailUnavailable as exc:
-        # The same answer as for an address without an account, which sends nothing: found
-        # from outside, a failing relay answered 503 for known addresses only. The failure
-        # is the operator's to see, in the log.
-        log.error("password_reset_mail_not_sent", to=mail.to if mail else "", error=str(exc))
+    # The same answer, as soon, as for an address without an account, which sends nothing:
+    # found from outside, a failing relay answered 503 for known addresses only, and then a
+    # working one made them wait for it. The mail goes once the answer is out.
+    mail_after_answer(background, request, mail)
     return Accepted(detail="if this address has an account, a reset link is on its way")
 
 
