@@ -171,12 +171,52 @@ async def test_the_relay_and_a_consumer_come_back_after_the_stream_was_deleted(s
         later = await emit_events(sessions, [("invoice.settled", "invoice", "inv_a")])
         with pytest.raises(StreamUnavailable):
             await relay.tick()
-        assert await relay.tick() == 1  # the stream made again
+        assert await relay.tick() == 2  # the stream made again, the recent events again
         for _ in range(20):
             await consumer.step(timeout=0.3)
             if len(seen) == 2:
                 break
         assert seen == first + later
+    finally:
+        await consumer.delete()
+        await consumer.stop()
+        await relay.close()
+
+
+async def test_events_of_a_stream_deleted_twice_in_a_row_are_published_again(sessions,
+                                                                            stream):
+    """Found from outside: the stream deleted, made anew by the relay, and deleted again
+    before the webhook fan-out noticed the first time (it asks every few seconds) lost the
+    events published in between: they never reached a webhook, and nothing said so. A relay
+    that finds the stream made anew publishes the last minutes' events again (consumers are
+    idempotent on the event id), so every event is handled, once."""
+    from tests.events.test_relay import emit_events
+
+    relay = EventRelay(sessions, JetStream(stream.settings))
+    seen: list[int] = []
+
+    async def handle(ev: StreamEvent) -> None:
+        seen.append(ev.event_id)
+
+    consumer = DurableConsumer(JetStream(stream.settings), "twice", handle, check_every=3600)
+    ids: list[int] = []
+    try:
+        ids += await emit_events(sessions, [("invoice.created", "invoice", "inv_a")])
+        assert await relay.tick() == 1
+        assert await consumer.step(timeout=0.3) == 1
+        await consumer.step(timeout=0.1)  # (its next check is an hour away)
+        for event in ("invoice.payment_received", "invoice.settled"):
+            await stream.js.delete_stream(stream.settings.stream)
+            ids += await emit_events(sessions, [(event, "invoice", "inv_a")])
+            with pytest.raises(StreamUnavailable):
+                await relay.tick()
+            assert await relay.tick() >= 1  # the stream made anew, the recent ones again
+        consumer.check_every = 0.0  # the fan-out notices its consumer went
+        for _ in range(20):
+            await consumer.step(timeout=0.3)
+            if len(seen) == len(ids):
+                break
+        assert seen == ids
     finally:
         await consumer.delete()
         await consumer.stop()

@@ -523,9 +523,10 @@ def judge_event_stream(mode: str, *, url: str, stream: str,
         found.append((Status.ERROR, f"NATS at {url} answers, but has no stream {stream} "
                       f"though the relay published up to event {relay.position}: it was "
                       "deleted, or NATS lost its storage",
-                      "the relay sets it up again at its next round and the webhook fan-out "
-                      "its consumer; what the lost stream held and the fan-out had not "
-                      "handled was not delivered: check the webhooks' delivery logs since"))
+                      "is satvault serve running? its relay sets the stream up again at its "
+                      "next round and publishes the last 10 minutes' events again, and the "
+                      "webhook fan-out subscribes again; older events the fan-out had not "
+                      "handled are lost with the stream"))
     elif last_seq is None:
         found.append((Status.OK, f"NATS at {url} answers; it has no stream {stream} yet (the "
                       "relay creates it at its first round)", ""))

@@ -34,9 +34,10 @@ duplicate window and the stream still holds each event once and in order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.db import insert_ignoring, sequence_fence, utcnow
@@ -52,6 +53,10 @@ __all__ = ["EventRelay", "RelayStep", "cursor_position"]
 log = get_logger(__name__)
 cursors_t = cast(Table, EventRelayCursor.__table__)
 CURSOR = "nats"
+# After the stream was made anew, how far back the relay publishes again (see
+# EventRelay._replay_recent): the webhook fan-out and the other consumers are minutes behind
+# at worst; what they had not handled of older events is lost with the stream.
+REPLAY_SECONDS = 600.0
 
 @dataclass(frozen=True, slots=True)
 class RelayStep:
@@ -76,7 +81,7 @@ class EventRelay:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], stream: JetStream, *,
                  lease: Lease | None = None, batch: int = 500, fence_timeout: float = 5.0,
-                 name: str = CURSOR) -> None:
+                 name: str = CURSOR, replay_seconds: float = REPLAY_SECONDS) -> None:
         self.sessions = sessions
         self.stream = stream
         self.lease = lease
@@ -84,8 +89,12 @@ class EventRelay:
         self.batch = batch
         self.fence_timeout = fence_timeout
         self.name = name
+        self.replay_seconds = replay_seconds
         self._ready = False
         self._dialect: str | None = None
+        # The stream's last sequence as this relay last saw it: a lower one means the stream
+        # was made anew (deleted, or lost by a NATS restarted without its storage).
+        self._stream_seq = 0
 
     @property
     def holds(self) -> bool:
@@ -102,6 +111,37 @@ class EventRelay:
             await self.stream.connect()
             await self.stream.ensure_stream()
             self._ready = True
+            seq = await self.stream.last_seq()
+            if seq < self._stream_seq or (seq == 0 and await self._position() > 0):
+                await self._replay_recent()
+            self._stream_seq = seq
+
+    async def _replay_recent(self) -> None:
+        """The stream was made anew: what it held, and the consumers had not handled yet, is
+        gone with it. Move the cursor back to the events of the last ``replay_seconds``, which
+        are published again (the webhook fan-out queues a delivery once per webhook and
+        event; every consumer is idempotent on the event id). Found from outside: a stream
+        deleted twice within seconds lost the events published into it in between, which
+        never reached a webhook."""
+        position = await self._position()
+        since = utcnow() - timedelta(seconds=self.replay_seconds)
+        async with self.sessions() as s:
+            back = (await s.execute(select(func.max(OutboxEvent.id)).where(
+                OutboxEvent.id <= position, OutboxEvent.created_at < since))).scalar()
+        back = int(back or 0)
+        if back >= position:
+            return
+        try:
+            moved = await self._advance(position, back)
+        except LeaseLost:
+            self._fenced()
+            return
+        if moved:
+            log.error("event_stream_lost", stream=self.stream.settings.stream,
+                      republishing_after=back, up_to=position,
+                      note="the stream was made anew: the events of the last "
+                      f"{self.replay_seconds:.0f} s are published again; older ones the "
+                      "consumers had not handled are not (docs/events.md)")
 
     async def _fence(self) -> int | None:
         """The highest outbox id below which everything is committed or gone (None: not on
@@ -186,9 +226,14 @@ class EventRelay:
                     lost = True
                     break
                 body = envelope(e.id, e.type, e.created_at, e.payload).encode()
-                _seq, dup = await self.stream.publish(
+                seq, dup = await self.stream.publish(
                     subject_for(prefix, e.subject_type, e.subject_id), body,
                     event_id=e.id, type=e.type, wallet_id=e.wallet_id)
+                if not dup:
+                    if seq <= self._stream_seq:  # made anew since the last publish:
+                        self._ready = False  # the next round replays (see _prepare)
+                    else:
+                        self._stream_seq = seq
                 last, sent, dups = e.id, sent + 1, dups + int(dup)
         finally:
             recorded = last > position and await self._record(position, last)
