@@ -142,6 +142,7 @@ async def test_an_admin_acting_for_another_persons_merchant_moves_none_of_its_mo
             r = await c.post(f"{base}/withdrawals", json={"destination": destination},
                              headers={**bearer(as_shop), "Idempotency-Key": f"t{i}"})
             assert r.status_code == 403 and "withdrawals:write" in r.text, r.text
+            assert "does not own" in r.json()["detail"], r.text
         r = await c.post(f"{base}/lnurl-withdraw", headers=bearer(as_shop),
                          json={"amount_msat": 10_000 * SAT, "description": "gift"})
         assert r.status_code == 403, r.text

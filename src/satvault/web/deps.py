@@ -157,9 +157,11 @@ def require_scope(*scopes: str) -> Callable[..., Coroutine[Any, Any, Principal]]
             if principal.has(scope):
                 continue
             if scope in MONEY_SCOPES and not principal.admin_moves_money:
+                acting = " and never while an admin acts for a merchant the admin does " \
+                    "not own" if principal.owner_type == "merchant" else ""
                 raise Forbidden(f"this access token lacks the {scope!r} scope: a token "
                                 "carries it only for a while after a step-up (TOTP or "
-                                "payment password in its grant)")
+                                f"payment password in its grant){acting}")
             raise Forbidden(f"this API key lacks the {scope!r} scope")
         return principal
 
