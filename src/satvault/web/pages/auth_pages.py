@@ -76,9 +76,9 @@ from satvault.web.routes.auth import (
     before_signin,
     client_ip,
     links_for,
-    mail_after_answer,
     mailer_of,
     policy_of,
+    reset_after_answer,
     signin_failed,
 )
 
@@ -321,13 +321,9 @@ async def reset_page(request: Request, lang: PageLang) -> Response:
              dependencies=[PreSessionCsrf, PublicCreateLimit])
 async def reset_form(request: Request, lang: PageLang, background: BackgroundTasks,
                      email: Annotated[str, Form(max_length=254)]) -> Response:
-    async with _sessions(request)() as session, session.begin():
-        mail = await signup.request_password_reset(session, email=email,
-                                                   links=links_for(request),
-                                                   policy=policy_of(request))
     # The same answer either way, as soon: nothing here may tell that the address is known
-    # (the mail goes once the page is out).
-    mail_after_answer(background, request, mail)
+    # (it is looked up, and mailed, once the page is out).
+    reset_after_answer(background, request, email)
     return render(request, "auth/check_mail.html", lang=lang, email=email.strip().lower(),
                   reason="reset")
 
