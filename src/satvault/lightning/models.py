@@ -10,7 +10,17 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from satvault.db import Amount, Base, IdInt, StrEnumType, UtcDateTime
@@ -160,8 +170,10 @@ class LnTake(Base):
     invoice is still ``open`` in the database and the take is younger than
     :data:`~satvault.lightning.takes.TAKE_SECONDS`; the unit of work that pays or refuses
     the invoice ends it by changing the invoice's status, and a trigger on ``ln_invoices``
-    deletes it then (migration 0083; before, every take read the person's last two minutes
-    of takes to find the few in flight)."""
+    marks it ``done`` then (migration 0083; the takes in flight are read through a partial
+    index of those not done: before, every take read the person's last two minutes of takes
+    to find the few in flight). A done take keeps its Idempotency-Key for those two minutes:
+    the same key on another invoice is refused before that invoice leaves the node."""
 
     __tablename__ = "ln_takes"
 
@@ -172,5 +184,11 @@ class LnTake(Base):
     # SHA-256 of the caller and its Idempotency-Key ("" without one): one key, one take.
     request: Mapped[str] = mapped_column(String(64), default="")
     at: Mapped[datetime] = mapped_column(UtcDateTime)
+    done: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
-    __table_args__ = (Index("ix_ln_takes_person_at", "person", "at"),)
+    __table_args__ = (Index("ix_ln_takes_person_at", "person", "at"),
+                      Index("ix_ln_takes_live", "person", "at",
+                            postgresql_where=text("NOT done"), sqlite_where=text("NOT done")),
+                      Index("ix_ln_takes_request", "request", "at",
+                            postgresql_where=text("request <> ''"),
+                            sqlite_where=text("request <> ''")))
