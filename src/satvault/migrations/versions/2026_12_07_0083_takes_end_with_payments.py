@@ -27,53 +27,26 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from satvault.migrations.siblings import load
+
 revision: str = "0083_takes_end_with_payments"
 down_revision: str | None = "0082_ln_takes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# ln_take as 0082 wrote it, but for the takes in flight (not done) and the key's check.
-_TAKE = """
-CREATE OR REPLACE FUNCTION ln_take(p_hash varchar, p_wallet varchar, p_amount numeric,
-                        p_request varchar,
-                        p_now timestamptz, p_live_since timestamptz,
-                        p_refusals_since timestamptz, p_budget integer, p_cap integer,
-                        p_check_balance boolean)
-RETURNS text
-LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $fn$
-DECLARE
-    v_person text;
-    v_refusals integer;
-    v_live integer;
-    v_held numeric;
-    v_free numeric;
-    v_done integer;
-BEGIN
-    SELECT CASE WHEN w.owner_type = 'merchant'
-                THEN coalesce((SELECT m.owner_user_id FROM merchants m WHERE m.id = w.owner_id),
-                              w.owner_id)
-                ELSE w.owner_id END
-      INTO v_person FROM wallets w WHERE w.id = p_wallet;
-    IF v_person IS NULL THEN
-        RETURN 'no-wallet';
-    END IF;
-    PERFORM pg_advisory_xact_lock(hashtextextended('ln_take:' || v_person, 0));
-    IF NOT EXISTS (SELECT 1 FROM ln_invoices i
-                    WHERE i.payment_hash = p_hash AND i.status = 'open') THEN
-        RETURN 'not-open';
-    END IF;
-    -- A twin (the same caller's key, the same invoice) rides on the take in flight: both
-    -- ask the node to cancel (harmless twice), and the key's row decides between them.
-    IF p_request <> '' AND EXISTS (SELECT 1 FROM ln_takes t
-                                    WHERE t.payment_hash = p_hash AND t.request = p_request
-                                      AND t.at >= p_live_since) THEN
-        RETURN 'taken';
-    END IF;
-    SELECT count(*) INTO v_refusals FROM internal_refusals r
-     WHERE r.person = v_person AND r.at >= p_refusals_since;
-    IF v_refusals >= p_budget THEN
-        RETURN 'too-often:' || v_refusals;
-    END IF;
+# ln_take as 0082 wrote it (read from that migration), with the takes in flight read among
+# those not done, the key's check over every take of the last two minutes, and a take made
+# again (its process stopped) not done.
+_LIVE_0082 = """\
+    SELECT count(*), count(*) FILTER (WHERE p_request <> '' AND t.request = p_request),
+           coalesce(sum(t.amount_msat) FILTER (WHERE t.wallet_id = p_wallet), 0)
+      INTO v_live, v_same_request, v_held
+      FROM ln_takes t JOIN ln_invoices i ON i.payment_hash = t.payment_hash
+     WHERE t.person = v_person AND t.at >= p_live_since AND i.status = 'open';
+    IF v_same_request > 0 THEN
+        RETURN 'same-request';
+    END IF;"""
+_LIVE = """\
     SELECT count(*), coalesce(sum(t.amount_msat) FILTER (WHERE t.wallet_id = p_wallet), 0)
       INTO v_live, v_held
       FROM ln_takes t JOIN ln_invoices i ON i.payment_hash = t.payment_hash
@@ -85,112 +58,21 @@ BEGIN
                                     WHERE t.request = p_request AND t.payment_hash <> p_hash
                                       AND t.at >= p_live_since) THEN
         RETURN 'same-request';
-    END IF;
-    IF v_live >= p_cap THEN
-        RETURN 'busy';
-    END IF;
-    IF p_check_balance THEN
-        SELECT a.credits_posted - a.debits_posted - a.debits_pending INTO v_free
-          FROM wallets w JOIN ledger_accounts a ON a.id = w.ledger_account_id
-         WHERE w.id = p_wallet;
-        IF coalesce(v_free, 0) - v_held < p_amount THEN
-            RETURN 'funds';
-        END IF;
-    END IF;
-    DELETE FROM ln_takes t WHERE t.person = v_person AND t.at < p_refusals_since;
-    INSERT INTO ln_takes AS t (payment_hash, wallet_id, person, amount_msat, request, at)
-    VALUES (p_hash, p_wallet, v_person, p_amount, p_request, p_now)
-    ON CONFLICT (payment_hash) DO UPDATE
-       SET wallet_id = excluded.wallet_id, person = excluded.person,
-           amount_msat = excluded.amount_msat, request = excluded.request, at = excluded.at,
-           done = false
-     WHERE t.at < p_live_since
-    RETURNING 1 INTO v_done;
-    IF v_done IS NULL THEN
-        RETURN 'invoice-busy';
-    END IF;
-    RETURN 'taken';
-END
-$fn$
-"""
+    END IF;"""
+_SET_0082 = "request = excluded.request, at = excluded.at\n"
+_SET = "request = excluded.request, at = excluded.at,\n           done = false\n"
 
-# 0082's, for the downgrade.
-_TAKE_0082 = """
-CREATE OR REPLACE FUNCTION ln_take(p_hash varchar, p_wallet varchar, p_amount numeric,
-                        p_request varchar,
-                        p_now timestamptz, p_live_since timestamptz,
-                        p_refusals_since timestamptz, p_budget integer, p_cap integer,
-                        p_check_balance boolean)
-RETURNS text
-LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $fn$
-DECLARE
-    v_person text;
-    v_refusals integer;
-    v_live integer;
-    v_same_request integer;
-    v_held numeric;
-    v_free numeric;
-    v_done integer;
-BEGIN
-    SELECT CASE WHEN w.owner_type = 'merchant'
-                THEN coalesce((SELECT m.owner_user_id FROM merchants m WHERE m.id = w.owner_id),
-                              w.owner_id)
-                ELSE w.owner_id END
-      INTO v_person FROM wallets w WHERE w.id = p_wallet;
-    IF v_person IS NULL THEN
-        RETURN 'no-wallet';
-    END IF;
-    PERFORM pg_advisory_xact_lock(hashtextextended('ln_take:' || v_person, 0));
-    IF NOT EXISTS (SELECT 1 FROM ln_invoices i
-                    WHERE i.payment_hash = p_hash AND i.status = 'open') THEN
-        RETURN 'not-open';
-    END IF;
-    -- A twin (the same caller's key, the same invoice) rides on the take in flight: both
-    -- ask the node to cancel (harmless twice), and the key's row decides between them.
-    IF p_request <> '' AND EXISTS (SELECT 1 FROM ln_takes t
-                                    WHERE t.payment_hash = p_hash AND t.request = p_request
-                                      AND t.at >= p_live_since) THEN
-        RETURN 'taken';
-    END IF;
-    SELECT count(*) INTO v_refusals FROM internal_refusals r
-     WHERE r.person = v_person AND r.at >= p_refusals_since;
-    IF v_refusals >= p_budget THEN
-        RETURN 'too-often:' || v_refusals;
-    END IF;
-    SELECT count(*), count(*) FILTER (WHERE p_request <> '' AND t.request = p_request),
-           coalesce(sum(t.amount_msat) FILTER (WHERE t.wallet_id = p_wallet), 0)
-      INTO v_live, v_same_request, v_held
-      FROM ln_takes t JOIN ln_invoices i ON i.payment_hash = t.payment_hash
-     WHERE t.person = v_person AND t.at >= p_live_since AND i.status = 'open';
-    IF v_same_request > 0 THEN
-        RETURN 'same-request';
-    END IF;
-    IF v_live >= p_cap THEN
-        RETURN 'busy';
-    END IF;
-    IF p_check_balance THEN
-        SELECT a.credits_posted - a.debits_posted - a.debits_pending INTO v_free
-          FROM wallets w JOIN ledger_accounts a ON a.id = w.ledger_account_id
-         WHERE w.id = p_wallet;
-        IF coalesce(v_free, 0) - v_held < p_amount THEN
-            RETURN 'funds';
-        END IF;
-    END IF;
-    DELETE FROM ln_takes t WHERE t.person = v_person AND t.at < p_refusals_since;
-    INSERT INTO ln_takes AS t (payment_hash, wallet_id, person, amount_msat, request, at)
-    VALUES (p_hash, p_wallet, v_person, p_amount, p_request, p_now)
-    ON CONFLICT (payment_hash) DO UPDATE
-       SET wallet_id = excluded.wallet_id, person = excluded.person,
-           amount_msat = excluded.amount_msat, request = excluded.request, at = excluded.at
-     WHERE t.at < p_live_since
-    RETURNING 1 INTO v_done;
-    IF v_done IS NULL THEN
-        RETURN 'invoice-busy';
-    END IF;
-    RETURN 'taken';
-END
-$fn$
-"""
+
+def _functions() -> tuple[str, str]:
+    """(0082's ln_take, this migration's), each as a CREATE OR REPLACE."""
+    before = load("2026_12_07_0082_ln_takes.py")._TAKE.replace(
+        "CREATE FUNCTION ln_take(", "CREATE OR REPLACE FUNCTION ln_take(")
+    after = before.replace("    v_same_request integer;\n", "")
+    for old, new in ((_LIVE_0082, _LIVE), (_SET_0082, _SET)):
+        assert after.count(old) == 1, old
+        after = after.replace(old, new)
+    return before, after
+
 
 _PG = [
     """
@@ -210,7 +92,6 @@ _PG = [
     UPDATE ln_takes t SET done = true FROM ln_invoices i
      WHERE i.payment_hash = t.payment_hash AND i.status <> 'open'
     """,
-    _TAKE,
 ]
 
 _SQLITE = [
@@ -237,7 +118,7 @@ def upgrade() -> None:
     op.create_index("ix_ln_takes_request", "ln_takes", ["request", "at"],
                     postgresql_where=sa.text("request <> ''"),
                     sqlite_where=sa.text("request <> ''"))
-    for statement in _SQLITE if sqlite else _PG:
+    for statement in _SQLITE if sqlite else [*_PG, _functions()[1]]:
         op.execute(statement)
 
 
@@ -247,7 +128,7 @@ def downgrade() -> None:
     else:
         op.execute("DROP TRIGGER ln_take_end ON ln_invoices")
         op.execute("DROP FUNCTION ln_take_end()")
-        op.execute(_TAKE_0082)
+        op.execute(_functions()[0])
     op.drop_index("ix_ln_takes_request", table_name="ln_takes")
     op.drop_index("ix_ln_takes_live", table_name="ln_takes")
     op.drop_column("ln_takes", "done")
