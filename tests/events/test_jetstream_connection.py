@@ -90,6 +90,20 @@ async def test_a_client_still_reconnecting_is_closed_when_the_connection_is_made
     assert js.closed
 
 
+async def _until(consumer: DurableConsumer, seen: list[int], n: int) -> None:
+    """Let ``consumer`` fetch until ``seen`` holds ``n`` events (or 20 rounds went by)."""
+    for _ in range(20):
+        await consumer.step(timeout=0.3)
+        if len(seen) == n:
+            return
+
+
+async def _stop(consumer: DurableConsumer, relay: EventRelay) -> None:
+    await consumer.delete()
+    await consumer.stop()
+    await relay.close()
+
+
 async def _given_up(js: JetStream) -> None:
     """Until the client has given the connection up (its reconnection attempts spent)."""
     for _ in range(200):
@@ -132,15 +146,10 @@ async def test_the_relay_and_a_consumer_come_back_after_nats_was_gone_a_while(se
             await consumer.step(timeout=0.3)
         await proxy.back()
         assert await relay.tick() == 1
-        for _ in range(20):
-            await consumer.step(timeout=0.3)
-            if len(seen) == 2:
-                break
+        await _until(consumer, seen, 2)
         assert seen == first + later
     finally:
-        await consumer.delete()
-        await consumer.stop()
-        await relay.close()
+        await _stop(consumer, relay)
         await proxy.cut()
 
 
@@ -172,15 +181,10 @@ async def test_the_relay_and_a_consumer_come_back_after_the_stream_was_deleted(s
         with pytest.raises(StreamUnavailable):
             await relay.tick()
         assert await relay.tick() == 2  # the stream made again, the recent events again
-        for _ in range(20):
-            await consumer.step(timeout=0.3)
-            if len(seen) == 2:
-                break
+        await _until(consumer, seen, 2)
         assert seen == first + later
     finally:
-        await consumer.delete()
-        await consumer.stop()
-        await relay.close()
+        await _stop(consumer, relay)
 
 
 async def test_events_of_a_stream_deleted_twice_in_a_row_are_published_again(sessions,
@@ -212,12 +216,7 @@ async def test_events_of_a_stream_deleted_twice_in_a_row_are_published_again(ses
                 await relay.tick()
             assert await relay.tick() >= 1  # the stream made anew, the recent ones again
         consumer.check_every = 0.0  # the fan-out notices its consumer went
-        for _ in range(20):
-            await consumer.step(timeout=0.3)
-            if len(seen) == len(ids):
-                break
+        await _until(consumer, seen, len(ids))
         assert seen == ids
     finally:
-        await consumer.delete()
-        await consumer.stop()
-        await relay.close()
+        await _stop(consumer, relay)
