@@ -44,10 +44,9 @@ async def owned_store(session: AsyncSession, principal: Principal, store_id: str
 
 
 def sees_wallet(principal: Principal, wallet: Wallet) -> bool:
-    """Whether this caller may see ``wallet`` (for callers that read it themselves)."""
-    if principal.owns(wallet.owner_type, wallet.owner_id):
-        return True
-    return wallet.owner_type == "merchant" and principal.merchant_id == wallet.owner_id
+    """Whether this caller may see ``wallet`` (for callers that read it themselves): its
+    holders, and admins."""
+    return principal.is_admin or holds_wallet(principal, wallet)
 
 
 async def visible_wallet(session: AsyncSession, principal: Principal, wallet_id: str) -> Wallet:

@@ -54,7 +54,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from satvault.accounts.models import Merchant, User, UserStatus
-from satvault.accounts.service import MONEY_SCOPES, SCOPES, Principal, get_merchant
+from satvault.accounts.service import MONEY_SCOPES, SCOPES, Principal
 from satvault.audit.service import record
 from satvault.auth import totp
 from satvault.auth.credentials import AuthPolicy, digest, random_token
@@ -171,13 +171,10 @@ async def _acting_merchant(session: AsyncSession, user: User,
     :func:`_acts_for`)."""
     if merchant_id is None:
         return None, False
-    try:
-        merchant: Merchant = await get_merchant(session, merchant_id)
-    except NotFound:
-        merchant = None  # type: ignore[assignment]
-    if merchant is None or not (user.is_admin or merchant.owner_user_id == user.id):
+    owns = await _acts_for(session, user, merchant_id)
+    if owns is None:
         raise NotFound(f"merchant {merchant_id!r} not found")
-    return merchant.id, merchant.owner_user_id == user.id
+    return merchant_id, owns
 
 
 def _refresh_token(refresh_id: str) -> tuple[str, str]:
