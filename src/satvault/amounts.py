@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_INTEGER_DIGITS", "InvalidAmount", "parse_decimal"]
+__all__ = ["MAX_INTEGER_DIGITS", "InvalidAmount", "parse_decimal", "parse_whole_sats"]
 
 MAX_INTEGER_DIGITS = 18
 _DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?", re.ASCII)
+# A person's whole number in a form: digits, or groups of three after the first behind one
+# separator used throughout ("1,000,000", "1 000 000", "1_000").
+_GROUPED = re.compile(r"[0-9]+|[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,3}(?: [0-9]{3})+"
+                      r"|[0-9]{1,3}(?:_[0-9]{3})+", re.ASCII)
 
 
 class InvalidAmount(ValueError):
@@ -50,3 +54,16 @@ def parse_decimal(text: object, *, places: int) -> int:
         raise InvalidAmount(f"{text!r} has more than {places} decimal places"
                             if places else f"{text!r} must be a whole number")
     return int(whole + frac.ljust(places, "0"))
+
+
+def parse_whole_sats(text: str) -> int:
+    """A whole number of sats as a person types it in a form, separators of thousands
+    allowed: "1,000", "1 000", "1_000". A separator anywhere else is refused, never dropped
+    (found from outside: the withdrawal form read "0,5" as 5 sats and "1,5" as 15)."""
+    text = text.strip()
+    if len(text) > 2 * MAX_INTEGER_DIGITS or _GROUPED.fullmatch(text) is None:
+        raise InvalidAmount(f"{text!r} is not a whole number of sats")
+    digits = re.sub(r"[, _]", "", text)
+    if len(digits) > 16:
+        raise InvalidAmount("an amount has at most 16 digits of sats")
+    return int(digits)

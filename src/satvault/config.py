@@ -215,7 +215,8 @@ class Settings(BaseSettings):
     # inside this UTC hour window, e.g. "1-5" (from 01:00 to 04:59).
     sweep_max_feerate_sat_vb: int = Field(default=20, ge=1)
     sweep_window_utc: str = ""
-    # Under its floor, the semi-cold wallet asks the cold cosigners for a refill up to this.
+    # Under its floor, the semi-cold wallet asks the cold cosigners for a refill up to this
+    # (between the floor and the ceiling; unset, 50,000,000 moved into that range).
     semicold_refill_to_sat: int = Field(default=50_000_000, ge=0)
     custody_interval: float = Field(default=30.0, gt=0)
 
@@ -511,6 +512,17 @@ class Settings(BaseSettings):
             if getattr(self, low) > getattr(self, high):
                 raise ValueError(f"{low} ({getattr(self, low)}) is above {high} "
                                  f"({getattr(self, high)})")
+        # A refill tops semi-cold up to its target, which lies between the floor and the
+        # ceiling (found from outside: a target below the floor made every refill pass raise,
+        # and with it the custody worker's reconciliation; one above the ceiling raised refills
+        # past it). Left unset, the default target moves into the range the two leave.
+        lo, hi = self.semicold_floor_sat, self.semicold_ceiling_sat
+        if "semicold_refill_to_sat" not in self.model_fields_set:
+            self.semicold_refill_to_sat = min(max(self.semicold_refill_to_sat, lo), hi)
+        elif not lo <= self.semicold_refill_to_sat <= hi:
+            raise ValueError(f"semicold_refill_to_sat ({self.semicold_refill_to_sat}) is not "
+                             f"between semicold_floor_sat ({lo}) and semicold_ceiling_sat "
+                             f"({hi})")
         names = {n.strip().lower() for n in self.rate_sources.split(",") if n.strip()}
         live = len(names - {"fixed"}) or len(names)  # fixed next to live sources: no vote
         if self.rate_min_sources > live:

@@ -302,10 +302,25 @@ def custody_worker(sweeps: SweepPlanner, refills: RefillPlanner, reconciler: Rec
     is under its floor, and, on each new block, runs the three-way reconciliation
     (:mod:`satvault.reconcile`)."""
     async def tick() -> int:
-        planned = (await sweeps.step()).batch_id is not None
-        raised = (await refills.step()).batch_id is not None
-        await reconciler.step()
-        return int(planned) + int(raised)
+        # Each step runs whatever the others did (found from outside: a refill pass that
+        # raised skipped the on-block reconciliation, tick after tick); the first failure is
+        # the tick's, the others are logged.
+        done, failed = 0, list[Exception]()
+        for name, step in (("sweeps", sweeps.step), ("refills", refills.step),
+                           ("reconciliation", reconciler.step)):
+            try:
+                result = await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if failed:
+                    log.exception("custody_step_failed", step=name)
+                failed.append(exc)
+                continue
+            done += int(getattr(result, "batch_id", None) is not None)
+        if failed:
+            raise failed[0]
+        return done
 
     return Worker("custody", interval, tick)
 

@@ -36,7 +36,7 @@ from satvault.custody.cold import (
     inputs_without_prev_tx,
     make_cold_psbt,
 )
-from satvault.custody.planning import MovePlanner, semicold_sat
+from satvault.custody.planning import MovePlanner, semicold_coming_sat, semicold_sat
 from satvault.db import utcnow
 from satvault.kernel.errors import InvalidInput, NotFound
 from satvault.logs import get_logger
@@ -141,11 +141,17 @@ class RefillPlanner(MovePlanner):
         ).scalar_one_or_none()
         if live is not None:
             return RefillDecision(None, f"refill {live} is in progress")
-        semicold = await semicold_sat(session)
+        # What sweeps in flight bring counts as there: a refill beside them would carry
+        # semi-cold past its target, and past its ceiling.
+        semicold = await semicold_sat(session) + await semicold_coming_sat(session)
         if semicold >= s.semicold_floor_sat:
             return RefillDecision(None, f"semi-cold holds {semicold} sat, not under its floor "
                                         f"of {s.semicold_floor_sat}")
-        want = s.semicold_refill_to_sat - semicold
+        # Never past the ceiling, whatever the target (Settings keeps it under).
+        want = min(s.semicold_refill_to_sat, s.semicold_ceiling_sat) - semicold
+        if want <= 0:
+            return RefillDecision(None, f"semi-cold holds {semicold} sat, at its refill target "
+                                        f"of {s.semicold_refill_to_sat}")
         wallet_row = (await session.execute(select(OnchainWallet).where(
             OnchainWallet.role == "cold"))).scalar_one()
         cold = ColdWallet.from_descriptor(wallet_row.descriptor, s.network)

@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from satvault.audit import anchors
 from satvault.backends.errors import BackendUnavailable
 from satvault.config import sweep_window
-from satvault.custody.planning import MovePlanner, semicold_sat
+from satvault.custody.planning import MovePlanner, semicold_coming_sat, semicold_sat
 from satvault.db import utcnow
 from satvault.logs import get_logger
 from satvault.onchain.models import (
@@ -213,7 +213,7 @@ class SweepPlanner(MovePlanner):
         extra = [anchor_script(anchor.seq, anchor.hash)] if anchor else []  # its vbytes too
         fee = estimate_vsize(len(coins), [_P2WPKH_SPK] + ([_P2WSH_SPK] if cold_wallet else [])
                              + extra) * feerate
-        semicold = await semicold_sat(session)
+        semicold = await semicold_sat(session) + await semicold_coming_sat(session)
         semi, cold = split_sweep(total - fee, semicold, percent=s.sweep_semicold_percent,
                                  floor_sat=s.semicold_floor_sat,
                                  ceiling_sat=s.semicold_ceiling_sat,

@@ -259,6 +259,9 @@ async def test_a_refund_form_sent_twice_refunds_once(web: httpx.AsyncClient, sho
                            page.text.split('id="refund"', 1)[1].split("</form>", 1)[0]))
     back = "bcrt1q8uq9hrte4u3d2pes3gmrxeffws053ylettc383"  # the customer's address
     form |= {"destination": back, "amount_sat": "10000", "confirm": "yes"}
+    # An amount with a comma that separates no thousands: refused, nothing refunded.
+    bad = await web.post(f"{base}/{invoice_id}/refund", data={**form, "amount_sat": "10,0"})
+    assert bad.status_code == 422 and "a whole number of sats" in bad.text
     first = await web.post(f"{base}/{invoice_id}/refund", data=form)
     again = await web.post(f"{base}/{invoice_id}/refund", data=form)
     assert first.status_code == again.status_code == 303, again.text
@@ -271,7 +274,7 @@ async def test_a_refund_form_sent_twice_refunds_once(web: httpx.AsyncClient, sho
     fresh = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"',
                             page.text.split('id="refund"', 1)[1].split("</form>", 1)[0]))
     r = await web.post(f"{base}/{invoice_id}/refund",
-                       data={**fresh, "destination": back, "amount_sat": "10000",
+                       data={**fresh, "destination": back, "amount_sat": "10,000",
                              "confirm": "yes"})
     assert r.status_code == 303, r.text
     async with lnenv.sessions() as s:

@@ -65,6 +65,12 @@ async def test_address_and_vouchers(browser: httpx.AsyncClient, people: People,
     await step_up(sessions, people.alice)
     r = await browser.post(f"{base}/vouchers", data={**form, **fresh(), "amount_sat": "ten"})
     assert r.status_code == 422 and 'value="ten"' in r.text
+    # A comma that is no separator of thousands is refused, never dropped (found from
+    # outside: "1,5" read as 15 sats).
+    for amount in ("1,5", "0,5", "10,00", "1.000"):
+        r = await browser.post(f"{base}/vouchers", data={**form, **fresh(),
+                                                         "amount_sat": amount})
+        assert r.status_code == 422 and "a whole number of sats" in r.text, amount
     r = await browser.post(f"{base}/vouchers", data={**form, **fresh(), "amount_sat": "10000000"})
     assert r.status_code in (409, 422)  # more than the balance (or the per-payment limit)
     # Past what the model takes: told in the form's own terms (found from outside: the page
@@ -74,7 +80,7 @@ async def test_address_and_vouchers(browser: httpx.AsyncClient, people: People,
     assert r.status_code == 422 and "The amount is out of range." in r.text, r.text
     assert "amount_msat" not in r.text
     assert await _held(sessions, account) == 0
-    r = await browser.post(f"{base}/vouchers", data={**form, **fresh()})
+    r = await browser.post(f"{base}/vouchers", data={**form, **fresh(), "amount_sat": "10,000"})
     assert r.status_code == 201, r.text
     async with sessions() as s:
         [voucher] = (await s.execute(select(LnurlWithdrawVoucher))).scalars().all()

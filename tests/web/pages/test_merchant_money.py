@@ -200,7 +200,7 @@ async def test_deposit_on_chain_then_withdraw_with_step_up_once(lnenv: LnEnv,
         assert form.status_code == 200
         csrf, key = csrf_of(form.text), key_of(form.text)
         data = {"csrf_token": csrf, "idempotency_key": key, "rail": "onchain",
-                "destination": DEST, "amount_sat": "20000"}
+                "destination": DEST, "amount_sat": "20,000"}  # separators of thousands: fine
         # Without a recent step-up: off to the step-up page, and back to this form after.
         r = await client.post(f"/dashboard/m/{mid}/withdraw", data=data)
         assert r.status_code == 303
@@ -223,6 +223,12 @@ async def test_deposit_on_chain_then_withdraw_with_step_up_once(lnenv: LnEnv,
             ("onchain", MAINNET, "1000", 422, "mainnet"),
             ("onchain", DEST, "1", 422, "dust"),
             ("onchain", DEST, "-5", 422, "positive"),
+            # A comma or space that separates no thousands is refused, never dropped (found
+            # from outside: "0,5" was read as 5 sats, "1,5" as 15).
+            ("onchain", DEST, "20,00", 422, "whole, positive number"),
+            ("onchain", DEST, "1,5", 422, "whole, positive number"),
+            ("onchain", DEST, "200 00", 422, "whole, positive number"),
+            ("onchain", DEST, "20.000", 422, "whole, positive number"),
             ("onchain", DEST, "9999999999999999", 422, "out of range"),
             ("onchain", DEST, "400000", 422, "not enough available money"),
             ("onchain", DEST, "", 422, "amount"),

@@ -47,6 +47,7 @@ from satvault.web.pages.merchant.scope import (
     FormRefused,
     Owner,
     form_key,
+    form_msat,
     form_values,
     owner,
     parse,
@@ -280,11 +281,8 @@ async def refund(merchant_id: str, invoice_id: str, request: Request, view: Step
         async with transaction(request) as s:
             who = await owner(s, view, merchant_id)
             await visible_invoice(s, who.principal, invoice_id)
-        sat = str(values.get("amount_sat", "")).strip()
-        if sat and not (sat.isascii() and sat.isdigit() and len(sat) <= 16):
-            raise FormRefused("amount: a whole number of sats")
         body = parse(RefundIn, {"destination": str(values.get("destination", "")).strip(),
-                                "amount_msat": int(sat) * 1000 if sat else None})
+                                "amount_msat": form_msat(values, "amount_sat", "amount")})
         if values.get("confirm") != "yes":
             raise FormRefused("tick the box to confirm")
         key = str(values.get("idempotency_key", ""))

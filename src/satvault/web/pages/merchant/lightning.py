@@ -38,6 +38,7 @@ from satvault.web.pages.merchant.scope import (
     FormRefused,
     Owner,
     form_key,
+    form_msat,
     form_values,
     made_id,
     once,
@@ -119,15 +120,6 @@ async def claim_address(merchant_id: str, request: Request, view: PageUser,
                             status_code=303)
 
 
-def _msat(values: dict[str, Any], name: str, what: str) -> int | None:
-    text = str(values.get(name, "")).strip()
-    if not text:
-        return None
-    if not (text.isascii() and text.isdigit() and len(text) <= 16):
-        raise FormRefused(f"{what}: a whole number of sats")
-    return int(text) * 1000
-
-
 def _expiry(values: dict[str, Any]) -> int | None:
     """The form's expiry choice, in seconds (empty: never)."""
     text = str(values.get("expires_in", "")).strip()
@@ -154,8 +146,8 @@ async def create_voucher(merchant_id: str, request: Request, view: SteppedUp,
         async with transaction(request) as s:
             who = await owner(s, view, merchant_id)
         body = parse(VoucherIn, {
-            "amount_msat": _msat(values, "amount_sat", "amount"),
-            "min_msat": _msat(values, "min_sat", "least amount"),
+            "amount_msat": form_msat(values, "amount_sat", "amount"),
+            "min_msat": form_msat(values, "min_sat", "least amount"),
             "description": str(values.get("description", "")).strip(),
             "expires_in": _expiry(values)})
 

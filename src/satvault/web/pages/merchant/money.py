@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from satvault.accounts.access import visible_wallet
 from satvault.accounts.models import Merchant
+from satvault.amounts import InvalidAmount, parse_whole_sats
 from satvault.auth.sessions import SessionView
 from satvault.checkout.i18n import Language
 from satvault.kernel.errors import NotFound, SatvaultError
@@ -67,14 +68,14 @@ class FormError(Exception):
 
 def parse_sats(value: str, *, required: bool) -> int | None:
     """A form's amount in whole sats → msat; anything else is the form's error."""
-    text = value.strip().replace("_", "").replace(",", "").replace(" ", "")
-    if not text:
+    if not value.strip():
         if required:
             raise FormError(N_("Enter an amount in sats."))
         return None
-    if not (text.isascii() and text.isdigit()) or len(text) > 16:
-        raise FormError(N_("The amount is a whole, positive number of sats."))
-    sats = int(text)
+    try:
+        sats = parse_whole_sats(value)
+    except InvalidAmount:
+        raise FormError(N_("The amount is a whole, positive number of sats.")) from None
     if sats <= 0:
         raise FormError(N_("The amount is a whole, positive number of sats."))
     return sats * 1000

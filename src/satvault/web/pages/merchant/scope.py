@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from satvault.accounts.models import Merchant
 from satvault.accounts.service import Principal
+from satvault.amounts import InvalidAmount, parse_whole_sats
 from satvault.auth.sessions import SessionView
 from satvault.kernel.errors import AuthError, NotFound, SatvaultError
 from satvault.web.idempotency import IdempotencyInProgress, run_idempotent
@@ -36,6 +37,7 @@ __all__ = [
     "FormRefused",
     "Owner",
     "form_key",
+    "form_msat",
     "form_values",
     "made_id",
     "once",
@@ -73,6 +75,18 @@ class FormRefused(Exception):
     def __init__(self, message: str, status: int = 422) -> None:
         super().__init__(message)
         self.status = status
+
+
+def form_msat(values: dict[str, Any], name: str, what: str) -> int | None:
+    """A form's optional amount in whole sats (separators of thousands allowed) → msat;
+    empty: None."""
+    text = str(values.get(name, ""))
+    if not text.strip():
+        return None
+    try:
+        return parse_whole_sats(text) * 1000
+    except InvalidAmount:
+        raise FormRefused(f"{what}: a whole number of sats") from None
 
 
 async def owner(session: AsyncSession, view: SessionView, merchant_id: str) -> Owner:
