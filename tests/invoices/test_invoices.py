@@ -133,6 +133,61 @@ async def test_partial_onchain_then_lightning_remainder(lnenv: LnEnv, shop):
     await env.check()
 
 
+async def test_after_a_partial_payment_the_full_bolt11_is_cancelled(lnenv: LnEnv, shop):
+    """Found from outside (stop 42): after a partial payment the first BOLT11, for the whole
+    amount, stayed payable: a phone that had scanned the first QR code paid the whole amount
+    again (70,000 sat seen on a 50,000 sat invoice). It is cancelled with the remainder's
+    issue; if the partial payment goes away, a BOLT11 for the whole is issued anew."""
+    env = lnenv
+    async with api_client(env) as c:
+        inv = (await create(c, shop, "full", amount="50000", currency="SATS")).json()
+        first = inv["payment_methods"]["lightning"]["bolt11"]
+        txid = env.chain.pay(inv["payment_methods"]["onchain"]["address"], 20_000)
+        await settle_all(env)  # seen in the mempool: a partial payment
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["status"] == "new" and got["additional_status"] == "paid_partial"
+        assert got["payment_methods"]["lightning"]["amount_msat"] == 30_000 * SAT
+        stale = env.network.pay("customer2", first)
+        assert stale.status.value.upper() == "FAILED"
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["seen_msat"] == 20_000 * SAT and got["status"] == "new"
+        # The partial payment is double-spent away: the whole is due again, and asked for.
+        env.chain.double_spend(txid)
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["seen_msat"] == 0 and got["status"] == "new"
+        again = got["payment_methods"]["lightning"]
+        assert again["amount_msat"] == 50_000 * SAT and again["bolt11"] != first
+        assert env.network.pay("customer1", again["bolt11"]).status.value.upper() \
+            == "SUCCEEDED"
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["status"] == "settled" and got["paid_msat"] == 50_000 * SAT
+    await env.check()
+
+
+async def test_an_invoice_paid_within_its_tolerance_asks_for_nothing_more(lnenv: LnEnv, shop):
+    """Found from outside (stop 42): an invoice settled within its payment tolerance still
+    offered an on-chain payment request for the shortfall in the API (`amount_sat`, `bip21`):
+    a shop building its QR code from it asked a customer who had paid for more."""
+    env = lnenv
+    async with api_client(env) as c:
+        inv = (await create(c, shop, "tol", amount="50000", currency="SATS",
+                            payment_tolerance_percent="10")).json()
+        env.chain.pay(inv["payment_methods"]["onchain"]["address"], 46_000)
+        for mined in (False, True):  # processing, then settled
+            if mined:
+                env.chain.mine(1)
+            await settle_all(env)
+            got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+            assert got["status"] == ("settled" if mined else "processing"), got
+            onchain = got["payment_methods"]["onchain"]
+            assert onchain["amount_sat"] is None and onchain["bip21"] is None, onchain
+            assert got["payment_methods"]["lightning"] is None or \
+                got["payment_methods"]["lightning"]["bolt11"] is None
+    await env.check()
+
+
 async def test_a_remainder_bolt11_never_outlives_its_invoice(lnenv: LnEnv, shop):
     """Found from outside: a remainder BOLT11 lived at least 60 s, so one issued in the
     invoice's last minute outlived it, and a payment in that time was credited and the

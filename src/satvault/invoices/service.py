@@ -511,7 +511,10 @@ def _destinations(inv: StoreInvoice, address: str | None, ln: LnInvoice | None
         # Its payment, held for review, covers it until the case decides: paying the address
         # or another BOLT11 meanwhile would pay twice once the case releases it.
         return Destinations(None, None, None, None, None, under_review=True)
-    remaining = _due_msat(inv)
+    # Nothing is asked for once the invoice is no longer awaiting payment: seen in full (or
+    # within its tolerance) and confirming, settled, expired, invalid (found from outside: an
+    # invoice settled within its tolerance still offered a BIP21 for the shortfall).
+    remaining = _due_msat(inv) if inv.status == Status.NEW else 0
     # Only a BOLT11 for exactly what is due: an older one (the first, for the whole amount,
     # after a partial on-chain payment whose remainder BOLT11 the node could not issue, or
     # that was below 1 sat) would have a unified QR make the payer pay it all again.
@@ -647,7 +650,8 @@ MIN_REMAINDER_SECONDS = 10
 @dataclass(frozen=True, slots=True)
 class FollowUp:
     """What the node must do for an invoice after a change: cancel these BOLT11s (paid in
-    full: nobody may pay them any more), and/or issue one for ``remainder_msat``."""
+    full, or asking for more than is still due: nobody may pay them any more), and/or issue
+    one for ``remainder_msat``."""
 
     cancel: tuple[str, ...] = ()
     remainder_msat: int = 0
@@ -687,13 +691,19 @@ async def follow_up_of(session: AsyncSession, invoice_id: str) -> FollowUp:
     # payment, or all of it once the invoice's BOLT11 was cancelled (an internal payment
     # refused after taking it off the node: satvault.withdrawals.refused).
     remaining = inv.due_msat - inv.seen_msat
+    # A BOLT11 for more than is still due would have its payer pay twice (found from
+    # outside: after a partial payment, a phone that had scanned the first QR code paid the
+    # whole amount again): cancelled. If the partial payment goes away, the whole is due
+    # again and a BOLT11 for it is issued below.
+    over = tuple(ln.payment_hash for ln in open_ln
+                 if inv.status == Status.NEW and ln.amount_msat > remaining)
     if (inv.status == Status.NEW and remaining >= 1000
             and "lightning" in inv.payment_methods
             and all(ln.amount_msat != remaining for ln in open_ln)):
-        todo = FollowUp(remainder_msat=remaining, ends_at=inv.expires_at)
+        todo = FollowUp(cancel=over, remainder_msat=remaining, ends_at=inv.expires_at)
         if todo.remainder_seconds():
             return todo
-    return FollowUp()
+    return FollowUp(cancel=over)
 
 
 async def record_follow_up(session: AsyncSession, invoice_id: str, *,
