@@ -211,7 +211,8 @@ async def test_a_manifest_with_a_field_of_the_wrong_type_or_range_is_refused(
            {**good, "format_version": True}, {**good, "format_version": 1.0},
            {**good, "kind": ["sqlite"]}, {**good, "created_at": 5},
            {**good, "created_at": "yesterday"}, {**good, "satvault_version": {"v": 1}},
-           {**good, "revision": 12}, {**good, "server_version": ["16"]}]
+           {**good, "revision": 12}, {**good, "server_version": ["16"]},
+           {**good, "ledger_newest_at": "yesterday"}, {**good, "ledger_newest_at": 5}]
     texts += [json.dumps(m) for m in bad]
     for i, text_ in enumerate(texts):
         archive = tmp_path / f"bad{i}.tar"

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,8 @@ from satvault.backup.errors import TargetNotEmpty, ToolFailed, ToolMissing
 from satvault.db import create_engine
 from satvault.logs import get_logger
 
-__all__ = ["client_major", "dump", "libpq_env", "other_sessions", "restore", "table_count",
-           "target_tables"]
+__all__ = ["client_major", "dump", "libpq_env", "newest_transfer", "other_sessions", "restore",
+           "table_count", "target_tables"]
 
 log = get_logger(__name__)
 Step = Callable[[int, int | None], None]
@@ -153,9 +154,10 @@ async def _run(argv: list[str], env: dict[str, str], *, on_line: Callable[[str],
 
 
 async def dump(url: str, out: Path, *, step: Step | None = None
-               ) -> tuple[str | None, str]:
+               ) -> tuple[str | None, str, datetime | None]:
     """``pg_dump -Fc`` of the database at ``url`` into ``out``, from a snapshot taken now;
-    returns (the snapshot's Alembic revision, the server's version)."""
+    returns (the snapshot's Alembic revision, the server's version, its newest ledger
+    transfer's time)."""
     pg_dump = _tool("pg_dump")
     engine = create_engine(url, pool_size=1)
     try:
@@ -167,6 +169,8 @@ async def dump(url: str, out: Path, *, step: Step | None = None
                 await conn.execute(text("SET TRANSACTION READ ONLY"))
                 snapshot = (await conn.execute(text("SELECT pg_export_snapshot()"))).scalar_one()
                 revision = await _revision(conn)
+                newest = None if revision is None else (await conn.execute(text(
+                    "SELECT max(created_at) FROM ledger_transfers"))).scalar_one()
                 log.info("backup_snapshot", snapshot=snapshot, revision=revision)
                 # The snapshot lives as long as this transaction: pg_dump imports it first
                 # thing, and this waits for pg_dump to finish before letting go.
@@ -177,7 +181,7 @@ async def dump(url: str, out: Path, *, step: Step | None = None
         raise ToolFailed(f"PostgreSQL refused the backup: {exc.orig}") from exc
     finally:
         await engine.dispose()
-    return revision, version
+    return revision, version, None if newest is None else newest.astimezone(UTC)
 
 
 @contextlib.asynccontextmanager
@@ -227,6 +231,23 @@ async def target_tables(url: str) -> int:
         raise ToolFailed(f"cannot reach the target database: {exc.orig}") from exc
     finally:
         await engine.dispose()
+
+
+async def newest_transfer(url: str) -> datetime | None:
+    """When the newest ledger transfer of the database at ``url`` was made (None: no such
+    database, no schema, no transfer)."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            at = (await conn.execute(text(
+                "SELECT max(created_at) FROM ledger_transfers"))).scalar_one()
+    except DBAPIError as exc:
+        if "does not exist" in str(exc.orig):
+            return None
+        raise ToolFailed(f"cannot reach the target database: {exc.orig}") from exc
+    finally:
+        await engine.dispose()
+    return None if at is None else at.astimezone(UTC)
 
 
 async def other_sessions(url: str) -> list[str]:

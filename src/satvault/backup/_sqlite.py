@@ -13,12 +13,19 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
-from satvault.backup.errors import BadArchive, TargetInUse, TargetNotEmpty, ToolFailed
+from satvault.backup.errors import (
+    BackupError,
+    BadArchive,
+    TargetInUse,
+    TargetNotEmpty,
+    ToolFailed,
+)
 from satvault.kernel.files import create_private, flock_or_none
 
-__all__ = ["dump", "restore", "table_count"]
+__all__ = ["dump", "newest_transfer", "restore", "table_count"]
 
 
 @contextlib.contextmanager
@@ -33,9 +40,31 @@ def _connect(path: Path) -> Iterator[sqlite3.Connection]:
 def table_count(path: Path) -> int:
     if not path.exists() or path.stat().st_size == 0:
         return 0
-    with _connect(path) as conn:
-        return int(conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-                                "AND name NOT LIKE 'sqlite_%'").fetchone()[0])
+    try:
+        with _connect(path) as conn:
+            return int(conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                                    "AND name NOT LIKE 'sqlite_%'").fetchone()[0])
+    except sqlite3.DatabaseError as exc:  # found from outside: a traceback, not the refusal
+        raise BackupError(f"{path} is not a SQLite database ({exc}): nothing was "
+                          "changed") from exc
+
+
+def newest_transfer(path: Path) -> datetime | None:
+    """When the newest ledger transfer of the SQLite database at ``path`` was made (None: no
+    file, no schema, no transfer)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    try:
+        with _connect(path) as conn:
+            row = conn.execute("SELECT max(created_at) FROM ledger_transfers").fetchone()
+    except sqlite3.OperationalError:  # no such table: nothing of satvault's in it
+        return None
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(f"{path} is not a SQLite database ({exc}): nothing was "
+                          "changed") from exc
+    if row is None or row[0] is None:
+        return None
+    return datetime.fromisoformat(str(row[0])).replace(tzinfo=UTC)
 
 
 def _revision(conn: sqlite3.Connection) -> str | None:

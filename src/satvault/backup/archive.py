@@ -64,6 +64,9 @@ class Manifest:
     kind: Kind
     dump: DumpInfo
     server_version: str = ""
+    # The newest ledger transfer in the dump (ISO 8601; "" for none, or a backup made before
+    # this field): a restore over a database whose ledger moved past it is asked about.
+    ledger_newest_at: str = ""
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -102,15 +105,18 @@ class Manifest:
             if revision is not None:
                 _text("revision", revision)
             created_at = _text("created_at", raw["created_at"])
-            try:
-                datetime.fromisoformat(created_at)
-            except ValueError:
-                raise ValueError(f"created_at {created_at!r} is not an ISO 8601 time") from None
+            newest = _text("ledger_newest_at", raw.get("ledger_newest_at", ""), empty=True)
+            for field, moment in (("created_at", created_at), ("ledger_newest_at", newest)):
+                try:
+                    if moment:
+                        datetime.fromisoformat(moment)
+                except ValueError:
+                    raise ValueError(f"{field} {moment!r} is not an ISO 8601 time") from None
             return cls(satvault_version=_text("satvault_version", raw["satvault_version"]),
                        revision=revision, created_at=created_at, kind=cast(Kind, kind),
                        dump=DumpInfo(name=name, bytes=size, sha256=sha256.lower()),
                        server_version=_text("server_version", raw.get("server_version", ""),
-                                            empty=True))
+                                            empty=True), ledger_newest_at=newest)
         except (KeyError, TypeError, ValueError) as exc:
             raise BadArchive(f"the backup's manifest is incomplete or malformed: {exc}") from exc
 

@@ -13,15 +13,18 @@ the operator has to drop or restore again with ``--force``).
         ├── RevisionTooNew     made by a newer satvault: its schema revision is unknown here
         ├── WrongKind          a SQLite backup into PostgreSQL or the other way round
         ├── TargetNotEmpty     the target database has tables (``--force`` replaces them)
-        └── TargetInUse        ``--force`` onto a database satvault (or anyone) is using
+        ├── TargetNewer        ``--force`` onto a database with transfers after the backup
+        ├── TargetInUse        ``--force`` onto a database satvault (or anyone) is using
+        └── NotABackupFile     ``--to`` an existing file that is not a satvault backup
 """
 
 from __future__ import annotations
 
 from satvault.kernel.errors import SatvaultError
 
-__all__ = ["BackupError", "BadArchive", "ChecksumMismatch", "RevisionTooNew", "TargetInUse",
-           "TargetNotEmpty", "ToolFailed", "ToolMissing", "WrongKind"]
+__all__ = ["BackupError", "BadArchive", "ChecksumMismatch", "NotABackupFile", "RevisionTooNew",
+           "TargetInUse", "TargetNewer", "TargetNotEmpty", "ToolFailed", "ToolMissing",
+           "WrongKind"]
 
 
 class BackupError(SatvaultError):
@@ -57,4 +60,12 @@ class TargetNotEmpty(BackupError):
 
 
 class TargetInUse(BackupError):
+    pass
+
+
+class TargetNewer(BackupError):
+    pass
+
+
+class NotABackupFile(BackupError):
     pass

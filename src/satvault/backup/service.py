@@ -45,8 +45,10 @@ from satvault.backup.archive import (
 )
 from satvault.backup.errors import (
     BackupError,
+    NotABackupFile,
     RevisionTooNew,
     TargetInUse,
+    TargetNewer,
     TargetNotEmpty,
     WrongKind,
 )
@@ -155,6 +157,15 @@ async def backup(url: str, dest: Path, *, progress: Progress | None = None) -> B
         if dest.resolve() in {live, *(Path(f"{live}{end}") for end in _SQLITE_SIDE_FILES)}:
             raise BackupError(f"{dest} is the database (or its journal) being backed up: "
                               "choose another file")
+    # An existing file is replaced only if it is a backup already (found from outside:
+    # ``--to`` the signer's seed file replaced the encrypted seed with an archive and said
+    # ok; its audit log or passphrase would have gone the same way).
+    if dest.exists() and not dest.is_dir():
+        try:
+            await asyncio.to_thread(read_manifest, dest)
+        except BackupError:
+            raise NotABackupFile(f"{dest} exists and is not a satvault backup: choose another "
+                                 "file (nothing was changed)") from None
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     log.info("backup_started", kind=kind, database=redact_url(url), file=str(dest))
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -164,8 +175,10 @@ async def backup(url: str, dest: Path, *, progress: Progress | None = None) -> B
         server_version = ""
         if kind == "sqlite":
             revision = await asyncio.to_thread(_sqlite.dump, _sqlite_path(url), dump_file)
+            newest = (await asyncio.to_thread(_sqlite.newest_transfer, dump_file)
+                      if revision is not None else None)
         else:
-            revision, server_version = await _postgres.dump(
+            revision, server_version, newest = await _postgres.dump(
                 url, dump_file, step=lambda done, total: report("dump", done, total))
         if revision is None:
             raise BackupError("the database has no satvault schema (no Alembic revision): "
@@ -179,7 +192,8 @@ async def backup(url: str, dest: Path, *, progress: Progress | None = None) -> B
         manifest = Manifest(satvault_version=__version__, revision=revision,
                             created_at=created_at, kind=kind,
                             dump=DumpInfo(name=DUMP_NAMES[kind], bytes=size, sha256=digest),
-                            server_version=server_version)
+                            server_version=server_version,
+                            ledger_newest_at=newest.isoformat() if newest else "")
         report("archive", 0, size)
         archive_bytes = await asyncio.to_thread(write_archive, dest, manifest, dump_file)
         report("archive", size, size)
@@ -211,6 +225,30 @@ async def verify(source: Path, *, progress: Progress | None = None) -> Manifest:
     return manifest
 
 
+async def _refuse_if_newer(into: str, kind: str, manifest: Manifest) -> None:
+    """:class:`TargetNewer` when the database ``--force`` would replace holds ledger
+    transfers made after the backup began (found from outside: an older backup restored
+    over a newer database said ok; the withdrawals paid since were spendable again, and the
+    customer was paid twice). The backup's manifest names its newest transfer; one made
+    before that field read from the backup's start on."""
+    newest = (await asyncio.to_thread(_sqlite.newest_transfer, _sqlite_path(into))
+              if kind == "sqlite" else await _postgres.newest_transfer(into))
+    if newest is None:
+        return
+    if manifest.ledger_newest_at:  # the backup's own newest transfer: exact
+        moved = newest > datetime.fromisoformat(manifest.ledger_newest_at)
+    else:  # a backup without it: anything from its start on may be missing from it
+        moved = newest >= datetime.fromisoformat(manifest.created_at)
+    if moved:
+        raise TargetNewer(
+            f"the target database {redact_url(into)} holds ledger transfers up to "
+            f"{newest.isoformat(timespec='seconds')}, after this backup was made "
+            f"({manifest.created_at}): restoring it forgets them, and every withdrawal paid "
+            "since would be spendable again. Restore into a new database and compare, or pass "
+            "--discard-newer, then settle with the nodes before serving (docs/operations.md, "
+            "after a restore); nothing was changed")
+
+
 async def _refuse_if_in_use(into: str, kind: str) -> None:
     """:class:`TargetInUse` when something uses the database ``--force`` would replace: a
     ``satvault serve`` on the SQLite file (its lock), or any other session on PostgreSQL.
@@ -231,8 +269,10 @@ async def _refuse_if_in_use(into: str, kind: str) -> None:
 
 
 async def restore(source: Path, into: str, *, force: bool = False,
-                  progress: Progress | None = None) -> RestoreResult:
-    """Restore the archive ``source`` into the database at ``into``."""
+                  discard_newer: bool = False, progress: Progress | None = None
+                  ) -> RestoreResult:
+    """Restore the archive ``source`` into the database at ``into``. ``discard_newer``: with
+    ``force``, replace a database whose ledger moved after the backup was made too."""
     report = progress or _noop
     started = time.monotonic()
     manifest = await asyncio.to_thread(read_manifest, source)
@@ -246,6 +286,8 @@ async def restore(source: Path, into: str, *, force: bool = False,
     _check_revision(source, manifest)
     if force:  # found from outside: a restore under a running serve, which paid on
         await _refuse_if_in_use(into, kind)
+        if not discard_newer:
+            await _refuse_if_newer(into, kind, manifest)
     if not force:  # before the long part; the engines check again as they write
         tables = (await asyncio.to_thread(_sqlite.table_count, _sqlite_path(into))
                   if kind == "sqlite" else await _postgres.target_tables(into))

@@ -71,8 +71,10 @@ def _run(work: Callable[[Progress], Coroutine[Any, Any, T]]) -> T:
 
 
 def backup_cmd(
-    to: Annotated[Path, typer.Option("--to", help="The backup file to write (replaced if it "
-                                                  "exists; written beside it, then renamed).")],
+    to: Annotated[Path, typer.Option("--to", help="The backup file to write (an earlier "
+                                                  "backup there is replaced, any other file "
+                                                  "refused; written beside it, then "
+                                                  "renamed).")],
 ) -> None:
     """Back the database up into one file, while satvault keeps running.
 
@@ -92,6 +94,10 @@ def restore_cmd(
              "created if it does not exist.")] = None,
     force: Annotated[bool, typer.Option(
         help="Replace a target that already holds tables (stop satvault first).")] = False,
+    discard_newer: Annotated[bool, typer.Option(
+        "--discard-newer", help="With --force: replace a database whose ledger moved after "
+                                "the backup was made, forgetting what it did since (settle "
+                                "with the nodes before serving).")] = False,
     verify_only: Annotated[bool, typer.Option(
         "--verify-only", help="Only check the file (manifest, revision, checksum); restore "
                               "nothing.")] = False,
@@ -108,5 +114,6 @@ def restore_cmd(
         emit({"ok": True, "verified": True, "file": str(source), "manifest": manifest.as_dict()})
         return
     target = into or get_settings().database_url
-    result = _run(lambda step: restore(source, target, force=force, progress=step))
+    result = _run(lambda step: restore(source, target, force=force,
+                                       discard_newer=discard_newer, progress=step))
     emit(result.as_dict())

@@ -696,7 +696,8 @@ async def follow_up_of(session: AsyncSession, invoice_id: str) -> FollowUp:
     # whole amount again): cancelled. If the partial payment goes away, the whole is due
     # again and a BOLT11 for it is issued below.
     over = tuple(ln.payment_hash for ln in open_ln
-                 if inv.status == Status.NEW and ln.amount_msat > remaining)
+                 if inv.status == Status.NEW and ln.amount_msat is not None
+                 and ln.amount_msat > remaining)
     if (inv.status == Status.NEW and remaining >= 1000
             and "lightning" in inv.payment_methods
             and all(ln.amount_msat != remaining for ln in open_ln)):
