@@ -11,6 +11,7 @@ import json
 from sqlalchemy import select, text, update
 
 from satvault.accounts import service as acc
+from satvault.backends.lightning import PaymentStatus
 from satvault.ledger.core import TransferSpec
 from satvault.ledger.platform import ensure_platform_accounts
 from satvault.ledger.store import submit_one
@@ -231,3 +232,60 @@ async def test_a_lightning_payment_waiting_for_approvers_is_no_difference(lnenv:
                                           reason="no")
     report = await run(env)
     assert report.ok, report.as_dict()
+
+
+async def test_a_payment_the_node_made_that_no_record_holds_is_named_until_resolved(
+        lnenv: LnEnv):
+    """Found from outside (stop 42): an older backup restored over a newer database forgot a
+    paid Lightning withdrawal; the customer withdrew the same money again, the node paid it
+    from its spare liquidity, and the reconciliation and the doctor said all was well. Every
+    payment the node made is now read from its own list and looked up in ours; one we do
+    not record is named (shallow runs too: they resume the node's list before it) until a
+    person resolves its review item, saying how it was booked."""
+    from satvault.reconcile import Reconciler
+    from satvault.reconcile.review import resolve_item
+
+    env = lnenv
+    await fund(env, env.wallet, 50_000 * SAT)
+    wd = await pay_out(env, customer_invoice(env, 3_000 * SAT))  # ours: recorded
+    await env.runtime.payer.dispatch()
+    await env.runtime.payer.drain()
+    async with env.sessions() as s:
+        assert (await s.get(Withdrawal, wd.id)).status == "confirmed"
+    reconciler = Reconciler(env.sessions, env.runtime.backend, env.runtime.lightning,
+                            deep_every=100)
+    assert await reconciler.step(force=True) == []
+    # The node pays from outside the books (what the restored database forgot looks so).
+    stray = env.network.create_invoice("customer2", 40_000 * SAT, memo="by hand")
+    made = await env.runtime.lightning.pay(stray.bolt11, amount_msat=None,
+                                           fee_limit_msat=5_000 * SAT, timeout_seconds=30)
+    assert made.status is PaymentStatus.SUCCEEDED
+    assert await reconciler.step(force=True) == []  # shallow, resumed: seen once
+    report = await run(env, deep=False)  # a shallow run with no cursor reads it all: twice
+    [diff] = [d for d in report.differences if d.kind == "ln_payment_unrecorded"]
+    assert diff.subject == stray.payment_hash
+    assert f"paid {40_000 * SAT} msat" in diff.detail and "no payment of satvault" in diff.detail
+    assert [d.subject for d in report.raised] == [stray.payment_hash]  # raised to a person
+    assert [d.kind for d in await reconciler.step(force=True)] == []  # still seen, once raised
+    async with env.sessions() as s:
+        incident = (await s.execute(select(ReconciliationIncident).where(
+            ReconciliationIncident.kind == "ln_payment_unrecorded"))).scalar_one()
+        assert incident.seen_runs == 3 and incident.resolved_at is None
+    async with env.sessions() as s, s.begin():
+        item = (await s.execute(select(ReviewItem).where(
+            ReviewItem.subject == f"ln_payment_unrecorded:{stray.payment_hash}"))).scalar_one()
+        await resolve_item(s, item_id=item.id, actor="user:ops",
+                           note="paid by hand to customer2; booked against equity")
+    assert await reconciler.step(force=True) == []
+    async with env.sessions() as s:
+        incident = (await s.execute(select(ReconciliationIncident).where(
+            ReconciliationIncident.kind == "ln_payment_unrecorded"))).scalar_one()
+        assert incident.resolved_at is not None
+    # The next one after it is named as well: the cursor moved past the resolved one only.
+    again = env.network.create_invoice("customer2", 1_000 * SAT)
+    await env.runtime.lightning.pay(again.bolt11, amount_msat=None, fee_limit_msat=5_000 * SAT,
+                                    timeout_seconds=30)
+    await reconciler.step(force=True)
+    report = await run(env, deep=False)
+    assert [d.subject for d in report.differences if d.kind == "ln_payment_unrecorded"] \
+        == [again.payment_hash]

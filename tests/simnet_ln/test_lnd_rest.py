@@ -153,6 +153,31 @@ async def test_pay_and_track(backend: LndBackend, net: LnNetwork) -> None:
     assert r3.status is PaymentStatus.SUCCEEDED and r3.amount_msat == 3_000
 
 
+async def test_list_payments_pages_through_every_payment_of_the_node(
+        backend: LndBackend, net: LnNetwork) -> None:
+    """``ListPayments`` from an index on, failed and in-flight ones included (the
+    reconciliation reads the node's own list: a payment no record of ours holds is named)."""
+    assert await backend.list_payments() == []
+    paid = [net.create_invoice("customer2", 1_000 * (i + 1)) for i in range(3)]
+    for inv in paid:
+        await backend.pay(inv.bolt11, amount_msat=None, fee_limit_msat=5000, timeout_seconds=30)
+    failed = net.create_invoice("customer2", 9_000)
+    net.script_next("platform", "fail:no_route")
+    await backend.pay(failed.bolt11, amount_msat=None, fee_limit_msat=5000, timeout_seconds=30)
+    listed = await backend.list_payments()
+    assert [p.payment_hash for p in listed] == [i.payment_hash for i in (*paid, failed)]
+    assert [p.status for p in listed] == [PaymentStatus.SUCCEEDED] * 3 + [PaymentStatus.FAILED]
+    assert [p.amount_msat for p in listed[:3]] == [1_000, 2_000, 3_000]
+    assert all(p.fee_msat > 0 for p in listed[:3])
+    indexes = [p.index for p in listed]
+    assert indexes == sorted(indexes) and len(set(indexes)) == 4
+    # Paged: after an index, at most a limit.
+    assert [p.payment_hash for p in await backend.list_payments(after_index=indexes[0],
+                                                                limit=2)] \
+        == [paid[1].payment_hash, paid[2].payment_hash]
+    assert await backend.list_payments(after_index=indexes[-1]) == []
+
+
 @pytest.mark.parametrize("reason", ["no_route", "insufficient_balance",
                                     "incorrect_payment_details", "timeout"])
 async def test_pay_failures(backend: LndBackend, net: LnNetwork, reason: str) -> None:

@@ -39,6 +39,7 @@ from satvault.backends.lightning import (
     InvoiceState,
     LightningBalances,
     NodeInfo,
+    NodePayment,
     PaymentResult,
     PaymentStatus,
 )
@@ -265,6 +266,29 @@ class ClnBackend:
             return PaymentResult(payment_hash, PaymentStatus.IN_FLIGHT)
         return PaymentResult(payment_hash, PaymentStatus.FAILED,
                              failure_reason="FAILURE_REASON_ERROR")
+
+    async def list_payments(self, *, after_index: int = 0, limit: int = 1000
+                            ) -> list[NodePayment]:
+        """``listsendpays`` by created index (CLN 23.11 on). A payment in parts has a row
+        per part: they are one payment here, complete if any part is, pending while any is,
+        at its first part's index."""
+        rows = (await self._call("listsendpays", {
+            "index": "created", "start": after_index + 1, "limit": limit}))["payments"]
+        by_hash: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_hash.setdefault(str(row.get("payment_hash", "")), []).append(row)
+        found = []
+        for payment_hash, parts in by_hash.items():
+            statuses = {p.get("status") for p in parts}
+            status = (PaymentStatus.SUCCEEDED if "complete" in statuses
+                      else PaymentStatus.IN_FLIGHT if "pending" in statuses
+                      else PaymentStatus.FAILED)
+            done = [p for p in parts if p.get("status") != "failed"] or parts
+            amount = sum(_msat(p.get("amount_msat")) for p in done)
+            sent = sum(_msat(p.get("amount_sent_msat")) for p in done)
+            found.append(NodePayment(payment_hash, status, amount, max(0, sent - amount),
+                                     min(int(p.get("created_index", 0)) for p in parts)))
+        return sorted(found, key=lambda p: p.index)
 
     async def decode(self, bolt11: str) -> DecodedInvoice:
         d = await self._call("decode", {"string": bolt11})

@@ -20,6 +20,8 @@ __all__ = [
     "LightningBackend",
     "LightningBalances",
     "NodeInfo",
+    "NodePayment",
+    "PaymentLister",
     "PaymentResult",
     "PaymentStatus",
 ]
@@ -83,6 +85,18 @@ class PaymentResult:
 
 
 @dataclass(frozen=True, slots=True)
+class NodePayment:
+    """One payment the node made (or is making), as its own list has it: ``index`` is the
+    node's (LND's payment index, CLN's created index), ascending with time."""
+
+    payment_hash: str
+    status: PaymentStatus
+    amount_msat: int
+    fee_msat: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
 class LightningBalances:
     channel_local_msat: int
     channel_remote_msat: int
@@ -116,3 +130,15 @@ class LightningBackend(Protocol):
     async def balances(self) -> LightningBalances: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class PaymentLister(Protocol):
+    """A Lightning backend that lists the node's own payments, every one, whoever made it
+    (the reconciliation's check that each has its record: :mod:`satvault.reconcile`)."""
+
+    async def list_payments(self, *, after_index: int = 0, limit: int = 1000
+                            ) -> list[NodePayment]:
+        """The node's payments with an index above ``after_index``, oldest first, at most
+        ``limit`` (fewer: the end of the list)."""
+        ...

@@ -37,6 +37,7 @@ from satvault.backends.lightning import (
     InvoiceState,
     LightningBalances,
     NodeInfo,
+    NodePayment,
     PaymentResult,
     PaymentStatus,
 )
@@ -287,6 +288,20 @@ class LndBackend:
                 return None
             raise
         raise BackendUnavailable("lnd closed the track stream without an update")
+
+    async def list_payments(self, *, after_index: int = 0, limit: int = 1000
+                            ) -> list[NodePayment]:
+        """``ListPayments`` from ``index_offset`` (exclusive) on, in-flight and failed
+        payments included."""
+        out = await self._call("GET", "/v1/payments", params={
+            "include_incomplete": "true", "index_offset": str(after_index),
+            "max_payments": str(limit)})
+        found = []
+        for obj in out.get("payments") or []:
+            p = self._payment(obj)
+            found.append(NodePayment(p.payment_hash, p.status, p.amount_msat, p.fee_msat,
+                                     _int(obj.get("payment_index"))))
+        return found
 
     async def decode(self, bolt11: str) -> DecodedInvoice:
         d = await self._call("GET", f"/v1/payreq/{bolt11}")

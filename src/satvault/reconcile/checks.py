@@ -18,8 +18,10 @@
      (:func:`satvault.risk.rollups.rollup_drift`).
 3. **world** — the ledger against the nodes: each custody tier's coins against its account
    and each held coin at the chain node (:func:`satvault.custody.status.custody_status`);
-   recent Lightning invoices and payments at the Lightning node against ours; the node's
-   channel balance against the Lightning asset account.
+   recent Lightning invoices and payments at the Lightning node against ours; every payment
+   the Lightning node made against our records of payments (one we do not record is money
+   that left without a debit: a database restored from an older backup, the node used by
+   hand, a key elsewhere); the node's channel balance against the Lightning asset account.
 
 Every statement is an aggregate or an anti-join through indexes; the node calls are made with
 no transaction open, at most ``NODE_CONCURRENCY`` at a time, over a bounded recent window.
@@ -38,18 +40,24 @@ from sqlalchemy.orm import aliased
 from satvault.audit.service import verify as verify_audit
 from satvault.backends.base import ChainBackend
 from satvault.backends.errors import BackendUnavailable
-from satvault.backends.lightning import InvoiceState, LightningBackend, PaymentStatus
+from satvault.backends.lightning import (
+    InvoiceState,
+    LightningBackend,
+    PaymentLister,
+    PaymentStatus,
+)
 from satvault.custody.status import custody_status
 from satvault.db import utcnow
 from satvault.ledger.check import check_ledger
 from satvault.ledger.models import LedgerTransfer
 from satvault.lightning.models import LnInvoice, LnInvoiceStatus, LnPayment, LnPaymentStatus
 from satvault.logs import get_logger
-from satvault.onchain.models import CreditState, OnchainPayment
+from satvault.onchain.models import CreditState, OnchainPayment, ReviewItem
 from satvault.payouts.models import Withdrawal, WithdrawalMethod, WithdrawalStatus
 from satvault.risk.rollups import rollup_drift
 
-__all__ = ["NODE_CONCURRENCY", "Diff", "ledger_way", "records_way", "world_way"]
+__all__ = ["NODE_CONCURRENCY", "REVIEW_KIND", "Diff", "NodeCursor", "ledger_way", "records_way",
+           "world_way"]
 
 log = get_logger(__name__)
 MSAT = 1000
@@ -57,6 +65,9 @@ NODE_CONCURRENCY = 8
 RECENT = timedelta(hours=24)  # how far back the node is asked about invoices and payments
 NODE_ROWS = 500  # and at most this many of each, newest first
 LIMIT = 200  # differences named per check (a broken database does not flood the report)
+NODE_PAGE = 1000  # the node's payments read per call
+# The review item a raised difference opens (its subject ``<kind>:<subject>``).
+REVIEW_KIND = "reconciliation_difference"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +214,8 @@ async def _ln_in_flight(session: AsyncSession) -> list[Diff]:
 # deep runs' broken audit chain, so it never stayed long enough to be raised to a person).
 DEEP_ONLY_KINDS = frozenset({"audit_chain_broken", "risk_rollup_mismatch"})
 LN_NODE_KINDS = frozenset({"ln_invoice_not_settled_at_node", "ln_invoice_unrecorded",
-                           "ln_payment_failed_but_paid", "ln_payment_succeeded_not_at_node"})
+                           "ln_payment_failed_but_paid", "ln_payment_succeeded_not_at_node",
+                           "ln_payment_unrecorded"})
 
 
 def unchecked(diffs: list[Diff], *, deep: bool) -> frozenset[str] | None:
@@ -299,9 +311,64 @@ async def _ln_node(sessions: async_sessionmaker[AsyncSession], lightning: Lightn
     return [d for d in found if d is not None]
 
 
+@dataclass
+class NodeCursor:
+    """Where a reconciliation resumes the Lightning node's payments: each one up to ``after``
+    (the node's index) had its record, or a person's resolution, when last read."""
+
+    after: int = 0
+
+
+async def _ln_node_payments(sessions: async_sessionmaker[AsyncSession],
+                            lightning: LightningBackend, cursor: NodeCursor) -> list[Diff]:
+    """Every payment the node made from ``cursor`` on that no ``ln_payments`` row records
+    (found from outside: an older backup restored over a newer database forgot a paid
+    withdrawal, the customer withdrew the same money again, and the reconciliation said
+    nothing while the node had liquidity to spare). A failed one moved nothing. One a person
+    looked into and resolved (its review item, with the note saying how it was booked) is
+    not named again. Our rows are read after the node's list: a payment is recorded before
+    the node is asked to make it."""
+    if not isinstance(lightning, PaymentLister):
+        return []
+    after, stop, out = cursor.after, None, list[Diff]()
+    while True:
+        page = await lightning.list_payments(after_index=after, limit=NODE_PAGE)
+        moved = {p.payment_hash for p in page if p.status != PaymentStatus.FAILED}
+        known: set[str] = set()
+        if moved:
+            async with sessions() as s:
+                known = set((await s.execute(select(LnPayment.payment_hash).where(
+                    LnPayment.payment_hash.in_(moved)).distinct())).scalars())
+                unknown = moved - known
+                if unknown:
+                    known |= {subject.split(":", 1)[1] for subject in (await s.execute(
+                        select(ReviewItem.subject).where(
+                            ReviewItem.kind == REVIEW_KIND,
+                            ReviewItem.resolved_at.is_not(None),
+                            ReviewItem.subject.in_(
+                                [f"ln_payment_unrecorded:{h}" for h in unknown])))).scalars()}
+        for p in page:
+            if p.status == PaymentStatus.FAILED or p.payment_hash in known:
+                continue
+            if stop is None:
+                stop = p.index - 1  # the next run reads from it again
+            if len(out) < LIMIT:
+                state = "is paying" if p.status == PaymentStatus.IN_FLIGHT else "paid"
+                out.append(Diff("world", "ln_payment_unrecorded", p.payment_hash,
+                                f"the Lightning node {state} {p.amount_msat} msat + "
+                                f"{p.fee_msat} msat fee (its payment {p.index}); no payment "
+                                "of satvault records it"))
+        if page:
+            after = max(after, max(p.index for p in page))
+        if len(page) < NODE_PAGE:
+            break
+    cursor.after = after if stop is None else max(cursor.after, stop)
+    return out
+
+
 async def world_way(sessions: async_sessionmaker[AsyncSession], backend: ChainBackend | None,
-                    lightning: LightningBackend | None, now: datetime
-                    ) -> tuple[list[Diff], int | None]:
+                    lightning: LightningBackend | None, now: datetime,
+                    cursor: NodeCursor | None = None) -> tuple[list[Diff], int | None]:
     """The world's differences and the chain height they were read at. A node that cannot be
     asked is a difference too: what cannot be compared is not known to agree."""
     try:
@@ -319,6 +386,7 @@ async def world_way(sessions: async_sessionmaker[AsyncSession], backend: ChainBa
     if lightning is not None:
         try:
             out += await _ln_node(sessions, lightning, now)
+            out += await _ln_node_payments(sessions, lightning, cursor or NodeCursor())
         except BackendUnavailable as exc:
             out.append(Diff("world", "ln_node_unreachable", "lightning",
                             f"the Lightning node could not be asked: {exc}"))

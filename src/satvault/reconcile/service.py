@@ -30,7 +30,15 @@ from satvault.backends.lightning import LightningBackend
 from satvault.db import utcnow
 from satvault.logs import get_logger
 from satvault.onchain.models import ReviewItem
-from satvault.reconcile.checks import Diff, ledger_way, records_way, unchecked, world_way
+from satvault.reconcile.checks import (
+    REVIEW_KIND,
+    Diff,
+    NodeCursor,
+    ledger_way,
+    records_way,
+    unchecked,
+    world_way,
+)
 from satvault.reconcile.models import ReconciliationIncident, ReconciliationRun
 
 __all__ = ["RAISE_AFTER_RUNS", "Reconciler", "RunReport", "find_differences", "open_incidents",
@@ -38,7 +46,6 @@ __all__ = ["RAISE_AFTER_RUNS", "Reconciler", "RunReport", "find_differences", "o
 
 log = get_logger(__name__)
 RAISE_AFTER_RUNS = 2
-REVIEW_KIND = "reconciliation_difference"
 
 
 @dataclass
@@ -113,19 +120,22 @@ async def _remember(session: AsyncSession, diffs: list[Diff], now: datetime, *, 
 
 async def find_differences(sessions: async_sessionmaker[AsyncSession],
                            backend: ChainBackend | None, lightning: LightningBackend | None, *,
-                           deep: bool = True) -> tuple[list[Diff], int | None]:
+                           deep: bool = True, cursor: NodeCursor | None = None
+                           ) -> tuple[list[Diff], int | None]:
     """The three ways' differences now, and the chain height, remembering nothing (what
-    ``satvault doctor`` shows)."""
-    world, height = await world_way(sessions, backend, lightning, utcnow())
+    ``satvault doctor`` shows). ``cursor``: where the Lightning node's payments are read
+    from (and moved on); none: all of them."""
+    world, height = await world_way(sessions, backend, lightning, utcnow(), cursor)
     return [*await _read_books(sessions, deep=deep), *world], height
 
 
 async def reconcile_once(sessions: async_sessionmaker[AsyncSession],
                          backend: ChainBackend | None, lightning: LightningBackend | None, *,
-                         deep: bool = True) -> RunReport:
+                         deep: bool = True, cursor: NodeCursor | None = None) -> RunReport:
     """One run of the three ways, remembered (see the module docstring)."""
     started, clock = utcnow(), time.perf_counter()
-    diffs, height = await find_differences(sessions, backend, lightning, deep=deep)
+    diffs, height = await find_differences(sessions, backend, lightning, deep=deep,
+                                           cursor=cursor)
     async with sessions() as s, s.begin():
         raised, resolved = await _remember(s, diffs, utcnow(), deep=deep)
         report = RunReport(0, started, height, deep, diffs, raised, resolved,
@@ -166,6 +176,9 @@ class Reconciler:
         self.deep_every = max(1, deep_every)
         self._last_height: int | None = None
         self._runs = 0
+        # The node's payments: from where the last run left them; a deep run (the first of
+        # a process among them: after a restore, say) reads them all again.
+        self._payments = NodeCursor()
 
     async def step(self, *, force: bool = False) -> list[Diff]:
         """The differences this run raised for a person (empty if the tip did not move)."""
@@ -173,6 +186,9 @@ class Reconciler:
         if tip == self._last_height and not force:
             return []
         deep = self._runs % self.deep_every == 0
-        report = await reconcile_once(self.sessions, self.backend, self.lightning, deep=deep)
+        if deep:
+            self._payments = NodeCursor()
+        report = await reconcile_once(self.sessions, self.backend, self.lightning, deep=deep,
+                                      cursor=self._payments)
         self._last_height, self._runs = tip, self._runs + 1
         return report.raised

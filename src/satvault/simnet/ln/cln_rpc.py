@@ -442,6 +442,17 @@ class ClnRpcServer(LoopServer):
         if "status" in params:
             wanted = str(params["status"])
             pays = [p for p in pays if C.pay_entry(p)["status"] == wanted]
+        # Paging as CLN 23.11 on: by ``index`` (created, or updated: a payment's created and
+        # updated index are one here), from ``start`` on, at most ``limit``.
+        if "index" in params:
+            if params["index"] not in ("created", "updated"):
+                raise RpcError(INVALID_PARAMS, "index: should be one of created, updated")
+            start, limit = u64(params, "start") or 0, u64(params, "limit")
+            pays = [p for p in pays if p.payment_index >= start]
+            if limit is not None:
+                pays = pays[:limit]
+        elif "start" in params or "limit" in params:
+            raise RpcError(INVALID_PARAMS, "Can only specify {start} or {limit} with {index}")
         return pays
 
     async def _listpays(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from typing import Any
 from satvault.simnet.ln import _lnd_json as J
 from satvault.simnet.ln._control import control
 from satvault.simnet.ln._http import HttpServer, LoopServer, Request, Response, Stream
-from satvault.simnet.ln._model import Invoice, Payment
+from satvault.simnet.ln._model import Invoice, Payment, PaymentStatus
 from satvault.simnet.ln.errors import (
     DuplicateInvoice,
     InvalidPaymentRequest,
@@ -127,6 +127,7 @@ class LndRestServer(LoopServer):
             ("POST", "/v2/router/send"): self._send,
             ("GET", "/v1/balance/channels"): self._channel_balance,
             ("GET", "/v1/balance/blockchain"): self._wallet_balance,
+            ("GET", "/v1/payments"): self._list_payments,
         }
         self._gates: dict[tuple[str, str], threading.Event] = {}
         self.held = threading.Semaphore(0)  # released once per call a gate holds
@@ -235,6 +236,23 @@ class LndRestServer(LoopServer):
 
     async def _wallet_balance(self, req: Request) -> Response:
         return Response(200, J.wallet_balance(self.network.balance(self.node)))
+
+    async def _list_payments(self, req: Request) -> Response:
+        """``ListPayments``: this node's payments after ``index_offset`` (exclusive), oldest
+        first, at most ``max_payments``; only the succeeded ones unless
+        ``include_incomplete``."""
+        query = dict(req.query)
+        offset, most = _int(query, "index_offset"), _int(query, "max_payments", 100)
+        if _truthy(query.get("reversed")):
+            raise _Fail(12, "reversed listing is not simulated")
+        pays = [p for p in self.network.payments(self.node) if p.payment_index > offset
+                and (_truthy(query.get("include_incomplete"))
+                     or p.status is PaymentStatus.SUCCEEDED)][:most]
+        return Response(200, {
+            "payments": [self._payment_json(p) for p in pays],
+            "first_index_offset": str(pays[0].payment_index if pays else 0),
+            "last_index_offset": str(pays[-1].payment_index if pays else 0),
+            "total_num_payments": "0"})
 
     # -------------------------------------------------------------------------- invoices
     async def _add_invoice(self, req: Request) -> Response:
