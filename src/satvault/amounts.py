@@ -26,8 +26,9 @@ MAX_INTEGER_DIGITS = 18
 _DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?", re.ASCII)
 # A person's whole number in a form: digits, or groups of three after the first behind one
 # separator used throughout ("1,000,000", "1 000 000", "1_000").
-_GROUPED = re.compile(r"[0-9]+|[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,3}(?: [0-9]{3})+"
-                      r"|[0-9]{1,3}(?:_[0-9]{3})+", re.ASCII)
+# A first group never starts with 0: "0,500" can only mean a half (found from outside).
+_GROUPED = re.compile(r"[0-9]+|[1-9][0-9]{0,2}(?:,[0-9]{3})+|[1-9][0-9]{0,2}(?: [0-9]{3})+"
+                      r"|[1-9][0-9]{0,2}(?:_[0-9]{3})+", re.ASCII)
 
 
 class InvalidAmount(ValueError):

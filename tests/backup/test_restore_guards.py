@@ -77,6 +77,11 @@ async def test_a_backup_replaces_an_earlier_backup_and_no_other_file(
     seed.write_text('{"encrypted": "the only copy of the keys"}')
     log = tmp_path / "signer-audit.jsonl"
     log.write_bytes(b"")
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    code, answer, _ = await asyncio.to_thread(cli, "backup", "--to", str(folder), url=db_url)
+    assert code == 1 and "is a directory" in answer["error"], answer
+    assert list(folder.iterdir()) == []
     for precious in (seed, log):
         before = precious.read_bytes()
         code, answer, _ = await asyncio.to_thread(cli, "backup", "--to", str(precious),

@@ -289,3 +289,36 @@ async def test_a_payment_the_node_made_that_no_record_holds_is_named_until_resol
     report = await run(env, deep=False)
     assert [d.subject for d in report.differences if d.kind == "ln_payment_unrecorded"] \
         == [again.payment_hash]
+
+
+async def test_a_stray_payment_resolved_while_in_flight_is_named_again_once_it_succeeds(
+        lnenv: LnEnv):
+    """Found from outside (stop 42, against the check above): a person resolved the
+    review item of a stray payment still in flight; it then succeeded, 40,000 sat left, and
+    no run named it again. What is resolved is the payment as it stood."""
+    from satvault.backends.errors import BackendUnavailable
+    from satvault.reconcile.review import resolve_item
+
+    env = lnenv
+    stray = env.network.create_invoice("customer2", 40_000 * SAT, memo="by hand")
+    env.network.script(stray.payment_hash, "in_flight")
+    try:
+        await env.runtime.lightning.pay(stray.bolt11, amount_msat=None,
+                                        fee_limit_msat=5_000 * SAT, timeout_seconds=2)
+    except BackendUnavailable:
+        pass  # no answer while in flight
+    await run(env, deep=False)
+    report = await run(env, deep=False)
+    [raised] = report.raised
+    assert raised.subject == f"{stray.payment_hash}:in-flight" and "is paying" in raised.detail
+    async with env.sessions() as s, s.begin():
+        item = (await s.execute(select(ReviewItem).where(
+            ReviewItem.subject == f"ln_payment_unrecorded:{raised.subject}"))).scalar_one()
+        await resolve_item(s, item_id=item.id, actor="user:ops",
+                           note="in flight, expected to fail: nothing to book")
+    assert not [d for d in (await run(env, deep=True)).differences
+                if d.kind == "ln_payment_unrecorded"]
+    env.network.resolve(stray.payment_hash, "succeed")  # the money leaves after all
+    report = await run(env, deep=True)
+    [named] = [d for d in report.differences if d.kind == "ln_payment_unrecorded"]
+    assert named.subject == stray.payment_hash and f"paid {40_000 * SAT} msat" in named.detail

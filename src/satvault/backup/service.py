@@ -160,7 +160,10 @@ async def backup(url: str, dest: Path, *, progress: Progress | None = None) -> B
     # An existing file is replaced only if it is a backup already (found from outside:
     # ``--to`` the signer's seed file replaced the encrypted seed with an archive and said
     # ok; its audit log or passphrase would have gone the same way).
-    if dest.exists() and not dest.is_dir():
+    if dest.is_dir():  # found from outside: refused only at the rename, by the OS
+        raise NotABackupFile(f"{dest} is a directory: name the backup file to write "
+                             "(nothing was changed)")
+    if dest.exists():
         try:
             await asyncio.to_thread(read_manifest, dest)
         except BackupError:

@@ -43,6 +43,7 @@ from satvault.backends.errors import BackendUnavailable
 from satvault.backends.lightning import (
     InvoiceState,
     LightningBackend,
+    NodePayment,
     PaymentLister,
     PaymentStatus,
 )
@@ -319,6 +320,14 @@ class NodeCursor:
     after: int = 0
 
 
+def _unrecorded_subject(p: NodePayment) -> str:
+    """What a person resolves of a payment no record holds: its hash as it stands, paid or
+    still paying (found from outside: one resolved while in flight was never named again
+    once it succeeded, 40,000 sat gone with no difference)."""
+    return p.payment_hash if p.status == PaymentStatus.SUCCEEDED \
+        else f"{p.payment_hash}:in-flight"
+
+
 async def _ln_node_payments(sessions: async_sessionmaker[AsyncSession],
                             lightning: LightningBackend, cursor: NodeCursor) -> list[Diff]:
     """Every payment the node made from ``cursor`` on that no ``ln_payments`` row records
@@ -326,35 +335,39 @@ async def _ln_node_payments(sessions: async_sessionmaker[AsyncSession],
     withdrawal, the customer withdrew the same money again, and the reconciliation said
     nothing while the node had liquidity to spare). A failed one moved nothing. One a person
     looked into and resolved (its review item, with the note saying how it was booked) is
-    not named again. Our rows are read after the node's list: a payment is recorded before
-    the node is asked to make it."""
+    not named again, as it was then: paid, or still paying. Our rows are read after the
+    node's list: a payment is recorded before the node is asked to make it."""
     if not isinstance(lightning, PaymentLister):
         return []
     after, stop, out = cursor.after, None, list[Diff]()
     while True:
         page = await lightning.list_payments(after_index=after, limit=NODE_PAGE)
-        moved = {p.payment_hash for p in page if p.status != PaymentStatus.FAILED}
-        known: set[str] = set()
+        moved = [p for p in page if p.status != PaymentStatus.FAILED]
+        recorded: set[str] = set()
+        resolved: set[str] = set()
         if moved:
             async with sessions() as s:
-                known = set((await s.execute(select(LnPayment.payment_hash).where(
-                    LnPayment.payment_hash.in_(moved)).distinct())).scalars())
-                unknown = moved - known
+                recorded = set((await s.execute(select(LnPayment.payment_hash).where(
+                    LnPayment.payment_hash.in_({p.payment_hash for p in moved})).distinct()
+                )).scalars())
+                unknown = [_unrecorded_subject(p) for p in moved
+                           if p.payment_hash not in recorded]
                 if unknown:
-                    known |= {subject.split(":", 1)[1] for subject in (await s.execute(
+                    resolved = {subject.split(":", 1)[1] for subject in (await s.execute(
                         select(ReviewItem.subject).where(
                             ReviewItem.kind == REVIEW_KIND,
                             ReviewItem.resolved_at.is_not(None),
                             ReviewItem.subject.in_(
-                                [f"ln_payment_unrecorded:{h}" for h in unknown])))).scalars()}
+                                [f"ln_payment_unrecorded:{u}" for u in unknown])))).scalars()}
         for p in page:
-            if p.status == PaymentStatus.FAILED or p.payment_hash in known:
+            if p.status == PaymentStatus.FAILED or p.payment_hash in recorded \
+                    or _unrecorded_subject(p) in resolved:
                 continue
             if stop is None:
                 stop = p.index - 1  # the next run reads from it again
             if len(out) < LIMIT:
                 state = "is paying" if p.status == PaymentStatus.IN_FLIGHT else "paid"
-                out.append(Diff("world", "ln_payment_unrecorded", p.payment_hash,
+                out.append(Diff("world", "ln_payment_unrecorded", _unrecorded_subject(p),
                                 f"the Lightning node {state} {p.amount_msat} msat + "
                                 f"{p.fee_msat} msat fee (its payment {p.index}); no payment "
                                 "of satvault records it"))

@@ -67,7 +67,7 @@ async def test_address_and_vouchers(browser: httpx.AsyncClient, people: People,
     assert r.status_code == 422 and 'value="ten"' in r.text
     # A comma that is no separator of thousands is refused, never dropped (found from
     # outside: "1,5" read as 15 sats).
-    for amount in ("1,5", "0,5", "10,00", "1.000"):
+    for amount in ("1,5", "0,5", "10,00", "1.000", "0,500", "0 500", "000,001"):
         r = await browser.post(f"{base}/vouchers", data={**form, **fresh(),
                                                          "amount_sat": amount})
         assert r.status_code == 422 and "a whole number of sats" in r.text, amount
