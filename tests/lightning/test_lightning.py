@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import func, select
 
+from satvault.backends.lightning import PaymentStatus
 from satvault.kernel.retrying import retrying
 from satvault.ledger.core import TransferSpec
 from satvault.ledger.errors import InsufficientFunds
@@ -168,6 +169,91 @@ async def test_retryable_failure_is_retried_then_succeeds(lnenv: LnEnv):
     async with env.sessions() as s:
         attempts = (await s.execute(select(func.count()).select_from(LnPayment))).scalar()
     assert attempts == 2
+    await env.check()
+
+
+async def _retry_lost_on_the_way(env: LnEnv, msat: int, *, expiry: int = 3600):
+    """A withdrawal whose first attempt failed with a reason worth retrying, and whose retry's
+    send timed out before the node took it (the node is held on the send): the node's one
+    record of the hash is still the first attempt's FAILED."""
+    await fund(env, env.wallet, 500_000 * SAT)
+    inv = env.network.create_invoice("customer2", msat, memo="retry", expiry=expiry)
+    env.network.script_next("platform", "fail:no_route")
+    wd = await pay_out(env, inv.bolt11)
+    assert (await env.runtime.payer.step()).retried == 1
+    gate = env.lnd.hold("POST", "/v2/router/send")
+    assert (await env.runtime.payer.step()).unknown == 1  # the send timed out: unknown
+    assert await asyncio.to_thread(env.lnd.held.acquire, True, 10)
+    known = await env.runtime.lightning.track_payment(inv.payment_hash)
+    assert known is not None and known.status is PaymentStatus.FAILED  # the first's record
+    return wd, inv, gate
+
+
+async def test_a_retry_lost_on_the_way_is_not_failed_on_the_first_attempts_record(
+        lnenv: LnEnv):
+    """Found from outside (stop 42): the retry of a payment whose send timed out was failed
+    on the node's record of the first attempt, its hold voided; the node then took the send
+    and paid it, and the wallet had the money back. The node keeps one record per hash: a
+    FAILED read after an earlier attempt failed may be that attempt's, so the retry stays
+    unknown, its money held, until the node records it."""
+    env = lnenv
+    wd, inv, gate = await _retry_lost_on_the_way(env, 60_000 * SAT)
+    for _ in range(2):
+        await env.runtime.payer.step()
+        assert (await status(env, wd.id))[0] == "broadcast"
+        assert (await env.balances())["held"] >= 60_000 * SAT
+    gate.set()  # the send reaches the node, which pays it
+    for _ in range(50):
+        known = await env.runtime.lightning.track_payment(inv.payment_hash)
+        if known is not None and known.status is PaymentStatus.SUCCEEDED:
+            break
+        await asyncio.sleep(0.1)
+    await env.runtime.payer.step()
+    assert (await status(env, wd.id))[0] == "confirmed"
+    balances = await env.balances()
+    assert balances["held"] == 0 and balances["available"] < 500_000 * SAT - 60_000 * SAT
+    await env.check()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"ln_max_attempts": 2}])
+async def test_a_retry_lost_for_good_fails_once_its_invoice_has_expired(lnenv: LnEnv,
+                                                                        clock):
+    """The same, the send never taken: once the invoice has expired (and the margin for the
+    node's clock passed) no send of it can be paid any more; the FAILED is final (the last
+    attempt: no retry), the money back."""
+    from satvault.lightning.payments import EXPIRY_MARGIN_SECONDS
+
+    env = lnenv
+    wd, inv, gate = await _retry_lost_on_the_way(env, 60_000 * SAT, expiry=600)
+    await env.runtime.payer.step()
+    assert (await status(env, wd.id))[0] == "broadcast"
+    later = 600 + EXPIRY_MARGIN_SECONDS + 5
+    env.network.advance_time(later)  # the node's clock: the invoice has expired there too
+    clock.advance(seconds=later)
+    await env.runtime.payer.step()
+    assert (await status(env, wd.id))[0] == "failed"
+    assert (await env.balances()) == {"available": 500_000 * SAT, "incoming": 0, "held": 0,
+                                      "posted": 500_000 * SAT}
+    gate.set()  # a send that turns up now is refused by the node: the invoice expired
+    await asyncio.sleep(0.5)
+    known = await env.runtime.lightning.track_payment(inv.payment_hash)
+    assert known is not None and known.status is not PaymentStatus.SUCCEEDED
+    await env.check()
+
+
+async def test_an_invoice_whose_payment_failed_can_be_paid_again(lnenv: LnEnv):
+    """Found from outside (stop 42): a new withdrawal of an invoice whose earlier payment
+    failed met that payment's row (attempt 1 twice) and was told the server was busy."""
+    env = lnenv
+    await fund(env, env.wallet, 500_000 * SAT)
+    bolt11 = customer_invoice(env, 30_000 * SAT)
+    env.network.script_next("platform", "fail:incorrect_payment_details")
+    first = await pay_out(env, bolt11)
+    assert (await env.runtime.payer.step()).failed == 1
+    assert (await status(env, first.id))[0] == "failed"
+    again = await pay_out(env, bolt11)
+    assert (await env.runtime.payer.step()).succeeded == 1
+    assert (await status(env, again.id))[0] == "confirmed"
     await env.check()
 
 

@@ -45,7 +45,7 @@ async def test_a_broken_audit_chain_is_raised_for_a_person(sessions, monkeypatch
         f"UPDATE audit_events SET state_after = '{{\"scopes\": [\"admin\"]}}' "
         f"WHERE id = {victim.id}", "audit_events")
 
-    async def no_world(sessions, backend, lightning, now):  # the nodes agree
+    async def no_world(sessions, backend, lightning, now, cursor=None):  # the nodes agree
         return [], 101
     monkeypatch.setattr(rec_service, "world_way", no_world)
 

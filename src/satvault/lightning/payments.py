@@ -335,10 +335,16 @@ async def request_ln_withdrawal(session: AsyncSession, *, wallet: Wallet, bolt11
 
 async def _queue_payment(session: AsyncSession, wd: Withdrawal, inv: CheckedInvoice,
                          now: datetime) -> None:
-    """The payment row the payer reads, for a withdrawal whose hold is placed."""
+    """The payment row the payer reads, for a withdrawal whose hold is placed. Its attempt
+    follows the hash's earlier ones: an invoice whose payment failed may be paid again
+    (found from outside: the new row's attempt 1 met the failed one's, and the customer
+    was told the server was busy)."""
+    earlier = (await session.execute(select(func.max(LnPayment.attempt)).where(
+        LnPayment.payment_hash == inv.payment_hash))).scalar_one()
     session.add(LnPayment(
         id=new_id("lnp"), withdrawal_id=wd.id, payment_hash=inv.payment_hash,
-        bolt11=inv.bolt11, amountless=inv.invoice_amount_msat is None, attempt=1,
+        bolt11=inv.bolt11, amountless=inv.invoice_amount_msat is None,
+        attempt=int(earlier or 0) + 1,
         amount_msat=inv.amount_msat, fee_limit_msat=wd.fee_reserve_msat, fee_msat=None,
         status=LnPaymentStatus.PENDING,
         preimage=None, failure_reason=None, next_try_at=None, created_at=now, updated_at=now))
@@ -346,6 +352,16 @@ async def _queue_payment(session: AsyncSession, wd: Withdrawal, inv: CheckedInvo
         await session.flush()
     except IntegrityError as exc:  # a concurrent request took this payment hash first
         raise ConcurrentUpdate("this invoice is being paid by another request") from exc
+
+
+# How long past a BOLT11's expiry before no send of it can still be paid: the node judges
+# expiry by its own clock, and a send it took just before is recorded by then.
+EXPIRY_MARGIN_SECONDS = 600
+
+
+def _past_expiry(bolt11: str) -> bool:
+    d = decode(bolt11)
+    return unix_time() > d.date + (d.expiry or 3600) + EXPIRY_MARGIN_SECONDS
 
 
 async def release_held_payment(session: AsyncSession, wd: Withdrawal, *, bolt11: str,
@@ -810,11 +826,24 @@ class LightningPayer:
         async with self.sessions() as s:
             p = await s.get(LnPayment, pid)
             assert p is not None
-            payment_hash = p.payment_hash
+            payment_hash, bolt11 = p.payment_hash, p.bolt11
+            failed_before = (await s.execute(select(LnPayment.id).where(
+                LnPayment.payment_hash == payment_hash, LnPayment.id != pid,
+                LnPayment.status == LnPaymentStatus.FAILED).limit(1))).first() is not None
         try:
             result = await self.backend.track_payment(payment_hash)
         except BackendError as exc:
             report.errors.append(f"{pid}: {exc}")
+            return
+        if result is not None and result.status is PaymentStatus.FAILED and failed_before \
+                and not _past_expiry(bolt11):
+            # The node keeps one record per hash: this FAILED may be an earlier attempt's, and
+            # this one's send, lost on the way, may still reach the node and be paid (found
+            # from outside: a retry whose send timed out was failed on the first attempt's
+            # record, its hold voided, and the node then paid it). It stays unknown, its
+            # money held, until the node records it, or the invoice has expired and no send
+            # of it can be paid any more.
+            log.info("ln_failure_may_be_an_earlier_attempts", payment=pid)
             return
         if result is None:
             # The node has no record of it: it never left. Sending again is safe (the node
