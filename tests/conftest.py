@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,6 @@ import fastapi.dependencies.models as fastapi_models
 import fastapi.routing as fastapi_routing
 import pytest
 from argon2 import PasswordHasher, profiles
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -134,6 +134,7 @@ def _slow_files_first(items: list[pytest.Item]) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _WIPER.close()
     if PG_URL and os.environ.get("PYTEST_XDIST_WORKER"):
         asyncio.run(_on_pg_server(PG_URL, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -286,13 +287,62 @@ def pg_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
+class _Wiper:
+    """The wipes' one connection per database, kept for the whole run on an event loop of its
+    own (each test's loop ends with it): a new connection's backend loads the catalog of
+    every table anew, ~33 of a wipe's ~40 ms on an empty database, before every PostgreSQL
+    test. A connection lost (a test that ended every session, the server restarted) is
+    opened again once."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conns: dict[str, Any] = {}
+
+    def _running(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(target=self._loop.run_forever, name="pg-wipe", daemon=True).start()
+        return self._loop
+
+    async def wipe(self, url: str) -> None:
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._wipe(url),
+                                                                   self._running()))
+
+    async def _wipe(self, url: str) -> None:
+        import asyncpg
+
+        for last in (False, True):
+            conn = self._conns.get(url)
+            try:
+                if conn is None or conn.is_closed():
+                    u = make_url(url)
+                    conn = self._conns[url] = await asyncpg.connect(
+                        host=u.host, port=u.port or 5432, user=u.username,
+                        password=u.password, database=u.database)
+                await conn.execute(_LEFTOVERS)
+                await conn.execute(_WIPE)
+                return
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+                    asyncpg.AdminShutdownError):
+                self._conns.pop(url, None)
+                if last:
+                    raise
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        for conn in self._conns.values():
+            asyncio.run_coroutine_threadsafe(conn.close(), self._loop).result(10)
+        self._conns.clear()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+_WIPER = _Wiper()
+
+
 async def wipe_pg(url: str) -> None:
     """Empty the PostgreSQL test database of ``url`` (see ``_LEFTOVERS`` and ``_WIPE``)."""
-    engine = create_engine(url, pool_size=1)
-    async with engine.begin() as conn:
-        await conn.execute(text(_LEFTOVERS))
-        await conn.execute(text(_WIPE))
-    await engine.dispose()
+    await _WIPER.wipe(url)
 
 
 # One engine per database URL for the whole process (the URL of each backend is the same in
