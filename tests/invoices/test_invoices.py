@@ -166,6 +166,42 @@ async def test_after_a_partial_payment_the_full_bolt11_is_cancelled(lnenv: LnEnv
     await env.check()
 
 
+async def test_another_wallet_cannot_pay_the_full_bolt11_once_part_is_paid(lnenv: LnEnv,
+                                                                           shop):
+    """Found from outside (stop 42, against the cancel above): between a partial payment and
+    the follow-up that cancels the first BOLT11 on the node, another wallet of the platform
+    paid that BOLT11 internally: 14,000 sat paid for a 10,000 sat invoice. An internal
+    payment of a store invoice's BOLT11 pays no more than the invoice still asks for, read
+    under its lock."""
+    from tests.lightning.test_lightning import fund
+
+    env = lnenv
+    payer = await env.wallet_for("payer@example.com")
+    await fund(env, payer, 50_000 * SAT)
+    async with env.sessions() as s, s.begin():
+        _, token = await acc.create_api_key(s, owner_id=payer.owner_id, scopes=[
+            "wallet:read", "withdrawals:write"])
+    async with api_client(env) as c:
+        inv = (await create(c, shop, "race", amount="10000", currency="SATS")).json()
+        first = inv["payment_methods"]["lightning"]["bolt11"]
+        env.chain.pay(inv["payment_methods"]["onchain"]["address"], 4_000)
+        await env.runtime.watcher.step()
+        # Counted, and the follow-up not yet at the node (no node given: the moment between).
+        await refresh_open_invoices(env.sessions, env.settings, None)
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["seen_msat"] == 4_000 * SAT
+        r = await c.post(f"/api/v1/wallets/{payer.id}/withdrawals",
+                         headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "x"},
+                         json={"destination": first})
+        assert r.status_code == 422 and "asks for less now" in r.text, r.text
+        got = (await c.get(f"/api/v1/invoices/{inv['id']}", headers=shop["read"])).json()
+        assert got["paid_msat"] == 0 and got["seen_msat"] == 4_000 * SAT
+        wallet = (await c.get(f"/api/v1/wallets/{payer.id}",
+                              headers={"Authorization": f"Bearer {token}"})).json()
+        assert wallet["available_msat"] == 50_000 * SAT
+    await env.check()
+
+
 async def test_an_invoice_paid_within_its_tolerance_asks_for_nothing_more(lnenv: LnEnv, shop):
     """Found from outside (stop 42): an invoice settled within its payment tolerance still
     offered an on-chain payment request for the shortfall in the API (`amount_sat`, `bip21`):

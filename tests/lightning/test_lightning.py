@@ -216,6 +216,61 @@ async def test_a_retry_lost_on_the_way_is_not_failed_on_the_first_attempts_recor
 
 
 @pytest.mark.parametrize("settings_overrides", [{"ln_max_attempts": 2}])
+async def test_a_retrys_own_failure_after_its_send_timed_out_releases_the_money(
+        lnenv: LnEnv):
+    """Found from outside (stop 42, against the fix above): a retry whose send timed out and
+    which the node then failed on its own record was held until its invoice expired, a date
+    the payee sets (ten years). The node numbers its records: one other than the first
+    attempt's is this attempt's own failure, final at once."""
+    env = lnenv
+    wd, inv, gate = await _retry_lost_on_the_way(env, 60_000 * SAT, expiry=10 * 365 * 86400)
+    env.network.script(inv.payment_hash, "fail:incorrect_payment_details")
+    gate.set()  # the send reaches the node, which fails it: a new record
+    for _ in range(50):
+        known = await env.runtime.lightning.track_payment(inv.payment_hash)
+        if known is not None and known.failure_reason == \
+                "FAILURE_REASON_INCORRECT_PAYMENT_DETAILS":
+            break
+        await asyncio.sleep(0.1)
+    await env.runtime.payer.step()
+    assert (await status(env, wd.id))[0] == "failed"
+    assert (await env.balances())["held"] == 0
+    await env.check()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"ln_payer_concurrency": 2}])
+async def test_payments_waiting_on_an_earlier_attempts_record_take_no_ones_turn(
+        lnenv: LnEnv):
+    """Found from outside (stop 42): such waiting payments were asked about first at every
+    tick, and as many of them as the payer's concurrency took every turn: nobody else's
+    payment in flight was looked at again, a success at the node never booked."""
+    env = lnenv
+    await fund(env, env.wallet, 500_000 * SAT)
+    honest = customer_invoice(env, 5_000 * SAT)
+    env.network.script(env.network.decode(honest).payment_hash, "hang_then_succeed",
+                       delay=3)
+    wd = await pay_out(env, honest)
+    assert (await env.runtime.payer.step()).unknown == 1  # no answer in time: unknown
+    bills = [env.network.create_invoice("customer2", 10_000 * SAT) for _ in range(2)]
+    for bill in bills:
+        env.network.script(bill.payment_hash, "fail:no_route")
+    waiting = [await pay_out(env, bill.bolt11) for bill in bills]
+    assert (await env.runtime.payer.step()).retried == 2
+    gate = env.lnd.hold("POST", "/v2/router/send")
+    try:
+        assert (await env.runtime.payer.step()).unknown == 2  # both retries lost on the way
+        await env.runtime.payer.step()  # the honest one asked about: still in flight
+        await asyncio.sleep(3)  # now it has succeeded at the node
+        for _ in range(4):
+            await env.runtime.payer.step()
+        assert (await status(env, wd.id))[0] == "confirmed"
+        for stuck in waiting:
+            assert (await status(env, stuck.id))[0] == "broadcast"
+    finally:
+        gate.set()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"ln_max_attempts": 2}])
 async def test_a_retry_lost_for_good_fails_once_its_invoice_has_expired(lnenv: LnEnv,
                                                                         clock):
     """The same, the send never taken: once the invoice has expired (and the margin for the

@@ -82,6 +82,9 @@ class PaymentResult:
     fee_msat: int = 0
     preimage: str | None = None
     failure_reason: str | None = None
+    # The node's index of this record (LND's payment index: a new attempt of the hash gets
+    # a new one); None where the node gives none.
+    index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

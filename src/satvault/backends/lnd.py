@@ -194,6 +194,7 @@ class LndBackend:
             fee_msat=_int(obj.get("fee_msat")),
             preimage=preimage,
             failure_reason=None if reason in (None, "", "FAILURE_REASON_NONE") else str(reason),
+            index=_int(obj.get("payment_index")) or None,
         )
 
     # -------------------------------------------------------------------------- Protocol
@@ -300,7 +301,7 @@ class LndBackend:
         for obj in out.get("payments") or []:
             p = self._payment(obj)
             found.append(NodePayment(p.payment_hash, p.status, p.amount_msat, p.fee_msat,
-                                     _int(obj.get("payment_index"))))
+                                     p.index or 0))
         return found
 
     async def decode(self, bolt11: str) -> DecodedInvoice:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, select, update
+from sqlalchemy import ColumnElement, bindparam, column, select, table, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -33,6 +33,7 @@ from satvault.ledger.core import TransferSpec
 from satvault.ledger.errors import error_for_batch
 from satvault.ledger.platform import ensure_platform_accounts, platform_fee
 from satvault.ledger.store import create_transfers
+from satvault.lightning.errors import PaymentRefused
 from satvault.lightning.models import (
     LnCursor,
     LnInvoice,
@@ -185,6 +186,8 @@ async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat:
     if row is None:
         return False
     invoice_id, store_invoice_id, payee_account_id = row[0], row[1], row[2]
+    if store_invoice_id and payable_by is not None and not reserved:
+        await _refuse_more_than_due(session, store_invoice_id, paid_msat)
     platform = await ensure_platform_accounts(session, "BTC")
     if debit_account_id is None:
         debit_account_id = platform.lightning.id
@@ -215,6 +218,29 @@ async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat:
     log.info("ln_invoice_credited", invoice=invoice_id, msat=paid_msat, internal=internal,
              frozen=frozen is not None)
     return True
+
+
+# The store invoice a BOLT11 may belong to, by name: the invoices package sits above this one
+# (it reads Lightning), so its model is not imported here.
+_STORE_INVOICES = table("store_invoices", column("id"), column("status"), column("due_msat"),
+                        column("seen_msat"))
+
+
+async def _refuse_more_than_due(session: AsyncSession, store_invoice_id: str,
+                                paid_msat: int) -> None:
+    """An internal payment of a store invoice's BOLT11 pays no more than the store invoice
+    still asks for, read under its row lock (found from outside: between a partial payment
+    and the follow-up that cancels the first BOLT11, for the whole amount, on the node,
+    another wallet of the platform paid that BOLT11, and the customer paid 14,000 sat for a
+    10,000 sat invoice). Raises :class:`PaymentRefused`; the caller's rollback undoes the
+    mark."""
+    t = _STORE_INVOICES.c
+    status, left = (await session.execute(
+        select(t.status, t.due_msat - t.seen_msat).where(t.id == store_invoice_id)
+        .with_for_update())).one()
+    if status != "new" or paid_msat > left:
+        raise PaymentRefused("this invoice asks for less now (a part of it was paid, or it "
+                             "is paid): pay the Lightning invoice it shows now")
 
 
 async def expire_invoices(session: AsyncSession, payment_hashes: Sequence[str]) -> int:

@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -118,6 +119,10 @@ class LnPayment(Base):
     next_try_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The node's index of the record a failed attempt failed on (LND's payment index, which
+    # a new attempt of the hash replaces): a FAILED read later under it is this attempt's,
+    # not the next one's (migration 0084).
+    node_index: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         UniqueConstraint("payment_hash", "attempt", name="hash_attempt"),

@@ -40,8 +40,8 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from hashlib import sha256
 from typing import Any
@@ -354,14 +354,25 @@ async def _queue_payment(session: AsyncSession, wd: Withdrawal, inv: CheckedInvo
         raise ConcurrentUpdate("this invoice is being paid by another request") from exc
 
 
-# How long past a BOLT11's expiry before no send of it can still be paid: the node judges
-# expiry by its own clock, and a send it took just before is recorded by then.
+# How long past a BOLT11's expiry before no send of it can still be paid (the node judges
+# expiry by its own clock, and a send it took just before is recorded by then), and how
+# long after an attempt was queued a send of it lost on the way could still turn up at the
+# node at most (one the node took before our connection ended is recorded at once; one it
+# did not is never made): far beyond either.
 EXPIRY_MARGIN_SECONDS = 600
+LOST_SEND_SECONDS = 3600
 
 
-def _past_expiry(bolt11: str) -> bool:
+def _its_own(result: PaymentResult, earlier: Sequence[int | None]) -> bool:
+    """Whether the node's FAILED ``result`` is another record than every one the earlier
+    attempts of the hash failed on (0: they failed with no record at the node)."""
+    return result.index is not None and None not in earlier and result.index not in earlier
+
+
+def _wait_over(bolt11: str, since: datetime) -> bool:
     d = decode(bolt11)
-    return unix_time() > d.date + (d.expiry or 3600) + EXPIRY_MARGIN_SECONDS
+    return unix_time() > min(d.date + (d.expiry or 3600) + EXPIRY_MARGIN_SECONDS,
+                             since.timestamp() + LOST_SEND_SECONDS)
 
 
 async def release_held_payment(session: AsyncSession, wd: Withdrawal, *, bolt11: str,
@@ -801,8 +812,10 @@ class LightningPayer:
             report.unknown += 1
             PAYMENTS.labels("lightning", "unknown").inc()
             return None
-        if known is None or known.status is PaymentStatus.FAILED:
-            return result
+        if known is None:  # no record: nothing left; a later record is another attempt's
+            return replace(result, index=0)
+        if known.status is PaymentStatus.FAILED:
+            return replace(result, index=known.index)
         log.warning("ln_failure_not_confirmed", payment=pid, node_says=known.status.value,
                     reported=result.failure_reason)
         return known
@@ -826,24 +839,28 @@ class LightningPayer:
         async with self.sessions() as s:
             p = await s.get(LnPayment, pid)
             assert p is not None
-            payment_hash, bolt11 = p.payment_hash, p.bolt11
-            failed_before = (await s.execute(select(LnPayment.id).where(
+            payment_hash, bolt11, since = p.payment_hash, p.bolt11, p.created_at
+            earlier = list((await s.execute(select(LnPayment.node_index).where(
                 LnPayment.payment_hash == payment_hash, LnPayment.id != pid,
-                LnPayment.status == LnPaymentStatus.FAILED).limit(1))).first() is not None
+                LnPayment.status == LnPaymentStatus.FAILED))).scalars())
         try:
             result = await self.backend.track_payment(payment_hash)
         except BackendError as exc:
             report.errors.append(f"{pid}: {exc}")
             return
-        if result is not None and result.status is PaymentStatus.FAILED and failed_before \
-                and not _past_expiry(bolt11):
+        if result is not None and result.status is PaymentStatus.FAILED and earlier \
+                and not _its_own(result, earlier) and not _wait_over(bolt11, since):
             # The node keeps one record per hash: this FAILED may be an earlier attempt's, and
             # this one's send, lost on the way, may still reach the node and be paid (found
             # from outside: a retry whose send timed out was failed on the first attempt's
             # record, its hold voided, and the node then paid it). It stays unknown, its
-            # money held, until the node records it, or the invoice has expired and no send
-            # of it can be paid any more.
+            # money held, until the node's record is another than the one the earlier attempt
+            # failed on, or (a node that numbers no records) the invoice has expired or an
+            # hour has passed, when no lost send of it can be paid any more. Asked again
+            # after the others (found from outside: such payments, asked first at every
+            # tick, took every slot, and nobody else's payment was looked at).
             log.info("ln_failure_may_be_an_earlier_attempts", payment=pid)
+            await self._touch(pid)
             return
         if result is None:
             # The node has no record of it: it never left. Sending again is safe (the node
@@ -856,6 +873,16 @@ class LightningPayer:
             await retrying(self.sessions, requeue)
             return
         await self._apply(pid, result, report)
+
+    async def _touch(self, pid: str) -> None:
+        """Put a payment still to be asked about behind the others (``dispatch`` asks the
+        longest unchanged first)."""
+        async def work(s: AsyncSession) -> None:
+            await s.execute(update(LnPayment).where(
+                LnPayment.id == pid,
+                LnPayment.status.in_((LnPaymentStatus.IN_FLIGHT, LnPaymentStatus.UNKNOWN))
+            ).values(updated_at=utcnow()))
+        await retrying(self.sessions, work)
 
     async def _apply(self, pid: str, result: PaymentResult, report: PayerReport) -> None:
         if result.status is PaymentStatus.IN_FLIGHT:
@@ -923,6 +950,7 @@ class LightningPayer:
             return False
         p.status, p.failure_reason, p.updated_at = \
             LnPaymentStatus.FAILED, result.failure_reason, utcnow()
+        p.node_index = result.index  # the record it failed on: a later one is another's
         wd = await session.get(Withdrawal, p.withdrawal_id, with_for_update=True)
         assert wd is not None
         if result.failure_reason in RETRYABLE and p.attempt < self.settings.ln_max_attempts:
