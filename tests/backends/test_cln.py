@@ -14,6 +14,7 @@ from satvault.backends.errors import BackendError, BackendUnavailable, TxRejecte
 from satvault.backends.lightning import InvoiceState, PaymentStatus
 from satvault.simnet.ln.cln_rpc import ClnRpcServer
 from satvault.simnet.ln.network import LnNetwork
+from tests.simnet_ln.test_lnd_rest import lists_every_payment_in_pages
 from tests.waiting import eventually
 
 
@@ -204,21 +205,4 @@ async def test_an_answer_nested_past_the_parsers_limit_is_a_backend_error(tmp_pa
 
 
 async def test_list_payments_pages_through_listsendpays(cln: ClnBackend, net: LnNetwork) -> None:
-    """``listsendpays`` by created index (the reconciliation's read of the node's payments),
-    failed ones included."""
-    assert await cln.list_payments() == []
-    paid = [net.create_invoice("customer2", 1_000 * (i + 1)) for i in range(3)]
-    for inv in paid:
-        await cln.pay(inv.bolt11, amount_msat=None, fee_limit_msat=5_000, timeout_seconds=30)
-    failed = net.create_invoice("customer2", 9_000)
-    net.script_next("platform", "fail:no_route")
-    await cln.pay(failed.bolt11, amount_msat=None, fee_limit_msat=5_000, timeout_seconds=30)
-    listed = await cln.list_payments()
-    assert [p.payment_hash for p in listed] == [i.payment_hash for i in (*paid, failed)]
-    assert [p.status for p in listed] == [PaymentStatus.SUCCEEDED] * 3 + [PaymentStatus.FAILED]
-    assert [p.amount_msat for p in listed[:3]] == [1_000, 2_000, 3_000]
-    indexes = [p.index for p in listed]
-    assert indexes == sorted(indexes) and len(set(indexes)) == 4
-    assert [p.payment_hash for p in await cln.list_payments(after_index=indexes[0], limit=2)] \
-        == [paid[1].payment_hash, paid[2].payment_hash]
-    assert await cln.list_payments(after_index=indexes[-1]) == []
+    await lists_every_payment_in_pages(cln, net)
