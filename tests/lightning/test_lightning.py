@@ -216,6 +216,45 @@ async def test_a_retry_lost_on_the_way_is_not_failed_on_the_first_attempts_recor
 
 
 @pytest.mark.parametrize("settings_overrides", [{"ln_max_attempts": 2}])
+async def test_a_retry_that_waited_long_to_be_sent_is_not_released_at_its_first_look(
+        lnenv: LnEnv):
+    """Found from outside (stop 42, against the fix above): the hour after which a send lost
+    on the way is given up was counted from the attempt row's creation, so a retry that
+    waited two hours to be sent (a frozen wallet, an approval, the worker down) was failed at
+    its first look while the node took its send and paid it. It is counted from the send."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    env = lnenv
+    await fund(env, env.wallet, 500_000 * SAT)
+    inv = env.network.create_invoice("customer2", 60_000 * SAT, expiry=86_400)
+    env.network.script_next("platform", "fail:no_route")
+    wd = await pay_out(env, inv.bolt11)
+    assert (await env.runtime.payer.step()).retried == 1
+    async with env.sessions() as s, s.begin():  # it waited two hours to be sent
+        retry = (await s.execute(select(LnPayment).where(LnPayment.attempt == 2))).scalar_one()
+        await s.execute(update(LnPayment).where(LnPayment.id == retry.id).values(
+            created_at=retry.created_at - timedelta(hours=2)))
+    gate = env.lnd.hold("POST", "/v2/router/send")
+    try:
+        assert (await env.runtime.payer.step()).unknown == 1
+        await env.runtime.payer.step()
+        assert (await status(env, wd.id))[0] == "broadcast"  # not released: it may be paid
+        assert (await env.balances())["held"] >= 60_000 * SAT
+    finally:
+        gate.set()
+    for _ in range(50):
+        known = await env.runtime.lightning.track_payment(inv.payment_hash)
+        if known is not None and known.status is PaymentStatus.SUCCEEDED:
+            break
+        await asyncio.sleep(0.1)
+    await env.runtime.payer.step()
+    assert (await status(env, wd.id))[0] == "confirmed"
+    await env.check()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"ln_max_attempts": 2}])
 async def test_a_retrys_own_failure_after_its_send_timed_out_releases_the_money(
         lnenv: LnEnv):
     """Found from outside (stop 42, against the fix above): a retry whose send timed out and

@@ -298,3 +298,52 @@ def test_migration_0064_reserves_the_invoices_held_payments_took(tmp_path):
     assert statuses()["lni_held"] == "open"
     upgrade(url)
     assert statuses()["lni_held"] == "reserved"
+
+
+async def test_a_held_payment_of_a_store_invoice_pays_no_more_than_it_asks_for(
+        lnenv: LnEnv, shop):  # noqa: F811
+    """Found from outside (stop 42): the first BOLT11 of a store invoice, paid internally
+    after part of the invoice was paid on-chain, was refused (it asks for less now), but the
+    same payment held for review was reserved, and its release paid the invoice over (24,000
+    sat for 20,000). The reservation is refused the same way; and a payment held before the
+    invoice was paid in full otherwise is refused at its release (the case can only return
+    the money)."""
+    from satvault.invoices.tasks import refresh_open_invoices
+    from tests.invoices.test_invoices import create
+
+    env = lnenv
+    _, admin = await keys(env)
+    await _review_big_payments(env)  # 10,000 sat or more: held for review
+    payer, auth = await _payer(env, "payer@example.com")
+    async with api_client(env) as c:
+        # Part paid first: the reservation itself is refused.
+        inv = (await create(c, shop, "part", amount="20000", currency="SATS")).json()
+        env.chain.pay(inv["payment_methods"]["onchain"]["address"], 4_000)
+        await env.runtime.watcher.step()
+        await refresh_open_invoices(env.sessions, env.settings, None)  # before the follow-up
+        r = await _pay_from(c, payer, auth, "part",
+                            inv["payment_methods"]["lightning"]["bolt11"])
+        assert r.status_code == 422 and "asks for less now" in r.text, r.text
+        # Held first, then paid in full on-chain: the release is refused, nothing moves.
+        whole = (await create(c, shop, "whole", amount="20000", currency="SATS")).json()
+        r = await _pay_from(c, payer, auth, "whole",
+                            whole["payment_methods"]["lightning"]["bolt11"])
+        assert r.status_code == 201 and r.json()["status"] == "review", r.text
+        env.chain.pay(whole["payment_methods"]["onchain"]["address"], 20_000)
+        await settle_all(env)
+        case = await _case_of(env, r.json()["id"])
+        assert (await c.post(f"/api/v1/admin/risk/cases/{case}/investigate", headers=admin,
+                             json={})).status_code == 200
+        closed = await c.post(f"/api/v1/admin/risk/cases/{case}/close", headers=admin,
+                              json={"resolution": "false_positive", "money": "release"})
+        assert closed.status_code == 422 and "asks for less now" in closed.text, closed.text
+        env.chain.mine(1)
+        await settle_all(env)
+        got = (await c.get(f"/api/v1/invoices/{whole['id']}", headers=shop["read"])).json()
+        assert got["paid_msat"] == 20_000 * SAT, got
+        back = await c.post(f"/api/v1/admin/risk/cases/{case}/close", headers=admin,
+                            json={"resolution": "false_positive", "money": "return"})
+        assert back.status_code == 200, back.text
+        w = (await c.get(f"/api/v1/wallets/{payer.id}", headers=auth)).json()
+        assert w["held_msat"] == 0
+    await env.check()

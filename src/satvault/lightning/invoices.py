@@ -45,7 +45,8 @@ from satvault.logs import get_logger
 from satvault.telemetry import PAYMENTS_RECEIVED
 
 __all__ = ["InvoiceListener", "StoreInvoiceHook", "check_invoice_request", "create_invoice",
-           "credit_settled", "expire_invoices", "node_invoice", "store_invoice"]
+           "credit_settled", "expire_invoices", "node_invoice", "refuse_more_than_due",
+           "store_invoice"]
 
 log = get_logger(__name__)
 
@@ -186,8 +187,8 @@ async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat:
     if row is None:
         return False
     invoice_id, store_invoice_id, payee_account_id = row[0], row[1], row[2]
-    if store_invoice_id and payable_by is not None and not reserved:
-        await _refuse_more_than_due(session, store_invoice_id, paid_msat)
+    if store_invoice_id and payable_by is not None:  # a held one's release too
+        await refuse_more_than_due(session, store_invoice_id, paid_msat)
     platform = await ensure_platform_accounts(session, "BTC")
     if debit_account_id is None:
         debit_account_id = platform.lightning.id
@@ -226,14 +227,14 @@ _STORE_INVOICES = table("store_invoices", column("id"), column("status"), column
                         column("seen_msat"))
 
 
-async def _refuse_more_than_due(session: AsyncSession, store_invoice_id: str,
-                                paid_msat: int) -> None:
+async def refuse_more_than_due(session: AsyncSession, store_invoice_id: str,
+                               paid_msat: int) -> None:
     """An internal payment of a store invoice's BOLT11 pays no more than the store invoice
     still asks for, read under its row lock (found from outside: between a partial payment
     and the follow-up that cancels the first BOLT11, for the whole amount, on the node,
     another wallet of the platform paid that BOLT11, and the customer paid 14,000 sat for a
-    10,000 sat invoice). Raises :class:`PaymentRefused`; the caller's rollback undoes the
-    mark."""
+    10,000 sat invoice; and, held for review, at its release). Raises
+    :class:`PaymentRefused`; the caller's rollback undoes the mark."""
     t = _STORE_INVOICES.c
     status, left = (await session.execute(
         select(t.status, t.due_msat - t.seen_msat).where(t.id == store_invoice_id)

@@ -123,6 +123,8 @@ class LnPayment(Base):
     # a new attempt of the hash replaces): a FAILED read later under it is this attempt's,
     # not the next one's (migration 0084).
     node_index: Mapped[int | None] = mapped_column(BigInteger)
+    # When the payer last handed this attempt to the node (its claim).
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (
         UniqueConstraint("payment_hash", "attempt", name="hash_attempt"),

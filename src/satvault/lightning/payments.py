@@ -72,7 +72,12 @@ from satvault.lightning.errors import (
     LightningError,
     PaymentRefused,
 )
-from satvault.lightning.invoices import LIVE_PAYMENTS, StoreInvoiceHook, credit_settled
+from satvault.lightning.invoices import (
+    LIVE_PAYMENTS,
+    StoreInvoiceHook,
+    credit_settled,
+    refuse_more_than_due,
+)
 from satvault.lightning.models import (
     ISSUED_ON_REQUEST,
     InternalRefusal,
@@ -356,11 +361,19 @@ async def _queue_payment(session: AsyncSession, wd: Withdrawal, inv: CheckedInvo
 
 # How long past a BOLT11's expiry before no send of it can still be paid (the node judges
 # expiry by its own clock, and a send it took just before is recorded by then), and how
-# long after an attempt was queued a send of it lost on the way could still turn up at the
-# node at most (one the node took before our connection ended is recorded at once; one it
+# long after an attempt was sent (``sent_at``) a send of it lost on the way could still turn
+# up at the node at most (one the node took before our connection ended is recorded at once; one it
 # did not is never made): far beyond either.
 EXPIRY_MARGIN_SECONDS = 600
 LOST_SEND_SECONDS = 3600
+
+
+async def _failed_before(session: AsyncSession, payment_hash: str, pid: str
+                         ) -> list[int | None]:
+    """The node indexes the hash's other failed attempts failed on."""
+    return list((await session.execute(select(LnPayment.node_index).where(
+        LnPayment.payment_hash == payment_hash, LnPayment.id != pid,
+        LnPayment.status == LnPaymentStatus.FAILED))).scalars())
 
 
 def _its_own(result: PaymentResult, earlier: Sequence[int | None]) -> bool:
@@ -587,11 +600,17 @@ async def reserve_own_invoice(session: AsyncSession, *, wallet: Wallet, payment_
             LnInvoice.wallet_id != wallet.id,
             LnInvoice.amount_msat.is_(None) | (LnInvoice.amount_msat == amount_msat),
             ~being_paid)
-        .values(status=LnInvoiceStatus.RESERVED).returning(LnInvoice.id)
+        .values(status=LnInvoiceStatus.RESERVED)
+        .returning(LnInvoice.id, LnInvoice.store_invoice_id)
         .execution_options(synchronize_session=False))).first()
     if reserved is None:
         await _refuse_own_invoice(session, wallet=wallet, payment_hash=payment_hash,
                                   amount_msat=amount_msat)
+        return
+    if reserved[1] is not None:  # no more than the store invoice asks for (found from
+        # outside: a held payment of the first BOLT11 after a partial payment, released,
+        # paid the invoice over; its release is checked too: credit_settled)
+        await refuse_more_than_due(session, reserved[1], amount_msat)
 
 
 async def _settle_internally(session: AsyncSession, *, wallet: Wallet, invoice: LnInvoice,
@@ -744,7 +763,7 @@ class LightningPayer:
                 LnPayment.id == pid,
                 LnPayment.status.in_((LnPaymentStatus.PENDING, LnPaymentStatus.RETRY)),
                 _released(self.settings),
-            ).values(status=LnPaymentStatus.IN_FLIGHT, updated_at=utcnow()))
+            ).values(status=LnPaymentStatus.IN_FLIGHT, updated_at=utcnow(), sent_at=utcnow()))
             if res.rowcount != 1:  # type: ignore[attr-defined]
                 return None  # another worker took it
             payment = await s.get(LnPayment, pid)
@@ -815,6 +834,16 @@ class LightningPayer:
         if known is None:  # no record: nothing left; a later record is another attempt's
             return replace(result, index=0)
         if known.status is PaymentStatus.FAILED:
+            if result.index is None:  # an error, not the node's update of this attempt
+                async with self.sessions() as s:
+                    earlier = await _failed_before(s, payment_hash, pid)
+                if earlier and not _its_own(known, earlier):
+                    # The record may be an earlier attempt's (found from outside): unknown,
+                    # asked about as any lost send (``_reconcile``).
+                    await self._mark(pid, LnPaymentStatus.UNKNOWN,
+                                     f"refusal not confirmed: {result.failure_reason}")
+                    report.unknown += 1
+                    return None
             return replace(result, index=known.index)
         log.warning("ln_failure_not_confirmed", payment=pid, node_says=known.status.value,
                     reported=result.failure_reason)
@@ -839,10 +868,8 @@ class LightningPayer:
         async with self.sessions() as s:
             p = await s.get(LnPayment, pid)
             assert p is not None
-            payment_hash, bolt11, since = p.payment_hash, p.bolt11, p.created_at
-            earlier = list((await s.execute(select(LnPayment.node_index).where(
-                LnPayment.payment_hash == payment_hash, LnPayment.id != pid,
-                LnPayment.status == LnPaymentStatus.FAILED))).scalars())
+            payment_hash, bolt11, since = p.payment_hash, p.bolt11, p.sent_at or p.updated_at
+            earlier = await _failed_before(s, payment_hash, pid)
         try:
             result = await self.backend.track_payment(payment_hash)
         except BackendError as exc:
