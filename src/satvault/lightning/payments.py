@@ -868,7 +868,8 @@ class LightningPayer:
         async with self.sessions() as s:
             p = await s.get(LnPayment, pid)
             assert p is not None
-            payment_hash, bolt11, since = p.payment_hash, p.bolt11, p.sent_at or p.updated_at
+            # (no sent_at: a row from before migration 0084, counted from its creation)
+            payment_hash, bolt11, since = p.payment_hash, p.bolt11, p.sent_at or p.created_at
             earlier = await _failed_before(s, payment_hash, pid)
         try:
             result = await self.backend.track_payment(payment_hash)
