@@ -188,7 +188,7 @@ async def credit_settled(session: AsyncSession, *, payment_hash: str, paid_msat:
         return False
     invoice_id, store_invoice_id, payee_account_id = row[0], row[1], row[2]
     if store_invoice_id and payable_by is not None:  # a held one's release too
-        await refuse_more_than_due(session, store_invoice_id, paid_msat)
+        await refuse_more_than_due(session, store_invoice_id, paid_msat, held=reserved)
     platform = await ensure_platform_accounts(session, "BTC")
     if debit_account_id is None:
         debit_account_id = platform.lightning.id
@@ -228,18 +228,22 @@ _STORE_INVOICES = table("store_invoices", column("id"), column("status"), column
 
 
 async def refuse_more_than_due(session: AsyncSession, store_invoice_id: str,
-                               paid_msat: int) -> None:
+                               paid_msat: int, *, held: bool = False) -> None:
     """An internal payment of a store invoice's BOLT11 pays no more than the store invoice
     still asks for, read under its row lock (found from outside: between a partial payment
     and the follow-up that cancels the first BOLT11, for the whole amount, on the node,
     another wallet of the platform paid that BOLT11, and the customer paid 14,000 sat for a
-    10,000 sat invoice; and, held for review, at its release). Raises
+    10,000 sat invoice; and, held for review, at its release, whatever the invoice's
+    status then). Raises
     :class:`PaymentRefused`; the caller's rollback undoes the mark."""
     t = _STORE_INVOICES.c
     status, left = (await session.execute(
         select(t.status, t.due_msat - t.seen_msat).where(t.id == store_invoice_id)
         .with_for_update())).one()
-    if status != "new" or paid_msat > left:
+    # ``held``: the release of a payment made in time and held for review; the invoice may
+    # have expired meanwhile (found from outside: refused, the merchant lost the sale), it
+    # is paid late. Only what it no longer asks for is refused.
+    if (status != "new" and not held) or paid_msat > left:
         raise PaymentRefused("this invoice asks for less now (a part of it was paid, or it "
                              "is paid): pay the Lightning invoice it shows now")
 
