@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from satvault.backup.archive import NEWEST_TRANSFER
 from satvault.backup.errors import TargetNotEmpty, ToolFailed, ToolMissing
 from satvault.db import create_engine
 from satvault.logs import get_logger
@@ -170,7 +171,7 @@ async def dump(url: str, out: Path, *, step: Step | None = None
                 snapshot = (await conn.execute(text("SELECT pg_export_snapshot()"))).scalar_one()
                 revision = await _revision(conn)
                 newest = None if revision is None else (await conn.execute(text(
-                    "SELECT max(created_at) FROM ledger_transfers"))).scalar_one()
+                    NEWEST_TRANSFER))).scalar_one()
                 log.info("backup_snapshot", snapshot=snapshot, revision=revision)
                 # The snapshot lives as long as this transaction: pg_dump imports it first
                 # thing, and this waits for pg_dump to finish before letting go.
@@ -239,8 +240,7 @@ async def newest_transfer(url: str) -> datetime | None:
     engine = create_engine(url, pool_size=1)
     try:
         async with engine.connect() as conn:
-            at = (await conn.execute(text(
-                "SELECT max(created_at) FROM ledger_transfers"))).scalar_one()
+            at = (await conn.execute(text(NEWEST_TRANSFER))).scalar_one()
     except DBAPIError as exc:
         if "does not exist" in str(exc.orig):
             return None

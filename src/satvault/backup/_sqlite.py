@@ -15,7 +15,9 @@ import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from satvault.backup.archive import NEWEST_TRANSFER
 from satvault.backup.errors import (
     BackupError,
     BadArchive,
@@ -37,34 +39,35 @@ def _connect(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def table_count(path: Path) -> int:
+def _one(path: Path, sql: str) -> Any:
+    """The first column of ``sql``'s one row on the target at ``path`` (None: no file, or no
+    such table). A file that is not a SQLite database is refused as one (found from outside:
+    a traceback, not the refusal)."""
     if not path.exists() or path.stat().st_size == 0:
-        return 0
+        return None
     try:
         with _connect(path) as conn:
-            return int(conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-                                    "AND name NOT LIKE 'sqlite_%'").fetchone()[0])
-    except sqlite3.DatabaseError as exc:  # found from outside: a traceback, not the refusal
+            return conn.execute(sql).fetchone()[0]
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
         raise BackupError(f"{path} is not a SQLite database ({exc}): nothing was "
                           "changed") from exc
+    except sqlite3.DatabaseError as exc:
+        raise BackupError(f"{path} is not a SQLite database ({exc}): nothing was "
+                          "changed") from exc
+
+
+def table_count(path: Path) -> int:
+    return int(_one(path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                          "AND name NOT LIKE 'sqlite_%'") or 0)
 
 
 def newest_transfer(path: Path) -> datetime | None:
     """When the newest ledger transfer of the SQLite database at ``path`` was made (None: no
     file, no schema, no transfer)."""
-    if not path.exists() or path.stat().st_size == 0:
-        return None
-    try:
-        with _connect(path) as conn:
-            row = conn.execute("SELECT max(created_at) FROM ledger_transfers").fetchone()
-    except sqlite3.OperationalError:  # no such table: nothing of satvault's in it
-        return None
-    except sqlite3.DatabaseError as exc:
-        raise BackupError(f"{path} is not a SQLite database ({exc}): nothing was "
-                          "changed") from exc
-    if row is None or row[0] is None:
-        return None
-    return datetime.fromisoformat(str(row[0])).replace(tzinfo=UTC)
+    at = _one(path, NEWEST_TRANSFER)
+    return None if at is None else datetime.fromisoformat(str(at)).replace(tzinfo=UTC)
 
 
 def _revision(conn: sqlite3.Connection) -> str | None:

@@ -32,10 +32,13 @@ from typing import Any, Literal, cast
 from satvault.backup.errors import BadArchive, ChecksumMismatch
 from satvault.kernel import strictjson
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST_NAME", "DumpInfo", "Kind", "Manifest",
-           "extract_dump", "file_sha256", "read_manifest", "write_archive"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST_NAME", "NEWEST_TRANSFER", "DumpInfo", "Kind",
+           "Manifest", "extract_dump", "file_sha256", "read_manifest", "write_archive"]
 
 FORMAT = "satvault-backup"
+# When a database's ledger last moved: the manifest's ``ledger_newest_at``, and a restore's
+# target (refused when newer without ``--discard-newer``).
+NEWEST_TRANSFER = "SELECT max(created_at) FROM ledger_transfers"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 _MANIFEST_MAX = 64 * 1024
@@ -65,7 +68,8 @@ class Manifest:
     dump: DumpInfo
     server_version: str = ""
     # The newest ledger transfer in the dump (ISO 8601; "" for none, or a backup made before
-    # this field): a restore over a database whose ledger moved past it is asked about.
+    # this field; read by NEWEST_TRANSFER): a restore over a database whose ledger moved past
+    # it is asked about.
     ledger_newest_at: str = ""
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
