@@ -172,6 +172,16 @@ async def test_retryable_failure_is_retried_then_succeeds(lnenv: LnEnv):
     await env.check()
 
 
+async def node_record(env: LnEnv, payment_hash: str, done: Any) -> None:
+    """Wait (5 s at most) until the node's record of ``payment_hash`` satisfies ``done``."""
+    for _ in range(50):
+        known = await env.runtime.lightning.track_payment(payment_hash)
+        if known is not None and done(known):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the node's record of {payment_hash} never got there")
+
+
 async def _retry_lost_on_the_way(env: LnEnv, msat: int, *, expiry: int = 3600):
     """A withdrawal whose first attempt failed with a reason worth retrying, and whose retry's
     send timed out before the node took it (the node is held on the send): the node's one
@@ -203,11 +213,7 @@ async def test_a_retry_lost_on_the_way_is_not_failed_on_the_first_attempts_recor
         assert (await status(env, wd.id))[0] == "broadcast"
         assert (await env.balances())["held"] >= 60_000 * SAT
     gate.set()  # the send reaches the node, which pays it
-    for _ in range(50):
-        known = await env.runtime.lightning.track_payment(inv.payment_hash)
-        if known is not None and known.status is PaymentStatus.SUCCEEDED:
-            break
-        await asyncio.sleep(0.1)
+    await node_record(env, inv.payment_hash, lambda k: k.status is PaymentStatus.SUCCEEDED)
     await env.runtime.payer.step()
     assert (await status(env, wd.id))[0] == "confirmed"
     balances = await env.balances()
@@ -244,11 +250,7 @@ async def test_a_retry_that_waited_long_to_be_sent_is_not_released_at_its_first_
         assert (await env.balances())["held"] >= 60_000 * SAT
     finally:
         gate.set()
-    for _ in range(50):
-        known = await env.runtime.lightning.track_payment(inv.payment_hash)
-        if known is not None and known.status is PaymentStatus.SUCCEEDED:
-            break
-        await asyncio.sleep(0.1)
+    await node_record(env, inv.payment_hash, lambda k: k.status is PaymentStatus.SUCCEEDED)
     await env.runtime.payer.step()
     assert (await status(env, wd.id))[0] == "confirmed"
     await env.check()
@@ -265,12 +267,8 @@ async def test_a_retrys_own_failure_after_its_send_timed_out_releases_the_money(
     wd, inv, gate = await _retry_lost_on_the_way(env, 60_000 * SAT, expiry=10 * 365 * 86400)
     env.network.script(inv.payment_hash, "fail:incorrect_payment_details")
     gate.set()  # the send reaches the node, which fails it: a new record
-    for _ in range(50):
-        known = await env.runtime.lightning.track_payment(inv.payment_hash)
-        if known is not None and known.failure_reason == \
-                "FAILURE_REASON_INCORRECT_PAYMENT_DETAILS":
-            break
-        await asyncio.sleep(0.1)
+    await node_record(env, inv.payment_hash, lambda k: k.failure_reason
+                      == "FAILURE_REASON_INCORRECT_PAYMENT_DETAILS")
     await env.runtime.payer.step()
     assert (await status(env, wd.id))[0] == "failed"
     assert (await env.balances())["held"] == 0
